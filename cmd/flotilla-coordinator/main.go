@@ -1,0 +1,71 @@
+// Command flotilla-coordinator runs one member of the Flotilla coordinator
+// cluster: the replicated state, the public gRPC API and the agent link.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/flotilla-vm/flotilla/coordinator/node"
+)
+
+func main() {
+	var (
+		nodeID    = flag.String("node-id", "coordinator-1", "stable id of this coordinator")
+		dataDir   = flag.String("data-dir", "/var/lib/flotilla/coordinator", "directory for the Raft log and snapshots")
+		listen    = flag.String("listen", "127.0.0.1:7443", "address of the gRPC API and agent link")
+		raftAddr  = flag.String("raft-addr", "127.0.0.1:7000", "address of the Raft transport")
+		bootstrap = flag.Bool("bootstrap", true, "form a new single-server cluster if the data dir is empty")
+		heartbeat = flag.Duration("agent-heartbeat-interval", 2*time.Second, "how often agents send heartbeats")
+		resync    = flag.Duration("agent-resync-interval", 30*time.Second, "how often agents send their full inventory")
+		logLevel  = flag.String("log-level", "info", "debug, info, warn or error")
+		logJSON   = flag.Bool("log-json", false, "log as JSON")
+	)
+	flag.Parse()
+	if flag.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "flotilla-coordinator: unexpected arguments %q\n", flag.Args())
+		os.Exit(2)
+	}
+	log, err := newLogger(*logLevel, *logJSON)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "flotilla-coordinator:", err)
+		os.Exit(2)
+	}
+	if *heartbeat <= 0 || *resync <= 0 {
+		fmt.Fprintln(os.Stderr, "flotilla-coordinator: intervals must be positive")
+		os.Exit(2)
+	}
+	n, err := node.Start(node.Config{
+		NodeID: *nodeID, DataDir: *dataDir, RaftAddr: *raftAddr, APIAddr: *listen, Bootstrap: *bootstrap,
+		HeartbeatInterval: *heartbeat, ResyncInterval: *resync, Logger: log,
+	})
+	if err != nil {
+		log.Error("start failed", "err", err)
+		os.Exit(1)
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	<-sig
+	log.Info("shutting down")
+	if err := n.Close(); err != nil {
+		log.Error("shutdown", "err", err)
+		os.Exit(1)
+	}
+}
+
+func newLogger(level string, json bool) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	if json {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+}

@@ -1,0 +1,9 @@
+// Package agentlink serves flotilla.agent.v1: one long-lived stream per
+// agent. It turns what agents report (registration with full inventory,
+// power-state events, periodic resyncs, step results) into commands on the
+// replicated log, and carries steps from the orchestrator to the agents.
+//
+// A host speaks only for itself: every report is tagged with the session's
+// host id and epoch, and the FSM ignores reports about instances placed
+// elsewhere and reports from a superseded session.
+package agentlink

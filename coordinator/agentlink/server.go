@@ -1,0 +1,270 @@
+package agentlink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/flotilla-vm/flotilla/coordinator/api"
+	"github.com/flotilla-vm/flotilla/coordinator/fsm"
+	"github.com/flotilla-vm/flotilla/coordinator/state"
+	agentv1 "github.com/flotilla-vm/flotilla/proto/flotilla/agent/v1"
+)
+
+// ErrNoSession means the host has no live session on this coordinator.
+var ErrNoSession = errors.New("host has no live agent session")
+
+var hostIDRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$`)
+
+// Applier commits an encoded command through the replicated log.
+type Applier interface {
+	Apply(ctx context.Context, cmd []byte) (any, error)
+	IsLeader() bool
+}
+
+// Config configures the agent link.
+type Config struct {
+	Applier           Applier
+	Logger            *slog.Logger
+	HeartbeatInterval time.Duration // told to agents; default 2s
+	ResyncInterval    time.Duration // told to agents; default 30s
+	Now               func() time.Time
+}
+
+// Server implements agentv1.AgentServiceServer and tracks live sessions.
+type Server struct {
+	agentv1.UnimplementedAgentServiceServer
+	cfg Config
+	log *slog.Logger
+
+	mu       sync.Mutex
+	sessions map[string]*session
+	changed  chan struct{} // closed when the set of sessions changes
+}
+
+type session struct {
+	hostID   string
+	epoch    uint64
+	out      chan *agentv1.ConnectResponse
+	done     chan struct{}
+	lastSeen time.Time
+}
+
+// New returns an agent link server.
+func New(cfg Config) *Server {
+	if cfg.HeartbeatInterval == 0 {
+		cfg.HeartbeatInterval = 2 * time.Second
+	}
+	if cfg.ResyncInterval == 0 {
+		cfg.ResyncInterval = 30 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Server{cfg: cfg, log: cfg.Logger, sessions: map[string]*session{}, changed: make(chan struct{})}
+}
+
+// Changed returns a channel closed when a session opens or closes.
+func (s *Server) Changed() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.changed
+}
+
+func (s *Server) notifyLocked() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// Epoch returns the epoch of the host's live session.
+func (s *Server) Epoch(hostID string) (uint64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ss, ok := s.sessions[hostID]
+	if !ok {
+		return 0, false
+	}
+	return ss.epoch, true
+}
+
+// Send queues a step on the host's live session, stamped with its epoch.
+func (s *Server) Send(hostID string, step *agentv1.RunStep) error {
+	s.mu.Lock()
+	ss, ok := s.sessions[hostID]
+	s.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("host %q: %w", hostID, ErrNoSession)
+	}
+	step.HostEpoch = ss.epoch
+	select {
+	case ss.out <- &agentv1.ConnectResponse{Msg: &agentv1.ConnectResponse_RunStep{RunStep: step}}:
+		return nil
+	case <-ss.done:
+		return fmt.Errorf("host %q: %w", hostID, ErrNoSession)
+	}
+}
+
+func (s *Server) apply(ctx context.Context, typ string, body any) (any, error) {
+	cmd, err := fsm.Encode(typ, s.cfg.Now(), body)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return s.cfg.Applier.Apply(ctx, cmd)
+}
+
+// Connect serves one agent's session.
+func (s *Server) Connect(stream agentv1.AgentService_ConnectServer) error {
+	if !s.cfg.Applier.IsLeader() {
+		return status.Error(codes.Unavailable, "not the leader; connect to the leader")
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	reg := first.GetRegister()
+	if reg == nil {
+		return status.Error(codes.InvalidArgument, "the first message must be register")
+	}
+	if !hostIDRE.MatchString(reg.HostId) {
+		return status.Errorf(codes.InvalidArgument, "host_id %q: must be 1-63 lowercase letters, digits, '.' or '-'", reg.HostId)
+	}
+	ctx := stream.Context()
+	host := state.Host{
+		ID: reg.HostId, Kind: reg.HypervisorKind, AgentVersion: reg.AgentVersion,
+		Capacity: state.Resources{VCPUs: reg.GetCapacity().GetVcpus(), MemoryMiB: reg.GetCapacity().GetMemoryMib(), DiskGiB: reg.GetCapacity().GetDiskGib()},
+	}
+	v, err := s.apply(ctx, fsm.TypeRegisterHost, fsm.RegisterHost{Host: host, Inventory: observations(reg.Inventory)})
+	if err != nil {
+		return status.Errorf(codes.Unavailable, "register host %q: %v", reg.HostId, err)
+	}
+	ss := &session{hostID: reg.HostId, epoch: v.(uint64), out: make(chan *agentv1.ConnectResponse, 64), done: make(chan struct{}), lastSeen: s.cfg.Now()}
+	log := s.log.With("host", ss.hostID, "epoch", ss.epoch)
+	log.Info("agent registered", "inventory", len(reg.Inventory), "kind", reg.HypervisorKind)
+
+	err = stream.Send(&agentv1.ConnectResponse{Msg: &agentv1.ConnectResponse_Registered{Registered: &agentv1.Registered{
+		Epoch: ss.epoch, HeartbeatInterval: durationpb.New(s.cfg.HeartbeatInterval), ResyncInterval: durationpb.New(s.cfg.ResyncInterval),
+	}}})
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if old, ok := s.sessions[ss.hostID]; ok {
+		close(old.done) // a newer session of the same host supersedes it
+	}
+	s.sessions[ss.hostID] = ss
+	s.notifyLocked()
+	s.mu.Unlock()
+
+	sendErr := make(chan error, 1)
+	go func() { sendErr <- s.sendLoop(ctx, stream, ss) }()
+	recvErr := s.recvLoop(ctx, stream, ss, log)
+
+	s.mu.Lock()
+	current := s.sessions[ss.hostID] == ss
+	if current {
+		delete(s.sessions, ss.hostID)
+		close(ss.done)
+		s.notifyLocked()
+	}
+	s.mu.Unlock()
+	if current {
+		// Record the disconnection; a superseded session must not mark the host down.
+		if _, err := s.apply(context.Background(), fsm.TypeDisconnectHost, fsm.DisconnectHost{HostID: ss.hostID, Epoch: ss.epoch}); err != nil {
+			log.Warn("recording disconnection failed", "err", err)
+		}
+		log.Info("agent disconnected", "err", recvErr)
+	}
+	select {
+	case err := <-sendErr:
+		if recvErr == nil {
+			recvErr = err
+		}
+	default:
+	}
+	return recvErr
+}
+
+func (s *Server) sendLoop(ctx context.Context, stream agentv1.AgentService_ConnectServer, ss *session) error {
+	for {
+		select {
+		case m := <-ss.out:
+			if err := stream.Send(m); err != nil {
+				return err
+			}
+		case <-ss.done:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (s *Server) recvLoop(ctx context.Context, stream agentv1.AgentService_ConnectServer, ss *session, log *slog.Logger) error {
+	for {
+		m, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		select {
+		case <-ss.done:
+			return status.Error(codes.Aborted, "superseded by a newer session of the same host")
+		default:
+		}
+		s.mu.Lock()
+		ss.lastSeen = s.cfg.Now()
+		s.mu.Unlock()
+		switch msg := m.Msg.(type) {
+		case *agentv1.ConnectRequest_PowerEvent:
+			_, err = s.apply(ctx, fsm.TypeObserve, fsm.Observe{HostID: ss.hostID, Epoch: ss.epoch, Observations: observations([]*agentv1.DomainState{msg.PowerEvent})})
+		case *agentv1.ConnectRequest_Resync:
+			_, err = s.apply(ctx, fsm.TypeObserve, fsm.Observe{HostID: ss.hostID, Epoch: ss.epoch, Full: true, Observations: observations(msg.Resync.Domains)})
+		case *agentv1.ConnectRequest_StepResult:
+			err = s.finish(ctx, ss, msg.StepResult)
+		case *agentv1.ConnectRequest_Heartbeat:
+		case *agentv1.ConnectRequest_Register:
+			return status.Error(codes.InvalidArgument, "register is only valid as the first message")
+		}
+		if errors.Is(err, fsm.ErrStaleEpoch) {
+			return status.Error(codes.Aborted, err.Error())
+		}
+		if err != nil && !errors.Is(err, fsm.ErrOperationDone) && !errors.Is(err, fsm.ErrNotFound) {
+			// The log could not take the report (e.g. leadership lost): end
+			// the session so the agent reconnects and resends from scratch.
+			return status.Errorf(codes.Unavailable, "recording report: %v", err)
+		}
+	}
+}
+
+func (s *Server) finish(ctx context.Context, ss *session, r *agentv1.StepResult) error {
+	f := fsm.Finish{OperationID: r.OperationId, Succeeded: r.Succeeded, Fault: api.FaultFromPB(r.Fault), HostID: ss.hostID}
+	if r.State != nil {
+		o := observations([]*agentv1.DomainState{r.State})[0]
+		f.Observed = &o
+	}
+	if !r.Succeeded && f.Fault == nil {
+		f.Fault = &state.Fault{Code: "UNKNOWN", Message: "the agent reported failure without a fault", Time: s.cfg.Now(), HostID: ss.hostID}
+	}
+	_, err := s.apply(ctx, fsm.TypeFinish, f)
+	return err
+}
+
+func observations(in []*agentv1.DomainState) []fsm.Observation {
+	out := make([]fsm.Observation, 0, len(in))
+	for _, d := range in {
+		out = append(out, fsm.Observation{InstanceID: d.InstanceId, Power: api.PowerFromPB(d.State), Reason: d.Reason, Time: d.GetObservedAt().AsTime()})
+	}
+	return out
+}

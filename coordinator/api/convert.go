@@ -1,0 +1,222 @@
+package api
+
+import (
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
+	"github.com/flotilla-vm/flotilla/coordinator/state"
+	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
+)
+
+var statusToPB = map[lifecycle.Status]pb.Status{
+	lifecycle.StatusCreating:          pb.Status_STATUS_CREATING,
+	lifecycle.StatusStarting:          pb.Status_STATUS_STARTING,
+	lifecycle.StatusRunning:           pb.Status_STATUS_RUNNING,
+	lifecycle.StatusStopping:          pb.Status_STATUS_STOPPING,
+	lifecycle.StatusStopped:           pb.Status_STATUS_STOPPED,
+	lifecycle.StatusRebooting:         pb.Status_STATUS_REBOOTING,
+	lifecycle.StatusHardRebooting:     pb.Status_STATUS_HARD_REBOOTING,
+	lifecycle.StatusPausing:           pb.Status_STATUS_PAUSING,
+	lifecycle.StatusPaused:            pb.Status_STATUS_PAUSED,
+	lifecycle.StatusUnpausing:         pb.Status_STATUS_UNPAUSING,
+	lifecycle.StatusSuspending:        pb.Status_STATUS_SUSPENDING,
+	lifecycle.StatusSuspended:         pb.Status_STATUS_SUSPENDED,
+	lifecycle.StatusResuming:          pb.Status_STATUS_RESUMING,
+	lifecycle.StatusDeleting:          pb.Status_STATUS_DELETING,
+	lifecycle.StatusDeleted:           pb.Status_STATUS_DELETED,
+	lifecycle.StatusError:             pb.Status_STATUS_ERROR,
+	lifecycle.StatusUnknown:           pb.Status_STATUS_UNKNOWN,
+	lifecycle.StatusUnexpectedShutoff: pb.Status_STATUS_UNEXPECTED_SHUTOFF,
+	lifecycle.StatusCrashed:           pb.Status_STATUS_CRASHED,
+}
+
+var desiredToPB = map[lifecycle.Desired]pb.DesiredState{
+	lifecycle.DesiredRunning:   pb.DesiredState_DESIRED_STATE_RUNNING,
+	lifecycle.DesiredStopped:   pb.DesiredState_DESIRED_STATE_STOPPED,
+	lifecycle.DesiredPaused:    pb.DesiredState_DESIRED_STATE_PAUSED,
+	lifecycle.DesiredSuspended: pb.DesiredState_DESIRED_STATE_SUSPENDED,
+	lifecycle.DesiredDeleted:   pb.DesiredState_DESIRED_STATE_DELETED,
+}
+
+// PowerToPB maps observed power states to the public enum; the agent link
+// uses its inverse, PowerFromPB.
+var powerToPB = map[lifecycle.Power]pb.PowerState{
+	lifecycle.PowerNone:         pb.PowerState_POWER_STATE_UNSPECIFIED,
+	lifecycle.PowerRunning:      pb.PowerState_POWER_STATE_RUNNING,
+	lifecycle.PowerPaused:       pb.PowerState_POWER_STATE_PAUSED,
+	lifecycle.PowerShuttingDown: pb.PowerState_POWER_STATE_SHUTTING_DOWN,
+	lifecycle.PowerShutOff:      pb.PowerState_POWER_STATE_SHUT_OFF,
+	lifecycle.PowerCrashed:      pb.PowerState_POWER_STATE_CRASHED,
+	lifecycle.PowerSavedToDisk:  pb.PowerState_POWER_STATE_SAVED_TO_DISK,
+	lifecycle.PowerNoDomain:     pb.PowerState_POWER_STATE_NO_DOMAIN,
+	lifecycle.PowerUnknown:      pb.PowerState_POWER_STATE_UNKNOWN,
+}
+
+// PowerFromPB maps the wire power state to the domain one.
+func PowerFromPB(p pb.PowerState) lifecycle.Power {
+	for k, v := range powerToPB {
+		if v == p {
+			return k
+		}
+	}
+	return lifecycle.PowerUnknown
+}
+
+var resultToPB = map[lifecycle.Result]pb.ProvisioningResult{
+	lifecycle.ResultNone:      pb.ProvisioningResult_PROVISIONING_RESULT_UNSPECIFIED,
+	lifecycle.ResultSucceeded: pb.ProvisioningResult_PROVISIONING_RESULT_SUCCEEDED,
+	lifecycle.ResultFailed:    pb.ProvisioningResult_PROVISIONING_RESULT_FAILED,
+	lifecycle.ResultCanceled:  pb.ProvisioningResult_PROVISIONING_RESULT_CANCELED,
+}
+
+var actionToPB = map[lifecycle.Action]pb.Action{
+	lifecycle.ActionStart:   pb.Action_ACTION_START,
+	lifecycle.ActionStop:    pb.Action_ACTION_STOP,
+	lifecycle.ActionRestart: pb.Action_ACTION_RESTART,
+	lifecycle.ActionPause:   pb.Action_ACTION_PAUSE,
+	lifecycle.ActionUnpause: pb.Action_ACTION_UNPAUSE,
+	lifecycle.ActionSuspend: pb.Action_ACTION_SUSPEND,
+	lifecycle.ActionResume:  pb.Action_ACTION_RESUME,
+	lifecycle.ActionDelete:  pb.Action_ACTION_DELETE,
+}
+
+// OpKindToPB maps operation kinds to the public enum.
+var opKindToPB = map[lifecycle.OpKind]pb.OperationKind{
+	lifecycle.OpCreate:      pb.OperationKind_OPERATION_KIND_CREATE,
+	lifecycle.OpStart:       pb.OperationKind_OPERATION_KIND_START,
+	lifecycle.OpStop:        pb.OperationKind_OPERATION_KIND_STOP,
+	lifecycle.OpRestart:     pb.OperationKind_OPERATION_KIND_RESTART,
+	lifecycle.OpHardRestart: pb.OperationKind_OPERATION_KIND_HARD_RESTART,
+	lifecycle.OpPause:       pb.OperationKind_OPERATION_KIND_PAUSE,
+	lifecycle.OpUnpause:     pb.OperationKind_OPERATION_KIND_UNPAUSE,
+	lifecycle.OpSuspend:     pb.OperationKind_OPERATION_KIND_SUSPEND,
+	lifecycle.OpResume:      pb.OperationKind_OPERATION_KIND_RESUME,
+	lifecycle.OpDelete:      pb.OperationKind_OPERATION_KIND_DELETE,
+}
+
+// OpKindToPB maps an operation kind to the public enum.
+func OpKindToPB(k lifecycle.OpKind) pb.OperationKind { return opKindToPB[k] }
+
+var opStateToPB = map[state.OpState]pb.OperationState{
+	state.OpPending:   pb.OperationState_OPERATION_STATE_PENDING,
+	state.OpRunning:   pb.OperationState_OPERATION_STATE_RUNNING,
+	state.OpSucceeded: pb.OperationState_OPERATION_STATE_SUCCEEDED,
+	state.OpFailed:    pb.OperationState_OPERATION_STATE_FAILED,
+	state.OpCanceled:  pb.OperationState_OPERATION_STATE_CANCELED,
+}
+
+var hostStatusToPB = map[state.HostStatus]pb.HostStatus{
+	state.HostReady:        pb.HostStatus_HOST_STATUS_READY,
+	state.HostDisconnected: pb.HostStatus_HOST_STATUS_DISCONNECTED,
+}
+
+func ts(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
+}
+
+// FaultToPB converts a recorded fault.
+func FaultToPB(f *state.Fault) *pb.Fault {
+	if f == nil {
+		return nil
+	}
+	return &pb.Fault{Code: f.Code, Message: f.Message, Time: ts(f.Time), HostId: f.HostID}
+}
+
+// FaultFromPB converts a fault reported by an agent.
+func FaultFromPB(f *pb.Fault) *state.Fault {
+	if f == nil {
+		return nil
+	}
+	return &state.Fault{Code: f.Code, Message: f.Message, Time: f.GetTime().AsTime(), HostID: f.HostId}
+}
+
+func specToPB(s state.Spec) *pb.InstanceSpec {
+	return &pb.InstanceSpec{Vcpus: s.VCPUs, MemoryMib: s.MemoryMiB, DiskGib: s.DiskGiB, Image: s.Image}
+}
+
+// SpecToPB converts an instance spec.
+func SpecToPB(s state.Spec) *pb.InstanceSpec { return specToPB(s) }
+
+func instanceToPB(i *state.Instance) *pb.Instance {
+	status := i.Status()
+	out := &pb.Instance{
+		Id:                 i.ID,
+		Name:               i.Name,
+		Spec:               specToPB(i.Spec),
+		Status:             statusToPB[status],
+		DesiredState:       desiredToPB[i.Desired],
+		PowerState:         powerToPB[i.Power],
+		PowerStateReason:   i.PowerWhy,
+		PowerStateTime:     ts(i.PowerTime),
+		ProvisioningResult: resultToPB[i.Result],
+		HostId:             i.HostID,
+		CurrentOperationId: i.CurrentOp,
+		LastOperationId:    i.LastOp,
+		Fault:              FaultToPB(i.Fault),
+		CreateTime:         ts(i.CreateTime),
+		UpdateTime:         ts(i.UpdateTime),
+		CreateRevision:     i.CreateRev,
+		ModifyRevision:     i.ModifyRev,
+	}
+	for _, a := range lifecycle.Allowed(status) {
+		out.AllowedActions = append(out.AllowedActions, actionToPB[a])
+	}
+	return out
+}
+
+func operationToPB(o *state.Operation) *pb.Operation {
+	out := &pb.Operation{
+		Id:              o.ID,
+		InstanceId:      o.InstanceID,
+		Kind:            opKindToPB[o.Kind],
+		State:           opStateToPB[o.State],
+		Done:            o.State.Done(),
+		Step:            o.Step,
+		ProgressPercent: o.Progress,
+		Error:           FaultToPB(o.Fault),
+		Deadline:        ts(o.Deadline),
+		CreateTime:      ts(o.CreateTime),
+		StartTime:       ts(o.StartTime),
+		EndTime:         ts(o.EndTime),
+		HostId:          o.HostID,
+		HostEpoch:       o.HostEpoch,
+		RequestId:       o.RequestID,
+		Revision:        o.Revision,
+		Force:           o.Force,
+	}
+	if o.Graceful > 0 {
+		out.GracefulTimeout = durationpb.New(o.Graceful)
+	}
+	return out
+}
+
+func hostToPB(h *state.Host, used state.Resources, count int32) *pb.Host {
+	return &pb.Host{
+		Id:             h.ID,
+		Status:         hostStatusToPB[h.Status],
+		HypervisorKind: h.Kind,
+		Capacity:       &pb.Resources{Vcpus: h.Capacity.VCPUs, MemoryMib: h.Capacity.MemoryMiB, DiskGib: h.Capacity.DiskGiB},
+		Allocated:      &pb.Resources{Vcpus: used.VCPUs, MemoryMib: used.MemoryMiB, DiskGib: used.DiskGiB},
+		Epoch:          h.Epoch,
+		InstanceCount:  count,
+		OrphanDomains:  h.Orphans,
+		RegisterTime:   ts(h.RegisterTime),
+		AgentVersion:   h.AgentVersion,
+	}
+}
+
+// statusFromPB maps a public status filter value to the domain status.
+func statusFromPB(s pb.Status) (lifecycle.Status, bool) {
+	for k, v := range statusToPB {
+		if v == s {
+			return k, true
+		}
+	}
+	return "", false
+}

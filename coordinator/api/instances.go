@@ -1,0 +1,249 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/flotilla-vm/flotilla/coordinator/fsm"
+	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
+	"github.com/flotilla-vm/flotilla/coordinator/scheduler"
+	"github.com/flotilla-vm/flotilla/coordinator/state"
+	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
+)
+
+type instances struct {
+	*core
+	pb.UnimplementedInstanceServiceServer
+}
+
+// deadlines is how long each kind of operation may take before it is ended
+// as failed; a stop gets its graceful timeout on top.
+var deadlines = map[lifecycle.OpKind]time.Duration{
+	lifecycle.OpCreate:      5 * time.Minute,
+	lifecycle.OpStart:       3 * time.Minute,
+	lifecycle.OpStop:        2 * time.Minute,
+	lifecycle.OpRestart:     3 * time.Minute,
+	lifecycle.OpHardRestart: 2 * time.Minute,
+	lifecycle.OpPause:       time.Minute,
+	lifecycle.OpUnpause:     time.Minute,
+	lifecycle.OpSuspend:     5 * time.Minute,
+	lifecycle.OpResume:      5 * time.Minute,
+	lifecycle.OpDelete:      3 * time.Minute,
+}
+
+func (s *instances) CreateInstance(ctx context.Context, r *pb.CreateInstanceRequest) (*pb.Operation, error) {
+	if v := validateCreate(r); len(v) > 0 {
+		return nil, invalid(v)
+	}
+	if op, ok := s.store.OperationByRequest(r.RequestId); r.RequestId != "" && ok {
+		return operationToPB(&op), nil
+	}
+	spec := state.Spec{VCPUs: r.Spec.Vcpus, MemoryMiB: r.Spec.MemoryMib, DiskGiB: r.Spec.DiskGib, Image: r.Spec.Image}
+	hostID, err := s.place(spec)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	now := s.now()
+	cmd := fsm.CreateInstance{
+		Instance:  state.Instance{ID: newID("i-"), Name: r.Name, Spec: spec, HostID: hostID},
+		Operation: state.Operation{ID: newID("op-"), RequestID: r.RequestId, Deadline: now.Add(deadlines[lifecycle.OpCreate])},
+	}
+	cmd.Operation.InstanceID = cmd.Instance.ID
+	v, err := s.apply(ctx, fsm.TypeCreateInstance, cmd)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	op, err := s.operation(v.(string))
+	return op, toStatus(err)
+}
+
+func (s *instances) place(spec state.Spec) (string, error) {
+	hosts, _ := s.store.Hosts()
+	used := s.store.Allocated()
+	cands := make([]scheduler.Host, 0, len(hosts))
+	for _, h := range hosts {
+		u := used[h.ID]
+		cands = append(cands, scheduler.Host{
+			ID: h.ID, Ready: h.Status == state.HostReady,
+			Capacity:  scheduler.Resources{VCPUs: h.Capacity.VCPUs, MemoryMiB: h.Capacity.MemoryMiB, DiskGiB: h.Capacity.DiskGiB},
+			Allocated: scheduler.Resources{VCPUs: u.VCPUs, MemoryMiB: u.MemoryMiB, DiskGiB: u.DiskGiB},
+		})
+	}
+	id, err := scheduler.Place(scheduler.Resources{VCPUs: spec.VCPUs, MemoryMiB: spec.MemoryMiB, DiskGiB: spec.DiskGiB}, cands)
+	if errors.Is(err, scheduler.ErrNoHost) {
+		return "", fmt.Errorf("%w (%w)", errNoHost, err)
+	}
+	return id, err
+}
+
+// act validates and commits one user action.
+func (s *instances) act(ctx context.Context, id, requestID string, a lifecycle.Action, hard bool, graceful time.Duration, force bool, v violations) (*pb.Operation, error) {
+	validateID(&v, "id", id)
+	validateRequestID(&v, requestID)
+	if len(v) > 0 {
+		return nil, invalid(v)
+	}
+	if op, ok := s.store.OperationByRequest(requestID); requestID != "" && ok {
+		return operationToPB(&op), nil
+	}
+	inst, err := s.store.Instance(id)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	// Refuse early from local state; the FSM checks again at commit time.
+	if err := lifecycle.Check(inst.Status(), a); err != nil {
+		return nil, toStatus(err)
+	}
+	kind := lifecycle.PlanFor(inst.Status(), a, hard).Op
+	now := s.now()
+	cmd := fsm.InstanceAction{Action: a, Hard: hard, Operation: state.Operation{
+		ID: newID("op-"), InstanceID: id, RequestID: requestID,
+		Deadline: now.Add(deadlines[kind] + graceful), Graceful: graceful, Force: force,
+	}}
+	res, err := s.apply(ctx, fsm.TypeInstanceAction, cmd)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	op, err := s.operation(res.(string))
+	return op, toStatus(err)
+}
+
+func (s *instances) StartInstance(ctx context.Context, r *pb.StartInstanceRequest) (*pb.Operation, error) {
+	return s.act(ctx, r.Id, r.RequestId, lifecycle.ActionStart, false, 0, false, nil)
+}
+
+func (s *instances) StopInstance(ctx context.Context, r *pb.StopInstanceRequest) (*pb.Operation, error) {
+	var v violations
+	graceful := stopGraceful(&v, r)
+	return s.act(ctx, r.Id, r.RequestId, lifecycle.ActionStop, false, graceful, r.Force, v)
+}
+
+func (s *instances) RestartInstance(ctx context.Context, r *pb.RestartInstanceRequest) (*pb.Operation, error) {
+	return s.act(ctx, r.Id, r.RequestId, lifecycle.ActionRestart, r.Hard, 0, false, nil)
+}
+
+func (s *instances) PauseInstance(ctx context.Context, r *pb.PauseInstanceRequest) (*pb.Operation, error) {
+	return s.act(ctx, r.Id, r.RequestId, lifecycle.ActionPause, false, 0, false, nil)
+}
+
+func (s *instances) UnpauseInstance(ctx context.Context, r *pb.UnpauseInstanceRequest) (*pb.Operation, error) {
+	return s.act(ctx, r.Id, r.RequestId, lifecycle.ActionUnpause, false, 0, false, nil)
+}
+
+func (s *instances) SuspendInstance(ctx context.Context, r *pb.SuspendInstanceRequest) (*pb.Operation, error) {
+	return s.act(ctx, r.Id, r.RequestId, lifecycle.ActionSuspend, false, 0, false, nil)
+}
+
+func (s *instances) ResumeInstance(ctx context.Context, r *pb.ResumeInstanceRequest) (*pb.Operation, error) {
+	return s.act(ctx, r.Id, r.RequestId, lifecycle.ActionResume, false, 0, false, nil)
+}
+
+func (s *instances) DeleteInstance(ctx context.Context, r *pb.DeleteInstanceRequest) (*pb.Operation, error) {
+	return s.act(ctx, r.Id, r.RequestId, lifecycle.ActionDelete, false, 0, false, nil)
+}
+
+func (s *instances) GetInstance(ctx context.Context, r *pb.GetInstanceRequest) (*pb.Instance, error) {
+	var v violations
+	validateID(&v, "id", r.Id)
+	if len(v) > 0 {
+		return nil, invalid(v)
+	}
+	if err := s.waitRevision(ctx, r.MinRevision); err != nil {
+		return nil, toStatus(err)
+	}
+	inst, err := s.store.Instance(r.Id)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return instanceToPB(&inst), nil
+}
+
+func (s *instances) ListInstances(ctx context.Context, r *pb.ListInstancesRequest) (*pb.ListInstancesResponse, error) {
+	var v violations
+	size := pageSize(&v, r.PageSize)
+	var want []lifecycle.Status
+	for _, f := range r.StatusFilter {
+		st, ok := statusFromPB(f)
+		if !ok {
+			v.add("status_filter", "unknown status %v", f)
+		}
+		want = append(want, st)
+	}
+	if len(v) > 0 {
+		return nil, invalid(v)
+	}
+	if err := s.waitRevision(ctx, r.MinRevision); err != nil {
+		return nil, toStatus(err)
+	}
+	all, rev := s.store.Instances()
+	out := &pb.ListInstancesResponse{Revision: rev}
+	for _, inst := range all {
+		if inst.ID <= r.PageToken {
+			continue // ids are ordered; the token is the last id of the previous page
+		}
+		st := inst.Status()
+		if len(want) > 0 && !slices.Contains(want, st) {
+			continue
+		}
+		if st == lifecycle.StatusDeleted && !r.ShowDeleted && !slices.Contains(want, st) {
+			continue
+		}
+		if len(out.Instances) == size {
+			out.NextPageToken = out.Instances[size-1].Id
+			break
+		}
+		out.Instances = append(out.Instances, instanceToPB(&inst))
+	}
+	return out, nil
+}
+
+func pageSize(v *violations, n int32) int {
+	switch {
+	case n < 0 || n > 1000:
+		v.add("page_size", "must be 0..1000")
+	case n == 0:
+		return 100
+	}
+	return int(n)
+}
+
+func (s *instances) WatchInstances(r *pb.WatchInstancesRequest, stream pb.InstanceService_WatchInstancesServer) error {
+	var v violations
+	if r.StartRevision < 0 {
+		v.add("start_revision", "must not be negative")
+	}
+	if r.InstanceId != "" {
+		validateID(&v, "instance_id", r.InstanceId)
+	}
+	if len(v) > 0 {
+		return invalid(v)
+	}
+	ctx := stream.Context()
+	rev := r.StartRevision
+	if rev == 0 {
+		rev = s.store.Revision()
+	}
+	for {
+		events, changed, _, err := s.store.Since(rev)
+		if err != nil {
+			return toStatus(err)
+		}
+		for _, e := range events {
+			rev = e.Revision
+			if r.InstanceId != "" && e.Instance.ID != r.InstanceId {
+				continue
+			}
+			if err := stream.Send(&pb.WatchInstancesResponse{Revision: e.Revision, Instance: instanceToPB(&e.Instance)}); err != nil {
+				return err
+			}
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}

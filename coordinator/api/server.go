@@ -1,0 +1,91 @@
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/flotilla-vm/flotilla/coordinator/fsm"
+	"github.com/flotilla-vm/flotilla/coordinator/state"
+	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
+)
+
+// Applier commits an encoded command through the replicated log and
+// returns the apply result.
+type Applier interface {
+	Apply(ctx context.Context, cmd []byte) (any, error)
+}
+
+// Config wires the API to the rest of the coordinator.
+type Config struct {
+	Store   *state.Store
+	Applier Applier
+	Logger  *slog.Logger
+	Now     func() time.Time // defaults to time.Now
+}
+
+// core is what the three services share.
+type core struct {
+	store *state.Store
+	raft  Applier
+	log   *slog.Logger
+	now   func() time.Time
+}
+
+// Register adds InstanceService, OperationService and HostService to s.
+func Register(s *grpc.Server, cfg Config) {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	c := &core{store: cfg.Store, raft: cfg.Applier, log: cfg.Logger, now: cfg.Now}
+	pb.RegisterInstanceServiceServer(s, &instances{core: c})
+	pb.RegisterOperationServiceServer(s, &operations{core: c})
+	pb.RegisterHostServiceServer(s, &hosts{core: c})
+}
+
+// apply encodes and commits a command.
+func (c *core) apply(ctx context.Context, typ string, body any) (any, error) {
+	cmd, err := fsm.Encode(typ, c.now(), body)
+	if err != nil {
+		return nil, err
+	}
+	return c.raft.Apply(ctx, cmd)
+}
+
+// operation returns the committed operation opID as the API shows it.
+func (c *core) operation(opID string) (*pb.Operation, error) {
+	op, err := c.store.Operation(opID)
+	if err != nil {
+		return nil, err
+	}
+	return operationToPB(&op), nil
+}
+
+// waitRevision serves read-your-writes: block until this server has applied rev.
+func (c *core) waitRevision(ctx context.Context, rev int64) error {
+	if rev <= 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return c.store.WaitRevision(ctx, rev)
+}
+
+func newID(prefix string) string {
+	var b [10]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // the kernel's random source does not fail
+	}
+	return prefix + hex.EncodeToString(b[:])
+}
+
+// errNoHost is returned when no ready host can take an instance.
+var errNoHost = errors.New("no ready host can take the instance")

@@ -1,0 +1,114 @@
+package fsm
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
+	"github.com/flotilla-vm/flotilla/coordinator/state"
+)
+
+// Command is one Raft log entry.
+type Command struct {
+	Type string          `json:"type"`
+	Time time.Time       `json:"time"`
+	Body json.RawMessage `json:"body"`
+}
+
+// Encode builds the log entry for a command body.
+func Encode(typ string, now time.Time, body any) ([]byte, error) {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s: %w", typ, err)
+	}
+	return json.Marshal(Command{Type: typ, Time: now.UTC(), Body: b})
+}
+
+// Command types.
+const (
+	TypeCreateInstance = "instance.create"
+	TypeInstanceAction = "instance.action"
+	TypeDispatch       = "operation.dispatch"
+	TypeFinish         = "operation.finish"
+	TypeCancel         = "operation.cancel"
+	TypeRegisterHost   = "host.register"
+	TypeDisconnectHost = "host.disconnect"
+	TypeObserve        = "power.observe"
+)
+
+// Business errors returned as apply results. The API maps them to gRPC codes.
+var (
+	ErrNotFound        = state.ErrNotFound
+	ErrNotAllowed      = lifecycle.ErrNotAllowed
+	ErrHostUnavailable = errors.New("host unavailable")
+	ErrNoCapacity      = errors.New("not enough capacity")
+	ErrOperationDone   = errors.New("operation already finished")
+	ErrNotCancellable  = errors.New("operation is not cancellable")
+	ErrStaleEpoch      = errors.New("stale host epoch")
+	ErrAlreadyExists   = errors.New("already exists")
+)
+
+// Observation is one power-state report from a host.
+type Observation struct {
+	InstanceID string          `json:"instance_id"`
+	Power      lifecycle.Power `json:"power"`
+	Reason     string          `json:"reason,omitempty"`
+	Time       time.Time       `json:"time"`
+}
+
+// CreateInstance accepts a new instance and its create operation.
+type CreateInstance struct {
+	Instance  state.Instance  `json:"instance"`
+	Operation state.Operation `json:"operation"`
+}
+
+// InstanceAction accepts a user action and the operation that carries it out.
+type InstanceAction struct {
+	Action    lifecycle.Action `json:"action"`
+	Hard      bool             `json:"hard,omitempty"`
+	Operation state.Operation  `json:"operation"` // ID, InstanceID, Deadline, RequestID, Graceful, Force
+}
+
+// Dispatch records that an operation's step was sent to its host.
+type Dispatch struct {
+	OperationID string `json:"operation_id"`
+	HostEpoch   uint64 `json:"host_epoch"`
+}
+
+// Finish ends an operation.
+type Finish struct {
+	OperationID string       `json:"operation_id"`
+	Succeeded   bool         `json:"succeeded"`
+	Fault       *state.Fault `json:"fault,omitempty"`
+	// Observed is the domain's state after the step, when the host said.
+	Observed *Observation `json:"observed,omitempty"`
+	HostID   string       `json:"host_id,omitempty"`
+}
+
+// Cancel cancels an operation that has not been sent to its host.
+type Cancel struct {
+	OperationID string `json:"operation_id"`
+}
+
+// RegisterHost records an agent's (re)registration and its full inventory.
+type RegisterHost struct {
+	Host      state.Host    `json:"host"`
+	Inventory []Observation `json:"inventory"`
+}
+
+// DisconnectHost records that a host's session ended.
+type DisconnectHost struct {
+	HostID string `json:"host_id"`
+	Epoch  uint64 `json:"epoch"`
+}
+
+// Observe records power-state reports of one host. Full means the list is
+// the host's whole inventory: placed instances missing from it have no domain.
+type Observe struct {
+	HostID       string        `json:"host_id"`
+	Epoch        uint64        `json:"epoch"`
+	Full         bool          `json:"full,omitempty"`
+	Observations []Observation `json:"observations"`
+}

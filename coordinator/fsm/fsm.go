@@ -1,0 +1,111 @@
+package fsm
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/flotilla-vm/flotilla/coordinator/state"
+)
+
+// Result is what Apply returns for every entry.
+type Result struct {
+	Value any   // e.g. the operation id, the host epoch
+	Err   error // a business refusal; nothing was changed
+}
+
+type applyFunc func(tx *state.Tx, body json.RawMessage) (any, error)
+
+// FSM is the raft.FSM over a state.Store.
+type FSM struct {
+	store *state.Store
+	log   *slog.Logger
+	table map[string]applyFunc
+}
+
+// New returns an FSM applying to store.
+func New(store *state.Store, log *slog.Logger) *FSM {
+	f := &FSM{store: store, log: log}
+	f.table = map[string]applyFunc{
+		TypeCreateInstance: typed(applyCreateInstance),
+		TypeInstanceAction: typed(applyInstanceAction),
+		TypeDispatch:       typed(applyDispatch),
+		TypeFinish:         typed(applyFinish),
+		TypeCancel:         typed(applyCancel),
+		TypeRegisterHost:   typed(applyRegisterHost),
+		TypeDisconnectHost: typed(applyDisconnectHost),
+		TypeObserve:        typed(applyObserve),
+	}
+	return f
+}
+
+// typed adapts an apply function over a concrete body type. A body that does
+// not decode is a bug or corruption, and replicas must not diverge over it.
+func typed[T any](fn func(tx *state.Tx, body *T) (any, error)) applyFunc {
+	return func(tx *state.Tx, raw json.RawMessage) (any, error) {
+		var body T
+		if err := json.Unmarshal(raw, &body); err != nil {
+			panic(fmt.Sprintf("fsm: undecodable %T body: %v", body, err))
+		}
+		return fn(tx, &body)
+	}
+}
+
+// Apply implements raft.FSM.
+func (f *FSM) Apply(l *raft.Log) any {
+	if l.Type != raft.LogCommand {
+		return nil
+	}
+	return f.ApplyBytes(l.Data)
+}
+
+// ApplyBytes applies one encoded Command.
+func (f *FSM) ApplyBytes(data []byte) Result {
+	var cmd Command
+	if err := json.Unmarshal(data, &cmd); err != nil {
+		panic(fmt.Sprintf("fsm: undecodable command: %v", err))
+	}
+	fn, ok := f.table[cmd.Type]
+	if !ok {
+		panic(fmt.Sprintf("fsm: unknown command type %q", cmd.Type))
+	}
+	var res Result
+	res.Err = f.store.Update(cmd.Time, func(tx *state.Tx) error {
+		v, err := fn(tx, cmd.Body)
+		res.Value = v
+		return err
+	})
+	return res
+}
+
+// Snapshot implements raft.FSM. The state is serialized here, on the FSM
+// goroutine, so the snapshot is consistent with the log index Raft records.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	var buf bytes.Buffer
+	if err := f.store.WriteSnapshot(&buf); err != nil {
+		return nil, err
+	}
+	return &snapshot{data: buf.Bytes()}, nil
+}
+
+// Restore implements raft.FSM.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	return f.store.Restore(rc)
+}
+
+type snapshot struct{ data []byte }
+
+func (s *snapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := sink.Write(s.data); err != nil {
+		_ = sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+func (s *snapshot) Release() {}

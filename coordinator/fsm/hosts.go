@@ -1,0 +1,125 @@
+package fsm
+
+import (
+	"fmt"
+	"sort"
+
+	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
+	"github.com/flotilla-vm/flotilla/coordinator/state"
+)
+
+func applyRegisterHost(tx *state.Tx, c *RegisterHost) (any, error) {
+	h, ok := tx.Host(c.Host.ID)
+	if !ok {
+		h = &state.Host{ID: c.Host.ID}
+	}
+	h.Epoch++
+	h.Status = state.HostReady
+	h.Kind = c.Host.Kind
+	h.Capacity = c.Host.Capacity
+	h.AgentVersion = c.Host.AgentVersion
+	h.RegisterTime = tx.Now()
+	h.Orphans = applyInventory(tx, h.ID, c.Inventory, true)
+	tx.PutHost(h)
+	return h.Epoch, nil
+}
+
+func applyDisconnectHost(tx *state.Tx, c *DisconnectHost) (any, error) {
+	h, ok := tx.Host(c.HostID)
+	if !ok {
+		return nil, fmt.Errorf("host %q: %w", c.HostID, ErrNotFound)
+	}
+	if h.Epoch != c.Epoch {
+		return nil, fmt.Errorf("host %q epoch %d, current %d: %w", h.ID, c.Epoch, h.Epoch, ErrStaleEpoch)
+	}
+	h.Status = state.HostDisconnected
+	tx.PutHost(h)
+	// Unreachable is not stopped: the power state becomes unknown, nothing more.
+	for _, inst := range tx.InstancesOnHost(h.ID) {
+		if inst.Power == lifecycle.PowerNone || inst.Power == lifecycle.PowerUnknown || inst.Desired == lifecycle.DesiredDeleted && inst.Power == lifecycle.PowerNoDomain {
+			continue
+		}
+		inst.Power, inst.PowerWhy, inst.PowerTime = lifecycle.PowerUnknown, "host-disconnected", tx.Now()
+		tx.PutInstance(inst)
+	}
+	return nil, nil
+}
+
+func applyObserve(tx *state.Tx, c *Observe) (any, error) {
+	h, ok := tx.Host(c.HostID)
+	if !ok {
+		return nil, fmt.Errorf("host %q: %w", c.HostID, ErrNotFound)
+	}
+	if h.Epoch != c.Epoch {
+		return nil, fmt.Errorf("host %q epoch %d, current %d: %w", h.ID, c.Epoch, h.Epoch, ErrStaleEpoch)
+	}
+	orphans := applyInventory(tx, h.ID, c.Observations, c.Full)
+	if c.Full && !equalStrings(orphans, h.Orphans) {
+		h.Orphans = orphans
+		tx.PutHost(h)
+	}
+	return nil, nil
+}
+
+// applyInventory records observations for the instances placed on hostID
+// and returns the ids it reported that are not Flotilla's there (orphans,
+// never touched). A report about an instance placed elsewhere is ignored: a
+// host speaks only for itself. When full, placed instances missing from
+// the list are observed to have no domain.
+func applyInventory(tx *state.Tx, hostID string, obs []Observation, full bool) []string {
+	placed := map[string]*state.Instance{}
+	for _, inst := range tx.InstancesOnHost(hostID) {
+		placed[inst.ID] = inst
+	}
+	var orphans []string
+	seen := map[string]bool{}
+	var latest = tx.Now()
+	for _, o := range obs {
+		seen[o.InstanceID] = true
+		inst, ok := placed[o.InstanceID]
+		if !ok {
+			orphans = append(orphans, o.InstanceID)
+			continue
+		}
+		if observe(inst, o) {
+			tx.PutInstance(inst)
+		}
+	}
+	if full {
+		for id, inst := range placed {
+			if seen[id] || inst.Power == lifecycle.PowerNoDomain {
+				continue
+			}
+			if observe(inst, Observation{InstanceID: id, Power: lifecycle.PowerNoDomain, Reason: "not-in-inventory", Time: latest}) {
+				tx.PutInstance(inst)
+			}
+		}
+	}
+	sort.Strings(orphans)
+	return orphans
+}
+
+// observe applies one observation unless it is older than what is recorded,
+// and reports whether anything changed.
+func observe(inst *state.Instance, o Observation) bool {
+	if o.Time.Before(inst.PowerTime) {
+		return false
+	}
+	if inst.Power == o.Power && inst.PowerWhy == o.Reason {
+		return false
+	}
+	inst.Power, inst.PowerWhy, inst.PowerTime = o.Power, o.Reason, o.Time
+	return true
+}
+
+func equalStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}

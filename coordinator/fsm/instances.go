@@ -1,0 +1,83 @@
+package fsm
+
+import (
+	"fmt"
+
+	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
+	"github.com/flotilla-vm/flotilla/coordinator/state"
+)
+
+// dedup returns the operation a request_id already produced, if any.
+func dedup(tx *state.Tx, requestID string) (string, bool) {
+	if requestID == "" {
+		return "", false
+	}
+	return tx.RequestOperation(requestID)
+}
+
+func applyCreateInstance(tx *state.Tx, c *CreateInstance) (any, error) {
+	if id, ok := dedup(tx, c.Operation.RequestID); ok {
+		return id, nil
+	}
+	if _, exists := tx.Instance(c.Instance.ID); exists {
+		return nil, fmt.Errorf("instance %q: %w", c.Instance.ID, ErrAlreadyExists)
+	}
+	h, ok := tx.Host(c.Instance.HostID)
+	if !ok || h.Status != state.HostReady {
+		return nil, fmt.Errorf("host %q: %w", c.Instance.HostID, ErrHostUnavailable)
+	}
+	// Checked at commit time: two placements decided concurrently against
+	// the same free space cannot both land.
+	used := tx.Allocated()[h.ID]
+	s := c.Instance.Spec
+	if used.VCPUs+s.VCPUs > h.Capacity.VCPUs || used.MemoryMiB+s.MemoryMiB > h.Capacity.MemoryMiB ||
+		(h.Capacity.DiskGiB > 0 && used.DiskGiB+s.DiskGiB > h.Capacity.DiskGiB) {
+		return nil, fmt.Errorf("host %q: %w", h.ID, ErrNoCapacity)
+	}
+	inst := c.Instance
+	inst.Desired = lifecycle.DesiredRunning
+	inst.CurrentOp, inst.CurrentOpK = c.Operation.ID, lifecycle.OpCreate
+	inst.Power, inst.Result, inst.Fault = lifecycle.PowerNone, lifecycle.ResultNone, nil
+	op := newOperation(tx, c.Operation, lifecycle.OpCreate, h.ID)
+	tx.PutInstance(&inst)
+	tx.PutOperation(op)
+	if op.RequestID != "" {
+		tx.PutRequest(op.RequestID, op.ID)
+	}
+	return op.ID, nil
+}
+
+func applyInstanceAction(tx *state.Tx, c *InstanceAction) (any, error) {
+	if id, ok := dedup(tx, c.Operation.RequestID); ok {
+		return id, nil
+	}
+	inst, ok := tx.Instance(c.Operation.InstanceID)
+	if !ok {
+		return nil, fmt.Errorf("instance %q: %w", c.Operation.InstanceID, ErrNotFound)
+	}
+	status := inst.Status()
+	if err := lifecycle.Check(status, c.Action); err != nil {
+		return nil, err
+	}
+	plan := lifecycle.PlanFor(status, c.Action, c.Hard)
+	op := newOperation(tx, c.Operation, plan.Op, inst.HostID)
+	inst.Desired = plan.Desired
+	inst.CurrentOp, inst.CurrentOpK = op.ID, op.Kind
+	tx.PutInstance(inst)
+	tx.PutOperation(op)
+	if op.RequestID != "" {
+		tx.PutRequest(op.RequestID, op.ID)
+	}
+	return op.ID, nil
+}
+
+func newOperation(tx *state.Tx, req state.Operation, kind lifecycle.OpKind, hostID string) *state.Operation {
+	op := req
+	op.Kind = kind
+	op.State = state.OpPending
+	op.Step = "waiting-for-host"
+	op.HostID = hostID
+	op.CreateTime = tx.Now()
+	op.Fault = nil
+	return &op
+}

@@ -1,0 +1,122 @@
+package fsm
+
+import (
+	"fmt"
+
+	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
+	"github.com/flotilla-vm/flotilla/coordinator/state"
+)
+
+func applyDispatch(tx *state.Tx, c *Dispatch) (any, error) {
+	op, ok := tx.Operation(c.OperationID)
+	if !ok {
+		return nil, fmt.Errorf("operation %q: %w", c.OperationID, ErrNotFound)
+	}
+	if op.State.Done() {
+		return nil, fmt.Errorf("operation %q: %w", op.ID, ErrOperationDone)
+	}
+	if op.State == state.OpRunning && op.HostEpoch == c.HostEpoch {
+		return nil, nil // re-sent on the same session: nothing new to record
+	}
+	op.State = state.OpRunning
+	op.HostEpoch = c.HostEpoch
+	op.Step = "running-on-host"
+	if op.StartTime.IsZero() {
+		op.StartTime = tx.Now()
+	}
+	tx.PutOperation(op)
+	return nil, nil
+}
+
+func applyFinish(tx *state.Tx, c *Finish) (any, error) {
+	op, ok := tx.Operation(c.OperationID)
+	if !ok {
+		return nil, fmt.Errorf("operation %q: %w", c.OperationID, ErrNotFound)
+	}
+	inst, ok := tx.Instance(op.InstanceID)
+	if !ok {
+		return nil, fmt.Errorf("instance %q: %w", op.InstanceID, ErrNotFound)
+	}
+	if c.Observed != nil && c.HostID == inst.HostID {
+		observe(inst, *c.Observed)
+	}
+	if op.State.Done() {
+		// A late result (e.g. after the deadline ended the operation) still
+		// tells us the domain's state, but cannot reopen the operation.
+		if c.Observed != nil {
+			tx.PutInstance(inst)
+		}
+		return nil, fmt.Errorf("operation %q: %w", op.ID, ErrOperationDone)
+	}
+	op.EndTime = tx.Now()
+	op.Progress = 100
+	op.Step = "done"
+	if c.Succeeded {
+		op.State = state.OpSucceeded
+		inst.Result, inst.Fault = lifecycle.ResultSucceeded, nil
+		if c.Observed == nil {
+			// The host said it succeeded; the state it reached is the expected one.
+			inst.Power = lifecycle.Expected(op.Kind)
+		}
+	} else {
+		op.State = state.OpFailed
+		op.Fault = c.Fault
+		inst.Result, inst.Fault = lifecycle.ResultFailed, c.Fault
+	}
+	endOperation(inst, op)
+	tx.PutOperation(op)
+	tx.PutInstance(inst)
+	return nil, nil
+}
+
+func applyCancel(tx *state.Tx, c *Cancel) (any, error) {
+	op, ok := tx.Operation(c.OperationID)
+	if !ok {
+		return nil, fmt.Errorf("operation %q: %w", c.OperationID, ErrNotFound)
+	}
+	if op.State.Done() {
+		return nil, fmt.Errorf("operation %q is %s: %w", op.ID, op.State, ErrOperationDone)
+	}
+	if op.State != state.OpPending {
+		// Once on the host, a step runs to its end; rolling back a
+		// half-done step is the operations engine's job, not this one's.
+		return nil, fmt.Errorf("operation %q is already running on its host: %w", op.ID, ErrNotCancellable)
+	}
+	inst, ok := tx.Instance(op.InstanceID)
+	if !ok {
+		return nil, fmt.Errorf("instance %q: %w", op.InstanceID, ErrNotFound)
+	}
+	op.State = state.OpCanceled
+	op.EndTime = tx.Now()
+	op.Step = "canceled"
+	op.Fault = &state.Fault{Code: "CANCELED", Message: "canceled by the user before it reached the host", Time: tx.Now()}
+	inst.Result = lifecycle.ResultCanceled
+	inst.Desired = desiredFromPower(inst.Power, inst.Desired)
+	endOperation(inst, op)
+	tx.PutOperation(op)
+	tx.PutInstance(inst)
+	return nil, nil
+}
+
+// desiredFromPower is what the user wants after canceling: the state the
+// domain is in, since nothing was done to it.
+func desiredFromPower(p lifecycle.Power, fallback lifecycle.Desired) lifecycle.Desired {
+	switch p {
+	case lifecycle.PowerRunning:
+		return lifecycle.DesiredRunning
+	case lifecycle.PowerPaused:
+		return lifecycle.DesiredPaused
+	case lifecycle.PowerSavedToDisk:
+		return lifecycle.DesiredSuspended
+	case lifecycle.PowerShutOff:
+		return lifecycle.DesiredStopped
+	}
+	return fallback
+}
+
+func endOperation(inst *state.Instance, op *state.Operation) {
+	if inst.CurrentOp == op.ID {
+		inst.CurrentOp, inst.CurrentOpK = "", lifecycle.OpNone
+	}
+	inst.LastOp = op.ID
+}

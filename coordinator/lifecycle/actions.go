@@ -1,0 +1,132 @@
+package lifecycle
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Action is a user action on an instance.
+type Action string
+
+const (
+	ActionStart   Action = "start"
+	ActionStop    Action = "stop"
+	ActionRestart Action = "restart"
+	ActionPause   Action = "pause"
+	ActionUnpause Action = "unpause"
+	ActionSuspend Action = "suspend"
+	ActionResume  Action = "resume"
+	ActionDelete  Action = "delete"
+)
+
+// AllActions lists every action.
+var AllActions = []Action{ActionStart, ActionStop, ActionRestart, ActionPause, ActionUnpause, ActionSuspend, ActionResume, ActionDelete}
+
+// allowed is the whole transition table: the actions each status accepts.
+// A status that is not listed accepts nothing (transitional statuses: one
+// operation at a time per instance; DELETED: a tombstone).
+var allowed = map[Status][]Action{
+	StatusRunning:           {ActionStop, ActionRestart, ActionPause, ActionSuspend, ActionDelete},
+	StatusStopped:           {ActionStart, ActionDelete},
+	StatusPaused:            {ActionUnpause, ActionStop, ActionSuspend, ActionDelete},
+	StatusSuspended:         {ActionResume, ActionDelete},
+	StatusUnexpectedShutoff: {ActionStart, ActionStop, ActionDelete},
+	StatusCrashed:           {ActionStart, ActionStop, ActionDelete},
+	// ERROR is recoverable: try to bring it up, down, or away.
+	StatusError: {ActionStart, ActionStop, ActionRestart, ActionDelete},
+	// The host cannot be reached: only a delete may be queued; it runs (or
+	// fails at its deadline) when the host answers.
+	StatusUnknown: {ActionDelete},
+}
+
+// Allowed returns the actions status s accepts, in a stable order.
+func Allowed(s Status) []Action {
+	return append([]Action(nil), allowed[s]...)
+}
+
+// ErrNotAllowed is wrapped by every refusal of an action.
+var ErrNotAllowed = errors.New("action not allowed in the current status")
+
+// NotAllowedError says which action was refused in which status, and what
+// would have been accepted.
+type NotAllowedError struct {
+	Status  Status
+	Action  Action
+	Allowed []Action
+}
+
+func (e *NotAllowedError) Error() string {
+	names := make([]string, len(e.Allowed))
+	for i, a := range e.Allowed {
+		names[i] = string(a)
+	}
+	list := strings.Join(names, ", ")
+	if list == "" {
+		list = "none"
+	}
+	return fmt.Sprintf("%s is not allowed while the instance is %s (allowed: %s)", e.Action, e.Status, list)
+}
+
+func (e *NotAllowedError) Unwrap() error { return ErrNotAllowed }
+
+// Check returns nil if status s accepts action a, else a *NotAllowedError.
+func Check(s Status, a Action) error {
+	for _, ok := range allowed[s] {
+		if ok == a {
+			return nil
+		}
+	}
+	return &NotAllowedError{Status: s, Action: a, Allowed: Allowed(s)}
+}
+
+// Plan is what an accepted action asks for.
+type Plan struct {
+	Op      OpKind  // the operation to run; OpNone when nothing needs to run on the host
+	Desired Desired // the desired state once the action is accepted
+}
+
+// PlanFor returns what accepting action a in status s means. It assumes
+// Check(s, a) passed. hard selects a hard restart.
+func PlanFor(s Status, a Action, hard bool) Plan {
+	switch a {
+	case ActionStart:
+		return Plan{Op: OpStart, Desired: DesiredRunning}
+	case ActionStop:
+		return Plan{Op: OpStop, Desired: DesiredStopped}
+	case ActionRestart:
+		if hard || s == StatusError {
+			// A soft reboot needs a cooperative running guest; from ERROR only a reset is sound.
+			return Plan{Op: OpHardRestart, Desired: DesiredRunning}
+		}
+		return Plan{Op: OpRestart, Desired: DesiredRunning}
+	case ActionPause:
+		return Plan{Op: OpPause, Desired: DesiredPaused}
+	case ActionUnpause:
+		return Plan{Op: OpUnpause, Desired: DesiredRunning}
+	case ActionSuspend:
+		return Plan{Op: OpSuspend, Desired: DesiredSuspended}
+	case ActionResume:
+		return Plan{Op: OpResume, Desired: DesiredRunning}
+	case ActionDelete:
+		return Plan{Op: OpDelete, Desired: DesiredDeleted}
+	}
+	return Plan{}
+}
+
+// Expected is the power state a successful operation of kind k leaves behind.
+func Expected(k OpKind) Power {
+	switch k {
+	case OpCreate, OpStart, OpRestart, OpHardRestart, OpUnpause, OpResume:
+		return PowerRunning
+	case OpStop:
+		return PowerShutOff
+	case OpPause:
+		return PowerPaused
+	case OpSuspend:
+		return PowerSavedToDisk
+	case OpDelete:
+		return PowerNoDomain
+	}
+	return PowerNone
+}

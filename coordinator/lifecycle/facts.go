@@ -1,0 +1,74 @@
+package lifecycle
+
+// Desired is the state the user last asked for.
+type Desired string
+
+const (
+	DesiredRunning   Desired = "running"
+	DesiredStopped   Desired = "stopped"
+	DesiredPaused    Desired = "paused"
+	DesiredSuspended Desired = "suspended"
+	DesiredDeleted   Desired = "deleted"
+)
+
+// AllDesired lists every desired state, for exhaustive tests.
+var AllDesired = []Desired{DesiredRunning, DesiredStopped, DesiredPaused, DesiredSuspended, DesiredDeleted}
+
+// OpKind names what an operation does.
+type OpKind string
+
+const (
+	OpNone        OpKind = "" // no operation in flight
+	OpCreate      OpKind = "create"
+	OpStart       OpKind = "start"
+	OpStop        OpKind = "stop"
+	OpRestart     OpKind = "restart"
+	OpHardRestart OpKind = "hard-restart"
+	OpPause       OpKind = "pause"
+	OpUnpause     OpKind = "unpause"
+	OpSuspend     OpKind = "suspend"
+	OpResume      OpKind = "resume"
+	OpDelete      OpKind = "delete"
+)
+
+// AllOpKinds lists every operation kind, OpNone included.
+var AllOpKinds = []OpKind{OpNone, OpCreate, OpStart, OpStop, OpRestart, OpHardRestart, OpPause, OpUnpause, OpSuspend, OpResume, OpDelete}
+
+// Power is the observed power state, as the agent reports it from the hypervisor.
+type Power string
+
+const (
+	PowerNone         Power = "" // nothing reported yet
+	PowerRunning      Power = "running"
+	PowerPaused       Power = "paused"
+	PowerShuttingDown Power = "shutting-down"
+	PowerShutOff      Power = "shut-off"
+	PowerCrashed      Power = "crashed"
+	PowerSavedToDisk  Power = "saved-to-disk"
+	PowerNoDomain     Power = "no-domain"
+	PowerUnknown      Power = "unknown"
+)
+
+// AllPowers lists every power state, PowerNone included.
+var AllPowers = []Power{PowerNone, PowerRunning, PowerPaused, PowerShuttingDown, PowerShutOff, PowerCrashed, PowerSavedToDisk, PowerNoDomain, PowerUnknown}
+
+// Result is how the last operation ended.
+type Result string
+
+const (
+	ResultNone      Result = ""
+	ResultSucceeded Result = "succeeded"
+	ResultFailed    Result = "failed"
+	ResultCanceled  Result = "canceled"
+)
+
+// AllResults lists every result, ResultNone included.
+var AllResults = []Result{ResultNone, ResultSucceeded, ResultFailed, ResultCanceled}
+
+// Facts are the four recorded facts the status is derived from.
+type Facts struct {
+	Desired Desired
+	Op      OpKind
+	Power   Power
+	Result  Result
+}

@@ -1,0 +1,106 @@
+package lifecycle
+
+// Status is the one derived word that describes an instance.
+type Status string
+
+const (
+	StatusCreating          Status = "CREATING"
+	StatusStarting          Status = "STARTING"
+	StatusRunning           Status = "RUNNING"
+	StatusStopping          Status = "STOPPING"
+	StatusStopped           Status = "STOPPED"
+	StatusRebooting         Status = "REBOOTING"
+	StatusHardRebooting     Status = "HARD_REBOOTING"
+	StatusPausing           Status = "PAUSING"
+	StatusPaused            Status = "PAUSED"
+	StatusUnpausing         Status = "UNPAUSING"
+	StatusSuspending        Status = "SUSPENDING"
+	StatusSuspended         Status = "SUSPENDED"
+	StatusResuming          Status = "RESUMING"
+	StatusDeleting          Status = "DELETING"
+	StatusDeleted           Status = "DELETED"
+	StatusError             Status = "ERROR"
+	StatusUnknown           Status = "UNKNOWN"
+	StatusUnexpectedShutoff Status = "UNEXPECTED_SHUTOFF"
+	StatusCrashed           Status = "CRASHED"
+)
+
+// AllStatuses lists every status.
+var AllStatuses = []Status{
+	StatusCreating, StatusStarting, StatusRunning, StatusStopping, StatusStopped,
+	StatusRebooting, StatusHardRebooting, StatusPausing, StatusPaused, StatusUnpausing,
+	StatusSuspending, StatusSuspended, StatusResuming, StatusDeleting, StatusDeleted,
+	StatusError, StatusUnknown, StatusUnexpectedShutoff, StatusCrashed,
+}
+
+// inFlight is the status shown while an operation of each kind runs.
+var inFlight = map[OpKind]Status{
+	OpCreate:      StatusCreating,
+	OpStart:       StatusStarting,
+	OpStop:        StatusStopping,
+	OpRestart:     StatusRebooting,
+	OpHardRestart: StatusHardRebooting,
+	OpPause:       StatusPausing,
+	OpUnpause:     StatusUnpausing,
+	OpSuspend:     StatusSuspending,
+	OpResume:      StatusResuming,
+	OpDelete:      StatusDeleting,
+}
+
+// Transitional reports whether s only lasts while an operation runs.
+func Transitional(s Status) bool {
+	for _, t := range inFlight {
+		if t == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Derive computes the status from the facts. It is total: every combination
+// of known facts has a defined result, and unknown values fall to ERROR.
+func Derive(f Facts) Status {
+	if f.Op != OpNone {
+		if s, ok := inFlight[f.Op]; ok {
+			return s
+		}
+		return StatusError
+	}
+	if f.Desired == DesiredDeleted {
+		// Once the domain is gone, the record is a tombstone whatever came before.
+		if f.Power == PowerNoDomain && f.Result != ResultFailed {
+			return StatusDeleted
+		}
+		return StatusError // a delete that failed or left the domain behind
+	}
+	if f.Result == ResultFailed {
+		return StatusError
+	}
+	switch f.Power {
+	case PowerNone:
+		// Accepted, but nothing has run and nothing was observed: only a
+		// canceled create gets here.
+		return StatusError
+	case PowerUnknown:
+		return StatusUnknown
+	case PowerNoDomain:
+		return StatusError // the domain vanished from under a live instance
+	case PowerCrashed:
+		return StatusCrashed
+	case PowerShuttingDown:
+		return StatusStopping // the guest is shutting itself down
+	case PowerRunning:
+		return StatusRunning
+	case PowerPaused:
+		return StatusPaused
+	case PowerSavedToDisk:
+		return StatusSuspended
+	case PowerShutOff:
+		if f.Desired == DesiredStopped {
+			return StatusStopped
+		}
+		// Off although the user wants it up (or paused/suspended): nobody asked for that.
+		return StatusUnexpectedShutoff
+	}
+	return StatusError
+}

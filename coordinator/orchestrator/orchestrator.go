@@ -1,0 +1,159 @@
+// Package orchestrator drives operations on the leader: it sends each open
+// operation's step to its host's agent (once per agent session: the agent
+// runs an operation at most once and answers a re-sent step with the result
+// it kept), and ends every operation whose deadline has passed, so no
+// instance stays in a transitional status forever.
+package orchestrator
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/flotilla-vm/flotilla/coordinator/api"
+	"github.com/flotilla-vm/flotilla/coordinator/fsm"
+	"github.com/flotilla-vm/flotilla/coordinator/state"
+	agentv1 "github.com/flotilla-vm/flotilla/proto/flotilla/agent/v1"
+)
+
+// Sessions is the orchestrator's view of live agent sessions.
+type Sessions interface {
+	Epoch(hostID string) (uint64, bool)
+	Send(hostID string, step *agentv1.RunStep) error
+	Changed() <-chan struct{}
+}
+
+// Applier commits an encoded command through the replicated log.
+type Applier interface {
+	Apply(ctx context.Context, cmd []byte) (any, error)
+}
+
+// Config configures the orchestrator.
+type Config struct {
+	Store    *state.Store
+	Applier  Applier
+	Sessions Sessions
+	Logger   *slog.Logger
+	Now      func() time.Time
+	// Grace is how long past an operation's deadline the coordinator waits
+	// for the agent's own verdict before ending it as DEADLINE_EXCEEDED.
+	Grace time.Duration
+	Tick  time.Duration
+}
+
+// Orchestrator is the leader's operation driver.
+type Orchestrator struct {
+	cfg  Config
+	log  *slog.Logger
+	sent map[string]uint64 // operation id -> session epoch it was sent on
+}
+
+// New returns an orchestrator.
+func New(cfg Config) *Orchestrator {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Grace == 0 {
+		cfg.Grace = 5 * time.Second
+	}
+	if cfg.Tick == 0 {
+		cfg.Tick = 250 * time.Millisecond
+	}
+	return &Orchestrator{cfg: cfg, log: cfg.Logger}
+}
+
+// Run drives operations until ctx ends. Call it only while leader.
+func (o *Orchestrator) Run(ctx context.Context) {
+	o.sent = map[string]uint64{}
+	t := time.NewTicker(o.cfg.Tick)
+	defer t.Stop()
+	for {
+		stateChanged, sessionsChanged := o.cfg.Store.Changed(), o.cfg.Sessions.Changed()
+		o.pass(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-stateChanged:
+		case <-sessionsChanged:
+		case <-t.C:
+		}
+	}
+}
+
+func (o *Orchestrator) pass(ctx context.Context) {
+	now := o.cfg.Now()
+	open := o.cfg.Store.OpenOperations()
+	live := make(map[string]bool, len(open))
+	for _, op := range open {
+		live[op.ID] = true
+		log := o.log.With("operation", op.ID, "instance", op.InstanceID, "host", op.HostID)
+		if now.After(op.Deadline.Add(o.cfg.Grace)) {
+			o.expire(ctx, op, log)
+			continue
+		}
+		epoch, ok := o.cfg.Sessions.Epoch(op.HostID)
+		if !ok || o.sent[op.ID] == epoch {
+			continue
+		}
+		if err := o.dispatch(ctx, op, epoch); err != nil {
+			log.Warn("dispatch failed; will retry", "err", err)
+			continue
+		}
+		o.sent[op.ID] = epoch
+		log.Info("step sent", "kind", op.Kind, "epoch", epoch)
+	}
+	for id := range o.sent {
+		if !live[id] {
+			delete(o.sent, id)
+		}
+	}
+}
+
+func (o *Orchestrator) dispatch(ctx context.Context, op state.Operation, epoch uint64) error {
+	inst, err := o.cfg.Store.Instance(op.InstanceID)
+	if err != nil {
+		return err
+	}
+	if err := o.apply(ctx, fsm.TypeDispatch, fsm.Dispatch{OperationID: op.ID, HostEpoch: epoch}); err != nil {
+		return err
+	}
+	step := &agentv1.RunStep{
+		OperationId: op.ID, InstanceId: op.InstanceID, Kind: api.OpKindToPB(op.Kind),
+		Name: inst.Name, Spec: api.SpecToPB(inst.Spec), Force: op.Force, Deadline: timestamppb.New(op.Deadline),
+	}
+	if op.Graceful > 0 {
+		step.GracefulTimeout = durationpb.New(op.Graceful)
+	}
+	return o.cfg.Sessions.Send(op.HostID, step)
+}
+
+func (o *Orchestrator) expire(ctx context.Context, op state.Operation, log *slog.Logger) {
+	msg := "the operation did not finish by its deadline"
+	if _, ok := o.cfg.Sessions.Epoch(op.HostID); !ok {
+		msg += "; its host has no live agent session"
+	}
+	f := fsm.Finish{OperationID: op.ID, Fault: &state.Fault{Code: "DEADLINE_EXCEEDED", Message: msg, Time: o.cfg.Now(), HostID: op.HostID}}
+	if err := o.apply(ctx, fsm.TypeFinish, f); err != nil && !errors.Is(err, fsm.ErrOperationDone) {
+		log.Warn("ending expired operation failed", "err", err)
+		return
+	}
+	log.Warn("operation ended at its deadline", "deadline", op.Deadline)
+}
+
+func (o *Orchestrator) apply(ctx context.Context, typ string, body any) error {
+	cmd, err := fsm.Encode(typ, o.cfg.Now(), body)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_, err = o.cfg.Applier.Apply(ctx, cmd)
+	return err
+}

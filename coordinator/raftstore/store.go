@@ -1,0 +1,189 @@
+package raftstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+
+	"github.com/flotilla-vm/flotilla/coordinator/fsm"
+)
+
+// ErrNotLeader is returned by Apply on a server that is not the leader.
+var ErrNotLeader = errors.New("not the raft leader")
+
+// Config configures one coordinator's Raft node.
+type Config struct {
+	NodeID   string // stable id of this server
+	DataDir  string // raft.db and snapshots/ live here
+	BindAddr string // host:port for the Raft transport
+	// Bootstrap forms a new single-server cluster when the data dir holds no
+	// Raft state yet. A server joining an existing cluster leaves it false.
+	Bootstrap bool
+	// FastTimeouts shortens election timeouts for tests on loopback.
+	FastTimeouts bool
+	Logger       *slog.Logger
+}
+
+// Store is one Raft node plus its FSM.
+type Store struct {
+	raft      *raft.Raft
+	fsm       *fsm.FSM
+	logs      *raftboltdb.BoltStore
+	transport *raft.NetworkTransport
+	log       *slog.Logger
+}
+
+// Open starts the Raft node. The FSM is restored from the latest snapshot
+// and the log by Raft itself before Open returns control to the caller's
+// first Apply.
+func Open(cfg Config, f *fsm.FSM) (*Store, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.NodeID)
+	rc.Logger = newHCLogger(cfg.Logger)
+	rc.SnapshotThreshold = 8192
+	rc.SnapshotInterval = 30 * time.Second
+	rc.TrailingLogs = 10240
+	if cfg.FastTimeouts {
+		rc.HeartbeatTimeout = 200 * time.Millisecond
+		rc.ElectionTimeout = 200 * time.Millisecond
+		rc.LeaderLeaseTimeout = 100 * time.Millisecond
+		rc.CommitTimeout = 5 * time.Millisecond
+	}
+
+	logs, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db")})
+	if err != nil {
+		return nil, fmt.Errorf("open raft log: %w", err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 3, rc.Logger)
+	if err != nil {
+		logs.Close()
+		return nil, fmt.Errorf("open snapshots: %w", err)
+	}
+	addr, err := net.ResolveTCPAddr("tcp", cfg.BindAddr)
+	if err != nil {
+		logs.Close()
+		return nil, fmt.Errorf("raft address %q: %w", cfg.BindAddr, err)
+	}
+	transport, err := raft.NewTCPTransportWithLogger(cfg.BindAddr, addr, 3, 10*time.Second, rc.Logger)
+	if err != nil {
+		logs.Close()
+		return nil, fmt.Errorf("raft transport: %w", err)
+	}
+	if cfg.Bootstrap {
+		has, err := raft.HasExistingState(logs, logs, snaps)
+		if err != nil {
+			logs.Close()
+			transport.Close()
+			return nil, fmt.Errorf("inspect raft state: %w", err)
+		}
+		if !has {
+			conf := raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: transport.LocalAddr()}}}
+			if err := raft.BootstrapCluster(rc, logs, logs, snaps, transport, conf); err != nil {
+				logs.Close()
+				transport.Close()
+				return nil, fmt.Errorf("bootstrap: %w", err)
+			}
+		}
+	}
+	r, err := raft.NewRaft(rc, f, logs, logs, snaps, transport)
+	if err != nil {
+		logs.Close()
+		transport.Close()
+		return nil, fmt.Errorf("start raft: %w", err)
+	}
+	return &Store{raft: r, fsm: f, logs: logs, transport: transport, log: cfg.Logger}, nil
+}
+
+// Apply commits a command through the log and returns its apply result.
+// It returns once the entry is fsynced on a quorum and applied locally.
+func (s *Store) Apply(ctx context.Context, cmd []byte) (any, error) {
+	timeout := 10 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+		if timeout <= 0 {
+			return nil, context.DeadlineExceeded
+		}
+	}
+	fut := s.raft.Apply(cmd, timeout)
+	if err := fut.Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrLeadershipTransferInProgress) {
+			return nil, fmt.Errorf("%w: %v", ErrNotLeader, err)
+		}
+		return nil, fmt.Errorf("raft apply: %w", err)
+	}
+	res, _ := fut.Response().(fsm.Result)
+	return res.Value, res.Err
+}
+
+// IsLeader reports whether this node is the leader now.
+func (s *Store) IsLeader() bool { return s.raft.State() == raft.Leader }
+
+// LeaderCh delivers true when this node becomes leader and false when it stops being leader.
+func (s *Store) LeaderCh() <-chan bool { return s.raft.LeaderCh() }
+
+// Leader returns the current leader's Raft address and id, if known.
+func (s *Store) Leader() (addr, id string) {
+	a, i := s.raft.LeaderWithID()
+	return string(a), string(i)
+}
+
+// WaitLeader blocks until some node is leader or ctx ends.
+func (s *Store) WaitLeader(ctx context.Context) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if a, _ := s.raft.LeaderWithID(); a != "" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("no raft leader: %w", ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// Barrier waits until every entry committed before it is applied locally;
+// a new leader calls it before acting on its state.
+func (s *Store) Barrier(ctx context.Context) error {
+	timeout := 10 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	return s.raft.Barrier(timeout).Error()
+}
+
+// Snapshot forces a snapshot now (used by tests and operators).
+func (s *Store) Snapshot() error { return s.raft.Snapshot().Error() }
+
+// Stats returns Raft's own counters.
+func (s *Store) Stats() map[string]string { return s.raft.Stats() }
+
+// Close shuts the node down and releases its files.
+func (s *Store) Close() error {
+	err := s.raft.Shutdown().Error()
+	if cerr := s.transport.Close(); err == nil {
+		err = cerr
+	}
+	if cerr := s.logs.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+var _ io.Closer = (*Store)(nil)

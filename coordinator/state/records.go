@@ -1,0 +1,123 @@
+package state
+
+import (
+	"time"
+
+	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
+)
+
+// Spec is the shape of a virtual machine.
+type Spec struct {
+	VCPUs     uint32 `json:"vcpus"`
+	MemoryMiB uint64 `json:"memory_mib"`
+	DiskGiB   uint64 `json:"disk_gib"`
+	Image     string `json:"image"`
+}
+
+// Fault records why something failed.
+type Fault struct {
+	Code    string    `json:"code"`
+	Message string    `json:"message"`
+	Time    time.Time `json:"time"`
+	HostID  string    `json:"host_id,omitempty"`
+}
+
+// Instance is one VM's record: its four facts and bookkeeping.
+type Instance struct {
+	ID         string            `json:"id"`
+	Name       string            `json:"name"`
+	Spec       Spec              `json:"spec"`
+	HostID     string            `json:"host_id"`
+	Desired    lifecycle.Desired `json:"desired"`
+	CurrentOp  string            `json:"current_op,omitempty"`
+	CurrentOpK lifecycle.OpKind  `json:"current_op_kind,omitempty"`
+	LastOp     string            `json:"last_op,omitempty"`
+	Result     lifecycle.Result  `json:"result,omitempty"`
+	Fault      *Fault            `json:"fault,omitempty"`
+	Power      lifecycle.Power   `json:"power,omitempty"`
+	PowerWhy   string            `json:"power_reason,omitempty"`
+	PowerTime  time.Time         `json:"power_time"`
+	CreateTime time.Time         `json:"create_time"`
+	UpdateTime time.Time         `json:"update_time"`
+	CreateRev  int64             `json:"create_rev"`
+	ModifyRev  int64             `json:"modify_rev"`
+}
+
+// Facts returns the instance's four facts.
+func (i *Instance) Facts() lifecycle.Facts {
+	return lifecycle.Facts{Desired: i.Desired, Op: i.CurrentOpK, Power: i.Power, Result: i.Result}
+}
+
+// Status derives the instance's status.
+func (i *Instance) Status() lifecycle.Status { return lifecycle.Derive(i.Facts()) }
+
+// OpState is where an operation is in its life.
+type OpState string
+
+const (
+	OpPending   OpState = "pending"
+	OpRunning   OpState = "running"
+	OpSucceeded OpState = "succeeded"
+	OpFailed    OpState = "failed"
+	OpCanceled  OpState = "canceled"
+)
+
+// Done reports whether the state is final.
+func (s OpState) Done() bool { return s == OpSucceeded || s == OpFailed || s == OpCanceled }
+
+// Operation is one unit of work on one instance.
+type Operation struct {
+	ID         string           `json:"id"`
+	InstanceID string           `json:"instance_id"`
+	Kind       lifecycle.OpKind `json:"kind"`
+	State      OpState          `json:"state"`
+	Step       string           `json:"step"`
+	Progress   int32            `json:"progress"`
+	Fault      *Fault           `json:"fault,omitempty"`
+	Deadline   time.Time        `json:"deadline"`
+	CreateTime time.Time        `json:"create_time"`
+	StartTime  time.Time        `json:"start_time"`
+	EndTime    time.Time        `json:"end_time"`
+	HostID     string           `json:"host_id"`
+	HostEpoch  uint64           `json:"host_epoch"`
+	RequestID  string           `json:"request_id,omitempty"`
+	Revision   int64            `json:"revision"`
+	Graceful   time.Duration    `json:"graceful,omitempty"`
+	Force      bool             `json:"force,omitempty"`
+	// Seq orders operations by acceptance, for newest-first listing.
+	Seq int64 `json:"seq"`
+}
+
+// HostStatus is the liveness of a host's agent.
+type HostStatus string
+
+const (
+	HostReady        HostStatus = "ready"
+	HostDisconnected HostStatus = "disconnected"
+)
+
+// Host is one hypervisor host.
+type Host struct {
+	ID           string     `json:"id"`
+	Status       HostStatus `json:"status"`
+	Kind         string     `json:"kind"`
+	Capacity     Resources  `json:"capacity"`
+	Epoch        uint64     `json:"epoch"`
+	RegisterTime time.Time  `json:"register_time"`
+	AgentVersion string     `json:"agent_version"`
+	Orphans      []string   `json:"orphans,omitempty"`
+	ModifyRev    int64      `json:"modify_rev"`
+}
+
+// Resources is an amount of vCPU, memory and disk.
+type Resources struct {
+	VCPUs     uint32 `json:"vcpus"`
+	MemoryMiB uint64 `json:"memory_mib"`
+	DiskGiB   uint64 `json:"disk_gib"`
+}
+
+// Event is one change to an instance, as watchers see it.
+type Event struct {
+	Revision int64
+	Instance Instance
+}

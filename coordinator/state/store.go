@@ -1,0 +1,235 @@
+package state
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+
+	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
+)
+
+// Sentinel errors returned by reads and by Tx users.
+var (
+	ErrNotFound  = errors.New("not found")
+	ErrCompacted = errors.New("revision compacted")
+)
+
+// DefaultHistory is how many instance changes are kept for watchers.
+const DefaultHistory = 50000
+
+// Store holds the state. The zero value is not usable; call New.
+type Store struct {
+	mu        sync.RWMutex
+	rev       int64
+	seq       int64
+	instances map[string]*Instance
+	ops       map[string]*Operation
+	byInst    map[string][]string // instance id -> op ids, in acceptance order
+	requests  map[string]string   // request_id -> op id
+	hosts     map[string]*Host
+	history   []Event // oldest first, at most limit
+	floor     int64   // every instance change after this revision is in history
+	limit     int
+	changed   chan struct{} // closed on every commit, then replaced
+}
+
+// New returns an empty store that keeps limit instance changes for watchers.
+func New(limit int) *Store {
+	if limit <= 0 {
+		limit = DefaultHistory
+	}
+	s := &Store{limit: limit, changed: make(chan struct{})}
+	s.reset()
+	return s
+}
+
+func (s *Store) reset() {
+	s.rev, s.seq = 0, 0
+	s.instances = map[string]*Instance{}
+	s.ops = map[string]*Operation{}
+	s.byInst = map[string][]string{}
+	s.requests = map[string]string{}
+	s.hosts = map[string]*Host{}
+	s.history = nil
+	s.floor = 0
+}
+
+// Revision is the revision of the last change.
+func (s *Store) Revision() int64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.rev
+}
+
+// Changed returns a channel closed at the next change.
+func (s *Store) Changed() <-chan struct{} {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.changed
+}
+
+// WaitRevision blocks until the store has reached rev or ctx ends.
+func (s *Store) WaitRevision(ctx context.Context, rev int64) error {
+	for {
+		s.mu.RLock()
+		cur, ch := s.rev, s.changed
+		s.mu.RUnlock()
+		if cur >= rev {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for revision %d (at %d): %w", rev, cur, ctx.Err())
+		}
+	}
+}
+
+// Instance returns a copy of one instance.
+func (s *Store) Instance(id string) (Instance, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	i, ok := s.instances[id]
+	if !ok {
+		return Instance{}, fmt.Errorf("instance %q: %w", id, ErrNotFound)
+	}
+	return *i, nil
+}
+
+// Instances returns copies of all instances ordered by id, and the revision they reflect.
+func (s *Store) Instances() ([]Instance, int64) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]Instance, 0, len(s.instances))
+	for _, i := range s.instances {
+		out = append(out, *i)
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].ID < out[b].ID })
+	return out, s.rev
+}
+
+// Operation returns a copy of one operation.
+func (s *Store) Operation(id string) (Operation, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	o, ok := s.ops[id]
+	if !ok {
+		return Operation{}, fmt.Errorf("operation %q: %w", id, ErrNotFound)
+	}
+	return *o, nil
+}
+
+// Operations returns copies of operations, newest first, optionally only
+// those of one instance, and the revision they reflect.
+func (s *Store) Operations(instanceID string) ([]Operation, int64) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []Operation
+	if instanceID != "" {
+		for _, id := range s.byInst[instanceID] {
+			out = append(out, *s.ops[id])
+		}
+	} else {
+		out = make([]Operation, 0, len(s.ops))
+		for _, o := range s.ops {
+			out = append(out, *o)
+		}
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].Seq > out[b].Seq })
+	return out, s.rev
+}
+
+// OpenOperations returns copies of every operation not yet done, oldest first.
+func (s *Store) OpenOperations() []Operation {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []Operation
+	for _, o := range s.ops {
+		if !o.State.Done() {
+			out = append(out, *o)
+		}
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].Seq < out[b].Seq })
+	return out
+}
+
+// Host returns a copy of one host.
+func (s *Store) Host(id string) (Host, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	h, ok := s.hosts[id]
+	if !ok {
+		return Host{}, fmt.Errorf("host %q: %w", id, ErrNotFound)
+	}
+	return cloneHost(h), nil
+}
+
+// Hosts returns copies of all hosts ordered by id, and the revision they reflect.
+func (s *Store) Hosts() ([]Host, int64) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]Host, 0, len(s.hosts))
+	for _, h := range s.hosts {
+		out = append(out, cloneHost(h))
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].ID < out[b].ID })
+	return out, s.rev
+}
+
+// Allocated sums the specs of the live instances placed on each host.
+func (s *Store) Allocated() map[string]Resources {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.allocatedLocked()
+}
+
+func (s *Store) allocatedLocked() map[string]Resources {
+	out := map[string]Resources{}
+	for _, i := range s.instances {
+		if i.HostID == "" || i.Status() == lifecycle.StatusDeleted {
+			continue
+		}
+		r := out[i.HostID]
+		r.VCPUs += i.Spec.VCPUs
+		r.MemoryMiB += i.Spec.MemoryMiB
+		r.DiskGiB += i.Spec.DiskGiB
+		out[i.HostID] = r
+	}
+	return out
+}
+
+// OperationByRequest returns the operation a request_id produced, if any.
+func (s *Store) OperationByRequest(requestID string) (Operation, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	id, ok := s.requests[requestID]
+	if !ok {
+		return Operation{}, false
+	}
+	return *s.ops[id], true
+}
+
+// Since returns the instance changes after rev, a channel closed at the next
+// change, and the current revision. ErrCompacted means rev is older than the
+// history holds.
+func (s *Store) Since(rev int64) ([]Event, <-chan struct{}, int64, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if rev < s.floor {
+		return nil, nil, s.rev, fmt.Errorf("revision %d is older than the oldest kept (%d): %w", rev, s.floor, ErrCompacted)
+	}
+	i := sort.Search(len(s.history), func(i int) bool { return s.history[i].Revision > rev })
+	return append([]Event(nil), s.history[i:]...), s.changed, s.rev, nil
+}
+
+func cloneHost(h *Host) Host {
+	c := *h
+	c.Orphans = append([]string(nil), h.Orphans...)
+	return c
+}
+
+func sortOpsBySeq(ops []*Operation) {
+	sort.Slice(ops, func(a, b int) bool { return ops[a].Seq < ops[b].Seq })
+}

@@ -1,0 +1,198 @@
+package state
+
+import (
+	"time"
+
+	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
+)
+
+// Tx stages the changes of one log entry. Reads see staged changes; nothing
+// is visible to others until Update commits, and nothing is kept if the
+// apply function returns an error.
+type Tx struct {
+	s         *Store
+	now       time.Time
+	instances map[string]*Instance
+	ops       map[string]*Operation
+	hosts     map[string]*Host
+	requests  map[string]string
+	order     []string // instance ids in the order they were put, for the history
+}
+
+// Update runs fn against a transaction and commits its changes atomically
+// under one new revision. now is the entry's timestamp (chosen by the
+// leader, so replicas agree).
+func (s *Store) Update(now time.Time, fn func(tx *Tx) error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tx := &Tx{s: s, now: now, instances: map[string]*Instance{}, ops: map[string]*Operation{}, hosts: map[string]*Host{}, requests: map[string]string{}}
+	if err := fn(tx); err != nil {
+		return err
+	}
+	if len(tx.instances)+len(tx.ops)+len(tx.hosts)+len(tx.requests) == 0 {
+		return nil
+	}
+	s.rev++
+	rev := s.rev
+	for id, o := range tx.ops {
+		if _, existed := s.ops[id]; !existed {
+			s.byInst[o.InstanceID] = append(s.byInst[o.InstanceID], id)
+		}
+		o.Revision = rev
+		s.ops[id] = o
+	}
+	for k, v := range tx.requests {
+		s.requests[k] = v
+	}
+	for id, h := range tx.hosts {
+		h.ModifyRev = rev
+		s.hosts[id] = h
+	}
+	for _, id := range tx.order {
+		i := tx.instances[id]
+		if i.CreateRev == 0 {
+			i.CreateRev = rev
+			i.CreateTime = now
+		}
+		i.ModifyRev = rev
+		i.UpdateTime = now
+		s.instances[id] = i
+		s.history = append(s.history, Event{Revision: rev, Instance: *i})
+	}
+	if over := len(s.history) - s.limit; over > 0 {
+		s.floor = s.history[over-1].Revision
+		s.history = append([]Event(nil), s.history[over:]...)
+	}
+	close(s.changed)
+	s.changed = make(chan struct{})
+	return nil
+}
+
+// Now is the entry's timestamp.
+func (tx *Tx) Now() time.Time { return tx.now }
+
+// Revision is the revision this transaction will commit as.
+func (tx *Tx) Revision() int64 { return tx.s.rev + 1 }
+
+// Instance returns a mutable copy of an instance; Put it to keep changes.
+func (tx *Tx) Instance(id string) (*Instance, bool) {
+	if i, ok := tx.instances[id]; ok {
+		c := *i
+		return &c, true
+	}
+	i, ok := tx.s.instances[id]
+	if !ok {
+		return nil, false
+	}
+	c := *i
+	return &c, true
+}
+
+// PutInstance stages an instance.
+func (tx *Tx) PutInstance(i *Instance) {
+	if _, ok := tx.instances[i.ID]; !ok {
+		tx.order = append(tx.order, i.ID)
+	}
+	c := *i
+	tx.instances[i.ID] = &c
+}
+
+// Operation returns a mutable copy of an operation; Put it to keep changes.
+func (tx *Tx) Operation(id string) (*Operation, bool) {
+	if o, ok := tx.ops[id]; ok {
+		c := *o
+		return &c, true
+	}
+	o, ok := tx.s.ops[id]
+	if !ok {
+		return nil, false
+	}
+	c := *o
+	return &c, true
+}
+
+// PutOperation stages an operation; a new one gets the next sequence number.
+func (tx *Tx) PutOperation(o *Operation) {
+	c := *o
+	if _, staged := tx.ops[o.ID]; !staged {
+		if _, existed := tx.s.ops[o.ID]; !existed {
+			tx.s.seq++
+			c.Seq = tx.s.seq
+		}
+	}
+	tx.ops[o.ID] = &c
+}
+
+// RequestOperation returns the operation id a request_id already produced.
+func (tx *Tx) RequestOperation(requestID string) (string, bool) {
+	if id, ok := tx.requests[requestID]; ok {
+		return id, true
+	}
+	id, ok := tx.s.requests[requestID]
+	return id, ok
+}
+
+// PutRequest records that requestID produced operation opID.
+func (tx *Tx) PutRequest(requestID, opID string) { tx.requests[requestID] = opID }
+
+// Host returns a mutable copy of a host; Put it to keep changes.
+func (tx *Tx) Host(id string) (*Host, bool) {
+	if h, ok := tx.hosts[id]; ok {
+		c := cloneHost(h)
+		return &c, true
+	}
+	h, ok := tx.s.hosts[id]
+	if !ok {
+		return nil, false
+	}
+	c := cloneHost(h)
+	return &c, true
+}
+
+// PutHost stages a host.
+func (tx *Tx) PutHost(h *Host) {
+	c := cloneHost(h)
+	tx.hosts[h.ID] = &c
+}
+
+// InstancesOnHost returns mutable copies of the instances placed on a host.
+func (tx *Tx) InstancesOnHost(hostID string) []*Instance {
+	var out []*Instance
+	seen := map[string]bool{}
+	for id, i := range tx.instances {
+		seen[id] = true
+		if i.HostID == hostID {
+			c := *i
+			out = append(out, &c)
+		}
+	}
+	for id, i := range tx.s.instances {
+		if !seen[id] && i.HostID == hostID {
+			c := *i
+			out = append(out, &c)
+		}
+	}
+	return out
+}
+
+// Allocated sums the live instances on each host, staged changes included.
+func (tx *Tx) Allocated() map[string]Resources {
+	out := tx.s.allocatedLocked()
+	for id, i := range tx.instances {
+		if old, ok := tx.s.instances[id]; ok && old.HostID != "" && old.Status() != lifecycle.StatusDeleted {
+			r := out[old.HostID]
+			r.VCPUs -= old.Spec.VCPUs
+			r.MemoryMiB -= old.Spec.MemoryMiB
+			r.DiskGiB -= old.Spec.DiskGiB
+			out[old.HostID] = r
+		}
+		if i.HostID != "" && i.Status() != lifecycle.StatusDeleted {
+			r := out[i.HostID]
+			r.VCPUs += i.Spec.VCPUs
+			r.MemoryMiB += i.Spec.MemoryMiB
+			r.DiskGiB += i.Spec.DiskGiB
+			out[i.HostID] = r
+		}
+	}
+	return out
+}

@@ -1,0 +1,104 @@
+// Package hypervisor defines the contract between the Flotilla agent and the
+// virtualization layer on one host. Flotilla owns this interface; the libvirt
+// package implements it for real hosts and the fake package in memory.
+package hypervisor
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// PowerState is what the hypervisor itself reports about a domain.
+type PowerState string
+
+const (
+	PowerRunning      PowerState = "running"
+	PowerPaused       PowerState = "paused"        // vCPUs stopped, memory kept in RAM
+	PowerShuttingDown PowerState = "shutting-down" // the guest is running its shutdown
+	PowerShutOff      PowerState = "shut-off"
+	PowerCrashed      PowerState = "crashed"
+	PowerSavedToDisk  PowerState = "saved-to-disk" // managed save image present, domain stopped
+	PowerNoDomain     PowerState = "no-domain"     // the hypervisor knows no such domain
+	PowerUnknown      PowerState = "unknown"
+)
+
+// Sentinel errors. Drivers wrap them with %w so callers can classify faults.
+var (
+	ErrNotFound      = errors.New("domain not found")
+	ErrAlreadyExists = errors.New("domain already exists")
+	ErrInvalidSpec   = errors.New("invalid domain spec")
+	ErrInvalidState  = errors.New("operation not valid in the domain's current state")
+	ErrImageNotFound = errors.New("image not found")
+	ErrUnavailable   = errors.New("hypervisor unavailable") // transient: connection lost
+)
+
+// DomainSpec is the validated description of one VM. The domain name is
+// derived from ID, never from user-chosen text.
+type DomainSpec struct {
+	ID        string // instance id: lowercase letters, digits and '-' only, at most 63 chars
+	Name      string // display name, stored as the domain title (XML-escaped)
+	VCPUs     uint32
+	MemoryMiB uint64
+	DiskGiB   uint64 // size of the instance disk; 0 means "the image's own size"
+	Image     string // image name inside the driver's image directory, no path separators
+}
+
+// DomainStatus is one observation of one domain.
+type DomainStatus struct {
+	ID         string
+	State      PowerState
+	Reason     string // hypervisor's reason, e.g. "destroyed", "shutdown", "user"
+	ObservedAt time.Time
+}
+
+// Event is a power-state change pushed by the hypervisor.
+type Event struct {
+	DomainStatus
+}
+
+// Capacity is what a host offers to guests.
+type Capacity struct {
+	VCPUs     uint32
+	MemoryMiB uint64
+	DiskGiB   uint64
+}
+
+// Driver drives the hypervisor of one host. Every method honours ctx's
+// deadline. Methods are idempotent where their name allows: Delete of a
+// missing domain succeeds, Start of a running one succeeds.
+type Driver interface {
+	// Kind is "kvm", "qemu" (software emulation), "xen" or "fake".
+	Kind() string
+	Capacity(ctx context.Context) (Capacity, error)
+
+	// Create defines the domain with a copy-on-write disk over the image and boots it.
+	Create(ctx context.Context, spec DomainSpec) error
+	// Start boots a stopped domain, or restores it from its managed save image.
+	Start(ctx context.Context, id string) error
+	// Shutdown asks the guest to power off (ACPI) and waits until it has, up
+	// to grace; then, if force is set, destroys it. Without force a guest
+	// still running after grace yields an error wrapping context.DeadlineExceeded.
+	Shutdown(ctx context.Context, id string, grace time.Duration, force bool) error
+	// Destroy powers the domain off at once (pulling the plug).
+	Destroy(ctx context.Context, id string) error
+	// Reboot restarts the guest: soft asks the guest (ACPI), hard resets it.
+	Reboot(ctx context.Context, id string, hard bool) error
+	Pause(ctx context.Context, id string) error
+	Resume(ctx context.Context, id string) error
+	// Save writes memory to disk (managed save) and stops the domain.
+	Save(ctx context.Context, id string) error
+	// Delete destroys and undefines the domain and removes its disks and save image.
+	Delete(ctx context.Context, id string) error
+
+	// Status reports one domain; a missing domain is PowerNoDomain, not an error.
+	Status(ctx context.Context, id string) (DomainStatus, error)
+	// List reports every domain Flotilla manages on this host.
+	List(ctx context.Context) ([]DomainStatus, error)
+	// Events streams power-state changes until ctx ends. The channel is
+	// closed when the subscription breaks (e.g. the hypervisor restarted);
+	// callers resubscribe and resync with List.
+	Events(ctx context.Context) (<-chan Event, error)
+
+	Close() error
+}
