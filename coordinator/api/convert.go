@@ -137,7 +137,7 @@ func FaultFromPB(f *pb.Fault) *state.Fault {
 }
 
 func specToPB(s state.Spec) *pb.InstanceSpec {
-	return &pb.InstanceSpec{Vcpus: s.VCPUs, MemoryMib: s.MemoryMiB, DiskGib: s.DiskGiB, Image: s.Image}
+	return &pb.InstanceSpec{Vcpus: int32(s.VCPUs), MemoryMib: int64(s.MemoryMiB), DiskGib: int64(s.DiskGiB), Image: s.Image}
 }
 
 // SpecToPB converts an instance spec.

@@ -41,7 +41,8 @@ func (s *instances) CreateInstance(ctx context.Context, r *pb.CreateInstanceRequ
 	if op, ok := s.store.OperationByRequest(r.RequestId); r.RequestId != "" && ok {
 		return operationToPB(&op), nil
 	}
-	spec := state.Spec{VCPUs: r.Spec.Vcpus, MemoryMiB: r.Spec.MemoryMib, DiskGiB: r.Spec.DiskGib, Image: r.Spec.Image}
+	// Validated above: every size is in range and non-negative.
+	spec := state.Spec{VCPUs: uint32(r.Spec.Vcpus), MemoryMiB: uint64(r.Spec.MemoryMib), DiskGiB: uint64(r.Spec.DiskGib), Image: r.Spec.Image}
 	hostID, err := s.place(spec)
 	if err != nil {
 		return nil, toStatus(err)

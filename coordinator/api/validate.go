@@ -41,7 +41,7 @@ func validateCreate(r *pb.CreateInstanceRequest) violations {
 		if s.MemoryMib < 64 || s.MemoryMib > 262144 {
 			v.add("spec.memory_mib", "must be 64..262144, got %d", s.MemoryMib)
 		}
-		if s.DiskGib > 65536 {
+		if s.DiskGib < 0 || s.DiskGib > 65536 {
 			v.add("spec.disk_gib", "must be 0..65536, got %d", s.DiskGib)
 		}
 		if !imageRE.MatchString(s.Image) || strings.Contains(s.Image, "..") {

@@ -100,8 +100,13 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 
 type snapshot struct{ data []byte }
 
+func (s *snapshot) write(w io.Writer) error {
+	_, err := w.Write(s.data)
+	return err
+}
+
 func (s *snapshot) Persist(sink raft.SnapshotSink) error {
-	if _, err := sink.Write(s.data); err != nil {
+	if err := s.write(sink); err != nil {
 		_ = sink.Cancel()
 		return err
 	}

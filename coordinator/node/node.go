@@ -123,8 +123,8 @@ func (n *Node) lead(ctx context.Context, links *agentlink.Server) {
 			if err != nil {
 				n.log.Warn("barrier after election failed", "err", err)
 			} else {
-				var lctx context.Context
-				lctx, stop = context.WithCancel(ctx)
+				lctx, cancel := context.WithCancel(ctx)
+				stop = cancel
 				done = make(chan struct{})
 				o := orchestrator.New(orchestrator.Config{Store: n.Store, Applier: n.Raft, Sessions: links, Logger: n.log})
 				go func() { defer close(done); o.Run(lctx) }()

@@ -349,12 +349,13 @@ func (Action) EnumDescriptor() ([]byte, []int) {
 // InstanceSpec is the shape of a virtual machine.
 type InstanceSpec struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Number of virtual CPUs, 1..64.
-	Vcpus uint32 `protobuf:"varint,1,opt,name=vcpus,proto3" json:"vcpus,omitempty"`
+	// Number of virtual CPUs, 1..64. (Signed so that a negative value reaches
+	// the server and is refused with INVALID_ARGUMENT, not lost in parsing.)
+	Vcpus int32 `protobuf:"varint,1,opt,name=vcpus,proto3" json:"vcpus,omitempty"`
 	// Memory in MiB, 64..262144.
-	MemoryMib uint64 `protobuf:"varint,2,opt,name=memory_mib,json=memoryMib,proto3" json:"memory_mib,omitempty"`
+	MemoryMib int64 `protobuf:"varint,2,opt,name=memory_mib,json=memoryMib,proto3" json:"memory_mib,omitempty"`
 	// Disk size in GiB, 0..65536; 0 keeps the image's own size.
-	DiskGib uint64 `protobuf:"varint,3,opt,name=disk_gib,json=diskGib,proto3" json:"disk_gib,omitempty"`
+	DiskGib int64 `protobuf:"varint,3,opt,name=disk_gib,json=diskGib,proto3" json:"disk_gib,omitempty"`
 	// Name of an image in the hosts' image directory: letters, digits, '.',
 	// '_' and '-', no path separators.
 	Image         string `protobuf:"bytes,4,opt,name=image,proto3" json:"image,omitempty"`
@@ -392,21 +393,21 @@ func (*InstanceSpec) Descriptor() ([]byte, []int) {
 	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{0}
 }
 
-func (x *InstanceSpec) GetVcpus() uint32 {
+func (x *InstanceSpec) GetVcpus() int32 {
 	if x != nil {
 		return x.Vcpus
 	}
 	return 0
 }
 
-func (x *InstanceSpec) GetMemoryMib() uint64 {
+func (x *InstanceSpec) GetMemoryMib() int64 {
 	if x != nil {
 		return x.MemoryMib
 	}
 	return 0
 }
 
-func (x *InstanceSpec) GetDiskGib() uint64 {
+func (x *InstanceSpec) GetDiskGib() int64 {
 	if x != nil {
 		return x.DiskGib
 	}
@@ -1472,10 +1473,10 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\n" +
 	"\x1aflotilla/v1/instance.proto\x12\vflotilla.v1\x1a\x18flotilla/v1/common.proto\x1a\x1bflotilla/v1/operation.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"t\n" +
 	"\fInstanceSpec\x12\x14\n" +
-	"\x05vcpus\x18\x01 \x01(\rR\x05vcpus\x12\x1d\n" +
+	"\x05vcpus\x18\x01 \x01(\x05R\x05vcpus\x12\x1d\n" +
 	"\n" +
-	"memory_mib\x18\x02 \x01(\x04R\tmemoryMib\x12\x19\n" +
-	"\bdisk_gib\x18\x03 \x01(\x04R\adiskGib\x12\x14\n" +
+	"memory_mib\x18\x02 \x01(\x03R\tmemoryMib\x12\x19\n" +
+	"\bdisk_gib\x18\x03 \x01(\x03R\adiskGib\x12\x14\n" +
 	"\x05image\x18\x04 \x01(\tR\x05image\"\xf5\x06\n" +
 	"\bInstance\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +

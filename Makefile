@@ -1,0 +1,59 @@
+# Flotilla. `make demo` and `make test` set up everything they need (as root
+# on Debian): libvirt + QEMU, the test guest image, and the pinned tools.
+SHELL := /bin/bash
+GO ?= go
+BIN := $(CURDIR)/bin
+TOOLS := $(CURDIR)/.bin
+export PATH := $(TOOLS):$(PATH)
+TEST_TIMEOUT ?= 30m
+
+.PHONY: all build tools host guest setup proto proto-check lint vet test test-unit demo bench clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+tools:
+	scripts/install-tools.sh
+
+host:
+	scripts/setup-host.sh
+
+guest: host
+	scripts/build-test-guest.sh
+
+setup: tools host guest
+
+proto: tools
+	buf generate
+
+# Regenerating must change nothing, and the protos must pass buf lint.
+proto-check: tools
+	buf lint
+	scripts/proto-check.sh
+
+vet:
+	$(GO) vet ./...
+
+lint: tools vet
+	buf lint
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+# The whole suite, real libvirtd included. With CI=true a missing dependency fails.
+test: setup proto-check lint
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+# Unit tests only: no libvirtd, no root.
+test-unit:
+	$(GO) test -race -count=1 -short ./...
+
+demo: build
+	scripts/demo.sh $(DEMO_ARGS)
+
+bench: build setup
+	$(GO) run ./bench/cmd/flotilla-bench
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,278 @@
+package fsm
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
+	"github.com/flotilla-vm/flotilla/coordinator/state"
+)
+
+var t0 = time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+
+type harness struct {
+	t     *testing.T
+	store *state.Store
+	fsm   *FSM
+	now   time.Time
+}
+
+func newHarness(t *testing.T) *harness {
+	s := state.New(0)
+	return &harness{t: t, store: s, fsm: New(s, nil), now: t0}
+}
+
+func (h *harness) apply(typ string, body any) Result {
+	h.t.Helper()
+	h.now = h.now.Add(time.Second)
+	b, err := Encode(typ, h.now, body)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return h.fsm.ApplyBytes(b)
+}
+
+func (h *harness) mustApply(typ string, body any) any {
+	h.t.Helper()
+	r := h.apply(typ, body)
+	if r.Err != nil {
+		h.t.Fatalf("%s: %v", typ, r.Err)
+	}
+	return r.Value
+}
+
+func (h *harness) register(host string, vcpus uint32, mem uint64, inv ...Observation) uint64 {
+	h.t.Helper()
+	return h.mustApply(TypeRegisterHost, RegisterHost{Host: state.Host{ID: host, Kind: "fake", Capacity: state.Resources{VCPUs: vcpus, MemoryMiB: mem}}, Inventory: inv}).(uint64)
+}
+
+func (h *harness) create(id, host string, vcpus uint32, mem uint64, requestID string) Result {
+	h.t.Helper()
+	return h.apply(TypeCreateInstance, CreateInstance{
+		Instance:  state.Instance{ID: id, Name: id, HostID: host, Spec: state.Spec{VCPUs: vcpus, MemoryMiB: mem, Image: "img"}},
+		Operation: state.Operation{ID: "op-" + id, InstanceID: id, RequestID: requestID, Deadline: h.now.Add(time.Minute)},
+	})
+}
+
+func (h *harness) status(id string) lifecycle.Status {
+	h.t.Helper()
+	i, err := h.store.Instance(id)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return i.Status()
+}
+
+func TestCreateDispatchFinish(t *testing.T) {
+	h := newHarness(t)
+	epoch := h.register("h1", 4, 4096)
+	if r := h.create("i1", "h1", 1, 512, "req-1"); r.Err != nil || r.Value != "op-i1" {
+		t.Fatalf("create: %+v", r)
+	}
+	if got := h.status("i1"); got != lifecycle.StatusCreating {
+		t.Fatalf("after create: %s", got)
+	}
+	h.mustApply(TypeDispatch, Dispatch{OperationID: "op-i1", HostEpoch: epoch})
+	op, _ := h.store.Operation("op-i1")
+	if op.State != state.OpRunning || op.StartTime.IsZero() || op.HostEpoch != epoch {
+		t.Fatalf("dispatched op: %+v", op)
+	}
+	h.mustApply(TypeFinish, Finish{OperationID: "op-i1", Succeeded: true, HostID: "h1", Observed: &Observation{InstanceID: "i1", Power: lifecycle.PowerRunning, Time: h.now}})
+	if got := h.status("i1"); got != lifecycle.StatusRunning {
+		t.Fatalf("after finish: %s", got)
+	}
+	// A retry of the same request returns the same operation and changes nothing.
+	rev := h.store.Revision()
+	if r := h.create("i1-retry", "h1", 1, 512, "req-1"); r.Err != nil || r.Value != "op-i1" {
+		t.Fatalf("retried create: %+v", r)
+	}
+	if h.store.Revision() != rev {
+		t.Fatal("a deduplicated request changed the state")
+	}
+	// A late second result cannot reopen the operation.
+	if r := h.apply(TypeFinish, Finish{OperationID: "op-i1", Succeeded: false, HostID: "h1"}); !errors.Is(r.Err, ErrOperationDone) {
+		t.Fatalf("late finish: %v", r.Err)
+	}
+}
+
+func TestCapacityCheckedAtCommit(t *testing.T) {
+	h := newHarness(t)
+	h.register("h1", 2, 1024)
+	if r := h.create("a", "h1", 1, 512, ""); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	if r := h.create("b", "h1", 1, 512, ""); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	rev := h.store.Revision()
+	if r := h.create("c", "h1", 1, 1, ""); !errors.Is(r.Err, ErrNoCapacity) {
+		t.Fatalf("third create on a full host: %v", r.Err)
+	}
+	if r := h.create("d", "nohost", 1, 1, ""); !errors.Is(r.Err, ErrHostUnavailable) {
+		t.Fatalf("create on unknown host: %v", r.Err)
+	}
+	if h.store.Revision() != rev {
+		t.Fatal("a refused create changed the state")
+	}
+}
+
+func TestActionRules(t *testing.T) {
+	h := newHarness(t)
+	epoch := h.register("h1", 4, 4096)
+	h.create("i1", "h1", 1, 512, "")
+	act := func(a lifecycle.Action, opID string) Result {
+		return h.apply(TypeInstanceAction, InstanceAction{Action: a, Operation: state.Operation{ID: opID, InstanceID: "i1", Deadline: h.now.Add(time.Minute)}})
+	}
+	// While creating, nothing else is allowed; the refusal lists what is.
+	r := act(lifecycle.ActionPause, "op-x")
+	var nae *lifecycle.NotAllowedError
+	if !errors.As(r.Err, &nae) || nae.Status != lifecycle.StatusCreating || len(nae.Allowed) != 0 {
+		t.Fatalf("pause while creating: %v", r.Err)
+	}
+	h.mustApply(TypeFinish, Finish{OperationID: "op-i1", Succeeded: true, HostID: "h1"})
+	if r := act(lifecycle.ActionPause, "op-p"); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	i, _ := h.store.Instance("i1")
+	if i.Desired != lifecycle.DesiredPaused || h.status("i1") != lifecycle.StatusPausing {
+		t.Fatalf("after pause accepted: %+v %s", i, h.status("i1"))
+	}
+	h.mustApply(TypeDispatch, Dispatch{OperationID: "op-p", HostEpoch: epoch})
+	h.mustApply(TypeFinish, Finish{OperationID: "op-p", Succeeded: false, HostID: "h1", Fault: &state.Fault{Code: "HYPERVISOR_ERROR", Message: "boom"}})
+	if h.status("i1") != lifecycle.StatusError {
+		t.Fatalf("after failed pause: %s", h.status("i1"))
+	}
+	op, _ := h.store.Operation("op-p")
+	if op.State != state.OpFailed || op.Fault == nil || op.Fault.Code != "HYPERVISOR_ERROR" {
+		t.Fatalf("failed op: %+v", op)
+	}
+	if r := act(lifecycle.ActionStart, "op-s"); r.Err != nil {
+		t.Fatalf("start from ERROR: %v", r.Err)
+	}
+	if r := h.apply(TypeInstanceAction, InstanceAction{Action: lifecycle.ActionStop, Operation: state.Operation{ID: "op-n", InstanceID: "missing"}}); !errors.Is(r.Err, ErrNotFound) {
+		t.Fatalf("action on missing instance: %v", r.Err)
+	}
+}
+
+func TestCancelOnlyBeforeDispatch(t *testing.T) {
+	h := newHarness(t)
+	epoch := h.register("h1", 4, 4096)
+	h.create("a", "h1", 1, 512, "")
+	h.create("b", "h1", 1, 512, "")
+	h.mustApply(TypeCancel, Cancel{OperationID: "op-a"})
+	op, _ := h.store.Operation("op-a")
+	if op.State != state.OpCanceled || op.Fault == nil {
+		t.Fatalf("canceled op: %+v", op)
+	}
+	i, _ := h.store.Instance("a")
+	if i.Result != lifecycle.ResultCanceled || i.CurrentOp != "" {
+		t.Fatalf("instance after cancel: %+v", i)
+	}
+	h.mustApply(TypeDispatch, Dispatch{OperationID: "op-b", HostEpoch: epoch})
+	if r := h.apply(TypeCancel, Cancel{OperationID: "op-b"}); !errors.Is(r.Err, ErrNotCancellable) {
+		t.Fatalf("cancel after dispatch: %v", r.Err)
+	}
+}
+
+func TestObservationsSpeakOnlyForOwnHost(t *testing.T) {
+	h := newHarness(t)
+	e1 := h.register("h1", 4, 4096)
+	e2 := h.register("h2", 4, 4096)
+	h.create("i1", "h1", 1, 512, "")
+	h.mustApply(TypeFinish, Finish{OperationID: "op-i1", Succeeded: true, HostID: "h1"})
+
+	// h2 claims i1 is shut off: ignored, and i1 is listed as an orphan of h2.
+	h.mustApply(TypeObserve, Observe{HostID: "h2", Epoch: e2, Full: true, Observations: []Observation{{InstanceID: "i1", Power: lifecycle.PowerShutOff, Time: h.now}}})
+	if h.status("i1") != lifecycle.StatusRunning {
+		t.Fatalf("another host's report changed i1: %s", h.status("i1"))
+	}
+	if host, _ := h.store.Host("h2"); len(host.Orphans) != 1 || host.Orphans[0] != "i1" {
+		t.Fatalf("orphans of h2: %v", host.Orphans)
+	}
+	// h1 reports the shut-off: an unexpected shutoff, desired state untouched.
+	h.mustApply(TypeObserve, Observe{HostID: "h1", Epoch: e1, Observations: []Observation{{InstanceID: "i1", Power: lifecycle.PowerShutOff, Reason: "destroyed", Time: h.now}}})
+	i, _ := h.store.Instance("i1")
+	if i.Status() != lifecycle.StatusUnexpectedShutoff || i.Desired != lifecycle.DesiredRunning || i.PowerWhy != "destroyed" {
+		t.Fatalf("after shut-off: %s %+v", i.Status(), i)
+	}
+	// An older report does not overwrite a newer one.
+	h.mustApply(TypeObserve, Observe{HostID: "h1", Epoch: e1, Observations: []Observation{{InstanceID: "i1", Power: lifecycle.PowerRunning, Time: t0}}})
+	if h.status("i1") != lifecycle.StatusUnexpectedShutoff {
+		t.Fatal("a stale observation overwrote a newer one")
+	}
+	// A superseded session cannot report.
+	if r := h.apply(TypeObserve, Observe{HostID: "h1", Epoch: e1 - 1}); !errors.Is(r.Err, ErrStaleEpoch) {
+		t.Fatalf("stale epoch: %v", r.Err)
+	}
+	// A full resync that lacks the domain means it is gone.
+	h.mustApply(TypeObserve, Observe{HostID: "h1", Epoch: e1, Full: true})
+	if i, _ := h.store.Instance("i1"); i.Power != lifecycle.PowerNoDomain || i.Status() != lifecycle.StatusError {
+		t.Fatalf("after resync without the domain: %+v", i)
+	}
+}
+
+func TestDisconnectMakesPowerUnknown(t *testing.T) {
+	h := newHarness(t)
+	e := h.register("h1", 4, 4096)
+	h.create("i1", "h1", 1, 512, "")
+	h.mustApply(TypeFinish, Finish{OperationID: "op-i1", Succeeded: true, HostID: "h1"})
+	if r := h.apply(TypeDisconnectHost, DisconnectHost{HostID: "h1", Epoch: e + 1}); !errors.Is(r.Err, ErrStaleEpoch) {
+		t.Fatalf("disconnect of a newer epoch: %v", r.Err)
+	}
+	h.mustApply(TypeDisconnectHost, DisconnectHost{HostID: "h1", Epoch: e})
+	i, _ := h.store.Instance("i1")
+	if i.Status() != lifecycle.StatusUnknown || i.Desired != lifecycle.DesiredRunning {
+		t.Fatalf("after disconnect: %s %+v", i.Status(), i)
+	}
+	// The agent comes back with the VM still running: RUNNING again, no operation.
+	e2 := h.register("h1", 4, 4096, Observation{InstanceID: "i1", Power: lifecycle.PowerRunning, Time: h.now.Add(time.Second)})
+	if e2 != e+1 || h.status("i1") != lifecycle.StatusRunning {
+		t.Fatalf("after re-register: epoch %d status %s", e2, h.status("i1"))
+	}
+}
+
+func TestSnapshotRestore(t *testing.T) {
+	h := newHarness(t)
+	h.register("h1", 4, 4096)
+	h.create("i1", "h1", 1, 512, "req")
+	h.create("i2", "h1", 1, 512, "")
+	var buf bytes.Buffer
+	snap, err := h.fsm.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := snap.(*snapshot).write(&buf); err != nil {
+		t.Fatal(err)
+	}
+	h2 := newHarness(t)
+	if err := h2.store.Restore(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if h2.store.Revision() != h.store.Revision() {
+		t.Fatalf("revision %d, want %d", h2.store.Revision(), h.store.Revision())
+	}
+	a, _ := h.store.Instances()
+	b, _ := h2.store.Instances()
+	if len(a) != len(b) || a[0] != b[0] || a[1] != b[1] {
+		t.Fatalf("instances differ:\n%+v\n%+v", a, b)
+	}
+	if op, ok := h2.store.OperationByRequest("req"); !ok || op.ID != "op-i1" {
+		t.Fatal("request ids lost in the snapshot")
+	}
+	ev, _, _, err := h2.store.Since(0)
+	if err != nil || len(ev) != 2 {
+		t.Fatalf("watch history after restore: %d events, %v", len(ev), err)
+	}
+}
+
+func TestUndecodableBodyPanics(t *testing.T) {
+	h := newHarness(t)
+	defer func() {
+		if recover() == nil {
+			t.Fatal("an undecodable entry must panic, not diverge")
+		}
+	}()
+	h.fsm.ApplyBytes([]byte(`{"type":"instance.create","body":"not an object"}`))
+}

@@ -1,0 +1,78 @@
+package state
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+)
+
+func put(t *testing.T, s *Store, id string) {
+	t.Helper()
+	if err := s.Update(time.Now(), func(tx *Tx) error {
+		tx.PutInstance(&Instance{ID: id})
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestHistoryAndCompaction(t *testing.T) {
+	s := New(3)
+	for i := 0; i < 5; i++ {
+		put(t, s, fmt.Sprint("i", i))
+	}
+	if s.Revision() != 5 {
+		t.Fatalf("revision %d", s.Revision())
+	}
+	ev, _, _, err := s.Since(2)
+	if err != nil || len(ev) != 3 || ev[0].Revision != 3 || ev[2].Revision != 5 {
+		t.Fatalf("since 2: %+v %v", ev, err)
+	}
+	if _, _, _, err := s.Since(1); !errors.Is(err, ErrCompacted) {
+		t.Fatalf("since 1 after compaction: %v", err)
+	}
+	ev, ch, _, err := s.Since(5)
+	if err != nil || len(ev) != 0 {
+		t.Fatalf("since head: %v %v", ev, err)
+	}
+	put(t, s, "late")
+	select {
+	case <-ch:
+	default:
+		t.Fatal("watch channel not closed by a change")
+	}
+}
+
+func TestFailedUpdateChangesNothing(t *testing.T) {
+	s := New(0)
+	put(t, s, "a")
+	boom := errors.New("boom")
+	err := s.Update(time.Now(), func(tx *Tx) error {
+		tx.PutInstance(&Instance{ID: "b"})
+		return boom
+	})
+	if !errors.Is(err, boom) || s.Revision() != 1 {
+		t.Fatalf("err %v rev %d", err, s.Revision())
+	}
+	if _, err := s.Instance("b"); !errors.Is(err, ErrNotFound) {
+		t.Fatal("a failed update leaked a record")
+	}
+}
+
+func TestWaitRevision(t *testing.T) {
+	s := New(0)
+	done := make(chan error, 1)
+	go func() { done <- s.WaitRevision(context.Background(), 2) }()
+	put(t, s, "a")
+	put(t, s, "b")
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	if err := s.WaitRevision(ctx, 99); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("wait for a future revision: %v", err)
+	}
+}
