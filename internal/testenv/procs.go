@@ -1,0 +1,176 @@
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	buildOnce sync.Once
+	buildDir  string
+	buildErr  error
+)
+
+// Binaries builds the three commands once per test process and returns
+// the directory holding them.
+func Binaries(t testing.TB) string {
+	t.Helper()
+	root := RepoRoot(t)
+	buildOnce.Do(func() {
+		buildDir, buildErr = os.MkdirTemp("", "flotilla-bin-")
+		if buildErr != nil {
+			return
+		}
+		cmd := exec.Command("go", "build", "-race", "-o", buildDir+"/", "./cmd/...")
+		cmd.Dir = root
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return buildDir
+}
+
+// FreeAddr returns a loopback address with a port that was free a moment ago.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// Proc is one started binary. It is stopped when the test ends.
+type Proc struct {
+	Name string
+	Args []string
+	Log  string // path of its combined output
+
+	t   testing.TB
+	bin string
+	mu  sync.Mutex
+	cmd *exec.Cmd
+	end chan struct{}
+}
+
+// Start runs binary name from Binaries with args; output goes to a log file
+// in dir, printed when the test fails.
+func Start(t testing.TB, name, dir string, args ...string) *Proc {
+	t.Helper()
+	p := &Proc{Name: name, Args: args, Log: filepath.Join(dir, name+".log"), t: t, bin: filepath.Join(Binaries(t), name)}
+	p.start()
+	t.Cleanup(func() {
+		p.Stop()
+		if t.Failed() {
+			if b, err := os.ReadFile(p.Log); err == nil {
+				t.Logf("---- %s log (last 8 KiB) ----\n%s", name, tail(string(b), 8192))
+			}
+		}
+	})
+	return p
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+func (p *Proc) start() {
+	p.t.Helper()
+	f, err := os.OpenFile(p.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	cmd := exec.Command(p.bin, p.Args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		p.t.Fatalf("start %s: %v", p.Name, err)
+	}
+	end := make(chan struct{})
+	go func() { _ = cmd.Wait(); f.Close(); close(end) }()
+	p.mu.Lock()
+	p.cmd, p.end = cmd, end
+	p.mu.Unlock()
+}
+
+// Signal sends sig and waits (up to 20 s) for the process to exit.
+func (p *Proc) Signal(sig syscall.Signal) {
+	p.mu.Lock()
+	cmd, end := p.cmd, p.end
+	p.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(sig)
+	select {
+	case <-end:
+	case <-time.After(20 * time.Second):
+		_ = cmd.Process.Kill()
+		<-end
+	}
+	p.mu.Lock()
+	p.cmd = nil
+	p.mu.Unlock()
+}
+
+// Stop terminates the process gracefully.
+func (p *Proc) Stop() { p.Signal(syscall.SIGTERM) }
+
+// Kill kills the process without warning.
+func (p *Proc) Kill() { p.Signal(syscall.SIGKILL) }
+
+// Restart starts the process again with the same arguments.
+func (p *Proc) Restart() {
+	p.t.Helper()
+	p.start()
+}
+
+// Exited reports whether the process has ended.
+func (p *Proc) Exited() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return true
+	}
+	select {
+	case <-p.end:
+		return true
+	default:
+		return false
+	}
+}
+
+// Eventually polls cond every 20 ms until it holds or timeout passes.
+func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Run runs a command and returns its combined output.
+func Run(ctx context.Context, name string, args ...string) (string, error) {
+	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
