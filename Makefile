@@ -49,8 +49,10 @@ test: setup proto-check lint
 test-unit:
 	$(GO) test -race -count=1 -short ./...
 
-demo: build
-	scripts/demo.sh $(DEMO_ARGS)
+# `make demo` boots a real guest; `make demo HYPERVISOR=fake` needs no libvirt.
+HYPERVISOR ?= libvirt
+demo:
+	scripts/demo.sh --hypervisor=$(HYPERVISOR)
 
 bench: build setup
 	$(GO) run ./bench/cmd/flotilla-bench
