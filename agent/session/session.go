@@ -1,0 +1,581 @@
+// Package session is the agent's side of the agent protocol: it keeps one
+// AgentService.Connect stream open to the coordinator, registers the host
+// with its full inventory, streams power-state changes and periodic resyncs,
+// and hands the coordinator's steps to the executor.
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/flotilla-vm/flotilla/agent/executor"
+	"github.com/flotilla-vm/flotilla/hypervisor"
+	agentv1 "github.com/flotilla-vm/flotilla/proto/flotilla/agent/v1"
+	flotillav1 "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
+)
+
+// Defaults for zero Config fields.
+const (
+	DefaultMinBackoff        = 100 * time.Millisecond
+	DefaultMaxBackoff        = 5 * time.Second
+	DefaultKeepaliveTime     = 30 * time.Second
+	DefaultKeepaliveTimeout  = 10 * time.Second
+	DefaultRegisterTimeout   = 30 * time.Second
+	DefaultHypervisorTimeout = 30 * time.Second
+	// Used when Registered leaves an interval unset.
+	DefaultHeartbeatInterval = 10 * time.Second
+	DefaultResyncInterval    = time.Minute
+)
+
+// Config configures a Client.
+type Config struct {
+	Coordinator string // host:port of the coordinator's agent endpoint
+	HostID      string
+	Driver      hypervisor.Driver
+	// Executor runs the steps; it outlives sessions, so a step keeps
+	// running across reconnects.
+	Executor *executor.Executor
+	// Capacity overrides, field by field, what the driver reports; zero
+	// fields are asked of the driver.
+	Capacity     hypervisor.Capacity
+	AgentVersion string
+	// IgnoreEvents leaves hypervisor events unsubscribed, so the
+	// coordinator learns of changes only through resyncs (a test knob).
+	IgnoreEvents bool
+	Logger       *slog.Logger
+
+	// Reconnect and resubscribe back-off: MinBackoff doubling to MaxBackoff.
+	MinBackoff, MaxBackoff time.Duration
+	// gRPC keepalive pings on an idle connection. The coordinator's server
+	// must permit pings this often (keepalive.EnforcementPolicy.MinTime).
+	KeepaliveTime, KeepaliveTimeout time.Duration
+	// RegisterTimeout bounds the wait for Registered.
+	RegisterTimeout time.Duration
+	// HypervisorTimeout bounds each List and Capacity call.
+	HypervisorTimeout time.Duration
+	// DialOptions are added to the defaults (insecure credentials, keepalive).
+	DialOptions []grpc.DialOption
+}
+
+// Client keeps the agent's session with the coordinator.
+type Client struct {
+	cfg  Config
+	log  *slog.Logger
+	conn *grpc.ClientConn
+	api  agentv1.AgentServiceClient
+
+	// results of steps not yet sent; they outlive the session they were
+	// asked on and go out on the next one.
+	out outbox
+
+	mu    sync.Mutex
+	epoch uint64 // of the live session, 0 between sessions
+}
+
+// New prepares a client; it does not connect until Run.
+func New(cfg Config) (*Client, error) {
+	if cfg.Coordinator == "" || cfg.HostID == "" || cfg.Driver == nil || cfg.Executor == nil {
+		return nil, errors.New("session: Coordinator, HostID, Driver and Executor are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	setDefault(&cfg.MinBackoff, DefaultMinBackoff)
+	setDefault(&cfg.MaxBackoff, DefaultMaxBackoff)
+	setDefault(&cfg.KeepaliveTime, DefaultKeepaliveTime)
+	setDefault(&cfg.KeepaliveTimeout, DefaultKeepaliveTimeout)
+	setDefault(&cfg.RegisterTimeout, DefaultRegisterTimeout)
+	setDefault(&cfg.HypervisorTimeout, DefaultHypervisorTimeout)
+
+	opts := append([]grpc.DialOption{
+		// TODO(security): mutual TLS between agent and coordinator.
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{
+			Time:    cfg.KeepaliveTime,
+			Timeout: cfg.KeepaliveTimeout,
+			// Only the session stream needs watching; pings between
+			// sessions would count against the server's ping policy.
+			PermitWithoutStream: false,
+		}),
+	}, cfg.DialOptions...)
+	conn, err := grpc.NewClient(cfg.Coordinator, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("session: coordinator %q: %w", cfg.Coordinator, err)
+	}
+	return &Client{
+		cfg:  cfg,
+		log:  cfg.Logger.With("component", "agent/session", "host", cfg.HostID),
+		conn: conn,
+		api:  agentv1.NewAgentServiceClient(conn),
+		out:  outbox{ready: make(chan struct{}, 1)},
+	}, nil
+}
+
+func setDefault(d *time.Duration, def time.Duration) {
+	if *d <= 0 {
+		*d = def
+	}
+}
+
+// Close closes the connection to the coordinator.
+func (c *Client) Close() error {
+	if err := c.conn.Close(); err != nil {
+		return fmt.Errorf("session: close: %w", err)
+	}
+	return nil
+}
+
+// Epoch is the host epoch of the live session, 0 when there is none.
+func (c *Client) Epoch() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.epoch
+}
+
+func (c *Client) setEpoch(e uint64) {
+	c.mu.Lock()
+	c.epoch = e
+	c.mu.Unlock()
+}
+
+// Run keeps a session open until ctx ends, reconnecting with back-off when
+// the stream breaks. Steps still running when it returns keep running in the
+// executor; close the executor to end them.
+func (c *Client) Run(ctx context.Context) error {
+	b := backoff{min: c.cfg.MinBackoff, max: c.cfg.MaxBackoff}
+	for {
+		registered, err := c.session(ctx)
+		c.setEpoch(0)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if registered {
+			// The coordinator was reachable: retry soon, not at the
+			// back-off of a long outage.
+			b.reset()
+		}
+		wait := b.next()
+		c.log.Warn("session ended; reconnecting", "err", err, "retry_in", wait)
+		if !sleep(ctx, wait) {
+			return nil
+		}
+	}
+}
+
+// session runs one stream from Register to its end. It reports whether the
+// coordinator registered the host, and why the session ended.
+func (c *Client) session(parent context.Context) (registered bool, err error) {
+	var wg sync.WaitGroup
+	defer wg.Wait() // runs after cancel: every goroutine of this session ends with it
+	// The session's context is not a child of parent: on shutdown the
+	// stream is first closed politely, then canceled.
+	ctx, cancel := context.WithCancelCause(context.WithoutCancel(parent))
+	defer cancel(nil)
+	stopEarly := context.AfterFunc(parent, func() { cancel(context.Cause(parent)) })
+	defer stopEarly()
+
+	// Subscribe before taking the inventory, so that a change between the
+	// two is not lost: it arrives as an event after the inventory.
+	var events <-chan hypervisor.Event
+	if !c.cfg.IgnoreEvents {
+		events, err = c.cfg.Driver.Events(ctx)
+		if err != nil {
+			return false, fmt.Errorf("subscribe to hypervisor events: %w", err)
+		}
+	}
+	reg, err := c.register(ctx)
+	if err != nil {
+		return false, err
+	}
+	stream, err := c.api.Connect(ctx)
+	if err != nil {
+		return false, fmt.Errorf("open stream: %w", err)
+	}
+
+	s := &sess{
+		c:          c,
+		stream:     stream,
+		send:       make(chan *agentv1.ConnectRequest, 256),
+		registered: make(chan struct{}),
+		closing:    make(chan struct{}),
+		cancel:     cancel,
+	}
+	wg.Go(func() { s.sender(ctx, reg) })
+
+	// The first answer must be Registered; a coordinator that does not
+	// answer in time gets a new session.
+	timer := time.AfterFunc(c.cfg.RegisterTimeout, func() {
+		cancel(errors.New("no Registered from the coordinator in time"))
+	})
+	first, err := stream.Recv()
+	timer.Stop()
+	if err != nil {
+		cancel(err)
+		return false, fmt.Errorf("wait for Registered: %w", cause(ctx, err))
+	}
+	r := first.GetRegistered()
+	if r == nil {
+		cancel(errors.New("first message is not Registered"))
+		return false, fmt.Errorf("coordinator answered Register with %T", first.GetMsg())
+	}
+	s.epoch = r.GetEpoch()
+	s.heartbeat = interval(r.GetHeartbeatInterval().AsDuration(), DefaultHeartbeatInterval)
+	resync := interval(r.GetResyncInterval().AsDuration(), DefaultResyncInterval)
+	c.setEpoch(s.epoch)
+	close(s.registered)
+	c.log.Info("registered", "epoch", s.epoch, "heartbeat_interval", s.heartbeat, "resync_interval", resync,
+		"domains", len(reg.GetInventory()))
+
+	received := make(chan struct{})
+	wg.Go(func() { defer close(received); s.receiver(ctx) })
+	wg.Go(func() { s.watch(ctx, events, resync) })
+	if !stopEarly() {
+		// parent ended during registration; its AfterFunc canceled ctx.
+		return true, cause(ctx, parent.Err())
+	}
+	select {
+	case <-ctx.Done():
+	case <-parent.Done():
+		// Half-close so the coordinator sees a clean end of stream, and
+		// give it a moment to finish its side.
+		close(s.closing)
+		select {
+		case <-received:
+		case <-time.After(closeGrace):
+		}
+		cancel(context.Cause(parent))
+	}
+	return true, cause(ctx, nil)
+}
+
+// closeGrace is how long a shutdown waits for the coordinator to end the stream.
+const closeGrace = 2 * time.Second
+
+// register builds the Register message from the hypervisor's view now.
+func (c *Client) register(ctx context.Context) (*agentv1.Register, error) {
+	inv, err := c.inventory(ctx)
+	if err != nil {
+		// An empty inventory would tell the coordinator every domain is
+		// gone, so without a list there is no registration.
+		return nil, err
+	}
+	hctx, cancel := context.WithTimeout(ctx, c.cfg.HypervisorTimeout)
+	defer cancel()
+	capa := c.cfg.Capacity
+	if capa.VCPUs == 0 || capa.MemoryMiB == 0 || capa.DiskGiB == 0 {
+		got, err := c.cfg.Driver.Capacity(hctx)
+		if err != nil {
+			return nil, fmt.Errorf("hypervisor capacity: %w", err)
+		}
+		capa.VCPUs = cmp(capa.VCPUs, got.VCPUs)
+		capa.MemoryMiB = cmp(capa.MemoryMiB, got.MemoryMiB)
+		capa.DiskGiB = cmp(capa.DiskGiB, got.DiskGiB)
+	}
+	return &agentv1.Register{
+		HostId:         c.cfg.HostID,
+		HypervisorKind: c.cfg.Driver.Kind(),
+		Capacity: &flotillav1.Resources{
+			Vcpus:     capa.VCPUs,
+			MemoryMib: capa.MemoryMiB,
+			DiskGib:   capa.DiskGiB,
+		},
+		Inventory:    inv,
+		AgentVersion: c.cfg.AgentVersion,
+	}, nil
+}
+
+// cmp returns override unless it is zero.
+func cmp[T comparable](override, fallback T) T {
+	var zero T
+	if override != zero {
+		return override
+	}
+	return fallback
+}
+
+// inventory lists every domain as the hypervisor sees it now.
+func (c *Client) inventory(ctx context.Context) ([]*agentv1.DomainState, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.HypervisorTimeout)
+	defer cancel()
+	list, err := c.cfg.Driver.List(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list domains: %w", err)
+	}
+	out := make([]*agentv1.DomainState, 0, len(list))
+	for _, d := range list {
+		out = append(out, executor.DomainState(d))
+	}
+	return out, nil
+}
+
+// sess is one session's stream and the goroutines around it.
+type sess struct {
+	c      *Client
+	stream grpc.BidiStreamingClient[agentv1.ConnectRequest, agentv1.ConnectResponse]
+	// send carries everything but step results to the sender, the one
+	// goroutine that calls stream.Send.
+	send       chan *agentv1.ConnectRequest
+	registered chan struct{} // closed once epoch and heartbeat are set
+	closing    chan struct{} // closed on agent shutdown: half-close the stream
+	epoch      uint64
+	heartbeat  time.Duration
+	cancel     context.CancelCauseFunc
+}
+
+// sender is the only goroutine that writes to the stream: Register first,
+// then, once registered, queued messages, step results and heartbeats.
+func (s *sess) sender(ctx context.Context, reg *agentv1.Register) {
+	log := s.c.log
+	fail := func(err error) {
+		if ctx.Err() == nil {
+			log.Warn("send failed", "err", err)
+		}
+		s.cancel(fmt.Errorf("send: %w", err))
+	}
+	if err := s.stream.Send(&agentv1.ConnectRequest{Msg: &agentv1.ConnectRequest_Register{Register: reg}}); err != nil {
+		fail(err)
+		return
+	}
+	select {
+	case <-s.registered:
+	case <-ctx.Done():
+		return
+	}
+	hb := time.NewTicker(s.heartbeat)
+	defer hb.Stop()
+	for {
+		var err error
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.closing:
+			_ = s.stream.CloseSend()
+			return
+		case m := <-s.send:
+			err = s.stream.Send(m)
+		case <-hb.C:
+			err = s.stream.Send(&agentv1.ConnectRequest{Msg: &agentv1.ConnectRequest_Heartbeat{Heartbeat: &agentv1.Heartbeat{}}})
+		case <-s.c.out.ready:
+			err = s.sendResults()
+		}
+		if err != nil {
+			fail(err)
+			return
+		}
+	}
+}
+
+// sendResults sends every queued step result; those not sent go back to
+// the queue for the next session.
+func (s *sess) sendResults() error {
+	results := s.c.out.take()
+	for i, r := range results {
+		err := s.stream.Send(&agentv1.ConnectRequest{Msg: &agentv1.ConnectRequest_StepResult{StepResult: r}})
+		if err != nil {
+			s.c.out.requeue(results[i:])
+			return err
+		}
+		s.c.log.Debug("sent step result", "operation", r.GetOperationId(), "succeeded", r.GetSucceeded(),
+			"fault", r.GetFault().GetCode())
+	}
+	return nil
+}
+
+// enqueue hands a message to the sender; false if the session ended.
+func (s *sess) enqueue(ctx context.Context, m *agentv1.ConnectRequest) bool {
+	select {
+	case s.send <- m:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// receiver reads the coordinator's messages until the stream breaks.
+func (s *sess) receiver(ctx context.Context) {
+	for {
+		m, err := s.stream.Recv()
+		if err != nil {
+			s.cancel(fmt.Errorf("receive: %w", err))
+			return
+		}
+		switch msg := m.GetMsg().(type) {
+		case *agentv1.ConnectResponse_RunStep:
+			s.runStep(msg.RunStep)
+		case *agentv1.ConnectResponse_Registered:
+			s.c.log.Warn("ignoring a second Registered in one session", "epoch", msg.Registered.GetEpoch())
+		default:
+			s.c.log.Warn("ignoring unknown message from the coordinator", "type", fmt.Sprintf("%T", msg))
+		}
+	}
+}
+
+// runStep hands the step to the executor without blocking the receiver.
+// The step is not tied to the session: if the stream breaks meanwhile, its
+// result waits in the outbox for the next session.
+func (s *sess) runStep(step *agentv1.RunStep) {
+	s.c.log.Debug("step received", "operation", step.GetOperationId(), "instance", step.GetInstanceId(),
+		"kind", step.GetKind().String(), "step_epoch", step.GetHostEpoch())
+	exec, out, epoch := s.c.cfg.Executor, &s.c.out, s.epoch
+	go func() {
+		if res := exec.Execute(step, epoch); res != nil {
+			out.push(res)
+		}
+	}()
+}
+
+// watch forwards hypervisor events as power events and sends the full
+// inventory every resyncEvery. Both in one goroutine, so that an event newer
+// than an inventory is never sent before it: the coordinator would
+// otherwise see a change and then an older list without it.
+//
+// events is nil with IgnoreEvents. When the driver closes the channel (the
+// hypervisor restarted) watch resubscribes with back-off and resyncs at
+// once for whatever happened in between.
+func (s *sess) watch(ctx context.Context, events <-chan hypervisor.Event, resyncEvery time.Duration) {
+	t := time.NewTicker(resyncEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.resync(ctx)
+		case ev, ok := <-events:
+			if !ok {
+				if events = s.resubscribe(ctx); events == nil {
+					return
+				}
+				s.resync(ctx)
+				continue
+			}
+			s.c.log.Debug("power event", "instance", ev.ID, "state", string(ev.State), "reason", ev.Reason)
+			m := &agentv1.ConnectRequest{Msg: &agentv1.ConnectRequest_PowerEvent{PowerEvent: executor.DomainState(ev.DomainStatus)}}
+			if !s.enqueue(ctx, m) {
+				return
+			}
+		}
+	}
+}
+
+// resubscribe subscribes to events again, with back-off, until it works or
+// ctx ends (then nil).
+func (s *sess) resubscribe(ctx context.Context) <-chan hypervisor.Event {
+	s.c.log.Warn("hypervisor event subscription closed; resubscribing")
+	b := backoff{min: s.c.cfg.MinBackoff, max: s.c.cfg.MaxBackoff}
+	for {
+		events, err := s.c.cfg.Driver.Events(ctx)
+		if err == nil {
+			s.c.log.Info("resubscribed to hypervisor events; resyncing")
+			return events
+		}
+		wait := b.next()
+		s.c.log.Warn("resubscribing to hypervisor events failed", "err", err, "retry_in", wait)
+		if !sleep(ctx, wait) {
+			return nil
+		}
+	}
+}
+
+// resync sends the full inventory once. A failed List only skips this
+// round: the next one, or the events, will tell.
+func (s *sess) resync(ctx context.Context) {
+	inv, err := s.c.inventory(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.c.log.Warn("resync skipped", "err", err)
+		}
+		return
+	}
+	s.enqueue(ctx, &agentv1.ConnectRequest{Msg: &agentv1.ConnectRequest_Resync{Resync: &agentv1.Inventory{Domains: inv}}})
+}
+
+// outbox holds step results until a session sends them.
+type outbox struct {
+	mu    sync.Mutex
+	q     []*agentv1.StepResult
+	ready chan struct{} // capacity 1: "the queue may be non-empty"
+}
+
+func (o *outbox) push(r *agentv1.StepResult) {
+	o.mu.Lock()
+	o.q = append(o.q, r)
+	o.mu.Unlock()
+	o.signal()
+}
+
+func (o *outbox) signal() {
+	select {
+	case o.ready <- struct{}{}:
+	default:
+	}
+}
+
+func (o *outbox) take() []*agentv1.StepResult {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	q := o.q
+	o.q = nil
+	return q
+}
+
+// requeue puts unsent results back in front, keeping their order.
+func (o *outbox) requeue(rs []*agentv1.StepResult) {
+	o.mu.Lock()
+	o.q = append(append([]*agentv1.StepResult(nil), rs...), o.q...)
+	o.mu.Unlock()
+	o.signal()
+}
+
+// backoff is exponential back-off with jitter, so that agents cut off
+// together do not reconnect together.
+type backoff struct {
+	min, max, cur time.Duration
+}
+
+func (b *backoff) next() time.Duration {
+	if b.cur == 0 {
+		b.cur = b.min
+	} else {
+		b.cur = min(2*b.cur, b.max)
+	}
+	// Between half and all of the current step.
+	return b.cur/2 + rand.N(b.cur/2+1)
+}
+
+func (b *backoff) reset() { b.cur = 0 }
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func interval(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+// cause is why ctx ended if it did, else err.
+func cause(ctx context.Context, err error) error {
+	if c := context.Cause(ctx); c != nil {
+		return c
+	}
+	return err
+}

@@ -1,0 +1,117 @@
+package stepstore
+
+import (
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	agentv1 "github.com/flotilla-vm/flotilla/proto/flotilla/agent/v1"
+	flotillav1 "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
+)
+
+func open(t *testing.T, path string) *Store {
+	t.Helper()
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+var stopStep = Step{Kind: flotillav1.OperationKind_OPERATION_KIND_STOP, InstanceID: "vm-1", HostEpoch: 3}
+
+func TestLifecycleSurvivesReopen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "agent.db")
+	s := open(t, path)
+
+	if rec, err := s.Get("op-1"); err != nil || rec.State != Unknown {
+		t.Fatalf("Get before Begin = %v, %v", rec, err)
+	}
+	rec, fresh, err := s.Begin("op-1", stopStep)
+	if err != nil || !fresh || rec.State != Started {
+		t.Fatalf("Begin = %v, %v, %v", rec, fresh, err)
+	}
+	if _, fresh, _ := s.Begin("op-1", stopStep); fresh {
+		t.Fatal("second Begin reported a new operation")
+	}
+	s.Close()
+
+	s = open(t, path)
+	rec, err = s.Get("op-1")
+	if err != nil || rec.State != Started || rec.Step != stopStep || rec.StartTime.IsZero() {
+		t.Fatalf("after reopen: %+v, %v", rec, err)
+	}
+	res := &agentv1.StepResult{OperationId: "op-1", HostEpoch: 3, Succeeded: true}
+	if err := s.Finish("op-1", res); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Finish("op-1", &agentv1.StepResult{OperationId: "op-1"}); !errors.Is(err, ErrFinished) {
+		t.Fatalf("second Finish: %v, want ErrFinished", err)
+	}
+	s.Close()
+
+	s = open(t, path)
+	defer s.Close()
+	rec, err = s.Get("op-1")
+	if err != nil || rec.State != Finished || !proto.Equal(rec.Result, res) || rec.Step != stopStep {
+		t.Fatalf("finished record: %+v, %v", rec, err)
+	}
+	// Begin of a finished operation returns it without writing.
+	rec, fresh, err = s.Begin("op-1", stopStep)
+	if err != nil || fresh || rec.State != Finished {
+		t.Fatalf("Begin after Finish = %v, %v, %v", rec, fresh, err)
+	}
+}
+
+func TestFinishWithoutBegin(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "agent.db"))
+	defer s.Close()
+	res := &agentv1.StepResult{OperationId: "op-1", Fault: &flotillav1.Fault{Code: "DEADLINE_EXCEEDED"}}
+	if err := s.Finish("op-1", res); err != nil {
+		t.Fatal(err)
+	}
+	if rec, _ := s.Get("op-1"); rec.State != Finished || !proto.Equal(rec.Result, res) {
+		t.Fatalf("record %+v", rec)
+	}
+}
+
+func TestPrune(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "agent.db")
+	s := open(t, path)
+	now := time.Now()
+	s.now = func() time.Time { return now.Add(-8 * 24 * time.Hour) }
+	for _, id := range []string{"old-finished", "old-started"} {
+		if _, _, err := s.Begin(id, stopStep); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Finish("old-finished", &agentv1.StepResult{OperationId: "old-finished"}); err != nil {
+		t.Fatal(err)
+	}
+	s.now = time.Now
+	if err := s.Finish("new-finished", &agentv1.StepResult{OperationId: "new-finished"}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+
+	s = open(t, path) // prunes
+	defer s.Close()
+	for id, want := range map[string]State{"old-finished": Unknown, "old-started": Started, "new-finished": Finished} {
+		if rec, err := s.Get(id); err != nil || rec.State != want {
+			t.Errorf("%s: %v, %v; want %v", id, rec.State, err, want)
+		}
+	}
+}
+
+func TestSecondOpenFails(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "agent.db")
+	s := open(t, path)
+	defer s.Close()
+	if s2, err := Open(path); err == nil {
+		s2.Close()
+		t.Fatal("a second Open of a store in use succeeded")
+	}
+}

@@ -1,0 +1,318 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	flotillav1 "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
+)
+
+// parseStatuses parses a comma-separated list of statuses, e.g.
+// "running,STATUS_STOPPED". Names are case-insensitive, with or without the
+// STATUS_ prefix; empty items are ignored.
+func parseStatuses(s string) ([]flotillav1.Status, error) {
+	var out []flotillav1.Status
+	for _, item := range strings.Split(s, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		key := strings.ToUpper(item)
+		if !strings.HasPrefix(key, "STATUS_") {
+			key = "STATUS_" + key
+		}
+		v, ok := flotillav1.Status_value[key]
+		if !ok || v == int32(flotillav1.Status_STATUS_UNSPECIFIED) {
+			return nil, fmt.Errorf("unknown status %q", item)
+		}
+		out = append(out, flotillav1.Status(v))
+	}
+	return out, nil
+}
+
+// statusFilter is a repeatable --status flag: --status running,stopped --status paused.
+type statusFilter []flotillav1.Status
+
+func (f *statusFilter) String() string { return "" }
+
+func (f *statusFilter) Set(s string) error {
+	v, err := parseStatuses(s)
+	if err != nil {
+		return err
+	}
+	*f = append(*f, v...)
+	return nil
+}
+
+func runGet(ctx context.Context, c *cli, name string, args []string) error {
+	pos, err := parseArgs(newFlagSet(name), name, args, 1)
+	if err != nil {
+		return err
+	}
+	closeConn, err := c.connect()
+	if err != nil {
+		return err
+	}
+	defer closeConn()
+	cctx, cancel := c.call(ctx)
+	defer cancel()
+	in, err := c.instances.GetInstance(cctx, &flotillav1.GetInstanceRequest{Id: pos[0]})
+	if err != nil {
+		return err
+	}
+	return printInstances(c.stdout, c.output, []*flotillav1.Instance{in})
+}
+
+// parseList builds the first ListInstances request.
+func parseList(name string, args []string) (*flotillav1.ListInstancesRequest, error) {
+	fs := newFlagSet(name)
+	var filter statusFilter
+	fs.Var(&filter, "status", "only these statuses, comma-separated (e.g. RUNNING,STOPPED)")
+	all := fs.Bool("all", false, "include deleted instances")
+	if _, err := parseArgs(fs, name, args, 0); err != nil {
+		return nil, err
+	}
+	return &flotillav1.ListInstancesRequest{StatusFilter: filter, ShowDeleted: *all}, nil
+}
+
+func runList(ctx context.Context, c *cli, name string, args []string) error {
+	req, err := parseList(name, args)
+	if err != nil {
+		return err
+	}
+	closeConn, err := c.connect()
+	if err != nil {
+		return err
+	}
+	defer closeConn()
+	var all []*flotillav1.Instance
+	seen := map[string]bool{}
+	for {
+		cctx, cancel := c.call(ctx)
+		resp, err := c.instances.ListInstances(cctx, req)
+		cancel()
+		if err != nil {
+			return err
+		}
+		all = append(all, resp.GetInstances()...)
+		next := resp.GetNextPageToken()
+		if next == "" {
+			break
+		}
+		if seen[next] {
+			return &exitError{fmt.Sprintf("server repeated page token %q", next)}
+		}
+		seen[next] = true
+		req = proto.CloneOf(req)
+		req.PageToken = next
+		// Read later pages at least as new as the first (read-your-writes
+		// if a later page is served by another replica).
+		if req.MinRevision == 0 {
+			req.MinRevision = resp.GetRevision()
+		}
+	}
+	return printInstances(c.stdout, c.output, all)
+}
+
+func parseWatch(name string, args []string) (*flotillav1.WatchInstancesRequest, error) {
+	fs := newFlagSet(name)
+	from := fs.Int64("from-revision", 0, "stream changes after this revision (0: from now on)")
+	id := fs.String("id", "", "only changes to this instance")
+	if _, err := parseArgs(fs, name, args, 0); err != nil {
+		return nil, err
+	}
+	if *from < 0 {
+		return nil, &usageError{usageOf(name), "--from-revision must not be negative"}
+	}
+	return &flotillav1.WatchInstancesRequest{StartRevision: *from, InstanceId: *id}, nil
+}
+
+// runWatch prints every change until the stream ends or the user interrupts.
+// The stream itself has no timeout.
+func runWatch(ctx context.Context, c *cli, name string, args []string) error {
+	req, err := parseWatch(name, args)
+	if err != nil {
+		return err
+	}
+	closeConn, err := c.connect()
+	if err != nil {
+		return err
+	}
+	defer closeConn()
+	stream, err := c.instances.WatchInstances(ctx, req)
+	if err != nil {
+		return watchError(ctx, err, req.GetStartRevision())
+	}
+	if err := printWatchHeader(c.stdout, c.output); err != nil {
+		return err
+	}
+	last := req.GetStartRevision()
+	for {
+		ev, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return watchError(ctx, err, last)
+		}
+		last = ev.GetRevision()
+		if err := printWatchEvent(c.stdout, c.output, ev); err != nil {
+			return err
+		}
+	}
+}
+
+func watchError(ctx context.Context, err error, last int64) error {
+	if ctx.Err() != nil {
+		return nil // interrupted by the user: a normal end of a watch
+	}
+	if last == 0 {
+		return err
+	}
+	st := status.Convert(err)
+	return &exitError{fmt.Sprintf("%s: %s (resume with --from-revision %d)", st.Code(), st.Message(), last)}
+}
+
+// mutation is a parsed mutating command.
+type mutation struct {
+	req  proto.Message // one of the *InstanceRequest messages
+	wait bool
+}
+
+// parseMutation parses create and the lifecycle actions into a request.
+func parseMutation(name string, args []string) (*mutation, error) {
+	fs := newFlagSet(name)
+	requestID := fs.String("request-id", "", "idempotency key: a retry with the same key returns the first operation")
+	wait := fs.Bool("wait", false, "wait for the operation to finish, then show the instance")
+	var (
+		instName, image  *string
+		vcpus, memoryMiB *int64
+		diskGiB          *int64
+		graceful         *time.Duration
+		force, hard      *bool
+		npos             = 1
+	)
+	switch name {
+	case "create":
+		npos = 0
+		instName = fs.String("name", "", "instance name (required)")
+		image = fs.String("image", "", "image name (required)")
+		vcpus = fs.Int64("vcpus", 1, "virtual CPUs")
+		memoryMiB = fs.Int64("memory-mib", 256, "memory in MiB")
+		diskGiB = fs.Int64("disk-gib", 0, "disk size in GiB (0: the image's size)")
+	case "stop":
+		graceful = fs.Duration("graceful", 10*time.Minute, "how long the guest gets to power off")
+		force = fs.Bool("force", false, "destroy the domain if the guest has not powered off in time")
+	case "restart":
+		hard = fs.Bool("hard", false, "reset the machine instead of asking the guest")
+	}
+	pos, err := parseArgs(fs, name, args, npos)
+	if err != nil {
+		return nil, err
+	}
+	usage := usageOf(name)
+	m := &mutation{wait: *wait}
+	var id string
+	if npos == 1 {
+		id = pos[0]
+	}
+	switch name {
+	case "create":
+		switch {
+		case *instName == "":
+			return nil, &usageError{usage, "--name is required"}
+		case *image == "":
+			return nil, &usageError{usage, "--image is required"}
+		case *vcpus < math.MinInt32 || *vcpus > math.MaxInt32:
+			// Only what cannot be represented is refused here; the
+			// server validates the ranges (INVALID_ARGUMENT).
+			return nil, &usageError{usage, "--vcpus is out of range"}
+		}
+		m.req = &flotillav1.CreateInstanceRequest{
+			Name:      *instName,
+			RequestId: *requestID,
+			Spec: &flotillav1.InstanceSpec{
+				Vcpus: int32(*vcpus), MemoryMib: *memoryMiB, DiskGib: *diskGiB, Image: *image,
+			},
+		}
+	case "start":
+		m.req = &flotillav1.StartInstanceRequest{Id: id, RequestId: *requestID}
+	case "stop":
+		if *graceful <= 0 {
+			return nil, &usageError{usage, "--graceful must be positive"}
+		}
+		m.req = &flotillav1.StopInstanceRequest{Id: id, RequestId: *requestID,
+			GracefulTimeout: durationpb.New(*graceful), Force: *force}
+	case "restart":
+		m.req = &flotillav1.RestartInstanceRequest{Id: id, RequestId: *requestID, Hard: *hard}
+	case "pause":
+		m.req = &flotillav1.PauseInstanceRequest{Id: id, RequestId: *requestID}
+	case "unpause":
+		m.req = &flotillav1.UnpauseInstanceRequest{Id: id, RequestId: *requestID}
+	case "suspend":
+		m.req = &flotillav1.SuspendInstanceRequest{Id: id, RequestId: *requestID}
+	case "resume":
+		m.req = &flotillav1.ResumeInstanceRequest{Id: id, RequestId: *requestID}
+	case "delete":
+		m.req = &flotillav1.DeleteInstanceRequest{Id: id, RequestId: *requestID}
+	default:
+		return nil, fmt.Errorf("internal: %q is not a mutation", name)
+	}
+	return m, nil
+}
+
+// send issues the RPC that matches the request's type.
+func send(ctx context.Context, cl flotillav1.InstanceServiceClient, req proto.Message) (*flotillav1.Operation, error) {
+	switch r := req.(type) {
+	case *flotillav1.CreateInstanceRequest:
+		return cl.CreateInstance(ctx, r)
+	case *flotillav1.StartInstanceRequest:
+		return cl.StartInstance(ctx, r)
+	case *flotillav1.StopInstanceRequest:
+		return cl.StopInstance(ctx, r)
+	case *flotillav1.RestartInstanceRequest:
+		return cl.RestartInstance(ctx, r)
+	case *flotillav1.PauseInstanceRequest:
+		return cl.PauseInstance(ctx, r)
+	case *flotillav1.UnpauseInstanceRequest:
+		return cl.UnpauseInstance(ctx, r)
+	case *flotillav1.SuspendInstanceRequest:
+		return cl.SuspendInstance(ctx, r)
+	case *flotillav1.ResumeInstanceRequest:
+		return cl.ResumeInstance(ctx, r)
+	case *flotillav1.DeleteInstanceRequest:
+		return cl.DeleteInstance(ctx, r)
+	}
+	return nil, fmt.Errorf("internal: unexpected request %T", req)
+}
+
+func runMutation(ctx context.Context, c *cli, name string, args []string) error {
+	m, err := parseMutation(name, args)
+	if err != nil {
+		return err
+	}
+	closeConn, err := c.connect()
+	if err != nil {
+		return err
+	}
+	defer closeConn()
+	cctx, cancel := c.call(ctx)
+	op, err := send(cctx, c.instances, m.req)
+	cancel()
+	if err != nil {
+		return err
+	}
+	if !m.wait {
+		return printOperations(c.stdout, c.output, []*flotillav1.Operation{op})
+	}
+	return c.waitAndShow(ctx, op)
+}

@@ -1,0 +1,153 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	flotillav1 "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
+)
+
+// writeJSON writes each message as one protojson object per line.
+func writeJSON[M proto.Message](w io.Writer, msgs []M) error {
+	for _, m := range msgs {
+		b, err := protojson.Marshal(m) // single line: Multiline is off
+		if err != nil {
+			return err
+		}
+		b = append(b, '\n')
+		if _, err := w.Write(b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeTable writes a header and rows aligned in columns; empty cells are
+// shown as "-" so that every row has the same number of fields.
+func writeTable(w io.Writer, header []string, rows [][]string) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(header, "\t"))
+	for _, row := range rows {
+		cells := make([]string, len(row))
+		for i, cell := range row {
+			cells[i] = dash(cell)
+		}
+		fmt.Fprintln(tw, strings.Join(cells, "\t"))
+	}
+	return tw.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// enumName returns an enum value's name without its type prefix, e.g.
+// STATUS_RUNNING -> RUNNING.
+func enumName(s fmt.Stringer, prefix string) string {
+	return strings.TrimPrefix(s.String(), prefix)
+}
+
+func faultText(f *flotillav1.Fault) string {
+	switch {
+	case f == nil:
+		return ""
+	case f.GetMessage() == "":
+		return f.GetCode()
+	case f.GetCode() == "":
+		return f.GetMessage()
+	}
+	return f.GetCode() + ": " + f.GetMessage()
+}
+
+func printInstances(w io.Writer, format string, insts []*flotillav1.Instance) error {
+	if format == "json" {
+		return writeJSON(w, insts)
+	}
+	rows := make([][]string, 0, len(insts))
+	for _, in := range insts {
+		rows = append(rows, []string{
+			in.GetId(),
+			in.GetName(),
+			enumName(in.GetStatus(), "STATUS_"),
+			enumName(in.GetPowerState(), "POWER_STATE_"),
+			in.GetHostId(),
+			in.GetCurrentOperationId(),
+		})
+	}
+	return writeTable(w, []string{"ID", "NAME", "STATUS", "POWER", "HOST", "OPERATION"}, rows)
+}
+
+func printOperations(w io.Writer, format string, ops []*flotillav1.Operation) error {
+	if format == "json" {
+		return writeJSON(w, ops)
+	}
+	rows := make([][]string, 0, len(ops))
+	for _, op := range ops {
+		rows = append(rows, []string{
+			op.GetId(),
+			op.GetInstanceId(),
+			enumName(op.GetKind(), "OPERATION_KIND_"),
+			enumName(op.GetState(), "OPERATION_STATE_"),
+			op.GetStep(),
+			faultText(op.GetError()),
+		})
+	}
+	return writeTable(w, []string{"ID", "INSTANCE", "KIND", "STATE", "STEP", "ERROR"}, rows)
+}
+
+func printHosts(w io.Writer, format string, hosts []*flotillav1.Host) error {
+	if format == "json" {
+		return writeJSON(w, hosts)
+	}
+	rows := make([][]string, 0, len(hosts))
+	for _, h := range hosts {
+		used, capa := h.GetAllocated(), h.GetCapacity()
+		rows = append(rows, []string{
+			h.GetId(),
+			enumName(h.GetStatus(), "HOST_STATUS_"),
+			h.GetHypervisorKind(),
+			fmt.Sprintf("%d/%d", used.GetVcpus(), capa.GetVcpus()),
+			fmt.Sprintf("%d/%d", used.GetMemoryMib(), capa.GetMemoryMib()),
+			fmt.Sprintf("%d/%d", used.GetDiskGib(), capa.GetDiskGib()),
+			fmt.Sprint(h.GetInstanceCount()),
+			fmt.Sprint(len(h.GetOrphanDomains())),
+			fmt.Sprint(h.GetEpoch()),
+			h.GetAgentVersion(),
+		})
+	}
+	return writeTable(w, []string{"ID", "STATUS", "HYPERVISOR", "VCPUS", "MEMORY_MIB", "DISK_GIB", "INSTANCES", "ORPHANS", "EPOCH", "AGENT"}, rows)
+}
+
+// watchFormat lays out watch lines; the stream is printed as it arrives, so
+// the columns have fixed minimum widths instead of being measured.
+const watchFormat = "%-10s  %-24s  %-24s  %-18s  %s\n"
+
+func printWatchHeader(w io.Writer, format string) error {
+	if format == "json" {
+		return nil
+	}
+	_, err := fmt.Fprintf(w, watchFormat, "REVISION", "ID", "NAME", "STATUS", "POWER")
+	return err
+}
+
+func printWatchEvent(w io.Writer, format string, ev *flotillav1.WatchInstancesResponse) error {
+	if format == "json" {
+		return writeJSON(w, []*flotillav1.WatchInstancesResponse{ev})
+	}
+	in := ev.GetInstance()
+	_, err := fmt.Fprintf(w, watchFormat,
+		fmt.Sprint(ev.GetRevision()),
+		dash(in.GetId()),
+		dash(in.GetName()),
+		enumName(in.GetStatus(), "STATUS_"),
+		enumName(in.GetPowerState(), "POWER_STATE_"))
+	return err
+}

@@ -1,0 +1,246 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	flotillav1 "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
+)
+
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestParseGlobal(t *testing.T) {
+	tests := []struct {
+		args     []string
+		env      map[string]string
+		addr     string
+		timeout  time.Duration
+		output   string
+		name     string
+		rest     []string
+		wantErr  string
+		wantHelp bool
+	}{
+		{args: []string{"list"}, addr: defaultAddr, timeout: 30 * time.Second, output: "table", name: "list", rest: []string{}},
+		{args: []string{"list"}, env: map[string]string{"FLOTILLA_ADDR": "coord:9000"}, addr: "coord:9000", timeout: 30 * time.Second, output: "table", name: "list", rest: []string{}},
+		{args: []string{"--addr", "x:1", "--timeout", "5s", "-o", "json", "get", "i-1"}, env: map[string]string{"FLOTILLA_ADDR": "coord:9000"},
+			addr: "x:1", timeout: 5 * time.Second, output: "json", name: "get", rest: []string{"i-1"}},
+		{args: []string{"--output=json", "op", "wait", "op-1", "--timeout", "1m"}, addr: defaultAddr, timeout: 30 * time.Second, output: "json",
+			name: "op wait", rest: []string{"op-1", "--timeout", "1m"}},
+		{args: []string{"host", "list"}, addr: defaultAddr, timeout: 30 * time.Second, output: "table", name: "host list", rest: []string{}},
+		{args: []string{}, wantErr: "missing command"},
+		{args: []string{"-o", "yaml", "list"}, wantErr: "-o must be table or json"},
+		{args: []string{"--timeout", "0s", "list"}, wantErr: "--timeout must be positive"},
+		{args: []string{"--bogus", "list"}, wantErr: "flag provided but not defined"},
+		{args: []string{"frobnicate"}, wantErr: `unknown command "frobnicate"`},
+		{args: []string{"op"}, wantErr: "missing op subcommand"},
+		{args: []string{"op", "frob"}, wantErr: `unknown command "op frob"`},
+		{args: []string{"host", "delete", "h1"}, wantErr: `unknown command "host delete"`},
+		{args: []string{"help"}, wantHelp: true},
+		{args: []string{"-h"}, wantHelp: true},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			c := &cli{}
+			name, rest, err := c.parseGlobal(tt.args, env(tt.env))
+			if tt.wantHelp {
+				var he *helpError
+				if !errors.As(err, &he) || !strings.Contains(he.text, "op wait ID") {
+					t.Fatalf("err = %v, want help listing the commands", err)
+				}
+				return
+			}
+			if tt.wantErr != "" {
+				var ue *usageError
+				if !errors.As(err, &ue) || !strings.Contains(ue.msg, tt.wantErr) {
+					t.Fatalf("err = %v, want usage error containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.addr != tt.addr || c.timeout != tt.timeout || c.output != tt.output || name != tt.name || !slices.Equal(rest, tt.rest) {
+				t.Errorf("got addr=%q timeout=%v output=%q name=%q rest=%q", c.addr, c.timeout, c.output, name, rest)
+			}
+		})
+	}
+}
+
+func TestParseMutation(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want proto.Message
+		wait bool
+	}{
+		{"create", []string{"--name", "web-1", "--image", "debian-12.qcow2"}, &flotillav1.CreateInstanceRequest{
+			Name: "web-1", Spec: &flotillav1.InstanceSpec{Vcpus: 1, MemoryMib: 256, Image: "debian-12.qcow2"}}, false},
+		{"create", []string{"--name=db", "--image=img", "--vcpus", "4", "--memory-mib", "8192", "--disk-gib", "40", "--request-id", "r1", "--wait"},
+			&flotillav1.CreateInstanceRequest{Name: "db", RequestId: "r1",
+				Spec: &flotillav1.InstanceSpec{Vcpus: 4, MemoryMib: 8192, DiskGib: 40, Image: "img"}}, true},
+		// Out-of-range values are passed on for the server to refuse.
+		{"create", []string{"--name", "a", "--image", "i", "--vcpus", "-1", "--memory-mib", "-5", "--disk-gib", "-2"},
+			&flotillav1.CreateInstanceRequest{Name: "a", Spec: &flotillav1.InstanceSpec{Vcpus: -1, MemoryMib: -5, DiskGib: -2, Image: "i"}}, false},
+		{"start", []string{"i-1"}, &flotillav1.StartInstanceRequest{Id: "i-1"}, false},
+		{"stop", []string{"i-1"}, &flotillav1.StopInstanceRequest{Id: "i-1", GracefulTimeout: durationpb.New(10 * time.Minute)}, false},
+		// Flags after the ID, as in the documented usage.
+		{"stop", []string{"i-1", "--graceful", "30s", "--force", "--wait", "--request-id", "r2"},
+			&flotillav1.StopInstanceRequest{Id: "i-1", RequestId: "r2", GracefulTimeout: durationpb.New(30 * time.Second), Force: true}, true},
+		{"stop", []string{"--force", "i-1"}, &flotillav1.StopInstanceRequest{Id: "i-1", GracefulTimeout: durationpb.New(10 * time.Minute), Force: true}, false},
+		{"restart", []string{"i-1", "--hard"}, &flotillav1.RestartInstanceRequest{Id: "i-1", Hard: true}, false},
+		{"restart", []string{"i-1"}, &flotillav1.RestartInstanceRequest{Id: "i-1"}, false},
+		{"pause", []string{"i-1", "--wait"}, &flotillav1.PauseInstanceRequest{Id: "i-1"}, true},
+		{"unpause", []string{"i-1"}, &flotillav1.UnpauseInstanceRequest{Id: "i-1"}, false},
+		{"suspend", []string{"--request-id", "k", "i-1"}, &flotillav1.SuspendInstanceRequest{Id: "i-1", RequestId: "k"}, false},
+		{"resume", []string{"i-1"}, &flotillav1.ResumeInstanceRequest{Id: "i-1"}, false},
+		{"delete", []string{"i-1", "--wait"}, &flotillav1.DeleteInstanceRequest{Id: "i-1"}, true},
+		// "--" ends the flags: an ID that looks like a flag.
+		{"delete", []string{"--", "-weird"}, &flotillav1.DeleteInstanceRequest{Id: "-weird"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name+" "+strings.Join(tt.args, " "), func(t *testing.T) {
+			m, err := parseMutation(tt.name, tt.args)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !proto.Equal(m.req, tt.want) || m.wait != tt.wait {
+				t.Errorf("got %v wait=%v, want %v wait=%v", m.req, m.wait, tt.want, tt.wait)
+			}
+		})
+	}
+}
+
+func TestParseMutationErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"create", []string{"--image", "img"}, "--name is required"},
+		{"create", []string{"--name", "a"}, "--image is required"},
+		{"create", []string{"--name", "a", "--image", "i", "--vcpus", "4294967296"}, "--vcpus is out of range"},
+		{"create", []string{"--name", "a", "--image", "i", "--memory-mib", "lots"}, "invalid value"},
+		{"create", []string{"--name", "a", "--image", "i", "extra"}, `unexpected argument "extra"`},
+		{"start", nil, "missing ID"},
+		{"start", []string{"a", "b"}, `unexpected argument "b"`},
+		{"start", []string{""}, "ID must not be empty"},
+		{"stop", []string{"i", "--graceful", "soon"}, "invalid value"},
+		{"stop", []string{"i", "--graceful", "-1s"}, "--graceful must be positive"},
+		{"pause", []string{"i", "--hard"}, "flag provided but not defined: -hard"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name+" "+strings.Join(tt.args, " "), func(t *testing.T) {
+			_, err := parseMutation(tt.name, tt.args)
+			var ue *usageError
+			if !errors.As(err, &ue) || !strings.Contains(ue.msg, tt.want) {
+				t.Fatalf("err = %v, want usage error containing %q", err, tt.want)
+			}
+			if ue.usage != usageOf(tt.name) {
+				t.Errorf("usage = %q, want the %s usage line", ue.usage, tt.name)
+			}
+		})
+	}
+}
+
+func TestParseStatuses(t *testing.T) {
+	S := func(v ...flotillav1.Status) []flotillav1.Status { return v }
+	tests := []struct {
+		in      string
+		want    []flotillav1.Status
+		wantErr string
+	}{
+		{"RUNNING", S(flotillav1.Status_STATUS_RUNNING), ""},
+		{"running,stopped", S(flotillav1.Status_STATUS_RUNNING, flotillav1.Status_STATUS_STOPPED), ""},
+		{"STATUS_PAUSED, status_error ,Unexpected_Shutoff", S(flotillav1.Status_STATUS_PAUSED, flotillav1.Status_STATUS_ERROR,
+			flotillav1.Status_STATUS_UNEXPECTED_SHUTOFF), ""},
+		{"running,", S(flotillav1.Status_STATUS_RUNNING), ""},
+		{"", nil, ""},
+		{"runing", nil, `unknown status "runing"`},
+		{"RUNNING,bogus", nil, `unknown status "bogus"`},
+		{"unspecified", nil, "unknown status"},
+		{"STATUS_", nil, "unknown status"},
+		{"POWER_STATE_RUNNING", nil, "unknown status"},
+	}
+	for _, tt := range tests {
+		got, err := parseStatuses(tt.in)
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("parseStatuses(%q) err = %v, want %q", tt.in, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || !slices.Equal(got, tt.want) {
+			t.Errorf("parseStatuses(%q) = %v, %v; want %v", tt.in, got, err, tt.want)
+		}
+	}
+}
+
+func TestParseList(t *testing.T) {
+	req, err := parseList("list", []string{"--status", "running,STOPPED", "--all", "--status", "status_error"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &flotillav1.ListInstancesRequest{ShowDeleted: true, StatusFilter: []flotillav1.Status{
+		flotillav1.Status_STATUS_RUNNING, flotillav1.Status_STATUS_STOPPED, flotillav1.Status_STATUS_ERROR}}
+	if !proto.Equal(req, want) {
+		t.Errorf("got %v, want %v", req, want)
+	}
+	_, err = parseList("list", []string{"--status", "sleeping"})
+	var ue *usageError
+	if !errors.As(err, &ue) || !strings.Contains(ue.msg, `unknown status "sleeping"`) {
+		t.Errorf("err = %v, want usage error for the unknown status", err)
+	}
+}
+
+func TestParseWatchAndOpWait(t *testing.T) {
+	req, err := parseWatch("watch", []string{"--from-revision", "42", "--id", "i-1"})
+	if err != nil || !proto.Equal(req, &flotillav1.WatchInstancesRequest{StartRevision: 42, InstanceId: "i-1"}) {
+		t.Errorf("parseWatch = %v, %v", req, err)
+	}
+	if _, err := parseWatch("watch", []string{"--from-revision", "-1"}); err == nil {
+		t.Error("negative revision accepted")
+	}
+	id, d, err := parseOpWait("op wait", []string{"op-1"})
+	if err != nil || id != "op-1" || d != 5*time.Minute {
+		t.Errorf("parseOpWait default = %q %v %v", id, d, err)
+	}
+	id, d, err = parseOpWait("op wait", []string{"op-1", "--timeout", "90s"})
+	if err != nil || id != "op-1" || d != 90*time.Second {
+		t.Errorf("parseOpWait = %q %v %v", id, d, err)
+	}
+}
+
+// TestRunUsageExitCodes runs whole command lines that fail before any RPC.
+func TestRunUsageExitCodes(t *testing.T) {
+	tests := []struct {
+		args   []string
+		code   int
+		stderr string
+		stdout string
+	}{
+		{nil, 2, "usage: flotctl [--addr", ""},
+		{[]string{"stop"}, 2, "flotctl: missing ID\nusage: flotctl stop ID [--graceful 10m] [--force] [--request-id R] [--wait]\n", ""},
+		{[]string{"list", "--status", "nope"}, 2, `unknown status "nope"`, ""},
+		{[]string{"op", "wait"}, 2, "usage: flotctl op wait ID [--timeout 5m]", ""},
+		{[]string{"get", "-h"}, 0, "", "usage: flotctl [global flags] get ID"},
+		{[]string{"help"}, 0, "", "host get ID"},
+	}
+	for _, tt := range tests {
+		var stdout, stderr bytes.Buffer
+		code := run(context.Background(), tt.args, env(nil), &stdout, &stderr)
+		if code != tt.code || !strings.Contains(stderr.String(), tt.stderr) || !strings.Contains(stdout.String(), tt.stdout) {
+			t.Errorf("run(%q) = %d\nstdout: %s\nstderr: %s", tt.args, code, stdout.String(), stderr.String())
+		}
+	}
+}

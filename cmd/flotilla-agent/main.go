@@ -1,0 +1,290 @@
+// Command flotilla-agent runs on each hypervisor host: it drives the local
+// hypervisor for the coordinator and streams power-state changes back.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/flotilla-vm/flotilla/agent/executor"
+	"github.com/flotilla-vm/flotilla/agent/session"
+	"github.com/flotilla-vm/flotilla/agent/stepstore"
+	"github.com/flotilla-vm/flotilla/hypervisor"
+	"github.com/flotilla-vm/flotilla/hypervisor/fake"
+	"github.com/flotilla-vm/flotilla/hypervisor/libvirt"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = ""
+
+// errReported is a command-line error already printed.
+var errReported = errors.New("bad command line")
+
+var hostIDPattern = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$`)
+
+// config is the parsed command line.
+type config struct {
+	coordinator   string
+	hostID        string
+	hypervisor    string
+	libvirtSocket string
+	imageDir      string
+	diskDir       string
+	runDir        string
+	stateDir      string
+	capacity      hypervisor.Capacity
+	ignoreEvents  bool
+	logLevel      slog.Level
+	logFormat     string
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+func run(args []string, stderr io.Writer) int {
+	cfg, err := parseFlags(args, stderr)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errReported):
+		return 2
+	case err != nil:
+		fmt.Fprintf(stderr, "flotilla-agent: %v\n", err)
+		return 2
+	}
+	base := newLogger(cfg, stderr)
+	log := base.With("host", cfg.hostID) // the packages add "host" themselves
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := serve(ctx, cfg, base); err != nil {
+		log.Error("agent failed", "err", err)
+		return 1
+	}
+	log.Info("agent stopped")
+	return 0
+}
+
+func parseFlags(args []string, stderr io.Writer) (config, error) {
+	var (
+		cfg                config
+		vcpus              uint
+		memoryMiB, diskGiB uint64
+		logLevel           string
+	)
+	fs := flag.NewFlagSet("flotilla-agent", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.coordinator, "coordinator", "127.0.0.1:7443", "coordinator's agent endpoint, host:port")
+	fs.StringVar(&cfg.hostID, "host-id", defaultHostID(), "this host's id (lowercase letters, digits, '.', '-'; 1..63)")
+	fs.StringVar(&cfg.hypervisor, "hypervisor", "libvirt", "hypervisor driver: libvirt or fake")
+	fs.StringVar(&cfg.libvirtSocket, "libvirt-socket", libvirt.DefaultSocket, "libvirtd's unix socket")
+	fs.StringVar(&cfg.imageDir, "image-dir", libvirt.DefaultImageDir, "directory of base images")
+	fs.StringVar(&cfg.diskDir, "disk-dir", libvirt.DefaultDiskDir, "directory of instance disks")
+	fs.StringVar(&cfg.runDir, "run-dir", libvirt.DefaultRunDir, "directory of console logs and sockets")
+	fs.StringVar(&cfg.stateDir, "state-dir", "/var/lib/flotilla/agent", "directory of the agent's step journal")
+	fs.UintVar(&vcpus, "vcpus", 0, "vCPUs offered to guests (0: ask the hypervisor)")
+	fs.Uint64Var(&memoryMiB, "memory-mib", 0, "memory in MiB offered to guests (0: ask the hypervisor)")
+	fs.Uint64Var(&diskGiB, "disk-gib", 0, "disk in GiB offered to guests (0: ask the hypervisor)")
+	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&cfg.logFormat, "log-format", "json", "json or text")
+	// Hidden test knob: rely on periodic resyncs only.
+	fs.BoolVar(&cfg.ignoreEvents, "ignore-events", false, "")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: flotilla-agent [flags]\n\nFlags:\n")
+		fs.VisitAll(func(f *flag.Flag) {
+			if f.Name == "ignore-events" {
+				return
+			}
+			fmt.Fprintf(fs.Output(), "  --%s\t%s (default %q)\n", f.Name, f.Usage, f.DefValue)
+		})
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return config{}, err
+		}
+		// The flag package has printed the error and the usage.
+		return config{}, errReported
+	}
+	if fs.NArg() > 0 {
+		return config{}, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+
+	if _, _, err := net.SplitHostPort(cfg.coordinator); err != nil {
+		return config{}, fmt.Errorf("--coordinator %q: want host:port: %w", cfg.coordinator, err)
+	}
+	if !hostIDPattern.MatchString(cfg.hostID) {
+		return config{}, fmt.Errorf("--host-id %q: want 1..63 lowercase letters, digits, '.' or '-', starting and ending with a letter or digit", cfg.hostID)
+	}
+	if cfg.hypervisor != "libvirt" && cfg.hypervisor != "fake" {
+		return config{}, fmt.Errorf("--hypervisor %q: want libvirt or fake", cfg.hypervisor)
+	}
+	if vcpus > 1<<32-1 {
+		return config{}, fmt.Errorf("--vcpus %d: too large", vcpus)
+	}
+	cfg.capacity = hypervisor.Capacity{VCPUs: uint32(vcpus), MemoryMiB: memoryMiB, DiskGiB: diskGiB}
+	if err := cfg.logLevel.UnmarshalText([]byte(logLevel)); err != nil || !validLevel(logLevel) {
+		return config{}, fmt.Errorf("--log-level %q: want debug, info, warn or error", logLevel)
+	}
+	if cfg.logFormat != "json" && cfg.logFormat != "text" {
+		return config{}, fmt.Errorf("--log-format %q: want json or text", cfg.logFormat)
+	}
+	for name, dir := range map[string]string{"state-dir": cfg.stateDir, "image-dir": cfg.imageDir, "disk-dir": cfg.diskDir, "run-dir": cfg.runDir} {
+		if dir == "" {
+			return config{}, fmt.Errorf("--%s must not be empty", name)
+		}
+	}
+	return cfg, nil
+}
+
+// validLevel rejects the offsets ("info+2") slog would also accept.
+func validLevel(s string) bool {
+	switch strings.ToLower(s) {
+	case "debug", "info", "warn", "error":
+		return true
+	}
+	return false
+}
+
+// defaultHostID is the hostname, lowercased, with characters a host id
+// cannot hold replaced by '-'. It may still be invalid (e.g. too long); the
+// validation says so and the operator passes --host-id.
+func defaultHostID() string {
+	h, err := os.Hostname()
+	if err != nil {
+		return ""
+	}
+	return strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '.' || r == '-' {
+			return r
+		}
+		return '-'
+	}, strings.ToLower(h))
+}
+
+func newLogger(cfg config, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.logLevel}
+	if cfg.logFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// serve runs the agent until ctx ends. log carries no "host": the agent's
+// packages add it.
+func serve(ctx context.Context, cfg config, log *slog.Logger) error {
+	hlog := log.With("host", cfg.hostID)
+	if err := os.MkdirAll(cfg.stateDir, 0o700); err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	store, err := stepstore.Open(filepath.Join(cfg.stateDir, "agent.db"))
+	if err != nil {
+		return err
+	}
+	defer closeLogged(hlog, "step journal", store.Close)
+
+	drv, err := openDriver(ctx, cfg, hlog)
+	if err != nil {
+		return err
+	}
+	if drv == nil {
+		return nil // interrupted while waiting for the hypervisor
+	}
+	defer closeLogged(hlog, "hypervisor driver", drv.Close)
+
+	exec, err := executor.New(executor.Config{HostID: cfg.hostID, Driver: drv, Store: store, Logger: log})
+	if err != nil {
+		return err
+	}
+	// Closed before the driver and the journal (defers run in reverse):
+	// running steps end first.
+	defer exec.Close()
+
+	client, err := session.New(session.Config{
+		Coordinator:  cfg.coordinator,
+		HostID:       cfg.hostID,
+		Driver:       drv,
+		Executor:     exec,
+		Capacity:     cfg.capacity,
+		AgentVersion: agentVersion(),
+		IgnoreEvents: cfg.ignoreEvents,
+		Logger:       log,
+	})
+	if err != nil {
+		return err
+	}
+	defer closeLogged(hlog, "coordinator connection", client.Close)
+
+	hlog.Info("agent starting", "coordinator", cfg.coordinator, "hypervisor", cfg.hypervisor,
+		"kind", drv.Kind(), "state_dir", cfg.stateDir, "version", agentVersion())
+	return client.Run(ctx)
+}
+
+// openDriver opens the hypervisor. libvirtd may start after the agent (both
+// at boot), so an unavailable libvirtd is waited for; other errors are
+// configuration mistakes and end the agent. It returns nil, nil if ctx ends.
+func openDriver(ctx context.Context, cfg config, log *slog.Logger) (hypervisor.Driver, error) {
+	if cfg.hypervisor == "fake" {
+		return fake.New(fake.Options{
+			Capacity: hypervisor.Capacity{VCPUs: 64, MemoryMiB: 262144, DiskGiB: 10000},
+			Images:   []string{"flotilla-test"},
+		}), nil
+	}
+	for _, dir := range []string{cfg.imageDir, cfg.diskDir, cfg.runDir} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("hypervisor dirs: %w", err)
+		}
+	}
+	wait := 100 * time.Millisecond
+	for {
+		drv, err := libvirt.New(ctx, libvirt.Config{
+			Socket:   cfg.libvirtSocket,
+			ImageDir: cfg.imageDir,
+			DiskDir:  cfg.diskDir,
+			RunDir:   cfg.runDir,
+			Logger:   log,
+		})
+		if err == nil {
+			return drv, nil
+		}
+		if !errors.Is(err, hypervisor.ErrUnavailable) {
+			return nil, fmt.Errorf("libvirt: %w", err)
+		}
+		log.Warn("libvirtd unavailable; retrying", "socket", cfg.libvirtSocket, "err", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return nil, nil
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
+}
+
+func closeLogged(log *slog.Logger, what string, closeFn func() error) {
+	if err := closeFn(); err != nil {
+		log.Warn("closing "+what+" failed", "err", err)
+	}
+}
+
+func agentVersion() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}

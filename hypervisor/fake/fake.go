@@ -1,0 +1,181 @@
+// Package fake is an in-memory hypervisor.Driver with the libvirt driver's
+// state machine, for unit tests and for simulating many hosts in one process.
+// Besides the Driver methods it offers fault injection (InjectFault,
+// SetDelay, SetUnavailable), guest behaviour (SetShutdownDelay, SetIgnoreACPI,
+// PowerOff, Crash) and event loss (DropEvents, BreakEvents).
+package fake
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/flotilla-vm/flotilla/hypervisor"
+)
+
+// ErrClosed is returned by every method after Close.
+var ErrClosed = errors.New("fake driver closed")
+
+// Options configures a fake Driver.
+type Options struct {
+	Kind     string // Kind(); default "fake"
+	Capacity hypervisor.Capacity
+	// Images Create accepts; others are ErrImageNotFound. Empty accepts any
+	// valid image name.
+	Images []string
+	// ShutdownDelay is how long a guest takes to power off after the ACPI
+	// button; 0 powers off at once. SetShutdownDelay overrides it per guest.
+	ShutdownDelay time.Duration
+	// EventBuffer is each subscription's channel capacity; default 1024. A
+	// subscriber that lets it fill up is cut off (its channel closed), as a
+	// broken subscription would be, and must resubscribe and resync.
+	EventBuffer int
+	// PreserveCrashed makes Crash leave the domain crashed, as libvirt's
+	// on_crash=preserve would; by default it is shut off with reason
+	// "crashed", as the libvirt driver's on_crash=destroy does.
+	PreserveCrashed bool
+}
+
+// Driver is the in-memory hypervisor. All methods are safe for concurrent use.
+type Driver struct {
+	opts   Options
+	images map[string]bool
+
+	mu          sync.Mutex
+	domains     map[string]*domain
+	guests      map[string]*guest // behaviour per id, kept across Delete
+	subs        map[*subscriber]struct{}
+	faults      map[string]*fault
+	delays      map[string]time.Duration
+	calls       map[string]int
+	dropEvents  bool
+	unavailable bool
+	closed      bool
+}
+
+var _ hypervisor.Driver = (*Driver)(nil)
+
+// New returns an empty fake hypervisor.
+func New(opts Options) *Driver {
+	if opts.Kind == "" {
+		opts.Kind = "fake"
+	}
+	if opts.EventBuffer <= 0 {
+		opts.EventBuffer = 1024
+	}
+	d := &Driver{
+		opts:    opts,
+		images:  make(map[string]bool),
+		domains: make(map[string]*domain),
+		guests:  make(map[string]*guest),
+		subs:    make(map[*subscriber]struct{}),
+		faults:  make(map[string]*fault),
+		delays:  make(map[string]time.Duration),
+		calls:   make(map[string]int),
+	}
+	for _, img := range opts.Images {
+		d.images[img] = true
+	}
+	return d
+}
+
+// Kind returns Options.Kind.
+func (d *Driver) Kind() string { return d.opts.Kind }
+
+// Capacity returns Options.Capacity. Like libvirt, the fake does not refuse
+// guests beyond it: overcommit is the scheduler's business.
+func (d *Driver) Capacity(ctx context.Context) (hypervisor.Capacity, error) {
+	if err := d.enter(ctx, "Capacity"); err != nil {
+		return hypervisor.Capacity{}, err
+	}
+	return d.opts.Capacity, nil
+}
+
+// Close ends all subscriptions; later calls fail with ErrClosed.
+func (d *Driver) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil
+	}
+	d.closed = true
+	for _, dom := range d.domains {
+		dom.stopTimer()
+	}
+	d.closeSubsLocked()
+	return nil
+}
+
+// Status reports one domain; a missing one is PowerNoDomain.
+func (d *Driver) Status(ctx context.Context, id string) (hypervisor.DomainStatus, error) {
+	if err := d.enter(ctx, "Status"); err != nil {
+		return hypervisor.DomainStatus{}, err
+	}
+	if err := validateID(id); err != nil {
+		return hypervisor.DomainStatus{}, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if dom := d.domains[id]; dom != nil {
+		return dom.status(), nil
+	}
+	return hypervisor.DomainStatus{ID: id, State: hypervisor.PowerNoDomain, Reason: "missing", ObservedAt: time.Now()}, nil
+}
+
+// List reports every domain, ordered by id.
+func (d *Driver) List(ctx context.Context) ([]hypervisor.DomainStatus, error) {
+	if err := d.enter(ctx, "List"); err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]hypervisor.DomainStatus, 0, len(d.domains))
+	for _, dom := range d.domains {
+		out = append(out, dom.status())
+	}
+	slices.SortFunc(out, func(a, b hypervisor.DomainStatus) int { return strings.Compare(a.ID, b.ID) })
+	return out, nil
+}
+
+// Calls reports how many times method was called (including failed calls).
+func (d *Driver) Calls(method string) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.calls[method]
+}
+
+// enter is the common prologue of every Driver method: it counts the call,
+// applies the configured delay (honouring ctx), then any injected fault.
+func (d *Driver) enter(ctx context.Context, method string) error {
+	d.mu.Lock()
+	d.calls[method]++
+	delay := d.delays[method]
+	d.mu.Unlock()
+
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("fake: %s: %w", method, err)
+	}
+	if delay > 0 {
+		t := time.NewTimer(delay)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return fmt.Errorf("fake: %s: %w", method, ctx.Err())
+		}
+	}
+
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch {
+	case d.closed:
+		return fmt.Errorf("fake: %s: %w", method, ErrClosed)
+	case d.unavailable:
+		return fmt.Errorf("fake: %s: %w", method, hypervisor.ErrUnavailable)
+	}
+	return d.takeFaultLocked(method)
+}

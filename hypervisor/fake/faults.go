@@ -1,0 +1,135 @@
+package fake
+
+import (
+	"fmt"
+	"time"
+)
+
+// methods are the Driver methods faults and delays can target.
+var methods = map[string]bool{
+	"Capacity": true, "Create": true, "Start": true, "Shutdown": true, "Destroy": true,
+	"Reboot": true, "Pause": true, "Resume": true, "Save": true, "Delete": true,
+	"Status": true, "List": true, "Events": true,
+}
+
+func mustMethod(method string) {
+	if !methods[method] {
+		// A typo here would silently disable the fault a test relies on.
+		panic(fmt.Sprintf("fake: no Driver method %q", method))
+	}
+}
+
+type fault struct {
+	err   error
+	times int // calls left; negative is every call
+}
+
+// InjectFault makes the next times calls of method return err (wrap a
+// hypervisor sentinel to simulate a classified failure) without changing any
+// state. times < 0 fails every call until InjectFault(method, nil, 0) clears it.
+func (d *Driver) InjectFault(method string, err error, times int) {
+	mustMethod(method)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err == nil || times == 0 {
+		delete(d.faults, method)
+		return
+	}
+	d.faults[method] = &fault{err: err, times: times}
+}
+
+func (d *Driver) takeFaultLocked(method string) error {
+	f := d.faults[method]
+	if f == nil {
+		return nil
+	}
+	if f.times > 0 {
+		f.times--
+		if f.times == 0 {
+			delete(d.faults, method)
+		}
+	}
+	return f.err
+}
+
+// SetDelay makes every call of method take d first (0 removes the delay).
+// A call whose context ends during the delay fails with the context's error.
+func (d *Driver) SetDelay(method string, delay time.Duration) {
+	mustMethod(method)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if delay <= 0 {
+		delete(d.delays, method)
+		return
+	}
+	d.delays[method] = delay
+}
+
+// SetUnavailable simulates losing the hypervisor (true): every method fails
+// with an error wrapping hypervisor.ErrUnavailable and every event
+// subscription closes, as when libvirtd restarts. Domains keep running.
+func (d *Driver) SetUnavailable(unavailable bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.unavailable = unavailable
+	if unavailable {
+		d.closeSubsLocked()
+	}
+}
+
+// DropEvents makes the driver silently lose (true) or deliver (false) events.
+func (d *Driver) DropEvents(drop bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.dropEvents = drop
+}
+
+// BreakEvents closes every event subscription, as a dropped connection would.
+func (d *Driver) BreakEvents() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.closeSubsLocked()
+}
+
+// guest is the simulated behaviour of the OS inside one instance.
+type guest struct {
+	ignoreACPI    bool
+	shutdownDelay *time.Duration // nil: Options.ShutdownDelay
+}
+
+func (d *Driver) guestLocked(id string) *guest {
+	g := d.guests[id]
+	if g == nil {
+		g = &guest{}
+		d.guests[id] = g
+	}
+	return g
+}
+
+// SetIgnoreACPI makes the guest of id ignore the ACPI power button, so a
+// Shutdown without force times out. It applies to the id whether or not the
+// domain exists yet.
+func (d *Driver) SetIgnoreACPI(id string, ignore bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.guestLocked(id).ignoreACPI = ignore
+}
+
+// SetShutdownDelay sets how long the guest of id takes to power off after the
+// ACPI button, overriding Options.ShutdownDelay.
+func (d *Driver) SetShutdownDelay(id string, delay time.Duration) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.guestLocked(id).shutdownDelay = &delay
+}
+
+func (d *Driver) shutdownDelayLocked(id string) (time.Duration, bool) {
+	g := d.guests[id]
+	if g != nil && g.ignoreACPI {
+		return 0, false
+	}
+	if g != nil && g.shutdownDelay != nil {
+		return *g.shutdownDelay, true
+	}
+	return d.opts.ShutdownDelay, true
+}

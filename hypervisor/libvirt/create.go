@@ -1,0 +1,133 @@
+package libvirt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	golibvirt "github.com/digitalocean/go-libvirt"
+
+	"github.com/flotilla-vm/flotilla/hypervisor"
+)
+
+// rollbackTimeout bounds the clean-up after a failed Create, which runs even
+// when the caller's context has ended.
+const rollbackTimeout = 30 * time.Second
+
+// Create makes the disk overlay, defines the persistent domain and boots it.
+// A domain of the same id that is already running counts as success, so a
+// retried Create is harmless; any other existing domain is ErrAlreadyExists.
+// On failure everything Create made is removed again.
+func (d *Driver) Create(ctx context.Context, spec hypervisor.DomainSpec) error {
+	if err := validateSpec(spec); err != nil {
+		return fmt.Errorf("libvirt: create: %w", err)
+	}
+	log := d.instanceLog(spec.ID)
+	unlock, err := d.locks.lock(ctx, spec.ID)
+	if err != nil {
+		return fmt.Errorf("libvirt: create %s: %w", spec.ID, err)
+	}
+	handedOff := false // true once a background rollback owns the lock
+	defer func() {
+		if !handedOff {
+			unlock()
+		}
+	}()
+
+	s, err := d.observe(ctx, spec.ID)
+	if err != nil {
+		return err
+	}
+	switch s.state {
+	case hypervisor.PowerNoDomain:
+	case hypervisor.PowerRunning:
+		log.Debug("create: domain already running")
+		return nil
+	default:
+		return fmt.Errorf("libvirt: create %s: domain exists and is %s: %w", spec.ID, s.state, hypervisor.ErrAlreadyExists)
+	}
+
+	img, err := resolveImage(d.cfg.ImageDir, spec.Image)
+	if err != nil {
+		return fmt.Errorf("libvirt: create %s: %w", spec.ID, err)
+	}
+	paths := pathsFor(d.cfg.DiskDir, d.cfg.RunDir, spec.ID)
+	domXML, err := marshalDomain(buildDomain(domainParams{
+		DomainType: d.cfg.DomainType,
+		ID:         spec.ID,
+		Title:      spec.Name,
+		VCPUs:      spec.VCPUs,
+		MemoryMiB:  spec.MemoryMiB,
+		Image:      img,
+		Paths:      paths,
+	}))
+	if err != nil {
+		return fmt.Errorf("libvirt: create %s: %w", spec.ID, err)
+	}
+
+	started := time.Now()
+	if err := createOverlay(ctx, img.Disk, paths.Disk, spec.DiskGiB); err != nil {
+		return fmt.Errorf("libvirt: create %s: %w", spec.ID, err)
+	}
+
+	// Define and boot in one goroutine so that, if ctx ends first, the
+	// rollback can wait for libvirt to finish before undoing its work.
+	l, err := d.conn.get()
+	if err != nil {
+		if err := removeFiles(paths); err != nil {
+			log.Warn("create rollback: removing files failed", "err", err)
+		}
+		return wrapErr("create", spec.ID, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- defineAndStart(l, domXML) }()
+
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		handedOff = true
+		go func() {
+			defer unlock()
+			if err := <-done; err != nil {
+				d.rollbackCreate(log, spec.ID, paths)
+				return
+			}
+			// The caller was told Create failed; keep that true.
+			log.Warn("create finished after its context ended; removing it again")
+			d.rollbackCreate(log, spec.ID, paths)
+		}()
+		return fmt.Errorf("libvirt: create %s: %w", spec.ID, ctx.Err())
+	}
+	if err != nil {
+		d.rollbackCreate(log, spec.ID, paths)
+		return wrapErr("create", spec.ID, err)
+	}
+	log.Info("domain created and started", "image", spec.Image, "vcpus", spec.VCPUs,
+		"memory_mib", spec.MemoryMiB, "took", time.Since(started).Round(time.Millisecond))
+	return nil
+}
+
+func defineAndStart(l *golibvirt.Libvirt, domXML string) error {
+	dom, err := l.DomainDefineXML(domXML)
+	if err != nil {
+		return fmt.Errorf("define: %w", err)
+	}
+	if err := l.DomainCreate(dom); err != nil {
+		return fmt.Errorf("start: %w", err)
+	}
+	return nil
+}
+
+// rollbackCreate removes whatever a failed Create left behind.
+func (d *Driver) rollbackCreate(log *slog.Logger, id string, paths instancePaths) {
+	ctx, cancel := context.WithTimeout(context.Background(), rollbackTimeout)
+	defer cancel()
+	if err := d.deleteDomain(ctx, id); err != nil && !errors.Is(err, hypervisor.ErrNotFound) {
+		log.Warn("create rollback: removing domain failed", "err", err)
+	}
+	if err := removeFiles(paths); err != nil {
+		log.Warn("create rollback: removing files failed", "err", err)
+	}
+}

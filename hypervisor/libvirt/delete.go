@@ -1,0 +1,67 @@
+package libvirt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	golibvirt "github.com/digitalocean/go-libvirt"
+)
+
+// Delete destroys and undefines the domain (with its managed save image and
+// NVRAM) and removes its disk overlay, console log and guest socket. A
+// missing domain is success; its leftover files are still removed.
+func (d *Driver) Delete(ctx context.Context, id string) error {
+	if err := validateID(id); err != nil {
+		return fmt.Errorf("libvirt: delete: %w", err)
+	}
+	unlock, err := d.locks.lock(ctx, id)
+	if err != nil {
+		return fmt.Errorf("libvirt: delete %s: %w", id, err)
+	}
+	defer unlock()
+
+	log := d.instanceLog(id)
+	if err := d.deleteDomain(ctx, id); err != nil {
+		return err
+	}
+	if err := removeFiles(pathsFor(d.cfg.DiskDir, d.cfg.RunDir, id)); err != nil {
+		return fmt.Errorf("libvirt: delete %s: domain removed, files remain: %w", id, err)
+	}
+	log.Info("domain deleted")
+	return nil
+}
+
+// deleteDomain destroys and undefines the domain; a missing one is success.
+func (d *Driver) deleteDomain(ctx context.Context, id string) error {
+	err := d.call(ctx, func(l *golibvirt.Libvirt) error {
+		dom, err := l.DomainLookupByName(domainName(id))
+		if err != nil {
+			return err
+		}
+		active, err := l.DomainIsActive(dom)
+		if err != nil {
+			return err
+		}
+		if active != 0 {
+			// "not running" here only means it stopped meanwhile.
+			if err := l.DomainDestroy(dom); err != nil && !isCode(err, golibvirt.ErrOperationInvalid) {
+				return err
+			}
+		}
+		return l.DomainUndefineFlags(dom, golibvirt.DomainUndefineManagedSave|golibvirt.DomainUndefineNvram)
+	})
+	if isNoDomain(err) {
+		return nil
+	}
+	return wrapErr("delete", id, err)
+}
+
+// removeFiles removes an instance's host files, those that exist.
+func removeFiles(p instancePaths) error {
+	var errs []error
+	for _, f := range []string{p.Disk, p.ConsoleLog, p.GuestSock} {
+		errs = append(errs, removeIfExists(f))
+	}
+	return errors.Join(errs...)
+}
