@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"google.golang.org/protobuf/types/known/timestamppb"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -489,6 +490,7 @@ func (s *sess) resubscribe(ctx context.Context) <-chan hypervisor.Event {
 // resync sends the full inventory once. A failed List only skips this
 // round: the next one, or the events, will tell.
 func (s *sess) resync(ctx context.Context) {
+	taken := timestamppb.Now() // before List: an absence is dated no later than the listing
 	inv, err := s.c.inventory(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -496,7 +498,7 @@ func (s *sess) resync(ctx context.Context) {
 		}
 		return
 	}
-	s.enqueue(ctx, &agentv1.ConnectRequest{Msg: &agentv1.ConnectRequest_Resync{Resync: &agentv1.Inventory{Domains: inv}}})
+	s.enqueue(ctx, &agentv1.ConnectRequest{Msg: &agentv1.ConnectRequest_Resync{Resync: &agentv1.Inventory{Domains: inv, ObservedAt: taken}}})
 }
 
 // outbox holds step results until a session sends them.

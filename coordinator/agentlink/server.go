@@ -230,7 +230,11 @@ func (s *Server) recvLoop(ctx context.Context, stream agentv1.AgentService_Conne
 		case *agentv1.ConnectRequest_PowerEvent:
 			_, err = s.apply(ctx, fsm.TypeObserve, fsm.Observe{HostID: ss.hostID, Epoch: ss.epoch, Observations: observations([]*agentv1.DomainState{msg.PowerEvent})})
 		case *agentv1.ConnectRequest_Resync:
-			_, err = s.apply(ctx, fsm.TypeObserve, fsm.Observe{HostID: ss.hostID, Epoch: ss.epoch, Full: true, Observations: observations(msg.Resync.Domains)})
+			o := fsm.Observe{HostID: ss.hostID, Epoch: ss.epoch, Full: true, Observations: observations(msg.Resync.Domains)}
+			if msg.Resync.ObservedAt != nil {
+				o.Taken = msg.Resync.ObservedAt.AsTime()
+			}
+			_, err = s.apply(ctx, fsm.TypeObserve, o)
 		case *agentv1.ConnectRequest_StepResult:
 			err = s.finish(ctx, ss, msg.StepResult)
 		case *agentv1.ConnectRequest_Heartbeat:
@@ -249,6 +253,11 @@ func (s *Server) recvLoop(ctx context.Context, stream agentv1.AgentService_Conne
 }
 
 func (s *Server) finish(ctx context.Context, ss *session, r *agentv1.StepResult) error {
+	if r.GetFault().GetCode() == "STALE_EPOCH" {
+		// The step met a newer session than the one it was sent on: it did
+		// not run, and the orchestrator re-sends it on the current session.
+		return nil
+	}
 	f := fsm.Finish{OperationID: r.OperationId, Succeeded: r.Succeeded, Fault: api.FaultFromPB(r.Fault), HostID: ss.hostID}
 	if r.State != nil {
 		o := observations([]*agentv1.DomainState{r.State})[0]

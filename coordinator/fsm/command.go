@@ -107,8 +107,11 @@ type DisconnectHost struct {
 // Observe records power-state reports of one host. Full means the list is
 // the host's whole inventory: placed instances missing from it have no domain.
 type Observe struct {
-	HostID       string        `json:"host_id"`
-	Epoch        uint64        `json:"epoch"`
-	Full         bool          `json:"full,omitempty"`
+	HostID string `json:"host_id"`
+	Epoch  uint64 `json:"epoch"`
+	Full   bool   `json:"full,omitempty"`
+	// Taken is when a full inventory was listed; absences are dated by it,
+	// so a listing that raced with a create cannot erase the new domain.
+	Taken        time.Time     `json:"taken,omitempty"`
 	Observations []Observation `json:"observations"`
 }

@@ -3,6 +3,7 @@ package fsm
 import (
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
@@ -19,7 +20,7 @@ func applyRegisterHost(tx *state.Tx, c *RegisterHost) (any, error) {
 	h.Capacity = c.Host.Capacity
 	h.AgentVersion = c.Host.AgentVersion
 	h.RegisterTime = tx.Now()
-	h.Orphans = applyInventory(tx, h.ID, c.Inventory, true)
+	h.Orphans = applyInventory(tx, h.ID, c.Inventory, true, tx.Now())
 	tx.PutHost(h)
 	return h.Epoch, nil
 }
@@ -53,7 +54,11 @@ func applyObserve(tx *state.Tx, c *Observe) (any, error) {
 	if h.Epoch != c.Epoch {
 		return nil, fmt.Errorf("host %q epoch %d, current %d: %w", h.ID, c.Epoch, h.Epoch, ErrStaleEpoch)
 	}
-	orphans := applyInventory(tx, h.ID, c.Observations, c.Full)
+	taken := c.Taken
+	if taken.IsZero() {
+		taken = tx.Now()
+	}
+	orphans := applyInventory(tx, h.ID, c.Observations, c.Full, taken)
 	if c.Full && !equalStrings(orphans, h.Orphans) {
 		h.Orphans = orphans
 		tx.PutHost(h)
@@ -65,15 +70,14 @@ func applyObserve(tx *state.Tx, c *Observe) (any, error) {
 // and returns the ids it reported that are not Flotilla's there (orphans,
 // never touched). A report about an instance placed elsewhere is ignored: a
 // host speaks only for itself. When full, placed instances missing from
-// the list are observed to have no domain.
-func applyInventory(tx *state.Tx, hostID string, obs []Observation, full bool) []string {
+// the list are observed to have had no domain at taken.
+func applyInventory(tx *state.Tx, hostID string, obs []Observation, full bool, taken time.Time) []string {
 	placed := map[string]*state.Instance{}
 	for _, inst := range tx.InstancesOnHost(hostID) {
 		placed[inst.ID] = inst
 	}
 	var orphans []string
 	seen := map[string]bool{}
-	var latest = tx.Now()
 	for _, o := range obs {
 		seen[o.InstanceID] = true
 		inst, ok := placed[o.InstanceID]
@@ -90,7 +94,7 @@ func applyInventory(tx *state.Tx, hostID string, obs []Observation, full bool) [
 			if seen[id] || inst.Power == lifecycle.PowerNoDomain {
 				continue
 			}
-			if observe(inst, Observation{InstanceID: id, Power: lifecycle.PowerNoDomain, Reason: "not-in-inventory", Time: latest}) {
+			if observe(inst, Observation{InstanceID: id, Power: lifecycle.PowerNoDomain, Reason: "not-in-inventory", Time: taken}) {
 				tx.PutInstance(inst)
 			}
 		}

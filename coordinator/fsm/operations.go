@@ -56,7 +56,7 @@ func applyFinish(tx *state.Tx, c *Finish) (any, error) {
 		inst.Result, inst.Fault = lifecycle.ResultSucceeded, nil
 		if c.Observed == nil {
 			// The host said it succeeded; the state it reached is the expected one.
-			inst.Power = lifecycle.Expected(op.Kind)
+			inst.Power, inst.PowerTime = lifecycle.Expected(op.Kind), tx.Now()
 		}
 	} else {
 		op.State = state.OpFailed

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	golibvirt "github.com/digitalocean/go-libvirt"
@@ -98,6 +99,12 @@ func (c Config) withDefaults() (Config, error) {
 			return c, fmt.Errorf("libvirt: %s: %w", *p, err)
 		}
 		*p = abs
+	}
+	// The guest channel is a unix socket in RunDir; sun_path holds 107 bytes.
+	// Refuse a run dir too long for the longest instance id now, rather
+	// than fail every create later.
+	if longest := len(pathsFor(c.DiskDir, c.RunDir, strings.Repeat("x", 63)).GuestSock); longest > 107 {
+		return c, fmt.Errorf("libvirt: run dir %q is too long for guest sockets (%d bytes, max 107)", c.RunDir, longest)
 	}
 	for _, dir := range []string{c.DiskDir, c.RunDir} {
 		if err := os.MkdirAll(dir, 0o755); err != nil {

@@ -115,6 +115,9 @@ func (e *env) create(name string) string {
 	op := e.do("CreateInstance", map[string]any{"name": name, "spec": map[string]any{"vcpus": 1, "memoryMib": 192, "image": "flotilla-test"}, "requestId": "create-" + name})
 	e.mustSucceed(op)
 	id := testenv.Str(op, "instanceId")
-	e.t.Cleanup(func() { _, _ = virsh(e.t, "destroy", "flotilla-"+id); _, _ = virsh(e.t, "undefine", "--managed-save", "flotilla-"+id) })
+	e.t.Cleanup(func() {
+		_, _ = virsh(e.t, "destroy", "flotilla-"+id)
+		_, _ = virsh(e.t, "undefine", "--managed-save", "flotilla-"+id)
+	})
 	return id
 }

@@ -135,6 +135,3 @@ func TestResyncCatchesLostEvents(t *testing.T) {
 	}
 	e.waitStatus(id, "STATUS_UNEXPECTED_SHUTOFF", 5*time.Second)
 }
-
-
-

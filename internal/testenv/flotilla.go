@@ -1,7 +1,10 @@
 package testenv
 
 import (
+	"os"
 	"path/filepath"
+
+	"google.golang.org/grpc/codes"
 	"testing"
 	"time"
 )
@@ -28,11 +31,10 @@ func StartCoordinator(t testing.TB, dir string, extra ...string) *Coordinator {
 func (c *Coordinator) WaitReady(t testing.TB, g *Grpcurl) {
 	t.Helper()
 	Eventually(t, 30*time.Second, "coordinator to serve", func() bool {
-		// ListHosts answers from local state; leadership shows in the log
-		// only, so probe with a call that needs the leader: a cancel of a
-		// missing operation is NOT_FOUND once the coordinator serves.
-		_, err := g.Call("flotilla.v1.HostService/ListHosts", nil)
-		return err == nil
+		// A cancel needs the leader to commit: NOT_FOUND means it serves and leads.
+		_, err := g.Call("flotilla.v1.OperationService/CancelOperation", map[string]any{"id": "op-probe"})
+		ce, ok := err.(*CallError)
+		return ok && ce.Code == codes.NotFound
 	})
 }
 
@@ -49,7 +51,13 @@ type Agent struct {
 // hypervisor is "libvirt" or "fake".
 func StartAgent(t testing.TB, dir, addr, hostID, hypervisor string, extra ...string) *Agent {
 	t.Helper()
-	a := &Agent{HostID: hostID, RunDir: filepath.Join(dir, hostID, "run"), DiskDir: filepath.Join(dir, hostID, "disks"), StateDir: filepath.Join(dir, hostID, "state")}
+	// The run dir holds unix sockets (107-byte paths at most): keep it short.
+	run, err := os.MkdirTemp("/tmp", "flr-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(run) })
+	a := &Agent{HostID: hostID, RunDir: run, DiskDir: filepath.Join(dir, hostID, "disks"), StateDir: filepath.Join(dir, hostID, "state")}
 	args := append([]string{
 		"--coordinator=" + addr, "--host-id=" + hostID, "--hypervisor=" + hypervisor,
 		"--image-dir=" + ImageDir(), "--disk-dir=" + a.DiskDir, "--run-dir=" + a.RunDir, "--state-dir=" + a.StateDir,

@@ -60,8 +60,11 @@ func (g *Grpcurl) Call(method string, req any) (map[string]any, error) {
 	if runErr == nil {
 		return out, nil
 	}
-	// With -format-error a failed call prints the status as JSON on stdout.
-	if c, ok := out["code"].(float64); ok {
+	// With -format-error a failed call prints the status as JSON on stderr.
+	status := map[string]any{}
+	_ = json.Unmarshal(stderr.Bytes(), &status)
+	if c, ok := status["code"].(float64); ok {
+		out = status
 		ce := &CallError{Code: codes.Code(int(c))}
 		ce.Message, _ = out["message"].(string)
 		if ds, ok := out["details"].([]any); ok {
@@ -73,8 +76,8 @@ func (g *Grpcurl) Call(method string, req any) (map[string]any, error) {
 		}
 		return nil, ce
 	}
-	g.t.Fatalf("grpcurl %s failed: %v\nstdout: %s\nstderr: %s", method, runErr, stdout.String(), stderr.String())
-	return nil, nil
+	// No status at all: grpcurl could not reach the server.
+	return nil, &CallError{Code: codes.Unavailable, Message: strings.TrimSpace(stderr.String())}
 }
 
 // MustCall is Call that fails the test on error.

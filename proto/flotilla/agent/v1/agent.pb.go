@@ -472,7 +472,10 @@ func (x *DomainState) GetObservedAt() *timestamppb.Timestamp {
 type Inventory struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Every domain the agent manages.
-	Domains       []*DomainState `protobuf:"bytes,1,rep,name=domains,proto3" json:"domains,omitempty"`
+	Domains []*DomainState `protobuf:"bytes,1,rep,name=domains,proto3" json:"domains,omitempty"`
+	// When the list was taken (before it was sent). A placed instance missing
+	// from it is known to have had no domain at that time, and no later.
+	ObservedAt    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=observed_at,json=observedAt,proto3" json:"observed_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -510,6 +513,13 @@ func (*Inventory) Descriptor() ([]byte, []int) {
 func (x *Inventory) GetDomains() []*DomainState {
 	if x != nil {
 		return x.Domains
+	}
+	return nil
+}
+
+func (x *Inventory) GetObservedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ObservedAt
 	}
 	return nil
 }
@@ -788,9 +798,11 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\x05state\x18\x02 \x01(\x0e2\x17.flotilla.v1.PowerStateR\x05state\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12;\n" +
 	"\vobserved_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"observedAt\"E\n" +
+	"observedAt\"\x82\x01\n" +
 	"\tInventory\x128\n" +
-	"\adomains\x18\x01 \x03(\v2\x1e.flotilla.agent.v1.DomainStateR\adomains\"\v\n" +
+	"\adomains\x18\x01 \x03(\v2\x1e.flotilla.agent.v1.DomainStateR\adomains\x12;\n" +
+	"\vobserved_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"observedAt\"\v\n" +
 	"\tHeartbeat\"\xf3\x02\n" +
 	"\aRunStep\x12!\n" +
 	"\foperation_id\x18\x01 \x01(\tR\voperationId\x12\x1f\n" +
@@ -861,19 +873,20 @@ var file_flotilla_agent_v1_agent_proto_depIdxs = []int32{
 	11, // 11: flotilla.agent.v1.DomainState.state:type_name -> flotilla.v1.PowerState
 	12, // 12: flotilla.agent.v1.DomainState.observed_at:type_name -> google.protobuf.Timestamp
 	4,  // 13: flotilla.agent.v1.Inventory.domains:type_name -> flotilla.agent.v1.DomainState
-	13, // 14: flotilla.agent.v1.RunStep.kind:type_name -> flotilla.v1.OperationKind
-	14, // 15: flotilla.agent.v1.RunStep.spec:type_name -> flotilla.v1.InstanceSpec
-	10, // 16: flotilla.agent.v1.RunStep.graceful_timeout:type_name -> google.protobuf.Duration
-	12, // 17: flotilla.agent.v1.RunStep.deadline:type_name -> google.protobuf.Timestamp
-	15, // 18: flotilla.agent.v1.StepResult.fault:type_name -> flotilla.v1.Fault
-	4,  // 19: flotilla.agent.v1.StepResult.state:type_name -> flotilla.agent.v1.DomainState
-	0,  // 20: flotilla.agent.v1.AgentService.Connect:input_type -> flotilla.agent.v1.ConnectRequest
-	1,  // 21: flotilla.agent.v1.AgentService.Connect:output_type -> flotilla.agent.v1.ConnectResponse
-	21, // [21:22] is the sub-list for method output_type
-	20, // [20:21] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	12, // 14: flotilla.agent.v1.Inventory.observed_at:type_name -> google.protobuf.Timestamp
+	13, // 15: flotilla.agent.v1.RunStep.kind:type_name -> flotilla.v1.OperationKind
+	14, // 16: flotilla.agent.v1.RunStep.spec:type_name -> flotilla.v1.InstanceSpec
+	10, // 17: flotilla.agent.v1.RunStep.graceful_timeout:type_name -> google.protobuf.Duration
+	12, // 18: flotilla.agent.v1.RunStep.deadline:type_name -> google.protobuf.Timestamp
+	15, // 19: flotilla.agent.v1.StepResult.fault:type_name -> flotilla.v1.Fault
+	4,  // 20: flotilla.agent.v1.StepResult.state:type_name -> flotilla.agent.v1.DomainState
+	0,  // 21: flotilla.agent.v1.AgentService.Connect:input_type -> flotilla.agent.v1.ConnectRequest
+	1,  // 22: flotilla.agent.v1.AgentService.Connect:output_type -> flotilla.agent.v1.ConnectResponse
+	22, // [22:23] is the sub-list for method output_type
+	21, // [21:22] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_agent_v1_agent_proto_init() }
