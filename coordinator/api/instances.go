@@ -65,7 +65,11 @@ func (s *instances) place(spec state.Spec) (string, error) {
 	hosts, _ := s.store.Hosts()
 	used := s.store.Allocated()
 	cands := make([]scheduler.Host, 0, len(hosts))
+	ready := 0
 	for _, h := range hosts {
+		if h.Status == state.HostReady {
+			ready++
+		}
 		u := used[h.ID]
 		cands = append(cands, scheduler.Host{
 			ID: h.ID, Ready: h.Status == state.HostReady,
@@ -75,6 +79,10 @@ func (s *instances) place(spec state.Spec) (string, error) {
 	}
 	id, err := scheduler.Place(scheduler.Resources{VCPUs: spec.VCPUs, MemoryMiB: spec.MemoryMiB, DiskGiB: spec.DiskGiB}, cands)
 	if errors.Is(err, scheduler.ErrNoHost) {
+		if ready > 0 {
+			// Hosts are up but full: a capacity problem, not a precondition.
+			return "", fmt.Errorf("%d ready hosts, none with room: %w", ready, fsm.ErrNoCapacity)
+		}
 		return "", fmt.Errorf("%w (%w)", errNoHost, err)
 	}
 	return id, err
