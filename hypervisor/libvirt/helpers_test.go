@@ -1,6 +1,8 @@
 package libvirt
 
 import (
+	"github.com/flotilla-vm/flotilla/internal/testenv"
+
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -32,6 +34,9 @@ func envOr(key, def string) string {
 // fails it under CI, where a missing host setup is a broken build.
 func requireHost(t *testing.T) (socket, imageDir string) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("libvirt integration test: not run with -short")
+	}
 	socket = envOr("FLOTILLA_LIBVIRT_SOCKET", DefaultSocket)
 	imageDir = envOr("FLOTILLA_IMAGE_DIR", DefaultImageDir)
 	var missing []string
@@ -53,6 +58,8 @@ func requireHost(t *testing.T) (socket, imageDir string) {
 		}
 		t.Skip(msg)
 	}
+	// Other packages' tests share this libvirtd (and one of them restarts it).
+	testenv.LockLibvirt(t, false)
 	return socket, imageDir
 }
 

@@ -1,6 +1,8 @@
 package libvirt
 
 import (
+	"github.com/flotilla-vm/flotilla/internal/testenv"
+
 	"errors"
 	"os"
 	"os/exec"
@@ -17,6 +19,7 @@ import (
 // must fail fast with ErrUnavailable during the outage, the event stream must
 // close, and once libvirtd is back calls and new subscriptions work again.
 func TestReconnectAfterLibvirtdRestart(t *testing.T) {
+	testenv.LockLibvirt(t, true) // restarts the libvirtd other tests use
 	d, _ := newTestDriver(t)
 	if _, err := os.Stat("/run/systemd/system"); err == nil {
 		t.Skip("systemd manages libvirtd here; this test drives the daemon directly")
