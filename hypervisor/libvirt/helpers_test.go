@@ -67,11 +67,17 @@ func requireHost(t *testing.T) (socket, imageDir string) {
 func newTestDriver(t *testing.T) (*Driver, Config) {
 	t.Helper()
 	socket, imageDir := requireHost(t)
+	// The run dir holds unix sockets (107-byte paths): t.TempDir is too long.
+	runDir, err := os.MkdirTemp("/tmp", "flr-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(runDir) })
 	cfg := Config{
 		Socket:   socket,
 		ImageDir: imageDir,
 		DiskDir:  t.TempDir(),
-		RunDir:   t.TempDir(),
+		RunDir:   runDir,
 		Logger:   slog.New(slog.NewTextHandler(newTestWriter(t), &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

@@ -109,3 +109,14 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+func TestNewRefusesRunDirTooLongForSockets(t *testing.T) {
+	long := "/tmp/" + strings.Repeat("d", 60)
+	_, err := Config{RunDir: long, DiskDir: t.TempDir(), DomainType: "qemu"}.withDefaults()
+	if err == nil || !strings.Contains(err.Error(), "too long for guest sockets") {
+		t.Fatalf("withDefaults with a %d-byte run dir: %v", len(long), err)
+	}
+	if _, err := (Config{RunDir: t.TempDir()[:5] + "r", DiskDir: t.TempDir(), DomainType: "qemu"}).withDefaults(); err != nil {
+		t.Fatalf("short run dir refused: %v", err)
+	}
+}
