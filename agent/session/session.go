@@ -8,15 +8,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"google.golang.org/protobuf/types/known/timestamppb"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/flotilla-vm/flotilla/agent/executor"
 	"github.com/flotilla-vm/flotilla/hypervisor"
@@ -39,7 +42,10 @@ const (
 
 // Config configures a Client.
 type Config struct {
-	Coordinator string // host:port of the coordinator's agent endpoint
+	// Coordinator is host:port of a coordinator, or a comma-separated list
+	// of them. Any member will do: a follower names the leader, and the
+	// agent goes there; when one is unreachable the next is tried.
+	Coordinator string
 	HostID      string
 	Driver      hypervisor.Driver
 	// Executor runs the steps; it outlives sessions, so a step keeps
@@ -69,10 +75,11 @@ type Config struct {
 
 // Client keeps the agent's session with the coordinator.
 type Client struct {
-	cfg  Config
-	log  *slog.Logger
-	conn *grpc.ClientConn
-	api  agentv1.AgentServiceClient
+	cfg     Config
+	log     *slog.Logger
+	opts    []grpc.DialOption
+	targets []string
+	conns   map[string]*grpc.ClientConn // by address; guarded by mu
 
 	// results of steps not yet sent; they outlive the session they were
 	// asked on and go out on the next one.
@@ -108,17 +115,54 @@ func New(cfg Config) (*Client, error) {
 			PermitWithoutStream: false,
 		}),
 	}, cfg.DialOptions...)
-	conn, err := grpc.NewClient(cfg.Coordinator, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("session: coordinator %q: %w", cfg.Coordinator, err)
+	c := &Client{
+		cfg:   cfg,
+		log:   cfg.Logger.With("component", "agent/session", "host", cfg.HostID),
+		opts:  opts,
+		conns: map[string]*grpc.ClientConn{},
+		out:   outbox{ready: make(chan struct{}, 1)},
 	}
-	return &Client{
-		cfg:  cfg,
-		log:  cfg.Logger.With("component", "agent/session", "host", cfg.HostID),
-		conn: conn,
-		api:  agentv1.NewAgentServiceClient(conn),
-		out:  outbox{ready: make(chan struct{}, 1)},
-	}, nil
+	for _, a := range strings.Split(cfg.Coordinator, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			if _, err := c.client(a); err != nil {
+				return nil, err
+			}
+			c.targets = append(c.targets, a)
+		}
+	}
+	if len(c.targets) == 0 {
+		return nil, errors.New("session: no coordinator address")
+	}
+	return c, nil
+}
+
+// client returns the (cached) stub for a coordinator address.
+func (c *Client) client(addr string) (agentv1.AgentServiceClient, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	conn, ok := c.conns[addr]
+	if !ok {
+		var err error
+		if conn, err = grpc.NewClient(addr, c.opts...); err != nil {
+			return nil, fmt.Errorf("session: coordinator %q: %w", addr, err)
+		}
+		c.conns[addr] = conn
+	}
+	return agentv1.NewAgentServiceClient(conn), nil
+}
+
+// leaderHint extracts the leader's address from a follower's refusal.
+func leaderHint(err error) string {
+	st, ok := status.FromError(err) // unwraps
+	if !ok {
+		return ""
+	}
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.Reason == "NOT_LEADER" {
+			return info.Metadata["leader_api_address"]
+		}
+	}
+	return ""
 }
 
 func setDefault(d *time.Duration, def time.Duration) {
@@ -127,12 +171,18 @@ func setDefault(d *time.Duration, def time.Duration) {
 	}
 }
 
-// Close closes the connection to the coordinator.
+// Close closes the connections to the coordinators.
 func (c *Client) Close() error {
-	if err := c.conn.Close(); err != nil {
-		return fmt.Errorf("session: close: %w", err)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var errs []error
+	for a, conn := range c.conns {
+		if err := conn.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("session: close %s: %w", a, err))
+		}
+		delete(c.conns, a)
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // Epoch is the host epoch of the live session, 0 when there is none.
@@ -153,8 +203,13 @@ func (c *Client) setEpoch(e uint64) {
 // executor; close the executor to end them.
 func (c *Client) Run(ctx context.Context) error {
 	b := backoff{min: c.cfg.MinBackoff, max: c.cfg.MaxBackoff}
+	target, next := c.targets[0], 0
 	for {
-		registered, err := c.session(ctx)
+		api, err := c.client(target)
+		if err != nil {
+			return err
+		}
+		registered, err := c.session(ctx, api)
 		c.setEpoch(0)
 		if ctx.Err() != nil {
 			return nil
@@ -164,8 +219,21 @@ func (c *Client) Run(ctx context.Context) error {
 			// back-off of a long outage.
 			b.reset()
 		}
+		if hint := leaderHint(err); hint != "" {
+			// A follower named the leader: go there at once.
+			c.log.Info("coordinator is not the leader; following", "from", target, "leader", hint)
+			target = hint
+			// A short pause: hints can be stale for a moment during an election.
+			if !sleep(ctx, c.cfg.MinBackoff) {
+				return nil
+			}
+			continue
+		}
+		// Anything else: try the next configured coordinator after a pause.
+		next = (next + 1) % len(c.targets)
+		target = c.targets[next]
 		wait := b.next()
-		c.log.Warn("session ended; reconnecting", "err", err, "retry_in", wait)
+		c.log.Warn("session ended; reconnecting", "err", err, "retry_in", wait, "next", target)
 		if !sleep(ctx, wait) {
 			return nil
 		}
@@ -174,7 +242,7 @@ func (c *Client) Run(ctx context.Context) error {
 
 // session runs one stream from Register to its end. It reports whether the
 // coordinator registered the host, and why the session ended.
-func (c *Client) session(parent context.Context) (registered bool, err error) {
+func (c *Client) session(parent context.Context, api agentv1.AgentServiceClient) (registered bool, err error) {
 	var wg sync.WaitGroup
 	defer wg.Wait() // runs after cancel: every goroutine of this session ends with it
 	// The session's context is not a child of parent: on shutdown the
@@ -197,7 +265,7 @@ func (c *Client) session(parent context.Context) (registered bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	stream, err := c.api.Connect(ctx)
+	stream, err := api.Connect(ctx)
 	if err != nil {
 		return false, fmt.Errorf("open stream: %w", err)
 	}

@@ -30,9 +30,9 @@ type Target interface {
 func InstanceRecord(client, seq int) []byte {
 	b := fmt.Appendf(make([]byte, 0, 320),
 		`{"id":"i-%04d-%08d","name":"bench-%d-%d","host":"host-%02d","state":"PENDING",`+
-			`"spec":{"vcpus":2,"memory_mib":2048,"disk_gib":20,"image":"debian-12-genericcloud-amd64.qcow2"},`+
+			`"spec":{"vcpus":2,"memory_mib":2048,"disk_gib":20,"image":"debian-12-generic"},`+
 			`"network":{"mac":"52:54:00:%02x:%02x:%02x","ipv4":"10.%d.%d.%d"},`+
-			`"labels":{"team":"bench","tier":"standard"},"epoch":%d,"created_at":"2026-01-01T00:00:00Z"}`,
+			`"labels":{"team":"bench"},"epoch":%d,"created_at":"2026-01-01T00:00:00Z"}`,
 		client, seq, client, seq, client%32,
 		client&0xff, (seq>>8)&0xff, seq&0xff,
 		client&0xff, (seq>>8)&0xff, seq&0xff,

@@ -20,7 +20,11 @@ func main() {
 		dataDir   = flag.String("data-dir", "/var/lib/flotilla/coordinator", "directory for the Raft log and snapshots")
 		listen    = flag.String("listen", "127.0.0.1:7443", "address of the gRPC API and agent link")
 		raftAddr  = flag.String("raft-addr", "127.0.0.1:7000", "address of the Raft transport")
-		bootstrap = flag.Bool("bootstrap", true, "form a new single-server cluster if the data dir is empty")
+		bootstrap = flag.Bool("bootstrap", true, "form a new single-server cluster if the data dir is empty (ignored with --join)")
+		join      = flag.String("join", "", "API address of any member of an existing cluster to join")
+		snapEvery = flag.Uint64("snapshot-threshold", 0, "log entries between snapshots (0: default 8192)")
+		trailing  = flag.Uint64("trailing-logs", 0, "log entries kept after a snapshot (0: default 10240)")
+		fastRaft  = flag.Bool("raft-fast", false, "short Raft timeouts (for clusters on one machine, e.g. tests)")
 		heartbeat = flag.Duration("agent-heartbeat-interval", 2*time.Second, "how often agents send heartbeats")
 		resync    = flag.Duration("agent-resync-interval", 30*time.Second, "how often agents send their full inventory")
 		logLevel  = flag.String("log-level", "info", "debug, info, warn or error")
@@ -42,6 +46,7 @@ func main() {
 	}
 	n, err := node.Start(node.Config{
 		NodeID: *nodeID, DataDir: *dataDir, RaftAddr: *raftAddr, APIAddr: *listen, Bootstrap: *bootstrap,
+		Join: *join, SnapshotThreshold: *snapEvery, TrailingLogs: *trailing, FastRaft: *fastRaft,
 		HeartbeatInterval: *heartbeat, ResyncInterval: *resync, Logger: log,
 	})
 	if err != nil {

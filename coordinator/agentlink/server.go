@@ -36,7 +36,11 @@ type Config struct {
 	Logger            *slog.Logger
 	HeartbeatInterval time.Duration // told to agents; default 2s
 	ResyncInterval    time.Duration // told to agents; default 30s
-	Now               func() time.Time
+	// LeaderAPIAddr points agents that reached a follower at the leader.
+	LeaderAPIAddr func() (string, bool)
+	// Store is read by the liveness watch to find hosts without a session.
+	Store *state.Store
+	Now   func() time.Time
 }
 
 // Server implements agentv1.AgentServiceServer and tracks live sessions.
@@ -56,6 +60,7 @@ type session struct {
 	out      chan *agentv1.ConnectResponse
 	done     chan struct{}
 	lastSeen time.Time
+	reaped   bool // ended by the liveness watch; still recorded as disconnected
 }
 
 // New returns an agent link server.
@@ -128,7 +133,7 @@ func (s *Server) apply(ctx context.Context, typ string, body any) (any, error) {
 // Connect serves one agent's session.
 func (s *Server) Connect(stream agentv1.AgentService_ConnectServer) error {
 	if !s.cfg.Applier.IsLeader() {
-		return status.Error(codes.Unavailable, "not the leader; connect to the leader")
+		return s.notLeader()
 	}
 	first, err := stream.Recv()
 	if err != nil {
@@ -170,7 +175,16 @@ func (s *Server) Connect(stream agentv1.AgentService_ConnectServer) error {
 
 	sendErr := make(chan error, 1)
 	go func() { sendErr <- s.sendLoop(ctx, stream, ss) }()
-	recvErr := s.recvLoop(ctx, stream, ss, log)
+	recvDone := make(chan error, 1)
+	go func() { recvDone <- s.recvLoop(ctx, stream, ss, log) }()
+	var recvErr error
+	select {
+	case recvErr = <-recvDone:
+	case <-ss.done:
+		// Superseded, or ended by the liveness watch: returning tears the
+		// stream down, which also ends the receive loop.
+		recvErr = status.Error(codes.Aborted, "session ended by the coordinator")
+	}
 
 	s.mu.Lock()
 	current := s.sessions[ss.hostID] == ss
@@ -179,6 +193,7 @@ func (s *Server) Connect(stream agentv1.AgentService_ConnectServer) error {
 		close(ss.done)
 		s.notifyLocked()
 	}
+	current = current || ss.reaped
 	s.mu.Unlock()
 	if current {
 		// Record the disconnection; a superseded session must not mark the host down.

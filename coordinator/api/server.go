@@ -25,8 +25,26 @@ type Applier interface {
 type Config struct {
 	Store   *state.Store
 	Applier Applier
+	Cluster Cluster
 	Logger  *slog.Logger
 	Now     func() time.Time // defaults to time.Now
+}
+
+// WriteMethods are the methods that change state: on a follower they are
+// forwarded to the leader before anything else happens.
+var WriteMethods = []string{
+	pb.InstanceService_CreateInstance_FullMethodName,
+	pb.InstanceService_StartInstance_FullMethodName,
+	pb.InstanceService_StopInstance_FullMethodName,
+	pb.InstanceService_RestartInstance_FullMethodName,
+	pb.InstanceService_PauseInstance_FullMethodName,
+	pb.InstanceService_UnpauseInstance_FullMethodName,
+	pb.InstanceService_SuspendInstance_FullMethodName,
+	pb.InstanceService_ResumeInstance_FullMethodName,
+	pb.InstanceService_DeleteInstance_FullMethodName,
+	pb.OperationService_CancelOperation_FullMethodName,
+	pb.ClusterService_AddServer_FullMethodName,
+	pb.ClusterService_RemoveServer_FullMethodName,
 }
 
 // core is what the three services share.
@@ -49,6 +67,7 @@ func Register(s *grpc.Server, cfg Config) {
 	pb.RegisterInstanceServiceServer(s, &instances{core: c})
 	pb.RegisterOperationServiceServer(s, &operations{core: c})
 	pb.RegisterHostServiceServer(s, &hosts{core: c})
+	pb.RegisterClusterServiceServer(s, &cluster{core: c, node: cfg.Cluster})
 }
 
 // apply encodes and commits a command.

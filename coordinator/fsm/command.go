@@ -36,6 +36,8 @@ const (
 	TypeRegisterHost   = "host.register"
 	TypeDisconnectHost = "host.disconnect"
 	TypeObserve        = "power.observe"
+	TypeRegisterServer = "server.register"
+	TypeRemoveServer   = "server.remove"
 )
 
 // Business errors returned as apply results. The API maps them to gRPC codes.
@@ -114,4 +116,14 @@ type Observe struct {
 	// so a listing that raced with a create cannot erase the new domain.
 	Taken        time.Time     `json:"taken,omitempty"`
 	Observations []Observation `json:"observations"`
+}
+
+// RegisterServer records a coordinator's addresses.
+type RegisterServer struct {
+	Server state.Server `json:"server"`
+}
+
+// RemoveServer forgets a coordinator.
+type RemoveServer struct {
+	ID string `json:"id"`
 }

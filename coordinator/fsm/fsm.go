@@ -39,6 +39,8 @@ func New(store *state.Store, log *slog.Logger) *FSM {
 		TypeRegisterHost:   typed(applyRegisterHost),
 		TypeDisconnectHost: typed(applyDisconnectHost),
 		TypeObserve:        typed(applyObserve),
+		TypeRegisterServer: typed(applyRegisterServer),
+		TypeRemoveServer:   typed(applyRemoveServer),
 	}
 	return f
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -19,11 +20,13 @@ import (
 
 	"github.com/flotilla-vm/flotilla/coordinator/agentlink"
 	"github.com/flotilla-vm/flotilla/coordinator/api"
+	"github.com/flotilla-vm/flotilla/coordinator/forward"
 	"github.com/flotilla-vm/flotilla/coordinator/fsm"
 	"github.com/flotilla-vm/flotilla/coordinator/orchestrator"
 	"github.com/flotilla-vm/flotilla/coordinator/raftstore"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
 	agentv1 "github.com/flotilla-vm/flotilla/proto/flotilla/agent/v1"
+	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
 
 // Config configures one coordinator.
@@ -33,7 +36,10 @@ type Config struct {
 	RaftAddr          string // Raft transport, host:port
 	APIAddr           string // gRPC API and agent link, host:port (port 0 picks one)
 	Bootstrap         bool
-	FastRaft          bool // short Raft timeouts, for tests on loopback
+	Join              string // API address of any member to join through; empty to not join
+	FastRaft          bool   // short Raft timeouts, for tests on loopback
+	SnapshotThreshold uint64
+	TrailingLogs      uint64
 	HeartbeatInterval time.Duration
 	ResyncInterval    time.Duration
 	Logger            *slog.Logger
@@ -46,7 +52,9 @@ type Node struct {
 	Agents *agentlink.Server
 
 	grpc   *grpc.Server
+	fwd    *forward.Forwarder
 	lis    net.Listener
+	cfg    Config
 	log    *slog.Logger
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -61,7 +69,8 @@ func Start(cfg Config) (*Node, error) {
 	f := fsm.New(store, cfg.Logger)
 	rs, err := raftstore.Open(raftstore.Config{
 		NodeID: cfg.NodeID, DataDir: cfg.DataDir, BindAddr: cfg.RaftAddr,
-		Bootstrap: cfg.Bootstrap, FastTimeouts: cfg.FastRaft, Logger: cfg.Logger,
+		Bootstrap: cfg.Bootstrap && cfg.Join == "", FastTimeouts: cfg.FastRaft, Logger: cfg.Logger,
+		SnapshotThreshold: cfg.SnapshotThreshold, TrailingLogs: cfg.TrailingLogs,
 	}, f)
 	if err != nil {
 		return nil, err
@@ -71,19 +80,27 @@ func Start(cfg Config) (*Node, error) {
 		rs.Close()
 		return nil, fmt.Errorf("listen %s: %w", cfg.APIAddr, err)
 	}
-	links := agentlink.New(agentlink.Config{Applier: rs, Logger: cfg.Logger, HeartbeatInterval: cfg.HeartbeatInterval, ResyncInterval: cfg.ResyncInterval})
+	n := &Node{Store: store, Raft: rs, lis: lis, log: cfg.Logger, cfg: cfg}
+	links := agentlink.New(agentlink.Config{Applier: rs, Logger: cfg.Logger, HeartbeatInterval: cfg.HeartbeatInterval, ResyncInterval: cfg.ResyncInterval, LeaderAPIAddr: n.LeaderAPIAddr, Store: store})
+	fwd, err := forward.New(n, api.WriteMethods, 5*time.Second, cfg.Logger)
+	if err != nil {
+		lis.Close()
+		rs.Close()
+		return nil, err
+	}
 	gs := grpc.NewServer(
+		grpc.ChainUnaryInterceptor(fwd.Unary),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 	)
-	api.Register(gs, api.Config{Store: store, Applier: rs, Logger: cfg.Logger})
+	api.Register(gs, api.Config{Store: store, Applier: rs, Cluster: rs, Logger: cfg.Logger})
 	agentv1.RegisterAgentServiceServer(gs, links)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
 
 	ctx, cancel := context.WithCancel(context.Background())
-	n := &Node{Store: store, Raft: rs, Agents: links, grpc: gs, lis: lis, log: cfg.Logger, cancel: cancel}
+	n.Agents, n.grpc, n.fwd, n.cancel = links, gs, fwd, cancel
 	n.wg.Add(2)
 	go func() {
 		defer n.wg.Done()
@@ -95,6 +112,13 @@ func Start(cfg Config) (*Node, error) {
 		defer n.wg.Done()
 		n.lead(ctx, links)
 	}()
+	if cfg.Join != "" {
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			n.join(ctx, cfg.Join)
+		}()
+	}
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	n.log.Info("coordinator serving", "api", lis.Addr().String(), "raft", cfg.RaftAddr, "node", cfg.NodeID)
 	return n, nil
@@ -123,11 +147,13 @@ func (n *Node) lead(ctx context.Context, links *agentlink.Server) {
 			if err != nil {
 				n.log.Warn("barrier after election failed", "err", err)
 			} else {
+				n.registerSelf(ctx)
 				lctx, cancel := context.WithCancel(ctx)
 				stop = cancel
 				done = make(chan struct{})
 				o := orchestrator.New(orchestrator.Config{Store: n.Store, Applier: n.Raft, Sessions: links, Logger: n.log})
 				go func() { defer close(done); o.Run(lctx) }()
+				go links.Watch(lctx)
 				n.log.Info("leading: orchestrator started")
 			}
 		} else if !isLeader {
@@ -146,9 +172,72 @@ func (n *Node) lead(ctx context.Context, links *agentlink.Server) {
 // Addr is the address the gRPC server listens on.
 func (n *Node) Addr() string { return n.lis.Addr().String() }
 
+// IsLeader reports whether this node leads.
+func (n *Node) IsLeader() bool { return n.Raft.IsLeader() }
+
+// LeaderAPIAddr is the leader's API address from the server registry.
+func (n *Node) LeaderAPIAddr() (string, bool) {
+	_, id := n.Raft.Leader()
+	if id == "" {
+		return "", false
+	}
+	for _, s := range n.Store.Servers() {
+		if s.ID == id && s.APIAddr != "" {
+			return s.APIAddr, true
+		}
+	}
+	return "", false
+}
+
+// registerSelf records this (new) leader's addresses, so followers can
+// forward to it and agents can be pointed at it.
+func (n *Node) registerSelf(ctx context.Context) {
+	self := state.Server{ID: n.cfg.NodeID, RaftAddr: n.cfg.RaftAddr, APIAddr: n.Addr()}
+	cmd, err := fsm.Encode(fsm.TypeRegisterServer, time.Now(), fsm.RegisterServer{Server: self})
+	if err == nil {
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err = n.Raft.Apply(ctx, cmd)
+		cancel()
+	}
+	if err != nil {
+		n.log.Warn("registering this leader's address failed", "err", err)
+	}
+}
+
+// join asks the cluster, through any member, to add this server, until it
+// has (adding an existing member is a no-op, so restarts may ask again).
+func (n *Node) join(ctx context.Context, addr string) {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		n.log.Error("join: bad address", "addr", addr, "err", err)
+		return
+	}
+	defer conn.Close()
+	client := pb.NewClusterServiceClient(conn)
+	req := &pb.AddServerRequest{Id: n.cfg.NodeID, RaftAddress: n.cfg.RaftAddr, ApiAddress: n.Addr()}
+	backoff := 100 * time.Millisecond
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := client.AddServer(cctx, req)
+		cancel()
+		if err == nil {
+			n.log.Info("joined the cluster", "via", addr)
+			return
+		}
+		n.log.Warn("join failed; retrying", "via", addr, "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 3*time.Second)
+	}
+}
+
 // Close stops serving and shuts Raft down.
 func (n *Node) Close() error {
 	n.cancel()
+	n.fwd.Close()
 	n.grpc.Stop()
 	n.wg.Wait()
 	return n.Raft.Close()

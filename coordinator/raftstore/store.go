@@ -30,11 +30,17 @@ type Config struct {
 	Bootstrap bool
 	// FastTimeouts shortens election timeouts for tests on loopback.
 	FastTimeouts bool
-	Logger       *slog.Logger
+	// SnapshotThreshold is how many new entries trigger a snapshot, and
+	// TrailingLogs how many entries are kept behind it; a follower further
+	// behind catches up from the snapshot. Zero keeps the defaults.
+	SnapshotThreshold uint64
+	TrailingLogs      uint64
+	Logger            *slog.Logger
 }
 
 // Store is one Raft node plus its FSM.
 type Store struct {
+	id        string
 	raft      *raft.Raft
 	fsm       *fsm.FSM
 	logs      *raftboltdb.BoltStore
@@ -58,6 +64,18 @@ func Open(cfg Config, f *fsm.FSM) (*Store, error) {
 	rc.SnapshotThreshold = 8192
 	rc.SnapshotInterval = 30 * time.Second
 	rc.TrailingLogs = 10240
+	if cfg.SnapshotThreshold > 0 {
+		rc.SnapshotThreshold = cfg.SnapshotThreshold
+		rc.SnapshotInterval = time.Second
+	}
+	if cfg.TrailingLogs > 0 {
+		rc.TrailingLogs = cfg.TrailingLogs
+	}
+	// Group commit: concurrent applies are taken from the channel together
+	// and written to the log in one batch, one fsync for all of them; each
+	// is still acknowledged only once committed on a quorum.
+	rc.BatchApplyCh = true
+	rc.MaxAppendEntries = 256
 	if cfg.FastTimeouts {
 		rc.HeartbeatTimeout = 200 * time.Millisecond
 		rc.ElectionTimeout = 200 * time.Millisecond
@@ -106,7 +124,7 @@ func Open(cfg Config, f *fsm.FSM) (*Store, error) {
 		transport.Close()
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
-	return &Store{raft: r, fsm: f, logs: logs, transport: transport, log: cfg.Logger}, nil
+	return &Store{id: cfg.NodeID, raft: r, fsm: f, logs: logs, transport: transport, log: cfg.Logger}, nil
 }
 
 // Apply commits a command through the log and returns its apply result.
@@ -168,8 +186,63 @@ func (s *Store) Barrier(ctx context.Context) error {
 	return s.raft.Barrier(timeout).Error()
 }
 
-// Snapshot forces a snapshot now (used by tests and operators).
-func (s *Store) Snapshot() error { return s.raft.Snapshot().Error() }
+// Snapshot forces a snapshot now and returns its index.
+func (s *Store) Snapshot() (uint64, error) {
+	f := s.raft.Snapshot()
+	if err := f.Error(); err != nil {
+		return 0, err
+	}
+	meta, _, err := f.Open()
+	if err != nil {
+		return 0, err
+	}
+	return meta.Index, nil
+}
+
+// ID is this node's id.
+func (s *Store) ID() string { return s.id }
+
+// State is this node's Raft state: Leader, Follower, Candidate or Shutdown.
+func (s *Store) State() string { return s.raft.State().String() }
+
+// Member is one server in the Raft configuration.
+type Member struct {
+	ID, Address string
+	Voter       bool
+}
+
+// Members returns the committed Raft configuration.
+func (s *Store) Members() ([]Member, error) {
+	f := s.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, err
+	}
+	var out []Member
+	for _, srv := range f.Configuration().Servers {
+		out = append(out, Member{ID: string(srv.ID), Address: string(srv.Address), Voter: srv.Suffrage == raft.Voter})
+	}
+	return out, nil
+}
+
+// AddVoter adds (or confirms) a voting member. Only the leader can.
+func (s *Store) AddVoter(id, addr string, timeout time.Duration) error {
+	return s.membership(s.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeout))
+}
+
+// RemoveServer removes a member. Only the leader can.
+func (s *Store) RemoveServer(id string, timeout time.Duration) error {
+	return s.membership(s.raft.RemoveServer(raft.ServerID(id), 0, timeout))
+}
+
+func (s *Store) membership(f raft.IndexFuture) error {
+	if err := f.Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+			return fmt.Errorf("%w: %v", ErrNotLeader, err)
+		}
+		return fmt.Errorf("raft membership change: %w", err)
+	}
+	return nil
+}
 
 // Stats returns Raft's own counters.
 func (s *Store) Stats() map[string]string { return s.raft.Stats() }

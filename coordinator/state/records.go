@@ -121,3 +121,11 @@ type Event struct {
 	Revision int64
 	Instance Instance
 }
+
+// Server is one coordinator of the cluster, as the registry knows it; the
+// Raft configuration is the truth about membership, this adds API addresses.
+type Server struct {
+	ID       string `json:"id"`
+	RaftAddr string `json:"raft_addr"`
+	APIAddr  string `json:"api_addr"`
+}

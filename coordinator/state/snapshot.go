@@ -1,9 +1,12 @@
 package state
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
+	"sort"
 )
 
 // snapshotVersion is bumped whenever the snapshot format changes; Restore
@@ -19,6 +22,7 @@ type snapshot struct {
 	Ops       []*Operation      `json:"operations"`
 	Hosts     []*Host           `json:"hosts"`
 	Requests  map[string]string `json:"requests"`
+	Servers   []Server          `json:"servers"`
 	History   []Event           `json:"history"`
 }
 
@@ -35,11 +39,32 @@ func (s *Store) WriteSnapshot(w io.Writer) error {
 	for _, h := range s.hosts {
 		snap.Hosts = append(snap.Hosts, h)
 	}
+	for _, v := range s.servers {
+		snap.Servers = append(snap.Servers, v)
+	}
+	// Sorted, so equal states encode to equal bytes (the digest relies on it).
+	sort.Slice(snap.Instances, func(a, b int) bool { return snap.Instances[a].ID < snap.Instances[b].ID })
+	sort.Slice(snap.Ops, func(a, b int) bool { return snap.Ops[a].Seq < snap.Ops[b].Seq })
+	sort.Slice(snap.Hosts, func(a, b int) bool { return snap.Hosts[a].ID < snap.Hosts[b].ID })
+	sort.Slice(snap.Servers, func(a, b int) bool { return snap.Servers[a].ID < snap.Servers[b].ID })
 	// Records are replaced, never mutated in place, so encoding after
 	// unlocking would also be safe; encoding under the read lock keeps it simple.
 	err := json.NewEncoder(w).Encode(&snap)
 	s.mu.RUnlock()
 	return err
+}
+
+// Digest is a SHA-256 of the state's canonical encoding and its revision:
+// two replicas at the same revision must have the same digest.
+func (s *Store) Digest() (string, int64) {
+	h := sha256.New()
+	s.mu.RLock()
+	rev := s.rev
+	s.mu.RUnlock()
+	// A write between the two locks only makes the digest newer than rev;
+	// callers compare digests of quiesced replicas.
+	_ = s.WriteSnapshot(h)
+	return hex.EncodeToString(h.Sum(nil)), rev
 }
 
 // Restore replaces the whole state with a snapshot.
@@ -69,6 +94,9 @@ func (s *Store) Restore(r io.Reader) error {
 	}
 	for k, v := range snap.Requests {
 		s.requests[k] = v
+	}
+	for _, v := range snap.Servers {
+		s.servers[v.ID] = v
 	}
 	s.history = snap.History
 	close(s.changed)

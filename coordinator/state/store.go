@@ -29,6 +29,7 @@ type Store struct {
 	byInst    map[string][]string // instance id -> op ids, in acceptance order
 	requests  map[string]string   // request_id -> op id
 	hosts     map[string]*Host
+	servers   map[string]Server
 	history   []Event // oldest first, at most limit
 	floor     int64   // every instance change after this revision is in history
 	limit     int
@@ -52,6 +53,7 @@ func (s *Store) reset() {
 	s.byInst = map[string][]string{}
 	s.requests = map[string]string{}
 	s.hosts = map[string]*Host{}
+	s.servers = map[string]Server{}
 	s.history = nil
 	s.floor = 0
 }
@@ -232,4 +234,16 @@ func cloneHost(h *Host) Host {
 
 func sortOpsBySeq(ops []*Operation) {
 	sort.Slice(ops, func(a, b int) bool { return ops[a].Seq < ops[b].Seq })
+}
+
+// Servers returns the coordinator registry ordered by id.
+func (s *Store) Servers() []Server {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]Server, 0, len(s.servers))
+	for _, v := range s.servers {
+		out = append(out, v)
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].ID < out[b].ID })
+	return out
 }

@@ -16,7 +16,8 @@ type Tx struct {
 	ops       map[string]*Operation
 	hosts     map[string]*Host
 	requests  map[string]string
-	order     []string // instance ids in the order they were put, for the history
+	servers   map[string]*Server // nil value: delete
+	order     []string           // instance ids in the order they were put, for the history
 }
 
 // Update runs fn against a transaction and commits its changes atomically
@@ -25,11 +26,11 @@ type Tx struct {
 func (s *Store) Update(now time.Time, fn func(tx *Tx) error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	tx := &Tx{s: s, now: now, instances: map[string]*Instance{}, ops: map[string]*Operation{}, hosts: map[string]*Host{}, requests: map[string]string{}}
+	tx := &Tx{s: s, now: now, instances: map[string]*Instance{}, ops: map[string]*Operation{}, hosts: map[string]*Host{}, requests: map[string]string{}, servers: map[string]*Server{}}
 	if err := fn(tx); err != nil {
 		return err
 	}
-	if len(tx.instances)+len(tx.ops)+len(tx.hosts)+len(tx.requests) == 0 {
+	if len(tx.instances)+len(tx.ops)+len(tx.hosts)+len(tx.requests)+len(tx.servers) == 0 {
 		return nil
 	}
 	s.rev++
@@ -47,6 +48,13 @@ func (s *Store) Update(now time.Time, fn func(tx *Tx) error) error {
 	for id, h := range tx.hosts {
 		h.ModifyRev = rev
 		s.hosts[id] = h
+	}
+	for id, v := range tx.servers {
+		if v == nil {
+			delete(s.servers, id)
+		} else {
+			s.servers[id] = *v
+		}
 	}
 	for _, id := range tx.order {
 		i := tx.instances[id]
@@ -196,3 +204,21 @@ func (tx *Tx) Allocated() map[string]Resources {
 	}
 	return out
 }
+
+// Server returns a registry entry.
+func (tx *Tx) Server(id string) (Server, bool) {
+	if v, ok := tx.servers[id]; ok {
+		if v == nil {
+			return Server{}, false
+		}
+		return *v, true
+	}
+	v, ok := tx.s.servers[id]
+	return v, ok
+}
+
+// PutServer stages a registry entry.
+func (tx *Tx) PutServer(v Server) { tx.servers[v.ID] = &v }
+
+// DeleteServer stages the removal of a registry entry.
+func (tx *Tx) DeleteServer(id string) { tx.servers[id] = nil }

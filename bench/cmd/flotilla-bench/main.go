@@ -115,6 +115,7 @@ type bench struct {
 	// live Flotilla instances, deleted at the end if still there.
 	live map[string]bool
 
+	template       domainTemplate // Flotilla's domain XML, for virsh
 	libvirtVersion string
 	domainType     string
 	results        results
@@ -139,6 +140,7 @@ func (b *bench) run(ctx context.Context) error {
 	if err := b.createVsVirsh(ctx); err != nil {
 		return fmt.Errorf("create vs virsh: %w", err)
 	}
+	b.results.analyze(b.agent.Log)
 	b.results.print(os.Stdout, b)
 	return nil
 }
@@ -292,7 +294,9 @@ func (b *bench) tailLogs() {
 	}
 }
 
-func procOf[T interface{ *procs.Coordinator | *procs.Agent }](x T) *procs.Proc {
+func procOf[T interface {
+	*procs.Coordinator | *procs.Agent
+}](x T) *procs.Proc {
 	switch v := any(x).(type) {
 	case *procs.Coordinator:
 		if v != nil {

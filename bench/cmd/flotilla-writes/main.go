@@ -1,0 +1,176 @@
+// Command flotilla-writes benchmarks committed write throughput and latency of
+// Flotilla's coordinator cluster against a 3-member etcd cluster on the same
+// machine, in the same run, at several client concurrencies.
+//
+//	go run ./bench/cmd/flotilla-writes [--duration 10s] [--warmup 2s] [--clients 1,16,256]
+//
+// etcd comes from Debian's etcd-server package (bench/writes/install-etcd.sh).
+// Only the etcd side exists so far; see the HOOK in targets.go.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/flotilla-vm/flotilla/bench/writes"
+)
+
+func main() {
+	duration := flag.Duration("duration", 10*time.Second, "measured time per row")
+	warmup := flag.Duration("warmup", 2*time.Second, "unmeasured warmup before each row")
+	clientsFlag := flag.String("clients", "1,16,256", "comma-separated concurrent client counts, one row each")
+	systemsFlag := flag.String("systems", "etcd,flotilla", "comma-separated systems to run (unavailable ones are skipped)")
+	dir := flag.String("dir", "", "parent directory for the clusters' temporary data dirs (default: $TMPDIR or /tmp)")
+	opTimeout := flag.Duration("op-timeout", 10*time.Second, "timeout of a single write (a timed-out write counts as an error)")
+	flag.Parse()
+
+	clients, err := parseClients(*clientsFlag)
+	if err != nil {
+		fatalf("--clients: %v", err)
+	}
+	want := strings.Split(*systemsFlag, ",")
+
+	// Ctrl-C / SIGTERM cancel the run; the deferred Closes then kill the
+	// clusters and remove their data, and the rows measured so far are printed.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	printEnv(*dir)
+
+	var rows []writes.Row
+	for _, sys := range systems() {
+		if !slices.Contains(want, sys.name) || ctx.Err() != nil {
+			continue
+		}
+		r, err := runSystem(ctx, sys, *dir, clients, writes.Config{Duration: *duration, Warmup: *warmup}, *opTimeout)
+		rows = append(rows, r...)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "%s: %v\n", sys.name, err)
+			if ctx.Err() == nil {
+				os.Exit(1)
+			}
+		}
+	}
+	fmt.Println()
+	if err := writes.WriteTable(os.Stdout, rows); err != nil {
+		fatalf("%v", err)
+	}
+	if ctx.Err() != nil {
+		fmt.Fprintln(os.Stderr, "interrupted: partial results")
+		os.Exit(130)
+	}
+}
+
+// runSystem starts one system, runs a row per client count and closes it.
+func runSystem(ctx context.Context, sys system, dir string, clients []int, cfg writes.Config, opTimeout time.Duration) ([]writes.Row, error) {
+	start := time.Now()
+	t, err := sys.start(ctx, dir)
+	if err != nil {
+		return nil, err
+	}
+	if t == nil {
+		fmt.Fprintf(os.Stderr, "%s: not available yet (HOOK in bench/cmd/flotilla-writes/targets.go), skipped\n", sys.name)
+		return nil, nil
+	}
+	defer t.Close()
+	fmt.Fprintf(os.Stderr, "%s: cluster up in %v\n", sys.name, time.Since(start).Round(time.Millisecond))
+
+	// seq restarts at 0 in every Run; shift it so (client, seq) stays unique
+	// for the Target's whole life (rows write new keys, not overwrite, and a
+	// create-style Target can use it as an ID).
+	var base, maxSeq atomic.Int64
+	maxSeq.Store(-1)
+	var rows []writes.Row
+	for _, n := range clients {
+		if ctx.Err() != nil {
+			break
+		}
+		cfg.Clients = n
+		b := int(base.Load())
+		op := func(ctx context.Context, client, seq int) error {
+			s := int64(b + seq)
+			for m := maxSeq.Load(); s > m && !maxSeq.CompareAndSwap(m, s); m = maxSeq.Load() {
+			}
+			octx, cancel := context.WithTimeout(ctx, opTimeout)
+			defer cancel()
+			return t.Op(octx, client, int(s))
+		}
+		fmt.Fprintf(os.Stderr, "%s: %d clients, %v warmup + %v ...", sys.name, n, cfg.Warmup, cfg.Duration)
+		c0, cok := sampleCPU()
+		r := writes.Run(ctx, cfg, op)
+		c1, cok1 := sampleCPU()
+		base.Store(maxSeq.Load() + 1)
+		fmt.Fprintf(os.Stderr, " %.0f ops/s, p50 %v, p99 %v, max %v, %d errors",
+			r.Throughput, r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond), r.Max.Round(time.Microsecond), r.Errors)
+		var others float64
+		if cok && cok1 {
+			var ours float64
+			ours, others = otherLoad(c0, c1)
+			fmt.Fprintf(os.Stderr, "; CPU: benchmark+cluster %.0f%%, other processes %.0f%%", 100*ours, 100*others)
+			if others > writes.NoisyCPU {
+				fmt.Fprint(os.Stderr, " (WARNING: machine not quiet, numbers suspect)")
+			}
+		}
+		fmt.Fprintln(os.Stderr)
+		if ctx.Err() != nil && r.Elapsed < cfg.Duration {
+			break // interrupted: don't report a truncated row
+		}
+		rows = append(rows, writes.Row{System: t.Name(), Clients: n, Result: r, OtherCPU: others})
+	}
+	if ctx.Err() != nil {
+		return rows, ctx.Err()
+	}
+	return rows, nil
+}
+
+func parseClients(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("bad client count %q", f)
+		}
+		out = append(out, n)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("empty")
+	}
+	return out, nil
+}
+
+// printEnv prints what the numbers depend on: etcd version, cores, the disk
+// under the data dirs and its fsync latency.
+func printEnv(dir string) {
+	if dir == "" {
+		dir = os.TempDir()
+	}
+	if bin, err := writes.EtcdBinary(); err == nil {
+		if v, err := writes.EtcdVersion(bin); err == nil {
+			fmt.Printf("etcd:  %s (%s)\n", v, bin)
+		}
+	}
+	fmt.Printf("cpu:   %d cores (GOMAXPROCS %d); clients and all cluster members share them\n", runtime.NumCPU(), runtime.GOMAXPROCS(0))
+	fmt.Printf("disk:  %s\n", describeDisk(dir))
+	if p50, p99, err := fsyncProbe(dir, 200); err == nil {
+		fmt.Printf("fsync: 4 KiB write+fdatasync in %s: p50 %v, p99 %v (~%.0f serial fsyncs/s)\n",
+			dir, p50.Round(time.Microsecond), p99.Round(time.Microsecond), float64(time.Second)/float64(p50))
+	} else {
+		fmt.Printf("fsync: probe failed: %v\n", err)
+	}
+}
+
+func fatalf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "flotilla-writes: "+format+"\n", args...)
+	os.Exit(2)
+}

@@ -1,0 +1,87 @@
+package agentlink
+
+import (
+	"context"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/flotilla-vm/flotilla/coordinator/fsm"
+	"github.com/flotilla-vm/flotilla/coordinator/state"
+)
+
+// notLeader refuses a session on a follower, naming the leader so the agent
+// can go there directly.
+func (s *Server) notLeader() error {
+	st := status.New(codes.Unavailable, "not the leader")
+	if s.cfg.LeaderAPIAddr != nil {
+		if addr, ok := s.cfg.LeaderAPIAddr(); ok {
+			st = status.New(codes.Unavailable, "not the leader; the leader is at "+addr)
+			st, _ = st.WithDetails(&errdetails.ErrorInfo{Reason: "NOT_LEADER", Domain: "flotilla.dev", Metadata: map[string]string{"leader_api_address": addr}})
+		}
+	}
+	return st.Err()
+}
+
+// Watch runs on the leader: heartbeats live only in its memory, and only a
+// host's change of status goes through Raft. A session silent for three
+// heartbeat intervals is ended (which records the disconnection). A host
+// the state shows READY without any session here is declared disconnected
+// only after a grace period from the start of this leadership, so agents of
+// the previous leader have time to reconnect before anything is judged.
+func (s *Server) Watch(ctx context.Context) {
+	hb := s.cfg.HeartbeatInterval
+	grace := 3*hb + 5*time.Second
+	started := s.cfg.Now()
+	t := time.NewTicker(hb)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := s.cfg.Now()
+		s.reapSilent(now, 3*hb)
+		if now.Sub(started) >= grace {
+			s.disconnectAbsent(ctx)
+		}
+	}
+}
+
+func (s *Server) reapSilent(now time.Time, limit time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, ss := range s.sessions {
+		if now.Sub(ss.lastSeen) > limit {
+			s.log.Warn("agent missed its heartbeats; ending its session", "host", id, "epoch", ss.epoch, "silent", now.Sub(ss.lastSeen))
+			delete(s.sessions, id)
+			close(ss.done)
+			s.notifyLocked()
+			// Connect's own exit records the disconnection, once.
+			ss.reaped = true
+		}
+	}
+}
+
+func (s *Server) disconnectAbsent(ctx context.Context) {
+	if s.cfg.Store == nil {
+		return
+	}
+	hosts, _ := s.cfg.Store.Hosts()
+	for _, h := range hosts {
+		if h.Status != state.HostReady {
+			continue
+		}
+		if _, live := s.Epoch(h.ID); live {
+			continue
+		}
+		if _, err := s.apply(ctx, fsm.TypeDisconnectHost, fsm.DisconnectHost{HostID: h.ID, Epoch: h.Epoch}); err != nil {
+			s.log.Warn("recording an absent host failed", "host", h.ID, "err", err)
+			continue
+		}
+		s.log.Warn("host has no agent session after the grace period; marked disconnected", "host", h.ID)
+	}
+}

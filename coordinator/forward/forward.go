@@ -1,0 +1,160 @@
+// Package forward sends writes that reach a follower on to the leader, so
+// clients may call any coordinator. It is a gRPC unary interceptor: the
+// request is relayed unchanged (same method, same message, same deadline),
+// and the leader's answer, or its gRPC error, is returned as is. Reads are
+// never forwarded; they are served from the local state at the revision it
+// has reached (clients needing read-your-writes pass min_revision).
+package forward
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+)
+
+// forwardedKey marks a relayed request: a server that is not the leader
+// either does not relay it again (no forwarding loops during elections).
+const forwardedKey = "x-flotilla-forwarded"
+
+// Leader tells whether this server leads and where the leader's API is.
+type Leader interface {
+	IsLeader() bool
+	LeaderAPIAddr() (string, bool)
+}
+
+// Forwarder relays write methods to the leader.
+type Forwarder struct {
+	leader  Leader
+	replies map[string]protoreflect.MessageType // full method -> response type
+	dial    []grpc.DialOption
+	wait    time.Duration
+	log     *slog.Logger
+
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn
+}
+
+// New returns a forwarder for the given full method names
+// ("/flotilla.v1.InstanceService/CreateInstance"). dial options apply to
+// connections to the leader (e.g. transport credentials); wait bounds how
+// long a write waits for a leader to be known during an election.
+func New(leader Leader, methods []string, wait time.Duration, log *slog.Logger, dial ...grpc.DialOption) (*Forwarder, error) {
+	f := &Forwarder{leader: leader, replies: map[string]protoreflect.MessageType{}, wait: wait, log: log, conns: map[string]*grpc.ClientConn{}}
+	if len(dial) == 0 {
+		dial = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
+	f.dial = dial
+	for _, m := range methods {
+		mt, err := replyType(m)
+		if err != nil {
+			return nil, err
+		}
+		f.replies[m] = mt
+	}
+	return f, nil
+}
+
+// replyType finds a method's response message type in the proto registry.
+func replyType(fullMethod string) (protoreflect.MessageType, error) {
+	svc, method, ok := strings.Cut(strings.TrimPrefix(fullMethod, "/"), "/")
+	if !ok {
+		return nil, fmt.Errorf("forward: malformed method %q", fullMethod)
+	}
+	d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(svc))
+	if err != nil {
+		return nil, fmt.Errorf("forward: service %s: %w", svc, err)
+	}
+	sd, ok := d.(protoreflect.ServiceDescriptor)
+	if !ok {
+		return nil, fmt.Errorf("forward: %s is not a service", svc)
+	}
+	md := sd.Methods().ByName(protoreflect.Name(method))
+	if md == nil {
+		return nil, fmt.Errorf("forward: no method %s", fullMethod)
+	}
+	return protoregistry.GlobalTypes.FindMessageByName(md.Output().FullName())
+}
+
+// Unary is the interceptor.
+func (f *Forwarder) Unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	mt, isWrite := f.replies[info.FullMethod]
+	if !isWrite || f.leader.IsLeader() {
+		return handler(ctx, req)
+	}
+	in, _ := metadata.FromIncomingContext(ctx)
+	if len(in.Get(forwardedKey)) > 0 {
+		return nil, status.Error(codes.Unavailable, "not the leader (a forwarded write reached a follower; retry)")
+	}
+	addr, err := f.leaderAddr(ctx)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := f.conn(addr)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "connect to leader %s: %v", addr, err)
+	}
+	out := in.Copy()
+	out.Set(forwardedKey, "1")
+	reply := mt.New().Interface()
+	if err := conn.Invoke(metadata.NewOutgoingContext(ctx, out), info.FullMethod, req.(proto.Message), reply); err != nil {
+		return nil, err // the leader's own status, unchanged
+	}
+	return reply, nil
+}
+
+// leaderAddr waits (bounded) for a known leader with a registered API address.
+func (f *Forwarder) leaderAddr(ctx context.Context) (string, error) {
+	deadline := time.Now().Add(f.wait)
+	for {
+		if addr, ok := f.leader.LeaderAPIAddr(); ok {
+			return addr, nil
+		}
+		if f.leader.IsLeader() {
+			return "", status.Error(codes.Unavailable, "became leader while forwarding; retry")
+		}
+		if time.Now().After(deadline) {
+			return "", status.Error(codes.Unavailable, "no leader known (election in progress?); retry")
+		}
+		select {
+		case <-ctx.Done():
+			return "", status.FromContextError(ctx.Err()).Err()
+		case <-time.After(25 * time.Millisecond):
+		}
+	}
+}
+
+func (f *Forwarder) conn(addr string) (*grpc.ClientConn, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c, ok := f.conns[addr]; ok {
+		return c, nil
+	}
+	c, err := grpc.NewClient(addr, f.dial...)
+	if err != nil {
+		return nil, err
+	}
+	f.conns[addr] = c
+	return c, nil
+}
+
+// Close closes the connections to leaders.
+func (f *Forwarder) Close() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for a, c := range f.conns {
+		c.Close()
+		delete(f.conns, a)
+	}
+}
