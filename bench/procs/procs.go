@@ -59,7 +59,10 @@ type Proc struct {
 
 	cmd      *exec.Cmd
 	end      chan struct{}
+	waitErr  error // valid once end is closed
+	stopping bool  // set by Stop before it signals
 	stopOnce sync.Once
+	mu       sync.Mutex
 }
 
 // Start runs bin with args, output appended to logPath.
@@ -78,7 +81,7 @@ func Start(bin, logPath string, args ...string) (*Proc, error) {
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
 	p := &Proc{Name: filepath.Base(bin), Log: logPath, cmd: cmd, end: make(chan struct{})}
-	go func() { _ = cmd.Wait(); f.Close(); close(p.end) }()
+	go func() { p.waitErr = cmd.Wait(); f.Close(); close(p.end) }()
 	return p, nil
 }
 
@@ -92,10 +95,31 @@ func (p *Proc) Exited() bool {
 	}
 }
 
+// Unexpected describes how the process ended if it ended without Stop
+// (e.g. "exit status 1", "signal: killed"), or is "" while it runs or after
+// Stop.
+func (p *Proc) Unexpected() string {
+	if !p.Exited() {
+		return ""
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopping {
+		return ""
+	}
+	if p.waitErr == nil {
+		return "exited with status 0"
+	}
+	return p.waitErr.Error()
+}
+
 // Stop sends SIGTERM and waits up to grace for the exit, then kills.
 // Safe to call more than once.
 func (p *Proc) Stop(grace time.Duration) {
 	p.stopOnce.Do(func() {
+		p.mu.Lock()
+		p.stopping = true
+		p.mu.Unlock()
 		_ = p.cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-p.end:

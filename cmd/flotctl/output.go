@@ -142,12 +142,16 @@ func printWatchEvent(w io.Writer, format string, ev *flotillav1.WatchInstancesRe
 	if format == "json" {
 		return writeJSON(w, []*flotillav1.WatchInstancesResponse{ev})
 	}
-	in := ev.GetInstance()
-	_, err := fmt.Fprintf(w, watchFormat,
-		fmt.Sprint(ev.GetRevision()),
-		dash(in.GetId()),
-		dash(in.GetName()),
-		enumName(in.GetStatus(), "STATUS_"),
-		enumName(in.GetPowerState(), "POWER_STATE_"))
-	return err
+	for _, in := range ev.GetInstances() {
+		_, err := fmt.Fprintf(w, watchFormat,
+			fmt.Sprint(ev.GetRevision()),
+			dash(in.GetId()),
+			dash(in.GetName()),
+			enumName(in.GetStatus(), "STATUS_"),
+			enumName(in.GetPowerState(), "POWER_STATE_"))
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -132,7 +132,7 @@ func TestJSONOutput(t *testing.T) {
 }
 
 func TestWatchOutput(t *testing.T) {
-	ev := &flotillav1.WatchInstancesResponse{Revision: 12, Instance: testInstances[1]}
+	ev := &flotillav1.WatchInstancesResponse{Revision: 12, Instances: []*flotillav1.Instance{testInstances[1]}}
 	var b bytes.Buffer
 	if err := printWatchHeader(&b, "table"); err != nil {
 		t.Fatal(err)

@@ -286,7 +286,7 @@ func TestOpWaitCanceled(t *testing.T) {
 
 func TestWatch(t *testing.T) {
 	ev := func(rev int64, st flotillav1.Status) *flotillav1.WatchInstancesResponse {
-		return &flotillav1.WatchInstancesResponse{Revision: rev, Instance: &flotillav1.Instance{Id: "i-1", Name: "web", Status: st}}
+		return &flotillav1.WatchInstancesResponse{Revision: rev, Instances: []*flotillav1.Instance{{Id: "i-1", Name: "web", Status: st}}}
 	}
 	f := &fake{events: []*flotillav1.WatchInstancesResponse{ev(11, flotillav1.Status_STATUS_STOPPING), ev(12, flotillav1.Status_STATUS_STOPPED)}}
 	addr := serve(t, f)

@@ -88,7 +88,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	)
 	fs := flag.NewFlagSet("flotilla-agent", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&cfg.coordinator, "coordinator", "127.0.0.1:7443", "coordinator's agent endpoint, host:port")
+	fs.StringVar(&cfg.coordinator, "coordinator", "127.0.0.1:7443", "coordinator API address, host:port; a comma-separated list of cluster members is tried in turn")
 	fs.StringVar(&cfg.hostID, "host-id", defaultHostID(), "this host's id (lowercase letters, digits, '.', '-'; 1..63)")
 	fs.StringVar(&cfg.hypervisor, "hypervisor", "libvirt", "hypervisor driver: libvirt or fake")
 	fs.StringVar(&cfg.libvirtSocket, "libvirt-socket", libvirt.DefaultSocket, "libvirtd's unix socket")
@@ -123,8 +123,10 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return config{}, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
 
-	if _, _, err := net.SplitHostPort(cfg.coordinator); err != nil {
-		return config{}, fmt.Errorf("--coordinator %q: want host:port: %w", cfg.coordinator, err)
+	for _, addr := range strings.Split(cfg.coordinator, ",") {
+		if _, _, err := net.SplitHostPort(strings.TrimSpace(addr)); err != nil {
+			return config{}, fmt.Errorf("--coordinator %q: want host:port[,host:port...]: %w", cfg.coordinator, err)
+		}
 	}
 	if !hostIDPattern.MatchString(cfg.hostID) {
 		return config{}, fmt.Errorf("--host-id %q: want 1..63 lowercase letters, digits, '.' or '-', starting and ending with a letter or digit", cfg.hostID)

@@ -240,14 +240,32 @@ func (s *instances) WatchInstances(r *pb.WatchInstancesRequest, stream pb.Instan
 		if err != nil {
 			return toStatus(err)
 		}
+		// One message per revision, with every matching change in it.
+		var msg *pb.WatchInstancesResponse
+		flush := func() error {
+			if msg == nil || len(msg.Instances) == 0 {
+				return nil
+			}
+			err := stream.Send(msg)
+			msg = nil
+			return err
+		}
 		for _, e := range events {
+			if msg != nil && msg.Revision != e.Revision {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+			if msg == nil {
+				msg = &pb.WatchInstancesResponse{Revision: e.Revision}
+			}
 			rev = e.Revision
-			if r.InstanceId != "" && e.Instance.ID != r.InstanceId {
-				continue
+			if r.InstanceId == "" || e.Instance.ID == r.InstanceId {
+				msg.Instances = append(msg.Instances, instanceToPB(&e.Instance))
 			}
-			if err := stream.Send(&pb.WatchInstancesResponse{Revision: e.Revision, Instance: instanceToPB(&e.Instance)}); err != nil {
-				return err
-			}
+		}
+		if err := flush(); err != nil {
+			return err
 		}
 		select {
 		case <-changed:

@@ -76,3 +76,23 @@ func TestWaitRevision(t *testing.T) {
 		t.Fatalf("wait for a future revision: %v", err)
 	}
 }
+
+func TestCommitOrderIsDeterministic(t *testing.T) {
+	now := time.Unix(1700000000, 0)
+	apply := func(order []string) string {
+		s := New(0)
+		if err := s.Update(now, func(tx *Tx) error {
+			for _, id := range order {
+				tx.PutInstance(&Instance{ID: id})
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		d, _ := s.Digest()
+		return d
+	}
+	if a, b := apply([]string{"a", "b", "c"}), apply([]string{"c", "a", "b"}); a != b {
+		t.Fatalf("same changes put in another order give another state: %s vs %s", a, b)
+	}
+}

@@ -1,6 +1,7 @@
 package state
 
 import (
+	"sort"
 	"time"
 
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
@@ -56,6 +57,9 @@ func (s *Store) Update(now time.Time, fn func(tx *Tx) error) error {
 			s.servers[id] = *v
 		}
 	}
+	// Apply functions may put instances in map order; commit them sorted so
+	// every replica records the same history in the same order.
+	sort.Strings(tx.order)
 	for _, id := range tx.order {
 		i := tx.instances[id]
 		if i.CreateRev == 0 {

@@ -111,7 +111,7 @@ func TestUnexpectedShutoffFromEvent(t *testing.T) {
 			if !ok {
 				t.Fatal("watch ended")
 			}
-			if testenv.Str(m, "instance", "status") == "STATUS_UNEXPECTED_SHUTOFF" {
+			if strings.Contains(testenv.Str(m, "instances"), `"status":"STATUS_UNEXPECTED_SHUTOFF"`) {
 				t.Logf("unexpected shut-off visible on the watch %s after virsh destroy returned", time.Since(start).Round(time.Millisecond))
 				inst := e.instance(id)
 				if testenv.Str(inst, "desiredState") != "DESIRED_STATE_RUNNING" || testenv.Str(inst, "powerStateReason") != "destroyed" {

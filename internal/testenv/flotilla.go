@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 
@@ -21,10 +22,28 @@ type Coordinator struct {
 // extra flags are appended (e.g. "--agent-resync-interval=1s").
 func StartCoordinator(t testing.TB, dir string, extra ...string) *Coordinator {
 	t.Helper()
-	c := &Coordinator{Addr: FreeAddr(t), RaftAddr: FreeAddr(t), DataDir: filepath.Join(dir, "coordinator")}
-	args := append([]string{"--node-id=c1", "--data-dir=" + c.DataDir, "--listen=" + c.Addr, "--raft-addr=" + c.RaftAddr, "--log-level=debug"}, extra...)
-	c.Proc = Start(t, "flotilla-coordinator", dir, args...)
+	return startNode(t, dir, "c1", extra...)
+}
+
+func startNode(t testing.TB, dir, id string, extra ...string) *Coordinator {
+	t.Helper()
+	c := &Coordinator{Addr: FreeAddr(t), RaftAddr: FreeAddr(t), DataDir: filepath.Join(dir, id)}
+	args := append([]string{"--node-id=" + id, "--data-dir=" + c.DataDir, "--listen=" + c.Addr, "--raft-addr=" + c.RaftAddr, "--log-level=debug"}, extra...)
+	c.Proc = StartNamed(t, "flotilla-coordinator", id, dir, args...)
 	return c
+}
+
+// StartCluster starts n coordinator processes on loopback with short Raft
+// timeouts: the first bootstraps, the others join through it.
+func StartCluster(t testing.TB, dir string, n int, extra ...string) []*Coordinator {
+	t.Helper()
+	first := startNode(t, dir, "c1", append([]string{"--raft-fast"}, extra...)...)
+	out := []*Coordinator{first}
+	for i := 2; i <= n; i++ {
+		args := append([]string{"--raft-fast", "--join=" + first.Addr}, extra...)
+		out = append(out, startNode(t, dir, fmt.Sprintf("c%d", i), args...))
+	}
+	return out
 }
 
 // WaitReady waits until the coordinator answers and leads.

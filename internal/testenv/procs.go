@@ -71,13 +71,20 @@ type Proc struct {
 // in dir, printed when the test fails.
 func Start(t testing.TB, name, dir string, args ...string) *Proc {
 	t.Helper()
-	p := &Proc{Name: name, Args: args, Log: filepath.Join(dir, name+".log"), t: t, bin: filepath.Join(Binaries(t), name)}
+	return StartNamed(t, name, name, dir, args...)
+}
+
+// StartNamed is Start for one of several processes of the same binary:
+// label names its log file.
+func StartNamed(t testing.TB, name, label, dir string, args ...string) *Proc {
+	t.Helper()
+	p := &Proc{Name: label, Args: args, Log: filepath.Join(dir, label+".log"), t: t, bin: filepath.Join(Binaries(t), name)}
 	p.start()
 	t.Cleanup(func() {
 		p.Stop()
 		if t.Failed() {
 			if b, err := os.ReadFile(p.Log); err == nil {
-				t.Logf("---- %s log (last 8 KiB) ----\n%s", name, tail(string(b), 8192))
+				t.Logf("---- %s log (last 8 KiB) ----\n%s", label, tail(string(b), 8192))
 			}
 		}
 	})
@@ -173,4 +180,13 @@ func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bo
 func Run(ctx context.Context, name string, args ...string) (string, error) {
 	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
 	return strings.TrimSpace(string(out)), err
+}
+
+// Send delivers sig without waiting (e.g. SIGSTOP/SIGCONT to freeze a process).
+func (p *Proc) Send(sig syscall.Signal) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd != nil {
+		_ = p.cmd.Process.Signal(sig)
+	}
 }

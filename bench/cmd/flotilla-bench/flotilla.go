@@ -66,11 +66,22 @@ func (b *bench) deleteInstance(ctx context.Context, id string) error {
 // deleteLeftovers removes the instances still alive: through Flotilla if it
 // answers, then straight from libvirt whatever remains.
 func (b *bench) deleteLeftovers() {
-	if len(b.live) == 0 {
-		return
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	// Every instance of this coordinator is the bench's, including one
+	// whose CreateInstance was interrupted before it answered.
+	if b.inst != nil && b.coord != nil && !b.coord.Exited() {
+		lctx, lcancel := context.WithTimeout(ctx, 5*time.Second)
+		list, err := b.inst.ListInstances(lctx, &pb.ListInstancesRequest{PageSize: 1000})
+		lcancel()
+		if err == nil {
+			for _, in := range list.GetInstances() {
+				if in.GetStatus() != pb.Status_STATUS_DELETED {
+					b.live[in.GetId()] = true
+				}
+			}
+		}
+	}
 	for id := range b.live {
 		if b.inst != nil && b.agent != nil && !b.agent.Exited() {
 			if err := b.deleteInstance(ctx, id); err == nil {
@@ -121,10 +132,12 @@ func (b *bench) openWatch(ctx context.Context, id string) (<-chan watchMsg, erro
 				}
 				return
 			}
-			select {
-			case ch <- watchMsg{at: at, rev: resp.GetRevision(), inst: resp.GetInstance()}:
-			case <-ctx.Done():
-				return
+			for _, inst := range resp.GetInstances() {
+				select {
+				case ch <- watchMsg{at: at, rev: resp.GetRevision(), inst: inst}:
+				case <-ctx.Done():
+					return
+				}
 			}
 		}
 	}()

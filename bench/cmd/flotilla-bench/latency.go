@@ -94,7 +94,7 @@ func (b *bench) latency(ctx context.Context) error {
 			*s.out = append(*s.out, d)
 			b.results.latAll = append(b.results.latAll, d)
 			b.results.callToEvent = append(b.results.callToEvent, ev.at.Sub(called))
-			b.results.latEvents = append(b.results.latEvents, latEvent{eventAt: ev.at, watchAt: m.at, power: s.power})
+			b.results.latEvents = append(b.results.latEvents, latEvent{calledAt: called, eventAt: ev.at, watchAt: m.at, power: s.power})
 		}
 	}
 	logf("event -> watch latency: done in %s", time.Since(started).Round(time.Millisecond))

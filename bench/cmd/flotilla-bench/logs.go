@@ -49,20 +49,18 @@ func (r *results) analyze(agentLog string) {
 	}
 
 	// Event -> watch. Rounds do not overlap: a sample's agent line lies
-	// after the previous sample's watch message and before its own.
+	// between the bench's libvirt call and the sample's watch message.
 	var toAgent, agentToWatch []time.Duration
-	var prev time.Time
 	want := map[pb.PowerState]string{pb.PowerState_POWER_STATE_PAUSED: "paused", pb.PowerState_POWER_STATE_RUNNING: "running"}
 	for _, e := range r.latEvents {
 		for _, l := range lines {
 			if l.Msg == "power event" && l.Instance == r.latID && l.State == want[e.power] &&
-				l.Time.After(prev) && !l.Time.After(e.watchAt) {
+				!l.Time.Before(e.calledAt) && !l.Time.After(e.watchAt) {
 				toAgent = append(toAgent, l.Time.Sub(e.eventAt))
 				agentToWatch = append(agentToWatch, e.watchAt.Sub(l.Time))
 				break
 			}
 		}
-		prev = e.watchAt
 	}
 	if len(toAgent) > 0 {
 		r.breakdown = append(r.breakdown,
@@ -87,7 +85,7 @@ func (r *results) analyze(agentLog string) {
 	}
 	if len(driver) > 0 {
 		r.breakdown = append(r.breakdown,
-			namedSamples{"  create: agent driver, libvirt part (ms)", driver},
+			namedSamples{"  create: agent driver, overlay+define+start", driver},
 			namedSamples{"  create: everything else (ms)", rest})
 	}
 }

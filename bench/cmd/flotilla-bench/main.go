@@ -280,6 +280,9 @@ func (b *bench) tailLogs() {
 		if p == nil {
 			continue
 		}
+		if how := p.Unexpected(); how != "" {
+			fmt.Fprintf(os.Stderr, "%s ended on its own: %s\n", p.Name, how)
+		}
 		data, err := os.ReadFile(p.Log)
 		if err != nil {
 			continue

@@ -36,8 +36,8 @@ type namedSamples struct {
 
 // latEvent is one latency sample's two timestamps.
 type latEvent struct {
-	eventAt, watchAt time.Time
-	power            pb.PowerState
+	calledAt, eventAt, watchAt time.Time
+	power                      pb.PowerState
 }
 
 // print writes the table.
@@ -45,10 +45,10 @@ func (r *results) print(w io.Writer, b *bench) {
 	env := fmt.Sprintf("libvirt %s, domain type %s, %d cores, %s", orUnknown(b.libvirtVersion), orUnknown(b.domainType),
 		cores(), time.Now().Format("2006-01-02 15:04 MST"))
 	fmt.Fprintf(w, "\nflotilla-bench  (%s)\n", env)
-	fmt.Fprintf(w, "%-40s %5s %8s %8s %8s %8s %8s\n", "metric", "n", "p50", "p90", "p99", "max", "mean")
+	fmt.Fprintf(w, "%-44s %5s %8s %8s %8s %8s %8s\n", "metric", "n", "p50", "p90", "p99", "max", "mean")
 	row := func(name string, s []time.Duration) {
 		x := stats.Summarize(s)
-		fmt.Fprintf(w, "%-40s %5d %8.2f %8.2f %8.2f %8.2f %8.2f\n", name, x.N,
+		fmt.Fprintf(w, "%-44s %5d %8.2f %8.2f %8.2f %8.2f %8.2f\n", name, x.N,
 			stats.Ms(x.P50), stats.Ms(x.P90), stats.Ms(x.P99), stats.Ms(x.Max), stats.Ms(x.Mean))
 	}
 	row("event -> coordinator watch (ms)", r.latAll)

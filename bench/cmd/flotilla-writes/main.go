@@ -49,6 +49,7 @@ func main() {
 	printEnv(*dir)
 
 	var rows []writes.Row
+	failed := false
 	for _, sys := range systems() {
 		if !slices.Contains(want, sys.name) || ctx.Err() != nil {
 			continue
@@ -57,9 +58,7 @@ func main() {
 		rows = append(rows, r...)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "%s: %v\n", sys.name, err)
-			if ctx.Err() == nil {
-				os.Exit(1)
-			}
+			failed = true
 		}
 	}
 	fmt.Println()
@@ -69,6 +68,9 @@ func main() {
 	if ctx.Err() != nil {
 		fmt.Fprintln(os.Stderr, "interrupted: partial results")
 		os.Exit(130)
+	}
+	if failed {
+		os.Exit(1)
 	}
 }
 

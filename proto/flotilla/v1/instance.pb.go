@@ -944,13 +944,16 @@ func (x *WatchInstancesRequest) GetInstanceId() string {
 	return ""
 }
 
-// WatchInstancesResponse is one change.
+// WatchInstancesResponse is every change of one revision (one revision may
+// change several instances, e.g. when a host goes away). A revision is never
+// split across messages, so resuming after the last revision received misses
+// nothing.
 type WatchInstancesResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The revision of this change; resume from it after a disconnect.
+	// The revision of these changes; resume from it after a disconnect.
 	Revision int64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
-	// The instance as it is after the change.
-	Instance      *Instance `protobuf:"bytes,2,opt,name=instance,proto3" json:"instance,omitempty"`
+	// The instances changed at this revision, as they are after it.
+	Instances     []*Instance `protobuf:"bytes,2,rep,name=instances,proto3" json:"instances,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -992,9 +995,9 @@ func (x *WatchInstancesResponse) GetRevision() int64 {
 	return 0
 }
 
-func (x *WatchInstancesResponse) GetInstance() *Instance {
+func (x *WatchInstancesResponse) GetInstances() []*Instance {
 	if x != nil {
-		return x.Instance
+		return x.Instances
 	}
 	return nil
 }
@@ -1523,10 +1526,10 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x15WatchInstancesRequest\x12%\n" +
 	"\x0estart_revision\x18\x01 \x01(\x03R\rstartRevision\x12\x1f\n" +
 	"\vinstance_id\x18\x02 \x01(\tR\n" +
-	"instanceId\"g\n" +
+	"instanceId\"i\n" +
 	"\x16WatchInstancesResponse\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x03R\brevision\x121\n" +
-	"\binstance\x18\x02 \x01(\v2\x15.flotilla.v1.InstanceR\binstance\"E\n" +
+	"\brevision\x18\x01 \x01(\x03R\brevision\x123\n" +
+	"\tinstances\x18\x02 \x03(\v2\x15.flotilla.v1.InstanceR\tinstances\"E\n" +
 	"\x14StartInstanceRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
@@ -1675,7 +1678,7 @@ var file_flotilla_v1_instance_proto_depIdxs = []int32{
 	4,  // 10: flotilla.v1.CreateInstanceRequest.spec:type_name -> flotilla.v1.InstanceSpec
 	0,  // 11: flotilla.v1.ListInstancesRequest.status_filter:type_name -> flotilla.v1.Status
 	5,  // 12: flotilla.v1.ListInstancesResponse.instances:type_name -> flotilla.v1.Instance
-	5,  // 13: flotilla.v1.WatchInstancesResponse.instance:type_name -> flotilla.v1.Instance
+	5,  // 13: flotilla.v1.WatchInstancesResponse.instances:type_name -> flotilla.v1.Instance
 	23, // 14: flotilla.v1.StopInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
 	6,  // 15: flotilla.v1.InstanceService.CreateInstance:input_type -> flotilla.v1.CreateInstanceRequest
 	7,  // 16: flotilla.v1.InstanceService.GetInstance:input_type -> flotilla.v1.GetInstanceRequest
