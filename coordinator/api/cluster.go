@@ -51,10 +51,12 @@ func (s *cluster) AddServer(ctx context.Context, r *pb.AddServerRequest) (*pb.Ad
 	if len(v) > 0 {
 		return nil, invalid(v)
 	}
-	if err := s.node.AddVoter(r.Id, r.RaftAddress, timeoutOf(ctx)); err != nil {
+	// Addresses first: once the member is in the Raft configuration, it is
+	// listed and can lead, and then its API address must be known.
+	if _, err := s.apply(ctx, fsm.TypeRegisterServer, fsm.RegisterServer{Server: state.Server{ID: r.Id, RaftAddr: r.RaftAddress, APIAddr: r.ApiAddress}}); err != nil {
 		return nil, toStatus(err)
 	}
-	if _, err := s.apply(ctx, fsm.TypeRegisterServer, fsm.RegisterServer{Server: state.Server{ID: r.Id, RaftAddr: r.RaftAddress, APIAddr: r.ApiAddress}}); err != nil {
+	if err := s.node.AddVoter(r.Id, r.RaftAddress, timeoutOf(ctx)); err != nil {
 		return nil, toStatus(err)
 	}
 	s.log.Info("server added", "server", r.Id, "raft", r.RaftAddress, "api", r.ApiAddress)

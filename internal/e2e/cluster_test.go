@@ -309,9 +309,86 @@ func TestKillLeaderUnderLoadLosesNothing(t *testing.T) {
 			t.Errorf("watch's last view of %s is rev %d %s, server has rev %d %s", inst.Id, got.ModifyRevision, got.Status, inst.ModifyRevision, inst.Status)
 		}
 	}
-	mu.Lock()
+	// The agent followed the leader through both changes: every acknowledged
+	// create ran on the host and finished.
+	for rid, id := range acked {
+		op := waitDone(t, cl, id)
+		if op.State != pb.OperationState_OPERATION_STATE_SUCCEEDED {
+			t.Errorf("operation %s (request %s) ended %s: %v", id, rid, op.State, op.Error)
+		}
+	}
 	t.Logf("%d creates acknowledged, %d instances, %d watch events, final revision %d", len(acked), len(all.Instances), len(w.events), rev)
-	mu.Unlock()
+}
+
+func waitDone(t *testing.T, cl *clients, id string) *pb.Operation {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for {
+		op, err := cl.ops(0).WaitOperation(ctx, &pb.WaitOperationRequest{Id: id})
+		if err != nil {
+			t.Fatalf("wait %s: %v", id, err)
+		}
+		if op.Done {
+			return op
+		}
+	}
+}
+
+// TestMembershipAndReadYourWrites removes a member and adds a new one
+// through followers, and reads a write back from a server other than the
+// one that took it, by passing the revision the write returned.
+func TestMembershipAndReadYourWrites(t *testing.T) {
+	cs, cl, dir := startFakeCluster(t, 3)
+	leader := leaderIndex(t, cs, cl)
+	a, b := (leader+1)%3, (leader+2)%3
+	ctx := context.Background()
+
+	op, err := cl.inst(a).CreateInstance(ctx, &pb.CreateInstanceRequest{Name: "ryw", Spec: &pb.InstanceSpec{Vcpus: 1, MemoryMib: 64, Image: "flotilla-test"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := cl.inst(b).GetInstance(ctx, &pb.GetInstanceRequest{Id: op.InstanceId, MinRevision: op.Revision})
+	if err != nil || got.ModifyRevision < op.Revision {
+		t.Fatalf("read at revision %d from another follower: %v %v", op.Revision, got, err)
+	}
+
+	// Remove follower b through follower a; the cluster goes on with two.
+	removed := cs[b].Name
+	r, err := cl.cluster(a).RemoveServer(ctx, &pb.RemoveServerRequest{Id: removed})
+	if err != nil || len(r.Servers) != 2 {
+		t.Fatalf("remove %s: %v %v", removed, r, err)
+	}
+	cs[b].Stop()
+	if _, err := cl.inst(a).StopInstance(ctx, &pb.StopInstanceRequest{Id: op.InstanceId, GracefulTimeout: nil}); err != nil && status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("write after removal: %v", err)
+	}
+
+	// A new server joins through a follower and serves reads and writes.
+	c4 := testenv.StartNode(t, dir, "c4", "--raft-fast", "--join="+cs[a].Addr)
+	cl4 := dialAll(t, []*testenv.Coordinator{c4})
+	waitMembers(t, cl, a, 3)
+	ls, err := cl.cluster(a).ListServers(ctx, &pb.ListServersRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, s := range ls.Servers {
+		names[s.Id] = true
+		if s.ApiAddress == "" || s.RaftAddress == "" {
+			t.Errorf("server %s listed without addresses: %v", s.Id, s)
+		}
+	}
+	if names[removed] || !names["c4"] || ls.LeaderId == "" {
+		t.Fatalf("members after remove+join: %v (leader %q)", ls.Servers, ls.LeaderId)
+	}
+	op2, err := cl4.inst(0).CreateInstance(ctx, &pb.CreateInstanceRequest{Name: "via-c4", Spec: &pb.InstanceSpec{Vcpus: 1, MemoryMib: 64, Image: "flotilla-test"}})
+	if err != nil {
+		t.Fatalf("write through the new member: %v", err)
+	}
+	if _, err := cl4.inst(0).GetInstance(ctx, &pb.GetInstanceRequest{Id: op2.InstanceId, MinRevision: op2.Revision}); err != nil {
+		t.Fatalf("read-your-write on the new member: %v", err)
+	}
 }
 
 // TestFollowerCatchesUpFromSnapshot stops a follower, writes far past the

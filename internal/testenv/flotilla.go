@@ -33,6 +33,12 @@ func startNode(t testing.TB, dir, id string, extra ...string) *Coordinator {
 	return c
 }
 
+// StartNode starts one more coordinator with the given id (e.g. to join a cluster).
+func StartNode(t testing.TB, dir, id string, extra ...string) *Coordinator {
+	t.Helper()
+	return startNode(t, dir, id, extra...)
+}
+
 // StartCluster starts n coordinator processes on loopback with short Raft
 // timeouts: the first bootstraps, the others join through it.
 func StartCluster(t testing.TB, dir string, n int, extra ...string) []*Coordinator {
