@@ -56,6 +56,8 @@ func FreeAddr() (string, error) {
 type Proc struct {
 	Name string
 	Log  string
+	Bin  string
+	Args []string
 
 	cmd      *exec.Cmd
 	end      chan struct{}
@@ -80,7 +82,7 @@ func Start(bin, logPath string, args ...string) (*Proc, error) {
 		f.Close()
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
-	p := &Proc{Name: filepath.Base(bin), Log: logPath, cmd: cmd, end: make(chan struct{})}
+	p := &Proc{Name: filepath.Base(bin), Log: logPath, Bin: bin, Args: args, cmd: cmd, end: make(chan struct{})}
 	go func() { p.waitErr = cmd.Wait(); f.Close(); close(p.end) }()
 	return p, nil
 }
@@ -184,4 +186,48 @@ func StartAgent(binDir, dir, runDir, imageDir, addr, hostID, hypervisor string, 
 		return nil, err
 	}
 	return a, nil
+}
+
+// Kill sends SIGKILL and waits for the process to end.
+func (p *Proc) Kill() {
+	p.mu.Lock()
+	p.stopping = true
+	p.mu.Unlock()
+	_ = p.cmd.Process.Kill()
+	<-p.end
+}
+
+// Restart starts the same binary with the same arguments and log.
+func (p *Proc) Restart() (*Proc, error) {
+	np, err := Start(p.Bin, p.Log, p.Args...)
+	if err != nil {
+		return nil, err
+	}
+	np.Name = p.Name
+	return np, nil
+}
+
+// StartClusterNode starts coordinator id with short Raft timeouts; join is
+// the API address of a member to join through, empty for the first node.
+func StartClusterNode(binDir, dir, id, join string, extra ...string) (*Coordinator, error) {
+	addr, err := FreeAddr()
+	if err != nil {
+		return nil, err
+	}
+	raftAddr, err := FreeAddr()
+	if err != nil {
+		return nil, err
+	}
+	c := &Coordinator{Addr: addr, RaftAddr: raftAddr, DataDir: filepath.Join(dir, id)}
+	args := append([]string{"--node-id=" + id, "--data-dir=" + c.DataDir, "--listen=" + c.Addr,
+		"--raft-addr=" + c.RaftAddr, "--raft-fast", "--log-level=info"}, extra...)
+	if join != "" {
+		args = append(args, "--join="+join)
+	}
+	c.Proc, err = Start(filepath.Join(binDir, "flotilla-coordinator"), filepath.Join(dir, id+".log"), args...)
+	if err != nil {
+		return nil, err
+	}
+	c.Proc.Name = id
+	return c, nil
 }
