@@ -23,7 +23,7 @@ log() { echo "build-test-guest: $*" >&2; }
 die() { echo "build-test-guest: ERROR: $*" >&2; exit 1; }
 
 # Bump when the image contents change, so existing images get rebuilt.
-RECIPE=1
+RECIPE=2 # bump when the image's contents change: built images are replaced
 NAME=flotilla-test
 IMAGE_DIR=${FLOTILLA_IMAGE_DIR:-/var/lib/flotilla/images}
 DEST=$IMAGE_DIR/$NAME
@@ -178,6 +178,33 @@ devnode() { # $1 = sysfs class dir entry, $2 = /dev path
   echo "$2"
 }
 
+# Listen for the ACPI power button first, and only then say READY: a press
+# that arrives after READY must never be lost.
+pwr=""
+i=0
+while [ -z "$pwr" ]; do
+  for e in /sys/class/input/event*; do
+    [ -r "$e/device/name" ] || continue
+    if [ "$(cat "$e/device/name")" = "Power Button" ]; then
+      pwr=$(devnode "$e" "/dev/input/${e##*/}")
+      break
+    fi
+  done
+  if [ -z "$pwr" ]; then
+    i=$((i + 1))
+    [ $i -eq 50 ] && echo "flotilla-init: no Power Button input device yet"
+    sleep 0.1
+  fi
+done
+# evdev reads whole events (24 bytes each): one read returns at the first key event.
+(
+  until dd if="$pwr" of=/dev/null bs=4096 count=1 2>/dev/null; do sleep 1; done
+  echo "FLOTILLA-GUEST-POWEROFF"
+  sync
+  poweroff -f
+) &
+sleep 0.3 # let the reader open the device before anyone is told to press
+
 echo "FLOTILLA-GUEST-READY"
 
 # Tell the host agent channel, if any. The name arrives from the host asynchronously, so
@@ -197,29 +224,6 @@ while [ $i -lt 50 ]; do
   i=$((i + 1))
   sleep 0.1
 done
-
-# Wait for the ACPI power button, then power off.
-pwr=""
-i=0
-while [ -z "$pwr" ]; do
-  for e in /sys/class/input/event*; do
-    [ -r "$e/device/name" ] || continue
-    if [ "$(cat "$e/device/name")" = "Power Button" ]; then
-      pwr=$(devnode "$e" "/dev/input/${e##*/}")
-      break
-    fi
-  done
-  if [ -z "$pwr" ]; then
-    i=$((i + 1))
-    [ $i -eq 50 ] && echo "flotilla-init: no Power Button input device yet"
-    sleep 0.1
-  fi
-done
-# evdev reads whole events (24 bytes each): one read returns at the first key event.
-until dd if="$pwr" of=/dev/null bs=4096 count=1 2>/dev/null; do sleep 1; done
-echo "FLOTILLA-GUEST-POWEROFF"
-sync
-poweroff -f
 while :; do sleep 3600; done
 INIT
 chmod 755 "$ROOT/init"

@@ -55,6 +55,8 @@ type Config struct {
 	// fields are asked of the driver.
 	Capacity     hypervisor.Capacity
 	AgentVersion string
+	// Labels are the host's placement labels, sent with Register.
+	Labels map[string]string
 	// IgnoreEvents leaves hypervisor events unsubscribed, so the
 	// coordinator learns of changes only through resyncs (a test knob).
 	IgnoreEvents bool
@@ -359,6 +361,7 @@ func (c *Client) register(ctx context.Context) (*agentv1.Register, error) {
 		},
 		Inventory:    inv,
 		AgentVersion: c.cfg.AgentVersion,
+		Labels:       c.cfg.Labels,
 	}, nil
 }
 

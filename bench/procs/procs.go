@@ -6,6 +6,7 @@ package procs
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -43,14 +44,31 @@ func Build(root, outDir string) error {
 }
 
 // FreeAddr returns a loopback address with a port that was free a moment ago.
+// Ports come from below the kernel's ephemeral range, so an outgoing
+// connection cannot take one before the process under measurement binds it.
 func FreeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for tries := 0; tries < 1000; tries++ {
+		port := 20000 + rand.IntN(12000)
+		if portsUsed[port] {
+			continue
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		portsUsed[port] = true
+		return l.Addr().String(), nil
 	}
-	defer l.Close()
-	return l.Addr().String(), nil
+	return "", errors.New("no free port in 20000-31999")
 }
+
+var (
+	portsMu   sync.Mutex
+	portsUsed = map[int]bool{}
+)
 
 // Proc is one started binary; its combined output goes to Log.
 type Proc struct {

@@ -49,6 +49,22 @@ type config struct {
 	ignoreEvents  bool
 	logLevel      slog.Level
 	logFormat     string
+	labels        map[string]string
+	fakeDelays    map[string]time.Duration // fake hypervisor only: per-method delay
+}
+
+// keyValues is a repeatable key=value flag.
+type keyValues map[string]string
+
+func (kv keyValues) String() string { return fmt.Sprint(map[string]string(kv)) }
+
+func (kv keyValues) Set(s string) error {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok || k == "" {
+		return fmt.Errorf("want key=value, got %q", s)
+	}
+	kv[k] = v
+	return nil
 }
 
 func main() {
@@ -101,12 +117,16 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.Uint64Var(&diskGiB, "disk-gib", 0, "disk in GiB offered to guests (0: ask the hypervisor)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&cfg.logFormat, "log-format", "json", "json or text")
-	// Hidden test knob: rely on periodic resyncs only.
+	labels := keyValues{}
+	fs.Var(labels, "label", "a placement label of this host, key=value (repeatable)")
+	// Hidden test knobs: rely on periodic resyncs only; slow fake hypervisor methods.
 	fs.BoolVar(&cfg.ignoreEvents, "ignore-events", false, "")
+	delays := keyValues{}
+	fs.Var(delays, "fake-delay", "")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: flotilla-agent [flags]\n\nFlags:\n")
 		fs.VisitAll(func(f *flag.Flag) {
-			if f.Name == "ignore-events" {
+			if f.Name == "ignore-events" || f.Name == "fake-delay" {
 				return
 			}
 			fmt.Fprintf(fs.Output(), "  --%s\t%s (default %q)\n", f.Name, f.Usage, f.DefValue)
@@ -121,6 +141,15 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	if fs.NArg() > 0 {
 		return config{}, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	cfg.labels = labels
+	cfg.fakeDelays = map[string]time.Duration{}
+	for m, v := range delays {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return config{}, fmt.Errorf("--fake-delay %s=%s: want Method=duration", m, v)
+		}
+		cfg.fakeDelays[m] = d
 	}
 
 	for _, addr := range strings.Split(cfg.coordinator, ",") {
@@ -223,6 +252,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		Capacity:     cfg.capacity,
 		AgentVersion: agentVersion(),
 		IgnoreEvents: cfg.ignoreEvents,
+		Labels:       cfg.labels,
 		Logger:       log,
 	})
 	if err != nil {
@@ -240,10 +270,16 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 // configuration mistakes and end the agent. It returns nil, nil if ctx ends.
 func openDriver(ctx context.Context, cfg config, log *slog.Logger) (hypervisor.Driver, error) {
 	if cfg.hypervisor == "fake" {
-		return fake.New(fake.Options{
+		d := fake.New(fake.Options{
 			Capacity: hypervisor.Capacity{VCPUs: 64, MemoryMiB: 262144, DiskGiB: 10000},
 			Images:   []string{"flotilla-test"},
-		}), nil
+		})
+		for m, delay := range cfg.fakeDelays {
+			if err := setFakeDelay(d, m, delay); err != nil {
+				return nil, err
+			}
+		}
+		return d, nil
 	}
 	for _, dir := range []string{cfg.imageDir, cfg.diskDir, cfg.runDir} {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -289,4 +325,16 @@ func agentVersion() string {
 		return bi.Main.Version
 	}
 	return "dev"
+}
+
+// setFakeDelay turns the fake driver's panic on an unknown method name into
+// a flag error.
+func setFakeDelay(d *fake.Driver, method string, delay time.Duration) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("--fake-delay: %v", r)
+		}
+	}()
+	d.SetDelay(method, delay)
+	return nil
 }

@@ -78,10 +78,10 @@ func (s *Server) disconnectAbsent(ctx context.Context) {
 		if _, live := s.Epoch(h.ID); live {
 			continue
 		}
-		if _, err := s.apply(ctx, fsm.TypeDisconnectHost, fsm.DisconnectHost{HostID: h.ID, Epoch: h.Epoch}); err != nil {
+		if _, err := s.apply(ctx, fsm.TypeDisconnectHost, fsm.DisconnectHost{HostID: h.ID, Epoch: h.Epoch, Down: true}); err != nil {
 			s.log.Warn("recording an absent host failed", "host", h.ID, "err", err)
 			continue
 		}
-		s.log.Warn("host has no agent session after the grace period; marked disconnected", "host", h.ID)
+		s.log.Warn("host has no agent session after the grace period; marked down", "host", h.ID)
 	}
 }

@@ -148,7 +148,7 @@ func (s *Server) Connect(stream agentv1.AgentService_ConnectServer) error {
 	}
 	ctx := stream.Context()
 	host := state.Host{
-		ID: reg.HostId, Kind: reg.HypervisorKind, AgentVersion: reg.AgentVersion,
+		ID: reg.HostId, Kind: reg.HypervisorKind, AgentVersion: reg.AgentVersion, Labels: reg.Labels,
 		Capacity: state.Resources{VCPUs: reg.GetCapacity().GetVcpus(), MemoryMiB: reg.GetCapacity().GetMemoryMib(), DiskGiB: reg.GetCapacity().GetDiskGib()},
 	}
 	v, err := s.apply(ctx, fsm.TypeRegisterHost, fsm.RegisterHost{Host: host, Inventory: observations(reg.Inventory)})
@@ -197,7 +197,8 @@ func (s *Server) Connect(stream agentv1.AgentService_ConnectServer) error {
 	s.mu.Unlock()
 	if current {
 		// Record the disconnection; a superseded session must not mark the host down.
-		if _, err := s.apply(context.Background(), fsm.TypeDisconnectHost, fsm.DisconnectHost{HostID: ss.hostID, Epoch: ss.epoch}); err != nil {
+		// A session ended for silence means the host is down; a closed stream, disconnected.
+		if _, err := s.apply(context.Background(), fsm.TypeDisconnectHost, fsm.DisconnectHost{HostID: ss.hostID, Epoch: ss.epoch, Down: ss.reaped}); err != nil {
 			log.Warn("recording disconnection failed", "err", err)
 		}
 		log.Info("agent disconnected", "err", recvErr)

@@ -108,9 +108,42 @@ var opStateToPB = map[state.OpState]pb.OperationState{
 	state.OpCanceled:  pb.OperationState_OPERATION_STATE_CANCELED,
 }
 
-var hostStatusToPB = map[state.HostStatus]pb.HostStatus{
-	state.HostReady:        pb.HostStatus_HOST_STATUS_READY,
-	state.HostDisconnected: pb.HostStatus_HOST_STATUS_DISCONNECTED,
+var recoveryToPB = map[state.RecoveryPolicy]pb.RecoveryPolicy{
+	state.RecoverLeave:      pb.RecoveryPolicy_RECOVERY_POLICY_LEAVE,
+	state.RecoverRestart:    pb.RecoveryPolicy_RECOVERY_POLICY_RESTART,
+	state.RecoverMarkFailed: pb.RecoveryPolicy_RECOVERY_POLICY_MARK_FAILED,
+}
+
+// recoveryFromPB converts a validated recovery request; RESTART without a
+// limit gets 3 restarts.
+func recoveryFromPB(r *pb.Recovery) state.Recovery {
+	out := state.Recovery{MaxRestarts: r.GetMaxRestarts()}
+	switch r.GetPolicy() {
+	case pb.RecoveryPolicy_RECOVERY_POLICY_RESTART:
+		out.Policy = state.RecoverRestart
+		if out.MaxRestarts == 0 {
+			out.MaxRestarts = 3
+		}
+	case pb.RecoveryPolicy_RECOVERY_POLICY_MARK_FAILED:
+		out.Policy = state.RecoverMarkFailed
+	}
+	return out
+}
+
+// hostStatus derives what the API shows: liveness first, then the
+// operator's cordon, and DRAINING while a drained host still runs guests.
+func hostStatus(h *state.Host, running int32) pb.HostStatus {
+	switch {
+	case h.Status == state.HostDown:
+		return pb.HostStatus_HOST_STATUS_DOWN
+	case h.Status != state.HostReady:
+		return pb.HostStatus_HOST_STATUS_DISCONNECTED
+	case h.Draining && running > 0:
+		return pb.HostStatus_HOST_STATUS_DRAINING
+	case h.Cordoned:
+		return pb.HostStatus_HOST_STATUS_CORDONED
+	}
+	return pb.HostStatus_HOST_STATUS_READY
 }
 
 func ts(t time.Time) *timestamppb.Timestamp {
@@ -163,6 +196,10 @@ func instanceToPB(i *state.Instance) *pb.Instance {
 		UpdateTime:         ts(i.UpdateTime),
 		CreateRevision:     i.CreateRev,
 		ModifyRevision:     i.ModifyRev,
+		Recovery:           &pb.Recovery{Policy: recoveryToPB[i.Recovery.Policy], MaxRestarts: i.Recovery.MaxRestarts},
+		RestartCount:       i.Restarts,
+		Placement: &pb.Placement{HypervisorKind: i.Placement.Kind, HostLabels: i.Placement.Labels,
+			AntiAffinityGroup: i.Placement.Group, Preemptible: i.Placement.Preemptible},
 	}
 	for _, a := range lifecycle.Allowed(status) {
 		out.AllowedActions = append(out.AllowedActions, actionToPB[a])
@@ -196,10 +233,12 @@ func operationToPB(o *state.Operation) *pb.Operation {
 	return out
 }
 
-func hostToPB(h *state.Host, used state.Resources, count int32) *pb.Host {
+func hostToPB(h *state.Host, used state.Resources, count, running int32) *pb.Host {
 	return &pb.Host{
 		Id:             h.ID,
-		Status:         hostStatusToPB[h.Status],
+		Status:         hostStatus(h, running),
+		Labels:         h.Labels,
+		Cordoned:       h.Cordoned,
 		HypervisorKind: h.Kind,
 		Capacity:       &pb.Resources{Vcpus: h.Capacity.VCPUs, MemoryMib: h.Capacity.MemoryMiB, DiskGib: h.Capacity.DiskGiB},
 		Allocated:      &pb.Resources{Vcpus: used.VCPUs, MemoryMib: used.MemoryMiB, DiskGib: used.DiskGiB},

@@ -3,6 +3,8 @@ package api
 import (
 	"context"
 
+	"github.com/flotilla-vm/flotilla/coordinator/fsm"
+	"github.com/flotilla-vm/flotilla/coordinator/ids"
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
 	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
@@ -13,23 +15,37 @@ type hosts struct {
 	pb.UnimplementedHostServiceServer
 }
 
-func (s *hosts) counts() map[string]int32 {
+// counts returns, per host, the instances placed there and those of them
+// whose domain is up (what a drain waits for).
+func (s *hosts) counts() (placed, up map[string]int32) {
 	all, _ := s.store.Instances()
-	n := map[string]int32{}
+	placed, up = map[string]int32{}, map[string]int32{}
 	for _, i := range all {
-		if i.HostID != "" && i.Status() != lifecycle.StatusDeleted {
-			n[i.HostID]++
+		if i.HostID == "" || i.Status() == lifecycle.StatusDeleted {
+			continue
+		}
+		placed[i.HostID]++
+		switch i.Power {
+		case lifecycle.PowerRunning, lifecycle.PowerPaused, lifecycle.PowerShuttingDown:
+			up[i.HostID]++
 		}
 	}
-	return n
+	return placed, up
+}
+
+func (s *hosts) view(h *state.Host) *pb.Host {
+	placed, up := s.counts()
+	return hostToPB(h, s.store.Allocated()[h.ID], placed[h.ID], up[h.ID])
 }
 
 func (s *hosts) ListHosts(ctx context.Context, r *pb.ListHostsRequest) (*pb.ListHostsResponse, error) {
 	all, rev := s.store.Hosts()
-	used, n := s.store.Allocated(), s.counts()
+	used := s.store.Allocated()
+	placed, up := s.counts()
 	out := &pb.ListHostsResponse{Revision: rev}
 	for i := range all {
-		out.Hosts = append(out.Hosts, hostToPB(&all[i], used[all[i].ID], n[all[i].ID]))
+		id := all[i].ID
+		out.Hosts = append(out.Hosts, hostToPB(&all[i], used[id], placed[id], up[id]))
 	}
 	return out, nil
 }
@@ -46,6 +62,61 @@ func (s *hosts) GetHost(ctx context.Context, r *pb.GetHostRequest) (*pb.Host, er
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	var used state.Resources = s.store.Allocated()[h.ID]
-	return hostToPB(&h, used, s.counts()[h.ID]), nil
+	return s.view(&h), nil
+}
+
+func (s *hosts) cordon(ctx context.Context, id string, on bool) (*pb.Host, error) {
+	if id == "" {
+		return nil, invalid(violations{{"id", "is required"}})
+	}
+	if _, err := s.apply(ctx, fsm.TypeCordonHost, fsm.CordonHost{HostID: id, Cordon: on}); err != nil {
+		return nil, toStatus(err)
+	}
+	h, err := s.store.Host(id)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return s.view(&h), nil
+}
+
+func (s *hosts) CordonHost(ctx context.Context, r *pb.CordonHostRequest) (*pb.Host, error) {
+	return s.cordon(ctx, r.Id, true)
+}
+
+func (s *hosts) UncordonHost(ctx context.Context, r *pb.UncordonHostRequest) (*pb.Host, error) {
+	return s.cordon(ctx, r.Id, false)
+}
+
+// DrainHost cordons the host and stops what runs there. (Moving instances
+// elsewhere needs live migration or a disk copy, which Flotilla does not do
+// yet; the drain policy is stop.)
+func (s *hosts) DrainHost(ctx context.Context, r *pb.DrainHostRequest) (*pb.Host, error) {
+	var v violations
+	if r.Id == "" {
+		v.add("id", "is required")
+	}
+	graceful := stopGraceful(&v, &pb.StopInstanceRequest{GracefulTimeout: r.GracefulTimeout})
+	if len(v) > 0 {
+		return nil, invalid(v)
+	}
+	if _, err := s.store.Host(r.Id); err != nil {
+		return nil, toStatus(err)
+	}
+	all, _ := s.store.Instances()
+	now := s.now()
+	cmd := fsm.DrainHost{HostID: r.Id}
+	for _, i := range all {
+		if i.HostID == r.Id {
+			cmd.Stops = append(cmd.Stops, state.Operation{ID: ids.New("op-"), InstanceID: i.ID,
+				Deadline: now.Add(deadlines[lifecycle.OpStop] + graceful), Graceful: graceful, Force: true})
+		}
+	}
+	if _, err := s.apply(ctx, fsm.TypeDrainHost, cmd); err != nil {
+		return nil, toStatus(err)
+	}
+	h, err := s.store.Host(r.Id)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return s.view(&h), nil
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/flotilla-vm/flotilla/coordinator/fsm"
+	"github.com/flotilla-vm/flotilla/coordinator/ids"
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
 	"github.com/flotilla-vm/flotilla/coordinator/scheduler"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
@@ -48,9 +49,12 @@ func (s *instances) CreateInstance(ctx context.Context, r *pb.CreateInstanceRequ
 		return nil, toStatus(err)
 	}
 	now := s.now()
+	pl := r.GetPlacement()
 	cmd := fsm.CreateInstance{
-		Instance:  state.Instance{ID: newID("i-"), Name: r.Name, Spec: spec, HostID: hostID},
-		Operation: state.Operation{ID: newID("op-"), RequestID: r.RequestId, Deadline: now.Add(deadlines[lifecycle.OpCreate])},
+		Instance: state.Instance{ID: ids.New("i-"), Name: r.Name, Spec: spec, HostID: hostID,
+			Recovery:  recoveryFromPB(r.GetRecovery()),
+			Placement: state.Placement{Kind: pl.GetHypervisorKind(), Labels: pl.GetHostLabels(), Group: pl.GetAntiAffinityGroup(), Preemptible: pl.GetPreemptible()}},
+		Operation: state.Operation{ID: ids.New("op-"), RequestID: r.RequestId, Deadline: now.Add(deadlines[lifecycle.OpCreate])},
 	}
 	cmd.Operation.InstanceID = cmd.Instance.ID
 	v, err := s.apply(ctx, fsm.TypeCreateInstance, cmd)
@@ -67,17 +71,18 @@ func (s *instances) place(spec state.Spec) (string, error) {
 	cands := make([]scheduler.Host, 0, len(hosts))
 	ready := 0
 	for _, h := range hosts {
-		if h.Status == state.HostReady {
+		if h.Status == state.HostReady && !h.Cordoned {
 			ready++
 		}
 		u := used[h.ID]
 		cands = append(cands, scheduler.Host{
-			ID: h.ID, Ready: h.Status == state.HostReady,
+			ID: h.ID, Ready: h.Status == state.HostReady && !h.Cordoned,
 			Capacity:  scheduler.Resources{VCPUs: h.Capacity.VCPUs, MemoryMiB: h.Capacity.MemoryMiB, DiskGiB: h.Capacity.DiskGiB},
 			Allocated: scheduler.Resources{VCPUs: u.VCPUs, MemoryMiB: u.MemoryMiB, DiskGiB: u.DiskGiB},
 		})
 	}
-	id, err := scheduler.Place(scheduler.Resources{VCPUs: spec.VCPUs, MemoryMiB: spec.MemoryMiB, DiskGiB: spec.DiskGiB}, cands)
+	req := scheduler.Request{Resources: scheduler.Resources{VCPUs: spec.VCPUs, MemoryMiB: spec.MemoryMiB, DiskGiB: spec.DiskGiB}}
+	d, err := scheduler.Place(req, cands, scheduler.Policy{})
 	if errors.Is(err, scheduler.ErrNoHost) {
 		if ready > 0 {
 			// Hosts are up but full: a capacity problem, not a precondition.
@@ -85,7 +90,7 @@ func (s *instances) place(spec state.Spec) (string, error) {
 		}
 		return "", fmt.Errorf("%w (%w)", errNoHost, err)
 	}
-	return id, err
+	return d.HostID, err
 }
 
 // act validates and commits one user action.
@@ -109,7 +114,7 @@ func (s *instances) act(ctx context.Context, id, requestID string, a lifecycle.A
 	kind := lifecycle.PlanFor(inst.Status(), a, hard).Op
 	now := s.now()
 	cmd := fsm.InstanceAction{Action: a, Hard: hard, Operation: state.Operation{
-		ID: newID("op-"), InstanceID: id, RequestID: requestID,
+		ID: ids.New("op-"), InstanceID: id, RequestID: requestID,
 		Deadline: now.Add(deadlines[kind] + graceful), Graceful: graceful, Force: force,
 	}}
 	res, err := s.apply(ctx, fsm.TypeInstanceAction, cmd)

@@ -2,8 +2,6 @@ package api
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"log/slog"
 	"time"
@@ -45,6 +43,9 @@ var WriteMethods = []string{
 	pb.OperationService_CancelOperation_FullMethodName,
 	pb.ClusterService_AddServer_FullMethodName,
 	pb.ClusterService_RemoveServer_FullMethodName,
+	pb.HostService_CordonHost_FullMethodName,
+	pb.HostService_UncordonHost_FullMethodName,
+	pb.HostService_DrainHost_FullMethodName,
 }
 
 // core is what the three services share.
@@ -96,14 +97,6 @@ func (c *core) waitRevision(ctx context.Context, rev int64) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	return c.store.WaitRevision(ctx, rev)
-}
-
-func newID(prefix string) string {
-	var b [10]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		panic(err) // the kernel's random source does not fail
-	}
-	return prefix + hex.EncodeToString(b[:])
 }
 
 // errNoHost is returned when no ready host can take an instance.

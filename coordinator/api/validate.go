@@ -49,8 +49,36 @@ func validateCreate(r *pb.CreateInstanceRequest) violations {
 		}
 	}
 	validateRequestID(&v, r.GetRequestId())
+	if rc := r.GetRecovery(); rc != nil {
+		if _, ok := pb.RecoveryPolicy_name[int32(rc.Policy)]; !ok {
+			v.add("recovery.policy", "unknown policy %d", rc.Policy)
+		}
+		if rc.MaxRestarts < 0 || rc.MaxRestarts > 100 {
+			v.add("recovery.max_restarts", "must be 0..100, got %d", rc.MaxRestarts)
+		}
+	}
+	if p := r.GetPlacement(); p != nil {
+		switch p.HypervisorKind {
+		case "", "kvm", "qemu", "xen", "fake":
+		default:
+			v.add("placement.hypervisor_kind", "must be kvm, qemu, xen, fake or empty")
+		}
+		for k, val := range p.HostLabels {
+			if !labelRE.MatchString(k) || !labelValueRE.MatchString(val) {
+				v.add("placement.host_labels", "label %q=%q: keys and values are letters, digits, '.', '_', '/' and '-', at most 63 characters", k, val)
+			}
+		}
+		if p.AntiAffinityGroup != "" && !nameRE.MatchString(p.AntiAffinityGroup) {
+			v.add("placement.anti_affinity_group", "must be 1-63 lowercase letters, digits or '-'")
+		}
+	}
 	return v
 }
+
+var (
+	labelRE      = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$`)
+	labelValueRE = regexp.MustCompile(`^[A-Za-z0-9._/-]{0,63}$`)
+)
 
 func validateRequestID(v *violations, id string) {
 	if id != "" && !requestIDRE.MatchString(id) {

@@ -38,6 +38,9 @@ const (
 	TypeObserve        = "power.observe"
 	TypeRegisterServer = "server.register"
 	TypeRemoveServer   = "server.remove"
+	TypeCordonHost     = "host.cordon"
+	TypeDrainHost      = "host.drain"
+	TypeRecover        = "instance.recover"
 )
 
 // Business errors returned as apply results. The API maps them to gRPC codes.
@@ -100,10 +103,34 @@ type RegisterHost struct {
 	Inventory []Observation `json:"inventory"`
 }
 
-// DisconnectHost records that a host's session ended.
+// DisconnectHost records that a host's session ended (Down: because it
+// went silent or never came back, rather than a closed stream).
 type DisconnectHost struct {
 	HostID string `json:"host_id"`
 	Epoch  uint64 `json:"epoch"`
+	Down   bool   `json:"down,omitempty"`
+}
+
+// CordonHost sets or clears a host's cordon (clearing also ends a drain).
+type CordonHost struct {
+	HostID string `json:"host_id"`
+	Cordon bool   `json:"cordon"`
+}
+
+// DrainHost cordons a host and stops its instances: Stops holds one
+// prepared stop operation per instance; those an instance's status no
+// longer allows at commit time are skipped.
+type DrainHost struct {
+	HostID string            `json:"host_id"`
+	Stops  []state.Operation `json:"stops"`
+}
+
+// Recover acts on an unexpected power-off or crash per the instance's
+// recovery policy: Restart carries the start operation; otherwise the
+// instance is marked failed.
+type Recover struct {
+	InstanceID string           `json:"instance_id"`
+	Restart    *state.Operation `json:"restart,omitempty"`
 }
 
 // Observe records power-state reports of one host. Full means the list is

@@ -41,6 +41,9 @@ func New(store *state.Store, log *slog.Logger) *FSM {
 		TypeObserve:        typed(applyObserve),
 		TypeRegisterServer: typed(applyRegisterServer),
 		TypeRemoveServer:   typed(applyRemoveServer),
+		TypeCordonHost:     typed(applyCordonHost),
+		TypeDrainHost:      typed(applyDrainHost),
+		TypeRecover:        typed(applyRecover),
 	}
 	return f
 }

@@ -3,6 +3,7 @@ package fsm
 import (
 	"bytes"
 	"errors"
+	"reflect"
 	"testing"
 	"time"
 
@@ -255,7 +256,7 @@ func TestSnapshotRestore(t *testing.T) {
 	}
 	a, _ := h.store.Instances()
 	b, _ := h2.store.Instances()
-	if len(a) != len(b) || a[0] != b[0] || a[1] != b[1] {
+	if len(a) != len(b) || !reflect.DeepEqual(a, b) {
 		t.Fatalf("instances differ:\n%+v\n%+v", a, b)
 	}
 	if op, ok := h2.store.OperationByRequest("req"); !ok || op.ID != "op-i1" {

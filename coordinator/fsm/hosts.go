@@ -19,6 +19,7 @@ func applyRegisterHost(tx *state.Tx, c *RegisterHost) (any, error) {
 	h.Kind = c.Host.Kind
 	h.Capacity = c.Host.Capacity
 	h.AgentVersion = c.Host.AgentVersion
+	h.Labels = c.Host.Labels
 	h.RegisterTime = tx.Now()
 	h.Orphans = applyInventory(tx, h.ID, c.Inventory, true, tx.Now())
 	tx.PutHost(h)
@@ -34,13 +35,17 @@ func applyDisconnectHost(tx *state.Tx, c *DisconnectHost) (any, error) {
 		return nil, fmt.Errorf("host %q epoch %d, current %d: %w", h.ID, c.Epoch, h.Epoch, ErrStaleEpoch)
 	}
 	h.Status = state.HostDisconnected
+	reason := "host-disconnected"
+	if c.Down {
+		h.Status, reason = state.HostDown, "host-down"
+	}
 	tx.PutHost(h)
 	// Unreachable is not stopped: the power state becomes unknown, nothing more.
 	for _, inst := range tx.InstancesOnHost(h.ID) {
 		if inst.Power == lifecycle.PowerNone || inst.Power == lifecycle.PowerUnknown || inst.Desired == lifecycle.DesiredDeleted && inst.Power == lifecycle.PowerNoDomain {
 			continue
 		}
-		inst.Power, inst.PowerWhy, inst.PowerTime = lifecycle.PowerUnknown, "host-disconnected", tx.Now()
+		inst.Power, inst.PowerWhy, inst.PowerTime = lifecycle.PowerUnknown, reason, tx.Now()
 		tx.PutInstance(inst)
 	}
 	return nil, nil
@@ -126,4 +131,47 @@ func equalStrings(a, b []string) bool {
 		}
 	}
 	return true
+}
+
+func applyCordonHost(tx *state.Tx, c *CordonHost) (any, error) {
+	h, ok := tx.Host(c.HostID)
+	if !ok {
+		return nil, fmt.Errorf("host %q: %w", c.HostID, ErrNotFound)
+	}
+	if h.Cordoned == c.Cordon && !(!c.Cordon && h.Draining) {
+		return nil, nil
+	}
+	h.Cordoned = c.Cordon
+	if !c.Cordon {
+		h.Draining = false
+	}
+	tx.PutHost(h)
+	return nil, nil
+}
+
+func applyDrainHost(tx *state.Tx, c *DrainHost) (any, error) {
+	h, ok := tx.Host(c.HostID)
+	if !ok {
+		return nil, fmt.Errorf("host %q: %w", c.HostID, ErrNotFound)
+	}
+	h.Cordoned, h.Draining = true, true
+	tx.PutHost(h)
+	var started []string
+	for _, op := range c.Stops {
+		inst, ok := tx.Instance(op.InstanceID)
+		if !ok || inst.HostID != h.ID {
+			continue
+		}
+		status := inst.Status()
+		if lifecycle.Check(status, lifecycle.ActionStop) != nil || status == lifecycle.StatusStopped {
+			continue // already down, gone, or busy: nothing to drain
+		}
+		o := newOperation(tx, op, lifecycle.OpStop, h.ID)
+		inst.Desired = lifecycle.DesiredStopped
+		inst.CurrentOp, inst.CurrentOpK = o.ID, o.Kind
+		tx.PutInstance(inst)
+		tx.PutOperation(o)
+		started = append(started, o.ID)
+	}
+	return started, nil
 }

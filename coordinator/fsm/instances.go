@@ -23,7 +23,7 @@ func applyCreateInstance(tx *state.Tx, c *CreateInstance) (any, error) {
 		return nil, fmt.Errorf("instance %q: %w", c.Instance.ID, ErrAlreadyExists)
 	}
 	h, ok := tx.Host(c.Instance.HostID)
-	if !ok || h.Status != state.HostReady {
+	if !ok || h.Status != state.HostReady || h.Cordoned {
 		return nil, fmt.Errorf("host %q: %w", c.Instance.HostID, ErrHostUnavailable)
 	}
 	// Checked at commit time: two placements decided concurrently against
@@ -62,6 +62,9 @@ func applyInstanceAction(tx *state.Tx, c *InstanceAction) (any, error) {
 	plan := lifecycle.PlanFor(status, c.Action, c.Hard)
 	op := newOperation(tx, c.Operation, plan.Op, inst.HostID)
 	inst.Desired = plan.Desired
+	if c.Action == lifecycle.ActionStart || c.Action == lifecycle.ActionStop {
+		inst.Restarts = 0 // the user took over: automatic restarts count afresh
+	}
 	inst.CurrentOp, inst.CurrentOpK = op.ID, op.Kind
 	tx.PutInstance(inst)
 	tx.PutOperation(op)
@@ -80,4 +83,38 @@ func newOperation(tx *state.Tx, req state.Operation, kind lifecycle.OpKind, host
 	op.CreateTime = tx.Now()
 	op.Fault = nil
 	return &op
+}
+
+// applyRecover acts on an instance that stopped or crashed on its own. It
+// re-checks at commit time that the instance still is in that state and
+// still has restarts left, so a late or repeated decision does nothing.
+func applyRecover(tx *state.Tx, c *Recover) (any, error) {
+	inst, ok := tx.Instance(c.InstanceID)
+	if !ok {
+		return nil, fmt.Errorf("instance %q: %w", c.InstanceID, ErrNotFound)
+	}
+	status := inst.Status()
+	if status != lifecycle.StatusUnexpectedShutoff && status != lifecycle.StatusCrashed {
+		return nil, fmt.Errorf("instance %q is %s: %w", inst.ID, status, ErrNotAllowed)
+	}
+	switch inst.Recovery.Policy {
+	case state.RecoverRestart:
+		if c.Restart == nil || inst.Restarts >= inst.Recovery.MaxRestarts {
+			return nil, fmt.Errorf("instance %q: no restarts left (%d of %d): %w", inst.ID, inst.Restarts, inst.Recovery.MaxRestarts, ErrNotAllowed)
+		}
+		op := newOperation(tx, *c.Restart, lifecycle.OpStart, inst.HostID)
+		op.InstanceID = inst.ID
+		inst.CurrentOp, inst.CurrentOpK = op.ID, op.Kind
+		inst.Restarts++
+		tx.PutOperation(op)
+		tx.PutInstance(inst)
+		return op.ID, nil
+	case state.RecoverMarkFailed:
+		inst.Result = lifecycle.ResultFailed
+		inst.Fault = &state.Fault{Code: "GUEST_STOPPED_UNEXPECTEDLY", Time: tx.Now(), HostID: inst.HostID,
+			Message: fmt.Sprintf("the guest went %s (%s) without a request; recovery policy: mark failed", inst.Power, inst.PowerWhy)}
+		tx.PutInstance(inst)
+		return nil, nil
+	}
+	return nil, fmt.Errorf("instance %q: recovery policy is leave: %w", inst.ID, ErrNotAllowed)
 }

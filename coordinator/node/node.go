@@ -24,6 +24,7 @@ import (
 	"github.com/flotilla-vm/flotilla/coordinator/fsm"
 	"github.com/flotilla-vm/flotilla/coordinator/orchestrator"
 	"github.com/flotilla-vm/flotilla/coordinator/raftstore"
+	"github.com/flotilla-vm/flotilla/coordinator/recovery"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
 	agentv1 "github.com/flotilla-vm/flotilla/proto/flotilla/agent/v1"
 	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
@@ -154,6 +155,7 @@ func (n *Node) lead(ctx context.Context, links *agentlink.Server) {
 				o := orchestrator.New(orchestrator.Config{Store: n.Store, Applier: n.Raft, Sessions: links, Logger: n.log})
 				go func() { defer close(done); o.Run(lctx) }()
 				go links.Watch(lctx)
+				go recovery.Run(lctx, n.Store, n.Raft, n.log)
 				n.log.Info("leading: orchestrator started")
 			}
 		} else if !isLeader {

@@ -1,16 +1,30 @@
-// Package scheduler decides where an instance runs. It is pure: it sees
-// candidate hosts with their capacity and allocation, and returns a choice.
-// The choice is re-checked against capacity when the placement commits
-// through Raft, so a stale view can never overfill a host.
+// Package scheduler decides which host an instance runs on.
+//
+// It is pure: every function computes its answer from its arguments alone,
+// with no I/O, no clock, no randomness and no shared state, and never modifies
+// what it is given. Two things depend on that:
+//
+//   - Safety under concurrency. An API handler places against a snapshot of
+//     the replicated state that may already be stale (another handler, or a
+//     former leader, may be placing against the same snapshot). The FSM then
+//     re-checks the decision at commit time with the same code, against the
+//     state as it is then: Fits(Evict(host, d.Preempt), req, policy). Only
+//     decisions that still fit are committed, so racing placements can never
+//     overfill a host or break anti-affinity, whatever order they commit in.
+//   - Reproducibility. The same hosts, request and policy always give the
+//     same decision (ties break by host id, not by input order), so a
+//     placement can be replayed in a test or a post-mortem.
 package scheduler
 
 import (
 	"errors"
 	"fmt"
-	"sort"
+	"math/bits"
 )
 
-// ErrNoHost means no candidate can take the instance now.
+// ErrNoHost means no host can take the instance now, even after preemption:
+// the instance waits (PENDING, or bidding if it is preemptible). Place wraps it
+// with Explain's text.
 var ErrNoHost = errors.New("no host can take the instance")
 
 // Resources is an amount of vCPU, memory and disk.
@@ -20,39 +34,120 @@ type Resources struct {
 	DiskGiB   uint64
 }
 
-// Host is one candidate.
+// Policy is how the cluster places instances.
+type Policy struct {
+	// Pack fills the fullest hosts first (least free memory after placement);
+	// false spreads (most free memory after placement first).
+	Pack bool
+	// Overcommit ratios: allocatable = floor(physical capacity * ratio), per
+	// resource. 0 (and any negative or NaN value) means 1.0.
+	CPUOvercommit, MemoryOvercommit, DiskOvercommit float64
+}
+
+// Host is one candidate host as the scheduler sees it.
 type Host struct {
 	ID        string
-	Ready     bool
-	Capacity  Resources
-	Allocated Resources
+	Kind      string // hypervisor kind: "kvm", "qemu", "xen", "fake"
+	Ready     bool   // READY; DOWN, DISCONNECTED and DRAINING hosts are not
+	Cordoned  bool   // takes no new instances
+	Labels    map[string]string
+	Capacity  Resources // physical; DiskGiB 0 means unknown: disk is not checked
+	Allocated Resources // sum over instances placed there, preemptible ones included
+	// Groups counts the instances of each anti-affinity group on the host,
+	// preemptible ones included.
+	Groups map[string]int
+	// Preemptible lists the preemptible instances on the host, which a
+	// non-preemptible request may evict.
+	Preemptible []Placed
 }
 
-func (h Host) fits(r Resources) bool {
-	return h.Allocated.VCPUs+r.VCPUs <= h.Capacity.VCPUs &&
-		h.Allocated.MemoryMiB+r.MemoryMiB <= h.Capacity.MemoryMiB &&
-		(h.Capacity.DiskGiB == 0 || h.Allocated.DiskGiB+r.DiskGiB <= h.Capacity.DiskGiB)
+// Placed is a preemptible instance running on a host.
+type Placed struct {
+	ID        string
+	Resources Resources
+	Group     string // anti-affinity group, "" if none
 }
 
-// Place picks the ready host that fits r with the most free memory left
-// (spread), ties broken by id so the choice is deterministic.
-func Place(r Resources, hosts []Host) (string, error) {
-	var fit []Host
-	for _, h := range hosts {
-		if h.Ready && h.fits(r) {
-			fit = append(fit, h)
+// Request is an instance to place.
+type Request struct {
+	Resources Resources
+	Kind      string            // required hypervisor kind, exact match; "" means any
+	Labels    map[string]string // the host must carry every key=value
+	// AntiAffinityGroup: no two instances of a group on one host; "" if none.
+	AntiAffinityGroup string
+	// Preemptible instances may be evicted for normal ones and never evict
+	// others themselves.
+	Preemptible bool
+}
+
+// Decision is where to run a request.
+type Decision struct {
+	HostID string
+	// Preempt lists the preemptible instances on HostID to evict first, in
+	// eviction order. It is empty unless nothing fit without eviction.
+	Preempt []string
+}
+
+// Place chooses a host for r. Among the hosts r Fits, spread picks the one
+// with the most free memory after placement (ties: lower vCPU allocation
+// ratio, then lower id) and pack the one with the least (ties: lower id).
+// If none fits and r is not preemptible, Place evicts preemptible instances
+// on the host where that takes the fewest (see preempt). Otherwise it returns
+// ErrNoHost wrapped with Explain's reason.
+func Place(r Request, hosts []Host, p Policy) (Decision, error) {
+	req := widen(r.Resources)
+	best := -1
+	var bestScore score
+	for i := range hosts {
+		h := &hosts[i]
+		if v, _ := judge(h, &r, &p); v != accepted {
+			continue
+		}
+		s := scoreOf(h, req, &p)
+		if best < 0 || s.better(&bestScore, p.Pack) {
+			best, bestScore = i, s
 		}
 	}
-	if len(fit) == 0 {
-		return "", fmt.Errorf("%d hosts considered: %w", len(hosts), ErrNoHost)
+	if best >= 0 {
+		return Decision{HostID: hosts[best].ID}, nil
 	}
-	sort.Slice(fit, func(a, b int) bool {
-		fa := fit[a].Capacity.MemoryMiB - fit[a].Allocated.MemoryMiB
-		fb := fit[b].Capacity.MemoryMiB - fit[b].Allocated.MemoryMiB
-		if fa != fb {
-			return fa > fb
+	if !r.Preemptible {
+		if d, ok := preempt(&r, hosts, &p); ok {
+			return d, nil
 		}
-		return fit[a].ID < fit[b].ID
-	})
-	return fit[0].ID, nil
+	}
+	return Decision{}, fmt.Errorf("%w: %s", ErrNoHost, Explain(r, hosts, p))
+}
+
+// score is what Place ranks fitting hosts by.
+type score struct {
+	freeMem        uint64 // allocatable memory left after placement
+	cpuNum, cpuDen uint64 // vCPU allocation ratio after placement
+	id             string
+}
+
+func scoreOf(h *Host, req amounts, p *Policy) score {
+	lim := allocatable(h.Capacity, p)
+	used := widen(h.Allocated).plus(req) // fits, so used <= lim
+	s := score{freeMem: lim.mem - used.mem, cpuNum: used.vcpus, cpuDen: lim.vcpus, id: h.ID}
+	if s.cpuDen == 0 { // nothing allocatable (and nothing asked): count as full
+		s.cpuNum, s.cpuDen = 1, 1
+	}
+	return s
+}
+
+// better reports whether s ranks strictly before o.
+func (s *score) better(o *score, pack bool) bool {
+	if s.freeMem != o.freeMem {
+		return (s.freeMem < o.freeMem) == pack
+	}
+	if !pack {
+		// s.cpuNum/s.cpuDen vs o.cpuNum/o.cpuDen, exactly, in 128 bits.
+		lh, ll := bits.Mul64(s.cpuNum, o.cpuDen)
+		rh, rl := bits.Mul64(o.cpuNum, s.cpuDen)
+		if lh != rh || ll != rl {
+			return lh < rh || (lh == rh && ll < rl)
+		}
+	}
+	return s.id < o.id
 }

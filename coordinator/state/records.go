@@ -41,6 +41,32 @@ type Instance struct {
 	UpdateTime time.Time         `json:"update_time"`
 	CreateRev  int64             `json:"create_rev"`
 	ModifyRev  int64             `json:"modify_rev"`
+	Recovery   Recovery          `json:"recovery"`
+	Restarts   int32             `json:"restarts,omitempty"` // automatic, since the user's last start/stop
+	Placement  Placement         `json:"placement"`
+}
+
+// Recovery is what happens after an unexpected power-off or crash.
+type Recovery struct {
+	Policy      RecoveryPolicy `json:"policy,omitempty"`
+	MaxRestarts int32          `json:"max_restarts,omitempty"`
+}
+
+// RecoveryPolicy names a recovery policy.
+type RecoveryPolicy string
+
+const (
+	RecoverLeave      RecoveryPolicy = "" // show it, do nothing
+	RecoverRestart    RecoveryPolicy = "restart"
+	RecoverMarkFailed RecoveryPolicy = "mark-failed"
+)
+
+// Placement constrains where an instance runs.
+type Placement struct {
+	Kind        string            `json:"kind,omitempty"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	Group       string            `json:"group,omitempty"`
+	Preemptible bool              `json:"preemptible,omitempty"`
 }
 
 // Facts returns the instance's four facts.
@@ -93,20 +119,24 @@ type HostStatus string
 
 const (
 	HostReady        HostStatus = "ready"
-	HostDisconnected HostStatus = "disconnected"
+	HostDisconnected HostStatus = "disconnected" // the stream closed
+	HostDown         HostStatus = "down"         // heartbeats missed, or absent after a leader change
 )
 
 // Host is one hypervisor host.
 type Host struct {
-	ID           string     `json:"id"`
-	Status       HostStatus `json:"status"`
-	Kind         string     `json:"kind"`
-	Capacity     Resources  `json:"capacity"`
-	Epoch        uint64     `json:"epoch"`
-	RegisterTime time.Time  `json:"register_time"`
-	AgentVersion string     `json:"agent_version"`
-	Orphans      []string   `json:"orphans,omitempty"`
-	ModifyRev    int64      `json:"modify_rev"`
+	ID           string            `json:"id"`
+	Status       HostStatus        `json:"status"`
+	Kind         string            `json:"kind"`
+	Capacity     Resources         `json:"capacity"`
+	Epoch        uint64            `json:"epoch"`
+	RegisterTime time.Time         `json:"register_time"`
+	AgentVersion string            `json:"agent_version"`
+	Orphans      []string          `json:"orphans,omitempty"`
+	Labels       map[string]string `json:"labels,omitempty"`
+	Cordoned     bool              `json:"cordoned,omitempty"`
+	Draining     bool              `json:"draining,omitempty"`
+	ModifyRev    int64             `json:"modify_rev"`
 }
 
 // Resources is an amount of vCPU, memory and disk.

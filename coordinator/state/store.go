@@ -229,6 +229,12 @@ func (s *Store) Since(rev int64) ([]Event, <-chan struct{}, int64, error) {
 func cloneHost(h *Host) Host {
 	c := *h
 	c.Orphans = append([]string(nil), h.Orphans...)
+	if h.Labels != nil {
+		c.Labels = make(map[string]string, len(h.Labels))
+		for k, v := range h.Labels {
+			c.Labels[k] = v
+		}
+	}
 	return c
 }
 

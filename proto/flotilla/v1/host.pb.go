@@ -9,6 +9,7 @@ package flotillav1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -30,8 +31,15 @@ const (
 	HostStatus_HOST_STATUS_UNSPECIFIED HostStatus = 0
 	// The agent is connected and reporting.
 	HostStatus_HOST_STATUS_READY HostStatus = 1
-	// The agent's stream is closed; instances keep their last known state.
+	// The agent's stream closed; its instances' power state is unknown.
 	HostStatus_HOST_STATUS_DISCONNECTED HostStatus = 2
+	// The agent missed its heartbeats (or never came back after a leader
+	// change); its instances' power state is unknown, nothing is rescheduled.
+	HostStatus_HOST_STATUS_DOWN HostStatus = 3
+	// Connected, but takes no new instances.
+	HostStatus_HOST_STATUS_CORDONED HostStatus = 4
+	// Cordoned, and its instances are being stopped.
+	HostStatus_HOST_STATUS_DRAINING HostStatus = 5
 )
 
 // Enum value maps for HostStatus.
@@ -40,11 +48,17 @@ var (
 		0: "HOST_STATUS_UNSPECIFIED",
 		1: "HOST_STATUS_READY",
 		2: "HOST_STATUS_DISCONNECTED",
+		3: "HOST_STATUS_DOWN",
+		4: "HOST_STATUS_CORDONED",
+		5: "HOST_STATUS_DRAINING",
 	}
 	HostStatus_value = map[string]int32{
 		"HOST_STATUS_UNSPECIFIED":  0,
 		"HOST_STATUS_READY":        1,
 		"HOST_STATUS_DISCONNECTED": 2,
+		"HOST_STATUS_DOWN":         3,
+		"HOST_STATUS_CORDONED":     4,
+		"HOST_STATUS_DRAINING":     5,
 	}
 )
 
@@ -161,7 +175,11 @@ type Host struct {
 	// When the agent last registered.
 	RegisterTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=register_time,json=registerTime,proto3" json:"register_time,omitempty"`
 	// The agent's version.
-	AgentVersion  string `protobuf:"bytes,10,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
+	AgentVersion string `protobuf:"bytes,10,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
+	// Labels for placement constraints, as the agent registered them.
+	Labels map[string]string `protobuf:"bytes,11,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// True if no new instance may be placed here.
+	Cordoned      bool `protobuf:"varint,12,opt,name=cordoned,proto3" json:"cordoned,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -264,6 +282,20 @@ func (x *Host) GetAgentVersion() string {
 		return x.AgentVersion
 	}
 	return ""
+}
+
+func (x *Host) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *Host) GetCordoned() bool {
+	if x != nil {
+		return x.Cordoned
+	}
+	return false
 }
 
 // ListHostsRequest lists hosts.
@@ -404,16 +436,164 @@ func (x *GetHostRequest) GetId() string {
 	return ""
 }
 
+// CordonHostRequest names a host.
+type CordonHostRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The host id.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CordonHostRequest) Reset() {
+	*x = CordonHostRequest{}
+	mi := &file_flotilla_v1_host_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CordonHostRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CordonHostRequest) ProtoMessage() {}
+
+func (x *CordonHostRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_host_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CordonHostRequest.ProtoReflect.Descriptor instead.
+func (*CordonHostRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_host_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *CordonHostRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// UncordonHostRequest names a host.
+type UncordonHostRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The host id.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UncordonHostRequest) Reset() {
+	*x = UncordonHostRequest{}
+	mi := &file_flotilla_v1_host_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UncordonHostRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UncordonHostRequest) ProtoMessage() {}
+
+func (x *UncordonHostRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_host_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UncordonHostRequest.ProtoReflect.Descriptor instead.
+func (*UncordonHostRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_host_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *UncordonHostRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// DrainHostRequest drains a host.
+type DrainHostRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The host id.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// How long each guest gets to power itself off before it is destroyed
+	// (default 10 min, 1 s..1 h).
+	GracefulTimeout *durationpb.Duration `protobuf:"bytes,2,opt,name=graceful_timeout,json=gracefulTimeout,proto3" json:"graceful_timeout,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *DrainHostRequest) Reset() {
+	*x = DrainHostRequest{}
+	mi := &file_flotilla_v1_host_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainHostRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainHostRequest) ProtoMessage() {}
+
+func (x *DrainHostRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_host_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainHostRequest.ProtoReflect.Descriptor instead.
+func (*DrainHostRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_host_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *DrainHostRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *DrainHostRequest) GetGracefulTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.GracefulTimeout
+	}
+	return nil
+}
+
 var File_flotilla_v1_host_proto protoreflect.FileDescriptor
 
 const file_flotilla_v1_host_proto_rawDesc = "" +
 	"\n" +
-	"\x16flotilla/v1/host.proto\x12\vflotilla.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"[\n" +
+	"\x16flotilla/v1/host.proto\x12\vflotilla.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"[\n" +
 	"\tResources\x12\x14\n" +
 	"\x05vcpus\x18\x01 \x01(\rR\x05vcpus\x12\x1d\n" +
 	"\n" +
 	"memory_mib\x18\x02 \x01(\x04R\tmemoryMib\x12\x19\n" +
-	"\bdisk_gib\x18\x03 \x01(\x04R\adiskGib\"\xa4\x03\n" +
+	"\bdisk_gib\x18\x03 \x01(\x04R\adiskGib\"\xb2\x04\n" +
 	"\x04Host\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12/\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x17.flotilla.v1.HostStatusR\x06status\x12'\n" +
@@ -425,21 +605,40 @@ const file_flotilla_v1_host_proto_rawDesc = "" +
 	"\x0eorphan_domains\x18\b \x03(\tR\rorphanDomains\x12?\n" +
 	"\rregister_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\fregisterTime\x12#\n" +
 	"\ragent_version\x18\n" +
-	" \x01(\tR\fagentVersion\"\x12\n" +
+	" \x01(\tR\fagentVersion\x125\n" +
+	"\x06labels\x18\v \x03(\v2\x1d.flotilla.v1.Host.LabelsEntryR\x06labels\x12\x1a\n" +
+	"\bcordoned\x18\f \x01(\bR\bcordoned\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x12\n" +
 	"\x10ListHostsRequest\"X\n" +
 	"\x11ListHostsResponse\x12'\n" +
 	"\x05hosts\x18\x01 \x03(\v2\x11.flotilla.v1.HostR\x05hosts\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x03R\brevision\" \n" +
 	"\x0eGetHostRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id*^\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"#\n" +
+	"\x11CordonHostRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"%\n" +
+	"\x13UncordonHostRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"h\n" +
+	"\x10DrainHostRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12D\n" +
+	"\x10graceful_timeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x0fgracefulTimeout*\xa8\x01\n" +
 	"\n" +
 	"HostStatus\x12\x1b\n" +
 	"\x17HOST_STATUS_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11HOST_STATUS_READY\x10\x01\x12\x1c\n" +
-	"\x18HOST_STATUS_DISCONNECTED\x10\x022\x94\x01\n" +
+	"\x18HOST_STATUS_DISCONNECTED\x10\x02\x12\x14\n" +
+	"\x10HOST_STATUS_DOWN\x10\x03\x12\x18\n" +
+	"\x14HOST_STATUS_CORDONED\x10\x04\x12\x18\n" +
+	"\x14HOST_STATUS_DRAINING\x10\x052\xd9\x02\n" +
 	"\vHostService\x12J\n" +
 	"\tListHosts\x12\x1d.flotilla.v1.ListHostsRequest\x1a\x1e.flotilla.v1.ListHostsResponse\x129\n" +
-	"\aGetHost\x12\x1b.flotilla.v1.GetHostRequest\x1a\x11.flotilla.v1.HostB>Z<github.com/flotilla-vm/flotilla/proto/flotilla/v1;flotillav1b\x06proto3"
+	"\aGetHost\x12\x1b.flotilla.v1.GetHostRequest\x1a\x11.flotilla.v1.Host\x12?\n" +
+	"\n" +
+	"CordonHost\x12\x1e.flotilla.v1.CordonHostRequest\x1a\x11.flotilla.v1.Host\x12C\n" +
+	"\fUncordonHost\x12 .flotilla.v1.UncordonHostRequest\x1a\x11.flotilla.v1.Host\x12=\n" +
+	"\tDrainHost\x12\x1d.flotilla.v1.DrainHostRequest\x1a\x11.flotilla.v1.HostB>Z<github.com/flotilla-vm/flotilla/proto/flotilla/v1;flotillav1b\x06proto3"
 
 var (
 	file_flotilla_v1_host_proto_rawDescOnce sync.Once
@@ -454,7 +653,7 @@ func file_flotilla_v1_host_proto_rawDescGZIP() []byte {
 }
 
 var file_flotilla_v1_host_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_flotilla_v1_host_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_flotilla_v1_host_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_flotilla_v1_host_proto_goTypes = []any{
 	(HostStatus)(0),               // 0: flotilla.v1.HostStatus
 	(*Resources)(nil),             // 1: flotilla.v1.Resources
@@ -462,23 +661,36 @@ var file_flotilla_v1_host_proto_goTypes = []any{
 	(*ListHostsRequest)(nil),      // 3: flotilla.v1.ListHostsRequest
 	(*ListHostsResponse)(nil),     // 4: flotilla.v1.ListHostsResponse
 	(*GetHostRequest)(nil),        // 5: flotilla.v1.GetHostRequest
-	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
+	(*CordonHostRequest)(nil),     // 6: flotilla.v1.CordonHostRequest
+	(*UncordonHostRequest)(nil),   // 7: flotilla.v1.UncordonHostRequest
+	(*DrainHostRequest)(nil),      // 8: flotilla.v1.DrainHostRequest
+	nil,                           // 9: flotilla.v1.Host.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 11: google.protobuf.Duration
 }
 var file_flotilla_v1_host_proto_depIdxs = []int32{
-	0, // 0: flotilla.v1.Host.status:type_name -> flotilla.v1.HostStatus
-	1, // 1: flotilla.v1.Host.capacity:type_name -> flotilla.v1.Resources
-	1, // 2: flotilla.v1.Host.allocated:type_name -> flotilla.v1.Resources
-	6, // 3: flotilla.v1.Host.register_time:type_name -> google.protobuf.Timestamp
-	2, // 4: flotilla.v1.ListHostsResponse.hosts:type_name -> flotilla.v1.Host
-	3, // 5: flotilla.v1.HostService.ListHosts:input_type -> flotilla.v1.ListHostsRequest
-	5, // 6: flotilla.v1.HostService.GetHost:input_type -> flotilla.v1.GetHostRequest
-	4, // 7: flotilla.v1.HostService.ListHosts:output_type -> flotilla.v1.ListHostsResponse
-	2, // 8: flotilla.v1.HostService.GetHost:output_type -> flotilla.v1.Host
-	7, // [7:9] is the sub-list for method output_type
-	5, // [5:7] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	0,  // 0: flotilla.v1.Host.status:type_name -> flotilla.v1.HostStatus
+	1,  // 1: flotilla.v1.Host.capacity:type_name -> flotilla.v1.Resources
+	1,  // 2: flotilla.v1.Host.allocated:type_name -> flotilla.v1.Resources
+	10, // 3: flotilla.v1.Host.register_time:type_name -> google.protobuf.Timestamp
+	9,  // 4: flotilla.v1.Host.labels:type_name -> flotilla.v1.Host.LabelsEntry
+	2,  // 5: flotilla.v1.ListHostsResponse.hosts:type_name -> flotilla.v1.Host
+	11, // 6: flotilla.v1.DrainHostRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	3,  // 7: flotilla.v1.HostService.ListHosts:input_type -> flotilla.v1.ListHostsRequest
+	5,  // 8: flotilla.v1.HostService.GetHost:input_type -> flotilla.v1.GetHostRequest
+	6,  // 9: flotilla.v1.HostService.CordonHost:input_type -> flotilla.v1.CordonHostRequest
+	7,  // 10: flotilla.v1.HostService.UncordonHost:input_type -> flotilla.v1.UncordonHostRequest
+	8,  // 11: flotilla.v1.HostService.DrainHost:input_type -> flotilla.v1.DrainHostRequest
+	4,  // 12: flotilla.v1.HostService.ListHosts:output_type -> flotilla.v1.ListHostsResponse
+	2,  // 13: flotilla.v1.HostService.GetHost:output_type -> flotilla.v1.Host
+	2,  // 14: flotilla.v1.HostService.CordonHost:output_type -> flotilla.v1.Host
+	2,  // 15: flotilla.v1.HostService.UncordonHost:output_type -> flotilla.v1.Host
+	2,  // 16: flotilla.v1.HostService.DrainHost:output_type -> flotilla.v1.Host
+	12, // [12:17] is the sub-list for method output_type
+	7,  // [7:12] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_host_proto_init() }
@@ -492,7 +704,7 @@ func file_flotilla_v1_host_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_host_proto_rawDesc), len(file_flotilla_v1_host_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   5,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,8 +19,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	HostService_ListHosts_FullMethodName = "/flotilla.v1.HostService/ListHosts"
-	HostService_GetHost_FullMethodName   = "/flotilla.v1.HostService/GetHost"
+	HostService_ListHosts_FullMethodName    = "/flotilla.v1.HostService/ListHosts"
+	HostService_GetHost_FullMethodName      = "/flotilla.v1.HostService/GetHost"
+	HostService_CordonHost_FullMethodName   = "/flotilla.v1.HostService/CordonHost"
+	HostService_UncordonHost_FullMethodName = "/flotilla.v1.HostService/UncordonHost"
+	HostService_DrainHost_FullMethodName    = "/flotilla.v1.HostService/DrainHost"
 )
 
 // HostServiceClient is the client API for HostService service.
@@ -33,6 +36,13 @@ type HostServiceClient interface {
 	ListHosts(ctx context.Context, in *ListHostsRequest, opts ...grpc.CallOption) (*ListHostsResponse, error)
 	// GetHost returns one host.
 	GetHost(ctx context.Context, in *GetHostRequest, opts ...grpc.CallOption) (*Host, error)
+	// CordonHost stops new instances from being placed on the host.
+	CordonHost(ctx context.Context, in *CordonHostRequest, opts ...grpc.CallOption) (*Host, error)
+	// UncordonHost lets the host take new instances again.
+	UncordonHost(ctx context.Context, in *UncordonHostRequest, opts ...grpc.CallOption) (*Host, error)
+	// DrainHost cordons the host and stops every instance on it (gracefully,
+	// within the timeout); the host is DRAINING until none runs.
+	DrainHost(ctx context.Context, in *DrainHostRequest, opts ...grpc.CallOption) (*Host, error)
 }
 
 type hostServiceClient struct {
@@ -63,6 +73,36 @@ func (c *hostServiceClient) GetHost(ctx context.Context, in *GetHostRequest, opt
 	return out, nil
 }
 
+func (c *hostServiceClient) CordonHost(ctx context.Context, in *CordonHostRequest, opts ...grpc.CallOption) (*Host, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Host)
+	err := c.cc.Invoke(ctx, HostService_CordonHost_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *hostServiceClient) UncordonHost(ctx context.Context, in *UncordonHostRequest, opts ...grpc.CallOption) (*Host, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Host)
+	err := c.cc.Invoke(ctx, HostService_UncordonHost_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *hostServiceClient) DrainHost(ctx context.Context, in *DrainHostRequest, opts ...grpc.CallOption) (*Host, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Host)
+	err := c.cc.Invoke(ctx, HostService_DrainHost_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // HostServiceServer is the server API for HostService service.
 // All implementations must embed UnimplementedHostServiceServer
 // for forward compatibility.
@@ -73,6 +113,13 @@ type HostServiceServer interface {
 	ListHosts(context.Context, *ListHostsRequest) (*ListHostsResponse, error)
 	// GetHost returns one host.
 	GetHost(context.Context, *GetHostRequest) (*Host, error)
+	// CordonHost stops new instances from being placed on the host.
+	CordonHost(context.Context, *CordonHostRequest) (*Host, error)
+	// UncordonHost lets the host take new instances again.
+	UncordonHost(context.Context, *UncordonHostRequest) (*Host, error)
+	// DrainHost cordons the host and stops every instance on it (gracefully,
+	// within the timeout); the host is DRAINING until none runs.
+	DrainHost(context.Context, *DrainHostRequest) (*Host, error)
 	mustEmbedUnimplementedHostServiceServer()
 }
 
@@ -88,6 +135,15 @@ func (UnimplementedHostServiceServer) ListHosts(context.Context, *ListHostsReque
 }
 func (UnimplementedHostServiceServer) GetHost(context.Context, *GetHostRequest) (*Host, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetHost not implemented")
+}
+func (UnimplementedHostServiceServer) CordonHost(context.Context, *CordonHostRequest) (*Host, error) {
+	return nil, status.Error(codes.Unimplemented, "method CordonHost not implemented")
+}
+func (UnimplementedHostServiceServer) UncordonHost(context.Context, *UncordonHostRequest) (*Host, error) {
+	return nil, status.Error(codes.Unimplemented, "method UncordonHost not implemented")
+}
+func (UnimplementedHostServiceServer) DrainHost(context.Context, *DrainHostRequest) (*Host, error) {
+	return nil, status.Error(codes.Unimplemented, "method DrainHost not implemented")
 }
 func (UnimplementedHostServiceServer) mustEmbedUnimplementedHostServiceServer() {}
 func (UnimplementedHostServiceServer) testEmbeddedByValue()                     {}
@@ -146,6 +202,60 @@ func _HostService_GetHost_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _HostService_CordonHost_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CordonHostRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServiceServer).CordonHost(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: HostService_CordonHost_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServiceServer).CordonHost(ctx, req.(*CordonHostRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _HostService_UncordonHost_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UncordonHostRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServiceServer).UncordonHost(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: HostService_UncordonHost_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServiceServer).UncordonHost(ctx, req.(*UncordonHostRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _HostService_DrainHost_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DrainHostRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServiceServer).DrainHost(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: HostService_DrainHost_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServiceServer).DrainHost(ctx, req.(*DrainHostRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // HostService_ServiceDesc is the grpc.ServiceDesc for HostService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -160,6 +270,18 @@ var HostService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetHost",
 			Handler:    _HostService_GetHost_Handler,
+		},
+		{
+			MethodName: "CordonHost",
+			Handler:    _HostService_CordonHost_Handler,
+		},
+		{
+			MethodName: "UncordonHost",
+			Handler:    _HostService_UncordonHost_Handler,
+		},
+		{
+			MethodName: "DrainHost",
+			Handler:    _HostService_DrainHost_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

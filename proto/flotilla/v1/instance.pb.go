@@ -346,6 +346,121 @@ func (Action) EnumDescriptor() ([]byte, []int) {
 	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{3}
 }
 
+// RecoveryPolicy says what the coordinator does when a guest powers off or
+// crashes without anyone asking (in the spirit of Ganeti's watcher and
+// KubeVirt's run strategies).
+type RecoveryPolicy int32
+
+const (
+	// LEAVE.
+	RecoveryPolicy_RECOVERY_POLICY_UNSPECIFIED RecoveryPolicy = 0
+	// Show the unexpected state (UNEXPECTED_SHUTOFF, CRASHED) and do nothing.
+	RecoveryPolicy_RECOVERY_POLICY_LEAVE RecoveryPolicy = 1
+	// Start it again, with exponential back-off, up to max_restarts times.
+	RecoveryPolicy_RECOVERY_POLICY_RESTART RecoveryPolicy = 2
+	// Record a failure (status ERROR, fault GUEST_STOPPED_UNEXPECTEDLY).
+	RecoveryPolicy_RECOVERY_POLICY_MARK_FAILED RecoveryPolicy = 3
+)
+
+// Enum value maps for RecoveryPolicy.
+var (
+	RecoveryPolicy_name = map[int32]string{
+		0: "RECOVERY_POLICY_UNSPECIFIED",
+		1: "RECOVERY_POLICY_LEAVE",
+		2: "RECOVERY_POLICY_RESTART",
+		3: "RECOVERY_POLICY_MARK_FAILED",
+	}
+	RecoveryPolicy_value = map[string]int32{
+		"RECOVERY_POLICY_UNSPECIFIED": 0,
+		"RECOVERY_POLICY_LEAVE":       1,
+		"RECOVERY_POLICY_RESTART":     2,
+		"RECOVERY_POLICY_MARK_FAILED": 3,
+	}
+)
+
+func (x RecoveryPolicy) Enum() *RecoveryPolicy {
+	p := new(RecoveryPolicy)
+	*p = x
+	return p
+}
+
+func (x RecoveryPolicy) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RecoveryPolicy) Descriptor() protoreflect.EnumDescriptor {
+	return file_flotilla_v1_instance_proto_enumTypes[4].Descriptor()
+}
+
+func (RecoveryPolicy) Type() protoreflect.EnumType {
+	return &file_flotilla_v1_instance_proto_enumTypes[4]
+}
+
+func (x RecoveryPolicy) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RecoveryPolicy.Descriptor instead.
+func (RecoveryPolicy) EnumDescriptor() ([]byte, []int) {
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{4}
+}
+
+// Recovery configures what happens after an unexpected power-off or crash.
+type Recovery struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The policy.
+	Policy RecoveryPolicy `protobuf:"varint,1,opt,name=policy,proto3,enum=flotilla.v1.RecoveryPolicy" json:"policy,omitempty"`
+	// For RESTART: how many automatic restarts at most (default 3, 0..100);
+	// the count resets when the user starts or stops the instance.
+	MaxRestarts   int32 `protobuf:"varint,2,opt,name=max_restarts,json=maxRestarts,proto3" json:"max_restarts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Recovery) Reset() {
+	*x = Recovery{}
+	mi := &file_flotilla_v1_instance_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Recovery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Recovery) ProtoMessage() {}
+
+func (x *Recovery) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_instance_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Recovery.ProtoReflect.Descriptor instead.
+func (*Recovery) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *Recovery) GetPolicy() RecoveryPolicy {
+	if x != nil {
+		return x.Policy
+	}
+	return RecoveryPolicy_RECOVERY_POLICY_UNSPECIFIED
+}
+
+func (x *Recovery) GetMaxRestarts() int32 {
+	if x != nil {
+		return x.MaxRestarts
+	}
+	return 0
+}
+
 // InstanceSpec is the shape of a virtual machine.
 type InstanceSpec struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -365,7 +480,7 @@ type InstanceSpec struct {
 
 func (x *InstanceSpec) Reset() {
 	*x = InstanceSpec{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[0]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -377,7 +492,7 @@ func (x *InstanceSpec) String() string {
 func (*InstanceSpec) ProtoMessage() {}
 
 func (x *InstanceSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[0]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -390,7 +505,7 @@ func (x *InstanceSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceSpec.ProtoReflect.Descriptor instead.
 func (*InstanceSpec) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{0}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *InstanceSpec) GetVcpus() int32 {
@@ -419,6 +534,80 @@ func (x *InstanceSpec) GetImage() string {
 		return x.Image
 	}
 	return ""
+}
+
+// Placement constrains where an instance may run.
+type Placement struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Hypervisor kind the host must have ("kvm", "qemu", "xen", "fake"); empty: any.
+	HypervisorKind string `protobuf:"bytes,1,opt,name=hypervisor_kind,json=hypervisorKind,proto3" json:"hypervisor_kind,omitempty"`
+	// Labels the host must carry, each key=value.
+	HostLabels map[string]string `protobuf:"bytes,2,rep,name=host_labels,json=hostLabels,proto3" json:"host_labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// No two instances of this group run on one host.
+	AntiAffinityGroup string `protobuf:"bytes,3,opt,name=anti_affinity_group,json=antiAffinityGroup,proto3" json:"anti_affinity_group,omitempty"`
+	// The instance may be evicted to make room for others; it waits
+	// (BIDDING) while no capacity is free.
+	Preemptible   bool `protobuf:"varint,4,opt,name=preemptible,proto3" json:"preemptible,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Placement) Reset() {
+	*x = Placement{}
+	mi := &file_flotilla_v1_instance_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Placement) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Placement) ProtoMessage() {}
+
+func (x *Placement) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_instance_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Placement.ProtoReflect.Descriptor instead.
+func (*Placement) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Placement) GetHypervisorKind() string {
+	if x != nil {
+		return x.HypervisorKind
+	}
+	return ""
+}
+
+func (x *Placement) GetHostLabels() map[string]string {
+	if x != nil {
+		return x.HostLabels
+	}
+	return nil
+}
+
+func (x *Placement) GetAntiAffinityGroup() string {
+	if x != nil {
+		return x.AntiAffinityGroup
+	}
+	return ""
+}
+
+func (x *Placement) GetPreemptible() bool {
+	if x != nil {
+		return x.Preemptible
+	}
+	return false
 }
 
 // Instance is one virtual machine.
@@ -460,13 +649,19 @@ type Instance struct {
 	CreateRevision int64 `protobuf:"varint,17,opt,name=create_revision,json=createRevision,proto3" json:"create_revision,omitempty"`
 	// Revision at which any of its facts last changed.
 	ModifyRevision int64 `protobuf:"varint,18,opt,name=modify_revision,json=modifyRevision,proto3" json:"modify_revision,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// What happens after an unexpected power-off or crash.
+	Recovery *Recovery `protobuf:"bytes,19,opt,name=recovery,proto3" json:"recovery,omitempty"`
+	// Automatic restarts done since the user last started or stopped it.
+	RestartCount int32 `protobuf:"varint,20,opt,name=restart_count,json=restartCount,proto3" json:"restart_count,omitempty"`
+	// Placement constraints.
+	Placement     *Placement `protobuf:"bytes,21,opt,name=placement,proto3" json:"placement,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Instance) Reset() {
 	*x = Instance{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[1]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -478,7 +673,7 @@ func (x *Instance) String() string {
 func (*Instance) ProtoMessage() {}
 
 func (x *Instance) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[1]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -491,7 +686,7 @@ func (x *Instance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Instance.ProtoReflect.Descriptor instead.
 func (*Instance) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{1}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Instance) GetId() string {
@@ -620,6 +815,27 @@ func (x *Instance) GetModifyRevision() int64 {
 	return 0
 }
 
+func (x *Instance) GetRecovery() *Recovery {
+	if x != nil {
+		return x.Recovery
+	}
+	return nil
+}
+
+func (x *Instance) GetRestartCount() int32 {
+	if x != nil {
+		return x.RestartCount
+	}
+	return 0
+}
+
+func (x *Instance) GetPlacement() *Placement {
+	if x != nil {
+		return x.Placement
+	}
+	return nil
+}
+
 // CreateInstanceRequest describes a new instance.
 type CreateInstanceRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -630,14 +846,18 @@ type CreateInstanceRequest struct {
 	Spec *InstanceSpec `protobuf:"bytes,2,opt,name=spec,proto3" json:"spec,omitempty"`
 	// Optional idempotency key (at most 128 characters): a retry with the same
 	// id returns the first Operation instead of doing the work again.
-	RequestId     string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	RequestId string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// What to do after an unexpected power-off or crash (default LEAVE).
+	Recovery *Recovery `protobuf:"bytes,4,opt,name=recovery,proto3" json:"recovery,omitempty"`
+	// Where the instance may run.
+	Placement     *Placement `protobuf:"bytes,5,opt,name=placement,proto3" json:"placement,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateInstanceRequest) Reset() {
 	*x = CreateInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[2]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -649,7 +869,7 @@ func (x *CreateInstanceRequest) String() string {
 func (*CreateInstanceRequest) ProtoMessage() {}
 
 func (x *CreateInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[2]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -662,7 +882,7 @@ func (x *CreateInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateInstanceRequest.ProtoReflect.Descriptor instead.
 func (*CreateInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{2}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CreateInstanceRequest) GetName() string {
@@ -686,6 +906,20 @@ func (x *CreateInstanceRequest) GetRequestId() string {
 	return ""
 }
 
+func (x *CreateInstanceRequest) GetRecovery() *Recovery {
+	if x != nil {
+		return x.Recovery
+	}
+	return nil
+}
+
+func (x *CreateInstanceRequest) GetPlacement() *Placement {
+	if x != nil {
+		return x.Placement
+	}
+	return nil
+}
+
 // GetInstanceRequest names one instance.
 type GetInstanceRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -699,7 +933,7 @@ type GetInstanceRequest struct {
 
 func (x *GetInstanceRequest) Reset() {
 	*x = GetInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[3]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -711,7 +945,7 @@ func (x *GetInstanceRequest) String() string {
 func (*GetInstanceRequest) ProtoMessage() {}
 
 func (x *GetInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[3]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -724,7 +958,7 @@ func (x *GetInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInstanceRequest.ProtoReflect.Descriptor instead.
 func (*GetInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{3}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetInstanceRequest) GetId() string {
@@ -760,7 +994,7 @@ type ListInstancesRequest struct {
 
 func (x *ListInstancesRequest) Reset() {
 	*x = ListInstancesRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[4]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -772,7 +1006,7 @@ func (x *ListInstancesRequest) String() string {
 func (*ListInstancesRequest) ProtoMessage() {}
 
 func (x *ListInstancesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[4]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -785,7 +1019,7 @@ func (x *ListInstancesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInstancesRequest.ProtoReflect.Descriptor instead.
 func (*ListInstancesRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{4}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ListInstancesRequest) GetPageSize() int32 {
@@ -839,7 +1073,7 @@ type ListInstancesResponse struct {
 
 func (x *ListInstancesResponse) Reset() {
 	*x = ListInstancesResponse{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[5]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -851,7 +1085,7 @@ func (x *ListInstancesResponse) String() string {
 func (*ListInstancesResponse) ProtoMessage() {}
 
 func (x *ListInstancesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[5]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -864,7 +1098,7 @@ func (x *ListInstancesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInstancesResponse.ProtoReflect.Descriptor instead.
 func (*ListInstancesResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{5}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListInstancesResponse) GetInstances() []*Instance {
@@ -902,7 +1136,7 @@ type WatchInstancesRequest struct {
 
 func (x *WatchInstancesRequest) Reset() {
 	*x = WatchInstancesRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[6]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -914,7 +1148,7 @@ func (x *WatchInstancesRequest) String() string {
 func (*WatchInstancesRequest) ProtoMessage() {}
 
 func (x *WatchInstancesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[6]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -927,7 +1161,7 @@ func (x *WatchInstancesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchInstancesRequest.ProtoReflect.Descriptor instead.
 func (*WatchInstancesRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{6}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *WatchInstancesRequest) GetStartRevision() int64 {
@@ -960,7 +1194,7 @@ type WatchInstancesResponse struct {
 
 func (x *WatchInstancesResponse) Reset() {
 	*x = WatchInstancesResponse{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[7]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -972,7 +1206,7 @@ func (x *WatchInstancesResponse) String() string {
 func (*WatchInstancesResponse) ProtoMessage() {}
 
 func (x *WatchInstancesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[7]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -985,7 +1219,7 @@ func (x *WatchInstancesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchInstancesResponse.ProtoReflect.Descriptor instead.
 func (*WatchInstancesResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{7}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *WatchInstancesResponse) GetRevision() int64 {
@@ -1015,7 +1249,7 @@ type StartInstanceRequest struct {
 
 func (x *StartInstanceRequest) Reset() {
 	*x = StartInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[8]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1027,7 +1261,7 @@ func (x *StartInstanceRequest) String() string {
 func (*StartInstanceRequest) ProtoMessage() {}
 
 func (x *StartInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[8]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1040,7 +1274,7 @@ func (x *StartInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartInstanceRequest.ProtoReflect.Descriptor instead.
 func (*StartInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{8}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *StartInstanceRequest) GetId() string {
@@ -1075,7 +1309,7 @@ type StopInstanceRequest struct {
 
 func (x *StopInstanceRequest) Reset() {
 	*x = StopInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[9]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1087,7 +1321,7 @@ func (x *StopInstanceRequest) String() string {
 func (*StopInstanceRequest) ProtoMessage() {}
 
 func (x *StopInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[9]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1100,7 +1334,7 @@ func (x *StopInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopInstanceRequest.ProtoReflect.Descriptor instead.
 func (*StopInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{9}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *StopInstanceRequest) GetId() string {
@@ -1146,7 +1380,7 @@ type RestartInstanceRequest struct {
 
 func (x *RestartInstanceRequest) Reset() {
 	*x = RestartInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[10]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1158,7 +1392,7 @@ func (x *RestartInstanceRequest) String() string {
 func (*RestartInstanceRequest) ProtoMessage() {}
 
 func (x *RestartInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[10]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1171,7 +1405,7 @@ func (x *RestartInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartInstanceRequest.ProtoReflect.Descriptor instead.
 func (*RestartInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{10}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RestartInstanceRequest) GetId() string {
@@ -1208,7 +1442,7 @@ type PauseInstanceRequest struct {
 
 func (x *PauseInstanceRequest) Reset() {
 	*x = PauseInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[11]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1220,7 +1454,7 @@ func (x *PauseInstanceRequest) String() string {
 func (*PauseInstanceRequest) ProtoMessage() {}
 
 func (x *PauseInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[11]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1233,7 +1467,7 @@ func (x *PauseInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseInstanceRequest.ProtoReflect.Descriptor instead.
 func (*PauseInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{11}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PauseInstanceRequest) GetId() string {
@@ -1263,7 +1497,7 @@ type UnpauseInstanceRequest struct {
 
 func (x *UnpauseInstanceRequest) Reset() {
 	*x = UnpauseInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[12]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1275,7 +1509,7 @@ func (x *UnpauseInstanceRequest) String() string {
 func (*UnpauseInstanceRequest) ProtoMessage() {}
 
 func (x *UnpauseInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[12]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1288,7 +1522,7 @@ func (x *UnpauseInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnpauseInstanceRequest.ProtoReflect.Descriptor instead.
 func (*UnpauseInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{12}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *UnpauseInstanceRequest) GetId() string {
@@ -1318,7 +1552,7 @@ type SuspendInstanceRequest struct {
 
 func (x *SuspendInstanceRequest) Reset() {
 	*x = SuspendInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[13]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1330,7 +1564,7 @@ func (x *SuspendInstanceRequest) String() string {
 func (*SuspendInstanceRequest) ProtoMessage() {}
 
 func (x *SuspendInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[13]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1343,7 +1577,7 @@ func (x *SuspendInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SuspendInstanceRequest.ProtoReflect.Descriptor instead.
 func (*SuspendInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{13}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SuspendInstanceRequest) GetId() string {
@@ -1373,7 +1607,7 @@ type ResumeInstanceRequest struct {
 
 func (x *ResumeInstanceRequest) Reset() {
 	*x = ResumeInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[14]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1385,7 +1619,7 @@ func (x *ResumeInstanceRequest) String() string {
 func (*ResumeInstanceRequest) ProtoMessage() {}
 
 func (x *ResumeInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[14]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1398,7 +1632,7 @@ func (x *ResumeInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeInstanceRequest.ProtoReflect.Descriptor instead.
 func (*ResumeInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{14}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ResumeInstanceRequest) GetId() string {
@@ -1428,7 +1662,7 @@ type DeleteInstanceRequest struct {
 
 func (x *DeleteInstanceRequest) Reset() {
 	*x = DeleteInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[15]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1440,7 +1674,7 @@ func (x *DeleteInstanceRequest) String() string {
 func (*DeleteInstanceRequest) ProtoMessage() {}
 
 func (x *DeleteInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[15]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1453,7 +1687,7 @@ func (x *DeleteInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteInstanceRequest.ProtoReflect.Descriptor instead.
 func (*DeleteInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{15}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DeleteInstanceRequest) GetId() string {
@@ -1474,13 +1708,25 @@ var File_flotilla_v1_instance_proto protoreflect.FileDescriptor
 
 const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\n" +
-	"\x1aflotilla/v1/instance.proto\x12\vflotilla.v1\x1a\x18flotilla/v1/common.proto\x1a\x1bflotilla/v1/operation.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"t\n" +
+	"\x1aflotilla/v1/instance.proto\x12\vflotilla.v1\x1a\x18flotilla/v1/common.proto\x1a\x1bflotilla/v1/operation.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"b\n" +
+	"\bRecovery\x123\n" +
+	"\x06policy\x18\x01 \x01(\x0e2\x1b.flotilla.v1.RecoveryPolicyR\x06policy\x12!\n" +
+	"\fmax_restarts\x18\x02 \x01(\x05R\vmaxRestarts\"t\n" +
 	"\fInstanceSpec\x12\x14\n" +
 	"\x05vcpus\x18\x01 \x01(\x05R\x05vcpus\x12\x1d\n" +
 	"\n" +
 	"memory_mib\x18\x02 \x01(\x03R\tmemoryMib\x12\x19\n" +
 	"\bdisk_gib\x18\x03 \x01(\x03R\adiskGib\x12\x14\n" +
-	"\x05image\x18\x04 \x01(\tR\x05image\"\xf5\x06\n" +
+	"\x05image\x18\x04 \x01(\tR\x05image\"\x8e\x02\n" +
+	"\tPlacement\x12'\n" +
+	"\x0fhypervisor_kind\x18\x01 \x01(\tR\x0ehypervisorKind\x12G\n" +
+	"\vhost_labels\x18\x02 \x03(\v2&.flotilla.v1.Placement.HostLabelsEntryR\n" +
+	"hostLabels\x12.\n" +
+	"\x13anti_affinity_group\x18\x03 \x01(\tR\x11antiAffinityGroup\x12 \n" +
+	"\vpreemptible\x18\x04 \x01(\bR\vpreemptible\x1a=\n" +
+	"\x0fHostLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x83\b\n" +
 	"\bInstance\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12-\n" +
@@ -1503,12 +1749,17 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\vupdate_time\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x12'\n" +
 	"\x0fcreate_revision\x18\x11 \x01(\x03R\x0ecreateRevision\x12'\n" +
-	"\x0fmodify_revision\x18\x12 \x01(\x03R\x0emodifyRevision\"y\n" +
+	"\x0fmodify_revision\x18\x12 \x01(\x03R\x0emodifyRevision\x121\n" +
+	"\brecovery\x18\x13 \x01(\v2\x15.flotilla.v1.RecoveryR\brecovery\x12#\n" +
+	"\rrestart_count\x18\x14 \x01(\x05R\frestartCount\x124\n" +
+	"\tplacement\x18\x15 \x01(\v2\x16.flotilla.v1.PlacementR\tplacement\"\xe2\x01\n" +
 	"\x15CreateInstanceRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12-\n" +
 	"\x04spec\x18\x02 \x01(\v2\x19.flotilla.v1.InstanceSpecR\x04spec\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x03 \x01(\tR\trequestId\"G\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\x121\n" +
+	"\brecovery\x18\x04 \x01(\v2\x15.flotilla.v1.RecoveryR\brecovery\x124\n" +
+	"\tplacement\x18\x05 \x01(\v2\x16.flotilla.v1.PlacementR\tplacement\"G\n" +
 	"\x12GetInstanceRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fmin_revision\x18\x02 \x01(\x03R\vminRevision\"\xd2\x01\n" +
@@ -1608,7 +1859,12 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x0eACTION_UNPAUSE\x10\x05\x12\x12\n" +
 	"\x0eACTION_SUSPEND\x10\x06\x12\x11\n" +
 	"\rACTION_RESUME\x10\a\x12\x11\n" +
-	"\rACTION_DELETE\x10\b2\xc9\a\n" +
+	"\rACTION_DELETE\x10\b*\x8a\x01\n" +
+	"\x0eRecoveryPolicy\x12\x1f\n" +
+	"\x1bRECOVERY_POLICY_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15RECOVERY_POLICY_LEAVE\x10\x01\x12\x1b\n" +
+	"\x17RECOVERY_POLICY_RESTART\x10\x02\x12\x1f\n" +
+	"\x1bRECOVERY_POLICY_MARK_FAILED\x10\x032\xc9\a\n" +
 	"\x0fInstanceService\x12L\n" +
 	"\x0eCreateInstance\x12\".flotilla.v1.CreateInstanceRequest\x1a\x16.flotilla.v1.Operation\x12E\n" +
 	"\vGetInstance\x12\x1f.flotilla.v1.GetInstanceRequest\x1a\x15.flotilla.v1.Instance\x12V\n" +
@@ -1635,80 +1891,90 @@ func file_flotilla_v1_instance_proto_rawDescGZIP() []byte {
 	return file_flotilla_v1_instance_proto_rawDescData
 }
 
-var file_flotilla_v1_instance_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_flotilla_v1_instance_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_flotilla_v1_instance_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_flotilla_v1_instance_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_flotilla_v1_instance_proto_goTypes = []any{
 	(Status)(0),                    // 0: flotilla.v1.Status
 	(DesiredState)(0),              // 1: flotilla.v1.DesiredState
 	(ProvisioningResult)(0),        // 2: flotilla.v1.ProvisioningResult
 	(Action)(0),                    // 3: flotilla.v1.Action
-	(*InstanceSpec)(nil),           // 4: flotilla.v1.InstanceSpec
-	(*Instance)(nil),               // 5: flotilla.v1.Instance
-	(*CreateInstanceRequest)(nil),  // 6: flotilla.v1.CreateInstanceRequest
-	(*GetInstanceRequest)(nil),     // 7: flotilla.v1.GetInstanceRequest
-	(*ListInstancesRequest)(nil),   // 8: flotilla.v1.ListInstancesRequest
-	(*ListInstancesResponse)(nil),  // 9: flotilla.v1.ListInstancesResponse
-	(*WatchInstancesRequest)(nil),  // 10: flotilla.v1.WatchInstancesRequest
-	(*WatchInstancesResponse)(nil), // 11: flotilla.v1.WatchInstancesResponse
-	(*StartInstanceRequest)(nil),   // 12: flotilla.v1.StartInstanceRequest
-	(*StopInstanceRequest)(nil),    // 13: flotilla.v1.StopInstanceRequest
-	(*RestartInstanceRequest)(nil), // 14: flotilla.v1.RestartInstanceRequest
-	(*PauseInstanceRequest)(nil),   // 15: flotilla.v1.PauseInstanceRequest
-	(*UnpauseInstanceRequest)(nil), // 16: flotilla.v1.UnpauseInstanceRequest
-	(*SuspendInstanceRequest)(nil), // 17: flotilla.v1.SuspendInstanceRequest
-	(*ResumeInstanceRequest)(nil),  // 18: flotilla.v1.ResumeInstanceRequest
-	(*DeleteInstanceRequest)(nil),  // 19: flotilla.v1.DeleteInstanceRequest
-	(PowerState)(0),                // 20: flotilla.v1.PowerState
-	(*timestamppb.Timestamp)(nil),  // 21: google.protobuf.Timestamp
-	(*Fault)(nil),                  // 22: flotilla.v1.Fault
-	(*durationpb.Duration)(nil),    // 23: google.protobuf.Duration
-	(*Operation)(nil),              // 24: flotilla.v1.Operation
+	(RecoveryPolicy)(0),            // 4: flotilla.v1.RecoveryPolicy
+	(*Recovery)(nil),               // 5: flotilla.v1.Recovery
+	(*InstanceSpec)(nil),           // 6: flotilla.v1.InstanceSpec
+	(*Placement)(nil),              // 7: flotilla.v1.Placement
+	(*Instance)(nil),               // 8: flotilla.v1.Instance
+	(*CreateInstanceRequest)(nil),  // 9: flotilla.v1.CreateInstanceRequest
+	(*GetInstanceRequest)(nil),     // 10: flotilla.v1.GetInstanceRequest
+	(*ListInstancesRequest)(nil),   // 11: flotilla.v1.ListInstancesRequest
+	(*ListInstancesResponse)(nil),  // 12: flotilla.v1.ListInstancesResponse
+	(*WatchInstancesRequest)(nil),  // 13: flotilla.v1.WatchInstancesRequest
+	(*WatchInstancesResponse)(nil), // 14: flotilla.v1.WatchInstancesResponse
+	(*StartInstanceRequest)(nil),   // 15: flotilla.v1.StartInstanceRequest
+	(*StopInstanceRequest)(nil),    // 16: flotilla.v1.StopInstanceRequest
+	(*RestartInstanceRequest)(nil), // 17: flotilla.v1.RestartInstanceRequest
+	(*PauseInstanceRequest)(nil),   // 18: flotilla.v1.PauseInstanceRequest
+	(*UnpauseInstanceRequest)(nil), // 19: flotilla.v1.UnpauseInstanceRequest
+	(*SuspendInstanceRequest)(nil), // 20: flotilla.v1.SuspendInstanceRequest
+	(*ResumeInstanceRequest)(nil),  // 21: flotilla.v1.ResumeInstanceRequest
+	(*DeleteInstanceRequest)(nil),  // 22: flotilla.v1.DeleteInstanceRequest
+	nil,                            // 23: flotilla.v1.Placement.HostLabelsEntry
+	(PowerState)(0),                // 24: flotilla.v1.PowerState
+	(*timestamppb.Timestamp)(nil),  // 25: google.protobuf.Timestamp
+	(*Fault)(nil),                  // 26: flotilla.v1.Fault
+	(*durationpb.Duration)(nil),    // 27: google.protobuf.Duration
+	(*Operation)(nil),              // 28: flotilla.v1.Operation
 }
 var file_flotilla_v1_instance_proto_depIdxs = []int32{
-	4,  // 0: flotilla.v1.Instance.spec:type_name -> flotilla.v1.InstanceSpec
-	0,  // 1: flotilla.v1.Instance.status:type_name -> flotilla.v1.Status
-	1,  // 2: flotilla.v1.Instance.desired_state:type_name -> flotilla.v1.DesiredState
-	20, // 3: flotilla.v1.Instance.power_state:type_name -> flotilla.v1.PowerState
-	21, // 4: flotilla.v1.Instance.power_state_time:type_name -> google.protobuf.Timestamp
-	2,  // 5: flotilla.v1.Instance.provisioning_result:type_name -> flotilla.v1.ProvisioningResult
-	22, // 6: flotilla.v1.Instance.fault:type_name -> flotilla.v1.Fault
-	3,  // 7: flotilla.v1.Instance.allowed_actions:type_name -> flotilla.v1.Action
-	21, // 8: flotilla.v1.Instance.create_time:type_name -> google.protobuf.Timestamp
-	21, // 9: flotilla.v1.Instance.update_time:type_name -> google.protobuf.Timestamp
-	4,  // 10: flotilla.v1.CreateInstanceRequest.spec:type_name -> flotilla.v1.InstanceSpec
-	0,  // 11: flotilla.v1.ListInstancesRequest.status_filter:type_name -> flotilla.v1.Status
-	5,  // 12: flotilla.v1.ListInstancesResponse.instances:type_name -> flotilla.v1.Instance
-	5,  // 13: flotilla.v1.WatchInstancesResponse.instances:type_name -> flotilla.v1.Instance
-	23, // 14: flotilla.v1.StopInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
-	6,  // 15: flotilla.v1.InstanceService.CreateInstance:input_type -> flotilla.v1.CreateInstanceRequest
-	7,  // 16: flotilla.v1.InstanceService.GetInstance:input_type -> flotilla.v1.GetInstanceRequest
-	8,  // 17: flotilla.v1.InstanceService.ListInstances:input_type -> flotilla.v1.ListInstancesRequest
-	10, // 18: flotilla.v1.InstanceService.WatchInstances:input_type -> flotilla.v1.WatchInstancesRequest
-	12, // 19: flotilla.v1.InstanceService.StartInstance:input_type -> flotilla.v1.StartInstanceRequest
-	13, // 20: flotilla.v1.InstanceService.StopInstance:input_type -> flotilla.v1.StopInstanceRequest
-	14, // 21: flotilla.v1.InstanceService.RestartInstance:input_type -> flotilla.v1.RestartInstanceRequest
-	15, // 22: flotilla.v1.InstanceService.PauseInstance:input_type -> flotilla.v1.PauseInstanceRequest
-	16, // 23: flotilla.v1.InstanceService.UnpauseInstance:input_type -> flotilla.v1.UnpauseInstanceRequest
-	17, // 24: flotilla.v1.InstanceService.SuspendInstance:input_type -> flotilla.v1.SuspendInstanceRequest
-	18, // 25: flotilla.v1.InstanceService.ResumeInstance:input_type -> flotilla.v1.ResumeInstanceRequest
-	19, // 26: flotilla.v1.InstanceService.DeleteInstance:input_type -> flotilla.v1.DeleteInstanceRequest
-	24, // 27: flotilla.v1.InstanceService.CreateInstance:output_type -> flotilla.v1.Operation
-	5,  // 28: flotilla.v1.InstanceService.GetInstance:output_type -> flotilla.v1.Instance
-	9,  // 29: flotilla.v1.InstanceService.ListInstances:output_type -> flotilla.v1.ListInstancesResponse
-	11, // 30: flotilla.v1.InstanceService.WatchInstances:output_type -> flotilla.v1.WatchInstancesResponse
-	24, // 31: flotilla.v1.InstanceService.StartInstance:output_type -> flotilla.v1.Operation
-	24, // 32: flotilla.v1.InstanceService.StopInstance:output_type -> flotilla.v1.Operation
-	24, // 33: flotilla.v1.InstanceService.RestartInstance:output_type -> flotilla.v1.Operation
-	24, // 34: flotilla.v1.InstanceService.PauseInstance:output_type -> flotilla.v1.Operation
-	24, // 35: flotilla.v1.InstanceService.UnpauseInstance:output_type -> flotilla.v1.Operation
-	24, // 36: flotilla.v1.InstanceService.SuspendInstance:output_type -> flotilla.v1.Operation
-	24, // 37: flotilla.v1.InstanceService.ResumeInstance:output_type -> flotilla.v1.Operation
-	24, // 38: flotilla.v1.InstanceService.DeleteInstance:output_type -> flotilla.v1.Operation
-	27, // [27:39] is the sub-list for method output_type
-	15, // [15:27] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	4,  // 0: flotilla.v1.Recovery.policy:type_name -> flotilla.v1.RecoveryPolicy
+	23, // 1: flotilla.v1.Placement.host_labels:type_name -> flotilla.v1.Placement.HostLabelsEntry
+	6,  // 2: flotilla.v1.Instance.spec:type_name -> flotilla.v1.InstanceSpec
+	0,  // 3: flotilla.v1.Instance.status:type_name -> flotilla.v1.Status
+	1,  // 4: flotilla.v1.Instance.desired_state:type_name -> flotilla.v1.DesiredState
+	24, // 5: flotilla.v1.Instance.power_state:type_name -> flotilla.v1.PowerState
+	25, // 6: flotilla.v1.Instance.power_state_time:type_name -> google.protobuf.Timestamp
+	2,  // 7: flotilla.v1.Instance.provisioning_result:type_name -> flotilla.v1.ProvisioningResult
+	26, // 8: flotilla.v1.Instance.fault:type_name -> flotilla.v1.Fault
+	3,  // 9: flotilla.v1.Instance.allowed_actions:type_name -> flotilla.v1.Action
+	25, // 10: flotilla.v1.Instance.create_time:type_name -> google.protobuf.Timestamp
+	25, // 11: flotilla.v1.Instance.update_time:type_name -> google.protobuf.Timestamp
+	5,  // 12: flotilla.v1.Instance.recovery:type_name -> flotilla.v1.Recovery
+	7,  // 13: flotilla.v1.Instance.placement:type_name -> flotilla.v1.Placement
+	6,  // 14: flotilla.v1.CreateInstanceRequest.spec:type_name -> flotilla.v1.InstanceSpec
+	5,  // 15: flotilla.v1.CreateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
+	7,  // 16: flotilla.v1.CreateInstanceRequest.placement:type_name -> flotilla.v1.Placement
+	0,  // 17: flotilla.v1.ListInstancesRequest.status_filter:type_name -> flotilla.v1.Status
+	8,  // 18: flotilla.v1.ListInstancesResponse.instances:type_name -> flotilla.v1.Instance
+	8,  // 19: flotilla.v1.WatchInstancesResponse.instances:type_name -> flotilla.v1.Instance
+	27, // 20: flotilla.v1.StopInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	9,  // 21: flotilla.v1.InstanceService.CreateInstance:input_type -> flotilla.v1.CreateInstanceRequest
+	10, // 22: flotilla.v1.InstanceService.GetInstance:input_type -> flotilla.v1.GetInstanceRequest
+	11, // 23: flotilla.v1.InstanceService.ListInstances:input_type -> flotilla.v1.ListInstancesRequest
+	13, // 24: flotilla.v1.InstanceService.WatchInstances:input_type -> flotilla.v1.WatchInstancesRequest
+	15, // 25: flotilla.v1.InstanceService.StartInstance:input_type -> flotilla.v1.StartInstanceRequest
+	16, // 26: flotilla.v1.InstanceService.StopInstance:input_type -> flotilla.v1.StopInstanceRequest
+	17, // 27: flotilla.v1.InstanceService.RestartInstance:input_type -> flotilla.v1.RestartInstanceRequest
+	18, // 28: flotilla.v1.InstanceService.PauseInstance:input_type -> flotilla.v1.PauseInstanceRequest
+	19, // 29: flotilla.v1.InstanceService.UnpauseInstance:input_type -> flotilla.v1.UnpauseInstanceRequest
+	20, // 30: flotilla.v1.InstanceService.SuspendInstance:input_type -> flotilla.v1.SuspendInstanceRequest
+	21, // 31: flotilla.v1.InstanceService.ResumeInstance:input_type -> flotilla.v1.ResumeInstanceRequest
+	22, // 32: flotilla.v1.InstanceService.DeleteInstance:input_type -> flotilla.v1.DeleteInstanceRequest
+	28, // 33: flotilla.v1.InstanceService.CreateInstance:output_type -> flotilla.v1.Operation
+	8,  // 34: flotilla.v1.InstanceService.GetInstance:output_type -> flotilla.v1.Instance
+	12, // 35: flotilla.v1.InstanceService.ListInstances:output_type -> flotilla.v1.ListInstancesResponse
+	14, // 36: flotilla.v1.InstanceService.WatchInstances:output_type -> flotilla.v1.WatchInstancesResponse
+	28, // 37: flotilla.v1.InstanceService.StartInstance:output_type -> flotilla.v1.Operation
+	28, // 38: flotilla.v1.InstanceService.StopInstance:output_type -> flotilla.v1.Operation
+	28, // 39: flotilla.v1.InstanceService.RestartInstance:output_type -> flotilla.v1.Operation
+	28, // 40: flotilla.v1.InstanceService.PauseInstance:output_type -> flotilla.v1.Operation
+	28, // 41: flotilla.v1.InstanceService.UnpauseInstance:output_type -> flotilla.v1.Operation
+	28, // 42: flotilla.v1.InstanceService.SuspendInstance:output_type -> flotilla.v1.Operation
+	28, // 43: flotilla.v1.InstanceService.ResumeInstance:output_type -> flotilla.v1.Operation
+	28, // 44: flotilla.v1.InstanceService.DeleteInstance:output_type -> flotilla.v1.Operation
+	33, // [33:45] is the sub-list for method output_type
+	21, // [21:33] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_instance_proto_init() }
@@ -1723,8 +1989,8 @@ func file_flotilla_v1_instance_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_instance_proto_rawDesc), len(file_flotilla_v1_instance_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   16,
+			NumEnums:      5,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -261,7 +261,9 @@ type Register struct {
 	// Every domain the agent manages, as the hypervisor sees it now.
 	Inventory []*DomainState `protobuf:"bytes,4,rep,name=inventory,proto3" json:"inventory,omitempty"`
 	// The agent's version.
-	AgentVersion  string `protobuf:"bytes,5,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
+	AgentVersion string `protobuf:"bytes,5,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
+	// Labels for placement constraints (e.g. zone=a, ssd=true).
+	Labels        map[string]string `protobuf:"bytes,6,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -329,6 +331,13 @@ func (x *Register) GetAgentVersion() string {
 		return x.AgentVersion
 	}
 	return ""
+}
+
+func (x *Register) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
 }
 
 // Registered answers Register.
@@ -780,13 +789,17 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"registered\x18\x01 \x01(\v2\x1d.flotilla.agent.v1.RegisteredH\x00R\n" +
 	"registered\x127\n" +
 	"\brun_step\x18\x02 \x01(\v2\x1a.flotilla.agent.v1.RunStepH\x00R\arunStepB\x05\n" +
-	"\x03msg\"\xe3\x01\n" +
+	"\x03msg\"\xdf\x02\n" +
 	"\bRegister\x12\x17\n" +
 	"\ahost_id\x18\x01 \x01(\tR\x06hostId\x12'\n" +
 	"\x0fhypervisor_kind\x18\x02 \x01(\tR\x0ehypervisorKind\x122\n" +
 	"\bcapacity\x18\x03 \x01(\v2\x16.flotilla.v1.ResourcesR\bcapacity\x12<\n" +
 	"\tinventory\x18\x04 \x03(\v2\x1e.flotilla.agent.v1.DomainStateR\tinventory\x12#\n" +
-	"\ragent_version\x18\x05 \x01(\tR\fagentVersion\"\xb0\x01\n" +
+	"\ragent_version\x18\x05 \x01(\tR\fagentVersion\x12?\n" +
+	"\x06labels\x18\x06 \x03(\v2'.flotilla.agent.v1.Register.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb0\x01\n" +
 	"\n" +
 	"Registered\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12H\n" +
@@ -839,7 +852,7 @@ func file_flotilla_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_flotilla_agent_v1_agent_proto_rawDescData
 }
 
-var file_flotilla_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_flotilla_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_flotilla_agent_v1_agent_proto_goTypes = []any{
 	(*ConnectRequest)(nil),        // 0: flotilla.agent.v1.ConnectRequest
 	(*ConnectResponse)(nil),       // 1: flotilla.agent.v1.ConnectResponse
@@ -850,13 +863,14 @@ var file_flotilla_agent_v1_agent_proto_goTypes = []any{
 	(*Heartbeat)(nil),             // 6: flotilla.agent.v1.Heartbeat
 	(*RunStep)(nil),               // 7: flotilla.agent.v1.RunStep
 	(*StepResult)(nil),            // 8: flotilla.agent.v1.StepResult
-	(*v1.Resources)(nil),          // 9: flotilla.v1.Resources
-	(*durationpb.Duration)(nil),   // 10: google.protobuf.Duration
-	(v1.PowerState)(0),            // 11: flotilla.v1.PowerState
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
-	(v1.OperationKind)(0),         // 13: flotilla.v1.OperationKind
-	(*v1.InstanceSpec)(nil),       // 14: flotilla.v1.InstanceSpec
-	(*v1.Fault)(nil),              // 15: flotilla.v1.Fault
+	nil,                           // 9: flotilla.agent.v1.Register.LabelsEntry
+	(*v1.Resources)(nil),          // 10: flotilla.v1.Resources
+	(*durationpb.Duration)(nil),   // 11: google.protobuf.Duration
+	(v1.PowerState)(0),            // 12: flotilla.v1.PowerState
+	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	(v1.OperationKind)(0),         // 14: flotilla.v1.OperationKind
+	(*v1.InstanceSpec)(nil),       // 15: flotilla.v1.InstanceSpec
+	(*v1.Fault)(nil),              // 16: flotilla.v1.Fault
 }
 var file_flotilla_agent_v1_agent_proto_depIdxs = []int32{
 	2,  // 0: flotilla.agent.v1.ConnectRequest.register:type_name -> flotilla.agent.v1.Register
@@ -866,27 +880,28 @@ var file_flotilla_agent_v1_agent_proto_depIdxs = []int32{
 	6,  // 4: flotilla.agent.v1.ConnectRequest.heartbeat:type_name -> flotilla.agent.v1.Heartbeat
 	3,  // 5: flotilla.agent.v1.ConnectResponse.registered:type_name -> flotilla.agent.v1.Registered
 	7,  // 6: flotilla.agent.v1.ConnectResponse.run_step:type_name -> flotilla.agent.v1.RunStep
-	9,  // 7: flotilla.agent.v1.Register.capacity:type_name -> flotilla.v1.Resources
+	10, // 7: flotilla.agent.v1.Register.capacity:type_name -> flotilla.v1.Resources
 	4,  // 8: flotilla.agent.v1.Register.inventory:type_name -> flotilla.agent.v1.DomainState
-	10, // 9: flotilla.agent.v1.Registered.heartbeat_interval:type_name -> google.protobuf.Duration
-	10, // 10: flotilla.agent.v1.Registered.resync_interval:type_name -> google.protobuf.Duration
-	11, // 11: flotilla.agent.v1.DomainState.state:type_name -> flotilla.v1.PowerState
-	12, // 12: flotilla.agent.v1.DomainState.observed_at:type_name -> google.protobuf.Timestamp
-	4,  // 13: flotilla.agent.v1.Inventory.domains:type_name -> flotilla.agent.v1.DomainState
-	12, // 14: flotilla.agent.v1.Inventory.observed_at:type_name -> google.protobuf.Timestamp
-	13, // 15: flotilla.agent.v1.RunStep.kind:type_name -> flotilla.v1.OperationKind
-	14, // 16: flotilla.agent.v1.RunStep.spec:type_name -> flotilla.v1.InstanceSpec
-	10, // 17: flotilla.agent.v1.RunStep.graceful_timeout:type_name -> google.protobuf.Duration
-	12, // 18: flotilla.agent.v1.RunStep.deadline:type_name -> google.protobuf.Timestamp
-	15, // 19: flotilla.agent.v1.StepResult.fault:type_name -> flotilla.v1.Fault
-	4,  // 20: flotilla.agent.v1.StepResult.state:type_name -> flotilla.agent.v1.DomainState
-	0,  // 21: flotilla.agent.v1.AgentService.Connect:input_type -> flotilla.agent.v1.ConnectRequest
-	1,  // 22: flotilla.agent.v1.AgentService.Connect:output_type -> flotilla.agent.v1.ConnectResponse
-	22, // [22:23] is the sub-list for method output_type
-	21, // [21:22] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	9,  // 9: flotilla.agent.v1.Register.labels:type_name -> flotilla.agent.v1.Register.LabelsEntry
+	11, // 10: flotilla.agent.v1.Registered.heartbeat_interval:type_name -> google.protobuf.Duration
+	11, // 11: flotilla.agent.v1.Registered.resync_interval:type_name -> google.protobuf.Duration
+	12, // 12: flotilla.agent.v1.DomainState.state:type_name -> flotilla.v1.PowerState
+	13, // 13: flotilla.agent.v1.DomainState.observed_at:type_name -> google.protobuf.Timestamp
+	4,  // 14: flotilla.agent.v1.Inventory.domains:type_name -> flotilla.agent.v1.DomainState
+	13, // 15: flotilla.agent.v1.Inventory.observed_at:type_name -> google.protobuf.Timestamp
+	14, // 16: flotilla.agent.v1.RunStep.kind:type_name -> flotilla.v1.OperationKind
+	15, // 17: flotilla.agent.v1.RunStep.spec:type_name -> flotilla.v1.InstanceSpec
+	11, // 18: flotilla.agent.v1.RunStep.graceful_timeout:type_name -> google.protobuf.Duration
+	13, // 19: flotilla.agent.v1.RunStep.deadline:type_name -> google.protobuf.Timestamp
+	16, // 20: flotilla.agent.v1.StepResult.fault:type_name -> flotilla.v1.Fault
+	4,  // 21: flotilla.agent.v1.StepResult.state:type_name -> flotilla.agent.v1.DomainState
+	0,  // 22: flotilla.agent.v1.AgentService.Connect:input_type -> flotilla.agent.v1.ConnectRequest
+	1,  // 23: flotilla.agent.v1.AgentService.Connect:output_type -> flotilla.agent.v1.ConnectResponse
+	23, // [23:24] is the sub-list for method output_type
+	22, // [22:23] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_agent_v1_agent_proto_init() }
@@ -911,7 +926,7 @@ func file_flotilla_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_agent_v1_agent_proto_rawDesc), len(file_flotilla_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
