@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/flotilla-vm/flotilla/coordinator/node"
+	"github.com/flotilla-vm/flotilla/coordinator/scheduler"
 )
 
 func main() {
@@ -27,6 +28,10 @@ func main() {
 		fastRaft  = flag.Bool("raft-fast", false, "short Raft timeouts (for clusters on one machine, e.g. tests)")
 		heartbeat = flag.Duration("agent-heartbeat-interval", 2*time.Second, "how often agents send heartbeats")
 		resync    = flag.Duration("agent-resync-interval", 30*time.Second, "how often agents send their full inventory")
+		placement = flag.String("placement", "spread", "spread (most free memory first) or pack (fill hosts first)")
+		cpuOver   = flag.Float64("cpu-overcommit", 1, "vCPUs placed per physical CPU")
+		memOver   = flag.Float64("memory-overcommit", 1, "memory placed per MiB of physical memory")
+		diskOver  = flag.Float64("disk-overcommit", 1, "disk placed per GiB of physical disk (copy-on-write disks are sparse)")
 		logLevel  = flag.String("log-level", "info", "debug, info, warn or error")
 		logJSON   = flag.Bool("log-json", false, "log as JSON")
 	)
@@ -40,6 +45,16 @@ func main() {
 		fmt.Fprintln(os.Stderr, "flotilla-coordinator:", err)
 		os.Exit(2)
 	}
+	if *placement != "spread" && *placement != "pack" {
+		fmt.Fprintln(os.Stderr, "flotilla-coordinator: --placement must be spread or pack")
+		os.Exit(2)
+	}
+	for _, r := range []float64{*cpuOver, *memOver, *diskOver} {
+		if r < 1 || r > 64 {
+			fmt.Fprintln(os.Stderr, "flotilla-coordinator: overcommit ratios must be 1..64")
+			os.Exit(2)
+		}
+	}
 	if *heartbeat <= 0 || *resync <= 0 {
 		fmt.Fprintln(os.Stderr, "flotilla-coordinator: intervals must be positive")
 		os.Exit(2)
@@ -48,6 +63,7 @@ func main() {
 		NodeID: *nodeID, DataDir: *dataDir, RaftAddr: *raftAddr, APIAddr: *listen, Bootstrap: *bootstrap,
 		Join: *join, SnapshotThreshold: *snapEvery, TrailingLogs: *trailing, FastRaft: *fastRaft,
 		HeartbeatInterval: *heartbeat, ResyncInterval: *resync, Logger: log,
+		Placement: scheduler.Policy{Pack: *placement == "pack", CPUOvercommit: *cpuOver, MemoryOvercommit: *memOver, DiskOvercommit: *diskOver},
 	})
 	if err != nil {
 		log.Error("start failed", "err", err)

@@ -10,6 +10,7 @@ import (
 	"github.com/flotilla-vm/flotilla/coordinator/fsm"
 	"github.com/flotilla-vm/flotilla/coordinator/ids"
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
+	"github.com/flotilla-vm/flotilla/coordinator/placement"
 	"github.com/flotilla-vm/flotilla/coordinator/scheduler"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
 	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
@@ -44,16 +45,17 @@ func (s *instances) CreateInstance(ctx context.Context, r *pb.CreateInstanceRequ
 	}
 	// Validated above: every size is in range and non-negative.
 	spec := state.Spec{VCPUs: uint32(r.Spec.Vcpus), MemoryMiB: uint64(r.Spec.MemoryMib), DiskGiB: uint64(r.Spec.DiskGib), Image: r.Spec.Image}
-	hostID, err := s.place(spec)
+	pl := r.GetPlacement()
+	placed := state.Placement{Kind: pl.GetHypervisorKind(), Labels: pl.GetHostLabels(), Group: pl.GetAntiAffinityGroup(), Preemptible: pl.GetPreemptible()}
+	hostID, err := s.place(spec, placed)
 	if err != nil {
 		return nil, toStatus(err)
 	}
 	now := s.now()
-	pl := r.GetPlacement()
 	cmd := fsm.CreateInstance{
+		Policy: s.policy,
 		Instance: state.Instance{ID: ids.New("i-"), Name: r.Name, Spec: spec, HostID: hostID,
-			Recovery:  recoveryFromPB(r.GetRecovery()),
-			Placement: state.Placement{Kind: pl.GetHypervisorKind(), Labels: pl.GetHostLabels(), Group: pl.GetAntiAffinityGroup(), Preemptible: pl.GetPreemptible()}},
+			Recovery: recoveryFromPB(r.GetRecovery()), Placement: placed},
 		Operation: state.Operation{ID: ids.New("op-"), RequestID: r.RequestId, Deadline: now.Add(deadlines[lifecycle.OpCreate])},
 	}
 	cmd.Operation.InstanceID = cmd.Instance.ID
@@ -65,28 +67,17 @@ func (s *instances) CreateInstance(ctx context.Context, r *pb.CreateInstanceRequ
 	return op, toStatus(err)
 }
 
-func (s *instances) place(spec state.Spec) (string, error) {
+func (s *instances) place(spec state.Spec, pl state.Placement) (string, error) {
 	hosts, _ := s.store.Hosts()
-	used := s.store.Allocated()
-	cands := make([]scheduler.Host, 0, len(hosts))
-	ready := 0
-	for _, h := range hosts {
-		if h.Status == state.HostReady && !h.Cordoned {
-			ready++
-		}
-		u := used[h.ID]
-		cands = append(cands, scheduler.Host{
-			ID: h.ID, Ready: h.Status == state.HostReady && !h.Cordoned,
-			Capacity:  scheduler.Resources{VCPUs: h.Capacity.VCPUs, MemoryMiB: h.Capacity.MemoryMiB, DiskGiB: h.Capacity.DiskGiB},
-			Allocated: scheduler.Resources{VCPUs: u.VCPUs, MemoryMiB: u.MemoryMiB, DiskGiB: u.DiskGiB},
-		})
-	}
-	req := scheduler.Request{Resources: scheduler.Resources{VCPUs: spec.VCPUs, MemoryMiB: spec.MemoryMiB, DiskGiB: spec.DiskGiB}}
-	d, err := scheduler.Place(req, cands, scheduler.Policy{})
+	insts, _ := s.store.Instances()
+	cands := placement.Hosts(hosts, insts)
+	d, err := scheduler.Place(placement.Request(spec, pl), cands, s.policy)
 	if errors.Is(err, scheduler.ErrNoHost) {
-		if ready > 0 {
-			// Hosts are up but full: a capacity problem, not a precondition.
-			return "", fmt.Errorf("%d ready hosts, none with room: %w", ready, fsm.ErrNoCapacity)
+		for _, h := range cands {
+			if h.Ready && !h.Cordoned {
+				// Hosts are up but none fits: a capacity problem, not a precondition.
+				return "", fmt.Errorf("%w: %w", fsm.ErrNoCapacity, err)
+			}
 		}
 		return "", fmt.Errorf("%w (%w)", errNoHost, err)
 	}

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/flotilla-vm/flotilla/coordinator/fsm"
+	"github.com/flotilla-vm/flotilla/coordinator/scheduler"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
 	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
@@ -24,8 +25,10 @@ type Config struct {
 	Store   *state.Store
 	Applier Applier
 	Cluster Cluster
-	Logger  *slog.Logger
-	Now     func() time.Time // defaults to time.Now
+	// Policy is how instances are placed (spread or pack, overcommit).
+	Policy scheduler.Policy
+	Logger *slog.Logger
+	Now    func() time.Time // defaults to time.Now
 }
 
 // WriteMethods are the methods that change state: on a follower they are
@@ -50,10 +53,11 @@ var WriteMethods = []string{
 
 // core is what the three services share.
 type core struct {
-	store *state.Store
-	raft  Applier
-	log   *slog.Logger
-	now   func() time.Time
+	policy scheduler.Policy
+	store  *state.Store
+	raft   Applier
+	log    *slog.Logger
+	now    func() time.Time
 }
 
 // Register adds InstanceService, OperationService and HostService to s.
@@ -64,7 +68,7 @@ func Register(s *grpc.Server, cfg Config) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	c := &core{store: cfg.Store, raft: cfg.Applier, log: cfg.Logger, now: cfg.Now}
+	c := &core{policy: cfg.Policy, store: cfg.Store, raft: cfg.Applier, log: cfg.Logger, now: cfg.Now}
 	pb.RegisterInstanceServiceServer(s, &instances{core: c})
 	pb.RegisterOperationServiceServer(s, &operations{core: c})
 	pb.RegisterHostServiceServer(s, &hosts{core: c})

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
+	"github.com/flotilla-vm/flotilla/coordinator/scheduler"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
 )
 
@@ -67,6 +68,9 @@ type Observation struct {
 type CreateInstance struct {
 	Instance  state.Instance  `json:"instance"`
 	Operation state.Operation `json:"operation"`
+	// Policy is the leader's placement policy, carried so every replica
+	// checks the placement the same way.
+	Policy scheduler.Policy `json:"policy"`
 }
 
 // InstanceAction accepts a user action and the operation that carries it out.

@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
+	"github.com/flotilla-vm/flotilla/coordinator/placement"
+	"github.com/flotilla-vm/flotilla/coordinator/scheduler"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
 )
 
@@ -26,12 +28,14 @@ func applyCreateInstance(tx *state.Tx, c *CreateInstance) (any, error) {
 	if !ok || h.Status != state.HostReady || h.Cordoned {
 		return nil, fmt.Errorf("host %q: %w", c.Instance.HostID, ErrHostUnavailable)
 	}
-	// Checked at commit time: two placements decided concurrently against
-	// the same free space cannot both land.
-	used := tx.Allocated()[h.ID]
-	s := c.Instance.Spec
-	if used.VCPUs+s.VCPUs > h.Capacity.VCPUs || used.MemoryMiB+s.MemoryMiB > h.Capacity.MemoryMiB ||
-		(h.Capacity.DiskGiB > 0 && used.DiskGiB+s.DiskGiB > h.Capacity.DiskGiB) {
+	// Checked again at commit time, against the state as it is now: two
+	// placements decided concurrently against the same free space cannot
+	// both land, nor can one that breaks anti-affinity.
+	var placed []state.Instance
+	for _, i := range tx.InstancesOnHost(h.ID) {
+		placed = append(placed, *i)
+	}
+	if !scheduler.Fits(placement.Host(*h, placed), placement.Request(c.Instance.Spec, c.Instance.Placement), c.Policy) {
 		return nil, fmt.Errorf("host %q: %w", h.ID, ErrNoCapacity)
 	}
 	inst := c.Instance

@@ -25,6 +25,7 @@ import (
 	"github.com/flotilla-vm/flotilla/coordinator/orchestrator"
 	"github.com/flotilla-vm/flotilla/coordinator/raftstore"
 	"github.com/flotilla-vm/flotilla/coordinator/recovery"
+	"github.com/flotilla-vm/flotilla/coordinator/scheduler"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
 	agentv1 "github.com/flotilla-vm/flotilla/proto/flotilla/agent/v1"
 	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
@@ -43,6 +44,7 @@ type Config struct {
 	TrailingLogs      uint64
 	HeartbeatInterval time.Duration
 	ResyncInterval    time.Duration
+	Placement         scheduler.Policy
 	Logger            *slog.Logger
 }
 
@@ -94,7 +96,7 @@ func Start(cfg Config) (*Node, error) {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 	)
-	api.Register(gs, api.Config{Store: store, Applier: rs, Cluster: rs, Logger: cfg.Logger})
+	api.Register(gs, api.Config{Store: store, Applier: rs, Cluster: rs, Policy: cfg.Placement, Logger: cfg.Logger})
 	agentv1.RegisterAgentServiceServer(gs, links)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)

@@ -3,8 +3,6 @@ package state
 import (
 	"sort"
 	"time"
-
-	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
 )
 
 // Tx stages the changes of one log entry. Reads see staged changes; nothing
@@ -182,28 +180,6 @@ func (tx *Tx) InstancesOnHost(hostID string) []*Instance {
 		if !seen[id] && i.HostID == hostID {
 			c := *i
 			out = append(out, &c)
-		}
-	}
-	return out
-}
-
-// Allocated sums the live instances on each host, staged changes included.
-func (tx *Tx) Allocated() map[string]Resources {
-	out := tx.s.allocatedLocked()
-	for id, i := range tx.instances {
-		if old, ok := tx.s.instances[id]; ok && old.HostID != "" && old.Status() != lifecycle.StatusDeleted {
-			r := out[old.HostID]
-			r.VCPUs -= old.Spec.VCPUs
-			r.MemoryMiB -= old.Spec.MemoryMiB
-			r.DiskGiB -= old.Spec.DiskGiB
-			out[old.HostID] = r
-		}
-		if i.HostID != "" && i.Status() != lifecycle.StatusDeleted {
-			r := out[i.HostID]
-			r.VCPUs += i.Spec.VCPUs
-			r.MemoryMiB += i.Spec.MemoryMiB
-			r.DiskGiB += i.Spec.DiskGiB
-			out[i.HostID] = r
 		}
 	}
 	return out

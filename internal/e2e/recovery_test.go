@@ -15,9 +15,9 @@ import (
 // the guest answers by running its own poweroff) and checks each policy:
 // RESTART boots it again, MARK_FAILED records a fault, LEAVE shows it.
 func TestRecoveryPolicies(t *testing.T) {
-	// Three small guests on a 2-vCPU machine: offer more vCPUs than there
-	// are (an operator's overcommit), as these guests idle.
-	e := newEnv(t, nil, []string{"--vcpus=8"})
+	// Three small guests on a 2-vCPU machine: these guests idle, so the
+	// operator overcommits vCPUs.
+	e := newEnv(t, []string{"--cpu-overcommit=4"}, nil)
 	create := func(name, policy string) string {
 		op := e.do("CreateInstance", map[string]any{"name": name, "spec": map[string]any{"vcpus": 1, "memoryMib": 192, "image": "flotilla-test"},
 			"recovery": map[string]any{"policy": policy, "maxRestarts": 2}})
