@@ -31,6 +31,8 @@ var statusToPB = map[lifecycle.Status]pb.Status{
 	lifecycle.StatusUnknown:           pb.Status_STATUS_UNKNOWN,
 	lifecycle.StatusUnexpectedShutoff: pb.Status_STATUS_UNEXPECTED_SHUTOFF,
 	lifecycle.StatusCrashed:           pb.Status_STATUS_CRASHED,
+	lifecycle.StatusPending:           pb.Status_STATUS_PENDING,
+	lifecycle.StatusBidding:           pb.Status_STATUS_BIDDING,
 }
 
 var desiredToPB = map[lifecycle.Desired]pb.DesiredState{
@@ -95,6 +97,7 @@ var opKindToPB = map[lifecycle.OpKind]pb.OperationKind{
 	lifecycle.OpSuspend:     pb.OperationKind_OPERATION_KIND_SUSPEND,
 	lifecycle.OpResume:      pb.OperationKind_OPERATION_KIND_RESUME,
 	lifecycle.OpDelete:      pb.OperationKind_OPERATION_KIND_DELETE,
+	lifecycle.OpPreempt:     pb.OperationKind_OPERATION_KIND_PREEMPT,
 }
 
 // OpKindToPB maps an operation kind to the public enum.

@@ -48,7 +48,7 @@ func toStatus(err error) error {
 		return status.Error(codes.AlreadyExists, err.Error())
 	case errors.Is(err, fsm.ErrNoCapacity):
 		return status.Error(codes.ResourceExhausted, err.Error())
-	case errors.Is(err, fsm.ErrHostUnavailable), errors.Is(err, errNoHost):
+	case errors.Is(err, fsm.ErrHostUnavailable):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, fsm.ErrOperationDone), errors.Is(err, fsm.ErrNotCancellable):
 		return status.Error(codes.FailedPrecondition, err.Error())

@@ -67,21 +67,37 @@ func (s *instances) CreateInstance(ctx context.Context, r *pb.CreateInstanceRequ
 	return op, toStatus(err)
 }
 
+// place chooses a host for a new instance, or "" to let it wait for
+// capacity (PENDING, or BIDDING if preemptible): hosts are full, down, or a
+// preemption must make room first. Only a request that no host could hold
+// even empty is refused.
 func (s *instances) place(spec state.Spec, pl state.Placement) (string, error) {
 	hosts, _ := s.store.Hosts()
 	insts, _ := s.store.Instances()
 	cands := placement.Hosts(hosts, insts)
-	d, err := scheduler.Place(placement.Request(spec, pl), cands, s.policy)
-	if errors.Is(err, scheduler.ErrNoHost) {
-		for _, h := range cands {
-			if h.Ready && !h.Cordoned {
-				// Hosts are up but none fits: a capacity problem, not a precondition.
-				return "", fmt.Errorf("%w: %w", fsm.ErrNoCapacity, err)
-			}
-		}
-		return "", fmt.Errorf("%w (%w)", errNoHost, err)
+	req := placement.Request(spec, pl)
+	d, err := scheduler.Place(req, cands, s.policy)
+	if err == nil && len(d.Preempt) == 0 {
+		return d.HostID, nil
 	}
-	return d.HostID, err
+	if err != nil && !errors.Is(err, scheduler.ErrNoHost) {
+		return "", err
+	}
+	if len(cands) > 0 && !couldEverFit(req, cands, s.policy) {
+		return "", fmt.Errorf("no host could ever hold it, even empty: %w", fsm.ErrNoCapacity)
+	}
+	return "", nil
+}
+
+// couldEverFit reports whether some host, emptied, up and open, would take r.
+func couldEverFit(r scheduler.Request, hosts []scheduler.Host, p scheduler.Policy) bool {
+	for _, h := range hosts {
+		h.Allocated, h.Groups, h.Ready, h.Cordoned = scheduler.Resources{}, nil, true, false
+		if scheduler.Fits(h, r, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // act validates and commits one user action.

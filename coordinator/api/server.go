@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"time"
 
@@ -102,6 +101,3 @@ func (c *core) waitRevision(ctx context.Context, rev int64) error {
 	defer cancel()
 	return c.store.WaitRevision(ctx, rev)
 }
-
-// errNoHost is returned when no ready host can take an instance.
-var errNoHost = errors.New("no ready host can take the instance")

@@ -42,6 +42,8 @@ const (
 	TypeCordonHost     = "host.cordon"
 	TypeDrainHost      = "host.drain"
 	TypeRecover        = "instance.recover"
+	TypePlace          = "instance.place"
+	TypePreempt        = "instance.preempt"
 )
 
 // Business errors returned as apply results. The API maps them to gRPC codes.
@@ -157,4 +159,20 @@ type RegisterServer struct {
 // RemoveServer forgets a coordinator.
 type RemoveServer struct {
 	ID string `json:"id"`
+}
+
+// Place puts a waiting instance on a host and starts its create's clock.
+type Place struct {
+	InstanceID string           `json:"instance_id"`
+	HostID     string           `json:"host_id"`
+	Deadline   time.Time        `json:"deadline"`
+	Policy     scheduler.Policy `json:"policy"`
+}
+
+// Preempt evicts preemptible instances to make room for a waiting one;
+// each victim gets an operation that removes its domain, after which it
+// waits for capacity again.
+type Preempt struct {
+	For     string            `json:"for"` // the waiting instance that needs the room
+	Victims []state.Operation `json:"victims"`
 }

@@ -44,6 +44,8 @@ func New(store *state.Store, log *slog.Logger) *FSM {
 		TypeCordonHost:     typed(applyCordonHost),
 		TypeDrainHost:      typed(applyDrainHost),
 		TypeRecover:        typed(applyRecover),
+		TypePlace:          typed(applyPlace),
+		TypePreempt:        typed(applyPreempt),
 	}
 	return f
 }

@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
 	"github.com/flotilla-vm/flotilla/coordinator/placement"
@@ -24,25 +25,19 @@ func applyCreateInstance(tx *state.Tx, c *CreateInstance) (any, error) {
 	if _, exists := tx.Instance(c.Instance.ID); exists {
 		return nil, fmt.Errorf("instance %q: %w", c.Instance.ID, ErrAlreadyExists)
 	}
-	h, ok := tx.Host(c.Instance.HostID)
-	if !ok || h.Status != state.HostReady || h.Cordoned {
-		return nil, fmt.Errorf("host %q: %w", c.Instance.HostID, ErrHostUnavailable)
-	}
-	// Checked again at commit time, against the state as it is now: two
-	// placements decided concurrently against the same free space cannot
-	// both land, nor can one that breaks anti-affinity.
-	var placed []state.Instance
-	for _, i := range tx.InstancesOnHost(h.ID) {
-		placed = append(placed, *i)
-	}
-	if !scheduler.Fits(placement.Host(*h, placed), placement.Request(c.Instance.Spec, c.Instance.Placement), c.Policy) {
-		return nil, fmt.Errorf("host %q: %w", h.ID, ErrNoCapacity)
+	if c.Instance.HostID != "" {
+		if err := checkPlacement(tx, &c.Instance, c.Instance.HostID, c.Policy); err != nil {
+			return nil, err
+		}
 	}
 	inst := c.Instance
 	inst.Desired = lifecycle.DesiredRunning
 	inst.CurrentOp, inst.CurrentOpK = c.Operation.ID, lifecycle.OpCreate
 	inst.Power, inst.Result, inst.Fault = lifecycle.PowerNone, lifecycle.ResultNone, nil
-	op := newOperation(tx, c.Operation, lifecycle.OpCreate, h.ID)
+	op := newOperation(tx, c.Operation, lifecycle.OpCreate, inst.HostID)
+	if inst.HostID == "" {
+		waitForCapacity(op)
+	}
 	tx.PutInstance(&inst)
 	tx.PutOperation(op)
 	if op.RequestID != "" {
@@ -62,6 +57,9 @@ func applyInstanceAction(tx *state.Tx, c *InstanceAction) (any, error) {
 	status := inst.Status()
 	if err := lifecycle.Check(status, c.Action); err != nil {
 		return nil, err
+	}
+	if status == lifecycle.StatusPending || status == lifecycle.StatusBidding {
+		return withdraw(tx, inst, c.Operation)
 	}
 	plan := lifecycle.PlanFor(status, c.Action, c.Hard)
 	op := newOperation(tx, c.Operation, plan.Op, inst.HostID)
@@ -121,4 +119,94 @@ func applyRecover(tx *state.Tx, c *Recover) (any, error) {
 		return nil, nil
 	}
 	return nil, fmt.Errorf("instance %q: recovery policy is leave: %w", inst.ID, ErrNotAllowed)
+}
+
+// checkPlacement is the commit-time check of a placement: the host is up
+// and open, and the instance fits there as the state is now, so two
+// placements decided concurrently against the same free space cannot both
+// land, nor can one that breaks anti-affinity.
+func checkPlacement(tx *state.Tx, inst *state.Instance, hostID string, policy scheduler.Policy) error {
+	h, ok := tx.Host(hostID)
+	if !ok || h.Status != state.HostReady || h.Cordoned {
+		return fmt.Errorf("host %q: %w", hostID, ErrHostUnavailable)
+	}
+	var placed []state.Instance
+	for _, i := range tx.InstancesOnHost(h.ID) {
+		placed = append(placed, *i)
+	}
+	if !scheduler.Fits(placement.Host(*h, placed), placement.Request(inst.Spec, inst.Placement), policy) {
+		return fmt.Errorf("host %q: %w", h.ID, ErrNoCapacity)
+	}
+	return nil
+}
+
+// waitForCapacity makes a create wait for a host: no host, and no deadline
+// until it is placed (waiting is not work that can hang).
+func waitForCapacity(op *state.Operation) {
+	op.HostID = ""
+	op.Step = "waiting-for-capacity"
+	op.Deadline = time.Time{}
+}
+
+// withdraw deletes an instance that never got a host: its create is
+// canceled and the delete is done at once, with nothing to do on a host.
+func withdraw(tx *state.Tx, inst *state.Instance, req state.Operation) (any, error) {
+	if inst.HostID != "" {
+		// Being evicted: its domain is still being removed; one operation at a time.
+		return nil, &lifecycle.NotAllowedError{Status: inst.Status(), Action: lifecycle.ActionDelete}
+	}
+	if create, ok := tx.Operation(inst.CurrentOp); ok && !create.State.Done() {
+		create.State, create.Step, create.EndTime = state.OpCanceled, "canceled", tx.Now()
+		create.Fault = &state.Fault{Code: "CANCELED", Message: "the instance was deleted while waiting for capacity", Time: tx.Now()}
+		tx.PutOperation(create)
+	}
+	del := newOperation(tx, req, lifecycle.OpDelete, "")
+	del.State, del.Step, del.Progress, del.StartTime, del.EndTime = state.OpSucceeded, "done", 100, tx.Now(), tx.Now()
+	inst.Desired = lifecycle.DesiredDeleted
+	inst.Power, inst.PowerWhy, inst.PowerTime = lifecycle.PowerNoDomain, "never-placed", tx.Now()
+	inst.Result, inst.Fault = lifecycle.ResultSucceeded, nil
+	inst.CurrentOp, inst.CurrentOpK, inst.LastOp = "", lifecycle.OpNone, del.ID
+	tx.PutOperation(del)
+	tx.PutInstance(inst)
+	if del.RequestID != "" {
+		tx.PutRequest(del.RequestID, del.ID)
+	}
+	return del.ID, nil
+}
+
+func applyPlace(tx *state.Tx, c *Place) (any, error) {
+	inst, ok := tx.Instance(c.InstanceID)
+	if !ok {
+		return nil, fmt.Errorf("instance %q: %w", c.InstanceID, ErrNotFound)
+	}
+	op, ok := tx.Operation(inst.CurrentOp)
+	if inst.HostID != "" || !ok || op.Kind != lifecycle.OpCreate || op.State != state.OpPending {
+		return nil, fmt.Errorf("instance %q is not waiting for capacity: %w", inst.ID, ErrNotAllowed)
+	}
+	if err := checkPlacement(tx, inst, c.HostID, c.Policy); err != nil {
+		return nil, err
+	}
+	inst.HostID = c.HostID
+	op.HostID, op.Deadline, op.Step = c.HostID, c.Deadline, "waiting-for-host"
+	tx.PutInstance(inst)
+	tx.PutOperation(op)
+	return nil, nil
+}
+
+func applyPreempt(tx *state.Tx, c *Preempt) (any, error) {
+	var started []string
+	for _, v := range c.Victims {
+		victim, ok := tx.Instance(v.InstanceID)
+		// Re-checked at commit time: only a placed, idle, preemptible instance is evicted.
+		if !ok || victim.HostID == "" || !victim.Placement.Preemptible || victim.CurrentOp != "" || victim.Desired == lifecycle.DesiredDeleted {
+			continue
+		}
+		op := newOperation(tx, v, lifecycle.OpPreempt, victim.HostID)
+		op.Step = "evicting"
+		victim.CurrentOp, victim.CurrentOpK = op.ID, op.Kind
+		tx.PutInstance(victim)
+		tx.PutOperation(op)
+		started = append(started, op.ID)
+	}
+	return started, nil
 }

@@ -65,8 +65,22 @@ func applyFinish(tx *state.Tx, c *Finish) (any, error) {
 	}
 	endOperation(inst, op)
 	tx.PutOperation(op)
+	if c.Succeeded && op.Kind == lifecycle.OpPreempt {
+		rebid(tx, inst, op)
+	}
 	tx.PutInstance(inst)
 	return nil, nil
+}
+
+// rebid sends an evicted instance back to waiting: its domain is gone from
+// the host, and a new create waits (BIDDING) for spare capacity.
+func rebid(tx *state.Tx, inst *state.Instance, evict *state.Operation) {
+	create := newOperation(tx, state.Operation{ID: evict.ID + "-rebid", InstanceID: inst.ID}, lifecycle.OpCreate, "")
+	waitForCapacity(create)
+	inst.HostID = ""
+	inst.Power, inst.PowerWhy, inst.PowerTime = lifecycle.PowerNone, "preempted", tx.Now()
+	inst.CurrentOp, inst.CurrentOpK = create.ID, create.Kind
+	tx.PutOperation(create)
 }
 
 func applyCancel(tx *state.Tx, c *Cancel) (any, error) {
@@ -92,6 +106,11 @@ func applyCancel(tx *state.Tx, c *Cancel) (any, error) {
 	op.Fault = &state.Fault{Code: "CANCELED", Message: "canceled by the user before it reached the host", Time: tx.Now()}
 	inst.Result = lifecycle.ResultCanceled
 	inst.Desired = desiredFromPower(inst.Power, inst.Desired)
+	if op.Kind == lifecycle.OpCreate {
+		// Nothing was ever made: a canceled create leaves a tombstone.
+		inst.Desired = lifecycle.DesiredDeleted
+		inst.Power, inst.PowerWhy, inst.PowerTime = lifecycle.PowerNoDomain, "never-created", tx.Now()
+	}
 	endOperation(inst, op)
 	tx.PutOperation(op)
 	tx.PutInstance(inst)

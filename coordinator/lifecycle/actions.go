@@ -38,6 +38,10 @@ var allowed = map[Status][]Action{
 	// The host cannot be reached: only a delete may be queued; it runs (or
 	// fails at its deadline) when the host answers.
 	StatusUnknown: {ActionDelete},
+	// Waiting for capacity is not work on a host yet: the instance can be
+	// withdrawn (by deleting it, or canceling its create).
+	StatusPending: {ActionDelete},
+	StatusBidding: {ActionDelete},
 }
 
 // Allowed returns the actions status s accepts, in a stable order.

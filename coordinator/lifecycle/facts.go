@@ -29,10 +29,13 @@ const (
 	OpSuspend     OpKind = "suspend"
 	OpResume      OpKind = "resume"
 	OpDelete      OpKind = "delete"
+	// OpPreempt evicts a preemptible instance to make room; it then waits
+	// for capacity again.
+	OpPreempt OpKind = "preempt"
 )
 
 // AllOpKinds lists every operation kind, OpNone included.
-var AllOpKinds = []OpKind{OpNone, OpCreate, OpStart, OpStop, OpRestart, OpHardRestart, OpPause, OpUnpause, OpSuspend, OpResume, OpDelete}
+var AllOpKinds = []OpKind{OpNone, OpCreate, OpStart, OpStop, OpRestart, OpHardRestart, OpPause, OpUnpause, OpSuspend, OpResume, OpDelete, OpPreempt}
 
 // Power is the observed power state, as the agent reports it from the hypervisor.
 type Power string
@@ -65,10 +68,15 @@ const (
 // AllResults lists every result, ResultNone included.
 var AllResults = []Result{ResultNone, ResultSucceeded, ResultFailed, ResultCanceled}
 
-// Facts are the four recorded facts the status is derived from.
+// Facts are the four recorded facts the status is derived from, with two
+// qualifiers of the operation: Unplaced (a create still waiting for a host
+// with room) and Preemptible (the instance may be evicted, and so "bids"
+// for capacity rather than waits for it).
 type Facts struct {
-	Desired Desired
-	Op      OpKind
-	Power   Power
-	Result  Result
+	Desired     Desired
+	Op          OpKind
+	Power       Power
+	Result      Result
+	Unplaced    bool
+	Preemptible bool
 }

@@ -18,25 +18,31 @@ func TestDeriveIsTotal(t *testing.T) {
 		for _, o := range ops {
 			for _, p := range powers {
 				for _, r := range results {
-					s := Derive(Facts{Desired: d, Op: o, Power: p, Result: r})
-					if !slices.Contains(AllStatuses, s) {
-						t.Fatalf("Derive(%v,%v,%v,%v) = %q, not a defined status", d, o, p, r, s)
+					for _, q := range []int{0, 1, 2, 3} {
+						s := Derive(Facts{Desired: d, Op: o, Power: p, Result: r, Unplaced: q&1 != 0, Preemptible: q&2 != 0})
+						if !slices.Contains(AllStatuses, s) {
+							t.Fatalf("Derive(%v,%v,%v,%v) = %q, not a defined status", d, o, p, r, s)
+						}
+						if o != OpNone && !Transitional(s) && s != StatusError {
+							t.Errorf("op %q in flight gave non-transitional %s", o, s)
+						}
+						// The guest shutting itself down is the one transition no operation owns.
+						if o == OpNone && Transitional(s) && !(s == StatusStopping && p == PowerShuttingDown) {
+							t.Errorf("no op in flight but transitional %s for %v/%v/%v", s, d, p, r)
+						}
+						n++
 					}
-					if o != OpNone && !Transitional(s) && s != StatusError {
-						t.Errorf("op %q in flight gave non-transitional %s", o, s)
-					}
-					// The guest shutting itself down is the one transition no operation owns.
-					if o == OpNone && Transitional(s) && !(s == StatusStopping && p == PowerShuttingDown) {
-						t.Errorf("no op in flight but transitional %s for %v/%v/%v", s, d, p, r)
-					}
-					n++
 				}
 			}
 		}
 	}
-	if n != 6*12*10*5 {
+	if n != 6*13*10*5*4 {
 		t.Fatalf("walked %d combinations", n)
 	}
+}
+
+func facts(d Desired, o OpKind, p Power, r Result) Facts {
+	return Facts{Desired: d, Op: o, Power: p, Result: r}
 }
 
 func TestDerive(t *testing.T) {
@@ -44,32 +50,36 @@ func TestDerive(t *testing.T) {
 		f    Facts
 		want Status
 	}{
-		{Facts{DesiredRunning, OpCreate, PowerNone, ResultNone}, StatusCreating},
-		{Facts{DesiredRunning, OpNone, PowerRunning, ResultSucceeded}, StatusRunning},
-		{Facts{DesiredRunning, OpNone, PowerShutOff, ResultSucceeded}, StatusUnexpectedShutoff},
-		{Facts{DesiredRunning, OpNone, PowerCrashed, ResultSucceeded}, StatusCrashed},
-		{Facts{DesiredRunning, OpNone, PowerShuttingDown, ResultSucceeded}, StatusStopping},
-		{Facts{DesiredRunning, OpNone, PowerUnknown, ResultSucceeded}, StatusUnknown},
-		{Facts{DesiredRunning, OpNone, PowerNoDomain, ResultSucceeded}, StatusError},
-		{Facts{DesiredRunning, OpNone, PowerRunning, ResultFailed}, StatusError},
-		{Facts{DesiredRunning, OpNone, PowerNone, ResultCanceled}, StatusError},
-		{Facts{DesiredStopped, OpNone, PowerShutOff, ResultSucceeded}, StatusStopped},
-		{Facts{DesiredStopped, OpStart, PowerShutOff, ResultSucceeded}, StatusStarting},
-		{Facts{DesiredStopped, OpNone, PowerRunning, ResultSucceeded}, StatusRunning},
-		{Facts{DesiredPaused, OpNone, PowerPaused, ResultSucceeded}, StatusPaused},
-		{Facts{DesiredPaused, OpPause, PowerRunning, ResultSucceeded}, StatusPausing},
-		{Facts{DesiredSuspended, OpNone, PowerSavedToDisk, ResultSucceeded}, StatusSuspended},
-		{Facts{DesiredSuspended, OpNone, PowerShutOff, ResultSucceeded}, StatusUnexpectedShutoff},
-		{Facts{DesiredDeleted, OpDelete, PowerRunning, ResultSucceeded}, StatusDeleting},
-		{Facts{DesiredDeleted, OpNone, PowerNoDomain, ResultSucceeded}, StatusDeleted},
-		{Facts{DesiredDeleted, OpNone, PowerRunning, ResultFailed}, StatusError},
-		{Facts{DesiredDeleted, OpNone, PowerNoDomain, ResultFailed}, StatusError},
-		{Facts{DesiredRunning, OpRestart, PowerRunning, ResultSucceeded}, StatusRebooting},
-		{Facts{DesiredRunning, OpHardRestart, PowerRunning, ResultSucceeded}, StatusHardRebooting},
-		{Facts{DesiredRunning, OpUnpause, PowerPaused, ResultSucceeded}, StatusUnpausing},
-		{Facts{DesiredRunning, OpResume, PowerSavedToDisk, ResultSucceeded}, StatusResuming},
-		{Facts{DesiredSuspended, OpSuspend, PowerRunning, ResultSucceeded}, StatusSuspending},
-		{Facts{DesiredStopped, OpStop, PowerRunning, ResultSucceeded}, StatusStopping},
+		{facts(DesiredRunning, OpCreate, PowerNone, ResultNone), StatusCreating},
+		{facts(DesiredRunning, OpNone, PowerRunning, ResultSucceeded), StatusRunning},
+		{facts(DesiredRunning, OpNone, PowerShutOff, ResultSucceeded), StatusUnexpectedShutoff},
+		{facts(DesiredRunning, OpNone, PowerCrashed, ResultSucceeded), StatusCrashed},
+		{facts(DesiredRunning, OpNone, PowerShuttingDown, ResultSucceeded), StatusStopping},
+		{facts(DesiredRunning, OpNone, PowerUnknown, ResultSucceeded), StatusUnknown},
+		{facts(DesiredRunning, OpNone, PowerNoDomain, ResultSucceeded), StatusError},
+		{facts(DesiredRunning, OpNone, PowerRunning, ResultFailed), StatusError},
+		{facts(DesiredRunning, OpNone, PowerNone, ResultCanceled), StatusError},
+		{facts(DesiredStopped, OpNone, PowerShutOff, ResultSucceeded), StatusStopped},
+		{facts(DesiredStopped, OpStart, PowerShutOff, ResultSucceeded), StatusStarting},
+		{facts(DesiredStopped, OpNone, PowerRunning, ResultSucceeded), StatusRunning},
+		{facts(DesiredPaused, OpNone, PowerPaused, ResultSucceeded), StatusPaused},
+		{facts(DesiredPaused, OpPause, PowerRunning, ResultSucceeded), StatusPausing},
+		{facts(DesiredSuspended, OpNone, PowerSavedToDisk, ResultSucceeded), StatusSuspended},
+		{facts(DesiredSuspended, OpNone, PowerShutOff, ResultSucceeded), StatusUnexpectedShutoff},
+		{facts(DesiredDeleted, OpDelete, PowerRunning, ResultSucceeded), StatusDeleting},
+		{facts(DesiredDeleted, OpNone, PowerNoDomain, ResultSucceeded), StatusDeleted},
+		{facts(DesiredDeleted, OpNone, PowerRunning, ResultFailed), StatusError},
+		{facts(DesiredDeleted, OpNone, PowerNoDomain, ResultFailed), StatusError},
+		{facts(DesiredRunning, OpRestart, PowerRunning, ResultSucceeded), StatusRebooting},
+		{facts(DesiredRunning, OpHardRestart, PowerRunning, ResultSucceeded), StatusHardRebooting},
+		{facts(DesiredRunning, OpUnpause, PowerPaused, ResultSucceeded), StatusUnpausing},
+		{facts(DesiredRunning, OpResume, PowerSavedToDisk, ResultSucceeded), StatusResuming},
+		{facts(DesiredSuspended, OpSuspend, PowerRunning, ResultSucceeded), StatusSuspending},
+		{facts(DesiredStopped, OpStop, PowerRunning, ResultSucceeded), StatusStopping},
+		{Facts{Desired: DesiredRunning, Op: OpCreate, Unplaced: true}, StatusPending},
+		{Facts{Desired: DesiredRunning, Op: OpCreate, Unplaced: true, Preemptible: true}, StatusBidding},
+		{Facts{Desired: DesiredRunning, Op: OpPreempt, Power: PowerRunning, Preemptible: true}, StatusBidding},
+		{Facts{Desired: DesiredRunning, Op: OpStart, Unplaced: true}, StatusStarting},
 	}
 	for _, c := range cases {
 		if got := Derive(c.f); got != c.want {
@@ -90,6 +100,8 @@ func TestTransitionTable(t *testing.T) {
 		StatusCrashed:           {ActionStart, ActionStop, ActionDelete},
 		StatusError:             {ActionStart, ActionStop, ActionRestart, ActionDelete},
 		StatusUnknown:           {ActionDelete},
+		StatusPending:           {ActionDelete},
+		StatusBidding:           {ActionDelete},
 	}
 	pairs := 0
 	for _, s := range AllStatuses {
@@ -119,7 +131,8 @@ func TestTransitionTable(t *testing.T) {
 		t.Fatal("not every pair walked")
 	}
 	for _, s := range AllStatuses {
-		if Transitional(s) && len(Allowed(s)) != 0 {
+		// Waiting for capacity is the one transitional state that can be withdrawn.
+		if Transitional(s) && len(Allowed(s)) != 0 && s != StatusPending && s != StatusBidding {
 			t.Errorf("transitional %s allows %v; one operation at a time", s, Allowed(s))
 		}
 	}

@@ -23,6 +23,8 @@ const (
 	StatusUnknown           Status = "UNKNOWN"
 	StatusUnexpectedShutoff Status = "UNEXPECTED_SHUTOFF"
 	StatusCrashed           Status = "CRASHED"
+	StatusPending           Status = "PENDING" // accepted, waiting for a host with room
+	StatusBidding           Status = "BIDDING" // preemptible, waiting for spare capacity
 )
 
 // AllStatuses lists every status.
@@ -31,6 +33,7 @@ var AllStatuses = []Status{
 	StatusRebooting, StatusHardRebooting, StatusPausing, StatusPaused, StatusUnpausing,
 	StatusSuspending, StatusSuspended, StatusResuming, StatusDeleting, StatusDeleted,
 	StatusError, StatusUnknown, StatusUnexpectedShutoff, StatusCrashed,
+	StatusPending, StatusBidding,
 }
 
 // inFlight is the status shown while an operation of each kind runs.
@@ -45,10 +48,14 @@ var inFlight = map[OpKind]Status{
 	OpSuspend:     StatusSuspending,
 	OpResume:      StatusResuming,
 	OpDelete:      StatusDeleting,
+	OpPreempt:     StatusBidding, // evicted: it bids for capacity again
 }
 
 // Transitional reports whether s only lasts while an operation runs.
 func Transitional(s Status) bool {
+	if s == StatusPending {
+		return true
+	}
 	for _, t := range inFlight {
 		if t == s {
 			return true
@@ -61,6 +68,12 @@ func Transitional(s Status) bool {
 // of known facts has a defined result, and unknown values fall to ERROR.
 func Derive(f Facts) Status {
 	if f.Op != OpNone {
+		if f.Op == OpCreate && f.Unplaced {
+			if f.Preemptible {
+				return StatusBidding
+			}
+			return StatusPending
+		}
 		if s, ok := inFlight[f.Op]; ok {
 			return s
 		}

@@ -154,7 +154,7 @@ func (n *Node) lead(ctx context.Context, links *agentlink.Server) {
 				lctx, cancel := context.WithCancel(ctx)
 				stop = cancel
 				done = make(chan struct{})
-				o := orchestrator.New(orchestrator.Config{Store: n.Store, Applier: n.Raft, Sessions: links, Logger: n.log})
+				o := orchestrator.New(orchestrator.Config{Store: n.Store, Applier: n.Raft, Sessions: links, Logger: n.log, Policy: n.cfg.Placement})
 				go func() { defer close(done); o.Run(lctx) }()
 				go links.Watch(lctx)
 				go recovery.Run(lctx, n.Store, n.Raft, n.log)

@@ -16,8 +16,11 @@ import (
 
 	"github.com/flotilla-vm/flotilla/coordinator/api"
 	"github.com/flotilla-vm/flotilla/coordinator/fsm"
+	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
+	"github.com/flotilla-vm/flotilla/coordinator/scheduler"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
 	agentv1 "github.com/flotilla-vm/flotilla/proto/flotilla/agent/v1"
+	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
 
 // Sessions is the orchestrator's view of live agent sessions.
@@ -43,6 +46,8 @@ type Config struct {
 	// for the agent's own verdict before ending it as DEADLINE_EXCEEDED.
 	Grace time.Duration
 	Tick  time.Duration
+	// Policy places waiting instances, as the API places new ones.
+	Policy scheduler.Policy
 }
 
 // Orchestrator is the leader's operation driver.
@@ -50,6 +55,9 @@ type Orchestrator struct {
 	cfg  Config
 	log  *slog.Logger
 	sent map[string]uint64 // operation id -> session epoch it was sent on
+	// evicting maps a waiting instance to the evictions started for it, so
+	// it does not evict again while they run.
+	evicting map[string][]string
 }
 
 // New returns an orchestrator.
@@ -72,6 +80,7 @@ func New(cfg Config) *Orchestrator {
 // Run drives operations until ctx ends. Call it only while leader.
 func (o *Orchestrator) Run(ctx context.Context) {
 	o.sent = map[string]uint64{}
+	o.evicting = map[string][]string{}
 	t := time.NewTicker(o.cfg.Tick)
 	defer t.Stop()
 	for {
@@ -91,10 +100,14 @@ func (o *Orchestrator) pass(ctx context.Context) {
 	now := o.cfg.Now()
 	open := o.cfg.Store.OpenOperations()
 	live := make(map[string]bool, len(open))
+	o.place(ctx, open, now)
 	for _, op := range open {
 		live[op.ID] = true
+		if op.HostID == "" {
+			continue // waiting for capacity: the placement pass handles it
+		}
 		log := o.log.With("operation", op.ID, "instance", op.InstanceID, "host", op.HostID)
-		if now.After(op.Deadline.Add(o.cfg.Grace)) {
+		if !op.Deadline.IsZero() && now.After(op.Deadline.Add(o.cfg.Grace)) {
 			o.expire(ctx, op, log)
 			continue
 		}
@@ -124,8 +137,12 @@ func (o *Orchestrator) dispatch(ctx context.Context, op state.Operation, epoch u
 	if err := o.apply(ctx, fsm.TypeDispatch, fsm.Dispatch{OperationID: op.ID, HostEpoch: epoch}); err != nil {
 		return err
 	}
+	kind := api.OpKindToPB(op.Kind)
+	if op.Kind == lifecycle.OpPreempt {
+		kind = pb.OperationKind_OPERATION_KIND_DELETE // on the host, an eviction removes the domain
+	}
 	step := &agentv1.RunStep{
-		OperationId: op.ID, InstanceId: op.InstanceID, Kind: api.OpKindToPB(op.Kind),
+		OperationId: op.ID, InstanceId: op.InstanceID, Kind: kind,
 		Name: inst.Name, Spec: api.SpecToPB(inst.Spec), Force: op.Force, Deadline: timestamppb.New(op.Deadline),
 	}
 	if op.Graceful > 0 {
@@ -148,12 +165,6 @@ func (o *Orchestrator) expire(ctx context.Context, op state.Operation, log *slog
 }
 
 func (o *Orchestrator) apply(ctx context.Context, typ string, body any) error {
-	cmd, err := fsm.Encode(typ, o.cfg.Now(), body)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	_, err = o.cfg.Applier.Apply(ctx, cmd)
+	_, err := o.applyValue(ctx, typ, body)
 	return err
 }

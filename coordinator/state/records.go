@@ -71,7 +71,8 @@ type Placement struct {
 
 // Facts returns the instance's four facts.
 func (i *Instance) Facts() lifecycle.Facts {
-	return lifecycle.Facts{Desired: i.Desired, Op: i.CurrentOpK, Power: i.Power, Result: i.Result}
+	return lifecycle.Facts{Desired: i.Desired, Op: i.CurrentOpK, Power: i.Power, Result: i.Result,
+		Unplaced: i.HostID == "", Preemptible: i.Placement.Preemptible}
 }
 
 // Status derives the instance's status.

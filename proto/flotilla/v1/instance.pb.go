@@ -70,6 +70,10 @@ const (
 	Status_STATUS_UNEXPECTED_SHUTOFF Status = 18
 	// The guest crashed.
 	Status_STATUS_CRASHED Status = 19
+	// Accepted, waiting for a host with room (placed as soon as one has).
+	Status_STATUS_PENDING Status = 20
+	// Preemptible, waiting for spare capacity (also after being evicted).
+	Status_STATUS_BIDDING Status = 21
 )
 
 // Enum value maps for Status.
@@ -95,6 +99,8 @@ var (
 		17: "STATUS_UNKNOWN",
 		18: "STATUS_UNEXPECTED_SHUTOFF",
 		19: "STATUS_CRASHED",
+		20: "STATUS_PENDING",
+		21: "STATUS_BIDDING",
 	}
 	Status_value = map[string]int32{
 		"STATUS_UNSPECIFIED":        0,
@@ -117,6 +123,8 @@ var (
 		"STATUS_UNKNOWN":            17,
 		"STATUS_UNEXPECTED_SHUTOFF": 18,
 		"STATUS_CRASHED":            19,
+		"STATUS_PENDING":            20,
+		"STATUS_BIDDING":            21,
 	}
 )
 
@@ -1815,7 +1823,7 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x15DeleteInstanceRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x02 \x01(\tR\trequestId*\xb9\x03\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId*\xe1\x03\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fSTATUS_CREATING\x10\x01\x12\x13\n" +
@@ -1837,7 +1845,9 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\fSTATUS_ERROR\x10\x10\x12\x12\n" +
 	"\x0eSTATUS_UNKNOWN\x10\x11\x12\x1d\n" +
 	"\x19STATUS_UNEXPECTED_SHUTOFF\x10\x12\x12\x12\n" +
-	"\x0eSTATUS_CRASHED\x10\x13*\xb5\x01\n" +
+	"\x0eSTATUS_CRASHED\x10\x13\x12\x12\n" +
+	"\x0eSTATUS_PENDING\x10\x14\x12\x12\n" +
+	"\x0eSTATUS_BIDDING\x10\x15*\xb5\x01\n" +
 	"\fDesiredState\x12\x1d\n" +
 	"\x19DESIRED_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15DESIRED_STATE_RUNNING\x10\x01\x12\x19\n" +

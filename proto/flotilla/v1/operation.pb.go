@@ -49,6 +49,9 @@ const (
 	OperationKind_OPERATION_KIND_RESUME OperationKind = 9
 	// Destroy the domain and remove its disks.
 	OperationKind_OPERATION_KIND_DELETE OperationKind = 10
+	// Evict a preemptible instance to make room for another; it then waits
+	// for capacity again.
+	OperationKind_OPERATION_KIND_PREEMPT OperationKind = 11
 )
 
 // Enum value maps for OperationKind.
@@ -65,6 +68,7 @@ var (
 		8:  "OPERATION_KIND_SUSPEND",
 		9:  "OPERATION_KIND_RESUME",
 		10: "OPERATION_KIND_DELETE",
+		11: "OPERATION_KIND_PREEMPT",
 	}
 	OperationKind_value = map[string]int32{
 		"OPERATION_KIND_UNSPECIFIED":  0,
@@ -78,6 +82,7 @@ var (
 		"OPERATION_KIND_SUSPEND":      8,
 		"OPERATION_KIND_RESUME":       9,
 		"OPERATION_KIND_DELETE":       10,
+		"OPERATION_KIND_PREEMPT":      11,
 	}
 )
 
@@ -695,7 +700,7 @@ const file_flotilla_v1_operation_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x123\n" +
 	"\atimeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"(\n" +
 	"\x16CancelOperationRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id*\xc2\x02\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id*\xde\x02\n" +
 	"\rOperationKind\x12\x1e\n" +
 	"\x1aOPERATION_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15OPERATION_KIND_CREATE\x10\x01\x12\x18\n" +
@@ -708,7 +713,8 @@ const file_flotilla_v1_operation_proto_rawDesc = "" +
 	"\x16OPERATION_KIND_SUSPEND\x10\b\x12\x19\n" +
 	"\x15OPERATION_KIND_RESUME\x10\t\x12\x19\n" +
 	"\x15OPERATION_KIND_DELETE\x10\n" +
-	"*\xc4\x01\n" +
+	"\x12\x1a\n" +
+	"\x16OPERATION_KIND_PREEMPT\x10\v*\xc4\x01\n" +
 	"\x0eOperationState\x12\x1f\n" +
 	"\x1bOPERATION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17OPERATION_STATE_PENDING\x10\x01\x12\x1b\n" +
