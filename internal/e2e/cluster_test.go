@@ -224,6 +224,11 @@ func TestKillLeaderUnderLoadLosesNothing(t *testing.T) {
 		}()
 	}
 
+	count := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(acked)
+	}
 	wait := func(n int) {
 		testenv.Eventually(t, 30*time.Second, fmt.Sprintf("%d acknowledged creates", n), func() bool {
 			mu.Lock()
@@ -235,10 +240,10 @@ func TestKillLeaderUnderLoadLosesNothing(t *testing.T) {
 	leader := leaderIndex(t, cs, cl)
 	t.Logf("killing leader %s", cs[leader].Name)
 	cs[leader].Kill()
-	wait(len(acked) + 40) // the survivors keep taking writes
+	wait(count() + 40) // the survivors keep taking writes
 	t.Logf("restarting %s", cs[leader].Name)
 	cs[leader].Restart()
-	wait(len(acked) + 40)
+	wait(count() + 40)
 	stop()
 	wg.Wait()
 	if t.Failed() {
