@@ -8,9 +8,12 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/flotilla-vm/flotilla/coordinator/api"
+	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
 	"github.com/flotilla-vm/flotilla/coordinator/node"
 	"github.com/flotilla-vm/flotilla/coordinator/scheduler"
 )
@@ -32,9 +35,11 @@ func main() {
 		cpuOver   = flag.Float64("cpu-overcommit", 1, "vCPUs placed per physical CPU")
 		memOver   = flag.Float64("memory-overcommit", 1, "memory placed per MiB of physical memory")
 		diskOver  = flag.Float64("disk-overcommit", 1, "disk placed per GiB of physical disk (copy-on-write disks are sparse)")
+		deadlines = deadlineFlag{}
 		logLevel  = flag.String("log-level", "info", "debug, info, warn or error")
 		logJSON   = flag.Bool("log-json", false, "log as JSON")
 	)
+	flag.Var(deadlines, "operation-deadline", "deadline of one kind of operation, kind=duration (e.g. create=10m; repeatable)")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "flotilla-coordinator: unexpected arguments %q\n", flag.Args())
@@ -63,6 +68,7 @@ func main() {
 		NodeID: *nodeID, DataDir: *dataDir, RaftAddr: *raftAddr, APIAddr: *listen, Bootstrap: *bootstrap,
 		Join: *join, SnapshotThreshold: *snapEvery, TrailingLogs: *trailing, FastRaft: *fastRaft,
 		HeartbeatInterval: *heartbeat, ResyncInterval: *resync, Logger: log,
+		Deadlines: deadlines,
 		Placement: scheduler.Policy{Pack: *placement == "pack", CPUOvercommit: *cpuOver, MemoryOvercommit: *memOver, DiskOvercommit: *diskOver},
 	})
 	if err != nil {
@@ -89,4 +95,26 @@ func newLogger(level string, json bool) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+}
+
+// deadlineFlag parses repeated kind=duration operation deadlines.
+type deadlineFlag map[lifecycle.OpKind]time.Duration
+
+func (f deadlineFlag) String() string { return fmt.Sprint(map[lifecycle.OpKind]time.Duration(f)) }
+
+func (f deadlineFlag) Set(s string) error {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok {
+		return fmt.Errorf("want kind=duration, got %q", s)
+	}
+	kind := lifecycle.OpKind(k)
+	if _, known := api.DefaultDeadlines[kind]; !known {
+		return fmt.Errorf("unknown operation kind %q", k)
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < time.Second || d > 24*time.Hour {
+		return fmt.Errorf("deadline %q: want a duration of 1s..24h", v)
+	}
+	f[kind] = d
+	return nil
 }

@@ -108,7 +108,7 @@ func (s *hosts) DrainHost(ctx context.Context, r *pb.DrainHostRequest) (*pb.Host
 	for _, i := range all {
 		if i.HostID == r.Id {
 			cmd.Stops = append(cmd.Stops, state.Operation{ID: ids.New("op-"), InstanceID: i.ID,
-				Deadline: now.Add(deadlines[lifecycle.OpStop] + graceful), Graceful: graceful, Force: true})
+				Deadline: now.Add(s.deadline(lifecycle.OpStop) + graceful), Graceful: graceful, Force: true})
 		}
 	}
 	if _, err := s.apply(ctx, fsm.TypeDrainHost, cmd); err != nil {

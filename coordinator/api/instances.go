@@ -21,9 +21,9 @@ type instances struct {
 	pb.UnimplementedInstanceServiceServer
 }
 
-// deadlines is how long each kind of operation may take before it is ended
-// as failed; a stop gets its graceful timeout on top.
-var deadlines = map[lifecycle.OpKind]time.Duration{
+// DefaultDeadlines is how long each kind of operation may take before it is
+// ended as failed; a stop gets its graceful timeout on top.
+var DefaultDeadlines = map[lifecycle.OpKind]time.Duration{
 	lifecycle.OpCreate:      5 * time.Minute,
 	lifecycle.OpStart:       3 * time.Minute,
 	lifecycle.OpStop:        2 * time.Minute,
@@ -56,7 +56,7 @@ func (s *instances) CreateInstance(ctx context.Context, r *pb.CreateInstanceRequ
 		Policy: s.policy,
 		Instance: state.Instance{ID: ids.New("i-"), Name: r.Name, Spec: spec, HostID: hostID,
 			Recovery: recoveryFromPB(r.GetRecovery()), Placement: placed},
-		Operation: state.Operation{ID: ids.New("op-"), RequestID: r.RequestId, Deadline: now.Add(deadlines[lifecycle.OpCreate])},
+		Operation: state.Operation{ID: ids.New("op-"), RequestID: r.RequestId, Deadline: now.Add(s.deadline(lifecycle.OpCreate))},
 	}
 	cmd.Operation.InstanceID = cmd.Instance.ID
 	v, err := s.apply(ctx, fsm.TypeCreateInstance, cmd)
@@ -122,7 +122,7 @@ func (s *instances) act(ctx context.Context, id, requestID string, a lifecycle.A
 	now := s.now()
 	cmd := fsm.InstanceAction{Action: a, Hard: hard, Operation: state.Operation{
 		ID: ids.New("op-"), InstanceID: id, RequestID: requestID,
-		Deadline: now.Add(deadlines[kind] + graceful), Graceful: graceful, Force: force,
+		Deadline: now.Add(s.deadline(kind) + graceful), Graceful: graceful, Force: force,
 	}}
 	res, err := s.apply(ctx, fsm.TypeInstanceAction, cmd)
 	if err != nil {

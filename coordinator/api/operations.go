@@ -20,6 +20,9 @@ func (s *operations) GetOperation(ctx context.Context, r *pb.GetOperationRequest
 	if len(v) > 0 {
 		return nil, invalid(v)
 	}
+	if err := s.waitRevision(ctx, r.MinRevision); err != nil {
+		return nil, toStatus(err)
+	}
 	op, err := s.operation(r.Id)
 	return op, toStatus(err)
 }
@@ -72,6 +75,9 @@ func (s *operations) WaitOperation(ctx context.Context, r *pb.WaitOperationReque
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	if err := s.waitRevision(ctx, r.MinRevision); err != nil {
+		return nil, toStatus(err)
+	}
 	for {
 		changed := s.store.Changed()
 		op, err := s.store.Operation(r.Id)

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/flotilla-vm/flotilla/coordinator/fsm"
+	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
 	"github.com/flotilla-vm/flotilla/coordinator/scheduler"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
 	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
@@ -26,8 +27,10 @@ type Config struct {
 	Cluster Cluster
 	// Policy is how instances are placed (spread or pack, overcommit).
 	Policy scheduler.Policy
-	Logger *slog.Logger
-	Now    func() time.Time // defaults to time.Now
+	// Deadlines override DefaultDeadlines per operation kind.
+	Deadlines map[lifecycle.OpKind]time.Duration
+	Logger    *slog.Logger
+	Now       func() time.Time // defaults to time.Now
 }
 
 // WriteMethods are the methods that change state: on a follower they are
@@ -52,11 +55,12 @@ var WriteMethods = []string{
 
 // core is what the three services share.
 type core struct {
-	policy scheduler.Policy
-	store  *state.Store
-	raft   Applier
-	log    *slog.Logger
-	now    func() time.Time
+	policy    scheduler.Policy
+	deadlines map[lifecycle.OpKind]time.Duration
+	store     *state.Store
+	raft      Applier
+	log       *slog.Logger
+	now       func() time.Time
 }
 
 // Register adds InstanceService, OperationService and HostService to s.
@@ -67,11 +71,19 @@ func Register(s *grpc.Server, cfg Config) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	c := &core{policy: cfg.Policy, store: cfg.Store, raft: cfg.Applier, log: cfg.Logger, now: cfg.Now}
+	c := &core{policy: cfg.Policy, deadlines: cfg.Deadlines, store: cfg.Store, raft: cfg.Applier, log: cfg.Logger, now: cfg.Now}
 	pb.RegisterInstanceServiceServer(s, &instances{core: c})
 	pb.RegisterOperationServiceServer(s, &operations{core: c})
 	pb.RegisterHostServiceServer(s, &hosts{core: c})
 	pb.RegisterClusterServiceServer(s, &cluster{core: c, node: cfg.Cluster})
+}
+
+// deadline is how long an operation of kind k may take.
+func (c *core) deadline(k lifecycle.OpKind) time.Duration {
+	if d, ok := c.deadlines[k]; ok {
+		return d
+	}
+	return DefaultDeadlines[k]
 }
 
 // apply encodes and commits a command.

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -95,28 +96,60 @@ func (f *Forwarder) Unary(ctx context.Context, req any, info *grpc.UnaryServerIn
 	}
 	in, _ := metadata.FromIncomingContext(ctx)
 	if len(in.Get(forwardedKey)) > 0 {
-		return nil, status.Error(codes.Unavailable, "not the leader (a forwarded write reached a follower; retry)")
-	}
-	addr, err := f.leaderAddr(ctx)
-	if err != nil {
-		return nil, err
-	}
-	conn, err := f.conn(addr)
-	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "connect to leader %s: %v", addr, err)
+		return nil, refusedForward()
 	}
 	out := in.Copy()
 	out.Set(forwardedKey, "1")
-	reply := mt.New().Interface()
-	if err := conn.Invoke(metadata.NewOutgoingContext(ctx, out), info.FullMethod, req.(proto.Message), reply); err != nil {
+	deadline := time.Now().Add(f.wait)
+	for {
+		addr, err := f.leaderAddr(ctx, deadline)
+		if err != nil {
+			return nil, err
+		}
+		conn, err := f.conn(addr)
+		if err != nil {
+			return nil, status.Errorf(codes.Unavailable, "connect to leader %s: %v", addr, err)
+		}
+		reply := mt.New().Interface()
+		err = conn.Invoke(metadata.NewOutgoingContext(ctx, out), info.FullMethod, req.(proto.Message), reply)
+		if err == nil {
+			return reply, nil
+		}
+		// The node stopped leading between our look-up and its check. It
+		// refused before doing anything, so asking the new leader is safe.
+		if isRefusedForward(err) && time.Now().Before(deadline) {
+			select {
+			case <-ctx.Done():
+				return nil, status.FromContextError(ctx.Err()).Err()
+			case <-time.After(25 * time.Millisecond):
+			}
+			continue
+		}
 		return nil, err // the leader's own status, unchanged
 	}
-	return reply, nil
 }
 
-// leaderAddr waits (bounded) for a known leader with a registered API address.
-func (f *Forwarder) leaderAddr(ctx context.Context) (string, error) {
-	deadline := time.Now().Add(f.wait)
+const refusedReason = "FORWARDED_TO_FOLLOWER"
+
+// refusedForward is a follower's answer to a relayed write: nothing was done.
+func refusedForward() error {
+	st := status.New(codes.Unavailable, "not the leader (a forwarded write reached a follower; retry)")
+	st, _ = st.WithDetails(&errdetails.ErrorInfo{Reason: refusedReason, Domain: "flotilla.dev"})
+	return st.Err()
+}
+
+func isRefusedForward(err error) bool {
+	st, _ := status.FromError(err)
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.Reason == refusedReason {
+			return true
+		}
+	}
+	return false
+}
+
+// leaderAddr waits, until deadline, for a known leader with a registered API address.
+func (f *Forwarder) leaderAddr(ctx context.Context, deadline time.Time) (string, error) {
 	for {
 		if addr, ok := f.leader.LeaderAPIAddr(); ok {
 			return addr, nil

@@ -167,6 +167,7 @@ func applyDrainHost(tx *state.Tx, c *DrainHost) (any, error) {
 			continue // already down, gone, or busy: nothing to drain
 		}
 		o := newOperation(tx, op, lifecycle.OpStop, h.ID)
+		o.PrevDesired = inst.Desired
 		inst.Desired = lifecycle.DesiredStopped
 		inst.CurrentOp, inst.CurrentOpK = o.ID, o.Kind
 		tx.PutInstance(inst)

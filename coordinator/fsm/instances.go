@@ -63,6 +63,7 @@ func applyInstanceAction(tx *state.Tx, c *InstanceAction) (any, error) {
 	}
 	plan := lifecycle.PlanFor(status, c.Action, c.Hard)
 	op := newOperation(tx, c.Operation, plan.Op, inst.HostID)
+	op.PrevDesired = inst.Desired
 	inst.Desired = plan.Desired
 	if c.Action == lifecycle.ActionStart || c.Action == lifecycle.ActionStop {
 		inst.Restarts = 0 // the user took over: automatic restarts count afresh

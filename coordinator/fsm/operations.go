@@ -105,7 +105,10 @@ func applyCancel(tx *state.Tx, c *Cancel) (any, error) {
 	op.Step = "canceled"
 	op.Fault = &state.Fault{Code: "CANCELED", Message: "canceled by the user before it reached the host", Time: tx.Now()}
 	inst.Result = lifecycle.ResultCanceled
-	inst.Desired = desiredFromPower(inst.Power, inst.Desired)
+	// Nothing was done on the host: the user's previous wish stands.
+	if op.PrevDesired != "" {
+		inst.Desired = op.PrevDesired
+	}
 	if op.Kind == lifecycle.OpCreate {
 		// Nothing was ever made: a canceled create leaves a tombstone.
 		inst.Desired = lifecycle.DesiredDeleted
@@ -115,22 +118,6 @@ func applyCancel(tx *state.Tx, c *Cancel) (any, error) {
 	tx.PutOperation(op)
 	tx.PutInstance(inst)
 	return nil, nil
-}
-
-// desiredFromPower is what the user wants after canceling: the state the
-// domain is in, since nothing was done to it.
-func desiredFromPower(p lifecycle.Power, fallback lifecycle.Desired) lifecycle.Desired {
-	switch p {
-	case lifecycle.PowerRunning:
-		return lifecycle.DesiredRunning
-	case lifecycle.PowerPaused:
-		return lifecycle.DesiredPaused
-	case lifecycle.PowerSavedToDisk:
-		return lifecycle.DesiredSuspended
-	case lifecycle.PowerShutOff:
-		return lifecycle.DesiredStopped
-	}
-	return fallback
 }
 
 func endOperation(inst *state.Instance, op *state.Operation) {

@@ -22,6 +22,7 @@ import (
 	"github.com/flotilla-vm/flotilla/coordinator/api"
 	"github.com/flotilla-vm/flotilla/coordinator/forward"
 	"github.com/flotilla-vm/flotilla/coordinator/fsm"
+	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
 	"github.com/flotilla-vm/flotilla/coordinator/orchestrator"
 	"github.com/flotilla-vm/flotilla/coordinator/raftstore"
 	"github.com/flotilla-vm/flotilla/coordinator/recovery"
@@ -45,6 +46,7 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	ResyncInterval    time.Duration
 	Placement         scheduler.Policy
+	Deadlines         map[lifecycle.OpKind]time.Duration
 	Logger            *slog.Logger
 }
 
@@ -96,7 +98,7 @@ func Start(cfg Config) (*Node, error) {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 	)
-	api.Register(gs, api.Config{Store: store, Applier: rs, Cluster: rs, Policy: cfg.Placement, Logger: cfg.Logger})
+	api.Register(gs, api.Config{Store: store, Applier: rs, Cluster: rs, Policy: cfg.Placement, Deadlines: cfg.Deadlines, Logger: cfg.Logger})
 	agentv1.RegisterAgentServiceServer(gs, links)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)

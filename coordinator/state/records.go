@@ -111,6 +111,9 @@ type Operation struct {
 	Revision   int64            `json:"revision"`
 	Graceful   time.Duration    `json:"graceful,omitempty"`
 	Force      bool             `json:"force,omitempty"`
+	// PrevDesired is the instance's desired state before this operation was
+	// accepted; a cancel restores it.
+	PrevDesired lifecycle.Desired `json:"prev_desired,omitempty"`
 	// Seq orders operations by acceptance, for newest-first listing.
 	Seq int64 `json:"seq"`
 }

@@ -381,7 +381,10 @@ func (x *Operation) GetForce() bool {
 type GetOperationRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The operation id.
-	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Wait until this server has applied at least this revision (pass the
+	// revision of the Operation a write returned, to read it from any server).
+	MinRevision   int64 `protobuf:"varint,2,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -421,6 +424,13 @@ func (x *GetOperationRequest) GetId() string {
 		return x.Id
 	}
 	return ""
+}
+
+func (x *GetOperationRequest) GetMinRevision() int64 {
+	if x != nil {
+		return x.MinRevision
+	}
+	return 0
 }
 
 // ListOperationsRequest pages through operations.
@@ -557,7 +567,10 @@ type WaitOperationRequest struct {
 	// The operation id.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// How long to wait at most (default 60 s, at most 10 min).
-	Timeout       *durationpb.Duration `protobuf:"bytes,2,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	Timeout *durationpb.Duration `protobuf:"bytes,2,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	// Wait until this server has applied at least this revision first (pass
+	// the revision of the Operation a write returned).
+	MinRevision   int64 `protobuf:"varint,3,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -604,6 +617,13 @@ func (x *WaitOperationRequest) GetTimeout() *durationpb.Duration {
 		return x.Timeout
 	}
 	return nil
+}
+
+func (x *WaitOperationRequest) GetMinRevision() int64 {
+	if x != nil {
+		return x.MinRevision
+	}
+	return 0
 }
 
 // CancelOperationRequest cancels an operation.
@@ -681,9 +701,10 @@ const file_flotilla_v1_operation_proto_rawDesc = "" +
 	"request_id\x18\x0f \x01(\tR\trequestId\x12\x1a\n" +
 	"\brevision\x18\x10 \x01(\x03R\brevision\x12D\n" +
 	"\x10graceful_timeout\x18\x11 \x01(\v2\x19.google.protobuf.DurationR\x0fgracefulTimeout\x12\x14\n" +
-	"\x05force\x18\x12 \x01(\bR\x05force\"%\n" +
+	"\x05force\x18\x12 \x01(\bR\x05force\"H\n" +
 	"\x13GetOperationRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"t\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
+	"\fmin_revision\x18\x02 \x01(\x03R\vminRevision\"t\n" +
 	"\x15ListOperationsRequest\x12\x1f\n" +
 	"\vinstance_id\x18\x01 \x01(\tR\n" +
 	"instanceId\x12\x1b\n" +
@@ -695,10 +716,11 @@ const file_flotilla_v1_operation_proto_rawDesc = "" +
 	"operations\x18\x01 \x03(\v2\x16.flotilla.v1.OperationR\n" +
 	"operations\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x1a\n" +
-	"\brevision\x18\x03 \x01(\x03R\brevision\"[\n" +
+	"\brevision\x18\x03 \x01(\x03R\brevision\"~\n" +
 	"\x14WaitOperationRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x123\n" +
-	"\atimeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"(\n" +
+	"\atimeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12!\n" +
+	"\fmin_revision\x18\x03 \x01(\x03R\vminRevision\"(\n" +
 	"\x16CancelOperationRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id*\xde\x02\n" +
 	"\rOperationKind\x12\x1e\n" +
