@@ -123,7 +123,7 @@ func runOpWait(ctx context.Context, c *cli, name string, args []string) error {
 		return err
 	}
 	defer closeConn()
-	op, err := c.waitOperation(ctx, id, time.Now().Add(total))
+	op, err := c.waitOperation(ctx, id, 0, time.Now().Add(total))
 	if op != nil {
 		if perr := printOperations(c.stdout, c.output, []*flotillav1.Operation{op}); perr != nil {
 			return perr
@@ -140,7 +140,7 @@ func runOpWait(ctx context.Context, c *cli, name string, args []string) error {
 func (c *cli) waitAndShow(ctx context.Context, op *flotillav1.Operation) error {
 	if !op.GetDone() {
 		var err error
-		if op, err = c.waitOperation(ctx, op.GetId(), time.Time{}); err != nil {
+		if op, err = c.waitOperation(ctx, op.GetId(), op.GetRevision(), time.Time{}); err != nil {
 			return err
 		}
 	}
@@ -184,7 +184,10 @@ func outcome(op *flotillav1.Operation) error {
 // waitOperation calls WaitOperation until the operation is done, the
 // deadline (if not zero) passes, or ctx ends. On a deadline it returns the
 // operation as last seen together with an error.
-func (c *cli) waitOperation(ctx context.Context, id string, deadline time.Time) (*flotillav1.Operation, error) {
+// minRev, if positive, is the revision the write returned: the server waits
+// until it has applied it, so a follower never answers NOT_FOUND for an
+// operation the leader just accepted.
+func (c *cli) waitOperation(ctx context.Context, id string, minRev int64, deadline time.Time) (*flotillav1.Operation, error) {
 	var last *flotillav1.Operation
 	failures := 0
 	for {
@@ -203,7 +206,7 @@ func (c *cli) waitOperation(ctx context.Context, id string, deadline time.Time) 
 		began := time.Now()
 		cctx, cancel := context.WithTimeout(ctx, wait+waitSlack)
 		op, err := c.operations.WaitOperation(cctx, &flotillav1.WaitOperationRequest{
-			Id: id, Timeout: durationpb.New(wait),
+			Id: id, Timeout: durationpb.New(wait), MinRevision: minRev,
 		})
 		cancel()
 		if err != nil {
