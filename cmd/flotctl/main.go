@@ -19,9 +19,11 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/flotilla-vm/flotilla/internal/mtls"
 	flotillav1 "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
 
@@ -35,6 +37,7 @@ const (
 type cli struct {
 	stdout, stderr io.Writer
 	addr           string
+	tls            mtls.Files
 	timeout        time.Duration // per ordinary RPC
 	output         string        // "table" or "json"
 
@@ -161,6 +164,9 @@ func (c *cli) parseGlobal(args []string, getenv func(string) string) (string, []
 	fs := newFlagSet("flotctl")
 	fs.StringVar(&c.addr, "addr", addr, "coordinator address (env FLOTILLA_ADDR)")
 	fs.DurationVar(&c.timeout, "timeout", defaultTimeout, "timeout of each RPC")
+	fs.StringVar(&c.tls.Cert, "tls-cert", getenv("FLOTILLA_TLS_CERT"), "client certificate for mutual TLS (env FLOTILLA_TLS_CERT)")
+	fs.StringVar(&c.tls.Key, "tls-key", getenv("FLOTILLA_TLS_KEY"), "its private key (env FLOTILLA_TLS_KEY)")
+	fs.StringVar(&c.tls.CA, "tls-ca", getenv("FLOTILLA_TLS_CA"), "CA bundle that signs the coordinators (env FLOTILLA_TLS_CA)")
 	fs.StringVar(&c.output, "o", "table", "output format: table or json")
 	fs.StringVar(&c.output, "output", "table", "same as -o")
 	if err := fs.Parse(args); err != nil {
@@ -205,7 +211,15 @@ func (c *cli) dispatch(ctx context.Context, name string, args []string) error {
 // connect creates the gRPC clients. grpc.NewClient does not dial, so the
 // first RPC reports an unreachable server.
 func (c *cli) connect() (func(), error) {
-	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds := insecure.NewCredentials()
+	if c.tls.Enabled() {
+		cfg, err := mtls.Client(c.tls)
+		if err != nil {
+			return nil, &exitError{err.Error()}
+		}
+		creds = credentials.NewTLS(cfg)
+	}
+	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return nil, &exitError{fmt.Sprintf("bad address %q: %v", c.addr, err)}
 	}

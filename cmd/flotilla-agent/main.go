@@ -3,6 +3,11 @@
 package main
 
 import (
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/flotilla-vm/flotilla/internal/mtls"
+
 	"context"
 	"errors"
 	"flag"
@@ -51,6 +56,7 @@ type config struct {
 	logFormat     string
 	labels        map[string]string
 	fakeDelays    map[string]time.Duration // fake hypervisor only: per-method delay
+	tls           mtls.Files
 }
 
 // keyValues is a repeatable key=value flag.
@@ -117,6 +123,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.Uint64Var(&diskGiB, "disk-gib", 0, "disk in GiB offered to guests (0: ask the hypervisor)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&cfg.logFormat, "log-format", "json", "json or text")
+	fs.StringVar(&cfg.tls.Cert, "tls-cert", "", "this host's certificate for mutual TLS (Common Name = host id, OU = agent)")
+	fs.StringVar(&cfg.tls.Key, "tls-key", "", "private key of --tls-cert")
+	fs.StringVar(&cfg.tls.CA, "tls-ca", "", "CA bundle that signs the coordinators")
 	labels := keyValues{}
 	fs.Var(labels, "label", "a placement label of this host, key=value (repeatable)")
 	// Hidden test knobs: rely on periodic resyncs only; slow fake hypervisor methods.
@@ -244,6 +253,14 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	// running steps end first.
 	defer exec.Close()
 
+	var dialOpts []grpc.DialOption
+	if cfg.tls.Enabled() {
+		tc, err := mtls.Client(cfg.tls)
+		if err != nil {
+			return err
+		}
+		dialOpts = append(dialOpts, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+	}
 	client, err := session.New(session.Config{
 		Coordinator:  cfg.coordinator,
 		HostID:       cfg.hostID,
@@ -254,6 +271,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		IgnoreEvents: cfg.ignoreEvents,
 		Labels:       cfg.labels,
 		Logger:       log,
+		DialOptions:  dialOpts,
 	})
 	if err != nil {
 		return err

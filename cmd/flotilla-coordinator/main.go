@@ -16,6 +16,7 @@ import (
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
 	"github.com/flotilla-vm/flotilla/coordinator/node"
 	"github.com/flotilla-vm/flotilla/coordinator/scheduler"
+	"github.com/flotilla-vm/flotilla/internal/mtls"
 )
 
 func main() {
@@ -36,6 +37,9 @@ func main() {
 		memOver   = flag.Float64("memory-overcommit", 1, "memory placed per MiB of physical memory")
 		diskOver  = flag.Float64("disk-overcommit", 1, "disk placed per GiB of physical disk (copy-on-write disks are sparse)")
 		deadlines = deadlineFlag{}
+		tlsCert   = flag.String("tls-cert", "", "certificate (PEM) for mutual TLS; with --tls-key and --tls-ca")
+		tlsKey    = flag.String("tls-key", "", "private key (PEM) of --tls-cert")
+		tlsCA     = flag.String("tls-ca", "", "CA bundle (PEM) that signs agents, coordinators and clients")
 		logLevel  = flag.String("log-level", "info", "debug, info, warn or error")
 		logJSON   = flag.Bool("log-json", false, "log as JSON")
 	)
@@ -69,6 +73,7 @@ func main() {
 		Join: *join, SnapshotThreshold: *snapEvery, TrailingLogs: *trailing, FastRaft: *fastRaft,
 		HeartbeatInterval: *heartbeat, ResyncInterval: *resync, Logger: log,
 		Deadlines: deadlines,
+		TLS:       mtls.Files{Cert: *tlsCert, Key: *tlsKey, CA: *tlsCA},
 		Placement: scheduler.Policy{Pack: *placement == "pack", CPUOvercommit: *cpuOver, MemoryOvercommit: *memOver, DiskOvercommit: *diskOver},
 	})
 	if err != nil {

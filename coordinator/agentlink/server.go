@@ -16,6 +16,7 @@ import (
 	"github.com/flotilla-vm/flotilla/coordinator/api"
 	"github.com/flotilla-vm/flotilla/coordinator/fsm"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
+	"github.com/flotilla-vm/flotilla/internal/mtls"
 	agentv1 "github.com/flotilla-vm/flotilla/proto/flotilla/agent/v1"
 )
 
@@ -145,6 +146,11 @@ func (s *Server) Connect(stream agentv1.AgentService_ConnectServer) error {
 	}
 	if !hostIDRE.MatchString(reg.HostId) {
 		return status.Errorf(codes.InvalidArgument, "host_id %q: must be 1-63 lowercase letters, digits, '.' or '-'", reg.HostId)
+	}
+	// Under mutual TLS an agent speaks only for the host its certificate names.
+	if id, ok := mtls.PeerIdentity(stream.Context()); ok && (!id.Has(mtls.RoleAgent) || id.Name != reg.HostId) {
+		s.log.Warn("agent refused: certificate does not name this host", "host", reg.HostId, "cert", id.Name, "roles", id.Roles)
+		return status.Errorf(codes.PermissionDenied, "certificate %q (roles %v) may not act for host %q", id.Name, id.Roles, reg.HostId)
 	}
 	ctx := stream.Context()
 	host := state.Host{

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -28,6 +29,7 @@ import (
 	"github.com/flotilla-vm/flotilla/coordinator/recovery"
 	"github.com/flotilla-vm/flotilla/coordinator/scheduler"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
+	"github.com/flotilla-vm/flotilla/internal/mtls"
 	agentv1 "github.com/flotilla-vm/flotilla/proto/flotilla/agent/v1"
 	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
@@ -46,8 +48,10 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	ResyncInterval    time.Duration
 	Placement         scheduler.Policy
-	Deadlines         map[lifecycle.OpKind]time.Duration
-	Logger            *slog.Logger
+	// TLS turns on mutual TLS for the listener and for dials to other coordinators.
+	TLS       mtls.Files
+	Deadlines map[lifecycle.OpKind]time.Duration
+	Logger    *slog.Logger
 }
 
 // Node is a running coordinator.
@@ -58,6 +62,7 @@ type Node struct {
 
 	grpc   *grpc.Server
 	fwd    *forward.Forwarder
+	dial   []grpc.DialOption // for other coordinators
 	lis    net.Listener
 	cfg    Config
 	log    *slog.Logger
@@ -86,18 +91,25 @@ func Start(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("listen %s: %w", cfg.APIAddr, err)
 	}
 	n := &Node{Store: store, Raft: rs, lis: lis, log: cfg.Logger, cfg: cfg}
-	links := agentlink.New(agentlink.Config{Applier: rs, Logger: cfg.Logger, HeartbeatInterval: cfg.HeartbeatInterval, ResyncInterval: cfg.ResyncInterval, LeaderAPIAddr: n.LeaderAPIAddr, Store: store})
-	fwd, err := forward.New(n, api.WriteMethods, 5*time.Second, cfg.Logger)
+	serverOpts, dialOpts, err := transportSecurity(cfg.TLS)
 	if err != nil {
 		lis.Close()
 		rs.Close()
 		return nil, err
 	}
-	gs := grpc.NewServer(
+	n.dial = dialOpts
+	links := agentlink.New(agentlink.Config{Applier: rs, Logger: cfg.Logger, HeartbeatInterval: cfg.HeartbeatInterval, ResyncInterval: cfg.ResyncInterval, LeaderAPIAddr: n.LeaderAPIAddr, Store: store})
+	fwd, err := forward.New(n, api.WriteMethods, 5*time.Second, cfg.Logger, dialOpts...)
+	if err != nil {
+		lis.Close()
+		rs.Close()
+		return nil, err
+	}
+	gs := grpc.NewServer(append(serverOpts,
 		grpc.ChainUnaryInterceptor(fwd.Unary),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-	)
+	)...)
 	api.Register(gs, api.Config{Store: store, Applier: rs, Cluster: rs, Policy: cfg.Placement, Deadlines: cfg.Deadlines, Logger: cfg.Logger})
 	agentv1.RegisterAgentServiceServer(gs, links)
 	hs := health.NewServer()
@@ -213,7 +225,7 @@ func (n *Node) registerSelf(ctx context.Context) {
 // join asks the cluster, through any member, to add this server, until it
 // has (adding an existing member is a no-op, so restarts may ask again).
 func (n *Node) join(ctx context.Context, addr string) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(addr, n.dial...)
 	if err != nil {
 		n.log.Error("join: bad address", "addr", addr, "err", err)
 		return
@@ -247,4 +259,21 @@ func (n *Node) Close() error {
 	n.grpc.Stop()
 	n.wg.Wait()
 	return n.Raft.Close()
+}
+
+// transportSecurity returns the server and dial options: mutual TLS when
+// configured, else plaintext (for loopback and trusted networks only).
+func transportSecurity(f mtls.Files) ([]grpc.ServerOption, []grpc.DialOption, error) {
+	if !f.Enabled() {
+		return nil, []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, nil
+	}
+	srv, err := mtls.Server(f)
+	if err != nil {
+		return nil, nil, err
+	}
+	cli, err := mtls.Client(f)
+	if err != nil {
+		return nil, nil, err
+	}
+	return []grpc.ServerOption{grpc.Creds(credentials.NewTLS(srv))}, []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(cli))}, nil
 }
