@@ -48,7 +48,7 @@ func TestWriteTableRatios(t *testing.T) {
 	out := b.String()
 	t.Log("\n" + out)
 	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if len(lines) != 5 {
+	if len(lines) != 6 {
 		t.Fatalf("got %d lines", len(lines))
 	}
 	if !strings.Contains(lines[0], "flotilla/etcd ops/s") {
@@ -62,6 +62,47 @@ func TestWriteTableRatios(t *testing.T) {
 	}
 	if !strings.Contains(out, "flotilla@256 vs flotilla@1: throughput x10.00, p99 x30.00") {
 		t.Errorf("missing flotilla scaling line")
+	}
+	if !strings.Contains(out, "target: flotilla@256 >= etcd@256: x0.25 MISSED; flotilla@256 >= 20x flotilla@1: x10.00 MISSED") {
+		t.Errorf("missing target line")
+	}
+}
+
+func TestWriteTableAgentColumns(t *testing.T) {
+	var b strings.Builder
+	err := WriteTable(&b, []Row{
+		{"etcd", 1, res(400, 2*time.Millisecond, 4*time.Millisecond, 0), 0},
+		{"etcd", 256, res(8000, 30*time.Millisecond, 60*time.Millisecond, 0), 0},
+		{"flotilla", 1, res(400, 2*time.Millisecond, 4*time.Millisecond, 0), 0},
+		{"flotilla", 256, res(9000, 25*time.Millisecond, 60*time.Millisecond, 0), 0},
+		{"flotilla+agent", 1, res(200, 4*time.Millisecond, 8*time.Millisecond, 0), 0},
+		{"flotilla+agent", 256, res(4000, 50*time.Millisecond, 120*time.Millisecond, 0), 0},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	t.Log("\n" + out)
+	lines := strings.Split(out, "\n")
+	for _, want := range []string{"flotilla/etcd ops/s", "flotilla+agent/etcd ops/s", "flotilla+agent/etcd p99"} {
+		if !strings.Contains(lines[0], want) {
+			t.Errorf("header lacks %q: %q", want, lines[0])
+		}
+	}
+	// clients, 3x4 cells, 2x2 ratios
+	if f := strings.Fields(lines[2]); len(f) != 17 || f[13] != "1.12" || f[14] != "1.00" || f[15] != "0.50" || f[16] != "2.00" {
+		t.Errorf("row 256: %q", lines[2])
+	}
+	for _, want := range []string{
+		"target: flotilla@256 >= etcd@256: x1.12 met; flotilla@256 >= 20x flotilla@1: x22.50 met",
+		"target: flotilla+agent@256 >= etcd@256: x0.50 MISSED; flotilla+agent@256 >= 20x flotilla+agent@1: x20.00 met",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	if strings.Contains(out, "target: etcd") {
+		t.Error("etcd has no targets")
 	}
 }
 

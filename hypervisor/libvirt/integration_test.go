@@ -36,7 +36,7 @@ func TestLifecycle(t *testing.T) {
 	if _, err := os.Stat(paths.Disk); err != nil {
 		t.Fatalf("disk overlay: %v", err)
 	}
-	took := waitFor(t, 20*time.Second, guestReady+" on the console", func() bool {
+	took := waitFor(t, 60*time.Second, guestReady+" on the console", func() bool {
 		return fileContains(paths.ConsoleLog, guestReady)
 	})
 	t.Logf("timing: guest ready on console %s after Create returned", took.Round(time.Millisecond))
@@ -243,7 +243,7 @@ func TestReboot(t *testing.T) {
 		b, _ := os.ReadFile(console)
 		return strings.Count(string(b), guestReady)
 	}
-	waitFor(t, 20*time.Second, "first boot", func() bool { return readyCount() >= 1 })
+	waitFor(t, 60*time.Second, "first boot", func() bool { return readyCount() >= 1 })
 
 	for i, hard := range []bool{true, false} {
 		// The test guest prints its marker a moment before it listens for

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"fmt"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 )
@@ -84,3 +86,88 @@ func otherLoad(a, b cpuSample) (ours, others float64) {
 	}
 	return o / total, (busy - o) / total
 }
+
+// childTicks returns the user+system time of this process ("bench") and of
+// each direct child, keyed by pid, with a short name: the binary plus its
+// --node-id, --host-id or --name ("flotilla-coordinator c1", "etcd m0").
+func childTicks() map[int]namedTicks {
+	out := map[int]namedTicks{}
+	self := os.Getpid()
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		ppid, ticks, ok := procTicks(pid)
+		if !ok || (pid != self && ppid != self) {
+			continue
+		}
+		name := "bench"
+		if pid != self {
+			name = procName(pid)
+		}
+		out[pid] = namedTicks{name, ticks}
+	}
+	return out
+}
+
+type namedTicks struct {
+	name  string
+	ticks uint64
+}
+
+func procName(pid int) string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if err != nil {
+		return strconv.Itoa(pid)
+	}
+	args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+	name := args[0]
+	if i := strings.LastIndexByte(name, '/'); i >= 0 {
+		name = name[i+1:]
+	}
+	for i, a := range args {
+		for _, f := range []string{"--node-id", "--host-id", "--name"} {
+			if v, ok := strings.CutPrefix(a, f+"="); ok {
+				return name + " " + v
+			}
+			if a == f && i+1 < len(args) {
+				return name + " " + args[i+1]
+			}
+		}
+	}
+	return name
+}
+
+// cpuBreakdown formats each process's share of one core between two
+// childTicks samples taken wall apart, busiest first.
+func cpuBreakdown(a, b map[int]namedTicks, wall float64, leaderPid int) string {
+	type share struct {
+		name string
+		pct  float64
+	}
+	var shares []share
+	for pid, nb := range b {
+		d := nb.ticks - a[pid].ticks // a new process counts from 0
+		if d > nb.ticks {
+			d = nb.ticks
+		}
+		name := nb.name
+		if pid == leaderPid {
+			name += " (leader)"
+		}
+		shares = append(shares, share{name, 100 * float64(d) / clockTicks / wall})
+	}
+	sort.Slice(shares, func(i, j int) bool { return shares[i].pct > shares[j].pct })
+	var parts []string
+	for _, s := range shares {
+		if s.pct >= 1 {
+			parts = append(parts, fmt.Sprintf("%s %.0f%%", s.name, s.pct))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// clockTicks is USER_HZ, 100 on every Linux this runs on.
+const clockTicks = 100

@@ -3,9 +3,13 @@
 // machine, in the same run, at several client concurrencies.
 //
 //	go run ./bench/cmd/flotilla-writes [--duration 10s] [--warmup 2s] [--clients 1,16,256]
+//	    [--systems etcd,flotilla,flotilla+agent]
 //
 // etcd comes from Debian's etcd-server package (bench/writes/install-etcd.sh).
-// Only the etcd side exists so far; see the HOOK in targets.go.
+// Flotilla is built from this module (go build, no -race) and run as three
+// flotilla-coordinator processes: "flotilla" without agents (every create is
+// committed waiting for capacity), "flotilla+agent" with one fake agent that
+// places and runs every create. See bench/writes/README.md.
 package main
 
 import (
@@ -26,13 +30,17 @@ import (
 	"github.com/flotilla-vm/flotilla/bench/writes"
 )
 
+// flotillaLogLevel is the coordinators' and the agent's log level.
+var flotillaLogLevel = flag.String("flotilla-log-level", "warn", "log level of Flotilla's coordinators and agent (etcd runs at error); info adds a log line per placed create on the leader")
+
 func main() {
 	duration := flag.Duration("duration", 10*time.Second, "measured time per row")
 	warmup := flag.Duration("warmup", 2*time.Second, "unmeasured warmup before each row")
 	clientsFlag := flag.String("clients", "1,16,256", "comma-separated concurrent client counts, one row each")
-	systemsFlag := flag.String("systems", "etcd,flotilla", "comma-separated systems to run (unavailable ones are skipped)")
+	systemsFlag := flag.String("systems", "etcd,flotilla,flotilla+agent", "comma-separated systems to run: etcd, flotilla, flotilla+agent")
 	dir := flag.String("dir", "", "parent directory for the clusters' temporary data dirs (default: $TMPDIR or /tmp)")
 	opTimeout := flag.Duration("op-timeout", 10*time.Second, "timeout of a single write (a timed-out write counts as an error)")
+	perfDir := flag.String("perf-dir", "", "if set, record the Flotilla leader with `perf record -g` during each row's measured window into this directory")
 	flag.Parse()
 
 	clients, err := parseClients(*clientsFlag)
@@ -40,6 +48,15 @@ func main() {
 		fatalf("--clients: %v", err)
 	}
 	want := strings.Split(*systemsFlag, ",")
+	var known []string
+	for _, s := range systems() {
+		known = append(known, s.name)
+	}
+	for _, w := range want {
+		if !slices.Contains(known, w) {
+			fatalf("--systems: unknown system %q (have %s)", w, strings.Join(known, ", "))
+		}
+	}
 
 	// Ctrl-C / SIGTERM cancel the run; the deferred Closes then kill the
 	// clusters and remove their data, and the rows measured so far are printed.
@@ -47,6 +64,16 @@ func main() {
 	defer stop()
 
 	printEnv(*dir)
+	// Build Flotilla before measuring anything, so a tree that does not
+	// compile fails the run at once rather than after the etcd rows.
+	for _, w := range want {
+		if strings.HasPrefix(w, "flotilla") {
+			if _, err := buildOnce(*dir); err != nil {
+				fatalf("%v", err)
+			}
+			break
+		}
+	}
 
 	var rows []writes.Row
 	failed := false
@@ -54,13 +81,14 @@ func main() {
 		if !slices.Contains(want, sys.name) || ctx.Err() != nil {
 			continue
 		}
-		r, err := runSystem(ctx, sys, *dir, clients, writes.Config{Duration: *duration, Warmup: *warmup}, *opTimeout)
+		r, err := runSystem(ctx, sys, *dir, clients, writes.Config{Duration: *duration, Warmup: *warmup}, *opTimeout, *perfDir)
 		rows = append(rows, r...)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "%s: %v\n", sys.name, err)
 			failed = true
 		}
 	}
+	removeBinaries()
 	fmt.Println()
 	if err := writes.WriteTable(os.Stdout, rows); err != nil {
 		fatalf("%v", err)
@@ -75,14 +103,14 @@ func main() {
 }
 
 // runSystem starts one system, runs a row per client count and closes it.
-func runSystem(ctx context.Context, sys system, dir string, clients []int, cfg writes.Config, opTimeout time.Duration) ([]writes.Row, error) {
+func runSystem(ctx context.Context, sys system, dir string, clients []int, cfg writes.Config, opTimeout time.Duration, perfDir string) ([]writes.Row, error) {
 	start := time.Now()
 	t, err := sys.start(ctx, dir)
 	if err != nil {
 		return nil, err
 	}
 	if t == nil {
-		fmt.Fprintf(os.Stderr, "%s: not available yet (HOOK in bench/cmd/flotilla-writes/targets.go), skipped\n", sys.name)
+		fmt.Fprintf(os.Stderr, "%s: not available, skipped\n", sys.name)
 		return nil, nil
 	}
 	defer t.Close()
@@ -100,18 +128,32 @@ func runSystem(ctx context.Context, sys system, dir string, clients []int, cfg w
 		}
 		cfg.Clients = n
 		b := int(base.Load())
+		var firstErr atomic.Pointer[string]
 		op := func(ctx context.Context, client, seq int) error {
 			s := int64(b + seq)
 			for m := maxSeq.Load(); s > m && !maxSeq.CompareAndSwap(m, s); m = maxSeq.Load() {
 			}
 			octx, cancel := context.WithTimeout(ctx, opTimeout)
 			defer cancel()
-			return t.Op(octx, client, int(s))
+			err := t.Op(octx, client, int(s))
+			if err != nil && ctx.Err() == nil && firstErr.Load() == nil {
+				msg := err.Error()
+				firstErr.CompareAndSwap(nil, &msg)
+			}
+			return err
+		}
+		leaderPid := 0
+		if lp, ok := t.(leaderPider); ok {
+			leaderPid = lp.LeaderPid(ctx)
 		}
 		fmt.Fprintf(os.Stderr, "%s: %d clients, %v warmup + %v ...", sys.name, n, cfg.Warmup, cfg.Duration)
+		stopPerf := startPerf(perfDir, leaderPid, sys.name, n, cfg)
 		c0, cok := sampleCPU()
+		p0, t0 := childTicks(), time.Now()
 		r := writes.Run(ctx, cfg, op)
 		c1, cok1 := sampleCPU()
+		p1, wall := childTicks(), time.Since(t0).Seconds()
+		perfOut := stopPerf()
 		base.Store(maxSeq.Load() + 1)
 		fmt.Fprintf(os.Stderr, " %.0f ops/s, p50 %v, p99 %v, max %v, %d errors",
 			r.Throughput, r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond), r.Max.Round(time.Microsecond), r.Errors)
@@ -125,6 +167,13 @@ func runSystem(ctx context.Context, sys system, dir string, clients []int, cfg w
 			}
 		}
 		fmt.Fprintln(os.Stderr)
+		fmt.Fprintf(os.Stderr, "    CPU by process (%% of one core, warmup included): %s\n", cpuBreakdown(p0, p1, wall, leaderPid))
+		if e := firstErr.Load(); e != nil {
+			fmt.Fprintf(os.Stderr, "    first error: %s\n", *e)
+		}
+		if perfOut != "" {
+			fmt.Fprintf(os.Stderr, "    leader profile: %s\n", perfOut)
+		}
 		if ctx.Err() != nil && r.Elapsed < cfg.Duration {
 			break // interrupted: don't report a truncated row
 		}

@@ -2,6 +2,10 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"sync"
+	"time"
 
 	"github.com/flotilla-vm/flotilla/bench/writes"
 )
@@ -25,23 +29,56 @@ func systems() []system {
 			}
 			return t, nil
 		}},
-		{"flotilla", newFlotillaTarget},
+		{"flotilla", newFlotillaTarget(false)},
+		{"flotilla+agent", newFlotillaTarget(true)},
 	}
 }
 
-// ==== HOOK: the Flotilla side (not implemented yet) ====
-//
-// newFlotillaTarget is to start 3 flotilla-coordinator processes on
-// 127.0.0.1 (each with its own data dir under dir, Raft with fsync on every
-// commit as in production), wait for a leader, and return a writes.Target
-// whose Name() is "flotilla" and whose Op(ctx, client, seq) performs one
-// committed CreateInstance-like write (an instance record like
-// writes.InstanceRecord(client, seq); (client, seq) never repeats, so it can
-// name the instance), through a shared pool of connections to any member, as
-// the etcd side does. Close must kill the processes and remove dir's data.
-//
-// Once it returns a Target, the table prints flotilla next to etcd with the
-// flotilla/etcd ratios per row and the flotilla@256 vs flotilla@1 line.
-func newFlotillaTarget(ctx context.Context, dir string) (writes.Target, error) {
-	return nil, nil
+// newFlotillaTarget starts 3 flotilla-coordinator processes (and, with
+// agent, one fake agent connected to all of them); see writes.FlotillaTarget.
+// The binaries are built once per run (go build, no -race) into a temporary
+// directory that removeBinaries deletes.
+func newFlotillaTarget(agent bool) func(ctx context.Context, dir string) (writes.Target, error) {
+	return func(ctx context.Context, dir string) (writes.Target, error) {
+		bin, err := buildOnce(dir)
+		if err != nil {
+			return nil, err
+		}
+		t, err := writes.NewFlotillaTarget(ctx, dir, writes.FlotillaOptions{BinDir: bin, Agent: agent, LogLevel: *flotillaLogLevel})
+		if err != nil {
+			return nil, err
+		}
+		return t, nil
+	}
+}
+
+var (
+	buildMu  sync.Mutex
+	binDir   string
+	buildErr error
+	built    bool
+)
+
+func buildOnce(dir string) (string, error) {
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if !built {
+		start := time.Now()
+		binDir, buildErr = writes.BuildFlotilla(dir)
+		built = true
+		if buildErr == nil {
+			fmt.Fprintf(os.Stderr, "flotilla: binaries built in %v\n", time.Since(start).Round(time.Millisecond))
+		}
+	}
+	return binDir, buildErr
+}
+
+// removeBinaries deletes the binaries built for this run, if any.
+func removeBinaries() {
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if binDir != "" {
+		_ = os.RemoveAll(binDir)
+		binDir = ""
+	}
 }
