@@ -55,7 +55,9 @@ func (s *Server) reapSilent(now time.Time, limit time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for id, ss := range s.sessions {
-		if now.Sub(ss.lastSeen) > limit {
+		// A session whose report is being committed is waiting on the log,
+		// not silent: a slow log must not turn into hosts marked down.
+		if !ss.busy && now.Sub(ss.lastSeen) > limit {
 			s.log.Warn("agent missed its heartbeats; ending its session", "host", id, "epoch", ss.epoch, "silent", now.Sub(ss.lastSeen))
 			delete(s.sessions, id)
 			close(ss.done)

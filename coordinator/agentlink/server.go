@@ -62,6 +62,7 @@ type session struct {
 	done     chan struct{}
 	lastSeen time.Time
 	reaped   bool // ended by the liveness watch; still recorded as disconnected
+	busy     bool // committing one of its reports: waiting on us, not silent
 }
 
 // New returns an agent link server.
@@ -246,7 +247,7 @@ func (s *Server) recvLoop(ctx context.Context, stream agentv1.AgentService_Conne
 		default:
 		}
 		s.mu.Lock()
-		ss.lastSeen = s.cfg.Now()
+		ss.lastSeen, ss.busy = s.cfg.Now(), true
 		s.mu.Unlock()
 		switch msg := m.Msg.(type) {
 		case *agentv1.ConnectRequest_PowerEvent:
@@ -263,6 +264,9 @@ func (s *Server) recvLoop(ctx context.Context, stream agentv1.AgentService_Conne
 		case *agentv1.ConnectRequest_Register:
 			return status.Error(codes.InvalidArgument, "register is only valid as the first message")
 		}
+		s.mu.Lock()
+		ss.lastSeen, ss.busy = s.cfg.Now(), false
+		s.mu.Unlock()
 		if errors.Is(err, fsm.ErrStaleEpoch) {
 			return status.Error(codes.Aborted, err.Error())
 		}

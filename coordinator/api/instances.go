@@ -72,9 +72,7 @@ func (s *instances) CreateInstance(ctx context.Context, r *pb.CreateInstanceRequ
 // preemption must make room first. Only a request that no host could hold
 // even empty is refused.
 func (s *instances) place(spec state.Spec, pl state.Placement) (string, error) {
-	hosts, _ := s.store.Hosts()
-	insts, _ := s.store.Instances()
-	cands := placement.Hosts(hosts, insts)
+	cands := placement.FromStore(s.store)
 	req := placement.Request(spec, pl)
 	d, err := scheduler.Place(req, cands, s.policy)
 	if err == nil && len(d.Preempt) == 0 {

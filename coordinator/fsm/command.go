@@ -82,8 +82,14 @@ type InstanceAction struct {
 	Operation state.Operation  `json:"operation"` // ID, InstanceID, Deadline, RequestID, Graceful, Force
 }
 
-// Dispatch records that an operation's step was sent to its host.
+// Dispatch records that operations' steps are being sent to their hosts:
+// one entry for all the steps the leader sends at once.
 type Dispatch struct {
+	Steps []DispatchStep `json:"steps"`
+}
+
+// DispatchStep is one step sent under a host session's epoch.
+type DispatchStep struct {
 	OperationID string `json:"operation_id"`
 	HostEpoch   uint64 `json:"host_epoch"`
 }

@@ -75,7 +75,7 @@ func TestCreateDispatchFinish(t *testing.T) {
 	if got := h.status("i1"); got != lifecycle.StatusCreating {
 		t.Fatalf("after create: %s", got)
 	}
-	h.mustApply(TypeDispatch, Dispatch{OperationID: "op-i1", HostEpoch: epoch})
+	h.mustApply(TypeDispatch, Dispatch{Steps: []DispatchStep{{OperationID: "op-i1", HostEpoch: epoch}}})
 	op, _ := h.store.Operation("op-i1")
 	if op.State != state.OpRunning || op.StartTime.IsZero() || op.HostEpoch != epoch {
 		t.Fatalf("dispatched op: %+v", op)
@@ -140,7 +140,7 @@ func TestActionRules(t *testing.T) {
 	if i.Desired != lifecycle.DesiredPaused || h.status("i1") != lifecycle.StatusPausing {
 		t.Fatalf("after pause accepted: %+v %s", i, h.status("i1"))
 	}
-	h.mustApply(TypeDispatch, Dispatch{OperationID: "op-p", HostEpoch: epoch})
+	h.mustApply(TypeDispatch, Dispatch{Steps: []DispatchStep{{OperationID: "op-p", HostEpoch: epoch}}})
 	h.mustApply(TypeFinish, Finish{OperationID: "op-p", Succeeded: false, HostID: "h1", Fault: &state.Fault{Code: "HYPERVISOR_ERROR", Message: "boom"}})
 	if h.status("i1") != lifecycle.StatusError {
 		t.Fatalf("after failed pause: %s", h.status("i1"))
@@ -171,7 +171,7 @@ func TestCancelOnlyBeforeDispatch(t *testing.T) {
 	if i.Result != lifecycle.ResultCanceled || i.CurrentOp != "" {
 		t.Fatalf("instance after cancel: %+v", i)
 	}
-	h.mustApply(TypeDispatch, Dispatch{OperationID: "op-b", HostEpoch: epoch})
+	h.mustApply(TypeDispatch, Dispatch{Steps: []DispatchStep{{OperationID: "op-b", HostEpoch: epoch}}})
 	if r := h.apply(TypeCancel, Cancel{OperationID: "op-b"}); !errors.Is(r.Err, ErrNotCancellable) {
 		t.Fatalf("cancel after dispatch: %v", r.Err)
 	}

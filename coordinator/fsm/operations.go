@@ -7,25 +7,28 @@ import (
 	"github.com/flotilla-vm/flotilla/coordinator/state"
 )
 
+// applyDispatch marks each step as running on its host. An operation that
+// ended meanwhile is skipped; the others are still recorded.
 func applyDispatch(tx *state.Tx, c *Dispatch) (any, error) {
-	op, ok := tx.Operation(c.OperationID)
-	if !ok {
-		return nil, fmt.Errorf("operation %q: %w", c.OperationID, ErrNotFound)
+	var sent []string
+	for _, d := range c.Steps {
+		op, ok := tx.Operation(d.OperationID)
+		if !ok || op.State.Done() {
+			continue
+		}
+		sent = append(sent, op.ID)
+		if op.State == state.OpRunning && op.HostEpoch == d.HostEpoch {
+			continue // re-sent on the same session: nothing new to record
+		}
+		op.State = state.OpRunning
+		op.HostEpoch = d.HostEpoch
+		op.Step = "running-on-host"
+		if op.StartTime.IsZero() {
+			op.StartTime = tx.Now()
+		}
+		tx.PutOperation(op)
 	}
-	if op.State.Done() {
-		return nil, fmt.Errorf("operation %q: %w", op.ID, ErrOperationDone)
-	}
-	if op.State == state.OpRunning && op.HostEpoch == c.HostEpoch {
-		return nil, nil // re-sent on the same session: nothing new to record
-	}
-	op.State = state.OpRunning
-	op.HostEpoch = c.HostEpoch
-	op.Step = "running-on-host"
-	if op.StartTime.IsZero() {
-		op.StartTime = tx.Now()
-	}
-	tx.PutOperation(op)
-	return nil, nil
+	return sent, nil
 }
 
 func applyFinish(tx *state.Tx, c *Finish) (any, error) {

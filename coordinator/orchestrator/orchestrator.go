@@ -93,48 +93,77 @@ func (o *Orchestrator) Run(ctx context.Context) {
 		case <-sessionsChanged:
 		case <-t.C:
 		}
+		// Coalesce a burst of commits into one pass.
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(passGap):
+		}
 	}
 }
+
+// passGap is the least time between two passes: a burst of commits is
+// served by one pass (and one dispatch entry) rather than one each.
+const passGap = 10 * time.Millisecond
 
 func (o *Orchestrator) pass(ctx context.Context) {
 	now := o.cfg.Now()
 	open := o.cfg.Store.OpenOperations()
-	live := make(map[string]bool, len(open))
 	o.place(ctx, open, now)
+	live := make(map[string]bool, len(open))
+	var batch fsm.Dispatch
+	ready := map[string]state.Operation{}
 	for _, op := range open {
 		live[op.ID] = true
-		if op.HostID == "" {
+		if op.HostID == "" || ctx.Err() != nil {
 			continue // waiting for capacity: the placement pass handles it
 		}
-		log := o.log.With("operation", op.ID, "instance", op.InstanceID, "host", op.HostID)
 		if !op.Deadline.IsZero() && now.After(op.Deadline.Add(o.cfg.Grace)) {
-			o.expire(ctx, op, log)
+			o.expire(ctx, op, o.log.With("operation", op.ID, "instance", op.InstanceID, "host", op.HostID))
 			continue
 		}
 		epoch, ok := o.cfg.Sessions.Epoch(op.HostID)
 		if !ok || o.sent[op.ID] == epoch {
 			continue
 		}
-		if err := o.dispatch(ctx, op, epoch); err != nil {
-			log.Warn("dispatch failed; will retry", "err", err)
-			continue
-		}
-		o.sent[op.ID] = epoch
-		log.Info("step sent", "kind", op.Kind, "epoch", epoch)
+		batch.Steps = append(batch.Steps, fsm.DispatchStep{OperationID: op.ID, HostEpoch: epoch})
+		ready[op.ID] = op
 	}
 	for id := range o.sent {
 		if !live[id] {
 			delete(o.sent, id)
 		}
 	}
+	if len(batch.Steps) == 0 {
+		return
+	}
+	// Record every step as running in one entry, then send them.
+	v, err := o.applyValue(ctx, fsm.TypeDispatch, batch)
+	if err != nil {
+		o.log.Warn("dispatch failed; will retry", "steps", len(batch.Steps), "err", err)
+		return
+	}
+	sent, _ := v.([]string)
+	epochs := make(map[string]uint64, len(batch.Steps))
+	for _, d := range batch.Steps {
+		epochs[d.OperationID] = d.HostEpoch
+	}
+	for _, id := range sent {
+		op := ready[id]
+		log := o.log.With("operation", op.ID, "instance", op.InstanceID, "host", op.HostID)
+		if err := o.send(op); err != nil {
+			log.Warn("send failed; will retry", "err", err)
+			continue
+		}
+		o.sent[id] = epochs[id]
+		log.Info("step sent", "kind", op.Kind, "epoch", epochs[id])
+	}
 }
 
-func (o *Orchestrator) dispatch(ctx context.Context, op state.Operation, epoch uint64) error {
+// send gives one recorded step to its host's session.
+func (o *Orchestrator) send(op state.Operation) error {
 	inst, err := o.cfg.Store.Instance(op.InstanceID)
 	if err != nil {
-		return err
-	}
-	if err := o.apply(ctx, fsm.TypeDispatch, fsm.Dispatch{OperationID: op.ID, HostEpoch: epoch}); err != nil {
 		return err
 	}
 	kind := api.OpKindToPB(op.Kind)

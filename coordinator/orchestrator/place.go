@@ -37,10 +37,11 @@ func (o *Orchestrator) place(ctx context.Context, open []state.Operation, now ti
 	sort.SliceStable(waiting, func(a, b int) bool {
 		return !waiting[a].Placement.Preemptible && waiting[b].Placement.Preemptible
 	})
-	hosts, _ := o.cfg.Store.Hosts()
-	insts, _ := o.cfg.Store.Instances()
-	view := placement.Hosts(hosts, insts)
+	view := placement.FromStore(o.cfg.Store)
 	for _, inst := range waiting {
+		if ctx.Err() != nil {
+			return
+		}
 		if o.stillEvicting(inst.ID) {
 			continue
 		}

@@ -5,6 +5,8 @@
 package placement
 
 import (
+	"sort"
+
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
 	"github.com/flotilla-vm/flotilla/coordinator/scheduler"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
@@ -28,35 +30,45 @@ func Host(h state.Host, placed []state.Instance) scheduler.Host {
 		Capacity: scheduler.Resources{VCPUs: h.Capacity.VCPUs, MemoryMiB: h.Capacity.MemoryMiB, DiskGiB: h.Capacity.DiskGiB},
 		Groups:   map[string]int{},
 	}
-	for _, i := range placed {
-		if i.HostID != h.ID || i.Status() == lifecycle.StatusDeleted {
+	for n := range placed {
+		if placed[n].HostID != h.ID || placed[n].Status() == lifecycle.StatusDeleted {
 			continue
 		}
-		out.Allocated.VCPUs += i.Spec.VCPUs
-		out.Allocated.MemoryMiB += i.Spec.MemoryMiB
-		out.Allocated.DiskGiB += i.Spec.DiskGiB
-		if i.Placement.Group != "" {
-			out.Groups[i.Placement.Group]++
-		}
-		if i.Placement.Preemptible {
-			out.Preemptible = append(out.Preemptible, scheduler.Placed{ID: i.ID, Group: i.Placement.Group,
-				Resources: scheduler.Resources{VCPUs: i.Spec.VCPUs, MemoryMiB: i.Spec.MemoryMiB, DiskGiB: i.Spec.DiskGiB}})
-		}
+		add(&out, &placed[n])
 	}
 	return out
 }
 
-// Hosts is the scheduler's view of every host.
-func Hosts(hosts []state.Host, instances []state.Instance) []scheduler.Host {
-	byHost := map[string][]state.Instance{}
-	for _, i := range instances {
-		if i.HostID != "" {
-			byHost[i.HostID] = append(byHost[i.HostID], i)
+// FromStore is the scheduler's view of every host, read straight from the store, without copying every
+// instance: the placement path runs on every create.
+func FromStore(s *state.Store) []scheduler.Host {
+	var out []scheduler.Host
+	index := map[string]int{}
+	s.EachHost(func(h *state.Host) {
+		index[h.ID] = len(out)
+		out = append(out, Host(*h, nil))
+	})
+	s.EachInstance(func(i *state.Instance) {
+		n, ok := index[i.HostID]
+		if !ok || i.Status() == lifecycle.StatusDeleted {
+			return
 		}
-	}
-	out := make([]scheduler.Host, 0, len(hosts))
-	for _, h := range hosts {
-		out = append(out, Host(h, byHost[h.ID]))
-	}
+		add(&out[n], i)
+	})
+	sort.Slice(out, func(a, b int) bool { return out[a].ID < out[b].ID })
 	return out
+}
+
+// add counts instance i on host h.
+func add(h *scheduler.Host, i *state.Instance) {
+	h.Allocated.VCPUs += i.Spec.VCPUs
+	h.Allocated.MemoryMiB += i.Spec.MemoryMiB
+	h.Allocated.DiskGiB += i.Spec.DiskGiB
+	if i.Placement.Group != "" {
+		h.Groups[i.Placement.Group]++
+	}
+	if i.Placement.Preemptible {
+		h.Preemptible = append(h.Preemptible, scheduler.Placed{ID: i.ID, Group: i.Placement.Group,
+			Resources: scheduler.Resources{VCPUs: i.Spec.VCPUs, MemoryMiB: i.Spec.MemoryMiB, DiskGiB: i.Spec.DiskGiB}})
+	}
 }

@@ -79,15 +79,25 @@ func Run(ctx context.Context, store *state.Store, applier Applier, log *slog.Log
 	for {
 		changed := store.Changed()
 		next := time.Minute
-		all, _ := store.Instances()
 		now := time.Now()
-		for _, inst := range all {
-			act, wait := Decide(inst, now)
+		type due struct {
+			inst state.Instance
+			act  Action
+		}
+		var todo []due
+		store.EachInstance(func(i *state.Instance) {
+			act, wait := Decide(*i, now)
 			if wait > 0 && wait < next {
 				next = wait
 			}
-			if act == None {
-				continue
+			if act != None {
+				todo = append(todo, due{*i, act})
+			}
+		})
+		for _, d := range todo {
+			inst, act := d.inst, d.act
+			if ctx.Err() != nil {
+				return
 			}
 			cmd := fsm.Recover{InstanceID: inst.ID}
 			if act == Restart {
@@ -114,7 +124,16 @@ func Run(ctx context.Context, store *state.Store, applier Applier, log *slog.Log
 		case <-ctx.Done():
 			return
 		case <-changed:
+			// Coalesce bursts of commits: one scan serves them all.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(coalesce):
+			}
 		case <-time.After(next):
 		}
 	}
 }
+
+// coalesce is the least time between two scans triggered by commits.
+const coalesce = 200 * time.Millisecond

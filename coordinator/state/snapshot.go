@@ -82,12 +82,16 @@ func (s *Store) Restore(r io.Reader) error {
 	s.rev, s.seq, s.floor = snap.Revision, snap.Seq, snap.Floor
 	for _, i := range snap.Instances {
 		s.instances[i.ID] = i
+		s.placeLocked(nil, i)
 	}
 	ops := append([]*Operation(nil), snap.Ops...)
 	sortOpsBySeq(ops)
 	for _, o := range ops {
 		s.ops[o.ID] = o
 		s.byInst[o.InstanceID] = append(s.byInst[o.InstanceID], o.ID)
+		if !o.State.Done() {
+			s.open[o.ID] = true
+		}
 	}
 	for _, h := range snap.Hosts {
 		s.hosts[h.ID] = h

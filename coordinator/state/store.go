@@ -30,8 +30,10 @@ type Store struct {
 	requests  map[string]string   // request_id -> op id
 	hosts     map[string]*Host
 	servers   map[string]Server
-	history   []Event // oldest first, at most limit
-	floor     int64   // every instance change after this revision is in history
+	open      map[string]bool            // ids of operations not done: the leader's loops scan only these
+	onHost    map[string]map[string]bool // host id -> ids of instances placed there
+	history   []Event                    // oldest first, at most limit
+	floor     int64                      // every instance change after this revision is in history
 	limit     int
 	changed   chan struct{} // closed on every commit, then replaced
 }
@@ -54,6 +56,8 @@ func (s *Store) reset() {
 	s.requests = map[string]string{}
 	s.hosts = map[string]*Host{}
 	s.servers = map[string]Server{}
+	s.open = map[string]bool{}
+	s.onHost = map[string]map[string]bool{}
 	s.history = nil
 	s.floor = 0
 }
@@ -147,11 +151,9 @@ func (s *Store) Operations(instanceID string) ([]Operation, int64) {
 func (s *Store) OpenOperations() []Operation {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	var out []Operation
-	for _, o := range s.ops {
-		if !o.State.Done() {
-			out = append(out, *o)
-		}
+	out := make([]Operation, 0, len(s.open))
+	for id := range s.open {
+		out = append(out, *s.ops[id])
 	}
 	sort.Slice(out, func(a, b int) bool { return out[a].Seq < out[b].Seq })
 	return out
@@ -252,4 +254,37 @@ func (s *Store) Servers() []Server {
 	}
 	sort.Slice(out, func(a, b int) bool { return out[a].ID < out[b].ID })
 	return out
+}
+
+// EachInstance calls fn for every instance under the read lock, without
+// copying (placement and the leader's loops read every instance often).
+// fn must neither keep nor change the record, nor call back into the store.
+func (s *Store) EachInstance(fn func(*Instance)) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, i := range s.instances {
+		fn(i)
+	}
+}
+
+// EachHost is EachInstance for hosts.
+func (s *Store) EachHost(fn func(*Host)) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, h := range s.hosts {
+		fn(h)
+	}
+}
+
+// placeLocked keeps the host index in step with an instance's placement.
+func (s *Store) placeLocked(old *Instance, now *Instance) {
+	if old != nil && old.HostID != "" && (now == nil || now.HostID != old.HostID) {
+		delete(s.onHost[old.HostID], old.ID)
+	}
+	if now != nil && now.HostID != "" {
+		if s.onHost[now.HostID] == nil {
+			s.onHost[now.HostID] = map[string]bool{}
+		}
+		s.onHost[now.HostID][now.ID] = true
+	}
 }

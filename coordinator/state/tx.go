@@ -40,6 +40,11 @@ func (s *Store) Update(now time.Time, fn func(tx *Tx) error) error {
 		}
 		o.Revision = rev
 		s.ops[id] = o
+		if o.State.Done() {
+			delete(s.open, id)
+		} else {
+			s.open[id] = true
+		}
 	}
 	for k, v := range tx.requests {
 		s.requests[k] = v
@@ -66,6 +71,7 @@ func (s *Store) Update(now time.Time, fn func(tx *Tx) error) error {
 		}
 		i.ModifyRev = rev
 		i.UpdateTime = now
+		s.placeLocked(s.instances[id], i)
 		s.instances[id] = i
 		s.history = append(s.history, Event{Revision: rev, Instance: *i})
 	}
@@ -176,9 +182,9 @@ func (tx *Tx) InstancesOnHost(hostID string) []*Instance {
 			out = append(out, &c)
 		}
 	}
-	for id, i := range tx.s.instances {
-		if !seen[id] && i.HostID == hostID {
-			c := *i
+	for id := range tx.s.onHost[hostID] {
+		if !seen[id] {
+			c := *tx.s.instances[id]
 			out = append(out, &c)
 		}
 	}
