@@ -1,0 +1,378 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/flotilla-vm/flotilla/agent/executor"
+	"github.com/flotilla-vm/flotilla/agent/session"
+	"github.com/flotilla-vm/flotilla/agent/stepstore"
+	"github.com/flotilla-vm/flotilla/coordinator/node"
+	"github.com/flotilla-vm/flotilla/coordinator/scheduler"
+	"github.com/flotilla-vm/flotilla/hypervisor"
+	"github.com/flotilla-vm/flotilla/hypervisor/fake"
+	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
+)
+
+// shape is a host's size, picked by weight.
+type shape struct {
+	vcpus     uint32
+	memoryGiB uint64
+	diskGiB   uint64
+	weight    int
+}
+
+var hostShapes = []shape{
+	{32, 128, 2000, 30},
+	{64, 256, 4000, 40},
+	{96, 384, 6000, 20},
+	{96, 512, 8000, 10},
+}
+
+var zones = []string{"a", "b", "c"}
+
+// hostSpec is what one simulated host offers.
+type hostSpec struct {
+	id       string
+	capacity hypervisor.Capacity
+	labels   map[string]string
+}
+
+// hostSpecs is deterministic for a seed: shapes by weight; nine hosts in ten
+// carry zone=a/b/c (round robin), every tenth none.
+func hostSpecs(n int, seed uint64) []hostSpec {
+	rng := rand.New(rand.NewPCG(seed, 0x5117))
+	total := 0
+	for _, s := range hostShapes {
+		total += s.weight
+	}
+	out := make([]hostSpec, n)
+	for i := range out {
+		k := rng.IntN(total)
+		var sh shape
+		for _, s := range hostShapes {
+			if k < s.weight {
+				sh = s
+				break
+			}
+			k -= s.weight
+		}
+		h := hostSpec{
+			id:       fmt.Sprintf("sim-%04d", i),
+			capacity: hypervisor.Capacity{VCPUs: sh.vcpus, MemoryMiB: sh.memoryGiB << 10, DiskGiB: sh.diskGiB},
+		}
+		if i%10 != 9 {
+			h.labels = map[string]string{"zone": zones[i%3]}
+		}
+		out[i] = h
+	}
+	return out
+}
+
+// agent is one simulated host: the same parts cmd/flotilla-agent wires.
+type agent struct {
+	spec   hostSpec
+	drv    *fake.Driver
+	store  *stepstore.Store
+	exec   *executor.Executor
+	client *session.Client
+	done   chan struct{} // closed when Run returns
+}
+
+// cluster is the coordinator, the agents and the API connections.
+type cluster struct {
+	dir    string
+	node   *node.Node
+	policy scheduler.Policy
+	hosts  []hostSpec
+	agents []*agent
+	conns  []*grpc.ClientConn // API connections for the clients, round robin
+	log    *slog.Logger
+
+	agentCtx                     context.Context
+	stopAgents                   context.CancelFunc
+	coordinatorUp, agentsStarted time.Duration
+}
+
+// startCluster starts the coordinator and the agents. On error it returns
+// what it started, for close.
+func startCluster(ctx context.Context, o options, log *slog.Logger) (*cluster, error) {
+	t0 := time.Now()
+	dir, err := os.MkdirTemp("", "flotilla-sim-")
+	if err != nil {
+		return nil, err
+	}
+	c := &cluster{dir: dir, log: log, hosts: hostSpecs(o.hosts, o.seed),
+		policy: scheduler.Policy{Pack: o.pack, CPUOvercommit: o.cpuOvercommit, MemoryOvercommit: 1, DiskOvercommit: 1}}
+	c.agentCtx, c.stopAgents = context.WithCancel(context.Background())
+
+	raftAddr, err := freeAddr()
+	if err != nil {
+		return c, err
+	}
+	c.node, err = node.Start(node.Config{
+		NodeID: "sim-coordinator", DataDir: filepath.Join(dir, "coordinator"), RaftAddr: raftAddr,
+		APIAddr: "127.0.0.1:0", Bootstrap: true, FastRaft: true, Placement: c.policy, Logger: log,
+	})
+	if err != nil {
+		return c, fmt.Errorf("start coordinator: %w", err)
+	}
+	for !c.node.IsLeader() {
+		if time.Since(t0) > 15*time.Second {
+			return c, errors.New("the coordinator did not become leader in 15s")
+		}
+		if err := sleep(ctx, 10*time.Millisecond); err != nil {
+			return c, err
+		}
+	}
+	c.coordinatorUp = time.Since(t0)
+	logf("coordinator leading at %s (raft %s, data %s) after %s", c.node.Addr(), raftAddr, dir, c.coordinatorUp.Round(time.Millisecond))
+
+	nconns := min(o.clients, 8)
+	for range nconns {
+		conn, err := grpc.NewClient(c.node.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+		if err != nil {
+			return c, err
+		}
+		c.conns = append(c.conns, conn)
+	}
+
+	// Open the journals in parallel: each Open writes (and fsyncs) twice.
+	c.agents = make([]*agent, len(c.hosts))
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+		next  = make(chan int)
+	)
+	for range 16 {
+		wg.Go(func() {
+			for i := range next {
+				a, err := c.newAgent(c.hosts[i])
+				mu.Lock()
+				if err != nil && first == nil {
+					first = err
+				}
+				c.agents[i] = a
+				mu.Unlock()
+			}
+		})
+	}
+	for i := range c.hosts {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	if first != nil {
+		return c, first
+	}
+	for _, a := range c.agents {
+		go func() {
+			defer close(a.done)
+			if err := a.client.Run(c.agentCtx); err != nil {
+				log.Error("agent session ended", "host", a.spec.id, "err", err)
+			}
+		}()
+	}
+	c.agentsStarted = time.Since(t0)
+	logf("%d agents started after %s", len(c.agents), c.agentsStarted.Round(time.Millisecond))
+	return c, nil
+}
+
+// newAgent wires one host as cmd/flotilla-agent does with --hypervisor=fake:
+// its own journal file, driver, executor and session. On error it returns
+// the parts it opened so close can release them.
+func (c *cluster) newAgent(h hostSpec) (*agent, error) {
+	a := &agent{spec: h, done: make(chan struct{})}
+	dir := filepath.Join(c.dir, "agents", h.id)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	var err error
+	if a.store, err = stepstore.Open(filepath.Join(dir, "agent.db")); err != nil {
+		return nil, err
+	}
+	a.drv = fake.New(fake.Options{Kind: "fake", Capacity: h.capacity})
+	if a.exec, err = executor.New(executor.Config{HostID: h.id, Driver: a.drv, Store: a.store, Logger: c.log}); err != nil {
+		return a, err
+	}
+	a.client, err = session.New(session.Config{
+		Coordinator: c.node.Addr(), HostID: h.id, Driver: a.drv, Executor: a.exec,
+		AgentVersion: "flotilla-sim", Labels: h.labels, Logger: c.log,
+	})
+	return a, err
+}
+
+// waitReady polls ListHosts until n hosts are READY.
+func (c *cluster) waitReady(ctx context.Context, n int) error {
+	api := pb.NewHostServiceClient(c.conns[0])
+	deadline := time.Now().Add(2 * time.Minute)
+	lastLog := time.Now()
+	for {
+		resp, err := api.ListHosts(ctx, &pb.ListHostsRequest{})
+		if err != nil {
+			return fmt.Errorf("ListHosts: %w", err)
+		}
+		ready := 0
+		for _, h := range resp.Hosts {
+			if h.Status == pb.HostStatus_HOST_STATUS_READY {
+				ready++
+			}
+		}
+		if ready >= n {
+			return nil
+		}
+		if time.Since(lastLog) > 5*time.Second {
+			logf("%d of %d hosts READY", ready, n)
+			lastLog = time.Now()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("only %d of %d hosts READY after 2 minutes", ready, n)
+		}
+		if err := sleep(ctx, 200*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
+// close stops the agents (sessions first, then executors, connections,
+// journals and drivers), then the coordinator, and removes the temp dir.
+func (c *cluster) close() error {
+	var errs []error
+	c.stopAgents()
+	for _, a := range c.agents {
+		if a != nil && a.client != nil {
+			select {
+			case <-a.done:
+			case <-time.After(10 * time.Second):
+				errs = append(errs, fmt.Errorf("agent %s: session did not end in 10s", a.spec.id))
+			}
+		}
+	}
+	for _, a := range c.agents {
+		if a == nil {
+			continue
+		}
+		if a.exec != nil {
+			a.exec.Close()
+		}
+		if a.client != nil {
+			errs = append(errs, a.client.Close())
+		}
+		if a.store != nil {
+			errs = append(errs, a.store.Close())
+		}
+		if a.drv != nil {
+			errs = append(errs, a.drv.Close())
+		}
+	}
+	for _, conn := range c.conns {
+		errs = append(errs, conn.Close())
+	}
+	if c.node != nil {
+		// Bounded: node.Close waits for the orchestrator's pass, which does
+		// not stop for cancellation and ends every expired operation with
+		// its own Raft apply first; after an overloaded run that is minutes.
+		closed := make(chan error, 1)
+		go func() { closed <- c.node.Close() }()
+		select {
+		case err := <-closed:
+			errs = append(errs, err)
+		case <-time.After(30 * time.Second):
+			logf("coordinator did not close in 30s (its orchestrator is still ending expired operations one Raft apply at a time); abandoned")
+		}
+	}
+	errs = append(errs, os.RemoveAll(c.dir))
+	return errors.Join(errs...)
+}
+
+// freeAddr picks a free loopback port for the Raft transport (it needs a
+// concrete port to advertise).
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// hostMonitor polls ListHosts every few seconds during the run and records
+// every host it saw not READY: the coordinator marks a host DOWN when its
+// agent's heartbeats are not processed in time, which in this process can
+// only mean the coordinator fell behind.
+type hostMonitor struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	once   sync.Once
+	res    hostsDown
+}
+
+type hostsDown struct {
+	distinct   int // hosts seen not READY at least once
+	maxAtOnce  int
+	polls      int
+	pollErrors int
+}
+
+func (c *cluster) monitorHosts(ctx context.Context) *hostMonitor {
+	ctx, cancel := context.WithCancel(ctx)
+	m := &hostMonitor{cancel: cancel, done: make(chan struct{})}
+	api := pb.NewHostServiceClient(c.conns[0])
+	go func() {
+		defer close(m.done)
+		seen := map[string]bool{}
+		for sleep(ctx, 5*time.Second) == nil {
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			resp, err := api.ListHosts(cctx, &pb.ListHostsRequest{})
+			cancel()
+			m.res.polls++
+			if err != nil {
+				m.res.pollErrors++
+				continue
+			}
+			n := 0
+			for _, h := range resp.Hosts {
+				if h.Status != pb.HostStatus_HOST_STATUS_READY {
+					n++
+					seen[h.Id] = true
+				}
+			}
+			m.res.maxAtOnce = max(m.res.maxAtOnce, n)
+			m.res.distinct = len(seen)
+		}
+	}()
+	return m
+}
+
+// stop ends the polling and returns what it saw.
+func (m *hostMonitor) stop() hostsDown {
+	m.once.Do(func() {
+		m.cancel()
+		<-m.done
+	})
+	return m.res
+}
