@@ -69,7 +69,7 @@ func (d *Driver) pressACPILocked(dom *domain) {
 
 // lookupLocked returns the domain or an error wrapping ErrNotFound.
 func (d *Driver) lookupLocked(op, id string) (*domain, error) {
-	if err := validateID(id); err != nil {
+	if err := hypervisor.ValidateID(id); err != nil {
 		return nil, fmt.Errorf("fake: %s: %w", op, err)
 	}
 	dom := d.domains[id]

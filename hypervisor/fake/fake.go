@@ -115,7 +115,7 @@ func (d *Driver) Status(ctx context.Context, id string) (hypervisor.DomainStatus
 	if err := d.enter(ctx, "Status"); err != nil {
 		return hypervisor.DomainStatus{}, err
 	}
-	if err := validateID(id); err != nil {
+	if err := hypervisor.ValidateID(id); err != nil {
 		return hypervisor.DomainStatus{}, err
 	}
 	d.mu.Lock()

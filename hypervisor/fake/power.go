@@ -18,7 +18,7 @@ func (d *Driver) Create(ctx context.Context, spec hypervisor.DomainSpec) error {
 	if err := d.enter(ctx, "Create"); err != nil {
 		return err
 	}
-	if err := validateSpec(spec); err != nil {
+	if err := hypervisor.ValidateSpec(spec); err != nil {
 		return fmt.Errorf("fake: create: %w", err)
 	}
 	if len(d.images) > 0 && !d.images[spec.Image] {
@@ -137,7 +137,7 @@ func (d *Driver) Delete(ctx context.Context, id string) error {
 	if err := d.enter(ctx, "Delete"); err != nil {
 		return err
 	}
-	if err := validateID(id); err != nil {
+	if err := hypervisor.ValidateID(id); err != nil {
 		return fmt.Errorf("fake: delete: %w", err)
 	}
 	d.mu.Lock()

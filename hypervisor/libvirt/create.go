@@ -21,7 +21,7 @@ const rollbackTimeout = 30 * time.Second
 // retried Create is harmless; any other existing domain is ErrAlreadyExists.
 // On failure everything Create made is removed again.
 func (d *Driver) Create(ctx context.Context, spec hypervisor.DomainSpec) error {
-	if err := validateSpec(spec); err != nil {
+	if err := hypervisor.ValidateSpec(spec); err != nil {
 		return fmt.Errorf("libvirt: create: %w", err)
 	}
 	log := d.instanceLog(spec.ID)

@@ -1,6 +1,8 @@
 package libvirt
 
 import (
+	"github.com/flotilla-vm/flotilla/hypervisor"
+
 	"context"
 	"errors"
 	"fmt"
@@ -12,7 +14,7 @@ import (
 // NVRAM) and removes its disk overlay, console log and guest socket. A
 // missing domain is success; its leftover files are still removed.
 func (d *Driver) Delete(ctx context.Context, id string) error {
-	if err := validateID(id); err != nil {
+	if err := hypervisor.ValidateID(id); err != nil {
 		return fmt.Errorf("libvirt: delete: %w", err)
 	}
 	unlock, err := d.locks.lock(ctx, id)

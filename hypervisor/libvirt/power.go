@@ -256,7 +256,7 @@ func (d *Driver) Save(ctx context.Context, id string) error {
 
 // observeValid validates id and observes the domain.
 func (d *Driver) observeValid(ctx context.Context, op, id string) (domainState, error) {
-	if err := validateID(id); err != nil {
+	if err := hypervisor.ValidateID(id); err != nil {
 		return domainState{}, fmt.Errorf("libvirt: %s: %w", op, err)
 	}
 	return d.observe(ctx, id)

@@ -6,27 +6,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
-	"unicode"
 
 	"github.com/flotilla-vm/flotilla/hypervisor"
-)
-
-// Limits on a DomainSpec. They keep a typo from asking libvirt for absurd
-// guests and keep every value well inside libvirt's own types.
-const (
-	minVCPUs     = 1
-	maxVCPUs     = 64
-	minMemoryMiB = 64
-	maxMemoryMiB = 262144
-	maxDiskGiB   = 65536
-	maxNameBytes = 1024
-)
-
-var (
-	idPattern    = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
-	imagePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 )
 
 // domainPrefix marks the domains Flotilla owns; anything else on the host is
@@ -38,44 +20,10 @@ func domainName(id string) string { return domainPrefix + id }
 // idFromDomainName returns the instance id of a Flotilla domain name.
 func idFromDomainName(name string) (string, bool) {
 	id, ok := strings.CutPrefix(name, domainPrefix)
-	if !ok || !idPattern.MatchString(id) {
+	if !ok || !hypervisor.IDPattern.MatchString(id) {
 		return "", false
 	}
 	return id, true
-}
-
-func validateID(id string) error {
-	if !idPattern.MatchString(id) {
-		return fmt.Errorf("instance id %q must match %s: %w", id, idPattern, hypervisor.ErrInvalidSpec)
-	}
-	return nil
-}
-
-func validateSpec(spec hypervisor.DomainSpec) error {
-	if err := validateID(spec.ID); err != nil {
-		return err
-	}
-	if !imagePattern.MatchString(spec.Image) || strings.Contains(spec.Image, "..") {
-		return fmt.Errorf("image name %q is not a plain image name: %w", spec.Image, hypervisor.ErrInvalidSpec)
-	}
-	if spec.VCPUs < minVCPUs || spec.VCPUs > maxVCPUs {
-		return fmt.Errorf("vcpus %d not in %d..%d: %w", spec.VCPUs, minVCPUs, maxVCPUs, hypervisor.ErrInvalidSpec)
-	}
-	if spec.MemoryMiB < minMemoryMiB || spec.MemoryMiB > maxMemoryMiB {
-		return fmt.Errorf("memory %d MiB not in %d..%d: %w", spec.MemoryMiB, minMemoryMiB, maxMemoryMiB, hypervisor.ErrInvalidSpec)
-	}
-	if spec.DiskGiB > maxDiskGiB {
-		return fmt.Errorf("disk %d GiB above %d: %w", spec.DiskGiB, maxDiskGiB, hypervisor.ErrInvalidSpec)
-	}
-	// libvirt refuses titles with newlines; other control characters have no
-	// business in a display name either.
-	if len(spec.Name) > maxNameBytes {
-		return fmt.Errorf("display name longer than %d bytes: %w", maxNameBytes, hypervisor.ErrInvalidSpec)
-	}
-	if strings.IndexFunc(spec.Name, unicode.IsControl) >= 0 {
-		return fmt.Errorf("display name contains control characters: %w", hypervisor.ErrInvalidSpec)
-	}
-	return nil
 }
 
 // image is a resolved, complete image directory.

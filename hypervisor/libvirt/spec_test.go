@@ -46,7 +46,7 @@ func TestValidateSpec(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			s := validSpec()
 			tt.mod(&s)
-			err := validateSpec(s)
+			err := hypervisor.ValidateSpec(s)
 			if tt.ok && err != nil {
 				t.Fatalf("unexpected error: %v", err)
 			}

@@ -1,0 +1,101 @@
+package writes
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
+)
+
+// TestFlotillaTarget builds the binaries and starts a real 3-coordinator
+// cluster with an agent; skipped under -short.
+func TestFlotillaTarget(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binaries and starts a 3-coordinator cluster")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	bin, err := BuildFlotilla(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, agent := range []bool{false, true} {
+		t.Run(fmt.Sprint("agent=", agent), func(t *testing.T) {
+			tg, err := NewFlotillaTarget(ctx, t.TempDir(), FlotillaOptions{BinDir: bin, Agent: agent})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tg.Close()
+			want := "flotilla"
+			if agent {
+				want = "flotilla+agent"
+			}
+			if tg.Name() != want {
+				t.Errorf("Name() = %q", tg.Name())
+			}
+			if pid := tg.LeaderPid(ctx); pid <= 0 {
+				t.Errorf("LeaderPid = %d (pids %v)", pid, tg.Pids())
+			}
+			r := Run(ctx, Config{Clients: 4, Duration: time.Second, Warmup: 200 * time.Millisecond}, tg.Op)
+			t.Logf("%+v", r)
+			if r.Ops == 0 || r.Errors != 0 {
+				t.Fatalf("Ops=%d Errors=%d", r.Ops, r.Errors)
+			}
+			// An op is a committed instance, readable (with min_revision) on every member.
+			c, err := grpc.NewClient(tg.Addrs()[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if err := tg.Op(ctx, 99, 0); err != nil {
+				t.Fatal(err)
+			}
+			list, err := pb.NewInstanceServiceClient(c).ListInstances(ctx, &pb.ListInstancesRequest{PageSize: 1000})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var found *pb.Instance
+			for _, in := range list.Instances {
+				if in.Name == "w-99-0" {
+					found = in
+				}
+			}
+			if found == nil {
+				t.Fatalf("w-99-0 not among %d instances", len(list.Instances))
+			}
+			placed := found.HostId != ""
+			if placed != agent {
+				t.Errorf("w-99-0 placed on %q with agent=%v", found.HostId, agent)
+			}
+			for _, addr := range tg.Addrs() {
+				cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, err = pb.NewInstanceServiceClient(cc).GetInstance(ctx, &pb.GetInstanceRequest{Id: found.Id, MinRevision: list.Revision})
+				cc.Close()
+				if err != nil {
+					t.Errorf("%s: %v", addr, err)
+				}
+			}
+			dir := tg.Dir()
+			pids := tg.Pids()
+			tg.Close()
+			tg.Close()
+			if _, err := os.Stat(dir); !os.IsNotExist(err) {
+				t.Errorf("data dir %s still there (%v)", dir, err)
+			}
+			for _, pid := range pids {
+				if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+					t.Errorf("pid %d still running", pid)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,63 @@
+package hypervisor
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+	"unicode"
+)
+
+// Limits on a DomainSpec. Every driver refuses the same things, so code
+// tested against the fake meets the same refusals on a real host; they also
+// keep every value well inside libvirt's own types.
+const (
+	MinVCPUs     = 1
+	MaxVCPUs     = 64
+	MinMemoryMiB = 64
+	MaxMemoryMiB = 262144
+	MaxDiskGiB   = 65536
+	MaxNameBytes = 1024
+)
+
+var (
+	// IDPattern is what an instance id looks like; it becomes part of
+	// domain names and file names, so nothing else is allowed.
+	IDPattern    = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+	imagePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+)
+
+// ValidateID checks an instance id.
+func ValidateID(id string) error {
+	if !IDPattern.MatchString(id) {
+		return fmt.Errorf("instance id %q must match %s: %w", id, IDPattern, ErrInvalidSpec)
+	}
+	return nil
+}
+
+// ValidateSpec checks a DomainSpec; errors wrap ErrInvalidSpec.
+func ValidateSpec(spec DomainSpec) error {
+	if err := ValidateID(spec.ID); err != nil {
+		return err
+	}
+	if !imagePattern.MatchString(spec.Image) || strings.Contains(spec.Image, "..") {
+		return fmt.Errorf("image name %q is not a plain image name: %w", spec.Image, ErrInvalidSpec)
+	}
+	if spec.VCPUs < MinVCPUs || spec.VCPUs > MaxVCPUs {
+		return fmt.Errorf("vcpus %d not in %d..%d: %w", spec.VCPUs, MinVCPUs, MaxVCPUs, ErrInvalidSpec)
+	}
+	if spec.MemoryMiB < MinMemoryMiB || spec.MemoryMiB > MaxMemoryMiB {
+		return fmt.Errorf("memory %d MiB not in %d..%d: %w", spec.MemoryMiB, MinMemoryMiB, MaxMemoryMiB, ErrInvalidSpec)
+	}
+	if spec.DiskGiB > MaxDiskGiB {
+		return fmt.Errorf("disk %d GiB above %d: %w", spec.DiskGiB, MaxDiskGiB, ErrInvalidSpec)
+	}
+	// libvirt refuses titles with newlines; other control characters have no
+	// business in a display name either.
+	if len(spec.Name) > MaxNameBytes {
+		return fmt.Errorf("display name longer than %d bytes: %w", MaxNameBytes, ErrInvalidSpec)
+	}
+	if strings.IndexFunc(spec.Name, unicode.IsControl) >= 0 {
+		return fmt.Errorf("display name contains control characters: %w", ErrInvalidSpec)
+	}
+	return nil
+}
