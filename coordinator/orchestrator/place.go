@@ -38,6 +38,9 @@ func (o *Orchestrator) place(ctx context.Context, open []state.Operation, now ti
 		return !waiting[a].Placement.Preemptible && waiting[b].Placement.Preemptible
 	})
 	view := placement.FromStore(o.cfg.Store)
+	if !anyOpen(view) {
+		return // nothing can be placed anywhere: don't try each waiting instance
+	}
 	for _, inst := range waiting {
 		if ctx.Err() != nil {
 			return
@@ -110,4 +113,14 @@ func (o *Orchestrator) applyValue(ctx context.Context, typ string, body any) (an
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	return o.cfg.Applier.Apply(ctx, cmd)
+}
+
+// anyOpen reports whether some host takes instances at all.
+func anyOpen(view []scheduler.Host) bool {
+	for _, h := range view {
+		if h.Ready && !h.Cordoned {
+			return true
+		}
+	}
+	return false
 }

@@ -39,21 +39,23 @@ func Host(h state.Host, placed []state.Instance) scheduler.Host {
 	return out
 }
 
-// FromStore is the scheduler's view of every host, read straight from the store, without copying every
-// instance: the placement path runs on every create.
+// FromStore is the scheduler's view of every host, from the loads the
+// store keeps per host: it costs O(hosts), whatever the number of instances
+// (the placement path runs on every create).
 func FromStore(s *state.Store) []scheduler.Host {
 	var out []scheduler.Host
-	index := map[string]int{}
-	s.EachHost(func(h *state.Host) {
-		index[h.ID] = len(out)
-		out = append(out, Host(*h, nil))
-	})
-	s.EachInstance(func(i *state.Instance) {
-		n, ok := index[i.HostID]
-		if !ok || i.Status() == lifecycle.StatusDeleted {
-			return
+	s.EachHostLoad(func(h *state.Host, l *state.HostLoad) {
+		v := Host(*h, nil)
+		v.Allocated = scheduler.Resources{VCPUs: l.Allocated.VCPUs, MemoryMiB: l.Allocated.MemoryMiB, DiskGiB: l.Allocated.DiskGiB}
+		for g, n := range l.Groups {
+			v.Groups[g] = n
 		}
-		add(&out[n], i)
+		for _, i := range l.Preemptible {
+			v.Preemptible = append(v.Preemptible, scheduler.Placed{ID: i.ID, Group: i.Placement.Group,
+				Resources: scheduler.Resources{VCPUs: i.Spec.VCPUs, MemoryMiB: i.Spec.MemoryMiB, DiskGiB: i.Spec.DiskGiB}})
+		}
+		sort.Slice(v.Preemptible, func(a, b int) bool { return v.Preemptible[a].ID < v.Preemptible[b].ID })
+		out = append(out, v)
 	})
 	sort.Slice(out, func(a, b int) bool { return out[a].ID < out[b].ID })
 	return out

@@ -118,7 +118,15 @@ func Open(cfg Config, f *fsm.FSM) (*Store, error) {
 			}
 		}
 	}
-	r, err := raft.NewRaft(rc, f, logs, logs, snaps, transport)
+	// Recent entries stay in memory: replication reads them back right
+	// after writing them, and boltdb reads are not free.
+	cached, err := raft.NewLogCache(512, logs)
+	if err != nil {
+		logs.Close()
+		transport.Close()
+		return nil, fmt.Errorf("log cache: %w", err)
+	}
+	r, err := raft.NewRaft(rc, f, cached, logs, snaps, transport)
 	if err != nil {
 		logs.Close()
 		transport.Close()

@@ -32,6 +32,7 @@ type Store struct {
 	servers   map[string]Server
 	open      map[string]bool            // ids of operations not done: the leader's loops scan only these
 	onHost    map[string]map[string]bool // host id -> ids of instances placed there
+	load      map[string]*HostLoad       // host id -> what its live instances take
 	history   []Event                    // oldest first, at most limit
 	floor     int64                      // every instance change after this revision is in history
 	limit     int
@@ -58,6 +59,7 @@ func (s *Store) reset() {
 	s.servers = map[string]Server{}
 	s.open = map[string]bool{}
 	s.onHost = map[string]map[string]bool{}
+	s.load = map[string]*HostLoad{}
 	s.history = nil
 	s.floor = 0
 }
@@ -190,16 +192,9 @@ func (s *Store) Allocated() map[string]Resources {
 }
 
 func (s *Store) allocatedLocked() map[string]Resources {
-	out := map[string]Resources{}
-	for _, i := range s.instances {
-		if i.HostID == "" || i.Status() == lifecycle.StatusDeleted {
-			continue
-		}
-		r := out[i.HostID]
-		r.VCPUs += i.Spec.VCPUs
-		r.MemoryMiB += i.Spec.MemoryMiB
-		r.DiskGiB += i.Spec.DiskGiB
-		out[i.HostID] = r
+	out := make(map[string]Resources, len(s.load))
+	for id, l := range s.load {
+		out[id] = l.Allocated
 	}
 	return out
 }
@@ -276,8 +271,65 @@ func (s *Store) EachHost(fn func(*Host)) {
 	}
 }
 
-// placeLocked keeps the host index in step with an instance's placement.
+// HostLoad is what the live instances placed on a host take, kept up to
+// date at every commit so placement costs O(hosts), not O(instances).
+type HostLoad struct {
+	Allocated   Resources
+	Groups      map[string]int      // anti-affinity group -> instances
+	Preemptible map[string]Instance // preemptible instances by id
+}
+
+func (l *HostLoad) add(i *Instance, sign int) {
+	l.Allocated.VCPUs = uint32(int64(l.Allocated.VCPUs) + int64(sign)*int64(i.Spec.VCPUs))
+	l.Allocated.MemoryMiB = uint64(int64(l.Allocated.MemoryMiB) + int64(sign)*int64(i.Spec.MemoryMiB))
+	l.Allocated.DiskGiB = uint64(int64(l.Allocated.DiskGiB) + int64(sign)*int64(i.Spec.DiskGiB))
+	if g := i.Placement.Group; g != "" {
+		if l.Groups[g] += sign; l.Groups[g] == 0 {
+			delete(l.Groups, g)
+		}
+	}
+	if i.Placement.Preemptible {
+		if sign > 0 {
+			l.Preemptible[i.ID] = *i
+		} else {
+			delete(l.Preemptible, i.ID)
+		}
+	}
+}
+
+// counts reports whether an instance takes room on its host.
+func counts(i *Instance) bool {
+	return i != nil && i.HostID != "" && i.Status() != lifecycle.StatusDeleted
+}
+
+// EachHostLoad calls fn for every host with its load, under the read lock;
+// fn must neither keep nor change them.
+func (s *Store) EachHostLoad(fn func(*Host, *HostLoad)) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	empty := &HostLoad{}
+	for id, h := range s.hosts {
+		if l, ok := s.load[id]; ok {
+			fn(h, l)
+		} else {
+			fn(h, empty)
+		}
+	}
+}
+
+// placeLocked keeps the host index and loads in step with an instance.
 func (s *Store) placeLocked(old *Instance, now *Instance) {
+	if counts(old) {
+		s.load[old.HostID].add(old, -1)
+	}
+	if counts(now) {
+		l, ok := s.load[now.HostID]
+		if !ok {
+			l = &HostLoad{Groups: map[string]int{}, Preemptible: map[string]Instance{}}
+			s.load[now.HostID] = l
+		}
+		l.add(now, +1)
+	}
 	if old != nil && old.HostID != "" && (now == nil || now.HostID != old.HostID) {
 		delete(s.onHost[old.HostID], old.ID)
 	}

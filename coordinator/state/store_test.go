@@ -1,6 +1,10 @@
 package state
 
 import (
+	"bytes"
+
+	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
+
 	"context"
 	"errors"
 	"fmt"
@@ -94,5 +98,47 @@ func TestCommitOrderIsDeterministic(t *testing.T) {
 	}
 	if a, b := apply([]string{"a", "b", "c"}), apply([]string{"c", "a", "b"}); a != b {
 		t.Fatalf("same changes put in another order give another state: %s vs %s", a, b)
+	}
+}
+
+func TestHostLoadFollowsEveryChange(t *testing.T) {
+	s := New(0)
+	spec := Spec{VCPUs: 2, MemoryMiB: 512, DiskGiB: 10}
+	put := func(i Instance) {
+		if err := s.Update(time.Now(), func(tx *Tx) error { tx.PutInstance(&i); return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(Instance{ID: "a", HostID: "h1", Spec: spec, Desired: lifecycle.DesiredRunning, Power: lifecycle.PowerRunning, Placement: Placement{Group: "db"}})
+	put(Instance{ID: "b", HostID: "h1", Spec: spec, Desired: lifecycle.DesiredRunning, Power: lifecycle.PowerRunning, Placement: Placement{Preemptible: true}})
+	put(Instance{ID: "c", Spec: spec, Desired: lifecycle.DesiredRunning}) // waiting: no host
+	if got := s.Allocated()["h1"]; got != (Resources{4, 1024, 20}) {
+		t.Fatalf("h1 after two: %+v", got)
+	}
+	// b moves to h2, a is deleted, c is placed on h2.
+	put(Instance{ID: "b", HostID: "h2", Spec: spec, Desired: lifecycle.DesiredRunning, Power: lifecycle.PowerRunning, Placement: Placement{Preemptible: true}})
+	put(Instance{ID: "a", HostID: "h1", Spec: spec, Desired: lifecycle.DesiredDeleted, Power: lifecycle.PowerNoDomain, Placement: Placement{Group: "db"}})
+	put(Instance{ID: "c", HostID: "h2", Spec: spec, Desired: lifecycle.DesiredRunning, Power: lifecycle.PowerRunning})
+	alloc := s.Allocated()
+	if alloc["h1"] != (Resources{}) || alloc["h2"] != (Resources{4, 1024, 20}) {
+		t.Fatalf("after moves: %+v", alloc)
+	}
+	s.mu.RLock()
+	h1, h2 := s.load["h1"], s.load["h2"]
+	s.mu.RUnlock()
+	if len(h1.Groups) != 0 || len(h1.Preemptible) != 0 || len(h2.Preemptible) != 1 {
+		t.Fatalf("groups/preemptibles: h1 %+v h2 %+v", h1, h2)
+	}
+	// A restored replica rebuilds the same loads.
+	var buf bytes.Buffer
+	if err := s.WriteSnapshot(&buf); err != nil {
+		t.Fatal(err)
+	}
+	r := New(0)
+	if err := r.Restore(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Allocated(); got["h2"] != alloc["h2"] || got["h1"] != alloc["h1"] {
+		t.Fatalf("restored loads %+v, want %+v", got, alloc)
 	}
 }

@@ -75,7 +75,9 @@ func (s *Store) Update(now time.Time, fn func(tx *Tx) error) error {
 		s.instances[id] = i
 		s.history = append(s.history, Event{Revision: rev, Instance: *i})
 	}
-	if over := len(s.history) - s.limit; over > 0 {
+	// Trim in chunks (an eighth of the limit at a time), so the copy is
+	// paid once per many commits rather than on every one.
+	if over := len(s.history) - s.limit; over > s.limit/8 {
 		s.floor = s.history[over-1].Revision
 		s.history = append([]Event(nil), s.history[over:]...)
 	}
