@@ -54,8 +54,13 @@ HYPERVISOR ?= libvirt
 demo:
 	scripts/demo.sh --hypervisor=$(HYPERVISOR)
 
+# Each bench prints a table; see bench/README.md. Run on a quiet machine.
 bench: build setup
+	bench/writes/install-etcd.sh
 	$(GO) run ./bench/cmd/flotilla-bench
+	$(GO) run ./bench/cmd/flotilla-failover
+	$(GO) run ./bench/cmd/flotilla-writes
+	$(GO) run ./bench/cmd/flotilla-sim
 
 clean:
 	rm -rf $(BIN)
