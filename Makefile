@@ -7,7 +7,7 @@ TOOLS := $(CURDIR)/.bin
 export PATH := $(TOOLS):$(PATH)
 TEST_TIMEOUT ?= 30m
 
-.PHONY: all build tools host guest setup proto proto-check lint vet test test-unit demo bench clean
+.PHONY: all build tools host guest etcd setup proto proto-check lint vet test test-unit demo bench clean
 
 all: build
 
@@ -23,7 +23,10 @@ host:
 guest: host
 	scripts/build-test-guest.sh
 
-setup: tools host guest
+etcd:
+	bench/writes/install-etcd.sh
+
+setup: tools host guest etcd
 
 proto: tools
 	buf generate
@@ -56,7 +59,6 @@ demo:
 
 # Each bench prints a table; see bench/README.md. Run on a quiet machine.
 bench: build setup
-	bench/writes/install-etcd.sh
 	$(GO) run ./bench/cmd/flotilla-bench
 	$(GO) run ./bench/cmd/flotilla-failover
 	$(GO) run ./bench/cmd/flotilla-writes
