@@ -4,10 +4,10 @@
 package procs
 
 import (
+	"github.com/flotilla-vm/flotilla/internal/freeport"
+
 	"errors"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -43,32 +43,8 @@ func Build(root, outDir string) error {
 	return nil
 }
 
-// FreeAddr returns a loopback address with a port that was free a moment ago.
-// Ports come from below the kernel's ephemeral range, so an outgoing
-// connection cannot take one before the process under measurement binds it.
-func FreeAddr() (string, error) {
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	for tries := 0; tries < 1000; tries++ {
-		port := 20000 + rand.IntN(12000)
-		if portsUsed[port] {
-			continue
-		}
-		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err != nil {
-			continue
-		}
-		l.Close()
-		portsUsed[port] = true
-		return l.Addr().String(), nil
-	}
-	return "", errors.New("no free port in 20000-31999")
-}
-
-var (
-	portsMu   sync.Mutex
-	portsUsed = map[int]bool{}
-)
+// FreeAddr returns a loopback address for a process under measurement.
+func FreeAddr() (string, error) { return freeport.Addr() }
 
 // Proc is one started binary; its combined output goes to Log.
 type Proc struct {

@@ -1,6 +1,9 @@
 package writes
 
 import (
+	"github.com/flotilla-vm/flotilla/internal/freeport"
+	"strconv"
+
 	"bytes"
 	"context"
 	"fmt"
@@ -288,24 +291,17 @@ func (e *Etcd) Close() {
 	})
 }
 
-// freePorts reserves n distinct free TCP ports on 127.0.0.1. They are released
-// just before returning, so another process could in principle grab one
-// before etcd binds it; startup then fails with a clear error.
+// freePorts picks n distinct free loopback ports (see internal/freeport).
 func freePorts(n int) ([]int, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
 	ports := make([]int, 0, n)
 	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		addr, err := freeport.Addr()
 		if err != nil {
 			return nil, err
 		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+		_, p, _ := net.SplitHostPort(addr)
+		port, _ := strconv.Atoi(p)
+		ports = append(ports, port)
 	}
 	return ports, nil
 }

@@ -2,9 +2,9 @@ package testenv
 
 import (
 	"context"
+
 	"fmt"
-	"math/rand/v2"
-	"net"
+	"github.com/flotilla-vm/flotilla/internal/freeport"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,35 +44,15 @@ func Binaries(t testing.TB) string {
 	return buildDir
 }
 
-// FreeAddr returns a loopback address with a port that was free a moment
-// ago. Ports come from below the kernel's ephemeral range (32768+), so an
-// outgoing connection elsewhere cannot take the port as its source port
-// before the process under test binds it, and none is handed out twice.
+// FreeAddr returns a loopback address for a process under test.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	for tries := 0; tries < 1000; tries++ {
-		port := 20000 + rand.IntN(12000)
-		if portsUsed[port] {
-			continue
-		}
-		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err != nil {
-			continue
-		}
-		l.Close()
-		portsUsed[port] = true
-		return l.Addr().String()
+	addr, err := freeport.Addr()
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("no free port in 20000-31999")
-	return ""
+	return addr
 }
-
-var (
-	portsMu   sync.Mutex
-	portsUsed = map[int]bool{}
-)
 
 // Proc is one started binary. It is stopped when the test ends.
 type Proc struct {
