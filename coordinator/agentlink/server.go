@@ -182,11 +182,24 @@ func (s *Server) Connect(stream agentv1.AgentService_ConnectServer) error {
 
 	sendErr := make(chan error, 1)
 	go func() { sendErr <- s.sendLoop(ctx, stream, ss) }()
+	queue := make(chan []byte, 4*maxBatch)
 	recvDone := make(chan error, 1)
-	go func() { recvDone <- s.recvLoop(ctx, stream, ss, log) }()
+	go func() {
+		err := s.recvLoop(ctx, stream, ss, queue)
+		close(queue) // the committer flushes what was queued, then ends
+		recvDone <- err
+	}()
+	commitDone := make(chan error, 1)
+	go func() { commitDone <- s.commitLoop(context.WithoutCancel(ctx), ss, queue) }()
 	var recvErr error
 	select {
 	case recvErr = <-recvDone:
+		// Reports the agent sent before it went are still recorded.
+		select {
+		case <-commitDone:
+		case <-ss.done:
+		}
+	case recvErr = <-commitDone:
 	case <-ss.done:
 		// Superseded, or ended by the liveness watch: returning tears the
 		// stream down, which also ends the receive loop.
@@ -235,7 +248,9 @@ func (s *Server) sendLoop(ctx context.Context, stream agentv1.AgentService_Conne
 	}
 }
 
-func (s *Server) recvLoop(ctx context.Context, stream agentv1.AgentService_ConnectServer, ss *session, log *slog.Logger) error {
+// recvLoop reads the agent's messages and queues its reports, in order, for
+// the committer; heartbeats only refresh the session's liveness.
+func (s *Server) recvLoop(ctx context.Context, stream agentv1.AgentService_ConnectServer, ss *session, queue chan<- []byte) error {
 	for {
 		m, err := stream.Recv()
 		if err != nil {
@@ -247,44 +262,140 @@ func (s *Server) recvLoop(ctx context.Context, stream agentv1.AgentService_Conne
 		default:
 		}
 		s.mu.Lock()
-		ss.lastSeen, ss.busy = s.cfg.Now(), true
+		ss.lastSeen = s.cfg.Now()
 		s.mu.Unlock()
+		var typ string
+		var body any
 		switch msg := m.Msg.(type) {
 		case *agentv1.ConnectRequest_PowerEvent:
-			_, err = s.apply(ctx, fsm.TypeObserve, fsm.Observe{HostID: ss.hostID, Epoch: ss.epoch, Observations: observations([]*agentv1.DomainState{msg.PowerEvent})})
+			typ, body = fsm.TypeObserve, fsm.Observe{HostID: ss.hostID, Epoch: ss.epoch, Observations: observations([]*agentv1.DomainState{msg.PowerEvent})}
 		case *agentv1.ConnectRequest_Resync:
 			o := fsm.Observe{HostID: ss.hostID, Epoch: ss.epoch, Full: true, Observations: observations(msg.Resync.Domains)}
 			if msg.Resync.ObservedAt != nil {
 				o.Taken = msg.Resync.ObservedAt.AsTime()
 			}
-			_, err = s.apply(ctx, fsm.TypeObserve, o)
+			typ, body = fsm.TypeObserve, o
 		case *agentv1.ConnectRequest_StepResult:
-			err = s.finish(ctx, ss, msg.StepResult)
+			f, ok := s.finish(ss, msg.StepResult)
+			if !ok {
+				continue
+			}
+			typ, body = fsm.TypeFinish, f
 		case *agentv1.ConnectRequest_Heartbeat:
+			continue
 		case *agentv1.ConnectRequest_Register:
 			return status.Error(codes.InvalidArgument, "register is only valid as the first message")
+		default:
+			continue
 		}
-		s.mu.Lock()
-		ss.lastSeen, ss.busy = s.cfg.Now(), false
-		s.mu.Unlock()
-		if errors.Is(err, fsm.ErrStaleEpoch) {
-			return status.Error(codes.Aborted, err.Error())
+		cmd, err := fsm.Encode(typ, s.cfg.Now(), body)
+		if err != nil {
+			return status.Errorf(codes.Internal, "encode report: %v", err)
 		}
-		if err != nil && !errors.Is(err, fsm.ErrOperationDone) && !errors.Is(err, fsm.ErrNotFound) {
-			// The log could not take the report (e.g. leadership lost): end
-			// the session so the agent reconnects and resends from scratch.
-			return status.Errorf(codes.Unavailable, "recording report: %v", err)
+		select {
+		case queue <- cmd:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ss.done:
+			return status.Error(codes.Aborted, "session ended")
 		}
 	}
 }
 
-func (s *Server) finish(ctx context.Context, ss *session, r *agentv1.StepResult) error {
+// maxBatch bounds how many queued reports share one log entry.
+const maxBatch = 256
+
+// commitLoop commits an agent's reports in the order they came: whatever
+// queued up while the previous entry was being committed goes into the
+// next one, so a busy host costs one fsync per batch, not per report.
+func (s *Server) commitLoop(ctx context.Context, ss *session, queue <-chan []byte) error {
+	for {
+		var cmds [][]byte
+		select {
+		case c, ok := <-queue:
+			if !ok {
+				return nil // the stream ended and everything queued is recorded
+			}
+			cmds = append(cmds, c)
+		case <-ss.done:
+			return nil
+		}
+	drain:
+		for len(cmds) < maxBatch {
+			select {
+			case c, ok := <-queue:
+				if !ok {
+					break drain
+				}
+				cmds = append(cmds, c)
+			default:
+				break drain
+			}
+		}
+		s.mu.Lock()
+		ss.busy = true
+		s.mu.Unlock()
+		errs, err := s.commit(ctx, cmds)
+		s.mu.Lock()
+		ss.lastSeen, ss.busy = s.cfg.Now(), false
+		s.mu.Unlock()
+		if err != nil {
+			// The log could not take the reports (e.g. leadership lost): end
+			// the session so the agent reconnects and resends from scratch.
+			return status.Errorf(codes.Unavailable, "recording reports: %v", err)
+		}
+		for _, e := range errs {
+			if errors.Is(e, fsm.ErrStaleEpoch) {
+				return status.Error(codes.Aborted, e.Error())
+			}
+		}
+	}
+}
+
+// commit applies encoded commands as one entry and returns each one's refusal.
+func (s *Server) commit(ctx context.Context, cmds [][]byte) ([]error, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	entry := cmds[0]
+	if len(cmds) > 1 {
+		var err error
+		if entry, err = fsm.EncodeBatch(s.cfg.Now(), cmds); err != nil {
+			return nil, err
+		}
+	}
+	v, err := s.cfg.Applier.Apply(ctx, entry)
+	if len(cmds) == 1 {
+		if err != nil && !isBusinessError(err) {
+			return nil, err
+		}
+		return []error{err}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	results, _ := v.([]fsm.Result)
+	errs := make([]error, len(results))
+	for i, r := range results {
+		errs[i] = r.Err
+	}
+	return errs, nil
+}
+
+// isBusinessError tells a refusal of one report (which changes nothing and
+// is not the session's fault) from a failure of the log itself.
+func isBusinessError(err error) bool {
+	return errors.Is(err, fsm.ErrStaleEpoch) || errors.Is(err, fsm.ErrOperationDone) || errors.Is(err, fsm.ErrNotFound)
+}
+
+// finish turns a step result into a Finish command; ok is false for a
+// result that records nothing.
+func (s *Server) finish(ss *session, r *agentv1.StepResult) (f fsm.Finish, ok bool) {
 	if r.GetFault().GetCode() == "STALE_EPOCH" {
 		// The step met a newer session than the one it was sent on: it did
 		// not run, and the orchestrator re-sends it on the current session.
-		return nil
+		return f, false
 	}
-	f := fsm.Finish{OperationID: r.OperationId, Succeeded: r.Succeeded, Fault: api.FaultFromPB(r.Fault), HostID: ss.hostID}
+	f = fsm.Finish{OperationID: r.OperationId, Succeeded: r.Succeeded, Fault: api.FaultFromPB(r.Fault), HostID: ss.hostID}
 	if r.State != nil {
 		o := observations([]*agentv1.DomainState{r.State})[0]
 		f.Observed = &o
@@ -292,8 +403,7 @@ func (s *Server) finish(ctx context.Context, ss *session, r *agentv1.StepResult)
 	if !r.Succeeded && f.Fault == nil {
 		f.Fault = &state.Fault{Code: "UNKNOWN", Message: "the agent reported failure without a fault", Time: s.cfg.Now(), HostID: ss.hostID}
 	}
-	_, err := s.apply(ctx, fsm.TypeFinish, f)
-	return err
+	return f, true
 }
 
 func observations(in []*agentv1.DomainState) []fsm.Observation {

@@ -44,7 +44,24 @@ const (
 	TypeRecover        = "instance.recover"
 	TypePlace          = "instance.place"
 	TypePreempt        = "instance.preempt"
+	// TypeBatch carries several encoded commands in one log entry (one
+	// fsync for many small reports); each applies on its own, in order.
+	TypeBatch = "batch"
 )
+
+// Batch is the body of a TypeBatch entry.
+type Batch struct {
+	Commands []json.RawMessage `json:"commands"`
+}
+
+// EncodeBatch builds one log entry from encoded commands.
+func EncodeBatch(now time.Time, cmds [][]byte) ([]byte, error) {
+	b := Batch{Commands: make([]json.RawMessage, len(cmds))}
+	for i, c := range cmds {
+		b.Commands[i] = c
+	}
+	return Encode(TypeBatch, now, b)
+}
 
 // Business errors returned as apply results. The API maps them to gRPC codes.
 var (

@@ -76,6 +76,19 @@ func (f *FSM) ApplyBytes(data []byte) Result {
 	if err := json.Unmarshal(data, &cmd); err != nil {
 		panic(fmt.Sprintf("fsm: undecodable command: %v", err))
 	}
+	if cmd.Type == TypeBatch {
+		// Each command of a batch applies on its own: one refusal does not
+		// undo the others. The entry's result lists theirs, in order.
+		var b Batch
+		if err := json.Unmarshal(cmd.Body, &b); err != nil {
+			panic(fmt.Sprintf("fsm: undecodable batch: %v", err))
+		}
+		results := make([]Result, len(b.Commands))
+		for i, c := range b.Commands {
+			results[i] = f.ApplyBytes(c)
+		}
+		return Result{Value: results}
+	}
 	fn, ok := f.table[cmd.Type]
 	if !ok {
 		panic(fmt.Sprintf("fsm: unknown command type %q", cmd.Type))

@@ -277,3 +277,36 @@ func TestUndecodableBodyPanics(t *testing.T) {
 	}()
 	h.fsm.ApplyBytes([]byte(`{"type":"instance.create","body":"not an object"}`))
 }
+
+func TestBatchAppliesEachOnItsOwn(t *testing.T) {
+	h := newHarness(t)
+	e := h.register("h1", 4, 4096)
+	h.create("i1", "h1", 1, 64, "")
+	h.mustApply(TypeFinish, Finish{OperationID: "op-i1", Succeeded: true, HostID: "h1"})
+	enc := func(typ string, body any) []byte {
+		b, err := Encode(typ, h.now, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	entry, err := EncodeBatch(h.now, [][]byte{
+		enc(TypeObserve, Observe{HostID: "h1", Epoch: e, Observations: []Observation{{InstanceID: "i1", Power: lifecycle.PowerPaused, Time: h.now}}}),
+		enc(TypeFinish, Finish{OperationID: "op-missing", HostID: "h1"}), // refused
+		enc(TypeObserve, Observe{HostID: "h1", Epoch: e, Observations: []Observation{{InstanceID: "i1", Power: lifecycle.PowerRunning, Reason: "unpaused", Time: h.now.Add(time.Second)}}}),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := h.store.Revision()
+	res := h.fsm.ApplyBytes(entry).Value.([]Result)
+	if len(res) != 3 || res[0].Err != nil || !errors.Is(res[1].Err, ErrNotFound) || res[2].Err != nil {
+		t.Fatalf("batch results: %+v", res)
+	}
+	if i, _ := h.store.Instance("i1"); i.Power != lifecycle.PowerRunning || i.PowerWhy != "unpaused" {
+		t.Fatalf("after the batch: %+v", i)
+	}
+	if got := h.store.Revision() - before; got != 2 {
+		t.Fatalf("the batch made %d revisions, want 2 (one per applied change)", got)
+	}
+}
