@@ -77,16 +77,14 @@ func applyObserve(tx *state.Tx, c *Observe) (any, error) {
 // host speaks only for itself. When full, placed instances missing from
 // the list are observed to have had no domain at taken.
 func applyInventory(tx *state.Tx, hostID string, obs []Observation, full bool, taken time.Time) []string {
-	placed := map[string]*state.Instance{}
-	for _, inst := range tx.InstancesOnHost(hostID) {
-		placed[inst.ID] = inst
-	}
 	var orphans []string
 	seen := map[string]bool{}
 	for _, o := range obs {
 		seen[o.InstanceID] = true
-		inst, ok := placed[o.InstanceID]
-		if !ok {
+		// Looked up one by one: a single event must not cost a scan of
+		// every instance on the host.
+		inst, ok := tx.Instance(o.InstanceID)
+		if !ok || inst.HostID != hostID {
 			orphans = append(orphans, o.InstanceID)
 			continue
 		}
@@ -95,6 +93,10 @@ func applyInventory(tx *state.Tx, hostID string, obs []Observation, full bool, t
 		}
 	}
 	if full {
+		placed := map[string]*state.Instance{}
+		for _, inst := range tx.InstancesOnHost(hostID) {
+			placed[inst.ID] = inst
+		}
 		for id, inst := range placed {
 			if seen[id] || inst.Power == lifecycle.PowerNoDomain {
 				continue

@@ -131,11 +131,8 @@ func checkPlacement(tx *state.Tx, inst *state.Instance, hostID string, policy sc
 	if !ok || h.Status != state.HostReady || h.Cordoned {
 		return fmt.Errorf("host %q: %w", hostID, ErrHostUnavailable)
 	}
-	var placed []state.Instance
-	for _, i := range tx.InstancesOnHost(h.ID) {
-		placed = append(placed, *i)
-	}
-	if !scheduler.Fits(placement.Host(*h, placed), placement.Request(inst.Spec, inst.Placement), policy) {
+	load := tx.HostLoad(h.ID)
+	if !scheduler.Fits(placement.WithLoad(*h, &load), placement.Request(inst.Spec, inst.Placement), policy) {
 		return fmt.Errorf("host %q: %w", h.ID, ErrNoCapacity)
 	}
 	return nil

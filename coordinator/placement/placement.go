@@ -7,7 +7,6 @@ package placement
 import (
 	"sort"
 
-	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
 	"github.com/flotilla-vm/flotilla/coordinator/scheduler"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
 )
@@ -23,20 +22,13 @@ func Request(spec state.Spec, p state.Placement) scheduler.Request {
 	}
 }
 
-// Host is the scheduler's view of h, given the instances placed on it.
-func Host(h state.Host, placed []state.Instance) scheduler.Host {
-	out := scheduler.Host{
+// host is the scheduler's view of h with nothing placed on it yet.
+func host(h state.Host) scheduler.Host {
+	return scheduler.Host{
 		ID: h.ID, Kind: h.Kind, Ready: h.Status == state.HostReady, Cordoned: h.Cordoned, Labels: h.Labels,
 		Capacity: scheduler.Resources{VCPUs: h.Capacity.VCPUs, MemoryMiB: h.Capacity.MemoryMiB, DiskGiB: h.Capacity.DiskGiB},
 		Groups:   map[string]int{},
 	}
-	for n := range placed {
-		if placed[n].HostID != h.ID || placed[n].Status() == lifecycle.StatusDeleted {
-			continue
-		}
-		add(&out, &placed[n])
-	}
-	return out
 }
 
 // FromStore is the scheduler's view of every host, from the loads the
@@ -45,32 +37,23 @@ func Host(h state.Host, placed []state.Instance) scheduler.Host {
 func FromStore(s *state.Store) []scheduler.Host {
 	var out []scheduler.Host
 	s.EachHostLoad(func(h *state.Host, l *state.HostLoad) {
-		v := Host(*h, nil)
-		v.Allocated = scheduler.Resources{VCPUs: l.Allocated.VCPUs, MemoryMiB: l.Allocated.MemoryMiB, DiskGiB: l.Allocated.DiskGiB}
-		for g, n := range l.Groups {
-			v.Groups[g] = n
-		}
-		for _, i := range l.Preemptible {
-			v.Preemptible = append(v.Preemptible, scheduler.Placed{ID: i.ID, Group: i.Placement.Group,
-				Resources: scheduler.Resources{VCPUs: i.Spec.VCPUs, MemoryMiB: i.Spec.MemoryMiB, DiskGiB: i.Spec.DiskGiB}})
-		}
-		sort.Slice(v.Preemptible, func(a, b int) bool { return v.Preemptible[a].ID < v.Preemptible[b].ID })
-		out = append(out, v)
+		out = append(out, WithLoad(*h, l))
 	})
 	sort.Slice(out, func(a, b int) bool { return out[a].ID < out[b].ID })
 	return out
 }
 
-// add counts instance i on host h.
-func add(h *scheduler.Host, i *state.Instance) {
-	h.Allocated.VCPUs += i.Spec.VCPUs
-	h.Allocated.MemoryMiB += i.Spec.MemoryMiB
-	h.Allocated.DiskGiB += i.Spec.DiskGiB
-	if i.Placement.Group != "" {
-		h.Groups[i.Placement.Group]++
+// WithLoad is the scheduler's view of h carrying load l.
+func WithLoad(h state.Host, l *state.HostLoad) scheduler.Host {
+	v := host(h)
+	v.Allocated = scheduler.Resources{VCPUs: l.Allocated.VCPUs, MemoryMiB: l.Allocated.MemoryMiB, DiskGiB: l.Allocated.DiskGiB}
+	for g, n := range l.Groups {
+		v.Groups[g] = n
 	}
-	if i.Placement.Preemptible {
-		h.Preemptible = append(h.Preemptible, scheduler.Placed{ID: i.ID, Group: i.Placement.Group,
+	for _, i := range l.Preemptible {
+		v.Preemptible = append(v.Preemptible, scheduler.Placed{ID: i.ID, Group: i.Placement.Group,
 			Resources: scheduler.Resources{VCPUs: i.Spec.VCPUs, MemoryMiB: i.Spec.MemoryMiB, DiskGiB: i.Spec.DiskGiB}})
 	}
+	sort.Slice(v.Preemptible, func(a, b int) bool { return v.Preemptible[a].ID < v.Preemptible[b].ID })
+	return v
 }

@@ -210,3 +210,28 @@ func (tx *Tx) PutServer(v Server) { tx.servers[v.ID] = &v }
 
 // DeleteServer stages the removal of a registry entry.
 func (tx *Tx) DeleteServer(id string) { tx.servers[id] = nil }
+
+// HostLoad is what the live instances on a host take, staged changes
+// included, computed from the load the store keeps (O(staged), not
+// O(instances on the host)).
+func (tx *Tx) HostLoad(hostID string) HostLoad {
+	out := HostLoad{Groups: map[string]int{}, Preemptible: map[string]Instance{}}
+	if l, ok := tx.s.load[hostID]; ok {
+		out.Allocated = l.Allocated
+		for g, n := range l.Groups {
+			out.Groups[g] = n
+		}
+		for id, i := range l.Preemptible {
+			out.Preemptible[id] = i
+		}
+	}
+	for id, staged := range tx.instances {
+		if old := tx.s.instances[id]; counts(old) && old.HostID == hostID {
+			out.add(old, -1)
+		}
+		if counts(staged) && staged.HostID == hostID {
+			out.add(staged, +1)
+		}
+	}
+	return out
+}
