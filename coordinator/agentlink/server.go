@@ -123,13 +123,7 @@ func (s *Server) Send(hostID string, step *agentv1.RunStep) error {
 }
 
 func (s *Server) apply(ctx context.Context, typ string, body any) (any, error) {
-	cmd, err := fsm.Encode(typ, s.cfg.Now(), body)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	return s.cfg.Applier.Apply(ctx, cmd)
+	return fsm.Propose(ctx, s.cfg.Applier, typ, s.cfg.Now(), body)
 }
 
 // Connect serves one agent's session.

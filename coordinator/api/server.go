@@ -88,11 +88,7 @@ func (c *core) deadline(k lifecycle.OpKind) time.Duration {
 
 // apply encodes and commits a command.
 func (c *core) apply(ctx context.Context, typ string, body any) (any, error) {
-	cmd, err := fsm.Encode(typ, c.now(), body)
-	if err != nil {
-		return nil, err
-	}
-	return c.raft.Apply(ctx, cmd)
+	return fsm.Propose(ctx, c.raft, typ, c.now(), body)
 }
 
 // operation returns the committed operation opID as the API shows it.

@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,6 +26,26 @@ func Encode(typ string, now time.Time, body any) ([]byte, error) {
 		return nil, fmt.Errorf("encode %s: %w", typ, err)
 	}
 	return json.Marshal(Command{Type: typ, Time: now.UTC(), Body: b})
+}
+
+// Proposer commits an encoded command through the replicated log and
+// returns its apply result.
+type Proposer interface {
+	Apply(ctx context.Context, cmd []byte) (any, error)
+}
+
+// ProposeTimeout bounds a proposal whose context allows longer.
+const ProposeTimeout = 10 * time.Second
+
+// Propose encodes a command stamped now and commits it.
+func Propose(ctx context.Context, p Proposer, typ string, now time.Time, body any) (any, error) {
+	cmd, err := Encode(typ, now, body)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, ProposeTimeout)
+	defer cancel()
+	return p.Apply(ctx, cmd)
 }
 
 // Command types.

@@ -211,13 +211,7 @@ func (n *Node) LeaderAPIAddr() (string, bool) {
 // forward to it and agents can be pointed at it.
 func (n *Node) registerSelf(ctx context.Context) {
 	self := state.Server{ID: n.cfg.NodeID, RaftAddr: n.cfg.RaftAddr, APIAddr: n.Addr()}
-	cmd, err := fsm.Encode(fsm.TypeRegisterServer, time.Now(), fsm.RegisterServer{Server: self})
-	if err == nil {
-		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		_, err = n.Raft.Apply(ctx, cmd)
-		cancel()
-	}
-	if err != nil {
+	if _, err := fsm.Propose(ctx, n.Raft, fsm.TypeRegisterServer, time.Now(), fsm.RegisterServer{Server: self}); err != nil {
 		n.log.Warn("registering this leader's address failed", "err", err)
 	}
 }

@@ -106,13 +106,7 @@ func (o *Orchestrator) stillEvicting(id string) bool {
 }
 
 func (o *Orchestrator) applyValue(ctx context.Context, typ string, body any) (any, error) {
-	cmd, err := fsm.Encode(typ, o.cfg.Now(), body)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	return o.cfg.Applier.Apply(ctx, cmd)
+	return fsm.Propose(ctx, o.cfg.Applier, typ, o.cfg.Now(), body)
 }
 
 // anyOpen reports whether some host takes instances at all.

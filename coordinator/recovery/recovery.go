@@ -103,12 +103,7 @@ func Run(ctx context.Context, store *state.Store, applier Applier, log *slog.Log
 			if act == Restart {
 				cmd.Restart = &state.Operation{ID: ids.New("op-"), InstanceID: inst.ID, Deadline: now.Add(StartDeadline)}
 			}
-			b, err := fsm.Encode(fsm.TypeRecover, now, cmd)
-			if err == nil {
-				actx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				_, err = applier.Apply(actx, b)
-				cancel()
-			}
+			_, err := fsm.Propose(ctx, applier, fsm.TypeRecover, now, cmd)
 			l := log.With("instance", inst.ID, "host", inst.HostID, "policy", inst.Recovery.Policy, "restarts", inst.Restarts)
 			if err != nil {
 				l.Warn("recovery action refused or failed", "err", err)
