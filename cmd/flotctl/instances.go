@@ -172,8 +172,10 @@ func runWatch(ctx context.Context, c *cli, name string, args []string) error {
 }
 
 func watchError(ctx context.Context, err error, last int64) error {
-	if ctx.Err() != nil {
-		return nil // interrupted by the user: a normal end of a watch
+	// Interrupted by the caller (Ctrl-C, or its own deadline): a normal end
+	// of a watch. gRPC's deadline timer may fire a moment before ctx says so.
+	if dl, ok := ctx.Deadline(); ctx.Err() != nil || ok && !time.Now().Before(dl) {
+		return nil
 	}
 	if last == 0 {
 		return err
