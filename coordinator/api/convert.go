@@ -172,19 +172,17 @@ func FaultFromPB(f *pb.Fault) *state.Fault {
 	return &state.Fault{Code: f.Code, Message: f.Message, Time: f.GetTime().AsTime(), HostID: f.HostId}
 }
 
-func specToPB(s state.Spec) *pb.InstanceSpec {
+// SpecToPB converts an instance spec.
+func SpecToPB(s state.Spec) *pb.InstanceSpec {
 	return &pb.InstanceSpec{Vcpus: int32(s.VCPUs), MemoryMib: int64(s.MemoryMiB), DiskGib: int64(s.DiskGiB), Image: s.Image}
 }
-
-// SpecToPB converts an instance spec.
-func SpecToPB(s state.Spec) *pb.InstanceSpec { return specToPB(s) }
 
 func instanceToPB(i *state.Instance) *pb.Instance {
 	status := i.Status()
 	out := &pb.Instance{
 		Id:                 i.ID,
 		Name:               i.Name,
-		Spec:               specToPB(i.Spec),
+		Spec:               SpecToPB(i.Spec),
 		Status:             statusToPB[status],
 		DesiredState:       desiredToPB[i.Desired],
 		PowerState:         powerToPB[i.Power],

@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -64,7 +65,7 @@ func applyObserve(tx *state.Tx, c *Observe) (any, error) {
 		taken = tx.Now()
 	}
 	orphans := applyInventory(tx, h.ID, c.Observations, c.Full, taken)
-	if c.Full && !equalStrings(orphans, h.Orphans) {
+	if c.Full && !slices.Equal(orphans, h.Orphans) {
 		h.Orphans = orphans
 		tx.PutHost(h)
 	}
@@ -120,18 +121,6 @@ func observe(inst *state.Instance, o Observation) bool {
 		return false
 	}
 	inst.Power, inst.PowerWhy, inst.PowerTime = o.Power, o.Reason, o.Time
-	return true
-}
-
-func equalStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
 	return true
 }
 

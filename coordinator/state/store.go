@@ -188,10 +188,6 @@ func (s *Store) Hosts() ([]Host, int64) {
 func (s *Store) Allocated() map[string]Resources {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.allocatedLocked()
-}
-
-func (s *Store) allocatedLocked() map[string]Resources {
 	out := make(map[string]Resources, len(s.load))
 	for id, l := range s.load {
 		out[id] = l.Allocated

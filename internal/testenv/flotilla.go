@@ -102,13 +102,15 @@ func WaitHost(t testing.TB, g *Grpcurl, hostID string, minEpoch int) int {
 		if err != nil || Str(h, "status") != "HOST_STATUS_READY" {
 			return false
 		}
-		epoch = atoi(Str(h, "epoch"))
+		epoch = Atoi(Str(h, "epoch"))
 		return epoch > minEpoch
 	})
 	return epoch
 }
 
-func atoi(s string) int {
+// Atoi parses the decimal strings proto JSON uses for 64-bit integers
+// (the leading digits; 0 if there are none).
+func Atoi(s string) int {
 	n := 0
 	for _, c := range s {
 		if c < '0' || c > '9' {
@@ -118,6 +120,3 @@ func atoi(s string) int {
 	}
 	return n
 }
-
-// Atoi parses the decimal strings proto JSON uses for 64-bit integers.
-func Atoi(s string) int { return atoi(s) }

@@ -149,21 +149,6 @@ func (p *Proc) Restart() {
 	p.start()
 }
 
-// Exited reports whether the process has ended.
-func (p *Proc) Exited() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cmd == nil {
-		return true
-	}
-	select {
-	case <-p.end:
-		return true
-	default:
-		return false
-	}
-}
-
 // Eventually polls cond every 20 ms until it holds or timeout passes.
 func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
