@@ -83,12 +83,7 @@ func (o *Orchestrator) place(ctx context.Context, open []state.Operation, now ti
 		// Keep this pass's view current for the next waiting instance.
 		for i := range view {
 			if view[i].ID == d.HostID {
-				view[i].Allocated.VCPUs += req.Resources.VCPUs
-				view[i].Allocated.MemoryMiB += req.Resources.MemoryMiB
-				view[i].Allocated.DiskGiB += req.Resources.DiskGiB
-				if req.AntiAffinityGroup != "" {
-					view[i].Groups[req.AntiAffinityGroup]++
-				}
+				view[i] = scheduler.Assign(view[i], inst.ID, req)
 			}
 		}
 	}

@@ -150,3 +150,24 @@ func Evict(h Host, ids []string) Host {
 	h.Preemptible = kept
 	return h
 }
+
+// Assign returns h as it is once instance id, asked for by r, is placed
+// there: the counterpart of Evict, for callers keeping a view current
+// between placements. h is not modified.
+func Assign(h Host, id string, r Request) Host {
+	h.Allocated.VCPUs += r.Resources.VCPUs
+	h.Allocated.MemoryMiB += r.Resources.MemoryMiB
+	h.Allocated.DiskGiB += r.Resources.DiskGiB
+	if g := r.AntiAffinityGroup; g != "" {
+		groups := make(map[string]int, len(h.Groups)+1)
+		for k, n := range h.Groups {
+			groups[k] = n
+		}
+		groups[g]++
+		h.Groups = groups
+	}
+	if r.Preemptible {
+		h.Preemptible = append(append([]Placed(nil), h.Preemptible...), Placed{ID: id, Resources: r.Resources, Group: r.AntiAffinityGroup})
+	}
+	return h
+}

@@ -141,3 +141,18 @@ func TestEvict(t *testing.T) {
 		t.Fatal("Evict(nil) changed the host")
 	}
 }
+
+func TestAssignThenEvictRoundTrips(t *testing.T) {
+	h := Host{ID: "h", Allocated: Resources{1, 100, 1}, Groups: map[string]int{"db": 1}}
+	r := Request{Resources: Resources{2, 200, 3}, AntiAffinityGroup: "web", Preemptible: true}
+	a := Assign(h, "i1", r)
+	if a.Allocated != (Resources{3, 300, 4}) || a.Groups["web"] != 1 || len(a.Preemptible) != 1 {
+		t.Fatalf("after Assign: %+v", a)
+	}
+	if h.Groups["web"] != 0 || len(h.Preemptible) != 0 {
+		t.Fatalf("Assign modified its input: %+v", h)
+	}
+	if b := Evict(a, []string{"i1"}); b.Allocated != h.Allocated || b.Groups["web"] != 0 || len(b.Preemptible) != 0 {
+		t.Fatalf("Evict after Assign: %+v", b)
+	}
+}

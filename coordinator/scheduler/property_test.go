@@ -136,18 +136,7 @@ func (c *cluster) commit(r Request, d Decision) bool {
 	c.next++
 	id := fmt.Sprintf("i%d", c.next)
 	c.insts = append(c.insts, instance{id, h.ID, r})
-	h.Allocated.VCPUs += r.Resources.VCPUs
-	h.Allocated.MemoryMiB += r.Resources.MemoryMiB
-	h.Allocated.DiskGiB += r.Resources.DiskGiB
-	if g := r.AntiAffinityGroup; g != "" {
-		if h.Groups == nil {
-			h.Groups = map[string]int{}
-		}
-		h.Groups[g]++
-	}
-	if r.Preemptible {
-		h.Preemptible = append(h.Preemptible, Placed{ID: id, Resources: r.Resources, Group: r.AntiAffinityGroup})
-	}
+	*h = Assign(*h, id, r)
 	c.placed++
 	return true
 }
