@@ -89,6 +89,60 @@ func (HostStatus) EnumDescriptor() ([]byte, []int) {
 	return file_flotilla_v1_host_proto_rawDescGZIP(), []int{0}
 }
 
+// DrainPolicy says what draining does to a host's instances.
+type DrainPolicy int32
+
+const (
+	// The default: STOP.
+	DrainPolicy_DRAIN_POLICY_UNSPECIFIED DrainPolicy = 0
+	// Stop every instance where it is (gracefully, then forced).
+	DrainPolicy_DRAIN_POLICY_STOP DrainPolicy = 1
+	// Move every instance to another host that fits it (cold: stop, copy the
+	// disk, start it there if it was running); one that fits nowhere is stopped.
+	DrainPolicy_DRAIN_POLICY_MOVE DrainPolicy = 2
+)
+
+// Enum value maps for DrainPolicy.
+var (
+	DrainPolicy_name = map[int32]string{
+		0: "DRAIN_POLICY_UNSPECIFIED",
+		1: "DRAIN_POLICY_STOP",
+		2: "DRAIN_POLICY_MOVE",
+	}
+	DrainPolicy_value = map[string]int32{
+		"DRAIN_POLICY_UNSPECIFIED": 0,
+		"DRAIN_POLICY_STOP":        1,
+		"DRAIN_POLICY_MOVE":        2,
+	}
+)
+
+func (x DrainPolicy) Enum() *DrainPolicy {
+	p := new(DrainPolicy)
+	*p = x
+	return p
+}
+
+func (x DrainPolicy) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DrainPolicy) Descriptor() protoreflect.EnumDescriptor {
+	return file_flotilla_v1_host_proto_enumTypes[1].Descriptor()
+}
+
+func (DrainPolicy) Type() protoreflect.EnumType {
+	return &file_flotilla_v1_host_proto_enumTypes[1]
+}
+
+func (x DrainPolicy) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DrainPolicy.Descriptor instead.
+func (DrainPolicy) EnumDescriptor() ([]byte, []int) {
+	return file_flotilla_v1_host_proto_rawDescGZIP(), []int{1}
+}
+
 // Resources is an amount of vCPU, memory and disk.
 type Resources struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -536,8 +590,10 @@ type DrainHostRequest struct {
 	// How long each guest gets to power itself off before it is destroyed
 	// (default 10 min, 1 s..1 h).
 	GracefulTimeout *durationpb.Duration `protobuf:"bytes,2,opt,name=graceful_timeout,json=gracefulTimeout,proto3" json:"graceful_timeout,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// What happens to the instances on the host (default STOP).
+	Policy        DrainPolicy `protobuf:"varint,3,opt,name=policy,proto3,enum=flotilla.v1.DrainPolicy" json:"policy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DrainHostRequest) Reset() {
@@ -584,6 +640,13 @@ func (x *DrainHostRequest) GetGracefulTimeout() *durationpb.Duration {
 	return nil
 }
 
+func (x *DrainHostRequest) GetPolicy() DrainPolicy {
+	if x != nil {
+		return x.Policy
+	}
+	return DrainPolicy_DRAIN_POLICY_UNSPECIFIED
+}
+
 var File_flotilla_v1_host_proto protoreflect.FileDescriptor
 
 const file_flotilla_v1_host_proto_rawDesc = "" +
@@ -620,10 +683,11 @@ const file_flotilla_v1_host_proto_rawDesc = "" +
 	"\x11CordonHostRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"%\n" +
 	"\x13UncordonHostRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"h\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x9a\x01\n" +
 	"\x10DrainHostRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12D\n" +
-	"\x10graceful_timeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x0fgracefulTimeout*\xa8\x01\n" +
+	"\x10graceful_timeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x0fgracefulTimeout\x120\n" +
+	"\x06policy\x18\x03 \x01(\x0e2\x18.flotilla.v1.DrainPolicyR\x06policy*\xa8\x01\n" +
 	"\n" +
 	"HostStatus\x12\x1b\n" +
 	"\x17HOST_STATUS_UNSPECIFIED\x10\x00\x12\x15\n" +
@@ -631,7 +695,11 @@ const file_flotilla_v1_host_proto_rawDesc = "" +
 	"\x18HOST_STATUS_DISCONNECTED\x10\x02\x12\x14\n" +
 	"\x10HOST_STATUS_DOWN\x10\x03\x12\x18\n" +
 	"\x14HOST_STATUS_CORDONED\x10\x04\x12\x18\n" +
-	"\x14HOST_STATUS_DRAINING\x10\x052\xd9\x02\n" +
+	"\x14HOST_STATUS_DRAINING\x10\x05*Y\n" +
+	"\vDrainPolicy\x12\x1c\n" +
+	"\x18DRAIN_POLICY_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11DRAIN_POLICY_STOP\x10\x01\x12\x15\n" +
+	"\x11DRAIN_POLICY_MOVE\x10\x022\xd9\x02\n" +
 	"\vHostService\x12J\n" +
 	"\tListHosts\x12\x1d.flotilla.v1.ListHostsRequest\x1a\x1e.flotilla.v1.ListHostsResponse\x129\n" +
 	"\aGetHost\x12\x1b.flotilla.v1.GetHostRequest\x1a\x11.flotilla.v1.Host\x12?\n" +
@@ -652,45 +720,47 @@ func file_flotilla_v1_host_proto_rawDescGZIP() []byte {
 	return file_flotilla_v1_host_proto_rawDescData
 }
 
-var file_flotilla_v1_host_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_flotilla_v1_host_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_flotilla_v1_host_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_flotilla_v1_host_proto_goTypes = []any{
 	(HostStatus)(0),               // 0: flotilla.v1.HostStatus
-	(*Resources)(nil),             // 1: flotilla.v1.Resources
-	(*Host)(nil),                  // 2: flotilla.v1.Host
-	(*ListHostsRequest)(nil),      // 3: flotilla.v1.ListHostsRequest
-	(*ListHostsResponse)(nil),     // 4: flotilla.v1.ListHostsResponse
-	(*GetHostRequest)(nil),        // 5: flotilla.v1.GetHostRequest
-	(*CordonHostRequest)(nil),     // 6: flotilla.v1.CordonHostRequest
-	(*UncordonHostRequest)(nil),   // 7: flotilla.v1.UncordonHostRequest
-	(*DrainHostRequest)(nil),      // 8: flotilla.v1.DrainHostRequest
-	nil,                           // 9: flotilla.v1.Host.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 11: google.protobuf.Duration
+	(DrainPolicy)(0),              // 1: flotilla.v1.DrainPolicy
+	(*Resources)(nil),             // 2: flotilla.v1.Resources
+	(*Host)(nil),                  // 3: flotilla.v1.Host
+	(*ListHostsRequest)(nil),      // 4: flotilla.v1.ListHostsRequest
+	(*ListHostsResponse)(nil),     // 5: flotilla.v1.ListHostsResponse
+	(*GetHostRequest)(nil),        // 6: flotilla.v1.GetHostRequest
+	(*CordonHostRequest)(nil),     // 7: flotilla.v1.CordonHostRequest
+	(*UncordonHostRequest)(nil),   // 8: flotilla.v1.UncordonHostRequest
+	(*DrainHostRequest)(nil),      // 9: flotilla.v1.DrainHostRequest
+	nil,                           // 10: flotilla.v1.Host.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 12: google.protobuf.Duration
 }
 var file_flotilla_v1_host_proto_depIdxs = []int32{
 	0,  // 0: flotilla.v1.Host.status:type_name -> flotilla.v1.HostStatus
-	1,  // 1: flotilla.v1.Host.capacity:type_name -> flotilla.v1.Resources
-	1,  // 2: flotilla.v1.Host.allocated:type_name -> flotilla.v1.Resources
-	10, // 3: flotilla.v1.Host.register_time:type_name -> google.protobuf.Timestamp
-	9,  // 4: flotilla.v1.Host.labels:type_name -> flotilla.v1.Host.LabelsEntry
-	2,  // 5: flotilla.v1.ListHostsResponse.hosts:type_name -> flotilla.v1.Host
-	11, // 6: flotilla.v1.DrainHostRequest.graceful_timeout:type_name -> google.protobuf.Duration
-	3,  // 7: flotilla.v1.HostService.ListHosts:input_type -> flotilla.v1.ListHostsRequest
-	5,  // 8: flotilla.v1.HostService.GetHost:input_type -> flotilla.v1.GetHostRequest
-	6,  // 9: flotilla.v1.HostService.CordonHost:input_type -> flotilla.v1.CordonHostRequest
-	7,  // 10: flotilla.v1.HostService.UncordonHost:input_type -> flotilla.v1.UncordonHostRequest
-	8,  // 11: flotilla.v1.HostService.DrainHost:input_type -> flotilla.v1.DrainHostRequest
-	4,  // 12: flotilla.v1.HostService.ListHosts:output_type -> flotilla.v1.ListHostsResponse
-	2,  // 13: flotilla.v1.HostService.GetHost:output_type -> flotilla.v1.Host
-	2,  // 14: flotilla.v1.HostService.CordonHost:output_type -> flotilla.v1.Host
-	2,  // 15: flotilla.v1.HostService.UncordonHost:output_type -> flotilla.v1.Host
-	2,  // 16: flotilla.v1.HostService.DrainHost:output_type -> flotilla.v1.Host
-	12, // [12:17] is the sub-list for method output_type
-	7,  // [7:12] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	2,  // 1: flotilla.v1.Host.capacity:type_name -> flotilla.v1.Resources
+	2,  // 2: flotilla.v1.Host.allocated:type_name -> flotilla.v1.Resources
+	11, // 3: flotilla.v1.Host.register_time:type_name -> google.protobuf.Timestamp
+	10, // 4: flotilla.v1.Host.labels:type_name -> flotilla.v1.Host.LabelsEntry
+	3,  // 5: flotilla.v1.ListHostsResponse.hosts:type_name -> flotilla.v1.Host
+	12, // 6: flotilla.v1.DrainHostRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	1,  // 7: flotilla.v1.DrainHostRequest.policy:type_name -> flotilla.v1.DrainPolicy
+	4,  // 8: flotilla.v1.HostService.ListHosts:input_type -> flotilla.v1.ListHostsRequest
+	6,  // 9: flotilla.v1.HostService.GetHost:input_type -> flotilla.v1.GetHostRequest
+	7,  // 10: flotilla.v1.HostService.CordonHost:input_type -> flotilla.v1.CordonHostRequest
+	8,  // 11: flotilla.v1.HostService.UncordonHost:input_type -> flotilla.v1.UncordonHostRequest
+	9,  // 12: flotilla.v1.HostService.DrainHost:input_type -> flotilla.v1.DrainHostRequest
+	5,  // 13: flotilla.v1.HostService.ListHosts:output_type -> flotilla.v1.ListHostsResponse
+	3,  // 14: flotilla.v1.HostService.GetHost:output_type -> flotilla.v1.Host
+	3,  // 15: flotilla.v1.HostService.CordonHost:output_type -> flotilla.v1.Host
+	3,  // 16: flotilla.v1.HostService.UncordonHost:output_type -> flotilla.v1.Host
+	3,  // 17: flotilla.v1.HostService.DrainHost:output_type -> flotilla.v1.Host
+	13, // [13:18] is the sub-list for method output_type
+	8,  // [8:13] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_host_proto_init() }
@@ -703,7 +773,7 @@ func file_flotilla_v1_host_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_host_proto_rawDesc), len(file_flotilla_v1_host_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      2,
 			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,

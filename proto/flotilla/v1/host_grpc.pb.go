@@ -40,8 +40,9 @@ type HostServiceClient interface {
 	CordonHost(ctx context.Context, in *CordonHostRequest, opts ...grpc.CallOption) (*Host, error)
 	// UncordonHost lets the host take new instances again.
 	UncordonHost(ctx context.Context, in *UncordonHostRequest, opts ...grpc.CallOption) (*Host, error)
-	// DrainHost cordons the host and stops every instance on it (gracefully,
-	// within the timeout); the host is DRAINING until none runs.
+	// DrainHost cordons the host and, per the policy, stops every instance on
+	// it (gracefully, within the timeout) or moves each to another host; the
+	// host is DRAINING until none runs there.
 	DrainHost(ctx context.Context, in *DrainHostRequest, opts ...grpc.CallOption) (*Host, error)
 }
 
@@ -117,8 +118,9 @@ type HostServiceServer interface {
 	CordonHost(context.Context, *CordonHostRequest) (*Host, error)
 	// UncordonHost lets the host take new instances again.
 	UncordonHost(context.Context, *UncordonHostRequest) (*Host, error)
-	// DrainHost cordons the host and stops every instance on it (gracefully,
-	// within the timeout); the host is DRAINING until none runs.
+	// DrainHost cordons the host and, per the policy, stops every instance on
+	// it (gracefully, within the timeout) or moves each to another host; the
+	// host is DRAINING until none runs there.
 	DrainHost(context.Context, *DrainHostRequest) (*Host, error)
 	mustEmbedUnimplementedHostServiceServer()
 }

@@ -74,6 +74,8 @@ const (
 	Status_STATUS_PENDING Status = 20
 	// Preemptible, waiting for spare capacity (also after being evicted).
 	Status_STATUS_BIDDING Status = 21
+	// Being moved to another host (a MOVE operation runs).
+	Status_STATUS_MOVING Status = 22
 )
 
 // Enum value maps for Status.
@@ -101,6 +103,7 @@ var (
 		19: "STATUS_CRASHED",
 		20: "STATUS_PENDING",
 		21: "STATUS_BIDDING",
+		22: "STATUS_MOVING",
 	}
 	Status_value = map[string]int32{
 		"STATUS_UNSPECIFIED":        0,
@@ -125,6 +128,7 @@ var (
 		"STATUS_CRASHED":            19,
 		"STATUS_PENDING":            20,
 		"STATUS_BIDDING":            21,
+		"STATUS_MOVING":             22,
 	}
 )
 
@@ -1823,7 +1827,7 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x15DeleteInstanceRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x02 \x01(\tR\trequestId*\xe1\x03\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId*\xf4\x03\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fSTATUS_CREATING\x10\x01\x12\x13\n" +
@@ -1847,7 +1851,8 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x19STATUS_UNEXPECTED_SHUTOFF\x10\x12\x12\x12\n" +
 	"\x0eSTATUS_CRASHED\x10\x13\x12\x12\n" +
 	"\x0eSTATUS_PENDING\x10\x14\x12\x12\n" +
-	"\x0eSTATUS_BIDDING\x10\x15*\xb5\x01\n" +
+	"\x0eSTATUS_BIDDING\x10\x15\x12\x11\n" +
+	"\rSTATUS_MOVING\x10\x16*\xb5\x01\n" +
 	"\fDesiredState\x12\x1d\n" +
 	"\x19DESIRED_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15DESIRED_STATE_RUNNING\x10\x01\x12\x19\n" +

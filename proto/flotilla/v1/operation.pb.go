@@ -52,6 +52,9 @@ const (
 	// Evict a preemptible instance to make room for another; it then waits
 	// for capacity again.
 	OperationKind_OPERATION_KIND_PREEMPT OperationKind = 11
+	// Move the instance to another host (cold): stop it, copy its disk to the
+	// target host, bring it up there as it was, then remove it from the source.
+	OperationKind_OPERATION_KIND_MOVE OperationKind = 12
 )
 
 // Enum value maps for OperationKind.
@@ -69,6 +72,7 @@ var (
 		9:  "OPERATION_KIND_RESUME",
 		10: "OPERATION_KIND_DELETE",
 		11: "OPERATION_KIND_PREEMPT",
+		12: "OPERATION_KIND_MOVE",
 	}
 	OperationKind_value = map[string]int32{
 		"OPERATION_KIND_UNSPECIFIED":  0,
@@ -83,6 +87,7 @@ var (
 		"OPERATION_KIND_RESUME":       9,
 		"OPERATION_KIND_DELETE":       10,
 		"OPERATION_KIND_PREEMPT":      11,
+		"OPERATION_KIND_MOVE":         12,
 	}
 )
 
@@ -127,8 +132,11 @@ const (
 	OperationState_OPERATION_STATE_SUCCEEDED OperationState = 3
 	// Finished with a fault.
 	OperationState_OPERATION_STATE_FAILED OperationState = 4
-	// Canceled by a user before it took effect.
+	// Canceled by a user; what its finished steps did was undone.
 	OperationState_OPERATION_STATE_CANCELED OperationState = 5
+	// A step failed or a cancel was asked for: the finished steps are being
+	// undone by their compensations, newest first. Ends FAILED or CANCELED.
+	OperationState_OPERATION_STATE_ROLLING_BACK OperationState = 6
 )
 
 // Enum value maps for OperationState.
@@ -140,14 +148,16 @@ var (
 		3: "OPERATION_STATE_SUCCEEDED",
 		4: "OPERATION_STATE_FAILED",
 		5: "OPERATION_STATE_CANCELED",
+		6: "OPERATION_STATE_ROLLING_BACK",
 	}
 	OperationState_value = map[string]int32{
-		"OPERATION_STATE_UNSPECIFIED": 0,
-		"OPERATION_STATE_PENDING":     1,
-		"OPERATION_STATE_RUNNING":     2,
-		"OPERATION_STATE_SUCCEEDED":   3,
-		"OPERATION_STATE_FAILED":      4,
-		"OPERATION_STATE_CANCELED":    5,
+		"OPERATION_STATE_UNSPECIFIED":  0,
+		"OPERATION_STATE_PENDING":      1,
+		"OPERATION_STATE_RUNNING":      2,
+		"OPERATION_STATE_SUCCEEDED":    3,
+		"OPERATION_STATE_FAILED":       4,
+		"OPERATION_STATE_CANCELED":     5,
+		"OPERATION_STATE_ROLLING_BACK": 6,
 	}
 )
 
@@ -176,6 +186,216 @@ func (x OperationState) Number() protoreflect.EnumNumber {
 // Deprecated: Use OperationState.Descriptor instead.
 func (OperationState) EnumDescriptor() ([]byte, []int) {
 	return file_flotilla_v1_operation_proto_rawDescGZIP(), []int{1}
+}
+
+// StepState is where one step of an operation is.
+type StepState int32
+
+const (
+	// Never used.
+	StepState_STEP_STATE_UNSPECIFIED StepState = 0
+	// Not started yet.
+	StepState_STEP_STATE_PENDING StepState = 1
+	// Sent to its host (or, for a coordinator step, being committed).
+	StepState_STEP_STATE_RUNNING StepState = 2
+	// A transient fault ended the last attempt; the next starts at retry_time.
+	StepState_STEP_STATE_RETRY_WAIT StepState = 3
+	// Done.
+	StepState_STEP_STATE_SUCCEEDED StepState = 4
+	// Failed for good (a permanent fault, or its attempts ran out).
+	StepState_STEP_STATE_FAILED StepState = 5
+	// Not run: the operation was canceled or rolled back before it.
+	StepState_STEP_STATE_SKIPPED StepState = 6
+	// Succeeded, then undone by its compensation during a rollback.
+	StepState_STEP_STATE_COMPENSATED StepState = 7
+)
+
+// Enum value maps for StepState.
+var (
+	StepState_name = map[int32]string{
+		0: "STEP_STATE_UNSPECIFIED",
+		1: "STEP_STATE_PENDING",
+		2: "STEP_STATE_RUNNING",
+		3: "STEP_STATE_RETRY_WAIT",
+		4: "STEP_STATE_SUCCEEDED",
+		5: "STEP_STATE_FAILED",
+		6: "STEP_STATE_SKIPPED",
+		7: "STEP_STATE_COMPENSATED",
+	}
+	StepState_value = map[string]int32{
+		"STEP_STATE_UNSPECIFIED": 0,
+		"STEP_STATE_PENDING":     1,
+		"STEP_STATE_RUNNING":     2,
+		"STEP_STATE_RETRY_WAIT":  3,
+		"STEP_STATE_SUCCEEDED":   4,
+		"STEP_STATE_FAILED":      5,
+		"STEP_STATE_SKIPPED":     6,
+		"STEP_STATE_COMPENSATED": 7,
+	}
+)
+
+func (x StepState) Enum() *StepState {
+	p := new(StepState)
+	*p = x
+	return p
+}
+
+func (x StepState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (StepState) Descriptor() protoreflect.EnumDescriptor {
+	return file_flotilla_v1_operation_proto_enumTypes[2].Descriptor()
+}
+
+func (StepState) Type() protoreflect.EnumType {
+	return &file_flotilla_v1_operation_proto_enumTypes[2]
+}
+
+func (x StepState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use StepState.Descriptor instead.
+func (StepState) EnumDescriptor() ([]byte, []int) {
+	return file_flotilla_v1_operation_proto_rawDescGZIP(), []int{2}
+}
+
+// OperationStep is one step of an operation, as recorded in the replicated log.
+type OperationStep struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What the step does, e.g. "create-domain", "copy-disk", "start-on-target".
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Where the step is.
+	State StepState `protobuf:"varint,2,opt,name=state,proto3,enum=flotilla.v1.StepState" json:"state,omitempty"`
+	// The host it runs on; empty for a step the coordinator does itself.
+	HostId string `protobuf:"bytes,3,opt,name=host_id,json=hostId,proto3" json:"host_id,omitempty"`
+	// The attempt running or last run, from 1.
+	Attempt int32 `protobuf:"varint,4,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// How many attempts a transient fault may use.
+	MaxAttempts int32 `protobuf:"varint,5,opt,name=max_attempts,json=maxAttempts,proto3" json:"max_attempts,omitempty"`
+	// The current attempt ends (DEADLINE_EXCEEDED) if not done by then.
+	Deadline *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=deadline,proto3" json:"deadline,omitempty"`
+	// When the first attempt started.
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// When the step ended.
+	EndTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	// The last fault, of a failed or retried attempt.
+	Error *Fault `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`
+	// The name of the step that undoes this one in a rollback (empty: nothing
+	// to undo, or it cannot be undone).
+	Compensation string `protobuf:"bytes,10,opt,name=compensation,proto3" json:"compensation,omitempty"`
+	// When a step in RETRY_WAIT runs again.
+	RetryTime     *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=retry_time,json=retryTime,proto3" json:"retry_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OperationStep) Reset() {
+	*x = OperationStep{}
+	mi := &file_flotilla_v1_operation_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OperationStep) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OperationStep) ProtoMessage() {}
+
+func (x *OperationStep) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_operation_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OperationStep.ProtoReflect.Descriptor instead.
+func (*OperationStep) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_operation_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *OperationStep) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *OperationStep) GetState() StepState {
+	if x != nil {
+		return x.State
+	}
+	return StepState_STEP_STATE_UNSPECIFIED
+}
+
+func (x *OperationStep) GetHostId() string {
+	if x != nil {
+		return x.HostId
+	}
+	return ""
+}
+
+func (x *OperationStep) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *OperationStep) GetMaxAttempts() int32 {
+	if x != nil {
+		return x.MaxAttempts
+	}
+	return 0
+}
+
+func (x *OperationStep) GetDeadline() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Deadline
+	}
+	return nil
+}
+
+func (x *OperationStep) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *OperationStep) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
+func (x *OperationStep) GetError() *Fault {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+func (x *OperationStep) GetCompensation() string {
+	if x != nil {
+		return x.Compensation
+	}
+	return ""
+}
+
+func (x *OperationStep) GetRetryTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RetryTime
+	}
+	return nil
 }
 
 // Operation is one unit of work on one instance.
@@ -216,14 +436,22 @@ type Operation struct {
 	// For STOP: how long the guest gets to shut down by itself.
 	GracefulTimeout *durationpb.Duration `protobuf:"bytes,17,opt,name=graceful_timeout,json=gracefulTimeout,proto3" json:"graceful_timeout,omitempty"`
 	// For STOP: destroy the domain once graceful_timeout has passed.
-	Force         bool `protobuf:"varint,18,opt,name=force,proto3" json:"force,omitempty"`
+	Force bool `protobuf:"varint,18,opt,name=force,proto3" json:"force,omitempty"`
+	// The steps, in order; during a rollback the compensations run newest first.
+	Steps []*OperationStep `protobuf:"bytes,19,rep,name=steps,proto3" json:"steps,omitempty"`
+	// Whether CancelOperation would be accepted now.
+	Cancellable bool `protobuf:"varint,20,opt,name=cancellable,proto3" json:"cancellable,omitempty"`
+	// A cancel was asked for; the operation rolls back once its running step ends.
+	CancelRequested bool `protobuf:"varint,21,opt,name=cancel_requested,json=cancelRequested,proto3" json:"cancel_requested,omitempty"`
+	// For MOVE: the host the instance moves to (host_id is where it was).
+	TargetHostId  string `protobuf:"bytes,22,opt,name=target_host_id,json=targetHostId,proto3" json:"target_host_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Operation) Reset() {
 	*x = Operation{}
-	mi := &file_flotilla_v1_operation_proto_msgTypes[0]
+	mi := &file_flotilla_v1_operation_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -235,7 +463,7 @@ func (x *Operation) String() string {
 func (*Operation) ProtoMessage() {}
 
 func (x *Operation) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_operation_proto_msgTypes[0]
+	mi := &file_flotilla_v1_operation_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -248,7 +476,7 @@ func (x *Operation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Operation.ProtoReflect.Descriptor instead.
 func (*Operation) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_operation_proto_rawDescGZIP(), []int{0}
+	return file_flotilla_v1_operation_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *Operation) GetId() string {
@@ -377,6 +605,34 @@ func (x *Operation) GetForce() bool {
 	return false
 }
 
+func (x *Operation) GetSteps() []*OperationStep {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
+func (x *Operation) GetCancellable() bool {
+	if x != nil {
+		return x.Cancellable
+	}
+	return false
+}
+
+func (x *Operation) GetCancelRequested() bool {
+	if x != nil {
+		return x.CancelRequested
+	}
+	return false
+}
+
+func (x *Operation) GetTargetHostId() string {
+	if x != nil {
+		return x.TargetHostId
+	}
+	return ""
+}
+
 // GetOperationRequest names one operation.
 type GetOperationRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -391,7 +647,7 @@ type GetOperationRequest struct {
 
 func (x *GetOperationRequest) Reset() {
 	*x = GetOperationRequest{}
-	mi := &file_flotilla_v1_operation_proto_msgTypes[1]
+	mi := &file_flotilla_v1_operation_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -403,7 +659,7 @@ func (x *GetOperationRequest) String() string {
 func (*GetOperationRequest) ProtoMessage() {}
 
 func (x *GetOperationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_operation_proto_msgTypes[1]
+	mi := &file_flotilla_v1_operation_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -416,7 +672,7 @@ func (x *GetOperationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOperationRequest.ProtoReflect.Descriptor instead.
 func (*GetOperationRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_operation_proto_rawDescGZIP(), []int{1}
+	return file_flotilla_v1_operation_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *GetOperationRequest) GetId() string {
@@ -448,7 +704,7 @@ type ListOperationsRequest struct {
 
 func (x *ListOperationsRequest) Reset() {
 	*x = ListOperationsRequest{}
-	mi := &file_flotilla_v1_operation_proto_msgTypes[2]
+	mi := &file_flotilla_v1_operation_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -460,7 +716,7 @@ func (x *ListOperationsRequest) String() string {
 func (*ListOperationsRequest) ProtoMessage() {}
 
 func (x *ListOperationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_operation_proto_msgTypes[2]
+	mi := &file_flotilla_v1_operation_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -473,7 +729,7 @@ func (x *ListOperationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOperationsRequest.ProtoReflect.Descriptor instead.
 func (*ListOperationsRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_operation_proto_rawDescGZIP(), []int{2}
+	return file_flotilla_v1_operation_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ListOperationsRequest) GetInstanceId() string {
@@ -512,7 +768,7 @@ type ListOperationsResponse struct {
 
 func (x *ListOperationsResponse) Reset() {
 	*x = ListOperationsResponse{}
-	mi := &file_flotilla_v1_operation_proto_msgTypes[3]
+	mi := &file_flotilla_v1_operation_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -524,7 +780,7 @@ func (x *ListOperationsResponse) String() string {
 func (*ListOperationsResponse) ProtoMessage() {}
 
 func (x *ListOperationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_operation_proto_msgTypes[3]
+	mi := &file_flotilla_v1_operation_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -537,7 +793,7 @@ func (x *ListOperationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOperationsResponse.ProtoReflect.Descriptor instead.
 func (*ListOperationsResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_operation_proto_rawDescGZIP(), []int{3}
+	return file_flotilla_v1_operation_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ListOperationsResponse) GetOperations() []*Operation {
@@ -577,7 +833,7 @@ type WaitOperationRequest struct {
 
 func (x *WaitOperationRequest) Reset() {
 	*x = WaitOperationRequest{}
-	mi := &file_flotilla_v1_operation_proto_msgTypes[4]
+	mi := &file_flotilla_v1_operation_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -589,7 +845,7 @@ func (x *WaitOperationRequest) String() string {
 func (*WaitOperationRequest) ProtoMessage() {}
 
 func (x *WaitOperationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_operation_proto_msgTypes[4]
+	mi := &file_flotilla_v1_operation_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -602,7 +858,7 @@ func (x *WaitOperationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitOperationRequest.ProtoReflect.Descriptor instead.
 func (*WaitOperationRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_operation_proto_rawDescGZIP(), []int{4}
+	return file_flotilla_v1_operation_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *WaitOperationRequest) GetId() string {
@@ -637,7 +893,7 @@ type CancelOperationRequest struct {
 
 func (x *CancelOperationRequest) Reset() {
 	*x = CancelOperationRequest{}
-	mi := &file_flotilla_v1_operation_proto_msgTypes[5]
+	mi := &file_flotilla_v1_operation_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -649,7 +905,7 @@ func (x *CancelOperationRequest) String() string {
 func (*CancelOperationRequest) ProtoMessage() {}
 
 func (x *CancelOperationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_operation_proto_msgTypes[5]
+	mi := &file_flotilla_v1_operation_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -662,7 +918,7 @@ func (x *CancelOperationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelOperationRequest.ProtoReflect.Descriptor instead.
 func (*CancelOperationRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_operation_proto_rawDescGZIP(), []int{5}
+	return file_flotilla_v1_operation_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CancelOperationRequest) GetId() string {
@@ -676,7 +932,22 @@ var File_flotilla_v1_operation_proto protoreflect.FileDescriptor
 
 const file_flotilla_v1_operation_proto_rawDesc = "" +
 	"\n" +
-	"\x1bflotilla/v1/operation.proto\x12\vflotilla.v1\x1a\x18flotilla/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd2\x05\n" +
+	"\x1bflotilla/v1/operation.proto\x12\vflotilla.v1\x1a\x18flotilla/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xda\x03\n" +
+	"\rOperationStep\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12,\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x16.flotilla.v1.StepStateR\x05state\x12\x17\n" +
+	"\ahost_id\x18\x03 \x01(\tR\x06hostId\x12\x18\n" +
+	"\aattempt\x18\x04 \x01(\x05R\aattempt\x12!\n" +
+	"\fmax_attempts\x18\x05 \x01(\x05R\vmaxAttempts\x126\n" +
+	"\bdeadline\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x129\n" +
+	"\n" +
+	"start_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12(\n" +
+	"\x05error\x18\t \x01(\v2\x12.flotilla.v1.FaultR\x05error\x12\"\n" +
+	"\fcompensation\x18\n" +
+	" \x01(\tR\fcompensation\x129\n" +
+	"\n" +
+	"retry_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\tretryTime\"\xf7\x06\n" +
 	"\tOperation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vinstance_id\x18\x02 \x01(\tR\n" +
@@ -701,7 +972,11 @@ const file_flotilla_v1_operation_proto_rawDesc = "" +
 	"request_id\x18\x0f \x01(\tR\trequestId\x12\x1a\n" +
 	"\brevision\x18\x10 \x01(\x03R\brevision\x12D\n" +
 	"\x10graceful_timeout\x18\x11 \x01(\v2\x19.google.protobuf.DurationR\x0fgracefulTimeout\x12\x14\n" +
-	"\x05force\x18\x12 \x01(\bR\x05force\"H\n" +
+	"\x05force\x18\x12 \x01(\bR\x05force\x120\n" +
+	"\x05steps\x18\x13 \x03(\v2\x1a.flotilla.v1.OperationStepR\x05steps\x12 \n" +
+	"\vcancellable\x18\x14 \x01(\bR\vcancellable\x12)\n" +
+	"\x10cancel_requested\x18\x15 \x01(\bR\x0fcancelRequested\x12$\n" +
+	"\x0etarget_host_id\x18\x16 \x01(\tR\ftargetHostId\"H\n" +
 	"\x13GetOperationRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fmin_revision\x18\x02 \x01(\x03R\vminRevision\"t\n" +
@@ -722,7 +997,7 @@ const file_flotilla_v1_operation_proto_rawDesc = "" +
 	"\atimeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12!\n" +
 	"\fmin_revision\x18\x03 \x01(\x03R\vminRevision\"(\n" +
 	"\x16CancelOperationRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id*\xde\x02\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id*\xf7\x02\n" +
 	"\rOperationKind\x12\x1e\n" +
 	"\x1aOPERATION_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15OPERATION_KIND_CREATE\x10\x01\x12\x18\n" +
@@ -736,14 +1011,25 @@ const file_flotilla_v1_operation_proto_rawDesc = "" +
 	"\x15OPERATION_KIND_RESUME\x10\t\x12\x19\n" +
 	"\x15OPERATION_KIND_DELETE\x10\n" +
 	"\x12\x1a\n" +
-	"\x16OPERATION_KIND_PREEMPT\x10\v*\xc4\x01\n" +
+	"\x16OPERATION_KIND_PREEMPT\x10\v\x12\x17\n" +
+	"\x13OPERATION_KIND_MOVE\x10\f*\xe6\x01\n" +
 	"\x0eOperationState\x12\x1f\n" +
 	"\x1bOPERATION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17OPERATION_STATE_PENDING\x10\x01\x12\x1b\n" +
 	"\x17OPERATION_STATE_RUNNING\x10\x02\x12\x1d\n" +
 	"\x19OPERATION_STATE_SUCCEEDED\x10\x03\x12\x1a\n" +
 	"\x16OPERATION_STATE_FAILED\x10\x04\x12\x1c\n" +
-	"\x18OPERATION_STATE_CANCELED\x10\x052\xd3\x02\n" +
+	"\x18OPERATION_STATE_CANCELED\x10\x05\x12 \n" +
+	"\x1cOPERATION_STATE_ROLLING_BACK\x10\x06*\xd7\x01\n" +
+	"\tStepState\x12\x1a\n" +
+	"\x16STEP_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12STEP_STATE_PENDING\x10\x01\x12\x16\n" +
+	"\x12STEP_STATE_RUNNING\x10\x02\x12\x19\n" +
+	"\x15STEP_STATE_RETRY_WAIT\x10\x03\x12\x18\n" +
+	"\x14STEP_STATE_SUCCEEDED\x10\x04\x12\x15\n" +
+	"\x11STEP_STATE_FAILED\x10\x05\x12\x16\n" +
+	"\x12STEP_STATE_SKIPPED\x10\x06\x12\x1a\n" +
+	"\x16STEP_STATE_COMPENSATED\x10\a2\xd3\x02\n" +
 	"\x10OperationService\x12H\n" +
 	"\fGetOperation\x12 .flotilla.v1.GetOperationRequest\x1a\x16.flotilla.v1.Operation\x12Y\n" +
 	"\x0eListOperations\x12\".flotilla.v1.ListOperationsRequest\x1a#.flotilla.v1.ListOperationsResponse\x12J\n" +
@@ -762,45 +1048,54 @@ func file_flotilla_v1_operation_proto_rawDescGZIP() []byte {
 	return file_flotilla_v1_operation_proto_rawDescData
 }
 
-var file_flotilla_v1_operation_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_flotilla_v1_operation_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_flotilla_v1_operation_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_flotilla_v1_operation_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_flotilla_v1_operation_proto_goTypes = []any{
 	(OperationKind)(0),             // 0: flotilla.v1.OperationKind
 	(OperationState)(0),            // 1: flotilla.v1.OperationState
-	(*Operation)(nil),              // 2: flotilla.v1.Operation
-	(*GetOperationRequest)(nil),    // 3: flotilla.v1.GetOperationRequest
-	(*ListOperationsRequest)(nil),  // 4: flotilla.v1.ListOperationsRequest
-	(*ListOperationsResponse)(nil), // 5: flotilla.v1.ListOperationsResponse
-	(*WaitOperationRequest)(nil),   // 6: flotilla.v1.WaitOperationRequest
-	(*CancelOperationRequest)(nil), // 7: flotilla.v1.CancelOperationRequest
-	(*Fault)(nil),                  // 8: flotilla.v1.Fault
-	(*timestamppb.Timestamp)(nil),  // 9: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),    // 10: google.protobuf.Duration
+	(StepState)(0),                 // 2: flotilla.v1.StepState
+	(*OperationStep)(nil),          // 3: flotilla.v1.OperationStep
+	(*Operation)(nil),              // 4: flotilla.v1.Operation
+	(*GetOperationRequest)(nil),    // 5: flotilla.v1.GetOperationRequest
+	(*ListOperationsRequest)(nil),  // 6: flotilla.v1.ListOperationsRequest
+	(*ListOperationsResponse)(nil), // 7: flotilla.v1.ListOperationsResponse
+	(*WaitOperationRequest)(nil),   // 8: flotilla.v1.WaitOperationRequest
+	(*CancelOperationRequest)(nil), // 9: flotilla.v1.CancelOperationRequest
+	(*timestamppb.Timestamp)(nil),  // 10: google.protobuf.Timestamp
+	(*Fault)(nil),                  // 11: flotilla.v1.Fault
+	(*durationpb.Duration)(nil),    // 12: google.protobuf.Duration
 }
 var file_flotilla_v1_operation_proto_depIdxs = []int32{
-	0,  // 0: flotilla.v1.Operation.kind:type_name -> flotilla.v1.OperationKind
-	1,  // 1: flotilla.v1.Operation.state:type_name -> flotilla.v1.OperationState
-	8,  // 2: flotilla.v1.Operation.error:type_name -> flotilla.v1.Fault
-	9,  // 3: flotilla.v1.Operation.deadline:type_name -> google.protobuf.Timestamp
-	9,  // 4: flotilla.v1.Operation.create_time:type_name -> google.protobuf.Timestamp
-	9,  // 5: flotilla.v1.Operation.start_time:type_name -> google.protobuf.Timestamp
-	9,  // 6: flotilla.v1.Operation.end_time:type_name -> google.protobuf.Timestamp
-	10, // 7: flotilla.v1.Operation.graceful_timeout:type_name -> google.protobuf.Duration
-	2,  // 8: flotilla.v1.ListOperationsResponse.operations:type_name -> flotilla.v1.Operation
-	10, // 9: flotilla.v1.WaitOperationRequest.timeout:type_name -> google.protobuf.Duration
-	3,  // 10: flotilla.v1.OperationService.GetOperation:input_type -> flotilla.v1.GetOperationRequest
-	4,  // 11: flotilla.v1.OperationService.ListOperations:input_type -> flotilla.v1.ListOperationsRequest
-	6,  // 12: flotilla.v1.OperationService.WaitOperation:input_type -> flotilla.v1.WaitOperationRequest
-	7,  // 13: flotilla.v1.OperationService.CancelOperation:input_type -> flotilla.v1.CancelOperationRequest
-	2,  // 14: flotilla.v1.OperationService.GetOperation:output_type -> flotilla.v1.Operation
-	5,  // 15: flotilla.v1.OperationService.ListOperations:output_type -> flotilla.v1.ListOperationsResponse
-	2,  // 16: flotilla.v1.OperationService.WaitOperation:output_type -> flotilla.v1.Operation
-	2,  // 17: flotilla.v1.OperationService.CancelOperation:output_type -> flotilla.v1.Operation
-	14, // [14:18] is the sub-list for method output_type
-	10, // [10:14] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	2,  // 0: flotilla.v1.OperationStep.state:type_name -> flotilla.v1.StepState
+	10, // 1: flotilla.v1.OperationStep.deadline:type_name -> google.protobuf.Timestamp
+	10, // 2: flotilla.v1.OperationStep.start_time:type_name -> google.protobuf.Timestamp
+	10, // 3: flotilla.v1.OperationStep.end_time:type_name -> google.protobuf.Timestamp
+	11, // 4: flotilla.v1.OperationStep.error:type_name -> flotilla.v1.Fault
+	10, // 5: flotilla.v1.OperationStep.retry_time:type_name -> google.protobuf.Timestamp
+	0,  // 6: flotilla.v1.Operation.kind:type_name -> flotilla.v1.OperationKind
+	1,  // 7: flotilla.v1.Operation.state:type_name -> flotilla.v1.OperationState
+	11, // 8: flotilla.v1.Operation.error:type_name -> flotilla.v1.Fault
+	10, // 9: flotilla.v1.Operation.deadline:type_name -> google.protobuf.Timestamp
+	10, // 10: flotilla.v1.Operation.create_time:type_name -> google.protobuf.Timestamp
+	10, // 11: flotilla.v1.Operation.start_time:type_name -> google.protobuf.Timestamp
+	10, // 12: flotilla.v1.Operation.end_time:type_name -> google.protobuf.Timestamp
+	12, // 13: flotilla.v1.Operation.graceful_timeout:type_name -> google.protobuf.Duration
+	3,  // 14: flotilla.v1.Operation.steps:type_name -> flotilla.v1.OperationStep
+	4,  // 15: flotilla.v1.ListOperationsResponse.operations:type_name -> flotilla.v1.Operation
+	12, // 16: flotilla.v1.WaitOperationRequest.timeout:type_name -> google.protobuf.Duration
+	5,  // 17: flotilla.v1.OperationService.GetOperation:input_type -> flotilla.v1.GetOperationRequest
+	6,  // 18: flotilla.v1.OperationService.ListOperations:input_type -> flotilla.v1.ListOperationsRequest
+	8,  // 19: flotilla.v1.OperationService.WaitOperation:input_type -> flotilla.v1.WaitOperationRequest
+	9,  // 20: flotilla.v1.OperationService.CancelOperation:input_type -> flotilla.v1.CancelOperationRequest
+	4,  // 21: flotilla.v1.OperationService.GetOperation:output_type -> flotilla.v1.Operation
+	7,  // 22: flotilla.v1.OperationService.ListOperations:output_type -> flotilla.v1.ListOperationsResponse
+	4,  // 23: flotilla.v1.OperationService.WaitOperation:output_type -> flotilla.v1.Operation
+	4,  // 24: flotilla.v1.OperationService.CancelOperation:output_type -> flotilla.v1.Operation
+	21, // [21:25] is the sub-list for method output_type
+	17, // [17:21] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_operation_proto_init() }
@@ -814,8 +1109,8 @@ func file_flotilla_v1_operation_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_operation_proto_rawDesc), len(file_flotilla_v1_operation_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   6,
+			NumEnums:      3,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

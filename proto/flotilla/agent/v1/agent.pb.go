@@ -24,6 +24,285 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// StepAction is what one step does on the host.
+type StepAction int32
+
+const (
+	// Never sent.
+	StepAction_STEP_ACTION_UNSPECIFIED StepAction = 0
+	// Create the disk over the image, define the domain and boot it.
+	StepAction_STEP_ACTION_CREATE StepAction = 1
+	// Boot a stopped domain (or restore its managed save).
+	StepAction_STEP_ACTION_START StepAction = 2
+	// Shut the guest down (graceful_timeout, force).
+	StepAction_STEP_ACTION_STOP StepAction = 3
+	// Ask the guest to reboot.
+	StepAction_STEP_ACTION_RESTART StepAction = 4
+	// Reset the machine.
+	StepAction_STEP_ACTION_HARD_RESTART StepAction = 5
+	// Stop the vCPUs.
+	StepAction_STEP_ACTION_PAUSE StepAction = 6
+	// Continue the vCPUs.
+	StepAction_STEP_ACTION_UNPAUSE StepAction = 7
+	// Managed save.
+	StepAction_STEP_ACTION_SUSPEND StepAction = 8
+	// Restore the managed save.
+	StepAction_STEP_ACTION_RESUME StepAction = 9
+	// Destroy the domain and remove its disk.
+	StepAction_STEP_ACTION_DELETE StepAction = 10
+	// Let peer_host_id pull this stopped instance's disk with offer_token.
+	StepAction_STEP_ACTION_OFFER_DISK StepAction = 11
+	// Pull the disk from the peer, verify it, define the domain (not started).
+	StepAction_STEP_ACTION_IMPORT_DISK StepAction = 12
+)
+
+// Enum value maps for StepAction.
+var (
+	StepAction_name = map[int32]string{
+		0:  "STEP_ACTION_UNSPECIFIED",
+		1:  "STEP_ACTION_CREATE",
+		2:  "STEP_ACTION_START",
+		3:  "STEP_ACTION_STOP",
+		4:  "STEP_ACTION_RESTART",
+		5:  "STEP_ACTION_HARD_RESTART",
+		6:  "STEP_ACTION_PAUSE",
+		7:  "STEP_ACTION_UNPAUSE",
+		8:  "STEP_ACTION_SUSPEND",
+		9:  "STEP_ACTION_RESUME",
+		10: "STEP_ACTION_DELETE",
+		11: "STEP_ACTION_OFFER_DISK",
+		12: "STEP_ACTION_IMPORT_DISK",
+	}
+	StepAction_value = map[string]int32{
+		"STEP_ACTION_UNSPECIFIED":  0,
+		"STEP_ACTION_CREATE":       1,
+		"STEP_ACTION_START":        2,
+		"STEP_ACTION_STOP":         3,
+		"STEP_ACTION_RESTART":      4,
+		"STEP_ACTION_HARD_RESTART": 5,
+		"STEP_ACTION_PAUSE":        6,
+		"STEP_ACTION_UNPAUSE":      7,
+		"STEP_ACTION_SUSPEND":      8,
+		"STEP_ACTION_RESUME":       9,
+		"STEP_ACTION_DELETE":       10,
+		"STEP_ACTION_OFFER_DISK":   11,
+		"STEP_ACTION_IMPORT_DISK":  12,
+	}
+)
+
+func (x StepAction) Enum() *StepAction {
+	p := new(StepAction)
+	*p = x
+	return p
+}
+
+func (x StepAction) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (StepAction) Descriptor() protoreflect.EnumDescriptor {
+	return file_flotilla_agent_v1_agent_proto_enumTypes[0].Descriptor()
+}
+
+func (StepAction) Type() protoreflect.EnumType {
+	return &file_flotilla_agent_v1_agent_proto_enumTypes[0]
+}
+
+func (x StepAction) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use StepAction.Descriptor instead.
+func (StepAction) EnumDescriptor() ([]byte, []int) {
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{0}
+}
+
+// StepReportState is what an agent knows of a step.
+type StepReportState int32
+
+const (
+	// Never sent.
+	StepReportState_STEP_REPORT_STATE_UNSPECIFIED StepReportState = 0
+	// The agent never received it: nothing ran; it is safe to send.
+	StepReportState_STEP_REPORT_STATE_UNKNOWN StepReportState = 1
+	// Running now; the result follows as a StepResult.
+	StepReportState_STEP_REPORT_STATE_RUNNING StepReportState = 2
+	// Done (or interrupted by an agent restart: then the result says so).
+	StepReportState_STEP_REPORT_STATE_FINISHED StepReportState = 3
+)
+
+// Enum value maps for StepReportState.
+var (
+	StepReportState_name = map[int32]string{
+		0: "STEP_REPORT_STATE_UNSPECIFIED",
+		1: "STEP_REPORT_STATE_UNKNOWN",
+		2: "STEP_REPORT_STATE_RUNNING",
+		3: "STEP_REPORT_STATE_FINISHED",
+	}
+	StepReportState_value = map[string]int32{
+		"STEP_REPORT_STATE_UNSPECIFIED": 0,
+		"STEP_REPORT_STATE_UNKNOWN":     1,
+		"STEP_REPORT_STATE_RUNNING":     2,
+		"STEP_REPORT_STATE_FINISHED":    3,
+	}
+)
+
+func (x StepReportState) Enum() *StepReportState {
+	p := new(StepReportState)
+	*p = x
+	return p
+}
+
+func (x StepReportState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (StepReportState) Descriptor() protoreflect.EnumDescriptor {
+	return file_flotilla_agent_v1_agent_proto_enumTypes[1].Descriptor()
+}
+
+func (StepReportState) Type() protoreflect.EnumType {
+	return &file_flotilla_agent_v1_agent_proto_enumTypes[1]
+}
+
+func (x StepReportState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use StepReportState.Descriptor instead.
+func (StepReportState) EnumDescriptor() ([]byte, []int) {
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{1}
+}
+
+// PullDiskRequest asks a source agent for an offered disk.
+type PullDiskRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The instance whose disk is pulled.
+	InstanceId string `protobuf:"bytes,1,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	// The token of the OFFER_DISK step.
+	Token string `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
+	// The pulling agent's host id (checked against its client certificate
+	// when mutual TLS is on, and against the offer always).
+	HostId        string `protobuf:"bytes,3,opt,name=host_id,json=hostId,proto3" json:"host_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PullDiskRequest) Reset() {
+	*x = PullDiskRequest{}
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PullDiskRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PullDiskRequest) ProtoMessage() {}
+
+func (x *PullDiskRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PullDiskRequest.ProtoReflect.Descriptor instead.
+func (*PullDiskRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *PullDiskRequest) GetInstanceId() string {
+	if x != nil {
+		return x.InstanceId
+	}
+	return ""
+}
+
+func (x *PullDiskRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *PullDiskRequest) GetHostId() string {
+	if x != nil {
+		return x.HostId
+	}
+	return ""
+}
+
+// DiskChunk is one piece of a disk; the last message carries the digest.
+type DiskChunk struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The next bytes of the disk image.
+	Data []byte `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	// In the first message: the image's size in bytes.
+	TotalSize uint64 `protobuf:"varint,2,opt,name=total_size,json=totalSize,proto3" json:"total_size,omitempty"`
+	// In the last message (with no data): SHA-256 of all the bytes sent.
+	Sha256        []byte `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DiskChunk) Reset() {
+	*x = DiskChunk{}
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DiskChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DiskChunk) ProtoMessage() {}
+
+func (x *DiskChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DiskChunk.ProtoReflect.Descriptor instead.
+func (*DiskChunk) Descriptor() ([]byte, []int) {
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *DiskChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *DiskChunk) GetTotalSize() uint64 {
+	if x != nil {
+		return x.TotalSize
+	}
+	return 0
+}
+
+func (x *DiskChunk) GetSha256() []byte {
+	if x != nil {
+		return x.Sha256
+	}
+	return nil
+}
+
 // ConnectRequest is one message from agent to coordinator.
 type ConnectRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -36,6 +315,7 @@ type ConnectRequest struct {
 	//	*ConnectRequest_Resync
 	//	*ConnectRequest_StepResult
 	//	*ConnectRequest_Heartbeat
+	//	*ConnectRequest_StepReport
 	Msg           isConnectRequest_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -43,7 +323,7 @@ type ConnectRequest struct {
 
 func (x *ConnectRequest) Reset() {
 	*x = ConnectRequest{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[0]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -55,7 +335,7 @@ func (x *ConnectRequest) String() string {
 func (*ConnectRequest) ProtoMessage() {}
 
 func (x *ConnectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[0]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -68,7 +348,7 @@ func (x *ConnectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectRequest.ProtoReflect.Descriptor instead.
 func (*ConnectRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{0}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *ConnectRequest) GetMsg() isConnectRequest_Msg {
@@ -123,6 +403,15 @@ func (x *ConnectRequest) GetHeartbeat() *Heartbeat {
 	return nil
 }
 
+func (x *ConnectRequest) GetStepReport() *StepReport {
+	if x != nil {
+		if x, ok := x.Msg.(*ConnectRequest_StepReport); ok {
+			return x.StepReport
+		}
+	}
+	return nil
+}
+
 type isConnectRequest_Msg interface {
 	isConnectRequest_Msg()
 }
@@ -152,6 +441,11 @@ type ConnectRequest_Heartbeat struct {
 	Heartbeat *Heartbeat `protobuf:"bytes,5,opt,name=heartbeat,proto3,oneof"`
 }
 
+type ConnectRequest_StepReport struct {
+	// The answer to a QueryStep.
+	StepReport *StepReport `protobuf:"bytes,6,opt,name=step_report,json=stepReport,proto3,oneof"`
+}
+
 func (*ConnectRequest_Register) isConnectRequest_Msg() {}
 
 func (*ConnectRequest_PowerEvent) isConnectRequest_Msg() {}
@@ -162,6 +456,8 @@ func (*ConnectRequest_StepResult) isConnectRequest_Msg() {}
 
 func (*ConnectRequest_Heartbeat) isConnectRequest_Msg() {}
 
+func (*ConnectRequest_StepReport) isConnectRequest_Msg() {}
+
 // ConnectResponse is one message from coordinator to agent.
 type ConnectResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -171,6 +467,7 @@ type ConnectResponse struct {
 	//
 	//	*ConnectResponse_Registered
 	//	*ConnectResponse_RunStep
+	//	*ConnectResponse_QueryStep
 	Msg           isConnectResponse_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -178,7 +475,7 @@ type ConnectResponse struct {
 
 func (x *ConnectResponse) Reset() {
 	*x = ConnectResponse{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[1]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -190,7 +487,7 @@ func (x *ConnectResponse) String() string {
 func (*ConnectResponse) ProtoMessage() {}
 
 func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[1]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -203,7 +500,7 @@ func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectResponse.ProtoReflect.Descriptor instead.
 func (*ConnectResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{1}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ConnectResponse) GetMsg() isConnectResponse_Msg {
@@ -231,6 +528,15 @@ func (x *ConnectResponse) GetRunStep() *RunStep {
 	return nil
 }
 
+func (x *ConnectResponse) GetQueryStep() *QueryStep {
+	if x != nil {
+		if x, ok := x.Msg.(*ConnectResponse_QueryStep); ok {
+			return x.QueryStep
+		}
+	}
+	return nil
+}
+
 type isConnectResponse_Msg interface {
 	isConnectResponse_Msg()
 }
@@ -245,9 +551,16 @@ type ConnectResponse_RunStep struct {
 	RunStep *RunStep `protobuf:"bytes,2,opt,name=run_step,json=runStep,proto3,oneof"`
 }
 
+type ConnectResponse_QueryStep struct {
+	// What became of a step? (answered with a StepReport)
+	QueryStep *QueryStep `protobuf:"bytes,3,opt,name=query_step,json=queryStep,proto3,oneof"`
+}
+
 func (*ConnectResponse_Registered) isConnectResponse_Msg() {}
 
 func (*ConnectResponse_RunStep) isConnectResponse_Msg() {}
+
+func (*ConnectResponse_QueryStep) isConnectResponse_Msg() {}
 
 // Register opens a session.
 type Register struct {
@@ -263,14 +576,16 @@ type Register struct {
 	// The agent's version.
 	AgentVersion string `protobuf:"bytes,5,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
 	// Labels for placement constraints (e.g. zone=a, ssd=true).
-	Labels        map[string]string `protobuf:"bytes,6,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Labels map[string]string `protobuf:"bytes,6,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Where this agent serves AgentPeerService (host:port), empty if it does not.
+	PeerAddress   string `protobuf:"bytes,7,opt,name=peer_address,json=peerAddress,proto3" json:"peer_address,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Register) Reset() {
 	*x = Register{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[2]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -282,7 +597,7 @@ func (x *Register) String() string {
 func (*Register) ProtoMessage() {}
 
 func (x *Register) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[2]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -295,7 +610,7 @@ func (x *Register) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Register.ProtoReflect.Descriptor instead.
 func (*Register) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{2}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Register) GetHostId() string {
@@ -340,6 +655,13 @@ func (x *Register) GetLabels() map[string]string {
 	return nil
 }
 
+func (x *Register) GetPeerAddress() string {
+	if x != nil {
+		return x.PeerAddress
+	}
+	return ""
+}
+
 // Registered answers Register.
 type Registered struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -355,7 +677,7 @@ type Registered struct {
 
 func (x *Registered) Reset() {
 	*x = Registered{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[3]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -367,7 +689,7 @@ func (x *Registered) String() string {
 func (*Registered) ProtoMessage() {}
 
 func (x *Registered) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[3]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -380,7 +702,7 @@ func (x *Registered) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Registered.ProtoReflect.Descriptor instead.
 func (*Registered) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{3}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Registered) GetEpoch() uint64 {
@@ -421,7 +743,7 @@ type DomainState struct {
 
 func (x *DomainState) Reset() {
 	*x = DomainState{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[4]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -433,7 +755,7 @@ func (x *DomainState) String() string {
 func (*DomainState) ProtoMessage() {}
 
 func (x *DomainState) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[4]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -446,7 +768,7 @@ func (x *DomainState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DomainState.ProtoReflect.Descriptor instead.
 func (*DomainState) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{4}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *DomainState) GetInstanceId() string {
@@ -491,7 +813,7 @@ type Inventory struct {
 
 func (x *Inventory) Reset() {
 	*x = Inventory{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[5]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -503,7 +825,7 @@ func (x *Inventory) String() string {
 func (*Inventory) ProtoMessage() {}
 
 func (x *Inventory) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[5]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -516,7 +838,7 @@ func (x *Inventory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Inventory.ProtoReflect.Descriptor instead.
 func (*Inventory) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{5}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Inventory) GetDomains() []*DomainState {
@@ -542,7 +864,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[6]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -554,7 +876,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[6]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -567,7 +889,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{6}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
 // RunStep asks the agent to run one step of an operation.
@@ -590,14 +912,25 @@ type RunStep struct {
 	// For STOP: destroy after the graceful timeout.
 	Force bool `protobuf:"varint,8,opt,name=force,proto3" json:"force,omitempty"`
 	// The step must be done by then.
-	Deadline      *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=deadline,proto3" json:"deadline,omitempty"`
+	Deadline *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=deadline,proto3" json:"deadline,omitempty"`
+	// The step's identity, "<operation id>/<step>/<attempt>": the agent runs
+	// each step id at most once and keeps its result.
+	StepId string `protobuf:"bytes,10,opt,name=step_id,json=stepId,proto3" json:"step_id,omitempty"`
+	// What to do. (kind is the operation's kind, for logs.)
+	Action StepAction `protobuf:"varint,11,opt,name=action,proto3,enum=flotilla.agent.v1.StepAction" json:"action,omitempty"`
+	// For OFFER_DISK: the token the puller must present.
+	OfferToken string `protobuf:"bytes,12,opt,name=offer_token,json=offerToken,proto3" json:"offer_token,omitempty"`
+	// For OFFER_DISK: the host allowed to pull; for IMPORT_DISK: the source host.
+	PeerHostId string `protobuf:"bytes,13,opt,name=peer_host_id,json=peerHostId,proto3" json:"peer_host_id,omitempty"`
+	// For IMPORT_DISK: the source agent's AgentPeerService address.
+	PeerAddress   string `protobuf:"bytes,14,opt,name=peer_address,json=peerAddress,proto3" json:"peer_address,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RunStep) Reset() {
 	*x = RunStep{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[7]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -609,7 +942,7 @@ func (x *RunStep) String() string {
 func (*RunStep) ProtoMessage() {}
 
 func (x *RunStep) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[7]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -622,7 +955,7 @@ func (x *RunStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunStep.ProtoReflect.Descriptor instead.
 func (*RunStep) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{7}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RunStep) GetOperationId() string {
@@ -688,6 +1021,170 @@ func (x *RunStep) GetDeadline() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *RunStep) GetStepId() string {
+	if x != nil {
+		return x.StepId
+	}
+	return ""
+}
+
+func (x *RunStep) GetAction() StepAction {
+	if x != nil {
+		return x.Action
+	}
+	return StepAction_STEP_ACTION_UNSPECIFIED
+}
+
+func (x *RunStep) GetOfferToken() string {
+	if x != nil {
+		return x.OfferToken
+	}
+	return ""
+}
+
+func (x *RunStep) GetPeerHostId() string {
+	if x != nil {
+		return x.PeerHostId
+	}
+	return ""
+}
+
+func (x *RunStep) GetPeerAddress() string {
+	if x != nil {
+		return x.PeerAddress
+	}
+	return ""
+}
+
+// QueryStep asks what became of a step (sent by a new leader for steps its
+// predecessor had sent, before deciding anything about them).
+type QueryStep struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The step id.
+	StepId string `protobuf:"bytes,1,opt,name=step_id,json=stepId,proto3" json:"step_id,omitempty"`
+	// The operation.
+	OperationId   string `protobuf:"bytes,2,opt,name=operation_id,json=operationId,proto3" json:"operation_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueryStep) Reset() {
+	*x = QueryStep{}
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueryStep) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueryStep) ProtoMessage() {}
+
+func (x *QueryStep) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueryStep.ProtoReflect.Descriptor instead.
+func (*QueryStep) Descriptor() ([]byte, []int) {
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *QueryStep) GetStepId() string {
+	if x != nil {
+		return x.StepId
+	}
+	return ""
+}
+
+func (x *QueryStep) GetOperationId() string {
+	if x != nil {
+		return x.OperationId
+	}
+	return ""
+}
+
+// StepReport answers a QueryStep.
+type StepReport struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The step id.
+	StepId string `protobuf:"bytes,1,opt,name=step_id,json=stepId,proto3" json:"step_id,omitempty"`
+	// The operation.
+	OperationId string `protobuf:"bytes,2,opt,name=operation_id,json=operationId,proto3" json:"operation_id,omitempty"`
+	// What the agent knows of it.
+	State StepReportState `protobuf:"varint,3,opt,name=state,proto3,enum=flotilla.agent.v1.StepReportState" json:"state,omitempty"`
+	// For FINISHED: its result.
+	Result        *StepResult `protobuf:"bytes,4,opt,name=result,proto3" json:"result,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StepReport) Reset() {
+	*x = StepReport{}
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StepReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StepReport) ProtoMessage() {}
+
+func (x *StepReport) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StepReport.ProtoReflect.Descriptor instead.
+func (*StepReport) Descriptor() ([]byte, []int) {
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *StepReport) GetStepId() string {
+	if x != nil {
+		return x.StepId
+	}
+	return ""
+}
+
+func (x *StepReport) GetOperationId() string {
+	if x != nil {
+		return x.OperationId
+	}
+	return ""
+}
+
+func (x *StepReport) GetState() StepReportState {
+	if x != nil {
+		return x.State
+	}
+	return StepReportState_STEP_REPORT_STATE_UNSPECIFIED
+}
+
+func (x *StepReport) GetResult() *StepResult {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
 // StepResult reports how a step ended.
 type StepResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -700,14 +1197,16 @@ type StepResult struct {
 	// Why it failed.
 	Fault *v1.Fault `protobuf:"bytes,4,opt,name=fault,proto3" json:"fault,omitempty"`
 	// The domain's state after the step.
-	State         *DomainState `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"`
+	State *DomainState `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"`
+	// The step id.
+	StepId        string `protobuf:"bytes,6,opt,name=step_id,json=stepId,proto3" json:"step_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StepResult) Reset() {
 	*x = StepResult{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[8]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -719,7 +1218,7 @@ func (x *StepResult) String() string {
 func (*StepResult) ProtoMessage() {}
 
 func (x *StepResult) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[8]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -732,7 +1231,7 @@ func (x *StepResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepResult.ProtoReflect.Descriptor instead.
 func (*StepResult) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{8}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *StepResult) GetOperationId() string {
@@ -770,11 +1269,28 @@ func (x *StepResult) GetState() *DomainState {
 	return nil
 }
 
+func (x *StepResult) GetStepId() string {
+	if x != nil {
+		return x.StepId
+	}
+	return ""
+}
+
 var File_flotilla_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x1dflotilla/agent/v1/agent.proto\x12\x11flotilla.agent.v1\x1a\x18flotilla/v1/common.proto\x1a\x16flotilla/v1/host.proto\x1a\x1aflotilla/v1/instance.proto\x1a\x1bflotilla/v1/operation.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcd\x02\n" +
+	"\x1dflotilla/agent/v1/agent.proto\x12\x11flotilla.agent.v1\x1a\x18flotilla/v1/common.proto\x1a\x16flotilla/v1/host.proto\x1a\x1aflotilla/v1/instance.proto\x1a\x1bflotilla/v1/operation.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"a\n" +
+	"\x0fPullDiskRequest\x12\x1f\n" +
+	"\vinstance_id\x18\x01 \x01(\tR\n" +
+	"instanceId\x12\x14\n" +
+	"\x05token\x18\x02 \x01(\tR\x05token\x12\x17\n" +
+	"\ahost_id\x18\x03 \x01(\tR\x06hostId\"V\n" +
+	"\tDiskChunk\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\x12\x1d\n" +
+	"\n" +
+	"total_size\x18\x02 \x01(\x04R\ttotalSize\x12\x16\n" +
+	"\x06sha256\x18\x03 \x01(\fR\x06sha256\"\x8f\x03\n" +
 	"\x0eConnectRequest\x129\n" +
 	"\bregister\x18\x01 \x01(\v2\x1b.flotilla.agent.v1.RegisterH\x00R\bregister\x12A\n" +
 	"\vpower_event\x18\x02 \x01(\v2\x1e.flotilla.agent.v1.DomainStateH\x00R\n" +
@@ -782,21 +1298,26 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\x06resync\x18\x03 \x01(\v2\x1c.flotilla.agent.v1.InventoryH\x00R\x06resync\x12@\n" +
 	"\vstep_result\x18\x04 \x01(\v2\x1d.flotilla.agent.v1.StepResultH\x00R\n" +
 	"stepResult\x12<\n" +
-	"\theartbeat\x18\x05 \x01(\v2\x1c.flotilla.agent.v1.HeartbeatH\x00R\theartbeatB\x05\n" +
-	"\x03msg\"\x92\x01\n" +
+	"\theartbeat\x18\x05 \x01(\v2\x1c.flotilla.agent.v1.HeartbeatH\x00R\theartbeat\x12@\n" +
+	"\vstep_report\x18\x06 \x01(\v2\x1d.flotilla.agent.v1.StepReportH\x00R\n" +
+	"stepReportB\x05\n" +
+	"\x03msg\"\xd1\x01\n" +
 	"\x0fConnectResponse\x12?\n" +
 	"\n" +
 	"registered\x18\x01 \x01(\v2\x1d.flotilla.agent.v1.RegisteredH\x00R\n" +
 	"registered\x127\n" +
-	"\brun_step\x18\x02 \x01(\v2\x1a.flotilla.agent.v1.RunStepH\x00R\arunStepB\x05\n" +
-	"\x03msg\"\xdf\x02\n" +
+	"\brun_step\x18\x02 \x01(\v2\x1a.flotilla.agent.v1.RunStepH\x00R\arunStep\x12=\n" +
+	"\n" +
+	"query_step\x18\x03 \x01(\v2\x1c.flotilla.agent.v1.QueryStepH\x00R\tqueryStepB\x05\n" +
+	"\x03msg\"\x82\x03\n" +
 	"\bRegister\x12\x17\n" +
 	"\ahost_id\x18\x01 \x01(\tR\x06hostId\x12'\n" +
 	"\x0fhypervisor_kind\x18\x02 \x01(\tR\x0ehypervisorKind\x122\n" +
 	"\bcapacity\x18\x03 \x01(\v2\x16.flotilla.v1.ResourcesR\bcapacity\x12<\n" +
 	"\tinventory\x18\x04 \x03(\v2\x1e.flotilla.agent.v1.DomainStateR\tinventory\x12#\n" +
 	"\ragent_version\x18\x05 \x01(\tR\fagentVersion\x12?\n" +
-	"\x06labels\x18\x06 \x03(\v2'.flotilla.agent.v1.Register.LabelsEntryR\x06labels\x1a9\n" +
+	"\x06labels\x18\x06 \x03(\v2'.flotilla.agent.v1.Register.LabelsEntryR\x06labels\x12!\n" +
+	"\fpeer_address\x18\a \x01(\tR\vpeerAddress\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb0\x01\n" +
@@ -816,7 +1337,7 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\adomains\x18\x01 \x03(\v2\x1e.flotilla.agent.v1.DomainStateR\adomains\x12;\n" +
 	"\vobserved_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"observedAt\"\v\n" +
-	"\tHeartbeat\"\xf3\x02\n" +
+	"\tHeartbeat\"\xa9\x04\n" +
 	"\aRunStep\x12!\n" +
 	"\foperation_id\x18\x01 \x01(\tR\voperationId\x12\x1f\n" +
 	"\vinstance_id\x18\x02 \x01(\tR\n" +
@@ -828,7 +1349,24 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\x04spec\x18\x06 \x01(\v2\x19.flotilla.v1.InstanceSpecR\x04spec\x12D\n" +
 	"\x10graceful_timeout\x18\a \x01(\v2\x19.google.protobuf.DurationR\x0fgracefulTimeout\x12\x14\n" +
 	"\x05force\x18\b \x01(\bR\x05force\x126\n" +
-	"\bdeadline\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\"\xcc\x01\n" +
+	"\bdeadline\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x12\x17\n" +
+	"\astep_id\x18\n" +
+	" \x01(\tR\x06stepId\x125\n" +
+	"\x06action\x18\v \x01(\x0e2\x1d.flotilla.agent.v1.StepActionR\x06action\x12\x1f\n" +
+	"\voffer_token\x18\f \x01(\tR\n" +
+	"offerToken\x12 \n" +
+	"\fpeer_host_id\x18\r \x01(\tR\n" +
+	"peerHostId\x12!\n" +
+	"\fpeer_address\x18\x0e \x01(\tR\vpeerAddress\"G\n" +
+	"\tQueryStep\x12\x17\n" +
+	"\astep_id\x18\x01 \x01(\tR\x06stepId\x12!\n" +
+	"\foperation_id\x18\x02 \x01(\tR\voperationId\"\xb9\x01\n" +
+	"\n" +
+	"StepReport\x12\x17\n" +
+	"\astep_id\x18\x01 \x01(\tR\x06stepId\x12!\n" +
+	"\foperation_id\x18\x02 \x01(\tR\voperationId\x128\n" +
+	"\x05state\x18\x03 \x01(\x0e2\".flotilla.agent.v1.StepReportStateR\x05state\x125\n" +
+	"\x06result\x18\x04 \x01(\v2\x1d.flotilla.agent.v1.StepResultR\x06result\"\xe5\x01\n" +
 	"\n" +
 	"StepResult\x12!\n" +
 	"\foperation_id\x18\x01 \x01(\tR\voperationId\x12\x1d\n" +
@@ -836,9 +1374,33 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"host_epoch\x18\x02 \x01(\x04R\thostEpoch\x12\x1c\n" +
 	"\tsucceeded\x18\x03 \x01(\bR\tsucceeded\x12(\n" +
 	"\x05fault\x18\x04 \x01(\v2\x12.flotilla.v1.FaultR\x05fault\x124\n" +
-	"\x05state\x18\x05 \x01(\v2\x1e.flotilla.agent.v1.DomainStateR\x05state2d\n" +
+	"\x05state\x18\x05 \x01(\v2\x1e.flotilla.agent.v1.DomainStateR\x05state\x12\x17\n" +
+	"\astep_id\x18\x06 \x01(\tR\x06stepId*\xd7\x02\n" +
+	"\n" +
+	"StepAction\x12\x1b\n" +
+	"\x17STEP_ACTION_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12STEP_ACTION_CREATE\x10\x01\x12\x15\n" +
+	"\x11STEP_ACTION_START\x10\x02\x12\x14\n" +
+	"\x10STEP_ACTION_STOP\x10\x03\x12\x17\n" +
+	"\x13STEP_ACTION_RESTART\x10\x04\x12\x1c\n" +
+	"\x18STEP_ACTION_HARD_RESTART\x10\x05\x12\x15\n" +
+	"\x11STEP_ACTION_PAUSE\x10\x06\x12\x17\n" +
+	"\x13STEP_ACTION_UNPAUSE\x10\a\x12\x17\n" +
+	"\x13STEP_ACTION_SUSPEND\x10\b\x12\x16\n" +
+	"\x12STEP_ACTION_RESUME\x10\t\x12\x16\n" +
+	"\x12STEP_ACTION_DELETE\x10\n" +
+	"\x12\x1a\n" +
+	"\x16STEP_ACTION_OFFER_DISK\x10\v\x12\x1b\n" +
+	"\x17STEP_ACTION_IMPORT_DISK\x10\f*\x92\x01\n" +
+	"\x0fStepReportState\x12!\n" +
+	"\x1dSTEP_REPORT_STATE_UNSPECIFIED\x10\x00\x12\x1d\n" +
+	"\x19STEP_REPORT_STATE_UNKNOWN\x10\x01\x12\x1d\n" +
+	"\x19STEP_REPORT_STATE_RUNNING\x10\x02\x12\x1e\n" +
+	"\x1aSTEP_REPORT_STATE_FINISHED\x10\x032d\n" +
 	"\fAgentService\x12T\n" +
-	"\aConnect\x12!.flotilla.agent.v1.ConnectRequest\x1a\".flotilla.agent.v1.ConnectResponse(\x010\x01BAZ?github.com/flotilla-vm/flotilla/proto/flotilla/agent/v1;agentv1b\x06proto3"
+	"\aConnect\x12!.flotilla.agent.v1.ConnectRequest\x1a\".flotilla.agent.v1.ConnectResponse(\x010\x012b\n" +
+	"\x10AgentPeerService\x12N\n" +
+	"\bPullDisk\x12\".flotilla.agent.v1.PullDiskRequest\x1a\x1c.flotilla.agent.v1.DiskChunk0\x01BAZ?github.com/flotilla-vm/flotilla/proto/flotilla/agent/v1;agentv1b\x06proto3"
 
 var (
 	file_flotilla_agent_v1_agent_proto_rawDescOnce sync.Once
@@ -852,56 +1414,70 @@ func file_flotilla_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_flotilla_agent_v1_agent_proto_rawDescData
 }
 
-var file_flotilla_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_flotilla_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_flotilla_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_flotilla_agent_v1_agent_proto_goTypes = []any{
-	(*ConnectRequest)(nil),        // 0: flotilla.agent.v1.ConnectRequest
-	(*ConnectResponse)(nil),       // 1: flotilla.agent.v1.ConnectResponse
-	(*Register)(nil),              // 2: flotilla.agent.v1.Register
-	(*Registered)(nil),            // 3: flotilla.agent.v1.Registered
-	(*DomainState)(nil),           // 4: flotilla.agent.v1.DomainState
-	(*Inventory)(nil),             // 5: flotilla.agent.v1.Inventory
-	(*Heartbeat)(nil),             // 6: flotilla.agent.v1.Heartbeat
-	(*RunStep)(nil),               // 7: flotilla.agent.v1.RunStep
-	(*StepResult)(nil),            // 8: flotilla.agent.v1.StepResult
-	nil,                           // 9: flotilla.agent.v1.Register.LabelsEntry
-	(*v1.Resources)(nil),          // 10: flotilla.v1.Resources
-	(*durationpb.Duration)(nil),   // 11: google.protobuf.Duration
-	(v1.PowerState)(0),            // 12: flotilla.v1.PowerState
-	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
-	(v1.OperationKind)(0),         // 14: flotilla.v1.OperationKind
-	(*v1.InstanceSpec)(nil),       // 15: flotilla.v1.InstanceSpec
-	(*v1.Fault)(nil),              // 16: flotilla.v1.Fault
+	(StepAction)(0),               // 0: flotilla.agent.v1.StepAction
+	(StepReportState)(0),          // 1: flotilla.agent.v1.StepReportState
+	(*PullDiskRequest)(nil),       // 2: flotilla.agent.v1.PullDiskRequest
+	(*DiskChunk)(nil),             // 3: flotilla.agent.v1.DiskChunk
+	(*ConnectRequest)(nil),        // 4: flotilla.agent.v1.ConnectRequest
+	(*ConnectResponse)(nil),       // 5: flotilla.agent.v1.ConnectResponse
+	(*Register)(nil),              // 6: flotilla.agent.v1.Register
+	(*Registered)(nil),            // 7: flotilla.agent.v1.Registered
+	(*DomainState)(nil),           // 8: flotilla.agent.v1.DomainState
+	(*Inventory)(nil),             // 9: flotilla.agent.v1.Inventory
+	(*Heartbeat)(nil),             // 10: flotilla.agent.v1.Heartbeat
+	(*RunStep)(nil),               // 11: flotilla.agent.v1.RunStep
+	(*QueryStep)(nil),             // 12: flotilla.agent.v1.QueryStep
+	(*StepReport)(nil),            // 13: flotilla.agent.v1.StepReport
+	(*StepResult)(nil),            // 14: flotilla.agent.v1.StepResult
+	nil,                           // 15: flotilla.agent.v1.Register.LabelsEntry
+	(*v1.Resources)(nil),          // 16: flotilla.v1.Resources
+	(*durationpb.Duration)(nil),   // 17: google.protobuf.Duration
+	(v1.PowerState)(0),            // 18: flotilla.v1.PowerState
+	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
+	(v1.OperationKind)(0),         // 20: flotilla.v1.OperationKind
+	(*v1.InstanceSpec)(nil),       // 21: flotilla.v1.InstanceSpec
+	(*v1.Fault)(nil),              // 22: flotilla.v1.Fault
 }
 var file_flotilla_agent_v1_agent_proto_depIdxs = []int32{
-	2,  // 0: flotilla.agent.v1.ConnectRequest.register:type_name -> flotilla.agent.v1.Register
-	4,  // 1: flotilla.agent.v1.ConnectRequest.power_event:type_name -> flotilla.agent.v1.DomainState
-	5,  // 2: flotilla.agent.v1.ConnectRequest.resync:type_name -> flotilla.agent.v1.Inventory
-	8,  // 3: flotilla.agent.v1.ConnectRequest.step_result:type_name -> flotilla.agent.v1.StepResult
-	6,  // 4: flotilla.agent.v1.ConnectRequest.heartbeat:type_name -> flotilla.agent.v1.Heartbeat
-	3,  // 5: flotilla.agent.v1.ConnectResponse.registered:type_name -> flotilla.agent.v1.Registered
-	7,  // 6: flotilla.agent.v1.ConnectResponse.run_step:type_name -> flotilla.agent.v1.RunStep
-	10, // 7: flotilla.agent.v1.Register.capacity:type_name -> flotilla.v1.Resources
-	4,  // 8: flotilla.agent.v1.Register.inventory:type_name -> flotilla.agent.v1.DomainState
-	9,  // 9: flotilla.agent.v1.Register.labels:type_name -> flotilla.agent.v1.Register.LabelsEntry
-	11, // 10: flotilla.agent.v1.Registered.heartbeat_interval:type_name -> google.protobuf.Duration
-	11, // 11: flotilla.agent.v1.Registered.resync_interval:type_name -> google.protobuf.Duration
-	12, // 12: flotilla.agent.v1.DomainState.state:type_name -> flotilla.v1.PowerState
-	13, // 13: flotilla.agent.v1.DomainState.observed_at:type_name -> google.protobuf.Timestamp
-	4,  // 14: flotilla.agent.v1.Inventory.domains:type_name -> flotilla.agent.v1.DomainState
-	13, // 15: flotilla.agent.v1.Inventory.observed_at:type_name -> google.protobuf.Timestamp
-	14, // 16: flotilla.agent.v1.RunStep.kind:type_name -> flotilla.v1.OperationKind
-	15, // 17: flotilla.agent.v1.RunStep.spec:type_name -> flotilla.v1.InstanceSpec
-	11, // 18: flotilla.agent.v1.RunStep.graceful_timeout:type_name -> google.protobuf.Duration
-	13, // 19: flotilla.agent.v1.RunStep.deadline:type_name -> google.protobuf.Timestamp
-	16, // 20: flotilla.agent.v1.StepResult.fault:type_name -> flotilla.v1.Fault
-	4,  // 21: flotilla.agent.v1.StepResult.state:type_name -> flotilla.agent.v1.DomainState
-	0,  // 22: flotilla.agent.v1.AgentService.Connect:input_type -> flotilla.agent.v1.ConnectRequest
-	1,  // 23: flotilla.agent.v1.AgentService.Connect:output_type -> flotilla.agent.v1.ConnectResponse
-	23, // [23:24] is the sub-list for method output_type
-	22, // [22:23] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	6,  // 0: flotilla.agent.v1.ConnectRequest.register:type_name -> flotilla.agent.v1.Register
+	8,  // 1: flotilla.agent.v1.ConnectRequest.power_event:type_name -> flotilla.agent.v1.DomainState
+	9,  // 2: flotilla.agent.v1.ConnectRequest.resync:type_name -> flotilla.agent.v1.Inventory
+	14, // 3: flotilla.agent.v1.ConnectRequest.step_result:type_name -> flotilla.agent.v1.StepResult
+	10, // 4: flotilla.agent.v1.ConnectRequest.heartbeat:type_name -> flotilla.agent.v1.Heartbeat
+	13, // 5: flotilla.agent.v1.ConnectRequest.step_report:type_name -> flotilla.agent.v1.StepReport
+	7,  // 6: flotilla.agent.v1.ConnectResponse.registered:type_name -> flotilla.agent.v1.Registered
+	11, // 7: flotilla.agent.v1.ConnectResponse.run_step:type_name -> flotilla.agent.v1.RunStep
+	12, // 8: flotilla.agent.v1.ConnectResponse.query_step:type_name -> flotilla.agent.v1.QueryStep
+	16, // 9: flotilla.agent.v1.Register.capacity:type_name -> flotilla.v1.Resources
+	8,  // 10: flotilla.agent.v1.Register.inventory:type_name -> flotilla.agent.v1.DomainState
+	15, // 11: flotilla.agent.v1.Register.labels:type_name -> flotilla.agent.v1.Register.LabelsEntry
+	17, // 12: flotilla.agent.v1.Registered.heartbeat_interval:type_name -> google.protobuf.Duration
+	17, // 13: flotilla.agent.v1.Registered.resync_interval:type_name -> google.protobuf.Duration
+	18, // 14: flotilla.agent.v1.DomainState.state:type_name -> flotilla.v1.PowerState
+	19, // 15: flotilla.agent.v1.DomainState.observed_at:type_name -> google.protobuf.Timestamp
+	8,  // 16: flotilla.agent.v1.Inventory.domains:type_name -> flotilla.agent.v1.DomainState
+	19, // 17: flotilla.agent.v1.Inventory.observed_at:type_name -> google.protobuf.Timestamp
+	20, // 18: flotilla.agent.v1.RunStep.kind:type_name -> flotilla.v1.OperationKind
+	21, // 19: flotilla.agent.v1.RunStep.spec:type_name -> flotilla.v1.InstanceSpec
+	17, // 20: flotilla.agent.v1.RunStep.graceful_timeout:type_name -> google.protobuf.Duration
+	19, // 21: flotilla.agent.v1.RunStep.deadline:type_name -> google.protobuf.Timestamp
+	0,  // 22: flotilla.agent.v1.RunStep.action:type_name -> flotilla.agent.v1.StepAction
+	1,  // 23: flotilla.agent.v1.StepReport.state:type_name -> flotilla.agent.v1.StepReportState
+	14, // 24: flotilla.agent.v1.StepReport.result:type_name -> flotilla.agent.v1.StepResult
+	22, // 25: flotilla.agent.v1.StepResult.fault:type_name -> flotilla.v1.Fault
+	8,  // 26: flotilla.agent.v1.StepResult.state:type_name -> flotilla.agent.v1.DomainState
+	4,  // 27: flotilla.agent.v1.AgentService.Connect:input_type -> flotilla.agent.v1.ConnectRequest
+	2,  // 28: flotilla.agent.v1.AgentPeerService.PullDisk:input_type -> flotilla.agent.v1.PullDiskRequest
+	5,  // 29: flotilla.agent.v1.AgentService.Connect:output_type -> flotilla.agent.v1.ConnectResponse
+	3,  // 30: flotilla.agent.v1.AgentPeerService.PullDisk:output_type -> flotilla.agent.v1.DiskChunk
+	29, // [29:31] is the sub-list for method output_type
+	27, // [27:29] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_agent_v1_agent_proto_init() }
@@ -909,29 +1485,32 @@ func file_flotilla_agent_v1_agent_proto_init() {
 	if File_flotilla_agent_v1_agent_proto != nil {
 		return
 	}
-	file_flotilla_agent_v1_agent_proto_msgTypes[0].OneofWrappers = []any{
+	file_flotilla_agent_v1_agent_proto_msgTypes[2].OneofWrappers = []any{
 		(*ConnectRequest_Register)(nil),
 		(*ConnectRequest_PowerEvent)(nil),
 		(*ConnectRequest_Resync)(nil),
 		(*ConnectRequest_StepResult)(nil),
 		(*ConnectRequest_Heartbeat)(nil),
+		(*ConnectRequest_StepReport)(nil),
 	}
-	file_flotilla_agent_v1_agent_proto_msgTypes[1].OneofWrappers = []any{
+	file_flotilla_agent_v1_agent_proto_msgTypes[3].OneofWrappers = []any{
 		(*ConnectResponse_Registered)(nil),
 		(*ConnectResponse_RunStep)(nil),
+		(*ConnectResponse_QueryStep)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_agent_v1_agent_proto_rawDesc), len(file_flotilla_agent_v1_agent_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   10,
+			NumEnums:      2,
+			NumMessages:   14,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_flotilla_agent_v1_agent_proto_goTypes,
 		DependencyIndexes: file_flotilla_agent_v1_agent_proto_depIdxs,
+		EnumInfos:         file_flotilla_agent_v1_agent_proto_enumTypes,
 		MessageInfos:      file_flotilla_agent_v1_agent_proto_msgTypes,
 	}.Build()
 	File_flotilla_agent_v1_agent_proto = out.File

@@ -123,3 +123,118 @@ var AgentService_ServiceDesc = grpc.ServiceDesc{
 	},
 	Metadata: "flotilla/agent/v1/agent.proto",
 }
+
+const (
+	AgentPeerService_PullDisk_FullMethodName = "/flotilla.agent.v1.AgentPeerService/PullDisk"
+)
+
+// AgentPeerServiceClient is the client API for AgentPeerService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// AgentPeerService is served by every agent to the other agents: the target
+// of a move pulls the instance's disk from the source host.
+type AgentPeerServiceClient interface {
+	// PullDisk streams a stopped instance's disk, if the source agent was told
+	// (an OFFER_DISK step) to give it to this puller with this token.
+	PullDisk(ctx context.Context, in *PullDiskRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DiskChunk], error)
+}
+
+type agentPeerServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewAgentPeerServiceClient(cc grpc.ClientConnInterface) AgentPeerServiceClient {
+	return &agentPeerServiceClient{cc}
+}
+
+func (c *agentPeerServiceClient) PullDisk(ctx context.Context, in *PullDiskRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DiskChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AgentPeerService_ServiceDesc.Streams[0], AgentPeerService_PullDisk_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[PullDiskRequest, DiskChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentPeerService_PullDiskClient = grpc.ServerStreamingClient[DiskChunk]
+
+// AgentPeerServiceServer is the server API for AgentPeerService service.
+// All implementations must embed UnimplementedAgentPeerServiceServer
+// for forward compatibility.
+//
+// AgentPeerService is served by every agent to the other agents: the target
+// of a move pulls the instance's disk from the source host.
+type AgentPeerServiceServer interface {
+	// PullDisk streams a stopped instance's disk, if the source agent was told
+	// (an OFFER_DISK step) to give it to this puller with this token.
+	PullDisk(*PullDiskRequest, grpc.ServerStreamingServer[DiskChunk]) error
+	mustEmbedUnimplementedAgentPeerServiceServer()
+}
+
+// UnimplementedAgentPeerServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedAgentPeerServiceServer struct{}
+
+func (UnimplementedAgentPeerServiceServer) PullDisk(*PullDiskRequest, grpc.ServerStreamingServer[DiskChunk]) error {
+	return status.Error(codes.Unimplemented, "method PullDisk not implemented")
+}
+func (UnimplementedAgentPeerServiceServer) mustEmbedUnimplementedAgentPeerServiceServer() {}
+func (UnimplementedAgentPeerServiceServer) testEmbeddedByValue()                          {}
+
+// UnsafeAgentPeerServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to AgentPeerServiceServer will
+// result in compilation errors.
+type UnsafeAgentPeerServiceServer interface {
+	mustEmbedUnimplementedAgentPeerServiceServer()
+}
+
+func RegisterAgentPeerServiceServer(s grpc.ServiceRegistrar, srv AgentPeerServiceServer) {
+	// If the following call panics, it indicates UnimplementedAgentPeerServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&AgentPeerService_ServiceDesc, srv)
+}
+
+func _AgentPeerService_PullDisk_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(PullDiskRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AgentPeerServiceServer).PullDisk(m, &grpc.GenericServerStream[PullDiskRequest, DiskChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentPeerService_PullDiskServer = grpc.ServerStreamingServer[DiskChunk]
+
+// AgentPeerService_ServiceDesc is the grpc.ServiceDesc for AgentPeerService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var AgentPeerService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "flotilla.agent.v1.AgentPeerService",
+	HandlerType: (*AgentPeerServiceServer)(nil),
+	Methods:     []grpc.MethodDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "PullDisk",
+			Handler:       _AgentPeerService_PullDisk_Handler,
+			ServerStreams: true,
+		},
+	},
+	Metadata: "flotilla/agent/v1/agent.proto",
+}
