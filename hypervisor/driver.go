@@ -6,6 +6,7 @@ package hypervisor
 import (
 	"context"
 	"errors"
+	"io"
 	"time"
 )
 
@@ -90,6 +91,25 @@ type Driver interface {
 	Save(ctx context.Context, id string) error
 	// Delete destroys and undefines the domain and removes its disks and save image.
 	Delete(ctx context.Context, id string) error
+
+	// OpenDisk opens the instance's disk for copying to another host (the
+	// source side of a cold move). The domain must be shut off, so the bytes
+	// cannot change under the reader: running, paused, shutting-down,
+	// crashed or saved-to-disk (whose memory image would not travel) is
+	// ErrInvalidState; a missing domain is ErrNotFound. It also returns the
+	// disk's size in bytes. The caller closes the reader.
+	OpenDisk(ctx context.Context, id string) (io.ReadCloser, int64, error)
+	// ImportDomain writes disk, which came from another host's OpenDisk, as
+	// the instance's disk and defines the domain shut off, without starting
+	// it (the target side of a cold move). It reads disk to its end (or
+	// error), so a caller that verifies the stream can fail it before the
+	// domain is defined. A domain of the same id already defined, shut off,
+	// from an identical disk is success, so a retried import is harmless;
+	// any other existing domain is ErrAlreadyExists. A disk that is not one
+	// this host would have made for spec (wrong format, foreign backing
+	// file, too large) is ErrInvalidSpec. On failure everything it wrote is
+	// removed again, and an error from disk is kept in the returned chain.
+	ImportDomain(ctx context.Context, spec DomainSpec, disk io.Reader) error
 
 	// Status reports one domain; a missing domain is PowerNoDomain, not an error.
 	Status(ctx context.Context, id string) (DomainStatus, error)

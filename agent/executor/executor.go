@@ -1,12 +1,17 @@
 // Package executor runs the coordinator's steps against the hypervisor
-// driver, each operation at most once, one step per instance at a time.
+// driver (and, for disk moves, a Mover), each step id at most once, one step
+// per instance at a time.
 package executor
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"regexp"
+	"strconv"
 	"sync"
 	"time"
 
@@ -31,7 +36,30 @@ const (
 	FaultHypervisorError       = "HYPERVISOR_ERROR"
 	FaultInvalidStep           = "INVALID_STEP"
 	FaultAgentError            = "AGENT_ERROR"
+	FaultPeerUnavailable       = "PEER_UNAVAILABLE"
+	FaultDiskCorrupt           = "DISK_CORRUPT"
+	FaultInvalidDisk           = "INVALID_DISK"
 )
+
+// Errors a Mover wraps (with %w) so that its failures are classified. They
+// live here, not in the transfer package, so that the executor does not
+// depend on how disks are moved.
+var (
+	// ErrPeerUnavailable: the other agent could not be reached. Transient:
+	// the coordinator may try the step again.
+	ErrPeerUnavailable = errors.New("peer agent unavailable")
+	// ErrDiskCorrupt: the copy did not match the source's digest. Transient:
+	// another pull may arrive intact.
+	ErrDiskCorrupt = errors.New("disk copy corrupt")
+)
+
+// Mover is the agent's side of moving an instance's disk between hosts.
+type Mover interface {
+	// Offer lets toHostID pull the shut-off instance's disk with token until the deadline.
+	Offer(ctx context.Context, instanceID, token, toHostID string, until time.Time) error
+	// Import pulls the disk from the peer agent, verifies it and defines the domain (shut off).
+	Import(ctx context.Context, spec hypervisor.DomainSpec, fromHostID, fromAddr, token string) error
+}
 
 // Defaults for zero Config fields.
 const (
@@ -55,6 +83,8 @@ type Config struct {
 	Logger *slog.Logger // default slog.Default()
 	// GracefulTimeout is the STOP grace when the step carries none.
 	GracefulTimeout time.Duration
+	// Mover runs OFFER_DISK and IMPORT_DISK; nil refuses them.
+	Mover Mover
 }
 
 // Executor runs steps. It is safe for concurrent use.
@@ -69,7 +99,7 @@ type Executor struct {
 	wg      sync.WaitGroup
 
 	mu        sync.Mutex
-	running   map[string]bool          // operation ids running in this process
+	running   map[string]bool          // step keys (see stepKey) running in this process
 	instLocks map[string]*instanceLock // per-instance lock, dropped when unused
 }
 
@@ -111,16 +141,30 @@ func (e *Executor) Close() {
 	e.wg.Wait()
 }
 
-// Execute runs the step unless its operation has run or is running, and
+// stepKey is what the journal and the running set know a step by: its step
+// id, or, from a coordinator too old to send one, its operation id (which
+// was then the unit of at-most-once).
+func stepKey(stepID, opID string) string {
+	if stepID != "" {
+		return stepID
+	}
+	return opID
+}
+
+// Execute runs the step unless its step id has run or is running, and
 // returns its result; it blocks until the step ends. sessionEpoch is the
 // host epoch of the session the step arrived on.
 //
-// It returns nil when the operation is already running in this process: the
-// call that started it returns the result. A finished operation's recorded
-// result is returned again without touching the driver.
+// It returns nil when the step is already running in this process: the
+// call that started it returns the result. A finished step's recorded
+// result is returned again without touching the driver. Two step ids of one
+// operation (say, attempt 2 after a transient failure) are two steps.
 func (e *Executor) Execute(step *agentv1.RunStep, sessionEpoch uint64) *agentv1.StepResult {
 	opID := step.GetOperationId()
-	log := e.log.With("operation", opID, "instance", step.GetInstanceId(), "kind", step.GetKind().String())
+	key := stepKey(step.GetStepId(), opID)
+	action := resolveAction(step)
+	log := e.log.With("operation", opID, "step", key, "instance", step.GetInstanceId(),
+		"kind", step.GetKind().String(), "action", action.String())
 
 	if opID == "" || step.GetInstanceId() == "" {
 		// Nothing can be recorded without an id; the coordinator never sends this.
@@ -128,7 +172,7 @@ func (e *Executor) Execute(step *agentv1.RunStep, sessionEpoch uint64) *agentv1.
 	}
 
 	e.mu.Lock()
-	if e.running[opID] {
+	if e.running[key] {
 		e.mu.Unlock()
 		log.Debug("step already running; its result will be sent when done")
 		return nil
@@ -137,7 +181,7 @@ func (e *Executor) Execute(step *agentv1.RunStep, sessionEpoch uint64) *agentv1.
 		e.mu.Unlock()
 		return nil // shutting down: the step is re-sent to the next agent process
 	}
-	rec, err := e.cfg.Store.Get(opID)
+	rec, err := e.cfg.Store.Get(key)
 	if err != nil {
 		e.mu.Unlock()
 		log.Error("reading the step journal failed", "err", err)
@@ -147,21 +191,16 @@ func (e *Executor) Execute(step *agentv1.RunStep, sessionEpoch uint64) *agentv1.
 	case stepstore.Finished:
 		e.mu.Unlock()
 		log.Debug("step already finished; sending its result again")
-		return rec.Result
+		return withStepID(rec.Result, step.GetStepId())
 	case stepstore.Started:
 		// Recorded as started, not running here: this process was not the
 		// one that started it. The driver may or may not have acted, so the
 		// step is not re-run; the coordinator decides from the state.
-		e.running[opID] = true
+		e.running[key] = true
 		e.wg.Add(1)
 		e.mu.Unlock()
-		defer e.done(opID)
-		log.Warn("step was interrupted by an agent restart; not re-running it")
-		res := e.fail(step, FaultAgentRestarted,
-			fmt.Sprintf("the step was interrupted: the agent restarted while running %s (started %s); the domain's state is attached",
-				rec.Kind, rec.StartTime.Format(time.RFC3339)),
-			e.status(step.GetInstanceId()))
-		return e.record(log, res)
+		defer e.done(key)
+		return e.interrupted(log, key, rec, step)
 	}
 	if step.GetHostEpoch() != sessionEpoch {
 		e.mu.Unlock()
@@ -171,22 +210,102 @@ func (e *Executor) Execute(step *agentv1.RunStep, sessionEpoch uint64) *agentv1.
 		return e.fail(step, FaultStaleEpoch,
 			fmt.Sprintf("step issued under host epoch %d, the session's epoch is %d", step.GetHostEpoch(), sessionEpoch), nil)
 	}
-	e.running[opID] = true
+	e.running[key] = true
 	e.wg.Add(1)
 	e.mu.Unlock()
-	defer e.done(opID)
-	return e.run(log, step)
+	defer e.done(key)
+	return e.run(log, key, action, step)
 }
 
-func (e *Executor) done(opID string) {
+// Report says what this agent knows of a step, for a coordinator that lost
+// track of it (a new leader). It never waits for a running step. A step
+// recorded as started but not running in this process was interrupted by a
+// restart: its AGENT_RESTARTED result is recorded and reported as finished,
+// exactly as if the step had been sent again. Report returns nil when it
+// cannot say (the agent is shutting down, or the journal cannot be read);
+// the coordinator asks again, of this process or the next.
+func (e *Executor) Report(stepID, operationID string) *agentv1.StepReport {
+	key := stepKey(stepID, operationID)
+	log := e.log.With("operation", operationID, "step", key)
+	rep := &agentv1.StepReport{StepId: stepID, OperationId: operationID, State: agentv1.StepReportState_STEP_REPORT_STATE_UNKNOWN}
+	if key == "" {
+		return rep
+	}
+	// The running set and the journal are read under one lock, as Execute
+	// reads them: a step between the two would otherwise look interrupted.
 	e.mu.Lock()
-	delete(e.running, opID)
+	if e.running[key] {
+		e.mu.Unlock()
+		rep.State = agentv1.StepReportState_STEP_REPORT_STATE_RUNNING
+		return rep
+	}
+	if e.life.Err() != nil {
+		e.mu.Unlock()
+		return nil
+	}
+	rec, err := e.cfg.Store.Get(key)
+	if err != nil {
+		e.mu.Unlock()
+		log.Error("reading the step journal failed; not answering the query", "err", err)
+		return nil
+	}
+	switch rec.State {
+	case stepstore.Unknown:
+		e.mu.Unlock()
+	case stepstore.Finished:
+		e.mu.Unlock()
+		rep.State, rep.Result = agentv1.StepReportState_STEP_REPORT_STATE_FINISHED, withStepID(rec.Result, stepID)
+	case stepstore.Started:
+		e.running[key] = true
+		e.wg.Add(1)
+		e.mu.Unlock()
+		defer e.done(key)
+		log = log.With("instance", rec.InstanceID)
+		// Dated with the epoch it ran under: no session epoch comes with a query.
+		res := e.interrupted(log, key, rec, &agentv1.RunStep{
+			OperationId: cmp.Or(operationID, rec.OperationID), StepId: stepID,
+			InstanceId: rec.InstanceID, HostEpoch: rec.HostEpoch, Kind: rec.Kind, Action: rec.Action,
+		})
+		rep.State, rep.Result = agentv1.StepReportState_STEP_REPORT_STATE_FINISHED, res
+	}
+	log.Debug("step queried", "state", rep.GetState().String())
+	return rep
+}
+
+// interrupted records and returns the result of a step a previous agent
+// process started and never finished. The caller holds the step's place in
+// the running set.
+func (e *Executor) interrupted(log *slog.Logger, key string, rec stepstore.Record, step *agentv1.RunStep) *agentv1.StepResult {
+	what := rec.Kind.String()
+	if rec.Action != agentv1.StepAction_STEP_ACTION_UNSPECIFIED {
+		what = rec.Action.String()
+	}
+	log.Warn("step was interrupted by an agent restart; not re-running it", "started", rec.StartTime)
+	res := e.fail(step, FaultAgentRestarted,
+		fmt.Sprintf("the step was interrupted: the agent restarted while running %s (started %s); the domain's state is attached",
+			what, rec.StartTime.Format(time.RFC3339)),
+		e.status(step.GetInstanceId()))
+	return e.record(log, key, res)
+}
+
+// withStepID fills in the step id of a result recorded without one (by an
+// agent of the previous version): every result names its step.
+func withStepID(res *agentv1.StepResult, stepID string) *agentv1.StepResult {
+	if res.GetStepId() == "" && stepID != "" {
+		res.StepId = stepID
+	}
+	return res
+}
+
+func (e *Executor) done(key string) {
+	e.mu.Lock()
+	delete(e.running, key)
 	e.mu.Unlock()
 	e.wg.Done()
 }
 
 // run runs a new step under its deadline and the instance's lock.
-func (e *Executor) run(log *slog.Logger, step *agentv1.RunStep) *agentv1.StepResult {
+func (e *Executor) run(log *slog.Logger, key string, action agentv1.StepAction, step *agentv1.RunStep) *agentv1.StepResult {
 	deadline := time.Now().Add(DefaultStepTimeout)
 	if step.GetDeadline() != nil {
 		deadline = step.GetDeadline().AsTime()
@@ -201,7 +320,7 @@ func (e *Executor) run(log *slog.Logger, step *agentv1.RunStep) *agentv1.StepRes
 			return nil // shutting down before the step began: nothing to record
 		}
 		log.Warn("step ended waiting for another step on the instance", "err", err)
-		return e.record(log, e.fail(step, FaultDeadlineExceeded,
+		return e.record(log, key, e.fail(step, FaultDeadlineExceeded,
 			fmt.Sprintf("waiting for another step on instance %s: %v", id, err), e.status(id)))
 	}
 	defer unlock()
@@ -210,26 +329,27 @@ func (e *Executor) run(log *slog.Logger, step *agentv1.RunStep) *agentv1.StepRes
 		if e.life.Err() != nil {
 			return nil
 		}
-		return e.record(log, e.fail(step, FaultDeadlineExceeded,
+		return e.record(log, key, e.fail(step, FaultDeadlineExceeded,
 			fmt.Sprintf("step deadline %s passed before it could start", deadline.Format(time.RFC3339)), e.status(id)))
 	}
 
-	if _, fresh, err := e.cfg.Store.Begin(step.GetOperationId(), stepstore.Step{
-		Kind: step.GetKind(), InstanceID: id, HostEpoch: step.GetHostEpoch(),
+	if _, fresh, err := e.cfg.Store.Begin(key, stepstore.Step{
+		OperationID: step.GetOperationId(), Kind: step.GetKind(), Action: action,
+		InstanceID: id, HostEpoch: step.GetHostEpoch(),
 	}); err != nil {
 		// Without the "started" record the at-most-once promise cannot be
 		// kept across a restart, so the driver is not called.
 		log.Error("recording the step's start failed", "err", err)
 		return e.fail(step, FaultAgentError, err.Error(), e.status(id))
 	} else if !fresh {
-		// Only this process writes the journal and it runs each operation
+		// Only this process writes the journal and it runs each step id
 		// once; reaching here means the journal changed under it.
 		return e.fail(step, FaultAgentError, "step already recorded in the journal", e.status(id))
 	}
 
 	log.Info("running step", "deadline", deadline)
 	start := time.Now()
-	err = e.call(ctx, step)
+	err = e.call(ctx, action, deadline, step)
 	if err != nil && e.life.Err() != nil {
 		// The agent is shutting down mid-step. The record stays "started":
 		// the next process reports the step as interrupted.
@@ -239,41 +359,57 @@ func (e *Executor) run(log *slog.Logger, step *agentv1.RunStep) *agentv1.StepRes
 	if err != nil {
 		code := faultCode(err)
 		log.Warn("step failed", "fault", code, "err", err, "took", time.Now().Sub(start))
-		return e.record(log, e.fail(step, code, err.Error(), e.status(id)))
+		return e.record(log, key, e.fail(step, code, err.Error(), e.status(id)))
 	}
 	log.Info("step succeeded", "took", time.Now().Sub(start))
-	return e.record(log, &agentv1.StepResult{
+	return e.record(log, key, &agentv1.StepResult{
 		OperationId: step.GetOperationId(),
+		StepId:      step.GetStepId(),
 		HostEpoch:   step.GetHostEpoch(),
 		Succeeded:   true,
 		State:       e.status(id),
 	})
 }
 
-// call maps the step's kind to the driver method.
-func (e *Executor) call(ctx context.Context, step *agentv1.RunStep) error {
+// resolveAction is the step's action; a coordinator too old to send one
+// meant the action its operation's kind names. UNSPECIFIED if neither says.
+func resolveAction(step *agentv1.RunStep) agentv1.StepAction {
+	if a := step.GetAction(); a != agentv1.StepAction_STEP_ACTION_UNSPECIFIED {
+		return a
+	}
+	return kindActions[step.GetKind()]
+}
+
+// kindActions are the one-step operations an older coordinator sent by
+// kind alone (it sent a preemption as DELETE).
+var kindActions = map[flotillav1.OperationKind]agentv1.StepAction{
+	flotillav1.OperationKind_OPERATION_KIND_CREATE:       agentv1.StepAction_STEP_ACTION_CREATE,
+	flotillav1.OperationKind_OPERATION_KIND_START:        agentv1.StepAction_STEP_ACTION_START,
+	flotillav1.OperationKind_OPERATION_KIND_STOP:         agentv1.StepAction_STEP_ACTION_STOP,
+	flotillav1.OperationKind_OPERATION_KIND_RESTART:      agentv1.StepAction_STEP_ACTION_RESTART,
+	flotillav1.OperationKind_OPERATION_KIND_HARD_RESTART: agentv1.StepAction_STEP_ACTION_HARD_RESTART,
+	flotillav1.OperationKind_OPERATION_KIND_PAUSE:        agentv1.StepAction_STEP_ACTION_PAUSE,
+	flotillav1.OperationKind_OPERATION_KIND_UNPAUSE:      agentv1.StepAction_STEP_ACTION_UNPAUSE,
+	flotillav1.OperationKind_OPERATION_KIND_SUSPEND:      agentv1.StepAction_STEP_ACTION_SUSPEND,
+	flotillav1.OperationKind_OPERATION_KIND_RESUME:       agentv1.StepAction_STEP_ACTION_RESUME,
+	flotillav1.OperationKind_OPERATION_KIND_DELETE:       agentv1.StepAction_STEP_ACTION_DELETE,
+}
+
+// call maps the step's action to the driver (or Mover) method. deadline is
+// the step's.
+func (e *Executor) call(ctx context.Context, action agentv1.StepAction, deadline time.Time, step *agentv1.RunStep) error {
 	d, id := e.cfg.Driver, step.GetInstanceId()
-	switch step.GetKind() {
-	case flotillav1.OperationKind_OPERATION_KIND_CREATE:
-		spec := step.GetSpec()
-		vcpus, ok1 := unsigned[uint32](spec.GetVcpus())
-		mem, ok2 := unsigned[uint64](spec.GetMemoryMib())
-		disk, ok3 := unsigned[uint64](spec.GetDiskGib())
-		if !ok1 || !ok2 || !ok3 {
-			return fmt.Errorf("negative size in spec %v: %w", spec, hypervisor.ErrInvalidSpec)
+	switch action {
+	case agentv1.StepAction_STEP_ACTION_CREATE:
+		spec, err := domainSpec(step)
+		if err != nil {
+			return err
 		}
-		return d.Create(ctx, hypervisor.DomainSpec{
-			ID:        id,
-			Name:      step.GetName(),
-			VCPUs:     vcpus,
-			MemoryMiB: mem,
-			DiskGiB:   disk,
-			Image:     spec.GetImage(),
-		})
-	case flotillav1.OperationKind_OPERATION_KIND_START, flotillav1.OperationKind_OPERATION_KIND_RESUME:
+		return d.Create(ctx, spec)
+	case agentv1.StepAction_STEP_ACTION_START, agentv1.StepAction_STEP_ACTION_RESUME:
 		// Start restores from the managed save image when there is one.
 		return d.Start(ctx, id)
-	case flotillav1.OperationKind_OPERATION_KIND_STOP:
+	case agentv1.StepAction_STEP_ACTION_STOP:
 		grace := e.cfg.GracefulTimeout
 		if g := step.GetGracefulTimeout(); g != nil && g.AsDuration() > 0 {
 			grace = g.AsDuration()
@@ -287,20 +423,103 @@ func (e *Executor) call(ctx context.Context, step *agentv1.RunStep) error {
 			}
 		}
 		return d.Shutdown(ctx, id, grace, step.GetForce())
-	case flotillav1.OperationKind_OPERATION_KIND_RESTART:
+	case agentv1.StepAction_STEP_ACTION_RESTART:
 		return d.Reboot(ctx, id, false)
-	case flotillav1.OperationKind_OPERATION_KIND_HARD_RESTART:
+	case agentv1.StepAction_STEP_ACTION_HARD_RESTART:
 		return d.Reboot(ctx, id, true)
-	case flotillav1.OperationKind_OPERATION_KIND_PAUSE:
+	case agentv1.StepAction_STEP_ACTION_PAUSE:
 		return d.Pause(ctx, id)
-	case flotillav1.OperationKind_OPERATION_KIND_UNPAUSE:
+	case agentv1.StepAction_STEP_ACTION_UNPAUSE:
 		return d.Resume(ctx, id)
-	case flotillav1.OperationKind_OPERATION_KIND_SUSPEND:
+	case agentv1.StepAction_STEP_ACTION_SUSPEND:
 		return d.Save(ctx, id)
-	case flotillav1.OperationKind_OPERATION_KIND_DELETE:
+	case agentv1.StepAction_STEP_ACTION_DELETE:
 		return d.Delete(ctx, id)
+	case agentv1.StepAction_STEP_ACTION_OFFER_DISK:
+		if e.cfg.Mover == nil {
+			return errNoMover
+		}
+		if err := e.checkPeer(step, false); err != nil {
+			return err
+		}
+		return e.cfg.Mover.Offer(ctx, id, step.GetOfferToken(), step.GetPeerHostId(), deadline)
+	case agentv1.StepAction_STEP_ACTION_IMPORT_DISK:
+		if e.cfg.Mover == nil {
+			return errNoMover
+		}
+		if err := e.checkPeer(step, true); err != nil {
+			return err
+		}
+		spec, err := domainSpec(step)
+		if err != nil {
+			return err
+		}
+		// Checked here so that an invalid spec from the Mover can only
+		// mean the pulled disk was refused.
+		if err := hypervisor.ValidateSpec(spec); err != nil {
+			return err
+		}
+		err = e.cfg.Mover.Import(ctx, spec, step.GetPeerHostId(), step.GetPeerAddress(), step.GetOfferToken())
+		if errors.Is(err, hypervisor.ErrInvalidSpec) {
+			return invalidDisk{err}
+		}
+		return err
 	}
-	return fmt.Errorf("operation kind %s: %w", step.GetKind(), errUnknownKind)
+	return fmt.Errorf("action %s (operation kind %s): %w", action, step.GetKind(), errInvalidStep)
+}
+
+// domainSpec is the domain a CREATE or IMPORT_DISK step describes.
+func domainSpec(step *agentv1.RunStep) (hypervisor.DomainSpec, error) {
+	spec := step.GetSpec()
+	vcpus, ok1 := unsigned[uint32](spec.GetVcpus())
+	mem, ok2 := unsigned[uint64](spec.GetMemoryMib())
+	disk, ok3 := unsigned[uint64](spec.GetDiskGib())
+	if !ok1 || !ok2 || !ok3 {
+		return hypervisor.DomainSpec{}, fmt.Errorf("negative size in spec %v: %w", spec, hypervisor.ErrInvalidSpec)
+	}
+	return hypervisor.DomainSpec{
+		ID:        step.GetInstanceId(),
+		Name:      step.GetName(),
+		VCPUs:     vcpus,
+		MemoryMiB: mem,
+		DiskGiB:   disk,
+		Image:     spec.GetImage(),
+	}, nil
+}
+
+// hostIDPattern is what a host id looks like (the coordinator's rule).
+var hostIDPattern = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$`)
+
+// maxTokenBytes bounds an offer token: it is kept in memory and compared on
+// every pull, and a real one is a few dozen bytes.
+const maxTokenBytes = 1024
+
+// checkPeer validates the peer fields of a disk step before anything acts
+// on them; withAddr for IMPORT_DISK, which dials the peer.
+func (e *Executor) checkPeer(step *agentv1.RunStep, withAddr bool) error {
+	tok, peer := step.GetOfferToken(), step.GetPeerHostId()
+	switch {
+	case tok == "":
+		return fmt.Errorf("%s without an offer token: %w", step.GetAction(), errInvalidStep)
+	case len(tok) > maxTokenBytes:
+		return fmt.Errorf("%s offer token longer than %d bytes: %w", step.GetAction(), maxTokenBytes, errInvalidStep)
+	case !hostIDPattern.MatchString(peer):
+		return fmt.Errorf("%s peer host id %q is not a host id: %w", step.GetAction(), peer, errInvalidStep)
+	case peer == e.cfg.HostID:
+		return fmt.Errorf("%s names this host (%s) as its peer: %w", step.GetAction(), peer, errInvalidStep)
+	}
+	if !withAddr {
+		return nil
+	}
+	addr := step.GetPeerAddress()
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%s peer address %q: want host:port: %v: %w", step.GetAction(), addr, err, errInvalidStep)
+	}
+	if p, perr := strconv.ParseUint(port, 10, 16); host == "" || perr != nil || p == 0 {
+		return fmt.Errorf("%s peer address %q: want host:port with a host and a port in 1..65535: %w", step.GetAction(), addr, errInvalidStep)
+	}
+	return nil
 }
 
 // unsigned converts a spec size to the driver's unsigned type; false if it
@@ -312,13 +531,31 @@ func unsigned[U uint32 | uint64, S int32 | int64 | uint32 | uint64](v S) (U, boo
 	return U(v), true
 }
 
-var errUnknownKind = errors.New("unknown operation kind")
+var (
+	// errInvalidStep: the step itself makes no sense here; never retried.
+	errInvalidStep = errors.New("invalid step")
+	errNoMover     = fmt.Errorf("this agent does not move disks: %w", errInvalidStep)
+)
 
-// faultCode classifies a driver error.
+// invalidDisk marks a Mover's refusal of the pulled disk (the spec itself
+// was checked before the pull), keeping the Mover's message as it is.
+type invalidDisk struct{ err error }
+
+func (e invalidDisk) Error() string { return e.err.Error() }
+func (e invalidDisk) Unwrap() error { return e.err }
+
+// faultCode classifies a driver or Mover error.
 func faultCode(err error) string {
+	var disk invalidDisk
 	switch {
-	case errors.Is(err, errUnknownKind):
+	case errors.Is(err, errInvalidStep):
 		return FaultInvalidStep
+	case errors.As(err, &disk):
+		return FaultInvalidDisk
+	case errors.Is(err, ErrPeerUnavailable):
+		return FaultPeerUnavailable
+	case errors.Is(err, ErrDiskCorrupt):
+		return FaultDiskCorrupt
 	case errors.Is(err, hypervisor.ErrInvalidSpec):
 		return FaultInvalidSpec
 	case errors.Is(err, hypervisor.ErrImageNotFound):
@@ -335,11 +572,12 @@ func faultCode(err error) string {
 	return FaultHypervisorError
 }
 
-// record journals a final result. A result that cannot be journaled is
-// still returned: the coordinator should hear how the step ended, and a
-// re-send then finds the "started" record and reports an interruption.
-func (e *Executor) record(log *slog.Logger, res *agentv1.StepResult) *agentv1.StepResult {
-	if err := e.cfg.Store.Finish(res.GetOperationId(), res); err != nil {
+// record journals a final result under the step's key. A result that
+// cannot be journaled is still returned: the coordinator should hear how the
+// step ended, and a re-send then finds the "started" record and reports an
+// interruption.
+func (e *Executor) record(log *slog.Logger, key string, res *agentv1.StepResult) *agentv1.StepResult {
+	if err := e.cfg.Store.Finish(key, res); err != nil {
 		log.Error("recording the step's result failed", "err", err)
 	}
 	return res
@@ -348,6 +586,7 @@ func (e *Executor) record(log *slog.Logger, res *agentv1.StepResult) *agentv1.St
 func (e *Executor) fail(step *agentv1.RunStep, code, msg string, state *agentv1.DomainState) *agentv1.StepResult {
 	return &agentv1.StepResult{
 		OperationId: step.GetOperationId(),
+		StepId:      step.GetStepId(),
 		HostEpoch:   step.GetHostEpoch(),
 		Fault: &flotillav1.Fault{
 			Code:    code,

@@ -42,6 +42,7 @@ type testSession struct {
 	epoch    uint64
 
 	results    chan *agentv1.StepResult
+	reports    chan *agentv1.StepReport
 	events     chan *agentv1.DomainState
 	resyncs    chan *agentv1.Inventory
 	heartbeats chan struct{}
@@ -120,6 +121,7 @@ func (c *testCoordinator) Connect(stream grpc.BidiStreamingServer[agentv1.Connec
 		register:   reg,
 		epoch:      c.epoch,
 		results:    make(chan *agentv1.StepResult, 1000),
+		reports:    make(chan *agentv1.StepReport, 1000),
 		events:     make(chan *agentv1.DomainState, 1000),
 		resyncs:    make(chan *agentv1.Inventory, 1000),
 		heartbeats: make(chan struct{}, 1000),
@@ -159,6 +161,8 @@ func (c *testCoordinator) Connect(stream grpc.BidiStreamingServer[agentv1.Connec
 		switch msg := m.GetMsg().(type) {
 		case *agentv1.ConnectRequest_StepResult:
 			s.results <- msg.StepResult
+		case *agentv1.ConnectRequest_StepReport:
+			s.reports <- msg.StepReport
 		case *agentv1.ConnectRequest_PowerEvent:
 			s.events <- msg.PowerEvent
 		case *agentv1.ConnectRequest_Resync:
@@ -185,6 +189,22 @@ func (c *testCoordinator) nextSession(t testing.TB) *testSession {
 
 func (s *testSession) send(step *agentv1.RunStep) {
 	s.out <- &agentv1.ConnectResponse{Msg: &agentv1.ConnectResponse_RunStep{RunStep: step}}
+}
+
+func (s *testSession) query(stepID, opID string) {
+	s.out <- &agentv1.ConnectResponse{Msg: &agentv1.ConnectResponse_QueryStep{QueryStep: &agentv1.QueryStep{StepId: stepID, OperationId: opID}}}
+}
+
+// report waits for the next step report.
+func (s *testSession) report(t testing.TB) *agentv1.StepReport {
+	t.Helper()
+	select {
+	case r := <-s.reports:
+		return r
+	case <-time.After(within):
+		t.Fatal("no step report")
+		return nil
+	}
 }
 
 // result waits for the result of the operation, skipping others.

@@ -1,7 +1,8 @@
 // Package session is the agent's side of the agent protocol: it keeps one
 // AgentService.Connect stream open to the coordinator, registers the host
 // with its full inventory, streams power-state changes and periodic resyncs,
-// and hands the coordinator's steps to the executor.
+// hands the coordinator's steps to the executor and answers its questions
+// about them (QueryStep).
 package session
 
 import (
@@ -57,6 +58,9 @@ type Config struct {
 	AgentVersion string
 	// Labels are the host's placement labels, sent with Register.
 	Labels map[string]string
+	// PeerAddress is where this agent serves AgentPeerService (host:port),
+	// sent with every Register; empty if it serves none.
+	PeerAddress string
 	// IgnoreEvents leaves hypervisor events unsubscribed, so the
 	// coordinator learns of changes only through resyncs (a test knob).
 	IgnoreEvents bool
@@ -83,9 +87,13 @@ type Client struct {
 	targets []string
 	conns   map[string]*grpc.ClientConn // by address; guarded by mu
 
-	// results of steps not yet sent; they outlive the session they were
-	// asked on and go out on the next one.
+	// results of steps (and answers to queries) not yet sent; results
+	// outlive the session they were asked on and go out on the next one.
 	out outbox
+	// order is held from reading a step's fate to queueing it, so that a
+	// step reported RUNNING has its result queued after the report, never
+	// before: the coordinator waits for a result that follows a RUNNING.
+	order sync.Mutex
 
 	mu    sync.Mutex
 	epoch uint64 // of the live session, 0 between sessions
@@ -362,6 +370,7 @@ func (c *Client) register(ctx context.Context) (*agentv1.Register, error) {
 		Inventory:    inv,
 		AgentVersion: c.cfg.AgentVersion,
 		Labels:       c.cfg.Labels,
+		PeerAddress:  c.cfg.PeerAddress,
 	}, nil
 }
 
@@ -393,8 +402,8 @@ func (c *Client) inventory(ctx context.Context) ([]*agentv1.DomainState, error) 
 type sess struct {
 	c      *Client
 	stream grpc.BidiStreamingClient[agentv1.ConnectRequest, agentv1.ConnectResponse]
-	// send carries everything but step results to the sender, the one
-	// goroutine that calls stream.Send.
+	// send carries everything but step results and reports to the sender,
+	// the one goroutine that calls stream.Send.
 	send       chan *agentv1.ConnectRequest
 	registered chan struct{} // closed once epoch and heartbeat are set
 	closing    chan struct{} // closed on agent shutdown: half-close the stream
@@ -437,7 +446,7 @@ func (s *sess) sender(ctx context.Context, reg *agentv1.Register) {
 		case <-hb.C:
 			err = s.stream.Send(&agentv1.ConnectRequest{Msg: &agentv1.ConnectRequest_Heartbeat{Heartbeat: &agentv1.Heartbeat{}}})
 		case <-s.c.out.ready:
-			err = s.sendResults()
+			err = s.sendQueued()
 		}
 		if err != nil {
 			fail(err)
@@ -446,18 +455,28 @@ func (s *sess) sender(ctx context.Context, reg *agentv1.Register) {
 	}
 }
 
-// sendResults sends every queued step result; those not sent go back to
-// the queue for the next session.
-func (s *sess) sendResults() error {
-	results := s.c.out.take()
-	for i, r := range results {
-		err := s.stream.Send(&agentv1.ConnectRequest{Msg: &agentv1.ConnectRequest_StepResult{StepResult: r}})
-		if err != nil {
-			s.c.out.requeue(results[i:])
+// sendQueued sends every queued step result and this session's step
+// reports, in the order they were queued; those not sent go back to the
+// queue. A report asked on an earlier session is dropped: it answered a
+// question this coordinator did not ask.
+func (s *sess) sendQueued() error {
+	items := s.c.out.take()
+	for i, it := range items {
+		if it.asked != nil && it.asked != s {
+			s.c.log.Debug("dropping a step report of an ended session", "step", it.msg.GetStepReport().GetStepId())
+			continue
+		}
+		if err := s.stream.Send(it.msg); err != nil {
+			s.c.out.requeue(items[i:])
 			return err
 		}
-		s.c.log.Debug("sent step result", "operation", r.GetOperationId(), "succeeded", r.GetSucceeded(),
-			"fault", r.GetFault().GetCode())
+		if r := it.msg.GetStepResult(); r != nil {
+			s.c.log.Debug("sent step result", "operation", r.GetOperationId(), "step", r.GetStepId(),
+				"instance", r.GetState().GetInstanceId(), "succeeded", r.GetSucceeded(), "fault", r.GetFault().GetCode())
+		} else if r := it.msg.GetStepReport(); r != nil {
+			s.c.log.Debug("sent step report", "operation", r.GetOperationId(), "step", r.GetStepId(),
+				"state", r.GetState().String())
+		}
 	}
 	return nil
 }
@@ -483,6 +502,8 @@ func (s *sess) receiver(ctx context.Context) {
 		switch msg := m.GetMsg().(type) {
 		case *agentv1.ConnectResponse_RunStep:
 			s.runStep(msg.RunStep)
+		case *agentv1.ConnectResponse_QueryStep:
+			s.queryStep(msg.QueryStep)
 		case *agentv1.ConnectResponse_Registered:
 			s.c.log.Warn("ignoring a second Registered in one session", "epoch", msg.Registered.GetEpoch())
 		default:
@@ -495,12 +516,30 @@ func (s *sess) receiver(ctx context.Context) {
 // The step is not tied to the session: if the stream breaks meanwhile, its
 // result waits in the outbox for the next session.
 func (s *sess) runStep(step *agentv1.RunStep) {
-	s.c.log.Debug("step received", "operation", step.GetOperationId(), "instance", step.GetInstanceId(),
-		"kind", step.GetKind().String(), "step_epoch", step.GetHostEpoch())
-	exec, out, epoch := s.c.cfg.Executor, &s.c.out, s.epoch
+	s.c.log.Debug("step received", "operation", step.GetOperationId(), "step", step.GetStepId(),
+		"instance", step.GetInstanceId(), "kind", step.GetKind().String(), "action", step.GetAction().String(),
+		"step_epoch", step.GetHostEpoch())
+	c, epoch := s.c, s.epoch
 	go func() {
-		if res := exec.Execute(step, epoch); res != nil {
-			out.push(res)
+		if res := c.cfg.Executor.Execute(step, epoch); res != nil {
+			c.order.Lock()
+			c.out.push(outItem{msg: &agentv1.ConnectRequest{Msg: &agentv1.ConnectRequest_StepResult{StepResult: res}}})
+			c.order.Unlock()
+		}
+	}()
+}
+
+// queryStep answers a QueryStep without blocking the receiver. The answer
+// never waits for the step itself: a running step is reported RUNNING and
+// its result follows as usual.
+func (s *sess) queryStep(q *agentv1.QueryStep) {
+	s.c.log.Debug("step queried", "operation", q.GetOperationId(), "step", q.GetStepId())
+	c := s.c
+	go func() {
+		c.order.Lock()
+		defer c.order.Unlock()
+		if rep := c.cfg.Executor.Report(q.GetStepId(), q.GetOperationId()); rep != nil {
+			c.out.push(outItem{msg: &agentv1.ConnectRequest{Msg: &agentv1.ConnectRequest_StepReport{StepReport: rep}}, asked: s})
 		}
 	}()
 }
@@ -572,14 +611,22 @@ func (s *sess) resync(ctx context.Context) {
 	s.enqueue(ctx, &agentv1.ConnectRequest{Msg: &agentv1.ConnectRequest_Resync{Resync: &agentv1.Inventory{Domains: inv, ObservedAt: taken}}})
 }
 
-// outbox holds step results until a session sends them.
+// outbox holds step results and reports until a session sends them.
 type outbox struct {
 	mu    sync.Mutex
-	q     []*agentv1.StepResult
+	q     []outItem
 	ready chan struct{} // capacity 1: "the queue may be non-empty"
 }
 
-func (o *outbox) push(r *agentv1.StepResult) {
+// outItem is one queued message.
+type outItem struct {
+	msg *agentv1.ConnectRequest
+	// asked is the session a report answers; nil for a step result, which
+	// any session may deliver.
+	asked *sess
+}
+
+func (o *outbox) push(r outItem) {
 	o.mu.Lock()
 	o.q = append(o.q, r)
 	o.mu.Unlock()
@@ -593,7 +640,7 @@ func (o *outbox) signal() {
 	}
 }
 
-func (o *outbox) take() []*agentv1.StepResult {
+func (o *outbox) take() []outItem {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	q := o.q
@@ -601,10 +648,10 @@ func (o *outbox) take() []*agentv1.StepResult {
 	return q
 }
 
-// requeue puts unsent results back in front, keeping their order.
-func (o *outbox) requeue(rs []*agentv1.StepResult) {
+// requeue puts unsent items back in front, keeping their order.
+func (o *outbox) requeue(rs []outItem) {
 	o.mu.Lock()
-	o.q = append(append([]*agentv1.StepResult(nil), rs...), o.q...)
+	o.q = append(append([]outItem(nil), rs...), o.q...)
 	o.mu.Unlock()
 	o.signal()
 }

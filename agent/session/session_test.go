@@ -455,3 +455,93 @@ func waitFor(t testing.TB, cond func() bool) {
 		}
 	}
 }
+
+func TestRegisterCarriesPeerAddress(t *testing.T) {
+	coord := newTestCoordinator(t, time.Second, time.Hour)
+	startAgent(t, coord.Addr(), newFake(), t.TempDir(), func(c *session.Config) { c.PeerAddress = "10.0.0.1:7450" })
+	if got := coord.nextSession(t).register.GetPeerAddress(); got != "10.0.0.1:7450" {
+		t.Errorf("peer_address %q", got)
+	}
+}
+
+// gatedDriver holds Reboot until the gate opens, so a test decides when a
+// long step ends.
+type gatedDriver struct {
+	*fake.Driver
+	entered chan struct{} // one message per Reboot call
+	gate    chan struct{}
+}
+
+func (g *gatedDriver) Reboot(ctx context.Context, id string, hard bool) error {
+	g.entered <- struct{}{}
+	select {
+	case <-g.gate:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return g.Driver.Reboot(ctx, id, hard)
+}
+
+// A query is answered at once, even while the step it asks about runs; the
+// RUNNING step's result follows the report.
+func TestQueryStepWhileStepRuns(t *testing.T) {
+	fk := newFake()
+	mustCreate(t, fk, "vm-1")
+	mustCreate(t, fk, "vm-2")
+	drv := &gatedDriver{Driver: fk, entered: make(chan struct{}, 10), gate: make(chan struct{})}
+	coord := newTestCoordinator(t, time.Second, time.Hour)
+	startAgent(t, coord.Addr(), drv, t.TempDir())
+	s := coord.nextSession(t)
+
+	// A finished step.
+	done := step("op-0", "vm-2", s.epoch, flotillav1.OperationKind_OPERATION_KIND_PAUSE)
+	done.StepId, done.Action = "op-0/pause/1", agentv1.StepAction_STEP_ACTION_PAUSE
+	s.send(done)
+	first := s.result(t, "op-0")
+	if !first.GetSucceeded() || first.GetStepId() != "op-0/pause/1" {
+		t.Fatalf("result %v", first)
+	}
+
+	// A long step.
+	long := step("op-1", "vm-1", s.epoch, flotillav1.OperationKind_OPERATION_KIND_MOVE)
+	long.StepId, long.Action = "op-1/reboot/1", agentv1.StepAction_STEP_ACTION_RESTART
+	long.Deadline = timestamppb.New(time.Now().Add(time.Hour))
+	s.send(long)
+	select {
+	case <-drv.entered:
+	case <-time.After(within):
+		t.Fatal("the step did not start")
+	}
+
+	cases := []struct {
+		stepID, opID string
+		want         agentv1.StepReportState
+		result       *agentv1.StepResult
+	}{
+		{"op-1/reboot/1", "op-1", agentv1.StepReportState_STEP_REPORT_STATE_RUNNING, nil},
+		{"op-1/reboot/2", "op-1", agentv1.StepReportState_STEP_REPORT_STATE_UNKNOWN, nil},
+		{"op-0/pause/1", "op-0", agentv1.StepReportState_STEP_REPORT_STATE_FINISHED, first},
+	}
+	for _, c := range cases {
+		s.query(c.stepID, c.opID)
+		r := s.report(t)
+		if r.GetStepId() != c.stepID || r.GetOperationId() != c.opID || r.GetState() != c.want ||
+			!proto.Equal(r.GetResult(), c.result) {
+			t.Errorf("query %s: %v, want %v with %v", c.stepID, r, c.want, c.result)
+		}
+	}
+	if len(s.results) != 0 {
+		t.Errorf("a result arrived while the step still runs: %v", <-s.results)
+	}
+
+	// The step ends: its result follows, and a query now finds it finished.
+	close(drv.gate)
+	r := s.result(t, "op-1")
+	if !r.GetSucceeded() || r.GetStepId() != "op-1/reboot/1" || fk.Calls("Reboot") != 1 {
+		t.Fatalf("result %v", r)
+	}
+	s.query("op-1/reboot/1", "op-1")
+	if rep := s.report(t); rep.GetState() != agentv1.StepReportState_STEP_REPORT_STATE_FINISHED || !proto.Equal(rep.GetResult(), r) {
+		t.Errorf("after the end: %v", rep)
+	}
+}

@@ -1,6 +1,10 @@
-// Package stepstore records, on the agent's disk, which operations the agent
-// has started and how they ended, so that a step is never run twice: not
-// when the coordinator re-sends it, and not after the agent restarts.
+// Package stepstore records, on the agent's disk, which steps the agent has
+// started and how they ended, so that a step is never run twice: not when
+// the coordinator re-sends it, and not after the agent restarts.
+//
+// Records are keyed by step id ("<operation id>/<step>/<attempt>"), or by
+// operation id for a coordinator too old to send step ids; the store treats
+// the key as opaque.
 package stepstore
 
 import (
@@ -21,13 +25,16 @@ import (
 // the operation's deadline, far shorter than this.
 const DefaultRetention = 7 * 24 * time.Hour
 
-var bucketOps = []byte("operations")
+// bucketSteps keeps its first name, "operations": the records an agent of
+// the previous version wrote under operation ids stay where an older
+// coordinator (which sends no step id) still finds them.
+var bucketSteps = []byte("operations")
 
-// State is how far an operation got on this host.
+// State is how far a step got on this host.
 type State int
 
 const (
-	// Unknown: the operation was never started here.
+	// Unknown: the step was never started here.
 	Unknown State = iota
 	// Started: the driver may have been called; no result was recorded.
 	Started
@@ -45,17 +52,19 @@ func (s State) String() string {
 	return "unknown"
 }
 
-// Step describes an operation's step when it starts.
+// Step describes a step when it starts.
 type Step struct {
-	Kind       flotillav1.OperationKind
-	InstanceID string
-	HostEpoch  uint64
+	OperationID string
+	Kind        flotillav1.OperationKind // the operation's kind, for messages
+	Action      agentv1.StepAction
+	InstanceID  string
+	HostEpoch   uint64
 }
 
-// Record is what the store knows about one operation.
+// Record is what the store knows about one step.
 type Record struct {
-	OperationID string
-	State       State
+	StepID string // the key: the step id, or the operation id of an old coordinator
+	State  State
 	Step
 	StartTime  time.Time
 	FinishTime time.Time
@@ -65,13 +74,16 @@ type Record struct {
 // record is the stored form. The result is kept proto-marshalled so that it
 // is returned byte for byte as it was first sent.
 type record struct {
-	Kind       int32     `json:"kind"`
-	InstanceID string    `json:"instance_id"`
-	HostEpoch  uint64    `json:"host_epoch"`
-	StartTime  time.Time `json:"start_time"`
-	Done       bool      `json:"done,omitempty"`
-	FinishTime time.Time `json:"finish_time,omitzero"`
-	Result     []byte    `json:"result,omitempty"`
+	// OperationID and Action are absent from records of the previous version.
+	OperationID string    `json:"operation_id,omitempty"`
+	Action      int32     `json:"action,omitempty"`
+	Kind        int32     `json:"kind"`
+	InstanceID  string    `json:"instance_id"`
+	HostEpoch   uint64    `json:"host_epoch"`
+	StartTime   time.Time `json:"start_time"`
+	Done        bool      `json:"done,omitempty"`
+	FinishTime  time.Time `json:"finish_time,omitzero"`
+	Result      []byte    `json:"result,omitempty"`
 }
 
 // Store is the agent's step journal, one bbolt file.
@@ -90,7 +102,7 @@ func Open(path string) (*Store, error) {
 	}
 	s := &Store{db: db, now: time.Now}
 	if err := db.Update(func(tx *bolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(bucketOps)
+		_, err := tx.CreateBucketIfNotExists(bucketSteps)
 		return err
 	}); err != nil {
 		db.Close()
@@ -111,52 +123,55 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// Begin records that the operation's step starts now, unless the operation
-// is already recorded. It reports whether the record is new; when it is not,
-// the existing record is returned and nothing is written.
-func (s *Store) Begin(opID string, step Step) (Record, bool, error) {
+// Begin records that the step starts now, unless it is already recorded.
+// It reports whether the record is new; when it is not, the existing record
+// is returned and nothing is written.
+func (s *Store) Begin(stepID string, step Step) (Record, bool, error) {
 	var (
 		out   Record
 		fresh bool
 	)
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketOps)
-		if v := b.Get([]byte(opID)); v != nil {
+		b := tx.Bucket(bucketSteps)
+		if v := b.Get([]byte(stepID)); v != nil {
 			var err error
-			out, err = decode(opID, v)
+			out, err = decode(stepID, v)
 			return err
 		}
-		r := record{Kind: int32(step.Kind), InstanceID: step.InstanceID, HostEpoch: step.HostEpoch, StartTime: s.now().UTC()}
+		r := record{
+			OperationID: step.OperationID, Action: int32(step.Action), Kind: int32(step.Kind),
+			InstanceID: step.InstanceID, HostEpoch: step.HostEpoch, StartTime: s.now().UTC(),
+		}
 		v, err := json.Marshal(r)
 		if err != nil {
 			return err
 		}
 		fresh = true
-		out = Record{OperationID: opID, State: Started, Step: step, StartTime: r.StartTime}
-		return b.Put([]byte(opID), v)
+		out = Record{StepID: stepID, State: Started, Step: step, StartTime: r.StartTime}
+		return b.Put([]byte(stepID), v)
 	})
 	if err != nil {
-		return Record{}, false, fmt.Errorf("stepstore: begin %s: %w", opID, err)
+		return Record{}, false, fmt.Errorf("stepstore: begin %s: %w", stepID, err)
 	}
 	return out, fresh, nil
 }
 
-// ErrFinished is returned by Finish for an operation that already has a result.
-var ErrFinished = errors.New("operation already finished")
+// ErrFinished is returned by Finish for a step that already has a result.
+var ErrFinished = errors.New("step already finished")
 
-// Finish records the operation's result. An operation that was never begun
-// is recorded too (a step can fail before it starts, e.g. on its deadline),
-// so that a re-sent step gets the same answer. A second Finish fails with
+// Finish records the step's result. A step that was never begun is
+// recorded too (a step can fail before it starts, e.g. on its deadline), so
+// that a re-sent step gets the same answer. A second Finish fails with
 // ErrFinished: the first result is the one the coordinator may have seen.
-func (s *Store) Finish(opID string, res *agentv1.StepResult) error {
+func (s *Store) Finish(stepID string, res *agentv1.StepResult) error {
 	raw, err := proto.Marshal(res)
 	if err != nil {
-		return fmt.Errorf("stepstore: finish %s: %w", opID, err)
+		return fmt.Errorf("stepstore: finish %s: %w", stepID, err)
 	}
 	err = s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketOps)
+		b := tx.Bucket(bucketSteps)
 		var r record
-		if v := b.Get([]byte(opID)); v != nil {
+		if v := b.Get([]byte(stepID)); v != nil {
 			if err := json.Unmarshal(v, &r); err != nil {
 				return fmt.Errorf("decode: %w", err)
 			}
@@ -165,6 +180,7 @@ func (s *Store) Finish(opID string, res *agentv1.StepResult) error {
 			}
 		} else {
 			r.StartTime = s.now().UTC()
+			r.OperationID = res.GetOperationId()
 			r.HostEpoch = res.GetHostEpoch()
 			r.InstanceID = res.GetState().GetInstanceId()
 		}
@@ -173,28 +189,28 @@ func (s *Store) Finish(opID string, res *agentv1.StepResult) error {
 		if err != nil {
 			return err
 		}
-		return b.Put([]byte(opID), v)
+		return b.Put([]byte(stepID), v)
 	})
 	if err != nil {
-		return fmt.Errorf("stepstore: finish %s: %w", opID, err)
+		return fmt.Errorf("stepstore: finish %s: %w", stepID, err)
 	}
 	return nil
 }
 
-// Get returns what is known about the operation; State is Unknown if nothing.
-func (s *Store) Get(opID string) (Record, error) {
-	out := Record{OperationID: opID}
+// Get returns what is known about the step; State is Unknown if nothing.
+func (s *Store) Get(stepID string) (Record, error) {
+	out := Record{StepID: stepID}
 	err := s.db.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketOps).Get([]byte(opID))
+		v := tx.Bucket(bucketSteps).Get([]byte(stepID))
 		if v == nil {
 			return nil
 		}
 		var err error
-		out, err = decode(opID, v)
+		out, err = decode(stepID, v)
 		return err
 	})
 	if err != nil {
-		return Record{}, fmt.Errorf("stepstore: get %s: %w", opID, err)
+		return Record{}, fmt.Errorf("stepstore: get %s: %w", stepID, err)
 	}
 	return out, nil
 }
@@ -205,7 +221,7 @@ func (s *Store) Get(opID string) (Record, error) {
 func (s *Store) Prune(cutoff time.Time) (int, error) {
 	n := 0
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketOps)
+		b := tx.Bucket(bucketSteps)
 		var old [][]byte
 		err := b.ForEach(func(k, v []byte) error {
 			var r record
@@ -238,18 +254,24 @@ func (s *Store) Prune(cutoff time.Time) (int, error) {
 	return n, nil
 }
 
-func decode(opID string, v []byte) (Record, error) {
+func decode(key string, v []byte) (Record, error) {
 	var r record
 	if err := json.Unmarshal(v, &r); err != nil {
-		return Record{}, fmt.Errorf("decode %s: %w", opID, err)
+		return Record{}, fmt.Errorf("decode %s: %w", key, err)
+	}
+	opID := r.OperationID
+	if opID == "" {
+		opID = key // a record of the previous version, keyed by operation id
 	}
 	out := Record{
-		OperationID: opID,
-		State:       Started,
+		StepID: key,
+		State:  Started,
 		Step: Step{
-			Kind:       flotillav1.OperationKind(r.Kind),
-			InstanceID: r.InstanceID,
-			HostEpoch:  r.HostEpoch,
+			OperationID: opID,
+			Kind:        flotillav1.OperationKind(r.Kind),
+			Action:      agentv1.StepAction(r.Action),
+			InstanceID:  r.InstanceID,
+			HostEpoch:   r.HostEpoch,
 		},
 		StartTime:  r.StartTime,
 		FinishTime: r.FinishTime,
@@ -257,7 +279,7 @@ func decode(opID string, v []byte) (Record, error) {
 	if r.Done {
 		res := &agentv1.StepResult{}
 		if err := proto.Unmarshal(r.Result, res); err != nil {
-			return Record{}, fmt.Errorf("decode result of %s: %w", opID, err)
+			return Record{}, fmt.Errorf("decode result of %s: %w", key, err)
 		}
 		out.State, out.Result = Finished, res
 	}

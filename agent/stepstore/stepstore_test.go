@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
 
 	agentv1 "github.com/flotilla-vm/flotilla/proto/flotilla/agent/v1"
@@ -21,46 +22,53 @@ func open(t *testing.T, path string) *Store {
 	return s
 }
 
-var stopStep = Step{Kind: flotillav1.OperationKind_OPERATION_KIND_STOP, InstanceID: "vm-1", HostEpoch: 3}
+var stopStep = Step{
+	OperationID: "op-1", Kind: flotillav1.OperationKind_OPERATION_KIND_STOP,
+	Action: agentv1.StepAction_STEP_ACTION_STOP, InstanceID: "vm-1", HostEpoch: 3,
+}
 
 func TestLifecycleSurvivesReopen(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "agent.db")
 	s := open(t, path)
 
-	if rec, err := s.Get("op-1"); err != nil || rec.State != Unknown {
+	if rec, err := s.Get("op-1/stop/1"); err != nil || rec.State != Unknown {
 		t.Fatalf("Get before Begin = %v, %v", rec, err)
 	}
-	rec, fresh, err := s.Begin("op-1", stopStep)
+	rec, fresh, err := s.Begin("op-1/stop/1", stopStep)
 	if err != nil || !fresh || rec.State != Started {
 		t.Fatalf("Begin = %v, %v, %v", rec, fresh, err)
 	}
-	if _, fresh, _ := s.Begin("op-1", stopStep); fresh {
-		t.Fatal("second Begin reported a new operation")
+	if _, fresh, _ := s.Begin("op-1/stop/1", stopStep); fresh {
+		t.Fatal("second Begin reported a new step")
+	}
+	// Another attempt of the same operation is another step.
+	if rec, err := s.Get("op-1/stop/2"); err != nil || rec.State != Unknown {
+		t.Fatalf("attempt 2 = %v, %v", rec, err)
 	}
 	s.Close()
 
 	s = open(t, path)
-	rec, err = s.Get("op-1")
-	if err != nil || rec.State != Started || rec.Step != stopStep || rec.StartTime.IsZero() {
+	rec, err = s.Get("op-1/stop/1")
+	if err != nil || rec.State != Started || rec.Step != stopStep || rec.StartTime.IsZero() || rec.StepID != "op-1/stop/1" {
 		t.Fatalf("after reopen: %+v, %v", rec, err)
 	}
-	res := &agentv1.StepResult{OperationId: "op-1", HostEpoch: 3, Succeeded: true}
-	if err := s.Finish("op-1", res); err != nil {
+	res := &agentv1.StepResult{OperationId: "op-1", StepId: "op-1/stop/1", HostEpoch: 3, Succeeded: true}
+	if err := s.Finish("op-1/stop/1", res); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Finish("op-1", &agentv1.StepResult{OperationId: "op-1"}); !errors.Is(err, ErrFinished) {
+	if err := s.Finish("op-1/stop/1", &agentv1.StepResult{OperationId: "op-1"}); !errors.Is(err, ErrFinished) {
 		t.Fatalf("second Finish: %v, want ErrFinished", err)
 	}
 	s.Close()
 
 	s = open(t, path)
 	defer s.Close()
-	rec, err = s.Get("op-1")
+	rec, err = s.Get("op-1/stop/1")
 	if err != nil || rec.State != Finished || !proto.Equal(rec.Result, res) || rec.Step != stopStep {
 		t.Fatalf("finished record: %+v, %v", rec, err)
 	}
-	// Begin of a finished operation returns it without writing.
-	rec, fresh, err = s.Begin("op-1", stopStep)
+	// Begin of a finished step returns it without writing.
+	rec, fresh, err = s.Begin("op-1/stop/1", stopStep)
 	if err != nil || fresh || rec.State != Finished {
 		t.Fatalf("Begin after Finish = %v, %v, %v", rec, fresh, err)
 	}
@@ -75,6 +83,25 @@ func TestFinishWithoutBegin(t *testing.T) {
 	}
 	if rec, _ := s.Get("op-1"); rec.State != Finished || !proto.Equal(rec.Result, res) {
 		t.Fatalf("record %+v", rec)
+	}
+}
+
+// A record written by the previous version (keyed by operation id, without
+// operation_id or action) still reads, with the key as its operation id.
+func TestPreviousVersionRecord(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "agent.db")
+	s := open(t, path)
+	defer s.Close()
+	old := `{"kind":3,"instance_id":"vm-1","host_epoch":3,"start_time":"2026-01-02T03:04:05Z"}`
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte("operations")).Put([]byte("op-9"), []byte(old))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := s.Get("op-9")
+	want := Step{OperationID: "op-9", Kind: flotillav1.OperationKind_OPERATION_KIND_STOP, InstanceID: "vm-1", HostEpoch: 3}
+	if err != nil || rec.State != Started || rec.Step != want {
+		t.Fatalf("old record: %+v, %v", rec, err)
 	}
 }
 

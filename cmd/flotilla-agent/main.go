@@ -3,12 +3,8 @@
 package main
 
 import (
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-
-	"github.com/flotilla-vm/flotilla/internal/mtls"
-
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -20,16 +16,22 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
 	"github.com/flotilla-vm/flotilla/agent/executor"
 	"github.com/flotilla-vm/flotilla/agent/session"
 	"github.com/flotilla-vm/flotilla/agent/stepstore"
+	"github.com/flotilla-vm/flotilla/agent/transfer"
 	"github.com/flotilla-vm/flotilla/hypervisor"
 	"github.com/flotilla-vm/flotilla/hypervisor/fake"
 	"github.com/flotilla-vm/flotilla/hypervisor/libvirt"
+	"github.com/flotilla-vm/flotilla/internal/mtls"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -56,7 +58,10 @@ type config struct {
 	logFormat     string
 	labels        map[string]string
 	fakeDelays    map[string]time.Duration // fake hypervisor only: per-method delay
+	fakeFaults    map[string]fakeFault     // fake hypervisor only: per-method injected faults
 	tls           mtls.Files
+	peerListen    string // where to serve AgentPeerService; empty: not at all
+	peerAdvertise string // what other agents dial; empty: the listener's address
 }
 
 // keyValues is a repeatable key=value flag.
@@ -125,17 +130,21 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.logFormat, "log-format", "json", "json or text")
 	fs.StringVar(&cfg.tls.Cert, "tls-cert", "", "this host's certificate for mutual TLS (Common Name = host id, OU = agent)")
 	fs.StringVar(&cfg.tls.Key, "tls-key", "", "private key of --tls-cert")
-	fs.StringVar(&cfg.tls.CA, "tls-ca", "", "CA bundle that signs the coordinators")
+	fs.StringVar(&cfg.tls.CA, "tls-ca", "", "CA bundle that signs the coordinators (and the other agents)")
+	fs.StringVar(&cfg.peerListen, "peer-listen", "127.0.0.1:0", "where other agents pull disks from this one, host:port (empty: this agent does not move disks)")
+	fs.StringVar(&cfg.peerAdvertise, "peer-advertise", "", "the address other agents dial for --peer-listen, host:port (default: the address listened on)")
 	labels := keyValues{}
 	fs.Var(labels, "label", "a placement label of this host, key=value (repeatable)")
 	// Hidden test knobs: rely on periodic resyncs only; slow fake hypervisor methods.
 	fs.BoolVar(&cfg.ignoreEvents, "ignore-events", false, "")
 	delays := keyValues{}
 	fs.Var(delays, "fake-delay", "")
+	faults := keyValues{}
+	fs.Var(faults, "fake-fail", "")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: flotilla-agent [flags]\n\nFlags:\n")
 		fs.VisitAll(func(f *flag.Flag) {
-			if f.Name == "ignore-events" || f.Name == "fake-delay" {
+			if f.Name == "ignore-events" || f.Name == "fake-delay" || f.Name == "fake-fail" {
 				return
 			}
 			fmt.Fprintf(fs.Output(), "  --%s\t%s (default %q)\n", f.Name, f.Usage, f.DefValue)
@@ -160,6 +169,14 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		}
 		cfg.fakeDelays[m] = d
 	}
+	cfg.fakeFaults = map[string]fakeFault{}
+	for m, v := range faults {
+		f, err := parseFakeFault(v)
+		if err != nil {
+			return config{}, fmt.Errorf("--fake-fail %s=%s: %w", m, v, err)
+		}
+		cfg.fakeFaults[m] = f
+	}
 
 	for _, addr := range strings.Split(cfg.coordinator, ",") {
 		if _, _, err := net.SplitHostPort(strings.TrimSpace(addr)); err != nil {
@@ -182,12 +199,42 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if cfg.logFormat != "json" && cfg.logFormat != "text" {
 		return config{}, fmt.Errorf("--log-format %q: want json or text", cfg.logFormat)
 	}
+	if err := checkPeerFlags(cfg.peerListen, cfg.peerAdvertise); err != nil {
+		return config{}, err
+	}
 	for name, dir := range map[string]string{"state-dir": cfg.stateDir, "image-dir": cfg.imageDir, "disk-dir": cfg.diskDir, "run-dir": cfg.runDir} {
 		if dir == "" {
 			return config{}, fmt.Errorf("--%s must not be empty", name)
 		}
 	}
 	return cfg, nil
+}
+
+// checkPeerFlags validates --peer-listen and --peer-advertise. A listener on
+// every address needs an advertised one: "0.0.0.0:7450" is no address
+// another host can dial.
+func checkPeerFlags(listen, advertise string) error {
+	if listen == "" {
+		if advertise != "" {
+			return fmt.Errorf("--peer-advertise %q without --peer-listen", advertise)
+		}
+		return nil
+	}
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return fmt.Errorf("--peer-listen %q: want host:port: %w", listen, err)
+	}
+	if advertise != "" {
+		ah, ap, err := net.SplitHostPort(advertise)
+		if err != nil || ah == "" || ap == "" || ap == "0" {
+			return fmt.Errorf("--peer-advertise %q: want host:port with a host and a port", advertise)
+		}
+		return nil
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		return fmt.Errorf("--peer-listen %q listens on every address: say with --peer-advertise which one other agents dial", listen)
+	}
+	return nil
 }
 
 // validLevel rejects the offsets ("info+2") slog would also accept.
@@ -245,7 +292,14 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	}
 	defer closeLogged(hlog, "hypervisor driver", drv.Close)
 
-	exec, err := executor.New(executor.Config{HostID: cfg.hostID, Driver: drv, Store: store, Logger: log})
+	mover, peerAddr, stopPeer, err := startPeer(cfg, drv, log)
+	if err != nil {
+		return err
+	}
+	// Stopped before the driver closes: a pull in progress reads through it.
+	defer stopPeer()
+
+	exec, err := executor.New(executor.Config{HostID: cfg.hostID, Driver: drv, Store: store, Logger: log, Mover: mover})
 	if err != nil {
 		return err
 	}
@@ -270,6 +324,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		AgentVersion: agentVersion(),
 		IgnoreEvents: cfg.ignoreEvents,
 		Labels:       cfg.labels,
+		PeerAddress:  peerAddr,
 		Logger:       log,
 		DialOptions:  dialOpts,
 	})
@@ -279,8 +334,63 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	defer closeLogged(hlog, "coordinator connection", client.Close)
 
 	hlog.Info("agent starting", "coordinator", cfg.coordinator, "hypervisor", cfg.hypervisor,
-		"kind", drv.Kind(), "state_dir", cfg.stateDir, "version", agentVersion())
+		"kind", drv.Kind(), "state_dir", cfg.stateDir, "peer_address", peerAddr, "version", agentVersion())
 	return client.Run(ctx)
+}
+
+// startPeer serves AgentPeerService on --peer-listen, with the TLS material
+// of the coordinator connection when it is set: peers present certificates
+// signed by the same CA, and a pull must come from the host its certificate
+// names. It returns the disk mover for the executor (nil when disabled), the
+// address to advertise, and a stop function.
+func startPeer(cfg config, drv hypervisor.Driver, log *slog.Logger) (executor.Mover, string, func(), error) {
+	if cfg.peerListen == "" {
+		return nil, "", func() {}, nil
+	}
+	var (
+		srvOpts   []grpc.ServerOption
+		clientTLS *tls.Config
+	)
+	if cfg.tls.Enabled() {
+		stc, err := mtls.Server(cfg.tls)
+		if err != nil {
+			return nil, "", nil, err
+		}
+		if clientTLS, err = mtls.Client(cfg.tls); err != nil {
+			return nil, "", nil, err
+		}
+		srvOpts = append(srvOpts, grpc.Creds(credentials.NewTLS(stc)))
+	}
+	lis, err := net.Listen("tcp", cfg.peerListen)
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("--peer-listen: %w", err)
+	}
+	tr := transfer.New(transfer.Config{
+		HostID: cfg.hostID, Driver: drv, Logger: log,
+		ClientTLS: clientTLS, RequireClientIdentity: cfg.tls.Enabled(),
+	})
+	srv := grpc.NewServer(srvOpts...)
+	tr.Register(srv)
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		if err := srv.Serve(lis); err != nil {
+			log.Error("peer service stopped", "host", cfg.hostID, "err", err)
+		}
+	}()
+	addr := cfg.peerAdvertise
+	if addr == "" {
+		addr = lis.Addr().String()
+	}
+	log.Info("serving disks to peer agents", "host", cfg.hostID, "listen", lis.Addr().String(), "advertise", addr,
+		"tls", cfg.tls.Enabled())
+	stop := func() {
+		// Not graceful: a pull cut short fails on the target as
+		// PEER_UNAVAILABLE, and the coordinator tries it again.
+		srv.Stop()
+		<-served
+	}
+	return tr, addr, stop, nil
 }
 
 // openDriver opens the hypervisor. libvirtd may start after the agent (both
@@ -294,6 +404,11 @@ func openDriver(ctx context.Context, cfg config, log *slog.Logger) (hypervisor.D
 		})
 		for m, delay := range cfg.fakeDelays {
 			if err := setFakeDelay(d, m, delay); err != nil {
+				return nil, err
+			}
+		}
+		for m, f := range cfg.fakeFaults {
+			if err := injectFakeFault(d, m, f); err != nil {
 				return nil, err
 			}
 		}
@@ -354,5 +469,45 @@ func setFakeDelay(d *fake.Driver, method string, delay time.Duration) (err error
 		}
 	}()
 	d.SetDelay(method, delay)
+	return nil
+}
+
+// fakeFault is a --fake-fail value: how many calls fail (-1: all), and how.
+type fakeFault struct {
+	times int
+	err   error
+}
+
+// fakeFaultKinds are the failures --fake-fail can inject, by the hypervisor
+// sentinel the agent classifies (unavailable is transient, the others not).
+var fakeFaultKinds = map[string]error{
+	"unavailable": hypervisor.ErrUnavailable,
+	"invalid":     hypervisor.ErrInvalidSpec,
+	"state":       hypervisor.ErrInvalidState,
+}
+
+// parseFakeFault reads "N" or "N:kind" (kind default unavailable).
+func parseFakeFault(v string) (fakeFault, error) {
+	n, kind, _ := strings.Cut(v, ":")
+	if kind == "" {
+		kind = "unavailable"
+	}
+	times, err := strconv.Atoi(n)
+	sentinel, ok := fakeFaultKinds[kind]
+	if err != nil || times == 0 || times < -1 || !ok {
+		return fakeFault{}, errors.New("want Method=N[:unavailable|invalid|state], N > 0 or -1 for every call")
+	}
+	return fakeFault{times: times, err: fmt.Errorf("injected by --fake-fail: %w", sentinel)}, nil
+}
+
+// injectFakeFault turns the fake driver's panic on an unknown method name
+// into a flag error.
+func injectFakeFault(d *fake.Driver, method string, f fakeFault) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("--fake-fail: %v", r)
+		}
+	}()
+	d.InjectFault(method, f.err, f.times)
 	return nil
 }

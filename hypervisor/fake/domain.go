@@ -15,6 +15,10 @@ type domain struct {
 	gen     uint64        // bumped on every transition; stale timers compare it
 	changed chan struct{} // closed on every transition, to wake waiters
 	timer   *time.Timer   // pending guest power-off after ACPI
+	// disk is the instance's disk once imported; nil means the content
+	// Create gives every instance (see diskContent), made only when read so
+	// that simulating thousands of instances costs no memory for disks.
+	disk []byte
 }
 
 func newDomain(spec hypervisor.DomainSpec) *domain {

@@ -2,7 +2,9 @@
 // state machine, for unit tests and for simulating many hosts in one process.
 // Besides the Driver methods it offers fault injection (InjectFault,
 // SetDelay, SetUnavailable), guest behaviour (SetShutdownDelay, SetIgnoreACPI,
-// PowerOff, Crash) and event loss (DropEvents, BreakEvents).
+// PowerOff, Crash) and event loss (DropEvents, BreakEvents). Each domain has
+// a disk of bytes derived from its id (Disk), which OpenDisk and ImportDomain
+// copy, so a test can check that a moved instance arrived intact.
 package fake
 
 import (
@@ -38,7 +40,17 @@ type Options struct {
 	// on_crash=preserve would; by default it is shut off with reason
 	// "crashed", as the libvirt driver's on_crash=destroy does.
 	PreserveCrashed bool
+	// DiskSize is the size in bytes of the disk Create gives an instance;
+	// default DefaultDiskSize.
+	DiskSize int
+	// MaxImportBytes caps the disk ImportDomain accepts, besides the spec's
+	// DiskGiB, since the fake keeps disks in memory; default 1 GiB.
+	MaxImportBytes int64
 }
+
+// DefaultDiskSize spans several of the disk transfer's 256 KiB chunks, plus
+// a partial one, so a copy exercises chunking.
+const DefaultDiskSize = 640<<10 + 123
 
 // Driver is the in-memory hypervisor. All methods are safe for concurrent use.
 type Driver struct {
@@ -66,6 +78,12 @@ func New(opts Options) *Driver {
 	}
 	if opts.EventBuffer <= 0 {
 		opts.EventBuffer = 1024
+	}
+	if opts.DiskSize <= 0 {
+		opts.DiskSize = DefaultDiskSize
+	}
+	if opts.MaxImportBytes <= 0 {
+		opts.MaxImportBytes = 1 << 30
 	}
 	d := &Driver{
 		opts:    opts,

@@ -9,7 +9,7 @@ import (
 var methods = map[string]bool{
 	"Capacity": true, "Create": true, "Start": true, "Shutdown": true, "Destroy": true,
 	"Reboot": true, "Pause": true, "Resume": true, "Save": true, "Delete": true,
-	"Status": true, "List": true, "Events": true,
+	"Status": true, "List": true, "Events": true, "OpenDisk": true, "ImportDomain": true,
 }
 
 func mustMethod(method string) {

@@ -120,7 +120,7 @@ func defineAndStart(l *golibvirt.Libvirt, domXML string) error {
 	return nil
 }
 
-// rollbackCreate removes whatever a failed Create left behind.
+// rollbackCreate removes whatever a failed Create or ImportDomain left behind.
 func (d *Driver) rollbackCreate(log *slog.Logger, id string, paths instancePaths) {
 	ctx, cancel := context.WithTimeout(context.Background(), rollbackTimeout)
 	defer cancel()

@@ -1,0 +1,117 @@
+package transfer
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/flotilla-vm/flotilla/hypervisor"
+	"github.com/flotilla-vm/flotilla/internal/mtls"
+	agentv1 "github.com/flotilla-vm/flotilla/proto/flotilla/agent/v1"
+)
+
+// peerServer is the gRPC shim over Transfer's source side.
+type peerServer struct {
+	agentv1.UnimplementedAgentPeerServiceServer
+	t *Transfer
+}
+
+// errNoOffer is all a refused puller learns; the log says which check failed.
+var errNoOffer = status.Error(codes.PermissionDenied, "no offer of this disk to this host with this token")
+
+// PullDisk streams an offered disk: the first message carries total_size,
+// the last (without data) the SHA-256 of everything sent. The offer is
+// consumed only when the whole disk went out, so a broken pull can be tried
+// again until the offer expires.
+func (s *peerServer) PullDisk(req *agentv1.PullDiskRequest, stream grpc.ServerStreamingServer[agentv1.DiskChunk]) error {
+	t := s.t
+	ctx := stream.Context()
+	id := req.GetInstanceId()
+	log := t.log.With("instance", id, "peer_host", req.GetHostId())
+	if err := hypervisor.ValidateID(id); err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	if t.cfg.RequireClientIdentity {
+		who, ok := mtls.PeerIdentity(ctx)
+		if !ok || !who.Has(mtls.RoleAgent) || who.Name != req.GetHostId() {
+			log.Warn("pull refused: client certificate does not name the pulling host",
+				"mtls", ok, "cert_name", who.Name, "cert_roles", who.Roles)
+			return errNoOffer
+		}
+	}
+	o := t.match(id, req.GetToken(), req.GetHostId())
+	if o == nil {
+		log.Warn("pull refused: no unexpired offer for this host and token")
+		return errNoOffer
+	}
+
+	disk, size, err := t.cfg.Driver.OpenDisk(ctx, id)
+	if err != nil {
+		log.Warn("pull: cannot open disk", "err", err)
+		return driverStatus(ctx, err)
+	}
+	defer disk.Close()
+
+	started := time.Now()
+	h := sha256.New()
+	var sent int64
+	for first := true; ; first = false {
+		// A fresh buffer per message: gRPC may still hold the last one.
+		buf := make([]byte, ChunkSize)
+		n, rerr := io.ReadFull(disk, buf)
+		if n > 0 || first {
+			msg := &agentv1.DiskChunk{Data: buf[:n]}
+			if first {
+				msg.TotalSize = uint64(size)
+			}
+			if err := stream.Send(msg); err != nil {
+				log.Info("pull broken while sending", "sent_bytes", sent, "err", err)
+				return err
+			}
+			h.Write(buf[:n])
+			sent += int64(n)
+		}
+		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+			break
+		}
+		if rerr != nil {
+			log.Error("pull: reading disk failed", "sent_bytes", sent, "err", rerr)
+			return status.Errorf(codes.Internal, "reading disk: %v", rerr)
+		}
+		if err := ctx.Err(); err != nil {
+			return status.FromContextError(err).Err()
+		}
+	}
+	if sent != size {
+		// The file changed under us: the domain was not really stopped.
+		log.Error("pull: disk changed size while being sent", "announced_bytes", size, "sent_bytes", sent)
+		return status.Errorf(codes.Aborted, "disk changed size while being sent (%d bytes announced, %d read)", size, sent)
+	}
+	if err := stream.Send(&agentv1.DiskChunk{Sha256: h.Sum(nil)}); err != nil {
+		return err
+	}
+	t.consume(id, o)
+	log.Info("disk pulled", "disk_bytes", sent, "took", time.Since(started).Round(time.Millisecond))
+	return nil
+}
+
+// driverStatus maps a driver error to the code the puller classifies.
+func driverStatus(ctx context.Context, err error) error {
+	switch {
+	case ctx.Err() != nil:
+		return status.FromContextError(ctx.Err()).Err()
+	case errors.Is(err, hypervisor.ErrNotFound):
+		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, hypervisor.ErrInvalidState):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, hypervisor.ErrUnavailable):
+		return status.Error(codes.Unavailable, err.Error())
+	}
+	return status.Error(codes.Internal, err.Error())
+}

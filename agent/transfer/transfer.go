@@ -1,0 +1,182 @@
+// Package transfer moves a stopped instance's disk from one agent to another,
+// the middle of a cold move (stop on S, offer on S, import on T, start on T,
+// delete on S). It exists apart from the executor because it is both a
+// server and a client of the agent-to-agent protocol (AgentPeerService):
+// the source agent serves PullDisk for the disks the coordinator told it to
+// offer, and the target agent pulls, verifies and imports through the
+// hypervisor driver.
+//
+// The coordinator is the only authority over who may pull what: an offer
+// names the instance, a random token and the one host allowed to pull,
+// and lasts until the step's deadline. The source keeps offers in memory
+// only; an agent restart forgets them and the coordinator offers again.
+// The bytes are checked twice on arrival: against the source's SHA-256 and
+// size here, and by the driver for what it will let QEMU open.
+package transfer
+
+import (
+	"context"
+	"crypto/subtle"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/flotilla-vm/flotilla/hypervisor"
+	agentv1 "github.com/flotilla-vm/flotilla/proto/flotilla/agent/v1"
+)
+
+// ChunkSize is the most disk bytes one DiskChunk carries: large enough that
+// per-message overhead is negligible, well under gRPC's 4 MiB message limit.
+const ChunkSize = 256 << 10
+
+// ErrRefused is wrapped when the source agent refuses the pull (no matching
+// offer, wrong host or token, expired, or the disk is not in a state to be
+// copied). Retrying the same pull will not help; the coordinator must offer
+// again.
+var ErrRefused = errors.New("peer refused the disk pull")
+
+// Config configures a Transfer.
+type Config struct {
+	HostID string            // this agent's host id: sent when pulling, named by offers to us
+	Driver hypervisor.Driver // opens offered disks and imports pulled ones
+	Logger *slog.Logger      // default slog.Default()
+	// ClientTLS dials peers with TLS (mutual when it holds a certificate);
+	// nil dials in plaintext.
+	ClientTLS *tls.Config
+	// RequireClientIdentity makes PullDisk refuse a puller whose verified
+	// client certificate (internal/mtls) does not name the host id it pulls
+	// for, so a stolen token alone is not enough.
+	RequireClientIdentity bool
+}
+
+// Transfer offers local disks to peers and imports peers' disks. It is safe
+// for concurrent use.
+type Transfer struct {
+	cfg Config
+	log *slog.Logger
+	now func() time.Time // time.Now; tests move it to expire offers
+
+	mu     sync.Mutex
+	offers map[string][]*offer // by instance id
+}
+
+// offer is one permission to pull an instance's disk.
+type offer struct {
+	token  string
+	toHost string
+	until  time.Time
+}
+
+// New returns a Transfer; Register serves its side of the peer protocol.
+func New(cfg Config) *Transfer {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Transfer{
+		cfg:    cfg,
+		log:    cfg.Logger.With("component", "agent/transfer", "host", cfg.HostID),
+		now:    time.Now,
+		offers: make(map[string][]*offer),
+	}
+}
+
+// Register serves AgentPeerService (PullDisk) on s.
+func (t *Transfer) Register(s *grpc.Server) {
+	agentv1.RegisterAgentPeerServiceServer(s, &peerServer{t: t})
+}
+
+// Offer lets toHostID pull the instance's disk with token until the given
+// time. The domain must be shut off now (the driver's OpenDisk decides, as
+// it will again for the pull). Offering the same token to the same host
+// again only moves its end, so a retried step is harmless.
+func (t *Transfer) Offer(ctx context.Context, instanceID, token, toHostID string, until time.Time) error {
+	if err := hypervisor.ValidateID(instanceID); err != nil {
+		return fmt.Errorf("transfer: offer: %w", err)
+	}
+	if token == "" || toHostID == "" {
+		return fmt.Errorf("transfer: offer %s: token and puller host are required", instanceID)
+	}
+	if !t.now().Before(until) {
+		return fmt.Errorf("transfer: offer %s: its deadline %s has passed", instanceID, until.Format(time.RFC3339))
+	}
+	disk, size, err := t.cfg.Driver.OpenDisk(ctx, instanceID)
+	if err != nil {
+		return fmt.Errorf("transfer: offer %s: %w", instanceID, err)
+	}
+	disk.Close()
+
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.pruneLocked()
+	renewed := false
+	for _, o := range t.offers[instanceID] {
+		if o.toHost == toHostID && subtle.ConstantTimeCompare([]byte(o.token), []byte(token)) == 1 {
+			o.until, renewed = until, true
+		}
+	}
+	if !renewed {
+		t.offers[instanceID] = append(t.offers[instanceID], &offer{token: token, toHost: toHostID, until: until})
+	}
+	t.log.Info("disk offered", "instance", instanceID, "peer_host", toHostID,
+		"until", until.Format(time.RFC3339), "disk_bytes", size, "renewed", renewed)
+	return nil
+}
+
+// match returns the unexpired offer of instance's disk to host with token.
+// Every offer of the instance is compared, in constant time, so that the
+// answer's timing says nothing about how much of a token was right.
+func (t *Transfer) match(instanceID, token, host string) *offer {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.pruneLocked()
+	var found *offer
+	for _, o := range t.offers[instanceID] {
+		tokenOK := subtle.ConstantTimeCompare([]byte(o.token), []byte(token))
+		hostOK := subtle.ConstantTimeCompare([]byte(o.toHost), []byte(host))
+		if tokenOK&hostOK == 1 {
+			found = o
+		}
+	}
+	return found
+}
+
+// consume removes an offer after its disk was sent completely.
+func (t *Transfer) consume(instanceID string, used *offer) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var kept []*offer
+	for _, o := range t.offers[instanceID] {
+		if o != used {
+			kept = append(kept, o)
+		}
+	}
+	if len(kept) == 0 {
+		delete(t.offers, instanceID)
+		return
+	}
+	t.offers[instanceID] = kept
+}
+
+// pruneLocked drops expired offers, so memory does not grow with moves that
+// were never pulled.
+func (t *Transfer) pruneLocked() {
+	now := t.now()
+	for id, list := range t.offers {
+		var kept []*offer
+		for _, o := range list {
+			if now.Before(o.until) {
+				kept = append(kept, o)
+			}
+		}
+		if len(kept) == 0 {
+			delete(t.offers, id)
+		} else {
+			t.offers[id] = kept
+		}
+	}
+}
