@@ -66,6 +66,9 @@ var commandList = []struct{ name, usage string }{
 	{"op cancel", "op cancel ID"},
 	{"host list", "host list"},
 	{"host get", "host get ID"},
+	{"host cordon", "host cordon ID"},
+	{"host uncordon", "host uncordon ID"},
+	{"host drain", "host drain ID [--policy stop|move] [--graceful 10m]"},
 }
 
 // runFunc parses a subcommand's own flags and does the work.
@@ -79,6 +82,7 @@ var runners = map[string]runFunc{
 	"get": runGet, "list": runList, "watch": runWatch,
 	"op get": runOpGet, "op list": runOpList, "op wait": runOpWait, "op cancel": runOpCancel,
 	"host list": runHostList, "host get": runHostGet,
+	"host cordon": runHostCordon, "host uncordon": runHostCordon, "host drain": runHostDrain,
 }
 
 // usageOf returns the usage line of a subcommand.

@@ -41,7 +41,7 @@ func runOpGet(ctx context.Context, c *cli, name string, args []string) error {
 	if err != nil {
 		return err
 	}
-	return printOperations(c.stdout, c.output, []*flotillav1.Operation{op})
+	return printOperation(c.stdout, c.output, op)
 }
 
 func runOpCancel(ctx context.Context, c *cli, name string, args []string) error {
@@ -60,7 +60,37 @@ func runOpCancel(ctx context.Context, c *cli, name string, args []string) error 
 	if err != nil {
 		return err
 	}
-	return printOperations(c.stdout, c.output, []*flotillav1.Operation{op})
+	if err := printOperation(c.stdout, c.output, op); err != nil {
+		return err
+	}
+	if op.GetCancelRequested() && !op.GetDone() {
+		fmt.Fprintf(c.stderr, "flotctl: cancel requested: %s (see: flotctl op wait %s)\n", cancelNote(op), op.GetId())
+	}
+	return nil
+}
+
+// cancelNote says when a canceled operation that is not done yet rolls back.
+func cancelNote(op *flotillav1.Operation) string {
+	if op.GetState() == flotillav1.OperationState_OPERATION_STATE_ROLLING_BACK {
+		// Canceled between steps or while waiting to retry: at once.
+		return fmt.Sprintf("operation %s is rolling back", op.GetId())
+	}
+	// A step on a host runs to its end; only then does the rollback start.
+	step := "current step"
+	if name := runningStep(op); name != "" {
+		step = "step " + name
+	}
+	return fmt.Sprintf("operation %s rolls back once its %s ends", op.GetId(), step)
+}
+
+// runningStep names the step of op that is running, else op.step.
+func runningStep(op *flotillav1.Operation) string {
+	for _, st := range op.GetSteps() {
+		if st.GetState() == flotillav1.StepState_STEP_STATE_RUNNING {
+			return st.GetName()
+		}
+	}
+	return op.GetStep()
 }
 
 func runOpList(ctx context.Context, c *cli, name string, args []string) error {

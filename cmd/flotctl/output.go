@@ -103,6 +103,74 @@ func printOperations(w io.Writer, format string, ops []*flotillav1.Operation) er
 	return writeTable(w, []string{"ID", "INSTANCE", "KIND", "STATE", "STEP", "ERROR"}, rows)
 }
 
+// printOperation prints one operation in detail: its row, what may still
+// be done with it, and its steps. JSON is the message as it is.
+func printOperation(w io.Writer, format string, op *flotillav1.Operation) error {
+	if err := printOperations(w, format, []*flotillav1.Operation{op}); err != nil || format == "json" {
+		return err
+	}
+	var details [][]string
+	if t := op.GetTargetHostId(); t != "" {
+		details = append(details, []string{"TARGET", t})
+	}
+	if !op.GetDone() {
+		details = append(details, []string{"CANCELLABLE", yesNo(op.GetCancellable())})
+	}
+	if op.GetCancelRequested() {
+		details = append(details, []string{"CANCEL_REQUESTED", yesNo(true)})
+	}
+	if len(details) > 0 {
+		fmt.Fprintln(w)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		for _, d := range details {
+			fmt.Fprintf(tw, "%s\t%s\n", d[0], d[1])
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	if len(op.GetSteps()) == 0 {
+		return nil
+	}
+	fmt.Fprintln(w)
+	return printSteps(w, op.GetSteps())
+}
+
+// printSteps writes an operation's steps as a table. HOST is "-" for a step
+// the coordinator does itself; UNDO is the step that would undo this one.
+func printSteps(w io.Writer, steps []*flotillav1.OperationStep) error {
+	rows := make([][]string, 0, len(steps))
+	for _, st := range steps {
+		rows = append(rows, []string{
+			st.GetName(),
+			enumName(st.GetState(), "STEP_STATE_"),
+			st.GetHostId(),
+			attemptText(st.GetAttempt(), st.GetMaxAttempts()),
+			st.GetCompensation(),
+			faultText(st.GetError()),
+		})
+	}
+	return writeTable(w, []string{"STEP", "STATE", "HOST", "ATTEMPT", "UNDO", "ERROR"}, rows)
+}
+
+// attemptText shows "attempt/max", or nothing for a step not started yet.
+func attemptText(attempt, maxAttempts int32) string {
+	switch {
+	case attempt <= 0:
+		return ""
+	case maxAttempts <= 0:
+		return fmt.Sprint(attempt)
+	}
+	return fmt.Sprintf("%d/%d", attempt, maxAttempts)
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
 func printHosts(w io.Writer, format string, hosts []*flotillav1.Host) error {
 	if format == "json" {
 		return writeJSON(w, hosts)

@@ -57,6 +57,88 @@ func TestOperationTable(t *testing.T) {
 	}
 }
 
+func TestOperationTableRollingBack(t *testing.T) {
+	ops := []*flotillav1.Operation{
+		{Id: "op-3", InstanceId: "i-1", Kind: flotillav1.OperationKind_OPERATION_KIND_MOVE,
+			State: flotillav1.OperationState_OPERATION_STATE_ROLLING_BACK, Step: "remove-from-target",
+			Error: &flotillav1.Fault{Code: "INVALID_DISK", Message: "backing file outside the image directory"},
+			Steps: []*flotillav1.OperationStep{{Name: "offer-disk"}}},
+	}
+	var b bytes.Buffer
+	if err := printOperations(&b, "table", ops); err != nil {
+		t.Fatal(err)
+	}
+	// op list shows one row per operation, steps or not.
+	want := "" +
+		"ID    INSTANCE  KIND  STATE         STEP                ERROR\n" +
+		"op-3  i-1       MOVE  ROLLING_BACK  remove-from-target  INVALID_DISK: backing file outside the image directory\n"
+	if b.String() != want {
+		t.Errorf("got\n%s\nwant\n%s", b.String(), want)
+	}
+}
+
+func TestOperationDetail(t *testing.T) {
+	// A rolled-back move: the undo steps follow the forward ones.
+	op := &flotillav1.Operation{Id: "op-4", InstanceId: "i-1", Kind: flotillav1.OperationKind_OPERATION_KIND_MOVE,
+		State: flotillav1.OperationState_OPERATION_STATE_FAILED, Done: true, Step: "FAILED", TargetHostId: "h2",
+		Error: &flotillav1.Fault{Code: "DISK_CORRUPT", Message: "sha-256 mismatch"},
+		Steps: []*flotillav1.OperationStep{
+			{Name: "offer-disk", State: flotillav1.StepState_STEP_STATE_SUCCEEDED, HostId: "h1", Attempt: 1, MaxAttempts: 3},
+			{Name: "copy-disk-to-target", State: flotillav1.StepState_STEP_STATE_FAILED, HostId: "h2", Attempt: 3, MaxAttempts: 3,
+				Compensation: "remove-from-target", Error: &flotillav1.Fault{Code: "DISK_CORRUPT", Message: "sha-256 mismatch"}},
+			{Name: "switch-host", State: flotillav1.StepState_STEP_STATE_SKIPPED, MaxAttempts: 3},
+			{Name: "remove-from-source", State: flotillav1.StepState_STEP_STATE_SKIPPED, HostId: "h1", MaxAttempts: 3},
+		}}
+	var b bytes.Buffer
+	if err := printOperation(&b, "table", op); err != nil {
+		t.Fatal(err)
+	}
+	// Done: CANCELLABLE means nothing any more and is left out.
+	want := "" +
+		"ID    INSTANCE  KIND  STATE   STEP    ERROR\n" +
+		"op-4  i-1       MOVE  FAILED  FAILED  DISK_CORRUPT: sha-256 mismatch\n" +
+		"\n" +
+		"TARGET  h2\n" +
+		"\n" +
+		"STEP                 STATE      HOST  ATTEMPT  UNDO                ERROR\n" +
+		"offer-disk           SUCCEEDED  h1    1/3      -                   -\n" +
+		"copy-disk-to-target  FAILED     h2    3/3      remove-from-target  DISK_CORRUPT: sha-256 mismatch\n" +
+		"switch-host          SKIPPED    -     -        -                   -\n" +
+		"remove-from-source   SKIPPED    h1    -        -                   -\n"
+	if b.String() != want {
+		t.Errorf("got\n%s\nwant\n%s", b.String(), want)
+	}
+
+	// An operation without steps or details prints its row only.
+	b.Reset()
+	if err := printOperation(&b, "table", testOps[1]); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(b.String(), "\n"); n != 2 {
+		t.Errorf("got\n%s", b.String())
+	}
+
+	b.Reset()
+	if err := printOperation(&b, "json", op); err != nil {
+		t.Fatal(err)
+	}
+	got := jsonLines(t, b.String(), func() *flotillav1.Operation { return new(flotillav1.Operation) })
+	if len(got) != 1 || !proto.Equal(got[0], op) || !strings.Contains(b.String(), `"STEP_STATE_SKIPPED"`) {
+		t.Errorf("json = %s", b.String())
+	}
+}
+
+func TestAttemptText(t *testing.T) {
+	for _, tt := range []struct {
+		attempt, maxAttempts int32
+		want                 string
+	}{{0, 3, ""}, {1, 3, "1/3"}, {3, 3, "3/3"}, {2, 0, "2"}} {
+		if got := attemptText(tt.attempt, tt.maxAttempts); got != tt.want {
+			t.Errorf("attemptText(%d, %d) = %q, want %q", tt.attempt, tt.maxAttempts, got, tt.want)
+		}
+	}
+}
+
 func TestEmptyTableHasHeader(t *testing.T) {
 	var b bytes.Buffer
 	if err := printInstances(&b, "table", nil); err != nil {

@@ -38,6 +38,8 @@ func TestParseGlobal(t *testing.T) {
 		{args: []string{"--output=json", "op", "wait", "op-1", "--timeout", "1m"}, addr: defaultAddr, timeout: 30 * time.Second, output: "json",
 			name: "op wait", rest: []string{"op-1", "--timeout", "1m"}},
 		{args: []string{"host", "list"}, addr: defaultAddr, timeout: 30 * time.Second, output: "table", name: "host list", rest: []string{}},
+		{args: []string{"host", "drain", "h1", "--policy", "move"}, addr: defaultAddr, timeout: 30 * time.Second, output: "table",
+			name: "host drain", rest: []string{"h1", "--policy", "move"}},
 		{args: []string{}, wantErr: "missing command"},
 		{args: []string{"-o", "yaml", "list"}, wantErr: "-o must be table or json"},
 		{args: []string{"--timeout", "0s", "list"}, wantErr: "--timeout must be positive"},
@@ -234,13 +236,50 @@ func TestRunUsageExitCodes(t *testing.T) {
 		{[]string{"list", "--status", "nope"}, 2, `unknown status "nope"`, ""},
 		{[]string{"op", "wait"}, 2, "usage: flotctl op wait ID [--timeout 5m]", ""},
 		{[]string{"get", "-h"}, 0, "", "usage: flotctl [global flags] get ID"},
-		{[]string{"help"}, 0, "", "host get ID"},
+		{[]string{"help"}, 0, "", "host drain ID [--policy stop|move] [--graceful 10m]"},
+		{[]string{"host", "cordon"}, 2, "flotctl: missing ID\nusage: flotctl host cordon ID\n", ""},
+		{[]string{"host", "drain", "h1", "--policy", "evacuate"}, 2, `--policy must be stop or move, not "evacuate"`, ""},
+		{[]string{"host", "drain", "-h"}, 0, "", "-policy string"},
 	}
 	for _, tt := range tests {
 		var stdout, stderr bytes.Buffer
 		code := run(context.Background(), tt.args, env(nil), &stdout, &stderr)
 		if code != tt.code || !strings.Contains(stderr.String(), tt.stderr) || !strings.Contains(stdout.String(), tt.stdout) {
 			t.Errorf("run(%q) = %d\nstdout: %s\nstderr: %s", tt.args, code, stdout.String(), stderr.String())
+		}
+	}
+}
+
+func TestParseDrain(t *testing.T) {
+	tests := []struct {
+		args []string
+		want *flotillav1.DrainHostRequest
+	}{
+		{[]string{"h1"}, &flotillav1.DrainHostRequest{Id: "h1", Policy: flotillav1.DrainPolicy_DRAIN_POLICY_STOP,
+			GracefulTimeout: durationpb.New(10 * time.Minute)}},
+		{[]string{"h1", "--policy", "move", "--graceful", "5m"}, &flotillav1.DrainHostRequest{Id: "h1",
+			Policy: flotillav1.DrainPolicy_DRAIN_POLICY_MOVE, GracefulTimeout: durationpb.New(5 * time.Minute)}},
+		{[]string{"--policy", "Stop", "h1"}, &flotillav1.DrainHostRequest{Id: "h1", Policy: flotillav1.DrainPolicy_DRAIN_POLICY_STOP,
+			GracefulTimeout: durationpb.New(10 * time.Minute)}},
+	}
+	for _, tt := range tests {
+		got, err := parseDrain("host drain", tt.args)
+		if err != nil || !proto.Equal(got, tt.want) {
+			t.Errorf("parseDrain(%q) = %v, %v; want %v", tt.args, got, err, tt.want)
+		}
+	}
+	for _, args := range [][]string{
+		{"h1", "--policy", "unspecified"},
+		{"h1", "--policy", "DRAIN_POLICY_MOVE"},
+		{"h1", "--policy", "live"},
+		{"h1", "--graceful", "-1s"},
+		{"h1", "--force"},
+		{},
+	} {
+		_, err := parseDrain("host drain", args)
+		var ue *usageError
+		if !errors.As(err, &ue) || ue.usage != usageOf("host drain") {
+			t.Errorf("parseDrain(%q) err = %v, want a host drain usage error", args, err)
 		}
 	}
 }

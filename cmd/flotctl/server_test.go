@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	flotillav1 "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
@@ -35,6 +36,15 @@ type fake struct {
 	events    []*flotillav1.WatchInstancesResponse
 	watchReq  *flotillav1.WatchInstancesRequest
 	watchHold bool // keep the watch stream open after the events
+
+	cordonReqs   []*flotillav1.CordonHostRequest
+	uncordonReqs []*flotillav1.UncordonHostRequest
+	drainReqs    []*flotillav1.DrainHostRequest
+	ops          []*flotillav1.Operation // served by GetOperation
+	opGetReqs    []*flotillav1.GetOperationRequest
+	cancelReqs   []*flotillav1.CancelOperationRequest
+	cancelOp     *flotillav1.Operation // CancelOperation's answer; nil: Unimplemented
+	cancelErr    error                 // CancelOperation's error, if set
 }
 
 func (f *fake) GetInstance(_ context.Context, r *flotillav1.GetInstanceRequest) (*flotillav1.Instance, error) {
@@ -109,6 +119,55 @@ func (f *fake) WatchInstances(r *flotillav1.WatchInstancesRequest, s grpc.Server
 
 func (f *fake) ListHosts(context.Context, *flotillav1.ListHostsRequest) (*flotillav1.ListHostsResponse, error) {
 	return &flotillav1.ListHostsResponse{Hosts: []*flotillav1.Host{{Id: "h1", Status: flotillav1.HostStatus_HOST_STATUS_READY}}}, nil
+}
+
+func (f *fake) CordonHost(_ context.Context, r *flotillav1.CordonHostRequest) (*flotillav1.Host, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.cordonReqs = append(f.cordonReqs, r)
+	return &flotillav1.Host{Id: r.GetId(), Status: flotillav1.HostStatus_HOST_STATUS_CORDONED, Cordoned: true}, nil
+}
+
+func (f *fake) UncordonHost(_ context.Context, r *flotillav1.UncordonHostRequest) (*flotillav1.Host, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.uncordonReqs = append(f.uncordonReqs, r)
+	return &flotillav1.Host{Id: r.GetId(), Status: flotillav1.HostStatus_HOST_STATUS_READY}, nil
+}
+
+func (f *fake) DrainHost(_ context.Context, r *flotillav1.DrainHostRequest) (*flotillav1.Host, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.drainReqs = append(f.drainReqs, r)
+	if r.GetId() != "h1" {
+		return nil, status.Errorf(codes.NotFound, "host %q not found", r.GetId())
+	}
+	return &flotillav1.Host{Id: r.GetId(), Status: flotillav1.HostStatus_HOST_STATUS_DRAINING, Cordoned: true, InstanceCount: 2}, nil
+}
+
+func (f *fake) GetOperation(_ context.Context, r *flotillav1.GetOperationRequest) (*flotillav1.Operation, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.opGetReqs = append(f.opGetReqs, r)
+	for _, op := range f.ops {
+		if op.GetId() == r.GetId() {
+			return op, nil
+		}
+	}
+	return nil, status.Errorf(codes.NotFound, "operation %q not found", r.GetId())
+}
+
+func (f *fake) CancelOperation(_ context.Context, r *flotillav1.CancelOperationRequest) (*flotillav1.Operation, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.cancelReqs = append(f.cancelReqs, r)
+	if f.cancelErr != nil {
+		return nil, f.cancelErr
+	}
+	if f.cancelOp == nil {
+		return nil, status.Error(codes.Unimplemented, "method CancelOperation not implemented")
+	}
+	return f.cancelOp, nil
 }
 
 // serve starts f on 127.0.0.1:0 and returns its address.
@@ -320,5 +379,240 @@ func TestHostList(t *testing.T) {
 	code, out, _ := runCLI(context.Background(), addr, "host", "list")
 	if code != 0 || !strings.Contains(out, "\nh1  READY  ") {
 		t.Errorf("exit %d, stdout %q", code, out)
+	}
+}
+
+func TestHostCordonUncordon(t *testing.T) {
+	f := &fake{}
+	addr := serve(t, f)
+	code, out, errOut := runCLI(context.Background(), addr, "host", "cordon", "h1")
+	if code != 0 || !strings.HasPrefix(out, "ID  STATUS    HYPERVISOR") || !strings.Contains(out, "\nh1  CORDONED  ") {
+		t.Errorf("exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	code, out, errOut = runCLI(context.Background(), addr, "-o", "json", "host", "uncordon", "h1")
+	if code != 0 || !strings.Contains(out, `"HOST_STATUS_READY"`) {
+		t.Errorf("exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if len(f.cordonReqs) != 1 || f.cordonReqs[0].GetId() != "h1" || len(f.uncordonReqs) != 1 || f.uncordonReqs[0].GetId() != "h1" {
+		t.Errorf("cordon %v, uncordon %v", f.cordonReqs, f.uncordonReqs)
+	}
+	// No ID: a usage error before any RPC.
+	code, _, errOut = runCLI(context.Background(), addr, "host", "uncordon")
+	if code != 2 || errOut != "flotctl: missing ID\nusage: flotctl host uncordon ID\n" {
+		t.Errorf("exit %d, stderr %q", code, errOut)
+	}
+	if len(f.uncordonReqs) != 1 {
+		t.Errorf("%d UncordonHost calls, want 1", len(f.uncordonReqs))
+	}
+}
+
+func TestHostDrain(t *testing.T) {
+	f := &fake{}
+	addr := serve(t, f)
+	tests := []struct {
+		args     []string
+		policy   flotillav1.DrainPolicy
+		graceful time.Duration
+	}{
+		{[]string{"h1"}, flotillav1.DrainPolicy_DRAIN_POLICY_STOP, 10 * time.Minute},
+		{[]string{"h1", "--policy", "move"}, flotillav1.DrainPolicy_DRAIN_POLICY_MOVE, 10 * time.Minute},
+		{[]string{"--policy=MOVE", "--graceful", "90s", "h1"}, flotillav1.DrainPolicy_DRAIN_POLICY_MOVE, 90 * time.Second},
+		{[]string{"h1", "--policy", "stop", "--graceful", "1m"}, flotillav1.DrainPolicy_DRAIN_POLICY_STOP, time.Minute},
+	}
+	for i, tt := range tests {
+		code, out, errOut := runCLI(context.Background(), addr, append([]string{"host", "drain"}, tt.args...)...)
+		if code != 0 || !strings.Contains(out, "\nh1  DRAINING  ") {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q", tt.args, code, out, errOut)
+			continue
+		}
+		want := &flotillav1.DrainHostRequest{Id: "h1", Policy: tt.policy, GracefulTimeout: durationpb.New(tt.graceful)}
+		if len(f.drainReqs) != i+1 || !proto.Equal(f.drainReqs[i], want) {
+			t.Errorf("%q: request %v, want %v", tt.args, f.drainReqs[len(f.drainReqs)-1], want)
+		}
+	}
+	// The server's refusal is an RPC failure: exit 1.
+	code, _, errOut := runCLI(context.Background(), addr, "host", "drain", "h9", "--policy", "move")
+	if code != 1 || errOut != "flotctl: NotFound: host \"h9\" not found\n" {
+		t.Errorf("exit %d, stderr %q", code, errOut)
+	}
+}
+
+func TestHostDrainBadInput(t *testing.T) {
+	f := &fake{}
+	addr := serve(t, f)
+	tests := []struct {
+		args   []string
+		stderr string
+	}{
+		{[]string{"h1", "--policy", "migrate"}, "flotctl: --policy must be stop or move, not \"migrate\"\n" +
+			"usage: flotctl host drain ID [--policy stop|move] [--graceful 10m]\n"},
+		{[]string{"h1", "--policy", ""}, "--policy must be stop or move"},
+		{[]string{"h1", "--graceful", "0s"}, "--graceful must be positive"},
+		{[]string{"h1", "--graceful", "soon"}, "invalid value"},
+		{[]string{"--policy", "move"}, "missing ID"},
+		{[]string{"h1", "h2"}, `unexpected argument "h2"`},
+	}
+	for _, tt := range tests {
+		code, out, errOut := runCLI(context.Background(), addr, append([]string{"host", "drain"}, tt.args...)...)
+		if code != 2 || out != "" || !strings.Contains(errOut, tt.stderr) {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q", tt.args, code, out, errOut)
+		}
+	}
+	if len(f.drainReqs) != 0 {
+		t.Errorf("bad input reached the server: %v", f.drainReqs)
+	}
+}
+
+// moveOp is a move of i-1 from h1 to h2 that is copying the disk.
+func moveOp() *flotillav1.Operation {
+	return &flotillav1.Operation{
+		Id: "op-7", InstanceId: "i-1", Kind: flotillav1.OperationKind_OPERATION_KIND_MOVE,
+		State: flotillav1.OperationState_OPERATION_STATE_RUNNING, Step: "copy-disk-to-target",
+		HostId: "h1", TargetHostId: "h2", Cancellable: true,
+		Steps: []*flotillav1.OperationStep{
+			{Name: "stop-on-source", State: flotillav1.StepState_STEP_STATE_SUCCEEDED, HostId: "h1", Attempt: 1, MaxAttempts: 3,
+				Compensation: "start-on-source"},
+			{Name: "offer-disk", State: flotillav1.StepState_STEP_STATE_SUCCEEDED, HostId: "h1", Attempt: 1, MaxAttempts: 3},
+			{Name: "copy-disk-to-target", State: flotillav1.StepState_STEP_STATE_RUNNING, HostId: "h2", Attempt: 2, MaxAttempts: 3,
+				Compensation: "remove-from-target", Error: &flotillav1.Fault{Code: "PEER_UNAVAILABLE", Message: "connection refused"}},
+			{Name: "start-on-target", State: flotillav1.StepState_STEP_STATE_PENDING, HostId: "h2", MaxAttempts: 3,
+				Compensation: "stop-on-target"},
+			{Name: "switch-host", State: flotillav1.StepState_STEP_STATE_PENDING, MaxAttempts: 3},
+			{Name: "remove-from-source", State: flotillav1.StepState_STEP_STATE_PENDING, HostId: "h1", MaxAttempts: 3},
+		},
+	}
+}
+
+func TestOpGetSteps(t *testing.T) {
+	f := &fake{ops: []*flotillav1.Operation{moveOp()}}
+	addr := serve(t, f)
+	code, out, errOut := runCLI(context.Background(), addr, "op", "get", "op-7")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	want := "" +
+		"ID    INSTANCE  KIND  STATE    STEP                 ERROR\n" +
+		"op-7  i-1       MOVE  RUNNING  copy-disk-to-target  -\n" +
+		"\n" +
+		"TARGET       h2\n" +
+		"CANCELLABLE  yes\n" +
+		"\n" +
+		"STEP                 STATE      HOST  ATTEMPT  UNDO                ERROR\n" +
+		"stop-on-source       SUCCEEDED  h1    1/3      start-on-source     -\n" +
+		"offer-disk           SUCCEEDED  h1    1/3      -                   -\n" +
+		"copy-disk-to-target  RUNNING    h2    2/3      remove-from-target  PEER_UNAVAILABLE: connection refused\n" +
+		"start-on-target      PENDING    h2    -        stop-on-target      -\n" +
+		"switch-host          PENDING    -     -        -                   -\n" +
+		"remove-from-source   PENDING    h1    -        -                   -\n"
+	if out != want {
+		t.Errorf("stdout\n%s\nwant\n%s", out, want)
+	}
+
+	// JSON is the message as the server sent it, one line.
+	code, out, errOut = runCLI(context.Background(), addr, "-o", "json", "op", "get", "op-7")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	got := jsonLines(t, out, func() *flotillav1.Operation { return new(flotillav1.Operation) })
+	if len(got) != 1 || !proto.Equal(got[0], moveOp()) {
+		t.Errorf("json = %s", out)
+	}
+
+	code, _, errOut = runCLI(context.Background(), addr, "op", "get", "op-404")
+	if code != 1 || errOut != "flotctl: NotFound: operation \"op-404\" not found\n" {
+		t.Errorf("exit %d, stderr %q", code, errOut)
+	}
+	if len(f.opGetReqs) != 3 || f.opGetReqs[0].GetId() != "op-7" {
+		t.Errorf("GetOperation requests %v", f.opGetReqs)
+	}
+}
+
+func TestOpCancelRunning(t *testing.T) {
+	op := moveOp()
+	op.Cancellable, op.CancelRequested = false, true
+	f := &fake{cancelOp: op}
+	addr := serve(t, f)
+	code, out, errOut := runCLI(context.Background(), addr, "op", "cancel", "op-7")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	if len(f.cancelReqs) != 1 || f.cancelReqs[0].GetId() != "op-7" {
+		t.Errorf("CancelOperation requests %v", f.cancelReqs)
+	}
+	if !strings.HasPrefix(out, "ID    INSTANCE  KIND  STATE    STEP") ||
+		!strings.Contains(out, "\nCANCELLABLE       no\nCANCEL_REQUESTED  yes\n") {
+		t.Errorf("stdout\n%s", out)
+	}
+	wantErr := "flotctl: cancel requested: operation op-7 rolls back once its step copy-disk-to-target ends (see: flotctl op wait op-7)\n"
+	if errOut != wantErr {
+		t.Errorf("stderr %q, want %q", errOut, wantErr)
+	}
+}
+
+func TestOpCancelPending(t *testing.T) {
+	f := &fake{cancelOp: &flotillav1.Operation{Id: "op-3", InstanceId: "i-3", Kind: flotillav1.OperationKind_OPERATION_KIND_CREATE,
+		State: flotillav1.OperationState_OPERATION_STATE_CANCELED, Done: true, Step: "canceled",
+		Error: &flotillav1.Fault{Code: "CANCELED", Message: "canceled by the user before it reached the host"},
+		Steps: []*flotillav1.OperationStep{{Name: "create-domain", State: flotillav1.StepState_STEP_STATE_SKIPPED,
+			MaxAttempts: 3, Compensation: "delete-domain"}}}}
+	addr := serve(t, f)
+	code, out, errOut := runCLI(context.Background(), addr, "op", "cancel", "op-3")
+	if code != 0 || errOut != "" {
+		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+	want := "" +
+		"ID    INSTANCE  KIND    STATE     STEP      ERROR\n" +
+		"op-3  i-3       CREATE  CANCELED  canceled  CANCELED: canceled by the user before it reached the host\n" +
+		"\n" +
+		"STEP           STATE    HOST  ATTEMPT  UNDO           ERROR\n" +
+		"create-domain  SKIPPED  -     -        delete-domain  -\n"
+	if out != want {
+		t.Errorf("stdout\n%s\nwant\n%s", out, want)
+	}
+
+	// JSON mode still says on stderr that the rollback is yet to come.
+	op := moveOp()
+	op.CancelRequested = true
+	f.mu.Lock()
+	f.cancelOp = op
+	f.mu.Unlock()
+	code, out, errOut = runCLI(context.Background(), addr, "-o", "json", "op", "cancel", "op-7")
+	if code != 0 || strings.Count(out, "\n") != 1 || !strings.Contains(errOut, "rolls back once its step copy-disk-to-target ends") {
+		t.Errorf("exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}
+
+func TestCancelNote(t *testing.T) {
+	op := moveOp()
+	if got := cancelNote(op); got != "operation op-7 rolls back once its step copy-disk-to-target ends" {
+		t.Errorf("running: %q", got)
+	}
+	op.Steps = nil
+	if got := cancelNote(op); got != "operation op-7 rolls back once its step copy-disk-to-target ends" {
+		t.Errorf("no steps: %q", got)
+	}
+	op.Step = ""
+	if got := cancelNote(op); got != "operation op-7 rolls back once its current step ends" {
+		t.Errorf("no step: %q", got)
+	}
+	op.State = flotillav1.OperationState_OPERATION_STATE_ROLLING_BACK
+	if got := cancelNote(op); got != "operation op-7 is rolling back" {
+		t.Errorf("rolling back: %q", got)
+	}
+}
+
+func TestOpCancelRefused(t *testing.T) {
+	f := &fake{cancelErr: status.Error(codes.FailedPrecondition,
+		`operation "op-7" cannot be canceled now: step switch-host cannot be undone`)}
+	addr := serve(t, f)
+	code, out, errOut := runCLI(context.Background(), addr, "op", "cancel", "op-7")
+	if code != 1 || out != "" ||
+		errOut != "flotctl: FailedPrecondition: operation \"op-7\" cannot be canceled now: step switch-host cannot be undone\n" {
+		t.Errorf("exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	// No ID: a usage error, nothing sent.
+	code, out, _ = runCLI(context.Background(), addr, "op", "cancel")
+	if code != 2 || out != "" || len(f.cancelReqs) != 1 {
+		t.Errorf("exit %d, stdout %q, %d calls", code, out, len(f.cancelReqs))
 	}
 }

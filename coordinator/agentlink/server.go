@@ -42,6 +42,9 @@ type Config struct {
 	// Store is read by the liveness watch to find hosts without a session.
 	Store *state.Store
 	Now   func() time.Time
+	// OnStepReport hears an agent's answer to a QueryStep that is not a
+	// result (the step is unknown to the agent, or still running there).
+	OnStepReport func(hostID string, epoch uint64, r *agentv1.StepReport)
 }
 
 // Server implements agentv1.AgentServiceServer and tracks live sessions.
@@ -107,15 +110,29 @@ func (s *Server) Epoch(hostID string) (uint64, bool) {
 
 // Send queues a step on the host's live session, stamped with its epoch.
 func (s *Server) Send(hostID string, step *agentv1.RunStep) error {
+	return s.queue(hostID, func(epoch uint64) *agentv1.ConnectResponse {
+		step.HostEpoch = epoch
+		return &agentv1.ConnectResponse{Msg: &agentv1.ConnectResponse_RunStep{RunStep: step}}
+	})
+}
+
+// Query asks the host's agent what became of a step; the answer comes
+// back as a result (committed like any step result) or to OnStepReport.
+func (s *Server) Query(hostID string, q *agentv1.QueryStep) error {
+	return s.queue(hostID, func(uint64) *agentv1.ConnectResponse {
+		return &agentv1.ConnectResponse{Msg: &agentv1.ConnectResponse_QueryStep{QueryStep: q}}
+	})
+}
+
+func (s *Server) queue(hostID string, msg func(epoch uint64) *agentv1.ConnectResponse) error {
 	s.mu.Lock()
 	ss, ok := s.sessions[hostID]
 	s.mu.Unlock()
 	if !ok {
 		return fmt.Errorf("host %q: %w", hostID, ErrNoSession)
 	}
-	step.HostEpoch = ss.epoch
 	select {
-	case ss.out <- &agentv1.ConnectResponse{Msg: &agentv1.ConnectResponse_RunStep{RunStep: step}}:
+	case ss.out <- msg(ss.epoch):
 		return nil
 	case <-ss.done:
 		return fmt.Errorf("host %q: %w", hostID, ErrNoSession)
@@ -149,7 +166,7 @@ func (s *Server) Connect(stream agentv1.AgentService_ConnectServer) error {
 	}
 	ctx := stream.Context()
 	host := state.Host{
-		ID: reg.HostId, Kind: reg.HypervisorKind, AgentVersion: reg.AgentVersion, Labels: reg.Labels,
+		ID: reg.HostId, Kind: reg.HypervisorKind, AgentVersion: reg.AgentVersion, Labels: reg.Labels, PeerAddr: reg.PeerAddress,
 		Capacity: state.Resources{VCPUs: reg.GetCapacity().GetVcpus(), MemoryMiB: reg.GetCapacity().GetMemoryMib(), DiskGiB: reg.GetCapacity().GetDiskGib()},
 	}
 	v, err := s.apply(ctx, fsm.TypeRegisterHost, fsm.RegisterHost{Host: host, Inventory: observations(reg.Inventory)})
@@ -275,6 +292,19 @@ func (s *Server) recvLoop(ctx context.Context, stream agentv1.AgentService_Conne
 				continue
 			}
 			typ, body = fsm.TypeFinish, f
+		case *agentv1.ConnectRequest_StepReport:
+			r := msg.StepReport
+			if r.State != agentv1.StepReportState_STEP_REPORT_STATE_FINISHED || r.Result == nil {
+				if s.cfg.OnStepReport != nil {
+					s.cfg.OnStepReport(ss.hostID, ss.epoch, r)
+				}
+				continue
+			}
+			f, ok := s.finish(ss, r.Result)
+			if !ok {
+				continue
+			}
+			typ, body = fsm.TypeFinish, f
 		case *agentv1.ConnectRequest_Heartbeat:
 			continue
 		case *agentv1.ConnectRequest_Register:
@@ -378,7 +408,8 @@ func (s *Server) commit(ctx context.Context, cmds [][]byte) ([]error, error) {
 // isBusinessError tells a refusal of one report (which changes nothing and
 // is not the session's fault) from a failure of the log itself.
 func isBusinessError(err error) bool {
-	return errors.Is(err, fsm.ErrStaleEpoch) || errors.Is(err, fsm.ErrOperationDone) || errors.Is(err, fsm.ErrNotFound)
+	return errors.Is(err, fsm.ErrStaleEpoch) || errors.Is(err, fsm.ErrOperationDone) || errors.Is(err, fsm.ErrNotFound) ||
+		errors.Is(err, fsm.ErrStaleStep) || errors.Is(err, fsm.ErrWrongHost)
 }
 
 // finish turns a step result into a Finish command; ok is false for a
@@ -389,7 +420,7 @@ func (s *Server) finish(ss *session, r *agentv1.StepResult) (f fsm.Finish, ok bo
 		// not run, and the orchestrator re-sends it on the current session.
 		return f, false
 	}
-	f = fsm.Finish{OperationID: r.OperationId, Succeeded: r.Succeeded, Fault: api.FaultFromPB(r.Fault), HostID: ss.hostID}
+	f = fsm.Finish{OperationID: r.OperationId, StepID: r.StepId, Succeeded: r.Succeeded, Fault: api.FaultFromPB(r.Fault), HostID: ss.hostID}
 	if r.State != nil {
 		o := observations([]*agentv1.DomainState{r.State})[0]
 		f.Observed = &o

@@ -6,6 +6,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/flotilla-vm/flotilla/coordinator/fsm"
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
 	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
@@ -33,6 +34,7 @@ var statusToPB = map[lifecycle.Status]pb.Status{
 	lifecycle.StatusCrashed:           pb.Status_STATUS_CRASHED,
 	lifecycle.StatusPending:           pb.Status_STATUS_PENDING,
 	lifecycle.StatusBidding:           pb.Status_STATUS_BIDDING,
+	lifecycle.StatusMoving:            pb.Status_STATUS_MOVING,
 }
 
 var desiredToPB = map[lifecycle.Desired]pb.DesiredState{
@@ -68,10 +70,11 @@ func PowerFromPB(p pb.PowerState) lifecycle.Power {
 }
 
 var resultToPB = map[lifecycle.Result]pb.ProvisioningResult{
-	lifecycle.ResultNone:      pb.ProvisioningResult_PROVISIONING_RESULT_UNSPECIFIED,
-	lifecycle.ResultSucceeded: pb.ProvisioningResult_PROVISIONING_RESULT_SUCCEEDED,
-	lifecycle.ResultFailed:    pb.ProvisioningResult_PROVISIONING_RESULT_FAILED,
-	lifecycle.ResultCanceled:  pb.ProvisioningResult_PROVISIONING_RESULT_CANCELED,
+	lifecycle.ResultNone:       pb.ProvisioningResult_PROVISIONING_RESULT_UNSPECIFIED,
+	lifecycle.ResultSucceeded:  pb.ProvisioningResult_PROVISIONING_RESULT_SUCCEEDED,
+	lifecycle.ResultFailed:     pb.ProvisioningResult_PROVISIONING_RESULT_FAILED,
+	lifecycle.ResultCanceled:   pb.ProvisioningResult_PROVISIONING_RESULT_CANCELED,
+	lifecycle.ResultRolledBack: pb.ProvisioningResult_PROVISIONING_RESULT_ROLLED_BACK,
 }
 
 var actionToPB = map[lifecycle.Action]pb.Action{
@@ -98,17 +101,29 @@ var opKindToPB = map[lifecycle.OpKind]pb.OperationKind{
 	lifecycle.OpResume:      pb.OperationKind_OPERATION_KIND_RESUME,
 	lifecycle.OpDelete:      pb.OperationKind_OPERATION_KIND_DELETE,
 	lifecycle.OpPreempt:     pb.OperationKind_OPERATION_KIND_PREEMPT,
+	lifecycle.OpMove:        pb.OperationKind_OPERATION_KIND_MOVE,
 }
 
 // OpKindToPB maps an operation kind to the public enum.
 func OpKindToPB(k lifecycle.OpKind) pb.OperationKind { return opKindToPB[k] }
 
 var opStateToPB = map[state.OpState]pb.OperationState{
-	state.OpPending:   pb.OperationState_OPERATION_STATE_PENDING,
-	state.OpRunning:   pb.OperationState_OPERATION_STATE_RUNNING,
-	state.OpSucceeded: pb.OperationState_OPERATION_STATE_SUCCEEDED,
-	state.OpFailed:    pb.OperationState_OPERATION_STATE_FAILED,
-	state.OpCanceled:  pb.OperationState_OPERATION_STATE_CANCELED,
+	state.OpPending:     pb.OperationState_OPERATION_STATE_PENDING,
+	state.OpRunning:     pb.OperationState_OPERATION_STATE_RUNNING,
+	state.OpSucceeded:   pb.OperationState_OPERATION_STATE_SUCCEEDED,
+	state.OpFailed:      pb.OperationState_OPERATION_STATE_FAILED,
+	state.OpCanceled:    pb.OperationState_OPERATION_STATE_CANCELED,
+	state.OpRollingBack: pb.OperationState_OPERATION_STATE_ROLLING_BACK,
+}
+
+var stepStateToPB = map[state.StepState]pb.StepState{
+	state.StepPending:     pb.StepState_STEP_STATE_PENDING,
+	state.StepRunning:     pb.StepState_STEP_STATE_RUNNING,
+	state.StepRetryWait:   pb.StepState_STEP_STATE_RETRY_WAIT,
+	state.StepSucceeded:   pb.StepState_STEP_STATE_SUCCEEDED,
+	state.StepFailed:      pb.StepState_STEP_STATE_FAILED,
+	state.StepSkipped:     pb.StepState_STEP_STATE_SKIPPED,
+	state.StepCompensated: pb.StepState_STEP_STATE_COMPENSATED,
 }
 
 var recoveryToPB = map[state.RecoveryPolicy]pb.RecoveryPolicy{
@@ -230,6 +245,21 @@ func operationToPB(o *state.Operation) *pb.Operation {
 	}
 	if o.Graceful > 0 {
 		out.GracefulTimeout = durationpb.New(o.Graceful)
+	}
+	out.Cancellable = fsm.Cancellable(o)
+	out.CancelRequested = o.CancelRequested
+	out.TargetHostId = o.TargetHostID
+	for i := range o.Steps {
+		st := &o.Steps[i]
+		ps := &pb.OperationStep{
+			Name: st.Name, State: stepStateToPB[st.State], HostId: o.StepHost(st),
+			Attempt: st.Attempt, MaxAttempts: st.MaxAttempts, Deadline: ts(st.Deadline),
+			StartTime: ts(st.StartTime), EndTime: ts(st.EndTime), Error: FaultToPB(st.Fault), RetryTime: ts(st.RetryTime),
+		}
+		if st.Undo != nil {
+			ps.Compensation = st.Undo.Name
+		}
+		out.Steps = append(out.Steps, ps)
 	}
 	return out
 }

@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
+	"github.com/flotilla-vm/flotilla/coordinator/state"
 	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
 
@@ -25,6 +26,22 @@ func TestEveryValueHasAWireName(t *testing.T) {
 	for _, a := range lifecycle.AllActions {
 		if v, ok := actionToPB[a]; !ok || v == pb.Action_ACTION_UNSPECIFIED {
 			t.Errorf("action %s maps to %v", a, v)
+		}
+	}
+	for _, r := range lifecycle.AllResults[1:] {
+		if v, ok := resultToPB[r]; !ok || v == pb.ProvisioningResult_PROVISIONING_RESULT_UNSPECIFIED {
+			t.Errorf("result %s maps to %v", r, v)
+		}
+	}
+	for _, st := range []state.StepState{state.StepPending, state.StepRunning, state.StepRetryWait, state.StepSucceeded,
+		state.StepFailed, state.StepSkipped, state.StepCompensated} {
+		if v, ok := stepStateToPB[st]; !ok || v == pb.StepState_STEP_STATE_UNSPECIFIED {
+			t.Errorf("step state %s maps to %v", st, v)
+		}
+	}
+	for _, o := range []state.OpState{state.OpPending, state.OpRunning, state.OpSucceeded, state.OpFailed, state.OpCanceled, state.OpRollingBack} {
+		if v, ok := opStateToPB[o]; !ok || v == pb.OperationState_OPERATION_STATE_UNSPECIFIED {
+			t.Errorf("operation state %s maps to %v", o, v)
 		}
 	}
 	for _, p := range lifecycle.AllPowers[1:] {

@@ -34,6 +34,9 @@ var DefaultDeadlines = map[lifecycle.OpKind]time.Duration{
 	lifecycle.OpSuspend:     5 * time.Minute,
 	lifecycle.OpResume:      5 * time.Minute,
 	lifecycle.OpDelete:      3 * time.Minute,
+	// A move copies a disk between hosts; its steps are bounded by the
+	// whole (a stop also gets its graceful timeout on top).
+	lifecycle.OpMove: 30 * time.Minute,
 }
 
 func (s *instances) CreateInstance(ctx context.Context, r *pb.CreateInstanceRequest) (*pb.Operation, error) {
@@ -59,7 +62,7 @@ func (s *instances) CreateInstance(ctx context.Context, r *pb.CreateInstanceRequ
 		Operation: state.Operation{ID: ids.New("op-"), RequestID: r.RequestId, Deadline: now.Add(s.deadline(lifecycle.OpCreate))},
 	}
 	cmd.Operation.InstanceID = cmd.Instance.ID
-	v, err := s.apply(ctx, fsm.TypeCreateInstance, cmd)
+	v, err := s.apply(ctx, fsm.TypeCreateInstance, &cmd) // a pointer: the command is large
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -73,6 +76,9 @@ func (s *instances) CreateInstance(ctx context.Context, r *pb.CreateInstanceRequ
 // even empty is refused.
 func (s *instances) place(spec state.Spec, pl state.Placement) (string, error) {
 	cands := placement.FromStore(s.store)
+	if len(cands) == 0 {
+		return "", nil // no host at all: it waits (nothing to refuse it against)
+	}
 	req := placement.Request(spec, pl)
 	d, err := scheduler.Place(req, cands, s.policy)
 	if err == nil && len(d.Preempt) == 0 {

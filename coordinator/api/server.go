@@ -64,7 +64,7 @@ type core struct {
 }
 
 // Register adds InstanceService, OperationService and HostService to s.
-func Register(s *grpc.Server, cfg Config) {
+func Register(s grpc.ServiceRegistrar, cfg Config) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}

@@ -8,6 +8,7 @@ package forward
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -43,8 +45,12 @@ type Forwarder struct {
 	wait    time.Duration
 	log     *slog.Logger
 
-	mu    sync.Mutex
-	conns map[string]*grpc.ClientConn
+	mu       sync.Mutex
+	conns    map[string]*grpc.ClientConn
+	relays   map[string]*relay  // leader API address -> relay stream to it
+	unary    map[string]bool    // leaders that serve no relay: forward one call each
+	handlers map[string]handler // full method -> handler, for relayed requests
+	workers  workers            // run relayed requests
 }
 
 // New returns a forwarder for the given full method names
@@ -52,7 +58,8 @@ type Forwarder struct {
 // connections to the leader (e.g. transport credentials); wait bounds how
 // long a write waits for a leader to be known during an election.
 func New(leader Leader, methods []string, wait time.Duration, log *slog.Logger, dial ...grpc.DialOption) (*Forwarder, error) {
-	f := &Forwarder{leader: leader, replies: map[string]protoreflect.MessageType{}, wait: wait, log: log, conns: map[string]*grpc.ClientConn{}}
+	f := &Forwarder{leader: leader, replies: map[string]protoreflect.MessageType{}, wait: wait, log: log, conns: map[string]*grpc.ClientConn{},
+		relays: map[string]*relay{}, unary: map[string]bool{}, handlers: map[string]handler{}, workers: workers{idle: make(chan func())}}
 	if len(dial) == 0 {
 		dial = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	}
@@ -110,8 +117,11 @@ func (f *Forwarder) Unary(ctx context.Context, req any, info *grpc.UnaryServerIn
 		if err != nil {
 			return nil, status.Errorf(codes.Unavailable, "connect to leader %s: %v", addr, err)
 		}
-		reply := mt.New().Interface()
-		err = conn.Invoke(metadata.NewOutgoingContext(ctx, out), info.FullMethod, req.(proto.Message), reply)
+		reply, err := f.relayCall(ctx, addr, conn, info.FullMethod, req.(proto.Message), mt)
+		if errors.Is(err, errNoRelay) {
+			reply = mt.New().Interface()
+			err = conn.Invoke(metadata.NewOutgoingContext(ctx, out), info.FullMethod, req.(proto.Message), reply)
+		}
 		if err == nil {
 			return reply, nil
 		}
@@ -182,10 +192,84 @@ func (f *Forwarder) conn(addr string) (*grpc.ClientConn, error) {
 	return c, nil
 }
 
+// errNoRelay: the leader serves no relay stream; forward with a unary call.
+var errNoRelay = errors.New("leader serves no relay")
+
+// relayCall forwards one request over the relay stream to the leader at addr.
+func (f *Forwarder) relayCall(ctx context.Context, addr string, conn *grpc.ClientConn, method string, req proto.Message, mt protoreflect.MessageType) (proto.Message, error) {
+	payload, err := proto.Marshal(req)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "forward: encode request: %v", err)
+	}
+	for attempt := 0; ; attempt++ {
+		r, err := f.relayTo(addr, conn)
+		if err != nil {
+			return nil, err
+		}
+		rep, ok, err := r.call(ctx, method, payload)
+		if errors.Is(err, errRelayDown) && attempt == 0 {
+			f.dropRelay(addr, r) // it broke before taking the request: a new one may
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			f.dropRelay(addr, r)
+			if status.Code(r.err) == codes.Unimplemented {
+				return nil, errNoRelay // nothing ran: the leader refused the stream itself
+			}
+			return nil, status.Errorf(codes.Unavailable, "relay to the leader %s broke: %v", addr, r.err)
+		}
+		if rep.kind == 1 {
+			st := new(spb.Status)
+			if err := proto.Unmarshal(rep.msg, st); err != nil {
+				return nil, status.Errorf(codes.Internal, "forward: decode status: %v", err)
+			}
+			return nil, status.FromProto(st).Err()
+		}
+		reply := mt.New().Interface()
+		if err := proto.Unmarshal(rep.msg, reply); err != nil {
+			return nil, status.Errorf(codes.Internal, "forward: decode reply: %v", err)
+		}
+		return reply, nil
+	}
+}
+
+// relayTo returns the relay stream to the leader at addr, opening it if needed.
+func (f *Forwarder) relayTo(addr string, conn *grpc.ClientConn) (*relay, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.unary[addr] {
+		return nil, errNoRelay
+	}
+	if r, ok := f.relays[addr]; ok && !r.broken() {
+		return r, nil
+	}
+	r, err := openRelay(conn)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "open relay to leader %s: %v", addr, err)
+	}
+	f.relays[addr] = r
+	return r, nil
+}
+
+func (f *Forwarder) dropRelay(addr string, r *relay) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.relays[addr] == r {
+		delete(f.relays, addr)
+	}
+	if r.broken() && status.Code(r.err) == codes.Unimplemented {
+		f.unary[addr] = true
+	}
+}
+
 // Close closes the connections to leaders.
 func (f *Forwarder) Close() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.relays = map[string]*relay{}
 	for a, c := range f.conns {
 		c.Close()
 		delete(f.conns, a)

@@ -2,7 +2,6 @@ package fsm
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,7 +17,7 @@ type Result struct {
 	Err   error // a business refusal; nothing was changed
 }
 
-type applyFunc func(tx *state.Tx, body json.RawMessage) (any, error)
+type applyFunc func(tx *state.Tx, body []byte) (any, error)
 
 // FSM is the raft.FSM over a state.Store.
 type FSM struct {
@@ -53,9 +52,9 @@ func New(store *state.Store, log *slog.Logger) *FSM {
 // typed adapts an apply function over a concrete body type. A body that does
 // not decode is a bug or corruption, and replicas must not diverge over it.
 func typed[T any](fn func(tx *state.Tx, body *T) (any, error)) applyFunc {
-	return func(tx *state.Tx, raw json.RawMessage) (any, error) {
+	return func(tx *state.Tx, raw []byte) (any, error) {
 		var body T
-		if err := json.Unmarshal(raw, &body); err != nil {
+		if err := decodeBody(raw, &body); err != nil {
 			panic(fmt.Sprintf("fsm: undecodable %T body: %v", body, err))
 		}
 		return fn(tx, &body)
@@ -70,32 +69,32 @@ func (f *FSM) Apply(l *raft.Log) any {
 	return f.ApplyBytes(l.Data)
 }
 
-// ApplyBytes applies one encoded Command.
+// ApplyBytes applies one encoded command (see Encode).
 func (f *FSM) ApplyBytes(data []byte) Result {
-	var cmd Command
-	if err := json.Unmarshal(data, &cmd); err != nil {
+	typ, now, body, err := decode(data)
+	if err != nil {
 		panic(fmt.Sprintf("fsm: undecodable command: %v", err))
 	}
-	if cmd.Type == TypeBatch {
+	if typ == TypeBatch {
 		// Each command of a batch applies on its own: one refusal does not
 		// undo the others. The entry's result lists theirs, in order.
-		var b Batch
-		if err := json.Unmarshal(cmd.Body, &b); err != nil {
+		cmds, err := splitBatch(body, data[0] != '{')
+		if err != nil {
 			panic(fmt.Sprintf("fsm: undecodable batch: %v", err))
 		}
-		results := make([]Result, len(b.Commands))
-		for i, c := range b.Commands {
+		results := make([]Result, len(cmds))
+		for i, c := range cmds {
 			results[i] = f.ApplyBytes(c)
 		}
 		return Result{Value: results}
 	}
-	fn, ok := f.table[cmd.Type]
+	fn, ok := f.table[typ]
 	if !ok {
-		panic(fmt.Sprintf("fsm: unknown command type %q", cmd.Type))
+		panic(fmt.Sprintf("fsm: unknown command type %q", typ))
 	}
 	var res Result
-	res.Err = f.store.Update(cmd.Time, func(tx *state.Tx) error {
-		v, err := fn(tx, cmd.Body)
+	res.Err = f.store.Update(now, func(tx *state.Tx) error {
+		v, err := fn(tx, body)
 		res.Value = v
 		return err
 	})

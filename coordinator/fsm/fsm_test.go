@@ -44,6 +44,38 @@ func (h *harness) mustApply(typ string, body any) any {
 	return r.Value
 }
 
+// report sends the operation's current step to its host if it is not
+// running yet, then reports its result as that host's agent would.
+func (h *harness) report(f Finish) Result {
+	h.t.Helper()
+	op, err := h.store.Operation(f.OperationID)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	st := op.Current()
+	if st == nil {
+		h.t.Fatalf("operation %s has no step left: %+v", op.ID, op)
+	}
+	if st.State != state.StepRunning {
+		host, _ := h.store.Host(op.StepHost(st))
+		h.mustApply(TypeDispatch, Dispatch{Steps: []DispatchStep{{OperationID: op.ID, StepID: op.StepID(op.Cur, st.Attempt+1), HostEpoch: host.Epoch}}})
+		op, _ = h.store.Operation(f.OperationID)
+		st = op.Current()
+	}
+	f.StepID = op.StepID(op.Cur, st.Attempt)
+	if f.HostID == "" {
+		f.HostID = op.StepHost(st)
+	}
+	return h.apply(TypeFinish, f)
+}
+
+func (h *harness) mustReport(f Finish) {
+	h.t.Helper()
+	if r := h.report(f); r.Err != nil {
+		h.t.Fatalf("finish %s: %v", f.OperationID, r.Err)
+	}
+}
+
 func (h *harness) register(host string, vcpus uint32, mem uint64, inv ...Observation) uint64 {
 	h.t.Helper()
 	return h.mustApply(TypeRegisterHost, RegisterHost{Host: state.Host{ID: host, Kind: "fake", Capacity: state.Resources{VCPUs: vcpus, MemoryMiB: mem}}, Inventory: inv}).(uint64)
@@ -75,12 +107,12 @@ func TestCreateDispatchFinish(t *testing.T) {
 	if got := h.status("i1"); got != lifecycle.StatusCreating {
 		t.Fatalf("after create: %s", got)
 	}
-	h.mustApply(TypeDispatch, Dispatch{Steps: []DispatchStep{{OperationID: "op-i1", HostEpoch: epoch}}})
+	h.mustApply(TypeDispatch, Dispatch{Steps: []DispatchStep{{OperationID: "op-i1", StepID: "op-i1/0/1", HostEpoch: epoch}}})
 	op, _ := h.store.Operation("op-i1")
 	if op.State != state.OpRunning || op.StartTime.IsZero() || op.HostEpoch != epoch {
 		t.Fatalf("dispatched op: %+v", op)
 	}
-	h.mustApply(TypeFinish, Finish{OperationID: "op-i1", Succeeded: true, HostID: "h1", Observed: &Observation{InstanceID: "i1", Power: lifecycle.PowerRunning, Time: h.now}})
+	h.mustReport(Finish{OperationID: "op-i1", Succeeded: true, HostID: "h1", Observed: &Observation{InstanceID: "i1", Power: lifecycle.PowerRunning, Time: h.now}})
 	if got := h.status("i1"); got != lifecycle.StatusRunning {
 		t.Fatalf("after finish: %s", got)
 	}
@@ -132,7 +164,7 @@ func TestActionRules(t *testing.T) {
 	if !errors.As(r.Err, &nae) || nae.Status != lifecycle.StatusCreating || len(nae.Allowed) != 0 {
 		t.Fatalf("pause while creating: %v", r.Err)
 	}
-	h.mustApply(TypeFinish, Finish{OperationID: "op-i1", Succeeded: true, HostID: "h1"})
+	h.mustReport(Finish{OperationID: "op-i1", Succeeded: true, HostID: "h1"})
 	if r := act(lifecycle.ActionPause, "op-p"); r.Err != nil {
 		t.Fatal(r.Err)
 	}
@@ -140,8 +172,8 @@ func TestActionRules(t *testing.T) {
 	if i.Desired != lifecycle.DesiredPaused || h.status("i1") != lifecycle.StatusPausing {
 		t.Fatalf("after pause accepted: %+v %s", i, h.status("i1"))
 	}
-	h.mustApply(TypeDispatch, Dispatch{Steps: []DispatchStep{{OperationID: "op-p", HostEpoch: epoch}}})
-	h.mustApply(TypeFinish, Finish{OperationID: "op-p", Succeeded: false, HostID: "h1", Fault: &state.Fault{Code: "HYPERVISOR_ERROR", Message: "boom"}})
+	h.mustApply(TypeDispatch, Dispatch{Steps: []DispatchStep{{OperationID: "op-p", StepID: "op-p/0/1", HostEpoch: epoch}}})
+	h.mustReport(Finish{OperationID: "op-p", Succeeded: false, HostID: "h1", Fault: &state.Fault{Code: "HYPERVISOR_ERROR", Message: "boom"}})
 	if h.status("i1") != lifecycle.StatusError {
 		t.Fatalf("after failed pause: %s", h.status("i1"))
 	}
@@ -157,23 +189,18 @@ func TestActionRules(t *testing.T) {
 	}
 }
 
-func TestCancelOnlyBeforeDispatch(t *testing.T) {
+func TestCancelBeforeDispatch(t *testing.T) {
 	h := newHarness(t)
-	epoch := h.register("h1", 4, 4096)
+	h.register("h1", 4, 4096)
 	h.create("a", "h1", 1, 512, "")
-	h.create("b", "h1", 1, 512, "")
 	h.mustApply(TypeCancel, Cancel{OperationID: "op-a"})
 	op, _ := h.store.Operation("op-a")
-	if op.State != state.OpCanceled || op.Fault == nil {
+	if op.State != state.OpCanceled || op.Fault == nil || op.Steps[0].State != state.StepSkipped {
 		t.Fatalf("canceled op: %+v", op)
 	}
 	i, _ := h.store.Instance("a")
-	if i.Result != lifecycle.ResultCanceled || i.CurrentOp != "" {
-		t.Fatalf("instance after cancel: %+v", i)
-	}
-	h.mustApply(TypeDispatch, Dispatch{Steps: []DispatchStep{{OperationID: "op-b", HostEpoch: epoch}}})
-	if r := h.apply(TypeCancel, Cancel{OperationID: "op-b"}); !errors.Is(r.Err, ErrNotCancellable) {
-		t.Fatalf("cancel after dispatch: %v", r.Err)
+	if i.Result != lifecycle.ResultCanceled || i.CurrentOp != "" || i.Status() != lifecycle.StatusDeleted {
+		t.Fatalf("instance after cancel: %+v (%s)", i, i.Status())
 	}
 }
 
@@ -182,7 +209,7 @@ func TestObservationsSpeakOnlyForOwnHost(t *testing.T) {
 	e1 := h.register("h1", 4, 4096)
 	e2 := h.register("h2", 4, 4096)
 	h.create("i1", "h1", 1, 512, "")
-	h.mustApply(TypeFinish, Finish{OperationID: "op-i1", Succeeded: true, HostID: "h1"})
+	h.mustReport(Finish{OperationID: "op-i1", Succeeded: true, HostID: "h1"})
 
 	// h2 claims i1 is shut off: ignored, and i1 is listed as an orphan of h2.
 	h.mustApply(TypeObserve, Observe{HostID: "h2", Epoch: e2, Full: true, Observations: []Observation{{InstanceID: "i1", Power: lifecycle.PowerShutOff, Time: h.now}}})
@@ -218,7 +245,7 @@ func TestDisconnectMakesPowerUnknown(t *testing.T) {
 	h := newHarness(t)
 	e := h.register("h1", 4, 4096)
 	h.create("i1", "h1", 1, 512, "")
-	h.mustApply(TypeFinish, Finish{OperationID: "op-i1", Succeeded: true, HostID: "h1"})
+	h.mustReport(Finish{OperationID: "op-i1", Succeeded: true, HostID: "h1"})
 	if r := h.apply(TypeDisconnectHost, DisconnectHost{HostID: "h1", Epoch: e + 1}); !errors.Is(r.Err, ErrStaleEpoch) {
 		t.Fatalf("disconnect of a newer epoch: %v", r.Err)
 	}
@@ -282,7 +309,7 @@ func TestBatchAppliesEachOnItsOwn(t *testing.T) {
 	h := newHarness(t)
 	e := h.register("h1", 4, 4096)
 	h.create("i1", "h1", 1, 64, "")
-	h.mustApply(TypeFinish, Finish{OperationID: "op-i1", Succeeded: true, HostID: "h1"})
+	h.mustReport(Finish{OperationID: "op-i1", Succeeded: true, HostID: "h1"})
 	enc := func(typ string, body any) []byte {
 		b, err := Encode(typ, h.now, body)
 		if err != nil {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
+	"github.com/flotilla-vm/flotilla/coordinator/scheduler"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
 )
 
@@ -21,6 +22,7 @@ func applyRegisterHost(tx *state.Tx, c *RegisterHost) (any, error) {
 	h.Capacity = c.Host.Capacity
 	h.AgentVersion = c.Host.AgentVersion
 	h.Labels = c.Host.Labels
+	h.PeerAddr = c.Host.PeerAddr
 	h.RegisterTime = tx.Now()
 	h.Orphans = applyInventory(tx, h.ID, c.Inventory, true, tx.Now())
 	tx.PutHost(h)
@@ -85,6 +87,9 @@ func applyInventory(tx *state.Tx, hostID string, obs []Observation, full bool, t
 		// Looked up one by one: a single event must not cost a scan of
 		// every instance on the host.
 		inst, ok := tx.Instance(o.InstanceID)
+		if ok && inst.HostID != hostID && movingVia(tx, inst, hostID) {
+			continue // the other end of a move: neither its state nor an orphan
+		}
 		if !ok || inst.HostID != hostID {
 			orphans = append(orphans, o.InstanceID)
 			continue
@@ -109,6 +114,15 @@ func applyInventory(tx *state.Tx, hostID string, obs []Observation, full bool, t
 	}
 	sort.Strings(orphans)
 	return orphans
+}
+
+// movingVia reports whether a move of inst runs between hostID and its host.
+func movingVia(tx *state.Tx, inst *state.Instance, hostID string) bool {
+	if inst.CurrentOpK != lifecycle.OpMove {
+		return false
+	}
+	op, ok := tx.Operation(inst.CurrentOp)
+	return ok && (op.HostID == hostID || op.TargetHostID == hostID)
 }
 
 // observe applies one observation unless it is older than what is recorded,
@@ -148,22 +162,60 @@ func applyDrainHost(tx *state.Tx, c *DrainHost) (any, error) {
 	h.Cordoned, h.Draining = true, true
 	tx.PutHost(h)
 	var started []string
+	for _, op := range c.Moves {
+		if o := startMove(tx, h.ID, op, c.Policy); o != nil {
+			started = append(started, o.ID)
+		}
+	}
 	for _, op := range c.Stops {
-		inst, ok := tx.Instance(op.InstanceID)
-		if !ok || inst.HostID != h.ID {
-			continue
+		if o := startDrainStop(tx, h.ID, op); o != nil {
+			started = append(started, o.ID)
 		}
-		status := inst.Status()
-		if lifecycle.Check(status, lifecycle.ActionStop) != nil || status == lifecycle.StatusStopped {
-			continue // already down, gone, or busy: nothing to drain
-		}
-		o := newOperation(tx, op, lifecycle.OpStop, h.ID)
-		o.PrevDesired = inst.Desired
-		inst.Desired = lifecycle.DesiredStopped
-		inst.CurrentOp, inst.CurrentOpK = o.ID, o.Kind
-		tx.PutInstance(inst)
-		tx.PutOperation(o)
-		started = append(started, o.ID)
 	}
 	return started, nil
+}
+
+// startDrainStop stops an instance of a draining host, if it still runs there.
+func startDrainStop(tx *state.Tx, hostID string, op state.Operation) *state.Operation {
+	inst, ok := tx.Instance(op.InstanceID)
+	if !ok || inst.HostID != hostID {
+		return nil
+	}
+	status := inst.Status()
+	if lifecycle.Check(status, lifecycle.ActionStop) != nil || status == lifecycle.StatusStopped {
+		return nil // already down, gone, or busy: nothing to drain
+	}
+	o := newOperation(tx, op, lifecycle.OpStop, hostID)
+	o.PrevDesired = inst.Desired
+	inst.Desired = lifecycle.DesiredStopped
+	inst.CurrentOp, inst.CurrentOpK = o.ID, o.Kind
+	tx.PutInstance(inst)
+	tx.PutOperation(o)
+	return o
+}
+
+// startMove moves an idle running or stopped instance off a draining host;
+// one whose target no longer fits is stopped instead.
+func startMove(tx *state.Tx, hostID string, op state.Operation, policy scheduler.Policy) *state.Operation {
+	inst, ok := tx.Instance(op.InstanceID)
+	if !ok || inst.HostID != hostID {
+		return nil
+	}
+	status := inst.Status()
+	if status != lifecycle.StatusRunning && status != lifecycle.StatusStopped {
+		return startDrainStop(tx, hostID, op)
+	}
+	if op.TargetHostID == hostID || op.Token == "" || checkPlacement(tx, inst, op.TargetHostID, policy) != nil {
+		return startDrainStop(tx, hostID, op)
+	}
+	target := op.TargetHostID
+	o := newOperation(tx, op, lifecycle.OpMove, hostID)
+	o.TargetHostID = target
+	planSteps(o, status == lifecycle.StatusRunning)
+	o.PrevDesired = inst.Desired
+	inst.CurrentOp, inst.CurrentOpK = o.ID, o.Kind
+	inst.MoveTarget = target
+	tx.PutInstance(inst)
+	tx.PutOperation(o)
+	return o
 }

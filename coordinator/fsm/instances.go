@@ -85,6 +85,10 @@ func newOperation(tx *state.Tx, req state.Operation, kind lifecycle.OpKind, host
 	op.HostID = hostID
 	op.CreateTime = tx.Now()
 	op.Fault = nil
+	if kind != lifecycle.OpMove {
+		op.TargetHostID, op.Token = "", "" // only a move hands a disk over
+	}
+	planSteps(&op, false)
 	return &op
 }
 
@@ -156,9 +160,13 @@ func withdraw(tx *state.Tx, inst *state.Instance, req state.Operation) (any, err
 	if create, ok := tx.Operation(inst.CurrentOp); ok && !create.State.Done() {
 		create.State, create.Step, create.EndTime = state.OpCanceled, "canceled", tx.Now()
 		create.Fault = &state.Fault{Code: "CANCELED", Message: "the instance was deleted while waiting for capacity", Time: tx.Now()}
+		for i := range create.Steps {
+			create.Steps[i].State = state.StepSkipped
+		}
 		tx.PutOperation(create)
 	}
 	del := newOperation(tx, req, lifecycle.OpDelete, "")
+	del.Steps = nil // nothing exists on any host: the delete is only recorded
 	del.State, del.Step, del.Progress, del.StartTime, del.EndTime = state.OpSucceeded, "done", 100, tx.Now(), tx.Now()
 	inst.Desired = lifecycle.DesiredDeleted
 	inst.Power, inst.PowerWhy, inst.PowerTime = lifecycle.PowerNoDomain, "never-placed", tx.Now()

@@ -7,8 +7,9 @@ import (
 	"github.com/flotilla-vm/flotilla/coordinator/state"
 )
 
-// applyDispatch marks each step as running on its host. An operation that
-// ended meanwhile is skipped; the others are still recorded.
+// applyDispatch marks each step attempt as sent to its host. A step that is
+// no longer current (its operation ended or moved on meanwhile) is skipped;
+// the others are still recorded. The result lists the step ids to send.
 func applyDispatch(tx *state.Tx, c *Dispatch) (any, error) {
 	var sent []string
 	for _, d := range c.Steps {
@@ -16,17 +17,14 @@ func applyDispatch(tx *state.Tx, c *Dispatch) (any, error) {
 		if !ok || op.State.Done() {
 			continue
 		}
-		sent = append(sent, op.ID)
-		if op.State == state.OpRunning && op.HostEpoch == d.HostEpoch {
-			continue // re-sent on the same session: nothing new to record
+		if st := op.Current(); st != nil && st.State == state.StepRunning && d.StepID == op.StepID(op.Cur, st.Attempt) && st.HostEpoch == d.HostEpoch {
+			sent = append(sent, d.StepID) // re-sent on the same session: nothing new to record
+			continue
 		}
-		op.State = state.OpRunning
-		op.HostEpoch = d.HostEpoch
-		op.Step = "running-on-host"
-		if op.StartTime.IsZero() {
-			op.StartTime = tx.Now()
+		if beginAttempt(tx, op, d.StepID, d.HostEpoch) {
+			sent = append(sent, d.StepID)
+			tx.PutOperation(op)
 		}
-		tx.PutOperation(op)
 	}
 	return sent, nil
 }
@@ -43,32 +41,46 @@ func applyFinish(tx *state.Tx, c *Finish) (any, error) {
 	if c.Observed != nil && c.HostID == inst.HostID {
 		observe(inst, *c.Observed)
 	}
-	if op.State.Done() {
-		// A late result (e.g. after the deadline ended the operation) still
-		// tells us the domain's state, but cannot reopen the operation.
-		if c.Observed != nil {
+	st := op.Current()
+	switch {
+	case c.Abort && st == nil && !op.State.Done():
+		// No step to blame (recorded before operations had steps).
+		finish(tx, op, inst, state.OpFailed, c.Fault, lifecycle.ResultFailed)
+	case op.State.Done() || st == nil || (!c.Abort && (st.State != state.StepRunning || (c.StepID != "" && c.StepID != op.StepID(op.Cur, st.Attempt)))):
+		// A late or stale result cannot change the operation, but the
+		// state it reports is still news (a refusal would discard it).
+		if c.Observed != nil && c.HostID == inst.HostID {
 			tx.PutInstance(inst)
+			return "late", nil
 		}
-		return nil, fmt.Errorf("operation %q: %w", op.ID, ErrOperationDone)
-	}
-	op.EndTime = tx.Now()
-	op.Progress = 100
-	op.Step = "done"
-	if c.Succeeded {
-		op.State = state.OpSucceeded
-		inst.Result, inst.Fault = lifecycle.ResultSucceeded, nil
-		if c.Observed == nil {
-			// The host said it succeeded; the state it reached is the expected one.
-			inst.Power, inst.PowerTime = lifecycle.Expected(op.Kind), tx.Now()
+		if op.State.Done() {
+			return nil, fmt.Errorf("operation %q: %w", op.ID, ErrOperationDone)
 		}
-	} else {
-		op.State = state.OpFailed
-		op.Fault = c.Fault
-		inst.Result, inst.Fault = lifecycle.ResultFailed, c.Fault
+		return nil, fmt.Errorf("operation %q, step %q: %w", op.ID, c.StepID, ErrStaleStep)
+	case c.Abort:
+		// The operation's deadline passed: the running step counts as
+		// failed, and what is done is undone under the rollback's own
+		// budget; a rollback past the deadline ends at once.
+		if st.State == state.StepRunning || st.State == state.StepRetryWait {
+			st.State, st.Fault, st.EndTime = state.StepFailed, c.Fault, tx.Now()
+		} else {
+			st.State = state.StepSkipped
+		}
+		if op.RollingBack {
+			skipRest(op)
+			finish(tx, op, inst, state.OpFailed, c.Fault, lifecycle.ResultFailed)
+		} else {
+			startRollback(tx, op, inst, c.Fault)
+		}
+	case c.HostID != "" && c.HostID != op.StepHost(st):
+		return nil, fmt.Errorf("operation %q step %s runs on %q, not %q: %w", op.ID, st.Name, op.StepHost(st), c.HostID, ErrWrongHost)
+	case c.Succeeded:
+		stepSucceeded(tx, op, inst, c.Observed)
+	default:
+		stepFailed(tx, op, inst, c.Fault)
 	}
-	endOperation(inst, op)
 	tx.PutOperation(op)
-	if c.Succeeded && op.Kind == lifecycle.OpPreempt {
+	if op.State == state.OpSucceeded && op.Kind == lifecycle.OpPreempt {
 		rebid(tx, inst, op)
 	}
 	tx.PutInstance(inst)
@@ -94,30 +106,30 @@ func applyCancel(tx *state.Tx, c *Cancel) (any, error) {
 	if op.State.Done() {
 		return nil, fmt.Errorf("operation %q is %s: %w", op.ID, op.State, ErrOperationDone)
 	}
-	if op.State != state.OpPending {
-		// Once on the host, a step runs to its end; rolling back a
-		// half-done step is the operations engine's job, not this one's.
-		return nil, fmt.Errorf("operation %q is already running on its host: %w", op.ID, ErrNotCancellable)
-	}
 	inst, ok := tx.Instance(op.InstanceID)
 	if !ok {
 		return nil, fmt.Errorf("instance %q: %w", op.InstanceID, ErrNotFound)
 	}
-	op.State = state.OpCanceled
-	op.EndTime = tx.Now()
-	op.Step = "canceled"
-	op.Fault = &state.Fault{Code: "CANCELED", Message: "canceled by the user before it reached the host", Time: tx.Now()}
-	inst.Result = lifecycle.ResultCanceled
-	// Nothing was done on the host: the user's previous wish stands.
-	if op.PrevDesired != "" {
-		inst.Desired = op.PrevDesired
+	if op.State == state.OpPending && op.Kind != lifecycle.OpPreempt {
+		// Nothing was done on a host: the user's previous wish stands.
+		skipRest(op)
+		if st := op.Current(); st != nil {
+			st.State = state.StepSkipped
+		}
+		finish(tx, op, inst, state.OpCanceled, &state.Fault{Code: "CANCELED",
+			Message: "canceled by the user before it reached the host", Time: tx.Now()}, lifecycle.ResultCanceled)
+		tx.PutOperation(op)
+		tx.PutInstance(inst)
+		return nil, nil
 	}
-	if op.Kind == lifecycle.OpCreate {
-		// Nothing was ever made: a canceled create leaves a tombstone.
-		inst.Desired = lifecycle.DesiredDeleted
-		inst.Power, inst.PowerWhy, inst.PowerTime = lifecycle.PowerNoDomain, "never-created", tx.Now()
+	if ok, why := cancellable(op); !ok {
+		return nil, fmt.Errorf("operation %q cannot be canceled now: %s: %w", op.ID, why, ErrNotCancellable)
 	}
-	endOperation(inst, op)
+	op.CancelRequested = true
+	if st := op.Current(); st == nil || st.State != state.StepRunning {
+		// Between steps, or waiting to retry: roll back now.
+		startRollback(tx, op, inst, nil)
+	}
 	tx.PutOperation(op)
 	tx.PutInstance(inst)
 	return nil, nil

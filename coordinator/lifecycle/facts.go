@@ -32,10 +32,13 @@ const (
 	// OpPreempt evicts a preemptible instance to make room; it then waits
 	// for capacity again.
 	OpPreempt OpKind = "preempt"
+	// OpMove moves the instance to another host (cold: stop, copy the disk,
+	// start it there as it was).
+	OpMove OpKind = "move"
 )
 
 // AllOpKinds lists every operation kind, OpNone included.
-var AllOpKinds = []OpKind{OpNone, OpCreate, OpStart, OpStop, OpRestart, OpHardRestart, OpPause, OpUnpause, OpSuspend, OpResume, OpDelete, OpPreempt}
+var AllOpKinds = []OpKind{OpNone, OpCreate, OpStart, OpStop, OpRestart, OpHardRestart, OpPause, OpUnpause, OpSuspend, OpResume, OpDelete, OpPreempt, OpMove}
 
 // Power is the observed power state, as the agent reports it from the hypervisor.
 type Power string
@@ -63,10 +66,13 @@ const (
 	ResultSucceeded Result = "succeeded"
 	ResultFailed    Result = "failed"
 	ResultCanceled  Result = "canceled"
+	// ResultRolledBack: the operation failed, and what it had done was
+	// undone; the instance is as it was before (its fault says why).
+	ResultRolledBack Result = "rolled-back"
 )
 
 // AllResults lists every result, ResultNone included.
-var AllResults = []Result{ResultNone, ResultSucceeded, ResultFailed, ResultCanceled}
+var AllResults = []Result{ResultNone, ResultSucceeded, ResultFailed, ResultCanceled, ResultRolledBack}
 
 // Facts are the four recorded facts the status is derived from, with two
 // qualifiers of the operation: Unplaced (a create still waiting for a host

@@ -36,7 +36,7 @@ func TestDeriveIsTotal(t *testing.T) {
 			}
 		}
 	}
-	if n != 6*13*10*5*4 {
+	if n != 6*14*10*6*4 {
 		t.Fatalf("walked %d combinations", n)
 	}
 }
@@ -80,6 +80,10 @@ func TestDerive(t *testing.T) {
 		{Facts{Desired: DesiredRunning, Op: OpCreate, Unplaced: true, Preemptible: true}, StatusBidding},
 		{Facts{Desired: DesiredRunning, Op: OpPreempt, Power: PowerRunning, Preemptible: true}, StatusBidding},
 		{Facts{Desired: DesiredRunning, Op: OpStart, Unplaced: true}, StatusStarting},
+		{facts(DesiredRunning, OpMove, PowerShutOff, ResultSucceeded), StatusMoving},
+		// A failed operation that was rolled back leaves the instance as it was.
+		{facts(DesiredRunning, OpNone, PowerRunning, ResultRolledBack), StatusRunning},
+		{facts(DesiredStopped, OpNone, PowerShutOff, ResultRolledBack), StatusStopped},
 	}
 	for _, c := range cases {
 		if got := Derive(c.f); got != c.want {

@@ -25,6 +25,7 @@ const (
 	StatusCrashed           Status = "CRASHED"
 	StatusPending           Status = "PENDING" // accepted, waiting for a host with room
 	StatusBidding           Status = "BIDDING" // preemptible, waiting for spare capacity
+	StatusMoving            Status = "MOVING"  // a move to another host runs
 )
 
 // AllStatuses lists every status.
@@ -33,7 +34,7 @@ var AllStatuses = []Status{
 	StatusRebooting, StatusHardRebooting, StatusPausing, StatusPaused, StatusUnpausing,
 	StatusSuspending, StatusSuspended, StatusResuming, StatusDeleting, StatusDeleted,
 	StatusError, StatusUnknown, StatusUnexpectedShutoff, StatusCrashed,
-	StatusPending, StatusBidding,
+	StatusPending, StatusBidding, StatusMoving,
 }
 
 // inFlight is the status shown while an operation of each kind runs.
@@ -49,6 +50,7 @@ var inFlight = map[OpKind]Status{
 	OpResume:      StatusResuming,
 	OpDelete:      StatusDeleting,
 	OpPreempt:     StatusBidding, // evicted: it bids for capacity again
+	OpMove:        StatusMoving,
 }
 
 // Transitional reports whether s only lasts while an operation runs.

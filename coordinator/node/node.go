@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -68,6 +69,9 @@ type Node struct {
 	log    *slog.Logger
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// orch is the orchestrator while this node leads (nil otherwise); the
+	// agent link hands it agents' answers about steps.
+	orch atomic.Pointer[orchestrator.Orchestrator]
 }
 
 // Start opens the data dir, joins or forms the Raft cluster and serves.
@@ -98,7 +102,12 @@ func Start(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.dial = dialOpts
-	links := agentlink.New(agentlink.Config{Applier: rs, Logger: cfg.Logger, HeartbeatInterval: cfg.HeartbeatInterval, ResyncInterval: cfg.ResyncInterval, LeaderAPIAddr: n.LeaderAPIAddr, Store: store})
+	links := agentlink.New(agentlink.Config{Applier: rs, Logger: cfg.Logger, HeartbeatInterval: cfg.HeartbeatInterval, ResyncInterval: cfg.ResyncInterval, LeaderAPIAddr: n.LeaderAPIAddr, Store: store,
+		OnStepReport: func(hostID string, epoch uint64, r *agentv1.StepReport) {
+			if o := n.orch.Load(); o != nil {
+				o.StepReport(hostID, epoch, r)
+			}
+		}})
 	fwd, err := forward.New(n, api.WriteMethods, 5*time.Second, cfg.Logger, dialOpts...)
 	if err != nil {
 		lis.Close()
@@ -107,10 +116,16 @@ func Start(cfg Config) (*Node, error) {
 	}
 	gs := grpc.NewServer(append(serverOpts,
 		grpc.ChainUnaryInterceptor(fwd.Unary),
+		// Calls run on kept goroutines whose stacks have already grown to
+		// a handler's depth (a new goroutine per call grew, and copied, its
+		// stack on every write); when all are busy a call gets a new one.
+		grpc.NumStreamWorkers(64),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 	)...)
-	api.Register(gs, api.Config{Store: store, Applier: rs, Cluster: rs, Policy: cfg.Placement, Deadlines: cfg.Deadlines, Logger: cfg.Logger})
+	// Through the forwarder, so writes relayed by followers run on the same handlers.
+	api.Register(fwd.Registrar(gs), api.Config{Store: store, Applier: rs, Cluster: rs, Policy: cfg.Placement, Deadlines: cfg.Deadlines, Logger: cfg.Logger})
+	fwd.RegisterRelay(gs)
 	agentv1.RegisterAgentServiceServer(gs, links)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
@@ -169,7 +184,8 @@ func (n *Node) lead(ctx context.Context, links *agentlink.Server) {
 				stop = cancel
 				done = make(chan struct{})
 				o := orchestrator.New(orchestrator.Config{Store: n.Store, Applier: n.Raft, Sessions: links, Logger: n.log, Policy: n.cfg.Placement})
-				go func() { defer close(done); o.Run(lctx) }()
+				n.orch.Store(o)
+				go func() { defer close(done); defer n.orch.CompareAndSwap(o, nil); o.Run(lctx) }()
 				go links.Watch(lctx)
 				go recovery.Run(lctx, n.Store, n.Raft, n.log)
 				n.log.Info("leading: orchestrator started")

@@ -1,32 +1,29 @@
 // Package orchestrator drives operations on the leader: it sends each open
-// operation's step to its host's agent (once per agent session: the agent
-// runs an operation at most once and answers a re-sent step with the result
-// it kept), and ends every operation whose deadline has passed, so no
-// instance stays in a transitional status forever.
+// operation's current step to its host's agent (once per agent session: the
+// agent runs a step id at most once and keeps its result), asks an agent
+// what became of a step the previous leader or session had sent before
+// deciding anything about it, starts retries when their back-off has passed,
+// and ends every step and operation whose deadline has passed, so no
+// instance stays in a transitional status forever. What a result means is
+// decided by the FSM, on every replica alike.
 package orchestrator
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"time"
 
-	"google.golang.org/protobuf/types/known/durationpb"
-	"google.golang.org/protobuf/types/known/timestamppb"
-
-	"github.com/flotilla-vm/flotilla/coordinator/api"
-	"github.com/flotilla-vm/flotilla/coordinator/fsm"
-	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
 	"github.com/flotilla-vm/flotilla/coordinator/scheduler"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
 	agentv1 "github.com/flotilla-vm/flotilla/proto/flotilla/agent/v1"
-	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
 
 // Sessions is the orchestrator's view of live agent sessions.
 type Sessions interface {
 	Epoch(hostID string) (uint64, bool)
 	Send(hostID string, step *agentv1.RunStep) error
+	// Query asks what became of a step; answers come to StepReport.
+	Query(hostID string, q *agentv1.QueryStep) error
 	Changed() <-chan struct{}
 }
 
@@ -54,10 +51,18 @@ type Config struct {
 type Orchestrator struct {
 	cfg  Config
 	log  *slog.Logger
-	sent map[string]uint64 // operation id -> session epoch it was sent on
+	sent map[string]uint64 // step id -> session epoch it was sent (or found running) on
+	// asked maps a step recorded as running, but not sent by this leader on
+	// the host's current session, to when and on which epoch it was queried.
+	asked   map[string]query
+	reports *reports // agents' answers to those queries
 	// evicting maps a waiting instance to the evictions started for it, so
 	// it does not evict again while they run.
 	evicting map[string][]string
+	// waitSeen is the store revision up to which waiting instances have
+	// been tried; retryWaiting asks for all of them to be tried again.
+	waitSeen     int64
+	retryWaiting bool
 }
 
 // New returns an orchestrator.
@@ -74,13 +79,15 @@ func New(cfg Config) *Orchestrator {
 	if cfg.Tick == 0 {
 		cfg.Tick = 250 * time.Millisecond
 	}
-	return &Orchestrator{cfg: cfg, log: cfg.Logger}
+	return &Orchestrator{cfg: cfg, log: cfg.Logger, reports: newReports()}
 }
 
 // Run drives operations until ctx ends. Call it only while leader.
 func (o *Orchestrator) Run(ctx context.Context) {
 	o.sent = map[string]uint64{}
+	o.asked = map[string]query{}
 	o.evicting = map[string][]string{}
+	o.waitSeen, o.retryWaiting = 0, true
 	t := time.NewTicker(o.cfg.Tick)
 	defer t.Stop()
 	for {
@@ -92,6 +99,7 @@ func (o *Orchestrator) Run(ctx context.Context) {
 		case <-stateChanged:
 		case <-sessionsChanged:
 		case <-t.C:
+		case <-o.reports.wake:
 		}
 		// Coalesce a burst of commits into one pass.
 		select {
@@ -108,89 +116,9 @@ const passGap = 10 * time.Millisecond
 
 func (o *Orchestrator) pass(ctx context.Context) {
 	now := o.cfg.Now()
-	open := o.cfg.Store.OpenOperations()
-	o.place(ctx, open, now)
-	live := make(map[string]bool, len(open))
-	var batch fsm.Dispatch
-	ready := map[string]state.Operation{}
-	for _, op := range open {
-		live[op.ID] = true
-		if op.HostID == "" || ctx.Err() != nil {
-			continue // waiting for capacity: the placement pass handles it
-		}
-		if !op.Deadline.IsZero() && now.After(op.Deadline.Add(o.cfg.Grace)) {
-			o.expire(ctx, op, o.log.With("operation", op.ID, "instance", op.InstanceID, "host", op.HostID))
-			continue
-		}
-		epoch, ok := o.cfg.Sessions.Epoch(op.HostID)
-		if !ok || o.sent[op.ID] == epoch {
-			continue
-		}
-		batch.Steps = append(batch.Steps, fsm.DispatchStep{OperationID: op.ID, HostEpoch: epoch})
-		ready[op.ID] = op
-	}
-	for id := range o.sent {
-		if !live[id] {
-			delete(o.sent, id)
-		}
-	}
-	if len(batch.Steps) == 0 {
-		return
-	}
-	// Record every step as running in one entry, then send them.
-	v, err := o.applyValue(ctx, fsm.TypeDispatch, batch)
-	if err != nil {
-		o.log.Warn("dispatch failed; will retry", "steps", len(batch.Steps), "err", err)
-		return
-	}
-	sent, _ := v.([]string)
-	epochs := make(map[string]uint64, len(batch.Steps))
-	for _, d := range batch.Steps {
-		epochs[d.OperationID] = d.HostEpoch
-	}
-	for _, id := range sent {
-		op := ready[id]
-		log := o.log.With("operation", op.ID, "instance", op.InstanceID, "host", op.HostID)
-		if err := o.send(op); err != nil {
-			log.Warn("send failed; will retry", "err", err)
-			continue
-		}
-		o.sent[id] = epochs[id]
-		log.Info("step sent", "kind", op.Kind, "epoch", epochs[id])
-	}
-}
-
-// send gives one recorded step to its host's session.
-func (o *Orchestrator) send(op state.Operation) error {
-	inst, err := o.cfg.Store.Instance(op.InstanceID)
-	if err != nil {
-		return err
-	}
-	kind := api.OpKindToPB(op.Kind)
-	if op.Kind == lifecycle.OpPreempt {
-		kind = pb.OperationKind_OPERATION_KIND_DELETE // on the host, an eviction removes the domain
-	}
-	step := &agentv1.RunStep{
-		OperationId: op.ID, InstanceId: op.InstanceID, Kind: kind,
-		Name: inst.Name, Spec: api.SpecToPB(inst.Spec), Force: op.Force, Deadline: timestamppb.New(op.Deadline),
-	}
-	if op.Graceful > 0 {
-		step.GracefulTimeout = durationpb.New(op.Graceful)
-	}
-	return o.cfg.Sessions.Send(op.HostID, step)
-}
-
-func (o *Orchestrator) expire(ctx context.Context, op state.Operation, log *slog.Logger) {
-	msg := "the operation did not finish by its deadline"
-	if _, ok := o.cfg.Sessions.Epoch(op.HostID); !ok {
-		msg += "; its host has no live agent session"
-	}
-	f := fsm.Finish{OperationID: op.ID, Fault: &state.Fault{Code: "DEADLINE_EXCEEDED", Message: msg, Time: o.cfg.Now(), HostID: op.HostID}}
-	if err := o.apply(ctx, fsm.TypeFinish, f); err != nil && !errors.Is(err, fsm.ErrOperationDone) {
-		log.Warn("ending expired operation failed", "err", err)
-		return
-	}
-	log.Warn("operation ended at its deadline", "deadline", op.Deadline)
+	open := o.cfg.Store.HostedOperations()
+	o.place(ctx, now)
+	o.drive(ctx, open, now)
 }
 
 func (o *Orchestrator) apply(ctx context.Context, typ string, body any) error {

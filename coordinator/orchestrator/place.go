@@ -3,12 +3,10 @@ package orchestrator
 import (
 	"context"
 	"errors"
-	"sort"
 	"time"
 
 	"github.com/flotilla-vm/flotilla/coordinator/fsm"
 	"github.com/flotilla-vm/flotilla/coordinator/ids"
-	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
 	"github.com/flotilla-vm/flotilla/coordinator/placement"
 	"github.com/flotilla-vm/flotilla/coordinator/scheduler"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
@@ -21,32 +19,39 @@ const CreateDeadline = 5 * time.Minute
 // instances first, then preemptible ones, oldest first within each. A
 // normal instance that fits nowhere may evict preemptible instances; it is
 // placed once they are gone, on a later pass.
-func (o *Orchestrator) place(ctx context.Context, open []state.Operation, now time.Time) {
-	var waiting []state.Instance
-	for _, op := range open {
-		if op.HostID != "" || op.Kind != lifecycle.OpCreate || op.State != state.OpPending {
-			continue
-		}
-		if inst, err := o.cfg.Store.Instance(op.InstanceID); err == nil && inst.CurrentOp == op.ID {
-			waiting = append(waiting, inst)
-		}
+//
+// A waiting instance is tried when it arrives and again only when room may
+// have appeared (the store tells: a host changed, an instance released what
+// it took, a preemptible instance changed) or after a failure that was not
+// a lack of room, so a pass costs O(new arrivals), not O(waiting), while
+// nothing changes: with thousands waiting, a pass over all of them per
+// commit would bound the write rate.
+func (o *Orchestrator) place(ctx context.Context, now time.Time) {
+	// This pass covers the state up to rev, read before the hosts: whatever
+	// changes after it (room freed, a host opening, an eviction ending)
+	// makes the waiting instances due again on the next pass, even if this
+	// pass saw it only in part (say, an eviction already ended but its room
+	// not yet free in the view).
+	rev := o.cfg.Store.Revision()
+	view := placement.FromStore(o.cfg.Store)
+	since := o.waitSeen
+	if o.retryWaiting {
+		since = 0
 	}
+	o.waitSeen, o.retryWaiting = rev, false
+	if !anyOpen(view) {
+		return // nothing can be placed anywhere, so nothing is read
+	}
+	waiting, _, _ := o.cfg.Store.Waiting(since)
 	if len(waiting) == 0 {
 		return
-	}
-	sort.SliceStable(waiting, func(a, b int) bool {
-		return !waiting[a].Placement.Preemptible && waiting[b].Placement.Preemptible
-	})
-	view := placement.FromStore(o.cfg.Store)
-	if !anyOpen(view) {
-		return // nothing can be placed anywhere: don't try each waiting instance
 	}
 	for _, inst := range waiting {
 		if ctx.Err() != nil {
 			return
 		}
 		if o.stillEvicting(inst.ID) {
-			continue
+			continue // tried again when the evictions end: they release room
 		}
 		req := placement.Request(inst.Spec, inst.Placement)
 		d, err := scheduler.Place(req, view, o.cfg.Policy)
@@ -55,6 +60,7 @@ func (o *Orchestrator) place(ctx context.Context, open []state.Operation, now ti
 		}
 		if err != nil {
 			o.log.Warn("placement failed", "instance", inst.ID, "err", err)
+			o.retryWaiting = true
 			continue
 		}
 		log := o.log.With("instance", inst.ID, "host", d.HostID)
@@ -66,6 +72,7 @@ func (o *Orchestrator) place(ctx context.Context, open []state.Operation, now ti
 			v, err := o.applyValue(ctx, fsm.TypePreempt, cmd)
 			if err != nil {
 				log.Warn("preemption refused", "err", err)
+				o.retryWaiting = true
 				continue
 			}
 			started, _ := v.([]string)
@@ -76,6 +83,7 @@ func (o *Orchestrator) place(ctx context.Context, open []state.Operation, now ti
 		err = o.apply(ctx, fsm.TypePlace, fsm.Place{InstanceID: inst.ID, HostID: d.HostID, Deadline: now.Add(CreateDeadline), Policy: o.cfg.Policy})
 		if err != nil {
 			log.Info("placement not committed; will retry", "err", err)
+			o.retryWaiting = true
 			continue
 		}
 		delete(o.evicting, inst.ID)

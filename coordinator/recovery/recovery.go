@@ -85,7 +85,7 @@ func Run(ctx context.Context, store *state.Store, applier Applier, log *slog.Log
 			act  Action
 		}
 		var todo []due
-		store.EachInstance(func(i *state.Instance) {
+		store.EachStoppedUnexpectedly(func(i *state.Instance) {
 			act, wait := Decide(*i, now)
 			if wait > 0 && wait < next {
 				next = wait

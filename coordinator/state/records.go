@@ -1,6 +1,8 @@
 package state
 
 import (
+	"fmt"
+	"slices"
 	"time"
 
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
@@ -44,6 +46,9 @@ type Instance struct {
 	Recovery   Recovery          `json:"recovery"`
 	Restarts   int32             `json:"restarts,omitempty"` // automatic, since the user's last start/stop
 	Placement  Placement         `json:"placement"`
+	// MoveTarget is, while a move runs, the host it goes to: the instance
+	// takes room there too, from the move's start until it ends.
+	MoveTarget string `json:"move_target,omitempty"`
 }
 
 // Recovery is what happens after an unexpected power-off or crash.
@@ -87,6 +92,8 @@ const (
 	OpSucceeded OpState = "succeeded"
 	OpFailed    OpState = "failed"
 	OpCanceled  OpState = "canceled"
+	// OpRollingBack: undoing what the finished steps did, after a failure or a cancel.
+	OpRollingBack OpState = "rolling-back"
 )
 
 // Done reports whether the state is final.
@@ -116,6 +123,94 @@ type Operation struct {
 	PrevDesired lifecycle.Desired `json:"prev_desired,omitempty"`
 	// Seq orders operations by acceptance, for newest-first listing.
 	Seq int64 `json:"seq"`
+	// Steps is the plan, in order; a rollback appends the undo steps.
+	Steps []Step `json:"steps,omitempty"`
+	// Cur is the index of the step running or to run next.
+	Cur int `json:"cur,omitempty"`
+	// RollingBack: a step failed or a cancel was asked for, and the undo
+	// steps are running.
+	RollingBack bool `json:"rolling_back,omitempty"`
+	// CancelRequested: the user canceled while a step ran on its host; the
+	// rollback starts when that step's result arrives.
+	CancelRequested bool `json:"cancel_requested,omitempty"`
+	// TargetHostID is, for a move, the host the instance goes to.
+	TargetHostID string `json:"target_host_id,omitempty"`
+	// Token authorizes a move's disk copy between the two agents.
+	Token string `json:"token,omitempty"`
+}
+
+// StepState is where one step of an operation is.
+type StepState string
+
+const (
+	StepPending     StepState = "pending"
+	StepRunning     StepState = "running"
+	StepRetryWait   StepState = "retry-wait"
+	StepSucceeded   StepState = "succeeded"
+	StepFailed      StepState = "failed"
+	StepSkipped     StepState = "skipped"
+	StepCompensated StepState = "compensated"
+)
+
+// Step is one step of an operation, as recorded.
+type Step struct {
+	Name   string               `json:"name"`
+	Action lifecycle.StepAction `json:"action"`
+	// OnTarget: runs on the operation's TargetHostID, else on its HostID
+	// (or, for an action not OnHost, on the coordinator).
+	OnTarget bool      `json:"on_target,omitempty"`
+	State    StepState `json:"state"`
+	// Attempt is the attempt running or last run, from 1.
+	Attempt     int32         `json:"attempt,omitempty"`
+	MaxAttempts int32         `json:"max_attempts"`
+	Force       bool          `json:"force,omitempty"`
+	Deadline    time.Time     `json:"deadline"`
+	StartTime   time.Time     `json:"start_time"`
+	EndTime     time.Time     `json:"end_time"`
+	RetryTime   time.Time     `json:"retry_time"`
+	HostEpoch   uint64        `json:"host_epoch,omitempty"`
+	Fault       *Fault        `json:"fault,omitempty"`
+	Timeout     time.Duration `json:"timeout,omitempty"`
+	// Undo is the step that reverses this one (nil: nothing to undo, or
+	// irreversible, per Irreversible).
+	Undo         *Step `json:"undo,omitempty"`
+	Irreversible bool  `json:"irreversible,omitempty"`
+	// Undoes is, for an undo step, the index of the step it reverses.
+	Undoes int  `json:"undoes,omitempty"`
+	IsUndo bool `json:"is_undo,omitempty"`
+}
+
+// StepID is the identity the agent runs a step attempt under, at most once.
+func (o *Operation) StepID(i int, attempt int32) string {
+	return fmt.Sprintf("%s/%d/%d", o.ID, i, attempt)
+}
+
+// clone copies an operation deeply enough that changing the copy's steps
+// leaves the original, which readers may hold, untouched. A step's Undo and
+// Fault are replaced, never written through, so they may be shared.
+func (o *Operation) clone() *Operation {
+	c := *o
+	c.Steps = slices.Clone(o.Steps)
+	return &c
+}
+
+// StepHost returns the host step s runs on ("" for the coordinator's own).
+func (o *Operation) StepHost(s *Step) string {
+	switch {
+	case !s.Action.OnHost():
+		return ""
+	case s.OnTarget:
+		return o.TargetHostID
+	}
+	return o.HostID
+}
+
+// Current returns the step running or to run next, or nil when none is left.
+func (o *Operation) Current() *Step {
+	if o.Cur < 0 || o.Cur >= len(o.Steps) {
+		return nil
+	}
+	return &o.Steps[o.Cur]
 }
 
 // HostStatus is the liveness of a host's agent.
@@ -141,6 +236,8 @@ type Host struct {
 	Cordoned     bool              `json:"cordoned,omitempty"`
 	Draining     bool              `json:"draining,omitempty"`
 	ModifyRev    int64             `json:"modify_rev"`
+	// PeerAddr is where the agent serves other agents (disk copies of moves).
+	PeerAddr string `json:"peer_addr,omitempty"`
 }
 
 // Resources is an amount of vCPU, memory and disk.

@@ -23,7 +23,7 @@ type snapshot struct {
 	Hosts     []*Host           `json:"hosts"`
 	Requests  map[string]string `json:"requests"`
 	Servers   []Server          `json:"servers"`
-	History   []Event           `json:"history"`
+	History   []change          `json:"history"` // encoded as []Event
 }
 
 // WriteSnapshot writes the whole state to w.
@@ -83,16 +83,16 @@ func (s *Store) Restore(r io.Reader) error {
 	for _, i := range snap.Instances {
 		s.instances[i.ID] = i
 		s.placeLocked(nil, i)
+		s.indexInstanceLocked(i)
 	}
 	ops := append([]*Operation(nil), snap.Ops...)
 	sortOpsBySeq(ops)
 	for _, o := range ops {
 		s.ops[o.ID] = o
 		s.byInst[o.InstanceID] = append(s.byInst[o.InstanceID], o.ID)
-		if !o.State.Done() {
-			s.open[o.ID] = true
-		}
+		s.indexOpLocked(o, s.rev)
 	}
+	s.roomRev = s.rev // anything may have changed: every waiting instance is worth a try
 	for _, h := range snap.Hosts {
 		s.hosts[h.ID] = h
 	}

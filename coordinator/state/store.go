@@ -30,13 +30,18 @@ type Store struct {
 	requests  map[string]string   // request_id -> op id
 	hosts     map[string]*Host
 	servers   map[string]Server
-	open      map[string]bool            // ids of operations not done: the leader's loops scan only these
+	hosted    map[string]bool            // ids of operations not done that have a host
+	waiting   map[string]int64           // ids of creates waiting for capacity -> revision they began waiting
+	arrivals  []arrival                  // creates beginning to wait, by revision; may hold ended ones
+	roomRev   int64                      // last revision at which room for a waiting instance may have appeared
+	stopped   map[string]bool            // ids of instances recovery may have to act on
 	onHost    map[string]map[string]bool // host id -> ids of instances placed there
 	load      map[string]*HostLoad       // host id -> what its live instances take
-	history   []Event                    // oldest first, at most limit
+	history   []change                   // oldest first, at most limit
 	floor     int64                      // every instance change after this revision is in history
 	limit     int
 	changed   chan struct{} // closed on every commit, then replaced
+	tx        Tx            // the transaction of the entry being applied, reused
 }
 
 // New returns an empty store that keeps limit instance changes for watchers.
@@ -57,7 +62,11 @@ func (s *Store) reset() {
 	s.requests = map[string]string{}
 	s.hosts = map[string]*Host{}
 	s.servers = map[string]Server{}
-	s.open = map[string]bool{}
+	s.hosted = map[string]bool{}
+	s.waiting = map[string]int64{}
+	s.arrivals = nil
+	s.roomRev = 0
+	s.stopped = map[string]bool{}
 	s.onHost = map[string]map[string]bool{}
 	s.load = map[string]*HostLoad{}
 	s.history = nil
@@ -149,13 +158,17 @@ func (s *Store) Operations(instanceID string) ([]Operation, int64) {
 	return out, s.rev
 }
 
-// OpenOperations returns copies of every operation not yet done, oldest first.
+// OpenOperations returns copies of every operation not yet done, oldest
+// first. It reads every operation (no index is kept for it): the leader's
+// loops use HostedOperations and Waiting instead.
 func (s *Store) OpenOperations() []Operation {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	out := make([]Operation, 0, len(s.open))
-	for id := range s.open {
-		out = append(out, *s.ops[id])
+	var out []Operation
+	for _, o := range s.ops {
+		if !o.State.Done() {
+			out = append(out, *o)
+		}
 	}
 	sort.Slice(out, func(a, b int) bool { return out[a].Seq < out[b].Seq })
 	return out
@@ -216,7 +229,21 @@ func (s *Store) Since(rev int64) ([]Event, <-chan struct{}, int64, error) {
 		return nil, nil, s.rev, fmt.Errorf("revision %d is older than the oldest kept (%d): %w", rev, s.floor, ErrCompacted)
 	}
 	i := sort.Search(len(s.history), func(i int) bool { return s.history[i].Revision > rev })
-	return append([]Event(nil), s.history[i:]...), s.changed, s.rev, nil
+	out := make([]Event, len(s.history)-i)
+	for j, c := range s.history[i:] {
+		out[j] = Event{Revision: c.Revision, Instance: *c.Instance}
+	}
+	return out, s.changed, s.rev, nil
+}
+
+// change is one entry of the history: an instance record as committed at
+// a revision. Committed records are replaced, never changed, so the entry
+// shares the record with the store rather than copying it (a copy per
+// commit cost more than the rest of keeping the history). Its JSON is
+// that of an Event, which the snapshot format keeps.
+type change struct {
+	Revision int64
+	Instance *Instance
 }
 
 func cloneHost(h *Host) Host {
@@ -293,6 +320,18 @@ func (l *HostLoad) add(i *Instance, sign int) {
 	}
 }
 
+// takesRoom lists the hosts an instance takes room on: its own, and while
+// it moves, the target too (so nothing else is placed in the room it needs).
+func (i *Instance) takesRoom() []string {
+	if i.MoveTarget != "" && i.MoveTarget != i.HostID {
+		return []string{i.HostID, i.MoveTarget}
+	}
+	return []string{i.HostID}
+}
+
+// takesRoomOn reports whether the instance takes room on host h.
+func (i *Instance) takesRoomOn(h string) bool { return i.HostID == h || i.MoveTarget == h }
+
 // counts reports whether an instance takes room on its host.
 func counts(i *Instance) bool {
 	return i != nil && i.HostID != "" && i.Status() != lifecycle.StatusDeleted
@@ -316,15 +355,19 @@ func (s *Store) EachHostLoad(fn func(*Host, *HostLoad)) {
 // placeLocked keeps the host index and loads in step with an instance.
 func (s *Store) placeLocked(old *Instance, now *Instance) {
 	if counts(old) {
-		s.load[old.HostID].add(old, -1)
+		for _, h := range old.takesRoom() {
+			s.load[h].add(old, -1)
+		}
 	}
 	if counts(now) {
-		l, ok := s.load[now.HostID]
-		if !ok {
-			l = &HostLoad{Groups: map[string]int{}, Preemptible: map[string]Instance{}}
-			s.load[now.HostID] = l
+		for _, h := range now.takesRoom() {
+			l, ok := s.load[h]
+			if !ok {
+				l = &HostLoad{Groups: map[string]int{}, Preemptible: map[string]Instance{}}
+				s.load[h] = l
+			}
+			l.add(now, +1)
 		}
-		l.add(now, +1)
 	}
 	if old != nil && old.HostID != "" && (now == nil || now.HostID != old.HostID) {
 		delete(s.onHost[old.HostID], old.ID)

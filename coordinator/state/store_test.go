@@ -2,6 +2,8 @@ package state
 
 import (
 	"bytes"
+	"encoding/json"
+	"reflect"
 
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
 
@@ -140,5 +142,177 @@ func TestHostLoadFollowsEveryChange(t *testing.T) {
 	}
 	if got := r.Allocated(); got["h2"] != alloc["h2"] || got["h1"] != alloc["h1"] {
 		t.Fatalf("restored loads %+v, want %+v", got, alloc)
+	}
+}
+
+func TestWaitingIndex(t *testing.T) {
+	s := New(0)
+	now := time.Now()
+	update := func(fn func(tx *Tx)) int64 {
+		t.Helper()
+		if err := s.Update(now, func(tx *Tx) error { fn(tx); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return s.Revision()
+	}
+	wait := func(id string, preemptible bool) int64 {
+		return update(func(tx *Tx) {
+			tx.PutInstance(&Instance{ID: id, Desired: lifecycle.DesiredRunning, CurrentOp: "op-" + id, CurrentOpK: lifecycle.OpCreate,
+				Spec: Spec{VCPUs: 1}, Placement: Placement{Preemptible: preemptible}})
+			tx.PutOperation(&Operation{ID: "op-" + id, InstanceID: id, Kind: lifecycle.OpCreate, State: OpPending})
+		})
+	}
+	ids := func(insts []Instance) (out []string) {
+		for _, i := range insts {
+			out = append(out, i.ID)
+		}
+		return out
+	}
+	check := func(since int64, wantAll bool, want ...string) int64 {
+		t.Helper()
+		got, all, rev := s.Waiting(since)
+		if fmt.Sprint(ids(got)) != fmt.Sprint(want) || all != wantAll || rev != s.Revision() {
+			t.Fatalf("Waiting(%d) = %v all=%v rev %d; want %v all=%v rev %d", since, ids(got), all, rev, want, wantAll, s.Revision())
+		}
+		return rev
+	}
+	wait("spot", true)
+	wait("a", false)
+	seen := check(0, false, "a", "spot") // normal first, then preemptible, each oldest first
+	seen = check(seen, false)
+	wait("b", false)
+	seen = check(seen, false, "b") // only the newcomer
+	// a is placed: it no longer waits, and nothing was freed.
+	seen = update(func(tx *Tx) {
+		i, _ := tx.Instance("a")
+		i.HostID = "h1"
+		tx.PutInstance(i)
+		o, _ := tx.Operation("op-a")
+		o.HostID = "h1"
+		tx.PutOperation(o)
+	})
+	check(seen, false)
+	if hosted := s.HostedOperations(); len(hosted) != 1 || hosted[0].ID != "op-a" {
+		t.Fatalf("hosted: %+v", hosted)
+	}
+	// a is deleted: its room is free, so all waiting instances are due.
+	rev := update(func(tx *Tx) {
+		i, _ := tx.Instance("a")
+		i.Desired, i.Power, i.CurrentOp, i.CurrentOpK = lifecycle.DesiredDeleted, lifecycle.PowerNoDomain, "", lifecycle.OpNone
+		tx.PutInstance(i)
+		o, _ := tx.Operation("op-a")
+		o.State = OpSucceeded
+		tx.PutOperation(o)
+	})
+	seen = check(seen, true, "b", "spot")
+	if seen != rev || len(s.HostedOperations()) != 0 {
+		t.Fatalf("after the delete: rev %d, hosted %+v", seen, s.HostedOperations())
+	}
+	// A host changing makes them due again; so does a restore.
+	update(func(tx *Tx) { tx.PutHost(&Host{ID: "h2", Status: HostReady}) })
+	seen = check(seen, true, "b", "spot")
+	var buf bytes.Buffer
+	if err := s.WriteSnapshot(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Restore(&buf); err != nil {
+		t.Fatal(err)
+	}
+	check(seen-1, true, "b", "spot")
+	// Many arrivals that end keep the arrival log short.
+	for n := range 3000 {
+		id := fmt.Sprint("w", n)
+		wait(id, false)
+		update(func(tx *Tx) {
+			o, _ := tx.Operation("op-" + id)
+			o.State = OpCanceled
+			tx.PutOperation(o)
+		})
+	}
+	if s.mu.RLock(); len(s.arrivals) > 2*len(s.waiting)+1024 {
+		t.Fatalf("arrival log of %d for %d waiting", len(s.arrivals), len(s.waiting))
+	}
+	s.mu.RUnlock()
+}
+
+func TestStoppedUnexpectedlyIndex(t *testing.T) {
+	s := New(0)
+	list := func() (out []string) {
+		s.EachStoppedUnexpectedly(func(i *Instance) { out = append(out, i.ID) })
+		return out
+	}
+	off := Instance{ID: "a", HostID: "h1", Desired: lifecycle.DesiredRunning, Power: lifecycle.PowerShutOff, Result: lifecycle.ResultSucceeded}
+	if err := s.Update(time.Now(), func(tx *Tx) error { tx.PutInstance(&off); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	put(t, s, "b")
+	if got := list(); len(got) != 1 || got[0] != "a" {
+		t.Fatalf("stopped: %v", got)
+	}
+	off.CurrentOp, off.CurrentOpK = "op-1", lifecycle.OpStart // being restarted
+	if err := s.Update(time.Now(), func(tx *Tx) error { tx.PutInstance(&off); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if got := list(); len(got) != 0 {
+		t.Fatalf("restarting: %v", got)
+	}
+}
+
+// The history shares committed records; its snapshot encoding is still
+// that of []Event.
+func TestHistorySnapshotFormat(t *testing.T) {
+	s := New(0)
+	for _, id := range []string{"a", "b"} {
+		if err := s.Update(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), func(tx *Tx) error {
+			tx.PutInstance(&Instance{ID: id})
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var buf bytes.Buffer
+	if err := s.WriteSnapshot(&buf); err != nil {
+		t.Fatal(err)
+	}
+	var snap struct {
+		History []Event `json:"history"`
+	}
+	if err := json.Unmarshal(buf.Bytes(), &snap); err != nil {
+		t.Fatal(err)
+	}
+	ev, _, _, err := s.Since(0)
+	if err != nil || !reflect.DeepEqual(snap.History, ev) || len(ev) != 2 || ev[1].Instance.ID != "b" || ev[1].Revision != 2 {
+		t.Fatalf("snapshot history %+v, watch history %+v (%v)", snap.History, ev, err)
+	}
+	// A watcher's copy is its own.
+	ev[0].Instance.Name = "changed"
+	if i, _ := s.Instance("a"); i.Name != "" {
+		t.Fatal("a watcher changed a committed record")
+	}
+}
+
+func TestFreesRoom(t *testing.T) {
+	placed := Instance{ID: "a", HostID: "h1", Desired: lifecycle.DesiredRunning, Power: lifecycle.PowerRunning, Spec: Spec{VCPUs: 2}}
+	with := func(change func(*Instance)) *Instance {
+		i := placed
+		change(&i)
+		return &i
+	}
+	for name, c := range map[string]struct {
+		old, now *Instance
+		want     bool
+	}{
+		"new waiting":       {nil, with(func(i *Instance) { i.HostID = "" }), false},
+		"placed":            {with(func(i *Instance) { i.HostID = "" }), &placed, false},
+		"power change":      {&placed, with(func(i *Instance) { i.Power = lifecycle.PowerPaused }), false},
+		"deleted":           {&placed, with(func(i *Instance) { i.Desired, i.Power = lifecycle.DesiredDeleted, lifecycle.PowerNoDomain }), true},
+		"moved":             {&placed, with(func(i *Instance) { i.HostID = "h2" }), true},
+		"resized":           {&placed, with(func(i *Instance) { i.Spec.VCPUs = 1 }), true},
+		"move target ended": {with(func(i *Instance) { i.MoveTarget = "h2" }), &placed, true},
+		"preemptible idle":  {with(func(i *Instance) { i.Placement.Preemptible, i.CurrentOp = true, "op" }), with(func(i *Instance) { i.Placement.Preemptible = true }), true},
+	} {
+		if got := freesRoom(c.old, c.now); got != c.want {
+			t.Errorf("%s: freesRoom = %v, want %v", name, got, c.want)
+		}
 	}
 }

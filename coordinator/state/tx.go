@@ -7,7 +7,7 @@ import (
 
 // Tx stages the changes of one log entry. Reads see staged changes; nothing
 // is visible to others until Update commits, and nothing is kept if the
-// apply function returns an error.
+// apply function returns an error. A Tx is valid only during its Update.
 type Tx struct {
 	s         *Store
 	now       time.Time
@@ -25,7 +25,15 @@ type Tx struct {
 func (s *Store) Update(now time.Time, fn func(tx *Tx) error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	tx := &Tx{s: s, now: now, instances: map[string]*Instance{}, ops: map[string]*Operation{}, hosts: map[string]*Host{}, requests: map[string]string{}, servers: map[string]*Server{}}
+	// One Tx, reused: entries apply one at a time under the lock, and a
+	// Tx's maps allocated afresh for every entry were a good part of what
+	// an entry allocated.
+	tx := &s.tx
+	if tx.s == nil {
+		*tx = Tx{s: s, instances: map[string]*Instance{}, ops: map[string]*Operation{}, hosts: map[string]*Host{}, requests: map[string]string{}, servers: map[string]*Server{}}
+	}
+	tx.now = now
+	defer tx.reset()
 	if err := fn(tx); err != nil {
 		return err
 	}
@@ -40,11 +48,7 @@ func (s *Store) Update(now time.Time, fn func(tx *Tx) error) error {
 		}
 		o.Revision = rev
 		s.ops[id] = o
-		if o.State.Done() {
-			delete(s.open, id)
-		} else {
-			s.open[id] = true
-		}
+		s.indexOpLocked(o, rev)
 	}
 	for k, v := range tx.requests {
 		s.requests[k] = v
@@ -52,6 +56,7 @@ func (s *Store) Update(now time.Time, fn func(tx *Tx) error) error {
 	for id, h := range tx.hosts {
 		h.ModifyRev = rev
 		s.hosts[id] = h
+		s.roomRev = rev // registered, up, down, cordoned, resized: placement may differ now
 	}
 	for id, v := range tx.servers {
 		if v == nil {
@@ -71,19 +76,40 @@ func (s *Store) Update(now time.Time, fn func(tx *Tx) error) error {
 		}
 		i.ModifyRev = rev
 		i.UpdateTime = now
+		if freesRoom(s.instances[id], i) {
+			s.roomRev = rev
+		}
 		s.placeLocked(s.instances[id], i)
+		s.indexInstanceLocked(i)
 		s.instances[id] = i
-		s.history = append(s.history, Event{Revision: rev, Instance: *i})
+		s.history = append(s.history, change{Revision: rev, Instance: i})
 	}
 	// Trim in chunks (an eighth of the limit at a time), so the copy is
 	// paid once per many commits rather than on every one.
+	// The kept events move down in place: the array is reused rather than
+	// reallocated (tens of MB at the default limit), and readers only ever
+	// get copies of it.
 	if over := len(s.history) - s.limit; over > s.limit/8 {
 		s.floor = s.history[over-1].Revision
-		s.history = append([]Event(nil), s.history[over:]...)
+		n := copy(s.history, s.history[over:])
+		clear(s.history[n:])
+		s.history = s.history[:n]
 	}
 	close(s.changed)
 	s.changed = make(chan struct{})
 	return nil
+}
+
+// reset empties the transaction for the next entry.
+func (tx *Tx) reset() {
+	clear(tx.instances)
+	clear(tx.ops)
+	clear(tx.hosts)
+	clear(tx.requests)
+	clear(tx.servers)
+	clear(tx.order)
+	tx.order = tx.order[:0]
+	tx.now = time.Time{}
 }
 
 // Now is the entry's timestamp.
@@ -118,15 +144,13 @@ func (tx *Tx) PutInstance(i *Instance) {
 // Operation returns a mutable copy of an operation; Put it to keep changes.
 func (tx *Tx) Operation(id string) (*Operation, bool) {
 	if o, ok := tx.ops[id]; ok {
-		c := *o
-		return &c, true
+		return o.clone(), true
 	}
 	o, ok := tx.s.ops[id]
 	if !ok {
 		return nil, false
 	}
-	c := *o
-	return &c, true
+	return o.clone(), true
 }
 
 // PutOperation stages an operation; a new one gets the next sequence number.
@@ -226,10 +250,10 @@ func (tx *Tx) HostLoad(hostID string) HostLoad {
 		}
 	}
 	for id, staged := range tx.instances {
-		if old := tx.s.instances[id]; counts(old) && old.HostID == hostID {
+		if old := tx.s.instances[id]; counts(old) && old.takesRoomOn(hostID) {
 			out.add(old, -1)
 		}
-		if counts(staged) && staged.HostID == hostID {
+		if counts(staged) && staged.takesRoomOn(hostID) {
 			out.add(staged, +1)
 		}
 	}

@@ -171,7 +171,7 @@ func (e *opsEnv) settled(id string, rev int64) pb.Status {
 	switch inst.Status {
 	case pb.Status_STATUS_CREATING, pb.Status_STATUS_STARTING, pb.Status_STATUS_STOPPING, pb.Status_STATUS_REBOOTING,
 		pb.Status_STATUS_HARD_REBOOTING, pb.Status_STATUS_PAUSING, pb.Status_STATUS_UNPAUSING, pb.Status_STATUS_SUSPENDING,
-		pb.Status_STATUS_RESUMING, pb.Status_STATUS_DELETING:
+		pb.Status_STATUS_RESUMING, pb.Status_STATUS_DELETING, pb.Status_STATUS_MOVING:
 		e.t.Errorf("instance %s left in transitional %s", id, inst.Status)
 	}
 	return inst.Status
@@ -287,7 +287,8 @@ func TestLeaderKilledMidStep(t *testing.T) {
 }
 
 // TestCancelAtEachStep cancels an operation while it waits for capacity,
-// while it waits for its host, and while it runs there.
+// while it waits for its host, and while it runs there (rolled back), and
+// is refused for a step that cannot be undone.
 func TestCancelAtEachStep(t *testing.T) {
 	if testing.Short() {
 		t.Skip("process test: not run with -short")
@@ -332,20 +333,39 @@ func TestCancelAtEachStep(t *testing.T) {
 		t.Fatalf("instance after canceling its delete: %v", inst)
 	}
 
-	// Running on its host: not cancellable (the step is not undone half
-	// way); the refusal says so, and the step goes on and succeeds.
+	// Running on its host: the cancel is recorded, the running step ends,
+	// and its undo runs (unpause): the operation ends CANCELED and the
+	// instance is as it was, each step having run once.
 	slow := stepKind{"slowpause", "Pause", nil, "PauseInstance"}
 	sa := e.startKind(slow, coord.Addr, 3*time.Second)
 	op := e.prepare(slow)
 	waitStepRunning(t, sa, op.Id)
-	if _, err := cancelOp(op.Id); status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "running on its host") {
-		t.Fatalf("cancel while running on the host: %v", err)
+	asked, err := cancelOp(op.Id)
+	if err != nil || !asked.CancelRequested || asked.Done {
+		t.Fatalf("cancel while running on the host: %v %v", asked, err)
 	}
 	done := e.wait(op, 20*time.Second)
-	if done.State != pb.OperationState_OPERATION_STATE_SUCCEEDED {
-		t.Fatalf("the step after a refused cancel: %s %v", done.State, done.Error)
+	if done.State != pb.OperationState_OPERATION_STATE_CANCELED || len(done.Steps) != 2 ||
+		done.Steps[0].State != pb.StepState_STEP_STATE_COMPENSATED || done.Steps[1].Name != "unpause-domain" || done.Steps[1].State != pb.StepState_STEP_STATE_SUCCEEDED {
+		t.Fatalf("the pause after a cancel while it ran: %s %v", done.State, done.Steps)
 	}
-	if s := e.settled(op.InstanceId, done.Revision); s != pb.Status_STATUS_PAUSED {
-		t.Fatalf("after the pause: %s", s)
+	if s := e.settled(op.InstanceId, done.Revision); s != pb.Status_STATUS_RUNNING {
+		t.Fatalf("after the rolled-back pause: %s", s)
+	}
+	if n := stepRuns(t, sa, op.Id); n != 2 {
+		t.Fatalf("%d steps ran for the canceled pause, want the pause and its undo", n)
+	}
+
+	// A step that cannot be undone (delete) is refused while it runs, and
+	// the refusal says why.
+	slowDel := stepKind{"slowdelete", "Delete", nil, "DeleteInstance"}
+	da := e.startKind(slowDel, coord.Addr, 3*time.Second)
+	del = e.prepare(slowDel)
+	waitStepRunning(t, da, del.Id)
+	if _, err := cancelOp(del.Id); status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "cannot be undone") {
+		t.Fatalf("cancel of a running delete: %v", err)
+	}
+	if done := e.wait(del, 20*time.Second); done.State != pb.OperationState_OPERATION_STATE_SUCCEEDED {
+		t.Fatalf("the delete after a refused cancel: %s %v", done.State, done.Error)
 	}
 }

@@ -236,6 +236,9 @@ const (
 	ProvisioningResult_PROVISIONING_RESULT_FAILED ProvisioningResult = 2
 	// The last operation was canceled.
 	ProvisioningResult_PROVISIONING_RESULT_CANCELED ProvisioningResult = 3
+	// The last operation failed and what it had done was undone: the
+	// instance is as it was before (the fault says why it failed).
+	ProvisioningResult_PROVISIONING_RESULT_ROLLED_BACK ProvisioningResult = 4
 )
 
 // Enum value maps for ProvisioningResult.
@@ -245,12 +248,14 @@ var (
 		1: "PROVISIONING_RESULT_SUCCEEDED",
 		2: "PROVISIONING_RESULT_FAILED",
 		3: "PROVISIONING_RESULT_CANCELED",
+		4: "PROVISIONING_RESULT_ROLLED_BACK",
 	}
 	ProvisioningResult_value = map[string]int32{
 		"PROVISIONING_RESULT_UNSPECIFIED": 0,
 		"PROVISIONING_RESULT_SUCCEEDED":   1,
 		"PROVISIONING_RESULT_FAILED":      2,
 		"PROVISIONING_RESULT_CANCELED":    3,
+		"PROVISIONING_RESULT_ROLLED_BACK": 4,
 	}
 )
 
@@ -1859,12 +1864,13 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x15DESIRED_STATE_STOPPED\x10\x02\x12\x18\n" +
 	"\x14DESIRED_STATE_PAUSED\x10\x03\x12\x1b\n" +
 	"\x17DESIRED_STATE_SUSPENDED\x10\x04\x12\x19\n" +
-	"\x15DESIRED_STATE_DELETED\x10\x05*\x9e\x01\n" +
+	"\x15DESIRED_STATE_DELETED\x10\x05*\xc3\x01\n" +
 	"\x12ProvisioningResult\x12#\n" +
 	"\x1fPROVISIONING_RESULT_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dPROVISIONING_RESULT_SUCCEEDED\x10\x01\x12\x1e\n" +
 	"\x1aPROVISIONING_RESULT_FAILED\x10\x02\x12 \n" +
-	"\x1cPROVISIONING_RESULT_CANCELED\x10\x03*\xb7\x01\n" +
+	"\x1cPROVISIONING_RESULT_CANCELED\x10\x03\x12#\n" +
+	"\x1fPROVISIONING_RESULT_ROLLED_BACK\x10\x04*\xb7\x01\n" +
 	"\x06Action\x12\x16\n" +
 	"\x12ACTION_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fACTION_START\x10\x01\x12\x0f\n" +

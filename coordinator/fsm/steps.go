@@ -1,0 +1,323 @@
+package fsm
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
+	"github.com/flotilla-vm/flotilla/coordinator/state"
+)
+
+// The operations engine's rules, applied identically on every replica: an
+// operation is a list of steps run one at a time; a step that fails with a
+// transient fault waits and runs again (a new attempt, a new step id); one
+// that fails for good, or a cancel, rolls back: the undo steps of what
+// succeeded run newest first. The leader only decides when to send a step;
+// every outcome is decided here.
+
+// rollbackBudget is the time a rollback gets past the moment it starts, so
+// that undoing is not cut short by the deadline the forward steps used up.
+const rollbackBudget = 2 * time.Minute
+
+// planSteps fills in an operation's steps from its kind's plan.
+func planSteps(op *state.Operation, wasRunning bool) {
+	defs := lifecycle.StepsFor(op.Kind, wasRunning)
+	op.Steps = make([]state.Step, len(defs))
+	for i, d := range defs {
+		op.Steps[i] = newStep(d)
+		if d.Timeout > 0 && d.Action == lifecycle.ActStop {
+			op.Steps[i].Timeout += op.Graceful // the guest's time to power off is on top
+		}
+	}
+	op.Cur = 0
+}
+
+func newStep(d lifecycle.StepDef) state.Step {
+	s := state.Step{Name: d.Name, Action: d.Action, OnTarget: d.Where == lifecycle.OnTarget,
+		State: state.StepPending, MaxAttempts: lifecycle.MaxAttempts, Force: d.Force,
+		Irreversible: !d.Reversible(), Timeout: d.Timeout}
+	if d.Undo != nil {
+		u := newStep(*d.Undo)
+		u.IsUndo = true
+		s.Undo = &u
+	}
+	return s
+}
+
+// beginAttempt marks the current step's next attempt as sent to its host.
+// stepID must name that attempt, or the step's running attempt (a re-send
+// on a new session); anything else is stale and changes nothing.
+func beginAttempt(tx *state.Tx, op *state.Operation, stepID string, epoch uint64) bool {
+	st := op.Current()
+	if st == nil || !st.Action.OnHost() {
+		return false
+	}
+	switch {
+	case st.State == state.StepRunning && stepID == op.StepID(op.Cur, st.Attempt):
+		if st.HostEpoch == epoch {
+			return false // re-sent on the same session: nothing new to record
+		}
+	case (st.State == state.StepPending || st.State == state.StepRetryWait) && stepID == op.StepID(op.Cur, st.Attempt+1):
+		st.Attempt++
+		st.State = state.StepRunning
+		if st.StartTime.IsZero() {
+			st.StartTime = tx.Now()
+		}
+		st.Deadline = op.Deadline
+		if st.Timeout > 0 && (op.Deadline.IsZero() || tx.Now().Add(st.Timeout).Before(op.Deadline)) {
+			st.Deadline = tx.Now().Add(st.Timeout)
+		}
+		st.RetryTime = time.Time{}
+	default:
+		return false
+	}
+	st.HostEpoch = epoch
+	op.State = state.OpRunning
+	if op.RollingBack {
+		op.State = state.OpRollingBack
+	}
+	op.HostEpoch = epoch
+	op.Step = st.Name
+	if op.StartTime.IsZero() {
+		op.StartTime = tx.Now()
+	}
+	return true
+}
+
+// stepSucceeded records the current step's success and moves on.
+func stepSucceeded(tx *state.Tx, op *state.Operation, inst *state.Instance, observed *Observation) {
+	st := op.Current()
+	st.State, st.EndTime, st.Fault = state.StepSucceeded, tx.Now(), nil
+	if st.IsUndo {
+		op.Steps[st.Undoes].State = state.StepCompensated
+	}
+	if op.StepHost(st) == inst.HostID && observed == nil {
+		// The host said it succeeded; the state it reached is the expected one.
+		if p := st.Action.Expect(); p != lifecycle.PowerNone {
+			inst.Power, inst.PowerTime = p, tx.Now()
+		}
+	}
+	if op.CancelRequested && !op.RollingBack {
+		startRollback(tx, op, inst, nil)
+		return
+	}
+	op.Cur++
+	advance(tx, op, inst)
+}
+
+// stepFailed records the current attempt's failure: another attempt later
+// for a transient fault with attempts left, else a rollback.
+func stepFailed(tx *state.Tx, op *state.Operation, inst *state.Instance, fault *state.Fault) {
+	st := op.Current()
+	st.Fault, st.EndTime = fault, tx.Now()
+	retry := tx.Now().Add(lifecycle.Backoff(st.Attempt))
+	// A cancel stops forward retries, not those of the undo steps it started.
+	if fault != nil && lifecycle.Transient(fault.Code) && st.Attempt < st.MaxAttempts &&
+		(!op.CancelRequested || op.RollingBack) && (op.Deadline.IsZero() || retry.Before(op.Deadline)) {
+		st.State, st.RetryTime = state.StepRetryWait, retry
+		op.Step = st.Name + " (waiting to retry)"
+		return
+	}
+	st.State = state.StepFailed
+	if op.RollingBack {
+		// An undo failed: stop undoing; what is left is recorded, the
+		// instance shows ERROR, and the user decides.
+		f := *fault
+		f.Message = fmt.Sprintf("rollback step %s failed: %s", st.Name, fault.Message)
+		skipRest(op)
+		finish(tx, op, inst, state.OpFailed, &f, lifecycle.ResultFailed)
+		return
+	}
+	startRollback(tx, op, inst, fault)
+}
+
+// startRollback skips the steps not run yet and queues the undo of every
+// step that succeeded, newest first. fault is nil for a cancel.
+func startRollback(tx *state.Tx, op *state.Operation, inst *state.Instance, fault *state.Fault) {
+	if fault != nil {
+		op.Fault = fault
+	}
+	op.RollingBack = true
+	if st := op.Current(); st != nil && st.State != state.StepSucceeded && st.State != state.StepFailed {
+		st.State = state.StepSkipped
+	}
+	// Undo newest first, back to the last point of no return: what came
+	// before it stays done (the operation can only go forward from there).
+	var undos []state.Step
+	for i := len(op.Steps) - 1; i >= 0; i-- {
+		s := op.Steps[i]
+		if s.State != state.StepSucceeded || s.IsUndo {
+			continue
+		}
+		if s.Irreversible {
+			break
+		}
+		if s.Undo != nil {
+			u := *s.Undo
+			u.Undoes = i
+			undos = append(undos, u)
+		}
+	}
+	skipRest(op)
+	op.Cur = len(op.Steps)
+	op.Steps = append(op.Steps, undos...)
+	if len(undos) == 0 && fault != nil {
+		// Nothing to undo: the failure stands as it is.
+		finish(tx, op, inst, state.OpFailed, fault, failedResult(op, inst))
+		return
+	}
+	if len(undos) > 0 {
+		op.State, op.Step = state.OpRollingBack, "rolling-back"
+		if until := tx.Now().Add(rollbackBudget); op.Deadline.Before(until) {
+			op.Deadline = until
+		}
+	}
+	advance(tx, op, inst)
+}
+
+// failedResult is what a failed operation with nothing left to undo means
+// for its instance. Usually the failure itself (ERROR); but a move touches
+// the instance only through its own steps: one whose failed step did not
+// act on the instance's domain (an offer, or anything on the target) leaves
+// it as it was, and one that failed after the switch leaves it running
+// where it moved (the leftover on the source shows as an orphan there).
+func failedResult(op *state.Operation, inst *state.Instance) lifecycle.Result {
+	if op.Kind != lifecycle.OpMove {
+		return lifecycle.ResultFailed
+	}
+	if inst.HostID == op.TargetHostID {
+		return lifecycle.ResultSucceeded
+	}
+	for i := range op.Steps {
+		s := &op.Steps[i]
+		if s.State == state.StepFailed && !s.IsUndo && op.StepHost(s) == inst.HostID && s.Action.Expect() != lifecycle.PowerNone {
+			return lifecycle.ResultFailed // it acted on the domain, with an unknown outcome
+		}
+	}
+	return lifecycle.ResultRolledBack
+}
+
+// skipRest marks every step after the current one that has not run as skipped.
+func skipRest(op *state.Operation) {
+	for i := op.Cur + 1; i < len(op.Steps); i++ {
+		if op.Steps[i].State == state.StepPending {
+			op.Steps[i].State = state.StepSkipped
+		}
+	}
+}
+
+// advance runs the coordinator's own steps at the current position and
+// ends the operation when no step is left.
+func advance(tx *state.Tx, op *state.Operation, inst *state.Instance) {
+	for st := op.Current(); st != nil && !st.Action.OnHost(); st = op.Current() {
+		st.Attempt, st.StartTime, st.EndTime = 1, tx.Now(), tx.Now()
+		if h, ok := tx.Host(op.TargetHostID); !ok || h.Status != state.HostReady {
+			// The target went away after taking the instance: do not hand it
+			// over to a host that cannot be reached; undo instead.
+			st.State = state.StepRunning
+			stepFailed(tx, op, inst, &state.Fault{Code: "TARGET_UNAVAILABLE", Time: tx.Now(), HostID: op.TargetHostID,
+				Message: fmt.Sprintf("host %s is not ready; the instance stays on %s", op.TargetHostID, op.HostID)})
+			return
+		}
+		switchHost(tx, op, inst)
+		st.State = state.StepSucceeded
+		op.Cur++
+	}
+	if st := op.Current(); st != nil {
+		op.Step = st.Name
+		op.Progress = progress(op)
+		return
+	}
+	switch {
+	case !op.RollingBack:
+		finish(tx, op, inst, state.OpSucceeded, nil, lifecycle.ResultSucceeded)
+	case op.CancelRequested:
+		finish(tx, op, inst, state.OpCanceled, &state.Fault{Code: "CANCELED",
+			Message: "canceled by the user; what had been done was undone", Time: tx.Now()}, lifecycle.ResultCanceled)
+	default:
+		finish(tx, op, inst, state.OpFailed, op.Fault, lifecycle.ResultRolledBack)
+	}
+}
+
+// switchHost makes a move's target the instance's host: from here on the
+// target's reports are the instance's, and the source's are not.
+func switchHost(tx *state.Tx, op *state.Operation, inst *state.Instance) {
+	inst.HostID, inst.MoveTarget = op.TargetHostID, ""
+	inst.Power, inst.PowerWhy, inst.PowerTime = lifecycle.PowerShutOff, "moved", tx.Now()
+	for _, s := range op.Steps {
+		if s.OnTarget && s.State == state.StepSucceeded && !s.IsUndo {
+			if p := s.Action.Expect(); p != lifecycle.PowerNone {
+				inst.Power = p
+			}
+		}
+	}
+}
+
+func progress(op *state.Operation) int32 {
+	done := 0
+	for _, s := range op.Steps {
+		if s.State == state.StepSucceeded || s.State == state.StepCompensated {
+			done++
+		}
+	}
+	return int32(100 * done / len(op.Steps))
+}
+
+// finish ends an operation and records its outcome on the instance.
+func finish(tx *state.Tx, op *state.Operation, inst *state.Instance, end state.OpState, fault *state.Fault, result lifecycle.Result) {
+	op.State, op.EndTime, op.Fault = end, tx.Now(), fault
+	op.Token = "" // the disk hand-over is over: the secret is not kept
+	if op.Kind == lifecycle.OpMove {
+		inst.MoveTarget = "" // the room held on the target is released
+	}
+	op.Step = string(end)
+	if end == state.OpSucceeded {
+		op.Step, op.Progress = "done", 100
+	}
+	inst.Result, inst.Fault = result, fault
+	if end == state.OpCanceled {
+		inst.Fault = nil
+	}
+	if result == lifecycle.ResultCanceled || result == lifecycle.ResultRolledBack {
+		// Everything done was undone: the user's previous wish stands.
+		if op.PrevDesired != "" {
+			inst.Desired = op.PrevDesired
+		}
+		if op.Kind == lifecycle.OpCreate {
+			// Nothing is left of it: a canceled create leaves a tombstone.
+			inst.Desired = lifecycle.DesiredDeleted
+			if inst.Power == lifecycle.PowerNone {
+				inst.Power, inst.PowerWhy, inst.PowerTime = lifecycle.PowerNoDomain, "never-created", tx.Now()
+			}
+		}
+	}
+	endOperation(inst, op)
+}
+
+// cancellable says whether a running operation can still be rolled back:
+// no step that ran or runs is a point of no return.
+func cancellable(op *state.Operation) (bool, string) {
+	switch {
+	case op.State.Done():
+		return false, fmt.Sprintf("it is %s", op.State)
+	case op.Kind == lifecycle.OpPreempt:
+		return false, "an eviction is not the user's to cancel"
+	case op.State == state.OpPending:
+		return true, ""
+	case op.RollingBack:
+		return false, "it is already rolling back"
+	}
+	for i := 0; i <= op.Cur && i < len(op.Steps); i++ {
+		s := op.Steps[i]
+		if s.Irreversible && s.State != state.StepPending {
+			return false, fmt.Sprintf("step %s cannot be undone", s.Name)
+		}
+	}
+	return true, ""
+}
+
+// Cancellable reports whether CancelOperation would be accepted now.
+func Cancellable(op *state.Operation) bool {
+	ok, _ := cancellable(op)
+	return ok
+}

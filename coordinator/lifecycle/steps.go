@@ -1,0 +1,164 @@
+package lifecycle
+
+import "time"
+
+// StepAction is what one step of an operation does.
+type StepAction string
+
+// Step actions. All but ActSwitchHost run on a host's agent; the
+// coordinator does ActSwitchHost itself, in the log entry that ends the
+// step before it.
+const (
+	ActCreate      StepAction = "create"
+	ActStart       StepAction = "start"
+	ActStop        StepAction = "stop"
+	ActRestart     StepAction = "restart"
+	ActHardRestart StepAction = "hard-restart"
+	ActPause       StepAction = "pause"
+	ActUnpause     StepAction = "unpause"
+	ActSuspend     StepAction = "suspend"
+	ActResume      StepAction = "resume"
+	ActDelete      StepAction = "delete"
+	ActOfferDisk   StepAction = "offer-disk"  // source: let the target pull the disk
+	ActImportDisk  StepAction = "import-disk" // target: pull it, define the domain shut off
+	ActSwitchHost  StepAction = "switch-host" // coordinator: the instance now lives on the target
+)
+
+// OnHost reports whether an agent runs the action (else the coordinator does).
+func (a StepAction) OnHost() bool { return a != ActSwitchHost }
+
+// Where names the host a step runs on.
+type Where int
+
+const (
+	OnSource Where = iota // the instance's host (for a move: the one it leaves)
+	OnTarget              // a move's destination
+	OnCoordinator
+)
+
+// StepDef is one step of an operation's plan.
+type StepDef struct {
+	Name   string
+	Action StepAction
+	Where  Where
+	// Undo is the step that reverses this one in a rollback; nil with
+	// NothingToUndo false means the step cannot be undone (a point of no
+	// return: once it ran, the operation can only go forward).
+	Undo          *StepDef
+	NothingToUndo bool
+	// Force: for a stop, destroy the domain once the grace has passed.
+	Force bool
+	// Timeout bounds each attempt (a stop also gets its graceful timeout);
+	// zero: only the operation's deadline does.
+	Timeout time.Duration
+}
+
+// Reversible reports whether the step can be rolled back.
+func (d StepDef) Reversible() bool { return d.Undo != nil || d.NothingToUndo }
+
+func undo(name string, a StepAction, w Where) *StepDef {
+	return &StepDef{Name: name, Action: a, Where: w}
+}
+
+// StepsFor returns the plan of an operation of kind k. For a move,
+// wasRunning says whether the instance must be stopped first and started
+// again on the target.
+func StepsFor(k OpKind, wasRunning bool) []StepDef {
+	one := func(name string, a StepAction, u *StepDef) []StepDef {
+		return []StepDef{{Name: name, Action: a, Undo: u}}
+	}
+	switch k {
+	case OpCreate:
+		return one("create-domain", ActCreate, undo("delete-domain", ActDelete, OnSource))
+	case OpStart:
+		return one("start-domain", ActStart, &StepDef{Name: "stop-domain", Action: ActStop, Force: true})
+	case OpStop:
+		return one("stop-domain", ActStop, undo("start-domain", ActStart, OnSource))
+	case OpRestart:
+		return one("reboot-guest", ActRestart, nil)
+	case OpHardRestart:
+		return one("reset-domain", ActHardRestart, nil)
+	case OpPause:
+		return one("pause-domain", ActPause, undo("unpause-domain", ActUnpause, OnSource))
+	case OpUnpause:
+		return one("unpause-domain", ActUnpause, undo("pause-domain", ActPause, OnSource))
+	case OpSuspend:
+		return one("suspend-domain", ActSuspend, undo("resume-domain", ActResume, OnSource))
+	case OpResume:
+		return one("resume-domain", ActResume, undo("suspend-domain", ActSuspend, OnSource))
+	case OpDelete:
+		return one("delete-domain", ActDelete, nil)
+	case OpPreempt:
+		return one("evict-domain", ActDelete, nil)
+	case OpMove:
+		// A move's steps have their own timeouts, so a hung one fails (and
+		// rolls back) long before the whole move's deadline; the copy has
+		// what the move has.
+		var s []StepDef
+		if wasRunning {
+			s = append(s, StepDef{Name: "stop-on-source", Action: ActStop, Force: true, Timeout: quickStep,
+				Undo: undo("start-on-source", ActStart, OnSource)})
+		}
+		s = append(s,
+			StepDef{Name: "offer-disk", Action: ActOfferDisk, NothingToUndo: true, Timeout: quickStep},
+			StepDef{Name: "copy-disk-to-target", Action: ActImportDisk, Where: OnTarget,
+				Undo: undo("remove-from-target", ActDelete, OnTarget)})
+		if wasRunning {
+			s = append(s, StepDef{Name: "start-on-target", Action: ActStart, Where: OnTarget, Timeout: quickStep,
+				Undo: &StepDef{Name: "stop-on-target", Action: ActStop, Where: OnTarget, Force: true}})
+		}
+		return append(s,
+			StepDef{Name: "switch-host", Action: ActSwitchHost, Where: OnCoordinator},
+			StepDef{Name: "remove-from-source", Action: ActDelete, Timeout: quickStep})
+	}
+	return nil
+}
+
+// quickStep bounds a move's steps that only start, stop, offer or remove.
+const quickStep = 3 * time.Minute
+
+// Expect returns the power state a successful step leaves the domain in
+// (PowerNone: the step does not change it).
+func (a StepAction) Expect() Power {
+	switch a {
+	case ActCreate, ActStart, ActRestart, ActHardRestart, ActUnpause, ActResume:
+		return PowerRunning
+	case ActStop, ActImportDisk:
+		return PowerShutOff
+	case ActPause:
+		return PowerPaused
+	case ActSuspend:
+		return PowerSavedToDisk
+	case ActDelete:
+		return PowerNoDomain
+	}
+	return PowerNone
+}
+
+// Retry policy for transient faults: a step is tried at most MaxAttempts
+// times, waiting Backoff(attempt) after a failed attempt.
+const (
+	MaxAttempts  = 3
+	firstBackoff = 500 * time.Millisecond
+)
+
+// Backoff is the wait after the given failed attempt (1-based): 0.5 s, 1 s, 2 s, ...
+func Backoff(attempt int32) time.Duration {
+	if attempt < 1 {
+		attempt = 1
+	}
+	return firstBackoff << (attempt - 1)
+}
+
+// transient lists the fault codes worth another attempt: the hypervisor
+// connection dropped, the peer of a disk copy could not be reached, or the
+// copy arrived damaged. Anything else (a refused spec, a missing image, a
+// step interrupted by an agent restart whose effect is unknown) is permanent.
+var transient = map[string]bool{
+	"HYPERVISOR_UNAVAILABLE": true,
+	"PEER_UNAVAILABLE":       true,
+	"DISK_CORRUPT":           true,
+}
+
+// Transient reports whether a fault code may succeed when tried again.
+func Transient(code string) bool { return transient[code] }

@@ -1,0 +1,89 @@
+package lifecycle
+
+import (
+	"slices"
+	"testing"
+	"time"
+)
+
+// TestStepsFor checks every plan: each operation kind has steps, every step
+// on a host names an agent action, undos run where what they undo ran, and
+// the points of no return are the ones an operator expects.
+func TestStepsFor(t *testing.T) {
+	// The steps of each kind that cannot be undone.
+	irreversible := map[OpKind][]string{
+		OpRestart:     {"reboot-guest"},
+		OpHardRestart: {"reset-domain"},
+		OpDelete:      {"delete-domain"},
+		OpPreempt:     {"evict-domain"},
+		OpMove:        {"switch-host", "remove-from-source"},
+	}
+	for _, k := range AllOpKinds[1:] {
+		for _, running := range []bool{false, true} {
+			steps := StepsFor(k, running)
+			if len(steps) == 0 {
+				t.Fatalf("%s: no steps", k)
+			}
+			var noReturn []string
+			names := map[string]bool{}
+			for _, s := range steps {
+				if names[s.Name] {
+					t.Errorf("%s: step name %q twice", k, s.Name)
+				}
+				names[s.Name] = true
+				if s.Action.OnHost() == (s.Where == OnCoordinator) {
+					t.Errorf("%s/%s: action %s placed %v", k, s.Name, s.Action, s.Where)
+				}
+				if !s.Reversible() {
+					noReturn = append(noReturn, s.Name)
+				}
+				if s.Undo != nil {
+					if s.Undo.Where != s.Where {
+						t.Errorf("%s/%s: undo runs on %v, the step on %v", k, s.Name, s.Undo.Where, s.Where)
+					}
+					if !s.Undo.Action.OnHost() || s.Undo.Undo != nil {
+						t.Errorf("%s/%s: bad undo %+v", k, s.Name, s.Undo)
+					}
+				}
+			}
+			if got, want := noReturn, irreversible[k]; !slices.Equal(got, want) {
+				t.Errorf("%s: irreversible steps %v, want %v", k, got, want)
+			}
+		}
+	}
+}
+
+func TestMovePlans(t *testing.T) {
+	names := func(running bool) (out []string) {
+		for _, s := range StepsFor(OpMove, running) {
+			out = append(out, s.Name)
+		}
+		return out
+	}
+	if got, want := names(true), []string{"stop-on-source", "offer-disk", "copy-disk-to-target", "start-on-target", "switch-host", "remove-from-source"}; !slices.Equal(got, want) {
+		t.Errorf("running move: %v, want %v", got, want)
+	}
+	if got, want := names(false), []string{"offer-disk", "copy-disk-to-target", "switch-host", "remove-from-source"}; !slices.Equal(got, want) {
+		t.Errorf("stopped move: %v, want %v", got, want)
+	}
+}
+
+func TestRetryPolicy(t *testing.T) {
+	for code, want := range map[string]bool{
+		"HYPERVISOR_UNAVAILABLE": true, "PEER_UNAVAILABLE": true, "DISK_CORRUPT": true,
+		"AGENT_RESTARTED": false, "IMAGE_NOT_FOUND": false, "DEADLINE_EXCEEDED": false, "INVALID_SPEC": false, "": false,
+	} {
+		if Transient(code) != want {
+			t.Errorf("Transient(%q) = %v", code, !want)
+		}
+	}
+	want := []time.Duration{500 * time.Millisecond, time.Second, 2 * time.Second}
+	for i, w := range want {
+		if got := Backoff(int32(i + 1)); got != w {
+			t.Errorf("Backoff(%d) = %v, want %v", i+1, got, w)
+		}
+	}
+	if MaxAttempts < 2 {
+		t.Errorf("MaxAttempts %d leaves no retry", MaxAttempts)
+	}
+}

@@ -1,0 +1,238 @@
+package orchestrator
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/flotilla-vm/flotilla/coordinator/api"
+	"github.com/flotilla-vm/flotilla/coordinator/fsm"
+	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
+	"github.com/flotilla-vm/flotilla/coordinator/state"
+	agentv1 "github.com/flotilla-vm/flotilla/proto/flotilla/agent/v1"
+)
+
+// reports collects agents' answers to QueryStep, from the agent link's
+// goroutines, for the next pass.
+type reports struct {
+	mu      sync.Mutex
+	unknown map[string]uint64 // step id -> epoch: the agent never got it
+	running map[string]uint64 // step id -> epoch: it runs there
+	wake    chan struct{}
+}
+
+func newReports() *reports {
+	return &reports{unknown: map[string]uint64{}, running: map[string]uint64{}, wake: make(chan struct{}, 1)}
+}
+
+// StepReport takes an agent's answer to a query (wire it to the agent link).
+func (o *Orchestrator) StepReport(hostID string, epoch uint64, r *agentv1.StepReport) {
+	rs := o.reports
+	rs.mu.Lock()
+	switch r.GetState() {
+	case agentv1.StepReportState_STEP_REPORT_STATE_UNKNOWN:
+		rs.unknown[r.GetStepId()] = epoch
+	case agentv1.StepReportState_STEP_REPORT_STATE_RUNNING:
+		rs.running[r.GetStepId()] = epoch
+	}
+	rs.mu.Unlock()
+	select {
+	case rs.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (rs *reports) take() (unknown, running map[string]uint64) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	unknown, running = rs.unknown, rs.running
+	rs.unknown, rs.running = map[string]uint64{}, map[string]uint64{}
+	return unknown, running
+}
+
+// drive moves every operation with a host one step on: it ends what is past
+// its deadline, starts steps and retries that are due, and asks about steps
+// recorded as running that this leader has not sent on the current session.
+func (o *Orchestrator) drive(ctx context.Context, open []state.Operation, now time.Time) {
+	unknown, running := o.reports.take()
+	for id, epoch := range running {
+		o.sent[id] = epoch // the agent has it: its result will come
+	}
+	live := make(map[string]bool, len(open))
+	var batch fsm.Dispatch
+	ready := map[string]state.Operation{}
+	for _, op := range open {
+		if op.HostID == "" || ctx.Err() != nil {
+			continue // waiting for capacity: the placement pass handles it
+		}
+		st := op.Current()
+		if !op.Deadline.IsZero() && now.After(op.Deadline.Add(o.cfg.Grace)) {
+			o.expire(ctx, op, "", "the operation did not finish by its deadline",
+				o.log.With("operation", op.ID, "instance", op.InstanceID, "host", op.HostID))
+			continue
+		}
+		if st == nil {
+			continue
+		}
+		host := op.StepHost(st)
+		log := o.log.With("operation", op.ID, "instance", op.InstanceID, "host", host, "step", st.Name)
+		epoch, connected := o.cfg.Sessions.Epoch(host)
+		var stepID string
+		switch st.State {
+		case state.StepRunning:
+			stepID = op.StepID(op.Cur, st.Attempt)
+			live[stepID] = true
+			if !st.Deadline.IsZero() && now.After(st.Deadline.Add(o.cfg.Grace)) {
+				o.expire(ctx, op, stepID, "step "+st.Name+" did not finish by its deadline", log)
+				continue
+			}
+			if !connected || o.sent[stepID] == epoch {
+				continue
+			}
+			if unknown[stepID] != epoch {
+				// Sent by a previous leader or on a previous session: ask
+				// before anything is decided or re-sent.
+				if q := o.asked[stepID]; q.epoch != epoch || now.Sub(q.at) > reaskAfter {
+					o.ask(host, op, stepID, epoch, now, log)
+				}
+				continue
+			}
+			// The agent never got it: nothing ran, so sending it is safe.
+		case state.StepPending, state.StepRetryWait:
+			if st.State == state.StepRetryWait && now.Before(st.RetryTime) {
+				continue // the ticker brings the next pass
+			}
+			stepID = op.StepID(op.Cur, st.Attempt+1)
+			live[stepID] = true
+			if !connected {
+				continue
+			}
+		default:
+			continue
+		}
+		batch.Steps = append(batch.Steps, fsm.DispatchStep{OperationID: op.ID, StepID: stepID, HostEpoch: epoch})
+		ready[stepID] = op
+	}
+	for id := range o.sent {
+		if !live[id] {
+			delete(o.sent, id)
+		}
+	}
+	for id := range o.asked {
+		if !live[id] {
+			delete(o.asked, id)
+		}
+	}
+	if len(batch.Steps) == 0 {
+		return
+	}
+	// Record every step attempt as running in one entry, then send them.
+	v, err := o.applyValue(ctx, fsm.TypeDispatch, batch)
+	if err != nil {
+		o.log.Warn("dispatch failed; will retry", "steps", len(batch.Steps), "err", err)
+		return
+	}
+	sent, _ := v.([]string)
+	for _, id := range sent {
+		op, err := o.cfg.Store.Operation(ready[id].ID)
+		if err != nil {
+			continue
+		}
+		st := op.Current()
+		if st == nil || op.StepID(op.Cur, st.Attempt) != id {
+			continue
+		}
+		host := op.StepHost(st)
+		log := o.log.With("operation", op.ID, "instance", op.InstanceID, "host", host, "step", st.Name, "attempt", st.Attempt)
+		if err := o.send(op, st, id); err != nil {
+			log.Warn("send failed; will retry", "err", err)
+			continue
+		}
+		o.sent[id] = st.HostEpoch
+		log.Info("step sent", "kind", op.Kind, "action", st.Action, "epoch", st.HostEpoch)
+	}
+}
+
+// query is one QueryStep sent.
+type query struct {
+	epoch uint64
+	at    time.Time
+}
+
+// reaskAfter is when an unanswered query is sent again: an agent that was
+// shutting down, or a session that ended, may have dropped the answer.
+const reaskAfter = 5 * time.Second
+
+func (o *Orchestrator) ask(host string, op state.Operation, stepID string, epoch uint64, now time.Time, log *slog.Logger) {
+	if err := o.cfg.Sessions.Query(host, &agentv1.QueryStep{StepId: stepID, OperationId: op.ID}); err != nil {
+		log.Warn("asking for a step's result failed; will retry", "err", err)
+		return
+	}
+	o.asked[stepID] = query{epoch: epoch, at: now}
+	log.Info("asked the agent what became of the step", "step_id", stepID, "epoch", epoch)
+}
+
+var actionToPB = map[lifecycle.StepAction]agentv1.StepAction{
+	lifecycle.ActCreate:      agentv1.StepAction_STEP_ACTION_CREATE,
+	lifecycle.ActStart:       agentv1.StepAction_STEP_ACTION_START,
+	lifecycle.ActStop:        agentv1.StepAction_STEP_ACTION_STOP,
+	lifecycle.ActRestart:     agentv1.StepAction_STEP_ACTION_RESTART,
+	lifecycle.ActHardRestart: agentv1.StepAction_STEP_ACTION_HARD_RESTART,
+	lifecycle.ActPause:       agentv1.StepAction_STEP_ACTION_PAUSE,
+	lifecycle.ActUnpause:     agentv1.StepAction_STEP_ACTION_UNPAUSE,
+	lifecycle.ActSuspend:     agentv1.StepAction_STEP_ACTION_SUSPEND,
+	lifecycle.ActResume:      agentv1.StepAction_STEP_ACTION_RESUME,
+	lifecycle.ActDelete:      agentv1.StepAction_STEP_ACTION_DELETE,
+	lifecycle.ActOfferDisk:   agentv1.StepAction_STEP_ACTION_OFFER_DISK,
+	lifecycle.ActImportDisk:  agentv1.StepAction_STEP_ACTION_IMPORT_DISK,
+}
+
+// send gives one recorded step attempt to its host's session.
+func (o *Orchestrator) send(op state.Operation, st *state.Step, stepID string) error {
+	inst, err := o.cfg.Store.Instance(op.InstanceID)
+	if err != nil {
+		return err
+	}
+	step := &agentv1.RunStep{
+		OperationId: op.ID, StepId: stepID, InstanceId: op.InstanceID, Kind: api.OpKindToPB(op.Kind),
+		Action: actionToPB[st.Action], Name: inst.Name, Spec: api.SpecToPB(inst.Spec),
+		Force: op.Force || st.Force, Deadline: timestamppb.New(st.Deadline),
+	}
+	if op.Graceful > 0 {
+		step.GracefulTimeout = durationpb.New(op.Graceful)
+	}
+	switch st.Action {
+	case lifecycle.ActOfferDisk:
+		step.OfferToken, step.PeerHostId = op.Token, op.TargetHostID
+	case lifecycle.ActImportDisk:
+		src, err := o.cfg.Store.Host(op.HostID)
+		if err != nil {
+			return err
+		}
+		step.OfferToken, step.PeerHostId, step.PeerAddress = op.Token, op.HostID, src.PeerAddr
+	}
+	return o.cfg.Sessions.Send(op.StepHost(st), step)
+}
+
+// expire ends a step attempt (stepID set) or the whole operation past its deadline.
+func (o *Orchestrator) expire(ctx context.Context, op state.Operation, stepID, msg string, log *slog.Logger) {
+	host := op.HostID
+	if st := op.Current(); st != nil {
+		host = op.StepHost(st)
+	}
+	if _, ok := o.cfg.Sessions.Epoch(host); !ok {
+		msg += "; its host has no live agent session"
+	}
+	f := fsm.Finish{OperationID: op.ID, StepID: stepID, Abort: stepID == "", HostID: host,
+		Fault: &state.Fault{Code: "DEADLINE_EXCEEDED", Message: msg, Time: o.cfg.Now(), HostID: host}}
+	if err := o.apply(ctx, fsm.TypeFinish, f); err != nil && !errors.Is(err, fsm.ErrOperationDone) && !errors.Is(err, fsm.ErrStaleStep) {
+		log.Warn("ending what passed its deadline failed", "err", err)
+		return
+	}
+	log.Warn(msg, "deadline", op.Deadline)
+}
