@@ -186,6 +186,17 @@ func TestAbortEndsTheWholeOperation(t *testing.T) {
 	}
 }
 
+// newMoveHarness has instance i running on h1 and moving to h2 (op-mv).
+func newMoveHarness(t *testing.T) *harness {
+	h := newHarness(t)
+	h.register("h1", 4, 4096)
+	h.register("h2", 4, 4096)
+	h.create("i", "h1", 1, 512, "")
+	h.running("op-i")
+	h.drainMove("i")
+	return h
+}
+
 // drainMove drains h1 moving instance id to h2.
 func (h *harness) drainMove(id string) {
 	h.t.Helper()
@@ -194,12 +205,7 @@ func (h *harness) drainMove(id string) {
 }
 
 func TestMoveRunsEveryStepAndSwitchesHost(t *testing.T) {
-	h := newHarness(t)
-	h.register("h1", 4, 4096)
-	h.register("h2", 4, 4096)
-	h.create("i", "h1", 1, 512, "")
-	h.running("op-i")
-	h.drainMove("i")
+	h := newMoveHarness(t)
 	op := h.op("op-mv")
 	if op.Kind != lifecycle.OpMove || op.TargetHostID != "h2" || h.status("i") != lifecycle.StatusMoving || len(op.Steps) != 6 {
 		t.Fatalf("move: %+v %s", stepStates(op), h.status("i"))
@@ -234,12 +240,7 @@ func TestMoveRunsEveryStepAndSwitchesHost(t *testing.T) {
 }
 
 func TestMoveFailureRollsBackToTheSource(t *testing.T) {
-	h := newHarness(t)
-	h.register("h1", 4, 4096)
-	h.register("h2", 4, 4096)
-	h.create("i", "h1", 1, 512, "")
-	h.running("op-i")
-	h.drainMove("i")
+	h := newMoveHarness(t)
 	h.running("op-mv") // stop-on-source
 	h.running("op-mv") // offer-disk
 	h.mustReport(Finish{OperationID: "op-mv", Fault: fault("INVALID_DISK")})
@@ -261,12 +262,7 @@ func TestMoveFailureRollsBackToTheSource(t *testing.T) {
 }
 
 func TestMoveFailureAfterTheSwitchGoesNoFurtherBack(t *testing.T) {
-	h := newHarness(t)
-	h.register("h1", 4, 4096)
-	h.register("h2", 4, 4096)
-	h.create("i", "h1", 1, 512, "")
-	h.running("op-i")
-	h.drainMove("i")
+	h := newMoveHarness(t)
 	for range 4 { // up to and including start-on-target; the switch follows at once
 		h.running("op-mv")
 	}
@@ -317,12 +313,7 @@ func TestUndoStepsRetryAfterACancel(t *testing.T) {
 }
 
 func TestMoveDeadlineRollsBack(t *testing.T) {
-	h := newHarness(t)
-	h.register("h1", 4, 4096)
-	h.register("h2", 4, 4096)
-	h.create("i", "h1", 1, 512, "")
-	h.running("op-i")
-	h.drainMove("i")
+	h := newMoveHarness(t)
 	h.running("op-mv") // stop-on-source
 	h.running("op-mv") // offer-disk
 	h.mustApply(TypeDispatch, Dispatch{Steps: []DispatchStep{{OperationID: "op-mv", StepID: "op-mv/2/1", HostEpoch: 1}}})
@@ -339,12 +330,7 @@ func TestMoveDeadlineRollsBack(t *testing.T) {
 }
 
 func TestMoveStepsOnlyFromTheirHost(t *testing.T) {
-	h := newHarness(t)
-	h.register("h1", 4, 4096)
-	h.register("h2", 4, 4096)
-	h.create("i", "h1", 1, 512, "")
-	h.running("op-i")
-	h.drainMove("i")
+	h := newMoveHarness(t)
 	h.running("op-mv")
 	h.running("op-mv")
 	// The import runs on h2: the source may not report it.
@@ -401,12 +387,7 @@ func TestFailedMoveOfAStoppedInstanceLeavesItAsItWas(t *testing.T) {
 }
 
 func TestMoveFailingAfterTheSwitchLeavesTheInstanceRunning(t *testing.T) {
-	h := newHarness(t)
-	h.register("h1", 4, 4096)
-	h.register("h2", 4, 4096)
-	h.create("i", "h1", 1, 512, "")
-	h.running("op-i")
-	h.drainMove("i")
+	h := newMoveHarness(t)
 	for range 4 {
 		h.running("op-mv")
 	}
@@ -418,12 +399,7 @@ func TestMoveFailingAfterTheSwitchLeavesTheInstanceRunning(t *testing.T) {
 }
 
 func TestSwitchRefusesATargetThatWentAway(t *testing.T) {
-	h := newHarness(t)
-	h.register("h1", 4, 4096)
-	h.register("h2", 4, 4096)
-	h.create("i", "h1", 1, 512, "")
-	h.running("op-i")
-	h.drainMove("i")
+	h := newMoveHarness(t)
 	for range 3 { // up to copy-disk-to-target
 		h.running("op-mv")
 	}
@@ -484,12 +460,7 @@ func TestMoveHoldsRoomOnItsTarget(t *testing.T) {
 }
 
 func TestMoveStepsHaveTheirOwnDeadlines(t *testing.T) {
-	h := newHarness(t)
-	h.register("h1", 4, 4096)
-	h.register("h2", 4, 4096)
-	h.create("i", "h1", 1, 512, "")
-	h.running("op-i")
-	h.drainMove("i")
+	h := newMoveHarness(t)
 	h.mustApply(TypeDispatch, Dispatch{Steps: []DispatchStep{{OperationID: "op-mv", StepID: "op-mv/0/1", HostEpoch: 1}}})
 	op := h.op("op-mv")
 	if st := op.Steps[0]; !st.Deadline.Equal(h.now.Add(3*time.Minute)) || !st.Deadline.Before(op.Deadline) {

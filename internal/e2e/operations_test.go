@@ -185,10 +185,7 @@ func TestAgentKilledMidStep(t *testing.T) {
 	if testing.Short() {
 		t.Skip("process test: not run with -short")
 	}
-	e := &opsEnv{t: t, dir: t.TempDir()}
-	coord := testenv.StartCoordinator(t, e.dir, "--agent-heartbeat-interval=500ms")
-	e.cl = dialAll(t, []*testenv.Coordinator{coord})
-	coord.WaitReady(t, testenv.NewGrpcurl(t, coord.Addr))
+	e, coord := newOpsEnv(t)
 	for _, k := range stepKinds {
 		t.Run(k.name, func(t *testing.T) {
 			e.t = t
@@ -293,10 +290,7 @@ func TestCancelAtEachStep(t *testing.T) {
 	if testing.Short() {
 		t.Skip("process test: not run with -short")
 	}
-	e := &opsEnv{t: t, dir: t.TempDir()}
-	coord := testenv.StartCoordinator(t, e.dir, "--agent-heartbeat-interval=500ms")
-	e.cl = dialAll(t, []*testenv.Coordinator{coord})
-	coord.WaitReady(t, testenv.NewGrpcurl(t, coord.Addr))
+	e, coord := newOpsEnv(t)
 	ctx := context.Background()
 	cancelOp := func(id string) (*pb.Operation, error) {
 		return e.cl.ops(0).CancelOperation(ctx, &pb.CancelOperationRequest{Id: id})

@@ -13,16 +13,32 @@ import (
 	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
 
+// newOpsEnv starts one coordinator (heartbeats every 500 ms) and dials it.
+func newOpsEnv(t *testing.T) (*opsEnv, *testenv.Coordinator) {
+	t.Helper()
+	e := &opsEnv{t: t, dir: t.TempDir()}
+	coord := testenv.StartCoordinator(t, e.dir, "--agent-heartbeat-interval=500ms")
+	e.cl = dialAll(t, []*testenv.Coordinator{coord})
+	coord.WaitReady(t, testenv.NewGrpcurl(t, coord.Addr))
+	return e, coord
+}
+
 // fakeHost starts a fake-hypervisor agent for hostID in its own dir and
 // waits until the coordinator lists it.
 func (e *opsEnv) fakeHost(coord *testenv.Coordinator, hostID string, extra ...string) *testenv.Agent {
+	e.t.Helper()
+	return e.fakeHostOf(coord.Addr, coord, hostID, extra...)
+}
+
+// fakeHostOf starts the agent with a list of coordinators, waiting for it on via.
+func (e *opsEnv) fakeHostOf(coords string, via *testenv.Coordinator, hostID string, extra ...string) *testenv.Agent {
 	e.t.Helper()
 	dir := filepath.Join(e.dir, hostID)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		e.t.Fatal(err)
 	}
-	a := testenv.StartAgent(e.t, dir, coord.Addr, hostID, "fake", extra...)
-	testenv.WaitHost(e.t, testenv.NewGrpcurl(e.t, coord.Addr), hostID, 0)
+	a := testenv.StartAgent(e.t, dir, coords, hostID, "fake", extra...)
+	testenv.WaitHost(e.t, testenv.NewGrpcurl(e.t, via.Addr), hostID, 0)
 	return a
 }
 
@@ -80,10 +96,7 @@ func TestTransientFaultIsRetried(t *testing.T) {
 	if testing.Short() {
 		t.Skip("process test: not run with -short")
 	}
-	e := &opsEnv{t: t, dir: t.TempDir()}
-	coord := testenv.StartCoordinator(t, e.dir, "--agent-heartbeat-interval=500ms")
-	e.cl = dialAll(t, []*testenv.Coordinator{coord})
-	coord.WaitReady(t, testenv.NewGrpcurl(t, coord.Addr))
+	e, coord := newOpsEnv(t)
 	a := e.fakeHost(coord, "h-flaky", "--fake-fail=Start=2")
 	c := e.plainCreate("flaky")
 	e.mustSucceed(c)
@@ -165,10 +178,7 @@ func TestMoveRollsBackWhenTheCopyFails(t *testing.T) {
 	if testing.Short() {
 		t.Skip("process test: not run with -short")
 	}
-	e := &opsEnv{t: t, dir: t.TempDir()}
-	coord := testenv.StartCoordinator(t, e.dir, "--agent-heartbeat-interval=500ms")
-	e.cl = dialAll(t, []*testenv.Coordinator{coord})
-	coord.WaitReady(t, testenv.NewGrpcurl(t, coord.Addr))
+	e, coord := newOpsEnv(t)
 	src := e.fakeHost(coord, "h-src")
 	c := e.plainCreate("unmovable")
 	e.mustSucceed(c)
@@ -205,19 +215,10 @@ type moveEnv struct {
 func startMove(e *opsEnv, coords string, via *testenv.Coordinator, importDelay time.Duration) *moveEnv {
 	e.t.Helper()
 	m := &moveEnv{opsEnv: e}
-	start := func(host string, extra ...string) *testenv.Agent {
-		dir := filepath.Join(e.dir, host)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			e.t.Fatal(err)
-		}
-		a := testenv.StartAgent(e.t, dir, coords, host, "fake", extra...)
-		testenv.WaitHost(e.t, testenv.NewGrpcurl(e.t, via.Addr), host, 0)
-		return a
-	}
-	m.src = start("h-src")
+	m.src = e.fakeHostOf(coords, via, "h-src")
 	m.inst = e.plainCreate("mover")
 	e.mustSucceed(m.inst)
-	m.dst = start("h-dst", "--fake-delay=ImportDomain="+importDelay.String())
+	m.dst = e.fakeHostOf(coords, via, "h-dst", "--fake-delay=ImportDomain="+importDelay.String())
 	if _, err := pb.NewHostServiceClient(e.cl.conns[0]).DrainHost(context.Background(),
 		&pb.DrainHostRequest{Id: "h-src", Policy: pb.DrainPolicy_DRAIN_POLICY_MOVE}); err != nil {
 		e.t.Fatal(err)
@@ -234,10 +235,7 @@ func TestAgentKilledMidMove(t *testing.T) {
 	if testing.Short() {
 		t.Skip("process test: not run with -short")
 	}
-	e := &opsEnv{t: t, dir: t.TempDir()}
-	coord := testenv.StartCoordinator(t, e.dir, "--agent-heartbeat-interval=500ms")
-	e.cl = dialAll(t, []*testenv.Coordinator{coord})
-	coord.WaitReady(t, testenv.NewGrpcurl(t, coord.Addr))
+	e, coord := newOpsEnv(t)
 	m := startMove(e, coord.Addr, coord, time.Hour)
 	m.dst.Kill()
 	m.dst.Restart()
@@ -301,10 +299,7 @@ func TestCancelMidMove(t *testing.T) {
 	if testing.Short() {
 		t.Skip("process test: not run with -short")
 	}
-	e := &opsEnv{t: t, dir: t.TempDir()}
-	coord := testenv.StartCoordinator(t, e.dir, "--agent-heartbeat-interval=500ms")
-	e.cl = dialAll(t, []*testenv.Coordinator{coord})
-	coord.WaitReady(t, testenv.NewGrpcurl(t, coord.Addr))
+	e, coord := newOpsEnv(t)
 	m := startMove(e, coord.Addr, coord, 3*time.Second)
 	asked, err := e.cl.ops(0).CancelOperation(context.Background(), &pb.CancelOperationRequest{Id: m.move.Id})
 	if err != nil || !asked.CancelRequested {
