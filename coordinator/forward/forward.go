@@ -1,7 +1,8 @@
 // Package forward sends writes that reach a follower on to the leader, so
-// clients may call any coordinator. It is a gRPC unary interceptor: the
-// request is relayed unchanged (same method, same message, same deadline),
-// and the leader's answer, or its gRPC error, is returned as is. Reads are
+// clients may call any coordinator. It is a gRPC unary interceptor (see
+// Forwarder.ServerOption): the request is relayed unchanged (same method,
+// same message, same metadata, what is left of its deadline), and the
+// leader's answer, or its gRPC error, is returned as is. Reads are
 // never forwarded; they are served from the local state at the revision it
 // has reached (clients needing read-your-writes pass min_revision).
 package forward
@@ -44,13 +45,29 @@ type Forwarder struct {
 	dial    []grpc.DialOption
 	wait    time.Duration
 	log     *slog.Logger
+	base    context.Context // relay streams to leaders live in it; Close ends it
+	stop    context.CancelFunc
 
-	mu       sync.Mutex
-	conns    map[string]*grpc.ClientConn
-	relays   map[string]*relay  // leader API address -> relay stream to it
-	unary    map[string]bool    // leaders that serve no relay: forward one call each
-	handlers map[string]handler // full method -> handler, for relayed requests
-	workers  workers            // run relayed requests
+	mu     sync.Mutex
+	conns  map[string]*grpc.ClientConn
+	relays map[string]*relaySlot // leader API address -> relay stream to it
+	unary  map[string]bool       // leaders that serve no relay: forward one call each
+
+	hmu           sync.RWMutex
+	handlers      map[string]handler          // write method -> handler, for relayed requests
+	chain         grpc.UnaryServerInterceptor // the server's interceptors after the forwarder (nil: none)
+	misconfigured sync.Once                   // logs a server whose interceptors bypass ServerOption
+	workers       workers                     // run relayed requests
+	relayLimit    int                         // relayed requests running at once, per stream
+	relayFull     func()                      // tests: called when a stream waits for a free slot
+}
+
+// relaySlot holds the relay to one leader, or its opening.
+type relaySlot struct {
+	ready      chan struct{} // closed once opened, or failed
+	r          *relay
+	err        error // why the opening failed
+	callerGone bool  // it failed because the caller that opened it gave up
 }
 
 // New returns a forwarder for the given full method names
@@ -59,7 +76,9 @@ type Forwarder struct {
 // long a write waits for a leader to be known during an election.
 func New(leader Leader, methods []string, wait time.Duration, log *slog.Logger, dial ...grpc.DialOption) (*Forwarder, error) {
 	f := &Forwarder{leader: leader, replies: map[string]protoreflect.MessageType{}, wait: wait, log: log, conns: map[string]*grpc.ClientConn{},
-		relays: map[string]*relay{}, unary: map[string]bool{}, handlers: map[string]handler{}, workers: workers{idle: make(chan func())}}
+		relays: map[string]*relaySlot{}, unary: map[string]bool{}, handlers: map[string]handler{}, workers: workers{idle: make(chan func())},
+		relayLimit: relayConcurrency}
+	f.base, f.stop = context.WithCancel(context.Background())
 	if len(dial) == 0 {
 		dial = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	}
@@ -95,18 +114,15 @@ func replyType(fullMethod string) (protoreflect.MessageType, error) {
 	return protoregistry.GlobalTypes.FindMessageByName(md.Output().FullName())
 }
 
-// Unary is the interceptor.
-func (f *Forwarder) Unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	mt, isWrite := f.replies[info.FullMethod]
-	if !isWrite || f.leader.IsLeader() {
-		return handler(ctx, req)
-	}
+// forwardWrite sends a write that reached this follower on to the leader.
+func (f *Forwarder) forwardWrite(ctx context.Context, req proto.Message, method string, mt protoreflect.MessageType) (any, error) {
 	in, _ := metadata.FromIncomingContext(ctx)
 	if len(in.Get(forwardedKey)) > 0 {
 		return nil, refusedForward()
 	}
 	out := in.Copy()
 	out.Set(forwardedKey, "1")
+	md := relayMetadata(in)
 	deadline := time.Now().Add(f.wait)
 	for {
 		addr, err := f.leaderAddr(ctx, deadline)
@@ -117,10 +133,10 @@ func (f *Forwarder) Unary(ctx context.Context, req any, info *grpc.UnaryServerIn
 		if err != nil {
 			return nil, status.Errorf(codes.Unavailable, "connect to leader %s: %v", addr, err)
 		}
-		reply, err := f.relayCall(ctx, addr, conn, info.FullMethod, req.(proto.Message), mt)
+		reply, err := f.relayCall(ctx, addr, conn, method, req, md, mt)
 		if errors.Is(err, errNoRelay) {
 			reply = mt.New().Interface()
-			err = conn.Invoke(metadata.NewOutgoingContext(ctx, out), info.FullMethod, req.(proto.Message), reply)
+			err = conn.Invoke(metadata.NewOutgoingContext(ctx, out), method, req, reply)
 		}
 		if err == nil {
 			return reply, nil
@@ -196,17 +212,21 @@ func (f *Forwarder) conn(addr string) (*grpc.ClientConn, error) {
 var errNoRelay = errors.New("leader serves no relay")
 
 // relayCall forwards one request over the relay stream to the leader at addr.
-func (f *Forwarder) relayCall(ctx context.Context, addr string, conn *grpc.ClientConn, method string, req proto.Message, mt protoreflect.MessageType) (proto.Message, error) {
+func (f *Forwarder) relayCall(ctx context.Context, addr string, conn *grpc.ClientConn, method string, req proto.Message, md []string, mt protoreflect.MessageType) (proto.Message, error) {
 	payload, err := proto.Marshal(req)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "forward: encode request: %v", err)
 	}
+	rr := relayRequest{method: method, md: md, req: payload}
+	if rr.size() > relayBatchMax {
+		return nil, errNoRelay // too large for a relay message: one unary call
+	}
 	for attempt := 0; ; attempt++ {
-		r, err := f.relayTo(addr, conn)
+		r, err := f.relayTo(ctx, addr, conn)
 		if err != nil {
 			return nil, err
 		}
-		rep, ok, err := r.call(ctx, method, payload)
+		rep, ok, err := r.call(ctx, rr)
 		if errors.Is(err, errRelayDown) && attempt == 0 {
 			f.dropRelay(addr, r) // it broke before taking the request: a new one may
 			continue
@@ -236,28 +256,66 @@ func (f *Forwarder) relayCall(ctx context.Context, addr string, conn *grpc.Clien
 	}
 }
 
-// relayTo returns the relay stream to the leader at addr, opening it if needed.
-func (f *Forwarder) relayTo(addr string, conn *grpc.ClientConn) (*relay, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.unary[addr] {
-		return nil, errNoRelay
+// relayTo returns the relay stream to the leader at addr, opening it if
+// needed. One caller opens it, outside f.mu and for no longer than its own
+// context; others wanting it meanwhile wait for that, each on its own.
+func (f *Forwarder) relayTo(ctx context.Context, addr string, conn *grpc.ClientConn) (*relay, error) {
+	for {
+		f.mu.Lock()
+		if f.unary[addr] {
+			f.mu.Unlock()
+			return nil, errNoRelay
+		}
+		if s := f.relays[addr]; s != nil {
+			select {
+			case <-s.ready:
+				if s.err == nil && !s.r.broken() {
+					f.mu.Unlock()
+					return s.r, nil
+				}
+				delete(f.relays, addr) // broken: open a new one
+			default:
+				f.mu.Unlock() // being opened: wait for it
+				select {
+				case <-s.ready:
+				case <-ctx.Done():
+					return nil, status.FromContextError(ctx.Err()).Err()
+				}
+				if s.err != nil && !s.callerGone {
+					return nil, s.err
+				}
+				continue
+			}
+		}
+		s := &relaySlot{ready: make(chan struct{})}
+		f.relays[addr] = s
+		base := f.base
+		f.mu.Unlock()
+
+		r, err := openRelay(ctx, base, conn)
+		f.mu.Lock()
+		if err != nil {
+			s.callerGone = ctx.Err() != nil
+			if s.callerGone {
+				s.err = status.FromContextError(ctx.Err()).Err()
+			} else {
+				s.err = status.Errorf(codes.Unavailable, "open relay to leader %s: %v", addr, err)
+			}
+			if f.relays[addr] == s {
+				delete(f.relays, addr)
+			}
+		}
+		s.r = r
+		close(s.ready)
+		f.mu.Unlock()
+		return r, s.err
 	}
-	if r, ok := f.relays[addr]; ok && !r.broken() {
-		return r, nil
-	}
-	r, err := openRelay(conn)
-	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "open relay to leader %s: %v", addr, err)
-	}
-	f.relays[addr] = r
-	return r, nil
 }
 
 func (f *Forwarder) dropRelay(addr string, r *relay) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.relays[addr] == r {
+	if s := f.relays[addr]; s != nil && s.r == r {
 		delete(f.relays, addr)
 	}
 	if r.broken() && status.Code(r.err) == codes.Unimplemented {
@@ -267,9 +325,10 @@ func (f *Forwarder) dropRelay(addr string, r *relay) {
 
 // Close closes the connections to leaders.
 func (f *Forwarder) Close() {
+	f.stop()
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.relays = map[string]*relay{}
+	f.relays = map[string]*relaySlot{}
 	for a, c := range f.conns {
 		c.Close()
 		delete(f.conns, a)

@@ -44,18 +44,35 @@ type instances struct {
 	pb.UnimplementedInstanceServiceServer
 	name  string
 	calls atomic.Int64
+
+	deadline atomic.Value // time.Time: the deadline of the last "deadline" request
+
+	// Requests named "block" wait for release to be closed.
+	release       chan struct{}
+	running, peak atomic.Int64
+	entered       chan struct{}
 }
 
 func (s *instances) CreateInstance(ctx context.Context, r *pb.CreateInstanceRequest) (*pb.Operation, error) {
 	s.calls.Add(1)
+	if r.Name == "block" {
+		n := s.running.Add(1)
+		defer s.running.Add(-1)
+		for p := s.peak.Load(); n > p && !s.peak.CompareAndSwap(p, n); p = s.peak.Load() {
+		}
+		s.entered <- struct{}{}
+		<-s.release
+	}
 	if r.Name == "refuse" {
 		st, _ := status.New(codes.FailedPrecondition, "no").WithDetails(&errdetails.ErrorInfo{Reason: "NOPE"})
 		return nil, st.Err()
 	}
 	if r.Name == "deadline" {
-		if _, ok := ctx.Deadline(); !ok {
+		d, ok := ctx.Deadline()
+		if !ok {
 			return nil, status.Error(codes.Internal, "no deadline came with the request")
 		}
+		s.deadline.Store(d)
 	}
 	return &pb.Operation{Id: s.name + "/" + r.Name, InstanceId: r.RequestId}, nil
 }
@@ -68,17 +85,34 @@ type server struct {
 }
 
 func startServer(t *testing.T, name string) *server {
+	return startServerWith(t, name, serverConfig{})
+}
+
+// serverConfig varies a test server: its server options, the unary
+// interceptors it gives ServerOption, the options it dials the leader
+// with, and a change to its forwarder before it serves.
+type serverConfig struct {
+	opts         []grpc.ServerOption
+	interceptors []grpc.UnaryServerInterceptor
+	dial         []grpc.DialOption
+	setup        func(*Forwarder)
+}
+
+func startServerWith(t *testing.T, name string, cfg serverConfig) *server {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := &server{addr: lis.Addr().String(), leads: &fakeLeader{}, impl: &instances{name: name}}
-	s.fwd, err = New(s.leads, []string{pb.InstanceService_CreateInstance_FullMethodName}, 2*time.Second, slog.Default())
+	s.fwd, err = New(s.leads, []string{pb.InstanceService_CreateInstance_FullMethodName}, 2*time.Second, slog.Default(), cfg.dial...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer(grpc.ChainUnaryInterceptor(s.fwd.Unary))
+	if cfg.setup != nil {
+		cfg.setup(s.fwd)
+	}
+	gs := grpc.NewServer(append([]grpc.ServerOption{s.fwd.ServerOption(cfg.interceptors...)}, cfg.opts...)...)
 	pb.RegisterInstanceServiceServer(s.fwd.Registrar(gs), s.impl)
 	s.fwd.RegisterRelay(gs)
 	go gs.Serve(lis)
@@ -172,7 +206,7 @@ func TestRelayFollowsANewLeader(t *testing.T) {
 	}
 }
 
-// A leader that serves no relay (an older version) is forwarded to with
+// A leader that serves no relay stream is forwarded to with
 // one unary call per write.
 func TestRelayFallsBackToUnary(t *testing.T) {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,6 +55,18 @@ type Config struct {
 	Deadlines map[lifecycle.OpKind]time.Duration
 	Logger    *slog.Logger
 }
+
+// Keepalive between coordinators (and from clients): a server closes the
+// connection of a client that pings more often than minPingInterval, so
+// followers ping leaders less often than that.
+const (
+	minPingInterval  = 5 * time.Second
+	peerPingInterval = 10 * time.Second
+	peerPingTimeout  = 5 * time.Second
+)
+
+// Fails to compile if followers would ping faster than leaders allow.
+const _ = uint64(peerPingInterval - minPingInterval)
 
 // Node is a running coordinator.
 type Node struct {
@@ -108,19 +121,29 @@ func Start(cfg Config) (*Node, error) {
 				o.StepReport(hostID, epoch, r)
 			}
 		}})
-	fwd, err := forward.New(n, api.WriteMethods, 5*time.Second, cfg.Logger, dialOpts...)
+	// Followers ping the leader on idle connections too, so a relay stream
+	// to a leader that vanished (no FIN, no RST) fails within seconds
+	// rather than when TCP gives up.
+	fwdDial := append(slices.Clone(dialOpts), grpc.WithKeepaliveParams(keepalive.ClientParameters{
+		Time: peerPingInterval, Timeout: peerPingTimeout, PermitWithoutStream: true,
+	}))
+	fwd, err := forward.New(n, api.WriteMethods, 5*time.Second, cfg.Logger, fwdDial...)
 	if err != nil {
 		lis.Close()
 		rs.Close()
 		return nil, err
 	}
 	gs := grpc.NewServer(append(serverOpts,
-		grpc.ChainUnaryInterceptor(fwd.Unary),
+		// Every unary interceptor goes here, after the forwarder, and in
+		// no other option: writes relayed by followers run through this
+		// same list on the leader (the server's own chain cannot be read
+		// back), and API calls fail if the server has any other.
+		fwd.ServerOption(),
 		// Calls run on kept goroutines whose stacks have already grown to
 		// a handler's depth (a new goroutine per call grew, and copied, its
 		// stack on every write); when all are busy a call gets a new one.
 		grpc.NumStreamWorkers(64),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: minPingInterval, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 	)...)
 	// Through the forwarder, so writes relayed by followers run on the same handlers.
