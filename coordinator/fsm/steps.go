@@ -108,11 +108,14 @@ func stepSucceeded(tx *state.Tx, op *state.Operation, inst *state.Instance, obse
 // stepFailed records the current attempt's failure: another attempt later
 // for a transient fault with attempts left, else a rollback.
 func stepFailed(tx *state.Tx, op *state.Operation, inst *state.Instance, fault *state.Fault) {
+	if fault == nil {
+		fault = &state.Fault{Code: "UNKNOWN", Message: "the step failed without a fault", Time: tx.Now()}
+	}
 	st := op.Current()
 	st.Fault, st.EndTime = fault, tx.Now()
 	retry := tx.Now().Add(lifecycle.Backoff(st.Attempt))
 	// A cancel stops forward retries, not those of the undo steps it started.
-	if fault != nil && lifecycle.Transient(fault.Code) && st.Attempt < st.MaxAttempts &&
+	if lifecycle.Transient(fault.Code) && st.Attempt < st.MaxAttempts &&
 		(!op.CancelRequested || op.RollingBack) && (op.Deadline.IsZero() || retry.Before(op.Deadline)) {
 		st.State, st.RetryTime = state.StepRetryWait, retry
 		op.Step = st.Name + " (waiting to retry)"
