@@ -39,6 +39,7 @@ const (
 	FaultPeerUnavailable       = "PEER_UNAVAILABLE"
 	FaultDiskCorrupt           = "DISK_CORRUPT"
 	FaultInvalidDisk           = "INVALID_DISK"
+	FaultPeerRefused           = "PEER_REFUSED"
 )
 
 // Errors a Mover wraps (with %w) so that its failures are classified. They
@@ -51,7 +52,16 @@ var (
 	// ErrDiskCorrupt: the copy did not match the source's digest. Transient:
 	// another pull may arrive intact.
 	ErrDiskCorrupt = errors.New("disk copy corrupt")
+	// ErrPeerRefused: the source agent refused the pull (no offer for this
+	// host and token: expired, revoked, or forgotten by a restart).
+	// Permanent: only a new offer helps.
+	ErrPeerRefused = errors.New("peer agent refused the disk pull")
 )
+
+// offerLifetime is how long an offered disk stays offered at least: past
+// the offer step, so that a failed import can pull again; any other step
+// on the instance revokes it sooner.
+const offerLifetime = 30 * time.Minute
 
 // Mover is the agent's side of moving an instance's disk between hosts.
 type Mover interface {
@@ -59,6 +69,9 @@ type Mover interface {
 	Offer(ctx context.Context, instanceID, token, toHostID string, until time.Time) error
 	// Import pulls the disk from the peer agent, verifies it and defines the domain (shut off).
 	Import(ctx context.Context, spec hypervisor.DomainSpec, fromHostID, fromAddr, token string) error
+	// Revoke withdraws the instance's offers and ends pulls of its disk,
+	// waiting for them, before anything else is done to the domain.
+	Revoke(instanceID string)
 }
 
 // Defaults for zero Config fields.
@@ -399,6 +412,10 @@ var kindActions = map[flotillav1.OperationKind]agentv1.StepAction{
 // the step's.
 func (e *Executor) call(ctx context.Context, action agentv1.StepAction, deadline time.Time, step *agentv1.RunStep) error {
 	d, id := e.cfg.Driver, step.GetInstanceId()
+	if e.cfg.Mover != nil && action != agentv1.StepAction_STEP_ACTION_OFFER_DISK && action != agentv1.StepAction_STEP_ACTION_IMPORT_DISK {
+		// No peer may go on reading a disk the domain is about to use or lose.
+		e.cfg.Mover.Revoke(id)
+	}
 	switch action {
 	case agentv1.StepAction_STEP_ACTION_CREATE:
 		spec, err := domainSpec(step)
@@ -442,7 +459,11 @@ func (e *Executor) call(ctx context.Context, action agentv1.StepAction, deadline
 		if err := e.checkPeer(step, false); err != nil {
 			return err
 		}
-		return e.cfg.Mover.Offer(ctx, id, step.GetOfferToken(), step.GetPeerHostId(), deadline)
+		until := time.Now().Add(offerLifetime)
+		if deadline.After(until) {
+			until = deadline
+		}
+		return e.cfg.Mover.Offer(ctx, id, step.GetOfferToken(), step.GetPeerHostId(), until)
 	case agentv1.StepAction_STEP_ACTION_IMPORT_DISK:
 		if e.cfg.Mover == nil {
 			return errNoMover
@@ -556,6 +577,8 @@ func faultCode(err error) string {
 		return FaultPeerUnavailable
 	case errors.Is(err, ErrDiskCorrupt):
 		return FaultDiskCorrupt
+	case errors.Is(err, ErrPeerRefused):
+		return FaultPeerRefused
 	case errors.Is(err, hypervisor.ErrInvalidSpec):
 		return FaultInvalidSpec
 	case errors.Is(err, hypervisor.ErrImageNotFound):

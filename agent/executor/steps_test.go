@@ -325,6 +325,12 @@ func (m *fakeMover) Import(ctx context.Context, spec hypervisor.DomainSpec, from
 	return m.err
 }
 
+func (m *fakeMover) Revoke(instanceID string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.calls = append(m.calls, moverCall{method: "Revoke", instance: instanceID})
+}
+
 func (m *fakeMover) take() []moverCall {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -371,8 +377,14 @@ func TestMover(t *testing.T) {
 	mustSucceed(t, e.Execute(s, epoch))
 	got := mv.take()
 	if len(got) != 1 || got[0].method != "Offer" || got[0].instance != "vm-1" || got[0].token != "tok-op-1" ||
-		got[0].peer != "host-b" || !got[0].until.Equal(s.Deadline.AsTime()) {
-		t.Errorf("Offer calls %+v", got)
+		got[0].peer != "host-b" || got[0].until.Before(s.Deadline.AsTime()) || got[0].until.Before(time.Now().Add(29*time.Minute)) {
+		t.Errorf("Offer calls %+v: the offer must outlive its step, so a failed import can pull again", got)
+	}
+
+	// Any other step on the instance withdraws its offers first.
+	mustSucceed(t, e.Execute(actionStep("op-9", "op-9/0/1", "vm-1", agentv1.StepAction_STEP_ACTION_DELETE), epoch))
+	if got := mv.take(); len(got) != 1 || got[0].method != "Revoke" || got[0].instance != "vm-1" {
+		t.Errorf("calls before a delete: %+v", got)
 	}
 
 	s = importStep("op-2")

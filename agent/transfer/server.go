@@ -26,9 +26,9 @@ type peerServer struct {
 var errNoOffer = status.Error(codes.PermissionDenied, "no offer of this disk to this host with this token")
 
 // PullDisk streams an offered disk: the first message carries total_size,
-// the last (without data) the SHA-256 of everything sent. The offer is
-// consumed only when the whole disk went out, so a broken pull can be tried
-// again until the offer expires.
+// the last (without data) the SHA-256 of everything sent. The offer stays
+// until it expires or is revoked, so a failed import can pull again; a
+// Revoke (another step on the instance) ends the pull mid-way.
 func (s *peerServer) PullDisk(req *agentv1.PullDiskRequest, stream grpc.ServerStreamingServer[agentv1.DiskChunk]) error {
 	t := s.t
 	ctx := stream.Context()
@@ -51,6 +51,8 @@ func (s *peerServer) PullDisk(req *agentv1.PullDiskRequest, stream grpc.ServerSt
 		return errNoOffer
 	}
 
+	ctx, p := t.startPull(ctx, id)
+	defer t.endPull(id, p)
 	disk, size, err := t.cfg.Driver.OpenDisk(ctx, id)
 	if err != nil {
 		log.Warn("pull: cannot open disk", "err", err)
@@ -93,10 +95,15 @@ func (s *peerServer) PullDisk(req *agentv1.PullDiskRequest, stream grpc.ServerSt
 		log.Error("pull: disk changed size while being sent", "announced_bytes", size, "sent_bytes", sent)
 		return status.Errorf(codes.Aborted, "disk changed size while being sent (%d bytes announced, %d read)", size, sent)
 	}
+	// The domain must still be off now that every byte is read: a disk
+	// written to while it was read is torn even if its size held.
+	if st, err := t.cfg.Driver.Status(ctx, id); err != nil || st.State != hypervisor.PowerShutOff {
+		log.Error("pull: domain no longer shut off after the read", "state", st.State, "err", err)
+		return status.Error(codes.Aborted, "the domain did not stay shut off while its disk was read")
+	}
 	if err := stream.Send(&agentv1.DiskChunk{Sha256: h.Sum(nil)}); err != nil {
 		return err
 	}
-	t.consume(id, o)
 	log.Info("disk pulled", "disk_bytes", sent, "took", time.Since(started).Round(time.Millisecond))
 	return nil
 }

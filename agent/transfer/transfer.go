@@ -8,8 +8,10 @@
 //
 // The coordinator is the only authority over who may pull what: an offer
 // names the instance, a random token and the one host allowed to pull,
-// and lasts until the step's deadline. The source keeps offers in memory
-// only; an agent restart forgets them and the coordinator offers again.
+// and lasts until the time the executor gives (well past the offer step,
+// so a failed import can be tried again) or until any other step on the
+// instance revokes it. The source keeps offers in memory only; an agent
+// restart forgets them (the pull is then refused and the move rolls back).
 // The bytes are checked twice on arrival: against the source's SHA-256 and
 // size here, and by the driver for what it will let QEMU open.
 package transfer
@@ -18,7 +20,6 @@ import (
 	"context"
 	"crypto/subtle"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -26,6 +27,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/flotilla-vm/flotilla/agent/executor"
 	"github.com/flotilla-vm/flotilla/hypervisor"
 	agentv1 "github.com/flotilla-vm/flotilla/proto/flotilla/agent/v1"
 )
@@ -38,7 +40,7 @@ const ChunkSize = 256 << 10
 // offer, wrong host or token, expired, or the disk is not in a state to be
 // copied). Retrying the same pull will not help; the coordinator must offer
 // again.
-var ErrRefused = errors.New("peer refused the disk pull")
+var ErrRefused = fmt.Errorf("transfer: %w", executor.ErrPeerRefused)
 
 // Config configures a Transfer.
 type Config struct {
@@ -62,7 +64,14 @@ type Transfer struct {
 	now func() time.Time // time.Now; tests move it to expire offers
 
 	mu     sync.Mutex
-	offers map[string][]*offer // by instance id
+	offers map[string][]*offer       // by instance id
+	pulls  map[string]map[*pull]bool // pulls being served, by instance id
+}
+
+// pull is one PullDisk being served; Revoke ends it.
+type pull struct {
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
 // offer is one permission to pull an instance's disk.
@@ -82,6 +91,7 @@ func New(cfg Config) *Transfer {
 		log:    cfg.Logger.With("component", "agent/transfer", "host", cfg.HostID),
 		now:    time.Now,
 		offers: make(map[string][]*offer),
+		pulls:  make(map[string]map[*pull]bool),
 	}
 }
 
@@ -145,21 +155,49 @@ func (t *Transfer) match(instanceID, token, host string) *offer {
 	return found
 }
 
-// consume removes an offer after its disk was sent completely.
-func (t *Transfer) consume(instanceID string, used *offer) {
+// Revoke withdraws every offer of the instance's disk and ends the pulls
+// being served, waiting for them: the executor calls it before any other
+// step on the instance, so a domain is never started (or deleted) while a
+// peer is still reading its disk.
+func (t *Transfer) Revoke(instanceID string) {
+	t.mu.Lock()
+	delete(t.offers, instanceID)
+	var active []*pull
+	for p := range t.pulls[instanceID] {
+		p.cancel()
+		active = append(active, p)
+	}
+	t.mu.Unlock()
+	for _, p := range active {
+		<-p.done
+	}
+	if len(active) > 0 {
+		t.log.Info("disk pulls ended: the instance is being acted on", "instance", instanceID, "pulls", len(active))
+	}
+}
+
+// startPull records a pull being served; end it with endPull.
+func (t *Transfer) startPull(ctx context.Context, instanceID string) (context.Context, *pull) {
+	ctx, cancel := context.WithCancel(ctx)
+	p := &pull{cancel: cancel, done: make(chan struct{})}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	var kept []*offer
-	for _, o := range t.offers[instanceID] {
-		if o != used {
-			kept = append(kept, o)
-		}
+	if t.pulls[instanceID] == nil {
+		t.pulls[instanceID] = map[*pull]bool{}
 	}
-	if len(kept) == 0 {
-		delete(t.offers, instanceID)
-		return
+	t.pulls[instanceID][p] = true
+	return ctx, p
+}
+
+func (t *Transfer) endPull(instanceID string, p *pull) {
+	t.mu.Lock()
+	delete(t.pulls[instanceID], p)
+	if len(t.pulls[instanceID]) == 0 {
+		delete(t.pulls, instanceID)
 	}
-	t.offers[instanceID] = kept
+	t.mu.Unlock()
+	p.cancel()
+	close(p.done)
 }
 
 // pruneLocked drops expired offers, so memory does not grow with moves that

@@ -177,7 +177,13 @@ func TestMove(t *testing.T) {
 		t.Fatalf("Start after import: %v", err)
 	}
 
-	// The offer was used up: pulling again is refused.
+	// The offer stays until revoked, so an import that failed late can pull
+	// again; once another step revokes it, pulling is refused.
+	again := newNode(t, "host-t", nodeOpts{})
+	if err := again.tr.Import(ctx, spec("vm"), "host-s", src.addr, token); err != nil {
+		t.Fatalf("second pull before the offer was revoked: %v", err)
+	}
+	src.tr.Revoke("vm")
 	other := newNode(t, "host-t", nodeOpts{})
 	err := other.tr.Import(ctx, spec("vm"), "host-s", src.addr, token)
 	wantCode(t, err, codes.PermissionDenied, ErrRefused)
