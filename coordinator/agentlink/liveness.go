@@ -77,7 +77,7 @@ func (s *Server) disconnectAbsent(ctx context.Context) {
 		if h.Status != state.HostReady {
 			continue
 		}
-		if _, live := s.Epoch(h.ID); live {
+		if s.liveOrJoining(h.ID) {
 			continue
 		}
 		if _, err := s.apply(ctx, fsm.TypeDisconnectHost, fsm.DisconnectHost{HostID: h.ID, Epoch: h.Epoch, Down: true}); err != nil {
@@ -86,4 +86,13 @@ func (s *Server) disconnectAbsent(ctx context.Context) {
 		}
 		s.log.Warn("host has no agent session after the grace period; marked down", "host", h.ID)
 	}
+}
+
+// liveOrJoining reports whether the host has a session here, or one being
+// set up (its registration committed, the session not yet listed).
+func (s *Server) liveOrJoining(hostID string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, live := s.sessions[hostID]
+	return live || s.joining[hostID] > 0
 }

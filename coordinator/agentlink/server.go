@@ -55,6 +55,9 @@ type Server struct {
 
 	mu       sync.Mutex
 	sessions map[string]*session
+	// joining counts the registrations in flight per host: recorded READY in
+	// the log, but their session not yet listed here.
+	joining map[string]int
 	changed  chan struct{} // closed when the set of sessions changes
 }
 
@@ -82,7 +85,7 @@ func New(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Server{cfg: cfg, log: cfg.Logger, sessions: map[string]*session{}, changed: make(chan struct{})}
+	return &Server{cfg: cfg, log: cfg.Logger, sessions: map[string]*session{}, joining: map[string]int{}, changed: make(chan struct{})}
 }
 
 // Changed returns a channel closed when a session opens or closes.
@@ -169,6 +172,15 @@ func (s *Server) Connect(stream agentv1.AgentService_ConnectServer) error {
 		ID: reg.HostId, Kind: reg.HypervisorKind, AgentVersion: reg.AgentVersion, Labels: reg.Labels, PeerAddr: reg.PeerAddress,
 		Capacity: state.Resources{VCPUs: reg.GetCapacity().GetVcpus(), MemoryMiB: reg.GetCapacity().GetMemoryMib(), DiskGiB: reg.GetCapacity().GetDiskGib()},
 	}
+	s.mu.Lock()
+	s.joining[reg.HostId]++
+	s.mu.Unlock()
+	joined := false
+	defer func() {
+		if !joined {
+			s.leaveJoining(reg.HostId)
+		}
+	}()
 	v, err := s.apply(ctx, fsm.TypeRegisterHost, fsm.RegisterHost{Host: host, Inventory: observations(reg.Inventory)})
 	if err != nil {
 		return status.Errorf(codes.Unavailable, "register host %q: %v", reg.HostId, err)
@@ -188,6 +200,8 @@ func (s *Server) Connect(stream agentv1.AgentService_ConnectServer) error {
 		close(old.done) // a newer session of the same host supersedes it
 	}
 	s.sessions[ss.hostID] = ss
+	s.leaveJoiningLocked(ss.hostID)
+	joined = true
 	s.notifyLocked()
 	s.mu.Unlock()
 
@@ -242,6 +256,18 @@ func (s *Server) Connect(stream agentv1.AgentService_ConnectServer) error {
 	default:
 	}
 	return recvErr
+}
+
+func (s *Server) leaveJoining(hostID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.leaveJoiningLocked(hostID)
+}
+
+func (s *Server) leaveJoiningLocked(hostID string) {
+	if s.joining[hostID]--; s.joining[hostID] <= 0 {
+		delete(s.joining, hostID)
+	}
 }
 
 func (s *Server) sendLoop(ctx context.Context, stream agentv1.AgentService_ConnectServer, ss *session) error {

@@ -39,6 +39,9 @@ func requireHost(t *testing.T) (socket, imageDir string) {
 	}
 	socket = envOr("FLOTILLA_LIBVIRT_SOCKET", DefaultSocket)
 	imageDir = envOr("FLOTILLA_IMAGE_DIR", DefaultImageDir)
+	// Other packages' tests share this libvirtd (and one of them restarts
+	// it): hold the lock before looking for its socket.
+	testenv.LockLibvirt(t, false)
 	var missing []string
 	if st, err := os.Stat(socket); err != nil || st.Mode()&os.ModeSocket == 0 {
 		missing = append(missing, "libvirtd socket "+socket+" (run scripts/setup-host.sh)")
@@ -58,8 +61,6 @@ func requireHost(t *testing.T) (socket, imageDir string) {
 		}
 		t.Skip(msg)
 	}
-	// Other packages' tests share this libvirtd (and one of them restarts it).
-	testenv.LockLibvirt(t, false)
 	return socket, imageDir
 }
 

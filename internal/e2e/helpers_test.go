@@ -24,8 +24,10 @@ type env struct {
 
 func newEnv(t *testing.T, coordFlags, agentFlags []string) *env {
 	t.Helper()
-	testenv.RequireLibvirt(t)
+	// Lock first: a test of another package may be restarting libvirtd,
+	// and its socket is only sure to be there while nobody does.
 	testenv.LockLibvirt(t, false)
+	testenv.RequireLibvirt(t)
 	dir := t.TempDir()
 	e := &env{t: t, dir: dir, host: "e2e-" + strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-"))}
 	if len(e.host) > 40 {
