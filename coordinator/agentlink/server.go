@@ -58,7 +58,7 @@ type Server struct {
 	// joining counts the registrations in flight per host: recorded READY in
 	// the log, but their session not yet listed here.
 	joining map[string]int
-	changed  chan struct{} // closed when the set of sessions changes
+	changed chan struct{} // closed when the set of sessions changes
 }
 
 type session struct {
