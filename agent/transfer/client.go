@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
+	"slices"
 	"time"
 
 	"google.golang.org/grpc"
@@ -17,6 +20,7 @@ import (
 
 	"github.com/flotilla-vm/flotilla/agent/executor"
 	"github.com/flotilla-vm/flotilla/hypervisor"
+	"github.com/flotilla-vm/flotilla/internal/mtls"
 	agentv1 "github.com/flotilla-vm/flotilla/proto/flotilla/agent/v1"
 )
 
@@ -37,7 +41,7 @@ func (t *Transfer) Import(ctx context.Context, spec hypervisor.DomainSpec, fromH
 	}
 	creds := insecure.NewCredentials()
 	if t.cfg.ClientTLS != nil {
-		creds = credentials.NewTLS(t.cfg.ClientTLS.Clone())
+		creds = credentials.NewTLS(sourceTLS(t.cfg.ClientTLS, fromHostID))
 	}
 	conn, err := grpc.NewClient(fromAddr, grpc.WithTransportCredentials(creds))
 	if err != nil {
@@ -168,3 +172,22 @@ func streamErr(ctx context.Context, err error) error {
 }
 
 var _ executor.Mover = (*Transfer)(nil)
+
+// sourceTLS is base that also requires the server's certificate to be the
+// source agent's: any certificate of the fleet's CA (another agent's, a
+// coordinator's) would otherwise do, and the disk could be fed by it.
+func sourceTLS(base *tls.Config, fromHostID string) *tls.Config {
+	c := base.Clone()
+	c.VerifyConnection = func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			return errors.New("the source presented no certificate")
+		}
+		leaf := cs.PeerCertificates[0]
+		if leaf.Subject.CommonName != fromHostID || !slices.Contains(leaf.Subject.OrganizationalUnit, mtls.RoleAgent) {
+			return fmt.Errorf("the source's certificate names %q (roles %v), not agent %q",
+				leaf.Subject.CommonName, leaf.Subject.OrganizationalUnit, fromHostID)
+		}
+		return nil
+	}
+	return c
+}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -443,6 +444,22 @@ func TestMutualTLSIdentity(t *testing.T) {
 		t.Fatal("Import without a client certificate succeeded")
 	}
 	wantNoDomain(t, anon, "vm")
+
+	// A server whose certificate is not the source agent's is not pulled from.
+	fakeCfg, err := mtls.Server(issue("host-x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fakeSrc := newNode(t, "host-s", nodeOpts{serverTLS: fakeCfg})
+	stopped(t, fakeSrc, "vm")
+	if err := fakeSrc.tr.Offer(ctx, "vm", token, "host-t", time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	fooled := newNode(t, "host-t", nodeOpts{clientTLS: client("host-t")})
+	if err := fooled.tr.Import(ctx, spec("vm"), "host-s", fakeSrc.addr, token); err == nil || !strings.Contains(err.Error(), "certificate names") || !strings.Contains(err.Error(), "host-x") {
+		t.Fatalf("Import from a server with host-x's certificate: %v", err)
+	}
+	wantNoDomain(t, fooled, "vm")
 
 	dst := newNode(t, "host-t", nodeOpts{clientTLS: client("host-t")})
 	if err := dst.tr.Import(ctx, spec("vm"), "host-s", src.addr, token); err != nil {

@@ -61,6 +61,7 @@ type config struct {
 	fakeFaults    map[string]fakeFault     // fake hypervisor only: per-method injected faults
 	tls           mtls.Files
 	peerListen    string // where to serve AgentPeerService; empty: not at all
+	peerInsecure  bool   // serve it without TLS on an address other hosts reach
 	peerAdvertise string // what other agents dial; empty: the listener's address
 }
 
@@ -132,6 +133,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.tls.Key, "tls-key", "", "private key of --tls-cert")
 	fs.StringVar(&cfg.tls.CA, "tls-ca", "", "CA bundle that signs the coordinators (and the other agents)")
 	fs.StringVar(&cfg.peerListen, "peer-listen", "127.0.0.1:0", "where other agents pull disks from this one, host:port (empty: this agent does not move disks)")
+	fs.BoolVar(&cfg.peerInsecure, "peer-insecure", false, "serve --peer-listen without TLS on an address other hosts can reach (disk tokens then travel in clear and pullers are not identified)")
 	fs.StringVar(&cfg.peerAdvertise, "peer-advertise", "", "the address other agents dial for --peer-listen, host:port (default: the address listened on)")
 	labels := keyValues{}
 	fs.Var(labels, "label", "a placement label of this host, key=value (repeatable)")
@@ -202,6 +204,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if err := checkPeerFlags(cfg.peerListen, cfg.peerAdvertise); err != nil {
 		return config{}, err
 	}
+	if host, _, _ := net.SplitHostPort(cfg.peerListen); cfg.peerListen != "" && !cfg.tls.Enabled() && !cfg.peerInsecure && !loopback(host) {
+		return config{}, fmt.Errorf("--peer-listen %q is reachable from other hosts but --tls-* is not set: disk tokens would travel in clear and pullers could not be identified (set --tls-cert/--tls-key/--tls-ca, or --peer-insecure)", cfg.peerListen)
+	}
 	for name, dir := range map[string]string{"state-dir": cfg.stateDir, "image-dir": cfg.imageDir, "disk-dir": cfg.diskDir, "run-dir": cfg.runDir} {
 		if dir == "" {
 			return config{}, fmt.Errorf("--%s must not be empty", name)
@@ -235,6 +240,15 @@ func checkPeerFlags(listen, advertise string) error {
 		return fmt.Errorf("--peer-listen %q listens on every address: say with --peer-advertise which one other agents dial", listen)
 	}
 	return nil
+}
+
+// loopback reports whether a listen host is reachable from this host only.
+func loopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // validLevel rejects the offsets ("info+2") slog would also accept.

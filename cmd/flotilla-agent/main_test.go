@@ -46,6 +46,8 @@ func TestBadFlags(t *testing.T) {
 		{"--peer-listen", "", "--peer-advertise", "h:7450"},
 		{"--peer-advertise", "h:0"},
 		{"--peer-advertise", ":7450"},
+		{"--peer-listen", "10.0.0.5:7450"}, // reachable from other hosts, and no TLS
+		{"--peer-listen", "0.0.0.0:7450", "--peer-advertise", "10.0.0.5:7450"},
 	} {
 		var out bytes.Buffer
 		if code := run(args, &out); code != 2 {
@@ -353,5 +355,19 @@ func TestParseFakeFault(t *testing.T) {
 	f, _ := parseFakeFault("2")
 	if f.times != 2 || !errors.Is(f.err, hypervisor.ErrUnavailable) {
 		t.Errorf("default kind: %+v", f)
+	}
+}
+
+// A peer listener other hosts can reach needs TLS, or saying it is insecure.
+func TestPeerListenerExposure(t *testing.T) {
+	for _, args := range [][]string{
+		{"--host-id", "h", "--peer-listen", "127.0.0.1:7450"},
+		{"--host-id", "h", "--peer-listen", "localhost:7450"},
+		{"--host-id", "h", "--peer-listen", "10.0.0.5:7450", "--peer-insecure"},
+		{"--host-id", "h", "--peer-listen", ""},
+	} {
+		if _, err := parseFlags(args, io.Discard); err != nil {
+			t.Errorf("%q: %v", args, err)
+		}
 	}
 }
