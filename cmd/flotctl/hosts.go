@@ -15,13 +15,11 @@ func runHostList(ctx context.Context, c *cli, name string, args []string) error 
 	if _, err := parseArgs(newFlagSet(name), name, args, 0); err != nil {
 		return err
 	}
-	closeConn, err := c.connect()
+	cctx, done, err := c.open(ctx)
 	if err != nil {
 		return err
 	}
-	defer closeConn()
-	cctx, cancel := c.call(ctx)
-	defer cancel()
+	defer done()
 	resp, err := c.hosts.ListHosts(cctx, &flotillav1.ListHostsRequest{})
 	if err != nil {
 		return err
@@ -34,13 +32,11 @@ func runHostGet(ctx context.Context, c *cli, name string, args []string) error {
 	if err != nil {
 		return err
 	}
-	closeConn, err := c.connect()
+	cctx, done, err := c.open(ctx)
 	if err != nil {
 		return err
 	}
-	defer closeConn()
-	cctx, cancel := c.call(ctx)
-	defer cancel()
+	defer done()
 	h, err := c.hosts.GetHost(cctx, &flotillav1.GetHostRequest{Id: pos[0]})
 	if err != nil {
 		return err
@@ -54,13 +50,11 @@ func runHostCordon(ctx context.Context, c *cli, name string, args []string) erro
 	if err != nil {
 		return err
 	}
-	closeConn, err := c.connect()
+	cctx, done, err := c.open(ctx)
 	if err != nil {
 		return err
 	}
-	defer closeConn()
-	cctx, cancel := c.call(ctx)
-	defer cancel()
+	defer done()
 	var h *flotillav1.Host
 	if name == "host uncordon" {
 		h, err = c.hosts.UncordonHost(cctx, &flotillav1.UncordonHostRequest{Id: pos[0]})
@@ -104,13 +98,11 @@ func runHostDrain(ctx context.Context, c *cli, name string, args []string) error
 	if err != nil {
 		return err
 	}
-	closeConn, err := c.connect()
+	cctx, done, err := c.open(ctx)
 	if err != nil {
 		return err
 	}
-	defer closeConn()
-	cctx, cancel := c.call(ctx)
-	defer cancel()
+	defer done()
 	h, err := c.hosts.DrainHost(cctx, req)
 	if err != nil {
 		return err

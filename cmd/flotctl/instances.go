@@ -58,13 +58,11 @@ func runGet(ctx context.Context, c *cli, name string, args []string) error {
 	if err != nil {
 		return err
 	}
-	closeConn, err := c.connect()
+	cctx, done, err := c.open(ctx)
 	if err != nil {
 		return err
 	}
-	defer closeConn()
-	cctx, cancel := c.call(ctx)
-	defer cancel()
+	defer done()
 	in, err := c.instances.GetInstance(cctx, &flotillav1.GetInstanceRequest{Id: pos[0]})
 	if err != nil {
 		return err

@@ -238,6 +238,17 @@ func (c *cli) call(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, c.timeout)
 }
 
+// open connects for one unary call and bounds it by --timeout; done ends
+// both.
+func (c *cli) open(ctx context.Context) (context.Context, func(), error) {
+	closeConn, err := c.connect()
+	if err != nil {
+		return nil, nil, err
+	}
+	cctx, cancel := c.call(ctx)
+	return cctx, func() { cancel(); closeConn() }, nil
+}
+
 func newFlagSet(name string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)

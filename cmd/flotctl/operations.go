@@ -30,13 +30,11 @@ func runOpGet(ctx context.Context, c *cli, name string, args []string) error {
 	if err != nil {
 		return err
 	}
-	closeConn, err := c.connect()
+	cctx, done, err := c.open(ctx)
 	if err != nil {
 		return err
 	}
-	defer closeConn()
-	cctx, cancel := c.call(ctx)
-	defer cancel()
+	defer done()
 	op, err := c.operations.GetOperation(cctx, &flotillav1.GetOperationRequest{Id: pos[0]})
 	if err != nil {
 		return err
@@ -49,13 +47,11 @@ func runOpCancel(ctx context.Context, c *cli, name string, args []string) error 
 	if err != nil {
 		return err
 	}
-	closeConn, err := c.connect()
+	cctx, done, err := c.open(ctx)
 	if err != nil {
 		return err
 	}
-	defer closeConn()
-	cctx, cancel := c.call(ctx)
-	defer cancel()
+	defer done()
 	op, err := c.operations.CancelOperation(cctx, &flotillav1.CancelOperationRequest{Id: pos[0]})
 	if err != nil {
 		return err
