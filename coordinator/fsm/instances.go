@@ -160,9 +160,7 @@ func withdraw(tx *state.Tx, inst *state.Instance, req state.Operation) (any, err
 	if create, ok := tx.Operation(inst.CurrentOp); ok && !create.State.Done() {
 		create.State, create.Step, create.EndTime = state.OpCanceled, "canceled", tx.Now()
 		create.Fault = &state.Fault{Code: "CANCELED", Message: "the instance was deleted while waiting for capacity", Time: tx.Now()}
-		for i := range create.Steps {
-			create.Steps[i].State = state.StepSkipped
-		}
+		skipFrom(create, 0)
 		tx.PutOperation(create)
 	}
 	del := newOperation(tx, req, lifecycle.OpDelete, "")

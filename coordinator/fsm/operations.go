@@ -67,7 +67,7 @@ func applyFinish(tx *state.Tx, c *Finish) (any, error) {
 			st.State = state.StepSkipped
 		}
 		if op.RollingBack {
-			skipRest(op)
+			skipFrom(op, op.Cur+1)
 			finish(tx, op, inst, state.OpFailed, c.Fault, lifecycle.ResultFailed)
 		} else {
 			startRollback(tx, op, inst, c.Fault)
@@ -112,10 +112,7 @@ func applyCancel(tx *state.Tx, c *Cancel) (any, error) {
 	}
 	if op.State == state.OpPending && op.Kind != lifecycle.OpPreempt {
 		// Nothing was done on a host: the user's previous wish stands.
-		skipRest(op)
-		if st := op.Current(); st != nil {
-			st.State = state.StepSkipped
-		}
+		skipFrom(op, op.Cur)
 		finish(tx, op, inst, state.OpCanceled, &state.Fault{Code: "CANCELED",
 			Message: "canceled by the user before it reached the host", Time: tx.Now()}, lifecycle.ResultCanceled)
 		tx.PutOperation(op)

@@ -127,7 +127,7 @@ func stepFailed(tx *state.Tx, op *state.Operation, inst *state.Instance, fault *
 		// instance shows ERROR, and the user decides.
 		f := *fault
 		f.Message = fmt.Sprintf("rollback step %s failed: %s", st.Name, fault.Message)
-		skipRest(op)
+		skipFrom(op, op.Cur+1)
 		finish(tx, op, inst, state.OpFailed, &f, lifecycle.ResultFailed)
 		return
 	}
@@ -141,9 +141,6 @@ func startRollback(tx *state.Tx, op *state.Operation, inst *state.Instance, faul
 		op.Fault = fault
 	}
 	op.RollingBack = true
-	if st := op.Current(); st != nil && st.State != state.StepSucceeded && st.State != state.StepFailed {
-		st.State = state.StepSkipped
-	}
 	// Undo newest first, back to the last point of no return: what came
 	// before it stays done (the operation can only go forward from there).
 	var undos []state.Step
@@ -161,7 +158,7 @@ func startRollback(tx *state.Tx, op *state.Operation, inst *state.Instance, faul
 			undos = append(undos, u)
 		}
 	}
-	skipRest(op)
+	skipFrom(op, op.Cur)
 	op.Cur = len(op.Steps)
 	op.Steps = append(op.Steps, undos...)
 	if len(undos) == 0 && fault != nil {
@@ -200,11 +197,12 @@ func failedResult(op *state.Operation, inst *state.Instance) lifecycle.Result {
 	return lifecycle.ResultRolledBack
 }
 
-// skipRest marks every step after the current one that has not run as skipped.
-func skipRest(op *state.Operation) {
-	for i := op.Cur + 1; i < len(op.Steps); i++ {
-		if op.Steps[i].State == state.StepPending {
-			op.Steps[i].State = state.StepSkipped
+// skipFrom marks the steps from index i on that have not run (pending, or
+// waiting to retry) as skipped.
+func skipFrom(op *state.Operation, i int) {
+	for ; i < len(op.Steps); i++ {
+		if st := &op.Steps[i]; st.State == state.StepPending || st.State == state.StepRetryWait {
+			st.State = state.StepSkipped
 		}
 	}
 }
