@@ -223,6 +223,22 @@ func (t *FlotillaTarget) LeaderPid(ctx context.Context) int {
 	return t.Pids()[i]
 }
 
+// CommitIndex is the leader's Raft commit index: the bench reports how many
+// log entries a row took, so batching shows as writes per entry.
+func (t *FlotillaTarget) CommitIndex(ctx context.Context) (uint64, error) {
+	i, err := t.Leader(ctx)
+	if err != nil {
+		return 0, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	st, err := pb.NewClusterServiceClient(t.conns[i]).GetNodeStatus(cctx, &pb.GetNodeStatusRequest{})
+	if err != nil {
+		return 0, err
+	}
+	return st.CommitIndex, nil
+}
+
 // Op creates one instance: name and request_id from (client, seq).
 func (t *FlotillaTarget) Op(ctx context.Context, client, seq int) error {
 	c := t.clients[(t.next.Add(1)-1)%uint64(len(t.clients))]

@@ -43,7 +43,7 @@ func validateAddr(v *violations, field, addr string) {
 
 func (s *cluster) AddServer(ctx context.Context, r *pb.AddServerRequest) (*pb.AddServerResponse, error) {
 	var v violations
-	if !nameRE.MatchString(r.Id) {
+	if !namePat.MatchString(r.Id) {
 		v.add("id", "must be 1-63 lowercase letters, digits or '-'")
 	}
 	validateAddr(&v, "raft_address", r.RaftAddress)
@@ -66,7 +66,7 @@ func (s *cluster) AddServer(ctx context.Context, r *pb.AddServerRequest) (*pb.Ad
 
 func (s *cluster) RemoveServer(ctx context.Context, r *pb.RemoveServerRequest) (*pb.RemoveServerResponse, error) {
 	var v violations
-	if !nameRE.MatchString(r.Id) {
+	if !namePat.MatchString(r.Id) {
 		v.add("id", "must be 1-63 lowercase letters, digits or '-'")
 	}
 	if len(v) > 0 {

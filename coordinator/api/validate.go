@@ -9,12 +9,43 @@ import (
 	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
 
+// The identifier patterns are matched by hand, not by regexp: they are
+// checked on every write, and the regexp engine was a visible part of a
+// create's cost on the leader. validate_test.go checks each against the
+// regular expression in its comment.
 var (
-	nameRE      = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-	imageRE     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
-	requestIDRE = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
-	idRE        = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+	namePat      = pattern{first: lowerDigit, rest: lowerDigitDash, last: lowerDigit, max: 63}       // ^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$
+	imagePat     = pattern{first: alnum, rest: alnumDotUnderDash, last: alnumDotUnderDash, max: 128} // ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$
+	requestIDPat = pattern{first: requestChar, rest: requestChar, last: requestChar, max: 128}       // ^[A-Za-z0-9._:-]{1,128}$
+	idPat        = pattern{first: lowerDigit, rest: lowerDigitDash, last: lowerDigitDash, max: 63}   // ^[a-z0-9][a-z0-9-]{0,62}$
 )
+
+// pattern matches strings of 1 to max bytes whose first, middle and last
+// bytes are each in their own set (a one-byte string must be in first and last).
+type pattern struct {
+	first, rest, last func(byte) bool
+	max               int
+}
+
+// MatchString reports whether s matches p.
+func (p pattern) MatchString(s string) bool {
+	n := len(s)
+	if n == 0 || n > p.max || !p.first(s[0]) || !p.last(s[n-1]) {
+		return false
+	}
+	for i := 1; i < n-1; i++ {
+		if !p.rest(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func lowerDigit(c byte) bool        { return 'a' <= c && c <= 'z' || '0' <= c && c <= '9' }
+func lowerDigitDash(c byte) bool    { return lowerDigit(c) || c == '-' }
+func alnum(c byte) bool             { return lowerDigit(c) || 'A' <= c && c <= 'Z' }
+func alnumDotUnderDash(c byte) bool { return alnum(c) || c == '.' || c == '_' || c == '-' }
+func requestChar(c byte) bool       { return alnumDotUnderDash(c) || c == ':' }
 
 // violation is one bad field; a request's violations become one
 // INVALID_ARGUMENT with a BadRequest detail.
@@ -28,7 +59,7 @@ func (v *violations) add(field, format string, args ...any) {
 
 func validateCreate(r *pb.CreateInstanceRequest) violations {
 	var v violations
-	if !nameRE.MatchString(r.GetName()) {
+	if !namePat.MatchString(r.GetName()) {
 		v.add("name", "must be 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit")
 	}
 	s := r.GetSpec()
@@ -44,7 +75,7 @@ func validateCreate(r *pb.CreateInstanceRequest) violations {
 		if s.DiskGib < 0 || s.DiskGib > 65536 {
 			v.add("spec.disk_gib", "must be 0..65536, got %d", s.DiskGib)
 		}
-		if !imageRE.MatchString(s.Image) || strings.Contains(s.Image, "..") {
+		if !imagePat.MatchString(s.Image) || strings.Contains(s.Image, "..") {
 			v.add("spec.image", "must name an image in the image directory: letters, digits, '.', '_' and '-', no path separators or '..'")
 		}
 	}
@@ -68,7 +99,7 @@ func validateCreate(r *pb.CreateInstanceRequest) violations {
 				v.add("placement.host_labels", "label %q=%q: keys and values are letters, digits, '.', '_', '/' and '-', at most 63 characters", k, val)
 			}
 		}
-		if p.AntiAffinityGroup != "" && !nameRE.MatchString(p.AntiAffinityGroup) {
+		if p.AntiAffinityGroup != "" && !namePat.MatchString(p.AntiAffinityGroup) {
 			v.add("placement.anti_affinity_group", "must be 1-63 lowercase letters, digits or '-'")
 		}
 	}
@@ -81,7 +112,7 @@ var (
 )
 
 func validateRequestID(v *violations, id string) {
-	if id != "" && !requestIDRE.MatchString(id) {
+	if id != "" && !requestIDPat.MatchString(id) {
 		v.add("request_id", "must be 1-128 letters, digits, '.', '_', ':' or '-'")
 	}
 }
@@ -89,7 +120,7 @@ func validateRequestID(v *violations, id string) {
 func validateID(v *violations, field, id string) {
 	if id == "" {
 		v.add(field, "is required")
-	} else if !idRE.MatchString(id) {
+	} else if !idPat.MatchString(id) {
 		v.add(field, "is not a valid id")
 	}
 }

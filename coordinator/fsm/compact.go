@@ -174,6 +174,11 @@ func (w *wbuf) time(t time.Time) {
 type rbuf struct {
 	b   []byte
 	err error
+	// all is the whole body as one string, made on the first str: the
+	// strings read are slices of it, one allocation for all of a record's
+	// strings rather than one each (they live and die together).
+	all string
+	n   int // len(all), and of b when all was made
 }
 
 func (r *rbuf) fail(what string) {
@@ -209,9 +214,15 @@ func (r *rbuf) str() string {
 		r.fail("string")
 		return ""
 	}
-	s := string(r.b[:n])
+	if n == 0 {
+		return ""
+	}
+	if r.all == "" {
+		r.all, r.n = string(r.b), len(r.b)
+	}
+	at := r.n - len(r.b)
 	r.b = r.b[n:]
-	return s
+	return r.all[at : at+int(n)]
 }
 
 func (r *rbuf) float() float64 {

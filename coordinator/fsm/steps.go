@@ -2,6 +2,8 @@ package fsm
 
 import (
 	"fmt"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
@@ -21,15 +23,40 @@ const rollbackBudget = 2 * time.Minute
 
 // planSteps fills in an operation's steps from its kind's plan.
 func planSteps(op *state.Operation, wasRunning bool) {
-	defs := lifecycle.StepsFor(op.Kind, wasRunning)
-	op.Steps = make([]state.Step, len(defs))
-	for i, d := range defs {
-		op.Steps[i] = newStep(d)
-		if d.Timeout > 0 && d.Action == lifecycle.ActStop {
-			op.Steps[i].Timeout += op.Graceful // the guest's time to power off is on top
+	op.Steps = slices.Clone(stepPlan(op.Kind, wasRunning))
+	for i := range op.Steps {
+		if st := &op.Steps[i]; st.Timeout > 0 && st.Action == lifecycle.ActStop {
+			st.Timeout += op.Graceful // the guest's time to power off is on top
 		}
 	}
 	op.Cur = 0
+}
+
+// stepPlans holds each kind's planned steps, built once: every operation
+// is planned on every replica, and building the steps afresh each time
+// (and a copy of each undo step per operation, kept in the state for the
+// operation's life) was a good part of what applying a create allocated.
+// Operations get a copy of the steps; the undo steps they point to are
+// shared and never changed in place (a rollback copies one to run it).
+var stepPlans sync.Map // planKey -> []state.Step
+
+type planKey struct {
+	kind       lifecycle.OpKind
+	wasRunning bool
+}
+
+func stepPlan(kind lifecycle.OpKind, wasRunning bool) []state.Step {
+	k := planKey{kind, wasRunning}
+	if p, ok := stepPlans.Load(k); ok {
+		return p.([]state.Step)
+	}
+	defs := lifecycle.StepsFor(kind, wasRunning)
+	p := make([]state.Step, len(defs))
+	for i, d := range defs {
+		p[i] = newStep(d)
+	}
+	v, _ := stepPlans.LoadOrStore(k, p)
+	return v.([]state.Step)
 }
 
 func newStep(d lifecycle.StepDef) state.Step {

@@ -472,3 +472,28 @@ func TestMoveStepsHaveTheirOwnDeadlines(t *testing.T) {
 		t.Fatalf("after stop-on-source timed out: %s %v, %s", op.State, stepStates(op), h.status("i"))
 	}
 }
+
+// Plans are built once per kind and shared: each operation must get its
+// own steps, and what one operation does to them (a stop's grace added to
+// its timeout, a state change) must not reach the plan or other operations.
+func TestPlannedStepsAreEachOperationsOwn(t *testing.T) {
+	graceful := state.Operation{Kind: lifecycle.OpMove, Graceful: time.Minute}
+	plain := state.Operation{Kind: lifecycle.OpMove}
+	planSteps(&graceful, true)
+	planSteps(&plain, true)
+	graceful.Steps[0].State = state.StepSucceeded
+	again := state.Operation{Kind: lifecycle.OpMove}
+	planSteps(&again, true)
+	if again.Steps[0].State != state.StepPending || plain.Steps[0].State != state.StepPending {
+		t.Fatalf("a step's state leaked to other operations: %v, %v", again.Steps[0].State, plain.Steps[0].State)
+	}
+	if got, want := graceful.Steps[0].Timeout, again.Steps[0].Timeout+time.Minute; got != want {
+		t.Fatalf("stop step of the graceful move: timeout %v, want %v", got, want)
+	}
+	if again.Steps[0].Timeout != plain.Steps[0].Timeout {
+		t.Fatalf("the grace of one move reached the plan: %v then %v", plain.Steps[0].Timeout, again.Steps[0].Timeout)
+	}
+	if again.Steps[0].Undo == nil || again.Steps[0].Undo.Name != "start-on-source" || !again.Steps[0].Undo.IsUndo {
+		t.Fatalf("stop-on-source's undo: %+v", again.Steps[0].Undo)
+	}
+}

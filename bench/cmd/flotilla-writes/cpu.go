@@ -169,5 +169,23 @@ func cpuBreakdown(a, b map[int]namedTicks, wall float64, leaderPid int) string {
 	return strings.Join(parts, ", ")
 }
 
+// clusterCPU is the CPU time, in seconds, the benchmark's child processes
+// (the cluster, not the benchmark itself) used between a and b.
+func clusterCPU(a, b map[int]namedTicks) float64 {
+	self := os.Getpid()
+	var ticks uint64
+	for pid, nb := range b {
+		if pid == self {
+			continue
+		}
+		d := nb.ticks - a[pid].ticks
+		if d > nb.ticks {
+			d = nb.ticks
+		}
+		ticks += d
+	}
+	return float64(ticks) / clockTicks
+}
+
 // clockTicks is USER_HZ, 100 on every Linux this runs on.
 const clockTicks = 100

@@ -148,11 +148,13 @@ func runSystem(ctx context.Context, sys system, dir string, clients []int, cfg w
 		}
 		fmt.Fprintf(os.Stderr, "%s: %d clients, %v warmup + %v ...", sys.name, n, cfg.Warmup, cfg.Duration)
 		stopPerf := startPerf(perfDir, leaderPid, sys.name, n, cfg)
+		idx0 := commitIndex(ctx, t)
 		c0, cok := sampleCPU()
 		p0, t0 := childTicks(), time.Now()
 		r := writes.Run(ctx, cfg, op)
 		c1, cok1 := sampleCPU()
 		p1, wall := childTicks(), time.Since(t0).Seconds()
+		idx1 := commitIndex(ctx, t)
 		perfOut := stopPerf()
 		base.Store(maxSeq.Load() + 1)
 		fmt.Fprintf(os.Stderr, " %.0f ops/s, p50 %v, p99 %v, max %v, %d errors",
@@ -168,6 +170,18 @@ func runSystem(ctx context.Context, sys system, dir string, clients []int, cfg w
 		}
 		fmt.Fprintln(os.Stderr)
 		fmt.Fprintf(os.Stderr, "    CPU by process (%% of one core, warmup included): %s\n", cpuBreakdown(p0, p1, wall, leaderPid))
+		if r.Throughput > 0 {
+			// The machine is shared and noisy; CPU per write is steadier
+			// than writes per second when comparing two builds.
+			fmt.Fprintf(os.Stderr, "    cluster CPU per write: %.0f µs (warmup included)\n", 1e6*clusterCPU(p0, p1)/(r.Throughput*wall))
+		}
+		if idx0 > 0 && idx1 > idx0 {
+			// Warmup included, as for the CPU figures: entries over all writes
+			// of the row (measured ones are r.Ops of them).
+			total := float64(r.Ops) * (cfg.Warmup + cfg.Duration).Seconds() / r.Elapsed.Seconds()
+			fmt.Fprintf(os.Stderr, "    Raft log: %d entries, %.0f/s, ~%.1f writes per entry\n",
+				idx1-idx0, float64(idx1-idx0)/wall, total/float64(idx1-idx0))
+		}
 		if e := firstErr.Load(); e != nil {
 			fmt.Fprintf(os.Stderr, "    first error: %s\n", *e)
 		}
@@ -183,6 +197,20 @@ func runSystem(ctx context.Context, sys system, dir string, clients []int, cfg w
 		return rows, ctx.Err()
 	}
 	return rows, nil
+}
+
+// commitIndex is the Target's Raft commit index, or 0 if it has none.
+func commitIndex(ctx context.Context, t writes.Target) uint64 {
+	c, ok := t.(committer)
+	if !ok {
+		return 0
+	}
+	i, err := c.CommitIndex(ctx)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "    commit index: %v\n", err)
+		return 0
+	}
+	return i
 }
 
 func parseClients(s string) ([]int, error) {

@@ -13,6 +13,11 @@ import (
 	"github.com/flotilla-vm/flotilla/bench/writes"
 )
 
+// committer is a Target that can tell its Raft commit index (FlotillaTarget).
+type committer interface {
+	CommitIndex(ctx context.Context) (uint64, error)
+}
+
 // leaderPider is a Target that can tell which process leads (FlotillaTarget).
 type leaderPider interface {
 	LeaderPid(ctx context.Context) int
