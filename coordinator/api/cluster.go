@@ -118,11 +118,14 @@ func (s *cluster) GetNodeStatus(ctx context.Context, r *pb.GetNodeStatusRequest)
 	stats := s.node.Stats()
 	num := func(k string) uint64 { n, _ := strconv.ParseUint(stats[k], 10, 64); return n }
 	_, leader := s.node.Leader()
-	digest, rev := s.store.Digest()
 	out := &pb.NodeStatus{
 		NodeId: s.node.ID(), RaftState: s.node.State(), LeaderId: leader,
 		Term: num("term"), CommitIndex: num("commit_index"), AppliedIndex: num("applied_index"),
-		LastSnapshotIndex: num("last_snapshot_index"), Revision: rev, StateDigest: digest,
+		LastSnapshotIndex: num("last_snapshot_index"), Revision: s.store.Revision(),
+	}
+	if r.GetIncludeDigest() {
+		// Only on request: it encodes and hashes the whole state.
+		out.StateDigest, out.Revision = s.store.Digest()
 	}
 	for _, v := range s.store.Servers() {
 		if v.ID == leader {

@@ -95,6 +95,9 @@ func leaderIndex(t *testing.T, cs []*testenv.Coordinator, cl *clients) int {
 			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 			st, err := cl.cluster(i).GetNodeStatus(ctx, &pb.GetNodeStatusRequest{})
 			cancel()
+			if err == nil && st.StateDigest != "" {
+				t.Fatalf("%s hashed its whole state for a status call that did not ask for it", st.NodeId)
+			}
 			if err == nil && st.RaftState == "Leader" {
 				idx = i
 				return true
@@ -121,10 +124,13 @@ func converged(t *testing.T, cl *clients) int64 {
 		last = last[:0]
 		for i := range cl.conns {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			st, err := cl.cluster(i).GetNodeStatus(ctx, &pb.GetNodeStatusRequest{})
+			st, err := cl.cluster(i).GetNodeStatus(ctx, &pb.GetNodeStatusRequest{IncludeDigest: true})
 			cancel()
 			if err != nil {
 				return false
+			}
+			if len(st.StateDigest) != 64 {
+				t.Fatalf("%s: state digest %q asked for, not a SHA-256", st.NodeId, st.StateDigest)
 			}
 			digests[fmt.Sprint(st.Revision, "/", st.StateDigest)] = true
 			last = append(last, fmt.Sprintf("%s rev %d digest %.12s", st.NodeId, st.Revision, st.StateDigest))

@@ -399,7 +399,11 @@ func (x *ListServersResponse) GetLeaderId() string {
 
 // GetNodeStatusRequest asks a server about itself.
 type GetNodeStatusRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Also compute state_digest. It hashes the whole state, so it costs in
+	// proportion to the number of records (seconds of CPU for a large
+	// fleet); the rest of the status is cheap enough to poll.
+	IncludeDigest bool `protobuf:"varint,1,opt,name=include_digest,json=includeDigest,proto3" json:"include_digest,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -434,6 +438,13 @@ func (*GetNodeStatusRequest) Descriptor() ([]byte, []int) {
 	return file_flotilla_v1_cluster_proto_rawDescGZIP(), []int{7}
 }
 
+func (x *GetNodeStatusRequest) GetIncludeDigest() bool {
+	if x != nil {
+		return x.IncludeDigest
+	}
+	return false
+}
+
 // NodeStatus describes one server.
 type NodeStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -455,7 +466,8 @@ type NodeStatus struct {
 	LastSnapshotIndex uint64 `protobuf:"varint,8,opt,name=last_snapshot_index,json=lastSnapshotIndex,proto3" json:"last_snapshot_index,omitempty"`
 	// Revision of the state.
 	Revision int64 `protobuf:"varint,9,opt,name=revision,proto3" json:"revision,omitempty"`
-	// SHA-256 of the state's canonical encoding: equal on servers holding the same state.
+	// SHA-256 of the state's canonical encoding: equal on servers holding the
+	// same state. Empty unless include_digest was asked for.
 	StateDigest   string `protobuf:"bytes,10,opt,name=state_digest,json=stateDigest,proto3" json:"state_digest,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -670,8 +682,9 @@ const file_flotilla_v1_cluster_proto_rawDesc = "" +
 	"\x12ListServersRequest\"a\n" +
 	"\x13ListServersResponse\x12-\n" +
 	"\aservers\x18\x01 \x03(\v2\x13.flotilla.v1.ServerR\aservers\x12\x1b\n" +
-	"\tleader_id\x18\x02 \x01(\tR\bleaderId\"\x16\n" +
-	"\x14GetNodeStatusRequest\"\xda\x02\n" +
+	"\tleader_id\x18\x02 \x01(\tR\bleaderId\"=\n" +
+	"\x14GetNodeStatusRequest\x12%\n" +
+	"\x0einclude_digest\x18\x01 \x01(\bR\rincludeDigest\"\xda\x02\n" +
 	"\n" +
 	"NodeStatus\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1d\n" +
