@@ -203,15 +203,21 @@ func (t *FlotillaTarget) Pids() []int {
 
 // Leader returns the index (0..2) of the member that leads now.
 func (t *FlotillaTarget) Leader(ctx context.Context) (int, error) {
+	i, _, err := t.leaderStatus(ctx)
+	return i, err
+}
+
+// leaderStatus returns the index and the status of the member that leads now.
+func (t *FlotillaTarget) leaderStatus(ctx context.Context) (int, *pb.NodeStatus, error) {
 	for i := range t.nodes {
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		st, err := pb.NewClusterServiceClient(t.conns[i]).GetNodeStatus(cctx, &pb.GetNodeStatusRequest{})
 		cancel()
 		if err == nil && st.RaftState == "Leader" {
-			return i, nil
+			return i, st, nil
 		}
 	}
-	return -1, errors.New("no member says it leads")
+	return -1, nil, errors.New("no member says it leads")
 }
 
 // LeaderPid is the leader's process id, or 0 if unknown.
@@ -226,13 +232,7 @@ func (t *FlotillaTarget) LeaderPid(ctx context.Context) int {
 // CommitIndex is the leader's Raft commit index: the bench reports how many
 // log entries a row took, so batching shows as writes per entry.
 func (t *FlotillaTarget) CommitIndex(ctx context.Context) (uint64, error) {
-	i, err := t.Leader(ctx)
-	if err != nil {
-		return 0, err
-	}
-	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	st, err := pb.NewClusterServiceClient(t.conns[i]).GetNodeStatus(cctx, &pb.GetNodeStatusRequest{})
+	_, st, err := t.leaderStatus(ctx)
 	if err != nil {
 		return 0, err
 	}

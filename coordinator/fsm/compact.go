@@ -178,7 +178,6 @@ type rbuf struct {
 	// strings read are slices of it, one allocation for all of a record's
 	// strings rather than one each (they live and die together).
 	all string
-	n   int // len(all), and of b when all was made
 }
 
 func (r *rbuf) fail(what string) {
@@ -218,9 +217,9 @@ func (r *rbuf) str() string {
 		return ""
 	}
 	if r.all == "" {
-		r.all, r.n = string(r.b), len(r.b)
+		r.all = string(r.b)
 	}
-	at := r.n - len(r.b)
+	at := len(r.all) - len(r.b) // b is the unread tail of all
 	r.b = r.b[n:]
 	return r.all[at : at+int(n)]
 }

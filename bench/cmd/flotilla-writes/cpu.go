@@ -149,10 +149,7 @@ func cpuBreakdown(a, b map[int]namedTicks, wall float64, leaderPid int) string {
 	}
 	var shares []share
 	for pid, nb := range b {
-		d := nb.ticks - a[pid].ticks // a new process counts from 0
-		if d > nb.ticks {
-			d = nb.ticks
-		}
+		d := ticksBetween(a, b, pid)
 		name := nb.name
 		if pid == leaderPid {
 			name += " (leader)"
@@ -174,17 +171,21 @@ func cpuBreakdown(a, b map[int]namedTicks, wall float64, leaderPid int) string {
 func clusterCPU(a, b map[int]namedTicks) float64 {
 	self := os.Getpid()
 	var ticks uint64
-	for pid, nb := range b {
-		if pid == self {
-			continue
+	for pid := range b {
+		if pid != self {
+			ticks += ticksBetween(a, b, pid)
 		}
-		d := nb.ticks - a[pid].ticks
-		if d > nb.ticks {
-			d = nb.ticks
-		}
-		ticks += d
 	}
 	return float64(ticks) / clockTicks
+}
+
+// ticksBetween is the CPU ticks process pid used between samples a and b.
+func ticksBetween(a, b map[int]namedTicks, pid int) uint64 {
+	d := b[pid].ticks - a[pid].ticks
+	if d > b[pid].ticks { // a new process (or a reused pid) counts from 0
+		d = b[pid].ticks
+	}
+	return d
 }
 
 // clockTicks is USER_HZ, 100 on every Linux this runs on.
