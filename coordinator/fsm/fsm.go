@@ -1,7 +1,7 @@
 package fsm
 
 import (
-	"bytes"
+	"bufio"
 	"fmt"
 	"io"
 	"log/slog"
@@ -101,14 +101,12 @@ func (f *FSM) ApplyBytes(data []byte) Result {
 	return res
 }
 
-// Snapshot implements raft.FSM. The state is serialized here, on the FSM
-// goroutine, so the snapshot is consistent with the log index Raft records.
+// Snapshot implements raft.FSM. It runs on the FSM goroutine, between two
+// applies, so the view it takes matches the log index Raft records; the
+// view is encoded later, by Persist, on Raft's snapshot goroutine, while
+// entries go on being applied.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
-	var buf bytes.Buffer
-	if err := f.store.WriteSnapshot(&buf); err != nil {
-		return nil, err
-	}
-	return &snapshot{data: buf.Bytes()}, nil
+	return &snapshot{view: f.store.View()}, nil
 }
 
 // Restore implements raft.FSM.
@@ -117,15 +115,15 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	return f.store.Restore(rc)
 }
 
-type snapshot struct{ data []byte }
-
-func (s *snapshot) write(w io.Writer) error {
-	_, err := w.Write(s.data)
-	return err
-}
+type snapshot struct{ view *state.View }
 
 func (s *snapshot) Persist(sink raft.SnapshotSink) error {
-	if err := s.write(sink); err != nil {
+	w := bufio.NewWriterSize(sink, 1<<20)
+	err := s.view.Write(w)
+	if err == nil {
+		err = w.Flush()
+	}
+	if err != nil {
 		_ = sink.Cancel()
 		return err
 	}

@@ -3,6 +3,7 @@ package fsm
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"reflect"
 	"testing"
 	"time"
@@ -266,22 +267,29 @@ func TestSnapshotRestore(t *testing.T) {
 	h.register("h1", 4, 4096)
 	h.create("i1", "h1", 1, 512, "req")
 	h.create("i2", "h1", 1, 512, "")
-	var buf bytes.Buffer
 	snap, err := h.fsm.Snapshot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := snap.(*snapshot).write(&buf); err != nil {
-		t.Fatal(err)
+	rev := h.store.Revision()
+	a, _ := h.store.Instances()
+	// Raft persists a snapshot while the FSM goes on applying: what is
+	// applied after Snapshot returned is not in it.
+	h.create("i3", "h1", 1, 512, "req3")
+	sink := &memSink{}
+	if err := snap.Persist(sink); err != nil || !sink.closed {
+		t.Fatalf("persist: %v (closed %v)", err, sink.closed)
 	}
 	h2 := newHarness(t)
-	if err := h2.store.Restore(&buf); err != nil {
+	if err := h2.store.Restore(&sink.buf); err != nil {
 		t.Fatal(err)
 	}
-	if h2.store.Revision() != h.store.Revision() {
-		t.Fatalf("revision %d, want %d", h2.store.Revision(), h.store.Revision())
+	if h2.store.Revision() != rev {
+		t.Fatalf("revision %d, want %d", h2.store.Revision(), rev)
 	}
-	a, _ := h.store.Instances()
+	if _, ok := h2.store.OperationByRequest("req3"); ok {
+		t.Fatal("a create applied after the snapshot was taken is in it")
+	}
 	b, _ := h2.store.Instances()
 	if len(a) != len(b) || !reflect.DeepEqual(a, b) {
 		t.Fatalf("instances differ:\n%+v\n%+v", a, b)
@@ -292,6 +300,53 @@ func TestSnapshotRestore(t *testing.T) {
 	ev, _, _, err := h2.store.Since(0)
 	if err != nil || len(ev) != 2 {
 		t.Fatalf("watch history after restore: %d events, %v", len(ev), err)
+	}
+}
+
+// TestSnapshotIsEncodedWhileEntriesApply encodes views of the state over
+// and over while creates, steps and user actions apply: a committed record
+// changed in place instead of replaced would be a data race (go test -race),
+// and an encoded view must stay the state at the revision it was taken.
+func TestSnapshotIsEncodedWhileEntriesApply(t *testing.T) {
+	h := newHarness(t)
+	h.register("h1", 64, 1<<20)
+	stop := make(chan struct{})
+	errs := make(chan error, 1)
+	go func() {
+		defer close(errs)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			v := h.store.View()
+			var buf bytes.Buffer
+			if err := v.Write(&buf); err != nil {
+				errs <- err
+				return
+			}
+			r := state.New(0)
+			if err := r.Restore(&buf); err != nil || r.Revision() != v.Revision() {
+				errs <- fmt.Errorf("restored view: revision %d of %d, %v", r.Revision(), v.Revision(), err)
+				return
+			}
+		}
+	}()
+	for n := 0; n < 40; n++ {
+		id := fmt.Sprintf("i%d", n)
+		h.create(id, "h1", 1, 512, "req-"+id)
+		h.running("op-" + id)
+		stopID := "op-stop-" + id
+		h.mustApply(TypeInstanceAction, InstanceAction{Action: lifecycle.ActionStop, Operation: state.Operation{ID: stopID, InstanceID: id, Deadline: h.now.Add(time.Minute)}})
+		h.running(stopID)
+	}
+	close(stop)
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+	if got := h.status("i39"); got != lifecycle.StatusStopped {
+		t.Fatalf("i39 is %s after its stop", got)
 	}
 }
 
@@ -337,3 +392,14 @@ func TestBatchAppliesEachOnItsOwn(t *testing.T) {
 		t.Fatalf("the batch made %d revisions, want 2 (one per applied change)", got)
 	}
 }
+
+// memSink is a raft.SnapshotSink in memory.
+type memSink struct {
+	buf              bytes.Buffer
+	closed, canceled bool
+}
+
+func (m *memSink) Write(p []byte) (int, error) { return m.buf.Write(p) }
+func (m *memSink) Close() error                { m.closed = true; return nil }
+func (m *memSink) ID() string                  { return "mem" }
+func (m *memSink) Cancel() error               { m.canceled = true; return nil }

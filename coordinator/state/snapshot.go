@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"sort"
 )
 
@@ -26,10 +28,24 @@ type snapshot struct {
 	History   []change          `json:"history"` // encoded as []Event
 }
 
-// WriteSnapshot writes the whole state to w.
-func (s *Store) WriteSnapshot(w io.Writer) error {
+// A View is the whole state at one revision, taken quickly and encoded
+// later without holding the store's lock. Taking it copies only the
+// indexes (pointers to records, the request ids, the history's entries):
+// committed records are never changed in place, since a Tx stages copies
+// and commits them as new records. Encoding a large state is seconds of
+// CPU; done under the lock it held every apply back for as long.
+type View struct{ snap snapshot }
+
+// View takes a view of the state as it is now.
+func (s *Store) View() *View {
 	s.mu.RLock()
-	snap := snapshot{Version: snapshotVersion, Revision: s.rev, Seq: s.seq, Floor: s.floor, Requests: s.requests, History: s.history}
+	defer s.mu.RUnlock()
+	snap := snapshot{Version: snapshotVersion, Revision: s.rev, Seq: s.seq, Floor: s.floor,
+		Instances: make([]*Instance, 0, len(s.instances)), Ops: make([]*Operation, 0, len(s.ops)),
+		Hosts: make([]*Host, 0, len(s.hosts)), Servers: make([]Server, 0, len(s.servers)),
+		// The history is trimmed by moving entries down in place, and the
+		// requests map is written by every create: both are copied.
+		Requests: maps.Clone(s.requests), History: slices.Clone(s.history)}
 	for _, i := range s.instances {
 		snap.Instances = append(snap.Instances, i)
 	}
@@ -42,29 +58,33 @@ func (s *Store) WriteSnapshot(w io.Writer) error {
 	for _, v := range s.servers {
 		snap.Servers = append(snap.Servers, v)
 	}
+	return &View{snap: snap}
+}
+
+// Revision is the revision the view shows.
+func (v *View) Revision() int64 { return v.snap.Revision }
+
+// Write encodes the view to w, in the snapshot format Restore reads.
+func (v *View) Write(w io.Writer) error {
+	snap := &v.snap
 	// Sorted, so equal states encode to equal bytes (the digest relies on it).
 	sort.Slice(snap.Instances, func(a, b int) bool { return snap.Instances[a].ID < snap.Instances[b].ID })
 	sort.Slice(snap.Ops, func(a, b int) bool { return snap.Ops[a].Seq < snap.Ops[b].Seq })
 	sort.Slice(snap.Hosts, func(a, b int) bool { return snap.Hosts[a].ID < snap.Hosts[b].ID })
 	sort.Slice(snap.Servers, func(a, b int) bool { return snap.Servers[a].ID < snap.Servers[b].ID })
-	// Records are replaced, never mutated in place, so encoding after
-	// unlocking would also be safe; encoding under the read lock keeps it simple.
-	err := json.NewEncoder(w).Encode(&snap)
-	s.mu.RUnlock()
-	return err
+	return json.NewEncoder(w).Encode(snap)
 }
+
+// WriteSnapshot writes the whole state to w.
+func (s *Store) WriteSnapshot(w io.Writer) error { return s.View().Write(w) }
 
 // Digest is a SHA-256 of the state's canonical encoding and its revision:
 // two replicas at the same revision must have the same digest.
 func (s *Store) Digest() (string, int64) {
 	h := sha256.New()
-	s.mu.RLock()
-	rev := s.rev
-	s.mu.RUnlock()
-	// A write between the two locks only makes the digest newer than rev;
-	// callers compare digests of quiesced replicas.
-	_ = s.WriteSnapshot(h)
-	return hex.EncodeToString(h.Sum(nil)), rev
+	v := s.View()
+	_ = v.Write(h)
+	return hex.EncodeToString(h.Sum(nil)), v.Revision()
 }
 
 // Restore replaces the whole state with a snapshot.
