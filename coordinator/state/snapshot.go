@@ -64,7 +64,10 @@ func (s *Store) View() *View {
 // Revision is the revision the view shows.
 func (v *View) Revision() int64 { return v.snap.Revision }
 
-// Write encodes the view to w, in the snapshot format Restore reads.
+// Write encodes the view to w, in the snapshot format Restore reads: the
+// JSON encoding of the snapshot struct, written record by record, so that
+// no copy of the whole encoding (several times the state's size, with
+// the encoder's growing buffer) is held in memory at once.
 func (v *View) Write(w io.Writer) error {
 	snap := &v.snap
 	// Sorted, so equal states encode to equal bytes (the digest relies on it).
@@ -72,7 +75,87 @@ func (v *View) Write(w io.Writer) error {
 	sort.Slice(snap.Ops, func(a, b int) bool { return snap.Ops[a].Seq < snap.Ops[b].Seq })
 	sort.Slice(snap.Hosts, func(a, b int) bool { return snap.Hosts[a].ID < snap.Hosts[b].ID })
 	sort.Slice(snap.Servers, func(a, b int) bool { return snap.Servers[a].ID < snap.Servers[b].ID })
-	return json.NewEncoder(w).Encode(snap)
+	j := &jsonStream{w: w}
+	j.raw(`{"version":`)
+	j.value(snap.Version)
+	j.raw(`,"revision":`)
+	j.value(snap.Revision)
+	j.raw(`,"seq":`)
+	j.value(snap.Seq)
+	j.raw(`,"floor":`)
+	j.value(snap.Floor)
+	j.raw(`,"instances":`)
+	writeArray(j, snap.Instances)
+	j.raw(`,"operations":`)
+	writeArray(j, snap.Ops)
+	j.raw(`,"hosts":`)
+	writeArray(j, snap.Hosts)
+	j.raw(`,"requests":`)
+	j.stringMap(snap.Requests)
+	j.raw(`,"servers":`)
+	writeArray(j, snap.Servers)
+	j.raw(`,"history":`)
+	writeArray(j, snap.History)
+	j.raw("}\n")
+	return j.err
+}
+
+// jsonStream writes JSON piece by piece and keeps the first error.
+type jsonStream struct {
+	w   io.Writer
+	err error
+}
+
+func (j *jsonStream) raw(s string) {
+	if j.err == nil {
+		_, j.err = io.WriteString(j.w, s)
+	}
+}
+
+func (j *jsonStream) value(v any) {
+	if j.err != nil {
+		return
+	}
+	var b []byte
+	if b, j.err = json.Marshal(v); j.err == nil {
+		_, j.err = j.w.Write(b)
+	}
+}
+
+// writeArray writes xs as a JSON array (null if nil, as encoding/json does).
+func writeArray[T any](j *jsonStream, xs []T) {
+	if xs == nil {
+		j.raw("null")
+		return
+	}
+	j.raw("[")
+	for i := range xs {
+		if i > 0 {
+			j.raw(",")
+		}
+		j.value(xs[i])
+	}
+	j.raw("]")
+}
+
+// stringMap writes m as a JSON object with sorted keys (null if nil), as
+// encoding/json does.
+func (j *jsonStream) stringMap(m map[string]string) {
+	if m == nil {
+		j.raw("null")
+		return
+	}
+	keys := slices.Sorted(maps.Keys(m))
+	j.raw("{")
+	for i, k := range keys {
+		if i > 0 {
+			j.raw(",")
+		}
+		j.value(k)
+		j.raw(":")
+		j.value(m[k])
+	}
+	j.raw("}")
 }
 
 // WriteSnapshot writes the whole state to w.
