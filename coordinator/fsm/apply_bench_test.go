@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"log/slog"
@@ -97,4 +98,26 @@ func createLoad(b *testing.B, batch, preload int) (*FSM, func() []byte) {
 		f.ApplyBytes(entry())
 	}
 	return f, entry
+}
+
+// BenchmarkRestore restores a snapshot of 50,000 created instances, as a
+// restarted coordinator or a follower catching up does.
+func BenchmarkRestore(b *testing.B) {
+	f, _ := createLoad(b, 32, 50000)
+	s, err := f.Snapshot()
+	if err != nil {
+		b.Fatal(err)
+	}
+	sink := &memSink{}
+	if err := s.Persist(sink); err != nil {
+		b.Fatal(err)
+	}
+	data := sink.buf.Bytes()
+	b.ReportMetric(float64(len(data)), "bytes")
+	for b.Loop() {
+		st := state.New(0)
+		if err := st.Restore(bytes.NewReader(data)); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
