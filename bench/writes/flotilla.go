@@ -41,6 +41,11 @@ type FlotillaOptions struct {
 	LogLevel string
 	// Extra flags for every coordinator.
 	Extra []string
+	// LeaderOnly connects the whole pool to the member leading once the
+	// cluster is up, instead of spreading it over the members: no write is
+	// forwarded, so the difference from the spread pool is what forwarding
+	// costs. A diagnostic, not how clients are told to connect.
+	LeaderOnly bool
 }
 
 // FlotillaTarget is the Flotilla side of the benchmark: three
@@ -108,6 +113,9 @@ func NewFlotillaTarget(ctx context.Context, dir string, opt FlotillaOptions) (_ 
 	if opt.Agent {
 		t.name = "flotilla+agent"
 	}
+	if opt.LeaderOnly {
+		t.name += "@leader"
+	}
 	defer func() {
 		if err != nil {
 			t.Close()
@@ -144,6 +152,11 @@ func NewFlotillaTarget(ctx context.Context, dir string, opt FlotillaOptions) (_ 
 	if err := t.waitCluster(ctx); err != nil {
 		return nil, err
 	}
+	if opt.LeaderOnly {
+		if err := t.poolToLeader(ctx); err != nil {
+			return nil, err
+		}
+	}
 	if opt.Agent {
 		addrs := make([]string, len(t.nodes))
 		for i, n := range t.nodes {
@@ -162,7 +175,28 @@ func NewFlotillaTarget(ctx context.Context, dir string, opt FlotillaOptions) (_ 
 	return t, nil
 }
 
-// Name is "flotilla", or "flotilla+agent" with the agent.
+// poolToLeader replaces the clients with as many connections to the
+// leader. The connections spread over the members stay for status calls.
+func (t *FlotillaTarget) poolToLeader(ctx context.Context) error {
+	i, err := t.Leader(ctx)
+	if err != nil {
+		return err
+	}
+	t.clients = t.clients[:0]
+	for range FlotillaConnections {
+		c, err := grpc.NewClient(t.nodes[i].Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return err
+		}
+		c.Connect()
+		t.conns = append(t.conns, c)
+		t.clients = append(t.clients, pb.NewInstanceServiceClient(c))
+	}
+	return nil
+}
+
+// Name is "flotilla" or "flotilla+agent" (with the agent), with "@leader"
+// appended when the pool connects to the leader only.
 func (t *FlotillaTarget) Name() string { return t.name }
 
 // Dir is the temporary directory holding the members' data dirs and logs.

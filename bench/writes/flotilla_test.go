@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -25,22 +26,43 @@ func TestFlotillaTarget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, agent := range []bool{false, true} {
-		t.Run(fmt.Sprint("agent=", agent), func(t *testing.T) {
-			tg, err := NewFlotillaTarget(ctx, t.TempDir(), FlotillaOptions{BinDir: bin, Agent: agent})
+	for _, tc := range []struct {
+		name string
+		opt  FlotillaOptions
+	}{
+		{"flotilla", FlotillaOptions{}},
+		{"flotilla+agent", FlotillaOptions{Agent: true}},
+		{"flotilla@leader", FlotillaOptions{LeaderOnly: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			agent := tc.opt.Agent
+			tc.opt.BinDir = bin
+			tg, err := NewFlotillaTarget(ctx, t.TempDir(), tc.opt)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer tg.Close()
-			want := "flotilla"
-			if agent {
-				want = "flotilla+agent"
-			}
-			if tg.Name() != want {
+			if tg.Name() != tc.name {
 				t.Errorf("Name() = %q", tg.Name())
 			}
 			if pid := tg.LeaderPid(ctx); pid <= 0 {
 				t.Errorf("LeaderPid = %d (pids %v)", pid, tg.Pids())
+			}
+			// The pool is spread over the members, or all on the leader.
+			leader, err := tg.Leader(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pool := tg.conns[len(tg.conns)-FlotillaConnections:]
+			targets := map[string]int{}
+			for _, c := range pool {
+				targets[c.CanonicalTarget()[strings.LastIndex(c.CanonicalTarget(), "/")+1:]]++
+			}
+			if tc.opt.LeaderOnly && targets[tg.Addrs()[leader]] != FlotillaConnections {
+				t.Errorf("leader-only pool connects to %v, leader is %s", targets, tg.Addrs()[leader])
+			}
+			if !tc.opt.LeaderOnly && len(targets) != FlotillaMembers {
+				t.Errorf("pool connects to %v, want all %d members", targets, FlotillaMembers)
 			}
 			r := Run(ctx, Config{Clients: 4, Duration: time.Second, Warmup: 200 * time.Millisecond}, tg.Op)
 			t.Logf("%+v", r)

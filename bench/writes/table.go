@@ -132,7 +132,9 @@ func writeTargets(w io.Writer, systems []string, cell map[string]map[int]Result,
 		return fmt.Sprintf("x%.2f MISSED", x)
 	}
 	for _, s := range systems {
-		if !strings.HasPrefix(s, "flotilla") {
+		// "@leader" rows are a diagnostic of what forwarding costs, not a
+		// way clients are told to connect: no target applies to them.
+		if !strings.HasPrefix(s, "flotilla") || strings.HasSuffix(s, "@leader") {
 			continue
 		}
 		b, bok := cell[s][hi]

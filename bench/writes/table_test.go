@@ -106,6 +106,33 @@ func TestWriteTableAgentColumns(t *testing.T) {
 	}
 }
 
+// The forwarding diagnostic gets its columns but no target line.
+func TestWriteTableLeaderDiagnosticHasNoTarget(t *testing.T) {
+	var b strings.Builder
+	err := WriteTable(&b, []Row{
+		{"etcd", 1, res(400, 2*time.Millisecond, 4*time.Millisecond, 0), 0},
+		{"etcd", 256, res(8000, 30*time.Millisecond, 60*time.Millisecond, 0), 0},
+		{"flotilla", 1, res(400, 2*time.Millisecond, 4*time.Millisecond, 0), 0},
+		{"flotilla", 256, res(6000, 25*time.Millisecond, 60*time.Millisecond, 0), 0},
+		{"flotilla@leader", 1, res(450, 2*time.Millisecond, 4*time.Millisecond, 0), 0},
+		{"flotilla@leader", 256, res(9000, 25*time.Millisecond, 60*time.Millisecond, 0), 0},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	t.Log("\n" + out)
+	if !strings.Contains(out, "flotilla@leader/etcd ops/s") || !strings.Contains(out, "flotilla@leader@256 vs flotilla@leader@1: throughput x20.00") {
+		t.Errorf("no columns or scaling line for the diagnostic")
+	}
+	if !strings.Contains(out, "target: flotilla@256 >= etcd@256: x0.75 MISSED") {
+		t.Errorf("missing flotilla's target line")
+	}
+	if strings.Contains(out, "target: flotilla@leader") {
+		t.Error("the diagnostic got a target line")
+	}
+}
+
 func TestInstanceRecord(t *testing.T) {
 	for _, c := range [][2]int{{0, 0}, {255, 123456}, {7, 99999999}} {
 		b := InstanceRecord(c[0], c[1])

@@ -9,7 +9,9 @@
 // Flotilla is built from this module (go build, no -race) and run as three
 // flotilla-coordinator processes: "flotilla" without agents (every create is
 // committed waiting for capacity), "flotilla+agent" with one fake agent that
-// places and runs every create. See bench/writes/README.md.
+// places and runs every create; "flotilla@leader", a diagnostic, connects its
+// clients to the leader only, so that no write is forwarded. See
+// bench/writes/README.md.
 package main
 
 import (
@@ -37,7 +39,7 @@ func main() {
 	duration := flag.Duration("duration", 10*time.Second, "measured time per row")
 	warmup := flag.Duration("warmup", 2*time.Second, "unmeasured warmup before each row")
 	clientsFlag := flag.String("clients", "1,16,256", "comma-separated concurrent client counts, one row each")
-	systemsFlag := flag.String("systems", "etcd,flotilla,flotilla+agent", "comma-separated systems to run: etcd, flotilla, flotilla+agent")
+	systemsFlag := flag.String("systems", "etcd,flotilla,flotilla+agent", "comma-separated systems to run: etcd, flotilla, flotilla+agent, flotilla@leader (clients on the leader only: what forwarding costs)")
 	dir := flag.String("dir", "", "parent directory for the clusters' temporary data dirs (default: $TMPDIR or /tmp)")
 	opTimeout := flag.Duration("op-timeout", 10*time.Second, "timeout of a single write (a timed-out write counts as an error)")
 	perfDir := flag.String("perf-dir", "", "if set, record the Flotilla leader with `perf record -g` during each row's measured window into this directory")

@@ -29,8 +29,9 @@ func systems() []system {
 			}
 			return t, nil
 		}},
-		{"flotilla", newFlotillaTarget(false)},
-		{"flotilla+agent", newFlotillaTarget(true)},
+		{"flotilla", newFlotillaTarget(writes.FlotillaOptions{})},
+		{"flotilla+agent", newFlotillaTarget(writes.FlotillaOptions{Agent: true})},
+		{"flotilla@leader", newFlotillaTarget(writes.FlotillaOptions{LeaderOnly: true})},
 	}
 }
 
@@ -38,13 +39,14 @@ func systems() []system {
 // agent, one fake agent connected to all of them); see writes.FlotillaTarget.
 // The binaries are built once per run (go build, no -race) into a temporary
 // directory that removeBinaries deletes.
-func newFlotillaTarget(agent bool) func(ctx context.Context, dir string) (writes.Target, error) {
+func newFlotillaTarget(opt writes.FlotillaOptions) func(ctx context.Context, dir string) (writes.Target, error) {
 	return func(ctx context.Context, dir string) (writes.Target, error) {
 		bin, err := buildOnce(dir)
 		if err != nil {
 			return nil, err
 		}
-		t, err := writes.NewFlotillaTarget(ctx, dir, writes.FlotillaOptions{BinDir: bin, Agent: agent, LogLevel: *flotillaLogLevel})
+		opt.BinDir, opt.LogLevel = bin, *flotillaLogLevel
+		t, err := writes.NewFlotillaTarget(ctx, dir, opt)
 		if err != nil {
 			return nil, err
 		}
