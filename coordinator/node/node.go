@@ -94,11 +94,24 @@ func Start(cfg Config) (*Node, error) {
 	}
 	store := state.New(0)
 	f := fsm.New(store, cfg.Logger)
-	rs, err := raftstore.Open(raftstore.Config{
+	rc := raftstore.Config{
 		NodeID: cfg.NodeID, DataDir: cfg.DataDir, BindAddr: cfg.RaftAddr,
 		Bootstrap: cfg.Bootstrap && cfg.Join == "", FastTimeouts: cfg.FastRaft, Logger: cfg.Logger,
 		SnapshotThreshold: cfg.SnapshotThreshold, TrailingLogs: cfg.TrailingLogs,
-	}, f)
+	}
+	if cfg.TLS.Enabled() {
+		// The Raft port takes coordinators only, under the same certificates.
+		srv, err := mtls.Server(cfg.TLS)
+		if err != nil {
+			return nil, err
+		}
+		cli, err := mtls.Client(cfg.TLS)
+		if err != nil {
+			return nil, err
+		}
+		rc.ServerTLS, rc.ClientTLS = mtls.RequireRole(srv, mtls.RoleCoordinator), mtls.RequireRole(cli, mtls.RoleCoordinator)
+	}
+	rs, err := raftstore.Open(rc, f)
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -37,7 +38,11 @@ type Config struct {
 	// behind catches up from the snapshot. Zero keeps the defaults.
 	SnapshotThreshold uint64
 	TrailingLogs      uint64
-	Logger            *slog.Logger
+	// ServerTLS and ClientTLS, when set, run the Raft transport over
+	// mutual TLS (see tlsLayer); both must then require a coordinator's
+	// certificate of the peer. Nil: plain TCP.
+	ServerTLS, ClientTLS *tls.Config
+	Logger               *slog.Logger
 }
 
 // Store is one Raft node plus its FSM.
@@ -107,7 +112,23 @@ func Open(cfg Config, f *fsm.FSM) (*Store, error) {
 		logs.Close()
 		return nil, fmt.Errorf("raft address %q: %w", cfg.BindAddr, err)
 	}
-	transport, err := raft.NewTCPTransportWithLogger(cfg.BindAddr, addr, 3, 10*time.Second, rc.Logger)
+	var transport *raft.NetworkTransport
+	if cfg.ServerTLS != nil || cfg.ClientTLS != nil {
+		if cfg.ServerTLS == nil || cfg.ClientTLS == nil {
+			logs.Close()
+			return nil, errors.New("raft transport: TLS needs both a server and a client configuration")
+		}
+		if addr.IP == nil || addr.IP.IsUnspecified() {
+			logs.Close()
+			return nil, fmt.Errorf("raft transport: %q is not an address peers can dial", cfg.BindAddr)
+		}
+		var layer *tlsLayer
+		if layer, err = newTLSLayer(cfg.BindAddr, addr, cfg.ServerTLS, cfg.ClientTLS, cfg.Logger); err == nil {
+			transport = raft.NewNetworkTransportWithLogger(layer, 3, 10*time.Second, rc.Logger)
+		}
+	} else {
+		transport, err = raft.NewTCPTransportWithLogger(cfg.BindAddr, addr, 3, 10*time.Second, rc.Logger)
+	}
 	if err != nil {
 		logs.Close()
 		return nil, fmt.Errorf("raft transport: %w", err)

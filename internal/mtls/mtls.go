@@ -96,3 +96,22 @@ func PeerIdentity(ctx context.Context) (Identity, bool) {
 	leaf := info.State.VerifiedChains[0][0]
 	return Identity{Name: leaf.Subject.CommonName, Roles: leaf.Subject.OrganizationalUnit}, true
 }
+
+// RequireRole returns a copy of cfg (from Server or Client) that also
+// refuses, during the handshake, a peer whose verified certificate does not
+// carry role: for connections only coordinators may open or answer, such as
+// the Raft transport's.
+func RequireRole(cfg *tls.Config, role string) *tls.Config {
+	c := cfg.Clone()
+	c.VerifyConnection = func(cs tls.ConnectionState) error {
+		if len(cs.VerifiedChains) == 0 || len(cs.VerifiedChains[0]) == 0 {
+			return errors.New("mtls: the peer presented no verified certificate")
+		}
+		leaf := cs.VerifiedChains[0][0]
+		if !slices.Contains(leaf.Subject.OrganizationalUnit, role) {
+			return fmt.Errorf("mtls: %q is not a %s", leaf.Subject.CommonName, role)
+		}
+		return nil
+	}
+	return c
+}

@@ -1,0 +1,141 @@
+package e2e
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flotilla-vm/flotilla/internal/mtls"
+	"github.com/flotilla-vm/flotilla/internal/testenv"
+)
+
+// TestClusterMutualTLS runs three coordinators with mutual TLS: they form
+// a cluster through --join, a write sent to a follower is forwarded and
+// replicated, and their Raft port serves nothing but a coordinator of the
+// cluster's CA (Raft traffic carries the whole state and changes it).
+func TestClusterMutualTLS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test: not run with -short")
+	}
+	dir := t.TempDir()
+	ca, err := mtls.NewCA(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	coord, err := ca.Issue("coordinator", mtls.RoleCoordinator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	op, err := ca.Issue("alice", "operator")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := testenv.StartCluster(t, dir, 3, "--tls-cert="+coord.Cert, "--tls-key="+coord.Key, "--tls-ca="+coord.CA)
+	call := func(addr, method string, req any) (map[string]any, error) {
+		body, _ := json.Marshal(req)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, testenv.GrpcurlPath(t), "-cacert", op.CA, "-cert", op.Cert, "-key", op.Key,
+			"-d", string(body), addr, method).CombinedOutput()
+		if err != nil {
+			return nil, fmt.Errorf("%v: %s", err, out)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(out, &m); err != nil {
+			return nil, fmt.Errorf("%v: %s", err, out)
+		}
+		return m, nil
+	}
+	testenv.Eventually(t, 60*time.Second, "three voters under mutual TLS", func() bool {
+		m, err := call(cs[0].Addr, "flotilla.v1.ClusterService/ListServers", map[string]any{})
+		if err != nil {
+			return false
+		}
+		servers, _ := m["servers"].([]any)
+		voters := 0
+		for _, s := range servers {
+			if s.(map[string]any)["suffrage"] == "voter" {
+				voters++
+			}
+		}
+		return voters == 3
+	})
+
+	// A write through a follower (c1 bootstrapped and leads, unless an
+	// election moved it: any member but the leader will do).
+	status, err := call(cs[0].Addr, "flotilla.v1.ClusterService/GetNodeStatus", map[string]any{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	via := cs[1]
+	if status["raftState"] != "Leader" {
+		via = cs[0]
+	}
+	opm, err := call(via.Addr, "flotilla.v1.InstanceService/CreateInstance", map[string]any{
+		"name": "over-tls", "requestId": "over-tls", "spec": map[string]any{"vcpus": 1, "memoryMib": 64, "image": "flotilla-test"}})
+	if err != nil {
+		t.Fatalf("create through a follower: %v", err)
+	}
+	id, _ := opm["instanceId"].(string)
+	if id == "" {
+		t.Fatalf("create returned %v", opm)
+	}
+	for _, c := range cs {
+		if _, err := call(c.Addr, "flotilla.v1.InstanceService/GetInstance", map[string]any{"id": id, "minRevision": opm["revision"]}); err != nil {
+			t.Errorf("%s does not have the instance: %v", c.Name, err)
+		}
+	}
+
+	// The Raft port speaks TLS to a coordinator; plaintext, and an
+	// operator's certificate, are dropped.
+	coordCfg, err := mtls.Client(coord)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cs {
+		tc, err := tls.Dial("tcp", c.RaftAddr, coordCfg)
+		if err != nil {
+			t.Fatalf("%s: a coordinator's TLS handshake on the Raft port: %v", c.Name, err)
+		}
+		tc.Close()
+		plain, err := net.DialTimeout("tcp", c.RaftAddr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		plain.Write([]byte{0, 0, 0, 0, 0, 0, 0, 0})
+		expectClosed(t, plain, c.Name+": plaintext on the Raft port")
+		cfg, err := mtls.Client(op)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tc, err := tls.Dial("tcp", c.RaftAddr, cfg); err == nil {
+			expectClosed(t, tc, c.Name+": an operator's certificate on the Raft port")
+		}
+	}
+	if out, _ := os.ReadFile(cs[0].Log); !strings.Contains(string(out), "raft transport: refused a connection") {
+		t.Error("c1 did not log the connections it refused")
+	}
+}
+
+// expectClosed waits until the server ends a connection without answering.
+func expectClosed(t *testing.T, c net.Conn, what string) {
+	t.Helper()
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	n, err := c.Read(make([]byte, 1))
+	var ne net.Error
+	switch {
+	case err == nil:
+		t.Errorf("%s: answered with %d bytes", what, n)
+	case errors.As(err, &ne) && ne.Timeout():
+		t.Errorf("%s: neither refused nor answered: %v", what, err)
+	}
+}
