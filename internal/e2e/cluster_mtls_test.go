@@ -26,19 +26,9 @@ func TestClusterMutualTLS(t *testing.T) {
 		t.Skip("cluster test: not run with -short")
 	}
 	dir := t.TempDir()
-	ca, err := mtls.NewCA(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	coord, err := ca.Issue("coordinator", mtls.RoleCoordinator)
-	if err != nil {
-		t.Fatal(err)
-	}
-	op, err := ca.Issue("alice", "operator")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs := testenv.StartCluster(t, dir, 3, "--tls-cert="+coord.Cert, "--tls-key="+coord.Key, "--tls-ca="+coord.CA)
+	issue := testCA(t, dir)
+	coord, op := issue("coordinator", mtls.RoleCoordinator), issue("alice", "operator")
+	cs := testenv.StartCluster(t, dir, 3, tlsFlags(coord)...)
 	call := func(addr, method string, req any) (map[string]any, error) {
 		body, _ := json.Marshal(req)
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

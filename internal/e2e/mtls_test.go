@@ -21,20 +21,7 @@ func TestMutualTLS(t *testing.T) {
 		t.Skip("process test: not run with -short")
 	}
 	dir := t.TempDir()
-	ca, err := mtls.NewCA(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	issue := func(name, role string) mtls.Files {
-		f, err := ca.Issue(name, role)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return f
-	}
-	tlsFlags := func(f mtls.Files) []string {
-		return []string{"--tls-cert=" + f.Cert, "--tls-key=" + f.Key, "--tls-ca=" + f.CA}
-	}
+	issue := testCA(t, dir)
 	coord := testenv.StartCoordinator(t, dir, tlsFlags(issue("c1", mtls.RoleCoordinator))...)
 	op := issue("alice", "operator")
 	grpcurl := func(args ...string) (string, error) {
@@ -96,4 +83,26 @@ func TestMutualTLS(t *testing.T) {
 		out, err := grpcurl(append(secure, "-d", `{"statusFilter":["STATUS_RUNNING"]}`, coord.Addr, "flotilla.v1.InstanceService/ListInstances")...)
 		return err == nil && strings.Contains(out, `"name": "secure"`)
 	})
+}
+
+// testCA makes a CA in dir and returns a function issuing its certificates.
+func testCA(t *testing.T, dir string) func(name, role string) mtls.Files {
+	t.Helper()
+	ca, err := mtls.NewCA(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(name, role string) mtls.Files {
+		t.Helper()
+		f, err := ca.Issue(name, role)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+}
+
+// tlsFlags are the flags that give a process the certificate f.
+func tlsFlags(f mtls.Files) []string {
+	return []string{"--tls-cert=" + f.Cert, "--tls-key=" + f.Key, "--tls-ca=" + f.CA}
 }
