@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -59,6 +60,7 @@ type Forwarder struct {
 	misconfigured sync.Once                   // logs a server whose interceptors bypass ServerOption
 	workers       workers                     // run relayed requests
 	relayLimit    int                         // relayed requests running at once, per stream
+	passReplies   atomic.Bool                 // the server writes a rawReply as is (ServerCodec)
 	relayFull     func()                      // tests: called when a stream waits for a free slot
 }
 
@@ -120,8 +122,6 @@ func (f *Forwarder) forwardWrite(ctx context.Context, req proto.Message, method 
 	if len(in.Get(forwardedKey)) > 0 {
 		return nil, refusedForward()
 	}
-	out := in.Copy()
-	out.Set(forwardedKey, "1")
 	md := relayMetadata(in)
 	deadline := time.Now().Add(f.wait)
 	for {
@@ -135,6 +135,8 @@ func (f *Forwarder) forwardWrite(ctx context.Context, req proto.Message, method 
 		}
 		reply, err := f.relayCall(ctx, addr, conn, method, req, md, mt)
 		if errors.Is(err, errNoRelay) {
+			out := in.Copy()
+			out.Set(forwardedKey, "1")
 			reply = mt.New().Interface()
 			err = conn.Invoke(metadata.NewOutgoingContext(ctx, out), method, req, reply)
 		}
@@ -212,7 +214,7 @@ func (f *Forwarder) conn(addr string) (*grpc.ClientConn, error) {
 var errNoRelay = errors.New("leader serves no relay")
 
 // relayCall forwards one request over the relay stream to the leader at addr.
-func (f *Forwarder) relayCall(ctx context.Context, addr string, conn *grpc.ClientConn, method string, req proto.Message, md []string, mt protoreflect.MessageType) (proto.Message, error) {
+func (f *Forwarder) relayCall(ctx context.Context, addr string, conn *grpc.ClientConn, method string, req proto.Message, md []string, mt protoreflect.MessageType) (any, error) {
 	payload, err := proto.Marshal(req)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "forward: encode request: %v", err)
@@ -247,6 +249,9 @@ func (f *Forwarder) relayCall(ctx context.Context, addr string, conn *grpc.Clien
 				return nil, status.Errorf(codes.Internal, "forward: decode status: %v", err)
 			}
 			return nil, status.FromProto(st).Err()
+		}
+		if f.passReplies.Load() {
+			return rawReply(rep.msg), nil
 		}
 		reply := mt.New().Interface()
 		if err := proto.Unmarshal(rep.msg, reply); err != nil {

@@ -96,6 +96,9 @@ type serverConfig struct {
 	interceptors []grpc.UnaryServerInterceptor
 	dial         []grpc.DialOption
 	setup        func(*Forwarder)
+	// decodeReplies leaves out ServerCodec, which coordinators install:
+	// the follower then decodes each relayed reply.
+	decodeReplies bool
 }
 
 func startServerWith(t *testing.T, name string, cfg serverConfig) *server {
@@ -112,7 +115,11 @@ func startServerWith(t *testing.T, name string, cfg serverConfig) *server {
 	if cfg.setup != nil {
 		cfg.setup(s.fwd)
 	}
-	gs := grpc.NewServer(append([]grpc.ServerOption{s.fwd.ServerOption(cfg.interceptors...)}, cfg.opts...)...)
+	opts := append([]grpc.ServerOption{s.fwd.ServerOption(cfg.interceptors...)}, cfg.opts...)
+	if !cfg.decodeReplies {
+		opts = append(opts, s.fwd.ServerCodec())
+	}
+	gs := grpc.NewServer(opts...)
 	pb.RegisterInstanceServiceServer(s.fwd.Registrar(gs), s.impl)
 	s.fwd.RegisterRelay(gs)
 	go gs.Serve(lis)
@@ -131,7 +138,16 @@ func client(t *testing.T, addr string) pb.InstanceServiceClient {
 }
 
 func TestRelayedWritesRunOnTheLeader(t *testing.T) {
-	leader, follower := startServer(t, "leader"), startServer(t, "follower")
+	for _, decode := range []bool{false, true} {
+		t.Run(fmt.Sprint("decodeReplies=", decode), func(t *testing.T) { testRelayedWrites(t, decode) })
+	}
+}
+
+// testRelayedWrites: the follower passes the leader's encoded replies
+// through, or decodes them (decodeReplies); the client sees the same.
+func testRelayedWrites(t *testing.T, decodeReplies bool) {
+	cfg := serverConfig{decodeReplies: decodeReplies}
+	leader, follower := startServerWith(t, "leader", cfg), startServerWith(t, "follower", cfg)
 	leader.leads.leads.Store(true)
 	follower.leads.addr.Store(leader.addr)
 	cl := client(t, follower.addr)

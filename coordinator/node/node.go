@@ -152,6 +152,8 @@ func Start(cfg Config) (*Node, error) {
 		// same list on the leader (the server's own chain cannot be read
 		// back), and API calls fail if the server has any other.
 		fwd.ServerOption(),
+		// Replies relayed from the leader go to clients as they came.
+		fwd.ServerCodec(),
 		// Calls run on kept goroutines whose stacks have already grown to
 		// a handler's depth (a new goroutine per call grew, and copied, its
 		// stack on every write); when all are busy a call gets a new one.
