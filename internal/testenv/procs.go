@@ -44,6 +44,15 @@ func Binaries(t testing.TB) string {
 	return buildDir
 }
 
+// RemoveBinaries deletes what Binaries built, if anything. Each test
+// process builds its own (about 70 MB, under -race), so a package whose
+// tests start processes calls it from TestMain once they are done.
+func RemoveBinaries() {
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+}
+
 // FreeAddr returns a loopback address for a process under test.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
