@@ -172,8 +172,8 @@ func (s *Store) Digest() (string, int64) {
 
 // Restore replaces the whole state with a snapshot.
 func (s *Store) Restore(r io.Reader) error {
-	var snap snapshot
-	if err := json.NewDecoder(r).Decode(&snap); err != nil {
+	snap, err := readSnapshot(r)
+	if err != nil {
 		return fmt.Errorf("decode snapshot: %w", err)
 	}
 	if snap.Version != snapshotVersion {
@@ -208,5 +208,86 @@ func (s *Store) Restore(r io.Reader) error {
 	s.history = snap.History
 	close(s.changed)
 	s.changed = make(chan struct{})
+	return nil
+}
+
+// readSnapshot decodes what View.Write wrote, record by record: decoding
+// the document as one value first read all of it into the decoder's
+// buffer, the whole snapshot's size on top of the state it builds.
+func readSnapshot(r io.Reader) (*snapshot, error) {
+	dec := json.NewDecoder(r)
+	var snap snapshot
+	if err := expectDelim(dec, '{'); err != nil {
+		return nil, err
+	}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		switch key, _ := tok.(string); key {
+		case "instances":
+			err = readArray(dec, &snap.Instances)
+		case "operations":
+			err = readArray(dec, &snap.Ops)
+		case "hosts":
+			err = readArray(dec, &snap.Hosts)
+		case "servers":
+			err = readArray(dec, &snap.Servers)
+		case "history":
+			err = readArray(dec, &snap.History)
+		case "version":
+			err = dec.Decode(&snap.Version)
+		case "revision":
+			err = dec.Decode(&snap.Revision)
+		case "seq":
+			err = dec.Decode(&snap.Seq)
+		case "floor":
+			err = dec.Decode(&snap.Floor)
+		case "requests":
+			err = dec.Decode(&snap.Requests)
+		default: // a field this version does not know, as encoding/json ignores it
+			var skip json.RawMessage
+			err = dec.Decode(&skip)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%v: %w", tok, err)
+		}
+	}
+	if err := expectDelim(dec, '}'); err != nil {
+		return nil, err
+	}
+	return &snap, nil
+}
+
+// readArray decodes a JSON array (or null) element by element.
+func readArray[T any](dec *json.Decoder, out *[]T) error {
+	tok, err := dec.Token()
+	if err != nil || tok == nil {
+		return err
+	}
+	if tok != json.Delim('[') {
+		return fmt.Errorf("want an array, got %v", tok)
+	}
+	*out = []T{} // [] is an empty slice, null a nil one, as with encoding/json
+	for dec.More() {
+		var v T
+		if err := dec.Decode(&v); err != nil {
+			return err
+		}
+		*out = append(*out, v)
+	}
+	_, err = dec.Token() // ]
+	return err
+}
+
+func expectDelim(dec *json.Decoder, d json.Delim) error {
+	tok, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	if tok != d {
+		return fmt.Errorf("want %v, got %v", d, tok)
+	}
 	return nil
 }

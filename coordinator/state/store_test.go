@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -337,6 +338,18 @@ func TestViewWritesTheSnapshotEncoding(t *testing.T) {
 		if !bytes.Equal(got.Bytes(), want.Bytes()) {
 			t.Fatalf("%s: streamed snapshot differs from encoding/json:\n%s\n%s", what, got.Bytes(), want.Bytes())
 		}
+		// And it reads back record by record as encoding/json decodes it.
+		var whole snapshot
+		if err := json.Unmarshal(got.Bytes(), &whole); err != nil {
+			t.Fatal(err)
+		}
+		streamed, err := readSnapshot(bytes.NewReader(got.Bytes()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(*streamed, whole) {
+			t.Fatalf("%s: read back as\n%+v\nwant\n%+v", what, *streamed, whole)
+		}
 	}
 	check("empty store")
 	now := time.Date(2026, 11, 23, 1, 2, 3, 4, time.UTC)
@@ -357,4 +370,22 @@ func TestViewWritesTheSnapshotEncoding(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("populated store")
+}
+
+// A snapshot with a field this version does not know still restores; a
+// cut-off one does not.
+func TestReadSnapshotSkipsUnknownFieldsAndRefusesTruncation(t *testing.T) {
+	doc := `{"version":1,"revision":7,"future":{"a":[1,2,{"b":null}]},"instances":[{"id":"a"}],"operations":null,"requests":{"r":"op"},"history":[]}`
+	snap, err := readSnapshot(strings.NewReader(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap.Revision != 7 || len(snap.Instances) != 1 || snap.Instances[0].ID != "a" || snap.Ops != nil || snap.Requests["r"] != "op" || snap.History == nil {
+		t.Fatalf("read %+v", snap)
+	}
+	for _, cut := range []int{1, 40, len(doc) - 1} {
+		if _, err := readSnapshot(strings.NewReader(doc[:cut])); err == nil {
+			t.Errorf("a snapshot cut at %d bytes was read", cut)
+		}
+	}
 }
