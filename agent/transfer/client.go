@@ -4,12 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"crypto/tls"
-	"errors"
 	"fmt"
 	"hash"
 	"io"
-	"slices"
 	"time"
 
 	"google.golang.org/grpc"
@@ -41,7 +38,10 @@ func (t *Transfer) Import(ctx context.Context, spec hypervisor.DomainSpec, fromH
 	}
 	creds := insecure.NewCredentials()
 	if t.cfg.ClientTLS != nil {
-		creds = credentials.NewTLS(sourceTLS(t.cfg.ClientTLS, fromHostID))
+		// The server's certificate must be the source agent's: any of the
+		// fleet's CA (another agent's, a coordinator's) would otherwise do,
+		// and the disk could be fed by it.
+		creds = credentials.NewTLS(mtls.RequirePeer(t.cfg.ClientTLS, mtls.RoleAgent, fromHostID))
 	}
 	conn, err := grpc.NewClient(fromAddr, grpc.WithTransportCredentials(creds))
 	if err != nil {
@@ -172,22 +172,3 @@ func streamErr(ctx context.Context, err error) error {
 }
 
 var _ executor.Mover = (*Transfer)(nil)
-
-// sourceTLS is base that also requires the server's certificate to be the
-// source agent's: any certificate of the fleet's CA (another agent's, a
-// coordinator's) would otherwise do, and the disk could be fed by it.
-func sourceTLS(base *tls.Config, fromHostID string) *tls.Config {
-	c := base.Clone()
-	c.VerifyConnection = func(cs tls.ConnectionState) error {
-		if len(cs.PeerCertificates) == 0 {
-			return errors.New("the source presented no certificate")
-		}
-		leaf := cs.PeerCertificates[0]
-		if leaf.Subject.CommonName != fromHostID || !slices.Contains(leaf.Subject.OrganizationalUnit, mtls.RoleAgent) {
-			return fmt.Errorf("the source's certificate names %q (roles %v), not agent %q",
-				leaf.Subject.CommonName, leaf.Subject.OrganizationalUnit, fromHostID)
-		}
-		return nil
-	}
-	return c
-}

@@ -139,13 +139,9 @@ func NewFlotillaTarget(ctx context.Context, dir string, opt FlotillaOptions) (_ 
 		t.nodes = append(t.nodes, c)
 	}
 	for i := 0; i < FlotillaConnections; i++ {
-		c, err := grpc.NewClient(t.nodes[i%len(t.nodes)].Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
+		if err := t.addClient(t.nodes[i%len(t.nodes)].Addr); err != nil {
 			return nil, err
 		}
-		c.Connect()
-		t.conns = append(t.conns, c)
-		t.clients = append(t.clients, pb.NewInstanceServiceClient(c))
 	}
 	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 	defer cancel()
@@ -184,14 +180,22 @@ func (t *FlotillaTarget) poolToLeader(ctx context.Context) error {
 	}
 	t.clients = t.clients[:0]
 	for range FlotillaConnections {
-		c, err := grpc.NewClient(t.nodes[i].Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
+		if err := t.addClient(t.nodes[i].Addr); err != nil {
 			return err
 		}
-		c.Connect()
-		t.conns = append(t.conns, c)
-		t.clients = append(t.clients, pb.NewInstanceServiceClient(c))
 	}
+	return nil
+}
+
+// addClient connects one more client of the pool to addr.
+func (t *FlotillaTarget) addClient(addr string) error {
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	c.Connect()
+	t.conns = append(t.conns, c)
+	t.clients = append(t.clients, pb.NewInstanceServiceClient(c))
 	return nil
 }
 

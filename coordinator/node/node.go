@@ -109,7 +109,7 @@ func Start(cfg Config) (*Node, error) {
 		if err != nil {
 			return nil, err
 		}
-		rc.ServerTLS, rc.ClientTLS = mtls.RequireRole(srv, mtls.RoleCoordinator), mtls.RequireRole(cli, mtls.RoleCoordinator)
+		rc.ServerTLS, rc.ClientTLS = mtls.RequirePeer(srv, mtls.RoleCoordinator, ""), mtls.RequirePeer(cli, mtls.RoleCoordinator, "")
 	}
 	rs, err := raftstore.Open(rc, f)
 	if err != nil {

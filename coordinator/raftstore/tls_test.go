@@ -30,7 +30,7 @@ func tlsPair(t *testing.T, ca *mtls.CA, name, role string) (srv, cli *tls.Config
 	if err != nil {
 		t.Fatal(err)
 	}
-	return mtls.RequireRole(s, mtls.RoleCoordinator), mtls.RequireRole(c, mtls.RoleCoordinator)
+	return mtls.RequirePeer(s, mtls.RoleCoordinator, ""), mtls.RequirePeer(c, mtls.RoleCoordinator, "")
 }
 
 func startLayer(t *testing.T, srv, cli *tls.Config) *tlsLayer {

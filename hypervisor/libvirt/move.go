@@ -179,10 +179,9 @@ func (d *Driver) ImportDomain(ctx context.Context, spec hypervisor.DomainSpec, d
 func receiveDisk(dir, id string, disk io.Reader, limit uint64) (path string, sum [sha256.Size]byte, size int64, err error) {
 	// What an import interrupted by an agent crash left (the caller holds
 	// the instance's lock, so none of these is being written now).
-	if stale, _ := filepath.Glob(filepath.Join(dir, "."+id+".import-*.qcow2")); len(stale) > 0 {
-		for _, p := range stale {
-			_ = os.Remove(p)
-		}
+	stale, _ := filepath.Glob(filepath.Join(dir, "."+id+".import-*.qcow2"))
+	for _, p := range stale {
+		_ = os.Remove(p)
 	}
 	f, err := os.CreateTemp(dir, "."+id+".import-*.qcow2")
 	if err != nil {

@@ -97,19 +97,25 @@ func PeerIdentity(ctx context.Context) (Identity, bool) {
 	return Identity{Name: leaf.Subject.CommonName, Roles: leaf.Subject.OrganizationalUnit}, true
 }
 
-// RequireRole returns a copy of cfg (from Server or Client) that also
+// RequirePeer returns a copy of cfg (from Server or Client) that also
 // refuses, during the handshake, a peer whose verified certificate does not
-// carry role: for connections only coordinators may open or answer, such as
-// the Raft transport's.
-func RequireRole(cfg *tls.Config, role string) *tls.Config {
+// carry role or, when name is not empty, does not have name as its Common
+// Name: for connections only some peers may open or answer, such as the
+// Raft transport's (any coordinator) or a disk pull's (one agent).
+func RequirePeer(cfg *tls.Config, role, name string) *tls.Config {
 	c := cfg.Clone()
 	c.VerifyConnection = func(cs tls.ConnectionState) error {
 		if len(cs.VerifiedChains) == 0 || len(cs.VerifiedChains[0]) == 0 {
 			return errors.New("mtls: the peer presented no verified certificate")
 		}
 		leaf := cs.VerifiedChains[0][0]
-		if !slices.Contains(leaf.Subject.OrganizationalUnit, role) {
-			return fmt.Errorf("mtls: %q is not a %s", leaf.Subject.CommonName, role)
+		if !slices.Contains(leaf.Subject.OrganizationalUnit, role) || (name != "" && leaf.Subject.CommonName != name) {
+			want := "a " + role
+			if name != "" {
+				want = fmt.Sprintf("%s %q", role, name)
+			}
+			return fmt.Errorf("mtls: the peer's certificate names %q (roles %v), not %s",
+				leaf.Subject.CommonName, leaf.Subject.OrganizationalUnit, want)
 		}
 		return nil
 	}
