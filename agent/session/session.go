@@ -161,18 +161,46 @@ func (c *Client) client(addr string) (agentv1.AgentServiceClient, error) {
 	return agentv1.NewAgentServiceClient(conn), nil
 }
 
-// leaderHint extracts the leader's address from a follower's refusal.
-func leaderHint(err error) string {
-	st, ok := status.FromError(err) // unwraps
-	if !ok {
-		return ""
+// notLeader reads a coordinator's NOT_LEADER refusal: whether err is one,
+// and the leader's address when the refusing member knew it.
+func notLeader(err error) (leader string, ok bool) {
+	st, isStatus := status.FromError(err) // unwraps
+	if !isStatus {
+		return "", false
 	}
 	for _, d := range st.Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok && info.Reason == "NOT_LEADER" {
-			return info.Metadata["leader_api_address"]
+		if info, isInfo := d.(*errdetails.ErrorInfo); isInfo && info.Reason == "NOT_LEADER" {
+			return info.Metadata["leader_api_address"], true
 		}
 	}
-	return ""
+	return "", false
+}
+
+// move is where the agent goes after a session ends, and after what pause.
+type move struct {
+	target string
+	wait   time.Duration
+	follow bool // to the leader a member named
+}
+
+// nextMove decides the agent's next attempt after a session with the
+// coordinator at index cur of targets ended with err. A member that
+// registered the host, or refused as not the leader, is alive: the cluster
+// is up and at most an election is under way, so the back-off starts over
+// and the next member is asked at once. Only members that do not answer at
+// all make the agent back off further, so a dead member in the list costs
+// a short pause rather than a growing one.
+func nextMove(targets []string, cur int, registered bool, err error, b *backoff, minWait time.Duration) (move, int) {
+	leader, refused := notLeader(err)
+	if leader != "" {
+		// A short pause: hints can be stale for a moment during an election.
+		return move{target: leader, wait: minWait, follow: true}, cur
+	}
+	if registered || refused {
+		b.reset()
+	}
+	next := (cur + 1) % len(targets)
+	return move{target: targets[next], wait: b.next()}, next
 }
 
 func setDefault(d *time.Duration, def time.Duration) {
@@ -213,7 +241,7 @@ func (c *Client) setEpoch(e uint64) {
 // executor; close the executor to end them.
 func (c *Client) Run(ctx context.Context) error {
 	b := backoff{min: c.cfg.MinBackoff, max: c.cfg.MaxBackoff}
-	target, next := c.targets[0], 0
+	target, cur := c.targets[0], 0
 	for {
 		api, err := c.client(target)
 		if err != nil {
@@ -224,27 +252,15 @@ func (c *Client) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if registered {
-			// The coordinator was reachable: retry soon, not at the
-			// back-off of a long outage.
-			b.reset()
+		var m move
+		m, cur = nextMove(c.targets, cur, registered, err, &b, c.cfg.MinBackoff)
+		if m.follow {
+			c.log.Info("coordinator is not the leader; following", "from", target, "leader", m.target)
+		} else {
+			c.log.Warn("session ended; reconnecting", "err", err, "retry_in", m.wait, "next", m.target)
 		}
-		if hint := leaderHint(err); hint != "" {
-			// A follower named the leader: go there at once.
-			c.log.Info("coordinator is not the leader; following", "from", target, "leader", hint)
-			target = hint
-			// A short pause: hints can be stale for a moment during an election.
-			if !sleep(ctx, c.cfg.MinBackoff) {
-				return nil
-			}
-			continue
-		}
-		// Anything else: try the next configured coordinator after a pause.
-		next = (next + 1) % len(c.targets)
-		target = c.targets[next]
-		wait := b.next()
-		c.log.Warn("session ended; reconnecting", "err", err, "retry_in", wait, "next", target)
-		if !sleep(ctx, wait) {
+		target = m.target
+		if !sleep(ctx, m.wait) {
 			return nil
 		}
 	}

@@ -12,15 +12,20 @@ import (
 	"github.com/flotilla-vm/flotilla/coordinator/state"
 )
 
-// notLeader refuses a session on a follower, naming the leader so the agent
-// can go there directly.
+// notLeader refuses a session on a follower. It always carries NOT_LEADER,
+// so the agent knows a live member answered (an election may be under way:
+// worth asking again soon, not backing off as from an outage), and names
+// the leader when this server knows it, so the agent can go there directly.
 func (s *Server) notLeader() error {
-	st := status.New(codes.Unavailable, "not the leader")
+	msg, meta := "not the leader", map[string]string{}
 	if s.cfg.LeaderAPIAddr != nil {
 		if addr, ok := s.cfg.LeaderAPIAddr(); ok {
-			st = status.New(codes.Unavailable, "not the leader; the leader is at "+addr)
-			st, _ = st.WithDetails(&errdetails.ErrorInfo{Reason: "NOT_LEADER", Domain: "flotilla.dev", Metadata: map[string]string{"leader_api_address": addr}})
+			msg, meta["leader_api_address"] = "not the leader; the leader is at "+addr, addr
 		}
+	}
+	st, err := status.New(codes.Unavailable, msg).WithDetails(&errdetails.ErrorInfo{Reason: "NOT_LEADER", Domain: "flotilla.dev", Metadata: meta})
+	if err != nil {
+		return status.Error(codes.Unavailable, msg)
 	}
 	return st.Err()
 }

@@ -183,6 +183,9 @@ func (s *Server) Connect(stream agentv1.AgentService_ConnectServer) error {
 	}()
 	v, err := s.apply(ctx, fsm.TypeRegisterHost, fsm.RegisterHost{Host: host, Inventory: observations(reg.Inventory)})
 	if err != nil {
+		if !s.cfg.Applier.IsLeader() {
+			return s.notLeader() // lost leadership while registering
+		}
 		return status.Errorf(codes.Unavailable, "register host %q: %v", reg.HostId, err)
 	}
 	ss := &session{hostID: reg.HostId, epoch: v.(uint64), out: make(chan *agentv1.ConnectResponse, 64), done: make(chan struct{}), lastSeen: s.cfg.Now()}
