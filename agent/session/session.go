@@ -30,11 +30,13 @@ import (
 
 // Defaults for zero Config fields.
 const (
-	DefaultMinBackoff        = 100 * time.Millisecond
-	DefaultMaxBackoff        = 5 * time.Second
-	DefaultKeepaliveTime     = 30 * time.Second
-	DefaultKeepaliveTimeout  = 10 * time.Second
-	DefaultRegisterTimeout   = 30 * time.Second
+	DefaultMinBackoff       = 100 * time.Millisecond
+	DefaultMaxBackoff       = 5 * time.Second
+	DefaultKeepaliveTime    = 30 * time.Second
+	DefaultKeepaliveTimeout = 10 * time.Second
+	// A registration is one Raft entry; the coordinator gives an agent's
+	// reports as long (10s) before it ends their session.
+	DefaultRegisterTimeout   = 10 * time.Second
 	DefaultHypervisorTimeout = 30 * time.Second
 	// Used when Registered leaves an interval unset.
 	DefaultHeartbeatInterval = 10 * time.Second
