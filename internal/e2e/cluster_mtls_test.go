@@ -1,14 +1,10 @@
 package e2e
 
 import (
-	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -30,19 +26,7 @@ func TestClusterMutualTLS(t *testing.T) {
 	coord, op := issue("coordinator", mtls.RoleCoordinator), issue("alice", "operator")
 	cs := testenv.StartCluster(t, dir, 3, tlsFlags(coord)...)
 	call := func(addr, method string, req any) (map[string]any, error) {
-		body, _ := json.Marshal(req)
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		out, err := exec.CommandContext(ctx, testenv.GrpcurlPath(t), "-cacert", op.CA, "-cert", op.Cert, "-key", op.Key,
-			"-d", string(body), addr, method).CombinedOutput()
-		if err != nil {
-			return nil, fmt.Errorf("%v: %s", err, out)
-		}
-		var m map[string]any
-		if err := json.Unmarshal(out, &m); err != nil {
-			return nil, fmt.Errorf("%v: %s", err, out)
-		}
-		return m, nil
+		return testenv.NewGrpcurlTLS(t, addr, op).Call(method, req)
 	}
 	testenv.Eventually(t, 60*time.Second, "three voters under mutual TLS", func() bool {
 		m, err := call(cs[0].Addr, "flotilla.v1.ClusterService/ListServers", map[string]any{})

@@ -8,11 +8,14 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc/codes"
+
+	"github.com/flotilla-vm/flotilla/internal/mtls"
 )
 
 // Grpcurl drives a coordinator through the real grpcurl binary, with server
@@ -21,11 +24,19 @@ type Grpcurl struct {
 	Bin  string
 	Addr string
 	t    testing.TB
+	// transport is grpcurl's transport flags: plaintext, or mutual TLS.
+	transport []string
 }
 
-// NewGrpcurl returns a driver for the coordinator at addr.
+// NewGrpcurl returns a driver for the coordinator at addr, over plaintext.
 func NewGrpcurl(t testing.TB, addr string) *Grpcurl {
-	return &Grpcurl{Bin: GrpcurlPath(t), Addr: addr, t: t}
+	return &Grpcurl{Bin: GrpcurlPath(t), Addr: addr, t: t, transport: []string{"-plaintext"}}
+}
+
+// NewGrpcurlTLS returns a driver for the coordinator at addr that speaks
+// mutual TLS, presenting the client certificate f.
+func NewGrpcurlTLS(t testing.TB, addr string, f mtls.Files) *Grpcurl {
+	return &Grpcurl{Bin: GrpcurlPath(t), Addr: addr, t: t, transport: []string{"-cacert", f.CA, "-cert", f.Cert, "-key", f.Key}}
 }
 
 // CallError is a gRPC error as grpcurl reported it.
@@ -47,7 +58,8 @@ func (g *Grpcurl) Call(method string, req any) (map[string]any, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, g.Bin, "-plaintext", "-format-error", "-emit-defaults", "-max-time", "110", "-d", body, g.Addr, method)
+	args := append(slices.Clone(g.transport), "-format-error", "-emit-defaults", "-max-time", "110", "-d", body, g.Addr, method)
+	cmd := exec.CommandContext(ctx, g.Bin, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	runErr := cmd.Run()
@@ -108,7 +120,7 @@ func (g *Grpcurl) Stream(method string, req any) *Stream {
 		g.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, g.Bin, "-plaintext", "-emit-defaults", "-d", body, g.Addr, method)
+	cmd := exec.CommandContext(ctx, g.Bin, append(slices.Clone(g.transport), "-emit-defaults", "-d", body, g.Addr, method)...)
 	pr, err := cmd.StdoutPipe()
 	if err != nil {
 		g.t.Fatal(err)
