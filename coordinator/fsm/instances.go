@@ -34,12 +34,14 @@ func applyCreateInstance(tx *state.Tx, c *CreateInstance) (any, error) {
 	inst.Desired = lifecycle.DesiredRunning
 	inst.CurrentOp, inst.CurrentOpK = c.Operation.ID, lifecycle.OpCreate
 	inst.Power, inst.Result, inst.Fault = lifecycle.PowerNone, lifecycle.ResultNone, nil
-	op := newOperation(tx, c.Operation, lifecycle.OpCreate, inst.HostID)
+	// A value, not newOperation's pointer: PutOperation keeps a copy, and
+	// this one then stays on the stack (every replica applies every create).
+	op := planOperation(tx, c.Operation, lifecycle.OpCreate, inst.HostID)
 	if inst.HostID == "" {
-		waitForCapacity(op)
+		waitForCapacity(&op)
 	}
 	tx.PutInstance(&inst)
-	tx.PutOperation(op)
+	tx.PutOperation(&op)
 	if op.RequestID != "" {
 		tx.PutRequest(op.RequestID, op.ID)
 	}
@@ -78,6 +80,12 @@ func applyInstanceAction(tx *state.Tx, c *InstanceAction) (any, error) {
 }
 
 func newOperation(tx *state.Tx, req state.Operation, kind lifecycle.OpKind, hostID string) *state.Operation {
+	op := planOperation(tx, req, kind, hostID)
+	return &op
+}
+
+// planOperation is newOperation's operation, as a value.
+func planOperation(tx *state.Tx, req state.Operation, kind lifecycle.OpKind, hostID string) state.Operation {
 	op := req
 	op.Kind = kind
 	op.State = state.OpPending
@@ -89,7 +97,7 @@ func newOperation(tx *state.Tx, req state.Operation, kind lifecycle.OpKind, host
 		op.TargetHostID, op.Token = "", "" // only a move hands a disk over
 	}
 	planSteps(&op, false)
-	return &op
+	return op
 }
 
 // applyRecover acts on an instance that stopped or crashed on its own. It

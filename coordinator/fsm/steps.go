@@ -21,24 +21,30 @@ import (
 // that undoing is not cut short by the deadline the forward steps used up.
 const rollbackBudget = 2 * time.Minute
 
-// planSteps fills in an operation's steps from its kind's plan.
+// planSteps fills in an operation's steps from its kind's plan. The
+// operation shares the plan until one of its steps changes (ownSteps).
 func planSteps(op *state.Operation, wasRunning bool) {
-	op.Steps = slices.Clone(stepPlan(op.Kind, wasRunning))
+	op.Steps = stepPlan(op.Kind, wasRunning)
+	op.Cur = 0
 	for i := range op.Steps {
-		if st := &op.Steps[i]; st.Timeout > 0 && st.Action == lifecycle.ActStop {
-			st.Timeout += op.Graceful // the guest's time to power off is on top
+		if st := op.Steps[i]; st.Timeout > 0 && st.Action == lifecycle.ActStop && op.Graceful > 0 {
+			ownSteps(op)
+			op.Steps[i].Timeout += op.Graceful // the guest's time to power off is on top
 		}
 	}
-	op.Cur = 0
 }
 
 // stepPlans holds each kind's planned steps, built once: every operation
-// is planned on every replica, and building the steps afresh each time
-// (and a copy of each undo step per operation, kept in the state for the
-// operation's life) was a good part of what applying a create allocated.
-// Operations get a copy of the steps; the undo steps they point to are
-// shared and never changed in place (a rollback copies one to run it).
+// is planned on every replica. Operations share their plan's steps until
+// one changes: most creates wait for capacity or for their first dispatch
+// with the plan untouched, and a copy each was a sixth of what the state
+// held per create. The undo steps plans point to are shared too, and never
+// changed in place (a rollback copies one to run it).
 var stepPlans sync.Map // planKey -> []state.Step
+
+// planArrays holds the first element of every plan's steps, so that
+// ownSteps can tell a shared plan from an operation's own steps.
+var planArrays sync.Map // *state.Step -> struct{}
 
 type planKey struct {
 	kind       lifecycle.OpKind
@@ -51,12 +57,27 @@ func stepPlan(kind lifecycle.OpKind, wasRunning bool) []state.Step {
 		return p.([]state.Step)
 	}
 	defs := lifecycle.StepsFor(kind, wasRunning)
-	p := make([]state.Step, len(defs))
+	p := make([]state.Step, len(defs)) // exact capacity: an append (a rollback's undo steps) copies
 	for i, d := range defs {
 		p[i] = newStep(d)
 	}
+	if len(p) > 0 {
+		// Before publishing: no operation may share an unregistered plan.
+		planArrays.Store(&p[0], struct{}{})
+	}
 	v, _ := stepPlans.LoadOrStore(k, p)
 	return v.([]state.Step)
+}
+
+// ownSteps gives op its own copy of its steps if it still shares its
+// plan's. Every function that changes a step calls it first.
+func ownSteps(op *state.Operation) {
+	if len(op.Steps) == 0 {
+		return
+	}
+	if _, shared := planArrays.Load(&op.Steps[0]); shared {
+		op.Steps = slices.Clone(op.Steps)
+	}
 }
 
 func newStep(d lifecycle.StepDef) state.Step {
@@ -75,6 +96,7 @@ func newStep(d lifecycle.StepDef) state.Step {
 // stepID must name that attempt, or the step's running attempt (a re-send
 // on a new session); anything else is stale and changes nothing.
 func beginAttempt(tx *state.Tx, op *state.Operation, stepID string, epoch uint64) bool {
+	ownSteps(op)
 	st := op.Current()
 	if st == nil || !st.Action.OnHost() {
 		return false
@@ -113,6 +135,7 @@ func beginAttempt(tx *state.Tx, op *state.Operation, stepID string, epoch uint64
 
 // stepSucceeded records the current step's success and moves on.
 func stepSucceeded(tx *state.Tx, op *state.Operation, inst *state.Instance, observed *Observation) {
+	ownSteps(op)
 	st := op.Current()
 	st.State, st.EndTime, st.Fault = state.StepSucceeded, tx.Now(), nil
 	if st.IsUndo {
@@ -138,6 +161,7 @@ func stepFailed(tx *state.Tx, op *state.Operation, inst *state.Instance, fault *
 	if fault == nil {
 		fault = &state.Fault{Code: "UNKNOWN", Message: "the step failed without a fault", Time: tx.Now()}
 	}
+	ownSteps(op)
 	st := op.Current()
 	st.Fault, st.EndTime = fault, tx.Now()
 	retry := tx.Now().Add(lifecycle.Backoff(st.Attempt))
@@ -227,6 +251,7 @@ func failedResult(op *state.Operation, inst *state.Instance) lifecycle.Result {
 // skipFrom marks the steps from index i on that have not run (pending, or
 // waiting to retry) as skipped.
 func skipFrom(op *state.Operation, i int) {
+	ownSteps(op)
 	for ; i < len(op.Steps); i++ {
 		if st := &op.Steps[i]; st.State == state.StepPending || st.State == state.StepRetryWait {
 			st.State = state.StepSkipped
@@ -237,6 +262,7 @@ func skipFrom(op *state.Operation, i int) {
 // advance runs the coordinator's own steps at the current position and
 // ends the operation when no step is left.
 func advance(tx *state.Tx, op *state.Operation, inst *state.Instance) {
+	ownSteps(op)
 	for st := op.Current(); st != nil && !st.Action.OnHost(); st = op.Current() {
 		st.Attempt, st.StartTime, st.EndTime = 1, tx.Now(), tx.Now()
 		if h, ok := tx.Host(op.TargetHostID); !ok || h.Status != state.HostReady {

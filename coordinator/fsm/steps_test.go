@@ -473,19 +473,30 @@ func TestMoveStepsHaveTheirOwnDeadlines(t *testing.T) {
 	}
 }
 
-// Plans are built once per kind and shared: each operation must get its
-// own steps, and what one operation does to them (a stop's grace added to
-// its timeout, a state change) must not reach the plan or other operations.
+// Plans are built once per kind and shared: an operation whose steps have
+// not changed holds its plan's, and once a step changes (through ownSteps,
+// as every function that changes one does) the change reaches neither the
+// plan nor other operations; a stop's grace, added to its timeout, neither.
 func TestPlannedStepsAreEachOperationsOwn(t *testing.T) {
 	graceful := state.Operation{Kind: lifecycle.OpMove, Graceful: time.Minute}
 	plain := state.Operation{Kind: lifecycle.OpMove}
+	other := state.Operation{Kind: lifecycle.OpMove}
 	planSteps(&graceful, true)
 	planSteps(&plain, true)
+	planSteps(&other, true)
+	if &plain.Steps[0] != &other.Steps[0] {
+		t.Fatal("two untouched operations of one kind hold separate copies of its plan")
+	}
+	if &graceful.Steps[0] == &plain.Steps[0] {
+		t.Fatal("the graceful move changed its stop step's timeout in the shared plan")
+	}
+	ownSteps(&plain)
+	plain.Steps[0].State = state.StepSucceeded
 	graceful.Steps[0].State = state.StepSucceeded
 	again := state.Operation{Kind: lifecycle.OpMove}
 	planSteps(&again, true)
-	if again.Steps[0].State != state.StepPending || plain.Steps[0].State != state.StepPending {
-		t.Fatalf("a step's state leaked to other operations: %v, %v", again.Steps[0].State, plain.Steps[0].State)
+	if again.Steps[0].State != state.StepPending || other.Steps[0].State != state.StepPending {
+		t.Fatalf("a step's state leaked to other operations: %v, %v", again.Steps[0].State, other.Steps[0].State)
 	}
 	if got, want := graceful.Steps[0].Timeout, again.Steps[0].Timeout+time.Minute; got != want {
 		t.Fatalf("stop step of the graceful move: timeout %v, want %v", got, want)
@@ -495,5 +506,8 @@ func TestPlannedStepsAreEachOperationsOwn(t *testing.T) {
 	}
 	if again.Steps[0].Undo == nil || again.Steps[0].Undo.Name != "start-on-source" || !again.Steps[0].Undo.IsUndo {
 		t.Fatalf("stop-on-source's undo: %+v", again.Steps[0].Undo)
+	}
+	if err := plansIntact(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -206,8 +206,7 @@ func (s *Store) Restore(r io.Reader) error {
 		s.servers[v.ID] = v
 	}
 	s.history = snap.History
-	close(s.changed)
-	s.changed = make(chan struct{})
+	s.notify()
 	return nil
 }
 

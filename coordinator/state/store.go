@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
 )
@@ -40,7 +41,8 @@ type Store struct {
 	history   []change                   // oldest first, at most limit
 	floor     int64                      // every instance change after this revision is in history
 	limit     int
-	changed   chan struct{} // closed on every commit, then replaced
+	changed   chan struct{} // closed on the next commit once handed out (see notify)
+	handedOut atomic.Bool   // changed was handed to a reader since it was made
 	tx        Tx            // the transaction of the entry being applied, reused
 }
 
@@ -84,14 +86,33 @@ func (s *Store) Revision() int64 {
 func (s *Store) Changed() <-chan struct{} {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
+	return s.changedLocked()
+}
+
+// changedLocked hands out the channel the next commit closes; the caller
+// holds s.mu (read or write).
+func (s *Store) changedLocked() <-chan struct{} {
+	s.handedOut.Store(true)
 	return s.changed
+}
+
+// notify wakes whoever waits for a change; the caller holds s.mu for
+// writing. A channel nobody was given is kept for the next change: most
+// commits (every command of a batch entry) have no new waiter, and a new
+// channel each was a tenth of what applying a create allocated.
+func (s *Store) notify() {
+	if s.handedOut.Load() {
+		close(s.changed)
+		s.changed = make(chan struct{})
+		s.handedOut.Store(false)
+	}
 }
 
 // WaitRevision blocks until the store has reached rev or ctx ends.
 func (s *Store) WaitRevision(ctx context.Context, rev int64) error {
 	for {
 		s.mu.RLock()
-		cur, ch := s.rev, s.changed
+		cur, ch := s.rev, s.changedLocked()
 		s.mu.RUnlock()
 		if cur >= rev {
 			return nil
@@ -233,7 +254,7 @@ func (s *Store) Since(rev int64) ([]Event, <-chan struct{}, int64, error) {
 	for j, c := range s.history[i:] {
 		out[j] = Event{Revision: c.Revision, Instance: *c.Instance}
 	}
-	return out, s.changed, s.rev, nil
+	return out, s.changedLocked(), s.rev, nil
 }
 
 // change is one entry of the history: an instance record as committed at

@@ -84,6 +84,41 @@ func TestWaitRevision(t *testing.T) {
 	}
 }
 
+// A change channel that nobody was given is kept across commits; one that
+// was given out is closed by the next commit, and the next Changed is new.
+func TestChangedWakesEveryWaiter(t *testing.T) {
+	s := New(0)
+	put(t, s, "a")
+	put(t, s, "b") // no waiter in between: nothing to wake
+	ch := s.Changed()
+	select {
+	case <-ch:
+		t.Fatal("closed before any change after it was handed out")
+	default:
+	}
+	put(t, s, "c")
+	select {
+	case <-ch:
+	default:
+		t.Fatal("a commit did not close the channel a waiter held")
+	}
+	next := s.Changed()
+	select {
+	case <-next:
+		t.Fatal("the channel after a commit is already closed")
+	default:
+	}
+	if err := s.Update(time.Now(), func(tx *Tx) error { return errors.New("refused") }); err == nil {
+		t.Fatal("refused update succeeded")
+	}
+	put(t, s, "d")
+	select {
+	case <-next:
+	default:
+		t.Fatal("a later commit did not close the channel handed out before it")
+	}
+}
+
 func TestCommitOrderIsDeterministic(t *testing.T) {
 	now := time.Unix(1700000000, 0)
 	apply := func(order []string) string {

@@ -95,8 +95,7 @@ func (s *Store) Update(now time.Time, fn func(tx *Tx) error) error {
 		clear(s.history[n:])
 		s.history = s.history[:n]
 	}
-	close(s.changed)
-	s.changed = make(chan struct{})
+	s.notify()
 	return nil
 }
 
