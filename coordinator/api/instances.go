@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/flotilla-vm/flotilla/coordinator/fsm"
@@ -39,6 +40,10 @@ var DefaultDeadlines = map[lifecycle.OpKind]time.Duration{
 	lifecycle.OpMove: 30 * time.Minute,
 }
 
+// createCmds holds create commands for reuse: one is 800 bytes, and the
+// leader builds one for every create.
+var createCmds = sync.Pool{New: func() any { return new(fsm.CreateInstance) }}
+
 func (s *instances) CreateInstance(ctx context.Context, r *pb.CreateInstanceRequest) (*pb.Operation, error) {
 	if v := validateCreate(r); len(v) > 0 {
 		return nil, invalid(v)
@@ -55,14 +60,17 @@ func (s *instances) CreateInstance(ctx context.Context, r *pb.CreateInstanceRequ
 		return nil, toStatus(err)
 	}
 	now := s.now()
-	cmd := fsm.CreateInstance{
+	cmd := createCmds.Get().(*fsm.CreateInstance)
+	*cmd = fsm.CreateInstance{
 		Policy: s.policy,
 		Instance: state.Instance{ID: ids.New("i-"), Name: r.Name, Spec: spec, HostID: hostID,
 			Recovery: recoveryFromPB(r.GetRecovery()), Placement: placed},
 		Operation: state.Operation{ID: ids.New("op-"), RequestID: r.RequestId, Deadline: now.Add(s.deadline(lifecycle.OpCreate))},
 	}
 	cmd.Operation.InstanceID = cmd.Instance.ID
-	v, err := s.apply(ctx, fsm.TypeCreateInstance, &cmd) // a pointer: the command is large
+	v, err := s.apply(ctx, fsm.TypeCreateInstance, cmd) // encoded before it returns: cmd is free again
+	*cmd = fsm.CreateInstance{}
+	createCmds.Put(cmd)
 	if err != nil {
 		return nil, toStatus(err)
 	}

@@ -27,19 +27,23 @@ const compactMark = 0x01
 
 // encodeBody encodes a command body, compactly when it can be.
 func encodeBody(body any) ([]byte, error) {
-	var c *CreateInstance
-	switch b := body.(type) {
-	case CreateInstance:
-		c = &b
-	case *CreateInstance:
-		c = b
-	}
-	if c != nil {
-		if b, ok := compactCreate(c); ok {
+	if c := createBody(body); c != nil {
+		if b, ok := compactCreate(make([]byte, 0, 256), c); ok {
 			return b, nil
 		}
 	}
 	return json.Marshal(body)
+}
+
+// createBody returns body as a create, or nil if it is another command.
+func createBody(body any) *CreateInstance {
+	switch b := body.(type) {
+	case CreateInstance:
+		return &b
+	case *CreateInstance:
+		return b
+	}
+	return nil
 }
 
 // decodeBody decodes a body written by encodeBody.
@@ -54,10 +58,10 @@ func decodeBody[T any](raw []byte, body *T) error {
 	return decodeCreate(raw[1:], c)
 }
 
-// compactCreate encodes c compactly if that loses nothing.
-func compactCreate(c *CreateInstance) ([]byte, bool) {
-	var w wbuf
-	w.b = append(make([]byte, 0, 256), compactMark)
+// compactCreate appends c's compact encoding to dst; ok is false if that
+// would lose something (then the caller encodes it as JSON).
+func compactCreate(dst []byte, c *CreateInstance) (_ []byte, ok bool) {
+	w := wbuf{b: append(dst, compactMark)}
 	i, o, p := &c.Instance, &c.Operation, &c.Policy
 	w.str(i.ID)
 	w.str(i.Name)

@@ -34,6 +34,12 @@ const (
 
 // Encode builds the log entry for a command body.
 func Encode(typ string, now time.Time, body any) ([]byte, error) {
+	if c := createBody(body); c != nil {
+		// Creates, most of what is proposed, go straight into the entry.
+		if b, ok := compactCreate(envelopeHeader(make([]byte, 0, 320), typ, now), c); ok {
+			return b, nil
+		}
+	}
 	b, err := encodeBody(body)
 	if err != nil {
 		return nil, fmt.Errorf("encode %s: %w", typ, err)
@@ -43,14 +49,18 @@ func Encode(typ string, now time.Time, body any) ([]byte, error) {
 
 // envelope lays out an entry whose body, of bodyLen bytes, appendBody writes.
 func envelope(typ string, now time.Time, bodyLen int, appendBody func([]byte) []byte) []byte {
-	now = now.UTC()
 	buf := make([]byte, 0, 2+binary.MaxVarintLen64*3+len(typ)+bodyLen)
+	return appendBody(envelopeHeader(buf, typ, now))
+}
+
+// envelopeHeader appends an entry's envelope, all but its body, to buf.
+func envelopeHeader(buf []byte, typ string, now time.Time) []byte {
+	now = now.UTC()
 	buf = append(buf, envelopeMagic, envelopeVersion)
 	buf = binary.AppendUvarint(buf, uint64(len(typ)))
 	buf = append(buf, typ...)
 	buf = binary.AppendVarint(buf, now.Unix())
-	buf = binary.AppendUvarint(buf, uint64(now.Nanosecond()))
-	return appendBody(buf)
+	return binary.AppendUvarint(buf, uint64(now.Nanosecond()))
 }
 
 // decode splits a log entry, of either format, into its type, time and body.
