@@ -11,7 +11,8 @@
 #   - waits (bounded) until `virsh -c qemu:///system version` answers
 #
 # Idempotent: a second run on a ready host only checks and exits in well under a second.
-# Must run as root. There is no /dev/kvm on the dev/CI machines: domains must use type='qemu'.
+# Must run as root. Dev/CI machines have no hardware KVM (at most a paravirtual /dev/kvm that
+# cannot boot an ordinary guest): the driver then picks type='qemu' on its own.
 set -euo pipefail
 
 log() { echo "setup-host: $*" >&2; }
@@ -71,7 +72,7 @@ mkdir -p /var/log/libvirt/qemu /run/libvirt /var/lib/libvirt/qemu /var/cache/lib
 # ---------------------------------------------------------------- qemu.conf
 want_conf='# Written by flotilla scripts/setup-host.sh -- local edits are overwritten.
 # QEMU runs as root with no ownership changes and no security driver: the hosts are
-# throw-away dev/CI machines (no systemd, no AppArmor/SELinux, no /dev/kvm).
+# throw-away dev/CI machines (no systemd, no AppArmor/SELinux, no hardware KVM).
 user = "root"
 group = "root"
 dynamic_ownership = 0

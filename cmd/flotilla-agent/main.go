@@ -51,6 +51,7 @@ type config struct {
 	imageDir      string
 	diskDir       string
 	runDir        string
+	domainType    string
 	stateDir      string
 	capacity      hypervisor.Capacity
 	ignoreEvents  bool
@@ -123,6 +124,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.imageDir, "image-dir", libvirt.DefaultImageDir, "directory of base images")
 	fs.StringVar(&cfg.diskDir, "disk-dir", libvirt.DefaultDiskDir, "directory of instance disks")
 	fs.StringVar(&cfg.runDir, "run-dir", libvirt.DefaultRunDir, "directory of console logs and sockets")
+	fs.StringVar(&cfg.domainType, "domain-type", "", "libvirt domain type: kvm or qemu (software emulation); empty: kvm where the CPU has VT-x/AMD-V and /dev/kvm exists")
 	fs.StringVar(&cfg.stateDir, "state-dir", "/var/lib/flotilla/agent", "directory of the agent's step journal")
 	fs.UintVar(&vcpus, "vcpus", 0, "vCPUs offered to guests (0: ask the hypervisor)")
 	fs.Uint64Var(&memoryMiB, "memory-mib", 0, "memory in MiB offered to guests (0: ask the hypervisor)")
@@ -436,11 +438,12 @@ func openDriver(ctx context.Context, cfg config, log *slog.Logger) (hypervisor.D
 	wait := 100 * time.Millisecond
 	for {
 		drv, err := libvirt.New(ctx, libvirt.Config{
-			Socket:   cfg.libvirtSocket,
-			ImageDir: cfg.imageDir,
-			DiskDir:  cfg.diskDir,
-			RunDir:   cfg.runDir,
-			Logger:   log,
+			Socket:     cfg.libvirtSocket,
+			ImageDir:   cfg.imageDir,
+			DiskDir:    cfg.diskDir,
+			RunDir:     cfg.runDir,
+			DomainType: cfg.domainType,
+			Logger:     log,
 		})
 		if err == nil {
 			return drv, nil

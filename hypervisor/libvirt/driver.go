@@ -1,6 +1,6 @@
 // Package libvirt implements hypervisor.Driver over libvirtd's RPC protocol
-// (github.com/digitalocean/go-libvirt), for KVM or, without /dev/kvm, plain
-// QEMU emulation.
+// (github.com/digitalocean/go-libvirt), for KVM or, without hardware KVM,
+// plain QEMU emulation.
 package libvirt
 
 import (
@@ -31,7 +31,7 @@ type Config struct {
 	ImageDir   string // one directory per image: .complete, disk.qcow2, optional vmlinuz, initrd.img, cmdline
 	DiskDir    string // instance disk overlays, <id>.qcow2
 	RunDir     string // console logs and guest channel sockets
-	DomainType string // "kvm", or "qemu" for software emulation; default "kvm" when /dev/kvm exists
+	DomainType string // "kvm", or "qemu" for software emulation; default "kvm" where hardware KVM works (defaultDomainType)
 	Logger     *slog.Logger
 }
 
@@ -80,10 +80,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.RunDir = DefaultRunDir
 	}
 	if c.DomainType == "" {
-		c.DomainType = "qemu"
-		if _, err := os.Stat("/dev/kvm"); err == nil {
-			c.DomainType = "kvm"
-		}
+		c.DomainType = defaultDomainType()
 	}
 	if c.DomainType != "kvm" && c.DomainType != "qemu" {
 		return c, fmt.Errorf("libvirt: domain type %q: want kvm or qemu", c.DomainType)
