@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -46,14 +45,7 @@ func main() {
 	)
 	flag.Var(deadlines, "operation-deadline", "deadline of one kind of operation, kind=duration (e.g. create=10m; repeatable)")
 	flag.Parse()
-	// The heap is mostly long-lived records (every instance, operation and
-	// the watch history), which each collection marks again: at Go's
-	// default GOGC=100 a sustained write load spent 10-15% of the CPU in
-	// GC. 200 about halves that for a heap up to three times the live
-	// records instead of two. GOGC in the environment still decides.
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(200)
-	}
+	tuneGC()
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "flotilla-coordinator: unexpected arguments %q\n", flag.Args())
 		os.Exit(2)
