@@ -23,15 +23,20 @@ import (
 // costs the machine its memory, a soft limit of half the memory this
 // process may use (its cgroup's limit, or the machine's) makes the
 // collector run more often as the heap nears it.
-func tuneGC() {
-	if os.Getenv("GOGC") == "" {
+//
+// It returns the settings in force, for the start-up log.
+func tuneGC() (gogc string, memoryLimit int64) {
+	gogc = os.Getenv("GOGC")
+	if gogc == "" {
 		debug.SetGCPercent(400)
+		gogc = "400"
 	}
 	if os.Getenv("GOMEMLIMIT") == "" {
 		if avail := availableMemory(); avail > 0 {
 			debug.SetMemoryLimit(avail / 2)
 		}
 	}
+	return gogc, debug.SetMemoryLimit(-1) // -1 reads the limit, changing nothing
 }
 
 // availableMemory is the memory this process may use, in bytes: the

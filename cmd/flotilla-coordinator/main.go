@@ -45,7 +45,7 @@ func main() {
 	)
 	flag.Var(deadlines, "operation-deadline", "deadline of one kind of operation, kind=duration (e.g. create=10m; repeatable)")
 	flag.Parse()
-	tuneGC()
+	gogc, memLimit := tuneGC()
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "flotilla-coordinator: unexpected arguments %q\n", flag.Args())
 		os.Exit(2)
@@ -55,6 +55,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "flotilla-coordinator:", err)
 		os.Exit(2)
 	}
+	log.Info("garbage collector", "gogc", gogc, "memory_limit_bytes", memLimit)
 	if *placement != "spread" && *placement != "pack" {
 		fmt.Fprintln(os.Stderr, "flotilla-coordinator: --placement must be spread or pack")
 		os.Exit(2)
