@@ -1,6 +1,7 @@
 package api
 
 import (
+	"slices"
 	"time"
 
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -9,6 +10,7 @@ import (
 	"github.com/flotilla-vm/flotilla/coordinator/fsm"
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
+	"github.com/flotilla-vm/flotilla/coordinator/vocabulary"
 	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
 
@@ -192,7 +194,8 @@ func SpecToPB(s state.Spec) *pb.InstanceSpec {
 	return &pb.InstanceSpec{Vcpus: int32(s.VCPUs), MemoryMib: int64(s.MemoryMiB), DiskGib: int64(s.DiskGiB), Image: s.Image}
 }
 
-func instanceToPB(i *state.Instance) *pb.Instance {
+// instanceToPB converts an instance, with its views in vocabs.
+func instanceToPB(i *state.Instance, vocabs ...vocabulary.Vocabulary) *pb.Instance {
 	status := i.Status()
 	out := &pb.Instance{
 		Id:                 i.ID,
@@ -219,6 +222,49 @@ func instanceToPB(i *state.Instance) *pb.Instance {
 	}
 	for _, a := range lifecycle.Allowed(status) {
 		out.AllowedActions = append(out.AllowedActions, actionToPB[a])
+	}
+	in := vocabulary.Input{Facts: i.Facts(), LastOp: i.LastOpK}
+	for _, v := range vocabs {
+		out.Views = append(out.Views, viewToPB(vocabulary.Render(v, in)))
+	}
+	return out
+}
+
+var vocabularyToPB = map[vocabulary.Vocabulary]pb.Vocabulary{
+	vocabulary.ManageInstance:  pb.Vocabulary_VOCABULARY_MANAGE_INSTANCE,
+	vocabulary.Nova:            pb.Vocabulary_VOCABULARY_NOVA,
+	vocabulary.RightScale:      pb.Vocabulary_VOCABULARY_RIGHTSCALE,
+	vocabulary.Azure:           pb.Vocabulary_VOCABULARY_AZURE,
+	vocabulary.ManagedInstance: pb.Vocabulary_VOCABULARY_MANAGED_INSTANCE,
+}
+
+// vocabulariesFromPB validates the vocabularies a read asks for, keeping
+// their order and dropping repeats.
+func vocabulariesFromPB(v *violations, in []pb.Vocabulary) []vocabulary.Vocabulary {
+	var out []vocabulary.Vocabulary
+next:
+	for _, p := range in {
+		for k, w := range vocabularyToPB {
+			if w == p {
+				if !slices.Contains(out, k) {
+					out = append(out, k)
+				}
+				continue next
+			}
+		}
+		v.add("vocabularies", "unknown vocabulary %v", p)
+	}
+	return out
+}
+
+func viewToPB(v vocabulary.View) *pb.VocabularyView {
+	out := &pb.VocabularyView{Vocabulary: vocabularyToPB[v.Vocabulary], Status: v.Status, Mapped: v.Mapped(),
+		CanonicalStatus: statusToPB[v.Canonical], BillingClass: string(v.Billing)}
+	if len(v.Fields) > 0 {
+		out.Fields = make(map[string]string, len(v.Fields))
+		for _, f := range v.Fields {
+			out.Fields[f.Name] = f.Value
+		}
 	}
 	return out
 }

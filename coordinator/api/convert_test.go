@@ -1,10 +1,12 @@
 package api
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
+	"github.com/flotilla-vm/flotilla/coordinator/vocabulary"
 	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
 
@@ -48,5 +50,41 @@ func TestEveryValueHasAWireName(t *testing.T) {
 		if PowerFromPB(powerToPB[p]) != p {
 			t.Errorf("power %s does not round-trip", p)
 		}
+	}
+}
+
+// Views come back in the order asked, once each, in the seeds' words.
+func TestInstanceViews(t *testing.T) {
+	for _, w := range vocabulary.All {
+		if v, ok := vocabularyToPB[w]; !ok || v == pb.Vocabulary_VOCABULARY_UNSPECIFIED {
+			t.Errorf("vocabulary %s maps to %v", w, v)
+		}
+	}
+	var v violations
+	asked := vocabulariesFromPB(&v, []pb.Vocabulary{pb.Vocabulary_VOCABULARY_AZURE, pb.Vocabulary_VOCABULARY_NOVA, pb.Vocabulary_VOCABULARY_AZURE})
+	if len(v) > 0 || !slices.Equal(asked, []vocabulary.Vocabulary{vocabulary.Azure, vocabulary.Nova}) {
+		t.Fatalf("asked %v, violations %v", asked, v)
+	}
+	inst := &state.Instance{ID: "i-1", Desired: lifecycle.DesiredStopped, Power: lifecycle.PowerShutOff,
+		Result: lifecycle.ResultSucceeded, HostID: "h", LastOpK: lifecycle.OpStop}
+	got := instanceToPB(inst, asked...).Views
+	if len(got) != 2 {
+		t.Fatalf("views %v", got)
+	}
+	az, nv := got[0], got[1]
+	if az.Vocabulary != pb.Vocabulary_VOCABULARY_AZURE || az.Status != "stopped" || !az.Mapped ||
+		az.Fields["provisioning"] != "ProvisioningState/succeeded" || az.Fields["power_state"] != "PowerState/stopped" ||
+		az.BillingClass != "hardware-only" || az.CanonicalStatus != pb.Status_STATUS_STOPPED {
+		t.Errorf("azure view %v", az)
+	}
+	if nv.Status != "STOPPED" || nv.Fields["vm_state"] != "stopped" || nv.Fields["power_state"] != "4" {
+		t.Errorf("nova view %v", nv)
+	}
+	if len(instanceToPB(inst).Views) != 0 {
+		t.Error("views without asking")
+	}
+	v = nil
+	if vocabulariesFromPB(&v, []pb.Vocabulary{pb.Vocabulary_VOCABULARY_UNSPECIFIED, 42}); len(v) != 2 {
+		t.Errorf("unknown vocabularies accepted: %v", v)
 	}
 }

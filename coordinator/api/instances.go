@@ -181,6 +181,7 @@ func (s *instances) DeleteInstance(ctx context.Context, r *pb.DeleteInstanceRequ
 func (s *instances) GetInstance(ctx context.Context, r *pb.GetInstanceRequest) (*pb.Instance, error) {
 	var v violations
 	validateID(&v, "id", r.Id)
+	vocabs := vocabulariesFromPB(&v, r.Vocabularies)
 	if len(v) > 0 {
 		return nil, invalid(v)
 	}
@@ -191,7 +192,7 @@ func (s *instances) GetInstance(ctx context.Context, r *pb.GetInstanceRequest) (
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return instanceToPB(&inst), nil
+	return instanceToPB(&inst, vocabs...), nil
 }
 
 func (s *instances) ListInstances(ctx context.Context, r *pb.ListInstancesRequest) (*pb.ListInstancesResponse, error) {
@@ -205,6 +206,7 @@ func (s *instances) ListInstances(ctx context.Context, r *pb.ListInstancesReques
 		}
 		want = append(want, st)
 	}
+	vocabs := vocabulariesFromPB(&v, r.Vocabularies)
 	if len(v) > 0 {
 		return nil, invalid(v)
 	}
@@ -228,7 +230,7 @@ func (s *instances) ListInstances(ctx context.Context, r *pb.ListInstancesReques
 			out.NextPageToken = out.Instances[size-1].Id
 			break
 		}
-		out.Instances = append(out.Instances, instanceToPB(&inst))
+		out.Instances = append(out.Instances, instanceToPB(&inst, vocabs...))
 	}
 	return out, nil
 }
@@ -251,6 +253,7 @@ func (s *instances) WatchInstances(r *pb.WatchInstancesRequest, stream pb.Instan
 	if r.InstanceId != "" {
 		validateID(&v, "instance_id", r.InstanceId)
 	}
+	vocabs := vocabulariesFromPB(&v, r.Vocabularies)
 	if len(v) > 0 {
 		return invalid(v)
 	}
@@ -285,7 +288,7 @@ func (s *instances) WatchInstances(r *pb.WatchInstancesRequest, stream pb.Instan
 			}
 			rev = e.Revision
 			if r.InstanceId == "" || e.Instance.ID == r.InstanceId {
-				msg.Instances = append(msg.Instances, instanceToPB(&e.Instance))
+				msg.Instances = append(msg.Instances, instanceToPB(&e.Instance, vocabs...))
 			}
 		}
 		if err := flush(); err != nil {

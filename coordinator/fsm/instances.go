@@ -177,7 +177,7 @@ func withdraw(tx *state.Tx, inst *state.Instance, req state.Operation) (any, err
 	inst.Desired = lifecycle.DesiredDeleted
 	inst.Power, inst.PowerWhy, inst.PowerTime = lifecycle.PowerNoDomain, "never-placed", tx.Now()
 	inst.Result, inst.Fault = lifecycle.ResultSucceeded, nil
-	inst.CurrentOp, inst.CurrentOpK, inst.LastOp = "", lifecycle.OpNone, del.ID
+	inst.CurrentOp, inst.CurrentOpK, inst.LastOp, inst.LastOpK = "", lifecycle.OpNone, del.ID, lifecycle.OpDelete
 	tx.PutOperation(del)
 	tx.PutInstance(inst)
 	if del.RequestID != "" {

@@ -137,5 +137,5 @@ func endOperation(inst *state.Instance, op *state.Operation) {
 	if inst.CurrentOp == op.ID {
 		inst.CurrentOp, inst.CurrentOpK = "", lifecycle.OpNone
 	}
-	inst.LastOp = op.ID
+	inst.LastOp, inst.LastOpK = op.ID, op.Kind
 }

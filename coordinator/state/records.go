@@ -34,18 +34,21 @@ type Instance struct {
 	CurrentOp  string            `json:"current_op,omitempty"`
 	CurrentOpK lifecycle.OpKind  `json:"current_op_kind,omitempty"`
 	LastOp     string            `json:"last_op,omitempty"`
-	Result     lifecycle.Result  `json:"result,omitempty"`
-	Fault      *Fault            `json:"fault,omitempty"`
-	Power      lifecycle.Power   `json:"power,omitempty"`
-	PowerWhy   string            `json:"power_reason,omitempty"`
-	PowerTime  time.Time         `json:"power_time"`
-	CreateTime time.Time         `json:"create_time"`
-	UpdateTime time.Time         `json:"update_time"`
-	CreateRev  int64             `json:"create_rev"`
-	ModifyRev  int64             `json:"modify_rev"`
-	Recovery   Recovery          `json:"recovery"`
-	Restarts   int32             `json:"restarts,omitempty"` // automatic, since the user's last start/stop
-	Placement  Placement         `json:"placement"`
+	// LastOpK is the kind of LastOp: the seeds' words for a failure depend
+	// on what failed (seed 004's CREATEFAILED).
+	LastOpK    lifecycle.OpKind `json:"last_op_kind,omitempty"`
+	Result     lifecycle.Result `json:"result,omitempty"`
+	Fault      *Fault           `json:"fault,omitempty"`
+	Power      lifecycle.Power  `json:"power,omitempty"`
+	PowerWhy   string           `json:"power_reason,omitempty"`
+	PowerTime  time.Time        `json:"power_time"`
+	CreateTime time.Time        `json:"create_time"`
+	UpdateTime time.Time        `json:"update_time"`
+	CreateRev  int64            `json:"create_rev"`
+	ModifyRev  int64            `json:"modify_rev"`
+	Recovery   Recovery         `json:"recovery"`
+	Restarts   int32            `json:"restarts,omitempty"` // automatic, since the user's last start/stop
+	Placement  Placement        `json:"placement"`
 	// MoveTarget is, while a move runs, the host it goes to: the instance
 	// takes room there too, from the move's start until it ends.
 	MoveTarget string `json:"move_target,omitempty"`

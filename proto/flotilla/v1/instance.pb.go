@@ -422,6 +422,75 @@ func (RecoveryPolicy) EnumDescriptor() ([]byte, []int) {
 	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{4}
 }
 
+// Vocabulary is one seed system's way of naming instance states. Reads that
+// take `vocabularies` return one VocabularyView per vocabulary asked for,
+// derived from the same facts as `status` (never stored).
+type Vocabulary int32
+
+const (
+	// Never used.
+	Vocabulary_VOCABULARY_UNSPECIFIED Vocabulary = 0
+	// Seed 000: a Xen "manage-instance" cloud (starting, running, offline, failed, ...).
+	Vocabulary_VOCABULARY_MANAGE_INSTANCE Vocabulary = 1
+	// Seed 001: OpenStack Nova (ACTIVE, BUILDING, REBOOT, ...), with vm_state,
+	// task_state and power_state.
+	Vocabulary_VOCABULARY_NOVA Vocabulary = 2
+	// Seed 002: RightScale server states (pending, operational, ...), with billing.
+	Vocabulary_VOCABULARY_RIGHTSCALE Vocabulary = 3
+	// Seed 003: Azure VM power state (the status word) and provisioning
+	// state codes, with billing.
+	Vocabulary_VOCABULARY_AZURE Vocabulary = 4
+	// Seed 004: a managed-service instance table (CREATING, CREATEFAILED, ...).
+	Vocabulary_VOCABULARY_MANAGED_INSTANCE Vocabulary = 5
+)
+
+// Enum value maps for Vocabulary.
+var (
+	Vocabulary_name = map[int32]string{
+		0: "VOCABULARY_UNSPECIFIED",
+		1: "VOCABULARY_MANAGE_INSTANCE",
+		2: "VOCABULARY_NOVA",
+		3: "VOCABULARY_RIGHTSCALE",
+		4: "VOCABULARY_AZURE",
+		5: "VOCABULARY_MANAGED_INSTANCE",
+	}
+	Vocabulary_value = map[string]int32{
+		"VOCABULARY_UNSPECIFIED":      0,
+		"VOCABULARY_MANAGE_INSTANCE":  1,
+		"VOCABULARY_NOVA":             2,
+		"VOCABULARY_RIGHTSCALE":       3,
+		"VOCABULARY_AZURE":            4,
+		"VOCABULARY_MANAGED_INSTANCE": 5,
+	}
+)
+
+func (x Vocabulary) Enum() *Vocabulary {
+	p := new(Vocabulary)
+	*p = x
+	return p
+}
+
+func (x Vocabulary) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Vocabulary) Descriptor() protoreflect.EnumDescriptor {
+	return file_flotilla_v1_instance_proto_enumTypes[5].Descriptor()
+}
+
+func (Vocabulary) Type() protoreflect.EnumType {
+	return &file_flotilla_v1_instance_proto_enumTypes[5]
+}
+
+func (x Vocabulary) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Vocabulary.Descriptor instead.
+func (Vocabulary) EnumDescriptor() ([]byte, []int) {
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{5}
+}
+
 // Recovery configures what happens after an unexpected power-off or crash.
 type Recovery struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -478,6 +547,106 @@ func (x *Recovery) GetMaxRestarts() int32 {
 	return 0
 }
 
+// VocabularyView is an instance's state in one seed system's words.
+type VocabularyView struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The vocabulary.
+	Vocabulary Vocabulary `protobuf:"varint,1,opt,name=vocabulary,proto3,enum=flotilla.v1.Vocabulary" json:"vocabulary,omitempty"`
+	// The seed's status word exactly as the seed spells it ("ACTIVE",
+	// "shutting down", "operational", "running", "CREATEFAILED"), or
+	// "UNMAPPED" when the seed has no word for the state.
+	Status string `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
+	// False when status is "UNMAPPED".
+	Mapped bool `protobuf:"varint,3,opt,name=mapped,proto3" json:"mapped,omitempty"`
+	// Flotilla's own status, the same as the instance's.
+	CanonicalStatus Status `protobuf:"varint,4,opt,name=canonical_status,json=canonicalStatus,proto3,enum=flotilla.v1.Status" json:"canonical_status,omitempty"`
+	// The seed's other fields, where it has them. Nova: "vm_state",
+	// "task_state" (absent when no task runs) and "power_state" (Nova's number:
+	// 0 NOSTATE, 1 RUNNING, 3 PAUSED, 4 SHUTDOWN, 6 CRASHED, 7 SUSPENDED).
+	// Azure: "provisioning" ("ProvisioningState/succeeded", ...),
+	// "power_state" ("PowerState/running", ...) and "os_provisioning" once
+	// the guest reports it.
+	Fields map[string]string `protobuf:"bytes,5,rep,name=fields,proto3" json:"fields,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The billing class the seed names for this state; empty where it names
+	// none. RightScale: "instance-usage", "storage-only", "not-charged".
+	// Azure: "hardware-and-software", "hardware-only", "not-billed".
+	BillingClass  string `protobuf:"bytes,6,opt,name=billing_class,json=billingClass,proto3" json:"billing_class,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VocabularyView) Reset() {
+	*x = VocabularyView{}
+	mi := &file_flotilla_v1_instance_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VocabularyView) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VocabularyView) ProtoMessage() {}
+
+func (x *VocabularyView) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_instance_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VocabularyView.ProtoReflect.Descriptor instead.
+func (*VocabularyView) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *VocabularyView) GetVocabulary() Vocabulary {
+	if x != nil {
+		return x.Vocabulary
+	}
+	return Vocabulary_VOCABULARY_UNSPECIFIED
+}
+
+func (x *VocabularyView) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *VocabularyView) GetMapped() bool {
+	if x != nil {
+		return x.Mapped
+	}
+	return false
+}
+
+func (x *VocabularyView) GetCanonicalStatus() Status {
+	if x != nil {
+		return x.CanonicalStatus
+	}
+	return Status_STATUS_UNSPECIFIED
+}
+
+func (x *VocabularyView) GetFields() map[string]string {
+	if x != nil {
+		return x.Fields
+	}
+	return nil
+}
+
+func (x *VocabularyView) GetBillingClass() string {
+	if x != nil {
+		return x.BillingClass
+	}
+	return ""
+}
+
 // InstanceSpec is the shape of a virtual machine.
 type InstanceSpec struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -497,7 +666,7 @@ type InstanceSpec struct {
 
 func (x *InstanceSpec) Reset() {
 	*x = InstanceSpec{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[1]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -509,7 +678,7 @@ func (x *InstanceSpec) String() string {
 func (*InstanceSpec) ProtoMessage() {}
 
 func (x *InstanceSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[1]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -522,7 +691,7 @@ func (x *InstanceSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceSpec.ProtoReflect.Descriptor instead.
 func (*InstanceSpec) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{1}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *InstanceSpec) GetVcpus() int32 {
@@ -571,7 +740,7 @@ type Placement struct {
 
 func (x *Placement) Reset() {
 	*x = Placement{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[2]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -583,7 +752,7 @@ func (x *Placement) String() string {
 func (*Placement) ProtoMessage() {}
 
 func (x *Placement) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[2]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -596,7 +765,7 @@ func (x *Placement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Placement.ProtoReflect.Descriptor instead.
 func (*Placement) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{2}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Placement) GetHypervisorKind() string {
@@ -671,14 +840,16 @@ type Instance struct {
 	// Automatic restarts done since the user last started or stopped it.
 	RestartCount int32 `protobuf:"varint,20,opt,name=restart_count,json=restartCount,proto3" json:"restart_count,omitempty"`
 	// Placement constraints.
-	Placement     *Placement `protobuf:"bytes,21,opt,name=placement,proto3" json:"placement,omitempty"`
+	Placement *Placement `protobuf:"bytes,21,opt,name=placement,proto3" json:"placement,omitempty"`
+	// The state in each vocabulary the read asked for, in the order asked.
+	Views         []*VocabularyView `protobuf:"bytes,22,rep,name=views,proto3" json:"views,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Instance) Reset() {
 	*x = Instance{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[3]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -690,7 +861,7 @@ func (x *Instance) String() string {
 func (*Instance) ProtoMessage() {}
 
 func (x *Instance) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[3]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -703,7 +874,7 @@ func (x *Instance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Instance.ProtoReflect.Descriptor instead.
 func (*Instance) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{3}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Instance) GetId() string {
@@ -853,6 +1024,13 @@ func (x *Instance) GetPlacement() *Placement {
 	return nil
 }
 
+func (x *Instance) GetViews() []*VocabularyView {
+	if x != nil {
+		return x.Views
+	}
+	return nil
+}
+
 // CreateInstanceRequest describes a new instance.
 type CreateInstanceRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -874,7 +1052,7 @@ type CreateInstanceRequest struct {
 
 func (x *CreateInstanceRequest) Reset() {
 	*x = CreateInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[4]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -886,7 +1064,7 @@ func (x *CreateInstanceRequest) String() string {
 func (*CreateInstanceRequest) ProtoMessage() {}
 
 func (x *CreateInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[4]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -899,7 +1077,7 @@ func (x *CreateInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateInstanceRequest.ProtoReflect.Descriptor instead.
 func (*CreateInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{4}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CreateInstanceRequest) GetName() string {
@@ -943,14 +1121,16 @@ type GetInstanceRequest struct {
 	// The instance id.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// Wait until this server has applied at least this revision (read-your-writes).
-	MinRevision   int64 `protobuf:"varint,2,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
+	MinRevision int64 `protobuf:"varint,2,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
+	// Also show the instance in these vocabularies (Instance.views).
+	Vocabularies  []Vocabulary `protobuf:"varint,3,rep,packed,name=vocabularies,proto3,enum=flotilla.v1.Vocabulary" json:"vocabularies,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetInstanceRequest) Reset() {
 	*x = GetInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[5]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -962,7 +1142,7 @@ func (x *GetInstanceRequest) String() string {
 func (*GetInstanceRequest) ProtoMessage() {}
 
 func (x *GetInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[5]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -975,7 +1155,7 @@ func (x *GetInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInstanceRequest.ProtoReflect.Descriptor instead.
 func (*GetInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{5}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetInstanceRequest) GetId() string {
@@ -992,6 +1172,13 @@ func (x *GetInstanceRequest) GetMinRevision() int64 {
 	return 0
 }
 
+func (x *GetInstanceRequest) GetVocabularies() []Vocabulary {
+	if x != nil {
+		return x.Vocabularies
+	}
+	return nil
+}
+
 // ListInstancesRequest pages through instances.
 type ListInstancesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1004,14 +1191,16 @@ type ListInstancesRequest struct {
 	// Wait until this server has applied at least this revision.
 	MinRevision int64 `protobuf:"varint,4,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
 	// Include deleted instances (they are kept as records).
-	ShowDeleted   bool `protobuf:"varint,5,opt,name=show_deleted,json=showDeleted,proto3" json:"show_deleted,omitempty"`
+	ShowDeleted bool `protobuf:"varint,5,opt,name=show_deleted,json=showDeleted,proto3" json:"show_deleted,omitempty"`
+	// Also show each instance in these vocabularies (Instance.views).
+	Vocabularies  []Vocabulary `protobuf:"varint,6,rep,packed,name=vocabularies,proto3,enum=flotilla.v1.Vocabulary" json:"vocabularies,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListInstancesRequest) Reset() {
 	*x = ListInstancesRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[6]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1023,7 +1212,7 @@ func (x *ListInstancesRequest) String() string {
 func (*ListInstancesRequest) ProtoMessage() {}
 
 func (x *ListInstancesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[6]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1036,7 +1225,7 @@ func (x *ListInstancesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInstancesRequest.ProtoReflect.Descriptor instead.
 func (*ListInstancesRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{6}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListInstancesRequest) GetPageSize() int32 {
@@ -1074,6 +1263,13 @@ func (x *ListInstancesRequest) GetShowDeleted() bool {
 	return false
 }
 
+func (x *ListInstancesRequest) GetVocabularies() []Vocabulary {
+	if x != nil {
+		return x.Vocabularies
+	}
+	return nil
+}
+
 // ListInstancesResponse is one page of instances.
 type ListInstancesResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1090,7 +1286,7 @@ type ListInstancesResponse struct {
 
 func (x *ListInstancesResponse) Reset() {
 	*x = ListInstancesResponse{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[7]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1102,7 +1298,7 @@ func (x *ListInstancesResponse) String() string {
 func (*ListInstancesResponse) ProtoMessage() {}
 
 func (x *ListInstancesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[7]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1115,7 +1311,7 @@ func (x *ListInstancesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInstancesResponse.ProtoReflect.Descriptor instead.
 func (*ListInstancesResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{7}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListInstancesResponse) GetInstances() []*Instance {
@@ -1146,14 +1342,16 @@ type WatchInstancesRequest struct {
 	// A revision older than the server retains fails with OUT_OF_RANGE; list again.
 	StartRevision int64 `protobuf:"varint,1,opt,name=start_revision,json=startRevision,proto3" json:"start_revision,omitempty"`
 	// Only changes to this instance, if set.
-	InstanceId    string `protobuf:"bytes,2,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	InstanceId string `protobuf:"bytes,2,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	// Also show each instance in these vocabularies (Instance.views).
+	Vocabularies  []Vocabulary `protobuf:"varint,3,rep,packed,name=vocabularies,proto3,enum=flotilla.v1.Vocabulary" json:"vocabularies,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WatchInstancesRequest) Reset() {
 	*x = WatchInstancesRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[8]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1165,7 +1363,7 @@ func (x *WatchInstancesRequest) String() string {
 func (*WatchInstancesRequest) ProtoMessage() {}
 
 func (x *WatchInstancesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[8]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1178,7 +1376,7 @@ func (x *WatchInstancesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchInstancesRequest.ProtoReflect.Descriptor instead.
 func (*WatchInstancesRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{8}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *WatchInstancesRequest) GetStartRevision() int64 {
@@ -1193,6 +1391,13 @@ func (x *WatchInstancesRequest) GetInstanceId() string {
 		return x.InstanceId
 	}
 	return ""
+}
+
+func (x *WatchInstancesRequest) GetVocabularies() []Vocabulary {
+	if x != nil {
+		return x.Vocabularies
+	}
+	return nil
 }
 
 // WatchInstancesResponse is every change of one revision (one revision may
@@ -1211,7 +1416,7 @@ type WatchInstancesResponse struct {
 
 func (x *WatchInstancesResponse) Reset() {
 	*x = WatchInstancesResponse{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[9]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1223,7 +1428,7 @@ func (x *WatchInstancesResponse) String() string {
 func (*WatchInstancesResponse) ProtoMessage() {}
 
 func (x *WatchInstancesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[9]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1236,7 +1441,7 @@ func (x *WatchInstancesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchInstancesResponse.ProtoReflect.Descriptor instead.
 func (*WatchInstancesResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{9}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *WatchInstancesResponse) GetRevision() int64 {
@@ -1266,7 +1471,7 @@ type StartInstanceRequest struct {
 
 func (x *StartInstanceRequest) Reset() {
 	*x = StartInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[10]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1278,7 +1483,7 @@ func (x *StartInstanceRequest) String() string {
 func (*StartInstanceRequest) ProtoMessage() {}
 
 func (x *StartInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[10]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1291,7 +1496,7 @@ func (x *StartInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartInstanceRequest.ProtoReflect.Descriptor instead.
 func (*StartInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{10}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *StartInstanceRequest) GetId() string {
@@ -1326,7 +1531,7 @@ type StopInstanceRequest struct {
 
 func (x *StopInstanceRequest) Reset() {
 	*x = StopInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[11]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1338,7 +1543,7 @@ func (x *StopInstanceRequest) String() string {
 func (*StopInstanceRequest) ProtoMessage() {}
 
 func (x *StopInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[11]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1351,7 +1556,7 @@ func (x *StopInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopInstanceRequest.ProtoReflect.Descriptor instead.
 func (*StopInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{11}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *StopInstanceRequest) GetId() string {
@@ -1397,7 +1602,7 @@ type RestartInstanceRequest struct {
 
 func (x *RestartInstanceRequest) Reset() {
 	*x = RestartInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[12]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1409,7 +1614,7 @@ func (x *RestartInstanceRequest) String() string {
 func (*RestartInstanceRequest) ProtoMessage() {}
 
 func (x *RestartInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[12]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1422,7 +1627,7 @@ func (x *RestartInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartInstanceRequest.ProtoReflect.Descriptor instead.
 func (*RestartInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{12}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RestartInstanceRequest) GetId() string {
@@ -1459,7 +1664,7 @@ type PauseInstanceRequest struct {
 
 func (x *PauseInstanceRequest) Reset() {
 	*x = PauseInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[13]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1471,7 +1676,7 @@ func (x *PauseInstanceRequest) String() string {
 func (*PauseInstanceRequest) ProtoMessage() {}
 
 func (x *PauseInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[13]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1484,7 +1689,7 @@ func (x *PauseInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseInstanceRequest.ProtoReflect.Descriptor instead.
 func (*PauseInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{13}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PauseInstanceRequest) GetId() string {
@@ -1514,7 +1719,7 @@ type UnpauseInstanceRequest struct {
 
 func (x *UnpauseInstanceRequest) Reset() {
 	*x = UnpauseInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[14]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1526,7 +1731,7 @@ func (x *UnpauseInstanceRequest) String() string {
 func (*UnpauseInstanceRequest) ProtoMessage() {}
 
 func (x *UnpauseInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[14]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1539,7 +1744,7 @@ func (x *UnpauseInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnpauseInstanceRequest.ProtoReflect.Descriptor instead.
 func (*UnpauseInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{14}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *UnpauseInstanceRequest) GetId() string {
@@ -1569,7 +1774,7 @@ type SuspendInstanceRequest struct {
 
 func (x *SuspendInstanceRequest) Reset() {
 	*x = SuspendInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[15]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1581,7 +1786,7 @@ func (x *SuspendInstanceRequest) String() string {
 func (*SuspendInstanceRequest) ProtoMessage() {}
 
 func (x *SuspendInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[15]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1594,7 +1799,7 @@ func (x *SuspendInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SuspendInstanceRequest.ProtoReflect.Descriptor instead.
 func (*SuspendInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{15}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SuspendInstanceRequest) GetId() string {
@@ -1624,7 +1829,7 @@ type ResumeInstanceRequest struct {
 
 func (x *ResumeInstanceRequest) Reset() {
 	*x = ResumeInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[16]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1636,7 +1841,7 @@ func (x *ResumeInstanceRequest) String() string {
 func (*ResumeInstanceRequest) ProtoMessage() {}
 
 func (x *ResumeInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[16]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1649,7 +1854,7 @@ func (x *ResumeInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeInstanceRequest.ProtoReflect.Descriptor instead.
 func (*ResumeInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{16}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ResumeInstanceRequest) GetId() string {
@@ -1679,7 +1884,7 @@ type DeleteInstanceRequest struct {
 
 func (x *DeleteInstanceRequest) Reset() {
 	*x = DeleteInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[17]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1691,7 +1896,7 @@ func (x *DeleteInstanceRequest) String() string {
 func (*DeleteInstanceRequest) ProtoMessage() {}
 
 func (x *DeleteInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[17]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1704,7 +1909,7 @@ func (x *DeleteInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteInstanceRequest.ProtoReflect.Descriptor instead.
 func (*DeleteInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{17}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DeleteInstanceRequest) GetId() string {
@@ -1728,7 +1933,19 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x1aflotilla/v1/instance.proto\x12\vflotilla.v1\x1a\x18flotilla/v1/common.proto\x1a\x1bflotilla/v1/operation.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"b\n" +
 	"\bRecovery\x123\n" +
 	"\x06policy\x18\x01 \x01(\x0e2\x1b.flotilla.v1.RecoveryPolicyR\x06policy\x12!\n" +
-	"\fmax_restarts\x18\x02 \x01(\x05R\vmaxRestarts\"t\n" +
+	"\fmax_restarts\x18\x02 \x01(\x05R\vmaxRestarts\"\xda\x02\n" +
+	"\x0eVocabularyView\x127\n" +
+	"\n" +
+	"vocabulary\x18\x01 \x01(\x0e2\x17.flotilla.v1.VocabularyR\n" +
+	"vocabulary\x12\x16\n" +
+	"\x06status\x18\x02 \x01(\tR\x06status\x12\x16\n" +
+	"\x06mapped\x18\x03 \x01(\bR\x06mapped\x12>\n" +
+	"\x10canonical_status\x18\x04 \x01(\x0e2\x13.flotilla.v1.StatusR\x0fcanonicalStatus\x12?\n" +
+	"\x06fields\x18\x05 \x03(\v2'.flotilla.v1.VocabularyView.FieldsEntryR\x06fields\x12#\n" +
+	"\rbilling_class\x18\x06 \x01(\tR\fbillingClass\x1a9\n" +
+	"\vFieldsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"t\n" +
 	"\fInstanceSpec\x12\x14\n" +
 	"\x05vcpus\x18\x01 \x01(\x05R\x05vcpus\x12\x1d\n" +
 	"\n" +
@@ -1743,7 +1960,7 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\vpreemptible\x18\x04 \x01(\bR\vpreemptible\x1a=\n" +
 	"\x0fHostLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x83\b\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb6\b\n" +
 	"\bInstance\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12-\n" +
@@ -1769,32 +1986,36 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x0fmodify_revision\x18\x12 \x01(\x03R\x0emodifyRevision\x121\n" +
 	"\brecovery\x18\x13 \x01(\v2\x15.flotilla.v1.RecoveryR\brecovery\x12#\n" +
 	"\rrestart_count\x18\x14 \x01(\x05R\frestartCount\x124\n" +
-	"\tplacement\x18\x15 \x01(\v2\x16.flotilla.v1.PlacementR\tplacement\"\xe2\x01\n" +
+	"\tplacement\x18\x15 \x01(\v2\x16.flotilla.v1.PlacementR\tplacement\x121\n" +
+	"\x05views\x18\x16 \x03(\v2\x1b.flotilla.v1.VocabularyViewR\x05views\"\xe2\x01\n" +
 	"\x15CreateInstanceRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12-\n" +
 	"\x04spec\x18\x02 \x01(\v2\x19.flotilla.v1.InstanceSpecR\x04spec\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x03 \x01(\tR\trequestId\x121\n" +
 	"\brecovery\x18\x04 \x01(\v2\x15.flotilla.v1.RecoveryR\brecovery\x124\n" +
-	"\tplacement\x18\x05 \x01(\v2\x16.flotilla.v1.PlacementR\tplacement\"G\n" +
+	"\tplacement\x18\x05 \x01(\v2\x16.flotilla.v1.PlacementR\tplacement\"\x84\x01\n" +
 	"\x12GetInstanceRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
-	"\fmin_revision\x18\x02 \x01(\x03R\vminRevision\"\xd2\x01\n" +
+	"\fmin_revision\x18\x02 \x01(\x03R\vminRevision\x12;\n" +
+	"\fvocabularies\x18\x03 \x03(\x0e2\x17.flotilla.v1.VocabularyR\fvocabularies\"\x8f\x02\n" +
 	"\x14ListInstancesRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
 	"page_token\x18\x02 \x01(\tR\tpageToken\x128\n" +
 	"\rstatus_filter\x18\x03 \x03(\x0e2\x13.flotilla.v1.StatusR\fstatusFilter\x12!\n" +
 	"\fmin_revision\x18\x04 \x01(\x03R\vminRevision\x12!\n" +
-	"\fshow_deleted\x18\x05 \x01(\bR\vshowDeleted\"\x90\x01\n" +
+	"\fshow_deleted\x18\x05 \x01(\bR\vshowDeleted\x12;\n" +
+	"\fvocabularies\x18\x06 \x03(\x0e2\x17.flotilla.v1.VocabularyR\fvocabularies\"\x90\x01\n" +
 	"\x15ListInstancesResponse\x123\n" +
 	"\tinstances\x18\x01 \x03(\v2\x15.flotilla.v1.InstanceR\tinstances\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x1a\n" +
-	"\brevision\x18\x03 \x01(\x03R\brevision\"_\n" +
+	"\brevision\x18\x03 \x01(\x03R\brevision\"\x9c\x01\n" +
 	"\x15WatchInstancesRequest\x12%\n" +
 	"\x0estart_revision\x18\x01 \x01(\x03R\rstartRevision\x12\x1f\n" +
 	"\vinstance_id\x18\x02 \x01(\tR\n" +
-	"instanceId\"i\n" +
+	"instanceId\x12;\n" +
+	"\fvocabularies\x18\x03 \x03(\x0e2\x17.flotilla.v1.VocabularyR\fvocabularies\"i\n" +
 	"\x16WatchInstancesResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\x123\n" +
 	"\tinstances\x18\x02 \x03(\v2\x15.flotilla.v1.InstanceR\tinstances\"E\n" +
@@ -1885,7 +2106,15 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x1bRECOVERY_POLICY_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15RECOVERY_POLICY_LEAVE\x10\x01\x12\x1b\n" +
 	"\x17RECOVERY_POLICY_RESTART\x10\x02\x12\x1f\n" +
-	"\x1bRECOVERY_POLICY_MARK_FAILED\x10\x032\xc9\a\n" +
+	"\x1bRECOVERY_POLICY_MARK_FAILED\x10\x03*\xaf\x01\n" +
+	"\n" +
+	"Vocabulary\x12\x1a\n" +
+	"\x16VOCABULARY_UNSPECIFIED\x10\x00\x12\x1e\n" +
+	"\x1aVOCABULARY_MANAGE_INSTANCE\x10\x01\x12\x13\n" +
+	"\x0fVOCABULARY_NOVA\x10\x02\x12\x19\n" +
+	"\x15VOCABULARY_RIGHTSCALE\x10\x03\x12\x14\n" +
+	"\x10VOCABULARY_AZURE\x10\x04\x12\x1f\n" +
+	"\x1bVOCABULARY_MANAGED_INSTANCE\x10\x052\xc9\a\n" +
 	"\x0fInstanceService\x12L\n" +
 	"\x0eCreateInstance\x12\".flotilla.v1.CreateInstanceRequest\x1a\x16.flotilla.v1.Operation\x12E\n" +
 	"\vGetInstance\x12\x1f.flotilla.v1.GetInstanceRequest\x1a\x15.flotilla.v1.Instance\x12V\n" +
@@ -1912,90 +2141,100 @@ func file_flotilla_v1_instance_proto_rawDescGZIP() []byte {
 	return file_flotilla_v1_instance_proto_rawDescData
 }
 
-var file_flotilla_v1_instance_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_flotilla_v1_instance_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_flotilla_v1_instance_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
+var file_flotilla_v1_instance_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_flotilla_v1_instance_proto_goTypes = []any{
 	(Status)(0),                    // 0: flotilla.v1.Status
 	(DesiredState)(0),              // 1: flotilla.v1.DesiredState
 	(ProvisioningResult)(0),        // 2: flotilla.v1.ProvisioningResult
 	(Action)(0),                    // 3: flotilla.v1.Action
 	(RecoveryPolicy)(0),            // 4: flotilla.v1.RecoveryPolicy
-	(*Recovery)(nil),               // 5: flotilla.v1.Recovery
-	(*InstanceSpec)(nil),           // 6: flotilla.v1.InstanceSpec
-	(*Placement)(nil),              // 7: flotilla.v1.Placement
-	(*Instance)(nil),               // 8: flotilla.v1.Instance
-	(*CreateInstanceRequest)(nil),  // 9: flotilla.v1.CreateInstanceRequest
-	(*GetInstanceRequest)(nil),     // 10: flotilla.v1.GetInstanceRequest
-	(*ListInstancesRequest)(nil),   // 11: flotilla.v1.ListInstancesRequest
-	(*ListInstancesResponse)(nil),  // 12: flotilla.v1.ListInstancesResponse
-	(*WatchInstancesRequest)(nil),  // 13: flotilla.v1.WatchInstancesRequest
-	(*WatchInstancesResponse)(nil), // 14: flotilla.v1.WatchInstancesResponse
-	(*StartInstanceRequest)(nil),   // 15: flotilla.v1.StartInstanceRequest
-	(*StopInstanceRequest)(nil),    // 16: flotilla.v1.StopInstanceRequest
-	(*RestartInstanceRequest)(nil), // 17: flotilla.v1.RestartInstanceRequest
-	(*PauseInstanceRequest)(nil),   // 18: flotilla.v1.PauseInstanceRequest
-	(*UnpauseInstanceRequest)(nil), // 19: flotilla.v1.UnpauseInstanceRequest
-	(*SuspendInstanceRequest)(nil), // 20: flotilla.v1.SuspendInstanceRequest
-	(*ResumeInstanceRequest)(nil),  // 21: flotilla.v1.ResumeInstanceRequest
-	(*DeleteInstanceRequest)(nil),  // 22: flotilla.v1.DeleteInstanceRequest
-	nil,                            // 23: flotilla.v1.Placement.HostLabelsEntry
-	(PowerState)(0),                // 24: flotilla.v1.PowerState
-	(*timestamppb.Timestamp)(nil),  // 25: google.protobuf.Timestamp
-	(*Fault)(nil),                  // 26: flotilla.v1.Fault
-	(*durationpb.Duration)(nil),    // 27: google.protobuf.Duration
-	(*Operation)(nil),              // 28: flotilla.v1.Operation
+	(Vocabulary)(0),                // 5: flotilla.v1.Vocabulary
+	(*Recovery)(nil),               // 6: flotilla.v1.Recovery
+	(*VocabularyView)(nil),         // 7: flotilla.v1.VocabularyView
+	(*InstanceSpec)(nil),           // 8: flotilla.v1.InstanceSpec
+	(*Placement)(nil),              // 9: flotilla.v1.Placement
+	(*Instance)(nil),               // 10: flotilla.v1.Instance
+	(*CreateInstanceRequest)(nil),  // 11: flotilla.v1.CreateInstanceRequest
+	(*GetInstanceRequest)(nil),     // 12: flotilla.v1.GetInstanceRequest
+	(*ListInstancesRequest)(nil),   // 13: flotilla.v1.ListInstancesRequest
+	(*ListInstancesResponse)(nil),  // 14: flotilla.v1.ListInstancesResponse
+	(*WatchInstancesRequest)(nil),  // 15: flotilla.v1.WatchInstancesRequest
+	(*WatchInstancesResponse)(nil), // 16: flotilla.v1.WatchInstancesResponse
+	(*StartInstanceRequest)(nil),   // 17: flotilla.v1.StartInstanceRequest
+	(*StopInstanceRequest)(nil),    // 18: flotilla.v1.StopInstanceRequest
+	(*RestartInstanceRequest)(nil), // 19: flotilla.v1.RestartInstanceRequest
+	(*PauseInstanceRequest)(nil),   // 20: flotilla.v1.PauseInstanceRequest
+	(*UnpauseInstanceRequest)(nil), // 21: flotilla.v1.UnpauseInstanceRequest
+	(*SuspendInstanceRequest)(nil), // 22: flotilla.v1.SuspendInstanceRequest
+	(*ResumeInstanceRequest)(nil),  // 23: flotilla.v1.ResumeInstanceRequest
+	(*DeleteInstanceRequest)(nil),  // 24: flotilla.v1.DeleteInstanceRequest
+	nil,                            // 25: flotilla.v1.VocabularyView.FieldsEntry
+	nil,                            // 26: flotilla.v1.Placement.HostLabelsEntry
+	(PowerState)(0),                // 27: flotilla.v1.PowerState
+	(*timestamppb.Timestamp)(nil),  // 28: google.protobuf.Timestamp
+	(*Fault)(nil),                  // 29: flotilla.v1.Fault
+	(*durationpb.Duration)(nil),    // 30: google.protobuf.Duration
+	(*Operation)(nil),              // 31: flotilla.v1.Operation
 }
 var file_flotilla_v1_instance_proto_depIdxs = []int32{
 	4,  // 0: flotilla.v1.Recovery.policy:type_name -> flotilla.v1.RecoveryPolicy
-	23, // 1: flotilla.v1.Placement.host_labels:type_name -> flotilla.v1.Placement.HostLabelsEntry
-	6,  // 2: flotilla.v1.Instance.spec:type_name -> flotilla.v1.InstanceSpec
-	0,  // 3: flotilla.v1.Instance.status:type_name -> flotilla.v1.Status
-	1,  // 4: flotilla.v1.Instance.desired_state:type_name -> flotilla.v1.DesiredState
-	24, // 5: flotilla.v1.Instance.power_state:type_name -> flotilla.v1.PowerState
-	25, // 6: flotilla.v1.Instance.power_state_time:type_name -> google.protobuf.Timestamp
-	2,  // 7: flotilla.v1.Instance.provisioning_result:type_name -> flotilla.v1.ProvisioningResult
-	26, // 8: flotilla.v1.Instance.fault:type_name -> flotilla.v1.Fault
-	3,  // 9: flotilla.v1.Instance.allowed_actions:type_name -> flotilla.v1.Action
-	25, // 10: flotilla.v1.Instance.create_time:type_name -> google.protobuf.Timestamp
-	25, // 11: flotilla.v1.Instance.update_time:type_name -> google.protobuf.Timestamp
-	5,  // 12: flotilla.v1.Instance.recovery:type_name -> flotilla.v1.Recovery
-	7,  // 13: flotilla.v1.Instance.placement:type_name -> flotilla.v1.Placement
-	6,  // 14: flotilla.v1.CreateInstanceRequest.spec:type_name -> flotilla.v1.InstanceSpec
-	5,  // 15: flotilla.v1.CreateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
-	7,  // 16: flotilla.v1.CreateInstanceRequest.placement:type_name -> flotilla.v1.Placement
-	0,  // 17: flotilla.v1.ListInstancesRequest.status_filter:type_name -> flotilla.v1.Status
-	8,  // 18: flotilla.v1.ListInstancesResponse.instances:type_name -> flotilla.v1.Instance
-	8,  // 19: flotilla.v1.WatchInstancesResponse.instances:type_name -> flotilla.v1.Instance
-	27, // 20: flotilla.v1.StopInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
-	9,  // 21: flotilla.v1.InstanceService.CreateInstance:input_type -> flotilla.v1.CreateInstanceRequest
-	10, // 22: flotilla.v1.InstanceService.GetInstance:input_type -> flotilla.v1.GetInstanceRequest
-	11, // 23: flotilla.v1.InstanceService.ListInstances:input_type -> flotilla.v1.ListInstancesRequest
-	13, // 24: flotilla.v1.InstanceService.WatchInstances:input_type -> flotilla.v1.WatchInstancesRequest
-	15, // 25: flotilla.v1.InstanceService.StartInstance:input_type -> flotilla.v1.StartInstanceRequest
-	16, // 26: flotilla.v1.InstanceService.StopInstance:input_type -> flotilla.v1.StopInstanceRequest
-	17, // 27: flotilla.v1.InstanceService.RestartInstance:input_type -> flotilla.v1.RestartInstanceRequest
-	18, // 28: flotilla.v1.InstanceService.PauseInstance:input_type -> flotilla.v1.PauseInstanceRequest
-	19, // 29: flotilla.v1.InstanceService.UnpauseInstance:input_type -> flotilla.v1.UnpauseInstanceRequest
-	20, // 30: flotilla.v1.InstanceService.SuspendInstance:input_type -> flotilla.v1.SuspendInstanceRequest
-	21, // 31: flotilla.v1.InstanceService.ResumeInstance:input_type -> flotilla.v1.ResumeInstanceRequest
-	22, // 32: flotilla.v1.InstanceService.DeleteInstance:input_type -> flotilla.v1.DeleteInstanceRequest
-	28, // 33: flotilla.v1.InstanceService.CreateInstance:output_type -> flotilla.v1.Operation
-	8,  // 34: flotilla.v1.InstanceService.GetInstance:output_type -> flotilla.v1.Instance
-	12, // 35: flotilla.v1.InstanceService.ListInstances:output_type -> flotilla.v1.ListInstancesResponse
-	14, // 36: flotilla.v1.InstanceService.WatchInstances:output_type -> flotilla.v1.WatchInstancesResponse
-	28, // 37: flotilla.v1.InstanceService.StartInstance:output_type -> flotilla.v1.Operation
-	28, // 38: flotilla.v1.InstanceService.StopInstance:output_type -> flotilla.v1.Operation
-	28, // 39: flotilla.v1.InstanceService.RestartInstance:output_type -> flotilla.v1.Operation
-	28, // 40: flotilla.v1.InstanceService.PauseInstance:output_type -> flotilla.v1.Operation
-	28, // 41: flotilla.v1.InstanceService.UnpauseInstance:output_type -> flotilla.v1.Operation
-	28, // 42: flotilla.v1.InstanceService.SuspendInstance:output_type -> flotilla.v1.Operation
-	28, // 43: flotilla.v1.InstanceService.ResumeInstance:output_type -> flotilla.v1.Operation
-	28, // 44: flotilla.v1.InstanceService.DeleteInstance:output_type -> flotilla.v1.Operation
-	33, // [33:45] is the sub-list for method output_type
-	21, // [21:33] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	5,  // 1: flotilla.v1.VocabularyView.vocabulary:type_name -> flotilla.v1.Vocabulary
+	0,  // 2: flotilla.v1.VocabularyView.canonical_status:type_name -> flotilla.v1.Status
+	25, // 3: flotilla.v1.VocabularyView.fields:type_name -> flotilla.v1.VocabularyView.FieldsEntry
+	26, // 4: flotilla.v1.Placement.host_labels:type_name -> flotilla.v1.Placement.HostLabelsEntry
+	8,  // 5: flotilla.v1.Instance.spec:type_name -> flotilla.v1.InstanceSpec
+	0,  // 6: flotilla.v1.Instance.status:type_name -> flotilla.v1.Status
+	1,  // 7: flotilla.v1.Instance.desired_state:type_name -> flotilla.v1.DesiredState
+	27, // 8: flotilla.v1.Instance.power_state:type_name -> flotilla.v1.PowerState
+	28, // 9: flotilla.v1.Instance.power_state_time:type_name -> google.protobuf.Timestamp
+	2,  // 10: flotilla.v1.Instance.provisioning_result:type_name -> flotilla.v1.ProvisioningResult
+	29, // 11: flotilla.v1.Instance.fault:type_name -> flotilla.v1.Fault
+	3,  // 12: flotilla.v1.Instance.allowed_actions:type_name -> flotilla.v1.Action
+	28, // 13: flotilla.v1.Instance.create_time:type_name -> google.protobuf.Timestamp
+	28, // 14: flotilla.v1.Instance.update_time:type_name -> google.protobuf.Timestamp
+	6,  // 15: flotilla.v1.Instance.recovery:type_name -> flotilla.v1.Recovery
+	9,  // 16: flotilla.v1.Instance.placement:type_name -> flotilla.v1.Placement
+	7,  // 17: flotilla.v1.Instance.views:type_name -> flotilla.v1.VocabularyView
+	8,  // 18: flotilla.v1.CreateInstanceRequest.spec:type_name -> flotilla.v1.InstanceSpec
+	6,  // 19: flotilla.v1.CreateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
+	9,  // 20: flotilla.v1.CreateInstanceRequest.placement:type_name -> flotilla.v1.Placement
+	5,  // 21: flotilla.v1.GetInstanceRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
+	0,  // 22: flotilla.v1.ListInstancesRequest.status_filter:type_name -> flotilla.v1.Status
+	5,  // 23: flotilla.v1.ListInstancesRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
+	10, // 24: flotilla.v1.ListInstancesResponse.instances:type_name -> flotilla.v1.Instance
+	5,  // 25: flotilla.v1.WatchInstancesRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
+	10, // 26: flotilla.v1.WatchInstancesResponse.instances:type_name -> flotilla.v1.Instance
+	30, // 27: flotilla.v1.StopInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	11, // 28: flotilla.v1.InstanceService.CreateInstance:input_type -> flotilla.v1.CreateInstanceRequest
+	12, // 29: flotilla.v1.InstanceService.GetInstance:input_type -> flotilla.v1.GetInstanceRequest
+	13, // 30: flotilla.v1.InstanceService.ListInstances:input_type -> flotilla.v1.ListInstancesRequest
+	15, // 31: flotilla.v1.InstanceService.WatchInstances:input_type -> flotilla.v1.WatchInstancesRequest
+	17, // 32: flotilla.v1.InstanceService.StartInstance:input_type -> flotilla.v1.StartInstanceRequest
+	18, // 33: flotilla.v1.InstanceService.StopInstance:input_type -> flotilla.v1.StopInstanceRequest
+	19, // 34: flotilla.v1.InstanceService.RestartInstance:input_type -> flotilla.v1.RestartInstanceRequest
+	20, // 35: flotilla.v1.InstanceService.PauseInstance:input_type -> flotilla.v1.PauseInstanceRequest
+	21, // 36: flotilla.v1.InstanceService.UnpauseInstance:input_type -> flotilla.v1.UnpauseInstanceRequest
+	22, // 37: flotilla.v1.InstanceService.SuspendInstance:input_type -> flotilla.v1.SuspendInstanceRequest
+	23, // 38: flotilla.v1.InstanceService.ResumeInstance:input_type -> flotilla.v1.ResumeInstanceRequest
+	24, // 39: flotilla.v1.InstanceService.DeleteInstance:input_type -> flotilla.v1.DeleteInstanceRequest
+	31, // 40: flotilla.v1.InstanceService.CreateInstance:output_type -> flotilla.v1.Operation
+	10, // 41: flotilla.v1.InstanceService.GetInstance:output_type -> flotilla.v1.Instance
+	14, // 42: flotilla.v1.InstanceService.ListInstances:output_type -> flotilla.v1.ListInstancesResponse
+	16, // 43: flotilla.v1.InstanceService.WatchInstances:output_type -> flotilla.v1.WatchInstancesResponse
+	31, // 44: flotilla.v1.InstanceService.StartInstance:output_type -> flotilla.v1.Operation
+	31, // 45: flotilla.v1.InstanceService.StopInstance:output_type -> flotilla.v1.Operation
+	31, // 46: flotilla.v1.InstanceService.RestartInstance:output_type -> flotilla.v1.Operation
+	31, // 47: flotilla.v1.InstanceService.PauseInstance:output_type -> flotilla.v1.Operation
+	31, // 48: flotilla.v1.InstanceService.UnpauseInstance:output_type -> flotilla.v1.Operation
+	31, // 49: flotilla.v1.InstanceService.SuspendInstance:output_type -> flotilla.v1.Operation
+	31, // 50: flotilla.v1.InstanceService.ResumeInstance:output_type -> flotilla.v1.Operation
+	31, // 51: flotilla.v1.InstanceService.DeleteInstance:output_type -> flotilla.v1.Operation
+	40, // [40:52] is the sub-list for method output_type
+	28, // [28:40] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_instance_proto_init() }
@@ -2010,8 +2249,8 @@ func file_flotilla_v1_instance_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_instance_proto_rawDesc), len(file_flotilla_v1_instance_proto_rawDesc)),
-			NumEnums:      5,
-			NumMessages:   19,
+			NumEnums:      6,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,132 @@
+package vocabulary
+
+// SeedState is one state a seed document names, and where a view shows it.
+type SeedState struct {
+	Vocabulary Vocabulary
+	// Word is the state as the seed spells it.
+	Word string
+	// Field is the view field that carries it; "" for the status word.
+	Field string
+	// Value is what Field holds in that state (Word when Field is "").
+	Value string
+	// Awaits names the operation Flotilla does not have yet that reaches
+	// this state, and the issue that builds it; "" when it is reachable.
+	Awaits string
+}
+
+// Shown reports whether view v shows the state.
+func (s SeedState) Shown(v View) bool {
+	if v.Vocabulary != s.Vocabulary {
+		return false
+	}
+	if s.Field == "" {
+		return v.Status == s.Value
+	}
+	return v.Field(s.Field) == s.Value
+}
+
+const (
+	awaitResize    = "ResizeInstance (issue 13)"
+	awaitBundle    = "BundleInstance into an image (issue 16)"
+	awaitGuest     = "the guest channel (issue 15)"
+	awaitRebuild   = "RebuildInstance (issue 16)"
+	awaitRescue    = "RescueInstance (issue 16)"
+	awaitSoftDel   = "soft delete and restore (issue 16)"
+	awaitDealloc   = "DeallocateInstance (issue 16)"
+	awaitUpgrade   = "UpgradeInstance with automatic rollback (issue 16)"
+	awaitFreeze    = "project balances and FreezeInstance (issue 17)"
+	provisioningOf = "ProvisioningState/"
+)
+
+func status(v Vocabulary, w, awaits string) SeedState {
+	return SeedState{Vocabulary: v, Word: w, Value: w, Awaits: awaits}
+}
+
+func azureProvisioningState(w, awaits string) SeedState {
+	return SeedState{Vocabulary: Azure, Word: w, Field: FieldProvisioning, Value: provisioningOf + w, Awaits: awaits}
+}
+
+// Seeds is every state of the five seed documents (DESIGN.md section 2),
+// in seed order: 63 in all.
+var Seeds = []SeedState{
+	status(ManageInstance, "starting", ""),
+	status(ManageInstance, "running", ""),
+	status(ManageInstance, "restarting", ""),
+	status(ManageInstance, "shutting down", ""),
+	status(ManageInstance, "offline", ""),
+	status(ManageInstance, "terminating", ""),
+	status(ManageInstance, "resizing", awaitResize),
+	status(ManageInstance, "bundling", awaitBundle),
+	status(ManageInstance, "failed", ""),
+
+	status(Nova, "BUILDING", ""),
+	status(Nova, "ACTIVE", ""),
+	status(Nova, "REBOOT", ""),
+	status(Nova, "HARD_REBOOT", ""),
+	status(Nova, "PASSWORD", "SetPassword through "+awaitGuest),
+	status(Nova, "PAUSED", ""),
+	status(Nova, "SUSPENDED", ""),
+	status(Nova, "STOPPED", ""),
+	status(Nova, "RESIZED", awaitResize),
+	status(Nova, "VERIFY_RESIZE", awaitResize),
+	status(Nova, "REVERT_RESIZE", awaitResize),
+	status(Nova, "REBUILD", awaitRebuild),
+	status(Nova, "RESCUED", awaitRescue),
+	status(Nova, "SOFT_DELETED", awaitSoftDel),
+	status(Nova, "DELETED", ""),
+	status(Nova, "ERROR", ""),
+	status(Nova, "UNKNOWN", ""),
+
+	status(RightScale, "bidding", ""),
+	status(RightScale, "pending", ""),
+	status(RightScale, "booting", ""),
+	status(RightScale, "operational", ""),
+	status(RightScale, "stranded", "a boot or decommission deadline over "+awaitGuest),
+	status(RightScale, "decommissioning", "decommission scripts over "+awaitGuest),
+	status(RightScale, "shutting-down", ""),
+	status(RightScale, "terminated", ""),
+	status(RightScale, "stopping", ""),
+	status(RightScale, "stopped", ""),
+	status(RightScale, "error", ""),
+
+	status(Azure, "starting", ""),
+	status(Azure, "running", ""),
+	status(Azure, "stopping", ""),
+	status(Azure, "stopped", ""),
+	status(Azure, "deallocating", awaitDealloc),
+	status(Azure, "deallocated", awaitDealloc),
+	azureProvisioningState("creating", ""),
+	azureProvisioningState("updating", ""),
+	azureProvisioningState("deleting", ""),
+	azureProvisioningState("succeeded", ""),
+	azureProvisioningState("failed", ""),
+	azureProvisioningState("canceled", ""),
+	{Vocabulary: Azure, Word: "OSProvisioningInprogress", Field: FieldOSProvisioning,
+		Value: provisioningOf + "OSProvisioningInprogress", Awaits: "OS provisioning reports over " + awaitGuest},
+	{Vocabulary: Azure, Word: "OSProvisioningComplete", Field: FieldOSProvisioning,
+		Value: provisioningOf + "OSProvisioningComplete", Awaits: "OS provisioning reports over " + awaitGuest},
+
+	status(ManagedInstance, "CREATING", ""),
+	status(ManagedInstance, "CREATEFAILED", ""),
+	status(ManagedInstance, "RUNNING", ""),
+	status(ManagedInstance, "ERROR", ""),
+	status(ManagedInstance, "RESTARTING", ""),
+	status(ManagedInstance, "EXTENDING", awaitResize),
+	status(ManagedInstance, "EXTENDEDFAILED", awaitResize),
+	status(ManagedInstance, "DELETING", ""),
+	status(ManagedInstance, "DELETED", ""),
+	status(ManagedInstance, "FROZEN", awaitFreeze),
+	status(ManagedInstance, "UPGRADING", awaitUpgrade),
+	status(ManagedInstance, "ROLLBACK", awaitUpgrade),
+}
+
+// Reachable counts the seed states Flotilla can reach today.
+func Reachable() int {
+	n := 0
+	for _, s := range Seeds {
+		if s.Awaits == "" {
+			n++
+		}
+	}
+	return n
+}

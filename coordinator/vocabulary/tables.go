@@ -1,0 +1,304 @@
+package vocabulary
+
+import (
+	"strconv"
+
+	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
+)
+
+// Every table below has a row for every canonical status (a test holds
+// them to lifecycle.AllStatuses); a row with no word is the seed having
+// none, stated, not forgotten.
+var unmapped = word{}
+
+// manageInstanceWords is seed 000: eight words, stable (running, failed,
+// offline) and transitional (starting, restarting, shutting down,
+// terminating; resizing and bundling once those operations exist). It has
+// no pause, suspend, host-unreachable or deleted state.
+var manageInstanceWords = map[lifecycle.Status]word{
+	lifecycle.StatusPending:       {Status: "starting"}, // launch accepted; the pre-flight checks wait for room
+	lifecycle.StatusCreating:      {Status: "starting"}, // "shown almost immediately after ... launch"
+	lifecycle.StatusStarting:      {Status: "starting"},
+	lifecycle.StatusRunning:       {Status: "running"},
+	lifecycle.StatusRebooting:     {Status: "restarting"},
+	lifecycle.StatusHardRebooting: {Status: "restarting"},
+	lifecycle.StatusStopping:      {Status: "shutting down"},
+	lifecycle.StatusStopped:       {Status: "offline"},
+	// Off without anyone asking: still offline in a system with no word for why.
+	lifecycle.StatusUnexpectedShutoff: {Status: "offline"},
+	lifecycle.StatusDeleting:          {Status: "terminating"},
+	lifecycle.StatusError:             {Status: "failed"},
+	lifecycle.StatusCrashed:           {Status: "failed"},
+	lifecycle.StatusBidding:           unmapped,
+	lifecycle.StatusPausing:           unmapped,
+	lifecycle.StatusPaused:            unmapped,
+	lifecycle.StatusUnpausing:         unmapped,
+	lifecycle.StatusSuspending:        unmapped,
+	lifecycle.StatusSuspended:         unmapped,
+	lifecycle.StatusResuming:          unmapped,
+	lifecycle.StatusDeleted:           unmapped, // the instance is simply gone
+	lifecycle.StatusUnknown:           unmapped,
+	lifecycle.StatusMoving:            unmapped,
+}
+
+func manageInstance(_ Input, s lifecycle.Status) View { return fromTable(manageInstanceWords, s) }
+
+// novaRow is Nova's status with the vm_state and task_state behind it (as
+// nova/api/openstack/common.py maps them); the status words are seed 001's.
+type novaRow struct {
+	Status, VMState, TaskState string
+}
+
+// novaRows: statuses whose row depends on more than the status (DELETING,
+// UNKNOWN, UNEXPECTED_SHUTOFF, CRASHED, STOPPING, HARD_REBOOTING) are
+// refined in nova below.
+var novaRows = map[lifecycle.Status]novaRow{
+	lifecycle.StatusPending:           {"BUILDING", "building", "scheduling"},
+	lifecycle.StatusCreating:          {"BUILDING", "building", "spawning"},
+	lifecycle.StatusStarting:          {"STOPPED", "stopped", "powering-on"},
+	lifecycle.StatusRunning:           {"ACTIVE", "active", ""},
+	lifecycle.StatusStopping:          {"ACTIVE", "active", "powering-off"},
+	lifecycle.StatusStopped:           {"STOPPED", "stopped", ""},
+	lifecycle.StatusRebooting:         {"REBOOT", "active", "rebooting"},
+	lifecycle.StatusHardRebooting:     {"HARD_REBOOT", "active", "rebooting_hard"},
+	lifecycle.StatusPausing:           {"ACTIVE", "active", "pausing"},
+	lifecycle.StatusPaused:            {"PAUSED", "paused", ""},
+	lifecycle.StatusUnpausing:         {"PAUSED", "paused", "unpausing"},
+	lifecycle.StatusSuspending:        {"ACTIVE", "active", "suspending"},
+	lifecycle.StatusSuspended:         {"SUSPENDED", "suspended", ""},
+	lifecycle.StatusResuming:          {"SUSPENDED", "suspended", "resuming"},
+	lifecycle.StatusDeleting:          {"", "", "deleting"},
+	lifecycle.StatusDeleted:           {"DELETED", "deleted", ""},
+	lifecycle.StatusError:             {"ERROR", "error", ""},
+	lifecycle.StatusUnknown:           {"UNKNOWN", "", ""},
+	lifecycle.StatusUnexpectedShutoff: {"", "", ""},
+	lifecycle.StatusCrashed:           {"", "", ""},
+	// Nova has no waiting for spare capacity (a server that does not fit is
+	// ERROR/NoValidHost), and calls a cold move RESIZE/MIGRATING: words
+	// that seed 001 does not have.
+	lifecycle.StatusBidding: {},
+	lifecycle.StatusMoving:  {},
+}
+
+// novaPower is Nova's power_state for the observed power state, as its
+// libvirt driver maps libvirt's states (nova/compute/power_state.py:
+// NOSTATE 0, RUNNING 1, PAUSED 3, SHUTDOWN 4, CRASHED 6, SUSPENDED 7).
+var novaPower = map[lifecycle.Power]int{
+	lifecycle.PowerNone:         0,
+	lifecycle.PowerRunning:      1,
+	lifecycle.PowerPaused:       3,
+	lifecycle.PowerShuttingDown: 4, // libvirt's SHUTDOWN (being shut down) is Nova's SHUTDOWN
+	lifecycle.PowerShutOff:      4,
+	lifecycle.PowerCrashed:      6,
+	lifecycle.PowerSavedToDisk:  4, // a managed-saved domain is shut off to libvirt
+	lifecycle.PowerNoDomain:     0,
+	lifecycle.PowerUnknown:      0,
+}
+
+// novaByDesired is the status and vm_state Nova keeps while what the
+// hypervisor reports disagrees with the user's last request (Nova's
+// vm_state is that request; its power_state shows the disagreement).
+var novaByDesired = map[lifecycle.Desired]novaRow{
+	lifecycle.DesiredRunning:   {"ACTIVE", "active", ""},
+	lifecycle.DesiredStopped:   {"STOPPED", "stopped", ""},
+	lifecycle.DesiredPaused:    {"PAUSED", "paused", ""},
+	lifecycle.DesiredSuspended: {"SUSPENDED", "suspended", ""},
+	lifecycle.DesiredDeleted:   {"DELETED", "deleted", ""},
+}
+
+// novaByPower is the status and vm_state for what the hypervisor shows,
+// while a delete runs (Nova keeps the vm_state and sets task deleting).
+var novaByPower = map[lifecycle.Power]novaRow{
+	lifecycle.PowerRunning:      {"ACTIVE", "active", ""},
+	lifecycle.PowerShuttingDown: {"ACTIVE", "active", ""},
+	lifecycle.PowerPaused:       {"PAUSED", "paused", ""},
+	lifecycle.PowerSavedToDisk:  {"SUSPENDED", "suspended", ""},
+	lifecycle.PowerShutOff:      {"STOPPED", "stopped", ""},
+}
+
+func nova(in Input, s lifecycle.Status) View {
+	r := novaRows[s]
+	switch s {
+	case lifecycle.StatusStopping:
+		if in.Op == lifecycle.OpNone {
+			r.TaskState = "" // the guest is shutting itself down: no task of Nova's
+		}
+	case lifecycle.StatusHardRebooting:
+		if in.Power == lifecycle.PowerShutOff {
+			r.VMState = "stopped" // a hard reboot from STOPPED boots it
+		}
+	case lifecycle.StatusDeleting:
+		by, ok := novaByPower[in.Power]
+		if !ok {
+			by = novaRow{"ERROR", "error", ""}
+		}
+		r.Status, r.VMState = by.Status, by.VMState
+	case lifecycle.StatusUnknown:
+		r.VMState = novaByDesired[in.Desired].VMState
+	case lifecycle.StatusUnexpectedShutoff, lifecycle.StatusCrashed:
+		by, ok := novaByDesired[in.Desired]
+		if !ok {
+			by = novaRow{"ERROR", "error", ""}
+		}
+		r.Status, r.VMState = by.Status, by.VMState
+	}
+	if r.Status == "" {
+		return View{Status: Unmapped}
+	}
+	v := View{Status: r.Status, Fields: []Field{{FieldVMState, r.VMState}}}
+	if r.TaskState != "" {
+		v.Fields = append(v.Fields, Field{FieldTaskState, r.TaskState})
+	}
+	v.Fields = append(v.Fields, Field{FieldPowerState, strconv.Itoa(novaPower[in.Power])})
+	return v
+}
+
+// rightScaleWords is seed 002 for a server launched without boot or
+// decommission scripts (the seed's "bare instance"): until the guest can
+// say it finished booting, a running server is operational and a
+// terminated one skips decommissioning. Billing is the seed's (on EC2).
+var rightScaleWords = map[lifecycle.Status]word{
+	lifecycle.StatusBidding:  {Status: "bidding"},
+	lifecycle.StatusPending:  {Status: "pending", Billing: BillingNotCharged},
+	lifecycle.StatusCreating: {Status: "pending", Billing: BillingNotCharged},
+	lifecycle.StatusStarting: {Status: "pending", Billing: BillingNotCharged},
+	lifecycle.StatusRunning:  {Status: "operational", Billing: BillingInstanceUsage},
+	// "When you reboot a running instance it will ... transition directly
+	// to the 'booting' state without ever being completely shutdown."
+	lifecycle.StatusRebooting:         {Status: "booting", Billing: BillingInstanceUsage},
+	lifecycle.StatusHardRebooting:     {Status: "booting", Billing: BillingInstanceUsage},
+	lifecycle.StatusStopping:          {Status: "stopping", Billing: BillingStorageOnly},
+	lifecycle.StatusStopped:           {Status: "stopped", Billing: BillingStorageOnly},
+	lifecycle.StatusUnexpectedShutoff: {Status: "stopped", Billing: BillingStorageOnly},
+	lifecycle.StatusDeleting:          {Status: "shutting-down"},
+	lifecycle.StatusDeleted:           {Status: "terminated", Billing: BillingNotCharged},
+	lifecycle.StatusError:             {Status: "error"},
+	lifecycle.StatusCrashed:           {Status: "error"},
+	lifecycle.StatusPausing:           unmapped,
+	lifecycle.StatusPaused:            unmapped,
+	lifecycle.StatusUnpausing:         unmapped,
+	lifecycle.StatusSuspending:        unmapped,
+	lifecycle.StatusSuspended:         unmapped,
+	lifecycle.StatusResuming:          unmapped,
+	lifecycle.StatusUnknown:           unmapped,
+	lifecycle.StatusMoving:            unmapped,
+}
+
+func rightScale(_ Input, s lifecycle.Status) View { return fromTable(rightScaleWords, s) }
+
+// azurePowerWords is seed 003's power state (the view's status word) for
+// each canonical status, with the seed's billing for that power state.
+// DELETING and ERROR show what the hypervisor reports (azureObserved).
+var azurePowerWords = map[lifecycle.Status]word{
+	lifecycle.StatusPending:  {Status: "starting", Billing: BillingNotBilled}, // "ProvisioningState/creating" + "PowerState/starting"
+	lifecycle.StatusCreating: {Status: "starting", Billing: BillingNotBilled},
+	lifecycle.StatusStarting: {Status: "starting", Billing: BillingNotBilled},
+	// A restart is an update that starts the VM again.
+	lifecycle.StatusRebooting:     {Status: "starting", Billing: BillingNotBilled},
+	lifecycle.StatusHardRebooting: {Status: "starting", Billing: BillingNotBilled},
+	lifecycle.StatusRunning:       {Status: "running", Billing: BillingHardwareAndSoftware},
+	// "Status of the VM when a VM is either stopped from client or guest OS."
+	lifecycle.StatusStopping: {Status: "stopping", Billing: BillingHardwareAndSoftware},
+	lifecycle.StatusStopped:  {Status: "stopped", Billing: BillingHardwareOnly},
+	// "State occurs when a VM has been shut down from the guest OS."
+	lifecycle.StatusUnexpectedShutoff: {Status: "stopped", Billing: BillingHardwareOnly},
+	lifecycle.StatusDeleting:          unmapped, // refined by azureObserved
+	lifecycle.StatusError:             unmapped, // refined by azureObserved
+	lifecycle.StatusBidding:           unmapped,
+	lifecycle.StatusPausing:           unmapped,
+	lifecycle.StatusPaused:            unmapped,
+	lifecycle.StatusUnpausing:         unmapped,
+	lifecycle.StatusSuspending:        unmapped,
+	lifecycle.StatusSuspended:         unmapped,
+	lifecycle.StatusResuming:          unmapped,
+	lifecycle.StatusDeleted:           unmapped, // a deleted VM no longer exists to have a state
+	lifecycle.StatusUnknown:           unmapped,
+	lifecycle.StatusCrashed:           unmapped,
+	lifecycle.StatusMoving:            unmapped,
+}
+
+// azureObserved is the power state for what the hypervisor reports, used
+// while a delete runs and after a failure.
+var azureObserved = map[lifecycle.Power]word{
+	lifecycle.PowerRunning:      {Status: "running", Billing: BillingHardwareAndSoftware},
+	lifecycle.PowerShuttingDown: {Status: "stopping", Billing: BillingHardwareAndSoftware},
+	lifecycle.PowerShutOff:      {Status: "stopped", Billing: BillingHardwareOnly},
+}
+
+// azureProvisioning is the ProvisioningState for the operation in flight or,
+// with none, for how the last one ended.
+func azureProvisioning(in Input) string {
+	switch in.Op {
+	case lifecycle.OpNone:
+	case lifecycle.OpCreate:
+		return "creating"
+	case lifecycle.OpDelete:
+		return "deleting"
+	default:
+		// "Some non-model changes to VM such as start/Restart also fall under update."
+		return "updating"
+	}
+	switch in.Result {
+	case lifecycle.ResultSucceeded:
+		return "succeeded"
+	case lifecycle.ResultFailed, lifecycle.ResultRolledBack:
+		// Rolled back is the seed's edge case: the operation failed and the
+		// VM kept its original model.
+		return "failed"
+	case lifecycle.ResultCanceled:
+		return "canceled"
+	}
+	return ""
+}
+
+func azure(in Input, s lifecycle.Status) View {
+	v := fromTable(azurePowerWords, s)
+	if s == lifecycle.StatusDeleting || s == lifecycle.StatusError {
+		if w, ok := azureObserved[in.Power]; ok {
+			v = View{Status: w.Status, Billing: w.Billing}
+		}
+	}
+	if p := azureProvisioning(in); p != "" && s != lifecycle.StatusDeleted {
+		v.Fields = append(v.Fields, Field{FieldProvisioning, "ProvisioningState/" + p})
+	}
+	if v.Status != Unmapped {
+		v.Fields = append(v.Fields, Field{FieldPowerState, "PowerState/" + v.Status})
+	}
+	return v
+}
+
+// managedInstanceWords is seed 004. It has no stopped, paused or suspended
+// instance; an instance that should run and does not is "not running
+// properly" (ERROR).
+var managedInstanceWords = map[lifecycle.Status]word{
+	lifecycle.StatusPending:           {Status: "CREATING"},
+	lifecycle.StatusCreating:          {Status: "CREATING"},
+	lifecycle.StatusRunning:           {Status: "RUNNING"},
+	lifecycle.StatusRebooting:         {Status: "RESTARTING"},
+	lifecycle.StatusHardRebooting:     {Status: "RESTARTING"},
+	lifecycle.StatusDeleting:          {Status: "DELETING"},
+	lifecycle.StatusDeleted:           {Status: "DELETED"},
+	lifecycle.StatusError:             {Status: "ERROR"}, // CREATEFAILED when the create failed
+	lifecycle.StatusUnexpectedShutoff: {Status: "ERROR"},
+	lifecycle.StatusCrashed:           {Status: "ERROR"},
+	lifecycle.StatusBidding:           unmapped,
+	lifecycle.StatusStarting:          unmapped,
+	lifecycle.StatusStopping:          unmapped,
+	lifecycle.StatusStopped:           unmapped,
+	lifecycle.StatusPausing:           unmapped,
+	lifecycle.StatusPaused:            unmapped,
+	lifecycle.StatusUnpausing:         unmapped,
+	lifecycle.StatusSuspending:        unmapped,
+	lifecycle.StatusSuspended:         unmapped,
+	lifecycle.StatusResuming:          unmapped,
+	lifecycle.StatusUnknown:           unmapped,
+	lifecycle.StatusMoving:            unmapped,
+}
+
+func managedInstance(in Input, s lifecycle.Status) View {
+	v := fromTable(managedInstanceWords, s)
+	if s == lifecycle.StatusError && in.LastOp == lifecycle.OpCreate && in.Result != lifecycle.ResultSucceeded {
+		v.Status = "CREATEFAILED" // "The instance fails to be created."
+	}
+	return v
+}

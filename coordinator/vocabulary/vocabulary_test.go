@@ -1,0 +1,208 @@
+package vocabulary
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
+)
+
+// everyInput walks every combination of the facts, unknown values
+// included, with every kind of last operation.
+func everyInput(f func(Input)) int {
+	desired := append(slices.Clone(lifecycle.AllDesired), lifecycle.Desired("bogus"))
+	ops := append(slices.Clone(lifecycle.AllOpKinds), lifecycle.OpKind("bogus"))
+	powers := append(slices.Clone(lifecycle.AllPowers), lifecycle.Power("bogus"))
+	results := append(slices.Clone(lifecycle.AllResults), lifecycle.Result("bogus"))
+	n := 0
+	for _, d := range desired {
+		for _, o := range ops {
+			for _, p := range powers {
+				for _, r := range results {
+					for _, q := range []int{0, 1, 2, 3} {
+						for _, last := range lifecycle.AllOpKinds {
+							f(Input{Facts: lifecycle.Facts{Desired: d, Op: o, Power: p, Result: r,
+								Unplaced: q&1 != 0, Preemptible: q&2 != 0}, LastOp: last})
+							n++
+						}
+					}
+				}
+			}
+		}
+	}
+	return n
+}
+
+// words is every value a vocabulary may show, per field ("" = status word).
+func words(v Vocabulary) map[string][]string {
+	out := map[string][]string{"": {Unmapped}}
+	for _, s := range Seeds {
+		if s.Vocabulary == v {
+			out[s.Field] = append(out[s.Field], s.Value)
+		}
+	}
+	return out
+}
+
+// TestRenderIsTotal renders every combination of facts in every
+// vocabulary: each view has a status word the seed uses (or UNMAPPED),
+// carries the canonical status, names only billing classes its seed uses,
+// and holds only values the seed spells.
+func TestRenderIsTotal(t *testing.T) {
+	novaTasks := []string{"", "scheduling", "spawning", "powering-on", "powering-off", "rebooting", "rebooting_hard",
+		"pausing", "unpausing", "suspending", "resuming", "deleting"}
+	novaVM := []string{"building", "active", "stopped", "paused", "suspended", "deleted", "error", ""}
+	novaPowers := []string{"0", "1", "3", "4", "6", "7"}
+	azurePowers := []string{"", "PowerState/starting", "PowerState/running", "PowerState/stopping", "PowerState/stopped"}
+	for _, v := range All {
+		allowed := words(v)
+		n := everyInput(func(in Input) {
+			got := Render(v, in)
+			if got.Canonical != lifecycle.Derive(in.Facts) || got.Vocabulary != v {
+				t.Fatalf("%s %+v: canonical %s, vocabulary %s", v, in, got.Canonical, got.Vocabulary)
+			}
+			if !slices.Contains(allowed[""], got.Status) {
+				t.Fatalf("%s %+v: status %q is not a word of seed %s", v, in, got.Status, v.Seed())
+			}
+			if got.Billing != BillingNone && !slices.Contains(v.Classes(), got.Billing) {
+				t.Fatalf("%s %+v: billing %q is not a class of seed %s", v, in, got.Billing, v.Seed())
+			}
+			if !got.Mapped() && (got.Billing != BillingNone || (v != Azure && len(got.Fields) > 0)) {
+				t.Fatalf("%s %+v: unmapped view with billing or fields: %+v", v, in, got)
+			}
+			for _, f := range got.Fields {
+				var ok bool
+				switch {
+				case v == Nova && f.Name == FieldVMState:
+					ok = slices.Contains(novaVM, f.Value)
+				case v == Nova && f.Name == FieldTaskState:
+					ok = f.Value != "" && slices.Contains(novaTasks, f.Value)
+				case v == Nova && f.Name == FieldPowerState:
+					ok = slices.Contains(novaPowers, f.Value)
+				case v == Azure && f.Name == FieldPowerState:
+					ok = slices.Contains(azurePowers, f.Value) && f.Value == "PowerState/"+got.Status
+				case v == Azure && f.Name == FieldProvisioning:
+					ok = slices.Contains(allowed[FieldProvisioning], f.Value)
+				}
+				if !ok {
+					t.Fatalf("%s %+v: field %s=%q is not one the seed defines", v, in, f.Name, f.Value)
+				}
+			}
+			if again := Render(v, in); !slices.Equal(again.Fields, got.Fields) || again.Status != got.Status {
+				t.Fatalf("%s %+v: not deterministic", v, in)
+			}
+		})
+		if n != 6*14*10*6*4*len(lifecycle.AllOpKinds) {
+			t.Fatalf("walked %d inputs", n)
+		}
+	}
+}
+
+// TestEveryStatusHasARow holds each table to the canonical statuses: a new
+// status cannot be added without saying what each seed calls it.
+func TestEveryStatusHasARow(t *testing.T) {
+	tables := map[string]int{
+		"manage-instance": len(manageInstanceWords), "nova": len(novaRows), "rightscale": len(rightScaleWords),
+		"azure": len(azurePowerWords), "managed-instance": len(managedInstanceWords),
+	}
+	for name, n := range tables {
+		if n != len(lifecycle.AllStatuses) {
+			t.Errorf("%s has %d rows for %d statuses", name, n, len(lifecycle.AllStatuses))
+		}
+	}
+	for _, s := range lifecycle.AllStatuses {
+		for name, ok := range map[string]bool{
+			"manage-instance": has(manageInstanceWords, s), "rightscale": has(rightScaleWords, s),
+			"azure": has(azurePowerWords, s), "managed-instance": has(managedInstanceWords, s),
+		} {
+			if !ok {
+				t.Errorf("%s has no row for %s", name, s)
+			}
+		}
+		if _, ok := novaRows[s]; !ok {
+			t.Errorf("nova has no row for %s", s)
+		}
+	}
+}
+
+func has(m map[lifecycle.Status]word, s lifecycle.Status) bool { _, ok := m[s]; return ok }
+
+// TestSeedsAreHonest: every seed state said to be reachable is rendered by
+// some combination of facts, and no state said to await an operation is
+// (when a new operation makes one reachable, its Awaits must go).
+func TestSeedsAreHonest(t *testing.T) {
+	if len(Seeds) != 63 {
+		t.Fatalf("%d seed states, DESIGN.md names 63", len(Seeds))
+	}
+	shown := make([]bool, len(Seeds))
+	for _, v := range All {
+		everyInput(func(in Input) {
+			got := Render(v, in)
+			for i, s := range Seeds {
+				if s.Shown(got) {
+					shown[i] = true
+				}
+			}
+		})
+	}
+	for i, s := range Seeds {
+		if s.Awaits == "" && !shown[i] {
+			t.Errorf("seed %s %q is called reachable but no facts render it", s.Vocabulary.Seed(), s.Word)
+		}
+		if s.Awaits != "" && shown[i] {
+			t.Errorf("seed %s %q is rendered but still said to await %s", s.Vocabulary.Seed(), s.Word, s.Awaits)
+		}
+	}
+}
+
+func in(d lifecycle.Desired, o lifecycle.OpKind, p lifecycle.Power, r lifecycle.Result, last lifecycle.OpKind) Input {
+	return Input{Facts: lifecycle.Facts{Desired: d, Op: o, Power: p, Result: r}, LastOp: last}
+}
+
+func TestRender(t *testing.T) {
+	const (
+		run  = lifecycle.DesiredRunning
+		stop = lifecycle.DesiredStopped
+		del  = lifecycle.DesiredDeleted
+		ok   = lifecycle.ResultSucceeded
+	)
+	cases := []struct {
+		v      Vocabulary
+		in     Input
+		status string
+		fields []Field
+		bill   Billing
+	}{
+		{ManageInstance, in(run, lifecycle.OpCreate, lifecycle.PowerNone, lifecycle.ResultNone, ""), "starting", nil, ""},
+		{ManageInstance, in(stop, lifecycle.OpNone, lifecycle.PowerShutOff, ok, lifecycle.OpStop), "offline", nil, ""},
+		{ManageInstance, in(run, lifecycle.OpPause, lifecycle.PowerRunning, ok, ""), Unmapped, nil, ""},
+		{Nova, in(run, lifecycle.OpNone, lifecycle.PowerRunning, ok, lifecycle.OpCreate), "ACTIVE",
+			[]Field{{"vm_state", "active"}, {"power_state", "1"}}, ""},
+		{Nova, in(run, lifecycle.OpRestart, lifecycle.PowerRunning, ok, lifecycle.OpCreate), "REBOOT",
+			[]Field{{"vm_state", "active"}, {"task_state", "rebooting"}, {"power_state", "1"}}, ""},
+		{Nova, in(del, lifecycle.OpDelete, lifecycle.PowerShutOff, ok, lifecycle.OpStop), "STOPPED",
+			[]Field{{"vm_state", "stopped"}, {"task_state", "deleting"}, {"power_state", "4"}}, ""},
+		// Shut off behind Nova's back: still ACTIVE, power_state SHUTDOWN, as Nova shows it until its sync.
+		{Nova, in(run, lifecycle.OpNone, lifecycle.PowerShutOff, ok, lifecycle.OpCreate), "ACTIVE",
+			[]Field{{"vm_state", "active"}, {"power_state", "4"}}, ""},
+		{RightScale, in(run, lifecycle.OpNone, lifecycle.PowerRunning, ok, lifecycle.OpCreate), "operational", nil, BillingInstanceUsage},
+		{RightScale, in(stop, lifecycle.OpNone, lifecycle.PowerShutOff, ok, lifecycle.OpStop), "stopped", nil, BillingStorageOnly},
+		{Azure, in(run, lifecycle.OpCreate, lifecycle.PowerNone, lifecycle.ResultNone, ""), "starting",
+			[]Field{{"provisioning", "ProvisioningState/creating"}, {"power_state", "PowerState/starting"}}, BillingNotBilled},
+		{Azure, in(stop, lifecycle.OpStop, lifecycle.PowerRunning, ok, lifecycle.OpCreate), "stopping",
+			[]Field{{"provisioning", "ProvisioningState/updating"}, {"power_state", "PowerState/stopping"}}, BillingHardwareAndSoftware},
+		{Azure, in(run, lifecycle.OpNone, lifecycle.PowerRunning, lifecycle.ResultCanceled, lifecycle.OpStop), "running",
+			[]Field{{"provisioning", "ProvisioningState/canceled"}, {"power_state", "PowerState/running"}}, BillingHardwareAndSoftware},
+		{Azure, in(run, lifecycle.OpPause, lifecycle.PowerRunning, ok, lifecycle.OpCreate), Unmapped,
+			[]Field{{"provisioning", "ProvisioningState/updating"}}, ""},
+		{ManagedInstance, in(run, lifecycle.OpNone, lifecycle.PowerNoDomain, lifecycle.ResultRolledBack, lifecycle.OpCreate), "CREATEFAILED", nil, ""},
+		{ManagedInstance, in(run, lifecycle.OpNone, lifecycle.PowerShutOff, ok, lifecycle.OpCreate), "ERROR", nil, ""},
+		{ManagedInstance, in(run, lifecycle.OpNone, lifecycle.PowerRunning, lifecycle.ResultFailed, lifecycle.OpRestart), "ERROR", nil, ""},
+	}
+	for _, c := range cases {
+		got := Render(c.v, c.in)
+		if got.Status != c.status || !slices.Equal(got.Fields, c.fields) || got.Billing != c.bill {
+			t.Errorf("%s %+v: got %s %v %q, want %s %v %q", c.v, c.in, got.Status, got.Fields, got.Billing, c.status, c.fields, c.bill)
+		}
+	}
+}
