@@ -53,8 +53,50 @@ func (f *statusFilter) Set(s string) error {
 	return nil
 }
 
+// vocabularyNames are the --vocabulary values, one per seed system.
+var vocabularyNames = map[string]flotillav1.Vocabulary{
+	"manage-instance":  flotillav1.Vocabulary_VOCABULARY_MANAGE_INSTANCE,
+	"nova":             flotillav1.Vocabulary_VOCABULARY_NOVA,
+	"rightscale":       flotillav1.Vocabulary_VOCABULARY_RIGHTSCALE,
+	"azure":            flotillav1.Vocabulary_VOCABULARY_AZURE,
+	"managed-instance": flotillav1.Vocabulary_VOCABULARY_MANAGED_INSTANCE,
+}
+
+// vocabularyFlag is a repeatable --vocabulary flag: --vocabulary nova,azure --vocabulary rightscale.
+type vocabularyFlag []flotillav1.Vocabulary
+
+func (f *vocabularyFlag) String() string { return "" }
+
+func (f *vocabularyFlag) Set(s string) error {
+	for _, item := range strings.Split(s, ",") {
+		item = strings.ToLower(strings.TrimSpace(item))
+		if item == "" {
+			continue
+		}
+		v, ok := vocabularyNames[item]
+		if !ok {
+			return fmt.Errorf("unknown vocabulary %q (nova, azure, rightscale, manage-instance, managed-instance)", item)
+		}
+		*f = append(*f, v)
+	}
+	return nil
+}
+
+const vocabularyHelp = "also show states in these seeds' words, as extra columns: nova, azure, rightscale, manage-instance, managed-instance"
+
+func parseGet(name string, args []string) (*flotillav1.GetInstanceRequest, error) {
+	fs := newFlagSet(name)
+	var vocabs vocabularyFlag
+	fs.Var(&vocabs, "vocabulary", vocabularyHelp)
+	pos, err := parseArgs(fs, name, args, 1)
+	if err != nil {
+		return nil, err
+	}
+	return &flotillav1.GetInstanceRequest{Id: pos[0], Vocabularies: vocabs}, nil
+}
+
 func runGet(ctx context.Context, c *cli, name string, args []string) error {
-	pos, err := parseArgs(newFlagSet(name), name, args, 1)
+	req, err := parseGet(name, args)
 	if err != nil {
 		return err
 	}
@@ -63,11 +105,11 @@ func runGet(ctx context.Context, c *cli, name string, args []string) error {
 		return err
 	}
 	defer done()
-	in, err := c.instances.GetInstance(cctx, &flotillav1.GetInstanceRequest{Id: pos[0]})
+	in, err := c.instances.GetInstance(cctx, req)
 	if err != nil {
 		return err
 	}
-	return printInstances(c.stdout, c.output, []*flotillav1.Instance{in})
+	return printInstances(c.stdout, c.output, []*flotillav1.Instance{in}, req.Vocabularies...)
 }
 
 // parseList builds the first ListInstances request.
@@ -76,10 +118,12 @@ func parseList(name string, args []string) (*flotillav1.ListInstancesRequest, er
 	var filter statusFilter
 	fs.Var(&filter, "status", "only these statuses, comma-separated (e.g. RUNNING,STOPPED)")
 	all := fs.Bool("all", false, "include deleted instances")
+	var vocabs vocabularyFlag
+	fs.Var(&vocabs, "vocabulary", vocabularyHelp)
 	if _, err := parseArgs(fs, name, args, 0); err != nil {
 		return nil, err
 	}
-	return &flotillav1.ListInstancesRequest{StatusFilter: filter, ShowDeleted: *all}, nil
+	return &flotillav1.ListInstancesRequest{StatusFilter: filter, ShowDeleted: *all, Vocabularies: vocabs}, nil
 }
 
 func runList(ctx context.Context, c *cli, name string, args []string) error {
@@ -118,20 +162,22 @@ func runList(ctx context.Context, c *cli, name string, args []string) error {
 			req.MinRevision = resp.GetRevision()
 		}
 	}
-	return printInstances(c.stdout, c.output, all)
+	return printInstances(c.stdout, c.output, all, req.Vocabularies...)
 }
 
 func parseWatch(name string, args []string) (*flotillav1.WatchInstancesRequest, error) {
 	fs := newFlagSet(name)
 	from := fs.Int64("from-revision", 0, "stream changes after this revision (0: from now on)")
 	id := fs.String("id", "", "only changes to this instance")
+	var vocabs vocabularyFlag
+	fs.Var(&vocabs, "vocabulary", vocabularyHelp)
 	if _, err := parseArgs(fs, name, args, 0); err != nil {
 		return nil, err
 	}
 	if *from < 0 {
 		return nil, &usageError{usageOf(name), "--from-revision must not be negative"}
 	}
-	return &flotillav1.WatchInstancesRequest{StartRevision: *from, InstanceId: *id}, nil
+	return &flotillav1.WatchInstancesRequest{StartRevision: *from, InstanceId: *id, Vocabularies: vocabs}, nil
 }
 
 // runWatch prints every change until the stream ends or the user interrupts.
@@ -150,7 +196,7 @@ func runWatch(ctx context.Context, c *cli, name string, args []string) error {
 	if err != nil {
 		return watchError(ctx, err, req.GetStartRevision())
 	}
-	if err := printWatchHeader(c.stdout, c.output); err != nil {
+	if err := printWatchHeader(c.stdout, c.output, req.Vocabularies...); err != nil {
 		return err
 	}
 	last := req.GetStartRevision()
@@ -163,7 +209,7 @@ func runWatch(ctx context.Context, c *cli, name string, args []string) error {
 			return watchError(ctx, err, last)
 		}
 		last = ev.GetRevision()
-		if err := printWatchEvent(c.stdout, c.output, ev); err != nil {
+		if err := printWatchEvent(c.stdout, c.output, ev, req.Vocabularies...); err != nil {
 			return err
 		}
 	}

@@ -49,9 +49,9 @@ type cli struct {
 // commandList names every subcommand with its usage line, in help order.
 var commandList = []struct{ name, usage string }{
 	{"create", "create --name N --image I [--vcpus 1] [--memory-mib 256] [--disk-gib 0] [--request-id R] [--wait]"},
-	{"get", "get ID"},
-	{"list", "list [--status RUNNING,STOPPED] [--all]"},
-	{"watch", "watch [--from-revision R] [--id ID]"},
+	{"get", "get ID [--vocabulary nova,azure,...]"},
+	{"list", "list [--status RUNNING,STOPPED] [--all] [--vocabulary nova,azure,...]"},
+	{"watch", "watch [--from-revision R] [--id ID] [--vocabulary nova,azure,...]"},
 	{"start", "start ID [--request-id R] [--wait]"},
 	{"stop", "stop ID [--graceful 10m] [--force] [--request-id R] [--wait]"},
 	{"restart", "restart ID [--hard] [--request-id R] [--wait]"},

@@ -67,22 +67,53 @@ func faultText(f *flotillav1.Fault) string {
 	return f.GetCode() + ": " + f.GetMessage()
 }
 
-func printInstances(w io.Writer, format string, insts []*flotillav1.Instance) error {
+func printInstances(w io.Writer, format string, insts []*flotillav1.Instance, vocabs ...flotillav1.Vocabulary) error {
 	if format == "json" {
 		return writeJSON(w, insts)
 	}
 	rows := make([][]string, 0, len(insts))
 	for _, in := range insts {
-		rows = append(rows, []string{
+		rows = append(rows, append([]string{
 			in.GetId(),
 			in.GetName(),
 			enumName(in.GetStatus(), "STATUS_"),
 			enumName(in.GetPowerState(), "POWER_STATE_"),
 			in.GetHostId(),
 			in.GetCurrentOperationId(),
-		})
+		}, viewColumns(in, vocabs)...))
 	}
-	return writeTable(w, []string{"ID", "NAME", "STATUS", "POWER", "HOST", "OPERATION"}, rows)
+	return writeTable(w, append([]string{"ID", "NAME", "STATUS", "POWER", "HOST", "OPERATION"}, viewHeaders(vocabs)...), rows)
+}
+
+// viewHeaders names one extra column per vocabulary asked for.
+func viewHeaders(vocabs []flotillav1.Vocabulary) []string {
+	out := make([]string, len(vocabs))
+	for i, v := range vocabs {
+		out[i] = strings.ReplaceAll(enumName(v, "VOCABULARY_"), "_", "-")
+	}
+	return out
+}
+
+// viewColumns is the instance's state in each vocabulary: the seed's word,
+// with Nova's task state or Azure's provisioning state when there is one.
+func viewColumns(in *flotillav1.Instance, vocabs []flotillav1.Vocabulary) []string {
+	out := make([]string, len(vocabs))
+	for i, v := range vocabs {
+		out[i] = "-"
+		for _, view := range in.GetViews() {
+			if view.GetVocabulary() != v {
+				continue
+			}
+			out[i] = view.GetStatus()
+			if t := view.GetFields()["task_state"]; t != "" {
+				out[i] += " (" + t + ")"
+			}
+			if p := strings.TrimPrefix(view.GetFields()["provisioning"], "ProvisioningState/"); p != "" {
+				out[i] += " (" + p + ")"
+			}
+		}
+	}
+	return out
 }
 
 func printOperations(w io.Writer, format string, ops []*flotillav1.Operation) error {
@@ -198,15 +229,23 @@ func printHosts(w io.Writer, format string, hosts []*flotillav1.Host) error {
 // the columns have fixed minimum widths instead of being measured.
 const watchFormat = "%-10s  %-24s  %-24s  %-18s  %s\n"
 
-func printWatchHeader(w io.Writer, format string) error {
+func printWatchHeader(w io.Writer, format string, vocabs ...flotillav1.Vocabulary) error {
 	if format == "json" {
 		return nil
 	}
-	_, err := fmt.Fprintf(w, watchFormat, "REVISION", "ID", "NAME", "STATUS", "POWER")
+	_, err := fmt.Fprintf(w, watchFormat, "REVISION", "ID", "NAME", "STATUS", watchTail("POWER", viewHeaders(vocabs)))
 	return err
 }
 
-func printWatchEvent(w io.Writer, format string, ev *flotillav1.WatchInstancesResponse) error {
+// watchTail appends the vocabulary columns to the last fixed one.
+func watchTail(last string, extra []string) string {
+	if len(extra) == 0 {
+		return last
+	}
+	return fmt.Sprintf("%-18s  %s", last, strings.Join(extra, "  "))
+}
+
+func printWatchEvent(w io.Writer, format string, ev *flotillav1.WatchInstancesResponse, vocabs ...flotillav1.Vocabulary) error {
 	if format == "json" {
 		return writeJSON(w, []*flotillav1.WatchInstancesResponse{ev})
 	}
@@ -216,7 +255,7 @@ func printWatchEvent(w io.Writer, format string, ev *flotillav1.WatchInstancesRe
 			dash(in.GetId()),
 			dash(in.GetName()),
 			enumName(in.GetStatus(), "STATUS_"),
-			enumName(in.GetPowerState(), "POWER_STATE_"))
+			watchTail(enumName(in.GetPowerState(), "POWER_STATE_"), viewColumns(in, vocabs)))
 		if err != nil {
 			return err
 		}

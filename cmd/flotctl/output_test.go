@@ -245,3 +245,24 @@ func TestWatchOutput(t *testing.T) {
 		t.Errorf("json watch = %v", got)
 	}
 }
+
+func TestInstanceTableWithViews(t *testing.T) {
+	in := proto.CloneOf(testInstances[0])
+	in.Views = []*flotillav1.VocabularyView{
+		{Vocabulary: flotillav1.Vocabulary_VOCABULARY_NOVA, Status: "REBOOT", Mapped: true, Fields: map[string]string{"vm_state": "active", "task_state": "rebooting"}},
+		{Vocabulary: flotillav1.Vocabulary_VOCABULARY_AZURE, Status: "running", Mapped: true, Fields: map[string]string{"provisioning": "ProvisioningState/succeeded"}},
+		{Vocabulary: flotillav1.Vocabulary_VOCABULARY_MANAGE_INSTANCE, Status: "UNMAPPED"},
+	}
+	vocabs := []flotillav1.Vocabulary{flotillav1.Vocabulary_VOCABULARY_MANAGE_INSTANCE, flotillav1.Vocabulary_VOCABULARY_NOVA,
+		flotillav1.Vocabulary_VOCABULARY_AZURE, flotillav1.Vocabulary_VOCABULARY_RIGHTSCALE}
+	var b bytes.Buffer
+	if err := printInstances(&b, "table", []*flotillav1.Instance{in}, vocabs...); err != nil {
+		t.Fatal(err)
+	}
+	want := "" +
+		"ID   NAME   STATUS   POWER    HOST    OPERATION  MANAGE-INSTANCE  NOVA                AZURE                RIGHTSCALE\n" +
+		"i-1  web-1  RUNNING  RUNNING  host-a  -          UNMAPPED         REBOOT (rebooting)  running (succeeded)  -\n"
+	if b.String() != want {
+		t.Errorf("got\n%s\nwant\n%s", b.String(), want)
+	}
+}

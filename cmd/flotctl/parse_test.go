@@ -283,3 +283,25 @@ func TestParseDrain(t *testing.T) {
 		}
 	}
 }
+
+func TestParseVocabulary(t *testing.T) {
+	get, err := parseGet("get", []string{"i-1", "--vocabulary", "nova,Azure", "--vocabulary", "managed-instance"})
+	want := &flotillav1.GetInstanceRequest{Id: "i-1", Vocabularies: []flotillav1.Vocabulary{flotillav1.Vocabulary_VOCABULARY_NOVA,
+		flotillav1.Vocabulary_VOCABULARY_AZURE, flotillav1.Vocabulary_VOCABULARY_MANAGED_INSTANCE}}
+	if err != nil || !proto.Equal(get, want) {
+		t.Errorf("parseGet = %v, %v", get, err)
+	}
+	list, err := parseList("list", []string{"--vocabulary", "rightscale"})
+	if err != nil || !proto.Equal(list, &flotillav1.ListInstancesRequest{Vocabularies: []flotillav1.Vocabulary{flotillav1.Vocabulary_VOCABULARY_RIGHTSCALE}}) {
+		t.Errorf("parseList = %v, %v", list, err)
+	}
+	watch, err := parseWatch("watch", []string{"--vocabulary", "manage-instance"})
+	if err != nil || !proto.Equal(watch, &flotillav1.WatchInstancesRequest{Vocabularies: []flotillav1.Vocabulary{flotillav1.Vocabulary_VOCABULARY_MANAGE_INSTANCE}}) {
+		t.Errorf("parseWatch = %v, %v", watch, err)
+	}
+	_, err = parseList("list", []string{"--vocabulary", "ec2"})
+	var ue *usageError
+	if !errors.As(err, &ue) || !strings.Contains(ue.msg, `unknown vocabulary "ec2"`) {
+		t.Errorf("err = %v, want usage error for the unknown vocabulary", err)
+	}
+}
