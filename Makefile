@@ -7,7 +7,7 @@ TOOLS := $(CURDIR)/.bin
 export PATH := $(TOOLS):$(PATH)
 TEST_TIMEOUT ?= 30m
 
-.PHONY: all build tools host guest etcd setup proto proto-check lint vet test test-unit demo bench clean
+.PHONY: all build tools host guest etcd setup proto proto-check docs lint vet test test-unit demo bench clean
 
 all: build
 
@@ -35,6 +35,10 @@ proto: tools
 proto-check: tools
 	buf lint
 	scripts/proto-check.sh
+
+# Documents generated from the code (a test fails when they are stale).
+docs:
+	$(GO) test ./coordinator/vocabulary -run TestVocabulariesDoc -update-doc
 
 vet:
 	$(GO) vet ./...
