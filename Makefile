@@ -7,7 +7,7 @@ TOOLS := $(CURDIR)/.bin
 export PATH := $(TOOLS):$(PATH)
 TEST_TIMEOUT ?= 30m
 
-.PHONY: all build tools host guest etcd setup proto proto-check docs lint vet test test-unit demo bench clean
+.PHONY: all build tools host guest etcd setup proto proto-check docs conformance lint vet test test-unit demo bench clean
 
 all: build
 
@@ -51,6 +51,11 @@ lint: tools vet
 # The whole suite, real libvirtd included. With CI=true a missing dependency fails.
 test: setup proto-check lint
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+# The seed conformance suite alone, with its table of the 63 seed states
+# (part of make test too).
+conformance: setup
+	$(GO) test -count=1 -v -run TestSeedConformance ./internal/e2e
 
 # Unit tests only: no libvirtd, no root.
 test-unit:
