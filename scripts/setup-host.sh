@@ -35,6 +35,7 @@ WAIT_SECS=${FLOTILLA_LIBVIRT_WAIT_SECS:-30}
 
 PACKAGES=(
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
+  libxml2-utils  # xmllint, which libvirt-clients' virt-xml-validate runs (not a dependency)
   qemu-system-x86 qemu-utils
   cpio busybox-static xz-utils zstd kmod
   iproute2 procps passwd

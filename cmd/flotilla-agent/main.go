@@ -124,7 +124,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.imageDir, "image-dir", libvirt.DefaultImageDir, "directory of base images")
 	fs.StringVar(&cfg.diskDir, "disk-dir", libvirt.DefaultDiskDir, "directory of instance disks")
 	fs.StringVar(&cfg.runDir, "run-dir", libvirt.DefaultRunDir, "directory of console logs and sockets")
-	fs.StringVar(&cfg.domainType, "domain-type", "", "libvirt domain type: kvm or qemu (software emulation); empty: kvm where the CPU has VT-x/AMD-V and /dev/kvm exists")
+	fs.StringVar(&cfg.domainType, "domain-type", "", "libvirt domain type: kvm, qemu (software emulation) or xen (libxl, connects to xen:///system); empty: kvm where the CPU has VT-x/AMD-V and /dev/kvm exists, else qemu")
 	fs.StringVar(&cfg.stateDir, "state-dir", "/var/lib/flotilla/agent", "directory of the agent's step journal")
 	fs.UintVar(&vcpus, "vcpus", 0, "vCPUs offered to guests (0: ask the hypervisor)")
 	fs.Uint64Var(&memoryMiB, "memory-mib", 0, "memory in MiB offered to guests (0: ask the hypervisor)")

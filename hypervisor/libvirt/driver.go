@@ -1,6 +1,6 @@
 // Package libvirt implements hypervisor.Driver over libvirtd's RPC protocol
 // (github.com/digitalocean/go-libvirt), for KVM or, without hardware KVM,
-// plain QEMU emulation.
+// plain QEMU emulation, or for Xen through libvirt's libxl driver.
 package libvirt
 
 import (
@@ -31,7 +31,7 @@ type Config struct {
 	ImageDir   string // one directory per image: .complete, disk.qcow2, optional vmlinuz, initrd.img, cmdline
 	DiskDir    string // instance disk overlays, <id>.qcow2
 	RunDir     string // console logs and guest channel sockets
-	DomainType string // "kvm", or "qemu" for software emulation; default "kvm" where hardware KVM works (defaultDomainType)
+	DomainType string // "kvm", "qemu" (software emulation) or "xen" (libxl); default "kvm" where hardware KVM works (defaultDomainType)
 	Logger     *slog.Logger
 }
 
@@ -57,12 +57,13 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 		return nil, err
 	}
 	log := cfg.Logger.With("component", "hypervisor/libvirt")
-	d := &Driver{cfg: cfg, log: log, conn: newConnector(cfg.Socket, golibvirt.QEMUSystem, log)}
+	uri := connectURI(cfg.DomainType)
+	d := &Driver{cfg: cfg, log: log, conn: newConnector(cfg.Socket, uri, log)}
 	if err := d.conn.start(ctx); err != nil {
 		return nil, err
 	}
 	d.life, d.endLife = context.WithCancel(context.Background())
-	log.Info("connected to libvirtd", "socket", cfg.Socket, "domain_type", cfg.DomainType)
+	log.Info("connected to libvirtd", "socket", cfg.Socket, "uri", uri, "domain_type", cfg.DomainType)
 	return d, nil
 }
 
@@ -82,8 +83,10 @@ func (c Config) withDefaults() (Config, error) {
 	if c.DomainType == "" {
 		c.DomainType = defaultDomainType()
 	}
-	if c.DomainType != "kvm" && c.DomainType != "qemu" {
-		return c, fmt.Errorf("libvirt: domain type %q: want kvm or qemu", c.DomainType)
+	switch c.DomainType {
+	case domainTypeKVM, domainTypeQEMU, domainTypeXen:
+	default:
+		return c, fmt.Errorf("libvirt: domain type %q: want kvm, qemu or xen", c.DomainType)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -111,8 +114,19 @@ func (c Config) withDefaults() (Config, error) {
 	return c, nil
 }
 
-// Kind is the libvirt domain type in use: "kvm" or "qemu".
+// Kind is the libvirt domain type in use: "kvm", "qemu" or "xen". The
+// coordinator matches it against an instance's placement hypervisor_kind.
 func (d *Driver) Kind() string { return d.cfg.DomainType }
+
+// connectURI names the libvirt driver for a domain type: libvirtd serves
+// several drivers on one socket, and the URI picks QEMU's or libxl's. Xen
+// is never auto-detected: a Xen host says --domain-type xen.
+func connectURI(domainType string) golibvirt.ConnectURI {
+	if domainType == domainTypeXen {
+		return golibvirt.XenSystem
+	}
+	return golibvirt.QEMUSystem
+}
 
 // Close stops reconnecting, ends event subscriptions and disconnects.
 func (d *Driver) Close() error {

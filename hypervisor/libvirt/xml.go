@@ -52,6 +52,7 @@ type bootXML struct {
 type featuresXML struct {
 	ACPI *struct{} `xml:"acpi"`
 	APIC *struct{} `xml:"apic"`
+	PAE  *struct{} `xml:"pae"` // nil (left out) unless the layout asks for it
 }
 
 type devicesXML struct {
@@ -104,8 +105,8 @@ type charDevTargetXML struct {
 	Name string `xml:"name,attr,omitempty"`
 }
 
-// guestChannelName is the virtio-serial port on which the guest reports
-// readiness.
+// guestChannelName is the channel (a virtio-serial port, or a Xen PV
+// channel) on which the guest reports readiness.
 const guestChannelName = "org.flotilla.guest.0"
 
 // instancePaths are the host files belonging to one instance.
@@ -132,9 +133,55 @@ func domainUUID(id string) string {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", h[0:4], h[4:6], h[6:8], h[8:10], h[10:16])
 }
 
+// Domain types: the <domain type> attribute and the driver's Kind.
+const (
+	domainTypeKVM  = "kvm"
+	domainTypeQEMU = "qemu" // QEMU's software emulation
+	domainTypeXen  = "xen"  // Xen through libvirt's libxl driver
+)
+
+// guestLayout is the part of the domain XML that depends on the hypervisor.
+type guestLayout struct {
+	Machine       string // <os><type machine=...>
+	PAE           bool   // add <pae/>
+	DiskDev       string
+	DiskBus       string
+	ChannelTarget string // target type of the guest channel
+}
+
+// qemuLayout serves kvm and qemu: virtio disk and virtio-serial channel.
+var qemuLayout = guestLayout{Machine: "pc", DiskDev: "vda", DiskBus: "virtio", ChannelTarget: "virtio"}
+
+// xenLayout is a Xen HVM guest under libxl. HVM rather than PVH because
+// only HVM has a device model (QEMU): libxl hands <serial type='file'> to
+// it, so the console log stays the file it is under KVM and the image's
+// console=ttyS0 keeps working, and an ACPI power button reaches guests
+// without Xen PV drivers (the test guest powers off on it). PVH has
+// neither: its console is the Xen PV console (hvc0), a pty that libvirt
+// cannot send to a file. libxl passes direct kernel boot (kernel, initrd,
+// cmdline) to HVM guests as it does to PV ones.
+//   - machine xenfv is libxl's name for an HVM guest ("pc" is QEMU's).
+//   - <pae/>: libvirt's libxl driver turns PAE off unless it is listed,
+//     and a 64-bit kernel does not boot without it.
+//   - the disk is a Xen PV disk (xvda, bus xen); driver qemu with type
+//     qcow2 selects libxl's qdisk backend, which reads qcow2 overlays.
+//   - libxl ignores append='on' (QEMU gets plain file:PATH), so a Xen
+//     guest's console log starts afresh each time its QEMU starts.
+//   - libxl has no virtio-serial: the guest channel is a Xen PV channel
+//     (target type xen) on the same host socket and name. The guest sees
+//     it as a named Xen console, not as a virtio port.
+var xenLayout = guestLayout{Machine: "xenfv", PAE: true, DiskDev: "xvda", DiskBus: "xen", ChannelTarget: "xen"}
+
+func layoutFor(domainType string) guestLayout {
+	if domainType == domainTypeXen {
+		return xenLayout
+	}
+	return qemuLayout
+}
+
 // domainParams is everything buildDomainXML needs, already validated.
 type domainParams struct {
-	DomainType string
+	DomainType string // domainTypeKVM, domainTypeQEMU or domainTypeXen
 	ID         string
 	Title      string
 	VCPUs      uint32
@@ -145,6 +192,7 @@ type domainParams struct {
 
 func buildDomain(p domainParams) domainXML {
 	port0 := 0
+	lay := layoutFor(p.DomainType)
 	d := domainXML{
 		Type:       p.DomainType,
 		Name:       domainName(p.ID),
@@ -152,7 +200,7 @@ func buildDomain(p domainParams) domainXML {
 		Title:      p.Title,
 		Memory:     memoryXML{Unit: "MiB", Value: p.MemoryMiB},
 		VCPU:       p.VCPUs,
-		OS:         osXML{Type: osTypeXML{Machine: "pc", Value: "hvm"}},
+		OS:         osXML{Type: osTypeXML{Machine: lay.Machine, Value: "hvm"}},
 		Features:   featuresXML{ACPI: &struct{}{}, APIC: &struct{}{}},
 		OnPoweroff: "destroy",
 		OnReboot:   "restart",
@@ -163,7 +211,7 @@ func buildDomain(p domainParams) domainXML {
 				Device: "disk",
 				Driver: diskDriverXML{Name: "qemu", Type: "qcow2"},
 				Source: fileSourceXML{File: p.Paths.Disk},
-				Target: diskTargetXML{Dev: "vda", Bus: "virtio"},
+				Target: diskTargetXML{Dev: lay.DiskDev, Bus: lay.DiskBus},
 			}},
 			Serials: []charDevXML{{
 				Type:   "file",
@@ -178,9 +226,12 @@ func buildDomain(p domainParams) domainXML {
 			Channels: []charDevXML{{
 				Type:   "unix",
 				Source: charDevSourceXML{Mode: "bind", Path: p.Paths.GuestSock},
-				Target: charDevTargetXML{Type: "virtio", Name: guestChannelName},
+				Target: charDevTargetXML{Type: lay.ChannelTarget, Name: guestChannelName},
 			}},
 		},
+	}
+	if lay.PAE {
+		d.Features.PAE = &struct{}{}
 	}
 	if p.Image.Kernel != "" {
 		d.OS.Kernel = p.Image.Kernel

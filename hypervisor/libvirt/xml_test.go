@@ -59,40 +59,47 @@ func TestDomainXMLEscapesHostileTitle(t *testing.T) {
 		`]]><!-- x --><?pi?>&amp;&#x41;`,
 		`ünïcödé ✓ name`,
 	}
-	base, err := marshalDomain(buildDomain(testParams("plain", true)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	baseShape := shape(t, base)
+	for _, dt := range []string{domainTypeQEMU, domainTypeXen} {
+		params := func(title string) domainParams {
+			p := testParams(title, true)
+			p.DomainType = dt
+			return p
+		}
+		base, err := marshalDomain(buildDomain(params("plain")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		baseShape := shape(t, base)
 
-	for _, title := range hostile {
-		t.Run(title, func(t *testing.T) {
-			want := buildDomain(testParams(title, true))
-			doc, err := marshalDomain(want)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := shape(t, doc); !reflect.DeepEqual(got, baseShape) {
-				t.Fatalf("title changed the document structure:\n got %v\nwant %v\n%s", got, baseShape, doc)
-			}
-			var back domainXML
-			if err := xml.Unmarshal([]byte(doc), &back); err != nil {
-				t.Fatal(err)
-			}
-			back.XMLName = want.XMLName
-			if !reflect.DeepEqual(back, want) {
-				t.Fatalf("round trip differs:\n got %+v\nwant %+v", back, want)
-			}
-			if back.Title != title {
-				t.Fatalf("title = %q, want %q", back.Title, title)
-			}
-			if back.Name != "flotilla-vm-1" {
-				t.Fatalf("name = %q", back.Name)
-			}
-			if strings.Contains(title, "<") && strings.Contains(doc, title) {
-				t.Fatalf("raw title appears unescaped in:\n%s", doc)
-			}
-		})
+		for _, title := range hostile {
+			t.Run(dt+"/"+title, func(t *testing.T) {
+				want := buildDomain(params(title))
+				doc, err := marshalDomain(want)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := shape(t, doc); !reflect.DeepEqual(got, baseShape) {
+					t.Fatalf("title changed the document structure:\n got %v\nwant %v\n%s", got, baseShape, doc)
+				}
+				var back domainXML
+				if err := xml.Unmarshal([]byte(doc), &back); err != nil {
+					t.Fatal(err)
+				}
+				back.XMLName = want.XMLName
+				if !reflect.DeepEqual(back, want) {
+					t.Fatalf("round trip differs:\n got %+v\nwant %+v", back, want)
+				}
+				if back.Title != title {
+					t.Fatalf("title = %q, want %q", back.Title, title)
+				}
+				if back.Name != "flotilla-vm-1" {
+					t.Fatalf("name = %q", back.Name)
+				}
+				if strings.Contains(title, "<") && strings.Contains(doc, title) {
+					t.Fatalf("raw title appears unescaped in:\n%s", doc)
+				}
+			})
+		}
 	}
 }
 
