@@ -91,6 +91,10 @@ type Driver interface {
 	Save(ctx context.Context, id string) error
 	// Delete destroys and undefines the domain and removes its disks and save image.
 	Delete(ctx context.Context, id string) error
+	// SetTitle writes the domain's title (the instance's display name) into
+	// its persistent definition and, while it runs, the live one. A missing
+	// domain is ErrNotFound.
+	SetTitle(ctx context.Context, id, title string) error
 
 	// OpenDisk opens the instance's disk for copying to another host (the
 	// source side of a cold move). The domain must be shut off, so the bytes

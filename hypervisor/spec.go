@@ -51,12 +51,20 @@ func ValidateSpec(spec DomainSpec) error {
 	if spec.DiskGiB > MaxDiskGiB {
 		return fmt.Errorf("disk %d GiB above %d: %w", spec.DiskGiB, MaxDiskGiB, ErrInvalidSpec)
 	}
+	if err := ValidateTitle(spec.Name); err != nil {
+		return err
+	}
+	return nil
+}
+
+// ValidateTitle checks a display name, which becomes the domain's title.
+func ValidateTitle(name string) error {
 	// libvirt refuses titles with newlines; other control characters have no
 	// business in a display name either.
-	if len(spec.Name) > MaxNameBytes {
+	if len(name) > MaxNameBytes {
 		return fmt.Errorf("display name longer than %d bytes: %w", MaxNameBytes, ErrInvalidSpec)
 	}
-	if strings.IndexFunc(spec.Name, unicode.IsControl) >= 0 {
+	if strings.IndexFunc(name, unicode.IsControl) >= 0 {
 		return fmt.Errorf("display name contains control characters: %w", ErrInvalidSpec)
 	}
 	return nil

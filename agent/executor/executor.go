@@ -452,6 +452,8 @@ func (e *Executor) call(ctx context.Context, action agentv1.StepAction, deadline
 		return d.Save(ctx, id)
 	case agentv1.StepAction_STEP_ACTION_DELETE:
 		return d.Delete(ctx, id)
+	case agentv1.StepAction_STEP_ACTION_UPDATE:
+		return d.SetTitle(ctx, id, step.GetName())
 	case agentv1.StepAction_STEP_ACTION_OFFER_DISK:
 		if e.cfg.Mover == nil {
 			return errNoMover

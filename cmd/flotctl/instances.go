@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"math"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	flotillav1 "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
@@ -50,6 +52,27 @@ func (f *statusFilter) Set(s string) error {
 		return err
 	}
 	*f = append(*f, v...)
+	return nil
+}
+
+// recoveryNames are the --recovery values.
+var recoveryNames = map[string]flotillav1.RecoveryPolicy{
+	"leave":       flotillav1.RecoveryPolicy_RECOVERY_POLICY_LEAVE,
+	"restart":     flotillav1.RecoveryPolicy_RECOVERY_POLICY_RESTART,
+	"mark-failed": flotillav1.RecoveryPolicy_RECOVERY_POLICY_MARK_FAILED,
+}
+
+// labelFlag is a repeatable --label key=value flag.
+type labelFlag map[string]string
+
+func (f labelFlag) String() string { return "" }
+
+func (f labelFlag) Set(s string) error {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok || k == "" {
+		return fmt.Errorf("label %q is not key=value", s)
+	}
+	f[k] = v
 	return nil
 }
 
@@ -245,6 +268,10 @@ func parseMutation(name string, args []string) (*mutation, error) {
 		diskGiB          *int64
 		graceful         *time.Duration
 		force, hard      *bool
+		labels           = labelFlag{}
+		clearLabels      *bool
+		recovery         *string
+		maxRestarts      *int
 		npos             = 1
 	)
 	switch name {
@@ -255,6 +282,13 @@ func parseMutation(name string, args []string) (*mutation, error) {
 		vcpus = fs.Int64("vcpus", 1, "virtual CPUs")
 		memoryMiB = fs.Int64("memory-mib", 256, "memory in MiB")
 		diskGiB = fs.Int64("disk-gib", 0, "disk size in GiB (0: the image's size)")
+		fs.Var(labels, "label", "a label of the instance, key=value (repeatable)")
+	case "update":
+		instName = fs.String("name", "", "the new name")
+		fs.Var(labels, "label", "a label, key=value (repeatable): the given labels replace all of the old ones")
+		clearLabels = fs.Bool("clear-labels", false, "remove every label")
+		recovery = fs.String("recovery", "", "what to do after an unexpected power-off: leave, restart or mark-failed")
+		maxRestarts = fs.Int("max-restarts", 0, "for --recovery restart: how many automatic restarts at most (0: 3)")
 	case "stop":
 		graceful = fs.Duration("graceful", 10*time.Minute, "how long the guest gets to power off")
 		force = fs.Bool("force", false, "destroy the domain if the guest has not powered off in time")
@@ -289,7 +323,38 @@ func parseMutation(name string, args []string) (*mutation, error) {
 			Spec: &flotillav1.InstanceSpec{
 				Vcpus: int32(*vcpus), MemoryMib: *memoryMiB, DiskGib: *diskGiB, Image: *image,
 			},
+			Labels: labels,
 		}
+	case "update":
+		req := &flotillav1.UpdateInstanceRequest{Id: id, RequestId: *requestID, UpdateMask: &fieldmaskpb.FieldMask{}}
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if set["name"] {
+			req.Name = *instName
+			req.UpdateMask.Paths = append(req.UpdateMask.Paths, "name")
+		}
+		if set["label"] || *clearLabels {
+			if set["label"] && *clearLabels {
+				return nil, &usageError{usage, "--label and --clear-labels exclude each other"}
+			}
+			req.Labels = labels
+			req.UpdateMask.Paths = append(req.UpdateMask.Paths, "labels")
+		}
+		if set["recovery"] || set["max-restarts"] {
+			policy, ok := recoveryNames[*recovery]
+			if !ok {
+				return nil, &usageError{usage, "--recovery must be leave, restart or mark-failed"}
+			}
+			if *maxRestarts < 0 || *maxRestarts > math.MaxInt32 {
+				return nil, &usageError{usage, "--max-restarts is out of range"}
+			}
+			req.Recovery = &flotillav1.Recovery{Policy: policy, MaxRestarts: int32(*maxRestarts)}
+			req.UpdateMask.Paths = append(req.UpdateMask.Paths, "recovery")
+		}
+		if len(req.UpdateMask.Paths) == 0 {
+			return nil, &usageError{usage, "nothing to update: give --name, --label, --clear-labels or --recovery"}
+		}
+		m.req = req
 	case "start":
 		m.req = &flotillav1.StartInstanceRequest{Id: id, RequestId: *requestID}
 	case "stop":
@@ -323,6 +388,8 @@ func send(ctx context.Context, cl flotillav1.InstanceServiceClient, req proto.Me
 		return cl.CreateInstance(ctx, r)
 	case *flotillav1.StartInstanceRequest:
 		return cl.StartInstance(ctx, r)
+	case *flotillav1.UpdateInstanceRequest:
+		return cl.UpdateInstance(ctx, r)
 	case *flotillav1.StopInstanceRequest:
 		return cl.StopInstance(ctx, r)
 	case *flotillav1.RestartInstanceRequest:

@@ -48,7 +48,7 @@ type cli struct {
 
 // commandList names every subcommand with its usage line, in help order.
 var commandList = []struct{ name, usage string }{
-	{"create", "create --name N --image I [--vcpus 1] [--memory-mib 256] [--disk-gib 0] [--request-id R] [--wait]"},
+	{"create", "create --name N --image I [--vcpus 1] [--memory-mib 256] [--disk-gib 0] [--label K=V]... [--request-id R] [--wait]"},
 	{"get", "get ID [--vocabulary nova,azure,...]"},
 	{"list", "list [--status RUNNING,STOPPED] [--all] [--vocabulary nova,azure,...]"},
 	{"watch", "watch [--from-revision R] [--id ID] [--vocabulary nova,azure,...]"},
@@ -60,6 +60,7 @@ var commandList = []struct{ name, usage string }{
 	{"suspend", "suspend ID [--request-id R] [--wait]"},
 	{"resume", "resume ID [--request-id R] [--wait]"},
 	{"delete", "delete ID [--request-id R] [--wait]"},
+	{"update", "update ID [--name N] [--label K=V]... [--clear-labels] [--recovery leave|restart|mark-failed [--max-restarts N]] [--request-id R] [--wait]"},
 	{"op get", "op get ID"},
 	{"op list", "op list [--instance ID]"},
 	{"op wait", "op wait ID [--timeout 5m]"},
@@ -77,7 +78,7 @@ type runFunc func(ctx context.Context, c *cli, name string, args []string) error
 // runners maps a subcommand ("get", "op wait", ...) to its implementation.
 var runners = map[string]runFunc{
 	"create": runMutation, "start": runMutation, "stop": runMutation,
-	"restart": runMutation, "pause": runMutation, "unpause": runMutation,
+	"restart": runMutation, "pause": runMutation, "unpause": runMutation, "update": runMutation,
 	"suspend": runMutation, "resume": runMutation, "delete": runMutation,
 	"get": runGet, "list": runList, "watch": runWatch,
 	"op get": runOpGet, "op list": runOpList, "op wait": runOpWait, "op cancel": runOpCancel,

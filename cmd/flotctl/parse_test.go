@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	flotillav1 "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
@@ -107,6 +108,15 @@ func TestParseMutation(t *testing.T) {
 		{"suspend", []string{"--request-id", "k", "i-1"}, &flotillav1.SuspendInstanceRequest{Id: "i-1", RequestId: "k"}, false},
 		{"resume", []string{"i-1"}, &flotillav1.ResumeInstanceRequest{Id: "i-1"}, false},
 		{"delete", []string{"i-1", "--wait"}, &flotillav1.DeleteInstanceRequest{Id: "i-1"}, true},
+		{"create", []string{"--name", "a", "--image", "i", "--label", "team=db", "--label", "tier=gold"},
+			&flotillav1.CreateInstanceRequest{Name: "a", Spec: &flotillav1.InstanceSpec{Vcpus: 1, MemoryMib: 256, Image: "i"},
+				Labels: map[string]string{"team": "db", "tier": "gold"}}, false},
+		{"update", []string{"i-1", "--name", "web-2", "--label", "team=web", "--wait"},
+			&flotillav1.UpdateInstanceRequest{Id: "i-1", Name: "web-2", Labels: map[string]string{"team": "web"},
+				UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"name", "labels"}}}, true},
+		{"update", []string{"i-1", "--clear-labels", "--recovery", "restart", "--max-restarts", "5"},
+			&flotillav1.UpdateInstanceRequest{Id: "i-1", Recovery: &flotillav1.Recovery{Policy: flotillav1.RecoveryPolicy_RECOVERY_POLICY_RESTART, MaxRestarts: 5},
+				UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"labels", "recovery"}}}, false},
 		// "--" ends the flags: an ID that looks like a flag.
 		{"delete", []string{"--", "-weird"}, &flotillav1.DeleteInstanceRequest{Id: "-weird"}, false},
 	}
@@ -140,6 +150,10 @@ func TestParseMutationErrors(t *testing.T) {
 		{"stop", []string{"i", "--graceful", "soon"}, "invalid value"},
 		{"stop", []string{"i", "--graceful", "-1s"}, "--graceful must be positive"},
 		{"pause", []string{"i", "--hard"}, "flag provided but not defined: -hard"},
+		{"update", []string{"i"}, "nothing to update"},
+		{"update", []string{"i", "--label", "a=b", "--clear-labels"}, "exclude each other"},
+		{"update", []string{"i", "--recovery", "sometimes"}, "--recovery must be"},
+		{"create", []string{"--name", "a", "--image", "i", "--label", "novalue"}, "is not key=value"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+" "+strings.Join(tt.args, " "), func(t *testing.T) {

@@ -37,6 +37,7 @@ var statusToPB = map[lifecycle.Status]pb.Status{
 	lifecycle.StatusPending:           pb.Status_STATUS_PENDING,
 	lifecycle.StatusBidding:           pb.Status_STATUS_BIDDING,
 	lifecycle.StatusMoving:            pb.Status_STATUS_MOVING,
+	lifecycle.StatusUpdating:          pb.Status_STATUS_UPDATING,
 }
 
 var desiredToPB = map[lifecycle.Desired]pb.DesiredState{
@@ -88,6 +89,7 @@ var actionToPB = map[lifecycle.Action]pb.Action{
 	lifecycle.ActionSuspend: pb.Action_ACTION_SUSPEND,
 	lifecycle.ActionResume:  pb.Action_ACTION_RESUME,
 	lifecycle.ActionDelete:  pb.Action_ACTION_DELETE,
+	lifecycle.ActionUpdate:  pb.Action_ACTION_UPDATE,
 }
 
 // OpKindToPB maps operation kinds to the public enum.
@@ -104,6 +106,7 @@ var opKindToPB = map[lifecycle.OpKind]pb.OperationKind{
 	lifecycle.OpDelete:      pb.OperationKind_OPERATION_KIND_DELETE,
 	lifecycle.OpPreempt:     pb.OperationKind_OPERATION_KIND_PREEMPT,
 	lifecycle.OpMove:        pb.OperationKind_OPERATION_KIND_MOVE,
+	lifecycle.OpUpdate:      pb.OperationKind_OPERATION_KIND_UPDATE,
 }
 
 // OpKindToPB maps an operation kind to the public enum.
@@ -219,6 +222,7 @@ func instanceToPB(i *state.Instance, vocabs ...vocabulary.Vocabulary) *pb.Instan
 		RestartCount:       i.Restarts,
 		Placement: &pb.Placement{HypervisorKind: i.Placement.Kind, HostLabels: i.Placement.Labels,
 			AntiAffinityGroup: i.Placement.Group, Preemptible: i.Placement.Preemptible},
+		Labels: i.Labels,
 	}
 	for _, a := range lifecycle.Allowed(status) {
 		out.AllowedActions = append(out.AllowedActions, actionToPB[a])

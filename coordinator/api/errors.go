@@ -44,6 +44,8 @@ func toStatus(err error) error {
 		return st.Err()
 	case errors.Is(err, state.ErrNotFound):
 		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, fsm.ErrInvalid):
+		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, fsm.ErrAlreadyExists):
 		return status.Error(codes.AlreadyExists, err.Error())
 	case errors.Is(err, fsm.ErrNoCapacity):

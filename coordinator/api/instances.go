@@ -38,6 +38,8 @@ var DefaultDeadlines = map[lifecycle.OpKind]time.Duration{
 	// A move copies a disk between hosts; its steps are bounded by the
 	// whole (a stop also gets its graceful timeout on top).
 	lifecycle.OpMove: 30 * time.Minute,
+	// An update writes the domain's title: quick, but the host may be busy.
+	lifecycle.OpUpdate: time.Minute,
 }
 
 // createCmds holds create commands for reuse: one is 800 bytes, and the
@@ -64,7 +66,7 @@ func (s *instances) CreateInstance(ctx context.Context, r *pb.CreateInstanceRequ
 	*cmd = fsm.CreateInstance{
 		Policy: s.policy,
 		Instance: state.Instance{ID: ids.New("i-"), Name: r.Name, Spec: spec, HostID: hostID,
-			Recovery: recoveryFromPB(r.GetRecovery()), Placement: placed},
+			Recovery: recoveryFromPB(r.GetRecovery()), Placement: placed, Labels: r.GetLabels()},
 		Operation: state.Operation{ID: ids.New("op-"), RequestID: r.RequestId, Deadline: now.Add(s.deadline(lifecycle.OpCreate))},
 	}
 	cmd.Operation.InstanceID = cmd.Instance.ID
@@ -112,8 +114,38 @@ func couldEverFit(r scheduler.Request, hosts []scheduler.Host, p scheduler.Polic
 	return false
 }
 
-// act validates and commits one user action.
-func (s *instances) act(ctx context.Context, id, requestID string, a lifecycle.Action, hard bool, graceful time.Duration, force bool, v violations) (*pb.Operation, error) {
+func (s *instances) UpdateInstance(ctx context.Context, r *pb.UpdateInstanceRequest) (*pb.Operation, error) {
+	v := validateUpdate(r)
+	u := &state.ModelUpdate{}
+	for _, p := range r.GetUpdateMask().GetPaths() {
+		switch p {
+		case "name":
+			name := r.GetName()
+			u.Name = &name
+		case "labels":
+			u.SetLabels, u.Labels = true, r.GetLabels()
+		case "recovery":
+			rc := recoveryFromPB(r.GetRecovery())
+			u.Recovery = &rc
+		}
+	}
+	return s.act(ctx, actRequest{id: r.Id, requestID: r.RequestId, action: lifecycle.ActionUpdate, update: u}, v)
+}
+
+// actRequest is one user action and its parameters.
+type actRequest struct {
+	id, requestID string
+	action        lifecycle.Action
+	hard          bool
+	graceful      time.Duration
+	force         bool
+	update        *state.ModelUpdate
+}
+
+// act validates and commits one user action; v holds the violations its
+// own parameters already showed.
+func (s *instances) act(ctx context.Context, r actRequest, v violations) (*pb.Operation, error) {
+	id, requestID, a, hard, graceful, force := r.id, r.requestID, r.action, r.hard, r.graceful, r.force
 	validateID(&v, "id", id)
 	validateRequestID(&v, requestID)
 	if len(v) > 0 {
@@ -134,7 +166,7 @@ func (s *instances) act(ctx context.Context, id, requestID string, a lifecycle.A
 	now := s.now()
 	cmd := fsm.InstanceAction{Action: a, Hard: hard, Operation: state.Operation{
 		ID: ids.New("op-"), InstanceID: id, RequestID: requestID,
-		Deadline: now.Add(s.deadline(kind) + graceful), Graceful: graceful, Force: force,
+		Deadline: now.Add(s.deadline(kind) + graceful), Graceful: graceful, Force: force, Update: r.update,
 	}}
 	res, err := s.apply(ctx, fsm.TypeInstanceAction, cmd)
 	if err != nil {
@@ -145,37 +177,37 @@ func (s *instances) act(ctx context.Context, id, requestID string, a lifecycle.A
 }
 
 func (s *instances) StartInstance(ctx context.Context, r *pb.StartInstanceRequest) (*pb.Operation, error) {
-	return s.act(ctx, r.Id, r.RequestId, lifecycle.ActionStart, false, 0, false, nil)
+	return s.act(ctx, actRequest{id: r.Id, requestID: r.RequestId, action: lifecycle.ActionStart}, nil)
 }
 
 func (s *instances) StopInstance(ctx context.Context, r *pb.StopInstanceRequest) (*pb.Operation, error) {
 	var v violations
 	graceful := stopGraceful(&v, r)
-	return s.act(ctx, r.Id, r.RequestId, lifecycle.ActionStop, false, graceful, r.Force, v)
+	return s.act(ctx, actRequest{id: r.Id, requestID: r.RequestId, action: lifecycle.ActionStop, graceful: graceful, force: r.Force}, v)
 }
 
 func (s *instances) RestartInstance(ctx context.Context, r *pb.RestartInstanceRequest) (*pb.Operation, error) {
-	return s.act(ctx, r.Id, r.RequestId, lifecycle.ActionRestart, r.Hard, 0, false, nil)
+	return s.act(ctx, actRequest{id: r.Id, requestID: r.RequestId, action: lifecycle.ActionRestart, hard: r.Hard}, nil)
 }
 
 func (s *instances) PauseInstance(ctx context.Context, r *pb.PauseInstanceRequest) (*pb.Operation, error) {
-	return s.act(ctx, r.Id, r.RequestId, lifecycle.ActionPause, false, 0, false, nil)
+	return s.act(ctx, actRequest{id: r.Id, requestID: r.RequestId, action: lifecycle.ActionPause}, nil)
 }
 
 func (s *instances) UnpauseInstance(ctx context.Context, r *pb.UnpauseInstanceRequest) (*pb.Operation, error) {
-	return s.act(ctx, r.Id, r.RequestId, lifecycle.ActionUnpause, false, 0, false, nil)
+	return s.act(ctx, actRequest{id: r.Id, requestID: r.RequestId, action: lifecycle.ActionUnpause}, nil)
 }
 
 func (s *instances) SuspendInstance(ctx context.Context, r *pb.SuspendInstanceRequest) (*pb.Operation, error) {
-	return s.act(ctx, r.Id, r.RequestId, lifecycle.ActionSuspend, false, 0, false, nil)
+	return s.act(ctx, actRequest{id: r.Id, requestID: r.RequestId, action: lifecycle.ActionSuspend}, nil)
 }
 
 func (s *instances) ResumeInstance(ctx context.Context, r *pb.ResumeInstanceRequest) (*pb.Operation, error) {
-	return s.act(ctx, r.Id, r.RequestId, lifecycle.ActionResume, false, 0, false, nil)
+	return s.act(ctx, actRequest{id: r.Id, requestID: r.RequestId, action: lifecycle.ActionResume}, nil)
 }
 
 func (s *instances) DeleteInstance(ctx context.Context, r *pb.DeleteInstanceRequest) (*pb.Operation, error) {
-	return s.act(ctx, r.Id, r.RequestId, lifecycle.ActionDelete, false, 0, false, nil)
+	return s.act(ctx, actRequest{id: r.Id, requestID: r.RequestId, action: lifecycle.ActionDelete}, nil)
 }
 
 func (s *instances) GetInstance(ctx context.Context, r *pb.GetInstanceRequest) (*pb.Instance, error) {

@@ -57,11 +57,70 @@ func (v *violations) add(field, format string, args ...any) {
 	*v = append(*v, violation{field, fmt.Sprintf(format, args...)})
 }
 
-func validateCreate(r *pb.CreateInstanceRequest) violations {
-	var v violations
-	if !namePat.MatchString(r.GetName()) {
+func validateName(v *violations, name string) {
+	if !namePat.MatchString(name) {
 		v.add("name", "must be 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit")
 	}
+}
+
+func validateRecovery(v *violations, rc *pb.Recovery) {
+	if rc == nil {
+		return
+	}
+	if _, ok := pb.RecoveryPolicy_name[int32(rc.Policy)]; !ok {
+		v.add("recovery.policy", "unknown policy %d", rc.Policy)
+	}
+	if rc.MaxRestarts < 0 || rc.MaxRestarts > 100 {
+		v.add("recovery.max_restarts", "must be 0..100, got %d", rc.MaxRestarts)
+	}
+}
+
+// maxLabels bounds an instance's labels, so no record can make every list
+// of instances huge.
+const maxLabels = 64
+
+func validateLabels(v *violations, labels map[string]string) {
+	if len(labels) > maxLabels {
+		v.add("labels", "at most %d labels, got %d", maxLabels, len(labels))
+		return
+	}
+	for k, val := range labels {
+		if !labelRE.MatchString(k) || !labelValueRE.MatchString(val) {
+			v.add("labels", "label %q=%q: keys and values are letters, digits, '.', '_', '/' and '-', at most 63 characters", k, val)
+		}
+	}
+}
+
+// updateFields are the fields UpdateInstance can change.
+var updateFields = []string{"name", "labels", "recovery"}
+
+// validateUpdate checks the fields to change (the id and request id are
+// checked as for every action).
+func validateUpdate(r *pb.UpdateInstanceRequest) violations {
+	var v violations
+	paths := r.GetUpdateMask().GetPaths()
+	if len(paths) == 0 {
+		v.add("update_mask", "is required: name any of %s", strings.Join(updateFields, ", "))
+	}
+	for _, p := range paths {
+		switch p {
+		case "name":
+			validateName(&v, r.GetName())
+		case "labels":
+			validateLabels(&v, r.GetLabels())
+		case "recovery":
+			validateRecovery(&v, r.GetRecovery())
+		default:
+			v.add("update_mask", "%q cannot be updated (only %s)", p, strings.Join(updateFields, ", "))
+		}
+	}
+	return v
+}
+
+func validateCreate(r *pb.CreateInstanceRequest) violations {
+	var v violations
+	validateName(&v, r.GetName())
+	validateLabels(&v, r.GetLabels())
 	s := r.GetSpec()
 	if s == nil {
 		v.add("spec", "is required")
@@ -80,14 +139,7 @@ func validateCreate(r *pb.CreateInstanceRequest) violations {
 		}
 	}
 	validateRequestID(&v, r.GetRequestId())
-	if rc := r.GetRecovery(); rc != nil {
-		if _, ok := pb.RecoveryPolicy_name[int32(rc.Policy)]; !ok {
-			v.add("recovery.policy", "unknown policy %d", rc.Policy)
-		}
-		if rc.MaxRestarts < 0 || rc.MaxRestarts > 100 {
-			v.add("recovery.max_restarts", "must be 0..100, got %d", rc.MaxRestarts)
-		}
-	}
+	validateRecovery(&v, r.GetRecovery())
 	if p := r.GetPlacement(); p != nil {
 		switch p.HypervisorKind {
 		case "", "kvm", "qemu", "xen", "fake":

@@ -1,10 +1,15 @@
 package api
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"regexp"
 	"strings"
 	"testing"
+
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
+
+	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
 
 // The hand-written patterns must accept exactly what the regular
@@ -42,6 +47,39 @@ func TestPatternsMatchTheirRegexps(t *testing.T) {
 			if got, want := c.pat.MatchString(s), c.re.MatchString(s); got != want {
 				t.Errorf("%s: %q: pattern says %v, regexp %v", c.name, s, got, want)
 			}
+		}
+	}
+}
+
+func TestValidateUpdate(t *testing.T) {
+	mask := func(p ...string) *fieldmaskpb.FieldMask { return &fieldmaskpb.FieldMask{Paths: p} }
+	many := map[string]string{}
+	for i := range maxLabels + 1 {
+		many[fmt.Sprintf("k%d", i)] = "v"
+	}
+	cases := []struct {
+		r    *pb.UpdateInstanceRequest
+		want string // "" = valid; else a field named in the violations
+	}{
+		{&pb.UpdateInstanceRequest{Name: "web-2", UpdateMask: mask("name")}, ""},
+		{&pb.UpdateInstanceRequest{Labels: map[string]string{"team": "db"}, UpdateMask: mask("labels")}, ""},
+		{&pb.UpdateInstanceRequest{UpdateMask: mask("labels")}, ""}, // clears them
+		{&pb.UpdateInstanceRequest{Recovery: &pb.Recovery{Policy: pb.RecoveryPolicy_RECOVERY_POLICY_RESTART}, UpdateMask: mask("recovery")}, ""},
+		{&pb.UpdateInstanceRequest{Name: "web-2"}, "update_mask"},
+		{&pb.UpdateInstanceRequest{UpdateMask: mask("spec")}, "update_mask"},
+		{&pb.UpdateInstanceRequest{Name: "Bad Name", UpdateMask: mask("name")}, "name"},
+		{&pb.UpdateInstanceRequest{UpdateMask: mask("name")}, "name"},
+		{&pb.UpdateInstanceRequest{Labels: map[string]string{"a b": "c"}, UpdateMask: mask("labels")}, "labels"},
+		{&pb.UpdateInstanceRequest{Labels: many, UpdateMask: mask("labels")}, "labels"},
+		{&pb.UpdateInstanceRequest{Recovery: &pb.Recovery{MaxRestarts: 101}, UpdateMask: mask("recovery")}, "recovery.max_restarts"},
+	}
+	for _, c := range cases {
+		v := validateUpdate(c.r)
+		if c.want == "" && len(v) > 0 {
+			t.Errorf("%v: refused: %v", c.r, v)
+		}
+		if c.want != "" && (len(v) == 0 || v[0].field != c.want) {
+			t.Errorf("%v: violations %v, want one for %s", c.r, v, c.want)
 		}
 	}
 }

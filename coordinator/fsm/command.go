@@ -69,6 +69,7 @@ var (
 	ErrStaleStep       = errors.New("not the operation's current step attempt")
 	ErrWrongHost       = errors.New("the step runs on another host")
 	ErrAlreadyExists   = errors.New("already exists")
+	ErrInvalid         = errors.New("invalid command")
 )
 
 // Observation is one power-state report from a host.

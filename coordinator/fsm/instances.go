@@ -66,7 +66,14 @@ func applyInstanceAction(tx *state.Tx, c *InstanceAction) (any, error) {
 	plan := lifecycle.PlanFor(status, c.Action, c.Hard)
 	op := newOperation(tx, c.Operation, plan.Op, inst.HostID)
 	op.PrevDesired = inst.Desired
-	inst.Desired = plan.Desired
+	if plan.Desired != "" {
+		inst.Desired = plan.Desired
+	}
+	if plan.Op != lifecycle.OpUpdate {
+		op.Update = nil
+	} else if op.Update == nil {
+		return nil, fmt.Errorf("an update without a model to change: %w", ErrInvalid)
+	}
 	if c.Action == lifecycle.ActionStart || c.Action == lifecycle.ActionStop {
 		inst.Restarts = 0 // the user took over: automatic restarts count afresh
 	}

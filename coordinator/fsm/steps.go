@@ -231,9 +231,11 @@ func startRollback(tx *state.Tx, op *state.Operation, inst *state.Instance, faul
 // the instance only through its own steps: one whose failed step did not
 // act on the instance's domain (an offer, or anything on the target) leaves
 // it as it was, and one that failed after the switch leaves it running
-// where it moved (the leftover on the source shows as an orphan there).
+// where it moved (the leftover on the source shows as an orphan there). An
+// update never touches the power state, and its model is applied only on
+// success: a failed one leaves the instance as it was.
 func failedResult(op *state.Operation, inst *state.Instance) lifecycle.Result {
-	if op.Kind != lifecycle.OpMove {
+	if op.Kind != lifecycle.OpMove && op.Kind != lifecycle.OpUpdate {
 		return lifecycle.ResultFailed
 	}
 	if inst.HostID == op.TargetHostID {
@@ -327,6 +329,9 @@ func finish(tx *state.Tx, op *state.Operation, inst *state.Instance, end state.O
 	op.Step = string(end)
 	if end == state.OpSucceeded {
 		op.Step, op.Progress = "done", 100
+		if op.Update != nil {
+			op.Update.Apply(inst)
+		}
 	}
 	inst.Result, inst.Fault = result, fault
 	if end == state.OpCanceled {

@@ -511,3 +511,39 @@ func TestPlannedStepsAreEachOperationsOwn(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// An update shows UPDATING, changes the model only when its step succeeds,
+// and a failed one leaves the model and the power state as they were.
+func TestUpdateAppliesTheModelOnSuccessOnly(t *testing.T) {
+	h := newHarness(t)
+	h.register("h1", 4, 4096)
+	h.create("i", "h1", 1, 512, "")
+	h.running("op-i")
+	update := func(opID string) {
+		h.mustApply(TypeInstanceAction, InstanceAction{Action: lifecycle.ActionUpdate, Operation: state.Operation{
+			ID: opID, InstanceID: "i", Deadline: h.now.Add(time.Minute),
+			Update: &state.ModelUpdate{Name: ptr("renamed"), SetLabels: true, Labels: map[string]string{"team": "db"}},
+		}})
+	}
+	update("op-fail")
+	if s := h.status("i"); s != lifecycle.StatusUpdating {
+		t.Fatalf("while the update runs: %s", s)
+	}
+	h.mustReport(Finish{OperationID: "op-fail", Fault: fault("HYPERVISOR_ERROR")})
+	inst, _ := h.store.Instance("i")
+	if op := h.op("op-fail"); op.State != state.OpFailed || inst.Name != "i" || inst.Labels != nil ||
+		h.status("i") != lifecycle.StatusRunning || inst.Result != lifecycle.ResultRolledBack {
+		t.Fatalf("after a failed update: %+v, instance %+v, %s", op, inst, h.status("i"))
+	}
+	update("op-ok")
+	h.running("op-ok")
+	inst, _ = h.store.Instance("i")
+	if inst.Name != "renamed" || inst.Labels["team"] != "db" || h.status("i") != lifecycle.StatusRunning || inst.LastOpK != lifecycle.OpUpdate {
+		t.Fatalf("after the update: %+v, %s", inst, h.status("i"))
+	}
+	// An update without a model is refused, and changes nothing.
+	r := h.apply(TypeInstanceAction, InstanceAction{Action: lifecycle.ActionUpdate, Operation: state.Operation{ID: "op-empty", InstanceID: "i"}})
+	if !errors.Is(r.Err, ErrInvalid) {
+		t.Fatalf("update without a model: %v", r.Err)
+	}
+}

@@ -18,23 +18,26 @@ const (
 	ActionSuspend Action = "suspend"
 	ActionResume  Action = "resume"
 	ActionDelete  Action = "delete"
+	// ActionUpdate changes what can change without a reboot (name, labels,
+	// recovery policy): Azure's "Update model for an existing VM".
+	ActionUpdate Action = "update"
 )
 
 // AllActions lists every action.
-var AllActions = []Action{ActionStart, ActionStop, ActionRestart, ActionPause, ActionUnpause, ActionSuspend, ActionResume, ActionDelete}
+var AllActions = []Action{ActionStart, ActionStop, ActionRestart, ActionPause, ActionUnpause, ActionSuspend, ActionResume, ActionDelete, ActionUpdate}
 
 // allowed is the whole transition table: the actions each status accepts.
 // A status that is not listed accepts nothing (transitional statuses: one
 // operation at a time per instance; DELETED: a tombstone).
 var allowed = map[Status][]Action{
-	StatusRunning:           {ActionStop, ActionRestart, ActionPause, ActionSuspend, ActionDelete},
-	StatusStopped:           {ActionStart, ActionDelete},
-	StatusPaused:            {ActionUnpause, ActionStop, ActionSuspend, ActionDelete},
-	StatusSuspended:         {ActionResume, ActionDelete},
-	StatusUnexpectedShutoff: {ActionStart, ActionStop, ActionDelete},
-	StatusCrashed:           {ActionStart, ActionStop, ActionDelete},
-	// ERROR is recoverable: try to bring it up, down, or away.
-	StatusError: {ActionStart, ActionStop, ActionRestart, ActionDelete},
+	StatusRunning:           {ActionStop, ActionRestart, ActionPause, ActionSuspend, ActionDelete, ActionUpdate},
+	StatusStopped:           {ActionStart, ActionDelete, ActionUpdate},
+	StatusPaused:            {ActionUnpause, ActionStop, ActionSuspend, ActionDelete, ActionUpdate},
+	StatusSuspended:         {ActionResume, ActionDelete, ActionUpdate},
+	StatusUnexpectedShutoff: {ActionStart, ActionStop, ActionDelete, ActionUpdate},
+	StatusCrashed:           {ActionStart, ActionStop, ActionDelete, ActionUpdate},
+	// ERROR is recoverable: try to bring it up, down, or away (or fix its model).
+	StatusError: {ActionStart, ActionStop, ActionRestart, ActionDelete, ActionUpdate},
 	// The host cannot be reached: only a delete may be queued; it runs (or
 	// fails at its deadline) when the host answers.
 	StatusUnknown: {ActionDelete},
@@ -87,7 +90,7 @@ func Check(s Status, a Action) error {
 // Plan is what an accepted action asks for.
 type Plan struct {
 	Op      OpKind  // the operation to run; OpNone when nothing needs to run on the host
-	Desired Desired // the desired state once the action is accepted
+	Desired Desired // the desired state once the action is accepted; "" keeps it
 }
 
 // PlanFor returns what accepting action a in status s means. It assumes
@@ -114,6 +117,8 @@ func PlanFor(s Status, a Action, hard bool) Plan {
 		return Plan{Op: OpResume, Desired: DesiredRunning}
 	case ActionDelete:
 		return Plan{Op: OpDelete, Desired: DesiredDeleted}
+	case ActionUpdate:
+		return Plan{Op: OpUpdate} // the power state is not the update's business
 	}
 	return Plan{}
 }

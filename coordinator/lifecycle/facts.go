@@ -35,10 +35,12 @@ const (
 	// OpMove moves the instance to another host (cold: stop, copy the disk,
 	// start it there as it was).
 	OpMove OpKind = "move"
+	// OpUpdate changes the instance's model (name, labels, recovery) without a reboot.
+	OpUpdate OpKind = "update"
 )
 
 // AllOpKinds lists every operation kind, OpNone included.
-var AllOpKinds = []OpKind{OpNone, OpCreate, OpStart, OpStop, OpRestart, OpHardRestart, OpPause, OpUnpause, OpSuspend, OpResume, OpDelete, OpPreempt, OpMove}
+var AllOpKinds = []OpKind{OpNone, OpCreate, OpStart, OpStop, OpRestart, OpHardRestart, OpPause, OpUnpause, OpSuspend, OpResume, OpDelete, OpPreempt, OpMove, OpUpdate}
 
 // Power is the observed power state, as the agent reports it from the hypervisor.
 type Power string

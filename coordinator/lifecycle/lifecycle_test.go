@@ -36,7 +36,7 @@ func TestDeriveIsTotal(t *testing.T) {
 			}
 		}
 	}
-	if n != 6*14*10*6*4 {
+	if n != 6*(len(AllOpKinds)+1)*10*6*4 {
 		t.Fatalf("walked %d combinations", n)
 	}
 }
@@ -96,13 +96,13 @@ func TestDerive(t *testing.T) {
 // the verdict for every (status, action) pair.
 func TestTransitionTable(t *testing.T) {
 	want := map[Status][]Action{
-		StatusRunning:           {ActionStop, ActionRestart, ActionPause, ActionSuspend, ActionDelete},
-		StatusStopped:           {ActionStart, ActionDelete},
-		StatusPaused:            {ActionUnpause, ActionStop, ActionSuspend, ActionDelete},
-		StatusSuspended:         {ActionResume, ActionDelete},
-		StatusUnexpectedShutoff: {ActionStart, ActionStop, ActionDelete},
-		StatusCrashed:           {ActionStart, ActionStop, ActionDelete},
-		StatusError:             {ActionStart, ActionStop, ActionRestart, ActionDelete},
+		StatusRunning:           {ActionStop, ActionRestart, ActionPause, ActionSuspend, ActionDelete, ActionUpdate},
+		StatusStopped:           {ActionStart, ActionDelete, ActionUpdate},
+		StatusPaused:            {ActionUnpause, ActionStop, ActionSuspend, ActionDelete, ActionUpdate},
+		StatusSuspended:         {ActionResume, ActionDelete, ActionUpdate},
+		StatusUnexpectedShutoff: {ActionStart, ActionStop, ActionDelete, ActionUpdate},
+		StatusCrashed:           {ActionStart, ActionStop, ActionDelete, ActionUpdate},
+		StatusError:             {ActionStart, ActionStop, ActionRestart, ActionDelete, ActionUpdate},
 		StatusUnknown:           {ActionDelete},
 		StatusPending:           {ActionDelete},
 		StatusBidding:           {ActionDelete},
@@ -117,7 +117,7 @@ func TestTransitionTable(t *testing.T) {
 					t.Errorf("%s in %s: refused: %v", a, s, err)
 				}
 				p := PlanFor(s, a, false)
-				if p.Op == OpNone || p.Desired == "" {
+				if p.Op == OpNone || (p.Desired == "") != (a == ActionUpdate) {
 					t.Errorf("%s in %s: empty plan %+v", a, s, p)
 				}
 				continue
@@ -152,6 +152,13 @@ func TestPlanExpectedRoundTrip(t *testing.T) {
 	}
 	for _, s := range AllStatuses {
 		for _, a := range Allowed(s) {
+			if a == ActionUpdate {
+				// An update keeps the desired state and touches no power state.
+				if p := PlanFor(s, a, false); p.Desired != "" || Expected(p.Op) != PowerNone {
+					t.Errorf("update from %s: %+v", s, p)
+				}
+				continue
+			}
 			for _, hard := range []bool{false, true} {
 				p := PlanFor(s, a, hard)
 				got := Derive(Facts{Desired: p.Desired, Power: Expected(p.Op), Result: ResultSucceeded})
@@ -171,7 +178,7 @@ func TestPlanExpectedRoundTrip(t *testing.T) {
 
 func TestNotAllowedMessageListsActions(t *testing.T) {
 	err := Check(StatusStopped, ActionPause)
-	if err == nil || err.Error() != "pause is not allowed while the instance is STOPPED (allowed: start, delete)" {
+	if err == nil || err.Error() != "pause is not allowed while the instance is STOPPED (allowed: start, delete, update)" {
 		t.Fatalf("got %v", err)
 	}
 	if err := Check(StatusDeleting, ActionStop); err == nil || err.Error() != "stop is not allowed while the instance is DELETING (allowed: none)" {

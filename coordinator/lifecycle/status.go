@@ -26,6 +26,7 @@ const (
 	StatusPending           Status = "PENDING" // accepted, waiting for a host with room
 	StatusBidding           Status = "BIDDING" // preemptible, waiting for spare capacity
 	StatusMoving            Status = "MOVING"  // a move to another host runs
+	StatusUpdating          Status = "UPDATING" // the model (name, labels, recovery) is being changed
 )
 
 // AllStatuses lists every status.
@@ -34,7 +35,7 @@ var AllStatuses = []Status{
 	StatusRebooting, StatusHardRebooting, StatusPausing, StatusPaused, StatusUnpausing,
 	StatusSuspending, StatusSuspended, StatusResuming, StatusDeleting, StatusDeleted,
 	StatusError, StatusUnknown, StatusUnexpectedShutoff, StatusCrashed,
-	StatusPending, StatusBidding, StatusMoving,
+	StatusPending, StatusBidding, StatusMoving, StatusUpdating,
 }
 
 // inFlight is the status shown while an operation of each kind runs.
@@ -51,6 +52,7 @@ var inFlight = map[OpKind]Status{
 	OpDelete:      StatusDeleting,
 	OpPreempt:     StatusBidding, // evicted: it bids for capacity again
 	OpMove:        StatusMoving,
+	OpUpdate:      StatusUpdating,
 }
 
 // Transitional reports whether s only lasts while an operation runs.

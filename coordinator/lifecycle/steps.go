@@ -22,6 +22,7 @@ const (
 	ActOfferDisk   StepAction = "offer-disk"  // source: let the target pull the disk
 	ActImportDisk  StepAction = "import-disk" // target: pull it, define the domain shut off
 	ActSwitchHost  StepAction = "switch-host" // coordinator: the instance now lives on the target
+	ActUpdate      StepAction = "update"      // write the model's name into the domain (its title)
 )
 
 // OnHost reports whether an agent runs the action (else the coordinator does).
@@ -90,6 +91,9 @@ func StepsFor(k OpKind, wasRunning bool) []StepDef {
 		return one("delete-domain", ActDelete, nil)
 	case OpPreempt:
 		return one("evict-domain", ActDelete, nil)
+	case OpUpdate:
+		// One atomic write of the domain's title: nothing to undo if it fails.
+		return []StepDef{{Name: "update-domain", Action: ActUpdate, NothingToUndo: true}}
 	case OpMove:
 		// A move's steps have their own timeouts, so a hung one fails (and
 		// rolls back) long before the whole move's deadline; the copy has

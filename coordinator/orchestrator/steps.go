@@ -190,6 +190,7 @@ var actionToPB = map[lifecycle.StepAction]agentv1.StepAction{
 	lifecycle.ActDelete:      agentv1.StepAction_STEP_ACTION_DELETE,
 	lifecycle.ActOfferDisk:   agentv1.StepAction_STEP_ACTION_OFFER_DISK,
 	lifecycle.ActImportDisk:  agentv1.StepAction_STEP_ACTION_IMPORT_DISK,
+	lifecycle.ActUpdate:      agentv1.StepAction_STEP_ACTION_UPDATE,
 }
 
 // send gives one recorded step attempt to its host's session.
@@ -205,6 +206,9 @@ func (o *Orchestrator) send(op state.Operation, st *state.Step, stepID string) e
 	}
 	if op.Graceful > 0 {
 		step.GracefulTimeout = durationpb.New(op.Graceful)
+	}
+	if u := op.Update; u != nil && u.Name != nil {
+		step.Name = *u.Name // the name the update gives the domain
 	}
 	switch st.Action {
 	case lifecycle.ActOfferDisk:

@@ -52,6 +52,31 @@ type Instance struct {
 	// MoveTarget is, while a move runs, the host it goes to: the instance
 	// takes room there too, from the move's start until it ends.
 	MoveTarget string `json:"move_target,omitempty"`
+	// Labels are the user's own key=value tags (not placement constraints).
+	Labels map[string]string `json:"labels,omitempty"`
+}
+
+// ModelUpdate is what an update operation changes. It is applied to the
+// instance when the operation succeeds, so a failed update leaves the
+// model as it was.
+type ModelUpdate struct {
+	Name      *string           `json:"name,omitempty"`
+	SetLabels bool              `json:"set_labels,omitempty"` // Labels replaces the instance's labels
+	Labels    map[string]string `json:"labels,omitempty"`
+	Recovery  *Recovery         `json:"recovery,omitempty"`
+}
+
+// Apply writes the update into the instance.
+func (u *ModelUpdate) Apply(i *Instance) {
+	if u.Name != nil {
+		i.Name = *u.Name
+	}
+	if u.SetLabels {
+		i.Labels = u.Labels
+	}
+	if u.Recovery != nil {
+		i.Recovery = *u.Recovery
+	}
 }
 
 // Recovery is what happens after an unexpected power-off or crash.
@@ -140,6 +165,8 @@ type Operation struct {
 	TargetHostID string `json:"target_host_id,omitempty"`
 	// Token authorizes a move's disk copy between the two agents.
 	Token string `json:"token,omitempty"`
+	// Update is, for an update, the model it changes.
+	Update *ModelUpdate `json:"update,omitempty"`
 }
 
 // StepState is where one step of an operation is.

@@ -22,7 +22,9 @@ func Markdown() string {
 	b.WriteString("no word for the state; the view's `canonical_status` says what it is. Where a cell lists several\n")
 	b.WriteString("values, the facts behind the status decide (for example what the hypervisor reports while a\n")
 	b.WriteString("delete runs). Billing classes are the seed's own: RightScale `instance-usage`, `storage-only`,\n")
-	b.WriteString("`not-charged`; Azure `hardware-and-software`, `hardware-only`, `not-billed`; empty where the seed names none.\n\n")
+	b.WriteString("`not-charged`; Azure `hardware-and-software`, `hardware-only`, `not-billed`; empty where the seed names none.\n")
+	b.WriteString("UPDATING (a model update: name, labels, recovery policy) changes nothing those words describe, so\n")
+	b.WriteString("each seed shows the state underneath; Azure adds `ProvisioningState/updating`.\n\n")
 	b.WriteString(fmt.Sprintf("Seed states reachable on real libvirt today: **%d of %d** (the conformance suite in\n", Reachable(), len(Seeds)))
 	b.WriteString("`internal/e2e` drives a real guest into each and reads it back through `grpcurl`).\n")
 	for _, v := range All {

@@ -6,9 +6,10 @@ import (
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
 )
 
-// Every table below has a row for every canonical status (a test holds
-// them to lifecycle.AllStatuses); a row with no word is the seed having
-// none, stated, not forgotten.
+// Every table below has a row for every canonical status but UPDATING,
+// which Render shows as the state underneath (a test holds them to
+// lifecycle.AllStatuses); a row with no word is the seed having none,
+// stated, not forgotten.
 var unmapped = word{}
 
 // manageInstanceWords is seed 000: eight words, stable (running, failed,
@@ -120,7 +121,7 @@ func nova(in Input, s lifecycle.Status) View {
 	r := novaRows[s]
 	switch s {
 	case lifecycle.StatusStopping:
-		if in.Op == lifecycle.OpNone {
+		if in.Op != lifecycle.OpStop {
 			r.TaskState = "" // the guest is shutting itself down: no task of Nova's
 		}
 	case lifecycle.StatusHardRebooting:

@@ -124,13 +124,24 @@ var renderers = map[Vocabulary]renderer{
 
 // Render derives the instance's view in vocabulary v. An unknown
 // vocabulary gives an unmapped view.
+//
+// A model update (UPDATING) changes nothing the seeds' status words
+// describe: each seed shows the state the instance is in underneath, and
+// Azure adds its provisioning state "updating" (from the operation in the
+// input).
 func Render(v Vocabulary, in Input) View {
 	s := lifecycle.Derive(in.Facts)
 	r, ok := renderers[v]
 	if !ok {
 		return View{Vocabulary: v, Status: Unmapped, Canonical: s}
 	}
-	out := r(in, s)
+	under := s
+	if s == lifecycle.StatusUpdating {
+		f := in.Facts
+		f.Op = lifecycle.OpNone
+		under = lifecycle.Derive(f)
+	}
+	out := r(in, under)
 	out.Vocabulary, out.Canonical = v, s
 	if out.Status == "" {
 		out.Status = Unmapped

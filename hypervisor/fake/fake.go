@@ -159,6 +159,17 @@ func (d *Driver) List(ctx context.Context) ([]hypervisor.DomainStatus, error) {
 	return out, nil
 }
 
+// Title reports a domain's display name ("" and false if there is no such domain).
+func (d *Driver) Title(id string) (string, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	dom, ok := d.domains[id]
+	if !ok {
+		return "", false
+	}
+	return dom.spec.Name, true
+}
+
 // Calls reports how many times method was called (including failed calls).
 func (d *Driver) Calls(method string) int {
 	d.mu.Lock()

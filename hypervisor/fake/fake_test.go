@@ -607,3 +607,26 @@ func TestConcurrency(t *testing.T) {
 	wg.Wait()
 	d.Close()
 }
+
+// SetTitle renames a domain in any power state and never changes that state.
+func TestSetTitle(t *testing.T) {
+	for _, from := range []hypervisor.PowerState{hypervisor.PowerRunning, hypervisor.PowerShutOff, hypervisor.PowerPaused, hypervisor.PowerSavedToDisk} {
+		d := inState(t, from)
+		if err := d.SetTitle(context.Background(), "vm", "renamed <&>"); err != nil {
+			t.Fatalf("from %s: %v", from, err)
+		}
+		if got, ok := d.Title("vm"); !ok || got != "renamed <&>" {
+			t.Errorf("from %s: title %q", from, got)
+		}
+		if got := state(t, d, "vm"); got != from {
+			t.Errorf("SetTitle moved %s to %s", from, got)
+		}
+	}
+	d := New(Options{})
+	if err := d.SetTitle(context.Background(), "vm", "x"); !errors.Is(err, hypervisor.ErrNotFound) {
+		t.Errorf("missing domain: %v", err)
+	}
+	if err := inState(t, hypervisor.PowerRunning).SetTitle(context.Background(), "vm", "a\nb"); !errors.Is(err, hypervisor.ErrInvalidSpec) {
+		t.Errorf("newline in a title: %v", err)
+	}
+}

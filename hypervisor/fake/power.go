@@ -117,6 +117,17 @@ func (d *Driver) Resume(ctx context.Context, id string) error {
 	})
 }
 
+// SetTitle changes the domain's display name, in any power state.
+func (d *Driver) SetTitle(ctx context.Context, id, title string) error {
+	if err := hypervisor.ValidateTitle(title); err != nil {
+		return fmt.Errorf("fake: set title: %w", err)
+	}
+	return d.transition(ctx, "SetTitle", id, func(dom *domain) error {
+		dom.spec.Name = title
+		return nil
+	})
+}
+
 // Save stops a running or paused guest into its managed save image. Saved is
 // success.
 func (d *Driver) Save(ctx context.Context, id string) error {

@@ -81,6 +81,16 @@ func (h *history) of(id string) string {
 	return b.String()
 }
 
+// vocabSeed is the seed state word of vocabulary v.
+func vocabSeed(v, word string) vocabulary.SeedState {
+	for _, s := range vocabulary.Seeds {
+		if string(s.Vocabulary) == v && s.Word == word {
+			return s
+		}
+	}
+	panic("no seed state " + v + "/" + word)
+}
+
 // waitSeen waits until the watch has shown instance id in status want.
 func (h *history) waitSeen(t *testing.T, id, want string) {
 	t.Helper()
@@ -134,7 +144,7 @@ var reachedBy = map[string]struct{ inst, when string }{
 	"azure/stopping":  {"life", "STATUS_STOPPING"},
 	"azure/stopped":   {"life", "STATUS_STOPPED"},
 	"azure/creating":  {"life", "STATUS_CREATING"},
-	"azure/updating":  {"life", "STATUS_STOPPING"},
+	"azure/updating":  {"life", "STATUS_UPDATING"}, // a model update (the name)
 	"azure/deleting":  {"life", "STATUS_DELETING"},
 	"azure/succeeded": {"life", "STATUS_RUNNING"},
 	"azure/failed":    {"broken", "STATUS_ERROR"},
@@ -192,6 +202,7 @@ func TestSeedConformance(t *testing.T) {
 	for _, m := range []string{"PauseInstance", "UnpauseInstance", "SuspendInstance", "ResumeInstance"} {
 		e.mustSucceed(e.do(m, map[string]any{"id": life}))
 	}
+	e.mustSucceed(e.do("UpdateInstance", map[string]any{"id": life, "updateMask": map[string]any{"paths": []string{"name"}}, "name": "conf-renamed"}))
 
 	// Powered off behind Flotilla's back, then started again.
 	if out, err := virsh(t, "destroy", "flotilla-"+life); err != nil {

@@ -10,6 +10,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	fieldmaskpb "google.golang.org/protobuf/types/known/fieldmaskpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -76,6 +77,9 @@ const (
 	Status_STATUS_BIDDING Status = 21
 	// Being moved to another host (a MOVE operation runs).
 	Status_STATUS_MOVING Status = 22
+	// The model (name, labels, recovery policy) is being changed; the guest
+	// keeps running (an UPDATE operation runs).
+	Status_STATUS_UPDATING Status = 23
 )
 
 // Enum value maps for Status.
@@ -104,6 +108,7 @@ var (
 		20: "STATUS_PENDING",
 		21: "STATUS_BIDDING",
 		22: "STATUS_MOVING",
+		23: "STATUS_UPDATING",
 	}
 	Status_value = map[string]int32{
 		"STATUS_UNSPECIFIED":        0,
@@ -129,6 +134,7 @@ var (
 		"STATUS_PENDING":            20,
 		"STATUS_BIDDING":            21,
 		"STATUS_MOVING":             22,
+		"STATUS_UPDATING":           23,
 	}
 )
 
@@ -308,6 +314,8 @@ const (
 	Action_ACTION_RESUME Action = 7
 	// DeleteInstance.
 	Action_ACTION_DELETE Action = 8
+	// UpdateInstance.
+	Action_ACTION_UPDATE Action = 9
 )
 
 // Enum value maps for Action.
@@ -322,6 +330,7 @@ var (
 		6: "ACTION_SUSPEND",
 		7: "ACTION_RESUME",
 		8: "ACTION_DELETE",
+		9: "ACTION_UPDATE",
 	}
 	Action_value = map[string]int32{
 		"ACTION_UNSPECIFIED": 0,
@@ -333,6 +342,7 @@ var (
 		"ACTION_SUSPEND":     6,
 		"ACTION_RESUME":      7,
 		"ACTION_DELETE":      8,
+		"ACTION_UPDATE":      9,
 	}
 )
 
@@ -842,7 +852,9 @@ type Instance struct {
 	// Placement constraints.
 	Placement *Placement `protobuf:"bytes,21,opt,name=placement,proto3" json:"placement,omitempty"`
 	// The state in each vocabulary the read asked for, in the order asked.
-	Views         []*VocabularyView `protobuf:"bytes,22,rep,name=views,proto3" json:"views,omitempty"`
+	Views []*VocabularyView `protobuf:"bytes,22,rep,name=views,proto3" json:"views,omitempty"`
+	// The user's own labels (not placement constraints).
+	Labels        map[string]string `protobuf:"bytes,23,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1031,6 +1043,13 @@ func (x *Instance) GetViews() []*VocabularyView {
 	return nil
 }
 
+func (x *Instance) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
 // CreateInstanceRequest describes a new instance.
 type CreateInstanceRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1045,7 +1064,10 @@ type CreateInstanceRequest struct {
 	// What to do after an unexpected power-off or crash (default LEAVE).
 	Recovery *Recovery `protobuf:"bytes,4,opt,name=recovery,proto3" json:"recovery,omitempty"`
 	// Where the instance may run.
-	Placement     *Placement `protobuf:"bytes,5,opt,name=placement,proto3" json:"placement,omitempty"`
+	Placement *Placement `protobuf:"bytes,5,opt,name=placement,proto3" json:"placement,omitempty"`
+	// The user's own labels: at most 64; keys 1..63 characters of lowercase
+	// letters, digits, '.', '_', '-' and '/'; values at most 255 characters.
+	Labels        map[string]string `protobuf:"bytes,6,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1111,6 +1133,13 @@ func (x *CreateInstanceRequest) GetRecovery() *Recovery {
 func (x *CreateInstanceRequest) GetPlacement() *Placement {
 	if x != nil {
 		return x.Placement
+	}
+	return nil
+}
+
+func (x *CreateInstanceRequest) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
 	}
 	return nil
 }
@@ -1926,11 +1955,104 @@ func (x *DeleteInstanceRequest) GetRequestId() string {
 	return ""
 }
 
+// UpdateInstanceRequest changes an instance's model.
+type UpdateInstanceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The instance id.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Optional idempotency key; see CreateInstanceRequest.request_id.
+	RequestId string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Which fields to change: any of "name", "labels", "recovery". Required;
+	// a field named here with an empty value clears it (labels) or is refused
+	// (name).
+	UpdateMask *fieldmaskpb.FieldMask `protobuf:"bytes,3,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
+	// The new name (same rules as CreateInstanceRequest.name).
+	Name string `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
+	// The new labels, replacing all of the old ones.
+	Labels map[string]string `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The new recovery policy.
+	Recovery      *Recovery `protobuf:"bytes,6,opt,name=recovery,proto3" json:"recovery,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateInstanceRequest) Reset() {
+	*x = UpdateInstanceRequest{}
+	mi := &file_flotilla_v1_instance_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateInstanceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateInstanceRequest) ProtoMessage() {}
+
+func (x *UpdateInstanceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_instance_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateInstanceRequest.ProtoReflect.Descriptor instead.
+func (*UpdateInstanceRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *UpdateInstanceRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *UpdateInstanceRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *UpdateInstanceRequest) GetUpdateMask() *fieldmaskpb.FieldMask {
+	if x != nil {
+		return x.UpdateMask
+	}
+	return nil
+}
+
+func (x *UpdateInstanceRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UpdateInstanceRequest) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *UpdateInstanceRequest) GetRecovery() *Recovery {
+	if x != nil {
+		return x.Recovery
+	}
+	return nil
+}
+
 var File_flotilla_v1_instance_proto protoreflect.FileDescriptor
 
 const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\n" +
-	"\x1aflotilla/v1/instance.proto\x12\vflotilla.v1\x1a\x18flotilla/v1/common.proto\x1a\x1bflotilla/v1/operation.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"b\n" +
+	"\x1aflotilla/v1/instance.proto\x12\vflotilla.v1\x1a\x18flotilla/v1/common.proto\x1a\x1bflotilla/v1/operation.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"b\n" +
 	"\bRecovery\x123\n" +
 	"\x06policy\x18\x01 \x01(\x0e2\x1b.flotilla.v1.RecoveryPolicyR\x06policy\x12!\n" +
 	"\fmax_restarts\x18\x02 \x01(\x05R\vmaxRestarts\"\xda\x02\n" +
@@ -1960,7 +2082,7 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\vpreemptible\x18\x04 \x01(\bR\vpreemptible\x1a=\n" +
 	"\x0fHostLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb6\b\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xac\t\n" +
 	"\bInstance\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12-\n" +
@@ -1987,14 +2109,22 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\brecovery\x18\x13 \x01(\v2\x15.flotilla.v1.RecoveryR\brecovery\x12#\n" +
 	"\rrestart_count\x18\x14 \x01(\x05R\frestartCount\x124\n" +
 	"\tplacement\x18\x15 \x01(\v2\x16.flotilla.v1.PlacementR\tplacement\x121\n" +
-	"\x05views\x18\x16 \x03(\v2\x1b.flotilla.v1.VocabularyViewR\x05views\"\xe2\x01\n" +
+	"\x05views\x18\x16 \x03(\v2\x1b.flotilla.v1.VocabularyViewR\x05views\x129\n" +
+	"\x06labels\x18\x17 \x03(\v2!.flotilla.v1.Instance.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe5\x02\n" +
 	"\x15CreateInstanceRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12-\n" +
 	"\x04spec\x18\x02 \x01(\v2\x19.flotilla.v1.InstanceSpecR\x04spec\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x03 \x01(\tR\trequestId\x121\n" +
 	"\brecovery\x18\x04 \x01(\v2\x15.flotilla.v1.RecoveryR\brecovery\x124\n" +
-	"\tplacement\x18\x05 \x01(\v2\x16.flotilla.v1.PlacementR\tplacement\"\x84\x01\n" +
+	"\tplacement\x18\x05 \x01(\v2\x16.flotilla.v1.PlacementR\tplacement\x12F\n" +
+	"\x06labels\x18\x06 \x03(\v2..flotilla.v1.CreateInstanceRequest.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x84\x01\n" +
 	"\x12GetInstanceRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fmin_revision\x18\x02 \x01(\x03R\vminRevision\x12;\n" +
@@ -2053,7 +2183,19 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x15DeleteInstanceRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x02 \x01(\tR\trequestId*\xf4\x03\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"\xcd\x02\n" +
+	"\x15UpdateInstanceRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\x12;\n" +
+	"\vupdate_mask\x18\x03 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
+	"updateMask\x12\x12\n" +
+	"\x04name\x18\x04 \x01(\tR\x04name\x12F\n" +
+	"\x06labels\x18\x05 \x03(\v2..flotilla.v1.UpdateInstanceRequest.LabelsEntryR\x06labels\x121\n" +
+	"\brecovery\x18\x06 \x01(\v2\x15.flotilla.v1.RecoveryR\brecovery\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\x89\x04\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fSTATUS_CREATING\x10\x01\x12\x13\n" +
@@ -2078,7 +2220,8 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x0eSTATUS_CRASHED\x10\x13\x12\x12\n" +
 	"\x0eSTATUS_PENDING\x10\x14\x12\x12\n" +
 	"\x0eSTATUS_BIDDING\x10\x15\x12\x11\n" +
-	"\rSTATUS_MOVING\x10\x16*\xb5\x01\n" +
+	"\rSTATUS_MOVING\x10\x16\x12\x13\n" +
+	"\x0fSTATUS_UPDATING\x10\x17*\xb5\x01\n" +
 	"\fDesiredState\x12\x1d\n" +
 	"\x19DESIRED_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15DESIRED_STATE_RUNNING\x10\x01\x12\x19\n" +
@@ -2091,7 +2234,7 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x1dPROVISIONING_RESULT_SUCCEEDED\x10\x01\x12\x1e\n" +
 	"\x1aPROVISIONING_RESULT_FAILED\x10\x02\x12 \n" +
 	"\x1cPROVISIONING_RESULT_CANCELED\x10\x03\x12#\n" +
-	"\x1fPROVISIONING_RESULT_ROLLED_BACK\x10\x04*\xb7\x01\n" +
+	"\x1fPROVISIONING_RESULT_ROLLED_BACK\x10\x04*\xca\x01\n" +
 	"\x06Action\x12\x16\n" +
 	"\x12ACTION_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fACTION_START\x10\x01\x12\x0f\n" +
@@ -2101,7 +2244,8 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x0eACTION_UNPAUSE\x10\x05\x12\x12\n" +
 	"\x0eACTION_SUSPEND\x10\x06\x12\x11\n" +
 	"\rACTION_RESUME\x10\a\x12\x11\n" +
-	"\rACTION_DELETE\x10\b*\x8a\x01\n" +
+	"\rACTION_DELETE\x10\b\x12\x11\n" +
+	"\rACTION_UPDATE\x10\t*\x8a\x01\n" +
 	"\x0eRecoveryPolicy\x12\x1f\n" +
 	"\x1bRECOVERY_POLICY_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15RECOVERY_POLICY_LEAVE\x10\x01\x12\x1b\n" +
@@ -2114,7 +2258,7 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x0fVOCABULARY_NOVA\x10\x02\x12\x19\n" +
 	"\x15VOCABULARY_RIGHTSCALE\x10\x03\x12\x14\n" +
 	"\x10VOCABULARY_AZURE\x10\x04\x12\x1f\n" +
-	"\x1bVOCABULARY_MANAGED_INSTANCE\x10\x052\xc9\a\n" +
+	"\x1bVOCABULARY_MANAGED_INSTANCE\x10\x052\x97\b\n" +
 	"\x0fInstanceService\x12L\n" +
 	"\x0eCreateInstance\x12\".flotilla.v1.CreateInstanceRequest\x1a\x16.flotilla.v1.Operation\x12E\n" +
 	"\vGetInstance\x12\x1f.flotilla.v1.GetInstanceRequest\x1a\x15.flotilla.v1.Instance\x12V\n" +
@@ -2127,7 +2271,8 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x0fUnpauseInstance\x12#.flotilla.v1.UnpauseInstanceRequest\x1a\x16.flotilla.v1.Operation\x12N\n" +
 	"\x0fSuspendInstance\x12#.flotilla.v1.SuspendInstanceRequest\x1a\x16.flotilla.v1.Operation\x12L\n" +
 	"\x0eResumeInstance\x12\".flotilla.v1.ResumeInstanceRequest\x1a\x16.flotilla.v1.Operation\x12L\n" +
-	"\x0eDeleteInstance\x12\".flotilla.v1.DeleteInstanceRequest\x1a\x16.flotilla.v1.OperationB>Z<github.com/flotilla-vm/flotilla/proto/flotilla/v1;flotillav1b\x06proto3"
+	"\x0eDeleteInstance\x12\".flotilla.v1.DeleteInstanceRequest\x1a\x16.flotilla.v1.Operation\x12L\n" +
+	"\x0eUpdateInstance\x12\".flotilla.v1.UpdateInstanceRequest\x1a\x16.flotilla.v1.OperationB>Z<github.com/flotilla-vm/flotilla/proto/flotilla/v1;flotillav1b\x06proto3"
 
 var (
 	file_flotilla_v1_instance_proto_rawDescOnce sync.Once
@@ -2142,7 +2287,7 @@ func file_flotilla_v1_instance_proto_rawDescGZIP() []byte {
 }
 
 var file_flotilla_v1_instance_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_flotilla_v1_instance_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_flotilla_v1_instance_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_flotilla_v1_instance_proto_goTypes = []any{
 	(Status)(0),                    // 0: flotilla.v1.Status
 	(DesiredState)(0),              // 1: flotilla.v1.DesiredState
@@ -2169,72 +2314,84 @@ var file_flotilla_v1_instance_proto_goTypes = []any{
 	(*SuspendInstanceRequest)(nil), // 22: flotilla.v1.SuspendInstanceRequest
 	(*ResumeInstanceRequest)(nil),  // 23: flotilla.v1.ResumeInstanceRequest
 	(*DeleteInstanceRequest)(nil),  // 24: flotilla.v1.DeleteInstanceRequest
-	nil,                            // 25: flotilla.v1.VocabularyView.FieldsEntry
-	nil,                            // 26: flotilla.v1.Placement.HostLabelsEntry
-	(PowerState)(0),                // 27: flotilla.v1.PowerState
-	(*timestamppb.Timestamp)(nil),  // 28: google.protobuf.Timestamp
-	(*Fault)(nil),                  // 29: flotilla.v1.Fault
-	(*durationpb.Duration)(nil),    // 30: google.protobuf.Duration
-	(*Operation)(nil),              // 31: flotilla.v1.Operation
+	(*UpdateInstanceRequest)(nil),  // 25: flotilla.v1.UpdateInstanceRequest
+	nil,                            // 26: flotilla.v1.VocabularyView.FieldsEntry
+	nil,                            // 27: flotilla.v1.Placement.HostLabelsEntry
+	nil,                            // 28: flotilla.v1.Instance.LabelsEntry
+	nil,                            // 29: flotilla.v1.CreateInstanceRequest.LabelsEntry
+	nil,                            // 30: flotilla.v1.UpdateInstanceRequest.LabelsEntry
+	(PowerState)(0),                // 31: flotilla.v1.PowerState
+	(*timestamppb.Timestamp)(nil),  // 32: google.protobuf.Timestamp
+	(*Fault)(nil),                  // 33: flotilla.v1.Fault
+	(*durationpb.Duration)(nil),    // 34: google.protobuf.Duration
+	(*fieldmaskpb.FieldMask)(nil),  // 35: google.protobuf.FieldMask
+	(*Operation)(nil),              // 36: flotilla.v1.Operation
 }
 var file_flotilla_v1_instance_proto_depIdxs = []int32{
 	4,  // 0: flotilla.v1.Recovery.policy:type_name -> flotilla.v1.RecoveryPolicy
 	5,  // 1: flotilla.v1.VocabularyView.vocabulary:type_name -> flotilla.v1.Vocabulary
 	0,  // 2: flotilla.v1.VocabularyView.canonical_status:type_name -> flotilla.v1.Status
-	25, // 3: flotilla.v1.VocabularyView.fields:type_name -> flotilla.v1.VocabularyView.FieldsEntry
-	26, // 4: flotilla.v1.Placement.host_labels:type_name -> flotilla.v1.Placement.HostLabelsEntry
+	26, // 3: flotilla.v1.VocabularyView.fields:type_name -> flotilla.v1.VocabularyView.FieldsEntry
+	27, // 4: flotilla.v1.Placement.host_labels:type_name -> flotilla.v1.Placement.HostLabelsEntry
 	8,  // 5: flotilla.v1.Instance.spec:type_name -> flotilla.v1.InstanceSpec
 	0,  // 6: flotilla.v1.Instance.status:type_name -> flotilla.v1.Status
 	1,  // 7: flotilla.v1.Instance.desired_state:type_name -> flotilla.v1.DesiredState
-	27, // 8: flotilla.v1.Instance.power_state:type_name -> flotilla.v1.PowerState
-	28, // 9: flotilla.v1.Instance.power_state_time:type_name -> google.protobuf.Timestamp
+	31, // 8: flotilla.v1.Instance.power_state:type_name -> flotilla.v1.PowerState
+	32, // 9: flotilla.v1.Instance.power_state_time:type_name -> google.protobuf.Timestamp
 	2,  // 10: flotilla.v1.Instance.provisioning_result:type_name -> flotilla.v1.ProvisioningResult
-	29, // 11: flotilla.v1.Instance.fault:type_name -> flotilla.v1.Fault
+	33, // 11: flotilla.v1.Instance.fault:type_name -> flotilla.v1.Fault
 	3,  // 12: flotilla.v1.Instance.allowed_actions:type_name -> flotilla.v1.Action
-	28, // 13: flotilla.v1.Instance.create_time:type_name -> google.protobuf.Timestamp
-	28, // 14: flotilla.v1.Instance.update_time:type_name -> google.protobuf.Timestamp
+	32, // 13: flotilla.v1.Instance.create_time:type_name -> google.protobuf.Timestamp
+	32, // 14: flotilla.v1.Instance.update_time:type_name -> google.protobuf.Timestamp
 	6,  // 15: flotilla.v1.Instance.recovery:type_name -> flotilla.v1.Recovery
 	9,  // 16: flotilla.v1.Instance.placement:type_name -> flotilla.v1.Placement
 	7,  // 17: flotilla.v1.Instance.views:type_name -> flotilla.v1.VocabularyView
-	8,  // 18: flotilla.v1.CreateInstanceRequest.spec:type_name -> flotilla.v1.InstanceSpec
-	6,  // 19: flotilla.v1.CreateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
-	9,  // 20: flotilla.v1.CreateInstanceRequest.placement:type_name -> flotilla.v1.Placement
-	5,  // 21: flotilla.v1.GetInstanceRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
-	0,  // 22: flotilla.v1.ListInstancesRequest.status_filter:type_name -> flotilla.v1.Status
-	5,  // 23: flotilla.v1.ListInstancesRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
-	10, // 24: flotilla.v1.ListInstancesResponse.instances:type_name -> flotilla.v1.Instance
-	5,  // 25: flotilla.v1.WatchInstancesRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
-	10, // 26: flotilla.v1.WatchInstancesResponse.instances:type_name -> flotilla.v1.Instance
-	30, // 27: flotilla.v1.StopInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
-	11, // 28: flotilla.v1.InstanceService.CreateInstance:input_type -> flotilla.v1.CreateInstanceRequest
-	12, // 29: flotilla.v1.InstanceService.GetInstance:input_type -> flotilla.v1.GetInstanceRequest
-	13, // 30: flotilla.v1.InstanceService.ListInstances:input_type -> flotilla.v1.ListInstancesRequest
-	15, // 31: flotilla.v1.InstanceService.WatchInstances:input_type -> flotilla.v1.WatchInstancesRequest
-	17, // 32: flotilla.v1.InstanceService.StartInstance:input_type -> flotilla.v1.StartInstanceRequest
-	18, // 33: flotilla.v1.InstanceService.StopInstance:input_type -> flotilla.v1.StopInstanceRequest
-	19, // 34: flotilla.v1.InstanceService.RestartInstance:input_type -> flotilla.v1.RestartInstanceRequest
-	20, // 35: flotilla.v1.InstanceService.PauseInstance:input_type -> flotilla.v1.PauseInstanceRequest
-	21, // 36: flotilla.v1.InstanceService.UnpauseInstance:input_type -> flotilla.v1.UnpauseInstanceRequest
-	22, // 37: flotilla.v1.InstanceService.SuspendInstance:input_type -> flotilla.v1.SuspendInstanceRequest
-	23, // 38: flotilla.v1.InstanceService.ResumeInstance:input_type -> flotilla.v1.ResumeInstanceRequest
-	24, // 39: flotilla.v1.InstanceService.DeleteInstance:input_type -> flotilla.v1.DeleteInstanceRequest
-	31, // 40: flotilla.v1.InstanceService.CreateInstance:output_type -> flotilla.v1.Operation
-	10, // 41: flotilla.v1.InstanceService.GetInstance:output_type -> flotilla.v1.Instance
-	14, // 42: flotilla.v1.InstanceService.ListInstances:output_type -> flotilla.v1.ListInstancesResponse
-	16, // 43: flotilla.v1.InstanceService.WatchInstances:output_type -> flotilla.v1.WatchInstancesResponse
-	31, // 44: flotilla.v1.InstanceService.StartInstance:output_type -> flotilla.v1.Operation
-	31, // 45: flotilla.v1.InstanceService.StopInstance:output_type -> flotilla.v1.Operation
-	31, // 46: flotilla.v1.InstanceService.RestartInstance:output_type -> flotilla.v1.Operation
-	31, // 47: flotilla.v1.InstanceService.PauseInstance:output_type -> flotilla.v1.Operation
-	31, // 48: flotilla.v1.InstanceService.UnpauseInstance:output_type -> flotilla.v1.Operation
-	31, // 49: flotilla.v1.InstanceService.SuspendInstance:output_type -> flotilla.v1.Operation
-	31, // 50: flotilla.v1.InstanceService.ResumeInstance:output_type -> flotilla.v1.Operation
-	31, // 51: flotilla.v1.InstanceService.DeleteInstance:output_type -> flotilla.v1.Operation
-	40, // [40:52] is the sub-list for method output_type
-	28, // [28:40] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	28, // 18: flotilla.v1.Instance.labels:type_name -> flotilla.v1.Instance.LabelsEntry
+	8,  // 19: flotilla.v1.CreateInstanceRequest.spec:type_name -> flotilla.v1.InstanceSpec
+	6,  // 20: flotilla.v1.CreateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
+	9,  // 21: flotilla.v1.CreateInstanceRequest.placement:type_name -> flotilla.v1.Placement
+	29, // 22: flotilla.v1.CreateInstanceRequest.labels:type_name -> flotilla.v1.CreateInstanceRequest.LabelsEntry
+	5,  // 23: flotilla.v1.GetInstanceRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
+	0,  // 24: flotilla.v1.ListInstancesRequest.status_filter:type_name -> flotilla.v1.Status
+	5,  // 25: flotilla.v1.ListInstancesRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
+	10, // 26: flotilla.v1.ListInstancesResponse.instances:type_name -> flotilla.v1.Instance
+	5,  // 27: flotilla.v1.WatchInstancesRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
+	10, // 28: flotilla.v1.WatchInstancesResponse.instances:type_name -> flotilla.v1.Instance
+	34, // 29: flotilla.v1.StopInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	35, // 30: flotilla.v1.UpdateInstanceRequest.update_mask:type_name -> google.protobuf.FieldMask
+	30, // 31: flotilla.v1.UpdateInstanceRequest.labels:type_name -> flotilla.v1.UpdateInstanceRequest.LabelsEntry
+	6,  // 32: flotilla.v1.UpdateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
+	11, // 33: flotilla.v1.InstanceService.CreateInstance:input_type -> flotilla.v1.CreateInstanceRequest
+	12, // 34: flotilla.v1.InstanceService.GetInstance:input_type -> flotilla.v1.GetInstanceRequest
+	13, // 35: flotilla.v1.InstanceService.ListInstances:input_type -> flotilla.v1.ListInstancesRequest
+	15, // 36: flotilla.v1.InstanceService.WatchInstances:input_type -> flotilla.v1.WatchInstancesRequest
+	17, // 37: flotilla.v1.InstanceService.StartInstance:input_type -> flotilla.v1.StartInstanceRequest
+	18, // 38: flotilla.v1.InstanceService.StopInstance:input_type -> flotilla.v1.StopInstanceRequest
+	19, // 39: flotilla.v1.InstanceService.RestartInstance:input_type -> flotilla.v1.RestartInstanceRequest
+	20, // 40: flotilla.v1.InstanceService.PauseInstance:input_type -> flotilla.v1.PauseInstanceRequest
+	21, // 41: flotilla.v1.InstanceService.UnpauseInstance:input_type -> flotilla.v1.UnpauseInstanceRequest
+	22, // 42: flotilla.v1.InstanceService.SuspendInstance:input_type -> flotilla.v1.SuspendInstanceRequest
+	23, // 43: flotilla.v1.InstanceService.ResumeInstance:input_type -> flotilla.v1.ResumeInstanceRequest
+	24, // 44: flotilla.v1.InstanceService.DeleteInstance:input_type -> flotilla.v1.DeleteInstanceRequest
+	25, // 45: flotilla.v1.InstanceService.UpdateInstance:input_type -> flotilla.v1.UpdateInstanceRequest
+	36, // 46: flotilla.v1.InstanceService.CreateInstance:output_type -> flotilla.v1.Operation
+	10, // 47: flotilla.v1.InstanceService.GetInstance:output_type -> flotilla.v1.Instance
+	14, // 48: flotilla.v1.InstanceService.ListInstances:output_type -> flotilla.v1.ListInstancesResponse
+	16, // 49: flotilla.v1.InstanceService.WatchInstances:output_type -> flotilla.v1.WatchInstancesResponse
+	36, // 50: flotilla.v1.InstanceService.StartInstance:output_type -> flotilla.v1.Operation
+	36, // 51: flotilla.v1.InstanceService.StopInstance:output_type -> flotilla.v1.Operation
+	36, // 52: flotilla.v1.InstanceService.RestartInstance:output_type -> flotilla.v1.Operation
+	36, // 53: flotilla.v1.InstanceService.PauseInstance:output_type -> flotilla.v1.Operation
+	36, // 54: flotilla.v1.InstanceService.UnpauseInstance:output_type -> flotilla.v1.Operation
+	36, // 55: flotilla.v1.InstanceService.SuspendInstance:output_type -> flotilla.v1.Operation
+	36, // 56: flotilla.v1.InstanceService.ResumeInstance:output_type -> flotilla.v1.Operation
+	36, // 57: flotilla.v1.InstanceService.DeleteInstance:output_type -> flotilla.v1.Operation
+	36, // 58: flotilla.v1.InstanceService.UpdateInstance:output_type -> flotilla.v1.Operation
+	46, // [46:59] is the sub-list for method output_type
+	33, // [33:46] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_instance_proto_init() }
@@ -2250,7 +2407,7 @@ func file_flotilla_v1_instance_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_instance_proto_rawDesc), len(file_flotilla_v1_instance_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   21,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

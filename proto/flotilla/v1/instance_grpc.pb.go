@@ -31,6 +31,7 @@ const (
 	InstanceService_SuspendInstance_FullMethodName = "/flotilla.v1.InstanceService/SuspendInstance"
 	InstanceService_ResumeInstance_FullMethodName  = "/flotilla.v1.InstanceService/ResumeInstance"
 	InstanceService_DeleteInstance_FullMethodName  = "/flotilla.v1.InstanceService/DeleteInstance"
+	InstanceService_UpdateInstance_FullMethodName  = "/flotilla.v1.InstanceService/UpdateInstance"
 )
 
 // InstanceServiceClient is the client API for InstanceService service.
@@ -65,6 +66,11 @@ type InstanceServiceClient interface {
 	ResumeInstance(ctx context.Context, in *ResumeInstanceRequest, opts ...grpc.CallOption) (*Operation, error)
 	// DeleteInstance destroys the domain and removes its disks.
 	DeleteInstance(ctx context.Context, in *DeleteInstanceRequest, opts ...grpc.CallOption) (*Operation, error)
+	// UpdateInstance changes what can change without a reboot: the name, the
+	// labels and the recovery policy (Azure's model update). The instance
+	// shows UPDATING while it runs; the new model takes effect when it
+	// succeeds, and a failed update leaves the old one.
+	UpdateInstance(ctx context.Context, in *UpdateInstanceRequest, opts ...grpc.CallOption) (*Operation, error)
 }
 
 type instanceServiceClient struct {
@@ -204,6 +210,16 @@ func (c *instanceServiceClient) DeleteInstance(ctx context.Context, in *DeleteIn
 	return out, nil
 }
 
+func (c *instanceServiceClient) UpdateInstance(ctx context.Context, in *UpdateInstanceRequest, opts ...grpc.CallOption) (*Operation, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Operation)
+	err := c.cc.Invoke(ctx, InstanceService_UpdateInstance_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // InstanceServiceServer is the server API for InstanceService service.
 // All implementations must embed UnimplementedInstanceServiceServer
 // for forward compatibility.
@@ -236,6 +252,11 @@ type InstanceServiceServer interface {
 	ResumeInstance(context.Context, *ResumeInstanceRequest) (*Operation, error)
 	// DeleteInstance destroys the domain and removes its disks.
 	DeleteInstance(context.Context, *DeleteInstanceRequest) (*Operation, error)
+	// UpdateInstance changes what can change without a reboot: the name, the
+	// labels and the recovery policy (Azure's model update). The instance
+	// shows UPDATING while it runs; the new model takes effect when it
+	// succeeds, and a failed update leaves the old one.
+	UpdateInstance(context.Context, *UpdateInstanceRequest) (*Operation, error)
 	mustEmbedUnimplementedInstanceServiceServer()
 }
 
@@ -281,6 +302,9 @@ func (UnimplementedInstanceServiceServer) ResumeInstance(context.Context, *Resum
 }
 func (UnimplementedInstanceServiceServer) DeleteInstance(context.Context, *DeleteInstanceRequest) (*Operation, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteInstance not implemented")
+}
+func (UnimplementedInstanceServiceServer) UpdateInstance(context.Context, *UpdateInstanceRequest) (*Operation, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateInstance not implemented")
 }
 func (UnimplementedInstanceServiceServer) mustEmbedUnimplementedInstanceServiceServer() {}
 func (UnimplementedInstanceServiceServer) testEmbeddedByValue()                         {}
@@ -512,6 +536,24 @@ func _InstanceService_DeleteInstance_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _InstanceService_UpdateInstance_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateInstanceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InstanceServiceServer).UpdateInstance(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: InstanceService_UpdateInstance_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InstanceServiceServer).UpdateInstance(ctx, req.(*UpdateInstanceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // InstanceService_ServiceDesc is the grpc.ServiceDesc for InstanceService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -562,6 +604,10 @@ var InstanceService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteInstance",
 			Handler:    _InstanceService_DeleteInstance_Handler,
+		},
+		{
+			MethodName: "UpdateInstance",
+			Handler:    _InstanceService_UpdateInstance_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -55,6 +55,8 @@ const (
 	// Move the instance to another host (cold): stop it, copy its disk to the
 	// target host, bring it up there as it was, then remove it from the source.
 	OperationKind_OPERATION_KIND_MOVE OperationKind = 12
+	// Change the model (name, labels, recovery policy) without a reboot.
+	OperationKind_OPERATION_KIND_UPDATE OperationKind = 13
 )
 
 // Enum value maps for OperationKind.
@@ -73,6 +75,7 @@ var (
 		10: "OPERATION_KIND_DELETE",
 		11: "OPERATION_KIND_PREEMPT",
 		12: "OPERATION_KIND_MOVE",
+		13: "OPERATION_KIND_UPDATE",
 	}
 	OperationKind_value = map[string]int32{
 		"OPERATION_KIND_UNSPECIFIED":  0,
@@ -88,6 +91,7 @@ var (
 		"OPERATION_KIND_DELETE":       10,
 		"OPERATION_KIND_PREEMPT":      11,
 		"OPERATION_KIND_MOVE":         12,
+		"OPERATION_KIND_UPDATE":       13,
 	}
 )
 
@@ -997,7 +1001,7 @@ const file_flotilla_v1_operation_proto_rawDesc = "" +
 	"\atimeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12!\n" +
 	"\fmin_revision\x18\x03 \x01(\x03R\vminRevision\"(\n" +
 	"\x16CancelOperationRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id*\xf7\x02\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id*\x92\x03\n" +
 	"\rOperationKind\x12\x1e\n" +
 	"\x1aOPERATION_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15OPERATION_KIND_CREATE\x10\x01\x12\x18\n" +
@@ -1012,7 +1016,8 @@ const file_flotilla_v1_operation_proto_rawDesc = "" +
 	"\x15OPERATION_KIND_DELETE\x10\n" +
 	"\x12\x1a\n" +
 	"\x16OPERATION_KIND_PREEMPT\x10\v\x12\x17\n" +
-	"\x13OPERATION_KIND_MOVE\x10\f*\xe6\x01\n" +
+	"\x13OPERATION_KIND_MOVE\x10\f\x12\x19\n" +
+	"\x15OPERATION_KIND_UPDATE\x10\r*\xe6\x01\n" +
 	"\x0eOperationState\x12\x1f\n" +
 	"\x1bOPERATION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17OPERATION_STATE_PENDING\x10\x01\x12\x1b\n" +
