@@ -23,9 +23,9 @@ const (
 	StatusUnknown           Status = "UNKNOWN"
 	StatusUnexpectedShutoff Status = "UNEXPECTED_SHUTOFF"
 	StatusCrashed           Status = "CRASHED"
-	StatusPending           Status = "PENDING" // accepted, waiting for a host with room
-	StatusBidding           Status = "BIDDING" // preemptible, waiting for spare capacity
-	StatusMoving            Status = "MOVING"  // a move to another host runs
+	StatusPending           Status = "PENDING"  // accepted, waiting for a host with room
+	StatusBidding           Status = "BIDDING"  // preemptible, waiting for spare capacity
+	StatusMoving            Status = "MOVING"   // a move to another host runs
 	StatusUpdating          Status = "UPDATING" // the model (name, labels, recovery) is being changed
 )
 
