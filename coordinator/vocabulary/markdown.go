@@ -92,19 +92,28 @@ func cell(xs []string) string {
 
 // everyFact calls f with every combination of known facts and last
 // operation kinds.
-func everyFact(f func(Input)) {
-	for _, d := range lifecycle.AllDesired {
-		for _, o := range lifecycle.AllOpKinds {
-			for _, p := range lifecycle.AllPowers {
-				for _, r := range lifecycle.AllResults {
+func everyFact(f func(Input)) int {
+	return everyCombination(lifecycle.AllDesired, lifecycle.AllOpKinds, lifecycle.AllPowers, lifecycle.AllResults, f)
+}
+
+// everyCombination calls f with every combination of the given facts, both
+// qualifiers and every kind of last operation; it returns how many.
+func everyCombination(desired []lifecycle.Desired, ops []lifecycle.OpKind, powers []lifecycle.Power, results []lifecycle.Result, f func(Input)) int {
+	n := 0
+	for _, d := range desired {
+		for _, o := range ops {
+			for _, p := range powers {
+				for _, r := range results {
 					for q := range 4 {
 						for _, last := range lifecycle.AllOpKinds {
 							f(Input{Facts: lifecycle.Facts{Desired: d, Op: o, Power: p, Result: r,
 								Unplaced: q&1 != 0, Preemptible: q&2 != 0}, LastOp: last})
+							n++
 						}
 					}
 				}
 			}
 		}
 	}
+	return n
 }

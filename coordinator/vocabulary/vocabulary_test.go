@@ -10,27 +10,11 @@ import (
 // everyInput walks every combination of the facts, unknown values
 // included, with every kind of last operation.
 func everyInput(f func(Input)) int {
-	desired := append(slices.Clone(lifecycle.AllDesired), lifecycle.Desired("bogus"))
-	ops := append(slices.Clone(lifecycle.AllOpKinds), lifecycle.OpKind("bogus"))
-	powers := append(slices.Clone(lifecycle.AllPowers), lifecycle.Power("bogus"))
-	results := append(slices.Clone(lifecycle.AllResults), lifecycle.Result("bogus"))
-	n := 0
-	for _, d := range desired {
-		for _, o := range ops {
-			for _, p := range powers {
-				for _, r := range results {
-					for _, q := range []int{0, 1, 2, 3} {
-						for _, last := range lifecycle.AllOpKinds {
-							f(Input{Facts: lifecycle.Facts{Desired: d, Op: o, Power: p, Result: r,
-								Unplaced: q&1 != 0, Preemptible: q&2 != 0}, LastOp: last})
-							n++
-						}
-					}
-				}
-			}
-		}
-	}
-	return n
+	return everyCombination(
+		append(slices.Clone(lifecycle.AllDesired), lifecycle.Desired("bogus")),
+		append(slices.Clone(lifecycle.AllOpKinds), lifecycle.OpKind("bogus")),
+		append(slices.Clone(lifecycle.AllPowers), lifecycle.Power("bogus")),
+		append(slices.Clone(lifecycle.AllResults), lifecycle.Result("bogus")), f)
 }
 
 // words is every value a vocabulary may show, per field ("" = status word).
