@@ -50,7 +50,7 @@ done
 bin/flotctl host list
 
 # Every change the coordinator reports, as it happens.
-bin/flotctl watch >"$work/watch.log" 2>&1 &
+bin/flotctl watch --vocabulary nova,azure,manage-instance >"$work/watch.log" 2>&1 &
 pids+=($!)
 
 op_json=$(bin/flotctl -o json create --name demo --image flotilla-test --vcpus 1 --memory-mib 192)
@@ -73,10 +73,11 @@ if [[ $hypervisor == libvirt ]]; then
   # The guest powers itself off on the ACPI button once its init is listening.
   for _ in $(seq 1 150); do grep -q FLOTILLA-GUEST-READY "$work/run/$id.console.log" 2>/dev/null && break; sleep 0.2; done
 fi
+step update "$id" --name demo-renamed --label team=demo
 step stop "$id" --graceful 60s
 step delete "$id"
 
-say "every status change the coordinator reported (flotctl watch)"
+say "every status change the coordinator reported, with Nova's, Azure's and seed 000's words (flotctl watch --vocabulary)"
 sleep 0.5
 cat "$work/watch.log"
 say "operations"

@@ -108,13 +108,16 @@ var novaByDesired = map[lifecycle.Desired]novaRow{
 }
 
 // novaByPower is the status and vm_state for what the hypervisor shows,
-// while a delete runs (Nova keeps the vm_state and sets task deleting).
+// while a delete runs (Nova keeps the vm_state and sets task deleting; once
+// the domain is destroyed it sets vm_state deleted before it clears the task).
 var novaByPower = map[lifecycle.Power]novaRow{
 	lifecycle.PowerRunning:      {"ACTIVE", "active", ""},
 	lifecycle.PowerShuttingDown: {"ACTIVE", "active", ""},
 	lifecycle.PowerPaused:       {"PAUSED", "paused", ""},
 	lifecycle.PowerSavedToDisk:  {"SUSPENDED", "suspended", ""},
 	lifecycle.PowerShutOff:      {"STOPPED", "stopped", ""},
+	lifecycle.PowerNoDomain:     {"DELETED", "deleted", ""},
+	lifecycle.PowerUnknown:      {"UNKNOWN", "", ""}, // Nova shows UNKNOWN while the host is down
 }
 
 func nova(in Input, s lifecycle.Status) View {
