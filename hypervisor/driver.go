@@ -32,6 +32,10 @@ var (
 	ErrInvalidState  = errors.New("operation not valid in the domain's current state")
 	ErrImageNotFound = errors.New("image not found")
 	ErrUnavailable   = errors.New("hypervisor unavailable") // transient: connection lost
+	// ErrInsufficientDisk: the disk directory has less free space than a
+	// create or boot needs (see Preflight). Permanent: space does not come
+	// back by trying again.
+	ErrInsufficientDisk = errors.New("insufficient disk space")
 )
 
 // DomainSpec is the validated description of one VM. The domain name is
@@ -72,6 +76,15 @@ type Driver interface {
 	// Kind is "kvm", "qemu" (software emulation), "xen" or "fake".
 	Kind() string
 	Capacity(ctx context.Context) (Capacity, error)
+
+	// Preflight checks, changing nothing, that this host can now create the
+	// domain spec describes (boot false) or boot the existing one (boot
+	// true): the spec is valid (ErrInvalidSpec), its image is present
+	// (ErrImageNotFound), and the disk directory has free at least what
+	// the disk needs at once plus reserveBytes (an error wrapping
+	// ErrInsufficientDisk that says how much is needed, how much is free,
+	// and where: see CheckDiskRoom).
+	Preflight(ctx context.Context, spec DomainSpec, boot bool, reserveBytes uint64) error
 
 	// Create defines the domain with a copy-on-write disk over the image and boots it.
 	Create(ctx context.Context, spec DomainSpec) error

@@ -19,6 +19,7 @@ const (
 	ActSuspend     StepAction = "suspend"
 	ActResume      StepAction = "resume"
 	ActDelete      StepAction = "delete"
+	ActPreflight   StepAction = "preflight"   // check the host can create or boot the instance; changes nothing
 	ActOfferDisk   StepAction = "offer-disk"  // source: let the target pull the disk
 	ActImportDisk  StepAction = "import-disk" // target: pull it, define the domain shut off
 	ActSwitchHost  StepAction = "switch-host" // coordinator: the instance now lives on the target
@@ -60,6 +61,15 @@ func undo(name string, a StepAction, w Where) *StepDef {
 	return &StepDef{Name: name, Action: a, Where: w}
 }
 
+// preflight is the first step of every operation that makes or boots a
+// domain: the host checks the image and its free disk before anything is
+// defined or started, so a host that cannot do it fails fast and leaves
+// nothing behind. It changes nothing, so there is nothing to undo.
+var preflight = StepDef{Name: "preflight", Action: ActPreflight, NothingToUndo: true, Timeout: preflightTimeout}
+
+// preflightTimeout bounds the checks (a statfs and reading the image's header).
+const preflightTimeout = time.Minute
+
 // StepsFor returns the plan of an operation of kind k. For a move,
 // wasRunning says whether the instance must be stopped first and started
 // again on the target.
@@ -69,9 +79,9 @@ func StepsFor(k OpKind, wasRunning bool) []StepDef {
 	}
 	switch k {
 	case OpCreate:
-		return one("create-domain", ActCreate, undo("delete-domain", ActDelete, OnSource))
+		return []StepDef{preflight, {Name: "create-domain", Action: ActCreate, Undo: undo("delete-domain", ActDelete, OnSource)}}
 	case OpStart:
-		return one("start-domain", ActStart, &StepDef{Name: "stop-domain", Action: ActStop, Force: true})
+		return []StepDef{preflight, {Name: "start-domain", Action: ActStart, Undo: &StepDef{Name: "stop-domain", Action: ActStop, Force: true}}}
 	case OpStop:
 		return one("stop-domain", ActStop, undo("start-domain", ActStart, OnSource))
 	case OpRestart:

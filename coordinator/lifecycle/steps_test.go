@@ -53,6 +53,31 @@ func TestStepsFor(t *testing.T) {
 	}
 }
 
+// TestPreflightFirst: every operation that makes or boots a domain checks
+// the host first, and only those: the check is what fails fast, before
+// anything exists to undo.
+func TestPreflightFirst(t *testing.T) {
+	boots := map[OpKind]map[bool]bool{
+		OpCreate: {false: true, true: true},
+		OpStart:  {false: true, true: true},
+	}
+	for _, k := range AllOpKinds[1:] {
+		for _, running := range []bool{false, true} {
+			steps := StepsFor(k, running)
+			first := steps[0]
+			want := boots[k][running]
+			if got := first.Action == ActPreflight; got != want {
+				t.Errorf("%s (running %v): first step %s, preflight wanted: %v", k, running, first.Name, want)
+			}
+			for i, s := range steps {
+				if s.Action == ActPreflight && (i != 0 || s.Name != "preflight" || !s.NothingToUndo || s.Timeout <= 0 || s.Action.Expect() != PowerNone) {
+					t.Errorf("%s (running %v): preflight step %d: %+v", k, running, i, s)
+				}
+			}
+		}
+	}
+}
+
 func TestMovePlans(t *testing.T) {
 	names := func(running bool) (out []string) {
 		for _, s := range StepsFor(OpMove, running) {
@@ -71,7 +96,7 @@ func TestMovePlans(t *testing.T) {
 func TestRetryPolicy(t *testing.T) {
 	for code, want := range map[string]bool{
 		"HYPERVISOR_UNAVAILABLE": true, "PEER_UNAVAILABLE": true, "DISK_CORRUPT": true,
-		"AGENT_RESTARTED": false, "IMAGE_NOT_FOUND": false, "DEADLINE_EXCEEDED": false, "INVALID_SPEC": false, "": false,
+		"AGENT_RESTARTED": false, "IMAGE_NOT_FOUND": false, "INSUFFICIENT_DISK": false, "DEADLINE_EXCEEDED": false, "INVALID_SPEC": false, "": false,
 	} {
 		if Transient(code) != want {
 			t.Errorf("Transient(%q) = %v", code, !want)

@@ -607,3 +607,39 @@ func TestConcurrency(t *testing.T) {
 	wg.Wait()
 	d.Close()
 }
+
+func TestPreflight(t *testing.T) {
+	d := New(Options{Images: []string{"img"}, DiskSize: 1000})
+	ctx := context.Background()
+	sp := spec("vm")
+	sp.Image = "img"
+	if err := d.Preflight(ctx, sp, false, 24); err != nil {
+		t.Fatalf("with the default free space: %v", err)
+	}
+	d.SetDiskFree(1024)
+	if err := d.Preflight(ctx, sp, false, 24); err != nil {
+		t.Fatalf("exactly enough for the disk and the reserve: %v", err)
+	}
+	if err := d.Preflight(ctx, sp, false, 25); !errors.Is(err, hypervisor.ErrInsufficientDisk) {
+		t.Fatalf("one byte short: %v", err)
+	}
+	if err := d.Preflight(ctx, sp, true, 1024); err != nil {
+		t.Fatalf("a boot needs the reserve alone: %v", err)
+	}
+	bad := sp
+	bad.Image = "other"
+	if err := d.Preflight(ctx, bad, false, 0); !errors.Is(err, hypervisor.ErrImageNotFound) {
+		t.Fatalf("unknown image: %v", err)
+	}
+	bad.Image = "../x"
+	if err := d.Preflight(ctx, bad, false, 0); !errors.Is(err, hypervisor.ErrInvalidSpec) {
+		t.Fatalf("invalid spec: %v", err)
+	}
+	d.InjectFault("Preflight", hypervisor.ErrUnavailable, 1)
+	if err := d.Preflight(ctx, sp, true, 0); !errors.Is(err, hypervisor.ErrUnavailable) {
+		t.Fatalf("injected fault: %v", err)
+	}
+	if n, err := d.List(ctx); err != nil || len(n) != 0 {
+		t.Fatalf("a preflight made domains: %v %v", n, err)
+	}
+}
