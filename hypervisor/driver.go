@@ -97,6 +97,9 @@ type Driver interface {
 	// Destroy powers the domain off at once (pulling the plug).
 	Destroy(ctx context.Context, id string) error
 	// Reboot restarts the guest: soft asks the guest (ACPI), hard resets it.
+	// A hard reboot of a domain that is shut off (or crashed) boots it, so
+	// a hard restart brings up an instance whatever power state it is in;
+	// paused and saved-to-disk are ErrInvalidState (unpause or start them).
 	Reboot(ctx context.Context, id string, hard bool) error
 	Pause(ctx context.Context, id string) error
 	Resume(ctx context.Context, id string) error

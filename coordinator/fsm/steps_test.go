@@ -169,7 +169,7 @@ func TestCancelDuringPreflight(t *testing.T) {
 // so in its preflight; the fault is permanent (no retry), nothing else runs,
 // and the operation and the instance carry the fault.
 func TestPreflightFailureFailsFast(t *testing.T) {
-	for _, kind := range []lifecycle.OpKind{lifecycle.OpCreate, lifecycle.OpStart} {
+	for _, kind := range []lifecycle.OpKind{lifecycle.OpCreate, lifecycle.OpStart, lifecycle.OpHardRestart} {
 		t.Run(string(kind), func(t *testing.T) {
 			h := newHarness(t)
 			h.register("h1", 4, 4096)
@@ -179,8 +179,12 @@ func TestPreflightFailureFailsFast(t *testing.T) {
 				h.finishAll("op-i")
 				h.mustApply(TypeInstanceAction, InstanceAction{Action: lifecycle.ActionStop, Operation: state.Operation{ID: "op-stop", InstanceID: "i", Deadline: h.now.Add(time.Minute)}})
 				h.finishAll("op-stop")
+				a := lifecycle.ActionStart
+				if kind == lifecycle.OpHardRestart {
+					a = lifecycle.ActionRestart
+				}
 				opID = "op-boot"
-				h.mustApply(TypeInstanceAction, InstanceAction{Action: lifecycle.ActionStart, Operation: state.Operation{ID: opID, InstanceID: "i", Deadline: h.now.Add(time.Minute)}})
+				h.mustApply(TypeInstanceAction, InstanceAction{Action: a, Operation: state.Operation{ID: opID, InstanceID: "i", Deadline: h.now.Add(time.Minute)}})
 			}
 			if op := h.op(opID); op.Kind != kind {
 				t.Fatalf("operation kind %s, want %s", op.Kind, kind)
@@ -199,6 +203,52 @@ func TestPreflightFailureFailsFast(t *testing.T) {
 				t.Fatalf("instance after a failed preflight: %s %+v", i.Status(), i.Fault)
 			}
 		})
+	}
+}
+
+// TestRestartOfAStoppedInstanceBoots: the restart of a stopped instance is
+// a hard restart whose plan checks the host and boots the domain, and a
+// cancel while it boots stops it again: STOPPED, as it was.
+func TestRestartOfAStoppedInstanceBoots(t *testing.T) {
+	h := newHarness(t)
+	h.register("h1", 4, 4096)
+	h.create("i", "h1", 1, 512, "")
+	h.finishAll("op-i")
+	h.mustApply(TypeInstanceAction, InstanceAction{Action: lifecycle.ActionStop, Operation: state.Operation{ID: "op-stop", InstanceID: "i", Deadline: h.now.Add(time.Minute)}})
+	h.finishAll("op-stop")
+	restart := func(id string) {
+		h.t.Helper()
+		h.mustApply(TypeInstanceAction, InstanceAction{Action: lifecycle.ActionRestart, Operation: state.Operation{ID: id, InstanceID: "i", Deadline: h.now.Add(time.Minute)}})
+	}
+	restart("op-r1")
+	op := h.op("op-r1")
+	if op.Kind != lifecycle.OpHardRestart || h.status("i") != lifecycle.StatusHardRebooting {
+		t.Fatalf("restart of a stopped instance: %s, status %s", op.Kind, h.status("i"))
+	}
+	if want := []string{"preflight:pending", "boot-domain:pending"}; !slices.Equal(stepStates(op), want) {
+		t.Fatalf("plan %v, want %v", stepStates(op), want)
+	}
+	h.preflighted("op-r1")
+	h.mustApply(TypeDispatch, Dispatch{Steps: []DispatchStep{{OperationID: "op-r1", StepID: "op-r1/1/1", HostEpoch: 1}}})
+	h.mustApply(TypeCancel, Cancel{OperationID: "op-r1"})
+	h.apply(TypeFinish, Finish{OperationID: "op-r1", StepID: "op-r1/1/1", Succeeded: true, HostID: "h1"})
+	h.finishAll("op-r1") // the forced stop that undoes the boot
+	op = h.op("op-r1")
+	i, _ := h.store.Instance("i")
+	if op.State != state.OpCanceled || i.Status() != lifecycle.StatusStopped || i.Desired != lifecycle.DesiredStopped {
+		t.Fatalf("canceled restart: %s %v, instance %s desired %s", op.State, stepStates(op), i.Status(), i.Desired)
+	}
+
+	restart("op-r2")
+	h.finishAll("op-r2")
+	i, _ = h.store.Instance("i")
+	if i.Status() != lifecycle.StatusRunning || i.Desired != lifecycle.DesiredRunning {
+		t.Fatalf("after the restart: %s desired %s", i.Status(), i.Desired)
+	}
+	// Running, a hard restart is a reset again: one step, no way back.
+	h.mustApply(TypeInstanceAction, InstanceAction{Action: lifecycle.ActionRestart, Hard: true, Operation: state.Operation{ID: "op-r3", InstanceID: "i", Deadline: h.now.Add(time.Minute)}})
+	if want := []string{"reset-domain:pending"}; !slices.Equal(stepStates(h.op("op-r3")), want) {
+		t.Fatalf("hard restart of a running instance: %v, want %v", stepStates(h.op("op-r3")), want)
 	}
 }
 

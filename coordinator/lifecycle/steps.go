@@ -70,23 +70,32 @@ var preflight = StepDef{Name: "preflight", Action: ActPreflight, NothingToUndo: 
 // preflightTimeout bounds the checks (a statfs and reading the image's header).
 const preflightTimeout = time.Minute
 
-// StepsFor returns the plan of an operation of kind k. For a move,
-// wasRunning says whether the instance must be stopped first and started
-// again on the target.
+// StepsFor returns the plan of an operation of kind k. wasRunning says
+// whether the instance's domain is (or may be) running: for a move, whether
+// it must be stopped first and started again on the target; for a hard
+// restart, whether it is reset (running) or booted (off).
 func StepsFor(k OpKind, wasRunning bool) []StepDef {
 	one := func(name string, a StepAction, u *StepDef) []StepDef {
 		return []StepDef{{Name: name, Action: a, Undo: u}}
 	}
+	// The undo of a boot: a forced stop, since the guest has barely begun.
+	stopForced := &StepDef{Name: "stop-domain", Action: ActStop, Force: true}
 	switch k {
 	case OpCreate:
 		return []StepDef{preflight, {Name: "create-domain", Action: ActCreate, Undo: undo("delete-domain", ActDelete, OnSource)}}
 	case OpStart:
-		return []StepDef{preflight, {Name: "start-domain", Action: ActStart, Undo: &StepDef{Name: "stop-domain", Action: ActStop, Force: true}}}
+		return []StepDef{preflight, {Name: "start-domain", Action: ActStart, Undo: stopForced}}
 	case OpStop:
 		return one("stop-domain", ActStop, undo("start-domain", ActStart, OnSource))
 	case OpRestart:
 		return one("reboot-guest", ActRestart, nil)
 	case OpHardRestart:
+		if !wasRunning {
+			// Off: the hard restart boots the domain (the agent's
+			// hard-restart step starts a shut-off one), so it is checked
+			// and undone as a start is.
+			return []StepDef{preflight, {Name: "boot-domain", Action: ActHardRestart, Undo: stopForced}}
+		}
 		return one("reset-domain", ActHardRestart, nil)
 	case OpPause:
 		return one("pause-domain", ActPause, undo("unpause-domain", ActUnpause, OnSource))

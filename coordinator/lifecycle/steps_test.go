@@ -10,13 +10,13 @@ import (
 // on a host names an agent action, undos run where what they undo ran, and
 // the points of no return are the ones an operator expects.
 func TestStepsFor(t *testing.T) {
-	// The steps of each kind that cannot be undone.
-	irreversible := map[OpKind][]string{
-		OpRestart:     {"reboot-guest"},
-		OpHardRestart: {"reset-domain"},
-		OpDelete:      {"delete-domain"},
-		OpPreempt:     {"evict-domain"},
-		OpMove:        {"switch-host", "remove-from-source"},
+	// The steps of each kind that cannot be undone, by wasRunning.
+	irreversible := map[OpKind]map[bool][]string{
+		OpRestart:     {false: {"reboot-guest"}, true: {"reboot-guest"}},
+		OpHardRestart: {true: {"reset-domain"}}, // off, it is booted: undone by a stop
+		OpDelete:      {false: {"delete-domain"}, true: {"delete-domain"}},
+		OpPreempt:     {false: {"evict-domain"}, true: {"evict-domain"}},
+		OpMove:        {false: {"switch-host", "remove-from-source"}, true: {"switch-host", "remove-from-source"}},
 	}
 	for _, k := range AllOpKinds[1:] {
 		for _, running := range []bool{false, true} {
@@ -46,7 +46,7 @@ func TestStepsFor(t *testing.T) {
 					}
 				}
 			}
-			if got, want := noReturn, irreversible[k]; !slices.Equal(got, want) {
+			if got, want := noReturn, irreversible[k][running]; !slices.Equal(got, want) {
 				t.Errorf("%s: irreversible steps %v, want %v", k, got, want)
 			}
 		}
@@ -58,8 +58,9 @@ func TestStepsFor(t *testing.T) {
 // anything exists to undo.
 func TestPreflightFirst(t *testing.T) {
 	boots := map[OpKind]map[bool]bool{
-		OpCreate: {false: true, true: true},
-		OpStart:  {false: true, true: true},
+		OpCreate:      {false: true, true: true},
+		OpStart:       {false: true, true: true},
+		OpHardRestart: {false: true}, // booting one that is off; a reset of a running one is not a boot
 	}
 	for _, k := range AllOpKinds[1:] {
 		for _, running := range []bool{false, true} {

@@ -83,6 +83,7 @@ func TestTransitions(t *testing.T) {
 		"Shutdown": func(d *Driver) error { return d.Shutdown(context.Background(), "vm", time.Second, false) },
 		"Destroy":  func(d *Driver) error { return d.Destroy(context.Background(), "vm") },
 		"Reboot":   func(d *Driver) error { return d.Reboot(context.Background(), "vm", true) },
+		"Soft":     func(d *Driver) error { return d.Reboot(context.Background(), "vm", false) },
 		"Pause":    func(d *Driver) error { return d.Pause(context.Background(), "vm") },
 		"Resume":   func(d *Driver) error { return d.Resume(context.Background(), "vm") },
 		"Save":     func(d *Driver) error { return d.Save(context.Background(), "vm") },
@@ -124,7 +125,14 @@ func TestTransitions(t *testing.T) {
 
 		{running, "Reboot", running, nil},
 		{paused, "Reboot", paused, hypervisor.ErrInvalidState},
-		{shutoff, "Reboot", shutoff, hypervisor.ErrInvalidState},
+		// A hard reboot of a domain that is off boots it; a soft one has no guest to ask.
+		{shutoff, "Reboot", running, nil},
+		{crashed, "Reboot", running, nil},
+		{saved, "Reboot", saved, hypervisor.ErrInvalidState},
+		{none, "Reboot", none, hypervisor.ErrNotFound},
+		{running, "Soft", running, nil},
+		{shutoff, "Soft", shutoff, hypervisor.ErrInvalidState},
+		{crashed, "Soft", crashed, hypervisor.ErrInvalidState},
 
 		{running, "Pause", paused, nil},
 		{paused, "Pause", paused, nil},

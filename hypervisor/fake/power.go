@@ -102,9 +102,14 @@ func (d *Driver) destroy(id string) error {
 }
 
 // Reboot restarts a running guest; a soft reboot is ignored by a guest that
-// ignores ACPI.
+// ignores ACPI. A hard reboot boots a shut-off or crashed domain, as the
+// libvirt driver's does.
 func (d *Driver) Reboot(ctx context.Context, id string, hard bool) error {
 	return d.transition(ctx, "Reboot", id, func(dom *domain) error {
+		if hard && (dom.state == hypervisor.PowerShutOff || dom.state == hypervisor.PowerCrashed) {
+			d.setLocked(dom, hypervisor.PowerRunning, "booted")
+			return nil
+		}
 		if dom.state != hypervisor.PowerRunning {
 			return errState("reboot", dom)
 		}

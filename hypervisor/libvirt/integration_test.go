@@ -267,6 +267,20 @@ func TestReboot(t *testing.T) {
 		wantState(t, d, id, hypervisor.PowerRunning)
 	}
 
+	// Shut off, a soft reboot has no guest to ask; a hard one boots it.
+	if err := d.Destroy(ctxT(t, 10*time.Second), id); err != nil {
+		t.Fatalf("Destroy: %v", err)
+	}
+	if err := d.Reboot(ctxT(t, 10*time.Second), id, false); !errors.Is(err, hypervisor.ErrInvalidState) {
+		t.Fatalf("soft Reboot of a shut-off domain = %v, want ErrInvalidState", err)
+	}
+	before := readyCount()
+	if err := d.Reboot(ctxT(t, 30*time.Second), id, true); err != nil {
+		t.Fatalf("hard Reboot of a shut-off domain: %v", err)
+	}
+	wantState(t, d, id, hypervisor.PowerRunning)
+	waitFor(t, 60*time.Second, "boot after a hard reboot of the shut-off domain", func() bool { return readyCount() > before })
+
 	// Delete of a saved domain removes the managed save image too.
 	if err := d.Save(ctxT(t, 120*time.Second), id); err != nil {
 		t.Fatalf("Save: %v", err)

@@ -1,11 +1,13 @@
 package e2e
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/flotilla-vm/flotilla/internal/testenv"
 )
@@ -19,6 +21,87 @@ func stepList(op map[string]any) (out []string) {
 		out = append(out, testenv.Str(m, "name")+":"+testenv.Str(m, "state")+"@"+testenv.Str(m, "attempt"))
 	}
 	return out
+}
+
+// watchedStatuses collects the statuses a watch shows for one instance
+// until it shows want after having shown every status in before (in any
+// order), or the timeout passes.
+func watchedStatuses(t *testing.T, w *testenv.Stream, want string, before []string, timeout time.Duration) []string {
+	t.Helper()
+	var seen []string
+	end := time.After(timeout)
+	for {
+		select {
+		case m, ok := <-w.C:
+			if !ok {
+				t.Fatalf("watch ended; saw %v", seen)
+			}
+			insts, _ := m["instances"].([]any)
+			for _, i := range insts {
+				s := testenv.Str(i.(map[string]any), "status")
+				if len(seen) == 0 || seen[len(seen)-1] != s {
+					seen = append(seen, s)
+				}
+			}
+			done := len(seen) > 0 && seen[len(seen)-1] == want
+			for _, b := range before {
+				done = done && slices.Contains(seen, b)
+			}
+			if done {
+				return seen
+			}
+		case <-end:
+			t.Fatalf("the watch did not show %s after %v within %s; saw %v", want, before, timeout, seen)
+		}
+	}
+}
+
+// TestRestartFromStopped restarts a stopped instance on real libvirt: the
+// restart is a hard restart that checks the host and boots the domain,
+// shown as HARD_REBOOTING on the watch, and ends RUNNING with libvirt's
+// domain running. The same from an unexpected shut-off (the domain
+// destroyed behind Flotilla's back).
+func TestRestartFromStopped(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	id := e.create("restart-stopped")
+	e.mustSucceed(e.do("StopInstance", map[string]any{"id": id, "gracefulTimeout": "1s", "force": true}))
+	if s, d := e.status(id), domstate(t, id); s != "STATUS_STOPPED" || d != "shut off" {
+		t.Fatalf("after stop: %s, libvirt %q", s, d)
+	}
+	allowed, _ := json.Marshal(e.instance(id)["allowedActions"])
+	if !strings.Contains(string(allowed), "ACTION_RESTART") {
+		t.Fatalf("a stopped instance allows %s, want a restart among them", allowed)
+	}
+
+	restart := func(from string) {
+		t.Helper()
+		list := e.g.MustCall("flotilla.v1.InstanceService/ListInstances", nil)
+		w := e.g.Stream("flotilla.v1.InstanceService/WatchInstances", map[string]any{"startRevision": testenv.Str(list, "revision"), "instanceId": id})
+		defer w.Close()
+		op := e.g.MustCall("flotilla.v1.InstanceService/RestartInstance", map[string]any{"id": id})
+		if k := testenv.Str(op, "kind"); k != "OPERATION_KIND_HARD_RESTART" {
+			t.Fatalf("restart from %s: operation kind %s, want a hard restart", from, k)
+		}
+		seen := watchedStatuses(t, w, "STATUS_RUNNING", []string{"STATUS_HARD_REBOOTING"}, 2*time.Minute)
+		done := e.waitOp(testenv.Str(op, "id"))
+		e.mustSucceed(done)
+		if got, want := stepList(done), []string{"preflight:STEP_STATE_SUCCEEDED@1", "boot-domain:STEP_STATE_SUCCEEDED@1"}; !slices.Equal(got, want) {
+			t.Fatalf("restart from %s: steps %v, want %v", from, got, want)
+		}
+		inst := e.instance(id)
+		if s, d := testenv.Str(inst, "status"), domstate(t, id); s != "STATUS_RUNNING" || d != "running" || testenv.Str(inst, "desiredState") != "DESIRED_STATE_RUNNING" {
+			t.Fatalf("after the restart from %s: %s, desired %s, libvirt %q", from, s, testenv.Str(inst, "desiredState"), d)
+		}
+		t.Logf("restart from %s: the watch showed %v", from, seen)
+	}
+	restart("STOPPED")
+
+	// Off without a request: the restart boots it all the same.
+	if out, err := virsh(t, "destroy", "flotilla-"+id); err != nil {
+		t.Fatalf("virsh destroy: %v %s", err, out)
+	}
+	e.waitStatus(id, "STATUS_UNEXPECTED_SHUTOFF", 10*time.Second)
+	restart("UNEXPECTED_SHUTOFF")
 }
 
 // TestPreflightRefusesAFullHost makes the agent believe its disk directory
