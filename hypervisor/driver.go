@@ -32,6 +32,10 @@ var (
 	ErrInvalidState  = errors.New("operation not valid in the domain's current state")
 	ErrImageNotFound = errors.New("image not found")
 	ErrUnavailable   = errors.New("hypervisor unavailable") // transient: connection lost
+	// ErrInsufficientDisk: the disk directory has less free space than a
+	// create or boot needs (see Preflight). Permanent: space does not come
+	// back by trying again.
+	ErrInsufficientDisk = errors.New("insufficient disk space")
 )
 
 // DomainSpec is the validated description of one VM. The domain name is
@@ -73,6 +77,15 @@ type Driver interface {
 	Kind() string
 	Capacity(ctx context.Context) (Capacity, error)
 
+	// Preflight checks, changing nothing, that this host can now create the
+	// domain spec describes (boot false) or boot the existing one (boot
+	// true): the spec is valid (ErrInvalidSpec), its image is present
+	// (ErrImageNotFound), and the disk directory has free at least what
+	// the disk needs at once plus reserveBytes (an error wrapping
+	// ErrInsufficientDisk that says how much is needed, how much is free,
+	// and where: see CheckDiskRoom).
+	Preflight(ctx context.Context, spec DomainSpec, boot bool, reserveBytes uint64) error
+
 	// Create defines the domain with a copy-on-write disk over the image and boots it.
 	Create(ctx context.Context, spec DomainSpec) error
 	// Start boots a stopped domain, or restores it from its managed save image.
@@ -84,6 +97,9 @@ type Driver interface {
 	// Destroy powers the domain off at once (pulling the plug).
 	Destroy(ctx context.Context, id string) error
 	// Reboot restarts the guest: soft asks the guest (ACPI), hard resets it.
+	// A hard reboot of a domain that is shut off (or crashed) boots it, so
+	// a hard restart brings up an instance whatever power state it is in;
+	// paused and saved-to-disk are ErrInvalidState (unpause or start them).
 	Reboot(ctx context.Context, id string, hard bool) error
 	Pause(ctx context.Context, id string) error
 	Resume(ctx context.Context, id string) error

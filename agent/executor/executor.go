@@ -40,6 +40,7 @@ const (
 	FaultDiskCorrupt           = "DISK_CORRUPT"
 	FaultInvalidDisk           = "INVALID_DISK"
 	FaultPeerRefused           = "PEER_REFUSED"
+	FaultInsufficientDisk      = "INSUFFICIENT_DISK"
 )
 
 // Errors a Mover wraps (with %w) so that its failures are classified. They
@@ -98,6 +99,10 @@ type Config struct {
 	GracefulTimeout time.Duration
 	// Mover runs OFFER_DISK and IMPORT_DISK; nil refuses them.
 	Mover Mover
+	// DiskReserve is the free space, in bytes, a PREFLIGHT keeps in the
+	// disk directory beyond what the step's disk needs at once; zero keeps
+	// none.
+	DiskReserve uint64
 }
 
 // Executor runs steps. It is safe for concurrent use.
@@ -412,11 +417,24 @@ var kindActions = map[flotillav1.OperationKind]agentv1.StepAction{
 // the step's.
 func (e *Executor) call(ctx context.Context, action agentv1.StepAction, deadline time.Time, step *agentv1.RunStep) error {
 	d, id := e.cfg.Driver, step.GetInstanceId()
-	if e.cfg.Mover != nil && action != agentv1.StepAction_STEP_ACTION_OFFER_DISK && action != agentv1.StepAction_STEP_ACTION_IMPORT_DISK {
-		// No peer may go on reading a disk the domain is about to use or lose.
-		e.cfg.Mover.Revoke(id)
+	switch action {
+	case agentv1.StepAction_STEP_ACTION_OFFER_DISK, agentv1.StepAction_STEP_ACTION_IMPORT_DISK,
+		agentv1.StepAction_STEP_ACTION_PREFLIGHT: // a preflight changes nothing
+	default:
+		if e.cfg.Mover != nil {
+			// No peer may go on reading a disk the domain is about to use or lose.
+			e.cfg.Mover.Revoke(id)
+		}
 	}
 	switch action {
+	case agentv1.StepAction_STEP_ACTION_PREFLIGHT:
+		spec, err := domainSpec(step)
+		if err != nil {
+			return err
+		}
+		// A create makes a disk; a start or a hard restart boots the one there is.
+		boot := step.GetKind() != flotillav1.OperationKind_OPERATION_KIND_CREATE
+		return d.Preflight(ctx, spec, boot, e.cfg.DiskReserve)
 	case agentv1.StepAction_STEP_ACTION_CREATE:
 		spec, err := domainSpec(step)
 		if err != nil {
@@ -585,6 +603,8 @@ func faultCode(err error) string {
 		return FaultInvalidSpec
 	case errors.Is(err, hypervisor.ErrImageNotFound):
 		return FaultImageNotFound
+	case errors.Is(err, hypervisor.ErrInsufficientDisk):
+		return FaultInsufficientDisk
 	case errors.Is(err, hypervisor.ErrInvalidState):
 		return FaultInvalidState
 	case errors.Is(err, hypervisor.ErrNotFound):

@@ -18,6 +18,7 @@ import (
 	"github.com/flotilla-vm/flotilla/agent/executor"
 	"github.com/flotilla-vm/flotilla/agent/stepstore"
 	"github.com/flotilla-vm/flotilla/hypervisor"
+	"github.com/flotilla-vm/flotilla/hypervisor/fake"
 	agentv1 "github.com/flotilla-vm/flotilla/proto/flotilla/agent/v1"
 	flotillav1 "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
@@ -53,6 +54,7 @@ func TestActions(t *testing.T) {
 		method string
 		after  flotillav1.PowerState
 	}{
+		{"STEP_ACTION_PREFLIGHT", "Preflight", flotillav1.PowerState_POWER_STATE_NO_DOMAIN},
 		{"STEP_ACTION_CREATE", "Create", flotillav1.PowerState_POWER_STATE_RUNNING},
 		{"STEP_ACTION_RESTART", "Reboot", flotillav1.PowerState_POWER_STATE_RUNNING},
 		{"STEP_ACTION_HARD_RESTART", "Reboot", flotillav1.PowerState_POWER_STATE_RUNNING},
@@ -60,6 +62,7 @@ func TestActions(t *testing.T) {
 		{"STEP_ACTION_UNPAUSE", "Resume", flotillav1.PowerState_POWER_STATE_RUNNING},
 		{"STEP_ACTION_SUSPEND", "Save", flotillav1.PowerState_POWER_STATE_SAVED_TO_DISK},
 		{"STEP_ACTION_RESUME", "Start", flotillav1.PowerState_POWER_STATE_RUNNING},
+		{"STEP_ACTION_UPDATE", "SetTitle", flotillav1.PowerState_POWER_STATE_RUNNING},
 		{"STEP_ACTION_STOP", "Shutdown", flotillav1.PowerState_POWER_STATE_SHUT_OFF},
 		{"STEP_ACTION_START", "Start", flotillav1.PowerState_POWER_STATE_RUNNING},
 		{"STEP_ACTION_DELETE", "Delete", flotillav1.PowerState_POWER_STATE_NO_DOMAIN},
@@ -70,8 +73,11 @@ func TestActions(t *testing.T) {
 		before := drv.Calls(c.method)
 		id := fmt.Sprintf("op-%d/step/1", i)
 		s := actionStep(fmt.Sprintf("op-%d", i), id, "vm-1", agentv1.StepAction(A[c.action]))
-		if c.action == "STEP_ACTION_CREATE" {
+		if c.action == "STEP_ACTION_CREATE" || c.action == "STEP_ACTION_PREFLIGHT" {
 			withSpec(s)
+		}
+		if c.action == "STEP_ACTION_UPDATE" {
+			s.Name = "renamed"
 		}
 		if c.action == "STEP_ACTION_STOP" {
 			s.GracefulTimeout = durationpb.New(time.Second)
@@ -83,6 +89,9 @@ func TestActions(t *testing.T) {
 		}
 		if r.GetState().GetState() != c.after {
 			t.Errorf("%s: state %v, want %v", c.action, r.GetState(), c.after)
+		}
+		if title, _ := drv.Title("vm-1"); c.action == "STEP_ACTION_UPDATE" && title != "renamed" {
+			t.Errorf("%s: title %q", c.action, title)
 		}
 		if r.GetStepId() != id || r.GetOperationId() != s.OperationId || r.GetHostEpoch() != epoch {
 			t.Errorf("%s: result %v", c.action, r)
@@ -381,7 +390,12 @@ func TestMover(t *testing.T) {
 		t.Errorf("Offer calls %+v: the offer must outlive its step, so a failed import can pull again", got)
 	}
 
-	// Any other step on the instance withdraws its offers first.
+	// A preflight changes nothing and leaves the offer alone; any other step
+	// on the instance withdraws its offers first.
+	mustSucceed(t, e.Execute(withSpec(actionStep("op-8", "op-8/0/1", "vm-1", agentv1.StepAction_STEP_ACTION_PREFLIGHT)), epoch))
+	if got := mv.take(); len(got) != 0 {
+		t.Errorf("calls before a preflight: %+v", got)
+	}
 	mustSucceed(t, e.Execute(actionStep("op-9", "op-9/0/1", "vm-1", agentv1.StepAction_STEP_ACTION_DELETE), epoch))
 	if got := mv.take(); len(got) != 1 || got[0].method != "Revoke" || got[0].instance != "vm-1" {
 		t.Errorf("calls before a delete: %+v", got)
@@ -476,5 +490,77 @@ func TestMoverFaults(t *testing.T) {
 	wantFault(t, e.Execute(s, epoch), executor.FaultInvalidSpec)
 	if got := mv.take(); len(got) != 0 {
 		t.Errorf("Mover called: %+v", got)
+	}
+}
+
+// TestPreflight: the host's checks before a create or a boot fail fast with
+// a precise, permanent fault, and change nothing.
+func TestPreflight(t *testing.T) {
+	const reserve = 1 << 30
+	newPreflight := func(t *testing.T) (*executor.Executor, *fake.Driver) {
+		drv := newFake()
+		store, err := stepstore.Open(filepath.Join(t.TempDir(), "agent.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := executor.New(executor.Config{
+			HostID: "host-a", Driver: drv, Store: store, DiskReserve: reserve,
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { e.Close(); store.Close() })
+		return e, drv
+	}
+	preflight := func(op string, kind flotillav1.OperationKind, image string) *agentv1.RunStep {
+		s := withSpec(step(op, "vm-1", kind))
+		s.StepId, s.Action = op+"/0/1", agentv1.StepAction_STEP_ACTION_PREFLIGHT
+		s.Spec.Image = image
+		return s
+	}
+	create, start := flotillav1.OperationKind_OPERATION_KIND_CREATE, flotillav1.OperationKind_OPERATION_KIND_START
+	hard := flotillav1.OperationKind_OPERATION_KIND_HARD_RESTART
+	cases := []struct {
+		name  string
+		free  uint64
+		kind  flotillav1.OperationKind
+		image string
+		fault string
+		msg   string
+	}{
+		{name: "create with room", free: 10 << 30, kind: create, image: "flotilla-test"},
+		// A create needs its new disk on top of the reserve; a boot the reserve alone.
+		{name: "create at the reserve", free: reserve, kind: create, image: "flotilla-test", fault: executor.FaultInsufficientDisk,
+			msg: fmt.Sprintf("disk directory /fake/disks has 1073741824 bytes (1.0 GiB) free, needs %d (1.0 GiB): %d for the disk now + 1073741824 reserve",
+				reserve+fake.DefaultDiskSize, fake.DefaultDiskSize)},
+		{name: "start at the reserve", free: reserve, kind: start, image: "flotilla-test"},
+		{name: "hard restart below the reserve", free: reserve - 1, kind: hard, image: "flotilla-test", fault: executor.FaultInsufficientDisk,
+			msg: "has 1073741823 bytes (1024.0 MiB) free, needs 1073741824 (1.0 GiB): 0 for the disk now + 1073741824 reserve"},
+		{name: "no disk at all", free: 0, kind: create, image: "flotilla-test", fault: executor.FaultInsufficientDisk, msg: "has 0 bytes (0 B) free"},
+		{name: "missing image", free: 10 << 30, kind: create, image: "no-such-image", fault: executor.FaultImageNotFound, msg: `image "no-such-image"`},
+		{name: "missing image at boot", free: 10 << 30, kind: start, image: "no-such-image", fault: executor.FaultImageNotFound},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			e, drv := newPreflight(t)
+			drv.SetDiskFree(c.free)
+			r := e.Execute(preflight("op-1", c.kind, c.image), epoch)
+			if c.fault == "" {
+				mustSucceed(t, r)
+			} else {
+				wantFault(t, r, c.fault)
+				if !strings.Contains(r.GetFault().GetMessage(), c.msg) || r.GetFault().GetHostId() != "host-a" {
+					t.Errorf("fault %v, want a message with %q", r.GetFault(), c.msg)
+				}
+			}
+			// Nothing was made: no domain, and the result says so.
+			if r.GetState().GetState() != flotillav1.PowerState_POWER_STATE_NO_DOMAIN || drv.Calls("Create") != 0 || drv.Calls("Start") != 0 {
+				t.Errorf("after the preflight: %v, Create %d, Start %d calls", r.GetState(), drv.Calls("Create"), drv.Calls("Start"))
+			}
+			if st, _ := drv.Status(context.Background(), "vm-1"); st.State != hypervisor.PowerNoDomain {
+				t.Errorf("domain after a preflight: %v", st)
+			}
+		})
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"os/signal"
@@ -37,6 +38,11 @@ import (
 // version is set at build time with -ldflags "-X main.version=...".
 var version = ""
 
+// defaultDiskReserveGiB is the free disk a preflight keeps by default: room
+// for guests' thin disks to grow into (and for logs), so that a nearly full
+// host refuses new work rather than pausing running guests on ENOSPC.
+const defaultDiskReserveGiB = 1
+
 // errReported is a command-line error already printed.
 var errReported = errors.New("bad command line")
 
@@ -54,6 +60,7 @@ type config struct {
 	domainType    string
 	stateDir      string
 	capacity      hypervisor.Capacity
+	diskReserve   uint64 // bytes a preflight keeps free in the disk dir
 	ignoreEvents  bool
 	logLevel      slog.Level
 	logFormat     string
@@ -113,6 +120,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		cfg                config
 		vcpus              uint
 		memoryMiB, diskGiB uint64
+		diskReserveGiB     uint64
 		logLevel           string
 	)
 	fs := flag.NewFlagSet("flotilla-agent", flag.ContinueOnError)
@@ -129,6 +137,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.UintVar(&vcpus, "vcpus", 0, "vCPUs offered to guests (0: ask the hypervisor)")
 	fs.Uint64Var(&memoryMiB, "memory-mib", 0, "memory in MiB offered to guests (0: ask the hypervisor)")
 	fs.Uint64Var(&diskGiB, "disk-gib", 0, "disk in GiB offered to guests (0: ask the hypervisor)")
+	fs.Uint64Var(&diskReserveGiB, "disk-reserve-gib", defaultDiskReserveGiB, "free disk in GiB kept in --disk-dir: a create or start fails INSUFFICIENT_DISK, before anything is made, when less than this (plus what a new disk takes at once) is free")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&cfg.logFormat, "log-format", "json", "json or text")
 	fs.StringVar(&cfg.tls.Cert, "tls-cert", "", "this host's certificate for mutual TLS (Common Name = host id, OU = agent)")
@@ -197,6 +206,10 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return config{}, fmt.Errorf("--vcpus %d: too large", vcpus)
 	}
 	cfg.capacity = hypervisor.Capacity{VCPUs: uint32(vcpus), MemoryMiB: memoryMiB, DiskGiB: diskGiB}
+	if diskReserveGiB > math.MaxUint64>>30 {
+		return config{}, fmt.Errorf("--disk-reserve-gib %d: too large", diskReserveGiB)
+	}
+	cfg.diskReserve = diskReserveGiB << 30
 	if err := cfg.logLevel.UnmarshalText([]byte(logLevel)); err != nil || !validLevel(logLevel) {
 		return config{}, fmt.Errorf("--log-level %q: want debug, info, warn or error", logLevel)
 	}
@@ -315,7 +328,8 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	// Stopped before the driver closes: a pull in progress reads through it.
 	defer stopPeer()
 
-	exec, err := executor.New(executor.Config{HostID: cfg.hostID, Driver: drv, Store: store, Logger: log, Mover: mover})
+	exec, err := executor.New(executor.Config{HostID: cfg.hostID, Driver: drv, Store: store, Logger: log, Mover: mover,
+		DiskReserve: cfg.diskReserve})
 	if err != nil {
 		return err
 	}
@@ -350,7 +364,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	defer closeLogged(hlog, "coordinator connection", client.Close)
 
 	hlog.Info("agent starting", "coordinator", cfg.coordinator, "hypervisor", cfg.hypervisor,
-		"kind", drv.Kind(), "state_dir", cfg.stateDir, "peer_address", peerAddr, "version", agentVersion())
+		"kind", drv.Kind(), "state_dir", cfg.stateDir, "disk_reserve_bytes", cfg.diskReserve, "peer_address", peerAddr, "version", agentVersion())
 	return client.Run(ctx)
 }
 

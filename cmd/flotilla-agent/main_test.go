@@ -39,6 +39,8 @@ func TestBadFlags(t *testing.T) {
 		{"--log-level", "loud"},
 		{"--log-format", "xml"},
 		{"--vcpus", "-1"},
+		{"--disk-reserve-gib", "-1"},
+		{"--disk-reserve-gib", "17179869184"}, // 2^34 GiB: beyond 2^64 bytes
 		{"--host-id", "h", "extra"},
 		{"--peer-listen", "no-port"},
 		{"--peer-listen", "0.0.0.0:0"},
@@ -66,8 +68,11 @@ func TestFlagDefaults(t *testing.T) {
 	}
 	if cfg.coordinator != "127.0.0.1:7443" || cfg.hypervisor != "libvirt" || cfg.stateDir != "/var/lib/flotilla/agent" ||
 		cfg.capacity.MemoryMiB != 4096 || cfg.capacity.VCPUs != 0 || cfg.logLevel != slog.LevelInfo ||
-		cfg.peerListen != "127.0.0.1:0" || cfg.peerAdvertise != "" {
+		cfg.peerListen != "127.0.0.1:0" || cfg.peerAdvertise != "" || cfg.diskReserve != 1<<30 {
 		t.Errorf("config %+v", cfg)
+	}
+	if cfg, err := parseFlags([]string{"--host-id", "h1", "--disk-reserve-gib", "0"}, io.Discard); err != nil || cfg.diskReserve != 0 {
+		t.Errorf("--disk-reserve-gib 0: %+v %v", cfg, err)
 	}
 	if id := defaultHostID(); id != "" && !hostIDPattern.MatchString(id) {
 		h, _ := os.Hostname()

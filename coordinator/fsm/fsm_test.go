@@ -113,6 +113,7 @@ func TestCreateDispatchFinish(t *testing.T) {
 	if op.State != state.OpRunning || op.StartTime.IsZero() || op.HostEpoch != epoch {
 		t.Fatalf("dispatched op: %+v", op)
 	}
+	h.preflighted("op-i1")
 	h.mustReport(Finish{OperationID: "op-i1", Succeeded: true, HostID: "h1", Observed: &Observation{InstanceID: "i1", Power: lifecycle.PowerRunning, Time: h.now}})
 	if got := h.status("i1"); got != lifecycle.StatusRunning {
 		t.Fatalf("after finish: %s", got)
@@ -165,7 +166,7 @@ func TestActionRules(t *testing.T) {
 	if !errors.As(r.Err, &nae) || nae.Status != lifecycle.StatusCreating || len(nae.Allowed) != 0 {
 		t.Fatalf("pause while creating: %v", r.Err)
 	}
-	h.mustReport(Finish{OperationID: "op-i1", Succeeded: true, HostID: "h1"})
+	h.finishAll("op-i1")
 	if r := act(lifecycle.ActionPause, "op-p"); r.Err != nil {
 		t.Fatal(r.Err)
 	}
@@ -210,7 +211,7 @@ func TestObservationsSpeakOnlyForOwnHost(t *testing.T) {
 	e1 := h.register("h1", 4, 4096)
 	e2 := h.register("h2", 4, 4096)
 	h.create("i1", "h1", 1, 512, "")
-	h.mustReport(Finish{OperationID: "op-i1", Succeeded: true, HostID: "h1"})
+	h.finishAll("op-i1")
 
 	// h2 claims i1 is shut off: ignored, and i1 is listed as an orphan of h2.
 	h.mustApply(TypeObserve, Observe{HostID: "h2", Epoch: e2, Full: true, Observations: []Observation{{InstanceID: "i1", Power: lifecycle.PowerShutOff, Time: h.now}}})
@@ -246,7 +247,7 @@ func TestDisconnectMakesPowerUnknown(t *testing.T) {
 	h := newHarness(t)
 	e := h.register("h1", 4, 4096)
 	h.create("i1", "h1", 1, 512, "")
-	h.mustReport(Finish{OperationID: "op-i1", Succeeded: true, HostID: "h1"})
+	h.finishAll("op-i1")
 	if r := h.apply(TypeDisconnectHost, DisconnectHost{HostID: "h1", Epoch: e + 1}); !errors.Is(r.Err, ErrStaleEpoch) {
 		t.Fatalf("disconnect of a newer epoch: %v", r.Err)
 	}
@@ -336,7 +337,7 @@ func TestSnapshotIsEncodedWhileEntriesApply(t *testing.T) {
 	for n := 0; n < 40; n++ {
 		id := fmt.Sprintf("i%d", n)
 		h.create(id, "h1", 1, 512, "req-"+id)
-		h.running("op-" + id)
+		h.finishAll("op-" + id)
 		stopID := "op-stop-" + id
 		h.mustApply(TypeInstanceAction, InstanceAction{Action: lifecycle.ActionStop, Operation: state.Operation{ID: stopID, InstanceID: id, Deadline: h.now.Add(time.Minute)}})
 		h.running(stopID)
@@ -364,7 +365,7 @@ func TestBatchAppliesEachOnItsOwn(t *testing.T) {
 	h := newHarness(t)
 	e := h.register("h1", 4, 4096)
 	h.create("i1", "h1", 1, 64, "")
-	h.mustReport(Finish{OperationID: "op-i1", Succeeded: true, HostID: "h1"})
+	h.finishAll("op-i1")
 	enc := func(typ string, body any) []byte {
 		b, err := Encode(typ, h.now, body)
 		if err != nil {

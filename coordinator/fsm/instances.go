@@ -65,6 +65,9 @@ func applyInstanceAction(tx *state.Tx, c *InstanceAction) (any, error) {
 	}
 	plan := lifecycle.PlanFor(status, c.Action, c.Hard)
 	op := newOperation(tx, c.Operation, plan.Op, inst.HostID)
+	// Planned again knowing whether the domain runs: a hard restart resets
+	// a running one and boots one that is off.
+	planSteps(op, plan.WasRunning)
 	op.PrevDesired = inst.Desired
 	if plan.Desired != "" {
 		inst.Desired = plan.Desired

@@ -53,8 +53,8 @@ func TestDrainStopsWhatRuns(t *testing.T) {
 	for _, id := range []string{"run", "busy", "off"} {
 		h.create(id, "h1", 1, 64, "")
 	}
-	h.mustReport(Finish{OperationID: "op-run", Succeeded: true, HostID: "h1"})
-	h.mustReport(Finish{OperationID: "op-off", Succeeded: true, HostID: "h1"})
+	h.finishAll("op-run")
+	h.finishAll("op-off")
 	h.mustApply(TypeInstanceAction, InstanceAction{Action: lifecycle.ActionStop, Operation: state.Operation{ID: "op-stop-off", InstanceID: "off", Deadline: h.now.Add(time.Minute)}})
 	h.mustReport(Finish{OperationID: "op-stop-off", Succeeded: true, HostID: "h1"})
 
@@ -84,7 +84,7 @@ func TestRecoverRechecksAtCommit(t *testing.T) {
 		Instance:  state.Instance{ID: "i1", Name: "i1", HostID: "h1", Spec: state.Spec{VCPUs: 1, MemoryMiB: 64}, Recovery: state.Recovery{Policy: state.RecoverRestart, MaxRestarts: 1}},
 		Operation: state.Operation{ID: "op-c", InstanceID: "i1", Deadline: h.now.Add(time.Minute)},
 	})
-	h.mustReport(Finish{OperationID: "op-c", Succeeded: true, HostID: "h1"})
+	h.finishAll("op-c")
 	restart := func(id string) Result {
 		return h.apply(TypeRecover, Recover{InstanceID: "i1", Restart: &state.Operation{ID: id, InstanceID: "i1", Deadline: h.now.Add(time.Minute)}})
 	}
@@ -98,7 +98,7 @@ func TestRecoverRechecksAtCommit(t *testing.T) {
 	if i, _ := h.store.Instance("i1"); i.Restarts != 1 || i.Status() != lifecycle.StatusStarting {
 		t.Fatalf("after recovery: %+v %s", i, i.Status())
 	}
-	h.mustReport(Finish{OperationID: "op-r1", Succeeded: true, HostID: "h1"})
+	h.finishAll("op-r1")
 	h.mustApply(TypeObserve, Observe{HostID: "h1", Epoch: e, Observations: []Observation{{InstanceID: "i1", Power: lifecycle.PowerShutOff, Time: h.now.Add(time.Hour)}}})
 	if r := restart("op-r2"); !errors.Is(r.Err, ErrNotAllowed) {
 		t.Fatalf("a restart beyond the limit: %v", r.Err)

@@ -20,8 +20,28 @@ func (h *harness) op(id string) state.Operation {
 	return op
 }
 
+// running reports the operation's current step as succeeded.
 func (h *harness) running(id string) {
 	h.t.Helper()
+	h.mustReport(Finish{OperationID: id, Succeeded: true})
+}
+
+// finishAll reports every step left of the operation as succeeded, as its
+// host would run them (a create or start checks the host first).
+func (h *harness) finishAll(id string) {
+	h.t.Helper()
+	for op := h.op(id); !op.State.Done() && op.Cur < len(op.Steps); op = h.op(id) {
+		h.running(id)
+	}
+}
+
+// preflighted reports the preflight step of operation id as passed, so
+// that what follows acts on the step after it.
+func (h *harness) preflighted(id string) {
+	h.t.Helper()
+	if op := h.op(id); op.Cur >= len(op.Steps) || op.Steps[op.Cur].Action != lifecycle.ActPreflight {
+		h.t.Fatalf("operation %s is not at its preflight: %+v", id, h.op(id))
+	}
 	h.mustReport(Finish{OperationID: id, Succeeded: true})
 }
 
@@ -55,7 +75,7 @@ func TestTransientFaultIsRetriedUnderANewStepID(t *testing.T) {
 	if op := h.op("op-i"); op.Steps[0].Attempt != 2 || op.Steps[0].State != state.StepRetryWait {
 		t.Fatalf("after attempt 2: %+v", op.Steps[0])
 	}
-	h.running("op-i")
+	h.finishAll("op-i")
 	op = h.op("op-i")
 	if op.State != state.OpSucceeded || op.Steps[0].Attempt != 3 || h.status("i") != lifecycle.StatusRunning {
 		t.Fatalf("after attempt 3: %+v, %s", op, h.status("i"))
@@ -102,21 +122,23 @@ func TestCancelRunningCreateRollsBack(t *testing.T) {
 	h := newHarness(t)
 	h.register("h1", 4, 4096)
 	h.create("i", "h1", 1, 512, "")
-	h.mustApply(TypeDispatch, Dispatch{Steps: []DispatchStep{{OperationID: "op-i", StepID: "op-i/0/1", HostEpoch: 1}}})
+	h.preflighted("op-i")
+	h.mustApply(TypeDispatch, Dispatch{Steps: []DispatchStep{{OperationID: "op-i", StepID: "op-i/1/1", HostEpoch: 1}}})
 	h.mustApply(TypeCancel, Cancel{OperationID: "op-i"})
 	op := h.op("op-i")
 	if !op.CancelRequested || op.State != state.OpRunning {
 		t.Fatalf("cancel while the step runs: %+v", op)
 	}
-	// The step ends; its undo (delete the domain) runs, then the operation is canceled.
-	h.apply(TypeFinish, Finish{OperationID: "op-i", StepID: "op-i/0/1", Succeeded: true, HostID: "h1"})
+	// The step ends; its undo (delete the domain) runs, then the operation
+	// is canceled. The preflight changed nothing: it has no undo.
+	h.apply(TypeFinish, Finish{OperationID: "op-i", StepID: "op-i/1/1", Succeeded: true, HostID: "h1"})
 	op = h.op("op-i")
-	if op.State != state.OpRollingBack || len(op.Steps) != 2 || op.Current().Name != "delete-domain" || op.Current().Action != lifecycle.ActDelete {
+	if op.State != state.OpRollingBack || len(op.Steps) != 3 || op.Current().Name != "delete-domain" || op.Current().Action != lifecycle.ActDelete {
 		t.Fatalf("rolling back: %+v", stepStates(op))
 	}
 	h.running("op-i")
 	op = h.op("op-i")
-	want := []string{"create-domain:compensated", "delete-domain:succeeded"}
+	want := []string{"preflight:succeeded", "create-domain:compensated", "delete-domain:succeeded"}
 	if op.State != state.OpCanceled || !slices.Equal(stepStates(op), want) {
 		t.Fatalf("after the rollback: %s %v", op.State, stepStates(op))
 	}
@@ -125,11 +147,116 @@ func TestCancelRunningCreateRollsBack(t *testing.T) {
 	}
 }
 
+// TestCancelDuringPreflight: a create canceled while its host checks ends
+// with nothing to undo, as a tombstone.
+func TestCancelDuringPreflight(t *testing.T) {
+	h := newHarness(t)
+	h.register("h1", 4, 4096)
+	h.create("i", "h1", 1, 512, "")
+	h.mustApply(TypeDispatch, Dispatch{Steps: []DispatchStep{{OperationID: "op-i", StepID: "op-i/0/1", HostEpoch: 1}}})
+	h.mustApply(TypeCancel, Cancel{OperationID: "op-i"})
+	h.apply(TypeFinish, Finish{OperationID: "op-i", StepID: "op-i/0/1", Succeeded: true, HostID: "h1"})
+	op := h.op("op-i")
+	if want := []string{"preflight:succeeded", "create-domain:skipped"}; op.State != state.OpCanceled || !slices.Equal(stepStates(op), want) {
+		t.Fatalf("canceled during the preflight: %s %v", op.State, stepStates(op))
+	}
+	if h.status("i") != lifecycle.StatusDeleted {
+		t.Fatalf("canceled create: %s", h.status("i"))
+	}
+}
+
+// TestPreflightFailureFailsFast: a host that cannot take the instance says
+// so in its preflight; the fault is permanent (no retry), nothing else runs,
+// and the operation and the instance carry the fault.
+func TestPreflightFailureFailsFast(t *testing.T) {
+	for _, kind := range []lifecycle.OpKind{lifecycle.OpCreate, lifecycle.OpStart, lifecycle.OpHardRestart} {
+		t.Run(string(kind), func(t *testing.T) {
+			h := newHarness(t)
+			h.register("h1", 4, 4096)
+			h.create("i", "h1", 1, 512, "")
+			opID := "op-i"
+			if kind != lifecycle.OpCreate {
+				h.finishAll("op-i")
+				h.mustApply(TypeInstanceAction, InstanceAction{Action: lifecycle.ActionStop, Operation: state.Operation{ID: "op-stop", InstanceID: "i", Deadline: h.now.Add(time.Minute)}})
+				h.finishAll("op-stop")
+				a := lifecycle.ActionStart
+				if kind == lifecycle.OpHardRestart {
+					a = lifecycle.ActionRestart
+				}
+				opID = "op-boot"
+				h.mustApply(TypeInstanceAction, InstanceAction{Action: a, Operation: state.Operation{ID: opID, InstanceID: "i", Deadline: h.now.Add(time.Minute)}})
+			}
+			if op := h.op(opID); op.Kind != kind {
+				t.Fatalf("operation kind %s, want %s", op.Kind, kind)
+			}
+			f := &state.Fault{Code: "INSUFFICIENT_DISK", Message: "/d has 1 bytes free, needs 2"}
+			h.mustReport(Finish{OperationID: opID, Fault: f})
+			op := h.op(opID)
+			if op.State != state.OpFailed || op.Steps[0].Attempt != 1 || op.Fault.Code != "INSUFFICIENT_DISK" {
+				t.Fatalf("after a failed preflight: %s %v %+v", op.State, stepStates(op), op.Fault)
+			}
+			if op.Steps[1].State != state.StepSkipped || len(op.Steps) != 2 {
+				t.Fatalf("steps after a failed preflight: %v", stepStates(op))
+			}
+			i, _ := h.store.Instance("i")
+			if i.Status() != lifecycle.StatusError || i.Fault == nil || i.Fault.Code != "INSUFFICIENT_DISK" {
+				t.Fatalf("instance after a failed preflight: %s %+v", i.Status(), i.Fault)
+			}
+		})
+	}
+}
+
+// TestRestartOfAStoppedInstanceBoots: the restart of a stopped instance is
+// a hard restart whose plan checks the host and boots the domain, and a
+// cancel while it boots stops it again: STOPPED, as it was.
+func TestRestartOfAStoppedInstanceBoots(t *testing.T) {
+	h := newHarness(t)
+	h.register("h1", 4, 4096)
+	h.create("i", "h1", 1, 512, "")
+	h.finishAll("op-i")
+	h.mustApply(TypeInstanceAction, InstanceAction{Action: lifecycle.ActionStop, Operation: state.Operation{ID: "op-stop", InstanceID: "i", Deadline: h.now.Add(time.Minute)}})
+	h.finishAll("op-stop")
+	restart := func(id string) {
+		h.t.Helper()
+		h.mustApply(TypeInstanceAction, InstanceAction{Action: lifecycle.ActionRestart, Operation: state.Operation{ID: id, InstanceID: "i", Deadline: h.now.Add(time.Minute)}})
+	}
+	restart("op-r1")
+	op := h.op("op-r1")
+	if op.Kind != lifecycle.OpHardRestart || h.status("i") != lifecycle.StatusHardRebooting {
+		t.Fatalf("restart of a stopped instance: %s, status %s", op.Kind, h.status("i"))
+	}
+	if want := []string{"preflight:pending", "boot-domain:pending"}; !slices.Equal(stepStates(op), want) {
+		t.Fatalf("plan %v, want %v", stepStates(op), want)
+	}
+	h.preflighted("op-r1")
+	h.mustApply(TypeDispatch, Dispatch{Steps: []DispatchStep{{OperationID: "op-r1", StepID: "op-r1/1/1", HostEpoch: 1}}})
+	h.mustApply(TypeCancel, Cancel{OperationID: "op-r1"})
+	h.apply(TypeFinish, Finish{OperationID: "op-r1", StepID: "op-r1/1/1", Succeeded: true, HostID: "h1"})
+	h.finishAll("op-r1") // the forced stop that undoes the boot
+	op = h.op("op-r1")
+	i, _ := h.store.Instance("i")
+	if op.State != state.OpCanceled || i.Status() != lifecycle.StatusStopped || i.Desired != lifecycle.DesiredStopped {
+		t.Fatalf("canceled restart: %s %v, instance %s desired %s", op.State, stepStates(op), i.Status(), i.Desired)
+	}
+
+	restart("op-r2")
+	h.finishAll("op-r2")
+	i, _ = h.store.Instance("i")
+	if i.Status() != lifecycle.StatusRunning || i.Desired != lifecycle.DesiredRunning {
+		t.Fatalf("after the restart: %s desired %s", i.Status(), i.Desired)
+	}
+	// Running, a hard restart is a reset again: one step, no way back.
+	h.mustApply(TypeInstanceAction, InstanceAction{Action: lifecycle.ActionRestart, Hard: true, Operation: state.Operation{ID: "op-r3", InstanceID: "i", Deadline: h.now.Add(time.Minute)}})
+	if want := []string{"reset-domain:pending"}; !slices.Equal(stepStates(h.op("op-r3")), want) {
+		t.Fatalf("hard restart of a running instance: %v, want %v", stepStates(h.op("op-r3")), want)
+	}
+}
+
 func TestCancelRunningStopStartsItAgain(t *testing.T) {
 	h := newHarness(t)
 	h.register("h1", 4, 4096)
 	h.create("i", "h1", 1, 512, "")
-	h.running("op-i")
+	h.finishAll("op-i")
 	h.mustApply(TypeInstanceAction, InstanceAction{Action: lifecycle.ActionStop, Operation: state.Operation{ID: "op-s", InstanceID: "i", Deadline: h.now.Add(time.Minute)}})
 	h.mustApply(TypeDispatch, Dispatch{Steps: []DispatchStep{{OperationID: "op-s", StepID: "op-s/0/1", HostEpoch: 1}}})
 	h.mustApply(TypeCancel, Cancel{OperationID: "op-s"})
@@ -149,7 +276,7 @@ func TestIrreversibleStepsAreNotCancellable(t *testing.T) {
 	h := newHarness(t)
 	h.register("h1", 4, 4096)
 	h.create("i", "h1", 1, 512, "")
-	h.running("op-i")
+	h.finishAll("op-i")
 	h.mustApply(TypeInstanceAction, InstanceAction{Action: lifecycle.ActionDelete, Operation: state.Operation{ID: "op-d", InstanceID: "i", Deadline: h.now.Add(time.Minute)}})
 	h.mustApply(TypeDispatch, Dispatch{Steps: []DispatchStep{{OperationID: "op-d", StepID: "op-d/0/1", HostEpoch: 1}}})
 	if Cancellable(ptr(h.op("op-d"))) {
@@ -192,7 +319,7 @@ func newMoveHarness(t *testing.T) *harness {
 	h.register("h1", 4, 4096)
 	h.register("h2", 4, 4096)
 	h.create("i", "h1", 1, 512, "")
-	h.running("op-i")
+	h.finishAll("op-i")
 	h.drainMove("i")
 	return h
 }
@@ -282,7 +409,7 @@ func TestDrainMoveFallsBackToStopWithoutRoom(t *testing.T) {
 	h.register("h1", 4, 4096)
 	h.register("h2", 1, 256) // too small
 	h.create("i", "h1", 1, 512, "")
-	h.running("op-i")
+	h.finishAll("op-i")
 	h.drainMove("i")
 	if op := h.op("op-mv"); op.Kind != lifecycle.OpStop {
 		t.Fatalf("kind %s", op.Kind)
@@ -293,7 +420,7 @@ func TestUndoStepsRetryAfterACancel(t *testing.T) {
 	h := newHarness(t)
 	h.register("h1", 4, 4096)
 	h.create("i", "h1", 1, 512, "")
-	h.running("op-i")
+	h.finishAll("op-i")
 	h.mustApply(TypeInstanceAction, InstanceAction{Action: lifecycle.ActionStop, Operation: state.Operation{ID: "op-s", InstanceID: "i", Deadline: h.now.Add(time.Minute)}})
 	h.mustApply(TypeDispatch, Dispatch{Steps: []DispatchStep{{OperationID: "op-s", StepID: "op-s/0/1", HostEpoch: 1}}})
 	h.mustApply(TypeCancel, Cancel{OperationID: "op-s"})
@@ -344,7 +471,7 @@ func TestMoveTokenIsNotKept(t *testing.T) {
 	h.register("h1", 4, 4096)
 	h.register("h2", 1, 128) // too small: the move falls back to a stop
 	h.create("i", "h1", 1, 512, "")
-	h.running("op-i")
+	h.finishAll("op-i")
 	h.drainMove("i")
 	if op := h.op("op-mv"); op.Kind != lifecycle.OpStop || op.Token != "" || op.TargetHostID != "" {
 		t.Fatalf("fallback stop carries the move's hand-over: %+v", op)
@@ -353,7 +480,7 @@ func TestMoveTokenIsNotKept(t *testing.T) {
 	h2.register("h1", 4, 4096)
 	h2.register("h2", 4, 4096)
 	h2.create("i", "h1", 1, 512, "")
-	h2.running("op-i")
+	h2.finishAll("op-i")
 	h2.drainMove("i")
 	if op := h2.op("op-mv"); op.Token == "" {
 		t.Fatal("a running move lost its token")
@@ -374,7 +501,7 @@ func TestFailedMoveOfAStoppedInstanceLeavesItAsItWas(t *testing.T) {
 	h.register("h1", 4, 4096)
 	h.register("h2", 4, 4096)
 	h.create("i", "h1", 1, 512, "")
-	h.running("op-i")
+	h.finishAll("op-i")
 	h.mustApply(TypeInstanceAction, InstanceAction{Action: lifecycle.ActionStop, Operation: state.Operation{ID: "op-s", InstanceID: "i", Deadline: h.now.Add(time.Minute)}})
 	h.running("op-s")
 	h.drainMove("i")
@@ -417,7 +544,7 @@ func TestPendingEvictionIsNotCancellable(t *testing.T) {
 	h := newHarness(t)
 	h.register("h1", 4, 4096)
 	h.createWith("v", "h1", 1, state.Placement{Preemptible: true}, scheduler.Policy{})
-	h.running("op-v")
+	h.finishAll("op-v")
 	h.mustApply(TypePreempt, Preempt{For: "x", Victims: []state.Operation{{ID: "op-evict", InstanceID: "v", Deadline: h.now.Add(time.Minute)}}})
 	if r := h.apply(TypeCancel, Cancel{OperationID: "op-evict"}); !errors.Is(r.Err, ErrNotCancellable) {
 		t.Fatalf("cancel of a pending eviction: %v", r.Err)
@@ -430,8 +557,8 @@ func TestMoveHoldsRoomOnItsTarget(t *testing.T) {
 	h.register("h2", 1, 4096) // room for one
 	h.create("a", "h1", 1, 512, "")
 	h.create("b", "h1", 1, 512, "")
-	h.running("op-a")
-	h.running("op-b")
+	h.finishAll("op-a")
+	h.finishAll("op-b")
 	// Both moves decided against the same free room: the second is checked
 	// against the first at commit time and falls back to a stop.
 	h.mustApply(TypeDrainHost, DrainHost{HostID: "h1", Moves: []state.Operation{
@@ -518,7 +645,7 @@ func TestUpdateAppliesTheModelOnSuccessOnly(t *testing.T) {
 	h := newHarness(t)
 	h.register("h1", 4, 4096)
 	h.create("i", "h1", 1, 512, "")
-	h.running("op-i")
+	h.finishAll("op-i")
 	update := func(opID string) {
 		h.mustApply(TypeInstanceAction, InstanceAction{Action: lifecycle.ActionUpdate, Operation: state.Operation{
 			ID: opID, InstanceID: "i", Deadline: h.now.Add(time.Minute),

@@ -28,14 +28,16 @@ var AllActions = []Action{ActionStart, ActionStop, ActionRestart, ActionPause, A
 
 // allowed is the whole transition table: the actions each status accepts.
 // A status that is not listed accepts nothing (transitional statuses: one
-// operation at a time per instance; DELETED: a tombstone).
+// operation at a time per instance; DELETED: a tombstone). A restart of an
+// instance that is off boots it (seed 000 restarts an offline instance, Nova
+// hard-reboots a SHUTOFF server): see PlanFor.
 var allowed = map[Status][]Action{
 	StatusRunning:           {ActionStop, ActionRestart, ActionPause, ActionSuspend, ActionDelete, ActionUpdate},
-	StatusStopped:           {ActionStart, ActionDelete, ActionUpdate},
+	StatusStopped:           {ActionStart, ActionRestart, ActionDelete, ActionUpdate},
 	StatusPaused:            {ActionUnpause, ActionStop, ActionSuspend, ActionDelete, ActionUpdate},
 	StatusSuspended:         {ActionResume, ActionDelete, ActionUpdate},
-	StatusUnexpectedShutoff: {ActionStart, ActionStop, ActionDelete, ActionUpdate},
-	StatusCrashed:           {ActionStart, ActionStop, ActionDelete, ActionUpdate},
+	StatusUnexpectedShutoff: {ActionStart, ActionStop, ActionRestart, ActionDelete, ActionUpdate},
+	StatusCrashed:           {ActionStart, ActionStop, ActionRestart, ActionDelete, ActionUpdate},
 	// ERROR is recoverable: try to bring it up, down, or away (or fix its model).
 	StatusError: {ActionStart, ActionStop, ActionRestart, ActionDelete, ActionUpdate},
 	// The host cannot be reached: only a delete may be queued; it runs (or
@@ -91,19 +93,36 @@ func Check(s Status, a Action) error {
 type Plan struct {
 	Op      OpKind  // the operation to run; OpNone when nothing needs to run on the host
 	Desired Desired // the desired state once the action is accepted; "" keeps it
+	// WasRunning is StepsFor's wasRunning for the operation: false when the
+	// status says the domain is off, so that a hard restart boots it.
+	WasRunning bool
+}
+
+// off reports the statuses whose domain is shut off (or crashed), with no
+// operation in flight: nothing runs that a reset or a guest could restart.
+func off(s Status) bool {
+	return s == StatusStopped || s == StatusUnexpectedShutoff || s == StatusCrashed || s == StatusSuspended
 }
 
 // PlanFor returns what accepting action a in status s means. It assumes
 // Check(s, a) passed. hard selects a hard restart.
 func PlanFor(s Status, a Action, hard bool) Plan {
+	p := planFor(s, a, hard)
+	p.WasRunning = !off(s)
+	return p
+}
+
+func planFor(s Status, a Action, hard bool) Plan {
 	switch a {
 	case ActionStart:
 		return Plan{Op: OpStart, Desired: DesiredRunning}
 	case ActionStop:
 		return Plan{Op: OpStop, Desired: DesiredStopped}
 	case ActionRestart:
-		if hard || s == StatusError {
-			// A soft reboot needs a cooperative running guest; from ERROR only a reset is sound.
+		if hard || s == StatusError || off(s) {
+			// A soft reboot needs a cooperative running guest: from ERROR
+			// only a reset is sound, and a guest that is off can only be
+			// booted, which the hard restart's plan does (StepsFor).
 			return Plan{Op: OpHardRestart, Desired: DesiredRunning}
 		}
 		return Plan{Op: OpRestart, Desired: DesiredRunning}

@@ -97,11 +97,11 @@ func TestDerive(t *testing.T) {
 func TestTransitionTable(t *testing.T) {
 	want := map[Status][]Action{
 		StatusRunning:           {ActionStop, ActionRestart, ActionPause, ActionSuspend, ActionDelete, ActionUpdate},
-		StatusStopped:           {ActionStart, ActionDelete, ActionUpdate},
+		StatusStopped:           {ActionStart, ActionRestart, ActionDelete, ActionUpdate},
 		StatusPaused:            {ActionUnpause, ActionStop, ActionSuspend, ActionDelete, ActionUpdate},
 		StatusSuspended:         {ActionResume, ActionDelete, ActionUpdate},
-		StatusUnexpectedShutoff: {ActionStart, ActionStop, ActionDelete, ActionUpdate},
-		StatusCrashed:           {ActionStart, ActionStop, ActionDelete, ActionUpdate},
+		StatusUnexpectedShutoff: {ActionStart, ActionStop, ActionRestart, ActionDelete, ActionUpdate},
+		StatusCrashed:           {ActionStart, ActionStop, ActionRestart, ActionDelete, ActionUpdate},
 		StatusError:             {ActionStart, ActionStop, ActionRestart, ActionDelete, ActionUpdate},
 		StatusUnknown:           {ActionDelete},
 		StatusPending:           {ActionDelete},
@@ -176,9 +176,47 @@ func TestPlanExpectedRoundTrip(t *testing.T) {
 	}
 }
 
+// TestRestartPlans: a restart resets what may be running and boots what is
+// off; a guest that is off has nobody to answer a soft reboot.
+func TestRestartPlans(t *testing.T) {
+	cases := []struct {
+		from       Status
+		hard       bool
+		op         OpKind
+		wasRunning bool
+		steps      []string
+	}{
+		{StatusRunning, false, OpRestart, true, []string{"reboot-guest"}},
+		{StatusRunning, true, OpHardRestart, true, []string{"reset-domain"}},
+		// ERROR may or may not run: the reset's plan; the agent's step boots a domain it finds off.
+		{StatusError, false, OpHardRestart, true, []string{"reset-domain"}},
+		{StatusStopped, false, OpHardRestart, false, []string{"preflight", "boot-domain"}},
+		{StatusStopped, true, OpHardRestart, false, []string{"preflight", "boot-domain"}},
+		{StatusUnexpectedShutoff, false, OpHardRestart, false, []string{"preflight", "boot-domain"}},
+		{StatusCrashed, false, OpHardRestart, false, []string{"preflight", "boot-domain"}},
+	}
+	for _, c := range cases {
+		p := PlanFor(c.from, ActionRestart, c.hard)
+		if p.Op != c.op || p.WasRunning != c.wasRunning || p.Desired != DesiredRunning {
+			t.Errorf("restart from %s (hard=%v): %+v, want %s, wasRunning %v, desired running", c.from, c.hard, p, c.op, c.wasRunning)
+		}
+		var names []string
+		for _, s := range StepsFor(p.Op, p.WasRunning) {
+			names = append(names, s.Name)
+		}
+		if !slices.Equal(names, c.steps) {
+			t.Errorf("restart from %s (hard=%v): steps %v, want %v", c.from, c.hard, names, c.steps)
+		}
+		// While it runs the instance shows what it does, whatever it came from.
+		if got := Derive(Facts{Desired: p.Desired, Op: p.Op, Power: PowerShutOff}); c.op == OpHardRestart && got != StatusHardRebooting {
+			t.Errorf("restart from %s in flight shows %s, want HARD_REBOOTING", c.from, got)
+		}
+	}
+}
+
 func TestNotAllowedMessageListsActions(t *testing.T) {
 	err := Check(StatusStopped, ActionPause)
-	if err == nil || err.Error() != "pause is not allowed while the instance is STOPPED (allowed: start, delete, update)" {
+	if err == nil || err.Error() != "pause is not allowed while the instance is STOPPED (allowed: start, restart, delete, update)" {
 		t.Fatalf("got %v", err)
 	}
 	if err := Check(StatusDeleting, ActionStop); err == nil || err.Error() != "stop is not allowed while the instance is DELETING (allowed: none)" {

@@ -19,6 +19,7 @@ const (
 	ActSuspend     StepAction = "suspend"
 	ActResume      StepAction = "resume"
 	ActDelete      StepAction = "delete"
+	ActPreflight   StepAction = "preflight"   // check the host can create or boot the instance; changes nothing
 	ActOfferDisk   StepAction = "offer-disk"  // source: let the target pull the disk
 	ActImportDisk  StepAction = "import-disk" // target: pull it, define the domain shut off
 	ActSwitchHost  StepAction = "switch-host" // coordinator: the instance now lives on the target
@@ -61,23 +62,41 @@ func undo(name string, a StepAction, w Where) *StepDef {
 	return &StepDef{Name: name, Action: a, Where: w}
 }
 
-// StepsFor returns the plan of an operation of kind k. For a move,
-// wasRunning says whether the instance must be stopped first and started
-// again on the target.
+// preflight is the first step of every operation that makes or boots a
+// domain: the host checks the image and its free disk before anything is
+// defined or started, so a host that cannot do it fails fast and leaves
+// nothing behind. It changes nothing, so there is nothing to undo.
+var preflight = StepDef{Name: "preflight", Action: ActPreflight, NothingToUndo: true, Timeout: preflightTimeout}
+
+// preflightTimeout bounds the checks (a statfs and reading the image's header).
+const preflightTimeout = time.Minute
+
+// StepsFor returns the plan of an operation of kind k. wasRunning says
+// whether the instance's domain is (or may be) running: for a move, whether
+// it must be stopped first and started again on the target; for a hard
+// restart, whether it is reset (running) or booted (off).
 func StepsFor(k OpKind, wasRunning bool) []StepDef {
 	one := func(name string, a StepAction, u *StepDef) []StepDef {
 		return []StepDef{{Name: name, Action: a, Undo: u}}
 	}
+	// The undo of a boot: a forced stop, since the guest has barely begun.
+	stopForced := &StepDef{Name: "stop-domain", Action: ActStop, Force: true}
 	switch k {
 	case OpCreate:
-		return one("create-domain", ActCreate, undo("delete-domain", ActDelete, OnSource))
+		return []StepDef{preflight, {Name: "create-domain", Action: ActCreate, Undo: undo("delete-domain", ActDelete, OnSource)}}
 	case OpStart:
-		return one("start-domain", ActStart, &StepDef{Name: "stop-domain", Action: ActStop, Force: true})
+		return []StepDef{preflight, {Name: "start-domain", Action: ActStart, Undo: stopForced}}
 	case OpStop:
 		return one("stop-domain", ActStop, undo("start-domain", ActStart, OnSource))
 	case OpRestart:
 		return one("reboot-guest", ActRestart, nil)
 	case OpHardRestart:
+		if !wasRunning {
+			// Off: the hard restart boots the domain (the agent's
+			// hard-restart step starts a shut-off one), so it is checked
+			// and undone as a start is.
+			return []StepDef{preflight, {Name: "boot-domain", Action: ActHardRestart, Undo: stopForced}}
+		}
 		return one("reset-domain", ActHardRestart, nil)
 	case OpPause:
 		return one("pause-domain", ActPause, undo("unpause-domain", ActUnpause, OnSource))

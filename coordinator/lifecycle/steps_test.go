@@ -10,13 +10,13 @@ import (
 // on a host names an agent action, undos run where what they undo ran, and
 // the points of no return are the ones an operator expects.
 func TestStepsFor(t *testing.T) {
-	// The steps of each kind that cannot be undone.
-	irreversible := map[OpKind][]string{
-		OpRestart:     {"reboot-guest"},
-		OpHardRestart: {"reset-domain"},
-		OpDelete:      {"delete-domain"},
-		OpPreempt:     {"evict-domain"},
-		OpMove:        {"switch-host", "remove-from-source"},
+	// The steps of each kind that cannot be undone, by wasRunning.
+	irreversible := map[OpKind]map[bool][]string{
+		OpRestart:     {false: {"reboot-guest"}, true: {"reboot-guest"}},
+		OpHardRestart: {true: {"reset-domain"}}, // off, it is booted: undone by a stop
+		OpDelete:      {false: {"delete-domain"}, true: {"delete-domain"}},
+		OpPreempt:     {false: {"evict-domain"}, true: {"evict-domain"}},
+		OpMove:        {false: {"switch-host", "remove-from-source"}, true: {"switch-host", "remove-from-source"}},
 	}
 	for _, k := range AllOpKinds[1:] {
 		for _, running := range []bool{false, true} {
@@ -46,8 +46,34 @@ func TestStepsFor(t *testing.T) {
 					}
 				}
 			}
-			if got, want := noReturn, irreversible[k]; !slices.Equal(got, want) {
+			if got, want := noReturn, irreversible[k][running]; !slices.Equal(got, want) {
 				t.Errorf("%s: irreversible steps %v, want %v", k, got, want)
+			}
+		}
+	}
+}
+
+// TestPreflightFirst: every operation that makes or boots a domain checks
+// the host first, and only those: the check is what fails fast, before
+// anything exists to undo.
+func TestPreflightFirst(t *testing.T) {
+	boots := map[OpKind]map[bool]bool{
+		OpCreate:      {false: true, true: true},
+		OpStart:       {false: true, true: true},
+		OpHardRestart: {false: true}, // booting one that is off; a reset of a running one is not a boot
+	}
+	for _, k := range AllOpKinds[1:] {
+		for _, running := range []bool{false, true} {
+			steps := StepsFor(k, running)
+			first := steps[0]
+			want := boots[k][running]
+			if got := first.Action == ActPreflight; got != want {
+				t.Errorf("%s (running %v): first step %s, preflight wanted: %v", k, running, first.Name, want)
+			}
+			for i, s := range steps {
+				if s.Action == ActPreflight && (i != 0 || s.Name != "preflight" || !s.NothingToUndo || s.Timeout <= 0 || s.Action.Expect() != PowerNone) {
+					t.Errorf("%s (running %v): preflight step %d: %+v", k, running, i, s)
+				}
 			}
 		}
 	}
@@ -71,7 +97,7 @@ func TestMovePlans(t *testing.T) {
 func TestRetryPolicy(t *testing.T) {
 	for code, want := range map[string]bool{
 		"HYPERVISOR_UNAVAILABLE": true, "PEER_UNAVAILABLE": true, "DISK_CORRUPT": true,
-		"AGENT_RESTARTED": false, "IMAGE_NOT_FOUND": false, "DEADLINE_EXCEEDED": false, "INVALID_SPEC": false, "": false,
+		"AGENT_RESTARTED": false, "IMAGE_NOT_FOUND": false, "INSUFFICIENT_DISK": false, "DEADLINE_EXCEEDED": false, "INVALID_SPEC": false, "": false,
 	} {
 		if Transient(code) != want {
 			t.Errorf("Transient(%q) = %v", code, !want)

@@ -68,15 +68,20 @@ func (h *placeHarness) register(id string, vcpus uint32) {
 // done runs an operation's current step to success, as its agent would.
 func (h *placeHarness) done(opID string) {
 	h.t.Helper()
-	op, err := h.store.Operation(opID)
-	if err != nil {
-		h.t.Fatal(err)
+	for {
+		op, err := h.store.Operation(opID)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		st := op.Current()
+		if op.State.Done() || st == nil {
+			return
+		}
+		host, _ := h.store.Host(op.StepHost(st))
+		id := op.StepID(op.Cur, st.Attempt+1)
+		h.apply(fsm.TypeDispatch, fsm.Dispatch{Steps: []fsm.DispatchStep{{OperationID: opID, StepID: id, HostEpoch: host.Epoch}}})
+		h.apply(fsm.TypeFinish, fsm.Finish{OperationID: opID, StepID: id, Succeeded: true, HostID: host.ID})
 	}
-	st := op.Current()
-	host, _ := h.store.Host(op.StepHost(st))
-	id := op.StepID(op.Cur, st.Attempt+1)
-	h.apply(fsm.TypeDispatch, fsm.Dispatch{Steps: []fsm.DispatchStep{{OperationID: opID, StepID: id, HostEpoch: host.Epoch}}})
-	h.apply(fsm.TypeFinish, fsm.Finish{OperationID: opID, StepID: id, Succeeded: true, HostID: host.ID})
 }
 
 // wait creates an instance of one vCPU that waits for capacity.

@@ -191,6 +191,7 @@ var actionToPB = map[lifecycle.StepAction]agentv1.StepAction{
 	lifecycle.ActOfferDisk:   agentv1.StepAction_STEP_ACTION_OFFER_DISK,
 	lifecycle.ActImportDisk:  agentv1.StepAction_STEP_ACTION_IMPORT_DISK,
 	lifecycle.ActUpdate:      agentv1.StepAction_STEP_ACTION_UPDATE,
+	lifecycle.ActPreflight:   agentv1.StepAction_STEP_ACTION_PREFLIGHT,
 }
 
 // send gives one recorded step attempt to its host's session.

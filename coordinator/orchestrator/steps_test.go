@@ -85,11 +85,18 @@ func (h *driveHarness) op() state.Operation {
 func TestStepSentOncePerSession(t *testing.T) {
 	h := newDriveHarness(t)
 	steps, _ := h.drive()
-	if len(steps) != 1 || steps[0].StepId != "op-i/0/1" || steps[0].Action != agentv1.StepAction_STEP_ACTION_CREATE || steps[0].HostEpoch != 1 {
+	// A create checks the host first; the check carries the spec it checks.
+	if len(steps) != 1 || steps[0].StepId != "op-i/0/1" || steps[0].Action != agentv1.StepAction_STEP_ACTION_PREFLIGHT ||
+		steps[0].HostEpoch != 1 || steps[0].Spec.GetImage() != "img" {
 		t.Fatalf("first pass sent %v", steps)
 	}
 	if steps, q := h.drive(); len(steps) != 0 || len(q) != 0 {
 		t.Fatalf("second pass sent %v, asked %v", steps, q)
+	}
+	h.apply(fsm.TypeFinish, fsm.Finish{OperationID: "op-i", StepID: "op-i/0/1", Succeeded: true, HostID: "h1"})
+	steps, _ = h.drive()
+	if len(steps) != 1 || steps[0].StepId != "op-i/1/1" || steps[0].Action != agentv1.StepAction_STEP_ACTION_CREATE {
+		t.Fatalf("after the preflight sent %v", steps)
 	}
 }
 
@@ -180,5 +187,25 @@ func TestMoveStepsCarryTheDiskHandOver(t *testing.T) {
 	steps, _ = h.drive()
 	if len(steps) != 1 || steps[0].Action != agentv1.StepAction_STEP_ACTION_IMPORT_DISK || steps[0].PeerAddress != "127.0.0.1:7001" || steps[0].PeerHostId != "h1" || steps[0].OfferToken != "secret" {
 		t.Fatalf("import: %v", steps)
+	}
+}
+
+// TestEveryPlannedActionIsSent: every step a plan holds that runs on a
+// host, undo steps included, has an agent action to send; an unmapped one
+// would reach the agent as UNSPECIFIED and fail as an invalid step.
+func TestEveryPlannedActionIsSent(t *testing.T) {
+	for _, k := range lifecycle.AllOpKinds[1:] {
+		for _, running := range []bool{false, true} {
+			for _, s := range lifecycle.StepsFor(k, running) {
+				for _, d := range []*lifecycle.StepDef{&s, s.Undo} {
+					if d == nil || !d.Action.OnHost() {
+						continue
+					}
+					if _, ok := actionToPB[d.Action]; !ok {
+						t.Errorf("%s (running %v): step %s: action %s has no agent action", k, running, d.Name, d.Action)
+					}
+				}
+			}
+		}
 	}
 }

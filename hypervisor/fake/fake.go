@@ -1,7 +1,7 @@
 // Package fake is an in-memory hypervisor.Driver with the libvirt driver's
 // state machine, for unit tests and for simulating many hosts in one process.
 // Besides the Driver methods it offers fault injection (InjectFault,
-// SetDelay, SetUnavailable), guest behaviour (SetShutdownDelay, SetIgnoreACPI,
+// SetDelay, SetUnavailable, SetDiskFree), guest behaviour (SetShutdownDelay, SetIgnoreACPI,
 // PowerOff, Crash) and event loss (DropEvents, BreakEvents). Each domain has
 // a disk of bytes derived from its id (Disk), which OpenDisk and ImportDomain
 // copy, so a test can check that a moved instance arrived intact.
@@ -48,6 +48,13 @@ type Options struct {
 	MaxImportBytes int64
 }
 
+// DefaultDiskFree is the free space Preflight sees until SetDiskFree: a
+// petabyte, so that only a test that asks for a short disk gets one.
+const DefaultDiskFree = 1 << 50
+
+// diskDir is the directory the fake's faults name: it has no real one.
+const diskDir = "/fake/disks"
+
 // DefaultDiskSize spans several of the disk transfer's 256 KiB chunks, plus
 // a partial one, so a copy exercises chunking.
 const DefaultDiskSize = 640<<10 + 123
@@ -67,6 +74,7 @@ type Driver struct {
 	dropEvents  bool
 	unavailable bool
 	closed      bool
+	diskFree    uint64 // what Preflight sees free in the disk directory
 }
 
 var _ hypervisor.Driver = (*Driver)(nil)
@@ -94,6 +102,8 @@ func New(opts Options) *Driver {
 		faults:  make(map[string]*fault),
 		delays:  make(map[string]time.Duration),
 		calls:   make(map[string]int),
+
+		diskFree: DefaultDiskFree,
 	}
 	for _, img := range opts.Images {
 		d.images[img] = true

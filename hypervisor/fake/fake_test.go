@@ -83,6 +83,7 @@ func TestTransitions(t *testing.T) {
 		"Shutdown": func(d *Driver) error { return d.Shutdown(context.Background(), "vm", time.Second, false) },
 		"Destroy":  func(d *Driver) error { return d.Destroy(context.Background(), "vm") },
 		"Reboot":   func(d *Driver) error { return d.Reboot(context.Background(), "vm", true) },
+		"Soft":     func(d *Driver) error { return d.Reboot(context.Background(), "vm", false) },
 		"Pause":    func(d *Driver) error { return d.Pause(context.Background(), "vm") },
 		"Resume":   func(d *Driver) error { return d.Resume(context.Background(), "vm") },
 		"Save":     func(d *Driver) error { return d.Save(context.Background(), "vm") },
@@ -124,7 +125,14 @@ func TestTransitions(t *testing.T) {
 
 		{running, "Reboot", running, nil},
 		{paused, "Reboot", paused, hypervisor.ErrInvalidState},
-		{shutoff, "Reboot", shutoff, hypervisor.ErrInvalidState},
+		// A hard reboot of a domain that is off boots it; a soft one has no guest to ask.
+		{shutoff, "Reboot", running, nil},
+		{crashed, "Reboot", running, nil},
+		{saved, "Reboot", saved, hypervisor.ErrInvalidState},
+		{none, "Reboot", none, hypervisor.ErrNotFound},
+		{running, "Soft", running, nil},
+		{shutoff, "Soft", shutoff, hypervisor.ErrInvalidState},
+		{crashed, "Soft", crashed, hypervisor.ErrInvalidState},
 
 		{running, "Pause", paused, nil},
 		{paused, "Pause", paused, nil},
@@ -628,5 +636,41 @@ func TestSetTitle(t *testing.T) {
 	}
 	if err := inState(t, hypervisor.PowerRunning).SetTitle(context.Background(), "vm", "a\nb"); !errors.Is(err, hypervisor.ErrInvalidSpec) {
 		t.Errorf("newline in a title: %v", err)
+	}
+}
+
+func TestPreflight(t *testing.T) {
+	d := New(Options{Images: []string{"img"}, DiskSize: 1000})
+	ctx := context.Background()
+	sp := spec("vm")
+	sp.Image = "img"
+	if err := d.Preflight(ctx, sp, false, 24); err != nil {
+		t.Fatalf("with the default free space: %v", err)
+	}
+	d.SetDiskFree(1024)
+	if err := d.Preflight(ctx, sp, false, 24); err != nil {
+		t.Fatalf("exactly enough for the disk and the reserve: %v", err)
+	}
+	if err := d.Preflight(ctx, sp, false, 25); !errors.Is(err, hypervisor.ErrInsufficientDisk) {
+		t.Fatalf("one byte short: %v", err)
+	}
+	if err := d.Preflight(ctx, sp, true, 1024); err != nil {
+		t.Fatalf("a boot needs the reserve alone: %v", err)
+	}
+	bad := sp
+	bad.Image = "other"
+	if err := d.Preflight(ctx, bad, false, 0); !errors.Is(err, hypervisor.ErrImageNotFound) {
+		t.Fatalf("unknown image: %v", err)
+	}
+	bad.Image = "../x"
+	if err := d.Preflight(ctx, bad, false, 0); !errors.Is(err, hypervisor.ErrInvalidSpec) {
+		t.Fatalf("invalid spec: %v", err)
+	}
+	d.InjectFault("Preflight", hypervisor.ErrUnavailable, 1)
+	if err := d.Preflight(ctx, sp, true, 0); !errors.Is(err, hypervisor.ErrUnavailable) {
+		t.Fatalf("injected fault: %v", err)
+	}
+	if n, err := d.List(ctx); err != nil || len(n) != 0 {
+		t.Fatalf("a preflight made domains: %v %v", n, err)
 	}
 }

@@ -10,6 +10,7 @@ var methods = map[string]bool{
 	"Capacity": true, "Create": true, "Start": true, "Shutdown": true, "Destroy": true,
 	"Reboot": true, "Pause": true, "Resume": true, "Save": true, "Delete": true,
 	"Status": true, "List": true, "Events": true, "OpenDisk": true, "ImportDomain": true,
+	"Preflight": true,
 }
 
 func mustMethod(method string) {
@@ -132,4 +133,12 @@ func (d *Driver) shutdownDelayLocked(id string) (time.Duration, bool) {
 		return *g.shutdownDelay, true
 	}
 	return d.opts.ShutdownDelay, true
+}
+
+// SetDiskFree sets the free space Preflight sees in the disk directory
+// (default DefaultDiskFree), to simulate a host short of disk.
+func (d *Driver) SetDiskFree(bytes uint64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.diskFree = bytes
 }

@@ -12,6 +12,32 @@ import (
 // destroy still happens inside it.
 const destroyReserve = 10 * time.Millisecond
 
+// Preflight checks what the libvirt driver's does, against the fake's
+// images and its simulated free space (SetDiskFree): a create needs room
+// for its disk (Options.DiskSize) plus reserve, a boot the reserve alone.
+func (d *Driver) Preflight(ctx context.Context, spec hypervisor.DomainSpec, boot bool, reserve uint64) error {
+	if err := d.enter(ctx, "Preflight"); err != nil {
+		return err
+	}
+	if err := hypervisor.ValidateSpec(spec); err != nil {
+		return fmt.Errorf("fake: preflight: %w", err)
+	}
+	if len(d.images) > 0 && !d.images[spec.Image] {
+		return fmt.Errorf("fake: preflight %s: image %q: %w", spec.ID, spec.Image, hypervisor.ErrImageNotFound)
+	}
+	need := uint64(d.opts.DiskSize)
+	if boot {
+		need = 0
+	}
+	d.mu.Lock()
+	free := d.diskFree
+	d.mu.Unlock()
+	if err := hypervisor.CheckDiskRoom(diskDir, free, need, reserve); err != nil {
+		return fmt.Errorf("fake: preflight %s: %w", spec.ID, err)
+	}
+	return nil
+}
+
 // Create defines and boots a domain. A running domain of the same id is
 // success; any other existing one is ErrAlreadyExists.
 func (d *Driver) Create(ctx context.Context, spec hypervisor.DomainSpec) error {
@@ -76,9 +102,14 @@ func (d *Driver) destroy(id string) error {
 }
 
 // Reboot restarts a running guest; a soft reboot is ignored by a guest that
-// ignores ACPI.
+// ignores ACPI. A hard reboot boots a shut-off or crashed domain, as the
+// libvirt driver's does.
 func (d *Driver) Reboot(ctx context.Context, id string, hard bool) error {
 	return d.transition(ctx, "Reboot", id, func(dom *domain) error {
+		if hard && (dom.state == hypervisor.PowerShutOff || dom.state == hypervisor.PowerCrashed) {
+			d.setLocked(dom, hypervisor.PowerRunning, "booted")
+			return nil
+		}
 		if dom.state != hypervisor.PowerRunning {
 			return errState("reboot", dom)
 		}

@@ -24,12 +24,8 @@ var qemuImg = "qemu-img"
 func createOverlay(ctx context.Context, backing, overlay string, sizeGiB uint64) error {
 	args := []string{"create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", backing, overlay}
 	if sizeGiB > 0 {
-		virtual, err := virtualSize(ctx, backing)
-		if err != nil {
+		if err := checkDiskSize(ctx, backing, sizeGiB); err != nil {
 			return err
-		}
-		if sizeGiB<<30 < virtual {
-			return fmt.Errorf("disk %d GiB is smaller than the image (%d bytes): %w", sizeGiB, virtual, hypervisor.ErrInvalidSpec)
 		}
 		args = append(args, strconv.FormatUint(sizeGiB, 10)+"G")
 	}
@@ -43,6 +39,22 @@ func createOverlay(ctx context.Context, backing, overlay string, sizeGiB uint64)
 	if _, err := runQemuImg(ctx, args...); err != nil {
 		_ = removeIfExists(overlay)
 		return err
+	}
+	return nil
+}
+
+// checkDiskSize refuses a disk of sizeGiB (0: the image's own size) smaller
+// than the image backing: it would cut off the guest's file systems.
+func checkDiskSize(ctx context.Context, backing string, sizeGiB uint64) error {
+	if sizeGiB == 0 {
+		return nil
+	}
+	virtual, err := virtualSize(ctx, backing)
+	if err != nil {
+		return err
+	}
+	if sizeGiB<<30 < virtual {
+		return fmt.Errorf("disk %d GiB is smaller than the image (%d bytes): %w", sizeGiB, virtual, hypervisor.ErrInvalidSpec)
 	}
 	return nil
 }

@@ -267,6 +267,20 @@ func TestReboot(t *testing.T) {
 		wantState(t, d, id, hypervisor.PowerRunning)
 	}
 
+	// Shut off, a soft reboot has no guest to ask; a hard one boots it.
+	if err := d.Destroy(ctxT(t, 10*time.Second), id); err != nil {
+		t.Fatalf("Destroy: %v", err)
+	}
+	if err := d.Reboot(ctxT(t, 10*time.Second), id, false); !errors.Is(err, hypervisor.ErrInvalidState) {
+		t.Fatalf("soft Reboot of a shut-off domain = %v, want ErrInvalidState", err)
+	}
+	before := readyCount()
+	if err := d.Reboot(ctxT(t, 30*time.Second), id, true); err != nil {
+		t.Fatalf("hard Reboot of a shut-off domain: %v", err)
+	}
+	wantState(t, d, id, hypervisor.PowerRunning)
+	waitFor(t, 60*time.Second, "boot after a hard reboot of the shut-off domain", func() bool { return readyCount() > before })
+
 	// Delete of a saved domain removes the managed save image too.
 	if err := d.Save(ctxT(t, 120*time.Second), id); err != nil {
 		t.Fatalf("Save: %v", err)
@@ -283,5 +297,48 @@ func TestReboot(t *testing.T) {
 	saveFile := filepath.Join("/var/lib/libvirt/qemu/save", domainName(id)+".save")
 	if _, err := os.Stat(saveFile); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("managed save image left after Delete: %v", err)
+	}
+}
+
+// TestPreflight checks, with no domain made, what a create or a boot would
+// need: the image, and free space in the disk directory.
+func TestPreflight(t *testing.T) {
+	d, cfg := newTestDriver(t)
+	id := testID(t, d)
+	const huge = 1 << 62 // more than any disk holds
+	tests := []struct {
+		name    string
+		mod     func(*hypervisor.DomainSpec)
+		boot    bool
+		reserve uint64
+		want    error
+	}{
+		{"create", nil, false, 0, nil},
+		{"create with a reserve", nil, false, 1 << 20, nil},
+		{"boot", nil, true, 0, nil},
+		{"create on a full disk", nil, false, huge, hypervisor.ErrInsufficientDisk},
+		{"boot on a full disk", nil, true, huge, hypervisor.ErrInsufficientDisk},
+		{"image absent", func(s *hypervisor.DomainSpec) { s.Image = "no-such-image" }, false, 0, hypervisor.ErrImageNotFound},
+		{"image absent at boot", func(s *hypervisor.DomainSpec) { s.Image = "no-such-image" }, true, 0, hypervisor.ErrImageNotFound},
+		{"image ../etc", func(s *hypervisor.DomainSpec) { s.Image = "../etc" }, false, 0, hypervisor.ErrInvalidSpec},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			spec := testSpec(id)
+			if tt.mod != nil {
+				tt.mod(&spec)
+			}
+			err := d.Preflight(ctxT(t, 30*time.Second), spec, tt.boot, tt.reserve)
+			if tt.want == nil && err != nil || tt.want != nil && !errors.Is(err, tt.want) {
+				t.Fatalf("Preflight = %v, want %v", err, tt.want)
+			}
+			if errors.Is(err, hypervisor.ErrInsufficientDisk) && !strings.Contains(err.Error(), "disk directory "+cfg.DiskDir+" has ") {
+				t.Fatalf("Preflight's fault does not say where and how much: %v", err)
+			}
+			wantState(t, d, id, hypervisor.PowerNoDomain)
+			if entries, _ := os.ReadDir(cfg.DiskDir); len(entries) != 0 {
+				t.Fatalf("Preflight left files in the disk directory: %v", entries)
+			}
+		})
 	}
 }

@@ -37,19 +37,24 @@ func (d *Driver) Start(ctx context.Context, id string) error {
 		return errState("start", id, s)
 	}
 	started := time.Now()
-	err = d.call(ctx, func(l *golibvirt.Libvirt) error { return l.DomainCreate(s.dom) })
-	if isCode(err, golibvirt.ErrOperationInvalid) {
-		// Raced with another start: fine if it is running now.
-		if now, oerr := d.observe(ctx, id); oerr == nil && now.state == hypervisor.PowerRunning {
-			return nil
-		}
-	}
-	if err != nil {
-		return wrapErr("start", id, err)
+	if err := d.boot(ctx, "start", id, s); err != nil {
+		return err
 	}
 	d.instanceLog(id).Info("domain started", "restored", s.state == hypervisor.PowerSavedToDisk,
 		"took", time.Since(started).Round(time.Millisecond))
 	return nil
+}
+
+// boot starts the inactive domain s. A start that raced with another and
+// finds it running is success.
+func (d *Driver) boot(ctx context.Context, op, id string, s domainState) error {
+	err := d.call(ctx, func(l *golibvirt.Libvirt) error { return l.DomainCreate(s.dom) })
+	if isCode(err, golibvirt.ErrOperationInvalid) {
+		if now, oerr := d.observe(ctx, id); oerr == nil && now.state == hypervisor.PowerRunning {
+			return nil
+		}
+	}
+	return wrapErr(op, id, err)
 }
 
 // Shutdown presses the ACPI power button and waits, up to grace and ctx, for
@@ -167,10 +172,15 @@ func (d *Driver) Destroy(ctx context.Context, id string) error {
 
 // Reboot restarts a running guest: soft presses ACPI's power button (libvirt
 // restarts the domain when the guest powers off), hard resets the machine.
+// A hard reboot of a shut-off or crashed domain boots it instead (what
+// Nova's hard reboot of a SHUTOFF server does): there is nothing to reset.
 func (d *Driver) Reboot(ctx context.Context, id string, hard bool) error {
 	s, err := d.observeValid(ctx, "reboot", id)
 	if err != nil {
 		return err
+	}
+	if hard && (s.state == hypervisor.PowerShutOff || s.state == hypervisor.PowerCrashed) {
+		return d.bootForReboot(ctx, id, s)
 	}
 	if s.state != hypervisor.PowerRunning {
 		return errState("reboot", id, s)
@@ -185,6 +195,26 @@ func (d *Driver) Reboot(ctx context.Context, id string, hard bool) error {
 		return wrapErr("reboot", id, err)
 	}
 	d.instanceLog(id).Info("domain rebooting", "hard", hard)
+	return nil
+}
+
+// bootForReboot boots a domain a hard reboot found off. A crashed domain
+// may still hold its QEMU process (on_crash=preserve): it is destroyed
+// first; one that is already inactive answers "not running", which is fine.
+func (d *Driver) bootForReboot(ctx context.Context, id string, s domainState) error {
+	log := d.instanceLog(id)
+	if s.state == hypervisor.PowerCrashed {
+		err := d.call(ctx, func(l *golibvirt.Libvirt) error { return l.DomainDestroy(s.dom) })
+		if err != nil && !isCode(err, golibvirt.ErrOperationInvalid) {
+			return wrapErr("reboot (destroy the crashed domain)", id, err)
+		}
+	}
+	started := time.Now()
+	if err := d.boot(ctx, "reboot (boot)", id, s); err != nil {
+		return err
+	}
+	log.Info("domain booted by a hard reboot", "was", s.state, "reason", s.reason,
+		"took", time.Since(started).Round(time.Millisecond))
 	return nil
 }
 

@@ -100,6 +100,10 @@ func TestMissingImageFailsWithFault(t *testing.T) {
 	if testenv.Str(op, "state") != "OPERATION_STATE_FAILED" || testenv.Str(op, "error", "code") != "IMAGE_NOT_FOUND" {
 		t.Fatalf("create with a missing image: %v", op)
 	}
+	// Caught by the host's preflight, before anything was made.
+	if steps := stepList(op); len(steps) != 2 || steps[0] != "preflight:STEP_STATE_FAILED@1" || steps[1] != "create-domain:STEP_STATE_SKIPPED@0" {
+		t.Fatalf("steps of the create with a missing image: %v", steps)
+	}
 	id := testenv.Str(op, "instanceId")
 	inst := e.instance(id)
 	if testenv.Str(inst, "status") != "STATUS_ERROR" || testenv.Str(inst, "fault", "code") != "IMAGE_NOT_FOUND" {

@@ -220,9 +220,10 @@ func TestSeedConformance(t *testing.T) {
 	e.epoch = testenv.WaitHost(t, e.g, e.host, e.epoch)
 	e.waitStatus(life, "STATUS_RUNNING", 30*time.Second)
 
-	// A graceful stop the guest honours, a start, and the delete.
+	// A graceful stop the guest honours, a restart from offline (seed 000),
+	// and the delete.
 	e.mustSucceed(e.do("StopInstance", map[string]any{"id": life, "gracefulTimeout": "60s"}))
-	e.mustSucceed(e.do("StartInstance", map[string]any{"id": life}))
+	e.mustSucceed(e.do("RestartInstance", map[string]any{"id": life}))
 	// A stop canceled at once (the guest has not booted far enough to
 	// honour the button yet): whatever it did is undone, the guest runs.
 	op = e.g.MustCall("flotilla.v1.InstanceService/StopInstance", map[string]any{"id": life, "gracefulTimeout": "60s"})

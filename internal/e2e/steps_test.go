@@ -103,7 +103,8 @@ func TestTransientFaultIsRetried(t *testing.T) {
 	e.mustSucceed(e.call("StopInstance", c.InstanceId))
 	start := e.call("StartInstance", c.InstanceId)
 	done := e.wait(start, 30*time.Second)
-	if done.State != pb.OperationState_OPERATION_STATE_SUCCEEDED || len(done.Steps) != 1 || done.Steps[0].Attempt != 3 {
+	// The preflight, then the start: the start took three attempts.
+	if done.State != pb.OperationState_OPERATION_STATE_SUCCEEDED || len(done.Steps) != 2 || done.Steps[1].Attempt != 3 {
 		t.Fatalf("start with two transient faults: %s %v %v", done.State, done.Error, done.Steps)
 	}
 	if s := e.settled(c.InstanceId, done.Revision); s != pb.Status_STATUS_RUNNING {

@@ -1065,8 +1065,9 @@ type CreateInstanceRequest struct {
 	Recovery *Recovery `protobuf:"bytes,4,opt,name=recovery,proto3" json:"recovery,omitempty"`
 	// Where the instance may run.
 	Placement *Placement `protobuf:"bytes,5,opt,name=placement,proto3" json:"placement,omitempty"`
-	// The user's own labels: at most 64; keys 1..63 characters of lowercase
-	// letters, digits, '.', '_', '-' and '/'; values at most 255 characters.
+	// The user's own labels: at most 64; keys 1..63 letters, digits, '.',
+	// '_', '/' and '-' (starting with a letter or digit); values the same,
+	// 0..63 characters.
 	Labels        map[string]string `protobuf:"bytes,6,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -54,8 +54,13 @@ const (
 	StepAction_STEP_ACTION_OFFER_DISK StepAction = 11
 	// Pull the disk from the peer, verify it, define the domain (not started).
 	StepAction_STEP_ACTION_IMPORT_DISK StepAction = 12
+	// Check, changing nothing, that this host can create (kind CREATE) or
+	// boot (START, HARD_RESTART) the instance of spec: its image is present
+	// and the disk directory has room. Fault INSUFFICIENT_DISK or
+	// IMAGE_NOT_FOUND when it cannot.
+	StepAction_STEP_ACTION_PREFLIGHT StepAction = 13
 	// Write the instance's (new) name into the domain's title, live and persistent.
-	StepAction_STEP_ACTION_UPDATE StepAction = 13
+	StepAction_STEP_ACTION_UPDATE StepAction = 14
 )
 
 // Enum value maps for StepAction.
@@ -74,7 +79,8 @@ var (
 		10: "STEP_ACTION_DELETE",
 		11: "STEP_ACTION_OFFER_DISK",
 		12: "STEP_ACTION_IMPORT_DISK",
-		13: "STEP_ACTION_UPDATE",
+		13: "STEP_ACTION_PREFLIGHT",
+		14: "STEP_ACTION_UPDATE",
 	}
 	StepAction_value = map[string]int32{
 		"STEP_ACTION_UNSPECIFIED":  0,
@@ -90,7 +96,8 @@ var (
 		"STEP_ACTION_DELETE":       10,
 		"STEP_ACTION_OFFER_DISK":   11,
 		"STEP_ACTION_IMPORT_DISK":  12,
-		"STEP_ACTION_UPDATE":       13,
+		"STEP_ACTION_PREFLIGHT":    13,
+		"STEP_ACTION_UPDATE":       14,
 	}
 )
 
@@ -1379,7 +1386,7 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\tsucceeded\x18\x03 \x01(\bR\tsucceeded\x12(\n" +
 	"\x05fault\x18\x04 \x01(\v2\x12.flotilla.v1.FaultR\x05fault\x124\n" +
 	"\x05state\x18\x05 \x01(\v2\x1e.flotilla.agent.v1.DomainStateR\x05state\x12\x17\n" +
-	"\astep_id\x18\x06 \x01(\tR\x06stepId*\xef\x02\n" +
+	"\astep_id\x18\x06 \x01(\tR\x06stepId*\x8a\x03\n" +
 	"\n" +
 	"StepAction\x12\x1b\n" +
 	"\x17STEP_ACTION_UNSPECIFIED\x10\x00\x12\x16\n" +
@@ -1395,8 +1402,9 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\x12STEP_ACTION_DELETE\x10\n" +
 	"\x12\x1a\n" +
 	"\x16STEP_ACTION_OFFER_DISK\x10\v\x12\x1b\n" +
-	"\x17STEP_ACTION_IMPORT_DISK\x10\f\x12\x16\n" +
-	"\x12STEP_ACTION_UPDATE\x10\r*\x92\x01\n" +
+	"\x17STEP_ACTION_IMPORT_DISK\x10\f\x12\x19\n" +
+	"\x15STEP_ACTION_PREFLIGHT\x10\r\x12\x16\n" +
+	"\x12STEP_ACTION_UPDATE\x10\x0e*\x92\x01\n" +
 	"\x0fStepReportState\x12!\n" +
 	"\x1dSTEP_REPORT_STATE_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19STEP_REPORT_STATE_UNKNOWN\x10\x01\x12\x1d\n" +
