@@ -52,6 +52,7 @@ const (
 	TypeRecover        = "instance.recover"
 	TypePlace          = "instance.place"
 	TypePreempt        = "instance.preempt"
+	TypePrune          = "history.prune"
 	// TypeBatch carries several encoded commands in one log entry (one
 	// fsync for many small reports); each applies on its own, in order.
 	TypeBatch = "batch"
@@ -206,4 +207,14 @@ type Place struct {
 type Preempt struct {
 	For     string            `json:"for"` // the waiting instance that needs the room
 	Victims []state.Operation `json:"victims"`
+}
+
+// Prune removes deleted instances, with their operations and usage, whose
+// retention has passed: those of InstanceIDs still DELETED whose record
+// last changed at or before Before. The leader chooses the cut-off from
+// its clock and the retention setting; carried in the entry, it is the
+// same on every replica, which never consult their own clocks for it.
+type Prune struct {
+	Before      time.Time `json:"before"`
+	InstanceIDs []string  `json:"instance_ids"`
 }

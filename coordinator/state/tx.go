@@ -17,6 +17,7 @@ type Tx struct {
 	requests  map[string]string
 	servers   map[string]*Server // nil value: delete
 	order     []string           // instance ids in the order they were put, for the history
+	removed   []string           // instance ids to forget (RemoveInstance)
 }
 
 // Update runs fn against a transaction and commits its changes atomically
@@ -37,7 +38,7 @@ func (s *Store) Update(now time.Time, fn func(tx *Tx) error) error {
 	if err := fn(tx); err != nil {
 		return err
 	}
-	if len(tx.instances)+len(tx.ops)+len(tx.hosts)+len(tx.requests)+len(tx.servers) == 0 {
+	if len(tx.instances)+len(tx.ops)+len(tx.hosts)+len(tx.requests)+len(tx.servers)+len(tx.removed) == 0 {
 		return nil
 	}
 	s.rev++
@@ -81,8 +82,15 @@ func (s *Store) Update(now time.Time, fn func(tx *Tx) error) error {
 		}
 		s.placeLocked(s.instances[id], i)
 		s.indexInstanceLocked(i)
+		s.meterLocked(s.instances[id], i, now)
 		s.instances[id] = i
 		s.history = append(s.history, change{Revision: rev, Instance: i})
+	}
+	// Removals come last, so an entry cannot put back what it removed.
+	// Watchers get no event: the last one they saw said DELETED.
+	sort.Strings(tx.removed)
+	for _, id := range tx.removed {
+		s.removeLocked(id)
 	}
 	// Trim in chunks (an eighth of the limit at a time), so the copy is
 	// paid once per many commits rather than on every one.
@@ -108,6 +116,8 @@ func (tx *Tx) reset() {
 	clear(tx.servers)
 	clear(tx.order)
 	tx.order = tx.order[:0]
+	clear(tx.removed)
+	tx.removed = tx.removed[:0]
 	tx.now = time.Time{}
 }
 
@@ -139,6 +149,12 @@ func (tx *Tx) PutInstance(i *Instance) {
 	c := *i
 	tx.instances[i.ID] = &c
 }
+
+// RemoveInstance stages forgetting an instance with its operations, the
+// request ids that produced them and its usage history (see
+// Store.DeletedBefore). It takes effect at commit, after the entry's
+// other changes.
+func (tx *Tx) RemoveInstance(id string) { tx.removed = append(tx.removed, id) }
 
 // Operation returns a mutable copy of an operation; Put it to keep changes.
 func (tx *Tx) Operation(id string) (*Operation, bool) {

@@ -138,6 +138,32 @@ func Render(v Vocabulary, in Input) View {
 	return out
 }
 
+// BillingClass is Render(v, in).Billing, found without rendering the view:
+// the state records every instance's class in each vocabulary at every
+// commit that changes its facts, and the fields a view builds (Azure's
+// codes) were most of what rendering cost there.
+func BillingClass(v Vocabulary, in Input) Billing {
+	switch v {
+	case RightScale:
+		return fromTable(rightScaleWords, lifecycle.Derive(in.Facts)).Billing
+	case Azure:
+		return fromWord(azureWord(in, lifecycle.Derive(in.Facts))).Billing
+	}
+	return Render(v, in).Billing
+}
+
+// Metered lists the vocabularies that name billing classes, in seed order:
+// the ones whose classes the state records over time.
+func Metered() []Vocabulary {
+	var out []Vocabulary
+	for _, v := range All {
+		if len(v.Classes()) > 0 {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
 // word is a table row: the seed's word for a canonical status and the
 // billing class it names there.
 type word struct {
@@ -146,8 +172,10 @@ type word struct {
 }
 
 // fromTable renders a table row; a status with no row is unmapped.
-func fromTable(t map[lifecycle.Status]word, s lifecycle.Status) View {
-	w := t[s]
+func fromTable(t map[lifecycle.Status]word, s lifecycle.Status) View { return fromWord(t[s]) }
+
+// fromWord renders a row; an empty one is unmapped.
+func fromWord(w word) View {
 	if w.Status == "" {
 		return View{Status: Unmapped}
 	}
