@@ -292,6 +292,7 @@ func operationToPB(o *state.Operation) *pb.Operation {
 	if o.Graceful > 0 {
 		out.GracefulTimeout = durationpb.New(o.Graceful)
 	}
+	out.RequestedBy = callerToPB(o.RequestedBy)
 	out.Cancellable = fsm.Cancellable(o)
 	out.CancelRequested = o.CancelRequested
 	out.TargetHostId = o.TargetHostID
@@ -335,4 +336,21 @@ func statusFromPB(s pb.Status) (lifecycle.Status, bool) {
 		}
 	}
 	return "", false
+}
+
+func callerToPB(c *state.Caller) *pb.Caller {
+	if c == nil {
+		return nil
+	}
+	return &pb.Caller{Name: c.Name, Roles: c.Roles, Authenticated: c.Authenticated, Address: c.Address}
+}
+
+// usageToPB lists every class of the vocabulary, in the seed's order.
+func usageToPB(id string, v vocabulary.Vocabulary, from, to, since time.Time, sums map[vocabulary.Billing]time.Duration, rev int64) *pb.InstanceUsage {
+	out := &pb.InstanceUsage{InstanceId: id, Vocabulary: vocabularyToPB[v], StartTime: ts(from), EndTime: ts(to),
+		Unclassified: durationpb.New(sums[vocabulary.BillingNone]), MeteredSince: ts(since), Revision: rev}
+	for _, c := range v.Classes() {
+		out.Classes = append(out.Classes, &pb.BillingClassUsage{BillingClass: string(c), Duration: durationpb.New(sums[c])})
+	}
+	return out
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/flotilla-vm/flotilla/coordinator/orchestrator"
 	"github.com/flotilla-vm/flotilla/coordinator/raftstore"
 	"github.com/flotilla-vm/flotilla/coordinator/recovery"
+	"github.com/flotilla-vm/flotilla/coordinator/retention"
 	"github.com/flotilla-vm/flotilla/coordinator/scheduler"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
 	"github.com/flotilla-vm/flotilla/internal/mtls"
@@ -53,7 +54,10 @@ type Config struct {
 	// TLS turns on mutual TLS for the listener and for dials to other coordinators.
 	TLS       mtls.Files
 	Deadlines map[lifecycle.OpKind]time.Duration
-	Logger    *slog.Logger
+	// HistoryRetention is how long a deleted instance's records (its
+	// operations, its usage) are kept after its deletion; 0 keeps them.
+	HistoryRetention time.Duration
+	Logger           *slog.Logger
 }
 
 // Keepalive between coordinators (and from clients): a server closes the
@@ -226,6 +230,7 @@ func (n *Node) lead(ctx context.Context, links *agentlink.Server) {
 				go func() { defer close(done); defer n.orch.CompareAndSwap(o, nil); o.Run(lctx) }()
 				go links.Watch(lctx)
 				go recovery.Run(lctx, n.Store, n.Raft, n.log)
+				go retention.Run(lctx, n.Store, n.Raft, n.cfg.HistoryRetention, n.log)
 				n.log.Info("leading: orchestrator started")
 			}
 		} else if !isLeader {

@@ -312,6 +312,9 @@ func newBlock(id string, h *History) *block {
 	return b
 }
 
+// MeterOf returns h's meter of v, or an empty one.
+func (h *History) MeterOf(v vocabulary.Vocabulary) Meter { return h.meter(v) }
+
 // meter returns h's meter of v, or an empty one (h may be nil).
 func (h *History) meter(v vocabulary.Vocabulary) Meter {
 	if h != nil {
