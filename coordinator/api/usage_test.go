@@ -34,6 +34,9 @@ func usageServer(t *testing.T) *usageService {
 			t.Fatal(err)
 		}
 	}
+	if err := s.Update(sec(0), func(tx *state.Tx) error { tx.StartMetering(); return nil }); err != nil {
+		t.Fatal(err)
+	}
 	put(0, lifecycle.DesiredRunning, lifecycle.PowerRunning)
 	put(100, lifecycle.DesiredStopped, lifecycle.PowerShutOff)
 	put(400, lifecycle.DesiredRunning, lifecycle.PowerRunning)
@@ -59,7 +62,7 @@ func TestGetInstanceUsage(t *testing.T) {
 	if got := classSeconds(u); got["hardware-and-software"] != 700 || got["hardware-only"] != 300 || got["not-billed"] != 0 || got[""] != 0 || len(u.Classes) != 3 {
 		t.Fatalf("azure usage %v (%v)", got, u)
 	}
-	if !u.StartTime.AsTime().Equal(sec(0)) || !u.EndTime.AsTime().Equal(sec(1000)) || !u.MeteredSince.AsTime().Equal(sec(0)) || u.Revision != 3 {
+	if !u.StartTime.AsTime().Equal(sec(0)) || !u.EndTime.AsTime().Equal(sec(1000)) || !u.MeteredSince.AsTime().Equal(sec(0)) || u.Revision != 4 {
 		t.Fatalf("range %v..%v since %v rev %d", u.StartTime.AsTime(), u.EndTime.AsTime(), u.MeteredSince.AsTime(), u.Revision)
 	}
 	// A range ending after now counts up to now; classes come in the seed's order.

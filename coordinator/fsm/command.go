@@ -53,6 +53,7 @@ const (
 	TypePlace          = "instance.place"
 	TypePreempt        = "instance.preempt"
 	TypePrune          = "history.prune"
+	TypeStartUsage     = "usage.start"
 	// TypeBatch carries several encoded commands in one log entry (one
 	// fsync for many small reports); each applies on its own, in order.
 	TypeBatch = "batch"
@@ -208,6 +209,10 @@ type Preempt struct {
 	For     string            `json:"for"` // the waiting instance that needs the room
 	Victims []state.Operation `json:"victims"`
 }
+
+// StartUsage turns usage recording on (once, for good): a leader proposes
+// it when it finds it off. Every instance's history begins at this entry.
+type StartUsage struct{}
 
 // Prune removes deleted instances, with their operations and usage, whose
 // retention has passed: those of InstanceIDs still DELETED whose record

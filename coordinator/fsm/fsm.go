@@ -47,6 +47,7 @@ func New(store *state.Store, log *slog.Logger) *FSM {
 		TypePlace:          typed(applyPlace),
 		TypePreempt:        typed(applyPreempt),
 		TypePrune:          typed(applyPrune),
+		TypeStartUsage:     typed(applyStartUsage),
 	}
 	return f
 }

@@ -240,3 +240,13 @@ func applyPrune(tx *state.Tx, c *Prune) (any, error) {
 	}
 	return removed, nil
 }
+
+// applyStartUsage turns usage recording on; the result says whether this
+// entry did (a second one changes nothing).
+func applyStartUsage(tx *state.Tx, _ *StartUsage) (any, error) {
+	if tx.Metering() {
+		return false, nil
+	}
+	tx.StartMetering()
+	return true, nil
+}

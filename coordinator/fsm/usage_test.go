@@ -65,6 +65,7 @@ func TestUsageFollowsTheLog(t *testing.T) {
 	h := newHarness(t)
 	var entries [][]byte
 	h.record = func(e []byte) { entries = append(entries, e) }
+	h.mustApply(TypeStartUsage, StartUsage{})
 	h.register("h1", 4, 4096)
 	h.at(10)
 	if r := h.create("i1", "h1", 1, 512, ""); r.Err != nil { // CREATING from 10
@@ -141,6 +142,7 @@ func (nopCloser) Close() error { return nil }
 // is behind) never makes usage run backwards.
 func TestUsageNeverRunsBackwards(t *testing.T) {
 	h := newHarness(t)
+	h.mustApply(TypeStartUsage, StartUsage{})
 	h.register("h1", 4, 4096)
 	h.at(100)
 	h.create("i1", "h1", 1, 512, "")                               // CREATING from 100
@@ -205,5 +207,67 @@ func TestPruneRemovesOnlyExpiredDeletedInstances(t *testing.T) {
 	h.at(200)
 	if r := h.create("again", "h1", 1, 512, "req-gone"); r.Err != nil || r.Value != "op-again" {
 		t.Fatalf("create reusing a pruned request id: %+v", r)
+	}
+}
+
+// Usage is recorded from the usage.start entry on, not from whenever the
+// code that applies the log learned to: replicas that replay entries
+// written before it from different snapshots (as after an upgrade) agree,
+// and every instance's history begins at that entry.
+func TestUsageStartsAtItsEntry(t *testing.T) {
+	h := newHarness(t)
+	var entries [][]byte
+	h.record = func(e []byte) { entries = append(entries, e) }
+	h.register("h1", 4, 4096)
+	h.at(10)
+	h.create("i1", "h1", 1, 512, "")
+	h.finishAt(101, "op-i1", "h1", lifecycle.PowerRunning, "i1") // entries 2..4
+	snapAt := len(entries)
+	h.action(300, lifecycle.ActionStop, "op-stop", "i1")
+	h.at(350)
+	if on := h.mustApply(TypeStartUsage, StartUsage{}); on != true {
+		t.Fatalf("usage.start: %v", on)
+	}
+	if on := h.mustApply(TypeStartUsage, StartUsage{}); on != false {
+		t.Fatalf("a second usage.start: %v", on)
+	}
+	h.finishAt(401, "op-stop", "h1", lifecycle.PowerShutOff, "i1")
+
+	// Since 350: stopping, then stopped from 401.
+	want := seconds(vocabulary.BillingHardwareAndSoftware, 51, vocabulary.BillingHardwareOnly, 599)
+	if got := usageOf(t, h.store, "i1", vocabulary.Azure, 0, 1000); !maps.Equal(got, want) {
+		t.Fatalf("azure usage %v, want %v", got, want)
+	}
+	if hist, _, _ := h.store.Usage("i1"); hist.Meters[0].Start() != t0.Add(350*time.Second) {
+		t.Fatalf("metering began %v", hist.Meters[0].Start())
+	}
+
+	// A replica that replays everything, and one restored from a snapshot
+	// taken before the usage.start entry (like one of a version without
+	// usage), end up the same.
+	full := newHarness(t)
+	for _, e := range entries {
+		full.fsm.ApplyBytes(e)
+	}
+	early := newHarness(t)
+	for _, e := range entries[:snapAt] {
+		early.fsm.ApplyBytes(e)
+	}
+	var buf bytes.Buffer
+	if err := early.store.WriteSnapshot(&buf); err != nil {
+		t.Fatal(err)
+	}
+	restored := newHarness(t)
+	if err := restored.store.Restore(&buf); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries[snapAt:] {
+		restored.fsm.ApplyBytes(e)
+	}
+	d, _ := h.store.Digest()
+	for name, r := range map[string]*harness{"full replay": full, "restored before usage.start": restored} {
+		if got, _ := r.store.Digest(); got != d {
+			t.Errorf("%s: digest %s, want %s", name, got, d)
+		}
 	}
 }

@@ -28,9 +28,10 @@ type snapshot struct {
 	Requests  map[string]string `json:"requests"`
 	Servers   []Server          `json:"servers"`
 	History   []change          `json:"history"` // encoded as []Event
-	// Usage is absent from snapshots of versions that kept none: they
-	// restore with no history, which begins at each instance's next change.
-	Usage []*usage.History `json:"usage"`
+	// Metering and Usage are absent from snapshots of versions that kept
+	// no usage: they restore with metering off, until the usage.start entry.
+	Metering bool             `json:"metering"`
+	Usage    []*usage.History `json:"usage"`
 }
 
 // A View is the whole state at one revision, taken quickly and encoded
@@ -45,7 +46,7 @@ type View struct{ snap snapshot }
 func (s *Store) View() *View {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	snap := snapshot{Version: snapshotVersion, Revision: s.rev, Seq: s.seq, Floor: s.floor,
+	snap := snapshot{Version: snapshotVersion, Revision: s.rev, Seq: s.seq, Floor: s.floor, Metering: s.metering,
 		Instances: make([]*Instance, 0, len(s.instances)), Ops: make([]*Operation, 0, len(s.ops)),
 		Hosts: make([]*Host, 0, len(s.hosts)), Servers: make([]Server, 0, len(s.servers)),
 		// The history is trimmed by moving entries down in place, and the
@@ -106,6 +107,8 @@ func (v *View) Write(w io.Writer) error {
 	writeArray(j, snap.Servers)
 	j.raw(`,"history":`)
 	writeArray(j, snap.History)
+	j.raw(`,"metering":`)
+	j.value(snap.Metering)
 	j.raw(`,"usage":`)
 	writeArray(j, snap.Usage)
 	j.raw("}\n")
@@ -217,6 +220,7 @@ func (s *Store) Restore(r io.Reader) error {
 	for _, v := range snap.Servers {
 		s.servers[v.ID] = v
 	}
+	s.metering = snap.Metering
 	for _, h := range snap.Usage {
 		s.usage[h.InstanceID] = h
 	}
@@ -252,6 +256,8 @@ func readSnapshot(r io.Reader) (*snapshot, error) {
 			err = readArray(dec, &snap.History)
 		case "usage":
 			err = readArray(dec, &snap.Usage)
+		case "metering":
+			err = dec.Decode(&snap.Metering)
 		case "version":
 			err = dec.Decode(&snap.Version)
 		case "revision":

@@ -42,6 +42,7 @@ type Store struct {
 	onHost    map[string]map[string]bool // host id -> ids of instances placed there
 	load      map[string]*HostLoad       // host id -> what its live instances take
 	usage     map[string]*usage.History  // instance id -> its billing-class history
+	metering  bool                       // usage is recorded (since a usage.start entry)
 	deleted   map[string]bool            // ids of DELETED instances (retention removes them)
 	history   []change                   // oldest first, at most limit
 	floor     int64                      // every instance change after this revision is in history
@@ -77,6 +78,7 @@ func (s *Store) reset() {
 	s.onHost = map[string]map[string]bool{}
 	s.load = map[string]*HostLoad{}
 	s.usage = map[string]*usage.History{}
+	s.metering = false
 	s.deleted = map[string]bool{}
 	s.history = nil
 	s.floor = 0
@@ -159,11 +161,22 @@ func (s *Store) Usage(id string) (usage.History, int64, error) {
 	return usage.History{InstanceID: id}, s.rev, nil
 }
 
+// Metering reports whether usage is being recorded: from the log entry
+// that started it on (see Tx.StartMetering).
+func (s *Store) Metering() bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.metering
+}
+
 // meterLocked records the billing classes of instance i, committed at now,
 // if its facts changed since old (or it has no history yet). It runs for
 // every instance every commit writes, so no apply function can forget it,
 // and with the entry's time, so every replica records the same history.
 func (s *Store) meterLocked(old, i *Instance, now time.Time) {
+	if !s.metering {
+		return
+	}
 	h := s.usage[i.ID]
 	if h != nil && old != nil && old.Facts() == i.Facts() && old.LastOpK == i.LastOpK {
 		return

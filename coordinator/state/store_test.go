@@ -393,6 +393,7 @@ func TestViewWritesTheSnapshotEncoding(t *testing.T) {
 	check("empty store")
 	now := time.Date(2026, 11, 23, 1, 2, 3, 4, time.UTC)
 	err := s.Update(now, func(tx *Tx) error {
+		tx.StartMetering()
 		tx.PutHost(&Host{ID: "h1", Status: HostReady, Labels: map[string]string{"zone": "a", "disk": "ssd"}, Orphans: []string{"x"}})
 		for _, id := range []string{"b", "a", "c"} {
 			tx.PutInstance(&Instance{ID: id, Name: id + "<&>\u2028", HostID: "h1", Spec: Spec{VCPUs: 1, MemoryMiB: 64},
@@ -434,6 +435,9 @@ func TestViewWritesTheSnapshotEncoding(t *testing.T) {
 func TestUsageRecordedAtCommitAndRestored(t *testing.T) {
 	s := New(0)
 	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	if err := s.Update(t0, func(tx *Tx) error { tx.StartMetering(); return nil }); err != nil {
+		t.Fatal(err)
+	}
 	put := func(sec int, i Instance) {
 		t.Helper()
 		if err := s.Update(t0.Add(time.Duration(sec)*time.Second), func(tx *Tx) error { tx.PutInstance(&i); return nil }); err != nil {
@@ -503,6 +507,7 @@ func TestRemoveInstanceForgetsEverything(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	update(t0, func(tx *Tx) { tx.StartMetering() })
 	for _, id := range []string{"gone", "kept"} {
 		update(t0, func(tx *Tx) {
 			tx.PutInstance(&Instance{ID: id, HostID: "h1", Desired: lifecycle.DesiredRunning, Power: lifecycle.PowerRunning})

@@ -18,6 +18,7 @@ type Tx struct {
 	servers   map[string]*Server // nil value: delete
 	order     []string           // instance ids in the order they were put, for the history
 	removed   []string           // instance ids to forget (RemoveInstance)
+	meter     bool               // StartMetering was called
 }
 
 // Update runs fn against a transaction and commits its changes atomically
@@ -38,11 +39,18 @@ func (s *Store) Update(now time.Time, fn func(tx *Tx) error) error {
 	if err := fn(tx); err != nil {
 		return err
 	}
-	if len(tx.instances)+len(tx.ops)+len(tx.hosts)+len(tx.requests)+len(tx.servers)+len(tx.removed) == 0 {
+	if len(tx.instances)+len(tx.ops)+len(tx.hosts)+len(tx.requests)+len(tx.servers)+len(tx.removed) == 0 && !tx.meter {
 		return nil
 	}
 	s.rev++
 	rev := s.rev
+	if tx.meter && !s.metering {
+		// Every instance's history begins here, in the class it is in.
+		s.metering = true
+		for _, i := range s.instances {
+			s.meterLocked(nil, i, now)
+		}
+	}
 	for id, o := range tx.ops {
 		if _, existed := s.ops[id]; !existed {
 			s.byInst[o.InstanceID] = append(s.byInst[o.InstanceID], id)
@@ -118,6 +126,7 @@ func (tx *Tx) reset() {
 	tx.order = tx.order[:0]
 	clear(tx.removed)
 	tx.removed = tx.removed[:0]
+	tx.meter = false
 	tx.now = time.Time{}
 }
 
@@ -149,6 +158,15 @@ func (tx *Tx) PutInstance(i *Instance) {
 	c := *i
 	tx.instances[i.ID] = &c
 }
+
+// StartMetering stages the start of usage recording (see Store.Metering).
+// It is a log entry of its own, not a property of the code applying the
+// log: replicas that replay entries written before it, from whatever
+// snapshot, then all start recording at the same entry and agree.
+func (tx *Tx) StartMetering() { tx.meter = true }
+
+// Metering reports whether usage is recorded, StartMetering included.
+func (tx *Tx) Metering() bool { return tx.meter || tx.s.metering }
 
 // RemoveInstance stages forgetting an instance with its operations, the
 // request ids that produced them and its usage history (see
