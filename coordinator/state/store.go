@@ -146,9 +146,9 @@ func (s *Store) Instance(id string) (Instance, error) {
 }
 
 // Usage returns an instance's billing-class history (shared: read it,
-// never change it) and the revision it reflects. An instance with no
-// history yet (none recorded by the version that created it, and no
-// change since) has an empty one.
+// never change it) and the revision it reflects. An instance with none
+// (recording has not started, or it was deleted before it did) has an
+// empty one.
 func (s *Store) Usage(id string) (usage.History, int64, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()

@@ -150,9 +150,10 @@ func TestUsageSurvivesCoordinatorRestart(t *testing.T) {
 	for _, u := range before {
 		checkWhole(t, u)
 	}
-	az := seconds(before[1])
-	if az["hardware-and-software"] <= 0 || az["hardware-only"] <= 0 || az["not-billed"] <= 0 {
-		t.Fatalf("azure usage %v: every class should have some time", az)
+	// (Not-billed time, while creating, is there only if recording had
+	// started before the create: the leader starts it once elected.)
+	if az := seconds(before[1]); az["hardware-and-software"] <= 0 || az["hardware-only"] <= 0 {
+		t.Fatalf("azure usage %v: running and stopped time should count", az)
 	}
 
 	coord.Kill()
