@@ -126,8 +126,9 @@ type InstanceUsage struct {
 	// Time in states the seed names no billing class for (RightScale's
 	// bidding and shutting-down, either seed's paused or suspended, ...).
 	Unclassified *durationpb.Duration `protobuf:"bytes,6,opt,name=unclassified,proto3" json:"unclassified,omitempty"`
-	// When metering of the instance began (its creation, or for an instance
-	// created by an older version, its first change since); unset if never.
+	// When metering of the instance began: its creation, or for an instance
+	// that existed before the cluster started recording usage (a version
+	// without it), that start. Unset if never.
 	MeteredSince *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=metered_since,json=meteredSince,proto3" json:"metered_since,omitempty"`
 	// Revision of the state the answer was computed from.
 	Revision      int64 `protobuf:"varint,8,opt,name=revision,proto3" json:"revision,omitempty"`
