@@ -10,6 +10,7 @@ import (
 	"github.com/flotilla-vm/flotilla/coordinator/fsm"
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
+	"github.com/flotilla-vm/flotilla/coordinator/usage"
 	"github.com/flotilla-vm/flotilla/coordinator/vocabulary"
 	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
@@ -346,11 +347,11 @@ func callerToPB(c *state.Caller) *pb.Caller {
 }
 
 // usageToPB lists every class of the vocabulary, in the seed's order.
-func usageToPB(id string, v vocabulary.Vocabulary, from, to, since time.Time, sums map[vocabulary.Billing]time.Duration, rev int64) *pb.InstanceUsage {
-	out := &pb.InstanceUsage{InstanceId: id, Vocabulary: vocabularyToPB[v], StartTime: ts(from), EndTime: ts(to),
-		Unclassified: durationpb.New(sums[vocabulary.BillingNone]), MeteredSince: ts(since), Revision: rev}
+func usageToPB(id string, v vocabulary.Vocabulary, r usage.Report, rev int64) *pb.InstanceUsage {
+	out := &pb.InstanceUsage{InstanceId: id, Vocabulary: vocabularyToPB[v], StartTime: ts(r.From), EndTime: ts(r.To),
+		Unclassified: durationpb.New(r.Time[vocabulary.BillingNone]), MeteredSince: ts(r.Since), Revision: rev}
 	for _, c := range v.Classes() {
-		out.Classes = append(out.Classes, &pb.BillingClassUsage{BillingClass: string(c), Duration: durationpb.New(sums[c])})
+		out.Classes = append(out.Classes, &pb.BillingClassUsage{BillingClass: string(c), Duration: durationpb.New(r.Time[c])})
 	}
 	return out
 }

@@ -34,20 +34,11 @@ func (s *usageService) GetInstanceUsage(ctx context.Context, r *pb.GetInstanceUs
 		return nil, toStatus(err)
 	}
 	m := h.MeterOf(voc)
-	if now := s.now(); to.IsZero() || to.After(now) {
-		to = now
-	}
-	if start := m.Start(); from.Before(start) {
-		from = start
-	}
-	if to.Before(from) {
-		to = from // a range after now: nothing yet
-	}
-	sums, err := m.Sum(from, to)
+	rep, err := m.Report(from, to, s.now())
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return usageToPB(r.InstanceId, voc, from, to, m.Start(), sums, rev), nil
+	return usageToPB(r.InstanceId, voc, rep, rev), nil
 }
 
 // meteredVocabulary validates a vocabulary whose billing classes are metered.

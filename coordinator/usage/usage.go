@@ -219,6 +219,26 @@ func (m *Meter) Sum(from, to time.Time) (map[vocabulary.Billing]time.Duration, e
 	return out, nil
 }
 
+// Report is a meter's usage over a range, as the API answers it.
+type Report struct {
+	From, To time.Time // the range counted
+	Since    time.Time // when metering began (zero if never)
+	Time     map[vocabulary.Billing]time.Duration
+}
+
+// Report sums the usage between from and to, zero meaning since metering
+// began and until now; the range ends at now at the latest, which is how
+// far the running class counts.
+func (m *Meter) Report(from, to, now time.Time) (Report, error) {
+	if to.IsZero() || to.After(now) {
+		to = now
+	}
+	from = later(from, m.Start())
+	to = later(to, from) // a range after now: nothing yet
+	sums, err := m.Sum(from, to)
+	return Report{From: from, To: to, Since: m.Start(), Time: sums}, err
+}
+
 func later(a, b time.Time) time.Time {
 	if a.After(b) {
 		return a

@@ -210,3 +210,27 @@ func TestObserveRecordsEveryMeteredVocabulary(t *testing.T) {
 		t.Fatalf("a deleted instance got a history: %+v", h)
 	}
 }
+
+// Report fills in an open range: from when metering began, until now at
+// the latest; a range wholly after now counts nothing.
+func TestReportRange(t *testing.T) {
+	m := meter(t, 10, nc, 20, on)
+	for _, c := range []struct {
+		from, to, now    time.Time
+		wantFrom, wantTo time.Time
+		want             sums
+	}{
+		{time.Time{}, time.Time{}, at(100), at(10), at(100), secs(nc, 10, on, 80)},
+		{at(15), at(1000), at(100), at(15), at(100), secs(nc, 5, on, 80)},
+		{at(0), at(50), at(100), at(10), at(50), secs(nc, 10, on, 30)},
+		{at(200), at(300), at(100), at(200), at(200), sums{}},
+	} {
+		r, err := m.Report(c.from, c.to, c.now)
+		if err != nil || !r.From.Equal(c.wantFrom) || !r.To.Equal(c.wantTo) || !r.Since.Equal(at(10)) || !maps.Equal(sums(r.Time), c.want) {
+			t.Errorf("Report(%v, %v, now %v) = %+v, %v; want %v..%v %v", c.from, c.to, c.now, r, err, c.wantFrom, c.wantTo, c.want)
+		}
+	}
+	if r, err := (&Meter{}).Report(time.Time{}, time.Time{}, at(5)); err != nil || !r.Since.IsZero() || len(r.Time) != 0 {
+		t.Errorf("an empty meter: %+v %v", r, err)
+	}
+}
