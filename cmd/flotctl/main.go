@@ -44,6 +44,7 @@ type cli struct {
 	instances  flotillav1.InstanceServiceClient
 	operations flotillav1.OperationServiceClient
 	hosts      flotillav1.HostServiceClient
+	usage      flotillav1.UsageServiceClient
 }
 
 // commandList names every subcommand with its usage line, in help order.
@@ -61,6 +62,7 @@ var commandList = []struct{ name, usage string }{
 	{"resume", "resume ID [--request-id R] [--wait]"},
 	{"delete", "delete ID [--request-id R] [--wait]"},
 	{"update", "update ID [--name N] [--label K=V]... [--clear-labels] [--recovery leave|restart|mark-failed [--max-restarts N]] [--request-id R] [--wait]"},
+	{"usage", "usage ID [--vocabulary rightscale|azure] [--from T] [--to T]"},
 	{"op get", "op get ID"},
 	{"op list", "op list [--instance ID]"},
 	{"op wait", "op wait ID [--timeout 5m]"},
@@ -80,7 +82,7 @@ var runners = map[string]runFunc{
 	"create": runMutation, "start": runMutation, "stop": runMutation,
 	"restart": runMutation, "pause": runMutation, "unpause": runMutation, "update": runMutation,
 	"suspend": runMutation, "resume": runMutation, "delete": runMutation,
-	"get": runGet, "list": runList, "watch": runWatch,
+	"get": runGet, "list": runList, "watch": runWatch, "usage": runUsage,
 	"op get": runOpGet, "op list": runOpList, "op wait": runOpWait, "op cancel": runOpCancel,
 	"host list": runHostList, "host get": runHostGet,
 	"host cordon": runHostCordon, "host uncordon": runHostCordon, "host drain": runHostDrain,
@@ -231,6 +233,7 @@ func (c *cli) connect() (func(), error) {
 	c.instances = flotillav1.NewInstanceServiceClient(conn)
 	c.operations = flotillav1.NewOperationServiceClient(conn)
 	c.hosts = flotillav1.NewHostServiceClient(conn)
+	c.usage = flotillav1.NewUsageServiceClient(conn)
 	return func() { conn.Close() }, nil
 }
 

@@ -5,9 +5,12 @@ import (
 	"io"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	flotillav1 "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
@@ -128,10 +131,34 @@ func printOperations(w io.Writer, format string, ops []*flotillav1.Operation) er
 			enumName(op.GetKind(), "OPERATION_KIND_"),
 			enumName(op.GetState(), "OPERATION_STATE_"),
 			op.GetStep(),
+			timeText(op.GetCreateTime()),
+			callerText(op.GetRequestedBy()),
 			faultText(op.GetError()),
 		})
 	}
-	return writeTable(w, []string{"ID", "INSTANCE", "KIND", "STATE", "STEP", "ERROR"}, rows)
+	return writeTable(w, []string{"ID", "INSTANCE", "KIND", "STATE", "STEP", "CREATED", "REQUESTED_BY", "ERROR"}, rows)
+}
+
+// timeText shows a time in UTC to the second ("" if unset).
+func timeText(t *timestamppb.Timestamp) string {
+	if t == nil {
+		return ""
+	}
+	return t.AsTime().UTC().Format(time.RFC3339)
+}
+
+// callerText shows who asked: "alice (operator)", or "unauthenticated
+// ADDRESS"; "" for operations the coordinator started itself.
+func callerText(c *flotillav1.Caller) string {
+	switch {
+	case c == nil:
+		return ""
+	case !c.GetAuthenticated():
+		return strings.TrimSpace("unauthenticated " + c.GetAddress())
+	case len(c.GetRoles()) > 0:
+		return c.GetName() + " (" + strings.Join(c.GetRoles(), ",") + ")"
+	}
+	return c.GetName()
 }
 
 // printOperation prints one operation in detail: its row, what may still
@@ -141,6 +168,13 @@ func printOperation(w io.Writer, format string, op *flotillav1.Operation) error 
 		return err
 	}
 	var details [][]string
+	if by := op.GetRequestedBy(); by.GetAuthenticated() && by.GetAddress() != "" {
+		// (An unauthenticated caller's address is its REQUESTED_BY.)
+		details = append(details, []string{"REQUESTED_FROM", by.GetAddress()})
+	}
+	if t := op.GetEndTime(); t != nil {
+		details = append(details, []string{"ENDED", timeText(t)})
+	}
 	if t := op.GetTargetHostId(); t != "" {
 		details = append(details, []string{"TARGET", t})
 	}
@@ -177,11 +211,13 @@ func printSteps(w io.Writer, steps []*flotillav1.OperationStep) error {
 			enumName(st.GetState(), "STEP_STATE_"),
 			st.GetHostId(),
 			attemptText(st.GetAttempt(), st.GetMaxAttempts()),
+			timeText(st.GetStartTime()),
+			timeText(st.GetEndTime()),
 			st.GetCompensation(),
 			faultText(st.GetError()),
 		})
 	}
-	return writeTable(w, []string{"STEP", "STATE", "HOST", "ATTEMPT", "UNDO", "ERROR"}, rows)
+	return writeTable(w, []string{"STEP", "STATE", "HOST", "ATTEMPT", "STARTED", "ENDED", "UNDO", "ERROR"}, rows)
 }
 
 // attemptText shows "attempt/max", or nothing for a step not started yet.
@@ -223,6 +259,37 @@ func printHosts(w io.Writer, format string, hosts []*flotillav1.Host) error {
 		})
 	}
 	return writeTable(w, []string{"ID", "STATUS", "HYPERVISOR", "VCPUS", "MEMORY_MIB", "DISK_GIB", "INSTANCES", "ORPHANS", "EPOCH", "AGENT"}, rows)
+}
+
+// printUsage writes each vocabulary's classes with the time spent in
+// each, then the range counted.
+func printUsage(w io.Writer, format string, us []*flotillav1.InstanceUsage) error {
+	if format == "json" {
+		return writeJSON(w, us)
+	}
+	var rows [][]string
+	for _, u := range us {
+		voc := strings.ToLower(enumName(u.GetVocabulary(), "VOCABULARY_"))
+		row := func(class string, d *durationpb.Duration) {
+			rows = append(rows, []string{voc, class, fmt.Sprintf("%.0f", d.AsDuration().Seconds()), d.AsDuration().Round(time.Second).String()})
+		}
+		for _, c := range u.GetClasses() {
+			row(c.GetBillingClass(), c.GetDuration())
+		}
+		row("unclassified", u.GetUnclassified())
+	}
+	if err := writeTable(w, []string{"VOCABULARY", "BILLING_CLASS", "SECONDS", "TIME"}, rows); err != nil || len(us) == 0 {
+		return err
+	}
+	u := us[0]
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "INSTANCE\t%s\n", u.GetInstanceId())
+	fmt.Fprintf(tw, "FROM\t%s\n", dash(timeText(u.GetStartTime())))
+	fmt.Fprintf(tw, "TO\t%s\n", dash(timeText(u.GetEndTime())))
+	fmt.Fprintf(tw, "METERED_SINCE\t%s\n", dash(timeText(u.GetMeteredSince())))
+	fmt.Fprintf(tw, "REVISION\t%d\n", u.GetRevision())
+	return tw.Flush()
 }
 
 // watchFormat lays out watch lines; the stream is printed as it arrives, so

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	flotillav1 "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
@@ -24,7 +26,9 @@ var (
 			State: flotillav1.OperationState_OPERATION_STATE_RUNNING, Step: "reset"},
 		{Id: "op-2", InstanceId: "i-22", Kind: flotillav1.OperationKind_OPERATION_KIND_STOP,
 			State: flotillav1.OperationState_OPERATION_STATE_FAILED, Done: true, Step: "shutdown",
-			Error: &flotillav1.Fault{Code: "DEADLINE_EXCEEDED", Message: "guest did not power off"}},
+			Error:       &flotillav1.Fault{Code: "DEADLINE_EXCEEDED", Message: "guest did not power off"},
+			CreateTime:  timestamppb.New(time.Date(2026, 12, 1, 9, 30, 0, 0, time.UTC)),
+			RequestedBy: &flotillav1.Caller{Address: "127.0.0.1:5555"}},
 	}
 )
 
@@ -49,9 +53,9 @@ func TestOperationTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := "" +
-		"ID    INSTANCE  KIND          STATE    STEP      ERROR\n" +
-		"op-1  i-1       HARD_RESTART  RUNNING  reset     -\n" +
-		"op-2  i-22      STOP          FAILED   shutdown  DEADLINE_EXCEEDED: guest did not power off\n"
+		"ID    INSTANCE  KIND          STATE    STEP      CREATED               REQUESTED_BY                    ERROR\n" +
+		"op-1  i-1       HARD_RESTART  RUNNING  reset     -                     -                               -\n" +
+		"op-2  i-22      STOP          FAILED   shutdown  2026-12-01T09:30:00Z  unauthenticated 127.0.0.1:5555  DEADLINE_EXCEEDED: guest did not power off\n"
 	if b.String() != want {
 		t.Errorf("got\n%s\nwant\n%s", b.String(), want)
 	}
@@ -70,8 +74,8 @@ func TestOperationTableRollingBack(t *testing.T) {
 	}
 	// op list shows one row per operation, steps or not.
 	want := "" +
-		"ID    INSTANCE  KIND  STATE         STEP                ERROR\n" +
-		"op-3  i-1       MOVE  ROLLING_BACK  remove-from-target  INVALID_DISK: backing file outside the image directory\n"
+		"ID    INSTANCE  KIND  STATE         STEP                CREATED  REQUESTED_BY  ERROR\n" +
+		"op-3  i-1       MOVE  ROLLING_BACK  remove-from-target  -        -             INVALID_DISK: backing file outside the image directory\n"
 	if b.String() != want {
 		t.Errorf("got\n%s\nwant\n%s", b.String(), want)
 	}
@@ -81,7 +85,8 @@ func TestOperationDetail(t *testing.T) {
 	// A rolled-back move: the undo steps follow the forward ones.
 	op := &flotillav1.Operation{Id: "op-4", InstanceId: "i-1", Kind: flotillav1.OperationKind_OPERATION_KIND_MOVE,
 		State: flotillav1.OperationState_OPERATION_STATE_FAILED, Done: true, Step: "FAILED", TargetHostId: "h2",
-		Error: &flotillav1.Fault{Code: "DISK_CORRUPT", Message: "sha-256 mismatch"},
+		EndTime: timestamppb.New(time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)),
+		Error:   &flotillav1.Fault{Code: "DISK_CORRUPT", Message: "sha-256 mismatch"},
 		Steps: []*flotillav1.OperationStep{
 			{Name: "offer-disk", State: flotillav1.StepState_STEP_STATE_SUCCEEDED, HostId: "h1", Attempt: 1, MaxAttempts: 3},
 			{Name: "copy-disk-to-target", State: flotillav1.StepState_STEP_STATE_FAILED, HostId: "h2", Attempt: 3, MaxAttempts: 3,
@@ -95,16 +100,17 @@ func TestOperationDetail(t *testing.T) {
 	}
 	// Done: CANCELLABLE means nothing any more and is left out.
 	want := "" +
-		"ID    INSTANCE  KIND  STATE   STEP    ERROR\n" +
-		"op-4  i-1       MOVE  FAILED  FAILED  DISK_CORRUPT: sha-256 mismatch\n" +
+		"ID    INSTANCE  KIND  STATE   STEP    CREATED  REQUESTED_BY  ERROR\n" +
+		"op-4  i-1       MOVE  FAILED  FAILED  -        -             DISK_CORRUPT: sha-256 mismatch\n" +
 		"\n" +
+		"ENDED   2026-12-01T10:00:00Z\n" +
 		"TARGET  h2\n" +
 		"\n" +
-		"STEP                 STATE      HOST  ATTEMPT  UNDO                ERROR\n" +
-		"offer-disk           SUCCEEDED  h1    1/3      -                   -\n" +
-		"copy-disk-to-target  FAILED     h2    3/3      remove-from-target  DISK_CORRUPT: sha-256 mismatch\n" +
-		"switch-host          SKIPPED    -     -        -                   -\n" +
-		"remove-from-source   SKIPPED    h1    -        -                   -\n"
+		"STEP                 STATE      HOST  ATTEMPT  STARTED  ENDED  UNDO                ERROR\n" +
+		"offer-disk           SUCCEEDED  h1    1/3      -        -      -                   -\n" +
+		"copy-disk-to-target  FAILED     h2    3/3      -        -      remove-from-target  DISK_CORRUPT: sha-256 mismatch\n" +
+		"switch-host          SKIPPED    -     -        -        -      -                   -\n" +
+		"remove-from-source   SKIPPED    h1    -        -        -      -                   -\n"
 	if b.String() != want {
 		t.Errorf("got\n%s\nwant\n%s", b.String(), want)
 	}

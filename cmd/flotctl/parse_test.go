@@ -254,6 +254,10 @@ func TestRunUsageExitCodes(t *testing.T) {
 		{[]string{"host", "cordon"}, 2, "flotctl: missing ID\nusage: flotctl host cordon ID\n", ""},
 		{[]string{"host", "drain", "h1", "--policy", "evacuate"}, 2, `--policy must be stop or move, not "evacuate"`, ""},
 		{[]string{"host", "drain", "-h"}, 0, "", "-policy string"},
+		{[]string{"usage"}, 2, "flotctl: missing ID\nusage: flotctl usage ID [--vocabulary rightscale|azure] [--from T] [--to T]\n", ""},
+		{[]string{"usage", "i-1", "--vocabulary", "nova"}, 2, `--vocabulary must be rightscale or azure, not "nova"`, ""},
+		{[]string{"usage", "i-1", "--from", "yesterday"}, 2, `--from: want RFC 3339`, ""},
+		{[]string{"usage", "i-1", "--from", "2026-12-02", "--to", "2026-12-01"}, 2, "--to must be after --from", ""},
 	}
 	for _, tt := range tests {
 		var stdout, stderr bytes.Buffer
@@ -317,5 +321,18 @@ func TestParseVocabulary(t *testing.T) {
 	var ue *usageError
 	if !errors.As(err, &ue) || !strings.Contains(ue.msg, `unknown vocabulary "ec2"`) {
 		t.Errorf("err = %v, want usage error for the unknown vocabulary", err)
+	}
+}
+
+func TestParseUsage(t *testing.T) {
+	reqs, err := parseUsage("usage", []string{"i-1", "--vocabulary", "AZURE", "--from", "2026-12-01T08:00:00+01:00"})
+	if err != nil || len(reqs) != 1 || reqs[0].GetVocabulary() != flotillav1.Vocabulary_VOCABULARY_AZURE ||
+		!reqs[0].GetStartTime().AsTime().Equal(time.Date(2026, 12, 1, 7, 0, 0, 0, time.UTC)) || reqs[0].GetEndTime() != nil {
+		t.Fatalf("parseUsage = %v, %v", reqs, err)
+	}
+	reqs, err = parseUsage("usage", []string{"--to", "2026-12-31", "i-1"})
+	if err != nil || len(reqs) != 2 || reqs[0].GetInstanceId() != "i-1" || reqs[1].GetVocabulary() != flotillav1.Vocabulary_VOCABULARY_AZURE ||
+		!reqs[1].GetEndTime().AsTime().Equal(time.Date(2026, 12, 31, 0, 0, 0, 0, time.UTC)) {
+		t.Fatalf("parseUsage = %v, %v", reqs, err)
 	}
 }

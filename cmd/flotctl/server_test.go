@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	flotillav1 "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
@@ -24,6 +25,7 @@ type fake struct {
 	flotillav1.UnimplementedInstanceServiceServer
 	flotillav1.UnimplementedOperationServiceServer
 	flotillav1.UnimplementedHostServiceServer
+	flotillav1.UnimplementedUsageServiceServer
 
 	mu        sync.Mutex
 	instances []*flotillav1.Instance // served two per page
@@ -45,6 +47,30 @@ type fake struct {
 	cancelReqs   []*flotillav1.CancelOperationRequest
 	cancelOp     *flotillav1.Operation // CancelOperation's answer; nil: Unimplemented
 	cancelErr    error                 // CancelOperation's error, if set
+	usageReqs    []*flotillav1.GetInstanceUsageRequest
+}
+
+// GetInstanceUsage answers for i-1 only: an hour in which it ran 40
+// minutes and was stopped 20, at revision 12.
+func (f *fake) GetInstanceUsage(_ context.Context, r *flotillav1.GetInstanceUsageRequest) (*flotillav1.InstanceUsage, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.usageReqs = append(f.usageReqs, r)
+	if r.GetInstanceId() != "i-1" {
+		return nil, status.Errorf(codes.NotFound, "instance %q not found", r.GetInstanceId())
+	}
+	from, to := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC), time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	u := &flotillav1.InstanceUsage{InstanceId: "i-1", Vocabulary: r.GetVocabulary(), StartTime: timestamppb.New(from),
+		EndTime: timestamppb.New(to), MeteredSince: timestamppb.New(from), Revision: 12, Unclassified: durationpb.New(0)}
+	classes := map[flotillav1.Vocabulary][]string{
+		flotillav1.Vocabulary_VOCABULARY_RIGHTSCALE: {"instance-usage", "storage-only", "not-charged"},
+		flotillav1.Vocabulary_VOCABULARY_AZURE:      {"hardware-and-software", "hardware-only", "not-billed"},
+	}[r.GetVocabulary()]
+	for i, c := range classes {
+		d := []time.Duration{40 * time.Minute, 20 * time.Minute, 0}[i]
+		u.Classes = append(u.Classes, &flotillav1.BillingClassUsage{BillingClass: c, Duration: durationpb.New(d)})
+	}
+	return u, nil
 }
 
 func (f *fake) GetInstance(_ context.Context, r *flotillav1.GetInstanceRequest) (*flotillav1.Instance, error) {
@@ -181,6 +207,7 @@ func serve(t *testing.T, f *fake) string {
 	flotillav1.RegisterInstanceServiceServer(s, f)
 	flotillav1.RegisterOperationServiceServer(s, f)
 	flotillav1.RegisterHostServiceServer(s, f)
+	flotillav1.RegisterUsageServiceServer(s, f)
 	go s.Serve(lis)
 	t.Cleanup(s.Stop)
 	return lis.Addr().String()
@@ -252,8 +279,8 @@ func TestStopWaitSucceeded(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
 	want := "" +
-		"ID    INSTANCE  KIND  STATE      STEP      ERROR\n" +
-		"op-1  i-1       STOP  SUCCEEDED  shutdown  -\n" +
+		"ID    INSTANCE  KIND  STATE      STEP      CREATED  REQUESTED_BY  ERROR\n" +
+		"op-1  i-1       STOP  SUCCEEDED  shutdown  -        -             -\n" +
 		"\n" +
 		"ID   NAME  STATUS   POWER     HOST  OPERATION\n" +
 		"i-1  web   STOPPED  SHUT_OFF  h1    -\n"
@@ -469,11 +496,15 @@ func moveOp() *flotillav1.Operation {
 		Id: "op-7", InstanceId: "i-1", Kind: flotillav1.OperationKind_OPERATION_KIND_MOVE,
 		State: flotillav1.OperationState_OPERATION_STATE_RUNNING, Step: "copy-disk-to-target",
 		HostId: "h1", TargetHostId: "h2", Cancellable: true,
+		CreateTime:  timestamppb.New(time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)),
+		RequestedBy: &flotillav1.Caller{Name: "alice", Roles: []string{"operator"}, Authenticated: true, Address: "10.0.0.7:51234"},
 		Steps: []*flotillav1.OperationStep{
 			{Name: "stop-on-source", State: flotillav1.StepState_STEP_STATE_SUCCEEDED, HostId: "h1", Attempt: 1, MaxAttempts: 3,
-				Compensation: "start-on-source"},
+				Compensation: "start-on-source", StartTime: timestamppb.New(time.Date(2026, 12, 1, 9, 0, 1, 0, time.UTC)),
+				EndTime: timestamppb.New(time.Date(2026, 12, 1, 9, 0, 9, 500, time.UTC))},
 			{Name: "offer-disk", State: flotillav1.StepState_STEP_STATE_SUCCEEDED, HostId: "h1", Attempt: 1, MaxAttempts: 3},
 			{Name: "copy-disk-to-target", State: flotillav1.StepState_STEP_STATE_RUNNING, HostId: "h2", Attempt: 2, MaxAttempts: 3,
+				StartTime:    timestamppb.New(time.Date(2026, 12, 1, 9, 0, 10, 0, time.UTC)),
 				Compensation: "remove-from-target", Error: &flotillav1.Fault{Code: "PEER_UNAVAILABLE", Message: "connection refused"}},
 			{Name: "start-on-target", State: flotillav1.StepState_STEP_STATE_PENDING, HostId: "h2", MaxAttempts: 3,
 				Compensation: "stop-on-target"},
@@ -491,19 +522,20 @@ func TestOpGetSteps(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
 	want := "" +
-		"ID    INSTANCE  KIND  STATE    STEP                 ERROR\n" +
-		"op-7  i-1       MOVE  RUNNING  copy-disk-to-target  -\n" +
+		"ID    INSTANCE  KIND  STATE    STEP                 CREATED               REQUESTED_BY      ERROR\n" +
+		"op-7  i-1       MOVE  RUNNING  copy-disk-to-target  2026-12-01T09:00:00Z  alice (operator)  -\n" +
 		"\n" +
-		"TARGET       h2\n" +
-		"CANCELLABLE  yes\n" +
+		"REQUESTED_FROM  10.0.0.7:51234\n" +
+		"TARGET          h2\n" +
+		"CANCELLABLE     yes\n" +
 		"\n" +
-		"STEP                 STATE      HOST  ATTEMPT  UNDO                ERROR\n" +
-		"stop-on-source       SUCCEEDED  h1    1/3      start-on-source     -\n" +
-		"offer-disk           SUCCEEDED  h1    1/3      -                   -\n" +
-		"copy-disk-to-target  RUNNING    h2    2/3      remove-from-target  PEER_UNAVAILABLE: connection refused\n" +
-		"start-on-target      PENDING    h2    -        stop-on-target      -\n" +
-		"switch-host          PENDING    -     -        -                   -\n" +
-		"remove-from-source   PENDING    h1    -        -                   -\n"
+		"STEP                 STATE      HOST  ATTEMPT  STARTED               ENDED                 UNDO                ERROR\n" +
+		"stop-on-source       SUCCEEDED  h1    1/3      2026-12-01T09:00:01Z  2026-12-01T09:00:09Z  start-on-source     -\n" +
+		"offer-disk           SUCCEEDED  h1    1/3      -                     -                     -                   -\n" +
+		"copy-disk-to-target  RUNNING    h2    2/3      2026-12-01T09:00:10Z  -                     remove-from-target  PEER_UNAVAILABLE: connection refused\n" +
+		"start-on-target      PENDING    h2    -        -                     -                     stop-on-target      -\n" +
+		"switch-host          PENDING    -     -        -                     -                     -                   -\n" +
+		"remove-from-source   PENDING    h1    -        -                     -                     -                   -\n"
 	if out != want {
 		t.Errorf("stdout\n%s\nwant\n%s", out, want)
 	}
@@ -561,11 +593,11 @@ func TestOpCancelPending(t *testing.T) {
 		t.Fatalf("exit %d, stderr %q", code, errOut)
 	}
 	want := "" +
-		"ID    INSTANCE  KIND    STATE     STEP      ERROR\n" +
-		"op-3  i-3       CREATE  CANCELED  canceled  CANCELED: canceled by the user before it reached the host\n" +
+		"ID    INSTANCE  KIND    STATE     STEP      CREATED  REQUESTED_BY  ERROR\n" +
+		"op-3  i-3       CREATE  CANCELED  canceled  -        -             CANCELED: canceled by the user before it reached the host\n" +
 		"\n" +
-		"STEP           STATE    HOST  ATTEMPT  UNDO           ERROR\n" +
-		"create-domain  SKIPPED  -     -        delete-domain  -\n"
+		"STEP           STATE    HOST  ATTEMPT  STARTED  ENDED  UNDO           ERROR\n" +
+		"create-domain  SKIPPED  -     -        -        -      delete-domain  -\n"
 	if out != want {
 		t.Errorf("stdout\n%s\nwant\n%s", out, want)
 	}
@@ -614,5 +646,56 @@ func TestOpCancelRefused(t *testing.T) {
 	code, out, _ = runCLI(context.Background(), addr, "op", "cancel")
 	if code != 2 || out != "" || len(f.cancelReqs) != 1 {
 		t.Errorf("exit %d, stdout %q, %d calls", code, out, len(f.cancelReqs))
+	}
+}
+
+func TestUsage(t *testing.T) {
+	f := &fake{}
+	addr := serve(t, f)
+	code, out, errOut := runCLI(context.Background(), addr, "usage", "i-1")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	want := "" +
+		"VOCABULARY  BILLING_CLASS          SECONDS  TIME\n" +
+		"rightscale  instance-usage         2400     40m0s\n" +
+		"rightscale  storage-only           1200     20m0s\n" +
+		"rightscale  not-charged            0        0s\n" +
+		"rightscale  unclassified           0        0s\n" +
+		"azure       hardware-and-software  2400     40m0s\n" +
+		"azure       hardware-only          1200     20m0s\n" +
+		"azure       not-billed             0        0s\n" +
+		"azure       unclassified           0        0s\n" +
+		"\n" +
+		"INSTANCE       i-1\n" +
+		"FROM           2026-12-01T09:00:00Z\n" +
+		"TO             2026-12-01T10:00:00Z\n" +
+		"METERED_SINCE  2026-12-01T09:00:00Z\n" +
+		"REVISION       12\n"
+	if out != want {
+		t.Errorf("stdout\n%s\nwant\n%s", out, want)
+	}
+	// Both vocabularies were asked, the second at least at the first's revision.
+	if len(f.usageReqs) != 2 || f.usageReqs[0].GetVocabulary() != flotillav1.Vocabulary_VOCABULARY_RIGHTSCALE ||
+		f.usageReqs[1].GetMinRevision() != 12 || f.usageReqs[0].GetStartTime() != nil {
+		t.Errorf("requests %v", f.usageReqs)
+	}
+
+	code, out, errOut = runCLI(context.Background(), addr, "-o", "json", "usage", "i-1", "--vocabulary", "azure", "--from", "2026-12-01", "--to", "2026-12-01T10:00:00Z")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	got := jsonLines(t, out, func() *flotillav1.InstanceUsage { return new(flotillav1.InstanceUsage) })
+	if len(got) != 1 || got[0].GetVocabulary() != flotillav1.Vocabulary_VOCABULARY_AZURE || len(got[0].GetClasses()) != 3 {
+		t.Errorf("json = %s", out)
+	}
+	r := f.usageReqs[2]
+	if !r.GetStartTime().AsTime().Equal(time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)) || !r.GetEndTime().AsTime().Equal(time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)) {
+		t.Errorf("range %v..%v", r.GetStartTime().AsTime(), r.GetEndTime().AsTime())
+	}
+
+	code, _, errOut = runCLI(context.Background(), addr, "usage", "i-404")
+	if code != 1 || errOut != "flotctl: NotFound: instance \"i-404\" not found\n" {
+		t.Errorf("exit %d, stderr %q", code, errOut)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/flotilla-vm/flotilla/coordinator/fsm"
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
+	"github.com/flotilla-vm/flotilla/coordinator/usage"
 	"github.com/flotilla-vm/flotilla/coordinator/vocabulary"
 	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
@@ -296,6 +297,7 @@ func operationToPB(o *state.Operation) *pb.Operation {
 	if o.Graceful > 0 {
 		out.GracefulTimeout = durationpb.New(o.Graceful)
 	}
+	out.RequestedBy = callerToPB(o.RequestedBy)
 	out.Cancellable = fsm.Cancellable(o)
 	out.CancelRequested = o.CancelRequested
 	out.TargetHostId = o.TargetHostID
@@ -339,4 +341,21 @@ func statusFromPB(s pb.Status) (lifecycle.Status, bool) {
 		}
 	}
 	return "", false
+}
+
+func callerToPB(c *state.Caller) *pb.Caller {
+	if c == nil {
+		return nil
+	}
+	return &pb.Caller{Name: c.Name, Roles: c.Roles, Authenticated: c.Authenticated, Address: c.Address}
+}
+
+// usageToPB lists every class of the vocabulary, in the seed's order.
+func usageToPB(id string, v vocabulary.Vocabulary, r usage.Report, rev int64) *pb.InstanceUsage {
+	out := &pb.InstanceUsage{InstanceId: id, Vocabulary: vocabularyToPB[v], StartTime: ts(r.From), EndTime: ts(r.To),
+		Unclassified: durationpb.New(r.Time[vocabulary.BillingNone]), MeteredSince: ts(r.Since), Revision: rev}
+	for _, c := range v.Classes() {
+		out.Classes = append(out.Classes, &pb.BillingClassUsage{BillingClass: string(c), Duration: durationpb.New(r.Time[c])})
+	}
+	return out
 }

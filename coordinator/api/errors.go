@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -13,6 +14,7 @@ import (
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
 	"github.com/flotilla-vm/flotilla/coordinator/raftstore"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
+	"github.com/flotilla-vm/flotilla/coordinator/usage"
 )
 
 const errorDomain = "flotilla.dev"
@@ -26,6 +28,7 @@ func toStatus(err error) error {
 		return err // already a gRPC status
 	}
 	var nae *lifecycle.NotAllowedError
+	var compacted *usage.CompactedError
 	switch {
 	case errors.As(err, &nae):
 		allowed := make([]string, len(nae.Allowed))
@@ -41,6 +44,12 @@ func toStatus(err error) error {
 				Type: "STATUS", Subject: string(nae.Status), Description: err.Error(),
 			}}},
 		)
+		return st.Err()
+	case errors.As(err, &compacted):
+		st := status.New(codes.OutOfRange, err.Error())
+		st, _ = st.WithDetails(&errdetails.ErrorInfo{Reason: "USAGE_COMPACTED", Domain: errorDomain, Metadata: map[string]string{
+			"compacted_from": compacted.From.Format(time.RFC3339Nano), "compacted_until": compacted.To.Format(time.RFC3339Nano),
+		}})
 		return st.Err()
 	case errors.Is(err, state.ErrNotFound):
 		return status.Error(codes.NotFound, err.Error())

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"slices"
 
+	"github.com/flotilla-vm/flotilla/coordinator/caller"
 	"github.com/flotilla-vm/flotilla/coordinator/fsm"
 	"github.com/flotilla-vm/flotilla/coordinator/ids"
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
@@ -136,7 +137,7 @@ func (s *hosts) DrainHost(ctx context.Context, r *pb.DrainHostRequest) (*pb.Host
 		return nil, toStatus(err)
 	}
 	all, _ := s.store.Instances()
-	now := s.now()
+	now, by := s.now(), caller.Of(ctx)
 	cmd := fsm.DrainHost{HostID: r.Id, Policy: s.policy}
 	var targets []scheduler.Host
 	if src, _ := s.store.Host(r.Id); r.Policy == pb.DrainPolicy_DRAIN_POLICY_MOVE && src.PeerAddr != "" {
@@ -152,7 +153,7 @@ func (s *hosts) DrainHost(ctx context.Context, r *pb.DrainHostRequest) (*pb.Host
 			continue
 		}
 		op := state.Operation{ID: ids.New("op-"), InstanceID: i.ID, Graceful: graceful, Force: true,
-			Deadline: now.Add(s.deadline(lifecycle.OpStop) + graceful)}
+			Deadline: now.Add(s.deadline(lifecycle.OpStop) + graceful), RequestedBy: by}
 		if t, ok := moveTarget(&i, targets, s.policy); ok {
 			op.TargetHostID, op.Token = targets[t].ID, newToken()
 			op.Deadline = now.Add(s.deadline(lifecycle.OpMove) + graceful)

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/flotilla-vm/flotilla/coordinator/caller"
 	"github.com/flotilla-vm/flotilla/coordinator/fsm"
 	"github.com/flotilla-vm/flotilla/coordinator/ids"
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
@@ -67,7 +68,8 @@ func (s *instances) CreateInstance(ctx context.Context, r *pb.CreateInstanceRequ
 		Policy: s.policy,
 		Instance: state.Instance{ID: ids.New("i-"), Name: r.Name, Spec: spec, HostID: hostID,
 			Recovery: recoveryFromPB(r.GetRecovery()), Placement: placed, Labels: r.GetLabels()},
-		Operation: state.Operation{ID: ids.New("op-"), RequestID: r.RequestId, Deadline: now.Add(s.deadline(lifecycle.OpCreate))},
+		Operation: state.Operation{ID: ids.New("op-"), RequestID: r.RequestId, Deadline: now.Add(s.deadline(lifecycle.OpCreate)),
+			RequestedBy: caller.Of(ctx)},
 	}
 	cmd.Operation.InstanceID = cmd.Instance.ID
 	v, err := s.apply(ctx, fsm.TypeCreateInstance, cmd) // encoded before it returns: cmd is free again
@@ -167,6 +169,7 @@ func (s *instances) act(ctx context.Context, r actRequest, v violations) (*pb.Op
 	cmd := fsm.InstanceAction{Action: a, Hard: hard, Operation: state.Operation{
 		ID: ids.New("op-"), InstanceID: id, RequestID: requestID,
 		Deadline: now.Add(s.deadline(kind) + graceful), Graceful: graceful, Force: force, Update: r.update,
+		RequestedBy: caller.Of(ctx),
 	}}
 	res, err := s.apply(ctx, fsm.TypeInstanceAction, cmd)
 	if err != nil {

@@ -63,7 +63,7 @@ type core struct {
 	now       func() time.Time
 }
 
-// Register adds InstanceService, OperationService and HostService to s.
+// Register adds the public services (instances, operations, hosts, cluster, usage) to s.
 func Register(s grpc.ServiceRegistrar, cfg Config) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -76,6 +76,7 @@ func Register(s grpc.ServiceRegistrar, cfg Config) {
 	pb.RegisterOperationServiceServer(s, &operations{core: c})
 	pb.RegisterHostServiceServer(s, &hosts{core: c})
 	pb.RegisterClusterServiceServer(s, &cluster{core: c, node: cfg.Cluster})
+	pb.RegisterUsageServiceServer(s, &usageService{core: c})
 }
 
 // deadline is how long an operation of kind k may take.

@@ -27,6 +27,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
+
+	"github.com/flotilla-vm/flotilla/coordinator/caller"
 )
 
 // forwardedKey marks a relayed request: a server that is not the leader
@@ -122,7 +124,9 @@ func (f *Forwarder) forwardWrite(ctx context.Context, req proto.Message, method 
 	if len(in.Get(forwardedKey)) > 0 {
 		return nil, refusedForward()
 	}
-	md := relayMetadata(in)
+	// The leader sees this follower as its peer: the caller goes along.
+	who := caller.Relayed(ctx)
+	md := append(relayMetadata(in), caller.Header, who)
 	deadline := time.Now().Add(f.wait)
 	for {
 		addr, err := f.leaderAddr(ctx, deadline)
@@ -137,6 +141,7 @@ func (f *Forwarder) forwardWrite(ctx context.Context, req proto.Message, method 
 		if errors.Is(err, errNoRelay) {
 			out := in.Copy()
 			out.Set(forwardedKey, "1")
+			out.Set(caller.Header, who)
 			reply = mt.New().Interface()
 			err = conn.Invoke(metadata.NewOutgoingContext(ctx, out), method, req, reply)
 		}

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/flotilla-vm/flotilla/coordinator/caller"
 	"github.com/flotilla-vm/flotilla/internal/mtls"
 )
 
@@ -300,8 +301,8 @@ func (relayedCall) SetTrailer(metadata.MD) error { return nil }
 
 // relayMetadata is what of a client's incoming metadata goes with its
 // relayed request, as key, value pairs: everything but HTTP/2
-// pseudo-headers, gRPC's own (grpc-*) and hop-by-hop headers, and the
-// forwarding mark.
+// pseudo-headers, gRPC's own (grpc-*) and hop-by-hop headers, the
+// forwarding mark, and a caller header (the follower adds its own).
 func relayMetadata(in metadata.MD) []string {
 	var kv []string
 	for k, vs := range in {
@@ -320,7 +321,7 @@ func relayedKey(k string) bool {
 		return false
 	}
 	switch k {
-	case forwardedKey, "content-type", "user-agent", "te", "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "host":
+	case forwardedKey, caller.Header, "content-type", "user-agent", "te", "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "host":
 		return false
 	}
 	return true

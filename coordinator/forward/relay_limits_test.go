@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -52,7 +53,9 @@ func rawRelay(t *testing.T, ctx context.Context, addr string, dial ...grpc.DialO
 
 // relayOne sends r on stream and returns its reply, or the stream's error.
 func relayOne(stream grpc.ClientStream, r relayRequest) (proto.Message, error) {
-	if err := stream.SendMsg(wrapperspb.Bytes(appendRequest(nil, r))); err != nil {
+	// A stream the server already ended fails SendMsg with io.EOF; its
+	// status is what RecvMsg returns.
+	if err := stream.SendMsg(wrapperspb.Bytes(appendRequest(nil, r))); err != nil && err != io.EOF {
 		return nil, err
 	}
 	in := new(wrapperspb.BytesValue)

@@ -16,6 +16,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/flotilla-vm/flotilla/coordinator/caller"
+	"github.com/flotilla-vm/flotilla/coordinator/state"
 	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
 
@@ -47,6 +49,9 @@ type instances struct {
 
 	deadline atomic.Value // time.Time: the deadline of the last "deadline" request
 
+	// caller is who the last create came from, as caller.Of says.
+	caller atomic.Pointer[state.Caller]
+
 	// Requests named "block" wait for release to be closed.
 	release       chan struct{}
 	running, peak atomic.Int64
@@ -55,6 +60,7 @@ type instances struct {
 
 func (s *instances) CreateInstance(ctx context.Context, r *pb.CreateInstanceRequest) (*pb.Operation, error) {
 	s.calls.Add(1)
+	s.caller.Store(caller.Of(ctx))
 	if r.Name == "block" {
 		n := s.running.Add(1)
 		defer s.running.Add(-1)

@@ -88,6 +88,10 @@ func createLoad(b *testing.B, batch, preload int) (*FSM, func() []byte) {
 	st := state.New(0)
 	f := New(st, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	now := time.Date(2026, 11, 23, 0, 0, 0, 0, time.UTC)
+	// As on every cluster once a leader is elected: usage is recorded.
+	if start, err := Encode(TypeStartUsage, now, StartUsage{}); err != nil || f.ApplyBytes(start).Value != true {
+		b.Fatalf("usage.start: %v", err)
+	}
 	n := 0
 	entry := func() []byte {
 		cmds := make([][]byte, batch)

@@ -52,6 +52,8 @@ const (
 	TypeRecover        = "instance.recover"
 	TypePlace          = "instance.place"
 	TypePreempt        = "instance.preempt"
+	TypePrune          = "history.prune"
+	TypeStartUsage     = "usage.start"
 	// TypeBatch carries several encoded commands in one log entry (one
 	// fsync for many small reports); each applies on its own, in order.
 	TypeBatch = "batch"
@@ -207,4 +209,18 @@ type Place struct {
 type Preempt struct {
 	For     string            `json:"for"` // the waiting instance that needs the room
 	Victims []state.Operation `json:"victims"`
+}
+
+// StartUsage turns usage recording on (once, for good): a leader proposes
+// it when it finds it off. Every instance's history begins at this entry.
+type StartUsage struct{}
+
+// Prune removes deleted instances, with their operations and usage, whose
+// retention has passed: those of InstanceIDs still DELETED whose record
+// last changed at or before Before. The leader chooses the cut-off from
+// its clock and the retention setting; carried in the entry, it is the
+// same on every replica, which never consult their own clocks for it.
+type Prune struct {
+	Before      time.Time `json:"before"`
+	InstanceIDs []string  `json:"instance_ids"`
 }

@@ -108,8 +108,9 @@ func fullCreate() CreateInstance {
 		Instance: state.Instance{ID: "i1", Name: "i1", HostID: "h1", Spec: state.Spec{VCPUs: 1, MemoryMiB: 64, DiskGiB: 3, Image: "img"},
 			Recovery:  state.Recovery{Policy: state.RecoverRestart, MaxRestarts: 3},
 			Placement: state.Placement{Kind: "fake", Labels: map[string]string{"zone": "a", "rack": "7"}, Group: "db"}},
-		Operation: state.Operation{ID: "op-i1", InstanceID: "i1", RequestID: "r1", Deadline: time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)},
-		Policy:    scheduler.Policy{Pack: true, CPUOvercommit: 4, MemoryOvercommit: 1.5},
+		Operation: state.Operation{ID: "op-i1", InstanceID: "i1", RequestID: "r1", Deadline: time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC),
+			RequestedBy: &state.Caller{Name: "alice", Roles: []string{"operator", "db"}, Authenticated: true, Address: "10.0.0.7:5123"}},
+		Policy: scheduler.Policy{Pack: true, CPUOvercommit: 4, MemoryOvercommit: 1.5},
 	}
 }
 
@@ -153,17 +154,44 @@ func TestCompactCreateRoundTrip(t *testing.T) {
 	if err := decodeBody(b, &back); err != nil || b[0] != compactMark || !back.Operation.Deadline.Equal(c.Operation.Deadline) || back.Operation.Deadline.Location() != time.UTC {
 		t.Fatalf("deadline %v came back as %v (%v)", c.Operation.Deadline, back.Operation.Deadline, err)
 	}
-	// Zero deadline and no labels come back as the zero time and nil.
+	// Zero deadline and no labels come back as the zero time and nil; an
+	// unauthenticated caller has neither name nor roles.
 	c.Operation.Deadline, c.Instance.Placement.Labels = time.Time{}, nil
+	c.Operation.RequestedBy = &state.Caller{Address: "127.0.0.1:40000"}
 	b, _ = encodeBody(&c)
 	back = CreateInstance{}
 	if err := decodeBody(b, &back); err != nil || !reflect.DeepEqual(back, c) || b[0] != compactMark {
 		t.Fatalf("zero fields: %+v %v", back, err)
 	}
-	for n := 1; n < len(b); n++ {
-		if err := decodeBody(b[:n], &CreateInstance{}); err == nil {
-			t.Fatalf("decoded a compact body cut at %d of %d bytes", n, len(b))
+	for _, c := range []CreateInstance{c, fullCreate()} {
+		b, _ := encodeBody(c)
+		// The caller is the optional tail: a body cut just before it is a
+		// whole body without one (as entries written before it was added).
+		c.Operation.RequestedBy = nil
+		tailless, _ := encodeBody(c)
+		for n := 1; n < len(b); n++ {
+			if n == len(tailless) {
+				continue
+			}
+			if err := decodeBody(b[:n], &CreateInstance{}); err == nil {
+				t.Fatalf("decoded a compact body cut at %d of %d bytes", n, len(b))
+			}
 		}
+	}
+}
+
+// A create entry written before creates carried their caller decodes as
+// one without a caller.
+func TestCompactCreateWithoutCaller(t *testing.T) {
+	c := fullCreate()
+	c.Operation.RequestedBy = nil
+	b, err := encodeBody(c)
+	if err != nil || b[0] != compactMark {
+		t.Fatalf("%v %q", err, b)
+	}
+	var back CreateInstance
+	if err := decodeBody(b, &back); err != nil || back.Operation.RequestedBy != nil || !reflect.DeepEqual(back, c) {
+		t.Fatalf("%+v %v", back, err)
 	}
 }
 

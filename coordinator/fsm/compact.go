@@ -93,6 +93,17 @@ func compactCreate(dst []byte, c *CreateInstance) (_ []byte, ok bool) {
 	w.float(p.CPUOvercommit)
 	w.float(p.MemoryOvercommit)
 	w.float(p.DiskOvercommit)
+	if by := o.RequestedBy; by != nil {
+		// Last, and only when set: a body without it (older entries too)
+		// ends here.
+		w.str(by.Name)
+		w.uint(uint64(len(by.Roles)))
+		for _, r := range by.Roles {
+			w.str(r)
+		}
+		w.bool(by.Authenticated)
+		w.str(by.Address)
+	}
 	return w.b, carriesAll(c)
 }
 
@@ -107,7 +118,7 @@ func carriesAll(c *CreateInstance) bool {
 	i.Spec.VCPUs, i.Spec.MemoryMiB, i.Spec.DiskGiB, i.Spec.Image = 0, 0, 0, ""
 	i.Recovery.Policy, i.Recovery.MaxRestarts = "", 0
 	i.Placement.Kind, i.Placement.Labels, i.Placement.Group, i.Placement.Preemptible = "", nil, "", false
-	o.ID, o.InstanceID, o.RequestID, o.Deadline = "", "", "", time.Time{}
+	o.ID, o.InstanceID, o.RequestID, o.Deadline, o.RequestedBy = "", "", "", time.Time{}, nil
 	p.Pack, p.CPUOvercommit, p.MemoryOvercommit, p.DiskOvercommit = false, 0, 0, 0
 	return reflect.ValueOf(&rest).Elem().IsZero()
 }
@@ -145,6 +156,21 @@ func decodeCreate(b []byte, c *CreateInstance) error {
 	p.CPUOvercommit = r.float()
 	p.MemoryOvercommit = r.float()
 	p.DiskOvercommit = r.float()
+	if r.err == nil && len(r.b) > 0 {
+		by := &state.Caller{Name: r.str()}
+		if n := r.uint(); n > 0 && r.err == nil {
+			if n > uint64(len(r.b)) {
+				return errors.New("compact create: bad role count")
+			}
+			by.Roles = make([]string, n)
+			for k := range by.Roles {
+				by.Roles[k] = r.str()
+			}
+		}
+		by.Authenticated = r.bool()
+		by.Address = r.str()
+		o.RequestedBy = by
+	}
 	if r.err == nil && len(r.b) > 0 {
 		r.err = errors.New("trailing bytes")
 	}

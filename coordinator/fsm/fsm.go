@@ -46,6 +46,8 @@ func New(store *state.Store, log *slog.Logger) *FSM {
 		TypeRecover:        typed(applyRecover),
 		TypePlace:          typed(applyPlace),
 		TypePreempt:        typed(applyPreempt),
+		TypePrune:          typed(applyPrune),
+		TypeStartUsage:     typed(applyStartUsage),
 	}
 	return f
 }

@@ -19,6 +19,8 @@ type harness struct {
 	store *state.Store
 	fsm   *FSM
 	now   time.Time
+	// record, if set, is given every entry applied.
+	record func([]byte)
 }
 
 func newHarness(t *testing.T) *harness {
@@ -32,6 +34,9 @@ func (h *harness) apply(typ string, body any) Result {
 	b, err := Encode(typ, h.now, body)
 	if err != nil {
 		h.t.Fatal(err)
+	}
+	if h.record != nil {
+		h.record(b)
 	}
 	return h.fsm.ApplyBytes(b)
 }

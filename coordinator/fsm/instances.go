@@ -232,3 +232,31 @@ func applyPreempt(tx *state.Tx, c *Preempt) (any, error) {
 	}
 	return started, nil
 }
+
+// applyPrune removes the deleted instances whose retention has passed,
+// re-checking each at commit time (one deleted and then changed again, or
+// no longer deleted, stays). The result lists those removed.
+func applyPrune(tx *state.Tx, c *Prune) (any, error) {
+	var removed []string
+	seen := make(map[string]bool, len(c.InstanceIDs))
+	for _, id := range c.InstanceIDs {
+		inst, ok := tx.Instance(id)
+		if !ok || seen[id] || inst.Status() != lifecycle.StatusDeleted || inst.UpdateTime.After(c.Before) {
+			continue
+		}
+		seen[id] = true
+		tx.RemoveInstance(id)
+		removed = append(removed, id)
+	}
+	return removed, nil
+}
+
+// applyStartUsage turns usage recording on; the result says whether this
+// entry did (a second one changes nothing).
+func applyStartUsage(tx *state.Tx, _ *StartUsage) (any, error) {
+	if tx.Metering() {
+		return false, nil
+	}
+	tx.StartMetering()
+	return true, nil
+}

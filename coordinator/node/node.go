@@ -29,6 +29,7 @@ import (
 	"github.com/flotilla-vm/flotilla/coordinator/orchestrator"
 	"github.com/flotilla-vm/flotilla/coordinator/raftstore"
 	"github.com/flotilla-vm/flotilla/coordinator/recovery"
+	"github.com/flotilla-vm/flotilla/coordinator/retention"
 	"github.com/flotilla-vm/flotilla/coordinator/scheduler"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
 	"github.com/flotilla-vm/flotilla/internal/mtls"
@@ -53,7 +54,10 @@ type Config struct {
 	// TLS turns on mutual TLS for the listener and for dials to other coordinators.
 	TLS       mtls.Files
 	Deadlines map[lifecycle.OpKind]time.Duration
-	Logger    *slog.Logger
+	// HistoryRetention is how long a deleted instance's records (its
+	// operations, its usage) are kept after its deletion; 0 keeps them.
+	HistoryRetention time.Duration
+	Logger           *slog.Logger
 }
 
 // Keepalive between coordinators (and from clients): a server closes the
@@ -226,6 +230,8 @@ func (n *Node) lead(ctx context.Context, links *agentlink.Server) {
 				go func() { defer close(done); defer n.orch.CompareAndSwap(o, nil); o.Run(lctx) }()
 				go links.Watch(lctx)
 				go recovery.Run(lctx, n.Store, n.Raft, n.log)
+				go retention.Run(lctx, n.Store, n.Raft, n.cfg.HistoryRetention, n.log)
+				go n.startUsage(lctx)
 				n.log.Info("leading: orchestrator started")
 			}
 		} else if !isLeader {
@@ -267,6 +273,25 @@ func (n *Node) registerSelf(ctx context.Context) {
 	self := state.Server{ID: n.cfg.NodeID, RaftAddr: n.cfg.RaftAddr, APIAddr: n.Addr()}
 	if _, err := fsm.Propose(ctx, n.Raft, fsm.TypeRegisterServer, time.Now(), fsm.RegisterServer{Server: self}); err != nil {
 		n.log.Warn("registering this leader's address failed", "err", err)
+	}
+}
+
+// startUsage turns usage recording on through the log, if it is not yet
+// (a new cluster, or one upgraded from a version without it), trying again
+// until it is or this node stops leading.
+func (n *Node) startUsage(ctx context.Context) {
+	for wait := 100 * time.Millisecond; !n.Store.Metering(); wait = min(2*wait, 5*time.Second) {
+		_, err := fsm.Propose(ctx, n.Raft, fsm.TypeStartUsage, time.Now(), fsm.StartUsage{})
+		if err == nil {
+			n.log.Info("usage recording started")
+			return
+		}
+		n.log.Warn("starting usage recording failed; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
 	}
 }
 

@@ -3,6 +3,7 @@ package state
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
@@ -167,6 +168,38 @@ type Operation struct {
 	Token string `json:"token,omitempty"`
 	// Update is, for an update, the model it changes.
 	Update *ModelUpdate `json:"update,omitempty"`
+	// RequestedBy is who asked for the operation, as the API saw them; nil
+	// for operations the coordinator started itself (recovery, preemption).
+	// Shared between copies: replaced, never changed.
+	RequestedBy *Caller `json:"requested_by,omitempty"`
+}
+
+// Caller is who made an API call.
+type Caller struct {
+	// Name and Roles are the client certificate's Common Name and
+	// Organizational Units, when Authenticated.
+	Name  string   `json:"name,omitempty"`
+	Roles []string `json:"roles,omitempty"`
+	// Authenticated: the call came over mutual TLS with a certificate of
+	// the cluster's CA. Otherwise nothing about the caller was verified.
+	Authenticated bool `json:"authenticated,omitempty"`
+	// Address is where the call came from (the client's, not a relaying
+	// follower's).
+	Address string `json:"address,omitempty"`
+}
+
+// String is how logs and the CLI show a caller: "alice (operator)", or
+// "unauthenticated 10.0.0.7:51234".
+func (c *Caller) String() string {
+	switch {
+	case c == nil:
+		return ""
+	case !c.Authenticated:
+		return "unauthenticated " + c.Address
+	case len(c.Roles) > 0:
+		return c.Name + " (" + strings.Join(c.Roles, ",") + ")"
+	}
+	return c.Name
 }
 
 // StepState is where one step of an operation is.

@@ -9,6 +9,8 @@ import (
 	"maps"
 	"slices"
 	"sort"
+
+	"github.com/flotilla-vm/flotilla/coordinator/usage"
 )
 
 // snapshotVersion is bumped whenever the snapshot format changes; Restore
@@ -26,6 +28,10 @@ type snapshot struct {
 	Requests  map[string]string `json:"requests"`
 	Servers   []Server          `json:"servers"`
 	History   []change          `json:"history"` // encoded as []Event
+	// Metering and Usage are absent from snapshots of versions that kept
+	// no usage: they restore with metering off, until the usage.start entry.
+	Metering bool             `json:"metering"`
+	Usage    []*usage.History `json:"usage"`
 }
 
 // A View is the whole state at one revision, taken quickly and encoded
@@ -40,12 +46,13 @@ type View struct{ snap snapshot }
 func (s *Store) View() *View {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	snap := snapshot{Version: snapshotVersion, Revision: s.rev, Seq: s.seq, Floor: s.floor,
+	snap := snapshot{Version: snapshotVersion, Revision: s.rev, Seq: s.seq, Floor: s.floor, Metering: s.metering,
 		Instances: make([]*Instance, 0, len(s.instances)), Ops: make([]*Operation, 0, len(s.ops)),
 		Hosts: make([]*Host, 0, len(s.hosts)), Servers: make([]Server, 0, len(s.servers)),
 		// The history is trimmed by moving entries down in place, and the
 		// requests map is written by every create: both are copied.
-		Requests: maps.Clone(s.requests), History: slices.Clone(s.history)}
+		Requests: maps.Clone(s.requests), History: slices.Clone(s.history),
+		Usage: make([]*usage.History, 0, len(s.usage))}
 	for _, i := range s.instances {
 		snap.Instances = append(snap.Instances, i)
 	}
@@ -57,6 +64,9 @@ func (s *Store) View() *View {
 	}
 	for _, v := range s.servers {
 		snap.Servers = append(snap.Servers, v)
+	}
+	for _, h := range s.usage {
+		snap.Usage = append(snap.Usage, h)
 	}
 	return &View{snap: snap}
 }
@@ -75,6 +85,7 @@ func (v *View) Write(w io.Writer) error {
 	sort.Slice(snap.Ops, func(a, b int) bool { return snap.Ops[a].Seq < snap.Ops[b].Seq })
 	sort.Slice(snap.Hosts, func(a, b int) bool { return snap.Hosts[a].ID < snap.Hosts[b].ID })
 	sort.Slice(snap.Servers, func(a, b int) bool { return snap.Servers[a].ID < snap.Servers[b].ID })
+	sort.Slice(snap.Usage, func(a, b int) bool { return snap.Usage[a].InstanceID < snap.Usage[b].InstanceID })
 	j := &jsonStream{w: w}
 	j.raw(`{"version":`)
 	j.value(snap.Version)
@@ -96,6 +107,10 @@ func (v *View) Write(w io.Writer) error {
 	writeArray(j, snap.Servers)
 	j.raw(`,"history":`)
 	writeArray(j, snap.History)
+	j.raw(`,"metering":`)
+	j.value(snap.Metering)
+	j.raw(`,"usage":`)
+	writeArray(j, snap.Usage)
 	j.raw("}\n")
 	return j.err
 }
@@ -205,6 +220,10 @@ func (s *Store) Restore(r io.Reader) error {
 	for _, v := range snap.Servers {
 		s.servers[v.ID] = v
 	}
+	s.metering = snap.Metering
+	for _, h := range snap.Usage {
+		s.usage[h.InstanceID] = h
+	}
 	s.history = snap.History
 	s.notify()
 	return nil
@@ -235,6 +254,10 @@ func readSnapshot(r io.Reader) (*snapshot, error) {
 			err = readArray(dec, &snap.Servers)
 		case "history":
 			err = readArray(dec, &snap.History)
+		case "usage":
+			err = readArray(dec, &snap.Usage)
+		case "metering":
+			err = dec.Decode(&snap.Metering)
 		case "version":
 			err = dec.Decode(&snap.Version)
 		case "revision":

@@ -7,8 +7,11 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
+	"github.com/flotilla-vm/flotilla/coordinator/usage"
+	"github.com/flotilla-vm/flotilla/coordinator/vocabulary"
 )
 
 // Sentinel errors returned by reads and by Tx users.
@@ -38,6 +41,9 @@ type Store struct {
 	stopped   map[string]bool            // ids of instances recovery may have to act on
 	onHost    map[string]map[string]bool // host id -> ids of instances placed there
 	load      map[string]*HostLoad       // host id -> what its live instances take
+	usage     map[string]*usage.History  // instance id -> its billing-class history
+	metering  bool                       // usage is recorded (since a usage.start entry)
+	deleted   map[string]bool            // ids of DELETED instances (retention removes them)
 	history   []change                   // oldest first, at most limit
 	floor     int64                      // every instance change after this revision is in history
 	limit     int
@@ -71,6 +77,9 @@ func (s *Store) reset() {
 	s.stopped = map[string]bool{}
 	s.onHost = map[string]map[string]bool{}
 	s.load = map[string]*HostLoad{}
+	s.usage = map[string]*usage.History{}
+	s.metering = false
+	s.deleted = map[string]bool{}
 	s.history = nil
 	s.floor = 0
 }
@@ -134,6 +143,92 @@ func (s *Store) Instance(id string) (Instance, error) {
 		return Instance{}, fmt.Errorf("instance %q: %w", id, ErrNotFound)
 	}
 	return *i, nil
+}
+
+// Usage returns an instance's billing-class history (shared: read it,
+// never change it) and the revision it reflects. An instance with none
+// (recording has not started, or it was deleted before it did) has an
+// empty one.
+func (s *Store) Usage(id string) (usage.History, int64, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if _, ok := s.instances[id]; !ok {
+		return usage.History{}, s.rev, fmt.Errorf("instance %q: %w", id, ErrNotFound)
+	}
+	if h := s.usage[id]; h != nil {
+		return *h, s.rev, nil
+	}
+	return usage.History{InstanceID: id}, s.rev, nil
+}
+
+// Metering reports whether usage is being recorded: from the log entry
+// that started it on (see Tx.StartMetering).
+func (s *Store) Metering() bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.metering
+}
+
+// meterLocked records the billing classes of instance i, committed at now,
+// if its facts changed since old (or it has no history yet). It runs for
+// every instance every commit writes, so no apply function can forget it,
+// and with the entry's time, so every replica records the same history.
+func (s *Store) meterLocked(old, i *Instance, now time.Time) {
+	if !s.metering {
+		return
+	}
+	h := s.usage[i.ID]
+	if h != nil && old != nil && old.Facts() == i.Facts() && old.LastOpK == i.LastOpK {
+		return
+	}
+	if next, changed := usage.Observe(h, i.ID, now, vocabulary.Input{Facts: i.Facts(), LastOp: i.LastOpK}); changed {
+		s.usage[i.ID] = next
+	}
+}
+
+// DeletedBefore returns the ids, sorted, of at most limit DELETED
+// instances whose record last changed (when they were deleted) at or
+// before cutoff: those a retention of the history may remove.
+func (s *Store) DeletedBefore(cutoff time.Time, limit int) []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []string
+	for id := range s.deleted {
+		if !s.instances[id].UpdateTime.After(cutoff) {
+			out = append(out, id)
+		}
+	}
+	sort.Strings(out)
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	return out
+}
+
+// removeLocked forgets an instance and everything recorded about it: its
+// operations, the request ids that produced them, its usage history.
+func (s *Store) removeLocked(id string) {
+	i, ok := s.instances[id]
+	if !ok {
+		return
+	}
+	if freesRoom(i, nil) {
+		s.roomRev = s.rev
+	}
+	s.placeLocked(i, nil)
+	for _, opID := range s.byInst[id] {
+		if o := s.ops[opID]; o.RequestID != "" && s.requests[o.RequestID] == opID {
+			delete(s.requests, o.RequestID)
+		}
+		delete(s.ops, opID)
+		delete(s.hosted, opID)
+		delete(s.waiting, opID)
+	}
+	delete(s.byInst, id)
+	delete(s.instances, id)
+	delete(s.stopped, id)
+	delete(s.deleted, id)
+	delete(s.usage, id)
 }
 
 // Instances returns copies of all instances ordered by id, and the revision they reflect.

@@ -3,9 +3,13 @@ package state
 import (
 	"bytes"
 	"encoding/json"
+	"maps"
 	"reflect"
+	"slices"
 
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
+	"github.com/flotilla-vm/flotilla/coordinator/usage"
+	"github.com/flotilla-vm/flotilla/coordinator/vocabulary"
 
 	"context"
 	"errors"
@@ -389,6 +393,7 @@ func TestViewWritesTheSnapshotEncoding(t *testing.T) {
 	check("empty store")
 	now := time.Date(2026, 11, 23, 1, 2, 3, 4, time.UTC)
 	err := s.Update(now, func(tx *Tx) error {
+		tx.StartMetering()
 		tx.PutHost(&Host{ID: "h1", Status: HostReady, Labels: map[string]string{"zone": "a", "disk": "ssd"}, Orphans: []string{"x"}})
 		for _, id := range []string{"b", "a", "c"} {
 			tx.PutInstance(&Instance{ID: id, Name: id + "<&>\u2028", HostID: "h1", Spec: Spec{VCPUs: 1, MemoryMiB: 64},
@@ -404,7 +409,161 @@ func TestViewWritesTheSnapshotEncoding(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// An instance that flapped long enough for its usage to be folded, and
+	// an operation with its requester.
+	for n := range 2*usage.MaxChanges + 3 {
+		power := lifecycle.PowerRunning
+		if n%2 == 1 {
+			power = lifecycle.PowerShutOff
+		}
+		if err := s.Update(now.Add(time.Duration(n)*time.Minute), func(tx *Tx) error {
+			tx.PutInstance(&Instance{ID: "flap", HostID: "h1", Desired: lifecycle.DesiredRunning, Power: power})
+			tx.PutOperation(&Operation{ID: "op-flap", InstanceID: "flap", RequestedBy: &Caller{Name: "alice", Roles: []string{"operator"}, Authenticated: true, Address: "127.0.0.1:1"}})
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if h, _, _ := s.Usage("flap"); len(h.Meters) == 0 || h.Meters[0].Folded == nil {
+		t.Fatalf("the flapping instance's usage was not folded: %+v", h)
+	}
 	check("populated store")
+}
+
+// Usage is recorded at commit, with the entry's time, for every instance
+// an entry writes, and a snapshot carries it to a restored replica.
+func TestUsageRecordedAtCommitAndRestored(t *testing.T) {
+	s := New(0)
+	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	if err := s.Update(t0, func(tx *Tx) error { tx.StartMetering(); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	put := func(sec int, i Instance) {
+		t.Helper()
+		if err := s.Update(t0.Add(time.Duration(sec)*time.Second), func(tx *Tx) error { tx.PutInstance(&i); return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	running := Instance{ID: "a", HostID: "h1", Desired: lifecycle.DesiredRunning, Power: lifecycle.PowerRunning}
+	stopped := Instance{ID: "a", HostID: "h1", Desired: lifecycle.DesiredStopped, Power: lifecycle.PowerShutOff}
+	deleted := Instance{ID: "a", HostID: "h1", Desired: lifecycle.DesiredDeleted, Power: lifecycle.PowerNoDomain}
+	put(0, running)
+	put(30, Instance{ID: "a", HostID: "h1", Desired: lifecycle.DesiredRunning, Power: lifecycle.PowerRunning, Name: "renamed"}) // same facts
+	put(100, stopped)
+	put(400, deleted)
+	put(500, Instance{ID: "other", Desired: lifecycle.DesiredRunning})
+	sum := func(s *Store, v vocabulary.Vocabulary) map[vocabulary.Billing]time.Duration {
+		t.Helper()
+		h, _, err := s.Usage("a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, ok := h.Meter(v)
+		if !ok {
+			t.Fatalf("no %s meter: %+v", v, h)
+		}
+		got, err := m.Sum(t0, t0.Add(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	want := map[vocabulary.Billing]time.Duration{vocabulary.BillingHardwareAndSoftware: 100 * time.Second, vocabulary.BillingHardwareOnly: 300 * time.Second}
+	if got := sum(s, vocabulary.Azure); !maps.Equal(got, want) {
+		t.Fatalf("azure usage %v, want %v", got, want)
+	}
+	var buf bytes.Buffer
+	if err := s.WriteSnapshot(&buf); err != nil {
+		t.Fatal(err)
+	}
+	r := New(0)
+	if err := r.Restore(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if got := sum(r, vocabulary.Azure); !maps.Equal(got, want) {
+		t.Fatalf("restored azure usage %v, want %v", got, want)
+	}
+	if a, b := digest(s), digest(r); a != b {
+		t.Fatalf("restored digest %s, want %s", b, a)
+	}
+	if _, _, err := s.Usage("nope"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("usage of an unknown instance: %v", err)
+	}
+}
+
+func digest(s *Store) string {
+	d, _ := s.Digest()
+	return d
+}
+
+// Removing a deleted instance forgets it, its operations, their request
+// ids and its usage, under a revision of its own.
+func TestRemoveInstanceForgetsEverything(t *testing.T) {
+	s := New(0)
+	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	update := func(at time.Time, fn func(tx *Tx)) {
+		t.Helper()
+		if err := s.Update(at, func(tx *Tx) error { fn(tx); return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	update(t0, func(tx *Tx) { tx.StartMetering() })
+	for _, id := range []string{"gone", "kept"} {
+		update(t0, func(tx *Tx) {
+			tx.PutInstance(&Instance{ID: id, HostID: "h1", Desired: lifecycle.DesiredRunning, Power: lifecycle.PowerRunning})
+			tx.PutOperation(&Operation{ID: "op-" + id, InstanceID: id, RequestID: "req-" + id, State: OpSucceeded})
+			tx.PutRequest("req-"+id, "op-"+id)
+		})
+	}
+	update(t0.Add(time.Minute), func(tx *Tx) {
+		tx.PutInstance(&Instance{ID: "gone", HostID: "h1", Desired: lifecycle.DesiredDeleted, Power: lifecycle.PowerNoDomain})
+	})
+	if got := s.DeletedBefore(t0, 10); len(got) != 0 {
+		t.Fatalf("deleted before its deletion: %v", got)
+	}
+	if got := s.DeletedBefore(t0.Add(time.Minute), 10); !slices.Equal(got, []string{"gone"}) {
+		t.Fatalf("deleted by then: %v", got)
+	}
+	rev := s.Revision()
+	update(t0.Add(time.Hour), func(tx *Tx) { tx.RemoveInstance("gone") })
+	if s.Revision() != rev+1 {
+		t.Fatalf("a removal did not commit a revision: %d -> %d", rev, s.Revision())
+	}
+	if _, err := s.Instance("gone"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("instance: %v", err)
+	}
+	if _, err := s.Operation("op-gone"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("operation: %v", err)
+	}
+	if ops, _ := s.Operations("gone"); len(ops) != 0 {
+		t.Fatalf("operations: %v", ops)
+	}
+	if _, ok := s.OperationByRequest("req-gone"); ok {
+		t.Fatal("its request id still answers")
+	}
+	if _, _, err := s.Usage("gone"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("usage: %v", err)
+	}
+	if got := s.DeletedBefore(t0.Add(time.Hour), 10); len(got) != 0 {
+		t.Fatalf("still listed as deleted: %v", got)
+	}
+	if _, ok := s.OperationByRequest("req-kept"); !ok {
+		t.Fatal("the other instance's request id was forgotten")
+	}
+	if h, _, err := s.Usage("kept"); err != nil || len(h.Meters) != 2 {
+		t.Fatalf("the other instance's usage: %+v %v", h, err)
+	}
+	var buf bytes.Buffer
+	if err := s.WriteSnapshot(&buf); err != nil {
+		t.Fatal(err)
+	}
+	r := New(0)
+	if err := r.Restore(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if digest(r) != digest(s) {
+		t.Fatal("a restored replica differs after a removal")
+	}
 }
 
 // A snapshot with a field this version does not know still restores; a

@@ -17,6 +17,8 @@ type Tx struct {
 	requests  map[string]string
 	servers   map[string]*Server // nil value: delete
 	order     []string           // instance ids in the order they were put, for the history
+	removed   []string           // instance ids to forget (RemoveInstance)
+	meter     bool               // StartMetering was called
 }
 
 // Update runs fn against a transaction and commits its changes atomically
@@ -37,11 +39,18 @@ func (s *Store) Update(now time.Time, fn func(tx *Tx) error) error {
 	if err := fn(tx); err != nil {
 		return err
 	}
-	if len(tx.instances)+len(tx.ops)+len(tx.hosts)+len(tx.requests)+len(tx.servers) == 0 {
+	if len(tx.instances)+len(tx.ops)+len(tx.hosts)+len(tx.requests)+len(tx.servers)+len(tx.removed) == 0 && !tx.meter {
 		return nil
 	}
 	s.rev++
 	rev := s.rev
+	if tx.meter && !s.metering {
+		// Every instance's history begins here, in the class it is in.
+		s.metering = true
+		for _, i := range s.instances {
+			s.meterLocked(nil, i, now)
+		}
+	}
 	for id, o := range tx.ops {
 		if _, existed := s.ops[id]; !existed {
 			s.byInst[o.InstanceID] = append(s.byInst[o.InstanceID], id)
@@ -81,8 +90,15 @@ func (s *Store) Update(now time.Time, fn func(tx *Tx) error) error {
 		}
 		s.placeLocked(s.instances[id], i)
 		s.indexInstanceLocked(i)
+		s.meterLocked(s.instances[id], i, now)
 		s.instances[id] = i
 		s.history = append(s.history, change{Revision: rev, Instance: i})
+	}
+	// Removals come last, so an entry cannot put back what it removed.
+	// Watchers get no event: the last one they saw said DELETED.
+	sort.Strings(tx.removed)
+	for _, id := range tx.removed {
+		s.removeLocked(id)
 	}
 	// Trim in chunks (an eighth of the limit at a time), so the copy is
 	// paid once per many commits rather than on every one.
@@ -108,6 +124,9 @@ func (tx *Tx) reset() {
 	clear(tx.servers)
 	clear(tx.order)
 	tx.order = tx.order[:0]
+	clear(tx.removed)
+	tx.removed = tx.removed[:0]
+	tx.meter = false
 	tx.now = time.Time{}
 }
 
@@ -139,6 +158,21 @@ func (tx *Tx) PutInstance(i *Instance) {
 	c := *i
 	tx.instances[i.ID] = &c
 }
+
+// StartMetering stages the start of usage recording (see Store.Metering).
+// It is a log entry of its own, not a property of the code applying the
+// log: replicas that replay entries written before it, from whatever
+// snapshot, then all start recording at the same entry and agree.
+func (tx *Tx) StartMetering() { tx.meter = true }
+
+// Metering reports whether usage is recorded, StartMetering included.
+func (tx *Tx) Metering() bool { return tx.meter || tx.s.metering }
+
+// RemoveInstance stages forgetting an instance with its operations, the
+// request ids that produced them and its usage history (see
+// Store.DeletedBefore). It takes effect at commit, after the entry's
+// other changes.
+func (tx *Tx) RemoveInstance(id string) { tx.removed = append(tx.removed, id) }
 
 // Operation returns a mutable copy of an operation; Put it to keep changes.
 func (tx *Tx) Operation(id string) (*Operation, bool) {

@@ -133,12 +133,18 @@ func stoppedUnexpectedly(i *Instance) bool {
 	return st == lifecycle.StatusUnexpectedShutoff || st == lifecycle.StatusCrashed
 }
 
-// indexInstanceLocked keeps the index of unexpectedly stopped instances in step with i.
+// indexInstanceLocked keeps the indexes of unexpectedly stopped and of
+// deleted instances in step with i.
 func (s *Store) indexInstanceLocked(i *Instance) {
 	if stoppedUnexpectedly(i) {
 		s.stopped[i.ID] = true
 	} else {
 		delete(s.stopped, i.ID)
+	}
+	if i.Status() == lifecycle.StatusDeleted {
+		s.deleted[i.ID] = true
+	} else {
+		delete(s.deleted, i.ID)
 	}
 }
 

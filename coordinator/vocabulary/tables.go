@@ -255,13 +255,18 @@ func azureProvisioning(in Input) string {
 	return ""
 }
 
-func azure(in Input, s lifecycle.Status) View {
-	v := fromTable(azurePowerWords, s)
+// azureWord is the power state word, and its billing, for a canonical status.
+func azureWord(in Input, s lifecycle.Status) word {
 	if s == lifecycle.StatusDeleting || s == lifecycle.StatusError {
 		if w, ok := azureObserved[in.Power]; ok {
-			v = View{Status: w.Status, Billing: w.Billing}
+			return w
 		}
 	}
+	return azurePowerWords[s]
+}
+
+func azure(in Input, s lifecycle.Status) View {
+	v := fromWord(azureWord(in, s))
 	if p := azureProvisioning(in); p != "" && s != lifecycle.StatusDeleted {
 		v.Fields = append(v.Fields, Field{FieldProvisioning, "ProvisioningState/" + p})
 	}

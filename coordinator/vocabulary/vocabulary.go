@@ -135,16 +135,47 @@ func Render(v Vocabulary, in Input) View {
 	if !ok {
 		return View{Vocabulary: v, Status: Unmapped, Canonical: s}
 	}
-	under := s
-	if s == lifecycle.StatusUpdating {
-		f := in.Facts
-		f.Op = lifecycle.OpNone
-		under = lifecycle.Derive(f)
-	}
-	out := r(in, under)
+	out := r(in, shown(in, s))
 	out.Vocabulary, out.Canonical = v, s
 	if out.Status == "" {
 		out.Status = Unmapped
+	}
+	return out
+}
+
+// shown is the status the seeds' words describe: the canonical status s,
+// or under a model update the state underneath it.
+func shown(in Input, s lifecycle.Status) lifecycle.Status {
+	if s != lifecycle.StatusUpdating {
+		return s
+	}
+	f := in.Facts
+	f.Op = lifecycle.OpNone
+	return lifecycle.Derive(f)
+}
+
+// BillingClass is Render(v, in).Billing, found without rendering the view:
+// the state records every instance's class in each vocabulary at every
+// commit that changes its facts, and the fields a view builds (Azure's
+// codes) were most of what rendering cost there.
+func BillingClass(v Vocabulary, in Input) Billing {
+	switch v {
+	case RightScale:
+		return fromTable(rightScaleWords, shown(in, lifecycle.Derive(in.Facts))).Billing
+	case Azure:
+		return fromWord(azureWord(in, shown(in, lifecycle.Derive(in.Facts)))).Billing
+	}
+	return Render(v, in).Billing
+}
+
+// Metered lists the vocabularies that name billing classes, in seed order:
+// the ones whose classes the state records over time.
+func Metered() []Vocabulary {
+	var out []Vocabulary
+	for _, v := range All {
+		if len(v.Classes()) > 0 {
+			out = append(out, v)
+		}
 	}
 	return out
 }
@@ -157,8 +188,10 @@ type word struct {
 }
 
 // fromTable renders a table row; a status with no row is unmapped.
-func fromTable(t map[lifecycle.Status]word, s lifecycle.Status) View {
-	w := t[s]
+func fromTable(t map[lifecycle.Status]word, s lifecycle.Status) View { return fromWord(t[s]) }
+
+// fromWord renders a row; an empty one is unmapped.
+func fromWord(w word) View {
 	if w.Status == "" {
 		return View{Status: Unmapped}
 	}

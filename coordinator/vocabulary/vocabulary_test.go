@@ -200,3 +200,18 @@ func TestRender(t *testing.T) {
 		}
 	}
 }
+
+// BillingClass is Render's billing for every combination of facts, in
+// every vocabulary: the state meters with the one, the API shows the other.
+func TestBillingClassIsRenderBilling(t *testing.T) {
+	for _, v := range All {
+		everyInput(func(in Input) {
+			if got, want := BillingClass(v, in), Render(v, in).Billing; got != want {
+				t.Fatalf("%s %+v: BillingClass %q, Render's billing %q", v, in, got, want)
+			}
+		})
+	}
+	if got := Metered(); !slices.Equal(got, []Vocabulary{RightScale, Azure}) {
+		t.Fatalf("metered vocabularies %v, want rightscale and azure", got)
+	}
+}

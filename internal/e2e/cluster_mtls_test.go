@@ -62,6 +62,8 @@ func TestClusterMutualTLS(t *testing.T) {
 	if id == "" {
 		t.Fatalf("create returned %v", opm)
 	}
+	// The leader recorded the client who called the follower, not the follower.
+	requestedBy(t, opm, "alice", "operator")
 	for _, c := range cs {
 		if _, err := call(c.Addr, "flotilla.v1.InstanceService/GetInstance", map[string]any{"id": id, "minRevision": opm["revision"]}); err != nil {
 			t.Errorf("%s does not have the instance: %v", c.Name, err)

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"strings"
@@ -79,6 +80,12 @@ func TestMutualTLS(t *testing.T) {
 	if err != nil {
 		t.Fatalf("create over mutual TLS: %v %s", err, out)
 	}
+	// The operation records who asked: the client certificate's CN and role.
+	var created map[string]any
+	if err := json.Unmarshal([]byte(out), &created); err != nil {
+		t.Fatalf("create's answer %q: %v", out, err)
+	}
+	requestedBy(t, created, "alice", "operator")
 	testenv.Eventually(t, 30*time.Second, "the instance to run", func() bool {
 		out, err := grpcurl(append(secure, "-d", `{"statusFilter":["STATUS_RUNNING"]}`, coord.Addr, "flotilla.v1.InstanceService/ListInstances")...)
 		return err == nil && strings.Contains(out, `"name": "secure"`)
@@ -105,4 +112,15 @@ func testCA(t *testing.T, dir string) func(name, role string) mtls.Files {
 // tlsFlags are the flags that give a process the certificate f.
 func tlsFlags(f mtls.Files) []string {
 	return []string{"--tls-cert=" + f.Cert, "--tls-key=" + f.Key, "--tls-ca=" + f.CA}
+}
+
+// requestedBy requires an operation (as grpcurl prints it) to have been
+// asked for by the authenticated certificate name with role.
+func requestedBy(t *testing.T, op map[string]any, name, role string) {
+	t.Helper()
+	by, _ := op["requestedBy"].(map[string]any)
+	roles, _ := by["roles"].([]any)
+	if by["name"] != name || by["authenticated"] != true || len(roles) != 1 || roles[0] != role || by["address"] == "" {
+		t.Fatalf("operation %v: requestedBy %v, want %s (%s), authenticated, with an address", op["id"], by, name, role)
+	}
 }

@@ -448,7 +448,11 @@ type Operation struct {
 	// A cancel was asked for; the operation rolls back once its running step ends.
 	CancelRequested bool `protobuf:"varint,21,opt,name=cancel_requested,json=cancelRequested,proto3" json:"cancel_requested,omitempty"`
 	// For MOVE: the host the instance moves to (host_id is where it was).
-	TargetHostId  string `protobuf:"bytes,22,opt,name=target_host_id,json=targetHostId,proto3" json:"target_host_id,omitempty"`
+	TargetHostId string `protobuf:"bytes,22,opt,name=target_host_id,json=targetHostId,proto3" json:"target_host_id,omitempty"`
+	// Who asked for the operation, as recorded when it was accepted. Unset for
+	// operations the coordinator started itself (automatic restarts,
+	// preemptions and the re-bids after them).
+	RequestedBy   *Caller `protobuf:"bytes,23,opt,name=requested_by,json=requestedBy,proto3" json:"requested_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -637,6 +641,90 @@ func (x *Operation) GetTargetHostId() string {
 	return ""
 }
 
+func (x *Operation) GetRequestedBy() *Caller {
+	if x != nil {
+		return x.RequestedBy
+	}
+	return nil
+}
+
+// Caller is who made an API call, as the coordinator that received it saw
+// them (when a follower relays a write to the leader, the follower's view of
+// the original caller is recorded, not the follower).
+type Caller struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The Common Name of the caller's client certificate, when authenticated.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The certificate's Organizational Units (roles, e.g. "operator").
+	Roles []string `protobuf:"bytes,2,rep,name=roles,proto3" json:"roles,omitempty"`
+	// True when the call came over mutual TLS with a certificate of the
+	// cluster's CA. False in plaintext mode: then nothing about the caller was
+	// verified, and only its address is known.
+	Authenticated bool `protobuf:"varint,3,opt,name=authenticated,proto3" json:"authenticated,omitempty"`
+	// The address the call came from.
+	Address       string `protobuf:"bytes,4,opt,name=address,proto3" json:"address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Caller) Reset() {
+	*x = Caller{}
+	mi := &file_flotilla_v1_operation_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Caller) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Caller) ProtoMessage() {}
+
+func (x *Caller) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_operation_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Caller.ProtoReflect.Descriptor instead.
+func (*Caller) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_operation_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Caller) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Caller) GetRoles() []string {
+	if x != nil {
+		return x.Roles
+	}
+	return nil
+}
+
+func (x *Caller) GetAuthenticated() bool {
+	if x != nil {
+		return x.Authenticated
+	}
+	return false
+}
+
+func (x *Caller) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
 // GetOperationRequest names one operation.
 type GetOperationRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -651,7 +739,7 @@ type GetOperationRequest struct {
 
 func (x *GetOperationRequest) Reset() {
 	*x = GetOperationRequest{}
-	mi := &file_flotilla_v1_operation_proto_msgTypes[2]
+	mi := &file_flotilla_v1_operation_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -663,7 +751,7 @@ func (x *GetOperationRequest) String() string {
 func (*GetOperationRequest) ProtoMessage() {}
 
 func (x *GetOperationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_operation_proto_msgTypes[2]
+	mi := &file_flotilla_v1_operation_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -676,7 +764,7 @@ func (x *GetOperationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOperationRequest.ProtoReflect.Descriptor instead.
 func (*GetOperationRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_operation_proto_rawDescGZIP(), []int{2}
+	return file_flotilla_v1_operation_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *GetOperationRequest) GetId() string {
@@ -708,7 +796,7 @@ type ListOperationsRequest struct {
 
 func (x *ListOperationsRequest) Reset() {
 	*x = ListOperationsRequest{}
-	mi := &file_flotilla_v1_operation_proto_msgTypes[3]
+	mi := &file_flotilla_v1_operation_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -720,7 +808,7 @@ func (x *ListOperationsRequest) String() string {
 func (*ListOperationsRequest) ProtoMessage() {}
 
 func (x *ListOperationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_operation_proto_msgTypes[3]
+	mi := &file_flotilla_v1_operation_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -733,7 +821,7 @@ func (x *ListOperationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOperationsRequest.ProtoReflect.Descriptor instead.
 func (*ListOperationsRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_operation_proto_rawDescGZIP(), []int{3}
+	return file_flotilla_v1_operation_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ListOperationsRequest) GetInstanceId() string {
@@ -772,7 +860,7 @@ type ListOperationsResponse struct {
 
 func (x *ListOperationsResponse) Reset() {
 	*x = ListOperationsResponse{}
-	mi := &file_flotilla_v1_operation_proto_msgTypes[4]
+	mi := &file_flotilla_v1_operation_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -784,7 +872,7 @@ func (x *ListOperationsResponse) String() string {
 func (*ListOperationsResponse) ProtoMessage() {}
 
 func (x *ListOperationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_operation_proto_msgTypes[4]
+	mi := &file_flotilla_v1_operation_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -797,7 +885,7 @@ func (x *ListOperationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOperationsResponse.ProtoReflect.Descriptor instead.
 func (*ListOperationsResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_operation_proto_rawDescGZIP(), []int{4}
+	return file_flotilla_v1_operation_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ListOperationsResponse) GetOperations() []*Operation {
@@ -837,7 +925,7 @@ type WaitOperationRequest struct {
 
 func (x *WaitOperationRequest) Reset() {
 	*x = WaitOperationRequest{}
-	mi := &file_flotilla_v1_operation_proto_msgTypes[5]
+	mi := &file_flotilla_v1_operation_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -849,7 +937,7 @@ func (x *WaitOperationRequest) String() string {
 func (*WaitOperationRequest) ProtoMessage() {}
 
 func (x *WaitOperationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_operation_proto_msgTypes[5]
+	mi := &file_flotilla_v1_operation_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -862,7 +950,7 @@ func (x *WaitOperationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitOperationRequest.ProtoReflect.Descriptor instead.
 func (*WaitOperationRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_operation_proto_rawDescGZIP(), []int{5}
+	return file_flotilla_v1_operation_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *WaitOperationRequest) GetId() string {
@@ -897,7 +985,7 @@ type CancelOperationRequest struct {
 
 func (x *CancelOperationRequest) Reset() {
 	*x = CancelOperationRequest{}
-	mi := &file_flotilla_v1_operation_proto_msgTypes[6]
+	mi := &file_flotilla_v1_operation_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -909,7 +997,7 @@ func (x *CancelOperationRequest) String() string {
 func (*CancelOperationRequest) ProtoMessage() {}
 
 func (x *CancelOperationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_operation_proto_msgTypes[6]
+	mi := &file_flotilla_v1_operation_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -922,7 +1010,7 @@ func (x *CancelOperationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelOperationRequest.ProtoReflect.Descriptor instead.
 func (*CancelOperationRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_operation_proto_rawDescGZIP(), []int{6}
+	return file_flotilla_v1_operation_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CancelOperationRequest) GetId() string {
@@ -951,7 +1039,7 @@ const file_flotilla_v1_operation_proto_rawDesc = "" +
 	"\fcompensation\x18\n" +
 	" \x01(\tR\fcompensation\x129\n" +
 	"\n" +
-	"retry_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\tretryTime\"\xf7\x06\n" +
+	"retry_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\tretryTime\"\xaf\a\n" +
 	"\tOperation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vinstance_id\x18\x02 \x01(\tR\n" +
@@ -980,7 +1068,13 @@ const file_flotilla_v1_operation_proto_rawDesc = "" +
 	"\x05steps\x18\x13 \x03(\v2\x1a.flotilla.v1.OperationStepR\x05steps\x12 \n" +
 	"\vcancellable\x18\x14 \x01(\bR\vcancellable\x12)\n" +
 	"\x10cancel_requested\x18\x15 \x01(\bR\x0fcancelRequested\x12$\n" +
-	"\x0etarget_host_id\x18\x16 \x01(\tR\ftargetHostId\"H\n" +
+	"\x0etarget_host_id\x18\x16 \x01(\tR\ftargetHostId\x126\n" +
+	"\frequested_by\x18\x17 \x01(\v2\x13.flotilla.v1.CallerR\vrequestedBy\"r\n" +
+	"\x06Caller\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05roles\x18\x02 \x03(\tR\x05roles\x12$\n" +
+	"\rauthenticated\x18\x03 \x01(\bR\rauthenticated\x12\x18\n" +
+	"\aaddress\x18\x04 \x01(\tR\aaddress\"H\n" +
 	"\x13GetOperationRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fmin_revision\x18\x02 \x01(\x03R\vminRevision\"t\n" +
@@ -1054,53 +1148,55 @@ func file_flotilla_v1_operation_proto_rawDescGZIP() []byte {
 }
 
 var file_flotilla_v1_operation_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_flotilla_v1_operation_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_flotilla_v1_operation_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_flotilla_v1_operation_proto_goTypes = []any{
 	(OperationKind)(0),             // 0: flotilla.v1.OperationKind
 	(OperationState)(0),            // 1: flotilla.v1.OperationState
 	(StepState)(0),                 // 2: flotilla.v1.StepState
 	(*OperationStep)(nil),          // 3: flotilla.v1.OperationStep
 	(*Operation)(nil),              // 4: flotilla.v1.Operation
-	(*GetOperationRequest)(nil),    // 5: flotilla.v1.GetOperationRequest
-	(*ListOperationsRequest)(nil),  // 6: flotilla.v1.ListOperationsRequest
-	(*ListOperationsResponse)(nil), // 7: flotilla.v1.ListOperationsResponse
-	(*WaitOperationRequest)(nil),   // 8: flotilla.v1.WaitOperationRequest
-	(*CancelOperationRequest)(nil), // 9: flotilla.v1.CancelOperationRequest
-	(*timestamppb.Timestamp)(nil),  // 10: google.protobuf.Timestamp
-	(*Fault)(nil),                  // 11: flotilla.v1.Fault
-	(*durationpb.Duration)(nil),    // 12: google.protobuf.Duration
+	(*Caller)(nil),                 // 5: flotilla.v1.Caller
+	(*GetOperationRequest)(nil),    // 6: flotilla.v1.GetOperationRequest
+	(*ListOperationsRequest)(nil),  // 7: flotilla.v1.ListOperationsRequest
+	(*ListOperationsResponse)(nil), // 8: flotilla.v1.ListOperationsResponse
+	(*WaitOperationRequest)(nil),   // 9: flotilla.v1.WaitOperationRequest
+	(*CancelOperationRequest)(nil), // 10: flotilla.v1.CancelOperationRequest
+	(*timestamppb.Timestamp)(nil),  // 11: google.protobuf.Timestamp
+	(*Fault)(nil),                  // 12: flotilla.v1.Fault
+	(*durationpb.Duration)(nil),    // 13: google.protobuf.Duration
 }
 var file_flotilla_v1_operation_proto_depIdxs = []int32{
 	2,  // 0: flotilla.v1.OperationStep.state:type_name -> flotilla.v1.StepState
-	10, // 1: flotilla.v1.OperationStep.deadline:type_name -> google.protobuf.Timestamp
-	10, // 2: flotilla.v1.OperationStep.start_time:type_name -> google.protobuf.Timestamp
-	10, // 3: flotilla.v1.OperationStep.end_time:type_name -> google.protobuf.Timestamp
-	11, // 4: flotilla.v1.OperationStep.error:type_name -> flotilla.v1.Fault
-	10, // 5: flotilla.v1.OperationStep.retry_time:type_name -> google.protobuf.Timestamp
+	11, // 1: flotilla.v1.OperationStep.deadline:type_name -> google.protobuf.Timestamp
+	11, // 2: flotilla.v1.OperationStep.start_time:type_name -> google.protobuf.Timestamp
+	11, // 3: flotilla.v1.OperationStep.end_time:type_name -> google.protobuf.Timestamp
+	12, // 4: flotilla.v1.OperationStep.error:type_name -> flotilla.v1.Fault
+	11, // 5: flotilla.v1.OperationStep.retry_time:type_name -> google.protobuf.Timestamp
 	0,  // 6: flotilla.v1.Operation.kind:type_name -> flotilla.v1.OperationKind
 	1,  // 7: flotilla.v1.Operation.state:type_name -> flotilla.v1.OperationState
-	11, // 8: flotilla.v1.Operation.error:type_name -> flotilla.v1.Fault
-	10, // 9: flotilla.v1.Operation.deadline:type_name -> google.protobuf.Timestamp
-	10, // 10: flotilla.v1.Operation.create_time:type_name -> google.protobuf.Timestamp
-	10, // 11: flotilla.v1.Operation.start_time:type_name -> google.protobuf.Timestamp
-	10, // 12: flotilla.v1.Operation.end_time:type_name -> google.protobuf.Timestamp
-	12, // 13: flotilla.v1.Operation.graceful_timeout:type_name -> google.protobuf.Duration
+	12, // 8: flotilla.v1.Operation.error:type_name -> flotilla.v1.Fault
+	11, // 9: flotilla.v1.Operation.deadline:type_name -> google.protobuf.Timestamp
+	11, // 10: flotilla.v1.Operation.create_time:type_name -> google.protobuf.Timestamp
+	11, // 11: flotilla.v1.Operation.start_time:type_name -> google.protobuf.Timestamp
+	11, // 12: flotilla.v1.Operation.end_time:type_name -> google.protobuf.Timestamp
+	13, // 13: flotilla.v1.Operation.graceful_timeout:type_name -> google.protobuf.Duration
 	3,  // 14: flotilla.v1.Operation.steps:type_name -> flotilla.v1.OperationStep
-	4,  // 15: flotilla.v1.ListOperationsResponse.operations:type_name -> flotilla.v1.Operation
-	12, // 16: flotilla.v1.WaitOperationRequest.timeout:type_name -> google.protobuf.Duration
-	5,  // 17: flotilla.v1.OperationService.GetOperation:input_type -> flotilla.v1.GetOperationRequest
-	6,  // 18: flotilla.v1.OperationService.ListOperations:input_type -> flotilla.v1.ListOperationsRequest
-	8,  // 19: flotilla.v1.OperationService.WaitOperation:input_type -> flotilla.v1.WaitOperationRequest
-	9,  // 20: flotilla.v1.OperationService.CancelOperation:input_type -> flotilla.v1.CancelOperationRequest
-	4,  // 21: flotilla.v1.OperationService.GetOperation:output_type -> flotilla.v1.Operation
-	7,  // 22: flotilla.v1.OperationService.ListOperations:output_type -> flotilla.v1.ListOperationsResponse
-	4,  // 23: flotilla.v1.OperationService.WaitOperation:output_type -> flotilla.v1.Operation
-	4,  // 24: flotilla.v1.OperationService.CancelOperation:output_type -> flotilla.v1.Operation
-	21, // [21:25] is the sub-list for method output_type
-	17, // [17:21] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	5,  // 15: flotilla.v1.Operation.requested_by:type_name -> flotilla.v1.Caller
+	4,  // 16: flotilla.v1.ListOperationsResponse.operations:type_name -> flotilla.v1.Operation
+	13, // 17: flotilla.v1.WaitOperationRequest.timeout:type_name -> google.protobuf.Duration
+	6,  // 18: flotilla.v1.OperationService.GetOperation:input_type -> flotilla.v1.GetOperationRequest
+	7,  // 19: flotilla.v1.OperationService.ListOperations:input_type -> flotilla.v1.ListOperationsRequest
+	9,  // 20: flotilla.v1.OperationService.WaitOperation:input_type -> flotilla.v1.WaitOperationRequest
+	10, // 21: flotilla.v1.OperationService.CancelOperation:input_type -> flotilla.v1.CancelOperationRequest
+	4,  // 22: flotilla.v1.OperationService.GetOperation:output_type -> flotilla.v1.Operation
+	8,  // 23: flotilla.v1.OperationService.ListOperations:output_type -> flotilla.v1.ListOperationsResponse
+	4,  // 24: flotilla.v1.OperationService.WaitOperation:output_type -> flotilla.v1.Operation
+	4,  // 25: flotilla.v1.OperationService.CancelOperation:output_type -> flotilla.v1.Operation
+	22, // [22:26] is the sub-list for method output_type
+	18, // [18:22] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_operation_proto_init() }
@@ -1115,7 +1211,7 @@ func file_flotilla_v1_operation_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_operation_proto_rawDesc), len(file_flotilla_v1_operation_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   7,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
