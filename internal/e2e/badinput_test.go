@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -45,9 +46,13 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"unknown operation", "OperationService/GetOperation", map[string]any{"id": "op-00000000000000000000"}, codes.NotFound, ""},
 		{"unknown host", "HostService/GetHost", map[string]any{"id": "no-such-host"}, codes.NotFound, ""},
 		{"graceful too short", "InstanceService/StopInstance", map[string]any{"id": id, "gracefulTimeout": "0.5s"}, codes.InvalidArgument, "graceful_timeout"},
-		{"unpause a running instance", "InstanceService/UnpauseInstance", map[string]any{"id": id}, codes.FailedPrecondition, "allowed: stop, restart, pause, suspend, delete"},
+		{"unpause a running instance", "InstanceService/UnpauseInstance", map[string]any{"id": id}, codes.FailedPrecondition, "allowed: stop, restart, pause, suspend, delete, update)"},
 		{"resume a running instance", "InstanceService/ResumeInstance", map[string]any{"id": id}, codes.FailedPrecondition, "RUNNING"},
 		{"start a running instance", "InstanceService/StartInstance", map[string]any{"id": id}, codes.FailedPrecondition, "allowed"},
+		{"unknown vocabulary", "InstanceService/GetInstance", map[string]any{"id": id, "vocabularies": []int{99}}, codes.InvalidArgument, "vocabularies"},
+		{"update without a mask", "InstanceService/UpdateInstance", map[string]any{"id": id, "name": "x"}, codes.InvalidArgument, "update_mask"},
+		{"update of the spec", "InstanceService/UpdateInstance", map[string]any{"id": id, "updateMask": map[string]any{"paths": []string{"spec"}}}, codes.InvalidArgument, "update_mask"},
+		{"too many labels", "InstanceService/CreateInstance", map[string]any{"name": "a", "spec": spec(1, 256, "flotilla-test"), "labels": manyLabels(65)}, codes.InvalidArgument, "labels"},
 		{"watch from the future is fine, negative is not", "InstanceService/ListInstances", map[string]any{"pageSize": -1}, codes.InvalidArgument, "page_size"},
 	}
 	for _, c := range cases {
@@ -70,7 +75,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 	ce := err.(*testenv.CallError)
 	found := false
 	for _, d := range ce.Details {
-		if md, ok := d["metadata"].(map[string]any); ok && md["allowed_actions"] == "stop,restart,pause,suspend,delete" && md["status"] == "RUNNING" {
+		if md, ok := d["metadata"].(map[string]any); ok && md["allowed_actions"] == "stop,restart,pause,suspend,delete,update" && md["status"] == "RUNNING" {
 			found = true
 		}
 	}
@@ -117,4 +122,12 @@ func TestMissingImageFailsWithFault(t *testing.T) {
 	if s := e.status(id); s != "STATUS_DELETED" {
 		t.Fatalf("after delete: %s", s)
 	}
+}
+
+func manyLabels(n int) map[string]string {
+	out := map[string]string{}
+	for i := range n {
+		out[fmt.Sprintf("k%d", i)] = "v"
+	}
+	return out
 }
