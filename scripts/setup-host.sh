@@ -39,6 +39,7 @@ PACKAGES=(
   qemu-system-x86 qemu-utils
   cpio busybox-static xz-utils zstd kmod
   iproute2 procps passwd
+  iputils-ping  # the test bed's hosts ping each other (scripts/testbed.sh)
 )
 
 # ---------------------------------------------------------------- packages

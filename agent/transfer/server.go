@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/flotilla-vm/flotilla/hypervisor"
@@ -34,6 +35,9 @@ func (s *peerServer) PullDisk(req *agentv1.PullDiskRequest, stream grpc.ServerSt
 	ctx := stream.Context()
 	id := req.GetInstanceId()
 	log := t.log.With("instance", id, "peer_host", req.GetHostId())
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		log = log.With("peer_addr", p.Addr.String()) // where the puller connects from
+	}
 	if err := hypervisor.ValidateID(id); err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}

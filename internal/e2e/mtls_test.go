@@ -92,16 +92,17 @@ func TestMutualTLS(t *testing.T) {
 	})
 }
 
-// testCA makes a CA in dir and returns a function issuing its certificates.
-func testCA(t *testing.T, dir string) func(name, role string) mtls.Files {
+// testCA makes a CA in dir and returns a function issuing its certificates
+// (valid for loopback and the hosts given).
+func testCA(t *testing.T, dir string) func(name, role string, hosts ...string) mtls.Files {
 	t.Helper()
 	ca, err := mtls.NewCA(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return func(name, role string) mtls.Files {
+	return func(name, role string, hosts ...string) mtls.Files {
 		t.Helper()
-		f, err := ca.Issue(name, role)
+		f, err := ca.Issue(name, role, hosts...)
 		if err != nil {
 			t.Fatal(err)
 		}

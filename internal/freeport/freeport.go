@@ -6,7 +6,6 @@
 package freeport
 
 import (
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -19,7 +18,11 @@ var (
 )
 
 // Addr returns "127.0.0.1:port" for a port that was free a moment ago.
-func Addr() (string, error) {
+func Addr() (string, error) { return AddrOn("127.0.0.1") }
+
+// AddrOn returns "ip:port" for a port of ip, an address of this machine,
+// that was free a moment ago.
+func AddrOn(ip string) (string, error) {
 	mu.Lock()
 	defer mu.Unlock()
 	for tries := 0; tries < 1000; tries++ {
@@ -27,7 +30,7 @@ func Addr() (string, error) {
 		if used[port] {
 			continue
 		}
-		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		l, err := net.Listen("tcp", net.JoinHostPort(ip, fmt.Sprint(port)))
 		if err != nil {
 			continue
 		}
@@ -35,5 +38,5 @@ func Addr() (string, error) {
 		used[port] = true
 		return l.Addr().String(), nil
 	}
-	return "", errors.New("freeport: no free port in 20000-31999")
+	return "", fmt.Errorf("freeport: no free port of %s in 20000-31999", ip)
 }

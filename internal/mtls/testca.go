@@ -41,9 +41,10 @@ func NewCA(dir string) (*CA, error) {
 	return ca, writePEM(filepath.Join(dir, "ca.pem"), "CERTIFICATE", der)
 }
 
-// Issue makes a certificate for name with role, valid for 127.0.0.1 and
-// localhost, and returns its files (the CA bundle included).
-func (ca *CA) Issue(name, role string) (Files, error) {
+// Issue makes a certificate for name with role, valid for 127.0.0.1,
+// localhost and the given hosts (IP addresses or DNS names), and returns its
+// files (the CA bundle included).
+func (ca *CA) Issue(name, role string, hosts ...string) (Files, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return Files{}, err
@@ -55,6 +56,13 @@ func (ca *CA) Issue(name, role string) (Files, error) {
 		KeyUsage:    x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"localhost"},
+	}
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {

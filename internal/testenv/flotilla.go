@@ -22,12 +22,19 @@ type Coordinator struct {
 // extra flags are appended (e.g. "--agent-resync-interval=1s").
 func StartCoordinator(t testing.TB, dir string, extra ...string) *Coordinator {
 	t.Helper()
-	return startNode(t, dir, "c1", extra...)
+	return startNode(t, dir, "c1", FreeAddr(t), extra...)
 }
 
-func startNode(t testing.TB, dir, id string, extra ...string) *Coordinator {
+// StartCoordinatorAt is StartCoordinator serving the API on addr, e.g. a
+// port of a test bed's bridge address, which its hosts' agents can reach.
+func StartCoordinatorAt(t testing.TB, dir, addr string, extra ...string) *Coordinator {
 	t.Helper()
-	c := &Coordinator{Addr: FreeAddr(t), RaftAddr: FreeAddr(t), DataDir: filepath.Join(dir, id)}
+	return startNode(t, dir, "c1", addr, extra...)
+}
+
+func startNode(t testing.TB, dir, id, addr string, extra ...string) *Coordinator {
+	t.Helper()
+	c := &Coordinator{Addr: addr, RaftAddr: FreeAddr(t), DataDir: filepath.Join(dir, id)}
 	args := append([]string{"--node-id=" + id, "--data-dir=" + c.DataDir, "--listen=" + c.Addr, "--raft-addr=" + c.RaftAddr, "--log-level=debug"}, extra...)
 	c.Proc = StartNamed(t, "flotilla-coordinator", id, dir, args...)
 	return c
@@ -36,18 +43,18 @@ func startNode(t testing.TB, dir, id string, extra ...string) *Coordinator {
 // StartNode starts one more coordinator with the given id (e.g. to join a cluster).
 func StartNode(t testing.TB, dir, id string, extra ...string) *Coordinator {
 	t.Helper()
-	return startNode(t, dir, id, extra...)
+	return startNode(t, dir, id, FreeAddr(t), extra...)
 }
 
 // StartCluster starts n coordinator processes on loopback with short Raft
 // timeouts: the first bootstraps, the others join through it.
 func StartCluster(t testing.TB, dir string, n int, extra ...string) []*Coordinator {
 	t.Helper()
-	first := startNode(t, dir, "c1", append([]string{"--raft-fast"}, extra...)...)
+	first := startNode(t, dir, "c1", FreeAddr(t), append([]string{"--raft-fast"}, extra...)...)
 	out := []*Coordinator{first}
 	for i := 2; i <= n; i++ {
 		args := append([]string{"--raft-fast", "--join=" + first.Addr}, extra...)
-		out = append(out, startNode(t, dir, fmt.Sprintf("c%d", i), args...))
+		out = append(out, startNode(t, dir, fmt.Sprintf("c%d", i), FreeAddr(t), args...))
 	}
 	return out
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -69,11 +70,12 @@ type Proc struct {
 	Args []string
 	Log  string // path of its combined output
 
-	t   testing.TB
-	bin string
-	mu  sync.Mutex
-	cmd *exec.Cmd
-	end chan struct{}
+	t    testing.TB
+	bin  string
+	wrap []string // a command that runs bin (and execs it: signals must reach bin)
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	end  chan struct{}
 }
 
 // Start runs binary name from Binaries with args; output goes to a log file
@@ -87,7 +89,14 @@ func Start(t testing.TB, name, dir string, args ...string) *Proc {
 // label names its log file.
 func StartNamed(t testing.TB, name, label, dir string, args ...string) *Proc {
 	t.Helper()
-	p := &Proc{Name: label, Args: args, Log: filepath.Join(dir, label+".log"), t: t, bin: filepath.Join(Binaries(t), name)}
+	return startWrapped(t, name, label, dir, nil, args...)
+}
+
+// startWrapped is StartNamed with the binary run by the command wrap, which
+// must exec it in its place (as nsenter does).
+func startWrapped(t testing.TB, name, label, dir string, wrap []string, args ...string) *Proc {
+	t.Helper()
+	p := &Proc{Name: label, Args: args, Log: filepath.Join(dir, label+".log"), t: t, bin: filepath.Join(Binaries(t), name), wrap: wrap}
 	p.start()
 	t.Cleanup(func() {
 		p.Stop()
@@ -113,7 +122,8 @@ func (p *Proc) start() {
 	if err != nil {
 		p.t.Fatal(err)
 	}
-	cmd := exec.Command(p.bin, p.Args...)
+	argv := append(append(slices.Clone(p.wrap), p.bin), p.Args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
 		f.Close()
