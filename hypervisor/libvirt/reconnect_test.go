@@ -39,6 +39,12 @@ func TestReconnectAfterLibvirtdRestart(t *testing.T) {
 			startLibvirtd(t)
 		}
 	})
+	// A domain created just before the restart must outlive it too: Create
+	// returns only once libvirt has it running and recorded.
+	fresh := testID(t, d)
+	if err := d.Create(ctxT(t, 60*time.Second), testSpec(fresh)); err != nil {
+		t.Fatalf("Create: %v", err)
+	}
 	stopLibvirtd(t)
 
 	// The subscription ends with the connection.
@@ -74,7 +80,14 @@ func TestReconnectAfterLibvirtdRestart(t *testing.T) {
 		return err == nil
 	})
 	t.Logf("timing: driver usable %s after libvirtd restart", took.Round(time.Millisecond))
-	wantState(t, d, id, hypervisor.PowerRunning) // the guest outlived the daemon
+	// libvirtd reports a domain running before it has reconnected to its
+	// QEMU; only then does "running" mean the guest outlived the daemon.
+	testenv.WaitDomainsReconnected(t, 60*time.Second, domainName(id), domainName(fresh))
+	wantState(t, d, id, hypervisor.PowerRunning)
+	wantState(t, d, fresh, hypervisor.PowerRunning)
+	if err := d.Delete(ctxT(t, 30*time.Second), fresh); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
 
 	events, err = d.Events(ctxT(t, 60*time.Second))
 	if err != nil {

@@ -31,8 +31,15 @@ func TestRestartsLoseNothing(t *testing.T) {
 		}
 	}
 
-	// libvirtd restart: the driver reconnects and resubscribes.
-	restartLibvirtd(t)
+	// libvirtd restart: the driver reconnects and resubscribes. Nothing
+	// shows the resubscription through the API, so the agent's log tells;
+	// without waiting for it, the destroy below could be seen through the
+	// resync that follows a late resubscription instead of an event.
+	resubscribed := e.agent.LogCount(agentResubscribed)
+	restartLibvirtd(t, "flotilla-"+id, "flotilla-"+other)
+	testenv.Eventually(t, 30*time.Second, "the agent to resubscribe to libvirt events", func() bool {
+		return e.agent.LogCount(agentResubscribed) > resubscribed
+	})
 	destroyAndSee("after libvirtd restart")
 	if s := e.status(other); s != "STATUS_RUNNING" {
 		t.Fatalf("witness after libvirtd restart: %s", s)
@@ -71,9 +78,15 @@ func TestRestartsLoseNothing(t *testing.T) {
 	destroyAndSee("after coordinator restart")
 }
 
+// agentResubscribed is what the agent logs once it has subscribed to
+// libvirt's events again (agent/session).
+const agentResubscribed = "resubscribed to hypervisor events"
+
 // restartLibvirtd stops libvirtd and starts it again with the project's
-// own setup script, as an operator's restart would.
-func restartLibvirtd(t *testing.T) {
+// own setup script, as an operator's restart would, and returns once
+// libvirtd has reconnected to the given running domains (answering calls
+// comes first; see testenv.WaitDomainsReconnected).
+func restartLibvirtd(t *testing.T, domains ...string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
@@ -85,4 +98,7 @@ func restartLibvirtd(t *testing.T) {
 	if err != nil {
 		t.Fatalf("setup-host.sh: %v\n%s", err, out)
 	}
+	answered := time.Now()
+	testenv.WaitDomainsReconnected(t, 60*time.Second, domains...)
+	t.Logf("timing: libvirtd reconnected to %d domains %s after it answered", len(domains), time.Since(answered).Round(time.Millisecond))
 }

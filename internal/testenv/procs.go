@@ -194,3 +194,14 @@ func (p *Proc) Send(sig syscall.Signal) {
 		_ = p.cmd.Process.Signal(sig)
 	}
 }
+
+// LogCount counts the occurrences of s in the process's log, across its
+// restarts (they append to one file). For waiting on something a process
+// does that no API shows; prefer a condition observable through the API.
+func (p *Proc) LogCount(s string) int {
+	b, err := os.ReadFile(p.Log)
+	if err != nil {
+		return 0
+	}
+	return strings.Count(string(b), s)
+}
