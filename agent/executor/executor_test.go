@@ -221,13 +221,16 @@ func TestOneStepPerInstance(t *testing.T) {
 func TestDuplicateWhileRunning(t *testing.T) {
 	drv := newFake()
 	e, _ := newExecutor(t, drv, "")
-	drv.SetDelay("Create", 100*time.Millisecond)
+	// Held, not delayed: the duplicate must arrive while the first runs,
+	// however long the machine takes to get there.
+	release := drv.Hold("Create")
 	first := make(chan *agentv1.StepResult, 1)
 	go func() { first <- e.Execute(create("op-1", "vm-1"), epoch) }()
 	waitFor(t, func() bool { return drv.Calls("Create") == 1 })
 	if r := e.Execute(create("op-1", "vm-1"), epoch); r != nil {
 		t.Errorf("duplicate returned %v, want nil (the first call answers)", r)
 	}
+	release()
 	mustSucceed(t, <-first)
 	if drv.Calls("Create") != 1 {
 		t.Errorf("Create called %d times", drv.Calls("Create"))

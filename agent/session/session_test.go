@@ -377,13 +377,15 @@ func TestReconnectAfterCoordinatorRestart(t *testing.T) {
 	s1.result(t, "op-0")
 
 	// A step still running when the stream breaks finishes, and its
-	// result goes out on the next session.
-	drv.SetDelay("Pause", 300*time.Millisecond)
+	// result goes out on the next session. Held until the new session is
+	// up: with a delay, a slow restart would let the result out on the old one.
+	release := drv.Hold("Pause")
 	s1.send(step("op-1", "vm-1", s1.epoch, flotillav1.OperationKind_OPERATION_KIND_PAUSE))
 	waitFor(t, func() bool { return drv.Calls("Pause") == 1 })
 	coord.restart()
 
 	s2 := coord.nextSession(t)
+	release()
 	if s2.epoch <= s1.epoch {
 		t.Fatalf("epoch %d after %d", s2.epoch, s1.epoch)
 	}

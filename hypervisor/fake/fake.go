@@ -1,7 +1,7 @@
 // Package fake is an in-memory hypervisor.Driver with the libvirt driver's
 // state machine, for unit tests and for simulating many hosts in one process.
 // Besides the Driver methods it offers fault injection (InjectFault,
-// SetDelay, SetUnavailable, SetDiskFree), guest behaviour (SetShutdownDelay, SetIgnoreACPI,
+// SetDelay, Hold, SetUnavailable, SetDiskFree), guest behaviour (SetShutdownDelay, SetIgnoreACPI,
 // PowerOff, Crash) and event loss (DropEvents, BreakEvents). Each domain has
 // a disk of bytes derived from its id (Disk), which OpenDisk and ImportDomain
 // copy, so a test can check that a moved instance arrived intact.
@@ -70,6 +70,7 @@ type Driver struct {
 	subs        map[*subscriber]struct{}
 	faults      map[string]*fault
 	delays      map[string]time.Duration
+	holds       map[string]chan struct{} // closed on release
 	calls       map[string]int
 	dropEvents  bool
 	unavailable bool
@@ -101,6 +102,7 @@ func New(opts Options) *Driver {
 		subs:    make(map[*subscriber]struct{}),
 		faults:  make(map[string]*fault),
 		delays:  make(map[string]time.Duration),
+		holds:   make(map[string]chan struct{}),
 		calls:   make(map[string]int),
 
 		diskFree: DefaultDiskFree,
@@ -188,11 +190,13 @@ func (d *Driver) Calls(method string) int {
 }
 
 // enter is the common prologue of every Driver method: it counts the call,
-// applies the configured delay (honouring ctx), then any injected fault.
+// applies the configured delay and hold (honouring ctx), then any injected
+// fault.
 func (d *Driver) enter(ctx context.Context, method string) error {
 	d.mu.Lock()
 	d.calls[method]++
 	delay := d.delays[method]
+	hold := d.holds[method]
 	d.mu.Unlock()
 
 	if err := ctx.Err(); err != nil {
@@ -203,6 +207,13 @@ func (d *Driver) enter(ctx context.Context, method string) error {
 		defer t.Stop()
 		select {
 		case <-t.C:
+		case <-ctx.Done():
+			return fmt.Errorf("fake: %s: %w", method, ctx.Err())
+		}
+	}
+	if hold != nil {
+		select {
+		case <-hold:
 		case <-ctx.Done():
 			return fmt.Errorf("fake: %s: %w", method, ctx.Err())
 		}

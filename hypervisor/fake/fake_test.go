@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -366,6 +367,42 @@ func TestDelay(t *testing.T) {
 	}
 	if took := time.Since(start); took < 10*time.Millisecond {
 		t.Fatalf("delay not applied: %s", took)
+	}
+}
+
+func TestHold(t *testing.T) {
+	d := New(Options{})
+	release := d.Hold("Create")
+	done := make(chan error, 1)
+	go func() { done <- d.Create(context.Background(), spec("vm")) }()
+	// Counted while held, so a test can tell the call has begun.
+	for d.Calls("Create") == 0 {
+		runtime.Gosched()
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("held Create returned %v", err)
+	default:
+	}
+	if s := state(t, d, "vm"); s != hypervisor.PowerNoDomain {
+		t.Fatalf("held Create changed state: %s", s)
+	}
+	release()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	release() // a second release is harmless
+	if err := d.Delete(context.Background(), "vm"); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Create(context.Background(), spec("vm")); err != nil {
+		t.Fatalf("Create after release: %v", err)
+	}
+
+	// A held call still ends with its context.
+	d.Hold("Start")
+	if err := d.Start(ctxT(t, 10*time.Millisecond), "vm"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("held Start with a deadline: %v, want DeadlineExceeded", err)
 	}
 }
 

@@ -2,6 +2,7 @@ package fake
 
 import (
 	"fmt"
+	"sync"
 	"time"
 )
 
@@ -64,6 +65,30 @@ func (d *Driver) SetDelay(method string, delay time.Duration) {
 		return
 	}
 	d.delays[method] = delay
+}
+
+// Hold makes calls of method wait, once counted (see Calls), until release
+// is called or their context ends; calls made after release do not wait.
+// Unlike SetDelay it lets a test decide when a call ends, so "the step is
+// still running" holds for as long as the test needs, however slow the
+// machine.
+func (d *Driver) Hold(method string) (release func()) {
+	mustMethod(method)
+	gate := make(chan struct{})
+	d.mu.Lock()
+	d.holds[method] = gate
+	d.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			d.mu.Lock()
+			if d.holds[method] == gate {
+				delete(d.holds, method)
+			}
+			d.mu.Unlock()
+			close(gate)
+		})
+	}
 }
 
 // SetUnavailable simulates losing the hypervisor (true): every method fails
