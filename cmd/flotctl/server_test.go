@@ -389,16 +389,49 @@ func TestWatch(t *testing.T) {
 		t.Errorf("watch request = %v", f.watchReq)
 	}
 
-	// Ctrl-C (context canceled) ends the watch normally.
+	// Ctrl-C (context canceled) ends the watch normally. It comes once
+	// both events are printed, not after a fixed time a slow machine may
+	// need just to connect.
 	f.mu.Lock()
 	f.watchHold = true
 	f.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	code, out, errOut = runCLI(ctx, addr, "-o", "json", "watch")
-	if code != 0 || strings.Count(out, "\n") != 2 {
-		t.Errorf("exit %d, stdout %q, stderr %q", code, out, errOut)
+	var stdout, stderr lockedBuffer
+	exit := make(chan int, 1)
+	go func() { exit <- run(ctx, []string{"--addr", addr, "-o", "json", "watch"}, env(nil), &stdout, &stderr) }()
+	deadline := time.After(15 * time.Second)
+	for strings.Count(stdout.String(), "\n") < 2 {
+		select {
+		case code := <-exit:
+			t.Fatalf("watch ended before Ctrl-C: exit %d, stdout %q, stderr %q", code, stdout.String(), stderr.String())
+		case <-deadline:
+			t.Fatalf("events not printed: stdout %q, stderr %q", stdout.String(), stderr.String())
+		case <-time.After(5 * time.Millisecond):
+		}
 	}
+	cancel()
+	if code := <-exit; code != 0 || strings.Count(stdout.String(), "\n") != 2 {
+		t.Errorf("exit %d, stdout %q, stderr %q", code, stdout.String(), stderr.String())
+	}
+}
+
+// lockedBuffer is a bytes.Buffer a test reads while the CLI writes it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func TestHostList(t *testing.T) {
