@@ -122,7 +122,10 @@ func TestLifecycle(t *testing.T) {
 	}
 	virshTook := time.Since(destroyed)
 	var observed time.Time
-	timeout := time.After(time.Second)
+	// The bound only catches a missing event; its latency is logged below
+	// (and measured by bench/cmd/flotilla-bench): a machine busy with the
+	// whole suite can take seconds to deliver what usually takes a millisecond.
+	timeout := time.After(15 * time.Second)
 	for got := false; !got; {
 		select {
 		case ev, ok := <-events:
@@ -136,7 +139,7 @@ func TestLifecycle(t *testing.T) {
 				t.Errorf("event reason = %q, want destroyed", ev.Reason)
 			}
 		case <-timeout:
-			t.Fatal("no shut-off event within 1s of virsh destroy")
+			t.Fatal("no shut-off event within 15s of virsh destroy")
 		}
 	}
 	t.Logf("timing: shut-off event observed %s after virsh destroy started (virsh itself took %s)",

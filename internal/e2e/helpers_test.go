@@ -11,6 +11,14 @@ import (
 	"github.com/flotilla-vm/flotilla/internal/testenv"
 )
 
+// eventBound is how long a power-state change may take from libvirt to the
+// coordinator's status in these tests. A test that must tell an event from
+// a resync gets that from the resync interval (an hour), not from this
+// bound, which only has to be long enough for a machine loaded by the whole
+// suite (a Raft commit behind an fsync, -race binaries). The latency itself
+// is bench/cmd/flotilla-bench's to measure, on a quiet machine.
+const eventBound = 15 * time.Second
+
 // env is one coordinator, one agent on the real libvirtd, and a grpcurl client.
 type env struct {
 	t     *testing.T

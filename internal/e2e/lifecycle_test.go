@@ -92,8 +92,9 @@ func TestLifecycleThroughGrpcurl(t *testing.T) {
 }
 
 // TestUnexpectedShutoffFromEvent destroys the domain behind Flotilla's back
-// and requires the coordinator's watch to show it within one second, with a
-// resync interval far too long to be the cause.
+// and requires the coordinator's watch to show it, with a resync interval
+// far too long to be the cause: only the event path can deliver it. How
+// fast it arrives is logged, not asserted (see eventBound).
 func TestUnexpectedShutoffFromEvent(t *testing.T) {
 	e := newEnv(t, []string{"--agent-resync-interval=1h"}, nil)
 	id := e.create("destroyed")
@@ -104,7 +105,8 @@ func TestUnexpectedShutoffFromEvent(t *testing.T) {
 	if out, err := virsh(t, "destroy", "flotilla-"+id); err != nil {
 		t.Fatalf("virsh destroy: %v %s", err, out)
 	}
-	timeout := time.After(time.Second)
+	returned := time.Now()
+	timeout := time.After(eventBound)
 	for {
 		select {
 		case m, ok := <-w.C:
@@ -112,7 +114,8 @@ func TestUnexpectedShutoffFromEvent(t *testing.T) {
 				t.Fatal("watch ended")
 			}
 			if strings.Contains(testenv.Str(m, "instances"), `"status":"STATUS_UNEXPECTED_SHUTOFF"`) {
-				t.Logf("unexpected shut-off visible on the watch %s after virsh destroy returned", time.Since(start).Round(time.Millisecond))
+				t.Logf("unexpected shut-off visible on the watch %s after virsh destroy returned (virsh took %s)",
+					time.Since(returned).Round(time.Millisecond), returned.Sub(start).Round(time.Millisecond))
 				inst := e.instance(id)
 				if testenv.Str(inst, "desiredState") != "DESIRED_STATE_RUNNING" || testenv.Str(inst, "powerStateReason") != "destroyed" {
 					t.Fatalf("instance after destroy: %v", inst)
@@ -120,7 +123,7 @@ func TestUnexpectedShutoffFromEvent(t *testing.T) {
 				return
 			}
 		case <-timeout:
-			t.Fatalf("no UNEXPECTED_SHUTOFF on the watch within 1s of virsh destroy (status now %s)", e.status(id))
+			t.Fatalf("no UNEXPECTED_SHUTOFF on the watch within %s of virsh destroy (status now %s)", eventBound, e.status(id))
 		}
 	}
 }
@@ -133,5 +136,5 @@ func TestResyncCatchesLostEvents(t *testing.T) {
 	if out, err := virsh(t, "destroy", "flotilla-"+id); err != nil {
 		t.Fatalf("virsh destroy: %v %s", err, out)
 	}
-	e.waitStatus(id, "STATUS_UNEXPECTED_SHUTOFF", 5*time.Second)
+	e.waitStatus(id, "STATUS_UNEXPECTED_SHUTOFF", time.Second+eventBound)
 }

@@ -24,7 +24,7 @@ func TestRestartsLoseNothing(t *testing.T) {
 		if out, err := virsh(t, "destroy", "flotilla-"+id); err != nil {
 			t.Fatalf("%s: virsh destroy: %v %s", what, err, out)
 		}
-		e.waitStatus(id, "STATUS_UNEXPECTED_SHUTOFF", 5*time.Second)
+		e.waitStatus(id, "STATUS_UNEXPECTED_SHUTOFF", eventBound)
 		e.mustSucceed(e.do("StartInstance", map[string]any{"id": id}))
 		if s := e.status(id); s != "STATUS_RUNNING" {
 			t.Fatalf("%s: start after destroy: %s", what, s)
