@@ -13,7 +13,8 @@ package caller
 
 import (
 	"context"
-	"encoding/json"
+	"encoding/binary"
+	"errors"
 	"slices"
 
 	"google.golang.org/grpc/metadata"
@@ -36,13 +37,13 @@ func Of(ctx context.Context) *state.Caller {
 	if len(vals) == 0 {
 		return direct
 	}
-	var relayed state.Caller
-	if err := json.Unmarshal([]byte(vals[0]), &relayed); err != nil {
+	relayed, err := decode(vals[0])
+	if err != nil {
 		return direct
 	}
 	switch {
 	case direct.Authenticated && slices.Contains(direct.Roles, mtls.RoleCoordinator):
-		return &relayed // a coordinator of the cluster relayed it
+		return relayed // a coordinator of the cluster relayed it
 	case !direct.Authenticated:
 		// Plaintext: nothing is verified either way; the address the
 		// relaying server saw is the more useful one.
@@ -55,9 +56,87 @@ func Of(ctx context.Context) *state.Caller {
 // relays: its own peer, the client. (A follower is the first server a
 // write reaches, so a caller header it received came from the client
 // itself, and is not passed on.)
-func Relayed(ctx context.Context) string {
-	b, _ := json.Marshal(peerCaller(ctx)) // cannot fail: strings and a bool
+func Relayed(ctx context.Context) string { return Encode(peerCaller(ctx)) }
+
+// Every relayed write carries a caller and the leader decodes it, so the
+// header is a small binary form, not JSON (which cost the leader about 5%
+// of its CPU under write load): a version byte, a flags byte
+// (authenticated), then the address, the name and the roles, each string
+// preceded by its length as a uvarint, the roles by their count.
+const (
+	encVersion = 1
+	flagAuth   = 1
+)
+
+var errBadHeader = errors.New("caller: malformed caller header")
+
+// Encode is c's header value.
+func Encode(c *state.Caller) string {
+	n := 2 + 3*binary.MaxVarintLen64 + len(c.Address) + len(c.Name)
+	for _, r := range c.Roles {
+		n += binary.MaxVarintLen64 + len(r)
+	}
+	b := make([]byte, 2, n)
+	b[0] = encVersion
+	if c.Authenticated {
+		b[1] = flagAuth
+	}
+	str := func(s string) { b = append(binary.AppendUvarint(b, uint64(len(s))), s...) }
+	str(c.Address)
+	str(c.Name)
+	b = binary.AppendUvarint(b, uint64(len(c.Roles)))
+	for _, r := range c.Roles {
+		str(r)
+	}
 	return string(b)
+}
+
+// decode reads a header value written by Encode.
+func decode(v string) (*state.Caller, error) {
+	if len(v) < 2 || v[0] != encVersion || v[1]&^flagAuth != 0 {
+		return nil, errBadHeader
+	}
+	c := &state.Caller{Authenticated: v[1] == flagAuth}
+	rest := v[2:]
+	num := func() (uint64, bool) {
+		n, k := binary.Uvarint([]byte(rest[:min(len(rest), binary.MaxVarintLen64)]))
+		if k <= 0 {
+			return 0, false
+		}
+		rest = rest[k:]
+		return n, true
+	}
+	str := func() (string, bool) {
+		n, ok := num()
+		if !ok || n > uint64(len(rest)) {
+			return "", false
+		}
+		s := rest[:n]
+		rest = rest[n:]
+		return s, true
+	}
+	var ok bool
+	if c.Address, ok = str(); !ok {
+		return nil, errBadHeader
+	}
+	if c.Name, ok = str(); !ok {
+		return nil, errBadHeader
+	}
+	roles, ok := num()
+	if !ok || roles > uint64(len(rest)) {
+		return nil, errBadHeader
+	}
+	for range roles {
+		r, ok := str()
+		if !ok {
+			return nil, errBadHeader
+		}
+		c.Roles = append(c.Roles, r)
+	}
+	if rest != "" {
+		return nil, errBadHeader
+	}
+	return c, nil
 }
 
 // peerCaller is the caller the connection itself shows.

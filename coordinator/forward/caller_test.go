@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/flotilla-vm/flotilla/coordinator/caller"
+	"github.com/flotilla-vm/flotilla/coordinator/state"
 	"github.com/flotilla-vm/flotilla/internal/mtls"
 	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
@@ -44,7 +45,7 @@ func TestRelayedWritesKeepTheCaller(t *testing.T) {
 	follower.leads.addr.Store(leader.addr)
 	local := make(chan string, 1)
 	cl := dialRecording(t, follower.addr, local, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	forged := metadata.AppendToOutgoingContext(testCtx(t), caller.Header, `{"address":"6.6.6.6:666"}`)
+	forged := metadata.AppendToOutgoingContext(testCtx(t), caller.Header, caller.Encode(&state.Caller{Address: "6.6.6.6:666"}))
 	if _, err := cl.CreateInstance(forged, &pb.CreateInstanceRequest{Name: "relayed"}); err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +104,7 @@ func TestRelayedWritesKeepTheCallerMutualTLS(t *testing.T) {
 	follower.leads.addr.Store(leader.addr)
 
 	local := make(chan string, 2)
-	forged := metadata.AppendToOutgoingContext(testCtx(t), caller.Header, `{"name":"mallory","roles":["admin"],"authenticated":true}`)
+	forged := metadata.AppendToOutgoingContext(testCtx(t), caller.Header, caller.Encode(&state.Caller{Name: "mallory", Roles: []string{"admin"}, Authenticated: true}))
 	viaFollower := dialRecording(t, follower.addr, local, aliceDial)
 	if _, err := viaFollower.CreateInstance(forged, &pb.CreateInstanceRequest{Name: "relayed"}); err != nil {
 		t.Fatal(err)
