@@ -32,8 +32,7 @@ const Header = "x-flotilla-caller-bin"
 // Of returns who made the call ctx belongs to.
 func Of(ctx context.Context) *state.Caller {
 	direct := peerCaller(ctx)
-	md, _ := metadata.FromIncomingContext(ctx)
-	vals := md.Get(Header)
+	vals := metadata.ValueFromIncomingContext(ctx, Header) // no copy of the whole metadata
 	if len(vals) == 0 {
 		return direct
 	}
