@@ -64,6 +64,9 @@ func applyInstanceAction(tx *state.Tx, c *InstanceAction) (any, error) {
 		return withdraw(tx, inst, c.Operation)
 	}
 	plan := lifecycle.PlanFor(status, c.Action, c.Hard)
+	if (plan.Op == lifecycle.OpUpdate) != (c.Operation.Update != nil) {
+		return nil, fmt.Errorf("a model to change goes with an update, and only with one: %w", ErrInvalid)
+	}
 	op := newOperation(tx, c.Operation, plan.Op, inst.HostID)
 	// Planned again knowing whether the domain runs: a hard restart resets
 	// a running one and boots one that is off.
@@ -71,11 +74,6 @@ func applyInstanceAction(tx *state.Tx, c *InstanceAction) (any, error) {
 	op.PrevDesired = inst.Desired
 	if plan.Desired != "" {
 		inst.Desired = plan.Desired
-	}
-	if plan.Op != lifecycle.OpUpdate {
-		op.Update = nil
-	} else if op.Update == nil {
-		return nil, fmt.Errorf("an update without a model to change: %w", ErrInvalid)
 	}
 	if c.Action == lifecycle.ActionStart || c.Action == lifecycle.ActionStop {
 		inst.Restarts = 0 // the user took over: automatic restarts count afresh
