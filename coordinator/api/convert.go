@@ -244,8 +244,13 @@ var vocabularyToPB = map[vocabulary.Vocabulary]pb.Vocabulary{
 }
 
 // vocabulariesFromPB validates the vocabularies a read asks for, keeping
-// their order and dropping repeats.
+// their order and dropping repeats. A list longer than there are
+// vocabularies is refused as a whole, so no request can make a huge error.
 func vocabulariesFromPB(v *violations, in []pb.Vocabulary) []vocabulary.Vocabulary {
+	if len(in) > len(vocabulary.All) {
+		v.add("vocabularies", "at most %d, one per vocabulary", len(vocabulary.All))
+		return nil
+	}
 	var out []vocabulary.Vocabulary
 next:
 	for _, p := range in {

@@ -87,4 +87,8 @@ func TestInstanceViews(t *testing.T) {
 	if vocabulariesFromPB(&v, []pb.Vocabulary{pb.Vocabulary_VOCABULARY_UNSPECIFIED, 42}); len(v) != 2 {
 		t.Errorf("unknown vocabularies accepted: %v", v)
 	}
+	v = nil
+	if vocabulariesFromPB(&v, make([]pb.Vocabulary, 100000)); len(v) != 1 {
+		t.Errorf("a long list gave %d violations, want one", len(v))
+	}
 }

@@ -75,7 +75,7 @@ func applyInstanceAction(tx *state.Tx, c *InstanceAction) (any, error) {
 	if plan.Desired != "" {
 		inst.Desired = plan.Desired
 	}
-	if c.Action == lifecycle.ActionStart || c.Action == lifecycle.ActionStop {
+	if c.Action == lifecycle.ActionStart || c.Action == lifecycle.ActionStop || c.Action == lifecycle.ActionRestart {
 		inst.Restarts = 0 // the user took over: automatic restarts count afresh
 	}
 	inst.CurrentOp, inst.CurrentOpK = op.ID, op.Kind

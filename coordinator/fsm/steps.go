@@ -333,6 +333,16 @@ func finish(tx *state.Tx, op *state.Operation, inst *state.Instance, end state.O
 			op.Update.Apply(inst)
 		}
 	}
+	if op.Kind == lifecycle.OpUpdate {
+		// A model update says nothing about the guest: the instance keeps
+		// the outcome (and fault) of the last operation that acted on it,
+		// so an update never hides an ERROR; its own outcome is on its
+		// operation.
+		if inst.CurrentOp == op.ID {
+			inst.CurrentOp, inst.CurrentOpK = "", lifecycle.OpNone
+		}
+		return
+	}
 	inst.Result, inst.Fault = result, fault
 	if end == state.OpCanceled {
 		inst.Fault = nil

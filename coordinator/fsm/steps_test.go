@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -658,19 +659,47 @@ func TestUpdateAppliesTheModelOnSuccessOnly(t *testing.T) {
 	}
 	h.mustReport(Finish{OperationID: "op-fail", Fault: fault("HYPERVISOR_ERROR")})
 	inst, _ := h.store.Instance("i")
-	if op := h.op("op-fail"); op.State != state.OpFailed || inst.Name != "i" || inst.Labels != nil ||
-		h.status("i") != lifecycle.StatusRunning || inst.Result != lifecycle.ResultRolledBack {
+	if op := h.op("op-fail"); op.State != state.OpFailed || op.Fault == nil || inst.Name != "i" || inst.Labels != nil ||
+		h.status("i") != lifecycle.StatusRunning || inst.Result != lifecycle.ResultSucceeded || inst.Fault != nil || inst.LastOp != "op-i" {
 		t.Fatalf("after a failed update: %+v, instance %+v, %s", op, inst, h.status("i"))
 	}
 	update("op-ok")
 	h.running("op-ok")
 	inst, _ = h.store.Instance("i")
-	if inst.Name != "renamed" || inst.Labels["team"] != "db" || h.status("i") != lifecycle.StatusRunning || inst.LastOpK != lifecycle.OpUpdate {
+	if inst.Name != "renamed" || inst.Labels["team"] != "db" || h.status("i") != lifecycle.StatusRunning || inst.LastOpK != lifecycle.OpCreate {
 		t.Fatalf("after the update: %+v, %s", inst, h.status("i"))
 	}
 	// An update without a model is refused, and changes nothing.
 	r := h.apply(TypeInstanceAction, InstanceAction{Action: lifecycle.ActionUpdate, Operation: state.Operation{ID: "op-empty", InstanceID: "i"}})
 	if !errors.Is(r.Err, ErrInvalid) {
 		t.Fatalf("update without a model: %v", r.Err)
+	}
+}
+
+// An update of an instance in ERROR, failed or succeeded, leaves it in
+// ERROR with its fault: a model update says nothing about the guest.
+func TestUpdateNeverHidesAnError(t *testing.T) {
+	h := newHarness(t)
+	h.register("h1", 4, 4096)
+	h.create("i", "h1", 1, 512, "")
+	h.finishAll("op-i")
+	h.mustApply(TypeInstanceAction, InstanceAction{Action: lifecycle.ActionStop, Operation: state.Operation{ID: "op-s", InstanceID: "i", Deadline: h.now.Add(time.Minute)}})
+	h.mustReport(Finish{OperationID: "op-s", Fault: fault("INVALID_STATE")})
+	if s := h.status("i"); s != lifecycle.StatusError {
+		t.Fatalf("after a failed stop: %s", s)
+	}
+	for _, ok := range []bool{false, true} {
+		id := fmt.Sprintf("op-u-%v", ok)
+		h.mustApply(TypeInstanceAction, InstanceAction{Action: lifecycle.ActionUpdate, Operation: state.Operation{
+			ID: id, InstanceID: "i", Deadline: h.now.Add(time.Minute), Update: &state.ModelUpdate{SetLabels: true, Labels: map[string]string{"k": "v"}}}})
+		if ok {
+			h.running(id)
+		} else {
+			h.mustReport(Finish{OperationID: id, Fault: fault("HYPERVISOR_ERROR")})
+		}
+		inst, _ := h.store.Instance("i")
+		if h.status("i") != lifecycle.StatusError || inst.Fault == nil || inst.Fault.Code != "INVALID_STATE" || inst.LastOpK != lifecycle.OpStop {
+			t.Fatalf("update (succeeded=%v) of an instance in ERROR: %s, %+v", ok, h.status("i"), inst)
+		}
 	}
 }

@@ -35,8 +35,10 @@ type Instance struct {
 	CurrentOp  string            `json:"current_op,omitempty"`
 	CurrentOpK lifecycle.OpKind  `json:"current_op_kind,omitempty"`
 	LastOp     string            `json:"last_op,omitempty"`
-	// LastOpK is the kind of LastOp: the seeds' words for a failure depend
-	// on what failed (seed 004's CREATEFAILED).
+	// LastOp, LastOpK, Result and Fault are the last operation that acted
+	// on the instance (a model update does not) and how it ended. LastOpK
+	// is kept because the seeds' words for a failure depend on what failed
+	// (seed 004's CREATEFAILED).
 	LastOpK    lifecycle.OpKind `json:"last_op_kind,omitempty"`
 	Result     lifecycle.Result `json:"result,omitempty"`
 	Fault      *Fault           `json:"fault,omitempty"`

@@ -831,9 +831,10 @@ type Instance struct {
 	HostId string `protobuf:"bytes,10,opt,name=host_id,json=hostId,proto3" json:"host_id,omitempty"`
 	// The operation in flight, if any (at most one per instance).
 	CurrentOperationId string `protobuf:"bytes,11,opt,name=current_operation_id,json=currentOperationId,proto3" json:"current_operation_id,omitempty"`
-	// The last operation that ended.
+	// The last operation that acted on the instance and ended (a model
+	// update does not count: its outcome is on its own operation).
 	LastOperationId string `protobuf:"bytes,12,opt,name=last_operation_id,json=lastOperationId,proto3" json:"last_operation_id,omitempty"`
-	// The fault of the last failed operation, if the last result is FAILED.
+	// The fault of that operation, if it failed.
 	Fault *Fault `protobuf:"bytes,13,opt,name=fault,proto3" json:"fault,omitempty"`
 	// Actions allowed in the current status.
 	AllowedActions []Action `protobuf:"varint,14,rep,packed,name=allowed_actions,json=allowedActions,proto3,enum=flotilla.v1.Action" json:"allowed_actions,omitempty"`
@@ -1220,7 +1221,9 @@ type ListInstancesRequest struct {
 	StatusFilter []Status `protobuf:"varint,3,rep,packed,name=status_filter,json=statusFilter,proto3,enum=flotilla.v1.Status" json:"status_filter,omitempty"`
 	// Wait until this server has applied at least this revision.
 	MinRevision int64 `protobuf:"varint,4,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
-	// Include deleted instances (they are kept as records).
+	// Include deleted instances (kept as records, with their operations,
+	// until the coordinators' --history-retention has passed since their
+	// deletion).
 	ShowDeleted bool `protobuf:"varint,5,opt,name=show_deleted,json=showDeleted,proto3" json:"show_deleted,omitempty"`
 	// Also show each instance in these vocabularies (Instance.views).
 	Vocabularies  []Vocabulary `protobuf:"varint,6,rep,packed,name=vocabularies,proto3,enum=flotilla.v1.Vocabulary" json:"vocabularies,omitempty"`

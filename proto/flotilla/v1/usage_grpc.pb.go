@@ -29,8 +29,10 @@ const (
 // UsageService reports how long instances spent in each billing class of
 // the vocabularies that name classes (RightScale, seed 002; Azure, seed
 // 003). Usage is recorded in the replicated log as instances change, with
-// the log's own timestamps: every server answers the same at the same
-// revision, across restarts and leader changes.
+// the log's own timestamps: for a range with an end_time in the past,
+// every server answers the same at the same revision, across restarts and
+// leader changes (a range running up to "now" ends at the answering
+// server's clock).
 type UsageServiceClient interface {
 	// GetInstanceUsage returns the time one instance spent in each billing
 	// class of a vocabulary during a range of time.
@@ -62,8 +64,10 @@ func (c *usageServiceClient) GetInstanceUsage(ctx context.Context, in *GetInstan
 // UsageService reports how long instances spent in each billing class of
 // the vocabularies that name classes (RightScale, seed 002; Azure, seed
 // 003). Usage is recorded in the replicated log as instances change, with
-// the log's own timestamps: every server answers the same at the same
-// revision, across restarts and leader changes.
+// the log's own timestamps: for a range with an end_time in the past,
+// every server answers the same at the same revision, across restarts and
+// leader changes (a range running up to "now" ends at the answering
+// server's clock).
 type UsageServiceServer interface {
 	// GetInstanceUsage returns the time one instance spent in each billing
 	// class of a vocabulary during a range of time.
