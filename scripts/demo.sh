@@ -44,7 +44,7 @@ bin/flotilla-agent --coordinator "$api" --host-id demo-host --hypervisor "$hyper
 pids+=($!)
 
 for _ in $(seq 1 150); do
-  if bin/flotctl host get demo-host 2>/dev/null | grep -q READY; then break; fi
+  if bin/flotctl host get demo-host 2>/dev/null | grep READY >/dev/null; then break; fi
   sleep 0.2
 done
 bin/flotctl host list

@@ -115,7 +115,7 @@ stop_pids() {
 ns_pids() {
   local ns
   ns=$(host_ns "$1")
-  ip netns list 2>/dev/null | grep -qE "^$ns( |$)" || return 0
+  ip netns list 2>/dev/null | grep -E "^$ns( |$)" >/dev/null || return 0
   ip netns pids "$ns" 2>/dev/null || true
 }
 
@@ -142,7 +142,7 @@ down() {
   for i in $hosts; do
     d=$(host_dir "$i")
     ns=$(host_ns "$i")
-    if ip netns list 2>/dev/null | grep -qE "^$ns( |$)"; then
+    if ip netns list 2>/dev/null | grep -E "^$ns( |$)" >/dev/null; then
       ip netns del "$ns"
     fi
     ip link del "$VETH_PREFIX$i" 2>/dev/null || true
@@ -252,7 +252,7 @@ start_host() {
 host_ok() {
   local d
   d=$(host_dir "$1")
-  ip netns list 2>/dev/null | grep -qE "^$(host_ns "$1")( |$)" &&
+  ip netns list 2>/dev/null | grep -E "^$(host_ns "$1")( |$)" >/dev/null &&
     [[ -n $(libvirtd_pid "$1") ]] &&
     [[ -n $(virtlogd_pid "$1") ]] &&
     [[ -S $(host_sock "$1") ]] &&

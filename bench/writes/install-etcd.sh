@@ -4,7 +4,7 @@
 set -euo pipefail
 
 if command -v etcd >/dev/null 2>&1; then
-	etcd --version | head -n1
+	etcd --version | sed -n 1p # not head: under pipefail, etcd killed by SIGPIPE fails the script
 	exit 0
 fi
 
@@ -28,4 +28,4 @@ if ! $SUDO apt-get install -y --no-install-recommends etcd-server; then
 	$SUDO apt-get install -y --no-install-recommends etcd-server
 fi
 
-etcd --version | head -n1
+etcd --version | sed -n 1p # not head: under pipefail, etcd killed by SIGPIPE fails the script
