@@ -262,7 +262,9 @@ func TestUsageAgreesOnEveryReplica(t *testing.T) {
 // since its deletion, then are removed (through the log), while a live
 // instance's stay.
 func TestHistoryRetention(t *testing.T) {
-	const retention = 8 * time.Second
+	// Long enough that the reads right after the delete always come before
+	// it passes; a run where they did not fails rather than skips.
+	const retention = 15 * time.Second
 	_, cl := startFakeSingle(t, fmt.Sprintf("--history-retention=%s", retention))
 	ctx, do := context.Background(), doer(t, cl)
 	spec := &pb.InstanceSpec{Vcpus: 1, MemoryMib: 64, Image: "flotilla-test"}
@@ -274,7 +276,7 @@ func TestHistoryRetention(t *testing.T) {
 	inst, ierr := cl.inst(0).GetInstance(ctx, &pb.GetInstanceRequest{Id: id, MinRevision: del.Revision})
 	ops, err := cl.ops(0).ListOperations(ctx, &pb.ListOperationsRequest{InstanceId: id})
 	if time.Since(deleted) >= retention {
-		t.Skipf("the machine is too slow for this retention: %s passed since the deletion", time.Since(deleted))
+		t.Fatalf("the reads after the delete took %s, past the %s retention: the history before it cannot be checked", time.Since(deleted), retention)
 	}
 	if ierr != nil || inst.Status != pb.Status_STATUS_DELETED {
 		t.Fatalf("right after the delete: %v %v", inst, ierr)
