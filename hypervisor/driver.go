@@ -62,6 +62,19 @@ type Event struct {
 	DomainStatus
 }
 
+// DiskLayer names what OpenDisk gives out and ReceiveDisk stages.
+type DiskLayer string
+
+const (
+	// DiskWhole is the whole disk of a shut-off domain whose disk is not
+	// frozen (a cold move).
+	DiskWhole DiskLayer = ""
+	// DiskBase is the immutable part of a frozen disk (see FreezeDisk).
+	DiskBase DiskLayer = "base"
+	// DiskTop is what a frozen disk's domain wrote since it was frozen.
+	DiskTop DiskLayer = "top"
+)
+
 // Capacity is what a host offers to guests.
 type Capacity struct {
 	VCPUs     uint32
@@ -105,20 +118,26 @@ type Driver interface {
 	Resume(ctx context.Context, id string) error
 	// Save writes memory to disk (managed save) and stops the domain.
 	Save(ctx context.Context, id string) error
-	// Delete destroys and undefines the domain and removes its disks and save image.
+	// Delete destroys and undefines the domain and removes its disks and
+	// save image, and every layer staged for it, frozen for it or kept as
+	// its original; with no domain it still removes those files.
 	Delete(ctx context.Context, id string) error
 	// SetTitle writes the domain's title (the instance's display name) into
 	// its persistent definition and, while it runs, the live one. A missing
 	// domain is ErrNotFound.
 	SetTitle(ctx context.Context, id, title string) error
 
-	// OpenDisk opens the instance's disk for copying to another host (the
-	// source side of a cold move). The domain must be shut off, so the bytes
-	// cannot change under the reader: running, paused, shutting-down,
-	// crashed or saved-to-disk (whose memory image would not travel) is
-	// ErrInvalidState; a missing domain is ErrNotFound. It also returns the
-	// disk's size in bytes. The caller closes the reader.
-	OpenDisk(ctx context.Context, id string) (io.ReadCloser, int64, error)
+	// OpenDisk opens a layer of the instance's disk for copying to another
+	// host (the source side of a move or resize). DiskWhole and DiskTop need
+	// the domain shut off, so the bytes cannot change under the reader:
+	// running, paused, shutting-down, crashed or saved-to-disk (whose
+	// memory image would not travel) is ErrInvalidState. DiskBase needs a
+	// frozen disk (FreezeDisk) and may be read while the domain runs;
+	// DiskWhole of a frozen disk, or DiskTop of one that is not, is
+	// ErrInvalidState. A missing domain is ErrNotFound. It also returns the
+	// layer's size in bytes. The caller closes the reader; when it is an
+	// *os.File the copy may skip the file's holes.
+	OpenDisk(ctx context.Context, id string, layer DiskLayer) (io.ReadCloser, int64, error)
 	// ImportDomain writes disk, which came from another host's OpenDisk, as
 	// the instance's disk and defines the domain shut off, without starting
 	// it (the target side of a cold move). It reads disk to its end (or
@@ -130,6 +149,54 @@ type Driver interface {
 	// file, too large) is ErrInvalidSpec. On failure everything it wrote is
 	// removed again, and an error from disk is kept in the returned chain.
 	ImportDomain(ctx context.Context, spec DomainSpec, disk io.Reader) error
+
+	// FreezeDisk makes the instance's disk as it is now immutable (the
+	// base) and sends the domain's further writes to a new, empty top layer:
+	// an external disk-only snapshot while the domain runs, a new overlay
+	// when it is shut off. The base can then be copied while the guest
+	// keeps running, and only the top travels once it is down. A disk
+	// already frozen is success. Paused, saved-to-disk and crashed domains
+	// are ErrInvalidState.
+	FreezeDisk(ctx context.Context, id string) error
+	// ThawDisk merges the top layer back into the base and makes the domain
+	// use the base alone again (a live block commit while it runs,
+	// qemu-img commit when it is shut off): the undo of FreezeDisk, with
+	// what was written since kept. A disk that is not frozen is success.
+	ThawDisk(ctx context.Context, id string) error
+
+	// ReceiveDisk writes disk, one layer another host's OpenDisk gave out,
+	// as a staged layer of spec's incoming disk on this host (the target
+	// side of a resize), replacing a staged layer of the same kind. It
+	// reads disk to its end (or error); a disk that is not one this host
+	// would accept for spec (wrong format, foreign backing file, too large)
+	// is ErrInvalidSpec. Nothing is defined yet, and a domain of the id on
+	// this host is ErrAlreadyExists. On failure what it wrote is removed.
+	ReceiveDisk(ctx context.Context, spec DomainSpec, layer DiskLayer, disk io.Reader) error
+	// AdoptDisk makes the staged layers (the base, with the top merged into
+	// it when one was received) the instance's disk, grows it to
+	// spec.DiskGiB, and defines the domain shut off at spec's shape. Done
+	// already (the domain is defined for spec, shut off): success. Nothing
+	// staged is ErrInvalidState.
+	AdoptDisk(ctx context.Context, spec DomainSpec) error
+
+	// Reshape resizes a shut-off domain in place (a resize that stays on
+	// its host): the disk as it is becomes the original, kept apart
+	// byte for byte, and the domain is redefined at spec's vCPUs and
+	// memory over a copy grown to spec.DiskGiB. Done already: success.
+	// Running or saved domains are ErrInvalidState.
+	Reshape(ctx context.Context, spec DomainSpec) error
+	// Unshape is Reshape's revert: the shut-off domain gets its original
+	// disk back, the resized copy is removed, and it is redefined at spec
+	// (the original shape). No original kept: success if the domain is
+	// already at spec, else ErrInvalidState.
+	Unshape(ctx context.Context, spec DomainSpec) error
+	// DropOriginal removes the original Reshape kept (a confirmed resize).
+	// Nothing kept: success. The domain may be in any state.
+	DropOriginal(ctx context.Context, id string) error
+	// GrowDisk grows the instance's disk to diskGiB in place, while the
+	// domain runs (the guest sees the new size at once) or is shut off.
+	// A smaller size is ErrInvalidSpec; the same size is success.
+	GrowDisk(ctx context.Context, id string, diskGiB uint64) error
 
 	// Status reports one domain; a missing domain is PowerNoDomain, not an error.
 	Status(ctx context.Context, id string) (DomainStatus, error)

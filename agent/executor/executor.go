@@ -66,10 +66,15 @@ const offerLifetime = 30 * time.Minute
 
 // Mover is the agent's side of moving an instance's disk between hosts.
 type Mover interface {
-	// Offer lets toHostID pull the shut-off instance's disk with token until the deadline.
-	Offer(ctx context.Context, instanceID, token, toHostID string, until time.Time) error
-	// Import pulls the disk from the peer agent, verifies it and defines the domain (shut off).
+	// Offer lets toHostID pull a layer of the instance's disk with token
+	// until the deadline.
+	Offer(ctx context.Context, instanceID string, layer hypervisor.DiskLayer, token, toHostID string, until time.Time) error
+	// Import pulls the whole disk from the peer agent, verifies it and
+	// defines the domain (shut off): a cold move.
 	Import(ctx context.Context, spec hypervisor.DomainSpec, fromHostID, fromAddr, token string) error
+	// Receive pulls a layer of the disk from the peer agent, verifies it
+	// and stages it (the driver's ReceiveDisk): a resize.
+	Receive(ctx context.Context, spec hypervisor.DomainSpec, layer hypervisor.DiskLayer, fromHostID, fromAddr, token string) error
 	// Revoke withdraws the instance's offers and ends pulls of its disk,
 	// waiting for them, before anything else is done to the domain.
 	Revoke(instanceID string)
@@ -419,6 +424,11 @@ func (e *Executor) call(ctx context.Context, action agentv1.StepAction, deadline
 	d, id := e.cfg.Driver, step.GetInstanceId()
 	switch action {
 	case agentv1.StepAction_STEP_ACTION_OFFER_DISK, agentv1.StepAction_STEP_ACTION_IMPORT_DISK,
+		agentv1.StepAction_STEP_ACTION_RECEIVE_DISK, agentv1.StepAction_STEP_ACTION_ADOPT_DISK,
+		agentv1.StepAction_STEP_ACTION_DROP_ORIGINAL, agentv1.StepAction_STEP_ACTION_GROW_DISK,
+		// A frozen base does not change, whatever the domain does: a pull
+		// of it may go on (FREEZE_DISK of a frozen disk is a no-op).
+		agentv1.StepAction_STEP_ACTION_FREEZE_DISK,
 		agentv1.StepAction_STEP_ACTION_PREFLIGHT: // a preflight changes nothing
 	default:
 		if e.cfg.Mover != nil {
@@ -483,7 +493,11 @@ func (e *Executor) call(ctx context.Context, action agentv1.StepAction, deadline
 		if deadline.After(until) {
 			until = deadline
 		}
-		return e.cfg.Mover.Offer(ctx, id, step.GetOfferToken(), step.GetPeerHostId(), until)
+		layer, err := LayerFromPB(step.GetDiskLayer())
+		if err != nil {
+			return err
+		}
+		return e.cfg.Mover.Offer(ctx, id, layer, step.GetOfferToken(), step.GetPeerHostId(), until)
 	case agentv1.StepAction_STEP_ACTION_IMPORT_DISK:
 		if e.cfg.Mover == nil {
 			return errNoMover
@@ -505,6 +519,56 @@ func (e *Executor) call(ctx context.Context, action agentv1.StepAction, deadline
 			return invalidDisk{err}
 		}
 		return err
+	case agentv1.StepAction_STEP_ACTION_RECEIVE_DISK:
+		if e.cfg.Mover == nil {
+			return errNoMover
+		}
+		if err := e.checkPeer(step, true); err != nil {
+			return err
+		}
+		layer, err := LayerFromPB(step.GetDiskLayer())
+		if err != nil {
+			return err
+		}
+		spec, err := validSpec(step)
+		if err != nil {
+			return err
+		}
+		err = e.cfg.Mover.Receive(ctx, spec, layer, step.GetPeerHostId(), step.GetPeerAddress(), step.GetOfferToken())
+		if errors.Is(err, hypervisor.ErrInvalidSpec) {
+			return invalidDisk{err}
+		}
+		return err
+	case agentv1.StepAction_STEP_ACTION_FREEZE_DISK:
+		return d.FreezeDisk(ctx, id)
+	case agentv1.StepAction_STEP_ACTION_THAW_DISK:
+		return d.ThawDisk(ctx, id)
+	case agentv1.StepAction_STEP_ACTION_ADOPT_DISK:
+		spec, err := validSpec(step)
+		if err != nil {
+			return err
+		}
+		return d.AdoptDisk(ctx, spec)
+	case agentv1.StepAction_STEP_ACTION_RESHAPE:
+		spec, err := validSpec(step)
+		if err != nil {
+			return err
+		}
+		return d.Reshape(ctx, spec)
+	case agentv1.StepAction_STEP_ACTION_UNSHAPE:
+		spec, err := validSpec(step)
+		if err != nil {
+			return err
+		}
+		return d.Unshape(ctx, spec)
+	case agentv1.StepAction_STEP_ACTION_DROP_ORIGINAL:
+		return d.DropOriginal(ctx, id)
+	case agentv1.StepAction_STEP_ACTION_GROW_DISK:
+		spec, err := domainSpec(step)
+		if err != nil {
+			return err
+		}
+		return d.GrowDisk(ctx, id, spec.DiskGiB)
 	}
 	return fmt.Errorf("action %s (operation kind %s): %w", action, step.GetKind(), errInvalidStep)
 }
@@ -526,6 +590,29 @@ func domainSpec(step *agentv1.RunStep) (hypervisor.DomainSpec, error) {
 		DiskGiB:   disk,
 		Image:     spec.GetImage(),
 	}, nil
+}
+
+// validSpec is domainSpec, checked: a step that defines a domain from it.
+func validSpec(step *agentv1.RunStep) (hypervisor.DomainSpec, error) {
+	spec, err := domainSpec(step)
+	if err != nil {
+		return spec, err
+	}
+	return spec, hypervisor.ValidateSpec(spec)
+}
+
+// LayerFromPB converts a disk layer of the agent protocol; an unknown value
+// is an error (it would name a file this agent does not know).
+func LayerFromPB(l agentv1.DiskLayer) (hypervisor.DiskLayer, error) {
+	switch l {
+	case agentv1.DiskLayer_DISK_LAYER_UNSPECIFIED:
+		return hypervisor.DiskWhole, nil
+	case agentv1.DiskLayer_DISK_LAYER_BASE:
+		return hypervisor.DiskBase, nil
+	case agentv1.DiskLayer_DISK_LAYER_TOP:
+		return hypervisor.DiskTop, nil
+	}
+	return "", fmt.Errorf("unknown disk layer %d: %w", l, hypervisor.ErrInvalidSpec)
 }
 
 // hostIDPattern is what a host id looks like (the coordinator's rule).

@@ -311,6 +311,7 @@ type moverCall struct {
 	addr                  string
 	until                 time.Time
 	spec                  hypervisor.DomainSpec
+	layer                 hypervisor.DiskLayer
 }
 
 // fakeMover records calls and fails with err.
@@ -320,10 +321,10 @@ type fakeMover struct {
 	err   error
 }
 
-func (m *fakeMover) Offer(ctx context.Context, instanceID, token, toHostID string, until time.Time) error {
+func (m *fakeMover) Offer(ctx context.Context, instanceID string, layer hypervisor.DiskLayer, token, toHostID string, until time.Time) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.calls = append(m.calls, moverCall{method: "Offer", instance: instanceID, token: token, peer: toHostID, until: until})
+	m.calls = append(m.calls, moverCall{method: "Offer", instance: instanceID, token: token, peer: toHostID, until: until, layer: layer})
 	return m.err
 }
 
@@ -331,6 +332,13 @@ func (m *fakeMover) Import(ctx context.Context, spec hypervisor.DomainSpec, from
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.calls = append(m.calls, moverCall{method: "Import", instance: spec.ID, token: token, peer: fromHostID, addr: fromAddr, spec: spec})
+	return m.err
+}
+
+func (m *fakeMover) Receive(ctx context.Context, spec hypervisor.DomainSpec, layer hypervisor.DiskLayer, fromHostID, fromAddr, token string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.calls = append(m.calls, moverCall{method: "Receive", instance: spec.ID, token: token, peer: fromHostID, addr: fromAddr, spec: spec, layer: layer})
 	return m.err
 }
 

@@ -32,7 +32,23 @@ import (
 // ErrRefused when the peer refuses, hypervisor.ErrInvalidSpec when the
 // driver refuses the disk itself, and ctx's error when ctx ends.
 func (t *Transfer) Import(ctx context.Context, spec hypervisor.DomainSpec, fromHostID, fromAddr, token string) error {
-	log := t.log.With("instance", spec.ID, "peer_host", fromHostID, "peer_addr", fromAddr)
+	return t.pull(ctx, spec, hypervisor.DiskWhole, fromHostID, fromAddr, token, t.cfg.Driver.ImportDomain)
+}
+
+// Receive pulls one layer of the instance's disk from the agent at fromAddr
+// with token, verified as Import's is, and has the driver stage it
+// (ReceiveDisk): the target side of a resize's copies.
+func (t *Transfer) Receive(ctx context.Context, spec hypervisor.DomainSpec, layer hypervisor.DiskLayer, fromHostID, fromAddr, token string) error {
+	return t.pull(ctx, spec, layer, fromHostID, fromAddr, token,
+		func(ctx context.Context, spec hypervisor.DomainSpec, disk io.Reader) error {
+			return t.cfg.Driver.ReceiveDisk(ctx, spec, layer, disk)
+		})
+}
+
+// pull streams the layer from the peer into write (the driver), verified.
+func (t *Transfer) pull(ctx context.Context, spec hypervisor.DomainSpec, layer hypervisor.DiskLayer, fromHostID, fromAddr, token string,
+	write func(context.Context, hypervisor.DomainSpec, io.Reader) error) error {
+	log := t.log.With("instance", spec.ID, "layer", layerName(layer), "peer_host", fromHostID, "peer_addr", fromAddr)
 	if fromAddr == "" || token == "" {
 		return fmt.Errorf("transfer: import %s: peer address and token are required", spec.ID)
 	}
@@ -54,7 +70,7 @@ func (t *Transfer) Import(ctx context.Context, spec hypervisor.DomainSpec, fromH
 
 	started := time.Now()
 	stream, err := agentv1.NewAgentPeerServiceClient(conn).PullDisk(ctx, &agentv1.PullDiskRequest{
-		InstanceId: spec.ID, Token: token, HostId: t.cfg.HostID,
+		InstanceId: spec.ID, Token: token, HostId: t.cfg.HostID, Layer: layerToPB(layer),
 	})
 	if err != nil {
 		return fmt.Errorf("transfer: import %s from %s: %w", spec.ID, fromHostID, streamErr(ctx, err))
@@ -66,13 +82,13 @@ func (t *Transfer) Import(ctx context.Context, spec hypervisor.DomainSpec, fromH
 		log.Warn("import: pull failed", "err", err)
 		return fmt.Errorf("transfer: import %s from %s: %w", spec.ID, fromHostID, err)
 	}
-	if err := t.cfg.Driver.ImportDomain(ctx, spec, r); err != nil {
+	if err := write(ctx, spec, r); err != nil {
 		log.Warn("import failed", "received_bytes", r.received, "err", err)
 		return fmt.Errorf("transfer: import %s from %s: %w", spec.ID, fromHostID, err)
 	}
 	if !r.verified {
 		// The driver must read to the end; one that did not has defined a
-		// domain from unverified bytes, which must not stay.
+		// domain (or staged a layer) from unverified bytes, which must not stay.
 		err := fmt.Errorf("transfer: import %s: driver stopped reading after %d of %d bytes", spec.ID, r.received, r.total)
 		log.Error("import: unverified disk; deleting the domain", "err", err)
 		if derr := t.cfg.Driver.Delete(context.WithoutCancel(ctx), spec.ID); derr != nil {

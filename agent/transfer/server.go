@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/flotilla-vm/flotilla/agent/executor"
 	"github.com/flotilla-vm/flotilla/hypervisor"
 	"github.com/flotilla-vm/flotilla/internal/mtls"
 	agentv1 "github.com/flotilla-vm/flotilla/proto/flotilla/agent/v1"
@@ -49,7 +50,12 @@ func (s *peerServer) PullDisk(req *agentv1.PullDiskRequest, stream grpc.ServerSt
 			return errNoOffer
 		}
 	}
-	o := t.match(id, req.GetToken(), req.GetHostId())
+	layer, err := executor.LayerFromPB(req.GetLayer())
+	if err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	log = log.With("layer", layerName(layer))
+	o := t.match(id, layer, req.GetToken(), req.GetHostId())
 	if o == nil {
 		log.Warn("pull refused: no unexpired offer for this host and token")
 		return errNoOffer
@@ -57,7 +63,7 @@ func (s *peerServer) PullDisk(req *agentv1.PullDiskRequest, stream grpc.ServerSt
 
 	ctx, p := t.startPull(ctx, id)
 	defer t.endPull(id, p)
-	disk, size, err := t.cfg.Driver.OpenDisk(ctx, id)
+	disk, size, err := t.cfg.Driver.OpenDisk(ctx, id, layer)
 	if err != nil {
 		log.Warn("pull: cannot open disk", "err", err)
 		return driverStatus(ctx, err)
@@ -100,8 +106,9 @@ func (s *peerServer) PullDisk(req *agentv1.PullDiskRequest, stream grpc.ServerSt
 		return status.Errorf(codes.Aborted, "disk changed size while being sent (%d bytes announced, %d read)", size, sent)
 	}
 	// The domain must still be off now that every byte is read: a disk
-	// written to while it was read is torn even if its size held.
-	if st, err := t.cfg.Driver.Status(ctx, id); err != nil || st.State != hypervisor.PowerShutOff {
+	// written to while it was read is torn even if its size held. (A
+	// frozen base is not written to, whatever the domain does.)
+	if st, err := t.cfg.Driver.Status(ctx, id); layer != hypervisor.DiskBase && (err != nil || st.State != hypervisor.PowerShutOff) {
 		log.Error("pull: domain no longer shut off after the read", "state", st.State, "err", err)
 		return status.Error(codes.Aborted, "the domain did not stay shut off while its disk was read")
 	}

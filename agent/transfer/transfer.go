@@ -76,6 +76,7 @@ type pull struct {
 
 // offer is one permission to pull an instance's disk.
 type offer struct {
+	layer  hypervisor.DiskLayer
 	token  string
 	toHost string
 	until  time.Time
@@ -100,11 +101,12 @@ func (t *Transfer) Register(s *grpc.Server) {
 	agentv1.RegisterAgentPeerServiceServer(s, &peerServer{t: t})
 }
 
-// Offer lets toHostID pull the instance's disk with token until the given
-// time. The domain must be shut off now (the driver's OpenDisk decides, as
-// it will again for the pull). Offering the same token to the same host
-// again only moves its end, so a retried step is harmless.
-func (t *Transfer) Offer(ctx context.Context, instanceID, token, toHostID string, until time.Time) error {
+// Offer lets toHostID pull one layer of the instance's disk with token
+// until the given time. The layer must be readable now (the driver's
+// OpenDisk decides, as it will again for the pull). Offering the same layer
+// with the same token to the same host again only moves its end, so a
+// retried step is harmless.
+func (t *Transfer) Offer(ctx context.Context, instanceID string, layer hypervisor.DiskLayer, token, toHostID string, until time.Time) error {
 	if err := hypervisor.ValidateID(instanceID); err != nil {
 		return fmt.Errorf("transfer: offer: %w", err)
 	}
@@ -114,7 +116,7 @@ func (t *Transfer) Offer(ctx context.Context, instanceID, token, toHostID string
 	if !t.now().Before(until) {
 		return fmt.Errorf("transfer: offer %s: its deadline %s has passed", instanceID, until.Format(time.RFC3339))
 	}
-	disk, size, err := t.cfg.Driver.OpenDisk(ctx, instanceID)
+	disk, size, err := t.cfg.Driver.OpenDisk(ctx, instanceID, layer)
 	if err != nil {
 		return fmt.Errorf("transfer: offer %s: %w", instanceID, err)
 	}
@@ -125,22 +127,22 @@ func (t *Transfer) Offer(ctx context.Context, instanceID, token, toHostID string
 	t.pruneLocked()
 	renewed := false
 	for _, o := range t.offers[instanceID] {
-		if o.toHost == toHostID && subtle.ConstantTimeCompare([]byte(o.token), []byte(token)) == 1 {
+		if o.layer == layer && o.toHost == toHostID && subtle.ConstantTimeCompare([]byte(o.token), []byte(token)) == 1 {
 			o.until, renewed = until, true
 		}
 	}
 	if !renewed {
-		t.offers[instanceID] = append(t.offers[instanceID], &offer{token: token, toHost: toHostID, until: until})
+		t.offers[instanceID] = append(t.offers[instanceID], &offer{layer: layer, token: token, toHost: toHostID, until: until})
 	}
-	t.log.Info("disk offered", "instance", instanceID, "peer_host", toHostID,
+	t.log.Info("disk offered", "instance", instanceID, "layer", layerName(layer), "peer_host", toHostID,
 		"until", until.Format(time.RFC3339), "disk_bytes", size, "renewed", renewed)
 	return nil
 }
 
-// match returns the unexpired offer of instance's disk to host with token.
-// Every offer of the instance is compared, in constant time, so that the
-// answer's timing says nothing about how much of a token was right.
-func (t *Transfer) match(instanceID, token, host string) *offer {
+// match returns the unexpired offer of the layer of instance's disk to host
+// with token. Every offer of the instance is compared, in constant time, so
+// that the answer's timing says nothing about how much of a token was right.
+func (t *Transfer) match(instanceID string, layer hypervisor.DiskLayer, token, host string) *offer {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.pruneLocked()
@@ -148,7 +150,7 @@ func (t *Transfer) match(instanceID, token, host string) *offer {
 	for _, o := range t.offers[instanceID] {
 		tokenOK := subtle.ConstantTimeCompare([]byte(o.token), []byte(token))
 		hostOK := subtle.ConstantTimeCompare([]byte(o.toHost), []byte(host))
-		if tokenOK&hostOK == 1 {
+		if tokenOK&hostOK == 1 && o.layer == layer {
 			found = o
 		}
 	}
@@ -217,4 +219,23 @@ func (t *Transfer) pruneLocked() {
 			t.offers[id] = kept
 		}
 	}
+}
+
+// layerName is how logs name a layer.
+func layerName(l hypervisor.DiskLayer) string {
+	if l == hypervisor.DiskWhole {
+		return "whole"
+	}
+	return string(l)
+}
+
+// layerToPB and layerFromPB convert a layer for the peer protocol.
+func layerToPB(l hypervisor.DiskLayer) agentv1.DiskLayer {
+	switch l {
+	case hypervisor.DiskBase:
+		return agentv1.DiskLayer_DISK_LAYER_BASE
+	case hypervisor.DiskTop:
+		return agentv1.DiskLayer_DISK_LAYER_TOP
+	}
+	return agentv1.DiskLayer_DISK_LAYER_UNSPECIFIED
 }

@@ -157,11 +157,11 @@ func TestMove(t *testing.T) {
 	src, dst := newNode(t, "host-s", nodeOpts{}), newNode(t, "host-t", nodeOpts{})
 	want := stopped(t, src, "vm")
 	ctx := ctxT(t)
-	if err := src.tr.Offer(ctx, "vm", token, "host-t", time.Now().Add(time.Minute)); err != nil {
+	if err := src.tr.Offer(ctx, "vm", hypervisor.DiskWhole, token, "host-t", time.Now().Add(time.Minute)); err != nil {
 		t.Fatalf("Offer: %v", err)
 	}
 	// Offering again (a retried step) is harmless.
-	if err := src.tr.Offer(ctx, "vm", token, "host-t", time.Now().Add(time.Minute)); err != nil {
+	if err := src.tr.Offer(ctx, "vm", hypervisor.DiskWhole, token, "host-t", time.Now().Add(time.Minute)); err != nil {
 		t.Fatalf("second Offer: %v", err)
 	}
 	if err := dst.tr.Import(ctx, spec("vm"), "host-s", src.addr, token); err != nil {
@@ -197,18 +197,18 @@ func TestOfferRefusesLiveDomain(t *testing.T) {
 	if err := src.drv.Create(ctx, spec("vm")); err != nil {
 		t.Fatal(err)
 	}
-	if err := src.tr.Offer(ctx, "vm", token, "host-t", time.Now().Add(time.Minute)); !errors.Is(err, hypervisor.ErrInvalidState) {
+	if err := src.tr.Offer(ctx, "vm", hypervisor.DiskWhole, token, "host-t", time.Now().Add(time.Minute)); !errors.Is(err, hypervisor.ErrInvalidState) {
 		t.Fatalf("Offer of a running domain = %v, want ErrInvalidState", err)
 	}
-	if err := src.tr.Offer(ctx, "nope", token, "host-t", time.Now().Add(time.Minute)); !errors.Is(err, hypervisor.ErrNotFound) {
+	if err := src.tr.Offer(ctx, "nope", hypervisor.DiskWhole, token, "host-t", time.Now().Add(time.Minute)); !errors.Is(err, hypervisor.ErrNotFound) {
 		t.Fatalf("Offer of a missing domain = %v, want ErrNotFound", err)
 	}
-	if err := src.tr.Offer(ctx, "vm", token, "host-t", time.Now().Add(-time.Second)); err == nil {
+	if err := src.tr.Offer(ctx, "vm", hypervisor.DiskWhole, token, "host-t", time.Now().Add(-time.Second)); err == nil {
 		t.Fatal("Offer with a past deadline succeeded")
 	}
 	// Started again after the offer: the pull is refused, not served.
 	stopped(t, src, "vm2")
-	if err := src.tr.Offer(ctx, "vm2", token, "host-t", time.Now().Add(time.Minute)); err != nil {
+	if err := src.tr.Offer(ctx, "vm2", hypervisor.DiskWhole, token, "host-t", time.Now().Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	if err := src.drv.Start(ctx, "vm2"); err != nil {
@@ -228,7 +228,7 @@ func TestPullRefused(t *testing.T) {
 	var clock atomic.Pointer[time.Time]
 	clock.Store(&now)
 	src.tr.now = func() time.Time { return *clock.Load() }
-	if err := src.tr.Offer(ctx, "vm", token, "host-t", now.Add(time.Minute)); err != nil {
+	if err := src.tr.Offer(ctx, "vm", hypervisor.DiskWhole, token, "host-t", now.Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 
@@ -265,8 +265,8 @@ type flakyDriver struct {
 	breakNext atomic.Bool
 }
 
-func (d *flakyDriver) OpenDisk(ctx context.Context, id string) (io.ReadCloser, int64, error) {
-	rc, size, err := d.Driver.OpenDisk(ctx, id)
+func (d *flakyDriver) OpenDisk(ctx context.Context, id string, layer hypervisor.DiskLayer) (io.ReadCloser, int64, error) {
+	rc, size, err := d.Driver.OpenDisk(ctx, id, layer)
 	if err != nil || !d.breakNext.Swap(false) {
 		return rc, size, err
 	}
@@ -289,7 +289,7 @@ func TestBrokenPullCanBeRetried(t *testing.T) {
 	}})
 	want := stopped(t, src, "vm")
 	ctx := ctxT(t)
-	if err := src.tr.Offer(ctx, "vm", token, "host-t", time.Now().Add(time.Minute)); err != nil {
+	if err := src.tr.Offer(ctx, "vm", hypervisor.DiskWhole, token, "host-t", time.Now().Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	dst := newNode(t, "host-t", nodeOpts{})
@@ -421,7 +421,7 @@ func TestMutualTLSIdentity(t *testing.T) {
 	src := newNode(t, "host-s", nodeOpts{serverTLS: serverCfg, requireID: true})
 	want := stopped(t, src, "vm")
 	ctx := ctxT(t)
-	if err := src.tr.Offer(ctx, "vm", token, "host-t", time.Now().Add(time.Minute)); err != nil {
+	if err := src.tr.Offer(ctx, "vm", hypervisor.DiskWhole, token, "host-t", time.Now().Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	client := func(name string) *tls.Config {
@@ -452,7 +452,7 @@ func TestMutualTLSIdentity(t *testing.T) {
 	}
 	fakeSrc := newNode(t, "host-s", nodeOpts{serverTLS: fakeCfg})
 	stopped(t, fakeSrc, "vm")
-	if err := fakeSrc.tr.Offer(ctx, "vm", token, "host-t", time.Now().Add(time.Minute)); err != nil {
+	if err := fakeSrc.tr.Offer(ctx, "vm", hypervisor.DiskWhole, token, "host-t", time.Now().Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	fooled := newNode(t, "host-t", nodeOpts{clientTLS: client("host-t")})
@@ -478,7 +478,7 @@ func TestConcurrentImports(t *testing.T) {
 	ids := []string{"a", "b", "c", "d"}
 	for _, id := range ids {
 		stopped(t, src, id)
-		if err := src.tr.Offer(ctx, id, token+id, "host-t", time.Now().Add(time.Minute)); err != nil {
+		if err := src.tr.Offer(ctx, id, hypervisor.DiskWhole, token+id, "host-t", time.Now().Add(time.Minute)); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -46,7 +46,7 @@ func (d *Driver) Disk(id string) ([]byte, bool) {
 }
 
 // OpenDisk returns a reader over the domain's disk, which must be shut off.
-func (d *Driver) OpenDisk(ctx context.Context, id string) (io.ReadCloser, int64, error) {
+func (d *Driver) OpenDisk(ctx context.Context, id string, layer hypervisor.DiskLayer) (io.ReadCloser, int64, error) {
 	if err := d.enter(ctx, "OpenDisk"); err != nil {
 		return nil, 0, err
 	}

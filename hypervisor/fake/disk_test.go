@@ -14,7 +14,7 @@ import (
 
 func readDisk(t *testing.T, d *Driver, id string) []byte {
 	t.Helper()
-	rc, size, err := d.OpenDisk(context.Background(), id)
+	rc, size, err := d.OpenDisk(context.Background(), id, hypervisor.DiskWhole)
 	if err != nil {
 		t.Fatalf("OpenDisk(%s): %v", id, err)
 	}
@@ -33,15 +33,15 @@ func TestOpenDiskOnlyWhenShutOff(t *testing.T) {
 	for _, s := range []hypervisor.PowerState{hypervisor.PowerRunning, hypervisor.PowerPaused,
 		hypervisor.PowerSavedToDisk, hypervisor.PowerShuttingDown, hypervisor.PowerCrashed} {
 		d := inState(t, s)
-		if _, _, err := d.OpenDisk(context.Background(), "vm"); !errors.Is(err, hypervisor.ErrInvalidState) {
+		if _, _, err := d.OpenDisk(context.Background(), "vm", hypervisor.DiskWhole); !errors.Is(err, hypervisor.ErrInvalidState) {
 			t.Errorf("OpenDisk while %s = %v, want ErrInvalidState", s, err)
 		}
 	}
 	d := inState(t, hypervisor.PowerNoDomain)
-	if _, _, err := d.OpenDisk(context.Background(), "vm"); !errors.Is(err, hypervisor.ErrNotFound) {
+	if _, _, err := d.OpenDisk(context.Background(), "vm", hypervisor.DiskWhole); !errors.Is(err, hypervisor.ErrNotFound) {
 		t.Errorf("OpenDisk of a missing domain = %v, want ErrNotFound", err)
 	}
-	if _, _, err := d.OpenDisk(context.Background(), "../vm"); !errors.Is(err, hypervisor.ErrInvalidSpec) {
+	if _, _, err := d.OpenDisk(context.Background(), "../vm", hypervisor.DiskWhole); !errors.Is(err, hypervisor.ErrInvalidSpec) {
 		t.Errorf("OpenDisk of a bad id = %v, want ErrInvalidSpec", err)
 	}
 
@@ -134,7 +134,7 @@ func TestImportDomainFailuresLeaveNothing(t *testing.T) {
 		t.Errorf("ImportDomain with an injected fault = %v", err)
 	}
 	d.InjectFault("OpenDisk", hypervisor.ErrUnavailable, 1)
-	if _, _, err := d.OpenDisk(ctx, "a"); !errors.Is(err, hypervisor.ErrUnavailable) {
+	if _, _, err := d.OpenDisk(ctx, "a", hypervisor.DiskWhole); !errors.Is(err, hypervisor.ErrUnavailable) {
 		t.Errorf("OpenDisk with an injected fault = %v", err)
 	}
 	if l, _ := d.List(ctx); len(l) != 0 {

@@ -29,7 +29,7 @@ func importSlack(virtual uint64) uint64 { return virtual/16 + 64<<20 }
 
 // OpenDisk opens the instance's disk overlay for copying. The domain must be
 // shut off; the caller closes the file.
-func (d *Driver) OpenDisk(ctx context.Context, id string) (io.ReadCloser, int64, error) {
+func (d *Driver) OpenDisk(ctx context.Context, id string, layer hypervisor.DiskLayer) (io.ReadCloser, int64, error) {
 	s, err := d.observeValid(ctx, "open disk of", id)
 	if err != nil {
 		return nil, 0, err

@@ -20,13 +20,13 @@ func TestMoveDisk(t *testing.T) {
 	src, dst := testID(t, d), testID(t, d)
 	srcPaths, dstPaths := pathsFor(cfg.DiskDir, cfg.RunDir, src), pathsFor(cfg.DiskDir, cfg.RunDir, dst)
 
-	if _, _, err := d.OpenDisk(ctxT(t, 10*time.Second), src); !errors.Is(err, hypervisor.ErrNotFound) {
+	if _, _, err := d.OpenDisk(ctxT(t, 10*time.Second), src, hypervisor.DiskWhole); !errors.Is(err, hypervisor.ErrNotFound) {
 		t.Fatalf("OpenDisk of a missing domain = %v, want ErrNotFound", err)
 	}
 	if err := d.Create(ctxT(t, 60*time.Second), testSpec(src)); err != nil {
 		t.Fatalf("Create: %v", err)
 	}
-	if _, _, err := d.OpenDisk(ctxT(t, 10*time.Second), src); !errors.Is(err, hypervisor.ErrInvalidState) {
+	if _, _, err := d.OpenDisk(ctxT(t, 10*time.Second), src, hypervisor.DiskWhole); !errors.Is(err, hypervisor.ErrInvalidState) {
 		t.Fatalf("OpenDisk of a running domain = %v, want ErrInvalidState", err)
 	}
 	// Let the guest write to its disk, so the overlay holds more than a header.
@@ -36,7 +36,7 @@ func TestMoveDisk(t *testing.T) {
 	}
 	wantState(t, d, src, hypervisor.PowerShutOff)
 
-	disk, size, err := d.OpenDisk(ctxT(t, 10*time.Second), src)
+	disk, size, err := d.OpenDisk(ctxT(t, 10*time.Second), src, hypervisor.DiskWhole)
 	if err != nil {
 		t.Fatalf("OpenDisk: %v", err)
 	}
@@ -60,7 +60,7 @@ func TestMoveDisk(t *testing.T) {
 
 	// A retried import of the same disk succeeds and changes nothing.
 	reimport := func() error {
-		disk, _, err := d.OpenDisk(ctxT(t, 10*time.Second), src)
+		disk, _, err := d.OpenDisk(ctxT(t, 10*time.Second), src, hypervisor.DiskWhole)
 		if err != nil {
 			t.Fatalf("OpenDisk: %v", err)
 		}

@@ -24,6 +24,61 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// DiskLayer is a part of an instance's disk, for copying a running guest's
+// disk in two passes (the frozen base while it runs, then what it wrote
+// since, once it is down).
+type DiskLayer int32
+
+const (
+	// The whole disk of a shut-off domain whose disk is not frozen (a cold move).
+	DiskLayer_DISK_LAYER_UNSPECIFIED DiskLayer = 0
+	// The immutable base of a frozen disk: readable while the guest runs.
+	DiskLayer_DISK_LAYER_BASE DiskLayer = 1
+	// What the guest wrote since the disk was frozen (guest shut off).
+	DiskLayer_DISK_LAYER_TOP DiskLayer = 2
+)
+
+// Enum value maps for DiskLayer.
+var (
+	DiskLayer_name = map[int32]string{
+		0: "DISK_LAYER_UNSPECIFIED",
+		1: "DISK_LAYER_BASE",
+		2: "DISK_LAYER_TOP",
+	}
+	DiskLayer_value = map[string]int32{
+		"DISK_LAYER_UNSPECIFIED": 0,
+		"DISK_LAYER_BASE":        1,
+		"DISK_LAYER_TOP":         2,
+	}
+)
+
+func (x DiskLayer) Enum() *DiskLayer {
+	p := new(DiskLayer)
+	*p = x
+	return p
+}
+
+func (x DiskLayer) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DiskLayer) Descriptor() protoreflect.EnumDescriptor {
+	return file_flotilla_agent_v1_agent_proto_enumTypes[0].Descriptor()
+}
+
+func (DiskLayer) Type() protoreflect.EnumType {
+	return &file_flotilla_agent_v1_agent_proto_enumTypes[0]
+}
+
+func (x DiskLayer) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DiskLayer.Descriptor instead.
+func (DiskLayer) EnumDescriptor() ([]byte, []int) {
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{0}
+}
+
 // StepAction is what one step does on the host.
 type StepAction int32
 
@@ -61,6 +116,23 @@ const (
 	StepAction_STEP_ACTION_PREFLIGHT StepAction = 13
 	// Write the instance's (new) name into the domain's title, live and persistent.
 	StepAction_STEP_ACTION_UPDATE StepAction = 14
+	// Freeze the disk: writes go to a new top layer, the base stops changing.
+	StepAction_STEP_ACTION_FREEZE_DISK StepAction = 15
+	// Merge the top layer back into the base (undo of FREEZE_DISK).
+	StepAction_STEP_ACTION_THAW_DISK StepAction = 16
+	// Pull disk_layer from the peer, verify it and stage it (not defined).
+	StepAction_STEP_ACTION_RECEIVE_DISK StepAction = 17
+	// Make the staged layers the disk, grow it to spec and define the domain
+	// shut off at spec's shape.
+	StepAction_STEP_ACTION_ADOPT_DISK StepAction = 18
+	// Resize the shut-off domain in place to spec, keeping the original disk.
+	StepAction_STEP_ACTION_RESHAPE StepAction = 19
+	// Give the shut-off domain its original disk back, at spec (the original shape).
+	StepAction_STEP_ACTION_UNSHAPE StepAction = 20
+	// Remove the original disk a RESHAPE kept.
+	StepAction_STEP_ACTION_DROP_ORIGINAL StepAction = 21
+	// Grow the disk to spec's size in place (the guest may be running).
+	StepAction_STEP_ACTION_GROW_DISK StepAction = 22
 )
 
 // Enum value maps for StepAction.
@@ -81,23 +153,39 @@ var (
 		12: "STEP_ACTION_IMPORT_DISK",
 		13: "STEP_ACTION_PREFLIGHT",
 		14: "STEP_ACTION_UPDATE",
+		15: "STEP_ACTION_FREEZE_DISK",
+		16: "STEP_ACTION_THAW_DISK",
+		17: "STEP_ACTION_RECEIVE_DISK",
+		18: "STEP_ACTION_ADOPT_DISK",
+		19: "STEP_ACTION_RESHAPE",
+		20: "STEP_ACTION_UNSHAPE",
+		21: "STEP_ACTION_DROP_ORIGINAL",
+		22: "STEP_ACTION_GROW_DISK",
 	}
 	StepAction_value = map[string]int32{
-		"STEP_ACTION_UNSPECIFIED":  0,
-		"STEP_ACTION_CREATE":       1,
-		"STEP_ACTION_START":        2,
-		"STEP_ACTION_STOP":         3,
-		"STEP_ACTION_RESTART":      4,
-		"STEP_ACTION_HARD_RESTART": 5,
-		"STEP_ACTION_PAUSE":        6,
-		"STEP_ACTION_UNPAUSE":      7,
-		"STEP_ACTION_SUSPEND":      8,
-		"STEP_ACTION_RESUME":       9,
-		"STEP_ACTION_DELETE":       10,
-		"STEP_ACTION_OFFER_DISK":   11,
-		"STEP_ACTION_IMPORT_DISK":  12,
-		"STEP_ACTION_PREFLIGHT":    13,
-		"STEP_ACTION_UPDATE":       14,
+		"STEP_ACTION_UNSPECIFIED":   0,
+		"STEP_ACTION_CREATE":        1,
+		"STEP_ACTION_START":         2,
+		"STEP_ACTION_STOP":          3,
+		"STEP_ACTION_RESTART":       4,
+		"STEP_ACTION_HARD_RESTART":  5,
+		"STEP_ACTION_PAUSE":         6,
+		"STEP_ACTION_UNPAUSE":       7,
+		"STEP_ACTION_SUSPEND":       8,
+		"STEP_ACTION_RESUME":        9,
+		"STEP_ACTION_DELETE":        10,
+		"STEP_ACTION_OFFER_DISK":    11,
+		"STEP_ACTION_IMPORT_DISK":   12,
+		"STEP_ACTION_PREFLIGHT":     13,
+		"STEP_ACTION_UPDATE":        14,
+		"STEP_ACTION_FREEZE_DISK":   15,
+		"STEP_ACTION_THAW_DISK":     16,
+		"STEP_ACTION_RECEIVE_DISK":  17,
+		"STEP_ACTION_ADOPT_DISK":    18,
+		"STEP_ACTION_RESHAPE":       19,
+		"STEP_ACTION_UNSHAPE":       20,
+		"STEP_ACTION_DROP_ORIGINAL": 21,
+		"STEP_ACTION_GROW_DISK":     22,
 	}
 )
 
@@ -112,11 +200,11 @@ func (x StepAction) String() string {
 }
 
 func (StepAction) Descriptor() protoreflect.EnumDescriptor {
-	return file_flotilla_agent_v1_agent_proto_enumTypes[0].Descriptor()
+	return file_flotilla_agent_v1_agent_proto_enumTypes[1].Descriptor()
 }
 
 func (StepAction) Type() protoreflect.EnumType {
-	return &file_flotilla_agent_v1_agent_proto_enumTypes[0]
+	return &file_flotilla_agent_v1_agent_proto_enumTypes[1]
 }
 
 func (x StepAction) Number() protoreflect.EnumNumber {
@@ -125,7 +213,7 @@ func (x StepAction) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use StepAction.Descriptor instead.
 func (StepAction) EnumDescriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{0}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{1}
 }
 
 // StepReportState is what an agent knows of a step.
@@ -169,11 +257,11 @@ func (x StepReportState) String() string {
 }
 
 func (StepReportState) Descriptor() protoreflect.EnumDescriptor {
-	return file_flotilla_agent_v1_agent_proto_enumTypes[1].Descriptor()
+	return file_flotilla_agent_v1_agent_proto_enumTypes[2].Descriptor()
 }
 
 func (StepReportState) Type() protoreflect.EnumType {
-	return &file_flotilla_agent_v1_agent_proto_enumTypes[1]
+	return &file_flotilla_agent_v1_agent_proto_enumTypes[2]
 }
 
 func (x StepReportState) Number() protoreflect.EnumNumber {
@@ -182,7 +270,7 @@ func (x StepReportState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use StepReportState.Descriptor instead.
 func (StepReportState) EnumDescriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{1}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{2}
 }
 
 // PullDiskRequest asks a source agent for an offered disk.
@@ -194,7 +282,9 @@ type PullDiskRequest struct {
 	Token string `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
 	// The pulling agent's host id (checked against its client certificate
 	// when mutual TLS is on, and against the offer always).
-	HostId        string `protobuf:"bytes,3,opt,name=host_id,json=hostId,proto3" json:"host_id,omitempty"`
+	HostId string `protobuf:"bytes,3,opt,name=host_id,json=hostId,proto3" json:"host_id,omitempty"`
+	// Which layer of the disk (an offer is for one layer).
+	Layer         DiskLayer `protobuf:"varint,4,opt,name=layer,proto3,enum=flotilla.agent.v1.DiskLayer" json:"layer,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -248,6 +338,13 @@ func (x *PullDiskRequest) GetHostId() string {
 		return x.HostId
 	}
 	return ""
+}
+
+func (x *PullDiskRequest) GetLayer() DiskLayer {
+	if x != nil {
+		return x.Layer
+	}
+	return DiskLayer_DISK_LAYER_UNSPECIFIED
 }
 
 // DiskChunk is one piece of a disk; the last message carries the digest.
@@ -933,8 +1030,10 @@ type RunStep struct {
 	OfferToken string `protobuf:"bytes,12,opt,name=offer_token,json=offerToken,proto3" json:"offer_token,omitempty"`
 	// For OFFER_DISK: the host allowed to pull; for IMPORT_DISK: the source host.
 	PeerHostId string `protobuf:"bytes,13,opt,name=peer_host_id,json=peerHostId,proto3" json:"peer_host_id,omitempty"`
-	// For IMPORT_DISK: the source agent's AgentPeerService address.
-	PeerAddress   string `protobuf:"bytes,14,opt,name=peer_address,json=peerAddress,proto3" json:"peer_address,omitempty"`
+	// For IMPORT_DISK and RECEIVE_DISK: the source agent's AgentPeerService address.
+	PeerAddress string `protobuf:"bytes,14,opt,name=peer_address,json=peerAddress,proto3" json:"peer_address,omitempty"`
+	// For OFFER_DISK and RECEIVE_DISK: which layer of the disk.
+	DiskLayer     DiskLayer `protobuf:"varint,15,opt,name=disk_layer,json=diskLayer,proto3,enum=flotilla.agent.v1.DiskLayer" json:"disk_layer,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1065,6 +1164,13 @@ func (x *RunStep) GetPeerAddress() string {
 		return x.PeerAddress
 	}
 	return ""
+}
+
+func (x *RunStep) GetDiskLayer() DiskLayer {
+	if x != nil {
+		return x.DiskLayer
+	}
+	return DiskLayer_DISK_LAYER_UNSPECIFIED
 }
 
 // QueryStep asks what became of a step (sent by a new leader for steps its
@@ -1291,12 +1397,13 @@ var File_flotilla_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x1dflotilla/agent/v1/agent.proto\x12\x11flotilla.agent.v1\x1a\x18flotilla/v1/common.proto\x1a\x16flotilla/v1/host.proto\x1a\x1aflotilla/v1/instance.proto\x1a\x1bflotilla/v1/operation.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"a\n" +
+	"\x1dflotilla/agent/v1/agent.proto\x12\x11flotilla.agent.v1\x1a\x18flotilla/v1/common.proto\x1a\x16flotilla/v1/host.proto\x1a\x1aflotilla/v1/instance.proto\x1a\x1bflotilla/v1/operation.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x95\x01\n" +
 	"\x0fPullDiskRequest\x12\x1f\n" +
 	"\vinstance_id\x18\x01 \x01(\tR\n" +
 	"instanceId\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\tR\x05token\x12\x17\n" +
-	"\ahost_id\x18\x03 \x01(\tR\x06hostId\"V\n" +
+	"\ahost_id\x18\x03 \x01(\tR\x06hostId\x122\n" +
+	"\x05layer\x18\x04 \x01(\x0e2\x1c.flotilla.agent.v1.DiskLayerR\x05layer\"V\n" +
 	"\tDiskChunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x1d\n" +
 	"\n" +
@@ -1348,7 +1455,7 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\adomains\x18\x01 \x03(\v2\x1e.flotilla.agent.v1.DomainStateR\adomains\x12;\n" +
 	"\vobserved_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"observedAt\"\v\n" +
-	"\tHeartbeat\"\xa9\x04\n" +
+	"\tHeartbeat\"\xe6\x04\n" +
 	"\aRunStep\x12!\n" +
 	"\foperation_id\x18\x01 \x01(\tR\voperationId\x12\x1f\n" +
 	"\vinstance_id\x18\x02 \x01(\tR\n" +
@@ -1368,7 +1475,9 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"offerToken\x12 \n" +
 	"\fpeer_host_id\x18\r \x01(\tR\n" +
 	"peerHostId\x12!\n" +
-	"\fpeer_address\x18\x0e \x01(\tR\vpeerAddress\"G\n" +
+	"\fpeer_address\x18\x0e \x01(\tR\vpeerAddress\x12;\n" +
+	"\n" +
+	"disk_layer\x18\x0f \x01(\x0e2\x1c.flotilla.agent.v1.DiskLayerR\tdiskLayer\"G\n" +
 	"\tQueryStep\x12\x17\n" +
 	"\astep_id\x18\x01 \x01(\tR\x06stepId\x12!\n" +
 	"\foperation_id\x18\x02 \x01(\tR\voperationId\"\xb9\x01\n" +
@@ -1386,7 +1495,11 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\tsucceeded\x18\x03 \x01(\bR\tsucceeded\x12(\n" +
 	"\x05fault\x18\x04 \x01(\v2\x12.flotilla.v1.FaultR\x05fault\x124\n" +
 	"\x05state\x18\x05 \x01(\v2\x1e.flotilla.agent.v1.DomainStateR\x05state\x12\x17\n" +
-	"\astep_id\x18\x06 \x01(\tR\x06stepId*\x8a\x03\n" +
+	"\astep_id\x18\x06 \x01(\tR\x06stepId*P\n" +
+	"\tDiskLayer\x12\x1a\n" +
+	"\x16DISK_LAYER_UNSPECIFIED\x10\x00\x12\x13\n" +
+	"\x0fDISK_LAYER_BASE\x10\x01\x12\x12\n" +
+	"\x0eDISK_LAYER_TOP\x10\x02*\xe8\x04\n" +
 	"\n" +
 	"StepAction\x12\x1b\n" +
 	"\x17STEP_ACTION_UNSPECIFIED\x10\x00\x12\x16\n" +
@@ -1404,7 +1517,15 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\x16STEP_ACTION_OFFER_DISK\x10\v\x12\x1b\n" +
 	"\x17STEP_ACTION_IMPORT_DISK\x10\f\x12\x19\n" +
 	"\x15STEP_ACTION_PREFLIGHT\x10\r\x12\x16\n" +
-	"\x12STEP_ACTION_UPDATE\x10\x0e*\x92\x01\n" +
+	"\x12STEP_ACTION_UPDATE\x10\x0e\x12\x1b\n" +
+	"\x17STEP_ACTION_FREEZE_DISK\x10\x0f\x12\x19\n" +
+	"\x15STEP_ACTION_THAW_DISK\x10\x10\x12\x1c\n" +
+	"\x18STEP_ACTION_RECEIVE_DISK\x10\x11\x12\x1a\n" +
+	"\x16STEP_ACTION_ADOPT_DISK\x10\x12\x12\x17\n" +
+	"\x13STEP_ACTION_RESHAPE\x10\x13\x12\x17\n" +
+	"\x13STEP_ACTION_UNSHAPE\x10\x14\x12\x1d\n" +
+	"\x19STEP_ACTION_DROP_ORIGINAL\x10\x15\x12\x19\n" +
+	"\x15STEP_ACTION_GROW_DISK\x10\x16*\x92\x01\n" +
 	"\x0fStepReportState\x12!\n" +
 	"\x1dSTEP_REPORT_STATE_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19STEP_REPORT_STATE_UNKNOWN\x10\x01\x12\x1d\n" +
@@ -1427,70 +1548,73 @@ func file_flotilla_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_flotilla_agent_v1_agent_proto_rawDescData
 }
 
-var file_flotilla_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_flotilla_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
 var file_flotilla_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_flotilla_agent_v1_agent_proto_goTypes = []any{
-	(StepAction)(0),               // 0: flotilla.agent.v1.StepAction
-	(StepReportState)(0),          // 1: flotilla.agent.v1.StepReportState
-	(*PullDiskRequest)(nil),       // 2: flotilla.agent.v1.PullDiskRequest
-	(*DiskChunk)(nil),             // 3: flotilla.agent.v1.DiskChunk
-	(*ConnectRequest)(nil),        // 4: flotilla.agent.v1.ConnectRequest
-	(*ConnectResponse)(nil),       // 5: flotilla.agent.v1.ConnectResponse
-	(*Register)(nil),              // 6: flotilla.agent.v1.Register
-	(*Registered)(nil),            // 7: flotilla.agent.v1.Registered
-	(*DomainState)(nil),           // 8: flotilla.agent.v1.DomainState
-	(*Inventory)(nil),             // 9: flotilla.agent.v1.Inventory
-	(*Heartbeat)(nil),             // 10: flotilla.agent.v1.Heartbeat
-	(*RunStep)(nil),               // 11: flotilla.agent.v1.RunStep
-	(*QueryStep)(nil),             // 12: flotilla.agent.v1.QueryStep
-	(*StepReport)(nil),            // 13: flotilla.agent.v1.StepReport
-	(*StepResult)(nil),            // 14: flotilla.agent.v1.StepResult
-	nil,                           // 15: flotilla.agent.v1.Register.LabelsEntry
-	(*v1.Resources)(nil),          // 16: flotilla.v1.Resources
-	(*durationpb.Duration)(nil),   // 17: google.protobuf.Duration
-	(v1.PowerState)(0),            // 18: flotilla.v1.PowerState
-	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
-	(v1.OperationKind)(0),         // 20: flotilla.v1.OperationKind
-	(*v1.InstanceSpec)(nil),       // 21: flotilla.v1.InstanceSpec
-	(*v1.Fault)(nil),              // 22: flotilla.v1.Fault
+	(DiskLayer)(0),                // 0: flotilla.agent.v1.DiskLayer
+	(StepAction)(0),               // 1: flotilla.agent.v1.StepAction
+	(StepReportState)(0),          // 2: flotilla.agent.v1.StepReportState
+	(*PullDiskRequest)(nil),       // 3: flotilla.agent.v1.PullDiskRequest
+	(*DiskChunk)(nil),             // 4: flotilla.agent.v1.DiskChunk
+	(*ConnectRequest)(nil),        // 5: flotilla.agent.v1.ConnectRequest
+	(*ConnectResponse)(nil),       // 6: flotilla.agent.v1.ConnectResponse
+	(*Register)(nil),              // 7: flotilla.agent.v1.Register
+	(*Registered)(nil),            // 8: flotilla.agent.v1.Registered
+	(*DomainState)(nil),           // 9: flotilla.agent.v1.DomainState
+	(*Inventory)(nil),             // 10: flotilla.agent.v1.Inventory
+	(*Heartbeat)(nil),             // 11: flotilla.agent.v1.Heartbeat
+	(*RunStep)(nil),               // 12: flotilla.agent.v1.RunStep
+	(*QueryStep)(nil),             // 13: flotilla.agent.v1.QueryStep
+	(*StepReport)(nil),            // 14: flotilla.agent.v1.StepReport
+	(*StepResult)(nil),            // 15: flotilla.agent.v1.StepResult
+	nil,                           // 16: flotilla.agent.v1.Register.LabelsEntry
+	(*v1.Resources)(nil),          // 17: flotilla.v1.Resources
+	(*durationpb.Duration)(nil),   // 18: google.protobuf.Duration
+	(v1.PowerState)(0),            // 19: flotilla.v1.PowerState
+	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
+	(v1.OperationKind)(0),         // 21: flotilla.v1.OperationKind
+	(*v1.InstanceSpec)(nil),       // 22: flotilla.v1.InstanceSpec
+	(*v1.Fault)(nil),              // 23: flotilla.v1.Fault
 }
 var file_flotilla_agent_v1_agent_proto_depIdxs = []int32{
-	6,  // 0: flotilla.agent.v1.ConnectRequest.register:type_name -> flotilla.agent.v1.Register
-	8,  // 1: flotilla.agent.v1.ConnectRequest.power_event:type_name -> flotilla.agent.v1.DomainState
-	9,  // 2: flotilla.agent.v1.ConnectRequest.resync:type_name -> flotilla.agent.v1.Inventory
-	14, // 3: flotilla.agent.v1.ConnectRequest.step_result:type_name -> flotilla.agent.v1.StepResult
-	10, // 4: flotilla.agent.v1.ConnectRequest.heartbeat:type_name -> flotilla.agent.v1.Heartbeat
-	13, // 5: flotilla.agent.v1.ConnectRequest.step_report:type_name -> flotilla.agent.v1.StepReport
-	7,  // 6: flotilla.agent.v1.ConnectResponse.registered:type_name -> flotilla.agent.v1.Registered
-	11, // 7: flotilla.agent.v1.ConnectResponse.run_step:type_name -> flotilla.agent.v1.RunStep
-	12, // 8: flotilla.agent.v1.ConnectResponse.query_step:type_name -> flotilla.agent.v1.QueryStep
-	16, // 9: flotilla.agent.v1.Register.capacity:type_name -> flotilla.v1.Resources
-	8,  // 10: flotilla.agent.v1.Register.inventory:type_name -> flotilla.agent.v1.DomainState
-	15, // 11: flotilla.agent.v1.Register.labels:type_name -> flotilla.agent.v1.Register.LabelsEntry
-	17, // 12: flotilla.agent.v1.Registered.heartbeat_interval:type_name -> google.protobuf.Duration
-	17, // 13: flotilla.agent.v1.Registered.resync_interval:type_name -> google.protobuf.Duration
-	18, // 14: flotilla.agent.v1.DomainState.state:type_name -> flotilla.v1.PowerState
-	19, // 15: flotilla.agent.v1.DomainState.observed_at:type_name -> google.protobuf.Timestamp
-	8,  // 16: flotilla.agent.v1.Inventory.domains:type_name -> flotilla.agent.v1.DomainState
-	19, // 17: flotilla.agent.v1.Inventory.observed_at:type_name -> google.protobuf.Timestamp
-	20, // 18: flotilla.agent.v1.RunStep.kind:type_name -> flotilla.v1.OperationKind
-	21, // 19: flotilla.agent.v1.RunStep.spec:type_name -> flotilla.v1.InstanceSpec
-	17, // 20: flotilla.agent.v1.RunStep.graceful_timeout:type_name -> google.protobuf.Duration
-	19, // 21: flotilla.agent.v1.RunStep.deadline:type_name -> google.protobuf.Timestamp
-	0,  // 22: flotilla.agent.v1.RunStep.action:type_name -> flotilla.agent.v1.StepAction
-	1,  // 23: flotilla.agent.v1.StepReport.state:type_name -> flotilla.agent.v1.StepReportState
-	14, // 24: flotilla.agent.v1.StepReport.result:type_name -> flotilla.agent.v1.StepResult
-	22, // 25: flotilla.agent.v1.StepResult.fault:type_name -> flotilla.v1.Fault
-	8,  // 26: flotilla.agent.v1.StepResult.state:type_name -> flotilla.agent.v1.DomainState
-	4,  // 27: flotilla.agent.v1.AgentService.Connect:input_type -> flotilla.agent.v1.ConnectRequest
-	2,  // 28: flotilla.agent.v1.AgentPeerService.PullDisk:input_type -> flotilla.agent.v1.PullDiskRequest
-	5,  // 29: flotilla.agent.v1.AgentService.Connect:output_type -> flotilla.agent.v1.ConnectResponse
-	3,  // 30: flotilla.agent.v1.AgentPeerService.PullDisk:output_type -> flotilla.agent.v1.DiskChunk
-	29, // [29:31] is the sub-list for method output_type
-	27, // [27:29] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	0,  // 0: flotilla.agent.v1.PullDiskRequest.layer:type_name -> flotilla.agent.v1.DiskLayer
+	7,  // 1: flotilla.agent.v1.ConnectRequest.register:type_name -> flotilla.agent.v1.Register
+	9,  // 2: flotilla.agent.v1.ConnectRequest.power_event:type_name -> flotilla.agent.v1.DomainState
+	10, // 3: flotilla.agent.v1.ConnectRequest.resync:type_name -> flotilla.agent.v1.Inventory
+	15, // 4: flotilla.agent.v1.ConnectRequest.step_result:type_name -> flotilla.agent.v1.StepResult
+	11, // 5: flotilla.agent.v1.ConnectRequest.heartbeat:type_name -> flotilla.agent.v1.Heartbeat
+	14, // 6: flotilla.agent.v1.ConnectRequest.step_report:type_name -> flotilla.agent.v1.StepReport
+	8,  // 7: flotilla.agent.v1.ConnectResponse.registered:type_name -> flotilla.agent.v1.Registered
+	12, // 8: flotilla.agent.v1.ConnectResponse.run_step:type_name -> flotilla.agent.v1.RunStep
+	13, // 9: flotilla.agent.v1.ConnectResponse.query_step:type_name -> flotilla.agent.v1.QueryStep
+	17, // 10: flotilla.agent.v1.Register.capacity:type_name -> flotilla.v1.Resources
+	9,  // 11: flotilla.agent.v1.Register.inventory:type_name -> flotilla.agent.v1.DomainState
+	16, // 12: flotilla.agent.v1.Register.labels:type_name -> flotilla.agent.v1.Register.LabelsEntry
+	18, // 13: flotilla.agent.v1.Registered.heartbeat_interval:type_name -> google.protobuf.Duration
+	18, // 14: flotilla.agent.v1.Registered.resync_interval:type_name -> google.protobuf.Duration
+	19, // 15: flotilla.agent.v1.DomainState.state:type_name -> flotilla.v1.PowerState
+	20, // 16: flotilla.agent.v1.DomainState.observed_at:type_name -> google.protobuf.Timestamp
+	9,  // 17: flotilla.agent.v1.Inventory.domains:type_name -> flotilla.agent.v1.DomainState
+	20, // 18: flotilla.agent.v1.Inventory.observed_at:type_name -> google.protobuf.Timestamp
+	21, // 19: flotilla.agent.v1.RunStep.kind:type_name -> flotilla.v1.OperationKind
+	22, // 20: flotilla.agent.v1.RunStep.spec:type_name -> flotilla.v1.InstanceSpec
+	18, // 21: flotilla.agent.v1.RunStep.graceful_timeout:type_name -> google.protobuf.Duration
+	20, // 22: flotilla.agent.v1.RunStep.deadline:type_name -> google.protobuf.Timestamp
+	1,  // 23: flotilla.agent.v1.RunStep.action:type_name -> flotilla.agent.v1.StepAction
+	0,  // 24: flotilla.agent.v1.RunStep.disk_layer:type_name -> flotilla.agent.v1.DiskLayer
+	2,  // 25: flotilla.agent.v1.StepReport.state:type_name -> flotilla.agent.v1.StepReportState
+	15, // 26: flotilla.agent.v1.StepReport.result:type_name -> flotilla.agent.v1.StepResult
+	23, // 27: flotilla.agent.v1.StepResult.fault:type_name -> flotilla.v1.Fault
+	9,  // 28: flotilla.agent.v1.StepResult.state:type_name -> flotilla.agent.v1.DomainState
+	5,  // 29: flotilla.agent.v1.AgentService.Connect:input_type -> flotilla.agent.v1.ConnectRequest
+	3,  // 30: flotilla.agent.v1.AgentPeerService.PullDisk:input_type -> flotilla.agent.v1.PullDiskRequest
+	6,  // 31: flotilla.agent.v1.AgentService.Connect:output_type -> flotilla.agent.v1.ConnectResponse
+	4,  // 32: flotilla.agent.v1.AgentPeerService.PullDisk:output_type -> flotilla.agent.v1.DiskChunk
+	31, // [31:33] is the sub-list for method output_type
+	29, // [29:31] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_agent_v1_agent_proto_init() }
@@ -1516,7 +1640,7 @@ func file_flotilla_agent_v1_agent_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_agent_v1_agent_proto_rawDesc), len(file_flotilla_agent_v1_agent_proto_rawDesc)),
-			NumEnums:      2,
+			NumEnums:      3,
 			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   2,
