@@ -442,8 +442,10 @@ func (e *Executor) call(ctx context.Context, action agentv1.StepAction, deadline
 		if err != nil {
 			return err
 		}
-		// A create makes a disk; a start or a hard restart boots the one there is.
-		boot := step.GetKind() != flotillav1.OperationKind_OPERATION_KIND_CREATE
+		// A create (or a resize's copy) makes a disk; a start or a hard
+		// restart boots the one there is.
+		boot := step.GetKind() != flotillav1.OperationKind_OPERATION_KIND_CREATE &&
+			step.GetKind() != flotillav1.OperationKind_OPERATION_KIND_RESIZE
 		return d.Preflight(ctx, spec, boot, e.cfg.DiskReserve)
 	case agentv1.StepAction_STEP_ACTION_CREATE:
 		spec, err := domainSpec(step)

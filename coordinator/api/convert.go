@@ -39,6 +39,11 @@ var statusToPB = map[lifecycle.Status]pb.Status{
 	lifecycle.StatusBidding:           pb.Status_STATUS_BIDDING,
 	lifecycle.StatusMoving:            pb.Status_STATUS_MOVING,
 	lifecycle.StatusUpdating:          pb.Status_STATUS_UPDATING,
+	lifecycle.StatusResizing:          pb.Status_STATUS_RESIZING,
+	lifecycle.StatusVerifyResize:      pb.Status_STATUS_VERIFY_RESIZE,
+	lifecycle.StatusConfirmingResize:  pb.Status_STATUS_CONFIRMING_RESIZE,
+	lifecycle.StatusRevertingResize:   pb.Status_STATUS_REVERTING_RESIZE,
+	lifecycle.StatusExtending:         pb.Status_STATUS_EXTENDING,
 }
 
 var desiredToPB = map[lifecycle.Desired]pb.DesiredState{
@@ -82,32 +87,41 @@ var resultToPB = map[lifecycle.Result]pb.ProvisioningResult{
 }
 
 var actionToPB = map[lifecycle.Action]pb.Action{
-	lifecycle.ActionStart:   pb.Action_ACTION_START,
-	lifecycle.ActionStop:    pb.Action_ACTION_STOP,
-	lifecycle.ActionRestart: pb.Action_ACTION_RESTART,
-	lifecycle.ActionPause:   pb.Action_ACTION_PAUSE,
-	lifecycle.ActionUnpause: pb.Action_ACTION_UNPAUSE,
-	lifecycle.ActionSuspend: pb.Action_ACTION_SUSPEND,
-	lifecycle.ActionResume:  pb.Action_ACTION_RESUME,
-	lifecycle.ActionDelete:  pb.Action_ACTION_DELETE,
-	lifecycle.ActionUpdate:  pb.Action_ACTION_UPDATE,
+	lifecycle.ActionStart:         pb.Action_ACTION_START,
+	lifecycle.ActionStop:          pb.Action_ACTION_STOP,
+	lifecycle.ActionRestart:       pb.Action_ACTION_RESTART,
+	lifecycle.ActionPause:         pb.Action_ACTION_PAUSE,
+	lifecycle.ActionUnpause:       pb.Action_ACTION_UNPAUSE,
+	lifecycle.ActionSuspend:       pb.Action_ACTION_SUSPEND,
+	lifecycle.ActionResume:        pb.Action_ACTION_RESUME,
+	lifecycle.ActionDelete:        pb.Action_ACTION_DELETE,
+	lifecycle.ActionUpdate:        pb.Action_ACTION_UPDATE,
+	lifecycle.ActionResize:        pb.Action_ACTION_RESIZE,
+	lifecycle.ActionConfirmResize: pb.Action_ACTION_CONFIRM_RESIZE,
+	lifecycle.ActionRevertResize:  pb.Action_ACTION_REVERT_RESIZE,
+	lifecycle.ActionExtend:        pb.Action_ACTION_EXTEND,
+	lifecycle.ActionMove:          pb.Action_ACTION_MOVE,
 }
 
 // OpKindToPB maps operation kinds to the public enum.
 var opKindToPB = map[lifecycle.OpKind]pb.OperationKind{
-	lifecycle.OpCreate:      pb.OperationKind_OPERATION_KIND_CREATE,
-	lifecycle.OpStart:       pb.OperationKind_OPERATION_KIND_START,
-	lifecycle.OpStop:        pb.OperationKind_OPERATION_KIND_STOP,
-	lifecycle.OpRestart:     pb.OperationKind_OPERATION_KIND_RESTART,
-	lifecycle.OpHardRestart: pb.OperationKind_OPERATION_KIND_HARD_RESTART,
-	lifecycle.OpPause:       pb.OperationKind_OPERATION_KIND_PAUSE,
-	lifecycle.OpUnpause:     pb.OperationKind_OPERATION_KIND_UNPAUSE,
-	lifecycle.OpSuspend:     pb.OperationKind_OPERATION_KIND_SUSPEND,
-	lifecycle.OpResume:      pb.OperationKind_OPERATION_KIND_RESUME,
-	lifecycle.OpDelete:      pb.OperationKind_OPERATION_KIND_DELETE,
-	lifecycle.OpPreempt:     pb.OperationKind_OPERATION_KIND_PREEMPT,
-	lifecycle.OpMove:        pb.OperationKind_OPERATION_KIND_MOVE,
-	lifecycle.OpUpdate:      pb.OperationKind_OPERATION_KIND_UPDATE,
+	lifecycle.OpCreate:        pb.OperationKind_OPERATION_KIND_CREATE,
+	lifecycle.OpStart:         pb.OperationKind_OPERATION_KIND_START,
+	lifecycle.OpStop:          pb.OperationKind_OPERATION_KIND_STOP,
+	lifecycle.OpRestart:       pb.OperationKind_OPERATION_KIND_RESTART,
+	lifecycle.OpHardRestart:   pb.OperationKind_OPERATION_KIND_HARD_RESTART,
+	lifecycle.OpPause:         pb.OperationKind_OPERATION_KIND_PAUSE,
+	lifecycle.OpUnpause:       pb.OperationKind_OPERATION_KIND_UNPAUSE,
+	lifecycle.OpSuspend:       pb.OperationKind_OPERATION_KIND_SUSPEND,
+	lifecycle.OpResume:        pb.OperationKind_OPERATION_KIND_RESUME,
+	lifecycle.OpDelete:        pb.OperationKind_OPERATION_KIND_DELETE,
+	lifecycle.OpPreempt:       pb.OperationKind_OPERATION_KIND_PREEMPT,
+	lifecycle.OpMove:          pb.OperationKind_OPERATION_KIND_MOVE,
+	lifecycle.OpUpdate:        pb.OperationKind_OPERATION_KIND_UPDATE,
+	lifecycle.OpResize:        pb.OperationKind_OPERATION_KIND_RESIZE,
+	lifecycle.OpConfirmResize: pb.OperationKind_OPERATION_KIND_CONFIRM_RESIZE,
+	lifecycle.OpRevertResize:  pb.OperationKind_OPERATION_KIND_REVERT_RESIZE,
+	lifecycle.OpExtend:        pb.OperationKind_OPERATION_KIND_EXTEND,
 }
 
 // OpKindToPB maps an operation kind to the public enum.
@@ -224,6 +238,9 @@ func instanceToPB(i *state.Instance, vocabs ...vocabulary.Vocabulary) *pb.Instan
 		Placement: &pb.Placement{HypervisorKind: i.Placement.Kind, HostLabels: i.Placement.Labels,
 			AntiAffinityGroup: i.Placement.Group, Preemptible: i.Placement.Preemptible},
 		Labels: i.Labels,
+	}
+	if r := i.Resize; r != nil {
+		out.Resize = &pb.PendingResize{From: SpecToPB(r.From), To: SpecToPB(r.To), SourceHostId: r.Source, ConfirmTime: ts(r.ConfirmBy)}
 	}
 	for _, a := range lifecycle.Allowed(status) {
 		out.AllowedActions = append(out.AllowedActions, actionToPB[a])

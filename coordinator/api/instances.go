@@ -41,6 +41,11 @@ var DefaultDeadlines = map[lifecycle.OpKind]time.Duration{
 	lifecycle.OpMove: 30 * time.Minute,
 	// An update writes the domain's title: quick, but the host may be busy.
 	lifecycle.OpUpdate: time.Minute,
+	// A resize may copy a disk between hosts, as a move does.
+	lifecycle.OpResize:        30 * time.Minute,
+	lifecycle.OpConfirmResize: 3 * time.Minute,
+	lifecycle.OpRevertResize:  10 * time.Minute,
+	lifecycle.OpExtend:        3 * time.Minute,
 }
 
 // createCmds holds create commands for reuse: one is 800 bytes, and the
@@ -142,6 +147,10 @@ type actRequest struct {
 	graceful      time.Duration
 	force         bool
 	update        *state.ModelUpdate
+	// For a move or a resize: where to (empty: in place, for a resize),
+	// and the token of its disk copy; for a resize or an extend, the shape.
+	target string
+	resize *state.Resize
 }
 
 // act validates and commits one user action; v holds the violations its
@@ -166,11 +175,14 @@ func (s *instances) act(ctx context.Context, r actRequest, v violations) (*pb.Op
 	}
 	kind := lifecycle.PlanFor(inst.Status(), a, hard).Op
 	now := s.now()
-	cmd := fsm.InstanceAction{Action: a, Hard: hard, Operation: state.Operation{
+	cmd := fsm.InstanceAction{Action: a, Hard: hard, Policy: s.policy, Operation: state.Operation{
 		ID: ids.New("op-"), InstanceID: id, RequestID: requestID,
 		Deadline: now.Add(s.deadline(kind) + graceful), Graceful: graceful, Force: force, Update: r.update,
-		RequestedBy: caller.Of(ctx),
+		RequestedBy: caller.Of(ctx), TargetHostID: r.target, Resize: r.resize,
 	}}
+	if r.target != "" && r.target != inst.HostID {
+		cmd.Operation.Token = newToken()
+	}
 	res, err := s.apply(ctx, fsm.TypeInstanceAction, cmd)
 	if err != nil {
 		return nil, toStatus(err)

@@ -93,9 +93,15 @@ type CreateInstance struct {
 
 // InstanceAction accepts a user action and the operation that carries it out.
 type InstanceAction struct {
-	Action    lifecycle.Action `json:"action"`
-	Hard      bool             `json:"hard,omitempty"`
-	Operation state.Operation  `json:"operation"` // ID, InstanceID, Deadline, RequestID, Graceful, Force
+	Action lifecycle.Action `json:"action"`
+	Hard   bool             `json:"hard,omitempty"`
+	// Operation: ID, InstanceID, Deadline, RequestID, Graceful, Force; for
+	// a move or a resize, the target and token the leader chose (a resize
+	// without a target stays on its host), and for a resize or an extend,
+	// Resize.To and Resize.Window.
+	Operation state.Operation `json:"operation"`
+	// Policy is the placement policy the target is checked against.
+	Policy scheduler.Policy `json:"policy,omitempty"`
 }
 
 // Dispatch records that operations' steps are being sent to their hosts:

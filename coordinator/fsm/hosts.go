@@ -116,13 +116,19 @@ func applyInventory(tx *state.Tx, hostID string, obs []Observation, full bool, t
 	return orphans
 }
 
-// movingVia reports whether a move of inst runs between hostID and its host.
+// movingVia reports whether inst's other end is on hostID: a move or a
+// resize runs between hostID and its host, or hostID keeps the original of
+// an unconfirmed resize. Such a host speaks of a domain that is neither the
+// instance's state nor an orphan.
 func movingVia(tx *state.Tx, inst *state.Instance, hostID string) bool {
-	if inst.CurrentOpK != lifecycle.OpMove {
+	if r := inst.Resize; r != nil && r.Source == hostID {
+		return true
+	}
+	if inst.CurrentOp == "" {
 		return false
 	}
 	op, ok := tx.Operation(inst.CurrentOp)
-	return ok && (op.HostID == hostID || op.TargetHostID == hostID)
+	return ok && op.TargetHostID != "" && (op.HostID == hostID || op.TargetHostID == hostID)
 }
 
 // observe applies one observation unless it is older than what is recorded,

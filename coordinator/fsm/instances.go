@@ -70,7 +70,22 @@ func applyInstanceAction(tx *state.Tx, c *InstanceAction) (any, error) {
 	op := newOperation(tx, c.Operation, plan.Op, inst.HostID)
 	// Planned again knowing whether the domain runs: a hard restart resets
 	// a running one and boots one that is off.
-	planSteps(op, plan.WasRunning)
+	sh := lifecycle.Shape{WasRunning: plan.WasRunning, StartAfter: plan.WasRunning}
+	op.TargetHostID, op.Token, op.Resize = "", "", nil // only what prepareReshaping checked
+	if reshaping(plan.Op) {
+		var err error
+		if sh, err = prepareReshaping(tx, inst, op, &c.Operation, status, c.Policy); err != nil {
+			return nil, err
+		}
+	}
+	planShaped(op, sh)
+	if plan.Op == lifecycle.OpDelete && inst.Resize != nil && !inst.Resize.SameHost(inst.HostID) {
+		// The original of an unconfirmed resize goes with the instance.
+		op.TargetHostID = inst.Resize.Source
+		ownSteps(op)
+		op.Steps = append(op.Steps, newStep(lifecycle.StepDef{Name: "delete-original", Action: lifecycle.ActDelete,
+			Where: lifecycle.OnTarget}))
+	}
 	op.PrevDesired = inst.Desired
 	if plan.Desired != "" {
 		inst.Desired = plan.Desired
@@ -102,7 +117,7 @@ func planOperation(tx *state.Tx, req state.Operation, kind lifecycle.OpKind, hos
 	op.CreateTime = tx.Now()
 	op.Fault = nil
 	if kind != lifecycle.OpMove {
-		op.TargetHostID, op.Token = "", "" // only a move hands a disk over
+		op.TargetHostID, op.Token = "", "" // only a move hands a disk over (a resize's are checked apart)
 	}
 	planSteps(&op, false)
 	return op
@@ -257,4 +272,13 @@ func applyStartUsage(tx *state.Tx, _ *StartUsage) (any, error) {
 	}
 	tx.StartMetering()
 	return true, nil
+}
+
+// reshaping reports the kinds prepareReshaping prepares.
+func reshaping(k lifecycle.OpKind) bool {
+	switch k {
+	case lifecycle.OpMove, lifecycle.OpResize, lifecycle.OpExtend, lifecycle.OpConfirmResize, lifecycle.OpRevertResize:
+		return true
+	}
+	return false
 }

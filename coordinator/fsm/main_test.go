@@ -31,13 +31,13 @@ func plansIntact() error {
 	var err error
 	stepPlans.Range(func(k, v any) bool {
 		key := k.(planKey)
-		defs := lifecycle.StepsFor(key.kind, key.wasRunning)
+		defs := lifecycle.StepsForShape(key.kind, key.shape)
 		fresh := make([]state.Step, len(defs))
 		for i, d := range defs {
 			fresh[i] = newStep(d)
 		}
 		if !reflect.DeepEqual(v.([]state.Step), fresh) {
-			err = fmt.Errorf("the shared plan of %s (was running: %v) was changed: %+v", key.kind, key.wasRunning, v)
+			err = fmt.Errorf("the shared plan of %s (%+v) was changed: %+v", key.kind, key.shape, v)
 			return false
 		}
 		return true

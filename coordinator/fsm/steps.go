@@ -24,7 +24,12 @@ const rollbackBudget = 2 * time.Minute
 // planSteps fills in an operation's steps from its kind's plan. The
 // operation shares the plan until one of its steps changes (ownSteps).
 func planSteps(op *state.Operation, wasRunning bool) {
-	op.Steps = stepPlan(op.Kind, wasRunning)
+	planShaped(op, lifecycle.Shape{WasRunning: wasRunning, StartAfter: wasRunning})
+}
+
+// planShaped is planSteps for a plan that depends on more than wasRunning.
+func planShaped(op *state.Operation, sh lifecycle.Shape) {
+	op.Steps = stepPlan(op.Kind, sh)
 	op.Cur = 0
 	for i := range op.Steps {
 		if st := op.Steps[i]; st.Timeout > 0 && st.Action == lifecycle.ActStop && op.Graceful > 0 {
@@ -47,16 +52,16 @@ var stepPlans sync.Map // planKey -> []state.Step
 var planArrays sync.Map // *state.Step -> struct{}
 
 type planKey struct {
-	kind       lifecycle.OpKind
-	wasRunning bool
+	kind  lifecycle.OpKind
+	shape lifecycle.Shape
 }
 
-func stepPlan(kind lifecycle.OpKind, wasRunning bool) []state.Step {
-	k := planKey{kind, wasRunning}
+func stepPlan(kind lifecycle.OpKind, sh lifecycle.Shape) []state.Step {
+	k := planKey{kind, sh}
 	if p, ok := stepPlans.Load(k); ok {
 		return p.([]state.Step)
 	}
-	defs := lifecycle.StepsFor(kind, wasRunning)
+	defs := lifecycle.StepsForShape(kind, sh)
 	p := make([]state.Step, len(defs)) // exact capacity: an append (a rollback's undo steps) copies
 	for i, d := range defs {
 		p[i] = newStep(d)
@@ -83,7 +88,7 @@ func ownSteps(op *state.Operation) {
 func newStep(d lifecycle.StepDef) state.Step {
 	s := state.Step{Name: d.Name, Action: d.Action, OnTarget: d.Where == lifecycle.OnTarget,
 		State: state.StepPending, MaxAttempts: lifecycle.MaxAttempts, Force: d.Force,
-		Irreversible: !d.Reversible(), Timeout: d.Timeout}
+		Irreversible: !d.Reversible(), Timeout: d.Timeout, Layer: d.Layer}
 	if d.Undo != nil {
 		u := newStep(*d.Undo)
 		u.IsUndo = true
@@ -147,6 +152,9 @@ func stepSucceeded(tx *state.Tx, op *state.Operation, inst *state.Instance, obse
 			inst.Power, inst.PowerTime = p, tx.Now()
 		}
 	}
+	if op.StepHost(st) == inst.HostID {
+		reshaped(inst, op, st.Action)
+	}
 	if op.CancelRequested && !op.RollingBack {
 		startRollback(tx, op, inst, nil)
 		return
@@ -165,6 +173,9 @@ func stepFailed(tx *state.Tx, op *state.Operation, inst *state.Instance, fault *
 	st := op.Current()
 	st.Fault, st.EndTime = fault, tx.Now()
 	retry := tx.Now().Add(lifecycle.Backoff(st.Attempt))
+	if fault.Code == faultPeerRefused && offerAgain(op, retry) {
+		return
+	}
 	// A cancel stops forward retries, not those of the undo steps it started.
 	if lifecycle.Transient(fault.Code) && st.Attempt < st.MaxAttempts &&
 		(!op.CancelRequested || op.RollingBack) && (op.Deadline.IsZero() || retry.Before(op.Deadline)) {
@@ -183,6 +194,30 @@ func stepFailed(tx *state.Tx, op *state.Operation, inst *state.Instance, fault *
 		return
 	}
 	startRollback(tx, op, inst, fault)
+}
+
+// faultPeerRefused is the agents' fault for a pull the source refused.
+const faultPeerRefused = "PEER_REFUSED"
+
+// offerAgain goes back to the offer before a copy whose pull was refused
+// (the source forgot its offer in an agent restart, or it expired): the
+// source offers again and the target pulls again, instead of the whole
+// operation rolling back. The copy's attempts bound how often.
+func offerAgain(op *state.Operation, retry time.Time) bool {
+	st := op.Current()
+	if (st.Action != lifecycle.ActImportDisk && st.Action != lifecycle.ActReceiveDisk) || op.Cur == 0 || op.RollingBack ||
+		op.CancelRequested || st.Attempt >= st.MaxAttempts || (!op.Deadline.IsZero() && !retry.Before(op.Deadline)) {
+		return false
+	}
+	offer := &op.Steps[op.Cur-1]
+	if offer.Action != lifecycle.ActOfferDisk || offer.Layer != st.Layer || offer.State != state.StepSucceeded {
+		return false
+	}
+	st.State = state.StepPending // its attempts count on
+	offer.State, offer.EndTime = state.StepPending, time.Time{}
+	op.Cur--
+	op.Step = offer.Name + " (again: the pull was refused)"
+	return true
 }
 
 // startRollback skips the steps not run yet and queues the undo of every
@@ -218,6 +253,7 @@ func startRollback(tx *state.Tx, op *state.Operation, inst *state.Instance, faul
 		return
 	}
 	if len(undos) > 0 {
+		inst.RollingBack = true
 		op.State, op.Step = state.OpRollingBack, "rolling-back"
 		if until := tx.Now().Add(rollbackBudget); op.Deadline.Before(until) {
 			op.Deadline = until
@@ -227,15 +263,18 @@ func startRollback(tx *state.Tx, op *state.Operation, inst *state.Instance, faul
 }
 
 // failedResult is what a failed operation with nothing left to undo means
-// for its instance. Usually the failure itself (ERROR); but a move touches
-// the instance only through its own steps: one whose failed step did not
-// act on the instance's domain (an offer, or anything on the target) leaves
-// it as it was, and one that failed after the switch leaves it running
-// where it moved (the leftover on the source shows as an orphan there). An
-// update never touches the power state, and its model is applied only on
-// success: a failed one leaves the instance as it was.
+// for its instance. Usually the failure itself (ERROR); but a move (or a
+// resize, its confirm and revert, an extend) touches the instance only
+// through its own steps: one whose failed step did not act on the
+// instance's domain (an offer, a copy, a grow that did not happen, anything
+// on the target) leaves it as it was, and one that failed after the switch
+// leaves it running where it moved (the leftover on the source shows as an
+// orphan there). An update never touches the power state, and its model is
+// applied only on success: a failed one leaves the instance as it was.
 func failedResult(op *state.Operation, inst *state.Instance) lifecycle.Result {
-	if op.Kind != lifecycle.OpMove && op.Kind != lifecycle.OpUpdate {
+	switch op.Kind {
+	case lifecycle.OpMove, lifecycle.OpUpdate, lifecycle.OpResize, lifecycle.OpConfirmResize, lifecycle.OpRevertResize, lifecycle.OpExtend:
+	default:
 		return lifecycle.ResultFailed
 	}
 	if inst.HostID == op.TargetHostID {
@@ -299,6 +338,12 @@ func advance(tx *state.Tx, op *state.Operation, inst *state.Instance) {
 // target's reports are the instance's, and the source's are not.
 func switchHost(tx *state.Tx, op *state.Operation, inst *state.Instance) {
 	inst.HostID, inst.MoveTarget = op.TargetHostID, ""
+	switch op.Kind {
+	case lifecycle.OpResize:
+		inst.Spec = op.Resize.To // the original stays on the source until confirmed
+	case lifecycle.OpRevertResize:
+		inst.Spec, inst.Resize = op.Resize.From, nil // the original is the instance again
+	}
 	inst.Power, inst.PowerWhy, inst.PowerTime = lifecycle.PowerShutOff, "moved", tx.Now()
 	for _, s := range op.Steps {
 		if s.OnTarget && s.State == state.StepSucceeded && !s.IsUndo {
@@ -323,9 +368,11 @@ func progress(op *state.Operation) int32 {
 func finish(tx *state.Tx, op *state.Operation, inst *state.Instance, end state.OpState, fault *state.Fault, result lifecycle.Result) {
 	op.State, op.EndTime, op.Fault = end, tx.Now(), fault
 	op.Token = "" // the disk hand-over is over: the secret is not kept
-	if op.Kind == lifecycle.OpMove {
+	if op.Kind == lifecycle.OpMove || op.Kind == lifecycle.OpResize {
 		inst.MoveTarget = "" // the room held on the target is released
 	}
+	inst.RollingBack = false
+	endReshaping(tx, inst, op, end)
 	op.Step = string(end)
 	if end == state.OpSucceeded {
 		op.Step, op.Progress = "done", 100
@@ -333,8 +380,9 @@ func finish(tx *state.Tx, op *state.Operation, inst *state.Instance, end state.O
 			op.Update.Apply(inst)
 		}
 	}
-	if op.Kind == lifecycle.OpUpdate {
-		// A model update says nothing about the guest: the instance keeps
+	if op.Kind == lifecycle.OpUpdate || op.Kind == lifecycle.OpConfirmResize {
+		// A model update (or a confirm, which removes only the original)
+		// says nothing about the guest: the instance keeps
 		// the outcome (and fault) of the last operation that acted on it,
 		// so an update never hides an ERROR; its own outcome is on its
 		// operation.

@@ -21,10 +21,19 @@ const (
 	// ActionUpdate changes what can change without a reboot (name, labels,
 	// recovery policy): Azure's "Update model for an existing VM".
 	ActionUpdate Action = "update"
+	// ActionResize gives the instance a new shape (see OpResize).
+	ActionResize        Action = "resize"
+	ActionConfirmResize Action = "confirm-resize"
+	ActionRevertResize  Action = "revert-resize"
+	// ActionExtend grows the disk in place (seed 004's EXTENDING).
+	ActionExtend Action = "extend"
+	// ActionMove moves the instance to another host, cold.
+	ActionMove Action = "move"
 )
 
 // AllActions lists every action.
-var AllActions = []Action{ActionStart, ActionStop, ActionRestart, ActionPause, ActionUnpause, ActionSuspend, ActionResume, ActionDelete, ActionUpdate}
+var AllActions = []Action{ActionStart, ActionStop, ActionRestart, ActionPause, ActionUnpause, ActionSuspend, ActionResume, ActionDelete, ActionUpdate,
+	ActionResize, ActionConfirmResize, ActionRevertResize, ActionExtend, ActionMove}
 
 // allowed is the whole transition table: the actions each status accepts.
 // A status that is not listed accepts nothing (transitional statuses: one
@@ -32,8 +41,12 @@ var AllActions = []Action{ActionStart, ActionStop, ActionRestart, ActionPause, A
 // instance that is off boots it (seed 000 restarts an offline instance, Nova
 // hard-reboots a SHUTOFF server): see PlanFor.
 var allowed = map[Status][]Action{
-	StatusRunning:           {ActionStop, ActionRestart, ActionPause, ActionSuspend, ActionDelete, ActionUpdate},
-	StatusStopped:           {ActionStart, ActionRestart, ActionDelete, ActionUpdate},
+	StatusRunning: {ActionStop, ActionRestart, ActionPause, ActionSuspend, ActionDelete, ActionUpdate,
+		ActionResize, ActionExtend, ActionMove},
+	// Resize from offline is seed 000's resize.
+	StatusStopped: {ActionStart, ActionRestart, ActionDelete, ActionUpdate, ActionResize, ActionExtend, ActionMove},
+	// The original is kept: confirm, revert, or delete both.
+	StatusVerifyResize:      {ActionConfirmResize, ActionRevertResize, ActionDelete, ActionUpdate},
 	StatusPaused:            {ActionUnpause, ActionStop, ActionSuspend, ActionDelete, ActionUpdate},
 	StatusSuspended:         {ActionResume, ActionDelete, ActionUpdate},
 	StatusUnexpectedShutoff: {ActionStart, ActionStop, ActionRestart, ActionDelete, ActionUpdate},
@@ -138,6 +151,16 @@ func planFor(s Status, a Action, hard bool) Plan {
 		return Plan{Op: OpDelete, Desired: DesiredDeleted}
 	case ActionUpdate:
 		return Plan{Op: OpUpdate} // the power state is not the update's business
+	case ActionResize:
+		return Plan{Op: OpResize}
+	case ActionConfirmResize:
+		return Plan{Op: OpConfirmResize}
+	case ActionRevertResize:
+		return Plan{Op: OpRevertResize}
+	case ActionExtend:
+		return Plan{Op: OpExtend}
+	case ActionMove:
+		return Plan{Op: OpMove}
 	}
 	return Plan{}
 }

@@ -37,10 +37,21 @@ const (
 	OpMove OpKind = "move"
 	// OpUpdate changes the instance's model (name, labels, recovery) without a reboot.
 	OpUpdate OpKind = "update"
+	// OpResize gives the instance a new shape (vCPUs, memory, a larger
+	// disk), on its host or another; the original is kept until the
+	// resize is confirmed or reverted.
+	OpResize OpKind = "resize"
+	// OpConfirmResize removes the original a resize kept.
+	OpConfirmResize OpKind = "confirm-resize"
+	// OpRevertResize brings the original back and removes the resized copy.
+	OpRevertResize OpKind = "revert-resize"
+	// OpExtend grows the disk in place, the guest running or not.
+	OpExtend OpKind = "extend"
 )
 
 // AllOpKinds lists every operation kind, OpNone included.
-var AllOpKinds = []OpKind{OpNone, OpCreate, OpStart, OpStop, OpRestart, OpHardRestart, OpPause, OpUnpause, OpSuspend, OpResume, OpDelete, OpPreempt, OpMove, OpUpdate}
+var AllOpKinds = []OpKind{OpNone, OpCreate, OpStart, OpStop, OpRestart, OpHardRestart, OpPause, OpUnpause, OpSuspend, OpResume, OpDelete, OpPreempt, OpMove, OpUpdate,
+	OpResize, OpConfirmResize, OpRevertResize, OpExtend}
 
 // Power is the observed power state, as the agent reports it from the hypervisor.
 type Power string
@@ -76,10 +87,12 @@ const (
 // AllResults lists every result, ResultNone included.
 var AllResults = []Result{ResultNone, ResultSucceeded, ResultFailed, ResultCanceled, ResultRolledBack}
 
-// Facts are the four recorded facts the status is derived from, with two
-// qualifiers of the operation: Unplaced (a create still waiting for a host
-// with room) and Preemptible (the instance may be evicted, and so "bids"
-// for capacity rather than waits for it).
+// Facts are the four recorded facts the status is derived from, with
+// qualifiers: Unplaced (a create still waiting for a host with room),
+// Preemptible (the instance may be evicted, and so "bids" for capacity
+// rather than waits for it), Unconfirmed (a resize finished and keeps the
+// original until it is confirmed or reverted) and RollingBack (the
+// operation in flight is undoing what it did).
 type Facts struct {
 	Desired     Desired
 	Op          OpKind
@@ -87,4 +100,6 @@ type Facts struct {
 	Result      Result
 	Unplaced    bool
 	Preemptible bool
+	Unconfirmed bool
+	RollingBack bool
 }

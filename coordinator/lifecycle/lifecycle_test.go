@@ -96,8 +96,9 @@ func TestDerive(t *testing.T) {
 // the verdict for every (status, action) pair.
 func TestTransitionTable(t *testing.T) {
 	want := map[Status][]Action{
-		StatusRunning:           {ActionStop, ActionRestart, ActionPause, ActionSuspend, ActionDelete, ActionUpdate},
-		StatusStopped:           {ActionStart, ActionRestart, ActionDelete, ActionUpdate},
+		StatusRunning:           {ActionStop, ActionRestart, ActionPause, ActionSuspend, ActionDelete, ActionUpdate, ActionResize, ActionExtend, ActionMove},
+		StatusStopped:           {ActionStart, ActionRestart, ActionDelete, ActionUpdate, ActionResize, ActionExtend, ActionMove},
+		StatusVerifyResize:      {ActionConfirmResize, ActionRevertResize, ActionDelete, ActionUpdate},
 		StatusPaused:            {ActionUnpause, ActionStop, ActionSuspend, ActionDelete, ActionUpdate},
 		StatusSuspended:         {ActionResume, ActionDelete, ActionUpdate},
 		StatusUnexpectedShutoff: {ActionStart, ActionStop, ActionRestart, ActionDelete, ActionUpdate},
@@ -117,7 +118,7 @@ func TestTransitionTable(t *testing.T) {
 					t.Errorf("%s in %s: refused: %v", a, s, err)
 				}
 				p := PlanFor(s, a, false)
-				if p.Op == OpNone || (p.Desired == "") != (a == ActionUpdate) {
+				if p.Op == OpNone || (p.Desired == "") != keepsDesired[a] {
 					t.Errorf("%s in %s: empty plan %+v", a, s, p)
 				}
 				continue
@@ -142,6 +143,45 @@ func TestTransitionTable(t *testing.T) {
 	}
 }
 
+// keepsDesired lists the actions that change the shape, place or model of
+// an instance, never what the user wants of its power.
+var keepsDesired = map[Action]bool{ActionUpdate: true, ActionResize: true, ActionConfirmResize: true,
+	ActionRevertResize: true, ActionExtend: true, ActionMove: true}
+
+// TestResizeStatuses: a resize shows RESIZING while it runs, then
+// VERIFY_RESIZE while the original is kept, if the guest is as the user
+// wants it; a confirm or revert shows its own word, then the plain status.
+func TestResizeStatuses(t *testing.T) {
+	cases := []struct {
+		f    Facts
+		want Status
+	}{
+		{Facts{Desired: DesiredRunning, Op: OpResize, Power: PowerRunning}, StatusResizing},
+		{Facts{Desired: DesiredRunning, Op: OpResize, Power: PowerShutOff, RollingBack: true}, StatusResizing},
+		{Facts{Desired: DesiredRunning, Power: PowerRunning, Result: ResultSucceeded, Unconfirmed: true}, StatusVerifyResize},
+		{Facts{Desired: DesiredStopped, Power: PowerShutOff, Result: ResultSucceeded, Unconfirmed: true}, StatusVerifyResize},
+		{Facts{Desired: DesiredRunning, Power: PowerShutOff, Result: ResultSucceeded, Unconfirmed: true}, StatusUnexpectedShutoff},
+		{Facts{Desired: DesiredRunning, Power: PowerCrashed, Unconfirmed: true}, StatusCrashed},
+		{Facts{Desired: DesiredRunning, Power: PowerRunning, Result: ResultFailed, Unconfirmed: true}, StatusError},
+		{Facts{Desired: DesiredRunning, Op: OpConfirmResize, Power: PowerRunning, Unconfirmed: true}, StatusConfirmingResize},
+		{Facts{Desired: DesiredRunning, Op: OpRevertResize, Power: PowerRunning, Unconfirmed: true}, StatusRevertingResize},
+		{Facts{Desired: DesiredRunning, Op: OpExtend, Power: PowerRunning}, StatusExtending},
+		{Facts{Desired: DesiredRunning, Power: PowerRunning, Result: ResultRolledBack}, StatusRunning},
+	}
+	for _, c := range cases {
+		if got := Derive(c.f); got != c.want {
+			t.Errorf("%+v: %s, want %s", c.f, got, c.want)
+		}
+	}
+	for _, a := range []Action{ActionConfirmResize, ActionRevertResize} {
+		for _, s := range AllStatuses {
+			if (Check(s, a) == nil) != (s == StatusVerifyResize) {
+				t.Errorf("%s allowed in %s: %v", a, s, Check(s, a) == nil)
+			}
+		}
+	}
+}
+
 func TestPlanExpectedRoundTrip(t *testing.T) {
 	// Every accepted action, once its operation succeeds, derives a status
 	// that matches what the user asked for.
@@ -152,10 +192,11 @@ func TestPlanExpectedRoundTrip(t *testing.T) {
 	}
 	for _, s := range AllStatuses {
 		for _, a := range Allowed(s) {
-			if a == ActionUpdate {
-				// An update keeps the desired state and touches no power state.
+			if keepsDesired[a] {
+				// These keep the desired state: what they leave depends on
+				// what it was (see TestResizeStatuses).
 				if p := PlanFor(s, a, false); p.Desired != "" || Expected(p.Op) != PowerNone {
-					t.Errorf("update from %s: %+v", s, p)
+					t.Errorf("%s from %s: %+v", a, s, p)
 				}
 				continue
 			}
@@ -216,7 +257,7 @@ func TestRestartPlans(t *testing.T) {
 
 func TestNotAllowedMessageListsActions(t *testing.T) {
 	err := Check(StatusStopped, ActionPause)
-	if err == nil || err.Error() != "pause is not allowed while the instance is STOPPED (allowed: start, restart, delete, update)" {
+	if err == nil || err.Error() != "pause is not allowed while the instance is STOPPED (allowed: start, restart, delete, update, resize, extend, move)" {
 		t.Fatalf("got %v", err)
 	}
 	if err := Check(StatusDeleting, ActionStop); err == nil || err.Error() != "stop is not allowed while the instance is DELETING (allowed: none)" {

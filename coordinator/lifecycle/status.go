@@ -27,6 +27,13 @@ const (
 	StatusBidding           Status = "BIDDING"  // preemptible, waiting for spare capacity
 	StatusMoving            Status = "MOVING"   // a move to another host runs
 	StatusUpdating          Status = "UPDATING" // the model (name, labels, recovery) is being changed
+	StatusResizing          Status = "RESIZING" // a resize runs (copying, or booting at the new shape)
+	// StatusVerifyResize: resized, running (or off) at the new shape, with
+	// the original kept until the user confirms or reverts.
+	StatusVerifyResize     Status = "VERIFY_RESIZE"
+	StatusConfirmingResize Status = "CONFIRMING_RESIZE" // the original is being removed
+	StatusRevertingResize  Status = "REVERTING_RESIZE"  // the original is being brought back
+	StatusExtending        Status = "EXTENDING"         // the disk grows in place
 )
 
 // AllStatuses lists every status.
@@ -36,23 +43,28 @@ var AllStatuses = []Status{
 	StatusSuspending, StatusSuspended, StatusResuming, StatusDeleting, StatusDeleted,
 	StatusError, StatusUnknown, StatusUnexpectedShutoff, StatusCrashed,
 	StatusPending, StatusBidding, StatusMoving, StatusUpdating,
+	StatusResizing, StatusVerifyResize, StatusConfirmingResize, StatusRevertingResize, StatusExtending,
 }
 
 // inFlight is the status shown while an operation of each kind runs.
 var inFlight = map[OpKind]Status{
-	OpCreate:      StatusCreating,
-	OpStart:       StatusStarting,
-	OpStop:        StatusStopping,
-	OpRestart:     StatusRebooting,
-	OpHardRestart: StatusHardRebooting,
-	OpPause:       StatusPausing,
-	OpUnpause:     StatusUnpausing,
-	OpSuspend:     StatusSuspending,
-	OpResume:      StatusResuming,
-	OpDelete:      StatusDeleting,
-	OpPreempt:     StatusBidding, // evicted: it bids for capacity again
-	OpMove:        StatusMoving,
-	OpUpdate:      StatusUpdating,
+	OpCreate:        StatusCreating,
+	OpStart:         StatusStarting,
+	OpStop:          StatusStopping,
+	OpRestart:       StatusRebooting,
+	OpHardRestart:   StatusHardRebooting,
+	OpPause:         StatusPausing,
+	OpUnpause:       StatusUnpausing,
+	OpSuspend:       StatusSuspending,
+	OpResume:        StatusResuming,
+	OpDelete:        StatusDeleting,
+	OpPreempt:       StatusBidding, // evicted: it bids for capacity again
+	OpMove:          StatusMoving,
+	OpUpdate:        StatusUpdating,
+	OpResize:        StatusResizing,
+	OpConfirmResize: StatusConfirmingResize,
+	OpRevertResize:  StatusRevertingResize,
+	OpExtend:        StatusExtending,
 }
 
 // Transitional reports whether s only lasts while an operation runs.
@@ -92,6 +104,12 @@ func Derive(f Facts) Status {
 	}
 	if f.Result == ResultFailed {
 		return StatusError
+	}
+	if f.Unconfirmed && (f.Power == PowerRunning || f.Power == PowerShutOff && f.Desired == DesiredStopped) {
+		// Resized and up (or off as asked): the original waits for a
+		// confirm or a revert. Anything else (crashed, unexpectedly off,
+		// unknown) shows as itself.
+		return StatusVerifyResize
 	}
 	switch f.Power {
 	case PowerNone:

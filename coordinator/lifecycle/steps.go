@@ -19,11 +19,28 @@ const (
 	ActSuspend     StepAction = "suspend"
 	ActResume      StepAction = "resume"
 	ActDelete      StepAction = "delete"
-	ActPreflight   StepAction = "preflight"   // check the host can create or boot the instance; changes nothing
-	ActOfferDisk   StepAction = "offer-disk"  // source: let the target pull the disk
-	ActImportDisk  StepAction = "import-disk" // target: pull it, define the domain shut off
-	ActSwitchHost  StepAction = "switch-host" // coordinator: the instance now lives on the target
-	ActUpdate      StepAction = "update"      // write the model's name into the domain (its title)
+	ActPreflight   StepAction = "preflight"    // check the host can create or boot the instance; changes nothing
+	ActOfferDisk   StepAction = "offer-disk"   // source: let the target pull the disk
+	ActImportDisk  StepAction = "import-disk"  // target: pull it, define the domain shut off
+	ActSwitchHost  StepAction = "switch-host"  // coordinator: the instance now lives on the target
+	ActUpdate      StepAction = "update"       // write the model's name into the domain (its title)
+	ActFreezeDisk  StepAction = "freeze-disk"  // source: writes go to a new top layer; the base stops changing
+	ActThawDisk    StepAction = "thaw-disk"    // merge the top layer back into the base
+	ActReceiveDisk StepAction = "receive-disk" // target: pull a layer and stage it
+	ActAdoptDisk   StepAction = "adopt-disk"   // target: the staged layers become the disk, grown; define at the new shape
+	ActReshape     StepAction = "reshape"      // in place: keep the original disk, redefine at the new shape
+	ActUnshape     StepAction = "unshape"      // in place: the original disk and shape again
+	ActDropOrig    StepAction = "drop-original"
+	ActGrowDisk    StepAction = "grow-disk" // grow the disk in place
+)
+
+// Layer is the part of a disk an offer or a receive step copies.
+type Layer string
+
+const (
+	LayerWhole Layer = ""     // a shut-off domain's whole disk (a cold move)
+	LayerBase  Layer = "base" // the frozen base, copied while the guest runs
+	LayerTop   Layer = "top"  // what the guest wrote since, copied once it is down
 )
 
 // OnHost reports whether an agent runs the action (else the coordinator does).
@@ -53,6 +70,8 @@ type StepDef struct {
 	// Timeout bounds each attempt (a stop also gets its graceful timeout);
 	// zero: only the operation's deadline does.
 	Timeout time.Duration
+	// Layer: for an offer or a receive, the part of the disk it copies.
+	Layer Layer
 }
 
 // Reversible reports whether the step can be rolled back.
@@ -71,11 +90,29 @@ var preflight = StepDef{Name: "preflight", Action: ActPreflight, NothingToUndo: 
 // preflightTimeout bounds the checks (a statfs and reading the image's header).
 const preflightTimeout = time.Minute
 
+// Shape is what a plan depends on besides its kind.
+type Shape struct {
+	// WasRunning: the instance's domain is (or may be) running now.
+	WasRunning bool
+	// SameHost: a resize that stays on its host (else it goes to the
+	// operation's target; for a revert, the target is the original's host).
+	SameHost bool
+	// StartAfter: a resize or revert boots the domain it leaves behind
+	// (the guest was running before the resize began).
+	StartAfter bool
+}
+
 // StepsFor returns the plan of an operation of kind k. wasRunning says
 // whether the instance's domain is (or may be) running: for a move, whether
 // it must be stopped first and started again on the target; for a hard
 // restart, whether it is reset (running) or booted (off).
 func StepsFor(k OpKind, wasRunning bool) []StepDef {
+	return StepsForShape(k, Shape{WasRunning: wasRunning, StartAfter: wasRunning})
+}
+
+// StepsForShape returns the plan of an operation of kind k in shape sh.
+func StepsForShape(k OpKind, sh Shape) []StepDef {
+	wasRunning := sh.WasRunning
 	one := func(name string, a StepAction, u *StepDef) []StepDef {
 		return []StepDef{{Name: name, Action: a, Undo: u}}
 	}
@@ -133,8 +170,103 @@ func StepsFor(k OpKind, wasRunning bool) []StepDef {
 		return append(s,
 			StepDef{Name: "switch-host", Action: ActSwitchHost, Where: OnCoordinator},
 			StepDef{Name: "remove-from-source", Action: ActDelete, Timeout: quickStep})
+	case OpResize:
+		return resizeSteps(sh)
+	case OpConfirmResize:
+		if sh.SameHost {
+			return []StepDef{{Name: "drop-original", Action: ActDropOrig, Timeout: quickStep}}
+		}
+		// The original is the domain of the same id on the host it came
+		// from (the operation's target).
+		return []StepDef{{Name: "delete-original", Action: ActDelete, Where: OnTarget, Timeout: quickStep}}
+	case OpRevertResize:
+		return revertSteps(sh)
+	case OpExtend:
+		// One block resize (or qemu-img resize): it happened or it did not.
+		return []StepDef{{Name: "grow-disk", Action: ActGrowDisk, NothingToUndo: true, Timeout: quickStep}}
 	}
 	return nil
+}
+
+// resizeSteps plans a resize. In place: stop, reshape (the original kept),
+// start. To another host, a running guest's disk travels in two passes: the
+// base, frozen, while the guest runs; then, with the guest down, only what
+// it wrote meanwhile (Nova's RESIZED), so the downtime follows the writes,
+// not the disk's size.
+func resizeSteps(sh Shape) []StepDef {
+	stopForced := func(w Where) *StepDef {
+		return &StepDef{Name: "stop-domain", Action: ActStop, Where: w, Force: true}
+	}
+	if sh.SameHost {
+		s := []StepDef{preflight}
+		if sh.WasRunning {
+			s = append(s, StepDef{Name: "stop-domain", Action: ActStop, Force: true, Timeout: quickStep,
+				Undo: undo("start-domain", ActStart, OnSource)})
+		}
+		s = append(s, StepDef{Name: "reshape-domain", Action: ActReshape,
+			Undo: undo("unshape-domain", ActUnshape, OnSource)})
+		if sh.StartAfter {
+			s = append(s, StepDef{Name: "start-domain", Action: ActStart, Timeout: quickStep, Undo: stopForced(OnSource)})
+		}
+		return s
+	}
+	targetPreflight := preflight
+	targetPreflight.Where = OnTarget
+	removeTarget := undo("remove-from-target", ActDelete, OnTarget)
+	s := []StepDef{targetPreflight}
+	if sh.WasRunning {
+		s = append(s,
+			StepDef{Name: "freeze-disk", Action: ActFreezeDisk, Timeout: quickStep,
+				Undo: undo("thaw-disk", ActThawDisk, OnSource)},
+			StepDef{Name: "offer-base", Action: ActOfferDisk, Layer: LayerBase, NothingToUndo: true, Timeout: quickStep},
+			StepDef{Name: "copy-base-to-target", Action: ActReceiveDisk, Layer: LayerBase, Where: OnTarget, Undo: removeTarget},
+			StepDef{Name: "stop-on-source", Action: ActStop, Force: true, Timeout: quickStep,
+				Undo: undo("start-on-source", ActStart, OnSource)},
+			StepDef{Name: "offer-top", Action: ActOfferDisk, Layer: LayerTop, NothingToUndo: true, Timeout: quickStep},
+			// Undone with the base's copy (one delete removes all staged).
+			StepDef{Name: "copy-top-to-target", Action: ActReceiveDisk, Layer: LayerTop, Where: OnTarget, NothingToUndo: true})
+	} else {
+		s = append(s,
+			StepDef{Name: "offer-disk", Action: ActOfferDisk, NothingToUndo: true, Timeout: quickStep},
+			StepDef{Name: "copy-disk-to-target", Action: ActReceiveDisk, Where: OnTarget, Undo: removeTarget})
+	}
+	s = append(s, StepDef{Name: "define-on-target", Action: ActAdoptDisk, Where: OnTarget, Timeout: quickStep,
+		Undo: removeTarget})
+	if sh.StartAfter {
+		s = append(s, StepDef{Name: "start-on-target", Action: ActStart, Where: OnTarget, Timeout: quickStep,
+			Undo: stopForced(OnTarget)})
+	}
+	return append(s, StepDef{Name: "switch-host", Action: ActSwitchHost, Where: OnCoordinator})
+}
+
+// revertSteps plans a revert: the resized domain stops, the original comes
+// back (its disk as it was when the resize took the guest down) and, once
+// the instance is the original again, the resized copy is removed.
+func revertSteps(sh Shape) []StepDef {
+	var s []StepDef
+	if sh.WasRunning {
+		s = append(s, StepDef{Name: "stop-resized", Action: ActStop, Force: true, Timeout: quickStep,
+			Undo: undo("start-resized", ActStart, OnSource)})
+	}
+	if sh.SameHost {
+		// The unshape is the point of no return: the resized disk is gone.
+		s = append(s, StepDef{Name: "unshape-domain", Action: ActUnshape, Timeout: quickStep})
+		if sh.StartAfter {
+			s = append(s, StepDef{Name: "start-original", Action: ActStart, Timeout: quickStep,
+				Undo: &StepDef{Name: "stop-original", Action: ActStop, Force: true}})
+		}
+		return s
+	}
+	// The original's top merges back into its base: the disk's content is
+	// the same either way, so there is nothing to undo.
+	s = append(s, StepDef{Name: "thaw-original", Action: ActThawDisk, Where: OnTarget, NothingToUndo: true, Timeout: quickStep})
+	if sh.StartAfter {
+		s = append(s, StepDef{Name: "start-original", Action: ActStart, Where: OnTarget, Timeout: quickStep,
+			Undo: &StepDef{Name: "stop-original", Action: ActStop, Where: OnTarget, Force: true}})
+	}
+	return append(s,
+		StepDef{Name: "switch-host", Action: ActSwitchHost, Where: OnCoordinator},
+		StepDef{Name: "remove-resized", Action: ActDelete, Timeout: quickStep})
 }
 
 // quickStep bounds a move's steps that only start, stop, offer or remove.
@@ -146,7 +278,7 @@ func (a StepAction) Expect() Power {
 	switch a {
 	case ActCreate, ActStart, ActRestart, ActHardRestart, ActUnpause, ActResume:
 		return PowerRunning
-	case ActStop, ActImportDisk:
+	case ActStop, ActImportDisk, ActAdoptDisk, ActReshape, ActUnshape:
 		return PowerShutOff
 	case ActPause:
 		return PowerPaused

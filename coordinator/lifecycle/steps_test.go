@@ -10,17 +10,41 @@ import (
 // on a host names an agent action, undos run where what they undo ran, and
 // the points of no return are the ones an operator expects.
 func TestStepsFor(t *testing.T) {
-	// The steps of each kind that cannot be undone, by wasRunning.
-	irreversible := map[OpKind]map[bool][]string{
-		OpRestart:     {false: {"reboot-guest"}, true: {"reboot-guest"}},
-		OpHardRestart: {true: {"reset-domain"}}, // off, it is booted: undone by a stop
-		OpDelete:      {false: {"delete-domain"}, true: {"delete-domain"}},
-		OpPreempt:     {false: {"evict-domain"}, true: {"evict-domain"}},
-		OpMove:        {false: {"switch-host", "remove-from-source"}, true: {"switch-host", "remove-from-source"}},
+	// The steps of each kind that cannot be undone, by shape.
+	irreversible := func(k OpKind, sh Shape) []string {
+		switch k {
+		case OpRestart:
+			return []string{"reboot-guest"}
+		case OpHardRestart:
+			if sh.WasRunning {
+				return []string{"reset-domain"} // off, it is booted: undone by a stop
+			}
+		case OpDelete:
+			return []string{"delete-domain"}
+		case OpPreempt:
+			return []string{"evict-domain"}
+		case OpMove:
+			return []string{"switch-host", "remove-from-source"}
+		case OpResize:
+			if !sh.SameHost {
+				return []string{"switch-host"}
+			}
+		case OpConfirmResize:
+			if sh.SameHost {
+				return []string{"drop-original"}
+			}
+			return []string{"delete-original"}
+		case OpRevertResize:
+			if sh.SameHost {
+				return []string{"unshape-domain"}
+			}
+			return []string{"switch-host", "remove-resized"}
+		}
+		return nil
 	}
 	for _, k := range AllOpKinds[1:] {
-		for _, running := range []bool{false, true} {
-			steps := StepsFor(k, running)
+		for _, sh := range allShapes() {
+			steps := StepsForShape(k, sh)
 			if len(steps) == 0 {
 				t.Fatalf("%s: no steps", k)
 			}
@@ -34,6 +58,9 @@ func TestStepsFor(t *testing.T) {
 				if s.Action.OnHost() == (s.Where == OnCoordinator) {
 					t.Errorf("%s/%s: action %s placed %v", k, s.Name, s.Action, s.Where)
 				}
+				if (s.Layer != LayerWhole) && s.Action != ActOfferDisk && s.Action != ActReceiveDisk {
+					t.Errorf("%s/%s: a layer on a step that copies nothing", k, s.Name)
+				}
 				if !s.Reversible() {
 					noReturn = append(noReturn, s.Name)
 				}
@@ -46,11 +73,60 @@ func TestStepsFor(t *testing.T) {
 					}
 				}
 			}
-			if got, want := noReturn, irreversible[k][running]; !slices.Equal(got, want) {
-				t.Errorf("%s: irreversible steps %v, want %v", k, got, want)
+			if got, want := noReturn, irreversible(k, sh); !slices.Equal(got, want) {
+				t.Errorf("%s %+v: irreversible steps %v, want %v", k, sh, got, want)
 			}
 		}
 	}
+}
+
+func allShapes() []Shape {
+	var out []Shape
+	for _, r := range []bool{false, true} {
+		for _, same := range []bool{false, true} {
+			for _, after := range []bool{false, true} {
+				out = append(out, Shape{WasRunning: r, SameHost: same, StartAfter: after})
+			}
+		}
+	}
+	return out
+}
+
+// TestResizePlans: a running guest's disk crosses in two passes, the
+// guest down only for the second; a stopped one's in one, and it stays off.
+func TestResizePlans(t *testing.T) {
+	names := func(k OpKind, sh Shape) (out []string) {
+		for _, s := range StepsForShape(k, sh) {
+			out = append(out, s.Name)
+		}
+		return out
+	}
+	cases := []struct {
+		k    OpKind
+		sh   Shape
+		want []string
+	}{
+		{OpResize, Shape{WasRunning: true, StartAfter: true}, []string{"preflight", "freeze-disk", "offer-base", "copy-base-to-target",
+			"stop-on-source", "offer-top", "copy-top-to-target", "define-on-target", "start-on-target", "switch-host"}},
+		{OpResize, Shape{}, []string{"preflight", "offer-disk", "copy-disk-to-target", "define-on-target", "switch-host"}},
+		{OpResize, Shape{WasRunning: true, SameHost: true, StartAfter: true}, []string{"preflight", "stop-domain", "reshape-domain", "start-domain"}},
+		{OpResize, Shape{SameHost: true}, []string{"preflight", "reshape-domain"}},
+		{OpRevertResize, Shape{WasRunning: true, StartAfter: true}, []string{"stop-resized", "thaw-original", "start-original", "switch-host", "remove-resized"}},
+		{OpRevertResize, Shape{SameHost: true}, []string{"unshape-domain"}},
+		{OpConfirmResize, Shape{}, []string{"delete-original"}},
+		{OpExtend, Shape{WasRunning: true}, []string{"grow-disk"}},
+	}
+	for _, c := range cases {
+		if got := names(c.k, c.sh); !slices.Equal(got, c.want) {
+			t.Errorf("%s %+v: %v, want %v", c.k, c.sh, got, c.want)
+		}
+	}
+	for _, s := range StepsForShape(OpResize, Shape{WasRunning: true, StartAfter: true}) {
+		if s.Where == OnTarget && s.Action == ActPreflight {
+			return
+		}
+	}
+	t.Error("a resize to another host does not check the target first")
 }
 
 // TestPreflightFirst: every operation that makes or boots a domain checks
@@ -61,6 +137,7 @@ func TestPreflightFirst(t *testing.T) {
 		OpCreate:      {false: true, true: true},
 		OpStart:       {false: true, true: true},
 		OpHardRestart: {false: true}, // booting one that is off; a reset of a running one is not a boot
+		OpResize:      {false: true, true: true},
 	}
 	for _, k := range AllOpKinds[1:] {
 		for _, running := range []bool{false, true} {

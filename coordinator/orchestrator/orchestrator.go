@@ -63,6 +63,8 @@ type Orchestrator struct {
 	// been tried; retryWaiting asks for all of them to be tried again.
 	waitSeen     int64
 	retryWaiting bool
+	// confirmScan is when unconfirmed resizes were last looked at.
+	confirmScan time.Time
 }
 
 // New returns an orchestrator.
@@ -119,6 +121,10 @@ func (o *Orchestrator) pass(ctx context.Context) {
 	open := o.cfg.Store.HostedOperations()
 	o.place(ctx, now)
 	o.drive(ctx, open, now)
+	if now.Sub(o.confirmScan) >= confirmEvery {
+		o.confirmScan = now
+		o.confirmDue(ctx, now)
+	}
 }
 
 func (o *Orchestrator) apply(ctx context.Context, typ string, body any) error {

@@ -192,6 +192,41 @@ var actionToPB = map[lifecycle.StepAction]agentv1.StepAction{
 	lifecycle.ActImportDisk:  agentv1.StepAction_STEP_ACTION_IMPORT_DISK,
 	lifecycle.ActUpdate:      agentv1.StepAction_STEP_ACTION_UPDATE,
 	lifecycle.ActPreflight:   agentv1.StepAction_STEP_ACTION_PREFLIGHT,
+	lifecycle.ActFreezeDisk:  agentv1.StepAction_STEP_ACTION_FREEZE_DISK,
+	lifecycle.ActThawDisk:    agentv1.StepAction_STEP_ACTION_THAW_DISK,
+	lifecycle.ActReceiveDisk: agentv1.StepAction_STEP_ACTION_RECEIVE_DISK,
+	lifecycle.ActAdoptDisk:   agentv1.StepAction_STEP_ACTION_ADOPT_DISK,
+	lifecycle.ActReshape:     agentv1.StepAction_STEP_ACTION_RESHAPE,
+	lifecycle.ActUnshape:     agentv1.StepAction_STEP_ACTION_UNSHAPE,
+	lifecycle.ActDropOrig:    agentv1.StepAction_STEP_ACTION_DROP_ORIGINAL,
+	lifecycle.ActGrowDisk:    agentv1.StepAction_STEP_ACTION_GROW_DISK,
+}
+
+var layerToPB = map[lifecycle.Layer]agentv1.DiskLayer{
+	lifecycle.LayerWhole: agentv1.DiskLayer_DISK_LAYER_UNSPECIFIED,
+	lifecycle.LayerBase:  agentv1.DiskLayer_DISK_LAYER_BASE,
+	lifecycle.LayerTop:   agentv1.DiskLayer_DISK_LAYER_TOP,
+}
+
+// stepSpec is the shape a step acts with: the instance's, but for the
+// steps of a resize or an extend that make or check the new shape (To),
+// and the one that restores the old (From).
+func stepSpec(inst *state.Instance, op *state.Operation, a lifecycle.StepAction) state.Spec {
+	r := op.Resize
+	if r == nil {
+		return inst.Spec
+	}
+	switch a {
+	case lifecycle.ActUnshape:
+		return r.From
+	case lifecycle.ActReshape, lifecycle.ActAdoptDisk, lifecycle.ActReceiveDisk, lifecycle.ActGrowDisk:
+		return r.To
+	case lifecycle.ActPreflight:
+		if op.Kind == lifecycle.OpResize {
+			return r.To
+		}
+	}
+	return inst.Spec
 }
 
 // send gives one recorded step attempt to its host's session.
@@ -202,7 +237,7 @@ func (o *Orchestrator) send(op state.Operation, st *state.Step, stepID string) e
 	}
 	step := &agentv1.RunStep{
 		OperationId: op.ID, StepId: stepID, InstanceId: op.InstanceID, Kind: api.OpKindToPB(op.Kind),
-		Action: actionToPB[st.Action], Name: inst.Name, Spec: api.SpecToPB(inst.Spec),
+		Action: actionToPB[st.Action], Name: inst.Name, Spec: api.SpecToPB(stepSpec(&inst, &op, st.Action)),
 		Force: op.Force || st.Force, Deadline: timestamppb.New(st.Deadline),
 	}
 	if op.Graceful > 0 {
@@ -213,7 +248,14 @@ func (o *Orchestrator) send(op state.Operation, st *state.Step, stepID string) e
 	}
 	switch st.Action {
 	case lifecycle.ActOfferDisk:
-		step.OfferToken, step.PeerHostId = op.Token, op.TargetHostID
+		step.OfferToken, step.PeerHostId, step.DiskLayer = op.Token, op.TargetHostID, layerToPB[st.Layer]
+	case lifecycle.ActReceiveDisk:
+		src, err := o.cfg.Store.Host(op.HostID)
+		if err != nil {
+			return err
+		}
+		step.OfferToken, step.PeerHostId, step.PeerAddress = op.Token, op.HostID, src.PeerAddr
+		step.DiskLayer = layerToPB[st.Layer]
 	case lifecycle.ActImportDisk:
 		src, err := o.cfg.Store.Host(op.HostID)
 		if err != nil {

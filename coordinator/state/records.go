@@ -57,7 +57,32 @@ type Instance struct {
 	MoveTarget string `json:"move_target,omitempty"`
 	// Labels are the user's own key=value tags (not placement constraints).
 	Labels map[string]string `json:"labels,omitempty"`
+	// Resize is, from a resize's start until it is confirmed, reverted or
+	// rolled back, what it changes. Replaced, never changed in place.
+	Resize *Resize `json:"resize,omitempty"`
+	// RollingBack: the operation in flight is undoing what it did.
+	RollingBack bool `json:"rolling_back,omitempty"`
 }
+
+// Resize is one resize of an instance: the shapes before and after, and
+// where the original stays until the resize is confirmed or reverted.
+type Resize struct {
+	From Spec `json:"from"`
+	To   Spec `json:"to"`
+	// Source is the host the original stays on: the instance's host before
+	// the resize (the same host for a resize in place).
+	Source string `json:"source"`
+	// WasRunning: the guest ran when the resize began (a revert starts the
+	// original again, a resize starts the resized one).
+	WasRunning bool `json:"was_running,omitempty"`
+	// Window is how long after the resize succeeds it is confirmed by
+	// itself (zero: only by the user); ConfirmBy is when, once it has.
+	Window    time.Duration `json:"window,omitempty"`
+	ConfirmBy time.Time     `json:"confirm_by"`
+}
+
+// SameHost reports whether the resize stays on the instance's host.
+func (r *Resize) SameHost(hostID string) bool { return r.Source == hostID }
 
 // ModelUpdate is what an update operation changes. It is applied to the
 // instance when the operation succeeds, so a failed update leaves the
@@ -108,7 +133,8 @@ type Placement struct {
 // Facts returns the instance's four facts.
 func (i *Instance) Facts() lifecycle.Facts {
 	return lifecycle.Facts{Desired: i.Desired, Op: i.CurrentOpK, Power: i.Power, Result: i.Result,
-		Unplaced: i.HostID == "", Preemptible: i.Placement.Preemptible}
+		Unplaced: i.HostID == "", Preemptible: i.Placement.Preemptible,
+		Unconfirmed: i.Resize != nil && i.CurrentOpK != lifecycle.OpResize, RollingBack: i.RollingBack}
 }
 
 // Status derives the instance's status.
@@ -164,12 +190,17 @@ type Operation struct {
 	// CancelRequested: the user canceled while a step ran on its host; the
 	// rollback starts when that step's result arrives.
 	CancelRequested bool `json:"cancel_requested,omitempty"`
-	// TargetHostID is, for a move, the host the instance goes to.
+	// TargetHostID is, for a move or a resize, the host the instance goes
+	// to; for a revert or a confirm, the host of the original.
 	TargetHostID string `json:"target_host_id,omitempty"`
 	// Token authorizes a move's disk copy between the two agents.
 	Token string `json:"token,omitempty"`
 	// Update is, for an update, the model it changes.
 	Update *ModelUpdate `json:"update,omitempty"`
+	// Resize is, for a resize, a confirm, a revert or an extend, the
+	// shapes before and after. Shared with the instance's: replaced, never
+	// changed in place.
+	Resize *Resize `json:"resize,omitempty"`
 	// RequestedBy is who asked for the operation, as the API saw them; nil
 	// for operations the coordinator started itself (recovery, preemption).
 	// Shared between copies: replaced, never changed.
@@ -240,6 +271,8 @@ type Step struct {
 	// irreversible, per Irreversible).
 	Undo         *Step `json:"undo,omitempty"`
 	Irreversible bool  `json:"irreversible,omitempty"`
+	// Layer is, for an offer or a receive, the part of the disk it copies.
+	Layer lifecycle.Layer `json:"layer,omitempty"`
 	// Undoes is, for an undo step, the index of the step it reverses.
 	Undoes int  `json:"undoes,omitempty"`
 	IsUndo bool `json:"is_undo,omitempty"`

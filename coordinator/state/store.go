@@ -418,10 +418,10 @@ type HostLoad struct {
 	Preemptible map[string]Instance // preemptible instances by id
 }
 
-func (l *HostLoad) add(i *Instance, sign int) {
-	l.Allocated.VCPUs = uint32(int64(l.Allocated.VCPUs) + int64(sign)*int64(i.Spec.VCPUs))
-	l.Allocated.MemoryMiB = uint64(int64(l.Allocated.MemoryMiB) + int64(sign)*int64(i.Spec.MemoryMiB))
-	l.Allocated.DiskGiB = uint64(int64(l.Allocated.DiskGiB) + int64(sign)*int64(i.Spec.DiskGiB))
+func (l *HostLoad) add(i *Instance, r Spec, sign int) {
+	l.Allocated.VCPUs = uint32(int64(l.Allocated.VCPUs) + int64(sign)*int64(r.VCPUs))
+	l.Allocated.MemoryMiB = uint64(int64(l.Allocated.MemoryMiB) + int64(sign)*int64(r.MemoryMiB))
+	l.Allocated.DiskGiB = uint64(int64(l.Allocated.DiskGiB) + int64(sign)*int64(r.DiskGiB))
 	if g := i.Placement.Group; g != "" {
 		if l.Groups[g] += sign; l.Groups[g] == 0 {
 			delete(l.Groups, g)
@@ -436,17 +436,47 @@ func (l *HostLoad) add(i *Instance, sign int) {
 	}
 }
 
-// takesRoom lists the hosts an instance takes room on: its own, and while
-// it moves, the target too (so nothing else is placed in the room it needs).
-func (i *Instance) takesRoom() []string {
-	if i.MoveTarget != "" && i.MoveTarget != i.HostID {
-		return []string{i.HostID, i.MoveTarget}
-	}
-	return []string{i.HostID}
+// room is what an instance takes on one host.
+type room struct {
+	host string
+	spec Spec
 }
 
-// takesRoomOn reports whether the instance takes room on host h.
-func (i *Instance) takesRoomOn(h string) bool { return i.HostID == h || i.MoveTarget == h }
+// takesRoom lists the hosts an instance takes room on, and how much: its
+// own; while it moves, the target too (so nothing else is placed in the
+// room it needs); while a resize is unconfirmed, the original's host at the
+// original's shape, or, in place, the larger of both shapes.
+func (i *Instance) takesRoom() []room {
+	own := room{i.HostID, i.Spec}
+	r := i.Resize
+	switch {
+	case i.MoveTarget != "" && i.MoveTarget != i.HostID:
+		other := i.Spec
+		if r != nil {
+			other = r.To // a resize to another host: the target holds the new shape
+		}
+		return []room{own, {i.MoveTarget, other}}
+	case r != nil && r.Source != i.HostID:
+		return []room{own, {r.Source, r.From}}
+	case r != nil:
+		own.spec = maxSpec(r.From, r.To)
+	}
+	return []room{own}
+}
+
+func maxSpec(a, b Spec) Spec {
+	return Spec{VCPUs: max(a.VCPUs, b.VCPUs), MemoryMiB: max(a.MemoryMiB, b.MemoryMiB), DiskGiB: max(a.DiskGiB, b.DiskGiB), Image: a.Image}
+}
+
+// RoomOn returns what the instance takes on host h, if anything.
+func (i *Instance) RoomOn(h string) (Spec, bool) {
+	for _, r := range i.takesRoom() {
+		if r.host == h {
+			return r.spec, true
+		}
+	}
+	return Spec{}, false
+}
 
 // counts reports whether an instance takes room on its host.
 func counts(i *Instance) bool {
@@ -471,18 +501,18 @@ func (s *Store) EachHostLoad(fn func(*Host, *HostLoad)) {
 // placeLocked keeps the host index and loads in step with an instance.
 func (s *Store) placeLocked(old *Instance, now *Instance) {
 	if counts(old) {
-		for _, h := range old.takesRoom() {
-			s.load[h].add(old, -1)
+		for _, r := range old.takesRoom() {
+			s.load[r.host].add(old, r.spec, -1)
 		}
 	}
 	if counts(now) {
-		for _, h := range now.takesRoom() {
-			l, ok := s.load[h]
+		for _, r := range now.takesRoom() {
+			l, ok := s.load[r.host]
 			if !ok {
 				l = &HostLoad{Groups: map[string]int{}, Preemptible: map[string]Instance{}}
-				s.load[h] = l
+				s.load[r.host] = l
 			}
-			l.add(now, +1)
+			l.add(now, r.spec, +1)
 		}
 	}
 	if old != nil && old.HostID != "" && (now == nil || now.HostID != old.HostID) {

@@ -283,11 +283,15 @@ func (tx *Tx) HostLoad(hostID string) HostLoad {
 		}
 	}
 	for id, staged := range tx.instances {
-		if old := tx.s.instances[id]; counts(old) && old.takesRoomOn(hostID) {
-			out.add(old, -1)
+		if old := tx.s.instances[id]; counts(old) {
+			if r, ok := old.RoomOn(hostID); ok {
+				out.add(old, r, -1)
+			}
 		}
-		if counts(staged) && staged.takesRoomOn(hostID) {
-			out.add(staged, +1)
+		if counts(staged) {
+			if r, ok := staged.RoomOn(hostID); ok {
+				out.add(staged, r, +1)
+			}
 		}
 	}
 	return out

@@ -74,7 +74,7 @@ func freesRoom(old, now *Instance) bool {
 	if !counts(old) {
 		return false // it took nothing: nothing was released
 	}
-	return !counts(now) || now.HostID != old.HostID || now.MoveTarget != old.MoveTarget ||
+	return !counts(now) || now.HostID != old.HostID || now.MoveTarget != old.MoveTarget || now.Resize != old.Resize ||
 		now.Spec != old.Spec || now.Placement.Group != old.Placement.Group
 }
 

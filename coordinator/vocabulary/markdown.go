@@ -104,10 +104,10 @@ func everyCombination(desired []lifecycle.Desired, ops []lifecycle.OpKind, power
 		for _, o := range ops {
 			for _, p := range powers {
 				for _, r := range results {
-					for q := range 4 {
+					for q := range 16 {
 						for _, last := range lifecycle.AllOpKinds {
 							f(Input{Facts: lifecycle.Facts{Desired: d, Op: o, Power: p, Result: r,
-								Unplaced: q&1 != 0, Preemptible: q&2 != 0}, LastOp: last})
+								Unplaced: q&1 != 0, Preemptible: q&2 != 0, Unconfirmed: q&4 != 0, RollingBack: q&8 != 0}, LastOp: last})
 							n++
 						}
 					}

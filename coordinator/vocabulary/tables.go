@@ -40,6 +40,12 @@ var manageInstanceWords = map[lifecycle.Status]word{
 	lifecycle.StatusDeleted:           unmapped, // the instance is simply gone
 	lifecycle.StatusUnknown:           unmapped,
 	lifecycle.StatusMoving:            unmapped,
+	// "Resizing ... displayed during the resize process; then you will see
+	// the Offline status again": the whole of it, a revert included.
+	lifecycle.StatusResizing:         {Status: "resizing"},
+	lifecycle.StatusExtending:        {Status: "resizing"},
+	lifecycle.StatusConfirmingResize: {Status: "resizing"},
+	lifecycle.StatusRevertingResize:  {Status: "resizing"},
 }
 
 func manageInstance(_ Input, s lifecycle.Status) View { return fromTable(manageInstanceWords, s) }
@@ -79,6 +85,14 @@ var novaRows = map[lifecycle.Status]novaRow{
 	// that seed 001 does not have.
 	lifecycle.StatusBidding: {},
 	lifecycle.StatusMoving:  {},
+	// While the disk's bulk copy runs the server is up: Nova's RESIZE, not
+	// a word of the seed's; refined below for the stage when it is down
+	// (RESIZED) and for a failed resize being undone (REVERT_RESIZE).
+	lifecycle.StatusResizing:         {},
+	lifecycle.StatusVerifyResize:     {"VERIFY_RESIZE", "resized", ""},
+	lifecycle.StatusConfirmingResize: {"VERIFY_RESIZE", "resized", "resize_confirming"},
+	lifecycle.StatusRevertingResize:  {"REVERT_RESIZE", "resized", "resize_reverting"},
+	lifecycle.StatusExtending:        {},
 }
 
 // novaPower is Nova's power_state for the observed power state, as its
@@ -145,6 +159,17 @@ func nova(in Input, s lifecycle.Status) View {
 			by = novaRow{"ERROR", "error", ""}
 		}
 		r.Status, r.VMState = by.Status, by.VMState
+	case lifecycle.StatusResizing:
+		switch {
+		case in.RollingBack:
+			// "The resize ... failed. The destination server is being
+			// cleaned up and the original source server is restarting."
+			r = novaRow{"REVERT_RESIZE", novaByDesired[in.Desired].VMState, "resize_reverting"}
+		case in.Power == lifecycle.PowerShutOff && in.Desired == lifecycle.DesiredRunning:
+			// "performing the differential copy of data that changed during
+			// its initial copy. Server is down for this stage."
+			r = novaRow{"RESIZED", "active", "resize_migrating"}
+		}
 	}
 	if r.Status == "" {
 		return View{Status: Unmapped}
@@ -186,6 +211,10 @@ var rightScaleWords = map[lifecycle.Status]word{
 	lifecycle.StatusResuming:          unmapped,
 	lifecycle.StatusUnknown:           unmapped,
 	lifecycle.StatusMoving:            unmapped,
+	lifecycle.StatusResizing:          unmapped,
+	lifecycle.StatusExtending:         unmapped,
+	lifecycle.StatusConfirmingResize:  unmapped,
+	lifecycle.StatusRevertingResize:   unmapped,
 }
 
 func rightScale(_ Input, s lifecycle.Status) View { return fromTable(rightScaleWords, s) }
@@ -219,6 +248,12 @@ var azurePowerWords = map[lifecycle.Status]word{
 	lifecycle.StatusUnknown:           unmapped,
 	lifecycle.StatusCrashed:           unmapped,
 	lifecycle.StatusMoving:            unmapped,
+	// Changing the VM's size is an update of its model (ProvisioningState/
+	// updating); the power state is what the guest is doing meanwhile.
+	lifecycle.StatusResizing:         unmapped, // refined by azureObserved
+	lifecycle.StatusExtending:        unmapped, // refined by azureObserved
+	lifecycle.StatusConfirmingResize: unmapped, // refined by azureObserved
+	lifecycle.StatusRevertingResize:  unmapped, // refined by azureObserved
 }
 
 // azureObserved is the power state for what the hypervisor reports, used
@@ -257,7 +292,9 @@ func azureProvisioning(in Input) string {
 
 // azureWord is the power state word, and its billing, for a canonical status.
 func azureWord(in Input, s lifecycle.Status) word {
-	if s == lifecycle.StatusDeleting || s == lifecycle.StatusError {
+	switch s {
+	case lifecycle.StatusDeleting, lifecycle.StatusError, lifecycle.StatusResizing, lifecycle.StatusExtending,
+		lifecycle.StatusConfirmingResize, lifecycle.StatusRevertingResize:
 		if w, ok := azureObserved[in.Power]; ok {
 			return w
 		}
@@ -302,12 +339,24 @@ var managedInstanceWords = map[lifecycle.Status]word{
 	lifecycle.StatusResuming:          unmapped,
 	lifecycle.StatusUnknown:           unmapped,
 	lifecycle.StatusMoving:            unmapped,
+	// "The instance specifications are being changed": a resize, an
+	// extend, and the confirm or revert that ends a resize.
+	lifecycle.StatusResizing:         {Status: "EXTENDING"},
+	lifecycle.StatusExtending:        {Status: "EXTENDING"},
+	lifecycle.StatusConfirmingResize: {Status: "EXTENDING"},
+	lifecycle.StatusRevertingResize:  {Status: "EXTENDING"},
 }
 
 func managedInstance(in Input, s lifecycle.Status) View {
 	v := fromTable(managedInstanceWords, s)
-	if s == lifecycle.StatusError && in.LastOp == lifecycle.OpCreate && in.Result != lifecycle.ResultSucceeded {
+	switch {
+	case s == lifecycle.StatusError && in.LastOp == lifecycle.OpCreate && in.Result != lifecycle.ResultSucceeded:
 		v.Status = "CREATEFAILED" // "The instance fails to be created."
+	case in.Op == lifecycle.OpNone && (in.LastOp == lifecycle.OpResize || in.LastOp == lifecycle.OpExtend) &&
+		(in.Result == lifecycle.ResultFailed || in.Result == lifecycle.ResultRolledBack):
+		// "The instance specifications failed to be changed", whether the
+		// instance was left as it was or broken by the failure.
+		v.Status = "EXTENDEDFAILED"
 	}
 	return v
 }

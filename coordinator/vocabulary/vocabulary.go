@@ -135,7 +135,7 @@ func Render(v Vocabulary, in Input) View {
 	if !ok {
 		return View{Vocabulary: v, Status: Unmapped, Canonical: s}
 	}
-	out := r(in, shown(in, s))
+	out := r(in, shown(v, in, s))
 	out.Vocabulary, out.Canonical = v, s
 	if out.Status == "" {
 		out.Status = Unmapped
@@ -143,14 +143,19 @@ func Render(v Vocabulary, in Input) View {
 	return out
 }
 
-// shown is the status the seeds' words describe: the canonical status s,
-// or under a model update the state underneath it.
-func shown(in Input, s lifecycle.Status) lifecycle.Status {
-	if s != lifecycle.StatusUpdating {
+// shown is the status the seeds' words describe in vocabulary v: the
+// canonical status s, or under a model update the state underneath it; and
+// an unconfirmed resize is, but in Nova's words, the state it is in
+// (running, or offline after a resize from offline: seed 000).
+func shown(v Vocabulary, in Input, s lifecycle.Status) lifecycle.Status {
+	if s != lifecycle.StatusUpdating && (s != lifecycle.StatusVerifyResize || v == Nova) {
 		return s
 	}
 	f := in.Facts
 	f.Op = lifecycle.OpNone
+	if v != Nova {
+		f.Unconfirmed = false
+	}
 	return lifecycle.Derive(f)
 }
 
@@ -161,9 +166,9 @@ func shown(in Input, s lifecycle.Status) lifecycle.Status {
 func BillingClass(v Vocabulary, in Input) Billing {
 	switch v {
 	case RightScale:
-		return fromTable(rightScaleWords, shown(in, lifecycle.Derive(in.Facts))).Billing
+		return fromTable(rightScaleWords, shown(v, in, lifecycle.Derive(in.Facts))).Billing
 	case Azure:
-		return fromWord(azureWord(in, shown(in, lifecycle.Derive(in.Facts)))).Billing
+		return fromWord(azureWord(in, shown(v, in, lifecycle.Derive(in.Facts)))).Billing
 	}
 	return Render(v, in).Billing
 }

@@ -80,6 +80,18 @@ const (
 	// The model (name, labels, recovery policy) is being changed; the guest
 	// keeps running (an UPDATE operation runs).
 	Status_STATUS_UPDATING Status = 23
+	// A resize runs (a RESIZE operation): the disk is copied, then the guest
+	// boots at its new shape.
+	Status_STATUS_RESIZING Status = 24
+	// Resized: up (or off, if it was off) at the new shape, the original
+	// kept until the resize is confirmed or reverted.
+	Status_STATUS_VERIFY_RESIZE Status = 25
+	// The original of a resize is being removed (CONFIRM_RESIZE).
+	Status_STATUS_CONFIRMING_RESIZE Status = 26
+	// The original of a resize is being brought back (REVERT_RESIZE).
+	Status_STATUS_REVERTING_RESIZE Status = 27
+	// The disk is growing in place (EXTEND).
+	Status_STATUS_EXTENDING Status = 28
 )
 
 // Enum value maps for Status.
@@ -109,6 +121,11 @@ var (
 		21: "STATUS_BIDDING",
 		22: "STATUS_MOVING",
 		23: "STATUS_UPDATING",
+		24: "STATUS_RESIZING",
+		25: "STATUS_VERIFY_RESIZE",
+		26: "STATUS_CONFIRMING_RESIZE",
+		27: "STATUS_REVERTING_RESIZE",
+		28: "STATUS_EXTENDING",
 	}
 	Status_value = map[string]int32{
 		"STATUS_UNSPECIFIED":        0,
@@ -135,6 +152,11 @@ var (
 		"STATUS_BIDDING":            21,
 		"STATUS_MOVING":             22,
 		"STATUS_UPDATING":           23,
+		"STATUS_RESIZING":           24,
+		"STATUS_VERIFY_RESIZE":      25,
+		"STATUS_CONFIRMING_RESIZE":  26,
+		"STATUS_REVERTING_RESIZE":   27,
+		"STATUS_EXTENDING":          28,
 	}
 )
 
@@ -316,33 +338,53 @@ const (
 	Action_ACTION_DELETE Action = 8
 	// UpdateInstance.
 	Action_ACTION_UPDATE Action = 9
+	// ResizeInstance.
+	Action_ACTION_RESIZE Action = 10
+	// ConfirmResize.
+	Action_ACTION_CONFIRM_RESIZE Action = 11
+	// RevertResize.
+	Action_ACTION_REVERT_RESIZE Action = 12
+	// ExtendInstance.
+	Action_ACTION_EXTEND Action = 13
+	// MoveInstance.
+	Action_ACTION_MOVE Action = 14
 )
 
 // Enum value maps for Action.
 var (
 	Action_name = map[int32]string{
-		0: "ACTION_UNSPECIFIED",
-		1: "ACTION_START",
-		2: "ACTION_STOP",
-		3: "ACTION_RESTART",
-		4: "ACTION_PAUSE",
-		5: "ACTION_UNPAUSE",
-		6: "ACTION_SUSPEND",
-		7: "ACTION_RESUME",
-		8: "ACTION_DELETE",
-		9: "ACTION_UPDATE",
+		0:  "ACTION_UNSPECIFIED",
+		1:  "ACTION_START",
+		2:  "ACTION_STOP",
+		3:  "ACTION_RESTART",
+		4:  "ACTION_PAUSE",
+		5:  "ACTION_UNPAUSE",
+		6:  "ACTION_SUSPEND",
+		7:  "ACTION_RESUME",
+		8:  "ACTION_DELETE",
+		9:  "ACTION_UPDATE",
+		10: "ACTION_RESIZE",
+		11: "ACTION_CONFIRM_RESIZE",
+		12: "ACTION_REVERT_RESIZE",
+		13: "ACTION_EXTEND",
+		14: "ACTION_MOVE",
 	}
 	Action_value = map[string]int32{
-		"ACTION_UNSPECIFIED": 0,
-		"ACTION_START":       1,
-		"ACTION_STOP":        2,
-		"ACTION_RESTART":     3,
-		"ACTION_PAUSE":       4,
-		"ACTION_UNPAUSE":     5,
-		"ACTION_SUSPEND":     6,
-		"ACTION_RESUME":      7,
-		"ACTION_DELETE":      8,
-		"ACTION_UPDATE":      9,
+		"ACTION_UNSPECIFIED":    0,
+		"ACTION_START":          1,
+		"ACTION_STOP":           2,
+		"ACTION_RESTART":        3,
+		"ACTION_PAUSE":          4,
+		"ACTION_UNPAUSE":        5,
+		"ACTION_SUSPEND":        6,
+		"ACTION_RESUME":         7,
+		"ACTION_DELETE":         8,
+		"ACTION_UPDATE":         9,
+		"ACTION_RESIZE":         10,
+		"ACTION_CONFIRM_RESIZE": 11,
+		"ACTION_REVERT_RESIZE":  12,
+		"ACTION_EXTEND":         13,
+		"ACTION_MOVE":           14,
 	}
 )
 
@@ -855,7 +897,9 @@ type Instance struct {
 	// The state in each vocabulary the read asked for, in the order asked.
 	Views []*VocabularyView `protobuf:"bytes,22,rep,name=views,proto3" json:"views,omitempty"`
 	// The user's own labels (not placement constraints).
-	Labels        map[string]string `protobuf:"bytes,23,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Labels map[string]string `protobuf:"bytes,23,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// From a resize's start until it is confirmed, reverted or undone.
+	Resize        *PendingResize `protobuf:"bytes,24,opt,name=resize,proto3" json:"resize,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1051,6 +1095,86 @@ func (x *Instance) GetLabels() map[string]string {
 	return nil
 }
 
+func (x *Instance) GetResize() *PendingResize {
+	if x != nil {
+		return x.Resize
+	}
+	return nil
+}
+
+// PendingResize is a resize in flight or waiting for its confirm.
+type PendingResize struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The shape before.
+	From *InstanceSpec `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
+	// The shape asked for.
+	To *InstanceSpec `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
+	// The host the original stays on (the instance's own for a resize in place).
+	SourceHostId string `protobuf:"bytes,3,opt,name=source_host_id,json=sourceHostId,proto3" json:"source_host_id,omitempty"`
+	// When the resize confirms itself, if it has a window and succeeded.
+	ConfirmTime   *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=confirm_time,json=confirmTime,proto3" json:"confirm_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PendingResize) Reset() {
+	*x = PendingResize{}
+	mi := &file_flotilla_v1_instance_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PendingResize) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PendingResize) ProtoMessage() {}
+
+func (x *PendingResize) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_instance_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PendingResize.ProtoReflect.Descriptor instead.
+func (*PendingResize) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *PendingResize) GetFrom() *InstanceSpec {
+	if x != nil {
+		return x.From
+	}
+	return nil
+}
+
+func (x *PendingResize) GetTo() *InstanceSpec {
+	if x != nil {
+		return x.To
+	}
+	return nil
+}
+
+func (x *PendingResize) GetSourceHostId() string {
+	if x != nil {
+		return x.SourceHostId
+	}
+	return ""
+}
+
+func (x *PendingResize) GetConfirmTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ConfirmTime
+	}
+	return nil
+}
+
 // CreateInstanceRequest describes a new instance.
 type CreateInstanceRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1076,7 +1200,7 @@ type CreateInstanceRequest struct {
 
 func (x *CreateInstanceRequest) Reset() {
 	*x = CreateInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[5]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1088,7 +1212,7 @@ func (x *CreateInstanceRequest) String() string {
 func (*CreateInstanceRequest) ProtoMessage() {}
 
 func (x *CreateInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[5]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1101,7 +1225,7 @@ func (x *CreateInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateInstanceRequest.ProtoReflect.Descriptor instead.
 func (*CreateInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{5}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CreateInstanceRequest) GetName() string {
@@ -1161,7 +1285,7 @@ type GetInstanceRequest struct {
 
 func (x *GetInstanceRequest) Reset() {
 	*x = GetInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[6]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1173,7 +1297,7 @@ func (x *GetInstanceRequest) String() string {
 func (*GetInstanceRequest) ProtoMessage() {}
 
 func (x *GetInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[6]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1186,7 +1310,7 @@ func (x *GetInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInstanceRequest.ProtoReflect.Descriptor instead.
 func (*GetInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{6}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetInstanceRequest) GetId() string {
@@ -1233,7 +1357,7 @@ type ListInstancesRequest struct {
 
 func (x *ListInstancesRequest) Reset() {
 	*x = ListInstancesRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[7]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1245,7 +1369,7 @@ func (x *ListInstancesRequest) String() string {
 func (*ListInstancesRequest) ProtoMessage() {}
 
 func (x *ListInstancesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[7]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1258,7 +1382,7 @@ func (x *ListInstancesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInstancesRequest.ProtoReflect.Descriptor instead.
 func (*ListInstancesRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{7}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListInstancesRequest) GetPageSize() int32 {
@@ -1319,7 +1443,7 @@ type ListInstancesResponse struct {
 
 func (x *ListInstancesResponse) Reset() {
 	*x = ListInstancesResponse{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[8]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1331,7 +1455,7 @@ func (x *ListInstancesResponse) String() string {
 func (*ListInstancesResponse) ProtoMessage() {}
 
 func (x *ListInstancesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[8]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1344,7 +1468,7 @@ func (x *ListInstancesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInstancesResponse.ProtoReflect.Descriptor instead.
 func (*ListInstancesResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{8}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListInstancesResponse) GetInstances() []*Instance {
@@ -1384,7 +1508,7 @@ type WatchInstancesRequest struct {
 
 func (x *WatchInstancesRequest) Reset() {
 	*x = WatchInstancesRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[9]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1396,7 +1520,7 @@ func (x *WatchInstancesRequest) String() string {
 func (*WatchInstancesRequest) ProtoMessage() {}
 
 func (x *WatchInstancesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[9]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1409,7 +1533,7 @@ func (x *WatchInstancesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchInstancesRequest.ProtoReflect.Descriptor instead.
 func (*WatchInstancesRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{9}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *WatchInstancesRequest) GetStartRevision() int64 {
@@ -1449,7 +1573,7 @@ type WatchInstancesResponse struct {
 
 func (x *WatchInstancesResponse) Reset() {
 	*x = WatchInstancesResponse{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[10]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1461,7 +1585,7 @@ func (x *WatchInstancesResponse) String() string {
 func (*WatchInstancesResponse) ProtoMessage() {}
 
 func (x *WatchInstancesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[10]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1474,7 +1598,7 @@ func (x *WatchInstancesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchInstancesResponse.ProtoReflect.Descriptor instead.
 func (*WatchInstancesResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{10}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *WatchInstancesResponse) GetRevision() int64 {
@@ -1504,7 +1628,7 @@ type StartInstanceRequest struct {
 
 func (x *StartInstanceRequest) Reset() {
 	*x = StartInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[11]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1516,7 +1640,7 @@ func (x *StartInstanceRequest) String() string {
 func (*StartInstanceRequest) ProtoMessage() {}
 
 func (x *StartInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[11]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1529,7 +1653,7 @@ func (x *StartInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartInstanceRequest.ProtoReflect.Descriptor instead.
 func (*StartInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{11}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *StartInstanceRequest) GetId() string {
@@ -1564,7 +1688,7 @@ type StopInstanceRequest struct {
 
 func (x *StopInstanceRequest) Reset() {
 	*x = StopInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[12]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1576,7 +1700,7 @@ func (x *StopInstanceRequest) String() string {
 func (*StopInstanceRequest) ProtoMessage() {}
 
 func (x *StopInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[12]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1589,7 +1713,7 @@ func (x *StopInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopInstanceRequest.ProtoReflect.Descriptor instead.
 func (*StopInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{12}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *StopInstanceRequest) GetId() string {
@@ -1635,7 +1759,7 @@ type RestartInstanceRequest struct {
 
 func (x *RestartInstanceRequest) Reset() {
 	*x = RestartInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[13]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1647,7 +1771,7 @@ func (x *RestartInstanceRequest) String() string {
 func (*RestartInstanceRequest) ProtoMessage() {}
 
 func (x *RestartInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[13]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1660,7 +1784,7 @@ func (x *RestartInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartInstanceRequest.ProtoReflect.Descriptor instead.
 func (*RestartInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{13}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RestartInstanceRequest) GetId() string {
@@ -1697,7 +1821,7 @@ type PauseInstanceRequest struct {
 
 func (x *PauseInstanceRequest) Reset() {
 	*x = PauseInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[14]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1709,7 +1833,7 @@ func (x *PauseInstanceRequest) String() string {
 func (*PauseInstanceRequest) ProtoMessage() {}
 
 func (x *PauseInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[14]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1722,7 +1846,7 @@ func (x *PauseInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseInstanceRequest.ProtoReflect.Descriptor instead.
 func (*PauseInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{14}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PauseInstanceRequest) GetId() string {
@@ -1752,7 +1876,7 @@ type UnpauseInstanceRequest struct {
 
 func (x *UnpauseInstanceRequest) Reset() {
 	*x = UnpauseInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[15]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1764,7 +1888,7 @@ func (x *UnpauseInstanceRequest) String() string {
 func (*UnpauseInstanceRequest) ProtoMessage() {}
 
 func (x *UnpauseInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[15]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1777,7 +1901,7 @@ func (x *UnpauseInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnpauseInstanceRequest.ProtoReflect.Descriptor instead.
 func (*UnpauseInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{15}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *UnpauseInstanceRequest) GetId() string {
@@ -1807,7 +1931,7 @@ type SuspendInstanceRequest struct {
 
 func (x *SuspendInstanceRequest) Reset() {
 	*x = SuspendInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[16]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1819,7 +1943,7 @@ func (x *SuspendInstanceRequest) String() string {
 func (*SuspendInstanceRequest) ProtoMessage() {}
 
 func (x *SuspendInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[16]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1832,7 +1956,7 @@ func (x *SuspendInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SuspendInstanceRequest.ProtoReflect.Descriptor instead.
 func (*SuspendInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{16}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SuspendInstanceRequest) GetId() string {
@@ -1862,7 +1986,7 @@ type ResumeInstanceRequest struct {
 
 func (x *ResumeInstanceRequest) Reset() {
 	*x = ResumeInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[17]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1874,7 +1998,7 @@ func (x *ResumeInstanceRequest) String() string {
 func (*ResumeInstanceRequest) ProtoMessage() {}
 
 func (x *ResumeInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[17]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1887,7 +2011,7 @@ func (x *ResumeInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeInstanceRequest.ProtoReflect.Descriptor instead.
 func (*ResumeInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{17}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ResumeInstanceRequest) GetId() string {
@@ -1917,7 +2041,7 @@ type DeleteInstanceRequest struct {
 
 func (x *DeleteInstanceRequest) Reset() {
 	*x = DeleteInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[18]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1929,7 +2053,7 @@ func (x *DeleteInstanceRequest) String() string {
 func (*DeleteInstanceRequest) ProtoMessage() {}
 
 func (x *DeleteInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[18]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1942,7 +2066,7 @@ func (x *DeleteInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteInstanceRequest.ProtoReflect.Descriptor instead.
 func (*DeleteInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{18}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DeleteInstanceRequest) GetId() string {
@@ -1982,7 +2106,7 @@ type UpdateInstanceRequest struct {
 
 func (x *UpdateInstanceRequest) Reset() {
 	*x = UpdateInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[19]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1994,7 +2118,7 @@ func (x *UpdateInstanceRequest) String() string {
 func (*UpdateInstanceRequest) ProtoMessage() {}
 
 func (x *UpdateInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[19]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2007,7 +2131,7 @@ func (x *UpdateInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateInstanceRequest.ProtoReflect.Descriptor instead.
 func (*UpdateInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{19}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *UpdateInstanceRequest) GetId() string {
@@ -2052,6 +2176,364 @@ func (x *UpdateInstanceRequest) GetRecovery() *Recovery {
 	return nil
 }
 
+// ResizeInstanceRequest asks for a new shape.
+type ResizeInstanceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The instance id.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Optional idempotency key; see CreateInstanceRequest.request_id.
+	RequestId string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The new vCPU count (0: keep).
+	Vcpus int32 `protobuf:"varint,3,opt,name=vcpus,proto3" json:"vcpus,omitempty"`
+	// The new memory in MiB (0: keep).
+	MemoryMib int64 `protobuf:"varint,4,opt,name=memory_mib,json=memoryMib,proto3" json:"memory_mib,omitempty"`
+	// The new disk size in GiB (0: keep); never smaller than now.
+	DiskGib int64 `protobuf:"varint,5,opt,name=disk_gib,json=diskGib,proto3" json:"disk_gib,omitempty"`
+	// The host to go to; empty: the same host when it fits, else the one the
+	// scheduler picks. Naming the instance's own host resizes in place.
+	TargetHostId string `protobuf:"bytes,6,opt,name=target_host_id,json=targetHostId,proto3" json:"target_host_id,omitempty"`
+	// If set, the resize confirms itself this long after it succeeded.
+	ConfirmWindow *durationpb.Duration `protobuf:"bytes,7,opt,name=confirm_window,json=confirmWindow,proto3" json:"confirm_window,omitempty"`
+	// How long the guest gets to power off before it is forced off (a resize
+	// takes it down once); default as for StopInstance.
+	GracefulTimeout *durationpb.Duration `protobuf:"bytes,8,opt,name=graceful_timeout,json=gracefulTimeout,proto3" json:"graceful_timeout,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ResizeInstanceRequest) Reset() {
+	*x = ResizeInstanceRequest{}
+	mi := &file_flotilla_v1_instance_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResizeInstanceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResizeInstanceRequest) ProtoMessage() {}
+
+func (x *ResizeInstanceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_instance_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResizeInstanceRequest.ProtoReflect.Descriptor instead.
+func (*ResizeInstanceRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ResizeInstanceRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ResizeInstanceRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *ResizeInstanceRequest) GetVcpus() int32 {
+	if x != nil {
+		return x.Vcpus
+	}
+	return 0
+}
+
+func (x *ResizeInstanceRequest) GetMemoryMib() int64 {
+	if x != nil {
+		return x.MemoryMib
+	}
+	return 0
+}
+
+func (x *ResizeInstanceRequest) GetDiskGib() int64 {
+	if x != nil {
+		return x.DiskGib
+	}
+	return 0
+}
+
+func (x *ResizeInstanceRequest) GetTargetHostId() string {
+	if x != nil {
+		return x.TargetHostId
+	}
+	return ""
+}
+
+func (x *ResizeInstanceRequest) GetConfirmWindow() *durationpb.Duration {
+	if x != nil {
+		return x.ConfirmWindow
+	}
+	return nil
+}
+
+func (x *ResizeInstanceRequest) GetGracefulTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.GracefulTimeout
+	}
+	return nil
+}
+
+// ConfirmResizeRequest confirms a resize.
+type ConfirmResizeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The instance id.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Optional idempotency key.
+	RequestId     string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfirmResizeRequest) Reset() {
+	*x = ConfirmResizeRequest{}
+	mi := &file_flotilla_v1_instance_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfirmResizeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfirmResizeRequest) ProtoMessage() {}
+
+func (x *ConfirmResizeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_instance_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfirmResizeRequest.ProtoReflect.Descriptor instead.
+func (*ConfirmResizeRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ConfirmResizeRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ConfirmResizeRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+// RevertResizeRequest reverts a resize.
+type RevertResizeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The instance id.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Optional idempotency key.
+	RequestId     string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevertResizeRequest) Reset() {
+	*x = RevertResizeRequest{}
+	mi := &file_flotilla_v1_instance_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevertResizeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevertResizeRequest) ProtoMessage() {}
+
+func (x *RevertResizeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_instance_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevertResizeRequest.ProtoReflect.Descriptor instead.
+func (*RevertResizeRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *RevertResizeRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RevertResizeRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+// ExtendInstanceRequest grows the disk in place.
+type ExtendInstanceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The instance id.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Optional idempotency key.
+	RequestId string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The new disk size in GiB; larger than now.
+	DiskGib       int64 `protobuf:"varint,3,opt,name=disk_gib,json=diskGib,proto3" json:"disk_gib,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExtendInstanceRequest) Reset() {
+	*x = ExtendInstanceRequest{}
+	mi := &file_flotilla_v1_instance_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExtendInstanceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExtendInstanceRequest) ProtoMessage() {}
+
+func (x *ExtendInstanceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_instance_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExtendInstanceRequest.ProtoReflect.Descriptor instead.
+func (*ExtendInstanceRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ExtendInstanceRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ExtendInstanceRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *ExtendInstanceRequest) GetDiskGib() int64 {
+	if x != nil {
+		return x.DiskGib
+	}
+	return 0
+}
+
+// MoveInstanceRequest moves an instance to another host.
+type MoveInstanceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The instance id.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Optional idempotency key.
+	RequestId string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The host to go to; empty: the scheduler picks one.
+	TargetHostId string `protobuf:"bytes,3,opt,name=target_host_id,json=targetHostId,proto3" json:"target_host_id,omitempty"`
+	// How long a running guest gets to power off before it is forced off.
+	GracefulTimeout *durationpb.Duration `protobuf:"bytes,4,opt,name=graceful_timeout,json=gracefulTimeout,proto3" json:"graceful_timeout,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *MoveInstanceRequest) Reset() {
+	*x = MoveInstanceRequest{}
+	mi := &file_flotilla_v1_instance_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveInstanceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveInstanceRequest) ProtoMessage() {}
+
+func (x *MoveInstanceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_instance_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveInstanceRequest.ProtoReflect.Descriptor instead.
+func (*MoveInstanceRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *MoveInstanceRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *MoveInstanceRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *MoveInstanceRequest) GetTargetHostId() string {
+	if x != nil {
+		return x.TargetHostId
+	}
+	return ""
+}
+
+func (x *MoveInstanceRequest) GetGracefulTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.GracefulTimeout
+	}
+	return nil
+}
+
 var File_flotilla_v1_instance_proto protoreflect.FileDescriptor
 
 const file_flotilla_v1_instance_proto_rawDesc = "" +
@@ -2086,7 +2568,7 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\vpreemptible\x18\x04 \x01(\bR\vpreemptible\x1a=\n" +
 	"\x0fHostLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xac\t\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe0\t\n" +
 	"\bInstance\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12-\n" +
@@ -2114,10 +2596,16 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\rrestart_count\x18\x14 \x01(\x05R\frestartCount\x124\n" +
 	"\tplacement\x18\x15 \x01(\v2\x16.flotilla.v1.PlacementR\tplacement\x121\n" +
 	"\x05views\x18\x16 \x03(\v2\x1b.flotilla.v1.VocabularyViewR\x05views\x129\n" +
-	"\x06labels\x18\x17 \x03(\v2!.flotilla.v1.Instance.LabelsEntryR\x06labels\x1a9\n" +
+	"\x06labels\x18\x17 \x03(\v2!.flotilla.v1.Instance.LabelsEntryR\x06labels\x122\n" +
+	"\x06resize\x18\x18 \x01(\v2\x1a.flotilla.v1.PendingResizeR\x06resize\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe5\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xce\x01\n" +
+	"\rPendingResize\x12-\n" +
+	"\x04from\x18\x01 \x01(\v2\x19.flotilla.v1.InstanceSpecR\x04from\x12)\n" +
+	"\x02to\x18\x02 \x01(\v2\x19.flotilla.v1.InstanceSpecR\x02to\x12$\n" +
+	"\x0esource_host_id\x18\x03 \x01(\tR\fsourceHostId\x12=\n" +
+	"\fconfirm_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vconfirmTime\"\xe5\x02\n" +
 	"\x15CreateInstanceRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12-\n" +
 	"\x04spec\x18\x02 \x01(\v2\x19.flotilla.v1.InstanceSpecR\x04spec\x12\x1d\n" +
@@ -2199,7 +2687,37 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\brecovery\x18\x06 \x01(\v2\x15.flotilla.v1.RecoveryR\brecovery\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\x89\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc4\x02\n" +
+	"\x15ResizeInstanceRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\x12\x14\n" +
+	"\x05vcpus\x18\x03 \x01(\x05R\x05vcpus\x12\x1d\n" +
+	"\n" +
+	"memory_mib\x18\x04 \x01(\x03R\tmemoryMib\x12\x19\n" +
+	"\bdisk_gib\x18\x05 \x01(\x03R\adiskGib\x12$\n" +
+	"\x0etarget_host_id\x18\x06 \x01(\tR\ftargetHostId\x12@\n" +
+	"\x0econfirm_window\x18\a \x01(\v2\x19.google.protobuf.DurationR\rconfirmWindow\x12D\n" +
+	"\x10graceful_timeout\x18\b \x01(\v2\x19.google.protobuf.DurationR\x0fgracefulTimeout\"E\n" +
+	"\x14ConfirmResizeRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"D\n" +
+	"\x13RevertResizeRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"a\n" +
+	"\x15ExtendInstanceRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\x12\x19\n" +
+	"\bdisk_gib\x18\x03 \x01(\x03R\adiskGib\"\xb0\x01\n" +
+	"\x13MoveInstanceRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\x12$\n" +
+	"\x0etarget_host_id\x18\x03 \x01(\tR\ftargetHostId\x12D\n" +
+	"\x10graceful_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x0fgracefulTimeout*\x89\x05\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fSTATUS_CREATING\x10\x01\x12\x13\n" +
@@ -2225,7 +2743,12 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x0eSTATUS_PENDING\x10\x14\x12\x12\n" +
 	"\x0eSTATUS_BIDDING\x10\x15\x12\x11\n" +
 	"\rSTATUS_MOVING\x10\x16\x12\x13\n" +
-	"\x0fSTATUS_UPDATING\x10\x17*\xb5\x01\n" +
+	"\x0fSTATUS_UPDATING\x10\x17\x12\x13\n" +
+	"\x0fSTATUS_RESIZING\x10\x18\x12\x18\n" +
+	"\x14STATUS_VERIFY_RESIZE\x10\x19\x12\x1c\n" +
+	"\x18STATUS_CONFIRMING_RESIZE\x10\x1a\x12\x1b\n" +
+	"\x17STATUS_REVERTING_RESIZE\x10\x1b\x12\x14\n" +
+	"\x10STATUS_EXTENDING\x10\x1c*\xb5\x01\n" +
 	"\fDesiredState\x12\x1d\n" +
 	"\x19DESIRED_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15DESIRED_STATE_RUNNING\x10\x01\x12\x19\n" +
@@ -2238,7 +2761,7 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x1dPROVISIONING_RESULT_SUCCEEDED\x10\x01\x12\x1e\n" +
 	"\x1aPROVISIONING_RESULT_FAILED\x10\x02\x12 \n" +
 	"\x1cPROVISIONING_RESULT_CANCELED\x10\x03\x12#\n" +
-	"\x1fPROVISIONING_RESULT_ROLLED_BACK\x10\x04*\xca\x01\n" +
+	"\x1fPROVISIONING_RESULT_ROLLED_BACK\x10\x04*\xb6\x02\n" +
 	"\x06Action\x12\x16\n" +
 	"\x12ACTION_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fACTION_START\x10\x01\x12\x0f\n" +
@@ -2249,7 +2772,13 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x0eACTION_SUSPEND\x10\x06\x12\x11\n" +
 	"\rACTION_RESUME\x10\a\x12\x11\n" +
 	"\rACTION_DELETE\x10\b\x12\x11\n" +
-	"\rACTION_UPDATE\x10\t*\x8a\x01\n" +
+	"\rACTION_UPDATE\x10\t\x12\x11\n" +
+	"\rACTION_RESIZE\x10\n" +
+	"\x12\x19\n" +
+	"\x15ACTION_CONFIRM_RESIZE\x10\v\x12\x18\n" +
+	"\x14ACTION_REVERT_RESIZE\x10\f\x12\x11\n" +
+	"\rACTION_EXTEND\x10\r\x12\x0f\n" +
+	"\vACTION_MOVE\x10\x0e*\x8a\x01\n" +
 	"\x0eRecoveryPolicy\x12\x1f\n" +
 	"\x1bRECOVERY_POLICY_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15RECOVERY_POLICY_LEAVE\x10\x01\x12\x1b\n" +
@@ -2262,7 +2791,7 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x0fVOCABULARY_NOVA\x10\x02\x12\x19\n" +
 	"\x15VOCABULARY_RIGHTSCALE\x10\x03\x12\x14\n" +
 	"\x10VOCABULARY_AZURE\x10\x04\x12\x1f\n" +
-	"\x1bVOCABULARY_MANAGED_INSTANCE\x10\x052\x97\b\n" +
+	"\x1bVOCABULARY_MANAGED_INSTANCE\x10\x052\x93\v\n" +
 	"\x0fInstanceService\x12L\n" +
 	"\x0eCreateInstance\x12\".flotilla.v1.CreateInstanceRequest\x1a\x16.flotilla.v1.Operation\x12E\n" +
 	"\vGetInstance\x12\x1f.flotilla.v1.GetInstanceRequest\x1a\x15.flotilla.v1.Instance\x12V\n" +
@@ -2276,7 +2805,12 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x0fSuspendInstance\x12#.flotilla.v1.SuspendInstanceRequest\x1a\x16.flotilla.v1.Operation\x12L\n" +
 	"\x0eResumeInstance\x12\".flotilla.v1.ResumeInstanceRequest\x1a\x16.flotilla.v1.Operation\x12L\n" +
 	"\x0eDeleteInstance\x12\".flotilla.v1.DeleteInstanceRequest\x1a\x16.flotilla.v1.Operation\x12L\n" +
-	"\x0eUpdateInstance\x12\".flotilla.v1.UpdateInstanceRequest\x1a\x16.flotilla.v1.OperationB>Z<github.com/flotilla-vm/flotilla/proto/flotilla/v1;flotillav1b\x06proto3"
+	"\x0eUpdateInstance\x12\".flotilla.v1.UpdateInstanceRequest\x1a\x16.flotilla.v1.Operation\x12L\n" +
+	"\x0eResizeInstance\x12\".flotilla.v1.ResizeInstanceRequest\x1a\x16.flotilla.v1.Operation\x12J\n" +
+	"\rConfirmResize\x12!.flotilla.v1.ConfirmResizeRequest\x1a\x16.flotilla.v1.Operation\x12H\n" +
+	"\fRevertResize\x12 .flotilla.v1.RevertResizeRequest\x1a\x16.flotilla.v1.Operation\x12L\n" +
+	"\x0eExtendInstance\x12\".flotilla.v1.ExtendInstanceRequest\x1a\x16.flotilla.v1.Operation\x12H\n" +
+	"\fMoveInstance\x12 .flotilla.v1.MoveInstanceRequest\x1a\x16.flotilla.v1.OperationB>Z<github.com/flotilla-vm/flotilla/proto/flotilla/v1;flotillav1b\x06proto3"
 
 var (
 	file_flotilla_v1_instance_proto_rawDescOnce sync.Once
@@ -2291,7 +2825,7 @@ func file_flotilla_v1_instance_proto_rawDescGZIP() []byte {
 }
 
 var file_flotilla_v1_instance_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_flotilla_v1_instance_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_flotilla_v1_instance_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_flotilla_v1_instance_proto_goTypes = []any{
 	(Status)(0),                    // 0: flotilla.v1.Status
 	(DesiredState)(0),              // 1: flotilla.v1.DesiredState
@@ -2304,98 +2838,121 @@ var file_flotilla_v1_instance_proto_goTypes = []any{
 	(*InstanceSpec)(nil),           // 8: flotilla.v1.InstanceSpec
 	(*Placement)(nil),              // 9: flotilla.v1.Placement
 	(*Instance)(nil),               // 10: flotilla.v1.Instance
-	(*CreateInstanceRequest)(nil),  // 11: flotilla.v1.CreateInstanceRequest
-	(*GetInstanceRequest)(nil),     // 12: flotilla.v1.GetInstanceRequest
-	(*ListInstancesRequest)(nil),   // 13: flotilla.v1.ListInstancesRequest
-	(*ListInstancesResponse)(nil),  // 14: flotilla.v1.ListInstancesResponse
-	(*WatchInstancesRequest)(nil),  // 15: flotilla.v1.WatchInstancesRequest
-	(*WatchInstancesResponse)(nil), // 16: flotilla.v1.WatchInstancesResponse
-	(*StartInstanceRequest)(nil),   // 17: flotilla.v1.StartInstanceRequest
-	(*StopInstanceRequest)(nil),    // 18: flotilla.v1.StopInstanceRequest
-	(*RestartInstanceRequest)(nil), // 19: flotilla.v1.RestartInstanceRequest
-	(*PauseInstanceRequest)(nil),   // 20: flotilla.v1.PauseInstanceRequest
-	(*UnpauseInstanceRequest)(nil), // 21: flotilla.v1.UnpauseInstanceRequest
-	(*SuspendInstanceRequest)(nil), // 22: flotilla.v1.SuspendInstanceRequest
-	(*ResumeInstanceRequest)(nil),  // 23: flotilla.v1.ResumeInstanceRequest
-	(*DeleteInstanceRequest)(nil),  // 24: flotilla.v1.DeleteInstanceRequest
-	(*UpdateInstanceRequest)(nil),  // 25: flotilla.v1.UpdateInstanceRequest
-	nil,                            // 26: flotilla.v1.VocabularyView.FieldsEntry
-	nil,                            // 27: flotilla.v1.Placement.HostLabelsEntry
-	nil,                            // 28: flotilla.v1.Instance.LabelsEntry
-	nil,                            // 29: flotilla.v1.CreateInstanceRequest.LabelsEntry
-	nil,                            // 30: flotilla.v1.UpdateInstanceRequest.LabelsEntry
-	(PowerState)(0),                // 31: flotilla.v1.PowerState
-	(*timestamppb.Timestamp)(nil),  // 32: google.protobuf.Timestamp
-	(*Fault)(nil),                  // 33: flotilla.v1.Fault
-	(*durationpb.Duration)(nil),    // 34: google.protobuf.Duration
-	(*fieldmaskpb.FieldMask)(nil),  // 35: google.protobuf.FieldMask
-	(*Operation)(nil),              // 36: flotilla.v1.Operation
+	(*PendingResize)(nil),          // 11: flotilla.v1.PendingResize
+	(*CreateInstanceRequest)(nil),  // 12: flotilla.v1.CreateInstanceRequest
+	(*GetInstanceRequest)(nil),     // 13: flotilla.v1.GetInstanceRequest
+	(*ListInstancesRequest)(nil),   // 14: flotilla.v1.ListInstancesRequest
+	(*ListInstancesResponse)(nil),  // 15: flotilla.v1.ListInstancesResponse
+	(*WatchInstancesRequest)(nil),  // 16: flotilla.v1.WatchInstancesRequest
+	(*WatchInstancesResponse)(nil), // 17: flotilla.v1.WatchInstancesResponse
+	(*StartInstanceRequest)(nil),   // 18: flotilla.v1.StartInstanceRequest
+	(*StopInstanceRequest)(nil),    // 19: flotilla.v1.StopInstanceRequest
+	(*RestartInstanceRequest)(nil), // 20: flotilla.v1.RestartInstanceRequest
+	(*PauseInstanceRequest)(nil),   // 21: flotilla.v1.PauseInstanceRequest
+	(*UnpauseInstanceRequest)(nil), // 22: flotilla.v1.UnpauseInstanceRequest
+	(*SuspendInstanceRequest)(nil), // 23: flotilla.v1.SuspendInstanceRequest
+	(*ResumeInstanceRequest)(nil),  // 24: flotilla.v1.ResumeInstanceRequest
+	(*DeleteInstanceRequest)(nil),  // 25: flotilla.v1.DeleteInstanceRequest
+	(*UpdateInstanceRequest)(nil),  // 26: flotilla.v1.UpdateInstanceRequest
+	(*ResizeInstanceRequest)(nil),  // 27: flotilla.v1.ResizeInstanceRequest
+	(*ConfirmResizeRequest)(nil),   // 28: flotilla.v1.ConfirmResizeRequest
+	(*RevertResizeRequest)(nil),    // 29: flotilla.v1.RevertResizeRequest
+	(*ExtendInstanceRequest)(nil),  // 30: flotilla.v1.ExtendInstanceRequest
+	(*MoveInstanceRequest)(nil),    // 31: flotilla.v1.MoveInstanceRequest
+	nil,                            // 32: flotilla.v1.VocabularyView.FieldsEntry
+	nil,                            // 33: flotilla.v1.Placement.HostLabelsEntry
+	nil,                            // 34: flotilla.v1.Instance.LabelsEntry
+	nil,                            // 35: flotilla.v1.CreateInstanceRequest.LabelsEntry
+	nil,                            // 36: flotilla.v1.UpdateInstanceRequest.LabelsEntry
+	(PowerState)(0),                // 37: flotilla.v1.PowerState
+	(*timestamppb.Timestamp)(nil),  // 38: google.protobuf.Timestamp
+	(*Fault)(nil),                  // 39: flotilla.v1.Fault
+	(*durationpb.Duration)(nil),    // 40: google.protobuf.Duration
+	(*fieldmaskpb.FieldMask)(nil),  // 41: google.protobuf.FieldMask
+	(*Operation)(nil),              // 42: flotilla.v1.Operation
 }
 var file_flotilla_v1_instance_proto_depIdxs = []int32{
 	4,  // 0: flotilla.v1.Recovery.policy:type_name -> flotilla.v1.RecoveryPolicy
 	5,  // 1: flotilla.v1.VocabularyView.vocabulary:type_name -> flotilla.v1.Vocabulary
 	0,  // 2: flotilla.v1.VocabularyView.canonical_status:type_name -> flotilla.v1.Status
-	26, // 3: flotilla.v1.VocabularyView.fields:type_name -> flotilla.v1.VocabularyView.FieldsEntry
-	27, // 4: flotilla.v1.Placement.host_labels:type_name -> flotilla.v1.Placement.HostLabelsEntry
+	32, // 3: flotilla.v1.VocabularyView.fields:type_name -> flotilla.v1.VocabularyView.FieldsEntry
+	33, // 4: flotilla.v1.Placement.host_labels:type_name -> flotilla.v1.Placement.HostLabelsEntry
 	8,  // 5: flotilla.v1.Instance.spec:type_name -> flotilla.v1.InstanceSpec
 	0,  // 6: flotilla.v1.Instance.status:type_name -> flotilla.v1.Status
 	1,  // 7: flotilla.v1.Instance.desired_state:type_name -> flotilla.v1.DesiredState
-	31, // 8: flotilla.v1.Instance.power_state:type_name -> flotilla.v1.PowerState
-	32, // 9: flotilla.v1.Instance.power_state_time:type_name -> google.protobuf.Timestamp
+	37, // 8: flotilla.v1.Instance.power_state:type_name -> flotilla.v1.PowerState
+	38, // 9: flotilla.v1.Instance.power_state_time:type_name -> google.protobuf.Timestamp
 	2,  // 10: flotilla.v1.Instance.provisioning_result:type_name -> flotilla.v1.ProvisioningResult
-	33, // 11: flotilla.v1.Instance.fault:type_name -> flotilla.v1.Fault
+	39, // 11: flotilla.v1.Instance.fault:type_name -> flotilla.v1.Fault
 	3,  // 12: flotilla.v1.Instance.allowed_actions:type_name -> flotilla.v1.Action
-	32, // 13: flotilla.v1.Instance.create_time:type_name -> google.protobuf.Timestamp
-	32, // 14: flotilla.v1.Instance.update_time:type_name -> google.protobuf.Timestamp
+	38, // 13: flotilla.v1.Instance.create_time:type_name -> google.protobuf.Timestamp
+	38, // 14: flotilla.v1.Instance.update_time:type_name -> google.protobuf.Timestamp
 	6,  // 15: flotilla.v1.Instance.recovery:type_name -> flotilla.v1.Recovery
 	9,  // 16: flotilla.v1.Instance.placement:type_name -> flotilla.v1.Placement
 	7,  // 17: flotilla.v1.Instance.views:type_name -> flotilla.v1.VocabularyView
-	28, // 18: flotilla.v1.Instance.labels:type_name -> flotilla.v1.Instance.LabelsEntry
-	8,  // 19: flotilla.v1.CreateInstanceRequest.spec:type_name -> flotilla.v1.InstanceSpec
-	6,  // 20: flotilla.v1.CreateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
-	9,  // 21: flotilla.v1.CreateInstanceRequest.placement:type_name -> flotilla.v1.Placement
-	29, // 22: flotilla.v1.CreateInstanceRequest.labels:type_name -> flotilla.v1.CreateInstanceRequest.LabelsEntry
-	5,  // 23: flotilla.v1.GetInstanceRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
-	0,  // 24: flotilla.v1.ListInstancesRequest.status_filter:type_name -> flotilla.v1.Status
-	5,  // 25: flotilla.v1.ListInstancesRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
-	10, // 26: flotilla.v1.ListInstancesResponse.instances:type_name -> flotilla.v1.Instance
-	5,  // 27: flotilla.v1.WatchInstancesRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
-	10, // 28: flotilla.v1.WatchInstancesResponse.instances:type_name -> flotilla.v1.Instance
-	34, // 29: flotilla.v1.StopInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
-	35, // 30: flotilla.v1.UpdateInstanceRequest.update_mask:type_name -> google.protobuf.FieldMask
-	30, // 31: flotilla.v1.UpdateInstanceRequest.labels:type_name -> flotilla.v1.UpdateInstanceRequest.LabelsEntry
-	6,  // 32: flotilla.v1.UpdateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
-	11, // 33: flotilla.v1.InstanceService.CreateInstance:input_type -> flotilla.v1.CreateInstanceRequest
-	12, // 34: flotilla.v1.InstanceService.GetInstance:input_type -> flotilla.v1.GetInstanceRequest
-	13, // 35: flotilla.v1.InstanceService.ListInstances:input_type -> flotilla.v1.ListInstancesRequest
-	15, // 36: flotilla.v1.InstanceService.WatchInstances:input_type -> flotilla.v1.WatchInstancesRequest
-	17, // 37: flotilla.v1.InstanceService.StartInstance:input_type -> flotilla.v1.StartInstanceRequest
-	18, // 38: flotilla.v1.InstanceService.StopInstance:input_type -> flotilla.v1.StopInstanceRequest
-	19, // 39: flotilla.v1.InstanceService.RestartInstance:input_type -> flotilla.v1.RestartInstanceRequest
-	20, // 40: flotilla.v1.InstanceService.PauseInstance:input_type -> flotilla.v1.PauseInstanceRequest
-	21, // 41: flotilla.v1.InstanceService.UnpauseInstance:input_type -> flotilla.v1.UnpauseInstanceRequest
-	22, // 42: flotilla.v1.InstanceService.SuspendInstance:input_type -> flotilla.v1.SuspendInstanceRequest
-	23, // 43: flotilla.v1.InstanceService.ResumeInstance:input_type -> flotilla.v1.ResumeInstanceRequest
-	24, // 44: flotilla.v1.InstanceService.DeleteInstance:input_type -> flotilla.v1.DeleteInstanceRequest
-	25, // 45: flotilla.v1.InstanceService.UpdateInstance:input_type -> flotilla.v1.UpdateInstanceRequest
-	36, // 46: flotilla.v1.InstanceService.CreateInstance:output_type -> flotilla.v1.Operation
-	10, // 47: flotilla.v1.InstanceService.GetInstance:output_type -> flotilla.v1.Instance
-	14, // 48: flotilla.v1.InstanceService.ListInstances:output_type -> flotilla.v1.ListInstancesResponse
-	16, // 49: flotilla.v1.InstanceService.WatchInstances:output_type -> flotilla.v1.WatchInstancesResponse
-	36, // 50: flotilla.v1.InstanceService.StartInstance:output_type -> flotilla.v1.Operation
-	36, // 51: flotilla.v1.InstanceService.StopInstance:output_type -> flotilla.v1.Operation
-	36, // 52: flotilla.v1.InstanceService.RestartInstance:output_type -> flotilla.v1.Operation
-	36, // 53: flotilla.v1.InstanceService.PauseInstance:output_type -> flotilla.v1.Operation
-	36, // 54: flotilla.v1.InstanceService.UnpauseInstance:output_type -> flotilla.v1.Operation
-	36, // 55: flotilla.v1.InstanceService.SuspendInstance:output_type -> flotilla.v1.Operation
-	36, // 56: flotilla.v1.InstanceService.ResumeInstance:output_type -> flotilla.v1.Operation
-	36, // 57: flotilla.v1.InstanceService.DeleteInstance:output_type -> flotilla.v1.Operation
-	36, // 58: flotilla.v1.InstanceService.UpdateInstance:output_type -> flotilla.v1.Operation
-	46, // [46:59] is the sub-list for method output_type
-	33, // [33:46] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	34, // 18: flotilla.v1.Instance.labels:type_name -> flotilla.v1.Instance.LabelsEntry
+	11, // 19: flotilla.v1.Instance.resize:type_name -> flotilla.v1.PendingResize
+	8,  // 20: flotilla.v1.PendingResize.from:type_name -> flotilla.v1.InstanceSpec
+	8,  // 21: flotilla.v1.PendingResize.to:type_name -> flotilla.v1.InstanceSpec
+	38, // 22: flotilla.v1.PendingResize.confirm_time:type_name -> google.protobuf.Timestamp
+	8,  // 23: flotilla.v1.CreateInstanceRequest.spec:type_name -> flotilla.v1.InstanceSpec
+	6,  // 24: flotilla.v1.CreateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
+	9,  // 25: flotilla.v1.CreateInstanceRequest.placement:type_name -> flotilla.v1.Placement
+	35, // 26: flotilla.v1.CreateInstanceRequest.labels:type_name -> flotilla.v1.CreateInstanceRequest.LabelsEntry
+	5,  // 27: flotilla.v1.GetInstanceRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
+	0,  // 28: flotilla.v1.ListInstancesRequest.status_filter:type_name -> flotilla.v1.Status
+	5,  // 29: flotilla.v1.ListInstancesRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
+	10, // 30: flotilla.v1.ListInstancesResponse.instances:type_name -> flotilla.v1.Instance
+	5,  // 31: flotilla.v1.WatchInstancesRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
+	10, // 32: flotilla.v1.WatchInstancesResponse.instances:type_name -> flotilla.v1.Instance
+	40, // 33: flotilla.v1.StopInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	41, // 34: flotilla.v1.UpdateInstanceRequest.update_mask:type_name -> google.protobuf.FieldMask
+	36, // 35: flotilla.v1.UpdateInstanceRequest.labels:type_name -> flotilla.v1.UpdateInstanceRequest.LabelsEntry
+	6,  // 36: flotilla.v1.UpdateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
+	40, // 37: flotilla.v1.ResizeInstanceRequest.confirm_window:type_name -> google.protobuf.Duration
+	40, // 38: flotilla.v1.ResizeInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	40, // 39: flotilla.v1.MoveInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	12, // 40: flotilla.v1.InstanceService.CreateInstance:input_type -> flotilla.v1.CreateInstanceRequest
+	13, // 41: flotilla.v1.InstanceService.GetInstance:input_type -> flotilla.v1.GetInstanceRequest
+	14, // 42: flotilla.v1.InstanceService.ListInstances:input_type -> flotilla.v1.ListInstancesRequest
+	16, // 43: flotilla.v1.InstanceService.WatchInstances:input_type -> flotilla.v1.WatchInstancesRequest
+	18, // 44: flotilla.v1.InstanceService.StartInstance:input_type -> flotilla.v1.StartInstanceRequest
+	19, // 45: flotilla.v1.InstanceService.StopInstance:input_type -> flotilla.v1.StopInstanceRequest
+	20, // 46: flotilla.v1.InstanceService.RestartInstance:input_type -> flotilla.v1.RestartInstanceRequest
+	21, // 47: flotilla.v1.InstanceService.PauseInstance:input_type -> flotilla.v1.PauseInstanceRequest
+	22, // 48: flotilla.v1.InstanceService.UnpauseInstance:input_type -> flotilla.v1.UnpauseInstanceRequest
+	23, // 49: flotilla.v1.InstanceService.SuspendInstance:input_type -> flotilla.v1.SuspendInstanceRequest
+	24, // 50: flotilla.v1.InstanceService.ResumeInstance:input_type -> flotilla.v1.ResumeInstanceRequest
+	25, // 51: flotilla.v1.InstanceService.DeleteInstance:input_type -> flotilla.v1.DeleteInstanceRequest
+	26, // 52: flotilla.v1.InstanceService.UpdateInstance:input_type -> flotilla.v1.UpdateInstanceRequest
+	27, // 53: flotilla.v1.InstanceService.ResizeInstance:input_type -> flotilla.v1.ResizeInstanceRequest
+	28, // 54: flotilla.v1.InstanceService.ConfirmResize:input_type -> flotilla.v1.ConfirmResizeRequest
+	29, // 55: flotilla.v1.InstanceService.RevertResize:input_type -> flotilla.v1.RevertResizeRequest
+	30, // 56: flotilla.v1.InstanceService.ExtendInstance:input_type -> flotilla.v1.ExtendInstanceRequest
+	31, // 57: flotilla.v1.InstanceService.MoveInstance:input_type -> flotilla.v1.MoveInstanceRequest
+	42, // 58: flotilla.v1.InstanceService.CreateInstance:output_type -> flotilla.v1.Operation
+	10, // 59: flotilla.v1.InstanceService.GetInstance:output_type -> flotilla.v1.Instance
+	15, // 60: flotilla.v1.InstanceService.ListInstances:output_type -> flotilla.v1.ListInstancesResponse
+	17, // 61: flotilla.v1.InstanceService.WatchInstances:output_type -> flotilla.v1.WatchInstancesResponse
+	42, // 62: flotilla.v1.InstanceService.StartInstance:output_type -> flotilla.v1.Operation
+	42, // 63: flotilla.v1.InstanceService.StopInstance:output_type -> flotilla.v1.Operation
+	42, // 64: flotilla.v1.InstanceService.RestartInstance:output_type -> flotilla.v1.Operation
+	42, // 65: flotilla.v1.InstanceService.PauseInstance:output_type -> flotilla.v1.Operation
+	42, // 66: flotilla.v1.InstanceService.UnpauseInstance:output_type -> flotilla.v1.Operation
+	42, // 67: flotilla.v1.InstanceService.SuspendInstance:output_type -> flotilla.v1.Operation
+	42, // 68: flotilla.v1.InstanceService.ResumeInstance:output_type -> flotilla.v1.Operation
+	42, // 69: flotilla.v1.InstanceService.DeleteInstance:output_type -> flotilla.v1.Operation
+	42, // 70: flotilla.v1.InstanceService.UpdateInstance:output_type -> flotilla.v1.Operation
+	42, // 71: flotilla.v1.InstanceService.ResizeInstance:output_type -> flotilla.v1.Operation
+	42, // 72: flotilla.v1.InstanceService.ConfirmResize:output_type -> flotilla.v1.Operation
+	42, // 73: flotilla.v1.InstanceService.RevertResize:output_type -> flotilla.v1.Operation
+	42, // 74: flotilla.v1.InstanceService.ExtendInstance:output_type -> flotilla.v1.Operation
+	42, // 75: flotilla.v1.InstanceService.MoveInstance:output_type -> flotilla.v1.Operation
+	58, // [58:76] is the sub-list for method output_type
+	40, // [40:58] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_instance_proto_init() }
@@ -2411,7 +2968,7 @@ func file_flotilla_v1_instance_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_instance_proto_rawDesc), len(file_flotilla_v1_instance_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   25,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

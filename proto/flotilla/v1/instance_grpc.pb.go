@@ -32,6 +32,11 @@ const (
 	InstanceService_ResumeInstance_FullMethodName  = "/flotilla.v1.InstanceService/ResumeInstance"
 	InstanceService_DeleteInstance_FullMethodName  = "/flotilla.v1.InstanceService/DeleteInstance"
 	InstanceService_UpdateInstance_FullMethodName  = "/flotilla.v1.InstanceService/UpdateInstance"
+	InstanceService_ResizeInstance_FullMethodName  = "/flotilla.v1.InstanceService/ResizeInstance"
+	InstanceService_ConfirmResize_FullMethodName   = "/flotilla.v1.InstanceService/ConfirmResize"
+	InstanceService_RevertResize_FullMethodName    = "/flotilla.v1.InstanceService/RevertResize"
+	InstanceService_ExtendInstance_FullMethodName  = "/flotilla.v1.InstanceService/ExtendInstance"
+	InstanceService_MoveInstance_FullMethodName    = "/flotilla.v1.InstanceService/MoveInstance"
 )
 
 // InstanceServiceClient is the client API for InstanceService service.
@@ -71,6 +76,28 @@ type InstanceServiceClient interface {
 	// shows UPDATING while it runs; the new model takes effect when it
 	// succeeds, and a failed update leaves the old one.
 	UpdateInstance(ctx context.Context, in *UpdateInstanceRequest, opts ...grpc.CallOption) (*Operation, error)
+	// ResizeInstance gives a running or stopped instance a new shape: vCPUs,
+	// memory, a larger disk. It stays on its host when it fits there (or is
+	// asked to), else goes to another (or the one named), its disk copied
+	// while the guest still runs and only what it wrote meanwhile once it is
+	// down. The instance shows RESIZING, then VERIFY_RESIZE at the new shape
+	// with the original kept until ConfirmResize or RevertResize (or the
+	// confirm window, if one is given).
+	ResizeInstance(ctx context.Context, in *ResizeInstanceRequest, opts ...grpc.CallOption) (*Operation, error)
+	// ConfirmResize removes the original a resize kept (VERIFY_RESIZE only).
+	ConfirmResize(ctx context.Context, in *ConfirmResizeRequest, opts ...grpc.CallOption) (*Operation, error)
+	// RevertResize brings back the original, at its shape and on its host,
+	// with its disk as it was when the resize took the guest down, and
+	// removes the resized copy (VERIFY_RESIZE only).
+	RevertResize(ctx context.Context, in *RevertResizeRequest, opts ...grpc.CallOption) (*Operation, error)
+	// ExtendInstance grows the disk in place; a running guest sees the new
+	// size at once, without a reboot. The instance shows EXTENDING; a
+	// failed extend leaves it as it was.
+	ExtendInstance(ctx context.Context, in *ExtendInstanceRequest, opts ...grpc.CallOption) (*Operation, error)
+	// MoveInstance moves a running or stopped instance to another host
+	// (cold: it is down while its disk is copied), the named one or one the
+	// scheduler picks.
+	MoveInstance(ctx context.Context, in *MoveInstanceRequest, opts ...grpc.CallOption) (*Operation, error)
 }
 
 type instanceServiceClient struct {
@@ -220,6 +247,56 @@ func (c *instanceServiceClient) UpdateInstance(ctx context.Context, in *UpdateIn
 	return out, nil
 }
 
+func (c *instanceServiceClient) ResizeInstance(ctx context.Context, in *ResizeInstanceRequest, opts ...grpc.CallOption) (*Operation, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Operation)
+	err := c.cc.Invoke(ctx, InstanceService_ResizeInstance_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *instanceServiceClient) ConfirmResize(ctx context.Context, in *ConfirmResizeRequest, opts ...grpc.CallOption) (*Operation, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Operation)
+	err := c.cc.Invoke(ctx, InstanceService_ConfirmResize_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *instanceServiceClient) RevertResize(ctx context.Context, in *RevertResizeRequest, opts ...grpc.CallOption) (*Operation, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Operation)
+	err := c.cc.Invoke(ctx, InstanceService_RevertResize_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *instanceServiceClient) ExtendInstance(ctx context.Context, in *ExtendInstanceRequest, opts ...grpc.CallOption) (*Operation, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Operation)
+	err := c.cc.Invoke(ctx, InstanceService_ExtendInstance_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *instanceServiceClient) MoveInstance(ctx context.Context, in *MoveInstanceRequest, opts ...grpc.CallOption) (*Operation, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Operation)
+	err := c.cc.Invoke(ctx, InstanceService_MoveInstance_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // InstanceServiceServer is the server API for InstanceService service.
 // All implementations must embed UnimplementedInstanceServiceServer
 // for forward compatibility.
@@ -257,6 +334,28 @@ type InstanceServiceServer interface {
 	// shows UPDATING while it runs; the new model takes effect when it
 	// succeeds, and a failed update leaves the old one.
 	UpdateInstance(context.Context, *UpdateInstanceRequest) (*Operation, error)
+	// ResizeInstance gives a running or stopped instance a new shape: vCPUs,
+	// memory, a larger disk. It stays on its host when it fits there (or is
+	// asked to), else goes to another (or the one named), its disk copied
+	// while the guest still runs and only what it wrote meanwhile once it is
+	// down. The instance shows RESIZING, then VERIFY_RESIZE at the new shape
+	// with the original kept until ConfirmResize or RevertResize (or the
+	// confirm window, if one is given).
+	ResizeInstance(context.Context, *ResizeInstanceRequest) (*Operation, error)
+	// ConfirmResize removes the original a resize kept (VERIFY_RESIZE only).
+	ConfirmResize(context.Context, *ConfirmResizeRequest) (*Operation, error)
+	// RevertResize brings back the original, at its shape and on its host,
+	// with its disk as it was when the resize took the guest down, and
+	// removes the resized copy (VERIFY_RESIZE only).
+	RevertResize(context.Context, *RevertResizeRequest) (*Operation, error)
+	// ExtendInstance grows the disk in place; a running guest sees the new
+	// size at once, without a reboot. The instance shows EXTENDING; a
+	// failed extend leaves it as it was.
+	ExtendInstance(context.Context, *ExtendInstanceRequest) (*Operation, error)
+	// MoveInstance moves a running or stopped instance to another host
+	// (cold: it is down while its disk is copied), the named one or one the
+	// scheduler picks.
+	MoveInstance(context.Context, *MoveInstanceRequest) (*Operation, error)
 	mustEmbedUnimplementedInstanceServiceServer()
 }
 
@@ -305,6 +404,21 @@ func (UnimplementedInstanceServiceServer) DeleteInstance(context.Context, *Delet
 }
 func (UnimplementedInstanceServiceServer) UpdateInstance(context.Context, *UpdateInstanceRequest) (*Operation, error) {
 	return nil, status.Error(codes.Unimplemented, "method UpdateInstance not implemented")
+}
+func (UnimplementedInstanceServiceServer) ResizeInstance(context.Context, *ResizeInstanceRequest) (*Operation, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResizeInstance not implemented")
+}
+func (UnimplementedInstanceServiceServer) ConfirmResize(context.Context, *ConfirmResizeRequest) (*Operation, error) {
+	return nil, status.Error(codes.Unimplemented, "method ConfirmResize not implemented")
+}
+func (UnimplementedInstanceServiceServer) RevertResize(context.Context, *RevertResizeRequest) (*Operation, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevertResize not implemented")
+}
+func (UnimplementedInstanceServiceServer) ExtendInstance(context.Context, *ExtendInstanceRequest) (*Operation, error) {
+	return nil, status.Error(codes.Unimplemented, "method ExtendInstance not implemented")
+}
+func (UnimplementedInstanceServiceServer) MoveInstance(context.Context, *MoveInstanceRequest) (*Operation, error) {
+	return nil, status.Error(codes.Unimplemented, "method MoveInstance not implemented")
 }
 func (UnimplementedInstanceServiceServer) mustEmbedUnimplementedInstanceServiceServer() {}
 func (UnimplementedInstanceServiceServer) testEmbeddedByValue()                         {}
@@ -554,6 +668,96 @@ func _InstanceService_UpdateInstance_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _InstanceService_ResizeInstance_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResizeInstanceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InstanceServiceServer).ResizeInstance(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: InstanceService_ResizeInstance_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InstanceServiceServer).ResizeInstance(ctx, req.(*ResizeInstanceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _InstanceService_ConfirmResize_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ConfirmResizeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InstanceServiceServer).ConfirmResize(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: InstanceService_ConfirmResize_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InstanceServiceServer).ConfirmResize(ctx, req.(*ConfirmResizeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _InstanceService_RevertResize_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevertResizeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InstanceServiceServer).RevertResize(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: InstanceService_RevertResize_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InstanceServiceServer).RevertResize(ctx, req.(*RevertResizeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _InstanceService_ExtendInstance_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExtendInstanceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InstanceServiceServer).ExtendInstance(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: InstanceService_ExtendInstance_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InstanceServiceServer).ExtendInstance(ctx, req.(*ExtendInstanceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _InstanceService_MoveInstance_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MoveInstanceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InstanceServiceServer).MoveInstance(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: InstanceService_MoveInstance_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InstanceServiceServer).MoveInstance(ctx, req.(*MoveInstanceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // InstanceService_ServiceDesc is the grpc.ServiceDesc for InstanceService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -608,6 +812,26 @@ var InstanceService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "UpdateInstance",
 			Handler:    _InstanceService_UpdateInstance_Handler,
+		},
+		{
+			MethodName: "ResizeInstance",
+			Handler:    _InstanceService_ResizeInstance_Handler,
+		},
+		{
+			MethodName: "ConfirmResize",
+			Handler:    _InstanceService_ConfirmResize_Handler,
+		},
+		{
+			MethodName: "RevertResize",
+			Handler:    _InstanceService_RevertResize_Handler,
+		},
+		{
+			MethodName: "ExtendInstance",
+			Handler:    _InstanceService_ExtendInstance_Handler,
+		},
+		{
+			MethodName: "MoveInstance",
+			Handler:    _InstanceService_MoveInstance_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

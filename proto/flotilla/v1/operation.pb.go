@@ -57,6 +57,14 @@ const (
 	OperationKind_OPERATION_KIND_MOVE OperationKind = 12
 	// Change the model (name, labels, recovery policy) without a reboot.
 	OperationKind_OPERATION_KIND_UPDATE OperationKind = 13
+	// Give the instance a new shape (see ResizeInstance).
+	OperationKind_OPERATION_KIND_RESIZE OperationKind = 14
+	// Remove the original a resize kept.
+	OperationKind_OPERATION_KIND_CONFIRM_RESIZE OperationKind = 15
+	// Bring the original of a resize back.
+	OperationKind_OPERATION_KIND_REVERT_RESIZE OperationKind = 16
+	// Grow the disk in place.
+	OperationKind_OPERATION_KIND_EXTEND OperationKind = 17
 )
 
 // Enum value maps for OperationKind.
@@ -76,22 +84,30 @@ var (
 		11: "OPERATION_KIND_PREEMPT",
 		12: "OPERATION_KIND_MOVE",
 		13: "OPERATION_KIND_UPDATE",
+		14: "OPERATION_KIND_RESIZE",
+		15: "OPERATION_KIND_CONFIRM_RESIZE",
+		16: "OPERATION_KIND_REVERT_RESIZE",
+		17: "OPERATION_KIND_EXTEND",
 	}
 	OperationKind_value = map[string]int32{
-		"OPERATION_KIND_UNSPECIFIED":  0,
-		"OPERATION_KIND_CREATE":       1,
-		"OPERATION_KIND_START":        2,
-		"OPERATION_KIND_STOP":         3,
-		"OPERATION_KIND_RESTART":      4,
-		"OPERATION_KIND_HARD_RESTART": 5,
-		"OPERATION_KIND_PAUSE":        6,
-		"OPERATION_KIND_UNPAUSE":      7,
-		"OPERATION_KIND_SUSPEND":      8,
-		"OPERATION_KIND_RESUME":       9,
-		"OPERATION_KIND_DELETE":       10,
-		"OPERATION_KIND_PREEMPT":      11,
-		"OPERATION_KIND_MOVE":         12,
-		"OPERATION_KIND_UPDATE":       13,
+		"OPERATION_KIND_UNSPECIFIED":    0,
+		"OPERATION_KIND_CREATE":         1,
+		"OPERATION_KIND_START":          2,
+		"OPERATION_KIND_STOP":           3,
+		"OPERATION_KIND_RESTART":        4,
+		"OPERATION_KIND_HARD_RESTART":   5,
+		"OPERATION_KIND_PAUSE":          6,
+		"OPERATION_KIND_UNPAUSE":        7,
+		"OPERATION_KIND_SUSPEND":        8,
+		"OPERATION_KIND_RESUME":         9,
+		"OPERATION_KIND_DELETE":         10,
+		"OPERATION_KIND_PREEMPT":        11,
+		"OPERATION_KIND_MOVE":           12,
+		"OPERATION_KIND_UPDATE":         13,
+		"OPERATION_KIND_RESIZE":         14,
+		"OPERATION_KIND_CONFIRM_RESIZE": 15,
+		"OPERATION_KIND_REVERT_RESIZE":  16,
+		"OPERATION_KIND_EXTEND":         17,
 	}
 )
 
@@ -1095,7 +1111,7 @@ const file_flotilla_v1_operation_proto_rawDesc = "" +
 	"\atimeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12!\n" +
 	"\fmin_revision\x18\x03 \x01(\x03R\vminRevision\"(\n" +
 	"\x16CancelOperationRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id*\x92\x03\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id*\x8d\x04\n" +
 	"\rOperationKind\x12\x1e\n" +
 	"\x1aOPERATION_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15OPERATION_KIND_CREATE\x10\x01\x12\x18\n" +
@@ -1111,7 +1127,11 @@ const file_flotilla_v1_operation_proto_rawDesc = "" +
 	"\x12\x1a\n" +
 	"\x16OPERATION_KIND_PREEMPT\x10\v\x12\x17\n" +
 	"\x13OPERATION_KIND_MOVE\x10\f\x12\x19\n" +
-	"\x15OPERATION_KIND_UPDATE\x10\r*\xe6\x01\n" +
+	"\x15OPERATION_KIND_UPDATE\x10\r\x12\x19\n" +
+	"\x15OPERATION_KIND_RESIZE\x10\x0e\x12!\n" +
+	"\x1dOPERATION_KIND_CONFIRM_RESIZE\x10\x0f\x12 \n" +
+	"\x1cOPERATION_KIND_REVERT_RESIZE\x10\x10\x12\x19\n" +
+	"\x15OPERATION_KIND_EXTEND\x10\x11*\xe6\x01\n" +
 	"\x0eOperationState\x12\x1f\n" +
 	"\x1bOPERATION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17OPERATION_STATE_PENDING\x10\x01\x12\x1b\n" +
