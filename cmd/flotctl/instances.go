@@ -272,6 +272,8 @@ func parseMutation(name string, args []string) (*mutation, error) {
 		clearLabels      *bool
 		recovery         *string
 		maxRestarts      *int
+		target           *string
+		confirmAfter     *time.Duration
 		npos             = 1
 	)
 	switch name {
@@ -294,6 +296,18 @@ func parseMutation(name string, args []string) (*mutation, error) {
 		force = fs.Bool("force", false, "destroy the domain if the guest has not powered off in time")
 	case "restart":
 		hard = fs.Bool("hard", false, "reset the machine instead of asking the guest")
+	case "resize":
+		vcpus = fs.Int64("vcpus", 0, "the new vCPU count (0: keep)")
+		memoryMiB = fs.Int64("memory-mib", 0, "the new memory in MiB (0: keep)")
+		diskGiB = fs.Int64("disk-gib", 0, "the new disk size in GiB, never smaller (0: keep)")
+		target = fs.String("to", "", "the host to go to (its own: in place; empty: in place if it fits, else where the scheduler finds room)")
+		confirmAfter = fs.Duration("confirm-after", 0, "confirm by itself this long after it succeeded (0: wait for confirm-resize or revert-resize)")
+		graceful = fs.Duration("graceful", 10*time.Minute, "how long the guest gets to power off")
+	case "extend":
+		diskGiB = fs.Int64("disk-gib", 0, "the new disk size in GiB (required, larger than now)")
+	case "move":
+		target = fs.String("to", "", "the host to go to (empty: the scheduler picks)")
+		graceful = fs.Duration("graceful", 10*time.Minute, "how long the guest gets to power off")
 	}
 	pos, err := parseArgs(fs, name, args, npos)
 	if err != nil {
@@ -375,6 +389,35 @@ func parseMutation(name string, args []string) (*mutation, error) {
 		m.req = &flotillav1.ResumeInstanceRequest{Id: id, RequestId: *requestID}
 	case "delete":
 		m.req = &flotillav1.DeleteInstanceRequest{Id: id, RequestId: *requestID}
+	case "resize":
+		switch {
+		case *vcpus < 0 || *vcpus > math.MaxInt32:
+			return nil, &usageError{usage, "--vcpus is out of range"}
+		case *vcpus == 0 && *memoryMiB == 0 && *diskGiB == 0:
+			return nil, &usageError{usage, "give at least one of --vcpus, --memory-mib, --disk-gib"}
+		case *graceful <= 0 || *confirmAfter < 0:
+			return nil, &usageError{usage, "--graceful must be positive and --confirm-after not negative"}
+		}
+		req := &flotillav1.ResizeInstanceRequest{Id: id, RequestId: *requestID, Vcpus: int32(*vcpus), MemoryMib: *memoryMiB,
+			DiskGib: *diskGiB, TargetHostId: *target, GracefulTimeout: durationpb.New(*graceful)}
+		if *confirmAfter > 0 {
+			req.ConfirmWindow = durationpb.New(*confirmAfter)
+		}
+		m.req = req
+	case "confirm-resize":
+		m.req = &flotillav1.ConfirmResizeRequest{Id: id, RequestId: *requestID}
+	case "revert-resize":
+		m.req = &flotillav1.RevertResizeRequest{Id: id, RequestId: *requestID}
+	case "extend":
+		if *diskGiB <= 0 {
+			return nil, &usageError{usage, "--disk-gib is required"}
+		}
+		m.req = &flotillav1.ExtendInstanceRequest{Id: id, RequestId: *requestID, DiskGib: *diskGiB}
+	case "move":
+		if *graceful <= 0 {
+			return nil, &usageError{usage, "--graceful must be positive"}
+		}
+		m.req = &flotillav1.MoveInstanceRequest{Id: id, RequestId: *requestID, TargetHostId: *target, GracefulTimeout: durationpb.New(*graceful)}
 	default:
 		return nil, fmt.Errorf("internal: %q is not a mutation", name)
 	}
@@ -404,6 +447,16 @@ func send(ctx context.Context, cl flotillav1.InstanceServiceClient, req proto.Me
 		return cl.ResumeInstance(ctx, r)
 	case *flotillav1.DeleteInstanceRequest:
 		return cl.DeleteInstance(ctx, r)
+	case *flotillav1.ResizeInstanceRequest:
+		return cl.ResizeInstance(ctx, r)
+	case *flotillav1.ConfirmResizeRequest:
+		return cl.ConfirmResize(ctx, r)
+	case *flotillav1.RevertResizeRequest:
+		return cl.RevertResize(ctx, r)
+	case *flotillav1.ExtendInstanceRequest:
+		return cl.ExtendInstance(ctx, r)
+	case *flotillav1.MoveInstanceRequest:
+		return cl.MoveInstance(ctx, r)
 	}
 	return nil, fmt.Errorf("internal: unexpected request %T", req)
 }

@@ -117,6 +117,15 @@ func TestParseMutation(t *testing.T) {
 		{"update", []string{"i-1", "--clear-labels", "--recovery", "restart", "--max-restarts", "5"},
 			&flotillav1.UpdateInstanceRequest{Id: "i-1", Recovery: &flotillav1.Recovery{Policy: flotillav1.RecoveryPolicy_RECOVERY_POLICY_RESTART, MaxRestarts: 5},
 				UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"labels", "recovery"}}}, false},
+		{"resize", []string{"i-1", "--vcpus", "2", "--memory-mib", "1024", "--disk-gib", "4", "--to", "h2", "--confirm-after", "1h", "--wait"},
+			&flotillav1.ResizeInstanceRequest{Id: "i-1", Vcpus: 2, MemoryMib: 1024, DiskGib: 4, TargetHostId: "h2",
+				ConfirmWindow: durationpb.New(time.Hour), GracefulTimeout: durationpb.New(10 * time.Minute)}, true},
+		{"resize", []string{"i-1", "--vcpus", "2"},
+			&flotillav1.ResizeInstanceRequest{Id: "i-1", Vcpus: 2, GracefulTimeout: durationpb.New(10 * time.Minute)}, false},
+		{"confirm-resize", []string{"i-1"}, &flotillav1.ConfirmResizeRequest{Id: "i-1"}, false},
+		{"revert-resize", []string{"i-1", "--wait"}, &flotillav1.RevertResizeRequest{Id: "i-1"}, true},
+		{"extend", []string{"i-1", "--disk-gib", "8"}, &flotillav1.ExtendInstanceRequest{Id: "i-1", DiskGib: 8}, false},
+		{"move", []string{"i-1", "--to", "h3"}, &flotillav1.MoveInstanceRequest{Id: "i-1", TargetHostId: "h3", GracefulTimeout: durationpb.New(10 * time.Minute)}, false},
 		// "--" ends the flags: an ID that looks like a flag.
 		{"delete", []string{"--", "-weird"}, &flotillav1.DeleteInstanceRequest{Id: "-weird"}, false},
 	}
@@ -154,6 +163,8 @@ func TestParseMutationErrors(t *testing.T) {
 		{"update", []string{"i", "--label", "a=b", "--clear-labels"}, "exclude each other"},
 		{"update", []string{"i", "--recovery", "sometimes"}, "--recovery must be"},
 		{"create", []string{"--name", "a", "--image", "i", "--label", "novalue"}, "is not key=value"},
+		{"resize", []string{"i"}, "give at least one of"},
+		{"extend", []string{"i"}, "--disk-gib is required"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+" "+strings.Join(tt.args, " "), func(t *testing.T) {
