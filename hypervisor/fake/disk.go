@@ -45,10 +45,16 @@ func (d *Driver) Disk(id string) ([]byte, bool) {
 	return bytes.Clone(d.diskLocked(dom)), true
 }
 
-// OpenDisk returns a reader over the domain's disk, which must be shut off.
+// OpenDisk returns a reader over one layer of the domain's disk (see
+// hypervisor.Driver): DiskWhole of an unfrozen, shut-off disk; DiskBase of
+// a frozen one in any state; DiskTop of a frozen, shut-off one, encoded as
+// the blocks written since the freeze (see encodeTop).
 func (d *Driver) OpenDisk(ctx context.Context, id string, layer hypervisor.DiskLayer) (io.ReadCloser, int64, error) {
 	if err := d.enter(ctx, "OpenDisk"); err != nil {
 		return nil, 0, err
+	}
+	if err := checkLayer(layer); err != nil {
+		return nil, 0, fmt.Errorf("fake: open disk of %s: %w", id, err)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -56,13 +62,39 @@ func (d *Driver) OpenDisk(ctx context.Context, id string, layer hypervisor.DiskL
 	if err != nil {
 		return nil, 0, err
 	}
-	// Only shut off: a saved domain's memory image would not travel with
-	// its disk, and a live one's disk is still changing.
-	if dom.state != hypervisor.PowerShutOff {
-		return nil, 0, errState("open disk of", dom)
+	var out []byte
+	switch layer {
+	case hypervisor.DiskBase:
+		if dom.base == nil {
+			return nil, 0, fmt.Errorf("fake: open base of %s: disk not frozen: %w", id, hypervisor.ErrInvalidState)
+		}
+		out = dom.base
+	default:
+		// Only shut off: a saved domain's memory image would not travel
+		// with its disk, and a live one's disk is still changing.
+		if dom.state != hypervisor.PowerShutOff {
+			return nil, 0, errState("open disk of", dom)
+		}
+		switch {
+		case layer == hypervisor.DiskWhole && dom.base != nil:
+			return nil, 0, fmt.Errorf("fake: open whole disk of %s: disk frozen (open base and top): %w", id, hypervisor.ErrInvalidState)
+		case layer == hypervisor.DiskTop && dom.base == nil:
+			return nil, 0, fmt.Errorf("fake: open top of %s: disk not frozen: %w", id, hypervisor.ErrInvalidState)
+		case layer == hypervisor.DiskTop:
+			out = encodeTop(dom.base, d.diskLocked(dom))
+		default:
+			out = d.diskLocked(dom)
+		}
 	}
-	disk := d.diskLocked(dom)
-	return io.NopCloser(bytes.NewReader(disk)), int64(len(disk)), nil
+	return io.NopCloser(bytes.NewReader(out)), int64(len(out)), nil
+}
+
+func checkLayer(layer hypervisor.DiskLayer) error {
+	switch layer {
+	case hypervisor.DiskWhole, hypervisor.DiskBase, hypervisor.DiskTop:
+		return nil
+	}
+	return fmt.Errorf("unknown disk layer %q: %w", layer, hypervisor.ErrInvalidSpec)
 }
 
 // ImportDomain reads disk to its end and defines the domain shut off with

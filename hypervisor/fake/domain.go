@@ -19,6 +19,22 @@ type domain struct {
 	// Create gives every instance (see diskContent), made only when read so
 	// that simulating thousands of instances costs no memory for disks.
 	disk []byte
+	// size is the disk's virtual size in bytes; 0 means len(disk). Bytes
+	// past len(disk) read as zeros (a grown disk).
+	size int64
+	// base is the frozen disk's immutable part (FreezeDisk), nil when the
+	// disk is not frozen; disk is then what the guest sees (base plus its
+	// writes since, the top).
+	base []byte
+	// original is what Reshape kept, nil when nothing is kept.
+	original *original
+}
+
+// original is a disk and shape kept by Reshape for Unshape.
+type original struct {
+	disk []byte
+	size int64
+	spec hypervisor.DomainSpec
 }
 
 func newDomain(spec hypervisor.DomainSpec) *domain {

@@ -4,7 +4,11 @@
 // SetDelay, Hold, SetUnavailable, SetDiskFree), guest behaviour (SetShutdownDelay, SetIgnoreACPI,
 // PowerOff, Crash) and event loss (DropEvents, BreakEvents). Each domain has
 // a disk of bytes derived from its id (Disk), which OpenDisk and ImportDomain
-// copy, so a test can check that a moved instance arrived intact.
+// copy, so a test can check that a moved instance arrived intact. The resize
+// methods model the libvirt driver's disk layers in memory: a guest writes
+// with WriteDisk, a frozen disk keeps its base apart, a received layer is
+// staged until AdoptDisk, Reshape keeps an original; DiskState, Staged and
+// Spec show them, and InjectFaultAfter loses a reply after the work is done.
 package fake
 
 import (
@@ -69,6 +73,8 @@ type Driver struct {
 	guests      map[string]*guest // behaviour per id, kept across Delete
 	subs        map[*subscriber]struct{}
 	faults      map[string]*fault
+	faultsAfter map[string]*fault  // InjectFaultAfter
+	staged      map[string]*staged // ReceiveDisk, per instance id
 	delays      map[string]time.Duration
 	holds       map[string]chan struct{} // closed on release
 	calls       map[string]int
@@ -95,15 +101,17 @@ func New(opts Options) *Driver {
 		opts.MaxImportBytes = 1 << 30
 	}
 	d := &Driver{
-		opts:    opts,
-		images:  make(map[string]bool),
-		domains: make(map[string]*domain),
-		guests:  make(map[string]*guest),
-		subs:    make(map[*subscriber]struct{}),
-		faults:  make(map[string]*fault),
-		delays:  make(map[string]time.Duration),
-		holds:   make(map[string]chan struct{}),
-		calls:   make(map[string]int),
+		opts:        opts,
+		images:      make(map[string]bool),
+		domains:     make(map[string]*domain),
+		guests:      make(map[string]*guest),
+		subs:        make(map[*subscriber]struct{}),
+		faults:      make(map[string]*fault),
+		faultsAfter: make(map[string]*fault),
+		staged:      make(map[string]*staged),
+		delays:      make(map[string]time.Duration),
+		holds:       make(map[string]chan struct{}),
+		calls:       make(map[string]int),
 
 		diskFree: DefaultDiskFree,
 	}

@@ -11,7 +11,16 @@ var methods = map[string]bool{
 	"Capacity": true, "Create": true, "Start": true, "Shutdown": true, "Destroy": true,
 	"Reboot": true, "Pause": true, "Resume": true, "Save": true, "Delete": true,
 	"Status": true, "List": true, "Events": true, "OpenDisk": true, "ImportDomain": true,
-	"Preflight": true,
+	"Preflight": true, "SetTitle": true,
+	"FreezeDisk": true, "ThawDisk": true, "ReceiveDisk": true, "AdoptDisk": true,
+	"Reshape": true, "Unshape": true, "DropOriginal": true, "GrowDisk": true,
+}
+
+// afterMethods are the methods InjectFaultAfter can target: those whose
+// retry after a lost reply the resize plans depend on.
+var afterMethods = map[string]bool{
+	"FreezeDisk": true, "ThawDisk": true, "ReceiveDisk": true, "AdoptDisk": true,
+	"Reshape": true, "Unshape": true, "DropOriginal": true, "GrowDisk": true,
 }
 
 func mustMethod(method string) {
@@ -40,15 +49,49 @@ func (d *Driver) InjectFault(method string, err error, times int) {
 	d.faults[method] = &fault{err: err, times: times}
 }
 
+// InjectFaultAfter makes the next times calls of method do their work and
+// then return err, as when the reply of a call that succeeded is lost (the
+// agent restarted, the connection broke): the caller retries something
+// already done. Only the resize methods (FreezeDisk, ThawDisk, ReceiveDisk,
+// AdoptDisk, Reshape, Unshape, DropOriginal, GrowDisk) take it; a call that
+// fails by itself returns its own error and leaves the fault pending.
+// times < 0 and clearing work as in InjectFault.
+func (d *Driver) InjectFaultAfter(method string, err error, times int) {
+	if !afterMethods[method] {
+		panic(fmt.Sprintf("fake: InjectFaultAfter: method %q does not take faults after its work", method))
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err == nil || times == 0 {
+		delete(d.faultsAfter, method)
+		return
+	}
+	d.faultsAfter[method] = &fault{err: err, times: times}
+}
+
+// leave is the common epilogue of the methods InjectFaultAfter targets.
+func (d *Driver) leave(method string, err error) error {
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return takeFault(d.faultsAfter, method)
+}
+
 func (d *Driver) takeFaultLocked(method string) error {
-	f := d.faults[method]
+	return takeFault(d.faults, method)
+}
+
+func takeFault(faults map[string]*fault, method string) error {
+	f := faults[method]
 	if f == nil {
 		return nil
 	}
 	if f.times > 0 {
 		f.times--
 		if f.times == 0 {
-			delete(d.faults, method)
+			delete(faults, method)
 		}
 	}
 	return f.err

@@ -174,7 +174,8 @@ func (d *Driver) Save(ctx context.Context, id string) error {
 	})
 }
 
-// Delete destroys and removes the domain. A missing domain is success.
+// Delete destroys and removes the domain, and whatever is staged for its
+// id. A missing domain is success.
 func (d *Driver) Delete(ctx context.Context, id string) error {
 	if err := d.enter(ctx, "Delete"); err != nil {
 		return err
@@ -184,6 +185,7 @@ func (d *Driver) Delete(ctx context.Context, id string) error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	delete(d.staged, id)
 	dom := d.domains[id]
 	if dom == nil {
 		return nil

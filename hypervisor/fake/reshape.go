@@ -1,0 +1,148 @@
+package fake
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/flotilla-vm/flotilla/hypervisor"
+)
+
+// Reshape keeps the shut-off domain's disk as its original and redefines
+// it at spec over a copy grown to spec.DiskGiB. Already reshaped to spec's
+// shape (an original kept) is success, in any state; an original kept for
+// another shape is ErrInvalidState, as are a frozen disk and every state
+// but shut off. A spec.DiskGiB below the disk's size is ErrInvalidSpec.
+func (d *Driver) Reshape(ctx context.Context, spec hypervisor.DomainSpec) (err error) {
+	defer func() { err = d.leave("Reshape", err) }()
+	if err := hypervisor.ValidateSpec(spec); err != nil {
+		return fmt.Errorf("fake: reshape: %w", err)
+	}
+	return d.transition(ctx, "Reshape", spec.ID, func(dom *domain) error {
+		if dom.original != nil {
+			if sameShape(dom.spec, spec) {
+				return nil
+			}
+			return fmt.Errorf("fake: reshape %s: an original of another resize is kept: %w", spec.ID, hypervisor.ErrInvalidState)
+		}
+		if dom.state != hypervisor.PowerShutOff {
+			return errState("reshape", dom)
+		}
+		if dom.base != nil {
+			return fmt.Errorf("fake: reshape %s: disk frozen: %w", spec.ID, hypervisor.ErrInvalidState)
+		}
+		size := d.sizeLocked(dom)
+		want := int64(spec.DiskGiB) << 30
+		if spec.DiskGiB > 0 && want < size {
+			return fmt.Errorf("fake: reshape %s: disk of %d GiB below its size of %d bytes: %w", spec.ID, spec.DiskGiB, size, hypervisor.ErrInvalidSpec)
+		}
+		dom.original = &original{disk: d.diskLocked(dom), size: dom.size, spec: dom.spec}
+		dom.spec = spec
+		dom.size = max(want, size)
+		return nil
+	})
+}
+
+// Unshape gives the shut-off domain its original disk back and redefines
+// it at spec. No original kept: success when the domain is at spec's shape,
+// else ErrInvalidState.
+func (d *Driver) Unshape(ctx context.Context, spec hypervisor.DomainSpec) (err error) {
+	defer func() { err = d.leave("Unshape", err) }()
+	if err := hypervisor.ValidateSpec(spec); err != nil {
+		return fmt.Errorf("fake: unshape: %w", err)
+	}
+	return d.transition(ctx, "Unshape", spec.ID, func(dom *domain) error {
+		if dom.original == nil {
+			if sameShape(dom.spec, spec) {
+				return nil
+			}
+			return fmt.Errorf("fake: unshape %s: no original kept: %w", spec.ID, hypervisor.ErrInvalidState)
+		}
+		if dom.state != hypervisor.PowerShutOff {
+			return errState("unshape", dom)
+		}
+		if dom.base != nil {
+			return fmt.Errorf("fake: unshape %s: disk frozen: %w", spec.ID, hypervisor.ErrInvalidState)
+		}
+		dom.disk, dom.size = dom.original.disk, dom.original.size
+		dom.spec = spec
+		dom.original = nil
+		return nil
+	})
+}
+
+// DropOriginal forgets the original Reshape kept. Nothing kept, or no
+// domain at all, is success.
+func (d *Driver) DropOriginal(ctx context.Context, id string) (err error) {
+	defer func() { err = d.leave("DropOriginal", err) }()
+	if err := d.enter(ctx, "DropOriginal"); err != nil {
+		return err
+	}
+	if err := hypervisor.ValidateID(id); err != nil {
+		return fmt.Errorf("fake: drop original: %w", err)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if dom := d.domains[id]; dom != nil {
+		dom.original = nil
+	}
+	return nil
+}
+
+// GrowDisk grows the disk to diskGiB while the domain runs, is paused or
+// is shut off. The same size is success in any state; a smaller one is
+// ErrInvalidSpec.
+func (d *Driver) GrowDisk(ctx context.Context, id string, diskGiB uint64) (err error) {
+	defer func() { err = d.leave("GrowDisk", err) }()
+	if diskGiB > hypervisor.MaxDiskGiB {
+		return fmt.Errorf("fake: grow disk of %s: %d GiB above %d: %w", id, diskGiB, hypervisor.MaxDiskGiB, hypervisor.ErrInvalidSpec)
+	}
+	return d.transition(ctx, "GrowDisk", id, func(dom *domain) error {
+		size, want := d.sizeLocked(dom), int64(diskGiB)<<30
+		switch {
+		case want < size:
+			return fmt.Errorf("fake: grow disk of %s: %d GiB below its size of %d bytes: %w", id, diskGiB, size, hypervisor.ErrInvalidSpec)
+		case want == size:
+			dom.spec.DiskGiB = diskGiB
+			return nil
+		}
+		switch dom.state {
+		case hypervisor.PowerRunning, hypervisor.PowerPaused, hypervisor.PowerShutOff:
+		default:
+			return errState("grow disk of", dom)
+		}
+		dom.size = want
+		dom.spec.DiskGiB = diskGiB
+		return nil
+	})
+}
+
+// DiskInfo is what a test can see of an instance's disk (see DiskState).
+type DiskInfo struct {
+	Size         int64 // virtual size in bytes
+	Frozen       bool  // FreezeDisk made a base; writes go to the top
+	OriginalKept bool  // Reshape kept the disk before it
+}
+
+// DiskState reports the instance's disk, and false when there is no such
+// domain. Disk gives its content.
+func (d *Driver) DiskState(id string) (DiskInfo, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	dom := d.domains[id]
+	if dom == nil {
+		return DiskInfo{}, false
+	}
+	return DiskInfo{Size: d.sizeLocked(dom), Frozen: dom.base != nil, OriginalKept: dom.original != nil}, true
+}
+
+// Spec reports the spec the domain is defined with (its shape after a
+// resize or grow), and false when there is no such domain.
+func (d *Driver) Spec(id string) (hypervisor.DomainSpec, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	dom := d.domains[id]
+	if dom == nil {
+		return hypervisor.DomainSpec{}, false
+	}
+	return dom.spec, true
+}
