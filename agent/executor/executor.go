@@ -614,7 +614,7 @@ func LayerFromPB(l agentv1.DiskLayer) (hypervisor.DiskLayer, error) {
 	case agentv1.DiskLayer_DISK_LAYER_TOP:
 		return hypervisor.DiskTop, nil
 	}
-	return "", fmt.Errorf("unknown disk layer %d: %w", l, hypervisor.ErrInvalidSpec)
+	return "", fmt.Errorf("unknown disk layer %d: %w", l, errInvalidStep)
 }
 
 // hostIDPattern is what a host id looks like (the coordinator's rule).

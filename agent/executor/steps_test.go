@@ -63,7 +63,13 @@ func TestActions(t *testing.T) {
 		{"STEP_ACTION_SUSPEND", "Save", flotillav1.PowerState_POWER_STATE_SAVED_TO_DISK},
 		{"STEP_ACTION_RESUME", "Start", flotillav1.PowerState_POWER_STATE_RUNNING},
 		{"STEP_ACTION_UPDATE", "SetTitle", flotillav1.PowerState_POWER_STATE_RUNNING},
+		{"STEP_ACTION_FREEZE_DISK", "FreezeDisk", flotillav1.PowerState_POWER_STATE_RUNNING},
+		{"STEP_ACTION_THAW_DISK", "ThawDisk", flotillav1.PowerState_POWER_STATE_RUNNING},
+		{"STEP_ACTION_GROW_DISK", "GrowDisk", flotillav1.PowerState_POWER_STATE_RUNNING},
 		{"STEP_ACTION_STOP", "Shutdown", flotillav1.PowerState_POWER_STATE_SHUT_OFF},
+		{"STEP_ACTION_RESHAPE", "Reshape", flotillav1.PowerState_POWER_STATE_SHUT_OFF},
+		{"STEP_ACTION_UNSHAPE", "Unshape", flotillav1.PowerState_POWER_STATE_SHUT_OFF},
+		{"STEP_ACTION_DROP_ORIGINAL", "DropOriginal", flotillav1.PowerState_POWER_STATE_SHUT_OFF},
 		{"STEP_ACTION_START", "Start", flotillav1.PowerState_POWER_STATE_RUNNING},
 		{"STEP_ACTION_DELETE", "Delete", flotillav1.PowerState_POWER_STATE_NO_DOMAIN},
 	}
@@ -73,8 +79,13 @@ func TestActions(t *testing.T) {
 		before := drv.Calls(c.method)
 		id := fmt.Sprintf("op-%d/step/1", i)
 		s := actionStep(fmt.Sprintf("op-%d", i), id, "vm-1", agentv1.StepAction(A[c.action]))
-		if c.action == "STEP_ACTION_CREATE" || c.action == "STEP_ACTION_PREFLIGHT" {
+		switch c.action {
+		case "STEP_ACTION_CREATE", "STEP_ACTION_PREFLIGHT", "STEP_ACTION_UNSHAPE":
 			withSpec(s)
+		case "STEP_ACTION_GROW_DISK":
+			withSpec(s).Spec.DiskGib = 4
+		case "STEP_ACTION_RESHAPE":
+			withSpec(s).Spec.Vcpus = 2
 		}
 		if c.action == "STEP_ACTION_UPDATE" {
 			s.Name = "renamed"
@@ -97,11 +108,12 @@ func TestActions(t *testing.T) {
 			t.Errorf("%s: result %v", c.action, r)
 		}
 	}
-	// The disk actions are TestMover's; every other action is covered here.
+	// The disk copy's actions are TestMover's; every other action is covered here.
 	for name, v := range A {
 		a := agentv1.StepAction(v)
 		if a != agentv1.StepAction_STEP_ACTION_UNSPECIFIED && a != agentv1.StepAction_STEP_ACTION_OFFER_DISK &&
-			a != agentv1.StepAction_STEP_ACTION_IMPORT_DISK && !seen[name] {
+			a != agentv1.StepAction_STEP_ACTION_IMPORT_DISK && a != agentv1.StepAction_STEP_ACTION_RECEIVE_DISK &&
+			a != agentv1.StepAction_STEP_ACTION_ADOPT_DISK && !seen[name] {
 			t.Errorf("action %s not tested", name)
 		}
 	}
@@ -417,6 +429,26 @@ func TestMover(t *testing.T) {
 		got[0].peer != "host-b" || got[0].addr != "10.0.0.2:7450" {
 		t.Errorf("Import calls %+v", got)
 	}
+
+	// A resize offers and receives one layer of the disk at a time.
+	s = offer("op-3")
+	s.DiskLayer = agentv1.DiskLayer_DISK_LAYER_BASE
+	mustSucceed(t, e.Execute(s, epoch))
+	if got := mv.take(); len(got) != 1 || got[0].method != "Offer" || got[0].layer != hypervisor.DiskBase {
+		t.Errorf("Offer of the base: %+v", got)
+	}
+	s = importStep("op-4")
+	s.Action, s.DiskLayer = agentv1.StepAction_STEP_ACTION_RECEIVE_DISK, agentv1.DiskLayer_DISK_LAYER_TOP
+	mustSucceed(t, e.Execute(s, epoch))
+	// The target's receive leaves the source's offers alone (none are its).
+	if got := mv.take(); len(got) != 1 || got[0].method != "Receive" || got[0].layer != hypervisor.DiskTop ||
+		got[0].spec != want || got[0].addr != "10.0.0.2:7450" {
+		t.Errorf("Receive of the top: %+v", got)
+	}
+	s = importStep("op-5")
+	s.DiskLayer = 7
+	s.Action = agentv1.StepAction_STEP_ACTION_RECEIVE_DISK
+	wantFault(t, e.Execute(s, epoch), executor.FaultInvalidStep)
 }
 
 func TestMoverRefusals(t *testing.T) {
