@@ -55,7 +55,7 @@ test: setup proto-check lint
 # The seed conformance suite alone, with its table of the 63 seed states
 # (part of make test too).
 conformance: setup
-	$(GO) test -count=1 -v -run TestSeedConformance ./internal/e2e
+	$(GO) test -count=1 -v -run 'TestSeedConformance|TestResizeAcrossHostsOnRealLibvirt|TestResizeRollsBackWhenTheTargetDiesOnRealLibvirt' ./internal/e2e
 
 # Unit tests only: no libvirtd, no root.
 test-unit:

@@ -121,6 +121,12 @@ type tbEnv struct {
 
 func newTestbedEnv(t *testing.T) *tbEnv {
 	t.Helper()
+	return newTestbedEnvWith(t)
+}
+
+// newTestbedEnvWith is newTestbedEnv with extra flags for tb-1's agent.
+func newTestbedEnvWith(t *testing.T, agentFlags ...string) *tbEnv {
+	t.Helper()
 	tb := testenv.StartTestbed(t, 2)
 	dir := t.TempDir()
 	issue := testCA(t, dir)
@@ -129,14 +135,14 @@ func newTestbedEnv(t *testing.T) *tbEnv {
 	g := testenv.NewGrpcurlTLS(t, coord.Addr, issue("alice", "operator"))
 	coord.WaitReady(t, g)
 	e := &tbEnv{env: &env{t: t, dir: dir, coord: coord, g: g}, src: tb.Hosts[0], dst: tb.Hosts[1], issue: issue}
-	e.agent, e.host = e.startAgent(e.src), e.src.Name
+	e.agent, e.host = e.startAgent(e.src, agentFlags...), e.src.Name
 	return e
 }
 
 // startAgent starts host h's agent and waits until it is READY.
-func (e *tbEnv) startAgent(h testenv.TestbedHost) *testenv.Agent {
+func (e *tbEnv) startAgent(h testenv.TestbedHost, extra ...string) *testenv.Agent {
 	e.t.Helper()
-	a := testenv.StartTestbedAgent(e.t, e.dir, e.coord.Addr, h, tlsFlags(e.issue(h.Name, mtls.RoleAgent, h.Addr))...)
+	a := testenv.StartTestbedAgent(e.t, e.dir, e.coord.Addr, h, append(tlsFlags(e.issue(h.Name, mtls.RoleAgent, h.Addr)), extra...)...)
 	testenv.WaitHost(e.t, e.g, h.Name, 0)
 	return a
 }
