@@ -150,6 +150,12 @@ func (d *Driver) FreezeDisk(ctx context.Context, id string) error {
 			}
 			return wrapErr("freeze disk of", id, fmt.Errorf("snapshot: %w", err))
 		}
+		// libvirt creates the top 0600; give it the mode of every other
+		// overlay here, so that QEMU reads it whatever user qemu.conf
+		// makes it (this host runs it as root without ownership changes).
+		if err := os.Chmod(paths.Top, 0o644); err != nil {
+			log.Warn("freeze: chmod of the top failed", "err", err)
+		}
 	case hypervisor.PowerShutOff:
 		if _, err := runQemuImg(ctx, "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", paths.Disk, paths.Top); err != nil {
 			_ = removeIfExists(paths.Top)

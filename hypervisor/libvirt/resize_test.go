@@ -72,6 +72,9 @@ func TestResizeToAnotherHostLayers(t *testing.T) {
 	if live, persistent := diskSource(t, a, false), diskSource(t, a, true); live != pa.Top || persistent != pa.Top {
 		t.Fatalf("frozen disk: live %s, persistent %s, want %s", live, persistent, pa.Top)
 	}
+	if st, err := os.Stat(pa.Top); err != nil || st.Mode().Perm() != 0o644 {
+		t.Fatalf("top made by the snapshot: %v (%v)", st, err)
+	}
 	if _, _, err := d.OpenDisk(ctxT(t, 10*time.Second), a, hypervisor.DiskTop); !errors.Is(err, hypervisor.ErrInvalidState) {
 		t.Fatalf("OpenDisk(top) while running = %v, want ErrInvalidState", err)
 	}
@@ -103,7 +106,10 @@ func TestResizeToAnotherHostLayers(t *testing.T) {
 		t.Fatalf("adopted domain's XML lacks the new shape:\n%s", out)
 	}
 	mustDo(t, "Start b", d.Start(ctxT(t, 60*time.Second), b))
-	waitFor(t, 90*time.Second, "b to boot", func() bool { return fileContains(pb.ConsoleLog, guestReady) })
+	waitFor(t, 90*time.Second, "b to boot at its new shape", func() bool {
+		sh, ok := testenv.LatestGuestShape(pb.ConsoleLog)
+		return ok && sh.VCPUs == 2 && sh.DiskBytes == 1<<30 && sh.MemKiB > 128<<10
+	})
 	testenv.GuestDiskVerify(t, testURI, b, 0x5a, 1*mib, 2*mib)
 	testenv.GuestDiskVerify(t, testURI, b, 0xa5, 3*mib, 4*mib)
 
@@ -122,6 +128,49 @@ func TestResizeToAnotherHostLayers(t *testing.T) {
 		mustDo(t, "Delete", d.Delete(ctxT(t, 60*time.Second), id))
 	}
 	wantNoFilesOf(t, cfg, a, b)
+}
+
+// TestResizeStoppedToAnotherHost: a stopped instance's whole disk is staged
+// and adopted at a bigger shape; the source's disk is untouched.
+func TestResizeStoppedToAnotherHost(t *testing.T) {
+	d, cfg := newTestDriver(t)
+	a, b := testID(t, d), testID(t, d)
+	pa, pb := pathsFor(cfg.DiskDir, cfg.RunDir, a), pathsFor(cfg.DiskDir, cfg.RunDir, b)
+	bootGuest(t, d, cfg, testSpec(a))
+	testenv.GuestDiskWrite(t, testURI, a, 0x66, 5*mib, 2*mib)
+	mustDo(t, "Shutdown", d.Shutdown(ctxT(t, 60*time.Second), a, 30*time.Second, true))
+	before, err := fileSum(pa.Disk)
+	mustDo(t, "sum", err)
+	big := testSpec(b)
+	big.VCPUs, big.MemoryMiB, big.DiskGiB = 2, 160, 1
+	if _, _, err := d.OpenDisk(ctxT(t, 10*time.Second), a, hypervisor.DiskTop); !errors.Is(err, hypervisor.ErrInvalidState) {
+		t.Fatalf("OpenDisk(top) of an unfrozen disk = %v, want ErrInvalidState", err)
+	}
+	copyLayer(t, d, a, big, hypervisor.DiskWhole)
+	mustDo(t, "AdoptDisk", d.AdoptDisk(ctxT(t, 60*time.Second), big))
+	mustDo(t, "AdoptDisk again", d.AdoptDisk(ctxT(t, 60*time.Second), big))
+	if err := d.ReceiveDisk(ctxT(t, 10*time.Second), big, hypervisor.DiskWhole, strings.NewReader("")); !errors.Is(err, hypervisor.ErrAlreadyExists) {
+		t.Fatalf("ReceiveDisk after AdoptDisk = %v, want ErrAlreadyExists", err)
+	}
+	other := big
+	other.VCPUs = 3
+	if err := d.AdoptDisk(ctxT(t, 10*time.Second), other); !errors.Is(err, hypervisor.ErrAlreadyExists) {
+		t.Fatalf("AdoptDisk at another shape = %v, want ErrAlreadyExists", err)
+	}
+	mustDo(t, "Start b", d.Start(ctxT(t, 60*time.Second), b))
+	waitFor(t, 90*time.Second, "b to boot at its new shape", func() bool {
+		sh, ok := testenv.LatestGuestShape(pb.ConsoleLog)
+		return ok && sh.VCPUs == 2 && sh.DiskBytes == 1<<30
+	})
+	testenv.GuestDiskVerify(t, testURI, b, 0x66, 5*mib, 2*mib)
+	if s, _ := fileSum(pa.Disk); s != before {
+		t.Fatal("the source's disk changed")
+	}
+	// Delete of an id with only staged files (no domain) removes them.
+	c := testID(t, d)
+	copyLayer(t, d, a, testSpec(c), hypervisor.DiskWhole)
+	mustDo(t, "Delete c", d.Delete(ctxT(t, 30*time.Second), c))
+	wantNoFilesOf(t, cfg, c)
 }
 
 func wantNoFilesOf(t *testing.T, cfg Config, ids ...string) {
@@ -313,4 +362,44 @@ func TestReceiveDiskRefusals(t *testing.T) {
 		t.Fatal("a refused base was staged")
 	}
 	wantNoTempFiles(t, cfg.DiskDir)
+
+	// A base made here over the image, and tops over it as another host
+	// would name it: an absolute path is rebased onto the staged base, a
+	// relative one (resolved wherever the file lies) is refused.
+	img, err := resolveImage(cfg.ImageDir, testImage)
+	mustDo(t, "image", err)
+	dir := t.TempDir()
+	base := filepath.Join(dir, "base.qcow2")
+	_, err = runQemuImg(ctxT(t, 10*time.Second), "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", img.Disk, base)
+	mustDo(t, "create base", err)
+	send := func(layer hypervisor.DiskLayer, path string) error {
+		f, err := os.Open(path)
+		mustDo(t, "open", err)
+		defer f.Close()
+		return d.ReceiveDisk(ctxT(t, 30*time.Second), spec, layer, f)
+	}
+	mustDo(t, "ReceiveDisk base", send(hypervisor.DiskBase, base))
+	top := filepath.Join(dir, "top.qcow2")
+	_, err = runQemuImg(ctxT(t, 10*time.Second), "create", "-q", "-f", "qcow2", "-F", "qcow2", "-u", "-b", "base.qcow2", top, "64M")
+	mustDo(t, "create top", err)
+	if err := send(hypervisor.DiskTop, top); !errors.Is(err, hypervisor.ErrInvalidSpec) {
+		t.Fatalf("top with a relative backing file = %v, want ErrInvalidSpec", err)
+	}
+	_, err = runQemuImg(ctxT(t, 10*time.Second), "rebase", "-u", "-f", "qcow2", "-F", "qcow2", "-b", "/elsewhere/src.qcow2", top)
+	mustDo(t, "rebase top", err)
+	mustDo(t, "ReceiveDisk top", send(hypervisor.DiskTop, top))
+	if h, err := parseQcow2Header(p.IncomingTop); err != nil || h.backing != p.IncomingBase {
+		t.Fatalf("staged top backed by %q (%v), want the staged base", h.backing, err)
+	}
+	big := spec
+	big.DiskGiB = 1
+	if err := send(hypervisor.DiskTop, filepath.Join(cfg.ImageDir, testImage, "vmlinuz")); !errors.Is(err, hypervisor.ErrInvalidSpec) {
+		t.Fatalf("a kernel as top = %v, want ErrInvalidSpec", err)
+	}
+	mustDo(t, "AdoptDisk", d.AdoptDisk(ctxT(t, 60*time.Second), big))
+	if h, err := parseQcow2Header(p.Disk); err != nil || h.backing != img.Disk || h.virtualSize != 1<<30 {
+		t.Fatalf("adopted disk: %+v (%v)", h, err)
+	}
+	mustDo(t, "Delete", d.Delete(ctxT(t, 30*time.Second), id))
+	wantNoFilesOf(t, cfg, id)
 }
