@@ -403,3 +403,25 @@ func TestReceiveDiskRefusals(t *testing.T) {
 	mustDo(t, "Delete", d.Delete(ctxT(t, 30*time.Second), id))
 	wantNoFilesOf(t, cfg, id)
 }
+
+// TestThawLiveFinishesInterruptedCommit: a ThawDisk retried after the
+// commit it started was left running (the agent restarted) waits for that
+// commit and pivots, instead of starting another.
+func TestThawLiveFinishesInterruptedCommit(t *testing.T) {
+	d, cfg := newTestDriver(t)
+	id := testID(t, d)
+	p := pathsFor(cfg.DiskDir, cfg.RunDir, id)
+	bootGuest(t, d, cfg, testSpec(id))
+	mustDo(t, "FreezeDisk", d.FreezeDisk(ctxT(t, 30*time.Second), id))
+	testenv.GuestDiskWrite(t, testURI, id, 0x77, 0, 8*mib)
+	out, err := virsh(t, "blockcommit", domainName(id), "vda", "--active", "--shallow")
+	mustDo(t, "blockcommit "+out, err)
+	mustDo(t, "ThawDisk", d.ThawDisk(ctxT(t, 60*time.Second), id))
+	if live, persistent := diskSource(t, id, false), diskSource(t, id, true); live != p.Disk || persistent != p.Disk || exists(p.Top) {
+		t.Fatalf("after thaw: live %s, persistent %s, top exists %v", live, persistent, exists(p.Top))
+	}
+	testenv.GuestDiskVerify(t, testURI, id, 0x77, 0, 8*mib)
+	if out, _ := virsh(t, "blockjob", domainName(id), "vda", "--info"); strings.TrimSpace(out) != "" && !strings.Contains(out, "No current block job") {
+		t.Fatalf("a block job is left: %s", out)
+	}
+}
