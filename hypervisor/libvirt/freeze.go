@@ -69,15 +69,17 @@ func (d *Driver) layers(ctx context.Context, op, id string) (layerState, error) 
 
 // snapshotXML is the disk-only snapshot FreezeDisk asks libvirt for.
 type snapshotXML struct {
-	XMLName xml.Name `xml:"domainsnapshot"`
-	Disks   []struct {
-		Name     string `xml:"name,attr"`
-		Snapshot string `xml:"snapshot,attr"`
-		Driver   struct {
-			Type string `xml:"type,attr"`
-		} `xml:"driver"`
-		Source fileSourceXML `xml:"source"`
-	} `xml:"disks>disk"`
+	XMLName xml.Name          `xml:"domainsnapshot"`
+	Disks   []snapshotDiskXML `xml:"disks>disk"`
+}
+
+type snapshotDiskXML struct {
+	Name     string `xml:"name,attr"`
+	Snapshot string `xml:"snapshot,attr"` // "external"
+	Driver   struct {
+		Type string `xml:"type,attr"`
+	} `xml:"driver"`
+	Source fileSourceXML `xml:"source"`
 }
 
 // FreezeDisk: see hypervisor.Driver. A running (or shutting-down) domain
@@ -121,19 +123,10 @@ func (d *Driver) FreezeDisk(ctx context.Context, id string) error {
 	started := time.Now()
 	switch ls.s.state {
 	case hypervisor.PowerRunning, hypervisor.PowerShuttingDown:
-		var snap snapshotXML
-		snap.Disks = make([]struct {
-			Name     string `xml:"name,attr"`
-			Snapshot string `xml:"snapshot,attr"`
-			Driver   struct {
-				Type string `xml:"type,attr"`
-			} `xml:"driver"`
-			Source fileSourceXML `xml:"source"`
-		}, 1)
-		snap.Disks[0].Name = layoutFor(d.cfg.DomainType).DiskDev
-		snap.Disks[0].Snapshot = "external"
-		snap.Disks[0].Driver.Type = "qcow2"
-		snap.Disks[0].Source.File = paths.Top
+		disk := snapshotDiskXML{Name: layoutFor(d.cfg.DomainType).DiskDev, Snapshot: "external",
+			Source: fileSourceXML{File: paths.Top}}
+		disk.Driver.Type = "qcow2"
+		snap := snapshotXML{Disks: []snapshotDiskXML{disk}}
 		b, err := xml.Marshal(snap)
 		if err != nil {
 			return fmt.Errorf("libvirt: freeze disk of %s: %w", id, err)
