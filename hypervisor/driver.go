@@ -135,8 +135,9 @@ type Driver interface {
 	// frozen disk (FreezeDisk) and may be read while the domain runs;
 	// DiskWhole of a frozen disk, or DiskTop of one that is not, is
 	// ErrInvalidState. A missing domain is ErrNotFound. It also returns the
-	// layer's size in bytes. The caller closes the reader; when it is an
-	// *os.File the copy may skip the file's holes.
+	// layer's size in bytes; an unknown layer is ErrInvalidSpec. The caller
+	// closes the reader; when it is an *os.File the copy may skip the file's
+	// holes.
 	OpenDisk(ctx context.Context, id string, layer DiskLayer) (io.ReadCloser, int64, error)
 	// ImportDomain writes disk, which came from another host's OpenDisk, as
 	// the instance's disk and defines the domain shut off, without starting
@@ -155,47 +156,62 @@ type Driver interface {
 	// an external disk-only snapshot while the domain runs, a new overlay
 	// when it is shut off. The base can then be copied while the guest
 	// keeps running, and only the top travels once it is down. A disk
-	// already frozen is success. Paused, saved-to-disk and crashed domains
-	// are ErrInvalidState.
+	// already frozen is success (in any state). Running, shutting-down and
+	// shut-off domains can be frozen; paused, saved-to-disk and crashed ones
+	// are ErrInvalidState, and so is a domain that keeps a Reshape original.
 	FreezeDisk(ctx context.Context, id string) error
 	// ThawDisk merges the top layer back into the base and makes the domain
 	// use the base alone again (a live block commit while it runs,
 	// qemu-img commit when it is shut off): the undo of FreezeDisk, with
-	// what was written since kept. A disk that is not frozen is success.
+	// what was written since kept. A disk that is not frozen is success (in
+	// any state). Running, shutting-down and shut-off domains can be thawed;
+	// paused, saved-to-disk and crashed ones are ErrInvalidState.
 	ThawDisk(ctx context.Context, id string) error
 
 	// ReceiveDisk writes disk, one layer another host's OpenDisk gave out,
 	// as a staged layer of spec's incoming disk on this host (the target
-	// side of a resize), replacing a staged layer of the same kind. It
-	// reads disk to its end (or error); a disk that is not one this host
-	// would accept for spec (wrong format, foreign backing file, too large)
+	// side of a resize), replacing a staged layer of the same kind. A base
+	// and a whole disk are the same kind (a base replaces a whole disk and
+	// drops a staged top); a top needs a staged base or whole disk (else
+	// ErrInvalidState) and must have been made over it. It reads disk to
+	// its end (or error); a disk that is not one this host would accept for
+	// spec (wrong format, foreign backing file, too large for spec.DiskGiB)
 	// is ErrInvalidSpec. Nothing is defined yet, and a domain of the id on
-	// this host is ErrAlreadyExists. On failure what it wrote is removed.
+	// this host is ErrAlreadyExists (so a ReceiveDisk retried after its
+	// AdoptDisk fails: the caller knows the adoption happened). On failure
+	// what it wrote is removed and what was staged before is kept.
 	ReceiveDisk(ctx context.Context, spec DomainSpec, layer DiskLayer, disk io.Reader) error
 	// AdoptDisk makes the staged layers (the base, with the top merged into
 	// it when one was received) the instance's disk, grows it to
 	// spec.DiskGiB, and defines the domain shut off at spec's shape. Done
-	// already (the domain is defined for spec, shut off): success. Nothing
-	// staged is ErrInvalidState.
+	// already (the domain is defined at spec's shape, shut off, nothing
+	// staged): success; any other domain of the id is ErrAlreadyExists.
+	// Nothing staged is ErrInvalidState.
 	AdoptDisk(ctx context.Context, spec DomainSpec) error
 
 	// Reshape resizes a shut-off domain in place (a resize that stays on
 	// its host): the disk as it is becomes the original, kept apart
 	// byte for byte, and the domain is redefined at spec's vCPUs and
-	// memory over a copy grown to spec.DiskGiB. Done already: success.
-	// Running or saved domains are ErrInvalidState.
+	// memory over a copy grown to spec.DiskGiB. Done already (an original
+	// kept, the domain at spec's shape): success, in any state; an original
+	// kept for another shape is ErrInvalidState. Any state but shut off, and
+	// a frozen disk, are ErrInvalidState; a disk smaller than the current
+	// one is ErrInvalidSpec.
 	Reshape(ctx context.Context, spec DomainSpec) error
 	// Unshape is Reshape's revert: the shut-off domain gets its original
 	// disk back, the resized copy is removed, and it is redefined at spec
 	// (the original shape). No original kept: success if the domain is
-	// already at spec, else ErrInvalidState.
+	// already at spec's shape, else ErrInvalidState. With an original kept,
+	// any state but shut off is ErrInvalidState.
 	Unshape(ctx context.Context, spec DomainSpec) error
 	// DropOriginal removes the original Reshape kept (a confirmed resize).
-	// Nothing kept: success. The domain may be in any state.
+	// Nothing kept (or no domain): success. The domain may be in any state.
 	DropOriginal(ctx context.Context, id string) error
 	// GrowDisk grows the instance's disk to diskGiB in place, while the
 	// domain runs (the guest sees the new size at once) or is shut off.
-	// A smaller size is ErrInvalidSpec; the same size is success.
+	// A smaller size is ErrInvalidSpec; the same size is success in any
+	// state; otherwise running, paused and shut-off domains can grow, others
+	// are ErrInvalidState. The next boot sees the new size too.
 	GrowDisk(ctx context.Context, id string, diskGiB uint64) error
 
 	// Status reports one domain; a missing domain is PowerNoDomain, not an error.

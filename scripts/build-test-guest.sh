@@ -23,7 +23,7 @@ log() { echo "build-test-guest: $*" >&2; }
 die() { echo "build-test-guest: ERROR: $*" >&2; exit 1; }
 
 # Bump when the image contents change, so existing images get rebuilt.
-RECIPE=2 # bump when the image's contents change: built images are replaced
+RECIPE=3 # bump when the image's contents change: built images are replaced
 NAME=flotilla-test
 IMAGE_DIR=${FLOTILLA_IMAGE_DIR:-/var/lib/flotilla/images}
 DEST=$IMAGE_DIR/$NAME
@@ -206,6 +206,25 @@ done
 sleep 0.3 # let the reader open the device before anyone is told to press
 
 echo "FLOTILLA-GUEST-READY"
+
+# Report the guest's shape at boot and whenever the disk's size changes (a
+# live grow): FLOTILLA-GUEST-SHAPE vcpus=N mem_kib=N disk_bytes=N.
+(
+  last=""
+  while :; do
+    sz=0
+    for b in /sys/block/vda /sys/block/xvda; do
+      [ -r "$b/size" ] && { read -r sz <"$b/size"; break; }
+    done
+    if [ "$sz" != "$last" ]; then
+      mem=0
+      while read -r k v _; do [ "$k" = "MemTotal:" ] && mem=$v; done </proc/meminfo
+      echo "FLOTILLA-GUEST-SHAPE vcpus=$(nproc) mem_kib=$mem disk_bytes=$((sz * 512))"
+      last=$sz
+    fi
+    sleep 0.5
+  done
+) &
 
 # Tell the host agent channel, if any. The name arrives from the host asynchronously, so
 # look for a few seconds. The write blocks until the host end is connected, hence '&'.

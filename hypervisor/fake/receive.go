@@ -42,8 +42,8 @@ func (d *Driver) Staged(id string) (StagedDisk, bool) {
 
 // ReceiveDisk reads disk to its end and stages it as layer of spec's
 // incoming disk. A whole disk or a base replaces whatever was staged; a
-// top needs a staged base (else ErrInvalidState) and must be one made over
-// it (else ErrInvalidSpec), and replaces an earlier top. A domain of the id
+// top needs a staged base or whole disk (else ErrInvalidState), must be one
+// made over it (else ErrInvalidSpec), and replaces an earlier top. A domain of the id
 // is ErrAlreadyExists. Nothing changes when reading fails.
 func (d *Driver) ReceiveDisk(ctx context.Context, spec hypervisor.DomainSpec, layer hypervisor.DiskLayer, disk io.Reader) (err error) {
 	defer func() { err = d.leave("ReceiveDisk", err) }()
@@ -90,7 +90,7 @@ func (d *Driver) ReceiveDisk(ctx context.Context, spec hypervisor.DomainSpec, la
 		return nil
 	}
 	st := d.staged[spec.ID]
-	if st == nil || st.layer != hypervisor.DiskBase {
+	if st == nil {
 		return fmt.Errorf("fake: receive top disk of %s: no base staged: %w", spec.ID, hypervisor.ErrInvalidState)
 	}
 	merged, err := applyTop(st.base, data, limit)

@@ -138,7 +138,7 @@ func TestReceiveDiskRefusals(t *testing.T) {
 
 	whole := openLayer(t, src, "vm", hypervisor.DiskWhole)
 	must(t, dst.ReceiveDisk(ctx, s, hypervisor.DiskWhole, bytes.NewReader(whole)))
-	wantErr(t, "top over a whole disk", dst.ReceiveDisk(ctx, s, hypervisor.DiskTop, bytes.NewReader(nil)), hypervisor.ErrInvalidState)
+	wantErr(t, "garbage top over a whole disk", dst.ReceiveDisk(ctx, s, hypervisor.DiskTop, bytes.NewReader(nil)), hypervisor.ErrInvalidSpec)
 
 	// A top made over another base is refused, and so is garbage.
 	must(t, src.FreezeDisk(ctx, "vm"))

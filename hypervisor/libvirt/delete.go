@@ -6,13 +6,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 
 	golibvirt "github.com/digitalocean/go-libvirt"
 )
 
 // Delete destroys and undefines the domain (with its managed save image and
-// NVRAM) and removes its disk overlay, console log and guest socket. A
-// missing domain is success; its leftover files are still removed.
+// NVRAM) and removes every file of the instance (see instancePaths): disk
+// overlay, frozen top, kept original, staged layers, temporary files,
+// console log and guest socket. A missing domain is success; its leftover
+// files are still removed.
 func (d *Driver) Delete(ctx context.Context, id string) error {
 	if err := hypervisor.ValidateID(id); err != nil {
 		return fmt.Errorf("libvirt: delete: %w", err)
@@ -27,7 +30,7 @@ func (d *Driver) Delete(ctx context.Context, id string) error {
 	if err := d.deleteDomain(ctx, id); err != nil {
 		return err
 	}
-	if err := removeFiles(pathsFor(d.cfg.DiskDir, d.cfg.RunDir, id)); err != nil {
+	if err := removeAllFiles(d.cfg.DiskDir, d.cfg.RunDir, id); err != nil {
 		return fmt.Errorf("libvirt: delete %s: domain removed, files remain: %w", id, err)
 	}
 	log.Info("domain deleted")
@@ -59,7 +62,24 @@ func (d *Driver) deleteDomain(ctx context.Context, id string) error {
 	return wrapErr("delete", id, err)
 }
 
-// removeFiles removes an instance's host files, those that exist.
+// removeAllFiles removes every file of the instance, those that exist.
+func removeAllFiles(diskDir, runDir, id string) error {
+	p := pathsFor(diskDir, runDir, id)
+	errs := []error{removeFiles(p)}
+	for _, f := range []string{p.Top, p.Original, p.IncomingBase, p.IncomingTop} {
+		errs = append(errs, removeIfExists(f))
+	}
+	for _, pat := range tempPatterns(diskDir, id) {
+		tmp, _ := filepath.Glob(pat)
+		for _, f := range tmp {
+			errs = append(errs, removeIfExists(f))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// removeFiles removes the files Create makes (overlay, console log, guest
+// socket), those that exist.
 func removeFiles(p instancePaths) error {
 	var errs []error
 	for _, f := range []string{p.Disk, p.ConsoleLog, p.GuestSock} {

@@ -27,17 +27,41 @@ import (
 // the header. Leaked clusters beyond that are not worth accepting.
 func importSlack(virtual uint64) uint64 { return virtual/16 + 64<<20 }
 
-// OpenDisk opens the instance's disk overlay for copying. The domain must be
-// shut off; the caller closes the file.
+// OpenDisk opens a layer of the instance's disk for copying (see
+// hypervisor.Driver): DiskWhole is the overlay of an unfrozen, shut-off
+// domain; DiskBase the overlay of a frozen one, in any state (nothing
+// writes it any more); DiskTop the top of a frozen, shut-off one. The caller
+// closes the file.
 func (d *Driver) OpenDisk(ctx context.Context, id string, layer hypervisor.DiskLayer) (io.ReadCloser, int64, error) {
-	s, err := d.observeValid(ctx, "open disk of", id)
+	if err := checkLayerName(layer); err != nil {
+		return nil, 0, fmt.Errorf("libvirt: open disk of %s: %w", id, err)
+	}
+	if err := hypervisor.ValidateID(id); err != nil {
+		return nil, 0, fmt.Errorf("libvirt: open disk of: %w", err)
+	}
+	paths := pathsFor(d.cfg.DiskDir, d.cfg.RunDir, id)
+	ls, err := d.layers(ctx, "open disk of", id)
 	if err != nil {
 		return nil, 0, err
 	}
-	if s.state != hypervisor.PowerShutOff {
-		return nil, 0, errState("open disk of", id, s)
+	frozen := ls.frozen(paths)
+	path := paths.Disk
+	switch {
+	case layer == hypervisor.DiskBase && !frozen:
+		return nil, 0, fmt.Errorf("libvirt: open base of %s: disk not frozen: %w", id, hypervisor.ErrInvalidState)
+	case layer == hypervisor.DiskBase:
+	case ls.s.state != hypervisor.PowerShutOff:
+		// Only shut off: a saved domain's memory image would not travel
+		// with its disk, and a live one's disk is still changing.
+		return nil, 0, errState("open disk of", id, ls.s)
+	case layer == hypervisor.DiskWhole && frozen:
+		return nil, 0, fmt.Errorf("libvirt: open whole disk of %s: disk frozen (open base and top): %w", id, hypervisor.ErrInvalidState)
+	case layer == hypervisor.DiskTop && !frozen:
+		return nil, 0, fmt.Errorf("libvirt: open top of %s: disk not frozen: %w", id, hypervisor.ErrInvalidState)
+	case layer == hypervisor.DiskTop:
+		path = paths.Top
 	}
-	f, err := os.Open(pathsFor(d.cfg.DiskDir, d.cfg.RunDir, id).Disk)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, 0, fmt.Errorf("libvirt: open disk of %s: %w", id, err)
 	}
@@ -47,6 +71,14 @@ func (d *Driver) OpenDisk(ctx context.Context, id string, layer hypervisor.DiskL
 		return nil, 0, fmt.Errorf("libvirt: open disk of %s: %w", id, err)
 	}
 	return f, st.Size(), nil
+}
+
+func checkLayerName(layer hypervisor.DiskLayer) error {
+	switch layer {
+	case hypervisor.DiskWhole, hypervisor.DiskBase, hypervisor.DiskTop:
+		return nil
+	}
+	return fmt.Errorf("unknown disk layer %q: %w", layer, hypervisor.ErrInvalidSpec)
 }
 
 // ImportDomain writes disk (another host's overlay of spec.Image) as the

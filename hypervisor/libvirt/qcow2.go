@@ -160,6 +160,13 @@ type qemuImgInfo struct {
 // most maxVirtual. It returns the backing file name as the overlay spells
 // it, which may be a link to backing.
 func checkOverlay(ctx context.Context, path, backing string, maxVirtual uint64) (string, error) {
+	return checkLayerFile(ctx, path, backing, 1, maxVirtual)
+}
+
+// checkLayerFile is checkOverlay for a file depth layers above the image:
+// 1 for an overlay (backing is the image), 2 for a top over a staged base
+// (backing is the staged base, itself an overlay of the image).
+func checkLayerFile(ctx context.Context, path, backing string, depth int, maxVirtual uint64) (string, error) {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("imported disk: "+format+": %w", append(args, hypervisor.ErrInvalidSpec)...)
 	}
@@ -213,7 +220,8 @@ func checkOverlay(ctx context.Context, path, backing string, maxVirtual uint64) 
 		}
 	}
 
-	// The backing file is this host's own image; the chain must end there.
+	// The backing file is this host's own image (or staged base); the
+	// chain must end at the image.
 	out, err = runQemuImg(ctx, "info", "--output=json", "--backing-chain", "-f", "qcow2", path)
 	if err != nil {
 		return "", qemuImgErr(ctx, err)
@@ -222,8 +230,8 @@ func checkOverlay(ctx context.Context, path, backing string, maxVirtual uint64) 
 	if err := json.Unmarshal(out, &chain); err != nil {
 		return "", bad("qemu-img info --backing-chain: %v", err)
 	}
-	if len(chain) != 2 || chain[1].BackingFilename != "" {
-		return "", bad("backing chain of %d images, want the overlay and its image", len(chain))
+	if len(chain) != depth+1 || chain[depth].BackingFilename != "" {
+		return "", bad("backing chain of %d images, want %d", len(chain), depth+1)
 	}
 	if err := sameBacking(chain[1].Filename, backing); err != nil {
 		return "", bad("backing chain: %v", err)

@@ -109,18 +109,44 @@ type charDevTargetXML struct {
 // channel) on which the guest reports readiness.
 const guestChannelName = "org.flotilla.guest.0"
 
-// instancePaths are the host files belonging to one instance.
+// instancePaths are the host files belonging to one instance. This is the
+// one place that names them; Delete removes every one of them (and the
+// temporary files of tempPatterns).
+//
+//	<id>.qcow2                 the disk overlay over the image; once frozen, the base
+//	<id>.top.qcow2             a frozen disk's top, over <id>.qcow2 (FreezeDisk)
+//	<id>.original.qcow2        the disk Reshape kept (until DropOriginal or Unshape)
+//	.<id>.incoming-base.qcow2  a staged base or whole disk, over the image (ReceiveDisk)
+//	.<id>.incoming-top.qcow2   a staged top, over the staged base (ReceiveDisk)
+//	.<id>.import-*.qcow2       a layer being received (receiveDisk)
+//	.<id>.reshape-*.qcow2      Reshape's copy being made
 type instancePaths struct {
-	Disk       string // copy-on-write overlay
-	ConsoleLog string // serial console output
-	GuestSock  string // host end of the guest channel
+	Disk         string // copy-on-write overlay (the base of a frozen disk)
+	Top          string // a frozen disk's top layer
+	Original     string // the disk Reshape kept
+	IncomingBase string // a staged base or whole disk
+	IncomingTop  string // a staged top
+	ConsoleLog   string // serial console output
+	GuestSock    string // host end of the guest channel
 }
 
 func pathsFor(diskDir, runDir, id string) instancePaths {
 	return instancePaths{
-		Disk:       filepath.Join(diskDir, id+".qcow2"),
-		ConsoleLog: filepath.Join(runDir, id+".console.log"),
-		GuestSock:  filepath.Join(runDir, id+".guest.sock"),
+		Disk:         filepath.Join(diskDir, id+".qcow2"),
+		Top:          filepath.Join(diskDir, id+".top.qcow2"),
+		Original:     filepath.Join(diskDir, id+".original.qcow2"),
+		IncomingBase: filepath.Join(diskDir, "."+id+".incoming-base.qcow2"),
+		IncomingTop:  filepath.Join(diskDir, "."+id+".incoming-top.qcow2"),
+		ConsoleLog:   filepath.Join(runDir, id+".console.log"),
+		GuestSock:    filepath.Join(runDir, id+".guest.sock"),
+	}
+}
+
+// tempPatterns are the globs of an instance's temporary files in diskDir.
+func tempPatterns(diskDir, id string) []string {
+	return []string{
+		filepath.Join(diskDir, "."+id+".import-*.qcow2"),
+		filepath.Join(diskDir, "."+id+".reshape-*.qcow2"),
 	}
 }
 
