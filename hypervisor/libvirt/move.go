@@ -173,9 +173,9 @@ func (d *Driver) ImportDomain(ctx context.Context, spec hypervisor.DomainSpec, d
 	return nil
 }
 
-// receiveDisk copies disk into a new temporary file in dir, refusing more
-// than limit bytes, and returns its path, SHA-256 and size. The file is
-// removed again on failure.
+// receiveDisk copies disk into a new temporary file in dir, sparse (see
+// writeSparse), refusing more than limit bytes, and returns its path,
+// SHA-256 and size. The file is removed again on failure.
 func receiveDisk(dir, id string, disk io.Reader, limit uint64) (path string, sum [sha256.Size]byte, size int64, err error) {
 	// What an import interrupted by an agent crash left (the caller holds
 	// the instance's lock, so none of these is being written now).
@@ -194,12 +194,9 @@ func receiveDisk(dir, id string, disk io.Reader, limit uint64) (path string, sum
 		}
 	}()
 	h := sha256.New()
-	size, err = io.Copy(io.MultiWriter(f, h), io.LimitReader(disk, int64(limit)+1))
-	if err != nil {
-		return "", sum, 0, fmt.Errorf("receiving disk: %w", err)
-	}
-	if uint64(size) > limit {
-		return "", sum, 0, fmt.Errorf("disk larger than %d bytes: %w", limit, hypervisor.ErrInvalidSpec)
+	// Sparse: holes of the source (and blocks of zeros) are not written.
+	if size, err = writeSparse(f, h, disk, limit); err != nil {
+		return "", sum, 0, err
 	}
 	// Same mode as the overlays qemu-img creates, so QEMU can read either
 	// whatever user it runs as.
