@@ -54,6 +54,13 @@ const (
 	CompressOff
 )
 
+func (c Compression) String() string {
+	if c == CompressOff {
+		return "off"
+	}
+	return "auto"
+}
+
 // ParseCompression reads "auto" or "off".
 func ParseCompression(s string) (Compression, error) {
 	switch s {
