@@ -2,7 +2,6 @@ package fsm
 
 import (
 	"fmt"
-	"time"
 
 	"github.com/flotilla-vm/flotilla/coordinator/state"
 )
@@ -20,14 +19,13 @@ const TypeCopyProgress = "operation.copy_progress"
 
 // CopyProgress is one report of a running copy step from its host.
 type CopyProgress struct {
-	OperationID    string    `json:"operation_id"`
-	StepID         string    `json:"step_id"`
-	HostID         string    `json:"host_id"`
-	BytesDone      uint64    `json:"bytes_done"`
-	BytesTotal     uint64    `json:"bytes_total"`
-	BytesPerSecond uint64    `json:"bytes_per_second"`
-	BytesSent      uint64    `json:"bytes_sent,omitempty"`
-	Time           time.Time `json:"time"`
+	OperationID    string `json:"operation_id"`
+	StepID         string `json:"step_id"`
+	HostID         string `json:"host_id"`
+	BytesDone      uint64 `json:"bytes_done"`
+	BytesTotal     uint64 `json:"bytes_total"`
+	BytesPerSecond uint64 `json:"bytes_per_second"`
+	BytesSent      uint64 `json:"bytes_sent,omitempty"`
 }
 
 func applyCopyProgress(tx *state.Tx, c *CopyProgress) (any, error) {
@@ -50,7 +48,7 @@ func applyCopyProgress(tx *state.Tx, c *CopyProgress) (any, error) {
 	}
 	op.Copy = &state.CopyProgress{
 		StepID: c.StepID, BytesDone: c.BytesDone, BytesTotal: c.BytesTotal,
-		BytesPerSecond: c.BytesPerSecond, BytesSent: c.BytesSent, ReportTime: c.Time,
+		BytesPerSecond: c.BytesPerSecond, BytesSent: c.BytesSent, ReportTime: tx.Now(),
 	}
 	tx.PutOperation(op)
 	return nil, nil
