@@ -13,3 +13,14 @@ type SparseReader interface {
 	SkipHole() (int64, error)
 	Read(p []byte) (int, error)
 }
+
+// DigestReader is implemented by a disk reader that hashes everything it
+// delivers (holes as zeros) with SHA-256 and checks the digest against the
+// source's before its Read returns io.EOF. A driver that needs the image's
+// digest may take it from Sum, once Read returned io.EOF, rather than hash
+// every byte again.
+type DigestReader interface {
+	// Sum returns the SHA-256 of the image, and false before the image
+	// was read to its end and verified.
+	Sum() ([]byte, bool)
+}

@@ -61,7 +61,11 @@ func (t *Transfer) pull(ctx context.Context, spec hypervisor.DomainSpec, layer h
 		// and the disk could be fed by it.
 		creds = credentials.NewTLS(mtls.RequirePeer(t.cfg.ClientTLS, mtls.RoleAgent, fromHostID))
 	}
-	conn, err := grpc.NewClient(fromAddr, grpc.WithTransportCredentials(creds))
+	conn, err := grpc.NewClient(fromAddr, grpc.WithTransportCredentials(creds),
+		// A disk is one long stream one way: windows far above gRPC's 64 KiB
+		// start keep the source sending while the target writes.
+		grpc.WithInitialWindowSize(pullWindow), grpc.WithInitialConnWindowSize(pullWindow),
+		grpc.WithReadBufferSize(2*ChunkSize))
 	if err != nil {
 		return fmt.Errorf("transfer: import %s: peer %s at %q: %w: %w", spec.ID, fromHostID, fromAddr, executor.ErrPeerUnavailable, err)
 	}
@@ -114,11 +118,14 @@ func (t *Transfer) pull(ctx context.Context, spec hypervisor.DomainSpec, layer h
 	return nil
 }
 
+// pullWindow is the flow control window of a pull's stream and connection.
+const pullWindow = 16 << 20
+
 // pullReader turns a PullDisk stream into an io.Reader (and a
-// hypervisor.SparseReader) that ends with io.EOF only after the whole
-// image was checked: for a plain stream (an older source) its size and
-// SHA-256, for an extent stream every chunk's checksum and their tiling of
-// the image. Any failure is returned from Read in place of io.EOF, so the
+// hypervisor.SparseReader and DigestReader) that ends with io.EOF only
+// after the whole image was checked: its size and SHA-256, and for an
+// extent stream every chunk's checksum (as it arrives) and their tiling
+// of the image. Any failure is returned from Read in place of io.EOF, so the
 // reader of a bad stream never sees a normal end. A cut extent stream is
 // resumed from the end of what was verified, on a new call, so the driver
 // never sees the cut.
@@ -128,7 +135,7 @@ type pullReader struct {
 	log    *slog.Logger
 	open   func(resume uint64) (grpc.ServerStreamingClient[agentv1.DiskChunk], error)
 	stream grpc.ServerStreamingClient[agentv1.DiskChunk]
-	hash   hash.Hash // plain stream
+	hash   hash.Hash // of everything handed on (holes as zeros)
 	m      *meter
 	decBuf []byte
 
@@ -140,6 +147,7 @@ type pullReader struct {
 	hole     int64  // zeros received, not yet read
 	err      error  // sticky: io.EOF once verified
 	verified bool
+	ended    bool // the source's last message came
 
 	resumes   int    // streams opened after the first
 	failures  int    // resumes in a row that got no further
@@ -207,7 +215,7 @@ func (r *pullReader) receive() error {
 	} else {
 		return r.plain(msg)
 	}
-	if err != nil && err != io.EOF && r.version == streamVersion {
+	if err != nil && err != io.EOF && r.version == streamVersion && !r.ended {
 		return r.resume(err)
 	}
 	return err
@@ -231,14 +239,10 @@ func (r *pullReader) extent(msg *agentv1.DiskChunk) error {
 		if r.received != r.total {
 			return fmt.Errorf("stream ended at %d of %d bytes: %w", r.received, r.total, executor.ErrDiskCorrupt)
 		}
-		if _, err := r.stream.Recv(); err != io.EOF {
-			if err == nil {
-				return fmt.Errorf("data after the end: %w", executor.ErrDiskCorrupt)
-			}
-			return streamErr(r.ctx, err)
-		}
-		r.verified = true
-		return io.EOF
+		// Not resumed from: what was handed on is the whole image; if
+		// its digest is wrong, starting again is the coordinator's call.
+		r.ended = true
+		return r.finish(msg.GetSha256(), 0)
 	}
 	if off := msg.GetOffset(); off != r.received {
 		return fmt.Errorf("message at offset %d, expected %d: %w", off, r.received, executor.ErrDiskCorrupt)
@@ -248,6 +252,7 @@ func (r *pullReader) extent(msg *agentv1.DiskChunk) error {
 			return fmt.Errorf("bad hole of %d bytes at %d: %w", h, r.received, executor.ErrDiskCorrupt)
 		}
 		r.hole = int64(h)
+		hashZeros(r.hash, int64(h))
 		r.received += h
 		r.m.done.Store(int64(r.received))
 		return nil
@@ -266,6 +271,7 @@ func (r *pullReader) extent(msg *agentv1.DiskChunk) error {
 		r.decBuf = data[:0] // decoded into, again and again: pending gets a copy
 		data = bytes.Clone(data)
 	}
+	r.hash.Write(data)
 	r.pending = data
 	r.received += uint64(len(data))
 	r.m.done.Store(int64(r.received))
@@ -358,7 +364,19 @@ func (r *pullReader) finish(sum []byte, dataLen int) error {
 	return io.EOF
 }
 
-var _ hypervisor.SparseReader = (*pullReader)(nil)
+// Sum implements hypervisor.DigestReader: the SHA-256 of the whole image,
+// checked against the source's once Read has returned io.EOF.
+func (r *pullReader) Sum() ([]byte, bool) {
+	if !r.verified {
+		return nil, false
+	}
+	return r.hash.Sum(nil), true
+}
+
+var (
+	_ hypervisor.SparseReader = (*pullReader)(nil)
+	_ hypervisor.DigestReader = (*pullReader)(nil)
+)
 
 // streamErr classifies a failed PullDisk call or Recv.
 func streamErr(ctx context.Context, err error) error {

@@ -2,7 +2,6 @@ package transfer
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"syscall"
@@ -21,7 +20,8 @@ const (
 // a plain io.Reader it reads everything in order (skipping to the start).
 // All-zero chunks read are holes too.
 type extentReader struct {
-	size int64
+	size int64 // the image's
+	end  int64 // where next stops: size, or less to read only a prefix
 	off  int64
 
 	file    *os.File    // SEEK_DATA/SEEK_HOLE work on it until sparse is false
@@ -31,8 +31,9 @@ type extentReader struct {
 	seq     io.Reader   // reads in order otherwise
 }
 
-func newExtentReader(disk io.Reader, size, start int64) (*extentReader, error) {
-	e := &extentReader{size: size, off: start}
+// newExtentReader reads disk (of size bytes) from offset 0.
+func newExtentReader(disk io.Reader, size int64) *extentReader {
+	e := &extentReader{size: size, end: size}
 	switch d := disk.(type) {
 	case *os.File:
 		e.file, e.sparse, e.at = d, true, d
@@ -40,21 +41,16 @@ func newExtentReader(disk io.Reader, size, start int64) (*extentReader, error) {
 		e.at = d
 	default:
 		e.seq = disk
-		if start > 0 {
-			if n, err := io.CopyN(io.Discard, disk, start); err != nil {
-				return nil, fmt.Errorf("skipping to %d: read %d: %w", start, n, err)
-			}
-		}
 	}
-	return e, nil
+	return e
 }
 
 // next returns the hole at the reader's position (hole > 0), or the next
-// data chunk, read into buf; io.EOF at the end of the image. An all-zero
-// chunk comes back as a hole.
+// data chunk, read into buf; io.EOF at end. An all-zero chunk comes back
+// as a hole.
 func (e *extentReader) next(buf []byte) (hole int64, data []byte, err error) {
-	if e.off >= e.size {
-		if e.seq != nil {
+	if e.off >= e.end {
+		if e.seq != nil && e.end == e.size {
 			// Nothing may follow the announced size.
 			var b [1]byte
 			if n, _ := io.ReadFull(e.seq, b[:]); n > 0 {
@@ -63,7 +59,7 @@ func (e *extentReader) next(buf []byte) (hole int64, data []byte, err error) {
 		}
 		return 0, nil, io.EOF
 	}
-	limit := e.size - e.off
+	limit := e.end - e.off
 	if e.file != nil && e.sparse && e.off >= e.dataEnd {
 		data, err := e.file.Seek(e.off, seekData)
 		switch {
@@ -74,7 +70,7 @@ func (e *extentReader) next(buf []byte) (hole int64, data []byte, err error) {
 			data = e.off
 		}
 		if data > e.off {
-			hole := min(data, e.size) - e.off
+			hole := min(data, e.end) - e.off
 			e.off += hole
 			return hole, nil, nil
 		}
@@ -83,7 +79,7 @@ func (e *extentReader) next(buf []byte) (hole int64, data []byte, err error) {
 			if err != nil || end <= e.off {
 				end = e.size
 			}
-			e.dataEnd = min(end, e.size)
+			e.dataEnd = min(end, e.end)
 		}
 	}
 	if e.file != nil {

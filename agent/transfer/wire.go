@@ -2,9 +2,10 @@ package transfer
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"hash"
+	"hash/crc32"
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
@@ -20,19 +21,25 @@ import (
 //     (SEEK_DATA/SEEK_HOLE) when the driver's reader is a file, and turns
 //     every all-zero chunk it reads into a hole too; a hole is one small
 //     message however long, and the target leaves it unwritten.
-//   - Each data chunk carries SHA-256 over its offset and plain bytes; the
+//   - Each data chunk carries a CRC-32C over its offset and plain bytes; the
 //     puller checks it before the bytes go anywhere, and checks that the
-//     messages tile the image in order from where it asked to start to the
-//     announced size. Every byte handed to the driver is thus one the
-//     source read at that offset (holes: one it read as zero or the file
-//     system reported as a hole), which is what the plain stream's final
-//     SHA-256 established, but per chunk: a bad chunk is caught at once,
-//     and a resumed pull needs no hash state of the part already done.
+//     messages tile the image in order. A bad chunk (or one at the wrong
+//     place, or badly decompressed) is thus caught at once, and the pull
+//     resumes from before it.
+//   - The last message carries the SHA-256 of the whole image (holes as
+//     zeros), as the plain stream's does, and the puller, hashing what it
+//     hands on, checks it before its reader ends: the strong end-to-end
+//     check stays. A resumed stream's source re-reads (not re-sends) what
+//     came before its start to hash it. One SHA-256 pass on each side is
+//     the copy's main CPU cost, so the driver may take the digest from the
+//     reader (hypervisor.DigestReader) instead of hashing again.
 //   - Chunks go zstd-compressed when the puller accepts it, the source is
-//     not configured off, and the compressed form is at least 1/8 smaller;
-//     after a chunk that did not compress, the next few of the same extent
-//     are sent as they are, untried (disk contents come in runs), so random
-//     data costs little CPU.
+//     not configured off, the network is what holds the copy back (chunks
+//     ready to send queue up, and the link, or the rate limit, carries
+//     less than compressBelow) and the compressed form is at least 1/8
+//     smaller. After a chunk that did not compress, the next few of
+//     the same extent are sent as they are, untried (disk contents come in
+//     runs). On a fast link the CPU is the limit and nothing is compressed.
 //   - A cut stream is resumed: the puller asks again from the end of what
 //     it verified (resume_offset), within the offer's life.
 const (
@@ -77,15 +84,23 @@ var zeroChunk [ChunkSize]byte
 // allZero reports whether b holds only zero bytes (len(b) <= ChunkSize).
 func allZero(b []byte) bool { return bytes.Equal(b, zeroChunk[:len(b)]) }
 
-// chunkSum is a data chunk's checksum: SHA-256 of its offset (8 bytes,
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// chunkCRC is a data chunk's checksum: CRC-32C of its offset (8 bytes,
 // big-endian) and its plain bytes.
-func chunkSum(off uint64, data []byte) []byte {
-	h := sha256.New()
+func chunkCRC(off uint64, data []byte) uint32 {
 	var o [8]byte
 	binary.BigEndian.PutUint64(o[:], off)
-	h.Write(o[:])
-	h.Write(data)
-	return h.Sum(nil)
+	return crc32.Update(crc32.Update(0, castagnoli, o[:]), castagnoli, data)
+}
+
+// hashZeros writes n zero bytes to h (a hole, in the image's digest).
+func hashZeros(h hash.Hash, n int64) {
+	for n > 0 {
+		k := min(n, ChunkSize)
+		h.Write(zeroChunk[:k])
+		n -= k
+	}
 }
 
 var (
@@ -134,7 +149,7 @@ func decodeChunk(msg *agentv1.DiskChunk, off uint64, dst []byte) ([]byte, error)
 	if len(data) != plain {
 		return nil, fmt.Errorf("chunk at %d: %d bytes, announced %d: %w", off, len(data), plain, executor.ErrDiskCorrupt)
 	}
-	if !bytes.Equal(chunkSum(off, data), msg.GetChunkSha256()) {
+	if chunkCRC(off, data) != msg.GetChunkCrc32C() {
 		return nil, fmt.Errorf("chunk at %d: checksum mismatch: %w", off, executor.ErrDiskCorrupt)
 	}
 	return data, nil

@@ -404,7 +404,7 @@ func startPeer(cfg config, drv hypervisor.Driver, log *slog.Logger, progress fun
 		ClientTLS: clientTLS, RequireClientIdentity: cfg.tls.Enabled(),
 		Compression: cfg.copy.compression, RateLimit: cfg.copy.rateLimit, Progress: progress,
 	})
-	srv := grpc.NewServer(srvOpts...)
+	srv := grpc.NewServer(append(srvOpts, transfer.ServerOptions()...)...)
 	tr.Register(srv)
 	served := make(chan struct{})
 	go func() {

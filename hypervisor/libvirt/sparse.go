@@ -27,8 +27,8 @@ var zeroBlock [receiveBuf]byte
 // writeSparse writes disk into f (empty, at offset 0), leaving holes
 // unwritten: the runs of zeros a hypervisor.SparseReader skips, and every
 // all-zero block of what is read; the file's size is set at the end. h
-// gets every byte, zeros included. More than limit bytes is refused
-// (hypervisor.ErrInvalidSpec). It returns the size written.
+// gets every byte, zeros included, unless it is nil. More than limit bytes
+// is refused (hypervisor.ErrInvalidSpec). It returns the size written.
 func writeSparse(f *os.File, h hash.Hash, disk io.Reader, limit uint64) (int64, error) {
 	sr, _ := disk.(hypervisor.SparseReader)
 	buf := make([]byte, receiveBuf)
@@ -43,10 +43,8 @@ func writeSparse(f *os.File, h hash.Hash, disk io.Reader, limit uint64) (int64, 
 				if off += n; uint64(off) > limit {
 					return 0, tooLarge()
 				}
-				for n > 0 {
-					k := min(n, receiveBuf)
-					h.Write(zeroBlock[:k])
-					n -= k
+				for ; h != nil && n > 0; n -= min(n, receiveBuf) {
+					h.Write(zeroBlock[:min(n, receiveBuf)])
 				}
 				continue
 			}
@@ -74,7 +72,9 @@ func writeSparse(f *os.File, h hash.Hash, disk io.Reader, limit uint64) (int64, 
 			if err := writeNonZero(f, buf[:n], off); err != nil {
 				return 0, err
 			}
-			h.Write(buf[:n])
+			if h != nil {
+				h.Write(buf[:n])
+			}
 			off += int64(n)
 		}
 		if err == io.EOF {

@@ -1,7 +1,9 @@
 package libvirt
 
 import (
+	"crypto/sha256"
 	"errors"
+	"hash"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -152,6 +154,63 @@ func TestReceiveDiskWritesSparse(t *testing.T) {
 			if b > a+a/20 {
 				t.Fatalf("%s (sparse reader %v): copy allocates %d bytes, source %d: more than 5 %% over", name, sparseReader, b, a)
 			}
+		}
+	}
+}
+
+// digestReader is a holeReader that hashes what it delivers, as the
+// agent's pull does (hypervisor.DigestReader).
+type digestReader struct {
+	holeReader
+	h    hash.Hash
+	done bool
+	lie  bool // Sum says it has no verified digest
+}
+
+func (r *digestReader) SkipHole() (int64, error) {
+	n, err := r.holeReader.SkipHole()
+	r.h.Write(make([]byte, n))
+	r.done = r.done || err == io.EOF
+	return n, err
+}
+
+func (r *digestReader) Read(p []byte) (int, error) {
+	n, err := r.holeReader.Read(p)
+	r.h.Write(p[:n])
+	r.done = r.done || err == io.EOF
+	return n, err
+}
+
+func (r *digestReader) Sum() ([]byte, bool) {
+	if !r.done || r.lie {
+		return nil, false
+	}
+	return r.h.Sum(nil), true
+}
+
+// receiveDisk takes the digest from a reader that has it, and refuses a
+// reader that ends without one.
+func TestReceiveDiskTakesTheReadersDigest(t *testing.T) {
+	dir := t.TempDir()
+	src := sparseSource(t, dir)
+	want, _ := fileSum(src)
+	for _, lie := range []bool{false, true} {
+		f, err := os.Open(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, _ := f.Stat()
+		r := &digestReader{holeReader: holeReader{f: f, size: st.Size()}, h: sha256.New(), lie: lie}
+		_, sum, _, err := receiveDisk(t.TempDir(), "vm", r, 1<<30)
+		f.Close()
+		if lie {
+			if err == nil {
+				t.Fatal("receiveDisk accepted a reader without a verified digest")
+			}
+			continue
+		}
+		if err != nil || sum != want {
+			t.Fatalf("receiveDisk = %x, %v; want the file's digest %x", sum, err, want)
 		}
 	}
 }

@@ -434,8 +434,9 @@ type DiskChunk struct {
 	Data []byte `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
 	// In the first message: the image's size in bytes.
 	TotalSize uint64 `protobuf:"varint,2,opt,name=total_size,json=totalSize,proto3" json:"total_size,omitempty"`
-	// In the last message (with no data): SHA-256 of all the bytes sent.
-	// (Version 1 only.)
+	// In the last message (with no data): SHA-256 of all the bytes of the
+	// image (version 2: from offset 0, whatever offset the stream started
+	// at, holes as the zeros they are).
 	Sha256 []byte `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"`
 	// In the first message: the stream format served (2), absent from a
 	// version 1 source.
@@ -448,9 +449,10 @@ type DiskChunk struct {
 	Encoding ChunkEncoding `protobuf:"varint,43,opt,name=encoding,proto3,enum=flotilla.agent.v1.ChunkEncoding" json:"encoding,omitempty"`
 	// The length of data once decoded.
 	PlainLength uint32 `protobuf:"varint,44,opt,name=plain_length,json=plainLength,proto3" json:"plain_length,omitempty"`
-	// SHA-256 of the offset (8 bytes, big-endian) followed by the decoded
-	// data: checked before the bytes go anywhere.
-	ChunkSha256 []byte `protobuf:"bytes,45,opt,name=chunk_sha256,json=chunkSha256,proto3" json:"chunk_sha256,omitempty"`
+	// CRC-32C (Castagnoli) of the offset (8 bytes, big-endian) followed by
+	// the decoded data: checked before the bytes go anywhere, so a bad chunk
+	// is caught at once (the final sha256 is the strong check).
+	ChunkCrc32C uint32 `protobuf:"varint,45,opt,name=chunk_crc32c,json=chunkCrc32c,proto3" json:"chunk_crc32c,omitempty"`
 	// The stream is complete (last message).
 	Done          bool `protobuf:"varint,46,opt,name=done,proto3" json:"done,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -543,11 +545,11 @@ func (x *DiskChunk) GetPlainLength() uint32 {
 	return 0
 }
 
-func (x *DiskChunk) GetChunkSha256() []byte {
+func (x *DiskChunk) GetChunkCrc32C() uint32 {
 	if x != nil {
-		return x.ChunkSha256
+		return x.ChunkCrc32C
 	}
-	return nil
+	return 0
 }
 
 func (x *DiskChunk) GetDone() bool {
@@ -1684,7 +1686,7 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"holeLength\x12<\n" +
 	"\bencoding\x18+ \x01(\x0e2 .flotilla.agent.v1.ChunkEncodingR\bencoding\x12!\n" +
 	"\fplain_length\x18, \x01(\rR\vplainLength\x12!\n" +
-	"\fchunk_sha256\x18- \x01(\fR\vchunkSha256\x12\x12\n" +
+	"\fchunk_crc32c\x18- \x01(\rR\vchunkCrc32c\x12\x12\n" +
 	"\x04done\x18. \x01(\bR\x04done\"\xf4\x01\n" +
 	"\fCopyProgress\x12!\n" +
 	"\foperation_id\x18\x01 \x01(\tR\voperationId\x12\x17\n" +
