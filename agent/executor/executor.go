@@ -372,7 +372,7 @@ func (e *Executor) run(log *slog.Logger, key string, action agentv1.StepAction, 
 
 	log.Info("running step", "deadline", deadline)
 	start := time.Now()
-	err = e.call(ctx, action, deadline, step)
+	err = e.call(withStep(ctx, StepIdentity{OperationID: step.GetOperationId(), StepID: step.GetStepId(), InstanceID: id}), action, deadline, step)
 	if err != nil && e.life.Err() != nil {
 		// The agent is shutting down mid-step. The record stays "started":
 		// the next process reports the step as interrupted.

@@ -13,6 +13,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -99,6 +100,8 @@ type Client struct {
 
 	mu    sync.Mutex
 	epoch uint64 // of the live session, 0 between sessions
+
+	live atomic.Pointer[sess] // the registered session, nil between sessions (see ReportCopyProgress)
 }
 
 // New prepares a client; it does not connect until Run.
@@ -329,6 +332,8 @@ func (c *Client) session(parent context.Context, api agentv1.AgentServiceClient)
 	resync := interval(r.GetResyncInterval().AsDuration(), DefaultResyncInterval)
 	c.setEpoch(s.epoch)
 	close(s.registered)
+	c.live.Store(s)
+	defer c.live.CompareAndSwap(s, nil)
 	c.log.Info("registered", "epoch", s.epoch, "heartbeat_interval", s.heartbeat, "resync_interval", resync,
 		"domains", len(reg.GetInventory()))
 

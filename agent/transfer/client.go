@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
+	"log/slog"
 	"time"
 
 	"google.golang.org/grpc"
@@ -59,7 +61,11 @@ func (t *Transfer) pull(ctx context.Context, spec hypervisor.DomainSpec, layer h
 		// and the disk could be fed by it.
 		creds = credentials.NewTLS(mtls.RequirePeer(t.cfg.ClientTLS, mtls.RoleAgent, fromHostID))
 	}
-	conn, err := grpc.NewClient(fromAddr, grpc.WithTransportCredentials(creds))
+	conn, err := grpc.NewClient(fromAddr, grpc.WithTransportCredentials(creds),
+		// A disk is one long stream one way: windows far above gRPC's 64 KiB
+		// start keep the source sending while the target writes.
+		grpc.WithInitialWindowSize(pullWindow), grpc.WithInitialConnWindowSize(pullWindow),
+		grpc.WithReadBufferSize(2*ChunkSize))
 	if err != nil {
 		return fmt.Errorf("transfer: import %s: peer %s at %q: %w: %w", spec.ID, fromHostID, fromAddr, executor.ErrPeerUnavailable, err)
 	}
@@ -69,18 +75,29 @@ func (t *Transfer) pull(ctx context.Context, spec hypervisor.DomainSpec, layer h
 	defer cancel()
 
 	started := time.Now()
-	stream, err := agentv1.NewAgentPeerServiceClient(conn).PullDisk(ctx, &agentv1.PullDiskRequest{
-		InstanceId: spec.ID, Token: token, HostId: t.cfg.HostID, Layer: layerToPB(layer),
-	})
+	pc := agentv1.NewAgentPeerServiceClient(conn)
+	r := &pullReader{ctx: ctx, t: t, log: log, hash: sha256.New(), m: &meter{}, decBuf: make([]byte, 0, ChunkSize),
+		open: func(resume uint64) (grpc.ServerStreamingClient[agentv1.DiskChunk], error) {
+			return pc.PullDisk(ctx, &agentv1.PullDiskRequest{
+				InstanceId: spec.ID, Token: token, HostId: t.cfg.HostID, Layer: layerToPB(layer),
+				Version: streamVersion, ResumeOffset: resume, AcceptZstd: t.cfg.Compression != CompressOff,
+			})
+		}}
+	stream, err := r.open(0)
 	if err != nil {
 		return fmt.Errorf("transfer: import %s from %s: %w", spec.ID, fromHostID, streamErr(ctx, err))
 	}
-	r := &pullReader{ctx: ctx, stream: stream, hash: sha256.New()}
+	r.stream = stream
 	// The first message comes before the driver is involved, so that a
 	// refusal or an unreachable peer is reported as such.
 	if err := r.receive(); err != nil {
 		log.Warn("import: pull failed", "err", err)
 		return fmt.Errorf("transfer: import %s from %s: %w", spec.ID, fromHostID, err)
+	}
+	if t.cfg.Progress != nil {
+		stop := make(chan struct{})
+		defer close(stop)
+		go r.m.report(ctx, t.cfg.ProgressEvery, Progress{InstanceID: spec.ID, Layer: layer}, t.cfg.Progress, stop)
 	}
 	if err := write(ctx, spec, r); err != nil {
 		log.Warn("import failed", "received_bytes", r.received, "err", err)
@@ -96,51 +113,220 @@ func (t *Transfer) pull(ctx context.Context, spec hypervisor.DomainSpec, layer h
 		}
 		return err
 	}
-	log.Info("disk imported", "disk_bytes", r.received, "took", time.Since(started).Round(time.Millisecond))
+	log.Info("disk imported", "disk_bytes", r.received, "wire_bytes", r.m.sent.Load(), "resumed", r.resumes,
+		"stream_version", max(r.version, 1), "took", time.Since(started).Round(time.Millisecond))
 	return nil
 }
 
-// pullReader turns a PullDisk stream into an io.Reader that ends with
-// io.EOF only after the digest and size were checked. Any failure is
-// returned from Read in place of io.EOF, so the reader of a bad stream
-// never sees a normal end.
+// pullWindow is the flow control window of a pull's stream and connection.
+const pullWindow = 16 << 20
+
+// pullReader turns a PullDisk stream into an io.Reader (and a
+// hypervisor.SparseReader and DigestReader) that ends with io.EOF only
+// after the whole image was checked: its size and SHA-256, and for an
+// extent stream every chunk's checksum (as it arrives) and their tiling
+// of the image. Any failure is returned from Read in place of io.EOF, so the
+// reader of a bad stream never sees a normal end. A cut extent stream is
+// resumed from the end of what was verified, on a new call, so the driver
+// never sees the cut.
 type pullReader struct {
 	ctx    context.Context
+	t      *Transfer
+	log    *slog.Logger
+	open   func(resume uint64) (grpc.ServerStreamingClient[agentv1.DiskChunk], error)
 	stream grpc.ServerStreamingClient[agentv1.DiskChunk]
-	hash   hash.Hash
+	hash   hash.Hash // of everything handed on (holes as zeros)
+	m      *meter
+	decBuf []byte
 
 	started  bool
+	version  uint32 // 0 (plain) or streamVersion, from the first message
 	total    uint64 // announced in the first message
-	received uint64
+	received uint64 // bytes verified (extent stream: the next offset expected)
 	pending  []byte // received, not yet read
+	hole     int64  // zeros received, not yet read
 	err      error  // sticky: io.EOF once verified
 	verified bool
+	ended    bool // the source's last message came
+
+	resumes   int    // streams opened after the first
+	failures  int    // resumes in a row that got no further
+	failedAt  uint64 // received when the last resume was needed
+	resumedAt uint64 // offset the current stream started at
 }
 
 func (r *pullReader) Read(p []byte) (int, error) {
-	for len(r.pending) == 0 {
-		if r.err != nil {
-			return 0, r.err
-		}
-		r.err = r.receive()
+	if !r.fill() {
+		return 0, r.err
 	}
-	n := copy(p, r.pending)
-	r.pending = r.pending[n:]
+	if len(r.pending) > 0 {
+		n := copy(p, r.pending)
+		r.pending = r.pending[n:]
+		return n, nil
+	}
+	n := int(min(int64(len(p)), r.hole))
+	clear(p[:n])
+	r.hole -= int64(n)
 	return n, nil
 }
 
-// receive takes the next message into pending, or checks the final one.
+// SkipHole implements hypervisor.SparseReader.
+func (r *pullReader) SkipHole() (int64, error) {
+	if !r.fill() {
+		return 0, r.err
+	}
+	if len(r.pending) > 0 {
+		return 0, nil
+	}
+	h := r.hole
+	r.hole = 0
+	return h, nil
+}
+
+// fill receives until there is something to read; false at the end (r.err).
+func (r *pullReader) fill() bool {
+	for len(r.pending) == 0 && r.hole == 0 {
+		if r.err != nil {
+			return false
+		}
+		r.err = r.receive()
+	}
+	return true
+}
+
+// receive takes the next message into pending or hole, checks the final
+// one, or resumes a cut extent stream.
 func (r *pullReader) receive() error {
 	msg, err := r.stream.Recv()
 	if err == io.EOF {
-		return fmt.Errorf("stream ended after %d bytes without a digest: %w", r.received, executor.ErrPeerUnavailable)
-	}
-	if err != nil {
-		return streamErr(r.ctx, err)
-	}
-	if !r.started {
+		err = fmt.Errorf("stream ended after %d bytes without a digest: %w", r.received, executor.ErrPeerUnavailable)
+	} else if err != nil {
+		err = streamErr(r.ctx, err)
+	} else if !r.started {
 		r.started, r.total = true, msg.GetTotalSize()
+		r.version = msg.GetVersion()
+		r.m.total.Store(int64(r.total))
+		if r.version == streamVersion {
+			return r.header(msg)
+		}
+		return r.plain(msg)
+	} else if r.version == streamVersion {
+		err = r.extent(msg)
+	} else {
+		return r.plain(msg)
 	}
+	if err != nil && err != io.EOF && r.version == streamVersion && !r.ended {
+		return r.resume(err)
+	}
+	return err
+}
+
+// header checks the first message of an extent stream.
+func (r *pullReader) header(msg *agentv1.DiskChunk) error {
+	if msg.GetOffset() != r.received || len(msg.GetData()) > 0 || msg.GetHoleLength() > 0 {
+		return fmt.Errorf("extent stream starts at %d, asked for %d: %w", msg.GetOffset(), r.received, executor.ErrDiskCorrupt)
+	}
+	r.resumedAt = r.received
+	return nil
+}
+
+// extent takes one message of an extent stream after the first.
+func (r *pullReader) extent(msg *agentv1.DiskChunk) error {
+	if msg.GetDone() {
+		if len(msg.GetData()) > 0 || msg.GetHoleLength() > 0 {
+			return fmt.Errorf("final message carries data: %w", executor.ErrDiskCorrupt)
+		}
+		if r.received != r.total {
+			return fmt.Errorf("stream ended at %d of %d bytes: %w", r.received, r.total, executor.ErrDiskCorrupt)
+		}
+		// Not resumed from: what was handed on is the whole image; if
+		// its digest is wrong, starting again is the coordinator's call.
+		r.ended = true
+		return r.finish(msg.GetSha256(), 0)
+	}
+	if off := msg.GetOffset(); off != r.received {
+		return fmt.Errorf("message at offset %d, expected %d: %w", off, r.received, executor.ErrDiskCorrupt)
+	}
+	if h := msg.GetHoleLength(); h > 0 {
+		if len(msg.GetData()) > 0 || h > r.total-r.received {
+			return fmt.Errorf("bad hole of %d bytes at %d: %w", h, r.received, executor.ErrDiskCorrupt)
+		}
+		r.hole = int64(h)
+		hashZeros(r.hash, int64(h))
+		r.received += h
+		r.m.done.Store(int64(r.received))
+		return nil
+	}
+	if err := r.t.pullLimit.wait(r.ctx, len(msg.GetData())); err != nil {
+		return fmt.Errorf("pulling disk: %w", err)
+	}
+	data, err := decodeChunk(msg, r.received, r.decBuf)
+	if err != nil {
+		return err
+	}
+	if uint64(len(data)) > r.total-r.received {
+		return fmt.Errorf("peer sent more than the %d bytes it announced: %w", r.total, executor.ErrDiskCorrupt)
+	}
+	if msg.GetEncoding() != agentv1.ChunkEncoding_CHUNK_ENCODING_UNSPECIFIED {
+		r.decBuf = data[:0] // decoded into, again and again: pending gets a copy
+		data = bytes.Clone(data)
+	}
+	r.hash.Write(data)
+	r.pending = data
+	r.received += uint64(len(data))
+	r.m.done.Store(int64(r.received))
+	r.m.sent.Add(int64(len(msg.GetData())))
+	r.t.wirePulled.Add(int64(len(msg.GetData())))
+	return nil
+}
+
+// resume opens a new extent stream from the end of what was verified,
+// after a cut or a bad chunk, unless the pull is refused, ctx ended, or
+// ResumeAttempts resumes in a row got no further.
+func (r *pullReader) resume(cause error) error {
+	for {
+		if r.ctx.Err() != nil || errors.Is(cause, ErrRefused) {
+			return cause
+		}
+		if r.received != r.failedAt || r.failures == 0 {
+			r.failures, r.failedAt = 0, r.received
+		}
+		r.failures++
+		if r.failures > r.t.cfg.ResumeAttempts {
+			return cause
+		}
+		wait := r.t.resumeWait << min(r.failures-1, 4)
+		r.log.Warn("pull cut; resuming", "at_offset", r.received, "of", r.total, "attempt", r.failures, "wait", wait, "err", cause)
+		select {
+		case <-time.After(wait):
+		case <-r.ctx.Done():
+			return cause
+		}
+		stream, err := r.open(r.received)
+		if err != nil {
+			cause = streamErr(r.ctx, err)
+			continue
+		}
+		r.stream, r.resumes = stream, r.resumes+1
+		msg, err := stream.Recv()
+		if err != nil {
+			cause = streamErr(r.ctx, err)
+			continue
+		}
+		if msg.GetVersion() != streamVersion || msg.GetTotalSize() != r.total {
+			return fmt.Errorf("resumed stream is version %d of %d bytes, was version %d of %d: %w",
+				msg.GetVersion(), msg.GetTotalSize(), r.version, r.total, executor.ErrDiskCorrupt)
+		}
+		if err := r.header(msg); err != nil {
+			cause = err
+			continue
+		}
+		return nil
+	}
+}
+
+// plain takes one message of a plain stream (from an older source).
+func (r *pullReader) plain(msg *agentv1.DiskChunk) error {
 	if sum := msg.GetSha256(); len(sum) > 0 {
 		return r.finish(sum, len(msg.GetData()))
 	}
@@ -151,6 +337,9 @@ func (r *pullReader) receive() error {
 	}
 	r.hash.Write(data)
 	r.pending = data
+	r.m.done.Store(int64(r.received))
+	r.m.sent.Add(int64(len(data)))
+	r.t.wirePulled.Add(int64(len(data)))
 	return nil
 }
 
@@ -174,6 +363,20 @@ func (r *pullReader) finish(sum []byte, dataLen int) error {
 	r.verified = true
 	return io.EOF
 }
+
+// Sum implements hypervisor.DigestReader: the SHA-256 of the whole image,
+// checked against the source's once Read has returned io.EOF.
+func (r *pullReader) Sum() ([]byte, bool) {
+	if !r.verified {
+		return nil, false
+	}
+	return r.hash.Sum(nil), true
+}
+
+var (
+	_ hypervisor.SparseReader = (*pullReader)(nil)
+	_ hypervisor.DigestReader = (*pullReader)(nil)
+)
 
 // streamErr classifies a failed PullDisk call or Recv.
 func streamErr(ctx context.Context, err error) error {

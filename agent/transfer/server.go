@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"io"
+	"log/slog"
 	"time"
 
 	"google.golang.org/grpc"
@@ -69,7 +70,11 @@ func (s *peerServer) PullDisk(req *agentv1.PullDiskRequest, stream grpc.ServerSt
 		return driverStatus(ctx, err)
 	}
 	defer disk.Close()
+	if req.GetVersion() >= streamVersion {
+		return t.serveExtents(ctx, log, req, id, layer, disk, size, stream)
+	}
 
+	// The plain stream, for a puller of an older version.
 	started := time.Now()
 	h := sha256.New()
 	var sent int64
@@ -82,12 +87,16 @@ func (s *peerServer) PullDisk(req *agentv1.PullDiskRequest, stream grpc.ServerSt
 			if first {
 				msg.TotalSize = uint64(size)
 			}
+			if err := t.sendLimit.wait(ctx, n); err != nil {
+				return status.FromContextError(err).Err()
+			}
 			if err := stream.Send(msg); err != nil {
 				log.Info("pull broken while sending", "sent_bytes", sent, "err", err)
 				return err
 			}
 			h.Write(buf[:n])
 			sent += int64(n)
+			t.wireSent.Add(int64(n))
 		}
 		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
 			break
@@ -105,17 +114,24 @@ func (s *peerServer) PullDisk(req *agentv1.PullDiskRequest, stream grpc.ServerSt
 		log.Error("pull: disk changed size while being sent", "announced_bytes", size, "sent_bytes", sent)
 		return status.Errorf(codes.Aborted, "disk changed size while being sent (%d bytes announced, %d read)", size, sent)
 	}
-	// The domain must still be off now that every byte is read: a disk
-	// written to while it was read is torn even if its size held. (A
-	// frozen base is not written to, whatever the domain does.)
-	if st, err := t.cfg.Driver.Status(ctx, id); layer != hypervisor.DiskBase && (err != nil || st.State != hypervisor.PowerShutOff) {
-		log.Error("pull: domain no longer shut off after the read", "state", st.State, "err", err)
-		return status.Error(codes.Aborted, "the domain did not stay shut off while its disk was read")
+	if err := t.checkStillOff(ctx, log, id, layer); err != nil {
+		return err
 	}
 	if err := stream.Send(&agentv1.DiskChunk{Sha256: h.Sum(nil)}); err != nil {
 		return err
 	}
 	log.Info("disk pulled", "disk_bytes", sent, "took", time.Since(started).Round(time.Millisecond))
+	return nil
+}
+
+// checkStillOff: the domain must still be off once every byte is read: a
+// disk written to while it was read is torn even if its size held. (A
+// frozen base is not written to, whatever the domain does.)
+func (t *Transfer) checkStillOff(ctx context.Context, log *slog.Logger, id string, layer hypervisor.DiskLayer) error {
+	if st, err := t.cfg.Driver.Status(ctx, id); layer != hypervisor.DiskBase && (err != nil || st.State != hypervisor.PowerShutOff) {
+		log.Error("pull: domain no longer shut off after the read", "state", st.State, "err", err)
+		return status.Error(codes.Aborted, "the domain did not stay shut off while its disk was read")
+	}
 	return nil
 }
 

@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -54,6 +55,22 @@ type Config struct {
 	// client certificate (internal/mtls) does not name the host id it pulls
 	// for, so a stolen token alone is not enough.
 	RequireClientIdentity bool
+
+	// Compression: whether this agent, as a source, compresses chunks for
+	// pullers that accept it, and as a puller, accepts them.
+	Compression Compression
+	// RateLimit caps, in bytes per second, what this agent sends to
+	// pullers, all pulls together, and, separately, what it pulls; 0 is
+	// no limit. Holes cost nothing; compressed chunks their wire size.
+	RateLimit int64
+	// Progress, when set, is called about every ProgressEvery while a pull
+	// runs, with the context of the Import or Receive call (the executor's
+	// step is in it, see executor.StepFromContext).
+	Progress      func(context.Context, Progress)
+	ProgressEvery time.Duration // default DefaultProgressEvery
+	// ResumeAttempts is how many times in a row a cut pull is resumed
+	// without getting further before the pull fails (default 5).
+	ResumeAttempts int
 }
 
 // Transfer offers local disks to peers and imports peers' disks. It is safe
@@ -62,6 +79,10 @@ type Transfer struct {
 	cfg Config
 	log *slog.Logger
 	now func() time.Time // time.Now; tests move it to expire offers
+
+	sendLimit, pullLimit *limiter
+	resumeWait           time.Duration // first wait before resuming a cut pull
+	wireSent, wirePulled atomic.Int64  // data bytes sent and pulled, on the wire (see Stats)
 
 	mu     sync.Mutex
 	offers map[string][]*offer       // by instance id
@@ -87,13 +108,30 @@ func New(cfg Config) *Transfer {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Transfer{
-		cfg:    cfg,
-		log:    cfg.Logger.With("component", "agent/transfer", "host", cfg.HostID),
-		now:    time.Now,
-		offers: make(map[string][]*offer),
-		pulls:  make(map[string]map[*pull]bool),
+	if cfg.ProgressEvery <= 0 {
+		cfg.ProgressEvery = DefaultProgressEvery
 	}
+	if cfg.ResumeAttempts <= 0 {
+		cfg.ResumeAttempts = 5
+	}
+	return &Transfer{
+		cfg:        cfg,
+		sendLimit:  newLimiter(cfg.RateLimit),
+		pullLimit:  newLimiter(cfg.RateLimit),
+		resumeWait: 200 * time.Millisecond,
+		log:        cfg.Logger.With("component", "agent/transfer", "host", cfg.HostID),
+		now:        time.Now,
+		offers:     make(map[string][]*offer),
+		pulls:      make(map[string]map[*pull]bool),
+	}
+}
+
+// ServerOptions are the gRPC server options a peer server should have for
+// fast pulls: write buffers that take a whole chunk, so a chunk goes out
+// in a few large writes rather than many small ones.
+func ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{grpc.WriteBufferSize(2 * ChunkSize), grpc.ReadBufferSize(64 << 10),
+		grpc.InitialWindowSize(1 << 20), grpc.InitialConnWindowSize(1 << 20)}
 }
 
 // Register serves AgentPeerService (PullDisk) on s.
@@ -220,6 +258,11 @@ func (t *Transfer) pruneLocked() {
 		}
 	}
 }
+
+// Stats returns the disk data bytes this Transfer has sent to pullers and
+// pulled from sources since it was made, as they crossed the network
+// (compressed, without holes or framing).
+func (t *Transfer) Stats() (sent, pulled int64) { return t.wireSent.Load(), t.wirePulled.Load() }
 
 // layerName is how logs name a layer.
 func layerName(l hypervisor.DiskLayer) string {

@@ -43,6 +43,7 @@ type nodeOpts struct {
 	serverTLS *tls.Config
 	clientTLS *tls.Config
 	requireID bool
+	cfg       func(*Config) // changes to the Transfer's configuration
 }
 
 func newNode(t *testing.T, host string, o nodeOpts) *node {
@@ -54,8 +55,13 @@ func newNode(t *testing.T, host string, o nodeOpts) *node {
 		d = o.wrap(drv)
 	}
 	n := &node{host: host, drv: drv}
-	n.tr = New(Config{HostID: host, Driver: d, Logger: testLogger(t).With("node", host),
-		ClientTLS: o.clientTLS, RequireClientIdentity: o.requireID})
+	cfg := Config{HostID: host, Driver: d, Logger: testLogger(t).With("node", host),
+		ClientTLS: o.clientTLS, RequireClientIdentity: o.requireID}
+	if o.cfg != nil {
+		o.cfg(&cfg)
+	}
+	n.tr = New(cfg)
+	n.tr.resumeWait = time.Millisecond
 	n.addr = serve(t, o.serverTLS, n.tr.Register)
 	return n
 }
@@ -277,6 +283,21 @@ func (d *flakyDriver) OpenDisk(ctx context.Context, id string, layer hypervisor.
 	}{r, rc}, size, nil
 }
 
+// stuckDriver's disk readers all fail at the same offset.
+type stuckDriver struct{ hypervisor.Driver }
+
+func (d *stuckDriver) OpenDisk(ctx context.Context, id string, layer hypervisor.DiskLayer) (io.ReadCloser, int64, error) {
+	rc, size, err := d.Driver.OpenDisk(ctx, id, layer)
+	if err != nil {
+		return rc, size, err
+	}
+	data, _ := io.ReadAll(rc)
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(data[:ChunkSize+100]), errReader{errors.New("disk read failed")}), rc}, size, nil
+}
+
 type errReader struct{ err error }
 
 func (r errReader) Read([]byte) (int, error) { return 0, r.err }
@@ -294,11 +315,29 @@ func TestBrokenPullCanBeRetried(t *testing.T) {
 	}
 	dst := newNode(t, "host-t", nodeOpts{})
 	flaky.breakNext.Store(true)
-	err := dst.tr.Import(ctx, spec("vm"), "host-s", src.addr, token)
-	if !errors.Is(err, executor.ErrPeerUnavailable) {
-		t.Fatalf("Import over a broken stream = %v, want ErrPeerUnavailable", err)
+	// The cut stream is resumed (see TestResume).
+	if err := dst.tr.Import(ctx, spec("vm"), "host-s", src.addr, token); err != nil {
+		t.Fatalf("Import over a stream cut once: %v", err)
 	}
-	wantNoDomain(t, dst, "vm")
+	if got, _ := dst.drv.Disk("vm"); !bytes.Equal(got, want) {
+		t.Fatal("resumed import differs from the source's disk")
+	}
+	// A source that breaks at the same place every time is given up on,
+	// and can be pulled from again once it is well.
+	dst = newNode(t, "host-t", nodeOpts{})
+	stuck := newNode(t, "host-t", nodeOpts{cfg: func(c *Config) { c.ResumeAttempts = 2 }})
+	stuckSrc := newNode(t, "host-s", nodeOpts{wrap: func(d *fake.Driver) hypervisor.Driver {
+		return &stuckDriver{Driver: d}
+	}})
+	stopped(t, stuckSrc, "vm")
+	if err := stuckSrc.tr.Offer(ctx, "vm", hypervisor.DiskWhole, token, "host-t", time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	err := stuck.tr.Import(ctx, spec("vm"), "host-s", stuckSrc.addr, token)
+	if !errors.Is(err, executor.ErrPeerUnavailable) {
+		t.Fatalf("Import over a stream that always breaks at the same place = %v, want ErrPeerUnavailable", err)
+	}
+	wantNoDomain(t, stuck, "vm")
 
 	if err := dst.tr.Import(ctx, spec("vm"), "host-s", src.addr, token); err != nil {
 		t.Fatalf("retried Import: %v", err)

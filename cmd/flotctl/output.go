@@ -184,6 +184,9 @@ func printOperation(w io.Writer, format string, op *flotillav1.Operation) error 
 	if op.GetCancelRequested() {
 		details = append(details, []string{"CANCEL_REQUESTED", yesNo(true)})
 	}
+	if c := op.GetCopy(); c != nil {
+		details = append(details, []string{"COPY", copyText(c)})
+	}
 	if len(details) > 0 {
 		fmt.Fprintln(w)
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

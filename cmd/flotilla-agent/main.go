@@ -71,6 +71,7 @@ type config struct {
 	peerListen    string // where to serve AgentPeerService; empty: not at all
 	peerInsecure  bool   // serve it without TLS on an address other hosts reach
 	peerAdvertise string // what other agents dial; empty: the listener's address
+	copy          copyFlags
 }
 
 // keyValues is a repeatable key=value flag.
@@ -145,6 +146,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.tls.CA, "tls-ca", "", "CA bundle that signs the coordinators (and the other agents)")
 	fs.StringVar(&cfg.peerListen, "peer-listen", "127.0.0.1:0", "where other agents pull disks from this one, host:port (empty: this agent does not move disks)")
 	fs.BoolVar(&cfg.peerInsecure, "peer-insecure", false, "serve --peer-listen without TLS on an address other hosts can reach (disk tokens then travel in clear and pullers are not identified)")
+	cfg.copy.register(fs)
 	fs.StringVar(&cfg.peerAdvertise, "peer-advertise", "", "the address other agents dial for --peer-listen, host:port (default: the address listened on)")
 	labels := keyValues{}
 	fs.Var(labels, "label", "a placement label of this host, key=value (repeatable)")
@@ -321,7 +323,8 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	}
 	defer closeLogged(hlog, "hypervisor driver", drv.Close)
 
-	mover, peerAddr, stopPeer, err := startPeer(cfg, drv, log)
+	progress := &copyProgress{}
+	mover, peerAddr, stopPeer, err := startPeer(cfg, drv, log, progress.report)
 	if err != nil {
 		return err
 	}
@@ -362,6 +365,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		return err
 	}
 	defer closeLogged(hlog, "coordinator connection", client.Close)
+	progress.client.Store(client)
 
 	hlog.Info("agent starting", "coordinator", cfg.coordinator, "hypervisor", cfg.hypervisor,
 		"kind", drv.Kind(), "state_dir", cfg.stateDir, "disk_reserve_bytes", cfg.diskReserve, "peer_address", peerAddr, "version", agentVersion())
@@ -373,7 +377,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 // signed by the same CA, and a pull must come from the host its certificate
 // names. It returns the disk mover for the executor (nil when disabled), the
 // address to advertise, and a stop function.
-func startPeer(cfg config, drv hypervisor.Driver, log *slog.Logger) (executor.Mover, string, func(), error) {
+func startPeer(cfg config, drv hypervisor.Driver, log *slog.Logger, progress func(context.Context, transfer.Progress)) (executor.Mover, string, func(), error) {
 	if cfg.peerListen == "" {
 		return nil, "", func() {}, nil
 	}
@@ -398,8 +402,9 @@ func startPeer(cfg config, drv hypervisor.Driver, log *slog.Logger) (executor.Mo
 	tr := transfer.New(transfer.Config{
 		HostID: cfg.hostID, Driver: drv, Logger: log,
 		ClientTLS: clientTLS, RequireClientIdentity: cfg.tls.Enabled(),
+		Compression: cfg.copy.compression, RateLimit: cfg.copy.rateLimit, Progress: progress,
 	})
-	srv := grpc.NewServer(srvOpts...)
+	srv := grpc.NewServer(append(srvOpts, transfer.ServerOptions()...)...)
 	tr.Register(srv)
 	served := make(chan struct{})
 	go func() {
@@ -413,7 +418,7 @@ func startPeer(cfg config, drv hypervisor.Driver, log *slog.Logger) (executor.Mo
 		addr = lis.Addr().String()
 	}
 	log.Info("serving disks to peer agents", "host", cfg.hostID, "listen", lis.Addr().String(), "advertise", addr,
-		"tls", cfg.tls.Enabled())
+		"tls", cfg.tls.Enabled(), "copy_rate_limit", cfg.copy.rateLimit, "copy_compression", cfg.copy.compression.String())
 	stop := func() {
 		// Not graceful: a pull cut short fails on the target as
 		// PEER_UNAVAILABLE, and the coordinator tries it again.

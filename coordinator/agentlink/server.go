@@ -334,6 +334,8 @@ func (s *Server) recvLoop(ctx context.Context, stream agentv1.AgentService_Conne
 				continue
 			}
 			typ, body = fsm.TypeFinish, f
+		case *agentv1.ConnectRequest_CopyProgress:
+			typ, body = fsm.TypeCopyProgress, copyProgress(ss.hostID, msg.CopyProgress)
 		case *agentv1.ConnectRequest_Heartbeat:
 			continue
 		case *agentv1.ConnectRequest_Register:

@@ -323,6 +323,7 @@ func operationToPB(o *state.Operation) *pb.Operation {
 	out.Cancellable = fsm.Cancellable(o)
 	out.CancelRequested = o.CancelRequested
 	out.TargetHostId = o.TargetHostID
+	out.Copy = copyToPB(o.RunningCopy())
 	for i := range o.Steps {
 		st := &o.Steps[i]
 		ps := &pb.OperationStep{

@@ -48,6 +48,7 @@ func New(store *state.Store, log *slog.Logger) *FSM {
 		TypePreempt:        typed(applyPreempt),
 		TypePrune:          typed(applyPrune),
 		TypeStartUsage:     typed(applyStartUsage),
+		TypeCopyProgress:   typed(applyCopyProgress),
 	}
 	return f
 }

@@ -205,6 +205,8 @@ type Operation struct {
 	// for operations the coordinator started itself (recovery, preemption).
 	// Shared between copies: replaced, never changed.
 	RequestedBy *Caller `json:"requested_by,omitempty"`
+	// Copy is the last progress report of a disk copy step (see RunningCopy).
+	Copy *CopyProgress `json:"copy,omitempty"`
 }
 
 // Caller is who made an API call.

@@ -205,9 +205,9 @@ func (d *Driver) ImportDomain(ctx context.Context, spec hypervisor.DomainSpec, d
 	return nil
 }
 
-// receiveDisk copies disk into a new temporary file in dir, refusing more
-// than limit bytes, and returns its path, SHA-256 and size. The file is
-// removed again on failure.
+// receiveDisk copies disk into a new temporary file in dir, sparse (see
+// writeSparse), refusing more than limit bytes, and returns its path,
+// SHA-256 and size. The file is removed again on failure.
 func receiveDisk(dir, id string, disk io.Reader, limit uint64) (path string, sum [sha256.Size]byte, size int64, err error) {
 	// What an import interrupted by an agent crash left (the caller holds
 	// the instance's lock, so none of these is being written now).
@@ -225,13 +225,16 @@ func receiveDisk(dir, id string, disk io.Reader, limit uint64) (path string, sum
 			_ = os.Remove(f.Name())
 		}
 	}()
+	// Sparse: holes of the source (and blocks of zeros) are not written.
+	// A reader that hashes what it delivers (the agent's pull) spares the
+	// second pass over every byte.
 	h := sha256.New()
-	size, err = io.Copy(io.MultiWriter(f, h), io.LimitReader(disk, int64(limit)+1))
-	if err != nil {
-		return "", sum, 0, fmt.Errorf("receiving disk: %w", err)
+	digest, hashed := disk.(hypervisor.DigestReader)
+	if hashed {
+		h = nil
 	}
-	if uint64(size) > limit {
-		return "", sum, 0, fmt.Errorf("disk larger than %d bytes: %w", limit, hypervisor.ErrInvalidSpec)
+	if size, err = writeSparse(f, h, disk, limit); err != nil {
+		return "", sum, 0, err
 	}
 	// Same mode as the overlays qemu-img creates, so QEMU can read either
 	// whatever user it runs as.
@@ -244,7 +247,15 @@ func receiveDisk(dir, id string, disk io.Reader, limit uint64) (path string, sum
 	if err = f.Close(); err != nil {
 		return "", sum, 0, err
 	}
-	h.Sum(sum[:0])
+	if hashed {
+		d, ok := digest.Sum()
+		if !ok || len(d) != sha256.Size {
+			return "", sum, 0, fmt.Errorf("receiving disk: the reader ended without a verified digest: %w", hypervisor.ErrInvalidSpec)
+		}
+		copy(sum[:], d)
+	} else {
+		h.Sum(sum[:0])
+	}
 	return f.Name(), sum, size, nil
 }
 

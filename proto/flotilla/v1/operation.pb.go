@@ -468,7 +468,10 @@ type Operation struct {
 	// Who asked for the operation, as recorded when it was accepted. Unset for
 	// operations the coordinator started itself (automatic restarts,
 	// preemptions and the re-bids after them).
-	RequestedBy   *Caller `protobuf:"bytes,23,opt,name=requested_by,json=requestedBy,proto3" json:"requested_by,omitempty"`
+	RequestedBy *Caller `protobuf:"bytes,23,opt,name=requested_by,json=requestedBy,proto3" json:"requested_by,omitempty"`
+	// While a disk copy step of the operation runs (a move's or a resize's
+	// pull), how far it has got; absent otherwise.
+	Copy          *CopyProgress `protobuf:"bytes,40,opt,name=copy,proto3" json:"copy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -660,6 +663,13 @@ func (x *Operation) GetTargetHostId() string {
 func (x *Operation) GetRequestedBy() *Caller {
 	if x != nil {
 		return x.RequestedBy
+	}
+	return nil
+}
+
+func (x *Operation) GetCopy() *CopyProgress {
+	if x != nil {
+		return x.Copy
 	}
 	return nil
 }
@@ -1036,6 +1046,98 @@ func (x *CancelOperationRequest) GetId() string {
 	return ""
 }
 
+// CopyProgress is how far a running disk copy has got, as its target agent
+// last reported (at most about once a second).
+type CopyProgress struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The step copying.
+	StepId string `protobuf:"bytes,1,opt,name=step_id,json=stepId,proto3" json:"step_id,omitempty"`
+	// Bytes of the disk image done (unallocated ranges count once skipped).
+	BytesDone uint64 `protobuf:"varint,2,opt,name=bytes_done,json=bytesDone,proto3" json:"bytes_done,omitempty"`
+	// The image's size in bytes.
+	BytesTotal uint64 `protobuf:"varint,3,opt,name=bytes_total,json=bytesTotal,proto3" json:"bytes_total,omitempty"`
+	// Recent rate of bytes_done, per second.
+	BytesPerSecond uint64 `protobuf:"varint,4,opt,name=bytes_per_second,json=bytesPerSecond,proto3" json:"bytes_per_second,omitempty"`
+	// Bytes that crossed the network so far (compressed, without holes).
+	BytesSent uint64 `protobuf:"varint,5,opt,name=bytes_sent,json=bytesSent,proto3" json:"bytes_sent,omitempty"`
+	// When the coordinator recorded the report.
+	ReportTime    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=report_time,json=reportTime,proto3" json:"report_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CopyProgress) Reset() {
+	*x = CopyProgress{}
+	mi := &file_flotilla_v1_operation_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CopyProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CopyProgress) ProtoMessage() {}
+
+func (x *CopyProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_operation_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CopyProgress.ProtoReflect.Descriptor instead.
+func (*CopyProgress) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_operation_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *CopyProgress) GetStepId() string {
+	if x != nil {
+		return x.StepId
+	}
+	return ""
+}
+
+func (x *CopyProgress) GetBytesDone() uint64 {
+	if x != nil {
+		return x.BytesDone
+	}
+	return 0
+}
+
+func (x *CopyProgress) GetBytesTotal() uint64 {
+	if x != nil {
+		return x.BytesTotal
+	}
+	return 0
+}
+
+func (x *CopyProgress) GetBytesPerSecond() uint64 {
+	if x != nil {
+		return x.BytesPerSecond
+	}
+	return 0
+}
+
+func (x *CopyProgress) GetBytesSent() uint64 {
+	if x != nil {
+		return x.BytesSent
+	}
+	return 0
+}
+
+func (x *CopyProgress) GetReportTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ReportTime
+	}
+	return nil
+}
+
 var File_flotilla_v1_operation_proto protoreflect.FileDescriptor
 
 const file_flotilla_v1_operation_proto_rawDesc = "" +
@@ -1055,7 +1157,7 @@ const file_flotilla_v1_operation_proto_rawDesc = "" +
 	"\fcompensation\x18\n" +
 	" \x01(\tR\fcompensation\x129\n" +
 	"\n" +
-	"retry_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\tretryTime\"\xaf\a\n" +
+	"retry_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\tretryTime\"\xde\a\n" +
 	"\tOperation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vinstance_id\x18\x02 \x01(\tR\n" +
@@ -1085,7 +1187,8 @@ const file_flotilla_v1_operation_proto_rawDesc = "" +
 	"\vcancellable\x18\x14 \x01(\bR\vcancellable\x12)\n" +
 	"\x10cancel_requested\x18\x15 \x01(\bR\x0fcancelRequested\x12$\n" +
 	"\x0etarget_host_id\x18\x16 \x01(\tR\ftargetHostId\x126\n" +
-	"\frequested_by\x18\x17 \x01(\v2\x13.flotilla.v1.CallerR\vrequestedBy\"r\n" +
+	"\frequested_by\x18\x17 \x01(\v2\x13.flotilla.v1.CallerR\vrequestedBy\x12-\n" +
+	"\x04copy\x18( \x01(\v2\x19.flotilla.v1.CopyProgressR\x04copy\"r\n" +
 	"\x06Caller\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05roles\x18\x02 \x03(\tR\x05roles\x12$\n" +
@@ -1111,7 +1214,18 @@ const file_flotilla_v1_operation_proto_rawDesc = "" +
 	"\atimeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12!\n" +
 	"\fmin_revision\x18\x03 \x01(\x03R\vminRevision\"(\n" +
 	"\x16CancelOperationRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id*\x8d\x04\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\xed\x01\n" +
+	"\fCopyProgress\x12\x17\n" +
+	"\astep_id\x18\x01 \x01(\tR\x06stepId\x12\x1d\n" +
+	"\n" +
+	"bytes_done\x18\x02 \x01(\x04R\tbytesDone\x12\x1f\n" +
+	"\vbytes_total\x18\x03 \x01(\x04R\n" +
+	"bytesTotal\x12(\n" +
+	"\x10bytes_per_second\x18\x04 \x01(\x04R\x0ebytesPerSecond\x12\x1d\n" +
+	"\n" +
+	"bytes_sent\x18\x05 \x01(\x04R\tbytesSent\x12;\n" +
+	"\vreport_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"reportTime*\x8d\x04\n" +
 	"\rOperationKind\x12\x1e\n" +
 	"\x1aOPERATION_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15OPERATION_KIND_CREATE\x10\x01\x12\x18\n" +
@@ -1168,7 +1282,7 @@ func file_flotilla_v1_operation_proto_rawDescGZIP() []byte {
 }
 
 var file_flotilla_v1_operation_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_flotilla_v1_operation_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_flotilla_v1_operation_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_flotilla_v1_operation_proto_goTypes = []any{
 	(OperationKind)(0),             // 0: flotilla.v1.OperationKind
 	(OperationState)(0),            // 1: flotilla.v1.OperationState
@@ -1181,42 +1295,45 @@ var file_flotilla_v1_operation_proto_goTypes = []any{
 	(*ListOperationsResponse)(nil), // 8: flotilla.v1.ListOperationsResponse
 	(*WaitOperationRequest)(nil),   // 9: flotilla.v1.WaitOperationRequest
 	(*CancelOperationRequest)(nil), // 10: flotilla.v1.CancelOperationRequest
-	(*timestamppb.Timestamp)(nil),  // 11: google.protobuf.Timestamp
-	(*Fault)(nil),                  // 12: flotilla.v1.Fault
-	(*durationpb.Duration)(nil),    // 13: google.protobuf.Duration
+	(*CopyProgress)(nil),           // 11: flotilla.v1.CopyProgress
+	(*timestamppb.Timestamp)(nil),  // 12: google.protobuf.Timestamp
+	(*Fault)(nil),                  // 13: flotilla.v1.Fault
+	(*durationpb.Duration)(nil),    // 14: google.protobuf.Duration
 }
 var file_flotilla_v1_operation_proto_depIdxs = []int32{
 	2,  // 0: flotilla.v1.OperationStep.state:type_name -> flotilla.v1.StepState
-	11, // 1: flotilla.v1.OperationStep.deadline:type_name -> google.protobuf.Timestamp
-	11, // 2: flotilla.v1.OperationStep.start_time:type_name -> google.protobuf.Timestamp
-	11, // 3: flotilla.v1.OperationStep.end_time:type_name -> google.protobuf.Timestamp
-	12, // 4: flotilla.v1.OperationStep.error:type_name -> flotilla.v1.Fault
-	11, // 5: flotilla.v1.OperationStep.retry_time:type_name -> google.protobuf.Timestamp
+	12, // 1: flotilla.v1.OperationStep.deadline:type_name -> google.protobuf.Timestamp
+	12, // 2: flotilla.v1.OperationStep.start_time:type_name -> google.protobuf.Timestamp
+	12, // 3: flotilla.v1.OperationStep.end_time:type_name -> google.protobuf.Timestamp
+	13, // 4: flotilla.v1.OperationStep.error:type_name -> flotilla.v1.Fault
+	12, // 5: flotilla.v1.OperationStep.retry_time:type_name -> google.protobuf.Timestamp
 	0,  // 6: flotilla.v1.Operation.kind:type_name -> flotilla.v1.OperationKind
 	1,  // 7: flotilla.v1.Operation.state:type_name -> flotilla.v1.OperationState
-	12, // 8: flotilla.v1.Operation.error:type_name -> flotilla.v1.Fault
-	11, // 9: flotilla.v1.Operation.deadline:type_name -> google.protobuf.Timestamp
-	11, // 10: flotilla.v1.Operation.create_time:type_name -> google.protobuf.Timestamp
-	11, // 11: flotilla.v1.Operation.start_time:type_name -> google.protobuf.Timestamp
-	11, // 12: flotilla.v1.Operation.end_time:type_name -> google.protobuf.Timestamp
-	13, // 13: flotilla.v1.Operation.graceful_timeout:type_name -> google.protobuf.Duration
+	13, // 8: flotilla.v1.Operation.error:type_name -> flotilla.v1.Fault
+	12, // 9: flotilla.v1.Operation.deadline:type_name -> google.protobuf.Timestamp
+	12, // 10: flotilla.v1.Operation.create_time:type_name -> google.protobuf.Timestamp
+	12, // 11: flotilla.v1.Operation.start_time:type_name -> google.protobuf.Timestamp
+	12, // 12: flotilla.v1.Operation.end_time:type_name -> google.protobuf.Timestamp
+	14, // 13: flotilla.v1.Operation.graceful_timeout:type_name -> google.protobuf.Duration
 	3,  // 14: flotilla.v1.Operation.steps:type_name -> flotilla.v1.OperationStep
 	5,  // 15: flotilla.v1.Operation.requested_by:type_name -> flotilla.v1.Caller
-	4,  // 16: flotilla.v1.ListOperationsResponse.operations:type_name -> flotilla.v1.Operation
-	13, // 17: flotilla.v1.WaitOperationRequest.timeout:type_name -> google.protobuf.Duration
-	6,  // 18: flotilla.v1.OperationService.GetOperation:input_type -> flotilla.v1.GetOperationRequest
-	7,  // 19: flotilla.v1.OperationService.ListOperations:input_type -> flotilla.v1.ListOperationsRequest
-	9,  // 20: flotilla.v1.OperationService.WaitOperation:input_type -> flotilla.v1.WaitOperationRequest
-	10, // 21: flotilla.v1.OperationService.CancelOperation:input_type -> flotilla.v1.CancelOperationRequest
-	4,  // 22: flotilla.v1.OperationService.GetOperation:output_type -> flotilla.v1.Operation
-	8,  // 23: flotilla.v1.OperationService.ListOperations:output_type -> flotilla.v1.ListOperationsResponse
-	4,  // 24: flotilla.v1.OperationService.WaitOperation:output_type -> flotilla.v1.Operation
-	4,  // 25: flotilla.v1.OperationService.CancelOperation:output_type -> flotilla.v1.Operation
-	22, // [22:26] is the sub-list for method output_type
-	18, // [18:22] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	11, // 16: flotilla.v1.Operation.copy:type_name -> flotilla.v1.CopyProgress
+	4,  // 17: flotilla.v1.ListOperationsResponse.operations:type_name -> flotilla.v1.Operation
+	14, // 18: flotilla.v1.WaitOperationRequest.timeout:type_name -> google.protobuf.Duration
+	12, // 19: flotilla.v1.CopyProgress.report_time:type_name -> google.protobuf.Timestamp
+	6,  // 20: flotilla.v1.OperationService.GetOperation:input_type -> flotilla.v1.GetOperationRequest
+	7,  // 21: flotilla.v1.OperationService.ListOperations:input_type -> flotilla.v1.ListOperationsRequest
+	9,  // 22: flotilla.v1.OperationService.WaitOperation:input_type -> flotilla.v1.WaitOperationRequest
+	10, // 23: flotilla.v1.OperationService.CancelOperation:input_type -> flotilla.v1.CancelOperationRequest
+	4,  // 24: flotilla.v1.OperationService.GetOperation:output_type -> flotilla.v1.Operation
+	8,  // 25: flotilla.v1.OperationService.ListOperations:output_type -> flotilla.v1.ListOperationsResponse
+	4,  // 26: flotilla.v1.OperationService.WaitOperation:output_type -> flotilla.v1.Operation
+	4,  // 27: flotilla.v1.OperationService.CancelOperation:output_type -> flotilla.v1.Operation
+	24, // [24:28] is the sub-list for method output_type
+	20, // [20:24] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_operation_proto_init() }
@@ -1231,7 +1348,7 @@ func file_flotilla_v1_operation_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_operation_proto_rawDesc), len(file_flotilla_v1_operation_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

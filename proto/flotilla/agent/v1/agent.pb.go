@@ -24,6 +24,55 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// ChunkEncoding is how a DiskChunk's data is encoded.
+type ChunkEncoding int32
+
+const (
+	// The bytes as they are (plain).
+	ChunkEncoding_CHUNK_ENCODING_UNSPECIFIED ChunkEncoding = 0
+	// One zstd frame.
+	ChunkEncoding_CHUNK_ENCODING_ZSTD ChunkEncoding = 1
+)
+
+// Enum value maps for ChunkEncoding.
+var (
+	ChunkEncoding_name = map[int32]string{
+		0: "CHUNK_ENCODING_UNSPECIFIED",
+		1: "CHUNK_ENCODING_ZSTD",
+	}
+	ChunkEncoding_value = map[string]int32{
+		"CHUNK_ENCODING_UNSPECIFIED": 0,
+		"CHUNK_ENCODING_ZSTD":        1,
+	}
+)
+
+func (x ChunkEncoding) Enum() *ChunkEncoding {
+	p := new(ChunkEncoding)
+	*p = x
+	return p
+}
+
+func (x ChunkEncoding) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ChunkEncoding) Descriptor() protoreflect.EnumDescriptor {
+	return file_flotilla_agent_v1_agent_proto_enumTypes[0].Descriptor()
+}
+
+func (ChunkEncoding) Type() protoreflect.EnumType {
+	return &file_flotilla_agent_v1_agent_proto_enumTypes[0]
+}
+
+func (x ChunkEncoding) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ChunkEncoding.Descriptor instead.
+func (ChunkEncoding) EnumDescriptor() ([]byte, []int) {
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{0}
+}
+
 // DiskLayer is a part of an instance's disk, for copying a running guest's
 // disk in two passes (the frozen base while it runs, then what it wrote
 // since, once it is down).
@@ -63,11 +112,11 @@ func (x DiskLayer) String() string {
 }
 
 func (DiskLayer) Descriptor() protoreflect.EnumDescriptor {
-	return file_flotilla_agent_v1_agent_proto_enumTypes[0].Descriptor()
+	return file_flotilla_agent_v1_agent_proto_enumTypes[1].Descriptor()
 }
 
 func (DiskLayer) Type() protoreflect.EnumType {
-	return &file_flotilla_agent_v1_agent_proto_enumTypes[0]
+	return &file_flotilla_agent_v1_agent_proto_enumTypes[1]
 }
 
 func (x DiskLayer) Number() protoreflect.EnumNumber {
@@ -76,7 +125,7 @@ func (x DiskLayer) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DiskLayer.Descriptor instead.
 func (DiskLayer) EnumDescriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{0}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{1}
 }
 
 // StepAction is what one step does on the host.
@@ -200,11 +249,11 @@ func (x StepAction) String() string {
 }
 
 func (StepAction) Descriptor() protoreflect.EnumDescriptor {
-	return file_flotilla_agent_v1_agent_proto_enumTypes[1].Descriptor()
+	return file_flotilla_agent_v1_agent_proto_enumTypes[2].Descriptor()
 }
 
 func (StepAction) Type() protoreflect.EnumType {
-	return &file_flotilla_agent_v1_agent_proto_enumTypes[1]
+	return &file_flotilla_agent_v1_agent_proto_enumTypes[2]
 }
 
 func (x StepAction) Number() protoreflect.EnumNumber {
@@ -213,7 +262,7 @@ func (x StepAction) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use StepAction.Descriptor instead.
 func (StepAction) EnumDescriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{1}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{2}
 }
 
 // StepReportState is what an agent knows of a step.
@@ -257,11 +306,11 @@ func (x StepReportState) String() string {
 }
 
 func (StepReportState) Descriptor() protoreflect.EnumDescriptor {
-	return file_flotilla_agent_v1_agent_proto_enumTypes[2].Descriptor()
+	return file_flotilla_agent_v1_agent_proto_enumTypes[3].Descriptor()
 }
 
 func (StepReportState) Type() protoreflect.EnumType {
-	return &file_flotilla_agent_v1_agent_proto_enumTypes[2]
+	return &file_flotilla_agent_v1_agent_proto_enumTypes[3]
 }
 
 func (x StepReportState) Number() protoreflect.EnumNumber {
@@ -270,7 +319,7 @@ func (x StepReportState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use StepReportState.Descriptor instead.
 func (StepReportState) EnumDescriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{2}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{3}
 }
 
 // PullDiskRequest asks a source agent for an offered disk.
@@ -284,7 +333,17 @@ type PullDiskRequest struct {
 	// when mutual TLS is on, and against the offer always).
 	HostId string `protobuf:"bytes,3,opt,name=host_id,json=hostId,proto3" json:"host_id,omitempty"`
 	// Which layer of the disk (an offer is for one layer).
-	Layer         DiskLayer `protobuf:"varint,4,opt,name=layer,proto3,enum=flotilla.agent.v1.DiskLayer" json:"layer,omitempty"`
+	Layer DiskLayer `protobuf:"varint,4,opt,name=layer,proto3,enum=flotilla.agent.v1.DiskLayer" json:"layer,omitempty"`
+	// The stream format the puller reads: 0 (an older agent) is the plain
+	// one (every byte in order, SHA-256 at the end); 2 is the extent one (see
+	// DiskChunk), which a newer source serves only when asked.
+	Version uint32 `protobuf:"varint,40,opt,name=version,proto3" json:"version,omitempty"`
+	// Version 2: the offset to start from, the end of what the puller has
+	// already verified (a resumed pull). The source answers with a first
+	// message at exactly this offset, or refuses.
+	ResumeOffset uint64 `protobuf:"varint,41,opt,name=resume_offset,json=resumeOffset,proto3" json:"resume_offset,omitempty"`
+	// Version 2: the puller can read zstd-compressed chunks.
+	AcceptZstd    bool `protobuf:"varint,42,opt,name=accept_zstd,json=acceptZstd,proto3" json:"accept_zstd,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -347,6 +406,27 @@ func (x *PullDiskRequest) GetLayer() DiskLayer {
 	return DiskLayer_DISK_LAYER_UNSPECIFIED
 }
 
+func (x *PullDiskRequest) GetVersion() uint32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *PullDiskRequest) GetResumeOffset() uint64 {
+	if x != nil {
+		return x.ResumeOffset
+	}
+	return 0
+}
+
+func (x *PullDiskRequest) GetAcceptZstd() bool {
+	if x != nil {
+		return x.AcceptZstd
+	}
+	return false
+}
+
 // DiskChunk is one piece of a disk; the last message carries the digest.
 type DiskChunk struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -354,8 +434,27 @@ type DiskChunk struct {
 	Data []byte `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
 	// In the first message: the image's size in bytes.
 	TotalSize uint64 `protobuf:"varint,2,opt,name=total_size,json=totalSize,proto3" json:"total_size,omitempty"`
-	// In the last message (with no data): SHA-256 of all the bytes sent.
-	Sha256        []byte `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// In the last message (with no data): SHA-256 of all the bytes of the
+	// image (version 2: from offset 0, whatever offset the stream started
+	// at, holes as the zeros they are).
+	Sha256 []byte `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// In the first message: the stream format served (2), absent from a
+	// version 1 source.
+	Version uint32 `protobuf:"varint,40,opt,name=version,proto3" json:"version,omitempty"`
+	// Where this message's bytes or hole start in the image.
+	Offset uint64 `protobuf:"varint,41,opt,name=offset,proto3" json:"offset,omitempty"`
+	// A run of this many zero bytes at offset, sent as nothing.
+	HoleLength uint64 `protobuf:"varint,42,opt,name=hole_length,json=holeLength,proto3" json:"hole_length,omitempty"`
+	// How data is encoded.
+	Encoding ChunkEncoding `protobuf:"varint,43,opt,name=encoding,proto3,enum=flotilla.agent.v1.ChunkEncoding" json:"encoding,omitempty"`
+	// The length of data once decoded.
+	PlainLength uint32 `protobuf:"varint,44,opt,name=plain_length,json=plainLength,proto3" json:"plain_length,omitempty"`
+	// CRC-32C (Castagnoli) of the offset (8 bytes, big-endian) followed by
+	// the decoded data: checked before the bytes go anywhere, so a bad chunk
+	// is caught at once (the final sha256 is the strong check).
+	ChunkCrc32C uint32 `protobuf:"varint,45,opt,name=chunk_crc32c,json=chunkCrc32c,proto3" json:"chunk_crc32c,omitempty"`
+	// The stream is complete (last message).
+	Done          bool `protobuf:"varint,46,opt,name=done,proto3" json:"done,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -411,6 +510,157 @@ func (x *DiskChunk) GetSha256() []byte {
 	return nil
 }
 
+func (x *DiskChunk) GetVersion() uint32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *DiskChunk) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *DiskChunk) GetHoleLength() uint64 {
+	if x != nil {
+		return x.HoleLength
+	}
+	return 0
+}
+
+func (x *DiskChunk) GetEncoding() ChunkEncoding {
+	if x != nil {
+		return x.Encoding
+	}
+	return ChunkEncoding_CHUNK_ENCODING_UNSPECIFIED
+}
+
+func (x *DiskChunk) GetPlainLength() uint32 {
+	if x != nil {
+		return x.PlainLength
+	}
+	return 0
+}
+
+func (x *DiskChunk) GetChunkCrc32C() uint32 {
+	if x != nil {
+		return x.ChunkCrc32C
+	}
+	return 0
+}
+
+func (x *DiskChunk) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
+}
+
+// CopyProgress is how far a running disk copy step (IMPORT_DISK,
+// RECEIVE_DISK) has got, sent by the pulling agent at most about once a
+// second while it runs.
+type CopyProgress struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The step's operation.
+	OperationId string `protobuf:"bytes,1,opt,name=operation_id,json=operationId,proto3" json:"operation_id,omitempty"`
+	// The step.
+	StepId string `protobuf:"bytes,2,opt,name=step_id,json=stepId,proto3" json:"step_id,omitempty"`
+	// The instance whose disk is copied.
+	InstanceId string `protobuf:"bytes,3,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	// Bytes of the image done (holes count as done once skipped).
+	BytesDone uint64 `protobuf:"varint,4,opt,name=bytes_done,json=bytesDone,proto3" json:"bytes_done,omitempty"`
+	// The image's size in bytes.
+	BytesTotal uint64 `protobuf:"varint,5,opt,name=bytes_total,json=bytesTotal,proto3" json:"bytes_total,omitempty"`
+	// Recent rate of bytes_done, per second.
+	BytesPerSecond uint64 `protobuf:"varint,6,opt,name=bytes_per_second,json=bytesPerSecond,proto3" json:"bytes_per_second,omitempty"`
+	// Bytes that crossed the network (after compression, without holes).
+	BytesSent     uint64 `protobuf:"varint,7,opt,name=bytes_sent,json=bytesSent,proto3" json:"bytes_sent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CopyProgress) Reset() {
+	*x = CopyProgress{}
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CopyProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CopyProgress) ProtoMessage() {}
+
+func (x *CopyProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CopyProgress.ProtoReflect.Descriptor instead.
+func (*CopyProgress) Descriptor() ([]byte, []int) {
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *CopyProgress) GetOperationId() string {
+	if x != nil {
+		return x.OperationId
+	}
+	return ""
+}
+
+func (x *CopyProgress) GetStepId() string {
+	if x != nil {
+		return x.StepId
+	}
+	return ""
+}
+
+func (x *CopyProgress) GetInstanceId() string {
+	if x != nil {
+		return x.InstanceId
+	}
+	return ""
+}
+
+func (x *CopyProgress) GetBytesDone() uint64 {
+	if x != nil {
+		return x.BytesDone
+	}
+	return 0
+}
+
+func (x *CopyProgress) GetBytesTotal() uint64 {
+	if x != nil {
+		return x.BytesTotal
+	}
+	return 0
+}
+
+func (x *CopyProgress) GetBytesPerSecond() uint64 {
+	if x != nil {
+		return x.BytesPerSecond
+	}
+	return 0
+}
+
+func (x *CopyProgress) GetBytesSent() uint64 {
+	if x != nil {
+		return x.BytesSent
+	}
+	return 0
+}
+
 // ConnectRequest is one message from agent to coordinator.
 type ConnectRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -424,6 +674,7 @@ type ConnectRequest struct {
 	//	*ConnectRequest_StepResult
 	//	*ConnectRequest_Heartbeat
 	//	*ConnectRequest_StepReport
+	//	*ConnectRequest_CopyProgress
 	Msg           isConnectRequest_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -431,7 +682,7 @@ type ConnectRequest struct {
 
 func (x *ConnectRequest) Reset() {
 	*x = ConnectRequest{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[2]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -443,7 +694,7 @@ func (x *ConnectRequest) String() string {
 func (*ConnectRequest) ProtoMessage() {}
 
 func (x *ConnectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[2]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -456,7 +707,7 @@ func (x *ConnectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectRequest.ProtoReflect.Descriptor instead.
 func (*ConnectRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{2}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ConnectRequest) GetMsg() isConnectRequest_Msg {
@@ -520,6 +771,15 @@ func (x *ConnectRequest) GetStepReport() *StepReport {
 	return nil
 }
 
+func (x *ConnectRequest) GetCopyProgress() *CopyProgress {
+	if x != nil {
+		if x, ok := x.Msg.(*ConnectRequest_CopyProgress); ok {
+			return x.CopyProgress
+		}
+	}
+	return nil
+}
+
 type isConnectRequest_Msg interface {
 	isConnectRequest_Msg()
 }
@@ -554,6 +814,11 @@ type ConnectRequest_StepReport struct {
 	StepReport *StepReport `protobuf:"bytes,6,opt,name=step_report,json=stepReport,proto3,oneof"`
 }
 
+type ConnectRequest_CopyProgress struct {
+	// How far a running disk copy has got (best effort, may be dropped).
+	CopyProgress *CopyProgress `protobuf:"bytes,40,opt,name=copy_progress,json=copyProgress,proto3,oneof"`
+}
+
 func (*ConnectRequest_Register) isConnectRequest_Msg() {}
 
 func (*ConnectRequest_PowerEvent) isConnectRequest_Msg() {}
@@ -565,6 +830,8 @@ func (*ConnectRequest_StepResult) isConnectRequest_Msg() {}
 func (*ConnectRequest_Heartbeat) isConnectRequest_Msg() {}
 
 func (*ConnectRequest_StepReport) isConnectRequest_Msg() {}
+
+func (*ConnectRequest_CopyProgress) isConnectRequest_Msg() {}
 
 // ConnectResponse is one message from coordinator to agent.
 type ConnectResponse struct {
@@ -583,7 +850,7 @@ type ConnectResponse struct {
 
 func (x *ConnectResponse) Reset() {
 	*x = ConnectResponse{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[3]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -595,7 +862,7 @@ func (x *ConnectResponse) String() string {
 func (*ConnectResponse) ProtoMessage() {}
 
 func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[3]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -608,7 +875,7 @@ func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectResponse.ProtoReflect.Descriptor instead.
 func (*ConnectResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{3}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ConnectResponse) GetMsg() isConnectResponse_Msg {
@@ -693,7 +960,7 @@ type Register struct {
 
 func (x *Register) Reset() {
 	*x = Register{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[4]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -705,7 +972,7 @@ func (x *Register) String() string {
 func (*Register) ProtoMessage() {}
 
 func (x *Register) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[4]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -718,7 +985,7 @@ func (x *Register) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Register.ProtoReflect.Descriptor instead.
 func (*Register) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{4}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Register) GetHostId() string {
@@ -785,7 +1052,7 @@ type Registered struct {
 
 func (x *Registered) Reset() {
 	*x = Registered{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[5]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -797,7 +1064,7 @@ func (x *Registered) String() string {
 func (*Registered) ProtoMessage() {}
 
 func (x *Registered) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[5]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -810,7 +1077,7 @@ func (x *Registered) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Registered.ProtoReflect.Descriptor instead.
 func (*Registered) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{5}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Registered) GetEpoch() uint64 {
@@ -851,7 +1118,7 @@ type DomainState struct {
 
 func (x *DomainState) Reset() {
 	*x = DomainState{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[6]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -863,7 +1130,7 @@ func (x *DomainState) String() string {
 func (*DomainState) ProtoMessage() {}
 
 func (x *DomainState) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[6]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -876,7 +1143,7 @@ func (x *DomainState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DomainState.ProtoReflect.Descriptor instead.
 func (*DomainState) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{6}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DomainState) GetInstanceId() string {
@@ -921,7 +1188,7 @@ type Inventory struct {
 
 func (x *Inventory) Reset() {
 	*x = Inventory{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[7]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -933,7 +1200,7 @@ func (x *Inventory) String() string {
 func (*Inventory) ProtoMessage() {}
 
 func (x *Inventory) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[7]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -946,7 +1213,7 @@ func (x *Inventory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Inventory.ProtoReflect.Descriptor instead.
 func (*Inventory) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{7}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Inventory) GetDomains() []*DomainState {
@@ -972,7 +1239,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[8]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -984,7 +1251,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[8]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -997,7 +1264,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{8}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{9}
 }
 
 // RunStep asks the agent to run one step of an operation.
@@ -1040,7 +1307,7 @@ type RunStep struct {
 
 func (x *RunStep) Reset() {
 	*x = RunStep{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1052,7 +1319,7 @@ func (x *RunStep) String() string {
 func (*RunStep) ProtoMessage() {}
 
 func (x *RunStep) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1065,7 +1332,7 @@ func (x *RunStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunStep.ProtoReflect.Descriptor instead.
 func (*RunStep) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RunStep) GetOperationId() string {
@@ -1187,7 +1454,7 @@ type QueryStep struct {
 
 func (x *QueryStep) Reset() {
 	*x = QueryStep{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1199,7 +1466,7 @@ func (x *QueryStep) String() string {
 func (*QueryStep) ProtoMessage() {}
 
 func (x *QueryStep) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1212,7 +1479,7 @@ func (x *QueryStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryStep.ProtoReflect.Descriptor instead.
 func (*QueryStep) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *QueryStep) GetStepId() string {
@@ -1246,7 +1513,7 @@ type StepReport struct {
 
 func (x *StepReport) Reset() {
 	*x = StepReport{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1258,7 +1525,7 @@ func (x *StepReport) String() string {
 func (*StepReport) ProtoMessage() {}
 
 func (x *StepReport) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1271,7 +1538,7 @@ func (x *StepReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepReport.ProtoReflect.Descriptor instead.
 func (*StepReport) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *StepReport) GetStepId() string {
@@ -1323,7 +1590,7 @@ type StepResult struct {
 
 func (x *StepResult) Reset() {
 	*x = StepResult{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1335,7 +1602,7 @@ func (x *StepResult) String() string {
 func (*StepResult) ProtoMessage() {}
 
 func (x *StepResult) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1348,7 +1615,7 @@ func (x *StepResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepResult.ProtoReflect.Descriptor instead.
 func (*StepResult) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *StepResult) GetOperationId() string {
@@ -1397,18 +1664,42 @@ var File_flotilla_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x1dflotilla/agent/v1/agent.proto\x12\x11flotilla.agent.v1\x1a\x18flotilla/v1/common.proto\x1a\x16flotilla/v1/host.proto\x1a\x1aflotilla/v1/instance.proto\x1a\x1bflotilla/v1/operation.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x95\x01\n" +
+	"\x1dflotilla/agent/v1/agent.proto\x12\x11flotilla.agent.v1\x1a\x18flotilla/v1/common.proto\x1a\x16flotilla/v1/host.proto\x1a\x1aflotilla/v1/instance.proto\x1a\x1bflotilla/v1/operation.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf5\x01\n" +
 	"\x0fPullDiskRequest\x12\x1f\n" +
 	"\vinstance_id\x18\x01 \x01(\tR\n" +
 	"instanceId\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\tR\x05token\x12\x17\n" +
 	"\ahost_id\x18\x03 \x01(\tR\x06hostId\x122\n" +
-	"\x05layer\x18\x04 \x01(\x0e2\x1c.flotilla.agent.v1.DiskLayerR\x05layer\"V\n" +
+	"\x05layer\x18\x04 \x01(\x0e2\x1c.flotilla.agent.v1.DiskLayerR\x05layer\x12\x18\n" +
+	"\aversion\x18( \x01(\rR\aversion\x12#\n" +
+	"\rresume_offset\x18) \x01(\x04R\fresumeOffset\x12\x1f\n" +
+	"\vaccept_zstd\x18* \x01(\bR\n" +
+	"acceptZstd\"\xc1\x02\n" +
 	"\tDiskChunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x1d\n" +
 	"\n" +
 	"total_size\x18\x02 \x01(\x04R\ttotalSize\x12\x16\n" +
-	"\x06sha256\x18\x03 \x01(\fR\x06sha256\"\x8f\x03\n" +
+	"\x06sha256\x18\x03 \x01(\fR\x06sha256\x12\x18\n" +
+	"\aversion\x18( \x01(\rR\aversion\x12\x16\n" +
+	"\x06offset\x18) \x01(\x04R\x06offset\x12\x1f\n" +
+	"\vhole_length\x18* \x01(\x04R\n" +
+	"holeLength\x12<\n" +
+	"\bencoding\x18+ \x01(\x0e2 .flotilla.agent.v1.ChunkEncodingR\bencoding\x12!\n" +
+	"\fplain_length\x18, \x01(\rR\vplainLength\x12!\n" +
+	"\fchunk_crc32c\x18- \x01(\rR\vchunkCrc32c\x12\x12\n" +
+	"\x04done\x18. \x01(\bR\x04done\"\xf4\x01\n" +
+	"\fCopyProgress\x12!\n" +
+	"\foperation_id\x18\x01 \x01(\tR\voperationId\x12\x17\n" +
+	"\astep_id\x18\x02 \x01(\tR\x06stepId\x12\x1f\n" +
+	"\vinstance_id\x18\x03 \x01(\tR\n" +
+	"instanceId\x12\x1d\n" +
+	"\n" +
+	"bytes_done\x18\x04 \x01(\x04R\tbytesDone\x12\x1f\n" +
+	"\vbytes_total\x18\x05 \x01(\x04R\n" +
+	"bytesTotal\x12(\n" +
+	"\x10bytes_per_second\x18\x06 \x01(\x04R\x0ebytesPerSecond\x12\x1d\n" +
+	"\n" +
+	"bytes_sent\x18\a \x01(\x04R\tbytesSent\"\xd7\x03\n" +
 	"\x0eConnectRequest\x129\n" +
 	"\bregister\x18\x01 \x01(\v2\x1b.flotilla.agent.v1.RegisterH\x00R\bregister\x12A\n" +
 	"\vpower_event\x18\x02 \x01(\v2\x1e.flotilla.agent.v1.DomainStateH\x00R\n" +
@@ -1418,7 +1709,8 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"stepResult\x12<\n" +
 	"\theartbeat\x18\x05 \x01(\v2\x1c.flotilla.agent.v1.HeartbeatH\x00R\theartbeat\x12@\n" +
 	"\vstep_report\x18\x06 \x01(\v2\x1d.flotilla.agent.v1.StepReportH\x00R\n" +
-	"stepReportB\x05\n" +
+	"stepReport\x12F\n" +
+	"\rcopy_progress\x18( \x01(\v2\x1f.flotilla.agent.v1.CopyProgressH\x00R\fcopyProgressB\x05\n" +
 	"\x03msg\"\xd1\x01\n" +
 	"\x0fConnectResponse\x12?\n" +
 	"\n" +
@@ -1495,7 +1787,10 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\tsucceeded\x18\x03 \x01(\bR\tsucceeded\x12(\n" +
 	"\x05fault\x18\x04 \x01(\v2\x12.flotilla.v1.FaultR\x05fault\x124\n" +
 	"\x05state\x18\x05 \x01(\v2\x1e.flotilla.agent.v1.DomainStateR\x05state\x12\x17\n" +
-	"\astep_id\x18\x06 \x01(\tR\x06stepId*P\n" +
+	"\astep_id\x18\x06 \x01(\tR\x06stepId*H\n" +
+	"\rChunkEncoding\x12\x1e\n" +
+	"\x1aCHUNK_ENCODING_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13CHUNK_ENCODING_ZSTD\x10\x01*P\n" +
 	"\tDiskLayer\x12\x1a\n" +
 	"\x16DISK_LAYER_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fDISK_LAYER_BASE\x10\x01\x12\x12\n" +
@@ -1548,73 +1843,77 @@ func file_flotilla_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_flotilla_agent_v1_agent_proto_rawDescData
 }
 
-var file_flotilla_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_flotilla_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_flotilla_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_flotilla_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_flotilla_agent_v1_agent_proto_goTypes = []any{
-	(DiskLayer)(0),                // 0: flotilla.agent.v1.DiskLayer
-	(StepAction)(0),               // 1: flotilla.agent.v1.StepAction
-	(StepReportState)(0),          // 2: flotilla.agent.v1.StepReportState
-	(*PullDiskRequest)(nil),       // 3: flotilla.agent.v1.PullDiskRequest
-	(*DiskChunk)(nil),             // 4: flotilla.agent.v1.DiskChunk
-	(*ConnectRequest)(nil),        // 5: flotilla.agent.v1.ConnectRequest
-	(*ConnectResponse)(nil),       // 6: flotilla.agent.v1.ConnectResponse
-	(*Register)(nil),              // 7: flotilla.agent.v1.Register
-	(*Registered)(nil),            // 8: flotilla.agent.v1.Registered
-	(*DomainState)(nil),           // 9: flotilla.agent.v1.DomainState
-	(*Inventory)(nil),             // 10: flotilla.agent.v1.Inventory
-	(*Heartbeat)(nil),             // 11: flotilla.agent.v1.Heartbeat
-	(*RunStep)(nil),               // 12: flotilla.agent.v1.RunStep
-	(*QueryStep)(nil),             // 13: flotilla.agent.v1.QueryStep
-	(*StepReport)(nil),            // 14: flotilla.agent.v1.StepReport
-	(*StepResult)(nil),            // 15: flotilla.agent.v1.StepResult
-	nil,                           // 16: flotilla.agent.v1.Register.LabelsEntry
-	(*v1.Resources)(nil),          // 17: flotilla.v1.Resources
-	(*durationpb.Duration)(nil),   // 18: google.protobuf.Duration
-	(v1.PowerState)(0),            // 19: flotilla.v1.PowerState
-	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
-	(v1.OperationKind)(0),         // 21: flotilla.v1.OperationKind
-	(*v1.InstanceSpec)(nil),       // 22: flotilla.v1.InstanceSpec
-	(*v1.Fault)(nil),              // 23: flotilla.v1.Fault
+	(ChunkEncoding)(0),            // 0: flotilla.agent.v1.ChunkEncoding
+	(DiskLayer)(0),                // 1: flotilla.agent.v1.DiskLayer
+	(StepAction)(0),               // 2: flotilla.agent.v1.StepAction
+	(StepReportState)(0),          // 3: flotilla.agent.v1.StepReportState
+	(*PullDiskRequest)(nil),       // 4: flotilla.agent.v1.PullDiskRequest
+	(*DiskChunk)(nil),             // 5: flotilla.agent.v1.DiskChunk
+	(*CopyProgress)(nil),          // 6: flotilla.agent.v1.CopyProgress
+	(*ConnectRequest)(nil),        // 7: flotilla.agent.v1.ConnectRequest
+	(*ConnectResponse)(nil),       // 8: flotilla.agent.v1.ConnectResponse
+	(*Register)(nil),              // 9: flotilla.agent.v1.Register
+	(*Registered)(nil),            // 10: flotilla.agent.v1.Registered
+	(*DomainState)(nil),           // 11: flotilla.agent.v1.DomainState
+	(*Inventory)(nil),             // 12: flotilla.agent.v1.Inventory
+	(*Heartbeat)(nil),             // 13: flotilla.agent.v1.Heartbeat
+	(*RunStep)(nil),               // 14: flotilla.agent.v1.RunStep
+	(*QueryStep)(nil),             // 15: flotilla.agent.v1.QueryStep
+	(*StepReport)(nil),            // 16: flotilla.agent.v1.StepReport
+	(*StepResult)(nil),            // 17: flotilla.agent.v1.StepResult
+	nil,                           // 18: flotilla.agent.v1.Register.LabelsEntry
+	(*v1.Resources)(nil),          // 19: flotilla.v1.Resources
+	(*durationpb.Duration)(nil),   // 20: google.protobuf.Duration
+	(v1.PowerState)(0),            // 21: flotilla.v1.PowerState
+	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
+	(v1.OperationKind)(0),         // 23: flotilla.v1.OperationKind
+	(*v1.InstanceSpec)(nil),       // 24: flotilla.v1.InstanceSpec
+	(*v1.Fault)(nil),              // 25: flotilla.v1.Fault
 }
 var file_flotilla_agent_v1_agent_proto_depIdxs = []int32{
-	0,  // 0: flotilla.agent.v1.PullDiskRequest.layer:type_name -> flotilla.agent.v1.DiskLayer
-	7,  // 1: flotilla.agent.v1.ConnectRequest.register:type_name -> flotilla.agent.v1.Register
-	9,  // 2: flotilla.agent.v1.ConnectRequest.power_event:type_name -> flotilla.agent.v1.DomainState
-	10, // 3: flotilla.agent.v1.ConnectRequest.resync:type_name -> flotilla.agent.v1.Inventory
-	15, // 4: flotilla.agent.v1.ConnectRequest.step_result:type_name -> flotilla.agent.v1.StepResult
-	11, // 5: flotilla.agent.v1.ConnectRequest.heartbeat:type_name -> flotilla.agent.v1.Heartbeat
-	14, // 6: flotilla.agent.v1.ConnectRequest.step_report:type_name -> flotilla.agent.v1.StepReport
-	8,  // 7: flotilla.agent.v1.ConnectResponse.registered:type_name -> flotilla.agent.v1.Registered
-	12, // 8: flotilla.agent.v1.ConnectResponse.run_step:type_name -> flotilla.agent.v1.RunStep
-	13, // 9: flotilla.agent.v1.ConnectResponse.query_step:type_name -> flotilla.agent.v1.QueryStep
-	17, // 10: flotilla.agent.v1.Register.capacity:type_name -> flotilla.v1.Resources
-	9,  // 11: flotilla.agent.v1.Register.inventory:type_name -> flotilla.agent.v1.DomainState
-	16, // 12: flotilla.agent.v1.Register.labels:type_name -> flotilla.agent.v1.Register.LabelsEntry
-	18, // 13: flotilla.agent.v1.Registered.heartbeat_interval:type_name -> google.protobuf.Duration
-	18, // 14: flotilla.agent.v1.Registered.resync_interval:type_name -> google.protobuf.Duration
-	19, // 15: flotilla.agent.v1.DomainState.state:type_name -> flotilla.v1.PowerState
-	20, // 16: flotilla.agent.v1.DomainState.observed_at:type_name -> google.protobuf.Timestamp
-	9,  // 17: flotilla.agent.v1.Inventory.domains:type_name -> flotilla.agent.v1.DomainState
-	20, // 18: flotilla.agent.v1.Inventory.observed_at:type_name -> google.protobuf.Timestamp
-	21, // 19: flotilla.agent.v1.RunStep.kind:type_name -> flotilla.v1.OperationKind
-	22, // 20: flotilla.agent.v1.RunStep.spec:type_name -> flotilla.v1.InstanceSpec
-	18, // 21: flotilla.agent.v1.RunStep.graceful_timeout:type_name -> google.protobuf.Duration
-	20, // 22: flotilla.agent.v1.RunStep.deadline:type_name -> google.protobuf.Timestamp
-	1,  // 23: flotilla.agent.v1.RunStep.action:type_name -> flotilla.agent.v1.StepAction
-	0,  // 24: flotilla.agent.v1.RunStep.disk_layer:type_name -> flotilla.agent.v1.DiskLayer
-	2,  // 25: flotilla.agent.v1.StepReport.state:type_name -> flotilla.agent.v1.StepReportState
-	15, // 26: flotilla.agent.v1.StepReport.result:type_name -> flotilla.agent.v1.StepResult
-	23, // 27: flotilla.agent.v1.StepResult.fault:type_name -> flotilla.v1.Fault
-	9,  // 28: flotilla.agent.v1.StepResult.state:type_name -> flotilla.agent.v1.DomainState
-	5,  // 29: flotilla.agent.v1.AgentService.Connect:input_type -> flotilla.agent.v1.ConnectRequest
-	3,  // 30: flotilla.agent.v1.AgentPeerService.PullDisk:input_type -> flotilla.agent.v1.PullDiskRequest
-	6,  // 31: flotilla.agent.v1.AgentService.Connect:output_type -> flotilla.agent.v1.ConnectResponse
-	4,  // 32: flotilla.agent.v1.AgentPeerService.PullDisk:output_type -> flotilla.agent.v1.DiskChunk
-	31, // [31:33] is the sub-list for method output_type
-	29, // [29:31] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	1,  // 0: flotilla.agent.v1.PullDiskRequest.layer:type_name -> flotilla.agent.v1.DiskLayer
+	0,  // 1: flotilla.agent.v1.DiskChunk.encoding:type_name -> flotilla.agent.v1.ChunkEncoding
+	9,  // 2: flotilla.agent.v1.ConnectRequest.register:type_name -> flotilla.agent.v1.Register
+	11, // 3: flotilla.agent.v1.ConnectRequest.power_event:type_name -> flotilla.agent.v1.DomainState
+	12, // 4: flotilla.agent.v1.ConnectRequest.resync:type_name -> flotilla.agent.v1.Inventory
+	17, // 5: flotilla.agent.v1.ConnectRequest.step_result:type_name -> flotilla.agent.v1.StepResult
+	13, // 6: flotilla.agent.v1.ConnectRequest.heartbeat:type_name -> flotilla.agent.v1.Heartbeat
+	16, // 7: flotilla.agent.v1.ConnectRequest.step_report:type_name -> flotilla.agent.v1.StepReport
+	6,  // 8: flotilla.agent.v1.ConnectRequest.copy_progress:type_name -> flotilla.agent.v1.CopyProgress
+	10, // 9: flotilla.agent.v1.ConnectResponse.registered:type_name -> flotilla.agent.v1.Registered
+	14, // 10: flotilla.agent.v1.ConnectResponse.run_step:type_name -> flotilla.agent.v1.RunStep
+	15, // 11: flotilla.agent.v1.ConnectResponse.query_step:type_name -> flotilla.agent.v1.QueryStep
+	19, // 12: flotilla.agent.v1.Register.capacity:type_name -> flotilla.v1.Resources
+	11, // 13: flotilla.agent.v1.Register.inventory:type_name -> flotilla.agent.v1.DomainState
+	18, // 14: flotilla.agent.v1.Register.labels:type_name -> flotilla.agent.v1.Register.LabelsEntry
+	20, // 15: flotilla.agent.v1.Registered.heartbeat_interval:type_name -> google.protobuf.Duration
+	20, // 16: flotilla.agent.v1.Registered.resync_interval:type_name -> google.protobuf.Duration
+	21, // 17: flotilla.agent.v1.DomainState.state:type_name -> flotilla.v1.PowerState
+	22, // 18: flotilla.agent.v1.DomainState.observed_at:type_name -> google.protobuf.Timestamp
+	11, // 19: flotilla.agent.v1.Inventory.domains:type_name -> flotilla.agent.v1.DomainState
+	22, // 20: flotilla.agent.v1.Inventory.observed_at:type_name -> google.protobuf.Timestamp
+	23, // 21: flotilla.agent.v1.RunStep.kind:type_name -> flotilla.v1.OperationKind
+	24, // 22: flotilla.agent.v1.RunStep.spec:type_name -> flotilla.v1.InstanceSpec
+	20, // 23: flotilla.agent.v1.RunStep.graceful_timeout:type_name -> google.protobuf.Duration
+	22, // 24: flotilla.agent.v1.RunStep.deadline:type_name -> google.protobuf.Timestamp
+	2,  // 25: flotilla.agent.v1.RunStep.action:type_name -> flotilla.agent.v1.StepAction
+	1,  // 26: flotilla.agent.v1.RunStep.disk_layer:type_name -> flotilla.agent.v1.DiskLayer
+	3,  // 27: flotilla.agent.v1.StepReport.state:type_name -> flotilla.agent.v1.StepReportState
+	17, // 28: flotilla.agent.v1.StepReport.result:type_name -> flotilla.agent.v1.StepResult
+	25, // 29: flotilla.agent.v1.StepResult.fault:type_name -> flotilla.v1.Fault
+	11, // 30: flotilla.agent.v1.StepResult.state:type_name -> flotilla.agent.v1.DomainState
+	7,  // 31: flotilla.agent.v1.AgentService.Connect:input_type -> flotilla.agent.v1.ConnectRequest
+	4,  // 32: flotilla.agent.v1.AgentPeerService.PullDisk:input_type -> flotilla.agent.v1.PullDiskRequest
+	8,  // 33: flotilla.agent.v1.AgentService.Connect:output_type -> flotilla.agent.v1.ConnectResponse
+	5,  // 34: flotilla.agent.v1.AgentPeerService.PullDisk:output_type -> flotilla.agent.v1.DiskChunk
+	33, // [33:35] is the sub-list for method output_type
+	31, // [31:33] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_agent_v1_agent_proto_init() }
@@ -1622,15 +1921,16 @@ func file_flotilla_agent_v1_agent_proto_init() {
 	if File_flotilla_agent_v1_agent_proto != nil {
 		return
 	}
-	file_flotilla_agent_v1_agent_proto_msgTypes[2].OneofWrappers = []any{
+	file_flotilla_agent_v1_agent_proto_msgTypes[3].OneofWrappers = []any{
 		(*ConnectRequest_Register)(nil),
 		(*ConnectRequest_PowerEvent)(nil),
 		(*ConnectRequest_Resync)(nil),
 		(*ConnectRequest_StepResult)(nil),
 		(*ConnectRequest_Heartbeat)(nil),
 		(*ConnectRequest_StepReport)(nil),
+		(*ConnectRequest_CopyProgress)(nil),
 	}
-	file_flotilla_agent_v1_agent_proto_msgTypes[3].OneofWrappers = []any{
+	file_flotilla_agent_v1_agent_proto_msgTypes[4].OneofWrappers = []any{
 		(*ConnectResponse_Registered)(nil),
 		(*ConnectResponse_RunStep)(nil),
 		(*ConnectResponse_QueryStep)(nil),
@@ -1640,8 +1940,8 @@ func file_flotilla_agent_v1_agent_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_agent_v1_agent_proto_rawDesc), len(file_flotilla_agent_v1_agent_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   14,
+			NumEnums:      4,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
