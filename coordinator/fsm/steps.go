@@ -143,8 +143,8 @@ func stepSucceeded(tx *state.Tx, op *state.Operation, inst *state.Instance, obse
 	ownSteps(op)
 	st := op.Current()
 	st.State, st.EndTime, st.Fault = state.StepSucceeded, tx.Now(), nil
-	if st.IsUndo {
-		op.Steps[st.Undoes].State = state.StepCompensated
+	if st.IsUndo && op.Steps[st.Undoes].State == state.StepSucceeded {
+		op.Steps[st.Undoes].State = state.StepCompensated // a failed step stays failed
 	}
 	if op.StepHost(st) == inst.HostID && observed == nil {
 		// The host said it succeeded; the state it reached is the expected one.
@@ -220,6 +220,15 @@ func offerAgain(op *state.Operation, retry time.Time) bool {
 	return true
 }
 
+// partlyDone reports a step's failure whose outcome nobody knows: the agent
+// restarted under it, or it ran past its deadline. Such a step may have
+// done part of its work (a disk half copied, a domain defined), so a
+// rollback runs its undo too; every undo is idempotent, so one with nothing
+// to undo does nothing.
+func partlyDone(f *state.Fault) bool {
+	return f != nil && (f.Code == "AGENT_RESTARTED" || f.Code == "DEADLINE_EXCEEDED")
+}
+
 // startRollback skips the steps not run yet and queues the undo of every
 // step that succeeded, newest first. fault is nil for a cancel.
 func startRollback(tx *state.Tx, op *state.Operation, inst *state.Instance, fault *state.Fault) {
@@ -232,7 +241,7 @@ func startRollback(tx *state.Tx, op *state.Operation, inst *state.Instance, faul
 	var undos []state.Step
 	for i := len(op.Steps) - 1; i >= 0; i-- {
 		s := op.Steps[i]
-		if s.State != state.StepSucceeded || s.IsUndo {
+		if s.IsUndo || (s.State != state.StepSucceeded && !(s.State == state.StepFailed && partlyDone(s.Fault))) {
 			continue
 		}
 		if s.Irreversible {
