@@ -7,7 +7,7 @@ TOOLS := $(CURDIR)/.bin
 export PATH := $(TOOLS):$(PATH)
 TEST_TIMEOUT ?= 30m
 
-.PHONY: all build tools host guest etcd setup proto proto-check docs conformance lint vet test test-unit demo bench clean
+.PHONY: all build tools host guest etcd setup proto proto-check docs conformance lint vet test test-unit demo bench bench-resize clean
 
 all: build
 
@@ -56,6 +56,11 @@ test: setup proto-check lint
 # (part of make test too).
 conformance: setup
 	$(GO) test -count=1 -v -run 'TestSeedConformance|TestResizeAcrossHostsOnRealLibvirt|TestResizeRollsBackWhenTheTargetDiesOnRealLibvirt' ./internal/e2e
+
+# The resize downtime benchmark on the test bed (bench/README.md);
+# FLOTILLA_BENCH_RATE=125000000 models a 1 Gbit/s link.
+bench-resize: setup
+	FLOTILLA_BENCH=resize CI=true $(GO) test -count=1 -v -timeout 30m -run TestBenchResizeDowntime ./internal/e2e
 
 # Unit tests only: no libvirtd, no root.
 test-unit:
