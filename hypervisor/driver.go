@@ -71,7 +71,10 @@ const (
 	DiskWhole DiskLayer = ""
 	// DiskBase is the immutable part of a frozen disk (see FreezeDisk).
 	DiskBase DiskLayer = "base"
-	// DiskTop is what a frozen disk's domain wrote since it was frozen.
+	// DiskMid is, on a disk frozen twice (RefreezeDisk), what the domain
+	// wrote between the two freezes: immutable, readable while it runs.
+	DiskMid DiskLayer = "mid"
+	// DiskTop is what a frozen disk's domain wrote since it was (last) frozen.
 	DiskTop DiskLayer = "top"
 )
 
@@ -160,8 +163,14 @@ type Driver interface {
 	// shut-off domains can be frozen; paused, saved-to-disk and crashed ones
 	// are ErrInvalidState, and so is a domain that keeps a Reshape original.
 	FreezeDisk(ctx context.Context, id string) error
-	// ThawDisk merges the top layer back into the base and makes the domain
-	// use the base alone again (a live block commit while it runs,
+	// RefreezeDisk freezes a frozen disk once more, for a second pass of a
+	// copy while the domain runs: the top becomes the mid layer, immutable,
+	// and the domain's writes go to a new, empty top. Already refrozen (a mid
+	// exists): success. A disk that is not frozen is ErrInvalidState, as are
+	// the states FreezeDisk refuses.
+	RefreezeDisk(ctx context.Context, id string) error
+	// ThawDisk merges the top layer (and the mid, if refrozen) back into the
+	// base and makes the domain use the base alone again (a live block commit while it runs,
 	// qemu-img commit when it is shut off): the undo of FreezeDisk, with
 	// what was written since kept. A disk that is not frozen is success (in
 	// any state). Running, shutting-down and shut-off domains can be thawed;
@@ -173,7 +182,10 @@ type Driver interface {
 	// side of a resize), replacing a staged layer of the same kind. A base
 	// and a whole disk are the same kind (a base replaces a whole disk and
 	// drops a staged top); a top needs a staged base or whole disk (else
-	// ErrInvalidState) and must have been made over it. It reads disk to
+	// ErrInvalidState) and must have been made over it. A mid is a top that
+	// is merged into the staged base at once (the staged base then is the
+	// source's base and mid together, and the top that follows was made
+	// over that mid); receiving the same mid again is harmless. It reads disk to
 	// its end (or error); a disk that is not one this host would accept for
 	// spec (wrong format, foreign backing file, too large for spec.DiskGiB)
 	// is ErrInvalidSpec. Nothing is defined yet, and a domain of the id on
