@@ -428,7 +428,7 @@ func (e *Executor) call(ctx context.Context, action agentv1.StepAction, deadline
 		agentv1.StepAction_STEP_ACTION_DROP_ORIGINAL, agentv1.StepAction_STEP_ACTION_GROW_DISK,
 		// A frozen base does not change, whatever the domain does: a pull
 		// of it may go on (FREEZE_DISK of a frozen disk is a no-op).
-		agentv1.StepAction_STEP_ACTION_FREEZE_DISK,
+		agentv1.StepAction_STEP_ACTION_FREEZE_DISK, agentv1.StepAction_STEP_ACTION_REFREEZE_DISK,
 		agentv1.StepAction_STEP_ACTION_PREFLIGHT: // a preflight changes nothing
 	default:
 		if e.cfg.Mover != nil {
@@ -543,6 +543,8 @@ func (e *Executor) call(ctx context.Context, action agentv1.StepAction, deadline
 		return err
 	case agentv1.StepAction_STEP_ACTION_FREEZE_DISK:
 		return d.FreezeDisk(ctx, id)
+	case agentv1.StepAction_STEP_ACTION_REFREEZE_DISK:
+		return d.RefreezeDisk(ctx, id)
 	case agentv1.StepAction_STEP_ACTION_THAW_DISK:
 		return d.ThawDisk(ctx, id)
 	case agentv1.StepAction_STEP_ACTION_ADOPT_DISK:
@@ -611,6 +613,8 @@ func LayerFromPB(l agentv1.DiskLayer) (hypervisor.DiskLayer, error) {
 		return hypervisor.DiskWhole, nil
 	case agentv1.DiskLayer_DISK_LAYER_BASE:
 		return hypervisor.DiskBase, nil
+	case agentv1.DiskLayer_DISK_LAYER_MID:
+		return hypervisor.DiskMid, nil
 	case agentv1.DiskLayer_DISK_LAYER_TOP:
 		return hypervisor.DiskTop, nil
 	}

@@ -64,6 +64,7 @@ func TestActions(t *testing.T) {
 		{"STEP_ACTION_RESUME", "Start", flotillav1.PowerState_POWER_STATE_RUNNING},
 		{"STEP_ACTION_UPDATE", "SetTitle", flotillav1.PowerState_POWER_STATE_RUNNING},
 		{"STEP_ACTION_FREEZE_DISK", "FreezeDisk", flotillav1.PowerState_POWER_STATE_RUNNING},
+		{"STEP_ACTION_REFREEZE_DISK", "RefreezeDisk", flotillav1.PowerState_POWER_STATE_RUNNING},
 		{"STEP_ACTION_THAW_DISK", "ThawDisk", flotillav1.PowerState_POWER_STATE_RUNNING},
 		{"STEP_ACTION_GROW_DISK", "GrowDisk", flotillav1.PowerState_POWER_STATE_RUNNING},
 		{"STEP_ACTION_STOP", "Shutdown", flotillav1.PowerState_POWER_STATE_SHUT_OFF},

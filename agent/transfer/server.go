@@ -126,9 +126,9 @@ func (s *peerServer) PullDisk(req *agentv1.PullDiskRequest, stream grpc.ServerSt
 
 // checkStillOff: the domain must still be off once every byte is read: a
 // disk written to while it was read is torn even if its size held. (A
-// frozen base is not written to, whatever the domain does.)
+// frozen base or mid is not written to, whatever the domain does.)
 func (t *Transfer) checkStillOff(ctx context.Context, log *slog.Logger, id string, layer hypervisor.DiskLayer) error {
-	if st, err := t.cfg.Driver.Status(ctx, id); layer != hypervisor.DiskBase && (err != nil || st.State != hypervisor.PowerShutOff) {
+	if st, err := t.cfg.Driver.Status(ctx, id); layer != hypervisor.DiskBase && layer != hypervisor.DiskMid && (err != nil || st.State != hypervisor.PowerShutOff) {
 		log.Error("pull: domain no longer shut off after the read", "state", st.State, "err", err)
 		return status.Error(codes.Aborted, "the domain did not stay shut off while its disk was read")
 	}

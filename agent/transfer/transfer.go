@@ -277,6 +277,8 @@ func layerToPB(l hypervisor.DiskLayer) agentv1.DiskLayer {
 	switch l {
 	case hypervisor.DiskBase:
 		return agentv1.DiskLayer_DISK_LAYER_BASE
+	case hypervisor.DiskMid:
+		return agentv1.DiskLayer_DISK_LAYER_MID
 	case hypervisor.DiskTop:
 		return agentv1.DiskLayer_DISK_LAYER_TOP
 	}

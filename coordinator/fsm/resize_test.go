@@ -89,7 +89,9 @@ func TestResizeToAnotherHostThenConfirm(t *testing.T) {
 	if a := h.store.Allocated(); a["h1"].VCPUs != 1 || a["h2"].VCPUs != 2 || a["h2"].MemoryMiB != 1024 {
 		t.Fatalf("room while resizing: %+v", a)
 	}
-	hosts := []string{"h2", "h1", "h1", "h2", "h1", "h1", "h2", "h2", "h2"} // switch-host runs on the coordinator
+	// preflight, freeze, offer-base, copy-base, refreeze, offer-mid, copy-mid,
+	// stop, offer-top, copy-top, define, start; switch-host runs on the coordinator.
+	hosts := []string{"h2", "h1", "h1", "h2", "h1", "h1", "h2", "h1", "h1", "h2", "h2", "h2"}
 	h.stepHosts("op-rs", hosts, func(step string) {
 		if h.status("i") != lifecycle.StatusResizing {
 			t.Fatalf("at %s: %s", step, h.status("i"))

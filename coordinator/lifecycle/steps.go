@@ -25,7 +25,8 @@ const (
 	ActSwitchHost  StepAction = "switch-host"  // coordinator: the instance now lives on the target
 	ActUpdate      StepAction = "update"       // write the model's name into the domain (its title)
 	ActFreezeDisk  StepAction = "freeze-disk"  // source: writes go to a new top layer; the base stops changing
-	ActThawDisk    StepAction = "thaw-disk"    // merge the top layer back into the base
+	ActRefreeze    StepAction = "refreeze-disk" // source: the top becomes an immutable mid layer, writes go to a new top
+	ActThawDisk    StepAction = "thaw-disk"    // merge the top (and mid) layers back into the base
 	ActReceiveDisk StepAction = "receive-disk" // target: pull a layer and stage it
 	ActAdoptDisk   StepAction = "adopt-disk"   // target: the staged layers become the disk, grown; define at the new shape
 	ActReshape     StepAction = "reshape"      // in place: keep the original disk, redefine at the new shape
@@ -40,6 +41,7 @@ type Layer string
 const (
 	LayerWhole Layer = ""     // a shut-off domain's whole disk (a cold move)
 	LayerBase  Layer = "base" // the frozen base, copied while the guest runs
+	LayerMid   Layer = "mid"  // what the guest wrote during the base's copy, copied while it runs
 	LayerTop   Layer = "top"  // what the guest wrote since, copied once it is down
 )
 
@@ -189,10 +191,11 @@ func StepsForShape(k OpKind, sh Shape) []StepDef {
 }
 
 // resizeSteps plans a resize. In place: stop, reshape (the original kept),
-// start. To another host, a running guest's disk travels in two passes: the
-// base, frozen, while the guest runs; then, with the guest down, only what
-// it wrote meanwhile (Nova's RESIZED), so the downtime follows the writes,
-// not the disk's size.
+// start. To another host, a running guest's disk travels while it runs, in
+// two passes: the base, frozen; then the mid, what the guest wrote during
+// the base's copy, frozen in turn. Only then is the guest shut down (Nova's
+// RESIZED), and only the top crosses, what it wrote during the second pass:
+// the downtime follows the writes, not the disk's size.
 func resizeSteps(sh Shape) []StepDef {
 	stopForced := func(w Where) *StepDef {
 		return &StepDef{Name: "stop-domain", Action: ActStop, Where: w, Force: true}
@@ -220,6 +223,11 @@ func resizeSteps(sh Shape) []StepDef {
 				Undo: undo("thaw-disk", ActThawDisk, OnSource)},
 			StepDef{Name: "offer-base", Action: ActOfferDisk, Layer: LayerBase, NothingToUndo: true, Timeout: quickStep},
 			StepDef{Name: "copy-base-to-target", Action: ActReceiveDisk, Layer: LayerBase, Where: OnTarget, Undo: removeTarget},
+			// The freeze's undo (a thaw) merges every layer back.
+			StepDef{Name: "refreeze-disk", Action: ActRefreeze, NothingToUndo: true, Timeout: quickStep},
+			StepDef{Name: "offer-mid", Action: ActOfferDisk, Layer: LayerMid, NothingToUndo: true, Timeout: quickStep},
+			// Undone with the base's copy (one delete removes all staged).
+			StepDef{Name: "copy-mid-to-target", Action: ActReceiveDisk, Layer: LayerMid, Where: OnTarget, NothingToUndo: true},
 			StepDef{Name: "stop-on-source", Action: ActStop, Force: true, Timeout: quickStep,
 				Undo: undo("start-on-source", ActStart, OnSource)},
 			StepDef{Name: "offer-top", Action: ActOfferDisk, Layer: LayerTop, NothingToUndo: true, Timeout: quickStep},

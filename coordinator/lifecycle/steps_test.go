@@ -107,7 +107,7 @@ func TestResizePlans(t *testing.T) {
 		want []string
 	}{
 		{OpResize, Shape{WasRunning: true, StartAfter: true}, []string{"preflight", "freeze-disk", "offer-base", "copy-base-to-target",
-			"stop-on-source", "offer-top", "copy-top-to-target", "define-on-target", "start-on-target", "switch-host"}},
+			"refreeze-disk", "offer-mid", "copy-mid-to-target", "stop-on-source", "offer-top", "copy-top-to-target", "define-on-target", "start-on-target", "switch-host"}},
 		{OpResize, Shape{}, []string{"preflight", "offer-disk", "copy-disk-to-target", "define-on-target", "switch-host"}},
 		{OpResize, Shape{WasRunning: true, SameHost: true, StartAfter: true}, []string{"preflight", "stop-domain", "reshape-domain", "start-domain"}},
 		{OpResize, Shape{SameHost: true}, []string{"preflight", "reshape-domain"}},

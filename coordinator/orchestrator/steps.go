@@ -194,6 +194,7 @@ var actionToPB = map[lifecycle.StepAction]agentv1.StepAction{
 	lifecycle.ActPreflight:   agentv1.StepAction_STEP_ACTION_PREFLIGHT,
 	lifecycle.ActFreezeDisk:  agentv1.StepAction_STEP_ACTION_FREEZE_DISK,
 	lifecycle.ActThawDisk:    agentv1.StepAction_STEP_ACTION_THAW_DISK,
+	lifecycle.ActRefreeze:    agentv1.StepAction_STEP_ACTION_REFREEZE_DISK,
 	lifecycle.ActReceiveDisk: agentv1.StepAction_STEP_ACTION_RECEIVE_DISK,
 	lifecycle.ActAdoptDisk:   agentv1.StepAction_STEP_ACTION_ADOPT_DISK,
 	lifecycle.ActReshape:     agentv1.StepAction_STEP_ACTION_RESHAPE,
@@ -205,6 +206,7 @@ var actionToPB = map[lifecycle.StepAction]agentv1.StepAction{
 var layerToPB = map[lifecycle.Layer]agentv1.DiskLayer{
 	lifecycle.LayerWhole: agentv1.DiskLayer_DISK_LAYER_UNSPECIFIED,
 	lifecycle.LayerBase:  agentv1.DiskLayer_DISK_LAYER_BASE,
+	lifecycle.LayerMid:   agentv1.DiskLayer_DISK_LAYER_MID,
 	lifecycle.LayerTop:   agentv1.DiskLayer_DISK_LAYER_TOP,
 }
 

@@ -79,7 +79,7 @@ func TestResizeWithFakeAgents(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := e.wait(op, 60*time.Second)
-	if done.State != pb.OperationState_OPERATION_STATE_SUCCEEDED || len(done.Steps) != 10 {
+	if done.State != pb.OperationState_OPERATION_STATE_SUCCEEDED || len(done.Steps) != 13 {
 		t.Fatalf("resize: %s %v %v", done.State, done.Error, stepNames(done))
 	}
 	inst := e.instance(id)

@@ -163,7 +163,8 @@ func noTrace(t *testing.T, h testenv.TestbedHost, id string) {
 
 // TestResizeAcrossHostsOnRealLibvirt: a running guest whose disk holds a
 // pattern is resized onto the other host; more is written while the bulk
-// copy runs, and only that crosses once the guest is down. The resized
+// copy runs (it crosses in the second pass, the guest still up), and a
+// little while the second pass runs (only that crosses once it is down). The resized
 // guest reports its new vCPUs, memory and disk, and holds both writes;
 // reverted, the original comes back on tb-1 byte for byte at its size,
 // with nothing left on tb-2; resized again and confirmed, nothing is left
@@ -179,15 +180,18 @@ func TestResizeAcrossHostsOnRealLibvirt(t *testing.T) {
 		opID := testenv.Str(op, "id")
 		e.waitStep(opID, "copy-base-to-target")
 		// Written while the base travels: it lands in the top layer, which
-		// crosses once the guest is down.
-		testenv.GuestDiskWrite(t, src.URI(), id, 0x6b, 32<<20, 4<<20)
+		// becomes the mid and crosses while the guest still runs.
+		testenv.GuestDiskWrite(t, src.URI(), id, 0x6b, 32<<20, 16<<20)
+		e.waitStep(opID, "copy-mid-to-target")
+		// Written while the mid travels: it crosses once the guest is down.
+		testenv.GuestDiskWrite(t, src.URI(), id, 0x7c, 56<<20, 1<<20)
 		done := e.waitOp(opID)
 		e.mustSucceed(done)
 		return done
 	}
 	done := resize()
 	steps, _ := done["steps"].([]any)
-	if len(steps) != 10 {
+	if len(steps) != 13 {
 		t.Fatalf("resize steps: %v", testenv.Str(done, "steps"))
 	}
 	inst := e.instance(id)
@@ -196,7 +200,7 @@ func TestResizeAcrossHostsOnRealLibvirt(t *testing.T) {
 		t.Fatalf("resized: %v", inst)
 	}
 	shapeOf(t, dstAgent.RunDir, id, testenv.GuestShape{VCPUs: 2, MemKiB: 256 << 10, DiskBytes: 1 << 30})
-	for _, p := range []struct{ pattern, at, n string }{{"0x5a", "0", "24M"}, {"0x6b", "32M", "4M"}} {
+	for _, p := range []struct{ pattern, at, n string }{{"0x5a", "0", "24M"}, {"0x6b", "32M", "16M"}, {"0x7c", "56M", "1M"}} {
 		out := qemuIO(t, dst, "-r", "-U", "-c", "read -P "+p.pattern+" "+p.at+" "+p.n, diskOn(id))
 		if strings.Contains(out, "Pattern verification failed") || !strings.Contains(out, "read ") {
 			t.Fatalf("the resized disk on %s lacks %s at %s:\n%s", dst.Name, p.pattern, p.at, out)
@@ -232,7 +236,7 @@ func TestResizeAcrossHostsOnRealLibvirt(t *testing.T) {
 	}
 	noTrace(t, src, id)
 	shapeOf(t, dstAgent.RunDir, id, testenv.GuestShape{VCPUs: 2, MemKiB: 256 << 10, DiskBytes: 1 << 30})
-	out := qemuIO(t, dst, "-r", "-U", "-c", "read -P 0x5a 0 24M", "-c", "read -P 0x6b 32M 4M", diskOn(id))
+	out := qemuIO(t, dst, "-r", "-U", "-c", "read -P 0x5a 0 24M", "-c", "read -P 0x6b 32M 16M", "-c", "read -P 0x7c 56M 1M", diskOn(id))
 	if strings.Contains(out, "Pattern verification failed") {
 		t.Fatalf("the confirmed disk lost its data:\n%s", out)
 	}

@@ -83,8 +83,11 @@ const (
 	DiskLayer_DISK_LAYER_UNSPECIFIED DiskLayer = 0
 	// The immutable base of a frozen disk: readable while the guest runs.
 	DiskLayer_DISK_LAYER_BASE DiskLayer = 1
-	// What the guest wrote since the disk was frozen (guest shut off).
+	// What the guest wrote since the disk was (last) frozen (guest shut off).
 	DiskLayer_DISK_LAYER_TOP DiskLayer = 2
+	// What the guest wrote between a first and a second freeze: immutable,
+	// copied while the guest runs (the target merges it into its base).
+	DiskLayer_DISK_LAYER_MID DiskLayer = 3
 )
 
 // Enum value maps for DiskLayer.
@@ -93,11 +96,13 @@ var (
 		0: "DISK_LAYER_UNSPECIFIED",
 		1: "DISK_LAYER_BASE",
 		2: "DISK_LAYER_TOP",
+		3: "DISK_LAYER_MID",
 	}
 	DiskLayer_value = map[string]int32{
 		"DISK_LAYER_UNSPECIFIED": 0,
 		"DISK_LAYER_BASE":        1,
 		"DISK_LAYER_TOP":         2,
+		"DISK_LAYER_MID":         3,
 	}
 )
 
@@ -182,6 +187,8 @@ const (
 	StepAction_STEP_ACTION_DROP_ORIGINAL StepAction = 21
 	// Grow the disk to spec's size in place (the guest may be running).
 	StepAction_STEP_ACTION_GROW_DISK StepAction = 22
+	// Freeze the frozen disk again: the top becomes the mid layer, immutable.
+	StepAction_STEP_ACTION_REFREEZE_DISK StepAction = 23
 )
 
 // Enum value maps for StepAction.
@@ -210,6 +217,7 @@ var (
 		20: "STEP_ACTION_UNSHAPE",
 		21: "STEP_ACTION_DROP_ORIGINAL",
 		22: "STEP_ACTION_GROW_DISK",
+		23: "STEP_ACTION_REFREEZE_DISK",
 	}
 	StepAction_value = map[string]int32{
 		"STEP_ACTION_UNSPECIFIED":   0,
@@ -235,6 +243,7 @@ var (
 		"STEP_ACTION_UNSHAPE":       20,
 		"STEP_ACTION_DROP_ORIGINAL": 21,
 		"STEP_ACTION_GROW_DISK":     22,
+		"STEP_ACTION_REFREEZE_DISK": 23,
 	}
 )
 
@@ -1790,11 +1799,12 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\astep_id\x18\x06 \x01(\tR\x06stepId*H\n" +
 	"\rChunkEncoding\x12\x1e\n" +
 	"\x1aCHUNK_ENCODING_UNSPECIFIED\x10\x00\x12\x17\n" +
-	"\x13CHUNK_ENCODING_ZSTD\x10\x01*P\n" +
+	"\x13CHUNK_ENCODING_ZSTD\x10\x01*d\n" +
 	"\tDiskLayer\x12\x1a\n" +
 	"\x16DISK_LAYER_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fDISK_LAYER_BASE\x10\x01\x12\x12\n" +
-	"\x0eDISK_LAYER_TOP\x10\x02*\xe8\x04\n" +
+	"\x0eDISK_LAYER_TOP\x10\x02\x12\x12\n" +
+	"\x0eDISK_LAYER_MID\x10\x03*\x87\x05\n" +
 	"\n" +
 	"StepAction\x12\x1b\n" +
 	"\x17STEP_ACTION_UNSPECIFIED\x10\x00\x12\x16\n" +
@@ -1820,7 +1830,8 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\x13STEP_ACTION_RESHAPE\x10\x13\x12\x17\n" +
 	"\x13STEP_ACTION_UNSHAPE\x10\x14\x12\x1d\n" +
 	"\x19STEP_ACTION_DROP_ORIGINAL\x10\x15\x12\x19\n" +
-	"\x15STEP_ACTION_GROW_DISK\x10\x16*\x92\x01\n" +
+	"\x15STEP_ACTION_GROW_DISK\x10\x16\x12\x1d\n" +
+	"\x19STEP_ACTION_REFREEZE_DISK\x10\x17*\x92\x01\n" +
 	"\x0fStepReportState\x12!\n" +
 	"\x1dSTEP_REPORT_STATE_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19STEP_REPORT_STATE_UNKNOWN\x10\x01\x12\x1d\n" +
