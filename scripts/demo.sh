@@ -69,11 +69,23 @@ step pause "$id"
 step unpause "$id"
 step suspend "$id"
 step resume "$id"
-if [[ $hypervisor == libvirt ]]; then
-  # The guest powers itself off on the ACPI button once its init is listening.
-  for _ in $(seq 1 150); do grep -q FLOTILLA-GUEST-READY "$work/run/$id.console.log" 2>/dev/null && break; sleep 0.2; done
-fi
+# The guest powers itself off on the ACPI button once its init is listening:
+# wait for its n-th boot to get there.
+ready() {
+  [[ $hypervisor == libvirt ]] || return 0
+  for _ in $(seq 1 150); do
+    (($(grep -c FLOTILLA-GUEST-READY "$work/run/$id.console.log" 2>/dev/null || true) >= $1)) && break
+    sleep 0.2
+  done
+}
+ready 1
 step update "$id" --name demo-renamed --label team=demo
+# A resize on this one host (in place: stop, the disk kept as the original,
+# boot at the new shape), confirmed; then the disk grows under the running guest.
+step resize "$id" --memory-mib 256 --disk-gib 1 --graceful 60s
+step confirm-resize "$id"
+step extend "$id" --disk-gib 2
+ready 2
 step stop "$id" --graceful 60s
 step delete "$id"
 
