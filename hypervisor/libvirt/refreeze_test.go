@@ -113,6 +113,14 @@ func TestResizeTwoPasses(t *testing.T) {
 	if _, _, err := d.OpenDisk(ctxT(t, 10*time.Second), a, hypervisor.DiskTop); !errors.Is(err, hypervisor.ErrInvalidState) {
 		t.Fatalf("OpenDisk(top) while running = %v, want ErrInvalidState", err)
 	}
+	baseSum, err := fileSum(pb.IncomingBase)
+	mustDo(t, "sum", err)
+	if err := d.ReceiveDisk(ctxT(t, 10*time.Second), big, hypervisor.DiskMid, strings.NewReader("not qcow2")); !errors.Is(err, hypervisor.ErrInvalidSpec) {
+		t.Fatalf("garbage mid = %v, want ErrInvalidSpec", err)
+	}
+	if s, _ := fileSum(pb.IncomingBase); s != baseSum {
+		t.Fatal("a refused mid changed the staged base")
+	}
 	copyLayer(t, d, a, big, hypervisor.DiskMid) // while a runs
 	copyLayer(t, d, a, big, hypervisor.DiskMid) // a retry is harmless
 	wantAbsent(t, "after ReceiveDisk(mid)", pb.IncomingMid, pb.IncomingTop)
@@ -126,6 +134,7 @@ func TestResizeTwoPasses(t *testing.T) {
 		t.Fatalf("OpenDisk(whole) of a refrozen disk = %v, want ErrInvalidState", err)
 	}
 	copyLayer(t, d, a, big, hypervisor.DiskTop)
+	copyLayer(t, d, a, big, hypervisor.DiskMid) // a late retry of the mid is harmless too
 	// The base and mid the target holds, the top it holds over them: the
 	// source's disk.
 	wantThree(t, func(p byte, off, n int64) { wantFileHas(t, pb.IncomingTop, p, off, n) })
