@@ -135,9 +135,11 @@ type Driver interface {
 	// the domain shut off, so the bytes cannot change under the reader:
 	// running, paused, shutting-down, crashed or saved-to-disk (whose
 	// memory image would not travel) is ErrInvalidState. DiskBase needs a
-	// frozen disk (FreezeDisk) and may be read while the domain runs;
-	// DiskWhole of a frozen disk, or DiskTop of one that is not, is
-	// ErrInvalidState. A missing domain is ErrNotFound. It also returns the
+	// frozen disk (FreezeDisk) and may be read while the domain runs, as
+	// may DiskMid, which needs a refrozen disk (RefreezeDisk); DiskTop of a
+	// refrozen disk is what was written since RefreezeDisk. DiskWhole of a
+	// frozen disk, DiskTop of one that is not, or DiskMid of one that is
+	// not refrozen, is ErrInvalidState. A missing domain is ErrNotFound. It also returns the
 	// layer's size in bytes; an unknown layer is ErrInvalidSpec. The caller
 	// closes the reader; when it is an *os.File the copy may skip the file's
 	// holes.

@@ -47,8 +47,10 @@ func (d *Driver) Disk(id string) ([]byte, bool) {
 
 // OpenDisk returns a reader over one layer of the domain's disk (see
 // hypervisor.Driver): DiskWhole of an unfrozen, shut-off disk; DiskBase of
-// a frozen one in any state; DiskTop of a frozen, shut-off one, encoded as
-// the blocks written since the freeze (see encodeTop).
+// a frozen one in any state; DiskMid of a refrozen one in any state, encoded
+// as the blocks written between the two freezes; DiskTop of a frozen,
+// shut-off one, encoded as the blocks written since the (last) freeze (see
+// encodeTop).
 func (d *Driver) OpenDisk(ctx context.Context, id string, layer hypervisor.DiskLayer) (io.ReadCloser, int64, error) {
 	if err := d.enter(ctx, "OpenDisk"); err != nil {
 		return nil, 0, err
@@ -69,6 +71,11 @@ func (d *Driver) OpenDisk(ctx context.Context, id string, layer hypervisor.DiskL
 			return nil, 0, fmt.Errorf("fake: open base of %s: disk not frozen: %w", id, hypervisor.ErrInvalidState)
 		}
 		out = dom.base
+	case hypervisor.DiskMid:
+		if dom.mid == nil {
+			return nil, 0, fmt.Errorf("fake: open mid of %s: disk not refrozen: %w", id, hypervisor.ErrInvalidState)
+		}
+		out = encodeTop(dom.base, dom.mid)
 	default:
 		// Only shut off: a saved domain's memory image would not travel
 		// with its disk, and a live one's disk is still changing.
@@ -80,6 +87,8 @@ func (d *Driver) OpenDisk(ctx context.Context, id string, layer hypervisor.DiskL
 			return nil, 0, fmt.Errorf("fake: open whole disk of %s: disk frozen (open base and top): %w", id, hypervisor.ErrInvalidState)
 		case layer == hypervisor.DiskTop && dom.base == nil:
 			return nil, 0, fmt.Errorf("fake: open top of %s: disk not frozen: %w", id, hypervisor.ErrInvalidState)
+		case layer == hypervisor.DiskTop && dom.mid != nil:
+			out = encodeTop(dom.mid, d.diskLocked(dom))
 		case layer == hypervisor.DiskTop:
 			out = encodeTop(dom.base, d.diskLocked(dom))
 		default:
@@ -91,7 +100,7 @@ func (d *Driver) OpenDisk(ctx context.Context, id string, layer hypervisor.DiskL
 
 func checkLayer(layer hypervisor.DiskLayer) error {
 	switch layer {
-	case hypervisor.DiskWhole, hypervisor.DiskBase, hypervisor.DiskTop:
+	case hypervisor.DiskWhole, hypervisor.DiskBase, hypervisor.DiskMid, hypervisor.DiskTop:
 		return nil
 	}
 	return fmt.Errorf("unknown disk layer %q: %w", layer, hypervisor.ErrInvalidSpec)

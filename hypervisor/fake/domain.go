@@ -26,6 +26,10 @@ type domain struct {
 	// disk is not frozen; disk is then what the guest sees (base plus its
 	// writes since, the top).
 	base []byte
+	// mid is, on a disk frozen twice (RefreezeDisk), the disk as the guest
+	// saw it at the second freeze: base plus the mid layer, immutable. nil
+	// when the disk is not refrozen; the top is then what disk adds to it.
+	mid []byte
 	// original is what Reshape kept, nil when nothing is kept.
 	original *original
 }

@@ -6,9 +6,10 @@
 // a disk of bytes derived from its id (Disk), which OpenDisk and ImportDomain
 // copy, so a test can check that a moved instance arrived intact. The resize
 // methods model the libvirt driver's disk layers in memory: a guest writes
-// with WriteDisk, a frozen disk keeps its base apart, a received layer is
-// staged until AdoptDisk, Reshape keeps an original; DiskState, Staged and
-// Spec show them, and InjectFaultAfter loses a reply after the work is done.
+// with WriteDisk, a frozen disk keeps its base (and, refrozen, its mid)
+// apart, a received layer is staged until AdoptDisk (a received mid merged
+// into the staged base at once), Reshape keeps an original; DiskState,
+// Staged and Spec show them, and InjectFaultAfter loses a reply after the work is done.
 package fake
 
 import (

@@ -12,14 +12,14 @@ var methods = map[string]bool{
 	"Reboot": true, "Pause": true, "Resume": true, "Save": true, "Delete": true,
 	"Status": true, "List": true, "Events": true, "OpenDisk": true, "ImportDomain": true,
 	"Preflight": true, "SetTitle": true,
-	"FreezeDisk": true, "ThawDisk": true, "ReceiveDisk": true, "AdoptDisk": true,
+	"FreezeDisk": true, "RefreezeDisk": true, "ThawDisk": true, "ReceiveDisk": true, "AdoptDisk": true,
 	"Reshape": true, "Unshape": true, "DropOriginal": true, "GrowDisk": true,
 }
 
 // afterMethods are the methods InjectFaultAfter can target: those whose
 // retry after a lost reply the resize plans depend on.
 var afterMethods = map[string]bool{
-	"FreezeDisk": true, "ThawDisk": true, "ReceiveDisk": true, "AdoptDisk": true,
+	"FreezeDisk": true, "RefreezeDisk": true, "ThawDisk": true, "ReceiveDisk": true, "AdoptDisk": true,
 	"Reshape": true, "Unshape": true, "DropOriginal": true, "GrowDisk": true,
 }
 
@@ -52,7 +52,7 @@ func (d *Driver) InjectFault(method string, err error, times int) {
 // InjectFaultAfter makes the next times calls of method do their work and
 // then return err, as when the reply of a call that succeeded is lost (the
 // agent restarted, the connection broke): the caller retries something
-// already done. Only the resize methods (FreezeDisk, ThawDisk, ReceiveDisk,
+// already done. Only the resize methods (FreezeDisk, RefreezeDisk, ThawDisk, ReceiveDisk,
 // AdoptDisk, Reshape, Unshape, DropOriginal, GrowDisk) take it; a call that
 // fails by itself returns its own error and leaves the fault pending.
 // times < 0 and clearing work as in InjectFault.

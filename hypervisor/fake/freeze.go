@@ -34,7 +34,7 @@ func (d *Driver) FreezeDisk(ctx context.Context, id string) (err error) {
 }
 
 // ThawDisk makes the disk unfrozen again, keeping what the guest wrote
-// since the freeze. Not frozen is success; the domain must be running,
+// since the freeze (into the mid and the top, if refrozen). Not frozen is success; the domain must be running,
 // shutting down or shut off.
 func (d *Driver) ThawDisk(ctx context.Context, id string) (err error) {
 	defer func() { err = d.leave("ThawDisk", err) }()
@@ -45,7 +45,7 @@ func (d *Driver) ThawDisk(ctx context.Context, id string) (err error) {
 		if !canLayer(dom.state) {
 			return errState("thaw disk of", dom)
 		}
-		dom.base = nil
+		dom.base, dom.mid = nil, nil
 		return nil
 	})
 }

@@ -6,6 +6,7 @@ import "github.com/flotilla-vm/flotilla/hypervisor"
 type DiskInfo struct {
 	Size         int64 // virtual size in bytes
 	Frozen       bool  // FreezeDisk made a base; writes go to the top
+	Refrozen     bool  // RefreezeDisk made a mid between base and top
 	OriginalKept bool  // Reshape kept the disk before it
 }
 
@@ -18,7 +19,7 @@ func (d *Driver) DiskState(id string) (DiskInfo, bool) {
 	if dom == nil {
 		return DiskInfo{}, false
 	}
-	return DiskInfo{Size: d.sizeLocked(dom), Frozen: dom.base != nil, OriginalKept: dom.original != nil}, true
+	return DiskInfo{Size: d.sizeLocked(dom), Frozen: dom.base != nil, Refrozen: dom.mid != nil, OriginalKept: dom.original != nil}, true
 }
 
 // Spec reports the spec the domain is defined with (its shape after a

@@ -13,14 +13,19 @@ import (
 type staged struct {
 	spec  hypervisor.DomainSpec
 	layer hypervisor.DiskLayer // DiskWhole or DiskBase: what base holds
-	base  []byte
-	top   []byte // the disk base and the received top make; nil: no top
+	base  []byte               // with the received mid merged into it, if any
+	top   []byte               // the disk base and the received top make; nil: no top
+	// mid is the mid layer merged into base as received (nil: none), and
+	// preMid the base before it: a mid received again is compared with it
+	// (the same: nothing to do) or merged over preMid instead.
+	mid, preMid []byte
 }
 
 // StagedDisk is what ReceiveDisk has staged for an instance (see Staged).
 type StagedDisk struct {
 	Spec  hypervisor.DomainSpec // of the last ReceiveDisk
 	Layer hypervisor.DiskLayer  // DiskWhole or DiskBase
+	Mid   bool                  // a mid was received and merged into the base
 	Top   bool                  // a top was received over the base
 	Disk  []byte                // the disk AdoptDisk would make (a copy)
 }
@@ -37,13 +42,16 @@ func (d *Driver) Staged(id string) (StagedDisk, bool) {
 	if st.top != nil {
 		disk = st.top
 	}
-	return StagedDisk{Spec: st.spec, Layer: st.layer, Top: st.top != nil, Disk: bytes.Clone(disk)}, true
+	return StagedDisk{Spec: st.spec, Layer: st.layer, Mid: st.mid != nil, Top: st.top != nil, Disk: bytes.Clone(disk)}, true
 }
 
 // ReceiveDisk reads disk to its end and stages it as layer of spec's
 // incoming disk. A whole disk or a base replaces whatever was staged; a
 // top needs a staged base or whole disk (else ErrInvalidState), must be one
-// made over it (else ErrInvalidSpec), and replaces an earlier top. A domain of the id
+// made over it (else ErrInvalidSpec), and replaces an earlier top. A mid is
+// checked as a top and merged into the staged base at once (dropping a
+// staged top, which was made over the base without it); the same mid
+// received again changes nothing, another one replaces it. A domain of the id
 // is ErrAlreadyExists. Nothing changes when reading fails.
 func (d *Driver) ReceiveDisk(ctx context.Context, spec hypervisor.DomainSpec, layer hypervisor.DiskLayer, disk io.Reader) (err error) {
 	defer func() { err = d.leave("ReceiveDisk", err) }()
@@ -61,7 +69,7 @@ func (d *Driver) ReceiveDisk(ctx context.Context, spec hypervisor.DomainSpec, la
 	}
 	limit := d.importLimit(spec)
 	readLimit := limit
-	if layer == hypervisor.DiskTop {
+	if layer == hypervisor.DiskTop || layer == hypervisor.DiskMid {
 		// The top's framing: its header and 12 bytes per block.
 		readLimit += 1<<10 + 12*(limit/topBlock+1)
 	}
@@ -85,13 +93,29 @@ func (d *Driver) ReceiveDisk(ctx context.Context, spec hypervisor.DomainSpec, la
 	if dom := d.domains[spec.ID]; dom != nil {
 		return fmt.Errorf("fake: receive disk of %s: domain exists and is %s: %w", spec.ID, dom.state, hypervisor.ErrAlreadyExists)
 	}
-	if layer != hypervisor.DiskTop {
+	if layer == hypervisor.DiskWhole || layer == hypervisor.DiskBase {
 		d.staged[spec.ID] = &staged{spec: spec, layer: layer, base: data}
 		return nil
 	}
 	st := d.staged[spec.ID]
 	if st == nil {
-		return fmt.Errorf("fake: receive top disk of %s: no base staged: %w", spec.ID, hypervisor.ErrInvalidState)
+		return fmt.Errorf("fake: receive %s disk of %s: no base staged: %w", layer, spec.ID, hypervisor.ErrInvalidState)
+	}
+	if layer == hypervisor.DiskMid {
+		if st.mid != nil && bytes.Equal(st.mid, data) {
+			st.spec = spec
+			return nil // a retry: merged already
+		}
+		under := st.base
+		if st.mid != nil {
+			under = st.preMid
+		}
+		merged, err := applyTop(under, data, limit)
+		if err != nil {
+			return fmt.Errorf("fake: receive mid disk of %s: %w: %w", spec.ID, err, hypervisor.ErrInvalidSpec)
+		}
+		st.spec, st.preMid, st.mid, st.base, st.top = spec, under, data, merged, nil
+		return nil
 	}
 	merged, err := applyTop(st.base, data, limit)
 	if err != nil {

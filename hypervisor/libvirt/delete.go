@@ -13,7 +13,7 @@ import (
 
 // Delete destroys and undefines the domain (with its managed save image and
 // NVRAM) and removes every file of the instance (see instancePaths): disk
-// overlay, frozen top, kept original, staged layers, temporary files,
+// overlay, frozen top and mid, kept original, staged layers, temporary files,
 // console log and guest socket. A missing domain is success; its leftover
 // files are still removed.
 func (d *Driver) Delete(ctx context.Context, id string) error {
@@ -66,7 +66,7 @@ func (d *Driver) deleteDomain(ctx context.Context, id string) error {
 func removeAllFiles(diskDir, runDir, id string) error {
 	p := pathsFor(diskDir, runDir, id)
 	errs := []error{removeFiles(p)}
-	for _, f := range []string{p.Top, p.Original, p.IncomingBase, p.IncomingTop} {
+	for _, f := range []string{p.Top2, p.Top, p.Original, p.IncomingBase, p.IncomingMid, p.IncomingTop} {
 		errs = append(errs, removeIfExists(f))
 	}
 	for _, pat := range tempPatterns(diskDir, id) {

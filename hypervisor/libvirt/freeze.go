@@ -3,6 +3,7 @@ package libvirt
 import (
 	"context"
 	"encoding/xml"
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -20,6 +21,13 @@ import (
 // persistent domain as well as the live one (TestFreezeThawDefinitions
 // checks it); the driver redefines the persistent definition itself all
 // the same, so that a later Start boots the right file whatever libvirt did.
+//
+// A refrozen disk (RefreezeDisk) is three: the base, <id>.top.qcow2 over it,
+// now the mid and no longer written, and <id>.top2.qcow2 over the mid,
+// which takes the writes. The names stay fixed because a running domain's
+// file cannot be renamed under libvirt: the snapshot makes the new top at a
+// new path and the old top stays where it is, as the mid. The domain is
+// refrozen when its definition names <id>.top2.qcow2.
 
 // commitPoll is how often ThawDisk looks at its block commit.
 const commitPoll = 100 * time.Millisecond
@@ -31,13 +39,25 @@ type layerState struct {
 	live       *definition // while a QEMU runs
 }
 
-// frozen reports whether the domain's disk is frozen: what runs (or would
-// boot) is the top.
-func (ls layerState) frozen(paths instancePaths) bool {
+// current is the disk file the domain runs on (or would boot).
+func (ls layerState) current() string {
 	if ls.live != nil {
-		return ls.live.disk == paths.Top
+		return ls.live.disk
 	}
-	return ls.persistent.disk == paths.Top
+	return ls.persistent.disk
+}
+
+// frozen reports whether the domain's disk is frozen: what runs (or would
+// boot) is the top, or the second top of a refrozen disk.
+func (ls layerState) frozen(paths instancePaths) bool {
+	c := ls.current()
+	return c == paths.Top || c == paths.Top2
+}
+
+// refrozen reports whether the domain's disk is refrozen: what runs (or
+// would boot) is the second top, over the mid.
+func (ls layerState) refrozen(paths instancePaths) bool {
+	return ls.current() == paths.Top2
 }
 
 // active reports whether a QEMU process holds the domain's disks.
@@ -102,9 +122,9 @@ func (d *Driver) FreezeDisk(ctx context.Context, id string) error {
 		return err
 	}
 	if ls.frozen(paths) {
-		if ls.persistent.disk != paths.Top {
+		if cur := ls.current(); ls.persistent.disk != cur {
 			// A freeze interrupted between the snapshot and the redefinition.
-			if err := d.define(ctx, ls.persistent.params, paths.Top); err != nil {
+			if err := d.define(ctx, ls.persistent.params, cur); err != nil {
 				return wrapErr("freeze disk of", id, err)
 			}
 		}
@@ -121,45 +141,8 @@ func (d *Driver) FreezeDisk(ctx context.Context, id string) error {
 		return fmt.Errorf("libvirt: freeze disk of %s: %w", id, err)
 	}
 	started := time.Now()
-	switch ls.s.state {
-	case hypervisor.PowerRunning, hypervisor.PowerShuttingDown:
-		disk := snapshotDiskXML{Name: layoutFor(d.cfg.DomainType).DiskDev, Snapshot: "external",
-			Source: fileSourceXML{File: paths.Top}}
-		disk.Driver.Type = "qcow2"
-		snap := snapshotXML{Disks: []snapshotDiskXML{disk}}
-		b, err := xml.Marshal(snap)
-		if err != nil {
-			return fmt.Errorf("libvirt: freeze disk of %s: %w", id, err)
-		}
-		flags := golibvirt.DomainSnapshotCreateDiskOnly | golibvirt.DomainSnapshotCreateNoMetadata | golibvirt.DomainSnapshotCreateAtomic
-		err = d.call(ctx, func(l *golibvirt.Libvirt) error {
-			_, err := l.DomainSnapshotCreateXML(ls.s.dom, string(b), uint32(flags))
-			return err
-		})
-		if err != nil {
-			// ATOMIC: on failure libvirt left the domain on its overlay.
-			if now, lerr := d.layers(context.Background(), "freeze disk of", id); lerr == nil && !now.frozen(paths) {
-				_ = removeIfExists(paths.Top)
-			}
-			return wrapErr("freeze disk of", id, fmt.Errorf("snapshot: %w", err))
-		}
-		// libvirt creates the top 0600; give it the mode of every other
-		// overlay here, so that QEMU reads it whatever user qemu.conf
-		// makes it (this host runs it as root without ownership changes).
-		if err := os.Chmod(paths.Top, 0o644); err != nil {
-			log.Warn("freeze: chmod of the top failed", "err", err)
-		}
-	case hypervisor.PowerShutOff:
-		if _, err := runQemuImg(ctx, "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", paths.Disk, paths.Top); err != nil {
-			_ = removeIfExists(paths.Top)
-			return fmt.Errorf("libvirt: freeze disk of %s: %w", id, err)
-		}
-		if err := os.Chmod(paths.Top, 0o644); err != nil {
-			_ = removeIfExists(paths.Top)
-			return fmt.Errorf("libvirt: freeze disk of %s: %w", id, err)
-		}
-	default:
-		return errState("freeze disk of", id, ls.s)
+	if err := d.newTop(ctx, "freeze disk of", id, ls, paths.Disk, paths.Top); err != nil {
+		return err
 	}
 	// Whatever libvirt did to the persistent definition, it names the top now.
 	if err := d.define(ctx, ls.persistent.params, paths.Top); err != nil {
@@ -173,12 +156,65 @@ func (d *Driver) FreezeDisk(ctx context.Context, id string) error {
 	return nil
 }
 
+// newTop sends the domain's writes to a new, empty layer top over the
+// layer it runs on now, under: an external disk-only snapshot (without
+// snapshot metadata) while it runs or shuts down, a qemu-img overlay when
+// it is shut off; other states are ErrInvalidState. The file gets mode
+// 0644, as every other layer. The caller redefines the domain.
+func (d *Driver) newTop(ctx context.Context, op, id string, ls layerState, under, top string) error {
+	log := d.instanceLog(id)
+	switch ls.s.state {
+	case hypervisor.PowerRunning, hypervisor.PowerShuttingDown:
+		disk := snapshotDiskXML{Name: layoutFor(d.cfg.DomainType).DiskDev, Snapshot: "external",
+			Source: fileSourceXML{File: top}}
+		disk.Driver.Type = "qcow2"
+		snap := snapshotXML{Disks: []snapshotDiskXML{disk}}
+		b, err := xml.Marshal(snap)
+		if err != nil {
+			return fmt.Errorf("libvirt: %s %s: %w", op, id, err)
+		}
+		flags := golibvirt.DomainSnapshotCreateDiskOnly | golibvirt.DomainSnapshotCreateNoMetadata | golibvirt.DomainSnapshotCreateAtomic
+		err = d.call(ctx, func(l *golibvirt.Libvirt) error {
+			_, err := l.DomainSnapshotCreateXML(ls.s.dom, string(b), uint32(flags))
+			return err
+		})
+		if err != nil {
+			// ATOMIC: on failure libvirt left the domain on its layer.
+			if now, lerr := d.layers(context.Background(), op, id); lerr == nil && now.current() != top {
+				_ = removeIfExists(top)
+			}
+			return wrapErr(op, id, fmt.Errorf("snapshot: %w", err))
+		}
+		// libvirt creates the top 0600; give it the mode of every other
+		// overlay here, so that QEMU reads it whatever user qemu.conf
+		// makes it (this host runs it as root without ownership changes).
+		if err := os.Chmod(top, 0o644); err != nil {
+			log.Warn("chmod of the new top failed", "path", top, "err", err)
+		}
+	case hypervisor.PowerShutOff:
+		if _, err := runQemuImg(ctx, "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", under, top); err != nil {
+			_ = removeIfExists(top)
+			return fmt.Errorf("libvirt: %s %s: %w", op, id, err)
+		}
+		if err := os.Chmod(top, 0o644); err != nil {
+			_ = removeIfExists(top)
+			return fmt.Errorf("libvirt: %s %s: %w", op, id, err)
+		}
+	default:
+		return errState(op, id, ls.s)
+	}
+	return nil
+}
+
 // ThawDisk: see hypervisor.Driver. While a QEMU runs, a shallow active block
 // commit merges the top into its immediate backing file, the base (never
 // further down, into the image), and pivots to the base once ready; a shut-off
 // domain's top is merged with qemu-img commit, which also writes into the
-// immediate backing file only. Then the persistent definition names the base
-// again and the top is removed.
+// immediate backing file only. A refrozen disk's mid is merged first while
+// it runs (a non-active block commit of the mid into the base, which QEMU
+// follows by pointing the top at the base), and when it is shut off the top
+// is merged into the mid and the mid into the base. Then the persistent
+// definition names the base again and the top (and mid) are removed.
 func (d *Driver) ThawDisk(ctx context.Context, id string) error {
 	if err := hypervisor.ValidateID(id); err != nil {
 		return fmt.Errorf("libvirt: thaw disk: %w", err)
@@ -195,26 +231,30 @@ func (d *Driver) ThawDisk(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	if !ls.frozen(paths) && ls.persistent.disk != paths.Top {
-		// Not frozen; a top no definition names is a leftover.
-		if err := removeIfExists(paths.Top); err != nil {
+	if !ls.frozen(paths) && ls.persistent.disk != paths.Top && ls.persistent.disk != paths.Top2 {
+		// Not frozen; tops no definition names are leftovers.
+		if err := removeLayers(paths); err != nil {
 			return fmt.Errorf("libvirt: thaw disk of %s: %w", id, err)
 		}
 		return nil
 	}
 	started := time.Now()
 	switch {
-	case ls.live != nil && ls.live.disk != paths.Top:
+	case ls.live != nil && !ls.frozen(paths):
 		// Pivoted already; only the persistent definition is left to fix.
 	case ls.s.state == hypervisor.PowerRunning || ls.s.state == hypervisor.PowerShuttingDown:
-		if err := d.commitLive(ctx, id, ls.s.dom, paths); err != nil {
+		top := paths.Top
+		if ls.refrozen(paths) {
+			if err := d.commitMidLive(ctx, id, ls.s.dom, paths); err != nil {
+				return err
+			}
+			top = paths.Top2
+		}
+		if err := d.commitLive(ctx, id, ls.s.dom, paths, top); err != nil {
 			return err
 		}
 	case ls.s.state == hypervisor.PowerShutOff:
-		if err := checkChain(ctx, paths.Top, paths.Disk); err != nil {
-			return fmt.Errorf("libvirt: thaw disk of %s: %w", id, err)
-		}
-		if _, err := runQemuImg(ctx, "commit", "-q", "-f", "qcow2", paths.Top); err != nil {
+		if err := commitShutOff(ctx, paths, ls.persistent.disk == paths.Top2); err != nil {
 			return fmt.Errorf("libvirt: thaw disk of %s: %w", id, err)
 		}
 	default:
@@ -223,10 +263,11 @@ func (d *Driver) ThawDisk(ctx context.Context, id string) error {
 	if err := d.define(ctx, ls.persistent.params, paths.Disk); err != nil {
 		return wrapErr("thaw disk of", id, fmt.Errorf("redefine: %w", err))
 	}
-	if err := removeIfExists(paths.Top); err != nil {
+	if err := removeLayers(paths); err != nil {
 		return fmt.Errorf("libvirt: thaw disk of %s: %w", id, err)
 	}
-	log.Info("disk thawed", "live", ls.live != nil, "took", time.Since(started).Round(time.Millisecond))
+	log.Info("disk thawed", "live", ls.live != nil, "refrozen", ls.persistent.disk == paths.Top2,
+		"took", time.Since(started).Round(time.Millisecond))
 	return nil
 }
 
@@ -244,13 +285,49 @@ func checkChain(ctx context.Context, top, base string) error {
 	return nil
 }
 
-// commitLive runs a shallow active block commit of the disk's top into the
-// base, waits until it is ready and pivots. A commit already under way (an
-// interrupted ThawDisk) is waited for instead of started again.
-func (d *Driver) commitLive(ctx context.Context, id string, dom golibvirt.Domain, paths instancePaths) error {
+// removeLayers removes a thawed disk's top and mid files, those that exist.
+func removeLayers(paths instancePaths) error {
+	return errors.Join(removeIfExists(paths.Top2), removeIfExists(paths.Top))
+}
+
+// commitShutOff merges a shut-off domain's top into the base with qemu-img
+// commit, which writes into the top's immediate backing file only (checked
+// first: never the image). A refrozen disk's top is merged into the mid and
+// the mid into the base; a top already pointed at the base (the mid merged
+// by a live thaw interrupted before its pivot) straight into the base.
+// Each commit repeated after an interruption writes the same data again.
+func commitShutOff(ctx context.Context, paths instancePaths, refrozen bool) error {
+	commit := func(top, base string) error {
+		if err := checkChain(ctx, top, base); err != nil {
+			return err
+		}
+		_, err := runQemuImg(ctx, "commit", "-q", "-f", "qcow2", top)
+		return err
+	}
+	if !refrozen {
+		return commit(paths.Top, paths.Disk)
+	}
+	h, err := parseQcow2Header(paths.Top2)
+	if err != nil {
+		return err
+	}
+	if h.backing == paths.Disk {
+		return commit(paths.Top2, paths.Disk)
+	}
+	if err := commit(paths.Top2, paths.Top); err != nil {
+		return err
+	}
+	return commit(paths.Top, paths.Disk)
+}
+
+// commitLive runs a shallow active block commit of the disk's top (the
+// active layer, top) into the base, waits until it is ready and pivots. A
+// commit already under way (an interrupted ThawDisk) is waited for instead
+// of started again.
+func (d *Driver) commitLive(ctx context.Context, id string, dom golibvirt.Domain, paths instancePaths, top string) error {
 	log := d.instanceLog(id)
 	disk := layoutFor(d.cfg.DomainType).DiskDev
-	if err := checkChain(ctx, paths.Top, paths.Disk); err != nil {
+	if err := checkChain(ctx, top, paths.Disk); err != nil {
 		return fmt.Errorf("libvirt: thaw disk of %s: %w", id, err)
 	}
 	var found int32

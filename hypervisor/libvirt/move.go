@@ -30,8 +30,10 @@ func importSlack(virtual uint64) uint64 { return virtual/16 + 64<<20 }
 // OpenDisk opens a layer of the instance's disk for copying (see
 // hypervisor.Driver): DiskWhole is the overlay of an unfrozen, shut-off
 // domain; DiskBase the overlay of a frozen one, in any state (nothing
-// writes it any more); DiskTop the top of a frozen, shut-off one. The caller
-// closes the file.
+// writes it any more); DiskMid the mid of a refrozen one (<id>.top.qcow2,
+// which nothing writes any more either), in any state; DiskTop the top of
+// a frozen, shut-off one (<id>.top2.qcow2 once refrozen). The caller closes
+// the file.
 func (d *Driver) OpenDisk(ctx context.Context, id string, layer hypervisor.DiskLayer) (io.ReadCloser, int64, error) {
 	if err := checkLayerName(layer); err != nil {
 		return nil, 0, fmt.Errorf("libvirt: open disk of %s: %w", id, err)
@@ -50,6 +52,10 @@ func (d *Driver) OpenDisk(ctx context.Context, id string, layer hypervisor.DiskL
 	case layer == hypervisor.DiskBase && !frozen:
 		return nil, 0, fmt.Errorf("libvirt: open base of %s: disk not frozen: %w", id, hypervisor.ErrInvalidState)
 	case layer == hypervisor.DiskBase:
+	case layer == hypervisor.DiskMid && !ls.refrozen(paths):
+		return nil, 0, fmt.Errorf("libvirt: open mid of %s: disk not refrozen: %w", id, hypervisor.ErrInvalidState)
+	case layer == hypervisor.DiskMid:
+		path = paths.Top
 	case ls.s.state != hypervisor.PowerShutOff:
 		// Only shut off: a saved domain's memory image would not travel
 		// with its disk, and a live one's disk is still changing.
@@ -58,6 +64,8 @@ func (d *Driver) OpenDisk(ctx context.Context, id string, layer hypervisor.DiskL
 		return nil, 0, fmt.Errorf("libvirt: open whole disk of %s: disk frozen (open base and top): %w", id, hypervisor.ErrInvalidState)
 	case layer == hypervisor.DiskTop && !frozen:
 		return nil, 0, fmt.Errorf("libvirt: open top of %s: disk not frozen: %w", id, hypervisor.ErrInvalidState)
+	case layer == hypervisor.DiskTop && ls.refrozen(paths):
+		path = paths.Top2
 	case layer == hypervisor.DiskTop:
 		path = paths.Top
 	}
@@ -75,7 +83,7 @@ func (d *Driver) OpenDisk(ctx context.Context, id string, layer hypervisor.DiskL
 
 func checkLayerName(layer hypervisor.DiskLayer) error {
 	switch layer {
-	case hypervisor.DiskWhole, hypervisor.DiskBase, hypervisor.DiskTop:
+	case hypervisor.DiskWhole, hypervisor.DiskBase, hypervisor.DiskMid, hypervisor.DiskTop:
 		return nil
 	}
 	return fmt.Errorf("unknown disk layer %q: %w", layer, hypervisor.ErrInvalidSpec)

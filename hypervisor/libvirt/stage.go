@@ -2,6 +2,7 @@ package libvirt
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -16,12 +17,20 @@ import (
 // arrives as .<id>.incoming-base.qcow2 (a base or a whole disk, an overlay
 // of this host's image) and .<id>.incoming-top.qcow2 (a top, rebased onto
 // the staged base); AdoptDisk merges them into <id>.qcow2 and defines the
-// domain.
+// domain. A mid arrives as .<id>.incoming-mid.qcow2, rebased onto the staged
+// base as a top is, and is merged into the staged base at once and removed:
+// the staged base then is the source's base and mid, which the top that
+// follows (made over the source's mid) is rebased onto in turn.
 
 // ReceiveDisk: see hypervisor.Driver. The bytes go through receiveDisk into
 // a temporary file, are checked as ImportDomain checks an overlay (a top:
 // header first, then rebased onto the staged base, then the whole chain),
-// and only then renamed into place.
+// and only then renamed into place. A mid is checked as a top and then
+// committed into the staged base (qemu-img commit) and removed; the same
+// mid received again writes the same data again, so a retry is harmless
+// (and a top staged meanwhile, made over the same data, stays valid). A
+// commit cut short leaves the staged base part merged: the caller's retry
+// of the mid completes it.
 func (d *Driver) ReceiveDisk(ctx context.Context, spec hypervisor.DomainSpec, layer hypervisor.DiskLayer, disk io.Reader) error {
 	if err := hypervisor.ValidateSpec(spec); err != nil {
 		return fmt.Errorf("libvirt: receive disk: %w", err)
@@ -53,7 +62,7 @@ func (d *Driver) ReceiveDisk(ctx context.Context, spec hypervisor.DomainSpec, la
 		return fmt.Errorf("libvirt: %s %s: %w", op, spec.ID, err)
 	}
 	paths := pathsFor(d.cfg.DiskDir, d.cfg.RunDir, spec.ID)
-	if layer == hypervisor.DiskTop && !exists(paths.IncomingBase) {
+	if (layer == hypervisor.DiskTop || layer == hypervisor.DiskMid) && !exists(paths.IncomingBase) {
 		return fmt.Errorf("libvirt: %s %s: no base staged: %w", op, spec.ID, hypervisor.ErrInvalidState)
 	}
 
@@ -72,11 +81,18 @@ func (d *Driver) ReceiveDisk(ctx context.Context, spec hypervisor.DomainSpec, la
 	}
 
 	dest := paths.IncomingBase
-	if layer == hypervisor.DiskTop {
+	if layer == hypervisor.DiskTop || layer == hypervisor.DiskMid {
 		dest = paths.IncomingTop
 		if err := checkTop(ctx, tmp, paths.IncomingBase, virtual); err != nil {
-			log.Warn("receive: refusing top", "err", err)
+			log.Warn("receive: refusing layer", "layer", layerWord(layer), "err", err)
 			return fmt.Errorf("libvirt: %s %s: %w", op, spec.ID, err)
+		}
+		if layer == hypervisor.DiskMid {
+			if err := mergeMid(ctx, tmp, paths); err != nil {
+				return fmt.Errorf("libvirt: %s %s: %w", op, spec.ID, err)
+			}
+			log.Info("mid merged into the staged base", "bytes", size, "took", time.Since(started).Round(time.Millisecond))
+			return nil
 		}
 	} else {
 		named, err := checkOverlay(ctx, tmp, img.Disk, virtual)
@@ -89,8 +105,8 @@ func (d *Driver) ReceiveDisk(ctx context.Context, spec hypervisor.DomainSpec, la
 				return fmt.Errorf("libvirt: %s %s: %w", op, spec.ID, err)
 			}
 		}
-		// A top staged before belongs to the base this one replaces.
-		if err := removeIfExists(paths.IncomingTop); err != nil {
+		// A mid or top staged before belongs to the base this one replaces.
+		if err := errors.Join(removeIfExists(paths.IncomingMid), removeIfExists(paths.IncomingTop)); err != nil {
 			return fmt.Errorf("libvirt: %s %s: %w", op, spec.ID, err)
 		}
 	}
@@ -99,6 +115,23 @@ func (d *Driver) ReceiveDisk(ctx context.Context, spec hypervisor.DomainSpec, la
 	}
 	log.Info("disk layer staged", "layer", layerWord(layer), "bytes", size, "took", time.Since(started).Round(time.Millisecond))
 	return nil
+}
+
+// mergeMid stages the checked mid at tmp (rebased onto the staged base) as
+// .<id>.incoming-mid.qcow2, commits it into the staged base, its immediate
+// backing file (checked again first: never the image), and removes it.
+func mergeMid(ctx context.Context, tmp string, paths instancePaths) error {
+	if err := os.Rename(tmp, paths.IncomingMid); err != nil {
+		return err
+	}
+	defer removeIfExists(paths.IncomingMid)
+	if err := checkChain(ctx, paths.IncomingMid, paths.IncomingBase); err != nil {
+		return err
+	}
+	if _, err := runQemuImg(ctx, "commit", "-q", "-f", "qcow2", paths.IncomingMid); err != nil {
+		return fmt.Errorf("merging the mid into the staged base: %w", err)
+	}
+	return removeIfExists(paths.IncomingMid)
 }
 
 func layerWord(l hypervisor.DiskLayer) string {
@@ -202,6 +235,11 @@ func (d *Driver) AdoptDisk(ctx context.Context, spec hypervisor.DomainSpec) erro
 		if err := removeIfExists(paths.IncomingTop); err != nil {
 			return fmt.Errorf("libvirt: adopt disk of %s: %w", spec.ID, err)
 		}
+	}
+	// A mid left by a ReceiveDisk cut short (which failed, and the caller
+	// retried) is not part of the disk.
+	if err := removeIfExists(paths.IncomingMid); err != nil {
+		return fmt.Errorf("libvirt: adopt disk of %s: %w", spec.ID, err)
 	}
 	if err := growFile(ctx, base, want); err != nil {
 		return fmt.Errorf("libvirt: adopt disk of %s: %w", spec.ID, err)

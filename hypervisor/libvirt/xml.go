@@ -114,17 +114,23 @@ const guestChannelName = "org.flotilla.guest.0"
 // temporary files of tempPatterns).
 //
 //	<id>.qcow2                 the disk overlay over the image; once frozen, the base
-//	<id>.top.qcow2             a frozen disk's top, over <id>.qcow2 (FreezeDisk)
+//	<id>.top.qcow2             a frozen disk's top, over <id>.qcow2 (FreezeDisk);
+//	                           once refrozen, the mid (immutable)
+//	<id>.top2.qcow2            a refrozen disk's top, over <id>.top.qcow2 (RefreezeDisk)
 //	<id>.original.qcow2        the disk Reshape kept (until DropOriginal or Unshape)
 //	.<id>.incoming-base.qcow2  a staged base or whole disk, over the image (ReceiveDisk)
+//	.<id>.incoming-mid.qcow2   a received mid, over the staged base, while it is
+//	                           merged into it (ReceiveDisk)
 //	.<id>.incoming-top.qcow2   a staged top, over the staged base (ReceiveDisk)
 //	.<id>.import-*.qcow2       a layer being received (receiveDisk)
 //	.<id>.reshape-*.qcow2      Reshape's copy being made
 type instancePaths struct {
 	Disk         string // copy-on-write overlay (the base of a frozen disk)
-	Top          string // a frozen disk's top layer
+	Top          string // a frozen disk's top layer; a refrozen disk's mid
+	Top2         string // a refrozen disk's top layer
 	Original     string // the disk Reshape kept
 	IncomingBase string // a staged base or whole disk
+	IncomingMid  string // a received mid being merged into the staged base
 	IncomingTop  string // a staged top
 	ConsoleLog   string // serial console output
 	GuestSock    string // host end of the guest channel
@@ -134,8 +140,10 @@ func pathsFor(diskDir, runDir, id string) instancePaths {
 	return instancePaths{
 		Disk:         filepath.Join(diskDir, id+".qcow2"),
 		Top:          filepath.Join(diskDir, id+".top.qcow2"),
+		Top2:         filepath.Join(diskDir, id+".top2.qcow2"),
 		Original:     filepath.Join(diskDir, id+".original.qcow2"),
 		IncomingBase: filepath.Join(diskDir, "."+id+".incoming-base.qcow2"),
+		IncomingMid:  filepath.Join(diskDir, "."+id+".incoming-mid.qcow2"),
 		IncomingTop:  filepath.Join(diskDir, "."+id+".incoming-top.qcow2"),
 		ConsoleLog:   filepath.Join(runDir, id+".console.log"),
 		GuestSock:    filepath.Join(runDir, id+".guest.sock"),
