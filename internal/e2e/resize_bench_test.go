@@ -32,7 +32,7 @@ func TestBenchResizeDowntime(t *testing.T) {
 		flags = append(flags, "--copy-rate-limit="+lim)
 	}
 	e := newTestbedEnvWith(t, flags...)
-	e.startAgent(e.dst, flags...)
+	dstAgent := e.startAgent(e.dst, flags...)
 	op := e.do("CreateInstance", map[string]any{"name": "bench", "spec": map[string]any{"vcpus": 1, "memoryMib": 192, "diskGib": 2, "image": "flotilla-test"}})
 	e.mustSucceed(op)
 	id := testenv.Str(op, "instanceId")
@@ -45,13 +45,23 @@ func TestBenchResizeDowntime(t *testing.T) {
 	var moves, resizes []time.Duration
 	var breakdown []string
 	host := map[bool]testenv.TestbedHost{false: e.src, true: e.dst}
+	runDir := map[bool]string{false: e.agent.RunDir, true: dstAgent.RunDir}
+	boots := map[bool]int{false: 1}
 	there, vcpus := false, 1
+	// Before each stop, the guest listens for the power button: its stop is
+	// a clean shutdown, not a wait for the grace to end.
+	ready := func() {
+		readyIn(t, runDir[there], id, boots[there])
+	}
 	for r := 0; r < rounds; r++ {
+		ready()
 		// The full offline copy: a cold move.
 		there = !there
 		mv := e.g.MustCall("flotilla.v1.InstanceService/MoveInstance", map[string]any{"id": id, "targetHostId": host[there].Name, "gracefulTimeout": "30s"})
 		done := e.waitOp(testenv.Str(mv, "id"))
 		e.mustSucceed(done)
+		boots[there]++
+		ready()
 		moves = append(moves, downtime(t, done, "stop-on-source", "start-on-target"))
 		breakdown = append(breakdown, fmt.Sprintf("round %d move:   %s", r+1, stepTimes(done)))
 
@@ -68,6 +78,7 @@ func TestBenchResizeDowntime(t *testing.T) {
 		}
 		done = e.waitOp(opID)
 		e.mustSucceed(done)
+		boots[there]++
 		resizes = append(resizes, downtime(t, done, "stop-on-source", "start-on-target"))
 		breakdown = append(breakdown, fmt.Sprintf("round %d resize: %s", r+1, stepTimes(done)))
 		e.mustSucceed(e.do("ConfirmResize", map[string]any{"id": id}))

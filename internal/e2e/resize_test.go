@@ -93,6 +93,17 @@ func (e *tbEnv) waitStep(opID, name string) {
 	})
 }
 
+// readyIn waits for the guest of instance id (console log in runDir) to
+// have printed FLOTILLA-GUEST-READY n times.
+func readyIn(t *testing.T, runDir, id string, n int) {
+	t.Helper()
+	log := filepath.Join(runDir, id+".console.log")
+	testenv.Eventually(t, 60*time.Second, "the guest to be ready", func() bool {
+		b, err := os.ReadFile(log)
+		return err == nil && strings.Count(string(b), "FLOTILLA-GUEST-READY") >= n
+	})
+}
+
 // shapeOf waits for the guest of instance id (console log in runDir) to
 // report the shape want.
 func shapeOf(t *testing.T, runDir, id string, want testenv.GuestShape) {
@@ -214,6 +225,8 @@ func TestResizeAcrossHostsOnRealLibvirt(t *testing.T) {
 	if origSize != 64<<20 {
 		t.Fatalf("the original's disk is %d bytes", origSize)
 	}
+	// The revert's stop is a clean shutdown once the guest listens for it.
+	readyIn(t, dstAgent.RunDir, id, 1)
 
 	e.mustSucceed(e.do("RevertResize", map[string]any{"id": id}))
 	inst = e.instance(id)
