@@ -305,6 +305,8 @@ func parseMutation(name string, args []string) (*mutation, error) {
 		graceful = fs.Duration("graceful", 10*time.Minute, "how long the guest gets to power off")
 	case "extend":
 		diskGiB = fs.Int64("disk-gib", 0, "the new disk size in GiB (required, larger than now)")
+	case "revert-resize":
+		graceful = fs.Duration("graceful", 10*time.Minute, "how long the resized guest gets to power off")
 	case "move":
 		target = fs.String("to", "", "the host to go to (empty: the scheduler picks)")
 		graceful = fs.Duration("graceful", 10*time.Minute, "how long the guest gets to power off")
@@ -407,7 +409,10 @@ func parseMutation(name string, args []string) (*mutation, error) {
 	case "confirm-resize":
 		m.req = &flotillav1.ConfirmResizeRequest{Id: id, RequestId: *requestID}
 	case "revert-resize":
-		m.req = &flotillav1.RevertResizeRequest{Id: id, RequestId: *requestID}
+		if *graceful <= 0 {
+			return nil, &usageError{usage, "--graceful must be positive"}
+		}
+		m.req = &flotillav1.RevertResizeRequest{Id: id, RequestId: *requestID, GracefulTimeout: durationpb.New(*graceful)}
 	case "extend":
 		if *diskGiB <= 0 {
 			return nil, &usageError{usage, "--disk-gib is required"}

@@ -64,7 +64,7 @@ var commandList = []struct{ name, usage string }{
 	{"update", "update ID [--name N] [--label K=V]... [--clear-labels] [--recovery leave|restart|mark-failed [--max-restarts N]] [--request-id R] [--wait]"},
 	{"resize", "resize ID [--vcpus N] [--memory-mib M] [--disk-gib G] [--to HOST] [--confirm-after 1h] [--graceful 10m] [--request-id R] [--wait]"},
 	{"confirm-resize", "confirm-resize ID [--request-id R] [--wait]"},
-	{"revert-resize", "revert-resize ID [--request-id R] [--wait]"},
+	{"revert-resize", "revert-resize ID [--graceful 10m] [--request-id R] [--wait]"},
 	{"extend", "extend ID --disk-gib G [--request-id R] [--wait]"},
 	{"move", "move ID [--to HOST] [--graceful 10m] [--request-id R] [--wait]"},
 	{"usage", "usage ID [--vocabulary rightscale|azure] [--from T] [--to T]"},

@@ -123,7 +123,7 @@ func TestParseMutation(t *testing.T) {
 		{"resize", []string{"i-1", "--vcpus", "2"},
 			&flotillav1.ResizeInstanceRequest{Id: "i-1", Vcpus: 2, GracefulTimeout: durationpb.New(10 * time.Minute)}, false},
 		{"confirm-resize", []string{"i-1"}, &flotillav1.ConfirmResizeRequest{Id: "i-1"}, false},
-		{"revert-resize", []string{"i-1", "--wait"}, &flotillav1.RevertResizeRequest{Id: "i-1"}, true},
+		{"revert-resize", []string{"i-1", "--wait"}, &flotillav1.RevertResizeRequest{Id: "i-1", GracefulTimeout: durationpb.New(10 * time.Minute)}, true},
 		{"extend", []string{"i-1", "--disk-gib", "8"}, &flotillav1.ExtendInstanceRequest{Id: "i-1", DiskGib: 8}, false},
 		{"move", []string{"i-1", "--to", "h3"}, &flotillav1.MoveInstanceRequest{Id: "i-1", TargetHostId: "h3", GracefulTimeout: durationpb.New(10 * time.Minute)}, false},
 		// "--" ends the flags: an ID that looks like a flag.

@@ -120,7 +120,9 @@ func (s *instances) ConfirmResize(ctx context.Context, r *pb.ConfirmResizeReques
 }
 
 func (s *instances) RevertResize(ctx context.Context, r *pb.RevertResizeRequest) (*pb.Operation, error) {
-	return s.act(ctx, actRequest{id: r.Id, requestID: r.RequestId, action: lifecycle.ActionRevertResize, force: true}, nil)
+	var v violations
+	graceful := stopGraceful(&v, &pb.StopInstanceRequest{GracefulTimeout: r.GracefulTimeout})
+	return s.act(ctx, actRequest{id: r.Id, requestID: r.RequestId, action: lifecycle.ActionRevertResize, graceful: graceful, force: true}, v)
 }
 
 func (s *instances) ExtendInstance(ctx context.Context, r *pb.ExtendInstanceRequest) (*pb.Operation, error) {

@@ -228,7 +228,7 @@ func TestResizeAcrossHostsOnRealLibvirt(t *testing.T) {
 	// The revert's stop is a clean shutdown once the guest listens for it.
 	readyIn(t, dstAgent.RunDir, id, 1)
 
-	e.mustSucceed(e.do("RevertResize", map[string]any{"id": id}))
+	e.mustSucceed(e.do("RevertResize", map[string]any{"id": id, "gracefulTimeout": "30s"}))
 	inst = e.instance(id)
 	if testenv.Str(inst, "status") != "STATUS_RUNNING" || testenv.Str(inst, "hostId") != src.Name || testenv.Str(inst, "spec", "vcpus") != "1" {
 		t.Fatalf("reverted: %v", inst)

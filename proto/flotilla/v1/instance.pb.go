@@ -2348,9 +2348,12 @@ type RevertResizeRequest struct {
 	// The instance id.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// Optional idempotency key.
-	RequestId     string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	RequestId string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// How long the resized guest gets to power off before it is forced off;
+	// default as for StopInstance.
+	GracefulTimeout *durationpb.Duration `protobuf:"bytes,3,opt,name=graceful_timeout,json=gracefulTimeout,proto3" json:"graceful_timeout,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *RevertResizeRequest) Reset() {
@@ -2395,6 +2398,13 @@ func (x *RevertResizeRequest) GetRequestId() string {
 		return x.RequestId
 	}
 	return ""
+}
+
+func (x *RevertResizeRequest) GetGracefulTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.GracefulTimeout
+	}
+	return nil
 }
 
 // ExtendInstanceRequest grows the disk in place.
@@ -2702,11 +2712,12 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x14ConfirmResizeRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x02 \x01(\tR\trequestId\"D\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"\x8a\x01\n" +
 	"\x13RevertResizeRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x02 \x01(\tR\trequestId\"a\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\x12D\n" +
+	"\x10graceful_timeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x0fgracefulTimeout\"a\n" +
 	"\x15ExtendInstanceRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
@@ -2911,48 +2922,49 @@ var file_flotilla_v1_instance_proto_depIdxs = []int32{
 	6,  // 36: flotilla.v1.UpdateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
 	40, // 37: flotilla.v1.ResizeInstanceRequest.confirm_window:type_name -> google.protobuf.Duration
 	40, // 38: flotilla.v1.ResizeInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
-	40, // 39: flotilla.v1.MoveInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
-	12, // 40: flotilla.v1.InstanceService.CreateInstance:input_type -> flotilla.v1.CreateInstanceRequest
-	13, // 41: flotilla.v1.InstanceService.GetInstance:input_type -> flotilla.v1.GetInstanceRequest
-	14, // 42: flotilla.v1.InstanceService.ListInstances:input_type -> flotilla.v1.ListInstancesRequest
-	16, // 43: flotilla.v1.InstanceService.WatchInstances:input_type -> flotilla.v1.WatchInstancesRequest
-	18, // 44: flotilla.v1.InstanceService.StartInstance:input_type -> flotilla.v1.StartInstanceRequest
-	19, // 45: flotilla.v1.InstanceService.StopInstance:input_type -> flotilla.v1.StopInstanceRequest
-	20, // 46: flotilla.v1.InstanceService.RestartInstance:input_type -> flotilla.v1.RestartInstanceRequest
-	21, // 47: flotilla.v1.InstanceService.PauseInstance:input_type -> flotilla.v1.PauseInstanceRequest
-	22, // 48: flotilla.v1.InstanceService.UnpauseInstance:input_type -> flotilla.v1.UnpauseInstanceRequest
-	23, // 49: flotilla.v1.InstanceService.SuspendInstance:input_type -> flotilla.v1.SuspendInstanceRequest
-	24, // 50: flotilla.v1.InstanceService.ResumeInstance:input_type -> flotilla.v1.ResumeInstanceRequest
-	25, // 51: flotilla.v1.InstanceService.DeleteInstance:input_type -> flotilla.v1.DeleteInstanceRequest
-	26, // 52: flotilla.v1.InstanceService.UpdateInstance:input_type -> flotilla.v1.UpdateInstanceRequest
-	27, // 53: flotilla.v1.InstanceService.ResizeInstance:input_type -> flotilla.v1.ResizeInstanceRequest
-	28, // 54: flotilla.v1.InstanceService.ConfirmResize:input_type -> flotilla.v1.ConfirmResizeRequest
-	29, // 55: flotilla.v1.InstanceService.RevertResize:input_type -> flotilla.v1.RevertResizeRequest
-	30, // 56: flotilla.v1.InstanceService.ExtendInstance:input_type -> flotilla.v1.ExtendInstanceRequest
-	31, // 57: flotilla.v1.InstanceService.MoveInstance:input_type -> flotilla.v1.MoveInstanceRequest
-	42, // 58: flotilla.v1.InstanceService.CreateInstance:output_type -> flotilla.v1.Operation
-	10, // 59: flotilla.v1.InstanceService.GetInstance:output_type -> flotilla.v1.Instance
-	15, // 60: flotilla.v1.InstanceService.ListInstances:output_type -> flotilla.v1.ListInstancesResponse
-	17, // 61: flotilla.v1.InstanceService.WatchInstances:output_type -> flotilla.v1.WatchInstancesResponse
-	42, // 62: flotilla.v1.InstanceService.StartInstance:output_type -> flotilla.v1.Operation
-	42, // 63: flotilla.v1.InstanceService.StopInstance:output_type -> flotilla.v1.Operation
-	42, // 64: flotilla.v1.InstanceService.RestartInstance:output_type -> flotilla.v1.Operation
-	42, // 65: flotilla.v1.InstanceService.PauseInstance:output_type -> flotilla.v1.Operation
-	42, // 66: flotilla.v1.InstanceService.UnpauseInstance:output_type -> flotilla.v1.Operation
-	42, // 67: flotilla.v1.InstanceService.SuspendInstance:output_type -> flotilla.v1.Operation
-	42, // 68: flotilla.v1.InstanceService.ResumeInstance:output_type -> flotilla.v1.Operation
-	42, // 69: flotilla.v1.InstanceService.DeleteInstance:output_type -> flotilla.v1.Operation
-	42, // 70: flotilla.v1.InstanceService.UpdateInstance:output_type -> flotilla.v1.Operation
-	42, // 71: flotilla.v1.InstanceService.ResizeInstance:output_type -> flotilla.v1.Operation
-	42, // 72: flotilla.v1.InstanceService.ConfirmResize:output_type -> flotilla.v1.Operation
-	42, // 73: flotilla.v1.InstanceService.RevertResize:output_type -> flotilla.v1.Operation
-	42, // 74: flotilla.v1.InstanceService.ExtendInstance:output_type -> flotilla.v1.Operation
-	42, // 75: flotilla.v1.InstanceService.MoveInstance:output_type -> flotilla.v1.Operation
-	58, // [58:76] is the sub-list for method output_type
-	40, // [40:58] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	40, // 39: flotilla.v1.RevertResizeRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	40, // 40: flotilla.v1.MoveInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	12, // 41: flotilla.v1.InstanceService.CreateInstance:input_type -> flotilla.v1.CreateInstanceRequest
+	13, // 42: flotilla.v1.InstanceService.GetInstance:input_type -> flotilla.v1.GetInstanceRequest
+	14, // 43: flotilla.v1.InstanceService.ListInstances:input_type -> flotilla.v1.ListInstancesRequest
+	16, // 44: flotilla.v1.InstanceService.WatchInstances:input_type -> flotilla.v1.WatchInstancesRequest
+	18, // 45: flotilla.v1.InstanceService.StartInstance:input_type -> flotilla.v1.StartInstanceRequest
+	19, // 46: flotilla.v1.InstanceService.StopInstance:input_type -> flotilla.v1.StopInstanceRequest
+	20, // 47: flotilla.v1.InstanceService.RestartInstance:input_type -> flotilla.v1.RestartInstanceRequest
+	21, // 48: flotilla.v1.InstanceService.PauseInstance:input_type -> flotilla.v1.PauseInstanceRequest
+	22, // 49: flotilla.v1.InstanceService.UnpauseInstance:input_type -> flotilla.v1.UnpauseInstanceRequest
+	23, // 50: flotilla.v1.InstanceService.SuspendInstance:input_type -> flotilla.v1.SuspendInstanceRequest
+	24, // 51: flotilla.v1.InstanceService.ResumeInstance:input_type -> flotilla.v1.ResumeInstanceRequest
+	25, // 52: flotilla.v1.InstanceService.DeleteInstance:input_type -> flotilla.v1.DeleteInstanceRequest
+	26, // 53: flotilla.v1.InstanceService.UpdateInstance:input_type -> flotilla.v1.UpdateInstanceRequest
+	27, // 54: flotilla.v1.InstanceService.ResizeInstance:input_type -> flotilla.v1.ResizeInstanceRequest
+	28, // 55: flotilla.v1.InstanceService.ConfirmResize:input_type -> flotilla.v1.ConfirmResizeRequest
+	29, // 56: flotilla.v1.InstanceService.RevertResize:input_type -> flotilla.v1.RevertResizeRequest
+	30, // 57: flotilla.v1.InstanceService.ExtendInstance:input_type -> flotilla.v1.ExtendInstanceRequest
+	31, // 58: flotilla.v1.InstanceService.MoveInstance:input_type -> flotilla.v1.MoveInstanceRequest
+	42, // 59: flotilla.v1.InstanceService.CreateInstance:output_type -> flotilla.v1.Operation
+	10, // 60: flotilla.v1.InstanceService.GetInstance:output_type -> flotilla.v1.Instance
+	15, // 61: flotilla.v1.InstanceService.ListInstances:output_type -> flotilla.v1.ListInstancesResponse
+	17, // 62: flotilla.v1.InstanceService.WatchInstances:output_type -> flotilla.v1.WatchInstancesResponse
+	42, // 63: flotilla.v1.InstanceService.StartInstance:output_type -> flotilla.v1.Operation
+	42, // 64: flotilla.v1.InstanceService.StopInstance:output_type -> flotilla.v1.Operation
+	42, // 65: flotilla.v1.InstanceService.RestartInstance:output_type -> flotilla.v1.Operation
+	42, // 66: flotilla.v1.InstanceService.PauseInstance:output_type -> flotilla.v1.Operation
+	42, // 67: flotilla.v1.InstanceService.UnpauseInstance:output_type -> flotilla.v1.Operation
+	42, // 68: flotilla.v1.InstanceService.SuspendInstance:output_type -> flotilla.v1.Operation
+	42, // 69: flotilla.v1.InstanceService.ResumeInstance:output_type -> flotilla.v1.Operation
+	42, // 70: flotilla.v1.InstanceService.DeleteInstance:output_type -> flotilla.v1.Operation
+	42, // 71: flotilla.v1.InstanceService.UpdateInstance:output_type -> flotilla.v1.Operation
+	42, // 72: flotilla.v1.InstanceService.ResizeInstance:output_type -> flotilla.v1.Operation
+	42, // 73: flotilla.v1.InstanceService.ConfirmResize:output_type -> flotilla.v1.Operation
+	42, // 74: flotilla.v1.InstanceService.RevertResize:output_type -> flotilla.v1.Operation
+	42, // 75: flotilla.v1.InstanceService.ExtendInstance:output_type -> flotilla.v1.Operation
+	42, // 76: flotilla.v1.InstanceService.MoveInstance:output_type -> flotilla.v1.Operation
+	59, // [59:77] is the sub-list for method output_type
+	41, // [41:59] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_instance_proto_init() }
