@@ -170,6 +170,16 @@ func (r *pullReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// ReadData implements hypervisor.SparseReader.
+func (r *pullReader) ReadData() ([]byte, error) {
+	if !r.fill() {
+		return nil, r.err
+	}
+	data := r.pending
+	r.pending = nil
+	return data, nil
+}
+
 // SkipHole implements hypervisor.SparseReader.
 func (r *pullReader) SkipHole() (int64, error) {
 	if !r.fill() {

@@ -6,6 +6,7 @@ import (
 	"hash"
 	"io"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -55,9 +56,15 @@ const (
 // prepared is one message of the extent stream, ready to send.
 type prepared struct {
 	msg  *agentv1.DiskChunk
-	wire int // data bytes on the wire
+	wire int     // data bytes on the wire
+	buf  *[]byte // from chunkBufs, back there once msg is sent
 	err  error
 }
+
+// chunkBufs holds read buffers of ChunkSize. A buffer goes back once its
+// message is sent: gRPC has encoded it by then (this server has no stats
+// handler or tracing that could look at a message later).
+var chunkBufs = sync.Pool{New: func() any { b := make([]byte, ChunkSize); return &b }}
 
 // serveExtents sends the disk as an extent stream (see wire.go) from the
 // offset the puller asks for. Reading, hashing and compressing run in one
@@ -120,6 +127,9 @@ func (t *Transfer) serveExtents(ctx context.Context, log *slog.Logger, req *agen
 		if err := stream.Send(p.msg); err != nil {
 			log.Info("pull broken while sending", "sent_bytes", sent, "err", err)
 			return err
+		}
+		if p.buf != nil {
+			chunkBufs.Put(p.buf)
 		}
 		wire += int64(p.wire)
 		t.wireSent.Add(int64(p.wire))
@@ -193,9 +203,8 @@ func (t *Transfer) prepare(ctx context.Context, ext *extentReader, start uint64,
 		if ctx.Err() != nil {
 			return
 		}
-		// A fresh buffer per message: gRPC may still hold the last one.
-		buf := make([]byte, ChunkSize)
-		hole, data, err := ext.next(buf)
+		bp := chunkBufs.Get().(*[]byte)
+		hole, data, err := ext.next(*bp)
 		if err == io.EOF {
 			if flushHole() {
 				put(prepared{msg: &agentv1.DiskChunk{Done: true, Sha256: sum.Sum(nil)}})
@@ -207,6 +216,7 @@ func (t *Transfer) prepare(ctx context.Context, ext *extentReader, start uint64,
 			return
 		}
 		if hole > 0 {
+			chunkBufs.Put(bp)
 			hashZeros(sum, hole)
 			skip, skipNext = 0, 0 // a new extent: its data may compress
 			if holeLen == 0 {
@@ -237,7 +247,7 @@ func (t *Transfer) prepare(ctx context.Context, ext *extentReader, start uint64,
 			}
 		}
 		off += uint64(len(data))
-		if !put(prepared{msg: msg, wire: len(msg.Data)}) {
+		if !put(prepared{msg: msg, wire: len(msg.Data), buf: bp}) {
 			return
 		}
 	}
