@@ -44,11 +44,13 @@ func hashPrefix(ctx context.Context, ext *extentReader, end int64, sum hash.Hash
 
 const (
 	// compressBelow: chunks are compressed only while the link carries
-	// less than this (bytes/s): zstd's fastest level compresses some
-	// 400-500 MB/s per core and decompresses faster, so below about a
-	// third of that (a 1 Gb/s link, a rate limit) it saves time, above it
-	// it costs CPU both ends may need.
-	compressBelow = 150 << 20
+	// less than this (bytes/s). zstd's fastest level compresses some
+	// 400-500 MB/s per core; on the 2-core test bed, where both ends
+	// share the CPUs, compressing at ~400 MiB/s (a fast link) made copies
+	// slower, and a link slowed by CPU contention is not told apart from a
+	// slow one: so only a clearly slow link (under about 800 Mb/s, or a
+	// rate limit under that) has chunks compressed.
+	compressBelow = 100 << 20
 	// rateWindow is how long the link's rate is measured over.
 	rateWindow = 250 * time.Millisecond
 )
