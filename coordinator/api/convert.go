@@ -225,6 +225,7 @@ func instanceToPB(i *state.Instance, vocabs ...vocabulary.Vocabulary) *pb.Instan
 			AntiAffinityGroup: i.Placement.Group, Preemptible: i.Placement.Preemptible},
 		Labels: i.Labels,
 	}
+	out.Copy = copyToPB(i.RunningCopy())
 	for _, a := range lifecycle.Allowed(status) {
 		out.AllowedActions = append(out.AllowedActions, actionToPB[a])
 	}

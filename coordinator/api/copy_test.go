@@ -28,3 +28,15 @@ func TestOperationShowsTheRunningCopyOnly(t *testing.T) {
 		t.Fatalf("copy of a finished step shown: %v", c)
 	}
 }
+
+// An instance shows the copy progress of its current operation only.
+func TestInstanceShowsItsCurrentOperationsCopy(t *testing.T) {
+	i := &state.Instance{ID: "i-1", CurrentOp: "op-7", Copy: &state.CopyProgress{StepID: "op-7/2/1", BytesDone: 1, BytesTotal: 2}}
+	if c := instanceToPB(i).GetCopy(); c == nil || c.GetStepId() != "op-7/2/1" {
+		t.Fatalf("copy = %v", c)
+	}
+	i.CurrentOp = "op-70" // not a prefix match
+	if c := instanceToPB(i).GetCopy(); c != nil {
+		t.Fatalf("copy of another operation shown: %v", c)
+	}
+}

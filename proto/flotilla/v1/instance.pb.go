@@ -855,7 +855,10 @@ type Instance struct {
 	// The state in each vocabulary the read asked for, in the order asked.
 	Views []*VocabularyView `protobuf:"bytes,22,rep,name=views,proto3" json:"views,omitempty"`
 	// The user's own labels (not placement constraints).
-	Labels        map[string]string `protobuf:"bytes,23,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Labels map[string]string `protobuf:"bytes,23,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// While a disk copy step of the current operation runs, how far it has
+	// got (as that Operation's copy), so that watchers see it move.
+	Copy          *CopyProgress `protobuf:"bytes,40,opt,name=copy,proto3" json:"copy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1047,6 +1050,13 @@ func (x *Instance) GetViews() []*VocabularyView {
 func (x *Instance) GetLabels() map[string]string {
 	if x != nil {
 		return x.Labels
+	}
+	return nil
+}
+
+func (x *Instance) GetCopy() *CopyProgress {
+	if x != nil {
+		return x.Copy
 	}
 	return nil
 }
@@ -2086,7 +2096,7 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\vpreemptible\x18\x04 \x01(\bR\vpreemptible\x1a=\n" +
 	"\x0fHostLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xac\t\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xdb\t\n" +
 	"\bInstance\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12-\n" +
@@ -2114,7 +2124,8 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\rrestart_count\x18\x14 \x01(\x05R\frestartCount\x124\n" +
 	"\tplacement\x18\x15 \x01(\v2\x16.flotilla.v1.PlacementR\tplacement\x121\n" +
 	"\x05views\x18\x16 \x03(\v2\x1b.flotilla.v1.VocabularyViewR\x05views\x129\n" +
-	"\x06labels\x18\x17 \x03(\v2!.flotilla.v1.Instance.LabelsEntryR\x06labels\x1a9\n" +
+	"\x06labels\x18\x17 \x03(\v2!.flotilla.v1.Instance.LabelsEntryR\x06labels\x12-\n" +
+	"\x04copy\x18( \x01(\v2\x19.flotilla.v1.CopyProgressR\x04copy\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe5\x02\n" +
@@ -2327,9 +2338,10 @@ var file_flotilla_v1_instance_proto_goTypes = []any{
 	(PowerState)(0),                // 31: flotilla.v1.PowerState
 	(*timestamppb.Timestamp)(nil),  // 32: google.protobuf.Timestamp
 	(*Fault)(nil),                  // 33: flotilla.v1.Fault
-	(*durationpb.Duration)(nil),    // 34: google.protobuf.Duration
-	(*fieldmaskpb.FieldMask)(nil),  // 35: google.protobuf.FieldMask
-	(*Operation)(nil),              // 36: flotilla.v1.Operation
+	(*CopyProgress)(nil),           // 34: flotilla.v1.CopyProgress
+	(*durationpb.Duration)(nil),    // 35: google.protobuf.Duration
+	(*fieldmaskpb.FieldMask)(nil),  // 36: google.protobuf.FieldMask
+	(*Operation)(nil),              // 37: flotilla.v1.Operation
 }
 var file_flotilla_v1_instance_proto_depIdxs = []int32{
 	4,  // 0: flotilla.v1.Recovery.policy:type_name -> flotilla.v1.RecoveryPolicy
@@ -2351,51 +2363,52 @@ var file_flotilla_v1_instance_proto_depIdxs = []int32{
 	9,  // 16: flotilla.v1.Instance.placement:type_name -> flotilla.v1.Placement
 	7,  // 17: flotilla.v1.Instance.views:type_name -> flotilla.v1.VocabularyView
 	28, // 18: flotilla.v1.Instance.labels:type_name -> flotilla.v1.Instance.LabelsEntry
-	8,  // 19: flotilla.v1.CreateInstanceRequest.spec:type_name -> flotilla.v1.InstanceSpec
-	6,  // 20: flotilla.v1.CreateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
-	9,  // 21: flotilla.v1.CreateInstanceRequest.placement:type_name -> flotilla.v1.Placement
-	29, // 22: flotilla.v1.CreateInstanceRequest.labels:type_name -> flotilla.v1.CreateInstanceRequest.LabelsEntry
-	5,  // 23: flotilla.v1.GetInstanceRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
-	0,  // 24: flotilla.v1.ListInstancesRequest.status_filter:type_name -> flotilla.v1.Status
-	5,  // 25: flotilla.v1.ListInstancesRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
-	10, // 26: flotilla.v1.ListInstancesResponse.instances:type_name -> flotilla.v1.Instance
-	5,  // 27: flotilla.v1.WatchInstancesRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
-	10, // 28: flotilla.v1.WatchInstancesResponse.instances:type_name -> flotilla.v1.Instance
-	34, // 29: flotilla.v1.StopInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
-	35, // 30: flotilla.v1.UpdateInstanceRequest.update_mask:type_name -> google.protobuf.FieldMask
-	30, // 31: flotilla.v1.UpdateInstanceRequest.labels:type_name -> flotilla.v1.UpdateInstanceRequest.LabelsEntry
-	6,  // 32: flotilla.v1.UpdateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
-	11, // 33: flotilla.v1.InstanceService.CreateInstance:input_type -> flotilla.v1.CreateInstanceRequest
-	12, // 34: flotilla.v1.InstanceService.GetInstance:input_type -> flotilla.v1.GetInstanceRequest
-	13, // 35: flotilla.v1.InstanceService.ListInstances:input_type -> flotilla.v1.ListInstancesRequest
-	15, // 36: flotilla.v1.InstanceService.WatchInstances:input_type -> flotilla.v1.WatchInstancesRequest
-	17, // 37: flotilla.v1.InstanceService.StartInstance:input_type -> flotilla.v1.StartInstanceRequest
-	18, // 38: flotilla.v1.InstanceService.StopInstance:input_type -> flotilla.v1.StopInstanceRequest
-	19, // 39: flotilla.v1.InstanceService.RestartInstance:input_type -> flotilla.v1.RestartInstanceRequest
-	20, // 40: flotilla.v1.InstanceService.PauseInstance:input_type -> flotilla.v1.PauseInstanceRequest
-	21, // 41: flotilla.v1.InstanceService.UnpauseInstance:input_type -> flotilla.v1.UnpauseInstanceRequest
-	22, // 42: flotilla.v1.InstanceService.SuspendInstance:input_type -> flotilla.v1.SuspendInstanceRequest
-	23, // 43: flotilla.v1.InstanceService.ResumeInstance:input_type -> flotilla.v1.ResumeInstanceRequest
-	24, // 44: flotilla.v1.InstanceService.DeleteInstance:input_type -> flotilla.v1.DeleteInstanceRequest
-	25, // 45: flotilla.v1.InstanceService.UpdateInstance:input_type -> flotilla.v1.UpdateInstanceRequest
-	36, // 46: flotilla.v1.InstanceService.CreateInstance:output_type -> flotilla.v1.Operation
-	10, // 47: flotilla.v1.InstanceService.GetInstance:output_type -> flotilla.v1.Instance
-	14, // 48: flotilla.v1.InstanceService.ListInstances:output_type -> flotilla.v1.ListInstancesResponse
-	16, // 49: flotilla.v1.InstanceService.WatchInstances:output_type -> flotilla.v1.WatchInstancesResponse
-	36, // 50: flotilla.v1.InstanceService.StartInstance:output_type -> flotilla.v1.Operation
-	36, // 51: flotilla.v1.InstanceService.StopInstance:output_type -> flotilla.v1.Operation
-	36, // 52: flotilla.v1.InstanceService.RestartInstance:output_type -> flotilla.v1.Operation
-	36, // 53: flotilla.v1.InstanceService.PauseInstance:output_type -> flotilla.v1.Operation
-	36, // 54: flotilla.v1.InstanceService.UnpauseInstance:output_type -> flotilla.v1.Operation
-	36, // 55: flotilla.v1.InstanceService.SuspendInstance:output_type -> flotilla.v1.Operation
-	36, // 56: flotilla.v1.InstanceService.ResumeInstance:output_type -> flotilla.v1.Operation
-	36, // 57: flotilla.v1.InstanceService.DeleteInstance:output_type -> flotilla.v1.Operation
-	36, // 58: flotilla.v1.InstanceService.UpdateInstance:output_type -> flotilla.v1.Operation
-	46, // [46:59] is the sub-list for method output_type
-	33, // [33:46] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	34, // 19: flotilla.v1.Instance.copy:type_name -> flotilla.v1.CopyProgress
+	8,  // 20: flotilla.v1.CreateInstanceRequest.spec:type_name -> flotilla.v1.InstanceSpec
+	6,  // 21: flotilla.v1.CreateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
+	9,  // 22: flotilla.v1.CreateInstanceRequest.placement:type_name -> flotilla.v1.Placement
+	29, // 23: flotilla.v1.CreateInstanceRequest.labels:type_name -> flotilla.v1.CreateInstanceRequest.LabelsEntry
+	5,  // 24: flotilla.v1.GetInstanceRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
+	0,  // 25: flotilla.v1.ListInstancesRequest.status_filter:type_name -> flotilla.v1.Status
+	5,  // 26: flotilla.v1.ListInstancesRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
+	10, // 27: flotilla.v1.ListInstancesResponse.instances:type_name -> flotilla.v1.Instance
+	5,  // 28: flotilla.v1.WatchInstancesRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
+	10, // 29: flotilla.v1.WatchInstancesResponse.instances:type_name -> flotilla.v1.Instance
+	35, // 30: flotilla.v1.StopInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	36, // 31: flotilla.v1.UpdateInstanceRequest.update_mask:type_name -> google.protobuf.FieldMask
+	30, // 32: flotilla.v1.UpdateInstanceRequest.labels:type_name -> flotilla.v1.UpdateInstanceRequest.LabelsEntry
+	6,  // 33: flotilla.v1.UpdateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
+	11, // 34: flotilla.v1.InstanceService.CreateInstance:input_type -> flotilla.v1.CreateInstanceRequest
+	12, // 35: flotilla.v1.InstanceService.GetInstance:input_type -> flotilla.v1.GetInstanceRequest
+	13, // 36: flotilla.v1.InstanceService.ListInstances:input_type -> flotilla.v1.ListInstancesRequest
+	15, // 37: flotilla.v1.InstanceService.WatchInstances:input_type -> flotilla.v1.WatchInstancesRequest
+	17, // 38: flotilla.v1.InstanceService.StartInstance:input_type -> flotilla.v1.StartInstanceRequest
+	18, // 39: flotilla.v1.InstanceService.StopInstance:input_type -> flotilla.v1.StopInstanceRequest
+	19, // 40: flotilla.v1.InstanceService.RestartInstance:input_type -> flotilla.v1.RestartInstanceRequest
+	20, // 41: flotilla.v1.InstanceService.PauseInstance:input_type -> flotilla.v1.PauseInstanceRequest
+	21, // 42: flotilla.v1.InstanceService.UnpauseInstance:input_type -> flotilla.v1.UnpauseInstanceRequest
+	22, // 43: flotilla.v1.InstanceService.SuspendInstance:input_type -> flotilla.v1.SuspendInstanceRequest
+	23, // 44: flotilla.v1.InstanceService.ResumeInstance:input_type -> flotilla.v1.ResumeInstanceRequest
+	24, // 45: flotilla.v1.InstanceService.DeleteInstance:input_type -> flotilla.v1.DeleteInstanceRequest
+	25, // 46: flotilla.v1.InstanceService.UpdateInstance:input_type -> flotilla.v1.UpdateInstanceRequest
+	37, // 47: flotilla.v1.InstanceService.CreateInstance:output_type -> flotilla.v1.Operation
+	10, // 48: flotilla.v1.InstanceService.GetInstance:output_type -> flotilla.v1.Instance
+	14, // 49: flotilla.v1.InstanceService.ListInstances:output_type -> flotilla.v1.ListInstancesResponse
+	16, // 50: flotilla.v1.InstanceService.WatchInstances:output_type -> flotilla.v1.WatchInstancesResponse
+	37, // 51: flotilla.v1.InstanceService.StartInstance:output_type -> flotilla.v1.Operation
+	37, // 52: flotilla.v1.InstanceService.StopInstance:output_type -> flotilla.v1.Operation
+	37, // 53: flotilla.v1.InstanceService.RestartInstance:output_type -> flotilla.v1.Operation
+	37, // 54: flotilla.v1.InstanceService.PauseInstance:output_type -> flotilla.v1.Operation
+	37, // 55: flotilla.v1.InstanceService.UnpauseInstance:output_type -> flotilla.v1.Operation
+	37, // 56: flotilla.v1.InstanceService.SuspendInstance:output_type -> flotilla.v1.Operation
+	37, // 57: flotilla.v1.InstanceService.ResumeInstance:output_type -> flotilla.v1.Operation
+	37, // 58: flotilla.v1.InstanceService.DeleteInstance:output_type -> flotilla.v1.Operation
+	37, // 59: flotilla.v1.InstanceService.UpdateInstance:output_type -> flotilla.v1.Operation
+	47, // [47:60] is the sub-list for method output_type
+	34, // [34:47] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_instance_proto_init() }
