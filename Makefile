@@ -7,7 +7,7 @@ TOOLS := $(CURDIR)/.bin
 export PATH := $(TOOLS):$(PATH)
 TEST_TIMEOUT ?= 30m
 
-.PHONY: all build tools host guest etcd setup proto proto-check docs conformance lint vet test test-unit demo bench bench-resize clean
+.PHONY: all build tools host guest etcd setup proto proto-check docs conformance lint vet test test-unit demo bench bench-resize bench-xfer clean
 
 all: build
 
@@ -77,6 +77,10 @@ bench: build setup
 	$(GO) run ./bench/cmd/flotilla-failover
 	$(GO) run ./bench/cmd/flotilla-writes
 	$(GO) run ./bench/cmd/flotilla-sim
+
+# The disk copy between two test bed hosts (root; see bench/README.md).
+bench-xfer: setup guest
+	$(GO) run ./bench/cmd/flotilla-xfer-bench
 
 clean:
 	rm -rf $(BIN)

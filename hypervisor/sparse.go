@@ -11,6 +11,10 @@ type SparseReader interface {
 	// the image it returns 0 and the error Read would (io.EOF once the
 	// whole image was delivered and verified).
 	SkipHole() (int64, error)
+	// ReadData returns the data at the reader's position, as much as it
+	// has at hand (none at a hole: SkipHole it), without copying; the
+	// slice is the caller's. At the end it returns the error Read would.
+	ReadData() ([]byte, error)
 	Read(p []byte) (int, error)
 }
 

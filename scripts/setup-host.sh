@@ -40,6 +40,7 @@ PACKAGES=(
   cpio busybox-static xz-utils zstd kmod
   iproute2 procps passwd
   iputils-ping  # the test bed's hosts ping each other (scripts/testbed.sh)
+  rsync  # bench/cmd/flotilla-xfer-bench compares disk copies with rsync --sparse
 )
 
 # ---------------------------------------------------------------- packages

@@ -9,6 +9,7 @@ import (
 	"hash"
 	"io"
 	"log/slog"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -99,7 +100,12 @@ func (t *Transfer) pull(ctx context.Context, spec hypervisor.DomainSpec, layer h
 		defer close(stop)
 		go r.m.report(ctx, t.cfg.ProgressEvery, Progress{InstanceID: spec.ID, Layer: layer}, t.cfg.Progress, stop)
 	}
-	if err := write(ctx, spec, r); err != nil {
+	// Receiving, checking and hashing run ahead of the driver's writes.
+	stopAhead := r.prefetch(cancel)
+	defer stopAhead()
+	err = write(ctx, spec, r)
+	stopAhead()
+	if err != nil {
 		log.Warn("import failed", "received_bytes", r.received, "err", err)
 		return fmt.Errorf("transfer: import %s from %s: %w", spec.ID, fromHostID, err)
 	}
@@ -143,11 +149,17 @@ type pullReader struct {
 	version  uint32 // 0 (plain) or streamVersion, from the first message
 	total    uint64 // announced in the first message
 	received uint64 // bytes verified (extent stream: the next offset expected)
-	pending  []byte // received, not yet read
-	hole     int64  // zeros received, not yet read
-	err      error  // sticky: io.EOF once verified
+	inData   []byte // what the last receive took in: data,
+	inHole   int64  // or zeros
 	verified bool
 	ended    bool // the source's last message came
+
+	// The reading side (the driver's goroutine): what it has at hand, and
+	// what comes next (from prefetch, or from receive when not started).
+	pending []byte // received, not yet read
+	hole    int64  // zeros received, not yet read
+	err     error  // sticky: io.EOF once verified
+	ahead   chan aheadItem
 
 	resumes   int    // streams opened after the first
 	failures  int    // resumes in a row that got no further
@@ -170,6 +182,16 @@ func (r *pullReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// ReadData implements hypervisor.SparseReader.
+func (r *pullReader) ReadData() ([]byte, error) {
+	if !r.fill() {
+		return nil, r.err
+	}
+	data := r.pending
+	r.pending = nil
+	return data, nil
+}
+
 // SkipHole implements hypervisor.SparseReader.
 func (r *pullReader) SkipHole() (int64, error) {
 	if !r.fill() {
@@ -189,9 +211,68 @@ func (r *pullReader) fill() bool {
 		if r.err != nil {
 			return false
 		}
-		r.err = r.receive()
+		var it aheadItem
+		if r.ahead != nil {
+			it = <-r.ahead
+		} else {
+			it = r.next()
+		}
+		r.pending, r.hole, r.err = it.data, it.hole, it.err
 	}
 	return true
+}
+
+// aheadItem is what one receive took in.
+type aheadItem struct {
+	data []byte
+	hole int64
+	err  error
+}
+
+// next returns what the last receive took in, or receives.
+func (r *pullReader) next() aheadItem {
+	var it aheadItem
+	if r.inData == nil && r.inHole == 0 {
+		it.err = r.receive()
+	}
+	it.data, it.hole = r.inData, r.inHole
+	r.inData, r.inHole = nil, 0
+	return it
+}
+
+// prefetch receives in a goroutine of its own from now on, a few messages
+// ahead of the reader. The function it returns ends that goroutine (with
+// cancel, which ends the stream, if it still runs) and waits for it; after
+// it, the receiving side's fields may be read again.
+func (r *pullReader) prefetch(cancel context.CancelFunc) func() {
+	r.ahead = make(chan aheadItem, 4)
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			it := r.next()
+			select {
+			case r.ahead <- it:
+			case <-stop:
+				return
+			}
+			if it.err != nil {
+				return
+			}
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			close(stop)
+			select {
+			case <-done:
+			default:
+				cancel()
+				<-done
+			}
+		})
+	}
 }
 
 // receive takes the next message into pending or hole, checks the final
@@ -251,7 +332,7 @@ func (r *pullReader) extent(msg *agentv1.DiskChunk) error {
 		if len(msg.GetData()) > 0 || h > r.total-r.received {
 			return fmt.Errorf("bad hole of %d bytes at %d: %w", h, r.received, executor.ErrDiskCorrupt)
 		}
-		r.hole = int64(h)
+		r.inHole = int64(h)
 		hashZeros(r.hash, int64(h))
 		r.received += h
 		r.m.done.Store(int64(r.received))
@@ -272,7 +353,7 @@ func (r *pullReader) extent(msg *agentv1.DiskChunk) error {
 		data = bytes.Clone(data)
 	}
 	r.hash.Write(data)
-	r.pending = data
+	r.inData = data
 	r.received += uint64(len(data))
 	r.m.done.Store(int64(r.received))
 	r.m.sent.Add(int64(len(msg.GetData())))
@@ -336,7 +417,7 @@ func (r *pullReader) plain(msg *agentv1.DiskChunk) error {
 		return fmt.Errorf("peer sent more than the %d bytes it announced: %w", r.total, executor.ErrDiskCorrupt)
 	}
 	r.hash.Write(data)
-	r.pending = data
+	r.inData = data
 	r.m.done.Store(int64(r.received))
 	r.m.sent.Add(int64(len(data)))
 	r.t.wirePulled.Add(int64(len(data)))

@@ -6,6 +6,7 @@ import (
 	"hash"
 	"io"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -43,11 +44,13 @@ func hashPrefix(ctx context.Context, ext *extentReader, end int64, sum hash.Hash
 
 const (
 	// compressBelow: chunks are compressed only while the link carries
-	// less than this (bytes/s): zstd's fastest level compresses some
-	// 400-500 MB/s per core and decompresses faster, so below about a
-	// third of that (a 1 Gb/s link, a rate limit) it saves time, above it
-	// it costs CPU both ends may need.
-	compressBelow = 150 << 20
+	// less than this (bytes/s). zstd's fastest level compresses some
+	// 400-500 MB/s per core; on the 2-core test bed, where both ends
+	// share the CPUs, compressing at ~400 MiB/s (a fast link) made copies
+	// slower, and a link slowed by CPU contention is not told apart from a
+	// slow one: so only a clearly slow link (under about 800 Mb/s, or a
+	// rate limit under that) has chunks compressed.
+	compressBelow = 100 << 20
 	// rateWindow is how long the link's rate is measured over.
 	rateWindow = 250 * time.Millisecond
 )
@@ -55,9 +58,15 @@ const (
 // prepared is one message of the extent stream, ready to send.
 type prepared struct {
 	msg  *agentv1.DiskChunk
-	wire int // data bytes on the wire
+	wire int     // data bytes on the wire
+	buf  *[]byte // from chunkBufs, back there once msg is sent
 	err  error
 }
+
+// chunkBufs holds read buffers of ChunkSize. A buffer goes back once its
+// message is sent: gRPC has encoded it by then (this server has no stats
+// handler or tracing that could look at a message later).
+var chunkBufs = sync.Pool{New: func() any { b := make([]byte, ChunkSize); return &b }}
 
 // serveExtents sends the disk as an extent stream (see wire.go) from the
 // offset the puller asks for. Reading, hashing and compressing run in one
@@ -120,6 +129,9 @@ func (t *Transfer) serveExtents(ctx context.Context, log *slog.Logger, req *agen
 		if err := stream.Send(p.msg); err != nil {
 			log.Info("pull broken while sending", "sent_bytes", sent, "err", err)
 			return err
+		}
+		if p.buf != nil {
+			chunkBufs.Put(p.buf)
 		}
 		wire += int64(p.wire)
 		t.wireSent.Add(int64(p.wire))
@@ -193,9 +205,8 @@ func (t *Transfer) prepare(ctx context.Context, ext *extentReader, start uint64,
 		if ctx.Err() != nil {
 			return
 		}
-		// A fresh buffer per message: gRPC may still hold the last one.
-		buf := make([]byte, ChunkSize)
-		hole, data, err := ext.next(buf)
+		bp := chunkBufs.Get().(*[]byte)
+		hole, data, err := ext.next(*bp)
 		if err == io.EOF {
 			if flushHole() {
 				put(prepared{msg: &agentv1.DiskChunk{Done: true, Sha256: sum.Sum(nil)}})
@@ -207,6 +218,7 @@ func (t *Transfer) prepare(ctx context.Context, ext *extentReader, start uint64,
 			return
 		}
 		if hole > 0 {
+			chunkBufs.Put(bp)
 			hashZeros(sum, hole)
 			skip, skipNext = 0, 0 // a new extent: its data may compress
 			if holeLen == 0 {
@@ -237,7 +249,7 @@ func (t *Transfer) prepare(ctx context.Context, ext *extentReader, start uint64,
 			}
 		}
 		off += uint64(len(data))
-		if !put(prepared{msg: msg, wire: len(msg.Data)}) {
+		if !put(prepared{msg: msg, wire: len(msg.Data), buf: bp}) {
 			return
 		}
 	}

@@ -17,7 +17,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
 	"github.com/flotilla-vm/flotilla/agent/executor"
@@ -75,7 +74,7 @@ func serve(t *testing.T, tlsCfg *tls.Config, register func(*grpc.Server)) string
 	}
 	var opts []grpc.ServerOption
 	if tlsCfg != nil {
-		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsCfg)))
+		opts = append(opts, grpc.Creds(ServerCredentials(tlsCfg)))
 	}
 	srv := grpc.NewServer(opts...)
 	register(srv)

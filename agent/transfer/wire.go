@@ -36,8 +36,8 @@ import (
 //   - Chunks go zstd-compressed when the puller accepts it, the source is
 //     not configured off, the network is what holds the copy back (chunks
 //     ready to send queue up, and the link, or the rate limit, carries
-//     less than compressBelow) and the compressed form is at least 1/8
-//     smaller. After a chunk that did not compress, the next few of
+//     less than compressBelow, 100 MiB/s) and the compressed form is at
+//     least 1/8 smaller. After a chunk that did not compress, the next few of
 //     the same extent are sent as they are, untried (disk contents come in
 //     runs). On a fast link the CPU is the limit and nothing is compressed.
 //   - A cut stream is resumed: the puller asks again from the end of what

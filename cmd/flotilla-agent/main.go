@@ -393,7 +393,7 @@ func startPeer(cfg config, drv hypervisor.Driver, log *slog.Logger, progress fun
 		if clientTLS, err = mtls.Client(cfg.tls); err != nil {
 			return nil, "", nil, err
 		}
-		srvOpts = append(srvOpts, grpc.Creds(credentials.NewTLS(stc)))
+		srvOpts = append(srvOpts, grpc.Creds(transfer.ServerCredentials(stc)))
 	}
 	lis, err := net.Listen("tcp", cfg.peerListen)
 	if err != nil {

@@ -242,6 +242,7 @@ func instanceToPB(i *state.Instance, vocabs ...vocabulary.Vocabulary) *pb.Instan
 	if r := i.Resize; r != nil {
 		out.Resize = &pb.PendingResize{From: SpecToPB(r.From), To: SpecToPB(r.To), SourceHostId: r.Source, ConfirmTime: ts(r.ConfirmBy)}
 	}
+	out.Copy = copyToPB(i.RunningCopy())
 	for _, a := range lifecycle.Allowed(status) {
 		out.AllowedActions = append(out.AllowedActions, actionToPB[a])
 	}

@@ -51,5 +51,11 @@ func applyCopyProgress(tx *state.Tx, c *CopyProgress) (any, error) {
 		BytesPerSecond: c.BytesPerSecond, BytesSent: c.BytesSent, ReportTime: tx.Now(),
 	}
 	tx.PutOperation(op)
+	// On the instance too, so that WatchInstances shows it move; the
+	// step's end clears it there (applyFinish).
+	if inst, ok := tx.Instance(op.InstanceID); ok {
+		inst.Copy = op.Copy
+		tx.PutInstance(inst)
+	}
 	return nil, nil
 }

@@ -38,9 +38,16 @@ func TestCopyProgressOnlyOfTheRunningCopy(t *testing.T) {
 		t.Fatalf("copy progress %+v", c)
 	}
 
+	if i, _ := h.store.Instance("i"); i.RunningCopy() != c {
+		t.Fatalf("instance copy progress %+v, want the operation's %+v", i.RunningCopy(), c)
+	}
+
 	// Once the step is over, the last report is no longer shown, and
 	// later reports are refused.
 	h.running("op-mv")
+	if i, _ := h.store.Instance("i"); i.Copy != nil {
+		t.Fatalf("instance copy progress %+v kept after the step ended", i.Copy)
+	}
 	if done := h.op("op-mv"); done.RunningCopy() != nil {
 		t.Fatalf("copy progress %+v shown after the step ended", done.RunningCopy())
 	}

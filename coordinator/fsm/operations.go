@@ -80,6 +80,7 @@ func applyFinish(tx *state.Tx, c *Finish) (any, error) {
 	default:
 		stepFailed(tx, op, inst, c.Fault)
 	}
+	inst.Copy = nil // a step ended: a copy's progress is over (see applyCopyProgress)
 	tx.PutOperation(op)
 	if op.State == state.OpSucceeded && op.Kind == lifecycle.OpPreempt {
 		rebid(tx, inst, op)

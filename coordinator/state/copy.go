@@ -1,6 +1,9 @@
 package state
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // CopyProgress is how far an operation's running disk copy step has got,
 // as its target agent last reported. It belongs to one step attempt
@@ -27,4 +30,13 @@ func (o *Operation) RunningCopy() *CopyProgress {
 		return nil
 	}
 	return o.Copy
+}
+
+// RunningCopy returns the instance's copy progress if it is of its
+// current operation (a step's end clears it, see fsm.applyFinish).
+func (i *Instance) RunningCopy() *CopyProgress {
+	if i.Copy == nil || i.CurrentOp == "" || !strings.HasPrefix(i.Copy.StepID, i.CurrentOp+"/") {
+		return nil
+	}
+	return i.Copy
 }

@@ -33,6 +33,7 @@ type Instance struct {
 	HostID     string            `json:"host_id"`
 	Desired    lifecycle.Desired `json:"desired"`
 	CurrentOp  string            `json:"current_op,omitempty"`
+	Copy       *CopyProgress     `json:"copy,omitempty"` // of a copy step of CurrentOp while it runs (see applyCopyProgress)
 	CurrentOpK lifecycle.OpKind  `json:"current_op_kind,omitempty"`
 	LastOp     string            `json:"last_op,omitempty"`
 	// LastOp, LastOpK, Result and Fault are the last operation that acted

@@ -31,7 +31,10 @@ var zeroBlock [receiveBuf]byte
 // is refused (hypervisor.ErrInvalidSpec). It returns the size written.
 func writeSparse(f *os.File, h hash.Hash, disk io.Reader, limit uint64) (int64, error) {
 	sr, _ := disk.(hypervisor.SparseReader)
-	buf := make([]byte, receiveBuf)
+	var buf []byte
+	if sr == nil {
+		buf = make([]byte, receiveBuf)
+	}
 	var off int64
 	tooLarge := func() error {
 		return fmt.Errorf("disk larger than %d bytes: %w", limit, hypervisor.ErrInvalidSpec)
@@ -55,25 +58,27 @@ func writeSparse(f *os.File, h hash.Hash, disk io.Reader, limit uint64) (int64, 
 				return 0, fmt.Errorf("receiving disk: %w", err)
 			}
 		}
-		var n int
+		var data []byte
 		var err error
 		if sr != nil {
-			n, err = sr.Read(buf) // back to SkipHole as soon as the data ends
+			data, err = sr.ReadData() // back to SkipHole as soon as the data ends
 		} else {
+			var n int
 			n, err = io.ReadFull(disk, buf)
 			if err == io.ErrUnexpectedEOF {
 				err = io.EOF
 			}
+			data = buf[:n]
 		}
-		if n > 0 {
+		if n := len(data); n > 0 {
 			if uint64(off)+uint64(n) > limit {
 				return 0, tooLarge()
 			}
-			if err := writeNonZero(f, buf[:n], off); err != nil {
+			if err := writeNonZero(f, data, off); err != nil {
 				return 0, err
 			}
 			if h != nil {
-				h.Write(buf[:n])
+				h.Write(data)
 			}
 			off += int64(n)
 		}

@@ -45,6 +45,15 @@ func (r *holeReader) SkipHole() (int64, error) {
 	return hole, nil
 }
 
+func (r *holeReader) ReadData() ([]byte, error) {
+	p := make([]byte, 256<<10)
+	n, err := r.Read(p)
+	if n > 0 && err == io.EOF {
+		err = nil
+	}
+	return p[:n], err
+}
+
 func (r *holeReader) Read(p []byte) (int, error) {
 	if r.off >= r.size {
 		return 0, io.EOF
@@ -179,6 +188,15 @@ func (r *digestReader) Read(p []byte) (int, error) {
 	r.h.Write(p[:n])
 	r.done = r.done || err == io.EOF
 	return n, err
+}
+
+func (r *digestReader) ReadData() ([]byte, error) {
+	p := make([]byte, 256<<10)
+	n, err := r.Read(p)
+	if n > 0 && err == io.EOF {
+		err = nil
+	}
+	return p[:n], err
 }
 
 func (r *digestReader) Sum() ([]byte, bool) {

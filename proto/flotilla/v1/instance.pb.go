@@ -899,7 +899,10 @@ type Instance struct {
 	// The user's own labels (not placement constraints).
 	Labels map[string]string `protobuf:"bytes,23,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// From a resize's start until it is confirmed, reverted or undone.
-	Resize        *PendingResize `protobuf:"bytes,24,opt,name=resize,proto3" json:"resize,omitempty"`
+	Resize *PendingResize `protobuf:"bytes,24,opt,name=resize,proto3" json:"resize,omitempty"`
+	// While a disk copy step of the current operation runs, how far it has
+	// got (as that Operation's copy), so that watchers see it move.
+	Copy          *CopyProgress `protobuf:"bytes,40,opt,name=copy,proto3" json:"copy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1098,6 +1101,13 @@ func (x *Instance) GetLabels() map[string]string {
 func (x *Instance) GetResize() *PendingResize {
 	if x != nil {
 		return x.Resize
+	}
+	return nil
+}
+
+func (x *Instance) GetCopy() *CopyProgress {
+	if x != nil {
+		return x.Copy
 	}
 	return nil
 }
@@ -2578,7 +2588,8 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\vpreemptible\x18\x04 \x01(\bR\vpreemptible\x1a=\n" +
 	"\x0fHostLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe0\t\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8f\n" +
+	"\n" +
 	"\bInstance\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12-\n" +
@@ -2607,7 +2618,8 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\tplacement\x18\x15 \x01(\v2\x16.flotilla.v1.PlacementR\tplacement\x121\n" +
 	"\x05views\x18\x16 \x03(\v2\x1b.flotilla.v1.VocabularyViewR\x05views\x129\n" +
 	"\x06labels\x18\x17 \x03(\v2!.flotilla.v1.Instance.LabelsEntryR\x06labels\x122\n" +
-	"\x06resize\x18\x18 \x01(\v2\x1a.flotilla.v1.PendingResizeR\x06resize\x1a9\n" +
+	"\x06resize\x18\x18 \x01(\v2\x1a.flotilla.v1.PendingResizeR\x06resize\x12-\n" +
+	"\x04copy\x18( \x01(\v2\x19.flotilla.v1.CopyProgressR\x04copy\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xce\x01\n" +
@@ -2878,9 +2890,10 @@ var file_flotilla_v1_instance_proto_goTypes = []any{
 	(PowerState)(0),                // 37: flotilla.v1.PowerState
 	(*timestamppb.Timestamp)(nil),  // 38: google.protobuf.Timestamp
 	(*Fault)(nil),                  // 39: flotilla.v1.Fault
-	(*durationpb.Duration)(nil),    // 40: google.protobuf.Duration
-	(*fieldmaskpb.FieldMask)(nil),  // 41: google.protobuf.FieldMask
-	(*Operation)(nil),              // 42: flotilla.v1.Operation
+	(*CopyProgress)(nil),           // 40: flotilla.v1.CopyProgress
+	(*durationpb.Duration)(nil),    // 41: google.protobuf.Duration
+	(*fieldmaskpb.FieldMask)(nil),  // 42: google.protobuf.FieldMask
+	(*Operation)(nil),              // 43: flotilla.v1.Operation
 }
 var file_flotilla_v1_instance_proto_depIdxs = []int32{
 	4,  // 0: flotilla.v1.Recovery.policy:type_name -> flotilla.v1.RecoveryPolicy
@@ -2903,68 +2916,69 @@ var file_flotilla_v1_instance_proto_depIdxs = []int32{
 	7,  // 17: flotilla.v1.Instance.views:type_name -> flotilla.v1.VocabularyView
 	34, // 18: flotilla.v1.Instance.labels:type_name -> flotilla.v1.Instance.LabelsEntry
 	11, // 19: flotilla.v1.Instance.resize:type_name -> flotilla.v1.PendingResize
-	8,  // 20: flotilla.v1.PendingResize.from:type_name -> flotilla.v1.InstanceSpec
-	8,  // 21: flotilla.v1.PendingResize.to:type_name -> flotilla.v1.InstanceSpec
-	38, // 22: flotilla.v1.PendingResize.confirm_time:type_name -> google.protobuf.Timestamp
-	8,  // 23: flotilla.v1.CreateInstanceRequest.spec:type_name -> flotilla.v1.InstanceSpec
-	6,  // 24: flotilla.v1.CreateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
-	9,  // 25: flotilla.v1.CreateInstanceRequest.placement:type_name -> flotilla.v1.Placement
-	35, // 26: flotilla.v1.CreateInstanceRequest.labels:type_name -> flotilla.v1.CreateInstanceRequest.LabelsEntry
-	5,  // 27: flotilla.v1.GetInstanceRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
-	0,  // 28: flotilla.v1.ListInstancesRequest.status_filter:type_name -> flotilla.v1.Status
-	5,  // 29: flotilla.v1.ListInstancesRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
-	10, // 30: flotilla.v1.ListInstancesResponse.instances:type_name -> flotilla.v1.Instance
-	5,  // 31: flotilla.v1.WatchInstancesRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
-	10, // 32: flotilla.v1.WatchInstancesResponse.instances:type_name -> flotilla.v1.Instance
-	40, // 33: flotilla.v1.StopInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
-	41, // 34: flotilla.v1.UpdateInstanceRequest.update_mask:type_name -> google.protobuf.FieldMask
-	36, // 35: flotilla.v1.UpdateInstanceRequest.labels:type_name -> flotilla.v1.UpdateInstanceRequest.LabelsEntry
-	6,  // 36: flotilla.v1.UpdateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
-	40, // 37: flotilla.v1.ResizeInstanceRequest.confirm_window:type_name -> google.protobuf.Duration
-	40, // 38: flotilla.v1.ResizeInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
-	40, // 39: flotilla.v1.RevertResizeRequest.graceful_timeout:type_name -> google.protobuf.Duration
-	40, // 40: flotilla.v1.MoveInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
-	12, // 41: flotilla.v1.InstanceService.CreateInstance:input_type -> flotilla.v1.CreateInstanceRequest
-	13, // 42: flotilla.v1.InstanceService.GetInstance:input_type -> flotilla.v1.GetInstanceRequest
-	14, // 43: flotilla.v1.InstanceService.ListInstances:input_type -> flotilla.v1.ListInstancesRequest
-	16, // 44: flotilla.v1.InstanceService.WatchInstances:input_type -> flotilla.v1.WatchInstancesRequest
-	18, // 45: flotilla.v1.InstanceService.StartInstance:input_type -> flotilla.v1.StartInstanceRequest
-	19, // 46: flotilla.v1.InstanceService.StopInstance:input_type -> flotilla.v1.StopInstanceRequest
-	20, // 47: flotilla.v1.InstanceService.RestartInstance:input_type -> flotilla.v1.RestartInstanceRequest
-	21, // 48: flotilla.v1.InstanceService.PauseInstance:input_type -> flotilla.v1.PauseInstanceRequest
-	22, // 49: flotilla.v1.InstanceService.UnpauseInstance:input_type -> flotilla.v1.UnpauseInstanceRequest
-	23, // 50: flotilla.v1.InstanceService.SuspendInstance:input_type -> flotilla.v1.SuspendInstanceRequest
-	24, // 51: flotilla.v1.InstanceService.ResumeInstance:input_type -> flotilla.v1.ResumeInstanceRequest
-	25, // 52: flotilla.v1.InstanceService.DeleteInstance:input_type -> flotilla.v1.DeleteInstanceRequest
-	26, // 53: flotilla.v1.InstanceService.UpdateInstance:input_type -> flotilla.v1.UpdateInstanceRequest
-	27, // 54: flotilla.v1.InstanceService.ResizeInstance:input_type -> flotilla.v1.ResizeInstanceRequest
-	28, // 55: flotilla.v1.InstanceService.ConfirmResize:input_type -> flotilla.v1.ConfirmResizeRequest
-	29, // 56: flotilla.v1.InstanceService.RevertResize:input_type -> flotilla.v1.RevertResizeRequest
-	30, // 57: flotilla.v1.InstanceService.ExtendInstance:input_type -> flotilla.v1.ExtendInstanceRequest
-	31, // 58: flotilla.v1.InstanceService.MoveInstance:input_type -> flotilla.v1.MoveInstanceRequest
-	42, // 59: flotilla.v1.InstanceService.CreateInstance:output_type -> flotilla.v1.Operation
-	10, // 60: flotilla.v1.InstanceService.GetInstance:output_type -> flotilla.v1.Instance
-	15, // 61: flotilla.v1.InstanceService.ListInstances:output_type -> flotilla.v1.ListInstancesResponse
-	17, // 62: flotilla.v1.InstanceService.WatchInstances:output_type -> flotilla.v1.WatchInstancesResponse
-	42, // 63: flotilla.v1.InstanceService.StartInstance:output_type -> flotilla.v1.Operation
-	42, // 64: flotilla.v1.InstanceService.StopInstance:output_type -> flotilla.v1.Operation
-	42, // 65: flotilla.v1.InstanceService.RestartInstance:output_type -> flotilla.v1.Operation
-	42, // 66: flotilla.v1.InstanceService.PauseInstance:output_type -> flotilla.v1.Operation
-	42, // 67: flotilla.v1.InstanceService.UnpauseInstance:output_type -> flotilla.v1.Operation
-	42, // 68: flotilla.v1.InstanceService.SuspendInstance:output_type -> flotilla.v1.Operation
-	42, // 69: flotilla.v1.InstanceService.ResumeInstance:output_type -> flotilla.v1.Operation
-	42, // 70: flotilla.v1.InstanceService.DeleteInstance:output_type -> flotilla.v1.Operation
-	42, // 71: flotilla.v1.InstanceService.UpdateInstance:output_type -> flotilla.v1.Operation
-	42, // 72: flotilla.v1.InstanceService.ResizeInstance:output_type -> flotilla.v1.Operation
-	42, // 73: flotilla.v1.InstanceService.ConfirmResize:output_type -> flotilla.v1.Operation
-	42, // 74: flotilla.v1.InstanceService.RevertResize:output_type -> flotilla.v1.Operation
-	42, // 75: flotilla.v1.InstanceService.ExtendInstance:output_type -> flotilla.v1.Operation
-	42, // 76: flotilla.v1.InstanceService.MoveInstance:output_type -> flotilla.v1.Operation
-	59, // [59:77] is the sub-list for method output_type
-	41, // [41:59] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	40, // 20: flotilla.v1.Instance.copy:type_name -> flotilla.v1.CopyProgress
+	8,  // 21: flotilla.v1.PendingResize.from:type_name -> flotilla.v1.InstanceSpec
+	8,  // 22: flotilla.v1.PendingResize.to:type_name -> flotilla.v1.InstanceSpec
+	38, // 23: flotilla.v1.PendingResize.confirm_time:type_name -> google.protobuf.Timestamp
+	8,  // 24: flotilla.v1.CreateInstanceRequest.spec:type_name -> flotilla.v1.InstanceSpec
+	6,  // 25: flotilla.v1.CreateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
+	9,  // 26: flotilla.v1.CreateInstanceRequest.placement:type_name -> flotilla.v1.Placement
+	35, // 27: flotilla.v1.CreateInstanceRequest.labels:type_name -> flotilla.v1.CreateInstanceRequest.LabelsEntry
+	5,  // 28: flotilla.v1.GetInstanceRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
+	0,  // 29: flotilla.v1.ListInstancesRequest.status_filter:type_name -> flotilla.v1.Status
+	5,  // 30: flotilla.v1.ListInstancesRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
+	10, // 31: flotilla.v1.ListInstancesResponse.instances:type_name -> flotilla.v1.Instance
+	5,  // 32: flotilla.v1.WatchInstancesRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
+	10, // 33: flotilla.v1.WatchInstancesResponse.instances:type_name -> flotilla.v1.Instance
+	41, // 34: flotilla.v1.StopInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	42, // 35: flotilla.v1.UpdateInstanceRequest.update_mask:type_name -> google.protobuf.FieldMask
+	36, // 36: flotilla.v1.UpdateInstanceRequest.labels:type_name -> flotilla.v1.UpdateInstanceRequest.LabelsEntry
+	6,  // 37: flotilla.v1.UpdateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
+	41, // 38: flotilla.v1.ResizeInstanceRequest.confirm_window:type_name -> google.protobuf.Duration
+	41, // 39: flotilla.v1.ResizeInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	41, // 40: flotilla.v1.RevertResizeRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	41, // 41: flotilla.v1.MoveInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	12, // 42: flotilla.v1.InstanceService.CreateInstance:input_type -> flotilla.v1.CreateInstanceRequest
+	13, // 43: flotilla.v1.InstanceService.GetInstance:input_type -> flotilla.v1.GetInstanceRequest
+	14, // 44: flotilla.v1.InstanceService.ListInstances:input_type -> flotilla.v1.ListInstancesRequest
+	16, // 45: flotilla.v1.InstanceService.WatchInstances:input_type -> flotilla.v1.WatchInstancesRequest
+	18, // 46: flotilla.v1.InstanceService.StartInstance:input_type -> flotilla.v1.StartInstanceRequest
+	19, // 47: flotilla.v1.InstanceService.StopInstance:input_type -> flotilla.v1.StopInstanceRequest
+	20, // 48: flotilla.v1.InstanceService.RestartInstance:input_type -> flotilla.v1.RestartInstanceRequest
+	21, // 49: flotilla.v1.InstanceService.PauseInstance:input_type -> flotilla.v1.PauseInstanceRequest
+	22, // 50: flotilla.v1.InstanceService.UnpauseInstance:input_type -> flotilla.v1.UnpauseInstanceRequest
+	23, // 51: flotilla.v1.InstanceService.SuspendInstance:input_type -> flotilla.v1.SuspendInstanceRequest
+	24, // 52: flotilla.v1.InstanceService.ResumeInstance:input_type -> flotilla.v1.ResumeInstanceRequest
+	25, // 53: flotilla.v1.InstanceService.DeleteInstance:input_type -> flotilla.v1.DeleteInstanceRequest
+	26, // 54: flotilla.v1.InstanceService.UpdateInstance:input_type -> flotilla.v1.UpdateInstanceRequest
+	27, // 55: flotilla.v1.InstanceService.ResizeInstance:input_type -> flotilla.v1.ResizeInstanceRequest
+	28, // 56: flotilla.v1.InstanceService.ConfirmResize:input_type -> flotilla.v1.ConfirmResizeRequest
+	29, // 57: flotilla.v1.InstanceService.RevertResize:input_type -> flotilla.v1.RevertResizeRequest
+	30, // 58: flotilla.v1.InstanceService.ExtendInstance:input_type -> flotilla.v1.ExtendInstanceRequest
+	31, // 59: flotilla.v1.InstanceService.MoveInstance:input_type -> flotilla.v1.MoveInstanceRequest
+	43, // 60: flotilla.v1.InstanceService.CreateInstance:output_type -> flotilla.v1.Operation
+	10, // 61: flotilla.v1.InstanceService.GetInstance:output_type -> flotilla.v1.Instance
+	15, // 62: flotilla.v1.InstanceService.ListInstances:output_type -> flotilla.v1.ListInstancesResponse
+	17, // 63: flotilla.v1.InstanceService.WatchInstances:output_type -> flotilla.v1.WatchInstancesResponse
+	43, // 64: flotilla.v1.InstanceService.StartInstance:output_type -> flotilla.v1.Operation
+	43, // 65: flotilla.v1.InstanceService.StopInstance:output_type -> flotilla.v1.Operation
+	43, // 66: flotilla.v1.InstanceService.RestartInstance:output_type -> flotilla.v1.Operation
+	43, // 67: flotilla.v1.InstanceService.PauseInstance:output_type -> flotilla.v1.Operation
+	43, // 68: flotilla.v1.InstanceService.UnpauseInstance:output_type -> flotilla.v1.Operation
+	43, // 69: flotilla.v1.InstanceService.SuspendInstance:output_type -> flotilla.v1.Operation
+	43, // 70: flotilla.v1.InstanceService.ResumeInstance:output_type -> flotilla.v1.Operation
+	43, // 71: flotilla.v1.InstanceService.DeleteInstance:output_type -> flotilla.v1.Operation
+	43, // 72: flotilla.v1.InstanceService.UpdateInstance:output_type -> flotilla.v1.Operation
+	43, // 73: flotilla.v1.InstanceService.ResizeInstance:output_type -> flotilla.v1.Operation
+	43, // 74: flotilla.v1.InstanceService.ConfirmResize:output_type -> flotilla.v1.Operation
+	43, // 75: flotilla.v1.InstanceService.RevertResize:output_type -> flotilla.v1.Operation
+	43, // 76: flotilla.v1.InstanceService.ExtendInstance:output_type -> flotilla.v1.Operation
+	43, // 77: flotilla.v1.InstanceService.MoveInstance:output_type -> flotilla.v1.Operation
+	60, // [60:78] is the sub-list for method output_type
+	42, // [42:60] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_instance_proto_init() }
