@@ -220,13 +220,15 @@ func offerAgain(op *state.Operation, retry time.Time) bool {
 	return true
 }
 
-// partlyDone reports a step's failure whose outcome nobody knows: the agent
-// restarted under it, or it ran past its deadline. Such a step may have
-// done part of its work (a disk half copied, a domain defined), so a
-// rollback runs its undo too; every undo is idempotent, so one with nothing
-// to undo does nothing.
-func partlyDone(f *state.Fault) bool {
-	return f != nil && (f.Code == "AGENT_RESTARTED" || f.Code == "DEADLINE_EXCEEDED")
+// partlyCopied reports a disk copy that failed with an outcome nobody knows:
+// its agent restarted under it, or it ran past its deadline. It may have
+// left part of a disk on the target, so a rollback runs its undo too (the
+// removal of what the target holds of the instance, which does nothing
+// where nothing is). Other steps interrupted so are issue 19's: the
+// hypervisor is to be asked what they did.
+func partlyCopied(s *state.Step) bool {
+	return s.State == state.StepFailed && (s.Action == lifecycle.ActReceiveDisk || s.Action == lifecycle.ActImportDisk) &&
+		s.Fault != nil && (s.Fault.Code == "AGENT_RESTARTED" || s.Fault.Code == "DEADLINE_EXCEEDED")
 }
 
 // startRollback skips the steps not run yet and queues the undo of every
@@ -241,7 +243,7 @@ func startRollback(tx *state.Tx, op *state.Operation, inst *state.Instance, faul
 	var undos []state.Step
 	for i := len(op.Steps) - 1; i >= 0; i-- {
 		s := op.Steps[i]
-		if s.IsUndo || (s.State != state.StepSucceeded && !(s.State == state.StepFailed && partlyDone(s.Fault))) {
+		if s.IsUndo || (s.State != state.StepSucceeded && !partlyCopied(&s)) {
 			continue
 		}
 		if s.Irreversible {

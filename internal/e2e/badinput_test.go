@@ -46,7 +46,15 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"unknown operation", "OperationService/GetOperation", map[string]any{"id": "op-00000000000000000000"}, codes.NotFound, ""},
 		{"unknown host", "HostService/GetHost", map[string]any{"id": "no-such-host"}, codes.NotFound, ""},
 		{"graceful too short", "InstanceService/StopInstance", map[string]any{"id": id, "gracefulTimeout": "0.5s"}, codes.InvalidArgument, "graceful_timeout"},
-		{"unpause a running instance", "InstanceService/UnpauseInstance", map[string]any{"id": id}, codes.FailedPrecondition, "allowed: stop, restart, pause, suspend, delete, update)"},
+		{"unpause a running instance", "InstanceService/UnpauseInstance", map[string]any{"id": id}, codes.FailedPrecondition, "allowed: stop, restart, pause, suspend, delete, update, resize, extend, move)"},
+		{"resize to the same shape", "InstanceService/ResizeInstance", map[string]any{"id": id, "vcpus": 1}, codes.InvalidArgument, "that shape already"},
+		{"resize to a negative disk", "InstanceService/ResizeInstance", map[string]any{"id": id, "diskGib": -1}, codes.InvalidArgument, "disk_gib"},
+		{"resize beyond any host", "InstanceService/ResizeInstance", map[string]any{"id": id, "vcpus": 64}, codes.ResourceExhausted, ""},
+		{"resize to an unknown host", "InstanceService/ResizeInstance", map[string]any{"id": id, "vcpus": 2, "targetHostId": "no-such-host"}, codes.NotFound, ""},
+		{"confirm with nothing to confirm", "InstanceService/ConfirmResize", map[string]any{"id": id}, codes.FailedPrecondition, "allowed"},
+		{"revert with nothing to revert", "InstanceService/RevertResize", map[string]any{"id": id}, codes.FailedPrecondition, "allowed"},
+		{"extend that does not grow", "InstanceService/ExtendInstance", map[string]any{"id": id, "diskGib": 0}, codes.InvalidArgument, "disk_gib"},
+		{"move to its own host", "InstanceService/MoveInstance", map[string]any{"id": id, "targetHostId": e.host}, codes.InvalidArgument, "target_host_id"},
 		{"resume a running instance", "InstanceService/ResumeInstance", map[string]any{"id": id}, codes.FailedPrecondition, "RUNNING"},
 		{"start a running instance", "InstanceService/StartInstance", map[string]any{"id": id}, codes.FailedPrecondition, "allowed"},
 		{"unknown vocabulary", "InstanceService/GetInstance", map[string]any{"id": id, "vocabularies": []int{99}}, codes.InvalidArgument, "vocabularies"},
@@ -75,7 +83,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 	ce := err.(*testenv.CallError)
 	found := false
 	for _, d := range ce.Details {
-		if md, ok := d["metadata"].(map[string]any); ok && md["allowed_actions"] == "stop,restart,pause,suspend,delete,update" && md["status"] == "RUNNING" {
+		if md, ok := d["metadata"].(map[string]any); ok && md["allowed_actions"] == "stop,restart,pause,suspend,delete,update,resize,extend,move" && md["status"] == "RUNNING" {
 			found = true
 		}
 	}
