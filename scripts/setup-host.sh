@@ -41,6 +41,7 @@ PACKAGES=(
   iproute2 procps passwd
   iputils-ping  # the test bed's hosts ping each other (scripts/testbed.sh)
   rsync  # bench/cmd/flotilla-xfer-bench compares disk copies with rsync --sparse
+  openssh-server  # ... over ssh too; the bench runs its own sshd, the system's is not started
 )
 
 # ---------------------------------------------------------------- packages
@@ -55,9 +56,18 @@ done
 if ((${#missing[@]})); then
   log "installing: ${missing[*]}"
   apt-get update -qq
+  # Packages that ship a daemon (openssh-server) must not start it: a
+  # policy-rc.d that says no, for the install only (unless one is there).
+  policy=""
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    policy=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod 755 "$policy"
+  fi
   apt-get install -y -qq --no-install-recommends \
     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
     "${missing[@]}" >/dev/null
+  [[ -z $policy ]] || rm -f "$policy"
 fi
 
 # ---------------------------------------------------------------- user, group, dirs

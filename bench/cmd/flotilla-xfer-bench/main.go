@@ -103,7 +103,7 @@ func run(args []string) error {
 	if os.Geteuid() != 0 {
 		return errors.New("needs root (the test bed makes namespaces)")
 	}
-	for _, c := range []string{"nsenter", "qemu-img", "qemu-io", "qemu-nbd", "rsync"} {
+	for _, c := range []string{"nsenter", "qemu-img", "qemu-io", "qemu-nbd", "rsync", "ssh", "ssh-keygen", "/usr/sbin/sshd"} {
 		if _, err := exec.LookPath(c); err != nil {
 			return fmt.Errorf("%s not installed (scripts/setup-host.sh installs it)", c)
 		}
@@ -271,6 +271,35 @@ func run(args []string) error {
 		"--address", dst.addr, "--port", strconv.Itoa(rsyncPort)); err != nil {
 		return err
 	}
+	// An sshd of the bench's own on the target (keys made here, nothing of
+	// the system's), for rsync as operators run it between hosts: over ssh.
+	sshPort := 2222
+	for _, k := range []string{"host_key", "client_key"} {
+		if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", filepath.Join(work, k)).CombinedOutput(); err != nil {
+			return fmt.Errorf("ssh-keygen: %v: %s", err, out)
+		}
+	}
+	pub, err := os.ReadFile(filepath.Join(work, "client_key.pub"))
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(work, "authorized_keys"), pub, 0o600); err != nil {
+		return err
+	}
+	sshdConf := filepath.Join(work, "sshd_config")
+	if err := os.WriteFile(sshdConf, []byte(fmt.Sprintf("Port %d\nListenAddress %s\nHostKey %s\nAuthorizedKeysFile %s\n"+
+		"PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"+
+		"StrictModes no\nPidFile none\n", sshPort, dst.addr, filepath.Join(work, "host_key"), filepath.Join(work, "authorized_keys"))), 0o600); err != nil {
+		return err
+	}
+	if err := dst.cmd("mkdir", "-p", "/run/sshd").Run(); err != nil {
+		return err
+	}
+	if err := start(dst, listening(dst, sshPort), "/usr/sbin/sshd", "-D", "-e", "-f", sshdConf); err != nil {
+		return err
+	}
+	sshCmd := fmt.Sprintf("ssh -p %d -i %s -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
+		sshPort, filepath.Join(work, "client_key"))
 	if err := start(src, listening(src, flotPort+2), self, "serve", "--listen", fmt.Sprintf("%s:%d", src.addr, flotPort+2),
 		"--file", srcFile, "--certs", filepath.Dir(srvCert.CA), "--token", token, "--plaintext"); err != nil {
 		return err
@@ -298,6 +327,8 @@ func run(args []string) error {
 		{name: "flotilla (no compression, no TLS)", on: dst, argv: append(pull(flotPort+2, "off"), "--plaintext"), sameBytes: true},
 		{name: "rsync --sparse (daemon, no TLS)", on: src, argv: []string{"rsync", "--sparse", srcFile,
 			fmt.Sprintf("rsync://%s:%d/bench/dst.qcow2", dst.addr, rsyncPort)}, sameBytes: true},
+		{name: "rsync --sparse (over ssh)", on: src, argv: []string{"rsync", "--sparse", "-e", sshCmd, srcFile,
+			fmt.Sprintf("root@%s:%s", dst.addr, dstFile)}, sameBytes: true},
 	}
 	if o.rateLimit > 0 {
 		methods = append(methods, method{name: fmt.Sprintf("flotilla, source limited to %s/s", mib(o.rateLimit)), on: dst,
