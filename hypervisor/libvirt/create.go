@@ -49,20 +49,12 @@ func (d *Driver) Create(ctx context.Context, spec hypervisor.DomainSpec) error {
 		return fmt.Errorf("libvirt: create %s: domain exists and is %s: %w", spec.ID, s.state, hypervisor.ErrAlreadyExists)
 	}
 
-	img, err := resolveImage(d.cfg.ImageDir, spec.Image)
+	params, img, err := d.specParams(spec)
 	if err != nil {
 		return fmt.Errorf("libvirt: create %s: %w", spec.ID, err)
 	}
-	paths := pathsFor(d.cfg.DiskDir, d.cfg.RunDir, spec.ID)
-	domXML, err := marshalDomain(buildDomain(domainParams{
-		DomainType: d.cfg.DomainType,
-		ID:         spec.ID,
-		Title:      spec.Name,
-		VCPUs:      spec.VCPUs,
-		MemoryMiB:  spec.MemoryMiB,
-		Image:      img,
-		Paths:      paths,
-	}))
+	paths := params.Paths
+	domXML, err := marshalDomain(buildDomain(params))
 	if err != nil {
 		return fmt.Errorf("libvirt: create %s: %w", spec.ID, err)
 	}

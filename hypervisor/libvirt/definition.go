@@ -78,7 +78,7 @@ func (d *Driver) define(ctx context.Context, p domainParams, disk string) error 
 	})
 }
 
-// specParams is the definition spec asks for (Create's).
+// specParams is the definition spec asks for (Create's, ImportDomain's, and the resize methods').
 func (d *Driver) specParams(spec hypervisor.DomainSpec) (domainParams, image, error) {
 	img, err := resolveImage(d.cfg.ImageDir, spec.Image)
 	if err != nil {

@@ -115,7 +115,7 @@ func (d *Driver) ImportDomain(ctx context.Context, spec hypervisor.DomainSpec, d
 	if err != nil {
 		return err
 	}
-	img, err := resolveImage(d.cfg.ImageDir, spec.Image)
+	params, img, err := d.specParams(spec)
 	if err != nil {
 		return fmt.Errorf("libvirt: import %s: %w", spec.ID, err)
 	}
@@ -125,16 +125,8 @@ func (d *Driver) ImportDomain(ctx context.Context, spec hypervisor.DomainSpec, d
 			return fmt.Errorf("libvirt: import %s: %w", spec.ID, err)
 		}
 	}
-	paths := pathsFor(d.cfg.DiskDir, d.cfg.RunDir, spec.ID)
-	domXML, err := marshalDomain(buildDomain(domainParams{
-		DomainType: d.cfg.DomainType,
-		ID:         spec.ID,
-		Title:      spec.Name,
-		VCPUs:      spec.VCPUs,
-		MemoryMiB:  spec.MemoryMiB,
-		Image:      img,
-		Paths:      paths,
-	}))
+	paths := params.Paths
+	domXML, err := marshalDomain(buildDomain(params))
 	if err != nil {
 		return fmt.Errorf("libvirt: import %s: %w", spec.ID, err)
 	}
