@@ -253,6 +253,32 @@ func TestResizeAcrossHostsOnRealLibvirt(t *testing.T) {
 	if strings.Contains(out, "Pattern verification failed") {
 		t.Fatalf("the confirmed disk lost its data:\n%s", out)
 	}
+
+	// From offline (seed 000's resize): back to tb-1 in one pass, and it
+	// stays off, shown offline again once resized.
+	readyIn(t, dstAgent.RunDir, id, 1)
+	e.mustSucceed(e.do("StopInstance", map[string]any{"id": id, "gracefulTimeout": "30s", "force": true}))
+	done = e.do("ResizeInstance", map[string]any{"id": id, "memoryMib": 320, "targetHostId": src.Name})
+	e.mustSucceed(done)
+	if steps, _ := done["steps"].([]any); len(steps) != 5 {
+		t.Fatalf("a resize from offline: %s", testenv.Str(done, "steps"))
+	}
+	if inst = e.instance(id); testenv.Str(inst, "status") != "STATUS_VERIFY_RESIZE" || testenv.Str(inst, "powerState") != "POWER_STATE_SHUT_OFF" ||
+		testenv.Str(inst, "hostId") != src.Name {
+		t.Fatalf("resized from offline: %v", inst)
+	}
+	if out, err := src.Virsh("domstate", "flotilla-"+id); err != nil || out != "shut off" {
+		t.Fatalf("resized from offline on %s: %q %v", src.Name, out, err)
+	}
+	e.mustSucceed(e.do("ConfirmResize", map[string]any{"id": id}))
+	noTrace(t, dst, id)
+	e.mustSucceed(e.do("StartInstance", map[string]any{"id": id}))
+	shapeOf(t, e.agent.RunDir, id, testenv.GuestShape{VCPUs: 2, MemKiB: 320 << 10, DiskBytes: 1 << 30})
+	for _, st := range vocabulary.Seeds {
+		if st.Vocabulary == vocabulary.ManageInstance && st.Word == "offline" && !h.shown(id, "STATUS_VERIFY_RESIZE", st) {
+			t.Errorf("a resize from offline not shown offline while it waits for its confirm:\n%s", h.of(id))
+		}
+	}
 	checkSeedStates(t, h, id)
 	// A revert shows Nova's REVERT_RESIZE too.
 	for _, st := range vocabulary.Seeds {
