@@ -451,7 +451,7 @@ func TestFollowerCatchesUpFromSnapshot(t *testing.T) {
 func TestFrozenMinorityCannotAcknowledge(t *testing.T) {
 	cs, cl, _ := startFakeCluster(t, 3)
 	leader := leaderIndex(t, cs, cl)
-	cs[leader].Send(syscall.SIGSTOP)
+	cs[leader].Freeze()
 	thawed := false
 	defer func() {
 		if !thawed {

@@ -195,6 +195,38 @@ func (p *Proc) Send(sig syscall.Signal) {
 	}
 }
 
+// Freeze stops the process with SIGSTOP and waits until every one of its
+// threads is stopped: the signal is delivered asynchronously, and a test
+// that acts on "the process is frozen" must not race its last thread.
+func (p *Proc) Freeze() {
+	p.t.Helper()
+	p.mu.Lock()
+	cmd := p.cmd
+	p.mu.Unlock()
+	if cmd == nil {
+		p.t.Fatalf("%s: not running, cannot be frozen", p.Name)
+	}
+	_ = cmd.Process.Signal(syscall.SIGSTOP)
+	Eventually(p.t, 10*time.Second, p.Name+" to be stopped", func() bool {
+		tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", cmd.Process.Pid))
+		if err != nil || len(tasks) == 0 {
+			return false
+		}
+		for _, f := range tasks {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				return false
+			}
+			// The state follows the command name's closing parenthesis.
+			i := strings.LastIndexByte(string(b), ')')
+			if i < 0 || i+2 >= len(b) || (b[i+2] != 'T' && b[i+2] != 't') {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // LogCount counts the occurrences of s in the process's log, across its
 // restarts (they append to one file). For waiting on something a process
 // does that no API shows; prefer a condition observable through the API.
