@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -299,6 +300,17 @@ func TestResizeRollsBackWhenTheTargetDiesOnRealLibvirt(t *testing.T) {
 	op := e.g.MustCall("flotilla.v1.InstanceService/ResizeInstance", map[string]any{"id": id, "vcpus": 2, "targetHostId": dst.Name})
 	opID := testenv.Str(op, "id")
 	e.waitStep(opID, "copy-base-to-target")
+	// Killed once the copy runs there (its progress shows bytes arrived):
+	// killed before the step reached it, the agent would rightly say it never
+	// got it, and the step would just be sent again.
+	testenv.Eventually(t, 60*time.Second, "the base's copy to be under way on "+dst.Name, func() bool {
+		cur := e.g.MustCall("flotilla.v1.OperationService/GetOperation", map[string]any{"id": opID})
+		if testenv.Str(cur, "step") != "copy-base-to-target" {
+			t.Fatalf("the copy ended before it was seen under way: %v", cur)
+		}
+		done, _ := strconv.ParseUint(testenv.Str(cur, "copy", "bytesDone"), 10, 64)
+		return done > 0
+	})
 	dstAgent.Kill()
 	dstAgent.Restart()
 	done := e.waitOp(opID)
