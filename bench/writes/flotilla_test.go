@@ -78,18 +78,26 @@ func TestFlotillaTarget(t *testing.T) {
 			if err := tg.Op(ctx, 99, 0); err != nil {
 				t.Fatal(err)
 			}
-			list, err := pb.NewInstanceServiceClient(c).ListInstances(ctx, &pb.ListInstancesRequest{PageSize: 1000})
-			if err != nil {
-				t.Fatal(err)
-			}
+			// Every page: a fast run creates more than one page holds.
 			var found *pb.Instance
-			for _, in := range list.Instances {
-				if in.Name == "w-99-0" {
-					found = in
+			listed, token, rev := 0, "", int64(0)
+			for {
+				list, err := pb.NewInstanceServiceClient(c).ListInstances(ctx, &pb.ListInstancesRequest{PageSize: 1000, PageToken: token})
+				if err != nil {
+					t.Fatal(err)
+				}
+				listed, rev = listed+len(list.Instances), max(rev, list.Revision)
+				for _, in := range list.Instances {
+					if in.Name == "w-99-0" {
+						found = in
+					}
+				}
+				if token = list.NextPageToken; token == "" {
+					break
 				}
 			}
 			if found == nil {
-				t.Fatalf("w-99-0 not among %d instances", len(list.Instances))
+				t.Fatalf("w-99-0 not among %d instances", listed)
 			}
 			placed := found.HostId != ""
 			if placed != agent {
@@ -100,7 +108,7 @@ func TestFlotillaTarget(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				_, err = pb.NewInstanceServiceClient(cc).GetInstance(ctx, &pb.GetInstanceRequest{Id: found.Id, MinRevision: list.Revision})
+				_, err = pb.NewInstanceServiceClient(cc).GetInstance(ctx, &pb.GetInstanceRequest{Id: found.Id, MinRevision: rev})
 				cc.Close()
 				if err != nil {
 					t.Errorf("%s: %v", addr, err)
