@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"syscall"
 	"testing"
+
+	"github.com/flotilla-vm/flotilla/internal/testenv"
 )
 
 // holeReader is a hypervisor.SparseReader over a sparse file, as the
@@ -83,7 +85,7 @@ func qcow2Overlay(t *testing.T, dir string) string {
 	t.Helper()
 	for _, tool := range []string{"qemu-img", "qemu-io"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed", tool)
+			testenv.Missing(t, tool+" (run scripts/setup-host.sh)")
 		}
 	}
 	path := filepath.Join(dir, "src.qcow2")
