@@ -22,11 +22,23 @@ type Cluster interface {
 	RemoveServer(id string, timeout time.Duration) error
 	Snapshot() (uint64, error)
 	Stats() map[string]string
+	// LogVersion is the cluster's log version as applied here.
+	LogVersion() uint32
+}
+
+// Upgrade is the log version gate (coordinator/upgrade).
+type Upgrade interface {
+	// Admit runs add for a joining server supporting log versions up to
+	// maxVersion, unless the cluster's log is newer.
+	Admit(maxVersion uint32, add func() error) error
+	// Supported is the newest log version this server advertises.
+	Supported() uint32
 }
 
 type cluster struct {
 	*core
-	node Cluster
+	node    Cluster
+	upgrade Upgrade
 	pb.UnimplementedClusterServiceServer
 }
 
@@ -56,7 +68,7 @@ func (s *cluster) AddServer(ctx context.Context, r *pb.AddServerRequest) (*pb.Ad
 	if _, err := s.apply(ctx, fsm.TypeRegisterServer, fsm.RegisterServer{Server: state.Server{ID: r.Id, RaftAddr: r.RaftAddress, APIAddr: r.ApiAddress}}); err != nil {
 		return nil, toStatus(err)
 	}
-	if err := s.node.AddVoter(r.Id, r.RaftAddress, timeoutOf(ctx)); err != nil {
+	if err := s.upgrade.Admit(r.LogVersionMax, func() error { return s.node.AddVoter(r.Id, r.RaftAddress, timeoutOf(ctx)) }); err != nil {
 		return nil, toStatus(err)
 	}
 	s.log.Info("server added", "server", r.Id, "raft", r.RaftAddress, "api", r.ApiAddress)
@@ -122,6 +134,7 @@ func (s *cluster) GetNodeStatus(ctx context.Context, r *pb.GetNodeStatusRequest)
 		NodeId: s.node.ID(), RaftState: s.node.State(), LeaderId: leader,
 		Term: num("term"), CommitIndex: num("commit_index"), AppliedIndex: num("applied_index"),
 		LastSnapshotIndex: num("last_snapshot_index"), Revision: s.store.Revision(),
+		LogVersion: s.node.LogVersion(), LogVersionMax: s.upgrade.Supported(),
 	}
 	if r.GetIncludeDigest() {
 		// Only on request: it encodes and hashes the whole state.

@@ -14,6 +14,7 @@ import (
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
 	"github.com/flotilla-vm/flotilla/coordinator/raftstore"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
+	"github.com/flotilla-vm/flotilla/coordinator/upgrade"
 	"github.com/flotilla-vm/flotilla/coordinator/usage"
 )
 
@@ -61,7 +62,8 @@ func toStatus(err error) error {
 		return status.Error(codes.ResourceExhausted, err.Error())
 	case errors.Is(err, fsm.ErrHostUnavailable):
 		return status.Error(codes.FailedPrecondition, err.Error())
-	case errors.Is(err, fsm.ErrOperationDone), errors.Is(err, fsm.ErrNotCancellable):
+	case errors.Is(err, fsm.ErrOperationDone), errors.Is(err, fsm.ErrNotCancellable), errors.Is(err, fsm.ErrUnsupported),
+		errors.Is(err, upgrade.ErrTooOld):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, state.ErrCompacted):
 		return status.Error(codes.OutOfRange, err.Error())

@@ -25,6 +25,8 @@ type Config struct {
 	Store   *state.Store
 	Applier Applier
 	Cluster Cluster
+	// Upgrade gates the log version; AddServer admits through it.
+	Upgrade Upgrade
 	// Policy is how instances are placed (spread or pack, overcommit).
 	Policy scheduler.Policy
 	// Deadlines override DefaultDeadlines per operation kind.
@@ -75,7 +77,7 @@ func Register(s grpc.ServiceRegistrar, cfg Config) {
 	pb.RegisterInstanceServiceServer(s, &instances{core: c})
 	pb.RegisterOperationServiceServer(s, &operations{core: c})
 	pb.RegisterHostServiceServer(s, &hosts{core: c})
-	pb.RegisterClusterServiceServer(s, &cluster{core: c, node: cfg.Cluster})
+	pb.RegisterClusterServiceServer(s, &cluster{core: c, node: cfg.Cluster, upgrade: cfg.Upgrade})
 	pb.RegisterUsageServiceServer(s, &usageService{core: c})
 }
 

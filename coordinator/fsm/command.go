@@ -3,6 +3,7 @@ package fsm
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
@@ -229,4 +230,25 @@ type StartUsage struct{}
 type Prune struct {
 	Before      time.Time `json:"before"`
 	InstanceIDs []string  `json:"instance_ids"`
+}
+
+// TypeSetLogVersion raises the cluster's log version (see logformat.go).
+const TypeSetLogVersion = "cluster.log_version"
+
+// SetLogVersion is the body of a TypeSetLogVersion entry.
+type SetLogVersion struct {
+	Version uint32 `json:"version"`
+}
+
+// applySetLogVersion raises the log version; it is never lowered. A
+// version this server does not know stops it: it would misread what follows.
+func applySetLogVersion(tx *state.Tx, c *SetLogVersion) (any, error) {
+	if c.Version > SupportedLogVersion {
+		panic(fmt.Sprintf("fsm: the cluster moved to log version %d; this server reads up to %d: upgrade it", c.Version, SupportedLogVersion))
+	}
+	if c.Version <= tx.LogVersion() {
+		return tx.LogVersion(), nil
+	}
+	tx.SetLogVersion(c.Version)
+	return c.Version, nil
 }

@@ -29,7 +29,7 @@ func jsonEntry(t *testing.T, typ string, now time.Time, body any) []byte {
 
 func TestEnvelopeRoundTrip(t *testing.T) {
 	now := time.Date(2026, 3, 4, 5, 6, 7, 891011121, time.FixedZone("x", 3600))
-	e, err := Encode(TypeCancel, now, Cancel{OperationID: "op-1"})
+	e, err := encodeLegacy(TypeCancel, now, Cancel{OperationID: "op-1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,15 +133,16 @@ func TestCompactCreateRoundTrip(t *testing.T) {
 	if !reflect.DeepEqual(back, want) {
 		t.Fatalf("compact round trip:\n got %+v\nwant %+v", back, want)
 	}
-	// Encode writes a create's envelope and body in one go: the same bytes
-	// as the envelope around encodeBody's, which decode to the same command.
+	// encodeLegacy writes a create's envelope and body in one go: the same
+	// bytes as the envelope around encodeBody's, which decode to the same
+	// command.
 	now := time.Date(2026, 11, 24, 1, 2, 3, 4, time.UTC)
-	entry, err := Encode(TypeCreateInstance, now, &c)
+	entry, err := encodeLegacy(TypeCreateInstance, now, &c)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if framed := envelope(TypeCreateInstance, now, len(b), func(buf []byte) []byte { return append(buf, b...) }); !bytes.Equal(entry, framed) {
-		t.Fatalf("Encode of a create:\n got %x\nwant %x", entry, framed)
+		t.Fatalf("encodeLegacy of a create:\n got %x\nwant %x", entry, framed)
 	}
 	if typ, at, body, err := decode(entry); err != nil || typ != TypeCreateInstance || !at.Equal(now) || !bytes.Equal(body, b) {
 		t.Fatalf("decode of an encoded create: %q %v %x %v", typ, at, body, err)

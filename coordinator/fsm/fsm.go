@@ -18,62 +18,36 @@ type Result struct {
 	Err   error // a business refusal; nothing was changed
 }
 
-type applyFunc func(tx *state.Tx, body []byte) (any, error)
-
 // FSM is the raft.FSM over a state.Store.
 type FSM struct {
 	store *state.Store
 	log   *slog.Logger
-	table map[string]applyFunc
 }
 
 // New returns an FSM applying to store.
 func New(store *state.Store, log *slog.Logger) *FSM {
-	f := &FSM{store: store, log: log}
-	f.table = map[string]applyFunc{
-		TypeCreateInstance: typed(applyCreateInstance),
-		TypeInstanceAction: typed(applyInstanceAction),
-		TypeDispatch:       typed(applyDispatch),
-		TypeFinish:         typed(applyFinish),
-		TypeCancel:         typed(applyCancel),
-		TypeRegisterHost:   typed(applyRegisterHost),
-		TypeDisconnectHost: typed(applyDisconnectHost),
-		TypeObserve:        typed(applyObserve),
-		TypeRegisterServer: typed(applyRegisterServer),
-		TypeRemoveServer:   typed(applyRemoveServer),
-		TypeCordonHost:     typed(applyCordonHost),
-		TypeDrainHost:      typed(applyDrainHost),
-		TypeRecover:        typed(applyRecover),
-		TypePlace:          typed(applyPlace),
-		TypePreempt:        typed(applyPreempt),
-		TypePrune:          typed(applyPrune),
-		TypeStartUsage:     typed(applyStartUsage),
-		TypeCopyProgress:   typed(applyCopyProgress),
+	if log == nil {
+		log = slog.Default()
 	}
-	return f
+	return &FSM{store: store, log: log}
 }
 
-// typed adapts an apply function over a concrete body type. A body that does
-// not decode is a bug or corruption, and replicas must not diverge over it.
-//
-// Bodies are reused: every replica decodes every command, and a new body
-// each time (a create's is 800 bytes) was a quarter of what a follower
-// allocated per write. So an apply function copies out what it keeps and
-// never keeps the body's address or a field's; the body is cleared before
-// it is used again, so it holds on to nothing either.
-func typed[T any](fn func(tx *state.Tx, body *T) (any, error)) applyFunc {
-	bodies := sync.Pool{New: func() any { return new(T) }}
-	return func(tx *state.Tx, raw []byte) (any, error) {
-		body := bodies.Get().(*T)
-		if err := decodeBody(raw, body); err != nil {
-			panic(fmt.Sprintf("fsm: undecodable %T body: %v", body, err))
-		}
-		v, err := fn(tx, body)
-		var zero T
-		*body = zero
-		bodies.Put(body)
-		return v, err
-	}
+// LogVersion is the cluster's log version as this replica has applied it.
+func (f *FSM) LogVersion() uint32 { return max(f.store.LogVersion(), LogVersion1) }
+
+// bodyPool reuses command bodies of one type (see def).
+type bodyPool[T any] struct{ p sync.Pool }
+
+func newBodyPool[T any]() *bodyPool[T] {
+	return &bodyPool[T]{p: sync.Pool{New: func() any { return new(T) }}}
+}
+
+func (b *bodyPool[T]) get() *T { return b.p.Get().(*T) }
+
+func (b *bodyPool[T]) put(body *T) {
+	var zero T
+	*body = zero
+	b.p.Put(body)
 }
 
 // Apply implements raft.FSM.
@@ -84,16 +58,16 @@ func (f *FSM) Apply(l *raft.Log) any {
 	return f.ApplyBytes(l.Data)
 }
 
-// ApplyBytes applies one encoded command (see Encode).
+// ApplyBytes applies one encoded command (see Encode), of either format.
 func (f *FSM) ApplyBytes(data []byte) Result {
-	typ, now, body, err := decode(data)
+	e, err := decodeEntry(data)
 	if err != nil {
 		panic(fmt.Sprintf("fsm: undecodable command: %v", err))
 	}
-	if typ == TypeBatch {
+	if e.typ == TypeBatch {
 		// Each command of a batch applies on its own: one refusal does not
 		// undo the others. The entry's result lists theirs, in order.
-		cmds, err := splitBatch(body, data[0] != '{')
+		cmds, err := splitEntries(e)
 		if err != nil {
 			panic(fmt.Sprintf("fsm: undecodable batch: %v", err))
 		}
@@ -103,13 +77,19 @@ func (f *FSM) ApplyBytes(data []byte) Result {
 		}
 		return Result{Value: results}
 	}
-	fn, ok := f.table[typ]
-	if !ok {
-		panic(fmt.Sprintf("fsm: unknown command type %q", typ))
+	c, ok := commands[e.typ]
+	if !ok || e.version > 1 {
+		if e.ignorable {
+			// A newer server's command that older ones may skip: every
+			// replica of this version skips it alike.
+			f.log.Warn("skipping a log entry of a type this server does not know", "type", e.typ, "version", e.version)
+			return Result{}
+		}
+		panic(fmt.Sprintf("fsm: unknown command type %q (version %d): this server is older than the log it follows; upgrade it", e.typ, e.version))
 	}
 	var res Result
-	res.Err = f.store.Update(now, func(tx *state.Tx) error {
-		v, err := fn(tx, body)
+	res.Err = f.store.Update(e.now, func(tx *state.Tx) error {
+		v, err := c.apply(tx, e.body, e.format)
 		res.Value = v
 		return err
 	})
@@ -124,17 +104,33 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	return &snapshot{view: f.store.View()}, nil
 }
 
-// Restore implements raft.FSM.
+// Restore implements raft.FSM: a snapshot of either format.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	return f.store.Restore(rc)
+	r := bufio.NewReaderSize(rc, 1<<20)
+	if head, err := r.Peek(len(snapshotMarker)); err == nil && string(head) == snapshotMarker {
+		snap, err := readSnapshot(r)
+		if err != nil {
+			return fmt.Errorf("decode snapshot: %w", err)
+		}
+		f.store.Load(snap)
+		return nil
+	}
+	return f.store.Restore(r)
 }
 
 type snapshot struct{ view *state.View }
 
 func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 	w := bufio.NewWriterSize(sink, 1<<20)
-	err := s.view.Write(w)
+	// Format 1 until the cluster's log is at version 2: a snapshot is sent
+	// to followers that lag, which may be servers of the older release.
+	var err error
+	if s.view.LogVersion() >= LogVersion2 {
+		err = writeSnapshot(w, s.view)
+	} else {
+		err = s.view.Write(w)
+	}
 	if err == nil {
 		err = w.Flush()
 	}

@@ -32,6 +32,7 @@ import (
 	"github.com/flotilla-vm/flotilla/coordinator/retention"
 	"github.com/flotilla-vm/flotilla/coordinator/scheduler"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
+	"github.com/flotilla-vm/flotilla/coordinator/upgrade"
 	"github.com/flotilla-vm/flotilla/internal/mtls"
 	agentv1 "github.com/flotilla-vm/flotilla/proto/flotilla/agent/v1"
 	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
@@ -57,7 +58,11 @@ type Config struct {
 	// HistoryRetention is how long a deleted instance's records (its
 	// operations, its usage) are kept after its deletion; 0 keeps them.
 	HistoryRetention time.Duration
-	Logger           *slog.Logger
+	// LogVersionMax caps the log version this server advertises and, when
+	// it leads, raises the cluster to (0: the newest it supports). Tests
+	// set 1 to stand for a server of the previous release.
+	LogVersionMax uint32
+	Logger        *slog.Logger
 }
 
 // Keepalive between coordinators (and from clients): a server closes the
@@ -86,6 +91,7 @@ type Node struct {
 	log    *slog.Logger
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	gate   *upgrade.Gate
 	// orch is the orchestrator while this node leads (nil otherwise); the
 	// agent link hands it agents' answers about steps.
 	orch atomic.Pointer[orchestrator.Orchestrator]
@@ -132,6 +138,11 @@ func Start(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.dial = dialOpts
+	supported := fsm.SupportedLogVersion
+	if cfg.LogVersionMax != 0 {
+		supported = min(supported, cfg.LogVersionMax)
+	}
+	n.gate = upgrade.New(gateCluster{n}, n.probeLogVersion, supported, cfg.Logger)
 	links := agentlink.New(agentlink.Config{Applier: rs, Logger: cfg.Logger, HeartbeatInterval: cfg.HeartbeatInterval, ResyncInterval: cfg.ResyncInterval, LeaderAPIAddr: n.LeaderAPIAddr, Store: store,
 		OnStepReport: func(hostID string, epoch uint64, r *agentv1.StepReport) {
 			if o := n.orch.Load(); o != nil {
@@ -166,7 +177,7 @@ func Start(cfg Config) (*Node, error) {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 	)...)
 	// Through the forwarder, so writes relayed by followers run on the same handlers.
-	api.Register(fwd.Registrar(gs), api.Config{Store: store, Applier: rs, Cluster: rs, Policy: cfg.Placement, Deadlines: cfg.Deadlines, Logger: cfg.Logger})
+	api.Register(fwd.Registrar(gs), api.Config{Store: store, Applier: rs, Cluster: rs, Upgrade: n.gate, Policy: cfg.Placement, Deadlines: cfg.Deadlines, Logger: cfg.Logger})
 	fwd.RegisterRelay(gs)
 	agentv1.RegisterAgentServiceServer(gs, links)
 	hs := health.NewServer()
@@ -232,6 +243,7 @@ func (n *Node) lead(ctx context.Context, links *agentlink.Server) {
 				go recovery.Run(lctx, n.Store, n.Raft, n.log)
 				go retention.Run(lctx, n.Store, n.Raft, n.cfg.HistoryRetention, n.log)
 				go n.startUsage(lctx)
+				go n.gate.Run(lctx, 2*time.Second)
 				n.log.Info("leading: orchestrator started")
 			}
 		} else if !isLeader {
@@ -295,6 +307,50 @@ func (n *Node) startUsage(ctx context.Context) {
 	}
 }
 
+// gateCluster is the cluster as the log version gate sees it.
+type gateCluster struct{ n *Node }
+
+func (g gateCluster) ID() string         { return g.n.cfg.NodeID }
+func (g gateCluster) LogVersion() uint32 { return g.n.Raft.LogVersion() }
+
+func (g gateCluster) Members() ([]upgrade.Member, error) {
+	members, err := g.n.Raft.Members()
+	if err != nil {
+		return nil, err
+	}
+	apis := map[string]string{}
+	for _, s := range g.n.Store.Servers() {
+		apis[s.ID] = s.APIAddr
+	}
+	out := make([]upgrade.Member, len(members))
+	for k, m := range members {
+		out[k] = upgrade.Member{ID: m.ID, APIAddr: apis[m.ID]}
+	}
+	return out, nil
+}
+
+func (g gateCluster) SetLogVersion(ctx context.Context, v uint32) error {
+	_, err := fsm.Propose(ctx, g.n.Raft, fsm.TypeSetLogVersion, time.Now(), fsm.SetLogVersion{Version: v})
+	return err
+}
+
+// probeLogVersion asks the coordinator at addr for the newest log version
+// it supports.
+func (n *Node) probeLogVersion(ctx context.Context, addr string) (uint32, error) {
+	conn, err := grpc.NewClient(addr, n.dial...)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	st, err := pb.NewClusterServiceClient(conn).GetNodeStatus(ctx, &pb.GetNodeStatusRequest{})
+	if err != nil {
+		return 0, err
+	}
+	return st.LogVersionMax, nil
+}
+
 // join asks the cluster, through any member, to add this server, until it
 // has (adding an existing member is a no-op, so restarts may ask again).
 func (n *Node) join(ctx context.Context, addr string) {
@@ -305,7 +361,7 @@ func (n *Node) join(ctx context.Context, addr string) {
 	}
 	defer conn.Close()
 	client := pb.NewClusterServiceClient(conn)
-	req := &pb.AddServerRequest{Id: n.cfg.NodeID, RaftAddress: n.cfg.RaftAddr, ApiAddress: n.Addr()}
+	req := &pb.AddServerRequest{Id: n.cfg.NodeID, RaftAddress: n.cfg.RaftAddr, ApiAddress: n.Addr(), LogVersionMax: n.gate.Supported()}
 	backoff := 100 * time.Millisecond
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)

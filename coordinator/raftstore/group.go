@@ -111,7 +111,16 @@ func (s *Store) group(stop <-chan struct{}) {
 // It returns once the entry holding it is fsynced on a quorum and applied
 // locally; ctx bounds only the wait for the command to be proposed (once
 // proposed, its outcome is waited for, as Raft's own Apply does).
+//
+// The command is written as the cluster's log version admits (see
+// fsm.Downgrade): a type some voter does not know yet is refused with
+// fsm.ErrUnsupported, and while the cluster is at version 1 the entry is
+// rewritten in format 1, which servers of the previous release read.
 func (s *Store) Apply(ctx context.Context, cmd []byte) (any, error) {
+	cmd, err := fsm.Downgrade(cmd, s.fsm.LogVersion())
+	if err != nil {
+		return nil, err
+	}
 	p := &proposal{cmd: cmd, done: make(chan proposed, 1)}
 	select {
 	case s.props <- p:

@@ -223,6 +223,9 @@ func (s *Store) Snapshot() (uint64, error) {
 // ID is this node's id.
 func (s *Store) ID() string { return s.id }
 
+// LogVersion is the cluster's log version as this server has applied it.
+func (s *Store) LogVersion() uint32 { return s.fsm.LogVersion() }
+
 // State is this node's Raft state: Leader, Follower, Candidate or Shutdown.
 func (s *Store) State() string { return s.raft.State().String() }
 

@@ -17,7 +17,10 @@ import (
 // refuses versions it does not know rather than guess.
 const snapshotVersion = 1
 
-type snapshot struct {
+// Snapshot is the whole state at one revision, as snapshots carry it: the
+// records are the store's own (committed, never changed in place), sorted
+// by Write and View.Snapshot.
+type Snapshot struct {
 	Version   int               `json:"version"`
 	Revision  int64             `json:"revision"`
 	Seq       int64             `json:"seq"`
@@ -32,7 +35,13 @@ type snapshot struct {
 	// no usage: they restore with metering off, until the usage.start entry.
 	Metering bool             `json:"metering"`
 	Usage    []*usage.History `json:"usage"`
+	// LogVersion is the cluster's log version; absent (0) before there
+	// was one, as in every snapshot that format-1 servers read.
+	LogVersion uint32 `json:"log_version,omitempty"`
 }
+
+// HistoryEntry is one committed instance change of the watch history.
+type HistoryEntry = change
 
 // A View is the whole state at one revision, taken quickly and encoded
 // later without holding the store's lock. Taking it copies only the
@@ -40,13 +49,13 @@ type snapshot struct {
 // committed records are never changed in place, since a Tx stages copies
 // and commits them as new records. Encoding a large state is seconds of
 // CPU; done under the lock it held every apply back for as long.
-type View struct{ snap snapshot }
+type View struct{ snap Snapshot }
 
 // View takes a view of the state as it is now.
 func (s *Store) View() *View {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	snap := snapshot{Version: snapshotVersion, Revision: s.rev, Seq: s.seq, Floor: s.floor, Metering: s.metering,
+	snap := Snapshot{Version: snapshotVersion, Revision: s.rev, Seq: s.seq, Floor: s.floor, Metering: s.metering, LogVersion: s.logVersion,
 		Instances: make([]*Instance, 0, len(s.instances)), Ops: make([]*Operation, 0, len(s.ops)),
 		Hosts: make([]*Host, 0, len(s.hosts)), Servers: make([]Server, 0, len(s.servers)),
 		// The history is trimmed by moving entries down in place, and the
@@ -74,11 +83,17 @@ func (s *Store) View() *View {
 // Revision is the revision the view shows.
 func (v *View) Revision() int64 { return v.snap.Revision }
 
-// Write encodes the view to w, in the snapshot format Restore reads: the
-// JSON encoding of the snapshot struct, written record by record, so that
-// no copy of the whole encoding (several times the state's size, with
-// the encoder's growing buffer) is held in memory at once.
-func (v *View) Write(w io.Writer) error {
+// LogVersion is the cluster's log version in the view.
+func (v *View) LogVersion() uint32 { return v.snap.LogVersion }
+
+// Snapshot returns the view's records, sorted (ids; operations by
+// sequence). They are the store's: the caller must not change them.
+func (v *View) Snapshot() *Snapshot {
+	v.sort()
+	return &v.snap
+}
+
+func (v *View) sort() {
 	snap := &v.snap
 	// Sorted, so equal states encode to equal bytes (the digest relies on it).
 	sort.Slice(snap.Instances, func(a, b int) bool { return snap.Instances[a].ID < snap.Instances[b].ID })
@@ -86,6 +101,16 @@ func (v *View) Write(w io.Writer) error {
 	sort.Slice(snap.Hosts, func(a, b int) bool { return snap.Hosts[a].ID < snap.Hosts[b].ID })
 	sort.Slice(snap.Servers, func(a, b int) bool { return snap.Servers[a].ID < snap.Servers[b].ID })
 	sort.Slice(snap.Usage, func(a, b int) bool { return snap.Usage[a].InstanceID < snap.Usage[b].InstanceID })
+}
+
+// Write encodes the view to w, in the snapshot format of log version 1,
+// which Restore reads: the JSON encoding of the snapshot struct, written
+// record by record, so that no copy of the whole encoding (several times
+// the state's size, with the encoder's growing buffer) is held in memory
+// at once. It is also the state's canonical encoding (Digest).
+func (v *View) Write(w io.Writer) error {
+	v.sort()
+	snap := &v.snap
 	j := &jsonStream{w: w}
 	j.raw(`{"version":`)
 	j.value(snap.Version)
@@ -111,6 +136,10 @@ func (v *View) Write(w io.Writer) error {
 	j.value(snap.Metering)
 	j.raw(`,"usage":`)
 	writeArray(j, snap.Usage)
+	if snap.LogVersion != 0 {
+		j.raw(`,"log_version":`)
+		j.value(snap.LogVersion)
+	}
 	j.raw("}\n")
 	return j.err
 }
@@ -185,7 +214,7 @@ func (s *Store) Digest() (string, int64) {
 	return hex.EncodeToString(h.Sum(nil)), v.Revision()
 }
 
-// Restore replaces the whole state with a snapshot.
+// Restore replaces the whole state with a snapshot Write wrote.
 func (s *Store) Restore(r io.Reader) error {
 	snap, err := readSnapshot(r)
 	if err != nil {
@@ -194,10 +223,16 @@ func (s *Store) Restore(r io.Reader) error {
 	if snap.Version != snapshotVersion {
 		return fmt.Errorf("snapshot version %d, want %d", snap.Version, snapshotVersion)
 	}
+	s.Load(snap)
+	return nil
+}
+
+// Load replaces the whole state with snap's; the store keeps its records.
+func (s *Store) Load(snap *Snapshot) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.reset()
-	s.rev, s.seq, s.floor = snap.Revision, snap.Seq, snap.Floor
+	s.rev, s.seq, s.floor, s.logVersion = snap.Revision, snap.Seq, snap.Floor, snap.LogVersion
 	for _, i := range snap.Instances {
 		s.instances[i.ID] = i
 		s.placeLocked(nil, i)
@@ -226,15 +261,14 @@ func (s *Store) Restore(r io.Reader) error {
 	}
 	s.history = snap.History
 	s.notify()
-	return nil
 }
 
 // readSnapshot decodes what View.Write wrote, record by record: decoding
 // the document as one value first read all of it into the decoder's
 // buffer, the whole snapshot's size on top of the state it builds.
-func readSnapshot(r io.Reader) (*snapshot, error) {
+func readSnapshot(r io.Reader) (*Snapshot, error) {
 	dec := json.NewDecoder(r)
-	var snap snapshot
+	var snap Snapshot
 	if err := expectDelim(dec, '{'); err != nil {
 		return nil, err
 	}
@@ -258,6 +292,8 @@ func readSnapshot(r io.Reader) (*snapshot, error) {
 			err = readArray(dec, &snap.Usage)
 		case "metering":
 			err = dec.Decode(&snap.Metering)
+		case "log_version":
+			err = dec.Decode(&snap.LogVersion)
 		case "version":
 			err = dec.Decode(&snap.Version)
 		case "revision":

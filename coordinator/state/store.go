@@ -43,13 +43,16 @@ type Store struct {
 	load      map[string]*HostLoad       // host id -> what its live instances take
 	usage     map[string]*usage.History  // instance id -> its billing-class history
 	metering  bool                       // usage is recorded (since a usage.start entry)
-	deleted   map[string]bool            // ids of DELETED instances (retention removes them)
-	history   []change                   // oldest first, at most limit
-	floor     int64                      // every instance change after this revision is in history
-	limit     int
-	changed   chan struct{} // closed on the next commit once handed out (see notify)
-	handedOut atomic.Bool   // changed was handed to a reader since it was made
-	tx        Tx            // the transaction of the entry being applied, reused
+	// logVersion is the cluster's log version (fsm.SetLogVersion); 0 is
+	// the first, of every state older than the command.
+	logVersion uint32
+	deleted    map[string]bool // ids of DELETED instances (retention removes them)
+	history    []change        // oldest first, at most limit
+	floor      int64           // every instance change after this revision is in history
+	limit      int
+	changed    chan struct{} // closed on the next commit once handed out (see notify)
+	handedOut  atomic.Bool   // changed was handed to a reader since it was made
+	tx         Tx            // the transaction of the entry being applied, reused
 }
 
 // New returns an empty store that keeps limit instance changes for watchers.
@@ -79,6 +82,7 @@ func (s *Store) reset() {
 	s.load = map[string]*HostLoad{}
 	s.usage = map[string]*usage.History{}
 	s.metering = false
+	s.logVersion = 0
 	s.deleted = map[string]bool{}
 	s.history = nil
 	s.floor = 0
@@ -163,6 +167,13 @@ func (s *Store) Usage(id string) (usage.History, int64, error) {
 
 // Metering reports whether usage is being recorded: from the log entry
 // that started it on (see Tx.StartMetering).
+// LogVersion is the cluster's log version (0: the first).
+func (s *Store) LogVersion() uint32 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.logVersion
+}
+
 func (s *Store) Metering() bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()

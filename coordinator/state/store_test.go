@@ -378,7 +378,7 @@ func TestViewWritesTheSnapshotEncoding(t *testing.T) {
 			t.Fatalf("%s: streamed snapshot differs from encoding/json:\n%s\n%s", what, got.Bytes(), want.Bytes())
 		}
 		// And it reads back record by record as encoding/json decodes it.
-		var whole snapshot
+		var whole Snapshot
 		if err := json.Unmarshal(got.Bytes(), &whole); err != nil {
 			t.Fatal(err)
 		}

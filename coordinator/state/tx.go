@@ -9,16 +9,17 @@ import (
 // is visible to others until Update commits, and nothing is kept if the
 // apply function returns an error. A Tx is valid only during its Update.
 type Tx struct {
-	s         *Store
-	now       time.Time
-	instances map[string]*Instance
-	ops       map[string]*Operation
-	hosts     map[string]*Host
-	requests  map[string]string
-	servers   map[string]*Server // nil value: delete
-	order     []string           // instance ids in the order they were put, for the history
-	removed   []string           // instance ids to forget (RemoveInstance)
-	meter     bool               // StartMetering was called
+	s          *Store
+	now        time.Time
+	instances  map[string]*Instance
+	ops        map[string]*Operation
+	hosts      map[string]*Host
+	requests   map[string]string
+	servers    map[string]*Server // nil value: delete
+	order      []string           // instance ids in the order they were put, for the history
+	removed    []string           // instance ids to forget (RemoveInstance)
+	meter      bool               // StartMetering was called
+	logVersion uint32             // SetLogVersion's, 0 if not called
 }
 
 // Update runs fn against a transaction and commits its changes atomically
@@ -39,11 +40,14 @@ func (s *Store) Update(now time.Time, fn func(tx *Tx) error) error {
 	if err := fn(tx); err != nil {
 		return err
 	}
-	if len(tx.instances)+len(tx.ops)+len(tx.hosts)+len(tx.requests)+len(tx.servers)+len(tx.removed) == 0 && !tx.meter {
+	if len(tx.instances)+len(tx.ops)+len(tx.hosts)+len(tx.requests)+len(tx.servers)+len(tx.removed) == 0 && !tx.meter && tx.logVersion == 0 {
 		return nil
 	}
 	s.rev++
 	rev := s.rev
+	if tx.logVersion > s.logVersion {
+		s.logVersion = tx.logVersion
+	}
 	if tx.meter && !s.metering {
 		// Every instance's history begins here, in the class it is in.
 		s.metering = true
@@ -127,8 +131,15 @@ func (tx *Tx) reset() {
 	clear(tx.removed)
 	tx.removed = tx.removed[:0]
 	tx.meter = false
+	tx.logVersion = 0
 	tx.now = time.Time{}
 }
+
+// LogVersion is the cluster's log version, staged change included.
+func (tx *Tx) LogVersion() uint32 { return max(tx.logVersion, tx.s.logVersion) }
+
+// SetLogVersion stages raising the cluster's log version.
+func (tx *Tx) SetLogVersion(v uint32) { tx.logVersion = v }
 
 // Now is the entry's timestamp.
 func (tx *Tx) Now() time.Time { return tx.now }

@@ -111,7 +111,12 @@ type AddServerRequest struct {
 	// Address of its Raft transport, host:port.
 	RaftAddress string `protobuf:"bytes,2,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
 	// Address of its gRPC API, host:port.
-	ApiAddress    string `protobuf:"bytes,3,opt,name=api_address,json=apiAddress,proto3" json:"api_address,omitempty"`
+	ApiAddress string `protobuf:"bytes,3,opt,name=api_address,json=apiAddress,proto3" json:"api_address,omitempty"`
+	// The newest log version the joining server reads and writes (see
+	// docs/cluster.md). 0, as servers before log versions send, means 1. A
+	// server older than the cluster's log version is refused: it could not
+	// read the log.
+	LogVersionMax uint32 `protobuf:"varint,4,opt,name=log_version_max,json=logVersionMax,proto3" json:"log_version_max,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -165,6 +170,13 @@ func (x *AddServerRequest) GetApiAddress() string {
 		return x.ApiAddress
 	}
 	return ""
+}
+
+func (x *AddServerRequest) GetLogVersionMax() uint32 {
+	if x != nil {
+		return x.LogVersionMax
+	}
+	return 0
 }
 
 // AddServerResponse lists the members after the change.
@@ -468,7 +480,14 @@ type NodeStatus struct {
 	Revision int64 `protobuf:"varint,9,opt,name=revision,proto3" json:"revision,omitempty"`
 	// SHA-256 of the state's canonical encoding: equal on servers holding the
 	// same state. Empty unless include_digest was asked for.
-	StateDigest   string `protobuf:"bytes,10,opt,name=state_digest,json=stateDigest,proto3" json:"state_digest,omitempty"`
+	StateDigest string `protobuf:"bytes,10,opt,name=state_digest,json=stateDigest,proto3" json:"state_digest,omitempty"`
+	// The cluster's log version, as this server has applied it: the format
+	// of log entries and snapshots and the command types leaders may
+	// propose. Raised by the leader once every server supports the next one.
+	LogVersion uint32 `protobuf:"varint,11,opt,name=log_version,json=logVersion,proto3" json:"log_version,omitempty"`
+	// The newest log version this server reads and writes. 0, as servers
+	// before log versions answer, means 1.
+	LogVersionMax uint32 `protobuf:"varint,12,opt,name=log_version_max,json=logVersionMax,proto3" json:"log_version_max,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -573,6 +592,20 @@ func (x *NodeStatus) GetStateDigest() string {
 	return ""
 }
 
+func (x *NodeStatus) GetLogVersion() uint32 {
+	if x != nil {
+		return x.LogVersion
+	}
+	return 0
+}
+
+func (x *NodeStatus) GetLogVersionMax() uint32 {
+	if x != nil {
+		return x.LogVersionMax
+	}
+	return 0
+}
+
 // TakeSnapshotRequest asks for a snapshot.
 type TakeSnapshotRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -667,12 +700,13 @@ const file_flotilla_v1_cluster_proto_rawDesc = "" +
 	"\vapi_address\x18\x03 \x01(\tR\n" +
 	"apiAddress\x12\x1a\n" +
 	"\bsuffrage\x18\x04 \x01(\tR\bsuffrage\x12\x16\n" +
-	"\x06leader\x18\x05 \x01(\bR\x06leader\"f\n" +
+	"\x06leader\x18\x05 \x01(\bR\x06leader\"\x8e\x01\n" +
 	"\x10AddServerRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12\x1f\n" +
 	"\vapi_address\x18\x03 \x01(\tR\n" +
-	"apiAddress\"B\n" +
+	"apiAddress\x12&\n" +
+	"\x0flog_version_max\x18\x04 \x01(\rR\rlogVersionMax\"B\n" +
 	"\x11AddServerResponse\x12-\n" +
 	"\aservers\x18\x01 \x03(\v2\x13.flotilla.v1.ServerR\aservers\"%\n" +
 	"\x13RemoveServerRequest\x12\x0e\n" +
@@ -684,7 +718,7 @@ const file_flotilla_v1_cluster_proto_rawDesc = "" +
 	"\aservers\x18\x01 \x03(\v2\x13.flotilla.v1.ServerR\aservers\x12\x1b\n" +
 	"\tleader_id\x18\x02 \x01(\tR\bleaderId\"=\n" +
 	"\x14GetNodeStatusRequest\x12%\n" +
-	"\x0einclude_digest\x18\x01 \x01(\bR\rincludeDigest\"\xda\x02\n" +
+	"\x0einclude_digest\x18\x01 \x01(\bR\rincludeDigest\"\xa3\x03\n" +
 	"\n" +
 	"NodeStatus\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1d\n" +
@@ -698,7 +732,10 @@ const file_flotilla_v1_cluster_proto_rawDesc = "" +
 	"\x13last_snapshot_index\x18\b \x01(\x04R\x11lastSnapshotIndex\x12\x1a\n" +
 	"\brevision\x18\t \x01(\x03R\brevision\x12!\n" +
 	"\fstate_digest\x18\n" +
-	" \x01(\tR\vstateDigest\"\x15\n" +
+	" \x01(\tR\vstateDigest\x12\x1f\n" +
+	"\vlog_version\x18\v \x01(\rR\n" +
+	"logVersion\x12&\n" +
+	"\x0flog_version_max\x18\f \x01(\rR\rlogVersionMax\"\x15\n" +
 	"\x13TakeSnapshotRequest\"=\n" +
 	"\x14TakeSnapshotResponse\x12%\n" +
 	"\x0esnapshot_index\x18\x01 \x01(\x04R\rsnapshotIndex2\xa5\x03\n" +

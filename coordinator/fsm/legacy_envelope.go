@@ -8,10 +8,13 @@ import (
 	"time"
 )
 
-// Command is a log entry of the first format, a JSON envelope whose body is
-// decoded a second time. Entries are now written in the binary envelope
-// (see Encode); entries of this format, still in older logs and snapshots'
-// trailing logs, are applied as before.
+// Log format 1 (see logformat.go), read from older logs and snapshots'
+// trailing logs, and written while some voter of the cluster reads no
+// other.
+//
+// Command is a log entry of its first form, a JSON envelope whose body is
+// decoded a second time; later releases of format 1 wrote the binary
+// envelope below.
 type Command struct {
 	Type string          `json:"type"`
 	Time time.Time       `json:"time"`
@@ -32,8 +35,9 @@ const (
 	envelopeVersion = 1
 )
 
-// Encode builds the log entry for a command body.
-func Encode(typ string, now time.Time, body any) ([]byte, error) {
+// encodeLegacy builds the format-1 log entry for a command body (see
+// Downgrade).
+func encodeLegacy(typ string, now time.Time, body any) ([]byte, error) {
 	if c := createBody(body); c != nil {
 		// Creates, most of what is proposed, go straight into the entry.
 		if b, ok := compactCreate(envelopeHeader(make([]byte, 0, 320), typ, now), c); ok {
@@ -93,12 +97,6 @@ func decode(data []byte) (typ string, now time.Time, body []byte, err error) {
 	return typ, time.Unix(sec, int64(nsec)).UTC(), rest[k:], nil
 }
 
-// TypeOf returns the command type of an encoded log entry.
-func TypeOf(data []byte) (string, error) {
-	typ, _, _, err := decode(data)
-	return typ, err
-}
-
 // Batch is the body of a TypeBatch entry of the first (JSON) format. A
 // batch entry now carries its commands in binary: each as a uvarint length
 // followed by the encoded command.
@@ -106,8 +104,8 @@ type Batch struct {
 	Commands []json.RawMessage `json:"commands"`
 }
 
-// EncodeBatch builds one log entry from encoded commands.
-func EncodeBatch(now time.Time, cmds [][]byte) ([]byte, error) {
+// encodeLegacyBatch builds one format-1 log entry from encoded commands.
+func encodeLegacyBatch(now time.Time, cmds [][]byte) []byte {
 	n := 0
 	for _, c := range cmds {
 		n += binary.MaxVarintLen64 + len(c)
@@ -118,7 +116,7 @@ func EncodeBatch(now time.Time, cmds [][]byte) ([]byte, error) {
 			buf = append(buf, c...)
 		}
 		return buf
-	}), nil
+	})
 }
 
 // splitBatch returns the commands of a batch body, of either format.
