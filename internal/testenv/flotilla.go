@@ -22,39 +22,50 @@ type Coordinator struct {
 // extra flags are appended (e.g. "--agent-resync-interval=1s").
 func StartCoordinator(t testing.TB, dir string, extra ...string) *Coordinator {
 	t.Helper()
-	return startNode(t, dir, "c1", FreeAddr(t), extra...)
+	return startNode(t, "", dir, "c1", FreeAddr(t), extra...)
 }
 
 // StartCoordinatorAt is StartCoordinator serving the API on addr, e.g. a
 // port of a test bed's bridge address, which its hosts' agents can reach.
 func StartCoordinatorAt(t testing.TB, dir, addr string, extra ...string) *Coordinator {
 	t.Helper()
-	return startNode(t, dir, "c1", addr, extra...)
+	return startNode(t, "", dir, "c1", addr, extra...)
 }
 
-func startNode(t testing.TB, dir, id, addr string, extra ...string) *Coordinator {
+// startNode starts a coordinator from binDir's binaries ("" for this tree's).
+func startNode(t testing.TB, binDir, dir, id, addr string, extra ...string) *Coordinator {
 	t.Helper()
 	c := &Coordinator{Addr: addr, RaftAddr: FreeAddr(t), DataDir: filepath.Join(dir, id)}
 	args := append([]string{"--node-id=" + id, "--data-dir=" + c.DataDir, "--listen=" + c.Addr, "--raft-addr=" + c.RaftAddr, "--log-level=debug"}, extra...)
-	c.Proc = StartNamed(t, "flotilla-coordinator", id, dir, args...)
+	if binDir == "" {
+		binDir = Binaries(t)
+	}
+	c.Proc = StartFrom(t, binDir, "flotilla-coordinator", id, dir, args...)
 	return c
 }
 
 // StartNode starts one more coordinator with the given id (e.g. to join a cluster).
 func StartNode(t testing.TB, dir, id string, extra ...string) *Coordinator {
 	t.Helper()
-	return startNode(t, dir, id, FreeAddr(t), extra...)
+	return startNode(t, "", dir, id, FreeAddr(t), extra...)
 }
 
 // StartCluster starts n coordinator processes on loopback with short Raft
 // timeouts: the first bootstraps, the others join through it.
 func StartCluster(t testing.TB, dir string, n int, extra ...string) []*Coordinator {
 	t.Helper()
-	first := startNode(t, dir, "c1", FreeAddr(t), append([]string{"--raft-fast"}, extra...)...)
+	return StartClusterFrom(t, "", dir, n, extra...)
+}
+
+// StartClusterFrom is StartCluster with binDir's binaries ("" for this
+// tree's), e.g. a previous release's.
+func StartClusterFrom(t testing.TB, binDir, dir string, n int, extra ...string) []*Coordinator {
+	t.Helper()
+	first := startNode(t, binDir, dir, "c1", FreeAddr(t), append([]string{"--raft-fast"}, extra...)...)
 	out := []*Coordinator{first}
 	for i := 2; i <= n; i++ {
 		args := append([]string{"--raft-fast", "--join=" + first.Addr}, extra...)
-		out = append(out, startNode(t, dir, fmt.Sprintf("c%d", i), FreeAddr(t), args...))
+		out = append(out, startNode(t, binDir, dir, fmt.Sprintf("c%d", i), FreeAddr(t), args...))
 	}
 	return out
 }
@@ -83,6 +94,15 @@ type Agent struct {
 // hypervisor is "libvirt" or "fake".
 func StartAgent(t testing.TB, dir, addr, hostID, hypervisor string, extra ...string) *Agent {
 	t.Helper()
+	return StartAgentFrom(t, "", dir, addr, hostID, hypervisor, extra...)
+}
+
+// StartAgentFrom is StartAgent with binDir's binary ("" for this tree's).
+func StartAgentFrom(t testing.TB, binDir, dir, addr, hostID, hypervisor string, extra ...string) *Agent {
+	t.Helper()
+	if binDir == "" {
+		binDir = Binaries(t)
+	}
 	// The run dir holds unix sockets (107-byte paths at most): keep it short.
 	run, err := os.MkdirTemp("/tmp", "flr-")
 	if err != nil {
@@ -95,7 +115,7 @@ func StartAgent(t testing.TB, dir, addr, hostID, hypervisor string, extra ...str
 		"--image-dir=" + ImageDir(), "--disk-dir=" + a.DiskDir, "--run-dir=" + a.RunDir, "--state-dir=" + a.StateDir,
 		"--log-level=debug",
 	}, extra...)
-	a.Proc = Start(t, "flotilla-agent", dir, args...)
+	a.Proc = StartFrom(t, binDir, "flotilla-agent", "flotilla-agent", dir, args...)
 	return a
 }
 

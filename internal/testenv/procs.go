@@ -92,11 +92,23 @@ func StartNamed(t testing.TB, name, label, dir string, args ...string) *Proc {
 	return startWrapped(t, name, label, dir, nil, args...)
 }
 
+// StartFrom is StartNamed for a binary of binDir (e.g. a previous
+// release's, see PreviousRelease) rather than this tree's.
+func StartFrom(t testing.TB, binDir, name, label, dir string, args ...string) *Proc {
+	t.Helper()
+	return startBin(t, filepath.Join(binDir, name), label, dir, nil, args...)
+}
+
 // startWrapped is StartNamed with the binary run by the command wrap, which
 // must exec it in its place (as nsenter does).
 func startWrapped(t testing.TB, name, label, dir string, wrap []string, args ...string) *Proc {
 	t.Helper()
-	p := &Proc{Name: label, Args: args, Log: filepath.Join(dir, label+".log"), t: t, bin: filepath.Join(Binaries(t), name), wrap: wrap}
+	return startBin(t, filepath.Join(Binaries(t), name), label, dir, wrap, args...)
+}
+
+func startBin(t testing.TB, bin, label, dir string, wrap []string, args ...string) *Proc {
+	t.Helper()
+	p := &Proc{Name: label, Args: args, Log: filepath.Join(dir, label+".log"), t: t, bin: bin, wrap: wrap}
 	p.start()
 	t.Cleanup(func() {
 		p.Stop()
@@ -165,6 +177,19 @@ func (p *Proc) Kill() { p.Signal(syscall.SIGKILL) }
 // Restart starts the process again with the same arguments.
 func (p *Proc) Restart() {
 	p.t.Helper()
+	p.start()
+}
+
+// Replace stops the process (SIGTERM) and starts the binary of the same
+// name from binDir in its place, with the same arguments: an upgrade in
+// place. An empty binDir is this tree's binaries.
+func (p *Proc) Replace(binDir string) {
+	p.t.Helper()
+	if binDir == "" {
+		binDir = Binaries(p.t)
+	}
+	p.Stop()
+	p.bin = filepath.Join(binDir, filepath.Base(p.bin))
 	p.start()
 }
 
