@@ -17,7 +17,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -34,6 +33,10 @@ import (
 	"github.com/flotilla-vm/flotilla/hypervisor/libvirt"
 	"github.com/flotilla-vm/flotilla/internal/mtls"
 )
+
+// testHooks applies test-only switches; only test builds have any
+// (testhooks.go).
+var testHooks = func(*config) {}
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = ""
@@ -61,12 +64,10 @@ type config struct {
 	stateDir      string
 	capacity      hypervisor.Capacity
 	diskReserve   uint64 // bytes a preflight keeps free in the disk dir
-	ignoreEvents  bool
+	ignoreEvents  bool   // test builds only (testhooks.go)
 	logLevel      slog.Level
 	logFormat     string
 	labels        map[string]string
-	fakeDelays    map[string]time.Duration // fake hypervisor only: per-method delay
-	fakeFaults    map[string]fakeFault     // fake hypervisor only: per-method injected faults
 	tls           mtls.Files
 	peerListen    string // where to serve AgentPeerService; empty: not at all
 	peerInsecure  bool   // serve it without TLS on an address other hosts reach
@@ -150,18 +151,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.peerAdvertise, "peer-advertise", "", "the address other agents dial for --peer-listen, host:port (default: the address listened on)")
 	labels := keyValues{}
 	fs.Var(labels, "label", "a placement label of this host, key=value (repeatable)")
-	// Hidden test knobs: rely on periodic resyncs only; slow fake hypervisor methods.
-	fs.BoolVar(&cfg.ignoreEvents, "ignore-events", false, "")
-	delays := keyValues{}
-	fs.Var(delays, "fake-delay", "")
-	faults := keyValues{}
-	fs.Var(faults, "fake-fail", "")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: flotilla-agent [flags]\n\nFlags:\n")
 		fs.VisitAll(func(f *flag.Flag) {
-			if f.Name == "ignore-events" || f.Name == "fake-delay" || f.Name == "fake-fail" {
-				return
-			}
 			fmt.Fprintf(fs.Output(), "  --%s\t%s (default %q)\n", f.Name, f.Usage, f.DefValue)
 		})
 	}
@@ -176,22 +168,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return config{}, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
 	cfg.labels = labels
-	cfg.fakeDelays = map[string]time.Duration{}
-	for m, v := range delays {
-		d, err := time.ParseDuration(v)
-		if err != nil || d < 0 {
-			return config{}, fmt.Errorf("--fake-delay %s=%s: want Method=duration", m, v)
-		}
-		cfg.fakeDelays[m] = d
-	}
-	cfg.fakeFaults = map[string]fakeFault{}
-	for m, v := range faults {
-		f, err := parseFakeFault(v)
-		if err != nil {
-			return config{}, fmt.Errorf("--fake-fail %s=%s: %w", m, v, err)
-		}
-		cfg.fakeFaults[m] = f
-	}
+	testHooks(&cfg)
 
 	for _, addr := range strings.Split(cfg.coordinator, ",") {
 		if _, _, err := net.SplitHostPort(strings.TrimSpace(addr)); err != nil {
@@ -433,21 +410,16 @@ func startPeer(cfg config, drv hypervisor.Driver, log *slog.Logger, progress fun
 // configuration mistakes and end the agent. It returns nil, nil if ctx ends.
 func openDriver(ctx context.Context, cfg config, log *slog.Logger) (hypervisor.Driver, error) {
 	if cfg.hypervisor == "fake" {
-		d := fake.New(fake.Options{
+		// Tests inject faults through the fake's own environment variable.
+		faults, err := fake.FaultsFromEnv()
+		if err != nil {
+			return nil, err
+		}
+		return fake.New(fake.Options{
 			Capacity: hypervisor.Capacity{VCPUs: 64, MemoryMiB: 262144, DiskGiB: 10000},
 			Images:   []string{"flotilla-test"},
-		})
-		for m, delay := range cfg.fakeDelays {
-			if err := setFakeDelay(d, m, delay); err != nil {
-				return nil, err
-			}
-		}
-		for m, f := range cfg.fakeFaults {
-			if err := injectFakeFault(d, m, f); err != nil {
-				return nil, err
-			}
-		}
-		return d, nil
+			Faults:   faults,
+		}), nil
 	}
 	for _, dir := range []string{cfg.imageDir, cfg.diskDir, cfg.runDir} {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -494,56 +466,4 @@ func agentVersion() string {
 		return bi.Main.Version
 	}
 	return "dev"
-}
-
-// setFakeDelay turns the fake driver's panic on an unknown method name into
-// a flag error.
-func setFakeDelay(d *fake.Driver, method string, delay time.Duration) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("--fake-delay: %v", r)
-		}
-	}()
-	d.SetDelay(method, delay)
-	return nil
-}
-
-// fakeFault is a --fake-fail value: how many calls fail (-1: all), and how.
-type fakeFault struct {
-	times int
-	err   error
-}
-
-// fakeFaultKinds are the failures --fake-fail can inject, by the hypervisor
-// sentinel the agent classifies (unavailable is transient, the others not).
-var fakeFaultKinds = map[string]error{
-	"unavailable": hypervisor.ErrUnavailable,
-	"invalid":     hypervisor.ErrInvalidSpec,
-	"state":       hypervisor.ErrInvalidState,
-}
-
-// parseFakeFault reads "N" or "N:kind" (kind default unavailable).
-func parseFakeFault(v string) (fakeFault, error) {
-	n, kind, _ := strings.Cut(v, ":")
-	if kind == "" {
-		kind = "unavailable"
-	}
-	times, err := strconv.Atoi(n)
-	sentinel, ok := fakeFaultKinds[kind]
-	if err != nil || times == 0 || times < -1 || !ok {
-		return fakeFault{}, errors.New("want Method=N[:unavailable|invalid|state], N > 0 or -1 for every call")
-	}
-	return fakeFault{times: times, err: fmt.Errorf("injected by --fake-fail: %w", sentinel)}, nil
-}
-
-// injectFakeFault turns the fake driver's panic on an unknown method name
-// into a flag error.
-func injectFakeFault(d *fake.Driver, method string, f fakeFault) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("--fake-fail: %v", r)
-		}
-	}()
-	d.InjectFault(method, f.err, f.times)
-	return nil
 }

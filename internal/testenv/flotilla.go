@@ -83,6 +83,14 @@ type Agent struct {
 // hypervisor is "libvirt" or "fake".
 func StartAgent(t testing.TB, dir, addr, hostID, hypervisor string, extra ...string) *Agent {
 	t.Helper()
+	return StartAgentEnv(t, dir, addr, hostID, hypervisor, nil, extra...)
+}
+
+// StartAgentEnv is StartAgent with env (NAME=value) added to the agent's
+// environment: test-only switches go there, e.g. fake.FaultsEnv for the
+// fake hypervisor's faults, or FLOTILLA_AGENT_IGNORE_EVENTS=1.
+func StartAgentEnv(t testing.TB, dir, addr, hostID, hypervisor string, env []string, extra ...string) *Agent {
+	t.Helper()
 	// The run dir holds unix sockets (107-byte paths at most): keep it short.
 	run, err := os.MkdirTemp("/tmp", "flr-")
 	if err != nil {
@@ -95,7 +103,7 @@ func StartAgent(t testing.TB, dir, addr, hostID, hypervisor string, extra ...str
 		"--image-dir=" + ImageDir(), "--disk-dir=" + a.DiskDir, "--run-dir=" + a.RunDir, "--state-dir=" + a.StateDir,
 		"--log-level=debug",
 	}, extra...)
-	a.Proc = Start(t, "flotilla-agent", dir, args...)
+	a.Proc = startWrapped(t, "flotilla-agent", "flotilla-agent", dir, nil, env, args...)
 	return a
 }
 
