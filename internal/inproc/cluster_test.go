@@ -64,9 +64,13 @@ func TestInstanceLifecycle(t *testing.T) {
 			pb.Status_STATUS_RUNNING, hypervisor.PowerRunning},
 		{"pause", func() (*pb.Operation, error) { return c.Instances.PauseInstance(ctx, &pb.PauseInstanceRequest{Id: id}) },
 			pb.Status_STATUS_PAUSED, hypervisor.PowerPaused},
-		{"unpause", func() (*pb.Operation, error) { return c.Instances.UnpauseInstance(ctx, &pb.UnpauseInstanceRequest{Id: id}) },
+		{"unpause", func() (*pb.Operation, error) {
+			return c.Instances.UnpauseInstance(ctx, &pb.UnpauseInstanceRequest{Id: id})
+		},
 			pb.Status_STATUS_RUNNING, hypervisor.PowerRunning},
-		{"delete", func() (*pb.Operation, error) { return c.Instances.DeleteInstance(ctx, &pb.DeleteInstanceRequest{Id: id}) },
+		{"delete", func() (*pb.Operation, error) {
+			return c.Instances.DeleteInstance(ctx, &pb.DeleteInstanceRequest{Id: id})
+		},
 			pb.Status_STATUS_DELETED, hypervisor.PowerNoDomain},
 	} {
 		if step.call != nil {
