@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,26 +13,20 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"regexp"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"syscall"
-	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-
-	"github.com/flotilla-vm/flotilla/agent/executor"
-	"github.com/flotilla-vm/flotilla/agent/session"
-	"github.com/flotilla-vm/flotilla/agent/stepstore"
-	"github.com/flotilla-vm/flotilla/agent/transfer"
+	"github.com/flotilla-vm/flotilla/agent/node"
 	"github.com/flotilla-vm/flotilla/hypervisor"
-	"github.com/flotilla-vm/flotilla/hypervisor/fake"
 	"github.com/flotilla-vm/flotilla/hypervisor/libvirt"
 	"github.com/flotilla-vm/flotilla/internal/mtls"
 )
+
+// testHooks applies test-only switches; only test builds have any
+// (testhooks.go).
+var testHooks = func(*config) {}
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = ""
@@ -61,12 +54,10 @@ type config struct {
 	stateDir      string
 	capacity      hypervisor.Capacity
 	diskReserve   uint64 // bytes a preflight keeps free in the disk dir
-	ignoreEvents  bool
+	ignoreEvents  bool   // test builds only (testhooks.go)
 	logLevel      slog.Level
 	logFormat     string
 	labels        map[string]string
-	fakeDelays    map[string]time.Duration // fake hypervisor only: per-method delay
-	fakeFaults    map[string]fakeFault     // fake hypervisor only: per-method injected faults
 	tls           mtls.Files
 	peerListen    string // where to serve AgentPeerService; empty: not at all
 	peerInsecure  bool   // serve it without TLS on an address other hosts reach
@@ -150,18 +141,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.peerAdvertise, "peer-advertise", "", "the address other agents dial for --peer-listen, host:port (default: the address listened on)")
 	labels := keyValues{}
 	fs.Var(labels, "label", "a placement label of this host, key=value (repeatable)")
-	// Hidden test knobs: rely on periodic resyncs only; slow fake hypervisor methods.
-	fs.BoolVar(&cfg.ignoreEvents, "ignore-events", false, "")
-	delays := keyValues{}
-	fs.Var(delays, "fake-delay", "")
-	faults := keyValues{}
-	fs.Var(faults, "fake-fail", "")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: flotilla-agent [flags]\n\nFlags:\n")
 		fs.VisitAll(func(f *flag.Flag) {
-			if f.Name == "ignore-events" || f.Name == "fake-delay" || f.Name == "fake-fail" {
-				return
-			}
 			fmt.Fprintf(fs.Output(), "  --%s\t%s (default %q)\n", f.Name, f.Usage, f.DefValue)
 		})
 	}
@@ -176,22 +158,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return config{}, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
 	cfg.labels = labels
-	cfg.fakeDelays = map[string]time.Duration{}
-	for m, v := range delays {
-		d, err := time.ParseDuration(v)
-		if err != nil || d < 0 {
-			return config{}, fmt.Errorf("--fake-delay %s=%s: want Method=duration", m, v)
-		}
-		cfg.fakeDelays[m] = d
-	}
-	cfg.fakeFaults = map[string]fakeFault{}
-	for m, v := range faults {
-		f, err := parseFakeFault(v)
-		if err != nil {
-			return config{}, fmt.Errorf("--fake-fail %s=%s: %w", m, v, err)
-		}
-		cfg.fakeFaults[m] = f
-	}
+	testHooks(&cfg)
 
 	for _, addr := range strings.Split(cfg.coordinator, ",") {
 		if _, _, err := net.SplitHostPort(strings.TrimSpace(addr)); err != nil {
@@ -304,185 +271,34 @@ func newLogger(cfg config, w io.Writer) *slog.Logger {
 // serve runs the agent until ctx ends. log carries no "host": the agent's
 // packages add it.
 func serve(ctx context.Context, cfg config, log *slog.Logger) error {
-	hlog := log.With("host", cfg.hostID)
-	if err := os.MkdirAll(cfg.stateDir, 0o700); err != nil {
-		return fmt.Errorf("state dir: %w", err)
-	}
-	store, err := stepstore.Open(filepath.Join(cfg.stateDir, "agent.db"))
+	n, err := node.New(nodeConfig(cfg, log))
 	if err != nil {
 		return err
 	}
-	defer closeLogged(hlog, "step journal", store.Close)
-
-	drv, err := openDriver(ctx, cfg, hlog)
-	if err != nil {
-		return err
-	}
-	if drv == nil {
-		return nil // interrupted while waiting for the hypervisor
-	}
-	defer closeLogged(hlog, "hypervisor driver", drv.Close)
-
-	progress := &copyProgress{}
-	mover, peerAddr, stopPeer, err := startPeer(cfg, drv, log, progress.report)
-	if err != nil {
-		return err
-	}
-	// Stopped before the driver closes: a pull in progress reads through it.
-	defer stopPeer()
-
-	exec, err := executor.New(executor.Config{HostID: cfg.hostID, Driver: drv, Store: store, Logger: log, Mover: mover,
-		DiskReserve: cfg.diskReserve})
-	if err != nil {
-		return err
-	}
-	// Closed before the driver and the journal (defers run in reverse):
-	// running steps end first.
-	defer exec.Close()
-
-	var dialOpts []grpc.DialOption
-	if cfg.tls.Enabled() {
-		tc, err := mtls.Client(cfg.tls)
-		if err != nil {
-			return err
-		}
-		dialOpts = append(dialOpts, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
-	}
-	client, err := session.New(session.Config{
-		Coordinator:  cfg.coordinator,
-		HostID:       cfg.hostID,
-		Driver:       drv,
-		Executor:     exec,
-		Capacity:     cfg.capacity,
-		AgentVersion: agentVersion(),
-		IgnoreEvents: cfg.ignoreEvents,
-		Labels:       cfg.labels,
-		PeerAddress:  peerAddr,
-		Logger:       log,
-		DialOptions:  dialOpts,
-	})
-	if err != nil {
-		return err
-	}
-	defer closeLogged(hlog, "coordinator connection", client.Close)
-	progress.client.Store(client)
-
-	hlog.Info("agent starting", "coordinator", cfg.coordinator, "hypervisor", cfg.hypervisor,
-		"kind", drv.Kind(), "state_dir", cfg.stateDir, "disk_reserve_bytes", cfg.diskReserve, "peer_address", peerAddr, "version", agentVersion())
-	return client.Run(ctx)
+	return n.Run(ctx)
 }
 
-// startPeer serves AgentPeerService on --peer-listen, with the TLS material
-// of the coordinator connection when it is set: peers present certificates
-// signed by the same CA, and a pull must come from the host its certificate
-// names. It returns the disk mover for the executor (nil when disabled), the
-// address to advertise, and a stop function.
-func startPeer(cfg config, drv hypervisor.Driver, log *slog.Logger, progress func(context.Context, transfer.Progress)) (executor.Mover, string, func(), error) {
-	if cfg.peerListen == "" {
-		return nil, "", func() {}, nil
-	}
-	var (
-		srvOpts   []grpc.ServerOption
-		clientTLS *tls.Config
-	)
-	if cfg.tls.Enabled() {
-		stc, err := mtls.Server(cfg.tls)
-		if err != nil {
-			return nil, "", nil, err
-		}
-		if clientTLS, err = mtls.Client(cfg.tls); err != nil {
-			return nil, "", nil, err
-		}
-		srvOpts = append(srvOpts, grpc.Creds(transfer.ServerCredentials(stc)))
-	}
-	lis, err := net.Listen("tcp", cfg.peerListen)
-	if err != nil {
-		return nil, "", nil, fmt.Errorf("--peer-listen: %w", err)
-	}
-	tr := transfer.New(transfer.Config{
-		HostID: cfg.hostID, Driver: drv, Logger: log,
-		ClientTLS: clientTLS, RequireClientIdentity: cfg.tls.Enabled(),
-		Compression: cfg.copy.compression, RateLimit: cfg.copy.rateLimit, Progress: progress,
-	})
-	srv := grpc.NewServer(append(srvOpts, transfer.ServerOptions()...)...)
-	tr.Register(srv)
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		if err := srv.Serve(lis); err != nil {
-			log.Error("peer service stopped", "host", cfg.hostID, "err", err)
-		}
-	}()
-	addr := cfg.peerAdvertise
-	if addr == "" {
-		addr = lis.Addr().String()
-	}
-	log.Info("serving disks to peer agents", "host", cfg.hostID, "listen", lis.Addr().String(), "advertise", addr,
-		"tls", cfg.tls.Enabled(), "copy_rate_limit", cfg.copy.rateLimit, "copy_compression", cfg.copy.compression.String())
-	stop := func() {
-		// Not graceful: a pull cut short fails on the target as
-		// PEER_UNAVAILABLE, and the coordinator tries it again.
-		srv.Stop()
-		<-served
-	}
-	return tr, addr, stop, nil
-}
-
-// openDriver opens the hypervisor. libvirtd may start after the agent (both
-// at boot), so an unavailable libvirtd is waited for; other errors are
-// configuration mistakes and end the agent. It returns nil, nil if ctx ends.
-func openDriver(ctx context.Context, cfg config, log *slog.Logger) (hypervisor.Driver, error) {
-	if cfg.hypervisor == "fake" {
-		d := fake.New(fake.Options{
-			Capacity: hypervisor.Capacity{VCPUs: 64, MemoryMiB: 262144, DiskGiB: 10000},
-			Images:   []string{"flotilla-test"},
-		})
-		for m, delay := range cfg.fakeDelays {
-			if err := setFakeDelay(d, m, delay); err != nil {
-				return nil, err
-			}
-		}
-		for m, f := range cfg.fakeFaults {
-			if err := injectFakeFault(d, m, f); err != nil {
-				return nil, err
-			}
-		}
-		return d, nil
-	}
-	for _, dir := range []string{cfg.imageDir, cfg.diskDir, cfg.runDir} {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, fmt.Errorf("hypervisor dirs: %w", err)
-		}
-	}
-	wait := 100 * time.Millisecond
-	for {
-		drv, err := libvirt.New(ctx, libvirt.Config{
-			Socket:     cfg.libvirtSocket,
-			ImageDir:   cfg.imageDir,
-			DiskDir:    cfg.diskDir,
-			RunDir:     cfg.runDir,
-			DomainType: cfg.domainType,
-			Logger:     log,
-		})
-		if err == nil {
-			return drv, nil
-		}
-		if !errors.Is(err, hypervisor.ErrUnavailable) {
-			return nil, fmt.Errorf("libvirt: %w", err)
-		}
-		log.Warn("libvirtd unavailable; retrying", "socket", cfg.libvirtSocket, "err", err, "retry_in", wait)
-		select {
-		case <-ctx.Done():
-			return nil, nil
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, 5*time.Second)
-	}
-}
-
-func closeLogged(log *slog.Logger, what string, closeFn func() error) {
-	if err := closeFn(); err != nil {
-		log.Warn("closing "+what+" failed", "err", err)
+// nodeConfig is what the command line asks of the agent.
+func nodeConfig(cfg config, log *slog.Logger) node.Config {
+	return node.Config{
+		Coordinator: cfg.coordinator,
+		HostID:      cfg.hostID,
+		Hypervisor:  cfg.hypervisor,
+		Libvirt: libvirt.Config{
+			Socket: cfg.libvirtSocket, ImageDir: cfg.imageDir, DiskDir: cfg.diskDir, RunDir: cfg.runDir, DomainType: cfg.domainType,
+		},
+		StateDir:        cfg.stateDir,
+		Capacity:        cfg.capacity,
+		DiskReserve:     cfg.diskReserve,
+		Labels:          cfg.labels,
+		IgnoreEvents:    cfg.ignoreEvents,
+		TLS:             cfg.tls,
+		PeerListen:      cfg.peerListen,
+		PeerAdvertise:   cfg.peerAdvertise,
+		CopyRateLimit:   cfg.copy.rateLimit,
+		CopyCompression: cfg.copy.compression,
+		AgentVersion:    agentVersion(),
+		Logger:          log,
 	}
 }
 
@@ -494,56 +310,4 @@ func agentVersion() string {
 		return bi.Main.Version
 	}
 	return "dev"
-}
-
-// setFakeDelay turns the fake driver's panic on an unknown method name into
-// a flag error.
-func setFakeDelay(d *fake.Driver, method string, delay time.Duration) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("--fake-delay: %v", r)
-		}
-	}()
-	d.SetDelay(method, delay)
-	return nil
-}
-
-// fakeFault is a --fake-fail value: how many calls fail (-1: all), and how.
-type fakeFault struct {
-	times int
-	err   error
-}
-
-// fakeFaultKinds are the failures --fake-fail can inject, by the hypervisor
-// sentinel the agent classifies (unavailable is transient, the others not).
-var fakeFaultKinds = map[string]error{
-	"unavailable": hypervisor.ErrUnavailable,
-	"invalid":     hypervisor.ErrInvalidSpec,
-	"state":       hypervisor.ErrInvalidState,
-}
-
-// parseFakeFault reads "N" or "N:kind" (kind default unavailable).
-func parseFakeFault(v string) (fakeFault, error) {
-	n, kind, _ := strings.Cut(v, ":")
-	if kind == "" {
-		kind = "unavailable"
-	}
-	times, err := strconv.Atoi(n)
-	sentinel, ok := fakeFaultKinds[kind]
-	if err != nil || times == 0 || times < -1 || !ok {
-		return fakeFault{}, errors.New("want Method=N[:unavailable|invalid|state], N > 0 or -1 for every call")
-	}
-	return fakeFault{times: times, err: fmt.Errorf("injected by --fake-fail: %w", sentinel)}, nil
-}
-
-// injectFakeFault turns the fake driver's panic on an unknown method name
-// into a flag error.
-func injectFakeFault(d *fake.Driver, method string, f fakeFault) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("--fake-fail: %v", r)
-		}
-	}()
-	d.InjectFault(method, f.err, f.times)
-	return nil
 }

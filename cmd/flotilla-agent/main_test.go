@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -22,7 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/flotilla-vm/flotilla/hypervisor"
+	"github.com/flotilla-vm/flotilla/hypervisor/fake"
 	"github.com/flotilla-vm/flotilla/internal/mtls"
 	agentv1 "github.com/flotilla-vm/flotilla/proto/flotilla/agent/v1"
 	flotillav1 "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
@@ -50,6 +49,10 @@ func TestBadFlags(t *testing.T) {
 		{"--peer-advertise", ":7450"},
 		{"--peer-listen", "10.0.0.5:7450"}, // reachable from other hosts, and no TLS
 		{"--peer-listen", "0.0.0.0:7450", "--peer-advertise", "10.0.0.5:7450"},
+		// Test switches are not flags (see fake.FaultsEnv and testhooks.go).
+		{"--fake-fail", "Start=1"},
+		{"--fake-delay", "Start=1s"},
+		{"--ignore-events"},
 	} {
 		var out bytes.Buffer
 		if code := run(args, &out); code != 2 {
@@ -349,20 +352,6 @@ func TestMoveBetweenAgentsWithMTLS(t *testing.T) {
 	}
 }
 
-func TestParseFakeFault(t *testing.T) {
-	for v, ok := range map[string]bool{"2": true, "-1:invalid": true, "1:state": true, "3:unavailable": true,
-		"0": false, "-2": false, "x": false, "1:bogus": false, "": false} {
-		f, err := parseFakeFault(v)
-		if (err == nil) != ok {
-			t.Errorf("parseFakeFault(%q) = %+v, %v", v, f, err)
-		}
-	}
-	f, _ := parseFakeFault("2")
-	if f.times != 2 || !errors.Is(f.err, hypervisor.ErrUnavailable) {
-		t.Errorf("default kind: %+v", f)
-	}
-}
-
 // A peer listener other hosts can reach needs TLS, or saying it is insecure.
 func TestPeerListenerExposure(t *testing.T) {
 	for _, args := range [][]string{
@@ -374,5 +363,18 @@ func TestPeerListenerExposure(t *testing.T) {
 		if _, err := parseFlags(args, io.Discard); err != nil {
 			t.Errorf("%q: %v", args, err)
 		}
+	}
+}
+
+// A bad fault list for the fake hypervisor is an error, not a panic.
+func TestBadFakeFaults(t *testing.T) {
+	t.Setenv(fake.FaultsEnv, "fail:Strat=1")
+	cfg, err := parseFlags([]string{"--host-id", "h", "--hypervisor", "fake", "--state-dir", t.TempDir()}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = serve(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err == nil || !strings.Contains(err.Error(), fake.FaultsEnv) {
+		t.Fatalf("serve: %v, want an error naming %s", err, fake.FaultsEnv)
 	}
 }

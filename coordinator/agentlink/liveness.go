@@ -50,6 +50,7 @@ func (s *Server) Watch(ctx context.Context) {
 		}
 		now := s.cfg.Now()
 		s.reapSilent(now, 3*hb)
+		s.reapStuck(now, 3*hb)
 		if now.Sub(started) >= grace {
 			s.disconnectAbsent(ctx)
 		}
@@ -70,6 +71,29 @@ func (s *Server) reapSilent(now time.Time, limit time.Duration) {
 			// Connect's own exit records the disconnection, once.
 			ss.reaped = true
 		}
+	}
+}
+
+// reapStuck ends every session whose stream has not taken a message for
+// longer than limit: its agent does not read (while it may still send
+// heartbeats), so what is queued for it would never arrive. Ending the
+// session makes the agent reconnect, and the orchestrator then asks it
+// about every step it was sent and re-sends what it never got.
+func (s *Server) reapStuck(now time.Time, limit time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, ss := range s.sessions {
+		if ss.sendingSince.IsZero() || now.Sub(ss.sendingSince) <= limit {
+			continue
+		}
+		s.log.Warn("agent does not read its stream; ending its session", "host", id, "epoch", ss.epoch,
+			"blocked", now.Sub(ss.sendingSince), "queued", len(ss.out))
+		delete(s.sessions, id)
+		close(ss.done)
+		s.notifyLocked()
+		// Connect's own exit records the disconnection, once; the agent
+		// still speaks, so the host is not marked down.
+		ss.stuck = true
 	}
 }
 

@@ -23,6 +23,12 @@ import (
 // ErrNoSession means the host has no live session on this coordinator.
 var ErrNoSession = errors.New("host has no live agent session")
 
+// ErrQueueFull means the host's session has more messages waiting for its
+// stream than it may hold: the agent is slow or stuck. Nothing was queued;
+// the caller keeps the step and delivers it again (the orchestrator asks
+// what became of a step it could not send, then re-sends it).
+var ErrQueueFull = errors.New("agent session send queue is full")
+
 var hostIDRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$`)
 
 // Applier commits an encoded command through the replicated log.
@@ -45,6 +51,8 @@ type Config struct {
 	// OnStepReport hears an agent's answer to a QueryStep that is not a
 	// result (the step is unknown to the agent, or still running there).
 	OnStepReport func(hostID string, epoch uint64, r *agentv1.StepReport)
+	// SendQueue bounds the messages waiting for one agent's stream; default 1024.
+	SendQueue int
 }
 
 // Server implements agentv1.AgentServiceServer and tracks live sessions.
@@ -69,6 +77,12 @@ type session struct {
 	lastSeen time.Time
 	reaped   bool // ended by the liveness watch; still recorded as disconnected
 	busy     bool // committing one of its reports: waiting on us, not silent
+	// sendingSince is when the message being written to the stream was
+	// taken from out (zero when none is): a write that does not finish
+	// means the agent does not read its stream.
+	sendingSince time.Time
+	stuck        bool // ended because its stream did not take our messages
+	overloaded   bool // a message was refused because out was full (logged once)
 }
 
 // New returns an agent link server.
@@ -84,6 +98,9 @@ func New(cfg Config) *Server {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.SendQueue <= 0 {
+		cfg.SendQueue = 1024
 	}
 	return &Server{cfg: cfg, log: cfg.Logger, sessions: map[string]*session{}, joining: map[string]int{}, changed: make(chan struct{})}
 }
@@ -112,6 +129,7 @@ func (s *Server) Epoch(hostID string) (uint64, bool) {
 }
 
 // Send queues a step on the host's live session, stamped with its epoch.
+// It never blocks: a session whose queue is full refuses with ErrQueueFull.
 func (s *Server) Send(hostID string, step *agentv1.RunStep) error {
 	return s.queue(hostID, func(epoch uint64) *agentv1.ConnectResponse {
 		step.HostEpoch = epoch
@@ -127,19 +145,30 @@ func (s *Server) Query(hostID string, q *agentv1.QueryStep) error {
 	})
 }
 
+// queue hands a message to the host's session without waiting: the caller
+// is the orchestrator's one loop, which serves every host, so one agent that
+// does not read its stream must not hold up the others. A session whose
+// stream stays blocked is ended by the liveness watch (reapStuck), and its
+// agent reconnects and is asked again about what it was sent.
 func (s *Server) queue(hostID string, msg func(epoch uint64) *agentv1.ConnectResponse) error {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	ss, ok := s.sessions[hostID]
-	s.mu.Unlock()
 	if !ok {
 		return fmt.Errorf("host %q: %w", hostID, ErrNoSession)
 	}
 	select {
 	case ss.out <- msg(ss.epoch):
+		ss.overloaded = false
 		return nil
-	case <-ss.done:
-		return fmt.Errorf("host %q: %w", hostID, ErrNoSession)
+	default:
 	}
+	if !ss.overloaded {
+		ss.overloaded = true
+		s.log.Warn("agent session send queue is full; refusing messages until it drains",
+			"host", hostID, "epoch", ss.epoch, "queued", len(ss.out))
+	}
+	return fmt.Errorf("host %q: %w", hostID, ErrQueueFull)
 }
 
 func (s *Server) apply(ctx context.Context, typ string, body any) (any, error) {
@@ -188,7 +217,7 @@ func (s *Server) Connect(stream agentv1.AgentService_ConnectServer) error {
 		}
 		return status.Errorf(codes.Unavailable, "register host %q: %v", reg.HostId, err)
 	}
-	ss := &session{hostID: reg.HostId, epoch: v.(uint64), out: make(chan *agentv1.ConnectResponse, 64), done: make(chan struct{}), lastSeen: s.cfg.Now()}
+	ss := &session{hostID: reg.HostId, epoch: v.(uint64), out: make(chan *agentv1.ConnectResponse, s.cfg.SendQueue), done: make(chan struct{}), lastSeen: s.cfg.Now()}
 	log := s.log.With("host", ss.hostID, "epoch", ss.epoch)
 	log.Info("agent registered", "inventory", len(reg.Inventory), "kind", reg.HypervisorKind)
 
@@ -241,7 +270,7 @@ func (s *Server) Connect(stream agentv1.AgentService_ConnectServer) error {
 		close(ss.done)
 		s.notifyLocked()
 	}
-	current = current || ss.reaped
+	current = current || ss.reaped || ss.stuck
 	s.mu.Unlock()
 	if current {
 		// Record the disconnection; a superseded session must not mark the host down.
@@ -277,7 +306,14 @@ func (s *Server) sendLoop(ctx context.Context, stream agentv1.AgentService_Conne
 	for {
 		select {
 		case m := <-ss.out:
-			if err := stream.Send(m); err != nil {
+			s.mu.Lock()
+			ss.sendingSince = s.cfg.Now()
+			s.mu.Unlock()
+			err := stream.Send(m)
+			s.mu.Lock()
+			ss.sendingSince = time.Time{}
+			s.mu.Unlock()
+			if err != nil {
 				return err
 			}
 		case <-ss.done:

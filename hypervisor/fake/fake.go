@@ -51,6 +51,8 @@ type Options struct {
 	// MaxImportBytes caps the disk ImportDomain accepts, besides the spec's
 	// DiskGiB, since the fake keeps disks in memory; default 1 GiB.
 	MaxImportBytes int64
+	// Faults are delays and failures in place from the start (see FaultsEnv).
+	Faults Faults
 }
 
 // DefaultDiskFree is the free space Preflight sees until SetDiskFree: a
@@ -118,6 +120,12 @@ func New(opts Options) *Driver {
 	}
 	for _, img := range opts.Images {
 		d.images[img] = true
+	}
+	for m, delay := range opts.Faults.Delays {
+		d.SetDelay(m, delay)
+	}
+	for m, f := range opts.Faults.Fails {
+		d.InjectFault(m, f.Err, f.Times)
 	}
 	return d
 }

@@ -32,6 +32,12 @@ type env struct {
 
 func newEnv(t *testing.T, coordFlags, agentFlags []string) *env {
 	t.Helper()
+	return newEnvWith(t, coordFlags, agentFlags, nil)
+}
+
+// newEnvWith is newEnv with agentEnv (NAME=value) in the agent's environment.
+func newEnvWith(t *testing.T, coordFlags, agentFlags, agentEnv []string) *env {
+	t.Helper()
 	// Lock first: a test of another package may be restarting libvirtd,
 	// and its socket is only sure to be there while nobody does.
 	testenv.LockLibvirt(t, false)
@@ -44,7 +50,7 @@ func newEnv(t *testing.T, coordFlags, agentFlags []string) *env {
 	e.coord = testenv.StartCoordinator(t, dir, coordFlags...)
 	e.g = testenv.NewGrpcurl(t, e.coord.Addr)
 	e.coord.WaitReady(t, e.g)
-	e.agent = testenv.StartAgent(t, dir, e.coord.Addr, e.host, "libvirt", agentFlags...)
+	e.agent = testenv.StartAgentEnv(t, dir, e.coord.Addr, e.host, "libvirt", agentEnv, agentFlags...)
 	e.epoch = testenv.WaitHost(t, e.g, e.host, 0)
 	return e
 }

@@ -128,10 +128,11 @@ func TestUnexpectedShutoffFromEvent(t *testing.T) {
 	}
 }
 
-// TestResyncCatchesLostEvents runs the agent without event subscription:
-// only the periodic full resync can notice the domain was destroyed.
+// TestResyncCatchesLostEvents runs the agent without event subscription
+// (a switch of test builds, cmd/flotilla-agent/testhooks.go): only the
+// periodic full resync can notice the domain was destroyed.
 func TestResyncCatchesLostEvents(t *testing.T) {
-	e := newEnv(t, []string{"--agent-resync-interval=1s"}, []string{"--ignore-events"})
+	e := newEnvWith(t, []string{"--agent-resync-interval=1s"}, nil, []string{"FLOTILLA_AGENT_IGNORE_EVENTS=1"})
 	id := e.create("resync")
 	if out, err := virsh(t, "destroy", "flotilla-"+id); err != nil {
 		t.Fatalf("virsh destroy: %v %s", err, out)

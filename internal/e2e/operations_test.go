@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/flotilla-vm/flotilla/hypervisor/fake"
 	"github.com/flotilla-vm/flotilla/internal/testenv"
 	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
@@ -97,7 +98,8 @@ func (e *opsEnv) startKind(k stepKind, coords string, delay time.Duration) *test
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		e.t.Fatal(err)
 	}
-	a := testenv.StartAgent(e.t, dir, coords, "h-"+k.name, "fake", "--label=kind="+k.name, fmt.Sprintf("--fake-delay=%s=%s", k.method, delay))
+	faults := fmt.Sprintf("%s=delay:%s=%s", fake.FaultsEnv, k.method, delay)
+	a := testenv.StartAgentEnv(e.t, dir, coords, "h-"+k.name, "fake", []string{faults}, "--label=kind="+k.name)
 	testenv.WaitHost(e.t, testenv.NewGrpcurl(e.t, strings.Split(coords, ",")[0]), "h-"+k.name, 0)
 	return a
 }

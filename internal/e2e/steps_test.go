@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flotilla-vm/flotilla/hypervisor/fake"
 	"github.com/flotilla-vm/flotilla/internal/testenv"
 	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
@@ -27,17 +28,29 @@ func newOpsEnv(t *testing.T) (*opsEnv, *testenv.Coordinator) {
 // waits until the coordinator lists it.
 func (e *opsEnv) fakeHost(coord *testenv.Coordinator, hostID string, extra ...string) *testenv.Agent {
 	e.t.Helper()
-	return e.fakeHostOf(coord.Addr, coord, hostID, extra...)
+	return e.fakeHostOf(coord.Addr, coord, hostID, "", extra...)
 }
 
-// fakeHostOf starts the agent with a list of coordinators, waiting for it on via.
-func (e *opsEnv) fakeHostOf(coords string, via *testenv.Coordinator, hostID string, extra ...string) *testenv.Agent {
+// faultyHost is fakeHost with faults in its hypervisor from the start, as
+// fake.FaultsEnv spells them.
+func (e *opsEnv) faultyHost(coord *testenv.Coordinator, hostID, faults string, extra ...string) *testenv.Agent {
+	e.t.Helper()
+	return e.fakeHostOf(coord.Addr, coord, hostID, faults, extra...)
+}
+
+// fakeHostOf starts the agent with a list of coordinators, waiting for it
+// on via; faults, if any, are its hypervisor's (fake.FaultsEnv).
+func (e *opsEnv) fakeHostOf(coords string, via *testenv.Coordinator, hostID, faults string, extra ...string) *testenv.Agent {
 	e.t.Helper()
 	dir := filepath.Join(e.dir, hostID)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		e.t.Fatal(err)
 	}
-	a := testenv.StartAgent(e.t, dir, coords, hostID, "fake", extra...)
+	var env []string
+	if faults != "" {
+		env = []string{fake.FaultsEnv + "=" + faults}
+	}
+	a := testenv.StartAgentEnv(e.t, dir, coords, hostID, "fake", env, extra...)
 	testenv.WaitHost(e.t, testenv.NewGrpcurl(e.t, via.Addr), hostID, 0)
 	return a
 }
@@ -97,7 +110,7 @@ func TestTransientFaultIsRetried(t *testing.T) {
 		t.Skip("process test: not run with -short")
 	}
 	e, coord := newOpsEnv(t)
-	a := e.fakeHost(coord, "h-flaky", "--fake-fail=Start=2")
+	a := e.faultyHost(coord, "h-flaky", "fail:Start=2")
 	c := e.plainCreate("flaky")
 	e.mustSucceed(c)
 	e.mustSucceed(e.call("StopInstance", c.InstanceId))
@@ -183,7 +196,7 @@ func TestMoveRollsBackWhenTheCopyFails(t *testing.T) {
 	src := e.fakeHost(coord, "h-src")
 	c := e.plainCreate("unmovable")
 	e.mustSucceed(c)
-	e.fakeHost(coord, "h-bad", "--fake-fail=ImportDomain=-1:invalid")
+	e.faultyHost(coord, "h-bad", "fail:ImportDomain=-1:invalid")
 	if _, err := pb.NewHostServiceClient(e.cl.conns[0]).DrainHost(context.Background(),
 		&pb.DrainHostRequest{Id: "h-src", Policy: pb.DrainPolicy_DRAIN_POLICY_MOVE}); err != nil {
 		t.Fatal(err)
@@ -216,10 +229,10 @@ type moveEnv struct {
 func startMove(e *opsEnv, coords string, via *testenv.Coordinator, importDelay time.Duration) *moveEnv {
 	e.t.Helper()
 	m := &moveEnv{opsEnv: e}
-	m.src = e.fakeHostOf(coords, via, "h-src")
+	m.src = e.fakeHostOf(coords, via, "h-src", "")
 	m.inst = e.plainCreate("mover")
 	e.mustSucceed(m.inst)
-	m.dst = e.fakeHostOf(coords, via, "h-dst", "--fake-delay=ImportDomain="+importDelay.String())
+	m.dst = e.fakeHostOf(coords, via, "h-dst", "delay:ImportDomain="+importDelay.String())
 	if _, err := pb.NewHostServiceClient(e.cl.conns[0]).DrainHost(context.Background(),
 		&pb.DrainHostRequest{Id: "h-src", Policy: pb.DrainPolicy_DRAIN_POLICY_MOVE}); err != nil {
 		e.t.Fatal(err)

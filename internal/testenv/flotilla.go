@@ -94,11 +94,24 @@ type Agent struct {
 // hypervisor is "libvirt" or "fake".
 func StartAgent(t testing.TB, dir, addr, hostID, hypervisor string, extra ...string) *Agent {
 	t.Helper()
-	return StartAgentFrom(t, "", dir, addr, hostID, hypervisor, extra...)
+	return StartAgentEnv(t, dir, addr, hostID, hypervisor, nil, extra...)
+}
+
+// StartAgentEnv is StartAgent with env (NAME=value) added to the agent's
+// environment: test-only switches go there, e.g. fake.FaultsEnv for the
+// fake hypervisor's faults, or FLOTILLA_AGENT_IGNORE_EVENTS=1.
+func StartAgentEnv(t testing.TB, dir, addr, hostID, hypervisor string, env []string, extra ...string) *Agent {
+	t.Helper()
+	return startAgent(t, "", dir, addr, hostID, hypervisor, env, extra...)
 }
 
 // StartAgentFrom is StartAgent with binDir's binary ("" for this tree's).
 func StartAgentFrom(t testing.TB, binDir, dir, addr, hostID, hypervisor string, extra ...string) *Agent {
+	t.Helper()
+	return startAgent(t, binDir, dir, addr, hostID, hypervisor, nil, extra...)
+}
+
+func startAgent(t testing.TB, binDir, dir, addr, hostID, hypervisor string, env []string, extra ...string) *Agent {
 	t.Helper()
 	if binDir == "" {
 		binDir = Binaries(t)
@@ -115,7 +128,7 @@ func StartAgentFrom(t testing.TB, binDir, dir, addr, hostID, hypervisor string, 
 		"--image-dir=" + ImageDir(), "--disk-dir=" + a.DiskDir, "--run-dir=" + a.RunDir, "--state-dir=" + a.StateDir,
 		"--log-level=debug",
 	}, extra...)
-	a.Proc = StartFrom(t, binDir, "flotilla-agent", "flotilla-agent", dir, args...)
+	a.Proc = startBin(t, filepath.Join(binDir, "flotilla-agent"), "flotilla-agent", dir, nil, env, args...)
 	return a
 }
 

@@ -23,7 +23,9 @@ var (
 )
 
 // Binaries builds the three commands once per test process and returns
-// the directory holding them.
+// the directory holding them. They are built with the testhooks tag, which
+// lets a test turn on test-only switches through the environment (see
+// StartAgentEnv); the shipped binaries have none.
 func Binaries(t testing.TB) string {
 	t.Helper()
 	root := RepoRoot(t)
@@ -32,7 +34,7 @@ func Binaries(t testing.TB) string {
 		if buildErr != nil {
 			return
 		}
-		cmd := exec.Command("go", "build", "-race", "-o", buildDir+"/", "./cmd/...")
+		cmd := exec.Command("go", "build", "-race", "-tags", "testhooks", "-o", buildDir+"/", "./cmd/...")
 		cmd.Dir = root
 		out, err := cmd.CombinedOutput()
 		if err != nil {
@@ -68,7 +70,8 @@ func FreeAddr(t testing.TB) string {
 type Proc struct {
 	Name string
 	Args []string
-	Log  string // path of its combined output
+	Log  string   // path of its combined output
+	Env  []string // NAME=value added to the test's environment
 
 	t    testing.TB
 	bin  string
@@ -89,26 +92,26 @@ func Start(t testing.TB, name, dir string, args ...string) *Proc {
 // label names its log file.
 func StartNamed(t testing.TB, name, label, dir string, args ...string) *Proc {
 	t.Helper()
-	return startWrapped(t, name, label, dir, nil, args...)
+	return startWrapped(t, name, label, dir, nil, nil, args...)
 }
 
 // StartFrom is StartNamed for a binary of binDir (e.g. a previous
 // release's, see PreviousRelease) rather than this tree's.
 func StartFrom(t testing.TB, binDir, name, label, dir string, args ...string) *Proc {
 	t.Helper()
-	return startBin(t, filepath.Join(binDir, name), label, dir, nil, args...)
+	return startBin(t, filepath.Join(binDir, name), label, dir, nil, nil, args...)
 }
 
 // startWrapped is StartNamed with the binary run by the command wrap, which
-// must exec it in its place (as nsenter does).
-func startWrapped(t testing.TB, name, label, dir string, wrap []string, args ...string) *Proc {
+// must exec it in its place (as nsenter does), and env added to its environment.
+func startWrapped(t testing.TB, name, label, dir string, wrap, env []string, args ...string) *Proc {
 	t.Helper()
-	return startBin(t, filepath.Join(Binaries(t), name), label, dir, wrap, args...)
+	return startBin(t, filepath.Join(Binaries(t), name), label, dir, wrap, env, args...)
 }
 
-func startBin(t testing.TB, bin, label, dir string, wrap []string, args ...string) *Proc {
+func startBin(t testing.TB, bin, label, dir string, wrap, env []string, args ...string) *Proc {
 	t.Helper()
-	p := &Proc{Name: label, Args: args, Log: filepath.Join(dir, label+".log"), t: t, bin: bin, wrap: wrap}
+	p := &Proc{Name: label, Args: args, Env: env, Log: filepath.Join(dir, label+".log"), t: t, bin: bin, wrap: wrap}
 	p.start()
 	t.Cleanup(func() {
 		p.Stop()
@@ -137,6 +140,9 @@ func (p *Proc) start() {
 	argv := append(append(slices.Clone(p.wrap), p.bin), p.Args...)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = f, f
+	if len(p.Env) > 0 {
+		cmd.Env = append(os.Environ(), p.Env...)
+	}
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		p.t.Fatalf("start %s: %v", p.Name, err)

@@ -232,6 +232,6 @@ func StartTestbedAgent(t testing.TB, dir, coordAddr string, h TestbedHost, extra
 		"--image-dir=" + in("images"), "--disk-dir=" + in("disks"), "--run-dir=" + in("run"), "--state-dir=" + in("agent"),
 		fmt.Sprintf("--peer-listen=%s:%d", h.Addr, TestbedPeerPort), "--log-level=debug",
 	}, extra...)
-	a.Proc = startWrapped(t, "flotilla-agent", "agent-"+h.Name, dir, append([]string{"nsenter"}, h.nsenter()...), args...)
+	a.Proc = startWrapped(t, "flotilla-agent", "agent-"+h.Name, dir, append([]string{"nsenter"}, h.nsenter()...), nil, args...)
 	return a
 }

@@ -15,9 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/flotilla-vm/flotilla/agent/executor"
-	"github.com/flotilla-vm/flotilla/agent/session"
-	"github.com/flotilla-vm/flotilla/agent/stepstore"
+	agentnode "github.com/flotilla-vm/flotilla/agent/node"
 	"github.com/flotilla-vm/flotilla/coordinator/node"
 	"github.com/flotilla-vm/flotilla/coordinator/scheduler"
 	"github.com/flotilla-vm/flotilla/hypervisor"
@@ -80,14 +78,13 @@ func hostSpecs(n int, seed uint64) []hostSpec {
 	return out
 }
 
-// agent is one simulated host: the same parts cmd/flotilla-agent wires.
+// agent is one simulated host: an agent node, as cmd/flotilla-agent runs
+// one, on a fake hypervisor of the host's size.
 type agent struct {
-	spec   hostSpec
-	drv    *fake.Driver
-	store  *stepstore.Store
-	exec   *executor.Executor
-	client *session.Client
-	done   chan struct{} // closed when Run returns
+	spec    hostSpec
+	node    *agentnode.Node
+	started bool          // Run was called: it closes the node
+	done    chan struct{} // closed when Run returns
 }
 
 // cluster is the coordinator, the agents and the API connections.
@@ -179,9 +176,10 @@ func startCluster(ctx context.Context, o options, log *slog.Logger) (*cluster, e
 		return c, first
 	}
 	for _, a := range c.agents {
+		a.started = true
 		go func() {
 			defer close(a.done)
-			if err := a.client.Run(c.agentCtx); err != nil {
+			if err := a.node.Run(c.agentCtx); err != nil {
 				log.Error("agent session ended", "host", a.spec.id, "err", err)
 			}
 		}()
@@ -191,28 +189,18 @@ func startCluster(ctx context.Context, o options, log *slog.Logger) (*cluster, e
 	return c, nil
 }
 
-// newAgent wires one host as cmd/flotilla-agent does with --hypervisor=fake:
-// its own journal file, driver, executor and session. On error it returns
-// the parts it opened so close can release them.
+// newAgent makes one host's agent node (its journal opened) on a fake
+// hypervisor of the host's size, serving no peer transfers.
 func (c *cluster) newAgent(h hostSpec) (*agent, error) {
-	a := &agent{spec: h, done: make(chan struct{})}
-	dir := filepath.Join(c.dir, "agents", h.id)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
-	}
-	var err error
-	if a.store, err = stepstore.Open(filepath.Join(dir, "agent.db")); err != nil {
-		return nil, err
-	}
-	a.drv = fake.New(fake.Options{Kind: "fake", Capacity: h.capacity})
-	if a.exec, err = executor.New(executor.Config{HostID: h.id, Driver: a.drv, Store: a.store, Logger: c.log}); err != nil {
-		return a, err
-	}
-	a.client, err = session.New(session.Config{
-		Coordinator: c.node.Addr(), HostID: h.id, Driver: a.drv, Executor: a.exec,
+	n, err := agentnode.New(agentnode.Config{
+		Coordinator: c.node.Addr(), HostID: h.id, StateDir: filepath.Join(c.dir, "agents", h.id),
+		Driver:       fake.New(fake.Options{Kind: "fake", Capacity: h.capacity}),
 		AgentVersion: "flotilla-sim", Labels: h.labels, Logger: c.log,
 	})
-	return a, err
+	if err != nil {
+		return nil, err
+	}
+	return &agent{spec: h, node: n, done: make(chan struct{})}, nil
 }
 
 // waitReady polls ListHosts until n hosts are READY.
@@ -247,35 +235,23 @@ func (c *cluster) waitReady(ctx context.Context, n int) error {
 	}
 }
 
-// close stops the agents (sessions first, then executors, connections,
-// journals and drivers), then the coordinator, and removes the temp dir.
+// close stops the agents (each node's Run closes its session, executor,
+// journal and driver; a node never run is closed here), then the
+// coordinator, and removes the temp dir.
 func (c *cluster) close() error {
 	var errs []error
 	c.stopAgents()
 	for _, a := range c.agents {
-		if a != nil && a.client != nil {
+		switch {
+		case a == nil:
+		case !a.started:
+			errs = append(errs, a.node.Close())
+		default:
 			select {
 			case <-a.done:
 			case <-time.After(10 * time.Second):
 				errs = append(errs, fmt.Errorf("agent %s: session did not end in 10s", a.spec.id))
 			}
-		}
-	}
-	for _, a := range c.agents {
-		if a == nil {
-			continue
-		}
-		if a.exec != nil {
-			a.exec.Close()
-		}
-		if a.client != nil {
-			errs = append(errs, a.client.Close())
-		}
-		if a.store != nil {
-			errs = append(errs, a.store.Close())
-		}
-		if a.drv != nil {
-			errs = append(errs, a.drv.Close())
 		}
 	}
 	for _, conn := range c.conns {
