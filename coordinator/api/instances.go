@@ -23,31 +23,6 @@ type instances struct {
 	pb.UnimplementedInstanceServiceServer
 }
 
-// DefaultDeadlines is how long each kind of operation may take before it is
-// ended as failed; a stop gets its graceful timeout on top.
-var DefaultDeadlines = map[lifecycle.OpKind]time.Duration{
-	lifecycle.OpCreate:      5 * time.Minute,
-	lifecycle.OpStart:       3 * time.Minute,
-	lifecycle.OpStop:        2 * time.Minute,
-	lifecycle.OpRestart:     3 * time.Minute,
-	lifecycle.OpHardRestart: 2 * time.Minute,
-	lifecycle.OpPause:       time.Minute,
-	lifecycle.OpUnpause:     time.Minute,
-	lifecycle.OpSuspend:     5 * time.Minute,
-	lifecycle.OpResume:      5 * time.Minute,
-	lifecycle.OpDelete:      3 * time.Minute,
-	// A move copies a disk between hosts; its steps are bounded by the
-	// whole (a stop also gets its graceful timeout on top).
-	lifecycle.OpMove: 30 * time.Minute,
-	// An update writes the domain's title: quick, but the host may be busy.
-	lifecycle.OpUpdate: time.Minute,
-	// A resize may copy a disk between hosts, as a move does.
-	lifecycle.OpResize:        30 * time.Minute,
-	lifecycle.OpConfirmResize: 3 * time.Minute,
-	lifecycle.OpRevertResize:  10 * time.Minute,
-	lifecycle.OpExtend:        3 * time.Minute,
-}
-
 // createCmds holds create commands for reuse: one is 800 bytes, and the
 // leader builds one for every create.
 var createCmds = sync.Pool{New: func() any { return new(fsm.CreateInstance) }}

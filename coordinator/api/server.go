@@ -27,7 +27,7 @@ type Config struct {
 	Cluster Cluster
 	// Policy is how instances are placed (spread or pack, overcommit).
 	Policy scheduler.Policy
-	// Deadlines override DefaultDeadlines per operation kind.
+	// Deadlines override lifecycle.DefaultDeadlines per operation kind.
 	Deadlines map[lifecycle.OpKind]time.Duration
 	Logger    *slog.Logger
 	Now       func() time.Time // defaults to time.Now
@@ -84,7 +84,7 @@ func (c *core) deadline(k lifecycle.OpKind) time.Duration {
 	if d, ok := c.deadlines[k]; ok {
 		return d
 	}
-	return DefaultDeadlines[k]
+	return lifecycle.DefaultDeadlines[k]
 }
 
 // apply encodes and commits a command.
