@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/flotilla-vm/flotilla/coordinator/caller"
+	"github.com/flotilla-vm/flotilla/coordinator/convert"
 	"github.com/flotilla-vm/flotilla/coordinator/fsm"
 	"github.com/flotilla-vm/flotilla/coordinator/ids"
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
@@ -41,7 +42,7 @@ func (s *hosts) counts() (placed, up map[string]int32) {
 
 func (s *hosts) view(h *state.Host) *pb.Host {
 	placed, up := s.counts()
-	return hostToPB(h, s.store.Allocated()[h.ID], placed[h.ID], up[h.ID])
+	return convert.HostToPB(h, s.store.Allocated()[h.ID], placed[h.ID], up[h.ID])
 }
 
 // moveTarget picks the host an instance of a draining host moves to: only
@@ -75,7 +76,7 @@ func (s *hosts) ListHosts(ctx context.Context, r *pb.ListHostsRequest) (*pb.List
 	out := &pb.ListHostsResponse{Revision: rev}
 	for i := range all {
 		id := all[i].ID
-		out.Hosts = append(out.Hosts, hostToPB(&all[i], used[id], placed[id], up[id]))
+		out.Hosts = append(out.Hosts, convert.HostToPB(&all[i], used[id], placed[id], up[id]))
 	}
 	return out, nil
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/flotilla-vm/flotilla/coordinator/caller"
+	"github.com/flotilla-vm/flotilla/coordinator/convert"
 	"github.com/flotilla-vm/flotilla/coordinator/fsm"
 	"github.com/flotilla-vm/flotilla/coordinator/ids"
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
@@ -32,7 +33,7 @@ func (s *instances) CreateInstance(ctx context.Context, r *pb.CreateInstanceRequ
 		return nil, invalid(v)
 	}
 	if op, ok := s.store.OperationByRequest(r.RequestId); r.RequestId != "" && ok {
-		return operationToPB(&op), nil
+		return convert.OperationToPB(&op), nil
 	}
 	// Validated above: every size is in range and non-negative.
 	spec := state.Spec{VCPUs: uint32(r.Spec.Vcpus), MemoryMiB: uint64(r.Spec.MemoryMib), DiskGiB: uint64(r.Spec.DiskGib), Image: r.Spec.Image}
@@ -47,7 +48,7 @@ func (s *instances) CreateInstance(ctx context.Context, r *pb.CreateInstanceRequ
 	*cmd = fsm.CreateInstance{
 		Policy: s.policy,
 		Instance: state.Instance{ID: ids.New("i-"), Name: r.Name, Spec: spec, HostID: hostID,
-			Recovery: recoveryFromPB(r.GetRecovery()), Placement: placed, Labels: r.GetLabels()},
+			Recovery: convert.RecoveryFromPB(r.GetRecovery()), Placement: placed, Labels: r.GetLabels()},
 		Operation: state.Operation{ID: ids.New("op-"), RequestID: r.RequestId, Deadline: now.Add(s.deadline(lifecycle.OpCreate)),
 			RequestedBy: caller.Of(ctx)},
 	}
@@ -107,7 +108,7 @@ func (s *instances) UpdateInstance(ctx context.Context, r *pb.UpdateInstanceRequ
 		case "labels":
 			u.SetLabels, u.Labels = true, r.GetLabels()
 		case "recovery":
-			rc := recoveryFromPB(r.GetRecovery())
+			rc := convert.RecoveryFromPB(r.GetRecovery())
 			u.Recovery = &rc
 		}
 	}
@@ -138,7 +139,7 @@ func (s *instances) act(ctx context.Context, r actRequest, v violations) (*pb.Op
 		return nil, invalid(v)
 	}
 	if op, ok := s.store.OperationByRequest(requestID); requestID != "" && ok {
-		return operationToPB(&op), nil
+		return convert.OperationToPB(&op), nil
 	}
 	inst, err := s.store.Instance(id)
 	if err != nil {
@@ -214,7 +215,7 @@ func (s *instances) GetInstance(ctx context.Context, r *pb.GetInstanceRequest) (
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return instanceToPB(&inst, vocabs...), nil
+	return convert.InstanceToPB(&inst, vocabs...), nil
 }
 
 func (s *instances) ListInstances(ctx context.Context, r *pb.ListInstancesRequest) (*pb.ListInstancesResponse, error) {
@@ -222,7 +223,7 @@ func (s *instances) ListInstances(ctx context.Context, r *pb.ListInstancesReques
 	size := pageSize(&v, r.PageSize)
 	var want []lifecycle.Status
 	for _, f := range r.StatusFilter {
-		st, ok := statusFromPB(f)
+		st, ok := convert.StatusFromPB(f)
 		if !ok {
 			v.add("status_filter", "unknown status %v", f)
 		}
@@ -252,7 +253,7 @@ func (s *instances) ListInstances(ctx context.Context, r *pb.ListInstancesReques
 			out.NextPageToken = out.Instances[size-1].Id
 			break
 		}
-		out.Instances = append(out.Instances, instanceToPB(&inst, vocabs...))
+		out.Instances = append(out.Instances, convert.InstanceToPB(&inst, vocabs...))
 	}
 	return out, nil
 }
@@ -310,7 +311,7 @@ func (s *instances) WatchInstances(r *pb.WatchInstancesRequest, stream pb.Instan
 			}
 			rev = e.Revision
 			if r.InstanceId == "" || e.Instance.ID == r.InstanceId {
-				msg.Instances = append(msg.Instances, instanceToPB(&e.Instance, vocabs...))
+				msg.Instances = append(msg.Instances, convert.InstanceToPB(&e.Instance, vocabs...))
 			}
 		}
 		if err := flush(); err != nil {

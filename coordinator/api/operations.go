@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/flotilla-vm/flotilla/coordinator/convert"
 	"github.com/flotilla-vm/flotilla/coordinator/fsm"
 	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
@@ -55,7 +56,7 @@ func (s *operations) ListOperations(ctx context.Context, r *pb.ListOperationsReq
 			out.NextPageToken = strconv.FormatInt(ops[i-1].Seq, 10)
 			break
 		}
-		out.Operations = append(out.Operations, operationToPB(&ops[i]))
+		out.Operations = append(out.Operations, convert.OperationToPB(&ops[i]))
 	}
 	return out, nil
 }
@@ -85,14 +86,14 @@ func (s *operations) WaitOperation(ctx context.Context, r *pb.WaitOperationReque
 			return nil, toStatus(err)
 		}
 		if op.State.Done() {
-			return operationToPB(&op), nil
+			return convert.OperationToPB(&op), nil
 		}
 		select {
 		case <-changed:
 		case <-ctx.Done():
 			// Like google.longrunning: the wait ending is not an error; the
 			// caller sees done=false and waits again.
-			return operationToPB(&op), nil
+			return convert.OperationToPB(&op), nil
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/flotilla-vm/flotilla/coordinator/convert"
 	"github.com/flotilla-vm/flotilla/coordinator/fsm"
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
 	"github.com/flotilla-vm/flotilla/coordinator/scheduler"
@@ -98,7 +99,7 @@ func (c *core) operation(opID string) (*pb.Operation, error) {
 	if err != nil {
 		return nil, err
 	}
-	return operationToPB(&op), nil
+	return convert.OperationToPB(&op), nil
 }
 
 // waitRevision serves read-your-writes: block until this server has applied rev.
