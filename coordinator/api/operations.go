@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/flotilla-vm/flotilla/coordinator/convert"
-	"github.com/flotilla-vm/flotilla/coordinator/fsm"
 	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
 
@@ -104,9 +103,9 @@ func (s *operations) CancelOperation(ctx context.Context, r *pb.CancelOperationR
 	if len(v) > 0 {
 		return nil, invalid(v)
 	}
-	if _, err := s.apply(ctx, fsm.TypeCancel, fsm.Cancel{OperationID: r.Id}); err != nil {
+	op, err := s.svc.Cancel(ctx, r.Id)
+	if err != nil {
 		return nil, toStatus(err)
 	}
-	op, err := s.operation(r.Id)
-	return op, toStatus(err)
+	return convert.OperationToPB(&op), nil
 }

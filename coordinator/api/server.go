@@ -11,6 +11,7 @@ import (
 	"github.com/flotilla-vm/flotilla/coordinator/fsm"
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
 	"github.com/flotilla-vm/flotilla/coordinator/scheduler"
+	"github.com/flotilla-vm/flotilla/coordinator/service"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
 	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
@@ -54,38 +55,35 @@ var WriteMethods = []string{
 	pb.HostService_DrainHost_FullMethodName,
 }
 
-// core is what the three services share.
+// core is what the services share: reads go to the store, writes to the
+// domain service (cluster membership to the log directly).
 type core struct {
-	policy    scheduler.Policy
-	deadlines map[lifecycle.OpKind]time.Duration
-	store     *state.Store
-	raft      Applier
-	log       *slog.Logger
-	now       func() time.Time
+	svc   *service.Service
+	store *state.Store
+	raft  Applier
+	log   *slog.Logger
+	now   func() time.Time
 }
 
-// Register adds the public services (instances, operations, hosts, cluster, usage) to s.
-func Register(s grpc.ServiceRegistrar, cfg Config) {
+func newCore(cfg Config) *core {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	c := &core{policy: cfg.Policy, deadlines: cfg.Deadlines, store: cfg.Store, raft: cfg.Applier, log: cfg.Logger, now: cfg.Now}
+	svc := service.New(service.Config{Store: cfg.Store, Applier: cfg.Applier, Policy: cfg.Policy, Deadlines: cfg.Deadlines, Now: cfg.Now})
+	return &core{svc: svc, store: cfg.Store, raft: cfg.Applier, log: cfg.Logger, now: cfg.Now}
+}
+
+// Register adds the public services (instances, operations, hosts, cluster, usage) to s.
+func Register(s grpc.ServiceRegistrar, cfg Config) {
+	c := newCore(cfg)
 	pb.RegisterInstanceServiceServer(s, &instances{core: c})
 	pb.RegisterOperationServiceServer(s, &operations{core: c})
 	pb.RegisterHostServiceServer(s, &hosts{core: c})
 	pb.RegisterClusterServiceServer(s, &cluster{core: c, node: cfg.Cluster})
 	pb.RegisterUsageServiceServer(s, &usageService{core: c})
-}
-
-// deadline is how long an operation of kind k may take.
-func (c *core) deadline(k lifecycle.OpKind) time.Duration {
-	if d, ok := c.deadlines[k]; ok {
-		return d
-	}
-	return lifecycle.DefaultDeadlines[k]
 }
 
 // apply encodes and commits a command.

@@ -42,7 +42,7 @@ type writes struct {
 func newWrites(t *testing.T, deadlines map[lifecycle.OpKind]time.Duration) *writes {
 	s := state.New(0)
 	w := &writes{t: t, store: s, l: &local{f: fsm.New(s, nil)}, now: time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)}
-	c := &core{deadlines: deadlines, store: s, raft: w.l, log: slog.Default(), now: func() time.Time { return w.now }}
+	c := newCore(Config{Store: s, Applier: w.l, Deadlines: deadlines, Logger: slog.Default(), Now: func() time.Time { return w.now }})
 	w.inst, w.hosts, w.ops = &instances{core: c}, &hosts{core: c}, &operations{core: c}
 	for _, h := range []struct{ id, peer string }{{"h1", "127.0.0.1:7001"}, {"h2", "127.0.0.1:7002"}, {"h3", ""}} {
 		w.apply(fsm.TypeRegisterHost, fsm.RegisterHost{Host: state.Host{ID: h.id, Kind: "fake", PeerAddr: h.peer,
