@@ -113,8 +113,8 @@ func TestUnknownValues(t *testing.T) {
 	}
 }
 
-// A recovery request: UNSPECIFIED leaves the instance be, and RESTART
-// without a limit gets the default.
+// A recovery request: UNSPECIFIED leaves the instance be; the limit is
+// taken as given.
 func TestRecoveryFromPB(t *testing.T) {
 	for _, c := range []struct {
 		in   *pb.Recovery
@@ -123,7 +123,7 @@ func TestRecoveryFromPB(t *testing.T) {
 		{nil, state.Recovery{}},
 		{&pb.Recovery{}, state.Recovery{}},
 		{&pb.Recovery{Policy: pb.RecoveryPolicy_RECOVERY_POLICY_LEAVE}, state.Recovery{Policy: state.RecoverLeave}},
-		{&pb.Recovery{Policy: pb.RecoveryPolicy_RECOVERY_POLICY_RESTART}, state.Recovery{Policy: state.RecoverRestart, MaxRestarts: 3}},
+		{&pb.Recovery{Policy: pb.RecoveryPolicy_RECOVERY_POLICY_RESTART}, state.Recovery{Policy: state.RecoverRestart}},
 		{&pb.Recovery{Policy: pb.RecoveryPolicy_RECOVERY_POLICY_RESTART, MaxRestarts: 7}, state.Recovery{Policy: state.RecoverRestart, MaxRestarts: 7}},
 		{&pb.Recovery{Policy: pb.RecoveryPolicy_RECOVERY_POLICY_MARK_FAILED}, state.Recovery{Policy: state.RecoverMarkFailed}},
 	} {

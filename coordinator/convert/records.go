@@ -14,17 +14,11 @@ import (
 	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
 
-// defaultMaxRestarts is how many restarts RESTART without a limit allows.
-const defaultMaxRestarts = 3
-
 // RecoveryFromPB converts a validated recovery request: UNSPECIFIED is
-// LEAVE, and RESTART without a limit gets defaultMaxRestarts.
+// LEAVE. A limit of 0 stays 0: the service gives RESTART its default.
 func RecoveryFromPB(r *pb.Recovery) state.Recovery {
 	out := state.Recovery{MaxRestarts: r.GetMaxRestarts()}
 	out.Policy, _ = recoveries.domain(r.GetPolicy())
-	if out.Policy == state.RecoverRestart && out.MaxRestarts == 0 {
-		out.MaxRestarts = defaultMaxRestarts
-	}
 	return out
 }
 

@@ -26,6 +26,17 @@ type Create struct {
 	Labels    map[string]string
 }
 
+// defaultMaxRestarts is how many restarts RESTART without a limit allows.
+const defaultMaxRestarts = 3
+
+// withDefaults fills in what a recovery request left to the coordinator.
+func withDefaults(r state.Recovery) state.Recovery {
+	if r.Policy == state.RecoverRestart && r.MaxRestarts == 0 {
+		r.MaxRestarts = defaultMaxRestarts
+	}
+	return r
+}
+
 // createCmds holds create commands for reuse: one is 800 bytes, and the
 // leader builds one for every create.
 var createCmds = sync.Pool{New: func() any { return new(fsm.CreateInstance) }}
@@ -45,7 +56,7 @@ func (s *Service) Create(ctx context.Context, c Create) (state.Operation, error)
 	*cmd = fsm.CreateInstance{
 		Policy: s.policy,
 		Instance: state.Instance{ID: ids.New("i-"), Name: c.Name, Spec: c.Spec, HostID: hostID,
-			Recovery: c.Recovery, Placement: c.Placement, Labels: c.Labels},
+			Recovery: withDefaults(c.Recovery), Placement: c.Placement, Labels: c.Labels},
 		Operation: state.Operation{ID: ids.New("op-"), RequestID: c.RequestID, Deadline: now.Add(s.deadline(lifecycle.OpCreate)),
 			RequestedBy: caller.Of(ctx)},
 	}
@@ -120,6 +131,12 @@ func (s *Service) Act(ctx context.Context, r Action) (state.Operation, error) {
 	// Refuse early from local state; the FSM checks again at commit time.
 	if err := lifecycle.Check(inst.Status(), r.Action); err != nil {
 		return state.Operation{}, err
+	}
+	if u := r.Update; u != nil && u.Recovery != nil {
+		rc := withDefaults(*u.Recovery)
+		withRC := *u
+		withRC.Recovery = &rc
+		r.Update = &withRC
 	}
 	kind := lifecycle.PlanFor(inst.Status(), r.Action, r.Hard).Op
 	now := s.now()

@@ -86,3 +86,26 @@ func TestActIsIdempotent(t *testing.T) {
 		t.Errorf("start while stopping: %v", err)
 	}
 }
+
+// RESTART without a limit gets the default, on create and on update alike.
+func TestRecoveryDefaults(t *testing.T) {
+	for _, c := range []struct{ in, want state.Recovery }{
+		{state.Recovery{}, state.Recovery{}},
+		{state.Recovery{Policy: state.RecoverRestart}, state.Recovery{Policy: state.RecoverRestart, MaxRestarts: defaultMaxRestarts}},
+		{state.Recovery{Policy: state.RecoverRestart, MaxRestarts: 7}, state.Recovery{Policy: state.RecoverRestart, MaxRestarts: 7}},
+		{state.Recovery{Policy: state.RecoverMarkFailed}, state.Recovery{Policy: state.RecoverMarkFailed}},
+	} {
+		if got := withDefaults(c.in); got != c.want {
+			t.Errorf("%+v: got %+v, want %+v", c.in, got, c.want)
+		}
+	}
+	s := newService(t)
+	asked := &state.ModelUpdate{Recovery: &state.Recovery{Policy: state.RecoverRestart}}
+	op, err := s.Act(context.Background(), Action{InstanceID: "i-1", Action: lifecycle.ActionUpdate, Update: asked})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rc := op.Update.Recovery; rc == nil || rc.MaxRestarts != defaultMaxRestarts || asked.Recovery.MaxRestarts != 0 {
+		t.Errorf("update's recovery %+v (asked %+v)", rc, asked.Recovery)
+	}
+}
