@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/flotilla-vm/flotilla/coordinator/convert"
+	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
 	"github.com/flotilla-vm/flotilla/coordinator/vocabulary"
 	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
@@ -183,7 +184,7 @@ func validateID(v *violations, field, id string) {
 // stopGraceful checks and defaults the graceful timeout of a stop.
 func stopGraceful(v *violations, r *pb.StopInstanceRequest) time.Duration {
 	if r.GetGracefulTimeout() == nil {
-		return 10 * time.Minute // the manage-instance convention: 10 min, then destroy
+		return lifecycle.DefaultGraceful
 	}
 	if err := r.GetGracefulTimeout().CheckValid(); err != nil {
 		v.add("graceful_timeout", "%v", err)

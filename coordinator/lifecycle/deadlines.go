@@ -26,3 +26,8 @@ var DefaultDeadlines = map[OpKind]time.Duration{
 	OpRevertResize:  10 * time.Minute,
 	OpExtend:        3 * time.Minute,
 }
+
+// DefaultGraceful is how long a guest gets to power off before it is
+// destroyed, when the request does not say: the manage-instance
+// convention, 10 minutes, then destroy.
+const DefaultGraceful = 10 * time.Minute
