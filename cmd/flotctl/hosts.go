@@ -67,12 +67,6 @@ func runHostCordon(ctx context.Context, c *cli, name string, args []string) erro
 	return printHosts(c.stdout, c.output, []*flotillav1.Host{h})
 }
 
-// drainPolicies maps --policy values to the API's drain policies.
-var drainPolicies = map[string]flotillav1.DrainPolicy{
-	"stop": flotillav1.DrainPolicy_DRAIN_POLICY_STOP,
-	"move": flotillav1.DrainPolicy_DRAIN_POLICY_MOVE,
-}
-
 // parseDrain builds a DrainHost request.
 func parseDrain(name string, args []string) (*flotillav1.DrainHostRequest, error) {
 	fs := newFlagSet(name)
@@ -83,7 +77,7 @@ func parseDrain(name string, args []string) (*flotillav1.DrainHostRequest, error
 		return nil, err
 	}
 	usage := usageOf(name)
-	p, ok := drainPolicies[strings.ToLower(*policy)]
+	p, ok := parseFlagWord[flotillav1.DrainPolicy](strings.ToLower(*policy))
 	if !ok {
 		return nil, &usageError{usage, fmt.Sprintf("--policy must be stop or move, not %q", *policy)}
 	}

@@ -55,13 +55,6 @@ func (f *statusFilter) Set(s string) error {
 	return nil
 }
 
-// recoveryNames are the --recovery values.
-var recoveryNames = map[string]flotillav1.RecoveryPolicy{
-	"leave":       flotillav1.RecoveryPolicy_RECOVERY_POLICY_LEAVE,
-	"restart":     flotillav1.RecoveryPolicy_RECOVERY_POLICY_RESTART,
-	"mark-failed": flotillav1.RecoveryPolicy_RECOVERY_POLICY_MARK_FAILED,
-}
-
 // labelFlag is a repeatable --label key=value flag.
 type labelFlag map[string]string
 
@@ -76,15 +69,6 @@ func (f labelFlag) Set(s string) error {
 	return nil
 }
 
-// vocabularyNames are the --vocabulary values, one per seed system.
-var vocabularyNames = map[string]flotillav1.Vocabulary{
-	"manage-instance":  flotillav1.Vocabulary_VOCABULARY_MANAGE_INSTANCE,
-	"nova":             flotillav1.Vocabulary_VOCABULARY_NOVA,
-	"rightscale":       flotillav1.Vocabulary_VOCABULARY_RIGHTSCALE,
-	"azure":            flotillav1.Vocabulary_VOCABULARY_AZURE,
-	"managed-instance": flotillav1.Vocabulary_VOCABULARY_MANAGED_INSTANCE,
-}
-
 // vocabularyFlag is a repeatable --vocabulary flag: --vocabulary nova,azure --vocabulary rightscale.
 type vocabularyFlag []flotillav1.Vocabulary
 
@@ -96,7 +80,7 @@ func (f *vocabularyFlag) Set(s string) error {
 		if item == "" {
 			continue
 		}
-		v, ok := vocabularyNames[item]
+		v, ok := parseFlagWord[flotillav1.Vocabulary](item)
 		if !ok {
 			return fmt.Errorf("unknown vocabulary %q (nova, azure, rightscale, manage-instance, managed-instance)", item)
 		}
@@ -357,7 +341,7 @@ func parseMutation(name string, args []string) (*mutation, error) {
 			req.UpdateMask.Paths = append(req.UpdateMask.Paths, "labels")
 		}
 		if set["recovery"] || set["max-restarts"] {
-			policy, ok := recoveryNames[*recovery]
+			policy, ok := parseFlagWord[flotillav1.RecoveryPolicy](*recovery)
 			if !ok {
 				return nil, &usageError{usage, "--recovery must be leave, restart or mark-failed"}
 			}

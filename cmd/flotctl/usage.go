@@ -12,15 +12,8 @@ import (
 	flotillav1 "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
 
-// usageVocabularies are the vocabularies that name billing classes, as
-// --vocabulary spells them.
-var usageVocabularies = []struct {
-	name string
-	v    flotillav1.Vocabulary
-}{
-	{"rightscale", flotillav1.Vocabulary_VOCABULARY_RIGHTSCALE},
-	{"azure", flotillav1.Vocabulary_VOCABULARY_AZURE},
-}
+// usageVocabularies are the vocabularies that name billing classes.
+var usageVocabularies = []flotillav1.Vocabulary{flotillav1.Vocabulary_VOCABULARY_RIGHTSCALE, flotillav1.Vocabulary_VOCABULARY_AZURE}
 
 // parseUsage builds the GetInstanceUsage requests of a usage command line:
 // one per vocabulary asked for (both when none is).
@@ -53,9 +46,9 @@ func parseUsage(name string, args []string) ([]*flotillav1.GetInstanceUsageReque
 	}
 	var out []*flotillav1.GetInstanceUsageRequest
 	for _, u := range usageVocabularies {
-		if *voc == "" || strings.EqualFold(*voc, u.name) {
+		if *voc == "" || strings.EqualFold(*voc, flagWord(u)) {
 			r := proto.CloneOf(base)
-			r.Vocabulary = u.v
+			r.Vocabulary = u
 			out = append(out, r)
 		}
 	}

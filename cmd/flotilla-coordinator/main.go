@@ -12,7 +12,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/flotilla-vm/flotilla/coordinator/api"
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
 	"github.com/flotilla-vm/flotilla/coordinator/node"
 	"github.com/flotilla-vm/flotilla/coordinator/scheduler"
@@ -120,7 +119,7 @@ func (f deadlineFlag) Set(s string) error {
 		return fmt.Errorf("want kind=duration, got %q", s)
 	}
 	kind := lifecycle.OpKind(k)
-	if _, known := api.DefaultDeadlines[kind]; !known {
+	if _, known := lifecycle.DefaultDeadlines[kind]; !known {
 		return fmt.Errorf("unknown operation kind %q", k)
 	}
 	d, err := time.ParseDuration(v)

@@ -13,7 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/flotilla-vm/flotilla/coordinator/api"
+	"github.com/flotilla-vm/flotilla/coordinator/convert"
 	"github.com/flotilla-vm/flotilla/coordinator/fsm"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
 	"github.com/flotilla-vm/flotilla/internal/mtls"
@@ -487,7 +487,7 @@ func (s *Server) finish(ss *session, r *agentv1.StepResult) (f fsm.Finish, ok bo
 		// not run, and the orchestrator re-sends it on the current session.
 		return f, false
 	}
-	f = fsm.Finish{OperationID: r.OperationId, StepID: r.StepId, Succeeded: r.Succeeded, Fault: api.FaultFromPB(r.Fault), HostID: ss.hostID}
+	f = fsm.Finish{OperationID: r.OperationId, StepID: r.StepId, Succeeded: r.Succeeded, Fault: convert.FaultFromPB(r.Fault), HostID: ss.hostID}
 	if r.State != nil {
 		o := observations([]*agentv1.DomainState{r.State})[0]
 		f.Observed = &o
@@ -501,7 +501,7 @@ func (s *Server) finish(ss *session, r *agentv1.StepResult) (f fsm.Finish, ok bo
 func observations(in []*agentv1.DomainState) []fsm.Observation {
 	out := make([]fsm.Observation, 0, len(in))
 	for _, d := range in {
-		out = append(out, fsm.Observation{InstanceID: d.InstanceId, Power: api.PowerFromPB(d.State), Reason: d.Reason, Time: d.GetObservedAt().AsTime()})
+		out = append(out, fsm.Observation{InstanceID: d.InstanceId, Power: convert.PowerFromPB(d.State), Reason: d.Reason, Time: d.GetObservedAt().AsTime()})
 	}
 	return out
 }

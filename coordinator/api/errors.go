@@ -13,6 +13,7 @@ import (
 	"github.com/flotilla-vm/flotilla/coordinator/fsm"
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
 	"github.com/flotilla-vm/flotilla/coordinator/raftstore"
+	"github.com/flotilla-vm/flotilla/coordinator/service"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
 	"github.com/flotilla-vm/flotilla/coordinator/upgrade"
 	"github.com/flotilla-vm/flotilla/coordinator/usage"
@@ -30,7 +31,10 @@ func toStatus(err error) error {
 	}
 	var nae *lifecycle.NotAllowedError
 	var compacted *usage.CompactedError
+	var field *service.FieldError
 	switch {
+	case errors.As(err, &field):
+		return invalid(violations{{field.Field, field.Reason}})
 	case errors.As(err, &nae):
 		allowed := make([]string, len(nae.Allowed))
 		for i, a := range nae.Allowed {

@@ -2,18 +2,11 @@ package api
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"slices"
-	"sync"
-	"time"
 
-	"github.com/flotilla-vm/flotilla/coordinator/caller"
-	"github.com/flotilla-vm/flotilla/coordinator/fsm"
-	"github.com/flotilla-vm/flotilla/coordinator/ids"
+	"github.com/flotilla-vm/flotilla/coordinator/convert"
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
-	"github.com/flotilla-vm/flotilla/coordinator/placement"
-	"github.com/flotilla-vm/flotilla/coordinator/scheduler"
+	"github.com/flotilla-vm/flotilla/coordinator/service"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
 	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
@@ -23,102 +16,24 @@ type instances struct {
 	pb.UnimplementedInstanceServiceServer
 }
 
-// DefaultDeadlines is how long each kind of operation may take before it is
-// ended as failed; a stop gets its graceful timeout on top.
-var DefaultDeadlines = map[lifecycle.OpKind]time.Duration{
-	lifecycle.OpCreate:      5 * time.Minute,
-	lifecycle.OpStart:       3 * time.Minute,
-	lifecycle.OpStop:        2 * time.Minute,
-	lifecycle.OpRestart:     3 * time.Minute,
-	lifecycle.OpHardRestart: 2 * time.Minute,
-	lifecycle.OpPause:       time.Minute,
-	lifecycle.OpUnpause:     time.Minute,
-	lifecycle.OpSuspend:     5 * time.Minute,
-	lifecycle.OpResume:      5 * time.Minute,
-	lifecycle.OpDelete:      3 * time.Minute,
-	// A move copies a disk between hosts; its steps are bounded by the
-	// whole (a stop also gets its graceful timeout on top).
-	lifecycle.OpMove: 30 * time.Minute,
-	// An update writes the domain's title: quick, but the host may be busy.
-	lifecycle.OpUpdate: time.Minute,
-	// A resize may copy a disk between hosts, as a move does.
-	lifecycle.OpResize:        30 * time.Minute,
-	lifecycle.OpConfirmResize: 3 * time.Minute,
-	lifecycle.OpRevertResize:  10 * time.Minute,
-	lifecycle.OpExtend:        3 * time.Minute,
-}
-
-// createCmds holds create commands for reuse: one is 800 bytes, and the
-// leader builds one for every create.
-var createCmds = sync.Pool{New: func() any { return new(fsm.CreateInstance) }}
-
 func (s *instances) CreateInstance(ctx context.Context, r *pb.CreateInstanceRequest) (*pb.Operation, error) {
 	if v := validateCreate(r); len(v) > 0 {
 		return nil, invalid(v)
 	}
-	if op, ok := s.store.OperationByRequest(r.RequestId); r.RequestId != "" && ok {
-		return operationToPB(&op), nil
-	}
-	// Validated above: every size is in range and non-negative.
-	spec := state.Spec{VCPUs: uint32(r.Spec.Vcpus), MemoryMiB: uint64(r.Spec.MemoryMib), DiskGiB: uint64(r.Spec.DiskGib), Image: r.Spec.Image}
 	pl := r.GetPlacement()
-	placed := state.Placement{Kind: pl.GetHypervisorKind(), Labels: pl.GetHostLabels(), Group: pl.GetAntiAffinityGroup(), Preemptible: pl.GetPreemptible()}
-	hostID, err := s.place(spec, placed)
+	op, err := s.svc.Create(ctx, service.Create{
+		RequestID: r.RequestId,
+		Name:      r.Name,
+		// Validated above: every size is in range and non-negative.
+		Spec:      state.Spec{VCPUs: uint32(r.Spec.Vcpus), MemoryMiB: uint64(r.Spec.MemoryMib), DiskGiB: uint64(r.Spec.DiskGib), Image: r.Spec.Image},
+		Recovery:  convert.RecoveryFromPB(r.GetRecovery()),
+		Placement: state.Placement{Kind: pl.GetHypervisorKind(), Labels: pl.GetHostLabels(), Group: pl.GetAntiAffinityGroup(), Preemptible: pl.GetPreemptible()},
+		Labels:    r.GetLabels(),
+	})
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	now := s.now()
-	cmd := createCmds.Get().(*fsm.CreateInstance)
-	*cmd = fsm.CreateInstance{
-		Policy: s.policy,
-		Instance: state.Instance{ID: ids.New("i-"), Name: r.Name, Spec: spec, HostID: hostID,
-			Recovery: recoveryFromPB(r.GetRecovery()), Placement: placed, Labels: r.GetLabels()},
-		Operation: state.Operation{ID: ids.New("op-"), RequestID: r.RequestId, Deadline: now.Add(s.deadline(lifecycle.OpCreate)),
-			RequestedBy: caller.Of(ctx)},
-	}
-	cmd.Operation.InstanceID = cmd.Instance.ID
-	v, err := s.apply(ctx, fsm.TypeCreateInstance, cmd) // encoded before it returns: cmd is free again
-	*cmd = fsm.CreateInstance{}
-	createCmds.Put(cmd)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	op, err := s.operation(v.(string))
-	return op, toStatus(err)
-}
-
-// place chooses a host for a new instance, or "" to let it wait for
-// capacity (PENDING, or BIDDING if preemptible): hosts are full, down, or a
-// preemption must make room first. Only a request that no host could hold
-// even empty is refused.
-func (s *instances) place(spec state.Spec, pl state.Placement) (string, error) {
-	cands := placement.FromStore(s.store)
-	if len(cands) == 0 {
-		return "", nil // no host at all: it waits (nothing to refuse it against)
-	}
-	req := placement.Request(spec, pl)
-	d, err := scheduler.Place(req, cands, s.policy)
-	if err == nil && len(d.Preempt) == 0 {
-		return d.HostID, nil
-	}
-	if err != nil && !errors.Is(err, scheduler.ErrNoHost) {
-		return "", err
-	}
-	if len(cands) > 0 && !couldEverFit(req, cands, s.policy) {
-		return "", fmt.Errorf("no host could ever hold it, even empty: %w", fsm.ErrNoCapacity)
-	}
-	return "", nil
-}
-
-// couldEverFit reports whether some host, emptied, up and open, would take r.
-func couldEverFit(r scheduler.Request, hosts []scheduler.Host, p scheduler.Policy) bool {
-	for _, h := range hosts {
-		h.Allocated, h.Groups, h.Ready, h.Cordoned = scheduler.Resources{}, nil, true, false
-		if scheduler.Fits(h, r, p) {
-			return true
-		}
-	}
-	return false
+	return convert.OperationToPB(&op), nil
 }
 
 func (s *instances) UpdateInstance(ctx context.Context, r *pb.UpdateInstanceRequest) (*pb.Operation, error) {
@@ -132,97 +47,60 @@ func (s *instances) UpdateInstance(ctx context.Context, r *pb.UpdateInstanceRequ
 		case "labels":
 			u.SetLabels, u.Labels = true, r.GetLabels()
 		case "recovery":
-			rc := recoveryFromPB(r.GetRecovery())
+			rc := convert.RecoveryFromPB(r.GetRecovery())
 			u.Recovery = &rc
 		}
 	}
-	return s.act(ctx, actRequest{id: r.Id, requestID: r.RequestId, action: lifecycle.ActionUpdate, update: u}, v)
+	return s.act(ctx, service.Action{InstanceID: r.Id, RequestID: r.RequestId, Action: lifecycle.ActionUpdate, Update: u}, v)
 }
 
-// actRequest is one user action and its parameters.
-type actRequest struct {
-	id, requestID string
-	action        lifecycle.Action
-	hard          bool
-	graceful      time.Duration
-	force         bool
-	update        *state.ModelUpdate
-	// For a move or a resize: where to (empty: in place, for a resize),
-	// and the token of its disk copy; for a resize or an extend, the shape.
-	target string
-	resize *state.Resize
-}
-
-// act validates and commits one user action; v holds the violations its
-// own parameters already showed.
-func (s *instances) act(ctx context.Context, r actRequest, v violations) (*pb.Operation, error) {
-	id, requestID, a, hard, graceful, force := r.id, r.requestID, r.action, r.hard, r.graceful, r.force
-	validateID(&v, "id", id)
-	validateRequestID(&v, requestID)
+// act validates the fields every action has and commits the action; v
+// holds the violations its own parameters already showed.
+func (s *instances) act(ctx context.Context, a service.Action, v violations) (*pb.Operation, error) {
+	validateID(&v, "id", a.InstanceID)
+	validateRequestID(&v, a.RequestID)
 	if len(v) > 0 {
 		return nil, invalid(v)
 	}
-	if op, ok := s.store.OperationByRequest(requestID); requestID != "" && ok {
-		return operationToPB(&op), nil
-	}
-	inst, err := s.store.Instance(id)
+	op, err := s.svc.Act(ctx, a)
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	// Refuse early from local state; the FSM checks again at commit time.
-	if err := lifecycle.Check(inst.Status(), a); err != nil {
-		return nil, toStatus(err)
-	}
-	kind := lifecycle.PlanFor(inst.Status(), a, hard).Op
-	now := s.now()
-	cmd := fsm.InstanceAction{Action: a, Hard: hard, Policy: s.policy, Operation: state.Operation{
-		ID: ids.New("op-"), InstanceID: id, RequestID: requestID,
-		Deadline: now.Add(s.deadline(kind) + graceful), Graceful: graceful, Force: force, Update: r.update,
-		RequestedBy: caller.Of(ctx), TargetHostID: r.target, Resize: r.resize,
-	}}
-	if r.target != "" && r.target != inst.HostID {
-		cmd.Operation.Token = newToken()
-	}
-	res, err := s.apply(ctx, fsm.TypeInstanceAction, cmd)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	op, err := s.operation(res.(string))
-	return op, toStatus(err)
+	return convert.OperationToPB(&op), nil
 }
 
 func (s *instances) StartInstance(ctx context.Context, r *pb.StartInstanceRequest) (*pb.Operation, error) {
-	return s.act(ctx, actRequest{id: r.Id, requestID: r.RequestId, action: lifecycle.ActionStart}, nil)
+	return s.act(ctx, service.Action{InstanceID: r.Id, RequestID: r.RequestId, Action: lifecycle.ActionStart}, nil)
 }
 
 func (s *instances) StopInstance(ctx context.Context, r *pb.StopInstanceRequest) (*pb.Operation, error) {
 	var v violations
 	graceful := stopGraceful(&v, r)
-	return s.act(ctx, actRequest{id: r.Id, requestID: r.RequestId, action: lifecycle.ActionStop, graceful: graceful, force: r.Force}, v)
+	return s.act(ctx, service.Action{InstanceID: r.Id, RequestID: r.RequestId, Action: lifecycle.ActionStop, Graceful: graceful, Force: r.Force}, v)
 }
 
 func (s *instances) RestartInstance(ctx context.Context, r *pb.RestartInstanceRequest) (*pb.Operation, error) {
-	return s.act(ctx, actRequest{id: r.Id, requestID: r.RequestId, action: lifecycle.ActionRestart, hard: r.Hard}, nil)
+	return s.act(ctx, service.Action{InstanceID: r.Id, RequestID: r.RequestId, Action: lifecycle.ActionRestart, Hard: r.Hard}, nil)
 }
 
 func (s *instances) PauseInstance(ctx context.Context, r *pb.PauseInstanceRequest) (*pb.Operation, error) {
-	return s.act(ctx, actRequest{id: r.Id, requestID: r.RequestId, action: lifecycle.ActionPause}, nil)
+	return s.act(ctx, service.Action{InstanceID: r.Id, RequestID: r.RequestId, Action: lifecycle.ActionPause}, nil)
 }
 
 func (s *instances) UnpauseInstance(ctx context.Context, r *pb.UnpauseInstanceRequest) (*pb.Operation, error) {
-	return s.act(ctx, actRequest{id: r.Id, requestID: r.RequestId, action: lifecycle.ActionUnpause}, nil)
+	return s.act(ctx, service.Action{InstanceID: r.Id, RequestID: r.RequestId, Action: lifecycle.ActionUnpause}, nil)
 }
 
 func (s *instances) SuspendInstance(ctx context.Context, r *pb.SuspendInstanceRequest) (*pb.Operation, error) {
-	return s.act(ctx, actRequest{id: r.Id, requestID: r.RequestId, action: lifecycle.ActionSuspend}, nil)
+	return s.act(ctx, service.Action{InstanceID: r.Id, RequestID: r.RequestId, Action: lifecycle.ActionSuspend}, nil)
 }
 
 func (s *instances) ResumeInstance(ctx context.Context, r *pb.ResumeInstanceRequest) (*pb.Operation, error) {
-	return s.act(ctx, actRequest{id: r.Id, requestID: r.RequestId, action: lifecycle.ActionResume}, nil)
+	return s.act(ctx, service.Action{InstanceID: r.Id, RequestID: r.RequestId, Action: lifecycle.ActionResume}, nil)
 }
 
 func (s *instances) DeleteInstance(ctx context.Context, r *pb.DeleteInstanceRequest) (*pb.Operation, error) {
-	return s.act(ctx, actRequest{id: r.Id, requestID: r.RequestId, action: lifecycle.ActionDelete}, nil)
+	return s.act(ctx, service.Action{InstanceID: r.Id, RequestID: r.RequestId, Action: lifecycle.ActionDelete}, nil)
 }
 
 func (s *instances) GetInstance(ctx context.Context, r *pb.GetInstanceRequest) (*pb.Instance, error) {
@@ -239,7 +117,7 @@ func (s *instances) GetInstance(ctx context.Context, r *pb.GetInstanceRequest) (
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return instanceToPB(&inst, vocabs...), nil
+	return convert.InstanceToPB(&inst, vocabs...), nil
 }
 
 func (s *instances) ListInstances(ctx context.Context, r *pb.ListInstancesRequest) (*pb.ListInstancesResponse, error) {
@@ -247,7 +125,7 @@ func (s *instances) ListInstances(ctx context.Context, r *pb.ListInstancesReques
 	size := pageSize(&v, r.PageSize)
 	var want []lifecycle.Status
 	for _, f := range r.StatusFilter {
-		st, ok := statusFromPB(f)
+		st, ok := convert.StatusFromPB(f)
 		if !ok {
 			v.add("status_filter", "unknown status %v", f)
 		}
@@ -277,7 +155,7 @@ func (s *instances) ListInstances(ctx context.Context, r *pb.ListInstancesReques
 			out.NextPageToken = out.Instances[size-1].Id
 			break
 		}
-		out.Instances = append(out.Instances, instanceToPB(&inst, vocabs...))
+		out.Instances = append(out.Instances, convert.InstanceToPB(&inst, vocabs...))
 	}
 	return out, nil
 }
@@ -335,7 +213,7 @@ func (s *instances) WatchInstances(r *pb.WatchInstancesRequest, stream pb.Instan
 			}
 			rev = e.Revision
 			if r.InstanceId == "" || e.Instance.ID == r.InstanceId {
-				msg.Instances = append(msg.Instances, instanceToPB(&e.Instance, vocabs...))
+				msg.Instances = append(msg.Instances, convert.InstanceToPB(&e.Instance, vocabs...))
 			}
 		}
 		if err := flush(); err != nil {

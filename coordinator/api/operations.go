@@ -5,7 +5,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/flotilla-vm/flotilla/coordinator/fsm"
+	"github.com/flotilla-vm/flotilla/coordinator/convert"
 	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
 
@@ -55,7 +55,7 @@ func (s *operations) ListOperations(ctx context.Context, r *pb.ListOperationsReq
 			out.NextPageToken = strconv.FormatInt(ops[i-1].Seq, 10)
 			break
 		}
-		out.Operations = append(out.Operations, operationToPB(&ops[i]))
+		out.Operations = append(out.Operations, convert.OperationToPB(&ops[i]))
 	}
 	return out, nil
 }
@@ -85,14 +85,14 @@ func (s *operations) WaitOperation(ctx context.Context, r *pb.WaitOperationReque
 			return nil, toStatus(err)
 		}
 		if op.State.Done() {
-			return operationToPB(&op), nil
+			return convert.OperationToPB(&op), nil
 		}
 		select {
 		case <-changed:
 		case <-ctx.Done():
 			// Like google.longrunning: the wait ending is not an error; the
 			// caller sees done=false and waits again.
-			return operationToPB(&op), nil
+			return convert.OperationToPB(&op), nil
 		}
 	}
 }
@@ -103,9 +103,9 @@ func (s *operations) CancelOperation(ctx context.Context, r *pb.CancelOperationR
 	if len(v) > 0 {
 		return nil, invalid(v)
 	}
-	if _, err := s.apply(ctx, fsm.TypeCancel, fsm.Cancel{OperationID: r.Id}); err != nil {
+	op, err := s.svc.Cancel(ctx, r.Id)
+	if err != nil {
 		return nil, toStatus(err)
 	}
-	op, err := s.operation(r.Id)
-	return op, toStatus(err)
+	return convert.OperationToPB(&op), nil
 }

@@ -7,9 +7,11 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/flotilla-vm/flotilla/coordinator/convert"
 	"github.com/flotilla-vm/flotilla/coordinator/fsm"
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
 	"github.com/flotilla-vm/flotilla/coordinator/scheduler"
+	"github.com/flotilla-vm/flotilla/coordinator/service"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
 	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
@@ -29,7 +31,7 @@ type Config struct {
 	Upgrade Upgrade
 	// Policy is how instances are placed (spread or pack, overcommit).
 	Policy scheduler.Policy
-	// Deadlines override DefaultDeadlines per operation kind.
+	// Deadlines override lifecycle.DefaultDeadlines per operation kind.
 	Deadlines map[lifecycle.OpKind]time.Duration
 	Logger    *slog.Logger
 	Now       func() time.Time // defaults to time.Now
@@ -55,38 +57,35 @@ var WriteMethods = []string{
 	pb.HostService_DrainHost_FullMethodName,
 }
 
-// core is what the three services share.
+// core is what the services share: reads go to the store, writes to the
+// domain service (cluster membership to the log directly).
 type core struct {
-	policy    scheduler.Policy
-	deadlines map[lifecycle.OpKind]time.Duration
-	store     *state.Store
-	raft      Applier
-	log       *slog.Logger
-	now       func() time.Time
+	svc   *service.Service
+	store *state.Store
+	raft  Applier
+	log   *slog.Logger
+	now   func() time.Time
 }
 
-// Register adds the public services (instances, operations, hosts, cluster, usage) to s.
-func Register(s grpc.ServiceRegistrar, cfg Config) {
+func newCore(cfg Config) *core {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	c := &core{policy: cfg.Policy, deadlines: cfg.Deadlines, store: cfg.Store, raft: cfg.Applier, log: cfg.Logger, now: cfg.Now}
+	svc := service.New(service.Config{Store: cfg.Store, Applier: cfg.Applier, Policy: cfg.Policy, Deadlines: cfg.Deadlines, Now: cfg.Now})
+	return &core{svc: svc, store: cfg.Store, raft: cfg.Applier, log: cfg.Logger, now: cfg.Now}
+}
+
+// Register adds the public services (instances, operations, hosts, cluster, usage) to s.
+func Register(s grpc.ServiceRegistrar, cfg Config) {
+	c := newCore(cfg)
 	pb.RegisterInstanceServiceServer(s, &instances{core: c})
 	pb.RegisterOperationServiceServer(s, &operations{core: c})
 	pb.RegisterHostServiceServer(s, &hosts{core: c})
 	pb.RegisterClusterServiceServer(s, &cluster{core: c, node: cfg.Cluster, upgrade: cfg.Upgrade})
 	pb.RegisterUsageServiceServer(s, &usageService{core: c})
-}
-
-// deadline is how long an operation of kind k may take.
-func (c *core) deadline(k lifecycle.OpKind) time.Duration {
-	if d, ok := c.deadlines[k]; ok {
-		return d
-	}
-	return DefaultDeadlines[k]
 }
 
 // apply encodes and commits a command.
@@ -100,7 +99,7 @@ func (c *core) operation(opID string) (*pb.Operation, error) {
 	if err != nil {
 		return nil, err
 	}
-	return operationToPB(&op), nil
+	return convert.OperationToPB(&op), nil
 }
 
 // waitRevision serves read-your-writes: block until this server has applied rev.

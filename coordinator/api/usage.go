@@ -6,6 +6,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/flotilla-vm/flotilla/coordinator/convert"
 	"github.com/flotilla-vm/flotilla/coordinator/vocabulary"
 	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
@@ -38,7 +39,7 @@ func (s *usageService) GetInstanceUsage(ctx context.Context, r *pb.GetInstanceUs
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return usageToPB(r.InstanceId, voc, rep, rev), nil
+	return convert.UsageToPB(r.InstanceId, voc, rep, rev), nil
 }
 
 // meteredVocabulary validates a vocabulary whose billing classes are metered.

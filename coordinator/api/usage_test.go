@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/flotilla-vm/flotilla/coordinator/convert"
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
 	"github.com/flotilla-vm/flotilla/coordinator/usage"
@@ -127,11 +128,11 @@ func TestGetInstanceUsageCompacted(t *testing.T) {
 }
 
 func TestOperationShowsItsRequester(t *testing.T) {
-	op := operationToPB(&state.Operation{ID: "op-1", RequestedBy: &state.Caller{Name: "alice", Roles: []string{"operator"}, Authenticated: true, Address: "10.0.0.1:5"}})
+	op := convert.OperationToPB(&state.Operation{ID: "op-1", RequestedBy: &state.Caller{Name: "alice", Roles: []string{"operator"}, Authenticated: true, Address: "10.0.0.1:5"}})
 	if by := op.RequestedBy; by.GetName() != "alice" || !by.GetAuthenticated() || by.GetRoles()[0] != "operator" || by.GetAddress() != "10.0.0.1:5" {
 		t.Fatalf("requested_by %v", by)
 	}
-	if operationToPB(&state.Operation{ID: "op-2"}).RequestedBy != nil {
+	if convert.OperationToPB(&state.Operation{ID: "op-2"}).RequestedBy != nil {
 		t.Fatal("a requester for an operation the coordinator started")
 	}
 }

@@ -3,9 +3,13 @@ package api
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/flotilla-vm/flotilla/coordinator/convert"
+	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
+	"github.com/flotilla-vm/flotilla/coordinator/vocabulary"
 	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
 
@@ -180,7 +184,7 @@ func validateID(v *violations, field, id string) {
 // stopGraceful checks and defaults the graceful timeout of a stop.
 func stopGraceful(v *violations, r *pb.StopInstanceRequest) time.Duration {
 	if r.GetGracefulTimeout() == nil {
-		return 10 * time.Minute // the manage-instance convention: 10 min, then destroy
+		return lifecycle.DefaultGraceful
 	}
 	if err := r.GetGracefulTimeout().CheckValid(); err != nil {
 		v.add("graceful_timeout", "%v", err)
@@ -191,4 +195,26 @@ func stopGraceful(v *violations, r *pb.StopInstanceRequest) time.Duration {
 		v.add("graceful_timeout", "must be 1s..1h, got %s", d)
 	}
 	return d
+}
+
+// vocabulariesFromPB validates the vocabularies a read asks for, keeping
+// their order and dropping repeats. A list longer than there are
+// vocabularies is refused as a whole, so no request can make a huge error.
+func vocabulariesFromPB(v *violations, in []pb.Vocabulary) []vocabulary.Vocabulary {
+	if len(in) > len(vocabulary.All) {
+		v.add("vocabularies", "at most %d, one per vocabulary", len(vocabulary.All))
+		return nil
+	}
+	var out []vocabulary.Vocabulary
+	for _, p := range in {
+		k, ok := convert.VocabularyFromPB(p)
+		if !ok {
+			v.add("vocabularies", "unknown vocabulary %v", p)
+			continue
+		}
+		if !slices.Contains(out, k) {
+			out = append(out, k)
+		}
+	}
+	return out
 }

@@ -35,6 +35,11 @@ const (
 	ActGrowDisk    StepAction = "grow-disk" // grow the disk in place
 )
 
+// AllStepActions lists every step action, ActSwitchHost included.
+var AllStepActions = []StepAction{ActCreate, ActStart, ActStop, ActRestart, ActHardRestart, ActPause, ActUnpause, ActSuspend,
+	ActResume, ActDelete, ActPreflight, ActOfferDisk, ActImportDisk, ActSwitchHost, ActUpdate, ActFreezeDisk, ActRefreeze,
+	ActThawDisk, ActReceiveDisk, ActAdoptDisk, ActReshape, ActUnshape, ActDropOrig, ActGrowDisk}
+
 // Layer is the part of a disk an offer or a receive step copies.
 type Layer string
 
@@ -44,6 +49,9 @@ const (
 	LayerMid   Layer = "mid"  // what the guest wrote during the base's copy, copied while it runs
 	LayerTop   Layer = "top"  // what the guest wrote since, copied once it is down
 )
+
+// AllLayers lists every layer, LayerWhole included.
+var AllLayers = []Layer{LayerWhole, LayerBase, LayerMid, LayerTop}
 
 // OnHost reports whether an agent runs the action (else the coordinator does).
 func (a StepAction) OnHost() bool { return a != ActSwitchHost }

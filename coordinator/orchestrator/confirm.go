@@ -5,7 +5,6 @@ import (
 	"errors"
 	"time"
 
-	"github.com/flotilla-vm/flotilla/coordinator/api"
 	"github.com/flotilla-vm/flotilla/coordinator/fsm"
 	"github.com/flotilla-vm/flotilla/coordinator/ids"
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
@@ -29,7 +28,7 @@ func (o *Orchestrator) confirmDue(ctx context.Context, now time.Time) {
 	})
 	for _, id := range due {
 		cmd := fsm.InstanceAction{Action: lifecycle.ActionConfirmResize, Operation: state.Operation{
-			ID: ids.New("op-"), InstanceID: id, Deadline: now.Add(api.DefaultDeadlines[lifecycle.OpConfirmResize])}}
+			ID: ids.New("op-"), InstanceID: id, Deadline: now.Add(lifecycle.DefaultDeadlines[lifecycle.OpConfirmResize])}}
 		v, err := o.applyValue(ctx, fsm.TypeInstanceAction, cmd)
 		log := o.log.With("instance", id)
 		if err != nil {

@@ -10,7 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/flotilla-vm/flotilla/coordinator/api"
+	"github.com/flotilla-vm/flotilla/coordinator/convert"
 	"github.com/flotilla-vm/flotilla/coordinator/fsm"
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
@@ -177,39 +177,6 @@ func (o *Orchestrator) ask(host string, op state.Operation, stepID string, epoch
 	log.Info("asked the agent what became of the step", "step_id", stepID, "epoch", epoch)
 }
 
-var actionToPB = map[lifecycle.StepAction]agentv1.StepAction{
-	lifecycle.ActCreate:      agentv1.StepAction_STEP_ACTION_CREATE,
-	lifecycle.ActStart:       agentv1.StepAction_STEP_ACTION_START,
-	lifecycle.ActStop:        agentv1.StepAction_STEP_ACTION_STOP,
-	lifecycle.ActRestart:     agentv1.StepAction_STEP_ACTION_RESTART,
-	lifecycle.ActHardRestart: agentv1.StepAction_STEP_ACTION_HARD_RESTART,
-	lifecycle.ActPause:       agentv1.StepAction_STEP_ACTION_PAUSE,
-	lifecycle.ActUnpause:     agentv1.StepAction_STEP_ACTION_UNPAUSE,
-	lifecycle.ActSuspend:     agentv1.StepAction_STEP_ACTION_SUSPEND,
-	lifecycle.ActResume:      agentv1.StepAction_STEP_ACTION_RESUME,
-	lifecycle.ActDelete:      agentv1.StepAction_STEP_ACTION_DELETE,
-	lifecycle.ActOfferDisk:   agentv1.StepAction_STEP_ACTION_OFFER_DISK,
-	lifecycle.ActImportDisk:  agentv1.StepAction_STEP_ACTION_IMPORT_DISK,
-	lifecycle.ActUpdate:      agentv1.StepAction_STEP_ACTION_UPDATE,
-	lifecycle.ActPreflight:   agentv1.StepAction_STEP_ACTION_PREFLIGHT,
-	lifecycle.ActFreezeDisk:  agentv1.StepAction_STEP_ACTION_FREEZE_DISK,
-	lifecycle.ActThawDisk:    agentv1.StepAction_STEP_ACTION_THAW_DISK,
-	lifecycle.ActRefreeze:    agentv1.StepAction_STEP_ACTION_REFREEZE_DISK,
-	lifecycle.ActReceiveDisk: agentv1.StepAction_STEP_ACTION_RECEIVE_DISK,
-	lifecycle.ActAdoptDisk:   agentv1.StepAction_STEP_ACTION_ADOPT_DISK,
-	lifecycle.ActReshape:     agentv1.StepAction_STEP_ACTION_RESHAPE,
-	lifecycle.ActUnshape:     agentv1.StepAction_STEP_ACTION_UNSHAPE,
-	lifecycle.ActDropOrig:    agentv1.StepAction_STEP_ACTION_DROP_ORIGINAL,
-	lifecycle.ActGrowDisk:    agentv1.StepAction_STEP_ACTION_GROW_DISK,
-}
-
-var layerToPB = map[lifecycle.Layer]agentv1.DiskLayer{
-	lifecycle.LayerWhole: agentv1.DiskLayer_DISK_LAYER_UNSPECIFIED,
-	lifecycle.LayerBase:  agentv1.DiskLayer_DISK_LAYER_BASE,
-	lifecycle.LayerMid:   agentv1.DiskLayer_DISK_LAYER_MID,
-	lifecycle.LayerTop:   agentv1.DiskLayer_DISK_LAYER_TOP,
-}
-
 // stepSpec is the shape a step acts with: the instance's, but for the
 // steps of a resize or an extend that make or check the new shape (To),
 // and the one that restores the old (From).
@@ -238,8 +205,8 @@ func (o *Orchestrator) send(op state.Operation, st *state.Step, stepID string) e
 		return err
 	}
 	step := &agentv1.RunStep{
-		OperationId: op.ID, StepId: stepID, InstanceId: op.InstanceID, Kind: api.OpKindToPB(op.Kind),
-		Action: actionToPB[st.Action], Name: inst.Name, Spec: api.SpecToPB(stepSpec(&inst, &op, st.Action)),
+		OperationId: op.ID, StepId: stepID, InstanceId: op.InstanceID, Kind: convert.OpKindToPB(op.Kind),
+		Action: convert.StepActionToPB(st.Action), Name: inst.Name, Spec: convert.SpecToPB(stepSpec(&inst, &op, st.Action)),
 		Force: op.Force || st.Force, Deadline: timestamppb.New(st.Deadline),
 	}
 	if op.Graceful > 0 {
@@ -250,14 +217,14 @@ func (o *Orchestrator) send(op state.Operation, st *state.Step, stepID string) e
 	}
 	switch st.Action {
 	case lifecycle.ActOfferDisk:
-		step.OfferToken, step.PeerHostId, step.DiskLayer = op.Token, op.TargetHostID, layerToPB[st.Layer]
+		step.OfferToken, step.PeerHostId, step.DiskLayer = op.Token, op.TargetHostID, convert.LayerToPB(st.Layer)
 	case lifecycle.ActReceiveDisk:
 		src, err := o.cfg.Store.Host(op.HostID)
 		if err != nil {
 			return err
 		}
 		step.OfferToken, step.PeerHostId, step.PeerAddress = op.Token, op.HostID, src.PeerAddr
-		step.DiskLayer = layerToPB[st.Layer]
+		step.DiskLayer = convert.LayerToPB(st.Layer)
 	case lifecycle.ActImportDisk:
 		src, err := o.cfg.Store.Host(op.HostID)
 		if err != nil {

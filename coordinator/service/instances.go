@@ -1,0 +1,291 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/flotilla-vm/flotilla/coordinator/caller"
+	"github.com/flotilla-vm/flotilla/coordinator/fsm"
+	"github.com/flotilla-vm/flotilla/coordinator/ids"
+	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
+	"github.com/flotilla-vm/flotilla/coordinator/placement"
+	"github.com/flotilla-vm/flotilla/coordinator/scheduler"
+	"github.com/flotilla-vm/flotilla/coordinator/state"
+)
+
+// Create is a validated request for a new instance.
+type Create struct {
+	RequestID string
+	Name      string
+	Spec      state.Spec
+	Recovery  state.Recovery
+	Placement state.Placement
+	Labels    map[string]string
+}
+
+// defaultMaxRestarts is how many restarts RESTART without a limit allows.
+const defaultMaxRestarts = 3
+
+// withDefaults fills in what a recovery request left to the coordinator.
+func withDefaults(r state.Recovery) state.Recovery {
+	if r.Policy == state.RecoverRestart && r.MaxRestarts == 0 {
+		r.MaxRestarts = defaultMaxRestarts
+	}
+	return r
+}
+
+// createCmds holds create commands for reuse: one is 800 bytes, and the
+// leader builds one for every create.
+var createCmds = sync.Pool{New: func() any { return new(fsm.CreateInstance) }}
+
+// Create places and commits a new instance and returns its create
+// operation; a request id already used returns that request's operation.
+func (s *Service) Create(ctx context.Context, c Create) (state.Operation, error) {
+	if op, ok := s.store.OperationByRequest(c.RequestID); c.RequestID != "" && ok {
+		return op, nil
+	}
+	hostID, err := s.place(c.Spec, c.Placement)
+	if err != nil {
+		return state.Operation{}, err
+	}
+	now := s.now()
+	cmd := createCmds.Get().(*fsm.CreateInstance)
+	*cmd = fsm.CreateInstance{
+		Policy: s.policy,
+		Instance: state.Instance{ID: ids.New("i-"), Name: c.Name, Spec: c.Spec, HostID: hostID,
+			Recovery: withDefaults(c.Recovery), Placement: c.Placement, Labels: c.Labels},
+		Operation: state.Operation{ID: ids.New("op-"), RequestID: c.RequestID, Deadline: now.Add(s.deadline(lifecycle.OpCreate)),
+			RequestedBy: caller.Of(ctx)},
+	}
+	cmd.Operation.InstanceID = cmd.Instance.ID
+	v, err := s.apply(ctx, fsm.TypeCreateInstance, cmd) // encoded before it returns: cmd is free again
+	*cmd = fsm.CreateInstance{}
+	createCmds.Put(cmd)
+	if err != nil {
+		return state.Operation{}, err
+	}
+	return s.store.Operation(v.(string))
+}
+
+// place chooses a host for a new instance, or "" to let it wait for
+// capacity (PENDING, or BIDDING if preemptible): hosts are full, down, or a
+// preemption must make room first. Only a request that no host could hold
+// even empty is refused.
+func (s *Service) place(spec state.Spec, pl state.Placement) (string, error) {
+	cands := placement.FromStore(s.store)
+	if len(cands) == 0 {
+		return "", nil // no host at all: it waits (nothing to refuse it against)
+	}
+	req := placement.Request(spec, pl)
+	d, err := scheduler.Place(req, cands, s.policy)
+	if err == nil && len(d.Preempt) == 0 {
+		return d.HostID, nil
+	}
+	if err != nil && !errors.Is(err, scheduler.ErrNoHost) {
+		return "", err
+	}
+	if len(cands) > 0 && !couldEverFit(req, cands, s.policy) {
+		return "", fmt.Errorf("no host could ever hold it, even empty: %w", fsm.ErrNoCapacity)
+	}
+	return "", nil
+}
+
+// couldEverFit reports whether some host, emptied, up and open, would take r.
+func couldEverFit(r scheduler.Request, hosts []scheduler.Host, p scheduler.Policy) bool {
+	for _, h := range hosts {
+		h.Allocated, h.Groups, h.Ready, h.Cordoned = scheduler.Resources{}, nil, true, false
+		if scheduler.Fits(h, r, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// Action is one user action on an instance and its parameters.
+type Action struct {
+	InstanceID, RequestID string
+	Action                lifecycle.Action
+	Hard                  bool
+	Graceful              time.Duration
+	Force                 bool
+	Update                *state.ModelUpdate
+	// For a move or a resize: where to (empty: in place, for a resize),
+	// and for a resize or an extend, the shape.
+	Target string
+	Resize *state.Resize
+}
+
+// Act checks an action against the instance's status and commits it; a
+// request id already used returns that request's operation.
+func (s *Service) Act(ctx context.Context, r Action) (state.Operation, error) {
+	if op, ok := s.store.OperationByRequest(r.RequestID); r.RequestID != "" && ok {
+		return op, nil
+	}
+	inst, err := s.store.Instance(r.InstanceID)
+	if err != nil {
+		return state.Operation{}, err
+	}
+	// Refuse early from local state; the FSM checks again at commit time.
+	if err := lifecycle.Check(inst.Status(), r.Action); err != nil {
+		return state.Operation{}, err
+	}
+	if u := r.Update; u != nil && u.Recovery != nil {
+		rc := withDefaults(*u.Recovery)
+		withRC := *u
+		withRC.Recovery = &rc
+		r.Update = &withRC
+	}
+	kind := lifecycle.PlanFor(inst.Status(), r.Action, r.Hard).Op
+	now := s.now()
+	cmd := fsm.InstanceAction{Action: r.Action, Hard: r.Hard, Policy: s.policy, Operation: state.Operation{
+		ID: ids.New("op-"), InstanceID: r.InstanceID, RequestID: r.RequestID,
+		Deadline: now.Add(s.deadline(kind) + r.Graceful), Graceful: r.Graceful, Force: r.Force, Update: r.Update,
+		RequestedBy: caller.Of(ctx), TargetHostID: r.Target, Resize: r.Resize,
+	}}
+	if r.Target != "" && r.Target != inst.HostID {
+		cmd.Operation.Token = newToken()
+	}
+	res, err := s.apply(ctx, fsm.TypeInstanceAction, cmd)
+	if err != nil {
+		return state.Operation{}, err
+	}
+	return s.store.Operation(res.(string))
+}
+
+// Resize is a validated resize request: a zero size keeps the current one.
+type Resize struct {
+	InstanceID, RequestID string
+	VCPUs                 uint32
+	MemoryMiB, DiskGiB    uint64
+	// Target is the host to resize onto; empty: in place if it fits there,
+	// else where the scheduler finds room.
+	Target   string
+	Window   time.Duration // until the resize confirms itself; 0: the default
+	Graceful time.Duration
+}
+
+// Resize gives an instance a new shape.
+func (s *Service) Resize(ctx context.Context, r Resize) (state.Operation, error) {
+	inst, err := s.store.Instance(r.InstanceID)
+	if err != nil {
+		return state.Operation{}, err
+	}
+	to := inst.Spec
+	if r.VCPUs > 0 {
+		to.VCPUs = r.VCPUs
+	}
+	if r.MemoryMiB > 0 {
+		to.MemoryMiB = r.MemoryMiB
+	}
+	if r.DiskGiB > 0 {
+		to.DiskGiB = r.DiskGiB
+	}
+	switch {
+	case to.DiskGiB < inst.Spec.DiskGiB:
+		return state.Operation{}, &FieldError{"disk_gib", fmt.Sprintf("a disk never shrinks: it has %d GiB", inst.Spec.DiskGiB)}
+	case to == inst.Spec:
+		return state.Operation{}, &FieldError{"vcpus", "the instance has that shape already"}
+	}
+	a := Action{InstanceID: r.InstanceID, RequestID: r.RequestID, Action: lifecycle.ActionResize, Graceful: r.Graceful, Force: true,
+		Target: r.Target, Resize: &state.Resize{To: to, Window: r.Window}}
+	if r.Target != "" {
+		if err := s.checkTarget(&inst, r.Target); err != nil {
+			return state.Operation{}, err
+		}
+		return s.Act(ctx, a)
+	}
+	// In place when it fits there (nothing travels); else where the
+	// scheduler finds room for the new shape.
+	op, err := s.Act(ctx, a)
+	if !errors.Is(err, fsm.ErrNoCapacity) {
+		return op, err
+	}
+	target, err := s.elsewhere(&inst, to)
+	if err != nil {
+		return state.Operation{}, err
+	}
+	a.Target = target
+	return s.Act(ctx, a)
+}
+
+// Extend grows an instance's disk to diskGiB, in place.
+func (s *Service) Extend(ctx context.Context, id, requestID string, diskGiB uint64) (state.Operation, error) {
+	inst, err := s.store.Instance(id)
+	if err != nil {
+		return state.Operation{}, err
+	}
+	if diskGiB <= inst.Spec.DiskGiB {
+		return state.Operation{}, &FieldError{"disk_gib", fmt.Sprintf("an extend grows the disk: it has %d GiB", inst.Spec.DiskGiB)}
+	}
+	to := inst.Spec
+	to.DiskGiB = diskGiB
+	return s.Act(ctx, Action{InstanceID: id, RequestID: requestID, Action: lifecycle.ActionExtend, Resize: &state.Resize{To: to}})
+}
+
+// Move moves an instance to target, or where the scheduler finds room
+// when target is empty.
+func (s *Service) Move(ctx context.Context, id, requestID, target string, graceful time.Duration) (state.Operation, error) {
+	inst, err := s.store.Instance(id)
+	if err != nil {
+		return state.Operation{}, err
+	}
+	switch {
+	case target == inst.HostID && target != "":
+		return state.Operation{}, &FieldError{"target_host_id", fmt.Sprintf("the instance is on %s already", target)}
+	case target != "":
+		err = s.checkTarget(&inst, target)
+	default:
+		if err = lifecycle.Check(inst.Status(), lifecycle.ActionMove); err == nil {
+			target, err = s.elsewhere(&inst, inst.Spec)
+		}
+	}
+	if err != nil {
+		return state.Operation{}, err
+	}
+	return s.Act(ctx, Action{InstanceID: id, RequestID: requestID, Action: lifecycle.ActionMove, Graceful: graceful, Force: true, Target: target})
+}
+
+// checkTarget checks, before anything is proposed, that a named target can
+// take part in a disk copy: it exists, and both agents serve other agents.
+// Room and readiness are the FSM's to check at commit time.
+func (s *Service) checkTarget(inst *state.Instance, target string) error {
+	h, err := s.store.Host(target)
+	if err != nil {
+		return err
+	}
+	if target == inst.HostID {
+		return nil // in place: nothing travels
+	}
+	src, err := s.store.Host(inst.HostID)
+	if err != nil {
+		return err
+	}
+	if h.PeerAddr == "" || src.PeerAddr == "" {
+		return fmt.Errorf("host %s or %s does not serve disk copies (no --peer-listen): %w", inst.HostID, target, fsm.ErrHostUnavailable)
+	}
+	return nil
+}
+
+// elsewhere picks another host with room for the instance at spec, among
+// those that serve disk copies.
+func (s *Service) elsewhere(inst *state.Instance, spec state.Spec) (string, error) {
+	src, err := s.store.Host(inst.HostID)
+	if err != nil {
+		return "", err
+	}
+	var cands []scheduler.Host
+	for _, h := range placement.FromStore(s.store) {
+		if dst, err := s.store.Host(h.ID); err == nil && h.ID != inst.HostID && dst.PeerAddr != "" && src.PeerAddr != "" {
+			cands = append(cands, h)
+		}
+	}
+	d, err := scheduler.Place(placement.Request(spec, inst.Placement), cands, s.policy)
+	if err != nil || len(d.Preempt) > 0 {
+		return "", fmt.Errorf("no other host has room for %d vCPUs, %d MiB, %d GiB now: %w",
+			spec.VCPUs, spec.MemoryMiB, spec.DiskGiB, fsm.ErrNoCapacity)
+	}
+	return d.HostID, nil
+}
