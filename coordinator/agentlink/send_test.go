@@ -153,8 +153,19 @@ func TestStuckAgentDoesNotHoldUpOthers(t *testing.T) {
 	case <-time.After(bound):
 		t.Fatal("Send blocked on a host whose agent does not read")
 	}
-	if err := errs[queue+1]; !errors.Is(err, ErrQueueFull) {
-		t.Fatalf("send %d to a: %v, want ErrQueueFull", queue+1, err)
+	// Which of a's sends are refused depends on when the session's writer
+	// takes the first one into its blocked Send; at least one is.
+	refused := 0
+	for i, err := range errs[:queue+2] {
+		switch {
+		case errors.Is(err, ErrQueueFull):
+			refused++
+		case err != nil:
+			t.Fatalf("send %d to a: %v", i, err)
+		}
+	}
+	if refused == 0 {
+		t.Fatalf("%d sends to a stuck agent with a queue of %d: none refused", queue+2, queue)
 	}
 	if err := errs[queue+2]; err != nil {
 		t.Fatalf("send to b: %v", err)
