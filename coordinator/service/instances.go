@@ -47,10 +47,31 @@ func (s *Service) Create(ctx context.Context, c Create) (state.Operation, error)
 	if op, ok := s.store.OperationByRequest(c.RequestID); c.RequestID != "" && ok {
 		return op, nil
 	}
-	hostID, err := s.place(c.Spec, c.Placement)
-	if err != nil {
-		return state.Operation{}, err
+	// The host is chosen from the state as it is now and checked again when
+	// the create commits: a create that lost its host meanwhile (a
+	// concurrent create took the room, the host was cordoned or went away)
+	// is placed again, and at the last try left to wait for capacity like
+	// any create that does not fit now, rather than failing for losing a
+	// race.
+	const tries = 3
+	for try := 1; ; try++ {
+		hostID, err := s.place(c.Spec, c.Placement)
+		if err != nil {
+			return state.Operation{}, err
+		}
+		if try == tries {
+			hostID = ""
+		}
+		op, err := s.create(ctx, c, hostID)
+		if hostID != "" && (errors.Is(err, fsm.ErrHostUnavailable) || errors.Is(err, fsm.ErrNoCapacity)) {
+			continue
+		}
+		return op, err
 	}
+}
+
+// create commits a create placed on hostID ("" to wait for capacity).
+func (s *Service) create(ctx context.Context, c Create, hostID string) (state.Operation, error) {
 	now := s.now()
 	cmd := createCmds.Get().(*fsm.CreateInstance)
 	*cmd = fsm.CreateInstance{

@@ -109,3 +109,77 @@ func TestRecoveryDefaults(t *testing.T) {
 		t.Errorf("update's recovery %+v (asked %+v)", rc, asked.Recovery)
 	}
 }
+
+// racing applies, before each create, what a concurrent request committed
+// between the create's placement and its commit.
+type racing struct {
+	local
+	before func(n int) // n: the create's try, from 1
+	n      int
+}
+
+func (r *racing) Apply(ctx context.Context, cmd []byte) (any, error) {
+	if typ, _ := fsm.TypeOf(cmd); typ == fsm.TypeCreateInstance {
+		r.n++
+		r.before(r.n)
+	}
+	return r.local.Apply(ctx, cmd)
+}
+
+// A create whose host is taken from under it between its placement and
+// its commit is placed again, and, if it loses every time, waits for
+// capacity (PENDING, no host) rather than failing for losing a race.
+func TestCreateLosingItsHostIsPlacedAgain(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		cordon   func(try int) []string // hosts cordoned just before the try commits
+		wantHost string
+		wantTry  int
+	}{
+		// Spread places on h2, the emptier (h1 holds i-1).
+		{"its host is cordoned once", func(try int) []string {
+			if try == 1 {
+				return []string{"h2"}
+			}
+			return nil
+		}, "h1", 2},
+		{"every host it picks is cordoned", func(try int) []string {
+			if try == 1 {
+				return []string{"h2"}
+			}
+			if try == 2 {
+				return []string{"h1"}
+			}
+			return nil
+		}, "", 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newService(t)
+			l := s.raft.(*local)
+			r := &racing{local: *l}
+			r.before = func(try int) {
+				for _, h := range tc.cordon(try) {
+					if _, err := l.Apply(context.Background(), must(fsm.Encode(fsm.TypeCordonHost, s.now(), fsm.CordonHost{HostID: h, Cordon: true}))); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			s.raft = r
+			op, err := s.Create(context.Background(), Create{Name: "db", RequestID: "r-1", Spec: state.Spec{VCPUs: 1, MemoryMiB: 64, Image: "img"}})
+			if err != nil {
+				t.Fatalf("a create that lost a race failed: %v", err)
+			}
+			inst, err := s.store.Instance(op.InstanceID)
+			if err != nil || inst.HostID != tc.wantHost || r.n != tc.wantTry {
+				t.Fatalf("placed on %q at try %d (%v), want %q at %d", inst.HostID, r.n, err, tc.wantHost, tc.wantTry)
+			}
+		})
+	}
+}
+
+func must(b []byte, err error) []byte {
+	if err != nil {
+		panic(err)
+	}
+	return b
+}

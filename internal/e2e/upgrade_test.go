@@ -146,11 +146,16 @@ func TestRollingUpgrade(t *testing.T) {
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	var wg sync.WaitGroup
+	// Paced (about 40 creates a second in all): the state stays small
+	// enough to hash quickly at the end, and a pause of the API shows.
 	for wk := range 4 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for n := 0; ctx.Err() == nil; n++ {
+				if n > 0 {
+					time.Sleep(100 * time.Millisecond)
+				}
 				rid := fmt.Sprintf("c%d-%d", wk, n)
 				req := &pb.CreateInstanceRequest{Name: rid, RequestId: rid, Spec: &pb.InstanceSpec{Vcpus: 1, MemoryMib: 64, Image: "flotilla-test"},
 					Placement: &pb.Placement{HypervisorKind: "fake"}}
@@ -262,8 +267,14 @@ func TestRollingUpgrade(t *testing.T) {
 			hostIdle.Lock()
 		}
 		a.Replace("")
-		epochs[k] = testenv.WaitHost(t, g, a.HostID, epochs[k])
-		if !fake {
+		if fake {
+			// Cordoned, so never READY: its new session is what shows.
+			testenv.Eventually(t, 60*time.Second, a.HostID+"'s new session", func() bool {
+				h, err := hosts.GetHost(ctx, &pb.GetHostRequest{Id: a.HostID})
+				return err == nil && h.Status == pb.HostStatus_HOST_STATUS_CORDONED && int(h.Epoch) > epochs[k]
+			})
+		} else {
+			epochs[k] = testenv.WaitHost(t, g, a.HostID, epochs[k])
 			hostIdle.Unlock()
 		}
 		if fake {
