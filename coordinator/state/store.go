@@ -165,8 +165,6 @@ func (s *Store) Usage(id string) (usage.History, int64, error) {
 	return usage.History{InstanceID: id}, s.rev, nil
 }
 
-// Metering reports whether usage is being recorded: from the log entry
-// that started it on (see Tx.StartMetering).
 // LogVersion is the cluster's log version (0: the first).
 func (s *Store) LogVersion() uint32 {
 	s.mu.RLock()
@@ -174,6 +172,8 @@ func (s *Store) LogVersion() uint32 {
 	return s.logVersion
 }
 
+// Metering reports whether usage is being recorded: from the log entry
+// that started it on (see Tx.StartMetering).
 func (s *Store) Metering() bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
