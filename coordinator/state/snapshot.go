@@ -55,7 +55,7 @@ type View struct{ snap Snapshot }
 func (s *Store) View() *View {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	snap := Snapshot{Version: snapshotVersion, Revision: s.rev, Seq: s.seq, Floor: s.floor, Metering: s.metering, LogVersion: s.logVersion,
+	snap := Snapshot{Version: snapshotVersion, Revision: s.rev, Seq: s.seq, Floor: s.floor, Metering: s.metering, LogVersion: s.logVersion.Load(),
 		Instances: make([]*Instance, 0, len(s.instances)), Ops: make([]*Operation, 0, len(s.ops)),
 		Hosts: make([]*Host, 0, len(s.hosts)), Servers: make([]Server, 0, len(s.servers)),
 		// The history is trimmed by moving entries down in place, and the
@@ -232,7 +232,8 @@ func (s *Store) Load(snap *Snapshot) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.reset()
-	s.rev, s.seq, s.floor, s.logVersion = snap.Revision, snap.Seq, snap.Floor, snap.LogVersion
+	s.rev, s.seq, s.floor = snap.Revision, snap.Seq, snap.Floor
+	s.logVersion.Store(snap.LogVersion)
 	for _, i := range snap.Instances {
 		s.instances[i.ID] = i
 		s.placeLocked(nil, i)

@@ -44,8 +44,9 @@ type Store struct {
 	usage     map[string]*usage.History  // instance id -> its billing-class history
 	metering  bool                       // usage is recorded (since a usage.start entry)
 	// logVersion is the cluster's log version (fsm.SetLogVersion); 0 is
-	// the first, of every state older than the command.
-	logVersion uint32
+	// the first, of every state older than the command. Atomic: every
+	// proposal reads it, and must not wait for the apply holding mu.
+	logVersion atomic.Uint32
 	deleted    map[string]bool // ids of DELETED instances (retention removes them)
 	history    []change        // oldest first, at most limit
 	floor      int64           // every instance change after this revision is in history
@@ -82,7 +83,7 @@ func (s *Store) reset() {
 	s.load = map[string]*HostLoad{}
 	s.usage = map[string]*usage.History{}
 	s.metering = false
-	s.logVersion = 0
+	s.logVersion.Store(0)
 	s.deleted = map[string]bool{}
 	s.history = nil
 	s.floor = 0
@@ -166,11 +167,7 @@ func (s *Store) Usage(id string) (usage.History, int64, error) {
 }
 
 // LogVersion is the cluster's log version (0: the first).
-func (s *Store) LogVersion() uint32 {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.logVersion
-}
+func (s *Store) LogVersion() uint32 { return s.logVersion.Load() }
 
 // Metering reports whether usage is being recorded: from the log entry
 // that started it on (see Tx.StartMetering).

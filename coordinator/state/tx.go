@@ -45,8 +45,8 @@ func (s *Store) Update(now time.Time, fn func(tx *Tx) error) error {
 	}
 	s.rev++
 	rev := s.rev
-	if tx.logVersion > s.logVersion {
-		s.logVersion = tx.logVersion
+	if tx.logVersion > s.logVersion.Load() {
+		s.logVersion.Store(tx.logVersion)
 	}
 	if tx.meter && !s.metering {
 		// Every instance's history begins here, in the class it is in.
@@ -136,7 +136,7 @@ func (tx *Tx) reset() {
 }
 
 // LogVersion is the cluster's log version, staged change included.
-func (tx *Tx) LogVersion() uint32 { return max(tx.logVersion, tx.s.logVersion) }
+func (tx *Tx) LogVersion() uint32 { return max(tx.logVersion, tx.s.logVersion.Load()) }
 
 // SetLogVersion stages raising the cluster's log version.
 func (tx *Tx) SetLogVersion(v uint32) { tx.logVersion = v }
