@@ -26,7 +26,17 @@ func PreviousReleaseBinaries(t testing.TB) string {
 	if _, err := exec.LookPath("git"); err != nil {
 		Missing(t, "git, to build the previous release")
 	}
-	if err := exec.Command("git", "-C", root, "cat-file", "-e", PreviousReleaseCommit+"^{commit}").Run(); err != nil {
+	have := func() bool {
+		return exec.Command("git", "-C", root, "cat-file", "-e", PreviousReleaseCommit+"^{commit}").Run() == nil
+	}
+	if !have() {
+		// A shallow clone (as some CI systems make) lacks the history:
+		// fetch it from where the clone came from.
+		if out, err := exec.Command("git", "-C", root, "fetch", "--quiet", "--unshallow").CombinedOutput(); err != nil {
+			t.Logf("git fetch --unshallow: %v\n%s", err, out)
+		}
+	}
+	if !have() {
 		Missing(t, fmt.Sprintf("commit %s (%s) in %s's history: a clone with history is needed", PreviousReleaseCommit, PreviousRelease, root))
 	}
 	src, bin := t.TempDir(), t.TempDir()
