@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -530,5 +531,40 @@ func TestInterceptorOutsideServerOptionRefused(t *testing.T) {
 	s.leads.leads.Store(true)
 	if _, err := client(t, s.addr).CreateInstance(testCtx(t), &pb.CreateInstanceRequest{Name: "x"}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A status goes across the relay with its code, message and details; a
+// message that is not valid UTF-8 (which a proto string must be) is mended
+// rather than failing the whole batch's encoding.
+func TestRelayStatusRoundTrip(t *testing.T) {
+	withDetails, _ := status.New(codes.FailedPrecondition, "no").WithDetails(&errdetails.ErrorInfo{Reason: "NOPE"})
+	for _, tc := range []struct {
+		name    string
+		err     error
+		code    codes.Code
+		message string
+		details int
+	}{
+		{"plain", status.Error(codes.NotFound, "gone"), codes.NotFound, "gone", 0},
+		{"details", withDetails.Err(), codes.FailedPrecondition, "no", 1},
+		{"not a status", errors.New("boom"), codes.Unknown, "boom", 0},
+		{"invalid UTF-8", status.Error(codes.InvalidArgument, "bad \xff name"), codes.InvalidArgument, "bad \uFFFD name", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rep := &clusterv1.RelayResponse{Replies: []*clusterv1.RelayReply{{Id: 1, Status: relayStatus(tc.err)}}}
+			b, err := proto.Marshal(rep)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := new(clusterv1.RelayResponse)
+			if err := proto.Unmarshal(b, got); err != nil {
+				t.Fatal(err)
+			}
+			st := status.Convert(statusError(got.Replies[0].Status))
+			if st.Code() != tc.code || st.Message() != tc.message || len(st.Details()) != tc.details {
+				t.Fatalf("came back as %v %q %v", st.Code(), st.Message(), st.Details())
+			}
+		})
 	}
 }
