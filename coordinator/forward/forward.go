@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -29,6 +28,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoregistry"
 
 	"github.com/flotilla-vm/flotilla/coordinator/caller"
+	clusterv1 "github.com/flotilla-vm/flotilla/proto/flotilla/cluster/v1"
 )
 
 // forwardedKey marks a relayed request: a server that is not the leader
@@ -126,7 +126,7 @@ func (f *Forwarder) forwardWrite(ctx context.Context, req proto.Message, method 
 	}
 	// The leader sees this follower as its peer: the caller goes along.
 	who := caller.Relayed(ctx)
-	md := append(relayMetadata(in), caller.Header, who)
+	md := relayMetadata(in)
 	deadline := time.Now().Add(f.wait)
 	for {
 		addr, err := f.leaderAddr(ctx, deadline)
@@ -137,7 +137,7 @@ func (f *Forwarder) forwardWrite(ctx context.Context, req proto.Message, method 
 		if err != nil {
 			return nil, status.Errorf(codes.Unavailable, "connect to leader %s: %v", addr, err)
 		}
-		reply, err := f.relayCall(ctx, addr, conn, method, req, md, mt)
+		reply, err := f.relayCall(ctx, addr, conn, method, req, md, who, mt)
 		if errors.Is(err, errNoRelay) {
 			out := in.Copy()
 			out.Set(forwardedKey, "1")
@@ -218,14 +218,16 @@ func (f *Forwarder) conn(addr string) (*grpc.ClientConn, error) {
 // errNoRelay: the leader serves no relay stream; forward with a unary call.
 var errNoRelay = errors.New("leader serves no relay")
 
-// relayCall forwards one request over the relay stream to the leader at addr.
-func (f *Forwarder) relayCall(ctx context.Context, addr string, conn *grpc.ClientConn, method string, req proto.Message, md []string, mt protoreflect.MessageType) (any, error) {
+// relayCall forwards one request over the relay stream to the leader at
+// addr, with the client's metadata md and the caller who.
+func (f *Forwarder) relayCall(ctx context.Context, addr string, conn *grpc.ClientConn, method string, req proto.Message, md []*clusterv1.MetadataEntry, who string, mt protoreflect.MessageType) (any, error) {
 	payload, err := proto.Marshal(req)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "forward: encode request: %v", err)
 	}
-	rr := relayRequest{method: method, md: md, req: payload}
-	if rr.size() > relayBatchMax {
+	// A new message each time: one sent before may still be being encoded.
+	call := &clusterv1.RelayCall{Method: method, Payload: payload, Metadata: md, Caller: []byte(who)}
+	if entrySize(call) > relayBatchMax {
 		return nil, errNoRelay // too large for a relay message: one unary call
 	}
 	for attempt := 0; ; attempt++ {
@@ -233,9 +235,9 @@ func (f *Forwarder) relayCall(ctx context.Context, addr string, conn *grpc.Clien
 		if err != nil {
 			return nil, err
 		}
-		rep, ok, err := r.call(ctx, rr)
+		rep, ok, err := r.call(ctx, call)
 		if errors.Is(err, errRelayDown) && attempt == 0 {
-			f.dropRelay(addr, r) // it broke before taking the request: a new one may
+			f.dropRelay(addr, r) // it broke before taking the call: a new one may
 			continue
 		}
 		if err != nil {
@@ -248,18 +250,14 @@ func (f *Forwarder) relayCall(ctx context.Context, addr string, conn *grpc.Clien
 			}
 			return nil, status.Errorf(codes.Unavailable, "relay to the leader %s broke: %v", addr, r.err)
 		}
-		if rep.kind == 1 {
-			st := new(spb.Status)
-			if err := proto.Unmarshal(rep.msg, st); err != nil {
-				return nil, status.Errorf(codes.Internal, "forward: decode status: %v", err)
-			}
-			return nil, status.FromProto(st).Err()
+		if rep.Status != nil {
+			return nil, statusError(rep.Status)
 		}
 		if f.passReplies.Load() {
-			return rawReply(rep.msg), nil
+			return rawReply(rep.Payload), nil
 		}
 		reply := mt.New().Interface()
-		if err := proto.Unmarshal(rep.msg, reply); err != nil {
+		if err := proto.Unmarshal(rep.Payload, reply); err != nil {
 			return nil, status.Errorf(codes.Internal, "forward: decode reply: %v", err)
 		}
 		return reply, nil

@@ -2,7 +2,6 @@ package forward
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -11,24 +10,28 @@ import (
 	"sync"
 	"time"
 
+	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/wrapperspb"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/flotilla-vm/flotilla/coordinator/caller"
 	"github.com/flotilla-vm/flotilla/internal/mtls"
+	clusterv1 "github.com/flotilla-vm/flotilla/proto/flotilla/cluster/v1"
 )
 
 // A follower relays writes to the leader over one long-lived stream rather
 // than one unary call each: under load, a unary call per write (its own
 // HTTP/2 stream, headers and trailers, a handler goroutine on each side)
 // cost the follower and the leader more than the write itself. The stream
-// carries batches: each message holds every request (or reply) queued
-// while the previous one was being sent. The leader runs each request on
-// the method's own handler, through the server's unary interceptors (those
+// (clusterv1.RelayService, proto/flotilla/cluster/v1/forward.proto)
+// carries batches: each message holds every call (or reply) queued while
+// the previous one was being sent. The leader runs each call on the
+// method's own handler, through the server's unary interceptors (those
 // given to ServerOption, the forwarder's own excepted), with the client's
 // metadata and what remained of its deadline, as if it had been called
 // directly, and answers with the handler's reply or gRPC status, unchanged.
@@ -36,12 +39,6 @@ import (
 // The stream is no side door: only write methods (those the forwarder was
 // made for) are run, with mutual TLS only a coordinator may open it, and
 // the interceptors run as for a direct call.
-//
-// Messages are google.protobuf.BytesValue, whose bytes are frames:
-//
-//	request: uvarint id | uvarint len | method | uvarint timeout (ns left when sent, 0: none)
-//	         | uvarint pairs | pairs × (uvarint len | key | uvarint len | value) | uvarint len | request
-//	reply:   uvarint id | kind (0: reply, 1: google.rpc.Status) | uvarint len | message
 //
 // The deadline travels as the time left, not as an instant: the leader's
 // clock need not agree with the follower's. The leader counts it from when
@@ -51,10 +48,10 @@ import (
 // A client's cancel is not carried across: once relayed, a write runs to
 // its end (or its deadline) on the leader. Clients retry with the same
 // request_id, which makes that safe.
-const relayMethod = "/flotilla.internal.Relay/Relay"
+const relayMethod = clusterv1.RelayService_Relay_FullMethodName
 
 // Size limits of relay messages, well under gRPC's default 4 MiB limit on
-// a received message. A batch grows to at most relayBatchMax; a request
+// a received message. A batch grows to at most relayBatchMax; a call
 // larger than that alone is forwarded with a unary call instead; a reply
 // larger alone is sent alone, and one over relayReplyMax is replaced by a
 // ResourceExhausted status.
@@ -67,15 +64,6 @@ const (
 // follower's stream; once reached, the leader stops reading the stream and
 // HTTP/2 flow control holds the follower back.
 const relayConcurrency = 256
-
-var relayDesc = grpc.ServiceDesc{
-	ServiceName: "flotilla.internal.Relay",
-	HandlerType: (*any)(nil),
-	Streams: []grpc.StreamDesc{{
-		StreamName: "Relay", ServerStreams: true, ClientStreams: true,
-		Handler: func(srv any, stream grpc.ServerStream) error { return srv.(*Forwarder).serveRelay(stream) },
-	}},
-}
 
 // handler is one registered unary method, callable in-process.
 type handler struct {
@@ -173,26 +161,33 @@ func (r registrar) RegisterService(desc *grpc.ServiceDesc, impl any) {
 
 // RegisterRelay serves the relay stream on s (followers send to it while
 // this server leads).
-func (f *Forwarder) RegisterRelay(s *grpc.Server) { s.RegisterService(&relayDesc, f) }
-
-type relayReply struct {
-	id   uint64
-	kind byte
-	msg  []byte
+func (f *Forwarder) RegisterRelay(s *grpc.Server) {
+	clusterv1.RegisterRelayServiceServer(s, relayServer{f: f})
 }
 
-// serveRelay runs the requests relayed by one follower.
-func (f *Forwarder) serveRelay(stream grpc.ServerStream) error {
+type relayServer struct {
+	clusterv1.UnimplementedRelayServiceServer
+	f *Forwarder
+}
+
+func (s relayServer) Relay(stream clusterv1.RelayService_RelayServer) error {
+	return s.f.serveRelay(stream)
+}
+
+// serveRelay runs the calls relayed by one follower.
+func (f *Forwarder) serveRelay(stream clusterv1.RelayService_RelayServer) error {
 	ctx := stream.Context()
 	if id, ok := mtls.PeerIdentity(ctx); ok && !id.Has(mtls.RoleCoordinator) {
 		return status.Errorf(codes.PermissionDenied, "relay: %q is not a coordinator", id.Name)
 	}
-	replies := make(chan relayReply, 256)
+	replies := make(chan *clusterv1.RelayReply, 256)
 	sem := make(chan struct{}, f.relayLimit)
 	var wg sync.WaitGroup
 	sendErr := make(chan error, 1)
 	go func() {
-		sendErr <- sendBatches(replies, nil, relayBatchMax, func(b []byte) error { return stream.SendMsg(wrapperspb.Bytes(b)) }, appendReply)
+		sendErr <- sendBatches(replies, nil, relayBatchMax, entrySize[*clusterv1.RelayReply], func(b []*clusterv1.RelayReply) error {
+			return stream.Send(&clusterv1.RelayResponse{Replies: b})
+		})
 		for range replies { // the stream is broken: drop the rest, so that no worker blocks
 		}
 	}()
@@ -202,16 +197,15 @@ func (f *Forwarder) serveRelay(stream grpc.ServerStream) error {
 		<-sendErr
 	}()
 	for {
-		in := new(wrapperspb.BytesValue)
-		if err := stream.RecvMsg(in); err != nil {
+		in, err := stream.Recv()
+		if err != nil {
 			if err == io.EOF {
 				return nil // the follower closed its side: it restarts its stream
 			}
 			return err
 		}
 		received := time.Now()
-		b := in.Value
-		for len(b) > 0 {
+		for _, c := range in.Calls {
 			// Take a slot before reading on: when all are taken the
 			// stream is not read, and flow control pushes back.
 			select {
@@ -226,54 +220,53 @@ func (f *Forwarder) serveRelay(stream grpc.ServerStream) error {
 					return status.FromContextError(ctx.Err()).Err()
 				}
 			}
-			var r relayRequest
-			var err error
-			if r, b, err = readRequest(b); err != nil {
-				return status.Errorf(codes.InvalidArgument, "relay: %v", err)
-			}
 			wg.Add(1)
 			f.workers.run(func() {
 				defer wg.Done()
-				replies <- f.runRelayed(ctx, received, r)
+				replies <- f.runRelayed(ctx, received, c)
 				<-sem
 			})
 		}
 	}
 }
 
-// runRelayed runs one relayed request on its method's handler, through
-// the server's interceptors.
-func (f *Forwarder) runRelayed(ctx context.Context, received time.Time, r relayRequest) relayReply {
-	fail := func(err error) relayReply {
-		b, _ := proto.Marshal(status.Convert(err).Proto())
-		return relayReply{id: r.id, kind: 1, msg: b}
+// runRelayed runs one relayed call on its method's handler, through the
+// server's interceptors.
+func (f *Forwarder) runRelayed(ctx context.Context, received time.Time, c *clusterv1.RelayCall) *clusterv1.RelayReply {
+	fail := func(err error) *clusterv1.RelayReply {
+		return &clusterv1.RelayReply{Id: c.Id, Status: relayStatus(err)}
 	}
-	if _, write := f.replies[r.method]; !write {
-		return fail(status.Errorf(codes.PermissionDenied, "relay: %s is not a write method; only writes are relayed", r.method))
+	if _, write := f.replies[c.Method]; !write {
+		return fail(status.Errorf(codes.PermissionDenied, "relay: %s is not a write method; only writes are relayed", c.Method))
 	}
 	if !f.leader.IsLeader() {
 		return fail(refusedForward())
 	}
 	f.hmu.RLock()
-	h, ok := f.handlers[r.method]
+	h, ok := f.handlers[c.Method]
 	chain := f.chain
 	f.hmu.RUnlock()
 	if !ok {
-		return fail(status.Errorf(codes.Unimplemented, "relay: method %s not served here", r.method))
+		return fail(status.Errorf(codes.Unimplemented, "relay: method %s not served here", c.Method))
 	}
-	if r.timeout > 0 {
+	if c.Timeout != nil {
+		left := c.Timeout.AsDuration()
+		if c.Timeout.CheckValid() != nil || left <= 0 {
+			return fail(status.Errorf(codes.InvalidArgument, "relay: bad timeout %v", c.Timeout))
+		}
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, received.Add(r.timeout))
+		ctx, cancel = context.WithDeadline(ctx, received.Add(left))
 		defer cancel()
 	}
-	md := make(metadata.MD, len(r.md)/2+1)
-	for i := 0; i+1 < len(r.md); i += 2 {
-		md[r.md[i]] = append(md[r.md[i]], r.md[i+1])
+	md := make(metadata.MD, len(c.Metadata)+2)
+	for _, e := range c.Metadata {
+		md[e.Key] = append(md[e.Key], string(e.Value))
 	}
 	md[forwardedKey] = []string{"1"}
+	md[caller.Header] = []string{string(c.Caller)}
 	ctx = metadata.NewIncomingContext(ctx, md)
-	ctx = grpc.NewContextWithServerTransportStream(ctx, relayedCall{method: r.method})
-	dec := func(m any) error { return proto.Unmarshal(r.req, m.(proto.Message)) }
+	ctx = grpc.NewContextWithServerTransportStream(ctx, relayedCall{method: c.Method})
+	dec := func(m any) error { return proto.Unmarshal(c.Payload, m.(proto.Message)) }
 	reply, err := h.fn(h.impl, ctx, dec, chain)
 	if err != nil {
 		return fail(err)
@@ -285,7 +278,20 @@ func (f *Forwarder) runRelayed(ctx context.Context, received time.Time, r relayR
 	if len(b) > relayReplyMax {
 		return fail(status.Errorf(codes.ResourceExhausted, "relay: reply of %d bytes too large", len(b)))
 	}
-	return relayReply{id: r.id, kind: 0, msg: b}
+	return &clusterv1.RelayReply{Id: c.Id, Payload: b}
+}
+
+// relayStatus is err's gRPC status, to send. The message is made valid
+// UTF-8: a proto string must be, and one invalid string would fail the
+// whole batch's encoding.
+func relayStatus(err error) *clusterv1.RelayStatus {
+	st := status.Convert(err).Proto()
+	return &clusterv1.RelayStatus{Code: st.Code, Message: strings.ToValidUTF8(st.Message, "\uFFFD"), Details: st.Details}
+}
+
+// statusError is the error a relayed status stands for.
+func statusError(s *clusterv1.RelayStatus) error {
+	return status.FromProto(&spb.Status{Code: s.Code, Message: s.Message, Details: s.Details}).Err()
 }
 
 // relayedCall stands for a relayed request's own call in its context:
@@ -300,17 +306,17 @@ func (relayedCall) SendHeader(metadata.MD) error { return nil }
 func (relayedCall) SetTrailer(metadata.MD) error { return nil }
 
 // relayMetadata is what of a client's incoming metadata goes with its
-// relayed request, as key, value pairs: everything but HTTP/2
-// pseudo-headers, gRPC's own (grpc-*) and hop-by-hop headers, the
-// forwarding mark, and a caller header (the follower adds its own).
-func relayMetadata(in metadata.MD) []string {
-	var kv []string
+// relayed request: everything but HTTP/2 pseudo-headers, gRPC's own
+// (grpc-*) and hop-by-hop headers, the forwarding mark, and a caller header
+// (the follower sends its own).
+func relayMetadata(in metadata.MD) []*clusterv1.MetadataEntry {
+	var kv []*clusterv1.MetadataEntry
 	for k, vs := range in {
 		if !relayedKey(k) {
 			continue
 		}
 		for _, v := range vs {
-			kv = append(kv, k, v)
+			kv = append(kv, &clusterv1.MetadataEntry{Key: k, Value: []byte(v)})
 		}
 	}
 	return kv
@@ -358,154 +364,56 @@ func (w *workers) run(fn func()) {
 	}()
 }
 
-type relayRequest struct {
-	id      uint64
-	method  string
-	timeout time.Duration // left when sent; 0: none
-	md      []string      // key, value pairs
-	req     []byte
-}
-
-// size bounds the encoded size of r.
-func (r relayRequest) size() int {
-	n := 4*binary.MaxVarintLen64 + len(r.method) + len(r.req)
-	for _, s := range r.md {
-		n += binary.MaxVarintLen64 + len(s)
-	}
-	return n
-}
-
-func appendRequest(b []byte, r relayRequest) []byte {
-	b = binary.AppendUvarint(b, r.id)
-	b = appendBytes(b, []byte(r.method))
-	b = binary.AppendUvarint(b, uint64(max(r.timeout, 0)))
-	b = binary.AppendUvarint(b, uint64(len(r.md)/2))
-	for _, s := range r.md[:len(r.md)/2*2] {
-		b = appendBytes(b, []byte(s))
-	}
-	return appendBytes(b, r.req)
-}
-
-func readRequest(b []byte) (r relayRequest, rest []byte, err error) {
-	var m []byte
-	if r.id, b, err = readUvarint(b); err != nil {
-		return r, nil, err
-	}
-	if m, b, err = readBytes(b); err != nil {
-		return r, nil, err
-	}
-	r.method = string(m)
-	var t, pairs uint64
-	if t, b, err = readUvarint(b); err != nil {
-		return r, nil, err
-	}
-	if t > 1<<62 {
-		return r, nil, errors.New("bad timeout")
-	}
-	r.timeout = time.Duration(t)
-	if pairs, b, err = readUvarint(b); err != nil {
-		return r, nil, err
-	}
-	if pairs > uint64(len(b))/2 { // each takes two bytes at least
-		return r, nil, errors.New("truncated metadata")
-	}
-	if pairs > 0 {
-		r.md = make([]string, 0, 2*pairs)
-		for range 2 * pairs {
-			var s []byte
-			if s, b, err = readBytes(b); err != nil {
-				return r, nil, err
-			}
-			r.md = append(r.md, string(s))
-		}
-	}
-	r.req, b, err = readBytes(b)
-	return r, b, err
-}
-
-func appendReply(b []byte, r relayReply) []byte {
-	b = binary.AppendUvarint(b, r.id)
-	b = append(b, r.kind)
-	return appendBytes(b, r.msg)
-}
-
-func readReply(b []byte) (r relayReply, rest []byte, err error) {
-	if r.id, b, err = readUvarint(b); err != nil {
-		return r, nil, err
-	}
-	if len(b) == 0 || b[0] > 1 {
-		return r, nil, errors.New("bad reply kind")
-	}
-	r.kind = b[0]
-	r.msg, b, err = readBytes(b[1:])
-	return r, b, err
-}
-
-func appendBytes(b, v []byte) []byte {
-	b = binary.AppendUvarint(b, uint64(len(v)))
-	return append(b, v...)
-}
-
-func readUvarint(b []byte) (uint64, []byte, error) {
-	v, n := binary.Uvarint(b)
-	if n <= 0 {
-		return 0, nil, errors.New("truncated frame")
-	}
-	return v, b[n:], nil
-}
-
-func readBytes(b []byte) ([]byte, []byte, error) {
-	n, b, err := readUvarint(b)
-	if err != nil {
-		return nil, nil, err
-	}
-	if n > uint64(len(b)) {
-		return nil, nil, errors.New("truncated frame")
-	}
-	return b[:n], b[n:], nil
+// entrySize is what m adds to the encoded message whose repeated field
+// holds it (a RelayRequest's calls, a RelayResponse's replies).
+func entrySize[M proto.Message](m M) int {
+	return protowire.SizeTag(1) + protowire.SizeBytes(proto.Size(m))
 }
 
 // sendBatches sends what arrives on items, everything queued at once in
-// one message of at most limit bytes (an item larger alone is sent alone),
-// until items is closed or stop is. It returns the first send error at
-// once: the stream is broken, and the caller ends it.
-func sendBatches[T any](items <-chan T, stop <-chan struct{}, limit int, send func([]byte) error, appendItem func([]byte, T) []byte) error {
-	var next []byte // an item that did not fit in the last message, encoded
+// one message of at most limit bytes (as size counts them; an item larger
+// alone is sent alone), until items is closed or stop is. It returns the
+// first send error at once: the stream is broken, and the caller ends it.
+func sendBatches[T any](items <-chan T, stop <-chan struct{}, limit int, size func(T) int, send func([]T) error) error {
+	var batch []T
+	var next T // an item that did not fit in the last batch
+	hasNext := false
 	for {
-		b := next
-		next = nil
-		if b == nil {
+		if !hasNext {
 			select {
 			case v, ok := <-items:
 				if !ok {
 					return nil
 				}
-				b = appendItem(nil, v)
+				next = v
 			case <-stop:
 				return nil
 			}
 		}
+		batch, hasNext = append(batch[:0], next), false
+		n := size(next)
 		closed := false
 	more:
-		for len(b) < limit {
+		for n < limit {
 			select {
 			case v, ok := <-items:
 				if !ok {
 					closed = true
 					break more
 				}
-				n := len(b)
-				b = appendItem(b, v)
-				if len(b) > limit {
-					next = append([]byte(nil), b[n:]...)
-					b = b[:n]
+				if s := size(v); n+s > limit {
+					next, hasNext = v, true
 					break more
+				} else {
+					batch, n = append(batch, v), n+s
 				}
 			default:
 				break more
 			}
 		}
-		if err := send(b); err != nil {
+		err := send(batch)
+		clear(batch) // keep no sent item alive
+		if err != nil {
 			return err
 		}
 		if closed {
@@ -516,13 +424,13 @@ func sendBatches[T any](items <-chan T, stop <-chan struct{}, limit int, send fu
 
 // relay is a follower's stream to one leader.
 type relay struct {
-	queue chan relayRequest
+	queue chan *clusterv1.RelayCall
 	done  chan struct{} // closed when the stream ends
 	err   error         // why, once done
 
 	mu      sync.Mutex
 	nextID  uint64
-	pending map[uint64]chan relayReply
+	pending map[uint64]chan *clusterv1.RelayReply
 }
 
 // errRelaySend marks a relay ended by a failed send.
@@ -533,7 +441,7 @@ var errRelaySend = errors.New("relay send failed")
 func openRelay(ctx, base context.Context, conn *grpc.ClientConn) (*relay, error) {
 	sctx, cancel := context.WithCancelCause(base)
 	stop := context.AfterFunc(ctx, func() { cancel(context.Cause(ctx)) })
-	stream, err := conn.NewStream(sctx, &relayDesc.Streams[0], relayMethod)
+	stream, err := clusterv1.NewRelayServiceClient(conn).Relay(sctx)
 	if !stop() { // the caller's context ended while opening
 		cancel(nil)
 		return nil, status.FromContextError(ctx.Err()).Err()
@@ -546,10 +454,12 @@ func openRelay(ctx, base context.Context, conn *grpc.ClientConn) (*relay, error)
 }
 
 // startRelay runs a relay on stream, which lives in ctx; cancel ends it.
-func startRelay(ctx context.Context, cancel context.CancelCauseFunc, stream grpc.ClientStream) *relay {
-	r := &relay{queue: make(chan relayRequest, 1024), done: make(chan struct{}), pending: map[uint64]chan relayReply{}}
+func startRelay(ctx context.Context, cancel context.CancelCauseFunc, stream clusterv1.RelayService_RelayClient) *relay {
+	r := &relay{queue: make(chan *clusterv1.RelayCall, 1024), done: make(chan struct{}), pending: map[uint64]chan *clusterv1.RelayReply{}}
 	go func() {
-		err := sendBatches(r.queue, r.done, relayBatchMax, func(b []byte) error { return stream.SendMsg(wrapperspb.Bytes(b)) }, appendRequest)
+		err := sendBatches(r.queue, r.done, relayBatchMax, entrySize[*clusterv1.RelayCall], func(b []*clusterv1.RelayCall) error {
+			return stream.Send(&clusterv1.RelayRequest{Calls: b})
+		})
 		if err != nil && err != io.EOF { // io.EOF: the stream has ended; the receiver learns why
 			// End the stream: the receiver then ends the relay, and
 			// every waiting caller learns it at once.
@@ -575,22 +485,16 @@ func startRelay(ctx context.Context, cancel context.CancelCauseFunc, stream grpc
 	return r
 }
 
-func (r *relay) receive(stream grpc.ClientStream) error {
+func (r *relay) receive(stream clusterv1.RelayService_RelayClient) error {
 	for {
-		in := new(wrapperspb.BytesValue)
-		if err := stream.RecvMsg(in); err != nil {
+		in, err := stream.Recv()
+		if err != nil {
 			return err
 		}
-		b := in.Value
-		for len(b) > 0 {
-			var rep relayReply
-			var err error
-			if rep, b, err = readReply(b); err != nil {
-				return fmt.Errorf("relay reply: %w", err)
-			}
+		for _, rep := range in.Replies {
 			r.mu.Lock()
-			ch := r.pending[rep.id]
-			delete(r.pending, rep.id)
+			ch := r.pending[rep.Id]
+			delete(r.pending, rep.Id)
 			r.mu.Unlock()
 			if ch != nil {
 				ch <- rep
@@ -599,43 +503,44 @@ func (r *relay) receive(stream grpc.ClientStream) error {
 	}
 }
 
-// errRelayDown: the relay had ended before the request was handed to it.
+// errRelayDown: the relay had ended before the call was handed to it.
 var errRelayDown = errors.New("relay stream ended")
 
-// call relays one request and waits for its reply. ok is false if the
-// stream broke after the request was handed to it (it may or may not have
-// run); err is errRelayDown if it broke before.
-func (r *relay) call(ctx context.Context, req relayRequest) (rep relayReply, ok bool, err error) {
+// call relays c and waits for its reply. ok is false if the stream broke
+// after c was handed to it (it may or may not have run); err is
+// errRelayDown if it broke before. call sets c's id and timeout.
+func (r *relay) call(ctx context.Context, c *clusterv1.RelayCall) (rep *clusterv1.RelayReply, ok bool, err error) {
 	if d, has := ctx.Deadline(); has {
-		req.timeout = time.Until(d)
-		if req.timeout <= 0 {
-			return rep, false, status.Error(codes.DeadlineExceeded, context.DeadlineExceeded.Error())
+		left := time.Until(d)
+		if left <= 0 {
+			return nil, false, status.Error(codes.DeadlineExceeded, context.DeadlineExceeded.Error())
 		}
+		c.Timeout = durationpb.New(left)
 	}
-	ch := make(chan relayReply, 1)
+	ch := make(chan *clusterv1.RelayReply, 1)
 	r.mu.Lock()
 	if r.pending == nil {
 		r.mu.Unlock()
-		return rep, false, errRelayDown
+		return nil, false, errRelayDown
 	}
 	r.nextID++
-	req.id = r.nextID
-	r.pending[req.id] = ch
+	c.Id = r.nextID
+	r.pending[c.Id] = ch
 	r.mu.Unlock()
 	select {
-	case r.queue <- req:
+	case r.queue <- c:
 	case <-r.done:
-		return rep, false, errRelayDown
+		return nil, false, errRelayDown
 	case <-ctx.Done():
-		r.forget(req.id)
-		return rep, false, status.FromContextError(ctx.Err()).Err()
+		r.forget(c.Id)
+		return nil, false, status.FromContextError(ctx.Err()).Err()
 	}
 	select {
 	case rep, ok = <-ch:
 		return rep, ok, nil
 	case <-ctx.Done():
-		r.forget(req.id)
-		return rep, false, status.FromContextError(ctx.Err()).Err()
+		r.forget(c.Id)
+		return nil, false, status.FromContextError(ctx.Err()).Err()
 	}
 }
 

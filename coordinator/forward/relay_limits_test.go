@@ -4,14 +4,16 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	spb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -19,9 +21,10 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/wrapperspb"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/flotilla-vm/flotilla/internal/mtls"
+	clusterv1 "github.com/flotilla-vm/flotilla/proto/flotilla/cluster/v1"
 	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
 
@@ -34,7 +37,7 @@ func testCtx(t *testing.T) context.Context {
 
 // rawRelay opens a relay stream to addr by hand, as a follower (or anyone)
 // could.
-func rawRelay(t *testing.T, ctx context.Context, addr string, dial ...grpc.DialOption) grpc.ClientStream {
+func rawRelay(t *testing.T, ctx context.Context, addr string, dial ...grpc.DialOption) clusterv1.RelayService_RelayClient {
 	t.Helper()
 	if len(dial) == 0 {
 		dial = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
@@ -44,37 +47,33 @@ func rawRelay(t *testing.T, ctx context.Context, addr string, dial ...grpc.DialO
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	stream, err := conn.NewStream(ctx, &relayDesc.Streams[0], relayMethod)
+	stream, err := clusterv1.NewRelayServiceClient(conn).Relay(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return stream
 }
 
-// relayOne sends r on stream and returns its reply, or the stream's error.
-func relayOne(stream grpc.ClientStream, r relayRequest) (proto.Message, error) {
-	// A stream the server already ended fails SendMsg with io.EOF; its
-	// status is what RecvMsg returns.
-	if err := stream.SendMsg(wrapperspb.Bytes(appendRequest(nil, r))); err != nil && err != io.EOF {
+// relayOne sends c on stream and returns its reply, or the stream's error.
+func relayOne(stream clusterv1.RelayService_RelayClient, c *clusterv1.RelayCall) (proto.Message, error) {
+	// A stream the server already ended fails Send with io.EOF; its
+	// status is what Recv returns.
+	if err := stream.Send(&clusterv1.RelayRequest{Calls: []*clusterv1.RelayCall{c}}); err != nil && err != io.EOF {
 		return nil, err
 	}
-	in := new(wrapperspb.BytesValue)
-	if err := stream.RecvMsg(in); err != nil {
-		return nil, err
-	}
-	rep, _, err := readReply(in.Value)
+	in, err := stream.Recv()
 	if err != nil {
 		return nil, err
 	}
-	if rep.kind == 1 {
-		st := new(spb.Status)
-		if err := proto.Unmarshal(rep.msg, st); err != nil {
-			return nil, err
-		}
-		return nil, status.FromProto(st).Err()
+	if len(in.Replies) != 1 || in.Replies[0].Id != c.Id {
+		return nil, fmt.Errorf("replies %v to call %d", in.Replies, c.Id)
+	}
+	rep := in.Replies[0]
+	if rep.Status != nil {
+		return nil, statusError(rep.Status)
 	}
 	op := new(pb.Operation)
-	return op, proto.Unmarshal(rep.msg, op)
+	return op, proto.Unmarshal(rep.Payload, op)
 }
 
 func createRequest(t *testing.T, name string) []byte {
@@ -97,7 +96,7 @@ func TestRelayDeadlineIsTimeLeft(t *testing.T) {
 	stream := rawRelay(t, sctx, leader.addr)
 	const left = 10 * time.Second
 	before := time.Now()
-	if _, err := relayOne(stream, relayRequest{id: 1, method: pb.InstanceService_CreateInstance_FullMethodName, timeout: left, req: createRequest(t, "deadline")}); err != nil {
+	if _, err := relayOne(stream, &clusterv1.RelayCall{Id: 1, Method: pb.InstanceService_CreateInstance_FullMethodName, Timeout: durationpb.New(left), Payload: createRequest(t, "deadline")}); err != nil {
 		t.Fatal(err)
 	}
 	after := time.Now()
@@ -228,13 +227,13 @@ func TestRelayRefusesReads(t *testing.T) {
 	stream := rawRelay(t, testCtx(t), leader.addr)
 	req, _ := proto.Marshal(&pb.GetInstanceRequest{Id: "x"})
 	for _, m := range []string{pb.InstanceService_GetInstance_FullMethodName, pb.InstanceService_ListInstances_FullMethodName, "/grpc.health.v1.Health/Check"} {
-		_, err := relayOne(stream, relayRequest{id: 1, method: m, req: req})
+		_, err := relayOne(stream, &clusterv1.RelayCall{Id: 1, Method: m, Payload: req})
 		if status.Code(err) != codes.PermissionDenied {
 			t.Fatalf("%s relayed: %v", m, err)
 		}
 	}
 	// The stream still serves writes.
-	if _, err := relayOne(stream, relayRequest{id: 2, method: pb.InstanceService_CreateInstance_FullMethodName, req: createRequest(t, "w")}); err != nil {
+	if _, err := relayOne(stream, &clusterv1.RelayCall{Id: 2, Method: pb.InstanceService_CreateInstance_FullMethodName, Payload: createRequest(t, "w")}); err != nil {
 		t.Fatal(err)
 	}
 	leader.fwd.hmu.RLock()
@@ -276,7 +275,7 @@ func TestRelayMutualTLSCoordinatorsOnly(t *testing.T) {
 
 	for _, dial := range []grpc.DialOption{operatorDial, agentDial} {
 		stream := rawRelay(t, testCtx(t), leader.addr, dial)
-		_, err := relayOne(stream, relayRequest{id: 1, method: pb.InstanceService_CreateInstance_FullMethodName, req: createRequest(t, "sneak")})
+		_, err := relayOne(stream, &clusterv1.RelayCall{Id: 1, Method: pb.InstanceService_CreateInstance_FullMethodName, Payload: createRequest(t, "sneak")})
 		if status.Code(err) != codes.PermissionDenied {
 			t.Fatalf("a non-coordinator's relay: %v", err)
 		}
@@ -464,7 +463,7 @@ func TestRelayReceiveErrorEndsStream(t *testing.T) {
 	leader := startServer(t, "leader")
 	leader.leads.leads.Store(true)
 	stream := rawRelay(t, testCtx(t), leader.addr)
-	_, err := relayOne(stream, relayRequest{id: 1, method: pb.InstanceService_CreateInstance_FullMethodName, req: make([]byte, 5<<20)})
+	_, err := relayOne(stream, &clusterv1.RelayCall{Id: 1, Method: pb.InstanceService_CreateInstance_FullMethodName, Payload: make([]byte, 5<<20)})
 	if status.Code(err) != codes.ResourceExhausted {
 		t.Fatalf("oversized message: %v", err)
 	}
@@ -475,48 +474,44 @@ func TestRelayReceiveErrorEndsStream(t *testing.T) {
 func TestSendBatchesLimit(t *testing.T) {
 	const limit = 1000
 	sizes := []int{300, 300, 300, 300, 2500, 10, 999, 1, 400, 400, 400}
-	items := make(chan []byte, len(sizes))
-	for i, n := range sizes {
-		items <- bytes.Repeat([]byte{byte(i)}, n)
+	items := make(chan int, len(sizes))
+	for _, n := range sizes {
+		items <- n
 	}
 	close(items)
-	var got [][]byte
-	var msgs []int
-	err := sendBatches(items, nil, limit, func(b []byte) error {
-		msgs = append(msgs, len(b))
-		for len(b) > 0 {
-			n := bytes.IndexFunc(b, func(r rune) bool { return r != rune(b[0]) })
-			if n < 0 {
-				n = len(b)
-			}
-			got = append(got, b[:n])
-			b = b[n:]
-		}
+	size := func(n int) int { return n }
+	var got []int
+	var msgs [][]int
+	err := sendBatches(items, nil, limit, size, func(b []int) error {
+		msgs = append(msgs, slices.Clone(b))
+		got = append(got, b...)
 		return nil
-	}, func(b, v []byte) []byte { return append(b, v...) })
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, n := range msgs {
-		if n > limit && n != 2500 {
+	for _, m := range msgs {
+		if n := sum(m); n > limit && len(m) > 1 {
 			t.Fatalf("message of %d bytes, limit %d: %v", n, limit, msgs)
 		}
 	}
-	if len(got) != len(sizes) {
-		t.Fatalf("got %d items, want %d (messages %v)", len(got), len(sizes), msgs)
-	}
-	for i, b := range got {
-		if len(b) != sizes[i] || b[0] != byte(i) {
-			t.Fatalf("item %d: %d bytes of %d", i, len(b), b[0])
-		}
+	if !slices.Equal(got, sizes) {
+		t.Fatalf("got %v, want %v (messages %v)", got, sizes, msgs)
 	}
 	// A send error is returned at once.
-	items = make(chan []byte, 2)
-	items <- []byte("a")
-	items <- []byte("b")
-	if err := sendBatches(items, nil, limit, func([]byte) error { return errors.New("boom") }, func(b, v []byte) []byte { return append(b, v...) }); err == nil {
+	items = make(chan int, 2)
+	items <- 1
+	items <- 2
+	if err := sendBatches(items, nil, limit, size, func([]int) error { return errors.New("boom") }); err == nil {
 		t.Fatal("send error not returned")
 	}
+}
+
+func sum(ns []int) (s int) {
+	for _, n := range ns {
+		s += n
+	}
+	return s
 }
 
 // A server with a unary interceptor that did not go through ServerOption
@@ -536,5 +531,40 @@ func TestInterceptorOutsideServerOptionRefused(t *testing.T) {
 	s.leads.leads.Store(true)
 	if _, err := client(t, s.addr).CreateInstance(testCtx(t), &pb.CreateInstanceRequest{Name: "x"}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A status goes across the relay with its code, message and details; a
+// message that is not valid UTF-8 (which a proto string must be) is mended
+// rather than failing the whole batch's encoding.
+func TestRelayStatusRoundTrip(t *testing.T) {
+	withDetails, _ := status.New(codes.FailedPrecondition, "no").WithDetails(&errdetails.ErrorInfo{Reason: "NOPE"})
+	for _, tc := range []struct {
+		name    string
+		err     error
+		code    codes.Code
+		message string
+		details int
+	}{
+		{"plain", status.Error(codes.NotFound, "gone"), codes.NotFound, "gone", 0},
+		{"details", withDetails.Err(), codes.FailedPrecondition, "no", 1},
+		{"not a status", errors.New("boom"), codes.Unknown, "boom", 0},
+		{"invalid UTF-8", status.Error(codes.InvalidArgument, "bad \xff name"), codes.InvalidArgument, "bad \uFFFD name", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rep := &clusterv1.RelayResponse{Replies: []*clusterv1.RelayReply{{Id: 1, Status: relayStatus(tc.err)}}}
+			b, err := proto.Marshal(rep)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := new(clusterv1.RelayResponse)
+			if err := proto.Unmarshal(b, got); err != nil {
+				t.Fatal(err)
+			}
+			st := status.Convert(statusError(got.Replies[0].Status))
+			if st.Code() != tc.code || st.Message() != tc.message || len(st.Details()) != tc.details {
+				t.Fatalf("came back as %v %q %v", st.Code(), st.Message(), st.Details())
+			}
+		})
 	}
 }

@@ -90,7 +90,7 @@ type server struct {
 	fwd   *Forwarder
 }
 
-func startServer(t *testing.T, name string) *server {
+func startServer(t testing.TB, name string) *server {
 	return startServerWith(t, name, serverConfig{})
 }
 
@@ -107,7 +107,7 @@ type serverConfig struct {
 	decodeReplies bool
 }
 
-func startServerWith(t *testing.T, name string, cfg serverConfig) *server {
+func startServerWith(t testing.TB, name string, cfg serverConfig) *server {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -133,7 +133,7 @@ func startServerWith(t *testing.T, name string, cfg serverConfig) *server {
 	return s
 }
 
-func client(t *testing.T, addr string) pb.InstanceServiceClient {
+func client(t testing.TB, addr string) pb.InstanceServiceClient {
 	t.Helper()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
