@@ -54,7 +54,7 @@ type Forwarder struct {
 	mu     sync.Mutex
 	conns  map[string]*grpc.ClientConn
 	relays map[string]*relaySlot // leader API address -> relay stream to it
-	unary  map[string]bool       // leaders that serve no relay: forward one call each
+	unary  map[string]time.Time  // leaders that served no relay, since when: forward one call each
 
 	hmu           sync.RWMutex
 	handlers      map[string]handler          // write method -> handler, for relayed requests
@@ -80,7 +80,7 @@ type relaySlot struct {
 // long a write waits for a leader to be known during an election.
 func New(leader Leader, methods []string, wait time.Duration, log *slog.Logger, dial ...grpc.DialOption) (*Forwarder, error) {
 	f := &Forwarder{leader: leader, replies: map[string]protoreflect.MessageType{}, wait: wait, log: log, conns: map[string]*grpc.ClientConn{},
-		relays: map[string]*relaySlot{}, unary: map[string]bool{}, handlers: map[string]handler{}, workers: workers{idle: make(chan func())},
+		relays: map[string]*relaySlot{}, unary: map[string]time.Time{}, handlers: map[string]handler{}, workers: workers{idle: make(chan func())},
 		relayLimit: relayConcurrency}
 	f.base, f.stop = context.WithCancel(context.Background())
 	if len(dial) == 0 {
@@ -270,9 +270,12 @@ func (f *Forwarder) relayCall(ctx context.Context, addr string, conn *grpc.Clien
 func (f *Forwarder) relayTo(ctx context.Context, addr string, conn *grpc.ClientConn) (*relay, error) {
 	for {
 		f.mu.Lock()
-		if f.unary[addr] {
-			f.mu.Unlock()
-			return nil, errNoRelay
+		if since, ok := f.unary[addr]; ok {
+			if time.Since(since) < unaryRetry {
+				f.mu.Unlock()
+				return nil, errNoRelay
+			}
+			delete(f.unary, addr) // it may have been upgraded in place: try again
 		}
 		if s := f.relays[addr]; s != nil {
 			select {
@@ -327,9 +330,15 @@ func (f *Forwarder) dropRelay(addr string, r *relay) {
 		delete(f.relays, addr)
 	}
 	if r.broken() && status.Code(r.err) == codes.Unimplemented {
-		f.unary[addr] = true
+		f.unary[addr] = time.Now()
 	}
 }
+
+// unaryRetry is how long a leader that served no relay (a server of an
+// older release, during a rolling upgrade) is sent one call per write
+// before its relay is tried again: it may have been upgraded since, at the
+// same address.
+const unaryRetry = time.Minute
 
 // Close closes the connections to leaders.
 func (f *Forwarder) Close() {
