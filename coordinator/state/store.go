@@ -146,7 +146,7 @@ func (s *Store) Instance(id string) (Instance, error) {
 	if !ok {
 		return Instance{}, fmt.Errorf("instance %q: %w", id, ErrNotFound)
 	}
-	return *i, nil
+	return *i.clone(), nil
 }
 
 // Usage returns an instance's billing-class history (shared: read it,
@@ -248,7 +248,7 @@ func (s *Store) Instances() ([]Instance, int64) {
 	defer s.mu.RUnlock()
 	out := make([]Instance, 0, len(s.instances))
 	for _, i := range s.instances {
-		out = append(out, *i)
+		out = append(out, *i.clone())
 	}
 	sort.Slice(out, func(a, b int) bool { return out[a].ID < out[b].ID })
 	return out, s.rev
@@ -262,7 +262,7 @@ func (s *Store) Operation(id string) (Operation, error) {
 	if !ok {
 		return Operation{}, fmt.Errorf("operation %q: %w", id, ErrNotFound)
 	}
-	return *o, nil
+	return *o.clone(), nil
 }
 
 // Operations returns copies of operations, newest first, optionally only
@@ -273,12 +273,12 @@ func (s *Store) Operations(instanceID string) ([]Operation, int64) {
 	var out []Operation
 	if instanceID != "" {
 		for _, id := range s.byInst[instanceID] {
-			out = append(out, *s.ops[id])
+			out = append(out, *s.ops[id].clone())
 		}
 	} else {
 		out = make([]Operation, 0, len(s.ops))
 		for _, o := range s.ops {
-			out = append(out, *o)
+			out = append(out, *o.clone())
 		}
 	}
 	sort.Slice(out, func(a, b int) bool { return out[a].Seq > out[b].Seq })
@@ -294,7 +294,7 @@ func (s *Store) OpenOperations() []Operation {
 	var out []Operation
 	for _, o := range s.ops {
 		if !o.State.Done() {
-			out = append(out, *o)
+			out = append(out, *o.clone())
 		}
 	}
 	sort.Slice(out, func(a, b int) bool { return out[a].Seq < out[b].Seq })
@@ -309,7 +309,7 @@ func (s *Store) Host(id string) (Host, error) {
 	if !ok {
 		return Host{}, fmt.Errorf("host %q: %w", id, ErrNotFound)
 	}
-	return cloneHost(h), nil
+	return *h.clone(), nil
 }
 
 // Hosts returns copies of all hosts ordered by id, and the revision they reflect.
@@ -318,7 +318,7 @@ func (s *Store) Hosts() ([]Host, int64) {
 	defer s.mu.RUnlock()
 	out := make([]Host, 0, len(s.hosts))
 	for _, h := range s.hosts {
-		out = append(out, cloneHost(h))
+		out = append(out, *h.clone())
 	}
 	sort.Slice(out, func(a, b int) bool { return out[a].ID < out[b].ID })
 	return out, s.rev
@@ -343,7 +343,7 @@ func (s *Store) OperationByRequest(requestID string) (Operation, bool) {
 	if !ok {
 		return Operation{}, false
 	}
-	return *s.ops[id], true
+	return *s.ops[id].clone(), true
 }
 
 // Since returns the instance changes after rev, a channel closed at the next
@@ -358,7 +358,7 @@ func (s *Store) Since(rev int64) ([]Event, <-chan struct{}, int64, error) {
 	i := sort.Search(len(s.history), func(i int) bool { return s.history[i].Revision > rev })
 	out := make([]Event, len(s.history)-i)
 	for j, c := range s.history[i:] {
-		out[j] = Event{Revision: c.Revision, Instance: *c.Instance}
+		out[j] = Event{Revision: c.Revision, Instance: *c.Instance.clone()}
 	}
 	return out, s.changedLocked(), s.rev, nil
 }
@@ -371,18 +371,6 @@ func (s *Store) Since(rev int64) ([]Event, <-chan struct{}, int64, error) {
 type change struct {
 	Revision int64
 	Instance *Instance
-}
-
-func cloneHost(h *Host) Host {
-	c := *h
-	c.Orphans = append([]string(nil), h.Orphans...)
-	if h.Labels != nil {
-		c.Labels = make(map[string]string, len(h.Labels))
-		for k, v := range h.Labels {
-			c.Labels[k] = v
-		}
-	}
-	return c
 }
 
 func sortOpsBySeq(ops []*Operation) {

@@ -74,7 +74,7 @@ func freesRoom(old, now *Instance) bool {
 	if !counts(old) {
 		return false // it took nothing: nothing was released
 	}
-	return !counts(now) || now.HostID != old.HostID || now.MoveTarget != old.MoveTarget || now.Resize != old.Resize ||
+	return !counts(now) || now.HostID != old.HostID || now.MoveTarget != old.MoveTarget || !equalPtr(now.Resize, old.Resize) ||
 		now.Spec != old.Spec || now.Placement.Group != old.Placement.Group
 }
 
@@ -99,7 +99,7 @@ func (s *Store) Waiting(since int64) (insts []Instance, all bool, rev int64) {
 		}
 		op := s.ops[a.opID]
 		if i, ok := s.instances[op.InstanceID]; ok && i.CurrentOp == op.ID {
-			insts = append(insts, *i)
+			insts = append(insts, *i.clone())
 		}
 	}
 	// Arrivals are in acceptance order; stable, so each class stays oldest first.
@@ -117,7 +117,7 @@ func (s *Store) HostedOperations() []Operation {
 	defer s.mu.RUnlock()
 	out := make([]Operation, 0, len(s.hosted))
 	for id := range s.hosted {
-		out = append(out, *s.ops[id])
+		out = append(out, *s.ops[id].clone())
 	}
 	sort.Slice(out, func(a, b int) bool { return out[a].Seq < out[b].Seq })
 	return out
