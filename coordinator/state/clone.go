@@ -24,10 +24,13 @@ func (i *Instance) clone() *Instance {
 	return &c
 }
 
-func (o *Operation) clone() *Operation {
+func (o *Operation) clone() *Operation { return o.cloneWith(CloneSteps(o.Steps)) }
+
+// cloneWith is clone with steps for the copy's steps.
+func (o *Operation) cloneWith(steps []Step) *Operation {
 	c := *o
 	c.Fault = clonePtr(o.Fault)
-	c.Steps = CloneSteps(o.Steps)
+	c.Steps = steps
 	c.Update = o.Update.clone()
 	c.Resize = clonePtr(o.Resize)
 	c.RequestedBy = o.RequestedBy.clone()

@@ -227,7 +227,8 @@ func (s *Store) Restore(r io.Reader) error {
 	return nil
 }
 
-// Load replaces the whole state with snap's; the store keeps its records.
+// Load replaces the whole state with snap's; the store keeps its records
+// (and may intern their steps, see InternSteps): the caller hands them over.
 func (s *Store) Load(snap *Snapshot) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -241,6 +242,9 @@ func (s *Store) Load(snap *Snapshot) {
 	ops := append([]*Operation(nil), snap.Ops...)
 	sortOpsBySeq(ops)
 	for _, o := range ops {
+		if s.intern != nil {
+			s.intern(o)
+		}
 		s.ops[o.ID] = o
 		s.byInst[o.InstanceID] = append(s.byInst[o.InstanceID], o.ID)
 		s.indexOpLocked(o, s.rev)

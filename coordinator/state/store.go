@@ -53,6 +53,39 @@ type Store struct {
 	changed    chan struct{} // closed on the next commit once handed out (see notify)
 	handedOut  atomic.Bool   // changed was handed to a reader since it was made
 	tx         Tx            // the transaction of the entry being applied, reused
+	intern     func(*Operation)
+	scratch    Operation // internedClone's
+}
+
+// InternSteps installs fn, called on every operation as it is put (to be
+// committed) or loaded, to replace its steps by an equal array it shares
+// with others (the plan of its kind, while the operation has not begun).
+// fn may replace the operation's Steps, nothing else, and must never write
+// into either array. Stored records are never written, every read copies
+// them, so sharing is safe whether or not fn shares anything; it only
+// saves memory (and, at Put, the copy of the steps).
+func (s *Store) InternSteps(fn func(*Operation)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.intern = fn
+}
+
+// internedClone is o's clone, with its steps interned if they can be; the
+// caller holds s.mu for writing.
+func (s *Store) internedClone(o *Operation) *Operation {
+	if s.intern == nil || len(o.Steps) == 0 {
+		return o.clone()
+	}
+	// The hook is given a scratch copy, reused: a fresh one per Put would
+	// escape to the heap.
+	s.scratch = *o
+	s.intern(&s.scratch)
+	steps := s.scratch.Steps
+	s.scratch = Operation{}
+	if len(steps) > 0 && &steps[0] != &o.Steps[0] {
+		return o.cloneWith(steps)
+	}
+	return o.clone()
 }
 
 // New returns an empty store that keeps limit instance changes for watchers.

@@ -197,7 +197,7 @@ func (tx *Tx) Operation(id string) (*Operation, bool) {
 // PutOperation stages a copy of an operation (o stays the caller's); a
 // new one gets the next sequence number.
 func (tx *Tx) PutOperation(o *Operation) {
-	c := o.clone()
+	c := tx.s.internedClone(o)
 	if _, staged := tx.ops[o.ID]; !staged {
 		if _, existed := tx.s.ops[o.ID]; !existed {
 			tx.s.seq++
