@@ -232,12 +232,11 @@ func (s *Store) Restore(r io.Reader) error {
 func (s *Store) Load(snap *Snapshot) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.reset()
-	s.rev, s.seq, s.floor, s.logVersion = snap.Revision, snap.Seq, snap.Floor, snap.LogVersion
+	s.reset(snap.Revision)
+	s.seq, s.floor, s.logVersion = snap.Seq, snap.Floor, snap.LogVersion
 	for _, i := range snap.Instances {
 		s.instances[i.ID] = i
-		s.placeLocked(nil, i)
-		s.indexInstanceLocked(i)
+		s.indexInstance(nil, i, s.rev)
 	}
 	ops := append([]*Operation(nil), snap.Ops...)
 	sortOpsBySeq(ops)
@@ -246,12 +245,11 @@ func (s *Store) Load(snap *Snapshot) {
 			s.intern(o)
 		}
 		s.ops[o.ID] = o
-		s.byInst[o.InstanceID] = append(s.byInst[o.InstanceID], o.ID)
-		s.indexOpLocked(o, s.rev)
+		s.indexOperation(nil, o, s.rev)
 	}
-	s.roomRev = s.rev // anything may have changed: every waiting instance is worth a try
 	for _, h := range snap.Hosts {
 		s.hosts[h.ID] = h
+		s.indexHost(nil, h, s.rev)
 	}
 	for k, v := range snap.Requests {
 		s.requests[k] = v

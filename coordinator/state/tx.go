@@ -56,20 +56,19 @@ func (s *Store) Update(now time.Time, fn func(tx *Tx) error) error {
 		}
 	}
 	for id, o := range tx.ops {
-		if _, existed := s.ops[id]; !existed {
-			s.byInst[o.InstanceID] = append(s.byInst[o.InstanceID], id)
-		}
+		old := s.ops[id]
 		o.Revision = rev
 		s.ops[id] = o
-		s.indexOpLocked(o, rev)
+		s.indexOperation(old, o, rev)
 	}
 	for k, v := range tx.requests {
 		s.requests[k] = v
 	}
 	for id, h := range tx.hosts {
+		old := s.hosts[id]
 		h.ModifyRev = rev
 		s.hosts[id] = h
-		s.roomRev = rev // registered, up, down, cordoned, resized: placement may differ now
+		s.indexHost(old, h, rev)
 	}
 	for id, v := range tx.servers {
 		if v == nil {
@@ -89,12 +88,9 @@ func (s *Store) Update(now time.Time, fn func(tx *Tx) error) error {
 		}
 		i.ModifyRev = rev
 		i.UpdateTime = now
-		if freesRoom(s.instances[id], i) {
-			s.roomRev = rev
-		}
-		s.placeLocked(s.instances[id], i)
-		s.indexInstanceLocked(i)
-		s.meterLocked(s.instances[id], i, now)
+		old := s.instances[id]
+		s.indexInstance(old, i, rev)
+		s.meterLocked(old, i, now)
 		s.instances[id] = i
 		s.history = append(s.history, change{Revision: rev, Instance: i})
 	}
@@ -244,7 +240,7 @@ func (tx *Tx) InstancesOnHost(hostID string) []*Instance {
 			out = append(out, i.clone())
 		}
 	}
-	for id := range tx.s.onHost[hostID] {
+	for id := range tx.s.placed.onHost[hostID] {
 		if !seen[id] {
 			out = append(out, tx.s.instances[id].clone())
 		}
@@ -275,7 +271,7 @@ func (tx *Tx) DeleteServer(id string) { tx.servers[id] = nil }
 // O(instances on the host)).
 func (tx *Tx) HostLoad(hostID string) HostLoad {
 	out := HostLoad{Groups: map[string]int{}, Preemptible: map[string]Instance{}}
-	if l, ok := tx.s.load[hostID]; ok {
+	if l, ok := tx.s.placed.load[hostID]; ok {
 		out.Allocated = l.Allocated
 		for g, n := range l.Groups {
 			out.Groups[g] = n
