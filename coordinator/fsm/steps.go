@@ -91,23 +91,23 @@ func plansOf(kind lifecycle.OpKind) [][]state.Step {
 	return v.([][]state.Step)
 }
 
-// internSteps replaces an operation's steps, as the store takes it in (a
-// Put, a restore), by its kind's shared plan when they are equal (it has
-// not begun): most
-// creates wait for capacity or for their first dispatch with the plan
-// untouched, and a copy each was a sixth of what the state held per
-// create. Stored records are never written (the store copies on every
-// read), so the sharing cannot leak a change between operations.
-func internSteps(op *state.Operation) {
-	if len(op.Steps) == 0 || op.Steps[0].State != state.StepPending {
-		return
+// internSteps returns, for the store to keep instead of a copy, the shared
+// plan of kind when it equals an operation's steps (the operation has not
+// begun), else nil: most creates wait for capacity or for their first
+// dispatch with the plan untouched, and a copy each was a sixth of what
+// the state held per create. Stored records are never written (the store
+// copies on every read), so the sharing cannot leak a change between
+// operations.
+func internSteps(kind lifecycle.OpKind, steps []state.Step) []state.Step {
+	if len(steps) == 0 || steps[0].State != state.StepPending {
+		return nil
 	}
-	for _, p := range plansOf(op.Kind) {
-		if state.EqualSteps(op.Steps, p) {
-			op.Steps = p
-			return
+	for _, p := range plansOf(kind) {
+		if state.EqualSteps(steps, p) {
+			return p
 		}
 	}
+	return nil
 }
 
 func newStep(d lifecycle.StepDef) state.Step {

@@ -639,8 +639,8 @@ func TestPlannedStepsAreEachOperationsOwn(t *testing.T) {
 	}
 }
 
-// At commit, an operation whose steps are still its plan's shares the
-// plan's array; one whose steps differ in anything (a step begun, a stop's
+// An operation whose steps are still its plan's is stored with the plan's
+// array; one whose steps differ in anything (a step begun, a stop's
 // grace, an undo changed) keeps its own.
 func TestUntouchedStepsAreInterned(t *testing.T) {
 	for name, c := range map[string]struct {
@@ -662,8 +662,8 @@ func TestUntouchedStepsAreInterned(t *testing.T) {
 			op := state.Operation{Kind: lifecycle.OpMove}
 			planSteps(&op, true)
 			c.change(&op)
-			internSteps(&op)
-			got := slices.ContainsFunc(plansOf(lifecycle.OpMove), func(p []state.Step) bool { return &p[0] == &op.Steps[0] })
+			shared := internSteps(op.Kind, op.Steps)
+			got := shared != nil && slices.ContainsFunc(plansOf(lifecycle.OpMove), func(p []state.Step) bool { return &p[0] == &shared[0] })
 			if got != c.intern {
 				t.Fatalf("interned: %v, want %v", got, c.intern)
 			}

@@ -38,14 +38,28 @@ func (o *Operation) cloneWith(steps []Step) *Operation {
 	return &c
 }
 
-// CloneSteps copies steps with their faults and undo chains.
+// CloneSteps copies steps with their faults and undo chains. The steps
+// and their undo steps share one allocation (every operation's plan is
+// copied, and most steps have an undo).
 func CloneSteps(steps []Step) []Step {
 	if steps == nil {
 		return nil
 	}
-	c := make([]Step, len(steps), cap(steps))
+	undos := 0
 	for i := range steps {
-		c[i] = steps[i].clone()
+		if steps[i].Undo != nil {
+			undos++
+		}
+	}
+	all := make([]Step, len(steps)+undos)
+	c, u := all[:len(steps):len(steps)], all[len(steps):] // an append to c copies
+	for i := range steps {
+		c[i] = steps[i]
+		c[i].Fault = clonePtr(steps[i].Fault)
+		if steps[i].Undo != nil {
+			u[0] = steps[i].Undo.clone()
+			c[i].Undo, u = &u[0], u[1:]
+		}
 	}
 	return c
 }

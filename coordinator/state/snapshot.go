@@ -242,7 +242,9 @@ func (s *Store) Load(snap *Snapshot) {
 	sortOpsBySeq(ops)
 	for _, o := range ops {
 		if s.intern != nil {
-			s.intern(o)
+			if shared := s.intern(o.Kind, o.Steps); shared != nil {
+				o.Steps = shared
+			}
 		}
 		s.ops[o.ID] = o
 		s.indexOperation(nil, o, s.rev)

@@ -49,40 +49,33 @@ type Store struct {
 	history    []change // oldest first, at most limit
 	floor      int64    // every instance change after this revision is in history
 	limit      int
-	changed    chan struct{} // closed on the next commit once handed out (see notify)
-	handedOut  atomic.Bool   // changed was handed to a reader since it was made
-	tx         Tx            // the transaction of the entry being applied, reused
-	intern     func(*Operation)
-	scratch    Operation // internedClone's
+	changed    chan struct{}                         // closed on the next commit once handed out (see notify)
+	handedOut  atomic.Bool                           // changed was handed to a reader since it was made
+	tx         Tx                                    // the transaction of the entry being applied, reused
+	intern     func(lifecycle.OpKind, []Step) []Step // see InternSteps
 }
 
-// InternSteps installs fn, called on every operation as it is put (to be
-// committed) or loaded, to replace its steps by an equal array it shares
-// with others (the plan of its kind, while the operation has not begun).
-// fn may replace the operation's Steps, nothing else, and must never write
-// into either array. Stored records are never written, every read copies
-// them, so sharing is safe whether or not fn shares anything; it only
-// saves memory (and, at Put, the copy of the steps).
-func (s *Store) InternSteps(fn func(*Operation)) {
+// InternSteps installs fn, asked of every operation as it is put (to be
+// committed) or loaded, with its kind and steps, for an equal array that it
+// shares with others (the plan of its kind, while the operation has not
+// begun), or nil. (Given the kind and steps, not the operation: a pointer
+// passed to a function value escapes, and the fsm's creates keep theirs on
+// the stack.) The store then keeps that array instead of a copy of the steps.
+// Stored records are never written, every read copies them, so sharing is
+// safe whether or not fn shares anything; it only saves memory (and, at
+// Put, the copy of the steps).
+func (s *Store) InternSteps(fn func(lifecycle.OpKind, []Step) []Step) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.intern = fn
 }
 
-// internedClone is o's clone, with its steps interned if they can be; the
-// caller holds s.mu for writing.
+// internedClone is o's clone, with its steps interned if they can be.
 func (s *Store) internedClone(o *Operation) *Operation {
-	if s.intern == nil || len(o.Steps) == 0 {
-		return o.clone()
-	}
-	// The hook is given a scratch copy, reused: a fresh one per Put would
-	// escape to the heap.
-	s.scratch = *o
-	s.intern(&s.scratch)
-	steps := s.scratch.Steps
-	s.scratch = Operation{}
-	if len(steps) > 0 && &steps[0] != &o.Steps[0] {
-		return o.cloneWith(steps)
+	if s.intern != nil {
+		if shared := s.intern(o.Kind, o.Steps); shared != nil {
+			return o.cloneWith(shared)
+		}
 	}
 	return o.clone()
 }
