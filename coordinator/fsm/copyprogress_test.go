@@ -38,7 +38,7 @@ func TestCopyProgressOnlyOfTheRunningCopy(t *testing.T) {
 		t.Fatalf("copy progress %+v", c)
 	}
 
-	if i, _ := h.store.Instance("i"); i.RunningCopy() != c {
+	if i, _ := h.store.Instance("i"); i.RunningCopy() == nil || *i.RunningCopy() != *c {
 		t.Fatalf("instance copy progress %+v, want the operation's %+v", i.RunningCopy(), c)
 	}
 

@@ -29,6 +29,7 @@ func New(store *state.Store, log *slog.Logger) *FSM {
 	if log == nil {
 		log = slog.Default()
 	}
+	store.InternSteps(internSteps)
 	return &FSM{store: store, log: log}
 }
 

@@ -82,7 +82,6 @@ func applyInstanceAction(tx *state.Tx, c *InstanceAction) (any, error) {
 	if plan.Op == lifecycle.OpDelete && inst.Resize != nil && !inst.Resize.SameHost(inst.HostID) {
 		// The original of an unconfirmed resize goes with the instance.
 		op.TargetHostID = inst.Resize.Source
-		ownSteps(op)
 		op.Steps = append(op.Steps, newStep(lifecycle.StepDef{Name: "delete-original", Action: lifecycle.ActDelete,
 			Where: lifecycle.OnTarget}))
 	}

@@ -41,7 +41,6 @@ func applyFinish(tx *state.Tx, c *Finish) (any, error) {
 	if c.Observed != nil && c.HostID == inst.HostID {
 		observe(inst, *c.Observed)
 	}
-	ownSteps(op)
 	st := op.Current()
 	switch {
 	case c.Abort && st == nil && !op.State.Done():

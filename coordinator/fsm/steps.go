@@ -21,8 +21,7 @@ import (
 // that undoing is not cut short by the deadline the forward steps used up.
 const rollbackBudget = 2 * time.Minute
 
-// planSteps fills in an operation's steps from its kind's plan. The
-// operation shares the plan until one of its steps changes (ownSteps).
+// planSteps fills in an operation's steps from its kind's plan.
 func planSteps(op *state.Operation, wasRunning bool) {
 	planShaped(op, lifecycle.Shape{WasRunning: wasRunning, StartAfter: wasRunning})
 }
@@ -33,30 +32,30 @@ func planShaped(op *state.Operation, sh lifecycle.Shape) {
 	op.Cur = 0
 	for i := range op.Steps {
 		if st := op.Steps[i]; st.Timeout > 0 && st.Action == lifecycle.ActStop && op.Graceful > 0 {
-			ownSteps(op)
 			op.Steps[i].Timeout += op.Graceful // the guest's time to power off is on top
 		}
 	}
 }
 
 // stepPlans holds each kind's planned steps, built once: every operation
-// is planned on every replica. Operations share their plan's steps until
-// one changes: most creates wait for capacity or for their first dispatch
-// with the plan untouched, and a copy each was a sixth of what the state
-// held per create. The undo steps plans point to are shared too, and never
-// changed in place (a rollback copies one to run it).
+// is planned on every replica. They are never handed out: stepPlan gives
+// every operation its own copy, so nothing in the fsm can write into a
+// plan. The memory a copy per operation costs is won back behind the
+// store's boundary (internSteps).
 var stepPlans sync.Map // planKey -> []state.Step
-
-// planArrays holds the first element of every plan's steps, so that
-// ownSteps can tell a shared plan from an operation's own steps.
-var planArrays sync.Map // *state.Step -> struct{}
 
 type planKey struct {
 	kind  lifecycle.OpKind
 	shape lifecycle.Shape
 }
 
+// stepPlan returns a fresh copy of the plan of kind in shape sh.
 func stepPlan(kind lifecycle.OpKind, sh lifecycle.Shape) []state.Step {
+	return state.CloneSteps(sharedPlan(kind, sh))
+}
+
+// sharedPlan returns the plan of kind in shape sh, shared: never to be changed.
+func sharedPlan(kind lifecycle.OpKind, sh lifecycle.Shape) []state.Step {
 	k := planKey{kind, sh}
 	if p, ok := stepPlans.Load(k); ok {
 		return p.([]state.Step)
@@ -66,23 +65,49 @@ func stepPlan(kind lifecycle.OpKind, sh lifecycle.Shape) []state.Step {
 	for i, d := range defs {
 		p[i] = newStep(d)
 	}
-	if len(p) > 0 {
-		// Before publishing: no operation may share an unregistered plan.
-		planArrays.Store(&p[0], struct{}{})
-	}
 	v, _ := stepPlans.LoadOrStore(k, p)
 	return v.([]state.Step)
 }
 
-// ownSteps gives op its own copy of its steps if it still shares its
-// plan's. Every function that changes a step calls it first.
-func ownSteps(op *state.Operation) {
-	if len(op.Steps) == 0 {
-		return
+// kindPlans holds, per kind, its distinct plans over every shape.
+var kindPlans sync.Map // lifecycle.OpKind -> [][]state.Step
+
+func plansOf(kind lifecycle.OpKind) [][]state.Step {
+	if ps, ok := kindPlans.Load(kind); ok {
+		return ps.([][]state.Step)
 	}
-	if _, shared := planArrays.Load(&op.Steps[0]); shared {
-		op.Steps = slices.Clone(op.Steps)
+	var ps [][]state.Step
+	for _, was := range []bool{false, true} {
+		for _, same := range []bool{false, true} {
+			for _, after := range []bool{false, true} {
+				p := sharedPlan(kind, lifecycle.Shape{WasRunning: was, SameHost: same, StartAfter: after})
+				if len(p) > 0 && !slices.ContainsFunc(ps, func(q []state.Step) bool { return state.EqualSteps(p, q) }) {
+					ps = append(ps, p)
+				}
+			}
+		}
 	}
+	v, _ := kindPlans.LoadOrStore(kind, ps)
+	return v.([][]state.Step)
+}
+
+// internSteps returns, for the store to keep instead of a copy, the shared
+// plan of kind when it equals an operation's steps (the operation has not
+// begun), else nil: most creates wait for capacity or for their first
+// dispatch with the plan untouched, and a copy each was a sixth of what
+// the state held per create. Stored records are never written (the store
+// copies on every read), so the sharing cannot leak a change between
+// operations.
+func internSteps(kind lifecycle.OpKind, steps []state.Step) []state.Step {
+	if len(steps) == 0 || steps[0].State != state.StepPending {
+		return nil
+	}
+	for _, p := range plansOf(kind) {
+		if state.EqualSteps(steps, p) {
+			return p
+		}
+	}
+	return nil
 }
 
 func newStep(d lifecycle.StepDef) state.Step {
@@ -101,7 +126,6 @@ func newStep(d lifecycle.StepDef) state.Step {
 // stepID must name that attempt, or the step's running attempt (a re-send
 // on a new session); anything else is stale and changes nothing.
 func beginAttempt(tx *state.Tx, op *state.Operation, stepID string, epoch uint64) bool {
-	ownSteps(op)
 	st := op.Current()
 	if st == nil || !st.Action.OnHost() {
 		return false
@@ -140,7 +164,6 @@ func beginAttempt(tx *state.Tx, op *state.Operation, stepID string, epoch uint64
 
 // stepSucceeded records the current step's success and moves on.
 func stepSucceeded(tx *state.Tx, op *state.Operation, inst *state.Instance, observed *Observation) {
-	ownSteps(op)
 	st := op.Current()
 	st.State, st.EndTime, st.Fault = state.StepSucceeded, tx.Now(), nil
 	if st.IsUndo && op.Steps[st.Undoes].State == state.StepSucceeded {
@@ -169,7 +192,6 @@ func stepFailed(tx *state.Tx, op *state.Operation, inst *state.Instance, fault *
 	if fault == nil {
 		fault = &state.Fault{Code: "UNKNOWN", Message: "the step failed without a fault", Time: tx.Now()}
 	}
-	ownSteps(op)
 	st := op.Current()
 	st.Fault, st.EndTime = fault, tx.Now()
 	retry := tx.Now().Add(lifecycle.Backoff(st.Attempt))
@@ -303,7 +325,6 @@ func failedResult(op *state.Operation, inst *state.Instance) lifecycle.Result {
 // skipFrom marks the steps from index i on that have not run (pending, or
 // waiting to retry) as skipped.
 func skipFrom(op *state.Operation, i int) {
-	ownSteps(op)
 	for ; i < len(op.Steps); i++ {
 		if st := &op.Steps[i]; st.State == state.StepPending || st.State == state.StepRetryWait {
 			st.State = state.StepSkipped
@@ -314,7 +335,6 @@ func skipFrom(op *state.Operation, i int) {
 // advance runs the coordinator's own steps at the current position and
 // ends the operation when no step is left.
 func advance(tx *state.Tx, op *state.Operation, inst *state.Instance) {
-	ownSteps(op)
 	for st := op.Current(); st != nil && !st.Action.OnHost(); st = op.Current() {
 		st.Attempt, st.StartTime, st.EndTime = 1, tx.Now(), tx.Now()
 		if h, ok := tx.Host(op.TargetHostID); !ok || h.Status != state.HostReady {

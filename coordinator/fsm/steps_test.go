@@ -607,10 +607,9 @@ func TestMoveStepsHaveTheirOwnDeadlines(t *testing.T) {
 	}
 }
 
-// Plans are built once per kind and shared: an operation whose steps have
-// not changed holds its plan's, and once a step changes (through ownSteps,
-// as every function that changes one does) the change reaches neither the
-// plan nor other operations; a stop's grace, added to its timeout, neither.
+// Every operation gets its own copy of its plan: a change to one of its
+// steps (or a stop's grace, added to its timeout) reaches neither the plan
+// nor other operations.
 func TestPlannedStepsAreEachOperationsOwn(t *testing.T) {
 	graceful := state.Operation{Kind: lifecycle.OpMove, Graceful: time.Minute}
 	plain := state.Operation{Kind: lifecycle.OpMove}
@@ -618,14 +617,11 @@ func TestPlannedStepsAreEachOperationsOwn(t *testing.T) {
 	planSteps(&graceful, true)
 	planSteps(&plain, true)
 	planSteps(&other, true)
-	if &plain.Steps[0] != &other.Steps[0] {
-		t.Fatal("two untouched operations of one kind hold separate copies of its plan")
+	if &plain.Steps[0] == &other.Steps[0] || plain.Steps[0].Undo == other.Steps[0].Undo {
+		t.Fatal("two operations of one kind share their steps")
 	}
-	if &graceful.Steps[0] == &plain.Steps[0] {
-		t.Fatal("the graceful move changed its stop step's timeout in the shared plan")
-	}
-	ownSteps(&plain)
 	plain.Steps[0].State = state.StepSucceeded
+	plain.Steps[0].Undo.Name = "changed"
 	graceful.Steps[0].State = state.StepSucceeded
 	again := state.Operation{Kind: lifecycle.OpMove}
 	planSteps(&again, true)
@@ -641,8 +637,37 @@ func TestPlannedStepsAreEachOperationsOwn(t *testing.T) {
 	if again.Steps[0].Undo == nil || again.Steps[0].Undo.Name != "start-on-source" || !again.Steps[0].Undo.IsUndo {
 		t.Fatalf("stop-on-source's undo: %+v", again.Steps[0].Undo)
 	}
-	if err := plansIntact(); err != nil {
-		t.Fatal(err)
+}
+
+// An operation whose steps are still its plan's is stored with the plan's
+// array; one whose steps differ in anything (a step begun, a stop's
+// grace, an undo changed) keeps its own.
+func TestUntouchedStepsAreInterned(t *testing.T) {
+	for name, c := range map[string]struct {
+		change func(*state.Operation)
+		intern bool
+	}{
+		"untouched":     {func(*state.Operation) {}, true},
+		"step begun":    {func(o *state.Operation) { o.Steps[0].State = state.StepRunning }, false},
+		"later step":    {func(o *state.Operation) { o.Steps[1].Attempt = 1 }, false},
+		"undo changed":  {func(o *state.Operation) { o.Steps[0].Undo.MaxAttempts = 1 }, false},
+		"fault":         {func(o *state.Operation) { o.Steps[1].Fault = &state.Fault{Code: "X"} }, false},
+		"step appended": {func(o *state.Operation) { o.Steps = append(o.Steps, newStep(lifecycle.StepDef{Name: "x"})) }, false},
+		"graceful": {func(o *state.Operation) {
+			o.Graceful = time.Minute
+			planSteps(o, true)
+		}, false},
+	} {
+		t.Run(name, func(t *testing.T) {
+			op := state.Operation{Kind: lifecycle.OpMove}
+			planSteps(&op, true)
+			c.change(&op)
+			shared := internSteps(op.Kind, op.Steps)
+			got := shared != nil && slices.ContainsFunc(plansOf(lifecycle.OpMove), func(p []state.Step) bool { return &p[0] == &shared[0] })
+			if got != c.intern {
+				t.Fatalf("interned: %v, want %v", got, c.intern)
+			}
+		})
 	}
 }
 

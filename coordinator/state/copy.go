@@ -9,7 +9,7 @@ import (
 // as its target agent last reported. It belongs to one step attempt
 // (StepID): readers show it only while that attempt is the operation's
 // running step, so a value left from an earlier attempt or step is never
-// shown. Shared between copies of the operation: replaced, never changed.
+// shown.
 type CopyProgress struct {
 	StepID         string    `json:"step_id"`
 	BytesDone      uint64    `json:"bytes_done"`

@@ -2,7 +2,6 @@ package state
 
 import (
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -199,12 +198,10 @@ type Operation struct {
 	// Update is, for an update, the model it changes.
 	Update *ModelUpdate `json:"update,omitempty"`
 	// Resize is, for a resize, a confirm, a revert or an extend, the
-	// shapes before and after. Shared with the instance's: replaced, never
-	// changed in place.
+	// shapes before and after.
 	Resize *Resize `json:"resize,omitempty"`
 	// RequestedBy is who asked for the operation, as the API saw them; nil
 	// for operations the coordinator started itself (recovery, preemption).
-	// Shared between copies: replaced, never changed.
 	RequestedBy *Caller `json:"requested_by,omitempty"`
 	// Copy is the last progress report of a disk copy step (see RunningCopy).
 	Copy *CopyProgress `json:"copy,omitempty"`
@@ -284,15 +281,6 @@ type Step struct {
 // StepID is the identity the agent runs a step attempt under, at most once.
 func (o *Operation) StepID(i int, attempt int32) string {
 	return fmt.Sprintf("%s/%d/%d", o.ID, i, attempt)
-}
-
-// clone copies an operation deeply enough that changing the copy's steps
-// leaves the original, which readers may hold, untouched. A step's Undo and
-// Fault are replaced, never written through, so they may be shared.
-func (o *Operation) clone() *Operation {
-	c := *o
-	c.Steps = slices.Clone(o.Steps)
-	return &c
 }
 
 // StepHost returns the host step s runs on ("" for the coordinator's own).

@@ -227,28 +227,32 @@ func (s *Store) Restore(r io.Reader) error {
 	return nil
 }
 
-// Load replaces the whole state with snap's; the store keeps its records.
+// Load replaces the whole state with snap's; the store keeps its records
+// (and may intern their steps, see InternSteps): the caller hands them over.
 func (s *Store) Load(snap *Snapshot) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.reset()
-	s.rev, s.seq, s.floor = snap.Revision, snap.Seq, snap.Floor
+	s.reset(snap.Revision)
+	s.seq, s.floor = snap.Seq, snap.Floor
 	s.logVersion.Store(snap.LogVersion)
 	for _, i := range snap.Instances {
 		s.instances[i.ID] = i
-		s.placeLocked(nil, i)
-		s.indexInstanceLocked(i)
+		s.indexInstance(nil, i, s.rev)
 	}
 	ops := append([]*Operation(nil), snap.Ops...)
 	sortOpsBySeq(ops)
 	for _, o := range ops {
+		if s.intern != nil {
+			if shared := s.intern(o.Kind, o.Steps); shared != nil {
+				o.Steps = shared
+			}
+		}
 		s.ops[o.ID] = o
-		s.byInst[o.InstanceID] = append(s.byInst[o.InstanceID], o.ID)
-		s.indexOpLocked(o, s.rev)
+		s.indexOperation(nil, o, s.rev)
 	}
-	s.roomRev = s.rev // anything may have changed: every waiting instance is worth a try
 	for _, h := range snap.Hosts {
 		s.hosts[h.ID] = h
+		s.indexHost(nil, h, s.rev)
 	}
 	for k, v := range snap.Requests {
 		s.requests[k] = v

@@ -30,30 +30,55 @@ type Store struct {
 	seq       int64
 	instances map[string]*Instance
 	ops       map[string]*Operation
-	byInst    map[string][]string // instance id -> op ids, in acceptance order
-	requests  map[string]string   // request_id -> op id
+	requests  map[string]string // request_id -> op id
 	hosts     map[string]*Host
 	servers   map[string]Server
-	hosted    map[string]bool            // ids of operations not done that have a host
-	waiting   map[string]int64           // ids of creates waiting for capacity -> revision they began waiting
-	arrivals  []arrival                  // creates beginning to wait, by revision; may hold ended ones
-	roomRev   int64                      // last revision at which room for a waiting instance may have appeared
-	stopped   map[string]bool            // ids of instances recovery may have to act on
-	onHost    map[string]map[string]bool // host id -> ids of instances placed there
-	load      map[string]*HostLoad       // host id -> what its live instances take
-	usage     map[string]*usage.History  // instance id -> its billing-class history
-	metering  bool                       // usage is recorded (since a usage.start entry)
+	usage     map[string]*usage.History // instance id -> its billing-class history
+	metering  bool                      // usage is recorded (since a usage.start entry)
+	// The indexes (see declareIndexes).
+	byInst  opsByInstance
+	hosted  hostedOps
+	waiting waitQueue
+	stopped instanceSet // instances recovery may have to act on
+	deleted instanceSet // DELETED instances (retention removes them)
+	placed  placement
+	indexes []index
 	// logVersion is the cluster's log version (fsm.SetLogVersion); 0 is
 	// the first, of every state older than the command. Atomic: every
 	// proposal reads it, and must not wait for the apply holding mu.
 	logVersion atomic.Uint32
-	deleted    map[string]bool // ids of DELETED instances (retention removes them)
-	history    []change        // oldest first, at most limit
-	floor      int64           // every instance change after this revision is in history
+	history    []change // oldest first, at most limit
+	floor      int64    // every instance change after this revision is in history
 	limit      int
-	changed    chan struct{} // closed on the next commit once handed out (see notify)
-	handedOut  atomic.Bool   // changed was handed to a reader since it was made
-	tx         Tx            // the transaction of the entry being applied, reused
+	changed    chan struct{}                         // closed on the next commit once handed out (see notify)
+	handedOut  atomic.Bool                           // changed was handed to a reader since it was made
+	tx         Tx                                    // the transaction of the entry being applied, reused
+	intern     func(lifecycle.OpKind, []Step) []Step // see InternSteps
+}
+
+// InternSteps installs fn, asked of every operation as it is put (to be
+// committed) or loaded, with its kind and steps, for an equal array that it
+// shares with others (the plan of its kind, while the operation has not
+// begun), or nil. (Given the kind and steps, not the operation: a pointer
+// passed to a function value escapes, and the fsm's creates keep theirs on
+// the stack.) The store then keeps that array instead of a copy of the steps.
+// Stored records are never written, every read copies them, so sharing is
+// safe whether or not fn shares anything; it only saves memory (and, at
+// Put, the copy of the steps).
+func (s *Store) InternSteps(fn func(lifecycle.OpKind, []Step) []Step) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.intern = fn
+}
+
+// internedClone is o's clone, with its steps interned if they can be.
+func (s *Store) internedClone(o *Operation) *Operation {
+	if s.intern != nil {
+		if shared := s.intern(o.Kind, o.Steps); shared != nil {
+			return o.cloneWith(shared)
+		}
+	}
+	return o.clone()
 }
 
 // New returns an empty store that keeps limit instance changes for watchers.
@@ -62,31 +87,27 @@ func New(limit int) *Store {
 		limit = DefaultHistory
 	}
 	s := &Store{limit: limit, changed: make(chan struct{})}
-	s.reset()
+	s.declareIndexes()
+	s.reset(0)
 	return s
 }
 
-func (s *Store) reset() {
-	s.rev, s.seq = 0, 0
+// reset empties the store, for a state at revision rev.
+func (s *Store) reset(rev int64) {
+	s.rev, s.seq = rev, 0
 	s.instances = map[string]*Instance{}
 	s.ops = map[string]*Operation{}
-	s.byInst = map[string][]string{}
 	s.requests = map[string]string{}
 	s.hosts = map[string]*Host{}
 	s.servers = map[string]Server{}
-	s.hosted = map[string]bool{}
-	s.waiting = map[string]int64{}
-	s.arrivals = nil
-	s.roomRev = 0
-	s.stopped = map[string]bool{}
-	s.onHost = map[string]map[string]bool{}
-	s.load = map[string]*HostLoad{}
 	s.usage = map[string]*usage.History{}
 	s.metering = false
 	s.logVersion.Store(0)
-	s.deleted = map[string]bool{}
 	s.history = nil
 	s.floor = 0
+	for _, x := range s.indexes {
+		x.reset(rev)
+	}
 }
 
 // Revision is the revision of the last change.
@@ -147,7 +168,7 @@ func (s *Store) Instance(id string) (Instance, error) {
 	if !ok {
 		return Instance{}, fmt.Errorf("instance %q: %w", id, ErrNotFound)
 	}
-	return *i, nil
+	return *i.clone(), nil
 }
 
 // Usage returns an instance's billing-class history (shared: read it,
@@ -201,7 +222,7 @@ func (s *Store) DeletedBefore(cutoff time.Time, limit int) []string {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	var out []string
-	for id := range s.deleted {
+	for id := range s.deleted.ids {
 		if !s.instances[id].UpdateTime.After(cutoff) {
 			out = append(out, id)
 		}
@@ -220,22 +241,16 @@ func (s *Store) removeLocked(id string) {
 	if !ok {
 		return
 	}
-	if freesRoom(i, nil) {
-		s.roomRev = s.rev
-	}
-	s.placeLocked(i, nil)
-	for _, opID := range s.byInst[id] {
-		if o := s.ops[opID]; o.RequestID != "" && s.requests[o.RequestID] == opID {
+	for _, opID := range s.byInst.ids[id] {
+		o := s.ops[opID]
+		if o.RequestID != "" && s.requests[o.RequestID] == opID {
 			delete(s.requests, o.RequestID)
 		}
 		delete(s.ops, opID)
-		delete(s.hosted, opID)
-		delete(s.waiting, opID)
+		s.indexOperation(o, nil, s.rev)
 	}
-	delete(s.byInst, id)
 	delete(s.instances, id)
-	delete(s.stopped, id)
-	delete(s.deleted, id)
+	s.indexInstance(i, nil, s.rev)
 	delete(s.usage, id)
 }
 
@@ -245,7 +260,7 @@ func (s *Store) Instances() ([]Instance, int64) {
 	defer s.mu.RUnlock()
 	out := make([]Instance, 0, len(s.instances))
 	for _, i := range s.instances {
-		out = append(out, *i)
+		out = append(out, *i.clone())
 	}
 	sort.Slice(out, func(a, b int) bool { return out[a].ID < out[b].ID })
 	return out, s.rev
@@ -259,7 +274,7 @@ func (s *Store) Operation(id string) (Operation, error) {
 	if !ok {
 		return Operation{}, fmt.Errorf("operation %q: %w", id, ErrNotFound)
 	}
-	return *o, nil
+	return *o.clone(), nil
 }
 
 // Operations returns copies of operations, newest first, optionally only
@@ -269,13 +284,13 @@ func (s *Store) Operations(instanceID string) ([]Operation, int64) {
 	defer s.mu.RUnlock()
 	var out []Operation
 	if instanceID != "" {
-		for _, id := range s.byInst[instanceID] {
-			out = append(out, *s.ops[id])
+		for _, id := range s.byInst.ids[instanceID] {
+			out = append(out, *s.ops[id].clone())
 		}
 	} else {
 		out = make([]Operation, 0, len(s.ops))
 		for _, o := range s.ops {
-			out = append(out, *o)
+			out = append(out, *o.clone())
 		}
 	}
 	sort.Slice(out, func(a, b int) bool { return out[a].Seq > out[b].Seq })
@@ -291,7 +306,7 @@ func (s *Store) OpenOperations() []Operation {
 	var out []Operation
 	for _, o := range s.ops {
 		if !o.State.Done() {
-			out = append(out, *o)
+			out = append(out, *o.clone())
 		}
 	}
 	sort.Slice(out, func(a, b int) bool { return out[a].Seq < out[b].Seq })
@@ -306,7 +321,7 @@ func (s *Store) Host(id string) (Host, error) {
 	if !ok {
 		return Host{}, fmt.Errorf("host %q: %w", id, ErrNotFound)
 	}
-	return cloneHost(h), nil
+	return *h.clone(), nil
 }
 
 // Hosts returns copies of all hosts ordered by id, and the revision they reflect.
@@ -315,7 +330,7 @@ func (s *Store) Hosts() ([]Host, int64) {
 	defer s.mu.RUnlock()
 	out := make([]Host, 0, len(s.hosts))
 	for _, h := range s.hosts {
-		out = append(out, cloneHost(h))
+		out = append(out, *h.clone())
 	}
 	sort.Slice(out, func(a, b int) bool { return out[a].ID < out[b].ID })
 	return out, s.rev
@@ -325,8 +340,8 @@ func (s *Store) Hosts() ([]Host, int64) {
 func (s *Store) Allocated() map[string]Resources {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	out := make(map[string]Resources, len(s.load))
-	for id, l := range s.load {
+	out := make(map[string]Resources, len(s.placed.load))
+	for id, l := range s.placed.load {
 		out[id] = l.Allocated
 	}
 	return out
@@ -340,7 +355,7 @@ func (s *Store) OperationByRequest(requestID string) (Operation, bool) {
 	if !ok {
 		return Operation{}, false
 	}
-	return *s.ops[id], true
+	return *s.ops[id].clone(), true
 }
 
 // Since returns the instance changes after rev, a channel closed at the next
@@ -355,7 +370,7 @@ func (s *Store) Since(rev int64) ([]Event, <-chan struct{}, int64, error) {
 	i := sort.Search(len(s.history), func(i int) bool { return s.history[i].Revision > rev })
 	out := make([]Event, len(s.history)-i)
 	for j, c := range s.history[i:] {
-		out[j] = Event{Revision: c.Revision, Instance: *c.Instance}
+		out[j] = Event{Revision: c.Revision, Instance: *c.Instance.clone()}
 	}
 	return out, s.changedLocked(), s.rev, nil
 }
@@ -368,18 +383,6 @@ func (s *Store) Since(rev int64) ([]Event, <-chan struct{}, int64, error) {
 type change struct {
 	Revision int64
 	Instance *Instance
-}
-
-func cloneHost(h *Host) Host {
-	c := *h
-	c.Orphans = append([]string(nil), h.Orphans...)
-	if h.Labels != nil {
-		c.Labels = make(map[string]string, len(h.Labels))
-		for k, v := range h.Labels {
-			c.Labels[k] = v
-		}
-	}
-	return c
 }
 
 func sortOpsBySeq(ops []*Operation) {
@@ -498,7 +501,7 @@ func (s *Store) EachHostLoad(fn func(*Host, *HostLoad)) {
 	defer s.mu.RUnlock()
 	empty := &HostLoad{}
 	for id, h := range s.hosts {
-		if l, ok := s.load[id]; ok {
+		if l, ok := s.placed.load[id]; ok {
 			fn(h, l)
 		} else {
 			fn(h, empty)
@@ -506,30 +509,40 @@ func (s *Store) EachHostLoad(fn func(*Host, *HostLoad)) {
 	}
 }
 
-// placeLocked keeps the host index and loads in step with an instance.
-func (s *Store) placeLocked(old *Instance, now *Instance) {
+// placement holds where instances are placed and what they take there.
+type placement struct {
+	ignores
+	onHost map[string]map[string]bool // host id -> ids of instances placed there
+	load   map[string]*HostLoad       // host id -> what its live instances take
+}
+
+func (p *placement) reset(int64) {
+	p.onHost, p.load = map[string]map[string]bool{}, map[string]*HostLoad{}
+}
+
+func (p *placement) instance(old, now *Instance, _ int64) {
 	if counts(old) {
 		for _, r := range old.takesRoom() {
-			s.load[r.host].add(old, r.spec, -1)
+			p.load[r.host].add(old, r.spec, -1)
 		}
 	}
 	if counts(now) {
 		for _, r := range now.takesRoom() {
-			l, ok := s.load[r.host]
+			l, ok := p.load[r.host]
 			if !ok {
 				l = &HostLoad{Groups: map[string]int{}, Preemptible: map[string]Instance{}}
-				s.load[r.host] = l
+				p.load[r.host] = l
 			}
 			l.add(now, r.spec, +1)
 		}
 	}
 	if old != nil && old.HostID != "" && (now == nil || now.HostID != old.HostID) {
-		delete(s.onHost[old.HostID], old.ID)
+		delete(p.onHost[old.HostID], old.ID)
 	}
 	if now != nil && now.HostID != "" {
-		if s.onHost[now.HostID] == nil {
-			s.onHost[now.HostID] = map[string]bool{}
+		if p.onHost[now.HostID] == nil {
+			p.onHost[now.HostID] = map[string]bool{}
 		}
-		s.onHost[now.HostID][now.ID] = true
+		p.onHost[now.HostID][now.ID] = true
 	}
 }

@@ -166,7 +166,7 @@ func TestHostLoadFollowsEveryChange(t *testing.T) {
 		t.Fatalf("after moves: %+v", alloc)
 	}
 	s.mu.RLock()
-	h1, h2 := s.load["h1"], s.load["h2"]
+	h1, h2 := s.placed.load["h1"], s.placed.load["h2"]
 	s.mu.RUnlock()
 	if len(h1.Groups) != 0 || len(h1.Preemptible) != 0 || len(h2.Preemptible) != 1 {
 		t.Fatalf("groups/preemptibles: h1 %+v h2 %+v", h1, h2)
@@ -269,8 +269,8 @@ func TestWaitingIndex(t *testing.T) {
 			tx.PutOperation(o)
 		})
 	}
-	if s.mu.RLock(); len(s.arrivals) > 2*len(s.waiting)+1024 {
-		t.Fatalf("arrival log of %d for %d waiting", len(s.arrivals), len(s.waiting))
+	if s.mu.RLock(); len(s.waiting.arrivals) > 2*len(s.waiting.ops)+1024 {
+		t.Fatalf("arrival log of %d for %d waiting", len(s.waiting.arrivals), len(s.waiting.ops))
 	}
 	s.mu.RUnlock()
 }

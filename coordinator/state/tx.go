@@ -56,20 +56,19 @@ func (s *Store) Update(now time.Time, fn func(tx *Tx) error) error {
 		}
 	}
 	for id, o := range tx.ops {
-		if _, existed := s.ops[id]; !existed {
-			s.byInst[o.InstanceID] = append(s.byInst[o.InstanceID], id)
-		}
+		old := s.ops[id]
 		o.Revision = rev
 		s.ops[id] = o
-		s.indexOpLocked(o, rev)
+		s.indexOperation(old, o, rev)
 	}
 	for k, v := range tx.requests {
 		s.requests[k] = v
 	}
 	for id, h := range tx.hosts {
+		old := s.hosts[id]
 		h.ModifyRev = rev
 		s.hosts[id] = h
-		s.roomRev = rev // registered, up, down, cordoned, resized: placement may differ now
+		s.indexHost(old, h, rev)
 	}
 	for id, v := range tx.servers {
 		if v == nil {
@@ -89,12 +88,9 @@ func (s *Store) Update(now time.Time, fn func(tx *Tx) error) error {
 		}
 		i.ModifyRev = rev
 		i.UpdateTime = now
-		if freesRoom(s.instances[id], i) {
-			s.roomRev = rev
-		}
-		s.placeLocked(s.instances[id], i)
-		s.indexInstanceLocked(i)
-		s.meterLocked(s.instances[id], i, now)
+		old := s.instances[id]
+		s.indexInstance(old, i, rev)
+		s.meterLocked(old, i, now)
 		s.instances[id] = i
 		s.history = append(s.history, change{Revision: rev, Instance: i})
 	}
@@ -150,24 +146,21 @@ func (tx *Tx) Revision() int64 { return tx.s.rev + 1 }
 // Instance returns a mutable copy of an instance; Put it to keep changes.
 func (tx *Tx) Instance(id string) (*Instance, bool) {
 	if i, ok := tx.instances[id]; ok {
-		c := *i
-		return &c, true
+		return i.clone(), true
 	}
 	i, ok := tx.s.instances[id]
 	if !ok {
 		return nil, false
 	}
-	c := *i
-	return &c, true
+	return i.clone(), true
 }
 
-// PutInstance stages an instance.
+// PutInstance stages a copy of an instance: i stays the caller's.
 func (tx *Tx) PutInstance(i *Instance) {
 	if _, ok := tx.instances[i.ID]; !ok {
 		tx.order = append(tx.order, i.ID)
 	}
-	c := *i
-	tx.instances[i.ID] = &c
+	tx.instances[i.ID] = i.clone()
 }
 
 // StartMetering stages the start of usage recording (see Store.Metering).
@@ -197,16 +190,17 @@ func (tx *Tx) Operation(id string) (*Operation, bool) {
 	return o.clone(), true
 }
 
-// PutOperation stages an operation; a new one gets the next sequence number.
+// PutOperation stages a copy of an operation (o stays the caller's); a
+// new one gets the next sequence number.
 func (tx *Tx) PutOperation(o *Operation) {
-	c := *o
+	c := tx.s.internedClone(o)
 	if _, staged := tx.ops[o.ID]; !staged {
 		if _, existed := tx.s.ops[o.ID]; !existed {
 			tx.s.seq++
 			c.Seq = tx.s.seq
 		}
 	}
-	tx.ops[o.ID] = &c
+	tx.ops[o.ID] = c
 }
 
 // RequestOperation returns the operation id a request_id already produced.
@@ -224,22 +218,17 @@ func (tx *Tx) PutRequest(requestID, opID string) { tx.requests[requestID] = opID
 // Host returns a mutable copy of a host; Put it to keep changes.
 func (tx *Tx) Host(id string) (*Host, bool) {
 	if h, ok := tx.hosts[id]; ok {
-		c := cloneHost(h)
-		return &c, true
+		return h.clone(), true
 	}
 	h, ok := tx.s.hosts[id]
 	if !ok {
 		return nil, false
 	}
-	c := cloneHost(h)
-	return &c, true
+	return h.clone(), true
 }
 
-// PutHost stages a host.
-func (tx *Tx) PutHost(h *Host) {
-	c := cloneHost(h)
-	tx.hosts[h.ID] = &c
-}
+// PutHost stages a copy of a host.
+func (tx *Tx) PutHost(h *Host) { tx.hosts[h.ID] = h.clone() }
 
 // InstancesOnHost returns mutable copies of the instances placed on a host.
 func (tx *Tx) InstancesOnHost(hostID string) []*Instance {
@@ -248,14 +237,12 @@ func (tx *Tx) InstancesOnHost(hostID string) []*Instance {
 	for id, i := range tx.instances {
 		seen[id] = true
 		if i.HostID == hostID {
-			c := *i
-			out = append(out, &c)
+			out = append(out, i.clone())
 		}
 	}
-	for id := range tx.s.onHost[hostID] {
+	for id := range tx.s.placed.onHost[hostID] {
 		if !seen[id] {
-			c := *tx.s.instances[id]
-			out = append(out, &c)
+			out = append(out, tx.s.instances[id].clone())
 		}
 	}
 	return out
@@ -284,7 +271,7 @@ func (tx *Tx) DeleteServer(id string) { tx.servers[id] = nil }
 // O(instances on the host)).
 func (tx *Tx) HostLoad(hostID string) HostLoad {
 	out := HostLoad{Groups: map[string]int{}, Preemptible: map[string]Instance{}}
-	if l, ok := tx.s.load[hostID]; ok {
+	if l, ok := tx.s.placed.load[hostID]; ok {
 		out.Allocated = l.Allocated
 		for g, n := range l.Groups {
 			out.Groups[g] = n
@@ -304,6 +291,10 @@ func (tx *Tx) HostLoad(hostID string) HostLoad {
 				out.add(staged, r, +1)
 			}
 		}
+	}
+	// The committed (and staged) records stay unreachable: the caller's own.
+	for id, i := range out.Preemptible {
+		out.Preemptible[id] = *i.clone()
 	}
 	return out
 }

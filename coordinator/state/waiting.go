@@ -27,40 +27,56 @@ type arrival struct {
 	opID string
 }
 
-// indexOpLocked keeps the hosted and waiting indexes in step with o,
-// committed at rev.
-func (s *Store) indexOpLocked(o *Operation, rev int64) {
-	id := o.ID
-	if !o.State.Done() && o.HostID != "" {
-		s.hosted[id] = true
-	} else {
-		delete(s.hosted, id)
-	}
-	_, was := s.waiting[id]
-	switch now := waitingOp(o); {
-	case now && !was:
-		s.waiting[id] = rev
-		s.arrivals = append(s.arrivals, arrival{rev: rev, opID: id})
-	case !now && was:
-		delete(s.waiting, id)
+// waitQueue holds the creates waiting for capacity, in the order they
+// began to wait, and the revision at which room last could have appeared.
+type waitQueue struct {
+	ops      map[string]int64 // ids of creates waiting -> revision they began waiting
+	arrivals []arrival        // creates beginning to wait, by revision; may hold ended ones
+	roomRev  int64
+}
+
+// reset empties the queue; room may have appeared anywhere (every waiting
+// instance is worth a try).
+func (q *waitQueue) reset(rev int64) {
+	q.ops, q.arrivals, q.roomRev = map[string]int64{}, nil, rev
+}
+
+func (q *waitQueue) operation(old, now *Operation, rev int64) {
+	id := opID(old, now)
+	_, was := q.ops[id]
+	switch waits := now != nil && waitingOp(now); {
+	case waits && !was:
+		q.ops[id] = rev
+		q.arrivals = append(q.arrivals, arrival{rev: rev, opID: id})
+	case !waits && was:
+		delete(q.ops, id)
 		// Ended arrivals are dropped in bulk, so the log stays within a
 		// constant factor of what waits, at O(1) amortized per commit.
-		if len(s.arrivals) > 2*len(s.waiting)+1024 {
-			s.compactArrivals()
+		if len(q.arrivals) > 2*len(q.ops)+1024 {
+			q.compact()
 		}
 	}
 }
 
-func (s *Store) compactArrivals() {
-	kept := s.arrivals[:0]
-	for _, a := range s.arrivals {
-		if s.waiting[a.opID] == a.rev {
+func (q *waitQueue) compact() {
+	kept := q.arrivals[:0]
+	for _, a := range q.arrivals {
+		if q.ops[a.opID] == a.rev {
 			kept = append(kept, a)
 		}
 	}
-	clear(s.arrivals[len(kept):])
-	s.arrivals = kept
+	clear(q.arrivals[len(kept):])
+	q.arrivals = kept
 }
+
+func (q *waitQueue) instance(old, now *Instance, rev int64) {
+	if freesRoom(old, now) {
+		q.roomRev = rev
+	}
+}
+
+// host: registered, up, down, cordoned, resized: placement may differ now.
+func (q *waitQueue) host(_, _ *Host, rev int64) { q.roomRev = rev }
 
 // freesRoom reports whether a change of an instance from old to now could
 // let a waiting instance fit where it did not: what it took on a host (its
@@ -74,7 +90,7 @@ func freesRoom(old, now *Instance) bool {
 	if !counts(old) {
 		return false // it took nothing: nothing was released
 	}
-	return !counts(now) || now.HostID != old.HostID || now.MoveTarget != old.MoveTarget || now.Resize != old.Resize ||
+	return !counts(now) || now.HostID != old.HostID || now.MoveTarget != old.MoveTarget || !equalPtr(now.Resize, old.Resize) ||
 		now.Spec != old.Spec || now.Placement.Group != old.Placement.Group
 }
 
@@ -88,18 +104,18 @@ func freesRoom(old, now *Instance) bool {
 func (s *Store) Waiting(since int64) (insts []Instance, all bool, rev int64) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	all = since < s.roomRev
+	all = since < s.waiting.roomRev
 	from := 0
 	if !all {
-		from = sort.Search(len(s.arrivals), func(i int) bool { return s.arrivals[i].rev > since })
+		from = sort.Search(len(s.waiting.arrivals), func(i int) bool { return s.waiting.arrivals[i].rev > since })
 	}
-	for _, a := range s.arrivals[from:] {
-		if s.waiting[a.opID] != a.rev {
+	for _, a := range s.waiting.arrivals[from:] {
+		if s.waiting.ops[a.opID] != a.rev {
 			continue // no longer waiting, or waiting again since a later arrival
 		}
 		op := s.ops[a.opID]
 		if i, ok := s.instances[op.InstanceID]; ok && i.CurrentOp == op.ID {
-			insts = append(insts, *i)
+			insts = append(insts, *i.clone())
 		}
 	}
 	// Arrivals are in acceptance order; stable, so each class stays oldest first.
@@ -115,9 +131,9 @@ func (s *Store) Waiting(since int64) (insts []Instance, all bool, rev int64) {
 func (s *Store) HostedOperations() []Operation {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	out := make([]Operation, 0, len(s.hosted))
-	for id := range s.hosted {
-		out = append(out, *s.ops[id])
+	out := make([]Operation, 0, len(s.hosted.ids))
+	for id := range s.hosted.ids {
+		out = append(out, *s.ops[id].clone())
 	}
 	sort.Slice(out, func(a, b int) bool { return out[a].Seq < out[b].Seq })
 	return out
@@ -133,21 +149,6 @@ func stoppedUnexpectedly(i *Instance) bool {
 	return st == lifecycle.StatusUnexpectedShutoff || st == lifecycle.StatusCrashed
 }
 
-// indexInstanceLocked keeps the indexes of unexpectedly stopped and of
-// deleted instances in step with i.
-func (s *Store) indexInstanceLocked(i *Instance) {
-	if stoppedUnexpectedly(i) {
-		s.stopped[i.ID] = true
-	} else {
-		delete(s.stopped, i.ID)
-	}
-	if i.Status() == lifecycle.StatusDeleted {
-		s.deleted[i.ID] = true
-	} else {
-		delete(s.deleted, i.ID)
-	}
-}
-
 // EachStoppedUnexpectedly calls fn, under the read lock and without
 // copying, for every instance whose guest stopped or crashed without a
 // request and that has no operation in flight: the ones the leader's
@@ -157,7 +158,7 @@ func (s *Store) indexInstanceLocked(i *Instance) {
 func (s *Store) EachStoppedUnexpectedly(fn func(*Instance)) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	for id := range s.stopped {
+	for id := range s.stopped.ids {
 		fn(s.instances[id])
 	}
 }
