@@ -268,11 +268,30 @@ func splitEntries(e entry) ([][]byte, error) {
 	if e.format == LogVersion1 {
 		return splitBatch(e.body, !e.json)
 	}
-	var b raftv1.Batch
-	if err := proto.Unmarshal(e.body, &b); err != nil {
-		return nil, err
+	// A Batch read field by field, its entries left in place: unmarshalled,
+	// every entry of every batch was copied once more on every replica.
+	var cmds [][]byte
+	for b := e.body; len(b) > 0; {
+		num, wt, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return nil, protowire.ParseError(n)
+		}
+		b = b[n:]
+		if num == 1 && wt == protowire.BytesType {
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return nil, protowire.ParseError(n)
+			}
+			cmds, b = append(cmds, v), b[n:]
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, wt, b)
+		if n < 0 {
+			return nil, protowire.ParseError(n)
+		}
+		b = b[n:]
 	}
-	return b.Entries, nil
+	return cmds, nil
 }
 
 // Downgrade returns an entry (a command or a batch) as the cluster's log

@@ -412,3 +412,32 @@ func TestEntryIsTheProto(t *testing.T) {
 		t.Fatalf("%+v %+v %v", &m, &body, err)
 	}
 }
+
+// A batch's entries read in place are the Batch message's, as protobuf
+// decodes them; a broken batch is refused.
+func TestSplitEntriesIsTheProto(t *testing.T) {
+	a, _ := Encode(TypeCancel, t0, Cancel{OperationID: "op-1"})
+	b, _ := Encode(TypeStartUsage, t0, StartUsage{})
+	batch, _ := EncodeBatch(t0, [][]byte{a, b, a})
+	e, err := decodeEntry(batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := splitEntries(e)
+	var want raftv1.Batch
+	if err != nil || proto.Unmarshal(e.body, &want) != nil || len(got) != len(want.Entries) {
+		t.Fatalf("%d entries (%v), want %d", len(got), err, len(want.Entries))
+	}
+	for k := range got {
+		if !bytes.Equal(got[k], want.Entries[k]) {
+			t.Fatalf("entry %d differs", k)
+		}
+	}
+	for n := 1; n < len(e.body); n++ {
+		cut := e
+		cut.body = e.body[:n]
+		if cmds, err := splitEntries(cut); err == nil && len(cmds) == 3 {
+			t.Fatalf("a batch cut at %d of %d bytes split into 3 entries", n, len(e.body))
+		}
+	}
+}
