@@ -17,100 +17,32 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/flotilla-vm/flotilla/coordinator/state"
+	"github.com/flotilla-vm/flotilla/internal/fieldfill"
 	raftv1 "github.com/flotilla-vm/flotilla/proto/flotilla/raft/v1"
 )
 
-// filler sets every field of a value, found by reflection, to a distinct
-// non-zero value, so a conversion that drops or mixes up a field shows.
-type filler struct {
-	n    int
-	open map[reflect.Type]bool // the structs being filled: a type that holds itself is filled once
-}
-
-func (f *filler) fill(v reflect.Value) {
-	f.n++
-	if f.open == nil {
-		f.open = map[reflect.Type]bool{}
-	}
-	switch v.Kind() {
-	case reflect.String:
-		v.SetString(fmt.Sprintf("s%d", f.n))
-	case reflect.Bool:
-		v.SetBool(true)
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
-		v.SetInt(int64(f.n))
-	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		v.SetUint(uint64(f.n))
-	case reflect.Float32, reflect.Float64:
-		v.SetFloat(float64(f.n) + 0.5)
-	case reflect.Pointer:
-		v.Set(reflect.New(v.Type().Elem()))
-		f.fill(v.Elem())
-	case reflect.Slice:
-		v.Set(reflect.MakeSlice(v.Type(), 2, 2))
-		for k := range 2 {
-			f.fill(v.Index(k))
-		}
-	case reflect.Map:
-		v.Set(reflect.MakeMap(v.Type()))
-		for range 2 {
-			k, e := reflect.New(v.Type().Key()).Elem(), reflect.New(v.Type().Elem()).Elem()
-			f.fill(k)
-			f.fill(e)
-			v.SetMapIndex(k, e)
-		}
-	case reflect.Struct:
-		if v.Type() == reflect.TypeOf(time.Time{}) {
-			v.Set(reflect.ValueOf(time.Unix(1_700_000_000+int64(f.n), int64(f.n)).UTC()))
-			return
-		}
-		if f.open[v.Type()] {
-			return
-		}
-		f.open[v.Type()] = true
-		for k := range v.NumField() {
-			if v.Type().Field(k).IsExported() {
-				f.fill(v.Field(k))
-			}
-		}
-		delete(f.open, v.Type())
-	case reflect.Interface:
-		// Nothing in a record or command is an interface; were one added,
-		// this test would need to know what it holds.
-		panic("filler: interface field of " + v.Type().String())
-	default:
-		panic("filler: kind " + v.Kind().String())
-	}
-}
-
-func filled[T any]() *T {
-	v := new(T)
-	(&filler{}).fill(reflect.ValueOf(v).Elem())
-	return v
-}
-
 // bodies holds a body of every command type: a new type must be added here
 // (TestCommandsRoundTrip fails until it is).
-var bodies = map[string]func() any{
-	TypeCreateInstance: func() any { return filled[CreateInstance]() },
-	TypeInstanceAction: func() any { return filled[InstanceAction]() },
-	TypeDispatch:       func() any { return filled[Dispatch]() },
-	TypeFinish:         func() any { return filled[Finish]() },
-	TypeCancel:         func() any { return filled[Cancel]() },
-	TypeRegisterHost:   func() any { return filled[RegisterHost]() },
-	TypeDisconnectHost: func() any { return filled[DisconnectHost]() },
-	TypeObserve:        func() any { return filled[Observe]() },
-	TypeRegisterServer: func() any { return filled[RegisterServer]() },
-	TypeRemoveServer:   func() any { return filled[RemoveServer]() },
-	TypeCordonHost:     func() any { return filled[CordonHost]() },
-	TypeDrainHost:      func() any { return filled[DrainHost]() },
-	TypeRecover:        func() any { return filled[Recover]() },
-	TypePlace:          func() any { return filled[Place]() },
-	TypePreempt:        func() any { return filled[Preempt]() },
-	TypePrune:          func() any { return filled[Prune]() },
-	TypeStartUsage:     func() any { return filled[StartUsage]() },
-	TypeCopyProgress:   func() any { return filled[CopyProgress]() },
-	TypeSetLogVersion:  func() any { return filled[SetLogVersion]() },
+var bodies = map[string]func(testing.TB) any{
+	TypeCreateInstance: func(t testing.TB) any { return fieldfill.New[CreateInstance](t) },
+	TypeInstanceAction: func(t testing.TB) any { return fieldfill.New[InstanceAction](t) },
+	TypeDispatch:       func(t testing.TB) any { return fieldfill.New[Dispatch](t) },
+	TypeFinish:         func(t testing.TB) any { return fieldfill.New[Finish](t) },
+	TypeCancel:         func(t testing.TB) any { return fieldfill.New[Cancel](t) },
+	TypeRegisterHost:   func(t testing.TB) any { return fieldfill.New[RegisterHost](t) },
+	TypeDisconnectHost: func(t testing.TB) any { return fieldfill.New[DisconnectHost](t) },
+	TypeObserve:        func(t testing.TB) any { return fieldfill.New[Observe](t) },
+	TypeRegisterServer: func(t testing.TB) any { return fieldfill.New[RegisterServer](t) },
+	TypeRemoveServer:   func(t testing.TB) any { return fieldfill.New[RemoveServer](t) },
+	TypeCordonHost:     func(t testing.TB) any { return fieldfill.New[CordonHost](t) },
+	TypeDrainHost:      func(t testing.TB) any { return fieldfill.New[DrainHost](t) },
+	TypeRecover:        func(t testing.TB) any { return fieldfill.New[Recover](t) },
+	TypePlace:          func(t testing.TB) any { return fieldfill.New[Place](t) },
+	TypePreempt:        func(t testing.TB) any { return fieldfill.New[Preempt](t) },
+	TypePrune:          func(t testing.TB) any { return fieldfill.New[Prune](t) },
+	TypeStartUsage:     func(t testing.TB) any { return fieldfill.New[StartUsage](t) },
+	TypeCopyProgress:   func(t testing.TB) any { return fieldfill.New[CopyProgress](t) },
+	TypeSetLogVersion:  func(t testing.TB) any { return fieldfill.New[SetLogVersion](t) },
 }
 
 // Every field of every command survives its log form, format 2; and, for
@@ -122,7 +54,7 @@ func TestCommandsRoundTrip(t *testing.T) {
 	}
 	now := time.Date(2026, 12, 7, 1, 2, 3, 4, time.UTC)
 	for typ, body := range bodies {
-		want := body()
+		want := body(t)
 		entry, err := Encode(typ, now, want)
 		if err != nil {
 			t.Fatalf("%s: %v", typ, err)
@@ -338,7 +270,7 @@ func persist(t *testing.T, f *FSM) []byte {
 // Every record of a snapshot survives format 2, field by field; a replica
 // restored from it has the state digest of the one that wrote it.
 func TestSnapshotRoundTrip(t *testing.T) {
-	snap := filled[state.Snapshot]()
+	snap := fieldfill.New[state.Snapshot](t)
 	snap.Version, snap.LogVersion = 1, LogVersion2
 	src := state.New(0)
 	src.Load(snap)
