@@ -13,18 +13,9 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/flotilla-vm/flotilla/coordinator/fsm"
-	"github.com/flotilla-vm/flotilla/internal/freeport"
+	"github.com/flotilla-vm/flotilla/internal/testenv"
 	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
-
-func addr(t *testing.T) string {
-	t.Helper()
-	a, err := freeport.Addr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a
-}
 
 func start(t *testing.T, cfg Config) *Node {
 	t.Helper()
@@ -37,16 +28,8 @@ func start(t *testing.T, cfg Config) *Node {
 	return n
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+// bound is how long a condition may take, on a loaded machine.
+const bound = 20 * time.Second
 
 func client(t *testing.T, addr string) pb.ClusterServiceClient {
 	t.Helper()
@@ -67,15 +50,15 @@ func client(t *testing.T, addr string) pb.ClusterServiceClient {
 // join.
 func TestLogVersionWaitsForEveryServer(t *testing.T) {
 	cfgs := []Config{
-		{NodeID: "c1", DataDir: t.TempDir(), RaftAddr: addr(t), APIAddr: addr(t), Bootstrap: true, LogVersionMax: 1},
-		{NodeID: "c2", DataDir: t.TempDir(), RaftAddr: addr(t), APIAddr: addr(t), LogVersionMax: 1},
-		{NodeID: "c3", DataDir: t.TempDir(), RaftAddr: addr(t), APIAddr: addr(t), LogVersionMax: 1},
+		{NodeID: "c1", DataDir: t.TempDir(), RaftAddr: testenv.FreeAddr(t), APIAddr: testenv.FreeAddr(t), Bootstrap: true, LogVersionMax: 1},
+		{NodeID: "c2", DataDir: t.TempDir(), RaftAddr: testenv.FreeAddr(t), APIAddr: testenv.FreeAddr(t), LogVersionMax: 1},
+		{NodeID: "c3", DataDir: t.TempDir(), RaftAddr: testenv.FreeAddr(t), APIAddr: testenv.FreeAddr(t), LogVersionMax: 1},
 	}
 	cfgs[1].Join, cfgs[2].Join = cfgs[0].APIAddr, cfgs[0].APIAddr
 	nodes := []*Node{start(t, cfgs[0])}
-	waitFor(t, "c1 to lead", nodes[0].IsLeader)
+	testenv.Eventually(t, bound, "c1 to lead", nodes[0].IsLeader)
 	nodes = append(nodes, start(t, cfgs[1]), start(t, cfgs[2]))
-	waitFor(t, "three servers with their addresses", func() bool {
+	testenv.Eventually(t, bound, "three servers with their addresses", func() bool {
 		m, _ := gateCluster{nodes[0]}.Members()
 		return len(m) == 3 && m[0].APIAddr != "" && m[1].APIAddr != "" && m[2].APIAddr != ""
 	})
@@ -92,7 +75,7 @@ func TestLogVersionWaitsForEveryServer(t *testing.T) {
 	}
 	leader := func() *Node {
 		var l *Node
-		waitFor(t, "a leader", func() bool {
+		testenv.Eventually(t, bound, "a leader", func() bool {
 			for _, n := range nodes {
 				if n.IsLeader() {
 					l = n
@@ -118,7 +101,7 @@ func TestLogVersionWaitsForEveryServer(t *testing.T) {
 	if err := nodes[0].Close(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "c2 or c3 to lead", func() bool { return nodes[1].IsLeader() || nodes[2].IsLeader() })
+	testenv.Eventually(t, bound, "c2 or c3 to lead", func() bool { return nodes[1].IsLeader() || nodes[2].IsLeader() })
 	upgrade(0, 1)
 	if st, err := client(t, cfgs[0].APIAddr).GetNodeStatus(ctx, &pb.GetNodeStatusRequest{}); err != nil || st.LogVersionMax != 1 || st.LogVersion != 1 {
 		t.Fatalf("the old server's status: %v %v", st, err)
@@ -135,14 +118,14 @@ func TestLogVersionWaitsForEveryServer(t *testing.T) {
 	}
 
 	upgrade(0, 0)
-	waitFor(t, "every server at log version 2", func() bool { return atVersion(fsm.LogVersion2) })
+	testenv.Eventually(t, bound, "every server at log version 2", func() bool { return atVersion(fsm.LogVersion2) })
 	st, err := client(t, cfgs[1].APIAddr).GetNodeStatus(ctx, &pb.GetNodeStatusRequest{})
 	if err != nil || st.LogVersion != 2 || st.LogVersionMax != fsm.SupportedLogVersion {
 		t.Fatalf("status after the upgrade: %v %v", st, err)
 	}
 	// A server of the previous release (it does not send log_version_max)
 	// cannot join any more; the membership is unchanged.
-	_, err = client(t, leader().Addr()).AddServer(ctx, &pb.AddServerRequest{Id: "c4", RaftAddress: addr(t), ApiAddress: addr(t)})
+	_, err = client(t, leader().Addr()).AddServer(ctx, &pb.AddServerRequest{Id: "c4", RaftAddress: testenv.FreeAddr(t), ApiAddress: testenv.FreeAddr(t)})
 	if status.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("an old server joining a version-2 cluster: %v", err)
 	}
