@@ -207,24 +207,10 @@ func TestKillLeaderUnderLoadLosesNothing(t *testing.T) {
 			for n := 0; ctx.Err() == nil; n++ {
 				rid := fmt.Sprintf("w%d-%d", wk, n)
 				req := &pb.CreateInstanceRequest{Name: fmt.Sprintf("w%d-%d", wk, n), RequestId: rid, Spec: &pb.InstanceSpec{Vcpus: 1, MemoryMib: 64, Image: "flotilla-test"}}
-				// Retry with the same request id until acknowledged, on any
-				// server, as a careful client would.
-				for attempt := 0; attempt < 100; attempt++ {
-					i := rand.IntN(len(cl.conns))
-					cctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-					op, err := cl.inst(i).CreateInstance(cctx, req)
-					cancel()
-					if err == nil {
-						mu.Lock()
-						acked[rid] = op.Id
-						mu.Unlock()
-						break
-					}
-					if c := status.Code(err); c != codes.Unavailable && c != codes.DeadlineExceeded && c != codes.Canceled {
-						t.Errorf("create %s: unexpected %v", rid, err)
-						return
-					}
-					time.Sleep(50 * time.Millisecond)
+				if op, ok := retried(t, ctx, cl, rid, func(ctx context.Context, i int) (*pb.Operation, error) { return cl.inst(i).CreateInstance(ctx, req) }); ok {
+					mu.Lock()
+					acked[rid] = op.Id
+					mu.Unlock()
 				}
 			}
 		}()
@@ -268,36 +254,7 @@ func TestKillLeaderUnderLoadLosesNothing(t *testing.T) {
 	}
 	rev := converged(t, cl)
 
-	for i := range cl.conns {
-		seen := map[string]int{}
-		byRequest := map[string]int{}
-		var token string
-		for {
-			r, err := cl.ops(i).ListOperations(context.Background(), &pb.ListOperationsRequest{PageSize: 1000, PageToken: token})
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, op := range r.Operations {
-				seen[op.Id]++
-				if op.RequestId != "" {
-					byRequest[op.RequestId]++
-				}
-			}
-			if token = r.NextPageToken; token == "" {
-				break
-			}
-		}
-		for rid, id := range acked {
-			if seen[id] != 1 {
-				t.Errorf("%s: acknowledged operation %s (request %s) present %d times", cs[i].Name, id, rid, seen[id])
-			}
-		}
-		for rid, n := range byRequest {
-			if n != 1 {
-				t.Errorf("%s: request id %s produced %d operations", cs[i].Name, rid, n)
-			}
-		}
-	}
+	operationsOnce(t, cs, cl, acked)
 
 	// The resumed watch: no revision twice or backwards, and folding its
 	// events up to a listed revision gives each instance's state as listed
@@ -337,6 +294,65 @@ func TestKillLeaderUnderLoadLosesNothing(t *testing.T) {
 		}
 	}
 	t.Logf("%d creates acknowledged, %d instances, %d watch events, final revision %d", len(acked), len(all.Instances), len(w.events), rev)
+}
+
+// retried sends a write to random servers, with the same request id, until
+// one acknowledges it, as a careful client does; it stops trying once ctx
+// ends. A call under way then is not cut short: its answer still counts.
+func retried(t *testing.T, ctx context.Context, cl *clients, rid string, call func(ctx context.Context, i int) (*pb.Operation, error)) (*pb.Operation, bool) {
+	for ctx.Err() == nil {
+		cctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		op, err := call(cctx, rand.IntN(len(cl.conns)))
+		cancel()
+		if err == nil {
+			return op, true
+		}
+		if c := status.Code(err); c != codes.Unavailable && c != codes.DeadlineExceeded && c != codes.Canceled {
+			t.Errorf("request %s: unexpected %v", rid, err)
+			return nil, false
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return nil, false
+}
+
+// operationsOnce checks, on every server, that each acknowledged operation
+// (request id -> operation id) is listed exactly once and that no request
+// id produced two operations.
+func operationsOnce(t *testing.T, cs []*testenv.Coordinator, cl *clients, acked ...map[string]string) {
+	t.Helper()
+	for i := range cl.conns {
+		seen := map[string]int{}
+		byRequest := map[string]int{}
+		var token string
+		for {
+			r, err := cl.ops(i).ListOperations(context.Background(), &pb.ListOperationsRequest{PageSize: 1000, PageToken: token})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, op := range r.Operations {
+				seen[op.Id]++
+				if op.RequestId != "" {
+					byRequest[op.RequestId]++
+				}
+			}
+			if token = r.NextPageToken; token == "" {
+				break
+			}
+		}
+		for _, a := range acked {
+			for rid, id := range a {
+				if seen[id] != 1 {
+					t.Errorf("%s: acknowledged operation %s (request %s) present %d times", cs[i].Name, id, rid, seen[id])
+				}
+			}
+		}
+		for rid, n := range byRequest {
+			if n != 1 {
+				t.Errorf("%s: request id %s produced %d operations", cs[i].Name, rid, n)
+			}
+		}
+	}
 }
 
 func waitDone(t *testing.T, cl *clients, id string) *pb.Operation {

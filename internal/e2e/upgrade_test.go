@@ -10,9 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
 	"github.com/flotilla-vm/flotilla/internal/testenv"
 	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
@@ -52,25 +49,6 @@ func (w *writeLog) longestGap() (time.Duration, time.Time) {
 		}
 	}
 	return gap, at
-}
-
-// retried sends a write to random servers, with the same request id, until
-// one acknowledges it, as a careful client does.
-func retried(t *testing.T, ctx context.Context, cl *clients, rid string, call func(ctx context.Context, i int) (*pb.Operation, error)) (*pb.Operation, bool) {
-	for ctx.Err() == nil {
-		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		op, err := call(cctx, rand.IntN(len(cl.conns)))
-		cancel()
-		if err == nil {
-			return op, true
-		}
-		if c := status.Code(err); c != codes.Unavailable && c != codes.DeadlineExceeded && c != codes.Canceled {
-			t.Errorf("request %s: unexpected %v", rid, err)
-			return nil, false
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return nil, false
 }
 
 // waitAny waits for an operation to finish, asking any server that answers
@@ -302,37 +280,7 @@ func TestRollingUpgrade(t *testing.T) {
 		}
 	}
 	converged(t, cl)
-	for i := range cl.conns {
-		seen, byRequest := map[string]int{}, map[string]int{}
-		var token string
-		for {
-			r, err := cl.ops(i).ListOperations(context.Background(), &pb.ListOperationsRequest{PageSize: 1000, PageToken: token})
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, op := range r.Operations {
-				seen[op.Id]++
-				if op.RequestId != "" {
-					byRequest[op.RequestId]++
-				}
-			}
-			if token = r.NextPageToken; token == "" {
-				break
-			}
-		}
-		for _, log := range []*writeLog{w, lifecycle} {
-			for rid, id := range log.acked {
-				if seen[id] != 1 {
-					t.Errorf("%s: acknowledged operation %s (request %s) present %d times", cs[i].Name, id, rid, seen[id])
-				}
-			}
-		}
-		for rid, n := range byRequest {
-			if n != 1 {
-				t.Errorf("%s: request id %s made %d operations", cs[i].Name, rid, n)
-			}
-		}
-	}
+	operationsOnce(t, cs, cl, w.acked, lifecycle.acked)
 	gap, at := w.longestGap()
 	t.Logf("rolling upgrade from %s: %d creates and %d lifecycle actions acknowledged; longest time without an acknowledged create: %v (after %s)",
 		testenv.PreviousRelease, w.count(), lifecycle.count(), gap.Round(time.Millisecond), at.Format("15:04:05.000"))
