@@ -233,7 +233,11 @@ type Host struct {
 	// Labels for placement constraints, as the agent registered them.
 	Labels map[string]string `protobuf:"bytes,11,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// True if no new instance may be placed here.
-	Cordoned      bool `protobuf:"varint,12,opt,name=cordoned,proto3" json:"cordoned,omitempty"`
+	Cordoned bool `protobuf:"varint,12,opt,name=cordoned,proto3" json:"cordoned,omitempty"`
+	// The host can create libvirt networks (serves every NAT and ISOLATED network).
+	ManagedNetworks bool `protobuf:"varint,13,opt,name=managed_networks,json=managedNetworks,proto3" json:"managed_networks,omitempty"`
+	// The host bridges present on the host (it serves the BRIDGE networks on them).
+	Bridges       []string `protobuf:"bytes,14,rep,name=bridges,proto3" json:"bridges,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -350,6 +354,20 @@ func (x *Host) GetCordoned() bool {
 		return x.Cordoned
 	}
 	return false
+}
+
+func (x *Host) GetManagedNetworks() bool {
+	if x != nil {
+		return x.ManagedNetworks
+	}
+	return false
+}
+
+func (x *Host) GetBridges() []string {
+	if x != nil {
+		return x.Bridges
+	}
+	return nil
 }
 
 // ListHostsRequest lists hosts.
@@ -656,7 +674,7 @@ const file_flotilla_v1_host_proto_rawDesc = "" +
 	"\x05vcpus\x18\x01 \x01(\rR\x05vcpus\x12\x1d\n" +
 	"\n" +
 	"memory_mib\x18\x02 \x01(\x04R\tmemoryMib\x12\x19\n" +
-	"\bdisk_gib\x18\x03 \x01(\x04R\adiskGib\"\xb2\x04\n" +
+	"\bdisk_gib\x18\x03 \x01(\x04R\adiskGib\"\xf7\x04\n" +
 	"\x04Host\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12/\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x17.flotilla.v1.HostStatusR\x06status\x12'\n" +
@@ -670,7 +688,9 @@ const file_flotilla_v1_host_proto_rawDesc = "" +
 	"\ragent_version\x18\n" +
 	" \x01(\tR\fagentVersion\x125\n" +
 	"\x06labels\x18\v \x03(\v2\x1d.flotilla.v1.Host.LabelsEntryR\x06labels\x12\x1a\n" +
-	"\bcordoned\x18\f \x01(\bR\bcordoned\x1a9\n" +
+	"\bcordoned\x18\f \x01(\bR\bcordoned\x12)\n" +
+	"\x10managed_networks\x18\r \x01(\bR\x0fmanagedNetworks\x12\x18\n" +
+	"\abridges\x18\x0e \x03(\tR\abridges\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x12\n" +

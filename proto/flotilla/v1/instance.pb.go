@@ -900,6 +900,12 @@ type Instance struct {
 	Labels map[string]string `protobuf:"bytes,23,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// From a resize's start until it is confirmed, reverted or undone.
 	Resize *PendingResize `protobuf:"bytes,24,opt,name=resize,proto3" json:"resize,omitempty"`
+	// Its network interfaces, in the order asked for.
+	Interfaces []*NetworkInterface `protobuf:"bytes,25,rep,name=interfaces,proto3" json:"interfaces,omitempty"`
+	// SSH public keys given to the guest (cloud-init's ssh_authorized_keys).
+	SshAuthorizedKeys []string `protobuf:"bytes,26,rep,name=ssh_authorized_keys,json=sshAuthorizedKeys,proto3" json:"ssh_authorized_keys,omitempty"`
+	// Whether user data was given (the data itself is not shown: it may hold secrets).
+	HasUserData bool `protobuf:"varint,27,opt,name=has_user_data,json=hasUserData,proto3" json:"has_user_data,omitempty"`
 	// While a disk copy step of the current operation runs, how far it has
 	// got (as that Operation's copy), so that watchers see it move.
 	Copy          *CopyProgress `protobuf:"bytes,40,opt,name=copy,proto3" json:"copy,omitempty"`
@@ -1105,6 +1111,27 @@ func (x *Instance) GetResize() *PendingResize {
 	return nil
 }
 
+func (x *Instance) GetInterfaces() []*NetworkInterface {
+	if x != nil {
+		return x.Interfaces
+	}
+	return nil
+}
+
+func (x *Instance) GetSshAuthorizedKeys() []string {
+	if x != nil {
+		return x.SshAuthorizedKeys
+	}
+	return nil
+}
+
+func (x *Instance) GetHasUserData() bool {
+	if x != nil {
+		return x.HasUserData
+	}
+	return false
+}
+
 func (x *Instance) GetCopy() *CopyProgress {
 	if x != nil {
 		return x.Copy
@@ -1203,9 +1230,15 @@ type CreateInstanceRequest struct {
 	// The user's own labels: at most 64; keys 1..63 letters, digits, '.',
 	// '_', '/' and '-' (starting with a letter or digit); values the same,
 	// 0..63 characters.
-	Labels        map[string]string `protobuf:"bytes,6,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Labels map[string]string `protobuf:"bytes,6,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Network interfaces, at most 8; the guest sees them in this order.
+	Interfaces []*NetworkInterfaceRequest `protobuf:"bytes,7,rep,name=interfaces,proto3" json:"interfaces,omitempty"`
+	// cloud-init user data for the guest (its NoCloud seed), at most 64 KiB.
+	UserData string `protobuf:"bytes,8,opt,name=user_data,json=userData,proto3" json:"user_data,omitempty"`
+	// SSH public keys for the guest, at most 32, each one line of at most 8 KiB.
+	SshAuthorizedKeys []string `protobuf:"bytes,9,rep,name=ssh_authorized_keys,json=sshAuthorizedKeys,proto3" json:"ssh_authorized_keys,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *CreateInstanceRequest) Reset() {
@@ -1276,6 +1309,27 @@ func (x *CreateInstanceRequest) GetPlacement() *Placement {
 func (x *CreateInstanceRequest) GetLabels() map[string]string {
 	if x != nil {
 		return x.Labels
+	}
+	return nil
+}
+
+func (x *CreateInstanceRequest) GetInterfaces() []*NetworkInterfaceRequest {
+	if x != nil {
+		return x.Interfaces
+	}
+	return nil
+}
+
+func (x *CreateInstanceRequest) GetUserData() string {
+	if x != nil {
+		return x.UserData
+	}
+	return ""
+}
+
+func (x *CreateInstanceRequest) GetSshAuthorizedKeys() []string {
+	if x != nil {
+		return x.SshAuthorizedKeys
 	}
 	return nil
 }
@@ -2558,7 +2612,7 @@ var File_flotilla_v1_instance_proto protoreflect.FileDescriptor
 
 const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\n" +
-	"\x1aflotilla/v1/instance.proto\x12\vflotilla.v1\x1a\x18flotilla/v1/common.proto\x1a\x1bflotilla/v1/operation.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"b\n" +
+	"\x1aflotilla/v1/instance.proto\x12\vflotilla.v1\x1a\x18flotilla/v1/common.proto\x1a\x19flotilla/v1/network.proto\x1a\x1bflotilla/v1/operation.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"b\n" +
 	"\bRecovery\x123\n" +
 	"\x06policy\x18\x01 \x01(\x0e2\x1b.flotilla.v1.RecoveryPolicyR\x06policy\x12!\n" +
 	"\fmax_restarts\x18\x02 \x01(\x05R\vmaxRestarts\"\xda\x02\n" +
@@ -2588,8 +2642,7 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\vpreemptible\x18\x04 \x01(\bR\vpreemptible\x1a=\n" +
 	"\x0fHostLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8f\n" +
-	"\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa2\v\n" +
 	"\bInstance\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12-\n" +
@@ -2618,7 +2671,12 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\tplacement\x18\x15 \x01(\v2\x16.flotilla.v1.PlacementR\tplacement\x121\n" +
 	"\x05views\x18\x16 \x03(\v2\x1b.flotilla.v1.VocabularyViewR\x05views\x129\n" +
 	"\x06labels\x18\x17 \x03(\v2!.flotilla.v1.Instance.LabelsEntryR\x06labels\x122\n" +
-	"\x06resize\x18\x18 \x01(\v2\x1a.flotilla.v1.PendingResizeR\x06resize\x12-\n" +
+	"\x06resize\x18\x18 \x01(\v2\x1a.flotilla.v1.PendingResizeR\x06resize\x12=\n" +
+	"\n" +
+	"interfaces\x18\x19 \x03(\v2\x1d.flotilla.v1.NetworkInterfaceR\n" +
+	"interfaces\x12.\n" +
+	"\x13ssh_authorized_keys\x18\x1a \x03(\tR\x11sshAuthorizedKeys\x12\"\n" +
+	"\rhas_user_data\x18\x1b \x01(\bR\vhasUserData\x12-\n" +
 	"\x04copy\x18( \x01(\v2\x19.flotilla.v1.CopyProgressR\x04copy\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
@@ -2627,7 +2685,7 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x04from\x18\x01 \x01(\v2\x19.flotilla.v1.InstanceSpecR\x04from\x12)\n" +
 	"\x02to\x18\x02 \x01(\v2\x19.flotilla.v1.InstanceSpecR\x02to\x12$\n" +
 	"\x0esource_host_id\x18\x03 \x01(\tR\fsourceHostId\x12=\n" +
-	"\fconfirm_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vconfirmTime\"\xe5\x02\n" +
+	"\fconfirm_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vconfirmTime\"\xf8\x03\n" +
 	"\x15CreateInstanceRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12-\n" +
 	"\x04spec\x18\x02 \x01(\v2\x19.flotilla.v1.InstanceSpecR\x04spec\x12\x1d\n" +
@@ -2635,7 +2693,12 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"request_id\x18\x03 \x01(\tR\trequestId\x121\n" +
 	"\brecovery\x18\x04 \x01(\v2\x15.flotilla.v1.RecoveryR\brecovery\x124\n" +
 	"\tplacement\x18\x05 \x01(\v2\x16.flotilla.v1.PlacementR\tplacement\x12F\n" +
-	"\x06labels\x18\x06 \x03(\v2..flotilla.v1.CreateInstanceRequest.LabelsEntryR\x06labels\x1a9\n" +
+	"\x06labels\x18\x06 \x03(\v2..flotilla.v1.CreateInstanceRequest.LabelsEntryR\x06labels\x12D\n" +
+	"\n" +
+	"interfaces\x18\a \x03(\v2$.flotilla.v1.NetworkInterfaceRequestR\n" +
+	"interfaces\x12\x1b\n" +
+	"\tuser_data\x18\b \x01(\tR\buserData\x12.\n" +
+	"\x13ssh_authorized_keys\x18\t \x03(\tR\x11sshAuthorizedKeys\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x84\x01\n" +
@@ -2850,50 +2913,52 @@ func file_flotilla_v1_instance_proto_rawDescGZIP() []byte {
 var file_flotilla_v1_instance_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
 var file_flotilla_v1_instance_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_flotilla_v1_instance_proto_goTypes = []any{
-	(Status)(0),                    // 0: flotilla.v1.Status
-	(DesiredState)(0),              // 1: flotilla.v1.DesiredState
-	(ProvisioningResult)(0),        // 2: flotilla.v1.ProvisioningResult
-	(Action)(0),                    // 3: flotilla.v1.Action
-	(RecoveryPolicy)(0),            // 4: flotilla.v1.RecoveryPolicy
-	(Vocabulary)(0),                // 5: flotilla.v1.Vocabulary
-	(*Recovery)(nil),               // 6: flotilla.v1.Recovery
-	(*VocabularyView)(nil),         // 7: flotilla.v1.VocabularyView
-	(*InstanceSpec)(nil),           // 8: flotilla.v1.InstanceSpec
-	(*Placement)(nil),              // 9: flotilla.v1.Placement
-	(*Instance)(nil),               // 10: flotilla.v1.Instance
-	(*PendingResize)(nil),          // 11: flotilla.v1.PendingResize
-	(*CreateInstanceRequest)(nil),  // 12: flotilla.v1.CreateInstanceRequest
-	(*GetInstanceRequest)(nil),     // 13: flotilla.v1.GetInstanceRequest
-	(*ListInstancesRequest)(nil),   // 14: flotilla.v1.ListInstancesRequest
-	(*ListInstancesResponse)(nil),  // 15: flotilla.v1.ListInstancesResponse
-	(*WatchInstancesRequest)(nil),  // 16: flotilla.v1.WatchInstancesRequest
-	(*WatchInstancesResponse)(nil), // 17: flotilla.v1.WatchInstancesResponse
-	(*StartInstanceRequest)(nil),   // 18: flotilla.v1.StartInstanceRequest
-	(*StopInstanceRequest)(nil),    // 19: flotilla.v1.StopInstanceRequest
-	(*RestartInstanceRequest)(nil), // 20: flotilla.v1.RestartInstanceRequest
-	(*PauseInstanceRequest)(nil),   // 21: flotilla.v1.PauseInstanceRequest
-	(*UnpauseInstanceRequest)(nil), // 22: flotilla.v1.UnpauseInstanceRequest
-	(*SuspendInstanceRequest)(nil), // 23: flotilla.v1.SuspendInstanceRequest
-	(*ResumeInstanceRequest)(nil),  // 24: flotilla.v1.ResumeInstanceRequest
-	(*DeleteInstanceRequest)(nil),  // 25: flotilla.v1.DeleteInstanceRequest
-	(*UpdateInstanceRequest)(nil),  // 26: flotilla.v1.UpdateInstanceRequest
-	(*ResizeInstanceRequest)(nil),  // 27: flotilla.v1.ResizeInstanceRequest
-	(*ConfirmResizeRequest)(nil),   // 28: flotilla.v1.ConfirmResizeRequest
-	(*RevertResizeRequest)(nil),    // 29: flotilla.v1.RevertResizeRequest
-	(*ExtendInstanceRequest)(nil),  // 30: flotilla.v1.ExtendInstanceRequest
-	(*MoveInstanceRequest)(nil),    // 31: flotilla.v1.MoveInstanceRequest
-	nil,                            // 32: flotilla.v1.VocabularyView.FieldsEntry
-	nil,                            // 33: flotilla.v1.Placement.HostLabelsEntry
-	nil,                            // 34: flotilla.v1.Instance.LabelsEntry
-	nil,                            // 35: flotilla.v1.CreateInstanceRequest.LabelsEntry
-	nil,                            // 36: flotilla.v1.UpdateInstanceRequest.LabelsEntry
-	(PowerState)(0),                // 37: flotilla.v1.PowerState
-	(*timestamppb.Timestamp)(nil),  // 38: google.protobuf.Timestamp
-	(*Fault)(nil),                  // 39: flotilla.v1.Fault
-	(*CopyProgress)(nil),           // 40: flotilla.v1.CopyProgress
-	(*durationpb.Duration)(nil),    // 41: google.protobuf.Duration
-	(*fieldmaskpb.FieldMask)(nil),  // 42: google.protobuf.FieldMask
-	(*Operation)(nil),              // 43: flotilla.v1.Operation
+	(Status)(0),                     // 0: flotilla.v1.Status
+	(DesiredState)(0),               // 1: flotilla.v1.DesiredState
+	(ProvisioningResult)(0),         // 2: flotilla.v1.ProvisioningResult
+	(Action)(0),                     // 3: flotilla.v1.Action
+	(RecoveryPolicy)(0),             // 4: flotilla.v1.RecoveryPolicy
+	(Vocabulary)(0),                 // 5: flotilla.v1.Vocabulary
+	(*Recovery)(nil),                // 6: flotilla.v1.Recovery
+	(*VocabularyView)(nil),          // 7: flotilla.v1.VocabularyView
+	(*InstanceSpec)(nil),            // 8: flotilla.v1.InstanceSpec
+	(*Placement)(nil),               // 9: flotilla.v1.Placement
+	(*Instance)(nil),                // 10: flotilla.v1.Instance
+	(*PendingResize)(nil),           // 11: flotilla.v1.PendingResize
+	(*CreateInstanceRequest)(nil),   // 12: flotilla.v1.CreateInstanceRequest
+	(*GetInstanceRequest)(nil),      // 13: flotilla.v1.GetInstanceRequest
+	(*ListInstancesRequest)(nil),    // 14: flotilla.v1.ListInstancesRequest
+	(*ListInstancesResponse)(nil),   // 15: flotilla.v1.ListInstancesResponse
+	(*WatchInstancesRequest)(nil),   // 16: flotilla.v1.WatchInstancesRequest
+	(*WatchInstancesResponse)(nil),  // 17: flotilla.v1.WatchInstancesResponse
+	(*StartInstanceRequest)(nil),    // 18: flotilla.v1.StartInstanceRequest
+	(*StopInstanceRequest)(nil),     // 19: flotilla.v1.StopInstanceRequest
+	(*RestartInstanceRequest)(nil),  // 20: flotilla.v1.RestartInstanceRequest
+	(*PauseInstanceRequest)(nil),    // 21: flotilla.v1.PauseInstanceRequest
+	(*UnpauseInstanceRequest)(nil),  // 22: flotilla.v1.UnpauseInstanceRequest
+	(*SuspendInstanceRequest)(nil),  // 23: flotilla.v1.SuspendInstanceRequest
+	(*ResumeInstanceRequest)(nil),   // 24: flotilla.v1.ResumeInstanceRequest
+	(*DeleteInstanceRequest)(nil),   // 25: flotilla.v1.DeleteInstanceRequest
+	(*UpdateInstanceRequest)(nil),   // 26: flotilla.v1.UpdateInstanceRequest
+	(*ResizeInstanceRequest)(nil),   // 27: flotilla.v1.ResizeInstanceRequest
+	(*ConfirmResizeRequest)(nil),    // 28: flotilla.v1.ConfirmResizeRequest
+	(*RevertResizeRequest)(nil),     // 29: flotilla.v1.RevertResizeRequest
+	(*ExtendInstanceRequest)(nil),   // 30: flotilla.v1.ExtendInstanceRequest
+	(*MoveInstanceRequest)(nil),     // 31: flotilla.v1.MoveInstanceRequest
+	nil,                             // 32: flotilla.v1.VocabularyView.FieldsEntry
+	nil,                             // 33: flotilla.v1.Placement.HostLabelsEntry
+	nil,                             // 34: flotilla.v1.Instance.LabelsEntry
+	nil,                             // 35: flotilla.v1.CreateInstanceRequest.LabelsEntry
+	nil,                             // 36: flotilla.v1.UpdateInstanceRequest.LabelsEntry
+	(PowerState)(0),                 // 37: flotilla.v1.PowerState
+	(*timestamppb.Timestamp)(nil),   // 38: google.protobuf.Timestamp
+	(*Fault)(nil),                   // 39: flotilla.v1.Fault
+	(*NetworkInterface)(nil),        // 40: flotilla.v1.NetworkInterface
+	(*CopyProgress)(nil),            // 41: flotilla.v1.CopyProgress
+	(*NetworkInterfaceRequest)(nil), // 42: flotilla.v1.NetworkInterfaceRequest
+	(*durationpb.Duration)(nil),     // 43: google.protobuf.Duration
+	(*fieldmaskpb.FieldMask)(nil),   // 44: google.protobuf.FieldMask
+	(*Operation)(nil),               // 45: flotilla.v1.Operation
 }
 var file_flotilla_v1_instance_proto_depIdxs = []int32{
 	4,  // 0: flotilla.v1.Recovery.policy:type_name -> flotilla.v1.RecoveryPolicy
@@ -2916,69 +2981,71 @@ var file_flotilla_v1_instance_proto_depIdxs = []int32{
 	7,  // 17: flotilla.v1.Instance.views:type_name -> flotilla.v1.VocabularyView
 	34, // 18: flotilla.v1.Instance.labels:type_name -> flotilla.v1.Instance.LabelsEntry
 	11, // 19: flotilla.v1.Instance.resize:type_name -> flotilla.v1.PendingResize
-	40, // 20: flotilla.v1.Instance.copy:type_name -> flotilla.v1.CopyProgress
-	8,  // 21: flotilla.v1.PendingResize.from:type_name -> flotilla.v1.InstanceSpec
-	8,  // 22: flotilla.v1.PendingResize.to:type_name -> flotilla.v1.InstanceSpec
-	38, // 23: flotilla.v1.PendingResize.confirm_time:type_name -> google.protobuf.Timestamp
-	8,  // 24: flotilla.v1.CreateInstanceRequest.spec:type_name -> flotilla.v1.InstanceSpec
-	6,  // 25: flotilla.v1.CreateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
-	9,  // 26: flotilla.v1.CreateInstanceRequest.placement:type_name -> flotilla.v1.Placement
-	35, // 27: flotilla.v1.CreateInstanceRequest.labels:type_name -> flotilla.v1.CreateInstanceRequest.LabelsEntry
-	5,  // 28: flotilla.v1.GetInstanceRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
-	0,  // 29: flotilla.v1.ListInstancesRequest.status_filter:type_name -> flotilla.v1.Status
-	5,  // 30: flotilla.v1.ListInstancesRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
-	10, // 31: flotilla.v1.ListInstancesResponse.instances:type_name -> flotilla.v1.Instance
-	5,  // 32: flotilla.v1.WatchInstancesRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
-	10, // 33: flotilla.v1.WatchInstancesResponse.instances:type_name -> flotilla.v1.Instance
-	41, // 34: flotilla.v1.StopInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
-	42, // 35: flotilla.v1.UpdateInstanceRequest.update_mask:type_name -> google.protobuf.FieldMask
-	36, // 36: flotilla.v1.UpdateInstanceRequest.labels:type_name -> flotilla.v1.UpdateInstanceRequest.LabelsEntry
-	6,  // 37: flotilla.v1.UpdateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
-	41, // 38: flotilla.v1.ResizeInstanceRequest.confirm_window:type_name -> google.protobuf.Duration
-	41, // 39: flotilla.v1.ResizeInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
-	41, // 40: flotilla.v1.RevertResizeRequest.graceful_timeout:type_name -> google.protobuf.Duration
-	41, // 41: flotilla.v1.MoveInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
-	12, // 42: flotilla.v1.InstanceService.CreateInstance:input_type -> flotilla.v1.CreateInstanceRequest
-	13, // 43: flotilla.v1.InstanceService.GetInstance:input_type -> flotilla.v1.GetInstanceRequest
-	14, // 44: flotilla.v1.InstanceService.ListInstances:input_type -> flotilla.v1.ListInstancesRequest
-	16, // 45: flotilla.v1.InstanceService.WatchInstances:input_type -> flotilla.v1.WatchInstancesRequest
-	18, // 46: flotilla.v1.InstanceService.StartInstance:input_type -> flotilla.v1.StartInstanceRequest
-	19, // 47: flotilla.v1.InstanceService.StopInstance:input_type -> flotilla.v1.StopInstanceRequest
-	20, // 48: flotilla.v1.InstanceService.RestartInstance:input_type -> flotilla.v1.RestartInstanceRequest
-	21, // 49: flotilla.v1.InstanceService.PauseInstance:input_type -> flotilla.v1.PauseInstanceRequest
-	22, // 50: flotilla.v1.InstanceService.UnpauseInstance:input_type -> flotilla.v1.UnpauseInstanceRequest
-	23, // 51: flotilla.v1.InstanceService.SuspendInstance:input_type -> flotilla.v1.SuspendInstanceRequest
-	24, // 52: flotilla.v1.InstanceService.ResumeInstance:input_type -> flotilla.v1.ResumeInstanceRequest
-	25, // 53: flotilla.v1.InstanceService.DeleteInstance:input_type -> flotilla.v1.DeleteInstanceRequest
-	26, // 54: flotilla.v1.InstanceService.UpdateInstance:input_type -> flotilla.v1.UpdateInstanceRequest
-	27, // 55: flotilla.v1.InstanceService.ResizeInstance:input_type -> flotilla.v1.ResizeInstanceRequest
-	28, // 56: flotilla.v1.InstanceService.ConfirmResize:input_type -> flotilla.v1.ConfirmResizeRequest
-	29, // 57: flotilla.v1.InstanceService.RevertResize:input_type -> flotilla.v1.RevertResizeRequest
-	30, // 58: flotilla.v1.InstanceService.ExtendInstance:input_type -> flotilla.v1.ExtendInstanceRequest
-	31, // 59: flotilla.v1.InstanceService.MoveInstance:input_type -> flotilla.v1.MoveInstanceRequest
-	43, // 60: flotilla.v1.InstanceService.CreateInstance:output_type -> flotilla.v1.Operation
-	10, // 61: flotilla.v1.InstanceService.GetInstance:output_type -> flotilla.v1.Instance
-	15, // 62: flotilla.v1.InstanceService.ListInstances:output_type -> flotilla.v1.ListInstancesResponse
-	17, // 63: flotilla.v1.InstanceService.WatchInstances:output_type -> flotilla.v1.WatchInstancesResponse
-	43, // 64: flotilla.v1.InstanceService.StartInstance:output_type -> flotilla.v1.Operation
-	43, // 65: flotilla.v1.InstanceService.StopInstance:output_type -> flotilla.v1.Operation
-	43, // 66: flotilla.v1.InstanceService.RestartInstance:output_type -> flotilla.v1.Operation
-	43, // 67: flotilla.v1.InstanceService.PauseInstance:output_type -> flotilla.v1.Operation
-	43, // 68: flotilla.v1.InstanceService.UnpauseInstance:output_type -> flotilla.v1.Operation
-	43, // 69: flotilla.v1.InstanceService.SuspendInstance:output_type -> flotilla.v1.Operation
-	43, // 70: flotilla.v1.InstanceService.ResumeInstance:output_type -> flotilla.v1.Operation
-	43, // 71: flotilla.v1.InstanceService.DeleteInstance:output_type -> flotilla.v1.Operation
-	43, // 72: flotilla.v1.InstanceService.UpdateInstance:output_type -> flotilla.v1.Operation
-	43, // 73: flotilla.v1.InstanceService.ResizeInstance:output_type -> flotilla.v1.Operation
-	43, // 74: flotilla.v1.InstanceService.ConfirmResize:output_type -> flotilla.v1.Operation
-	43, // 75: flotilla.v1.InstanceService.RevertResize:output_type -> flotilla.v1.Operation
-	43, // 76: flotilla.v1.InstanceService.ExtendInstance:output_type -> flotilla.v1.Operation
-	43, // 77: flotilla.v1.InstanceService.MoveInstance:output_type -> flotilla.v1.Operation
-	60, // [60:78] is the sub-list for method output_type
-	42, // [42:60] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	40, // 20: flotilla.v1.Instance.interfaces:type_name -> flotilla.v1.NetworkInterface
+	41, // 21: flotilla.v1.Instance.copy:type_name -> flotilla.v1.CopyProgress
+	8,  // 22: flotilla.v1.PendingResize.from:type_name -> flotilla.v1.InstanceSpec
+	8,  // 23: flotilla.v1.PendingResize.to:type_name -> flotilla.v1.InstanceSpec
+	38, // 24: flotilla.v1.PendingResize.confirm_time:type_name -> google.protobuf.Timestamp
+	8,  // 25: flotilla.v1.CreateInstanceRequest.spec:type_name -> flotilla.v1.InstanceSpec
+	6,  // 26: flotilla.v1.CreateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
+	9,  // 27: flotilla.v1.CreateInstanceRequest.placement:type_name -> flotilla.v1.Placement
+	35, // 28: flotilla.v1.CreateInstanceRequest.labels:type_name -> flotilla.v1.CreateInstanceRequest.LabelsEntry
+	42, // 29: flotilla.v1.CreateInstanceRequest.interfaces:type_name -> flotilla.v1.NetworkInterfaceRequest
+	5,  // 30: flotilla.v1.GetInstanceRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
+	0,  // 31: flotilla.v1.ListInstancesRequest.status_filter:type_name -> flotilla.v1.Status
+	5,  // 32: flotilla.v1.ListInstancesRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
+	10, // 33: flotilla.v1.ListInstancesResponse.instances:type_name -> flotilla.v1.Instance
+	5,  // 34: flotilla.v1.WatchInstancesRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
+	10, // 35: flotilla.v1.WatchInstancesResponse.instances:type_name -> flotilla.v1.Instance
+	43, // 36: flotilla.v1.StopInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	44, // 37: flotilla.v1.UpdateInstanceRequest.update_mask:type_name -> google.protobuf.FieldMask
+	36, // 38: flotilla.v1.UpdateInstanceRequest.labels:type_name -> flotilla.v1.UpdateInstanceRequest.LabelsEntry
+	6,  // 39: flotilla.v1.UpdateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
+	43, // 40: flotilla.v1.ResizeInstanceRequest.confirm_window:type_name -> google.protobuf.Duration
+	43, // 41: flotilla.v1.ResizeInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	43, // 42: flotilla.v1.RevertResizeRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	43, // 43: flotilla.v1.MoveInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	12, // 44: flotilla.v1.InstanceService.CreateInstance:input_type -> flotilla.v1.CreateInstanceRequest
+	13, // 45: flotilla.v1.InstanceService.GetInstance:input_type -> flotilla.v1.GetInstanceRequest
+	14, // 46: flotilla.v1.InstanceService.ListInstances:input_type -> flotilla.v1.ListInstancesRequest
+	16, // 47: flotilla.v1.InstanceService.WatchInstances:input_type -> flotilla.v1.WatchInstancesRequest
+	18, // 48: flotilla.v1.InstanceService.StartInstance:input_type -> flotilla.v1.StartInstanceRequest
+	19, // 49: flotilla.v1.InstanceService.StopInstance:input_type -> flotilla.v1.StopInstanceRequest
+	20, // 50: flotilla.v1.InstanceService.RestartInstance:input_type -> flotilla.v1.RestartInstanceRequest
+	21, // 51: flotilla.v1.InstanceService.PauseInstance:input_type -> flotilla.v1.PauseInstanceRequest
+	22, // 52: flotilla.v1.InstanceService.UnpauseInstance:input_type -> flotilla.v1.UnpauseInstanceRequest
+	23, // 53: flotilla.v1.InstanceService.SuspendInstance:input_type -> flotilla.v1.SuspendInstanceRequest
+	24, // 54: flotilla.v1.InstanceService.ResumeInstance:input_type -> flotilla.v1.ResumeInstanceRequest
+	25, // 55: flotilla.v1.InstanceService.DeleteInstance:input_type -> flotilla.v1.DeleteInstanceRequest
+	26, // 56: flotilla.v1.InstanceService.UpdateInstance:input_type -> flotilla.v1.UpdateInstanceRequest
+	27, // 57: flotilla.v1.InstanceService.ResizeInstance:input_type -> flotilla.v1.ResizeInstanceRequest
+	28, // 58: flotilla.v1.InstanceService.ConfirmResize:input_type -> flotilla.v1.ConfirmResizeRequest
+	29, // 59: flotilla.v1.InstanceService.RevertResize:input_type -> flotilla.v1.RevertResizeRequest
+	30, // 60: flotilla.v1.InstanceService.ExtendInstance:input_type -> flotilla.v1.ExtendInstanceRequest
+	31, // 61: flotilla.v1.InstanceService.MoveInstance:input_type -> flotilla.v1.MoveInstanceRequest
+	45, // 62: flotilla.v1.InstanceService.CreateInstance:output_type -> flotilla.v1.Operation
+	10, // 63: flotilla.v1.InstanceService.GetInstance:output_type -> flotilla.v1.Instance
+	15, // 64: flotilla.v1.InstanceService.ListInstances:output_type -> flotilla.v1.ListInstancesResponse
+	17, // 65: flotilla.v1.InstanceService.WatchInstances:output_type -> flotilla.v1.WatchInstancesResponse
+	45, // 66: flotilla.v1.InstanceService.StartInstance:output_type -> flotilla.v1.Operation
+	45, // 67: flotilla.v1.InstanceService.StopInstance:output_type -> flotilla.v1.Operation
+	45, // 68: flotilla.v1.InstanceService.RestartInstance:output_type -> flotilla.v1.Operation
+	45, // 69: flotilla.v1.InstanceService.PauseInstance:output_type -> flotilla.v1.Operation
+	45, // 70: flotilla.v1.InstanceService.UnpauseInstance:output_type -> flotilla.v1.Operation
+	45, // 71: flotilla.v1.InstanceService.SuspendInstance:output_type -> flotilla.v1.Operation
+	45, // 72: flotilla.v1.InstanceService.ResumeInstance:output_type -> flotilla.v1.Operation
+	45, // 73: flotilla.v1.InstanceService.DeleteInstance:output_type -> flotilla.v1.Operation
+	45, // 74: flotilla.v1.InstanceService.UpdateInstance:output_type -> flotilla.v1.Operation
+	45, // 75: flotilla.v1.InstanceService.ResizeInstance:output_type -> flotilla.v1.Operation
+	45, // 76: flotilla.v1.InstanceService.ConfirmResize:output_type -> flotilla.v1.Operation
+	45, // 77: flotilla.v1.InstanceService.RevertResize:output_type -> flotilla.v1.Operation
+	45, // 78: flotilla.v1.InstanceService.ExtendInstance:output_type -> flotilla.v1.Operation
+	45, // 79: flotilla.v1.InstanceService.MoveInstance:output_type -> flotilla.v1.Operation
+	62, // [62:80] is the sub-list for method output_type
+	44, // [44:62] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_instance_proto_init() }
@@ -2987,6 +3054,7 @@ func file_flotilla_v1_instance_proto_init() {
 		return
 	}
 	file_flotilla_v1_common_proto_init()
+	file_flotilla_v1_network_proto_init()
 	file_flotilla_v1_operation_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{

@@ -962,7 +962,11 @@ type Register struct {
 	// Labels for placement constraints (e.g. zone=a, ssd=true).
 	Labels map[string]string `protobuf:"bytes,6,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Where this agent serves AgentPeerService (host:port), empty if it does not.
-	PeerAddress   string `protobuf:"bytes,7,opt,name=peer_address,json=peerAddress,proto3" json:"peer_address,omitempty"`
+	PeerAddress string `protobuf:"bytes,7,opt,name=peer_address,json=peerAddress,proto3" json:"peer_address,omitempty"`
+	// The host can create libvirt networks (NAT and ISOLATED).
+	ManagedNetworks bool `protobuf:"varint,8,opt,name=managed_networks,json=managedNetworks,proto3" json:"managed_networks,omitempty"`
+	// The host bridges present on the host, for BRIDGE networks.
+	Bridges       []string `protobuf:"bytes,9,rep,name=bridges,proto3" json:"bridges,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1044,6 +1048,20 @@ func (x *Register) GetPeerAddress() string {
 		return x.PeerAddress
 	}
 	return ""
+}
+
+func (x *Register) GetManagedNetworks() bool {
+	if x != nil {
+		return x.ManagedNetworks
+	}
+	return false
+}
+
+func (x *Register) GetBridges() []string {
+	if x != nil {
+		return x.Bridges
+	}
+	return nil
 }
 
 // Registered answers Register.
@@ -1309,7 +1327,12 @@ type RunStep struct {
 	// For IMPORT_DISK and RECEIVE_DISK: the source agent's AgentPeerService address.
 	PeerAddress string `protobuf:"bytes,14,opt,name=peer_address,json=peerAddress,proto3" json:"peer_address,omitempty"`
 	// For OFFER_DISK and RECEIVE_DISK: which layer of the disk.
-	DiskLayer     DiskLayer `protobuf:"varint,15,opt,name=disk_layer,json=diskLayer,proto3,enum=flotilla.agent.v1.DiskLayer" json:"disk_layer,omitempty"`
+	DiskLayer DiskLayer `protobuf:"varint,15,opt,name=disk_layer,json=diskLayer,proto3,enum=flotilla.agent.v1.DiskLayer" json:"disk_layer,omitempty"`
+	// For every step that defines the domain (CREATE, IMPORT_DISK,
+	// ADOPT_DISK, RESHAPE, UNSHAPE) and PREFLIGHT: the instance's NICs.
+	Nics []*Nic `protobuf:"bytes,16,rep,name=nics,proto3" json:"nics,omitempty"`
+	// For the same steps: what the guest's cloud-init seed says.
+	Guest         *GuestConfig `protobuf:"bytes,17,opt,name=guest,proto3" json:"guest,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1449,6 +1472,194 @@ func (x *RunStep) GetDiskLayer() DiskLayer {
 	return DiskLayer_DISK_LAYER_UNSPECIFIED
 }
 
+func (x *RunStep) GetNics() []*Nic {
+	if x != nil {
+		return x.Nics
+	}
+	return nil
+}
+
+func (x *RunStep) GetGuest() *GuestConfig {
+	if x != nil {
+		return x.Guest
+	}
+	return nil
+}
+
+// Nic is one NIC of an instance with its network, all the host needs to
+// realise both.
+type Nic struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The network's name.
+	Network string `protobuf:"bytes,1,opt,name=network,proto3" json:"network,omitempty"`
+	// How the network is realised.
+	Mode v1.NetworkMode `protobuf:"varint,2,opt,name=mode,proto3,enum=flotilla.v1.NetworkMode" json:"mode,omitempty"`
+	// For BRIDGE: the host bridge.
+	Bridge string `protobuf:"bytes,3,opt,name=bridge,proto3" json:"bridge,omitempty"`
+	// The network's IPv4 prefix, e.g. "10.20.0.0/24".
+	Cidr string `protobuf:"bytes,4,opt,name=cidr,proto3" json:"cidr,omitempty"`
+	// The network's gateway.
+	Gateway string `protobuf:"bytes,5,opt,name=gateway,proto3" json:"gateway,omitempty"`
+	// The NIC's MAC address.
+	MacAddress string `protobuf:"bytes,6,opt,name=mac_address,json=macAddress,proto3" json:"mac_address,omitempty"`
+	// The NIC's IPv4 address.
+	Ipv4Address string `protobuf:"bytes,7,opt,name=ipv4_address,json=ipv4Address,proto3" json:"ipv4_address,omitempty"`
+	// The NIC's host name on the network (DNS: HOSTNAME.NETWORK).
+	Hostname      string `protobuf:"bytes,8,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Nic) Reset() {
+	*x = Nic{}
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Nic) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Nic) ProtoMessage() {}
+
+func (x *Nic) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Nic.ProtoReflect.Descriptor instead.
+func (*Nic) Descriptor() ([]byte, []int) {
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Nic) GetNetwork() string {
+	if x != nil {
+		return x.Network
+	}
+	return ""
+}
+
+func (x *Nic) GetMode() v1.NetworkMode {
+	if x != nil {
+		return x.Mode
+	}
+	return v1.NetworkMode(0)
+}
+
+func (x *Nic) GetBridge() string {
+	if x != nil {
+		return x.Bridge
+	}
+	return ""
+}
+
+func (x *Nic) GetCidr() string {
+	if x != nil {
+		return x.Cidr
+	}
+	return ""
+}
+
+func (x *Nic) GetGateway() string {
+	if x != nil {
+		return x.Gateway
+	}
+	return ""
+}
+
+func (x *Nic) GetMacAddress() string {
+	if x != nil {
+		return x.MacAddress
+	}
+	return ""
+}
+
+func (x *Nic) GetIpv4Address() string {
+	if x != nil {
+		return x.Ipv4Address
+	}
+	return ""
+}
+
+func (x *Nic) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
+}
+
+// GuestConfig is what the guest learns from its cloud-init NoCloud seed.
+type GuestConfig struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The guest's host name.
+	Hostname string `protobuf:"bytes,1,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	// cloud-init user data.
+	UserData string `protobuf:"bytes,2,opt,name=user_data,json=userData,proto3" json:"user_data,omitempty"`
+	// SSH public keys.
+	SshAuthorizedKeys []string `protobuf:"bytes,3,rep,name=ssh_authorized_keys,json=sshAuthorizedKeys,proto3" json:"ssh_authorized_keys,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *GuestConfig) Reset() {
+	*x = GuestConfig{}
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GuestConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GuestConfig) ProtoMessage() {}
+
+func (x *GuestConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GuestConfig.ProtoReflect.Descriptor instead.
+func (*GuestConfig) Descriptor() ([]byte, []int) {
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *GuestConfig) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
+}
+
+func (x *GuestConfig) GetUserData() string {
+	if x != nil {
+		return x.UserData
+	}
+	return ""
+}
+
+func (x *GuestConfig) GetSshAuthorizedKeys() []string {
+	if x != nil {
+		return x.SshAuthorizedKeys
+	}
+	return nil
+}
+
 // QueryStep asks what became of a step (sent by a new leader for steps its
 // predecessor had sent, before deciding anything about them).
 type QueryStep struct {
@@ -1463,7 +1674,7 @@ type QueryStep struct {
 
 func (x *QueryStep) Reset() {
 	*x = QueryStep{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1475,7 +1686,7 @@ func (x *QueryStep) String() string {
 func (*QueryStep) ProtoMessage() {}
 
 func (x *QueryStep) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1488,7 +1699,7 @@ func (x *QueryStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryStep.ProtoReflect.Descriptor instead.
 func (*QueryStep) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *QueryStep) GetStepId() string {
@@ -1522,7 +1733,7 @@ type StepReport struct {
 
 func (x *StepReport) Reset() {
 	*x = StepReport{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1534,7 +1745,7 @@ func (x *StepReport) String() string {
 func (*StepReport) ProtoMessage() {}
 
 func (x *StepReport) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1547,7 +1758,7 @@ func (x *StepReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepReport.ProtoReflect.Descriptor instead.
 func (*StepReport) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *StepReport) GetStepId() string {
@@ -1599,7 +1810,7 @@ type StepResult struct {
 
 func (x *StepResult) Reset() {
 	*x = StepResult{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1611,7 +1822,7 @@ func (x *StepResult) String() string {
 func (*StepResult) ProtoMessage() {}
 
 func (x *StepResult) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1624,7 +1835,7 @@ func (x *StepResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepResult.ProtoReflect.Descriptor instead.
 func (*StepResult) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{13}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *StepResult) GetOperationId() string {
@@ -1673,7 +1884,7 @@ var File_flotilla_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x1dflotilla/agent/v1/agent.proto\x12\x11flotilla.agent.v1\x1a\x18flotilla/v1/common.proto\x1a\x16flotilla/v1/host.proto\x1a\x1aflotilla/v1/instance.proto\x1a\x1bflotilla/v1/operation.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf5\x01\n" +
+	"\x1dflotilla/agent/v1/agent.proto\x12\x11flotilla.agent.v1\x1a\x18flotilla/v1/common.proto\x1a\x16flotilla/v1/host.proto\x1a\x1aflotilla/v1/instance.proto\x1a\x19flotilla/v1/network.proto\x1a\x1bflotilla/v1/operation.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf5\x01\n" +
 	"\x0fPullDiskRequest\x12\x1f\n" +
 	"\vinstance_id\x18\x01 \x01(\tR\n" +
 	"instanceId\x12\x14\n" +
@@ -1728,7 +1939,7 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\brun_step\x18\x02 \x01(\v2\x1a.flotilla.agent.v1.RunStepH\x00R\arunStep\x12=\n" +
 	"\n" +
 	"query_step\x18\x03 \x01(\v2\x1c.flotilla.agent.v1.QueryStepH\x00R\tqueryStepB\x05\n" +
-	"\x03msg\"\x82\x03\n" +
+	"\x03msg\"\xc7\x03\n" +
 	"\bRegister\x12\x17\n" +
 	"\ahost_id\x18\x01 \x01(\tR\x06hostId\x12'\n" +
 	"\x0fhypervisor_kind\x18\x02 \x01(\tR\x0ehypervisorKind\x122\n" +
@@ -1736,7 +1947,9 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\tinventory\x18\x04 \x03(\v2\x1e.flotilla.agent.v1.DomainStateR\tinventory\x12#\n" +
 	"\ragent_version\x18\x05 \x01(\tR\fagentVersion\x12?\n" +
 	"\x06labels\x18\x06 \x03(\v2'.flotilla.agent.v1.Register.LabelsEntryR\x06labels\x12!\n" +
-	"\fpeer_address\x18\a \x01(\tR\vpeerAddress\x1a9\n" +
+	"\fpeer_address\x18\a \x01(\tR\vpeerAddress\x12)\n" +
+	"\x10managed_networks\x18\b \x01(\bR\x0fmanagedNetworks\x12\x18\n" +
+	"\abridges\x18\t \x03(\tR\abridges\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb0\x01\n" +
@@ -1756,7 +1969,7 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\adomains\x18\x01 \x03(\v2\x1e.flotilla.agent.v1.DomainStateR\adomains\x12;\n" +
 	"\vobserved_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"observedAt\"\v\n" +
-	"\tHeartbeat\"\xe6\x04\n" +
+	"\tHeartbeat\"\xc8\x05\n" +
 	"\aRunStep\x12!\n" +
 	"\foperation_id\x18\x01 \x01(\tR\voperationId\x12\x1f\n" +
 	"\vinstance_id\x18\x02 \x01(\tR\n" +
@@ -1778,7 +1991,23 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"peerHostId\x12!\n" +
 	"\fpeer_address\x18\x0e \x01(\tR\vpeerAddress\x12;\n" +
 	"\n" +
-	"disk_layer\x18\x0f \x01(\x0e2\x1c.flotilla.agent.v1.DiskLayerR\tdiskLayer\"G\n" +
+	"disk_layer\x18\x0f \x01(\x0e2\x1c.flotilla.agent.v1.DiskLayerR\tdiskLayer\x12*\n" +
+	"\x04nics\x18\x10 \x03(\v2\x16.flotilla.agent.v1.NicR\x04nics\x124\n" +
+	"\x05guest\x18\x11 \x01(\v2\x1e.flotilla.agent.v1.GuestConfigR\x05guest\"\xf3\x01\n" +
+	"\x03Nic\x12\x18\n" +
+	"\anetwork\x18\x01 \x01(\tR\anetwork\x12,\n" +
+	"\x04mode\x18\x02 \x01(\x0e2\x18.flotilla.v1.NetworkModeR\x04mode\x12\x16\n" +
+	"\x06bridge\x18\x03 \x01(\tR\x06bridge\x12\x12\n" +
+	"\x04cidr\x18\x04 \x01(\tR\x04cidr\x12\x18\n" +
+	"\agateway\x18\x05 \x01(\tR\agateway\x12\x1f\n" +
+	"\vmac_address\x18\x06 \x01(\tR\n" +
+	"macAddress\x12!\n" +
+	"\fipv4_address\x18\a \x01(\tR\vipv4Address\x12\x1a\n" +
+	"\bhostname\x18\b \x01(\tR\bhostname\"v\n" +
+	"\vGuestConfig\x12\x1a\n" +
+	"\bhostname\x18\x01 \x01(\tR\bhostname\x12\x1b\n" +
+	"\tuser_data\x18\x02 \x01(\tR\buserData\x12.\n" +
+	"\x13ssh_authorized_keys\x18\x03 \x03(\tR\x11sshAuthorizedKeys\"G\n" +
 	"\tQueryStep\x12\x17\n" +
 	"\astep_id\x18\x01 \x01(\tR\x06stepId\x12!\n" +
 	"\foperation_id\x18\x02 \x01(\tR\voperationId\"\xb9\x01\n" +
@@ -1855,7 +2084,7 @@ func file_flotilla_agent_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_flotilla_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_flotilla_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_flotilla_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_flotilla_agent_v1_agent_proto_goTypes = []any{
 	(ChunkEncoding)(0),            // 0: flotilla.agent.v1.ChunkEncoding
 	(DiskLayer)(0),                // 1: flotilla.agent.v1.DiskLayer
@@ -1872,17 +2101,20 @@ var file_flotilla_agent_v1_agent_proto_goTypes = []any{
 	(*Inventory)(nil),             // 12: flotilla.agent.v1.Inventory
 	(*Heartbeat)(nil),             // 13: flotilla.agent.v1.Heartbeat
 	(*RunStep)(nil),               // 14: flotilla.agent.v1.RunStep
-	(*QueryStep)(nil),             // 15: flotilla.agent.v1.QueryStep
-	(*StepReport)(nil),            // 16: flotilla.agent.v1.StepReport
-	(*StepResult)(nil),            // 17: flotilla.agent.v1.StepResult
-	nil,                           // 18: flotilla.agent.v1.Register.LabelsEntry
-	(*v1.Resources)(nil),          // 19: flotilla.v1.Resources
-	(*durationpb.Duration)(nil),   // 20: google.protobuf.Duration
-	(v1.PowerState)(0),            // 21: flotilla.v1.PowerState
-	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
-	(v1.OperationKind)(0),         // 23: flotilla.v1.OperationKind
-	(*v1.InstanceSpec)(nil),       // 24: flotilla.v1.InstanceSpec
-	(*v1.Fault)(nil),              // 25: flotilla.v1.Fault
+	(*Nic)(nil),                   // 15: flotilla.agent.v1.Nic
+	(*GuestConfig)(nil),           // 16: flotilla.agent.v1.GuestConfig
+	(*QueryStep)(nil),             // 17: flotilla.agent.v1.QueryStep
+	(*StepReport)(nil),            // 18: flotilla.agent.v1.StepReport
+	(*StepResult)(nil),            // 19: flotilla.agent.v1.StepResult
+	nil,                           // 20: flotilla.agent.v1.Register.LabelsEntry
+	(*v1.Resources)(nil),          // 21: flotilla.v1.Resources
+	(*durationpb.Duration)(nil),   // 22: google.protobuf.Duration
+	(v1.PowerState)(0),            // 23: flotilla.v1.PowerState
+	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
+	(v1.OperationKind)(0),         // 25: flotilla.v1.OperationKind
+	(*v1.InstanceSpec)(nil),       // 26: flotilla.v1.InstanceSpec
+	(v1.NetworkMode)(0),           // 27: flotilla.v1.NetworkMode
+	(*v1.Fault)(nil),              // 28: flotilla.v1.Fault
 }
 var file_flotilla_agent_v1_agent_proto_depIdxs = []int32{
 	1,  // 0: flotilla.agent.v1.PullDiskRequest.layer:type_name -> flotilla.agent.v1.DiskLayer
@@ -1890,41 +2122,44 @@ var file_flotilla_agent_v1_agent_proto_depIdxs = []int32{
 	9,  // 2: flotilla.agent.v1.ConnectRequest.register:type_name -> flotilla.agent.v1.Register
 	11, // 3: flotilla.agent.v1.ConnectRequest.power_event:type_name -> flotilla.agent.v1.DomainState
 	12, // 4: flotilla.agent.v1.ConnectRequest.resync:type_name -> flotilla.agent.v1.Inventory
-	17, // 5: flotilla.agent.v1.ConnectRequest.step_result:type_name -> flotilla.agent.v1.StepResult
+	19, // 5: flotilla.agent.v1.ConnectRequest.step_result:type_name -> flotilla.agent.v1.StepResult
 	13, // 6: flotilla.agent.v1.ConnectRequest.heartbeat:type_name -> flotilla.agent.v1.Heartbeat
-	16, // 7: flotilla.agent.v1.ConnectRequest.step_report:type_name -> flotilla.agent.v1.StepReport
+	18, // 7: flotilla.agent.v1.ConnectRequest.step_report:type_name -> flotilla.agent.v1.StepReport
 	6,  // 8: flotilla.agent.v1.ConnectRequest.copy_progress:type_name -> flotilla.agent.v1.CopyProgress
 	10, // 9: flotilla.agent.v1.ConnectResponse.registered:type_name -> flotilla.agent.v1.Registered
 	14, // 10: flotilla.agent.v1.ConnectResponse.run_step:type_name -> flotilla.agent.v1.RunStep
-	15, // 11: flotilla.agent.v1.ConnectResponse.query_step:type_name -> flotilla.agent.v1.QueryStep
-	19, // 12: flotilla.agent.v1.Register.capacity:type_name -> flotilla.v1.Resources
+	17, // 11: flotilla.agent.v1.ConnectResponse.query_step:type_name -> flotilla.agent.v1.QueryStep
+	21, // 12: flotilla.agent.v1.Register.capacity:type_name -> flotilla.v1.Resources
 	11, // 13: flotilla.agent.v1.Register.inventory:type_name -> flotilla.agent.v1.DomainState
-	18, // 14: flotilla.agent.v1.Register.labels:type_name -> flotilla.agent.v1.Register.LabelsEntry
-	20, // 15: flotilla.agent.v1.Registered.heartbeat_interval:type_name -> google.protobuf.Duration
-	20, // 16: flotilla.agent.v1.Registered.resync_interval:type_name -> google.protobuf.Duration
-	21, // 17: flotilla.agent.v1.DomainState.state:type_name -> flotilla.v1.PowerState
-	22, // 18: flotilla.agent.v1.DomainState.observed_at:type_name -> google.protobuf.Timestamp
+	20, // 14: flotilla.agent.v1.Register.labels:type_name -> flotilla.agent.v1.Register.LabelsEntry
+	22, // 15: flotilla.agent.v1.Registered.heartbeat_interval:type_name -> google.protobuf.Duration
+	22, // 16: flotilla.agent.v1.Registered.resync_interval:type_name -> google.protobuf.Duration
+	23, // 17: flotilla.agent.v1.DomainState.state:type_name -> flotilla.v1.PowerState
+	24, // 18: flotilla.agent.v1.DomainState.observed_at:type_name -> google.protobuf.Timestamp
 	11, // 19: flotilla.agent.v1.Inventory.domains:type_name -> flotilla.agent.v1.DomainState
-	22, // 20: flotilla.agent.v1.Inventory.observed_at:type_name -> google.protobuf.Timestamp
-	23, // 21: flotilla.agent.v1.RunStep.kind:type_name -> flotilla.v1.OperationKind
-	24, // 22: flotilla.agent.v1.RunStep.spec:type_name -> flotilla.v1.InstanceSpec
-	20, // 23: flotilla.agent.v1.RunStep.graceful_timeout:type_name -> google.protobuf.Duration
-	22, // 24: flotilla.agent.v1.RunStep.deadline:type_name -> google.protobuf.Timestamp
+	24, // 20: flotilla.agent.v1.Inventory.observed_at:type_name -> google.protobuf.Timestamp
+	25, // 21: flotilla.agent.v1.RunStep.kind:type_name -> flotilla.v1.OperationKind
+	26, // 22: flotilla.agent.v1.RunStep.spec:type_name -> flotilla.v1.InstanceSpec
+	22, // 23: flotilla.agent.v1.RunStep.graceful_timeout:type_name -> google.protobuf.Duration
+	24, // 24: flotilla.agent.v1.RunStep.deadline:type_name -> google.protobuf.Timestamp
 	2,  // 25: flotilla.agent.v1.RunStep.action:type_name -> flotilla.agent.v1.StepAction
 	1,  // 26: flotilla.agent.v1.RunStep.disk_layer:type_name -> flotilla.agent.v1.DiskLayer
-	3,  // 27: flotilla.agent.v1.StepReport.state:type_name -> flotilla.agent.v1.StepReportState
-	17, // 28: flotilla.agent.v1.StepReport.result:type_name -> flotilla.agent.v1.StepResult
-	25, // 29: flotilla.agent.v1.StepResult.fault:type_name -> flotilla.v1.Fault
-	11, // 30: flotilla.agent.v1.StepResult.state:type_name -> flotilla.agent.v1.DomainState
-	7,  // 31: flotilla.agent.v1.AgentService.Connect:input_type -> flotilla.agent.v1.ConnectRequest
-	4,  // 32: flotilla.agent.v1.AgentPeerService.PullDisk:input_type -> flotilla.agent.v1.PullDiskRequest
-	8,  // 33: flotilla.agent.v1.AgentService.Connect:output_type -> flotilla.agent.v1.ConnectResponse
-	5,  // 34: flotilla.agent.v1.AgentPeerService.PullDisk:output_type -> flotilla.agent.v1.DiskChunk
-	33, // [33:35] is the sub-list for method output_type
-	31, // [31:33] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	15, // 27: flotilla.agent.v1.RunStep.nics:type_name -> flotilla.agent.v1.Nic
+	16, // 28: flotilla.agent.v1.RunStep.guest:type_name -> flotilla.agent.v1.GuestConfig
+	27, // 29: flotilla.agent.v1.Nic.mode:type_name -> flotilla.v1.NetworkMode
+	3,  // 30: flotilla.agent.v1.StepReport.state:type_name -> flotilla.agent.v1.StepReportState
+	19, // 31: flotilla.agent.v1.StepReport.result:type_name -> flotilla.agent.v1.StepResult
+	28, // 32: flotilla.agent.v1.StepResult.fault:type_name -> flotilla.v1.Fault
+	11, // 33: flotilla.agent.v1.StepResult.state:type_name -> flotilla.agent.v1.DomainState
+	7,  // 34: flotilla.agent.v1.AgentService.Connect:input_type -> flotilla.agent.v1.ConnectRequest
+	4,  // 35: flotilla.agent.v1.AgentPeerService.PullDisk:input_type -> flotilla.agent.v1.PullDiskRequest
+	8,  // 36: flotilla.agent.v1.AgentService.Connect:output_type -> flotilla.agent.v1.ConnectResponse
+	5,  // 37: flotilla.agent.v1.AgentPeerService.PullDisk:output_type -> flotilla.agent.v1.DiskChunk
+	36, // [36:38] is the sub-list for method output_type
+	34, // [34:36] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_agent_v1_agent_proto_init() }
@@ -1952,7 +2187,7 @@ func file_flotilla_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_agent_v1_agent_proto_rawDesc), len(file_flotilla_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   15,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

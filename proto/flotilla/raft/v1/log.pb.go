@@ -1387,6 +1387,98 @@ func (x *SetLogVersion) GetVersion() uint32 {
 	return 0
 }
 
+// CreateNetwork defines a network (log version 3).
+type CreateNetwork struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The network.
+	Network       *Network `protobuf:"bytes,1,opt,name=network,proto3" json:"network,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateNetwork) Reset() {
+	*x = CreateNetwork{}
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateNetwork) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateNetwork) ProtoMessage() {}
+
+func (x *CreateNetwork) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateNetwork.ProtoReflect.Descriptor instead.
+func (*CreateNetwork) Descriptor() ([]byte, []int) {
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *CreateNetwork) GetNetwork() *Network {
+	if x != nil {
+		return x.Network
+	}
+	return nil
+}
+
+// DeleteNetwork removes a network no instance holds an address on (log version 3).
+type DeleteNetwork struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Its name.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteNetwork) Reset() {
+	*x = DeleteNetwork{}
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteNetwork) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteNetwork) ProtoMessage() {}
+
+func (x *DeleteNetwork) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteNetwork.ProtoReflect.Descriptor instead.
+func (*DeleteNetwork) Descriptor() ([]byte, []int) {
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *DeleteNetwork) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
 var File_flotilla_raft_v1_log_proto protoreflect.FileDescriptor
 
 const file_flotilla_raft_v1_log_proto_rawDesc = "" +
@@ -1482,7 +1574,11 @@ const file_flotilla_raft_v1_log_proto_rawDesc = "" +
 	"\n" +
 	"bytes_sent\x18\a \x01(\x04R\tbytesSent\")\n" +
 	"\rSetLogVersion\x12\x18\n" +
-	"\aversion\x18\x01 \x01(\rR\aversionB?Z=github.com/flotilla-vm/flotilla/proto/flotilla/raft/v1;raftv1b\x06proto3"
+	"\aversion\x18\x01 \x01(\rR\aversion\"D\n" +
+	"\rCreateNetwork\x123\n" +
+	"\anetwork\x18\x01 \x01(\v2\x19.flotilla.raft.v1.NetworkR\anetwork\"#\n" +
+	"\rDeleteNetwork\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04nameB?Z=github.com/flotilla-vm/flotilla/proto/flotilla/raft/v1;raftv1b\x06proto3"
 
 var (
 	file_flotilla_raft_v1_log_proto_rawDescOnce sync.Once
@@ -1496,7 +1592,7 @@ func file_flotilla_raft_v1_log_proto_rawDescGZIP() []byte {
 	return file_flotilla_raft_v1_log_proto_rawDescData
 }
 
-var file_flotilla_raft_v1_log_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_flotilla_raft_v1_log_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_flotilla_raft_v1_log_proto_goTypes = []any{
 	(*Entry)(nil),          // 0: flotilla.raft.v1.Entry
 	(*Batch)(nil),          // 1: flotilla.raft.v1.Batch
@@ -1520,38 +1616,42 @@ var file_flotilla_raft_v1_log_proto_goTypes = []any{
 	(*Prune)(nil),          // 19: flotilla.raft.v1.Prune
 	(*CopyProgress)(nil),   // 20: flotilla.raft.v1.CopyProgress
 	(*SetLogVersion)(nil),  // 21: flotilla.raft.v1.SetLogVersion
-	(*Instance)(nil),       // 22: flotilla.raft.v1.Instance
-	(*Operation)(nil),      // 23: flotilla.raft.v1.Operation
-	(*Policy)(nil),         // 24: flotilla.raft.v1.Policy
-	(*Fault)(nil),          // 25: flotilla.raft.v1.Fault
-	(*Observation)(nil),    // 26: flotilla.raft.v1.Observation
-	(*Host)(nil),           // 27: flotilla.raft.v1.Host
-	(*Server)(nil),         // 28: flotilla.raft.v1.Server
+	(*CreateNetwork)(nil),  // 22: flotilla.raft.v1.CreateNetwork
+	(*DeleteNetwork)(nil),  // 23: flotilla.raft.v1.DeleteNetwork
+	(*Instance)(nil),       // 24: flotilla.raft.v1.Instance
+	(*Operation)(nil),      // 25: flotilla.raft.v1.Operation
+	(*Policy)(nil),         // 26: flotilla.raft.v1.Policy
+	(*Fault)(nil),          // 27: flotilla.raft.v1.Fault
+	(*Observation)(nil),    // 28: flotilla.raft.v1.Observation
+	(*Host)(nil),           // 29: flotilla.raft.v1.Host
+	(*Server)(nil),         // 30: flotilla.raft.v1.Server
+	(*Network)(nil),        // 31: flotilla.raft.v1.Network
 }
 var file_flotilla_raft_v1_log_proto_depIdxs = []int32{
-	22, // 0: flotilla.raft.v1.CreateInstance.instance:type_name -> flotilla.raft.v1.Instance
-	23, // 1: flotilla.raft.v1.CreateInstance.operation:type_name -> flotilla.raft.v1.Operation
-	24, // 2: flotilla.raft.v1.CreateInstance.policy:type_name -> flotilla.raft.v1.Policy
-	23, // 3: flotilla.raft.v1.InstanceAction.operation:type_name -> flotilla.raft.v1.Operation
-	24, // 4: flotilla.raft.v1.InstanceAction.policy:type_name -> flotilla.raft.v1.Policy
+	24, // 0: flotilla.raft.v1.CreateInstance.instance:type_name -> flotilla.raft.v1.Instance
+	25, // 1: flotilla.raft.v1.CreateInstance.operation:type_name -> flotilla.raft.v1.Operation
+	26, // 2: flotilla.raft.v1.CreateInstance.policy:type_name -> flotilla.raft.v1.Policy
+	25, // 3: flotilla.raft.v1.InstanceAction.operation:type_name -> flotilla.raft.v1.Operation
+	26, // 4: flotilla.raft.v1.InstanceAction.policy:type_name -> flotilla.raft.v1.Policy
 	5,  // 5: flotilla.raft.v1.Dispatch.steps:type_name -> flotilla.raft.v1.DispatchStep
-	25, // 6: flotilla.raft.v1.Finish.fault:type_name -> flotilla.raft.v1.Fault
-	26, // 7: flotilla.raft.v1.Finish.observed:type_name -> flotilla.raft.v1.Observation
-	27, // 8: flotilla.raft.v1.RegisterHost.host:type_name -> flotilla.raft.v1.Host
-	26, // 9: flotilla.raft.v1.RegisterHost.inventory:type_name -> flotilla.raft.v1.Observation
-	23, // 10: flotilla.raft.v1.DrainHost.stops:type_name -> flotilla.raft.v1.Operation
-	23, // 11: flotilla.raft.v1.DrainHost.moves:type_name -> flotilla.raft.v1.Operation
-	24, // 12: flotilla.raft.v1.DrainHost.policy:type_name -> flotilla.raft.v1.Policy
-	23, // 13: flotilla.raft.v1.Recover.restart:type_name -> flotilla.raft.v1.Operation
-	26, // 14: flotilla.raft.v1.Observe.observations:type_name -> flotilla.raft.v1.Observation
-	28, // 15: flotilla.raft.v1.RegisterServer.server:type_name -> flotilla.raft.v1.Server
-	24, // 16: flotilla.raft.v1.Place.policy:type_name -> flotilla.raft.v1.Policy
-	23, // 17: flotilla.raft.v1.Preempt.victims:type_name -> flotilla.raft.v1.Operation
-	18, // [18:18] is the sub-list for method output_type
-	18, // [18:18] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	27, // 6: flotilla.raft.v1.Finish.fault:type_name -> flotilla.raft.v1.Fault
+	28, // 7: flotilla.raft.v1.Finish.observed:type_name -> flotilla.raft.v1.Observation
+	29, // 8: flotilla.raft.v1.RegisterHost.host:type_name -> flotilla.raft.v1.Host
+	28, // 9: flotilla.raft.v1.RegisterHost.inventory:type_name -> flotilla.raft.v1.Observation
+	25, // 10: flotilla.raft.v1.DrainHost.stops:type_name -> flotilla.raft.v1.Operation
+	25, // 11: flotilla.raft.v1.DrainHost.moves:type_name -> flotilla.raft.v1.Operation
+	26, // 12: flotilla.raft.v1.DrainHost.policy:type_name -> flotilla.raft.v1.Policy
+	25, // 13: flotilla.raft.v1.Recover.restart:type_name -> flotilla.raft.v1.Operation
+	28, // 14: flotilla.raft.v1.Observe.observations:type_name -> flotilla.raft.v1.Observation
+	30, // 15: flotilla.raft.v1.RegisterServer.server:type_name -> flotilla.raft.v1.Server
+	26, // 16: flotilla.raft.v1.Place.policy:type_name -> flotilla.raft.v1.Policy
+	25, // 17: flotilla.raft.v1.Preempt.victims:type_name -> flotilla.raft.v1.Operation
+	31, // 18: flotilla.raft.v1.CreateNetwork.network:type_name -> flotilla.raft.v1.Network
+	19, // [19:19] is the sub-list for method output_type
+	19, // [19:19] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_raft_v1_log_proto_init() }
@@ -1566,7 +1666,7 @@ func file_flotilla_raft_v1_log_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_raft_v1_log_proto_rawDesc), len(file_flotilla_raft_v1_log_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -595,7 +595,13 @@ type Instance struct {
 	// Resize in progress or unconfirmed.
 	Resize *Resize `protobuf:"bytes,25,opt,name=resize,proto3" json:"resize,omitempty"`
 	// An operation is being rolled back.
-	RollingBack   bool `protobuf:"varint,26,opt,name=rolling_back,json=rollingBack,proto3" json:"rolling_back,omitempty"`
+	RollingBack bool `protobuf:"varint,26,opt,name=rolling_back,json=rollingBack,proto3" json:"rolling_back,omitempty"`
+	// Network interfaces, as allocated.
+	Nics []*Nic `protobuf:"bytes,27,rep,name=nics,proto3" json:"nics,omitempty"`
+	// cloud-init user data.
+	UserData string `protobuf:"bytes,28,opt,name=user_data,json=userData,proto3" json:"user_data,omitempty"`
+	// SSH public keys.
+	SshKeys       []string `protobuf:"bytes,29,rep,name=ssh_keys,json=sshKeys,proto3" json:"ssh_keys,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -812,6 +818,200 @@ func (x *Instance) GetRollingBack() bool {
 	return false
 }
 
+func (x *Instance) GetNics() []*Nic {
+	if x != nil {
+		return x.Nics
+	}
+	return nil
+}
+
+func (x *Instance) GetUserData() string {
+	if x != nil {
+		return x.UserData
+	}
+	return ""
+}
+
+func (x *Instance) GetSshKeys() []string {
+	if x != nil {
+		return x.SshKeys
+	}
+	return nil
+}
+
+// Nic is one allocated network interface.
+type Nic struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Network name.
+	Network string `protobuf:"bytes,1,opt,name=network,proto3" json:"network,omitempty"`
+	// MAC address.
+	Mac string `protobuf:"bytes,2,opt,name=mac,proto3" json:"mac,omitempty"`
+	// IPv4 address.
+	Ipv4 string `protobuf:"bytes,3,opt,name=ipv4,proto3" json:"ipv4,omitempty"`
+	// DNS host name on the network.
+	Hostname      string `protobuf:"bytes,4,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Nic) Reset() {
+	*x = Nic{}
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Nic) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Nic) ProtoMessage() {}
+
+func (x *Nic) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Nic.ProtoReflect.Descriptor instead.
+func (*Nic) Descriptor() ([]byte, []int) {
+	return file_flotilla_raft_v1_records_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Nic) GetNetwork() string {
+	if x != nil {
+		return x.Network
+	}
+	return ""
+}
+
+func (x *Nic) GetMac() string {
+	if x != nil {
+		return x.Mac
+	}
+	return ""
+}
+
+func (x *Nic) GetIpv4() string {
+	if x != nil {
+		return x.Ipv4
+	}
+	return ""
+}
+
+func (x *Nic) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
+}
+
+// Network is one network's record.
+type Network struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// IPv4 prefix.
+	Cidr string `protobuf:"bytes,2,opt,name=cidr,proto3" json:"cidr,omitempty"`
+	// Gateway.
+	Gateway string `protobuf:"bytes,3,opt,name=gateway,proto3" json:"gateway,omitempty"`
+	// Mode: "nat", "isolated" or "bridge".
+	Mode string `protobuf:"bytes,4,opt,name=mode,proto3" json:"mode,omitempty"`
+	// Host bridge (mode bridge).
+	Bridge string `protobuf:"bytes,5,opt,name=bridge,proto3" json:"bridge,omitempty"`
+	// Created: Unix nanoseconds.
+	CreateTimeUnixNano int64 `protobuf:"fixed64,6,opt,name=create_time_unix_nano,json=createTimeUnixNano,proto3" json:"create_time_unix_nano,omitempty"`
+	// Revision of creation.
+	CreateRev     int64 `protobuf:"varint,7,opt,name=create_rev,json=createRev,proto3" json:"create_rev,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Network) Reset() {
+	*x = Network{}
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Network) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Network) ProtoMessage() {}
+
+func (x *Network) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Network.ProtoReflect.Descriptor instead.
+func (*Network) Descriptor() ([]byte, []int) {
+	return file_flotilla_raft_v1_records_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Network) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Network) GetCidr() string {
+	if x != nil {
+		return x.Cidr
+	}
+	return ""
+}
+
+func (x *Network) GetGateway() string {
+	if x != nil {
+		return x.Gateway
+	}
+	return ""
+}
+
+func (x *Network) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *Network) GetBridge() string {
+	if x != nil {
+		return x.Bridge
+	}
+	return ""
+}
+
+func (x *Network) GetCreateTimeUnixNano() int64 {
+	if x != nil {
+		return x.CreateTimeUnixNano
+	}
+	return 0
+}
+
+func (x *Network) GetCreateRev() int64 {
+	if x != nil {
+		return x.CreateRev
+	}
+	return 0
+}
+
 // ModelUpdate changes an instance's record only.
 type ModelUpdate struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -829,7 +1029,7 @@ type ModelUpdate struct {
 
 func (x *ModelUpdate) Reset() {
 	*x = ModelUpdate{}
-	mi := &file_flotilla_raft_v1_records_proto_msgTypes[8]
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -841,7 +1041,7 @@ func (x *ModelUpdate) String() string {
 func (*ModelUpdate) ProtoMessage() {}
 
 func (x *ModelUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_records_proto_msgTypes[8]
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -854,7 +1054,7 @@ func (x *ModelUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelUpdate.ProtoReflect.Descriptor instead.
 func (*ModelUpdate) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_records_proto_rawDescGZIP(), []int{8}
+	return file_flotilla_raft_v1_records_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ModelUpdate) GetName() string {
@@ -902,7 +1102,7 @@ type Caller struct {
 
 func (x *Caller) Reset() {
 	*x = Caller{}
-	mi := &file_flotilla_raft_v1_records_proto_msgTypes[9]
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -914,7 +1114,7 @@ func (x *Caller) String() string {
 func (*Caller) ProtoMessage() {}
 
 func (x *Caller) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_records_proto_msgTypes[9]
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -927,7 +1127,7 @@ func (x *Caller) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Caller.ProtoReflect.Descriptor instead.
 func (*Caller) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_records_proto_rawDescGZIP(), []int{9}
+	return file_flotilla_raft_v1_records_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Caller) GetName() string {
@@ -1005,7 +1205,7 @@ type Step struct {
 
 func (x *Step) Reset() {
 	*x = Step{}
-	mi := &file_flotilla_raft_v1_records_proto_msgTypes[10]
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1017,7 +1217,7 @@ func (x *Step) String() string {
 func (*Step) ProtoMessage() {}
 
 func (x *Step) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_records_proto_msgTypes[10]
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1030,7 +1230,7 @@ func (x *Step) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Step.ProtoReflect.Descriptor instead.
 func (*Step) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_records_proto_rawDescGZIP(), []int{10}
+	return file_flotilla_raft_v1_records_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Step) GetName() string {
@@ -1233,7 +1433,7 @@ type Operation struct {
 
 func (x *Operation) Reset() {
 	*x = Operation{}
-	mi := &file_flotilla_raft_v1_records_proto_msgTypes[11]
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1245,7 +1445,7 @@ func (x *Operation) String() string {
 func (*Operation) ProtoMessage() {}
 
 func (x *Operation) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_records_proto_msgTypes[11]
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1258,7 +1458,7 @@ func (x *Operation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Operation.ProtoReflect.Descriptor instead.
 func (*Operation) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_records_proto_rawDescGZIP(), []int{11}
+	return file_flotilla_raft_v1_records_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Operation) GetId() string {
@@ -1492,14 +1692,18 @@ type Host struct {
 	// Revision of the last change.
 	ModifyRev int64 `protobuf:"varint,12,opt,name=modify_rev,json=modifyRev,proto3" json:"modify_rev,omitempty"`
 	// Peer (disk copy) address.
-	PeerAddr      string `protobuf:"bytes,13,opt,name=peer_addr,json=peerAddr,proto3" json:"peer_addr,omitempty"`
+	PeerAddr string `protobuf:"bytes,13,opt,name=peer_addr,json=peerAddr,proto3" json:"peer_addr,omitempty"`
+	// Can create libvirt networks.
+	ManagedNetworks bool `protobuf:"varint,14,opt,name=managed_networks,json=managedNetworks,proto3" json:"managed_networks,omitempty"`
+	// Host bridges present.
+	Bridges       []string `protobuf:"bytes,15,rep,name=bridges,proto3" json:"bridges,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Host) Reset() {
 	*x = Host{}
-	mi := &file_flotilla_raft_v1_records_proto_msgTypes[12]
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1511,7 +1715,7 @@ func (x *Host) String() string {
 func (*Host) ProtoMessage() {}
 
 func (x *Host) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_records_proto_msgTypes[12]
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1524,7 +1728,7 @@ func (x *Host) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Host.ProtoReflect.Descriptor instead.
 func (*Host) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_records_proto_rawDescGZIP(), []int{12}
+	return file_flotilla_raft_v1_records_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Host) GetId() string {
@@ -1618,6 +1822,20 @@ func (x *Host) GetPeerAddr() string {
 	return ""
 }
 
+func (x *Host) GetManagedNetworks() bool {
+	if x != nil {
+		return x.ManagedNetworks
+	}
+	return false
+}
+
+func (x *Host) GetBridges() []string {
+	if x != nil {
+		return x.Bridges
+	}
+	return nil
+}
+
 // Server is a coordinator.
 type Server struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1633,7 +1851,7 @@ type Server struct {
 
 func (x *Server) Reset() {
 	*x = Server{}
-	mi := &file_flotilla_raft_v1_records_proto_msgTypes[13]
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1645,7 +1863,7 @@ func (x *Server) String() string {
 func (*Server) ProtoMessage() {}
 
 func (x *Server) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_records_proto_msgTypes[13]
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1658,7 +1876,7 @@ func (x *Server) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Server.ProtoReflect.Descriptor instead.
 func (*Server) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_records_proto_rawDescGZIP(), []int{13}
+	return file_flotilla_raft_v1_records_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Server) GetId() string {
@@ -1699,7 +1917,7 @@ type Policy struct {
 
 func (x *Policy) Reset() {
 	*x = Policy{}
-	mi := &file_flotilla_raft_v1_records_proto_msgTypes[14]
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1711,7 +1929,7 @@ func (x *Policy) String() string {
 func (*Policy) ProtoMessage() {}
 
 func (x *Policy) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_records_proto_msgTypes[14]
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1724,7 +1942,7 @@ func (x *Policy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Policy.ProtoReflect.Descriptor instead.
 func (*Policy) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_records_proto_rawDescGZIP(), []int{14}
+	return file_flotilla_raft_v1_records_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Policy) GetPack() bool {
@@ -1772,7 +1990,7 @@ type Observation struct {
 
 func (x *Observation) Reset() {
 	*x = Observation{}
-	mi := &file_flotilla_raft_v1_records_proto_msgTypes[15]
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1784,7 +2002,7 @@ func (x *Observation) String() string {
 func (*Observation) ProtoMessage() {}
 
 func (x *Observation) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_records_proto_msgTypes[15]
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1797,7 +2015,7 @@ func (x *Observation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Observation.ProtoReflect.Descriptor instead.
 func (*Observation) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_records_proto_rawDescGZIP(), []int{15}
+	return file_flotilla_raft_v1_records_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Observation) GetInstanceId() string {
@@ -1877,7 +2095,7 @@ const file_flotilla_raft_v1_records_proto_rawDesc = "" +
 	"\x10bytes_per_second\x18\x04 \x01(\x04R\x0ebytesPerSecond\x12\x1d\n" +
 	"\n" +
 	"bytes_sent\x18\x05 \x01(\x04R\tbytesSent\x121\n" +
-	"\x15report_time_unix_nano\x18\x06 \x01(\x10R\x12reportTimeUnixNano\"\x94\b\n" +
+	"\x15report_time_unix_nano\x18\x06 \x01(\x10R\x12reportTimeUnixNano\"\xf7\b\n" +
 	"\bInstance\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12*\n" +
@@ -1910,10 +2128,27 @@ const file_flotilla_raft_v1_records_proto_rawDesc = "" +
 	"moveTarget\x12>\n" +
 	"\x06labels\x18\x18 \x03(\v2&.flotilla.raft.v1.Instance.LabelsEntryR\x06labels\x120\n" +
 	"\x06resize\x18\x19 \x01(\v2\x18.flotilla.raft.v1.ResizeR\x06resize\x12!\n" +
-	"\frolling_back\x18\x1a \x01(\bR\vrollingBack\x1a9\n" +
+	"\frolling_back\x18\x1a \x01(\bR\vrollingBack\x12)\n" +
+	"\x04nics\x18\x1b \x03(\v2\x15.flotilla.raft.v1.NicR\x04nics\x12\x1b\n" +
+	"\tuser_data\x18\x1c \x01(\tR\buserData\x12\x19\n" +
+	"\bssh_keys\x18\x1d \x03(\tR\asshKeys\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x84\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"a\n" +
+	"\x03Nic\x12\x18\n" +
+	"\anetwork\x18\x01 \x01(\tR\anetwork\x12\x10\n" +
+	"\x03mac\x18\x02 \x01(\tR\x03mac\x12\x12\n" +
+	"\x04ipv4\x18\x03 \x01(\tR\x04ipv4\x12\x1a\n" +
+	"\bhostname\x18\x04 \x01(\tR\bhostname\"\xc9\x01\n" +
+	"\aNetwork\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04cidr\x18\x02 \x01(\tR\x04cidr\x12\x18\n" +
+	"\agateway\x18\x03 \x01(\tR\agateway\x12\x12\n" +
+	"\x04mode\x18\x04 \x01(\tR\x04mode\x12\x16\n" +
+	"\x06bridge\x18\x05 \x01(\tR\x06bridge\x121\n" +
+	"\x15create_time_unix_nano\x18\x06 \x01(\x10R\x12createTimeUnixNano\x12\x1d\n" +
+	"\n" +
+	"create_rev\x18\a \x01(\x03R\tcreateRev\"\x84\x02\n" +
 	"\vModelUpdate\x12\x17\n" +
 	"\x04name\x18\x01 \x01(\tH\x00R\x04name\x88\x01\x01\x12\x1d\n" +
 	"\n" +
@@ -1984,7 +2219,7 @@ const file_flotilla_raft_v1_records_proto_rawDesc = "" +
 	"\x06update\x18\x1a \x01(\v2\x1d.flotilla.raft.v1.ModelUpdateR\x06update\x120\n" +
 	"\x06resize\x18\x1b \x01(\v2\x18.flotilla.raft.v1.ResizeR\x06resize\x12;\n" +
 	"\frequested_by\x18\x1c \x01(\v2\x18.flotilla.raft.v1.CallerR\vrequestedBy\x12.\n" +
-	"\x04copy\x18\x1d \x01(\v2\x1a.flotilla.raft.v1.StepCopyR\x04copy\"\xf2\x03\n" +
+	"\x04copy\x18\x1d \x01(\v2\x1a.flotilla.raft.v1.StepCopyR\x04copy\"\xb7\x04\n" +
 	"\x04Host\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x12\x12\n" +
@@ -2000,7 +2235,9 @@ const file_flotilla_raft_v1_records_proto_rawDesc = "" +
 	"\bdraining\x18\v \x01(\bR\bdraining\x12\x1d\n" +
 	"\n" +
 	"modify_rev\x18\f \x01(\x03R\tmodifyRev\x12\x1b\n" +
-	"\tpeer_addr\x18\r \x01(\tR\bpeerAddr\x1a9\n" +
+	"\tpeer_addr\x18\r \x01(\tR\bpeerAddr\x12)\n" +
+	"\x10managed_networks\x18\x0e \x01(\bR\x0fmanagedNetworks\x12\x18\n" +
+	"\abridges\x18\x0f \x03(\tR\abridges\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"P\n" +
@@ -2032,7 +2269,7 @@ func file_flotilla_raft_v1_records_proto_rawDescGZIP() []byte {
 	return file_flotilla_raft_v1_records_proto_rawDescData
 }
 
-var file_flotilla_raft_v1_records_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_flotilla_raft_v1_records_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_flotilla_raft_v1_records_proto_goTypes = []any{
 	(*Spec)(nil),        // 0: flotilla.raft.v1.Spec
 	(*Resources)(nil),   // 1: flotilla.raft.v1.Resources
@@ -2042,21 +2279,23 @@ var file_flotilla_raft_v1_records_proto_goTypes = []any{
 	(*Resize)(nil),      // 5: flotilla.raft.v1.Resize
 	(*StepCopy)(nil),    // 6: flotilla.raft.v1.StepCopy
 	(*Instance)(nil),    // 7: flotilla.raft.v1.Instance
-	(*ModelUpdate)(nil), // 8: flotilla.raft.v1.ModelUpdate
-	(*Caller)(nil),      // 9: flotilla.raft.v1.Caller
-	(*Step)(nil),        // 10: flotilla.raft.v1.Step
-	(*Operation)(nil),   // 11: flotilla.raft.v1.Operation
-	(*Host)(nil),        // 12: flotilla.raft.v1.Host
-	(*Server)(nil),      // 13: flotilla.raft.v1.Server
-	(*Policy)(nil),      // 14: flotilla.raft.v1.Policy
-	(*Observation)(nil), // 15: flotilla.raft.v1.Observation
-	nil,                 // 16: flotilla.raft.v1.Placement.LabelsEntry
-	nil,                 // 17: flotilla.raft.v1.Instance.LabelsEntry
-	nil,                 // 18: flotilla.raft.v1.ModelUpdate.LabelsEntry
-	nil,                 // 19: flotilla.raft.v1.Host.LabelsEntry
+	(*Nic)(nil),         // 8: flotilla.raft.v1.Nic
+	(*Network)(nil),     // 9: flotilla.raft.v1.Network
+	(*ModelUpdate)(nil), // 10: flotilla.raft.v1.ModelUpdate
+	(*Caller)(nil),      // 11: flotilla.raft.v1.Caller
+	(*Step)(nil),        // 12: flotilla.raft.v1.Step
+	(*Operation)(nil),   // 13: flotilla.raft.v1.Operation
+	(*Host)(nil),        // 14: flotilla.raft.v1.Host
+	(*Server)(nil),      // 15: flotilla.raft.v1.Server
+	(*Policy)(nil),      // 16: flotilla.raft.v1.Policy
+	(*Observation)(nil), // 17: flotilla.raft.v1.Observation
+	nil,                 // 18: flotilla.raft.v1.Placement.LabelsEntry
+	nil,                 // 19: flotilla.raft.v1.Instance.LabelsEntry
+	nil,                 // 20: flotilla.raft.v1.ModelUpdate.LabelsEntry
+	nil,                 // 21: flotilla.raft.v1.Host.LabelsEntry
 }
 var file_flotilla_raft_v1_records_proto_depIdxs = []int32{
-	16, // 0: flotilla.raft.v1.Placement.labels:type_name -> flotilla.raft.v1.Placement.LabelsEntry
+	18, // 0: flotilla.raft.v1.Placement.labels:type_name -> flotilla.raft.v1.Placement.LabelsEntry
 	0,  // 1: flotilla.raft.v1.Resize.from:type_name -> flotilla.raft.v1.Spec
 	0,  // 2: flotilla.raft.v1.Resize.to:type_name -> flotilla.raft.v1.Spec
 	0,  // 3: flotilla.raft.v1.Instance.spec:type_name -> flotilla.raft.v1.Spec
@@ -2064,25 +2303,26 @@ var file_flotilla_raft_v1_records_proto_depIdxs = []int32{
 	2,  // 5: flotilla.raft.v1.Instance.fault:type_name -> flotilla.raft.v1.Fault
 	3,  // 6: flotilla.raft.v1.Instance.recovery:type_name -> flotilla.raft.v1.Recovery
 	4,  // 7: flotilla.raft.v1.Instance.placement:type_name -> flotilla.raft.v1.Placement
-	17, // 8: flotilla.raft.v1.Instance.labels:type_name -> flotilla.raft.v1.Instance.LabelsEntry
+	19, // 8: flotilla.raft.v1.Instance.labels:type_name -> flotilla.raft.v1.Instance.LabelsEntry
 	5,  // 9: flotilla.raft.v1.Instance.resize:type_name -> flotilla.raft.v1.Resize
-	18, // 10: flotilla.raft.v1.ModelUpdate.labels:type_name -> flotilla.raft.v1.ModelUpdate.LabelsEntry
-	3,  // 11: flotilla.raft.v1.ModelUpdate.recovery:type_name -> flotilla.raft.v1.Recovery
-	2,  // 12: flotilla.raft.v1.Step.fault:type_name -> flotilla.raft.v1.Fault
-	10, // 13: flotilla.raft.v1.Step.undo:type_name -> flotilla.raft.v1.Step
-	2,  // 14: flotilla.raft.v1.Operation.fault:type_name -> flotilla.raft.v1.Fault
-	10, // 15: flotilla.raft.v1.Operation.steps:type_name -> flotilla.raft.v1.Step
-	8,  // 16: flotilla.raft.v1.Operation.update:type_name -> flotilla.raft.v1.ModelUpdate
-	5,  // 17: flotilla.raft.v1.Operation.resize:type_name -> flotilla.raft.v1.Resize
-	9,  // 18: flotilla.raft.v1.Operation.requested_by:type_name -> flotilla.raft.v1.Caller
-	6,  // 19: flotilla.raft.v1.Operation.copy:type_name -> flotilla.raft.v1.StepCopy
-	1,  // 20: flotilla.raft.v1.Host.capacity:type_name -> flotilla.raft.v1.Resources
-	19, // 21: flotilla.raft.v1.Host.labels:type_name -> flotilla.raft.v1.Host.LabelsEntry
-	22, // [22:22] is the sub-list for method output_type
-	22, // [22:22] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	8,  // 10: flotilla.raft.v1.Instance.nics:type_name -> flotilla.raft.v1.Nic
+	20, // 11: flotilla.raft.v1.ModelUpdate.labels:type_name -> flotilla.raft.v1.ModelUpdate.LabelsEntry
+	3,  // 12: flotilla.raft.v1.ModelUpdate.recovery:type_name -> flotilla.raft.v1.Recovery
+	2,  // 13: flotilla.raft.v1.Step.fault:type_name -> flotilla.raft.v1.Fault
+	12, // 14: flotilla.raft.v1.Step.undo:type_name -> flotilla.raft.v1.Step
+	2,  // 15: flotilla.raft.v1.Operation.fault:type_name -> flotilla.raft.v1.Fault
+	12, // 16: flotilla.raft.v1.Operation.steps:type_name -> flotilla.raft.v1.Step
+	10, // 17: flotilla.raft.v1.Operation.update:type_name -> flotilla.raft.v1.ModelUpdate
+	5,  // 18: flotilla.raft.v1.Operation.resize:type_name -> flotilla.raft.v1.Resize
+	11, // 19: flotilla.raft.v1.Operation.requested_by:type_name -> flotilla.raft.v1.Caller
+	6,  // 20: flotilla.raft.v1.Operation.copy:type_name -> flotilla.raft.v1.StepCopy
+	1,  // 21: flotilla.raft.v1.Host.capacity:type_name -> flotilla.raft.v1.Resources
+	21, // 22: flotilla.raft.v1.Host.labels:type_name -> flotilla.raft.v1.Host.LabelsEntry
+	23, // [23:23] is the sub-list for method output_type
+	23, // [23:23] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_raft_v1_records_proto_init() }
@@ -2090,14 +2330,14 @@ func file_flotilla_raft_v1_records_proto_init() {
 	if File_flotilla_raft_v1_records_proto != nil {
 		return
 	}
-	file_flotilla_raft_v1_records_proto_msgTypes[8].OneofWrappers = []any{}
+	file_flotilla_raft_v1_records_proto_msgTypes[10].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_raft_v1_records_proto_rawDesc), len(file_flotilla_raft_v1_records_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

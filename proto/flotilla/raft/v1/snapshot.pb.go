@@ -37,6 +37,7 @@ type SnapshotRecord struct {
 	//	*SnapshotRecord_History
 	//	*SnapshotRecord_Usage
 	//	*SnapshotRecord_Trailer
+	//	*SnapshotRecord_Network
 	Record        isSnapshotRecord_Record `protobuf_oneof:"record"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -160,6 +161,15 @@ func (x *SnapshotRecord) GetTrailer() *SnapshotTrailer {
 	return nil
 }
 
+func (x *SnapshotRecord) GetNetwork() *Network {
+	if x != nil {
+		if x, ok := x.Record.(*SnapshotRecord_Network); ok {
+			return x.Network
+		}
+	}
+	return nil
+}
+
 type isSnapshotRecord_Record interface {
 	isSnapshotRecord_Record()
 }
@@ -209,6 +219,11 @@ type SnapshotRecord_Trailer struct {
 	Trailer *SnapshotTrailer `protobuf:"bytes,9,opt,name=trailer,proto3,oneof"`
 }
 
+type SnapshotRecord_Network struct {
+	// A network.
+	Network *Network `protobuf:"bytes,10,opt,name=network,proto3,oneof"`
+}
+
 func (*SnapshotRecord_Header) isSnapshotRecord_Record() {}
 
 func (*SnapshotRecord_Instance) isSnapshotRecord_Record() {}
@@ -226,6 +241,8 @@ func (*SnapshotRecord_History) isSnapshotRecord_Record() {}
 func (*SnapshotRecord_Usage) isSnapshotRecord_Record() {}
 
 func (*SnapshotRecord_Trailer) isSnapshotRecord_Record() {}
+
+func (*SnapshotRecord_Network) isSnapshotRecord_Record() {}
 
 // SnapshotHeader opens a snapshot.
 type SnapshotHeader struct {
@@ -771,7 +788,7 @@ var File_flotilla_raft_v1_snapshot_proto protoreflect.FileDescriptor
 
 const file_flotilla_raft_v1_snapshot_proto_rawDesc = "" +
 	"\n" +
-	"\x1fflotilla/raft/v1/snapshot.proto\x12\x10flotilla.raft.v1\x1a\x1eflotilla/raft/v1/records.proto\"\x9f\x04\n" +
+	"\x1fflotilla/raft/v1/snapshot.proto\x12\x10flotilla.raft.v1\x1a\x1eflotilla/raft/v1/records.proto\"\xd6\x04\n" +
 	"\x0eSnapshotRecord\x12:\n" +
 	"\x06header\x18\x01 \x01(\v2 .flotilla.raft.v1.SnapshotHeaderH\x00R\x06header\x128\n" +
 	"\binstance\x18\x02 \x01(\v2\x1a.flotilla.raft.v1.InstanceH\x00R\binstance\x12;\n" +
@@ -781,7 +798,9 @@ const file_flotilla_raft_v1_snapshot_proto_rawDesc = "" +
 	"\x06server\x18\x06 \x01(\v2\x18.flotilla.raft.v1.ServerH\x00R\x06server\x12:\n" +
 	"\ahistory\x18\a \x01(\v2\x1e.flotilla.raft.v1.HistoryEventH\x00R\ahistory\x126\n" +
 	"\x05usage\x18\b \x01(\v2\x1e.flotilla.raft.v1.UsageHistoryH\x00R\x05usage\x12=\n" +
-	"\atrailer\x18\t \x01(\v2!.flotilla.raft.v1.SnapshotTrailerH\x00R\atrailerB\b\n" +
+	"\atrailer\x18\t \x01(\v2!.flotilla.raft.v1.SnapshotTrailerH\x00R\atrailer\x125\n" +
+	"\anetwork\x18\n" +
+	" \x01(\v2\x19.flotilla.raft.v1.NetworkH\x00R\anetworkB\b\n" +
 	"\x06record\"\xab\x01\n" +
 	"\x0eSnapshotHeader\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1a\n" +
@@ -851,6 +870,7 @@ var file_flotilla_raft_v1_snapshot_proto_goTypes = []any{
 	(*Operation)(nil),       // 11: flotilla.raft.v1.Operation
 	(*Host)(nil),            // 12: flotilla.raft.v1.Host
 	(*Server)(nil),          // 13: flotilla.raft.v1.Server
+	(*Network)(nil),         // 14: flotilla.raft.v1.Network
 }
 var file_flotilla_raft_v1_snapshot_proto_depIdxs = []int32{
 	1,  // 0: flotilla.raft.v1.SnapshotRecord.header:type_name -> flotilla.raft.v1.SnapshotHeader
@@ -862,16 +882,17 @@ var file_flotilla_raft_v1_snapshot_proto_depIdxs = []int32{
 	4,  // 6: flotilla.raft.v1.SnapshotRecord.history:type_name -> flotilla.raft.v1.HistoryEvent
 	5,  // 7: flotilla.raft.v1.SnapshotRecord.usage:type_name -> flotilla.raft.v1.UsageHistory
 	2,  // 8: flotilla.raft.v1.SnapshotRecord.trailer:type_name -> flotilla.raft.v1.SnapshotTrailer
-	10, // 9: flotilla.raft.v1.HistoryEvent.instance:type_name -> flotilla.raft.v1.Instance
-	6,  // 10: flotilla.raft.v1.UsageHistory.meters:type_name -> flotilla.raft.v1.Meter
-	7,  // 11: flotilla.raft.v1.Meter.changes:type_name -> flotilla.raft.v1.UsageChange
-	8,  // 12: flotilla.raft.v1.Meter.folded:type_name -> flotilla.raft.v1.Folded
-	9,  // 13: flotilla.raft.v1.Folded.totals:type_name -> flotilla.raft.v1.UsageTotal
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	14, // 9: flotilla.raft.v1.SnapshotRecord.network:type_name -> flotilla.raft.v1.Network
+	10, // 10: flotilla.raft.v1.HistoryEvent.instance:type_name -> flotilla.raft.v1.Instance
+	6,  // 11: flotilla.raft.v1.UsageHistory.meters:type_name -> flotilla.raft.v1.Meter
+	7,  // 12: flotilla.raft.v1.Meter.changes:type_name -> flotilla.raft.v1.UsageChange
+	8,  // 13: flotilla.raft.v1.Meter.folded:type_name -> flotilla.raft.v1.Folded
+	9,  // 14: flotilla.raft.v1.Folded.totals:type_name -> flotilla.raft.v1.UsageTotal
+	15, // [15:15] is the sub-list for method output_type
+	15, // [15:15] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_raft_v1_snapshot_proto_init() }
@@ -890,6 +911,7 @@ func file_flotilla_raft_v1_snapshot_proto_init() {
 		(*SnapshotRecord_History)(nil),
 		(*SnapshotRecord_Usage)(nil),
 		(*SnapshotRecord_Trailer)(nil),
+		(*SnapshotRecord_Network)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
