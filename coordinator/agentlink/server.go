@@ -15,6 +15,7 @@ import (
 
 	"github.com/flotilla-vm/flotilla/coordinator/convert"
 	"github.com/flotilla-vm/flotilla/coordinator/fsm"
+	"github.com/flotilla-vm/flotilla/coordinator/ipam"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
 	"github.com/flotilla-vm/flotilla/internal/mtls"
 	agentv1 "github.com/flotilla-vm/flotilla/proto/flotilla/agent/v1"
@@ -196,9 +197,13 @@ func (s *Server) Connect(stream agentv1.AgentService_ConnectServer) error {
 		s.log.Warn("agent refused: certificate does not name this host", "host", reg.HostId, "cert", id.Name, "roles", id.Roles)
 		return status.Errorf(codes.PermissionDenied, "certificate %q (roles %v) may not act for host %q", id.Name, id.Roles, reg.HostId)
 	}
+	if err := validBridges(reg.Bridges); err != nil {
+		return status.Errorf(codes.InvalidArgument, "bridges: %v", err)
+	}
 	ctx := stream.Context()
 	host := state.Host{
 		ID: reg.HostId, Kind: reg.HypervisorKind, AgentVersion: reg.AgentVersion, Labels: reg.Labels, PeerAddr: reg.PeerAddress,
+		ManagedNetworks: reg.ManagedNetworks, Bridges: reg.Bridges,
 		Capacity: state.Resources{VCPUs: reg.GetCapacity().GetVcpus(), MemoryMiB: reg.GetCapacity().GetMemoryMib(), DiskGiB: reg.GetCapacity().GetDiskGib()},
 	}
 	s.mu.Lock()
@@ -504,4 +509,20 @@ func observations(in []*agentv1.DomainState) []fsm.Observation {
 		out = append(out, fsm.Observation{InstanceID: d.InstanceId, Power: convert.PowerFromPB(d.State), Reason: d.Reason, Time: d.GetObservedAt().AsTime()})
 	}
 	return out
+}
+
+// maxBridges bounds the bridges a host reports (each is kept in its record).
+const maxBridges = 64
+
+// validBridges checks the bridge names an agent reports.
+func validBridges(bridges []string) error {
+	if len(bridges) > maxBridges {
+		return fmt.Errorf("at most %d, got %d", maxBridges, len(bridges))
+	}
+	for _, b := range bridges {
+		if err := ipam.ValidateBridge(b); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -62,8 +62,10 @@ func toStatus(err error) error {
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, fsm.ErrAlreadyExists):
 		return status.Error(codes.AlreadyExists, err.Error())
-	case errors.Is(err, fsm.ErrNoCapacity):
+	case errors.Is(err, fsm.ErrNoCapacity), errors.Is(err, fsm.ErrNoAddress):
 		return status.Error(codes.ResourceExhausted, err.Error())
+	case errors.Is(err, fsm.ErrConflict), errors.Is(err, fsm.ErrInUse), errors.Is(err, service.ErrNotServed):
+		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, fsm.ErrHostUnavailable):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, fsm.ErrOperationDone), errors.Is(err, fsm.ErrNotCancellable), errors.Is(err, fsm.ErrUnsupported),

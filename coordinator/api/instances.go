@@ -8,6 +8,7 @@ import (
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
 	"github.com/flotilla-vm/flotilla/coordinator/service"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
+	"github.com/flotilla-vm/flotilla/coordinator/vocabulary"
 	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
 
@@ -29,6 +30,9 @@ func (s *instances) CreateInstance(ctx context.Context, r *pb.CreateInstanceRequ
 		Recovery:  convert.RecoveryFromPB(r.GetRecovery()),
 		Placement: state.Placement{Kind: pl.GetHypervisorKind(), Labels: pl.GetHostLabels(), Group: pl.GetAntiAffinityGroup(), Preemptible: pl.GetPreemptible()},
 		Labels:    r.GetLabels(),
+		NICs:      nicsFromPB(r.GetInterfaces()),
+		UserData:  r.GetUserData(),
+		SSHKeys:   r.GetSshAuthorizedKeys(),
 	})
 	if err != nil {
 		return nil, toStatus(err)
@@ -117,7 +121,24 @@ func (s *instances) GetInstance(ctx context.Context, r *pb.GetInstanceRequest) (
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return convert.InstanceToPB(&inst, vocabs...), nil
+	return s.instanceToPB(&inst, vocabs), nil
+}
+
+// instanceToPB converts an instance, its interfaces completed from their networks.
+func (s *instances) instanceToPB(i *state.Instance, vocabs []vocabulary.Vocabulary) *pb.Instance {
+	out := convert.InstanceToPB(i, vocabs...)
+	if len(out.Interfaces) > 0 {
+		convert.WithNetworks(out, s.store.Network)
+	}
+	return out
+}
+
+func nicsFromPB(in []*pb.NetworkInterfaceRequest) []state.NIC {
+	var out []state.NIC
+	for _, n := range in {
+		out = append(out, state.NIC{Network: n.GetNetwork(), IPv4: n.GetIpv4Address()})
+	}
+	return out
 }
 
 func (s *instances) ListInstances(ctx context.Context, r *pb.ListInstancesRequest) (*pb.ListInstancesResponse, error) {
@@ -155,7 +176,7 @@ func (s *instances) ListInstances(ctx context.Context, r *pb.ListInstancesReques
 			out.NextPageToken = out.Instances[size-1].Id
 			break
 		}
-		out.Instances = append(out.Instances, convert.InstanceToPB(&inst, vocabs...))
+		out.Instances = append(out.Instances, s.instanceToPB(&inst, vocabs))
 	}
 	return out, nil
 }
@@ -213,7 +234,7 @@ func (s *instances) WatchInstances(r *pb.WatchInstancesRequest, stream pb.Instan
 			}
 			rev = e.Revision
 			if r.InstanceId == "" || e.Instance.ID == r.InstanceId {
-				msg.Instances = append(msg.Instances, convert.InstanceToPB(&e.Instance, vocabs...))
+				msg.Instances = append(msg.Instances, s.instanceToPB(&e.Instance, vocabs))
 			}
 		}
 		if err := flush(); err != nil {

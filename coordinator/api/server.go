@@ -55,6 +55,14 @@ var WriteMethods = []string{
 	pb.HostService_CordonHost_FullMethodName,
 	pb.HostService_UncordonHost_FullMethodName,
 	pb.HostService_DrainHost_FullMethodName,
+	pb.InstanceService_UpdateInstance_FullMethodName,
+	pb.InstanceService_ResizeInstance_FullMethodName,
+	pb.InstanceService_ConfirmResize_FullMethodName,
+	pb.InstanceService_RevertResize_FullMethodName,
+	pb.InstanceService_ExtendInstance_FullMethodName,
+	pb.InstanceService_MoveInstance_FullMethodName,
+	pb.NetworkService_CreateNetwork_FullMethodName,
+	pb.NetworkService_DeleteNetwork_FullMethodName,
 }
 
 // core is what the services share: reads go to the store, writes to the
@@ -78,7 +86,7 @@ func newCore(cfg Config) *core {
 	return &core{svc: svc, store: cfg.Store, raft: cfg.Applier, log: cfg.Logger, now: cfg.Now}
 }
 
-// Register adds the public services (instances, operations, hosts, cluster, usage) to s.
+// Register adds the public services (instances, operations, hosts, cluster, usage, networks) to s.
 func Register(s grpc.ServiceRegistrar, cfg Config) {
 	c := newCore(cfg)
 	pb.RegisterInstanceServiceServer(s, &instances{core: c})
@@ -86,6 +94,7 @@ func Register(s grpc.ServiceRegistrar, cfg Config) {
 	pb.RegisterHostServiceServer(s, &hosts{core: c})
 	pb.RegisterClusterServiceServer(s, &cluster{core: c, node: cfg.Cluster, upgrade: cfg.Upgrade})
 	pb.RegisterUsageServiceServer(s, &usageService{core: c})
+	pb.RegisterNetworkServiceServer(s, &networks{core: c})
 }
 
 // apply encodes and commits a command.

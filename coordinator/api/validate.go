@@ -2,12 +2,15 @@ package api
 
 import (
 	"fmt"
+	"net/netip"
 	"regexp"
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/flotilla-vm/flotilla/coordinator/convert"
+	"github.com/flotilla-vm/flotilla/coordinator/ipam"
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
 	"github.com/flotilla-vm/flotilla/coordinator/vocabulary"
 	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
@@ -121,10 +124,52 @@ func validateUpdate(r *pb.UpdateInstanceRequest) violations {
 	return v
 }
 
+// Limits of what a create gives the guest.
+const (
+	maxInterfaces  = 8
+	maxUserData    = 64 << 10
+	maxSSHKeys     = 32
+	maxSSHKeyBytes = 8 << 10
+)
+
+// validateGuest checks a create's interfaces, user data and SSH keys.
+func validateGuest(v *violations, r *pb.CreateInstanceRequest) {
+	if n := len(r.GetInterfaces()); n > maxInterfaces {
+		v.add("interfaces", "at most %d, got %d", maxInterfaces, n)
+	}
+	for k, nic := range r.GetInterfaces() {
+		if err := ipam.ValidateName(nic.GetNetwork()); err != nil {
+			v.add(fmt.Sprintf("interfaces[%d].network", k), "%s", unwrapInvalid(err))
+		}
+		if a := nic.GetIpv4Address(); a != "" {
+			if ip, err := netip.ParseAddr(a); err != nil || !ip.Is4() {
+				v.add(fmt.Sprintf("interfaces[%d].ipv4_address", k), "%q is not an IPv4 address", a)
+			}
+		}
+	}
+	if n := len(r.GetUserData()); n > maxUserData {
+		v.add("user_data", "at most %d bytes, got %d", maxUserData, n)
+	}
+	if n := len(r.GetSshAuthorizedKeys()); n > maxSSHKeys {
+		v.add("ssh_authorized_keys", "at most %d keys, got %d", maxSSHKeys, n)
+	}
+	for k, key := range r.GetSshAuthorizedKeys() {
+		switch {
+		case strings.TrimSpace(key) == "":
+			v.add(fmt.Sprintf("ssh_authorized_keys[%d]", k), "is empty")
+		case len(key) > maxSSHKeyBytes:
+			v.add(fmt.Sprintf("ssh_authorized_keys[%d]", k), "longer than %d bytes", maxSSHKeyBytes)
+		case strings.IndexFunc(key, unicode.IsControl) >= 0:
+			v.add(fmt.Sprintf("ssh_authorized_keys[%d]", k), "must be one line without control characters")
+		}
+	}
+}
+
 func validateCreate(r *pb.CreateInstanceRequest) violations {
 	var v violations
 	validateName(&v, r.GetName())
 	validateLabels(&v, r.GetLabels())
+	validateGuest(&v, r)
 	s := r.GetSpec()
 	if s == nil {
 		v.add("spec", "is required")

@@ -228,3 +228,9 @@ var layers = newEnum(map[lifecycle.Layer]agentv1.DiskLayer{
 
 // LayerToPB maps the disk layer a copy step moves to the agent link's enum.
 func LayerToPB(l lifecycle.Layer) agentv1.DiskLayer { return layers.pb(l) }
+
+var networkModes = newEnum(map[state.NetworkMode]pb.NetworkMode{
+	state.NetworkNAT:      pb.NetworkMode_NETWORK_MODE_NAT,
+	state.NetworkIsolated: pb.NetworkMode_NETWORK_MODE_ISOLATED,
+	state.NetworkBridge:   pb.NetworkMode_NETWORK_MODE_BRIDGE,
+})

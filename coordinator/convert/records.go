@@ -1,6 +1,7 @@
 package convert
 
 import (
+	"net/netip"
 	"time"
 
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -91,7 +92,13 @@ func InstanceToPB(i *state.Instance, vocabs ...vocabulary.Vocabulary) *pb.Instan
 		RestartCount:       i.Restarts,
 		Placement: &pb.Placement{HypervisorKind: i.Placement.Kind, HostLabels: i.Placement.Labels,
 			AntiAffinityGroup: i.Placement.Group, Preemptible: i.Placement.Preemptible},
-		Labels: i.Labels,
+		Labels:            i.Labels,
+		SshAuthorizedKeys: i.SSHKeys,
+		HasUserData:       i.UserData != "",
+	}
+	for _, n := range i.NICs {
+		out.Interfaces = append(out.Interfaces, &pb.NetworkInterface{Network: n.Network, MacAddress: n.MAC,
+			Ipv4Address: n.IPv4, DnsName: n.Hostname + "." + n.Network})
 	}
 	if r := i.Resize; r != nil {
 		out.Resize = &pb.PendingResize{From: SpecToPB(r.From), To: SpecToPB(r.To), SourceHostId: r.Source, ConfirmTime: ts(r.ConfirmBy)}
@@ -168,18 +175,53 @@ func OperationToPB(o *state.Operation) *pb.Operation {
 // are placed there and running how many of their domains are up.
 func HostToPB(h *state.Host, used state.Resources, count, running int32) *pb.Host {
 	return &pb.Host{
-		Id:             h.ID,
-		Status:         hostStatus(h, running),
-		Labels:         h.Labels,
-		Cordoned:       h.Cordoned,
-		HypervisorKind: h.Kind,
-		Capacity:       &pb.Resources{Vcpus: h.Capacity.VCPUs, MemoryMib: h.Capacity.MemoryMiB, DiskGib: h.Capacity.DiskGiB},
-		Allocated:      &pb.Resources{Vcpus: used.VCPUs, MemoryMib: used.MemoryMiB, DiskGib: used.DiskGiB},
-		Epoch:          h.Epoch,
-		InstanceCount:  count,
-		OrphanDomains:  h.Orphans,
-		RegisterTime:   ts(h.RegisterTime),
-		AgentVersion:   h.AgentVersion,
+		Id:              h.ID,
+		Status:          hostStatus(h, running),
+		Labels:          h.Labels,
+		Cordoned:        h.Cordoned,
+		HypervisorKind:  h.Kind,
+		Capacity:        &pb.Resources{Vcpus: h.Capacity.VCPUs, MemoryMib: h.Capacity.MemoryMiB, DiskGib: h.Capacity.DiskGiB},
+		Allocated:       &pb.Resources{Vcpus: used.VCPUs, MemoryMib: used.MemoryMiB, DiskGib: used.DiskGiB},
+		Epoch:           h.Epoch,
+		InstanceCount:   count,
+		OrphanDomains:   h.Orphans,
+		RegisterTime:    ts(h.RegisterTime),
+		AgentVersion:    h.AgentVersion,
+		ManagedNetworks: h.ManagedNetworks,
+		Bridges:         h.Bridges,
+	}
+}
+
+// NetworkToPB converts a network; inUse is how many addresses instances
+// hold on it, hosts the hosts that serve it.
+func NetworkToPB(n *state.Network, inUse int, hosts []string) *pb.Network {
+	out := &pb.Network{Name: n.Name, Cidr: n.CIDR, Gateway: n.Gateway, Mode: networkModes.pb(n.Mode), Bridge: n.Bridge,
+		AddressesInUse: int32(inUse), Hosts: hosts, CreateTime: ts(n.CreateTime), CreateRevision: n.CreateRev}
+	if p, err := netip.ParsePrefix(n.CIDR); err == nil {
+		out.AddressesTotal = int32(1<<(32-p.Bits()) - 3)
+	}
+	return out
+}
+
+// NetworkModeFromPB converts a network mode; false for UNSPECIFIED and unknown values.
+func NetworkModeFromPB(m pb.NetworkMode) (state.NetworkMode, bool) { return networkModes.domain(m) }
+
+// NetworkModeToPB converts a network mode.
+func NetworkModeToPB(m state.NetworkMode) pb.NetworkMode { return networkModes.pb(m) }
+
+// WithNetworks completes an instance's interfaces with their networks'
+// prefix length and gateway (networks are never changed, only created
+// and, unused, deleted).
+func WithNetworks(out *pb.Instance, network func(string) (state.Network, error)) {
+	for _, nic := range out.Interfaces {
+		n, err := network(nic.Network)
+		if err != nil {
+			continue
+		}
+		if p, err := netip.ParsePrefix(n.CIDR); err == nil {
+			nic.PrefixLength = int32(p.Bits())
+		}
+		nic.Gateway = n.Gateway
 	}
 }
 

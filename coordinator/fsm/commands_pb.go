@@ -176,3 +176,11 @@ func (c *SetLogVersion) toPB() *raftv1.SetLogVersion {
 	return &raftv1.SetLogVersion{Version: c.Version}
 }
 func (c *SetLogVersion) fromPB(m *raftv1.SetLogVersion) { c.Version = m.Version }
+
+func (c *CreateNetwork) toPB() *raftv1.CreateNetwork {
+	return &raftv1.CreateNetwork{Network: networkToPB(&c.Network)}
+}
+func (c *CreateNetwork) fromPB(m *raftv1.CreateNetwork) { c.Network = networkFromPB(m.GetNetwork()) }
+
+func (c *DeleteNetwork) toPB() *raftv1.DeleteNetwork    { return &raftv1.DeleteNetwork{Name: c.Name} }
+func (c *DeleteNetwork) fromPB(m *raftv1.DeleteNetwork) { c.Name = m.Name }

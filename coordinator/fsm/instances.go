@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
@@ -25,12 +26,17 @@ func applyCreateInstance(tx *state.Tx, c *CreateInstance) (any, error) {
 	if _, exists := tx.Instance(c.Instance.ID); exists {
 		return nil, fmt.Errorf("instance %q: %w", c.Instance.ID, ErrAlreadyExists)
 	}
-	if c.Instance.HostID != "" {
-		if err := checkPlacement(tx, &c.Instance, c.Instance.HostID, c.Policy); err != nil {
+	inst := c.Instance
+	inst.NICs = slices.Clone(inst.NICs) // the body is reused (see def)
+	inst.Placement.Bridges = nil
+	if err := allocateNICs(tx, &inst); err != nil {
+		return nil, err
+	}
+	if inst.HostID != "" {
+		if err := checkPlacement(tx, &inst, inst.HostID, c.Policy); err != nil {
 			return nil, err
 		}
 	}
-	inst := c.Instance
 	inst.Desired = lifecycle.DesiredRunning
 	inst.CurrentOp, inst.CurrentOpK = c.Operation.ID, lifecycle.OpCreate
 	inst.Power, inst.Result, inst.Fault = lifecycle.PowerNone, lifecycle.ResultNone, nil

@@ -24,8 +24,10 @@ const (
 	LogVersion1 uint32 = 1
 	// LogVersion2 is protobuf entries and snapshots (proto/flotilla/raft/v1).
 	LogVersion2 uint32 = 2
+	// LogVersion3 adds networks and instances' NICs, user data and SSH keys.
+	LogVersion3 uint32 = 3
 	// SupportedLogVersion is the newest version this server reads and writes.
-	SupportedLogVersion = LogVersion2
+	SupportedLogVersion = LogVersion3
 )
 
 // entryMarker starts every entry of format 2; never '{' nor 0xF1, which
@@ -134,6 +136,8 @@ var commands = map[string]command{
 	// 2 (so at version 1, in format 1: the servers that cannot read it
 	// are gone).
 	TypeSetLogVersion: def(LogVersion1, newPB[raftv1.SetLogVersion], applySetLogVersion),
+	TypeCreateNetwork: def(LogVersion3, newPB[raftv1.CreateNetwork], applyCreateNetwork),
+	TypeDeleteNetwork: def(LogVersion3, newPB[raftv1.DeleteNetwork], applyDeleteNetwork),
 }
 
 func newPB[M any]() *M { return new(M) }

@@ -43,6 +43,8 @@ var bodies = map[string]func(testing.TB) any{
 	TypeStartUsage:     func(t testing.TB) any { return fieldfill.New[StartUsage](t) },
 	TypeCopyProgress:   func(t testing.TB) any { return fieldfill.New[CopyProgress](t) },
 	TypeSetLogVersion:  func(t testing.TB) any { return fieldfill.New[SetLogVersion](t) },
+	TypeCreateNetwork:  func(t testing.TB) any { return fieldfill.New[CreateNetwork](t) },
+	TypeDeleteNetwork:  func(t testing.TB) any { return fieldfill.New[DeleteNetwork](t) },
 }
 
 // Every field of every command survives its log form, format 2; and, for

@@ -117,10 +117,17 @@ func instanceToPB(i *state.Instance) *raftv1.Instance {
 		PowerReason: i.PowerWhy, PowerTimeUnixNano: unixNano(i.PowerTime), CreateTimeUnixNano: unixNano(i.CreateTime),
 		UpdateTimeUnixNano: unixNano(i.UpdateTime), CreateRev: i.CreateRev, ModifyRev: i.ModifyRev,
 		Recovery: recoveryToPB(i.Recovery), Restarts: i.Restarts, MoveTarget: i.MoveTarget, Labels: i.Labels,
-		Resize: resizeToPB(i.Resize), RollingBack: i.RollingBack,
+		Resize: resizeToPB(i.Resize), RollingBack: i.RollingBack, UserData: i.UserData, SshKeys: i.SSHKeys,
 	}
-	if p := i.Placement; p.Kind != "" || len(p.Labels) > 0 || p.Group != "" || p.Preemptible {
-		m.Placement = &raftv1.Placement{Kind: p.Kind, Labels: p.Labels, Group: p.Group, Preemptible: p.Preemptible}
+	if p := i.Placement; p.Kind != "" || len(p.Labels) > 0 || p.Group != "" || p.Preemptible || p.ManagedNetworks || len(p.Bridges) > 0 {
+		m.Placement = &raftv1.Placement{Kind: p.Kind, Labels: p.Labels, Group: p.Group, Preemptible: p.Preemptible,
+			ManagedNetworks: p.ManagedNetworks, Bridges: p.Bridges}
+	}
+	if len(i.NICs) > 0 {
+		m.Nics = make([]*raftv1.Nic, len(i.NICs))
+		for k, n := range i.NICs {
+			m.Nics[k] = &raftv1.Nic{Network: n.Network, Mac: n.MAC, Ipv4: n.IPv4, Hostname: n.Hostname}
+		}
 	}
 	return m
 }
@@ -134,11 +141,37 @@ func instanceFromPB(m *raftv1.Instance) state.Instance {
 		CreateTime: fromUnixNano(m.CreateTimeUnixNano), UpdateTime: fromUnixNano(m.UpdateTimeUnixNano),
 		CreateRev: m.CreateRev, ModifyRev: m.ModifyRev, Recovery: recoveryFromPB(m.Recovery), Restarts: m.Restarts,
 		MoveTarget: m.MoveTarget, Labels: labels(m.Labels), Resize: resizeFromPB(m.Resize), RollingBack: m.RollingBack,
+		UserData: m.UserData, SSHKeys: nonEmpty(m.SshKeys),
 	}
 	if p := m.Placement; p != nil {
-		i.Placement = state.Placement{Kind: p.Kind, Labels: labels(p.Labels), Group: p.Group, Preemptible: p.Preemptible}
+		i.Placement = state.Placement{Kind: p.Kind, Labels: labels(p.Labels), Group: p.Group, Preemptible: p.Preemptible,
+			ManagedNetworks: p.ManagedNetworks, Bridges: nonEmpty(p.Bridges)}
+	}
+	if len(m.Nics) > 0 {
+		i.NICs = make([]state.NIC, len(m.Nics))
+		for k, n := range m.Nics {
+			i.NICs[k] = state.NIC{Network: n.Network, MAC: n.Mac, IPv4: n.Ipv4, Hostname: n.Hostname}
+		}
 	}
 	return i
+}
+
+// nonEmpty is s, or nil when it is empty (as a JSON round trip gives it).
+func nonEmpty[T any](s []T) []T {
+	if len(s) == 0 {
+		return nil
+	}
+	return s
+}
+
+func networkToPB(n *state.Network) *raftv1.Network {
+	return &raftv1.Network{Name: n.Name, Cidr: n.CIDR, Gateway: n.Gateway, Mode: string(n.Mode), Bridge: n.Bridge,
+		CreateTimeUnixNano: unixNano(n.CreateTime), CreateRev: n.CreateRev}
+}
+
+func networkFromPB(m *raftv1.Network) state.Network {
+	return state.Network{Name: m.GetName(), CIDR: m.GetCidr(), Gateway: m.GetGateway(), Mode: state.NetworkMode(m.GetMode()),
+		Bridge: m.GetBridge(), CreateTime: fromUnixNano(m.GetCreateTimeUnixNano()), CreateRev: m.GetCreateRev()}
 }
 
 func callerToPB(c *state.Caller) *raftv1.Caller {
@@ -257,7 +290,7 @@ func hostToPB(h *state.Host) *raftv1.Host {
 		Capacity: &raftv1.Resources{Vcpus: c.VCPUs, MemoryMib: c.MemoryMiB, DiskGib: c.DiskGiB},
 		Epoch:    h.Epoch, RegisterTimeUnixNano: unixNano(h.RegisterTime), AgentVersion: h.AgentVersion,
 		Orphans: h.Orphans, Labels: h.Labels, Cordoned: h.Cordoned, Draining: h.Draining, ModifyRev: h.ModifyRev,
-		PeerAddr: h.PeerAddr,
+		PeerAddr: h.PeerAddr, ManagedNetworks: h.ManagedNetworks, Bridges: h.Bridges,
 	}
 }
 
@@ -266,6 +299,7 @@ func hostFromPB(m *raftv1.Host) state.Host {
 		ID: m.Id, Status: state.HostStatus(m.Status), Kind: m.Kind, Epoch: m.Epoch,
 		RegisterTime: fromUnixNano(m.RegisterTimeUnixNano), AgentVersion: m.AgentVersion, Orphans: m.Orphans,
 		Labels: labels(m.Labels), Cordoned: m.Cordoned, Draining: m.Draining, ModifyRev: m.ModifyRev, PeerAddr: m.PeerAddr,
+		ManagedNetworks: m.ManagedNetworks, Bridges: nonEmpty(m.Bridges),
 	}
 	if c := m.Capacity; c != nil {
 		h.Capacity = state.Resources{VCPUs: c.Vcpus, MemoryMiB: c.MemoryMib, DiskGiB: c.DiskGib}

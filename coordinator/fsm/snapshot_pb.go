@@ -69,6 +69,10 @@ func writeSnapshot(w io.Writer, v *state.View) error {
 		sw.put(&raftv1.SnapshotRecord{Record: &raftv1.SnapshotRecord_Usage{Usage: usageToPB(u)}})
 		n++
 	}
+	for _, nw := range snap.Networks {
+		sw.put(&raftv1.SnapshotRecord{Record: &raftv1.SnapshotRecord_Network{Network: networkToPB(nw)}})
+		n++
+	}
 	sw.put(&raftv1.SnapshotRecord{Record: &raftv1.SnapshotRecord_Trailer{Trailer: &raftv1.SnapshotTrailer{Records: n}}})
 	return sw.err
 }
@@ -163,6 +167,9 @@ func readSnapshot(r *bufio.Reader) (*state.Snapshot, error) {
 			snap.History = append(snap.History, state.HistoryEntry{Revision: x.History.Revision, Instance: &i})
 		case *raftv1.SnapshotRecord_Usage:
 			snap.Usage = append(snap.Usage, usageFromPB(x.Usage))
+		case *raftv1.SnapshotRecord_Network:
+			nw := networkFromPB(x.Network)
+			snap.Networks = append(snap.Networks, &nw)
 		default:
 			// A record of a newer server: refused rather than dropped, as
 			// the state it describes would be lost.

@@ -118,16 +118,16 @@ func TestLogVersionWaitsForEveryServer(t *testing.T) {
 	}
 
 	upgrade(0, 0)
-	testenv.Eventually(t, bound, "every server at log version 2", func() bool { return atVersion(fsm.LogVersion2) })
+	testenv.Eventually(t, bound, "every server at the newest log version", func() bool { return atVersion(fsm.SupportedLogVersion) })
 	st, err := client(t, cfgs[1].APIAddr).GetNodeStatus(ctx, &pb.GetNodeStatusRequest{})
-	if err != nil || st.LogVersion != 2 || st.LogVersionMax != fsm.SupportedLogVersion {
+	if err != nil || st.LogVersion != fsm.SupportedLogVersion || st.LogVersionMax != fsm.SupportedLogVersion {
 		t.Fatalf("status after the upgrade: %v %v", st, err)
 	}
 	// A server of the previous release (it does not send log_version_max)
 	// cannot join any more; the membership is unchanged.
 	_, err = client(t, leader().Addr()).AddServer(ctx, &pb.AddServerRequest{Id: "c4", RaftAddress: testenv.FreeAddr(t), ApiAddress: testenv.FreeAddr(t)})
 	if status.Code(err) != codes.FailedPrecondition {
-		t.Fatalf("an old server joining a version-2 cluster: %v", err)
+		t.Fatalf("an old server joining an upgraded cluster: %v", err)
 	}
 	if m, _ := leader().Raft.Members(); len(m) != 3 {
 		t.Fatalf("members after the refused join: %v", m)

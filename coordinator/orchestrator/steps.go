@@ -215,6 +215,14 @@ func (o *Orchestrator) send(op state.Operation, st *state.Step, stepID string) e
 	if u := op.Update; u != nil && u.Name != nil {
 		step.Name = *u.Name // the name the update gives the domain
 	}
+	if definesDomain(st.Action) {
+		if step.Nics, err = o.nics(&inst); err != nil {
+			return err
+		}
+		if len(inst.NICs) > 0 || inst.UserData != "" || len(inst.SSHKeys) > 0 {
+			step.Guest = &agentv1.GuestConfig{Hostname: guestHostname(&inst), UserData: inst.UserData, SshAuthorizedKeys: inst.SSHKeys}
+		}
+	}
 	switch st.Action {
 	case lifecycle.ActOfferDisk:
 		step.OfferToken, step.PeerHostId, step.DiskLayer = op.Token, op.TargetHostID, convert.LayerToPB(st.Layer)
@@ -251,4 +259,38 @@ func (o *Orchestrator) expire(ctx context.Context, op state.Operation, stepID, m
 		return
 	}
 	log.Warn(msg, "deadline", op.Deadline)
+}
+
+// definesDomain reports whether a step defines the domain (or checks that
+// it can): the steps that carry its NICs and guest configuration.
+func definesDomain(a lifecycle.StepAction) bool {
+	switch a {
+	case lifecycle.ActCreate, lifecycle.ActPreflight, lifecycle.ActImportDisk, lifecycle.ActReceiveDisk,
+		lifecycle.ActAdoptDisk, lifecycle.ActReshape, lifecycle.ActUnshape:
+		return true
+	}
+	return false
+}
+
+// nics is what the host needs of an instance's NICs and their networks.
+func (o *Orchestrator) nics(inst *state.Instance) ([]*agentv1.Nic, error) {
+	var out []*agentv1.Nic
+	for _, n := range inst.NICs {
+		nw, err := o.cfg.Store.Network(n.Network)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, &agentv1.Nic{Network: nw.Name, Mode: convert.NetworkModeToPB(nw.Mode), Bridge: nw.Bridge,
+			Cidr: nw.CIDR, Gateway: nw.Gateway, MacAddress: n.MAC, Ipv4Address: n.IPv4, Hostname: n.Hostname})
+	}
+	return out, nil
+}
+
+// guestHostname is the guest's host name: its first NIC's (which is its
+// name, unless another instance on that network has it), else its name.
+func guestHostname(inst *state.Instance) string {
+	if len(inst.NICs) > 0 {
+		return inst.NICs[0].Hostname
+	}
+	return inst.Name
 }

@@ -48,6 +48,8 @@ func Explain(r Request, hosts []Host, p Policy) string {
 			text = fmt.Sprintf("%d not %s", n, r.Kind)
 		case missingLabels:
 			text = fmt.Sprintf("%d missing labels", n)
+		case missingNetworks:
+			text = fmt.Sprintf("%d not serving its networks", n)
 		case antiAffinity:
 			text = fmt.Sprintf("%d already run group %s", n, r.AntiAffinityGroup)
 		case tooSmall:

@@ -1,9 +1,12 @@
 package scheduler
 
-import "math"
+import (
+	"math"
+	"slices"
+)
 
 // Fits reports whether h can take r now, without preemption: h is ready and
-// not cordoned, has r's hypervisor kind and labels, runs no instance of r's
+// not cordoned, has r's hypervisor kind and labels, serves r's networks, runs no instance of r's
 // anti-affinity group, and has room for r in every resource under p's
 // overcommit. The FSM calls it again at commit time against current state.
 func Fits(h Host, r Request, p Policy) bool {
@@ -20,6 +23,7 @@ const (
 	cordoned
 	wrongKind
 	missingLabels
+	missingNetworks // cannot serve one of the request's networks
 	antiAffinity
 	tooSmall // even an empty host would not have room
 	full
@@ -59,6 +63,14 @@ func eligible(h *Host, r *Request) verdict {
 	for k, want := range r.Labels {
 		if got, ok := h.Labels[k]; !ok || got != want {
 			return missingLabels
+		}
+	}
+	if r.ManagedNetworks && !h.ManagedNetworks {
+		return missingNetworks
+	}
+	for _, b := range r.Bridges {
+		if !slices.Contains(h.Bridges, b) {
+			return missingNetworks
 		}
 	}
 	return accepted

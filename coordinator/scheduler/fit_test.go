@@ -53,6 +53,13 @@ func TestFits(t *testing.T) {
 		{"kind is exact: kvm request on qemu host", with(h, func(h *Host) { h.Kind = "qemu" }), Request{Kind: "kvm"}, Policy{}, false},
 		{"kind is exact: qemu request on kvm host", h, Request{Kind: "qemu"}, Policy{}, false},
 		{"empty kind is any", with(h, func(h *Host) { h.Kind = "xen" }), Request{}, Policy{}, true},
+		// Networks.
+		{"managed networks on a host that makes them", with(h, func(h *Host) { h.ManagedNetworks = true }), Request{ManagedNetworks: true}, Policy{}, true},
+		{"managed networks on a host that does not", h, Request{ManagedNetworks: true}, Policy{}, false},
+		{"bridges all present", with(h, func(h *Host) { h.Bridges = []string{"br0", "br1"} }), Request{Bridges: []string{"br1", "br0"}}, Policy{}, true},
+		{"a bridge missing", with(h, func(h *Host) { h.Bridges = []string{"br0"} }), Request{Bridges: []string{"br0", "br1"}}, Policy{}, false},
+		{"bridges do not make networks", with(h, func(h *Host) { h.Bridges = []string{"br0"} }), Request{ManagedNetworks: true}, Policy{}, false},
+		{"no networks asked: any host", with(h, func(h *Host) { h.ManagedNetworks = false }), res(1, 1, 1), Policy{}, true},
 		// Status.
 		{"not ready", with(h, func(h *Host) { h.Ready = false }), res(1, 1, 1), Policy{}, false},
 		{"cordoned", with(h, func(h *Host) { h.Cordoned = true }), res(1, 1, 1), Policy{}, false},

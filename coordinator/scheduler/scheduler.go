@@ -59,6 +59,10 @@ type Host struct {
 	// Preemptible lists the preemptible instances on the host, which a
 	// non-preemptible request may evict.
 	Preemptible []Placed
+	// ManagedNetworks: the host makes NAT and isolated networks itself;
+	// Bridges are the host bridges it has, for bridge networks.
+	ManagedNetworks bool
+	Bridges         []string
 }
 
 // Placed is a preemptible instance running on a host.
@@ -78,6 +82,10 @@ type Request struct {
 	// Preemptible instances may be evicted for normal ones and never evict
 	// others themselves.
 	Preemptible bool
+	// ManagedNetworks: the instance has a NIC on a NAT or isolated network;
+	// Bridges: the host bridges its bridge networks attach to.
+	ManagedNetworks bool
+	Bridges         []string
 }
 
 // Decision is where to run a request.

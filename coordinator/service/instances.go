@@ -24,6 +24,11 @@ type Create struct {
 	Recovery  state.Recovery
 	Placement state.Placement
 	Labels    map[string]string
+	// NICs name each interface's network and, for a static address, the
+	// address; the commit allocates the rest.
+	NICs     []state.NIC
+	UserData string
+	SSHKeys  []string
 }
 
 // defaultMaxRestarts is how many restarts RESTART without a limit allows.
@@ -46,6 +51,13 @@ var createCmds = sync.Pool{New: func() any { return new(fsm.CreateInstance) }}
 func (s *Service) Create(ctx context.Context, c Create) (state.Operation, error) {
 	if op, ok := s.store.OperationByRequest(c.RequestID); c.RequestID != "" && ok {
 		return op, nil
+	}
+	if (len(c.NICs) > 0 || c.UserData != "" || len(c.SSHKeys) > 0) && s.store.LogVersion() < fsm.LogVersion3 {
+		return state.Operation{}, fmt.Errorf("network interfaces, user data and SSH keys: %w (needs log version %d, the cluster is at %d)",
+			fsm.ErrUnsupported, fsm.LogVersion3, s.store.LogVersion())
+	}
+	if err := s.checkNICs(c.NICs, &c.Placement); err != nil {
+		return state.Operation{}, err
 	}
 	// The host is chosen from the state as it is now and checked again when
 	// the create commits: a create that lost its host meanwhile (a
@@ -77,7 +89,8 @@ func (s *Service) create(ctx context.Context, c Create, hostID string) (state.Op
 	*cmd = fsm.CreateInstance{
 		Policy: s.policy,
 		Instance: state.Instance{ID: ids.New("i-"), Name: c.Name, Spec: c.Spec, HostID: hostID,
-			Recovery: withDefaults(c.Recovery), Placement: c.Placement, Labels: c.Labels},
+			Recovery: withDefaults(c.Recovery), Placement: c.Placement, Labels: c.Labels,
+			NICs: c.NICs, UserData: c.UserData, SSHKeys: c.SSHKeys},
 		Operation: state.Operation{ID: ids.New("op-"), RequestID: c.RequestID, Deadline: now.Add(s.deadline(lifecycle.OpCreate)),
 			RequestedBy: caller.Of(ctx)},
 	}

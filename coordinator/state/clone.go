@@ -21,6 +21,9 @@ func (i *Instance) clone() *Instance {
 	c.Resize = clonePtr(i.Resize)
 	c.Labels = maps.Clone(i.Labels)
 	c.Placement.Labels = maps.Clone(i.Placement.Labels)
+	c.Placement.Bridges = slices.Clone(i.Placement.Bridges)
+	c.NICs = slices.Clone(i.NICs)
+	c.SSHKeys = slices.Clone(i.SSHKeys)
 	return &c
 }
 
@@ -120,6 +123,7 @@ func (h *Host) clone() *Host {
 	c := *h
 	c.Orphans = slices.Clone(h.Orphans)
 	c.Labels = maps.Clone(h.Labels)
+	c.Bridges = slices.Clone(h.Bridges)
 	return &c
 }
 

@@ -62,6 +62,11 @@ type Instance struct {
 	Resize *Resize `json:"resize,omitempty"`
 	// RollingBack: the operation in flight is undoing what it did.
 	RollingBack bool `json:"rolling_back,omitempty"`
+	// NICs are its network interfaces, allocated when it was accepted.
+	NICs []NIC `json:"nics,omitempty"`
+	// UserData and SSHKeys go into the guest's cloud-init seed.
+	UserData string   `json:"user_data,omitempty"`
+	SSHKeys  []string `json:"ssh_keys,omitempty"`
 }
 
 // Resize is one resize of an instance: the shapes before and after, and
@@ -128,6 +133,10 @@ type Placement struct {
 	Labels      map[string]string `json:"labels,omitempty"`
 	Group       string            `json:"group,omitempty"`
 	Preemptible bool              `json:"preemptible,omitempty"`
+	// ManagedNetworks and Bridges are what its NICs' networks need of a
+	// host (set when the instance is accepted, from the networks' modes).
+	ManagedNetworks bool     `json:"managed_networks,omitempty"`
+	Bridges         []string `json:"bridges,omitempty"`
 }
 
 // Facts returns the instance's four facts.
@@ -327,6 +336,10 @@ type Host struct {
 	ModifyRev    int64             `json:"modify_rev"`
 	// PeerAddr is where the agent serves other agents (disk copies of moves).
 	PeerAddr string `json:"peer_addr,omitempty"`
+	// ManagedNetworks: the host creates NAT and isolated networks itself;
+	// Bridges are the host bridges it has (bridge networks).
+	ManagedNetworks bool     `json:"managed_networks,omitempty"`
+	Bridges         []string `json:"bridges,omitempty"`
 }
 
 // Resources is an amount of vCPU, memory and disk.

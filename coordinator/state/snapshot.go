@@ -38,6 +38,8 @@ type Snapshot struct {
 	// LogVersion is the cluster's log version; absent (0) before there
 	// was one, as in every snapshot that format-1 servers read.
 	LogVersion uint32 `json:"log_version,omitempty"`
+	// Networks are absent before log version 3.
+	Networks []*Network `json:"networks,omitempty"`
 }
 
 // HistoryEntry is one committed instance change of the watch history.
@@ -77,6 +79,9 @@ func (s *Store) View() *View {
 	for _, h := range s.usage {
 		snap.Usage = append(snap.Usage, h)
 	}
+	for _, n := range s.networks {
+		snap.Networks = append(snap.Networks, n)
+	}
 	return &View{snap: snap}
 }
 
@@ -101,6 +106,7 @@ func (v *View) sort() {
 	sort.Slice(snap.Hosts, func(a, b int) bool { return snap.Hosts[a].ID < snap.Hosts[b].ID })
 	sort.Slice(snap.Servers, func(a, b int) bool { return snap.Servers[a].ID < snap.Servers[b].ID })
 	sort.Slice(snap.Usage, func(a, b int) bool { return snap.Usage[a].InstanceID < snap.Usage[b].InstanceID })
+	sort.Slice(snap.Networks, func(a, b int) bool { return snap.Networks[a].Name < snap.Networks[b].Name })
 }
 
 // Write encodes the view to w, in the snapshot format of log version 1,
@@ -139,6 +145,10 @@ func (v *View) Write(w io.Writer) error {
 	if snap.LogVersion != 0 {
 		j.raw(`,"log_version":`)
 		j.value(snap.LogVersion)
+	}
+	if len(snap.Networks) > 0 {
+		j.raw(`,"networks":`)
+		writeArray(j, snap.Networks)
 	}
 	j.raw("}\n")
 	return j.err
@@ -264,6 +274,9 @@ func (s *Store) Load(snap *Snapshot) {
 	for _, h := range snap.Usage {
 		s.usage[h.InstanceID] = h
 	}
+	for _, n := range snap.Networks {
+		s.networks[n.Name] = n
+	}
 	s.history = snap.History
 	s.notify()
 }
@@ -295,6 +308,8 @@ func readSnapshot(r io.Reader) (*Snapshot, error) {
 			err = readArray(dec, &snap.History)
 		case "usage":
 			err = readArray(dec, &snap.Usage)
+		case "networks":
+			err = readArray(dec, &snap.Networks)
 		case "metering":
 			err = dec.Decode(&snap.Metering)
 		case "log_version":

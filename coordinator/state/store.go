@@ -33,6 +33,7 @@ type Store struct {
 	requests  map[string]string // request_id -> op id
 	hosts     map[string]*Host
 	servers   map[string]Server
+	networks  map[string]*Network
 	usage     map[string]*usage.History // instance id -> its billing-class history
 	metering  bool                      // usage is recorded (since a usage.start entry)
 	// The indexes (see declareIndexes).
@@ -42,6 +43,7 @@ type Store struct {
 	stopped instanceSet // instances recovery may have to act on
 	deleted instanceSet // DELETED instances (retention removes them)
 	placed  placement
+	addrs   addressBook // who holds which address, MAC and host name
 	indexes []index
 	// logVersion is the cluster's log version (fsm.SetLogVersion); 0 is
 	// the first, of every state older than the command. Atomic: every
@@ -100,6 +102,7 @@ func (s *Store) reset(rev int64) {
 	s.requests = map[string]string{}
 	s.hosts = map[string]*Host{}
 	s.servers = map[string]Server{}
+	s.networks = map[string]*Network{}
 	s.usage = map[string]*usage.History{}
 	s.metering = false
 	s.logVersion.Store(0)

@@ -15,11 +15,12 @@ type Tx struct {
 	ops        map[string]*Operation
 	hosts      map[string]*Host
 	requests   map[string]string
-	servers    map[string]*Server // nil value: delete
-	order      []string           // instance ids in the order they were put, for the history
-	removed    []string           // instance ids to forget (RemoveInstance)
-	meter      bool               // StartMetering was called
-	logVersion uint32             // SetLogVersion's, 0 if not called
+	servers    map[string]*Server  // nil value: delete
+	networks   map[string]*Network // nil value: delete
+	order      []string            // instance ids in the order they were put, for the history
+	removed    []string            // instance ids to forget (RemoveInstance)
+	meter      bool                // StartMetering was called
+	logVersion uint32              // SetLogVersion's, 0 if not called
 }
 
 // Update runs fn against a transaction and commits its changes atomically
@@ -33,14 +34,14 @@ func (s *Store) Update(now time.Time, fn func(tx *Tx) error) error {
 	// an entry allocated.
 	tx := &s.tx
 	if tx.s == nil {
-		*tx = Tx{s: s, instances: map[string]*Instance{}, ops: map[string]*Operation{}, hosts: map[string]*Host{}, requests: map[string]string{}, servers: map[string]*Server{}}
+		*tx = Tx{s: s, instances: map[string]*Instance{}, ops: map[string]*Operation{}, hosts: map[string]*Host{}, requests: map[string]string{}, servers: map[string]*Server{}, networks: map[string]*Network{}}
 	}
 	tx.now = now
 	defer tx.reset()
 	if err := fn(tx); err != nil {
 		return err
 	}
-	if len(tx.instances)+len(tx.ops)+len(tx.hosts)+len(tx.requests)+len(tx.servers)+len(tx.removed) == 0 && !tx.meter && tx.logVersion == 0 {
+	if len(tx.instances)+len(tx.ops)+len(tx.hosts)+len(tx.requests)+len(tx.servers)+len(tx.networks)+len(tx.removed) == 0 && !tx.meter && tx.logVersion == 0 {
 		return nil
 	}
 	s.rev++
@@ -76,6 +77,16 @@ func (s *Store) Update(now time.Time, fn func(tx *Tx) error) error {
 		} else {
 			s.servers[id] = *v
 		}
+	}
+	for name, n := range tx.networks {
+		if n == nil {
+			delete(s.networks, name)
+			continue
+		}
+		if n.CreateRev == 0 {
+			n.CreateRev, n.CreateTime = rev, now
+		}
+		s.networks[name] = n
 	}
 	// Apply functions may put instances in map order; commit them sorted so
 	// every replica records the same history in the same order.
@@ -122,6 +133,7 @@ func (tx *Tx) reset() {
 	clear(tx.hosts)
 	clear(tx.requests)
 	clear(tx.servers)
+	clear(tx.networks)
 	clear(tx.order)
 	tx.order = tx.order[:0]
 	clear(tx.removed)

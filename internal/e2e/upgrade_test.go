@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flotilla-vm/flotilla/coordinator/fsm"
 	"github.com/flotilla-vm/flotilla/internal/testenv"
 	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
@@ -218,9 +219,9 @@ func TestRollingUpgrade(t *testing.T) {
 			}
 		}
 	}
-	testenv.Eventually(t, 30*time.Second, "every server at log version 2", func() bool {
+	testenv.Eventually(t, 30*time.Second, "every server at the newest log version", func() bool {
 		v, _ := logVersions()
-		return len(v) == 3 && slices.Min(v) == 2
+		return len(v) == 3 && slices.Min(v) == fsm.SupportedLogVersion
 	})
 	more("creates", w, 30)
 	hosts := pb.NewHostServiceClient(cl.conns[0])

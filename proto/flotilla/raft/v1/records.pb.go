@@ -296,7 +296,11 @@ type Placement struct {
 	// Anti-affinity group.
 	Group string `protobuf:"bytes,3,opt,name=group,proto3" json:"group,omitempty"`
 	// May be evicted.
-	Preemptible   bool `protobuf:"varint,4,opt,name=preemptible,proto3" json:"preemptible,omitempty"`
+	Preemptible bool `protobuf:"varint,4,opt,name=preemptible,proto3" json:"preemptible,omitempty"`
+	// Its networks need a host that creates networks.
+	ManagedNetworks bool `protobuf:"varint,5,opt,name=managed_networks,json=managedNetworks,proto3" json:"managed_networks,omitempty"`
+	// Its networks need these host bridges.
+	Bridges       []string `protobuf:"bytes,6,rep,name=bridges,proto3" json:"bridges,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -357,6 +361,20 @@ func (x *Placement) GetPreemptible() bool {
 		return x.Preemptible
 	}
 	return false
+}
+
+func (x *Placement) GetManagedNetworks() bool {
+	if x != nil {
+		return x.ManagedNetworks
+	}
+	return false
+}
+
+func (x *Placement) GetBridges() []string {
+	if x != nil {
+		return x.Bridges
+	}
+	return nil
 }
 
 // Resize is a resize in progress or awaiting confirmation.
@@ -2069,12 +2087,14 @@ const file_flotilla_raft_v1_records_proto_rawDesc = "" +
 	"\ahost_id\x18\x04 \x01(\tR\x06hostId\"E\n" +
 	"\bRecovery\x12\x16\n" +
 	"\x06policy\x18\x01 \x01(\tR\x06policy\x12!\n" +
-	"\fmax_restarts\x18\x02 \x01(\x05R\vmaxRestarts\"\xd3\x01\n" +
+	"\fmax_restarts\x18\x02 \x01(\x05R\vmaxRestarts\"\x98\x02\n" +
 	"\tPlacement\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12?\n" +
 	"\x06labels\x18\x02 \x03(\v2'.flotilla.raft.v1.Placement.LabelsEntryR\x06labels\x12\x14\n" +
 	"\x05group\x18\x03 \x01(\tR\x05group\x12 \n" +
-	"\vpreemptible\x18\x04 \x01(\bR\vpreemptible\x1a9\n" +
+	"\vpreemptible\x18\x04 \x01(\bR\vpreemptible\x12)\n" +
+	"\x10managed_networks\x18\x05 \x01(\bR\x0fmanagedNetworks\x12\x18\n" +
+	"\abridges\x18\x06 \x03(\tR\abridges\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe9\x01\n" +
