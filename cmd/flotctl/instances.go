@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"strings"
 	"time"
 
@@ -68,6 +69,27 @@ func (f labelFlag) Set(s string) error {
 	f[k] = v
 	return nil
 }
+
+// nicFlag is a repeatable --network NETWORK[=IPV4] flag.
+type nicFlag []*flotillav1.NetworkInterfaceRequest
+
+func (f *nicFlag) String() string { return "" }
+
+func (f *nicFlag) Set(s string) error {
+	network, ip, _ := strings.Cut(s, "=")
+	if network == "" {
+		return fmt.Errorf("network %q: want NETWORK or NETWORK=IPV4", s)
+	}
+	*f = append(*f, &flotillav1.NetworkInterfaceRequest{Network: network, Ipv4Address: ip})
+	return nil
+}
+
+// stringsFlag is a repeatable string flag.
+type stringsFlag []string
+
+func (f *stringsFlag) String() string { return "" }
+
+func (f *stringsFlag) Set(s string) error { *f = append(*f, s); return nil }
 
 // vocabularyFlag is a repeatable --vocabulary flag: --vocabulary nova,azure --vocabulary rightscale.
 type vocabularyFlag []flotillav1.Vocabulary
@@ -253,6 +275,9 @@ func parseMutation(name string, args []string) (*mutation, error) {
 		graceful         *time.Duration
 		force, hard      *bool
 		labels           = labelFlag{}
+		nics             nicFlag
+		sshKeys          stringsFlag
+		userDataFile     *string
 		clearLabels      *bool
 		recovery         *string
 		maxRestarts      *int
@@ -269,6 +294,9 @@ func parseMutation(name string, args []string) (*mutation, error) {
 		memoryMiB = fs.Int64("memory-mib", 256, "memory in MiB")
 		diskGiB = fs.Int64("disk-gib", 0, "disk size in GiB (0: the image's size)")
 		fs.Var(labels, "label", "a label of the instance, key=value (repeatable)")
+		fs.Var(&nics, "network", "a NIC on this network, NETWORK or NETWORK=IPV4 for a static address (repeatable, in order)")
+		fs.Var(&sshKeys, "ssh-key", "an SSH public key for the guest (repeatable)")
+		userDataFile = fs.String("user-data-file", "", "a file of cloud-init user data for the guest")
 	case "update":
 		instName = fs.String("name", "", "the new name")
 		fs.Var(labels, "label", "a label, key=value (repeatable): the given labels replace all of the old ones")
@@ -323,7 +351,16 @@ func parseMutation(name string, args []string) (*mutation, error) {
 			Spec: &flotillav1.InstanceSpec{
 				Vcpus: int32(*vcpus), MemoryMib: *memoryMiB, DiskGib: *diskGiB, Image: *image,
 			},
-			Labels: labels,
+			Labels:            labels,
+			Interfaces:        nics,
+			SshAuthorizedKeys: sshKeys,
+		}
+		if *userDataFile != "" {
+			b, err := os.ReadFile(*userDataFile)
+			if err != nil {
+				return nil, &usageError{usage, fmt.Sprintf("--user-data-file: %v", err)}
+			}
+			m.req.(*flotillav1.CreateInstanceRequest).UserData = string(b)
 		}
 	case "update":
 		req := &flotillav1.UpdateInstanceRequest{Id: id, RequestId: *requestID, UpdateMask: &fieldmaskpb.FieldMask{}}

@@ -45,11 +45,12 @@ type cli struct {
 	operations flotillav1.OperationServiceClient
 	hosts      flotillav1.HostServiceClient
 	usage      flotillav1.UsageServiceClient
+	networks   flotillav1.NetworkServiceClient
 }
 
 // commandList names every subcommand with its usage line, in help order.
 var commandList = []struct{ name, usage string }{
-	{"create", "create --name N --image I [--vcpus 1] [--memory-mib 256] [--disk-gib 0] [--label K=V]... [--request-id R] [--wait]"},
+	{"create", "create --name N --image I [--vcpus 1] [--memory-mib 256] [--disk-gib 0] [--label K=V]... [--network NET[=IPV4]]... [--ssh-key KEY]... [--user-data-file F] [--request-id R] [--wait]"},
 	{"get", "get ID [--vocabulary nova,azure,...]"},
 	{"list", "list [--status RUNNING,STOPPED] [--all] [--vocabulary nova,azure,...]"},
 	{"watch", "watch [--from-revision R] [--id ID] [--vocabulary nova,azure,...]"},
@@ -77,6 +78,10 @@ var commandList = []struct{ name, usage string }{
 	{"host cordon", "host cordon ID"},
 	{"host uncordon", "host uncordon ID"},
 	{"host drain", "host drain ID [--policy stop|move] [--graceful 10m]"},
+	{"network create", "network create NAME --cidr CIDR [--gateway IP] [--mode nat|isolated|bridge] [--bridge BR]"},
+	{"network list", "network list"},
+	{"network get", "network get NAME"},
+	{"network delete", "network delete NAME"},
 }
 
 // runFunc parses a subcommand's own flags and does the work.
@@ -92,6 +97,7 @@ var runners = map[string]runFunc{
 	"op get": runOpGet, "op list": runOpList, "op wait": runOpWait, "op cancel": runOpCancel,
 	"host list": runHostList, "host get": runHostGet,
 	"host cordon": runHostCordon, "host uncordon": runHostCordon, "host drain": runHostDrain,
+	"network create": runNetworkCreate, "network list": runNetworkList, "network get": runNetworkGet, "network delete": runNetworkDelete,
 }
 
 // usageOf returns the usage line of a subcommand.
@@ -239,6 +245,7 @@ func (c *cli) connect() (func(), error) {
 	c.instances = flotillav1.NewInstanceServiceClient(conn)
 	c.operations = flotillav1.NewOperationServiceClient(conn)
 	c.hosts = flotillav1.NewHostServiceClient(conn)
+	c.networks = flotillav1.NewNetworkServiceClient(conn)
 	c.usage = flotillav1.NewUsageServiceClient(conn)
 	return func() { conn.Close() }, nil
 }

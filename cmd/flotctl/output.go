@@ -74,18 +74,31 @@ func printInstances(w io.Writer, format string, insts []*flotillav1.Instance, vo
 	if format == "json" {
 		return writeJSON(w, insts)
 	}
+	// The ADDRESSES column only when some instance has a NIC.
+	withNICs := false
+	for _, in := range insts {
+		withNICs = withNICs || len(in.GetInterfaces()) > 0
+	}
 	rows := make([][]string, 0, len(insts))
 	for _, in := range insts {
-		rows = append(rows, append([]string{
+		row := []string{
 			in.GetId(),
 			in.GetName(),
 			enumName(in.GetStatus(), "STATUS_"),
 			enumName(in.GetPowerState(), "POWER_STATE_"),
 			in.GetHostId(),
 			in.GetCurrentOperationId(),
-		}, viewColumns(in, vocabs)...))
+		}
+		if withNICs {
+			row = append(row, addresses(in))
+		}
+		rows = append(rows, append(row, viewColumns(in, vocabs)...))
 	}
-	return writeTable(w, append([]string{"ID", "NAME", "STATUS", "POWER", "HOST", "OPERATION"}, viewHeaders(vocabs)...), rows)
+	head := []string{"ID", "NAME", "STATUS", "POWER", "HOST", "OPERATION"}
+	if withNICs {
+		head = append(head, "ADDRESSES")
+	}
+	return writeTable(w, append(head, viewHeaders(vocabs)...), rows)
 }
 
 // viewHeaders names one extra column per vocabulary asked for.

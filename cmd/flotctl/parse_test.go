@@ -123,6 +123,10 @@ func TestParseMutation(t *testing.T) {
 		{"resize", []string{"i-1", "--vcpus", "2"},
 			&flotillav1.ResizeInstanceRequest{Id: "i-1", Vcpus: 2, GracefulTimeout: durationpb.New(10 * time.Minute)}, false},
 		{"confirm-resize", []string{"i-1"}, &flotillav1.ConfirmResizeRequest{Id: "i-1"}, false},
+		{"create", []string{"--name", "a", "--image", "i", "--network", "lan", "--network", "db=10.1.0.9", "--ssh-key", "ssh-ed25519 AAAA a@b"},
+			&flotillav1.CreateInstanceRequest{Name: "a", Spec: &flotillav1.InstanceSpec{Vcpus: 1, MemoryMib: 256, Image: "i"},
+				Interfaces: []*flotillav1.NetworkInterfaceRequest{{Network: "lan"}, {Network: "db", Ipv4Address: "10.1.0.9"}},
+				SshAuthorizedKeys: []string{"ssh-ed25519 AAAA a@b"}}, false},
 		{"revert-resize", []string{"i-1", "--wait"}, &flotillav1.RevertResizeRequest{Id: "i-1", GracefulTimeout: durationpb.New(10 * time.Minute)}, true},
 		{"extend", []string{"i-1", "--disk-gib", "8"}, &flotillav1.ExtendInstanceRequest{Id: "i-1", DiskGib: 8}, false},
 		{"move", []string{"i-1", "--to", "h3"}, &flotillav1.MoveInstanceRequest{Id: "i-1", TargetHostId: "h3", GracefulTimeout: durationpb.New(10 * time.Minute)}, false},
@@ -165,6 +169,8 @@ func TestParseMutationErrors(t *testing.T) {
 		{"create", []string{"--name", "a", "--image", "i", "--label", "novalue"}, "is not key=value"},
 		{"resize", []string{"i"}, "give at least one of"},
 		{"extend", []string{"i"}, "--disk-gib is required"},
+		{"create", []string{"--name", "a", "--image", "i", "--network", "=10.0.0.1"}, "want NETWORK or NETWORK=IPV4"},
+		{"create", []string{"--name", "a", "--image", "i", "--user-data-file", "/nonexistent/x"}, "--user-data-file"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+" "+strings.Join(tt.args, " "), func(t *testing.T) {
@@ -345,5 +351,24 @@ func TestParseUsage(t *testing.T) {
 	if err != nil || len(reqs) != 2 || reqs[0].GetInstanceId() != "i-1" || reqs[1].GetVocabulary() != flotillav1.Vocabulary_VOCABULARY_AZURE ||
 		!reqs[1].GetEndTime().AsTime().Equal(time.Date(2026, 12, 31, 0, 0, 0, 0, time.UTC)) {
 		t.Fatalf("parseUsage = %v, %v", reqs, err)
+	}
+}
+
+func TestParseNetworkCreate(t *testing.T) {
+	got, err := parseNetworkCreate("network create", []string{"tb", "--cidr", "198.19.0.0/24", "--mode", "bridge", "--bridge", "br0"})
+	want := &flotillav1.CreateNetworkRequest{Name: "tb", Cidr: "198.19.0.0/24", Mode: flotillav1.NetworkMode_NETWORK_MODE_BRIDGE, Bridge: "br0"}
+	if err != nil || !proto.Equal(got, want) {
+		t.Fatalf("got %v, %v", got, err)
+	}
+	got, err = parseNetworkCreate("network create", []string{"--cidr=10.0.0.0/24", "lan"})
+	if err != nil || got.Mode != flotillav1.NetworkMode_NETWORK_MODE_NAT || got.Name != "lan" {
+		t.Fatalf("default mode: %v, %v", got, err)
+	}
+	for args, msg := range map[string]string{"lan": "--cidr is required", "lan --cidr 10.0.0.0/24 --mode vxlan": "--mode must be"} {
+		_, err := parseNetworkCreate("network create", strings.Fields(args))
+		var ue *usageError
+		if !errors.As(err, &ue) || !strings.Contains(ue.msg, msg) {
+			t.Errorf("%s: %v, want %q", args, err, msg)
+		}
 	}
 }

@@ -108,6 +108,9 @@ func InstanceToPB(i *state.Instance, vocabs ...vocabulary.Vocabulary) *pb.Instan
 		out.AllowedActions = append(out.AllowedActions, ActionToPB(a))
 	}
 	in := vocabulary.Input{Facts: i.Facts(), LastOp: i.LastOpK}
+	for _, n := range out.Interfaces {
+		in.Addresses, in.DNSNames = append(in.Addresses, n.Ipv4Address), append(in.DNSNames, n.DnsName)
+	}
 	for _, v := range vocabs {
 		out.Views = append(out.Views, viewToPB(vocabulary.Render(v, in)))
 	}

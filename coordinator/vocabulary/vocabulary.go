@@ -2,6 +2,7 @@ package vocabulary
 
 import (
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
+	"strings"
 )
 
 // Vocabulary names one seed system's way of describing instances.
@@ -46,6 +47,11 @@ const (
 	FieldPowerState     = "power_state"  // Nova: the numeric power state; Azure: the PowerState/… code
 	FieldProvisioning   = "provisioning" // Azure: the ProvisioningState/… code
 	FieldOSProvisioning = "os_provisioning"
+	// RightScale: "By the end of the 'pending' phase, the instance will have
+	// a public and private IP address, DNS Name"; once terminated they "will
+	// be removed". Flotilla's addresses are the private ones (comma-separated).
+	FieldPrivateIPAddresses = "private_ip_addresses"
+	FieldPrivateDNSNames    = "private_dns_names"
 )
 
 // Billing is a billing class a seed names for a state.
@@ -82,6 +88,8 @@ func (v Vocabulary) Classes() []Billing {
 type Input struct {
 	lifecycle.Facts
 	LastOp lifecycle.OpKind
+	// Addresses and DNSNames are the instance's, one per NIC.
+	Addresses, DNSNames []string
 }
 
 // Field is one named value of a view, besides its status word.
@@ -137,6 +145,10 @@ func Render(v Vocabulary, in Input) View {
 	}
 	out := r(in, shown(v, in, s))
 	out.Vocabulary, out.Canonical = v, s
+	if v == RightScale && len(in.Addresses) > 0 && s != lifecycle.StatusDeleted {
+		out.Fields = append(out.Fields, Field{FieldPrivateIPAddresses, strings.Join(in.Addresses, ",")},
+			Field{FieldPrivateDNSNames, strings.Join(in.DNSNames, ",")})
+	}
 	if out.Status == "" {
 		out.Status = Unmapped
 	}

@@ -155,6 +155,12 @@ func in(d lifecycle.Desired, o lifecycle.OpKind, p lifecycle.Power, r lifecycle.
 	return Input{Facts: lifecycle.Facts{Desired: d, Op: o, Power: p, Result: r}, LastOp: last}
 }
 
+// addressed is in with two NICs.
+func addressed(in Input) Input {
+	in.Addresses, in.DNSNames = []string{"10.0.0.2", "10.1.0.2"}, []string{"web.lan", "web.db"}
+	return in
+}
+
 func TestRender(t *testing.T) {
 	const (
 		run  = lifecycle.DesiredRunning
@@ -200,6 +206,14 @@ func TestRender(t *testing.T) {
 		{ManageInstance, in(stop, lifecycle.OpUpdate, lifecycle.PowerShutOff, ok, lifecycle.OpStop), "offline", nil, ""},
 		{ManagedInstance, in(run, lifecycle.OpNone, lifecycle.PowerShutOff, ok, lifecycle.OpCreate), "ERROR", nil, ""},
 		{ManagedInstance, in(run, lifecycle.OpNone, lifecycle.PowerRunning, lifecycle.ResultFailed, lifecycle.OpRestart), "ERROR", nil, ""},
+		// Seed 002: addresses and DNS names from pending on, removed once terminated.
+		{RightScale, addressed(in(run, lifecycle.OpCreate, lifecycle.PowerNone, lifecycle.ResultNone, "")), "pending",
+			[]Field{{"private_ip_addresses", "10.0.0.2,10.1.0.2"}, {"private_dns_names", "web.lan,web.db"}}, BillingNotCharged},
+		{RightScale, addressed(in(run, lifecycle.OpNone, lifecycle.PowerRunning, ok, lifecycle.OpCreate)), "operational",
+			[]Field{{"private_ip_addresses", "10.0.0.2,10.1.0.2"}, {"private_dns_names", "web.lan,web.db"}}, BillingInstanceUsage},
+		{RightScale, addressed(in(del, lifecycle.OpNone, lifecycle.PowerNoDomain, ok, lifecycle.OpDelete)), "terminated", nil, BillingNotCharged},
+		{Nova, addressed(in(run, lifecycle.OpNone, lifecycle.PowerRunning, ok, lifecycle.OpCreate)), "ACTIVE",
+			[]Field{{"vm_state", "active"}, {"power_state", "1"}}, ""},
 	}
 	for _, c := range cases {
 		got := Render(c.v, c.in)
