@@ -4,15 +4,31 @@
 #   $IMAGE_DIR/flotilla-test/
 #     vmlinuz      Debian's linux-image-6.1.*-cloud-amd64 kernel (newest apt knows; the
 #                  package is downloaded and unpacked, never installed)
-#     initrd.img   gzip'd cpio (newc): busybox-static + the kernel's virtio/button/evdev
-#                  modules + an /init that prints FLOTILLA-GUEST-READY on ttyS0, writes
-#                  "READY\n" to the virtio-serial port org.flotilla.guest.0 if there is one,
-#                  and powers off (FLOTILLA-GUEST-POWEROFF) when the ACPI power button is
-#                  pressed (virsh shutdown). /init stays PID 1 forever.
+#     initrd.img   gzip'd cpio (newc): busybox-static + the kernel's virtio (blk, console,
+#                  net), button/evdev and isofs modules + an /init that prints
+#                  FLOTILLA-GUEST-READY on ttyS0, writes "READY\n" to the virtio-serial port
+#                  org.flotilla.guest.0 if there is one, and powers off
+#                  (FLOTILLA-GUEST-POWEROFF) when the ACPI power button is pressed (virsh
+#                  shutdown). /init stays PID 1 forever.
 #     disk.qcow2   64 MiB empty qcow2 base disk (boot needs none; the control plane puts a
 #                  copy-on-write overlay on it)
 #     cmdline      kernel command line, one line
 #     .complete    written last; an image dir without it is never used
+#
+# Before READY, /init (via /etc/flotilla/net.sh) also:
+#   - reads a cloud-init NoCloud seed if one is attached (an ISO9660 disk, volume id
+#     "cidata", usually /dev/vdb): instance-id and local-hostname from meta-data;
+#   - sets the hostname: local-hostname, else the hostname field of the kernel's
+#     ip= argument, else "flotilla-test";
+#   - brings up lo and, if eth0 exists, configures it by DHCP (udhcpc, ~3 s at most), else
+#     from ip=<ip>::<gw>:<netmask>:<hostname>:eth0:off[:<dns0>[:<dns1>]] on the kernel
+#     command line, else leaves it without an address; then serves HTTP on port 80 and
+#     prints one line: FLOTILLA-GUEST-NET ip=<a.b.c.d/len|none> via=<dhcp|cmdline|none>
+#     hostname=<h>. A guest without a NIC prints no such line and is READY as fast as before.
+#   HTTP: GET /  -> "flotilla-test hostname=<h> instance=<id|unknown> ip=<a.b.c.d|none>"
+#         GET /cgi-bin/get?<a.b.c.d> -> the body of http://<a.b.c.d>/ fetched from inside
+#         the guest (5 s timeout), or 502 and a line "ERROR ..."; 400 if the query
+#         is not a dotted IPv4 address. Tests use it to prove one guest reaches another.
 #
 # IMAGE_DIR is ${FLOTILLA_IMAGE_DIR:-/var/lib/flotilla/images}. Idempotent: exits at once when
 # the image is complete and was built by this recipe version; FLOTILLA_REBUILD=1 forces a
@@ -23,7 +39,7 @@ log() { echo "build-test-guest: $*" >&2; }
 die() { echo "build-test-guest: ERROR: $*" >&2; exit 1; }
 
 # Bump when the image contents change, so existing images get rebuilt.
-RECIPE=3 # bump when the image's contents change: built images are replaced
+RECIPE=4 # bump when the image's contents change: built images are replaced
 NAME=flotilla-test
 IMAGE_DIR=${FLOTILLA_IMAGE_DIR:-/var/lib/flotilla/images}
 DEST=$IMAGE_DIR/$NAME
@@ -31,7 +47,10 @@ FILES=(vmlinuz initrd.img disk.qcow2 cmdline)
 CMDLINE="console=ttyS0 panic=-1 quiet"
 # Modules the guest needs, in load order; dependencies are added from modules.dep and
 # any that are built into the kernel are skipped.
-WANT_MODULES=(virtio virtio_ring virtio_pci virtio_blk virtio_console button evdev)
+# virtio_net brings net_failover/failover; isofs reads the NoCloud seed (nls_utf8 for a
+# Joliet-only one).
+WANT_MODULES=(virtio virtio_ring virtio_pci virtio_blk virtio_console button evdev
+  virtio_net isofs nls_utf8)
 
 is_complete() {
   [[ -f $DEST/.complete ]] || return 1
@@ -109,7 +128,7 @@ cp "$WORK/kroot/boot/vmlinuz-$KVER" "$STAGE/vmlinuz"
 
 # ---------------------------------------------------------------- initramfs
 ROOT=$WORK/initramfs
-mkdir -p "$ROOT"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,run,etc,lib/modules}
+mkdir -p "$ROOT"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,run,etc/flotilla,lib/modules,www/cgi-bin}
 cp /bin/busybox "$ROOT/bin/busybox"
 while read -r applet; do
   [[ $applet == bin/busybox ]] && continue
@@ -169,6 +188,11 @@ for m in $(cat /etc/modules); do
   insmod "/lib/modules/$m.ko" 2>/dev/null || echo "flotilla-init: insmod $m failed" 
 done
 
+# Seed, hostname, address and HTTP page, beside the power-button search below; READY waits
+# for it, so a guest that has said READY answers HTTP. Without a NIC it takes milliseconds.
+/etc/flotilla/net.sh &
+net=$!
+
 # Make sure a char device node exists for /sys/class/<class>/<name>; print its path.
 devnode() { # $1 = sysfs class dir entry, $2 = /dev path
   if [ ! -c "$2" ] && [ -r "$1/dev" ]; then
@@ -204,6 +228,7 @@ done
   poweroff -f
 ) &
 sleep 0.3 # let the reader open the device before anyone is told to press
+wait "$net"
 
 echo "FLOTILLA-GUEST-READY"
 
@@ -246,6 +271,146 @@ done
 while :; do sleep 3600; done
 INIT
 chmod 755 "$ROOT/init"
+
+# Shared by net.sh and the CGI script.
+cat >"$ROOT/etc/flotilla/lib.sh" <<'LIB'
+# is_ipv4 A: A is a dotted IPv4 address (four decimal octets 0-255).
+is_ipv4() {
+  case $1 in '' | *[!0-9.]* | .* | *. | *..*) return 1 ;; esac
+  local IFS=. o
+  set -- $1
+  [ $# -eq 4 ] || return 1
+  for o; do [ ${#o} -le 3 ] && [ "$o" -le 255 ] || return 1; done
+}
+LIB
+
+cat >"$ROOT/etc/flotilla/net.sh" <<'NET'
+#!/bin/sh
+# Run once by /init before READY: NoCloud seed, hostname, eth0's address, HTTP page.
+# (The kernel passes unknown name=value arguments such as ip= to init as environment
+# variables, so this script keeps to names of its own.)
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+. /etc/flotilla/lib.sh
+ip link set lo up
+
+# ip=<client>:<server>:<gw>:<netmask>:<hostname>:<device>:<autoconf>[:<dns0>[:<dns1>]]
+c_addr="" c_gw="" c_mask="" c_host="" c_dev="" c_dns0="" c_dns1=""
+for arg in $(cat /proc/cmdline); do
+  case $arg in
+    ip=*:*) IFS=: read -r c_addr _ c_gw c_mask c_host c_dev _ c_dns0 c_dns1 _ <<EOF
+${arg#ip=}
+EOF
+      ;;
+  esac
+done
+
+# NoCloud seed: an ISO9660 disk whose volume id (32 bytes at 0x8028) is "cidata".
+seed_iid="" seed_host=""
+for b in /sys/block/vd* /sys/block/xvd*; do
+  dev=/dev/${b##*/}
+  [ -b "$dev" ] || continue
+  vol=$(dd if="$dev" bs=1 skip=32808 count=32 2>/dev/null | tr -d ' \000' | tr A-Z a-z)
+  [ "$vol" = cidata ] || continue
+  mkdir -p /run/seed
+  mount -t iso9660 -o ro "$dev" /run/seed || { echo "flotilla-init: cannot mount seed $dev"; break; }
+  if [ -r /run/seed/meta-data ]; then
+    # simple "key: value" lines; quotes and surrounding blanks dropped
+    while IFS= read -r line || [ -n "$line" ]; do
+      val=$(echo "${line#*:}" | tr -d '\r' | sed -e 's/^[[:space:]]*//' -e 's/[[:space:]]*$//' \
+        -e "s/^[\"']\(.*\)[\"']\$/\1/")
+      case $line in
+        instance-id:*) seed_iid=$val ;;
+        local-hostname:*) seed_host=$val ;;
+      esac
+    done </run/seed/meta-data
+  fi
+  break
+done
+name=${seed_host:-${c_host:-flotilla-test}}
+hostname "$name"
+echo "$name" >/etc/hostname
+
+[ -e /sys/class/net/eth0 ] || exit 0
+
+mask_len() { # dotted netmask or prefix length -> prefix length
+  case $1 in *.*) ;; *) echo "$1"; return ;; esac
+  local IFS=. o n=0
+  for o in $1; do
+    case $o in
+      255) n=$((n + 8)) ;; 254) n=$((n + 7)) ;; 252) n=$((n + 6)) ;; 248) n=$((n + 5)) ;;
+      240) n=$((n + 4)) ;; 224) n=$((n + 3)) ;; 192) n=$((n + 2)) ;; 128) n=$((n + 1)) ;;
+    esac
+  done
+  echo "$n"
+}
+
+addr=none via=none
+ip link set eth0 up
+rm -f /run/dhcp-address
+if udhcpc -i eth0 -t 3 -T 1 -n -q -s /etc/flotilla/udhcpc.script -x hostname:"$name" \
+  >/dev/null 2>&1 && [ -s /run/dhcp-address ]; then
+  read -r addr </run/dhcp-address
+  via=dhcp
+elif is_ipv4 "$c_addr" && { [ -z "$c_dev" ] || [ "$c_dev" = eth0 ]; }; then
+  len=$(mask_len "${c_mask:-24}")
+  ip addr add "$c_addr/${len:-24}" dev eth0
+  is_ipv4 "$c_gw" && ip route add default via "$c_gw" dev eth0
+  : >/etc/resolv.conf
+  for d in "$c_dns0" "$c_dns1"; do is_ipv4 "$d" && echo "nameserver $d" >>/etc/resolv.conf; done
+  addr=$c_addr/${len:-24}
+  via=cmdline
+fi
+
+echo "flotilla-test hostname=$name instance=${seed_iid:-unknown} ip=${addr%/*}" >/www/index.html
+httpd -p 80 -h /www
+echo "FLOTILLA-GUEST-NET ip=$addr via=$via hostname=$name"
+NET
+
+cat >"$ROOT/etc/flotilla/udhcpc.script" <<'DHCP'
+#!/bin/sh
+# udhcpc hook: $1 is the event; the lease is in ip, mask (prefix length), router, dns, domain.
+case $1 in
+  deconfig)
+    ip -4 addr flush dev "$interface"
+    ip link set "$interface" up
+    ;;
+  bound | renew)
+    ip -4 addr flush dev "$interface"
+    ip addr add "$ip/${mask:-24}" dev "$interface"
+    for r in $router; do ip route add default via "$r" dev "$interface" && break; done
+    {
+      [ -n "$domain" ] && echo "search $domain"
+      for d in $dns; do echo "nameserver $d"; done
+    } >/etc/resolv.conf
+    echo "$ip/${mask:-24}" >/run/dhcp-address
+    ;;
+esac
+exit 0
+DHCP
+
+cat >"$ROOT/www/cgi-bin/get" <<'CGI'
+#!/bin/sh
+# GET /cgi-bin/get?<a.b.c.d>: the body of http://<a.b.c.d>/ as fetched from this guest.
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+. /etc/flotilla/lib.sh
+target=$QUERY_STRING
+if ! is_ipv4 "$target"; then
+  printf 'Status: 400 Bad Request\r\nContent-Type: text/plain\r\n\r\nERROR query must be a dotted IPv4 address\n'
+  exit 0
+fi
+# Debian's static busybox wget has no -T (it crashes on it), hence timeout(1).
+err=/tmp/get.$$.err
+if body=$(timeout 5 wget -q -O - "http://$target/" 2>"$err"); then
+  printf 'Content-Type: text/plain\r\n\r\n%s\n' "$body"
+else
+  rc=$?
+  why=$(tail -n1 "$err" | tr -d '\r')
+  printf 'Status: 502 Bad Gateway\r\nContent-Type: text/plain\r\n\r\nERROR fetching http://%s/: %s\n' \
+    "$target" "${why:-no answer within 5 s (exit $rc)}"
+fi
+rm -f "$err"
+CGI
+chmod 755 "$ROOT/etc/flotilla/net.sh" "$ROOT/etc/flotilla/udhcpc.script" "$ROOT/www/cgi-bin/get"
 
 (cd "$ROOT" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) |
   gzip -9n >"$STAGE/initrd.img"
