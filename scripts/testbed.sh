@@ -11,6 +11,10 @@
 #     root namespace. 198.18.0.0/15 is reserved for network benchmarks (RFC 2544): no
 #     route leads there from this machine, and nothing inside the namespaces routes
 #     anywhere else (no default route, no forwarding).
+#   - a bridge br0 inside the namespace for guests (bridge-mode networks), whose port
+#     uplink is joined by a veth pair (root end flotilla-tbgI) to the bridge flotilla-tbg0
+#     (198.18.78.1/24) in the root namespace: one layer-2 segment across every host and
+#     this machine, for guests' own addresses (198.18.78.0/24 in the tests).
 #   - its own virtlogd and libvirtd, run in that network namespace and in a private mount
 #     namespace that binds $ROOT/host-i/* over /etc/libvirt, /var/lib/libvirt,
 #     /var/cache/libvirt, /var/log/libvirt, /run/libvirt and /var/lib/flotilla: the host's
@@ -37,6 +41,10 @@ BRIDGE=flotilla-tb0
 NET=198.18.77
 NS_PREFIX=flotilla-tb-
 VETH_PREFIX=flotilla-tbv
+GUEST_BRIDGE=flotilla-tbg0 # the guests' segment, in the root namespace
+GUEST_NET=198.18.78
+GUEST_VETH_PREFIX=flotilla-tbg
+HOST_BRIDGE=br0 # the guests' bridge inside each host
 MAX_HOSTS=50
 IMAGES=${FLOTILLA_IMAGE_DIR:-/var/lib/flotilla/images}
 WAIT_SECS=${FLOTILLA_TESTBED_WAIT_SECS:-60}
@@ -146,6 +154,7 @@ down() {
       ip netns del "$ns"
     fi
     ip link del "$VETH_PREFIX$i" 2>/dev/null || true
+    ip link del "$GUEST_VETH_PREFIX$i" 2>/dev/null || true
     if [[ -d $d ]]; then
       # Nothing may be mounted there: removing the tree would go through the mount.
       if grep -q " ${d}[/ ]" /proc/self/mountinfo; then
@@ -156,6 +165,9 @@ down() {
   done
   if ip link show "$BRIDGE" >/dev/null 2>&1; then
     ip link del "$BRIDGE"
+  fi
+  if ip link show "$GUEST_BRIDGE" >/dev/null 2>&1; then
+    ip link del "$GUEST_BRIDGE"
   fi
   # `ip netns add` makes /run/netns a mount point when it creates it; undo that if the
   # test bed was first, and no namespace of anyone else's is there now.
@@ -241,6 +253,12 @@ start_host() {
   ip -n "$ns" link set lo up
   ip -n "$ns" addr add "$addr/24" dev eth0
   ip -n "$ns" link set eth0 up
+  # The guests' bridge, with the host's uplink to the shared guest segment.
+  ip -n "$ns" link add "$HOST_BRIDGE" type bridge
+  ip link add "$GUEST_VETH_PREFIX$i" type veth peer name uplink netns "$ns"
+  ip link set "$GUEST_VETH_PREFIX$i" master "$GUEST_BRIDGE" up
+  ip -n "$ns" link set uplink master "$HOST_BRIDGE" up
+  ip -n "$ns" link set "$HOST_BRIDGE" up
 
   # fd 9 (the lock) is closed for the daemons, which outlive this script.
   ip netns exec "$ns" unshare -m --propagation private \
@@ -287,6 +305,7 @@ is_up() {
   local n=$1 i
   [[ -f $ROOT/hosts && $(<"$ROOT/hosts") == "$n" ]] || return 1
   ip link show "$BRIDGE" >/dev/null 2>&1 || return 1
+  ip link show "$GUEST_BRIDGE" >/dev/null 2>&1 || return 1
   [[ $(known_hosts | tr '\n' ' ') == "$(seq -s ' ' 1 "$n") " ]] || return 1
   for i in $(seq 1 "$n"); do
     host_ok "$i" || return 1
@@ -311,6 +330,9 @@ up() {
   ip link add "$BRIDGE" type bridge
   ip addr add "$NET.1/24" dev "$BRIDGE"
   ip link set "$BRIDGE" up
+  ip link add "$GUEST_BRIDGE" type bridge
+  ip addr add "$GUEST_NET.1/24" dev "$GUEST_BRIDGE"
+  ip link set "$GUEST_BRIDGE" up
   # A new libvirtd probes every QEMU binary (seconds each, under emulation) before it
   # answers. Host 1 does; the others start with its results, which hold for them too
   # (same binaries, same machine), and start in parallel.
