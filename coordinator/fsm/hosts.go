@@ -23,6 +23,7 @@ func applyRegisterHost(tx *state.Tx, c *RegisterHost) (any, error) {
 	h.AgentVersion = c.Host.AgentVersion
 	h.Labels = c.Host.Labels
 	h.PeerAddr = c.Host.PeerAddr
+	h.ManagedNetworks, h.Bridges = c.Host.ManagedNetworks, c.Host.Bridges
 	h.RegisterTime = tx.Now()
 	h.Orphans = applyInventory(tx, h.ID, c.Inventory, true, tx.Now())
 	tx.PutHost(h)

@@ -172,8 +172,9 @@ func checkPlacement(tx *state.Tx, inst *state.Instance, hostID string, policy sc
 		return fmt.Errorf("host %q: %w", hostID, ErrHostUnavailable)
 	}
 	load := tx.HostLoad(h.ID)
-	if !scheduler.Fits(placement.WithLoad(*h, &load), placement.Request(inst.Spec, inst.Placement), policy) {
-		return fmt.Errorf("host %q: %w", h.ID, ErrNoCapacity)
+	sh, req := placement.WithLoad(*h, &load), placement.Request(inst.Spec, inst.Placement)
+	if !scheduler.Fits(sh, req, policy) {
+		return fmt.Errorf("host %q (%s): %w", h.ID, scheduler.Explain(req, []scheduler.Host{sh}, policy), ErrNoCapacity)
 	}
 	return nil
 }

@@ -106,6 +106,21 @@ func TestNetworkRules(t *testing.T) {
 	if r := h.createOn("i3", state.NIC{Network: "lan"}); !errors.Is(r.Err, ErrNotFound) {
 		t.Fatalf("create on a deleted network: %v", r.Err)
 	}
+	// At commit time, a host must serve the instance's networks.
+	h.register("plain", 4, 4096)
+	h.mustApply(TypeRegisterHost, RegisterHost{Host: state.Host{ID: "bridged", Kind: "fake", Capacity: state.Resources{VCPUs: 4, MemoryMiB: 4096}, Bridges: []string{"br0"}}})
+	on := func(id, host string) Result {
+		return h.apply(TypeCreateInstance, CreateInstance{
+			Instance:  state.Instance{ID: id, Name: id, HostID: host, Spec: state.Spec{VCPUs: 1, MemoryMiB: 64, Image: "img"}, NICs: []state.NIC{{Network: "tb"}}},
+			Operation: state.Operation{ID: "op-" + id, InstanceID: id, Deadline: h.now.Add(time.Minute)},
+		})
+	}
+	if r := on("i4", "plain"); !errors.Is(r.Err, ErrNoCapacity) {
+		t.Fatalf("a bridge network's instance on a host without the bridge: %v", r.Err)
+	}
+	if r := on("i5", "bridged"); r.Err != nil {
+		t.Fatalf("on the host with the bridge: %v", r.Err)
+	}
 }
 
 // TestAddressesNeverShared applies random creates (free or static

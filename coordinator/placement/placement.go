@@ -19,6 +19,8 @@ func Request(spec state.Spec, p state.Placement) scheduler.Request {
 		Labels:            p.Labels,
 		AntiAffinityGroup: p.Group,
 		Preemptible:       p.Preemptible,
+		ManagedNetworks:   p.ManagedNetworks,
+		Bridges:           p.Bridges,
 	}
 }
 
@@ -27,7 +29,7 @@ func host(h state.Host) scheduler.Host {
 	return scheduler.Host{
 		ID: h.ID, Kind: h.Kind, Ready: h.Status == state.HostReady, Cordoned: h.Cordoned, Labels: h.Labels,
 		Capacity: scheduler.Resources{VCPUs: h.Capacity.VCPUs, MemoryMiB: h.Capacity.MemoryMiB, DiskGiB: h.Capacity.DiskGiB},
-		Groups:   map[string]int{},
+		Groups:   map[string]int{}, ManagedNetworks: h.ManagedNetworks, Bridges: h.Bridges,
 	}
 }
 
