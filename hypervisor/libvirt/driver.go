@@ -32,6 +32,9 @@ type Config struct {
 	DiskDir    string // instance disk overlays, <id>.qcow2
 	RunDir     string // console logs and guest channel sockets
 	DomainType string // "kvm", "qemu" (software emulation) or "xen" (libxl); default "kvm" where hardware KVM works (defaultDomainType)
+	// Bridges are the host bridges the operator lets bridge NICs attach
+	// to; Networks reports those that exist.
+	Bridges []string
 	Logger     *slog.Logger
 }
 
@@ -87,6 +90,11 @@ func (c Config) withDefaults() (Config, error) {
 	case domainTypeKVM, domainTypeQEMU, domainTypeXen:
 	default:
 		return c, fmt.Errorf("libvirt: domain type %q: want kvm, qemu or xen", c.DomainType)
+	}
+	for _, b := range c.Bridges {
+		if err := hypervisor.ValidateBridge(b); err != nil {
+			return c, fmt.Errorf("libvirt: %w", err)
+		}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
