@@ -42,7 +42,7 @@ type metadataXML struct {
 }
 
 type nicsMetaXML struct {
-	NICs []nicMetaXML `xml:"https://flotilla-vm.org/xmlns/libvirt/nics/1 nic"`
+	NICs []nicMetaXML `xml:"nic"` // in the parent's namespace
 }
 
 type nicMetaXML struct {

@@ -142,9 +142,10 @@ func writeSeed(path string, spec hypervisor.DomainSpec) (err error) {
 	if err != nil {
 		return fmt.Errorf("write seed: %w", err)
 	}
+	closed := false
 	defer func() {
-		if cerr := b.Close(); cerr != nil && err == nil {
-			err = fmt.Errorf("write seed: %w", cerr)
+		if !closed {
+			_ = b.Close()
 		}
 	}()
 	fs, err := iso9660.Create(b, size, 0, 2048, work)
@@ -164,6 +165,13 @@ func writeSeed(path string, spec hypervisor.DomainSpec) (err error) {
 	if err := fs.Finalize(iso9660.FinalizeOptions{RockRidge: true, VolumeIdentifier: seedVolumeID}); err != nil {
 		return fmt.Errorf("write seed: %w", err)
 	}
+	closed = true
+	if err := b.Close(); err != nil {
+		return fmt.Errorf("write seed: %w", err)
+	}
+	if err := padVolumeID(tmp); err != nil {
+		return fmt.Errorf("write seed: %w", err)
+	}
 	if err := os.Chmod(tmp, 0o644); err != nil {
 		return fmt.Errorf("write seed: %w", err)
 	}
@@ -171,4 +179,28 @@ func writeSeed(path string, spec hypervisor.DomainSpec) (err error) {
 		return fmt.Errorf("write seed: %w", err)
 	}
 	return nil
+}
+
+// padVolumeID pads the primary volume descriptor's volume identifier with
+// spaces, as ISO 9660 says (go-diskfs pads it with NULs, which some label
+// readers keep).
+func padVolumeID(path string) error {
+	const pvd, idAt, idLen = 16 * 2048, 40, 32
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	head := make([]byte, 6)
+	if _, err := f.ReadAt(head, pvd); err != nil {
+		return err
+	}
+	if string(head) != "\x01CD001" {
+		return fmt.Errorf("no primary volume descriptor at sector 16")
+	}
+	id := []byte(seedVolumeID + strings.Repeat(" ", idLen-len(seedVolumeID)))
+	if _, err := f.WriteAt(id, pvd+idAt); err != nil {
+		return err
+	}
+	return f.Close()
 }
