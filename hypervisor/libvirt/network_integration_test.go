@@ -1,0 +1,231 @@
+package libvirt
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	golibvirt "github.com/digitalocean/go-libvirt"
+
+	"github.com/flotilla-vm/flotilla/hypervisor"
+)
+
+// testNetwork is a nat network's NIC for an instance, on a network whose
+// libvirt name starts with "flotilla-t" and whose CIDR is inside
+// 198.19.0.0/16 (this host's other networks stay clear of both). The
+// network is removed again when the test ends, whatever happened.
+func testNetwork(t *testing.T) hypervisor.NIC {
+	t.Helper()
+	b := make([]byte, 4)
+	rand.Read(b)
+	name := "t" + hex.EncodeToString(b[:3])
+	third := 100 + int(b[3])%150
+	t.Cleanup(func() {
+		virsh(t, "net-destroy", libvirtNetworkName(name))
+		virsh(t, "net-undefine", libvirtNetworkName(name))
+	})
+	return hypervisor.NIC{
+		Network: name, Mode: hypervisor.ModeNAT,
+		Prefix:   netip.MustParsePrefix(fmt.Sprintf("198.19.%d.0/24", third)),
+		Gateway:  netip.MustParseAddr(fmt.Sprintf("198.19.%d.1", third)),
+		IP:       netip.MustParseAddr(fmt.Sprintf("198.19.%d.10", third)),
+		MAC:      fmt.Sprintf("52:54:00:%02x:%02x:%02x", b[0], b[1], b[2]),
+		Hostname: "guest",
+	}
+}
+
+// liveNetwork reads a network through libvirt's API (virsh net-dumpxml):
+// its running definition, or with inactive its persistent one; found is
+// false when libvirt has no such network.
+func liveNetwork(t *testing.T, d *Driver, network string, inactive bool) (def definedNetwork, active, found bool) {
+	t.Helper()
+	flags := uint32(0)
+	if inactive {
+		flags = uint32(golibvirt.NetworkXMLInactive)
+	}
+	err := d.call(ctxT(t, 10*time.Second), func(l *golibvirt.Libvirt) error {
+		nw, err := l.NetworkLookupByName(libvirtNetworkName(network))
+		if err != nil {
+			return err
+		}
+		raw, err := l.NetworkGetXMLDesc(nw, flags)
+		if err != nil {
+			return err
+		}
+		a, err := l.NetworkIsActive(nw)
+		if err != nil {
+			return err
+		}
+		active = a != 0
+		def, err = parseNetwork(network, raw)
+		return err
+	})
+	if isCode(err, golibvirt.ErrNoNetwork) {
+		return definedNetwork{}, false, false
+	}
+	if err != nil {
+		t.Fatalf("network %s: %v", network, err)
+	}
+	return def, active, true
+}
+
+// wantReservation checks that the network is up with nic's DHCP and DNS
+// entries, running and persistent both.
+func wantReservation(t *testing.T, d *Driver, nic hypervisor.NIC) {
+	t.Helper()
+	for _, inactive := range []bool{false, true} {
+		def, active, found := liveNetwork(t, d, nic.Network, inactive)
+		if !found || !active {
+			t.Fatalf("network %s: found %v, active %v", nic.Network, found, active)
+		}
+		if def.shape != shapeOf(nic) {
+			t.Errorf("network %s is %+v, want %+v", nic.Network, def.shape, shapeOf(nic))
+		}
+		if !slices.Contains(def.hosts, reservationOf(nic)) {
+			t.Errorf("network %s (inactive %v) DHCP hosts %+v lack %+v", nic.Network, inactive, def.hosts, reservationOf(nic))
+		}
+		if !slices.ContainsFunc(def.dns, func(h dnsHostXML) bool {
+			return h.IP == nic.IP.String() && slices.Equal(h.Hostnames, []string{nic.Hostname})
+		}) {
+			t.Errorf("network %s (inactive %v) DNS hosts %+v lack %s -> %s", nic.Network, inactive, def.dns, nic.Hostname, nic.IP)
+		}
+	}
+}
+
+func TestNetworkOnRealLibvirtNAT(t *testing.T) {
+	d, cfg := newTestDriver(t)
+	id := testID(t, d)
+	paths := pathsFor(cfg.DiskDir, cfg.RunDir, id)
+	nic := testNetwork(t)
+	spec := testSpec(id)
+	spec.NICs = []hypervisor.NIC{nic}
+	spec.Seed = &hypervisor.GuestSeed{Hostname: "guest", SSHAuthorizedKeys: []string{"ssh-ed25519 AAAAtest flotilla@test"}}
+
+	sup, err := d.Networks(ctxT(t, 5*time.Second))
+	if err != nil || !sup.ManagedNetworks {
+		t.Fatalf("Networks = %+v, %v", sup, err)
+	}
+	if err := d.Preflight(ctxT(t, 10*time.Second), spec, false, 0); err != nil {
+		t.Fatalf("Preflight: %v", err)
+	}
+	bridged := spec
+	bridged.NICs = []hypervisor.NIC{nic}
+	bridged.NICs[0].Mode, bridged.NICs[0].Bridge = hypervisor.ModeBridge, "fltnosuchbr0"
+	if err := d.Preflight(ctxT(t, 10*time.Second), bridged, false, 0); !errors.Is(err, hypervisor.ErrNetworkUnavailable) {
+		t.Fatalf("Preflight with a missing bridge = %v, want ErrNetworkUnavailable", err)
+	}
+
+	if err := d.Create(ctxT(t, 60*time.Second), spec); err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	wantState(t, d, id, hypervisor.PowerRunning)
+	wantReservation(t, d, nic)
+
+	xmlDesc, _ := virsh(t, "dumpxml", domainName(id))
+	for _, want := range []string{
+		"<mac address='" + nic.MAC + "'/>", "<source network='" + libvirtNetworkName(nic.Network) + "'",
+		"<model type='virtio'/>", paths.Seed, "<target dev='vdb' bus='virtio'/>", "<readonly/>",
+		"ip=" + nic.IP.String() + "::" + nic.Gateway.String() + ":255.255.255.0:guest:eth0:off",
+	} {
+		if !strings.Contains(xmlDesc, want) {
+			t.Errorf("domain XML lacks %s:\n%s", want, xmlDesc)
+		}
+	}
+	if _, err := os.Stat(paths.Seed); err != nil {
+		t.Fatalf("seed: %v", err)
+	}
+	_, files := readSeed(t, paths.Seed)
+	if !strings.Contains(files["network-config"], nic.MAC) || !strings.Contains(files["meta-data"], `"`+id+`"`) {
+		t.Errorf("seed files %v", files)
+	}
+	took := waitFor(t, 90*time.Second, guestReady+" on the console", func() bool {
+		return fileContains(paths.ConsoleLog, guestReady)
+	})
+	t.Logf("timing: guest with a NIC and a seed ready %s after Create", took.Round(time.Millisecond))
+
+	// A second Create of the running domain changes nothing.
+	if err := d.Create(ctxT(t, 30*time.Second), spec); err != nil {
+		t.Fatalf("second Create: %v", err)
+	}
+
+	if err := d.Delete(ctxT(t, 60*time.Second), id); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	if _, _, found := liveNetwork(t, d, nic.Network, true); found {
+		t.Fatalf("network %s still defined after its last instance was deleted", nic.Network)
+	}
+	if _, err := os.Stat(paths.Seed); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("seed after Delete: %v", err)
+	}
+}
+
+// Two instances on one network: deleting one drops only its reservation.
+// The network destroyed and undefined behind the driver's back (an
+// operator's virsh net-destroy, or a libvirtd that lost it) is put back by
+// Resync with every reservation.
+func TestNetworkOnRealLibvirtResync(t *testing.T) {
+	d, _ := newTestDriver(t)
+	nic := testNetwork(t)
+	ids := []string{testID(t, d), testID(t, d)}
+	nics := []hypervisor.NIC{nic, nic}
+	nics[1].MAC = nic.MAC[:len(nic.MAC)-2] + "ff"
+	if nics[1].MAC == nic.MAC {
+		nics[1].MAC = nic.MAC[:len(nic.MAC)-2] + "fe"
+	}
+	nics[1].IP, nics[1].Hostname = nic.IP.Next(), "second"
+	for i, id := range ids {
+		spec := testSpec(id)
+		spec.NICs = nics[i : i+1]
+		if err := d.Create(ctxT(t, 60*time.Second), spec); err != nil {
+			t.Fatalf("Create %s: %v", id, err)
+		}
+	}
+	wantReservation(t, d, nics[0])
+	wantReservation(t, d, nics[1])
+
+	name := libvirtNetworkName(nic.Network)
+	if out, err := virsh(t, "net-destroy", name); err != nil {
+		t.Fatalf("net-destroy: %v %s", err, out)
+	}
+	if out, err := virsh(t, "net-undefine", name); err != nil {
+		t.Fatalf("net-undefine: %v %s", err, out)
+	}
+	if _, _, found := liveNetwork(t, d, nic.Network, true); found {
+		t.Fatal("network still there after net-undefine")
+	}
+	if err := d.Resync(ctxT(t, 30*time.Second)); err != nil {
+		t.Fatalf("Resync: %v", err)
+	}
+	wantReservation(t, d, nics[0])
+	wantReservation(t, d, nics[1])
+
+	// Only stopped: Resync starts it again.
+	if out, err := virsh(t, "net-destroy", name); err != nil {
+		t.Fatalf("net-destroy: %v %s", err, out)
+	}
+	if err := d.Resync(ctxT(t, 30*time.Second)); err != nil {
+		t.Fatalf("Resync: %v", err)
+	}
+	wantReservation(t, d, nics[1])
+
+	if err := d.Delete(ctxT(t, 60*time.Second), ids[0]); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	def, _, found := liveNetwork(t, d, nic.Network, true)
+	if !found || slices.Contains(def.hosts, reservationOf(nics[0])) || !slices.Contains(def.hosts, reservationOf(nics[1])) {
+		t.Fatalf("after deleting the first instance: found %v, hosts %+v", found, def.hosts)
+	}
+	if err := d.Delete(ctxT(t, 60*time.Second), ids[1]); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	if _, _, found := liveNetwork(t, d, nic.Network, true); found {
+		t.Fatal("network still defined after its last instance was deleted")
+	}
+}
