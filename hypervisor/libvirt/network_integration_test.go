@@ -229,3 +229,60 @@ func TestNetworkOnRealLibvirtResync(t *testing.T) {
 		t.Fatal("network still defined after its last instance was deleted")
 	}
 }
+
+// A resize to "another host" (this one) of an instance with a NIC and a
+// seed: the running freeze leaves the seed out of the snapshot, the
+// adopted domain gets its own seed and reservation, the reverted source
+// keeps its NIC, and a Reshape in place redefines it with the NIC; the
+// network goes with the last of them.
+func TestNetworkOnRealLibvirtResize(t *testing.T) {
+	d, cfg := newTestDriver(t)
+	a, b := testID(t, d), testID(t, d)
+	pa, pb := pathsFor(cfg.DiskDir, cfg.RunDir, a), pathsFor(cfg.DiskDir, cfg.RunDir, b)
+	nicA := testNetwork(t)
+	nicB := nicA
+	nicB.MAC, nicB.IP, nicB.Hostname = "52:54:00:00:00:0b", nicA.IP.Next(), "moved"
+	sa := testSpec(a)
+	sa.NICs, sa.Seed = []hypervisor.NIC{nicA}, &hypervisor.GuestSeed{UserData: "#cloud-config\n"}
+	bootGuest(t, d, cfg, sa)
+
+	mustDo(t, "FreezeDisk", d.FreezeDisk(ctxT(t, 30*time.Second), a))
+	if live, persistent := diskSource(t, a, false), diskSource(t, a, true); live != pa.Top || persistent != pa.Top {
+		t.Fatalf("frozen disk: live %s, persistent %s, want %s", live, persistent, pa.Top)
+	}
+	big := testSpec(b)
+	big.VCPUs, big.MemoryMiB, big.DiskGiB = 2, 192, 1
+	big.NICs, big.Seed = []hypervisor.NIC{nicB}, sa.Seed
+	copyLayer(t, d, a, big, hypervisor.DiskBase)
+	mustDo(t, "Shutdown", d.Shutdown(ctxT(t, 60*time.Second), a, 30*time.Second, true))
+	copyLayer(t, d, a, big, hypervisor.DiskTop)
+	mustDo(t, "AdoptDisk", d.AdoptDisk(ctxT(t, 60*time.Second), big))
+	mustDo(t, "AdoptDisk again", d.AdoptDisk(ctxT(t, 60*time.Second), big))
+	wantReservation(t, d, nicA)
+	wantReservation(t, d, nicB)
+	if !exists(pb.Seed) {
+		t.Fatal("adopted instance has no seed")
+	}
+	mustDo(t, "Start b", d.Start(ctxT(t, 60*time.Second), b))
+	waitFor(t, 90*time.Second, "b to boot", func() bool { return fileContains(pb.ConsoleLog, guestReady) })
+
+	mustDo(t, "ThawDisk", d.ThawDisk(ctxT(t, 60*time.Second), a))
+	out, _ := virsh(t, "dumpxml", "--inactive", domainName(a))
+	if !strings.Contains(out, nicA.MAC) || !strings.Contains(out, pa.Seed) || !strings.Contains(out, metadataNS) {
+		t.Fatalf("thawed definition lost its NIC, seed or metadata:\n%s", out)
+	}
+	bigA := sa
+	bigA.MemoryMiB = 192
+	mustDo(t, "Reshape", d.Reshape(ctxT(t, 60*time.Second), bigA))
+	mustDo(t, "Unshape", d.Unshape(ctxT(t, 60*time.Second), sa))
+	mustDo(t, "Start a", d.Start(ctxT(t, 60*time.Second), a))
+	wantReservation(t, d, nicA)
+
+	for _, id := range []string{a, b} {
+		mustDo(t, "Delete", d.Delete(ctxT(t, 60*time.Second), id))
+	}
+	wantNoFilesOf(t, cfg, a, b)
+	if _, _, found := liveNetwork(t, d, nicA.Network, true); found {
+		t.Fatal("network still defined after its last instance was deleted")
+	}
+}

@@ -1,14 +1,17 @@
 package libvirt
 
 import (
+	"context"
 	"encoding/xml"
 	"io"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/diskfs/go-diskfs/backend/file"
 	"github.com/diskfs/go-diskfs/filesystem/iso9660"
@@ -273,5 +276,45 @@ func TestIPArg(t *testing.T) {
 	nics[0].Hostname = ""
 	if got := ipArg(nics, "vm-1"); got != "ip=198.19.20.7::198.19.20.1:255.255.255.0:vm-1:eth0:off" {
 		t.Errorf("ipArg %q", got)
+	}
+}
+
+// The networked domain XML (interfaces, metadata, seed disk) of every
+// domain type, and the network XML, pass libvirt's own schema.
+func TestNetworkXMLPassesLibvirtSchema(t *testing.T) {
+	validate := requireValidator(t)
+	dir := t.TempDir()
+	for _, dt := range []string{domainTypeKVM, domainTypeQEMU, domainTypeXen} {
+		p := testParams(hostileTitle, true)
+		p.DomainType, p.NICs, p.Seed = dt, testNICs(), p.Paths.Seed
+		doc, err := marshalDomain(buildDomain(p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		file := filepath.Join(dir, dt+".xml")
+		if err := os.WriteFile(file, []byte(doc), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := validate(file); err != nil {
+			t.Errorf("virt-xml-validate %s domain: %v\n%s\n%s", dt, err, out, doc)
+		}
+	}
+	for _, mode := range []hypervisor.NetworkMode{hypervisor.ModeNAT, hypervisor.ModeIsolated} {
+		nic := testNICs()[0]
+		nic.Mode = mode
+		doc, err := marshalXML(buildNetwork(shapeOf(nic), []reservation{reservationOf(nic), {MAC: "52:54:00:00:00:01", IP: nic.IP.Next()}}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		file := filepath.Join(dir, string(mode)+"-network.xml")
+		if err := os.WriteFile(file, []byte(doc), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		out, err := exec.CommandContext(ctx, "virt-xml-validate", file, "network").CombinedOutput()
+		cancel()
+		if err != nil {
+			t.Errorf("virt-xml-validate %s network: %v\n%s\n%s", mode, err, out, doc)
+		}
 	}
 }
