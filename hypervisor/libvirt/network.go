@@ -100,11 +100,7 @@ func (d *Driver) ensureNetwork(ctx context.Context, s netShape, want []reservati
 		if err != nil {
 			return err
 		}
-		raw, err := l.NetworkGetXMLDesc(nw, uint32(golibvirt.NetworkXMLInactive))
-		if err != nil {
-			return err
-		}
-		def, err := parseNetwork(s.Name, raw)
+		def, err := readNetwork(l, nw, s.Name)
 		if err != nil {
 			return err
 		}
@@ -177,22 +173,31 @@ func removeNetwork(l *golibvirt.Libvirt, nw golibvirt.Network) error {
 }
 
 // reserve makes r one of the network's reservations: entries that
-// contradict it (its MAC at another address, or its address for another
-// MAC, which only a deleted instance can have left) are removed first.
+// contradict it (its MAC, address or host name on another entry, which
+// only a deleted instance can have left: the coordinator hands out each
+// once) are removed first.
 func reserve(l *golibvirt.Libvirt, nw golibvirt.Network, def definedNetwork, r reservation) error {
 	have := false
 	for _, h := range def.hosts {
 		switch {
 		case h == r:
 			have = true
-		case h.MAC == r.MAC || h.IP == r.IP:
+		case h.MAC == r.MAC || h.IP == r.IP || (r.Hostname != "" && h.Hostname == r.Hostname):
 			if err := unreserve(l, nw, def, h); err != nil {
 				return err
 			}
 		}
 	}
 	if !have {
-		if err := updateNetwork(l, nw, golibvirt.NetworkUpdateCommandAddLast, golibvirt.NetworkSectionIPDhcpHost, r.dhcpHost()); err != nil {
+		err := updateNetwork(l, nw, golibvirt.NetworkUpdateCommandAddLast, golibvirt.NetworkSectionIPDhcpHost, r.dhcpHost())
+		if err != nil && isCode(err, golibvirt.ErrOperationInvalid) {
+			// "An existing entry matches": success only if it is this one
+			// (the running network had it, the persistent one not).
+			if now, rerr := readNetwork(l, nw, def.shape.Name); rerr == nil && slices.Contains(now.hosts, r) {
+				err = nil
+			}
+		}
+		if err != nil {
 			return fmt.Errorf("reserve %s for %s: %w", r.IP, r.MAC, err)
 		}
 	}
@@ -211,10 +216,27 @@ func reserve(l *golibvirt.Libvirt, nw golibvirt.Network, def definedNetwork, r r
 			}
 		}
 	}
-	if err := updateNetwork(l, nw, golibvirt.NetworkUpdateCommandAddLast, golibvirt.NetworkSectionDNSHost, r.dnsHost()); err != nil {
+	err := updateNetwork(l, nw, golibvirt.NetworkUpdateCommandAddLast, golibvirt.NetworkSectionDNSHost, r.dnsHost())
+	if err != nil && isCode(err, golibvirt.ErrOperationInvalid) {
+		if now, rerr := readNetwork(l, nw, def.shape.Name); rerr == nil && slices.ContainsFunc(now.dns, func(h dnsHostXML) bool {
+			return h.IP == r.IP.String() && slices.Equal(h.Hostnames, []string{r.Hostname})
+		}) {
+			err = nil
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("add DNS entry %s for %s: %w", r.Hostname, r.IP, err)
 	}
 	return nil
+}
+
+// readNetwork reads a network's persistent definition.
+func readNetwork(l *golibvirt.Libvirt, nw golibvirt.Network, name string) (definedNetwork, error) {
+	raw, err := l.NetworkGetXMLDesc(nw, uint32(golibvirt.NetworkXMLInactive))
+	if err != nil {
+		return definedNetwork{}, err
+	}
+	return parseNetwork(name, raw)
 }
 
 // unreserve removes a reservation and the DNS entries of its address.
@@ -233,8 +255,8 @@ func unreserve(l *golibvirt.Libvirt, nw golibvirt.Network, def definedNetwork, h
 }
 
 // updateNetwork changes one entry of a network, running and persistent
-// both. Adding what is there or deleting what is not (libvirt refuses
-// both as invalid operations) is success: the update is idempotent.
+// both. Deleting what is not there (libvirt refuses it as an invalid
+// operation) is success.
 func updateNetwork(l *golibvirt.Libvirt, nw golibvirt.Network, cmd golibvirt.NetworkUpdateCommand, section golibvirt.NetworkUpdateSection, entry any) error {
 	x, err := marshalXML(entry)
 	if err != nil {
@@ -247,10 +269,9 @@ func updateNetwork(l *golibvirt.Libvirt, nw golibvirt.Network, cmd golibvirt.Net
 		flags |= golibvirt.NetworkUpdateAffectLive
 	}
 	err = l.NetworkUpdateCompat(nw, cmd, section, -1, x, flags)
-	if isCode(err, golibvirt.ErrOperationInvalid) {
+	if cmd == golibvirt.NetworkUpdateCommandDelete && isCode(err, golibvirt.ErrOperationInvalid) {
 		msg := err.Error()
-		if (cmd == golibvirt.NetworkUpdateCommandDelete && (strings.Contains(msg, "couldn't locate") || strings.Contains(msg, "not found") || strings.Contains(msg, "doesn't exist"))) ||
-			(cmd != golibvirt.NetworkUpdateCommandDelete && (strings.Contains(msg, "existing") || strings.Contains(msg, "already"))) {
+		if strings.Contains(msg, "couldn't locate") || strings.Contains(msg, "not found") || strings.Contains(msg, "doesn't exist") {
 			return nil
 		}
 	}

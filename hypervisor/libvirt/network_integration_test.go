@@ -175,10 +175,7 @@ func TestNetworkOnRealLibvirtResync(t *testing.T) {
 	nic := testNetwork(t)
 	ids := []string{testID(t, d), testID(t, d)}
 	nics := []hypervisor.NIC{nic, nic}
-	nics[1].MAC = nic.MAC[:len(nic.MAC)-2] + "ff"
-	if nics[1].MAC == nic.MAC {
-		nics[1].MAC = nic.MAC[:len(nic.MAC)-2] + "fe"
-	}
+	nics[1].MAC = "52:54:00:00:00:0f"
 	nics[1].IP, nics[1].Hostname = nic.IP.Next(), "second"
 	for i, id := range ids {
 		spec := testSpec(id)
@@ -283,6 +280,48 @@ func TestNetworkOnRealLibvirtResize(t *testing.T) {
 	}
 	wantNoFilesOf(t, cfg, a, b)
 	if _, _, found := liveNetwork(t, d, nicA.Network, true); found {
+		t.Fatal("network still defined after its last instance was deleted")
+	}
+}
+
+// A cold move to "another host" (this one): the imported domain gets its
+// NIC, reservation and a seed made on the target; a retried import of the
+// same disk and spec is success, one with another NIC is not.
+func TestNetworkOnRealLibvirtMove(t *testing.T) {
+	d, cfg := newTestDriver(t)
+	src, dst := testID(t, d), testID(t, d)
+	nicSrc := testNetwork(t)
+	nicDst := nicSrc
+	nicDst.MAC, nicDst.IP, nicDst.Hostname = "52:54:00:00:00:0d", nicSrc.IP.Next(), "moved"
+	ss, ds := testSpec(src), testSpec(dst)
+	ss.NICs, ds.NICs = []hypervisor.NIC{nicSrc}, []hypervisor.NIC{nicDst}
+	ds.Seed = &hypervisor.GuestSeed{Hostname: "moved", SSHAuthorizedKeys: []string{"ssh-rsa AAAA k"}}
+	mustDo(t, "Create", d.Create(ctxT(t, 60*time.Second), ss))
+	mustDo(t, "Destroy", d.Destroy(ctxT(t, 30*time.Second), src))
+
+	importDisk := func(spec hypervisor.DomainSpec) error {
+		disk, _, err := d.OpenDisk(ctxT(t, 10*time.Second), src, hypervisor.DiskWhole)
+		mustDo(t, "OpenDisk", err)
+		defer disk.Close()
+		return d.ImportDomain(ctxT(t, 60*time.Second), spec, disk)
+	}
+	mustDo(t, "ImportDomain", importDisk(ds))
+	mustDo(t, "ImportDomain again", importDisk(ds))
+	other := ds
+	other.NICs = []hypervisor.NIC{nicDst}
+	other.NICs[0].MAC = "52:54:00:00:00:0e"
+	if err := importDisk(other); !errors.Is(err, hypervisor.ErrAlreadyExists) {
+		t.Fatalf("import with another NIC over the imported domain = %v, want ErrAlreadyExists", err)
+	}
+	wantReservation(t, d, nicDst)
+	_, files := readSeed(t, pathsFor(cfg.DiskDir, cfg.RunDir, dst).Seed)
+	if !strings.Contains(files["meta-data"], `"moved"`) || !strings.Contains(files["network-config"], nicDst.MAC) {
+		t.Fatalf("target seed %v", files)
+	}
+	for _, id := range []string{src, dst} {
+		mustDo(t, "Delete", d.Delete(ctxT(t, 60*time.Second), id))
+	}
+	if _, _, found := liveNetwork(t, d, nicSrc.Network, true); found {
 		t.Fatal("network still defined after its last instance was deleted")
 	}
 }
