@@ -212,6 +212,14 @@ func TestNetworkOnRealLibvirtResync(t *testing.T) {
 	}
 	wantReservation(t, d, nics[1])
 
+	// Stopped while its instance was down: Start puts it back first.
+	mustDo(t, "Destroy", d.Destroy(ctxT(t, 30*time.Second), ids[1]))
+	if out, err := virsh(t, "net-destroy", name); err != nil {
+		t.Fatalf("net-destroy: %v %s", err, out)
+	}
+	mustDo(t, "Start", d.Start(ctxT(t, 60*time.Second), ids[1]))
+	wantReservation(t, d, nics[1])
+
 	if err := d.Delete(ctxT(t, 60*time.Second), ids[0]); err != nil {
 		t.Fatalf("Delete: %v", err)
 	}
