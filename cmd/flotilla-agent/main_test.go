@@ -153,7 +153,7 @@ func TestServeWithFakeHypervisor(t *testing.T) {
 	stateDir := filepath.Join(t.TempDir(), "nested", "agent")
 	cfg, err := parseFlags([]string{
 		"--coordinator", lis.Addr().String(), "--host-id", "test-host", "--hypervisor", "fake",
-		"--state-dir", stateDir, "--vcpus", "8",
+		"--state-dir", stateDir, "--vcpus", "8", "--bridges", "br0,br1",
 	}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -166,7 +166,8 @@ func TestServeWithFakeHypervisor(t *testing.T) {
 	case reg := <-rs.got:
 		c := reg.GetCapacity()
 		if reg.GetHostId() != "test-host" || reg.GetHypervisorKind() != "fake" ||
-			c.GetVcpus() != 8 || c.GetMemoryMib() != 262144 || c.GetDiskGib() != 10000 {
+			c.GetVcpus() != 8 || c.GetMemoryMib() != 262144 || c.GetDiskGib() != 10000 ||
+			!reg.GetManagedNetworks() || !slices.Equal(reg.GetBridges(), []string{"br0", "br1"}) {
 			t.Errorf("register %v", reg)
 		}
 		// The peer service is served where Register says (plaintext here):
