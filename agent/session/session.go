@@ -76,7 +76,7 @@ type Config struct {
 	KeepaliveTime, KeepaliveTimeout time.Duration
 	// RegisterTimeout bounds the wait for Registered.
 	RegisterTimeout time.Duration
-	// HypervisorTimeout bounds each List and Capacity call.
+	// HypervisorTimeout bounds each List, Capacity, Networks and Resync call.
 	HypervisorTimeout time.Duration
 	// DialOptions are added to the defaults (insecure credentials, keepalive).
 	DialOptions []grpc.DialOption

@@ -128,8 +128,8 @@ func (d *Driver) NICs(id string) ([]hypervisor.NIC, bool) {
 	return slices.Clone(dom.spec.NICs), true
 }
 
-// checkServedLocked is Preflight's network check, and Create's: a domain
-// cannot boot on a bridge the host lacks.
+// checkServed is Preflight's network check, and Create's: a domain cannot
+// boot on a bridge the host lacks.
 func (d *Driver) checkServed(nics []hypervisor.NIC) error {
 	return hypervisor.CheckNICsServed(nics, true, func(b string) bool { return slices.Contains(d.opts.Bridges, b) })
 }
@@ -185,7 +185,7 @@ func (d *Driver) releaseNetworksLocked(id string, keep []hypervisor.NIC) {
 
 // redefineNetworksLocked moves dom's reservations to those spec's NICs
 // need (a resize keeps addresses; this only matters if they changed).
-func (d *Driver) redefineNetworksLocked(dom *domain, spec hypervisor.DomainSpec) error {
+func (d *Driver) redefineNetworksLocked(spec hypervisor.DomainSpec) error {
 	if err := d.ensureNetworksLocked(spec); err != nil {
 		return err
 	}
