@@ -333,3 +333,42 @@ func TestNetworkOnRealLibvirtMove(t *testing.T) {
 		t.Fatal("network still defined after its last instance was deleted")
 	}
 }
+
+// Live freeze, refreeze and thaw of a running instance with a seed: the
+// read-only seed stays out of every snapshot and commit, and the
+// definition keeps the NIC, the seed and the metadata throughout.
+func TestNetworkOnRealLibvirtLiveLayers(t *testing.T) {
+	d, cfg := newTestDriver(t)
+	id := testID(t, d)
+	paths := pathsFor(cfg.DiskDir, cfg.RunDir, id)
+	nic := testNetwork(t)
+	spec := testSpec(id)
+	spec.NICs, spec.Seed = []hypervisor.NIC{nic}, &hypervisor.GuestSeed{Hostname: "layers"}
+	bootGuest(t, d, cfg, spec)
+
+	check := func(step string) {
+		t.Helper()
+		for _, inactive := range []bool{false, true} {
+			args := []string{"dumpxml", domainName(id)}
+			if inactive {
+				args = append(args, "--inactive")
+			}
+			out, _ := virsh(t, args...)
+			if !strings.Contains(out, nic.MAC) || !strings.Contains(out, paths.Seed) || (inactive && !strings.Contains(out, metadataNS)) {
+				t.Fatalf("after %s (inactive %v) the definition lost its NIC, seed or metadata:\n%s", step, inactive, out)
+			}
+		}
+		wantState(t, d, id, hypervisor.PowerRunning)
+	}
+	mustDo(t, "FreezeDisk", d.FreezeDisk(ctxT(t, 30*time.Second), id))
+	check("FreezeDisk")
+	mustDo(t, "RefreezeDisk", d.RefreezeDisk(ctxT(t, 30*time.Second), id))
+	check("RefreezeDisk")
+	mustDo(t, "ThawDisk", d.ThawDisk(ctxT(t, 120*time.Second), id))
+	check("ThawDisk")
+	if diskSource(t, id, false) != paths.Disk || diskSource(t, id, true) != paths.Disk {
+		t.Fatal("thawed domain does not run on its overlay")
+	}
+	mustDo(t, "Delete", d.Delete(ctxT(t, 60*time.Second), id))
+	wantNoFilesOf(t, cfg, id)
+}
