@@ -47,6 +47,10 @@ type DomainSpec struct {
 	MemoryMiB uint64
 	DiskGiB   uint64 // size of the instance disk; 0 means "the image's own size"
 	Image     string // image name inside the driver's image directory, no path separators
+	NICs      []NIC  // network interfaces, in guest order (see ValidateNIC)
+	// Seed, when set, is delivered to the guest as a cloud-init NoCloud
+	// seed (instance id ID); with NICs it also carries their addresses.
+	Seed *GuestSeed
 }
 
 // DomainStatus is one observation of one domain.
@@ -96,7 +100,8 @@ type Driver interface {
 	// Preflight checks, changing nothing, that this host can now create the
 	// domain spec describes (boot false) or boot the existing one (boot
 	// true): the spec is valid (ErrInvalidSpec), its image is present
-	// (ErrImageNotFound), and the disk directory has free at least what
+	// (ErrImageNotFound), every bridge its NICs name exists here
+	// (ErrNetworkUnavailable), and the disk directory has free at least what
 	// the disk needs at once plus reserveBytes (an error wrapping
 	// ErrInsufficientDisk that says how much is needed, how much is free,
 	// and where: see CheckDiskRoom).
@@ -236,6 +241,15 @@ type Driver interface {
 	// closed when the subscription breaks (e.g. the hypervisor restarted);
 	// callers resubscribe and resync with List.
 	Events(ctx context.Context) (<-chan Event, error)
+
+	// Networks reports which networks this host can serve: whether it
+	// defines nat and isolated networks itself, and which bridges exist.
+	Networks(ctx context.Context) (NetworkSupport, error)
+	// Resync puts back what the domains it has need of the host's networks
+	// (a network, or a NIC's address reservation, that is missing, e.g.
+	// after the hypervisor restarted or an operator removed it), from the
+	// domains' own definitions. Idempotent.
+	Resync(ctx context.Context) error
 
 	Close() error
 }

@@ -3,6 +3,7 @@ package hypervisor
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"unicode"
 )
@@ -54,6 +55,14 @@ func ValidateSpec(spec DomainSpec) error {
 	if err := ValidateTitle(spec.Name); err != nil {
 		return err
 	}
+	if err := validateNICs(spec.NICs); err != nil {
+		return err
+	}
+	if spec.Seed != nil {
+		if err := validateSeed(*spec.Seed); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -68,4 +77,15 @@ func ValidateTitle(name string) error {
 		return fmt.Errorf("display name contains control characters: %w", ErrInvalidSpec)
 	}
 	return nil
+}
+
+// Equal reports whether two specs describe the same domain, field by field
+// (the seed compared by value).
+func (s DomainSpec) Equal(o DomainSpec) bool {
+	if s.ID != o.ID || s.Name != o.Name || s.VCPUs != o.VCPUs || s.MemoryMiB != o.MemoryMiB ||
+		s.DiskGiB != o.DiskGiB || s.Image != o.Image || !slices.Equal(s.NICs, o.NICs) || (s.Seed == nil) != (o.Seed == nil) {
+		return false
+	}
+	return s.Seed == nil || s.Seed.Hostname == o.Seed.Hostname && s.Seed.UserData == o.Seed.UserData &&
+		slices.Equal(s.Seed.SSHAuthorizedKeys, o.Seed.SSHAuthorizedKeys)
 }

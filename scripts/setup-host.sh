@@ -35,6 +35,7 @@ WAIT_SECS=${FLOTILLA_LIBVIRT_WAIT_SECS:-30}
 
 PACKAGES=(
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
+  dnsmasq-base iptables  # libvirt's nat and isolated networks: DHCP/DNS and their firewall rules
   libxml2-utils  # xmllint, which libvirt-clients' virt-xml-validate runs (not a dependency)
   qemu-system-x86 qemu-utils
   cpio busybox-static xz-utils zstd kmod

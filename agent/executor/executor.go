@@ -41,6 +41,7 @@ const (
 	FaultInvalidDisk           = "INVALID_DISK"
 	FaultPeerRefused           = "PEER_REFUSED"
 	FaultInsufficientDisk      = "INSUFFICIENT_DISK"
+	FaultNetworkUnavailable    = "NETWORK_UNAVAILABLE"
 )
 
 // Errors a Mover wraps (with %w) so that its failures are classified. They
@@ -577,7 +578,8 @@ func (e *Executor) call(ctx context.Context, action agentv1.StepAction, deadline
 	return fmt.Errorf("action %s (operation kind %s): %w", action, step.GetKind(), errInvalidStep)
 }
 
-// domainSpec is the domain a CREATE or IMPORT_DISK step describes.
+// domainSpec is the domain a step describes: its shape, and for the steps
+// that define a domain or preflight one, its NICs and guest seed.
 func domainSpec(step *agentv1.RunStep) (hypervisor.DomainSpec, error) {
 	spec := step.GetSpec()
 	vcpus, ok1 := unsigned[uint32](spec.GetVcpus())
@@ -586,6 +588,10 @@ func domainSpec(step *agentv1.RunStep) (hypervisor.DomainSpec, error) {
 	if !ok1 || !ok2 || !ok3 {
 		return hypervisor.DomainSpec{}, fmt.Errorf("negative size in spec %v: %w", spec, hypervisor.ErrInvalidSpec)
 	}
+	nics, err := nicsFromPB(step.GetNics())
+	if err != nil {
+		return hypervisor.DomainSpec{}, err
+	}
 	return hypervisor.DomainSpec{
 		ID:        step.GetInstanceId(),
 		Name:      step.GetName(),
@@ -593,6 +599,8 @@ func domainSpec(step *agentv1.RunStep) (hypervisor.DomainSpec, error) {
 		MemoryMiB: mem,
 		DiskGiB:   disk,
 		Image:     spec.GetImage(),
+		NICs:      nics,
+		Seed:      seedFromPB(step.GetGuest()),
 	}, nil
 }
 
@@ -698,6 +706,8 @@ func faultCode(err error) string {
 		return FaultImageNotFound
 	case errors.Is(err, hypervisor.ErrInsufficientDisk):
 		return FaultInsufficientDisk
+	case errors.Is(err, hypervisor.ErrNetworkUnavailable):
+		return FaultNetworkUnavailable
 	case errors.Is(err, hypervisor.ErrInvalidState):
 		return FaultInvalidState
 	case errors.Is(err, hypervisor.ErrNotFound):

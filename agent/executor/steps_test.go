@@ -426,7 +426,7 @@ func TestMover(t *testing.T) {
 	mustSucceed(t, e.Execute(s, epoch))
 	got = mv.take()
 	want := hypervisor.DomainSpec{ID: "vm-1", Name: "vm-1", VCPUs: 1, MemoryMiB: 512, DiskGiB: 10, Image: "flotilla-test"}
-	if len(got) != 1 || got[0].method != "Import" || got[0].spec != want || got[0].token != "tok-op-2" ||
+	if len(got) != 1 || got[0].method != "Import" || !got[0].spec.Equal(want) || got[0].token != "tok-op-2" ||
 		got[0].peer != "host-b" || got[0].addr != "10.0.0.2:7450" {
 		t.Errorf("Import calls %+v", got)
 	}
@@ -443,7 +443,7 @@ func TestMover(t *testing.T) {
 	mustSucceed(t, e.Execute(s, epoch))
 	// The target's receive leaves the source's offers alone (none are its).
 	if got := mv.take(); len(got) != 1 || got[0].method != "Receive" || got[0].layer != hypervisor.DiskTop ||
-		got[0].spec != want || got[0].addr != "10.0.0.2:7450" {
+		!got[0].spec.Equal(want) || got[0].addr != "10.0.0.2:7450" {
 		t.Errorf("Receive of the top: %+v", got)
 	}
 	s = importStep("op-5")
@@ -601,6 +601,68 @@ func TestPreflight(t *testing.T) {
 			}
 			if st, _ := drv.Status(context.Background(), "vm-1"); st.State != hypervisor.PowerNoDomain {
 				t.Errorf("domain after a preflight: %v", st)
+			}
+		})
+	}
+}
+
+// A step's NICs and guest configuration reach the driver for every action
+// that defines a domain or preflights one; what cannot be parsed, or names
+// a bridge this host lacks, fails with the precise fault before anything
+// is made.
+func TestNICsAndSeed(t *testing.T) {
+	nic := func() *agentv1.Nic {
+		return &agentv1.Nic{
+			Network: "web", Mode: flotillav1.NetworkMode_NETWORK_MODE_NAT, Cidr: "198.19.9.0/24", Gateway: "198.19.9.1",
+			MacAddress: "52:54:00:12:34:56", Ipv4Address: "198.19.9.20", Hostname: "vm-1",
+		}
+	}
+	cases := []struct {
+		name   string
+		action agentv1.StepAction
+		edit   func(n *agentv1.Nic)
+		fault  string
+	}{
+		{"preflight", agentv1.StepAction_STEP_ACTION_PREFLIGHT, nil, ""},
+		{"create", agentv1.StepAction_STEP_ACTION_CREATE, nil, ""},
+		{"bad cidr", agentv1.StepAction_STEP_ACTION_CREATE, func(n *agentv1.Nic) { n.Cidr = "198.19.9.0" }, executor.FaultInvalidSpec},
+		{"bad gateway", agentv1.StepAction_STEP_ACTION_CREATE, func(n *agentv1.Nic) { n.Gateway = "x" }, executor.FaultInvalidSpec},
+		{"bad address", agentv1.StepAction_STEP_ACTION_PREFLIGHT, func(n *agentv1.Nic) { n.Ipv4Address = "198.19.10.20" }, executor.FaultInvalidSpec},
+		{"no mode", agentv1.StepAction_STEP_ACTION_CREATE, func(n *agentv1.Nic) { n.Mode = 0 }, executor.FaultInvalidSpec},
+		{"bridge present", agentv1.StepAction_STEP_ACTION_CREATE, func(n *agentv1.Nic) {
+			n.Mode, n.Bridge = flotillav1.NetworkMode_NETWORK_MODE_BRIDGE, "br0"
+		}, ""},
+		{"bridge missing", agentv1.StepAction_STEP_ACTION_PREFLIGHT, func(n *agentv1.Nic) {
+			n.Mode, n.Bridge = flotillav1.NetworkMode_NETWORK_MODE_BRIDGE, "br9"
+		}, executor.FaultNetworkUnavailable},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			drv := fake.New(fake.Options{Images: []string{"flotilla-test"}, Bridges: []string{"br0"}})
+			e, _ := newExecutor(t, drv, "")
+			s := withSpec(actionStep("op-1", "op-1/0/1", "vm-1", c.action))
+			s.Kind = flotillav1.OperationKind_OPERATION_KIND_CREATE
+			n := nic()
+			if c.edit != nil {
+				c.edit(n)
+			}
+			s.Nics = []*agentv1.Nic{n}
+			s.Guest = &agentv1.GuestConfig{Hostname: "vm-1", UserData: "#cloud-config\n", SshAuthorizedKeys: []string{"ssh-ed25519 AAAA k"}}
+			r := e.Execute(s, epoch)
+			if c.fault != "" {
+				wantFault(t, r, c.fault)
+				if _, defined := drv.NICs("vm-1"); defined {
+					t.Fatal("a domain was defined")
+				}
+				return
+			}
+			mustSucceed(t, r)
+			if c.action != agentv1.StepAction_STEP_ACTION_CREATE {
+				return
+			}
+			got, _ := drv.NICs("vm-1")
+			if len(got) != 1 || got[0].IP.String() != n.Ipv4Address || got[0].MAC != n.MacAddress || got[0].Network != "web" {
+				t.Fatalf("driver got NICs %+v from %v", got, n)
 			}
 		})
 	}

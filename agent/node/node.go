@@ -261,7 +261,14 @@ func (n *Node) openDriver(ctx context.Context) (hypervisor.Driver, error) {
 		if err != nil {
 			return nil, err
 		}
-		return fake.New(fake.Options{Capacity: FakeCapacity, Images: []string{"flotilla-test"}, Faults: faults}), nil
+		bridges, err := fake.BridgesFromEnv()
+		if err != nil {
+			return nil, err
+		}
+		if len(bridges) == 0 {
+			bridges = n.cfg.Libvirt.Bridges // --bridges
+		}
+		return fake.New(fake.Options{Capacity: FakeCapacity, Images: []string{"flotilla-test"}, Faults: faults, Bridges: bridges}), nil
 	}
 	lc := n.cfg.Libvirt
 	if lc.Logger == nil {

@@ -76,7 +76,7 @@ type Config struct {
 	KeepaliveTime, KeepaliveTimeout time.Duration
 	// RegisterTimeout bounds the wait for Registered.
 	RegisterTimeout time.Duration
-	// HypervisorTimeout bounds each List and Capacity call.
+	// HypervisorTimeout bounds each List, Capacity, Networks and Resync call.
 	HypervisorTimeout time.Duration
 	// DialOptions are added to the defaults (insecure credentials, keepalive).
 	DialOptions []grpc.DialOption
@@ -364,6 +364,7 @@ const closeGrace = 2 * time.Second
 
 // register builds the Register message from the hypervisor's view now.
 func (c *Client) register(ctx context.Context) (*agentv1.Register, error) {
+	c.resyncNetworks(ctx)
 	inv, err := c.inventory(ctx)
 	if err != nil {
 		// An empty inventory would tell the coordinator every domain is
@@ -382,6 +383,12 @@ func (c *Client) register(ctx context.Context) (*agentv1.Register, error) {
 		capa.MemoryMiB = cmp(capa.MemoryMiB, got.MemoryMiB)
 		capa.DiskGiB = cmp(capa.DiskGiB, got.DiskGiB)
 	}
+	nets, err := c.cfg.Driver.Networks(hctx)
+	if err != nil {
+		// Saying it serves no networks would make the coordinator place
+		// no networked instance here, but only until the next session.
+		return nil, fmt.Errorf("hypervisor networks: %w", err)
+	}
 	return &agentv1.Register{
 		HostId:         c.cfg.HostID,
 		HypervisorKind: c.cfg.Driver.Kind(),
@@ -394,6 +401,10 @@ func (c *Client) register(ctx context.Context) (*agentv1.Register, error) {
 		AgentVersion: c.cfg.AgentVersion,
 		Labels:       c.cfg.Labels,
 		PeerAddress:  c.cfg.PeerAddress,
+		// What the host can serve now: a bridge the operator removes is
+		// no longer offered from the next session on.
+		ManagedNetworks: nets.ManagedNetworks,
+		Bridges:         nets.Bridges,
 	}, nil
 }
 
@@ -610,6 +621,9 @@ func (s *sess) resubscribe(ctx context.Context) <-chan hypervisor.Event {
 		events, err := s.c.cfg.Driver.Events(ctx)
 		if err == nil {
 			s.c.log.Info("resubscribed to hypervisor events; resyncing")
+			// A broken subscription usually means the hypervisor restarted:
+			// networks it lost come back before the inventory goes out.
+			s.c.resyncNetworks(ctx)
 			return events
 		}
 		wait := b.next()
@@ -617,6 +631,18 @@ func (s *sess) resubscribe(ctx context.Context) <-chan hypervisor.Event {
 		if !sleep(ctx, wait) {
 			return nil
 		}
+	}
+}
+
+// resyncNetworks has the driver put back the networks and reservations its
+// domains need (at every session start, which includes the agent's own,
+// and after the hypervisor's events broke off). A failure is logged: the
+// next session or resubscription tries again.
+func (c *Client) resyncNetworks(ctx context.Context) {
+	hctx, cancel := context.WithTimeout(ctx, c.cfg.HypervisorTimeout)
+	defer cancel()
+	if err := c.cfg.Driver.Resync(hctx); err != nil && ctx.Err() == nil {
+		c.log.Warn("network resync failed", "err", err)
 	}
 }
 

@@ -4,7 +4,9 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net/netip"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -546,4 +548,34 @@ func TestQueryStepWhileStepRuns(t *testing.T) {
 	if rep := s.report(t); rep.GetState() != agentv1.StepReportState_STEP_REPORT_STATE_FINISHED || !proto.Equal(rep.GetResult(), r) {
 		t.Errorf("after the end: %v", rep)
 	}
+}
+
+// Register says which networks the host serves, and every session start
+// and every broken event subscription first has the driver put back the
+// networks its domains need.
+func TestRegisterCarriesNetworksAndResyncsThem(t *testing.T) {
+	drv := fake.New(fake.Options{Images: []string{"flotilla-test"}, Bridges: []string{"br0", "br1"}})
+	nic := hypervisor.NIC{
+		Network: "web", Mode: hypervisor.ModeNAT, Prefix: netip.MustParsePrefix("198.19.3.0/24"),
+		Gateway: netip.MustParseAddr("198.19.3.1"), IP: netip.MustParseAddr("198.19.3.5"), MAC: "52:54:00:00:03:05",
+	}
+	err := drv.Create(context.Background(), hypervisor.DomainSpec{ID: "vm-1", VCPUs: 1, MemoryMiB: 512, Image: "flotilla-test", NICs: []hypervisor.NIC{nic}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	drv.RemoveNetwork("web") // e.g. libvirtd lost it while the agent was down
+	coord := newTestCoordinator(t, time.Second, time.Hour)
+	startAgent(t, coord.Addr(), drv, t.TempDir())
+
+	s := coord.nextSession(t)
+	if !s.register.GetManagedNetworks() || !slices.Equal(s.register.GetBridges(), []string{"br0", "br1"}) {
+		t.Fatalf("register says managed %v, bridges %v", s.register.GetManagedNetworks(), s.register.GetBridges())
+	}
+	if _, ok := drv.Network("web"); !ok {
+		t.Fatal("network web not put back before Register")
+	}
+
+	drv.RemoveNetwork("web")
+	drv.BreakEvents()
+	waitFor(t, func() bool { _, ok := drv.Network("web"); return ok })
 }

@@ -15,6 +15,7 @@ import (
 	"os/signal"
 	"regexp"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -58,6 +59,7 @@ type config struct {
 	logLevel      slog.Level
 	logFormat     string
 	labels        map[string]string
+	bridges       []string // host bridges bridge NICs may attach to
 	tls           mtls.Files
 	peerListen    string // where to serve AgentPeerService; empty: not at all
 	peerInsecure  bool   // serve it without TLS on an address other hosts reach
@@ -139,6 +141,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&cfg.peerInsecure, "peer-insecure", false, "serve --peer-listen without TLS on an address other hosts can reach (disk tokens then travel in clear and pullers are not identified)")
 	cfg.copy.register(fs)
 	fs.StringVar(&cfg.peerAdvertise, "peer-advertise", "", "the address other agents dial for --peer-listen, host:port (default: the address listened on)")
+	var bridges string
+	fs.StringVar(&bridges, "bridges", "", "comma-separated host bridges that instances on bridge networks may attach to, e.g. br0,br1 (the operator makes them; the agent reports those that exist)")
 	labels := keyValues{}
 	fs.Var(labels, "label", "a placement label of this host, key=value (repeatable)")
 	fs.Usage = func() {
@@ -159,6 +163,10 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	cfg.labels = labels
 	testHooks(&cfg)
+	var err error
+	if cfg.bridges, err = parseBridges(bridges); err != nil {
+		return config{}, err
+	}
 
 	for _, addr := range strings.Split(cfg.coordinator, ",") {
 		if _, _, err := net.SplitHostPort(strings.TrimSpace(addr)); err != nil {
@@ -197,6 +205,25 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		}
 	}
 	return cfg, nil
+}
+
+// parseBridges reads --bridges: names of host interfaces, no repeats.
+func parseBridges(s string) ([]string, error) {
+	var out []string
+	for _, b := range strings.Split(s, ",") {
+		b = strings.TrimSpace(b)
+		if b == "" {
+			continue
+		}
+		if err := hypervisor.ValidateBridge(b); err != nil {
+			return nil, fmt.Errorf("--bridges: %w", err)
+		}
+		if slices.Contains(out, b) {
+			return nil, fmt.Errorf("--bridges: %s named twice", b)
+		}
+		out = append(out, b)
+	}
+	return out, nil
 }
 
 // checkPeerFlags validates --peer-listen and --peer-advertise. A listener on
@@ -286,6 +313,7 @@ func nodeConfig(cfg config, log *slog.Logger) node.Config {
 		Hypervisor:  cfg.hypervisor,
 		Libvirt: libvirt.Config{
 			Socket: cfg.libvirtSocket, ImageDir: cfg.imageDir, DiskDir: cfg.diskDir, RunDir: cfg.runDir, DomainType: cfg.domainType,
+			Bridges: cfg.bridges,
 		},
 		StateDir:        cfg.stateDir,
 		Capacity:        cfg.capacity,

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -53,6 +54,9 @@ func TestBadFlags(t *testing.T) {
 		{"--fake-fail", "Start=1"},
 		{"--fake-delay", "Start=1s"},
 		{"--ignore-events"},
+		{"--bridges", "br/0"},
+		{"--bridges", "br0,br0"},
+		{"--bridges", "a-name-longer-than-15"},
 	} {
 		var out bytes.Buffer
 		if code := run(args, &out); code != 2 {
@@ -76,6 +80,10 @@ func TestFlagDefaults(t *testing.T) {
 	}
 	if cfg, err := parseFlags([]string{"--host-id", "h1", "--disk-reserve-gib", "0"}, io.Discard); err != nil || cfg.diskReserve != 0 {
 		t.Errorf("--disk-reserve-gib 0: %+v %v", cfg, err)
+	}
+	if cfg, err := parseFlags([]string{"--host-id", "h1", "--bridges", "br0, eth0.100,,"}, io.Discard); err != nil ||
+		!slices.Equal(cfg.bridges, []string{"br0", "eth0.100"}) || !slices.Equal(nodeConfig(cfg, nil).Libvirt.Bridges, cfg.bridges) {
+		t.Errorf("--bridges: %+v %v", cfg, err)
 	}
 	if id := defaultHostID(); id != "" && !hostIDPattern.MatchString(id) {
 		h, _ := os.Hostname()
@@ -145,7 +153,7 @@ func TestServeWithFakeHypervisor(t *testing.T) {
 	stateDir := filepath.Join(t.TempDir(), "nested", "agent")
 	cfg, err := parseFlags([]string{
 		"--coordinator", lis.Addr().String(), "--host-id", "test-host", "--hypervisor", "fake",
-		"--state-dir", stateDir, "--vcpus", "8",
+		"--state-dir", stateDir, "--vcpus", "8", "--bridges", "br0,br1",
 	}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -158,7 +166,8 @@ func TestServeWithFakeHypervisor(t *testing.T) {
 	case reg := <-rs.got:
 		c := reg.GetCapacity()
 		if reg.GetHostId() != "test-host" || reg.GetHypervisorKind() != "fake" ||
-			c.GetVcpus() != 8 || c.GetMemoryMib() != 262144 || c.GetDiskGib() != 10000 {
+			c.GetVcpus() != 8 || c.GetMemoryMib() != 262144 || c.GetDiskGib() != 10000 ||
+			!reg.GetManagedNetworks() || !slices.Equal(reg.GetBridges(), []string{"br0", "br1"}) {
 			t.Errorf("register %v", reg)
 		}
 		// The peer service is served where Register says (plaintext here):

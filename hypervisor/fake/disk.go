@@ -142,10 +142,13 @@ func (d *Driver) ImportDomain(ctx context.Context, spec hypervisor.DomainSpec, d
 		return fmt.Errorf("fake: ImportDomain: %w", ErrClosed)
 	}
 	if dom := d.domains[spec.ID]; dom != nil {
-		if dom.state == hypervisor.PowerShutOff && dom.spec == spec && bytes.Equal(d.diskLocked(dom), data) {
+		if dom.state == hypervisor.PowerShutOff && dom.spec.Equal(spec) && bytes.Equal(d.diskLocked(dom), data) {
 			return nil // a retried import of what is already here
 		}
 		return fmt.Errorf("fake: import %s: domain exists and is %s: %w", spec.ID, dom.state, hypervisor.ErrAlreadyExists)
+	}
+	if err := d.ensureNetworksLocked(spec); err != nil {
+		return fmt.Errorf("fake: import %s: %w", spec.ID, err)
 	}
 	dom := newDomain(spec)
 	dom.disk = data

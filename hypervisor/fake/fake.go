@@ -1,6 +1,7 @@
 // Package fake is an in-memory hypervisor.Driver with the libvirt driver's
 // state machine, for unit tests and for simulating many hosts in one process.
-// Besides the Driver methods it offers fault injection (InjectFault,
+// Managed networks and their reservations are kept in memory too (Network,
+// RemoveNetwork). Besides the Driver methods it offers fault injection (InjectFault,
 // SetDelay, Hold, SetUnavailable, SetDiskFree), guest behaviour (SetShutdownDelay, SetIgnoreACPI,
 // PowerOff, Crash) and event loss (DropEvents, BreakEvents). Each domain has
 // a disk of bytes derived from its id (Disk), which OpenDisk and ImportDomain
@@ -53,6 +54,9 @@ type Options struct {
 	MaxImportBytes int64
 	// Faults are delays and failures in place from the start (see FaultsEnv).
 	Faults Faults
+	// Bridges are the host bridges Networks reports and bridge NICs may
+	// use (see BridgesEnv).
+	Bridges []string
 }
 
 // DefaultDiskFree is the free space Preflight sees until SetDiskFree: a
@@ -76,8 +80,9 @@ type Driver struct {
 	guests      map[string]*guest // behaviour per id, kept across Delete
 	subs        map[*subscriber]struct{}
 	faults      map[string]*fault
-	faultsAfter map[string]*fault  // InjectFaultAfter
-	staged      map[string]*staged // ReceiveDisk, per instance id
+	faultsAfter map[string]*fault   // InjectFaultAfter
+	staged      map[string]*staged  // ReceiveDisk, per instance id
+	networks    map[string]*network // managed networks by name
 	delays      map[string]time.Duration
 	holds       map[string]chan struct{} // closed on release
 	calls       map[string]int
@@ -112,6 +117,7 @@ func New(opts Options) *Driver {
 		faults:      make(map[string]*fault),
 		faultsAfter: make(map[string]*fault),
 		staged:      make(map[string]*staged),
+		networks:    make(map[string]*network),
 		delays:      make(map[string]time.Duration),
 		holds:       make(map[string]chan struct{}),
 		calls:       make(map[string]int),

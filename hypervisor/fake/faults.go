@@ -11,7 +11,7 @@ var methods = map[string]bool{
 	"Capacity": true, "Create": true, "Start": true, "Shutdown": true, "Destroy": true,
 	"Reboot": true, "Pause": true, "Resume": true, "Save": true, "Delete": true,
 	"Status": true, "List": true, "Events": true, "OpenDisk": true, "ImportDomain": true,
-	"Preflight": true, "SetTitle": true,
+	"Preflight": true, "SetTitle": true, "Networks": true, "Resync": true,
 	"FreezeDisk": true, "RefreezeDisk": true, "ThawDisk": true, "ReceiveDisk": true, "AdoptDisk": true,
 	"Reshape": true, "Unshape": true, "DropOriginal": true, "GrowDisk": true,
 }

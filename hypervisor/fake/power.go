@@ -25,6 +25,9 @@ func (d *Driver) Preflight(ctx context.Context, spec hypervisor.DomainSpec, boot
 	if len(d.images) > 0 && !d.images[spec.Image] {
 		return fmt.Errorf("fake: preflight %s: image %q: %w", spec.ID, spec.Image, hypervisor.ErrImageNotFound)
 	}
+	if err := d.checkServed(spec.NICs); err != nil {
+		return fmt.Errorf("fake: preflight %s: %w", spec.ID, err)
+	}
 	need := uint64(d.opts.DiskSize)
 	if boot {
 		need = 0
@@ -50,6 +53,9 @@ func (d *Driver) Create(ctx context.Context, spec hypervisor.DomainSpec) error {
 	if len(d.images) > 0 && !d.images[spec.Image] {
 		return fmt.Errorf("fake: create %s: image %q: %w", spec.ID, spec.Image, hypervisor.ErrImageNotFound)
 	}
+	if err := d.checkServed(spec.NICs); err != nil {
+		return fmt.Errorf("fake: create %s: %w", spec.ID, err)
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if dom := d.domains[spec.ID]; dom != nil {
@@ -57,6 +63,9 @@ func (d *Driver) Create(ctx context.Context, spec hypervisor.DomainSpec) error {
 			return nil
 		}
 		return fmt.Errorf("fake: create %s: domain exists and is %s: %w", spec.ID, dom.state, hypervisor.ErrAlreadyExists)
+	}
+	if err := d.ensureNetworksLocked(spec); err != nil {
+		return fmt.Errorf("fake: create %s: %w", spec.ID, err)
 	}
 	dom := newDomain(spec)
 	d.domains[spec.ID] = dom
@@ -186,6 +195,7 @@ func (d *Driver) Delete(ctx context.Context, id string) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	delete(d.staged, id)
+	d.releaseNetworksLocked(id, nil)
 	dom := d.domains[id]
 	if dom == nil {
 		return nil

@@ -172,6 +172,9 @@ func (d *Driver) AdoptDisk(ctx context.Context, spec hypervisor.DomainSpec) (err
 	if spec.DiskGiB > 0 && int64(len(disk)) > int64(spec.DiskGiB)<<30 {
 		return fmt.Errorf("fake: adopt disk of %s: staged disk of %d bytes larger than %d GiB: %w", spec.ID, len(disk), spec.DiskGiB, hypervisor.ErrInvalidSpec)
 	}
+	if err := d.ensureNetworksLocked(spec); err != nil {
+		return fmt.Errorf("fake: adopt disk of %s: %w", spec.ID, err)
+	}
 	dom := newDomain(spec)
 	dom.disk = disk
 	if spec.DiskGiB > 0 {

@@ -35,6 +35,9 @@ func (d *Driver) Reshape(ctx context.Context, spec hypervisor.DomainSpec) (err e
 		if spec.DiskGiB > 0 && want < size {
 			return fmt.Errorf("fake: reshape %s: disk of %d GiB below its size of %d bytes: %w", spec.ID, spec.DiskGiB, size, hypervisor.ErrInvalidSpec)
 		}
+		if err := d.redefineNetworksLocked(spec); err != nil {
+			return fmt.Errorf("fake: reshape %s: %w", spec.ID, err)
+		}
 		dom.original = &original{disk: d.diskLocked(dom), size: dom.size, spec: dom.spec}
 		dom.spec = spec
 		dom.size = max(want, size)
@@ -62,6 +65,9 @@ func (d *Driver) Unshape(ctx context.Context, spec hypervisor.DomainSpec) (err e
 		}
 		if dom.base != nil {
 			return fmt.Errorf("fake: unshape %s: disk frozen: %w", spec.ID, hypervisor.ErrInvalidState)
+		}
+		if err := d.redefineNetworksLocked(spec); err != nil {
+			return fmt.Errorf("fake: unshape %s: %w", spec.ID, err)
 		}
 		dom.disk, dom.size = dom.original.disk, dom.original.size
 		dom.spec = spec

@@ -37,6 +37,10 @@ type connector struct {
 
 	stop chan struct{}
 	done chan struct{}
+
+	// onReconnect, when set, runs after every reconnection (not the first
+	// connection), on the reconnecting goroutine: it must not block.
+	onReconnect func()
 }
 
 func newConnector(socket string, uri golibvirt.ConnectURI, log *slog.Logger) *connector {
@@ -119,6 +123,9 @@ func (c *connector) run(disc <-chan struct{}) {
 				c.set(l)
 				disc = d
 				c.log.Info("libvirt connection restored", "socket", c.socket, "outage", time.Since(started).Round(time.Millisecond))
+				if c.onReconnect != nil {
+					c.onReconnect()
+				}
 				break
 			}
 			c.log.Debug("libvirt redial failed", "socket", c.socket, "err", err, "retry_in", backoff)

@@ -63,18 +63,26 @@ func (d *Driver) Create(ctx context.Context, spec hypervisor.DomainSpec) error {
 	if err := createOverlay(ctx, img.Disk, paths.Disk, spec.DiskGiB); err != nil {
 		return fmt.Errorf("libvirt: create %s: %w", spec.ID, err)
 	}
+	netDone, err := d.prepareGuest(ctx, spec, params)
+	if err != nil {
+		d.rollbackCreate(log, spec.ID, paths)
+		return fmt.Errorf("libvirt: create %s: %w", spec.ID, err)
+	}
 
 	// Define and boot in one goroutine so that, if ctx ends first, the
 	// rollback can wait for libvirt to finish before undoing its work.
 	l, err := d.conn.get()
 	if err != nil {
-		if err := removeFiles(paths); err != nil {
-			log.Warn("create rollback: removing files failed", "err", err)
-		}
+		netDone()
+		d.rollbackCreate(log, spec.ID, paths)
 		return wrapErr("create", spec.ID, err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- defineAndStart(l, domXML) }()
+	go func() {
+		err := defineAndStart(l, domXML)
+		netDone() // defined (or not): the definition speaks for its NICs now
+		done <- err
+	}()
 
 	select {
 	case err = <-done:
@@ -122,4 +130,19 @@ func (d *Driver) rollbackCreate(log *slog.Logger, id string, paths instancePaths
 	if err := removeFiles(paths); err != nil {
 		log.Warn("create rollback: removing files failed", "err", err)
 	}
+	if err := d.gcNetworks(ctx); err != nil {
+		log.Warn("create rollback: cleaning up networks failed", "err", err)
+	}
+}
+
+// prepareGuest makes what a domain defined from p needs besides its disk:
+// the seed image, and the managed networks with the NICs' reservations.
+// The caller calls done once the domain is defined or has failed to be.
+func (d *Driver) prepareGuest(ctx context.Context, spec hypervisor.DomainSpec, p domainParams) (done func(), err error) {
+	if p.Seed != "" {
+		if err := writeSeed(p.Seed, spec); err != nil {
+			return nil, err
+		}
+	}
+	return d.ensureNetworks(ctx, spec.ID, p.NICs)
 }

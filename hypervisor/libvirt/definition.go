@@ -47,8 +47,24 @@ func parseDefinition(cfg Config, id, raw string) (definition, error) {
 	if err := xml.Unmarshal([]byte(raw), &x); err != nil {
 		return definition{}, fmt.Errorf("libvirt: parse definition of %s: %w", id, err)
 	}
-	if len(x.Devices.Disks) != 1 {
-		return definition{}, fmt.Errorf("libvirt: definition of %s has %d disks, want 1: %w", id, len(x.Devices.Disks), hypervisor.ErrInvalidState)
+	lay := layoutFor(cfg.DomainType)
+	var disk, seed string
+	for _, dk := range x.Devices.Disks {
+		switch {
+		case dk.Target.Dev == lay.DiskDev && disk == "":
+			disk = dk.Source.File
+		case dk.Target.Dev == lay.SeedDev && seed == "" && dk.ReadOnly != nil:
+			seed = dk.Source.File
+		default:
+			return definition{}, fmt.Errorf("libvirt: definition of %s has a disk %s besides its own and its seed: %w", id, dk.Target.Dev, hypervisor.ErrInvalidState)
+		}
+	}
+	if disk == "" {
+		return definition{}, fmt.Errorf("libvirt: definition of %s has no disk %s: %w", id, lay.DiskDev, hypervisor.ErrInvalidState)
+	}
+	nics, err := nicsFromMetadata(x.Metadata)
+	if err != nil {
+		return definition{}, fmt.Errorf("libvirt: definition of %s: %w", id, err)
 	}
 	return definition{
 		params: domainParams{
@@ -57,10 +73,12 @@ func parseDefinition(cfg Config, id, raw string) (definition, error) {
 			Title:      x.Title,
 			VCPUs:      x.VCPU,
 			MemoryMiB:  kib(x.Memory) >> 10,
-			Image:      image{Kernel: x.OS.Kernel, Initrd: x.OS.Initrd, Cmdline: x.OS.Cmdline},
+			Image:      image{Kernel: x.OS.Kernel, Initrd: x.OS.Initrd, Cmdline: withoutIPArg(x.OS.Cmdline, nics, id)},
 			Paths:      pathsFor(cfg.DiskDir, cfg.RunDir, id),
+			NICs:       nics,
+			Seed:       seed,
 		},
-		disk: x.Devices.Disks[0].Source.File,
+		disk: disk,
 	}, nil
 }
 
@@ -78,21 +96,46 @@ func (d *Driver) define(ctx context.Context, p domainParams, disk string) error 
 	})
 }
 
+// redefineGuest writes the domain's persistent definition from p over its
+// overlay, with the seed and networks p's NICs need (Reshape, Unshape);
+// reservations its NICs no longer hold are dropped.
+func (d *Driver) redefineGuest(ctx context.Context, spec hypervisor.DomainSpec, p domainParams) error {
+	netDone, err := d.prepareGuest(ctx, spec, p)
+	if err != nil {
+		return err
+	}
+	err = d.define(ctx, p, p.Paths.Disk)
+	netDone()
+	if err != nil {
+		return fmt.Errorf("redefine: %w", err)
+	}
+	if err := d.gcNetworks(ctx); err != nil {
+		d.instanceLog(spec.ID).Warn("cleaning up networks after a redefinition failed", "err", err)
+	}
+	return nil
+}
+
 // specParams is the definition spec asks for (Create's, ImportDomain's, and the resize methods').
 func (d *Driver) specParams(spec hypervisor.DomainSpec) (domainParams, image, error) {
 	img, err := resolveImage(d.cfg.ImageDir, spec.Image)
 	if err != nil {
 		return domainParams{}, image{}, err
 	}
-	return domainParams{
+	paths := pathsFor(d.cfg.DiskDir, d.cfg.RunDir, spec.ID)
+	p := domainParams{
 		DomainType: d.cfg.DomainType,
 		ID:         spec.ID,
 		Title:      spec.Name,
 		VCPUs:      spec.VCPUs,
 		MemoryMiB:  spec.MemoryMiB,
 		Image:      img,
-		Paths:      pathsFor(d.cfg.DiskDir, d.cfg.RunDir, spec.ID),
-	}, img, nil
+		Paths:      paths,
+		NICs:       spec.NICs,
+	}
+	if wantsSeed(spec) {
+		p.Seed = paths.Seed
+	}
+	return p, img, nil
 }
 
 // atShape reports whether def is defined at p's vCPUs and memory over disk.

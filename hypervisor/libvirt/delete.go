@@ -33,6 +33,11 @@ func (d *Driver) Delete(ctx context.Context, id string) error {
 	if err := removeAllFiles(d.cfg.DiskDir, d.cfg.RunDir, id); err != nil {
 		return fmt.Errorf("libvirt: delete %s: domain removed, files remain: %w", id, err)
 	}
+	// The domain's reservations, and its networks if it was their last
+	// user. A failure leaves them to the next Resync: the instance is gone.
+	if err := d.gcNetworks(ctx); err != nil {
+		log.Warn("delete: cleaning up networks failed", "err", err)
+	}
 	log.Info("domain deleted")
 	return nil
 }
@@ -78,11 +83,11 @@ func removeAllFiles(diskDir, runDir, id string) error {
 	return errors.Join(errs...)
 }
 
-// removeFiles removes the files Create makes (overlay, console log, guest
-// socket), those that exist.
+// removeFiles removes the files Create makes (overlay, seed, console log,
+// guest socket), those that exist.
 func removeFiles(p instancePaths) error {
 	var errs []error
-	for _, f := range []string{p.Disk, p.ConsoleLog, p.GuestSock} {
+	for _, f := range []string{p.Disk, p.Seed, p.ConsoleLog, p.GuestSock} {
 		errs = append(errs, removeIfExists(f))
 	}
 	return errors.Join(errs...)

@@ -32,7 +32,10 @@ type Config struct {
 	DiskDir    string // instance disk overlays, <id>.qcow2
 	RunDir     string // console logs and guest channel sockets
 	DomainType string // "kvm", "qemu" (software emulation) or "xen" (libxl); default "kvm" where hardware KVM works (defaultDomainType)
-	Logger     *slog.Logger
+	// Bridges are the host bridges the operator lets bridge NICs attach
+	// to; Networks reports those that exist.
+	Bridges []string
+	Logger  *slog.Logger
 }
 
 // Driver is a hypervisor.Driver for one host's libvirtd.
@@ -41,6 +44,7 @@ type Driver struct {
 	log   *slog.Logger
 	conn  *connector
 	locks keyedLock
+	nets  netState
 
 	// life ends when the driver closes; event subscriptions hang off it.
 	life    context.Context
@@ -59,10 +63,15 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 	log := cfg.Logger.With("component", "hypervisor/libvirt")
 	uri := connectURI(cfg.DomainType)
 	d := &Driver{cfg: cfg, log: log, conn: newConnector(cfg.Socket, uri, log)}
+	d.nets.pending = map[string][]hypervisor.NIC{}
+	// libvirtd restarted (or the connection broke): networks it lost, or an
+	// operator removed meanwhile, come back.
+	d.conn.onReconnect = d.resyncInBackground
+	d.life, d.endLife = context.WithCancel(context.Background())
 	if err := d.conn.start(ctx); err != nil {
+		d.endLife()
 		return nil, err
 	}
-	d.life, d.endLife = context.WithCancel(context.Background())
 	log.Info("connected to libvirtd", "socket", cfg.Socket, "uri", uri, "domain_type", cfg.DomainType)
 	return d, nil
 }
@@ -87,6 +96,11 @@ func (c Config) withDefaults() (Config, error) {
 	case domainTypeKVM, domainTypeQEMU, domainTypeXen:
 	default:
 		return c, fmt.Errorf("libvirt: domain type %q: want kvm, qemu or xen", c.DomainType)
+	}
+	for _, b := range c.Bridges {
+		if err := hypervisor.ValidateBridge(b); err != nil {
+			return c, fmt.Errorf("libvirt: %w", err)
+		}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -239,6 +253,18 @@ func errState(op, id string, s domainState) error {
 // isOff reports states in which no guest is running.
 func isOff(s hypervisor.PowerState) bool {
 	return s == hypervisor.PowerShutOff || s == hypervisor.PowerSavedToDisk || s == hypervisor.PowerNoDomain
+}
+
+// resyncInBackground runs Resync, bounded, logging a failure (the agent's
+// next session resyncs again).
+func (d *Driver) resyncInBackground() {
+	go func() {
+		ctx, cancel := context.WithTimeout(d.life, rollbackTimeout)
+		defer cancel()
+		if err := d.Resync(ctx); err != nil && ctx.Err() == nil {
+			d.log.Warn("network resync after reconnecting failed", "err", err)
+		}
+	}()
 }
 
 func (d *Driver) instanceLog(id string) *slog.Logger { return d.log.With("instance", id) }

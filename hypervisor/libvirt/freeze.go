@@ -94,12 +94,14 @@ type snapshotXML struct {
 }
 
 type snapshotDiskXML struct {
-	Name     string `xml:"name,attr"`
-	Snapshot string `xml:"snapshot,attr"` // "external"
-	Driver   struct {
-		Type string `xml:"type,attr"`
-	} `xml:"driver"`
-	Source fileSourceXML `xml:"source"`
+	Name     string             `xml:"name,attr"`
+	Snapshot string             `xml:"snapshot,attr"` // "external", or "no" for the seed
+	Driver   *snapshotDriverXML `xml:"driver"`
+	Source   *fileSourceXML     `xml:"source"`
+}
+
+type snapshotDriverXML struct {
+	Type string `xml:"type,attr"`
 }
 
 // FreezeDisk: see hypervisor.Driver. A running (or shutting-down) domain
@@ -165,10 +167,14 @@ func (d *Driver) newTop(ctx context.Context, op, id string, ls layerState, under
 	log := d.instanceLog(id)
 	switch ls.s.state {
 	case hypervisor.PowerRunning, hypervisor.PowerShuttingDown:
-		disk := snapshotDiskXML{Name: layoutFor(d.cfg.DomainType).DiskDev, Snapshot: "external",
-			Source: fileSourceXML{File: top}}
-		disk.Driver.Type = "qcow2"
+		lay := layoutFor(d.cfg.DomainType)
+		disk := snapshotDiskXML{Name: lay.DiskDev, Snapshot: "external",
+			Driver: &snapshotDriverXML{Type: "qcow2"}, Source: &fileSourceXML{File: top}}
 		snap := snapshotXML{Disks: []snapshotDiskXML{disk}}
+		if ls.persistent.params.Seed != "" {
+			// The read-only seed is not part of the instance's disk.
+			snap.Disks = append(snap.Disks, snapshotDiskXML{Name: lay.SeedDev, Snapshot: "no"})
+		}
 		b, err := xml.Marshal(snap)
 		if err != nil {
 			return fmt.Errorf("libvirt: %s %s: %w", op, id, err)

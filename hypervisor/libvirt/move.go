@@ -171,11 +171,17 @@ func (d *Driver) ImportDomain(ctx context.Context, spec hypervisor.DomainSpec, d
 	if err := os.Rename(tmp, paths.Disk); err != nil {
 		return fmt.Errorf("libvirt: import %s: %w", spec.ID, err)
 	}
+	// The seed is made anew on this host (it is not part of the disk),
+	// and so are the networks and reservations.
+	netDone, err := d.prepareGuest(ctx, spec, params)
+	if err != nil {
+		d.rollbackCreate(log, spec.ID, paths)
+		return fmt.Errorf("libvirt: import %s: %w", spec.ID, err)
+	}
 	l, err := d.conn.get()
 	if err != nil {
-		if err := removeFiles(paths); err != nil {
-			log.Warn("import rollback: removing files failed", "err", err)
-		}
+		netDone()
+		d.rollbackCreate(log, spec.ID, paths)
 		return wrapErr("import", spec.ID, err)
 	}
 	// Define in a goroutine so that, if ctx ends first, the rollback can
@@ -183,6 +189,7 @@ func (d *Driver) ImportDomain(ctx context.Context, spec hypervisor.DomainSpec, d
 	done := make(chan error, 1)
 	go func() {
 		_, err := l.DomainDefineXML(domXML)
+		netDone()
 		done <- err
 	}()
 	select {
@@ -307,6 +314,9 @@ type definitionKey struct {
 	Disks  []struct {
 		Source fileSourceXML `xml:"source"`
 	} `xml:"devices>disk"`
+	Interfaces []struct {
+		MAC macXML `xml:"mac"`
+	} `xml:"devices>interface"`
 }
 
 // sameDefinition reports whether libvirt's XML of a defined domain describes
@@ -324,6 +334,14 @@ func sameDefinition(defined, ours string) (bool, error) {
 	}
 	for i := range a.Disks {
 		if a.Disks[i].Source != b.Disks[i].Source {
+			return false, nil
+		}
+	}
+	if len(a.Interfaces) != len(b.Interfaces) {
+		return false, nil
+	}
+	for i := range a.Interfaces {
+		if a.Interfaces[i].MAC != b.Interfaces[i].MAC {
 			return false, nil
 		}
 	}

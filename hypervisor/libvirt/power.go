@@ -48,7 +48,20 @@ func (d *Driver) Start(ctx context.Context, id string) error {
 // boot starts the inactive domain s. A start that raced with another and
 // finds it running is success.
 func (d *Driver) boot(ctx context.Context, op, id string, s domainState) error {
-	err := d.call(ctx, func(l *golibvirt.Libvirt) error { return l.DomainCreate(s.dom) })
+	// Its networks first: one an operator stopped, or libvirtd lost, since
+	// the last resync would fail the start.
+	var nics []hypervisor.NIC
+	if def, err := d.readDefinition(ctx, id, s, false); err == nil {
+		nics = def.params.NICs
+	} else {
+		d.instanceLog(id).Warn("boot: definition unreadable; booting without checking its networks", "err", err)
+	}
+	netDone, err := d.ensureNetworks(ctx, id, nics)
+	if err != nil {
+		return fmt.Errorf("libvirt: %s %s: %w", op, id, err)
+	}
+	defer netDone()
+	err = d.call(ctx, func(l *golibvirt.Libvirt) error { return l.DomainCreate(s.dom) })
 	if isCode(err, golibvirt.ErrOperationInvalid) {
 		if now, oerr := d.observe(ctx, id); oerr == nil && now.state == hypervisor.PowerRunning {
 			return nil

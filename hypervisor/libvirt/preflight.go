@@ -25,6 +25,9 @@ func (d *Driver) Preflight(ctx context.Context, spec hypervisor.DomainSpec, boot
 	if err != nil {
 		return fmt.Errorf("libvirt: preflight %s: %w", spec.ID, err)
 	}
+	if err := checkServed(spec.NICs); err != nil {
+		return fmt.Errorf("libvirt: preflight %s: %w", spec.ID, err)
+	}
 	need := uint64(0)
 	if !boot {
 		if err := checkDiskSize(ctx, img.Disk, spec.DiskGiB); err != nil {

@@ -101,8 +101,8 @@ func (d *Driver) Reshape(ctx context.Context, spec hypervisor.DomainSpec) error 
 	if err := growFile(ctx, tmp, want); err != nil {
 		return fmt.Errorf("libvirt: reshape %s: %w", id, err)
 	}
-	if err := d.define(ctx, p, paths.Disk); err != nil {
-		return wrapErr("reshape", id, fmt.Errorf("redefine: %w", err))
+	if err := d.redefineGuest(ctx, spec, p); err != nil {
+		return wrapErr("reshape", id, err)
 	}
 	if err := os.Link(paths.Disk, paths.Original); err != nil {
 		return fmt.Errorf("libvirt: reshape %s: keeping the original: %w", id, err)
@@ -169,8 +169,8 @@ func (d *Driver) Unshape(ctx context.Context, spec hypervisor.DomainSpec) error 
 	if def.disk != paths.Disk {
 		return fmt.Errorf("libvirt: unshape %s: disk is %s (frozen?), not its overlay: %w", id, def.disk, hypervisor.ErrInvalidState)
 	}
-	if err := d.define(ctx, p, paths.Disk); err != nil {
-		return wrapErr("unshape", id, fmt.Errorf("redefine: %w", err))
+	if err := d.redefineGuest(ctx, spec, p); err != nil {
+		return wrapErr("unshape", id, err)
 	}
 	if err := os.Rename(paths.Original, paths.Disk); err != nil {
 		return fmt.Errorf("libvirt: unshape %s: %w", id, err)

@@ -249,6 +249,12 @@ func (d *Driver) AdoptDisk(ctx context.Context, spec hypervisor.DomainSpec) erro
 			return fmt.Errorf("libvirt: adopt disk of %s: %w", spec.ID, err)
 		}
 	}
+	// The seed and the networks are made on this host, as a move's are.
+	netDone, err := d.prepareGuest(ctx, spec, p)
+	if err != nil {
+		return fmt.Errorf("libvirt: adopt disk of %s: %w", spec.ID, err)
+	}
+	defer netDone()
 	err = d.call(ctx, func(l *golibvirt.Libvirt) error {
 		x, err := marshalDomain(buildDomain(p))
 		if err != nil {

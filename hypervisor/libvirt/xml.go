@@ -5,6 +5,8 @@ import (
 	"encoding/xml"
 	"fmt"
 	"path/filepath"
+
+	"github.com/flotilla-vm/flotilla/hypervisor"
 )
 
 // The structs below cover exactly the part of libvirt's domain schema that
@@ -12,19 +14,20 @@ import (
 // display name) is escaped and can never change the document's structure.
 
 type domainXML struct {
-	XMLName    xml.Name    `xml:"domain"`
-	Type       string      `xml:"type,attr"`
-	Name       string      `xml:"name"`
-	UUID       string      `xml:"uuid,omitempty"`
-	Title      string      `xml:"title,omitempty"`
-	Memory     memoryXML   `xml:"memory"`
-	VCPU       uint32      `xml:"vcpu"`
-	OS         osXML       `xml:"os"`
-	Features   featuresXML `xml:"features"`
-	OnPoweroff string      `xml:"on_poweroff"`
-	OnReboot   string      `xml:"on_reboot"`
-	OnCrash    string      `xml:"on_crash"`
-	Devices    devicesXML  `xml:"devices"`
+	XMLName    xml.Name     `xml:"domain"`
+	Type       string       `xml:"type,attr"`
+	Name       string       `xml:"name"`
+	UUID       string       `xml:"uuid,omitempty"`
+	Title      string       `xml:"title,omitempty"`
+	Metadata   *metadataXML `xml:"metadata,omitempty"`
+	Memory     memoryXML    `xml:"memory"`
+	VCPU       uint32       `xml:"vcpu"`
+	OS         osXML        `xml:"os"`
+	Features   featuresXML  `xml:"features"`
+	OnPoweroff string       `xml:"on_poweroff"`
+	OnReboot   string       `xml:"on_reboot"`
+	OnCrash    string       `xml:"on_crash"`
+	Devices    devicesXML   `xml:"devices"`
 }
 
 type memoryXML struct {
@@ -56,18 +59,20 @@ type featuresXML struct {
 }
 
 type devicesXML struct {
-	Disks    []diskXML    `xml:"disk"`
-	Serials  []charDevXML `xml:"serial"`
-	Consoles []charDevXML `xml:"console"`
-	Channels []charDevXML `xml:"channel"`
+	Disks      []diskXML      `xml:"disk"`
+	Interfaces []interfaceXML `xml:"interface"`
+	Serials    []charDevXML   `xml:"serial"`
+	Consoles   []charDevXML   `xml:"console"`
+	Channels   []charDevXML   `xml:"channel"`
 }
 
 type diskXML struct {
-	Type   string        `xml:"type,attr"`
-	Device string        `xml:"device,attr"`
-	Driver diskDriverXML `xml:"driver"`
-	Source fileSourceXML `xml:"source"`
-	Target diskTargetXML `xml:"target"`
+	Type     string        `xml:"type,attr"`
+	Device   string        `xml:"device,attr"`
+	Driver   diskDriverXML `xml:"driver"`
+	Source   fileSourceXML `xml:"source"`
+	Target   diskTargetXML `xml:"target"`
+	ReadOnly *struct{}     `xml:"readonly"` // the seed disk
 }
 
 type diskDriverXML struct {
@@ -124,6 +129,8 @@ const guestChannelName = "org.flotilla.guest.0"
 //	.<id>.incoming-top.qcow2   a staged top, over the staged base (ReceiveDisk)
 //	.<id>.import-*.qcow2       a layer being received (receiveDisk)
 //	.<id>.reshape-*.qcow2      Reshape's copy being made
+//	<id>.seed.iso              the cloud-init seed, read-only to the guest
+//	.<id>.seed-*.iso           a seed being written
 type instancePaths struct {
 	Disk         string // copy-on-write overlay (the base of a frozen disk)
 	Top          string // a frozen disk's top layer; a refrozen disk's mid
@@ -132,6 +139,7 @@ type instancePaths struct {
 	IncomingBase string // a staged base or whole disk
 	IncomingMid  string // a received mid being merged into the staged base
 	IncomingTop  string // a staged top
+	Seed         string // cloud-init NoCloud seed image (seed.go)
 	ConsoleLog   string // serial console output
 	GuestSock    string // host end of the guest channel
 }
@@ -145,6 +153,7 @@ func pathsFor(diskDir, runDir, id string) instancePaths {
 		IncomingBase: filepath.Join(diskDir, "."+id+".incoming-base.qcow2"),
 		IncomingMid:  filepath.Join(diskDir, "."+id+".incoming-mid.qcow2"),
 		IncomingTop:  filepath.Join(diskDir, "."+id+".incoming-top.qcow2"),
+		Seed:         filepath.Join(diskDir, id+".seed.iso"),
 		ConsoleLog:   filepath.Join(runDir, id+".console.log"),
 		GuestSock:    filepath.Join(runDir, id+".guest.sock"),
 	}
@@ -155,6 +164,7 @@ func tempPatterns(diskDir, id string) []string {
 	return []string{
 		filepath.Join(diskDir, "."+id+".import-*.qcow2"),
 		filepath.Join(diskDir, "."+id+".reshape-*.qcow2"),
+		filepath.Join(diskDir, "."+id+".seed-*.iso"),
 	}
 }
 
@@ -179,12 +189,14 @@ type guestLayout struct {
 	Machine       string // <os><type machine=...>
 	PAE           bool   // add <pae/>
 	DiskDev       string
+	SeedDev       string // the seed disk, on DiskBus
 	DiskBus       string
+	NICModel      string // <model type>; empty leaves it to the hypervisor
 	ChannelTarget string // target type of the guest channel
 }
 
 // qemuLayout serves kvm and qemu: virtio disk and virtio-serial channel.
-var qemuLayout = guestLayout{Machine: "pc", DiskDev: "vda", DiskBus: "virtio", ChannelTarget: "virtio"}
+var qemuLayout = guestLayout{Machine: "pc", DiskDev: "vda", SeedDev: "vdb", DiskBus: "virtio", NICModel: "virtio", ChannelTarget: "virtio"}
 
 // xenLayout is a Xen HVM guest under libxl. HVM rather than PVH because
 // only HVM has a device model (QEMU): libxl hands <serial type='file'> to
@@ -204,7 +216,10 @@ var qemuLayout = guestLayout{Machine: "pc", DiskDev: "vda", DiskBus: "virtio", C
 //   - libxl has no virtio-serial: the guest channel is a Xen PV channel
 //     (target type xen) on the same host socket and name. The guest sees
 //     it as a named Xen console, not as a virtio port.
-var xenLayout = guestLayout{Machine: "xenfv", PAE: true, DiskDev: "xvda", DiskBus: "xen", ChannelTarget: "xen"}
+//   - NICs have no <model>: libxl then gives an HVM guest an emulated NIC
+//     and a Xen PV one (vif) for the same MAC, and a guest with PV drivers
+//     unplugs the emulated one.
+var xenLayout = guestLayout{Machine: "xenfv", PAE: true, DiskDev: "xvda", SeedDev: "xvdb", DiskBus: "xen", ChannelTarget: "xen"}
 
 func layoutFor(domainType string) guestLayout {
 	if domainType == domainTypeXen {
@@ -222,6 +237,10 @@ type domainParams struct {
 	MemoryMiB  uint64
 	Image      image
 	Paths      instancePaths
+	NICs       []hypervisor.NIC // validated; kept in <metadata> too
+	// Seed is the path of the cloud-init seed image, attached read-only;
+	// empty when the instance has none.
+	Seed string
 }
 
 func buildDomain(p domainParams) domainXML {
@@ -267,10 +286,26 @@ func buildDomain(p domainParams) domainXML {
 	if lay.PAE {
 		d.Features.PAE = &struct{}{}
 	}
+	if p.Seed != "" {
+		d.Devices.Disks = append(d.Devices.Disks, diskXML{
+			Type:     "file",
+			Device:   "disk",
+			Driver:   diskDriverXML{Name: "qemu", Type: "raw"},
+			Source:   fileSourceXML{File: p.Seed},
+			Target:   diskTargetXML{Dev: lay.SeedDev, Bus: lay.DiskBus},
+			ReadOnly: &struct{}{},
+		})
+	}
+	for _, n := range p.NICs {
+		d.Devices.Interfaces = append(d.Devices.Interfaces, buildInterface(n, lay))
+	}
+	if len(p.NICs) > 0 {
+		d.Metadata = &metadataXML{NICs: nicsMetadata(p.NICs)}
+	}
 	if p.Image.Kernel != "" {
 		d.OS.Kernel = p.Image.Kernel
 		d.OS.Initrd = p.Image.Initrd
-		d.OS.Cmdline = p.Image.Cmdline
+		d.OS.Cmdline = withIPArg(p.Image.Cmdline, p.NICs, p.ID)
 	} else {
 		d.OS.Boot = &bootXML{Dev: "hd"}
 	}
