@@ -40,7 +40,6 @@ PACKAGES=(
   qemu-system-x86 qemu-utils
   cpio busybox-static xz-utils zstd kmod
   iproute2 procps passwd
-  dnsmasq-base iptables  # libvirt networks: DHCP and DNS per network, NAT rules
   iputils-ping  # the test bed's hosts ping each other (scripts/testbed.sh)
   rsync  # bench/cmd/flotilla-xfer-bench compares disk copies with rsync --sparse
   openssh-server  # ... over ssh too; the bench runs its own sshd, the system's is not started
