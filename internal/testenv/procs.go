@@ -180,9 +180,11 @@ func (p *Proc) Stop() { p.Signal(syscall.SIGTERM) }
 // Kill kills the process without warning.
 func (p *Proc) Kill() { p.Signal(syscall.SIGKILL) }
 
-// Restart starts the process again with the same arguments.
+// Restart starts the process again with the same arguments, stopping it
+// first (SIGTERM) if it still runs: two at once would share its files.
 func (p *Proc) Restart() {
 	p.t.Helper()
+	p.Stop()
 	p.start()
 }
 
