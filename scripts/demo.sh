@@ -53,12 +53,26 @@ bin/flotctl host list
 bin/flotctl watch --vocabulary nova,azure,manage-instance >"$work/watch.log" 2>&1 &
 pids+=($!)
 
-op_json=$(bin/flotctl -o json create --name demo --image flotilla-test --vcpus 1 --memory-mib 192)
+say "a NAT network: the coordinator gives out its addresses, the host's libvirt serves them by DHCP and DNS"
+bin/flotctl network create demo --cidr 198.19.77.0/24
+op_json=$(bin/flotctl -o json create --name demo --image flotilla-test --vcpus 1 --memory-mib 192 --network demo)
 id=$(sed -n 's/.*"instanceId":"\([^"]*\)".*/\1/p' <<<"$op_json")
 op=$(sed -n 's/.*"id":"\(op-[^"]*\)".*/\1/p' <<<"$op_json")
 say "create: instance $id, operation $op"
 bin/flotctl op wait "$op" >/dev/null
 bin/flotctl get "$id"
+addr=$(bin/flotctl -o json get "$id" | sed -n 's/.*"ipv4Address":"\([^"]*\)".*/\1/p')
+if [[ $hypervisor == libvirt && -n $addr ]]; then
+  # The test guest serves a one-line page once it has its address (DHCP).
+  page=""
+  for _ in $(seq 1 150); do
+    page=$(timeout 2 bash -c "exec 3<>/dev/tcp/$addr/80 && printf 'GET / HTTP/1.0\r\n\r\n' >&3 && cat <&3" 2>/dev/null | tail -n 1) || true
+    [[ $page == flotilla-test* ]] && break
+    sleep 0.2
+  done
+  say "the guest's own page at http://$addr/"
+  echo "${page:-(no answer)}"
+fi
 
 step() {
   say "$*"
@@ -88,6 +102,9 @@ step extend "$id" --disk-gib 2
 ready 2
 step stop "$id" --graceful 60s
 step delete "$id"
+say "its address is free again; the network can go"
+bin/flotctl network list
+bin/flotctl network delete demo
 
 say "every status change the coordinator reported, with Nova's, Azure's and seed 000's words (flotctl watch --vocabulary)"
 sleep 0.5

@@ -210,7 +210,7 @@ func (c *cli) parseGlobal(args []string, getenv func(string) string) (string, []
 	if name == "help" {
 		return "", nil, &helpError{globalHelp(fs)}
 	}
-	if name == "op" || name == "host" {
+	if name == "op" || name == "host" || name == "network" {
 		if len(rest) < 2 {
 			return "", nil, &usageError{globalUsage, fmt.Sprintf("missing %s subcommand", name)}
 		}

@@ -26,6 +26,7 @@ type fake struct {
 	flotillav1.UnimplementedOperationServiceServer
 	flotillav1.UnimplementedHostServiceServer
 	flotillav1.UnimplementedUsageServiceServer
+	flotillav1.UnimplementedNetworkServiceServer
 
 	mu        sync.Mutex
 	instances []*flotillav1.Instance // served two per page
@@ -48,6 +49,25 @@ type fake struct {
 	cancelOp     *flotillav1.Operation // CancelOperation's answer; nil: Unimplemented
 	cancelErr    error                 // CancelOperation's error, if set
 	usageReqs    []*flotillav1.GetInstanceUsageRequest
+	networks     []*flotillav1.Network
+}
+
+func (f *fake) CreateNetwork(_ context.Context, r *flotillav1.CreateNetworkRequest) (*flotillav1.Network, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := &flotillav1.Network{Name: r.Name, Cidr: r.Cidr, Gateway: "10.20.0.1", Mode: r.Mode, Bridge: r.Bridge, AddressesTotal: 253, Hosts: []string{"h1", "h2"}}
+	f.networks = append(f.networks, n)
+	return n, nil
+}
+
+func (f *fake) ListNetworks(context.Context, *flotillav1.ListNetworksRequest) (*flotillav1.ListNetworksResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return &flotillav1.ListNetworksResponse{Networks: f.networks}, nil
+}
+
+func (f *fake) DeleteNetwork(_ context.Context, r *flotillav1.DeleteNetworkRequest) (*flotillav1.DeleteNetworkResponse, error) {
+	return nil, status.Errorf(codes.FailedPrecondition, "network %q: 1 instance addresses are held on it", r.Name)
 }
 
 // GetInstanceUsage answers for i-1 only: an hour in which it ran 40
@@ -208,6 +228,7 @@ func serve(t *testing.T, f *fake) string {
 	flotillav1.RegisterOperationServiceServer(s, f)
 	flotillav1.RegisterHostServiceServer(s, f)
 	flotillav1.RegisterUsageServiceServer(s, f)
+	flotillav1.RegisterNetworkServiceServer(s, f)
 	go s.Serve(lis)
 	t.Cleanup(s.Stop)
 	return lis.Addr().String()
@@ -730,5 +751,28 @@ func TestUsage(t *testing.T) {
 	code, _, errOut = runCLI(context.Background(), addr, "usage", "i-404")
 	if code != 1 || errOut != "flotctl: NotFound: instance \"i-404\" not found\n" {
 		t.Errorf("exit %d, stderr %q", code, errOut)
+	}
+}
+
+func TestNetworkCommands(t *testing.T) {
+	f := &fake{instances: []*flotillav1.Instance{{Id: "i-1", Name: "web", Status: flotillav1.Status_STATUS_RUNNING,
+		Interfaces: []*flotillav1.NetworkInterface{{Network: "lan", Ipv4Address: "10.20.0.2", DnsName: "web.lan"}}}}}
+	addr := serve(t, f)
+	ctx := context.Background()
+	code, out, errOut := runCLI(ctx, addr, "network", "create", "lan", "--cidr", "10.20.0.0/24")
+	if code != 0 || !strings.Contains(out, "lan   nat   10.20.0.0/24  10.20.0.1  -       0/253      h1,h2") {
+		t.Fatalf("network create: exit %d\n%s%s", code, out, errOut)
+	}
+	code, out, _ = runCLI(ctx, addr, "network", "list")
+	if code != 0 || !strings.Contains(out, "NAME  MODE  CIDR") || !strings.Contains(out, "lan") {
+		t.Fatalf("network list: exit %d\n%s", code, out)
+	}
+	code, _, errOut = runCLI(ctx, addr, "network", "delete", "lan")
+	if code == 0 || !strings.Contains(errOut, "held on it") {
+		t.Fatalf("network delete of a network in use: exit %d: %s", code, errOut)
+	}
+	code, out, _ = runCLI(ctx, addr, "get", "i-1")
+	if code != 0 || !strings.Contains(out, "ADDRESSES") || !strings.Contains(out, "10.20.0.2 (web.lan)") {
+		t.Fatalf("get: exit %d\n%s", code, out)
 	}
 }
