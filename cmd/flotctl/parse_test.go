@@ -125,7 +125,7 @@ func TestParseMutation(t *testing.T) {
 		{"confirm-resize", []string{"i-1"}, &flotillav1.ConfirmResizeRequest{Id: "i-1"}, false},
 		{"create", []string{"--name", "a", "--image", "i", "--network", "lan", "--network", "db=10.1.0.9", "--ssh-key", "ssh-ed25519 AAAA a@b"},
 			&flotillav1.CreateInstanceRequest{Name: "a", Spec: &flotillav1.InstanceSpec{Vcpus: 1, MemoryMib: 256, Image: "i"},
-				Interfaces: []*flotillav1.NetworkInterfaceRequest{{Network: "lan"}, {Network: "db", Ipv4Address: "10.1.0.9"}},
+				Interfaces:        []*flotillav1.NetworkInterfaceRequest{{Network: "lan"}, {Network: "db", Ipv4Address: "10.1.0.9"}},
 				SshAuthorizedKeys: []string{"ssh-ed25519 AAAA a@b"}}, false},
 		{"revert-resize", []string{"i-1", "--wait"}, &flotillav1.RevertResizeRequest{Id: "i-1", GracefulTimeout: durationpb.New(10 * time.Minute)}, true},
 		{"extend", []string{"i-1", "--disk-gib", "8"}, &flotillav1.ExtendInstanceRequest{Id: "i-1", DiskGib: 8}, false},
