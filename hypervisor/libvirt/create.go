@@ -63,8 +63,7 @@ func (d *Driver) Create(ctx context.Context, spec hypervisor.DomainSpec) error {
 	if err := createOverlay(ctx, img.Disk, paths.Disk, spec.DiskGiB); err != nil {
 		return fmt.Errorf("libvirt: create %s: %w", spec.ID, err)
 	}
-	netDone, err := d.prepareGuest(ctx, spec, params)
-	if err != nil {
+	if err := writeGuestSeed(params, spec); err != nil {
 		d.rollbackCreate(log, spec.ID, paths)
 		return fmt.Errorf("libvirt: create %s: %w", spec.ID, err)
 	}
@@ -73,15 +72,12 @@ func (d *Driver) Create(ctx context.Context, spec hypervisor.DomainSpec) error {
 	// rollback can wait for libvirt to finish before undoing its work.
 	l, err := d.conn.get()
 	if err != nil {
-		netDone()
 		d.rollbackCreate(log, spec.ID, paths)
 		return wrapErr("create", spec.ID, err)
 	}
 	done := make(chan error, 1)
 	go func() {
-		err := defineAndStart(l, domXML)
-		netDone() // defined (or not): the definition speaks for its NICs now
-		done <- err
+		done <- defineAndStart(l, domXML, func() error { return d.ensureDefinedNetworks(ctx, spec.ID, params.NICs) })
 	}()
 
 	select {
@@ -109,10 +105,14 @@ func (d *Driver) Create(ctx context.Context, spec hypervisor.DomainSpec) error {
 	return nil
 }
 
-func defineAndStart(l *golibvirt.Libvirt, domXML string) error {
+// defineAndStart defines the domain, runs beforeStart, and starts it.
+func defineAndStart(l *golibvirt.Libvirt, domXML string, beforeStart func() error) error {
 	dom, err := l.DomainDefineXML(domXML)
 	if err != nil {
 		return fmt.Errorf("define: %w", err)
+	}
+	if err := beforeStart(); err != nil {
+		return err
 	}
 	if err := l.DomainCreate(dom); err != nil {
 		return fmt.Errorf("start: %w", err)
@@ -135,14 +135,24 @@ func (d *Driver) rollbackCreate(log *slog.Logger, id string, paths instancePaths
 	}
 }
 
-// prepareGuest makes what a domain defined from p needs besides its disk:
-// the seed image, and the managed networks with the NICs' reservations.
-// The caller calls done once the domain is defined or has failed to be.
-func (d *Driver) prepareGuest(ctx context.Context, spec hypervisor.DomainSpec, p domainParams) (done func(), err error) {
-	if p.Seed != "" {
-		if err := writeSeed(p.Seed, spec); err != nil {
-			return nil, err
-		}
+// writeGuestSeed writes the seed image a domain defined from p boots with.
+func writeGuestSeed(p domainParams, spec hypervisor.DomainSpec) error {
+	if p.Seed == "" {
+		return nil
 	}
-	return d.ensureNetworks(ctx, spec.ID, p.NICs)
+	return writeSeed(p.Seed, spec)
+}
+
+// ensureDefinedNetworks makes the managed networks of a domain's NICs exist
+// with its reservations. It runs once the domain is defined, never before:
+// the definition is what tells a clean-up (this driver's, or another's on
+// the same libvirtd) that the reservations are in use, so no clean-up
+// between the two can take them away.
+func (d *Driver) ensureDefinedNetworks(ctx context.Context, id string, nics []hypervisor.NIC) error {
+	done, err := d.ensureNetworks(ctx, id, nics)
+	if err != nil {
+		return err
+	}
+	done()
+	return nil
 }

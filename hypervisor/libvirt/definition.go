@@ -100,14 +100,15 @@ func (d *Driver) define(ctx context.Context, p domainParams, disk string) error 
 // overlay, with the seed and networks p's NICs need (Reshape, Unshape);
 // reservations its NICs no longer hold are dropped.
 func (d *Driver) redefineGuest(ctx context.Context, spec hypervisor.DomainSpec, p domainParams) error {
-	netDone, err := d.prepareGuest(ctx, spec, p)
-	if err != nil {
+	if err := writeGuestSeed(p, spec); err != nil {
 		return err
 	}
-	err = d.define(ctx, p, p.Paths.Disk)
-	netDone()
-	if err != nil {
+	if err := d.define(ctx, p, p.Paths.Disk); err != nil {
 		return fmt.Errorf("redefine: %w", err)
+	}
+	// Defined first (see ensureDefinedNetworks); the boot ensures them again.
+	if err := d.ensureDefinedNetworks(ctx, spec.ID, p.NICs); err != nil {
+		d.instanceLog(spec.ID).Warn("redefine: networks not ready yet; the boot will try again", "err", err)
 	}
 	if err := d.gcNetworks(ctx); err != nil {
 		d.instanceLog(spec.ID).Warn("cleaning up networks after a redefinition failed", "err", err)

@@ -173,14 +173,12 @@ func (d *Driver) ImportDomain(ctx context.Context, spec hypervisor.DomainSpec, d
 	}
 	// The seed is made anew on this host (it is not part of the disk),
 	// and so are the networks and reservations.
-	netDone, err := d.prepareGuest(ctx, spec, params)
-	if err != nil {
+	if err := writeGuestSeed(params, spec); err != nil {
 		d.rollbackCreate(log, spec.ID, paths)
 		return fmt.Errorf("libvirt: import %s: %w", spec.ID, err)
 	}
 	l, err := d.conn.get()
 	if err != nil {
-		netDone()
 		d.rollbackCreate(log, spec.ID, paths)
 		return wrapErr("import", spec.ID, err)
 	}
@@ -188,9 +186,11 @@ func (d *Driver) ImportDomain(ctx context.Context, spec hypervisor.DomainSpec, d
 	// wait for libvirt to finish before undoing its work (as Create does).
 	done := make(chan error, 1)
 	go func() {
-		_, err := l.DomainDefineXML(domXML)
-		netDone()
-		done <- err
+		if _, err := l.DomainDefineXML(domXML); err != nil {
+			done <- err
+			return
+		}
+		done <- d.ensureDefinedNetworks(ctx, spec.ID, params.NICs)
 	}()
 	select {
 	case err = <-done:

@@ -26,8 +26,10 @@ import (
 // just ensured and not yet defined its domain on.
 type netState struct {
 	mu sync.Mutex
-	// pending are the NICs of domains being defined, by instance id: users
-	// of their networks that no definition shows yet.
+	// pending are the NICs whose networks are being ensured, by instance
+	// id: users this driver's clean-ups must not miss while a definition
+	// is being written. (Domains are defined before their networks are
+	// ensured, so another driver's clean-up sees them: ensureDefinedNetworks.)
 	pending map[string][]hypervisor.NIC
 }
 

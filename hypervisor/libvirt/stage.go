@@ -250,11 +250,9 @@ func (d *Driver) AdoptDisk(ctx context.Context, spec hypervisor.DomainSpec) erro
 		}
 	}
 	// The seed and the networks are made on this host, as a move's are.
-	netDone, err := d.prepareGuest(ctx, spec, p)
-	if err != nil {
+	if err := writeGuestSeed(p, spec); err != nil {
 		return fmt.Errorf("libvirt: adopt disk of %s: %w", spec.ID, err)
 	}
-	defer netDone()
 	err = d.call(ctx, func(l *golibvirt.Libvirt) error {
 		x, err := marshalDomain(buildDomain(p))
 		if err != nil {
@@ -263,6 +261,14 @@ func (d *Driver) AdoptDisk(ctx context.Context, spec hypervisor.DomainSpec) erro
 		_, err = l.DomainDefineXML(x)
 		return err
 	})
+	if err == nil {
+		// Defined first: see ensureDefinedNetworks. The domain is defined
+		// shut off, and booting it ensures its networks again: a failure
+		// here is not this step's.
+		if nerr := d.ensureDefinedNetworks(ctx, spec.ID, p.NICs); nerr != nil {
+			log.Warn("adopt: networks not ready yet; the boot will try again", "err", nerr)
+		}
+	}
 	if err != nil {
 		// Stage the disk again, so that a retry finds it where it was;
 		// unless the define went through after all (ctx ended first).

@@ -129,6 +129,11 @@ func TestNATNetworkOnRealLibvirt(t *testing.T) {
 			t.Fatalf("guest %s configured %s by %s, want %s by dhcp", id, got, via, want)
 		}
 	}
+	// Seed 002: RightScale shows the private address and DNS name.
+	rs := e.g.MustCall("flotilla.v1.InstanceService/GetInstance", map[string]any{"id": web1, "vocabularies": []string{"VOCABULARY_RIGHTSCALE"}})
+	if f := testenv.Str(rs, "views"); !strings.Contains(f, `"private_ip_addresses":"`+ip1+`"`) || !strings.Contains(f, `"private_dns_names":"web1.`+netName+`"`) {
+		t.Fatalf("RightScale's view: %s", f)
+	}
 	// This machine reaches each by its address and by its DNS name.
 	waitPage(t, "http://"+ip1+"/", "hostname=web1 instance="+web1)
 	addrs, err := lookup("198.19.10.1", "web2."+netName)
