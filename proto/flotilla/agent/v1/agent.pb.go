@@ -73,6 +73,63 @@ func (ChunkEncoding) EnumDescriptor() ([]byte, []int) {
 	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{0}
 }
 
+// GuestState is where a guest's boot is, as its guest side said.
+type GuestState int32
+
+const (
+	// Never heard from since it last booted.
+	GuestState_GUEST_STATE_UNSPECIFIED GuestState = 0
+	// It spoke (HELLO, or a boot step) and is running its boot scripts.
+	GuestState_GUEST_STATE_BOOTING GuestState = 1
+	// Its boot scripts finished: it is ready for work.
+	GuestState_GUEST_STATE_READY GuestState = 2
+	// Its boot scripts failed.
+	GuestState_GUEST_STATE_FAILED GuestState = 3
+)
+
+// Enum value maps for GuestState.
+var (
+	GuestState_name = map[int32]string{
+		0: "GUEST_STATE_UNSPECIFIED",
+		1: "GUEST_STATE_BOOTING",
+		2: "GUEST_STATE_READY",
+		3: "GUEST_STATE_FAILED",
+	}
+	GuestState_value = map[string]int32{
+		"GUEST_STATE_UNSPECIFIED": 0,
+		"GUEST_STATE_BOOTING":     1,
+		"GUEST_STATE_READY":       2,
+		"GUEST_STATE_FAILED":      3,
+	}
+)
+
+func (x GuestState) Enum() *GuestState {
+	p := new(GuestState)
+	*p = x
+	return p
+}
+
+func (x GuestState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (GuestState) Descriptor() protoreflect.EnumDescriptor {
+	return file_flotilla_agent_v1_agent_proto_enumTypes[1].Descriptor()
+}
+
+func (GuestState) Type() protoreflect.EnumType {
+	return &file_flotilla_agent_v1_agent_proto_enumTypes[1]
+}
+
+func (x GuestState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use GuestState.Descriptor instead.
+func (GuestState) EnumDescriptor() ([]byte, []int) {
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{1}
+}
+
 // DiskLayer is a part of an instance's disk, for copying a running guest's
 // disk in two passes (the frozen base while it runs, then what it wrote
 // since, once it is down).
@@ -117,11 +174,11 @@ func (x DiskLayer) String() string {
 }
 
 func (DiskLayer) Descriptor() protoreflect.EnumDescriptor {
-	return file_flotilla_agent_v1_agent_proto_enumTypes[1].Descriptor()
+	return file_flotilla_agent_v1_agent_proto_enumTypes[2].Descriptor()
 }
 
 func (DiskLayer) Type() protoreflect.EnumType {
-	return &file_flotilla_agent_v1_agent_proto_enumTypes[1]
+	return &file_flotilla_agent_v1_agent_proto_enumTypes[2]
 }
 
 func (x DiskLayer) Number() protoreflect.EnumNumber {
@@ -130,7 +187,7 @@ func (x DiskLayer) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DiskLayer.Descriptor instead.
 func (DiskLayer) EnumDescriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{1}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{2}
 }
 
 // StepAction is what one step does on the host.
@@ -258,11 +315,11 @@ func (x StepAction) String() string {
 }
 
 func (StepAction) Descriptor() protoreflect.EnumDescriptor {
-	return file_flotilla_agent_v1_agent_proto_enumTypes[2].Descriptor()
+	return file_flotilla_agent_v1_agent_proto_enumTypes[3].Descriptor()
 }
 
 func (StepAction) Type() protoreflect.EnumType {
-	return &file_flotilla_agent_v1_agent_proto_enumTypes[2]
+	return &file_flotilla_agent_v1_agent_proto_enumTypes[3]
 }
 
 func (x StepAction) Number() protoreflect.EnumNumber {
@@ -271,7 +328,7 @@ func (x StepAction) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use StepAction.Descriptor instead.
 func (StepAction) EnumDescriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{2}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{3}
 }
 
 // StepReportState is what an agent knows of a step.
@@ -315,11 +372,11 @@ func (x StepReportState) String() string {
 }
 
 func (StepReportState) Descriptor() protoreflect.EnumDescriptor {
-	return file_flotilla_agent_v1_agent_proto_enumTypes[3].Descriptor()
+	return file_flotilla_agent_v1_agent_proto_enumTypes[4].Descriptor()
 }
 
 func (StepReportState) Type() protoreflect.EnumType {
-	return &file_flotilla_agent_v1_agent_proto_enumTypes[3]
+	return &file_flotilla_agent_v1_agent_proto_enumTypes[4]
 }
 
 func (x StepReportState) Number() protoreflect.EnumNumber {
@@ -328,7 +385,7 @@ func (x StepReportState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use StepReportState.Descriptor instead.
 func (StepReportState) EnumDescriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{3}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{4}
 }
 
 // PullDiskRequest asks a source agent for an offered disk.
@@ -684,6 +741,7 @@ type ConnectRequest struct {
 	//	*ConnectRequest_Heartbeat
 	//	*ConnectRequest_StepReport
 	//	*ConnectRequest_CopyProgress
+	//	*ConnectRequest_GuestReport
 	Msg           isConnectRequest_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -789,6 +847,15 @@ func (x *ConnectRequest) GetCopyProgress() *CopyProgress {
 	return nil
 }
 
+func (x *ConnectRequest) GetGuestReport() *GuestReport {
+	if x != nil {
+		if x, ok := x.Msg.(*ConnectRequest_GuestReport); ok {
+			return x.GuestReport
+		}
+	}
+	return nil
+}
+
 type isConnectRequest_Msg interface {
 	isConnectRequest_Msg()
 }
@@ -828,6 +895,11 @@ type ConnectRequest_CopyProgress struct {
 	CopyProgress *CopyProgress `protobuf:"bytes,40,opt,name=copy_progress,json=copyProgress,proto3,oneof"`
 }
 
+type ConnectRequest_GuestReport struct {
+	// What a guest said about itself on its guest channel (only changes).
+	GuestReport *GuestReport `protobuf:"bytes,41,opt,name=guest_report,json=guestReport,proto3,oneof"`
+}
+
 func (*ConnectRequest_Register) isConnectRequest_Msg() {}
 
 func (*ConnectRequest_PowerEvent) isConnectRequest_Msg() {}
@@ -841,6 +913,112 @@ func (*ConnectRequest_Heartbeat) isConnectRequest_Msg() {}
 func (*ConnectRequest_StepReport) isConnectRequest_Msg() {}
 
 func (*ConnectRequest_CopyProgress) isConnectRequest_Msg() {}
+
+func (*ConnectRequest_GuestReport) isConnectRequest_Msg() {}
+
+// GuestReport is what an instance's guest last said on its guest channel
+// (org.flotilla.guest.0), validated by the agent. Sent when it changes, and
+// for every guest heard from since the session began, after Register.
+type GuestReport struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The instance.
+	InstanceId string `protobuf:"bytes,1,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	// Where its boot is.
+	State GuestState `protobuf:"varint,2,opt,name=state,proto3,enum=flotilla.agent.v1.GuestState" json:"state,omitempty"`
+	// The guest's last boot progress step (lowercase letters, digits, '-',
+	// '_' and '.', at most 32 characters); empty if none.
+	Stage string `protobuf:"bytes,3,opt,name=stage,proto3" json:"stage,omitempty"`
+	// With FAILED: why, in the same characters (at most 64).
+	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// When the agent heard it.
+	ObservedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=observed_at,json=observedAt,proto3" json:"observed_at,omitempty"`
+	// The guest side's version, from its HELLO (same characters, at most 32).
+	GuestVersion string `protobuf:"bytes,6,opt,name=guest_version,json=guestVersion,proto3" json:"guest_version,omitempty"`
+	// How many of its lines the agent dropped (malformed, oversized or over
+	// the rate) since the session began.
+	DroppedLines  uint64 `protobuf:"varint,7,opt,name=dropped_lines,json=droppedLines,proto3" json:"dropped_lines,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GuestReport) Reset() {
+	*x = GuestReport{}
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GuestReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GuestReport) ProtoMessage() {}
+
+func (x *GuestReport) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GuestReport.ProtoReflect.Descriptor instead.
+func (*GuestReport) Descriptor() ([]byte, []int) {
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *GuestReport) GetInstanceId() string {
+	if x != nil {
+		return x.InstanceId
+	}
+	return ""
+}
+
+func (x *GuestReport) GetState() GuestState {
+	if x != nil {
+		return x.State
+	}
+	return GuestState_GUEST_STATE_UNSPECIFIED
+}
+
+func (x *GuestReport) GetStage() string {
+	if x != nil {
+		return x.Stage
+	}
+	return ""
+}
+
+func (x *GuestReport) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *GuestReport) GetObservedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ObservedAt
+	}
+	return nil
+}
+
+func (x *GuestReport) GetGuestVersion() string {
+	if x != nil {
+		return x.GuestVersion
+	}
+	return ""
+}
+
+func (x *GuestReport) GetDroppedLines() uint64 {
+	if x != nil {
+		return x.DroppedLines
+	}
+	return 0
+}
 
 // ConnectResponse is one message from coordinator to agent.
 type ConnectResponse struct {
@@ -859,7 +1037,7 @@ type ConnectResponse struct {
 
 func (x *ConnectResponse) Reset() {
 	*x = ConnectResponse{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[4]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -871,7 +1049,7 @@ func (x *ConnectResponse) String() string {
 func (*ConnectResponse) ProtoMessage() {}
 
 func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[4]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -884,7 +1062,7 @@ func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectResponse.ProtoReflect.Descriptor instead.
 func (*ConnectResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{4}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ConnectResponse) GetMsg() isConnectResponse_Msg {
@@ -973,7 +1151,7 @@ type Register struct {
 
 func (x *Register) Reset() {
 	*x = Register{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[5]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -985,7 +1163,7 @@ func (x *Register) String() string {
 func (*Register) ProtoMessage() {}
 
 func (x *Register) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[5]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -998,7 +1176,7 @@ func (x *Register) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Register.ProtoReflect.Descriptor instead.
 func (*Register) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{5}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Register) GetHostId() string {
@@ -1079,7 +1257,7 @@ type Registered struct {
 
 func (x *Registered) Reset() {
 	*x = Registered{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[6]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1091,7 +1269,7 @@ func (x *Registered) String() string {
 func (*Registered) ProtoMessage() {}
 
 func (x *Registered) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[6]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1104,7 +1282,7 @@ func (x *Registered) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Registered.ProtoReflect.Descriptor instead.
 func (*Registered) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{6}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Registered) GetEpoch() uint64 {
@@ -1145,7 +1323,7 @@ type DomainState struct {
 
 func (x *DomainState) Reset() {
 	*x = DomainState{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[7]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1157,7 +1335,7 @@ func (x *DomainState) String() string {
 func (*DomainState) ProtoMessage() {}
 
 func (x *DomainState) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[7]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1170,7 +1348,7 @@ func (x *DomainState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DomainState.ProtoReflect.Descriptor instead.
 func (*DomainState) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{7}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DomainState) GetInstanceId() string {
@@ -1215,7 +1393,7 @@ type Inventory struct {
 
 func (x *Inventory) Reset() {
 	*x = Inventory{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[8]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1227,7 +1405,7 @@ func (x *Inventory) String() string {
 func (*Inventory) ProtoMessage() {}
 
 func (x *Inventory) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[8]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1240,7 +1418,7 @@ func (x *Inventory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Inventory.ProtoReflect.Descriptor instead.
 func (*Inventory) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{8}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Inventory) GetDomains() []*DomainState {
@@ -1266,7 +1444,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1278,7 +1456,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1291,7 +1469,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 // RunStep asks the agent to run one step of an operation.
@@ -1339,7 +1517,7 @@ type RunStep struct {
 
 func (x *RunStep) Reset() {
 	*x = RunStep{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1351,7 +1529,7 @@ func (x *RunStep) String() string {
 func (*RunStep) ProtoMessage() {}
 
 func (x *RunStep) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1364,7 +1542,7 @@ func (x *RunStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunStep.ProtoReflect.Descriptor instead.
 func (*RunStep) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RunStep) GetOperationId() string {
@@ -1512,7 +1690,7 @@ type Nic struct {
 
 func (x *Nic) Reset() {
 	*x = Nic{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1524,7 +1702,7 @@ func (x *Nic) String() string {
 func (*Nic) ProtoMessage() {}
 
 func (x *Nic) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1537,7 +1715,7 @@ func (x *Nic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Nic.ProtoReflect.Descriptor instead.
 func (*Nic) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Nic) GetNetwork() string {
@@ -1611,7 +1789,7 @@ type GuestConfig struct {
 
 func (x *GuestConfig) Reset() {
 	*x = GuestConfig{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1623,7 +1801,7 @@ func (x *GuestConfig) String() string {
 func (*GuestConfig) ProtoMessage() {}
 
 func (x *GuestConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1636,7 +1814,7 @@ func (x *GuestConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GuestConfig.ProtoReflect.Descriptor instead.
 func (*GuestConfig) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GuestConfig) GetHostname() string {
@@ -1674,7 +1852,7 @@ type QueryStep struct {
 
 func (x *QueryStep) Reset() {
 	*x = QueryStep{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1686,7 +1864,7 @@ func (x *QueryStep) String() string {
 func (*QueryStep) ProtoMessage() {}
 
 func (x *QueryStep) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1699,7 +1877,7 @@ func (x *QueryStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryStep.ProtoReflect.Descriptor instead.
 func (*QueryStep) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{13}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *QueryStep) GetStepId() string {
@@ -1733,7 +1911,7 @@ type StepReport struct {
 
 func (x *StepReport) Reset() {
 	*x = StepReport{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1745,7 +1923,7 @@ func (x *StepReport) String() string {
 func (*StepReport) ProtoMessage() {}
 
 func (x *StepReport) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1758,7 +1936,7 @@ func (x *StepReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepReport.ProtoReflect.Descriptor instead.
 func (*StepReport) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{14}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *StepReport) GetStepId() string {
@@ -1810,7 +1988,7 @@ type StepResult struct {
 
 func (x *StepResult) Reset() {
 	*x = StepResult{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1822,7 +2000,7 @@ func (x *StepResult) String() string {
 func (*StepResult) ProtoMessage() {}
 
 func (x *StepResult) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1835,7 +2013,7 @@ func (x *StepResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepResult.ProtoReflect.Descriptor instead.
 func (*StepResult) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{15}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *StepResult) GetOperationId() string {
@@ -1919,7 +2097,7 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"bytesTotal\x12(\n" +
 	"\x10bytes_per_second\x18\x06 \x01(\x04R\x0ebytesPerSecond\x12\x1d\n" +
 	"\n" +
-	"bytes_sent\x18\a \x01(\x04R\tbytesSent\"\xd7\x03\n" +
+	"bytes_sent\x18\a \x01(\x04R\tbytesSent\"\x9c\x04\n" +
 	"\x0eConnectRequest\x129\n" +
 	"\bregister\x18\x01 \x01(\v2\x1b.flotilla.agent.v1.RegisterH\x00R\bregister\x12A\n" +
 	"\vpower_event\x18\x02 \x01(\v2\x1e.flotilla.agent.v1.DomainStateH\x00R\n" +
@@ -1930,8 +2108,19 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\theartbeat\x18\x05 \x01(\v2\x1c.flotilla.agent.v1.HeartbeatH\x00R\theartbeat\x12@\n" +
 	"\vstep_report\x18\x06 \x01(\v2\x1d.flotilla.agent.v1.StepReportH\x00R\n" +
 	"stepReport\x12F\n" +
-	"\rcopy_progress\x18( \x01(\v2\x1f.flotilla.agent.v1.CopyProgressH\x00R\fcopyProgressB\x05\n" +
-	"\x03msg\"\xd1\x01\n" +
+	"\rcopy_progress\x18( \x01(\v2\x1f.flotilla.agent.v1.CopyProgressH\x00R\fcopyProgress\x12C\n" +
+	"\fguest_report\x18) \x01(\v2\x1e.flotilla.agent.v1.GuestReportH\x00R\vguestReportB\x05\n" +
+	"\x03msg\"\x98\x02\n" +
+	"\vGuestReport\x12\x1f\n" +
+	"\vinstance_id\x18\x01 \x01(\tR\n" +
+	"instanceId\x123\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x1d.flotilla.agent.v1.GuestStateR\x05state\x12\x14\n" +
+	"\x05stage\x18\x03 \x01(\tR\x05stage\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12;\n" +
+	"\vobserved_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"observedAt\x12#\n" +
+	"\rguest_version\x18\x06 \x01(\tR\fguestVersion\x12#\n" +
+	"\rdropped_lines\x18\a \x01(\x04R\fdroppedLines\"\xd1\x01\n" +
 	"\x0fConnectResponse\x12?\n" +
 	"\n" +
 	"registered\x18\x01 \x01(\v2\x1d.flotilla.agent.v1.RegisteredH\x00R\n" +
@@ -2028,7 +2217,13 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\astep_id\x18\x06 \x01(\tR\x06stepId*H\n" +
 	"\rChunkEncoding\x12\x1e\n" +
 	"\x1aCHUNK_ENCODING_UNSPECIFIED\x10\x00\x12\x17\n" +
-	"\x13CHUNK_ENCODING_ZSTD\x10\x01*d\n" +
+	"\x13CHUNK_ENCODING_ZSTD\x10\x01*q\n" +
+	"\n" +
+	"GuestState\x12\x1b\n" +
+	"\x17GUEST_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13GUEST_STATE_BOOTING\x10\x01\x12\x15\n" +
+	"\x11GUEST_STATE_READY\x10\x02\x12\x16\n" +
+	"\x12GUEST_STATE_FAILED\x10\x03*d\n" +
 	"\tDiskLayer\x12\x1a\n" +
 	"\x16DISK_LAYER_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fDISK_LAYER_BASE\x10\x01\x12\x12\n" +
@@ -2083,83 +2278,88 @@ func file_flotilla_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_flotilla_agent_v1_agent_proto_rawDescData
 }
 
-var file_flotilla_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_flotilla_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_flotilla_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_flotilla_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_flotilla_agent_v1_agent_proto_goTypes = []any{
 	(ChunkEncoding)(0),            // 0: flotilla.agent.v1.ChunkEncoding
-	(DiskLayer)(0),                // 1: flotilla.agent.v1.DiskLayer
-	(StepAction)(0),               // 2: flotilla.agent.v1.StepAction
-	(StepReportState)(0),          // 3: flotilla.agent.v1.StepReportState
-	(*PullDiskRequest)(nil),       // 4: flotilla.agent.v1.PullDiskRequest
-	(*DiskChunk)(nil),             // 5: flotilla.agent.v1.DiskChunk
-	(*CopyProgress)(nil),          // 6: flotilla.agent.v1.CopyProgress
-	(*ConnectRequest)(nil),        // 7: flotilla.agent.v1.ConnectRequest
-	(*ConnectResponse)(nil),       // 8: flotilla.agent.v1.ConnectResponse
-	(*Register)(nil),              // 9: flotilla.agent.v1.Register
-	(*Registered)(nil),            // 10: flotilla.agent.v1.Registered
-	(*DomainState)(nil),           // 11: flotilla.agent.v1.DomainState
-	(*Inventory)(nil),             // 12: flotilla.agent.v1.Inventory
-	(*Heartbeat)(nil),             // 13: flotilla.agent.v1.Heartbeat
-	(*RunStep)(nil),               // 14: flotilla.agent.v1.RunStep
-	(*Nic)(nil),                   // 15: flotilla.agent.v1.Nic
-	(*GuestConfig)(nil),           // 16: flotilla.agent.v1.GuestConfig
-	(*QueryStep)(nil),             // 17: flotilla.agent.v1.QueryStep
-	(*StepReport)(nil),            // 18: flotilla.agent.v1.StepReport
-	(*StepResult)(nil),            // 19: flotilla.agent.v1.StepResult
-	nil,                           // 20: flotilla.agent.v1.Register.LabelsEntry
-	(*v1.Resources)(nil),          // 21: flotilla.v1.Resources
-	(*durationpb.Duration)(nil),   // 22: google.protobuf.Duration
-	(v1.PowerState)(0),            // 23: flotilla.v1.PowerState
-	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
-	(v1.OperationKind)(0),         // 25: flotilla.v1.OperationKind
-	(*v1.InstanceSpec)(nil),       // 26: flotilla.v1.InstanceSpec
-	(v1.NetworkMode)(0),           // 27: flotilla.v1.NetworkMode
-	(*v1.Fault)(nil),              // 28: flotilla.v1.Fault
+	(GuestState)(0),               // 1: flotilla.agent.v1.GuestState
+	(DiskLayer)(0),                // 2: flotilla.agent.v1.DiskLayer
+	(StepAction)(0),               // 3: flotilla.agent.v1.StepAction
+	(StepReportState)(0),          // 4: flotilla.agent.v1.StepReportState
+	(*PullDiskRequest)(nil),       // 5: flotilla.agent.v1.PullDiskRequest
+	(*DiskChunk)(nil),             // 6: flotilla.agent.v1.DiskChunk
+	(*CopyProgress)(nil),          // 7: flotilla.agent.v1.CopyProgress
+	(*ConnectRequest)(nil),        // 8: flotilla.agent.v1.ConnectRequest
+	(*GuestReport)(nil),           // 9: flotilla.agent.v1.GuestReport
+	(*ConnectResponse)(nil),       // 10: flotilla.agent.v1.ConnectResponse
+	(*Register)(nil),              // 11: flotilla.agent.v1.Register
+	(*Registered)(nil),            // 12: flotilla.agent.v1.Registered
+	(*DomainState)(nil),           // 13: flotilla.agent.v1.DomainState
+	(*Inventory)(nil),             // 14: flotilla.agent.v1.Inventory
+	(*Heartbeat)(nil),             // 15: flotilla.agent.v1.Heartbeat
+	(*RunStep)(nil),               // 16: flotilla.agent.v1.RunStep
+	(*Nic)(nil),                   // 17: flotilla.agent.v1.Nic
+	(*GuestConfig)(nil),           // 18: flotilla.agent.v1.GuestConfig
+	(*QueryStep)(nil),             // 19: flotilla.agent.v1.QueryStep
+	(*StepReport)(nil),            // 20: flotilla.agent.v1.StepReport
+	(*StepResult)(nil),            // 21: flotilla.agent.v1.StepResult
+	nil,                           // 22: flotilla.agent.v1.Register.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
+	(*v1.Resources)(nil),          // 24: flotilla.v1.Resources
+	(*durationpb.Duration)(nil),   // 25: google.protobuf.Duration
+	(v1.PowerState)(0),            // 26: flotilla.v1.PowerState
+	(v1.OperationKind)(0),         // 27: flotilla.v1.OperationKind
+	(*v1.InstanceSpec)(nil),       // 28: flotilla.v1.InstanceSpec
+	(v1.NetworkMode)(0),           // 29: flotilla.v1.NetworkMode
+	(*v1.Fault)(nil),              // 30: flotilla.v1.Fault
 }
 var file_flotilla_agent_v1_agent_proto_depIdxs = []int32{
-	1,  // 0: flotilla.agent.v1.PullDiskRequest.layer:type_name -> flotilla.agent.v1.DiskLayer
+	2,  // 0: flotilla.agent.v1.PullDiskRequest.layer:type_name -> flotilla.agent.v1.DiskLayer
 	0,  // 1: flotilla.agent.v1.DiskChunk.encoding:type_name -> flotilla.agent.v1.ChunkEncoding
-	9,  // 2: flotilla.agent.v1.ConnectRequest.register:type_name -> flotilla.agent.v1.Register
-	11, // 3: flotilla.agent.v1.ConnectRequest.power_event:type_name -> flotilla.agent.v1.DomainState
-	12, // 4: flotilla.agent.v1.ConnectRequest.resync:type_name -> flotilla.agent.v1.Inventory
-	19, // 5: flotilla.agent.v1.ConnectRequest.step_result:type_name -> flotilla.agent.v1.StepResult
-	13, // 6: flotilla.agent.v1.ConnectRequest.heartbeat:type_name -> flotilla.agent.v1.Heartbeat
-	18, // 7: flotilla.agent.v1.ConnectRequest.step_report:type_name -> flotilla.agent.v1.StepReport
-	6,  // 8: flotilla.agent.v1.ConnectRequest.copy_progress:type_name -> flotilla.agent.v1.CopyProgress
-	10, // 9: flotilla.agent.v1.ConnectResponse.registered:type_name -> flotilla.agent.v1.Registered
-	14, // 10: flotilla.agent.v1.ConnectResponse.run_step:type_name -> flotilla.agent.v1.RunStep
-	17, // 11: flotilla.agent.v1.ConnectResponse.query_step:type_name -> flotilla.agent.v1.QueryStep
-	21, // 12: flotilla.agent.v1.Register.capacity:type_name -> flotilla.v1.Resources
-	11, // 13: flotilla.agent.v1.Register.inventory:type_name -> flotilla.agent.v1.DomainState
-	20, // 14: flotilla.agent.v1.Register.labels:type_name -> flotilla.agent.v1.Register.LabelsEntry
-	22, // 15: flotilla.agent.v1.Registered.heartbeat_interval:type_name -> google.protobuf.Duration
-	22, // 16: flotilla.agent.v1.Registered.resync_interval:type_name -> google.protobuf.Duration
-	23, // 17: flotilla.agent.v1.DomainState.state:type_name -> flotilla.v1.PowerState
-	24, // 18: flotilla.agent.v1.DomainState.observed_at:type_name -> google.protobuf.Timestamp
-	11, // 19: flotilla.agent.v1.Inventory.domains:type_name -> flotilla.agent.v1.DomainState
-	24, // 20: flotilla.agent.v1.Inventory.observed_at:type_name -> google.protobuf.Timestamp
-	25, // 21: flotilla.agent.v1.RunStep.kind:type_name -> flotilla.v1.OperationKind
-	26, // 22: flotilla.agent.v1.RunStep.spec:type_name -> flotilla.v1.InstanceSpec
-	22, // 23: flotilla.agent.v1.RunStep.graceful_timeout:type_name -> google.protobuf.Duration
-	24, // 24: flotilla.agent.v1.RunStep.deadline:type_name -> google.protobuf.Timestamp
-	2,  // 25: flotilla.agent.v1.RunStep.action:type_name -> flotilla.agent.v1.StepAction
-	1,  // 26: flotilla.agent.v1.RunStep.disk_layer:type_name -> flotilla.agent.v1.DiskLayer
-	15, // 27: flotilla.agent.v1.RunStep.nics:type_name -> flotilla.agent.v1.Nic
-	16, // 28: flotilla.agent.v1.RunStep.guest:type_name -> flotilla.agent.v1.GuestConfig
-	27, // 29: flotilla.agent.v1.Nic.mode:type_name -> flotilla.v1.NetworkMode
-	3,  // 30: flotilla.agent.v1.StepReport.state:type_name -> flotilla.agent.v1.StepReportState
-	19, // 31: flotilla.agent.v1.StepReport.result:type_name -> flotilla.agent.v1.StepResult
-	28, // 32: flotilla.agent.v1.StepResult.fault:type_name -> flotilla.v1.Fault
-	11, // 33: flotilla.agent.v1.StepResult.state:type_name -> flotilla.agent.v1.DomainState
-	7,  // 34: flotilla.agent.v1.AgentService.Connect:input_type -> flotilla.agent.v1.ConnectRequest
-	4,  // 35: flotilla.agent.v1.AgentPeerService.PullDisk:input_type -> flotilla.agent.v1.PullDiskRequest
-	8,  // 36: flotilla.agent.v1.AgentService.Connect:output_type -> flotilla.agent.v1.ConnectResponse
-	5,  // 37: flotilla.agent.v1.AgentPeerService.PullDisk:output_type -> flotilla.agent.v1.DiskChunk
-	36, // [36:38] is the sub-list for method output_type
-	34, // [34:36] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	11, // 2: flotilla.agent.v1.ConnectRequest.register:type_name -> flotilla.agent.v1.Register
+	13, // 3: flotilla.agent.v1.ConnectRequest.power_event:type_name -> flotilla.agent.v1.DomainState
+	14, // 4: flotilla.agent.v1.ConnectRequest.resync:type_name -> flotilla.agent.v1.Inventory
+	21, // 5: flotilla.agent.v1.ConnectRequest.step_result:type_name -> flotilla.agent.v1.StepResult
+	15, // 6: flotilla.agent.v1.ConnectRequest.heartbeat:type_name -> flotilla.agent.v1.Heartbeat
+	20, // 7: flotilla.agent.v1.ConnectRequest.step_report:type_name -> flotilla.agent.v1.StepReport
+	7,  // 8: flotilla.agent.v1.ConnectRequest.copy_progress:type_name -> flotilla.agent.v1.CopyProgress
+	9,  // 9: flotilla.agent.v1.ConnectRequest.guest_report:type_name -> flotilla.agent.v1.GuestReport
+	1,  // 10: flotilla.agent.v1.GuestReport.state:type_name -> flotilla.agent.v1.GuestState
+	23, // 11: flotilla.agent.v1.GuestReport.observed_at:type_name -> google.protobuf.Timestamp
+	12, // 12: flotilla.agent.v1.ConnectResponse.registered:type_name -> flotilla.agent.v1.Registered
+	16, // 13: flotilla.agent.v1.ConnectResponse.run_step:type_name -> flotilla.agent.v1.RunStep
+	19, // 14: flotilla.agent.v1.ConnectResponse.query_step:type_name -> flotilla.agent.v1.QueryStep
+	24, // 15: flotilla.agent.v1.Register.capacity:type_name -> flotilla.v1.Resources
+	13, // 16: flotilla.agent.v1.Register.inventory:type_name -> flotilla.agent.v1.DomainState
+	22, // 17: flotilla.agent.v1.Register.labels:type_name -> flotilla.agent.v1.Register.LabelsEntry
+	25, // 18: flotilla.agent.v1.Registered.heartbeat_interval:type_name -> google.protobuf.Duration
+	25, // 19: flotilla.agent.v1.Registered.resync_interval:type_name -> google.protobuf.Duration
+	26, // 20: flotilla.agent.v1.DomainState.state:type_name -> flotilla.v1.PowerState
+	23, // 21: flotilla.agent.v1.DomainState.observed_at:type_name -> google.protobuf.Timestamp
+	13, // 22: flotilla.agent.v1.Inventory.domains:type_name -> flotilla.agent.v1.DomainState
+	23, // 23: flotilla.agent.v1.Inventory.observed_at:type_name -> google.protobuf.Timestamp
+	27, // 24: flotilla.agent.v1.RunStep.kind:type_name -> flotilla.v1.OperationKind
+	28, // 25: flotilla.agent.v1.RunStep.spec:type_name -> flotilla.v1.InstanceSpec
+	25, // 26: flotilla.agent.v1.RunStep.graceful_timeout:type_name -> google.protobuf.Duration
+	23, // 27: flotilla.agent.v1.RunStep.deadline:type_name -> google.protobuf.Timestamp
+	3,  // 28: flotilla.agent.v1.RunStep.action:type_name -> flotilla.agent.v1.StepAction
+	2,  // 29: flotilla.agent.v1.RunStep.disk_layer:type_name -> flotilla.agent.v1.DiskLayer
+	17, // 30: flotilla.agent.v1.RunStep.nics:type_name -> flotilla.agent.v1.Nic
+	18, // 31: flotilla.agent.v1.RunStep.guest:type_name -> flotilla.agent.v1.GuestConfig
+	29, // 32: flotilla.agent.v1.Nic.mode:type_name -> flotilla.v1.NetworkMode
+	4,  // 33: flotilla.agent.v1.StepReport.state:type_name -> flotilla.agent.v1.StepReportState
+	21, // 34: flotilla.agent.v1.StepReport.result:type_name -> flotilla.agent.v1.StepResult
+	30, // 35: flotilla.agent.v1.StepResult.fault:type_name -> flotilla.v1.Fault
+	13, // 36: flotilla.agent.v1.StepResult.state:type_name -> flotilla.agent.v1.DomainState
+	8,  // 37: flotilla.agent.v1.AgentService.Connect:input_type -> flotilla.agent.v1.ConnectRequest
+	5,  // 38: flotilla.agent.v1.AgentPeerService.PullDisk:input_type -> flotilla.agent.v1.PullDiskRequest
+	10, // 39: flotilla.agent.v1.AgentService.Connect:output_type -> flotilla.agent.v1.ConnectResponse
+	6,  // 40: flotilla.agent.v1.AgentPeerService.PullDisk:output_type -> flotilla.agent.v1.DiskChunk
+	39, // [39:41] is the sub-list for method output_type
+	37, // [37:39] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_agent_v1_agent_proto_init() }
@@ -2175,8 +2375,9 @@ func file_flotilla_agent_v1_agent_proto_init() {
 		(*ConnectRequest_Heartbeat)(nil),
 		(*ConnectRequest_StepReport)(nil),
 		(*ConnectRequest_CopyProgress)(nil),
+		(*ConnectRequest_GuestReport)(nil),
 	}
-	file_flotilla_agent_v1_agent_proto_msgTypes[4].OneofWrappers = []any{
+	file_flotilla_agent_v1_agent_proto_msgTypes[5].OneofWrappers = []any{
 		(*ConnectResponse_Registered)(nil),
 		(*ConnectResponse_RunStep)(nil),
 		(*ConnectResponse_QueryStep)(nil),
@@ -2186,8 +2387,8 @@ func file_flotilla_agent_v1_agent_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_agent_v1_agent_proto_rawDesc), len(file_flotilla_agent_v1_agent_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   17,
+			NumEnums:      5,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
