@@ -36,6 +36,7 @@ func main() {
 		memOver   = flag.Float64("memory-overcommit", 1, "memory placed per MiB of physical memory")
 		diskOver  = flag.Float64("disk-overcommit", 1, "disk placed per GiB of physical disk (copy-on-write disks are sparse)")
 		deadlines = deadlineFlag{}
+		readiness = flag.Duration("readiness-timeout", 10*time.Minute, "how long a guest that reports its boot may take to be ready before it is stranded, unless its create says; 0: never stranded")
 		retention = flag.Duration("history-retention", 720*time.Hour, "how long a deleted instance's records (operations, usage) are kept after its deletion; 0 keeps them for ever")
 		tlsCert   = flag.String("tls-cert", "", "certificate (PEM) for mutual TLS; with --tls-key and --tls-ca")
 		tlsKey    = flag.String("tls-key", "", "private key (PEM) of --tls-cert")
@@ -66,6 +67,10 @@ func main() {
 			os.Exit(2)
 		}
 	}
+	if *readiness < 0 {
+		fmt.Fprintln(os.Stderr, "flotilla-coordinator: --readiness-timeout must not be negative")
+		os.Exit(2)
+	}
 	if *retention < 0 {
 		fmt.Fprintln(os.Stderr, "flotilla-coordinator: --history-retention must not be negative")
 		os.Exit(2)
@@ -78,7 +83,7 @@ func main() {
 		NodeID: *nodeID, DataDir: *dataDir, RaftAddr: *raftAddr, APIAddr: *listen, Bootstrap: *bootstrap,
 		Join: *join, SnapshotThreshold: *snapEvery, TrailingLogs: *trailing, FastRaft: *fastRaft,
 		HeartbeatInterval: *heartbeat, ResyncInterval: *resync, Logger: log,
-		Deadlines: deadlines, HistoryRetention: *retention,
+		Deadlines: deadlines, HistoryRetention: *retention, ReadinessTimeout: *readiness,
 		TLS:       mtls.Files{Cert: *tlsCert, Key: *tlsKey, CA: *tlsCA},
 		Placement: scheduler.Policy{Pack: *placement == "pack", CPUOvercommit: *cpuOver, MemoryOvercommit: *memOver, DiskOvercommit: *diskOver},
 	})

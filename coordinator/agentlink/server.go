@@ -16,6 +16,7 @@ import (
 	"github.com/flotilla-vm/flotilla/coordinator/convert"
 	"github.com/flotilla-vm/flotilla/coordinator/fsm"
 	"github.com/flotilla-vm/flotilla/coordinator/ipam"
+	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
 	"github.com/flotilla-vm/flotilla/internal/mtls"
 	agentv1 "github.com/flotilla-vm/flotilla/proto/flotilla/agent/v1"
@@ -377,6 +378,12 @@ func (s *Server) recvLoop(ctx context.Context, stream agentv1.AgentService_Conne
 			typ, body = fsm.TypeFinish, f
 		case *agentv1.ConnectRequest_CopyProgress:
 			typ, body = fsm.TypeCopyProgress, copyProgress(ss.hostID, msg.CopyProgress)
+		case *agentv1.ConnectRequest_GuestReport:
+			r, ok := s.guestReport(ss, msg.GuestReport)
+			if !ok {
+				continue
+			}
+			typ, body = fsm.TypeGuestReport, r
 		case *agentv1.ConnectRequest_Heartbeat:
 			continue
 		case *agentv1.ConnectRequest_Register:
@@ -525,4 +532,38 @@ func validBridges(bridges []string) error {
 		}
 	}
 	return nil
+}
+
+// Guest report fields: tokens the agent validated, checked again here
+// (the guest is untrusted, and so, for these, is the agent).
+var (
+	guestTokenRE  = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,31}$`)
+	guestReasonRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+)
+
+var guestStates = map[agentv1.GuestState]lifecycle.Guest{
+	agentv1.GuestState_GUEST_STATE_BOOTING: lifecycle.GuestBooting,
+	agentv1.GuestState_GUEST_STATE_READY:   lifecycle.GuestReady,
+	agentv1.GuestState_GUEST_STATE_FAILED:  lifecycle.GuestFailed,
+}
+
+// guestReport turns an agent's GuestReport into its command; ok is false
+// for one that is malformed, or that the cluster cannot record yet (every
+// server must be at log version 4, or the entry would be refused and the
+// session with it).
+func (s *Server) guestReport(ss *session, r *agentv1.GuestReport) (fsm.GuestReport, bool) {
+	st, known := guestStates[r.GetState()]
+	ok := known && r.GetObservedAt() != nil &&
+		(r.GetStage() == "" || guestTokenRE.MatchString(r.GetStage())) &&
+		(r.GetReason() == "" || guestReasonRE.MatchString(r.GetReason())) &&
+		(r.GetGuestVersion() == "" || guestTokenRE.MatchString(r.GetGuestVersion()))
+	if !ok {
+		s.log.Warn("malformed guest report dropped", "host", ss.hostID, "instance", r.GetInstanceId(), "state", r.GetState())
+		return fsm.GuestReport{}, false
+	}
+	if s.cfg.Store != nil && s.cfg.Store.LogVersion() < fsm.LogVersion4 {
+		return fsm.GuestReport{}, false
+	}
+	return fsm.GuestReport{HostID: ss.hostID, Epoch: ss.epoch, InstanceID: r.GetInstanceId(), State: st, Stage: r.GetStage(),
+		Reason: r.GetReason(), Version: r.GetGuestVersion(), Time: r.GetObservedAt().AsTime()}, true
 }

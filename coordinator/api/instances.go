@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"slices"
+	"time"
 
 	"github.com/flotilla-vm/flotilla/coordinator/convert"
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
@@ -26,13 +27,14 @@ func (s *instances) CreateInstance(ctx context.Context, r *pb.CreateInstanceRequ
 		RequestID: r.RequestId,
 		Name:      r.Name,
 		// Validated above: every size is in range and non-negative.
-		Spec:      state.Spec{VCPUs: uint32(r.Spec.Vcpus), MemoryMiB: uint64(r.Spec.MemoryMib), DiskGiB: uint64(r.Spec.DiskGib), Image: r.Spec.Image},
-		Recovery:  convert.RecoveryFromPB(r.GetRecovery()),
-		Placement: state.Placement{Kind: pl.GetHypervisorKind(), Labels: pl.GetHostLabels(), Group: pl.GetAntiAffinityGroup(), Preemptible: pl.GetPreemptible()},
-		Labels:    r.GetLabels(),
-		NICs:      nicsFromPB(r.GetInterfaces()),
-		UserData:  r.GetUserData(),
-		SSHKeys:   r.GetSshAuthorizedKeys(),
+		Spec:         state.Spec{VCPUs: uint32(r.Spec.Vcpus), MemoryMiB: uint64(r.Spec.MemoryMib), DiskGiB: uint64(r.Spec.DiskGib), Image: r.Spec.Image},
+		Recovery:     convert.RecoveryFromPB(r.GetRecovery()),
+		Placement:    state.Placement{Kind: pl.GetHypervisorKind(), Labels: pl.GetHostLabels(), Group: pl.GetAntiAffinityGroup(), Preemptible: pl.GetPreemptible()},
+		Labels:       r.GetLabels(),
+		NICs:         nicsFromPB(r.GetInterfaces()),
+		UserData:     r.GetUserData(),
+		SSHKeys:      r.GetSshAuthorizedKeys(),
+		ReadyTimeout: readyTimeout(r),
 	})
 	if err != nil {
 		return nil, toStatus(err)
@@ -246,4 +248,13 @@ func (s *instances) WatchInstances(r *pb.WatchInstancesRequest, stream pb.Instan
 			return nil
 		}
 	}
+}
+
+// readyTimeout is a create's readiness timeout: nil when it gives none.
+func readyTimeout(r *pb.CreateInstanceRequest) *time.Duration {
+	if r.GetReadinessTimeout() == nil {
+		return nil
+	}
+	d := r.GetReadinessTimeout().AsDuration()
+	return &d
 }

@@ -33,8 +33,10 @@ type Config struct {
 	Policy scheduler.Policy
 	// Deadlines override lifecycle.DefaultDeadlines per operation kind.
 	Deadlines map[lifecycle.OpKind]time.Duration
-	Logger    *slog.Logger
-	Now       func() time.Time // defaults to time.Now
+	// ReadinessTimeout is a create's readiness deadline when it gives none.
+	ReadinessTimeout time.Duration
+	Logger           *slog.Logger
+	Now              func() time.Time // defaults to time.Now
 }
 
 // WriteMethods are the methods that change state: on a follower they are
@@ -82,7 +84,7 @@ func newCore(cfg Config) *core {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	svc := service.New(service.Config{Store: cfg.Store, Applier: cfg.Applier, Policy: cfg.Policy, Deadlines: cfg.Deadlines, Now: cfg.Now})
+	svc := service.New(service.Config{Store: cfg.Store, Applier: cfg.Applier, Policy: cfg.Policy, Deadlines: cfg.Deadlines, ReadinessTimeout: cfg.ReadinessTimeout, Now: cfg.Now})
 	return &core{svc: svc, store: cfg.Store, raft: cfg.Applier, log: cfg.Logger, now: cfg.Now}
 }
 

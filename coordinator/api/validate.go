@@ -130,6 +130,8 @@ const (
 	maxUserData    = 64 << 10
 	maxSSHKeys     = 32
 	maxSSHKeyBytes = 8 << 10
+	// maxReadinessTimeout bounds how long a guest may take to boot.
+	maxReadinessTimeout = 24 * time.Hour
 )
 
 // validateGuest checks a create's interfaces, user data and SSH keys.
@@ -146,6 +148,9 @@ func validateGuest(v *violations, r *pb.CreateInstanceRequest) {
 				v.add(fmt.Sprintf("interfaces[%d].ipv4_address", k), "%q is not an IPv4 address", a)
 			}
 		}
+	}
+	if d := r.GetReadinessTimeout(); d != nil && (!d.IsValid() || d.AsDuration() < 0 || d.AsDuration() > maxReadinessTimeout) {
+		v.add("readiness_timeout", "must be 0s..%s (0s: never stranded)", maxReadinessTimeout)
 	}
 	if n := len(r.GetUserData()); n > maxUserData {
 		v.add("user_data", "at most %d bytes, got %d", maxUserData, n)

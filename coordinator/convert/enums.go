@@ -234,3 +234,14 @@ var networkModes = newEnum(map[state.NetworkMode]pb.NetworkMode{
 	state.NetworkIsolated: pb.NetworkMode_NETWORK_MODE_ISOLATED,
 	state.NetworkBridge:   pb.NetworkMode_NETWORK_MODE_BRIDGE,
 })
+
+var readiness = newEnum(map[lifecycle.Readiness]pb.Readiness{
+	lifecycle.ReadinessNone:        pb.Readiness_READINESS_UNSPECIFIED,
+	lifecycle.ReadinessUnknown:     pb.Readiness_READINESS_UNKNOWN,
+	lifecycle.ReadinessBooting:     pb.Readiness_READINESS_BOOTING,
+	lifecycle.ReadinessOperational: pb.Readiness_READINESS_OPERATIONAL,
+	lifecycle.ReadinessStranded:    pb.Readiness_READINESS_STRANDED,
+})
+
+// ReadinessToPB converts a readiness.
+func ReadinessToPB(r lifecycle.Readiness) pb.Readiness { return readiness.pb(r) }

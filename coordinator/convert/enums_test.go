@@ -86,6 +86,7 @@ func TestEnumsRoundTrip(t *testing.T) {
 		{"vocabulary", roundTrips(vocabularies, vocabulary.All)},
 		{"step action", roundTrips(stepActions, onHost())},
 		{"disk layer", roundTrips(layers, lifecycle.AllLayers, lifecycle.LayerWhole)},
+		{"readiness", roundTrips(readiness, lifecycle.AllReadiness, lifecycle.ReadinessNone)},
 		{"network mode", roundTrips(networkModes, []state.NetworkMode{state.NetworkNAT, state.NetworkIsolated, state.NetworkBridge})},
 	} {
 		t.Run(c.name, c.check)

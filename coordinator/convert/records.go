@@ -95,6 +95,13 @@ func InstanceToPB(i *state.Instance, vocabs ...vocabulary.Vocabulary) *pb.Instan
 		Labels:            i.Labels,
 		SshAuthorizedKeys: i.SSHKeys,
 		HasUserData:       i.UserData != "",
+		Readiness:         ReadinessToPB(i.Readiness()),
+	}
+	if g := i.Guest; g.State != lifecycle.GuestSilent {
+		out.Guest = &pb.GuestStatus{Stage: g.Stage, Reason: g.Reason, GuestVersion: g.Version, Since: ts(g.Since)}
+	}
+	if i.ReadyTimeout > 0 {
+		out.ReadinessTimeout = durationpb.New(i.ReadyTimeout)
 	}
 	for _, n := range i.NICs {
 		out.Interfaces = append(out.Interfaces, &pb.NetworkInterface{Network: n.Network, MacAddress: n.MAC,
@@ -107,7 +114,7 @@ func InstanceToPB(i *state.Instance, vocabs ...vocabulary.Vocabulary) *pb.Instan
 	for _, a := range lifecycle.Allowed(status) {
 		out.AllowedActions = append(out.AllowedActions, ActionToPB(a))
 	}
-	in := vocabulary.Input{Facts: i.Facts(), LastOp: i.LastOpK}
+	in := vocabulary.Input{Facts: i.Facts(), LastOp: i.LastOpK, Readiness: i.Readiness()}
 	for _, n := range out.Interfaces {
 		in.Addresses, in.DNSNames = append(in.Addresses, n.Ipv4Address), append(in.DNSNames, n.DnsName)
 	}

@@ -184,3 +184,19 @@ func (c *CreateNetwork) fromPB(m *raftv1.CreateNetwork) { c.Network = networkFro
 
 func (c *DeleteNetwork) toPB() *raftv1.DeleteNetwork    { return &raftv1.DeleteNetwork{Name: c.Name} }
 func (c *DeleteNetwork) fromPB(m *raftv1.DeleteNetwork) { c.Name = m.Name }
+
+func (c *GuestReport) toPB() *raftv1.GuestReport {
+	return &raftv1.GuestReport{HostId: c.HostID, Epoch: c.Epoch, InstanceId: c.InstanceID, State: string(c.State), Stage: c.Stage,
+		Reason: c.Reason, Version: c.Version, TimeUnixNano: unixNano(c.Time)}
+}
+func (c *GuestReport) fromPB(m *raftv1.GuestReport) {
+	*c = GuestReport{HostID: m.HostId, Epoch: m.Epoch, InstanceID: m.InstanceId, State: lifecycle.Guest(m.State), Stage: m.Stage,
+		Reason: m.Reason, Version: m.Version, Time: fromUnixNano(m.TimeUnixNano)}
+}
+
+func (c *Strand) toPB() *raftv1.Strand {
+	return &raftv1.Strand{InstanceId: c.InstanceID, SinceUnixNano: unixNano(c.Since)}
+}
+func (c *Strand) fromPB(m *raftv1.Strand) {
+	*c = Strand{InstanceID: m.InstanceId, Since: fromUnixNano(m.SinceUnixNano)}
+}

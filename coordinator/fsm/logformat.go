@@ -26,8 +26,10 @@ const (
 	LogVersion2 uint32 = 2
 	// LogVersion3 adds networks and instances' NICs, user data and SSH keys.
 	LogVersion3 uint32 = 3
+	// LogVersion4 adds guests' boot reports and readiness deadlines.
+	LogVersion4 uint32 = 4
 	// SupportedLogVersion is the newest version this server reads and writes.
-	SupportedLogVersion = LogVersion3
+	SupportedLogVersion = LogVersion4
 )
 
 // entryMarker starts every entry of format 2; never '{' nor 0xF1, which
@@ -138,6 +140,8 @@ var commands = map[string]command{
 	TypeSetLogVersion: def(LogVersion1, newPB[raftv1.SetLogVersion], applySetLogVersion),
 	TypeCreateNetwork: def(LogVersion3, newPB[raftv1.CreateNetwork], applyCreateNetwork),
 	TypeDeleteNetwork: def(LogVersion3, newPB[raftv1.DeleteNetwork], applyDeleteNetwork),
+	TypeGuestReport:   def(LogVersion4, newPB[raftv1.GuestReport], applyGuestReport),
+	TypeStrand:        def(LogVersion4, newPB[raftv1.Strand], applyStrand),
 }
 
 func newPB[M any]() *M { return new(M) }

@@ -45,6 +45,8 @@ var bodies = map[string]func(testing.TB) any{
 	TypeSetLogVersion:  func(t testing.TB) any { return fieldfill.New[SetLogVersion](t) },
 	TypeCreateNetwork:  func(t testing.TB) any { return fieldfill.New[CreateNetwork](t) },
 	TypeDeleteNetwork:  func(t testing.TB) any { return fieldfill.New[DeleteNetwork](t) },
+	TypeGuestReport:    func(t testing.TB) any { return fieldfill.New[GuestReport](t) },
+	TypeStrand:         func(t testing.TB) any { return fieldfill.New[Strand](t) },
 }
 
 // Every field of every command survives its log form, format 2; and, for

@@ -118,6 +118,11 @@ func instanceToPB(i *state.Instance) *raftv1.Instance {
 		UpdateTimeUnixNano: unixNano(i.UpdateTime), CreateRev: i.CreateRev, ModifyRev: i.ModifyRev,
 		Recovery: recoveryToPB(i.Recovery), Restarts: i.Restarts, MoveTarget: i.MoveTarget, Labels: i.Labels,
 		Resize: resizeToPB(i.Resize), RollingBack: i.RollingBack, UserData: i.UserData, SshKeys: i.SSHKeys,
+		ReadyTimeoutNanos: int64(i.ReadyTimeout),
+	}
+	if g := i.Guest; g != (state.GuestFacts{}) {
+		m.Guest = &raftv1.GuestFacts{State: string(g.State), Stage: g.Stage, Reason: g.Reason, Version: g.Version,
+			SinceUnixNano: unixNano(g.Since), TimeUnixNano: unixNano(g.Time)}
 	}
 	if p := i.Placement; p.Kind != "" || len(p.Labels) > 0 || p.Group != "" || p.Preemptible || p.ManagedNetworks || len(p.Bridges) > 0 {
 		m.Placement = &raftv1.Placement{Kind: p.Kind, Labels: p.Labels, Group: p.Group, Preemptible: p.Preemptible,
@@ -141,7 +146,11 @@ func instanceFromPB(m *raftv1.Instance) state.Instance {
 		CreateTime: fromUnixNano(m.CreateTimeUnixNano), UpdateTime: fromUnixNano(m.UpdateTimeUnixNano),
 		CreateRev: m.CreateRev, ModifyRev: m.ModifyRev, Recovery: recoveryFromPB(m.Recovery), Restarts: m.Restarts,
 		MoveTarget: m.MoveTarget, Labels: labels(m.Labels), Resize: resizeFromPB(m.Resize), RollingBack: m.RollingBack,
-		UserData: m.UserData, SSHKeys: nonEmpty(m.SshKeys),
+		UserData: m.UserData, SSHKeys: nonEmpty(m.SshKeys), ReadyTimeout: time.Duration(m.ReadyTimeoutNanos),
+	}
+	if g := m.Guest; g != nil {
+		i.Guest = state.GuestFacts{State: lifecycle.Guest(g.State), Stage: g.Stage, Reason: g.Reason, Version: g.Version,
+			Since: fromUnixNano(g.SinceUnixNano), Time: fromUnixNano(g.TimeUnixNano)}
 	}
 	if p := m.Placement; p != nil {
 		i.Placement = state.Placement{Kind: p.Kind, Labels: labels(p.Labels), Group: p.Group, Preemptible: p.Preemptible,

@@ -28,6 +28,7 @@ import (
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
 	"github.com/flotilla-vm/flotilla/coordinator/orchestrator"
 	"github.com/flotilla-vm/flotilla/coordinator/raftstore"
+	"github.com/flotilla-vm/flotilla/coordinator/readiness"
 	"github.com/flotilla-vm/flotilla/coordinator/recovery"
 	"github.com/flotilla-vm/flotilla/coordinator/retention"
 	"github.com/flotilla-vm/flotilla/coordinator/scheduler"
@@ -58,6 +59,9 @@ type Config struct {
 	// HistoryRetention is how long a deleted instance's records (its
 	// operations, its usage) are kept after its deletion; 0 keeps them.
 	HistoryRetention time.Duration
+	// ReadinessTimeout is how long a booting guest may take to be ready when
+	// its create says nothing (0: never stranded).
+	ReadinessTimeout time.Duration
 	// LogVersionMax caps the log version this server advertises and, when
 	// it leads, raises the cluster to (0: the newest it supports). Tests
 	// set 1 to stand for a server of the previous release.
@@ -177,7 +181,7 @@ func Start(cfg Config) (*Node, error) {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 	)...)
 	// Through the forwarder, so writes relayed by followers run on the same handlers.
-	api.Register(fwd.Registrar(gs), api.Config{Store: store, Applier: rs, Cluster: rs, Upgrade: n.gate, Policy: cfg.Placement, Deadlines: cfg.Deadlines, Logger: cfg.Logger})
+	api.Register(fwd.Registrar(gs), api.Config{Store: store, Applier: rs, Cluster: rs, Upgrade: n.gate, Policy: cfg.Placement, Deadlines: cfg.Deadlines, ReadinessTimeout: cfg.ReadinessTimeout, Logger: cfg.Logger})
 	fwd.RegisterRelay(gs)
 	agentv1.RegisterAgentServiceServer(gs, links)
 	hs := health.NewServer()
@@ -242,6 +246,7 @@ func (n *Node) lead(ctx context.Context, links *agentlink.Server) {
 				go links.Watch(lctx)
 				go recovery.Run(lctx, n.Store, n.Raft, n.log)
 				go retention.Run(lctx, n.Store, n.Raft, n.cfg.HistoryRetention, n.log)
+				go readiness.Run(lctx, n.Store, n.Raft, n.log)
 				go n.startUsage(lctx)
 				go n.gate.Run(lctx, 2*time.Second)
 				n.log.Info("leading: orchestrator started")

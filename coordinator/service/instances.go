@@ -29,6 +29,9 @@ type Create struct {
 	NICs     []state.NIC
 	UserData string
 	SSHKeys  []string
+	// ReadyTimeout is how long its guest may boot before it is stranded;
+	// nil for the cluster's default, 0 for never.
+	ReadyTimeout *time.Duration
 }
 
 // defaultMaxRestarts is how many restarts RESTART without a limit allows.
@@ -58,6 +61,10 @@ func (s *Service) Create(ctx context.Context, c Create) (state.Operation, error)
 	}
 	if err := s.checkNICs(c.NICs, &c.Placement); err != nil {
 		return state.Operation{}, err
+	}
+	if c.ReadyTimeout != nil && s.store.LogVersion() < fsm.LogVersion4 {
+		return state.Operation{}, fmt.Errorf("readiness timeout: %w (needs log version %d, the cluster is at %d)",
+			fsm.ErrUnsupported, fsm.LogVersion4, s.store.LogVersion())
 	}
 	// The host is chosen from the state as it is now and checked again when
 	// the create commits: a create that lost its host meanwhile (a
@@ -90,7 +97,7 @@ func (s *Service) create(ctx context.Context, c Create, hostID string) (state.Op
 		Policy: s.policy,
 		Instance: state.Instance{ID: ids.New("i-"), Name: c.Name, Spec: c.Spec, HostID: hostID,
 			Recovery: withDefaults(c.Recovery), Placement: c.Placement, Labels: c.Labels,
-			NICs: c.NICs, UserData: c.UserData, SSHKeys: c.SSHKeys},
+			NICs: c.NICs, UserData: c.UserData, SSHKeys: c.SSHKeys, ReadyTimeout: s.readyTimeout(c.ReadyTimeout)},
 		Operation: state.Operation{ID: ids.New("op-"), RequestID: c.RequestID, Deadline: now.Add(s.deadline(lifecycle.OpCreate)),
 			RequestedBy: caller.Of(ctx)},
 	}
@@ -322,4 +329,16 @@ func (s *Service) elsewhere(inst *state.Instance, spec state.Spec) (string, erro
 			spec.VCPUs, spec.MemoryMiB, spec.DiskGiB, fsm.ErrNoCapacity)
 	}
 	return d.HostID, nil
+}
+
+// readyTimeout is a new instance's readiness deadline: the one asked for,
+// else the cluster's; none before every server records it (log version 4).
+func (s *Service) readyTimeout(asked *time.Duration) time.Duration {
+	switch {
+	case s.store.LogVersion() < fsm.LogVersion4:
+		return 0
+	case asked != nil:
+		return *asked
+	}
+	return s.readiness
 }

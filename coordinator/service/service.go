@@ -28,7 +28,9 @@ type Config struct {
 	Policy scheduler.Policy
 	// Deadlines override lifecycle.DefaultDeadlines per operation kind.
 	Deadlines map[lifecycle.OpKind]time.Duration
-	Now       func() time.Time // defaults to time.Now
+	// ReadinessTimeout is a create's readiness deadline when it gives none.
+	ReadinessTimeout time.Duration
+	Now              func() time.Time // defaults to time.Now
 }
 
 // Service carries out the writes users ask for.
@@ -38,6 +40,7 @@ type Service struct {
 	store     *state.Store
 	raft      Applier
 	now       func() time.Time
+	readiness time.Duration
 }
 
 // New returns a service over cfg's store and log.
@@ -45,7 +48,7 @@ func New(cfg Config) *Service {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Service{policy: cfg.Policy, deadlines: cfg.Deadlines, store: cfg.Store, raft: cfg.Applier, now: cfg.Now}
+	return &Service{policy: cfg.Policy, deadlines: cfg.Deadlines, store: cfg.Store, raft: cfg.Applier, now: cfg.Now, readiness: cfg.ReadinessTimeout}
 }
 
 // FieldError is a request field the current state refuses, such as a

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
 	"github.com/flotilla-vm/flotilla/internal/fieldfill"
 )
 
@@ -54,6 +55,7 @@ func TestCommittedRecordsAreUnreachable(t *testing.T) {
 	inst, op, host := fieldfill.New[Instance](t), fieldfill.New[Operation](t), fieldfill.New[Host](t)
 	op.InstanceID = inst.ID
 	inst.HostID = host.ID
+	inst.Power = lifecycle.PowerRunning             // up: PutInstance keeps its guest's report
 	instID, opID, hostID := inst.ID, op.ID, host.ID // the records are scribbled over
 	update := func(fn func(tx *Tx)) {
 		t.Helper()
@@ -85,6 +87,7 @@ func TestCommittedRecordsAreUnreachable(t *testing.T) {
 	}
 	wantInst := fieldfill.New[Instance](t)
 	wantInst.HostID = hostID
+	wantInst.Power = lifecycle.PowerRunning
 	wantInst.ModifyRev, wantInst.UpdateTime = gotInst.ModifyRev, gotInst.UpdateTime // the commit's
 	if !reflect.DeepEqual(&gotInst, wantInst) {
 		t.Fatalf("instance changed:\n%+v\nwant\n%+v", gotInst, wantInst)

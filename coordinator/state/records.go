@@ -67,6 +67,26 @@ type Instance struct {
 	// UserData and SSHKeys go into the guest's cloud-init seed.
 	UserData string   `json:"user_data,omitempty"`
 	SSHKeys  []string `json:"ssh_keys,omitempty"`
+	// Guest is what the guest said about its boot since it last booted
+	// (cleared whenever its domain goes down).
+	Guest GuestFacts `json:"guest,omitzero"`
+	// ReadyTimeout is how long its guest may boot before it is stranded.
+	ReadyTimeout time.Duration `json:"ready_timeout,omitempty"`
+}
+
+// GuestFacts is what a guest said on its guest channel since it last booted.
+type GuestFacts struct {
+	State   lifecycle.Guest `json:"state,omitempty"`
+	Stage   string          `json:"stage,omitempty"`   // its last boot step
+	Reason  string          `json:"reason,omitempty"`  // why it failed, or was stranded
+	Version string          `json:"version,omitempty"` // of its guest side
+	Since   time.Time       `json:"since"`             // when it entered State
+	Time    time.Time       `json:"time"`              // of its last report
+}
+
+// Readiness is whether the instance is ready for work.
+func (i *Instance) Readiness() lifecycle.Readiness {
+	return lifecycle.DeriveReadiness(i.Power, i.Guest.State)
 }
 
 // Resize is one resize of an instance: the shapes before and after, and

@@ -42,6 +42,7 @@ type Store struct {
 	waiting waitQueue
 	stopped instanceSet // instances recovery may have to act on
 	deleted instanceSet // DELETED instances (retention removes them)
+	booting instanceSet // instances whose guest is booting (readiness deadlines)
 	placed  placement
 	addrs   addressBook // who holds which address, MAC and host name
 	indexes []index

@@ -167,12 +167,19 @@ func (tx *Tx) Instance(id string) (*Instance, bool) {
 	return i.clone(), true
 }
 
-// PutInstance stages a copy of an instance: i stays the caller's.
+// PutInstance stages a copy of an instance: i stays the caller's. A guest's
+// boot report holds only while its domain is up: whatever took the domain
+// down (a stop, a crash, a move, a lost host), the record forgets it here,
+// in one place, and the next boot reports afresh.
 func (tx *Tx) PutInstance(i *Instance) {
 	if _, ok := tx.instances[i.ID]; !ok {
 		tx.order = append(tx.order, i.ID)
 	}
-	tx.instances[i.ID] = i.clone()
+	c := i.clone()
+	if !c.Power.Up() {
+		c.Guest = GuestFacts{}
+	}
+	tx.instances[i.ID] = c
 }
 
 // StartMetering stages the start of usage recording (see Store.Metering).

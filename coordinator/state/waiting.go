@@ -162,3 +162,13 @@ func (s *Store) EachStoppedUnexpectedly(fn func(*Instance)) {
 		fn(s.instances[id])
 	}
 }
+
+// EachBooting calls fn with every instance whose guest is booting. fn must
+// not keep the record or change it.
+func (s *Store) EachBooting(fn func(*Instance)) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for id := range s.booting.ids {
+		fn(s.instances[id])
+	}
+}

@@ -90,6 +90,8 @@ type Input struct {
 	LastOp lifecycle.OpKind
 	// Addresses and DNSNames are the instance's, one per NIC.
 	Addresses, DNSNames []string
+	// Readiness is whether its running guest is ready for work.
+	Readiness lifecycle.Readiness
 }
 
 // Field is one named value of a view, besides its status word.

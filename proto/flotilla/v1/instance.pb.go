@@ -543,6 +543,70 @@ func (Vocabulary) EnumDescriptor() ([]byte, []int) {
 	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{5}
 }
 
+// Readiness is whether a running guest is ready for work, as its guest side
+// (on the guest channel, see docs/guest-channel.md) said: RightScale's
+// booting, operational and stranded; Azure's OS provisioning states.
+type Readiness int32
+
+const (
+	// The instance is not running: there is nothing to be ready.
+	Readiness_READINESS_UNSPECIFIED Readiness = 0
+	// Running, and its guest has not spoken since it booted (an image
+	// without a guest side): nothing is known either way.
+	Readiness_READINESS_UNKNOWN Readiness = 1
+	// Its guest is running its boot scripts.
+	Readiness_READINESS_BOOTING Readiness = 2
+	// Its guest finished booting: ready for work.
+	Readiness_READINESS_OPERATIONAL Readiness = 3
+	// Its guest's boot failed, or did not finish by its readiness timeout.
+	Readiness_READINESS_STRANDED Readiness = 4
+)
+
+// Enum value maps for Readiness.
+var (
+	Readiness_name = map[int32]string{
+		0: "READINESS_UNSPECIFIED",
+		1: "READINESS_UNKNOWN",
+		2: "READINESS_BOOTING",
+		3: "READINESS_OPERATIONAL",
+		4: "READINESS_STRANDED",
+	}
+	Readiness_value = map[string]int32{
+		"READINESS_UNSPECIFIED": 0,
+		"READINESS_UNKNOWN":     1,
+		"READINESS_BOOTING":     2,
+		"READINESS_OPERATIONAL": 3,
+		"READINESS_STRANDED":    4,
+	}
+)
+
+func (x Readiness) Enum() *Readiness {
+	p := new(Readiness)
+	*p = x
+	return p
+}
+
+func (x Readiness) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Readiness) Descriptor() protoreflect.EnumDescriptor {
+	return file_flotilla_v1_instance_proto_enumTypes[6].Descriptor()
+}
+
+func (Readiness) Type() protoreflect.EnumType {
+	return &file_flotilla_v1_instance_proto_enumTypes[6]
+}
+
+func (x Readiness) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Readiness.Descriptor instead.
+func (Readiness) EnumDescriptor() ([]byte, []int) {
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{6}
+}
+
 // Recovery configures what happens after an unexpected power-off or crash.
 type Recovery struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -906,6 +970,12 @@ type Instance struct {
 	SshAuthorizedKeys []string `protobuf:"bytes,26,rep,name=ssh_authorized_keys,json=sshAuthorizedKeys,proto3" json:"ssh_authorized_keys,omitempty"`
 	// Whether user data was given (the data itself is not shown: it may hold secrets).
 	HasUserData bool `protobuf:"varint,27,opt,name=has_user_data,json=hasUserData,proto3" json:"has_user_data,omitempty"`
+	// Whether the running guest is ready for work, as its guest side said.
+	Readiness Readiness `protobuf:"varint,28,opt,name=readiness,proto3,enum=flotilla.v1.Readiness" json:"readiness,omitempty"`
+	// What the guest said about its boot since it last booted.
+	Guest *GuestStatus `protobuf:"bytes,29,opt,name=guest,proto3" json:"guest,omitempty"`
+	// How long its guest may boot before it is stranded (absent: never).
+	ReadinessTimeout *durationpb.Duration `protobuf:"bytes,30,opt,name=readiness_timeout,json=readinessTimeout,proto3" json:"readiness_timeout,omitempty"`
 	// While a disk copy step of the current operation runs, how far it has
 	// got (as that Operation's copy), so that watchers see it move.
 	Copy          *CopyProgress `protobuf:"bytes,40,opt,name=copy,proto3" json:"copy,omitempty"`
@@ -1132,6 +1202,27 @@ func (x *Instance) GetHasUserData() bool {
 	return false
 }
 
+func (x *Instance) GetReadiness() Readiness {
+	if x != nil {
+		return x.Readiness
+	}
+	return Readiness_READINESS_UNSPECIFIED
+}
+
+func (x *Instance) GetGuest() *GuestStatus {
+	if x != nil {
+		return x.Guest
+	}
+	return nil
+}
+
+func (x *Instance) GetReadinessTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.ReadinessTimeout
+	}
+	return nil
+}
+
 func (x *Instance) GetCopy() *CopyProgress {
 	if x != nil {
 		return x.Copy
@@ -1237,8 +1328,12 @@ type CreateInstanceRequest struct {
 	UserData string `protobuf:"bytes,8,opt,name=user_data,json=userData,proto3" json:"user_data,omitempty"`
 	// SSH public keys for the guest, at most 32, each one line of at most 8 KiB.
 	SshAuthorizedKeys []string `protobuf:"bytes,9,rep,name=ssh_authorized_keys,json=sshAuthorizedKeys,proto3" json:"ssh_authorized_keys,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// How long a guest that reports its boot on its guest channel may take to
+	// be ready before the instance is stranded: 0s..24h, 0s for never; absent
+	// for the cluster's default (--readiness-timeout).
+	ReadinessTimeout *durationpb.Duration `protobuf:"bytes,10,opt,name=readiness_timeout,json=readinessTimeout,proto3" json:"readiness_timeout,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *CreateInstanceRequest) Reset() {
@@ -1334,6 +1429,86 @@ func (x *CreateInstanceRequest) GetSshAuthorizedKeys() []string {
 	return nil
 }
 
+func (x *CreateInstanceRequest) GetReadinessTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.ReadinessTimeout
+	}
+	return nil
+}
+
+// GuestStatus is what a guest said about its boot since it last booted.
+type GuestStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Its last boot step.
+	Stage string `protobuf:"bytes,1,opt,name=stage,proto3" json:"stage,omitempty"`
+	// Why its boot failed or was stranded.
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The version of its guest side.
+	GuestVersion string `protobuf:"bytes,3,opt,name=guest_version,json=guestVersion,proto3" json:"guest_version,omitempty"`
+	// Since when its readiness is what it is.
+	Since         *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=since,proto3" json:"since,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GuestStatus) Reset() {
+	*x = GuestStatus{}
+	mi := &file_flotilla_v1_instance_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GuestStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GuestStatus) ProtoMessage() {}
+
+func (x *GuestStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_instance_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GuestStatus.ProtoReflect.Descriptor instead.
+func (*GuestStatus) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *GuestStatus) GetStage() string {
+	if x != nil {
+		return x.Stage
+	}
+	return ""
+}
+
+func (x *GuestStatus) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *GuestStatus) GetGuestVersion() string {
+	if x != nil {
+		return x.GuestVersion
+	}
+	return ""
+}
+
+func (x *GuestStatus) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
 // GetInstanceRequest names one instance.
 type GetInstanceRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1349,7 +1524,7 @@ type GetInstanceRequest struct {
 
 func (x *GetInstanceRequest) Reset() {
 	*x = GetInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[7]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1361,7 +1536,7 @@ func (x *GetInstanceRequest) String() string {
 func (*GetInstanceRequest) ProtoMessage() {}
 
 func (x *GetInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[7]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1374,7 +1549,7 @@ func (x *GetInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInstanceRequest.ProtoReflect.Descriptor instead.
 func (*GetInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{7}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetInstanceRequest) GetId() string {
@@ -1421,7 +1596,7 @@ type ListInstancesRequest struct {
 
 func (x *ListInstancesRequest) Reset() {
 	*x = ListInstancesRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[8]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1433,7 +1608,7 @@ func (x *ListInstancesRequest) String() string {
 func (*ListInstancesRequest) ProtoMessage() {}
 
 func (x *ListInstancesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[8]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1446,7 +1621,7 @@ func (x *ListInstancesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInstancesRequest.ProtoReflect.Descriptor instead.
 func (*ListInstancesRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{8}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListInstancesRequest) GetPageSize() int32 {
@@ -1507,7 +1682,7 @@ type ListInstancesResponse struct {
 
 func (x *ListInstancesResponse) Reset() {
 	*x = ListInstancesResponse{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[9]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1519,7 +1694,7 @@ func (x *ListInstancesResponse) String() string {
 func (*ListInstancesResponse) ProtoMessage() {}
 
 func (x *ListInstancesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[9]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1532,7 +1707,7 @@ func (x *ListInstancesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInstancesResponse.ProtoReflect.Descriptor instead.
 func (*ListInstancesResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{9}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListInstancesResponse) GetInstances() []*Instance {
@@ -1572,7 +1747,7 @@ type WatchInstancesRequest struct {
 
 func (x *WatchInstancesRequest) Reset() {
 	*x = WatchInstancesRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[10]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1584,7 +1759,7 @@ func (x *WatchInstancesRequest) String() string {
 func (*WatchInstancesRequest) ProtoMessage() {}
 
 func (x *WatchInstancesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[10]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1597,7 +1772,7 @@ func (x *WatchInstancesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchInstancesRequest.ProtoReflect.Descriptor instead.
 func (*WatchInstancesRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{10}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *WatchInstancesRequest) GetStartRevision() int64 {
@@ -1637,7 +1812,7 @@ type WatchInstancesResponse struct {
 
 func (x *WatchInstancesResponse) Reset() {
 	*x = WatchInstancesResponse{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[11]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1649,7 +1824,7 @@ func (x *WatchInstancesResponse) String() string {
 func (*WatchInstancesResponse) ProtoMessage() {}
 
 func (x *WatchInstancesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[11]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1662,7 +1837,7 @@ func (x *WatchInstancesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchInstancesResponse.ProtoReflect.Descriptor instead.
 func (*WatchInstancesResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{11}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *WatchInstancesResponse) GetRevision() int64 {
@@ -1692,7 +1867,7 @@ type StartInstanceRequest struct {
 
 func (x *StartInstanceRequest) Reset() {
 	*x = StartInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[12]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1704,7 +1879,7 @@ func (x *StartInstanceRequest) String() string {
 func (*StartInstanceRequest) ProtoMessage() {}
 
 func (x *StartInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[12]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1717,7 +1892,7 @@ func (x *StartInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartInstanceRequest.ProtoReflect.Descriptor instead.
 func (*StartInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{12}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *StartInstanceRequest) GetId() string {
@@ -1752,7 +1927,7 @@ type StopInstanceRequest struct {
 
 func (x *StopInstanceRequest) Reset() {
 	*x = StopInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[13]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1764,7 +1939,7 @@ func (x *StopInstanceRequest) String() string {
 func (*StopInstanceRequest) ProtoMessage() {}
 
 func (x *StopInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[13]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1777,7 +1952,7 @@ func (x *StopInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopInstanceRequest.ProtoReflect.Descriptor instead.
 func (*StopInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{13}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *StopInstanceRequest) GetId() string {
@@ -1823,7 +1998,7 @@ type RestartInstanceRequest struct {
 
 func (x *RestartInstanceRequest) Reset() {
 	*x = RestartInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[14]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1835,7 +2010,7 @@ func (x *RestartInstanceRequest) String() string {
 func (*RestartInstanceRequest) ProtoMessage() {}
 
 func (x *RestartInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[14]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1848,7 +2023,7 @@ func (x *RestartInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartInstanceRequest.ProtoReflect.Descriptor instead.
 func (*RestartInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{14}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RestartInstanceRequest) GetId() string {
@@ -1885,7 +2060,7 @@ type PauseInstanceRequest struct {
 
 func (x *PauseInstanceRequest) Reset() {
 	*x = PauseInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[15]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1897,7 +2072,7 @@ func (x *PauseInstanceRequest) String() string {
 func (*PauseInstanceRequest) ProtoMessage() {}
 
 func (x *PauseInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[15]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1910,7 +2085,7 @@ func (x *PauseInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseInstanceRequest.ProtoReflect.Descriptor instead.
 func (*PauseInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{15}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PauseInstanceRequest) GetId() string {
@@ -1940,7 +2115,7 @@ type UnpauseInstanceRequest struct {
 
 func (x *UnpauseInstanceRequest) Reset() {
 	*x = UnpauseInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[16]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1952,7 +2127,7 @@ func (x *UnpauseInstanceRequest) String() string {
 func (*UnpauseInstanceRequest) ProtoMessage() {}
 
 func (x *UnpauseInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[16]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1965,7 +2140,7 @@ func (x *UnpauseInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnpauseInstanceRequest.ProtoReflect.Descriptor instead.
 func (*UnpauseInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{16}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *UnpauseInstanceRequest) GetId() string {
@@ -1995,7 +2170,7 @@ type SuspendInstanceRequest struct {
 
 func (x *SuspendInstanceRequest) Reset() {
 	*x = SuspendInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[17]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2007,7 +2182,7 @@ func (x *SuspendInstanceRequest) String() string {
 func (*SuspendInstanceRequest) ProtoMessage() {}
 
 func (x *SuspendInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[17]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2020,7 +2195,7 @@ func (x *SuspendInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SuspendInstanceRequest.ProtoReflect.Descriptor instead.
 func (*SuspendInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{17}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SuspendInstanceRequest) GetId() string {
@@ -2050,7 +2225,7 @@ type ResumeInstanceRequest struct {
 
 func (x *ResumeInstanceRequest) Reset() {
 	*x = ResumeInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[18]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2062,7 +2237,7 @@ func (x *ResumeInstanceRequest) String() string {
 func (*ResumeInstanceRequest) ProtoMessage() {}
 
 func (x *ResumeInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[18]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2075,7 +2250,7 @@ func (x *ResumeInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeInstanceRequest.ProtoReflect.Descriptor instead.
 func (*ResumeInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{18}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ResumeInstanceRequest) GetId() string {
@@ -2105,7 +2280,7 @@ type DeleteInstanceRequest struct {
 
 func (x *DeleteInstanceRequest) Reset() {
 	*x = DeleteInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[19]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2117,7 +2292,7 @@ func (x *DeleteInstanceRequest) String() string {
 func (*DeleteInstanceRequest) ProtoMessage() {}
 
 func (x *DeleteInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[19]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2130,7 +2305,7 @@ func (x *DeleteInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteInstanceRequest.ProtoReflect.Descriptor instead.
 func (*DeleteInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{19}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DeleteInstanceRequest) GetId() string {
@@ -2170,7 +2345,7 @@ type UpdateInstanceRequest struct {
 
 func (x *UpdateInstanceRequest) Reset() {
 	*x = UpdateInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[20]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2182,7 +2357,7 @@ func (x *UpdateInstanceRequest) String() string {
 func (*UpdateInstanceRequest) ProtoMessage() {}
 
 func (x *UpdateInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[20]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2195,7 +2370,7 @@ func (x *UpdateInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateInstanceRequest.ProtoReflect.Descriptor instead.
 func (*UpdateInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{20}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *UpdateInstanceRequest) GetId() string {
@@ -2267,7 +2442,7 @@ type ResizeInstanceRequest struct {
 
 func (x *ResizeInstanceRequest) Reset() {
 	*x = ResizeInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[21]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2279,7 +2454,7 @@ func (x *ResizeInstanceRequest) String() string {
 func (*ResizeInstanceRequest) ProtoMessage() {}
 
 func (x *ResizeInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[21]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2292,7 +2467,7 @@ func (x *ResizeInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResizeInstanceRequest.ProtoReflect.Descriptor instead.
 func (*ResizeInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{21}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ResizeInstanceRequest) GetId() string {
@@ -2364,7 +2539,7 @@ type ConfirmResizeRequest struct {
 
 func (x *ConfirmResizeRequest) Reset() {
 	*x = ConfirmResizeRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[22]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2376,7 +2551,7 @@ func (x *ConfirmResizeRequest) String() string {
 func (*ConfirmResizeRequest) ProtoMessage() {}
 
 func (x *ConfirmResizeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[22]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2389,7 +2564,7 @@ func (x *ConfirmResizeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmResizeRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmResizeRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{22}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ConfirmResizeRequest) GetId() string {
@@ -2422,7 +2597,7 @@ type RevertResizeRequest struct {
 
 func (x *RevertResizeRequest) Reset() {
 	*x = RevertResizeRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[23]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2434,7 +2609,7 @@ func (x *RevertResizeRequest) String() string {
 func (*RevertResizeRequest) ProtoMessage() {}
 
 func (x *RevertResizeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[23]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2447,7 +2622,7 @@ func (x *RevertResizeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevertResizeRequest.ProtoReflect.Descriptor instead.
 func (*RevertResizeRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{23}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RevertResizeRequest) GetId() string {
@@ -2486,7 +2661,7 @@ type ExtendInstanceRequest struct {
 
 func (x *ExtendInstanceRequest) Reset() {
 	*x = ExtendInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[24]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2498,7 +2673,7 @@ func (x *ExtendInstanceRequest) String() string {
 func (*ExtendInstanceRequest) ProtoMessage() {}
 
 func (x *ExtendInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[24]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2511,7 +2686,7 @@ func (x *ExtendInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExtendInstanceRequest.ProtoReflect.Descriptor instead.
 func (*ExtendInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{24}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ExtendInstanceRequest) GetId() string {
@@ -2552,7 +2727,7 @@ type MoveInstanceRequest struct {
 
 func (x *MoveInstanceRequest) Reset() {
 	*x = MoveInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[25]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2564,7 +2739,7 @@ func (x *MoveInstanceRequest) String() string {
 func (*MoveInstanceRequest) ProtoMessage() {}
 
 func (x *MoveInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[25]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2577,7 +2752,7 @@ func (x *MoveInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveInstanceRequest.ProtoReflect.Descriptor instead.
 func (*MoveInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{25}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *MoveInstanceRequest) GetId() string {
@@ -2642,7 +2817,7 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\vpreemptible\x18\x04 \x01(\bR\vpreemptible\x1a=\n" +
 	"\x0fHostLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa2\v\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd0\f\n" +
 	"\bInstance\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12-\n" +
@@ -2676,7 +2851,10 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"interfaces\x18\x19 \x03(\v2\x1d.flotilla.v1.NetworkInterfaceR\n" +
 	"interfaces\x12.\n" +
 	"\x13ssh_authorized_keys\x18\x1a \x03(\tR\x11sshAuthorizedKeys\x12\"\n" +
-	"\rhas_user_data\x18\x1b \x01(\bR\vhasUserData\x12-\n" +
+	"\rhas_user_data\x18\x1b \x01(\bR\vhasUserData\x124\n" +
+	"\treadiness\x18\x1c \x01(\x0e2\x16.flotilla.v1.ReadinessR\treadiness\x12.\n" +
+	"\x05guest\x18\x1d \x01(\v2\x18.flotilla.v1.GuestStatusR\x05guest\x12F\n" +
+	"\x11readiness_timeout\x18\x1e \x01(\v2\x19.google.protobuf.DurationR\x10readinessTimeout\x12-\n" +
 	"\x04copy\x18( \x01(\v2\x19.flotilla.v1.CopyProgressR\x04copy\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
@@ -2685,7 +2863,7 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x04from\x18\x01 \x01(\v2\x19.flotilla.v1.InstanceSpecR\x04from\x12)\n" +
 	"\x02to\x18\x02 \x01(\v2\x19.flotilla.v1.InstanceSpecR\x02to\x12$\n" +
 	"\x0esource_host_id\x18\x03 \x01(\tR\fsourceHostId\x12=\n" +
-	"\fconfirm_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vconfirmTime\"\xf8\x03\n" +
+	"\fconfirm_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vconfirmTime\"\xc0\x04\n" +
 	"\x15CreateInstanceRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12-\n" +
 	"\x04spec\x18\x02 \x01(\v2\x19.flotilla.v1.InstanceSpecR\x04spec\x12\x1d\n" +
@@ -2698,10 +2876,17 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"interfaces\x18\a \x03(\v2$.flotilla.v1.NetworkInterfaceRequestR\n" +
 	"interfaces\x12\x1b\n" +
 	"\tuser_data\x18\b \x01(\tR\buserData\x12.\n" +
-	"\x13ssh_authorized_keys\x18\t \x03(\tR\x11sshAuthorizedKeys\x1a9\n" +
+	"\x13ssh_authorized_keys\x18\t \x03(\tR\x11sshAuthorizedKeys\x12F\n" +
+	"\x11readiness_timeout\x18\n" +
+	" \x01(\v2\x19.google.protobuf.DurationR\x10readinessTimeout\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x84\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x92\x01\n" +
+	"\vGuestStatus\x12\x14\n" +
+	"\x05stage\x18\x01 \x01(\tR\x05stage\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12#\n" +
+	"\rguest_version\x18\x03 \x01(\tR\fguestVersion\x120\n" +
+	"\x05since\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"\x84\x01\n" +
 	"\x12GetInstanceRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fmin_revision\x18\x02 \x01(\x03R\vminRevision\x12;\n" +
@@ -2877,7 +3062,13 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x0fVOCABULARY_NOVA\x10\x02\x12\x19\n" +
 	"\x15VOCABULARY_RIGHTSCALE\x10\x03\x12\x14\n" +
 	"\x10VOCABULARY_AZURE\x10\x04\x12\x1f\n" +
-	"\x1bVOCABULARY_MANAGED_INSTANCE\x10\x052\x93\v\n" +
+	"\x1bVOCABULARY_MANAGED_INSTANCE\x10\x05*\x87\x01\n" +
+	"\tReadiness\x12\x19\n" +
+	"\x15READINESS_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11READINESS_UNKNOWN\x10\x01\x12\x15\n" +
+	"\x11READINESS_BOOTING\x10\x02\x12\x19\n" +
+	"\x15READINESS_OPERATIONAL\x10\x03\x12\x16\n" +
+	"\x12READINESS_STRANDED\x10\x042\x93\v\n" +
 	"\x0fInstanceService\x12L\n" +
 	"\x0eCreateInstance\x12\".flotilla.v1.CreateInstanceRequest\x1a\x16.flotilla.v1.Operation\x12E\n" +
 	"\vGetInstance\x12\x1f.flotilla.v1.GetInstanceRequest\x1a\x15.flotilla.v1.Instance\x12V\n" +
@@ -2910,8 +3101,8 @@ func file_flotilla_v1_instance_proto_rawDescGZIP() []byte {
 	return file_flotilla_v1_instance_proto_rawDescData
 }
 
-var file_flotilla_v1_instance_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_flotilla_v1_instance_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_flotilla_v1_instance_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
+var file_flotilla_v1_instance_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_flotilla_v1_instance_proto_goTypes = []any{
 	(Status)(0),                     // 0: flotilla.v1.Status
 	(DesiredState)(0),               // 1: flotilla.v1.DesiredState
@@ -2919,133 +3110,140 @@ var file_flotilla_v1_instance_proto_goTypes = []any{
 	(Action)(0),                     // 3: flotilla.v1.Action
 	(RecoveryPolicy)(0),             // 4: flotilla.v1.RecoveryPolicy
 	(Vocabulary)(0),                 // 5: flotilla.v1.Vocabulary
-	(*Recovery)(nil),                // 6: flotilla.v1.Recovery
-	(*VocabularyView)(nil),          // 7: flotilla.v1.VocabularyView
-	(*InstanceSpec)(nil),            // 8: flotilla.v1.InstanceSpec
-	(*Placement)(nil),               // 9: flotilla.v1.Placement
-	(*Instance)(nil),                // 10: flotilla.v1.Instance
-	(*PendingResize)(nil),           // 11: flotilla.v1.PendingResize
-	(*CreateInstanceRequest)(nil),   // 12: flotilla.v1.CreateInstanceRequest
-	(*GetInstanceRequest)(nil),      // 13: flotilla.v1.GetInstanceRequest
-	(*ListInstancesRequest)(nil),    // 14: flotilla.v1.ListInstancesRequest
-	(*ListInstancesResponse)(nil),   // 15: flotilla.v1.ListInstancesResponse
-	(*WatchInstancesRequest)(nil),   // 16: flotilla.v1.WatchInstancesRequest
-	(*WatchInstancesResponse)(nil),  // 17: flotilla.v1.WatchInstancesResponse
-	(*StartInstanceRequest)(nil),    // 18: flotilla.v1.StartInstanceRequest
-	(*StopInstanceRequest)(nil),     // 19: flotilla.v1.StopInstanceRequest
-	(*RestartInstanceRequest)(nil),  // 20: flotilla.v1.RestartInstanceRequest
-	(*PauseInstanceRequest)(nil),    // 21: flotilla.v1.PauseInstanceRequest
-	(*UnpauseInstanceRequest)(nil),  // 22: flotilla.v1.UnpauseInstanceRequest
-	(*SuspendInstanceRequest)(nil),  // 23: flotilla.v1.SuspendInstanceRequest
-	(*ResumeInstanceRequest)(nil),   // 24: flotilla.v1.ResumeInstanceRequest
-	(*DeleteInstanceRequest)(nil),   // 25: flotilla.v1.DeleteInstanceRequest
-	(*UpdateInstanceRequest)(nil),   // 26: flotilla.v1.UpdateInstanceRequest
-	(*ResizeInstanceRequest)(nil),   // 27: flotilla.v1.ResizeInstanceRequest
-	(*ConfirmResizeRequest)(nil),    // 28: flotilla.v1.ConfirmResizeRequest
-	(*RevertResizeRequest)(nil),     // 29: flotilla.v1.RevertResizeRequest
-	(*ExtendInstanceRequest)(nil),   // 30: flotilla.v1.ExtendInstanceRequest
-	(*MoveInstanceRequest)(nil),     // 31: flotilla.v1.MoveInstanceRequest
-	nil,                             // 32: flotilla.v1.VocabularyView.FieldsEntry
-	nil,                             // 33: flotilla.v1.Placement.HostLabelsEntry
-	nil,                             // 34: flotilla.v1.Instance.LabelsEntry
-	nil,                             // 35: flotilla.v1.CreateInstanceRequest.LabelsEntry
-	nil,                             // 36: flotilla.v1.UpdateInstanceRequest.LabelsEntry
-	(PowerState)(0),                 // 37: flotilla.v1.PowerState
-	(*timestamppb.Timestamp)(nil),   // 38: google.protobuf.Timestamp
-	(*Fault)(nil),                   // 39: flotilla.v1.Fault
-	(*NetworkInterface)(nil),        // 40: flotilla.v1.NetworkInterface
-	(*CopyProgress)(nil),            // 41: flotilla.v1.CopyProgress
-	(*NetworkInterfaceRequest)(nil), // 42: flotilla.v1.NetworkInterfaceRequest
+	(Readiness)(0),                  // 6: flotilla.v1.Readiness
+	(*Recovery)(nil),                // 7: flotilla.v1.Recovery
+	(*VocabularyView)(nil),          // 8: flotilla.v1.VocabularyView
+	(*InstanceSpec)(nil),            // 9: flotilla.v1.InstanceSpec
+	(*Placement)(nil),               // 10: flotilla.v1.Placement
+	(*Instance)(nil),                // 11: flotilla.v1.Instance
+	(*PendingResize)(nil),           // 12: flotilla.v1.PendingResize
+	(*CreateInstanceRequest)(nil),   // 13: flotilla.v1.CreateInstanceRequest
+	(*GuestStatus)(nil),             // 14: flotilla.v1.GuestStatus
+	(*GetInstanceRequest)(nil),      // 15: flotilla.v1.GetInstanceRequest
+	(*ListInstancesRequest)(nil),    // 16: flotilla.v1.ListInstancesRequest
+	(*ListInstancesResponse)(nil),   // 17: flotilla.v1.ListInstancesResponse
+	(*WatchInstancesRequest)(nil),   // 18: flotilla.v1.WatchInstancesRequest
+	(*WatchInstancesResponse)(nil),  // 19: flotilla.v1.WatchInstancesResponse
+	(*StartInstanceRequest)(nil),    // 20: flotilla.v1.StartInstanceRequest
+	(*StopInstanceRequest)(nil),     // 21: flotilla.v1.StopInstanceRequest
+	(*RestartInstanceRequest)(nil),  // 22: flotilla.v1.RestartInstanceRequest
+	(*PauseInstanceRequest)(nil),    // 23: flotilla.v1.PauseInstanceRequest
+	(*UnpauseInstanceRequest)(nil),  // 24: flotilla.v1.UnpauseInstanceRequest
+	(*SuspendInstanceRequest)(nil),  // 25: flotilla.v1.SuspendInstanceRequest
+	(*ResumeInstanceRequest)(nil),   // 26: flotilla.v1.ResumeInstanceRequest
+	(*DeleteInstanceRequest)(nil),   // 27: flotilla.v1.DeleteInstanceRequest
+	(*UpdateInstanceRequest)(nil),   // 28: flotilla.v1.UpdateInstanceRequest
+	(*ResizeInstanceRequest)(nil),   // 29: flotilla.v1.ResizeInstanceRequest
+	(*ConfirmResizeRequest)(nil),    // 30: flotilla.v1.ConfirmResizeRequest
+	(*RevertResizeRequest)(nil),     // 31: flotilla.v1.RevertResizeRequest
+	(*ExtendInstanceRequest)(nil),   // 32: flotilla.v1.ExtendInstanceRequest
+	(*MoveInstanceRequest)(nil),     // 33: flotilla.v1.MoveInstanceRequest
+	nil,                             // 34: flotilla.v1.VocabularyView.FieldsEntry
+	nil,                             // 35: flotilla.v1.Placement.HostLabelsEntry
+	nil,                             // 36: flotilla.v1.Instance.LabelsEntry
+	nil,                             // 37: flotilla.v1.CreateInstanceRequest.LabelsEntry
+	nil,                             // 38: flotilla.v1.UpdateInstanceRequest.LabelsEntry
+	(PowerState)(0),                 // 39: flotilla.v1.PowerState
+	(*timestamppb.Timestamp)(nil),   // 40: google.protobuf.Timestamp
+	(*Fault)(nil),                   // 41: flotilla.v1.Fault
+	(*NetworkInterface)(nil),        // 42: flotilla.v1.NetworkInterface
 	(*durationpb.Duration)(nil),     // 43: google.protobuf.Duration
-	(*fieldmaskpb.FieldMask)(nil),   // 44: google.protobuf.FieldMask
-	(*Operation)(nil),               // 45: flotilla.v1.Operation
+	(*CopyProgress)(nil),            // 44: flotilla.v1.CopyProgress
+	(*NetworkInterfaceRequest)(nil), // 45: flotilla.v1.NetworkInterfaceRequest
+	(*fieldmaskpb.FieldMask)(nil),   // 46: google.protobuf.FieldMask
+	(*Operation)(nil),               // 47: flotilla.v1.Operation
 }
 var file_flotilla_v1_instance_proto_depIdxs = []int32{
 	4,  // 0: flotilla.v1.Recovery.policy:type_name -> flotilla.v1.RecoveryPolicy
 	5,  // 1: flotilla.v1.VocabularyView.vocabulary:type_name -> flotilla.v1.Vocabulary
 	0,  // 2: flotilla.v1.VocabularyView.canonical_status:type_name -> flotilla.v1.Status
-	32, // 3: flotilla.v1.VocabularyView.fields:type_name -> flotilla.v1.VocabularyView.FieldsEntry
-	33, // 4: flotilla.v1.Placement.host_labels:type_name -> flotilla.v1.Placement.HostLabelsEntry
-	8,  // 5: flotilla.v1.Instance.spec:type_name -> flotilla.v1.InstanceSpec
+	34, // 3: flotilla.v1.VocabularyView.fields:type_name -> flotilla.v1.VocabularyView.FieldsEntry
+	35, // 4: flotilla.v1.Placement.host_labels:type_name -> flotilla.v1.Placement.HostLabelsEntry
+	9,  // 5: flotilla.v1.Instance.spec:type_name -> flotilla.v1.InstanceSpec
 	0,  // 6: flotilla.v1.Instance.status:type_name -> flotilla.v1.Status
 	1,  // 7: flotilla.v1.Instance.desired_state:type_name -> flotilla.v1.DesiredState
-	37, // 8: flotilla.v1.Instance.power_state:type_name -> flotilla.v1.PowerState
-	38, // 9: flotilla.v1.Instance.power_state_time:type_name -> google.protobuf.Timestamp
+	39, // 8: flotilla.v1.Instance.power_state:type_name -> flotilla.v1.PowerState
+	40, // 9: flotilla.v1.Instance.power_state_time:type_name -> google.protobuf.Timestamp
 	2,  // 10: flotilla.v1.Instance.provisioning_result:type_name -> flotilla.v1.ProvisioningResult
-	39, // 11: flotilla.v1.Instance.fault:type_name -> flotilla.v1.Fault
+	41, // 11: flotilla.v1.Instance.fault:type_name -> flotilla.v1.Fault
 	3,  // 12: flotilla.v1.Instance.allowed_actions:type_name -> flotilla.v1.Action
-	38, // 13: flotilla.v1.Instance.create_time:type_name -> google.protobuf.Timestamp
-	38, // 14: flotilla.v1.Instance.update_time:type_name -> google.protobuf.Timestamp
-	6,  // 15: flotilla.v1.Instance.recovery:type_name -> flotilla.v1.Recovery
-	9,  // 16: flotilla.v1.Instance.placement:type_name -> flotilla.v1.Placement
-	7,  // 17: flotilla.v1.Instance.views:type_name -> flotilla.v1.VocabularyView
-	34, // 18: flotilla.v1.Instance.labels:type_name -> flotilla.v1.Instance.LabelsEntry
-	11, // 19: flotilla.v1.Instance.resize:type_name -> flotilla.v1.PendingResize
-	40, // 20: flotilla.v1.Instance.interfaces:type_name -> flotilla.v1.NetworkInterface
-	41, // 21: flotilla.v1.Instance.copy:type_name -> flotilla.v1.CopyProgress
-	8,  // 22: flotilla.v1.PendingResize.from:type_name -> flotilla.v1.InstanceSpec
-	8,  // 23: flotilla.v1.PendingResize.to:type_name -> flotilla.v1.InstanceSpec
-	38, // 24: flotilla.v1.PendingResize.confirm_time:type_name -> google.protobuf.Timestamp
-	8,  // 25: flotilla.v1.CreateInstanceRequest.spec:type_name -> flotilla.v1.InstanceSpec
-	6,  // 26: flotilla.v1.CreateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
-	9,  // 27: flotilla.v1.CreateInstanceRequest.placement:type_name -> flotilla.v1.Placement
-	35, // 28: flotilla.v1.CreateInstanceRequest.labels:type_name -> flotilla.v1.CreateInstanceRequest.LabelsEntry
-	42, // 29: flotilla.v1.CreateInstanceRequest.interfaces:type_name -> flotilla.v1.NetworkInterfaceRequest
-	5,  // 30: flotilla.v1.GetInstanceRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
-	0,  // 31: flotilla.v1.ListInstancesRequest.status_filter:type_name -> flotilla.v1.Status
-	5,  // 32: flotilla.v1.ListInstancesRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
-	10, // 33: flotilla.v1.ListInstancesResponse.instances:type_name -> flotilla.v1.Instance
-	5,  // 34: flotilla.v1.WatchInstancesRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
-	10, // 35: flotilla.v1.WatchInstancesResponse.instances:type_name -> flotilla.v1.Instance
-	43, // 36: flotilla.v1.StopInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
-	44, // 37: flotilla.v1.UpdateInstanceRequest.update_mask:type_name -> google.protobuf.FieldMask
-	36, // 38: flotilla.v1.UpdateInstanceRequest.labels:type_name -> flotilla.v1.UpdateInstanceRequest.LabelsEntry
-	6,  // 39: flotilla.v1.UpdateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
-	43, // 40: flotilla.v1.ResizeInstanceRequest.confirm_window:type_name -> google.protobuf.Duration
-	43, // 41: flotilla.v1.ResizeInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
-	43, // 42: flotilla.v1.RevertResizeRequest.graceful_timeout:type_name -> google.protobuf.Duration
-	43, // 43: flotilla.v1.MoveInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
-	12, // 44: flotilla.v1.InstanceService.CreateInstance:input_type -> flotilla.v1.CreateInstanceRequest
-	13, // 45: flotilla.v1.InstanceService.GetInstance:input_type -> flotilla.v1.GetInstanceRequest
-	14, // 46: flotilla.v1.InstanceService.ListInstances:input_type -> flotilla.v1.ListInstancesRequest
-	16, // 47: flotilla.v1.InstanceService.WatchInstances:input_type -> flotilla.v1.WatchInstancesRequest
-	18, // 48: flotilla.v1.InstanceService.StartInstance:input_type -> flotilla.v1.StartInstanceRequest
-	19, // 49: flotilla.v1.InstanceService.StopInstance:input_type -> flotilla.v1.StopInstanceRequest
-	20, // 50: flotilla.v1.InstanceService.RestartInstance:input_type -> flotilla.v1.RestartInstanceRequest
-	21, // 51: flotilla.v1.InstanceService.PauseInstance:input_type -> flotilla.v1.PauseInstanceRequest
-	22, // 52: flotilla.v1.InstanceService.UnpauseInstance:input_type -> flotilla.v1.UnpauseInstanceRequest
-	23, // 53: flotilla.v1.InstanceService.SuspendInstance:input_type -> flotilla.v1.SuspendInstanceRequest
-	24, // 54: flotilla.v1.InstanceService.ResumeInstance:input_type -> flotilla.v1.ResumeInstanceRequest
-	25, // 55: flotilla.v1.InstanceService.DeleteInstance:input_type -> flotilla.v1.DeleteInstanceRequest
-	26, // 56: flotilla.v1.InstanceService.UpdateInstance:input_type -> flotilla.v1.UpdateInstanceRequest
-	27, // 57: flotilla.v1.InstanceService.ResizeInstance:input_type -> flotilla.v1.ResizeInstanceRequest
-	28, // 58: flotilla.v1.InstanceService.ConfirmResize:input_type -> flotilla.v1.ConfirmResizeRequest
-	29, // 59: flotilla.v1.InstanceService.RevertResize:input_type -> flotilla.v1.RevertResizeRequest
-	30, // 60: flotilla.v1.InstanceService.ExtendInstance:input_type -> flotilla.v1.ExtendInstanceRequest
-	31, // 61: flotilla.v1.InstanceService.MoveInstance:input_type -> flotilla.v1.MoveInstanceRequest
-	45, // 62: flotilla.v1.InstanceService.CreateInstance:output_type -> flotilla.v1.Operation
-	10, // 63: flotilla.v1.InstanceService.GetInstance:output_type -> flotilla.v1.Instance
-	15, // 64: flotilla.v1.InstanceService.ListInstances:output_type -> flotilla.v1.ListInstancesResponse
-	17, // 65: flotilla.v1.InstanceService.WatchInstances:output_type -> flotilla.v1.WatchInstancesResponse
-	45, // 66: flotilla.v1.InstanceService.StartInstance:output_type -> flotilla.v1.Operation
-	45, // 67: flotilla.v1.InstanceService.StopInstance:output_type -> flotilla.v1.Operation
-	45, // 68: flotilla.v1.InstanceService.RestartInstance:output_type -> flotilla.v1.Operation
-	45, // 69: flotilla.v1.InstanceService.PauseInstance:output_type -> flotilla.v1.Operation
-	45, // 70: flotilla.v1.InstanceService.UnpauseInstance:output_type -> flotilla.v1.Operation
-	45, // 71: flotilla.v1.InstanceService.SuspendInstance:output_type -> flotilla.v1.Operation
-	45, // 72: flotilla.v1.InstanceService.ResumeInstance:output_type -> flotilla.v1.Operation
-	45, // 73: flotilla.v1.InstanceService.DeleteInstance:output_type -> flotilla.v1.Operation
-	45, // 74: flotilla.v1.InstanceService.UpdateInstance:output_type -> flotilla.v1.Operation
-	45, // 75: flotilla.v1.InstanceService.ResizeInstance:output_type -> flotilla.v1.Operation
-	45, // 76: flotilla.v1.InstanceService.ConfirmResize:output_type -> flotilla.v1.Operation
-	45, // 77: flotilla.v1.InstanceService.RevertResize:output_type -> flotilla.v1.Operation
-	45, // 78: flotilla.v1.InstanceService.ExtendInstance:output_type -> flotilla.v1.Operation
-	45, // 79: flotilla.v1.InstanceService.MoveInstance:output_type -> flotilla.v1.Operation
-	62, // [62:80] is the sub-list for method output_type
-	44, // [44:62] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	40, // 13: flotilla.v1.Instance.create_time:type_name -> google.protobuf.Timestamp
+	40, // 14: flotilla.v1.Instance.update_time:type_name -> google.protobuf.Timestamp
+	7,  // 15: flotilla.v1.Instance.recovery:type_name -> flotilla.v1.Recovery
+	10, // 16: flotilla.v1.Instance.placement:type_name -> flotilla.v1.Placement
+	8,  // 17: flotilla.v1.Instance.views:type_name -> flotilla.v1.VocabularyView
+	36, // 18: flotilla.v1.Instance.labels:type_name -> flotilla.v1.Instance.LabelsEntry
+	12, // 19: flotilla.v1.Instance.resize:type_name -> flotilla.v1.PendingResize
+	42, // 20: flotilla.v1.Instance.interfaces:type_name -> flotilla.v1.NetworkInterface
+	6,  // 21: flotilla.v1.Instance.readiness:type_name -> flotilla.v1.Readiness
+	14, // 22: flotilla.v1.Instance.guest:type_name -> flotilla.v1.GuestStatus
+	43, // 23: flotilla.v1.Instance.readiness_timeout:type_name -> google.protobuf.Duration
+	44, // 24: flotilla.v1.Instance.copy:type_name -> flotilla.v1.CopyProgress
+	9,  // 25: flotilla.v1.PendingResize.from:type_name -> flotilla.v1.InstanceSpec
+	9,  // 26: flotilla.v1.PendingResize.to:type_name -> flotilla.v1.InstanceSpec
+	40, // 27: flotilla.v1.PendingResize.confirm_time:type_name -> google.protobuf.Timestamp
+	9,  // 28: flotilla.v1.CreateInstanceRequest.spec:type_name -> flotilla.v1.InstanceSpec
+	7,  // 29: flotilla.v1.CreateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
+	10, // 30: flotilla.v1.CreateInstanceRequest.placement:type_name -> flotilla.v1.Placement
+	37, // 31: flotilla.v1.CreateInstanceRequest.labels:type_name -> flotilla.v1.CreateInstanceRequest.LabelsEntry
+	45, // 32: flotilla.v1.CreateInstanceRequest.interfaces:type_name -> flotilla.v1.NetworkInterfaceRequest
+	43, // 33: flotilla.v1.CreateInstanceRequest.readiness_timeout:type_name -> google.protobuf.Duration
+	40, // 34: flotilla.v1.GuestStatus.since:type_name -> google.protobuf.Timestamp
+	5,  // 35: flotilla.v1.GetInstanceRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
+	0,  // 36: flotilla.v1.ListInstancesRequest.status_filter:type_name -> flotilla.v1.Status
+	5,  // 37: flotilla.v1.ListInstancesRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
+	11, // 38: flotilla.v1.ListInstancesResponse.instances:type_name -> flotilla.v1.Instance
+	5,  // 39: flotilla.v1.WatchInstancesRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
+	11, // 40: flotilla.v1.WatchInstancesResponse.instances:type_name -> flotilla.v1.Instance
+	43, // 41: flotilla.v1.StopInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	46, // 42: flotilla.v1.UpdateInstanceRequest.update_mask:type_name -> google.protobuf.FieldMask
+	38, // 43: flotilla.v1.UpdateInstanceRequest.labels:type_name -> flotilla.v1.UpdateInstanceRequest.LabelsEntry
+	7,  // 44: flotilla.v1.UpdateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
+	43, // 45: flotilla.v1.ResizeInstanceRequest.confirm_window:type_name -> google.protobuf.Duration
+	43, // 46: flotilla.v1.ResizeInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	43, // 47: flotilla.v1.RevertResizeRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	43, // 48: flotilla.v1.MoveInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	13, // 49: flotilla.v1.InstanceService.CreateInstance:input_type -> flotilla.v1.CreateInstanceRequest
+	15, // 50: flotilla.v1.InstanceService.GetInstance:input_type -> flotilla.v1.GetInstanceRequest
+	16, // 51: flotilla.v1.InstanceService.ListInstances:input_type -> flotilla.v1.ListInstancesRequest
+	18, // 52: flotilla.v1.InstanceService.WatchInstances:input_type -> flotilla.v1.WatchInstancesRequest
+	20, // 53: flotilla.v1.InstanceService.StartInstance:input_type -> flotilla.v1.StartInstanceRequest
+	21, // 54: flotilla.v1.InstanceService.StopInstance:input_type -> flotilla.v1.StopInstanceRequest
+	22, // 55: flotilla.v1.InstanceService.RestartInstance:input_type -> flotilla.v1.RestartInstanceRequest
+	23, // 56: flotilla.v1.InstanceService.PauseInstance:input_type -> flotilla.v1.PauseInstanceRequest
+	24, // 57: flotilla.v1.InstanceService.UnpauseInstance:input_type -> flotilla.v1.UnpauseInstanceRequest
+	25, // 58: flotilla.v1.InstanceService.SuspendInstance:input_type -> flotilla.v1.SuspendInstanceRequest
+	26, // 59: flotilla.v1.InstanceService.ResumeInstance:input_type -> flotilla.v1.ResumeInstanceRequest
+	27, // 60: flotilla.v1.InstanceService.DeleteInstance:input_type -> flotilla.v1.DeleteInstanceRequest
+	28, // 61: flotilla.v1.InstanceService.UpdateInstance:input_type -> flotilla.v1.UpdateInstanceRequest
+	29, // 62: flotilla.v1.InstanceService.ResizeInstance:input_type -> flotilla.v1.ResizeInstanceRequest
+	30, // 63: flotilla.v1.InstanceService.ConfirmResize:input_type -> flotilla.v1.ConfirmResizeRequest
+	31, // 64: flotilla.v1.InstanceService.RevertResize:input_type -> flotilla.v1.RevertResizeRequest
+	32, // 65: flotilla.v1.InstanceService.ExtendInstance:input_type -> flotilla.v1.ExtendInstanceRequest
+	33, // 66: flotilla.v1.InstanceService.MoveInstance:input_type -> flotilla.v1.MoveInstanceRequest
+	47, // 67: flotilla.v1.InstanceService.CreateInstance:output_type -> flotilla.v1.Operation
+	11, // 68: flotilla.v1.InstanceService.GetInstance:output_type -> flotilla.v1.Instance
+	17, // 69: flotilla.v1.InstanceService.ListInstances:output_type -> flotilla.v1.ListInstancesResponse
+	19, // 70: flotilla.v1.InstanceService.WatchInstances:output_type -> flotilla.v1.WatchInstancesResponse
+	47, // 71: flotilla.v1.InstanceService.StartInstance:output_type -> flotilla.v1.Operation
+	47, // 72: flotilla.v1.InstanceService.StopInstance:output_type -> flotilla.v1.Operation
+	47, // 73: flotilla.v1.InstanceService.RestartInstance:output_type -> flotilla.v1.Operation
+	47, // 74: flotilla.v1.InstanceService.PauseInstance:output_type -> flotilla.v1.Operation
+	47, // 75: flotilla.v1.InstanceService.UnpauseInstance:output_type -> flotilla.v1.Operation
+	47, // 76: flotilla.v1.InstanceService.SuspendInstance:output_type -> flotilla.v1.Operation
+	47, // 77: flotilla.v1.InstanceService.ResumeInstance:output_type -> flotilla.v1.Operation
+	47, // 78: flotilla.v1.InstanceService.DeleteInstance:output_type -> flotilla.v1.Operation
+	47, // 79: flotilla.v1.InstanceService.UpdateInstance:output_type -> flotilla.v1.Operation
+	47, // 80: flotilla.v1.InstanceService.ResizeInstance:output_type -> flotilla.v1.Operation
+	47, // 81: flotilla.v1.InstanceService.ConfirmResize:output_type -> flotilla.v1.Operation
+	47, // 82: flotilla.v1.InstanceService.RevertResize:output_type -> flotilla.v1.Operation
+	47, // 83: flotilla.v1.InstanceService.ExtendInstance:output_type -> flotilla.v1.Operation
+	47, // 84: flotilla.v1.InstanceService.MoveInstance:output_type -> flotilla.v1.Operation
+	67, // [67:85] is the sub-list for method output_type
+	49, // [49:67] is the sub-list for method input_type
+	49, // [49:49] is the sub-list for extension type_name
+	49, // [49:49] is the sub-list for extension extendee
+	0,  // [0:49] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_instance_proto_init() }
@@ -3061,8 +3259,8 @@ func file_flotilla_v1_instance_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_instance_proto_rawDesc), len(file_flotilla_v1_instance_proto_rawDesc)),
-			NumEnums:      6,
-			NumMessages:   31,
+			NumEnums:      7,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

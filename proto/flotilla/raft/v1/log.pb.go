@@ -1479,6 +1479,170 @@ func (x *DeleteNetwork) GetName() string {
 	return ""
 }
 
+// GuestReport records what a guest said about its boot (log version 4).
+type GuestReport struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Reporting host.
+	HostId string `protobuf:"bytes,1,opt,name=host_id,json=hostId,proto3" json:"host_id,omitempty"`
+	// Its session epoch.
+	Epoch uint64 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// The instance.
+	InstanceId string `protobuf:"bytes,3,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	// "booting", "ready" or "failed".
+	State string `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	// Last boot step.
+	Stage string `protobuf:"bytes,5,opt,name=stage,proto3" json:"stage,omitempty"`
+	// Why it failed.
+	Reason string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Guest side's version.
+	Version string `protobuf:"bytes,7,opt,name=version,proto3" json:"version,omitempty"`
+	// When the agent heard it: Unix nanoseconds.
+	TimeUnixNano  int64 `protobuf:"fixed64,8,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GuestReport) Reset() {
+	*x = GuestReport{}
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GuestReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GuestReport) ProtoMessage() {}
+
+func (x *GuestReport) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GuestReport.ProtoReflect.Descriptor instead.
+func (*GuestReport) Descriptor() ([]byte, []int) {
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *GuestReport) GetHostId() string {
+	if x != nil {
+		return x.HostId
+	}
+	return ""
+}
+
+func (x *GuestReport) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *GuestReport) GetInstanceId() string {
+	if x != nil {
+		return x.InstanceId
+	}
+	return ""
+}
+
+func (x *GuestReport) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *GuestReport) GetStage() string {
+	if x != nil {
+		return x.Stage
+	}
+	return ""
+}
+
+func (x *GuestReport) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *GuestReport) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *GuestReport) GetTimeUnixNano() int64 {
+	if x != nil {
+		return x.TimeUnixNano
+	}
+	return 0
+}
+
+// Strand marks a guest still booting at its deadline stranded (log version 4).
+type Strand struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The instance.
+	InstanceId string `protobuf:"bytes,1,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	// The boot it judges (its guest's Since): Unix nanoseconds.
+	SinceUnixNano int64 `protobuf:"fixed64,2,opt,name=since_unix_nano,json=sinceUnixNano,proto3" json:"since_unix_nano,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Strand) Reset() {
+	*x = Strand{}
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Strand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Strand) ProtoMessage() {}
+
+func (x *Strand) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Strand.ProtoReflect.Descriptor instead.
+func (*Strand) Descriptor() ([]byte, []int) {
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *Strand) GetInstanceId() string {
+	if x != nil {
+		return x.InstanceId
+	}
+	return ""
+}
+
+func (x *Strand) GetSinceUnixNano() int64 {
+	if x != nil {
+		return x.SinceUnixNano
+	}
+	return 0
+}
+
 var File_flotilla_raft_v1_log_proto protoreflect.FileDescriptor
 
 const file_flotilla_raft_v1_log_proto_rawDesc = "" +
@@ -1578,7 +1742,21 @@ const file_flotilla_raft_v1_log_proto_rawDesc = "" +
 	"\rCreateNetwork\x123\n" +
 	"\anetwork\x18\x01 \x01(\v2\x19.flotilla.raft.v1.NetworkR\anetwork\"#\n" +
 	"\rDeleteNetwork\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04nameB?Z=github.com/flotilla-vm/flotilla/proto/flotilla/raft/v1;raftv1b\x06proto3"
+	"\x04name\x18\x01 \x01(\tR\x04name\"\xe1\x01\n" +
+	"\vGuestReport\x12\x17\n" +
+	"\ahost_id\x18\x01 \x01(\tR\x06hostId\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x1f\n" +
+	"\vinstance_id\x18\x03 \x01(\tR\n" +
+	"instanceId\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\x12\x14\n" +
+	"\x05stage\x18\x05 \x01(\tR\x05stage\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\x12\x18\n" +
+	"\aversion\x18\a \x01(\tR\aversion\x12$\n" +
+	"\x0etime_unix_nano\x18\b \x01(\x10R\ftimeUnixNano\"Q\n" +
+	"\x06Strand\x12\x1f\n" +
+	"\vinstance_id\x18\x01 \x01(\tR\n" +
+	"instanceId\x12&\n" +
+	"\x0fsince_unix_nano\x18\x02 \x01(\x10R\rsinceUnixNanoB?Z=github.com/flotilla-vm/flotilla/proto/flotilla/raft/v1;raftv1b\x06proto3"
 
 var (
 	file_flotilla_raft_v1_log_proto_rawDescOnce sync.Once
@@ -1592,7 +1770,7 @@ func file_flotilla_raft_v1_log_proto_rawDescGZIP() []byte {
 	return file_flotilla_raft_v1_log_proto_rawDescData
 }
 
-var file_flotilla_raft_v1_log_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_flotilla_raft_v1_log_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_flotilla_raft_v1_log_proto_goTypes = []any{
 	(*Entry)(nil),          // 0: flotilla.raft.v1.Entry
 	(*Batch)(nil),          // 1: flotilla.raft.v1.Batch
@@ -1618,35 +1796,37 @@ var file_flotilla_raft_v1_log_proto_goTypes = []any{
 	(*SetLogVersion)(nil),  // 21: flotilla.raft.v1.SetLogVersion
 	(*CreateNetwork)(nil),  // 22: flotilla.raft.v1.CreateNetwork
 	(*DeleteNetwork)(nil),  // 23: flotilla.raft.v1.DeleteNetwork
-	(*Instance)(nil),       // 24: flotilla.raft.v1.Instance
-	(*Operation)(nil),      // 25: flotilla.raft.v1.Operation
-	(*Policy)(nil),         // 26: flotilla.raft.v1.Policy
-	(*Fault)(nil),          // 27: flotilla.raft.v1.Fault
-	(*Observation)(nil),    // 28: flotilla.raft.v1.Observation
-	(*Host)(nil),           // 29: flotilla.raft.v1.Host
-	(*Server)(nil),         // 30: flotilla.raft.v1.Server
-	(*Network)(nil),        // 31: flotilla.raft.v1.Network
+	(*GuestReport)(nil),    // 24: flotilla.raft.v1.GuestReport
+	(*Strand)(nil),         // 25: flotilla.raft.v1.Strand
+	(*Instance)(nil),       // 26: flotilla.raft.v1.Instance
+	(*Operation)(nil),      // 27: flotilla.raft.v1.Operation
+	(*Policy)(nil),         // 28: flotilla.raft.v1.Policy
+	(*Fault)(nil),          // 29: flotilla.raft.v1.Fault
+	(*Observation)(nil),    // 30: flotilla.raft.v1.Observation
+	(*Host)(nil),           // 31: flotilla.raft.v1.Host
+	(*Server)(nil),         // 32: flotilla.raft.v1.Server
+	(*Network)(nil),        // 33: flotilla.raft.v1.Network
 }
 var file_flotilla_raft_v1_log_proto_depIdxs = []int32{
-	24, // 0: flotilla.raft.v1.CreateInstance.instance:type_name -> flotilla.raft.v1.Instance
-	25, // 1: flotilla.raft.v1.CreateInstance.operation:type_name -> flotilla.raft.v1.Operation
-	26, // 2: flotilla.raft.v1.CreateInstance.policy:type_name -> flotilla.raft.v1.Policy
-	25, // 3: flotilla.raft.v1.InstanceAction.operation:type_name -> flotilla.raft.v1.Operation
-	26, // 4: flotilla.raft.v1.InstanceAction.policy:type_name -> flotilla.raft.v1.Policy
+	26, // 0: flotilla.raft.v1.CreateInstance.instance:type_name -> flotilla.raft.v1.Instance
+	27, // 1: flotilla.raft.v1.CreateInstance.operation:type_name -> flotilla.raft.v1.Operation
+	28, // 2: flotilla.raft.v1.CreateInstance.policy:type_name -> flotilla.raft.v1.Policy
+	27, // 3: flotilla.raft.v1.InstanceAction.operation:type_name -> flotilla.raft.v1.Operation
+	28, // 4: flotilla.raft.v1.InstanceAction.policy:type_name -> flotilla.raft.v1.Policy
 	5,  // 5: flotilla.raft.v1.Dispatch.steps:type_name -> flotilla.raft.v1.DispatchStep
-	27, // 6: flotilla.raft.v1.Finish.fault:type_name -> flotilla.raft.v1.Fault
-	28, // 7: flotilla.raft.v1.Finish.observed:type_name -> flotilla.raft.v1.Observation
-	29, // 8: flotilla.raft.v1.RegisterHost.host:type_name -> flotilla.raft.v1.Host
-	28, // 9: flotilla.raft.v1.RegisterHost.inventory:type_name -> flotilla.raft.v1.Observation
-	25, // 10: flotilla.raft.v1.DrainHost.stops:type_name -> flotilla.raft.v1.Operation
-	25, // 11: flotilla.raft.v1.DrainHost.moves:type_name -> flotilla.raft.v1.Operation
-	26, // 12: flotilla.raft.v1.DrainHost.policy:type_name -> flotilla.raft.v1.Policy
-	25, // 13: flotilla.raft.v1.Recover.restart:type_name -> flotilla.raft.v1.Operation
-	28, // 14: flotilla.raft.v1.Observe.observations:type_name -> flotilla.raft.v1.Observation
-	30, // 15: flotilla.raft.v1.RegisterServer.server:type_name -> flotilla.raft.v1.Server
-	26, // 16: flotilla.raft.v1.Place.policy:type_name -> flotilla.raft.v1.Policy
-	25, // 17: flotilla.raft.v1.Preempt.victims:type_name -> flotilla.raft.v1.Operation
-	31, // 18: flotilla.raft.v1.CreateNetwork.network:type_name -> flotilla.raft.v1.Network
+	29, // 6: flotilla.raft.v1.Finish.fault:type_name -> flotilla.raft.v1.Fault
+	30, // 7: flotilla.raft.v1.Finish.observed:type_name -> flotilla.raft.v1.Observation
+	31, // 8: flotilla.raft.v1.RegisterHost.host:type_name -> flotilla.raft.v1.Host
+	30, // 9: flotilla.raft.v1.RegisterHost.inventory:type_name -> flotilla.raft.v1.Observation
+	27, // 10: flotilla.raft.v1.DrainHost.stops:type_name -> flotilla.raft.v1.Operation
+	27, // 11: flotilla.raft.v1.DrainHost.moves:type_name -> flotilla.raft.v1.Operation
+	28, // 12: flotilla.raft.v1.DrainHost.policy:type_name -> flotilla.raft.v1.Policy
+	27, // 13: flotilla.raft.v1.Recover.restart:type_name -> flotilla.raft.v1.Operation
+	30, // 14: flotilla.raft.v1.Observe.observations:type_name -> flotilla.raft.v1.Observation
+	32, // 15: flotilla.raft.v1.RegisterServer.server:type_name -> flotilla.raft.v1.Server
+	28, // 16: flotilla.raft.v1.Place.policy:type_name -> flotilla.raft.v1.Policy
+	27, // 17: flotilla.raft.v1.Preempt.victims:type_name -> flotilla.raft.v1.Operation
+	33, // 18: flotilla.raft.v1.CreateNetwork.network:type_name -> flotilla.raft.v1.Network
 	19, // [19:19] is the sub-list for method output_type
 	19, // [19:19] is the sub-list for method input_type
 	19, // [19:19] is the sub-list for extension type_name
@@ -1666,7 +1846,7 @@ func file_flotilla_raft_v1_log_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_raft_v1_log_proto_rawDesc), len(file_flotilla_raft_v1_log_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -619,9 +619,13 @@ type Instance struct {
 	// cloud-init user data.
 	UserData string `protobuf:"bytes,28,opt,name=user_data,json=userData,proto3" json:"user_data,omitempty"`
 	// SSH public keys.
-	SshKeys       []string `protobuf:"bytes,29,rep,name=ssh_keys,json=sshKeys,proto3" json:"ssh_keys,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	SshKeys []string `protobuf:"bytes,29,rep,name=ssh_keys,json=sshKeys,proto3" json:"ssh_keys,omitempty"`
+	// What the guest said since it last booted.
+	Guest *GuestFacts `protobuf:"bytes,30,opt,name=guest,proto3" json:"guest,omitempty"`
+	// How long its guest may boot: nanoseconds.
+	ReadyTimeoutNanos int64 `protobuf:"varint,31,opt,name=ready_timeout_nanos,json=readyTimeoutNanos,proto3" json:"ready_timeout_nanos,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Instance) Reset() {
@@ -857,6 +861,111 @@ func (x *Instance) GetSshKeys() []string {
 	return nil
 }
 
+func (x *Instance) GetGuest() *GuestFacts {
+	if x != nil {
+		return x.Guest
+	}
+	return nil
+}
+
+func (x *Instance) GetReadyTimeoutNanos() int64 {
+	if x != nil {
+		return x.ReadyTimeoutNanos
+	}
+	return 0
+}
+
+// GuestFacts is what a guest said on its guest channel since it last booted.
+type GuestFacts struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "", "booting", "ready", "failed" or "stranded".
+	State string `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	// Last boot step.
+	Stage string `protobuf:"bytes,2,opt,name=stage,proto3" json:"stage,omitempty"`
+	// Why it failed or was stranded.
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Guest side's version.
+	Version string `protobuf:"bytes,4,opt,name=version,proto3" json:"version,omitempty"`
+	// Entered state: Unix nanoseconds.
+	SinceUnixNano int64 `protobuf:"fixed64,5,opt,name=since_unix_nano,json=sinceUnixNano,proto3" json:"since_unix_nano,omitempty"`
+	// Last report: Unix nanoseconds.
+	TimeUnixNano  int64 `protobuf:"fixed64,6,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GuestFacts) Reset() {
+	*x = GuestFacts{}
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GuestFacts) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GuestFacts) ProtoMessage() {}
+
+func (x *GuestFacts) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GuestFacts.ProtoReflect.Descriptor instead.
+func (*GuestFacts) Descriptor() ([]byte, []int) {
+	return file_flotilla_raft_v1_records_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *GuestFacts) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *GuestFacts) GetStage() string {
+	if x != nil {
+		return x.Stage
+	}
+	return ""
+}
+
+func (x *GuestFacts) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *GuestFacts) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *GuestFacts) GetSinceUnixNano() int64 {
+	if x != nil {
+		return x.SinceUnixNano
+	}
+	return 0
+}
+
+func (x *GuestFacts) GetTimeUnixNano() int64 {
+	if x != nil {
+		return x.TimeUnixNano
+	}
+	return 0
+}
+
 // Nic is one allocated network interface.
 type Nic struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -874,7 +983,7 @@ type Nic struct {
 
 func (x *Nic) Reset() {
 	*x = Nic{}
-	mi := &file_flotilla_raft_v1_records_proto_msgTypes[8]
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -886,7 +995,7 @@ func (x *Nic) String() string {
 func (*Nic) ProtoMessage() {}
 
 func (x *Nic) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_records_proto_msgTypes[8]
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -899,7 +1008,7 @@ func (x *Nic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Nic.ProtoReflect.Descriptor instead.
 func (*Nic) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_records_proto_rawDescGZIP(), []int{8}
+	return file_flotilla_raft_v1_records_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Nic) GetNetwork() string {
@@ -953,7 +1062,7 @@ type Network struct {
 
 func (x *Network) Reset() {
 	*x = Network{}
-	mi := &file_flotilla_raft_v1_records_proto_msgTypes[9]
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -965,7 +1074,7 @@ func (x *Network) String() string {
 func (*Network) ProtoMessage() {}
 
 func (x *Network) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_records_proto_msgTypes[9]
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -978,7 +1087,7 @@ func (x *Network) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Network.ProtoReflect.Descriptor instead.
 func (*Network) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_records_proto_rawDescGZIP(), []int{9}
+	return file_flotilla_raft_v1_records_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Network) GetName() string {
@@ -1047,7 +1156,7 @@ type ModelUpdate struct {
 
 func (x *ModelUpdate) Reset() {
 	*x = ModelUpdate{}
-	mi := &file_flotilla_raft_v1_records_proto_msgTypes[10]
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1059,7 +1168,7 @@ func (x *ModelUpdate) String() string {
 func (*ModelUpdate) ProtoMessage() {}
 
 func (x *ModelUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_records_proto_msgTypes[10]
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1072,7 +1181,7 @@ func (x *ModelUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelUpdate.ProtoReflect.Descriptor instead.
 func (*ModelUpdate) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_records_proto_rawDescGZIP(), []int{10}
+	return file_flotilla_raft_v1_records_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ModelUpdate) GetName() string {
@@ -1120,7 +1229,7 @@ type Caller struct {
 
 func (x *Caller) Reset() {
 	*x = Caller{}
-	mi := &file_flotilla_raft_v1_records_proto_msgTypes[11]
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1132,7 +1241,7 @@ func (x *Caller) String() string {
 func (*Caller) ProtoMessage() {}
 
 func (x *Caller) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_records_proto_msgTypes[11]
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1145,7 +1254,7 @@ func (x *Caller) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Caller.ProtoReflect.Descriptor instead.
 func (*Caller) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_records_proto_rawDescGZIP(), []int{11}
+	return file_flotilla_raft_v1_records_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Caller) GetName() string {
@@ -1223,7 +1332,7 @@ type Step struct {
 
 func (x *Step) Reset() {
 	*x = Step{}
-	mi := &file_flotilla_raft_v1_records_proto_msgTypes[12]
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1235,7 +1344,7 @@ func (x *Step) String() string {
 func (*Step) ProtoMessage() {}
 
 func (x *Step) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_records_proto_msgTypes[12]
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1248,7 +1357,7 @@ func (x *Step) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Step.ProtoReflect.Descriptor instead.
 func (*Step) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_records_proto_rawDescGZIP(), []int{12}
+	return file_flotilla_raft_v1_records_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Step) GetName() string {
@@ -1451,7 +1560,7 @@ type Operation struct {
 
 func (x *Operation) Reset() {
 	*x = Operation{}
-	mi := &file_flotilla_raft_v1_records_proto_msgTypes[13]
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1463,7 +1572,7 @@ func (x *Operation) String() string {
 func (*Operation) ProtoMessage() {}
 
 func (x *Operation) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_records_proto_msgTypes[13]
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1476,7 +1585,7 @@ func (x *Operation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Operation.ProtoReflect.Descriptor instead.
 func (*Operation) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_records_proto_rawDescGZIP(), []int{13}
+	return file_flotilla_raft_v1_records_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Operation) GetId() string {
@@ -1721,7 +1830,7 @@ type Host struct {
 
 func (x *Host) Reset() {
 	*x = Host{}
-	mi := &file_flotilla_raft_v1_records_proto_msgTypes[14]
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1733,7 +1842,7 @@ func (x *Host) String() string {
 func (*Host) ProtoMessage() {}
 
 func (x *Host) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_records_proto_msgTypes[14]
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1746,7 +1855,7 @@ func (x *Host) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Host.ProtoReflect.Descriptor instead.
 func (*Host) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_records_proto_rawDescGZIP(), []int{14}
+	return file_flotilla_raft_v1_records_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Host) GetId() string {
@@ -1869,7 +1978,7 @@ type Server struct {
 
 func (x *Server) Reset() {
 	*x = Server{}
-	mi := &file_flotilla_raft_v1_records_proto_msgTypes[15]
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1881,7 +1990,7 @@ func (x *Server) String() string {
 func (*Server) ProtoMessage() {}
 
 func (x *Server) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_records_proto_msgTypes[15]
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1894,7 +2003,7 @@ func (x *Server) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Server.ProtoReflect.Descriptor instead.
 func (*Server) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_records_proto_rawDescGZIP(), []int{15}
+	return file_flotilla_raft_v1_records_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Server) GetId() string {
@@ -1935,7 +2044,7 @@ type Policy struct {
 
 func (x *Policy) Reset() {
 	*x = Policy{}
-	mi := &file_flotilla_raft_v1_records_proto_msgTypes[16]
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1947,7 +2056,7 @@ func (x *Policy) String() string {
 func (*Policy) ProtoMessage() {}
 
 func (x *Policy) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_records_proto_msgTypes[16]
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1960,7 +2069,7 @@ func (x *Policy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Policy.ProtoReflect.Descriptor instead.
 func (*Policy) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_records_proto_rawDescGZIP(), []int{16}
+	return file_flotilla_raft_v1_records_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Policy) GetPack() bool {
@@ -2008,7 +2117,7 @@ type Observation struct {
 
 func (x *Observation) Reset() {
 	*x = Observation{}
-	mi := &file_flotilla_raft_v1_records_proto_msgTypes[17]
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2020,7 +2129,7 @@ func (x *Observation) String() string {
 func (*Observation) ProtoMessage() {}
 
 func (x *Observation) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_records_proto_msgTypes[17]
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2033,7 +2142,7 @@ func (x *Observation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Observation.ProtoReflect.Descriptor instead.
 func (*Observation) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_records_proto_rawDescGZIP(), []int{17}
+	return file_flotilla_raft_v1_records_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Observation) GetInstanceId() string {
@@ -2115,7 +2224,7 @@ const file_flotilla_raft_v1_records_proto_rawDesc = "" +
 	"\x10bytes_per_second\x18\x04 \x01(\x04R\x0ebytesPerSecond\x12\x1d\n" +
 	"\n" +
 	"bytes_sent\x18\x05 \x01(\x04R\tbytesSent\x121\n" +
-	"\x15report_time_unix_nano\x18\x06 \x01(\x10R\x12reportTimeUnixNano\"\xf7\b\n" +
+	"\x15report_time_unix_nano\x18\x06 \x01(\x10R\x12reportTimeUnixNano\"\xdb\t\n" +
 	"\bInstance\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12*\n" +
@@ -2151,10 +2260,20 @@ const file_flotilla_raft_v1_records_proto_rawDesc = "" +
 	"\frolling_back\x18\x1a \x01(\bR\vrollingBack\x12)\n" +
 	"\x04nics\x18\x1b \x03(\v2\x15.flotilla.raft.v1.NicR\x04nics\x12\x1b\n" +
 	"\tuser_data\x18\x1c \x01(\tR\buserData\x12\x19\n" +
-	"\bssh_keys\x18\x1d \x03(\tR\asshKeys\x1a9\n" +
+	"\bssh_keys\x18\x1d \x03(\tR\asshKeys\x122\n" +
+	"\x05guest\x18\x1e \x01(\v2\x1c.flotilla.raft.v1.GuestFactsR\x05guest\x12.\n" +
+	"\x13ready_timeout_nanos\x18\x1f \x01(\x03R\x11readyTimeoutNanos\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"a\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb8\x01\n" +
+	"\n" +
+	"GuestFacts\x12\x14\n" +
+	"\x05state\x18\x01 \x01(\tR\x05state\x12\x14\n" +
+	"\x05stage\x18\x02 \x01(\tR\x05stage\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
+	"\aversion\x18\x04 \x01(\tR\aversion\x12&\n" +
+	"\x0fsince_unix_nano\x18\x05 \x01(\x10R\rsinceUnixNano\x12$\n" +
+	"\x0etime_unix_nano\x18\x06 \x01(\x10R\ftimeUnixNano\"a\n" +
 	"\x03Nic\x12\x18\n" +
 	"\anetwork\x18\x01 \x01(\tR\anetwork\x12\x10\n" +
 	"\x03mac\x18\x02 \x01(\tR\x03mac\x12\x12\n" +
@@ -2289,7 +2408,7 @@ func file_flotilla_raft_v1_records_proto_rawDescGZIP() []byte {
 	return file_flotilla_raft_v1_records_proto_rawDescData
 }
 
-var file_flotilla_raft_v1_records_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_flotilla_raft_v1_records_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_flotilla_raft_v1_records_proto_goTypes = []any{
 	(*Spec)(nil),        // 0: flotilla.raft.v1.Spec
 	(*Resources)(nil),   // 1: flotilla.raft.v1.Resources
@@ -2299,23 +2418,24 @@ var file_flotilla_raft_v1_records_proto_goTypes = []any{
 	(*Resize)(nil),      // 5: flotilla.raft.v1.Resize
 	(*StepCopy)(nil),    // 6: flotilla.raft.v1.StepCopy
 	(*Instance)(nil),    // 7: flotilla.raft.v1.Instance
-	(*Nic)(nil),         // 8: flotilla.raft.v1.Nic
-	(*Network)(nil),     // 9: flotilla.raft.v1.Network
-	(*ModelUpdate)(nil), // 10: flotilla.raft.v1.ModelUpdate
-	(*Caller)(nil),      // 11: flotilla.raft.v1.Caller
-	(*Step)(nil),        // 12: flotilla.raft.v1.Step
-	(*Operation)(nil),   // 13: flotilla.raft.v1.Operation
-	(*Host)(nil),        // 14: flotilla.raft.v1.Host
-	(*Server)(nil),      // 15: flotilla.raft.v1.Server
-	(*Policy)(nil),      // 16: flotilla.raft.v1.Policy
-	(*Observation)(nil), // 17: flotilla.raft.v1.Observation
-	nil,                 // 18: flotilla.raft.v1.Placement.LabelsEntry
-	nil,                 // 19: flotilla.raft.v1.Instance.LabelsEntry
-	nil,                 // 20: flotilla.raft.v1.ModelUpdate.LabelsEntry
-	nil,                 // 21: flotilla.raft.v1.Host.LabelsEntry
+	(*GuestFacts)(nil),  // 8: flotilla.raft.v1.GuestFacts
+	(*Nic)(nil),         // 9: flotilla.raft.v1.Nic
+	(*Network)(nil),     // 10: flotilla.raft.v1.Network
+	(*ModelUpdate)(nil), // 11: flotilla.raft.v1.ModelUpdate
+	(*Caller)(nil),      // 12: flotilla.raft.v1.Caller
+	(*Step)(nil),        // 13: flotilla.raft.v1.Step
+	(*Operation)(nil),   // 14: flotilla.raft.v1.Operation
+	(*Host)(nil),        // 15: flotilla.raft.v1.Host
+	(*Server)(nil),      // 16: flotilla.raft.v1.Server
+	(*Policy)(nil),      // 17: flotilla.raft.v1.Policy
+	(*Observation)(nil), // 18: flotilla.raft.v1.Observation
+	nil,                 // 19: flotilla.raft.v1.Placement.LabelsEntry
+	nil,                 // 20: flotilla.raft.v1.Instance.LabelsEntry
+	nil,                 // 21: flotilla.raft.v1.ModelUpdate.LabelsEntry
+	nil,                 // 22: flotilla.raft.v1.Host.LabelsEntry
 }
 var file_flotilla_raft_v1_records_proto_depIdxs = []int32{
-	18, // 0: flotilla.raft.v1.Placement.labels:type_name -> flotilla.raft.v1.Placement.LabelsEntry
+	19, // 0: flotilla.raft.v1.Placement.labels:type_name -> flotilla.raft.v1.Placement.LabelsEntry
 	0,  // 1: flotilla.raft.v1.Resize.from:type_name -> flotilla.raft.v1.Spec
 	0,  // 2: flotilla.raft.v1.Resize.to:type_name -> flotilla.raft.v1.Spec
 	0,  // 3: flotilla.raft.v1.Instance.spec:type_name -> flotilla.raft.v1.Spec
@@ -2323,26 +2443,27 @@ var file_flotilla_raft_v1_records_proto_depIdxs = []int32{
 	2,  // 5: flotilla.raft.v1.Instance.fault:type_name -> flotilla.raft.v1.Fault
 	3,  // 6: flotilla.raft.v1.Instance.recovery:type_name -> flotilla.raft.v1.Recovery
 	4,  // 7: flotilla.raft.v1.Instance.placement:type_name -> flotilla.raft.v1.Placement
-	19, // 8: flotilla.raft.v1.Instance.labels:type_name -> flotilla.raft.v1.Instance.LabelsEntry
+	20, // 8: flotilla.raft.v1.Instance.labels:type_name -> flotilla.raft.v1.Instance.LabelsEntry
 	5,  // 9: flotilla.raft.v1.Instance.resize:type_name -> flotilla.raft.v1.Resize
-	8,  // 10: flotilla.raft.v1.Instance.nics:type_name -> flotilla.raft.v1.Nic
-	20, // 11: flotilla.raft.v1.ModelUpdate.labels:type_name -> flotilla.raft.v1.ModelUpdate.LabelsEntry
-	3,  // 12: flotilla.raft.v1.ModelUpdate.recovery:type_name -> flotilla.raft.v1.Recovery
-	2,  // 13: flotilla.raft.v1.Step.fault:type_name -> flotilla.raft.v1.Fault
-	12, // 14: flotilla.raft.v1.Step.undo:type_name -> flotilla.raft.v1.Step
-	2,  // 15: flotilla.raft.v1.Operation.fault:type_name -> flotilla.raft.v1.Fault
-	12, // 16: flotilla.raft.v1.Operation.steps:type_name -> flotilla.raft.v1.Step
-	10, // 17: flotilla.raft.v1.Operation.update:type_name -> flotilla.raft.v1.ModelUpdate
-	5,  // 18: flotilla.raft.v1.Operation.resize:type_name -> flotilla.raft.v1.Resize
-	11, // 19: flotilla.raft.v1.Operation.requested_by:type_name -> flotilla.raft.v1.Caller
-	6,  // 20: flotilla.raft.v1.Operation.copy:type_name -> flotilla.raft.v1.StepCopy
-	1,  // 21: flotilla.raft.v1.Host.capacity:type_name -> flotilla.raft.v1.Resources
-	21, // 22: flotilla.raft.v1.Host.labels:type_name -> flotilla.raft.v1.Host.LabelsEntry
-	23, // [23:23] is the sub-list for method output_type
-	23, // [23:23] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	9,  // 10: flotilla.raft.v1.Instance.nics:type_name -> flotilla.raft.v1.Nic
+	8,  // 11: flotilla.raft.v1.Instance.guest:type_name -> flotilla.raft.v1.GuestFacts
+	21, // 12: flotilla.raft.v1.ModelUpdate.labels:type_name -> flotilla.raft.v1.ModelUpdate.LabelsEntry
+	3,  // 13: flotilla.raft.v1.ModelUpdate.recovery:type_name -> flotilla.raft.v1.Recovery
+	2,  // 14: flotilla.raft.v1.Step.fault:type_name -> flotilla.raft.v1.Fault
+	13, // 15: flotilla.raft.v1.Step.undo:type_name -> flotilla.raft.v1.Step
+	2,  // 16: flotilla.raft.v1.Operation.fault:type_name -> flotilla.raft.v1.Fault
+	13, // 17: flotilla.raft.v1.Operation.steps:type_name -> flotilla.raft.v1.Step
+	11, // 18: flotilla.raft.v1.Operation.update:type_name -> flotilla.raft.v1.ModelUpdate
+	5,  // 19: flotilla.raft.v1.Operation.resize:type_name -> flotilla.raft.v1.Resize
+	12, // 20: flotilla.raft.v1.Operation.requested_by:type_name -> flotilla.raft.v1.Caller
+	6,  // 21: flotilla.raft.v1.Operation.copy:type_name -> flotilla.raft.v1.StepCopy
+	1,  // 22: flotilla.raft.v1.Host.capacity:type_name -> flotilla.raft.v1.Resources
+	22, // 23: flotilla.raft.v1.Host.labels:type_name -> flotilla.raft.v1.Host.LabelsEntry
+	24, // [24:24] is the sub-list for method output_type
+	24, // [24:24] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_raft_v1_records_proto_init() }
@@ -2350,14 +2471,14 @@ func file_flotilla_raft_v1_records_proto_init() {
 	if File_flotilla_raft_v1_records_proto != nil {
 		return
 	}
-	file_flotilla_raft_v1_records_proto_msgTypes[10].OneofWrappers = []any{}
+	file_flotilla_raft_v1_records_proto_msgTypes[11].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_raft_v1_records_proto_rawDesc), len(file_flotilla_raft_v1_records_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
