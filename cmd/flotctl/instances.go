@@ -278,6 +278,7 @@ func parseMutation(name string, args []string) (*mutation, error) {
 		nics             nicFlag
 		sshKeys          stringsFlag
 		userDataFile     *string
+		readyTimeout     *time.Duration
 		clearLabels      *bool
 		recovery         *string
 		maxRestarts      *int
@@ -297,6 +298,7 @@ func parseMutation(name string, args []string) (*mutation, error) {
 		fs.Var(&nics, "network", "a NIC on this network, NETWORK or NETWORK=IPV4 for a static address (repeatable, in order)")
 		fs.Var(&sshKeys, "ssh-key", "an SSH public key for the guest (repeatable)")
 		userDataFile = fs.String("user-data-file", "", "a file of cloud-init user data for the guest")
+		readyTimeout = fs.Duration("readiness-timeout", -1, "how long the guest may boot before it is stranded (0: never; default: the cluster's)")
 	case "update":
 		instName = fs.String("name", "", "the new name")
 		fs.Var(labels, "label", "a label, key=value (repeatable): the given labels replace all of the old ones")
@@ -354,6 +356,9 @@ func parseMutation(name string, args []string) (*mutation, error) {
 			Labels:            labels,
 			Interfaces:        nics,
 			SshAuthorizedKeys: sshKeys,
+		}
+		if *readyTimeout >= 0 {
+			m.req.(*flotillav1.CreateInstanceRequest).ReadinessTimeout = durationpb.New(*readyTimeout)
 		}
 		if *userDataFile != "" {
 			b, err := os.ReadFile(*userDataFile)

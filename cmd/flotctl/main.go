@@ -50,7 +50,7 @@ type cli struct {
 
 // commandList names every subcommand with its usage line, in help order.
 var commandList = []struct{ name, usage string }{
-	{"create", "create --name N --image I [--vcpus 1] [--memory-mib 256] [--disk-gib 0] [--label K=V]... [--network NET[=IPV4]]... [--ssh-key KEY]... [--user-data-file F] [--request-id R] [--wait]"},
+	{"create", "create --name N --image I [--vcpus 1] [--memory-mib 256] [--disk-gib 0] [--label K=V]... [--network NET[=IPV4]]... [--ssh-key KEY]... [--user-data-file F] [--readiness-timeout 10m] [--request-id R] [--wait]"},
 	{"get", "get ID [--vocabulary nova,azure,...]"},
 	{"list", "list [--status RUNNING,STOPPED] [--all] [--vocabulary nova,azure,...]"},
 	{"watch", "watch [--from-revision R] [--id ID] [--vocabulary nova,azure,...]"},

@@ -74,10 +74,12 @@ func printInstances(w io.Writer, format string, insts []*flotillav1.Instance, vo
 	if format == "json" {
 		return writeJSON(w, insts)
 	}
-	// The ADDRESSES column only when some instance has a NIC.
-	withNICs := false
+	// The ADDRESSES column only when some instance has a NIC, READINESS
+	// when some instance has one (a server older than readiness has none).
+	withNICs, withReadiness := false, false
 	for _, in := range insts {
 		withNICs = withNICs || len(in.GetInterfaces()) > 0
+		withReadiness = withReadiness || in.GetReadiness() != flotillav1.Readiness_READINESS_UNSPECIFIED
 	}
 	rows := make([][]string, 0, len(insts))
 	for _, in := range insts {
@@ -89,12 +91,22 @@ func printInstances(w io.Writer, format string, insts []*flotillav1.Instance, vo
 			in.GetHostId(),
 			in.GetCurrentOperationId(),
 		}
+		if withReadiness {
+			r := "-"
+			if in.GetReadiness() != flotillav1.Readiness_READINESS_UNSPECIFIED {
+				r = strings.ToLower(enumName(in.GetReadiness(), "READINESS_"))
+			}
+			row = append(row, r)
+		}
 		if withNICs {
 			row = append(row, addresses(in))
 		}
 		rows = append(rows, append(row, viewColumns(in, vocabs)...))
 	}
 	head := []string{"ID", "NAME", "STATUS", "POWER", "HOST", "OPERATION"}
+	if withReadiness {
+		head = append(head, "READINESS")
+	}
 	if withNICs {
 		head = append(head, "ADDRESSES")
 	}
