@@ -33,8 +33,8 @@
 # Guest channel (v1, docs/guest-channel.md), from a background writer/reader: the port's
 # writes block until the host connects. "HELLO flotilla-guest/1 test-5" once the port is open,
 # "BOOT network" when net.sh starts, "BOOT http" when it starts httpd, "READY" when the page
-# answers (right after net.sh without a NIC); "PING n" is answered "PONG n". When the host
-# goes away the guest says its latest line again, for whoever connects next.
+# answers (right after net.sh without a NIC); "PING n" is answered "PONG n", and "PING 1"
+# (a host's first on each connection) makes the guest say its latest line again.
 # Test switches, lines of the seed's user-data:
 #   flotilla-test: fail     "FAILED boot-script" instead of READY
 #   flotilla-test: slow=N   READY N seconds later
@@ -292,22 +292,21 @@ gc_channel() {
   exec cat <&4 >&3
 }
 
-# gc_reader reads the host's lines: "PING n" is answered "PONG n". A read at end of file
-# means the host is not connected: after it was, the latest line is said again, for the
-# next host (an agent restarted, say) to hear where this boot is.
+# gc_reader reads the host's lines: "PING n" is answered "PONG n". A host counts its PINGs
+# from 1 on each connection, so after "PING 1" the latest line is said again: the host may
+# be new (an agent restarted, say) and must hear where this boot is. A read at end of file
+# means no host is connected.
 gc_reader() {
-  heard=""
   while :; do
     if read -r verb arg; then
-      heard=1
       case $verb in
-        PING) case $arg in '' | *[!0-9]*) ;; *) gc_send "PONG $arg" ;; esac ;;
+        PING) case $arg in '' | *[!0-9]*) ;; *)
+          gc_send "PONG $arg"
+          [ "$arg" = 1 ] && gc_send ""
+          ;;
+        esac ;;
       esac
     else
-      if [ -n "$heard" ]; then
-        heard=""
-        gc_send "$(cat /run/gc.state)"
-      fi
       sleep 1
     fi
   done
@@ -397,11 +396,17 @@ is_ipv4() {
 }
 
 # gc_send LINE: queue LINE for the host on the guest channel (nothing when the channel is
-# off); every line but PONG is also kept as the latest, said again after a reconnect.
+# off); every line but PONG is also kept as the latest, and "" says the latest again. The
+# lock (mkdir is atomic) keeps a repeat from overtaking a newer line.
 gc_send() {
   [ -p /run/gc.fifo ] || return 0
-  case $1 in PONG*) ;; *) echo "$1" >/run/gc.state ;; esac
-  echo "$1" >/run/gc.fifo
+  until mkdir /run/gc.lock 2>/dev/null; do sleep 0.05; done
+  case $1 in
+    PONG*) echo "$1" >/run/gc.fifo ;;
+    "") cat /run/gc.state >/run/gc.fifo ;;
+    *) echo "$1" >/run/gc.state && echo "$1" >/run/gc.fifo ;;
+  esac
+  rmdir /run/gc.lock
 }
 LIB
 

@@ -11,7 +11,7 @@ import (
 
 // The real test guest (scripts/build-test-guest.sh, recipe 5 or later)
 // speaks on the real channel: the agent's watcher hears it boot and be
-// ready, and again after a reboot.
+// ready, tells a restarted agent again, and boots anew after a reboot.
 func TestGuestChannelBootAndReady(t *testing.T) {
 	d, _ := newTestDriver(t)
 	id := testID(t, d)
@@ -29,6 +29,13 @@ func TestGuestChannelBootAndReady(t *testing.T) {
 	if r.Dropped != 0 || r.Stage != "network" { // no NIC: no httpd stage
 		t.Errorf("ready report %+v", r)
 	}
+
+	// The agent restarts (a new watcher, knowing nothing): the guest says
+	// where it is again, without a new HELLO.
+	w.Close()
+	w = watchGuests(t, d)
+	w.Observe(hypervisor.DomainStatus{ID: id, State: hypervisor.PowerRunning})
+	nextGuest(t, w, id, "ready to a restarted agent", func(r guestchan.Report) bool { return r.State == guestchan.Ready })
 
 	// A reboot is a new boot: HELLO again, then READY.
 	if err := d.Reboot(ctxT(t, 30*time.Second), id, true); err != nil {
