@@ -91,3 +91,41 @@ func nextGuest(t *testing.T, w *guestchan.Watcher, id, what string, ok func(gues
 		}
 	}
 }
+
+// The test guest's switches: silent never speaks (its console says READY
+// all the same), slow=N says READY N seconds after it started.
+func TestGuestChannelSilentAndSlow(t *testing.T) {
+	d, cfg := newTestDriver(t)
+	w := watchGuests(t, d)
+
+	silent := testID(t, d)
+	spec := testSpec(silent)
+	spec.Seed = &hypervisor.GuestSeed{UserData: "flotilla-test: silent\n"}
+	if err := d.Create(ctxT(t, 60*time.Second), spec); err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	w.Observe(hypervisor.DomainStatus{ID: silent, State: hypervisor.PowerRunning})
+	waitFor(t, 120*time.Second, "the silent guest's console READY", func() bool {
+		return fileContains(pathsFor(cfg.DiskDir, cfg.RunDir, silent).ConsoleLog, guestReady)
+	})
+	if err := d.Destroy(ctxT(t, 30*time.Second), silent); err != nil {
+		t.Fatalf("Destroy: %v", err)
+	}
+	w.Observe(hypervisor.DomainStatus{ID: silent, State: hypervisor.PowerShutOff})
+	if rs := w.Reports(); len(rs) != 0 {
+		t.Fatalf("a silent guest was heard: %+v", rs)
+	}
+
+	slow := testID(t, d)
+	spec = testSpec(slow)
+	spec.Seed = &hypervisor.GuestSeed{UserData: "flotilla-test: slow=3\n"}
+	if err := d.Create(ctxT(t, 60*time.Second), spec); err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	w.Observe(hypervisor.DomainStatus{ID: slow, State: hypervisor.PowerRunning})
+	booting := nextGuest(t, w, slow, "booting", func(r guestchan.Report) bool { return r.State == guestchan.Booting })
+	ready := nextGuest(t, w, slow, "ready", func(r guestchan.Report) bool { return r.State == guestchan.Ready })
+	if took := ready.ObservedAt.Sub(booting.ObservedAt); took < 3*time.Second {
+		t.Errorf("slow=3 guest ready %s after HELLO", took)
+	}
+}
