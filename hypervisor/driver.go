@@ -251,5 +251,11 @@ type Driver interface {
 	// domains' own definitions. Idempotent.
 	Resync(ctx context.Context) error
 
+	// GuestSocket is the host end of the domain's guest channel
+	// (org.flotilla.guest.0, docs/guest-channel.md): a unix socket the
+	// hypervisor listens on while the domain runs, one connection at a
+	// time. "" when this hypervisor has none (or id is not an instance id).
+	GuestSocket(id string) string
+
 	Close() error
 }

@@ -6,10 +6,10 @@
 #                  package is downloaded and unpacked, never installed)
 #     initrd.img   gzip'd cpio (newc): busybox-static + the kernel's virtio (blk, console,
 #                  net), button/evdev and isofs modules + an /init that prints
-#                  FLOTILLA-GUEST-READY on ttyS0, writes "READY\n" to the virtio-serial port
-#                  org.flotilla.guest.0 if there is one, and powers off
-#                  (FLOTILLA-GUEST-POWEROFF) when the ACPI power button is pressed (virsh
-#                  shutdown). /init stays PID 1 forever.
+#                  FLOTILLA-GUEST-READY on ttyS0, speaks the guest channel protocol v1
+#                  (docs/guest-channel.md) on the virtio-serial port org.flotilla.guest.0 if
+#                  there is one, and powers off (FLOTILLA-GUEST-POWEROFF) when the ACPI
+#                  power button is pressed (virsh shutdown). /init stays PID 1 forever.
 #     disk.qcow2   64 MiB empty qcow2 base disk (boot needs none; the control plane puts a
 #                  copy-on-write overlay on it)
 #     cmdline      kernel command line, one line
@@ -30,6 +30,19 @@
 #         the guest (5 s timeout), or 502 and a line "ERROR ..."; 400 if the query
 #         is not a dotted IPv4 address. Tests use it to prove one guest reaches another.
 #
+# Guest channel (v1, docs/guest-channel.md), from a background writer/reader: the port's
+# writes block until the host connects. "HELLO flotilla-guest/1 test-5" once the port is open,
+# "BOOT network" when net.sh starts, "BOOT http" when it starts httpd, "READY" when the page
+# answers (right after net.sh without a NIC); "PING n" is answered "PONG n", and "PING 1"
+# (a host's first on each connection) makes the guest say its latest line again.
+# Test switches, lines of the seed's user-data:
+#   flotilla-test: fail     "FAILED boot-script" instead of READY
+#   flotilla-test: slow=N   READY N seconds later
+#   flotilla-test: silent   never opens the channel
+#   flotilla-test: flood    after HELLO, garbage, unknown verbs and over-long lines as fast as it
+#                           can, then (after 3 s) the usual lines
+# The console lines (FLOTILLA-GUEST-READY, -NET, -SHAPE, -POWEROFF) do not depend on them.
+#
 # IMAGE_DIR is ${FLOTILLA_IMAGE_DIR:-/var/lib/flotilla/images}. Idempotent: exits at once when
 # the image is complete and was built by this recipe version; FLOTILLA_REBUILD=1 forces a
 # rebuild. The guest boots under plain TCG (domain type='qemu', machine 'pc', <acpi/>).
@@ -39,7 +52,7 @@ log() { echo "build-test-guest: $*" >&2; }
 die() { echo "build-test-guest: ERROR: $*" >&2; exit 1; }
 
 # Bump when the image contents change, so existing images get rebuilt.
-RECIPE=4 # bump when the image's contents change: built images are replaced
+RECIPE=5 # bump when the image's contents change: built images are replaced
 NAME=flotilla-test
 IMAGE_DIR=${FLOTILLA_IMAGE_DIR:-/var/lib/flotilla/images}
 DEST=$IMAGE_DIR/$NAME
@@ -188,10 +201,7 @@ for m in $(cat /etc/modules); do
   insmod "/lib/modules/$m.ko" 2>/dev/null || echo "flotilla-init: insmod $m failed" 
 done
 
-# Seed, hostname, address and HTTP page, beside the power-button search below; READY waits
-# for it, so a guest that has said READY answers HTTP. Without a NIC it takes milliseconds.
-/etc/flotilla/net.sh &
-net=$!
+. /etc/flotilla/lib.sh
 
 # Make sure a char device node exists for /sys/class/<class>/<name>; print its path.
 devnode() { # $1 = sysfs class dir entry, $2 = /dev path
@@ -201,6 +211,117 @@ devnode() { # $1 = sysfs class dir entry, $2 = /dev path
   fi
   echo "$2"
 }
+
+# NoCloud seed: an ISO9660 disk whose volume id (32 bytes at 0x8028) is "cidata", mounted
+# on /run/seed (net.sh reads meta-data, the switches below user-data).
+for b in /sys/block/vd* /sys/block/xvd*; do
+  dev=/dev/${b##*/}
+  [ -b "$dev" ] || continue
+  vol=$(dd if="$dev" bs=1 skip=32808 count=32 2>/dev/null | tr -d ' \000' | tr A-Z a-z)
+  [ "$vol" = cidata ] || continue
+  mkdir -p /run/seed
+  mount -t iso9660 -o ro "$dev" /run/seed || echo "flotilla-init: cannot mount seed $dev"
+  break
+done
+
+# Test switches: "flotilla-test: <switch>" lines of the seed's user-data.
+t_fail="" t_slow=0 t_silent="" t_flood=""
+cr=$(printf '\r')
+if [ -r /run/seed/user-data ]; then
+  while IFS= read -r line || [ -n "$line" ]; do
+    line=${line%"$cr"}
+    case $line in
+      "flotilla-test: fail") t_fail=1 ;;
+      "flotilla-test: silent") t_silent=1 ;;
+      "flotilla-test: flood") t_flood=1 ;;
+      "flotilla-test: slow="*)
+        n=${line#*slow=}
+        case $n in '' | *[!0-9]*) ;; *) t_slow=$n ;; esac
+        ;;
+    esac
+  done </run/seed/user-data
+fi
+
+# flood: what a hostile guest might write; the host must drop it all and carry on.
+# About 450 lines' worth (an over-long line counts once per 512 bytes): enough for the host
+# to cut the guest off once, not so much that its back-off grows long.
+gc_flood() {
+  long=$(head -c 300 /dev/zero | tr '\000' x)
+  head -c 4000 /dev/zero | tr '\000' y
+  echo
+  i=0
+  while [ $i -lt 100 ]; do
+    echo "BOOT $long"
+    echo "NONSENSE $i"
+    echo "READY now"
+    head -c 64 /dev/urandom
+    echo
+    i=$((i + 1))
+  done
+}
+
+# The host (agent) side of the channel: HELLO, then the queue (gc_send) forwarded, and a
+# reader answering PINGs. The port's writes block until the host connects, hence a
+# background process; the port can be open only once, so it is opened once, here.
+gc_channel() {
+  exec 4<>/run/gc.fifo
+  port="" i=0
+  while [ -z "$port" ] && [ $i -lt 100 ]; do
+    for p in /sys/class/virtio-ports/*; do
+      [ -r "$p/name" ] || continue
+      if [ "$(cat "$p/name")" = "org.flotilla.guest.0" ]; then
+        port=$(devnode "$p" "/dev/${p##*/}")
+        break
+      fi
+    done
+    [ -n "$port" ] && break
+    i=$((i + 1))
+    sleep 0.1
+  done
+  if [ -z "$port" ]; then
+    echo "flotilla-init: no guest channel port"
+    exec cat <&4 >/dev/null # keep the queue drained: gc_send never blocks
+  fi
+  exec 3<>"$port"
+  gc_reader <&3 &
+  echo "HELLO flotilla-guest/1 test-5" >&3
+  if [ -n "$t_flood" ]; then
+    gc_flood >&3
+    sleep 3 # let the host's rate limit refill: the lines that follow count
+  fi
+  exec cat <&4 >&3
+}
+
+# gc_reader reads the host's lines: "PING n" is answered "PONG n". A host counts its PINGs
+# from 1 on each connection, so after "PING 1" the latest line is said again: the host may
+# be new (an agent restarted, say) and must hear where this boot is. A read at end of file
+# means no host is connected.
+gc_reader() {
+  while :; do
+    if read -r verb arg; then
+      case $verb in
+        PING) case $arg in '' | *[!0-9]*) ;; *)
+          gc_send "PONG $arg"
+          [ "$arg" = 1 ] && gc_send ""
+          ;;
+        esac ;;
+      esac
+    else
+      sleep 1
+    fi
+  done
+}
+
+if [ -z "$t_silent" ]; then
+  echo "HELLO flotilla-guest/1 test-5" >/run/gc.state
+  mkfifo /run/gc.fifo
+  gc_channel &
+fi
+
+# Seed, hostname, address and HTTP page, beside the power-button search below; READY waits
+# for it, so a guest that has said READY answers HTTP. Without a NIC it takes milliseconds.
+/etc/flotilla/net.sh &
+net=$!
 
 # Listen for the ACPI power button first, and only then say READY: a press
 # that arrives after READY must never be lost.
@@ -231,6 +352,14 @@ sleep 0.3 # let the reader open the device before anyone is told to press
 wait "$net"
 
 echo "FLOTILLA-GUEST-READY"
+(
+  if [ -n "$t_fail" ]; then
+    gc_send "FAILED boot-script"
+  else
+    [ "$t_slow" -gt 0 ] && sleep "$t_slow"
+    gc_send READY
+  fi
+) &
 
 # Report the guest's shape at boot and whenever the disk's size changes (a
 # live grow): FLOTILLA-GUEST-SHAPE vcpus=N mem_kib=N disk_bytes=N.
@@ -251,23 +380,6 @@ echo "FLOTILLA-GUEST-READY"
   done
 ) &
 
-# Tell the host agent channel, if any. The name arrives from the host asynchronously, so
-# look for a few seconds. The write blocks until the host end is connected, hence '&'.
-i=0
-while [ $i -lt 50 ]; do
-  for p in /sys/class/virtio-ports/*; do
-    [ -r "$p/name" ] || continue
-    if [ "$(cat "$p/name")" = "org.flotilla.guest.0" ]; then
-      port=$(devnode "$p" "/dev/${p##*/}")
-      ( echo READY >"$port" ) &
-      i=1000
-      break
-    fi
-  done
-  [ $i -ge 1000 ] && break
-  i=$((i + 1))
-  sleep 0.1
-done
 while :; do sleep 3600; done
 INIT
 chmod 755 "$ROOT/init"
@@ -282,6 +394,20 @@ is_ipv4() {
   [ $# -eq 4 ] || return 1
   for o; do [ ${#o} -le 3 ] && [ "$o" -le 255 ] || return 1; done
 }
+
+# gc_send LINE: queue LINE for the host on the guest channel (nothing when the channel is
+# off); every line but PONG is also kept as the latest, and "" says the latest again. The
+# lock (mkdir is atomic) keeps a repeat from overtaking a newer line.
+gc_send() {
+  [ -p /run/gc.fifo ] || return 0
+  until mkdir /run/gc.lock 2>/dev/null; do sleep 0.05; done
+  case $1 in
+    PONG*) echo "$1" >/run/gc.fifo ;;
+    "") cat /run/gc.state >/run/gc.fifo ;;
+    *) echo "$1" >/run/gc.state && echo "$1" >/run/gc.fifo ;;
+  esac
+  rmdir /run/gc.lock
+}
 LIB
 
 cat >"$ROOT/etc/flotilla/net.sh" <<'NET'
@@ -291,6 +417,7 @@ cat >"$ROOT/etc/flotilla/net.sh" <<'NET'
 # variables, so this script keeps to names of its own.)
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 . /etc/flotilla/lib.sh
+gc_send "BOOT network"
 ip link set lo up
 
 # ip=<client>:<server>:<gw>:<netmask>:<hostname>:<device>:<autoconf>[:<dns0>[:<dns1>]]
@@ -304,28 +431,19 @@ EOF
   esac
 done
 
-# NoCloud seed: an ISO9660 disk whose volume id (32 bytes at 0x8028) is "cidata".
+# NoCloud seed, mounted by /init if attached.
 seed_iid="" seed_host=""
-for b in /sys/block/vd* /sys/block/xvd*; do
-  dev=/dev/${b##*/}
-  [ -b "$dev" ] || continue
-  vol=$(dd if="$dev" bs=1 skip=32808 count=32 2>/dev/null | tr -d ' \000' | tr A-Z a-z)
-  [ "$vol" = cidata ] || continue
-  mkdir -p /run/seed
-  mount -t iso9660 -o ro "$dev" /run/seed || { echo "flotilla-init: cannot mount seed $dev"; break; }
-  if [ -r /run/seed/meta-data ]; then
-    # simple "key: value" lines; quotes and surrounding blanks dropped
-    while IFS= read -r line || [ -n "$line" ]; do
-      val=$(echo "${line#*:}" | tr -d '\r' | sed -e 's/^[[:space:]]*//' -e 's/[[:space:]]*$//' \
-        -e "s/^[\"']\(.*\)[\"']\$/\1/")
-      case $line in
-        instance-id:*) seed_iid=$val ;;
-        local-hostname:*) seed_host=$val ;;
-      esac
-    done </run/seed/meta-data
-  fi
-  break
-done
+if [ -r /run/seed/meta-data ]; then
+  # simple "key: value" lines; quotes and surrounding blanks dropped
+  while IFS= read -r line || [ -n "$line" ]; do
+    val=$(echo "${line#*:}" | tr -d '\r' | sed -e 's/^[[:space:]]*//' -e 's/[[:space:]]*$//' \
+      -e "s/^[\"']\(.*\)[\"']\$/\1/")
+    case $line in
+      instance-id:*) seed_iid=$val ;;
+      local-hostname:*) seed_host=$val ;;
+    esac
+  done </run/seed/meta-data
+fi
 name=${seed_host:-${c_host:-flotilla-test}}
 hostname "$name"
 echo "$name" >/etc/hostname
@@ -362,7 +480,14 @@ elif is_ipv4 "$c_addr" && { [ -z "$c_dev" ] || [ "$c_dev" = eth0 ]; }; then
 fi
 
 echo "flotilla-test hostname=$name instance=${seed_iid:-unknown} ip=${addr%/*}" >/www/index.html
+gc_send "BOOT http"
 httpd -p 80 -h /www
+# READY (after this script) means the page answers.
+i=0
+until wget -q -O /dev/null http://127.0.0.1/ 2>/dev/null || [ $i -ge 50 ]; do
+  i=$((i + 1))
+  sleep 0.1
+done
 echo "FLOTILLA-GUEST-NET ip=$addr via=$via hostname=$name"
 NET
 

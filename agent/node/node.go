@@ -1,6 +1,6 @@
 // Package node is the agent's composition root: from one Config it wires
 // the hypervisor driver, the step journal, the executor, the peer transfer
-// service and the coordinator session, and runs them until its context
+// service, the guest channel watcher and the coordinator session, and runs them until its context
 // ends. cmd/flotilla-agent parses flags into a Config; simulators and
 // in-process tests build Configs directly.
 package node
@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/flotilla-vm/flotilla/agent/executor"
+	"github.com/flotilla-vm/flotilla/agent/guestchan"
 	"github.com/flotilla-vm/flotilla/agent/session"
 	"github.com/flotilla-vm/flotilla/agent/stepstore"
 	"github.com/flotilla-vm/flotilla/agent/transfer"
@@ -167,6 +168,11 @@ func (n *Node) Run(ctx context.Context) error {
 	// running steps end first.
 	defer exec.Close()
 
+	// Guest channels: the session tells the watcher which domains run and
+	// sends on what their guests say. Closed before the driver.
+	guests := guestchan.New(guestchan.Config{Sockets: drv, Logger: n.hlog})
+	defer guests.Close()
+
 	client, err := session.New(session.Config{
 		Coordinator:  n.cfg.Coordinator,
 		HostID:       n.cfg.HostID,
@@ -175,6 +181,7 @@ func (n *Node) Run(ctx context.Context) error {
 		Capacity:     n.cfg.Capacity,
 		AgentVersion: n.cfg.AgentVersion,
 		IgnoreEvents: n.cfg.IgnoreEvents,
+		Guests:       guests,
 		Labels:       n.cfg.Labels,
 		PeerAddress:  peerAddr,
 		Logger:       n.log,

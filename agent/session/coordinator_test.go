@@ -46,6 +46,7 @@ type testSession struct {
 	events     chan *agentv1.DomainState
 	resyncs    chan *agentv1.Inventory
 	heartbeats chan struct{}
+	guests     chan *agentv1.GuestReport
 	out        chan *agentv1.ConnectResponse
 	ended      chan struct{} // closed when the agent's side of the stream ends
 }
@@ -125,6 +126,7 @@ func (c *testCoordinator) Connect(stream grpc.BidiStreamingServer[agentv1.Connec
 		events:     make(chan *agentv1.DomainState, 1000),
 		resyncs:    make(chan *agentv1.Inventory, 1000),
 		heartbeats: make(chan struct{}, 1000),
+		guests:     make(chan *agentv1.GuestReport, 1000),
 		out:        make(chan *agentv1.ConnectResponse, 100),
 		ended:      make(chan struct{}),
 	}
@@ -169,6 +171,8 @@ func (c *testCoordinator) Connect(stream grpc.BidiStreamingServer[agentv1.Connec
 			s.resyncs <- msg.Resync
 		case *agentv1.ConnectRequest_Heartbeat:
 			s.heartbeats <- struct{}{}
+		case *agentv1.ConnectRequest_GuestReport:
+			s.guests <- msg.GuestReport
 		default:
 			return fmt.Errorf("unexpected message %T", msg)
 		}
@@ -264,5 +268,22 @@ func (s *testSession) waitEnded(t testing.TB) {
 	case <-s.ended:
 	case <-time.After(within):
 		t.Fatal("the session did not end")
+	}
+}
+
+// guest waits for a guest report matching ok.
+func (s *testSession) guest(t testing.TB, ok func(*agentv1.GuestReport) bool) *agentv1.GuestReport {
+	t.Helper()
+	timeout := time.After(within)
+	for {
+		select {
+		case r := <-s.guests:
+			if ok(r) {
+				return r
+			}
+		case <-timeout:
+			t.Fatal("no matching guest report")
+			return nil
+		}
 	}
 }

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/flotilla-vm/flotilla/agent/executor"
+	"github.com/flotilla-vm/flotilla/agent/guestchan"
 	"github.com/flotilla-vm/flotilla/hypervisor"
 	agentv1 "github.com/flotilla-vm/flotilla/proto/flotilla/agent/v1"
 	flotillav1 "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
@@ -67,7 +68,11 @@ type Config struct {
 	// IgnoreEvents leaves hypervisor events unsubscribed, so the
 	// coordinator learns of changes only through resyncs (a test knob).
 	IgnoreEvents bool
-	Logger       *slog.Logger
+	// Guests, when set, is told which domains run (from the inventories
+	// and events) and gives what their guests say on the guest channel,
+	// sent as GuestReports.
+	Guests Guests
+	Logger *slog.Logger
 
 	// Reconnect and resubscribe back-off: MinBackoff doubling to MaxBackoff.
 	MinBackoff, MaxBackoff time.Duration
@@ -80,6 +85,17 @@ type Config struct {
 	HypervisorTimeout time.Duration
 	// DialOptions are added to the defaults (insecure credentials, keepalive).
 	DialOptions []grpc.DialOption
+}
+
+// Guests is the guest channel watcher (agent/guestchan.Watcher).
+type Guests interface {
+	// Sync is every domain the hypervisor listed; Observe one that changed.
+	Sync([]hypervisor.DomainStatus)
+	Observe(hypervisor.DomainStatus)
+	// Reports is the latest report of every guest heard from; Updates
+	// the changes (coalesced, ordered by Seq).
+	Reports() []guestchan.Report
+	Updates() <-chan guestchan.Report
 }
 
 // Client keeps the agent's session with the coordinator.
@@ -340,6 +356,9 @@ func (c *Client) session(parent context.Context, api agentv1.AgentServiceClient)
 	received := make(chan struct{})
 	wg.Go(func() { defer close(received); s.receiver(ctx) })
 	wg.Go(func() { s.watch(ctx, events, resync) })
+	if c.cfg.Guests != nil {
+		wg.Go(func() { s.guestReports(ctx) })
+	}
 	if !stopEarly() {
 		// parent ended during registration; its AfterFunc canceled ctx.
 		return true, cause(ctx, parent.Err())
@@ -424,6 +443,9 @@ func (c *Client) inventory(ctx context.Context) ([]*agentv1.DomainState, error) 
 	list, err := c.cfg.Driver.List(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list domains: %w", err)
+	}
+	if c.cfg.Guests != nil {
+		c.cfg.Guests.Sync(list)
 	}
 	out := make([]*agentv1.DomainState, 0, len(list))
 	for _, d := range list {
@@ -604,6 +626,9 @@ func (s *sess) watch(ctx context.Context, events <-chan hypervisor.Event, resync
 				continue
 			}
 			s.c.log.Debug("power event", "instance", ev.ID, "state", string(ev.State), "reason", ev.Reason)
+			if s.c.cfg.Guests != nil {
+				s.c.cfg.Guests.Observe(ev.DomainStatus)
+			}
 			m := &agentv1.ConnectRequest{Msg: &agentv1.ConnectRequest_PowerEvent{PowerEvent: executor.DomainState(ev.DomainStatus)}}
 			if !s.enqueue(ctx, m) {
 				return
@@ -747,4 +772,58 @@ func cause(ctx context.Context, err error) error {
 		return c
 	}
 	return err
+}
+
+// guestReports sends, once registered, the current report of every guest
+// heard from, then each change. A report older (by Seq) than one already
+// sent for its instance is skipped: the watcher may hand out one it held
+// from before the snapshot.
+func (s *sess) guestReports(ctx context.Context) {
+	g := s.c.cfg.Guests
+	sent := map[string]uint64{}
+	send := func(r guestchan.Report) bool {
+		if r.Seq <= sent[r.InstanceID] {
+			return true
+		}
+		sent[r.InstanceID] = r.Seq
+		s.c.log.Debug("guest report", "instance", r.InstanceID, "state", r.State.String(), "stage", r.Stage,
+			"reason", r.Reason, "dropped_lines", r.Dropped)
+		return s.enqueue(ctx, &agentv1.ConnectRequest{Msg: &agentv1.ConnectRequest_GuestReport{GuestReport: guestReport(r)}})
+	}
+	for _, r := range g.Reports() {
+		if !send(r) {
+			return
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case r := <-g.Updates():
+			if !send(r) {
+				return
+			}
+		}
+	}
+}
+
+func guestReport(r guestchan.Report) *agentv1.GuestReport {
+	st := agentv1.GuestState_GUEST_STATE_UNSPECIFIED
+	switch r.State {
+	case guestchan.Booting:
+		st = agentv1.GuestState_GUEST_STATE_BOOTING
+	case guestchan.Ready:
+		st = agentv1.GuestState_GUEST_STATE_READY
+	case guestchan.Failed:
+		st = agentv1.GuestState_GUEST_STATE_FAILED
+	}
+	return &agentv1.GuestReport{
+		InstanceId:   r.InstanceID,
+		State:        st,
+		Stage:        r.Stage,
+		Reason:       r.Reason,
+		ObservedAt:   timestamppb.New(r.ObservedAt),
+		GuestVersion: r.Version,
+		DroppedLines: r.Dropped,
+	}
 }

@@ -3,7 +3,7 @@
 // Managed networks and their reservations are kept in memory too (Network,
 // RemoveNetwork). Besides the Driver methods it offers fault injection (InjectFault,
 // SetDelay, Hold, SetUnavailable, SetDiskFree), guest behaviour (SetShutdownDelay, SetIgnoreACPI,
-// PowerOff, Crash) and event loss (DropEvents, BreakEvents). Each domain has
+// PowerOff, Crash, SetGuestSocket) and event loss (DropEvents, BreakEvents). Each domain has
 // a disk of bytes derived from its id (Disk), which OpenDisk and ImportDomain
 // copy, so a test can check that a moved instance arrived intact. The resize
 // methods model the libvirt driver's disk layers in memory: a guest writes

@@ -164,6 +164,7 @@ func (d *Driver) BreakEvents() {
 type guest struct {
 	ignoreACPI    bool
 	shutdownDelay *time.Duration // nil: Options.ShutdownDelay
+	socket        string         // GuestSocket; "" has no guest channel
 }
 
 func (d *Driver) guestLocked(id string) *guest {
@@ -201,6 +202,26 @@ func (d *Driver) shutdownDelayLocked(id string) (time.Duration, bool) {
 		return *g.shutdownDelay, true
 	}
 	return d.opts.ShutdownDelay, true
+}
+
+// SetGuestSocket gives the guest of id a guest channel: GuestSocket
+// returns path, where a test serves the guest's side (a unix socket it
+// listens on, as QEMU would). "" takes it away again.
+func (d *Driver) SetGuestSocket(id, path string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.guestLocked(id).socket = path
+}
+
+// GuestSocket returns what SetGuestSocket set for id: by default the fake's
+// guests have no guest channel.
+func (d *Driver) GuestSocket(id string) string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if g := d.guests[id]; g != nil {
+		return g.socket
+	}
+	return ""
 }
 
 // SetDiskFree sets the free space Preflight sees in the disk directory

@@ -268,3 +268,12 @@ func (d *Driver) resyncInBackground() {
 }
 
 func (d *Driver) instanceLog(id string) *slog.Logger { return d.log.With("instance", id) }
+
+// GuestSocket is the unix socket QEMU (or libxl) listens on for the
+// domain's guest channel.
+func (d *Driver) GuestSocket(id string) string {
+	if hypervisor.ValidateID(id) != nil {
+		return "" // never a path built from anything but an instance id
+	}
+	return pathsFor(d.cfg.DiskDir, d.cfg.RunDir, id).GuestSock
+}
