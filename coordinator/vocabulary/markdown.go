@@ -96,6 +96,15 @@ func everyFact(f func(Input)) int {
 	return everyCombination(lifecycle.AllDesired, lifecycle.AllOpKinds, lifecycle.AllPowers, lifecycle.AllResults, f)
 }
 
+// readinessOf is every readiness a domain in power state p can have: a
+// guest's boot report holds only while its domain is up.
+func readinessOf(p lifecycle.Power) []lifecycle.Readiness {
+	if !p.Up() {
+		return []lifecycle.Readiness{lifecycle.ReadinessNone}
+	}
+	return []lifecycle.Readiness{lifecycle.ReadinessUnknown, lifecycle.ReadinessBooting, lifecycle.ReadinessOperational, lifecycle.ReadinessStranded}
+}
+
 // everyCombination calls f with every combination of the given facts, both
 // qualifiers and every kind of last operation; it returns how many.
 func everyCombination(desired []lifecycle.Desired, ops []lifecycle.OpKind, powers []lifecycle.Power, results []lifecycle.Result, f func(Input)) int {
@@ -106,9 +115,12 @@ func everyCombination(desired []lifecycle.Desired, ops []lifecycle.OpKind, power
 				for _, r := range results {
 					for q := range 16 {
 						for _, last := range lifecycle.AllOpKinds {
-							f(Input{Facts: lifecycle.Facts{Desired: d, Op: o, Power: p, Result: r,
-								Unplaced: q&1 != 0, Preemptible: q&2 != 0, Unconfirmed: q&4 != 0, RollingBack: q&8 != 0}, LastOp: last})
-							n++
+							for _, rd := range readinessOf(p) {
+								f(Input{Facts: lifecycle.Facts{Desired: d, Op: o, Power: p, Result: r,
+									Unplaced: q&1 != 0, Preemptible: q&2 != 0, Unconfirmed: q&4 != 0, RollingBack: q&8 != 0}, LastOp: last,
+									Readiness: rd})
+								n++
+							}
 						}
 					}
 				}

@@ -217,7 +217,22 @@ var rightScaleWords = map[lifecycle.Status]word{
 	lifecycle.StatusRevertingResize:   unmapped,
 }
 
-func rightScale(_ Input, s lifecycle.Status) View { return fromTable(rightScaleWords, s) }
+// rightScale refines a running server by what its guest said about its
+// boot (a server whose guest never speaks is the seed's bare instance:
+// operational): "booting" while its boot scripts run, "operational" once
+// they finished, "stranded" when they failed or did not finish in time.
+// All three are billed as the instance runs.
+func rightScale(in Input, s lifecycle.Status) View {
+	if s == lifecycle.StatusRunning {
+		switch in.Readiness {
+		case lifecycle.ReadinessBooting:
+			return fromWord(word{Status: "booting", Billing: BillingInstanceUsage})
+		case lifecycle.ReadinessStranded:
+			return fromWord(word{Status: "stranded", Billing: BillingInstanceUsage})
+		}
+	}
+	return fromTable(rightScaleWords, s)
+}
 
 // azurePowerWords is seed 003's power state (the view's status word) for
 // each canonical status, with the seed's billing for that power state.
@@ -310,7 +325,22 @@ func azure(in Input, s lifecycle.Status) View {
 	if v.Status != Unmapped {
 		v.Fields = append(v.Fields, Field{FieldPowerState, "PowerState/" + v.Status})
 	}
+	if p := azureOSProvisioning[in.Readiness]; p != "" && v.Status == "running" {
+		v.Fields = append(v.Fields, Field{FieldOSProvisioning, "ProvisioningState/" + p})
+	}
 	return v
+}
+
+// azureOSProvisioning is seed 003's OS provisioning substate of a running
+// VM, from what its guest said: "OSProvisioningInprogress – The VM is
+// running, and installation of guest OS is in progress", then
+// "OSProvisioningComplete"; "OS Provisioning can transition to Failed if
+// OS fails or if OS fails to install in time". A VM whose guest never
+// speaks (a specialized image, in the seed's terms) has none.
+var azureOSProvisioning = map[lifecycle.Readiness]string{
+	lifecycle.ReadinessBooting:     "OSProvisioningInprogress",
+	lifecycle.ReadinessOperational: "OSProvisioningComplete",
+	lifecycle.ReadinessStranded:    "failed",
 }
 
 // managedInstanceWords is seed 004. It has no stopped, paused or suspended

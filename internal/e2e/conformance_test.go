@@ -138,6 +138,7 @@ var reachedBy = map[string]struct{ inst, when string }{
 	"rightscale/stopping":      {"life", "STATUS_STOPPING"},
 	"rightscale/stopped":       {"life", "STATUS_STOPPED"},
 	"rightscale/error":         {"broken", "STATUS_ERROR"},
+	"rightscale/stranded":      {"stuck", "STATUS_RUNNING"}, // its boot scripts failed
 
 	"azure/starting":  {"life", "STATUS_STARTING"},
 	"azure/running":   {"life", "STATUS_RUNNING"},
@@ -149,6 +150,9 @@ var reachedBy = map[string]struct{ inst, when string }{
 	"azure/succeeded": {"life", "STATUS_RUNNING"},
 	"azure/failed":    {"broken", "STATUS_ERROR"},
 	"azure/canceled":  {"life", "STATUS_RUNNING"}, // a stop canceled, undone
+	// Its guest side said it was booting, then ready.
+	"azure/OSProvisioningInprogress": {"life", "STATUS_RUNNING"},
+	"azure/OSProvisioningComplete":   {"life", "STATUS_RUNNING"},
 
 	"managed-instance/CREATING":     {"life", "STATUS_CREATING"},
 	"managed-instance/CREATEFAILED": {"broken", "STATUS_ERROR"},
@@ -178,6 +182,15 @@ func TestSeedConformance(t *testing.T) {
 	op := e.do("CreateInstance", map[string]any{"name": "conf-broken", "spec": map[string]any{"vcpus": 1, "memoryMib": 128, "image": "no-such-image"}})
 	ids["broken"] = testenv.Str(op, "instanceId")
 	h.waitSeen(t, ids["broken"], "STATUS_ERROR")
+
+	// A guest whose boot scripts fail: stranded.
+	op = e.do("CreateInstance", map[string]any{"name": "conf-stuck", "spec": map[string]any{"vcpus": 1, "memoryMib": 128, "image": "flotilla-test"},
+		"userData": "flotilla-test: fail"})
+	ids["stuck"] = testenv.Str(op, "instanceId")
+	testenv.Eventually(t, 90*time.Second, "the failing guest to be stranded", func() bool {
+		return testenv.Str(e.instance(ids["stuck"]), "readiness") == "READINESS_STRANDED"
+	})
+	e.mustSucceed(e.do("DeleteInstance", map[string]any{"id": ids["stuck"]}))
 
 	// The guest that lives through every state: 1 of the host's 2 vCPUs.
 	life := e.create("conf-life")
