@@ -270,7 +270,6 @@ func TestWatcherRetriesUntilTheSocketExists(t *testing.T) {
 	path := filepath.Join(e.dir, "late.guest.sock")
 	e.s.paths["vm-late"] = path
 	e.w.Observe(hypervisor.DomainStatus{ID: "vm-late", State: hypervisor.PowerRunning})
-	time.Sleep(50 * time.Millisecond) // a few failed attempts (not synchronisation: any number will do)
 	g := newFakeGuest(t, e.dir, "late")
 	g.accept().say("READY")
 	next(t, e.w, "ready", func(r Report) bool { return r.State == Ready })
