@@ -317,7 +317,8 @@ func (w *Watcher) takePending() (Report, bool) {
 }
 
 // guest is one watched domain's channel. Its goroutine alone reads and
-// writes its connection; mu guards what the PING loop shares with it.
+// writes its connection; mu guards what the PING loop shares with it, and
+// is taken before Watcher.mu.
 type guest struct {
 	w      *Watcher
 	id     string
@@ -476,16 +477,17 @@ func (g *guest) flushDrops() {
 	}
 	g.log.Warn("guest channel lines dropped", "dropped", g.rep.Dropped-g.dropsSent,
 		"dropped_total", g.rep.Dropped, "last_reason", g.lastDropWhy)
-	r := g.reportLocked()
+	g.publishLocked()
 	g.mu.Unlock()
-	g.w.publish(g, r)
 }
 
-func (g *guest) reportLocked() Report {
+// publishLocked publishes the report; under g.mu, so that the reader and
+// the PING loop publish in the order they changed it.
+func (g *guest) publishLocked() {
 	g.dropsSent = g.rep.Dropped
 	r := g.rep
 	r.InstanceID = g.id
-	return r
+	g.w.publish(g, r)
 }
 
 // apply changes the report by one valid line and publishes a change.
@@ -516,7 +518,6 @@ func (g *guest) apply(m message) {
 	}
 	next.ObservedAt = now
 	g.rep = next
-	r := g.reportLocked()
+	g.publishLocked()
 	g.mu.Unlock()
-	g.w.publish(g, r)
 }

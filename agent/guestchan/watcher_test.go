@@ -270,7 +270,6 @@ func TestWatcherRetriesUntilTheSocketExists(t *testing.T) {
 	path := filepath.Join(e.dir, "late.guest.sock")
 	e.s.paths["vm-late"] = path
 	e.w.Observe(hypervisor.DomainStatus{ID: "vm-late", State: hypervisor.PowerRunning})
-	time.Sleep(50 * time.Millisecond) // a few failed attempts (not synchronisation: any number will do)
 	g := newFakeGuest(t, e.dir, "late")
 	g.accept().say("READY")
 	next(t, e.w, "ready", func(r Report) bool { return r.State == Ready })
@@ -403,5 +402,25 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A guest's lines only ever change its own instance's report, whatever
+// they name.
+func TestGuestCannotTouchAnother(t *testing.T) {
+	e := newEnv(t, Config{})
+	ga, gb := e.guest(t, "vm-a"), e.guest(t, "vm-b")
+	ca, cb := ga.accept(), gb.accept()
+	cb.say("BOOT slow")
+	next(t, e.w, "b booting", func(r Report) bool { return r.InstanceID == "vm-b" })
+	ca.say("READY vm-b", "FAILED vm-b", "BOOT vm-b READY", "HELLO flotilla-guest/1 vm-b")
+	r := next(t, e.w, "a booting", func(r Report) bool { return r.InstanceID == "vm-a" && r.State == Booting })
+	if r.Version != "vm-b" || r.Dropped != 2 {
+		t.Fatalf("a: %+v", r)
+	}
+	for _, r := range e.w.Reports() {
+		if r.InstanceID == "vm-b" && (r.State != Booting || r.Stage != "slow" || r.Dropped != 0) {
+			t.Fatalf("b changed by a's lines: %+v", r)
+		}
 	}
 }
