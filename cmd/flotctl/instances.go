@@ -513,3 +513,21 @@ func runMutation(ctx context.Context, c *cli, name string, args []string) error 
 	}
 	return c.waitAndShow(ctx, op)
 }
+
+// runMarkOperational declares a stranded instance's guest ready for work.
+func runMarkOperational(ctx context.Context, c *cli, name string, args []string) error {
+	pos, err := parseArgs(newFlagSet(name), name, args, 1)
+	if err != nil {
+		return err
+	}
+	cctx, done, err := c.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	in, err := c.instances.MarkOperational(cctx, &flotillav1.MarkOperationalRequest{Id: pos[0]})
+	if err != nil {
+		return err
+	}
+	return printInstances(c.stdout, c.output, []*flotillav1.Instance{in})
+}

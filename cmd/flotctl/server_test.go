@@ -52,6 +52,13 @@ type fake struct {
 	networks     []*flotillav1.Network
 }
 
+func (f *fake) MarkOperational(_ context.Context, r *flotillav1.MarkOperationalRequest) (*flotillav1.Instance, error) {
+	if r.Id != "i-1" {
+		return nil, status.Errorf(codes.FailedPrecondition, "instance %q is operational: the instance is not stranded", r.Id)
+	}
+	return &flotillav1.Instance{Id: "i-1", Name: "web", Status: flotillav1.Status_STATUS_RUNNING, Readiness: flotillav1.Readiness_READINESS_OPERATIONAL}, nil
+}
+
 func (f *fake) CreateNetwork(_ context.Context, r *flotillav1.CreateNetworkRequest) (*flotillav1.Network, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -774,5 +781,16 @@ func TestNetworkCommands(t *testing.T) {
 	code, out, _ = runCLI(ctx, addr, "get", "i-1")
 	if code != 0 || !strings.Contains(out, "ADDRESSES") || !strings.Contains(out, "10.20.0.2 (web.lan)") {
 		t.Fatalf("get: exit %d\n%s", code, out)
+	}
+}
+
+func TestMarkOperational(t *testing.T) {
+	addr := serve(t, &fake{})
+	code, out, errOut := runCLI(context.Background(), addr, "mark-operational", "i-1")
+	if code != 0 || !strings.Contains(out, "READINESS") || !strings.Contains(out, "operational") {
+		t.Fatalf("exit %d\n%s%s", code, out, errOut)
+	}
+	if code, _, errOut = runCLI(context.Background(), addr, "mark-operational", "i-2"); code == 0 || !strings.Contains(errOut, "not stranded") {
+		t.Fatalf("a refused mark: exit %d: %s", code, errOut)
 	}
 }

@@ -118,3 +118,16 @@ func (s *instances) MoveInstance(ctx context.Context, r *pb.MoveInstanceRequest)
 	}
 	return convert.OperationToPB(&op), nil
 }
+
+func (s *instances) MarkOperational(ctx context.Context, r *pb.MarkOperationalRequest) (*pb.Instance, error) {
+	var v violations
+	validateID(&v, "id", r.Id)
+	if len(v) > 0 {
+		return nil, invalid(v)
+	}
+	inst, err := s.svc.MarkOperational(ctx, r.Id)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return s.instanceToPB(&inst, nil), nil
+}

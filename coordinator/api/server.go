@@ -63,6 +63,7 @@ var WriteMethods = []string{
 	pb.InstanceService_RevertResize_FullMethodName,
 	pb.InstanceService_ExtendInstance_FullMethodName,
 	pb.InstanceService_MoveInstance_FullMethodName,
+	pb.InstanceService_MarkOperational_FullMethodName,
 	pb.NetworkService_CreateNetwork_FullMethodName,
 	pb.NetworkService_DeleteNetwork_FullMethodName,
 }

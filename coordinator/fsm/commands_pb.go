@@ -195,8 +195,8 @@ func (c *GuestReport) fromPB(m *raftv1.GuestReport) {
 }
 
 func (c *Strand) toPB() *raftv1.Strand {
-	return &raftv1.Strand{InstanceId: c.InstanceID, SinceUnixNano: unixNano(c.Since)}
+	return &raftv1.Strand{InstanceId: c.InstanceID, SinceUnixNano: unixNano(c.Since), Operational: c.Operational, By: c.By}
 }
 func (c *Strand) fromPB(m *raftv1.Strand) {
-	*c = Strand{InstanceID: m.InstanceId, Since: fromUnixNano(m.SinceUnixNano)}
+	*c = Strand{InstanceID: m.InstanceId, Since: fromUnixNano(m.SinceUnixNano), Operational: m.Operational, By: m.By}
 }

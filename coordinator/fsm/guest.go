@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -30,11 +31,18 @@ type GuestReport struct {
 
 // Strand marks an instance whose guest is still booting at its deadline
 // stranded. Since names the boot judged, so that a verdict on a boot that
-// has meanwhile ended (a reboot, a report) changes nothing.
+// has meanwhile ended (a reboot, a report) changes nothing. With
+// Operational, it is an operator's word (By) that a stranded guest is
+// ready for work after all: Since is then ignored.
 type Strand struct {
-	InstanceID string    `json:"instance_id"`
-	Since      time.Time `json:"since"`
+	InstanceID  string    `json:"instance_id"`
+	Since       time.Time `json:"since"`
+	Operational bool      `json:"operational,omitempty"`
+	By          string    `json:"by,omitempty"`
 }
+
+// ErrNotStranded refuses to mark operational an instance that is not stranded.
+var ErrNotStranded = errors.New("the instance is not stranded")
 
 func applyGuestReport(tx *state.Tx, c *GuestReport) (any, error) {
 	switch c.State {
@@ -87,6 +95,15 @@ func applyStrand(tx *state.Tx, c *Strand) (any, error) {
 	inst, ok := tx.Instance(c.InstanceID)
 	if !ok {
 		return nil, fmt.Errorf("instance %q: %w", c.InstanceID, ErrNotFound)
+	}
+	if c.Operational {
+		if r := inst.Readiness(); r != lifecycle.ReadinessStranded {
+			return nil, fmt.Errorf("instance %q is %s: %w", inst.ID, r, ErrNotStranded)
+		}
+		inst.Guest.State, inst.Guest.Since = lifecycle.GuestReady, tx.Now()
+		inst.Guest.Reason = "marked operational by " + c.By
+		tx.PutInstance(inst)
+		return nil, nil
 	}
 	if inst.Guest.State != lifecycle.GuestBooting || !inst.Guest.Since.Equal(c.Since) {
 		return nil, nil // that boot ended meanwhile

@@ -108,6 +108,14 @@ func TestGuestReports(t *testing.T) {
 	if _, r := h.guest("i1"); r != lifecycle.ReadinessStranded {
 		t.Fatalf("failed boot: %s", r)
 	}
+	// An operator's word: operational, once; not for a guest that is not stranded.
+	h.mustApply(TypeStrand, Strand{InstanceID: "i1", Operational: true, By: "alice (operator)"})
+	if g, r := h.guest("i1"); r != lifecycle.ReadinessOperational || g.Reason != "marked operational by alice (operator)" {
+		t.Fatalf("marked operational: %s %+v", r, g)
+	}
+	if r := h.apply(TypeStrand, Strand{InstanceID: "i1", Operational: true, By: "bob"}); !errors.Is(r.Err, ErrNotStranded) {
+		t.Fatalf("marking an operational guest operational: %v", r.Err)
+	}
 	if r := h.apply(TypeGuestReport, GuestReport{HostID: "h1", Epoch: epoch, InstanceID: "nope", State: lifecycle.GuestReady, Time: up}); !errors.Is(r.Err, ErrNotFound) {
 		t.Fatalf("report for an unknown instance: %v", r.Err)
 	}

@@ -342,3 +342,19 @@ func (s *Service) readyTimeout(asked *time.Duration) time.Duration {
 	}
 	return s.readiness
 }
+
+// MarkOperational records an operator's word that a stranded instance's
+// guest is ready for work.
+func (s *Service) MarkOperational(ctx context.Context, id string) (state.Instance, error) {
+	if s.store.LogVersion() < fsm.LogVersion4 {
+		return state.Instance{}, fmt.Errorf("readiness: %w (needs log version %d)", fsm.ErrUnsupported, fsm.LogVersion4)
+	}
+	by := "an unauthenticated caller"
+	if c := caller.Of(ctx); c != nil {
+		by = c.String()
+	}
+	if _, err := s.apply(ctx, fsm.TypeStrand, &fsm.Strand{InstanceID: id, Operational: true, By: by}); err != nil {
+		return state.Instance{}, err
+	}
+	return s.store.Instance(id)
+}

@@ -95,6 +95,14 @@ func TestGuestReadinessOnRealLibvirt(t *testing.T) {
 	if r := testenv.Str(e.instance(fail), "guest", "reason"); r != "boot-script" {
 		t.Fatalf("stranded guest's reason %q", r)
 	}
+	// An operator who checked it by hand marks it operational; an instance
+	// that is not stranded cannot be.
+	if got := e.g.MustCall("flotilla.v1.InstanceService/MarkOperational", map[string]any{"id": fail}); testenv.Str(got, "readiness") != "READINESS_OPERATIONAL" {
+		t.Fatalf("marked operational: %v", got)
+	}
+	if _, err := e.g.Call("flotilla.v1.InstanceService/MarkOperational", map[string]any{"id": ok}); err == nil || !strings.Contains(err.Error(), "FailedPrecondition") {
+		t.Fatalf("marking an operational instance operational: %v", err)
+	}
 	readinessSeen(t, w, seen, slow, "READINESS_BOOTING", 90*time.Second)
 	readinessSeen(t, w, seen, slow, "READINESS_STRANDED", 60*time.Second)    // its 8 s deadline
 	readinessSeen(t, w, seen, slow, "READINESS_OPERATIONAL", 90*time.Second) // it finished after all

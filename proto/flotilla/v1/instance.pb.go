@@ -607,6 +607,52 @@ func (Readiness) EnumDescriptor() ([]byte, []int) {
 	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{6}
 }
 
+// MarkOperationalRequest names a stranded instance.
+type MarkOperationalRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The instance id.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MarkOperationalRequest) Reset() {
+	*x = MarkOperationalRequest{}
+	mi := &file_flotilla_v1_instance_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MarkOperationalRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MarkOperationalRequest) ProtoMessage() {}
+
+func (x *MarkOperationalRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_instance_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MarkOperationalRequest.ProtoReflect.Descriptor instead.
+func (*MarkOperationalRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *MarkOperationalRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
 // Recovery configures what happens after an unexpected power-off or crash.
 type Recovery struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -621,7 +667,7 @@ type Recovery struct {
 
 func (x *Recovery) Reset() {
 	*x = Recovery{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[0]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -633,7 +679,7 @@ func (x *Recovery) String() string {
 func (*Recovery) ProtoMessage() {}
 
 func (x *Recovery) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[0]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -646,7 +692,7 @@ func (x *Recovery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Recovery.ProtoReflect.Descriptor instead.
 func (*Recovery) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{0}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *Recovery) GetPolicy() RecoveryPolicy {
@@ -693,7 +739,7 @@ type VocabularyView struct {
 
 func (x *VocabularyView) Reset() {
 	*x = VocabularyView{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[1]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -705,7 +751,7 @@ func (x *VocabularyView) String() string {
 func (*VocabularyView) ProtoMessage() {}
 
 func (x *VocabularyView) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[1]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -718,7 +764,7 @@ func (x *VocabularyView) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VocabularyView.ProtoReflect.Descriptor instead.
 func (*VocabularyView) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{1}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *VocabularyView) GetVocabulary() Vocabulary {
@@ -782,7 +828,7 @@ type InstanceSpec struct {
 
 func (x *InstanceSpec) Reset() {
 	*x = InstanceSpec{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[2]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -794,7 +840,7 @@ func (x *InstanceSpec) String() string {
 func (*InstanceSpec) ProtoMessage() {}
 
 func (x *InstanceSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[2]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -807,7 +853,7 @@ func (x *InstanceSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceSpec.ProtoReflect.Descriptor instead.
 func (*InstanceSpec) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{2}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *InstanceSpec) GetVcpus() int32 {
@@ -856,7 +902,7 @@ type Placement struct {
 
 func (x *Placement) Reset() {
 	*x = Placement{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[3]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -868,7 +914,7 @@ func (x *Placement) String() string {
 func (*Placement) ProtoMessage() {}
 
 func (x *Placement) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[3]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -881,7 +927,7 @@ func (x *Placement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Placement.ProtoReflect.Descriptor instead.
 func (*Placement) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{3}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Placement) GetHypervisorKind() string {
@@ -985,7 +1031,7 @@ type Instance struct {
 
 func (x *Instance) Reset() {
 	*x = Instance{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[4]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -997,7 +1043,7 @@ func (x *Instance) String() string {
 func (*Instance) ProtoMessage() {}
 
 func (x *Instance) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[4]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1010,7 +1056,7 @@ func (x *Instance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Instance.ProtoReflect.Descriptor instead.
 func (*Instance) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{4}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Instance) GetId() string {
@@ -1247,7 +1293,7 @@ type PendingResize struct {
 
 func (x *PendingResize) Reset() {
 	*x = PendingResize{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[5]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1259,7 +1305,7 @@ func (x *PendingResize) String() string {
 func (*PendingResize) ProtoMessage() {}
 
 func (x *PendingResize) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[5]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1272,7 +1318,7 @@ func (x *PendingResize) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PendingResize.ProtoReflect.Descriptor instead.
 func (*PendingResize) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{5}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PendingResize) GetFrom() *InstanceSpec {
@@ -1338,7 +1384,7 @@ type CreateInstanceRequest struct {
 
 func (x *CreateInstanceRequest) Reset() {
 	*x = CreateInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[6]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1350,7 +1396,7 @@ func (x *CreateInstanceRequest) String() string {
 func (*CreateInstanceRequest) ProtoMessage() {}
 
 func (x *CreateInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[6]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1363,7 +1409,7 @@ func (x *CreateInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateInstanceRequest.ProtoReflect.Descriptor instead.
 func (*CreateInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{6}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CreateInstanceRequest) GetName() string {
@@ -1453,7 +1499,7 @@ type GuestStatus struct {
 
 func (x *GuestStatus) Reset() {
 	*x = GuestStatus{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[7]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1465,7 +1511,7 @@ func (x *GuestStatus) String() string {
 func (*GuestStatus) ProtoMessage() {}
 
 func (x *GuestStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[7]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1478,7 +1524,7 @@ func (x *GuestStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GuestStatus.ProtoReflect.Descriptor instead.
 func (*GuestStatus) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{7}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GuestStatus) GetStage() string {
@@ -1524,7 +1570,7 @@ type GetInstanceRequest struct {
 
 func (x *GetInstanceRequest) Reset() {
 	*x = GetInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[8]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1536,7 +1582,7 @@ func (x *GetInstanceRequest) String() string {
 func (*GetInstanceRequest) ProtoMessage() {}
 
 func (x *GetInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[8]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1549,7 +1595,7 @@ func (x *GetInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInstanceRequest.ProtoReflect.Descriptor instead.
 func (*GetInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{8}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetInstanceRequest) GetId() string {
@@ -1596,7 +1642,7 @@ type ListInstancesRequest struct {
 
 func (x *ListInstancesRequest) Reset() {
 	*x = ListInstancesRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[9]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1608,7 +1654,7 @@ func (x *ListInstancesRequest) String() string {
 func (*ListInstancesRequest) ProtoMessage() {}
 
 func (x *ListInstancesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[9]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1621,7 +1667,7 @@ func (x *ListInstancesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInstancesRequest.ProtoReflect.Descriptor instead.
 func (*ListInstancesRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{9}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListInstancesRequest) GetPageSize() int32 {
@@ -1682,7 +1728,7 @@ type ListInstancesResponse struct {
 
 func (x *ListInstancesResponse) Reset() {
 	*x = ListInstancesResponse{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[10]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1694,7 +1740,7 @@ func (x *ListInstancesResponse) String() string {
 func (*ListInstancesResponse) ProtoMessage() {}
 
 func (x *ListInstancesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[10]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1707,7 +1753,7 @@ func (x *ListInstancesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInstancesResponse.ProtoReflect.Descriptor instead.
 func (*ListInstancesResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{10}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListInstancesResponse) GetInstances() []*Instance {
@@ -1747,7 +1793,7 @@ type WatchInstancesRequest struct {
 
 func (x *WatchInstancesRequest) Reset() {
 	*x = WatchInstancesRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[11]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1759,7 +1805,7 @@ func (x *WatchInstancesRequest) String() string {
 func (*WatchInstancesRequest) ProtoMessage() {}
 
 func (x *WatchInstancesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[11]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1772,7 +1818,7 @@ func (x *WatchInstancesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchInstancesRequest.ProtoReflect.Descriptor instead.
 func (*WatchInstancesRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{11}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *WatchInstancesRequest) GetStartRevision() int64 {
@@ -1812,7 +1858,7 @@ type WatchInstancesResponse struct {
 
 func (x *WatchInstancesResponse) Reset() {
 	*x = WatchInstancesResponse{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[12]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1824,7 +1870,7 @@ func (x *WatchInstancesResponse) String() string {
 func (*WatchInstancesResponse) ProtoMessage() {}
 
 func (x *WatchInstancesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[12]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1837,7 +1883,7 @@ func (x *WatchInstancesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchInstancesResponse.ProtoReflect.Descriptor instead.
 func (*WatchInstancesResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{12}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WatchInstancesResponse) GetRevision() int64 {
@@ -1867,7 +1913,7 @@ type StartInstanceRequest struct {
 
 func (x *StartInstanceRequest) Reset() {
 	*x = StartInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[13]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1879,7 +1925,7 @@ func (x *StartInstanceRequest) String() string {
 func (*StartInstanceRequest) ProtoMessage() {}
 
 func (x *StartInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[13]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1892,7 +1938,7 @@ func (x *StartInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartInstanceRequest.ProtoReflect.Descriptor instead.
 func (*StartInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{13}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *StartInstanceRequest) GetId() string {
@@ -1927,7 +1973,7 @@ type StopInstanceRequest struct {
 
 func (x *StopInstanceRequest) Reset() {
 	*x = StopInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[14]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1939,7 +1985,7 @@ func (x *StopInstanceRequest) String() string {
 func (*StopInstanceRequest) ProtoMessage() {}
 
 func (x *StopInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[14]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1952,7 +1998,7 @@ func (x *StopInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopInstanceRequest.ProtoReflect.Descriptor instead.
 func (*StopInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{14}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *StopInstanceRequest) GetId() string {
@@ -1998,7 +2044,7 @@ type RestartInstanceRequest struct {
 
 func (x *RestartInstanceRequest) Reset() {
 	*x = RestartInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[15]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2010,7 +2056,7 @@ func (x *RestartInstanceRequest) String() string {
 func (*RestartInstanceRequest) ProtoMessage() {}
 
 func (x *RestartInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[15]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2023,7 +2069,7 @@ func (x *RestartInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartInstanceRequest.ProtoReflect.Descriptor instead.
 func (*RestartInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{15}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RestartInstanceRequest) GetId() string {
@@ -2060,7 +2106,7 @@ type PauseInstanceRequest struct {
 
 func (x *PauseInstanceRequest) Reset() {
 	*x = PauseInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[16]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2072,7 +2118,7 @@ func (x *PauseInstanceRequest) String() string {
 func (*PauseInstanceRequest) ProtoMessage() {}
 
 func (x *PauseInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[16]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2085,7 +2131,7 @@ func (x *PauseInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseInstanceRequest.ProtoReflect.Descriptor instead.
 func (*PauseInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{16}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PauseInstanceRequest) GetId() string {
@@ -2115,7 +2161,7 @@ type UnpauseInstanceRequest struct {
 
 func (x *UnpauseInstanceRequest) Reset() {
 	*x = UnpauseInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[17]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2127,7 +2173,7 @@ func (x *UnpauseInstanceRequest) String() string {
 func (*UnpauseInstanceRequest) ProtoMessage() {}
 
 func (x *UnpauseInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[17]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2140,7 +2186,7 @@ func (x *UnpauseInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnpauseInstanceRequest.ProtoReflect.Descriptor instead.
 func (*UnpauseInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{17}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *UnpauseInstanceRequest) GetId() string {
@@ -2170,7 +2216,7 @@ type SuspendInstanceRequest struct {
 
 func (x *SuspendInstanceRequest) Reset() {
 	*x = SuspendInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[18]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2182,7 +2228,7 @@ func (x *SuspendInstanceRequest) String() string {
 func (*SuspendInstanceRequest) ProtoMessage() {}
 
 func (x *SuspendInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[18]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2195,7 +2241,7 @@ func (x *SuspendInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SuspendInstanceRequest.ProtoReflect.Descriptor instead.
 func (*SuspendInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{18}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SuspendInstanceRequest) GetId() string {
@@ -2225,7 +2271,7 @@ type ResumeInstanceRequest struct {
 
 func (x *ResumeInstanceRequest) Reset() {
 	*x = ResumeInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[19]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2237,7 +2283,7 @@ func (x *ResumeInstanceRequest) String() string {
 func (*ResumeInstanceRequest) ProtoMessage() {}
 
 func (x *ResumeInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[19]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2250,7 +2296,7 @@ func (x *ResumeInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeInstanceRequest.ProtoReflect.Descriptor instead.
 func (*ResumeInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{19}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ResumeInstanceRequest) GetId() string {
@@ -2280,7 +2326,7 @@ type DeleteInstanceRequest struct {
 
 func (x *DeleteInstanceRequest) Reset() {
 	*x = DeleteInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[20]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2292,7 +2338,7 @@ func (x *DeleteInstanceRequest) String() string {
 func (*DeleteInstanceRequest) ProtoMessage() {}
 
 func (x *DeleteInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[20]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2305,7 +2351,7 @@ func (x *DeleteInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteInstanceRequest.ProtoReflect.Descriptor instead.
 func (*DeleteInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{20}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DeleteInstanceRequest) GetId() string {
@@ -2345,7 +2391,7 @@ type UpdateInstanceRequest struct {
 
 func (x *UpdateInstanceRequest) Reset() {
 	*x = UpdateInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[21]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2357,7 +2403,7 @@ func (x *UpdateInstanceRequest) String() string {
 func (*UpdateInstanceRequest) ProtoMessage() {}
 
 func (x *UpdateInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[21]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2370,7 +2416,7 @@ func (x *UpdateInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateInstanceRequest.ProtoReflect.Descriptor instead.
 func (*UpdateInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{21}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *UpdateInstanceRequest) GetId() string {
@@ -2442,7 +2488,7 @@ type ResizeInstanceRequest struct {
 
 func (x *ResizeInstanceRequest) Reset() {
 	*x = ResizeInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[22]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2454,7 +2500,7 @@ func (x *ResizeInstanceRequest) String() string {
 func (*ResizeInstanceRequest) ProtoMessage() {}
 
 func (x *ResizeInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[22]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2467,7 +2513,7 @@ func (x *ResizeInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResizeInstanceRequest.ProtoReflect.Descriptor instead.
 func (*ResizeInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{22}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ResizeInstanceRequest) GetId() string {
@@ -2539,7 +2585,7 @@ type ConfirmResizeRequest struct {
 
 func (x *ConfirmResizeRequest) Reset() {
 	*x = ConfirmResizeRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[23]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2551,7 +2597,7 @@ func (x *ConfirmResizeRequest) String() string {
 func (*ConfirmResizeRequest) ProtoMessage() {}
 
 func (x *ConfirmResizeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[23]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2564,7 +2610,7 @@ func (x *ConfirmResizeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmResizeRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmResizeRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{23}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ConfirmResizeRequest) GetId() string {
@@ -2597,7 +2643,7 @@ type RevertResizeRequest struct {
 
 func (x *RevertResizeRequest) Reset() {
 	*x = RevertResizeRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[24]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2609,7 +2655,7 @@ func (x *RevertResizeRequest) String() string {
 func (*RevertResizeRequest) ProtoMessage() {}
 
 func (x *RevertResizeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[24]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2622,7 +2668,7 @@ func (x *RevertResizeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevertResizeRequest.ProtoReflect.Descriptor instead.
 func (*RevertResizeRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{24}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RevertResizeRequest) GetId() string {
@@ -2661,7 +2707,7 @@ type ExtendInstanceRequest struct {
 
 func (x *ExtendInstanceRequest) Reset() {
 	*x = ExtendInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[25]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2673,7 +2719,7 @@ func (x *ExtendInstanceRequest) String() string {
 func (*ExtendInstanceRequest) ProtoMessage() {}
 
 func (x *ExtendInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[25]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2686,7 +2732,7 @@ func (x *ExtendInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExtendInstanceRequest.ProtoReflect.Descriptor instead.
 func (*ExtendInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{25}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ExtendInstanceRequest) GetId() string {
@@ -2727,7 +2773,7 @@ type MoveInstanceRequest struct {
 
 func (x *MoveInstanceRequest) Reset() {
 	*x = MoveInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[26]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2739,7 +2785,7 @@ func (x *MoveInstanceRequest) String() string {
 func (*MoveInstanceRequest) ProtoMessage() {}
 
 func (x *MoveInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[26]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2752,7 +2798,7 @@ func (x *MoveInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveInstanceRequest.ProtoReflect.Descriptor instead.
 func (*MoveInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{26}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *MoveInstanceRequest) GetId() string {
@@ -2787,7 +2833,9 @@ var File_flotilla_v1_instance_proto protoreflect.FileDescriptor
 
 const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\n" +
-	"\x1aflotilla/v1/instance.proto\x12\vflotilla.v1\x1a\x18flotilla/v1/common.proto\x1a\x19flotilla/v1/network.proto\x1a\x1bflotilla/v1/operation.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"b\n" +
+	"\x1aflotilla/v1/instance.proto\x12\vflotilla.v1\x1a\x18flotilla/v1/common.proto\x1a\x19flotilla/v1/network.proto\x1a\x1bflotilla/v1/operation.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"(\n" +
+	"\x16MarkOperationalRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"b\n" +
 	"\bRecovery\x123\n" +
 	"\x06policy\x18\x01 \x01(\x0e2\x1b.flotilla.v1.RecoveryPolicyR\x06policy\x12!\n" +
 	"\fmax_restarts\x18\x02 \x01(\x05R\vmaxRestarts\"\xda\x02\n" +
@@ -3068,7 +3116,7 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x11READINESS_UNKNOWN\x10\x01\x12\x15\n" +
 	"\x11READINESS_BOOTING\x10\x02\x12\x19\n" +
 	"\x15READINESS_OPERATIONAL\x10\x03\x12\x16\n" +
-	"\x12READINESS_STRANDED\x10\x042\x93\v\n" +
+	"\x12READINESS_STRANDED\x10\x042\xe2\v\n" +
 	"\x0fInstanceService\x12L\n" +
 	"\x0eCreateInstance\x12\".flotilla.v1.CreateInstanceRequest\x1a\x16.flotilla.v1.Operation\x12E\n" +
 	"\vGetInstance\x12\x1f.flotilla.v1.GetInstanceRequest\x1a\x15.flotilla.v1.Instance\x12V\n" +
@@ -3087,7 +3135,8 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\rConfirmResize\x12!.flotilla.v1.ConfirmResizeRequest\x1a\x16.flotilla.v1.Operation\x12H\n" +
 	"\fRevertResize\x12 .flotilla.v1.RevertResizeRequest\x1a\x16.flotilla.v1.Operation\x12L\n" +
 	"\x0eExtendInstance\x12\".flotilla.v1.ExtendInstanceRequest\x1a\x16.flotilla.v1.Operation\x12H\n" +
-	"\fMoveInstance\x12 .flotilla.v1.MoveInstanceRequest\x1a\x16.flotilla.v1.OperationB>Z<github.com/flotilla-vm/flotilla/proto/flotilla/v1;flotillav1b\x06proto3"
+	"\fMoveInstance\x12 .flotilla.v1.MoveInstanceRequest\x1a\x16.flotilla.v1.Operation\x12M\n" +
+	"\x0fMarkOperational\x12#.flotilla.v1.MarkOperationalRequest\x1a\x15.flotilla.v1.InstanceB>Z<github.com/flotilla-vm/flotilla/proto/flotilla/v1;flotillav1b\x06proto3"
 
 var (
 	file_flotilla_v1_instance_proto_rawDescOnce sync.Once
@@ -3102,7 +3151,7 @@ func file_flotilla_v1_instance_proto_rawDescGZIP() []byte {
 }
 
 var file_flotilla_v1_instance_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_flotilla_v1_instance_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_flotilla_v1_instance_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_flotilla_v1_instance_proto_goTypes = []any{
 	(Status)(0),                     // 0: flotilla.v1.Status
 	(DesiredState)(0),               // 1: flotilla.v1.DesiredState
@@ -3111,136 +3160,139 @@ var file_flotilla_v1_instance_proto_goTypes = []any{
 	(RecoveryPolicy)(0),             // 4: flotilla.v1.RecoveryPolicy
 	(Vocabulary)(0),                 // 5: flotilla.v1.Vocabulary
 	(Readiness)(0),                  // 6: flotilla.v1.Readiness
-	(*Recovery)(nil),                // 7: flotilla.v1.Recovery
-	(*VocabularyView)(nil),          // 8: flotilla.v1.VocabularyView
-	(*InstanceSpec)(nil),            // 9: flotilla.v1.InstanceSpec
-	(*Placement)(nil),               // 10: flotilla.v1.Placement
-	(*Instance)(nil),                // 11: flotilla.v1.Instance
-	(*PendingResize)(nil),           // 12: flotilla.v1.PendingResize
-	(*CreateInstanceRequest)(nil),   // 13: flotilla.v1.CreateInstanceRequest
-	(*GuestStatus)(nil),             // 14: flotilla.v1.GuestStatus
-	(*GetInstanceRequest)(nil),      // 15: flotilla.v1.GetInstanceRequest
-	(*ListInstancesRequest)(nil),    // 16: flotilla.v1.ListInstancesRequest
-	(*ListInstancesResponse)(nil),   // 17: flotilla.v1.ListInstancesResponse
-	(*WatchInstancesRequest)(nil),   // 18: flotilla.v1.WatchInstancesRequest
-	(*WatchInstancesResponse)(nil),  // 19: flotilla.v1.WatchInstancesResponse
-	(*StartInstanceRequest)(nil),    // 20: flotilla.v1.StartInstanceRequest
-	(*StopInstanceRequest)(nil),     // 21: flotilla.v1.StopInstanceRequest
-	(*RestartInstanceRequest)(nil),  // 22: flotilla.v1.RestartInstanceRequest
-	(*PauseInstanceRequest)(nil),    // 23: flotilla.v1.PauseInstanceRequest
-	(*UnpauseInstanceRequest)(nil),  // 24: flotilla.v1.UnpauseInstanceRequest
-	(*SuspendInstanceRequest)(nil),  // 25: flotilla.v1.SuspendInstanceRequest
-	(*ResumeInstanceRequest)(nil),   // 26: flotilla.v1.ResumeInstanceRequest
-	(*DeleteInstanceRequest)(nil),   // 27: flotilla.v1.DeleteInstanceRequest
-	(*UpdateInstanceRequest)(nil),   // 28: flotilla.v1.UpdateInstanceRequest
-	(*ResizeInstanceRequest)(nil),   // 29: flotilla.v1.ResizeInstanceRequest
-	(*ConfirmResizeRequest)(nil),    // 30: flotilla.v1.ConfirmResizeRequest
-	(*RevertResizeRequest)(nil),     // 31: flotilla.v1.RevertResizeRequest
-	(*ExtendInstanceRequest)(nil),   // 32: flotilla.v1.ExtendInstanceRequest
-	(*MoveInstanceRequest)(nil),     // 33: flotilla.v1.MoveInstanceRequest
-	nil,                             // 34: flotilla.v1.VocabularyView.FieldsEntry
-	nil,                             // 35: flotilla.v1.Placement.HostLabelsEntry
-	nil,                             // 36: flotilla.v1.Instance.LabelsEntry
-	nil,                             // 37: flotilla.v1.CreateInstanceRequest.LabelsEntry
-	nil,                             // 38: flotilla.v1.UpdateInstanceRequest.LabelsEntry
-	(PowerState)(0),                 // 39: flotilla.v1.PowerState
-	(*timestamppb.Timestamp)(nil),   // 40: google.protobuf.Timestamp
-	(*Fault)(nil),                   // 41: flotilla.v1.Fault
-	(*NetworkInterface)(nil),        // 42: flotilla.v1.NetworkInterface
-	(*durationpb.Duration)(nil),     // 43: google.protobuf.Duration
-	(*CopyProgress)(nil),            // 44: flotilla.v1.CopyProgress
-	(*NetworkInterfaceRequest)(nil), // 45: flotilla.v1.NetworkInterfaceRequest
-	(*fieldmaskpb.FieldMask)(nil),   // 46: google.protobuf.FieldMask
-	(*Operation)(nil),               // 47: flotilla.v1.Operation
+	(*MarkOperationalRequest)(nil),  // 7: flotilla.v1.MarkOperationalRequest
+	(*Recovery)(nil),                // 8: flotilla.v1.Recovery
+	(*VocabularyView)(nil),          // 9: flotilla.v1.VocabularyView
+	(*InstanceSpec)(nil),            // 10: flotilla.v1.InstanceSpec
+	(*Placement)(nil),               // 11: flotilla.v1.Placement
+	(*Instance)(nil),                // 12: flotilla.v1.Instance
+	(*PendingResize)(nil),           // 13: flotilla.v1.PendingResize
+	(*CreateInstanceRequest)(nil),   // 14: flotilla.v1.CreateInstanceRequest
+	(*GuestStatus)(nil),             // 15: flotilla.v1.GuestStatus
+	(*GetInstanceRequest)(nil),      // 16: flotilla.v1.GetInstanceRequest
+	(*ListInstancesRequest)(nil),    // 17: flotilla.v1.ListInstancesRequest
+	(*ListInstancesResponse)(nil),   // 18: flotilla.v1.ListInstancesResponse
+	(*WatchInstancesRequest)(nil),   // 19: flotilla.v1.WatchInstancesRequest
+	(*WatchInstancesResponse)(nil),  // 20: flotilla.v1.WatchInstancesResponse
+	(*StartInstanceRequest)(nil),    // 21: flotilla.v1.StartInstanceRequest
+	(*StopInstanceRequest)(nil),     // 22: flotilla.v1.StopInstanceRequest
+	(*RestartInstanceRequest)(nil),  // 23: flotilla.v1.RestartInstanceRequest
+	(*PauseInstanceRequest)(nil),    // 24: flotilla.v1.PauseInstanceRequest
+	(*UnpauseInstanceRequest)(nil),  // 25: flotilla.v1.UnpauseInstanceRequest
+	(*SuspendInstanceRequest)(nil),  // 26: flotilla.v1.SuspendInstanceRequest
+	(*ResumeInstanceRequest)(nil),   // 27: flotilla.v1.ResumeInstanceRequest
+	(*DeleteInstanceRequest)(nil),   // 28: flotilla.v1.DeleteInstanceRequest
+	(*UpdateInstanceRequest)(nil),   // 29: flotilla.v1.UpdateInstanceRequest
+	(*ResizeInstanceRequest)(nil),   // 30: flotilla.v1.ResizeInstanceRequest
+	(*ConfirmResizeRequest)(nil),    // 31: flotilla.v1.ConfirmResizeRequest
+	(*RevertResizeRequest)(nil),     // 32: flotilla.v1.RevertResizeRequest
+	(*ExtendInstanceRequest)(nil),   // 33: flotilla.v1.ExtendInstanceRequest
+	(*MoveInstanceRequest)(nil),     // 34: flotilla.v1.MoveInstanceRequest
+	nil,                             // 35: flotilla.v1.VocabularyView.FieldsEntry
+	nil,                             // 36: flotilla.v1.Placement.HostLabelsEntry
+	nil,                             // 37: flotilla.v1.Instance.LabelsEntry
+	nil,                             // 38: flotilla.v1.CreateInstanceRequest.LabelsEntry
+	nil,                             // 39: flotilla.v1.UpdateInstanceRequest.LabelsEntry
+	(PowerState)(0),                 // 40: flotilla.v1.PowerState
+	(*timestamppb.Timestamp)(nil),   // 41: google.protobuf.Timestamp
+	(*Fault)(nil),                   // 42: flotilla.v1.Fault
+	(*NetworkInterface)(nil),        // 43: flotilla.v1.NetworkInterface
+	(*durationpb.Duration)(nil),     // 44: google.protobuf.Duration
+	(*CopyProgress)(nil),            // 45: flotilla.v1.CopyProgress
+	(*NetworkInterfaceRequest)(nil), // 46: flotilla.v1.NetworkInterfaceRequest
+	(*fieldmaskpb.FieldMask)(nil),   // 47: google.protobuf.FieldMask
+	(*Operation)(nil),               // 48: flotilla.v1.Operation
 }
 var file_flotilla_v1_instance_proto_depIdxs = []int32{
 	4,  // 0: flotilla.v1.Recovery.policy:type_name -> flotilla.v1.RecoveryPolicy
 	5,  // 1: flotilla.v1.VocabularyView.vocabulary:type_name -> flotilla.v1.Vocabulary
 	0,  // 2: flotilla.v1.VocabularyView.canonical_status:type_name -> flotilla.v1.Status
-	34, // 3: flotilla.v1.VocabularyView.fields:type_name -> flotilla.v1.VocabularyView.FieldsEntry
-	35, // 4: flotilla.v1.Placement.host_labels:type_name -> flotilla.v1.Placement.HostLabelsEntry
-	9,  // 5: flotilla.v1.Instance.spec:type_name -> flotilla.v1.InstanceSpec
+	35, // 3: flotilla.v1.VocabularyView.fields:type_name -> flotilla.v1.VocabularyView.FieldsEntry
+	36, // 4: flotilla.v1.Placement.host_labels:type_name -> flotilla.v1.Placement.HostLabelsEntry
+	10, // 5: flotilla.v1.Instance.spec:type_name -> flotilla.v1.InstanceSpec
 	0,  // 6: flotilla.v1.Instance.status:type_name -> flotilla.v1.Status
 	1,  // 7: flotilla.v1.Instance.desired_state:type_name -> flotilla.v1.DesiredState
-	39, // 8: flotilla.v1.Instance.power_state:type_name -> flotilla.v1.PowerState
-	40, // 9: flotilla.v1.Instance.power_state_time:type_name -> google.protobuf.Timestamp
+	40, // 8: flotilla.v1.Instance.power_state:type_name -> flotilla.v1.PowerState
+	41, // 9: flotilla.v1.Instance.power_state_time:type_name -> google.protobuf.Timestamp
 	2,  // 10: flotilla.v1.Instance.provisioning_result:type_name -> flotilla.v1.ProvisioningResult
-	41, // 11: flotilla.v1.Instance.fault:type_name -> flotilla.v1.Fault
+	42, // 11: flotilla.v1.Instance.fault:type_name -> flotilla.v1.Fault
 	3,  // 12: flotilla.v1.Instance.allowed_actions:type_name -> flotilla.v1.Action
-	40, // 13: flotilla.v1.Instance.create_time:type_name -> google.protobuf.Timestamp
-	40, // 14: flotilla.v1.Instance.update_time:type_name -> google.protobuf.Timestamp
-	7,  // 15: flotilla.v1.Instance.recovery:type_name -> flotilla.v1.Recovery
-	10, // 16: flotilla.v1.Instance.placement:type_name -> flotilla.v1.Placement
-	8,  // 17: flotilla.v1.Instance.views:type_name -> flotilla.v1.VocabularyView
-	36, // 18: flotilla.v1.Instance.labels:type_name -> flotilla.v1.Instance.LabelsEntry
-	12, // 19: flotilla.v1.Instance.resize:type_name -> flotilla.v1.PendingResize
-	42, // 20: flotilla.v1.Instance.interfaces:type_name -> flotilla.v1.NetworkInterface
+	41, // 13: flotilla.v1.Instance.create_time:type_name -> google.protobuf.Timestamp
+	41, // 14: flotilla.v1.Instance.update_time:type_name -> google.protobuf.Timestamp
+	8,  // 15: flotilla.v1.Instance.recovery:type_name -> flotilla.v1.Recovery
+	11, // 16: flotilla.v1.Instance.placement:type_name -> flotilla.v1.Placement
+	9,  // 17: flotilla.v1.Instance.views:type_name -> flotilla.v1.VocabularyView
+	37, // 18: flotilla.v1.Instance.labels:type_name -> flotilla.v1.Instance.LabelsEntry
+	13, // 19: flotilla.v1.Instance.resize:type_name -> flotilla.v1.PendingResize
+	43, // 20: flotilla.v1.Instance.interfaces:type_name -> flotilla.v1.NetworkInterface
 	6,  // 21: flotilla.v1.Instance.readiness:type_name -> flotilla.v1.Readiness
-	14, // 22: flotilla.v1.Instance.guest:type_name -> flotilla.v1.GuestStatus
-	43, // 23: flotilla.v1.Instance.readiness_timeout:type_name -> google.protobuf.Duration
-	44, // 24: flotilla.v1.Instance.copy:type_name -> flotilla.v1.CopyProgress
-	9,  // 25: flotilla.v1.PendingResize.from:type_name -> flotilla.v1.InstanceSpec
-	9,  // 26: flotilla.v1.PendingResize.to:type_name -> flotilla.v1.InstanceSpec
-	40, // 27: flotilla.v1.PendingResize.confirm_time:type_name -> google.protobuf.Timestamp
-	9,  // 28: flotilla.v1.CreateInstanceRequest.spec:type_name -> flotilla.v1.InstanceSpec
-	7,  // 29: flotilla.v1.CreateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
-	10, // 30: flotilla.v1.CreateInstanceRequest.placement:type_name -> flotilla.v1.Placement
-	37, // 31: flotilla.v1.CreateInstanceRequest.labels:type_name -> flotilla.v1.CreateInstanceRequest.LabelsEntry
-	45, // 32: flotilla.v1.CreateInstanceRequest.interfaces:type_name -> flotilla.v1.NetworkInterfaceRequest
-	43, // 33: flotilla.v1.CreateInstanceRequest.readiness_timeout:type_name -> google.protobuf.Duration
-	40, // 34: flotilla.v1.GuestStatus.since:type_name -> google.protobuf.Timestamp
+	15, // 22: flotilla.v1.Instance.guest:type_name -> flotilla.v1.GuestStatus
+	44, // 23: flotilla.v1.Instance.readiness_timeout:type_name -> google.protobuf.Duration
+	45, // 24: flotilla.v1.Instance.copy:type_name -> flotilla.v1.CopyProgress
+	10, // 25: flotilla.v1.PendingResize.from:type_name -> flotilla.v1.InstanceSpec
+	10, // 26: flotilla.v1.PendingResize.to:type_name -> flotilla.v1.InstanceSpec
+	41, // 27: flotilla.v1.PendingResize.confirm_time:type_name -> google.protobuf.Timestamp
+	10, // 28: flotilla.v1.CreateInstanceRequest.spec:type_name -> flotilla.v1.InstanceSpec
+	8,  // 29: flotilla.v1.CreateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
+	11, // 30: flotilla.v1.CreateInstanceRequest.placement:type_name -> flotilla.v1.Placement
+	38, // 31: flotilla.v1.CreateInstanceRequest.labels:type_name -> flotilla.v1.CreateInstanceRequest.LabelsEntry
+	46, // 32: flotilla.v1.CreateInstanceRequest.interfaces:type_name -> flotilla.v1.NetworkInterfaceRequest
+	44, // 33: flotilla.v1.CreateInstanceRequest.readiness_timeout:type_name -> google.protobuf.Duration
+	41, // 34: flotilla.v1.GuestStatus.since:type_name -> google.protobuf.Timestamp
 	5,  // 35: flotilla.v1.GetInstanceRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
 	0,  // 36: flotilla.v1.ListInstancesRequest.status_filter:type_name -> flotilla.v1.Status
 	5,  // 37: flotilla.v1.ListInstancesRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
-	11, // 38: flotilla.v1.ListInstancesResponse.instances:type_name -> flotilla.v1.Instance
+	12, // 38: flotilla.v1.ListInstancesResponse.instances:type_name -> flotilla.v1.Instance
 	5,  // 39: flotilla.v1.WatchInstancesRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
-	11, // 40: flotilla.v1.WatchInstancesResponse.instances:type_name -> flotilla.v1.Instance
-	43, // 41: flotilla.v1.StopInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
-	46, // 42: flotilla.v1.UpdateInstanceRequest.update_mask:type_name -> google.protobuf.FieldMask
-	38, // 43: flotilla.v1.UpdateInstanceRequest.labels:type_name -> flotilla.v1.UpdateInstanceRequest.LabelsEntry
-	7,  // 44: flotilla.v1.UpdateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
-	43, // 45: flotilla.v1.ResizeInstanceRequest.confirm_window:type_name -> google.protobuf.Duration
-	43, // 46: flotilla.v1.ResizeInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
-	43, // 47: flotilla.v1.RevertResizeRequest.graceful_timeout:type_name -> google.protobuf.Duration
-	43, // 48: flotilla.v1.MoveInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
-	13, // 49: flotilla.v1.InstanceService.CreateInstance:input_type -> flotilla.v1.CreateInstanceRequest
-	15, // 50: flotilla.v1.InstanceService.GetInstance:input_type -> flotilla.v1.GetInstanceRequest
-	16, // 51: flotilla.v1.InstanceService.ListInstances:input_type -> flotilla.v1.ListInstancesRequest
-	18, // 52: flotilla.v1.InstanceService.WatchInstances:input_type -> flotilla.v1.WatchInstancesRequest
-	20, // 53: flotilla.v1.InstanceService.StartInstance:input_type -> flotilla.v1.StartInstanceRequest
-	21, // 54: flotilla.v1.InstanceService.StopInstance:input_type -> flotilla.v1.StopInstanceRequest
-	22, // 55: flotilla.v1.InstanceService.RestartInstance:input_type -> flotilla.v1.RestartInstanceRequest
-	23, // 56: flotilla.v1.InstanceService.PauseInstance:input_type -> flotilla.v1.PauseInstanceRequest
-	24, // 57: flotilla.v1.InstanceService.UnpauseInstance:input_type -> flotilla.v1.UnpauseInstanceRequest
-	25, // 58: flotilla.v1.InstanceService.SuspendInstance:input_type -> flotilla.v1.SuspendInstanceRequest
-	26, // 59: flotilla.v1.InstanceService.ResumeInstance:input_type -> flotilla.v1.ResumeInstanceRequest
-	27, // 60: flotilla.v1.InstanceService.DeleteInstance:input_type -> flotilla.v1.DeleteInstanceRequest
-	28, // 61: flotilla.v1.InstanceService.UpdateInstance:input_type -> flotilla.v1.UpdateInstanceRequest
-	29, // 62: flotilla.v1.InstanceService.ResizeInstance:input_type -> flotilla.v1.ResizeInstanceRequest
-	30, // 63: flotilla.v1.InstanceService.ConfirmResize:input_type -> flotilla.v1.ConfirmResizeRequest
-	31, // 64: flotilla.v1.InstanceService.RevertResize:input_type -> flotilla.v1.RevertResizeRequest
-	32, // 65: flotilla.v1.InstanceService.ExtendInstance:input_type -> flotilla.v1.ExtendInstanceRequest
-	33, // 66: flotilla.v1.InstanceService.MoveInstance:input_type -> flotilla.v1.MoveInstanceRequest
-	47, // 67: flotilla.v1.InstanceService.CreateInstance:output_type -> flotilla.v1.Operation
-	11, // 68: flotilla.v1.InstanceService.GetInstance:output_type -> flotilla.v1.Instance
-	17, // 69: flotilla.v1.InstanceService.ListInstances:output_type -> flotilla.v1.ListInstancesResponse
-	19, // 70: flotilla.v1.InstanceService.WatchInstances:output_type -> flotilla.v1.WatchInstancesResponse
-	47, // 71: flotilla.v1.InstanceService.StartInstance:output_type -> flotilla.v1.Operation
-	47, // 72: flotilla.v1.InstanceService.StopInstance:output_type -> flotilla.v1.Operation
-	47, // 73: flotilla.v1.InstanceService.RestartInstance:output_type -> flotilla.v1.Operation
-	47, // 74: flotilla.v1.InstanceService.PauseInstance:output_type -> flotilla.v1.Operation
-	47, // 75: flotilla.v1.InstanceService.UnpauseInstance:output_type -> flotilla.v1.Operation
-	47, // 76: flotilla.v1.InstanceService.SuspendInstance:output_type -> flotilla.v1.Operation
-	47, // 77: flotilla.v1.InstanceService.ResumeInstance:output_type -> flotilla.v1.Operation
-	47, // 78: flotilla.v1.InstanceService.DeleteInstance:output_type -> flotilla.v1.Operation
-	47, // 79: flotilla.v1.InstanceService.UpdateInstance:output_type -> flotilla.v1.Operation
-	47, // 80: flotilla.v1.InstanceService.ResizeInstance:output_type -> flotilla.v1.Operation
-	47, // 81: flotilla.v1.InstanceService.ConfirmResize:output_type -> flotilla.v1.Operation
-	47, // 82: flotilla.v1.InstanceService.RevertResize:output_type -> flotilla.v1.Operation
-	47, // 83: flotilla.v1.InstanceService.ExtendInstance:output_type -> flotilla.v1.Operation
-	47, // 84: flotilla.v1.InstanceService.MoveInstance:output_type -> flotilla.v1.Operation
-	67, // [67:85] is the sub-list for method output_type
-	49, // [49:67] is the sub-list for method input_type
+	12, // 40: flotilla.v1.WatchInstancesResponse.instances:type_name -> flotilla.v1.Instance
+	44, // 41: flotilla.v1.StopInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	47, // 42: flotilla.v1.UpdateInstanceRequest.update_mask:type_name -> google.protobuf.FieldMask
+	39, // 43: flotilla.v1.UpdateInstanceRequest.labels:type_name -> flotilla.v1.UpdateInstanceRequest.LabelsEntry
+	8,  // 44: flotilla.v1.UpdateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
+	44, // 45: flotilla.v1.ResizeInstanceRequest.confirm_window:type_name -> google.protobuf.Duration
+	44, // 46: flotilla.v1.ResizeInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	44, // 47: flotilla.v1.RevertResizeRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	44, // 48: flotilla.v1.MoveInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	14, // 49: flotilla.v1.InstanceService.CreateInstance:input_type -> flotilla.v1.CreateInstanceRequest
+	16, // 50: flotilla.v1.InstanceService.GetInstance:input_type -> flotilla.v1.GetInstanceRequest
+	17, // 51: flotilla.v1.InstanceService.ListInstances:input_type -> flotilla.v1.ListInstancesRequest
+	19, // 52: flotilla.v1.InstanceService.WatchInstances:input_type -> flotilla.v1.WatchInstancesRequest
+	21, // 53: flotilla.v1.InstanceService.StartInstance:input_type -> flotilla.v1.StartInstanceRequest
+	22, // 54: flotilla.v1.InstanceService.StopInstance:input_type -> flotilla.v1.StopInstanceRequest
+	23, // 55: flotilla.v1.InstanceService.RestartInstance:input_type -> flotilla.v1.RestartInstanceRequest
+	24, // 56: flotilla.v1.InstanceService.PauseInstance:input_type -> flotilla.v1.PauseInstanceRequest
+	25, // 57: flotilla.v1.InstanceService.UnpauseInstance:input_type -> flotilla.v1.UnpauseInstanceRequest
+	26, // 58: flotilla.v1.InstanceService.SuspendInstance:input_type -> flotilla.v1.SuspendInstanceRequest
+	27, // 59: flotilla.v1.InstanceService.ResumeInstance:input_type -> flotilla.v1.ResumeInstanceRequest
+	28, // 60: flotilla.v1.InstanceService.DeleteInstance:input_type -> flotilla.v1.DeleteInstanceRequest
+	29, // 61: flotilla.v1.InstanceService.UpdateInstance:input_type -> flotilla.v1.UpdateInstanceRequest
+	30, // 62: flotilla.v1.InstanceService.ResizeInstance:input_type -> flotilla.v1.ResizeInstanceRequest
+	31, // 63: flotilla.v1.InstanceService.ConfirmResize:input_type -> flotilla.v1.ConfirmResizeRequest
+	32, // 64: flotilla.v1.InstanceService.RevertResize:input_type -> flotilla.v1.RevertResizeRequest
+	33, // 65: flotilla.v1.InstanceService.ExtendInstance:input_type -> flotilla.v1.ExtendInstanceRequest
+	34, // 66: flotilla.v1.InstanceService.MoveInstance:input_type -> flotilla.v1.MoveInstanceRequest
+	7,  // 67: flotilla.v1.InstanceService.MarkOperational:input_type -> flotilla.v1.MarkOperationalRequest
+	48, // 68: flotilla.v1.InstanceService.CreateInstance:output_type -> flotilla.v1.Operation
+	12, // 69: flotilla.v1.InstanceService.GetInstance:output_type -> flotilla.v1.Instance
+	18, // 70: flotilla.v1.InstanceService.ListInstances:output_type -> flotilla.v1.ListInstancesResponse
+	20, // 71: flotilla.v1.InstanceService.WatchInstances:output_type -> flotilla.v1.WatchInstancesResponse
+	48, // 72: flotilla.v1.InstanceService.StartInstance:output_type -> flotilla.v1.Operation
+	48, // 73: flotilla.v1.InstanceService.StopInstance:output_type -> flotilla.v1.Operation
+	48, // 74: flotilla.v1.InstanceService.RestartInstance:output_type -> flotilla.v1.Operation
+	48, // 75: flotilla.v1.InstanceService.PauseInstance:output_type -> flotilla.v1.Operation
+	48, // 76: flotilla.v1.InstanceService.UnpauseInstance:output_type -> flotilla.v1.Operation
+	48, // 77: flotilla.v1.InstanceService.SuspendInstance:output_type -> flotilla.v1.Operation
+	48, // 78: flotilla.v1.InstanceService.ResumeInstance:output_type -> flotilla.v1.Operation
+	48, // 79: flotilla.v1.InstanceService.DeleteInstance:output_type -> flotilla.v1.Operation
+	48, // 80: flotilla.v1.InstanceService.UpdateInstance:output_type -> flotilla.v1.Operation
+	48, // 81: flotilla.v1.InstanceService.ResizeInstance:output_type -> flotilla.v1.Operation
+	48, // 82: flotilla.v1.InstanceService.ConfirmResize:output_type -> flotilla.v1.Operation
+	48, // 83: flotilla.v1.InstanceService.RevertResize:output_type -> flotilla.v1.Operation
+	48, // 84: flotilla.v1.InstanceService.ExtendInstance:output_type -> flotilla.v1.Operation
+	48, // 85: flotilla.v1.InstanceService.MoveInstance:output_type -> flotilla.v1.Operation
+	12, // 86: flotilla.v1.InstanceService.MarkOperational:output_type -> flotilla.v1.Instance
+	68, // [68:87] is the sub-list for method output_type
+	49, // [49:68] is the sub-list for method input_type
 	49, // [49:49] is the sub-list for extension type_name
 	49, // [49:49] is the sub-list for extension extendee
 	0,  // [0:49] is the sub-list for field type_name
@@ -3260,7 +3312,7 @@ func file_flotilla_v1_instance_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_instance_proto_rawDesc), len(file_flotilla_v1_instance_proto_rawDesc)),
 			NumEnums:      7,
-			NumMessages:   32,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -37,6 +37,7 @@ const (
 	InstanceService_RevertResize_FullMethodName    = "/flotilla.v1.InstanceService/RevertResize"
 	InstanceService_ExtendInstance_FullMethodName  = "/flotilla.v1.InstanceService/ExtendInstance"
 	InstanceService_MoveInstance_FullMethodName    = "/flotilla.v1.InstanceService/MoveInstance"
+	InstanceService_MarkOperational_FullMethodName = "/flotilla.v1.InstanceService/MarkOperational"
 )
 
 // InstanceServiceClient is the client API for InstanceService service.
@@ -98,6 +99,11 @@ type InstanceServiceClient interface {
 	// (cold: it is down while its disk is copied), the named one or one the
 	// scheduler picks.
 	MoveInstance(ctx context.Context, in *MoveInstanceRequest, opts ...grpc.CallOption) (*Operation, error)
+	// MarkOperational declares a stranded instance's guest ready for work, as
+	// an operator who checked it by hand would (RightScale: a stranded server
+	// made operational); the next boot reports afresh. FAILED_PRECONDITION
+	// unless the instance is stranded.
+	MarkOperational(ctx context.Context, in *MarkOperationalRequest, opts ...grpc.CallOption) (*Instance, error)
 }
 
 type instanceServiceClient struct {
@@ -297,6 +303,16 @@ func (c *instanceServiceClient) MoveInstance(ctx context.Context, in *MoveInstan
 	return out, nil
 }
 
+func (c *instanceServiceClient) MarkOperational(ctx context.Context, in *MarkOperationalRequest, opts ...grpc.CallOption) (*Instance, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Instance)
+	err := c.cc.Invoke(ctx, InstanceService_MarkOperational_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // InstanceServiceServer is the server API for InstanceService service.
 // All implementations must embed UnimplementedInstanceServiceServer
 // for forward compatibility.
@@ -356,6 +372,11 @@ type InstanceServiceServer interface {
 	// (cold: it is down while its disk is copied), the named one or one the
 	// scheduler picks.
 	MoveInstance(context.Context, *MoveInstanceRequest) (*Operation, error)
+	// MarkOperational declares a stranded instance's guest ready for work, as
+	// an operator who checked it by hand would (RightScale: a stranded server
+	// made operational); the next boot reports afresh. FAILED_PRECONDITION
+	// unless the instance is stranded.
+	MarkOperational(context.Context, *MarkOperationalRequest) (*Instance, error)
 	mustEmbedUnimplementedInstanceServiceServer()
 }
 
@@ -419,6 +440,9 @@ func (UnimplementedInstanceServiceServer) ExtendInstance(context.Context, *Exten
 }
 func (UnimplementedInstanceServiceServer) MoveInstance(context.Context, *MoveInstanceRequest) (*Operation, error) {
 	return nil, status.Error(codes.Unimplemented, "method MoveInstance not implemented")
+}
+func (UnimplementedInstanceServiceServer) MarkOperational(context.Context, *MarkOperationalRequest) (*Instance, error) {
+	return nil, status.Error(codes.Unimplemented, "method MarkOperational not implemented")
 }
 func (UnimplementedInstanceServiceServer) mustEmbedUnimplementedInstanceServiceServer() {}
 func (UnimplementedInstanceServiceServer) testEmbeddedByValue()                         {}
@@ -758,6 +782,24 @@ func _InstanceService_MoveInstance_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _InstanceService_MarkOperational_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MarkOperationalRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InstanceServiceServer).MarkOperational(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: InstanceService_MarkOperational_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InstanceServiceServer).MarkOperational(ctx, req.(*MarkOperationalRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // InstanceService_ServiceDesc is the grpc.ServiceDesc for InstanceService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -832,6 +874,10 @@ var InstanceService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "MoveInstance",
 			Handler:    _InstanceService_MoveInstance_Handler,
+		},
+		{
+			MethodName: "MarkOperational",
+			Handler:    _InstanceService_MarkOperational_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

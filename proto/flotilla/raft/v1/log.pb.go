@@ -1588,13 +1588,18 @@ func (x *GuestReport) GetTimeUnixNano() int64 {
 	return 0
 }
 
-// Strand marks a guest still booting at its deadline stranded (log version 4).
+// Strand marks a guest still booting at its deadline stranded (log version 4),
+// or, with operational, an operator's word that a stranded guest is ready.
 type Strand struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The instance.
 	InstanceId string `protobuf:"bytes,1,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
 	// The boot it judges (its guest's Since): Unix nanoseconds.
 	SinceUnixNano int64 `protobuf:"fixed64,2,opt,name=since_unix_nano,json=sinceUnixNano,proto3" json:"since_unix_nano,omitempty"`
+	// An operator marks the stranded guest operational.
+	Operational bool `protobuf:"varint,3,opt,name=operational,proto3" json:"operational,omitempty"`
+	// Who did (operational).
+	By            string `protobuf:"bytes,4,opt,name=by,proto3" json:"by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1641,6 +1646,20 @@ func (x *Strand) GetSinceUnixNano() int64 {
 		return x.SinceUnixNano
 	}
 	return 0
+}
+
+func (x *Strand) GetOperational() bool {
+	if x != nil {
+		return x.Operational
+	}
+	return false
+}
+
+func (x *Strand) GetBy() string {
+	if x != nil {
+		return x.By
+	}
+	return ""
 }
 
 var File_flotilla_raft_v1_log_proto protoreflect.FileDescriptor
@@ -1752,11 +1771,13 @@ const file_flotilla_raft_v1_log_proto_rawDesc = "" +
 	"\x05stage\x18\x05 \x01(\tR\x05stage\x12\x16\n" +
 	"\x06reason\x18\x06 \x01(\tR\x06reason\x12\x18\n" +
 	"\aversion\x18\a \x01(\tR\aversion\x12$\n" +
-	"\x0etime_unix_nano\x18\b \x01(\x10R\ftimeUnixNano\"Q\n" +
+	"\x0etime_unix_nano\x18\b \x01(\x10R\ftimeUnixNano\"\x83\x01\n" +
 	"\x06Strand\x12\x1f\n" +
 	"\vinstance_id\x18\x01 \x01(\tR\n" +
 	"instanceId\x12&\n" +
-	"\x0fsince_unix_nano\x18\x02 \x01(\x10R\rsinceUnixNanoB?Z=github.com/flotilla-vm/flotilla/proto/flotilla/raft/v1;raftv1b\x06proto3"
+	"\x0fsince_unix_nano\x18\x02 \x01(\x10R\rsinceUnixNano\x12 \n" +
+	"\voperational\x18\x03 \x01(\bR\voperational\x12\x0e\n" +
+	"\x02by\x18\x04 \x01(\tR\x02byB?Z=github.com/flotilla-vm/flotilla/proto/flotilla/raft/v1;raftv1b\x06proto3"
 
 var (
 	file_flotilla_raft_v1_log_proto_rawDescOnce sync.Once
