@@ -40,10 +40,8 @@ const coalesce = 200 * time.Millisecond
 
 // Run strands overdue boots until ctx ends. Call it only while leader.
 func Run(ctx context.Context, store *state.Store, applier Applier, log *slog.Logger) {
-	for {
-		changed := store.Changed()
+	store.EachChange(ctx, coalesce, func(now time.Time) time.Duration {
 		next := time.Minute
-		now := time.Now()
 		var todo []fsm.Strand
 		store.EachBooting(func(i *state.Instance) {
 			due, ok := Due(i)
@@ -57,7 +55,7 @@ func Run(ctx context.Context, store *state.Store, applier Applier, log *slog.Log
 		})
 		for _, c := range todo {
 			if ctx.Err() != nil {
-				return
+				break
 			}
 			if _, err := fsm.Propose(ctx, applier, fsm.TypeStrand, now, c); err != nil {
 				log.Warn("stranding an overdue boot failed", "instance", c.InstanceID, "err", err)
@@ -65,16 +63,6 @@ func Run(ctx context.Context, store *state.Store, applier Applier, log *slog.Log
 			}
 			log.Warn("guest not ready by its deadline: stranded", "instance", c.InstanceID, "booting_since", c.Since)
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-changed:
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(coalesce):
-			}
-		case <-time.After(next):
-		}
-	}
+		return next
+	})
 }

@@ -76,10 +76,8 @@ const StartDeadline = 3 * time.Minute
 
 // Run acts on instances until ctx ends. Call it only while leader.
 func Run(ctx context.Context, store *state.Store, applier Applier, log *slog.Logger) {
-	for {
-		changed := store.Changed()
+	store.EachChange(ctx, coalesce, func(now time.Time) time.Duration {
 		next := time.Minute
-		now := time.Now()
 		type due struct {
 			inst state.Instance
 			act  Action
@@ -97,7 +95,7 @@ func Run(ctx context.Context, store *state.Store, applier Applier, log *slog.Log
 		for _, d := range todo {
 			inst, act := d.inst, d.act
 			if ctx.Err() != nil {
-				return
+				return next
 			}
 			cmd := fsm.Recover{InstanceID: inst.ID}
 			if act == Restart {
@@ -115,19 +113,8 @@ func Run(ctx context.Context, store *state.Store, applier Applier, log *slog.Log
 				l.Warn("guest stopped on its own; marked failed", "power", inst.Power, "reason", inst.PowerWhy)
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-changed:
-			// Coalesce bursts of commits: one scan serves them all.
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(coalesce):
-			}
-		case <-time.After(next):
-		}
-	}
+		return next
+	})
 }
 
 // coalesce is the least time between two scans triggered by commits.

@@ -550,3 +550,25 @@ func (p *placement) instance(old, now *Instance, _ int64) {
 		p.onHost[now.HostID][now.ID] = true
 	}
 }
+
+// EachChange calls scan with the time, then again after every change (at
+// most once per coalesce: a burst of commits costs one scan) or once the
+// wait scan returned has passed, until ctx ends. It serves the leader's
+// loops that act on what the state shows (recovery, readiness deadlines).
+func (s *Store) EachChange(ctx context.Context, coalesce time.Duration, scan func(now time.Time) (next time.Duration)) {
+	for ctx.Err() == nil {
+		changed := s.Changed()
+		next := scan(time.Now())
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(coalesce):
+			}
+		case <-time.After(next):
+		}
+	}
+}

@@ -128,7 +128,23 @@ func (e *env) waitGuestReady(id string, minCount int) {
 
 func (e *env) create(name string) string {
 	e.t.Helper()
-	op := e.do("CreateInstance", map[string]any{"name": name, "spec": map[string]any{"vcpus": 1, "memoryMib": 192, "image": "flotilla-test"}, "requestId": "create-" + name})
+	return e.createWith(name, "", "")
+}
+
+// createWith creates a test guest whose seed's user data holds the given
+// test switch ("" for none), with a readiness timeout ("" for the
+// cluster's), and returns its id; its domain goes with the test.
+func (e *env) createWith(name, userData, readinessTimeout string) string {
+	e.t.Helper()
+	req := map[string]any{"name": name, "requestId": "create-" + name,
+		"spec": map[string]any{"vcpus": 1, "memoryMib": 192, "image": "flotilla-test"}}
+	if userData != "" {
+		req["userData"] = userData
+	}
+	if readinessTimeout != "" {
+		req["readinessTimeout"] = readinessTimeout
+	}
+	op := e.do("CreateInstance", req)
 	e.mustSucceed(op)
 	id := testenv.Str(op, "instanceId")
 	e.t.Cleanup(func() {

@@ -8,28 +8,6 @@ import (
 	"github.com/flotilla-vm/flotilla/internal/testenv"
 )
 
-// createWith creates a test guest whose seed's user data holds the given
-// test switch ("" for none) and returns its id.
-func (e *env) createWith(name, userData, readinessTimeout string) string {
-	e.t.Helper()
-	req := map[string]any{"name": name, "requestId": "create-" + name,
-		"spec": map[string]any{"vcpus": 1, "memoryMib": 192, "image": "flotilla-test"}}
-	if userData != "" {
-		req["userData"] = userData
-	}
-	if readinessTimeout != "" {
-		req["readinessTimeout"] = readinessTimeout
-	}
-	op := e.do("CreateInstance", req)
-	e.mustSucceed(op)
-	id := testenv.Str(op, "instanceId")
-	e.t.Cleanup(func() {
-		_, _ = virsh(e.t, "destroy", "flotilla-"+id)
-		_, _ = virsh(e.t, "undefine", "--managed-save", "flotilla-"+id)
-	})
-	return id
-}
-
 // readinessSeen waits until the watch showed instance id with readiness
 // want (and, if given, RightScale's word rs and Azure's os_provisioning os).
 func readinessSeen(t *testing.T, w *testenv.Stream, seen map[string][]string, id, want string, timeout time.Duration) {
