@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/flotilla-vm/flotilla/hypervisor"
+	"github.com/flotilla-vm/flotilla/internal/testenv"
 )
 
 // sockets is the driver's GuestSocket for the tests.
@@ -246,12 +247,12 @@ func TestWatcherStopsWhenTheDomainDoes(t *testing.T) {
 	if got := e.w.Reports(); len(got) != 1 || got[0].InstanceID != "vm-b" {
 		t.Fatalf("Reports() = %+v, want vm-b's alone", got)
 	}
-	waitFor(t, "one guest goroutine", func() bool { return e.w.active.Load() == 1 })
+	testenv.Eventually(t, 10*time.Second, "one guest goroutine", func() bool { return e.w.active.Load() == 1 })
 
 	// b is deleted (an event: no domain).
 	e.w.Observe(hypervisor.DomainStatus{ID: "vm-b", State: hypervisor.PowerNoDomain})
 	cb.waitClosed()
-	waitFor(t, "no guest goroutine", func() bool { return e.w.active.Load() == 0 })
+	testenv.Eventually(t, 10*time.Second, "no guest goroutine", func() bool { return e.w.active.Load() == 0 })
 	if got := e.w.Reports(); len(got) != 0 {
 		t.Fatalf("Reports() = %+v, want none", got)
 	}
@@ -262,7 +263,7 @@ func TestWatcherStopsWhenTheDomainDoes(t *testing.T) {
 	case <-time.After(100 * time.Millisecond):
 	}
 	e.w.Close()
-	waitFor(t, "goroutines back to "+strconv.Itoa(before), func() bool { return runtime.NumGoroutine() <= before+2 }) // +2: the fake guests' accept loops
+	testenv.Eventually(t, 10*time.Second, "goroutines back to "+strconv.Itoa(before), func() bool { return runtime.NumGoroutine() <= before+2 }) // +2: the fake guests' accept loops
 }
 
 func TestWatcherRetriesUntilTheSocketExists(t *testing.T) {
@@ -369,7 +370,7 @@ func TestUpdatesCoalesce(t *testing.T) {
 		c.say("BOOT s" + strconv.Itoa(i))
 	}
 	c.say("READY")
-	waitFor(t, "ready in Reports", func() bool {
+	testenv.Eventually(t, 10*time.Second, "ready in Reports", func() bool {
 		rs := e.w.Reports()
 		return len(rs) == 1 && rs[0].State == Ready
 	})
@@ -391,17 +392,6 @@ func TestUpdatesCoalesce(t *testing.T) {
 	}
 	if last.State != Ready || last.Stage != "s29" {
 		t.Fatalf("last update %+v", last)
-	}
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/flotilla-vm/flotilla/coordinator/ipam"
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
 	"github.com/flotilla-vm/flotilla/coordinator/vocabulary"
+	"github.com/flotilla-vm/flotilla/hypervisor"
 	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
 
@@ -126,10 +127,11 @@ func validateUpdate(r *pb.UpdateInstanceRequest) violations {
 
 // Limits of what a create gives the guest.
 const (
-	maxInterfaces  = 8
-	maxUserData    = 64 << 10
-	maxSSHKeys     = 32
-	maxSSHKeyBytes = 8 << 10
+	// A host refuses more (package hypervisor): the API refuses it first.
+	maxInterfaces  = hypervisor.MaxNICs
+	maxUserData    = hypervisor.MaxUserDataBytes
+	maxSSHKeys     = hypervisor.MaxSSHKeys
+	maxSSHKeyBytes = hypervisor.MaxSSHKeyBytes
 	// maxReadinessTimeout bounds how long a guest may take to boot.
 	maxReadinessTimeout = 24 * time.Hour
 )

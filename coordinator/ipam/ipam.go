@@ -10,7 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"regexp"
+
+	"github.com/flotilla-vm/flotilla/hypervisor"
 )
 
 // ErrInvalid wraps every refusal of a malformed name, prefix or address.
@@ -23,9 +24,11 @@ const (
 	MaxPrefixBits = 29
 )
 
+// The patterns of names are the hosts' (package hypervisor), so that the
+// coordinator accepts exactly the names an agent can realise.
 var (
-	namePattern   = regexp.MustCompile(`^[a-z][a-z0-9-]{0,31}$`)
-	bridgePattern = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,15}$`)
+	namePattern   = hypervisor.NetworkNamePattern
+	bridgePattern = hypervisor.BridgePattern
 )
 
 // ValidateName checks a network's name (it becomes part of a libvirt
