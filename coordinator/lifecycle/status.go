@@ -34,6 +34,7 @@ const (
 	StatusConfirmingResize Status = "CONFIRMING_RESIZE" // the original is being removed
 	StatusRevertingResize  Status = "REVERTING_RESIZE"  // the original is being brought back
 	StatusExtending        Status = "EXTENDING"         // the disk grows in place
+	StatusSettingPassword  Status = "SETTING_PASSWORD"  // a password is being set inside the guest
 )
 
 // AllStatuses lists every status.
@@ -44,6 +45,7 @@ var AllStatuses = []Status{
 	StatusError, StatusUnknown, StatusUnexpectedShutoff, StatusCrashed,
 	StatusPending, StatusBidding, StatusMoving, StatusUpdating,
 	StatusResizing, StatusVerifyResize, StatusConfirmingResize, StatusRevertingResize, StatusExtending,
+	StatusSettingPassword,
 }
 
 // inFlight is the status shown while an operation of each kind runs.
@@ -65,6 +67,7 @@ var inFlight = map[OpKind]Status{
 	OpConfirmResize: StatusConfirmingResize,
 	OpRevertResize:  StatusRevertingResize,
 	OpExtend:        StatusExtending,
+	OpSetPassword:   StatusSettingPassword,
 }
 
 // Transitional reports whether s only lasts while an operation runs.
