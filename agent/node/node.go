@@ -59,6 +59,8 @@ type Config struct {
 	Capacity hypervisor.Capacity
 	// DiskReserve is the free disk, in bytes, a preflight keeps.
 	DiskReserve uint64
+	// GuestPing is the guest channels' heartbeat (0: guestchan's default).
+	GuestPing time.Duration
 	Labels      map[string]string
 	// IgnoreEvents leaves hypervisor events unsubscribed (a test switch:
 	// the coordinator then learns of changes only through resyncs).
@@ -162,7 +164,7 @@ func (n *Node) Run(ctx context.Context) error {
 	// Guest channels: the session tells the watcher which domains run and
 	// sends on what their guests say; steps send commands through it.
 	// Closed after the executor (defers run in reverse), before the driver.
-	guests := guestchan.New(guestchan.Config{Sockets: drv, Logger: n.hlog})
+	guests := guestchan.New(guestchan.Config{Sockets: drv, Logger: n.hlog, PingInterval: n.cfg.GuestPing})
 	defer guests.Close()
 
 	exec, err := executor.New(executor.Config{HostID: n.cfg.HostID, Driver: drv, Store: n.store, Logger: n.log, Mover: mover,

@@ -18,7 +18,9 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+	"time"
 
+	"github.com/flotilla-vm/flotilla/agent/guestchan"
 	"github.com/flotilla-vm/flotilla/agent/node"
 	"github.com/flotilla-vm/flotilla/hypervisor"
 	"github.com/flotilla-vm/flotilla/hypervisor/libvirt"
@@ -60,6 +62,7 @@ type config struct {
 	logFormat     string
 	labels        map[string]string
 	bridges       []string // host bridges bridge NICs may attach to
+	guestPing     time.Duration
 	tls           mtls.Files
 	peerListen    string // where to serve AgentPeerService; empty: not at all
 	peerInsecure  bool   // serve it without TLS on an address other hosts reach
@@ -143,6 +146,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.peerAdvertise, "peer-advertise", "", "the address other agents dial for --peer-listen, host:port (default: the address listened on)")
 	var bridges string
 	fs.StringVar(&bridges, "bridges", "", "comma-separated host bridges that instances on bridge networks may attach to, e.g. br0,br1 (the operator makes them; the agent reports those that exist)")
+	fs.DurationVar(&cfg.guestPing, "guest-ping-interval", guestchan.DefaultPingInterval,
+		"how often the agent PINGs each guest side on its guest channel; a guest that leaves 3 in a row unanswered is reported unresponsive")
 	labels := keyValues{}
 	fs.Var(labels, "label", "a placement label of this host, key=value (repeatable)")
 	fs.Usage = func() {
@@ -164,6 +169,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	cfg.labels = labels
 	testHooks(&cfg)
 	var err error
+	if cfg.guestPing < 100*time.Millisecond || cfg.guestPing > time.Hour {
+		return config{}, fmt.Errorf("--guest-ping-interval %s: must be 100ms..1h", cfg.guestPing)
+	}
 	if cfg.bridges, err = parseBridges(bridges); err != nil {
 		return config{}, err
 	}
@@ -318,6 +326,7 @@ func nodeConfig(cfg config, log *slog.Logger) node.Config {
 		StateDir:        cfg.stateDir,
 		Capacity:        cfg.capacity,
 		DiskReserve:     cfg.diskReserve,
+		GuestPing:       cfg.guestPing,
 		Labels:          cfg.labels,
 		IgnoreEvents:    cfg.ignoreEvents,
 		TLS:             cfg.tls,

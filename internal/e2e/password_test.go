@@ -14,7 +14,9 @@ import (
 	"github.com/flotilla-vm/flotilla/internal/testenv"
 )
 
-// TestSetPasswordOnRealLibvirt: SetPassword sets root's password inside a
+// TestGuestCommandsOnRealLibvirt: a v2 guest side says what OS it runs;
+// one that stops answering the agent's PINGs is shown unresponsive; and
+// SetPassword sets root's password inside a
 // real test guest through its guest channel (the guest checks it back from
 // /etc/shadow and prints its digest on the console), shown as Nova's
 // PASSWORD on a watch while it runs; a user the guest lacks fails the
@@ -22,8 +24,8 @@ import (
 // are refused with FAILED_PRECONDITION, bad passwords with
 // INVALID_ARGUMENT; and no file of the coordinator or the agent (data
 // dirs, logs, journal) holds the password, in clear or hex-encoded.
-func TestSetPasswordOnRealLibvirt(t *testing.T) {
-	e := newEnv(t, nil, []string{"--vcpus=8"})
+func TestGuestCommandsOnRealLibvirt(t *testing.T) {
+	e := newEnv(t, nil, []string{"--vcpus=8", "--guest-ping-interval=1s"})
 	list := e.g.MustCall("flotilla.v1.InstanceService/ListInstances", nil)
 	w := e.g.Stream("flotilla.v1.InstanceService/WatchInstances", map[string]any{"startRevision": testenv.Str(list, "revision"),
 		"vocabularies": []string{"VOCABULARY_NOVA"}})
@@ -33,6 +35,7 @@ func TestSetPasswordOnRealLibvirt(t *testing.T) {
 	pw := e.createWith("pw", "", "")
 	v1 := e.createWith("old-guest", "flotilla-test: v1", "")
 	silent := e.createWith("no-guest-side", "flotilla-test: silent", "")
+	hung := e.createWith("hung", "flotilla-test: unresponsive=2", "")
 	readinessSeen(t, w, seen, pw, "READINESS_OPERATIONAL", 90*time.Second)
 	readinessSeen(t, w, seen, v1, "READINESS_OPERATIONAL", 90*time.Second)
 
@@ -46,6 +49,14 @@ func TestSetPasswordOnRealLibvirt(t *testing.T) {
 	}
 	if got := testenv.Str(e.instance(v1), "guest", "protocol"); got != "1" {
 		t.Fatalf("v1 guest's protocol %q", got)
+	}
+	// A guest that stops answering heartbeats (3 PINGs, a second apart).
+	readinessSeen(t, w, seen, hung, "READINESS_OPERATIONAL", 90*time.Second)
+	testenv.Eventually(t, 30*time.Second, "the hung guest to be shown unresponsive", func() bool {
+		return testenv.Str(e.instance(hung), "guest", "unresponsive") == "true"
+	})
+	if testenv.Str(e.instance(pw), "guest", "unresponsive") == "true" {
+		t.Fatal("a guest that answers its PINGs is shown unresponsive")
 	}
 
 	raw := make([]byte, 8)
