@@ -90,6 +90,20 @@ func TestMetricsAfterOperations(t *testing.T) {
 		{"flotilla_build_info", nil, 1},
 	})
 
+	// Every metric either daemon exposes is in docs/observability.md.
+	doc := observabilityDoc(t)
+	for _, addr := range []string{coordHTTP, agentHTTP} {
+		var names []string
+		for _, s := range scrape(t, addr) {
+			if metricName.MatchString(s.name) {
+				names = append(names, s.name)
+			}
+		}
+		if missing := undocumented(doc, names); len(missing) > 0 {
+			t.Errorf("%s exposes metrics docs/observability.md does not list: %v", addr, missing)
+		}
+	}
+
 	watch.Close()
 	waitMetrics(t, coordHTTP, []expect{{"flotilla_watch_streams", nil, 0}})
 }
