@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"runtime"
 	"runtime/debug"
+	"strings"
 )
 
 // version, when set at link time (-ldflags "-X
@@ -72,10 +73,14 @@ func (in Info) Short() string {
 	if len(c) > 12 {
 		c = c[:12]
 	}
-	if in.Modified {
-		c += ".dirty"
+	v := in.Version
+	if !strings.HasSuffix(v, "-"+c) { // a pseudo-version names the commit already
+		v += "+" + c
 	}
-	return in.Version + "+" + c
+	if in.Modified {
+		v += ".dirty"
+	}
+	return v
 }
 
 // String is the --version output of the binary named prog.

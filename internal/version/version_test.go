@@ -20,6 +20,8 @@ func TestFromBuildInfo(t *testing.T) {
 			Info{Version: "devel", Commit: "unknown", Date: "unknown", Go: "go1.26.0"}, "devel"},
 		{"module version and vcs", &debug.BuildInfo{GoVersion: "go1.26.0", Main: debug.Module{Version: "v1.2.3"}, Settings: vcs}, "",
 			Info{Version: "v1.2.3", Commit: "0123456789abcdef0123", Date: "2026-12-07T17:00:00Z", Go: "go1.26.0"}, "v1.2.3+0123456789ab"},
+		{"pseudo-version from the commit", &debug.BuildInfo{GoVersion: "go1.26.0", Main: debug.Module{Version: "v0.13.1-0.20261207174354-0123456789ab"}, Settings: vcs}, "",
+			Info{Version: "v0.13.1-0.20261207174354-0123456789ab", Commit: "0123456789abcdef0123", Date: "2026-12-07T17:00:00Z", Go: "go1.26.0"}, "v0.13.1-0.20261207174354-0123456789ab"},
 		{"linked version wins", &debug.BuildInfo{GoVersion: "go1.26.0", Main: debug.Module{Version: "v1.2.3"}}, "v2.0.0",
 			Info{Version: "v2.0.0", Commit: "unknown", Date: "unknown", Go: "go1.26.0"}, "v2.0.0"},
 		{"modified tree", &debug.BuildInfo{GoVersion: "go1.26.0", Settings: append(vcs, debug.BuildSetting{Key: "vcs.modified", Value: "true"})}, "",
