@@ -11,8 +11,10 @@ TEST_TIMEOUT ?= 30m
 
 all: build
 
+# -buildvcs=auto: --version shows the commit even where GOFLAGS turns
+# stamping off (it is skipped quietly where there is no git checkout).
 build:
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -buildvcs=auto -o $(BIN)/ ./cmd/...
 
 tools:
 	scripts/install-tools.sh

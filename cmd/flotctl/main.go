@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/flotilla-vm/flotilla/internal/mtls"
+	"github.com/flotilla-vm/flotilla/internal/version"
 	flotillav1 "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
 
@@ -191,11 +192,15 @@ func (c *cli) parseGlobal(args []string, getenv func(string) string) (string, []
 	fs.StringVar(&c.tls.CA, "tls-ca", getenv("FLOTILLA_TLS_CA"), "CA bundle that signs the coordinators (env FLOTILLA_TLS_CA)")
 	fs.StringVar(&c.output, "o", "table", "output format: table or json")
 	fs.StringVar(&c.output, "output", "table", "same as -o")
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return "", nil, &helpError{globalHelp(fs)}
 		}
 		return "", nil, &usageError{globalUsage, err.Error()}
+	}
+	if *showVersion { // printed as help is: on stdout, exit 0
+		return "", nil, &helpError{version.Get().String("flotctl")}
 	}
 	switch {
 	case c.output != "table" && c.output != "json":
