@@ -41,6 +41,7 @@ proto-check: tools
 # Documents generated from the code (a test fails when they are stale).
 docs:
 	$(GO) test ./coordinator/vocabulary -run TestVocabulariesDoc -update-doc
+	$(GO) test ./internal/apidoc -run TestAPIReference -update-doc
 
 vet:
 	$(GO) vet ./...
