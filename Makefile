@@ -7,7 +7,7 @@ TOOLS := $(CURDIR)/.bin
 export PATH := $(TOOLS):$(PATH)
 TEST_TIMEOUT ?= 30m
 
-.PHONY: all build tools host guest etcd setup proto proto-check docs conformance lint vet test test-unit demo bench bench-resize bench-xfer clean
+.PHONY: install all build tools host guest etcd setup proto proto-check docs conformance lint vet test test-unit demo bench bench-resize bench-xfer clean
 
 all: build
 
@@ -15,6 +15,19 @@ all: build
 # stamping off (it is skipped quietly where there is no git checkout).
 build:
 	$(GO) build -buildvcs=auto -o $(BIN)/ ./cmd/...
+
+# install: the binaries into $(DESTDIR)$(PREFIX)/bin, the systemd units
+# into $(DESTDIR)/etc/systemd/system (then: systemctl daemon-reload; put
+# flags in /etc/flotilla/{coordinator,agent}.env; systemctl enable --now
+# flotilla-coordinator or flotilla-agent). A coordinator runs as the user
+# flotilla, made here if missing (not under DESTDIR).
+PREFIX ?= /usr/local
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/etc/systemd/system $(DESTDIR)/etc/flotilla
+	install -m 0755 $(BIN)/flotilla-coordinator $(BIN)/flotilla-agent $(BIN)/flotctl $(DESTDIR)$(PREFIX)/bin/
+	sed 's|/usr/local/bin/|$(PREFIX)/bin/|' packaging/systemd/flotilla-coordinator.service >$(DESTDIR)/etc/systemd/system/flotilla-coordinator.service
+	sed 's|/usr/local/bin/|$(PREFIX)/bin/|' packaging/systemd/flotilla-agent.service >$(DESTDIR)/etc/systemd/system/flotilla-agent.service
+	if [ -z "$(DESTDIR)" ] && ! id flotilla >/dev/null 2>&1; then useradd --system --home /var/lib/flotilla --shell /usr/sbin/nologin flotilla; fi
 
 tools:
 	scripts/install-tools.sh
