@@ -148,16 +148,31 @@ func (w *Watcher) Command(ctx context.Context, id, verb string, args ...string) 
 	if g == nil {
 		return nil, fmt.Errorf("%w: its domain is not running", ErrNoGuestSide)
 	}
-	if rep.Protocol < 2 {
-		if rep.Protocol == 0 {
-			return nil, fmt.Errorf("%w: it has not spoken on the guest channel since it booted", ErrNoGuestSide)
-		}
+	if rep.Protocol == 1 {
 		return nil, fmt.Errorf("%w: it speaks protocol v%d, commands need v2", ErrNoGuestSide, rep.Protocol)
 	}
-	return g.command(ctx, verb, args)
+	hello := ctx
+	if rep.Protocol == 0 {
+		// Not heard from since this agent began watching it: an agent that
+		// has just started hears a guest side within a PING 1's round trip
+		// (the coordinator sends commands only to guests that spoke v2).
+		var cancel context.CancelFunc
+		hello, cancel = context.WithTimeout(ctx, w.cfg.HelloGrace)
+		defer cancel()
+	}
+	out, err := g.command(ctx, hello, verb, args)
+	if rep.Protocol == 0 && errors.Is(err, errNoHello) {
+		return nil, fmt.Errorf("%w: it has not spoken on the guest channel since it booted", ErrNoGuestSide)
+	}
+	return out, err
 }
 
-func (g *guest) command(ctx context.Context, verb string, args []string) ([]string, error) {
+// errNoHello: hello's context ended before a v2 guest side was connected.
+var errNoHello = errors.New("no v2 guest side connected")
+
+// command sends one command once a v2 guest side is connected (waiting for
+// one up to hello) and waits for its reply up to ctx.
+func (g *guest) command(ctx, hello context.Context, verb string, args []string) ([]string, error) {
 	var n uint64
 	ch := make(chan reply, 1)
 	for {
@@ -178,7 +193,10 @@ func (g *guest) command(ctx context.Context, verb string, args []string) ([]stri
 		case <-ready:
 		case <-g.ctx.Done():
 			return nil, fmt.Errorf("%w: its domain stopped running", ErrNoGuestSide)
-		case <-ctx.Done():
+		case <-hello.Done():
+			if ctx.Err() == nil {
+				return nil, errNoHello
+			}
 			return nil, fmt.Errorf("waiting for the guest channel to take %s: %w", verb, ctx.Err())
 		}
 	}
@@ -224,7 +242,7 @@ func noArgs(err error, line string) string {
 func (g *guest) fetchOSInfo() {
 	ctx, cancel := context.WithTimeout(g.ctx, osInfoTimeout)
 	defer cancel()
-	out, err := g.command(ctx, "osinfo", nil)
+	out, err := g.command(ctx, ctx, "osinfo", nil)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.cmd.osInfo = false

@@ -100,14 +100,18 @@ func TestCommands(t *testing.T) {
 // bad commands never reach the channel; a guest that never replies is
 // waited for only until the context ends.
 func TestCommandRefusals(t *testing.T) {
-	e := newEnv(t, Config{})
+	e := newEnv(t, Config{HelloGrace: 100 * time.Millisecond})
 	if _, err := e.w.Command(context.Background(), "vm-0", "osinfo"); !errors.Is(err, ErrNoGuestSide) {
 		t.Fatalf("no domain: %v", err)
 	}
 	g := e.guest(t, "vm-1")
 	c := g.accept()
+	start := time.Now()
 	if _, err := e.w.Command(context.Background(), "vm-1", "osinfo"); !errors.Is(err, ErrNoGuestSide) {
 		t.Fatalf("silent guest: %v", err)
+	}
+	if took := time.Since(start); took < 100*time.Millisecond {
+		t.Fatalf("a guest not heard from yet was not waited for (%s)", took)
 	}
 	c.say("HELLO flotilla-guest/1 test-5")
 	next(t, e.w, "booting", func(r Report) bool { return r.State == Booting })
@@ -140,4 +144,28 @@ func TestUnresponsiveGuest(t *testing.T) {
 	next(t, e.w, "unresponsive", func(r Report) bool { return r.Unresponsive && r.State == Ready })
 	c.say("PONG 1")
 	next(t, e.w, "responsive", func(r Report) bool { return !r.Unresponsive && r.State == Ready })
+}
+
+// A command for a guest this (just started) watcher has not heard from yet
+// waits for its v2 HELLO.
+func TestCommandWaitsForAGuestNotHeardYet(t *testing.T) {
+	e := newEnv(t, Config{})
+	g := e.guest(t, "vm-1")
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.w.Command(context.Background(), "vm-1", "password", "root", "61")
+		done <- err
+	}()
+	c := g.accept()
+	c.say("HELLO flotilla-guest/2 test-6 " + bootID)
+	for {
+		n, rest := c.hearCmd()
+		if strings.HasPrefix(rest, "password") {
+			c.say("DONE " + n)
+			break
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
 }

@@ -93,6 +93,7 @@ const (
 	DefaultFloodLines    = 200
 	DefaultFloodBackoff  = 5 * time.Second
 	DefaultMaxFloodDelay = time.Minute
+	DefaultHelloGrace    = 5 * time.Second
 	// UnresponsivePings is how many PINGs in a row may go unanswered
 	// before a guest that has spoken is reported unresponsive.
 	UnresponsivePings = 3
@@ -112,6 +113,9 @@ type Config struct {
 	FloodLines    int
 	FloodBackoff  time.Duration // first wait after a flood; doubles up to MaxFloodDelay
 	MaxFloodDelay time.Duration
+	// HelloGrace is how long a command waits for a guest this watcher has
+	// not heard from yet (an agent that has just started).
+	HelloGrace time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -125,6 +129,7 @@ func (c Config) withDefaults() Config {
 	def(&c.WriteTimeout, DefaultWriteTimeout)
 	def(&c.FloodBackoff, DefaultFloodBackoff)
 	def(&c.MaxFloodDelay, DefaultMaxFloodDelay)
+	def(&c.HelloGrace, DefaultHelloGrace)
 	if c.Rate <= 0 {
 		c.Rate = DefaultRate
 	}

@@ -92,7 +92,15 @@ func applyGuestReport(tx *state.Tx, c *GuestReport) (any, error) {
 		g.Version = c.Version
 	}
 	side := c.Side
-	if side.Boot != "" && side.Boot == g.Side.Boot && side.OS == "" {
+	switch {
+	case side.Protocol == 0:
+		// No HELLO heard by this agent (it restarted since; a v1 guest
+		// side says its latest line alone): what the guest side said of
+		// itself this boot stands.
+		unresponsive := side.Unresponsive
+		side = g.Side
+		side.Unresponsive = unresponsive
+	case side.Boot != "" && side.Boot == g.Side.Boot && side.OS == "":
 		// The same boot, heard by an agent that has not asked its OS yet.
 		side.OS, side.OSVersion, side.Kernel = g.Side.OS, g.Side.OSVersion, g.Side.Kernel
 	}

@@ -153,6 +153,10 @@ func TestGuestBootIDs(t *testing.T) {
 	if g, _ = h.guest("i1"); !g.Side.Unresponsive {
 		t.Fatalf("unresponsive not recorded: %+v", g)
 	}
+	report(lifecycle.GuestReady, "", state.GuestSide{}) // a restarted agent heard the latest line alone
+	if g, _ = h.guest("i1"); g.Side.Protocol != 2 || g.Side.OS != "debian" || g.Side.Unresponsive {
+		t.Fatalf("a report without a HELLO forgot the guest side: %+v", g)
+	}
 	report(lifecycle.GuestBooting, "", state.GuestSide{Protocol: 2, Boot: "boot-2"}) // rebooted in place
 	if g, r = h.guest("i1"); r != lifecycle.ReadinessBooting || g.Side.OS != "" || g.Side.Unresponsive {
 		t.Fatalf("a new boot: %s %+v", r, g)

@@ -3,6 +3,8 @@ package state
 import (
 	"sort"
 	"time"
+
+	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
 )
 
 // Tx stages the changes of one log entry. Reads see staged changes; nothing
@@ -172,14 +174,17 @@ func (tx *Tx) Instance(id string) (*Instance, bool) {
 
 // PutInstance stages a copy of an instance: i stays the caller's. A guest's
 // boot report holds only while its domain is up: whatever took the domain
-// down (a stop, a crash, a move, a lost host), the record forgets it here,
-// in one place, and the next boot reports afresh.
+// down (a stop, a crash, a move), the record forgets it here, in one place,
+// and the next boot reports afresh. A host not heard from (power unknown)
+// forgets nothing: its guest most likely runs on, and says so again (a v2
+// guest side with its boot id, so that a reboot meanwhile is told apart)
+// when its agent is back; readiness shows nothing meanwhile.
 func (tx *Tx) PutInstance(i *Instance) {
 	if _, ok := tx.instances[i.ID]; !ok {
 		tx.order = append(tx.order, i.ID)
 	}
 	c := i.clone()
-	if !c.Power.Up() {
+	if !c.Power.Up() && c.Power != lifecycle.PowerUnknown {
 		c.Guest = GuestFacts{}
 	}
 	tx.instances[i.ID] = c

@@ -79,6 +79,25 @@ func TestGuestCommandsOnRealLibvirt(t *testing.T) {
 		t.Fatalf("after SetPassword: %s", s)
 	}
 
+	// The agent restarts: the guest says its HELLO again to the new one
+	// (the same boot, so its readiness never goes back to booting), and
+	// takes commands again.
+	before := len(seen[pw])
+	e.agent.Restart()
+	e.epoch = testenv.WaitHost(t, e.g, e.host, e.epoch)
+	e.mustSucceed(e.do("SetPassword", map[string]any{"id": pw, "password": secret + "2"}))
+	sum = sha256.Sum256([]byte(secret + "2"))
+	want = "FLOTILLA-GUEST-PASSWORD user=root verified=yes sha256=" + hex.EncodeToString(sum[:])
+	testenv.Eventually(t, 10*time.Second, "the guest to print "+want, func() bool {
+		b, _ := os.ReadFile(console)
+		return strings.Contains(string(b), want)
+	})
+	for _, r := range seen[pw][before:] {
+		if strings.HasPrefix(r, "READINESS_BOOTING") {
+			t.Fatalf("the agent's restart showed the guest booting again: %v", seen[pw][before:])
+		}
+	}
+
 	// A user the guest does not have: the guest refuses, the operation
 	// fails with its reason, and the instance is as it was.
 	op = e.do("SetPassword", map[string]any{"id": pw, "user": "nobody", "password": secret})
@@ -119,7 +138,7 @@ func TestGuestCommandsOnRealLibvirt(t *testing.T) {
 	// log, snapshots) and log, the agent's journal, state and log.
 	e.coord.Stop()
 	e.agent.Stop()
-	needles := []string{secret, hex.EncodeToString([]byte(secret)), strings.SplitN(secret, " ", 2)[1]}
+	needles := []string{secret, hex.EncodeToString([]byte(secret)), strings.SplitN(secret, " ", 2)[1], hex.EncodeToString([]byte(secret + "2"))}
 	for _, dir := range []string{e.dir, e.agent.StateDir, e.agent.RunDir} {
 		filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 			if err != nil || d.IsDir() || d.Type()&fs.ModeSocket != 0 {
