@@ -43,15 +43,26 @@ func ctx(t *testing.T) context.Context {
 // servers lists the members as c knows them, by id.
 func servers(t *testing.T, c conn) (map[string]*pb.Server, string) {
 	t.Helper()
-	r, err := c.cluster.ListServers(ctx(t), &pb.ListServersRequest{})
+	out, leader, err := tryServers(c)
 	if err != nil {
 		t.Fatalf("list servers: %v", err)
+	}
+	return out, leader
+}
+
+// tryServers is servers for a server that may not answer yet.
+func tryServers(c conn) (map[string]*pb.Server, string, error) {
+	cc, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	r, err := c.cluster.ListServers(cc, &pb.ListServersRequest{})
+	if err != nil {
+		return nil, "", err
 	}
 	out := map[string]*pb.Server{}
 	for _, s := range r.Servers {
 		out[s.Id] = s
 	}
-	return out, r.LeaderId
+	return out, r.LeaderId, nil
 }
 
 // leader waits for a leader and returns its index in cs.
