@@ -92,6 +92,11 @@ func (s *cluster) AddServer(ctx context.Context, r *pb.AddServerRequest) (*pb.Ad
 	for _, m := range members {
 		voter = voter || (m.ID == r.Id && m.Voter)
 	}
+	if action == membership.ChangeAddress {
+		if err := s.node.Policy().CheckMove(members, r.Id, time.Now()); err != nil {
+			return nil, status.Error(codes.FailedPrecondition, err.Error())
+		}
+	}
 	err = s.upgrade.Admit(r.LogVersionMax, func() error {
 		// Addresses first: once the member is in the Raft configuration,
 		// it is listed and can lead, and then its API address must be known.

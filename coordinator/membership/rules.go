@@ -61,6 +61,19 @@ func (p Policy) liveVoters(members []Member, without string, now time.Time) (vot
 // CheckRemove refuses removing id when the voters left would have no
 // quorum of live servers. Removing a non-voter never changes the quorum.
 func (p Policy) CheckRemove(members []Member, id string, now time.Time) error {
+	return p.checkWithout(members, id, now, "removing")
+}
+
+// CheckMove refuses moving voter id to new addresses when the other voters
+// would have no quorum of live servers: until it answers at its new
+// address, it counts for nothing.
+func (p Policy) CheckMove(members []Member, id string, now time.Time) error {
+	return p.checkWithout(members, id, now, "moving")
+}
+
+// checkWithout refuses a change that takes voter id out of the live
+// voters unless the others have a quorum of the voters left after it.
+func (p Policy) checkWithout(members []Member, id string, now time.Time, what string) error {
 	var target *Member
 	for k := range members {
 		if members[k].ID == id {
@@ -71,12 +84,15 @@ func (p Policy) CheckRemove(members []Member, id string, now time.Time) error {
 		return nil
 	}
 	voters, live := p.liveVoters(members, id, now)
+	if what == "moving" {
+		voters++ // it stays a voter, silent until it answers at its new address
+	}
 	if voters == 0 {
-		return fmt.Errorf("%w: %s is the last voter; removing it would leave no cluster", ErrRefused, id)
+		return fmt.Errorf("%w: %s is the last voter; %s it would leave no cluster", ErrRefused, id, what)
 	}
 	if live < Quorum(voters) {
-		return fmt.Errorf("%w: removing %s would leave %d live of %d voters, short of the quorum of %d (bring the other servers back first, or see docs/cluster.md, disaster recovery)",
-			ErrRefused, id, live, voters, Quorum(voters))
+		return fmt.Errorf("%w: %s %s would leave %d live of %d voters, short of the quorum of %d (bring the other servers back first, or see docs/cluster.md, disaster recovery)",
+			ErrRefused, what, id, live, voters, Quorum(voters))
 	}
 	return nil
 }

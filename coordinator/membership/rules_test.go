@@ -52,6 +52,26 @@ func TestCheckRemove(t *testing.T) {
 	}
 }
 
+func TestCheckMove(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		members []Member
+		move    string
+		refused bool
+	}{
+		{"healthy three", []Member{live("a", true), live("b", true), live("c", true)}, "c", false},
+		{"three with one dead, move a live one", []Member{live("a", true), live("b", true), dead("c", true)}, "b", true},
+		{"three with one dead, move the dead one", []Member{live("a", true), live("b", true), dead("c", true)}, "c", false},
+		{"a single voter", []Member{live("a", true)}, "a", true},
+		{"a non-voter", []Member{live("a", true), dead("n", false)}, "n", false},
+	} {
+		err := policy.CheckMove(c.members, c.move, now)
+		if (err != nil) != c.refused || (err != nil && !errors.Is(err, ErrRefused)) {
+			t.Errorf("%s: err = %v, want refused %v", c.name, err, c.refused)
+		}
+	}
+}
+
 func TestCheckPromote(t *testing.T) {
 	for _, c := range []struct {
 		name    string
