@@ -7,7 +7,7 @@ TOOLS := $(CURDIR)/.bin
 export PATH := $(TOOLS):$(PATH)
 TEST_TIMEOUT ?= 30m
 
-.PHONY: install all build tools host guest etcd setup proto proto-check docs conformance lint vet test test-unit demo bench bench-resize bench-xfer clean
+.PHONY: install all build tools host guest etcd setup proto proto-check docs conformance lint vet test test-unit fuzz fuzz-short demo bench bench-resize bench-xfer clean
 
 all: build
 
@@ -65,8 +65,20 @@ lint: tools vet
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 # The whole suite, real libvirtd included. With CI=true a missing dependency fails.
+# (go test runs every fuzz target's seed corpus; fuzz-short fuzzes each a little.)
 test: setup proto-check lint
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	$(MAKE) fuzz-short
+
+# Every fuzz target for 5 s (about 40 s in all); `make fuzz` for longer,
+# FUZZTIME=10m for longer still. A crash leaves its input in the package's
+# testdata/fuzz: commit it as a regression test (scripts/fuzz.sh).
+FUZZTIME ?= 2m
+fuzz-short:
+	GO=$(GO) FUZZTIME=5s scripts/fuzz.sh
+
+fuzz:
+	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
 
 # The seed conformance suite alone, with its table of the 63 seed states
 # (part of make test too).

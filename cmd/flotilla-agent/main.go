@@ -63,7 +63,7 @@ type config struct {
 	bridges       []string // host bridges bridge NICs may attach to
 	guestPing     time.Duration
 	// printConfig, when --print-config asks, prints the effective settings.
-	printConfig func(io.Writer)
+	printConfig   func(io.Writer)
 	tls           mtls.Files
 	peerListen    string // where to serve AgentPeerService; empty: not at all
 	peerInsecure  bool   // serve it without TLS on an address other hosts reach

@@ -13,10 +13,13 @@ import (
 	"time"
 
 	"github.com/flotilla-vm/flotilla/cmd/internal/daemon"
+	"github.com/flotilla-vm/flotilla/coordinator/fsm"
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
 	"github.com/flotilla-vm/flotilla/coordinator/metrics"
 	"github.com/flotilla-vm/flotilla/coordinator/node"
+	"github.com/flotilla-vm/flotilla/coordinator/raftstore"
 	"github.com/flotilla-vm/flotilla/coordinator/scheduler"
+	"github.com/flotilla-vm/flotilla/coordinator/state"
 	"github.com/flotilla-vm/flotilla/internal/mtls"
 	"github.com/flotilla-vm/flotilla/internal/opshttp"
 	"github.com/flotilla-vm/flotilla/internal/version"
@@ -45,6 +48,7 @@ func main() {
 		tlsCert   = flag.String("tls-cert", "", "certificate (PEM) for mutual TLS; with --tls-key and --tls-ca")
 		tlsKey    = flag.String("tls-key", "", "private key (PEM) of --tls-cert")
 		tlsCA     = flag.String("tls-ca", "", "CA bundle (PEM) that signs agents, coordinators and clients")
+		recoverSN = flag.Bool("recover-single-node", false, "disaster recovery, with the server stopped: rewrite the Raft configuration in --data-dir so this server (--node-id at --raft-addr) is the only voter, keeping all its data, then exit (docs/cluster.md)")
 		logJSON   = flag.Bool("log-json", false, "deprecated: use --log-format=json (--log-json=false: --log-format=text)")
 		common    daemon.Flags
 	)
@@ -106,6 +110,16 @@ func main() {
 	if *heartbeat <= 0 || *resync <= 0 {
 		fmt.Fprintln(os.Stderr, "flotilla-coordinator: intervals must be positive")
 		os.Exit(2)
+	}
+	if *recoverSN {
+		if err := raftstore.RecoverSingleNode(raftstore.Config{NodeID: *nodeID, DataDir: *dataDir, BindAddr: *raftAddr, FastTimeouts: *fastRaft, Logger: log},
+			fsm.New(state.New(0), log)); err != nil {
+			log.Error("recovery failed", "err", err)
+			os.Exit(1)
+		}
+		log.Warn("recovered: this server is now a cluster of one voter with all its data; start it without --recover-single-node, then add new servers (never restart the lost ones with their old data dirs)",
+			"node", *nodeID, "raft", *raftAddr, "data_dir", *dataDir)
+		return
 	}
 	m := metrics.New()
 	n, err := node.Start(node.Config{

@@ -205,15 +205,11 @@ func (s *Server) Connect(stream agentv1.AgentService_ConnectServer) error {
 		s.log.Warn("agent refused: certificate does not name this host", "host", reg.HostId, "cert", id.Name, "roles", id.Roles)
 		return status.Errorf(codes.PermissionDenied, "certificate %q (roles %v) may not act for host %q", id.Name, id.Roles, reg.HostId)
 	}
-	if err := validBridges(reg.Bridges); err != nil {
-		return status.Errorf(codes.InvalidArgument, "bridges: %v", err)
+	cmd, err := registration(reg)
+	if err != nil {
+		return err
 	}
 	ctx := stream.Context()
-	host := state.Host{
-		ID: reg.HostId, Kind: reg.HypervisorKind, AgentVersion: reg.AgentVersion, Labels: reg.Labels, PeerAddr: reg.PeerAddress,
-		ManagedNetworks: reg.ManagedNetworks, Bridges: reg.Bridges,
-		Capacity: state.Resources{VCPUs: reg.GetCapacity().GetVcpus(), MemoryMiB: reg.GetCapacity().GetMemoryMib(), DiskGiB: reg.GetCapacity().GetDiskGib()},
-	}
 	s.mu.Lock()
 	s.joining[reg.HostId]++
 	s.mu.Unlock()
@@ -223,7 +219,7 @@ func (s *Server) Connect(stream agentv1.AgentService_ConnectServer) error {
 			s.leaveJoining(reg.HostId)
 		}
 	}()
-	v, err := s.apply(ctx, fsm.TypeRegisterHost, fsm.RegisterHost{Host: host, Inventory: observations(reg.Inventory)})
+	v, err := s.apply(ctx, fsm.TypeRegisterHost, cmd)
 	if err != nil {
 		if !s.cfg.Applier.IsLeader() {
 			return s.notLeader() // lost leadership while registering
@@ -353,49 +349,11 @@ func (s *Server) recvLoop(ctx context.Context, stream agentv1.AgentService_Conne
 		s.mu.Lock()
 		ss.lastSeen = s.cfg.Now()
 		s.mu.Unlock()
-		var typ string
-		var body any
-		switch msg := m.Msg.(type) {
-		case *agentv1.ConnectRequest_PowerEvent:
-			typ, body = fsm.TypeObserve, fsm.Observe{HostID: ss.hostID, Epoch: ss.epoch, Observations: observations([]*agentv1.DomainState{msg.PowerEvent})}
-		case *agentv1.ConnectRequest_Resync:
-			o := fsm.Observe{HostID: ss.hostID, Epoch: ss.epoch, Full: true, Observations: observations(msg.Resync.Domains)}
-			if msg.Resync.ObservedAt != nil {
-				o.Taken = msg.Resync.ObservedAt.AsTime()
-			}
-			typ, body = fsm.TypeObserve, o
-		case *agentv1.ConnectRequest_StepResult:
-			f, ok := s.finish(ss, msg.StepResult)
-			if !ok {
-				continue
-			}
-			typ, body = fsm.TypeFinish, f
-		case *agentv1.ConnectRequest_StepReport:
-			r := msg.StepReport
-			if r.State != agentv1.StepReportState_STEP_REPORT_STATE_FINISHED || r.Result == nil {
-				if s.cfg.OnStepReport != nil {
-					s.cfg.OnStepReport(ss.hostID, ss.epoch, r)
-				}
-				continue
-			}
-			f, ok := s.finish(ss, r.Result)
-			if !ok {
-				continue
-			}
-			typ, body = fsm.TypeFinish, f
-		case *agentv1.ConnectRequest_CopyProgress:
-			typ, body = fsm.TypeCopyProgress, copyProgress(ss.hostID, msg.CopyProgress)
-		case *agentv1.ConnectRequest_GuestReport:
-			r, ok := s.guestReport(ss, msg.GuestReport)
-			if !ok {
-				continue
-			}
-			typ, body = fsm.TypeGuestReport, r
-		case *agentv1.ConnectRequest_Heartbeat:
-			continue
-		case *agentv1.ConnectRequest_Register:
-			return status.Error(codes.InvalidArgument, "register is only valid as the first message")
-		default:
+		typ, body, err := s.command(ss, m)
+		if err != nil {
+			return err
+		}
+		if typ == "" {
 			continue
 		}
 		cmd, err := fsm.Encode(typ, s.cfg.Now(), body)
@@ -410,6 +368,73 @@ func (s *Server) recvLoop(ctx context.Context, stream agentv1.AgentService_Conne
 			return status.Error(codes.Aborted, "session ended")
 		}
 	}
+}
+
+// registration checks an agent's register message (but for the caller's
+// identity, which Connect checks) and turns it into its command.
+func registration(reg *agentv1.Register) (fsm.RegisterHost, error) {
+	if !hostIDRE.MatchString(reg.HostId) {
+		return fsm.RegisterHost{}, status.Errorf(codes.InvalidArgument, "host_id %q: must be 1-63 lowercase letters, digits, '.' or '-'", reg.HostId)
+	}
+	if err := validBridges(reg.Bridges); err != nil {
+		return fsm.RegisterHost{}, status.Errorf(codes.InvalidArgument, "bridges: %v", err)
+	}
+	host := state.Host{
+		ID: reg.HostId, Kind: reg.HypervisorKind, AgentVersion: reg.AgentVersion, Labels: reg.Labels, PeerAddr: reg.PeerAddress,
+		ManagedNetworks: reg.ManagedNetworks, Bridges: reg.Bridges,
+		Capacity: state.Resources{VCPUs: reg.GetCapacity().GetVcpus(), MemoryMiB: reg.GetCapacity().GetMemoryMib(), DiskGiB: reg.GetCapacity().GetDiskGib()},
+	}
+	return fsm.RegisterHost{Host: host, Inventory: observations(reg.Inventory)}, nil
+}
+
+// command turns one message of a registered agent's stream into the
+// command it records: typ is empty for a message that records nothing,
+// and an error ends the session.
+func (s *Server) command(ss *session, m *agentv1.ConnectRequest) (typ string, body any, err error) {
+	switch msg := m.Msg.(type) {
+	case *agentv1.ConnectRequest_PowerEvent:
+		typ, body = fsm.TypeObserve, fsm.Observe{HostID: ss.hostID, Epoch: ss.epoch, Observations: observations([]*agentv1.DomainState{msg.PowerEvent})}
+	case *agentv1.ConnectRequest_Resync:
+		o := fsm.Observe{HostID: ss.hostID, Epoch: ss.epoch, Full: true, Observations: observations(msg.Resync.Domains)}
+		if msg.Resync.ObservedAt != nil {
+			o.Taken = msg.Resync.ObservedAt.AsTime()
+		}
+		typ, body = fsm.TypeObserve, o
+	case *agentv1.ConnectRequest_StepResult:
+		f, ok := s.finish(ss, msg.StepResult)
+		if !ok {
+			return "", nil, nil
+		}
+		typ, body = fsm.TypeFinish, f
+	case *agentv1.ConnectRequest_StepReport:
+		r := msg.StepReport
+		if r.State != agentv1.StepReportState_STEP_REPORT_STATE_FINISHED || r.Result == nil {
+			if s.cfg.OnStepReport != nil {
+				s.cfg.OnStepReport(ss.hostID, ss.epoch, r)
+			}
+			return "", nil, nil
+		}
+		f, ok := s.finish(ss, r.Result)
+		if !ok {
+			return "", nil, nil
+		}
+		typ, body = fsm.TypeFinish, f
+	case *agentv1.ConnectRequest_CopyProgress:
+		typ, body = fsm.TypeCopyProgress, copyProgress(ss.hostID, msg.CopyProgress)
+	case *agentv1.ConnectRequest_GuestReport:
+		r, ok := s.guestReport(ss, msg.GuestReport)
+		if !ok {
+			return "", nil, nil
+		}
+		typ, body = fsm.TypeGuestReport, r
+	case *agentv1.ConnectRequest_Heartbeat:
+		return "", nil, nil
+	case *agentv1.ConnectRequest_Register:
+		return "", nil, status.Error(codes.InvalidArgument, "register is only valid as the first message")
+	default:
+		return "", nil, nil
+	}
+	return typ, body, nil
 }
 
 // maxBatch bounds how many queued reports share one log entry.

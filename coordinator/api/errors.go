@@ -74,6 +74,8 @@ func toStatus(err error) error {
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, state.ErrCompacted):
 		return status.Error(codes.OutOfRange, err.Error())
+	case errors.Is(err, raftstore.ErrConfigurationChanged):
+		return status.Error(codes.Aborted, err.Error())
 	case errors.Is(err, raftstore.ErrNotLeader):
 		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):

@@ -26,6 +26,7 @@ import (
 	"github.com/flotilla-vm/flotilla/coordinator/forward"
 	"github.com/flotilla-vm/flotilla/coordinator/fsm"
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
+	"github.com/flotilla-vm/flotilla/coordinator/membership"
 	"github.com/flotilla-vm/flotilla/coordinator/metrics"
 	"github.com/flotilla-vm/flotilla/coordinator/orchestrator"
 	"github.com/flotilla-vm/flotilla/coordinator/raftstore"
@@ -272,6 +273,7 @@ func (n *Node) lead(ctx context.Context, links *agentlink.Server) {
 				go readiness.Run(lctx, n.Store, n.Raft, n.log)
 				go n.startUsage(lctx)
 				go n.gate.Run(lctx, 2*time.Second)
+				go membership.Promote(lctx, promoterCluster{n.Raft}, n.Raft.Policy(), 250*time.Millisecond, n.log)
 				n.log.Info("leading: orchestrator started")
 			}
 		} else if !isLeader {
@@ -337,6 +339,27 @@ func (n *Node) startUsage(ctx context.Context) {
 		case <-time.After(wait):
 		}
 	}
+}
+
+// promoterCluster is the Raft configuration as the non-voter promoter sees it.
+type promoterCluster struct{ rs *raftstore.Store }
+
+func (p promoterCluster) Members() ([]membership.Member, uint64, error) {
+	rm, index, err := p.rs.Configuration()
+	if err != nil {
+		return nil, 0, err
+	}
+	out := make([]membership.Member, len(rm))
+	for k, m := range rm {
+		out[k] = membership.Member{ID: m.ID, RaftAddr: m.Address, Voter: m.Voter, LastContact: m.LastContact, LastIndex: m.LastIndex}
+	}
+	return out, index, nil
+}
+
+func (p promoterCluster) LastIndex() uint64 { last, _, _ := p.rs.Indexes(); return last }
+
+func (p promoterCluster) Promote(id, raftAddr string, prevIndex uint64, timeout time.Duration) error {
+	return p.rs.AddVoter(id, raftAddr, prevIndex, timeout)
 }
 
 // gateCluster is the cluster as the log version gate sees it.

@@ -58,9 +58,18 @@ func TestLogVersionWaitsForEveryServer(t *testing.T) {
 	nodes := []*Node{start(t, cfgs[0])}
 	testenv.Eventually(t, bound, "c1 to lead", nodes[0].IsLeader)
 	nodes = append(nodes, start(t, cfgs[1]), start(t, cfgs[2]))
-	testenv.Eventually(t, bound, "three servers with their addresses", func() bool {
+	// Joining servers are non-voters until caught up for a while (1 s
+	// with fast timeouts); stopping one before would lose the quorum.
+	testenv.Eventually(t, bound, "three voters with their addresses", func() bool {
 		m, _ := gateCluster{nodes[0]}.Members()
-		return len(m) == 3 && m[0].APIAddr != "" && m[1].APIAddr != "" && m[2].APIAddr != ""
+		voters, _, _ := promoterCluster{nodes[0].Raft}.Members()
+		n := 0
+		for _, v := range voters {
+			if v.Voter {
+				n++
+			}
+		}
+		return len(m) == 3 && n == 3 && m[0].APIAddr != "" && m[1].APIAddr != "" && m[2].APIAddr != ""
 	})
 	ctx := context.Background()
 	upgrade := func(k int, maxVersion uint32) {

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/flotilla-vm/flotilla/coordinator/fsm"
+	"github.com/flotilla-vm/flotilla/coordinator/membership"
 )
 
 // ErrNotLeader is returned by Apply on a server that is not the leader.
@@ -56,7 +58,8 @@ type Store struct {
 	raft      *raft.Raft
 	fsm       *fsm.FSM
 	logs      *raftboltdb.BoltStore
-	transport *raft.NetworkTransport
+	transport *contactTransport
+	policy    membership.Policy
 	log       *slog.Logger
 	committed func(commands int, took time.Duration) // see Config.Committed; nil: none
 	props     chan *proposal                         // commands to commit, taken by the group committer
@@ -74,51 +77,17 @@ func Open(cfg Config, f *fsm.FSM) (*Store, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	rc := raft.DefaultConfig()
-	rc.LocalID = raft.ServerID(cfg.NodeID)
-	rc.Logger = newHCLogger(cfg.Logger)
-	rc.SnapshotThreshold = 8192
-	rc.SnapshotInterval = 30 * time.Second
-	rc.TrailingLogs = 10240
-	if cfg.SnapshotThreshold > 0 {
-		rc.SnapshotThreshold = cfg.SnapshotThreshold
-		rc.SnapshotInterval = time.Second
-	}
-	if cfg.TrailingLogs > 0 {
-		rc.TrailingLogs = cfg.TrailingLogs
-	}
-	// Group commit: concurrent applies are taken from the channel together
-	// and written to the log in one batch, one fsync for all of them; each
-	// is still acknowledged only once committed on a quorum.
-	rc.BatchApplyCh = true
-	rc.MaxAppendEntries = 256
-	if cfg.FastTimeouts {
-		rc.HeartbeatTimeout = 200 * time.Millisecond
-		rc.ElectionTimeout = 200 * time.Millisecond
-		rc.LeaderLeaseTimeout = 100 * time.Millisecond
-		rc.CommitTimeout = 5 * time.Millisecond
-	}
-
-	// Every append is fsynced. The free-page list is not written on each
-	// commit but rebuilt when the file is opened (as etcd runs bbolt): once
-	// log compaction has freed pages, writing that list made every append
-	// pay for it. The map free list allocates in O(1).
-	bolt := &bbolt.Options{Timeout: time.Second, NoFreelistSync: true, FreelistType: bbolt.FreelistMapType}
-	logs, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db"), BoltOptions: bolt})
+	rc := raftConfig(cfg)
+	logs, snaps, err := openStores(cfg.DataDir, rc)
 	if err != nil {
-		return nil, fmt.Errorf("open raft log: %w", err)
-	}
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 3, rc.Logger)
-	if err != nil {
-		logs.Close()
-		return nil, fmt.Errorf("open snapshots: %w", err)
+		return nil, err
 	}
 	addr, err := net.ResolveTCPAddr("tcp", cfg.BindAddr)
 	if err != nil {
 		logs.Close()
 		return nil, fmt.Errorf("raft address %q: %w", cfg.BindAddr, err)
 	}
-	var transport *raft.NetworkTransport
+	var nt *raft.NetworkTransport
 	if cfg.ServerTLS != nil || cfg.ClientTLS != nil {
 		if cfg.ServerTLS == nil || cfg.ClientTLS == nil {
 			logs.Close()
@@ -130,15 +99,16 @@ func Open(cfg Config, f *fsm.FSM) (*Store, error) {
 		}
 		var layer *tlsLayer
 		if layer, err = newTLSLayer(cfg.BindAddr, addr, cfg.ServerTLS, cfg.ClientTLS, cfg.Logger); err == nil {
-			transport = raft.NewNetworkTransportWithLogger(layer, 3, 10*time.Second, rc.Logger)
+			nt = raft.NewNetworkTransportWithLogger(layer, 3, 10*time.Second, rc.Logger)
 		}
 	} else {
-		transport, err = raft.NewTCPTransportWithLogger(cfg.BindAddr, addr, 3, 10*time.Second, rc.Logger)
+		nt, err = raft.NewTCPTransportWithLogger(cfg.BindAddr, addr, 3, 10*time.Second, rc.Logger)
 	}
 	if err != nil {
 		logs.Close()
 		return nil, fmt.Errorf("raft transport: %w", err)
 	}
+	transport := newContactTransport(nt)
 	if cfg.Bootstrap {
 		has, err := raft.HasExistingState(logs, logs, snaps)
 		if err != nil {
@@ -170,9 +140,57 @@ func Open(cfg Config, f *fsm.FSM) (*Store, error) {
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
 	st := &Store{id: cfg.NodeID, raft: r, fsm: f, logs: logs, transport: transport, log: cfg.Logger, committed: cfg.Committed,
-		props: make(chan *proposal), stop: make(chan struct{})}
+		policy: policyFor(rc), props: make(chan *proposal), stop: make(chan struct{})}
 	go st.group(st.stop)
 	return st, nil
+}
+
+// raftConfig is the Raft configuration of cfg's node.
+func raftConfig(cfg Config) *raft.Config {
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.NodeID)
+	rc.Logger = newHCLogger(cfg.Logger)
+	rc.SnapshotThreshold = 8192
+	rc.SnapshotInterval = 30 * time.Second
+	rc.TrailingLogs = 10240
+	if cfg.SnapshotThreshold > 0 {
+		rc.SnapshotThreshold = cfg.SnapshotThreshold
+		rc.SnapshotInterval = time.Second
+	}
+	if cfg.TrailingLogs > 0 {
+		rc.TrailingLogs = cfg.TrailingLogs
+	}
+	// Group commit: concurrent applies are taken from the channel together
+	// and written to the log in one batch, one fsync for all of them; each
+	// is still acknowledged only once committed on a quorum.
+	rc.BatchApplyCh = true
+	rc.MaxAppendEntries = 256
+	if cfg.FastTimeouts {
+		rc.HeartbeatTimeout = 200 * time.Millisecond
+		rc.ElectionTimeout = 200 * time.Millisecond
+		rc.LeaderLeaseTimeout = 100 * time.Millisecond
+		rc.CommitTimeout = 5 * time.Millisecond
+	}
+	return rc
+}
+
+// openStores opens the log and stable store (raft.db) and the snapshots of dataDir.
+func openStores(dataDir string, rc *raft.Config) (*raftboltdb.BoltStore, *raft.FileSnapshotStore, error) {
+	// Every append is fsynced. The free-page list is not written on each
+	// commit but rebuilt when the file is opened (as etcd runs bbolt): once
+	// log compaction has freed pages, writing that list made every append
+	// pay for it. The map free list allocates in O(1).
+	bolt := &bbolt.Options{Timeout: time.Second, NoFreelistSync: true, FreelistType: bbolt.FreelistMapType}
+	logs, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dataDir, "raft.db"), BoltOptions: bolt})
+	if err != nil {
+		return nil, nil, fmt.Errorf("open raft log: %w", err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(dataDir, 3, rc.Logger)
+	if err != nil {
+		logs.Close()
+		return nil, nil, fmt.Errorf("open snapshots: %w", err)
+	}
+	return logs, snaps, nil
 }
 
 // IsLeader reports whether this node is the leader now.
@@ -245,35 +263,84 @@ func (s *Store) Indexes() (last, commit, applied uint64) {
 type Member struct {
 	ID, Address string
 	Voter       bool
+	// Peer is what this server heard from it over Raft while leading
+	// (itself: now and its own last index; on a follower: zero).
+	Peer
 }
 
-// Members returns the committed Raft configuration.
+// Members returns the latest Raft configuration.
 func (s *Store) Members() ([]Member, error) {
+	m, _, err := s.Configuration()
+	return m, err
+}
+
+// Configuration returns the latest Raft configuration and its log index,
+// which a change can be made conditional on (prevIndex).
+func (s *Store) Configuration() ([]Member, uint64, error) {
 	f := s.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
+	leading := s.IsLeader()
 	var out []Member
 	for _, srv := range f.Configuration().Servers {
-		out = append(out, Member{ID: string(srv.ID), Address: string(srv.Address), Voter: srv.Suffrage == raft.Voter})
+		m := Member{ID: string(srv.ID), Address: string(srv.Address), Voter: srv.Suffrage == raft.Voter}
+		switch {
+		case m.ID == s.id && leading:
+			m.Peer = Peer{LastContact: time.Now(), LastIndex: s.raft.LastIndex()}
+		case leading:
+			m.Peer = s.transport.peer(m.ID)
+		}
+		out = append(out, m)
 	}
-	return out, nil
+	return out, f.Index(), nil
 }
 
-// AddVoter adds (or confirms) a voting member. Only the leader can.
-func (s *Store) AddVoter(id, addr string, timeout time.Duration) error {
-	return s.membership(s.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeout))
+// Policy is what counts as live and caught up, scaled to the Raft
+// timeouts: live means heard from within three heartbeat timeouts (at
+// least 1 s); caught up means within four full appends of the leader's
+// last index; a non-voter is promoted after 10 s so (1 s with fast timeouts).
+func (s *Store) Policy() membership.Policy { return s.policy }
+
+func policyFor(rc *raft.Config) membership.Policy {
+	p := membership.Policy{LiveWithin: max(time.Second, 3*rc.HeartbeatTimeout), MaxLag: 4 * uint64(rc.MaxAppendEntries), StableFor: 10 * time.Second}
+	if rc.HeartbeatTimeout < time.Second {
+		p.StableFor = time.Second
+	}
+	return p
 }
 
-// RemoveServer removes a member. Only the leader can.
-func (s *Store) RemoveServer(id string, timeout time.Duration) error {
-	return s.membership(s.raft.RemoveServer(raft.ServerID(id), 0, timeout))
+// ErrConfigurationChanged: the configuration a change was checked against
+// changed before it could be applied (try again).
+var ErrConfigurationChanged = errors.New("the cluster's membership changed meanwhile")
+
+// The membership changes below apply only to the configuration at
+// prevIndex (0: whatever it is then), so a change checked against one
+// configuration is never applied to another. Only the leader can make them.
+
+// AddVoter adds (or re-addresses) a voting member, or promotes a non-voter.
+func (s *Store) AddVoter(id, addr string, prevIndex uint64, timeout time.Duration) error {
+	return s.membership(s.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), prevIndex, timeout))
+}
+
+// AddNonvoter adds (or re-addresses) a non-voting member: it receives the
+// log but neither votes nor counts toward a quorum.
+func (s *Store) AddNonvoter(id, addr string, prevIndex uint64, timeout time.Duration) error {
+	return s.membership(s.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), prevIndex, timeout))
+}
+
+// RemoveServer removes a member.
+func (s *Store) RemoveServer(id string, prevIndex uint64, timeout time.Duration) error {
+	return s.membership(s.raft.RemoveServer(raft.ServerID(id), prevIndex, timeout))
 }
 
 func (s *Store) membership(f raft.IndexFuture) error {
 	if err := f.Error(); err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
 			return fmt.Errorf("%w: %v", ErrNotLeader, err)
+		}
+		if strings.HasPrefix(err.Error(), "configuration changed since") { // raft has no sentinel for it
+			return fmt.Errorf("%w: %v", ErrConfigurationChanged, err)
 		}
 		return fmt.Errorf("raft membership change: %w", err)
 	}

@@ -25,11 +25,7 @@ func TestReadyzFollowsQuorum(t *testing.T) {
 		waitReadyz(t, addr, http.StatusOK, "")
 	}
 	g := testenv.NewGrpcurl(t, cs[0].Addr)
-	testenv.Eventually(t, 60*time.Second, "three members with a leader", func() bool {
-		r, err := g.Call("flotilla.v1.ClusterService/ListServers", map[string]any{})
-		servers, _ := r["servers"].([]any)
-		return err == nil && len(servers) == 3 && testenv.Str(r, "leaderId") != ""
-	})
+	testenv.WaitVoters(t, g, 3)
 
 	cs[1].Stop()
 	cs[2].Stop()

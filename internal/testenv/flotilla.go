@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 	"testing"
@@ -58,7 +59,10 @@ func StartCluster(t testing.TB, dir string, n int, extra ...string) []*Coordinat
 }
 
 // StartClusterFrom is StartCluster with binDir's binaries ("" for this
-// tree's), e.g. a previous release's.
+// tree's), e.g. a previous release's. Unless extra turns mutual TLS on (the
+// caller then waits itself), it returns once all n are voters: a joining
+// server is a non-voter until it has caught up, and a test that stops
+// servers needs every one of them counted in the quorum.
 func StartClusterFrom(t testing.TB, binDir, dir string, n int, extra ...string) []*Coordinator {
 	t.Helper()
 	first := startNode(t, binDir, dir, "c1", FreeAddr(t), append([]string{"--raft-fast"}, extra...)...)
@@ -67,7 +71,32 @@ func StartClusterFrom(t testing.TB, binDir, dir string, n int, extra ...string) 
 		args := append([]string{"--raft-fast", "--join=" + first.Addr}, extra...)
 		out = append(out, startNode(t, binDir, dir, fmt.Sprintf("c%d", i), FreeAddr(t), args...))
 	}
+	for _, f := range extra {
+		if strings.HasPrefix(f, "--tls-") {
+			return out
+		}
+	}
+	WaitVoters(t, NewGrpcurl(t, first.Addr), n)
 	return out
+}
+
+// WaitVoters waits until the cluster g talks to has a leader and n voters.
+func WaitVoters(t testing.TB, g *Grpcurl, n int) {
+	t.Helper()
+	Eventually(t, 60*time.Second, fmt.Sprintf("%d voters with a leader", n), func() bool {
+		r, err := g.Call("flotilla.v1.ClusterService/ListServers", map[string]any{})
+		if err != nil || Str(r, "leaderId") == "" {
+			return false
+		}
+		servers, _ := r["servers"].([]any)
+		voters := 0
+		for _, s := range servers {
+			if m, _ := s.(map[string]any); m["suffrage"] == "voter" {
+				voters++
+			}
+		}
+		return voters == n
+	})
 }
 
 // WaitReady waits until the coordinator answers and leads.

@@ -168,6 +168,25 @@ func findLeader(ctx context.Context, nodes []*node) (int, error) {
 
 // waitConverged waits until all three servers report the same revision, so
 // each kill starts from a healthy, caught-up cluster.
+// allVoters reports whether every node is a voter: a joining server is a
+// non-voter until it has caught up, and killing the leader before would
+// leave no quorum.
+func allVoters(ctx context.Context, nodes []*node) bool {
+	cctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	ls, err := pb.NewClusterServiceClient(nodes[0].conn).ListServers(cctx, &pb.ListServersRequest{})
+	if err != nil {
+		return false
+	}
+	voters := 0
+	for _, s := range ls.Servers {
+		if s.Suffrage == "voter" {
+			voters++
+		}
+	}
+	return voters == len(nodes)
+}
+
 func waitConverged(ctx context.Context, nodes []*node, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	for time.Now().Before(deadline) {
@@ -183,7 +202,7 @@ func waitConverged(ctx context.Context, nodes []*node, limit time.Duration) erro
 			}
 			revs[st.Revision] = true
 		}
-		if ok && len(revs) == 1 {
+		if ok && len(revs) == 1 && allVoters(ctx, nodes) {
 			return nil
 		}
 		time.Sleep(50 * time.Millisecond)

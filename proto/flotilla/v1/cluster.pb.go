@@ -9,6 +9,7 @@ package flotillav1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -33,7 +34,18 @@ type Server struct {
 	// "voter" or "nonvoter".
 	Suffrage string `protobuf:"bytes,4,opt,name=suffrage,proto3" json:"suffrage,omitempty"`
 	// True for the current leader.
-	Leader        bool `protobuf:"varint,5,opt,name=leader,proto3" json:"leader,omitempty"`
+	Leader bool `protobuf:"varint,5,opt,name=leader,proto3" json:"leader,omitempty"`
+	// The fields below are known to the leader only (a follower leaves them
+	// unset): what it last heard from this server over Raft.
+	// When the leader last heard from it (unset: never).
+	LastContact *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=last_contact,json=lastContact,proto3" json:"last_contact,omitempty"`
+	// Its last log index then.
+	LastIndex uint64 `protobuf:"varint,7,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
+	// Heard from recently enough to count toward a quorum.
+	Live bool `protobuf:"varint,8,opt,name=live,proto3" json:"live,omitempty"`
+	// Live and within a bound of the leader's last index: a non-voter
+	// that stays caught up is promoted to voter.
+	CaughtUp      bool `protobuf:"varint,9,opt,name=caught_up,json=caughtUp,proto3" json:"caught_up,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -99,6 +111,34 @@ func (x *Server) GetSuffrage() string {
 func (x *Server) GetLeader() bool {
 	if x != nil {
 		return x.Leader
+	}
+	return false
+}
+
+func (x *Server) GetLastContact() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastContact
+	}
+	return nil
+}
+
+func (x *Server) GetLastIndex() uint64 {
+	if x != nil {
+		return x.LastIndex
+	}
+	return 0
+}
+
+func (x *Server) GetLive() bool {
+	if x != nil {
+		return x.Live
+	}
+	return false
+}
+
+func (x *Server) GetCaughtUp() bool {
+	if x != nil {
+		return x.CaughtUp
 	}
 	return false
 }
@@ -693,14 +733,19 @@ var File_flotilla_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_flotilla_v1_cluster_proto_rawDesc = "" +
 	"\n" +
-	"\x19flotilla/v1/cluster.proto\x12\vflotilla.v1\"\x90\x01\n" +
+	"\x19flotilla/v1/cluster.proto\x12\vflotilla.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9f\x02\n" +
 	"\x06Server\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12\x1f\n" +
 	"\vapi_address\x18\x03 \x01(\tR\n" +
 	"apiAddress\x12\x1a\n" +
 	"\bsuffrage\x18\x04 \x01(\tR\bsuffrage\x12\x16\n" +
-	"\x06leader\x18\x05 \x01(\bR\x06leader\"\x8e\x01\n" +
+	"\x06leader\x18\x05 \x01(\bR\x06leader\x12=\n" +
+	"\flast_contact\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vlastContact\x12\x1d\n" +
+	"\n" +
+	"last_index\x18\a \x01(\x04R\tlastIndex\x12\x12\n" +
+	"\x04live\x18\b \x01(\bR\x04live\x12\x1b\n" +
+	"\tcaught_up\x18\t \x01(\bR\bcaughtUp\"\x8e\x01\n" +
 	"\x10AddServerRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12\x1f\n" +
@@ -760,37 +805,39 @@ func file_flotilla_v1_cluster_proto_rawDescGZIP() []byte {
 
 var file_flotilla_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_flotilla_v1_cluster_proto_goTypes = []any{
-	(*Server)(nil),               // 0: flotilla.v1.Server
-	(*AddServerRequest)(nil),     // 1: flotilla.v1.AddServerRequest
-	(*AddServerResponse)(nil),    // 2: flotilla.v1.AddServerResponse
-	(*RemoveServerRequest)(nil),  // 3: flotilla.v1.RemoveServerRequest
-	(*RemoveServerResponse)(nil), // 4: flotilla.v1.RemoveServerResponse
-	(*ListServersRequest)(nil),   // 5: flotilla.v1.ListServersRequest
-	(*ListServersResponse)(nil),  // 6: flotilla.v1.ListServersResponse
-	(*GetNodeStatusRequest)(nil), // 7: flotilla.v1.GetNodeStatusRequest
-	(*NodeStatus)(nil),           // 8: flotilla.v1.NodeStatus
-	(*TakeSnapshotRequest)(nil),  // 9: flotilla.v1.TakeSnapshotRequest
-	(*TakeSnapshotResponse)(nil), // 10: flotilla.v1.TakeSnapshotResponse
+	(*Server)(nil),                // 0: flotilla.v1.Server
+	(*AddServerRequest)(nil),      // 1: flotilla.v1.AddServerRequest
+	(*AddServerResponse)(nil),     // 2: flotilla.v1.AddServerResponse
+	(*RemoveServerRequest)(nil),   // 3: flotilla.v1.RemoveServerRequest
+	(*RemoveServerResponse)(nil),  // 4: flotilla.v1.RemoveServerResponse
+	(*ListServersRequest)(nil),    // 5: flotilla.v1.ListServersRequest
+	(*ListServersResponse)(nil),   // 6: flotilla.v1.ListServersResponse
+	(*GetNodeStatusRequest)(nil),  // 7: flotilla.v1.GetNodeStatusRequest
+	(*NodeStatus)(nil),            // 8: flotilla.v1.NodeStatus
+	(*TakeSnapshotRequest)(nil),   // 9: flotilla.v1.TakeSnapshotRequest
+	(*TakeSnapshotResponse)(nil),  // 10: flotilla.v1.TakeSnapshotResponse
+	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
 }
 var file_flotilla_v1_cluster_proto_depIdxs = []int32{
-	0,  // 0: flotilla.v1.AddServerResponse.servers:type_name -> flotilla.v1.Server
-	0,  // 1: flotilla.v1.RemoveServerResponse.servers:type_name -> flotilla.v1.Server
-	0,  // 2: flotilla.v1.ListServersResponse.servers:type_name -> flotilla.v1.Server
-	1,  // 3: flotilla.v1.ClusterService.AddServer:input_type -> flotilla.v1.AddServerRequest
-	3,  // 4: flotilla.v1.ClusterService.RemoveServer:input_type -> flotilla.v1.RemoveServerRequest
-	5,  // 5: flotilla.v1.ClusterService.ListServers:input_type -> flotilla.v1.ListServersRequest
-	7,  // 6: flotilla.v1.ClusterService.GetNodeStatus:input_type -> flotilla.v1.GetNodeStatusRequest
-	9,  // 7: flotilla.v1.ClusterService.TakeSnapshot:input_type -> flotilla.v1.TakeSnapshotRequest
-	2,  // 8: flotilla.v1.ClusterService.AddServer:output_type -> flotilla.v1.AddServerResponse
-	4,  // 9: flotilla.v1.ClusterService.RemoveServer:output_type -> flotilla.v1.RemoveServerResponse
-	6,  // 10: flotilla.v1.ClusterService.ListServers:output_type -> flotilla.v1.ListServersResponse
-	8,  // 11: flotilla.v1.ClusterService.GetNodeStatus:output_type -> flotilla.v1.NodeStatus
-	10, // 12: flotilla.v1.ClusterService.TakeSnapshot:output_type -> flotilla.v1.TakeSnapshotResponse
-	8,  // [8:13] is the sub-list for method output_type
-	3,  // [3:8] is the sub-list for method input_type
-	3,  // [3:3] is the sub-list for extension type_name
-	3,  // [3:3] is the sub-list for extension extendee
-	0,  // [0:3] is the sub-list for field type_name
+	11, // 0: flotilla.v1.Server.last_contact:type_name -> google.protobuf.Timestamp
+	0,  // 1: flotilla.v1.AddServerResponse.servers:type_name -> flotilla.v1.Server
+	0,  // 2: flotilla.v1.RemoveServerResponse.servers:type_name -> flotilla.v1.Server
+	0,  // 3: flotilla.v1.ListServersResponse.servers:type_name -> flotilla.v1.Server
+	1,  // 4: flotilla.v1.ClusterService.AddServer:input_type -> flotilla.v1.AddServerRequest
+	3,  // 5: flotilla.v1.ClusterService.RemoveServer:input_type -> flotilla.v1.RemoveServerRequest
+	5,  // 6: flotilla.v1.ClusterService.ListServers:input_type -> flotilla.v1.ListServersRequest
+	7,  // 7: flotilla.v1.ClusterService.GetNodeStatus:input_type -> flotilla.v1.GetNodeStatusRequest
+	9,  // 8: flotilla.v1.ClusterService.TakeSnapshot:input_type -> flotilla.v1.TakeSnapshotRequest
+	2,  // 9: flotilla.v1.ClusterService.AddServer:output_type -> flotilla.v1.AddServerResponse
+	4,  // 10: flotilla.v1.ClusterService.RemoveServer:output_type -> flotilla.v1.RemoveServerResponse
+	6,  // 11: flotilla.v1.ClusterService.ListServers:output_type -> flotilla.v1.ListServersResponse
+	8,  // 12: flotilla.v1.ClusterService.GetNodeStatus:output_type -> flotilla.v1.NodeStatus
+	10, // 13: flotilla.v1.ClusterService.TakeSnapshot:output_type -> flotilla.v1.TakeSnapshotResponse
+	9,  // [9:14] is the sub-list for method output_type
+	4,  // [4:9] is the sub-list for method input_type
+	4,  // [4:4] is the sub-list for extension type_name
+	4,  // [4:4] is the sub-list for extension extendee
+	0,  // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_cluster_proto_init() }

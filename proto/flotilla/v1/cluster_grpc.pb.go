@@ -33,10 +33,16 @@ const (
 // ClusterService manages the coordinator cluster's membership. Any member
 // answers; changes are forwarded to the leader.
 type ClusterServiceClient interface {
-	// AddServer adds a coordinator as a voting member. Adding a member that is
-	// already there with the same addresses succeeds and changes nothing.
+	// AddServer adds a coordinator as a non-voting member; the leader
+	// promotes it to voter once it has kept up with the log for a while (see
+	// docs/cluster.md). Adding a member that is already there with the same
+	// addresses succeeds and changes nothing. Changing a member's addresses
+	// is FAILED_PRECONDITION unless the caller is that member itself (its
+	// certificate's Common Name is its id); without mutual TLS it is always
+	// refused. Taking another member's address is refused too.
 	AddServer(ctx context.Context, in *AddServerRequest, opts ...grpc.CallOption) (*AddServerResponse, error)
-	// RemoveServer removes a member.
+	// RemoveServer removes a member. Removing a voter that would leave the
+	// others without a quorum of live voters is FAILED_PRECONDITION.
 	RemoveServer(ctx context.Context, in *RemoveServerRequest, opts ...grpc.CallOption) (*RemoveServerResponse, error)
 	// ListServers lists the members, as the answering server knows them.
 	ListServers(ctx context.Context, in *ListServersRequest, opts ...grpc.CallOption) (*ListServersResponse, error)
@@ -111,10 +117,16 @@ func (c *clusterServiceClient) TakeSnapshot(ctx context.Context, in *TakeSnapsho
 // ClusterService manages the coordinator cluster's membership. Any member
 // answers; changes are forwarded to the leader.
 type ClusterServiceServer interface {
-	// AddServer adds a coordinator as a voting member. Adding a member that is
-	// already there with the same addresses succeeds and changes nothing.
+	// AddServer adds a coordinator as a non-voting member; the leader
+	// promotes it to voter once it has kept up with the log for a while (see
+	// docs/cluster.md). Adding a member that is already there with the same
+	// addresses succeeds and changes nothing. Changing a member's addresses
+	// is FAILED_PRECONDITION unless the caller is that member itself (its
+	// certificate's Common Name is its id); without mutual TLS it is always
+	// refused. Taking another member's address is refused too.
 	AddServer(context.Context, *AddServerRequest) (*AddServerResponse, error)
-	// RemoveServer removes a member.
+	// RemoveServer removes a member. Removing a voter that would leave the
+	// others without a quorum of live voters is FAILED_PRECONDITION.
 	RemoveServer(context.Context, *RemoveServerRequest) (*RemoveServerResponse, error)
 	// ListServers lists the members, as the answering server knows them.
 	ListServers(context.Context, *ListServersRequest) (*ListServersResponse, error)
