@@ -28,8 +28,9 @@ const (
 	LogVersion3 uint32 = 3
 	// LogVersion4 adds guests' boot reports and readiness deadlines.
 	LogVersion4 uint32 = 4
+	LogVersion5 uint32 = 5 // adds guest commands: passwords, decommissioning, guests' OS reports
 	// SupportedLogVersion is the newest version this server reads and writes.
-	SupportedLogVersion = LogVersion4
+	SupportedLogVersion = LogVersion5
 )
 
 // entryMarker starts every entry of format 2; never '{' nor 0xF1, which
