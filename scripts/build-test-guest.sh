@@ -6,7 +6,7 @@
 #                  package is downloaded and unpacked, never installed)
 #     initrd.img   gzip'd cpio (newc): busybox-static + the kernel's virtio (blk, console,
 #                  net), button/evdev and isofs modules + an /init that prints
-#                  FLOTILLA-GUEST-READY on ttyS0, speaks the guest channel protocol v1
+#                  FLOTILLA-GUEST-READY on ttyS0, speaks the guest channel protocol v2
 #                  (docs/guest-channel.md) on the virtio-serial port org.flotilla.guest.0 if
 #                  there is one, and powers off (FLOTILLA-GUEST-POWEROFF) when the ACPI
 #                  power button is pressed (virsh shutdown). /init stays PID 1 forever.
@@ -30,17 +30,32 @@
 #         the guest (5 s timeout), or 502 and a line "ERROR ..."; 400 if the query
 #         is not a dotted IPv4 address. Tests use it to prove one guest reaches another.
 #
-# Guest channel (v1, docs/guest-channel.md), from a background writer/reader: the port's
-# writes block until the host connects. "HELLO flotilla-guest/1 test-5" once the port is open,
-# "BOOT network" when net.sh starts, "BOOT http" when it starts httpd, "READY" when the page
-# answers (right after net.sh without a NIC); "PING n" is answered "PONG n", and "PING 1"
-# (a host's first on each connection) makes the guest say its latest line again.
+# Guest channel (v2, docs/guest-channel.md), from a background writer/reader: the port's
+# writes block until the host connects. "HELLO flotilla-guest/2 test-6 <boot id>" once the port
+# is open, "BOOT network" when net.sh starts, "BOOT http" when it starts httpd, "READY" when the
+# page answers (right after net.sh without a NIC); "PING n" is answered "PONG n", and "PING 1"
+# (a host's first on each connection) makes the guest say its HELLO and latest line again.
+# Commands ("CMD n verb args", each run in the background, answered "DONE n ..." or
+# "FAIL n reason"):
+#   osinfo                  DONE n flotilla-test 6 <uname -r>
+#   password USER HEX       sets USER's password (hex-encoded) in /etc/shadow (root is the one
+#                           user: another is "FAIL n no-such-user"), checks it back from
+#                           /etc/shadow and prints FLOTILLA-GUEST-PASSWORD user=<u>
+#                           verified=<yes|no> sha256=<sha256 of the password>
+#   decommission SECONDS    runs its "decommission scripts": prints FLOTILLA-GUEST-DECOMMISSIONING,
+#                           ~1 s later FLOTILLA-GUEST-DECOMMISSIONED and DONE
+#   anything else           FAIL n unknown-command
 # Test switches, lines of the seed's user-data:
 #   flotilla-test: fail     "FAILED boot-script" instead of READY
 #   flotilla-test: slow=N   READY N seconds later
 #   flotilla-test: silent   never opens the channel
+#   flotilla-test: v1       speaks protocol v1: "HELLO flotilla-guest/1 test-6", takes no commands
 #   flotilla-test: flood    after HELLO, garbage, unknown verbs and over-long lines as fast as it
 #                           can, then (after 3 s) the usual lines
+#   flotilla-test: unresponsive=N   stops answering PINGs N seconds after READY
+#   flotilla-test: decommission=fail     FAIL n decommission-script
+#   flotilla-test: decommission=hang     never answers a decommission
+#   flotilla-test: decommission=slow=N   answers DONE N seconds late
 # The console lines (FLOTILLA-GUEST-READY, -NET, -SHAPE, -POWEROFF) do not depend on them.
 #
 # IMAGE_DIR is ${FLOTILLA_IMAGE_DIR:-/var/lib/flotilla/images}. Idempotent: exits at once when
@@ -52,7 +67,7 @@ log() { echo "build-test-guest: $*" >&2; }
 die() { echo "build-test-guest: ERROR: $*" >&2; exit 1; }
 
 # Bump when the image contents change, so existing images get rebuilt.
-RECIPE=5 # bump when the image's contents change: built images are replaced
+RECIPE=6 # bump when the image's contents change: built images are replaced
 NAME=flotilla-test
 IMAGE_DIR=${FLOTILLA_IMAGE_DIR:-/var/lib/flotilla/images}
 DEST=$IMAGE_DIR/$NAME
@@ -151,6 +166,10 @@ done < <(/bin/busybox --list-full)
 mknod -m 600 "$ROOT/dev/console" c 5 1
 mknod -m 666 "$ROOT/dev/null" c 1 3
 mknod -m 600 "$ROOT/dev/ttyS0" c 4 64
+# root is the one user (SetPassword sets its password; "*" until then: no login).
+echo 'root:x:0:0:root:/root:/bin/sh' >"$ROOT/etc/passwd"
+echo 'root:*:19000:0:99999:7:::' >"$ROOT/etc/shadow"
+chmod 600 "$ROOT/etc/shadow"
 
 norm() { local b=${1##*/}; b=${b%%.ko*}; echo "${b//-/_}"; }
 declare -A builtin=() modpath=() seen=()
@@ -225,7 +244,7 @@ for b in /sys/block/vd* /sys/block/xvd*; do
 done
 
 # Test switches: "flotilla-test: <switch>" lines of the seed's user-data.
-t_fail="" t_slow=0 t_silent="" t_flood=""
+t_fail="" t_slow=0 t_silent="" t_flood="" t_v1="" t_unresp="" t_decom=""
 cr=$(printf '\r')
 if [ -r /run/seed/user-data ]; then
   while IFS= read -r line || [ -n "$line" ]; do
@@ -234,6 +253,12 @@ if [ -r /run/seed/user-data ]; then
       "flotilla-test: fail") t_fail=1 ;;
       "flotilla-test: silent") t_silent=1 ;;
       "flotilla-test: flood") t_flood=1 ;;
+      "flotilla-test: v1") t_v1=1 ;;
+      "flotilla-test: decommission="*) t_decom=${line#*decommission=} ;;
+      "flotilla-test: unresponsive="*)
+        n=${line#*unresponsive=}
+        case $n in '' | *[!0-9]*) ;; *) t_unresp=$n ;; esac
+        ;;
       "flotilla-test: slow="*)
         n=${line#*slow=}
         case $n in '' | *[!0-9]*) ;; *) t_slow=$n ;; esac
@@ -284,7 +309,7 @@ gc_channel() {
   fi
   exec 3<>"$port"
   gc_reader <&3 &
-  echo "HELLO flotilla-guest/1 test-5" >&3
+  cat /run/gc.hello >&3
   if [ -n "$t_flood" ]; then
     gc_flood >&3
     sleep 3 # let the host's rate limit refill: the lines that follow count
@@ -293,18 +318,21 @@ gc_channel() {
 }
 
 # gc_reader reads the host's lines: "PING n" is answered "PONG n". A host counts its PINGs
-# from 1 on each connection, so after "PING 1" the latest line is said again: the host may
-# be new (an agent restarted, say) and must hear where this boot is. A read at end of file
-# means no host is connected.
+# from 1 on each connection, so after "PING 1" the HELLO and the latest line are said again:
+# the host may be new (an agent restarted, say) and must hear where this boot is. A v2 guest
+# runs the host's commands ("CMD n verb args"). A read at end of file means no host is
+# connected.
 gc_reader() {
   while :; do
     if read -r verb arg; then
       case $verb in
         PING) case $arg in '' | *[!0-9]*) ;; *)
+          [ -e /run/gc.mute ] && continue
           gc_send "PONG $arg"
           [ "$arg" = 1 ] && gc_send ""
           ;;
         esac ;;
+        CMD) [ -z "$t_v1" ] && gc_command $arg & ;;
       esac
     else
       sleep 1
@@ -312,8 +340,49 @@ gc_reader() {
   done
 }
 
+# gc_command N VERB ARGS...: one host command, answered DONE or FAIL.
+gc_command() {
+  n=$1 verb=$2
+  case $n in '' | *[!0-9]*) return ;; esac
+  shift 2
+  case $verb in
+    osinfo) gc_send "DONE $n flotilla-test 6 $(uname -r)" ;;
+    password)
+      user=$1 hex=$2
+      case $hex in '' | *[!0-9a-f]*) gc_send "FAIL $n bad-password"; return ;; esac
+      grep -q "^$user:" /etc/passwd 2>/dev/null && [ "$user" = root ] || { gc_send "FAIL $n no-such-user"; return; }
+      pw=$(printf "$(echo "$hex" | sed 's/../\\x&/g')")
+      hash=$(mkpasswd -m sha512 "$pw")
+      until mkdir /run/shadow.lock 2>/dev/null; do sleep 0.05; done
+      sed "s|^$user:[^:]*:|$user:$hash:|" /etc/shadow >/etc/shadow.new && mv /etc/shadow.new /etc/shadow
+      rmdir /run/shadow.lock
+      stored=$(grep "^$user:" /etc/shadow | cut -d: -f2)
+      salt=$(echo "$stored" | cut -d'$' -f3)
+      ok=no
+      [ "$(mkpasswd -m sha512 -S "$salt" "$pw")" = "$stored" ] && ok=yes
+      echo "FLOTILLA-GUEST-PASSWORD user=$user verified=$ok sha256=$(printf '%s' "$pw" | sha256sum | cut -d' ' -f1)"
+      if [ $ok = yes ]; then gc_send "DONE $n"; else gc_send "FAIL $n not-stored"; fi
+      ;;
+    decommission)
+      echo "FLOTILLA-GUEST-DECOMMISSIONING"
+      case $t_decom in
+        fail) sleep 1; echo "FLOTILLA-GUEST-DECOMMISSION-FAILED"; gc_send "FAIL $n decommission-script" ;;
+        hang) ;;
+        slow=*) sleep "${t_decom#slow=}"; echo "FLOTILLA-GUEST-DECOMMISSIONED"; gc_send "DONE $n" ;;
+        *) sleep 1; echo "FLOTILLA-GUEST-DECOMMISSIONED"; gc_send "DONE $n" ;;
+      esac
+      ;;
+    *) gc_send "FAIL $n unknown-command" ;;
+  esac
+}
+
 if [ -z "$t_silent" ]; then
-  echo "HELLO flotilla-guest/1 test-5" >/run/gc.state
+  if [ -n "$t_v1" ]; then
+    echo "HELLO flotilla-guest/1 test-6" >/run/gc.hello
+  else
+    echo "HELLO flotilla-guest/2 test-6 $(cat /proc/sys/kernel/random/boot_id)" >/run/gc.hello
+  fi
+  cp /run/gc.hello /run/gc.state
   mkfifo /run/gc.fifo
   gc_channel &
 fi
@@ -359,6 +428,10 @@ echo "FLOTILLA-GUEST-READY"
     [ "$t_slow" -gt 0 ] && sleep "$t_slow"
     gc_send READY
   fi
+  if [ -n "$t_unresp" ]; then
+    sleep "$t_unresp"
+    touch /run/gc.mute
+  fi
 ) &
 
 # Report the guest's shape at boot and whenever the disk's size changes (a
@@ -396,14 +469,20 @@ is_ipv4() {
 }
 
 # gc_send LINE: queue LINE for the host on the guest channel (nothing when the channel is
-# off); every line but PONG is also kept as the latest, and "" says the latest again. The
-# lock (mkdir is atomic) keeps a repeat from overtaking a newer line.
+# off); every line but PONG, DONE and FAIL is also kept as the latest, and "" says the HELLO
+# (protocol v2) and the latest again. The lock (mkdir is atomic) keeps a repeat from
+# overtaking a newer line.
 gc_send() {
   [ -p /run/gc.fifo ] || return 0
   until mkdir /run/gc.lock 2>/dev/null; do sleep 0.05; done
   case $1 in
-    PONG*) echo "$1" >/run/gc.fifo ;;
-    "") cat /run/gc.state >/run/gc.fifo ;;
+    PONG* | DONE* | FAIL\ *) echo "$1" >/run/gc.fifo ;;
+    "")
+      case $(cat /run/gc.hello) in
+        *flotilla-guest/1*) cat /run/gc.state ;;
+        *) cat /run/gc.hello && cmp -s /run/gc.hello /run/gc.state || cat /run/gc.state ;;
+      esac >/run/gc.fifo
+      ;;
     *) echo "$1" >/run/gc.state && echo "$1" >/run/gc.fifo ;;
   esac
   rmdir /run/gc.lock

@@ -6,6 +6,7 @@ package executor
 import (
 	"cmp"
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,6 +18,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/flotilla-vm/flotilla/agent/guestchan"
 	"github.com/flotilla-vm/flotilla/agent/stepstore"
 	"github.com/flotilla-vm/flotilla/hypervisor"
 	agentv1 "github.com/flotilla-vm/flotilla/proto/flotilla/agent/v1"
@@ -42,6 +44,11 @@ const (
 	FaultPeerRefused           = "PEER_REFUSED"
 	FaultInsufficientDisk      = "INSUFFICIENT_DISK"
 	FaultNetworkUnavailable    = "NETWORK_UNAVAILABLE"
+	// The guest channel's: no guest side that takes commands, the guest
+	// side refused or failed, the channel closed before the reply.
+	FaultGuestUnsupported = "GUEST_UNSUPPORTED"
+	FaultGuestFailed      = "GUEST_FAILED"
+	FaultGuestUnavailable = "GUEST_UNAVAILABLE"
 )
 
 // Errors a Mover wraps (with %w) so that its failures are classified. They
@@ -109,6 +116,16 @@ type Config struct {
 	// disk directory beyond what the step's disk needs at once; zero keeps
 	// none.
 	DiskReserve uint64
+	// Guests runs commands inside guests (SET_PASSWORD, DECOMMISSION); nil
+	// refuses them (a decommission is then skipped).
+	Guests Guests
+}
+
+// Guests sends commands to guests over their guest channels
+// (agent/guestchan.Watcher). Arguments may be secrets: an implementation
+// never logs them nor puts them in an error.
+type Guests interface {
+	Command(ctx context.Context, instanceID, verb string, args ...string) ([]string, error)
 }
 
 // Executor runs steps. It is safe for concurrent use.
@@ -380,18 +397,23 @@ func (e *Executor) run(log *slog.Logger, key string, action agentv1.StepAction, 
 		log.Warn("step abandoned by agent shutdown", "err", err)
 		return nil
 	}
+	var skip skipped
+	if errors.As(err, &skip) {
+		err = nil // done, but without its work: the note says why
+	}
 	if err != nil {
 		code := faultCode(err)
 		log.Warn("step failed", "fault", code, "err", err, "took", time.Now().Sub(start))
 		return e.record(log, key, e.fail(step, code, err.Error(), e.status(id)))
 	}
-	log.Info("step succeeded", "took", time.Now().Sub(start))
+	log.Info("step succeeded", "took", time.Now().Sub(start), "note", skip.note)
 	return e.record(log, key, &agentv1.StepResult{
 		OperationId: step.GetOperationId(),
 		StepId:      step.GetStepId(),
 		HostEpoch:   step.GetHostEpoch(),
 		Succeeded:   true,
 		State:       e.status(id),
+		Note:        skip.note,
 	})
 }
 
@@ -574,6 +596,10 @@ func (e *Executor) call(ctx context.Context, action agentv1.StepAction, deadline
 			return err
 		}
 		return d.GrowDisk(ctx, id, spec.DiskGiB)
+	case agentv1.StepAction_STEP_ACTION_SET_PASSWORD:
+		return e.setPassword(ctx, id, step.GetPassword())
+	case agentv1.StepAction_STEP_ACTION_DECOMMISSION:
+		return e.decommission(ctx, id, deadline)
 	}
 	return fmt.Errorf("action %s (operation kind %s): %w", action, step.GetKind(), errInvalidStep)
 }
@@ -714,6 +740,12 @@ func faultCode(err error) string {
 		return FaultDomainNotFound
 	case errors.Is(err, hypervisor.ErrUnavailable):
 		return FaultHypervisorUnavailable
+	case errors.Is(err, guestchan.ErrNoGuestSide):
+		return FaultGuestUnsupported
+	case errors.As(err, new(*guestchan.CommandError)), errors.Is(err, guestchan.ErrBadCommand):
+		return FaultGuestFailed
+	case errors.Is(err, guestchan.ErrChannelClosed):
+		return FaultGuestUnavailable
 	case errors.Is(err, context.DeadlineExceeded):
 		return FaultDeadlineExceeded
 	}
@@ -821,4 +853,22 @@ func PowerState(p hypervisor.PowerState) flotillav1.PowerState {
 		return flotillav1.PowerState_POWER_STATE_NO_DOMAIN
 	}
 	return flotillav1.PowerState_POWER_STATE_UNKNOWN
+}
+
+// setPassword has the guest set a user's password: "CMD <n> password
+// <user> <hex of the password>" on its guest channel. The password is in
+// no log line, journal record or fault: the step's errors come from
+// checks that never quote it and from a Guests that never does.
+func (e *Executor) setPassword(ctx context.Context, id string, p *agentv1.GuestPassword) error {
+	if e.cfg.Guests == nil {
+		return fmt.Errorf("this agent runs no guest channels: %w", guestchan.ErrNoGuestSide)
+	}
+	if !hypervisor.ValidGuestUser(p.GetUser()) {
+		return fmt.Errorf("set password: user %q: %w", p.GetUser(), errInvalidStep)
+	}
+	if err := hypervisor.CheckGuestPassword(p.GetPassword()); err != nil {
+		return fmt.Errorf("set password: %w: %w", err, errInvalidStep)
+	}
+	_, err := e.cfg.Guests.Command(ctx, id, "password", p.GetUser(), hex.EncodeToString([]byte(p.GetPassword())))
+	return err
 }

@@ -10,12 +10,16 @@ import (
 	"time"
 )
 
-// Protocol v1 (docs/guest-channel.md): lines of printable ASCII ending in
-// '\n', at most MaxLine bytes with it.
+// Protocols v1 and v2 (docs/guest-channel.md): lines of printable ASCII
+// ending in '\n', at most MaxLine bytes with it.
 const (
 	MaxLine = 256
-	// Hello is the protocol a guest side names in its HELLO.
-	Hello = "flotilla-guest/1"
+	// Hello is the protocol a v1 guest side names in its HELLO; HelloV2
+	// a guest side that also takes the host's commands (CMD).
+	Hello   = "flotilla-guest/1"
+	HelloV2 = "flotilla-guest/2"
+	// MaxReplyFields is how many tokens a DONE may carry.
+	MaxReplyFields = 3
 )
 
 var (
@@ -32,13 +36,18 @@ const (
 	verbReady
 	verbFailed
 	verbPong
+	verbDone
+	verbFail
 )
 
 // message is one valid guest line.
 type message struct {
-	verb verb
-	arg  string // version, stage or reason; "" for READY and PONG
-	n    uint64 // PONG's number
+	verb  verb
+	arg   string   // version, stage or reason; "" for READY, PONG and DONE
+	n     uint64   // PONG's or a reply's number
+	proto int      // HELLO's protocol: 1 or 2
+	boot  string   // a v2 HELLO's boot id
+	out   []string // DONE's tokens
 }
 
 // errMalformed is any line that is not one of the verbs, exactly.
@@ -59,8 +68,21 @@ func parse(line []byte) (message, error) {
 	switch string(word) {
 	case "HELLO":
 		proto, version, ok := bytes.Cut(rest, []byte{' '})
-		if ok && string(proto) == Hello && tokenPattern.Match(version) {
-			return message{verb: verbHello, arg: string(version)}, nil
+		if !ok {
+			break
+		}
+		switch string(proto) {
+		case Hello:
+			if tokenPattern.Match(version) {
+				return message{verb: verbHello, arg: string(version), proto: 1}, nil
+			}
+		case HelloV2:
+			// v2 names the boot too, so that a HELLO said again (after
+			// PING 1) is told from a new boot.
+			version, boot, ok := bytes.Cut(version, []byte{' '})
+			if ok && tokenPattern.Match(version) && reasonPattern.Match(boot) {
+				return message{verb: verbHello, arg: string(version), proto: 2, boot: string(boot)}, nil
+			}
 		}
 	case "BOOT":
 		if tokenPattern.Match(rest) {
@@ -75,14 +97,44 @@ func parse(line []byte) (message, error) {
 			return message{verb: verbFailed, arg: string(rest)}, nil
 		}
 	case "PONG":
-		// Digits only: ParseUint alone would take a sign.
-		if len(rest) > 0 && len(rest) <= 20 && len(bytes.Trim(rest, "0123456789")) == 0 {
-			if n, err := strconv.ParseUint(string(rest), 10, 64); err == nil {
-				return message{verb: verbPong, n: n}, nil
+		if n, ok := number(rest); ok {
+			return message{verb: verbPong, n: n}, nil
+		}
+	case "DONE":
+		num, toks, _ := bytes.Cut(rest, []byte{' '})
+		n, ok := number(num)
+		if !ok {
+			break
+		}
+		var out []string
+		if len(toks) > 0 {
+			for t := range bytes.SplitSeq(toks, []byte{' '}) {
+				if !tokenPattern.Match(t) || len(out) == MaxReplyFields {
+					return message{}, errMalformed
+				}
+				out = append(out, string(t))
 			}
+		} else if len(num) != len(rest) {
+			break // "DONE n " with a trailing space
+		}
+		return message{verb: verbDone, n: n, out: out}, nil
+	case "FAIL":
+		num, reason, _ := bytes.Cut(rest, []byte{' '})
+		if n, ok := number(num); ok && reasonPattern.Match(reason) {
+			return message{verb: verbFail, n: n, arg: string(reason)}, nil
 		}
 	}
 	return message{}, errMalformed
+}
+
+// number parses a decimal of at most 20 digits (an unsigned 64-bit value).
+func number(b []byte) (uint64, bool) {
+	// Digits only: ParseUint alone would take a sign.
+	if len(b) == 0 || len(b) > 20 || len(bytes.Trim(b, "0123456789")) != 0 {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(string(b), 10, 64)
+	return n, err == nil
 }
 
 // lineReader reads lines with a fixed buffer: an over-long line is read

@@ -3,6 +3,7 @@ package guestchan
 import (
 	"errors"
 	"io"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -15,8 +16,15 @@ func TestParse(t *testing.T) {
 		want message
 		ok   bool
 	}{
-		{"HELLO flotilla-guest/1 test-5", message{verb: verbHello, arg: "test-5"}, true},
-		{"HELLO flotilla-guest/1 1.2.3_rc-1", message{verb: verbHello, arg: "1.2.3_rc-1"}, true},
+		{"HELLO flotilla-guest/1 test-5", message{verb: verbHello, arg: "test-5", proto: 1}, true},
+		{"HELLO flotilla-guest/1 1.2.3_rc-1", message{verb: verbHello, arg: "1.2.3_rc-1", proto: 1}, true},
+		{"HELLO flotilla-guest/2 test-6 0f6b2a7e-3c1d-4b8e-9a55-2f0c8d1e7b34", message{verb: verbHello, arg: "test-6", proto: 2, boot: "0f6b2a7e-3c1d-4b8e-9a55-2f0c8d1e7b34"}, true},
+		{"HELLO flotilla-guest/2 test-6", message{}, false},
+		{"HELLO flotilla-guest/2 test-6 Boot", message{}, false},
+		{"HELLO flotilla-guest/2 test-6 b c", message{}, false},
+		{"DONE 3", message{verb: verbDone, n: 3}, true},
+		{"DONE 4 debian 12 6.1.0-28-cloud-amd64", message{verb: verbDone, n: 4, out: []string{"debian", "12", "6.1.0-28-cloud-amd64"}}, true},
+		{"FAIL 5 no-such-user", message{verb: verbFail, n: 5, arg: "no-such-user"}, true},
 		{"BOOT network", message{verb: verbBoot, arg: "network"}, true},
 		{"BOOT " + long[:32], message{verb: verbBoot, arg: long[:32]}, true},
 		{"READY", message{verb: verbReady}, true},
@@ -27,7 +35,18 @@ func TestParse(t *testing.T) {
 
 		{"", message{}, false},
 		{"HELLO", message{}, false},
-		{"HELLO flotilla-guest/2 x", message{}, false},
+		{"HELLO flotilla-guest/3 x", message{}, false},
+		{"DONE", message{}, false},
+		{"DONE ", message{}, false},
+		{"DONE 3 ", message{}, false},
+		{"DONE x", message{}, false},
+		{"DONE 3 a  b", message{}, false},
+		{"DONE 3 a b c d", message{}, false},
+		{"DONE 3 Debian", message{}, false},
+		{"FAIL 3", message{}, false},
+		{"FAIL 3 ", message{}, false},
+		{"FAIL x why", message{}, false},
+		{"FAIL 3 why not", message{}, false},
 		{"HELLO flotilla-guest/1", message{}, false},
 		{"HELLO flotilla-guest/1 Test", message{}, false},
 		{"HELLO flotilla-guest/1 a b", message{}, false},
@@ -60,7 +79,7 @@ func TestParse(t *testing.T) {
 	}
 	for _, tt := range tests {
 		got, err := parse([]byte(tt.line))
-		if (err == nil) != tt.ok || got != tt.want {
+		if (err == nil) != tt.ok || !reflect.DeepEqual(got, tt.want) {
 			t.Errorf("parse(%q) = %+v, %v; want %+v, ok=%v", tt.line, got, err, tt.want, tt.ok)
 		}
 	}

@@ -49,6 +49,17 @@ type Report struct {
 	Stage      string // last BOOT stage
 	Reason     string // with Failed
 	Version    string // from HELLO
+	// Protocol is the protocol its HELLO named (1 or 2; 0 before one):
+	// from 2 on, the guest side takes commands (Command).
+	Protocol int
+	// Boot is a v2 HELLO's boot id.
+	Boot string
+	// OS, OSVersion and Kernel are what a v2 guest answered "osinfo"
+	// (tokens, validated like the rest).
+	OS, OSVersion, Kernel string
+	// Unresponsive: connected and heard from, but no PONG to the last
+	// UnresponsivePings PINGs (a hung guest side or kernel).
+	Unresponsive bool
 	// Dropped counts the guest's lines dropped (malformed, over-long or
 	// over the rate) since the watcher began watching this domain run.
 	Dropped    uint64
@@ -61,7 +72,8 @@ type Report struct {
 // same reports whether r and o say the same (apart from when and Seq).
 func (r Report) same(o Report) bool {
 	return r.State == o.State && r.Stage == o.Stage && r.Reason == o.Reason &&
-		r.Version == o.Version && r.Dropped == o.Dropped
+		r.Version == o.Version && r.Dropped == o.Dropped && r.Protocol == o.Protocol && r.Boot == o.Boot &&
+		r.OS == o.OS && r.OSVersion == o.OSVersion && r.Kernel == o.Kernel && r.Unresponsive == o.Unresponsive
 }
 
 // Sockets is where guest channels are: hypervisor.Driver.
@@ -81,6 +93,11 @@ const (
 	DefaultFloodLines    = 200
 	DefaultFloodBackoff  = 5 * time.Second
 	DefaultMaxFloodDelay = time.Minute
+	// UnresponsivePings is how many PINGs in a row may go unanswered
+	// before a guest that has spoken is reported unresponsive.
+	UnresponsivePings = 3
+	// osInfoTimeout bounds the "osinfo" command sent after a v2 HELLO.
+	osInfoTimeout = 10 * time.Second
 )
 
 // Config configures a Watcher.
@@ -238,7 +255,7 @@ func (w *Watcher) startLocked(id string) {
 	}
 	ctx, cancel := context.WithCancel(w.life)
 	g := &guest{w: w, id: id, path: path, ctx: ctx, cancel: cancel,
-		log: w.log.With("instance", id), limit: newBucket(w.cfg.Rate, w.cfg.Burst, time.Now())}
+		log: w.log.With("instance", id), limit: newBucket(w.cfg.Rate, w.cfg.Burst, time.Now()), cmd: newCommands()}
 	w.guests[id] = g
 	w.active.Add(1)
 	w.wg.Go(func() {
@@ -334,6 +351,8 @@ type guest struct {
 	dropsSent   uint64 // Dropped in the last report published
 	lastPong    time.Time
 	lastDropWhy string
+	wmu         sync.Mutex // serialises writes to the connection
+	cmd         commands   // the current connection's command side
 }
 
 // run connects, serves and reconnects until the domain stops.
@@ -386,7 +405,9 @@ func (g *guest) serve(conn net.Conn) error {
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 	defer conn.Close()
-	wg.Go(func() { g.pinger(ctx, cancel, conn) })
+	g.attach(conn)
+	defer g.detach()
+	wg.Go(func() { g.pinger(ctx, cancel) })
 
 	over := 0 // lines over the rate in this connection
 	limited := func() bool {
@@ -432,15 +453,14 @@ func (g *guest) serve(conn net.Conn) error {
 // pinger sends PING n at once and every PingInterval, each with a write
 // deadline (a guest that never reads cannot block it), and reports
 // changed drop counts at the same pace.
-func (g *guest) pinger(ctx context.Context, cancel context.CancelCauseFunc, conn net.Conn) {
+func (g *guest) pinger(ctx context.Context, cancel context.CancelCauseFunc) {
 	cfg := g.w.cfg
 	t := time.NewTicker(cfg.PingInterval)
 	defer t.Stop()
 	var n uint64
 	for {
 		n++
-		conn.SetWriteDeadline(time.Now().Add(cfg.WriteTimeout))
-		if _, err := fmt.Fprintf(conn, "PING %d\n", n); err != nil {
+		if err := g.write(fmt.Sprintf("PING %d", n)); err != nil {
 			cancel(fmt.Errorf("write PING: %w", err))
 			return
 		}
@@ -449,14 +469,25 @@ func (g *guest) pinger(ctx context.Context, cancel context.CancelCauseFunc, conn
 			return
 		case <-t.C:
 		}
-		g.mu.Lock()
-		pong := g.lastPong
-		g.mu.Unlock()
-		if !pong.IsZero() {
-			g.log.Debug("guest channel heartbeat", "last_pong", pong, "pong_age", time.Since(pong).Round(time.Millisecond))
-		}
+		g.heartbeat(n)
 		g.flushDrops()
 	}
+}
+
+// heartbeat runs after PING n has had a heartbeat's time for its PONG: a
+// guest that has spoken and left the last UnresponsivePings unanswered is
+// reported unresponsive (once), and responsive again at its next PONG.
+func (g *guest) heartbeat(n uint64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	late := g.lastPong.IsZero() || time.Since(g.lastPong) > time.Duration(UnresponsivePings)*g.w.cfg.PingInterval
+	if n < UnresponsivePings || !late || g.rep.State == Unknown || g.rep.Unresponsive {
+		return
+	}
+	g.log.Warn("guest channel: the guest stopped answering PINGs", "last_pong", g.lastPong, "pings", n)
+	g.rep.Unresponsive = true
+	g.rep.ObservedAt = time.Now()
+	g.publishLocked()
 }
 
 // drop counts a dropped line; what it said goes nowhere.
@@ -498,10 +529,36 @@ func (g *guest) apply(m message) {
 	switch m.verb {
 	case verbPong:
 		g.lastPong = now
+		if !g.rep.Unresponsive {
+			g.mu.Unlock()
+			return
+		}
+		g.log.Info("guest channel: the guest answers PINGs again")
+		next.Unresponsive = false
+	case verbDone, verbFail:
+		if !g.cmd.reply(m) {
+			g.rep.Dropped++
+			g.lastDropWhy = "unexpected-reply"
+		}
 		g.mu.Unlock()
 		return
-	case verbHello: // a new boot of the guest side
-		next.State, next.Stage, next.Reason, next.Version = Booting, "", "", m.arg
+	case verbHello:
+		if m.proto >= 2 {
+			g.cmd.hello()
+			if g.rep.OS == "" && !g.cmd.osInfo {
+				g.cmd.osInfo = true
+				g.w.wg.Go(g.fetchOSInfo)
+			}
+		}
+		if m.boot != "" && m.boot == g.rep.Boot && g.rep.State != Unknown {
+			// A v2 guest side says its HELLO again after each PING 1 (for
+			// a host that may know nothing): the same boot, not a new one.
+			g.mu.Unlock()
+			return
+		}
+		// A new boot of the guest side.
+		next.State, next.Stage, next.Reason, next.Version, next.Protocol, next.Boot = Booting, "", "", m.arg, m.proto, m.boot
+		next.OS, next.OSVersion, next.Kernel = "", "", ""
 	case verbBoot:
 		next.State, next.Stage, next.Reason = Booting, m.arg, ""
 	case verbReady:

@@ -159,19 +159,20 @@ func (n *Node) Run(ctx context.Context) error {
 	// Stopped before the driver closes: a pull in progress reads through it.
 	defer stopPeer()
 
+	// Guest channels: the session tells the watcher which domains run and
+	// sends on what their guests say; steps send commands through it.
+	// Closed after the executor (defers run in reverse), before the driver.
+	guests := guestchan.New(guestchan.Config{Sockets: drv, Logger: n.hlog})
+	defer guests.Close()
+
 	exec, err := executor.New(executor.Config{HostID: n.cfg.HostID, Driver: drv, Store: n.store, Logger: n.log, Mover: mover,
-		DiskReserve: n.cfg.DiskReserve})
+		DiskReserve: n.cfg.DiskReserve, Guests: guests})
 	if err != nil {
 		return err
 	}
 	// Closed before the driver and the journal (defers run in reverse):
 	// running steps end first.
 	defer exec.Close()
-
-	// Guest channels: the session tells the watcher which domains run and
-	// sends on what their guests say. Closed before the driver.
-	guests := guestchan.New(guestchan.Config{Sockets: drv, Logger: n.hlog})
-	defer guests.Close()
 
 	client, err := session.New(session.Config{
 		Coordinator:  n.cfg.Coordinator,

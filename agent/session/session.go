@@ -825,5 +825,11 @@ func guestReport(r guestchan.Report) *agentv1.GuestReport {
 		ObservedAt:   timestamppb.New(r.ObservedAt),
 		GuestVersion: r.Version,
 		DroppedLines: r.Dropped,
+		Protocol:     uint32(r.Protocol),
+		BootId:       r.Boot,
+		Os:           r.OS,
+		OsVersion:    r.OSVersion,
+		Kernel:       r.Kernel,
+		Unresponsive: r.Unresponsive,
 	}
 }

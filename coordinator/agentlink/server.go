@@ -550,6 +550,9 @@ var (
 	guestReasonRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
 )
 
+// optional: v is empty or matches re.
+func optional(re *regexp.Regexp, v string) bool { return v == "" || re.MatchString(v) }
+
 var guestStates = map[agentv1.GuestState]lifecycle.Guest{
 	agentv1.GuestState_GUEST_STATE_BOOTING: lifecycle.GuestBooting,
 	agentv1.GuestState_GUEST_STATE_READY:   lifecycle.GuestReady,
@@ -562,10 +565,8 @@ var guestStates = map[agentv1.GuestState]lifecycle.Guest{
 // session with it).
 func (s *Server) guestReport(ss *session, r *agentv1.GuestReport) (fsm.GuestReport, bool) {
 	st, known := guestStates[r.GetState()]
-	ok := known && r.GetObservedAt() != nil &&
-		(r.GetStage() == "" || guestTokenRE.MatchString(r.GetStage())) &&
-		(r.GetReason() == "" || guestReasonRE.MatchString(r.GetReason())) &&
-		(r.GetGuestVersion() == "" || guestTokenRE.MatchString(r.GetGuestVersion()))
+	ok := known && r.GetObservedAt() != nil && optional(guestTokenRE, r.GetStage()) &&
+		optional(guestReasonRE, r.GetReason()) && optional(guestTokenRE, r.GetGuestVersion())
 	if !ok {
 		s.log.Warn("malformed guest report dropped", "host", ss.hostID, "instance", r.GetInstanceId(), "state", r.GetState())
 		return fsm.GuestReport{}, false
@@ -573,6 +574,17 @@ func (s *Server) guestReport(ss *session, r *agentv1.GuestReport) (fsm.GuestRepo
 	if s.cfg.Store != nil && s.cfg.Store.LogVersion() < fsm.LogVersion4 {
 		return fsm.GuestReport{}, false
 	}
-	return fsm.GuestReport{HostID: ss.hostID, Epoch: ss.epoch, InstanceID: r.GetInstanceId(), State: st, Stage: r.GetStage(),
-		Reason: r.GetReason(), Version: r.GetGuestVersion(), Time: r.GetObservedAt().AsTime()}, true
+	c := fsm.GuestReport{HostID: ss.hostID, Epoch: ss.epoch, InstanceID: r.GetInstanceId(), State: st, Stage: r.GetStage(),
+		Reason: r.GetReason(), Version: r.GetGuestVersion(), Time: r.GetObservedAt().AsTime()}
+	side := state.GuestSide{Protocol: r.GetProtocol(), Boot: r.GetBootId(), OS: r.GetOs(), OSVersion: r.GetOsVersion(),
+		Kernel: r.GetKernel(), Unresponsive: r.GetUnresponsive()}
+	if side.Protocol > 2 || !optional(guestReasonRE, side.Boot) || !optional(guestTokenRE, side.OS) ||
+		!optional(guestTokenRE, side.OSVersion) || !optional(guestTokenRE, side.Kernel) {
+		s.log.Warn("malformed guest report dropped", "host", ss.hostID, "instance", r.GetInstanceId(), "protocol", side.Protocol)
+		return fsm.GuestReport{}, false
+	}
+	if s.cfg.Store == nil || s.cfg.Store.LogVersion() >= fsm.LogVersion5 {
+		c.Side = side // else: a server of the previous version would not keep it
+	}
+	return c, true
 }

@@ -64,7 +64,8 @@ func toStatus(err error) error {
 		return status.Error(codes.AlreadyExists, err.Error())
 	case errors.Is(err, fsm.ErrNoCapacity), errors.Is(err, fsm.ErrNoAddress):
 		return status.Error(codes.ResourceExhausted, err.Error())
-	case errors.Is(err, fsm.ErrConflict), errors.Is(err, fsm.ErrInUse), errors.Is(err, service.ErrNotServed), errors.Is(err, fsm.ErrNotStranded):
+	case errors.Is(err, fsm.ErrConflict), errors.Is(err, fsm.ErrInUse), errors.Is(err, service.ErrNotServed), errors.Is(err, fsm.ErrNotStranded),
+		errors.Is(err, service.ErrGuestUnsupported):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, fsm.ErrHostUnavailable):
 		return status.Error(codes.FailedPrecondition, err.Error())

@@ -1,12 +1,15 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"time"
 
 	"github.com/flotilla-vm/flotilla/coordinator/convert"
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
+	"github.com/flotilla-vm/flotilla/coordinator/secrets"
 	"github.com/flotilla-vm/flotilla/coordinator/service"
+	"github.com/flotilla-vm/flotilla/hypervisor"
 	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
 
@@ -130,4 +133,29 @@ func (s *instances) MarkOperational(ctx context.Context, r *pb.MarkOperationalRe
 		return nil, toStatus(err)
 	}
 	return s.instanceToPB(&inst, nil), nil
+}
+
+// The user SetPassword sets a password for when the request names none.
+const defaultPasswordUser = "root"
+
+func (s *instances) SetPassword(ctx context.Context, r *pb.SetPasswordRequest) (*pb.Operation, error) {
+	var v violations
+	validateID(&v, "id", r.Id)
+	validateRequestID(&v, r.RequestId)
+	user := cmp.Or(r.User, defaultPasswordUser)
+	if !hypervisor.ValidGuestUser(user) {
+		v.add("user", "must be a POSIX user name: a lowercase letter or '_', then up to 31 lowercase letters, digits, '_' or '-'")
+	}
+	// The password itself is never quoted back: it goes in no message.
+	if err := hypervisor.CheckGuestPassword(r.Password); err != nil {
+		v.add("password", "%v", err)
+	}
+	if len(v) > 0 {
+		return nil, invalid(v)
+	}
+	op, err := s.svc.SetPassword(ctx, r.Id, r.RequestId, secrets.NewPassword(user, r.Password))
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return convert.OperationToPB(&op), nil
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/flotilla-vm/flotilla/coordinator/fsm"
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
 	"github.com/flotilla-vm/flotilla/coordinator/scheduler"
+	"github.com/flotilla-vm/flotilla/coordinator/secrets"
 	"github.com/flotilla-vm/flotilla/coordinator/service"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
 	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
@@ -35,8 +36,11 @@ type Config struct {
 	Deadlines map[lifecycle.OpKind]time.Duration
 	// ReadinessTimeout is a create's readiness deadline when it gives none.
 	ReadinessTimeout time.Duration
-	Logger           *slog.Logger
-	Now              func() time.Time // defaults to time.Now
+	// Secrets holds SetPassword's passwords for the orchestrator (nil:
+	// SetPassword is refused).
+	Secrets *secrets.Store
+	Logger  *slog.Logger
+	Now     func() time.Time // defaults to time.Now
 }
 
 // WriteMethods are the methods that change state: on a follower they are
@@ -64,6 +68,7 @@ var WriteMethods = []string{
 	pb.InstanceService_ExtendInstance_FullMethodName,
 	pb.InstanceService_MoveInstance_FullMethodName,
 	pb.InstanceService_MarkOperational_FullMethodName,
+	pb.InstanceService_SetPassword_FullMethodName,
 	pb.NetworkService_CreateNetwork_FullMethodName,
 	pb.NetworkService_DeleteNetwork_FullMethodName,
 }
@@ -85,7 +90,8 @@ func newCore(cfg Config) *core {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	svc := service.New(service.Config{Store: cfg.Store, Applier: cfg.Applier, Policy: cfg.Policy, Deadlines: cfg.Deadlines, ReadinessTimeout: cfg.ReadinessTimeout, Now: cfg.Now})
+	svc := service.New(service.Config{Store: cfg.Store, Applier: cfg.Applier, Policy: cfg.Policy, Deadlines: cfg.Deadlines, ReadinessTimeout: cfg.ReadinessTimeout, Now: cfg.Now,
+		Secrets: cfg.Secrets})
 	return &core{svc: svc, store: cfg.Store, raft: cfg.Applier, log: cfg.Logger, now: cfg.Now}
 }
 

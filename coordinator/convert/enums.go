@@ -37,6 +37,7 @@ var statuses = newEnum(map[lifecycle.Status]pb.Status{
 	lifecycle.StatusConfirmingResize:        pb.Status_STATUS_CONFIRMING_RESIZE,
 	lifecycle.StatusRevertingResize:         pb.Status_STATUS_REVERTING_RESIZE,
 	lifecycle.StatusExtending:               pb.Status_STATUS_EXTENDING,
+	lifecycle.StatusSettingPassword:         pb.Status_STATUS_SETTING_PASSWORD,
 	lifecycle.StatusDecommissioning:         pb.Status_STATUS_DECOMMISSIONING,
 	lifecycle.StatusStrandedDecommissioning: pb.Status_STATUS_STRANDED_DECOMMISSIONING,
 })
@@ -110,6 +111,7 @@ var actions = newEnum(map[lifecycle.Action]pb.Action{
 	lifecycle.ActionConfirmResize: pb.Action_ACTION_CONFIRM_RESIZE,
 	lifecycle.ActionRevertResize:  pb.Action_ACTION_REVERT_RESIZE,
 	lifecycle.ActionExtend:        pb.Action_ACTION_EXTEND,
+	lifecycle.ActionSetPassword:   pb.Action_ACTION_SET_PASSWORD,
 	lifecycle.ActionMove:          pb.Action_ACTION_MOVE,
 })
 
@@ -136,6 +138,7 @@ var opKinds = newEnum(map[lifecycle.OpKind]pb.OperationKind{
 	lifecycle.OpConfirmResize: pb.OperationKind_OPERATION_KIND_CONFIRM_RESIZE,
 	lifecycle.OpRevertResize:  pb.OperationKind_OPERATION_KIND_REVERT_RESIZE,
 	lifecycle.OpExtend:        pb.OperationKind_OPERATION_KIND_EXTEND,
+	lifecycle.OpSetPassword:   pb.OperationKind_OPERATION_KIND_SET_PASSWORD,
 })
 
 // OpKindToPB maps an operation kind to the wire enum.
@@ -216,6 +219,7 @@ var stepActions = newEnum(map[lifecycle.StepAction]agentv1.StepAction{
 	lifecycle.ActUnshape:      agentv1.StepAction_STEP_ACTION_UNSHAPE,
 	lifecycle.ActDropOrig:     agentv1.StepAction_STEP_ACTION_DROP_ORIGINAL,
 	lifecycle.ActGrowDisk:     agentv1.StepAction_STEP_ACTION_GROW_DISK,
+	lifecycle.ActSetPassword:  agentv1.StepAction_STEP_ACTION_SET_PASSWORD,
 	lifecycle.ActDecommission: agentv1.StepAction_STEP_ACTION_DECOMMISSION,
 })
 

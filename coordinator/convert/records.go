@@ -98,7 +98,9 @@ func InstanceToPB(i *state.Instance, vocabs ...vocabulary.Vocabulary) *pb.Instan
 		Readiness:         ReadinessToPB(i.Readiness()),
 	}
 	if g := i.Guest; g.State != lifecycle.GuestSilent {
-		out.Guest = &pb.GuestStatus{Stage: g.Stage, Reason: g.Reason, GuestVersion: g.Version, Since: ts(g.Since)}
+		out.Guest = &pb.GuestStatus{Stage: g.Stage, Reason: g.Reason, GuestVersion: g.Version, Since: ts(g.Since),
+			Protocol: g.Side.Protocol, Os: g.Side.OS, OsVersion: g.Side.OSVersion, Kernel: g.Side.Kernel,
+			Unresponsive: g.Side.Unresponsive}
 	}
 	if i.ReadyTimeout > 0 {
 		out.ReadinessTimeout = durationpb.New(i.ReadyTimeout)

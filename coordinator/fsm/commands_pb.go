@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
+	"github.com/flotilla-vm/flotilla/coordinator/state"
 	raftv1 "github.com/flotilla-vm/flotilla/proto/flotilla/raft/v1"
 )
 
@@ -187,11 +188,15 @@ func (c *DeleteNetwork) fromPB(m *raftv1.DeleteNetwork) { c.Name = m.Name }
 
 func (c *GuestReport) toPB() *raftv1.GuestReport {
 	return &raftv1.GuestReport{HostId: c.HostID, Epoch: c.Epoch, InstanceId: c.InstanceID, State: string(c.State), Stage: c.Stage,
-		Reason: c.Reason, Version: c.Version, TimeUnixNano: unixNano(c.Time)}
+		Reason: c.Reason, Version: c.Version, TimeUnixNano: unixNano(c.Time),
+		Protocol: c.Side.Protocol, BootId: c.Side.Boot, Os: c.Side.OS, OsVersion: c.Side.OSVersion,
+		Kernel: c.Side.Kernel, Unresponsive: c.Side.Unresponsive}
 }
 func (c *GuestReport) fromPB(m *raftv1.GuestReport) {
 	*c = GuestReport{HostID: m.HostId, Epoch: m.Epoch, InstanceID: m.InstanceId, State: lifecycle.Guest(m.State), Stage: m.Stage,
-		Reason: m.Reason, Version: m.Version, Time: fromUnixNano(m.TimeUnixNano)}
+		Reason: m.Reason, Version: m.Version, Time: fromUnixNano(m.TimeUnixNano),
+		Side: state.GuestSide{Protocol: m.Protocol, Boot: m.BootId, OS: m.Os, OSVersion: m.OsVersion,
+			Kernel: m.Kernel, Unresponsive: m.Unresponsive}}
 }
 
 func (c *Strand) toPB() *raftv1.Strand {

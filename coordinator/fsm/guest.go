@@ -27,6 +27,8 @@ type GuestReport struct {
 	Reason     string          `json:"reason,omitempty"`
 	Version    string          `json:"version,omitempty"`
 	Time       time.Time       `json:"time"`
+	// Side is log version 5's: the agentlink leaves it zero below.
+	Side state.GuestSide `json:"side,omitzero"`
 }
 
 // Strand marks an instance whose guest is still booting at its deadline
@@ -71,10 +73,16 @@ func applyGuestReport(tx *state.Tx, c *GuestReport) (any, error) {
 	if !inst.Power.Up() || c.Time.Before(inst.PowerTime) || c.Time.Before(g.Time) {
 		return nil, nil
 	}
-	if g.State == lifecycle.GuestStranded && c.State == lifecycle.GuestBooting {
+	switch {
+	case c.Side.Boot != "" && c.Side.Boot == g.Side.Boot && c.State == lifecycle.GuestBooting && c.Stage == "":
+		// A v2 guest side's HELLO said again for a boot already reported
+		// (to an agent that restarted or reconnected): nothing new of the
+		// boot, whatever it had reached.
+		g.Time = c.Time
+	case g.State == lifecycle.GuestStranded && c.State == lifecycle.GuestBooting:
 		// Still booting after its deadline: it stays stranded, with its progress.
 		g.Stage, g.Time = c.Stage, c.Time
-	} else {
+	default:
 		if g.State != c.State {
 			g.Since = c.Time
 		}
@@ -83,6 +91,12 @@ func applyGuestReport(tx *state.Tx, c *GuestReport) (any, error) {
 	if c.Version != "" {
 		g.Version = c.Version
 	}
+	side := c.Side
+	if side.Boot != "" && side.Boot == g.Side.Boot && side.OS == "" {
+		// The same boot, heard by an agent that has not asked its OS yet.
+		side.OS, side.OSVersion, side.Kernel = g.Side.OS, g.Side.OSVersion, g.Side.Kernel
+	}
+	g.Side = side
 	if g == inst.Guest {
 		return nil, nil
 	}

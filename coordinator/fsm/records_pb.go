@@ -123,7 +123,9 @@ func instanceToPB(i *state.Instance) *raftv1.Instance {
 	}
 	if g := i.Guest; g != (state.GuestFacts{}) {
 		m.Guest = &raftv1.GuestFacts{State: string(g.State), Stage: g.Stage, Reason: g.Reason, Version: g.Version,
-			SinceUnixNano: unixNano(g.Since), TimeUnixNano: unixNano(g.Time)}
+			SinceUnixNano: unixNano(g.Since), TimeUnixNano: unixNano(g.Time),
+			Protocol: g.Side.Protocol, BootId: g.Side.Boot, Os: g.Side.OS, OsVersion: g.Side.OSVersion,
+			Kernel: g.Side.Kernel, Unresponsive: g.Side.Unresponsive}
 	}
 	if p := i.Placement; p.Kind != "" || len(p.Labels) > 0 || p.Group != "" || p.Preemptible || p.ManagedNetworks || len(p.Bridges) > 0 {
 		m.Placement = &raftv1.Placement{Kind: p.Kind, Labels: p.Labels, Group: p.Group, Preemptible: p.Preemptible,
@@ -152,7 +154,9 @@ func instanceFromPB(m *raftv1.Instance) state.Instance {
 	}
 	if g := m.Guest; g != nil {
 		i.Guest = state.GuestFacts{State: lifecycle.Guest(g.State), Stage: g.Stage, Reason: g.Reason, Version: g.Version,
-			Since: fromUnixNano(g.SinceUnixNano), Time: fromUnixNano(g.TimeUnixNano)}
+			Since: fromUnixNano(g.SinceUnixNano), Time: fromUnixNano(g.TimeUnixNano),
+			Side: state.GuestSide{Protocol: g.Protocol, Boot: g.BootId, OS: g.Os, OSVersion: g.OsVersion,
+				Kernel: g.Kernel, Unresponsive: g.Unresponsive}}
 	}
 	if p := m.Placement; p != nil {
 		i.Placement = state.Placement{Kind: p.Kind, Labels: labels(p.Labels), Group: p.Group, Preemptible: p.Preemptible,

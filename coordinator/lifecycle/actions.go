@@ -29,11 +29,14 @@ const (
 	ActionExtend Action = "extend"
 	// ActionMove moves the instance to another host, cold.
 	ActionMove Action = "move"
+	// ActionSetPassword sets a user's password inside the running guest
+	// (Nova's PASSWORD).
+	ActionSetPassword Action = "set-password"
 )
 
 // AllActions lists every action.
 var AllActions = []Action{ActionStart, ActionStop, ActionRestart, ActionPause, ActionUnpause, ActionSuspend, ActionResume, ActionDelete, ActionUpdate,
-	ActionResize, ActionConfirmResize, ActionRevertResize, ActionExtend, ActionMove}
+	ActionResize, ActionConfirmResize, ActionRevertResize, ActionExtend, ActionMove, ActionSetPassword}
 
 // allowed is the whole transition table: the actions each status accepts.
 // A status that is not listed accepts nothing (transitional statuses: one
@@ -42,7 +45,7 @@ var AllActions = []Action{ActionStart, ActionStop, ActionRestart, ActionPause, A
 // hard-reboots a SHUTOFF server): see PlanFor.
 var allowed = map[Status][]Action{
 	StatusRunning: {ActionStop, ActionRestart, ActionPause, ActionSuspend, ActionDelete, ActionUpdate,
-		ActionResize, ActionExtend, ActionMove},
+		ActionResize, ActionExtend, ActionMove, ActionSetPassword},
 	// Resize from offline is seed 000's resize.
 	StatusStopped: {ActionStart, ActionRestart, ActionDelete, ActionUpdate, ActionResize, ActionExtend, ActionMove},
 	// The original is kept: confirm, revert, or delete both.
@@ -161,6 +164,8 @@ func planFor(s Status, a Action, hard bool) Plan {
 		return Plan{Op: OpExtend}
 	case ActionMove:
 		return Plan{Op: OpMove}
+	case ActionSetPassword:
+		return Plan{Op: OpSetPassword}
 	}
 	return Plan{}
 }

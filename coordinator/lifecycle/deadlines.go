@@ -25,6 +25,8 @@ var DefaultDeadlines = map[OpKind]time.Duration{
 	OpConfirmResize: 3 * time.Minute,
 	OpRevertResize:  10 * time.Minute,
 	OpExtend:        3 * time.Minute,
+	// A command on the guest channel (its step has its own, shorter bound).
+	OpSetPassword: 2 * time.Minute,
 }
 
 // DefaultGraceful is how long a guest gets to power off before it is

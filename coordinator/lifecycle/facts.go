@@ -47,11 +47,13 @@ const (
 	OpRevertResize OpKind = "revert-resize"
 	// OpExtend grows the disk in place, the guest running or not.
 	OpExtend OpKind = "extend"
+	// OpSetPassword sets a user's password inside the running guest.
+	OpSetPassword OpKind = "set-password"
 )
 
 // AllOpKinds lists every operation kind, OpNone included.
 var AllOpKinds = []OpKind{OpNone, OpCreate, OpStart, OpStop, OpRestart, OpHardRestart, OpPause, OpUnpause, OpSuspend, OpResume, OpDelete, OpPreempt, OpMove, OpUpdate,
-	OpResize, OpConfirmResize, OpRevertResize, OpExtend}
+	OpResize, OpConfirmResize, OpRevertResize, OpExtend, OpSetPassword}
 
 // Power is the observed power state, as the agent reports it from the hypervisor.
 type Power string

@@ -114,7 +114,7 @@ func TestDerive(t *testing.T) {
 // the verdict for every (status, action) pair.
 func TestTransitionTable(t *testing.T) {
 	want := map[Status][]Action{
-		StatusRunning:           {ActionStop, ActionRestart, ActionPause, ActionSuspend, ActionDelete, ActionUpdate, ActionResize, ActionExtend, ActionMove},
+		StatusRunning:           {ActionStop, ActionRestart, ActionPause, ActionSuspend, ActionDelete, ActionUpdate, ActionResize, ActionExtend, ActionMove, ActionSetPassword},
 		StatusStopped:           {ActionStart, ActionRestart, ActionDelete, ActionUpdate, ActionResize, ActionExtend, ActionMove},
 		StatusVerifyResize:      {ActionConfirmResize, ActionRevertResize, ActionDelete, ActionUpdate},
 		StatusPaused:            {ActionUnpause, ActionStop, ActionSuspend, ActionDelete, ActionUpdate},
@@ -161,10 +161,10 @@ func TestTransitionTable(t *testing.T) {
 	}
 }
 
-// keepsDesired lists the actions that change the shape, place or model of
-// an instance, never what the user wants of its power.
+// keepsDesired lists the actions that change the shape, place, model or
+// guest of an instance, never what the user wants of its power.
 var keepsDesired = map[Action]bool{ActionUpdate: true, ActionResize: true, ActionConfirmResize: true,
-	ActionRevertResize: true, ActionExtend: true, ActionMove: true}
+	ActionRevertResize: true, ActionExtend: true, ActionMove: true, ActionSetPassword: true}
 
 // TestResizeStatuses: a resize shows RESIZING while it runs, then
 // VERIFY_RESIZE while the original is kept, if the guest is as the user

@@ -34,6 +34,7 @@ const (
 	StatusConfirmingResize Status = "CONFIRMING_RESIZE" // the original is being removed
 	StatusRevertingResize  Status = "REVERTING_RESIZE"  // the original is being brought back
 	StatusExtending        Status = "EXTENDING"         // the disk grows in place
+	StatusSettingPassword  Status = "SETTING_PASSWORD"  // a password is being set inside the guest
 	// StatusDecommissioning: a stop or delete waits for the guest's
 	// decommission work (its shutdown scripts), for a bounded time.
 	StatusDecommissioning Status = "DECOMMISSIONING"
@@ -50,6 +51,7 @@ var AllStatuses = []Status{
 	StatusError, StatusUnknown, StatusUnexpectedShutoff, StatusCrashed,
 	StatusPending, StatusBidding, StatusMoving, StatusUpdating,
 	StatusResizing, StatusVerifyResize, StatusConfirmingResize, StatusRevertingResize, StatusExtending,
+	StatusSettingPassword,
 	StatusDecommissioning, StatusStrandedDecommissioning,
 }
 
@@ -72,6 +74,7 @@ var inFlight = map[OpKind]Status{
 	OpConfirmResize: StatusConfirmingResize,
 	OpRevertResize:  StatusRevertingResize,
 	OpExtend:        StatusExtending,
+	OpSetPassword:   StatusSettingPassword,
 }
 
 // Transitional reports whether s only lasts while an operation runs.

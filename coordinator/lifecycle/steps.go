@@ -33,6 +33,9 @@ const (
 	ActUnshape     StepAction = "unshape"       // in place: the original disk and shape again
 	ActDropOrig    StepAction = "drop-original"
 	ActGrowDisk    StepAction = "grow-disk" // grow the disk in place
+	// ActSetPassword sets a password inside the guest over its guest
+	// channel; the password itself is in no record (see coordinator/secrets).
+	ActSetPassword StepAction = "set-password"
 	// ActDecommission asks the guest to run its decommission work (its
 	// shutdown scripts) within the step's timeout. Best effort: see BestEffort.
 	ActDecommission StepAction = "decommission"
@@ -41,7 +44,7 @@ const (
 // AllStepActions lists every step action, ActSwitchHost included.
 var AllStepActions = []StepAction{ActCreate, ActStart, ActStop, ActRestart, ActHardRestart, ActPause, ActUnpause, ActSuspend,
 	ActResume, ActDelete, ActPreflight, ActOfferDisk, ActImportDisk, ActSwitchHost, ActUpdate, ActFreezeDisk, ActRefreeze,
-	ActThawDisk, ActReceiveDisk, ActAdoptDisk, ActReshape, ActUnshape, ActDropOrig, ActGrowDisk, ActDecommission}
+	ActThawDisk, ActReceiveDisk, ActAdoptDisk, ActReshape, ActUnshape, ActDropOrig, ActGrowDisk, ActSetPassword, ActDecommission}
 
 // Layer is the part of a disk an offer or a receive step copies.
 type Layer string
@@ -115,6 +118,10 @@ func undo(name string, a StepAction, w Where) *StepDef {
 // defined or started, so a host that cannot do it fails fast and leaves
 // nothing behind. It changes nothing, so there is nothing to undo.
 var preflight = StepDef{Name: "preflight", Action: ActPreflight, NothingToUndo: true, Timeout: preflightTimeout}
+
+// passwordTimeout bounds setting a password inside the guest: a command
+// on its guest channel, which a live guest side answers in a second.
+const passwordTimeout = time.Minute
 
 // preflightTimeout bounds the checks (a statfs and reading the image's header).
 const preflightTimeout = time.Minute
@@ -216,6 +223,10 @@ func StepsForShape(k OpKind, sh Shape) []StepDef {
 	case OpExtend:
 		// One block resize (or qemu-img resize): it happened or it did not.
 		return []StepDef{{Name: "grow-disk", Action: ActGrowDisk, NothingToUndo: true, Timeout: quickStep}}
+	case OpSetPassword:
+		// The guest sets it or it does not; an old password cannot be
+		// restored (nobody knows it), so there is nothing to undo.
+		return []StepDef{{Name: "set-password", Action: ActSetPassword, NothingToUndo: true, Timeout: passwordTimeout}}
 	}
 	return nil
 }
@@ -363,6 +374,9 @@ var transient = map[string]bool{
 	"HYPERVISOR_UNAVAILABLE": true,
 	"PEER_UNAVAILABLE":       true,
 	"DISK_CORRUPT":           true,
+	// The guest channel closed mid-command (an agent or guest restart):
+	// the commands guests run are safe to run again.
+	"GUEST_UNAVAILABLE": true,
 }
 
 // Transient reports whether a fault code may succeed when tried again.

@@ -32,6 +32,7 @@ import (
 	"github.com/flotilla-vm/flotilla/coordinator/recovery"
 	"github.com/flotilla-vm/flotilla/coordinator/retention"
 	"github.com/flotilla-vm/flotilla/coordinator/scheduler"
+	"github.com/flotilla-vm/flotilla/coordinator/secrets"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
 	"github.com/flotilla-vm/flotilla/coordinator/upgrade"
 	"github.com/flotilla-vm/flotilla/internal/mtls"
@@ -96,6 +97,9 @@ type Node struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	gate   *upgrade.Gate
+	// secrets holds SetPassword's passwords between the API and the
+	// orchestrator, in this process's memory only.
+	secrets *secrets.Store
 	// orch is the orchestrator while this node leads (nil otherwise); the
 	// agent link hands it agents' answers about steps.
 	orch atomic.Pointer[orchestrator.Orchestrator]
@@ -134,7 +138,7 @@ func Start(cfg Config) (*Node, error) {
 		rs.Close()
 		return nil, fmt.Errorf("listen %s: %w", cfg.APIAddr, err)
 	}
-	n := &Node{Store: store, Raft: rs, lis: lis, log: cfg.Logger, cfg: cfg}
+	n := &Node{Store: store, Raft: rs, lis: lis, log: cfg.Logger, cfg: cfg, secrets: secrets.New(nil)}
 	serverOpts, dialOpts, err := transportSecurity(cfg.TLS)
 	if err != nil {
 		lis.Close()
@@ -181,7 +185,8 @@ func Start(cfg Config) (*Node, error) {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 	)...)
 	// Through the forwarder, so writes relayed by followers run on the same handlers.
-	api.Register(fwd.Registrar(gs), api.Config{Store: store, Applier: rs, Cluster: rs, Upgrade: n.gate, Policy: cfg.Placement, Deadlines: cfg.Deadlines, ReadinessTimeout: cfg.ReadinessTimeout, Logger: cfg.Logger})
+	api.Register(fwd.Registrar(gs), api.Config{Store: store, Applier: rs, Cluster: rs, Upgrade: n.gate, Policy: cfg.Placement, Deadlines: cfg.Deadlines, ReadinessTimeout: cfg.ReadinessTimeout, Logger: cfg.Logger,
+		Secrets: n.secrets})
 	fwd.RegisterRelay(gs)
 	agentv1.RegisterAgentServiceServer(gs, links)
 	hs := health.NewServer()
@@ -240,7 +245,8 @@ func (n *Node) lead(ctx context.Context, links *agentlink.Server) {
 				lctx, cancel := context.WithCancel(ctx)
 				stop = cancel
 				done = make(chan struct{})
-				o := orchestrator.New(orchestrator.Config{Store: n.Store, Applier: n.Raft, Sessions: links, Logger: n.log, Policy: n.cfg.Placement})
+				o := orchestrator.New(orchestrator.Config{Store: n.Store, Applier: n.Raft, Sessions: links, Logger: n.log, Policy: n.cfg.Placement,
+					Secrets: n.secrets})
 				n.orch.Store(o)
 				go func() { defer close(done); defer n.orch.CompareAndSwap(o, nil); o.Run(lctx) }()
 				go links.Watch(lctx)

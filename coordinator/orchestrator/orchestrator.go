@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/flotilla-vm/flotilla/coordinator/scheduler"
+	"github.com/flotilla-vm/flotilla/coordinator/secrets"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
 	agentv1 "github.com/flotilla-vm/flotilla/proto/flotilla/agent/v1"
 )
@@ -45,6 +46,9 @@ type Config struct {
 	Tick  time.Duration
 	// Policy places waiting instances, as the API places new ones.
 	Policy scheduler.Policy
+	// Secrets holds SetPassword's passwords (nil: none; such a step then
+	// fails PASSWORD_LOST).
+	Secrets *secrets.Store
 }
 
 // Orchestrator is the leader's operation driver.

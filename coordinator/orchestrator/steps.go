@@ -13,6 +13,7 @@ import (
 	"github.com/flotilla-vm/flotilla/coordinator/convert"
 	"github.com/flotilla-vm/flotilla/coordinator/fsm"
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
+	"github.com/flotilla-vm/flotilla/coordinator/secrets"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
 	agentv1 "github.com/flotilla-vm/flotilla/proto/flotilla/agent/v1"
 )
@@ -64,6 +65,7 @@ func (o *Orchestrator) drive(ctx context.Context, open []state.Operation, now ti
 		o.sent[id] = epoch // the agent has it: its result will come
 	}
 	live := make(map[string]bool, len(open))
+	o.forgetSecrets()
 	var batch fsm.Dispatch
 	ready := map[string]state.Operation{}
 	for _, op := range open {
@@ -149,7 +151,10 @@ func (o *Orchestrator) drive(ctx context.Context, open []state.Operation, now ti
 		}
 		host := op.StepHost(st)
 		log := o.log.With("operation", op.ID, "instance", op.InstanceID, "host", host, "step", st.Name, "attempt", st.Attempt)
-		if err := o.send(op, st, id); err != nil {
+		if err := o.send(op, st, id); errors.Is(err, errPasswordLost) {
+			o.failStep(ctx, op, id, host, faultPasswordLost, err.Error(), log)
+			continue
+		} else if err != nil {
 			log.Warn("send failed; will retry", "err", err)
 			continue
 		}
@@ -224,6 +229,12 @@ func (o *Orchestrator) send(op state.Operation, st *state.Step, stepID string) e
 		}
 	}
 	switch st.Action {
+	case lifecycle.ActSetPassword:
+		pw, ok := o.secret(op.ID)
+		if !ok {
+			return errPasswordLost
+		}
+		step.Password = &agentv1.GuestPassword{User: pw.User, Password: pw.Reveal()}
 	case lifecycle.ActOfferDisk:
 		step.OfferToken, step.PeerHostId, step.DiskLayer = op.Token, op.TargetHostID, convert.LayerToPB(st.Layer)
 	case lifecycle.ActReceiveDisk:
@@ -241,6 +252,45 @@ func (o *Orchestrator) send(op state.Operation, st *state.Step, stepID string) e
 		step.OfferToken, step.PeerHostId, step.PeerAddress = op.Token, op.HostID, src.PeerAddr
 	}
 	return o.cfg.Sessions.Send(op.StepHost(st), step)
+}
+
+// faultPasswordLost: a SetPassword whose password this leader does not
+// hold (it was accepted by a leader that has since changed or restarted).
+const faultPasswordLost = "PASSWORD_LOST"
+
+var errPasswordLost = errors.New("the password was held in the memory of the leader that accepted the call, " +
+	"which has changed or restarted since; nothing was set: call SetPassword again")
+
+func (o *Orchestrator) secret(opID string) (secrets.Password, bool) {
+	if o.cfg.Secrets == nil {
+		return secrets.Password{}, false
+	}
+	return o.cfg.Secrets.Get(opID)
+}
+
+// forgetSecrets drops the passwords of operations that have ended.
+func (o *Orchestrator) forgetSecrets() {
+	if o.cfg.Secrets == nil {
+		return
+	}
+	for _, id := range o.cfg.Secrets.IDs() {
+		// An operation not in the store yet is being committed: keep it.
+		if op, err := o.cfg.Store.Operation(id); err == nil && op.State.Done() {
+			o.cfg.Secrets.Drop(id)
+		}
+	}
+}
+
+// failStep ends a step attempt as failed with a fault of the coordinator's
+// own, before any agent saw it.
+func (o *Orchestrator) failStep(ctx context.Context, op state.Operation, stepID, host, code, msg string, log *slog.Logger) {
+	f := fsm.Finish{OperationID: op.ID, StepID: stepID, HostID: host,
+		Fault: &state.Fault{Code: code, Message: msg, Time: o.cfg.Now(), HostID: host}}
+	if err := o.apply(ctx, fsm.TypeFinish, f); err != nil && !errors.Is(err, fsm.ErrOperationDone) && !errors.Is(err, fsm.ErrStaleStep) {
+		log.Warn("failing the step failed", "fault", code, "err", err)
+		return
+	}
+	log.Warn("step failed before it was sent", "fault", code)
 }
 
 // expire ends a step attempt (stepID set) or the whole operation past its deadline.

@@ -1,6 +1,7 @@
 package service
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
 	"github.com/flotilla-vm/flotilla/coordinator/placement"
 	"github.com/flotilla-vm/flotilla/coordinator/scheduler"
+	"github.com/flotilla-vm/flotilla/coordinator/secrets"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
 )
 
@@ -164,6 +166,8 @@ type Action struct {
 	// and for a resize or an extend, the shape.
 	Target string
 	Resize *state.Resize
+	// OperationID is the new operation's id; empty: a new one.
+	OperationID string
 	// Decommission is, for a stop or delete, how long a running guest gets
 	// to run its decommission work first: nil for the instance's own
 	// default, 0 for none.
@@ -203,7 +207,7 @@ func (s *Service) Act(ctx context.Context, r Action) (state.Operation, error) {
 	}
 	now := s.now()
 	cmd := fsm.InstanceAction{Action: r.Action, Hard: r.Hard, Policy: s.policy, Operation: state.Operation{
-		ID: ids.New("op-"), InstanceID: r.InstanceID, RequestID: r.RequestID,
+		ID: cmp.Or(r.OperationID, ids.New("op-")), InstanceID: r.InstanceID, RequestID: r.RequestID,
 		// The guest's decommission time comes on top: its stop or delete
 		// follows it.
 		Deadline: now.Add(s.deadline(kind) + r.Graceful + decom), Graceful: r.Graceful, Force: r.Force, Update: r.Update,
@@ -390,4 +394,44 @@ func (s *Service) MarkOperational(ctx context.Context, id string) (state.Instanc
 		return state.Instance{}, err
 	}
 	return s.store.Instance(id)
+}
+
+// ErrGuestUnsupported refuses a command for a guest that has no guest side
+// taking commands (guest channel protocol v2).
+var ErrGuestUnsupported = errors.New("the guest has no guest side that takes commands")
+
+// SetPassword sets user's password inside the instance's guest. The
+// password is held by secrets, in this server's memory, for the operation's
+// one step: no log entry, record or error carries it.
+func (s *Service) SetPassword(ctx context.Context, id, requestID string, pw secrets.Password) (state.Operation, error) {
+	if op, ok := s.store.OperationByRequest(requestID); requestID != "" && ok {
+		return op, nil
+	}
+	if s.store.LogVersion() < fsm.LogVersion5 {
+		return state.Operation{}, fmt.Errorf("set password: %w (needs log version %d)", fsm.ErrUnsupported, fsm.LogVersion5)
+	}
+	if s.secrets == nil {
+		return state.Operation{}, fmt.Errorf("set password: %w: this server holds no secrets", fsm.ErrUnsupported)
+	}
+	inst, err := s.store.Instance(id)
+	if err != nil {
+		return state.Operation{}, err
+	}
+	if err := lifecycle.Check(inst.Status(), lifecycle.ActionSetPassword); err != nil {
+		return state.Operation{}, err
+	}
+	if g := inst.Guest.Side; g.Protocol < 2 {
+		why := "it has not spoken on its guest channel since it booted (readiness unknown)"
+		if g.Protocol == 1 {
+			why = "its guest side speaks guest channel protocol v1; commands need v2"
+		}
+		return state.Operation{}, fmt.Errorf("instance %s: %w: %s", id, ErrGuestUnsupported, why)
+	}
+	opID := ids.New("op-")
+	s.secrets.Put(opID, pw, s.now().Add(s.deadline(lifecycle.OpSetPassword)))
+	op, err := s.Act(ctx, Action{InstanceID: id, RequestID: requestID, Action: lifecycle.ActionSetPassword, OperationID: opID})
+	if err != nil || op.ID != opID {
+		s.secrets.Drop(opID) // refused, or another call's operation (same request id)
+	}
+	return op, err
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/flotilla-vm/flotilla/coordinator/fsm"
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
 	"github.com/flotilla-vm/flotilla/coordinator/scheduler"
+	"github.com/flotilla-vm/flotilla/coordinator/secrets"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
 )
 
@@ -30,7 +31,10 @@ type Config struct {
 	Deadlines map[lifecycle.OpKind]time.Duration
 	// ReadinessTimeout is a create's readiness deadline when it gives none.
 	ReadinessTimeout time.Duration
-	Now              func() time.Time // defaults to time.Now
+	// Secrets holds SetPassword's passwords for the orchestrator, in
+	// memory only; nil refuses SetPassword.
+	Secrets *secrets.Store
+	Now     func() time.Time // defaults to time.Now
 }
 
 // Service carries out the writes users ask for.
@@ -41,6 +45,7 @@ type Service struct {
 	raft      Applier
 	now       func() time.Time
 	readiness time.Duration
+	secrets   *secrets.Store
 }
 
 // New returns a service over cfg's store and log.
@@ -48,7 +53,8 @@ func New(cfg Config) *Service {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Service{policy: cfg.Policy, deadlines: cfg.Deadlines, store: cfg.Store, raft: cfg.Applier, now: cfg.Now, readiness: cfg.ReadinessTimeout}
+	return &Service{policy: cfg.Policy, deadlines: cfg.Deadlines, store: cfg.Store, raft: cfg.Applier, now: cfg.Now, readiness: cfg.ReadinessTimeout,
+		secrets: cfg.Secrets}
 }
 
 // FieldError is a request field the current state refuses, such as a

@@ -88,6 +88,21 @@ type GuestFacts struct {
 	Version string          `json:"version,omitempty"` // of its guest side
 	Since   time.Time       `json:"since"`             // when it entered State
 	Time    time.Time       `json:"time"`              // of its last report
+	Side    GuestSide       `json:"side,omitzero"`
+}
+
+// GuestSide is what a guest side says of itself (log version 5).
+type GuestSide struct {
+	// Protocol is the guest channel protocol of its HELLO: 2 takes commands.
+	Protocol uint32 `json:"protocol,omitempty"`
+	// Boot is a v2 guest side's boot id: a HELLO of a boot already
+	// reported is not a new boot.
+	Boot      string `json:"boot,omitempty"`
+	OS        string `json:"os,omitempty"`
+	OSVersion string `json:"os_version,omitempty"`
+	Kernel    string `json:"kernel,omitempty"`
+	// Unresponsive: heard from this boot, no longer answering heartbeats.
+	Unresponsive bool `json:"unresponsive,omitempty"`
 }
 
 // Readiness is whether the instance is ready for work.

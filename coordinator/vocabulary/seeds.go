@@ -68,7 +68,7 @@ var Seeds = []SeedState{
 	status(Nova, "ACTIVE", ""),
 	status(Nova, "REBOOT", ""),
 	status(Nova, "HARD_REBOOT", ""),
-	status(Nova, "PASSWORD", "SetPassword through "+awaitGuest),
+	status(Nova, "PASSWORD", ""),
 	status(Nova, "PAUSED", ""),
 	status(Nova, "SUSPENDED", ""),
 	status(Nova, "STOPPED", ""),

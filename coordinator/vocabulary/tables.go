@@ -47,6 +47,8 @@ var manageInstanceWords = map[lifecycle.Status]word{
 	lifecycle.StatusExtending:        {Status: "resizing"},
 	lifecycle.StatusConfirmingResize: {Status: "resizing"},
 	lifecycle.StatusRevertingResize:  {Status: "resizing"},
+	// The seed's password reset happens to a running instance.
+	lifecycle.StatusSettingPassword: {Status: "running"},
 }
 
 func manageInstance(_ Input, s lifecycle.Status) View { return fromTable(manageInstanceWords, s) }
@@ -94,6 +96,9 @@ var novaRows = map[lifecycle.Status]novaRow{
 	lifecycle.StatusConfirmingResize: {"VERIFY_RESIZE", "resized", "resize_confirming"},
 	lifecycle.StatusRevertingResize:  {"REVERT_RESIZE", "resized", "resize_reverting"},
 	lifecycle.StatusExtending:        {},
+	// "The password is being reset on the server": Nova's ACTIVE server
+	// with task_state updating_password.
+	lifecycle.StatusSettingPassword: {"PASSWORD", "active", "updating_password"},
 }
 
 // novaPower is Nova's power_state for the observed power state, as its
@@ -216,6 +221,8 @@ var rightScaleWords = map[lifecycle.Status]word{
 	lifecycle.StatusExtending:         unmapped,
 	lifecycle.StatusConfirmingResize:  unmapped,
 	lifecycle.StatusRevertingResize:   unmapped,
+	// A password set inside the guest leaves the server as it was.
+	lifecycle.StatusSettingPassword: {Status: "operational", Billing: BillingInstanceUsage},
 	// "RightScale will explicitly run the decommission scripts ... before it
 	// makes a request to the cloud infrastructure to terminate the instance.
 	// As a result, you may still incur cloud instance usage costs"; "If a
@@ -278,6 +285,9 @@ var azurePowerWords = map[lifecycle.Status]word{
 	lifecycle.StatusExtending:        unmapped, // refined by azureObserved
 	lifecycle.StatusConfirmingResize: unmapped, // refined by azureObserved
 	lifecycle.StatusRevertingResize:  unmapped, // refined by azureObserved
+	// Azure resets a password through a VM extension: an update
+	// (ProvisioningState/updating) of a running VM.
+	lifecycle.StatusSettingPassword: {Status: "running", Billing: BillingHardwareAndSoftware},
 }
 
 // azureObserved is the power state for what the hypervisor reports, used
@@ -384,6 +394,8 @@ var managedInstanceWords = map[lifecycle.Status]word{
 	lifecycle.StatusExtending:        {Status: "EXTENDING"},
 	lifecycle.StatusConfirmingResize: {Status: "EXTENDING"},
 	lifecycle.StatusRevertingResize:  {Status: "EXTENDING"},
+	// Nothing of the instance's specification changes.
+	lifecycle.StatusSettingPassword: {Status: "RUNNING"},
 }
 
 func managedInstance(in Input, s lifecycle.Status) View {

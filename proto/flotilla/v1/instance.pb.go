@@ -92,6 +92,8 @@ const (
 	Status_STATUS_REVERTING_RESIZE Status = 27
 	// The disk is growing in place (EXTEND).
 	Status_STATUS_EXTENDING Status = 28
+	// A user's password is being set inside the guest (SET_PASSWORD).
+	Status_STATUS_SETTING_PASSWORD Status = 29
 	// A stop or delete asked the guest to run its decommission work (its
 	// shutdown scripts) first, and it runs, bounded by the request's
 	// decommission_timeout: RightScale's decommissioning.
@@ -134,6 +136,7 @@ var (
 		26: "STATUS_CONFIRMING_RESIZE",
 		27: "STATUS_REVERTING_RESIZE",
 		28: "STATUS_EXTENDING",
+		29: "STATUS_SETTING_PASSWORD",
 		30: "STATUS_DECOMMISSIONING",
 		31: "STATUS_STRANDED_DECOMMISSIONING",
 	}
@@ -167,6 +170,7 @@ var (
 		"STATUS_CONFIRMING_RESIZE":        26,
 		"STATUS_REVERTING_RESIZE":         27,
 		"STATUS_EXTENDING":                28,
+		"STATUS_SETTING_PASSWORD":         29,
 		"STATUS_DECOMMISSIONING":          30,
 		"STATUS_STRANDED_DECOMMISSIONING": 31,
 	}
@@ -360,6 +364,8 @@ const (
 	Action_ACTION_EXTEND Action = 13
 	// MoveInstance.
 	Action_ACTION_MOVE Action = 14
+	// SetPassword.
+	Action_ACTION_SET_PASSWORD Action = 15
 )
 
 // Enum value maps for Action.
@@ -380,6 +386,7 @@ var (
 		12: "ACTION_REVERT_RESIZE",
 		13: "ACTION_EXTEND",
 		14: "ACTION_MOVE",
+		15: "ACTION_SET_PASSWORD",
 	}
 	Action_value = map[string]int32{
 		"ACTION_UNSPECIFIED":    0,
@@ -397,6 +404,7 @@ var (
 		"ACTION_REVERT_RESIZE":  12,
 		"ACTION_EXTEND":         13,
 		"ACTION_MOVE":           14,
+		"ACTION_SET_PASSWORD":   15,
 	}
 )
 
@@ -619,6 +627,79 @@ func (Readiness) EnumDescriptor() ([]byte, []int) {
 	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{6}
 }
 
+// SetPasswordRequest names the instance, the user and the password.
+type SetPasswordRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The instance id.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Optional idempotency key; see CreateInstanceRequest.request_id.
+	RequestId string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The user: a POSIX user name ([a-z_][a-z0-9_-]{0,31}); default "root".
+	User string `protobuf:"bytes,3,opt,name=user,proto3" json:"user,omitempty"`
+	// The new password: 1 to 64 bytes of UTF-8 without control characters.
+	Password      string `protobuf:"bytes,4,opt,name=password,proto3" json:"password,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetPasswordRequest) Reset() {
+	*x = SetPasswordRequest{}
+	mi := &file_flotilla_v1_instance_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetPasswordRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetPasswordRequest) ProtoMessage() {}
+
+func (x *SetPasswordRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_instance_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetPasswordRequest.ProtoReflect.Descriptor instead.
+func (*SetPasswordRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *SetPasswordRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *SetPasswordRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *SetPasswordRequest) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *SetPasswordRequest) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
 // MarkOperationalRequest names a stranded instance.
 type MarkOperationalRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -630,7 +711,7 @@ type MarkOperationalRequest struct {
 
 func (x *MarkOperationalRequest) Reset() {
 	*x = MarkOperationalRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[0]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -642,7 +723,7 @@ func (x *MarkOperationalRequest) String() string {
 func (*MarkOperationalRequest) ProtoMessage() {}
 
 func (x *MarkOperationalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[0]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -655,7 +736,7 @@ func (x *MarkOperationalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkOperationalRequest.ProtoReflect.Descriptor instead.
 func (*MarkOperationalRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{0}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *MarkOperationalRequest) GetId() string {
@@ -679,7 +760,7 @@ type Recovery struct {
 
 func (x *Recovery) Reset() {
 	*x = Recovery{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[1]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -691,7 +772,7 @@ func (x *Recovery) String() string {
 func (*Recovery) ProtoMessage() {}
 
 func (x *Recovery) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[1]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -704,7 +785,7 @@ func (x *Recovery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Recovery.ProtoReflect.Descriptor instead.
 func (*Recovery) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{1}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Recovery) GetPolicy() RecoveryPolicy {
@@ -751,7 +832,7 @@ type VocabularyView struct {
 
 func (x *VocabularyView) Reset() {
 	*x = VocabularyView{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[2]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -763,7 +844,7 @@ func (x *VocabularyView) String() string {
 func (*VocabularyView) ProtoMessage() {}
 
 func (x *VocabularyView) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[2]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -776,7 +857,7 @@ func (x *VocabularyView) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VocabularyView.ProtoReflect.Descriptor instead.
 func (*VocabularyView) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{2}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *VocabularyView) GetVocabulary() Vocabulary {
@@ -840,7 +921,7 @@ type InstanceSpec struct {
 
 func (x *InstanceSpec) Reset() {
 	*x = InstanceSpec{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[3]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -852,7 +933,7 @@ func (x *InstanceSpec) String() string {
 func (*InstanceSpec) ProtoMessage() {}
 
 func (x *InstanceSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[3]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -865,7 +946,7 @@ func (x *InstanceSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceSpec.ProtoReflect.Descriptor instead.
 func (*InstanceSpec) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{3}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *InstanceSpec) GetVcpus() int32 {
@@ -914,7 +995,7 @@ type Placement struct {
 
 func (x *Placement) Reset() {
 	*x = Placement{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[4]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -926,7 +1007,7 @@ func (x *Placement) String() string {
 func (*Placement) ProtoMessage() {}
 
 func (x *Placement) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[4]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -939,7 +1020,7 @@ func (x *Placement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Placement.ProtoReflect.Descriptor instead.
 func (*Placement) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{4}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Placement) GetHypervisorKind() string {
@@ -1046,7 +1127,7 @@ type Instance struct {
 
 func (x *Instance) Reset() {
 	*x = Instance{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[5]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1058,7 +1139,7 @@ func (x *Instance) String() string {
 func (*Instance) ProtoMessage() {}
 
 func (x *Instance) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[5]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1071,7 +1152,7 @@ func (x *Instance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Instance.ProtoReflect.Descriptor instead.
 func (*Instance) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{5}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Instance) GetId() string {
@@ -1315,7 +1396,7 @@ type PendingResize struct {
 
 func (x *PendingResize) Reset() {
 	*x = PendingResize{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[6]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1327,7 +1408,7 @@ func (x *PendingResize) String() string {
 func (*PendingResize) ProtoMessage() {}
 
 func (x *PendingResize) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[6]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1340,7 +1421,7 @@ func (x *PendingResize) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PendingResize.ProtoReflect.Descriptor instead.
 func (*PendingResize) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{6}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PendingResize) GetFrom() *InstanceSpec {
@@ -1410,7 +1491,7 @@ type CreateInstanceRequest struct {
 
 func (x *CreateInstanceRequest) Reset() {
 	*x = CreateInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[7]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1422,7 +1503,7 @@ func (x *CreateInstanceRequest) String() string {
 func (*CreateInstanceRequest) ProtoMessage() {}
 
 func (x *CreateInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[7]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1435,7 +1516,7 @@ func (x *CreateInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateInstanceRequest.ProtoReflect.Descriptor instead.
 func (*CreateInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{7}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CreateInstanceRequest) GetName() string {
@@ -1525,14 +1606,27 @@ type GuestStatus struct {
 	// The version of its guest side.
 	GuestVersion string `protobuf:"bytes,3,opt,name=guest_version,json=guestVersion,proto3" json:"guest_version,omitempty"`
 	// Since when its readiness is what it is.
-	Since         *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=since,proto3" json:"since,omitempty"`
+	Since *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=since,proto3" json:"since,omitempty"`
+	// The guest channel protocol of its guest side: 1, or 2 for one that
+	// takes commands (SetPassword, decommissioning).
+	Protocol uint32 `protobuf:"varint,5,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	// What its guest side says it runs: OS id, OS version, kernel release
+	// (protocol 2).
+	Os string `protobuf:"bytes,6,opt,name=os,proto3" json:"os,omitempty"`
+	// OS version.
+	OsVersion string `protobuf:"bytes,7,opt,name=os_version,json=osVersion,proto3" json:"os_version,omitempty"`
+	// Kernel release.
+	Kernel string `protobuf:"bytes,8,opt,name=kernel,proto3" json:"kernel,omitempty"`
+	// Its guest side spoke this boot but no longer answers the host's
+	// heartbeats (a hung guest).
+	Unresponsive  bool `protobuf:"varint,9,opt,name=unresponsive,proto3" json:"unresponsive,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GuestStatus) Reset() {
 	*x = GuestStatus{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[8]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1544,7 +1638,7 @@ func (x *GuestStatus) String() string {
 func (*GuestStatus) ProtoMessage() {}
 
 func (x *GuestStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[8]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1557,7 +1651,7 @@ func (x *GuestStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GuestStatus.ProtoReflect.Descriptor instead.
 func (*GuestStatus) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{8}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GuestStatus) GetStage() string {
@@ -1588,6 +1682,41 @@ func (x *GuestStatus) GetSince() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *GuestStatus) GetProtocol() uint32 {
+	if x != nil {
+		return x.Protocol
+	}
+	return 0
+}
+
+func (x *GuestStatus) GetOs() string {
+	if x != nil {
+		return x.Os
+	}
+	return ""
+}
+
+func (x *GuestStatus) GetOsVersion() string {
+	if x != nil {
+		return x.OsVersion
+	}
+	return ""
+}
+
+func (x *GuestStatus) GetKernel() string {
+	if x != nil {
+		return x.Kernel
+	}
+	return ""
+}
+
+func (x *GuestStatus) GetUnresponsive() bool {
+	if x != nil {
+		return x.Unresponsive
+	}
+	return false
+}
+
 // GetInstanceRequest names one instance.
 type GetInstanceRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1603,7 +1732,7 @@ type GetInstanceRequest struct {
 
 func (x *GetInstanceRequest) Reset() {
 	*x = GetInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[9]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1615,7 +1744,7 @@ func (x *GetInstanceRequest) String() string {
 func (*GetInstanceRequest) ProtoMessage() {}
 
 func (x *GetInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[9]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1628,7 +1757,7 @@ func (x *GetInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInstanceRequest.ProtoReflect.Descriptor instead.
 func (*GetInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{9}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetInstanceRequest) GetId() string {
@@ -1675,7 +1804,7 @@ type ListInstancesRequest struct {
 
 func (x *ListInstancesRequest) Reset() {
 	*x = ListInstancesRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[10]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1687,7 +1816,7 @@ func (x *ListInstancesRequest) String() string {
 func (*ListInstancesRequest) ProtoMessage() {}
 
 func (x *ListInstancesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[10]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1700,7 +1829,7 @@ func (x *ListInstancesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInstancesRequest.ProtoReflect.Descriptor instead.
 func (*ListInstancesRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{10}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListInstancesRequest) GetPageSize() int32 {
@@ -1761,7 +1890,7 @@ type ListInstancesResponse struct {
 
 func (x *ListInstancesResponse) Reset() {
 	*x = ListInstancesResponse{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[11]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1773,7 +1902,7 @@ func (x *ListInstancesResponse) String() string {
 func (*ListInstancesResponse) ProtoMessage() {}
 
 func (x *ListInstancesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[11]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1786,7 +1915,7 @@ func (x *ListInstancesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInstancesResponse.ProtoReflect.Descriptor instead.
 func (*ListInstancesResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{11}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListInstancesResponse) GetInstances() []*Instance {
@@ -1826,7 +1955,7 @@ type WatchInstancesRequest struct {
 
 func (x *WatchInstancesRequest) Reset() {
 	*x = WatchInstancesRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[12]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1838,7 +1967,7 @@ func (x *WatchInstancesRequest) String() string {
 func (*WatchInstancesRequest) ProtoMessage() {}
 
 func (x *WatchInstancesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[12]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1851,7 +1980,7 @@ func (x *WatchInstancesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchInstancesRequest.ProtoReflect.Descriptor instead.
 func (*WatchInstancesRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{12}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WatchInstancesRequest) GetStartRevision() int64 {
@@ -1891,7 +2020,7 @@ type WatchInstancesResponse struct {
 
 func (x *WatchInstancesResponse) Reset() {
 	*x = WatchInstancesResponse{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[13]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1903,7 +2032,7 @@ func (x *WatchInstancesResponse) String() string {
 func (*WatchInstancesResponse) ProtoMessage() {}
 
 func (x *WatchInstancesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[13]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1916,7 +2045,7 @@ func (x *WatchInstancesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchInstancesResponse.ProtoReflect.Descriptor instead.
 func (*WatchInstancesResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{13}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *WatchInstancesResponse) GetRevision() int64 {
@@ -1946,7 +2075,7 @@ type StartInstanceRequest struct {
 
 func (x *StartInstanceRequest) Reset() {
 	*x = StartInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[14]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1958,7 +2087,7 @@ func (x *StartInstanceRequest) String() string {
 func (*StartInstanceRequest) ProtoMessage() {}
 
 func (x *StartInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[14]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1971,7 +2100,7 @@ func (x *StartInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartInstanceRequest.ProtoReflect.Descriptor instead.
 func (*StartInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{14}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *StartInstanceRequest) GetId() string {
@@ -2013,7 +2142,7 @@ type StopInstanceRequest struct {
 
 func (x *StopInstanceRequest) Reset() {
 	*x = StopInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[15]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2025,7 +2154,7 @@ func (x *StopInstanceRequest) String() string {
 func (*StopInstanceRequest) ProtoMessage() {}
 
 func (x *StopInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[15]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2038,7 +2167,7 @@ func (x *StopInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopInstanceRequest.ProtoReflect.Descriptor instead.
 func (*StopInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{15}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *StopInstanceRequest) GetId() string {
@@ -2091,7 +2220,7 @@ type RestartInstanceRequest struct {
 
 func (x *RestartInstanceRequest) Reset() {
 	*x = RestartInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[16]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2103,7 +2232,7 @@ func (x *RestartInstanceRequest) String() string {
 func (*RestartInstanceRequest) ProtoMessage() {}
 
 func (x *RestartInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[16]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2116,7 +2245,7 @@ func (x *RestartInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartInstanceRequest.ProtoReflect.Descriptor instead.
 func (*RestartInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{16}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RestartInstanceRequest) GetId() string {
@@ -2153,7 +2282,7 @@ type PauseInstanceRequest struct {
 
 func (x *PauseInstanceRequest) Reset() {
 	*x = PauseInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[17]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2165,7 +2294,7 @@ func (x *PauseInstanceRequest) String() string {
 func (*PauseInstanceRequest) ProtoMessage() {}
 
 func (x *PauseInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[17]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2178,7 +2307,7 @@ func (x *PauseInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseInstanceRequest.ProtoReflect.Descriptor instead.
 func (*PauseInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{17}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PauseInstanceRequest) GetId() string {
@@ -2208,7 +2337,7 @@ type UnpauseInstanceRequest struct {
 
 func (x *UnpauseInstanceRequest) Reset() {
 	*x = UnpauseInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[18]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2220,7 +2349,7 @@ func (x *UnpauseInstanceRequest) String() string {
 func (*UnpauseInstanceRequest) ProtoMessage() {}
 
 func (x *UnpauseInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[18]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2233,7 +2362,7 @@ func (x *UnpauseInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnpauseInstanceRequest.ProtoReflect.Descriptor instead.
 func (*UnpauseInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{18}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *UnpauseInstanceRequest) GetId() string {
@@ -2263,7 +2392,7 @@ type SuspendInstanceRequest struct {
 
 func (x *SuspendInstanceRequest) Reset() {
 	*x = SuspendInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[19]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2275,7 +2404,7 @@ func (x *SuspendInstanceRequest) String() string {
 func (*SuspendInstanceRequest) ProtoMessage() {}
 
 func (x *SuspendInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[19]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2288,7 +2417,7 @@ func (x *SuspendInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SuspendInstanceRequest.ProtoReflect.Descriptor instead.
 func (*SuspendInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{19}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SuspendInstanceRequest) GetId() string {
@@ -2318,7 +2447,7 @@ type ResumeInstanceRequest struct {
 
 func (x *ResumeInstanceRequest) Reset() {
 	*x = ResumeInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[20]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2330,7 +2459,7 @@ func (x *ResumeInstanceRequest) String() string {
 func (*ResumeInstanceRequest) ProtoMessage() {}
 
 func (x *ResumeInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[20]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2343,7 +2472,7 @@ func (x *ResumeInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeInstanceRequest.ProtoReflect.Descriptor instead.
 func (*ResumeInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{20}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ResumeInstanceRequest) GetId() string {
@@ -2376,7 +2505,7 @@ type DeleteInstanceRequest struct {
 
 func (x *DeleteInstanceRequest) Reset() {
 	*x = DeleteInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[21]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2388,7 +2517,7 @@ func (x *DeleteInstanceRequest) String() string {
 func (*DeleteInstanceRequest) ProtoMessage() {}
 
 func (x *DeleteInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[21]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2401,7 +2530,7 @@ func (x *DeleteInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteInstanceRequest.ProtoReflect.Descriptor instead.
 func (*DeleteInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{21}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DeleteInstanceRequest) GetId() string {
@@ -2448,7 +2577,7 @@ type UpdateInstanceRequest struct {
 
 func (x *UpdateInstanceRequest) Reset() {
 	*x = UpdateInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[22]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2460,7 +2589,7 @@ func (x *UpdateInstanceRequest) String() string {
 func (*UpdateInstanceRequest) ProtoMessage() {}
 
 func (x *UpdateInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[22]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2473,7 +2602,7 @@ func (x *UpdateInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateInstanceRequest.ProtoReflect.Descriptor instead.
 func (*UpdateInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{22}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *UpdateInstanceRequest) GetId() string {
@@ -2545,7 +2674,7 @@ type ResizeInstanceRequest struct {
 
 func (x *ResizeInstanceRequest) Reset() {
 	*x = ResizeInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[23]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2557,7 +2686,7 @@ func (x *ResizeInstanceRequest) String() string {
 func (*ResizeInstanceRequest) ProtoMessage() {}
 
 func (x *ResizeInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[23]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2570,7 +2699,7 @@ func (x *ResizeInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResizeInstanceRequest.ProtoReflect.Descriptor instead.
 func (*ResizeInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{23}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ResizeInstanceRequest) GetId() string {
@@ -2642,7 +2771,7 @@ type ConfirmResizeRequest struct {
 
 func (x *ConfirmResizeRequest) Reset() {
 	*x = ConfirmResizeRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[24]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2654,7 +2783,7 @@ func (x *ConfirmResizeRequest) String() string {
 func (*ConfirmResizeRequest) ProtoMessage() {}
 
 func (x *ConfirmResizeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[24]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2667,7 +2796,7 @@ func (x *ConfirmResizeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmResizeRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmResizeRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{24}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ConfirmResizeRequest) GetId() string {
@@ -2700,7 +2829,7 @@ type RevertResizeRequest struct {
 
 func (x *RevertResizeRequest) Reset() {
 	*x = RevertResizeRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[25]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2712,7 +2841,7 @@ func (x *RevertResizeRequest) String() string {
 func (*RevertResizeRequest) ProtoMessage() {}
 
 func (x *RevertResizeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[25]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2725,7 +2854,7 @@ func (x *RevertResizeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevertResizeRequest.ProtoReflect.Descriptor instead.
 func (*RevertResizeRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{25}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RevertResizeRequest) GetId() string {
@@ -2764,7 +2893,7 @@ type ExtendInstanceRequest struct {
 
 func (x *ExtendInstanceRequest) Reset() {
 	*x = ExtendInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[26]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2776,7 +2905,7 @@ func (x *ExtendInstanceRequest) String() string {
 func (*ExtendInstanceRequest) ProtoMessage() {}
 
 func (x *ExtendInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[26]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2789,7 +2918,7 @@ func (x *ExtendInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExtendInstanceRequest.ProtoReflect.Descriptor instead.
 func (*ExtendInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{26}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ExtendInstanceRequest) GetId() string {
@@ -2830,7 +2959,7 @@ type MoveInstanceRequest struct {
 
 func (x *MoveInstanceRequest) Reset() {
 	*x = MoveInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[27]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2842,7 +2971,7 @@ func (x *MoveInstanceRequest) String() string {
 func (*MoveInstanceRequest) ProtoMessage() {}
 
 func (x *MoveInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[27]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2855,7 +2984,7 @@ func (x *MoveInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveInstanceRequest.ProtoReflect.Descriptor instead.
 func (*MoveInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{27}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *MoveInstanceRequest) GetId() string {
@@ -2890,7 +3019,13 @@ var File_flotilla_v1_instance_proto protoreflect.FileDescriptor
 
 const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\n" +
-	"\x1aflotilla/v1/instance.proto\x12\vflotilla.v1\x1a\x18flotilla/v1/common.proto\x1a\x19flotilla/v1/network.proto\x1a\x1bflotilla/v1/operation.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"(\n" +
+	"\x1aflotilla/v1/instance.proto\x12\vflotilla.v1\x1a\x18flotilla/v1/common.proto\x1a\x19flotilla/v1/network.proto\x1a\x1bflotilla/v1/operation.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"s\n" +
+	"\x12SetPasswordRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\x12\x12\n" +
+	"\x04user\x18\x03 \x01(\tR\x04user\x12\x1a\n" +
+	"\bpassword\x18\x04 \x01(\tR\bpassword\"(\n" +
 	"\x16MarkOperationalRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"b\n" +
 	"\bRecovery\x123\n" +
@@ -2988,12 +3123,18 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x14decommission_timeout\x18\f \x01(\v2\x19.google.protobuf.DurationR\x13decommissionTimeout\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x92\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x99\x02\n" +
 	"\vGuestStatus\x12\x14\n" +
 	"\x05stage\x18\x01 \x01(\tR\x05stage\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12#\n" +
 	"\rguest_version\x18\x03 \x01(\tR\fguestVersion\x120\n" +
-	"\x05since\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"\x84\x01\n" +
+	"\x05since\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x1a\n" +
+	"\bprotocol\x18\x05 \x01(\rR\bprotocol\x12\x0e\n" +
+	"\x02os\x18\x06 \x01(\tR\x02os\x12\x1d\n" +
+	"\n" +
+	"os_version\x18\a \x01(\tR\tosVersion\x12\x16\n" +
+	"\x06kernel\x18\b \x01(\tR\x06kernel\x12\"\n" +
+	"\funresponsive\x18\t \x01(\bR\funresponsive\"\x84\x01\n" +
 	"\x12GetInstanceRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fmin_revision\x18\x02 \x01(\x03R\vminRevision\x12;\n" +
@@ -3097,7 +3238,7 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x02 \x01(\tR\trequestId\x12$\n" +
 	"\x0etarget_host_id\x18\x03 \x01(\tR\ftargetHostId\x12D\n" +
-	"\x10graceful_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x0fgracefulTimeout*\xca\x05\n" +
+	"\x10graceful_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x0fgracefulTimeout*\xe7\x05\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fSTATUS_CREATING\x10\x01\x12\x13\n" +
@@ -3128,7 +3269,8 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x14STATUS_VERIFY_RESIZE\x10\x19\x12\x1c\n" +
 	"\x18STATUS_CONFIRMING_RESIZE\x10\x1a\x12\x1b\n" +
 	"\x17STATUS_REVERTING_RESIZE\x10\x1b\x12\x14\n" +
-	"\x10STATUS_EXTENDING\x10\x1c\x12\x1a\n" +
+	"\x10STATUS_EXTENDING\x10\x1c\x12\x1b\n" +
+	"\x17STATUS_SETTING_PASSWORD\x10\x1d\x12\x1a\n" +
 	"\x16STATUS_DECOMMISSIONING\x10\x1e\x12#\n" +
 	"\x1fSTATUS_STRANDED_DECOMMISSIONING\x10\x1f*\xb5\x01\n" +
 	"\fDesiredState\x12\x1d\n" +
@@ -3143,7 +3285,7 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x1dPROVISIONING_RESULT_SUCCEEDED\x10\x01\x12\x1e\n" +
 	"\x1aPROVISIONING_RESULT_FAILED\x10\x02\x12 \n" +
 	"\x1cPROVISIONING_RESULT_CANCELED\x10\x03\x12#\n" +
-	"\x1fPROVISIONING_RESULT_ROLLED_BACK\x10\x04*\xb6\x02\n" +
+	"\x1fPROVISIONING_RESULT_ROLLED_BACK\x10\x04*\xcf\x02\n" +
 	"\x06Action\x12\x16\n" +
 	"\x12ACTION_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fACTION_START\x10\x01\x12\x0f\n" +
@@ -3160,7 +3302,8 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x15ACTION_CONFIRM_RESIZE\x10\v\x12\x18\n" +
 	"\x14ACTION_REVERT_RESIZE\x10\f\x12\x11\n" +
 	"\rACTION_EXTEND\x10\r\x12\x0f\n" +
-	"\vACTION_MOVE\x10\x0e*\x8a\x01\n" +
+	"\vACTION_MOVE\x10\x0e\x12\x17\n" +
+	"\x13ACTION_SET_PASSWORD\x10\x0f*\x8a\x01\n" +
 	"\x0eRecoveryPolicy\x12\x1f\n" +
 	"\x1bRECOVERY_POLICY_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15RECOVERY_POLICY_LEAVE\x10\x01\x12\x1b\n" +
@@ -3179,7 +3322,7 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x11READINESS_UNKNOWN\x10\x01\x12\x15\n" +
 	"\x11READINESS_BOOTING\x10\x02\x12\x19\n" +
 	"\x15READINESS_OPERATIONAL\x10\x03\x12\x16\n" +
-	"\x12READINESS_STRANDED\x10\x042\xe2\v\n" +
+	"\x12READINESS_STRANDED\x10\x042\xaa\f\n" +
 	"\x0fInstanceService\x12L\n" +
 	"\x0eCreateInstance\x12\".flotilla.v1.CreateInstanceRequest\x1a\x16.flotilla.v1.Operation\x12E\n" +
 	"\vGetInstance\x12\x1f.flotilla.v1.GetInstanceRequest\x1a\x15.flotilla.v1.Instance\x12V\n" +
@@ -3199,7 +3342,8 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\fRevertResize\x12 .flotilla.v1.RevertResizeRequest\x1a\x16.flotilla.v1.Operation\x12L\n" +
 	"\x0eExtendInstance\x12\".flotilla.v1.ExtendInstanceRequest\x1a\x16.flotilla.v1.Operation\x12H\n" +
 	"\fMoveInstance\x12 .flotilla.v1.MoveInstanceRequest\x1a\x16.flotilla.v1.Operation\x12M\n" +
-	"\x0fMarkOperational\x12#.flotilla.v1.MarkOperationalRequest\x1a\x15.flotilla.v1.InstanceB>Z<github.com/flotilla-vm/flotilla/proto/flotilla/v1;flotillav1b\x06proto3"
+	"\x0fMarkOperational\x12#.flotilla.v1.MarkOperationalRequest\x1a\x15.flotilla.v1.Instance\x12F\n" +
+	"\vSetPassword\x12\x1f.flotilla.v1.SetPasswordRequest\x1a\x16.flotilla.v1.OperationB>Z<github.com/flotilla-vm/flotilla/proto/flotilla/v1;flotillav1b\x06proto3"
 
 var (
 	file_flotilla_v1_instance_proto_rawDescOnce sync.Once
@@ -3214,7 +3358,7 @@ func file_flotilla_v1_instance_proto_rawDescGZIP() []byte {
 }
 
 var file_flotilla_v1_instance_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_flotilla_v1_instance_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_flotilla_v1_instance_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_flotilla_v1_instance_proto_goTypes = []any{
 	(Status)(0),                     // 0: flotilla.v1.Status
 	(DesiredState)(0),               // 1: flotilla.v1.DesiredState
@@ -3223,143 +3367,146 @@ var file_flotilla_v1_instance_proto_goTypes = []any{
 	(RecoveryPolicy)(0),             // 4: flotilla.v1.RecoveryPolicy
 	(Vocabulary)(0),                 // 5: flotilla.v1.Vocabulary
 	(Readiness)(0),                  // 6: flotilla.v1.Readiness
-	(*MarkOperationalRequest)(nil),  // 7: flotilla.v1.MarkOperationalRequest
-	(*Recovery)(nil),                // 8: flotilla.v1.Recovery
-	(*VocabularyView)(nil),          // 9: flotilla.v1.VocabularyView
-	(*InstanceSpec)(nil),            // 10: flotilla.v1.InstanceSpec
-	(*Placement)(nil),               // 11: flotilla.v1.Placement
-	(*Instance)(nil),                // 12: flotilla.v1.Instance
-	(*PendingResize)(nil),           // 13: flotilla.v1.PendingResize
-	(*CreateInstanceRequest)(nil),   // 14: flotilla.v1.CreateInstanceRequest
-	(*GuestStatus)(nil),             // 15: flotilla.v1.GuestStatus
-	(*GetInstanceRequest)(nil),      // 16: flotilla.v1.GetInstanceRequest
-	(*ListInstancesRequest)(nil),    // 17: flotilla.v1.ListInstancesRequest
-	(*ListInstancesResponse)(nil),   // 18: flotilla.v1.ListInstancesResponse
-	(*WatchInstancesRequest)(nil),   // 19: flotilla.v1.WatchInstancesRequest
-	(*WatchInstancesResponse)(nil),  // 20: flotilla.v1.WatchInstancesResponse
-	(*StartInstanceRequest)(nil),    // 21: flotilla.v1.StartInstanceRequest
-	(*StopInstanceRequest)(nil),     // 22: flotilla.v1.StopInstanceRequest
-	(*RestartInstanceRequest)(nil),  // 23: flotilla.v1.RestartInstanceRequest
-	(*PauseInstanceRequest)(nil),    // 24: flotilla.v1.PauseInstanceRequest
-	(*UnpauseInstanceRequest)(nil),  // 25: flotilla.v1.UnpauseInstanceRequest
-	(*SuspendInstanceRequest)(nil),  // 26: flotilla.v1.SuspendInstanceRequest
-	(*ResumeInstanceRequest)(nil),   // 27: flotilla.v1.ResumeInstanceRequest
-	(*DeleteInstanceRequest)(nil),   // 28: flotilla.v1.DeleteInstanceRequest
-	(*UpdateInstanceRequest)(nil),   // 29: flotilla.v1.UpdateInstanceRequest
-	(*ResizeInstanceRequest)(nil),   // 30: flotilla.v1.ResizeInstanceRequest
-	(*ConfirmResizeRequest)(nil),    // 31: flotilla.v1.ConfirmResizeRequest
-	(*RevertResizeRequest)(nil),     // 32: flotilla.v1.RevertResizeRequest
-	(*ExtendInstanceRequest)(nil),   // 33: flotilla.v1.ExtendInstanceRequest
-	(*MoveInstanceRequest)(nil),     // 34: flotilla.v1.MoveInstanceRequest
-	nil,                             // 35: flotilla.v1.VocabularyView.FieldsEntry
-	nil,                             // 36: flotilla.v1.Placement.HostLabelsEntry
-	nil,                             // 37: flotilla.v1.Instance.LabelsEntry
-	nil,                             // 38: flotilla.v1.CreateInstanceRequest.LabelsEntry
-	nil,                             // 39: flotilla.v1.UpdateInstanceRequest.LabelsEntry
-	(PowerState)(0),                 // 40: flotilla.v1.PowerState
-	(*timestamppb.Timestamp)(nil),   // 41: google.protobuf.Timestamp
-	(*Fault)(nil),                   // 42: flotilla.v1.Fault
-	(*NetworkInterface)(nil),        // 43: flotilla.v1.NetworkInterface
-	(*durationpb.Duration)(nil),     // 44: google.protobuf.Duration
-	(*CopyProgress)(nil),            // 45: flotilla.v1.CopyProgress
-	(*NetworkInterfaceRequest)(nil), // 46: flotilla.v1.NetworkInterfaceRequest
-	(*fieldmaskpb.FieldMask)(nil),   // 47: google.protobuf.FieldMask
-	(*Operation)(nil),               // 48: flotilla.v1.Operation
+	(*SetPasswordRequest)(nil),      // 7: flotilla.v1.SetPasswordRequest
+	(*MarkOperationalRequest)(nil),  // 8: flotilla.v1.MarkOperationalRequest
+	(*Recovery)(nil),                // 9: flotilla.v1.Recovery
+	(*VocabularyView)(nil),          // 10: flotilla.v1.VocabularyView
+	(*InstanceSpec)(nil),            // 11: flotilla.v1.InstanceSpec
+	(*Placement)(nil),               // 12: flotilla.v1.Placement
+	(*Instance)(nil),                // 13: flotilla.v1.Instance
+	(*PendingResize)(nil),           // 14: flotilla.v1.PendingResize
+	(*CreateInstanceRequest)(nil),   // 15: flotilla.v1.CreateInstanceRequest
+	(*GuestStatus)(nil),             // 16: flotilla.v1.GuestStatus
+	(*GetInstanceRequest)(nil),      // 17: flotilla.v1.GetInstanceRequest
+	(*ListInstancesRequest)(nil),    // 18: flotilla.v1.ListInstancesRequest
+	(*ListInstancesResponse)(nil),   // 19: flotilla.v1.ListInstancesResponse
+	(*WatchInstancesRequest)(nil),   // 20: flotilla.v1.WatchInstancesRequest
+	(*WatchInstancesResponse)(nil),  // 21: flotilla.v1.WatchInstancesResponse
+	(*StartInstanceRequest)(nil),    // 22: flotilla.v1.StartInstanceRequest
+	(*StopInstanceRequest)(nil),     // 23: flotilla.v1.StopInstanceRequest
+	(*RestartInstanceRequest)(nil),  // 24: flotilla.v1.RestartInstanceRequest
+	(*PauseInstanceRequest)(nil),    // 25: flotilla.v1.PauseInstanceRequest
+	(*UnpauseInstanceRequest)(nil),  // 26: flotilla.v1.UnpauseInstanceRequest
+	(*SuspendInstanceRequest)(nil),  // 27: flotilla.v1.SuspendInstanceRequest
+	(*ResumeInstanceRequest)(nil),   // 28: flotilla.v1.ResumeInstanceRequest
+	(*DeleteInstanceRequest)(nil),   // 29: flotilla.v1.DeleteInstanceRequest
+	(*UpdateInstanceRequest)(nil),   // 30: flotilla.v1.UpdateInstanceRequest
+	(*ResizeInstanceRequest)(nil),   // 31: flotilla.v1.ResizeInstanceRequest
+	(*ConfirmResizeRequest)(nil),    // 32: flotilla.v1.ConfirmResizeRequest
+	(*RevertResizeRequest)(nil),     // 33: flotilla.v1.RevertResizeRequest
+	(*ExtendInstanceRequest)(nil),   // 34: flotilla.v1.ExtendInstanceRequest
+	(*MoveInstanceRequest)(nil),     // 35: flotilla.v1.MoveInstanceRequest
+	nil,                             // 36: flotilla.v1.VocabularyView.FieldsEntry
+	nil,                             // 37: flotilla.v1.Placement.HostLabelsEntry
+	nil,                             // 38: flotilla.v1.Instance.LabelsEntry
+	nil,                             // 39: flotilla.v1.CreateInstanceRequest.LabelsEntry
+	nil,                             // 40: flotilla.v1.UpdateInstanceRequest.LabelsEntry
+	(PowerState)(0),                 // 41: flotilla.v1.PowerState
+	(*timestamppb.Timestamp)(nil),   // 42: google.protobuf.Timestamp
+	(*Fault)(nil),                   // 43: flotilla.v1.Fault
+	(*NetworkInterface)(nil),        // 44: flotilla.v1.NetworkInterface
+	(*durationpb.Duration)(nil),     // 45: google.protobuf.Duration
+	(*CopyProgress)(nil),            // 46: flotilla.v1.CopyProgress
+	(*NetworkInterfaceRequest)(nil), // 47: flotilla.v1.NetworkInterfaceRequest
+	(*fieldmaskpb.FieldMask)(nil),   // 48: google.protobuf.FieldMask
+	(*Operation)(nil),               // 49: flotilla.v1.Operation
 }
 var file_flotilla_v1_instance_proto_depIdxs = []int32{
 	4,  // 0: flotilla.v1.Recovery.policy:type_name -> flotilla.v1.RecoveryPolicy
 	5,  // 1: flotilla.v1.VocabularyView.vocabulary:type_name -> flotilla.v1.Vocabulary
 	0,  // 2: flotilla.v1.VocabularyView.canonical_status:type_name -> flotilla.v1.Status
-	35, // 3: flotilla.v1.VocabularyView.fields:type_name -> flotilla.v1.VocabularyView.FieldsEntry
-	36, // 4: flotilla.v1.Placement.host_labels:type_name -> flotilla.v1.Placement.HostLabelsEntry
-	10, // 5: flotilla.v1.Instance.spec:type_name -> flotilla.v1.InstanceSpec
+	36, // 3: flotilla.v1.VocabularyView.fields:type_name -> flotilla.v1.VocabularyView.FieldsEntry
+	37, // 4: flotilla.v1.Placement.host_labels:type_name -> flotilla.v1.Placement.HostLabelsEntry
+	11, // 5: flotilla.v1.Instance.spec:type_name -> flotilla.v1.InstanceSpec
 	0,  // 6: flotilla.v1.Instance.status:type_name -> flotilla.v1.Status
 	1,  // 7: flotilla.v1.Instance.desired_state:type_name -> flotilla.v1.DesiredState
-	40, // 8: flotilla.v1.Instance.power_state:type_name -> flotilla.v1.PowerState
-	41, // 9: flotilla.v1.Instance.power_state_time:type_name -> google.protobuf.Timestamp
+	41, // 8: flotilla.v1.Instance.power_state:type_name -> flotilla.v1.PowerState
+	42, // 9: flotilla.v1.Instance.power_state_time:type_name -> google.protobuf.Timestamp
 	2,  // 10: flotilla.v1.Instance.provisioning_result:type_name -> flotilla.v1.ProvisioningResult
-	42, // 11: flotilla.v1.Instance.fault:type_name -> flotilla.v1.Fault
+	43, // 11: flotilla.v1.Instance.fault:type_name -> flotilla.v1.Fault
 	3,  // 12: flotilla.v1.Instance.allowed_actions:type_name -> flotilla.v1.Action
-	41, // 13: flotilla.v1.Instance.create_time:type_name -> google.protobuf.Timestamp
-	41, // 14: flotilla.v1.Instance.update_time:type_name -> google.protobuf.Timestamp
-	8,  // 15: flotilla.v1.Instance.recovery:type_name -> flotilla.v1.Recovery
-	11, // 16: flotilla.v1.Instance.placement:type_name -> flotilla.v1.Placement
-	9,  // 17: flotilla.v1.Instance.views:type_name -> flotilla.v1.VocabularyView
-	37, // 18: flotilla.v1.Instance.labels:type_name -> flotilla.v1.Instance.LabelsEntry
-	13, // 19: flotilla.v1.Instance.resize:type_name -> flotilla.v1.PendingResize
-	43, // 20: flotilla.v1.Instance.interfaces:type_name -> flotilla.v1.NetworkInterface
+	42, // 13: flotilla.v1.Instance.create_time:type_name -> google.protobuf.Timestamp
+	42, // 14: flotilla.v1.Instance.update_time:type_name -> google.protobuf.Timestamp
+	9,  // 15: flotilla.v1.Instance.recovery:type_name -> flotilla.v1.Recovery
+	12, // 16: flotilla.v1.Instance.placement:type_name -> flotilla.v1.Placement
+	10, // 17: flotilla.v1.Instance.views:type_name -> flotilla.v1.VocabularyView
+	38, // 18: flotilla.v1.Instance.labels:type_name -> flotilla.v1.Instance.LabelsEntry
+	14, // 19: flotilla.v1.Instance.resize:type_name -> flotilla.v1.PendingResize
+	44, // 20: flotilla.v1.Instance.interfaces:type_name -> flotilla.v1.NetworkInterface
 	6,  // 21: flotilla.v1.Instance.readiness:type_name -> flotilla.v1.Readiness
-	15, // 22: flotilla.v1.Instance.guest:type_name -> flotilla.v1.GuestStatus
-	44, // 23: flotilla.v1.Instance.readiness_timeout:type_name -> google.protobuf.Duration
-	44, // 24: flotilla.v1.Instance.decommission_timeout:type_name -> google.protobuf.Duration
-	45, // 25: flotilla.v1.Instance.copy:type_name -> flotilla.v1.CopyProgress
-	10, // 26: flotilla.v1.PendingResize.from:type_name -> flotilla.v1.InstanceSpec
-	10, // 27: flotilla.v1.PendingResize.to:type_name -> flotilla.v1.InstanceSpec
-	41, // 28: flotilla.v1.PendingResize.confirm_time:type_name -> google.protobuf.Timestamp
-	10, // 29: flotilla.v1.CreateInstanceRequest.spec:type_name -> flotilla.v1.InstanceSpec
-	8,  // 30: flotilla.v1.CreateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
-	11, // 31: flotilla.v1.CreateInstanceRequest.placement:type_name -> flotilla.v1.Placement
-	38, // 32: flotilla.v1.CreateInstanceRequest.labels:type_name -> flotilla.v1.CreateInstanceRequest.LabelsEntry
-	46, // 33: flotilla.v1.CreateInstanceRequest.interfaces:type_name -> flotilla.v1.NetworkInterfaceRequest
-	44, // 34: flotilla.v1.CreateInstanceRequest.readiness_timeout:type_name -> google.protobuf.Duration
-	44, // 35: flotilla.v1.CreateInstanceRequest.decommission_timeout:type_name -> google.protobuf.Duration
-	41, // 36: flotilla.v1.GuestStatus.since:type_name -> google.protobuf.Timestamp
+	16, // 22: flotilla.v1.Instance.guest:type_name -> flotilla.v1.GuestStatus
+	45, // 23: flotilla.v1.Instance.readiness_timeout:type_name -> google.protobuf.Duration
+	45, // 24: flotilla.v1.Instance.decommission_timeout:type_name -> google.protobuf.Duration
+	46, // 25: flotilla.v1.Instance.copy:type_name -> flotilla.v1.CopyProgress
+	11, // 26: flotilla.v1.PendingResize.from:type_name -> flotilla.v1.InstanceSpec
+	11, // 27: flotilla.v1.PendingResize.to:type_name -> flotilla.v1.InstanceSpec
+	42, // 28: flotilla.v1.PendingResize.confirm_time:type_name -> google.protobuf.Timestamp
+	11, // 29: flotilla.v1.CreateInstanceRequest.spec:type_name -> flotilla.v1.InstanceSpec
+	9,  // 30: flotilla.v1.CreateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
+	12, // 31: flotilla.v1.CreateInstanceRequest.placement:type_name -> flotilla.v1.Placement
+	39, // 32: flotilla.v1.CreateInstanceRequest.labels:type_name -> flotilla.v1.CreateInstanceRequest.LabelsEntry
+	47, // 33: flotilla.v1.CreateInstanceRequest.interfaces:type_name -> flotilla.v1.NetworkInterfaceRequest
+	45, // 34: flotilla.v1.CreateInstanceRequest.readiness_timeout:type_name -> google.protobuf.Duration
+	45, // 35: flotilla.v1.CreateInstanceRequest.decommission_timeout:type_name -> google.protobuf.Duration
+	42, // 36: flotilla.v1.GuestStatus.since:type_name -> google.protobuf.Timestamp
 	5,  // 37: flotilla.v1.GetInstanceRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
 	0,  // 38: flotilla.v1.ListInstancesRequest.status_filter:type_name -> flotilla.v1.Status
 	5,  // 39: flotilla.v1.ListInstancesRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
-	12, // 40: flotilla.v1.ListInstancesResponse.instances:type_name -> flotilla.v1.Instance
+	13, // 40: flotilla.v1.ListInstancesResponse.instances:type_name -> flotilla.v1.Instance
 	5,  // 41: flotilla.v1.WatchInstancesRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
-	12, // 42: flotilla.v1.WatchInstancesResponse.instances:type_name -> flotilla.v1.Instance
-	44, // 43: flotilla.v1.StopInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
-	44, // 44: flotilla.v1.StopInstanceRequest.decommission_timeout:type_name -> google.protobuf.Duration
-	44, // 45: flotilla.v1.DeleteInstanceRequest.decommission_timeout:type_name -> google.protobuf.Duration
-	47, // 46: flotilla.v1.UpdateInstanceRequest.update_mask:type_name -> google.protobuf.FieldMask
-	39, // 47: flotilla.v1.UpdateInstanceRequest.labels:type_name -> flotilla.v1.UpdateInstanceRequest.LabelsEntry
-	8,  // 48: flotilla.v1.UpdateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
-	44, // 49: flotilla.v1.ResizeInstanceRequest.confirm_window:type_name -> google.protobuf.Duration
-	44, // 50: flotilla.v1.ResizeInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
-	44, // 51: flotilla.v1.RevertResizeRequest.graceful_timeout:type_name -> google.protobuf.Duration
-	44, // 52: flotilla.v1.MoveInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
-	14, // 53: flotilla.v1.InstanceService.CreateInstance:input_type -> flotilla.v1.CreateInstanceRequest
-	16, // 54: flotilla.v1.InstanceService.GetInstance:input_type -> flotilla.v1.GetInstanceRequest
-	17, // 55: flotilla.v1.InstanceService.ListInstances:input_type -> flotilla.v1.ListInstancesRequest
-	19, // 56: flotilla.v1.InstanceService.WatchInstances:input_type -> flotilla.v1.WatchInstancesRequest
-	21, // 57: flotilla.v1.InstanceService.StartInstance:input_type -> flotilla.v1.StartInstanceRequest
-	22, // 58: flotilla.v1.InstanceService.StopInstance:input_type -> flotilla.v1.StopInstanceRequest
-	23, // 59: flotilla.v1.InstanceService.RestartInstance:input_type -> flotilla.v1.RestartInstanceRequest
-	24, // 60: flotilla.v1.InstanceService.PauseInstance:input_type -> flotilla.v1.PauseInstanceRequest
-	25, // 61: flotilla.v1.InstanceService.UnpauseInstance:input_type -> flotilla.v1.UnpauseInstanceRequest
-	26, // 62: flotilla.v1.InstanceService.SuspendInstance:input_type -> flotilla.v1.SuspendInstanceRequest
-	27, // 63: flotilla.v1.InstanceService.ResumeInstance:input_type -> flotilla.v1.ResumeInstanceRequest
-	28, // 64: flotilla.v1.InstanceService.DeleteInstance:input_type -> flotilla.v1.DeleteInstanceRequest
-	29, // 65: flotilla.v1.InstanceService.UpdateInstance:input_type -> flotilla.v1.UpdateInstanceRequest
-	30, // 66: flotilla.v1.InstanceService.ResizeInstance:input_type -> flotilla.v1.ResizeInstanceRequest
-	31, // 67: flotilla.v1.InstanceService.ConfirmResize:input_type -> flotilla.v1.ConfirmResizeRequest
-	32, // 68: flotilla.v1.InstanceService.RevertResize:input_type -> flotilla.v1.RevertResizeRequest
-	33, // 69: flotilla.v1.InstanceService.ExtendInstance:input_type -> flotilla.v1.ExtendInstanceRequest
-	34, // 70: flotilla.v1.InstanceService.MoveInstance:input_type -> flotilla.v1.MoveInstanceRequest
-	7,  // 71: flotilla.v1.InstanceService.MarkOperational:input_type -> flotilla.v1.MarkOperationalRequest
-	48, // 72: flotilla.v1.InstanceService.CreateInstance:output_type -> flotilla.v1.Operation
-	12, // 73: flotilla.v1.InstanceService.GetInstance:output_type -> flotilla.v1.Instance
-	18, // 74: flotilla.v1.InstanceService.ListInstances:output_type -> flotilla.v1.ListInstancesResponse
-	20, // 75: flotilla.v1.InstanceService.WatchInstances:output_type -> flotilla.v1.WatchInstancesResponse
-	48, // 76: flotilla.v1.InstanceService.StartInstance:output_type -> flotilla.v1.Operation
-	48, // 77: flotilla.v1.InstanceService.StopInstance:output_type -> flotilla.v1.Operation
-	48, // 78: flotilla.v1.InstanceService.RestartInstance:output_type -> flotilla.v1.Operation
-	48, // 79: flotilla.v1.InstanceService.PauseInstance:output_type -> flotilla.v1.Operation
-	48, // 80: flotilla.v1.InstanceService.UnpauseInstance:output_type -> flotilla.v1.Operation
-	48, // 81: flotilla.v1.InstanceService.SuspendInstance:output_type -> flotilla.v1.Operation
-	48, // 82: flotilla.v1.InstanceService.ResumeInstance:output_type -> flotilla.v1.Operation
-	48, // 83: flotilla.v1.InstanceService.DeleteInstance:output_type -> flotilla.v1.Operation
-	48, // 84: flotilla.v1.InstanceService.UpdateInstance:output_type -> flotilla.v1.Operation
-	48, // 85: flotilla.v1.InstanceService.ResizeInstance:output_type -> flotilla.v1.Operation
-	48, // 86: flotilla.v1.InstanceService.ConfirmResize:output_type -> flotilla.v1.Operation
-	48, // 87: flotilla.v1.InstanceService.RevertResize:output_type -> flotilla.v1.Operation
-	48, // 88: flotilla.v1.InstanceService.ExtendInstance:output_type -> flotilla.v1.Operation
-	48, // 89: flotilla.v1.InstanceService.MoveInstance:output_type -> flotilla.v1.Operation
-	12, // 90: flotilla.v1.InstanceService.MarkOperational:output_type -> flotilla.v1.Instance
-	72, // [72:91] is the sub-list for method output_type
-	53, // [53:72] is the sub-list for method input_type
+	13, // 42: flotilla.v1.WatchInstancesResponse.instances:type_name -> flotilla.v1.Instance
+	45, // 43: flotilla.v1.StopInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	45, // 44: flotilla.v1.StopInstanceRequest.decommission_timeout:type_name -> google.protobuf.Duration
+	45, // 45: flotilla.v1.DeleteInstanceRequest.decommission_timeout:type_name -> google.protobuf.Duration
+	48, // 46: flotilla.v1.UpdateInstanceRequest.update_mask:type_name -> google.protobuf.FieldMask
+	40, // 47: flotilla.v1.UpdateInstanceRequest.labels:type_name -> flotilla.v1.UpdateInstanceRequest.LabelsEntry
+	9,  // 48: flotilla.v1.UpdateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
+	45, // 49: flotilla.v1.ResizeInstanceRequest.confirm_window:type_name -> google.protobuf.Duration
+	45, // 50: flotilla.v1.ResizeInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	45, // 51: flotilla.v1.RevertResizeRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	45, // 52: flotilla.v1.MoveInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	15, // 53: flotilla.v1.InstanceService.CreateInstance:input_type -> flotilla.v1.CreateInstanceRequest
+	17, // 54: flotilla.v1.InstanceService.GetInstance:input_type -> flotilla.v1.GetInstanceRequest
+	18, // 55: flotilla.v1.InstanceService.ListInstances:input_type -> flotilla.v1.ListInstancesRequest
+	20, // 56: flotilla.v1.InstanceService.WatchInstances:input_type -> flotilla.v1.WatchInstancesRequest
+	22, // 57: flotilla.v1.InstanceService.StartInstance:input_type -> flotilla.v1.StartInstanceRequest
+	23, // 58: flotilla.v1.InstanceService.StopInstance:input_type -> flotilla.v1.StopInstanceRequest
+	24, // 59: flotilla.v1.InstanceService.RestartInstance:input_type -> flotilla.v1.RestartInstanceRequest
+	25, // 60: flotilla.v1.InstanceService.PauseInstance:input_type -> flotilla.v1.PauseInstanceRequest
+	26, // 61: flotilla.v1.InstanceService.UnpauseInstance:input_type -> flotilla.v1.UnpauseInstanceRequest
+	27, // 62: flotilla.v1.InstanceService.SuspendInstance:input_type -> flotilla.v1.SuspendInstanceRequest
+	28, // 63: flotilla.v1.InstanceService.ResumeInstance:input_type -> flotilla.v1.ResumeInstanceRequest
+	29, // 64: flotilla.v1.InstanceService.DeleteInstance:input_type -> flotilla.v1.DeleteInstanceRequest
+	30, // 65: flotilla.v1.InstanceService.UpdateInstance:input_type -> flotilla.v1.UpdateInstanceRequest
+	31, // 66: flotilla.v1.InstanceService.ResizeInstance:input_type -> flotilla.v1.ResizeInstanceRequest
+	32, // 67: flotilla.v1.InstanceService.ConfirmResize:input_type -> flotilla.v1.ConfirmResizeRequest
+	33, // 68: flotilla.v1.InstanceService.RevertResize:input_type -> flotilla.v1.RevertResizeRequest
+	34, // 69: flotilla.v1.InstanceService.ExtendInstance:input_type -> flotilla.v1.ExtendInstanceRequest
+	35, // 70: flotilla.v1.InstanceService.MoveInstance:input_type -> flotilla.v1.MoveInstanceRequest
+	8,  // 71: flotilla.v1.InstanceService.MarkOperational:input_type -> flotilla.v1.MarkOperationalRequest
+	7,  // 72: flotilla.v1.InstanceService.SetPassword:input_type -> flotilla.v1.SetPasswordRequest
+	49, // 73: flotilla.v1.InstanceService.CreateInstance:output_type -> flotilla.v1.Operation
+	13, // 74: flotilla.v1.InstanceService.GetInstance:output_type -> flotilla.v1.Instance
+	19, // 75: flotilla.v1.InstanceService.ListInstances:output_type -> flotilla.v1.ListInstancesResponse
+	21, // 76: flotilla.v1.InstanceService.WatchInstances:output_type -> flotilla.v1.WatchInstancesResponse
+	49, // 77: flotilla.v1.InstanceService.StartInstance:output_type -> flotilla.v1.Operation
+	49, // 78: flotilla.v1.InstanceService.StopInstance:output_type -> flotilla.v1.Operation
+	49, // 79: flotilla.v1.InstanceService.RestartInstance:output_type -> flotilla.v1.Operation
+	49, // 80: flotilla.v1.InstanceService.PauseInstance:output_type -> flotilla.v1.Operation
+	49, // 81: flotilla.v1.InstanceService.UnpauseInstance:output_type -> flotilla.v1.Operation
+	49, // 82: flotilla.v1.InstanceService.SuspendInstance:output_type -> flotilla.v1.Operation
+	49, // 83: flotilla.v1.InstanceService.ResumeInstance:output_type -> flotilla.v1.Operation
+	49, // 84: flotilla.v1.InstanceService.DeleteInstance:output_type -> flotilla.v1.Operation
+	49, // 85: flotilla.v1.InstanceService.UpdateInstance:output_type -> flotilla.v1.Operation
+	49, // 86: flotilla.v1.InstanceService.ResizeInstance:output_type -> flotilla.v1.Operation
+	49, // 87: flotilla.v1.InstanceService.ConfirmResize:output_type -> flotilla.v1.Operation
+	49, // 88: flotilla.v1.InstanceService.RevertResize:output_type -> flotilla.v1.Operation
+	49, // 89: flotilla.v1.InstanceService.ExtendInstance:output_type -> flotilla.v1.Operation
+	49, // 90: flotilla.v1.InstanceService.MoveInstance:output_type -> flotilla.v1.Operation
+	13, // 91: flotilla.v1.InstanceService.MarkOperational:output_type -> flotilla.v1.Instance
+	49, // 92: flotilla.v1.InstanceService.SetPassword:output_type -> flotilla.v1.Operation
+	73, // [73:93] is the sub-list for method output_type
+	53, // [53:73] is the sub-list for method input_type
 	53, // [53:53] is the sub-list for extension type_name
 	53, // [53:53] is the sub-list for extension extendee
 	0,  // [0:53] is the sub-list for field type_name
@@ -3379,7 +3526,7 @@ func file_flotilla_v1_instance_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_instance_proto_rawDesc), len(file_flotilla_v1_instance_proto_rawDesc)),
 			NumEnums:      7,
-			NumMessages:   33,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

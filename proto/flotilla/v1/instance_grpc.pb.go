@@ -38,6 +38,7 @@ const (
 	InstanceService_ExtendInstance_FullMethodName  = "/flotilla.v1.InstanceService/ExtendInstance"
 	InstanceService_MoveInstance_FullMethodName    = "/flotilla.v1.InstanceService/MoveInstance"
 	InstanceService_MarkOperational_FullMethodName = "/flotilla.v1.InstanceService/MarkOperational"
+	InstanceService_SetPassword_FullMethodName     = "/flotilla.v1.InstanceService/SetPassword"
 )
 
 // InstanceServiceClient is the client API for InstanceService service.
@@ -104,6 +105,15 @@ type InstanceServiceClient interface {
 	// made operational); the next boot reports afresh. FAILED_PRECONDITION
 	// unless the instance is stranded.
 	MarkOperational(ctx context.Context, in *MarkOperationalRequest, opts ...grpc.CallOption) (*Instance, error)
+	// SetPassword sets a user's password inside the running guest, through
+	// its guest side (Nova: PASSWORD while it runs). The password goes only
+	// to the instance's host, in memory: it never enters the replicated log,
+	// a snapshot, the agent's step journal, a log line or an error message.
+	// FAILED_PRECONDITION when the instance is not running or its guest has
+	// no guest side that takes commands (guest channel protocol v2); the
+	// operation fails with GUEST_UNSUPPORTED, PASSWORD_LOST or GUEST_FAILED
+	// when it cannot be done after all.
+	SetPassword(ctx context.Context, in *SetPasswordRequest, opts ...grpc.CallOption) (*Operation, error)
 }
 
 type instanceServiceClient struct {
@@ -313,6 +323,16 @@ func (c *instanceServiceClient) MarkOperational(ctx context.Context, in *MarkOpe
 	return out, nil
 }
 
+func (c *instanceServiceClient) SetPassword(ctx context.Context, in *SetPasswordRequest, opts ...grpc.CallOption) (*Operation, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Operation)
+	err := c.cc.Invoke(ctx, InstanceService_SetPassword_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // InstanceServiceServer is the server API for InstanceService service.
 // All implementations must embed UnimplementedInstanceServiceServer
 // for forward compatibility.
@@ -377,6 +397,15 @@ type InstanceServiceServer interface {
 	// made operational); the next boot reports afresh. FAILED_PRECONDITION
 	// unless the instance is stranded.
 	MarkOperational(context.Context, *MarkOperationalRequest) (*Instance, error)
+	// SetPassword sets a user's password inside the running guest, through
+	// its guest side (Nova: PASSWORD while it runs). The password goes only
+	// to the instance's host, in memory: it never enters the replicated log,
+	// a snapshot, the agent's step journal, a log line or an error message.
+	// FAILED_PRECONDITION when the instance is not running or its guest has
+	// no guest side that takes commands (guest channel protocol v2); the
+	// operation fails with GUEST_UNSUPPORTED, PASSWORD_LOST or GUEST_FAILED
+	// when it cannot be done after all.
+	SetPassword(context.Context, *SetPasswordRequest) (*Operation, error)
 	mustEmbedUnimplementedInstanceServiceServer()
 }
 
@@ -443,6 +472,9 @@ func (UnimplementedInstanceServiceServer) MoveInstance(context.Context, *MoveIns
 }
 func (UnimplementedInstanceServiceServer) MarkOperational(context.Context, *MarkOperationalRequest) (*Instance, error) {
 	return nil, status.Error(codes.Unimplemented, "method MarkOperational not implemented")
+}
+func (UnimplementedInstanceServiceServer) SetPassword(context.Context, *SetPasswordRequest) (*Operation, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetPassword not implemented")
 }
 func (UnimplementedInstanceServiceServer) mustEmbedUnimplementedInstanceServiceServer() {}
 func (UnimplementedInstanceServiceServer) testEmbeddedByValue()                         {}
@@ -800,6 +832,24 @@ func _InstanceService_MarkOperational_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _InstanceService_SetPassword_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetPasswordRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InstanceServiceServer).SetPassword(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: InstanceService_SetPassword_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InstanceServiceServer).SetPassword(ctx, req.(*SetPasswordRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // InstanceService_ServiceDesc is the grpc.ServiceDesc for InstanceService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -878,6 +928,10 @@ var InstanceService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "MarkOperational",
 			Handler:    _InstanceService_MarkOperational_Handler,
+		},
+		{
+			MethodName: "SetPassword",
+			Handler:    _InstanceService_SetPassword_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -65,6 +65,8 @@ const (
 	OperationKind_OPERATION_KIND_REVERT_RESIZE OperationKind = 16
 	// Grow the disk in place.
 	OperationKind_OPERATION_KIND_EXTEND OperationKind = 17
+	// Set a user's password inside the guest.
+	OperationKind_OPERATION_KIND_SET_PASSWORD OperationKind = 18
 )
 
 // Enum value maps for OperationKind.
@@ -88,6 +90,7 @@ var (
 		15: "OPERATION_KIND_CONFIRM_RESIZE",
 		16: "OPERATION_KIND_REVERT_RESIZE",
 		17: "OPERATION_KIND_EXTEND",
+		18: "OPERATION_KIND_SET_PASSWORD",
 	}
 	OperationKind_value = map[string]int32{
 		"OPERATION_KIND_UNSPECIFIED":    0,
@@ -108,6 +111,7 @@ var (
 		"OPERATION_KIND_CONFIRM_RESIZE": 15,
 		"OPERATION_KIND_REVERT_RESIZE":  16,
 		"OPERATION_KIND_EXTEND":         17,
+		"OPERATION_KIND_SET_PASSWORD":   18,
 	}
 )
 
@@ -1236,7 +1240,7 @@ const file_flotilla_v1_operation_proto_rawDesc = "" +
 	"\n" +
 	"bytes_sent\x18\x05 \x01(\x04R\tbytesSent\x12;\n" +
 	"\vreport_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"reportTime*\x8d\x04\n" +
+	"reportTime*\xae\x04\n" +
 	"\rOperationKind\x12\x1e\n" +
 	"\x1aOPERATION_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15OPERATION_KIND_CREATE\x10\x01\x12\x18\n" +
@@ -1256,7 +1260,8 @@ const file_flotilla_v1_operation_proto_rawDesc = "" +
 	"\x15OPERATION_KIND_RESIZE\x10\x0e\x12!\n" +
 	"\x1dOPERATION_KIND_CONFIRM_RESIZE\x10\x0f\x12 \n" +
 	"\x1cOPERATION_KIND_REVERT_RESIZE\x10\x10\x12\x19\n" +
-	"\x15OPERATION_KIND_EXTEND\x10\x11*\xe6\x01\n" +
+	"\x15OPERATION_KIND_EXTEND\x10\x11\x12\x1f\n" +
+	"\x1bOPERATION_KIND_SET_PASSWORD\x10\x12*\xe6\x01\n" +
 	"\x0eOperationState\x12\x1f\n" +
 	"\x1bOPERATION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17OPERATION_STATE_PENDING\x10\x01\x12\x1b\n" +

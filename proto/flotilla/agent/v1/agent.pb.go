@@ -246,6 +246,10 @@ const (
 	StepAction_STEP_ACTION_GROW_DISK StepAction = 22
 	// Freeze the frozen disk again: the top becomes the mid layer, immutable.
 	StepAction_STEP_ACTION_REFREEZE_DISK StepAction = 23
+	// Set a user's password inside the guest, over the guest channel
+	// (RunStep.password). FAILED_PRECONDITION-like fault GUEST_UNSUPPORTED
+	// when the guest has no guest side that takes commands.
+	StepAction_STEP_ACTION_SET_PASSWORD StepAction = 24
 	// Ask the guest, over its guest channel, to run its decommission work
 	// (its shutdown scripts) by the step's deadline. A guest without a guest
 	// side skips it: the step succeeds with a note saying so.
@@ -279,6 +283,7 @@ var (
 		21: "STEP_ACTION_DROP_ORIGINAL",
 		22: "STEP_ACTION_GROW_DISK",
 		23: "STEP_ACTION_REFREEZE_DISK",
+		24: "STEP_ACTION_SET_PASSWORD",
 		25: "STEP_ACTION_DECOMMISSION",
 	}
 	StepAction_value = map[string]int32{
@@ -306,6 +311,7 @@ var (
 		"STEP_ACTION_DROP_ORIGINAL": 21,
 		"STEP_ACTION_GROW_DISK":     22,
 		"STEP_ACTION_REFREEZE_DISK": 23,
+		"STEP_ACTION_SET_PASSWORD":  24,
 		"STEP_ACTION_DECOMMISSION":  25,
 	}
 )
@@ -942,7 +948,21 @@ type GuestReport struct {
 	GuestVersion string `protobuf:"bytes,6,opt,name=guest_version,json=guestVersion,proto3" json:"guest_version,omitempty"`
 	// How many of its lines the agent dropped (malformed, oversized or over
 	// the rate) since the session began.
-	DroppedLines  uint64 `protobuf:"varint,7,opt,name=dropped_lines,json=droppedLines,proto3" json:"dropped_lines,omitempty"`
+	DroppedLines uint64 `protobuf:"varint,7,opt,name=dropped_lines,json=droppedLines,proto3" json:"dropped_lines,omitempty"`
+	// The guest channel protocol its HELLO named: 1, or 2 for a guest side
+	// that takes commands (set password, decommission, OS information).
+	Protocol uint32 `protobuf:"varint,8,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	// A v2 guest side's boot id (same characters as reason): a HELLO of a
+	// boot already reported is not a new boot.
+	BootId string `protobuf:"bytes,9,opt,name=boot_id,json=bootId,proto3" json:"boot_id,omitempty"`
+	// What a v2 guest side said it runs (tokens like guest_version).
+	Os string `protobuf:"bytes,10,opt,name=os,proto3" json:"os,omitempty"`
+	// Its OS version.
+	OsVersion string `protobuf:"bytes,11,opt,name=os_version,json=osVersion,proto3" json:"os_version,omitempty"`
+	// Its kernel release.
+	Kernel string `protobuf:"bytes,12,opt,name=kernel,proto3" json:"kernel,omitempty"`
+	// Heard from, but no longer answering the agent's heartbeat PINGs.
+	Unresponsive  bool `protobuf:"varint,13,opt,name=unresponsive,proto3" json:"unresponsive,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1024,6 +1044,48 @@ func (x *GuestReport) GetDroppedLines() uint64 {
 		return x.DroppedLines
 	}
 	return 0
+}
+
+func (x *GuestReport) GetProtocol() uint32 {
+	if x != nil {
+		return x.Protocol
+	}
+	return 0
+}
+
+func (x *GuestReport) GetBootId() string {
+	if x != nil {
+		return x.BootId
+	}
+	return ""
+}
+
+func (x *GuestReport) GetOs() string {
+	if x != nil {
+		return x.Os
+	}
+	return ""
+}
+
+func (x *GuestReport) GetOsVersion() string {
+	if x != nil {
+		return x.OsVersion
+	}
+	return ""
+}
+
+func (x *GuestReport) GetKernel() string {
+	if x != nil {
+		return x.Kernel
+	}
+	return ""
+}
+
+func (x *GuestReport) GetUnresponsive() bool {
+	if x != nil {
+		return x.Unresponsive
+	}
+	return false
 }
 
 // ConnectResponse is one message from coordinator to agent.
@@ -1516,7 +1578,10 @@ type RunStep struct {
 	// ADOPT_DISK, RESHAPE, UNSHAPE) and PREFLIGHT: the instance's NICs.
 	Nics []*Nic `protobuf:"bytes,16,rep,name=nics,proto3" json:"nics,omitempty"`
 	// For the same steps: what the guest's cloud-init seed says.
-	Guest         *GuestConfig `protobuf:"bytes,17,opt,name=guest,proto3" json:"guest,omitempty"`
+	Guest *GuestConfig `protobuf:"bytes,17,opt,name=guest,proto3" json:"guest,omitempty"`
+	// For SET_PASSWORD: the user and the password. The only place a password
+	// travels after the API: it is never journaled, logged or put in a fault.
+	Password      *GuestPassword `protobuf:"bytes,18,opt,name=password,proto3" json:"password,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1670,6 +1735,68 @@ func (x *RunStep) GetGuest() *GuestConfig {
 	return nil
 }
 
+func (x *RunStep) GetPassword() *GuestPassword {
+	if x != nil {
+		return x.Password
+	}
+	return nil
+}
+
+// GuestPassword is the password SET_PASSWORD sets.
+type GuestPassword struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The user (a POSIX user name).
+	User string `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	// The password, in clear: 1 to 64 bytes of UTF-8 without control characters.
+	Password      string `protobuf:"bytes,2,opt,name=password,proto3" json:"password,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GuestPassword) Reset() {
+	*x = GuestPassword{}
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GuestPassword) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GuestPassword) ProtoMessage() {}
+
+func (x *GuestPassword) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GuestPassword.ProtoReflect.Descriptor instead.
+func (*GuestPassword) Descriptor() ([]byte, []int) {
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *GuestPassword) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *GuestPassword) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
 // Nic is one NIC of an instance with its network, all the host needs to
 // realise both.
 type Nic struct {
@@ -1696,7 +1823,7 @@ type Nic struct {
 
 func (x *Nic) Reset() {
 	*x = Nic{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1708,7 +1835,7 @@ func (x *Nic) String() string {
 func (*Nic) ProtoMessage() {}
 
 func (x *Nic) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1721,7 +1848,7 @@ func (x *Nic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Nic.ProtoReflect.Descriptor instead.
 func (*Nic) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Nic) GetNetwork() string {
@@ -1795,7 +1922,7 @@ type GuestConfig struct {
 
 func (x *GuestConfig) Reset() {
 	*x = GuestConfig{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1807,7 +1934,7 @@ func (x *GuestConfig) String() string {
 func (*GuestConfig) ProtoMessage() {}
 
 func (x *GuestConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1820,7 +1947,7 @@ func (x *GuestConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GuestConfig.ProtoReflect.Descriptor instead.
 func (*GuestConfig) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{13}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GuestConfig) GetHostname() string {
@@ -1858,7 +1985,7 @@ type QueryStep struct {
 
 func (x *QueryStep) Reset() {
 	*x = QueryStep{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1870,7 +1997,7 @@ func (x *QueryStep) String() string {
 func (*QueryStep) ProtoMessage() {}
 
 func (x *QueryStep) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1883,7 +2010,7 @@ func (x *QueryStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryStep.ProtoReflect.Descriptor instead.
 func (*QueryStep) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{14}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *QueryStep) GetStepId() string {
@@ -1917,7 +2044,7 @@ type StepReport struct {
 
 func (x *StepReport) Reset() {
 	*x = StepReport{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1929,7 +2056,7 @@ func (x *StepReport) String() string {
 func (*StepReport) ProtoMessage() {}
 
 func (x *StepReport) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1942,7 +2069,7 @@ func (x *StepReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepReport.ProtoReflect.Descriptor instead.
 func (*StepReport) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{15}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *StepReport) GetStepId() string {
@@ -1997,7 +2124,7 @@ type StepResult struct {
 
 func (x *StepResult) Reset() {
 	*x = StepResult{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[16]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2009,7 +2136,7 @@ func (x *StepResult) String() string {
 func (*StepResult) ProtoMessage() {}
 
 func (x *StepResult) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[16]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2022,7 +2149,7 @@ func (x *StepResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepResult.ProtoReflect.Descriptor instead.
 func (*StepResult) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{16}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StepResult) GetOperationId() string {
@@ -2126,7 +2253,7 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"stepReport\x12F\n" +
 	"\rcopy_progress\x18( \x01(\v2\x1f.flotilla.agent.v1.CopyProgressH\x00R\fcopyProgress\x12C\n" +
 	"\fguest_report\x18) \x01(\v2\x1e.flotilla.agent.v1.GuestReportH\x00R\vguestReportB\x05\n" +
-	"\x03msg\"\x98\x02\n" +
+	"\x03msg\"\xb8\x03\n" +
 	"\vGuestReport\x12\x1f\n" +
 	"\vinstance_id\x18\x01 \x01(\tR\n" +
 	"instanceId\x123\n" +
@@ -2136,7 +2263,15 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\vobserved_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"observedAt\x12#\n" +
 	"\rguest_version\x18\x06 \x01(\tR\fguestVersion\x12#\n" +
-	"\rdropped_lines\x18\a \x01(\x04R\fdroppedLines\"\xd1\x01\n" +
+	"\rdropped_lines\x18\a \x01(\x04R\fdroppedLines\x12\x1a\n" +
+	"\bprotocol\x18\b \x01(\rR\bprotocol\x12\x17\n" +
+	"\aboot_id\x18\t \x01(\tR\x06bootId\x12\x0e\n" +
+	"\x02os\x18\n" +
+	" \x01(\tR\x02os\x12\x1d\n" +
+	"\n" +
+	"os_version\x18\v \x01(\tR\tosVersion\x12\x16\n" +
+	"\x06kernel\x18\f \x01(\tR\x06kernel\x12\"\n" +
+	"\funresponsive\x18\r \x01(\bR\funresponsive\"\xd1\x01\n" +
 	"\x0fConnectResponse\x12?\n" +
 	"\n" +
 	"registered\x18\x01 \x01(\v2\x1d.flotilla.agent.v1.RegisteredH\x00R\n" +
@@ -2174,7 +2309,7 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\adomains\x18\x01 \x03(\v2\x1e.flotilla.agent.v1.DomainStateR\adomains\x12;\n" +
 	"\vobserved_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"observedAt\"\v\n" +
-	"\tHeartbeat\"\xc8\x05\n" +
+	"\tHeartbeat\"\x86\x06\n" +
 	"\aRunStep\x12!\n" +
 	"\foperation_id\x18\x01 \x01(\tR\voperationId\x12\x1f\n" +
 	"\vinstance_id\x18\x02 \x01(\tR\n" +
@@ -2198,7 +2333,11 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"disk_layer\x18\x0f \x01(\x0e2\x1c.flotilla.agent.v1.DiskLayerR\tdiskLayer\x12*\n" +
 	"\x04nics\x18\x10 \x03(\v2\x16.flotilla.agent.v1.NicR\x04nics\x124\n" +
-	"\x05guest\x18\x11 \x01(\v2\x1e.flotilla.agent.v1.GuestConfigR\x05guest\"\xf3\x01\n" +
+	"\x05guest\x18\x11 \x01(\v2\x1e.flotilla.agent.v1.GuestConfigR\x05guest\x12<\n" +
+	"\bpassword\x18\x12 \x01(\v2 .flotilla.agent.v1.GuestPasswordR\bpassword\"?\n" +
+	"\rGuestPassword\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\tR\x04user\x12\x1a\n" +
+	"\bpassword\x18\x02 \x01(\tR\bpassword\"\xf3\x01\n" +
 	"\x03Nic\x12\x18\n" +
 	"\anetwork\x18\x01 \x01(\tR\anetwork\x12,\n" +
 	"\x04mode\x18\x02 \x01(\x0e2\x18.flotilla.v1.NetworkModeR\x04mode\x12\x16\n" +
@@ -2245,7 +2384,7 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\x16DISK_LAYER_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fDISK_LAYER_BASE\x10\x01\x12\x12\n" +
 	"\x0eDISK_LAYER_TOP\x10\x02\x12\x12\n" +
-	"\x0eDISK_LAYER_MID\x10\x03*\xa5\x05\n" +
+	"\x0eDISK_LAYER_MID\x10\x03*\xc3\x05\n" +
 	"\n" +
 	"StepAction\x12\x1b\n" +
 	"\x17STEP_ACTION_UNSPECIFIED\x10\x00\x12\x16\n" +
@@ -2273,6 +2412,7 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\x19STEP_ACTION_DROP_ORIGINAL\x10\x15\x12\x19\n" +
 	"\x15STEP_ACTION_GROW_DISK\x10\x16\x12\x1d\n" +
 	"\x19STEP_ACTION_REFREEZE_DISK\x10\x17\x12\x1c\n" +
+	"\x18STEP_ACTION_SET_PASSWORD\x10\x18\x12\x1c\n" +
 	"\x18STEP_ACTION_DECOMMISSION\x10\x19*\x92\x01\n" +
 	"\x0fStepReportState\x12!\n" +
 	"\x1dSTEP_REPORT_STATE_UNSPECIFIED\x10\x00\x12\x1d\n" +
@@ -2297,7 +2437,7 @@ func file_flotilla_agent_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_flotilla_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_flotilla_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_flotilla_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_flotilla_agent_v1_agent_proto_goTypes = []any{
 	(ChunkEncoding)(0),            // 0: flotilla.agent.v1.ChunkEncoding
 	(GuestState)(0),               // 1: flotilla.agent.v1.GuestState
@@ -2316,20 +2456,21 @@ var file_flotilla_agent_v1_agent_proto_goTypes = []any{
 	(*Inventory)(nil),             // 14: flotilla.agent.v1.Inventory
 	(*Heartbeat)(nil),             // 15: flotilla.agent.v1.Heartbeat
 	(*RunStep)(nil),               // 16: flotilla.agent.v1.RunStep
-	(*Nic)(nil),                   // 17: flotilla.agent.v1.Nic
-	(*GuestConfig)(nil),           // 18: flotilla.agent.v1.GuestConfig
-	(*QueryStep)(nil),             // 19: flotilla.agent.v1.QueryStep
-	(*StepReport)(nil),            // 20: flotilla.agent.v1.StepReport
-	(*StepResult)(nil),            // 21: flotilla.agent.v1.StepResult
-	nil,                           // 22: flotilla.agent.v1.Register.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
-	(*v1.Resources)(nil),          // 24: flotilla.v1.Resources
-	(*durationpb.Duration)(nil),   // 25: google.protobuf.Duration
-	(v1.PowerState)(0),            // 26: flotilla.v1.PowerState
-	(v1.OperationKind)(0),         // 27: flotilla.v1.OperationKind
-	(*v1.InstanceSpec)(nil),       // 28: flotilla.v1.InstanceSpec
-	(v1.NetworkMode)(0),           // 29: flotilla.v1.NetworkMode
-	(*v1.Fault)(nil),              // 30: flotilla.v1.Fault
+	(*GuestPassword)(nil),         // 17: flotilla.agent.v1.GuestPassword
+	(*Nic)(nil),                   // 18: flotilla.agent.v1.Nic
+	(*GuestConfig)(nil),           // 19: flotilla.agent.v1.GuestConfig
+	(*QueryStep)(nil),             // 20: flotilla.agent.v1.QueryStep
+	(*StepReport)(nil),            // 21: flotilla.agent.v1.StepReport
+	(*StepResult)(nil),            // 22: flotilla.agent.v1.StepResult
+	nil,                           // 23: flotilla.agent.v1.Register.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
+	(*v1.Resources)(nil),          // 25: flotilla.v1.Resources
+	(*durationpb.Duration)(nil),   // 26: google.protobuf.Duration
+	(v1.PowerState)(0),            // 27: flotilla.v1.PowerState
+	(v1.OperationKind)(0),         // 28: flotilla.v1.OperationKind
+	(*v1.InstanceSpec)(nil),       // 29: flotilla.v1.InstanceSpec
+	(v1.NetworkMode)(0),           // 30: flotilla.v1.NetworkMode
+	(*v1.Fault)(nil),              // 31: flotilla.v1.Fault
 }
 var file_flotilla_agent_v1_agent_proto_depIdxs = []int32{
 	2,  // 0: flotilla.agent.v1.PullDiskRequest.layer:type_name -> flotilla.agent.v1.DiskLayer
@@ -2337,47 +2478,48 @@ var file_flotilla_agent_v1_agent_proto_depIdxs = []int32{
 	11, // 2: flotilla.agent.v1.ConnectRequest.register:type_name -> flotilla.agent.v1.Register
 	13, // 3: flotilla.agent.v1.ConnectRequest.power_event:type_name -> flotilla.agent.v1.DomainState
 	14, // 4: flotilla.agent.v1.ConnectRequest.resync:type_name -> flotilla.agent.v1.Inventory
-	21, // 5: flotilla.agent.v1.ConnectRequest.step_result:type_name -> flotilla.agent.v1.StepResult
+	22, // 5: flotilla.agent.v1.ConnectRequest.step_result:type_name -> flotilla.agent.v1.StepResult
 	15, // 6: flotilla.agent.v1.ConnectRequest.heartbeat:type_name -> flotilla.agent.v1.Heartbeat
-	20, // 7: flotilla.agent.v1.ConnectRequest.step_report:type_name -> flotilla.agent.v1.StepReport
+	21, // 7: flotilla.agent.v1.ConnectRequest.step_report:type_name -> flotilla.agent.v1.StepReport
 	7,  // 8: flotilla.agent.v1.ConnectRequest.copy_progress:type_name -> flotilla.agent.v1.CopyProgress
 	9,  // 9: flotilla.agent.v1.ConnectRequest.guest_report:type_name -> flotilla.agent.v1.GuestReport
 	1,  // 10: flotilla.agent.v1.GuestReport.state:type_name -> flotilla.agent.v1.GuestState
-	23, // 11: flotilla.agent.v1.GuestReport.observed_at:type_name -> google.protobuf.Timestamp
+	24, // 11: flotilla.agent.v1.GuestReport.observed_at:type_name -> google.protobuf.Timestamp
 	12, // 12: flotilla.agent.v1.ConnectResponse.registered:type_name -> flotilla.agent.v1.Registered
 	16, // 13: flotilla.agent.v1.ConnectResponse.run_step:type_name -> flotilla.agent.v1.RunStep
-	19, // 14: flotilla.agent.v1.ConnectResponse.query_step:type_name -> flotilla.agent.v1.QueryStep
-	24, // 15: flotilla.agent.v1.Register.capacity:type_name -> flotilla.v1.Resources
+	20, // 14: flotilla.agent.v1.ConnectResponse.query_step:type_name -> flotilla.agent.v1.QueryStep
+	25, // 15: flotilla.agent.v1.Register.capacity:type_name -> flotilla.v1.Resources
 	13, // 16: flotilla.agent.v1.Register.inventory:type_name -> flotilla.agent.v1.DomainState
-	22, // 17: flotilla.agent.v1.Register.labels:type_name -> flotilla.agent.v1.Register.LabelsEntry
-	25, // 18: flotilla.agent.v1.Registered.heartbeat_interval:type_name -> google.protobuf.Duration
-	25, // 19: flotilla.agent.v1.Registered.resync_interval:type_name -> google.protobuf.Duration
-	26, // 20: flotilla.agent.v1.DomainState.state:type_name -> flotilla.v1.PowerState
-	23, // 21: flotilla.agent.v1.DomainState.observed_at:type_name -> google.protobuf.Timestamp
+	23, // 17: flotilla.agent.v1.Register.labels:type_name -> flotilla.agent.v1.Register.LabelsEntry
+	26, // 18: flotilla.agent.v1.Registered.heartbeat_interval:type_name -> google.protobuf.Duration
+	26, // 19: flotilla.agent.v1.Registered.resync_interval:type_name -> google.protobuf.Duration
+	27, // 20: flotilla.agent.v1.DomainState.state:type_name -> flotilla.v1.PowerState
+	24, // 21: flotilla.agent.v1.DomainState.observed_at:type_name -> google.protobuf.Timestamp
 	13, // 22: flotilla.agent.v1.Inventory.domains:type_name -> flotilla.agent.v1.DomainState
-	23, // 23: flotilla.agent.v1.Inventory.observed_at:type_name -> google.protobuf.Timestamp
-	27, // 24: flotilla.agent.v1.RunStep.kind:type_name -> flotilla.v1.OperationKind
-	28, // 25: flotilla.agent.v1.RunStep.spec:type_name -> flotilla.v1.InstanceSpec
-	25, // 26: flotilla.agent.v1.RunStep.graceful_timeout:type_name -> google.protobuf.Duration
-	23, // 27: flotilla.agent.v1.RunStep.deadline:type_name -> google.protobuf.Timestamp
+	24, // 23: flotilla.agent.v1.Inventory.observed_at:type_name -> google.protobuf.Timestamp
+	28, // 24: flotilla.agent.v1.RunStep.kind:type_name -> flotilla.v1.OperationKind
+	29, // 25: flotilla.agent.v1.RunStep.spec:type_name -> flotilla.v1.InstanceSpec
+	26, // 26: flotilla.agent.v1.RunStep.graceful_timeout:type_name -> google.protobuf.Duration
+	24, // 27: flotilla.agent.v1.RunStep.deadline:type_name -> google.protobuf.Timestamp
 	3,  // 28: flotilla.agent.v1.RunStep.action:type_name -> flotilla.agent.v1.StepAction
 	2,  // 29: flotilla.agent.v1.RunStep.disk_layer:type_name -> flotilla.agent.v1.DiskLayer
-	17, // 30: flotilla.agent.v1.RunStep.nics:type_name -> flotilla.agent.v1.Nic
-	18, // 31: flotilla.agent.v1.RunStep.guest:type_name -> flotilla.agent.v1.GuestConfig
-	29, // 32: flotilla.agent.v1.Nic.mode:type_name -> flotilla.v1.NetworkMode
-	4,  // 33: flotilla.agent.v1.StepReport.state:type_name -> flotilla.agent.v1.StepReportState
-	21, // 34: flotilla.agent.v1.StepReport.result:type_name -> flotilla.agent.v1.StepResult
-	30, // 35: flotilla.agent.v1.StepResult.fault:type_name -> flotilla.v1.Fault
-	13, // 36: flotilla.agent.v1.StepResult.state:type_name -> flotilla.agent.v1.DomainState
-	8,  // 37: flotilla.agent.v1.AgentService.Connect:input_type -> flotilla.agent.v1.ConnectRequest
-	5,  // 38: flotilla.agent.v1.AgentPeerService.PullDisk:input_type -> flotilla.agent.v1.PullDiskRequest
-	10, // 39: flotilla.agent.v1.AgentService.Connect:output_type -> flotilla.agent.v1.ConnectResponse
-	6,  // 40: flotilla.agent.v1.AgentPeerService.PullDisk:output_type -> flotilla.agent.v1.DiskChunk
-	39, // [39:41] is the sub-list for method output_type
-	37, // [37:39] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	18, // 30: flotilla.agent.v1.RunStep.nics:type_name -> flotilla.agent.v1.Nic
+	19, // 31: flotilla.agent.v1.RunStep.guest:type_name -> flotilla.agent.v1.GuestConfig
+	17, // 32: flotilla.agent.v1.RunStep.password:type_name -> flotilla.agent.v1.GuestPassword
+	30, // 33: flotilla.agent.v1.Nic.mode:type_name -> flotilla.v1.NetworkMode
+	4,  // 34: flotilla.agent.v1.StepReport.state:type_name -> flotilla.agent.v1.StepReportState
+	22, // 35: flotilla.agent.v1.StepReport.result:type_name -> flotilla.agent.v1.StepResult
+	31, // 36: flotilla.agent.v1.StepResult.fault:type_name -> flotilla.v1.Fault
+	13, // 37: flotilla.agent.v1.StepResult.state:type_name -> flotilla.agent.v1.DomainState
+	8,  // 38: flotilla.agent.v1.AgentService.Connect:input_type -> flotilla.agent.v1.ConnectRequest
+	5,  // 39: flotilla.agent.v1.AgentPeerService.PullDisk:input_type -> flotilla.agent.v1.PullDiskRequest
+	10, // 40: flotilla.agent.v1.AgentService.Connect:output_type -> flotilla.agent.v1.ConnectResponse
+	6,  // 41: flotilla.agent.v1.AgentPeerService.PullDisk:output_type -> flotilla.agent.v1.DiskChunk
+	40, // [40:42] is the sub-list for method output_type
+	38, // [38:40] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_agent_v1_agent_proto_init() }
@@ -2406,7 +2548,7 @@ func file_flotilla_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_agent_v1_agent_proto_rawDesc), len(file_flotilla_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   18,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

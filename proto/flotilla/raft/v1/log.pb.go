@@ -1506,7 +1506,19 @@ type GuestReport struct {
 	// Guest side's version.
 	Version string `protobuf:"bytes,7,opt,name=version,proto3" json:"version,omitempty"`
 	// When the agent heard it: Unix nanoseconds.
-	TimeUnixNano  int64 `protobuf:"fixed64,8,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	TimeUnixNano int64 `protobuf:"fixed64,8,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	// Log version 5: the protocol, boot id, OS and heartbeat of the report.
+	Protocol uint32 `protobuf:"varint,9,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	// Boot id.
+	BootId string `protobuf:"bytes,10,opt,name=boot_id,json=bootId,proto3" json:"boot_id,omitempty"`
+	// OS id.
+	Os string `protobuf:"bytes,11,opt,name=os,proto3" json:"os,omitempty"`
+	// OS version.
+	OsVersion string `protobuf:"bytes,12,opt,name=os_version,json=osVersion,proto3" json:"os_version,omitempty"`
+	// Kernel release.
+	Kernel string `protobuf:"bytes,13,opt,name=kernel,proto3" json:"kernel,omitempty"`
+	// Not answering heartbeats.
+	Unresponsive  bool `protobuf:"varint,14,opt,name=unresponsive,proto3" json:"unresponsive,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1595,6 +1607,48 @@ func (x *GuestReport) GetTimeUnixNano() int64 {
 		return x.TimeUnixNano
 	}
 	return 0
+}
+
+func (x *GuestReport) GetProtocol() uint32 {
+	if x != nil {
+		return x.Protocol
+	}
+	return 0
+}
+
+func (x *GuestReport) GetBootId() string {
+	if x != nil {
+		return x.BootId
+	}
+	return ""
+}
+
+func (x *GuestReport) GetOs() string {
+	if x != nil {
+		return x.Os
+	}
+	return ""
+}
+
+func (x *GuestReport) GetOsVersion() string {
+	if x != nil {
+		return x.OsVersion
+	}
+	return ""
+}
+
+func (x *GuestReport) GetKernel() string {
+	if x != nil {
+		return x.Kernel
+	}
+	return ""
+}
+
+func (x *GuestReport) GetUnresponsive() bool {
+	if x != nil {
+		return x.Unresponsive
+	}
+	return false
 }
 
 // Strand marks a guest still booting at its deadline stranded (log version 4),
@@ -1771,7 +1825,7 @@ const file_flotilla_raft_v1_log_proto_rawDesc = "" +
 	"\rCreateNetwork\x123\n" +
 	"\anetwork\x18\x01 \x01(\v2\x19.flotilla.raft.v1.NetworkR\anetwork\"#\n" +
 	"\rDeleteNetwork\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\xe1\x01\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x81\x03\n" +
 	"\vGuestReport\x12\x17\n" +
 	"\ahost_id\x18\x01 \x01(\tR\x06hostId\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x1f\n" +
@@ -1781,7 +1835,15 @@ const file_flotilla_raft_v1_log_proto_rawDesc = "" +
 	"\x05stage\x18\x05 \x01(\tR\x05stage\x12\x16\n" +
 	"\x06reason\x18\x06 \x01(\tR\x06reason\x12\x18\n" +
 	"\aversion\x18\a \x01(\tR\aversion\x12$\n" +
-	"\x0etime_unix_nano\x18\b \x01(\x10R\ftimeUnixNano\"\x83\x01\n" +
+	"\x0etime_unix_nano\x18\b \x01(\x10R\ftimeUnixNano\x12\x1a\n" +
+	"\bprotocol\x18\t \x01(\rR\bprotocol\x12\x17\n" +
+	"\aboot_id\x18\n" +
+	" \x01(\tR\x06bootId\x12\x0e\n" +
+	"\x02os\x18\v \x01(\tR\x02os\x12\x1d\n" +
+	"\n" +
+	"os_version\x18\f \x01(\tR\tosVersion\x12\x16\n" +
+	"\x06kernel\x18\r \x01(\tR\x06kernel\x12\"\n" +
+	"\funresponsive\x18\x0e \x01(\bR\funresponsive\"\x83\x01\n" +
 	"\x06Strand\x12\x1f\n" +
 	"\vinstance_id\x18\x01 \x01(\tR\n" +
 	"instanceId\x12&\n" +

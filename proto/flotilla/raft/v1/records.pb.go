@@ -907,7 +907,19 @@ type GuestFacts struct {
 	// Entered state: Unix nanoseconds.
 	SinceUnixNano int64 `protobuf:"fixed64,5,opt,name=since_unix_nano,json=sinceUnixNano,proto3" json:"since_unix_nano,omitempty"`
 	// Last report: Unix nanoseconds.
-	TimeUnixNano  int64 `protobuf:"fixed64,6,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	TimeUnixNano int64 `protobuf:"fixed64,6,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	// Log version 5: the guest channel protocol of its guest side.
+	Protocol uint32 `protobuf:"varint,7,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	// Boot id of the boot reported.
+	BootId string `protobuf:"bytes,8,opt,name=boot_id,json=bootId,proto3" json:"boot_id,omitempty"`
+	// OS id.
+	Os string `protobuf:"bytes,9,opt,name=os,proto3" json:"os,omitempty"`
+	// OS version.
+	OsVersion string `protobuf:"bytes,10,opt,name=os_version,json=osVersion,proto3" json:"os_version,omitempty"`
+	// Kernel release.
+	Kernel string `protobuf:"bytes,11,opt,name=kernel,proto3" json:"kernel,omitempty"`
+	// Not answering heartbeats.
+	Unresponsive  bool `protobuf:"varint,12,opt,name=unresponsive,proto3" json:"unresponsive,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -982,6 +994,48 @@ func (x *GuestFacts) GetTimeUnixNano() int64 {
 		return x.TimeUnixNano
 	}
 	return 0
+}
+
+func (x *GuestFacts) GetProtocol() uint32 {
+	if x != nil {
+		return x.Protocol
+	}
+	return 0
+}
+
+func (x *GuestFacts) GetBootId() string {
+	if x != nil {
+		return x.BootId
+	}
+	return ""
+}
+
+func (x *GuestFacts) GetOs() string {
+	if x != nil {
+		return x.Os
+	}
+	return ""
+}
+
+func (x *GuestFacts) GetOsVersion() string {
+	if x != nil {
+		return x.OsVersion
+	}
+	return ""
+}
+
+func (x *GuestFacts) GetKernel() string {
+	if x != nil {
+		return x.Kernel
+	}
+	return ""
+}
+
+func (x *GuestFacts) GetUnresponsive() bool {
+	if x != nil {
+		return x.Unresponsive
+	}
+	return false
 }
 
 // Nic is one allocated network interface.
@@ -2304,7 +2358,7 @@ const file_flotilla_raft_v1_records_proto_rawDesc = "" +
 	"\fdecommission\x18) \x01(\tR\fdecommission\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb8\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd8\x02\n" +
 	"\n" +
 	"GuestFacts\x12\x14\n" +
 	"\x05state\x18\x01 \x01(\tR\x05state\x12\x14\n" +
@@ -2312,7 +2366,15 @@ const file_flotilla_raft_v1_records_proto_rawDesc = "" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
 	"\aversion\x18\x04 \x01(\tR\aversion\x12&\n" +
 	"\x0fsince_unix_nano\x18\x05 \x01(\x10R\rsinceUnixNano\x12$\n" +
-	"\x0etime_unix_nano\x18\x06 \x01(\x10R\ftimeUnixNano\"a\n" +
+	"\x0etime_unix_nano\x18\x06 \x01(\x10R\ftimeUnixNano\x12\x1a\n" +
+	"\bprotocol\x18\a \x01(\rR\bprotocol\x12\x17\n" +
+	"\aboot_id\x18\b \x01(\tR\x06bootId\x12\x0e\n" +
+	"\x02os\x18\t \x01(\tR\x02os\x12\x1d\n" +
+	"\n" +
+	"os_version\x18\n" +
+	" \x01(\tR\tosVersion\x12\x16\n" +
+	"\x06kernel\x18\v \x01(\tR\x06kernel\x12\"\n" +
+	"\funresponsive\x18\f \x01(\bR\funresponsive\"a\n" +
 	"\x03Nic\x12\x18\n" +
 	"\anetwork\x18\x01 \x01(\tR\anetwork\x12\x10\n" +
 	"\x03mac\x18\x02 \x01(\tR\x03mac\x12\x12\n" +
