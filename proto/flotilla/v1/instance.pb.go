@@ -2132,9 +2132,10 @@ type StopInstanceRequest struct {
 	// How long a running guest gets to run its decommission work (its
 	// shutdown scripts, over its guest channel) before the domain is shut
 	// down: 0s..1h. The instance is DECOMMISSIONING meanwhile; if the work
-	// fails or runs out of time it is STRANDED_DECOMMISSIONING and the domain
-	// is destroyed at once. A guest without a guest side skips it. Absent:
-	// the instance's own decommission_timeout; 0s: no decommissioning.
+	// fails or runs out of time it is STRANDED_DECOMMISSIONING and the stop
+	// goes on forced (graceful_timeout cut short: the domain is off within a
+	// minute). A guest without a guest side skips it. Absent: the instance's
+	// own decommission_timeout; 0s: no decommissioning.
 	DecommissionTimeout *durationpb.Duration `protobuf:"bytes,5,opt,name=decommission_timeout,json=decommissionTimeout,proto3" json:"decommission_timeout,omitempty"`
 	unknownFields       protoimpl.UnknownFields
 	sizeCache           protoimpl.SizeCache
