@@ -7,12 +7,27 @@ TOOLS := $(CURDIR)/.bin
 export PATH := $(TOOLS):$(PATH)
 TEST_TIMEOUT ?= 30m
 
-.PHONY: all build tools host guest etcd setup proto proto-check docs conformance lint vet test test-unit demo bench bench-resize bench-xfer clean
+.PHONY: install all build tools host guest etcd setup proto proto-check docs conformance lint vet test test-unit demo bench bench-resize bench-xfer clean
 
 all: build
 
+# -buildvcs=auto: --version shows the commit even where GOFLAGS turns
+# stamping off (it is skipped quietly where there is no git checkout).
 build:
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -buildvcs=auto -o $(BIN)/ ./cmd/...
+
+# install: the binaries into $(DESTDIR)$(PREFIX)/bin, the systemd units
+# into $(DESTDIR)/etc/systemd/system (then: systemctl daemon-reload; put
+# flags in /etc/flotilla/{coordinator,agent}.env; systemctl enable --now
+# flotilla-coordinator or flotilla-agent). A coordinator runs as the user
+# flotilla, made here if missing (not under DESTDIR).
+PREFIX ?= /usr/local
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/etc/systemd/system $(DESTDIR)/etc/flotilla
+	install -m 0755 $(BIN)/flotilla-coordinator $(BIN)/flotilla-agent $(BIN)/flotctl $(DESTDIR)$(PREFIX)/bin/
+	sed 's|/usr/local/bin/|$(PREFIX)/bin/|' packaging/systemd/flotilla-coordinator.service >$(DESTDIR)/etc/systemd/system/flotilla-coordinator.service
+	sed 's|/usr/local/bin/|$(PREFIX)/bin/|' packaging/systemd/flotilla-agent.service >$(DESTDIR)/etc/systemd/system/flotilla-agent.service
+	if [ -z "$(DESTDIR)" ] && ! id flotilla >/dev/null 2>&1; then useradd --system --home /var/lib/flotilla --shell /usr/sbin/nologin flotilla; fi
 
 tools:
 	scripts/install-tools.sh
@@ -39,6 +54,7 @@ proto-check: tools
 # Documents generated from the code (a test fails when they are stale).
 docs:
 	$(GO) test ./coordinator/vocabulary -run TestVocabulariesDoc -update-doc
+	$(GO) test ./internal/apidoc -run TestAPIReference -update-doc
 
 vet:
 	$(GO) vet ./...

@@ -43,6 +43,7 @@ PACKAGES=(
   iputils-ping  # the test bed's hosts ping each other (scripts/testbed.sh)
   rsync  # bench/cmd/flotilla-xfer-bench compares disk copies with rsync --sparse
   openssh-server  # ... over ssh too; the bench runs its own sshd, the system's is not started
+  systemd  # systemd-analyze verify checks packaging/systemd's units (packaging tests)
 )
 
 # ---------------------------------------------------------------- packages

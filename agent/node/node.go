@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/flotilla-vm/flotilla/agent/executor"
 	"github.com/flotilla-vm/flotilla/agent/guestchan"
+	"github.com/flotilla-vm/flotilla/agent/metrics"
 	"github.com/flotilla-vm/flotilla/agent/session"
 	"github.com/flotilla-vm/flotilla/agent/stepstore"
 	"github.com/flotilla-vm/flotilla/agent/transfer"
@@ -59,7 +61,9 @@ type Config struct {
 	Capacity hypervisor.Capacity
 	// DiskReserve is the free disk, in bytes, a preflight keeps.
 	DiskReserve uint64
-	Labels      map[string]string
+	// GuestPing is the guest channels' heartbeat (0: guestchan's default).
+	GuestPing time.Duration
+	Labels    map[string]string
 	// IgnoreEvents leaves hypervisor events unsubscribed (a test switch:
 	// the coordinator then learns of changes only through resyncs).
 	IgnoreEvents bool
@@ -73,6 +77,8 @@ type Config struct {
 	CopyRateLimit   int64
 	CopyCompression transfer.Compression
 	AgentVersion    string
+	// Metrics, when set, counts the steps run and reports the session.
+	Metrics *metrics.Agent
 	// Logger carries no "host": the agent's packages add it.
 	Logger *slog.Logger
 }
@@ -87,6 +93,8 @@ type Node struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	client atomic.Pointer[session.Client] // while Run runs
 }
 
 // New checks cfg and opens the step journal; Run does the rest. A Node
@@ -117,7 +125,19 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.store = store
+	if cfg.Metrics != nil {
+		cfg.Metrics.Registered(func() bool { return n.Ready() == nil })
+	}
 	return n, nil
+}
+
+// Ready returns nil while the agent is connected and registered with a
+// coordinator, else why not.
+func (n *Node) Ready() error {
+	if c := n.client.Load(); c == nil || !c.Registered() {
+		return errors.New("not registered with a coordinator")
+	}
+	return nil
 }
 
 // Close releases what New opened (and Config.Driver), if Run has not.
@@ -162,7 +182,7 @@ func (n *Node) Run(ctx context.Context) error {
 	// Guest channels: the session tells the watcher which domains run and
 	// sends on what their guests say; steps send commands through it.
 	// Closed after the executor (defers run in reverse), before the driver.
-	guests := guestchan.New(guestchan.Config{Sockets: drv, Logger: n.hlog})
+	guests := guestchan.New(guestchan.Config{Sockets: drv, Logger: n.hlog, PingInterval: n.cfg.GuestPing})
 	defer guests.Close()
 
 	exec, err := executor.New(executor.Config{HostID: n.cfg.HostID, Driver: drv, Store: n.store, Logger: n.log, Mover: mover,
@@ -174,11 +194,15 @@ func (n *Node) Run(ctx context.Context) error {
 	// running steps end first.
 	defer exec.Close()
 
+	var steps session.Executor = exec
+	if n.cfg.Metrics != nil {
+		steps = n.cfg.Metrics.Steps(exec)
+	}
 	client, err := session.New(session.Config{
 		Coordinator:  n.cfg.Coordinator,
 		HostID:       n.cfg.HostID,
 		Driver:       drv,
-		Executor:     exec,
+		Executor:     steps,
 		Capacity:     n.cfg.Capacity,
 		AgentVersion: n.cfg.AgentVersion,
 		IgnoreEvents: n.cfg.IgnoreEvents,
@@ -193,6 +217,8 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	defer closeLogged(n.hlog, "coordinator connection", client.Close)
 	progress.client.Store(client)
+	n.client.Store(client)
+	defer n.client.Store(nil)
 
 	n.hlog.Info("agent starting", "coordinator", n.cfg.Coordinator, "hypervisor", n.cfg.Hypervisor,
 		"kind", drv.Kind(), "state_dir", n.cfg.StateDir, "disk_reserve_bytes", n.cfg.DiskReserve, "peer_address", peerAddr, "version", n.cfg.AgentVersion)

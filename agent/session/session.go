@@ -55,7 +55,7 @@ type Config struct {
 	Driver      hypervisor.Driver
 	// Executor runs the steps; it outlives sessions, so a step keeps
 	// running across reconnects.
-	Executor *executor.Executor
+	Executor Executor
 	// Capacity overrides, field by field, what the driver reports; zero
 	// fields are asked of the driver.
 	Capacity     hypervisor.Capacity
@@ -85,6 +85,16 @@ type Config struct {
 	HypervisorTimeout time.Duration
 	// DialOptions are added to the defaults (insecure credentials, keepalive).
 	DialOptions []grpc.DialOption
+}
+
+// Executor runs steps (agent/executor.Executor, or it wrapped to be
+// measured).
+type Executor interface {
+	// Execute runs a step and returns its result; nil if it is already
+	// running (the call that started it answers).
+	Execute(step *agentv1.RunStep, sessionEpoch uint64) *agentv1.StepResult
+	// Report says where a step is, or nil.
+	Report(stepID, operationID string) *agentv1.StepReport
 }
 
 // Guests is the guest channel watcher (agent/guestchan.Watcher).
@@ -243,6 +253,10 @@ func (c *Client) Close() error {
 	}
 	return errors.Join(errs...)
 }
+
+// Registered reports whether a coordinator has registered this agent on
+// a session that is live now.
+func (c *Client) Registered() bool { return c.live.Load() != nil }
 
 // Epoch is the host epoch of the live session, 0 when there is none.
 func (c *Client) Epoch() uint64 {

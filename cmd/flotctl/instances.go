@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -538,6 +539,62 @@ func runMarkOperational(ctx context.Context, c *cli, name string, args []string)
 		return err
 	}
 	return printInstances(c.stdout, c.output, []*flotillav1.Instance{in})
+}
+
+// runSetPassword sets a user's password inside the guest. The password is
+// read from a file (or "-": standard input), never from the command line,
+// where other users of the machine and the shell's history would see it.
+func runSetPassword(ctx context.Context, c *cli, name string, args []string) error {
+	fs := newFlagSet(name)
+	user := fs.String("user", "", "the user (default: root)")
+	file := fs.String("password-file", "", "a file whose first line is the password; - reads standard input")
+	requestID := fs.String("request-id", "", "idempotency key: a retry with the same key returns the first operation")
+	wait := fs.Bool("wait", false, "wait for the operation to finish, then show the instance")
+	pos, err := parseArgs(fs, name, args, 1)
+	if err != nil {
+		return err
+	}
+	if *file == "" {
+		return &usageError{usageOf(name), "--password-file is required (- reads standard input)"}
+	}
+	pw, err := readPassword(*file)
+	if err != nil {
+		return err
+	}
+	closeConn, err := c.connect()
+	if err != nil {
+		return err
+	}
+	defer closeConn()
+	cctx, cancel := c.call(ctx)
+	op, err := c.instances.SetPassword(cctx, &flotillav1.SetPasswordRequest{Id: pos[0], User: *user, Password: pw, RequestId: *requestID})
+	cancel()
+	if err != nil {
+		return err
+	}
+	if !*wait {
+		return printOperations(c.stdout, c.output, []*flotillav1.Operation{op})
+	}
+	return c.waitAndShow(ctx, op)
+}
+
+// readPassword reads the first line of path ("-": standard input), without
+// its line ending.
+func readPassword(path string) (string, error) {
+	var r io.Reader = os.Stdin
+	if path != "-" {
+		f, err := os.Open(path)
+		if err != nil {
+			return "", &exitError{fmt.Sprintf("reading the password: %v", err)}
+		}
+		defer f.Close()
+		r = f
+	}
+	line, err := bufio.NewReader(io.LimitReader(r, 4096)).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", &exitError{fmt.Sprintf("reading the password: %v", err)}
+	}
+	return strings.TrimRight(line, "\r\n"), nil
 }
 
 // givenDuration is a duration flag whose default (negative) means "not

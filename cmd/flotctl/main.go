@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/flotilla-vm/flotilla/internal/mtls"
+	"github.com/flotilla-vm/flotilla/internal/version"
 	flotillav1 "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
 
@@ -69,6 +70,7 @@ var commandList = []struct{ name, usage string }{
 	{"extend", "extend ID --disk-gib G [--request-id R] [--wait]"},
 	{"move", "move ID [--to HOST] [--graceful 10m] [--request-id R] [--wait]"},
 	{"mark-operational", "mark-operational ID"},
+	{"set-password", "set-password ID --password-file FILE|- [--user root] [--request-id R] [--wait]"},
 	{"usage", "usage ID [--vocabulary rightscale|azure] [--from T] [--to T]"},
 	{"op get", "op get ID"},
 	{"op list", "op list [--instance ID]"},
@@ -94,8 +96,8 @@ var runners = map[string]runFunc{
 	"restart": runMutation, "pause": runMutation, "unpause": runMutation, "update": runMutation,
 	"suspend": runMutation, "resume": runMutation, "delete": runMutation,
 	"resize": runMutation, "confirm-resize": runMutation, "revert-resize": runMutation, "extend": runMutation, "move": runMutation,
-	"mark-operational": runMarkOperational,
-	"get":              runGet, "list": runList, "watch": runWatch, "usage": runUsage,
+	"mark-operational": runMarkOperational, "set-password": runSetPassword,
+	"get": runGet, "list": runList, "watch": runWatch, "usage": runUsage,
 	"op get": runOpGet, "op list": runOpList, "op wait": runOpWait, "op cancel": runOpCancel,
 	"host list": runHostList, "host get": runHostGet,
 	"host cordon": runHostCordon, "host uncordon": runHostCordon, "host drain": runHostDrain,
@@ -190,11 +192,15 @@ func (c *cli) parseGlobal(args []string, getenv func(string) string) (string, []
 	fs.StringVar(&c.tls.CA, "tls-ca", getenv("FLOTILLA_TLS_CA"), "CA bundle that signs the coordinators (env FLOTILLA_TLS_CA)")
 	fs.StringVar(&c.output, "o", "table", "output format: table or json")
 	fs.StringVar(&c.output, "output", "table", "same as -o")
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return "", nil, &helpError{globalHelp(fs)}
 		}
 		return "", nil, &usageError{globalUsage, err.Error()}
+	}
+	if *showVersion { // printed as help is: on stdout, exit 0
+		return "", nil, &helpError{version.Get().String("flotctl")}
 	}
 	switch {
 	case c.output != "table" && c.output != "json":

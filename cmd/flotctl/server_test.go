@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -50,6 +52,15 @@ type fake struct {
 	cancelErr    error                 // CancelOperation's error, if set
 	usageReqs    []*flotillav1.GetInstanceUsageRequest
 	networks     []*flotillav1.Network
+	passwordReqs []*flotillav1.SetPasswordRequest
+}
+
+func (f *fake) SetPassword(_ context.Context, r *flotillav1.SetPasswordRequest) (*flotillav1.Operation, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.passwordReqs = append(f.passwordReqs, r)
+	return &flotillav1.Operation{Id: "op-pw", InstanceId: r.Id, Kind: flotillav1.OperationKind_OPERATION_KIND_SET_PASSWORD,
+		State: flotillav1.OperationState_OPERATION_STATE_PENDING}, nil
 }
 
 func (f *fake) MarkOperational(_ context.Context, r *flotillav1.MarkOperationalRequest) (*flotillav1.Instance, error) {
@@ -792,5 +803,25 @@ func TestMarkOperational(t *testing.T) {
 	}
 	if code, _, errOut = runCLI(context.Background(), addr, "mark-operational", "i-2"); code == 0 || !strings.Contains(errOut, "not stranded") {
 		t.Fatalf("a refused mark: exit %d: %s", code, errOut)
+	}
+}
+
+// set-password reads the password from a file, never from the command line.
+func TestSetPasswordCommand(t *testing.T) {
+	f := &fake{}
+	addr := serve(t, f)
+	file := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(file, []byte("correct horse battery\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runCLI(context.Background(), addr, "set-password", "i-1", "--user", "ops", "--password-file", file)
+	if code != 0 || !strings.Contains(out, "op-pw") || strings.Contains(out+errOut, "horse") {
+		t.Fatalf("exit %d\n%s%s", code, out, errOut)
+	}
+	if len(f.passwordReqs) != 1 || f.passwordReqs[0].Password != "correct horse battery" || f.passwordReqs[0].User != "ops" {
+		t.Fatalf("requests %v", f.passwordReqs)
+	}
+	if code, _, errOut = runCLI(context.Background(), addr, "set-password", "i-1"); code != 2 || !strings.Contains(errOut, "--password-file is required") {
+		t.Fatalf("without a password file: exit %d: %s", code, errOut)
 	}
 }

@@ -14,23 +14,25 @@ import (
 	"os"
 	"os/signal"
 	"regexp"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"syscall"
+	"time"
 
+	"github.com/flotilla-vm/flotilla/agent/guestchan"
+	"github.com/flotilla-vm/flotilla/agent/metrics"
 	"github.com/flotilla-vm/flotilla/agent/node"
+	"github.com/flotilla-vm/flotilla/cmd/internal/daemon"
 	"github.com/flotilla-vm/flotilla/hypervisor"
 	"github.com/flotilla-vm/flotilla/hypervisor/libvirt"
 	"github.com/flotilla-vm/flotilla/internal/mtls"
+	"github.com/flotilla-vm/flotilla/internal/opshttp"
+	"github.com/flotilla-vm/flotilla/internal/version"
 )
 
 // testHooks applies test-only switches; only test builds have any
 // (testhooks.go).
 var testHooks = func(*config) {}
-
-// version is set at build time with -ldflags "-X main.version=...".
-var version = ""
 
 // defaultDiskReserveGiB is the free disk a preflight keeps by default: room
 // for guests' thin disks to grow into (and for logs), so that a nearly full
@@ -54,12 +56,12 @@ type config struct {
 	domainType    string
 	stateDir      string
 	capacity      hypervisor.Capacity
-	diskReserve   uint64 // bytes a preflight keeps free in the disk dir
-	ignoreEvents  bool   // test builds only (testhooks.go)
-	logLevel      slog.Level
-	logFormat     string
+	diskReserve   uint64       // bytes a preflight keeps free in the disk dir
+	ignoreEvents  bool         // test builds only (testhooks.go)
+	daemon        daemon.Flags // logging, the HTTP endpoint, --version
 	labels        map[string]string
 	bridges       []string // host bridges bridge NICs may attach to
+	guestPing     time.Duration
 	tls           mtls.Files
 	peerListen    string // where to serve AgentPeerService; empty: not at all
 	peerInsecure  bool   // serve it without TLS on an address other hosts reach
@@ -82,13 +84,19 @@ func (kv keyValues) Set(s string) error {
 }
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stderr))
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func run(args []string, stderr io.Writer) int {
+// errVersion: --version was asked for.
+var errVersion = errors.New("version asked for")
+
+func run(args []string, stdout, stderr io.Writer) int {
 	cfg, err := parseFlags(args, stderr)
 	switch {
 	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errVersion):
+		daemon.PrintVersion(stdout, "flotilla-agent")
 		return 0
 	case errors.Is(err, errReported):
 		return 2
@@ -96,7 +104,7 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "flotilla-agent: %v\n", err)
 		return 2
 	}
-	base := newLogger(cfg, stderr)
+	base := cfg.daemon.Logger(stderr)
 	log := base.With("host", cfg.hostID) // the packages add "host" themselves
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -115,7 +123,6 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		vcpus              uint
 		memoryMiB, diskGiB uint64
 		diskReserveGiB     uint64
-		logLevel           string
 	)
 	fs := flag.NewFlagSet("flotilla-agent", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -132,8 +139,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.Uint64Var(&memoryMiB, "memory-mib", 0, "memory in MiB offered to guests (0: ask the hypervisor)")
 	fs.Uint64Var(&diskGiB, "disk-gib", 0, "disk in GiB offered to guests (0: ask the hypervisor)")
 	fs.Uint64Var(&diskReserveGiB, "disk-reserve-gib", defaultDiskReserveGiB, "free disk in GiB kept in --disk-dir: a create or start fails INSUFFICIENT_DISK, before anything is made, when less than this (plus what a new disk takes at once) is free")
-	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
-	fs.StringVar(&cfg.logFormat, "log-format", "json", "json or text")
+	cfg.daemon.Register(fs)
 	fs.StringVar(&cfg.tls.Cert, "tls-cert", "", "this host's certificate for mutual TLS (Common Name = host id, OU = agent)")
 	fs.StringVar(&cfg.tls.Key, "tls-key", "", "private key of --tls-cert")
 	fs.StringVar(&cfg.tls.CA, "tls-ca", "", "CA bundle that signs the coordinators (and the other agents)")
@@ -143,6 +149,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.peerAdvertise, "peer-advertise", "", "the address other agents dial for --peer-listen, host:port (default: the address listened on)")
 	var bridges string
 	fs.StringVar(&bridges, "bridges", "", "comma-separated host bridges that instances on bridge networks may attach to, e.g. br0,br1 (the operator makes them; the agent reports those that exist)")
+	fs.DurationVar(&cfg.guestPing, "guest-ping-interval", guestchan.DefaultPingInterval,
+		"how often the agent PINGs each guest side on its guest channel; a guest that leaves 3 in a row unanswered is reported unresponsive")
 	labels := keyValues{}
 	fs.Var(labels, "label", "a placement label of this host, key=value (repeatable)")
 	fs.Usage = func() {
@@ -158,12 +166,18 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		// The flag package has printed the error and the usage.
 		return config{}, errReported
 	}
+	if cfg.daemon.Version {
+		return config{}, errVersion
+	}
 	if fs.NArg() > 0 {
 		return config{}, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
 	cfg.labels = labels
 	testHooks(&cfg)
 	var err error
+	if cfg.guestPing < 100*time.Millisecond || cfg.guestPing > time.Hour {
+		return config{}, fmt.Errorf("--guest-ping-interval %s: must be 100ms..1h", cfg.guestPing)
+	}
 	if cfg.bridges, err = parseBridges(bridges); err != nil {
 		return config{}, err
 	}
@@ -187,11 +201,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return config{}, fmt.Errorf("--disk-reserve-gib %d: too large", diskReserveGiB)
 	}
 	cfg.diskReserve = diskReserveGiB << 30
-	if err := cfg.logLevel.UnmarshalText([]byte(logLevel)); err != nil || !validLevel(logLevel) {
-		return config{}, fmt.Errorf("--log-level %q: want debug, info, warn or error", logLevel)
-	}
-	if cfg.logFormat != "json" && cfg.logFormat != "text" {
-		return config{}, fmt.Errorf("--log-format %q: want json or text", cfg.logFormat)
+	if err := cfg.daemon.Check(); err != nil {
+		return config{}, err
 	}
 	if err := checkPeerFlags(cfg.peerListen, cfg.peerAdvertise); err != nil {
 		return config{}, err
@@ -262,15 +273,6 @@ func loopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// validLevel rejects the offsets ("info+2") slog would also accept.
-func validLevel(s string) bool {
-	switch strings.ToLower(s) {
-	case "debug", "info", "warn", "error":
-		return true
-	}
-	return false
-}
-
 // defaultHostID is the hostname, lowercased, with characters a host id
 // cannot hold replaced by '-'. It may still be invalid (e.g. too long); the
 // validation says so and the operator passes --host-id.
@@ -287,20 +289,23 @@ func defaultHostID() string {
 	}, strings.ToLower(h))
 }
 
-func newLogger(cfg config, w io.Writer) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: cfg.logLevel}
-	if cfg.logFormat == "text" {
-		return slog.New(slog.NewTextHandler(w, opts))
-	}
-	return slog.New(slog.NewJSONHandler(w, opts))
-}
-
 // serve runs the agent until ctx ends. log carries no "host": the agent's
 // packages add it.
 func serve(ctx context.Context, cfg config, log *slog.Logger) error {
-	n, err := node.New(nodeConfig(cfg, log))
+	m := metrics.New()
+	nc := nodeConfig(cfg, log)
+	nc.Metrics = m
+	n, err := node.New(nc)
 	if err != nil {
 		return err
+	}
+	if cfg.daemon.HTTPListen != "" {
+		ops, err := opshttp.Start(cfg.daemon.HTTPListen, opshttp.Config{Gatherer: m.Registry, Ready: n.Ready, Pprof: cfg.daemon.Pprof}, log.With("host", cfg.hostID))
+		if err != nil {
+			n.Close()
+			return err
+		}
+		defer ops.Close()
 	}
 	return n.Run(ctx)
 }
@@ -318,6 +323,7 @@ func nodeConfig(cfg config, log *slog.Logger) node.Config {
 		StateDir:        cfg.stateDir,
 		Capacity:        cfg.capacity,
 		DiskReserve:     cfg.diskReserve,
+		GuestPing:       cfg.guestPing,
 		Labels:          cfg.labels,
 		IgnoreEvents:    cfg.ignoreEvents,
 		TLS:             cfg.tls,
@@ -325,17 +331,7 @@ func nodeConfig(cfg config, log *slog.Logger) node.Config {
 		PeerAdvertise:   cfg.peerAdvertise,
 		CopyRateLimit:   cfg.copy.rateLimit,
 		CopyCompression: cfg.copy.compression,
-		AgentVersion:    agentVersion(),
+		AgentVersion:    version.Get().Short(),
 		Logger:          log,
 	}
-}
-
-func agentVersion() string {
-	if version != "" {
-		return version
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		return bi.Main.Version
-	}
-	return "dev"
 }

@@ -59,12 +59,19 @@ func TestBadFlags(t *testing.T) {
 		{"--bridges", "a-name-longer-than-15"},
 	} {
 		var out bytes.Buffer
-		if code := run(args, &out); code != 2 {
+		if code := run(args, io.Discard, &out); code != 2 {
 			t.Errorf("%q: exit %d, want 2", args, code)
 		}
 		if out.Len() == 0 {
 			t.Errorf("%q: no error printed", args)
 		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"--version"}, &stdout, &stderr); code != 0 || !strings.HasPrefix(stdout.String(), "flotilla-agent ") || !strings.Contains(stdout.String(), "\ngo: go") {
+		t.Fatalf("--version: exit %d, %q %q", code, stdout.String(), stderr.String())
 	}
 }
 
@@ -74,7 +81,7 @@ func TestFlagDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.coordinator != "127.0.0.1:7443" || cfg.hypervisor != "libvirt" || cfg.stateDir != "/var/lib/flotilla/agent" ||
-		cfg.capacity.MemoryMiB != 4096 || cfg.capacity.VCPUs != 0 || cfg.logLevel != slog.LevelInfo ||
+		cfg.capacity.MemoryMiB != 4096 || cfg.capacity.VCPUs != 0 || cfg.daemon.LogLevel != "info" || cfg.daemon.LogFormat != "json" || cfg.daemon.HTTPListen != "" ||
 		cfg.peerListen != "127.0.0.1:0" || cfg.peerAdvertise != "" || cfg.diskReserve != 1<<30 {
 		t.Errorf("config %+v", cfg)
 	}

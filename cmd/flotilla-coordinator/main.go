@@ -5,17 +5,20 @@ package main
 import (
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/flotilla-vm/flotilla/cmd/internal/daemon"
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
+	"github.com/flotilla-vm/flotilla/coordinator/metrics"
 	"github.com/flotilla-vm/flotilla/coordinator/node"
 	"github.com/flotilla-vm/flotilla/coordinator/scheduler"
 	"github.com/flotilla-vm/flotilla/internal/mtls"
+	"github.com/flotilla-vm/flotilla/internal/opshttp"
+	"github.com/flotilla-vm/flotilla/internal/version"
 )
 
 func main() {
@@ -41,21 +44,34 @@ func main() {
 		tlsCert   = flag.String("tls-cert", "", "certificate (PEM) for mutual TLS; with --tls-key and --tls-ca")
 		tlsKey    = flag.String("tls-key", "", "private key (PEM) of --tls-cert")
 		tlsCA     = flag.String("tls-ca", "", "CA bundle (PEM) that signs agents, coordinators and clients")
-		logLevel  = flag.String("log-level", "info", "debug, info, warn or error")
-		logJSON   = flag.Bool("log-json", false, "log as JSON")
+		logJSON   = flag.Bool("log-json", false, "deprecated: use --log-format=json (--log-json=false: --log-format=text)")
+		common    daemon.Flags
 	)
+	common.Register(flag.CommandLine)
 	flag.Var(deadlines, "operation-deadline", "deadline of one kind of operation, kind=duration (e.g. create=10m; repeatable)")
 	flag.Parse()
-	gogc, memLimit := tuneGC()
+	if common.Version {
+		daemon.PrintVersion(os.Stdout, "flotilla-coordinator")
+		return
+	}
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "flotilla-coordinator: unexpected arguments %q\n", flag.Args())
 		os.Exit(2)
 	}
-	log, err := newLogger(*logLevel, *logJSON)
+	deprecated, err := logJSONAlias(flag.CommandLine, *logJSON, &common)
+	if err == nil {
+		err = common.Check()
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "flotilla-coordinator:", err)
 		os.Exit(2)
 	}
+	gogc, memLimit := tuneGC()
+	log := common.Logger(os.Stderr)
+	if deprecated {
+		log.Warn("--log-json is deprecated: use --log-format=json or --log-format=text")
+	}
+	log.Info("starting", "version", version.Get().Short())
 	log.Info("garbage collector", "gogc", gogc, "memory_limit_bytes", memLimit)
 	if *placement != "spread" && *placement != "pack" {
 		fmt.Fprintln(os.Stderr, "flotilla-coordinator: --placement must be spread or pack")
@@ -79,6 +95,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "flotilla-coordinator: intervals must be positive")
 		os.Exit(2)
 	}
+	m := metrics.New()
 	n, err := node.Start(node.Config{
 		NodeID: *nodeID, DataDir: *dataDir, RaftAddr: *raftAddr, APIAddr: *listen, Bootstrap: *bootstrap,
 		Join: *join, SnapshotThreshold: *snapEvery, TrailingLogs: *trailing, FastRaft: *fastRaft,
@@ -86,10 +103,20 @@ func main() {
 		Deadlines: deadlines, HistoryRetention: *retention, ReadinessTimeout: *readiness,
 		TLS:       mtls.Files{Cert: *tlsCert, Key: *tlsKey, CA: *tlsCA},
 		Placement: scheduler.Policy{Pack: *placement == "pack", CPUOvercommit: *cpuOver, MemoryOvercommit: *memOver, DiskOvercommit: *diskOver},
+		Metrics:   m,
 	})
 	if err != nil {
 		log.Error("start failed", "err", err)
 		os.Exit(1)
+	}
+	if common.HTTPListen != "" {
+		ops, err := opshttp.Start(common.HTTPListen, opshttp.Config{Gatherer: m.Registry, Ready: n.Ready, Pprof: common.Pprof}, log)
+		if err != nil {
+			log.Error("start failed", "err", err)
+			n.Close()
+			os.Exit(1)
+		}
+		defer ops.Close()
 	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
@@ -101,16 +128,31 @@ func main() {
 	}
 }
 
-func newLogger(level string, json bool) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level: %w", err)
+// logJSONAlias applies the deprecated --log-json, if it was given, to
+// --log-format, and reports whether it was. Both given and disagreeing is
+// an error.
+func logJSONAlias(fs *flag.FlagSet, logJSON bool, f *daemon.Flags) (given bool, err error) {
+	formatGiven := false
+	fs.Visit(func(fl *flag.Flag) {
+		switch fl.Name {
+		case "log-json":
+			given = true
+		case "log-format":
+			formatGiven = true
+		}
+	})
+	if !given {
+		return false, nil
 	}
-	opts := &slog.HandlerOptions{Level: l}
-	if json {
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	want := "text"
+	if logJSON {
+		want = "json"
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	if formatGiven && f.LogFormat != want {
+		return true, fmt.Errorf("--log-json=%t contradicts --log-format=%s (--log-json is deprecated: drop it)", logJSON, f.LogFormat)
+	}
+	f.LogFormat = want
+	return true, nil
 }
 
 // deadlineFlag parses repeated kind=duration operation deadlines.

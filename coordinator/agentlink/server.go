@@ -119,6 +119,13 @@ func (s *Server) notifyLocked() {
 	s.changed = make(chan struct{})
 }
 
+// Sessions is how many agents have a live session with this server.
+func (s *Server) Sessions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions)
+}
+
 // Epoch returns the epoch of the host's live session.
 func (s *Server) Epoch(hostID string) (uint64, bool) {
 	s.mu.Lock()

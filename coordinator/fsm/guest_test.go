@@ -120,3 +120,41 @@ func TestGuestReports(t *testing.T) {
 		t.Fatalf("report for an unknown instance: %v", r.Err)
 	}
 }
+
+// A v2 guest side's HELLO said again for its boot (to a restarted agent)
+// changes nothing of the boot; a new boot id is a new boot. What it says of
+// itself (protocol, OS, heartbeat) is kept, and an agent that has not asked
+// the OS yet does not erase it.
+func TestGuestBootIDs(t *testing.T) {
+	h := newHarness(t)
+	epoch := h.runningOn("i1", "h1")
+	at := h.now
+	report := func(st lifecycle.Guest, stage string, side state.GuestSide) {
+		t.Helper()
+		at = at.Add(time.Second)
+		h.mustApply(TypeGuestReport, GuestReport{HostID: "h1", Epoch: epoch, InstanceID: "i1", State: st, Stage: stage, Version: "test-6", Time: at, Side: side})
+	}
+	boot1 := state.GuestSide{Protocol: 2, Boot: "boot-1"}
+	withOS := boot1
+	withOS.OS, withOS.OSVersion, withOS.Kernel = "debian", "12", "6.1.0"
+	report(lifecycle.GuestBooting, "", boot1)
+	report(lifecycle.GuestReady, "", withOS)
+	g, r := h.guest("i1")
+	if r != lifecycle.ReadinessOperational || g.Side != withOS {
+		t.Fatalf("ready: %s %+v", r, g)
+	}
+	report(lifecycle.GuestBooting, "", boot1) // the HELLO again, to an agent that knows nothing
+	if g, r = h.guest("i1"); r != lifecycle.ReadinessOperational || g.Side != withOS {
+		t.Fatalf("after the same boot's HELLO: %s %+v", r, g)
+	}
+	unresponsive := withOS
+	unresponsive.Unresponsive = true
+	report(lifecycle.GuestReady, "", unresponsive)
+	if g, _ = h.guest("i1"); !g.Side.Unresponsive {
+		t.Fatalf("unresponsive not recorded: %+v", g)
+	}
+	report(lifecycle.GuestBooting, "", state.GuestSide{Protocol: 2, Boot: "boot-2"}) // rebooted in place
+	if g, r = h.guest("i1"); r != lifecycle.ReadinessBooting || g.Side.OS != "" || g.Side.Unresponsive {
+		t.Fatalf("a new boot: %s %+v", r, g)
+	}
+}

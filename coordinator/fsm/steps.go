@@ -338,10 +338,12 @@ func startRollback(tx *state.Tx, op *state.Operation, inst *state.Instance, faul
 // on the target) leaves it as it was, and one that failed after the switch
 // leaves it running where it moved (the leftover on the source shows as an
 // orphan there). An update never touches the power state, and its model is
-// applied only on success: a failed one leaves the instance as it was.
+// applied only on success: a failed one leaves the instance as it was. So
+// does a password a guest did not set: nothing but the guest was asked.
 func failedResult(op *state.Operation, inst *state.Instance) lifecycle.Result {
 	switch op.Kind {
-	case lifecycle.OpMove, lifecycle.OpUpdate, lifecycle.OpResize, lifecycle.OpConfirmResize, lifecycle.OpRevertResize, lifecycle.OpExtend:
+	case lifecycle.OpMove, lifecycle.OpUpdate, lifecycle.OpResize, lifecycle.OpConfirmResize, lifecycle.OpRevertResize, lifecycle.OpExtend,
+		lifecycle.OpSetPassword:
 	default:
 		return lifecycle.ResultFailed
 	}

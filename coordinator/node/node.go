@@ -26,9 +26,11 @@ import (
 	"github.com/flotilla-vm/flotilla/coordinator/forward"
 	"github.com/flotilla-vm/flotilla/coordinator/fsm"
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
+	"github.com/flotilla-vm/flotilla/coordinator/metrics"
 	"github.com/flotilla-vm/flotilla/coordinator/orchestrator"
 	"github.com/flotilla-vm/flotilla/coordinator/raftstore"
 	"github.com/flotilla-vm/flotilla/coordinator/readiness"
+	"github.com/flotilla-vm/flotilla/coordinator/readyz"
 	"github.com/flotilla-vm/flotilla/coordinator/recovery"
 	"github.com/flotilla-vm/flotilla/coordinator/retention"
 	"github.com/flotilla-vm/flotilla/coordinator/scheduler"
@@ -67,7 +69,10 @@ type Config struct {
 	// it leads, raises the cluster to (0: the newest it supports). Tests
 	// set 1 to stand for a server of the previous release.
 	LogVersionMax uint32
-	Logger        *slog.Logger
+	// Metrics, when set, is told of what this coordinator does (API calls,
+	// Raft entries, operations) and reads its state when scraped.
+	Metrics *metrics.Coordinator
+	Logger  *slog.Logger
 }
 
 // Keepalive between coordinators (and from clients): a server closes the
@@ -116,6 +121,14 @@ func Start(cfg Config) (*Node, error) {
 		NodeID: cfg.NodeID, DataDir: cfg.DataDir, BindAddr: cfg.RaftAddr,
 		Bootstrap: cfg.Bootstrap && cfg.Join == "", FastTimeouts: cfg.FastRaft, Logger: cfg.Logger,
 		SnapshotThreshold: cfg.SnapshotThreshold, TrailingLogs: cfg.TrailingLogs,
+	}
+	var unary []grpc.UnaryServerInterceptor
+	var stream []grpc.StreamServerInterceptor
+	if m := cfg.Metrics; m != nil {
+		store.OnOperationEnd(m.OperationEnded)
+		rc.Committed = m.Committed
+		unary = append(unary, m.UnaryInterceptor())
+		stream = append(stream, m.StreamInterceptor())
 	}
 	if cfg.TLS.Enabled() {
 		// The Raft port takes coordinators only, under the same certificates.
@@ -174,7 +187,8 @@ func Start(cfg Config) (*Node, error) {
 		// no other option: writes relayed by followers run through this
 		// same list on the leader (the server's own chain cannot be read
 		// back), and API calls fail if the server has any other.
-		fwd.ServerOption(),
+		fwd.ServerOption(unary...),
+		grpc.ChainStreamInterceptor(stream...),
 		// Replies relayed from the leader go to clients as they came.
 		fwd.ServerCodec(),
 		// Calls run on kept goroutines whose stacks have already grown to
@@ -189,6 +203,9 @@ func Start(cfg Config) (*Node, error) {
 		Secrets: n.secrets})
 	fwd.RegisterRelay(gs)
 	agentv1.RegisterAgentServiceServer(gs, links)
+	if cfg.Metrics != nil {
+		cfg.Metrics.Observe(rs, store, links)
+	}
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
@@ -272,6 +289,10 @@ func (n *Node) lead(ctx context.Context, links *agentlink.Server) {
 
 // Addr is the address the gRPC server listens on.
 func (n *Node) Addr() string { return n.lis.Addr().String() }
+
+// Ready returns nil when this member knows a leader and has applied all
+// it knows committed, else why not (readyz.Check).
+func (n *Node) Ready() error { return readyz.Check(n.Raft) }
 
 // IsLeader reports whether this node leads.
 func (n *Node) IsLeader() bool { return n.Raft.IsLeader() }

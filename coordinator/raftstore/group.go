@@ -80,10 +80,17 @@ func (s *Store) group(stop <-chan struct{}) {
 			}
 			entry, _ = fsm.EncodeBatch(time.Now(), cmds) // cannot fail: it only frames bytes
 		}
+		var began time.Time
+		if s.committed != nil {
+			began = time.Now()
+		}
 		fut := s.raft.Apply(entry, fsm.ProposeTimeout)
 		go func() {
 			defer func() { <-slots }()
 			err := fut.Error()
+			if err == nil && s.committed != nil {
+				s.committed(len(batch), time.Since(began))
+			}
 			if err != nil {
 				for _, p := range batch {
 					p.done <- proposed{err: err}

@@ -53,10 +53,24 @@ type Store struct {
 	history    []change // oldest first, at most limit
 	floor      int64    // every instance change after this revision is in history
 	limit      int
-	changed    chan struct{}                         // closed on the next commit once handed out (see notify)
-	handedOut  atomic.Bool                           // changed was handed to a reader since it was made
-	tx         Tx                                    // the transaction of the entry being applied, reused
-	intern     func(lifecycle.OpKind, []Step) []Step // see InternSteps
+	changed    chan struct{}                                  // closed on the next commit once handed out (see notify)
+	handedOut  atomic.Bool                                    // changed was handed to a reader since it was made
+	tx         Tx                                             // the transaction of the entry being applied, reused
+	intern     func(lifecycle.OpKind, []Step) []Step          // see InternSteps
+	opEnded    func(lifecycle.OpKind, OpState, time.Duration) // see OnOperationEnd
+}
+
+// OnOperationEnd installs fn, told of every operation that ends (succeeds,
+// fails or is canceled) at a commit this store applies, with its kind, how
+// it ended, and how long it took from acceptance to its end: metrics count
+// operations with it. It is called under the store's write lock, so fn
+// must be quick and must not call back into the store. Operations loaded
+// from a snapshot are not told of. Install it before the store applies
+// anything.
+func (s *Store) OnOperationEnd(fn func(kind lifecycle.OpKind, end OpState, took time.Duration)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.opEnded = fn
 }
 
 // InternSteps installs fn, asked of every operation as it is put (to be

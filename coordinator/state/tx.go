@@ -61,6 +61,9 @@ func (s *Store) Update(now time.Time, fn func(tx *Tx) error) error {
 		o.Revision = rev
 		s.ops[id] = o
 		s.indexOperation(old, o, rev)
+		if s.opEnded != nil && o.State.Done() && (old == nil || !old.State.Done()) {
+			s.opEnded(o.Kind, o.State, o.EndTime.Sub(o.CreateTime))
+		}
 	}
 	for k, v := range tx.requests {
 		s.requests[k] = v

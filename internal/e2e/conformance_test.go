@@ -128,6 +128,7 @@ var reachedBy = map[string]struct{ inst, when string }{
 	"nova/DELETED":     {"life", "STATUS_DELETED"},
 	"nova/ERROR":       {"broken", "STATUS_ERROR"},
 	"nova/UNKNOWN":     {"life", "STATUS_UNKNOWN"},
+	"nova/PASSWORD":    {"life", "STATUS_SETTING_PASSWORD"},
 
 	"rightscale/bidding":       {"spot", "STATUS_BIDDING"},
 	"rightscale/pending":       {"life", "STATUS_CREATING"},
@@ -235,6 +236,11 @@ func TestSeedConformance(t *testing.T) {
 		e.mustSucceed(e.do(m, map[string]any{"id": life}))
 	}
 	e.mustSucceed(e.do("UpdateInstance", map[string]any{"id": life, "updateMask": map[string]any{"paths": []string{"name"}}, "name": "conf-renamed"}))
+	// A password set inside the guest, through its guest side.
+	testenv.Eventually(t, 60*time.Second, "the guest side to say it takes commands", func() bool {
+		return testenv.Str(e.instance(life), "guest", "protocol") == "2"
+	})
+	e.mustSucceed(e.do("SetPassword", map[string]any{"id": life, "password": "conformance"}))
 
 	// Powered off behind Flotilla's back, then started again.
 	if out, err := virsh(t, "destroy", "flotilla-"+life); err != nil {

@@ -12,10 +12,18 @@ import (
 // want (and, if given, RightScale's word rs and Azure's os_provisioning os).
 func readinessSeen(t *testing.T, w *testenv.Stream, seen map[string][]string, id, want string, timeout time.Duration) {
 	t.Helper()
+	watchSeen(t, w, seen, id, want, func(r string) bool { return r == want }, timeout)
+}
+
+// watchSeen waits until the watch showed instance id in a state for which
+// match holds, of the strings readinessSeen records ("READINESS_X" and
+// "READINESS_X <views as JSON>").
+func watchSeen(t *testing.T, w *testenv.Stream, seen map[string][]string, id, want string, match func(string) bool, timeout time.Duration) {
+	t.Helper()
 	deadline := time.After(timeout)
 	for {
 		for _, r := range seen[id] {
-			if r == want {
+			if match(r) {
 				return
 			}
 		}
