@@ -118,16 +118,21 @@ func TestNoDecommissioning(t *testing.T) {
 }
 
 // TestCancelDuringDecommission: the decommission changes nothing, so a
-// stop canceled while it runs leaves the instance running as it was.
+// stop canceled while it runs leaves the instance running as it was,
+// whether the guest's work then succeeds or fails.
 func TestCancelDuringDecommission(t *testing.T) {
-	h := newResizeHarness(t)
-	h.decommission("op-d", lifecycle.ActionStop, time.Minute)
-	op := h.op("op-d")
-	host, _ := h.store.Host("h1")
-	h.mustApply(TypeDispatch, Dispatch{Steps: []DispatchStep{{OperationID: "op-d", StepID: op.StepID(0, 1), HostEpoch: host.Epoch}}})
-	h.mustApply(TypeCancel, Cancel{OperationID: "op-d"})
-	h.mustApply(TypeFinish, Finish{OperationID: "op-d", StepID: op.StepID(0, 1), Succeeded: true, HostID: "h1"})
-	if op := h.op("op-d"); op.State != state.OpCanceled || h.status("i") != lifecycle.StatusRunning {
-		t.Fatalf("canceled stop: %s, instance %s", op.State, h.status("i"))
+	for _, end := range []Finish{{Succeeded: true}, {Fault: fault("GUEST_FAILED")}} {
+		h := newResizeHarness(t)
+		h.decommission("op-d", lifecycle.ActionStop, time.Minute)
+		op := h.op("op-d")
+		host, _ := h.store.Host("h1")
+		h.mustApply(TypeDispatch, Dispatch{Steps: []DispatchStep{{OperationID: "op-d", StepID: op.StepID(0, 1), HostEpoch: host.Epoch}}})
+		h.mustApply(TypeCancel, Cancel{OperationID: "op-d"})
+		end.OperationID, end.StepID, end.HostID = "op-d", op.StepID(0, 1), "h1"
+		h.mustApply(TypeFinish, end)
+		i := h.inst()
+		if op := h.op("op-d"); op.State != state.OpCanceled || i.Status() != lifecycle.StatusRunning || i.Decommission != lifecycle.DecomNone {
+			t.Fatalf("stop canceled while decommissioning, then %+v: %s, instance %s", end, op.State, i.Status())
+		}
 	}
 }

@@ -220,8 +220,13 @@ func stepFailed(tx *state.Tx, op *state.Operation, inst *state.Instance, fault *
 		return
 	}
 	st.State = state.StepFailed
-	if st.Action.BestEffort() && !op.RollingBack && !op.CancelRequested {
-		goOnAfter(tx, op, inst)
+	if st.Action.BestEffort() && !op.RollingBack {
+		if op.CancelRequested {
+			// Canceled meanwhile: its failure changed nothing to undo.
+			startRollback(tx, op, inst, nil)
+		} else {
+			goOnAfter(tx, op, inst)
+		}
 		return
 	}
 	if op.RollingBack {
