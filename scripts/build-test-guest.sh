@@ -50,8 +50,9 @@
 #   flotilla-test: slow=N   READY N seconds later
 #   flotilla-test: silent   never opens the channel
 #   flotilla-test: v1       speaks protocol v1: "HELLO flotilla-guest/1 test-6", takes no commands
-#   flotilla-test: flood    after HELLO, garbage, unknown verbs and over-long lines as fast as it
-#                           can, then (after 3 s) the usual lines
+#   flotilla-test: flood    after HELLO, garbage, unknown verbs, over-long lines and lies (replies
+#                           to no command, another boot's HELLO) as fast as it can, then (after
+#                           3 s) the usual lines
 #   flotilla-test: unresponsive=N   stops answering PINGs N seconds after READY
 #   flotilla-test: decommission=fail     FAIL n decommission-script
 #   flotilla-test: decommission=hang     never answers a decommission
@@ -67,7 +68,7 @@ log() { echo "build-test-guest: $*" >&2; }
 die() { echo "build-test-guest: ERROR: $*" >&2; exit 1; }
 
 # Bump when the image contents change, so existing images get rebuilt.
-RECIPE=6 # bump when the image's contents change: built images are replaced
+RECIPE=7 # bump when the image's contents change: built images are replaced
 NAME=flotilla-test
 IMAGE_DIR=${FLOTILLA_IMAGE_DIR:-/var/lib/flotilla/images}
 DEST=$IMAGE_DIR/$NAME
@@ -283,6 +284,11 @@ gc_flood() {
     echo
     i=$((i + 1))
   done
+  # Lies: replies to commands nobody sent, and a HELLO of another boot (valid: it only ever
+  # speaks for this guest, whose usual lines follow).
+  echo "DONE 1 flotilla-test 6 lie"
+  echo "FAIL 2 lie"
+  echo "HELLO flotilla-guest/2 evil not-a-boot-id"
 }
 
 # The host (agent) side of the channel: HELLO, then the queue (gc_send) forwarded, and a

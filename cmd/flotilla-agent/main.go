@@ -62,6 +62,8 @@ type config struct {
 	labels        map[string]string
 	bridges       []string // host bridges bridge NICs may attach to
 	guestPing     time.Duration
+	// printConfig, when --print-config asks, prints the effective settings.
+	printConfig func(io.Writer)
 	tls           mtls.Files
 	peerListen    string // where to serve AgentPeerService; empty: not at all
 	peerInsecure  bool   // serve it without TLS on an address other hosts reach
@@ -73,6 +75,9 @@ type config struct {
 type keyValues map[string]string
 
 func (kv keyValues) String() string { return fmt.Sprint(map[string]string(kv)) }
+
+// Settings is each key=value, for --print-config.
+func (kv keyValues) Settings() []string { return daemon.SortedSettings(kv) }
 
 func (kv keyValues) Set(s string) error {
 	k, v, ok := strings.Cut(s, "=")
@@ -101,6 +106,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case errors.Is(err, errReported):
 		return 2
 	case err != nil:
+		fmt.Fprintf(stderr, "flotilla-agent: %v\n", err)
+		return 2
+	}
+	if cfg.printConfig != nil {
+		cfg.printConfig(stdout)
+		return 0
+	}
+	if err := daemon.CheckWritableDir("state-dir", cfg.stateDir); err != nil {
 		fmt.Fprintf(stderr, "flotilla-agent: %v\n", err)
 		return 2
 	}
@@ -159,9 +172,12 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 			fmt.Fprintf(fs.Output(), "  --%s\t%s (default %q)\n", f.Name, f.Usage, f.DefValue)
 		})
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := daemon.Configure(fs, "FLOTILLA_AGENT_", args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return config{}, err
+		}
+		if !fs.Parsed() {
+			return config{}, err // the config file's or the environment's
 		}
 		// The flag package has printed the error and the usage.
 		return config{}, errReported
@@ -214,6 +230,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		if dir == "" {
 			return config{}, fmt.Errorf("--%s must not be empty", name)
 		}
+	}
+	if cfg.daemon.PrintConfig {
+		cfg.printConfig = func(w io.Writer) { daemon.PrintConfig(w, fs) }
 	}
 	return cfg, nil
 }

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -49,7 +50,10 @@ func main() {
 	)
 	common.Register(flag.CommandLine)
 	flag.Var(deadlines, "operation-deadline", "deadline of one kind of operation, kind=duration (e.g. create=10m; repeatable)")
-	flag.Parse()
+	if err := daemon.Configure(flag.CommandLine, "FLOTILLA_COORDINATOR_", os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "flotilla-coordinator:", err)
+		os.Exit(2)
+	}
 	if common.Version {
 		daemon.PrintVersion(os.Stdout, "flotilla-coordinator")
 		return
@@ -62,9 +66,17 @@ func main() {
 	if err == nil {
 		err = common.Check()
 	}
+	if err == nil && !common.PrintConfig {
+		err = errors.Join(daemon.CheckAddr("listen", *listen), daemon.CheckAddr("raft-addr", *raftAddr),
+			daemon.CheckWritableDir("data-dir", *dataDir))
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "flotilla-coordinator:", err)
 		os.Exit(2)
+	}
+	if common.PrintConfig {
+		daemon.PrintConfig(os.Stdout, flag.CommandLine)
+		return
 	}
 	gogc, memLimit := tuneGC()
 	log := common.Logger(os.Stderr)
@@ -159,6 +171,9 @@ func logJSONAlias(fs *flag.FlagSet, logJSON bool, f *daemon.Flags) (given bool, 
 type deadlineFlag map[lifecycle.OpKind]time.Duration
 
 func (f deadlineFlag) String() string { return fmt.Sprint(map[lifecycle.OpKind]time.Duration(f)) }
+
+// Settings is each kind=duration, for --print-config.
+func (f deadlineFlag) Settings() []string { return daemon.SortedSettings(f) }
 
 func (f deadlineFlag) Set(s string) error {
 	k, v, ok := strings.Cut(s, "=")

@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
@@ -50,6 +51,14 @@ func slogLevel(l hclog.Level) slog.Level {
 func (h *slogHC) Log(level hclog.Level, msg string, args ...any) {
 	if level == hclog.Off || level < h.level {
 		return
+	}
+	for i, a := range args {
+		// hclog.Fmt("%+v", x) is a format, not a value: format it.
+		if f, ok := a.(hclog.Format); ok && len(f) > 0 {
+			if format, ok := f[0].(string); ok {
+				args[i] = fmt.Sprintf(format, f[1:]...)
+			}
+		}
 	}
 	h.log.Log(context.Background(), slogLevel(level), msg, args...)
 }

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+
+	"github.com/hashicorp/go-hclog"
 )
 
 // Raft's lines come out in the daemon's format, at the levels it keeps.
@@ -44,5 +46,14 @@ func TestHCLoggerWritesThroughSlog(t *testing.T) {
 				t.Fatalf("logged %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+func TestHCLogFormatsFmtArgs(t *testing.T) {
+	var buf bytes.Buffer
+	l := newHCLogger(slog.New(slog.NewTextHandler(&buf, nil)))
+	l.Warn("initial configuration", "servers", hclog.Fmt("%+v", []int{1, 2}))
+	if !strings.Contains(buf.String(), `servers="[1 2]"`) {
+		t.Fatalf("logged %q", buf.String())
 	}
 }

@@ -21,6 +21,10 @@ type Flags struct {
 	HTTPListen string // host:port of the operations endpoint; empty: none
 	Pprof      bool   // serve /debug/pprof/ on it
 	Version    bool   // print the version and exit
+	// Config is the YAML file of settings (see Configure); PrintConfig
+	// prints the effective settings and exits.
+	Config      string
+	PrintConfig bool
 }
 
 // Defaults of the shared flags.
@@ -36,6 +40,8 @@ func (f *Flags) Register(fs *flag.FlagSet) {
 	fs.StringVar(&f.HTTPListen, "http-listen", "", "host:port of the plain-HTTP operations endpoint (/metrics, /healthz, /readyz; /debug/pprof/ with --pprof); empty: none. It has no TLS: bind it to loopback or a management network")
 	fs.BoolVar(&f.Pprof, "pprof", false, "also serve /debug/pprof/ on --http-listen")
 	fs.BoolVar(&f.Version, "version", false, "print the version and exit")
+	fs.StringVar(&f.Config, "config", "", "a YAML file of settings, keyed by flag name (flags, then the environment, win over it)")
+	fs.BoolVar(&f.PrintConfig, "print-config", false, "print the effective settings as YAML and exit")
 }
 
 // Check validates the flags, naming the one that is wrong.
