@@ -116,7 +116,8 @@ type Config struct {
 	// disk directory beyond what the step's disk needs at once; zero keeps
 	// none.
 	DiskReserve uint64
-	// Guests runs commands inside guests (SET_PASSWORD); nil refuses them.
+	// Guests runs commands inside guests (SET_PASSWORD, DECOMMISSION); nil
+	// refuses them (a decommission is then skipped).
 	Guests Guests
 }
 
@@ -396,18 +397,23 @@ func (e *Executor) run(log *slog.Logger, key string, action agentv1.StepAction, 
 		log.Warn("step abandoned by agent shutdown", "err", err)
 		return nil
 	}
+	var skip skipped
+	if errors.As(err, &skip) {
+		err = nil // done, but without its work: the note says why
+	}
 	if err != nil {
 		code := faultCode(err)
 		log.Warn("step failed", "fault", code, "err", err, "took", time.Now().Sub(start))
 		return e.record(log, key, e.fail(step, code, err.Error(), e.status(id)))
 	}
-	log.Info("step succeeded", "took", time.Now().Sub(start))
+	log.Info("step succeeded", "took", time.Now().Sub(start), "note", skip.note)
 	return e.record(log, key, &agentv1.StepResult{
 		OperationId: step.GetOperationId(),
 		StepId:      step.GetStepId(),
 		HostEpoch:   step.GetHostEpoch(),
 		Succeeded:   true,
 		State:       e.status(id),
+		Note:        skip.note,
 	})
 }
 
@@ -592,6 +598,8 @@ func (e *Executor) call(ctx context.Context, action agentv1.StepAction, deadline
 		return d.GrowDisk(ctx, id, spec.DiskGiB)
 	case agentv1.StepAction_STEP_ACTION_SET_PASSWORD:
 		return e.setPassword(ctx, id, step.GetPassword())
+	case agentv1.StepAction_STEP_ACTION_DECOMMISSION:
+		return e.decommission(ctx, id, deadline)
 	}
 	return fmt.Errorf("action %s (operation kind %s): %w", action, step.GetKind(), errInvalidStep)
 }

@@ -109,13 +109,14 @@ func TestActions(t *testing.T) {
 			t.Errorf("%s: result %v", c.action, r)
 		}
 	}
-	// The disk copy's actions are TestMover's, SET_PASSWORD TestSetPassword's;
-	// every other action is covered here.
+	// The disk copy's actions are TestMover's, SET_PASSWORD TestSetPassword's,
+	// DECOMMISSION TestDecommission's; every other action is covered here.
 	for name, v := range A {
 		a := agentv1.StepAction(v)
 		if a != agentv1.StepAction_STEP_ACTION_UNSPECIFIED && a != agentv1.StepAction_STEP_ACTION_OFFER_DISK &&
 			a != agentv1.StepAction_STEP_ACTION_IMPORT_DISK && a != agentv1.StepAction_STEP_ACTION_RECEIVE_DISK &&
-			a != agentv1.StepAction_STEP_ACTION_ADOPT_DISK && a != agentv1.StepAction_STEP_ACTION_SET_PASSWORD && !seen[name] {
+			a != agentv1.StepAction_STEP_ACTION_ADOPT_DISK && a != agentv1.StepAction_STEP_ACTION_SET_PASSWORD &&
+			a != agentv1.StepAction_STEP_ACTION_DECOMMISSION && !seen[name] {
 			t.Errorf("action %s not tested", name)
 		}
 	}

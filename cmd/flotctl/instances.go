@@ -280,6 +280,7 @@ func parseMutation(name string, args []string) (*mutation, error) {
 		sshKeys          stringsFlag
 		userDataFile     *string
 		readyTimeout     *time.Duration
+		decommission     *time.Duration
 		clearLabels      *bool
 		recovery         *string
 		maxRestarts      *int
@@ -300,6 +301,7 @@ func parseMutation(name string, args []string) (*mutation, error) {
 		fs.Var(&sshKeys, "ssh-key", "an SSH public key for the guest (repeatable)")
 		userDataFile = fs.String("user-data-file", "", "a file of cloud-init user data for the guest")
 		readyTimeout = fs.Duration("readiness-timeout", -1, "how long the guest may boot before it is stranded (0: never; default: the cluster's)")
+		decommission = fs.Duration("decommission-timeout", 0, "how long a stop or delete that gives none lets the guest run its decommission work (0: none)")
 	case "update":
 		instName = fs.String("name", "", "the new name")
 		fs.Var(labels, "label", "a label, key=value (repeatable): the given labels replace all of the old ones")
@@ -309,6 +311,9 @@ func parseMutation(name string, args []string) (*mutation, error) {
 	case "stop":
 		graceful = fs.Duration("graceful", 10*time.Minute, "how long the guest gets to power off")
 		force = fs.Bool("force", false, "destroy the domain if the guest has not powered off in time")
+		decommission = fs.Duration("decommission-timeout", -1, "how long the guest may run its decommission work first (0: none; default: the instance's)")
+	case "delete":
+		decommission = fs.Duration("decommission-timeout", -1, "how long the guest may run its decommission work first (0: none; default: the instance's)")
 	case "restart":
 		hard = fs.Bool("hard", false, "reset the machine instead of asking the guest")
 	case "resize":
@@ -361,6 +366,9 @@ func parseMutation(name string, args []string) (*mutation, error) {
 		if *readyTimeout >= 0 {
 			m.req.(*flotillav1.CreateInstanceRequest).ReadinessTimeout = durationpb.New(*readyTimeout)
 		}
+		if *decommission > 0 {
+			m.req.(*flotillav1.CreateInstanceRequest).DecommissionTimeout = durationpb.New(*decommission)
+		}
 		if *userDataFile != "" {
 			b, err := os.ReadFile(*userDataFile)
 			if err != nil {
@@ -405,7 +413,7 @@ func parseMutation(name string, args []string) (*mutation, error) {
 			return nil, &usageError{usage, "--graceful must be positive"}
 		}
 		m.req = &flotillav1.StopInstanceRequest{Id: id, RequestId: *requestID,
-			GracefulTimeout: durationpb.New(*graceful), Force: *force}
+			GracefulTimeout: durationpb.New(*graceful), Force: *force, DecommissionTimeout: givenDuration(*decommission)}
 	case "restart":
 		m.req = &flotillav1.RestartInstanceRequest{Id: id, RequestId: *requestID, Hard: *hard}
 	case "pause":
@@ -417,7 +425,7 @@ func parseMutation(name string, args []string) (*mutation, error) {
 	case "resume":
 		m.req = &flotillav1.ResumeInstanceRequest{Id: id, RequestId: *requestID}
 	case "delete":
-		m.req = &flotillav1.DeleteInstanceRequest{Id: id, RequestId: *requestID}
+		m.req = &flotillav1.DeleteInstanceRequest{Id: id, RequestId: *requestID, DecommissionTimeout: givenDuration(*decommission)}
 	case "resize":
 		switch {
 		case *vcpus < 0 || *vcpus > math.MaxInt32:
@@ -587,4 +595,13 @@ func readPassword(path string) (string, error) {
 		return "", &exitError{fmt.Sprintf("reading the password: %v", err)}
 	}
 	return strings.TrimRight(line, "\r\n"), nil
+}
+
+// givenDuration is a duration flag whose default (negative) means "not
+// given": nil, for the server's default.
+func givenDuration(d time.Duration) *durationpb.Duration {
+	if d < 0 {
+		return nil
+	}
+	return durationpb.New(d)
 }

@@ -51,18 +51,18 @@ type cli struct {
 
 // commandList names every subcommand with its usage line, in help order.
 var commandList = []struct{ name, usage string }{
-	{"create", "create --name N --image I [--vcpus 1] [--memory-mib 256] [--disk-gib 0] [--label K=V]... [--network NET[=IPV4]]... [--ssh-key KEY]... [--user-data-file F] [--readiness-timeout 10m] [--request-id R] [--wait]"},
+	{"create", "create --name N --image I [--vcpus 1] [--memory-mib 256] [--disk-gib 0] [--label K=V]... [--network NET[=IPV4]]... [--ssh-key KEY]... [--user-data-file F] [--readiness-timeout 10m] [--decommission-timeout D] [--request-id R] [--wait]"},
 	{"get", "get ID [--vocabulary nova,azure,...]"},
 	{"list", "list [--status RUNNING,STOPPED] [--all] [--vocabulary nova,azure,...]"},
 	{"watch", "watch [--from-revision R] [--id ID] [--vocabulary nova,azure,...]"},
 	{"start", "start ID [--request-id R] [--wait]"},
-	{"stop", "stop ID [--graceful 10m] [--force] [--request-id R] [--wait]"},
+	{"stop", "stop ID [--graceful 10m] [--force] [--decommission-timeout D] [--request-id R] [--wait]"},
 	{"restart", "restart ID [--hard] [--request-id R] [--wait]"},
 	{"pause", "pause ID [--request-id R] [--wait]"},
 	{"unpause", "unpause ID [--request-id R] [--wait]"},
 	{"suspend", "suspend ID [--request-id R] [--wait]"},
 	{"resume", "resume ID [--request-id R] [--wait]"},
-	{"delete", "delete ID [--request-id R] [--wait]"},
+	{"delete", "delete ID [--decommission-timeout D] [--request-id R] [--wait]"},
 	{"update", "update ID [--name N] [--label K=V]... [--clear-labels] [--recovery leave|restart|mark-failed [--max-restarts N]] [--request-id R] [--wait]"},
 	{"resize", "resize ID [--vcpus N] [--memory-mib M] [--disk-gib G] [--to HOST] [--confirm-after 1h] [--graceful 10m] [--request-id R] [--wait]"},
 	{"confirm-resize", "confirm-resize ID [--request-id R] [--wait]"},

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"strings"
@@ -242,7 +243,8 @@ func printSteps(w io.Writer, steps []*flotillav1.OperationStep) error {
 			timeText(st.GetStartTime()),
 			timeText(st.GetEndTime()),
 			st.GetCompensation(),
-			faultText(st.GetError()),
+			// A success's note (a decommission skipped) where a fault would be.
+			cmp.Or(faultText(st.GetError()), st.GetNote()),
 		})
 	}
 	return writeTable(w, []string{"STEP", "STATE", "HOST", "ATTEMPT", "STARTED", "ENDED", "UNDO", "ERROR"}, rows)

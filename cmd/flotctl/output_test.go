@@ -272,3 +272,16 @@ func TestInstanceTableWithViews(t *testing.T) {
 		t.Errorf("got\n%s\nwant\n%s", b.String(), want)
 	}
 }
+
+// A step that succeeded without its work shows why where a fault would be.
+func TestStepNote(t *testing.T) {
+	var b bytes.Buffer
+	err := printSteps(&b, []*flotillav1.OperationStep{
+		{Name: "decommission", State: flotillav1.StepState_STEP_STATE_SUCCEEDED, HostId: "h1", Attempt: 1, MaxAttempts: 1,
+			Note: "decommissioning skipped: the guest has no guest side"},
+		{Name: "delete-domain", State: flotillav1.StepState_STEP_STATE_SUCCEEDED, HostId: "h1", Attempt: 1, MaxAttempts: 3},
+	})
+	if err != nil || !strings.Contains(b.String(), "1/1      -        -      -     decommissioning skipped: the guest has no guest side\n") {
+		t.Errorf("%v\n%s", err, b.String())
+	}
+}

@@ -539,8 +539,17 @@ func (s *Server) finish(ss *session, r *agentv1.StepResult) (f fsm.Finish, ok bo
 	if !r.Succeeded && f.Fault == nil {
 		f.Fault = &state.Fault{Code: "UNKNOWN", Message: "the agent reported failure without a fault", Time: s.cfg.Now(), HostID: ss.hostID}
 	}
+	if r.Succeeded {
+		f.Note = r.GetNote()
+		if len(f.Note) > maxNote {
+			f.Note = f.Note[:maxNote] // it is replicated and kept: bounded
+		}
+	}
 	return f, true
 }
+
+// maxNote bounds a step result's note.
+const maxNote = 256
 
 func observations(in []*agentv1.DomainState) []fsm.Observation {
 	out := make([]fsm.Observation, 0, len(in))

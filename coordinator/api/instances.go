@@ -35,6 +35,8 @@ func (s *instances) CreateInstance(ctx context.Context, r *pb.CreateInstanceRequ
 		UserData:     r.GetUserData(),
 		SSHKeys:      r.GetSshAuthorizedKeys(),
 		ReadyTimeout: readyTimeout(r),
+		// Validated above.
+		DecommissionTimeout: r.GetDecommissionTimeout().AsDuration(),
 	})
 	if err != nil {
 		return nil, toStatus(err)
@@ -82,7 +84,9 @@ func (s *instances) StartInstance(ctx context.Context, r *pb.StartInstanceReques
 func (s *instances) StopInstance(ctx context.Context, r *pb.StopInstanceRequest) (*pb.Operation, error) {
 	var v violations
 	graceful := stopGraceful(&v, r)
-	return s.act(ctx, service.Action{InstanceID: r.Id, RequestID: r.RequestId, Action: lifecycle.ActionStop, Graceful: graceful, Force: r.Force}, v)
+	decom := decommissionTimeout(&v, r.GetDecommissionTimeout())
+	return s.act(ctx, service.Action{InstanceID: r.Id, RequestID: r.RequestId, Action: lifecycle.ActionStop, Graceful: graceful, Force: r.Force,
+		Decommission: decom}, v)
 }
 
 func (s *instances) RestartInstance(ctx context.Context, r *pb.RestartInstanceRequest) (*pb.Operation, error) {
@@ -106,7 +110,9 @@ func (s *instances) ResumeInstance(ctx context.Context, r *pb.ResumeInstanceRequ
 }
 
 func (s *instances) DeleteInstance(ctx context.Context, r *pb.DeleteInstanceRequest) (*pb.Operation, error) {
-	return s.act(ctx, service.Action{InstanceID: r.Id, RequestID: r.RequestId, Action: lifecycle.ActionDelete}, nil)
+	var v violations
+	decom := decommissionTimeout(&v, r.GetDecommissionTimeout())
+	return s.act(ctx, service.Action{InstanceID: r.Id, RequestID: r.RequestId, Action: lifecycle.ActionDelete, Decommission: decom}, v)
 }
 
 func (s *instances) GetInstance(ctx context.Context, r *pb.GetInstanceRequest) (*pb.Instance, error) {

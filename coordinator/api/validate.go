@@ -9,6 +9,8 @@ import (
 	"time"
 	"unicode"
 
+	"google.golang.org/protobuf/types/known/durationpb"
+
 	"github.com/flotilla-vm/flotilla/coordinator/convert"
 	"github.com/flotilla-vm/flotilla/coordinator/ipam"
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
@@ -177,6 +179,7 @@ func validateCreate(r *pb.CreateInstanceRequest) violations {
 	validateName(&v, r.GetName())
 	validateLabels(&v, r.GetLabels())
 	validateGuest(&v, r)
+	decommissionTimeout(&v, r.GetDecommissionTimeout())
 	s := r.GetSpec()
 	if s == nil {
 		v.add("spec", "is required")
@@ -247,6 +250,20 @@ func stopGraceful(v *violations, r *pb.StopInstanceRequest) time.Duration {
 		v.add("graceful_timeout", "must be 1s..1h, got %s", d)
 	}
 	return d
+}
+
+// decommissionTimeout checks a stop's, delete's or create's decommission
+// timeout: nil when the request gives none.
+func decommissionTimeout(v *violations, d *durationpb.Duration) *time.Duration {
+	if d == nil {
+		return nil
+	}
+	t := d.AsDuration()
+	if !d.IsValid() || t < 0 || t > lifecycle.MaxDecommission {
+		v.add("decommission_timeout", "must be 0s..%s (0s: no decommissioning)", lifecycle.MaxDecommission)
+		return nil
+	}
+	return &t
 }
 
 // vocabulariesFromPB validates the vocabularies a read asks for, keeping

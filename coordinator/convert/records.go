@@ -105,6 +105,9 @@ func InstanceToPB(i *state.Instance, vocabs ...vocabulary.Vocabulary) *pb.Instan
 	if i.ReadyTimeout > 0 {
 		out.ReadinessTimeout = durationpb.New(i.ReadyTimeout)
 	}
+	if i.DecommissionTimeout > 0 {
+		out.DecommissionTimeout = durationpb.New(i.DecommissionTimeout)
+	}
 	for _, n := range i.NICs {
 		out.Interfaces = append(out.Interfaces, &pb.NetworkInterface{Network: n.Network, MacAddress: n.MAC,
 			Ipv4Address: n.IPv4, DnsName: n.Hostname + "." + n.Network})
@@ -174,6 +177,7 @@ func OperationToPB(o *state.Operation) *pb.Operation {
 			Name: st.Name, State: StepStateToPB(st.State), HostId: o.StepHost(st),
 			Attempt: st.Attempt, MaxAttempts: st.MaxAttempts, Deadline: ts(st.Deadline),
 			StartTime: ts(st.StartTime), EndTime: ts(st.EndTime), Error: FaultToPB(st.Fault), RetryTime: ts(st.RetryTime),
+			Note: st.Note,
 		}
 		if st.Undo != nil {
 			ps.Compensation = st.Undo.Name

@@ -131,6 +131,8 @@ type Finish struct {
 	Observed *Observation `json:"observed,omitempty"`
 	// HostID is the reporting host: only the step's own host may report it.
 	HostID string `json:"host_id,omitempty"`
+	// Note is what a successful step did not do (see state.Step.Note).
+	Note string `json:"note,omitempty"`
 }
 
 // Cancel cancels an operation: at once if no step of it is on a host,

@@ -56,7 +56,7 @@ func (c *Dispatch) fromPB(m *raftv1.Dispatch) {
 
 func (c *Finish) toPB() *raftv1.Finish {
 	m := &raftv1.Finish{OperationId: c.OperationID, StepId: c.StepID, Abort: c.Abort, Succeeded: c.Succeeded,
-		Fault: faultToPB(c.Fault), HostId: c.HostID}
+		Fault: faultToPB(c.Fault), HostId: c.HostID, Note: c.Note}
 	if c.Observed != nil {
 		m.Observed = observationToPB(c.Observed)
 	}
@@ -65,7 +65,7 @@ func (c *Finish) toPB() *raftv1.Finish {
 
 func (c *Finish) fromPB(m *raftv1.Finish) {
 	c.OperationID, c.StepID, c.Abort, c.Succeeded = m.OperationId, m.StepId, m.Abort, m.Succeeded
-	c.Fault, c.HostID = faultFromPB(m.Fault), m.HostId
+	c.Fault, c.HostID, c.Note = faultFromPB(m.Fault), m.HostId, m.Note
 	if m.Observed != nil {
 		o := observationFromPB(m.Observed)
 		c.Observed = &o

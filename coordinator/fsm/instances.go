@@ -84,7 +84,14 @@ func applyInstanceAction(tx *state.Tx, c *InstanceAction) (any, error) {
 			return nil, err
 		}
 	}
+	if status == lifecycle.StatusRunning && (plan.Op == lifecycle.OpStop || plan.Op == lifecycle.OpDelete) {
+		// Only a running guest can run its decommission work.
+		sh.Decommission = op.Decommission
+	}
 	planShaped(op, sh)
+	if st := op.Current(); st != nil && st.Action == lifecycle.ActDecommission {
+		inst.Decommission = lifecycle.DecomRunning
+	}
 	if plan.Op == lifecycle.OpDelete && inst.Resize != nil && !inst.Resize.SameHost(inst.HostID) {
 		// The original of an unconfirmed resize goes with the instance.
 		op.TargetHostID = inst.Resize.Source

@@ -75,6 +75,7 @@ func applyFinish(tx *state.Tx, c *Finish) (any, error) {
 	case c.HostID != "" && c.HostID != op.StepHost(st):
 		return nil, fmt.Errorf("operation %q step %s runs on %q, not %q: %w", op.ID, st.Name, op.StepHost(st), c.HostID, ErrWrongHost)
 	case c.Succeeded:
+		st.Note = c.Note
 		stepSucceeded(tx, op, inst, c.Observed)
 	default:
 		stepFailed(tx, op, inst, c.Fault)

@@ -118,7 +118,8 @@ func instanceToPB(i *state.Instance) *raftv1.Instance {
 		UpdateTimeUnixNano: unixNano(i.UpdateTime), CreateRev: i.CreateRev, ModifyRev: i.ModifyRev,
 		Recovery: recoveryToPB(i.Recovery), Restarts: i.Restarts, MoveTarget: i.MoveTarget, Labels: i.Labels,
 		Resize: resizeToPB(i.Resize), RollingBack: i.RollingBack, UserData: i.UserData, SshKeys: i.SSHKeys,
-		ReadyTimeoutNanos: int64(i.ReadyTimeout),
+		ReadyTimeoutNanos: int64(i.ReadyTimeout), DecommissionTimeoutNanos: int64(i.DecommissionTimeout),
+		Decommission: string(i.Decommission),
 	}
 	if g := i.Guest; g != (state.GuestFacts{}) {
 		m.Guest = &raftv1.GuestFacts{State: string(g.State), Stage: g.Stage, Reason: g.Reason, Version: g.Version,
@@ -149,6 +150,7 @@ func instanceFromPB(m *raftv1.Instance) state.Instance {
 		CreateRev: m.CreateRev, ModifyRev: m.ModifyRev, Recovery: recoveryFromPB(m.Recovery), Restarts: m.Restarts,
 		MoveTarget: m.MoveTarget, Labels: labels(m.Labels), Resize: resizeFromPB(m.Resize), RollingBack: m.RollingBack,
 		UserData: m.UserData, SSHKeys: nonEmpty(m.SshKeys), ReadyTimeout: time.Duration(m.ReadyTimeoutNanos),
+		DecommissionTimeout: time.Duration(m.DecommissionTimeoutNanos), Decommission: lifecycle.Decommission(m.Decommission),
 	}
 	if g := m.Guest; g != nil {
 		i.Guest = state.GuestFacts{State: lifecycle.Guest(g.State), Stage: g.Stage, Reason: g.Reason, Version: g.Version,
@@ -231,7 +233,7 @@ func stepToPB(s *state.Step) *raftv1.Step {
 		StartTimeUnixNano: unixNano(s.StartTime), EndTimeUnixNano: unixNano(s.EndTime),
 		RetryTimeUnixNano: unixNano(s.RetryTime), HostEpoch: s.HostEpoch, Fault: faultToPB(s.Fault),
 		TimeoutNanos: int64(s.Timeout), Irreversible: s.Irreversible, Layer: string(s.Layer),
-		Undoes: int64(s.Undoes), IsUndo: s.IsUndo,
+		Undoes: int64(s.Undoes), IsUndo: s.IsUndo, Note: s.Note,
 	}
 	if s.Undo != nil {
 		m.Undo = stepToPB(s.Undo)
@@ -246,7 +248,7 @@ func stepFromPB(m *raftv1.Step) state.Step {
 		StartTime: fromUnixNano(m.StartTimeUnixNano), EndTime: fromUnixNano(m.EndTimeUnixNano),
 		RetryTime: fromUnixNano(m.RetryTimeUnixNano), HostEpoch: m.HostEpoch, Fault: faultFromPB(m.Fault),
 		Timeout: time.Duration(m.TimeoutNanos), Irreversible: m.Irreversible, Layer: lifecycle.Layer(m.Layer),
-		Undoes: int(m.Undoes), IsUndo: m.IsUndo,
+		Undoes: int(m.Undoes), IsUndo: m.IsUndo, Note: m.Note,
 	}
 	if m.Undo != nil {
 		u := stepFromPB(m.Undo)
@@ -264,7 +266,7 @@ func operationToPB(o *state.Operation) *raftv1.Operation {
 		Revision: o.Revision, GracefulNanos: int64(o.Graceful), Force: o.Force, PrevDesired: string(o.PrevDesired),
 		Seq: o.Seq, Cur: int64(o.Cur), RollingBack: o.RollingBack, CancelRequested: o.CancelRequested,
 		TargetHostId: o.TargetHostID, Token: o.Token, Update: updateToPB(o.Update), Resize: resizeToPB(o.Resize),
-		RequestedBy: callerToPB(o.RequestedBy), Copy: copyToPB(o.Copy),
+		RequestedBy: callerToPB(o.RequestedBy), Copy: copyToPB(o.Copy), DecommissionNanos: int64(o.Decommission),
 	}
 	if len(o.Steps) > 0 {
 		m.Steps = make([]*raftv1.Step, len(o.Steps))
@@ -285,7 +287,7 @@ func operationFromPB(m *raftv1.Operation) state.Operation {
 		PrevDesired: lifecycle.Desired(m.PrevDesired), Seq: m.Seq, Cur: int(m.Cur), RollingBack: m.RollingBack,
 		CancelRequested: m.CancelRequested, TargetHostID: m.TargetHostId, Token: m.Token,
 		Update: updateFromPB(m.Update), Resize: resizeFromPB(m.Resize), RequestedBy: callerFromPB(m.RequestedBy),
-		Copy: copyFromPB(m.Copy),
+		Copy: copyFromPB(m.Copy), Decommission: time.Duration(m.DecommissionNanos),
 	}
 	if len(m.Steps) > 0 {
 		o.Steps = make([]state.Step, len(m.Steps))

@@ -51,7 +51,20 @@ type planKey struct {
 
 // stepPlan returns a fresh copy of the plan of kind in shape sh.
 func stepPlan(kind lifecycle.OpKind, sh lifecycle.Shape) []state.Step {
+	if sh.Decommission > 0 {
+		// Planned afresh: a cache keyed by every timeout asked for would
+		// grow without bound.
+		return newSteps(lifecycle.StepsForShape(kind, sh))
+	}
 	return state.CloneSteps(sharedPlan(kind, sh))
+}
+
+func newSteps(defs []lifecycle.StepDef) []state.Step {
+	p := make([]state.Step, len(defs)) // exact capacity: an append (a rollback's undo steps) copies
+	for i, d := range defs {
+		p[i] = newStep(d)
+	}
+	return p
 }
 
 // sharedPlan returns the plan of kind in shape sh, shared: never to be changed.
@@ -60,12 +73,7 @@ func sharedPlan(kind lifecycle.OpKind, sh lifecycle.Shape) []state.Step {
 	if p, ok := stepPlans.Load(k); ok {
 		return p.([]state.Step)
 	}
-	defs := lifecycle.StepsForShape(kind, sh)
-	p := make([]state.Step, len(defs)) // exact capacity: an append (a rollback's undo steps) copies
-	for i, d := range defs {
-		p[i] = newStep(d)
-	}
-	v, _ := stepPlans.LoadOrStore(k, p)
+	v, _ := stepPlans.LoadOrStore(k, newSteps(lifecycle.StepsForShape(kind, sh)))
 	return v.([]state.Step)
 }
 
@@ -114,6 +122,9 @@ func newStep(d lifecycle.StepDef) state.Step {
 	s := state.Step{Name: d.Name, Action: d.Action, OnTarget: d.Where == lifecycle.OnTarget,
 		State: state.StepPending, MaxAttempts: lifecycle.MaxAttempts, Force: d.Force,
 		Irreversible: !d.Reversible(), Timeout: d.Timeout, Layer: d.Layer}
+	if d.Action.BestEffort() {
+		s.MaxAttempts = 1 // its time is the guest's: no second go
+	}
 	if d.Undo != nil {
 		u := newStep(*d.Undo)
 		u.IsUndo = true
@@ -178,6 +189,9 @@ func stepSucceeded(tx *state.Tx, op *state.Operation, inst *state.Instance, obse
 	if op.StepHost(st) == inst.HostID {
 		reshaped(inst, op, st.Action)
 	}
+	if st.Action == lifecycle.ActDecommission {
+		inst.Decommission = lifecycle.DecomNone // decommissioned: the stop or delete proper
+	}
 	if op.CancelRequested && !op.RollingBack {
 		startRollback(tx, op, inst, nil)
 		return
@@ -206,6 +220,15 @@ func stepFailed(tx *state.Tx, op *state.Operation, inst *state.Instance, fault *
 		return
 	}
 	st.State = state.StepFailed
+	if st.Action.BestEffort() && !op.RollingBack {
+		if op.CancelRequested {
+			// Canceled meanwhile: its failure changed nothing to undo.
+			startRollback(tx, op, inst, nil)
+		} else {
+			goOnAfter(tx, op, inst)
+		}
+		return
+	}
 	if op.RollingBack {
 		// An undo failed: stop undoing; what is left is recorded, the
 		// instance shows ERROR, and the user decides.
@@ -216,6 +239,23 @@ func stepFailed(tx *state.Tx, op *state.Operation, inst *state.Instance, fault *
 		return
 	}
 	startRollback(tx, op, inst, fault)
+}
+
+// goOnAfter goes on past a best-effort step that failed (its fault stays
+// on the step): a decommission that failed or ran out of time strands the
+// instance in decommissioning, and the stop or delete after it forces the
+// domain off within lifecycle.StrandedWithin.
+func goOnAfter(tx *state.Tx, op *state.Operation, inst *state.Instance) {
+	if op.Current().Action == lifecycle.ActDecommission {
+		inst.Decommission = lifecycle.DecomFailed
+		for i := op.Cur + 1; i < len(op.Steps); i++ {
+			if s := &op.Steps[i]; s.Action == lifecycle.ActStop || s.Action == lifecycle.ActDelete {
+				s.Force, s.Timeout = true, lifecycle.StrandedWithin
+			}
+		}
+	}
+	op.Cur++
+	advance(tx, op, inst)
 }
 
 // faultPeerRefused is the agents' fault for a pull the source refused.
@@ -405,6 +445,7 @@ func finish(tx *state.Tx, op *state.Operation, inst *state.Instance, end state.O
 		inst.MoveTarget = "" // the room held on the target is released
 	}
 	inst.RollingBack = false
+	inst.Decommission = lifecycle.DecomNone
 	endReshaping(tx, inst, op, end)
 	op.Step = string(end)
 	if end == state.OpSucceeded {

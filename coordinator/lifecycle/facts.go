@@ -89,19 +89,37 @@ const (
 // AllResults lists every result, ResultNone included.
 var AllResults = []Result{ResultNone, ResultSucceeded, ResultFailed, ResultCanceled, ResultRolledBack}
 
+// Decommission is where a stop's or a delete's decommissioning is: the
+// guest running its shutdown work before its domain goes down (RightScale's
+// decommissioning).
+type Decommission string
+
+const (
+	DecomNone    Decommission = ""        // none asked for, or it is over and succeeded
+	DecomRunning Decommission = "running" // the guest runs (or is about to run) its decommission work
+	// DecomFailed: the work failed or ran out of time; the stop or delete
+	// goes on, forcing the domain off.
+	DecomFailed Decommission = "failed"
+)
+
+// AllDecommissions lists every decommissioning fact.
+var AllDecommissions = []Decommission{DecomNone, DecomRunning, DecomFailed}
+
 // Facts are the four recorded facts the status is derived from, with
 // qualifiers: Unplaced (a create still waiting for a host with room),
 // Preemptible (the instance may be evicted, and so "bids" for capacity
 // rather than waits for it), Unconfirmed (a resize finished and keeps the
-// original until it is confirmed or reverted) and RollingBack (the
-// operation in flight is undoing what it did).
+// original until it is confirmed or reverted), RollingBack (the
+// operation in flight is undoing what it did) and Decommission (where the
+// stop or delete in flight is with its guest's decommission work).
 type Facts struct {
-	Desired     Desired
-	Op          OpKind
-	Power       Power
-	Result      Result
-	Unplaced    bool
-	Preemptible bool
-	Unconfirmed bool
-	RollingBack bool
+	Desired      Desired
+	Op           OpKind
+	Power        Power
+	Result       Result
+	Unplaced     bool
+	Preemptible  bool
+	Unconfirmed  bool
+	RollingBack  bool
+	Decommission Decommission
 }

@@ -19,24 +19,31 @@ func TestDeriveIsTotal(t *testing.T) {
 			for _, p := range powers {
 				for _, r := range results {
 					for _, q := range []int{0, 1, 2, 3} {
-						s := Derive(Facts{Desired: d, Op: o, Power: p, Result: r, Unplaced: q&1 != 0, Preemptible: q&2 != 0})
-						if !slices.Contains(AllStatuses, s) {
-							t.Fatalf("Derive(%v,%v,%v,%v) = %q, not a defined status", d, o, p, r, s)
+						for _, dc := range append(slices.Clone(AllDecommissions), Decommission("bogus")) {
+							s := Derive(Facts{Desired: d, Op: o, Power: p, Result: r, Unplaced: q&1 != 0, Preemptible: q&2 != 0, Decommission: dc})
+							if !slices.Contains(AllStatuses, s) {
+								t.Fatalf("Derive(%v,%v,%v,%v) = %q, not a defined status", d, o, p, r, s)
+							}
+							if o != OpNone && !Transitional(s) && s != StatusError {
+								t.Errorf("op %q in flight gave non-transitional %s", o, s)
+							}
+							// The guest shutting itself down is the one transition no operation owns.
+							if o == OpNone && Transitional(s) && !(s == StatusStopping && p == PowerShuttingDown) {
+								t.Errorf("no op in flight but transitional %s for %v/%v/%v", s, d, p, r)
+							}
+							// Decommissioning is a stop's or a delete's, and only while it decommissions.
+							decom := s == StatusDecommissioning || s == StatusStrandedDecommissioning
+							if decom != ((o == OpStop || o == OpDelete) && (dc == DecomRunning || dc == DecomFailed)) {
+								t.Errorf("%v/%v/%v/%v decommission %q: %s", d, o, p, r, dc, s)
+							}
+							n++
 						}
-						if o != OpNone && !Transitional(s) && s != StatusError {
-							t.Errorf("op %q in flight gave non-transitional %s", o, s)
-						}
-						// The guest shutting itself down is the one transition no operation owns.
-						if o == OpNone && Transitional(s) && !(s == StatusStopping && p == PowerShuttingDown) {
-							t.Errorf("no op in flight but transitional %s for %v/%v/%v", s, d, p, r)
-						}
-						n++
 					}
 				}
 			}
 		}
 	}
-	if n != 6*(len(AllOpKinds)+1)*10*6*4 {
+	if n != 6*(len(AllOpKinds)+1)*10*6*4*4 {
 		t.Fatalf("walked %d combinations", n)
 	}
 }
@@ -81,6 +88,17 @@ func TestDerive(t *testing.T) {
 		{Facts{Desired: DesiredRunning, Op: OpPreempt, Power: PowerRunning, Preemptible: true}, StatusBidding},
 		{Facts{Desired: DesiredRunning, Op: OpStart, Unplaced: true}, StatusStarting},
 		{facts(DesiredRunning, OpMove, PowerShutOff, ResultSucceeded), StatusMoving},
+		// A stop or delete whose guest runs its decommission work, or failed it.
+		{Facts{Desired: DesiredStopped, Op: OpStop, Power: PowerRunning, Decommission: DecomRunning}, StatusDecommissioning},
+		{Facts{Desired: DesiredDeleted, Op: OpDelete, Power: PowerRunning, Decommission: DecomRunning}, StatusDecommissioning},
+		{Facts{Desired: DesiredStopped, Op: OpStop, Power: PowerRunning, Decommission: DecomFailed}, StatusStrandedDecommissioning},
+		{Facts{Desired: DesiredDeleted, Op: OpDelete, Power: PowerRunning, Decommission: DecomFailed}, StatusStrandedDecommissioning},
+		// Decommissioned: the stop or delete proper.
+		{Facts{Desired: DesiredStopped, Op: OpStop, Power: PowerRunning}, StatusStopping},
+		{Facts{Desired: DesiredDeleted, Op: OpDelete, Power: PowerRunning}, StatusDeleting},
+		// Over: as usual.
+		{Facts{Desired: DesiredStopped, Power: PowerShutOff, Result: ResultSucceeded}, StatusStopped},
+		{Facts{Desired: DesiredDeleted, Power: PowerNoDomain, Result: ResultSucceeded}, StatusDeleted},
 		// A failed operation that was rolled back leaves the instance as it was.
 		{facts(DesiredRunning, OpNone, PowerRunning, ResultRolledBack), StatusRunning},
 		{facts(DesiredStopped, OpNone, PowerShutOff, ResultRolledBack), StatusStopped},

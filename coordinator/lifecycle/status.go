@@ -35,6 +35,12 @@ const (
 	StatusRevertingResize  Status = "REVERTING_RESIZE"  // the original is being brought back
 	StatusExtending        Status = "EXTENDING"         // the disk grows in place
 	StatusSettingPassword  Status = "SETTING_PASSWORD"  // a password is being set inside the guest
+	// StatusDecommissioning: a stop or delete waits for the guest's
+	// decommission work (its shutdown scripts), for a bounded time.
+	StatusDecommissioning Status = "DECOMMISSIONING"
+	// StatusStrandedDecommissioning: that work failed or ran out of time;
+	// the stop or delete goes on and forces the domain off.
+	StatusStrandedDecommissioning Status = "STRANDED_DECOMMISSIONING"
 )
 
 // AllStatuses lists every status.
@@ -46,6 +52,7 @@ var AllStatuses = []Status{
 	StatusPending, StatusBidding, StatusMoving, StatusUpdating,
 	StatusResizing, StatusVerifyResize, StatusConfirmingResize, StatusRevertingResize, StatusExtending,
 	StatusSettingPassword,
+	StatusDecommissioning, StatusStrandedDecommissioning,
 }
 
 // inFlight is the status shown while an operation of each kind runs.
@@ -72,7 +79,7 @@ var inFlight = map[OpKind]Status{
 
 // Transitional reports whether s only lasts while an operation runs.
 func Transitional(s Status) bool {
-	if s == StatusPending {
+	if s == StatusPending || s == StatusDecommissioning || s == StatusStrandedDecommissioning {
 		return true
 	}
 	for _, t := range inFlight {
@@ -92,6 +99,14 @@ func Derive(f Facts) Status {
 				return StatusBidding
 			}
 			return StatusPending
+		}
+		if f.Op == OpStop || f.Op == OpDelete {
+			switch f.Decommission {
+			case DecomRunning:
+				return StatusDecommissioning
+			case DecomFailed:
+				return StatusStrandedDecommissioning
+			}
 		}
 		if s, ok := inFlight[f.Op]; ok {
 			return s

@@ -36,12 +36,15 @@ const (
 	// ActSetPassword sets a password inside the guest over its guest
 	// channel; the password itself is in no record (see coordinator/secrets).
 	ActSetPassword StepAction = "set-password"
+	// ActDecommission asks the guest to run its decommission work (its
+	// shutdown scripts) within the step's timeout. Best effort: see BestEffort.
+	ActDecommission StepAction = "decommission"
 )
 
 // AllStepActions lists every step action, ActSwitchHost included.
 var AllStepActions = []StepAction{ActCreate, ActStart, ActStop, ActRestart, ActHardRestart, ActPause, ActUnpause, ActSuspend,
 	ActResume, ActDelete, ActPreflight, ActOfferDisk, ActImportDisk, ActSwitchHost, ActUpdate, ActFreezeDisk, ActRefreeze,
-	ActThawDisk, ActReceiveDisk, ActAdoptDisk, ActReshape, ActUnshape, ActDropOrig, ActGrowDisk, ActSetPassword}
+	ActThawDisk, ActReceiveDisk, ActAdoptDisk, ActReshape, ActUnshape, ActDropOrig, ActGrowDisk, ActSetPassword, ActDecommission}
 
 // Layer is the part of a disk an offer or a receive step copies.
 type Layer string
@@ -58,6 +61,22 @@ var AllLayers = []Layer{LayerWhole, LayerBase, LayerMid, LayerTop}
 
 // OnHost reports whether an agent runs the action (else the coordinator does).
 func (a StepAction) OnHost() bool { return a != ActSwitchHost }
+
+// BestEffort reports whether a failure of the action leaves the operation
+// going on rather than failing it: a decommission that fails (or runs out
+// of time) strands the instance, and the stop or delete it came before
+// forces the domain off (RightScale's stranded in decommissioning, "still
+// terminated"). Such a step has one attempt: its time is the guest's.
+func (a StepAction) BestEffort() bool { return a == ActDecommission }
+
+// StrandedWithin bounds the stop or delete that follows a failed
+// decommission: forced, it ends within this (the seed's "typically ... still
+// terminated in 2-3 minutes").
+const StrandedWithin = time.Minute
+
+// MaxDecommission bounds the time a stop or delete may give its guest's
+// decommission work.
+const MaxDecommission = time.Hour
 
 // Where names the host a step runs on.
 type Where int
@@ -117,6 +136,9 @@ type Shape struct {
 	// StartAfter: a resize or revert boots the domain it leaves behind
 	// (the guest was running before the resize began).
 	StartAfter bool
+	// Decommission: a stop or delete of a running guest first gives it
+	// this long to run its decommission work (zero: none).
+	Decommission time.Duration
 }
 
 // StepsFor returns the plan of an operation of kind k. wasRunning says
@@ -141,7 +163,7 @@ func StepsForShape(k OpKind, sh Shape) []StepDef {
 	case OpStart:
 		return []StepDef{preflight, {Name: "start-domain", Action: ActStart, Undo: stopForced}}
 	case OpStop:
-		return one("stop-domain", ActStop, undo("start-domain", ActStart, OnSource))
+		return decommissionFirst(sh, one("stop-domain", ActStop, undo("start-domain", ActStart, OnSource)))
 	case OpRestart:
 		return one("reboot-guest", ActRestart, nil)
 	case OpHardRestart:
@@ -161,7 +183,7 @@ func StepsForShape(k OpKind, sh Shape) []StepDef {
 	case OpResume:
 		return one("resume-domain", ActResume, undo("suspend-domain", ActSuspend, OnSource))
 	case OpDelete:
-		return one("delete-domain", ActDelete, nil)
+		return decommissionFirst(sh, one("delete-domain", ActDelete, nil))
 	case OpPreempt:
 		return one("evict-domain", ActDelete, nil)
 	case OpUpdate:
@@ -207,6 +229,18 @@ func StepsForShape(k OpKind, sh Shape) []StepDef {
 		return []StepDef{{Name: "set-password", Action: ActSetPassword, NothingToUndo: true, Timeout: passwordTimeout}}
 	}
 	return nil
+}
+
+// decommissionFirst puts a decommission before a stop's or a delete's
+// steps when the shape asks for one: it changes nothing on the host, so
+// there is nothing to undo, and its failure does not fail the plan (see
+// BestEffort).
+func decommissionFirst(sh Shape, s []StepDef) []StepDef {
+	if sh.Decommission <= 0 || !sh.WasRunning {
+		return s
+	}
+	d := StepDef{Name: "decommission", Action: ActDecommission, NothingToUndo: true, Timeout: sh.Decommission}
+	return append([]StepDef{d}, s...)
 }
 
 // resizeSteps plans a resize. In place: stop, reshape (the original kept),

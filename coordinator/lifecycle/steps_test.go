@@ -85,7 +85,9 @@ func allShapes() []Shape {
 	for _, r := range []bool{false, true} {
 		for _, same := range []bool{false, true} {
 			for _, after := range []bool{false, true} {
-				out = append(out, Shape{WasRunning: r, SameHost: same, StartAfter: after})
+				for _, decom := range []time.Duration{0, 3 * time.Minute} {
+					out = append(out, Shape{WasRunning: r, SameHost: same, StartAfter: after, Decommission: decom})
+				}
 			}
 		}
 	}
@@ -152,6 +154,55 @@ func TestPreflightFirst(t *testing.T) {
 					t.Errorf("%s (running %v): preflight step %d: %+v", k, running, i, s)
 				}
 			}
+		}
+	}
+}
+
+// TestDecommissionPlans: a stop or delete of a running guest asked to
+// decommission it runs the decommission first, bounded by the time asked,
+// undoing nothing and failing nothing; no other plan has one.
+func TestDecommissionPlans(t *testing.T) {
+	const d = 90 * time.Second
+	cases := []struct {
+		k    OpKind
+		sh   Shape
+		want []string
+	}{
+		{OpStop, Shape{WasRunning: true, Decommission: d}, []string{"decommission", "stop-domain"}},
+		{OpDelete, Shape{WasRunning: true, Decommission: d}, []string{"decommission", "delete-domain"}},
+		{OpStop, Shape{WasRunning: true}, []string{"stop-domain"}},
+		{OpDelete, Shape{WasRunning: true}, []string{"delete-domain"}},
+		// No guest runs: nothing to decommission.
+		{OpStop, Shape{Decommission: d}, []string{"stop-domain"}},
+		{OpDelete, Shape{Decommission: d}, []string{"delete-domain"}},
+		// Only a stop or a delete decommissions.
+		{OpRestart, Shape{WasRunning: true, Decommission: d}, []string{"reboot-guest"}},
+		{OpPreempt, Shape{WasRunning: true, Decommission: d}, []string{"evict-domain"}},
+		{OpMove, Shape{WasRunning: true, StartAfter: true, Decommission: d},
+			[]string{"stop-on-source", "offer-disk", "copy-disk-to-target", "start-on-target", "switch-host", "remove-from-source"}},
+	}
+	for _, c := range cases {
+		steps := StepsForShape(c.k, c.sh)
+		var got []string
+		for _, s := range steps {
+			got = append(got, s.Name)
+		}
+		if !slices.Equal(got, c.want) {
+			t.Errorf("%s %+v: %v, want %v", c.k, c.sh, got, c.want)
+			continue
+		}
+		if got[0] != "decommission" {
+			continue
+		}
+		s := steps[0]
+		if s.Action != ActDecommission || s.Timeout != d || !s.NothingToUndo || s.Undo != nil || s.Where != OnSource ||
+			!s.Action.BestEffort() || s.Action.Expect() != PowerNone {
+			t.Errorf("%s: decommission step %+v", c.k, s)
+		}
+	}
+	for _, a := range AllStepActions {
+		if a.BestEffort() != (a == ActDecommission) {
+			t.Errorf("%s: best effort %v", a, a.BestEffort())
 		}
 	}
 }

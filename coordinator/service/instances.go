@@ -34,6 +34,9 @@ type Create struct {
 	// ReadyTimeout is how long its guest may boot before it is stranded;
 	// nil for the cluster's default, 0 for never.
 	ReadyTimeout *time.Duration
+	// DecommissionTimeout is the time a stop or delete that gives none
+	// gives its guest's decommission work (0: none).
+	DecommissionTimeout time.Duration
 }
 
 // defaultMaxRestarts is how many restarts RESTART without a limit allows.
@@ -68,6 +71,9 @@ func (s *Service) Create(ctx context.Context, c Create) (state.Operation, error)
 		return state.Operation{}, fmt.Errorf("readiness timeout: %w (needs log version %d, the cluster is at %d)",
 			fsm.ErrUnsupported, fsm.LogVersion4, s.store.LogVersion())
 	}
+	if err := s.checkDecommission(c.DecommissionTimeout); err != nil {
+		return state.Operation{}, err
+	}
 	// The host is chosen from the state as it is now and checked again when
 	// the create commits: a create that lost its host meanwhile (a
 	// concurrent create took the room, the host was cordoned or went away)
@@ -99,7 +105,8 @@ func (s *Service) create(ctx context.Context, c Create, hostID string) (state.Op
 		Policy: s.policy,
 		Instance: state.Instance{ID: ids.New("i-"), Name: c.Name, Spec: c.Spec, HostID: hostID,
 			Recovery: withDefaults(c.Recovery), Placement: c.Placement, Labels: c.Labels,
-			NICs: c.NICs, UserData: c.UserData, SSHKeys: c.SSHKeys, ReadyTimeout: s.readyTimeout(c.ReadyTimeout)},
+			NICs: c.NICs, UserData: c.UserData, SSHKeys: c.SSHKeys, ReadyTimeout: s.readyTimeout(c.ReadyTimeout),
+			DecommissionTimeout: c.DecommissionTimeout},
 		Operation: state.Operation{ID: ids.New("op-"), RequestID: c.RequestID, Deadline: now.Add(s.deadline(lifecycle.OpCreate)),
 			RequestedBy: caller.Of(ctx)},
 	}
@@ -161,6 +168,10 @@ type Action struct {
 	Resize *state.Resize
 	// OperationID is the new operation's id; empty: a new one.
 	OperationID string
+	// Decommission is, for a stop or delete, how long a running guest gets
+	// to run its decommission work first: nil for the instance's own
+	// default, 0 for none.
+	Decommission *time.Duration
 }
 
 // Act checks an action against the instance's status and commits it; a
@@ -184,11 +195,23 @@ func (s *Service) Act(ctx context.Context, r Action) (state.Operation, error) {
 		r.Update = &withRC
 	}
 	kind := lifecycle.PlanFor(inst.Status(), r.Action, r.Hard).Op
+	decom := inst.DecommissionTimeout
+	if r.Decommission != nil {
+		decom = *r.Decommission
+	}
+	if kind != lifecycle.OpStop && kind != lifecycle.OpDelete {
+		decom = 0
+	}
+	if err := s.checkDecommission(decom); err != nil {
+		return state.Operation{}, err
+	}
 	now := s.now()
 	cmd := fsm.InstanceAction{Action: r.Action, Hard: r.Hard, Policy: s.policy, Operation: state.Operation{
 		ID: cmp.Or(r.OperationID, ids.New("op-")), InstanceID: r.InstanceID, RequestID: r.RequestID,
-		Deadline: now.Add(s.deadline(kind) + r.Graceful), Graceful: r.Graceful, Force: r.Force, Update: r.Update,
-		RequestedBy: caller.Of(ctx), TargetHostID: r.Target, Resize: r.Resize,
+		// The guest's decommission time comes on top: its stop or delete
+		// follows it.
+		Deadline: now.Add(s.deadline(kind) + r.Graceful + decom), Graceful: r.Graceful, Force: r.Force, Update: r.Update,
+		RequestedBy: caller.Of(ctx), TargetHostID: r.Target, Resize: r.Resize, Decommission: decom,
 	}}
 	if r.Target != "" && r.Target != inst.HostID {
 		cmd.Operation.Token = newToken()
@@ -345,6 +368,16 @@ func (s *Service) readyTimeout(asked *time.Duration) time.Duration {
 		return *asked
 	}
 	return s.readiness
+}
+
+// checkDecommission refuses decommissioning before every server records it
+// (log version 5).
+func (s *Service) checkDecommission(d time.Duration) error {
+	if d > 0 && s.store.LogVersion() < fsm.LogVersion5 {
+		return fmt.Errorf("decommission timeout: %w (needs log version %d, the cluster is at %d)",
+			fsm.ErrUnsupported, fsm.LogVersion5, s.store.LogVersion())
+	}
+	return nil
 }
 
 // MarkOperational records an operator's word that a stranded instance's

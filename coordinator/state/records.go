@@ -72,6 +72,12 @@ type Instance struct {
 	Guest GuestFacts `json:"guest,omitzero"`
 	// ReadyTimeout is how long its guest may boot before it is stranded.
 	ReadyTimeout time.Duration `json:"ready_timeout,omitempty"`
+	// DecommissionTimeout is how long a stop or delete that does not say
+	// gives its guest's decommission work (zero: no decommissioning).
+	DecommissionTimeout time.Duration `json:"decommission_timeout,omitempty"`
+	// Decommission is where the current stop or delete is with its
+	// guest's decommission work (the fsm sets it; cleared when it ends).
+	Decommission lifecycle.Decommission `json:"decommission,omitempty"`
 }
 
 // GuestFacts is what a guest said on its guest channel since it last booted.
@@ -178,7 +184,8 @@ type Placement struct {
 func (i *Instance) Facts() lifecycle.Facts {
 	return lifecycle.Facts{Desired: i.Desired, Op: i.CurrentOpK, Power: i.Power, Result: i.Result,
 		Unplaced: i.HostID == "", Preemptible: i.Placement.Preemptible,
-		Unconfirmed: i.Resize != nil && i.CurrentOpK != lifecycle.OpResize, RollingBack: i.RollingBack}
+		Unconfirmed: i.Resize != nil && i.CurrentOpK != lifecycle.OpResize, RollingBack: i.RollingBack,
+		Decommission: i.Decommission}
 }
 
 // Status derives the instance's status.
@@ -249,6 +256,9 @@ type Operation struct {
 	RequestedBy *Caller `json:"requested_by,omitempty"`
 	// Copy is the last progress report of a disk copy step (see RunningCopy).
 	Copy *CopyProgress `json:"copy,omitempty"`
+	// Decommission is, for a stop or delete, how long its guest gets to
+	// run its decommission work first (zero: none).
+	Decommission time.Duration `json:"decommission,omitempty"`
 }
 
 // Caller is who made an API call.
@@ -320,6 +330,9 @@ type Step struct {
 	// Undoes is, for an undo step, the index of the step it reverses.
 	Undoes int  `json:"undoes,omitempty"`
 	IsUndo bool `json:"is_undo,omitempty"`
+	// Note is what a step that succeeded did not do (a decommission the
+	// guest had no guest side for).
+	Note string `json:"note,omitempty"`
 }
 
 // StepID is the identity the agent runs a step attempt under, at most once.

@@ -107,6 +107,15 @@ func readinessOf(p lifecycle.Power) []lifecycle.Readiness {
 
 // everyCombination calls f with every combination of the given facts, both
 // qualifiers and every kind of last operation; it returns how many.
+// decommissionsOf is the decommissioning facts an operation of kind o can
+// have: only a stop or a delete decommissions.
+func decommissionsOf(o lifecycle.OpKind) []lifecycle.Decommission {
+	if o == lifecycle.OpStop || o == lifecycle.OpDelete {
+		return lifecycle.AllDecommissions
+	}
+	return []lifecycle.Decommission{lifecycle.DecomNone}
+}
+
 func everyCombination(desired []lifecycle.Desired, ops []lifecycle.OpKind, powers []lifecycle.Power, results []lifecycle.Result, f func(Input)) int {
 	n := 0
 	for _, d := range desired {
@@ -116,10 +125,12 @@ func everyCombination(desired []lifecycle.Desired, ops []lifecycle.OpKind, power
 					for q := range 16 {
 						for _, last := range lifecycle.AllOpKinds {
 							for _, rd := range readinessOf(p) {
-								f(Input{Facts: lifecycle.Facts{Desired: d, Op: o, Power: p, Result: r,
-									Unplaced: q&1 != 0, Preemptible: q&2 != 0, Unconfirmed: q&4 != 0, RollingBack: q&8 != 0}, LastOp: last,
-									Readiness: rd})
-								n++
+								for _, dc := range decommissionsOf(o) {
+									f(Input{Facts: lifecycle.Facts{Desired: d, Op: o, Power: p, Result: r,
+										Unplaced: q&1 != 0, Preemptible: q&2 != 0, Unconfirmed: q&4 != 0, RollingBack: q&8 != 0,
+										Decommission: dc}, LastOp: last, Readiness: rd})
+									n++
+								}
 							}
 						}
 					}

@@ -1,5 +1,7 @@
 package vocabulary
 
+import "slices"
+
 // SeedState is one state a seed document names, and where a view shows it.
 type SeedState struct {
 	Vocabulary Vocabulary
@@ -12,6 +14,9 @@ type SeedState struct {
 	// Awaits names the operation Flotilla does not have yet that reaches
 	// this state, and the issue that builds it; "" when it is reachable.
 	Awaits string
+	// Variants are other words the seed uses for the same state, in one
+	// of its phases (RightScale's "stranded in decommissioning").
+	Variants []string
 }
 
 // Shown reports whether view v shows the state.
@@ -20,7 +25,7 @@ func (s SeedState) Shown(v View) bool {
 		return false
 	}
 	if s.Field == "" {
-		return v.Status == s.Value
+		return v.Status == s.Value || slices.Contains(s.Variants, v.Status)
 	}
 	return v.Field(s.Field) == s.Value
 }
@@ -81,8 +86,11 @@ var Seeds = []SeedState{
 	status(RightScale, "pending", ""),
 	status(RightScale, "booting", ""),
 	status(RightScale, "operational", ""),
-	status(RightScale, "stranded", ""),
-	status(RightScale, "decommissioning", "decommission scripts over "+awaitGuest),
+	// "A server will strand whenever the execution of one of the scripts
+	// fails during the boot/configuring/decommissioning phase": stranded
+	// while it runs, stranded in decommissioning on its way down.
+	{Vocabulary: RightScale, Word: "stranded", Value: "stranded", Variants: []string{"stranded in decommissioning"}},
+	status(RightScale, "decommissioning", ""),
 	status(RightScale, "shutting-down", ""),
 	status(RightScale, "terminated", ""),
 	status(RightScale, "stopping", ""),

@@ -7,9 +7,10 @@ import (
 )
 
 // Every table below has a row for every canonical status but UPDATING,
-// which Render shows as the state underneath (a test holds them to
-// lifecycle.AllStatuses); a row with no word is the seed having none,
-// stated, not forgotten.
+// which Render shows as the state underneath, and the decommissioning
+// statuses, which all but RightScale show as the stop or delete they
+// belong to (see shown; a test holds them to lifecycle.AllStatuses); a row
+// with no word is the seed having none, stated, not forgotten.
 var unmapped = word{}
 
 // manageInstanceWords is seed 000: eight words, stable (running, failed,
@@ -222,6 +223,14 @@ var rightScaleWords = map[lifecycle.Status]word{
 	lifecycle.StatusRevertingResize:   unmapped,
 	// A password set inside the guest leaves the server as it was.
 	lifecycle.StatusSettingPassword: {Status: "operational", Billing: BillingInstanceUsage},
+	// "RightScale will explicitly run the decommission scripts ... before it
+	// makes a request to the cloud infrastructure to terminate the instance.
+	// As a result, you may still incur cloud instance usage costs"; "If a
+	// script fails to run during the 'decommissioning' state ... a server
+	// may become stranded in decommissioning. Typically, a server will
+	// still be terminated" (or stopped: "force a terminate or stop").
+	lifecycle.StatusDecommissioning:         {Status: "decommissioning", Billing: BillingInstanceUsage},
+	lifecycle.StatusStrandedDecommissioning: {Status: "stranded in decommissioning", Billing: BillingInstanceUsage},
 }
 
 // rightScale refines a running server by what its guest said about its

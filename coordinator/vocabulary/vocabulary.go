@@ -158,11 +158,18 @@ func Render(v Vocabulary, in Input) View {
 }
 
 // shown is the status the seeds' words describe in vocabulary v: the
-// canonical status s, or under a model update the state underneath it; and
-// an unconfirmed resize is, but in Nova's words, the state it is in
-// (running, or offline after a resize from offline: seed 000).
+// canonical status s, or under a model update the state underneath it; an
+// unconfirmed resize is, but in Nova's words, the state it is in
+// (running, or offline after a resize from offline: seed 000); and
+// decommissioning, a word only RightScale has, is elsewhere the stop or
+// delete it is the first part of (STOPPING or DELETING).
 func shown(v Vocabulary, in Input, s lifecycle.Status) lifecycle.Status {
-	if s != lifecycle.StatusUpdating && (s != lifecycle.StatusVerifyResize || v == Nova) {
+	switch {
+	case (s == lifecycle.StatusDecommissioning || s == lifecycle.StatusStrandedDecommissioning) && v != RightScale:
+		f := in.Facts
+		f.Decommission = lifecycle.DecomNone
+		return lifecycle.Derive(f)
+	case s != lifecycle.StatusUpdating && (s != lifecycle.StatusVerifyResize || v == Nova):
 		return s
 	}
 	f := in.Facts

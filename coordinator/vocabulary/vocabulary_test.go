@@ -22,7 +22,7 @@ func words(v Vocabulary) map[string][]string {
 	out := map[string][]string{"": {Unmapped}}
 	for _, s := range Seeds {
 		if s.Vocabulary == v {
-			out[s.Field] = append(out[s.Field], s.Value)
+			out[s.Field] = append(append(out[s.Field], s.Value), s.Variants...)
 		}
 	}
 	return out
@@ -81,7 +81,8 @@ func TestRenderIsTotal(t *testing.T) {
 			}
 		})
 		// 10 power states (one bogus), the 3 up ones with 4 readinesses each.
-		if n != 6*(len(lifecycle.AllOpKinds)+1)*(7+3*4)*6*16*len(lifecycle.AllOpKinds) {
+		// A stop and a delete each with 3 decommissioning facts.
+		if n != 6*(len(lifecycle.AllOpKinds)+1+2*2)*(7+3*4)*6*16*len(lifecycle.AllOpKinds) {
 			t.Fatalf("walked %d inputs", n)
 		}
 	}
@@ -91,10 +92,11 @@ func TestRenderIsTotal(t *testing.T) {
 // status cannot be added without saying what each seed calls it.
 func TestEveryStatusHasARow(t *testing.T) {
 	// UPDATING shows the state underneath; so does VERIFY_RESIZE, but in
-	// Nova's words.
-	rows := len(lifecycle.AllStatuses) - 2
+	// Nova's words; the decommissioning statuses show the stop or delete
+	// they begin, but in RightScale's words.
+	rows := len(lifecycle.AllStatuses) - 4
 	tables := map[string]int{
-		"manage-instance": len(manageInstanceWords), "nova": len(novaRows) - 1, "rightscale": len(rightScaleWords),
+		"manage-instance": len(manageInstanceWords), "nova": len(novaRows) - 1, "rightscale": len(rightScaleWords) - 2,
 		"azure": len(azurePowerWords), "managed-instance": len(managedInstanceWords),
 	}
 	for name, n := range tables {
@@ -109,6 +111,12 @@ func TestEveryStatusHasARow(t *testing.T) {
 		if s == lifecycle.StatusVerifyResize {
 			if _, ok := novaRows[s]; !ok {
 				t.Errorf("nova has no row for %s", s)
+			}
+			continue
+		}
+		if s == lifecycle.StatusDecommissioning || s == lifecycle.StatusStrandedDecommissioning {
+			if !has(rightScaleWords, s) {
+				t.Errorf("rightscale has no row for %s", s)
 			}
 			continue
 		}
@@ -240,5 +248,43 @@ func TestBillingClassIsRenderBilling(t *testing.T) {
 	}
 	if got := Metered(); !slices.Equal(got, []Vocabulary{RightScale, Azure}) {
 		t.Fatalf("metered vocabularies %v, want rightscale and azure", got)
+	}
+}
+
+// TestDecommissioningWords: RightScale shows a stop's or a delete's
+// decommissioning in its own words; every other seed shows the stop or
+// delete it begins, exactly as it shows that stop or delete.
+func TestDecommissioningWords(t *testing.T) {
+	for _, c := range []struct {
+		op      lifecycle.OpKind
+		desired lifecycle.Desired
+		dc      lifecycle.Decommission
+		want    string
+	}{
+		{lifecycle.OpStop, lifecycle.DesiredStopped, lifecycle.DecomRunning, "decommissioning"},
+		{lifecycle.OpStop, lifecycle.DesiredStopped, lifecycle.DecomFailed, "stranded in decommissioning"},
+		{lifecycle.OpDelete, lifecycle.DesiredDeleted, lifecycle.DecomRunning, "decommissioning"},
+		{lifecycle.OpDelete, lifecycle.DesiredDeleted, lifecycle.DecomFailed, "stranded in decommissioning"},
+	} {
+		in := Input{Facts: lifecycle.Facts{Desired: c.desired, Op: c.op, Power: lifecycle.PowerRunning,
+			Result: lifecycle.ResultSucceeded, Decommission: c.dc}, LastOp: lifecycle.OpCreate,
+			Readiness: lifecycle.ReadinessOperational}
+		plain := in
+		plain.Decommission = lifecycle.DecomNone
+		for _, v := range All {
+			got, under := Render(v, in), Render(v, plain)
+			if got.Canonical == under.Canonical {
+				t.Fatalf("%s %s: canonical %s", c.op, c.dc, got.Canonical)
+			}
+			if v == RightScale {
+				if got.Status != c.want || got.Billing != BillingInstanceUsage {
+					t.Errorf("rightscale %s %s: %q (%s), want %q", c.op, c.dc, got.Status, got.Billing, c.want)
+				}
+				continue
+			}
+			if got.Status != under.Status || !slices.Equal(got.Fields, under.Fields) || got.Billing != under.Billing {
+				t.Errorf("%s %s %s: %+v, want as %s: %+v", v, c.op, c.dc, got, under.Canonical, under)
+			}
+		}
 	}
 }

@@ -140,6 +140,8 @@ var reachedBy = map[string]struct{ inst, when string }{
 	"rightscale/stopped":       {"life", "STATUS_STOPPED"},
 	"rightscale/error":         {"broken", "STATUS_ERROR"},
 	"rightscale/stranded":      {"stuck", "STATUS_RUNNING"}, // its boot scripts failed
+	// Deleted with a decommission timeout: its guest ran its shutdown work.
+	"rightscale/decommissioning": {"life", "STATUS_DECOMMISSIONING"},
 
 	"azure/starting":  {"life", "STATUS_STARTING"},
 	"azure/running":   {"life", "STATUS_RUNNING"},
@@ -162,6 +164,13 @@ var reachedBy = map[string]struct{ inst, when string }{
 	"managed-instance/RESTARTING":   {"life", "STATUS_REBOOTING"},
 	"managed-instance/DELETING":     {"life", "STATUS_DELETING"},
 	"managed-instance/DELETED":      {"life", "STATUS_DELETED"},
+}
+
+// variantReachedBy is reachedBy for the other words a seed uses for one of
+// its states (SeedState.Variants), keyed "vocabulary/variant".
+var variantReachedBy = map[string]struct{ inst, when string }{
+	// Its decommission scripts failed while it was being deleted.
+	"rightscale/stranded in decommissioning": {"strand", "STATUS_STRANDED_DECOMMISSIONING"},
 }
 
 // TestSeedConformance drives a real guest on the real libvirtd through
@@ -192,6 +201,16 @@ func TestSeedConformance(t *testing.T) {
 		return testenv.Str(e.instance(ids["stuck"]), "readiness") == "READINESS_STRANDED"
 	})
 	e.mustSucceed(e.do("DeleteInstance", map[string]any{"id": ids["stuck"]}))
+
+	// A guest whose decommission scripts fail, deleted: stranded in
+	// decommissioning, then terminated all the same.
+	op = e.do("CreateInstance", map[string]any{"name": "conf-strand", "spec": map[string]any{"vcpus": 1, "memoryMib": 128, "image": "flotilla-test"},
+		"userData": "flotilla-test: decommission=fail"})
+	ids["strand"] = testenv.Str(op, "instanceId")
+	testenv.Eventually(t, 90*time.Second, "the guest to be operational", func() bool {
+		return testenv.Str(e.instance(ids["strand"]), "readiness") == "READINESS_OPERATIONAL"
+	})
+	e.mustSucceed(e.do("DeleteInstance", map[string]any{"id": ids["strand"], "decommissionTimeout": "30s"}))
 
 	// The guest that lives through every state: 1 of the host's 2 vCPUs.
 	life := e.create("conf-life")
@@ -251,7 +270,11 @@ func TestSeedConformance(t *testing.T) {
 		t.Fatalf("canceled stop ended %s", got)
 	}
 	e.waitStatus(life, "STATUS_RUNNING", 30*time.Second)
-	e.mustSucceed(e.do("DeleteInstance", map[string]any{"id": life}))
+	// The delete gives the guest time for its decommission scripts.
+	testenv.Eventually(t, 90*time.Second, "the guest to be operational", func() bool {
+		return testenv.Str(e.instance(life), "readiness") == "READINESS_OPERATIONAL"
+	})
+	e.mustSucceed(e.do("DeleteInstance", map[string]any{"id": life, "decommissionTimeout": "60s"}))
 	h.waitSeen(t, life, "STATUS_DELETED")
 	w.Close()
 
@@ -279,6 +302,19 @@ func TestSeedConformance(t *testing.T) {
 			}
 		}
 		fmt.Fprintf(&report, "  %s %-17s %-40q %s\n", st.Vocabulary.Seed(), st.Vocabulary, st.Word, verdict)
+		for _, variant := range st.Variants {
+			key := string(st.Vocabulary) + "/" + variant
+			where, ok := variantReachedBy[key]
+			as := vocabulary.SeedState{Vocabulary: st.Vocabulary, Word: variant, Value: variant}
+			switch {
+			case !ok:
+				t.Errorf("seed %s %q (a word for %q) is not said to be reached anywhere", st.Vocabulary.Seed(), variant, st.Word)
+			case !h.shown(ids[where.inst], where.when, as):
+				t.Errorf("seed %s %q was not shown while %s was %s; the watch showed it as:\n%s", st.Vocabulary.Seed(), variant, where.inst, where.when, h.of(ids[where.inst]))
+			default:
+				fmt.Fprintf(&report, "  %s %-17s %-40q reached (%s while %s)\n", st.Vocabulary.Seed(), st.Vocabulary, variant, where.inst, strings.TrimPrefix(where.when, "STATUS_"))
+			}
+		}
 	}
 	t.Logf("seed conformance: %d/%d on real libvirt here, %d more on the test bed (%d reachable)\n%s",
 		reached, len(vocabulary.Seeds), onBed, expected, report.String())

@@ -94,6 +94,14 @@ const (
 	Status_STATUS_EXTENDING Status = 28
 	// A user's password is being set inside the guest (SET_PASSWORD).
 	Status_STATUS_SETTING_PASSWORD Status = 29
+	// A stop or delete asked the guest to run its decommission work (its
+	// shutdown scripts) first, and it runs, bounded by the request's
+	// decommission_timeout: RightScale's decommissioning.
+	Status_STATUS_DECOMMISSIONING Status = 30
+	// The guest's decommission work failed or ran out of time: the stop or
+	// delete goes on, forcing the domain off (RightScale's stranded in
+	// decommissioning).
+	Status_STATUS_STRANDED_DECOMMISSIONING Status = 31
 )
 
 // Enum value maps for Status.
@@ -129,38 +137,42 @@ var (
 		27: "STATUS_REVERTING_RESIZE",
 		28: "STATUS_EXTENDING",
 		29: "STATUS_SETTING_PASSWORD",
+		30: "STATUS_DECOMMISSIONING",
+		31: "STATUS_STRANDED_DECOMMISSIONING",
 	}
 	Status_value = map[string]int32{
-		"STATUS_UNSPECIFIED":        0,
-		"STATUS_CREATING":           1,
-		"STATUS_STARTING":           2,
-		"STATUS_RUNNING":            3,
-		"STATUS_STOPPING":           4,
-		"STATUS_STOPPED":            5,
-		"STATUS_REBOOTING":          6,
-		"STATUS_HARD_REBOOTING":     7,
-		"STATUS_PAUSING":            8,
-		"STATUS_PAUSED":             9,
-		"STATUS_UNPAUSING":          10,
-		"STATUS_SUSPENDING":         11,
-		"STATUS_SUSPENDED":          12,
-		"STATUS_RESUMING":           13,
-		"STATUS_DELETING":           14,
-		"STATUS_DELETED":            15,
-		"STATUS_ERROR":              16,
-		"STATUS_UNKNOWN":            17,
-		"STATUS_UNEXPECTED_SHUTOFF": 18,
-		"STATUS_CRASHED":            19,
-		"STATUS_PENDING":            20,
-		"STATUS_BIDDING":            21,
-		"STATUS_MOVING":             22,
-		"STATUS_UPDATING":           23,
-		"STATUS_RESIZING":           24,
-		"STATUS_VERIFY_RESIZE":      25,
-		"STATUS_CONFIRMING_RESIZE":  26,
-		"STATUS_REVERTING_RESIZE":   27,
-		"STATUS_EXTENDING":          28,
-		"STATUS_SETTING_PASSWORD":   29,
+		"STATUS_UNSPECIFIED":              0,
+		"STATUS_CREATING":                 1,
+		"STATUS_STARTING":                 2,
+		"STATUS_RUNNING":                  3,
+		"STATUS_STOPPING":                 4,
+		"STATUS_STOPPED":                  5,
+		"STATUS_REBOOTING":                6,
+		"STATUS_HARD_REBOOTING":           7,
+		"STATUS_PAUSING":                  8,
+		"STATUS_PAUSED":                   9,
+		"STATUS_UNPAUSING":                10,
+		"STATUS_SUSPENDING":               11,
+		"STATUS_SUSPENDED":                12,
+		"STATUS_RESUMING":                 13,
+		"STATUS_DELETING":                 14,
+		"STATUS_DELETED":                  15,
+		"STATUS_ERROR":                    16,
+		"STATUS_UNKNOWN":                  17,
+		"STATUS_UNEXPECTED_SHUTOFF":       18,
+		"STATUS_CRASHED":                  19,
+		"STATUS_PENDING":                  20,
+		"STATUS_BIDDING":                  21,
+		"STATUS_MOVING":                   22,
+		"STATUS_UPDATING":                 23,
+		"STATUS_RESIZING":                 24,
+		"STATUS_VERIFY_RESIZE":            25,
+		"STATUS_CONFIRMING_RESIZE":        26,
+		"STATUS_REVERTING_RESIZE":         27,
+		"STATUS_EXTENDING":                28,
+		"STATUS_SETTING_PASSWORD":         29,
+		"STATUS_DECOMMISSIONING":          30,
+		"STATUS_STRANDED_DECOMMISSIONING": 31,
 	}
 )
 
@@ -1103,6 +1115,9 @@ type Instance struct {
 	Guest *GuestStatus `protobuf:"bytes,29,opt,name=guest,proto3" json:"guest,omitempty"`
 	// How long its guest may boot before it is stranded (absent: never).
 	ReadinessTimeout *durationpb.Duration `protobuf:"bytes,30,opt,name=readiness_timeout,json=readinessTimeout,proto3" json:"readiness_timeout,omitempty"`
+	// How long a stop or delete that does not say gives its guest to run its
+	// decommission work (absent: no decommissioning).
+	DecommissionTimeout *durationpb.Duration `protobuf:"bytes,33,opt,name=decommission_timeout,json=decommissionTimeout,proto3" json:"decommission_timeout,omitempty"`
 	// While a disk copy step of the current operation runs, how far it has
 	// got (as that Operation's copy), so that watchers see it move.
 	Copy          *CopyProgress `protobuf:"bytes,40,opt,name=copy,proto3" json:"copy,omitempty"`
@@ -1350,6 +1365,13 @@ func (x *Instance) GetReadinessTimeout() *durationpb.Duration {
 	return nil
 }
 
+func (x *Instance) GetDecommissionTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.DecommissionTimeout
+	}
+	return nil
+}
+
 func (x *Instance) GetCopy() *CopyProgress {
 	if x != nil {
 		return x.Copy
@@ -1459,8 +1481,12 @@ type CreateInstanceRequest struct {
 	// be ready before the instance is stranded: 0s..24h, 0s for never; absent
 	// for the cluster's default (--readiness-timeout).
 	ReadinessTimeout *durationpb.Duration `protobuf:"bytes,10,opt,name=readiness_timeout,json=readinessTimeout,proto3" json:"readiness_timeout,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The decommission timeout a stop or delete of this instance uses when it
+	// gives none (see StopInstanceRequest.decommission_timeout): 0s..1h,
+	// absent or 0s for no decommissioning.
+	DecommissionTimeout *durationpb.Duration `protobuf:"bytes,12,opt,name=decommission_timeout,json=decommissionTimeout,proto3" json:"decommission_timeout,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *CreateInstanceRequest) Reset() {
@@ -1559,6 +1585,13 @@ func (x *CreateInstanceRequest) GetSshAuthorizedKeys() []string {
 func (x *CreateInstanceRequest) GetReadinessTimeout() *durationpb.Duration {
 	if x != nil {
 		return x.ReadinessTimeout
+	}
+	return nil
+}
+
+func (x *CreateInstanceRequest) GetDecommissionTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.DecommissionTimeout
 	}
 	return nil
 }
@@ -2095,9 +2128,17 @@ type StopInstanceRequest struct {
 	GracefulTimeout *durationpb.Duration `protobuf:"bytes,3,opt,name=graceful_timeout,json=gracefulTimeout,proto3" json:"graceful_timeout,omitempty"`
 	// Destroy the domain if the guest has not powered off by the graceful
 	// timeout. Without force the operation fails instead.
-	Force         bool `protobuf:"varint,4,opt,name=force,proto3" json:"force,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Force bool `protobuf:"varint,4,opt,name=force,proto3" json:"force,omitempty"`
+	// How long a running guest gets to run its decommission work (its
+	// shutdown scripts, over its guest channel) before the domain is shut
+	// down: 0s..1h. The instance is DECOMMISSIONING meanwhile; if the work
+	// fails or runs out of time it is STRANDED_DECOMMISSIONING and the stop
+	// goes on forced (graceful_timeout cut short: the domain is off within a
+	// minute). A guest without a guest side skips it. Absent: the instance's
+	// own decommission_timeout; 0s: no decommissioning.
+	DecommissionTimeout *durationpb.Duration `protobuf:"bytes,5,opt,name=decommission_timeout,json=decommissionTimeout,proto3" json:"decommission_timeout,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *StopInstanceRequest) Reset() {
@@ -2156,6 +2197,13 @@ func (x *StopInstanceRequest) GetForce() bool {
 		return x.Force
 	}
 	return false
+}
+
+func (x *StopInstanceRequest) GetDecommissionTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.DecommissionTimeout
+	}
+	return nil
 }
 
 // RestartInstanceRequest reboots an instance.
@@ -2448,9 +2496,12 @@ type DeleteInstanceRequest struct {
 	// The instance id.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// Optional idempotency key; see CreateInstanceRequest.request_id.
-	RequestId     string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	RequestId string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// How long a running guest gets to run its decommission work before the
+	// domain is destroyed; see StopInstanceRequest.decommission_timeout.
+	DecommissionTimeout *durationpb.Duration `protobuf:"bytes,3,opt,name=decommission_timeout,json=decommissionTimeout,proto3" json:"decommission_timeout,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *DeleteInstanceRequest) Reset() {
@@ -2495,6 +2546,13 @@ func (x *DeleteInstanceRequest) GetRequestId() string {
 		return x.RequestId
 	}
 	return ""
+}
+
+func (x *DeleteInstanceRequest) GetDecommissionTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.DecommissionTimeout
+	}
+	return nil
 }
 
 // UpdateInstanceRequest changes an instance's model.
@@ -3000,7 +3058,7 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\vpreemptible\x18\x04 \x01(\bR\vpreemptible\x1a=\n" +
 	"\x0fHostLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd0\f\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9e\r\n" +
 	"\bInstance\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12-\n" +
@@ -3037,7 +3095,8 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\rhas_user_data\x18\x1b \x01(\bR\vhasUserData\x124\n" +
 	"\treadiness\x18\x1c \x01(\x0e2\x16.flotilla.v1.ReadinessR\treadiness\x12.\n" +
 	"\x05guest\x18\x1d \x01(\v2\x18.flotilla.v1.GuestStatusR\x05guest\x12F\n" +
-	"\x11readiness_timeout\x18\x1e \x01(\v2\x19.google.protobuf.DurationR\x10readinessTimeout\x12-\n" +
+	"\x11readiness_timeout\x18\x1e \x01(\v2\x19.google.protobuf.DurationR\x10readinessTimeout\x12L\n" +
+	"\x14decommission_timeout\x18! \x01(\v2\x19.google.protobuf.DurationR\x13decommissionTimeout\x12-\n" +
 	"\x04copy\x18( \x01(\v2\x19.flotilla.v1.CopyProgressR\x04copy\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
@@ -3046,7 +3105,7 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x04from\x18\x01 \x01(\v2\x19.flotilla.v1.InstanceSpecR\x04from\x12)\n" +
 	"\x02to\x18\x02 \x01(\v2\x19.flotilla.v1.InstanceSpecR\x02to\x12$\n" +
 	"\x0esource_host_id\x18\x03 \x01(\tR\fsourceHostId\x12=\n" +
-	"\fconfirm_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vconfirmTime\"\xc0\x04\n" +
+	"\fconfirm_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vconfirmTime\"\x8e\x05\n" +
 	"\x15CreateInstanceRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12-\n" +
 	"\x04spec\x18\x02 \x01(\v2\x19.flotilla.v1.InstanceSpecR\x04spec\x12\x1d\n" +
@@ -3061,7 +3120,8 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\tuser_data\x18\b \x01(\tR\buserData\x12.\n" +
 	"\x13ssh_authorized_keys\x18\t \x03(\tR\x11sshAuthorizedKeys\x12F\n" +
 	"\x11readiness_timeout\x18\n" +
-	" \x01(\v2\x19.google.protobuf.DurationR\x10readinessTimeout\x1a9\n" +
+	" \x01(\v2\x19.google.protobuf.DurationR\x10readinessTimeout\x12L\n" +
+	"\x14decommission_timeout\x18\f \x01(\v2\x19.google.protobuf.DurationR\x13decommissionTimeout\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x99\x02\n" +
@@ -3103,13 +3163,14 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x14StartInstanceRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x02 \x01(\tR\trequestId\"\xa0\x01\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"\xee\x01\n" +
 	"\x13StopInstanceRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x02 \x01(\tR\trequestId\x12D\n" +
 	"\x10graceful_timeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x0fgracefulTimeout\x12\x14\n" +
-	"\x05force\x18\x04 \x01(\bR\x05force\"[\n" +
+	"\x05force\x18\x04 \x01(\bR\x05force\x12L\n" +
+	"\x14decommission_timeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x13decommissionTimeout\"[\n" +
 	"\x16RestartInstanceRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
@@ -3130,11 +3191,12 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x15ResumeInstanceRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x02 \x01(\tR\trequestId\"F\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"\x94\x01\n" +
 	"\x15DeleteInstanceRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x02 \x01(\tR\trequestId\"\xcd\x02\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\x12L\n" +
+	"\x14decommission_timeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x13decommissionTimeout\"\xcd\x02\n" +
 	"\x15UpdateInstanceRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
@@ -3177,7 +3239,7 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x02 \x01(\tR\trequestId\x12$\n" +
 	"\x0etarget_host_id\x18\x03 \x01(\tR\ftargetHostId\x12D\n" +
-	"\x10graceful_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x0fgracefulTimeout*\xa6\x05\n" +
+	"\x10graceful_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x0fgracefulTimeout*\xe7\x05\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fSTATUS_CREATING\x10\x01\x12\x13\n" +
@@ -3209,7 +3271,9 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x18STATUS_CONFIRMING_RESIZE\x10\x1a\x12\x1b\n" +
 	"\x17STATUS_REVERTING_RESIZE\x10\x1b\x12\x14\n" +
 	"\x10STATUS_EXTENDING\x10\x1c\x12\x1b\n" +
-	"\x17STATUS_SETTING_PASSWORD\x10\x1d*\xb5\x01\n" +
+	"\x17STATUS_SETTING_PASSWORD\x10\x1d\x12\x1a\n" +
+	"\x16STATUS_DECOMMISSIONING\x10\x1e\x12#\n" +
+	"\x1fSTATUS_STRANDED_DECOMMISSIONING\x10\x1f*\xb5\x01\n" +
 	"\fDesiredState\x12\x1d\n" +
 	"\x19DESIRED_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15DESIRED_STATE_RUNNING\x10\x01\x12\x19\n" +
@@ -3373,76 +3437,80 @@ var file_flotilla_v1_instance_proto_depIdxs = []int32{
 	6,  // 21: flotilla.v1.Instance.readiness:type_name -> flotilla.v1.Readiness
 	16, // 22: flotilla.v1.Instance.guest:type_name -> flotilla.v1.GuestStatus
 	45, // 23: flotilla.v1.Instance.readiness_timeout:type_name -> google.protobuf.Duration
-	46, // 24: flotilla.v1.Instance.copy:type_name -> flotilla.v1.CopyProgress
-	11, // 25: flotilla.v1.PendingResize.from:type_name -> flotilla.v1.InstanceSpec
-	11, // 26: flotilla.v1.PendingResize.to:type_name -> flotilla.v1.InstanceSpec
-	42, // 27: flotilla.v1.PendingResize.confirm_time:type_name -> google.protobuf.Timestamp
-	11, // 28: flotilla.v1.CreateInstanceRequest.spec:type_name -> flotilla.v1.InstanceSpec
-	9,  // 29: flotilla.v1.CreateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
-	12, // 30: flotilla.v1.CreateInstanceRequest.placement:type_name -> flotilla.v1.Placement
-	39, // 31: flotilla.v1.CreateInstanceRequest.labels:type_name -> flotilla.v1.CreateInstanceRequest.LabelsEntry
-	47, // 32: flotilla.v1.CreateInstanceRequest.interfaces:type_name -> flotilla.v1.NetworkInterfaceRequest
-	45, // 33: flotilla.v1.CreateInstanceRequest.readiness_timeout:type_name -> google.protobuf.Duration
-	42, // 34: flotilla.v1.GuestStatus.since:type_name -> google.protobuf.Timestamp
-	5,  // 35: flotilla.v1.GetInstanceRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
-	0,  // 36: flotilla.v1.ListInstancesRequest.status_filter:type_name -> flotilla.v1.Status
-	5,  // 37: flotilla.v1.ListInstancesRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
-	13, // 38: flotilla.v1.ListInstancesResponse.instances:type_name -> flotilla.v1.Instance
-	5,  // 39: flotilla.v1.WatchInstancesRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
-	13, // 40: flotilla.v1.WatchInstancesResponse.instances:type_name -> flotilla.v1.Instance
-	45, // 41: flotilla.v1.StopInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
-	48, // 42: flotilla.v1.UpdateInstanceRequest.update_mask:type_name -> google.protobuf.FieldMask
-	40, // 43: flotilla.v1.UpdateInstanceRequest.labels:type_name -> flotilla.v1.UpdateInstanceRequest.LabelsEntry
-	9,  // 44: flotilla.v1.UpdateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
-	45, // 45: flotilla.v1.ResizeInstanceRequest.confirm_window:type_name -> google.protobuf.Duration
-	45, // 46: flotilla.v1.ResizeInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
-	45, // 47: flotilla.v1.RevertResizeRequest.graceful_timeout:type_name -> google.protobuf.Duration
-	45, // 48: flotilla.v1.MoveInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
-	15, // 49: flotilla.v1.InstanceService.CreateInstance:input_type -> flotilla.v1.CreateInstanceRequest
-	17, // 50: flotilla.v1.InstanceService.GetInstance:input_type -> flotilla.v1.GetInstanceRequest
-	18, // 51: flotilla.v1.InstanceService.ListInstances:input_type -> flotilla.v1.ListInstancesRequest
-	20, // 52: flotilla.v1.InstanceService.WatchInstances:input_type -> flotilla.v1.WatchInstancesRequest
-	22, // 53: flotilla.v1.InstanceService.StartInstance:input_type -> flotilla.v1.StartInstanceRequest
-	23, // 54: flotilla.v1.InstanceService.StopInstance:input_type -> flotilla.v1.StopInstanceRequest
-	24, // 55: flotilla.v1.InstanceService.RestartInstance:input_type -> flotilla.v1.RestartInstanceRequest
-	25, // 56: flotilla.v1.InstanceService.PauseInstance:input_type -> flotilla.v1.PauseInstanceRequest
-	26, // 57: flotilla.v1.InstanceService.UnpauseInstance:input_type -> flotilla.v1.UnpauseInstanceRequest
-	27, // 58: flotilla.v1.InstanceService.SuspendInstance:input_type -> flotilla.v1.SuspendInstanceRequest
-	28, // 59: flotilla.v1.InstanceService.ResumeInstance:input_type -> flotilla.v1.ResumeInstanceRequest
-	29, // 60: flotilla.v1.InstanceService.DeleteInstance:input_type -> flotilla.v1.DeleteInstanceRequest
-	30, // 61: flotilla.v1.InstanceService.UpdateInstance:input_type -> flotilla.v1.UpdateInstanceRequest
-	31, // 62: flotilla.v1.InstanceService.ResizeInstance:input_type -> flotilla.v1.ResizeInstanceRequest
-	32, // 63: flotilla.v1.InstanceService.ConfirmResize:input_type -> flotilla.v1.ConfirmResizeRequest
-	33, // 64: flotilla.v1.InstanceService.RevertResize:input_type -> flotilla.v1.RevertResizeRequest
-	34, // 65: flotilla.v1.InstanceService.ExtendInstance:input_type -> flotilla.v1.ExtendInstanceRequest
-	35, // 66: flotilla.v1.InstanceService.MoveInstance:input_type -> flotilla.v1.MoveInstanceRequest
-	8,  // 67: flotilla.v1.InstanceService.MarkOperational:input_type -> flotilla.v1.MarkOperationalRequest
-	7,  // 68: flotilla.v1.InstanceService.SetPassword:input_type -> flotilla.v1.SetPasswordRequest
-	49, // 69: flotilla.v1.InstanceService.CreateInstance:output_type -> flotilla.v1.Operation
-	13, // 70: flotilla.v1.InstanceService.GetInstance:output_type -> flotilla.v1.Instance
-	19, // 71: flotilla.v1.InstanceService.ListInstances:output_type -> flotilla.v1.ListInstancesResponse
-	21, // 72: flotilla.v1.InstanceService.WatchInstances:output_type -> flotilla.v1.WatchInstancesResponse
-	49, // 73: flotilla.v1.InstanceService.StartInstance:output_type -> flotilla.v1.Operation
-	49, // 74: flotilla.v1.InstanceService.StopInstance:output_type -> flotilla.v1.Operation
-	49, // 75: flotilla.v1.InstanceService.RestartInstance:output_type -> flotilla.v1.Operation
-	49, // 76: flotilla.v1.InstanceService.PauseInstance:output_type -> flotilla.v1.Operation
-	49, // 77: flotilla.v1.InstanceService.UnpauseInstance:output_type -> flotilla.v1.Operation
-	49, // 78: flotilla.v1.InstanceService.SuspendInstance:output_type -> flotilla.v1.Operation
-	49, // 79: flotilla.v1.InstanceService.ResumeInstance:output_type -> flotilla.v1.Operation
-	49, // 80: flotilla.v1.InstanceService.DeleteInstance:output_type -> flotilla.v1.Operation
-	49, // 81: flotilla.v1.InstanceService.UpdateInstance:output_type -> flotilla.v1.Operation
-	49, // 82: flotilla.v1.InstanceService.ResizeInstance:output_type -> flotilla.v1.Operation
-	49, // 83: flotilla.v1.InstanceService.ConfirmResize:output_type -> flotilla.v1.Operation
-	49, // 84: flotilla.v1.InstanceService.RevertResize:output_type -> flotilla.v1.Operation
-	49, // 85: flotilla.v1.InstanceService.ExtendInstance:output_type -> flotilla.v1.Operation
-	49, // 86: flotilla.v1.InstanceService.MoveInstance:output_type -> flotilla.v1.Operation
-	13, // 87: flotilla.v1.InstanceService.MarkOperational:output_type -> flotilla.v1.Instance
-	49, // 88: flotilla.v1.InstanceService.SetPassword:output_type -> flotilla.v1.Operation
-	69, // [69:89] is the sub-list for method output_type
-	49, // [49:69] is the sub-list for method input_type
-	49, // [49:49] is the sub-list for extension type_name
-	49, // [49:49] is the sub-list for extension extendee
-	0,  // [0:49] is the sub-list for field type_name
+	45, // 24: flotilla.v1.Instance.decommission_timeout:type_name -> google.protobuf.Duration
+	46, // 25: flotilla.v1.Instance.copy:type_name -> flotilla.v1.CopyProgress
+	11, // 26: flotilla.v1.PendingResize.from:type_name -> flotilla.v1.InstanceSpec
+	11, // 27: flotilla.v1.PendingResize.to:type_name -> flotilla.v1.InstanceSpec
+	42, // 28: flotilla.v1.PendingResize.confirm_time:type_name -> google.protobuf.Timestamp
+	11, // 29: flotilla.v1.CreateInstanceRequest.spec:type_name -> flotilla.v1.InstanceSpec
+	9,  // 30: flotilla.v1.CreateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
+	12, // 31: flotilla.v1.CreateInstanceRequest.placement:type_name -> flotilla.v1.Placement
+	39, // 32: flotilla.v1.CreateInstanceRequest.labels:type_name -> flotilla.v1.CreateInstanceRequest.LabelsEntry
+	47, // 33: flotilla.v1.CreateInstanceRequest.interfaces:type_name -> flotilla.v1.NetworkInterfaceRequest
+	45, // 34: flotilla.v1.CreateInstanceRequest.readiness_timeout:type_name -> google.protobuf.Duration
+	45, // 35: flotilla.v1.CreateInstanceRequest.decommission_timeout:type_name -> google.protobuf.Duration
+	42, // 36: flotilla.v1.GuestStatus.since:type_name -> google.protobuf.Timestamp
+	5,  // 37: flotilla.v1.GetInstanceRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
+	0,  // 38: flotilla.v1.ListInstancesRequest.status_filter:type_name -> flotilla.v1.Status
+	5,  // 39: flotilla.v1.ListInstancesRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
+	13, // 40: flotilla.v1.ListInstancesResponse.instances:type_name -> flotilla.v1.Instance
+	5,  // 41: flotilla.v1.WatchInstancesRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
+	13, // 42: flotilla.v1.WatchInstancesResponse.instances:type_name -> flotilla.v1.Instance
+	45, // 43: flotilla.v1.StopInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	45, // 44: flotilla.v1.StopInstanceRequest.decommission_timeout:type_name -> google.protobuf.Duration
+	45, // 45: flotilla.v1.DeleteInstanceRequest.decommission_timeout:type_name -> google.protobuf.Duration
+	48, // 46: flotilla.v1.UpdateInstanceRequest.update_mask:type_name -> google.protobuf.FieldMask
+	40, // 47: flotilla.v1.UpdateInstanceRequest.labels:type_name -> flotilla.v1.UpdateInstanceRequest.LabelsEntry
+	9,  // 48: flotilla.v1.UpdateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
+	45, // 49: flotilla.v1.ResizeInstanceRequest.confirm_window:type_name -> google.protobuf.Duration
+	45, // 50: flotilla.v1.ResizeInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	45, // 51: flotilla.v1.RevertResizeRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	45, // 52: flotilla.v1.MoveInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	15, // 53: flotilla.v1.InstanceService.CreateInstance:input_type -> flotilla.v1.CreateInstanceRequest
+	17, // 54: flotilla.v1.InstanceService.GetInstance:input_type -> flotilla.v1.GetInstanceRequest
+	18, // 55: flotilla.v1.InstanceService.ListInstances:input_type -> flotilla.v1.ListInstancesRequest
+	20, // 56: flotilla.v1.InstanceService.WatchInstances:input_type -> flotilla.v1.WatchInstancesRequest
+	22, // 57: flotilla.v1.InstanceService.StartInstance:input_type -> flotilla.v1.StartInstanceRequest
+	23, // 58: flotilla.v1.InstanceService.StopInstance:input_type -> flotilla.v1.StopInstanceRequest
+	24, // 59: flotilla.v1.InstanceService.RestartInstance:input_type -> flotilla.v1.RestartInstanceRequest
+	25, // 60: flotilla.v1.InstanceService.PauseInstance:input_type -> flotilla.v1.PauseInstanceRequest
+	26, // 61: flotilla.v1.InstanceService.UnpauseInstance:input_type -> flotilla.v1.UnpauseInstanceRequest
+	27, // 62: flotilla.v1.InstanceService.SuspendInstance:input_type -> flotilla.v1.SuspendInstanceRequest
+	28, // 63: flotilla.v1.InstanceService.ResumeInstance:input_type -> flotilla.v1.ResumeInstanceRequest
+	29, // 64: flotilla.v1.InstanceService.DeleteInstance:input_type -> flotilla.v1.DeleteInstanceRequest
+	30, // 65: flotilla.v1.InstanceService.UpdateInstance:input_type -> flotilla.v1.UpdateInstanceRequest
+	31, // 66: flotilla.v1.InstanceService.ResizeInstance:input_type -> flotilla.v1.ResizeInstanceRequest
+	32, // 67: flotilla.v1.InstanceService.ConfirmResize:input_type -> flotilla.v1.ConfirmResizeRequest
+	33, // 68: flotilla.v1.InstanceService.RevertResize:input_type -> flotilla.v1.RevertResizeRequest
+	34, // 69: flotilla.v1.InstanceService.ExtendInstance:input_type -> flotilla.v1.ExtendInstanceRequest
+	35, // 70: flotilla.v1.InstanceService.MoveInstance:input_type -> flotilla.v1.MoveInstanceRequest
+	8,  // 71: flotilla.v1.InstanceService.MarkOperational:input_type -> flotilla.v1.MarkOperationalRequest
+	7,  // 72: flotilla.v1.InstanceService.SetPassword:input_type -> flotilla.v1.SetPasswordRequest
+	49, // 73: flotilla.v1.InstanceService.CreateInstance:output_type -> flotilla.v1.Operation
+	13, // 74: flotilla.v1.InstanceService.GetInstance:output_type -> flotilla.v1.Instance
+	19, // 75: flotilla.v1.InstanceService.ListInstances:output_type -> flotilla.v1.ListInstancesResponse
+	21, // 76: flotilla.v1.InstanceService.WatchInstances:output_type -> flotilla.v1.WatchInstancesResponse
+	49, // 77: flotilla.v1.InstanceService.StartInstance:output_type -> flotilla.v1.Operation
+	49, // 78: flotilla.v1.InstanceService.StopInstance:output_type -> flotilla.v1.Operation
+	49, // 79: flotilla.v1.InstanceService.RestartInstance:output_type -> flotilla.v1.Operation
+	49, // 80: flotilla.v1.InstanceService.PauseInstance:output_type -> flotilla.v1.Operation
+	49, // 81: flotilla.v1.InstanceService.UnpauseInstance:output_type -> flotilla.v1.Operation
+	49, // 82: flotilla.v1.InstanceService.SuspendInstance:output_type -> flotilla.v1.Operation
+	49, // 83: flotilla.v1.InstanceService.ResumeInstance:output_type -> flotilla.v1.Operation
+	49, // 84: flotilla.v1.InstanceService.DeleteInstance:output_type -> flotilla.v1.Operation
+	49, // 85: flotilla.v1.InstanceService.UpdateInstance:output_type -> flotilla.v1.Operation
+	49, // 86: flotilla.v1.InstanceService.ResizeInstance:output_type -> flotilla.v1.Operation
+	49, // 87: flotilla.v1.InstanceService.ConfirmResize:output_type -> flotilla.v1.Operation
+	49, // 88: flotilla.v1.InstanceService.RevertResize:output_type -> flotilla.v1.Operation
+	49, // 89: flotilla.v1.InstanceService.ExtendInstance:output_type -> flotilla.v1.Operation
+	49, // 90: flotilla.v1.InstanceService.MoveInstance:output_type -> flotilla.v1.Operation
+	13, // 91: flotilla.v1.InstanceService.MarkOperational:output_type -> flotilla.v1.Instance
+	49, // 92: flotilla.v1.InstanceService.SetPassword:output_type -> flotilla.v1.Operation
+	73, // [73:93] is the sub-list for method output_type
+	53, // [53:73] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_instance_proto_init() }

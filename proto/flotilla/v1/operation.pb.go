@@ -310,7 +310,10 @@ type OperationStep struct {
 	// to undo, or it cannot be undone).
 	Compensation string `protobuf:"bytes,10,opt,name=compensation,proto3" json:"compensation,omitempty"`
 	// When a step in RETRY_WAIT runs again.
-	RetryTime     *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=retry_time,json=retryTime,proto3" json:"retry_time,omitempty"`
+	RetryTime *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=retry_time,json=retryTime,proto3" json:"retry_time,omitempty"`
+	// What a step that succeeded did not do, e.g. a decommission skipped
+	// because the guest has no guest side.
+	Note          string `protobuf:"bytes,12,opt,name=note,proto3" json:"note,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -420,6 +423,13 @@ func (x *OperationStep) GetRetryTime() *timestamppb.Timestamp {
 		return x.RetryTime
 	}
 	return nil
+}
+
+func (x *OperationStep) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
 }
 
 // Operation is one unit of work on one instance.
@@ -1146,7 +1156,7 @@ var File_flotilla_v1_operation_proto protoreflect.FileDescriptor
 
 const file_flotilla_v1_operation_proto_rawDesc = "" +
 	"\n" +
-	"\x1bflotilla/v1/operation.proto\x12\vflotilla.v1\x1a\x18flotilla/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xda\x03\n" +
+	"\x1bflotilla/v1/operation.proto\x12\vflotilla.v1\x1a\x18flotilla/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xee\x03\n" +
 	"\rOperationStep\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12,\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x16.flotilla.v1.StepStateR\x05state\x12\x17\n" +
@@ -1161,7 +1171,8 @@ const file_flotilla_v1_operation_proto_rawDesc = "" +
 	"\fcompensation\x18\n" +
 	" \x01(\tR\fcompensation\x129\n" +
 	"\n" +
-	"retry_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\tretryTime\"\xde\a\n" +
+	"retry_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\tretryTime\x12\x12\n" +
+	"\x04note\x18\f \x01(\tR\x04note\"\xde\a\n" +
 	"\tOperation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vinstance_id\x18\x02 \x01(\tR\n" +

@@ -250,6 +250,10 @@ const (
 	// (RunStep.password). FAILED_PRECONDITION-like fault GUEST_UNSUPPORTED
 	// when the guest has no guest side that takes commands.
 	StepAction_STEP_ACTION_SET_PASSWORD StepAction = 24
+	// Ask the guest, over its guest channel, to run its decommission work
+	// (its shutdown scripts) by the step's deadline. A guest without a guest
+	// side skips it: the step succeeds with a note saying so.
+	StepAction_STEP_ACTION_DECOMMISSION StepAction = 25
 )
 
 // Enum value maps for StepAction.
@@ -280,6 +284,7 @@ var (
 		22: "STEP_ACTION_GROW_DISK",
 		23: "STEP_ACTION_REFREEZE_DISK",
 		24: "STEP_ACTION_SET_PASSWORD",
+		25: "STEP_ACTION_DECOMMISSION",
 	}
 	StepAction_value = map[string]int32{
 		"STEP_ACTION_UNSPECIFIED":   0,
@@ -307,6 +312,7 @@ var (
 		"STEP_ACTION_GROW_DISK":     22,
 		"STEP_ACTION_REFREEZE_DISK": 23,
 		"STEP_ACTION_SET_PASSWORD":  24,
+		"STEP_ACTION_DECOMMISSION":  25,
 	}
 )
 
@@ -2108,7 +2114,10 @@ type StepResult struct {
 	// The domain's state after the step.
 	State *DomainState `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"`
 	// The step id.
-	StepId        string `protobuf:"bytes,6,opt,name=step_id,json=stepId,proto3" json:"step_id,omitempty"`
+	StepId string `protobuf:"bytes,6,opt,name=step_id,json=stepId,proto3" json:"step_id,omitempty"`
+	// What a success did not do, to be recorded with it (a decommission the
+	// guest had no guest side for): empty for most.
+	Note          string `protobuf:"bytes,7,opt,name=note,proto3" json:"note,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2181,6 +2190,13 @@ func (x *StepResult) GetState() *DomainState {
 func (x *StepResult) GetStepId() string {
 	if x != nil {
 		return x.StepId
+	}
+	return ""
+}
+
+func (x *StepResult) GetNote() string {
+	if x != nil {
+		return x.Note
 	}
 	return ""
 }
@@ -2344,7 +2360,7 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\astep_id\x18\x01 \x01(\tR\x06stepId\x12!\n" +
 	"\foperation_id\x18\x02 \x01(\tR\voperationId\x128\n" +
 	"\x05state\x18\x03 \x01(\x0e2\".flotilla.agent.v1.StepReportStateR\x05state\x125\n" +
-	"\x06result\x18\x04 \x01(\v2\x1d.flotilla.agent.v1.StepResultR\x06result\"\xe5\x01\n" +
+	"\x06result\x18\x04 \x01(\v2\x1d.flotilla.agent.v1.StepResultR\x06result\"\xf9\x01\n" +
 	"\n" +
 	"StepResult\x12!\n" +
 	"\foperation_id\x18\x01 \x01(\tR\voperationId\x12\x1d\n" +
@@ -2353,7 +2369,8 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\tsucceeded\x18\x03 \x01(\bR\tsucceeded\x12(\n" +
 	"\x05fault\x18\x04 \x01(\v2\x12.flotilla.v1.FaultR\x05fault\x124\n" +
 	"\x05state\x18\x05 \x01(\v2\x1e.flotilla.agent.v1.DomainStateR\x05state\x12\x17\n" +
-	"\astep_id\x18\x06 \x01(\tR\x06stepId*H\n" +
+	"\astep_id\x18\x06 \x01(\tR\x06stepId\x12\x12\n" +
+	"\x04note\x18\a \x01(\tR\x04note*H\n" +
 	"\rChunkEncoding\x12\x1e\n" +
 	"\x1aCHUNK_ENCODING_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13CHUNK_ENCODING_ZSTD\x10\x01*q\n" +
@@ -2367,7 +2384,7 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\x16DISK_LAYER_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fDISK_LAYER_BASE\x10\x01\x12\x12\n" +
 	"\x0eDISK_LAYER_TOP\x10\x02\x12\x12\n" +
-	"\x0eDISK_LAYER_MID\x10\x03*\xa5\x05\n" +
+	"\x0eDISK_LAYER_MID\x10\x03*\xc3\x05\n" +
 	"\n" +
 	"StepAction\x12\x1b\n" +
 	"\x17STEP_ACTION_UNSPECIFIED\x10\x00\x12\x16\n" +
@@ -2395,7 +2412,8 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\x19STEP_ACTION_DROP_ORIGINAL\x10\x15\x12\x19\n" +
 	"\x15STEP_ACTION_GROW_DISK\x10\x16\x12\x1d\n" +
 	"\x19STEP_ACTION_REFREEZE_DISK\x10\x17\x12\x1c\n" +
-	"\x18STEP_ACTION_SET_PASSWORD\x10\x18*\x92\x01\n" +
+	"\x18STEP_ACTION_SET_PASSWORD\x10\x18\x12\x1c\n" +
+	"\x18STEP_ACTION_DECOMMISSION\x10\x19*\x92\x01\n" +
 	"\x0fStepReportState\x12!\n" +
 	"\x1dSTEP_REPORT_STATE_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19STEP_REPORT_STATE_UNKNOWN\x10\x01\x12\x1d\n" +

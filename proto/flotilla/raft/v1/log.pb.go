@@ -414,7 +414,9 @@ type Finish struct {
 	// The domain's state after the step, when the host said.
 	Observed *Observation `protobuf:"bytes,6,opt,name=observed,proto3" json:"observed,omitempty"`
 	// The reporting host.
-	HostId        string `protobuf:"bytes,7,opt,name=host_id,json=hostId,proto3" json:"host_id,omitempty"`
+	HostId string `protobuf:"bytes,7,opt,name=host_id,json=hostId,proto3" json:"host_id,omitempty"`
+	// What the success did not do.
+	Note          string `protobuf:"bytes,8,opt,name=note,proto3" json:"note,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -494,6 +496,13 @@ func (x *Finish) GetObserved() *Observation {
 func (x *Finish) GetHostId() string {
 	if x != nil {
 		return x.HostId
+	}
+	return ""
+}
+
+func (x *Finish) GetNote() string {
+	if x != nil {
+		return x.Note
 	}
 	return ""
 }
@@ -1744,7 +1753,7 @@ const file_flotilla_raft_v1_log_proto_rawDesc = "" +
 	"\foperation_id\x18\x01 \x01(\tR\voperationId\x12\x17\n" +
 	"\astep_id\x18\x02 \x01(\tR\x06stepId\x12\x1d\n" +
 	"\n" +
-	"host_epoch\x18\x03 \x01(\x04R\thostEpoch\"\xfb\x01\n" +
+	"host_epoch\x18\x03 \x01(\x04R\thostEpoch\"\x8f\x02\n" +
 	"\x06Finish\x12!\n" +
 	"\foperation_id\x18\x01 \x01(\tR\voperationId\x12\x17\n" +
 	"\astep_id\x18\x02 \x01(\tR\x06stepId\x12\x14\n" +
@@ -1752,7 +1761,8 @@ const file_flotilla_raft_v1_log_proto_rawDesc = "" +
 	"\tsucceeded\x18\x04 \x01(\bR\tsucceeded\x12-\n" +
 	"\x05fault\x18\x05 \x01(\v2\x17.flotilla.raft.v1.FaultR\x05fault\x129\n" +
 	"\bobserved\x18\x06 \x01(\v2\x1d.flotilla.raft.v1.ObservationR\bobserved\x12\x17\n" +
-	"\ahost_id\x18\a \x01(\tR\x06hostId\"+\n" +
+	"\ahost_id\x18\a \x01(\tR\x06hostId\x12\x12\n" +
+	"\x04note\x18\b \x01(\tR\x04note\"+\n" +
 	"\x06Cancel\x12!\n" +
 	"\foperation_id\x18\x01 \x01(\tR\voperationId\"w\n" +
 	"\fRegisterHost\x12*\n" +

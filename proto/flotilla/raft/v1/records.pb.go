@@ -624,8 +624,12 @@ type Instance struct {
 	Guest *GuestFacts `protobuf:"bytes,30,opt,name=guest,proto3" json:"guest,omitempty"`
 	// How long its guest may boot: nanoseconds.
 	ReadyTimeoutNanos int64 `protobuf:"varint,31,opt,name=ready_timeout_nanos,json=readyTimeoutNanos,proto3" json:"ready_timeout_nanos,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// A stop's or delete's default decommission time: nanoseconds.
+	DecommissionTimeoutNanos int64 `protobuf:"varint,40,opt,name=decommission_timeout_nanos,json=decommissionTimeoutNanos,proto3" json:"decommission_timeout_nanos,omitempty"`
+	// The current operation's decommissioning: "", "running" or "failed".
+	Decommission  string `protobuf:"bytes,41,opt,name=decommission,proto3" json:"decommission,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Instance) Reset() {
@@ -873,6 +877,20 @@ func (x *Instance) GetReadyTimeoutNanos() int64 {
 		return x.ReadyTimeoutNanos
 	}
 	return 0
+}
+
+func (x *Instance) GetDecommissionTimeoutNanos() int64 {
+	if x != nil {
+		return x.DecommissionTimeoutNanos
+	}
+	return 0
+}
+
+func (x *Instance) GetDecommission() string {
+	if x != nil {
+		return x.Decommission
+	}
+	return ""
 }
 
 // GuestFacts is what a guest said on its guest channel since it last booted.
@@ -1379,7 +1397,9 @@ type Step struct {
 	// Index of the step an undo step undoes.
 	Undoes int64 `protobuf:"varint,18,opt,name=undoes,proto3" json:"undoes,omitempty"`
 	// Is an undo step.
-	IsUndo        bool `protobuf:"varint,19,opt,name=is_undo,json=isUndo,proto3" json:"is_undo,omitempty"`
+	IsUndo bool `protobuf:"varint,19,opt,name=is_undo,json=isUndo,proto3" json:"is_undo,omitempty"`
+	// What its success did not do.
+	Note          string `protobuf:"bytes,20,opt,name=note,proto3" json:"note,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1547,6 +1567,13 @@ func (x *Step) GetIsUndo() bool {
 	return false
 }
 
+func (x *Step) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
 // Operation is one operation's record.
 type Operation struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1607,9 +1634,11 @@ type Operation struct {
 	// Who asked.
 	RequestedBy *Caller `protobuf:"bytes,28,opt,name=requested_by,json=requestedBy,proto3" json:"requested_by,omitempty"`
 	// Running copy's progress.
-	Copy          *StepCopy `protobuf:"bytes,29,opt,name=copy,proto3" json:"copy,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Copy *StepCopy `protobuf:"bytes,29,opt,name=copy,proto3" json:"copy,omitempty"`
+	// Guest's time to run its decommission work: nanoseconds.
+	DecommissionNanos int64 `protobuf:"varint,40,opt,name=decommission_nanos,json=decommissionNanos,proto3" json:"decommission_nanos,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Operation) Reset() {
@@ -1843,6 +1872,13 @@ func (x *Operation) GetCopy() *StepCopy {
 		return x.Copy
 	}
 	return nil
+}
+
+func (x *Operation) GetDecommissionNanos() int64 {
+	if x != nil {
+		return x.DecommissionNanos
+	}
+	return 0
 }
 
 // Host is one host's record.
@@ -2278,7 +2314,8 @@ const file_flotilla_raft_v1_records_proto_rawDesc = "" +
 	"\x10bytes_per_second\x18\x04 \x01(\x04R\x0ebytesPerSecond\x12\x1d\n" +
 	"\n" +
 	"bytes_sent\x18\x05 \x01(\x04R\tbytesSent\x121\n" +
-	"\x15report_time_unix_nano\x18\x06 \x01(\x10R\x12reportTimeUnixNano\"\xdb\t\n" +
+	"\x15report_time_unix_nano\x18\x06 \x01(\x10R\x12reportTimeUnixNano\"\xbd\n" +
+	"\n" +
 	"\bInstance\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12*\n" +
@@ -2316,7 +2353,9 @@ const file_flotilla_raft_v1_records_proto_rawDesc = "" +
 	"\tuser_data\x18\x1c \x01(\tR\buserData\x12\x19\n" +
 	"\bssh_keys\x18\x1d \x03(\tR\asshKeys\x122\n" +
 	"\x05guest\x18\x1e \x01(\v2\x1c.flotilla.raft.v1.GuestFactsR\x05guest\x12.\n" +
-	"\x13ready_timeout_nanos\x18\x1f \x01(\x03R\x11readyTimeoutNanos\x1a9\n" +
+	"\x13ready_timeout_nanos\x18\x1f \x01(\x03R\x11readyTimeoutNanos\x12<\n" +
+	"\x1adecommission_timeout_nanos\x18( \x01(\x03R\x18decommissionTimeoutNanos\x12\"\n" +
+	"\fdecommission\x18) \x01(\tR\fdecommission\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd8\x02\n" +
@@ -2364,7 +2403,7 @@ const file_flotilla_raft_v1_records_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05roles\x18\x02 \x03(\tR\x05roles\x12$\n" +
 	"\rauthenticated\x18\x03 \x01(\bR\rauthenticated\x12\x18\n" +
-	"\aaddress\x18\x04 \x01(\tR\aaddress\"\xff\x04\n" +
+	"\aaddress\x18\x04 \x01(\tR\aaddress\"\x93\x05\n" +
 	"\x04Step\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06action\x18\x02 \x01(\tR\x06action\x12\x1b\n" +
@@ -2386,7 +2425,8 @@ const file_flotilla_raft_v1_records_proto_rawDesc = "" +
 	"\firreversible\x18\x10 \x01(\bR\firreversible\x12\x14\n" +
 	"\x05layer\x18\x11 \x01(\tR\x05layer\x12\x16\n" +
 	"\x06undoes\x18\x12 \x01(\x03R\x06undoes\x12\x17\n" +
-	"\ais_undo\x18\x13 \x01(\bR\x06isUndo\"\x89\b\n" +
+	"\ais_undo\x18\x13 \x01(\bR\x06isUndo\x12\x12\n" +
+	"\x04note\x18\x14 \x01(\tR\x04note\"\xb8\b\n" +
 	"\tOperation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vinstance_id\x18\x02 \x01(\tR\n" +
@@ -2420,7 +2460,8 @@ const file_flotilla_raft_v1_records_proto_rawDesc = "" +
 	"\x06update\x18\x1a \x01(\v2\x1d.flotilla.raft.v1.ModelUpdateR\x06update\x120\n" +
 	"\x06resize\x18\x1b \x01(\v2\x18.flotilla.raft.v1.ResizeR\x06resize\x12;\n" +
 	"\frequested_by\x18\x1c \x01(\v2\x18.flotilla.raft.v1.CallerR\vrequestedBy\x12.\n" +
-	"\x04copy\x18\x1d \x01(\v2\x1a.flotilla.raft.v1.StepCopyR\x04copy\"\xb7\x04\n" +
+	"\x04copy\x18\x1d \x01(\v2\x1a.flotilla.raft.v1.StepCopyR\x04copy\x12-\n" +
+	"\x12decommission_nanos\x18( \x01(\x03R\x11decommissionNanos\"\xb7\x04\n" +
 	"\x04Host\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x12\x12\n" +
