@@ -23,9 +23,11 @@ import (
 
 	"github.com/flotilla-vm/flotilla/coordinator/agentlink"
 	"github.com/flotilla-vm/flotilla/coordinator/api"
+	"github.com/flotilla-vm/flotilla/coordinator/caller"
 	"github.com/flotilla-vm/flotilla/coordinator/forward"
 	"github.com/flotilla-vm/flotilla/coordinator/fsm"
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
+	"github.com/flotilla-vm/flotilla/coordinator/limits"
 	"github.com/flotilla-vm/flotilla/coordinator/metrics"
 	"github.com/flotilla-vm/flotilla/coordinator/orchestrator"
 	"github.com/flotilla-vm/flotilla/coordinator/raftstore"
@@ -37,6 +39,7 @@ import (
 	"github.com/flotilla-vm/flotilla/coordinator/secrets"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
 	"github.com/flotilla-vm/flotilla/coordinator/upgrade"
+	"github.com/flotilla-vm/flotilla/internal/authz"
 	"github.com/flotilla-vm/flotilla/internal/mtls"
 	agentv1 "github.com/flotilla-vm/flotilla/proto/flotilla/agent/v1"
 	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
@@ -73,6 +76,11 @@ type Config struct {
 	// Raft entries, operations) and reads its state when scraped.
 	Metrics *metrics.Coordinator
 	Logger  *slog.Logger
+	// InsecureDev acknowledges plaintext (no TLS): every caller then holds
+	// every role. Plaintext listeners must be on loopback either way.
+	InsecureDev bool
+	// Limits bounds each caller (nil: limits.Defaults).
+	Limits *limits.Config
 }
 
 // Keepalive between coordinators (and from clients): a server closes the
@@ -122,8 +130,19 @@ func Start(cfg Config) (*Node, error) {
 		Bootstrap: cfg.Bootstrap && cfg.Join == "", FastTimeouts: cfg.FastRaft, Logger: cfg.Logger,
 		SnapshotThreshold: cfg.SnapshotThreshold, TrailingLogs: cfg.TrailingLogs,
 	}
+	if err := checkPlaintext(cfg); err != nil {
+		return nil, err
+	}
+	lim := limits.Defaults
+	if cfg.Limits != nil {
+		lim = *cfg.Limits
+	}
+	limiter := limits.New(lim)
+	// Authorization first (it names the caller the limits count), on every
+	// call: the guard runs before a follower forwards a write.
+	guard := chainGuard(authz.Unary(caller.Principal), limiter.Unary())
 	var unary []grpc.UnaryServerInterceptor
-	var stream []grpc.StreamServerInterceptor
+	stream := []grpc.StreamServerInterceptor{authz.Stream(caller.Principal), limiter.Stream()}
 	if m := cfg.Metrics; m != nil {
 		store.OnOperationEnd(m.OperationEnded)
 		rc.Committed = m.Committed
@@ -187,7 +206,7 @@ func Start(cfg Config) (*Node, error) {
 		// no other option: writes relayed by followers run through this
 		// same list on the leader (the server's own chain cannot be read
 		// back), and API calls fail if the server has any other.
-		fwd.ServerOption(unary...),
+		fwd.GuardedServerOption(guard, unary...),
 		grpc.ChainStreamInterceptor(stream...),
 		// Replies relayed from the leader go to clients as they came.
 		fwd.ServerCodec(),
