@@ -83,8 +83,9 @@ type session struct {
 	// taken from out (zero when none is): a write that does not finish
 	// means the agent does not read its stream.
 	sendingSince time.Time
-	stuck        bool // ended because its stream did not take our messages
-	overloaded   bool // a message was refused because out was full (logged once)
+	stuck        bool   // ended because its stream did not take our messages
+	overloaded   bool   // a message was refused because out was full (logged once)
+	clock        *clock // the receive loop's only
 }
 
 // New returns an agent link server.
@@ -208,6 +209,11 @@ func (s *Server) Connect(stream agentv1.AgentService_ConnectServer) error {
 	if err := validBridges(reg.Bridges); err != nil {
 		return status.Errorf(codes.InvalidArgument, "bridges: %v", err)
 	}
+	if err := validRegister(reg); err != nil {
+		s.log.Warn("agent refused: invalid registration", "host", reg.HostId, "err", err)
+		return status.Errorf(codes.InvalidArgument, "register %q: %v", reg.HostId, err)
+	}
+	clk := &clock{s: s, host: reg.HostId}
 	ctx := stream.Context()
 	host := state.Host{
 		ID: reg.HostId, Kind: reg.HypervisorKind, AgentVersion: reg.AgentVersion, Labels: reg.Labels, PeerAddr: reg.PeerAddress,
@@ -223,14 +229,14 @@ func (s *Server) Connect(stream agentv1.AgentService_ConnectServer) error {
 			s.leaveJoining(reg.HostId)
 		}
 	}()
-	v, err := s.apply(ctx, fsm.TypeRegisterHost, fsm.RegisterHost{Host: host, Inventory: observations(reg.Inventory)})
+	v, err := s.apply(ctx, fsm.TypeRegisterHost, fsm.RegisterHost{Host: host, Inventory: clk.observations(reg.Inventory)})
 	if err != nil {
 		if !s.cfg.Applier.IsLeader() {
 			return s.notLeader() // lost leadership while registering
 		}
 		return status.Errorf(codes.Unavailable, "register host %q: %v", reg.HostId, err)
 	}
-	ss := &session{hostID: reg.HostId, epoch: v.(uint64), out: make(chan *agentv1.ConnectResponse, s.cfg.SendQueue), done: make(chan struct{}), lastSeen: s.cfg.Now()}
+	ss := &session{hostID: reg.HostId, epoch: v.(uint64), clock: clk, out: make(chan *agentv1.ConnectResponse, s.cfg.SendQueue), done: make(chan struct{}), lastSeen: s.cfg.Now()}
 	log := s.log.With("host", ss.hostID, "epoch", ss.epoch)
 	log.Info("agent registered", "inventory", len(reg.Inventory), "kind", reg.HypervisorKind)
 
@@ -357,11 +363,11 @@ func (s *Server) recvLoop(ctx context.Context, stream agentv1.AgentService_Conne
 		var body any
 		switch msg := m.Msg.(type) {
 		case *agentv1.ConnectRequest_PowerEvent:
-			typ, body = fsm.TypeObserve, fsm.Observe{HostID: ss.hostID, Epoch: ss.epoch, Observations: observations([]*agentv1.DomainState{msg.PowerEvent})}
+			typ, body = fsm.TypeObserve, fsm.Observe{HostID: ss.hostID, Epoch: ss.epoch, Observations: ss.clock.observations([]*agentv1.DomainState{msg.PowerEvent})}
 		case *agentv1.ConnectRequest_Resync:
-			o := fsm.Observe{HostID: ss.hostID, Epoch: ss.epoch, Full: true, Observations: observations(msg.Resync.Domains)}
+			o := fsm.Observe{HostID: ss.hostID, Epoch: ss.epoch, Full: true, Observations: ss.clock.observations(msg.Resync.Domains)}
 			if msg.Resync.ObservedAt != nil {
-				o.Taken = msg.Resync.ObservedAt.AsTime()
+				o.Taken = ss.clock.clamp(msg.Resync.ObservedAt.AsTime())
 			}
 			typ, body = fsm.TypeObserve, o
 		case *agentv1.ConnectRequest_StepResult:
@@ -508,21 +514,13 @@ func (s *Server) finish(ss *session, r *agentv1.StepResult) (f fsm.Finish, ok bo
 	}
 	f = fsm.Finish{OperationID: r.OperationId, StepID: r.StepId, Succeeded: r.Succeeded, Fault: convert.FaultFromPB(r.Fault), HostID: ss.hostID}
 	if r.State != nil {
-		o := observations([]*agentv1.DomainState{r.State})[0]
+		o := ss.clock.observations([]*agentv1.DomainState{r.State})[0]
 		f.Observed = &o
 	}
 	if !r.Succeeded && f.Fault == nil {
 		f.Fault = &state.Fault{Code: "UNKNOWN", Message: "the agent reported failure without a fault", Time: s.cfg.Now(), HostID: ss.hostID}
 	}
 	return f, true
-}
-
-func observations(in []*agentv1.DomainState) []fsm.Observation {
-	out := make([]fsm.Observation, 0, len(in))
-	for _, d := range in {
-		out = append(out, fsm.Observation{InstanceID: d.InstanceId, Power: convert.PowerFromPB(d.State), Reason: d.Reason, Time: d.GetObservedAt().AsTime()})
-	}
-	return out
 }
 
 // maxBridges bounds the bridges a host reports (each is kept in its record).
@@ -573,7 +571,7 @@ func (s *Server) guestReport(ss *session, r *agentv1.GuestReport) (fsm.GuestRepo
 		return fsm.GuestReport{}, false
 	}
 	c := fsm.GuestReport{HostID: ss.hostID, Epoch: ss.epoch, InstanceID: r.GetInstanceId(), State: st, Stage: r.GetStage(),
-		Reason: r.GetReason(), Version: r.GetGuestVersion(), Time: r.GetObservedAt().AsTime()}
+		Reason: r.GetReason(), Version: r.GetGuestVersion(), Time: ss.clock.clamp(r.GetObservedAt().AsTime())}
 	side := state.GuestSide{Protocol: r.GetProtocol(), Boot: r.GetBootId(), OS: r.GetOs(), OSVersion: r.GetOsVersion(),
 		Kernel: r.GetKernel(), Unresponsive: r.GetUnresponsive()}
 	if side.Protocol > 2 || !optional(guestReasonRE, side.Boot) || !optional(guestTokenRE, side.OS) ||
