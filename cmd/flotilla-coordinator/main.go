@@ -50,6 +50,7 @@ func main() {
 		limBurst  = flag.Int("limit-burst", limits.Defaults.Burst, "calls one caller may make at once above --limit-rate")
 		limFlight = flag.Int("limit-in-flight", limits.Defaults.InFlight, "unary calls one caller may have running at once; 0: no limit")
 		limStream = flag.Int("limit-streams", limits.Defaults.Streams, "streams (watches, agent sessions) one caller may have open at once; 0: no limit")
+		staleRead = flag.Duration("stale-read-bound", node.DefaultStaleReadBound, "how long this coordinator may know no Raft leader before it refuses reads with UNAVAILABLE (health says NOT_SERVING after one election timeout); negative: never")
 		logJSON   = flag.Bool("log-json", false, "deprecated: use --log-format=json (--log-json=false: --log-format=text)")
 		common    daemon.Flags
 	)
@@ -113,7 +114,7 @@ func main() {
 		Deadlines: deadlines, HistoryRetention: *retention, ReadinessTimeout: *readiness,
 		TLS:       mtls.Files{Cert: *tlsCert, Key: *tlsKey, CA: *tlsCA},
 		Placement: scheduler.Policy{Pack: *placement == "pack", CPUOvercommit: *cpuOver, MemoryOvercommit: *memOver, DiskOvercommit: *diskOver},
-		Metrics:   m, InsecureDev: *insecure,
+		Metrics:   m, InsecureDev: *insecure, StaleReadBound: *staleRead,
 		Limits: &limits.Config{Rate: *limRate, Burst: *limBurst, InFlight: *limFlight, Streams: *limStream},
 	})
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,6 +38,7 @@ import (
 	"github.com/flotilla-vm/flotilla/coordinator/retention"
 	"github.com/flotilla-vm/flotilla/coordinator/scheduler"
 	"github.com/flotilla-vm/flotilla/coordinator/secrets"
+	"github.com/flotilla-vm/flotilla/coordinator/staleness"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
 	"github.com/flotilla-vm/flotilla/coordinator/upgrade"
 	"github.com/flotilla-vm/flotilla/internal/authz"
@@ -81,7 +83,15 @@ type Config struct {
 	InsecureDev bool
 	// Limits bounds each caller (nil: limits.Defaults).
 	Limits *limits.Config
+	// StaleReadBound is how long this member may know no leader before it
+	// refuses reads with UNAVAILABLE (0: DefaultStaleReadBound; negative:
+	// never). Health says NOT_SERVING after one election timeout.
+	StaleReadBound time.Duration
 }
+
+// DefaultStaleReadBound is Config.StaleReadBound's default: longer than an
+// election, so a change of leader does not fail reads.
+const DefaultStaleReadBound = 5 * time.Second
 
 // Keepalive between coordinators (and from clients): a server closes the
 // connection of a client that pings more often than minPingInterval, so
@@ -138,11 +148,16 @@ func Start(cfg Config) (*Node, error) {
 		lim = *cfg.Limits
 	}
 	limiter := limits.New(lim)
-	// Authorization first (it names the caller the limits count), on every
-	// call: the guard runs before a follower forwards a write.
-	guard := chainGuard(authz.Unary(caller.Principal), limiter.Unary())
+	readBound := cfg.StaleReadBound
+	if readBound == 0 {
+		readBound = DefaultStaleReadBound
+	}
+	election := time.Second // hashicorp/raft's default, which raftstore keeps
+	if cfg.FastRaft {
+		election = 200 * time.Millisecond
+	}
 	var unary []grpc.UnaryServerInterceptor
-	stream := []grpc.StreamServerInterceptor{authz.Stream(caller.Principal), limiter.Stream()}
+	var stream []grpc.StreamServerInterceptor
 	if m := cfg.Metrics; m != nil {
 		store.OnOperationEnd(m.OperationEnded)
 		rc.Committed = m.Committed
@@ -165,6 +180,11 @@ func Start(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	leaderless := staleness.New(rs, election, readBound, nil)
+	// Authorization first (it names the caller the limits count), on every
+	// call: the guard runs before a follower forwards a write.
+	guard := chainGuard(authz.Unary(caller.Principal), limiter.Unary(), leaderless.Unary(isLocalRead))
+	stream = append([]grpc.StreamServerInterceptor{authz.Stream(caller.Principal), limiter.Stream(), leaderless.Stream(isLocalRead)}, stream...)
 	lis, err := net.Listen("tcp", cfg.APIAddr)
 	if err != nil {
 		rs.Close()
@@ -249,7 +269,11 @@ func Start(cfg Config) (*Node, error) {
 			n.join(ctx, cfg.Join)
 		}()
 	}
-	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		leaderless.Run(ctx, hs, min(election/4, 250*time.Millisecond))
+	}()
 	n.log.Info("coordinator serving", "api", lis.Addr().String(), "raft", cfg.RaftAddr, "node", cfg.NodeID)
 	return n, nil
 }
@@ -439,6 +463,15 @@ func (n *Node) Close() error {
 	n.grpc.Stop()
 	n.wg.Wait()
 	return n.Raft.Close()
+}
+
+// isLocalRead says which calls a member answers from its own state: the
+// public API's reads, but for ClusterService's (which tell what is wrong
+// with the cluster, and must answer when nothing else does). Writes go to
+// the leader anyway.
+func isLocalRead(method string) bool {
+	return strings.HasPrefix(method, "/flotilla.v1.") && !strings.HasPrefix(method, "/flotilla.v1.ClusterService/") &&
+		!slices.Contains(api.WriteMethods, method)
 }
 
 // transportSecurity returns the server and dial options: mutual TLS when
