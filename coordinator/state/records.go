@@ -216,6 +216,11 @@ type Operation struct {
 	HostID     string           `json:"host_id"`
 	HostEpoch  uint64           `json:"host_epoch"`
 	RequestID  string           `json:"request_id,omitempty"`
+	// RequestKey scopes RequestID to its caller and kind of request
+	// (RequestKeyOf); RequestHash fingerprints the request's content.
+	// Both empty before log version 6: RequestID alone finds the operation.
+	RequestKey  string `json:"request_key,omitempty"`
+	RequestHash string `json:"request_hash,omitempty"`
 	Revision   int64            `json:"revision"`
 	Graceful   time.Duration    `json:"graceful,omitempty"`
 	Force      bool             `json:"force,omitempty"`
@@ -396,4 +401,13 @@ type Server struct {
 	ID       string `json:"id"`
 	RaftAddr string `json:"raft_addr"`
 	APIAddr  string `json:"api_addr"`
+}
+
+// RequestKeyOf is the key that finds the operation a request produced:
+// its scoped key, or its bare request id before log version 6.
+func RequestKeyOf(o *Operation) string {
+	if o.RequestKey != "" {
+		return o.RequestKey
+	}
+	return o.RequestID
 }

@@ -261,8 +261,8 @@ func (s *Store) removeLocked(id string) {
 	}
 	for _, opID := range s.byInst.ids[id] {
 		o := s.ops[opID]
-		if o.RequestID != "" && s.requests[o.RequestID] == opID {
-			delete(s.requests, o.RequestID)
+		if k := RequestKeyOf(o); k != "" && s.requests[k] == opID {
+			delete(s.requests, k)
 		}
 		delete(s.ops, opID)
 		s.indexOperation(o, nil, s.rev)

@@ -1607,7 +1607,14 @@ type Operation struct {
 	// Who asked.
 	RequestedBy *Caller `protobuf:"bytes,28,opt,name=requested_by,json=requestedBy,proto3" json:"requested_by,omitempty"`
 	// Running copy's progress.
-	Copy          *StepCopy `protobuf:"bytes,29,opt,name=copy,proto3" json:"copy,omitempty"`
+	Copy *StepCopy `protobuf:"bytes,29,opt,name=copy,proto3" json:"copy,omitempty"`
+	// The request id's scope (caller, request kind, id) that finds this
+	// operation again; empty: request_id alone (log version 6; numbered
+	// apart from the fields above, which other changes extend).
+	RequestKey string `protobuf:"bytes,40,opt,name=request_key,json=requestKey,proto3" json:"request_key,omitempty"`
+	// Fingerprint of the request's content: a reuse of the request id with
+	// other content is refused (log version 6).
+	RequestHash   string `protobuf:"bytes,41,opt,name=request_hash,json=requestHash,proto3" json:"request_hash,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1843,6 +1850,20 @@ func (x *Operation) GetCopy() *StepCopy {
 		return x.Copy
 	}
 	return nil
+}
+
+func (x *Operation) GetRequestKey() string {
+	if x != nil {
+		return x.RequestKey
+	}
+	return ""
+}
+
+func (x *Operation) GetRequestHash() string {
+	if x != nil {
+		return x.RequestHash
+	}
+	return ""
 }
 
 // Host is one host's record.
@@ -2386,7 +2407,7 @@ const file_flotilla_raft_v1_records_proto_rawDesc = "" +
 	"\firreversible\x18\x10 \x01(\bR\firreversible\x12\x14\n" +
 	"\x05layer\x18\x11 \x01(\tR\x05layer\x12\x16\n" +
 	"\x06undoes\x18\x12 \x01(\x03R\x06undoes\x12\x17\n" +
-	"\ais_undo\x18\x13 \x01(\bR\x06isUndo\"\x89\b\n" +
+	"\ais_undo\x18\x13 \x01(\bR\x06isUndo\"\xcd\b\n" +
 	"\tOperation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vinstance_id\x18\x02 \x01(\tR\n" +
@@ -2420,7 +2441,10 @@ const file_flotilla_raft_v1_records_proto_rawDesc = "" +
 	"\x06update\x18\x1a \x01(\v2\x1d.flotilla.raft.v1.ModelUpdateR\x06update\x120\n" +
 	"\x06resize\x18\x1b \x01(\v2\x18.flotilla.raft.v1.ResizeR\x06resize\x12;\n" +
 	"\frequested_by\x18\x1c \x01(\v2\x18.flotilla.raft.v1.CallerR\vrequestedBy\x12.\n" +
-	"\x04copy\x18\x1d \x01(\v2\x1a.flotilla.raft.v1.StepCopyR\x04copy\"\xb7\x04\n" +
+	"\x04copy\x18\x1d \x01(\v2\x1a.flotilla.raft.v1.StepCopyR\x04copy\x12\x1f\n" +
+	"\vrequest_key\x18( \x01(\tR\n" +
+	"requestKey\x12!\n" +
+	"\frequest_hash\x18) \x01(\tR\vrequestHash\"\xb7\x04\n" +
 	"\x04Host\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x12\x12\n" +
