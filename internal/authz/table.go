@@ -57,6 +57,7 @@ var Table = map[string][]Role{
 	pb.HostService_CordonHost_FullMethodName:       admins,
 	pb.HostService_UncordonHost_FullMethodName:     admins,
 	pb.HostService_DrainHost_FullMethodName:        admins,
+	pb.HostService_RemoveHost_FullMethodName:       admins,
 	pb.NetworkService_CreateNetwork_FullMethodName: admins,
 	pb.NetworkService_GetNetwork_FullMethodName:    readers,
 	pb.NetworkService_ListNetworks_FullMethodName:  readers,
