@@ -9,7 +9,8 @@
 # valid for 127.0.0.1 and localhost plus the SANs given (IPs or DNS names).
 # DIR/ca.pem and DIR/ca-key.pem are made once and reused; each NAME gets
 # DIR/NAME.pem and DIR/NAME-key.pem (the file names flotilla's --tls-*
-# flags and internal/mtls use).
+# flags and internal/mtls use). ANY_OU=1 lets ROLE be any OU (a certificate
+# that may call nothing, for tests).
 set -euo pipefail
 
 usage() { echo "usage: $0 DIR NAME:ROLE[:SAN,...] ..." >&2; exit 2; }
@@ -33,7 +34,8 @@ for spec in "$@"; do
   IFS=+ read -ra rs <<<"$roles"
   for r in "${rs[@]}"; do
     case $r in admin|operator|viewer|agent|coordinator) subj="$subj/OU=$r" ;;
-      *) echo "$0: unknown role $r (admin, operator, viewer, agent, coordinator)" >&2; exit 2 ;;
+      *) if [ "${ANY_OU:-}" = 1 ] && [[ $r =~ ^[a-z0-9-]+$ ]]; then subj="$subj/OU=$r"; continue; fi
+         echo "$0: unknown role $r (admin, operator, viewer, agent, coordinator)" >&2; exit 2 ;;
     esac
   done
   san="IP:127.0.0.1,DNS:localhost"
