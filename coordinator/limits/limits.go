@@ -34,7 +34,7 @@ type Config struct {
 // Defaults are generous: they stop one caller from flooding a coordinator,
 // not a busy program (the benchmarks and tests, all one plaintext caller on
 // loopback, stay well under them).
-var Defaults = Config{Rate: 20000, Burst: 40000, InFlight: 2048, Streams: 1024}
+var Defaults = Config{Rate: 20000, Burst: 40000, InFlight: 2048, Streams: 4096}
 
 // maxCallers bounds the callers tracked; past it, idle ones are forgotten.
 const maxCallers = 1 << 16

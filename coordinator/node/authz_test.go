@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"slices"
 	"sort"
 	"strings"
@@ -106,6 +107,17 @@ func TestEveryMethodEveryRole(t *testing.T) {
 		}
 	}
 	wg.Wait()
+}
+
+// dialTLS connects to addr with cfg.
+func dialTLS(t *testing.T, addr string, cfg *tls.Config) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }
 
 // call makes one call with an empty request; a stream is read once.
