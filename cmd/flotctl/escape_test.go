@@ -80,10 +80,10 @@ func TestNoControlCharactersFromTheServer(t *testing.T) {
 func TestSafe(t *testing.T) {
 	for in, want := range map[string]string{
 		"plain text é": "plain text é",
-		"a\tb":          `a\tb`,
-		"\x1b[1m":       `\x1b[1m`,
-		"\xff":          `\xff`,
-		"line\nrow":     `line\nrow`,
+		"a\tb":         `a\tb`,
+		"\x1b[1m":      `\x1b[1m`,
+		"\xff":         `\xff`,
+		"line\nrow":    `line\nrow`,
 	} {
 		if got := safe(in); got != want {
 			t.Errorf("safe(%q) = %q, want %q", in, got, want)

@@ -19,8 +19,8 @@ import (
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
 	"github.com/flotilla-vm/flotilla/internal/testenv"
-	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 	agentv1 "github.com/flotilla-vm/flotilla/proto/flotilla/agent/v1"
+	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
 
 // fsmLog applies proposals straight to an FSM: a leader of one.

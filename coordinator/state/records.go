@@ -216,11 +216,6 @@ type Operation struct {
 	HostID     string           `json:"host_id"`
 	HostEpoch  uint64           `json:"host_epoch"`
 	RequestID  string           `json:"request_id,omitempty"`
-	// RequestKey scopes RequestID to its caller and kind of request
-	// (RequestKeyOf); RequestHash fingerprints the request's content.
-	// Both empty before log version 6: RequestID alone finds the operation.
-	RequestKey  string `json:"request_key,omitempty"`
-	RequestHash string `json:"request_hash,omitempty"`
 	Revision   int64            `json:"revision"`
 	Graceful   time.Duration    `json:"graceful,omitempty"`
 	Force      bool             `json:"force,omitempty"`
@@ -252,6 +247,11 @@ type Operation struct {
 	// RequestedBy is who asked for the operation, as the API saw them; nil
 	// for operations the coordinator started itself (recovery, preemption).
 	RequestedBy *Caller `json:"requested_by,omitempty"`
+	// RequestKey scopes RequestID to its caller and kind of request
+	// (RequestKeyOf); RequestHash fingerprints the request's content.
+	// Both empty before log version 6: RequestID alone finds the operation.
+	RequestKey  string `json:"request_key,omitempty"`
+	RequestHash string `json:"request_hash,omitempty"`
 	// Copy is the last progress report of a disk copy step (see RunningCopy).
 	Copy *CopyProgress `json:"copy,omitempty"`
 }
