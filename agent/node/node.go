@@ -30,6 +30,7 @@ import (
 	"github.com/flotilla-vm/flotilla/hypervisor"
 	"github.com/flotilla-vm/flotilla/hypervisor/fake"
 	"github.com/flotilla-vm/flotilla/hypervisor/libvirt"
+	"github.com/flotilla-vm/flotilla/internal/authz"
 	"github.com/flotilla-vm/flotilla/internal/mtls"
 )
 
@@ -258,6 +259,9 @@ func (n *Node) startPeer(drv hypervisor.Driver, progress func(context.Context, t
 		ClientTLS: clientTLS, RequireClientIdentity: cfg.TLS.Enabled(),
 		Compression: cfg.CopyCompression, RateLimit: cfg.CopyRateLimit, Progress: progress,
 	})
+	// The one authorization table covers this server too (agents only;
+	// PullDisk then checks the certificate names the host of the offer).
+	srvOpts = append(srvOpts, grpc.ChainUnaryInterceptor(authz.Unary(authz.PeerPrincipal)), grpc.ChainStreamInterceptor(authz.Stream(authz.PeerPrincipal)))
 	srv := grpc.NewServer(append(srvOpts, transfer.ServerOptions()...)...)
 	tr.Register(srv)
 	served := make(chan struct{})

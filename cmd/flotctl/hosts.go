@@ -103,3 +103,21 @@ func runHostDrain(ctx context.Context, c *cli, name string, args []string) error
 	}
 	return printHosts(c.stdout, c.output, []*flotillav1.Host{h})
 }
+
+// runHostRemove forgets a host whose agent is gone and that has nothing on it.
+func runHostRemove(ctx context.Context, c *cli, name string, args []string) error {
+	pos, err := parseArgs(newFlagSet(name), name, args, 1)
+	if err != nil {
+		return err
+	}
+	cctx, done, err := c.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if _, err := c.hosts.RemoveHost(cctx, &flotillav1.RemoveHostRequest{Id: pos[0]}); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(c.stdout, "removed host %s\n", safe(pos[0]))
+	return err
+}

@@ -81,6 +81,7 @@ var commandList = []struct{ name, usage string }{
 	{"host cordon", "host cordon ID"},
 	{"host uncordon", "host uncordon ID"},
 	{"host drain", "host drain ID [--policy stop|move] [--graceful 10m]"},
+	{"host remove", "host remove ID"},
 	{"network create", "network create NAME --cidr CIDR [--gateway IP] [--mode nat|isolated|bridge] [--bridge BR]"},
 	{"network list", "network list"},
 	{"network get", "network get NAME"},
@@ -100,7 +101,7 @@ var runners = map[string]runFunc{
 	"get": runGet, "list": runList, "watch": runWatch, "usage": runUsage,
 	"op get": runOpGet, "op list": runOpList, "op wait": runOpWait, "op cancel": runOpCancel,
 	"host list": runHostList, "host get": runHostGet,
-	"host cordon": runHostCordon, "host uncordon": runHostCordon, "host drain": runHostDrain,
+	"host cordon": runHostCordon, "host uncordon": runHostCordon, "host drain": runHostDrain, "host remove": runHostRemove,
 	"network create": runNetworkCreate, "network list": runNetworkList, "network get": runNetworkGet, "network delete": runNetworkDelete,
 }
 
@@ -170,9 +171,9 @@ func report(err error, stdout, stderr io.Writer) int {
 		return 1
 	}
 	if st, ok := status.FromError(err); ok {
-		fmt.Fprintf(stderr, "flotctl: %s: %s\n", st.Code(), st.Message())
+		fmt.Fprintf(stderr, "flotctl: %s: %s\n", st.Code(), safe(st.Message()))
 	} else {
-		fmt.Fprintf(stderr, "flotctl: %v\n", err)
+		fmt.Fprintf(stderr, "flotctl: %s\n", safe(err.Error()))
 	}
 	return 1
 }

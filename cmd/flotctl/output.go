@@ -4,9 +4,12 @@ import (
 	"cmp"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -39,11 +42,31 @@ func writeTable(w io.Writer, header []string, rows [][]string) error {
 	for _, row := range rows {
 		cells := make([]string, len(row))
 		for i, cell := range row {
-			cells[i] = dash(cell)
+			cells[i] = dash(safe(cell))
 		}
 		fmt.Fprintln(tw, strings.Join(cells, "\t"))
 	}
 	return tw.Flush()
+}
+
+// safe escapes what a terminal would act on in a string from the server
+// (control characters, escape sequences, invalid UTF-8, tabs and newlines
+// that would break the table) as Go escapes, e.g. "\x1b[2J" or "\n": a
+// server, or an agent it believed, must not be able to rewrite the screen
+// or forge rows.
+func safe(s string) string {
+	clean := true
+	for _, r := range s {
+		if r == utf8.RuneError || !unicode.IsPrint(r) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	q := strconv.QuoteToGraphic(s)
+	return q[1 : len(q)-1]
 }
 
 func dash(s string) string {
@@ -217,7 +240,7 @@ func printOperation(w io.Writer, format string, op *flotillav1.Operation) error 
 		fmt.Fprintln(w)
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		for _, d := range details {
-			fmt.Fprintf(tw, "%s\t%s\n", d[0], d[1])
+			fmt.Fprintf(tw, "%s\t%s\n", d[0], safe(d[1]))
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -349,10 +372,10 @@ func printWatchEvent(w io.Writer, format string, ev *flotillav1.WatchInstancesRe
 	for _, in := range ev.GetInstances() {
 		_, err := fmt.Fprintf(w, watchFormat,
 			fmt.Sprint(ev.GetRevision()),
-			dash(in.GetId()),
-			dash(in.GetName()),
+			dash(safe(in.GetId())),
+			dash(safe(in.GetName())),
 			enumName(in.GetStatus(), "STATUS_"),
-			watchTail(enumName(in.GetPowerState(), "POWER_STATE_"), viewColumns(in, vocabs)))
+			safe(watchTail(enumName(in.GetPowerState(), "POWER_STATE_"), viewColumns(in, vocabs))))
 		if err != nil {
 			return err
 		}

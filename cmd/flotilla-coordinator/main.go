@@ -15,6 +15,7 @@ import (
 	"github.com/flotilla-vm/flotilla/cmd/internal/daemon"
 	"github.com/flotilla-vm/flotilla/coordinator/fsm"
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
+	"github.com/flotilla-vm/flotilla/coordinator/limits"
 	"github.com/flotilla-vm/flotilla/coordinator/metrics"
 	"github.com/flotilla-vm/flotilla/coordinator/node"
 	"github.com/flotilla-vm/flotilla/coordinator/raftstore"
@@ -49,6 +50,12 @@ func main() {
 		tlsKey    = flag.String("tls-key", "", "private key (PEM) of --tls-cert")
 		tlsCA     = flag.String("tls-ca", "", "CA bundle (PEM) that signs agents, coordinators and clients")
 		recoverSN = flag.Bool("recover-single-node", false, "disaster recovery, with the server stopped: rewrite the Raft configuration in --data-dir so this server (--node-id at --raft-addr) is the only voter, keeping all its data, then exit (docs/cluster.md)")
+		insecure  = flag.Bool("insecure-dev", false, "plaintext development mode, loopback only: no authentication, every caller holds every role (without TLS and without this flag, loopback still works with a warning)")
+		limRate   = flag.Float64("limit-rate", limits.Defaults.Rate, "calls per second one caller (certificate name, or IP address in plaintext) may make, sustained; 0: no limit")
+		limBurst  = flag.Int("limit-burst", limits.Defaults.Burst, "calls one caller may make at once above --limit-rate")
+		limFlight = flag.Int("limit-in-flight", limits.Defaults.InFlight, "unary calls one caller may have running at once; 0: no limit")
+		limStream = flag.Int("limit-streams", limits.Defaults.Streams, "streams (watches, agent sessions) one caller may have open at once; 0: no limit")
+		staleRead = flag.Duration("stale-read-bound", node.DefaultStaleReadBound, "how long this coordinator may know no Raft leader before it refuses reads with UNAVAILABLE (health says NOT_SERVING after one election timeout); negative: never")
 		logJSON   = flag.Bool("log-json", false, "deprecated: use --log-format=json (--log-json=false: --log-format=text)")
 		common    daemon.Flags
 	)
@@ -107,6 +114,10 @@ func main() {
 		fmt.Fprintln(os.Stderr, "flotilla-coordinator: --history-retention must not be negative")
 		os.Exit(2)
 	}
+	if *limRate < 0 || *limBurst < 0 || *limFlight < 0 || *limStream < 0 {
+		fmt.Fprintln(os.Stderr, "flotilla-coordinator: --limit-* must not be negative")
+		os.Exit(2)
+	}
 	if *heartbeat <= 0 || *resync <= 0 {
 		fmt.Fprintln(os.Stderr, "flotilla-coordinator: intervals must be positive")
 		os.Exit(2)
@@ -129,7 +140,8 @@ func main() {
 		Deadlines: deadlines, HistoryRetention: *retention, ReadinessTimeout: *readiness,
 		TLS:       mtls.Files{Cert: *tlsCert, Key: *tlsKey, CA: *tlsCA},
 		Placement: scheduler.Policy{Pack: *placement == "pack", CPUOvercommit: *cpuOver, MemoryOvercommit: *memOver, DiskOvercommit: *diskOver},
-		Metrics:   m,
+		Metrics:   m, InsecureDev: *insecure, StaleReadBound: *staleRead,
+		Limits: &limits.Config{Rate: *limRate, Burst: *limBurst, InFlight: *limFlight, Streams: *limStream},
 	})
 	if err != nil {
 		log.Error("start failed", "err", err)

@@ -68,8 +68,9 @@ func FuzzConnectRequest(f *testing.F) {
 			return machine.ApplyBytes(cmd)
 		}
 		apply(fsm.TypeSetLogVersion, fsm.SetLogVersion{Version: fsm.SupportedLogVersion})
+		s := New(Config{Store: store, Logger: quiet, Now: func() time.Time { return now }})
 		if reg := m.GetRegister(); reg != nil {
-			if cmd, err := registration(reg); err == nil {
+			if cmd, err := s.registration(reg, &clock{s: s, host: reg.HostId}); err == nil {
 				apply(fsm.TypeRegisterHost, cmd)
 			}
 			return
@@ -77,8 +78,7 @@ func FuzzConnectRequest(f *testing.F) {
 		res := apply(fsm.TypeRegisterHost, fsm.RegisterHost{Host: state.Host{ID: "h1", Kind: "fake",
 			Capacity: state.Resources{VCPUs: 8, MemoryMiB: 8192, DiskGiB: 100}}})
 		epoch, _ := res.Value.(uint64)
-		s := New(Config{Store: store, Logger: quiet, Now: func() time.Time { return now }})
-		typ, body, err := s.command(&session{hostID: "h1", epoch: epoch}, &m)
+		typ, body, err := s.command(&session{hostID: "h1", epoch: epoch, clock: &clock{s: s, host: "h1"}}, &m)
 		if err != nil || typ == "" {
 			return
 		}

@@ -83,8 +83,9 @@ type session struct {
 	// taken from out (zero when none is): a write that does not finish
 	// means the agent does not read its stream.
 	sendingSince time.Time
-	stuck        bool // ended because its stream did not take our messages
-	overloaded   bool // a message was refused because out was full (logged once)
+	stuck        bool   // ended because its stream did not take our messages
+	overloaded   bool   // a message was refused because out was full (logged once)
+	clock        *clock // the receive loop's only
 }
 
 // New returns an agent link server.
@@ -205,7 +206,8 @@ func (s *Server) Connect(stream agentv1.AgentService_ConnectServer) error {
 		s.log.Warn("agent refused: certificate does not name this host", "host", reg.HostId, "cert", id.Name, "roles", id.Roles)
 		return status.Errorf(codes.PermissionDenied, "certificate %q (roles %v) may not act for host %q", id.Name, id.Roles, reg.HostId)
 	}
-	cmd, err := registration(reg)
+	clk := &clock{s: s, host: reg.HostId}
+	cmd, err := s.registration(reg, clk)
 	if err != nil {
 		return err
 	}
@@ -226,7 +228,7 @@ func (s *Server) Connect(stream agentv1.AgentService_ConnectServer) error {
 		}
 		return status.Errorf(codes.Unavailable, "register host %q: %v", reg.HostId, err)
 	}
-	ss := &session{hostID: reg.HostId, epoch: v.(uint64), out: make(chan *agentv1.ConnectResponse, s.cfg.SendQueue), done: make(chan struct{}), lastSeen: s.cfg.Now()}
+	ss := &session{hostID: reg.HostId, epoch: v.(uint64), clock: clk, out: make(chan *agentv1.ConnectResponse, s.cfg.SendQueue), done: make(chan struct{}), lastSeen: s.cfg.Now()}
 	log := s.log.With("host", ss.hostID, "epoch", ss.epoch)
 	log.Info("agent registered", "inventory", len(reg.Inventory), "kind", reg.HypervisorKind)
 
@@ -371,8 +373,9 @@ func (s *Server) recvLoop(ctx context.Context, stream agentv1.AgentService_Conne
 }
 
 // registration checks an agent's register message (but for the caller's
-// identity, which Connect checks) and turns it into its command.
-func registration(reg *agentv1.Register) (fsm.RegisterHost, error) {
+// identity, which Connect checks) and turns it into its command, its
+// timestamps on the coordinator's clock (clk).
+func (s *Server) registration(reg *agentv1.Register, clk *clock) (fsm.RegisterHost, error) {
 	if !hostIDRE.MatchString(reg.HostId) {
 		return fsm.RegisterHost{}, status.Errorf(codes.InvalidArgument, "host_id %q: must be 1-63 lowercase letters, digits, '.' or '-'", reg.HostId)
 	}
@@ -384,7 +387,11 @@ func registration(reg *agentv1.Register) (fsm.RegisterHost, error) {
 		ManagedNetworks: reg.ManagedNetworks, Bridges: reg.Bridges,
 		Capacity: state.Resources{VCPUs: reg.GetCapacity().GetVcpus(), MemoryMiB: reg.GetCapacity().GetMemoryMib(), DiskGiB: reg.GetCapacity().GetDiskGib()},
 	}
-	return fsm.RegisterHost{Host: host, Inventory: observations(reg.Inventory)}, nil
+	if err := validRegister(reg); err != nil {
+		s.log.Warn("agent refused: invalid registration", "host", reg.HostId, "err", err)
+		return fsm.RegisterHost{}, status.Errorf(codes.InvalidArgument, "register %q: %v", reg.HostId, err)
+	}
+	return fsm.RegisterHost{Host: host, Inventory: clk.observations(reg.Inventory)}, nil
 }
 
 // command turns one message of a registered agent's stream into the
@@ -393,11 +400,11 @@ func registration(reg *agentv1.Register) (fsm.RegisterHost, error) {
 func (s *Server) command(ss *session, m *agentv1.ConnectRequest) (typ string, body any, err error) {
 	switch msg := m.Msg.(type) {
 	case *agentv1.ConnectRequest_PowerEvent:
-		typ, body = fsm.TypeObserve, fsm.Observe{HostID: ss.hostID, Epoch: ss.epoch, Observations: observations([]*agentv1.DomainState{msg.PowerEvent})}
+		typ, body = fsm.TypeObserve, fsm.Observe{HostID: ss.hostID, Epoch: ss.epoch, Observations: ss.clock.observations([]*agentv1.DomainState{msg.PowerEvent})}
 	case *agentv1.ConnectRequest_Resync:
-		o := fsm.Observe{HostID: ss.hostID, Epoch: ss.epoch, Full: true, Observations: observations(msg.Resync.Domains)}
+		o := fsm.Observe{HostID: ss.hostID, Epoch: ss.epoch, Full: true, Observations: ss.clock.observations(msg.Resync.Domains)}
 		if msg.Resync.ObservedAt != nil {
-			o.Taken = msg.Resync.ObservedAt.AsTime()
+			o.Taken = ss.clock.clamp(msg.Resync.ObservedAt.AsTime())
 		}
 		typ, body = fsm.TypeObserve, o
 	case *agentv1.ConnectRequest_StepResult:
@@ -533,7 +540,7 @@ func (s *Server) finish(ss *session, r *agentv1.StepResult) (f fsm.Finish, ok bo
 	}
 	f = fsm.Finish{OperationID: r.OperationId, StepID: r.StepId, Succeeded: r.Succeeded, Fault: convert.FaultFromPB(r.Fault), HostID: ss.hostID}
 	if r.State != nil {
-		o := observations([]*agentv1.DomainState{r.State})[0]
+		o := ss.clock.observations([]*agentv1.DomainState{r.State})[0]
 		f.Observed = &o
 	}
 	if !r.Succeeded && f.Fault == nil {
@@ -550,14 +557,6 @@ func (s *Server) finish(ss *session, r *agentv1.StepResult) (f fsm.Finish, ok bo
 
 // maxNote bounds a step result's note.
 const maxNote = 256
-
-func observations(in []*agentv1.DomainState) []fsm.Observation {
-	out := make([]fsm.Observation, 0, len(in))
-	for _, d := range in {
-		out = append(out, fsm.Observation{InstanceID: d.InstanceId, Power: convert.PowerFromPB(d.State), Reason: d.Reason, Time: d.GetObservedAt().AsTime()})
-	}
-	return out
-}
 
 // maxBridges bounds the bridges a host reports (each is kept in its record).
 const maxBridges = 64
@@ -607,7 +606,7 @@ func (s *Server) guestReport(ss *session, r *agentv1.GuestReport) (fsm.GuestRepo
 		return fsm.GuestReport{}, false
 	}
 	c := fsm.GuestReport{HostID: ss.hostID, Epoch: ss.epoch, InstanceID: r.GetInstanceId(), State: st, Stage: r.GetStage(),
-		Reason: r.GetReason(), Version: r.GetGuestVersion(), Time: r.GetObservedAt().AsTime()}
+		Reason: r.GetReason(), Version: r.GetGuestVersion(), Time: ss.clock.clamp(r.GetObservedAt().AsTime())}
 	side := state.GuestSide{Protocol: r.GetProtocol(), Boot: r.GetBootId(), OS: r.GetOs(), OSVersion: r.GetOsVersion(),
 		Kernel: r.GetKernel(), Unresponsive: r.GetUnresponsive()}
 	if side.Protocol > 2 || !optional(guestReasonRE, side.Boot) || !optional(guestTokenRE, side.OS) ||

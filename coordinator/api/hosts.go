@@ -104,3 +104,15 @@ func (s *hosts) DrainHost(ctx context.Context, r *pb.DrainHostRequest) (*pb.Host
 	}
 	return s.view(&h), nil
 }
+
+// RemoveHost forgets a host whose agent is gone and on which nothing is
+// placed (FAILED_PRECONDITION otherwise, saying what is in the way).
+func (s *hosts) RemoveHost(ctx context.Context, r *pb.RemoveHostRequest) (*pb.RemoveHostResponse, error) {
+	if r.Id == "" {
+		return nil, invalid(violations{{"id", "is required"}})
+	}
+	if err := s.svc.RemoveHost(ctx, r.Id); err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.RemoveHostResponse{}, nil
+}

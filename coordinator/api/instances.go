@@ -216,22 +216,25 @@ func (s *instances) WatchInstances(r *pb.WatchInstancesRequest, stream pb.Instan
 	if rev == 0 {
 		rev = s.store.Revision()
 	}
+	// One message per revision, with every matching change in it. The
+	// history is read a page at a time, its records shared (not copied),
+	// so a watcher replaying a long history holds one page at a time.
+	var msg *pb.WatchInstancesResponse
+	flush := func() error {
+		if msg == nil || len(msg.Instances) == 0 {
+			msg = nil
+			return nil
+		}
+		err := stream.Send(msg)
+		msg = nil
+		return err
+	}
 	for {
-		events, changed, _, err := s.store.Since(rev)
+		changes, changed, more, err := s.store.Changes(rev, watchPage)
 		if err != nil {
 			return toStatus(err)
 		}
-		// One message per revision, with every matching change in it.
-		var msg *pb.WatchInstancesResponse
-		flush := func() error {
-			if msg == nil || len(msg.Instances) == 0 {
-				return nil
-			}
-			err := stream.Send(msg)
-			msg = nil
-			return err
-		}
-		for _, e := range events {
+		for _, e := range changes {
 			if msg != nil && msg.Revision != e.Revision {
 				if err := flush(); err != nil {
 					return err
@@ -242,8 +245,11 @@ func (s *instances) WatchInstances(r *pb.WatchInstancesRequest, stream pb.Instan
 			}
 			rev = e.Revision
 			if r.InstanceId == "" || e.Instance.ID == r.InstanceId {
-				msg.Instances = append(msg.Instances, s.instanceToPB(&e.Instance, vocabs))
+				msg.Instances = append(msg.Instances, s.instanceToPB(e.Instance, vocabs))
 			}
+		}
+		if more {
+			continue // a page ends at a revision's end: msg is complete or empty
 		}
 		if err := flush(); err != nil {
 			return err
@@ -255,6 +261,9 @@ func (s *instances) WatchInstances(r *pb.WatchInstancesRequest, stream pb.Instan
 		}
 	}
 }
+
+// watchPage is how many history changes a watcher reads at once.
+const watchPage = 512
 
 // readyTimeout is a create's readiness timeout: nil when it gives none.
 func readyTimeout(r *pb.CreateInstanceRequest) *time.Duration {

@@ -61,6 +61,7 @@ var WriteMethods = []string{
 	pb.HostService_CordonHost_FullMethodName,
 	pb.HostService_UncordonHost_FullMethodName,
 	pb.HostService_DrainHost_FullMethodName,
+	pb.HostService_RemoveHost_FullMethodName,
 	pb.InstanceService_UpdateInstance_FullMethodName,
 	pb.InstanceService_ResizeInstance_FullMethodName,
 	pb.InstanceService_ConfirmResize_FullMethodName,

@@ -3,7 +3,6 @@ package api
 import (
 	"fmt"
 	"net/netip"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/flotilla-vm/flotilla/coordinator/convert"
 	"github.com/flotilla-vm/flotilla/coordinator/ipam"
+	"github.com/flotilla-vm/flotilla/coordinator/labels"
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
 	"github.com/flotilla-vm/flotilla/coordinator/vocabulary"
 	"github.com/flotilla-vm/flotilla/hypervisor"
@@ -85,19 +85,11 @@ func validateRecovery(v *violations, rc *pb.Recovery) {
 	}
 }
 
-// maxLabels bounds an instance's labels, so no record can make every list
-// of instances huge.
-const maxLabels = 64
-
-func validateLabels(v *violations, labels map[string]string) {
-	if len(labels) > maxLabels {
-		v.add("labels", "at most %d labels, got %d", maxLabels, len(labels))
-		return
-	}
-	for k, val := range labels {
-		if !labelRE.MatchString(k) || !labelValueRE.MatchString(val) {
-			v.add("labels", "label %q=%q: keys and values are letters, digits, '.', '_', '/' and '-', at most 63 characters", k, val)
-		}
+// validateLabels bounds an instance's labels (package labels), so no
+// record can make every list of instances huge.
+func validateLabels(v *violations, m map[string]string) {
+	if err := labels.Check(m); err != nil {
+		v.add("labels", "%v", err)
 	}
 }
 
@@ -205,10 +197,8 @@ func validateCreate(r *pb.CreateInstanceRequest) violations {
 		default:
 			v.add("placement.hypervisor_kind", "must be kvm, qemu, xen, fake or empty")
 		}
-		for k, val := range p.HostLabels {
-			if !labelRE.MatchString(k) || !labelValueRE.MatchString(val) {
-				v.add("placement.host_labels", "label %q=%q: keys and values are letters, digits, '.', '_', '/' and '-', at most 63 characters", k, val)
-			}
+		if err := labels.Check(p.HostLabels); err != nil {
+			v.add("placement.host_labels", "%v", err)
 		}
 		if p.AntiAffinityGroup != "" && !namePat.MatchString(p.AntiAffinityGroup) {
 			v.add("placement.anti_affinity_group", "must be 1-63 lowercase letters, digits or '-'")
@@ -216,11 +206,6 @@ func validateCreate(r *pb.CreateInstanceRequest) violations {
 	}
 	return v
 }
-
-var (
-	labelRE      = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$`)
-	labelValueRE = regexp.MustCompile(`^[A-Za-z0-9._/-]{0,63}$`)
-)
 
 func validateRequestID(v *violations, id string) {
 	if id != "" && !requestIDPat.MatchString(id) {

@@ -9,6 +9,8 @@ import (
 
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
+	"github.com/flotilla-vm/flotilla/coordinator/labels"
+
 	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
 
@@ -54,7 +56,7 @@ func TestPatternsMatchTheirRegexps(t *testing.T) {
 func TestValidateUpdate(t *testing.T) {
 	mask := func(p ...string) *fieldmaskpb.FieldMask { return &fieldmaskpb.FieldMask{Paths: p} }
 	many := map[string]string{}
-	for i := range maxLabels + 1 {
+	for i := range labels.Max + 1 {
 		many[fmt.Sprintf("k%d", i)] = "v"
 	}
 	cases := []struct {
@@ -81,5 +83,24 @@ func TestValidateUpdate(t *testing.T) {
 		if c.want != "" && (len(v) == 0 || v[0].field != c.want) {
 			t.Errorf("%v: violations %v, want one for %s", c.r, v, c.want)
 		}
+	}
+}
+
+// A create whose placement asks for thousands of host labels is refused
+// (two such creates made every ListInstances exceed the 4 MiB limit).
+func TestPlacementLabelFloodRefused(t *testing.T) {
+	flood := map[string]string{}
+	for i := range 30000 {
+		flood[fmt.Sprintf("k%d", i)] = "v"
+	}
+	r := &pb.CreateInstanceRequest{Name: "web", Spec: &pb.InstanceSpec{Vcpus: 1, MemoryMib: 64, Image: "img"},
+		Placement: &pb.Placement{HostLabels: flood}}
+	v := validateCreate(r)
+	if len(v) == 0 || v[0].field != "placement.host_labels" {
+		t.Fatalf("violations %v, want one for placement.host_labels", v)
+	}
+	r.Placement.HostLabels = map[string]string{"rack": "r1"}
+	if v := validateCreate(r); len(v) != 0 {
+		t.Fatalf("a plain placement refused: %v", v)
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/peer"
 
 	"github.com/flotilla-vm/flotilla/coordinator/state"
+	"github.com/flotilla-vm/flotilla/internal/authz"
 	"github.com/flotilla-vm/flotilla/internal/mtls"
 )
 
@@ -148,4 +149,15 @@ func peerCaller(ctx context.Context) *state.Caller {
 		c.Name, c.Roles, c.Authenticated = id.Name, id.Roles, true
 	}
 	return c
+}
+
+// Principal is who the call is authorized as: in plaintext, anyone with
+// every role; under mutual TLS the roles of the certificate, or, for a
+// call a coordinator relayed, of the client it relayed for.
+func Principal(ctx context.Context) authz.Principal {
+	if _, ok := mtls.PeerIdentity(ctx); !ok {
+		return authz.Plaintext()
+	}
+	c := Of(ctx)
+	return authz.Principal{Name: c.Name, Roles: authz.RolesOf(c.Roles), Verified: c.Authenticated}
 }

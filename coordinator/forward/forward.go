@@ -59,6 +59,7 @@ type Forwarder struct {
 	hmu           sync.RWMutex
 	handlers      map[string]handler          // write method -> handler, for relayed requests
 	chain         grpc.UnaryServerInterceptor // the server's interceptors after the forwarder (nil: none)
+	guard         grpc.UnaryServerInterceptor // run before the forwarder (nil: none)
 	misconfigured sync.Once                   // logs a server whose interceptors bypass ServerOption
 	workers       workers                     // run relayed requests
 	relayLimit    int                         // relayed requests running at once, per stream

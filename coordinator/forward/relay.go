@@ -80,9 +80,19 @@ type handler struct {
 // any unary interceptor besides this one — one that relayed writes would
 // silently skip.
 func (f *Forwarder) ServerOption(others ...grpc.UnaryServerInterceptor) grpc.ServerOption {
+	return f.GuardedServerOption(nil, others...)
+}
+
+// GuardedServerOption is ServerOption with guard run first on every call
+// this server receives, before a write is forwarded (so a follower refuses
+// what its caller may not do, rather than relaying it): authorization and
+// per-caller limits. Relayed writes do not run it again on the leader (the
+// relay stream is itself guarded, and the follower ran it).
+func (f *Forwarder) GuardedServerOption(guard grpc.UnaryServerInterceptor, others ...grpc.UnaryServerInterceptor) grpc.ServerOption {
 	f.hmu.Lock()
 	defer f.hmu.Unlock()
 	f.chain = chainUnary(others)
+	f.guard = guard
 	return grpc.ChainUnaryInterceptor(f.intercept)
 }
 
@@ -108,6 +118,15 @@ func chainUnary(ics []grpc.UnaryServerInterceptor) grpc.UnaryServerInterceptor {
 // that reach a follower, and runs everything else through the others
 // given to ServerOption.
 func (f *Forwarder) intercept(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if f.guard != nil {
+		return f.guard(ctx, req, info, func(ctx context.Context, req any) (any, error) { return f.route(ctx, req, info, h) })
+	}
+	return f.route(ctx, req, info, h)
+}
+
+// route forwards a write that reached a follower, and runs everything else
+// through the others given to ServerOption.
+func (f *Forwarder) route(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 	if mt, isWrite := f.replies[info.FullMethod]; isWrite && !f.leader.IsLeader() {
 		return f.forwardWrite(ctx, req.(proto.Message), info.FullMethod, mt)
 	}

@@ -11,17 +11,26 @@ import (
 	"github.com/flotilla-vm/flotilla/coordinator/state"
 )
 
-// dedup returns the operation a request_id already produced, if any.
-func dedup(tx *state.Tx, requestID string) (string, bool) {
-	if requestID == "" {
-		return "", false
+// dedup returns the operation req's request id already produced, if any,
+// or an error if that operation was asked for with other content.
+func dedup(tx *state.Tx, req *state.Operation) (string, bool, error) {
+	key := state.RequestKeyOf(req)
+	if key == "" {
+		return "", false, nil
 	}
-	return tx.RequestOperation(requestID)
+	id, ok := tx.RequestOperation(key)
+	if !ok || req.RequestHash == "" {
+		return id, ok, nil
+	}
+	if prev, found := tx.Operation(id); found && prev.RequestHash != "" && prev.RequestHash != req.RequestHash {
+		return "", false, fmt.Errorf("request_id %q was used for operation %s with other content: %w", req.RequestID, id, ErrInvalid)
+	}
+	return id, true, nil
 }
 
 func applyCreateInstance(tx *state.Tx, c *CreateInstance) (any, error) {
-	if id, ok := dedup(tx, c.Operation.RequestID); ok {
-		return id, nil
+	if id, ok, err := dedup(tx, &c.Operation); err != nil || ok {
+		return id, err
 	}
 	if _, exists := tx.Instance(c.Instance.ID); exists {
 		return nil, fmt.Errorf("instance %q: %w", c.Instance.ID, ErrAlreadyExists)
@@ -48,15 +57,15 @@ func applyCreateInstance(tx *state.Tx, c *CreateInstance) (any, error) {
 	}
 	tx.PutInstance(&inst)
 	tx.PutOperation(&op)
-	if op.RequestID != "" {
-		tx.PutRequest(op.RequestID, op.ID)
+	if k := state.RequestKeyOf(&op); k != "" {
+		tx.PutRequest(k, op.ID)
 	}
 	return op.ID, nil
 }
 
 func applyInstanceAction(tx *state.Tx, c *InstanceAction) (any, error) {
-	if id, ok := dedup(tx, c.Operation.RequestID); ok {
-		return id, nil
+	if id, ok, err := dedup(tx, &c.Operation); err != nil || ok {
+		return id, err
 	}
 	inst, ok := tx.Instance(c.Operation.InstanceID)
 	if !ok {
@@ -108,8 +117,8 @@ func applyInstanceAction(tx *state.Tx, c *InstanceAction) (any, error) {
 	inst.CurrentOp, inst.CurrentOpK = op.ID, op.Kind
 	tx.PutInstance(inst)
 	tx.PutOperation(op)
-	if op.RequestID != "" {
-		tx.PutRequest(op.RequestID, op.ID)
+	if k := state.RequestKeyOf(op); k != "" {
+		tx.PutRequest(k, op.ID)
 	}
 	return op.ID, nil
 }
@@ -216,8 +225,8 @@ func withdraw(tx *state.Tx, inst *state.Instance, req state.Operation) (any, err
 	inst.CurrentOp, inst.CurrentOpK, inst.LastOp, inst.LastOpK = "", lifecycle.OpNone, del.ID, lifecycle.OpDelete
 	tx.PutOperation(del)
 	tx.PutInstance(inst)
-	if del.RequestID != "" {
-		tx.PutRequest(del.RequestID, del.ID)
+	if k := state.RequestKeyOf(del); k != "" {
+		tx.PutRequest(k, del.ID)
 	}
 	return del.ID, nil
 }

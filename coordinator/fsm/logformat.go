@@ -29,8 +29,12 @@ const (
 	// LogVersion4 adds guests' boot reports and readiness deadlines.
 	LogVersion4 uint32 = 4
 	LogVersion5 uint32 = 5 // adds guest commands: passwords, decommissioning, guests' OS reports
+	// LogVersion6 scopes request ids to their caller and kind of request
+	// and binds them to the request's content (Operation.request_key and
+	// request_hash), and adds host removal (host.remove).
+	LogVersion6 uint32 = 6
 	// SupportedLogVersion is the newest version this server reads and writes.
-	SupportedLogVersion = LogVersion5
+	SupportedLogVersion = LogVersion6
 )
 
 // entryMarker starts every entry of format 2; never '{' nor 0xF1, which

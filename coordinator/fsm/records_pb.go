@@ -267,6 +267,7 @@ func operationToPB(o *state.Operation) *raftv1.Operation {
 		Seq: o.Seq, Cur: int64(o.Cur), RollingBack: o.RollingBack, CancelRequested: o.CancelRequested,
 		TargetHostId: o.TargetHostID, Token: o.Token, Update: updateToPB(o.Update), Resize: resizeToPB(o.Resize),
 		RequestedBy: callerToPB(o.RequestedBy), Copy: copyToPB(o.Copy), DecommissionNanos: int64(o.Decommission),
+		RequestKey: o.RequestKey, RequestHash: o.RequestHash,
 	}
 	if len(o.Steps) > 0 {
 		m.Steps = make([]*raftv1.Step, len(o.Steps))
@@ -288,6 +289,7 @@ func operationFromPB(m *raftv1.Operation) state.Operation {
 		CancelRequested: m.CancelRequested, TargetHostID: m.TargetHostId, Token: m.Token,
 		Update: updateFromPB(m.Update), Resize: resizeFromPB(m.Resize), RequestedBy: callerFromPB(m.RequestedBy),
 		Copy: copyFromPB(m.Copy), Decommission: time.Duration(m.DecommissionNanos),
+		RequestKey: m.RequestKey, RequestHash: m.RequestHash,
 	}
 	if len(m.Steps) > 0 {
 		o.Steps = make([]state.Step, len(m.Steps))

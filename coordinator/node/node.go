@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,9 +24,11 @@ import (
 
 	"github.com/flotilla-vm/flotilla/coordinator/agentlink"
 	"github.com/flotilla-vm/flotilla/coordinator/api"
+	"github.com/flotilla-vm/flotilla/coordinator/caller"
 	"github.com/flotilla-vm/flotilla/coordinator/forward"
 	"github.com/flotilla-vm/flotilla/coordinator/fsm"
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
+	"github.com/flotilla-vm/flotilla/coordinator/limits"
 	"github.com/flotilla-vm/flotilla/coordinator/membership"
 	"github.com/flotilla-vm/flotilla/coordinator/metrics"
 	"github.com/flotilla-vm/flotilla/coordinator/orchestrator"
@@ -36,8 +39,10 @@ import (
 	"github.com/flotilla-vm/flotilla/coordinator/retention"
 	"github.com/flotilla-vm/flotilla/coordinator/scheduler"
 	"github.com/flotilla-vm/flotilla/coordinator/secrets"
+	"github.com/flotilla-vm/flotilla/coordinator/staleness"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
 	"github.com/flotilla-vm/flotilla/coordinator/upgrade"
+	"github.com/flotilla-vm/flotilla/internal/authz"
 	"github.com/flotilla-vm/flotilla/internal/mtls"
 	agentv1 "github.com/flotilla-vm/flotilla/proto/flotilla/agent/v1"
 	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
@@ -74,7 +79,20 @@ type Config struct {
 	// Raft entries, operations) and reads its state when scraped.
 	Metrics *metrics.Coordinator
 	Logger  *slog.Logger
+	// InsecureDev acknowledges plaintext (no TLS): every caller then holds
+	// every role. Plaintext listeners must be on loopback either way.
+	InsecureDev bool
+	// Limits bounds each caller (nil: limits.Defaults).
+	Limits *limits.Config
+	// StaleReadBound is how long this member may know no leader before it
+	// refuses reads with UNAVAILABLE (0: DefaultStaleReadBound; negative:
+	// never). Health says NOT_SERVING after one election timeout.
+	StaleReadBound time.Duration
 }
+
+// DefaultStaleReadBound is Config.StaleReadBound's default: longer than an
+// election, so a change of leader does not fail reads.
+const DefaultStaleReadBound = 5 * time.Second
 
 // Keepalive between coordinators (and from clients): a server closes the
 // connection of a client that pings more often than minPingInterval, so
@@ -123,6 +141,22 @@ func Start(cfg Config) (*Node, error) {
 		Bootstrap: cfg.Bootstrap && cfg.Join == "", FastTimeouts: cfg.FastRaft, Logger: cfg.Logger,
 		SnapshotThreshold: cfg.SnapshotThreshold, TrailingLogs: cfg.TrailingLogs,
 	}
+	if err := checkPlaintext(cfg); err != nil {
+		return nil, err
+	}
+	lim := limits.Defaults
+	if cfg.Limits != nil {
+		lim = *cfg.Limits
+	}
+	limiter := limits.New(lim)
+	readBound := cfg.StaleReadBound
+	if readBound == 0 {
+		readBound = DefaultStaleReadBound
+	}
+	election := time.Second // hashicorp/raft's default, which raftstore keeps
+	if cfg.FastRaft {
+		election = 200 * time.Millisecond
+	}
 	var unary []grpc.UnaryServerInterceptor
 	var stream []grpc.StreamServerInterceptor
 	if m := cfg.Metrics; m != nil {
@@ -147,6 +181,11 @@ func Start(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	leaderless := staleness.New(rs, election, readBound, nil)
+	// Authorization first (it names the caller the limits count), on every
+	// call: the guard runs before a follower forwards a write.
+	guard := chainGuard(authz.Unary(caller.Principal), limiter.Unary(), leaderless.Unary(isLocalRead))
+	stream = append([]grpc.StreamServerInterceptor{authz.Stream(caller.Principal), limiter.Stream(), leaderless.Stream(isLocalRead)}, stream...)
 	lis, err := net.Listen("tcp", cfg.APIAddr)
 	if err != nil {
 		rs.Close()
@@ -188,7 +227,7 @@ func Start(cfg Config) (*Node, error) {
 		// no other option: writes relayed by followers run through this
 		// same list on the leader (the server's own chain cannot be read
 		// back), and API calls fail if the server has any other.
-		fwd.ServerOption(unary...),
+		fwd.GuardedServerOption(guard, unary...),
 		grpc.ChainStreamInterceptor(stream...),
 		// Replies relayed from the leader go to clients as they came.
 		fwd.ServerCodec(),
@@ -231,7 +270,11 @@ func Start(cfg Config) (*Node, error) {
 			n.join(ctx, cfg.Join)
 		}()
 	}
-	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		leaderless.Run(ctx, hs, min(election/4, 250*time.Millisecond))
+	}()
 	n.log.Info("coordinator serving", "api", lis.Addr().String(), "raft", cfg.RaftAddr, "node", cfg.NodeID)
 	return n, nil
 }
@@ -443,6 +486,15 @@ func (n *Node) Close() error {
 	n.grpc.Stop()
 	n.wg.Wait()
 	return n.Raft.Close()
+}
+
+// isLocalRead says which calls a member answers from its own state: the
+// public API's reads, but for ClusterService's (which tell what is wrong
+// with the cluster, and must answer when nothing else does). Writes go to
+// the leader anyway.
+func isLocalRead(method string) bool {
+	return strings.HasPrefix(method, "/flotilla.v1.") && !strings.HasPrefix(method, "/flotilla.v1.ClusterService/") &&
+		!slices.Contains(api.WriteMethods, method)
 }
 
 // transportSecurity returns the server and dial options: mutual TLS when

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"slices"
 	"time"
 
@@ -89,4 +90,17 @@ func newToken() string {
 	b := make([]byte, 16)
 	_, _ = rand.Read(b) // never fails (crypto/rand, Go 1.24+)
 	return hex.EncodeToString(b)
+}
+
+// RemoveHost forgets a host whose agent is not connected and on which
+// nothing is placed; the FSM checks both at commit time.
+func (s *Service) RemoveHost(ctx context.Context, hostID string) error {
+	if v := s.store.LogVersion(); v < fsm.LogVersion6 {
+		return fmt.Errorf("removing a host: %w (needs log version %d, the cluster is at %d)", fsm.ErrUnsupported, fsm.LogVersion6, v)
+	}
+	if _, err := s.store.Host(hostID); err != nil {
+		return err
+	}
+	_, err := s.apply(ctx, fsm.TypeRemoveHost, fsm.RemoveHost{HostID: hostID})
+	return err
 }

@@ -37,6 +37,8 @@ type Create struct {
 	// DecommissionTimeout is the time a stop or delete that gives none
 	// gives its guest's decommission work (0: none).
 	DecommissionTimeout time.Duration
+
+	requestKey, requestHash string // the request id's scope and the content's fingerprint (requests.go)
 }
 
 // defaultMaxRestarts is how many restarts RESTART without a limit allows.
@@ -57,8 +59,11 @@ var createCmds = sync.Pool{New: func() any { return new(fsm.CreateInstance) }}
 // Create places and commits a new instance and returns its create
 // operation; a request id already used returns that request's operation.
 func (s *Service) Create(ctx context.Context, c Create) (state.Operation, error) {
-	if op, ok := s.store.OperationByRequest(c.RequestID); c.RequestID != "" && ok {
-		return op, nil
+	content := c
+	content.RequestID = ""
+	c.requestKey, c.requestHash = s.requestScope(ctx, c.RequestID, "create", content)
+	if op, ok, err := s.priorRequest(c.RequestID, c.requestKey, c.requestHash); err != nil || ok {
+		return op, err
 	}
 	if (len(c.NICs) > 0 || c.UserData != "" || len(c.SSHKeys) > 0) && s.store.LogVersion() < fsm.LogVersion3 {
 		return state.Operation{}, fmt.Errorf("network interfaces, user data and SSH keys: %w (needs log version %d, the cluster is at %d)",
@@ -107,7 +112,7 @@ func (s *Service) create(ctx context.Context, c Create, hostID string) (state.Op
 			Recovery: withDefaults(c.Recovery), Placement: c.Placement, Labels: c.Labels,
 			NICs: c.NICs, UserData: c.UserData, SSHKeys: c.SSHKeys, ReadyTimeout: s.readyTimeout(c.ReadyTimeout),
 			DecommissionTimeout: c.DecommissionTimeout},
-		Operation: state.Operation{ID: ids.New("op-"), RequestID: c.RequestID, Deadline: now.Add(s.deadline(lifecycle.OpCreate)),
+		Operation: state.Operation{ID: ids.New("op-"), RequestID: c.RequestID, RequestKey: c.requestKey, RequestHash: c.requestHash, Deadline: now.Add(s.deadline(lifecycle.OpCreate)),
 			RequestedBy: caller.Of(ctx)},
 	}
 	cmd.Operation.InstanceID = cmd.Instance.ID
@@ -177,8 +182,11 @@ type Action struct {
 // Act checks an action against the instance's status and commits it; a
 // request id already used returns that request's operation.
 func (s *Service) Act(ctx context.Context, r Action) (state.Operation, error) {
-	if op, ok := s.store.OperationByRequest(r.RequestID); r.RequestID != "" && ok {
-		return op, nil
+	content := r
+	content.RequestID, content.OperationID = "", ""
+	key, hash := s.requestScope(ctx, r.RequestID, string(r.Action), content)
+	if op, ok, err := s.priorRequest(r.RequestID, key, hash); err != nil || ok {
+		return op, err
 	}
 	inst, err := s.store.Instance(r.InstanceID)
 	if err != nil {
@@ -207,7 +215,7 @@ func (s *Service) Act(ctx context.Context, r Action) (state.Operation, error) {
 	}
 	now := s.now()
 	cmd := fsm.InstanceAction{Action: r.Action, Hard: r.Hard, Policy: s.policy, Operation: state.Operation{
-		ID: cmp.Or(r.OperationID, ids.New("op-")), InstanceID: r.InstanceID, RequestID: r.RequestID,
+		ID: cmp.Or(r.OperationID, ids.New("op-")), InstanceID: r.InstanceID, RequestID: r.RequestID, RequestKey: key, RequestHash: hash,
 		// The guest's decommission time comes on top: its stop or delete
 		// follows it.
 		Deadline: now.Add(s.deadline(kind) + r.Graceful + decom), Graceful: r.Graceful, Force: r.Force, Update: r.Update,

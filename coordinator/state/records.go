@@ -254,6 +254,11 @@ type Operation struct {
 	// RequestedBy is who asked for the operation, as the API saw them; nil
 	// for operations the coordinator started itself (recovery, preemption).
 	RequestedBy *Caller `json:"requested_by,omitempty"`
+	// RequestKey scopes RequestID to its caller and kind of request
+	// (RequestKeyOf); RequestHash fingerprints the request's content.
+	// Both empty before log version 6: RequestID alone finds the operation.
+	RequestKey  string `json:"request_key,omitempty"`
+	RequestHash string `json:"request_hash,omitempty"`
 	// Copy is the last progress report of a disk copy step (see RunningCopy).
 	Copy *CopyProgress `json:"copy,omitempty"`
 	// Decommission is, for a stop or delete, how long its guest gets to
@@ -409,4 +414,13 @@ type Server struct {
 	ID       string `json:"id"`
 	RaftAddr string `json:"raft_addr"`
 	APIAddr  string `json:"api_addr"`
+}
+
+// RequestKeyOf is the key that finds the operation a request produced:
+// its scoped key, or its bare request id before log version 6.
+func RequestKeyOf(o *Operation) string {
+	if o.RequestKey != "" {
+		return o.RequestKey
+	}
+	return o.RequestID
 }

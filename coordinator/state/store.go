@@ -261,8 +261,8 @@ func (s *Store) removeLocked(id string) {
 	}
 	for _, opID := range s.byInst.ids[id] {
 		o := s.ops[opID]
-		if o.RequestID != "" && s.requests[o.RequestID] == opID {
-			delete(s.requests, o.RequestID)
+		if k := RequestKeyOf(o); k != "" && s.requests[k] == opID {
+			delete(s.requests, k)
 		}
 		delete(s.ops, opID)
 		s.indexOperation(o, nil, s.rev)
@@ -391,6 +391,38 @@ func (s *Store) Since(rev int64) ([]Event, <-chan struct{}, int64, error) {
 		out[j] = Event{Revision: c.Revision, Instance: *c.Instance.clone()}
 	}
 	return out, s.changedLocked(), s.rev, nil
+}
+
+// Change is one instance change of the history, shared with the store:
+// Instance is the committed record itself, which is replaced by later
+// commits, never changed. Read it; do not change it.
+type Change struct {
+	Revision int64
+	Instance *Instance
+}
+
+// Changes is Since for watchers replaying history: it returns at most
+// about max changes after rev (all of the last revision's, so a revision
+// is never split), sharing the records instead of copying them, and more
+// when the history holds later ones. A watcher that pages through the
+// history this way holds one page of pointers, not a copy of the history:
+// under the store's read lock it costs 16 bytes per change returned.
+func (s *Store) Changes(rev int64, max int) (out []Change, changed <-chan struct{}, more bool, err error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if rev < s.floor {
+		return nil, nil, false, fmt.Errorf("revision %d is older than the oldest kept (%d): %w", rev, s.floor, ErrCompacted)
+	}
+	i := sort.Search(len(s.history), func(i int) bool { return s.history[i].Revision > rev })
+	end := min(len(s.history), i+max)
+	for end < len(s.history) && end > i && s.history[end].Revision == s.history[end-1].Revision {
+		end++
+	}
+	out = make([]Change, end-i)
+	for j, c := range s.history[i:end] {
+		out[j] = Change(c)
+	}
+	return out, s.changedLocked(), end < len(s.history), nil
 }
 
 // change is one entry of the history: an instance record as committed at

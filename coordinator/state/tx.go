@@ -72,6 +72,13 @@ func (s *Store) Update(now time.Time, fn func(tx *Tx) error) error {
 	}
 	for id, h := range tx.hosts {
 		old := s.hosts[id]
+		if h == nil { // RemoveHost
+			if old != nil {
+				delete(s.hosts, id)
+				s.indexHost(old, nil, rev)
+			}
+			continue
+		}
 		h.ModifyRev = rev
 		s.hosts[id] = h
 		s.indexHost(old, h, rev)
@@ -245,6 +252,9 @@ func (tx *Tx) PutRequest(requestID, opID string) { tx.requests[requestID] = opID
 // Host returns a mutable copy of a host; Put it to keep changes.
 func (tx *Tx) Host(id string) (*Host, bool) {
 	if h, ok := tx.hosts[id]; ok {
+		if h == nil {
+			return nil, false // removed in this entry
+		}
 		return h.clone(), true
 	}
 	h, ok := tx.s.hosts[id]
@@ -253,6 +263,9 @@ func (tx *Tx) Host(id string) (*Host, bool) {
 	}
 	return h.clone(), true
 }
+
+// RemoveHost stages the removal of a host's record.
+func (tx *Tx) RemoveHost(id string) { tx.hosts[id] = nil }
 
 // PutHost stages a copy of a host.
 func (tx *Tx) PutHost(h *Host) { tx.hosts[h.ID] = h.clone() }

@@ -132,7 +132,7 @@ func newTestbedEnvWith(t *testing.T, agentFlags ...string) *tbEnv {
 	issue := testCA(t, dir)
 	coord := testenv.StartCoordinatorAt(t, dir, tb.FreeAddr(t),
 		append(tlsFlags(issue("c1", mtls.RoleCoordinator, tb.BridgeAddr)), "--agent-heartbeat-interval=500ms")...)
-	g := testenv.NewGrpcurlTLS(t, coord.Addr, issue("alice", "operator"))
+	g := testenv.NewGrpcurlTLS(t, coord.Addr, issue("alice", "admin")) // drains hosts, makes networks: an admin
 	coord.WaitReady(t, g)
 	e := &tbEnv{env: &env{t: t, dir: dir, coord: coord, g: g}, src: tb.Hosts[0], dst: tb.Hosts[1], issue: issue}
 	e.agent, e.host = e.startAgent(e.src, agentFlags...), e.src.Name

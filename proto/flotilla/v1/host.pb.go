@@ -554,6 +554,90 @@ func (x *CordonHostRequest) GetId() string {
 	return ""
 }
 
+// RemoveHostRequest names a host.
+type RemoveHostRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The host id. Removing a host that is gone is NOT_FOUND, so a retry
+	// can tell it was removed.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveHostRequest) Reset() {
+	*x = RemoveHostRequest{}
+	mi := &file_flotilla_v1_host_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveHostRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveHostRequest) ProtoMessage() {}
+
+func (x *RemoveHostRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_host_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveHostRequest.ProtoReflect.Descriptor instead.
+func (*RemoveHostRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_host_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *RemoveHostRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// RemoveHostResponse is empty: the host is gone.
+type RemoveHostResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveHostResponse) Reset() {
+	*x = RemoveHostResponse{}
+	mi := &file_flotilla_v1_host_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveHostResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveHostResponse) ProtoMessage() {}
+
+func (x *RemoveHostResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_host_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveHostResponse.ProtoReflect.Descriptor instead.
+func (*RemoveHostResponse) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_host_proto_rawDescGZIP(), []int{7}
+}
+
 // UncordonHostRequest names a host.
 type UncordonHostRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -565,7 +649,7 @@ type UncordonHostRequest struct {
 
 func (x *UncordonHostRequest) Reset() {
 	*x = UncordonHostRequest{}
-	mi := &file_flotilla_v1_host_proto_msgTypes[6]
+	mi := &file_flotilla_v1_host_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -577,7 +661,7 @@ func (x *UncordonHostRequest) String() string {
 func (*UncordonHostRequest) ProtoMessage() {}
 
 func (x *UncordonHostRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_host_proto_msgTypes[6]
+	mi := &file_flotilla_v1_host_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -590,7 +674,7 @@ func (x *UncordonHostRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UncordonHostRequest.ProtoReflect.Descriptor instead.
 func (*UncordonHostRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_host_proto_rawDescGZIP(), []int{6}
+	return file_flotilla_v1_host_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *UncordonHostRequest) GetId() string {
@@ -616,7 +700,7 @@ type DrainHostRequest struct {
 
 func (x *DrainHostRequest) Reset() {
 	*x = DrainHostRequest{}
-	mi := &file_flotilla_v1_host_proto_msgTypes[7]
+	mi := &file_flotilla_v1_host_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -628,7 +712,7 @@ func (x *DrainHostRequest) String() string {
 func (*DrainHostRequest) ProtoMessage() {}
 
 func (x *DrainHostRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_host_proto_msgTypes[7]
+	mi := &file_flotilla_v1_host_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -641,7 +725,7 @@ func (x *DrainHostRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainHostRequest.ProtoReflect.Descriptor instead.
 func (*DrainHostRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_host_proto_rawDescGZIP(), []int{7}
+	return file_flotilla_v1_host_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DrainHostRequest) GetId() string {
@@ -701,7 +785,10 @@ const file_flotilla_v1_host_proto_rawDesc = "" +
 	"\x0eGetHostRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"#\n" +
 	"\x11CordonHostRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"%\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"#\n" +
+	"\x11RemoveHostRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x14\n" +
+	"\x12RemoveHostResponse\"%\n" +
 	"\x13UncordonHostRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x9a\x01\n" +
 	"\x10DrainHostRequest\x12\x0e\n" +
@@ -719,14 +806,16 @@ const file_flotilla_v1_host_proto_rawDesc = "" +
 	"\vDrainPolicy\x12\x1c\n" +
 	"\x18DRAIN_POLICY_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11DRAIN_POLICY_STOP\x10\x01\x12\x15\n" +
-	"\x11DRAIN_POLICY_MOVE\x10\x022\xd9\x02\n" +
+	"\x11DRAIN_POLICY_MOVE\x10\x022\xa8\x03\n" +
 	"\vHostService\x12J\n" +
 	"\tListHosts\x12\x1d.flotilla.v1.ListHostsRequest\x1a\x1e.flotilla.v1.ListHostsResponse\x129\n" +
 	"\aGetHost\x12\x1b.flotilla.v1.GetHostRequest\x1a\x11.flotilla.v1.Host\x12?\n" +
 	"\n" +
 	"CordonHost\x12\x1e.flotilla.v1.CordonHostRequest\x1a\x11.flotilla.v1.Host\x12C\n" +
 	"\fUncordonHost\x12 .flotilla.v1.UncordonHostRequest\x1a\x11.flotilla.v1.Host\x12=\n" +
-	"\tDrainHost\x12\x1d.flotilla.v1.DrainHostRequest\x1a\x11.flotilla.v1.HostB>Z<github.com/flotilla-vm/flotilla/proto/flotilla/v1;flotillav1b\x06proto3"
+	"\tDrainHost\x12\x1d.flotilla.v1.DrainHostRequest\x1a\x11.flotilla.v1.Host\x12M\n" +
+	"\n" +
+	"RemoveHost\x12\x1e.flotilla.v1.RemoveHostRequest\x1a\x1f.flotilla.v1.RemoveHostResponseB>Z<github.com/flotilla-vm/flotilla/proto/flotilla/v1;flotillav1b\x06proto3"
 
 var (
 	file_flotilla_v1_host_proto_rawDescOnce sync.Once
@@ -741,7 +830,7 @@ func file_flotilla_v1_host_proto_rawDescGZIP() []byte {
 }
 
 var file_flotilla_v1_host_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_flotilla_v1_host_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_flotilla_v1_host_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_flotilla_v1_host_proto_goTypes = []any{
 	(HostStatus)(0),               // 0: flotilla.v1.HostStatus
 	(DrainPolicy)(0),              // 1: flotilla.v1.DrainPolicy
@@ -751,33 +840,37 @@ var file_flotilla_v1_host_proto_goTypes = []any{
 	(*ListHostsResponse)(nil),     // 5: flotilla.v1.ListHostsResponse
 	(*GetHostRequest)(nil),        // 6: flotilla.v1.GetHostRequest
 	(*CordonHostRequest)(nil),     // 7: flotilla.v1.CordonHostRequest
-	(*UncordonHostRequest)(nil),   // 8: flotilla.v1.UncordonHostRequest
-	(*DrainHostRequest)(nil),      // 9: flotilla.v1.DrainHostRequest
-	nil,                           // 10: flotilla.v1.Host.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 12: google.protobuf.Duration
+	(*RemoveHostRequest)(nil),     // 8: flotilla.v1.RemoveHostRequest
+	(*RemoveHostResponse)(nil),    // 9: flotilla.v1.RemoveHostResponse
+	(*UncordonHostRequest)(nil),   // 10: flotilla.v1.UncordonHostRequest
+	(*DrainHostRequest)(nil),      // 11: flotilla.v1.DrainHostRequest
+	nil,                           // 12: flotilla.v1.Host.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 14: google.protobuf.Duration
 }
 var file_flotilla_v1_host_proto_depIdxs = []int32{
 	0,  // 0: flotilla.v1.Host.status:type_name -> flotilla.v1.HostStatus
 	2,  // 1: flotilla.v1.Host.capacity:type_name -> flotilla.v1.Resources
 	2,  // 2: flotilla.v1.Host.allocated:type_name -> flotilla.v1.Resources
-	11, // 3: flotilla.v1.Host.register_time:type_name -> google.protobuf.Timestamp
-	10, // 4: flotilla.v1.Host.labels:type_name -> flotilla.v1.Host.LabelsEntry
+	13, // 3: flotilla.v1.Host.register_time:type_name -> google.protobuf.Timestamp
+	12, // 4: flotilla.v1.Host.labels:type_name -> flotilla.v1.Host.LabelsEntry
 	3,  // 5: flotilla.v1.ListHostsResponse.hosts:type_name -> flotilla.v1.Host
-	12, // 6: flotilla.v1.DrainHostRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	14, // 6: flotilla.v1.DrainHostRequest.graceful_timeout:type_name -> google.protobuf.Duration
 	1,  // 7: flotilla.v1.DrainHostRequest.policy:type_name -> flotilla.v1.DrainPolicy
 	4,  // 8: flotilla.v1.HostService.ListHosts:input_type -> flotilla.v1.ListHostsRequest
 	6,  // 9: flotilla.v1.HostService.GetHost:input_type -> flotilla.v1.GetHostRequest
 	7,  // 10: flotilla.v1.HostService.CordonHost:input_type -> flotilla.v1.CordonHostRequest
-	8,  // 11: flotilla.v1.HostService.UncordonHost:input_type -> flotilla.v1.UncordonHostRequest
-	9,  // 12: flotilla.v1.HostService.DrainHost:input_type -> flotilla.v1.DrainHostRequest
-	5,  // 13: flotilla.v1.HostService.ListHosts:output_type -> flotilla.v1.ListHostsResponse
-	3,  // 14: flotilla.v1.HostService.GetHost:output_type -> flotilla.v1.Host
-	3,  // 15: flotilla.v1.HostService.CordonHost:output_type -> flotilla.v1.Host
-	3,  // 16: flotilla.v1.HostService.UncordonHost:output_type -> flotilla.v1.Host
-	3,  // 17: flotilla.v1.HostService.DrainHost:output_type -> flotilla.v1.Host
-	13, // [13:18] is the sub-list for method output_type
-	8,  // [8:13] is the sub-list for method input_type
+	10, // 11: flotilla.v1.HostService.UncordonHost:input_type -> flotilla.v1.UncordonHostRequest
+	11, // 12: flotilla.v1.HostService.DrainHost:input_type -> flotilla.v1.DrainHostRequest
+	8,  // 13: flotilla.v1.HostService.RemoveHost:input_type -> flotilla.v1.RemoveHostRequest
+	5,  // 14: flotilla.v1.HostService.ListHosts:output_type -> flotilla.v1.ListHostsResponse
+	3,  // 15: flotilla.v1.HostService.GetHost:output_type -> flotilla.v1.Host
+	3,  // 16: flotilla.v1.HostService.CordonHost:output_type -> flotilla.v1.Host
+	3,  // 17: flotilla.v1.HostService.UncordonHost:output_type -> flotilla.v1.Host
+	3,  // 18: flotilla.v1.HostService.DrainHost:output_type -> flotilla.v1.Host
+	9,  // 19: flotilla.v1.HostService.RemoveHost:output_type -> flotilla.v1.RemoveHostResponse
+	14, // [14:20] is the sub-list for method output_type
+	8,  // [8:14] is the sub-list for method input_type
 	8,  // [8:8] is the sub-list for extension type_name
 	8,  // [8:8] is the sub-list for extension extendee
 	0,  // [0:8] is the sub-list for field type_name
@@ -794,7 +887,7 @@ func file_flotilla_v1_host_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_host_proto_rawDesc), len(file_flotilla_v1_host_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   9,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -24,6 +24,7 @@ const (
 	HostService_CordonHost_FullMethodName   = "/flotilla.v1.HostService/CordonHost"
 	HostService_UncordonHost_FullMethodName = "/flotilla.v1.HostService/UncordonHost"
 	HostService_DrainHost_FullMethodName    = "/flotilla.v1.HostService/DrainHost"
+	HostService_RemoveHost_FullMethodName   = "/flotilla.v1.HostService/RemoveHost"
 )
 
 // HostServiceClient is the client API for HostService service.
@@ -44,6 +45,12 @@ type HostServiceClient interface {
 	// it (gracefully, within the timeout) or moves each to another host; the
 	// host is DRAINING until none runs there.
 	DrainHost(ctx context.Context, in *DrainHostRequest, opts ...grpc.CallOption) (*Host, error)
+	// RemoveHost forgets a host (admin). Refused (FAILED_PRECONDITION) while
+	// its agent is connected or while any instance that is not deleted, or
+	// any operation in flight, is placed on it: stop its agent and drain or
+	// delete its instances first. An agent that connects again afterwards
+	// registers as a new host: revoke its certificate to keep it out.
+	RemoveHost(ctx context.Context, in *RemoveHostRequest, opts ...grpc.CallOption) (*RemoveHostResponse, error)
 }
 
 type hostServiceClient struct {
@@ -104,6 +111,16 @@ func (c *hostServiceClient) DrainHost(ctx context.Context, in *DrainHostRequest,
 	return out, nil
 }
 
+func (c *hostServiceClient) RemoveHost(ctx context.Context, in *RemoveHostRequest, opts ...grpc.CallOption) (*RemoveHostResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveHostResponse)
+	err := c.cc.Invoke(ctx, HostService_RemoveHost_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // HostServiceServer is the server API for HostService service.
 // All implementations must embed UnimplementedHostServiceServer
 // for forward compatibility.
@@ -122,6 +139,12 @@ type HostServiceServer interface {
 	// it (gracefully, within the timeout) or moves each to another host; the
 	// host is DRAINING until none runs there.
 	DrainHost(context.Context, *DrainHostRequest) (*Host, error)
+	// RemoveHost forgets a host (admin). Refused (FAILED_PRECONDITION) while
+	// its agent is connected or while any instance that is not deleted, or
+	// any operation in flight, is placed on it: stop its agent and drain or
+	// delete its instances first. An agent that connects again afterwards
+	// registers as a new host: revoke its certificate to keep it out.
+	RemoveHost(context.Context, *RemoveHostRequest) (*RemoveHostResponse, error)
 	mustEmbedUnimplementedHostServiceServer()
 }
 
@@ -146,6 +169,9 @@ func (UnimplementedHostServiceServer) UncordonHost(context.Context, *UncordonHos
 }
 func (UnimplementedHostServiceServer) DrainHost(context.Context, *DrainHostRequest) (*Host, error) {
 	return nil, status.Error(codes.Unimplemented, "method DrainHost not implemented")
+}
+func (UnimplementedHostServiceServer) RemoveHost(context.Context, *RemoveHostRequest) (*RemoveHostResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveHost not implemented")
 }
 func (UnimplementedHostServiceServer) mustEmbedUnimplementedHostServiceServer() {}
 func (UnimplementedHostServiceServer) testEmbeddedByValue()                     {}
@@ -258,6 +284,24 @@ func _HostService_DrainHost_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _HostService_RemoveHost_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveHostRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServiceServer).RemoveHost(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: HostService_RemoveHost_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServiceServer).RemoveHost(ctx, req.(*RemoveHostRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // HostService_ServiceDesc is the grpc.ServiceDesc for HostService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -284,6 +328,10 @@ var HostService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DrainHost",
 			Handler:    _HostService_DrainHost_Handler,
+		},
+		{
+			MethodName: "RemoveHost",
+			Handler:    _HostService_RemoveHost_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

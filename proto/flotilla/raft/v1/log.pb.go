@@ -672,6 +672,53 @@ func (x *DisconnectHost) GetDown() bool {
 	return false
 }
 
+// RemoveHost forgets a host with nothing on it whose agent is not
+// connected (log version 6).
+type RemoveHost struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The host.
+	HostId        string `protobuf:"bytes,1,opt,name=host_id,json=hostId,proto3" json:"host_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveHost) Reset() {
+	*x = RemoveHost{}
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveHost) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveHost) ProtoMessage() {}
+
+func (x *RemoveHost) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveHost.ProtoReflect.Descriptor instead.
+func (*RemoveHost) Descriptor() ([]byte, []int) {
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *RemoveHost) GetHostId() string {
+	if x != nil {
+		return x.HostId
+	}
+	return ""
+}
+
 // CordonHost sets or clears a host's cordon.
 type CordonHost struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -685,7 +732,7 @@ type CordonHost struct {
 
 func (x *CordonHost) Reset() {
 	*x = CordonHost{}
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[10]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -697,7 +744,7 @@ func (x *CordonHost) String() string {
 func (*CordonHost) ProtoMessage() {}
 
 func (x *CordonHost) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[10]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -710,7 +757,7 @@ func (x *CordonHost) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CordonHost.ProtoReflect.Descriptor instead.
 func (*CordonHost) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{10}
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CordonHost) GetHostId() string {
@@ -744,7 +791,7 @@ type DrainHost struct {
 
 func (x *DrainHost) Reset() {
 	*x = DrainHost{}
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[11]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -756,7 +803,7 @@ func (x *DrainHost) String() string {
 func (*DrainHost) ProtoMessage() {}
 
 func (x *DrainHost) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[11]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -769,7 +816,7 @@ func (x *DrainHost) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainHost.ProtoReflect.Descriptor instead.
 func (*DrainHost) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{11}
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DrainHost) GetHostId() string {
@@ -813,7 +860,7 @@ type Recover struct {
 
 func (x *Recover) Reset() {
 	*x = Recover{}
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[12]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -825,7 +872,7 @@ func (x *Recover) String() string {
 func (*Recover) ProtoMessage() {}
 
 func (x *Recover) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[12]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -838,7 +885,7 @@ func (x *Recover) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Recover.ProtoReflect.Descriptor instead.
 func (*Recover) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{12}
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Recover) GetInstanceId() string {
@@ -874,7 +921,7 @@ type Observe struct {
 
 func (x *Observe) Reset() {
 	*x = Observe{}
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[13]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -886,7 +933,7 @@ func (x *Observe) String() string {
 func (*Observe) ProtoMessage() {}
 
 func (x *Observe) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[13]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -899,7 +946,7 @@ func (x *Observe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Observe.ProtoReflect.Descriptor instead.
 func (*Observe) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{13}
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Observe) GetHostId() string {
@@ -948,7 +995,7 @@ type RegisterServer struct {
 
 func (x *RegisterServer) Reset() {
 	*x = RegisterServer{}
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[14]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -960,7 +1007,7 @@ func (x *RegisterServer) String() string {
 func (*RegisterServer) ProtoMessage() {}
 
 func (x *RegisterServer) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[14]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -973,7 +1020,7 @@ func (x *RegisterServer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterServer.ProtoReflect.Descriptor instead.
 func (*RegisterServer) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{14}
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RegisterServer) GetServer() *Server {
@@ -994,7 +1041,7 @@ type RemoveServer struct {
 
 func (x *RemoveServer) Reset() {
 	*x = RemoveServer{}
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[15]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1006,7 +1053,7 @@ func (x *RemoveServer) String() string {
 func (*RemoveServer) ProtoMessage() {}
 
 func (x *RemoveServer) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[15]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1019,7 +1066,7 @@ func (x *RemoveServer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServer.ProtoReflect.Descriptor instead.
 func (*RemoveServer) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{15}
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RemoveServer) GetId() string {
@@ -1046,7 +1093,7 @@ type Place struct {
 
 func (x *Place) Reset() {
 	*x = Place{}
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[16]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1058,7 +1105,7 @@ func (x *Place) String() string {
 func (*Place) ProtoMessage() {}
 
 func (x *Place) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[16]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1071,7 +1118,7 @@ func (x *Place) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Place.ProtoReflect.Descriptor instead.
 func (*Place) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{16}
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Place) GetInstanceId() string {
@@ -1115,7 +1162,7 @@ type Preempt struct {
 
 func (x *Preempt) Reset() {
 	*x = Preempt{}
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[17]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1127,7 +1174,7 @@ func (x *Preempt) String() string {
 func (*Preempt) ProtoMessage() {}
 
 func (x *Preempt) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[17]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1140,7 +1187,7 @@ func (x *Preempt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Preempt.ProtoReflect.Descriptor instead.
 func (*Preempt) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{17}
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Preempt) GetForInstanceId() string {
@@ -1166,7 +1213,7 @@ type StartUsage struct {
 
 func (x *StartUsage) Reset() {
 	*x = StartUsage{}
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[18]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1178,7 +1225,7 @@ func (x *StartUsage) String() string {
 func (*StartUsage) ProtoMessage() {}
 
 func (x *StartUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[18]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1191,7 +1238,7 @@ func (x *StartUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartUsage.ProtoReflect.Descriptor instead.
 func (*StartUsage) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{18}
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{19}
 }
 
 // Prune removes deleted instances whose retention has passed.
@@ -1207,7 +1254,7 @@ type Prune struct {
 
 func (x *Prune) Reset() {
 	*x = Prune{}
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[19]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1219,7 +1266,7 @@ func (x *Prune) String() string {
 func (*Prune) ProtoMessage() {}
 
 func (x *Prune) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[19]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1232,7 +1279,7 @@ func (x *Prune) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Prune.ProtoReflect.Descriptor instead.
 func (*Prune) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{19}
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Prune) GetBeforeUnixNano() int64 {
@@ -1272,7 +1319,7 @@ type CopyProgress struct {
 
 func (x *CopyProgress) Reset() {
 	*x = CopyProgress{}
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[20]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1284,7 +1331,7 @@ func (x *CopyProgress) String() string {
 func (*CopyProgress) ProtoMessage() {}
 
 func (x *CopyProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[20]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1297,7 +1344,7 @@ func (x *CopyProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CopyProgress.ProtoReflect.Descriptor instead.
 func (*CopyProgress) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{20}
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CopyProgress) GetOperationId() string {
@@ -1361,7 +1408,7 @@ type SetLogVersion struct {
 
 func (x *SetLogVersion) Reset() {
 	*x = SetLogVersion{}
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[21]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1373,7 +1420,7 @@ func (x *SetLogVersion) String() string {
 func (*SetLogVersion) ProtoMessage() {}
 
 func (x *SetLogVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[21]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1386,7 +1433,7 @@ func (x *SetLogVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetLogVersion.ProtoReflect.Descriptor instead.
 func (*SetLogVersion) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{21}
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SetLogVersion) GetVersion() uint32 {
@@ -1407,7 +1454,7 @@ type CreateNetwork struct {
 
 func (x *CreateNetwork) Reset() {
 	*x = CreateNetwork{}
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[22]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1419,7 +1466,7 @@ func (x *CreateNetwork) String() string {
 func (*CreateNetwork) ProtoMessage() {}
 
 func (x *CreateNetwork) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[22]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1432,7 +1479,7 @@ func (x *CreateNetwork) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateNetwork.ProtoReflect.Descriptor instead.
 func (*CreateNetwork) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{22}
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CreateNetwork) GetNetwork() *Network {
@@ -1453,7 +1500,7 @@ type DeleteNetwork struct {
 
 func (x *DeleteNetwork) Reset() {
 	*x = DeleteNetwork{}
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[23]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1465,7 +1512,7 @@ func (x *DeleteNetwork) String() string {
 func (*DeleteNetwork) ProtoMessage() {}
 
 func (x *DeleteNetwork) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[23]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1478,7 +1525,7 @@ func (x *DeleteNetwork) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteNetwork.ProtoReflect.Descriptor instead.
 func (*DeleteNetwork) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{23}
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DeleteNetwork) GetName() string {
@@ -1525,7 +1572,7 @@ type GuestReport struct {
 
 func (x *GuestReport) Reset() {
 	*x = GuestReport{}
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[24]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1537,7 +1584,7 @@ func (x *GuestReport) String() string {
 func (*GuestReport) ProtoMessage() {}
 
 func (x *GuestReport) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[24]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1550,7 +1597,7 @@ func (x *GuestReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GuestReport.ProtoReflect.Descriptor instead.
 func (*GuestReport) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{24}
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GuestReport) GetHostId() string {
@@ -1669,7 +1716,7 @@ type Strand struct {
 
 func (x *Strand) Reset() {
 	*x = Strand{}
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[25]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1681,7 +1728,7 @@ func (x *Strand) String() string {
 func (*Strand) ProtoMessage() {}
 
 func (x *Strand) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[25]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1694,7 +1741,7 @@ func (x *Strand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Strand.ProtoReflect.Descriptor instead.
 func (*Strand) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{25}
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Strand) GetInstanceId() string {
@@ -1771,7 +1818,10 @@ const file_flotilla_raft_v1_log_proto_rawDesc = "" +
 	"\x0eDisconnectHost\x12\x17\n" +
 	"\ahost_id\x18\x01 \x01(\tR\x06hostId\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x12\n" +
-	"\x04down\x18\x03 \x01(\bR\x04down\"=\n" +
+	"\x04down\x18\x03 \x01(\bR\x04down\"%\n" +
+	"\n" +
+	"RemoveHost\x12\x17\n" +
+	"\ahost_id\x18\x01 \x01(\tR\x06hostId\"=\n" +
 	"\n" +
 	"CordonHost\x12\x17\n" +
 	"\ahost_id\x18\x01 \x01(\tR\x06hostId\x12\x16\n" +
@@ -1863,7 +1913,7 @@ func file_flotilla_raft_v1_log_proto_rawDescGZIP() []byte {
 	return file_flotilla_raft_v1_log_proto_rawDescData
 }
 
-var file_flotilla_raft_v1_log_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_flotilla_raft_v1_log_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_flotilla_raft_v1_log_proto_goTypes = []any{
 	(*Entry)(nil),          // 0: flotilla.raft.v1.Entry
 	(*Batch)(nil),          // 1: flotilla.raft.v1.Batch
@@ -1875,51 +1925,52 @@ var file_flotilla_raft_v1_log_proto_goTypes = []any{
 	(*Cancel)(nil),         // 7: flotilla.raft.v1.Cancel
 	(*RegisterHost)(nil),   // 8: flotilla.raft.v1.RegisterHost
 	(*DisconnectHost)(nil), // 9: flotilla.raft.v1.DisconnectHost
-	(*CordonHost)(nil),     // 10: flotilla.raft.v1.CordonHost
-	(*DrainHost)(nil),      // 11: flotilla.raft.v1.DrainHost
-	(*Recover)(nil),        // 12: flotilla.raft.v1.Recover
-	(*Observe)(nil),        // 13: flotilla.raft.v1.Observe
-	(*RegisterServer)(nil), // 14: flotilla.raft.v1.RegisterServer
-	(*RemoveServer)(nil),   // 15: flotilla.raft.v1.RemoveServer
-	(*Place)(nil),          // 16: flotilla.raft.v1.Place
-	(*Preempt)(nil),        // 17: flotilla.raft.v1.Preempt
-	(*StartUsage)(nil),     // 18: flotilla.raft.v1.StartUsage
-	(*Prune)(nil),          // 19: flotilla.raft.v1.Prune
-	(*CopyProgress)(nil),   // 20: flotilla.raft.v1.CopyProgress
-	(*SetLogVersion)(nil),  // 21: flotilla.raft.v1.SetLogVersion
-	(*CreateNetwork)(nil),  // 22: flotilla.raft.v1.CreateNetwork
-	(*DeleteNetwork)(nil),  // 23: flotilla.raft.v1.DeleteNetwork
-	(*GuestReport)(nil),    // 24: flotilla.raft.v1.GuestReport
-	(*Strand)(nil),         // 25: flotilla.raft.v1.Strand
-	(*Instance)(nil),       // 26: flotilla.raft.v1.Instance
-	(*Operation)(nil),      // 27: flotilla.raft.v1.Operation
-	(*Policy)(nil),         // 28: flotilla.raft.v1.Policy
-	(*Fault)(nil),          // 29: flotilla.raft.v1.Fault
-	(*Observation)(nil),    // 30: flotilla.raft.v1.Observation
-	(*Host)(nil),           // 31: flotilla.raft.v1.Host
-	(*Server)(nil),         // 32: flotilla.raft.v1.Server
-	(*Network)(nil),        // 33: flotilla.raft.v1.Network
+	(*RemoveHost)(nil),     // 10: flotilla.raft.v1.RemoveHost
+	(*CordonHost)(nil),     // 11: flotilla.raft.v1.CordonHost
+	(*DrainHost)(nil),      // 12: flotilla.raft.v1.DrainHost
+	(*Recover)(nil),        // 13: flotilla.raft.v1.Recover
+	(*Observe)(nil),        // 14: flotilla.raft.v1.Observe
+	(*RegisterServer)(nil), // 15: flotilla.raft.v1.RegisterServer
+	(*RemoveServer)(nil),   // 16: flotilla.raft.v1.RemoveServer
+	(*Place)(nil),          // 17: flotilla.raft.v1.Place
+	(*Preempt)(nil),        // 18: flotilla.raft.v1.Preempt
+	(*StartUsage)(nil),     // 19: flotilla.raft.v1.StartUsage
+	(*Prune)(nil),          // 20: flotilla.raft.v1.Prune
+	(*CopyProgress)(nil),   // 21: flotilla.raft.v1.CopyProgress
+	(*SetLogVersion)(nil),  // 22: flotilla.raft.v1.SetLogVersion
+	(*CreateNetwork)(nil),  // 23: flotilla.raft.v1.CreateNetwork
+	(*DeleteNetwork)(nil),  // 24: flotilla.raft.v1.DeleteNetwork
+	(*GuestReport)(nil),    // 25: flotilla.raft.v1.GuestReport
+	(*Strand)(nil),         // 26: flotilla.raft.v1.Strand
+	(*Instance)(nil),       // 27: flotilla.raft.v1.Instance
+	(*Operation)(nil),      // 28: flotilla.raft.v1.Operation
+	(*Policy)(nil),         // 29: flotilla.raft.v1.Policy
+	(*Fault)(nil),          // 30: flotilla.raft.v1.Fault
+	(*Observation)(nil),    // 31: flotilla.raft.v1.Observation
+	(*Host)(nil),           // 32: flotilla.raft.v1.Host
+	(*Server)(nil),         // 33: flotilla.raft.v1.Server
+	(*Network)(nil),        // 34: flotilla.raft.v1.Network
 }
 var file_flotilla_raft_v1_log_proto_depIdxs = []int32{
-	26, // 0: flotilla.raft.v1.CreateInstance.instance:type_name -> flotilla.raft.v1.Instance
-	27, // 1: flotilla.raft.v1.CreateInstance.operation:type_name -> flotilla.raft.v1.Operation
-	28, // 2: flotilla.raft.v1.CreateInstance.policy:type_name -> flotilla.raft.v1.Policy
-	27, // 3: flotilla.raft.v1.InstanceAction.operation:type_name -> flotilla.raft.v1.Operation
-	28, // 4: flotilla.raft.v1.InstanceAction.policy:type_name -> flotilla.raft.v1.Policy
+	27, // 0: flotilla.raft.v1.CreateInstance.instance:type_name -> flotilla.raft.v1.Instance
+	28, // 1: flotilla.raft.v1.CreateInstance.operation:type_name -> flotilla.raft.v1.Operation
+	29, // 2: flotilla.raft.v1.CreateInstance.policy:type_name -> flotilla.raft.v1.Policy
+	28, // 3: flotilla.raft.v1.InstanceAction.operation:type_name -> flotilla.raft.v1.Operation
+	29, // 4: flotilla.raft.v1.InstanceAction.policy:type_name -> flotilla.raft.v1.Policy
 	5,  // 5: flotilla.raft.v1.Dispatch.steps:type_name -> flotilla.raft.v1.DispatchStep
-	29, // 6: flotilla.raft.v1.Finish.fault:type_name -> flotilla.raft.v1.Fault
-	30, // 7: flotilla.raft.v1.Finish.observed:type_name -> flotilla.raft.v1.Observation
-	31, // 8: flotilla.raft.v1.RegisterHost.host:type_name -> flotilla.raft.v1.Host
-	30, // 9: flotilla.raft.v1.RegisterHost.inventory:type_name -> flotilla.raft.v1.Observation
-	27, // 10: flotilla.raft.v1.DrainHost.stops:type_name -> flotilla.raft.v1.Operation
-	27, // 11: flotilla.raft.v1.DrainHost.moves:type_name -> flotilla.raft.v1.Operation
-	28, // 12: flotilla.raft.v1.DrainHost.policy:type_name -> flotilla.raft.v1.Policy
-	27, // 13: flotilla.raft.v1.Recover.restart:type_name -> flotilla.raft.v1.Operation
-	30, // 14: flotilla.raft.v1.Observe.observations:type_name -> flotilla.raft.v1.Observation
-	32, // 15: flotilla.raft.v1.RegisterServer.server:type_name -> flotilla.raft.v1.Server
-	28, // 16: flotilla.raft.v1.Place.policy:type_name -> flotilla.raft.v1.Policy
-	27, // 17: flotilla.raft.v1.Preempt.victims:type_name -> flotilla.raft.v1.Operation
-	33, // 18: flotilla.raft.v1.CreateNetwork.network:type_name -> flotilla.raft.v1.Network
+	30, // 6: flotilla.raft.v1.Finish.fault:type_name -> flotilla.raft.v1.Fault
+	31, // 7: flotilla.raft.v1.Finish.observed:type_name -> flotilla.raft.v1.Observation
+	32, // 8: flotilla.raft.v1.RegisterHost.host:type_name -> flotilla.raft.v1.Host
+	31, // 9: flotilla.raft.v1.RegisterHost.inventory:type_name -> flotilla.raft.v1.Observation
+	28, // 10: flotilla.raft.v1.DrainHost.stops:type_name -> flotilla.raft.v1.Operation
+	28, // 11: flotilla.raft.v1.DrainHost.moves:type_name -> flotilla.raft.v1.Operation
+	29, // 12: flotilla.raft.v1.DrainHost.policy:type_name -> flotilla.raft.v1.Policy
+	28, // 13: flotilla.raft.v1.Recover.restart:type_name -> flotilla.raft.v1.Operation
+	31, // 14: flotilla.raft.v1.Observe.observations:type_name -> flotilla.raft.v1.Observation
+	33, // 15: flotilla.raft.v1.RegisterServer.server:type_name -> flotilla.raft.v1.Server
+	29, // 16: flotilla.raft.v1.Place.policy:type_name -> flotilla.raft.v1.Policy
+	28, // 17: flotilla.raft.v1.Preempt.victims:type_name -> flotilla.raft.v1.Operation
+	34, // 18: flotilla.raft.v1.CreateNetwork.network:type_name -> flotilla.raft.v1.Network
 	19, // [19:19] is the sub-list for method output_type
 	19, // [19:19] is the sub-list for method input_type
 	19, // [19:19] is the sub-list for extension type_name
@@ -1939,7 +1990,7 @@ func file_flotilla_raft_v1_log_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_raft_v1_log_proto_rawDesc), len(file_flotilla_raft_v1_log_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1637,8 +1637,15 @@ type Operation struct {
 	Copy *StepCopy `protobuf:"bytes,29,opt,name=copy,proto3" json:"copy,omitempty"`
 	// Guest's time to run its decommission work: nanoseconds.
 	DecommissionNanos int64 `protobuf:"varint,40,opt,name=decommission_nanos,json=decommissionNanos,proto3" json:"decommission_nanos,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The request id's scope (caller, request kind, id) that finds this
+	// operation again; empty: request_id alone (log version 6; numbered
+	// apart from the fields above, which other changes extend).
+	RequestKey string `protobuf:"bytes,41,opt,name=request_key,json=requestKey,proto3" json:"request_key,omitempty"`
+	// Fingerprint of the request's content: a reuse of the request id with
+	// other content is refused (log version 6).
+	RequestHash   string `protobuf:"bytes,42,opt,name=request_hash,json=requestHash,proto3" json:"request_hash,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Operation) Reset() {
@@ -1879,6 +1886,20 @@ func (x *Operation) GetDecommissionNanos() int64 {
 		return x.DecommissionNanos
 	}
 	return 0
+}
+
+func (x *Operation) GetRequestKey() string {
+	if x != nil {
+		return x.RequestKey
+	}
+	return ""
+}
+
+func (x *Operation) GetRequestHash() string {
+	if x != nil {
+		return x.RequestHash
+	}
+	return ""
 }
 
 // Host is one host's record.
@@ -2426,7 +2447,7 @@ const file_flotilla_raft_v1_records_proto_rawDesc = "" +
 	"\x05layer\x18\x11 \x01(\tR\x05layer\x12\x16\n" +
 	"\x06undoes\x18\x12 \x01(\x03R\x06undoes\x12\x17\n" +
 	"\ais_undo\x18\x13 \x01(\bR\x06isUndo\x12\x12\n" +
-	"\x04note\x18\x14 \x01(\tR\x04note\"\xb8\b\n" +
+	"\x04note\x18\x14 \x01(\tR\x04note\"\xfc\b\n" +
 	"\tOperation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vinstance_id\x18\x02 \x01(\tR\n" +
@@ -2461,7 +2482,10 @@ const file_flotilla_raft_v1_records_proto_rawDesc = "" +
 	"\x06resize\x18\x1b \x01(\v2\x18.flotilla.raft.v1.ResizeR\x06resize\x12;\n" +
 	"\frequested_by\x18\x1c \x01(\v2\x18.flotilla.raft.v1.CallerR\vrequestedBy\x12.\n" +
 	"\x04copy\x18\x1d \x01(\v2\x1a.flotilla.raft.v1.StepCopyR\x04copy\x12-\n" +
-	"\x12decommission_nanos\x18( \x01(\x03R\x11decommissionNanos\"\xb7\x04\n" +
+	"\x12decommission_nanos\x18( \x01(\x03R\x11decommissionNanos\x12\x1f\n" +
+	"\vrequest_key\x18) \x01(\tR\n" +
+	"requestKey\x12!\n" +
+	"\frequest_hash\x18* \x01(\tR\vrequestHash\"\xb7\x04\n" +
 	"\x04Host\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x12\x12\n" +
