@@ -138,8 +138,73 @@ func TestGuestCommandsOnRealLibvirt(t *testing.T) {
 	// log, snapshots) and log, the agent's journal, state and log.
 	e.coord.Stop()
 	e.agent.Stop()
-	needles := []string{secret, hex.EncodeToString([]byte(secret)), strings.SplitN(secret, " ", 2)[1], hex.EncodeToString([]byte(secret + "2"))}
-	for _, dir := range []string{e.dir, e.agent.StateDir, e.agent.RunDir} {
+	noFileHolds(t, []string{secret, hex.EncodeToString([]byte(secret)), strings.SplitN(secret, " ", 2)[1],
+		hex.EncodeToString([]byte(secret + "2"))}, e.dir, e.agent.StateDir, e.agent.RunDir)
+}
+
+// TestSetPasswordThroughAFollowerOnRealLibvirt: a SetPassword sent to a
+// follower of a three-coordinator cluster is relayed to the leader and sets
+// the password inside the real guest; no coordinator's data dir or log
+// (Raft log, snapshots taken after it) nor the agent's files hold it.
+func TestSetPasswordThroughAFollowerOnRealLibvirt(t *testing.T) {
+	testenv.LockLibvirt(t, false)
+	testenv.RequireLibvirt(t)
+	dir := t.TempDir()
+	cs := testenv.StartCluster(t, dir, 3)
+	addrs := make([]string, len(cs))
+	for i, c := range cs {
+		addrs[i] = c.Addr
+	}
+	host := "e2e-password-cluster"
+	agent := testenv.StartAgentEnv(t, dir, strings.Join(addrs, ","), host, "libvirt", nil, "--vcpus=4")
+	g0 := testenv.NewGrpcurl(t, cs[0].Addr)
+	testenv.WaitHost(t, g0, host, 0)
+	// A follower: a member whose leader is another.
+	var follower *testenv.Coordinator
+	testenv.Eventually(t, 30*time.Second, "a follower that knows its leader", func() bool {
+		for _, c := range cs {
+			st, err := testenv.NewGrpcurl(t, c.Addr).Call("flotilla.v1.ClusterService/GetNodeStatus", nil)
+			if err == nil && testenv.Str(st, "leaderId") != "" && testenv.Str(st, "leaderId") != testenv.Str(st, "nodeId") {
+				follower = c
+				return true
+			}
+		}
+		return false
+	})
+	g := testenv.NewGrpcurl(t, follower.Addr)
+	e := &env{t: t, dir: dir, coord: follower, agent: agent, g: g, host: host}
+	id := e.createWith("pw-cluster", "", "")
+	testenv.Eventually(t, 90*time.Second, "the guest side to say it takes commands", func() bool {
+		return testenv.Str(e.instance(id), "guest", "protocol") == "2"
+	})
+	raw := make([]byte, 8)
+	rand.Read(raw)
+	secret := "follower-" + hex.EncodeToString(raw)
+	e.mustSucceed(e.do("SetPassword", map[string]any{"id": id, "password": secret}))
+	sum := sha256.Sum256([]byte(secret))
+	want := "FLOTILLA-GUEST-PASSWORD user=root verified=yes sha256=" + hex.EncodeToString(sum[:])
+	console := filepath.Join(agent.RunDir, id+".console.log")
+	testenv.Eventually(t, 10*time.Second, "the guest to print "+want, func() bool {
+		b, _ := os.ReadFile(console)
+		return strings.Contains(string(b), want)
+	})
+	// Snapshots too: every member takes one, then all stop.
+	for _, c := range cs {
+		testenv.NewGrpcurl(t, c.Addr).MustCall("flotilla.v1.ClusterService/TakeSnapshot", nil)
+	}
+	e.mustSucceed(e.do("DeleteInstance", map[string]any{"id": id}))
+	agent.Stop()
+	for _, c := range cs {
+		c.Stop()
+	}
+	noFileHolds(t, []string{secret, hex.EncodeToString([]byte(secret))}, dir, agent.StateDir, agent.RunDir)
+}
+
+// noFileHolds fails the test for every file under dirs holding a needle.
+func noFileHolds(t *testing.T, needles []string, dirs ...string) {
+	t.Helper()
+	files := 0
+	for _, dir := range dirs {
 		filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 			if err != nil || d.IsDir() || d.Type()&fs.ModeSocket != 0 {
 				return nil
@@ -148,12 +213,16 @@ func TestGuestCommandsOnRealLibvirt(t *testing.T) {
 			if err != nil {
 				return nil
 			}
+			files++
 			for _, n := range needles {
 				if strings.Contains(string(b), n) {
-					t.Errorf("%s holds the password (%q)", path, n[:8])
+					t.Errorf("%s holds the password (%q...)", path, n[:8])
 				}
 			}
 			return nil
 		})
+	}
+	if files < 5 {
+		t.Fatalf("only %d files looked at: the search looked in the wrong places", files)
 	}
 }
