@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math"
@@ -12,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -48,6 +49,8 @@ type statusFilter []flotillav1.Status
 
 func (f *statusFilter) String() string { return "" }
 
+func (f *statusFilter) Type() string { return "statuses" }
+
 func (f *statusFilter) Set(s string) error {
 	v, err := parseStatuses(s)
 	if err != nil {
@@ -61,6 +64,8 @@ func (f *statusFilter) Set(s string) error {
 type labelFlag map[string]string
 
 func (f labelFlag) String() string { return "" }
+
+func (f labelFlag) Type() string { return "key=value" }
 
 func (f labelFlag) Set(s string) error {
 	k, v, ok := strings.Cut(s, "=")
@@ -76,6 +81,8 @@ type nicFlag []*flotillav1.NetworkInterfaceRequest
 
 func (f *nicFlag) String() string { return "" }
 
+func (f *nicFlag) Type() string { return "network[=ipv4]" }
+
 func (f *nicFlag) Set(s string) error {
 	network, ip, _ := strings.Cut(s, "=")
 	if network == "" {
@@ -90,12 +97,16 @@ type stringsFlag []string
 
 func (f *stringsFlag) String() string { return "" }
 
+func (f *stringsFlag) Type() string { return "string" }
+
 func (f *stringsFlag) Set(s string) error { *f = append(*f, s); return nil }
 
 // vocabularyFlag is a repeatable --vocabulary flag: --vocabulary nova,azure --vocabulary rightscale.
 type vocabularyFlag []flotillav1.Vocabulary
 
 func (f *vocabularyFlag) String() string { return "" }
+
+func (f *vocabularyFlag) Type() string { return "vocabularies" }
 
 func (f *vocabularyFlag) Set(s string) error {
 	for _, item := range strings.Split(s, ",") {
@@ -115,21 +126,18 @@ func (f *vocabularyFlag) Set(s string) error {
 const vocabularyHelp = "also show states in these seeds' words, as extra columns: nova, azure, rightscale, manage-instance, managed-instance"
 
 func parseGet(name string, args []string) (*flotillav1.GetInstanceRequest, error) {
-	fs := newFlagSet(name)
-	var vocabs vocabularyFlag
-	fs.Var(&vocabs, "vocabulary", vocabularyHelp)
-	pos, err := parseArgs(fs, name, args, 1)
-	if err != nil {
-		return nil, err
-	}
-	return &flotillav1.GetInstanceRequest{Id: pos[0], Vocabularies: vocabs}, nil
+	return parseWith(name, args, 1, defineGet)
 }
 
-func runGet(ctx context.Context, c *cli, name string, args []string) error {
-	req, err := parseGet(name, args)
-	if err != nil {
-		return err
+func defineGet(fs *pflag.FlagSet, _ string) func([]string) (*flotillav1.GetInstanceRequest, error) {
+	var vocabs vocabularyFlag
+	fs.Var(&vocabs, "vocabulary", vocabularyHelp)
+	return func(pos []string) (*flotillav1.GetInstanceRequest, error) {
+		return &flotillav1.GetInstanceRequest{Id: pos[0], Vocabularies: vocabs}, nil
 	}
+}
+
+func runGet(ctx context.Context, c *cli, req *flotillav1.GetInstanceRequest) error {
 	cctx, done, err := c.open(ctx)
 	if err != nil {
 		return err
@@ -139,28 +147,26 @@ func runGet(ctx context.Context, c *cli, name string, args []string) error {
 	if err != nil {
 		return err
 	}
-	return printInstances(c.stdout, c.output, []*flotillav1.Instance{in}, req.Vocabularies...)
+	return printInstances(c.stdout, c.out, []*flotillav1.Instance{in}, req.Vocabularies...)
 }
 
 // parseList builds the first ListInstances request.
 func parseList(name string, args []string) (*flotillav1.ListInstancesRequest, error) {
-	fs := newFlagSet(name)
+	return parseWith(name, args, 0, defineList)
+}
+
+func defineList(fs *pflag.FlagSet, _ string) func([]string) (*flotillav1.ListInstancesRequest, error) {
 	var filter statusFilter
 	fs.Var(&filter, "status", "only these statuses, comma-separated (e.g. RUNNING,STOPPED)")
 	all := fs.Bool("all", false, "include deleted instances")
 	var vocabs vocabularyFlag
 	fs.Var(&vocabs, "vocabulary", vocabularyHelp)
-	if _, err := parseArgs(fs, name, args, 0); err != nil {
-		return nil, err
+	return func([]string) (*flotillav1.ListInstancesRequest, error) {
+		return &flotillav1.ListInstancesRequest{StatusFilter: filter, ShowDeleted: *all, Vocabularies: vocabs}, nil
 	}
-	return &flotillav1.ListInstancesRequest{StatusFilter: filter, ShowDeleted: *all, Vocabularies: vocabs}, nil
 }
 
-func runList(ctx context.Context, c *cli, name string, args []string) error {
-	req, err := parseList(name, args)
-	if err != nil {
-		return err
-	}
+func runList(ctx context.Context, c *cli, req *flotillav1.ListInstancesRequest) error {
 	closeConn, err := c.connect()
 	if err != nil {
 		return err
@@ -181,7 +187,7 @@ func runList(ctx context.Context, c *cli, name string, args []string) error {
 			break
 		}
 		if seen[next] {
-			return &exitError{fmt.Sprintf("server repeated page token %q", next)}
+			return &exitError{msg: fmt.Sprintf("server repeated page token %q", next)}
 		}
 		seen[next] = true
 		req = proto.CloneOf(req)
@@ -192,31 +198,29 @@ func runList(ctx context.Context, c *cli, name string, args []string) error {
 			req.MinRevision = resp.GetRevision()
 		}
 	}
-	return printInstances(c.stdout, c.output, all, req.Vocabularies...)
+	return printInstances(c.stdout, c.out.asList(), all, req.Vocabularies...)
 }
 
 func parseWatch(name string, args []string) (*flotillav1.WatchInstancesRequest, error) {
-	fs := newFlagSet(name)
+	return parseWith(name, args, 0, defineWatch)
+}
+
+func defineWatch(fs *pflag.FlagSet, name string) func([]string) (*flotillav1.WatchInstancesRequest, error) {
 	from := fs.Int64("from-revision", 0, "stream changes after this revision (0: from now on)")
 	id := fs.String("id", "", "only changes to this instance")
 	var vocabs vocabularyFlag
 	fs.Var(&vocabs, "vocabulary", vocabularyHelp)
-	if _, err := parseArgs(fs, name, args, 0); err != nil {
-		return nil, err
+	return func([]string) (*flotillav1.WatchInstancesRequest, error) {
+		if *from < 0 {
+			return nil, &usageError{name, "--from-revision must not be negative"}
+		}
+		return &flotillav1.WatchInstancesRequest{StartRevision: *from, InstanceId: *id, Vocabularies: vocabs}, nil
 	}
-	if *from < 0 {
-		return nil, &usageError{usageOf(name), "--from-revision must not be negative"}
-	}
-	return &flotillav1.WatchInstancesRequest{StartRevision: *from, InstanceId: *id, Vocabularies: vocabs}, nil
 }
 
 // runWatch prints every change until the stream ends or the user interrupts.
 // The stream itself has no timeout.
-func runWatch(ctx context.Context, c *cli, name string, args []string) error {
-	req, err := parseWatch(name, args)
-	if err != nil {
-		return err
-	}
+func runWatch(ctx context.Context, c *cli, req *flotillav1.WatchInstancesRequest) error {
 	closeConn, err := c.connect()
 	if err != nil {
 		return err
@@ -226,7 +230,7 @@ func runWatch(ctx context.Context, c *cli, name string, args []string) error {
 	if err != nil {
 		return watchError(ctx, err, req.GetStartRevision())
 	}
-	if err := printWatchHeader(c.stdout, c.output, req.Vocabularies...); err != nil {
+	if err := printWatchHeader(c.stdout, c.out, req.Vocabularies...); err != nil {
 		return err
 	}
 	last := req.GetStartRevision()
@@ -239,7 +243,7 @@ func runWatch(ctx context.Context, c *cli, name string, args []string) error {
 			return watchError(ctx, err, last)
 		}
 		last = ev.GetRevision()
-		if err := printWatchEvent(c.stdout, c.output, ev, req.Vocabularies...); err != nil {
+		if err := printWatchEvent(c.stdout, c.out, ev, req.Vocabularies...); err != nil {
 			return err
 		}
 	}
@@ -255,20 +259,39 @@ func watchError(ctx context.Context, err error, last int64) error {
 		return err
 	}
 	st := status.Convert(err)
-	return &exitError{fmt.Sprintf("%s: %s (resume with --from-revision %d)", st.Code(), st.Message(), last)}
+	return &exitError{msg: fmt.Sprintf("%s: %s (resume with --from-revision %d)", st.Code(), st.Message(), last), code: codeOf(st.Code())}
 }
 
 // mutation is a parsed mutating command.
 type mutation struct {
 	req  proto.Message // one of the *InstanceRequest messages
-	wait bool
+	wait waitFlags
 }
 
 // parseMutation parses create and the lifecycle actions into a request.
 func parseMutation(name string, args []string) (*mutation, error) {
-	fs := newFlagSet(name)
+	npos := 1
+	if name == "create" {
+		npos = 0
+	}
+	return parseWith(name, args, npos, defineMutation(name))
+}
+
+// defineMutation is the definer of create or a lifecycle action (kind is
+// the command's name: "create", "stop", ...).
+func defineMutation(kind string) definer[*mutation] {
+	return func(fs *pflag.FlagSet, name string) func([]string) (*mutation, error) {
+		if name == "" {
+			name = kind
+		}
+		return mutationFlags(fs, kind, name)
+	}
+}
+
+func mutationFlags(fs *pflag.FlagSet, kind, name string) func([]string) (*mutation, error) {
 	requestID := fs.String("request-id", "", "idempotency key: a retry with the same key returns the first operation")
-	wait := fs.Bool("wait", false, "wait for the operation to finish, then show the instance")
+	var wait waitFlags
+	wait.define(fs)
 	var (
 		instName, image  *string
 		vcpus, memoryMiB *int64
@@ -285,11 +308,10 @@ func parseMutation(name string, args []string) (*mutation, error) {
 		maxRestarts      *int
 		target           *string
 		confirmAfter     *time.Duration
-		npos             = 1
+		placement        placementFlags
 	)
-	switch name {
+	switch kind {
 	case "create":
-		npos = 0
 		instName = fs.String("name", "", "instance name (required)")
 		image = fs.String("image", "", "image name (required)")
 		vcpus = fs.Int64("vcpus", 1, "virtual CPUs")
@@ -300,6 +322,9 @@ func parseMutation(name string, args []string) (*mutation, error) {
 		fs.Var(&sshKeys, "ssh-key", "an SSH public key for the guest (repeatable)")
 		userDataFile = fs.String("user-data-file", "", "a file of cloud-init user data for the guest")
 		readyTimeout = fs.Duration("readiness-timeout", -1, "how long the guest may boot before it is stranded (0: never; default: the cluster's)")
+		recovery = fs.String("recovery", "", "what to do after an unexpected power-off: leave, restart or mark-failed (default: leave)")
+		maxRestarts = fs.Int("max-restarts", 0, "for --recovery restart: how many automatic restarts at most (0: 3)")
+		placement.define(fs)
 	case "update":
 		instName = fs.String("name", "", "the new name")
 		fs.Var(labels, "label", "a label, key=value (repeatable): the given labels replace all of the old ones")
@@ -326,17 +351,57 @@ func parseMutation(name string, args []string) (*mutation, error) {
 		target = fs.String("to", "", "the host to go to (empty: the scheduler picks)")
 		graceful = fs.Duration("graceful", 10*time.Minute, "how long the guest gets to power off")
 	}
-	pos, err := parseArgs(fs, name, args, npos)
-	if err != nil {
-		return nil, err
+	return func(pos []string) (*mutation, error) {
+		return buildMutation(fs, kind, name, pos, mutationValues{requestID: *requestID, wait: wait,
+			instName: instName, image: image, vcpus: vcpus, memoryMiB: memoryMiB, diskGiB: diskGiB, graceful: graceful,
+			force: force, hard: hard, labels: labels, nics: nics, sshKeys: sshKeys, userDataFile: userDataFile,
+			readyTimeout: readyTimeout, clearLabels: clearLabels, recovery: recovery, maxRestarts: maxRestarts,
+			target: target, confirmAfter: confirmAfter, placement: &placement})
 	}
-	usage := usageOf(name)
-	m := &mutation{wait: *wait}
+}
+
+// mutationValues are the flags of a mutation as parsed; a flag the
+// command does not take is nil.
+type mutationValues struct {
+	requestID        string
+	wait             waitFlags
+	instName, image  *string
+	vcpus, memoryMiB *int64
+	diskGiB          *int64
+	graceful         *time.Duration
+	force, hard      *bool
+	labels           labelFlag
+	nics             nicFlag
+	sshKeys          stringsFlag
+	userDataFile     *string
+	readyTimeout     *time.Duration
+	clearLabels      *bool
+	recovery         *string
+	maxRestarts      *int
+	target           *string
+	confirmAfter     *time.Duration
+	placement        *placementFlags
+}
+
+// buildMutation builds the request of a mutation from its flags.
+func buildMutation(fs *pflag.FlagSet, kind, usage string, pos []string, v mutationValues) (*mutation, error) {
+	var (
+		requestID, instName, image        = &v.requestID, v.instName, v.image
+		vcpus, memoryMiB, diskGiB         = v.vcpus, v.memoryMiB, v.diskGiB
+		graceful, force, hard             = v.graceful, v.force, v.hard
+		labels, nics, sshKeys             = v.labels, v.nics, v.sshKeys
+		userDataFile, readyTimeout        = v.userDataFile, v.readyTimeout
+		clearLabels, recovery             = v.clearLabels, v.recovery
+		maxRestarts, target, confirmAfter = v.maxRestarts, v.target, v.confirmAfter
+	)
+	m := &mutation{wait: v.wait}
 	var id string
-	if npos == 1 {
+	if len(pos) == 1 {
 		id = pos[0]
 	}
-	switch name {
+	set := map[string]bool{}
+	fs.Visit(func(f *pflag.Flag) { set[f.Name] = true })
+	switch kind {
 	case "create":
 		switch {
 		case *instName == "":
@@ -368,10 +433,16 @@ func parseMutation(name string, args []string) (*mutation, error) {
 			}
 			m.req.(*flotillav1.CreateInstanceRequest).UserData = string(b)
 		}
+		if set["recovery"] || set["max-restarts"] {
+			r, err := recoveryOf(usage, *recovery, *maxRestarts)
+			if err != nil {
+				return nil, err
+			}
+			m.req.(*flotillav1.CreateInstanceRequest).Recovery = r
+		}
+		m.req.(*flotillav1.CreateInstanceRequest).Placement = v.placement.build()
 	case "update":
 		req := &flotillav1.UpdateInstanceRequest{Id: id, RequestId: *requestID, UpdateMask: &fieldmaskpb.FieldMask{}}
-		set := map[string]bool{}
-		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 		if set["name"] {
 			req.Name = *instName
 			req.UpdateMask.Paths = append(req.UpdateMask.Paths, "name")
@@ -384,14 +455,11 @@ func parseMutation(name string, args []string) (*mutation, error) {
 			req.UpdateMask.Paths = append(req.UpdateMask.Paths, "labels")
 		}
 		if set["recovery"] || set["max-restarts"] {
-			policy, ok := parseFlagWord[flotillav1.RecoveryPolicy](*recovery)
-			if !ok {
-				return nil, &usageError{usage, "--recovery must be leave, restart or mark-failed"}
+			r, err := recoveryOf(usage, *recovery, *maxRestarts)
+			if err != nil {
+				return nil, err
 			}
-			if *maxRestarts < 0 || *maxRestarts > math.MaxInt32 {
-				return nil, &usageError{usage, "--max-restarts is out of range"}
-			}
-			req.Recovery = &flotillav1.Recovery{Policy: policy, MaxRestarts: int32(*maxRestarts)}
+			req.Recovery = r
 			req.UpdateMask.Paths = append(req.UpdateMask.Paths, "recovery")
 		}
 		if len(req.UpdateMask.Paths) == 0 {
@@ -451,9 +519,48 @@ func parseMutation(name string, args []string) (*mutation, error) {
 		}
 		m.req = &flotillav1.MoveInstanceRequest{Id: id, RequestId: *requestID, TargetHostId: *target, GracefulTimeout: durationpb.New(*graceful)}
 	default:
-		return nil, fmt.Errorf("internal: %q is not a mutation", name)
+		return nil, fmt.Errorf("internal: %q is not a mutation", kind)
 	}
 	return m, nil
+}
+
+// recoveryOf reads --recovery and --max-restarts.
+func recoveryOf(usage, policy string, maxRestarts int) (*flotillav1.Recovery, error) {
+	p, ok := parseFlagWord[flotillav1.RecoveryPolicy](policy)
+	if !ok {
+		return nil, &usageError{usage, "--recovery must be leave, restart or mark-failed"}
+	}
+	if maxRestarts < 0 || maxRestarts > math.MaxInt32 {
+		return nil, &usageError{usage, "--max-restarts is out of range"}
+	}
+	return &flotillav1.Recovery{Policy: p, MaxRestarts: int32(maxRestarts)}, nil
+}
+
+// placementFlags are create's placement constraints.
+type placementFlags struct {
+	hypervisor, antiAffinity string
+	preemptible              bool
+	hostLabels               labelFlag
+}
+
+func (p *placementFlags) define(fs *pflag.FlagSet) {
+	p.hostLabels = labelFlag{}
+	fs.StringVar(&p.hypervisor, "hypervisor", "", "the hypervisor kind the host must have: kvm, qemu, xen, fake (default: any)")
+	fs.StringVar(&p.antiAffinity, "anti-affinity", "", "an anti-affinity group: no two instances of a group run on one host")
+	fs.BoolVar(&p.preemptible, "preemptible", false, "the instance may be evicted to make room for others")
+	fs.Var(p.hostLabels, "host-label", "a label the host must carry, key=value (repeatable)")
+}
+
+// build is the Placement asked for, nil if none.
+func (p *placementFlags) build() *flotillav1.Placement {
+	if p.hypervisor == "" && p.antiAffinity == "" && !p.preemptible && len(p.hostLabels) == 0 {
+		return nil
+	}
+	pl := &flotillav1.Placement{HypervisorKind: p.hypervisor, AntiAffinityGroup: p.antiAffinity, Preemptible: p.preemptible}
+	if len(p.hostLabels) > 0 {
+		pl.HostLabels = p.hostLabels
+	}
+	return pl
 }
 
 // send issues the RPC that matches the request's type.
@@ -489,15 +596,13 @@ func send(ctx context.Context, cl flotillav1.InstanceServiceClient, req proto.Me
 		return cl.ExtendInstance(ctx, r)
 	case *flotillav1.MoveInstanceRequest:
 		return cl.MoveInstance(ctx, r)
+	case *flotillav1.SetPasswordRequest:
+		return cl.SetPassword(ctx, r)
 	}
 	return nil, fmt.Errorf("internal: unexpected request %T", req)
 }
 
-func runMutation(ctx context.Context, c *cli, name string, args []string) error {
-	m, err := parseMutation(name, args)
-	if err != nil {
-		return err
-	}
+func runMutation(ctx context.Context, c *cli, m *mutation) error {
 	closeConn, err := c.connect()
 	if err != nil {
 		return err
@@ -509,18 +614,11 @@ func runMutation(ctx context.Context, c *cli, name string, args []string) error 
 	if err != nil {
 		return err
 	}
-	if !m.wait {
-		return printOperations(c.stdout, c.output, []*flotillav1.Operation{op})
-	}
-	return c.waitAndShow(ctx, op)
+	return c.afterChange(ctx, op, m.wait)
 }
 
 // runMarkOperational declares a stranded instance's guest ready for work.
-func runMarkOperational(ctx context.Context, c *cli, name string, args []string) error {
-	pos, err := parseArgs(newFlagSet(name), name, args, 1)
-	if err != nil {
-		return err
-	}
+func runMarkOperational(ctx context.Context, c *cli, pos []string) error {
 	cctx, done, err := c.open(ctx)
 	if err != nil {
 		return err
@@ -530,44 +628,36 @@ func runMarkOperational(ctx context.Context, c *cli, name string, args []string)
 	if err != nil {
 		return err
 	}
-	return printInstances(c.stdout, c.output, []*flotillav1.Instance{in})
+	return printInstances(c.stdout, c.out, []*flotillav1.Instance{in})
 }
 
 // runSetPassword sets a user's password inside the guest. The password is
 // read from a file (or "-": standard input), never from the command line,
 // where other users of the machine and the shell's history would see it.
-func runSetPassword(ctx context.Context, c *cli, name string, args []string) error {
-	fs := newFlagSet(name)
+func runSetPassword(ctx context.Context, c *cli, m *mutation) error {
+	req := m.req.(*flotillav1.SetPasswordRequest)
+	pw, err := readPassword(req.Password) // the file's name, until read
+	if err != nil {
+		return err
+	}
+	req.Password = pw
+	return runMutation(ctx, c, m)
+}
+
+// defineSetPassword: the request carries the password file's name in
+// Password until runSetPassword reads it.
+func defineSetPassword(fs *pflag.FlagSet, name string) func([]string) (*mutation, error) {
 	user := fs.String("user", "", "the user (default: root)")
 	file := fs.String("password-file", "", "a file whose first line is the password; - reads standard input")
 	requestID := fs.String("request-id", "", "idempotency key: a retry with the same key returns the first operation")
-	wait := fs.Bool("wait", false, "wait for the operation to finish, then show the instance")
-	pos, err := parseArgs(fs, name, args, 1)
-	if err != nil {
-		return err
+	var wait waitFlags
+	wait.define(fs)
+	return func(pos []string) (*mutation, error) {
+		if *file == "" {
+			return nil, &usageError{name, "--password-file is required (- reads standard input)"}
+		}
+		return &mutation{req: &flotillav1.SetPasswordRequest{Id: pos[0], User: *user, Password: *file, RequestId: *requestID}, wait: wait}, nil
 	}
-	if *file == "" {
-		return &usageError{usageOf(name), "--password-file is required (- reads standard input)"}
-	}
-	pw, err := readPassword(*file)
-	if err != nil {
-		return err
-	}
-	closeConn, err := c.connect()
-	if err != nil {
-		return err
-	}
-	defer closeConn()
-	cctx, cancel := c.call(ctx)
-	op, err := c.instances.SetPassword(cctx, &flotillav1.SetPasswordRequest{Id: pos[0], User: *user, Password: pw, RequestId: *requestID})
-	cancel()
-	if err != nil {
-		return err
-	}
-	if !*wait {
-		return printOperations(c.stdout, c.output, []*flotillav1.Operation{op})
-	}
-	return c.waitAndShow(ctx, op)
 }
 
 // readPassword reads the first line of path ("-": standard input), without
@@ -577,14 +667,48 @@ func readPassword(path string) (string, error) {
 	if path != "-" {
 		f, err := os.Open(path)
 		if err != nil {
-			return "", &exitError{fmt.Sprintf("reading the password: %v", err)}
+			return "", &exitError{msg: fmt.Sprintf("reading the password: %v", err)}
 		}
 		defer f.Close()
 		r = f
 	}
 	line, err := bufio.NewReader(io.LimitReader(r, 4096)).ReadString('\n')
 	if err != nil && !errors.Is(err, io.EOF) {
-		return "", &exitError{fmt.Sprintf("reading the password: %v", err)}
+		return "", &exitError{msg: fmt.Sprintf("reading the password: %v", err)}
 	}
 	return strings.TrimRight(line, "\r\n"), nil
+}
+
+// instanceCommands are the instance commands, at the top level as today.
+func instanceCommands(c *cli) []*cobra.Command {
+	action := func(name, short string) *cobra.Command {
+		npos := 1
+		if name == "create" {
+			npos = 0
+		}
+		return leaf(c, name, short, npos, defineMutation(name), runMutation)
+	}
+	return []*cobra.Command{
+		action("create", "Create an instance"),
+		leaf(c, "get", "Show an instance", 1, defineGet, runGet),
+		leaf(c, "list", "List instances", 0, defineList, runList),
+		leaf(c, "watch", "Stream changes to instances until interrupted", 0, defineWatch, runWatch),
+		action("start", "Boot a stopped instance"),
+		action("stop", "Shut an instance down"),
+		action("restart", "Reboot an instance (--hard: reset it)"),
+		action("pause", "Stop an instance's vCPUs, keeping its memory"),
+		action("unpause", "Continue a paused instance"),
+		action("suspend", "Write an instance's memory to disk and stop it"),
+		action("resume", "Restore a suspended instance"),
+		action("delete", "Delete an instance and its disk"),
+		action("update", "Change an instance's name, labels or recovery policy"),
+		action("resize", "Change an instance's vCPUs, memory or disk, in place or on another host"),
+		action("confirm-resize", "Keep a resize and drop the old copy"),
+		action("revert-resize", "Go back to the instance as it was before a resize"),
+		action("extend", "Grow an instance's disk while it runs"),
+		action("move", "Move an instance to another host"),
+		leaf(c, "mark-operational", "Declare a stranded instance's guest ready", 1, defineNone, runMarkOperational),
+		leaf(c, "set-password", "Set a user's password inside the guest", 1, defineSetPassword, runSetPassword),
+		leaf(c, "usage", "Show how long an instance spent in each billing class", 1, defineUsage, runUsage),
+	}
 }
