@@ -321,7 +321,7 @@ func mutationFlags(fs *pflag.FlagSet, kind, name string) func([]string) (*mutati
 		fs.Var(&nics, "network", "a NIC on this network, NETWORK or NETWORK=IPV4 for a static address (repeatable, in order)")
 		fs.Var(&sshKeys, "ssh-key", "an SSH public key for the guest (repeatable)")
 		userDataFile = fs.String("user-data-file", "", "a file of cloud-init user data for the guest")
-		readyTimeout = fs.Duration("readiness-timeout", -1, "how long the guest may boot before it is stranded (0: never; default: the cluster's)")
+		readyTimeout = fs.Duration("readiness-timeout", 0, "how long the guest may boot before it is stranded (0: never; not given: the cluster's default)")
 		recovery = fs.String("recovery", "", "what to do after an unexpected power-off: leave, restart or mark-failed (default: leave)")
 		maxRestarts = fs.Int("max-restarts", 0, "for --recovery restart: how many automatic restarts at most (0: 3)")
 		placement.define(fs)
@@ -423,7 +423,7 @@ func buildMutation(fs *pflag.FlagSet, kind, usage string, pos []string, v mutati
 			Interfaces:        nics,
 			SshAuthorizedKeys: sshKeys,
 		}
-		if *readyTimeout >= 0 {
+		if set["readiness-timeout"] {
 			m.req.(*flotillav1.CreateInstanceRequest).ReadinessTimeout = durationpb.New(*readyTimeout)
 		}
 		if *userDataFile != "" {

@@ -67,7 +67,7 @@ func runOpCancel(ctx context.Context, c *cli, pos []string) error {
 		return err
 	}
 	if op.GetCancelRequested() && !op.GetDone() {
-		fmt.Fprintf(c.stderr, "flotctl: cancel requested: %s (see: flotctl op wait %s)\n", cancelNote(op), op.GetId())
+		fmt.Fprintf(c.stderr, "flotctl: cancel requested: %s (see: flotctl op wait %s)\n", escape(cancelNote(op)), escape(op.GetId()))
 	}
 	return nil
 }

@@ -71,11 +71,12 @@ func newRoot(c *cli) *cobra.Command {
 		return &usageError{commandName(cmd), err.Error()}
 	})
 
-	root.AddCommand(instanceCommands(c)...)
+	root.AddCommand(completingIDs(c, instanceIDs, instanceCommands(c)...)...)
 	root.AddCommand(
-		group("op", "Operations: the long-running work every change starts", []string{"operation", "operations"}, operationCommands(c)...),
-		group("host", "Hypervisor hosts", []string{"hosts"}, hostCommands(c)...),
-		group("network", "Virtual networks", []string{"networks", "net"}, networkCommands(c)...),
+		group("op", "Operations: the long-running work every change starts", []string{"operation", "operations"},
+			completingIDs(c, operationIDs, operationCommands(c)...)...),
+		group("host", "Hypervisor hosts", []string{"hosts"}, completingIDs(c, hostIDs, hostCommands(c)...)...),
+		group("network", "Virtual networks", []string{"networks", "net"}, completingIDs(c, networkNames, networkCommands(c)...)...),
 		group("cluster", "The coordinators' Raft cluster", nil,
 			group("servers", "The cluster's members", []string{"server"}, serverCommands(c)...),
 			leaf(c, "status", "This coordinator's Raft and state machine status (GetNodeStatus)", 0, defineNodeStatus, runNodeStatus),

@@ -422,6 +422,13 @@ func testSettings(c *cluster, id string) {
 	if r := c.ok("__complete", "host", ""); !strings.Contains(r.stdout, "drain") {
 		t.Errorf("completion of host: %s", r.stdout)
 	}
+	// IDs complete from the cluster, with what they are.
+	if r := c.ok("__complete", "stop", ""); !strings.Contains(r.stdout, id+"\tweb\n") {
+		t.Errorf("completion of an instance id: %s", r.stdout)
+	}
+	if r := c.ok("__complete", "host", "cordon", ""); !strings.Contains(r.stdout, "fake-1\tREADY\n") {
+		t.Errorf("completion of a host id: %s", r.stdout)
+	}
 }
 
 // Exit codes and one-line messages that say what to do.
