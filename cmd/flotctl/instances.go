@@ -351,177 +351,137 @@ func mutationFlags(fs *pflag.FlagSet, kind, name string) func([]string) (*mutati
 		target = fs.String("to", "", "the host to go to (empty: the scheduler picks)")
 		graceful = fs.Duration("graceful", 10*time.Minute, "how long the guest gets to power off")
 	}
+	usage := name
 	return func(pos []string) (*mutation, error) {
-		return buildMutation(fs, kind, name, pos, mutationValues{requestID: *requestID, wait: wait,
-			instName: instName, image: image, vcpus: vcpus, memoryMiB: memoryMiB, diskGiB: diskGiB, graceful: graceful,
-			force: force, hard: hard, labels: labels, nics: nics, sshKeys: sshKeys, userDataFile: userDataFile,
-			readyTimeout: readyTimeout, clearLabels: clearLabels, recovery: recovery, maxRestarts: maxRestarts,
-			target: target, confirmAfter: confirmAfter, placement: &placement})
+		m := &mutation{wait: wait}
+		var id string
+		if len(pos) == 1 {
+			id = pos[0]
+		}
+		set := map[string]bool{}
+		fs.Visit(func(f *pflag.Flag) { set[f.Name] = true })
+		switch kind {
+		case "create":
+			switch {
+			case *instName == "":
+				return nil, &usageError{usage, "--name is required"}
+			case *image == "":
+				return nil, &usageError{usage, "--image is required"}
+			case *vcpus < math.MinInt32 || *vcpus > math.MaxInt32:
+				// Only what cannot be represented is refused here; the
+				// server validates the ranges (INVALID_ARGUMENT).
+				return nil, &usageError{usage, "--vcpus is out of range"}
+			}
+			m.req = &flotillav1.CreateInstanceRequest{
+				Name:      *instName,
+				RequestId: *requestID,
+				Spec: &flotillav1.InstanceSpec{
+					Vcpus: int32(*vcpus), MemoryMib: *memoryMiB, DiskGib: *diskGiB, Image: *image,
+				},
+				Labels:            labels,
+				Interfaces:        nics,
+				SshAuthorizedKeys: sshKeys,
+			}
+			if set["readiness-timeout"] {
+				m.req.(*flotillav1.CreateInstanceRequest).ReadinessTimeout = durationpb.New(*readyTimeout)
+			}
+			if *userDataFile != "" {
+				b, err := os.ReadFile(*userDataFile)
+				if err != nil {
+					return nil, &usageError{usage, fmt.Sprintf("--user-data-file: %v", err)}
+				}
+				m.req.(*flotillav1.CreateInstanceRequest).UserData = string(b)
+			}
+			if set["recovery"] || set["max-restarts"] {
+				r, err := recoveryOf(usage, *recovery, *maxRestarts)
+				if err != nil {
+					return nil, err
+				}
+				m.req.(*flotillav1.CreateInstanceRequest).Recovery = r
+			}
+			m.req.(*flotillav1.CreateInstanceRequest).Placement = placement.build()
+		case "update":
+			req := &flotillav1.UpdateInstanceRequest{Id: id, RequestId: *requestID, UpdateMask: &fieldmaskpb.FieldMask{}}
+			if set["name"] {
+				req.Name = *instName
+				req.UpdateMask.Paths = append(req.UpdateMask.Paths, "name")
+			}
+			if set["label"] || *clearLabels {
+				if set["label"] && *clearLabels {
+					return nil, &usageError{usage, "--label and --clear-labels exclude each other"}
+				}
+				req.Labels = labels
+				req.UpdateMask.Paths = append(req.UpdateMask.Paths, "labels")
+			}
+			if set["recovery"] || set["max-restarts"] {
+				r, err := recoveryOf(usage, *recovery, *maxRestarts)
+				if err != nil {
+					return nil, err
+				}
+				req.Recovery = r
+				req.UpdateMask.Paths = append(req.UpdateMask.Paths, "recovery")
+			}
+			if len(req.UpdateMask.Paths) == 0 {
+				return nil, &usageError{usage, "nothing to update: give --name, --label, --clear-labels or --recovery"}
+			}
+			m.req = req
+		case "start":
+			m.req = &flotillav1.StartInstanceRequest{Id: id, RequestId: *requestID}
+		case "stop":
+			if *graceful <= 0 {
+				return nil, &usageError{usage, "--graceful must be positive"}
+			}
+			m.req = &flotillav1.StopInstanceRequest{Id: id, RequestId: *requestID,
+				GracefulTimeout: durationpb.New(*graceful), Force: *force}
+		case "restart":
+			m.req = &flotillav1.RestartInstanceRequest{Id: id, RequestId: *requestID, Hard: *hard}
+		case "pause":
+			m.req = &flotillav1.PauseInstanceRequest{Id: id, RequestId: *requestID}
+		case "unpause":
+			m.req = &flotillav1.UnpauseInstanceRequest{Id: id, RequestId: *requestID}
+		case "suspend":
+			m.req = &flotillav1.SuspendInstanceRequest{Id: id, RequestId: *requestID}
+		case "resume":
+			m.req = &flotillav1.ResumeInstanceRequest{Id: id, RequestId: *requestID}
+		case "delete":
+			m.req = &flotillav1.DeleteInstanceRequest{Id: id, RequestId: *requestID}
+		case "resize":
+			switch {
+			case *vcpus < 0 || *vcpus > math.MaxInt32:
+				return nil, &usageError{usage, "--vcpus is out of range"}
+			case *vcpus == 0 && *memoryMiB == 0 && *diskGiB == 0:
+				return nil, &usageError{usage, "give at least one of --vcpus, --memory-mib, --disk-gib"}
+			case *graceful <= 0 || *confirmAfter < 0:
+				return nil, &usageError{usage, "--graceful must be positive and --confirm-after not negative"}
+			}
+			req := &flotillav1.ResizeInstanceRequest{Id: id, RequestId: *requestID, Vcpus: int32(*vcpus), MemoryMib: *memoryMiB,
+				DiskGib: *diskGiB, TargetHostId: *target, GracefulTimeout: durationpb.New(*graceful)}
+			if *confirmAfter > 0 {
+				req.ConfirmWindow = durationpb.New(*confirmAfter)
+			}
+			m.req = req
+		case "confirm-resize":
+			m.req = &flotillav1.ConfirmResizeRequest{Id: id, RequestId: *requestID}
+		case "revert-resize":
+			if *graceful <= 0 {
+				return nil, &usageError{usage, "--graceful must be positive"}
+			}
+			m.req = &flotillav1.RevertResizeRequest{Id: id, RequestId: *requestID, GracefulTimeout: durationpb.New(*graceful)}
+		case "extend":
+			if *diskGiB <= 0 {
+				return nil, &usageError{usage, "--disk-gib is required"}
+			}
+			m.req = &flotillav1.ExtendInstanceRequest{Id: id, RequestId: *requestID, DiskGib: *diskGiB}
+		case "move":
+			if *graceful <= 0 {
+				return nil, &usageError{usage, "--graceful must be positive"}
+			}
+			m.req = &flotillav1.MoveInstanceRequest{Id: id, RequestId: *requestID, TargetHostId: *target, GracefulTimeout: durationpb.New(*graceful)}
+		default:
+			return nil, fmt.Errorf("internal: %q is not a mutation", kind)
+		}
+		return m, nil
 	}
-}
-
-// mutationValues are the flags of a mutation as parsed; a flag the
-// command does not take is nil.
-type mutationValues struct {
-	requestID        string
-	wait             waitFlags
-	instName, image  *string
-	vcpus, memoryMiB *int64
-	diskGiB          *int64
-	graceful         *time.Duration
-	force, hard      *bool
-	labels           labelFlag
-	nics             nicFlag
-	sshKeys          stringsFlag
-	userDataFile     *string
-	readyTimeout     *time.Duration
-	clearLabels      *bool
-	recovery         *string
-	maxRestarts      *int
-	target           *string
-	confirmAfter     *time.Duration
-	placement        *placementFlags
-}
-
-// buildMutation builds the request of a mutation from its flags.
-func buildMutation(fs *pflag.FlagSet, kind, usage string, pos []string, v mutationValues) (*mutation, error) {
-	var (
-		requestID, instName, image        = &v.requestID, v.instName, v.image
-		vcpus, memoryMiB, diskGiB         = v.vcpus, v.memoryMiB, v.diskGiB
-		graceful, force, hard             = v.graceful, v.force, v.hard
-		labels, nics, sshKeys             = v.labels, v.nics, v.sshKeys
-		userDataFile, readyTimeout        = v.userDataFile, v.readyTimeout
-		clearLabels, recovery             = v.clearLabels, v.recovery
-		maxRestarts, target, confirmAfter = v.maxRestarts, v.target, v.confirmAfter
-	)
-	m := &mutation{wait: v.wait}
-	var id string
-	if len(pos) == 1 {
-		id = pos[0]
-	}
-	set := map[string]bool{}
-	fs.Visit(func(f *pflag.Flag) { set[f.Name] = true })
-	switch kind {
-	case "create":
-		switch {
-		case *instName == "":
-			return nil, &usageError{usage, "--name is required"}
-		case *image == "":
-			return nil, &usageError{usage, "--image is required"}
-		case *vcpus < math.MinInt32 || *vcpus > math.MaxInt32:
-			// Only what cannot be represented is refused here; the
-			// server validates the ranges (INVALID_ARGUMENT).
-			return nil, &usageError{usage, "--vcpus is out of range"}
-		}
-		m.req = &flotillav1.CreateInstanceRequest{
-			Name:      *instName,
-			RequestId: *requestID,
-			Spec: &flotillav1.InstanceSpec{
-				Vcpus: int32(*vcpus), MemoryMib: *memoryMiB, DiskGib: *diskGiB, Image: *image,
-			},
-			Labels:            labels,
-			Interfaces:        nics,
-			SshAuthorizedKeys: sshKeys,
-		}
-		if set["readiness-timeout"] {
-			m.req.(*flotillav1.CreateInstanceRequest).ReadinessTimeout = durationpb.New(*readyTimeout)
-		}
-		if *userDataFile != "" {
-			b, err := os.ReadFile(*userDataFile)
-			if err != nil {
-				return nil, &usageError{usage, fmt.Sprintf("--user-data-file: %v", err)}
-			}
-			m.req.(*flotillav1.CreateInstanceRequest).UserData = string(b)
-		}
-		if set["recovery"] || set["max-restarts"] {
-			r, err := recoveryOf(usage, *recovery, *maxRestarts)
-			if err != nil {
-				return nil, err
-			}
-			m.req.(*flotillav1.CreateInstanceRequest).Recovery = r
-		}
-		m.req.(*flotillav1.CreateInstanceRequest).Placement = v.placement.build()
-	case "update":
-		req := &flotillav1.UpdateInstanceRequest{Id: id, RequestId: *requestID, UpdateMask: &fieldmaskpb.FieldMask{}}
-		if set["name"] {
-			req.Name = *instName
-			req.UpdateMask.Paths = append(req.UpdateMask.Paths, "name")
-		}
-		if set["label"] || *clearLabels {
-			if set["label"] && *clearLabels {
-				return nil, &usageError{usage, "--label and --clear-labels exclude each other"}
-			}
-			req.Labels = labels
-			req.UpdateMask.Paths = append(req.UpdateMask.Paths, "labels")
-		}
-		if set["recovery"] || set["max-restarts"] {
-			r, err := recoveryOf(usage, *recovery, *maxRestarts)
-			if err != nil {
-				return nil, err
-			}
-			req.Recovery = r
-			req.UpdateMask.Paths = append(req.UpdateMask.Paths, "recovery")
-		}
-		if len(req.UpdateMask.Paths) == 0 {
-			return nil, &usageError{usage, "nothing to update: give --name, --label, --clear-labels or --recovery"}
-		}
-		m.req = req
-	case "start":
-		m.req = &flotillav1.StartInstanceRequest{Id: id, RequestId: *requestID}
-	case "stop":
-		if *graceful <= 0 {
-			return nil, &usageError{usage, "--graceful must be positive"}
-		}
-		m.req = &flotillav1.StopInstanceRequest{Id: id, RequestId: *requestID,
-			GracefulTimeout: durationpb.New(*graceful), Force: *force}
-	case "restart":
-		m.req = &flotillav1.RestartInstanceRequest{Id: id, RequestId: *requestID, Hard: *hard}
-	case "pause":
-		m.req = &flotillav1.PauseInstanceRequest{Id: id, RequestId: *requestID}
-	case "unpause":
-		m.req = &flotillav1.UnpauseInstanceRequest{Id: id, RequestId: *requestID}
-	case "suspend":
-		m.req = &flotillav1.SuspendInstanceRequest{Id: id, RequestId: *requestID}
-	case "resume":
-		m.req = &flotillav1.ResumeInstanceRequest{Id: id, RequestId: *requestID}
-	case "delete":
-		m.req = &flotillav1.DeleteInstanceRequest{Id: id, RequestId: *requestID}
-	case "resize":
-		switch {
-		case *vcpus < 0 || *vcpus > math.MaxInt32:
-			return nil, &usageError{usage, "--vcpus is out of range"}
-		case *vcpus == 0 && *memoryMiB == 0 && *diskGiB == 0:
-			return nil, &usageError{usage, "give at least one of --vcpus, --memory-mib, --disk-gib"}
-		case *graceful <= 0 || *confirmAfter < 0:
-			return nil, &usageError{usage, "--graceful must be positive and --confirm-after not negative"}
-		}
-		req := &flotillav1.ResizeInstanceRequest{Id: id, RequestId: *requestID, Vcpus: int32(*vcpus), MemoryMib: *memoryMiB,
-			DiskGib: *diskGiB, TargetHostId: *target, GracefulTimeout: durationpb.New(*graceful)}
-		if *confirmAfter > 0 {
-			req.ConfirmWindow = durationpb.New(*confirmAfter)
-		}
-		m.req = req
-	case "confirm-resize":
-		m.req = &flotillav1.ConfirmResizeRequest{Id: id, RequestId: *requestID}
-	case "revert-resize":
-		if *graceful <= 0 {
-			return nil, &usageError{usage, "--graceful must be positive"}
-		}
-		m.req = &flotillav1.RevertResizeRequest{Id: id, RequestId: *requestID, GracefulTimeout: durationpb.New(*graceful)}
-	case "extend":
-		if *diskGiB <= 0 {
-			return nil, &usageError{usage, "--disk-gib is required"}
-		}
-		m.req = &flotillav1.ExtendInstanceRequest{Id: id, RequestId: *requestID, DiskGib: *diskGiB}
-	case "move":
-		if *graceful <= 0 {
-			return nil, &usageError{usage, "--graceful must be positive"}
-		}
-		m.req = &flotillav1.MoveInstanceRequest{Id: id, RequestId: *requestID, TargetHostId: *target, GracefulTimeout: durationpb.New(*graceful)}
-	default:
-		return nil, fmt.Errorf("internal: %q is not a mutation", kind)
-	}
-	return m, nil
 }
 
 // recoveryOf reads --recovery and --max-restarts.

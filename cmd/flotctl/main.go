@@ -47,6 +47,9 @@ type cli struct {
 	cluster    flotillav1.ClusterServiceClient
 }
 
+// terminalCheck is how run tells a terminal (tests pretend).
+var terminalCheck = isTerminal
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
@@ -56,7 +59,7 @@ func main() {
 
 // run executes one command line and returns the process exit code.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	c := &cli{stdout: stdout, stderr: stderr, getenv: getenv, terminal: isTerminal}
+	c := &cli{stdout: stdout, stderr: stderr, getenv: getenv, terminal: terminalCheck}
 	root := newRoot(c)
 	root.SetArgs(args)
 	root.SetOut(stdout)

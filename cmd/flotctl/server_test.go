@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -833,5 +834,38 @@ func TestSetPasswordCommand(t *testing.T) {
 	}
 	if code, _, errOut = runCLI(context.Background(), addr, "set-password", "i-1"); code != 2 || !strings.Contains(errOut, "--password-file is required") {
 		t.Fatalf("without a password file: exit %d: %s", code, errOut)
+	}
+}
+
+// On a terminal the progress is one line rewritten in place, with the
+// disk copy's bytes and rate; it is left in place when the wait ends.
+func TestWaitProgressOnTerminal(t *testing.T) {
+	running := &flotillav1.Operation{Id: "op-1", InstanceId: "i-1", Kind: flotillav1.OperationKind_OPERATION_KIND_STOP,
+		State: flotillav1.OperationState_OPERATION_STATE_RUNNING, Step: "copy\x1b[2J",
+		Copy: &flotillav1.CopyProgress{BytesDone: 412 << 20, BytesTotal: 2 << 30, BytesPerSecond: 180 << 20}}
+	done := &flotillav1.Operation{Id: "op-1", InstanceId: "i-1", Kind: flotillav1.OperationKind_OPERATION_KIND_STOP,
+		State: flotillav1.OperationState_OPERATION_STATE_SUCCEEDED, Done: true}
+	f := &fake{
+		instances: []*flotillav1.Instance{{Id: "i-1", Name: "web", Status: flotillav1.Status_STATUS_STOPPED}},
+		waitOps:   []*flotillav1.Operation{running, done},
+	}
+	addr := serve(t, f)
+	terminalCheck = func(io.Writer) bool { return true }
+	defer func() { terminalCheck = isTerminal }()
+	code, out, errOut := runCLI(context.Background(), addr, "stop", "i-1", "--wait")
+	if code != 0 || !strings.HasPrefix(out, "operation op-1: STOP of instance i-1") {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	for _, want := range []string{
+		"\r\x1b[Kop-1 STOP PENDING step dispatch (0s)",
+		"\r\x1b[Kop-1 STOP RUNNING step copy\\x1b[2J: 412 MiB / 2.0 GiB at 180 MiB/s (",
+		"\r\x1b[Kop-1 STOP SUCCEEDED (",
+	} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("stderr %q lacks %q", errOut, want)
+		}
+	}
+	if !strings.HasSuffix(errOut, ")\n") || strings.Count(errOut, "\n") != 1 {
+		t.Errorf("stderr %q: want one live line, ended by a newline", errOut)
 	}
 }
