@@ -61,7 +61,7 @@ func main() {
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	c := &cli{stdout: stdout, stderr: stderr, getenv: getenv, terminal: terminalCheck}
 	root := newRoot(c)
-	root.SetArgs(args)
+	root.SetArgs(oldStyleFlags(root, args))
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	cmd, err := root.ExecuteContextC(ctx)

@@ -27,7 +27,7 @@ func env(m map[string]string) func(string) string {
 func settleArgs(args []string, getenv func(string) string) (*cli, string, error) {
 	c := &cli{getenv: getenv}
 	root := newRoot(c)
-	cmd, rest, err := root.Find(args)
+	cmd, rest, err := root.Find(oldStyleFlags(root, args))
 	if err != nil {
 		return c, "", err
 	}
@@ -66,6 +66,8 @@ func TestSettings(t *testing.T) {
 		{args: []string{"list"}, env: map[string]string{"FLOTILLA_COORDINATOR": "a:1, b:2", "FLOTILLA_ADDR": "old:1"}, coord: "a:1,b:2", timeout: 30 * time.Second, output: "table", name: "list"},
 		{args: []string{"--addr", "x:1", "--timeout", "5s", "-o", "json", "get", "i-1"}, env: map[string]string{"FLOTILLA_ADDR": "coord:9000"},
 			coord: "x:1", timeout: 5 * time.Second, output: "json", name: "get"},
+		// The flag package's single dash, as before cobra.
+		{args: []string{"-addr", "x:1", "-timeout=5s", "-output", "json", "get", "i-1"}, coord: "x:1", timeout: 5 * time.Second, output: "json", name: "get"},
 		// Flags anywhere on the line.
 		{args: []string{"get", "i-1", "-o", "yaml", "--coordinator", "a:1,b:2"}, coord: "a:1,b:2", timeout: 30 * time.Second, output: "yaml", name: "get"},
 		{args: []string{"--output=wide", "op", "wait", "op-1", "--timeout", "1m"}, coord: defaultAddr, timeout: 30 * time.Second, output: "wide", name: "op wait"},
@@ -307,6 +309,7 @@ func TestRunUsageExitCodes(t *testing.T) {
 		{[]string{"host", "drain", "h1", "--policy", "evacuate"}, 2, `--policy must be stop or move, not "evacuate"`, ""},
 		{[]string{"host", "drain", "-h"}, 0, "", "--policy string"},
 		{[]string{"usage"}, 2, "flotctl: missing ID (see: flotctl usage --help)\n", ""},
+		{[]string{"stop", "i-1", "-graceful", "soon"}, 2, `flotctl: invalid argument "soon" for "--graceful" flag`, ""},
 		{[]string{"completion", "bash"}, 0, "", "bash completion"},
 		{[]string{"usage", "i-1", "--vocabulary", "nova"}, 2, `--vocabulary must be rightscale or azure, not "nova"`, ""},
 		{[]string{"usage", "i-1", "--from", "yesterday"}, 2, `--from: want RFC 3339`, ""},

@@ -47,7 +47,7 @@ func newRoot(c *cli) *cobra.Command {
 			return &usageError{"", fmt.Sprintf("unknown command %q", args[0])}
 		},
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			if cmd.Name() == "completion" || cmd.HasParent() && cmd.Parent().Name() == "completion" {
+			if cmd.Name() == "completion" || cmd.Name() == "help" || cmd.HasParent() && cmd.Parent().Name() == "completion" {
 				return nil
 			}
 			return c.settle(cmd)
@@ -196,4 +196,34 @@ func parseWith[R any](name string, args []string, npos int, define definer[R]) (
 		return zero, err
 	}
 	return build(fs.Args())
+}
+
+// oldStyleFlags rewrites the single-dash long flags the flag package took
+// (-addr X, -graceful 1m) as --addr X, so that command lines written for
+// flotctl before cobra keep working. Only names of flags flotctl has are
+// rewritten, and nothing after "--".
+func oldStyleFlags(root *cobra.Command, args []string) []string {
+	long := map[string]bool{}
+	var walk func(*cobra.Command)
+	walk = func(cmd *cobra.Command) {
+		for _, fs := range []*pflag.FlagSet{cmd.Flags(), cmd.PersistentFlags()} {
+			fs.VisitAll(func(f *pflag.Flag) { long[f.Name] = true })
+		}
+		for _, sub := range cmd.Commands() {
+			walk(sub)
+		}
+	}
+	walk(root)
+	out := make([]string, len(args))
+	copy(out, args)
+	for i, a := range out {
+		if a == "--" {
+			break
+		}
+		name, _, _ := strings.Cut(strings.TrimPrefix(a, "-"), "=")
+		if strings.HasPrefix(a, "-") && !strings.HasPrefix(a, "--") && len(name) > 1 && long[name] {
+			out[i] = "-" + a
+		}
+	}
+	return out
 }
