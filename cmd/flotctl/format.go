@@ -319,10 +319,12 @@ func evalSteps(steps []pathStep, vals []any) ([]any, error) {
 	return vals, nil
 }
 
+// valueText prints a value found by a jsonpath; a string's control
+// characters are escaped as in tables (it comes from the server).
 func valueText(v any) string {
 	switch v := v.(type) {
 	case string:
-		return v
+		return escape(v)
 	case json.Number:
 		return v.String()
 	case nil:

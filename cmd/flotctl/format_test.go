@@ -40,7 +40,7 @@ func TestYAMLOutput(t *testing.T) {
 }
 
 func TestJSONPath(t *testing.T) {
-	doc := `{"items":[{"id":"i-1","spec":{"vcpus":2},"labels":{"a":"b"}},{"id":"i-2","spec":{"vcpus":4}}],"n":"7"}`
+	doc := `{"items":[{"id":"i-1","spec":{"vcpus":2},"labels":{"a":"b"}},{"id":"i-2","spec":{"vcpus":4},"evil":"\u001b[2J"}],"n":"7"}`
 	tests := []struct{ expr, want, wantErr string }{
 		{"{.items[0].id}", "i-1\n", ""},
 		{"{.items[*].id}", "i-1 i-2\n", ""},
@@ -49,6 +49,7 @@ func TestJSONPath(t *testing.T) {
 		{`id={.items[1].id}\n`, "id=i-2\n", ""},
 		{"{.items[1].labels.a}", "\n", ""}, // absent: unset, nothing
 		{"{$.n}", "7\n", ""},
+		{"{.items[1].evil}", `\x1b[2J` + "\n", ""},
 		{"{.items[5].id}", "", "out of range"},
 		{"{.n[0]}", "", "non-list"},
 	}
