@@ -107,7 +107,8 @@ func group(name, short string, aliases []string, subs ...*cobra.Command) *cobra.
 
 // definer declares a command's flags on fs and returns what builds the
 // command's request from them and the positional arguments. name is the
-// command's path ("op wait") for error messages.
+// command's path ("op wait") for error messages, "" under cobra (report
+// then names the command that ran).
 type definer[R any] func(fs *pflag.FlagSet, name string) func(pos []string) (R, error)
 
 // leaf is a command taking npos positional arguments (ID, NAME), whose
