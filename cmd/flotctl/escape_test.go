@@ -72,21 +72,7 @@ func TestNoControlCharactersFromTheServer(t *testing.T) {
 		t.Fatalf("host remove: exit %d, %q %q, removed %v", code, out, errOut, h.removed)
 	}
 	code, _, errOut = runCLI(context.Background(), addr, "host", "remove", "busy")
-	if code != 1 || strings.ContainsRune(errOut, 0x1b) || !strings.Contains(errOut, "FailedPrecondition") {
+	if code != 4 || strings.ContainsRune(errOut, 0x1b) || !strings.Contains(errOut, "FailedPrecondition") {
 		t.Fatalf("a refused remove: exit %d, stderr %q", code, errOut)
-	}
-}
-
-func TestSafe(t *testing.T) {
-	for in, want := range map[string]string{
-		"plain text é": "plain text é",
-		"a\tb":         `a\tb`,
-		"\x1b[1m":      `\x1b[1m`,
-		"\xff":         `\xff`,
-		"line\nrow":    `line\nrow`,
-	} {
-		if got := safe(in); got != want {
-			t.Errorf("safe(%q) = %q, want %q", in, got, want)
-		}
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math"
@@ -12,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -48,6 +49,8 @@ type statusFilter []flotillav1.Status
 
 func (f *statusFilter) String() string { return "" }
 
+func (f *statusFilter) Type() string { return "statuses" }
+
 func (f *statusFilter) Set(s string) error {
 	v, err := parseStatuses(s)
 	if err != nil {
@@ -61,6 +64,8 @@ func (f *statusFilter) Set(s string) error {
 type labelFlag map[string]string
 
 func (f labelFlag) String() string { return "" }
+
+func (f labelFlag) Type() string { return "key=value" }
 
 func (f labelFlag) Set(s string) error {
 	k, v, ok := strings.Cut(s, "=")
@@ -76,6 +81,8 @@ type nicFlag []*flotillav1.NetworkInterfaceRequest
 
 func (f *nicFlag) String() string { return "" }
 
+func (f *nicFlag) Type() string { return "network[=ipv4]" }
+
 func (f *nicFlag) Set(s string) error {
 	network, ip, _ := strings.Cut(s, "=")
 	if network == "" {
@@ -90,12 +97,16 @@ type stringsFlag []string
 
 func (f *stringsFlag) String() string { return "" }
 
+func (f *stringsFlag) Type() string { return "string" }
+
 func (f *stringsFlag) Set(s string) error { *f = append(*f, s); return nil }
 
 // vocabularyFlag is a repeatable --vocabulary flag: --vocabulary nova,azure --vocabulary rightscale.
 type vocabularyFlag []flotillav1.Vocabulary
 
 func (f *vocabularyFlag) String() string { return "" }
+
+func (f *vocabularyFlag) Type() string { return "vocabularies" }
 
 func (f *vocabularyFlag) Set(s string) error {
 	for _, item := range strings.Split(s, ",") {
@@ -115,21 +126,18 @@ func (f *vocabularyFlag) Set(s string) error {
 const vocabularyHelp = "also show states in these seeds' words, as extra columns: nova, azure, rightscale, manage-instance, managed-instance"
 
 func parseGet(name string, args []string) (*flotillav1.GetInstanceRequest, error) {
-	fs := newFlagSet(name)
-	var vocabs vocabularyFlag
-	fs.Var(&vocabs, "vocabulary", vocabularyHelp)
-	pos, err := parseArgs(fs, name, args, 1)
-	if err != nil {
-		return nil, err
-	}
-	return &flotillav1.GetInstanceRequest{Id: pos[0], Vocabularies: vocabs}, nil
+	return parseWith(name, args, 1, defineGet)
 }
 
-func runGet(ctx context.Context, c *cli, name string, args []string) error {
-	req, err := parseGet(name, args)
-	if err != nil {
-		return err
+func defineGet(fs *pflag.FlagSet, _ string) func([]string) (*flotillav1.GetInstanceRequest, error) {
+	var vocabs vocabularyFlag
+	fs.Var(&vocabs, "vocabulary", vocabularyHelp)
+	return func(pos []string) (*flotillav1.GetInstanceRequest, error) {
+		return &flotillav1.GetInstanceRequest{Id: pos[0], Vocabularies: vocabs}, nil
 	}
+}
+
+func runGet(ctx context.Context, c *cli, req *flotillav1.GetInstanceRequest) error {
 	cctx, done, err := c.open(ctx)
 	if err != nil {
 		return err
@@ -139,28 +147,26 @@ func runGet(ctx context.Context, c *cli, name string, args []string) error {
 	if err != nil {
 		return err
 	}
-	return printInstances(c.stdout, c.output, []*flotillav1.Instance{in}, req.Vocabularies...)
+	return printInstances(c.stdout, c.out, []*flotillav1.Instance{in}, req.Vocabularies...)
 }
 
 // parseList builds the first ListInstances request.
 func parseList(name string, args []string) (*flotillav1.ListInstancesRequest, error) {
-	fs := newFlagSet(name)
+	return parseWith(name, args, 0, defineList)
+}
+
+func defineList(fs *pflag.FlagSet, _ string) func([]string) (*flotillav1.ListInstancesRequest, error) {
 	var filter statusFilter
 	fs.Var(&filter, "status", "only these statuses, comma-separated (e.g. RUNNING,STOPPED)")
 	all := fs.Bool("all", false, "include deleted instances")
 	var vocabs vocabularyFlag
 	fs.Var(&vocabs, "vocabulary", vocabularyHelp)
-	if _, err := parseArgs(fs, name, args, 0); err != nil {
-		return nil, err
+	return func([]string) (*flotillav1.ListInstancesRequest, error) {
+		return &flotillav1.ListInstancesRequest{StatusFilter: filter, ShowDeleted: *all, Vocabularies: vocabs}, nil
 	}
-	return &flotillav1.ListInstancesRequest{StatusFilter: filter, ShowDeleted: *all, Vocabularies: vocabs}, nil
 }
 
-func runList(ctx context.Context, c *cli, name string, args []string) error {
-	req, err := parseList(name, args)
-	if err != nil {
-		return err
-	}
+func runList(ctx context.Context, c *cli, req *flotillav1.ListInstancesRequest) error {
 	closeConn, err := c.connect()
 	if err != nil {
 		return err
@@ -181,7 +187,7 @@ func runList(ctx context.Context, c *cli, name string, args []string) error {
 			break
 		}
 		if seen[next] {
-			return &exitError{fmt.Sprintf("server repeated page token %q", next)}
+			return &exitError{msg: fmt.Sprintf("server repeated page token %q", next)}
 		}
 		seen[next] = true
 		req = proto.CloneOf(req)
@@ -192,31 +198,29 @@ func runList(ctx context.Context, c *cli, name string, args []string) error {
 			req.MinRevision = resp.GetRevision()
 		}
 	}
-	return printInstances(c.stdout, c.output, all, req.Vocabularies...)
+	return printInstances(c.stdout, c.out.asList(), all, req.Vocabularies...)
 }
 
 func parseWatch(name string, args []string) (*flotillav1.WatchInstancesRequest, error) {
-	fs := newFlagSet(name)
+	return parseWith(name, args, 0, defineWatch)
+}
+
+func defineWatch(fs *pflag.FlagSet, name string) func([]string) (*flotillav1.WatchInstancesRequest, error) {
 	from := fs.Int64("from-revision", 0, "stream changes after this revision (0: from now on)")
 	id := fs.String("id", "", "only changes to this instance")
 	var vocabs vocabularyFlag
 	fs.Var(&vocabs, "vocabulary", vocabularyHelp)
-	if _, err := parseArgs(fs, name, args, 0); err != nil {
-		return nil, err
+	return func([]string) (*flotillav1.WatchInstancesRequest, error) {
+		if *from < 0 {
+			return nil, &usageError{name, "--from-revision must not be negative"}
+		}
+		return &flotillav1.WatchInstancesRequest{StartRevision: *from, InstanceId: *id, Vocabularies: vocabs}, nil
 	}
-	if *from < 0 {
-		return nil, &usageError{usageOf(name), "--from-revision must not be negative"}
-	}
-	return &flotillav1.WatchInstancesRequest{StartRevision: *from, InstanceId: *id, Vocabularies: vocabs}, nil
 }
 
 // runWatch prints every change until the stream ends or the user interrupts.
 // The stream itself has no timeout.
-func runWatch(ctx context.Context, c *cli, name string, args []string) error {
-	req, err := parseWatch(name, args)
-	if err != nil {
-		return err
-	}
+func runWatch(ctx context.Context, c *cli, req *flotillav1.WatchInstancesRequest) error {
 	closeConn, err := c.connect()
 	if err != nil {
 		return err
@@ -226,7 +230,7 @@ func runWatch(ctx context.Context, c *cli, name string, args []string) error {
 	if err != nil {
 		return watchError(ctx, err, req.GetStartRevision())
 	}
-	if err := printWatchHeader(c.stdout, c.output, req.Vocabularies...); err != nil {
+	if err := printWatchHeader(c.stdout, c.out, req.Vocabularies...); err != nil {
 		return err
 	}
 	last := req.GetStartRevision()
@@ -239,7 +243,7 @@ func runWatch(ctx context.Context, c *cli, name string, args []string) error {
 			return watchError(ctx, err, last)
 		}
 		last = ev.GetRevision()
-		if err := printWatchEvent(c.stdout, c.output, ev, req.Vocabularies...); err != nil {
+		if err := printWatchEvent(c.stdout, c.out, ev, req.Vocabularies...); err != nil {
 			return err
 		}
 	}
@@ -255,20 +259,39 @@ func watchError(ctx context.Context, err error, last int64) error {
 		return err
 	}
 	st := status.Convert(err)
-	return &exitError{fmt.Sprintf("%s: %s (resume with --from-revision %d)", st.Code(), st.Message(), last)}
+	return &exitError{msg: fmt.Sprintf("%s: %s (resume with --from-revision %d)", st.Code(), st.Message(), last), code: codeOf(st.Code())}
 }
 
 // mutation is a parsed mutating command.
 type mutation struct {
 	req  proto.Message // one of the *InstanceRequest messages
-	wait bool
+	wait waitFlags
 }
 
 // parseMutation parses create and the lifecycle actions into a request.
 func parseMutation(name string, args []string) (*mutation, error) {
-	fs := newFlagSet(name)
+	npos := 1
+	if name == "create" {
+		npos = 0
+	}
+	return parseWith(name, args, npos, defineMutation(name))
+}
+
+// defineMutation is the definer of create or a lifecycle action (kind is
+// the command's name: "create", "stop", ...).
+func defineMutation(kind string) definer[*mutation] {
+	return func(fs *pflag.FlagSet, name string) func([]string) (*mutation, error) {
+		if name == "" {
+			name = kind
+		}
+		return mutationFlags(fs, kind, name)
+	}
+}
+
+func mutationFlags(fs *pflag.FlagSet, kind, name string) func([]string) (*mutation, error) {
 	requestID := fs.String("request-id", "", "idempotency key: a retry with the same key returns the first operation")
-	wait := fs.Bool("wait", false, "wait for the operation to finish, then show the instance")
+	var wait waitFlags
+	wait.define(fs)
 	var (
 		instName, image  *string
 		vcpus, memoryMiB *int64
@@ -286,11 +309,10 @@ func parseMutation(name string, args []string) (*mutation, error) {
 		maxRestarts      *int
 		target           *string
 		confirmAfter     *time.Duration
-		npos             = 1
+		placement        placementFlags
 	)
-	switch name {
+	switch kind {
 	case "create":
-		npos = 0
 		instName = fs.String("name", "", "instance name (required)")
 		image = fs.String("image", "", "image name (required)")
 		vcpus = fs.Int64("vcpus", 1, "virtual CPUs")
@@ -300,8 +322,11 @@ func parseMutation(name string, args []string) (*mutation, error) {
 		fs.Var(&nics, "network", "a NIC on this network, NETWORK or NETWORK=IPV4 for a static address (repeatable, in order)")
 		fs.Var(&sshKeys, "ssh-key", "an SSH public key for the guest (repeatable)")
 		userDataFile = fs.String("user-data-file", "", "a file of cloud-init user data for the guest")
-		readyTimeout = fs.Duration("readiness-timeout", -1, "how long the guest may boot before it is stranded (0: never; default: the cluster's)")
+		readyTimeout = fs.Duration("readiness-timeout", 0, "how long the guest may boot before it is stranded (0: never; not given: the cluster's default)")
+		recovery = fs.String("recovery", "", "what to do after an unexpected power-off: leave, restart or mark-failed (default: leave)")
+		maxRestarts = fs.Int("max-restarts", 0, "for --recovery restart: how many automatic restarts at most (0: 3)")
 		decommission = fs.Duration("decommission-timeout", 0, "how long a stop or delete that gives none lets the guest run its decommission work (0: none)")
+		placement.define(fs)
 	case "update":
 		instName = fs.String("name", "", "the new name")
 		fs.Var(labels, "label", "a label, key=value (repeatable): the given labels replace all of the old ones")
@@ -311,9 +336,9 @@ func parseMutation(name string, args []string) (*mutation, error) {
 	case "stop":
 		graceful = fs.Duration("graceful", 10*time.Minute, "how long the guest gets to power off")
 		force = fs.Bool("force", false, "destroy the domain if the guest has not powered off in time")
-		decommission = fs.Duration("decommission-timeout", -1, "how long the guest may run its decommission work first (0: none; default: the instance's)")
+		decommission = fs.Duration("decommission-timeout", 0, "how long the guest may run its decommission work first (0: none; not given: the instance's)")
 	case "delete":
-		decommission = fs.Duration("decommission-timeout", -1, "how long the guest may run its decommission work first (0: none; default: the instance's)")
+		decommission = fs.Duration("decommission-timeout", 0, "how long the guest may run its decommission work first (0: none; not given: the instance's)")
 	case "restart":
 		hard = fs.Bool("hard", false, "reset the machine instead of asking the guest")
 	case "resize":
@@ -331,137 +356,187 @@ func parseMutation(name string, args []string) (*mutation, error) {
 		target = fs.String("to", "", "the host to go to (empty: the scheduler picks)")
 		graceful = fs.Duration("graceful", 10*time.Minute, "how long the guest gets to power off")
 	}
-	pos, err := parseArgs(fs, name, args, npos)
-	if err != nil {
-		return nil, err
-	}
-	usage := usageOf(name)
-	m := &mutation{wait: *wait}
-	var id string
-	if npos == 1 {
-		id = pos[0]
-	}
-	switch name {
-	case "create":
-		switch {
-		case *instName == "":
-			return nil, &usageError{usage, "--name is required"}
-		case *image == "":
-			return nil, &usageError{usage, "--image is required"}
-		case *vcpus < math.MinInt32 || *vcpus > math.MaxInt32:
-			// Only what cannot be represented is refused here; the
-			// server validates the ranges (INVALID_ARGUMENT).
-			return nil, &usageError{usage, "--vcpus is out of range"}
+	usage := name
+	return func(pos []string) (*mutation, error) {
+		m := &mutation{wait: wait}
+		var id string
+		if len(pos) == 1 {
+			id = pos[0]
 		}
-		m.req = &flotillav1.CreateInstanceRequest{
-			Name:      *instName,
-			RequestId: *requestID,
-			Spec: &flotillav1.InstanceSpec{
-				Vcpus: int32(*vcpus), MemoryMib: *memoryMiB, DiskGib: *diskGiB, Image: *image,
-			},
-			Labels:            labels,
-			Interfaces:        nics,
-			SshAuthorizedKeys: sshKeys,
-		}
-		if *readyTimeout >= 0 {
-			m.req.(*flotillav1.CreateInstanceRequest).ReadinessTimeout = durationpb.New(*readyTimeout)
-		}
-		if *decommission > 0 {
-			m.req.(*flotillav1.CreateInstanceRequest).DecommissionTimeout = durationpb.New(*decommission)
-		}
-		if *userDataFile != "" {
-			b, err := os.ReadFile(*userDataFile)
-			if err != nil {
-				return nil, &usageError{usage, fmt.Sprintf("--user-data-file: %v", err)}
-			}
-			m.req.(*flotillav1.CreateInstanceRequest).UserData = string(b)
-		}
-	case "update":
-		req := &flotillav1.UpdateInstanceRequest{Id: id, RequestId: *requestID, UpdateMask: &fieldmaskpb.FieldMask{}}
 		set := map[string]bool{}
-		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-		if set["name"] {
-			req.Name = *instName
-			req.UpdateMask.Paths = append(req.UpdateMask.Paths, "name")
-		}
-		if set["label"] || *clearLabels {
-			if set["label"] && *clearLabels {
-				return nil, &usageError{usage, "--label and --clear-labels exclude each other"}
+		fs.Visit(func(f *pflag.Flag) { set[f.Name] = true })
+		switch kind {
+		case "create":
+			switch {
+			case *instName == "":
+				return nil, &usageError{usage, "--name is required"}
+			case *image == "":
+				return nil, &usageError{usage, "--image is required"}
+			case *vcpus < math.MinInt32 || *vcpus > math.MaxInt32:
+				// Only what cannot be represented is refused here; the
+				// server validates the ranges (INVALID_ARGUMENT).
+				return nil, &usageError{usage, "--vcpus is out of range"}
 			}
-			req.Labels = labels
-			req.UpdateMask.Paths = append(req.UpdateMask.Paths, "labels")
-		}
-		if set["recovery"] || set["max-restarts"] {
-			policy, ok := parseFlagWord[flotillav1.RecoveryPolicy](*recovery)
-			if !ok {
-				return nil, &usageError{usage, "--recovery must be leave, restart or mark-failed"}
+			m.req = &flotillav1.CreateInstanceRequest{
+				Name:      *instName,
+				RequestId: *requestID,
+				Spec: &flotillav1.InstanceSpec{
+					Vcpus: int32(*vcpus), MemoryMib: *memoryMiB, DiskGib: *diskGiB, Image: *image,
+				},
+				Labels:            labels,
+				Interfaces:        nics,
+				SshAuthorizedKeys: sshKeys,
 			}
-			if *maxRestarts < 0 || *maxRestarts > math.MaxInt32 {
-				return nil, &usageError{usage, "--max-restarts is out of range"}
+			if set["readiness-timeout"] {
+				m.req.(*flotillav1.CreateInstanceRequest).ReadinessTimeout = durationpb.New(*readyTimeout)
 			}
-			req.Recovery = &flotillav1.Recovery{Policy: policy, MaxRestarts: int32(*maxRestarts)}
-			req.UpdateMask.Paths = append(req.UpdateMask.Paths, "recovery")
+			if *decommission > 0 {
+				m.req.(*flotillav1.CreateInstanceRequest).DecommissionTimeout = durationpb.New(*decommission)
+			}
+			if *userDataFile != "" {
+				b, err := os.ReadFile(*userDataFile)
+				if err != nil {
+					return nil, &usageError{usage, fmt.Sprintf("--user-data-file: %v", err)}
+				}
+				m.req.(*flotillav1.CreateInstanceRequest).UserData = string(b)
+			}
+			if set["recovery"] || set["max-restarts"] {
+				r, err := recoveryOf(usage, *recovery, *maxRestarts)
+				if err != nil {
+					return nil, err
+				}
+				m.req.(*flotillav1.CreateInstanceRequest).Recovery = r
+			}
+			m.req.(*flotillav1.CreateInstanceRequest).Placement = placement.build()
+		case "update":
+			req := &flotillav1.UpdateInstanceRequest{Id: id, RequestId: *requestID, UpdateMask: &fieldmaskpb.FieldMask{}}
+			if set["name"] {
+				req.Name = *instName
+				req.UpdateMask.Paths = append(req.UpdateMask.Paths, "name")
+			}
+			if set["label"] || *clearLabels {
+				if set["label"] && *clearLabels {
+					return nil, &usageError{usage, "--label and --clear-labels exclude each other"}
+				}
+				req.Labels = labels
+				req.UpdateMask.Paths = append(req.UpdateMask.Paths, "labels")
+			}
+			if set["recovery"] || set["max-restarts"] {
+				r, err := recoveryOf(usage, *recovery, *maxRestarts)
+				if err != nil {
+					return nil, err
+				}
+				req.Recovery = r
+				req.UpdateMask.Paths = append(req.UpdateMask.Paths, "recovery")
+			}
+			if len(req.UpdateMask.Paths) == 0 {
+				return nil, &usageError{usage, "nothing to update: give --name, --label, --clear-labels or --recovery"}
+			}
+			m.req = req
+		case "start":
+			m.req = &flotillav1.StartInstanceRequest{Id: id, RequestId: *requestID}
+		case "stop":
+			if *graceful <= 0 {
+				return nil, &usageError{usage, "--graceful must be positive"}
+			}
+			req := &flotillav1.StopInstanceRequest{Id: id, RequestId: *requestID,
+				GracefulTimeout: durationpb.New(*graceful), Force: *force}
+			if set["decommission-timeout"] {
+				req.DecommissionTimeout = durationpb.New(*decommission)
+			}
+			m.req = req
+		case "restart":
+			m.req = &flotillav1.RestartInstanceRequest{Id: id, RequestId: *requestID, Hard: *hard}
+		case "pause":
+			m.req = &flotillav1.PauseInstanceRequest{Id: id, RequestId: *requestID}
+		case "unpause":
+			m.req = &flotillav1.UnpauseInstanceRequest{Id: id, RequestId: *requestID}
+		case "suspend":
+			m.req = &flotillav1.SuspendInstanceRequest{Id: id, RequestId: *requestID}
+		case "resume":
+			m.req = &flotillav1.ResumeInstanceRequest{Id: id, RequestId: *requestID}
+		case "delete":
+			req := &flotillav1.DeleteInstanceRequest{Id: id, RequestId: *requestID}
+			if set["decommission-timeout"] {
+				req.DecommissionTimeout = durationpb.New(*decommission)
+			}
+			m.req = req
+		case "resize":
+			switch {
+			case *vcpus < 0 || *vcpus > math.MaxInt32:
+				return nil, &usageError{usage, "--vcpus is out of range"}
+			case *vcpus == 0 && *memoryMiB == 0 && *diskGiB == 0:
+				return nil, &usageError{usage, "give at least one of --vcpus, --memory-mib, --disk-gib"}
+			case *graceful <= 0 || *confirmAfter < 0:
+				return nil, &usageError{usage, "--graceful must be positive and --confirm-after not negative"}
+			}
+			req := &flotillav1.ResizeInstanceRequest{Id: id, RequestId: *requestID, Vcpus: int32(*vcpus), MemoryMib: *memoryMiB,
+				DiskGib: *diskGiB, TargetHostId: *target, GracefulTimeout: durationpb.New(*graceful)}
+			if *confirmAfter > 0 {
+				req.ConfirmWindow = durationpb.New(*confirmAfter)
+			}
+			m.req = req
+		case "confirm-resize":
+			m.req = &flotillav1.ConfirmResizeRequest{Id: id, RequestId: *requestID}
+		case "revert-resize":
+			if *graceful <= 0 {
+				return nil, &usageError{usage, "--graceful must be positive"}
+			}
+			m.req = &flotillav1.RevertResizeRequest{Id: id, RequestId: *requestID, GracefulTimeout: durationpb.New(*graceful)}
+		case "extend":
+			if *diskGiB <= 0 {
+				return nil, &usageError{usage, "--disk-gib is required"}
+			}
+			m.req = &flotillav1.ExtendInstanceRequest{Id: id, RequestId: *requestID, DiskGib: *diskGiB}
+		case "move":
+			if *graceful <= 0 {
+				return nil, &usageError{usage, "--graceful must be positive"}
+			}
+			m.req = &flotillav1.MoveInstanceRequest{Id: id, RequestId: *requestID, TargetHostId: *target, GracefulTimeout: durationpb.New(*graceful)}
+		default:
+			return nil, fmt.Errorf("internal: %q is not a mutation", kind)
 		}
-		if len(req.UpdateMask.Paths) == 0 {
-			return nil, &usageError{usage, "nothing to update: give --name, --label, --clear-labels or --recovery"}
-		}
-		m.req = req
-	case "start":
-		m.req = &flotillav1.StartInstanceRequest{Id: id, RequestId: *requestID}
-	case "stop":
-		if *graceful <= 0 {
-			return nil, &usageError{usage, "--graceful must be positive"}
-		}
-		m.req = &flotillav1.StopInstanceRequest{Id: id, RequestId: *requestID,
-			GracefulTimeout: durationpb.New(*graceful), Force: *force, DecommissionTimeout: givenDuration(*decommission)}
-	case "restart":
-		m.req = &flotillav1.RestartInstanceRequest{Id: id, RequestId: *requestID, Hard: *hard}
-	case "pause":
-		m.req = &flotillav1.PauseInstanceRequest{Id: id, RequestId: *requestID}
-	case "unpause":
-		m.req = &flotillav1.UnpauseInstanceRequest{Id: id, RequestId: *requestID}
-	case "suspend":
-		m.req = &flotillav1.SuspendInstanceRequest{Id: id, RequestId: *requestID}
-	case "resume":
-		m.req = &flotillav1.ResumeInstanceRequest{Id: id, RequestId: *requestID}
-	case "delete":
-		m.req = &flotillav1.DeleteInstanceRequest{Id: id, RequestId: *requestID, DecommissionTimeout: givenDuration(*decommission)}
-	case "resize":
-		switch {
-		case *vcpus < 0 || *vcpus > math.MaxInt32:
-			return nil, &usageError{usage, "--vcpus is out of range"}
-		case *vcpus == 0 && *memoryMiB == 0 && *diskGiB == 0:
-			return nil, &usageError{usage, "give at least one of --vcpus, --memory-mib, --disk-gib"}
-		case *graceful <= 0 || *confirmAfter < 0:
-			return nil, &usageError{usage, "--graceful must be positive and --confirm-after not negative"}
-		}
-		req := &flotillav1.ResizeInstanceRequest{Id: id, RequestId: *requestID, Vcpus: int32(*vcpus), MemoryMib: *memoryMiB,
-			DiskGib: *diskGiB, TargetHostId: *target, GracefulTimeout: durationpb.New(*graceful)}
-		if *confirmAfter > 0 {
-			req.ConfirmWindow = durationpb.New(*confirmAfter)
-		}
-		m.req = req
-	case "confirm-resize":
-		m.req = &flotillav1.ConfirmResizeRequest{Id: id, RequestId: *requestID}
-	case "revert-resize":
-		if *graceful <= 0 {
-			return nil, &usageError{usage, "--graceful must be positive"}
-		}
-		m.req = &flotillav1.RevertResizeRequest{Id: id, RequestId: *requestID, GracefulTimeout: durationpb.New(*graceful)}
-	case "extend":
-		if *diskGiB <= 0 {
-			return nil, &usageError{usage, "--disk-gib is required"}
-		}
-		m.req = &flotillav1.ExtendInstanceRequest{Id: id, RequestId: *requestID, DiskGib: *diskGiB}
-	case "move":
-		if *graceful <= 0 {
-			return nil, &usageError{usage, "--graceful must be positive"}
-		}
-		m.req = &flotillav1.MoveInstanceRequest{Id: id, RequestId: *requestID, TargetHostId: *target, GracefulTimeout: durationpb.New(*graceful)}
-	default:
-		return nil, fmt.Errorf("internal: %q is not a mutation", name)
+		return m, nil
 	}
-	return m, nil
+}
+
+// recoveryOf reads --recovery and --max-restarts.
+func recoveryOf(usage, policy string, maxRestarts int) (*flotillav1.Recovery, error) {
+	p, ok := parseFlagWord[flotillav1.RecoveryPolicy](policy)
+	if !ok {
+		return nil, &usageError{usage, "--recovery must be leave, restart or mark-failed"}
+	}
+	if maxRestarts < 0 || maxRestarts > math.MaxInt32 {
+		return nil, &usageError{usage, "--max-restarts is out of range"}
+	}
+	return &flotillav1.Recovery{Policy: p, MaxRestarts: int32(maxRestarts)}, nil
+}
+
+// placementFlags are create's placement constraints.
+type placementFlags struct {
+	hypervisor, antiAffinity string
+	preemptible              bool
+	hostLabels               labelFlag
+}
+
+func (p *placementFlags) define(fs *pflag.FlagSet) {
+	p.hostLabels = labelFlag{}
+	fs.StringVar(&p.hypervisor, "hypervisor", "", "the hypervisor kind the host must have: kvm, qemu, xen, fake (default: any)")
+	fs.StringVar(&p.antiAffinity, "anti-affinity", "", "an anti-affinity group: no two instances of a group run on one host")
+	fs.BoolVar(&p.preemptible, "preemptible", false, "the instance may be evicted to make room for others")
+	fs.Var(p.hostLabels, "host-label", "a label the host must carry, key=value (repeatable)")
+}
+
+// build is the Placement asked for, nil if none.
+func (p *placementFlags) build() *flotillav1.Placement {
+	if p.hypervisor == "" && p.antiAffinity == "" && !p.preemptible && len(p.hostLabels) == 0 {
+		return nil
+	}
+	pl := &flotillav1.Placement{HypervisorKind: p.hypervisor, AntiAffinityGroup: p.antiAffinity, Preemptible: p.preemptible}
+	if len(p.hostLabels) > 0 {
+		pl.HostLabels = p.hostLabels
+	}
+	return pl
 }
 
 // send issues the RPC that matches the request's type.
@@ -497,15 +572,13 @@ func send(ctx context.Context, cl flotillav1.InstanceServiceClient, req proto.Me
 		return cl.ExtendInstance(ctx, r)
 	case *flotillav1.MoveInstanceRequest:
 		return cl.MoveInstance(ctx, r)
+	case *flotillav1.SetPasswordRequest:
+		return cl.SetPassword(ctx, r)
 	}
 	return nil, fmt.Errorf("internal: unexpected request %T", req)
 }
 
-func runMutation(ctx context.Context, c *cli, name string, args []string) error {
-	m, err := parseMutation(name, args)
-	if err != nil {
-		return err
-	}
+func runMutation(ctx context.Context, c *cli, m *mutation) error {
 	closeConn, err := c.connect()
 	if err != nil {
 		return err
@@ -517,18 +590,11 @@ func runMutation(ctx context.Context, c *cli, name string, args []string) error 
 	if err != nil {
 		return err
 	}
-	if !m.wait {
-		return printOperations(c.stdout, c.output, []*flotillav1.Operation{op})
-	}
-	return c.waitAndShow(ctx, op)
+	return c.afterChange(ctx, op, m.wait)
 }
 
 // runMarkOperational declares a stranded instance's guest ready for work.
-func runMarkOperational(ctx context.Context, c *cli, name string, args []string) error {
-	pos, err := parseArgs(newFlagSet(name), name, args, 1)
-	if err != nil {
-		return err
-	}
+func runMarkOperational(ctx context.Context, c *cli, pos []string) error {
 	cctx, done, err := c.open(ctx)
 	if err != nil {
 		return err
@@ -538,44 +604,36 @@ func runMarkOperational(ctx context.Context, c *cli, name string, args []string)
 	if err != nil {
 		return err
 	}
-	return printInstances(c.stdout, c.output, []*flotillav1.Instance{in})
+	return printInstances(c.stdout, c.out, []*flotillav1.Instance{in})
 }
 
 // runSetPassword sets a user's password inside the guest. The password is
 // read from a file (or "-": standard input), never from the command line,
 // where other users of the machine and the shell's history would see it.
-func runSetPassword(ctx context.Context, c *cli, name string, args []string) error {
-	fs := newFlagSet(name)
+func runSetPassword(ctx context.Context, c *cli, m *mutation) error {
+	req := m.req.(*flotillav1.SetPasswordRequest)
+	pw, err := readPassword(req.Password) // the file's name, until read
+	if err != nil {
+		return err
+	}
+	req.Password = pw
+	return runMutation(ctx, c, m)
+}
+
+// defineSetPassword: the request carries the password file's name in
+// Password until runSetPassword reads it.
+func defineSetPassword(fs *pflag.FlagSet, name string) func([]string) (*mutation, error) {
 	user := fs.String("user", "", "the user (default: root)")
 	file := fs.String("password-file", "", "a file whose first line is the password; - reads standard input")
 	requestID := fs.String("request-id", "", "idempotency key: a retry with the same key returns the first operation")
-	wait := fs.Bool("wait", false, "wait for the operation to finish, then show the instance")
-	pos, err := parseArgs(fs, name, args, 1)
-	if err != nil {
-		return err
+	var wait waitFlags
+	wait.define(fs)
+	return func(pos []string) (*mutation, error) {
+		if *file == "" {
+			return nil, &usageError{name, "--password-file is required (- reads standard input)"}
+		}
+		return &mutation{req: &flotillav1.SetPasswordRequest{Id: pos[0], User: *user, Password: *file, RequestId: *requestID}, wait: wait}, nil
 	}
-	if *file == "" {
-		return &usageError{usageOf(name), "--password-file is required (- reads standard input)"}
-	}
-	pw, err := readPassword(*file)
-	if err != nil {
-		return err
-	}
-	closeConn, err := c.connect()
-	if err != nil {
-		return err
-	}
-	defer closeConn()
-	cctx, cancel := c.call(ctx)
-	op, err := c.instances.SetPassword(cctx, &flotillav1.SetPasswordRequest{Id: pos[0], User: *user, Password: pw, RequestId: *requestID})
-	cancel()
-	if err != nil {
-		return err
-	}
-	if !*wait {
-		return printOperations(c.stdout, c.output, []*flotillav1.Operation{op})
-	}
-	return c.waitAndShow(ctx, op)
 }
 
 // readPassword reads the first line of path ("-": standard input), without
@@ -585,23 +643,48 @@ func readPassword(path string) (string, error) {
 	if path != "-" {
 		f, err := os.Open(path)
 		if err != nil {
-			return "", &exitError{fmt.Sprintf("reading the password: %v", err)}
+			return "", &exitError{msg: fmt.Sprintf("reading the password: %v", err)}
 		}
 		defer f.Close()
 		r = f
 	}
 	line, err := bufio.NewReader(io.LimitReader(r, 4096)).ReadString('\n')
 	if err != nil && !errors.Is(err, io.EOF) {
-		return "", &exitError{fmt.Sprintf("reading the password: %v", err)}
+		return "", &exitError{msg: fmt.Sprintf("reading the password: %v", err)}
 	}
 	return strings.TrimRight(line, "\r\n"), nil
 }
 
-// givenDuration is a duration flag whose default (negative) means "not
-// given": nil, for the server's default.
-func givenDuration(d time.Duration) *durationpb.Duration {
-	if d < 0 {
-		return nil
+// instanceCommands are the instance commands, at the top level as today.
+func instanceCommands(c *cli) []*cobra.Command {
+	action := func(name, short string) *cobra.Command {
+		npos := 1
+		if name == "create" {
+			npos = 0
+		}
+		return leaf(c, name, short, npos, defineMutation(name), runMutation)
 	}
-	return durationpb.New(d)
+	return []*cobra.Command{
+		action("create", "Create an instance"),
+		leaf(c, "get", "Show an instance", 1, defineGet, runGet),
+		leaf(c, "list", "List instances", 0, defineList, runList),
+		leaf(c, "watch", "Stream changes to instances until interrupted", 0, defineWatch, runWatch),
+		action("start", "Boot a stopped instance"),
+		action("stop", "Shut an instance down"),
+		action("restart", "Reboot an instance (--hard: reset it)"),
+		action("pause", "Stop an instance's vCPUs, keeping its memory"),
+		action("unpause", "Continue a paused instance"),
+		action("suspend", "Write an instance's memory to disk and stop it"),
+		action("resume", "Restore a suspended instance"),
+		action("delete", "Delete an instance and its disk"),
+		action("update", "Change an instance's name, labels or recovery policy"),
+		action("resize", "Change an instance's vCPUs, memory or disk, in place or on another host"),
+		action("confirm-resize", "Keep a resize and drop the old copy"),
+		action("revert-resize", "Go back to the instance as it was before a resize"),
+		action("extend", "Grow an instance's disk while it runs"),
+		action("move", "Move an instance to another host"),
+		leaf(c, "mark-operational", "Declare a stranded instance's guest ready", 1, defineNone, runMarkOperational),
+		leaf(c, "set-password", "Set a user's password inside the guest", 1, defineSetPassword, runSetPassword),
+		leaf(c, "usage", "Show how long an instance spent in each billing class", 1, defineUsage, runUsage),
+	}
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -23,13 +25,22 @@ var (
 	waitBackoff  = time.Second // first pause after a transient error
 	waitMinCall  = 200 * time.Millisecond
 	defaultOpTTL = 5 * time.Minute
+	// progressEvery bounds each WaitOperation call while progress is shown:
+	// WaitOperation answers only when the operation is done.
+	progressEvery = time.Second
 )
 
-func runOpGet(ctx context.Context, c *cli, name string, args []string) error {
-	pos, err := parseArgs(newFlagSet(name), name, args, 1)
-	if err != nil {
-		return err
+// operationCommands are the subcommands of "op".
+func operationCommands(c *cli) []*cobra.Command {
+	return []*cobra.Command{
+		leaf(c, "get", "Show an operation and its steps", 1, defineNone, runOpGet),
+		leaf(c, "list", "List operations, newest first", 0, defineOpList, runOpList),
+		leaf(c, "wait", "Wait for an operation to finish", 1, defineOpWait, runOpWait),
+		leaf(c, "cancel", "Cancel an operation that is still cancellable", 1, defineNone, runOpCancel),
 	}
+}
+
+func runOpGet(ctx context.Context, c *cli, pos []string) error {
 	cctx, done, err := c.open(ctx)
 	if err != nil {
 		return err
@@ -39,14 +50,10 @@ func runOpGet(ctx context.Context, c *cli, name string, args []string) error {
 	if err != nil {
 		return err
 	}
-	return printOperation(c.stdout, c.output, op)
+	return printOperation(c.stdout, c.out, op)
 }
 
-func runOpCancel(ctx context.Context, c *cli, name string, args []string) error {
-	pos, err := parseArgs(newFlagSet(name), name, args, 1)
-	if err != nil {
-		return err
-	}
+func runOpCancel(ctx context.Context, c *cli, pos []string) error {
 	cctx, done, err := c.open(ctx)
 	if err != nil {
 		return err
@@ -56,11 +63,11 @@ func runOpCancel(ctx context.Context, c *cli, name string, args []string) error 
 	if err != nil {
 		return err
 	}
-	if err := printOperation(c.stdout, c.output, op); err != nil {
+	if err := printOperation(c.stdout, c.out, op); err != nil {
 		return err
 	}
 	if op.GetCancelRequested() && !op.GetDone() {
-		fmt.Fprintf(c.stderr, "flotctl: cancel requested: %s (see: flotctl op wait %s)\n", cancelNote(op), op.GetId())
+		fmt.Fprintf(c.stderr, "flotctl: cancel requested: %s (see: flotctl op wait %s)\n", escape(cancelNote(op)), escape(op.GetId()))
 	}
 	return nil
 }
@@ -89,18 +96,19 @@ func runningStep(op *flotillav1.Operation) string {
 	return op.GetStep()
 }
 
-func runOpList(ctx context.Context, c *cli, name string, args []string) error {
-	fs := newFlagSet(name)
+func defineOpList(fs *pflag.FlagSet, _ string) func([]string) (*flotillav1.ListOperationsRequest, error) {
 	instance := fs.String("instance", "", "only operations on this instance")
-	if _, err := parseArgs(fs, name, args, 0); err != nil {
-		return err
+	return func([]string) (*flotillav1.ListOperationsRequest, error) {
+		return &flotillav1.ListOperationsRequest{InstanceId: *instance}, nil
 	}
+}
+
+func runOpList(ctx context.Context, c *cli, req *flotillav1.ListOperationsRequest) error {
 	closeConn, err := c.connect()
 	if err != nil {
 		return err
 	}
 	defer closeConn()
-	req := &flotillav1.ListOperationsRequest{InstanceId: *instance}
 	var all []*flotillav1.Operation
 	seen := map[string]bool{}
 	for {
@@ -116,80 +124,53 @@ func runOpList(ctx context.Context, c *cli, name string, args []string) error {
 			break
 		}
 		if seen[next] {
-			return &exitError{fmt.Sprintf("server repeated page token %q", next)}
+			return &exitError{msg: fmt.Sprintf("server repeated page token %q", next)}
 		}
 		seen[next] = true
 		req = proto.CloneOf(req)
 		req.PageToken = next
 	}
-	return printOperations(c.stdout, c.output, all)
+	return printOperations(c.stdout, c.out.asList(), all)
+}
+
+// opWait is a parsed op wait.
+type opWait struct {
+	id    string
+	total time.Duration
 }
 
 // parseOpWait returns the operation id and how long to wait in total.
 func parseOpWait(name string, args []string) (string, time.Duration, error) {
-	fs := newFlagSet(name)
-	timeout := fs.Duration("timeout", defaultOpTTL, "how long to wait in total")
-	pos, err := parseArgs(fs, name, args, 1)
-	if err != nil {
-		return "", 0, err
-	}
-	if *timeout <= 0 {
-		return "", 0, &usageError{usageOf(name), "--timeout must be positive"}
-	}
-	return pos[0], *timeout, nil
+	w, err := parseWith(name, args, 1, defineOpWait)
+	return w.id, w.total, err
 }
 
-func runOpWait(ctx context.Context, c *cli, name string, args []string) error {
-	id, total, err := parseOpWait(name, args)
-	if err != nil {
-		return err
+func defineOpWait(fs *pflag.FlagSet, name string) func([]string) (opWait, error) {
+	timeout := fs.Duration("timeout", defaultOpTTL, "how long to wait in total (this command's own --timeout)")
+	return func(pos []string) (opWait, error) {
+		if *timeout <= 0 {
+			return opWait{}, &usageError{name, "--timeout must be positive"}
+		}
+		return opWait{pos[0], *timeout}, nil
 	}
+}
+
+func runOpWait(ctx context.Context, c *cli, w opWait) error {
 	closeConn, err := c.connect()
 	if err != nil {
 		return err
 	}
 	defer closeConn()
-	op, err := c.waitOperation(ctx, id, 0, time.Now().Add(total))
+	p := c.newProgress()
+	op, err := c.waitOperation(ctx, w.id, 0, time.Now().Add(w.total), p.show)
+	p.end()
 	if op != nil {
-		if perr := printOperations(c.stdout, c.output, []*flotillav1.Operation{op}); perr != nil {
+		if perr := printOperations(c.stdout, c.out, []*flotillav1.Operation{op}); perr != nil {
 			return perr
 		}
 	}
 	if err != nil {
 		return err
-	}
-	return outcome(op)
-}
-
-// waitAndShow waits for op to finish without a deadline of its own (the
-// operation has one on the server), then prints it and its instance.
-func (c *cli) waitAndShow(ctx context.Context, op *flotillav1.Operation) error {
-	if !op.GetDone() {
-		var err error
-		if op, err = c.waitOperation(ctx, op.GetId(), op.GetRevision(), time.Time{}); err != nil {
-			return err
-		}
-	}
-	if err := printOperations(c.stdout, c.output, []*flotillav1.Operation{op}); err != nil {
-		return err
-	}
-	cctx, cancel := c.call(ctx)
-	in, err := c.instances.GetInstance(cctx, &flotillav1.GetInstanceRequest{
-		Id: op.GetInstanceId(), MinRevision: op.GetRevision(),
-	})
-	cancel()
-	switch {
-	case status.Code(err) == codes.NotFound:
-		// Nothing more to show.
-	case err != nil:
-		return err
-	default:
-		if c.output == "table" {
-			fmt.Fprintln(c.stdout)
-		}
-		if err := printInstances(c.stdout, c.output, []*flotillav1.Instance{in}); err != nil {
-			return err
-		}
 	}
 	return outcome(op)
 }
@@ -202,7 +183,7 @@ func outcome(op *flotillav1.Operation) error {
 		if f := faultText(op.GetError()); f != "" {
 			msg += ": " + f
 		}
-		return &exitError{msg}
+		return &exitError{msg: msg}
 	}
 	return nil
 }
@@ -213,11 +194,16 @@ func outcome(op *flotillav1.Operation) error {
 // minRev, if positive, is the revision the write returned: the server waits
 // until it has applied it, so a follower never answers NOT_FOUND for an
 // operation the leader just accepted.
-func (c *cli) waitOperation(ctx context.Context, id string, minRev int64, deadline time.Time) (*flotillav1.Operation, error) {
+// onChange, if not nil, is shown each operation as it comes; then each
+// call waits at most progressEvery, so that progress shows as it happens.
+func (c *cli) waitOperation(ctx context.Context, id string, minRev int64, deadline time.Time, onChange func(*flotillav1.Operation)) (*flotillav1.Operation, error) {
 	var last *flotillav1.Operation
 	failures := 0
 	for {
 		wait := waitPerCall
+		if onChange != nil {
+			wait = progressEvery
+		}
 		if !deadline.IsZero() {
 			rem := time.Until(deadline)
 			if rem <= 0 {
@@ -225,7 +211,7 @@ func (c *cli) waitOperation(ctx context.Context, id string, minRev int64, deadli
 				if last != nil {
 					state = enumName(last.GetState(), "OPERATION_STATE_")
 				}
-				return last, &exitError{fmt.Sprintf("timed out waiting for operation %s (state %s)", id, state)}
+				return last, &exitError{fmt.Sprintf("timed out waiting for operation %s (state %s); it goes on: flotctl op wait %s", id, state, id), exitTimedOut}
 			}
 			wait = min(wait, rem)
 		}
@@ -251,6 +237,9 @@ func (c *cli) waitOperation(ctx context.Context, id string, minRev int64, deadli
 		}
 		failures = 0
 		last = op
+		if onChange != nil {
+			onChange(op)
+		}
 		if op.GetDone() {
 			return op, nil
 		}

@@ -4,35 +4,16 @@ import (
 	"cmp"
 	"fmt"
 	"io"
-	"strconv"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
-	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	flotillav1 "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
-
-// writeJSON writes each message as one protojson object per line.
-func writeJSON[M proto.Message](w io.Writer, msgs []M) error {
-	for _, m := range msgs {
-		b, err := protojson.Marshal(m) // single line: Multiline is off
-		if err != nil {
-			return err
-		}
-		b = append(b, '\n')
-		if _, err := w.Write(b); err != nil {
-			return err
-		}
-	}
-	return nil
-}
 
 // writeTable writes a header and rows aligned in columns; empty cells are
 // shown as "-" so that every row has the same number of fields.
@@ -42,31 +23,11 @@ func writeTable(w io.Writer, header []string, rows [][]string) error {
 	for _, row := range rows {
 		cells := make([]string, len(row))
 		for i, cell := range row {
-			cells[i] = dash(safe(cell))
+			cells[i] = dash(escape(cell))
 		}
 		fmt.Fprintln(tw, strings.Join(cells, "\t"))
 	}
 	return tw.Flush()
-}
-
-// safe escapes what a terminal would act on in a string from the server
-// (control characters, escape sequences, invalid UTF-8, tabs and newlines
-// that would break the table) as Go escapes, e.g. "\x1b[2J" or "\n": a
-// server, or an agent it believed, must not be able to rewrite the screen
-// or forge rows.
-func safe(s string) string {
-	clean := true
-	for _, r := range s {
-		if r == utf8.RuneError || !unicode.IsPrint(r) {
-			clean = false
-			break
-		}
-	}
-	if clean {
-		return s
-	}
-	q := strconv.QuoteToGraphic(s)
-	return q[1 : len(q)-1]
 }
 
 func dash(s string) string {
@@ -94,9 +55,9 @@ func faultText(f *flotillav1.Fault) string {
 	return f.GetCode() + ": " + f.GetMessage()
 }
 
-func printInstances(w io.Writer, format string, insts []*flotillav1.Instance, vocabs ...flotillav1.Vocabulary) error {
-	if format == "json" {
-		return writeJSON(w, insts)
+func printInstances(w io.Writer, f outFmt, insts []*flotillav1.Instance, vocabs ...flotillav1.Vocabulary) error {
+	if f.document() {
+		return writeDoc(w, f, insts)
 	}
 	// The ADDRESSES column only when some instance has a NIC, READINESS
 	// when some instance has one (a server older than readiness has none).
@@ -125,6 +86,11 @@ func printInstances(w io.Writer, format string, insts []*flotillav1.Instance, vo
 		if withNICs {
 			row = append(row, addresses(in))
 		}
+		if f.wide() {
+			sp := in.GetSpec()
+			row = append(row, sp.GetImage(), fmt.Sprint(sp.GetVcpus()), fmt.Sprint(sp.GetMemoryMib()), fmt.Sprint(sp.GetDiskGib()),
+				labelText(in.GetLabels()), placementText(in.GetPlacement()), timeText(in.GetCreateTime()))
+		}
 		rows = append(rows, append(row, viewColumns(in, vocabs)...))
 	}
 	head := []string{"ID", "NAME", "STATUS", "POWER", "HOST", "OPERATION"}
@@ -133,6 +99,9 @@ func printInstances(w io.Writer, format string, insts []*flotillav1.Instance, vo
 	}
 	if withNICs {
 		head = append(head, "ADDRESSES")
+	}
+	if f.wide() {
+		head = append(head, "IMAGE", "VCPUS", "MEMORY_MIB", "DISK_GIB", "LABELS", "PLACEMENT", "CREATED")
 	}
 	return writeTable(w, append(head, viewHeaders(vocabs)...), rows)
 }
@@ -168,9 +137,9 @@ func viewColumns(in *flotillav1.Instance, vocabs []flotillav1.Vocabulary) []stri
 	return out
 }
 
-func printOperations(w io.Writer, format string, ops []*flotillav1.Operation) error {
-	if format == "json" {
-		return writeJSON(w, ops)
+func printOperations(w io.Writer, f outFmt, ops []*flotillav1.Operation) error {
+	if f.document() {
+		return writeDoc(w, f, ops)
 	}
 	rows := make([][]string, 0, len(ops))
 	for _, op := range ops {
@@ -184,8 +153,15 @@ func printOperations(w io.Writer, format string, ops []*flotillav1.Operation) er
 			callerText(op.GetRequestedBy()),
 			faultText(op.GetError()),
 		})
+		if f.wide() {
+			rows[len(rows)-1] = append(rows[len(rows)-1], timeText(op.GetEndTime()), op.GetTargetHostId(), copyOrDash(op.GetCopy()))
+		}
 	}
-	return writeTable(w, []string{"ID", "INSTANCE", "KIND", "STATE", "STEP", "CREATED", "REQUESTED_BY", "ERROR"}, rows)
+	head := []string{"ID", "INSTANCE", "KIND", "STATE", "STEP", "CREATED", "REQUESTED_BY", "ERROR"}
+	if f.wide() {
+		head = append(head, "ENDED", "TARGET", "COPY")
+	}
+	return writeTable(w, head, rows)
 }
 
 // timeText shows a time in UTC to the second ("" if unset).
@@ -212,8 +188,8 @@ func callerText(c *flotillav1.Caller) string {
 
 // printOperation prints one operation in detail: its row, what may still
 // be done with it, and its steps. JSON is the message as it is.
-func printOperation(w io.Writer, format string, op *flotillav1.Operation) error {
-	if err := printOperations(w, format, []*flotillav1.Operation{op}); err != nil || format == "json" {
+func printOperation(w io.Writer, f outFmt, op *flotillav1.Operation) error {
+	if err := printOperations(w, f, []*flotillav1.Operation{op}); err != nil || f.document() {
 		return err
 	}
 	var details [][]string
@@ -240,7 +216,7 @@ func printOperation(w io.Writer, format string, op *flotillav1.Operation) error 
 		fmt.Fprintln(w)
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		for _, d := range details {
-			fmt.Fprintf(tw, "%s\t%s\n", d[0], safe(d[1]))
+			fmt.Fprintf(tw, "%s\t%s\n", d[0], escape(d[1]))
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -291,9 +267,9 @@ func yesNo(b bool) string {
 	return "no"
 }
 
-func printHosts(w io.Writer, format string, hosts []*flotillav1.Host) error {
-	if format == "json" {
-		return writeJSON(w, hosts)
+func printHosts(w io.Writer, f outFmt, hosts []*flotillav1.Host) error {
+	if f.document() {
+		return writeDoc(w, f, hosts)
 	}
 	rows := make([][]string, 0, len(hosts))
 	for _, h := range hosts {
@@ -310,15 +286,22 @@ func printHosts(w io.Writer, format string, hosts []*flotillav1.Host) error {
 			fmt.Sprint(h.GetEpoch()),
 			h.GetAgentVersion(),
 		})
+		if f.wide() {
+			rows[len(rows)-1] = append(rows[len(rows)-1], labelText(h.GetLabels()), strings.Join(h.GetBridges(), ","), timeText(h.GetRegisterTime()))
+		}
 	}
-	return writeTable(w, []string{"ID", "STATUS", "HYPERVISOR", "VCPUS", "MEMORY_MIB", "DISK_GIB", "INSTANCES", "ORPHANS", "EPOCH", "AGENT"}, rows)
+	head := []string{"ID", "STATUS", "HYPERVISOR", "VCPUS", "MEMORY_MIB", "DISK_GIB", "INSTANCES", "ORPHANS", "EPOCH", "AGENT"}
+	if f.wide() {
+		head = append(head, "LABELS", "BRIDGES", "REGISTERED")
+	}
+	return writeTable(w, head, rows)
 }
 
 // printUsage writes each vocabulary's classes with the time spent in
 // each, then the range counted.
-func printUsage(w io.Writer, format string, us []*flotillav1.InstanceUsage) error {
-	if format == "json" {
-		return writeJSON(w, us)
+func printUsage(w io.Writer, f outFmt, us []*flotillav1.InstanceUsage) error {
+	if f.document() {
+		return writeDoc(w, f, us)
 	}
 	var rows [][]string
 	for _, u := range us {
@@ -337,7 +320,7 @@ func printUsage(w io.Writer, format string, us []*flotillav1.InstanceUsage) erro
 	u := us[0]
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "INSTANCE\t%s\n", u.GetInstanceId())
+	fmt.Fprintf(tw, "INSTANCE\t%s\n", escape(u.GetInstanceId()))
 	fmt.Fprintf(tw, "FROM\t%s\n", dash(timeText(u.GetStartTime())))
 	fmt.Fprintf(tw, "TO\t%s\n", dash(timeText(u.GetEndTime())))
 	fmt.Fprintf(tw, "METERED_SINCE\t%s\n", dash(timeText(u.GetMeteredSince())))
@@ -349,8 +332,8 @@ func printUsage(w io.Writer, format string, us []*flotillav1.InstanceUsage) erro
 // the columns have fixed minimum widths instead of being measured.
 const watchFormat = "%-10s  %-24s  %-24s  %-18s  %s\n"
 
-func printWatchHeader(w io.Writer, format string, vocabs ...flotillav1.Vocabulary) error {
-	if format == "json" {
+func printWatchHeader(w io.Writer, f outFmt, vocabs ...flotillav1.Vocabulary) error {
+	if f.document() {
 		return nil
 	}
 	_, err := fmt.Fprintf(w, watchFormat, "REVISION", "ID", "NAME", "STATUS", watchTail("POWER", viewHeaders(vocabs)))
@@ -365,20 +348,58 @@ func watchTail(last string, extra []string) string {
 	return fmt.Sprintf("%-18s  %s", last, strings.Join(extra, "  "))
 }
 
-func printWatchEvent(w io.Writer, format string, ev *flotillav1.WatchInstancesResponse, vocabs ...flotillav1.Vocabulary) error {
-	if format == "json" {
-		return writeJSON(w, []*flotillav1.WatchInstancesResponse{ev})
+func printWatchEvent(w io.Writer, f outFmt, ev *flotillav1.WatchInstancesResponse, vocabs ...flotillav1.Vocabulary) error {
+	if f.document() {
+		return writeLine(w, f, ev)
 	}
 	for _, in := range ev.GetInstances() {
 		_, err := fmt.Fprintf(w, watchFormat,
 			fmt.Sprint(ev.GetRevision()),
-			dash(safe(in.GetId())),
-			dash(safe(in.GetName())),
+			dash(escape(in.GetId())),
+			dash(escape(in.GetName())),
 			enumName(in.GetStatus(), "STATUS_"),
-			safe(watchTail(enumName(in.GetPowerState(), "POWER_STATE_"), viewColumns(in, vocabs))))
+			escape(watchTail(enumName(in.GetPowerState(), "POWER_STATE_"), viewColumns(in, vocabs))))
 		if err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// labelText shows labels as k=v,k=v in key order.
+func labelText(labels map[string]string) string {
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for i, k := range keys {
+		keys[i] = k + "=" + labels[k]
+	}
+	return strings.Join(keys, ",")
+}
+
+// placementText shows an instance's placement constraints briefly.
+func placementText(p *flotillav1.Placement) string {
+	var out []string
+	if k := p.GetHypervisorKind(); k != "" {
+		out = append(out, "hypervisor="+k)
+	}
+	if g := p.GetAntiAffinityGroup(); g != "" {
+		out = append(out, "anti-affinity="+g)
+	}
+	if p.GetPreemptible() {
+		out = append(out, "preemptible")
+	}
+	if l := labelText(p.GetHostLabels()); l != "" {
+		out = append(out, "host:"+l)
+	}
+	return strings.Join(out, ",")
+}
+
+func copyOrDash(c *flotillav1.CopyProgress) string {
+	if c == nil {
+		return ""
+	}
+	return copyText(c)
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -34,7 +35,7 @@ var (
 
 func TestInstanceTable(t *testing.T) {
 	var b bytes.Buffer
-	if err := printInstances(&b, "table", testInstances); err != nil {
+	if err := printInstances(&b, tableOut, testInstances); err != nil {
 		t.Fatal(err)
 	}
 	want := "" +
@@ -49,7 +50,7 @@ func TestInstanceTable(t *testing.T) {
 
 func TestOperationTable(t *testing.T) {
 	var b bytes.Buffer
-	if err := printOperations(&b, "table", testOps); err != nil {
+	if err := printOperations(&b, tableOut, testOps); err != nil {
 		t.Fatal(err)
 	}
 	want := "" +
@@ -69,7 +70,7 @@ func TestOperationTableRollingBack(t *testing.T) {
 			Steps: []*flotillav1.OperationStep{{Name: "offer-disk"}}},
 	}
 	var b bytes.Buffer
-	if err := printOperations(&b, "table", ops); err != nil {
+	if err := printOperations(&b, tableOut, ops); err != nil {
 		t.Fatal(err)
 	}
 	// op list shows one row per operation, steps or not.
@@ -95,7 +96,7 @@ func TestOperationDetail(t *testing.T) {
 			{Name: "remove-from-source", State: flotillav1.StepState_STEP_STATE_SKIPPED, HostId: "h1", MaxAttempts: 3},
 		}}
 	var b bytes.Buffer
-	if err := printOperation(&b, "table", op); err != nil {
+	if err := printOperation(&b, tableOut, op); err != nil {
 		t.Fatal(err)
 	}
 	// Done: CANCELLABLE means nothing any more and is left out.
@@ -117,7 +118,7 @@ func TestOperationDetail(t *testing.T) {
 
 	// An operation without steps or details prints its row only.
 	b.Reset()
-	if err := printOperation(&b, "table", testOps[1]); err != nil {
+	if err := printOperation(&b, tableOut, testOps[1]); err != nil {
 		t.Fatal(err)
 	}
 	if n := strings.Count(b.String(), "\n"); n != 2 {
@@ -125,10 +126,10 @@ func TestOperationDetail(t *testing.T) {
 	}
 
 	b.Reset()
-	if err := printOperation(&b, "json", op); err != nil {
+	if err := printOperation(&b, jsonOut, op); err != nil {
 		t.Fatal(err)
 	}
-	got := jsonLines(t, b.String(), func() *flotillav1.Operation { return new(flotillav1.Operation) })
+	got := jsonDoc(t, b.String(), func() *flotillav1.Operation { return new(flotillav1.Operation) })
 	if len(got) != 1 || !proto.Equal(got[0], op) || !strings.Contains(b.String(), `"STEP_STATE_SKIPPED"`) {
 		t.Errorf("json = %s", b.String())
 	}
@@ -147,7 +148,7 @@ func TestAttemptText(t *testing.T) {
 
 func TestEmptyTableHasHeader(t *testing.T) {
 	var b bytes.Buffer
-	if err := printInstances(&b, "table", nil); err != nil {
+	if err := printInstances(&b, tableOut, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := b.String(); got != "ID  NAME  STATUS  POWER  HOST  OPERATION\n" {
@@ -163,7 +164,7 @@ func TestHostTable(t *testing.T) {
 		Allocated: &flotillav1.Resources{Vcpus: 2, MemoryMib: 512, DiskGib: 10},
 		Epoch:     3, InstanceCount: 1, OrphanDomains: []string{"x"}, AgentVersion: "v0.1.0",
 	}}
-	if err := printHosts(&b, "table", hosts); err != nil {
+	if err := printHosts(&b, tableOut, hosts); err != nil {
 		t.Fatal(err)
 	}
 	want := "" +
@@ -191,12 +192,37 @@ func jsonLines[M proto.Message](t *testing.T, out string, newM func() M) []M {
 	return msgs
 }
 
+// jsonDoc parses one JSON document: {"items": [...]} or a single message.
+func jsonDoc[M proto.Message](t *testing.T, out string, newM func() M) []M {
+	t.Helper()
+	var doc map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		t.Fatalf("not one JSON document: %v\n%s", err, out)
+	}
+	raw := []json.RawMessage{[]byte(out)}
+	if items, ok := doc["items"]; ok {
+		raw = nil
+		if err := json.Unmarshal(items, &raw); err != nil {
+			t.Fatalf("items: %v", err)
+		}
+	}
+	var msgs []M
+	for _, r := range raw {
+		m := newM()
+		if err := protojson.Unmarshal(r, m); err != nil {
+			t.Fatalf("%s: %v", r, err)
+		}
+		msgs = append(msgs, m)
+	}
+	return msgs
+}
+
 func TestJSONOutput(t *testing.T) {
 	var b bytes.Buffer
-	if err := printInstances(&b, "json", testInstances); err != nil {
+	if err := printInstances(&b, jsonOut.asList(), testInstances); err != nil {
 		t.Fatal(err)
 	}
-	got := jsonLines(t, b.String(), func() *flotillav1.Instance { return new(flotillav1.Instance) })
+	got := jsonDoc(t, b.String(), func() *flotillav1.Instance { return new(flotillav1.Instance) })
 	if len(got) != len(testInstances) {
 		t.Fatalf("%d lines, want %d", len(got), len(testInstances))
 	}
@@ -210,10 +236,10 @@ func TestJSONOutput(t *testing.T) {
 	}
 
 	b.Reset()
-	if err := printOperations(&b, "json", testOps); err != nil {
+	if err := printOperations(&b, jsonOut.asList(), testOps); err != nil {
 		t.Fatal(err)
 	}
-	ops := jsonLines(t, b.String(), func() *flotillav1.Operation { return new(flotillav1.Operation) })
+	ops := jsonDoc(t, b.String(), func() *flotillav1.Operation { return new(flotillav1.Operation) })
 	if len(ops) != 2 || !proto.Equal(ops[1], testOps[1]) {
 		t.Errorf("operations round trip: %v", ops)
 	}
@@ -222,10 +248,10 @@ func TestJSONOutput(t *testing.T) {
 func TestWatchOutput(t *testing.T) {
 	ev := &flotillav1.WatchInstancesResponse{Revision: 12, Instances: []*flotillav1.Instance{testInstances[1]}}
 	var b bytes.Buffer
-	if err := printWatchHeader(&b, "table"); err != nil {
+	if err := printWatchHeader(&b, tableOut); err != nil {
 		t.Fatal(err)
 	}
-	if err := printWatchEvent(&b, "table", ev); err != nil {
+	if err := printWatchEvent(&b, tableOut, ev); err != nil {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSuffix(b.String(), "\n"), "\n")
@@ -244,8 +270,8 @@ func TestWatchOutput(t *testing.T) {
 	}
 
 	b.Reset()
-	printWatchHeader(&b, "json")
-	printWatchEvent(&b, "json", ev)
+	printWatchHeader(&b, jsonOut)
+	printWatchEvent(&b, jsonOut, ev)
 	got := jsonLines(t, b.String(), func() *flotillav1.WatchInstancesResponse { return new(flotillav1.WatchInstancesResponse) })
 	if len(got) != 1 || !proto.Equal(got[0], ev) {
 		t.Errorf("json watch = %v", got)
@@ -262,7 +288,7 @@ func TestInstanceTableWithViews(t *testing.T) {
 	vocabs := []flotillav1.Vocabulary{flotillav1.Vocabulary_VOCABULARY_MANAGE_INSTANCE, flotillav1.Vocabulary_VOCABULARY_NOVA,
 		flotillav1.Vocabulary_VOCABULARY_AZURE, flotillav1.Vocabulary_VOCABULARY_RIGHTSCALE}
 	var b bytes.Buffer
-	if err := printInstances(&b, "table", []*flotillav1.Instance{in}, vocabs...); err != nil {
+	if err := printInstances(&b, tableOut, []*flotillav1.Instance{in}, vocabs...); err != nil {
 		t.Fatal(err)
 	}
 	want := "" +

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -20,49 +22,73 @@ func env(m map[string]string) func(string) string {
 	return func(k string) string { return m[k] }
 }
 
-func TestParseGlobal(t *testing.T) {
+// settleArgs resolves the global settings of a command line as run
+// does, without running the command.
+func settleArgs(args []string, getenv func(string) string) (*cli, string, error) {
+	c := &cli{getenv: getenv}
+	root := newRoot(c)
+	cmd, rest, err := root.Find(oldStyleFlags(root, args))
+	if err != nil {
+		return c, "", err
+	}
+	if err := cmd.ParseFlags(rest); err != nil {
+		return c, "", err
+	}
+	return c, commandName(cmd), c.settle(cmd)
+}
+
+func TestSettings(t *testing.T) {
+	dir := t.TempDir()
+	home := filepath.Join(dir, "home")
+	if err := os.MkdirAll(filepath.Join(home, ".config", "flotilla"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	file := "coordinator: [f1:1, f2:2]\ntimeout: 7s\noutput: yaml\ntls-ca: /file/ca.pem\n"
+	if err := os.WriteFile(filepath.Join(home, ".config", "flotilla", "flotctl.yaml"), []byte(file), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("coordinater: x:1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
-		args     []string
-		env      map[string]string
-		addr     string
-		timeout  time.Duration
-		output   string
-		name     string
-		rest     []string
-		wantErr  string
-		wantHelp bool
+		args    []string
+		env     map[string]string
+		coord   string
+		timeout time.Duration
+		output  string
+		ca      string
+		name    string
+		wantErr string
 	}{
-		{args: []string{"list"}, addr: defaultAddr, timeout: 30 * time.Second, output: "table", name: "list", rest: []string{}},
-		{args: []string{"list"}, env: map[string]string{"FLOTILLA_ADDR": "coord:9000"}, addr: "coord:9000", timeout: 30 * time.Second, output: "table", name: "list", rest: []string{}},
+		{args: []string{"list"}, coord: defaultAddr, timeout: 30 * time.Second, output: "table", name: "list"},
+		{args: []string{"list"}, env: map[string]string{"FLOTILLA_ADDR": "coord:9000"}, coord: "coord:9000", timeout: 30 * time.Second, output: "table", name: "list"},
+		{args: []string{"list"}, env: map[string]string{"FLOTILLA_COORDINATOR": "a:1, b:2", "FLOTILLA_ADDR": "old:1"}, coord: "a:1,b:2", timeout: 30 * time.Second, output: "table", name: "list"},
 		{args: []string{"--addr", "x:1", "--timeout", "5s", "-o", "json", "get", "i-1"}, env: map[string]string{"FLOTILLA_ADDR": "coord:9000"},
-			addr: "x:1", timeout: 5 * time.Second, output: "json", name: "get", rest: []string{"i-1"}},
-		{args: []string{"--output=json", "op", "wait", "op-1", "--timeout", "1m"}, addr: defaultAddr, timeout: 30 * time.Second, output: "json",
-			name: "op wait", rest: []string{"op-1", "--timeout", "1m"}},
-		{args: []string{"host", "list"}, addr: defaultAddr, timeout: 30 * time.Second, output: "table", name: "host list", rest: []string{}},
-		{args: []string{"host", "drain", "h1", "--policy", "move"}, addr: defaultAddr, timeout: 30 * time.Second, output: "table",
-			name: "host drain", rest: []string{"h1", "--policy", "move"}},
-		{args: []string{}, wantErr: "missing command"},
-		{args: []string{"-o", "yaml", "list"}, wantErr: "-o must be table or json"},
-		{args: []string{"--timeout", "0s", "list"}, wantErr: "--timeout must be positive"},
-		{args: []string{"--bogus", "list"}, wantErr: "flag provided but not defined"},
-		{args: []string{"frobnicate"}, wantErr: `unknown command "frobnicate"`},
-		{args: []string{"op"}, wantErr: "missing op subcommand"},
-		{args: []string{"op", "frob"}, wantErr: `unknown command "op frob"`},
-		{args: []string{"host", "delete", "h1"}, wantErr: `unknown command "host delete"`},
-		{args: []string{"help"}, wantHelp: true},
-		{args: []string{"-h"}, wantHelp: true},
+			coord: "x:1", timeout: 5 * time.Second, output: "json", name: "get"},
+		// The flag package's single dash, as before cobra.
+		{args: []string{"-addr", "x:1", "-timeout=5s", "-output", "json", "get", "i-1"}, coord: "x:1", timeout: 5 * time.Second, output: "json", name: "get"},
+		// Flags anywhere on the line.
+		{args: []string{"get", "i-1", "-o", "yaml", "--coordinator", "a:1,b:2"}, coord: "a:1,b:2", timeout: 30 * time.Second, output: "yaml", name: "get"},
+		{args: []string{"--output=wide", "op", "wait", "op-1", "--timeout", "1m"}, coord: defaultAddr, timeout: 30 * time.Second, output: "wide", name: "op wait"},
+		{args: []string{"host", "drain", "h1", "--policy", "move"}, coord: defaultAddr, timeout: 30 * time.Second, output: "table", name: "host drain"},
+		{args: []string{"cluster", "servers", "list", "-o", "jsonpath={.items[0].id}"}, coord: defaultAddr, timeout: 30 * time.Second, output: "jsonpath={.items[0].id}", name: "cluster servers list"},
+		// The config file, under the environment and the flags.
+		{args: []string{"list"}, env: map[string]string{"HOME": home}, coord: "f1:1,f2:2", timeout: 7 * time.Second, output: "yaml", ca: "/file/ca.pem", name: "list"},
+		{args: []string{"list", "-o", "json"}, env: map[string]string{"HOME": home, "FLOTILLA_COORDINATOR": "e:1", "FLOTILLA_TIMEOUT": "9s"},
+			coord: "e:1", timeout: 9 * time.Second, output: "json", ca: "/file/ca.pem", name: "list"},
+		{args: []string{"list", "--tls-ca", "/flag/ca.pem"}, env: map[string]string{"HOME": home, "FLOTILLA_TLS_CA": "/env/ca.pem"},
+			coord: "f1:1,f2:2", timeout: 7 * time.Second, output: "yaml", ca: "/flag/ca.pem", name: "list"},
+		{args: []string{"list", "--config", bad}, wantErr: "field coordinater not found"},
+		{args: []string{"list", "--config", filepath.Join(dir, "none.yaml")}, wantErr: "no such file"},
+		{args: []string{"-o", "xml", "list"}, wantErr: "-o must be table, wide, json, yaml or jsonpath=EXPR"},
+		{args: []string{"-o", "jsonpath={.items[x]}", "list"}, wantErr: "unsupported index"},
+		{args: []string{"--timeout", "0s", "list"}, wantErr: "--timeout must be a positive duration"},
+		{args: []string{"--coordinator", "noport", "list"}, wantErr: "want host:port"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
-			c := &cli{}
-			name, rest, err := c.parseGlobal(tt.args, env(tt.env))
-			if tt.wantHelp {
-				var he *helpError
-				if !errors.As(err, &he) || !strings.Contains(he.text, "op wait ID") {
-					t.Fatalf("err = %v, want help listing the commands", err)
-				}
-				return
-			}
+			c, name, err := settleArgs(tt.args, env(tt.env))
 			if tt.wantErr != "" {
 				var ue *usageError
 				if !errors.As(err, &ue) || !strings.Contains(ue.msg, tt.wantErr) {
@@ -73,8 +99,8 @@ func TestParseGlobal(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if c.addr != tt.addr || c.timeout != tt.timeout || c.output != tt.output || name != tt.name || !slices.Equal(rest, tt.rest) {
-				t.Errorf("got addr=%q timeout=%v output=%q name=%q rest=%q", c.addr, c.timeout, c.output, name, rest)
+			if got := strings.Join(c.coordinators, ","); got != tt.coord || c.timeout != tt.timeout || c.output != tt.output || c.tls.CA != tt.ca || name != tt.name {
+				t.Errorf("got coordinators=%q timeout=%v output=%q ca=%q name=%q", got, c.timeout, c.output, c.tls.CA, name)
 			}
 		})
 	}
@@ -108,15 +134,6 @@ func TestParseMutation(t *testing.T) {
 		{"suspend", []string{"--request-id", "k", "i-1"}, &flotillav1.SuspendInstanceRequest{Id: "i-1", RequestId: "k"}, false},
 		{"resume", []string{"i-1"}, &flotillav1.ResumeInstanceRequest{Id: "i-1"}, false},
 		{"delete", []string{"i-1", "--wait"}, &flotillav1.DeleteInstanceRequest{Id: "i-1"}, true},
-		{"delete", []string{"i-1", "--decommission-timeout", "3m"},
-			&flotillav1.DeleteInstanceRequest{Id: "i-1", DecommissionTimeout: durationpb.New(3 * time.Minute)}, false},
-		{"delete", []string{"i-1", "--decommission-timeout", "0s"},
-			&flotillav1.DeleteInstanceRequest{Id: "i-1", DecommissionTimeout: durationpb.New(0)}, false},
-		{"stop", []string{"i-1", "--decommission-timeout", "90s"}, &flotillav1.StopInstanceRequest{Id: "i-1",
-			GracefulTimeout: durationpb.New(10 * time.Minute), DecommissionTimeout: durationpb.New(90 * time.Second)}, false},
-		{"create", []string{"--name", "a", "--image", "i", "--decommission-timeout", "2m"},
-			&flotillav1.CreateInstanceRequest{Name: "a", Spec: &flotillav1.InstanceSpec{Vcpus: 1, MemoryMib: 256, Image: "i"},
-				DecommissionTimeout: durationpb.New(2 * time.Minute)}, false},
 		{"create", []string{"--name", "a", "--image", "i", "--label", "team=db", "--label", "tier=gold"},
 			&flotillav1.CreateInstanceRequest{Name: "a", Spec: &flotillav1.InstanceSpec{Vcpus: 1, MemoryMib: 256, Image: "i"},
 				Labels: map[string]string{"team": "db", "tier": "gold"}}, false},
@@ -139,6 +156,12 @@ func TestParseMutation(t *testing.T) {
 		{"revert-resize", []string{"i-1", "--wait"}, &flotillav1.RevertResizeRequest{Id: "i-1", GracefulTimeout: durationpb.New(10 * time.Minute)}, true},
 		{"extend", []string{"i-1", "--disk-gib", "8"}, &flotillav1.ExtendInstanceRequest{Id: "i-1", DiskGib: 8}, false},
 		{"move", []string{"i-1", "--to", "h3"}, &flotillav1.MoveInstanceRequest{Id: "i-1", TargetHostId: "h3", GracefulTimeout: durationpb.New(10 * time.Minute)}, false},
+		{"create", []string{"--name", "a", "--image", "i", "--hypervisor", "fake", "--anti-affinity", "db", "--preemptible",
+			"--host-label", "zone=a", "--recovery", "restart", "--max-restarts", "2", "--readiness-timeout", "0s"},
+			&flotillav1.CreateInstanceRequest{Name: "a", Spec: &flotillav1.InstanceSpec{Vcpus: 1, MemoryMib: 256, Image: "i"},
+				Placement:        &flotillav1.Placement{HypervisorKind: "fake", AntiAffinityGroup: "db", Preemptible: true, HostLabels: map[string]string{"zone": "a"}},
+				Recovery:         &flotillav1.Recovery{Policy: flotillav1.RecoveryPolicy_RECOVERY_POLICY_RESTART, MaxRestarts: 2},
+				ReadinessTimeout: durationpb.New(0)}, false},
 		// "--" ends the flags: an ID that looks like a flag.
 		{"delete", []string{"--", "-weird"}, &flotillav1.DeleteInstanceRequest{Id: "-weird"}, false},
 	}
@@ -148,8 +171,8 @@ func TestParseMutation(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !proto.Equal(m.req, tt.want) || m.wait != tt.wait {
-				t.Errorf("got %v wait=%v, want %v wait=%v", m.req, m.wait, tt.want, tt.wait)
+			if !proto.Equal(m.req, tt.want) || m.wait.on != tt.wait {
+				t.Errorf("got %v wait=%v, want %v wait=%v", m.req, m.wait.on, tt.want, tt.wait)
 			}
 		})
 	}
@@ -164,14 +187,14 @@ func TestParseMutationErrors(t *testing.T) {
 		{"create", []string{"--image", "img"}, "--name is required"},
 		{"create", []string{"--name", "a"}, "--image is required"},
 		{"create", []string{"--name", "a", "--image", "i", "--vcpus", "4294967296"}, "--vcpus is out of range"},
-		{"create", []string{"--name", "a", "--image", "i", "--memory-mib", "lots"}, "invalid value"},
+		{"create", []string{"--name", "a", "--image", "i", "--memory-mib", "lots"}, `invalid argument "lots"`},
 		{"create", []string{"--name", "a", "--image", "i", "extra"}, `unexpected argument "extra"`},
 		{"start", nil, "missing ID"},
 		{"start", []string{"a", "b"}, `unexpected argument "b"`},
 		{"start", []string{""}, "ID must not be empty"},
-		{"stop", []string{"i", "--graceful", "soon"}, "invalid value"},
+		{"stop", []string{"i", "--graceful", "soon"}, `invalid argument "soon"`},
 		{"stop", []string{"i", "--graceful", "-1s"}, "--graceful must be positive"},
-		{"pause", []string{"i", "--hard"}, "flag provided but not defined: -hard"},
+		{"pause", []string{"i", "--hard"}, "unknown flag: --hard"},
 		{"update", []string{"i"}, "nothing to update"},
 		{"update", []string{"i", "--label", "a=b", "--clear-labels"}, "exclude each other"},
 		{"update", []string{"i", "--recovery", "sometimes"}, "--recovery must be"},
@@ -188,8 +211,8 @@ func TestParseMutationErrors(t *testing.T) {
 			if !errors.As(err, &ue) || !strings.Contains(ue.msg, tt.want) {
 				t.Fatalf("err = %v, want usage error containing %q", err, tt.want)
 			}
-			if ue.usage != usageOf(tt.name) {
-				t.Errorf("usage = %q, want the %s usage line", ue.usage, tt.name)
+			if ue.cmd != tt.name {
+				t.Errorf("command = %q, want %s", ue.cmd, tt.name)
 			}
 		})
 	}
@@ -271,16 +294,23 @@ func TestRunUsageExitCodes(t *testing.T) {
 		stderr string
 		stdout string
 	}{
-		{nil, 2, "usage: flotctl [--addr", ""},
-		{[]string{"stop"}, 2, "flotctl: missing ID\nusage: flotctl stop ID [--graceful 10m] [--force] [--decommission-timeout D] [--request-id R] [--wait]\n", ""},
+		{nil, 2, "flotctl: missing command (see: flotctl --help)\n", ""},
+		{[]string{"frobnicate"}, 2, "flotctl: unknown command \"frobnicate\" (see: flotctl --help)\n", ""},
+		{[]string{"op"}, 2, "flotctl: missing op subcommand (see: flotctl op --help)\n", ""},
+		{[]string{"op", "frob"}, 2, "flotctl: unknown command \"op frob\" (see: flotctl op --help)\n", ""},
+		{[]string{"list", "--bogus"}, 2, "flotctl: unknown flag: --bogus (see: flotctl list --help)\n", ""},
+		{[]string{"stop"}, 2, "flotctl: missing ID (see: flotctl stop --help)\n", ""},
 		{[]string{"list", "--status", "nope"}, 2, `unknown status "nope"`, ""},
-		{[]string{"op", "wait"}, 2, "usage: flotctl op wait ID [--timeout 5m]", ""},
-		{[]string{"get", "-h"}, 0, "", "usage: flotctl [global flags] get ID"},
-		{[]string{"help"}, 0, "", "host drain ID [--policy stop|move] [--graceful 10m]"},
-		{[]string{"host", "cordon"}, 2, "flotctl: missing ID\nusage: flotctl host cordon ID\n", ""},
+		{[]string{"op", "wait"}, 2, "flotctl: missing ID (see: flotctl op wait --help)\n", ""},
+		{[]string{"get", "-h"}, 0, "", "flotctl get ID [flags]"},
+		{[]string{"help"}, 0, "", "mark-operational"},
+		{[]string{"--version"}, 0, "", "flotctl devel"},
+		{[]string{"host", "cordon"}, 2, "flotctl: missing ID (see: flotctl host cordon --help)\n", ""},
 		{[]string{"host", "drain", "h1", "--policy", "evacuate"}, 2, `--policy must be stop or move, not "evacuate"`, ""},
-		{[]string{"host", "drain", "-h"}, 0, "", "-policy string"},
-		{[]string{"usage"}, 2, "flotctl: missing ID\nusage: flotctl usage ID [--vocabulary rightscale|azure] [--from T] [--to T]\n", ""},
+		{[]string{"host", "drain", "-h"}, 0, "", "--policy string"},
+		{[]string{"usage"}, 2, "flotctl: missing ID (see: flotctl usage --help)\n", ""},
+		{[]string{"stop", "i-1", "-graceful", "soon"}, 2, `flotctl: invalid argument "soon" for "--graceful" flag`, ""},
+		{[]string{"completion", "bash"}, 0, "", "bash completion"},
 		{[]string{"usage", "i-1", "--vocabulary", "nova"}, 2, `--vocabulary must be rightscale or azure, not "nova"`, ""},
 		{[]string{"usage", "i-1", "--from", "yesterday"}, 2, `--from: want RFC 3339`, ""},
 		{[]string{"usage", "i-1", "--from", "2026-12-02", "--to", "2026-12-01"}, 2, "--to must be after --from", ""},
@@ -322,7 +352,7 @@ func TestParseDrain(t *testing.T) {
 	} {
 		_, err := parseDrain("host drain", args)
 		var ue *usageError
-		if !errors.As(err, &ue) || ue.usage != usageOf("host drain") {
+		if !errors.As(err, &ue) || ue.cmd != "host drain" {
 			t.Errorf("parseDrain(%q) err = %v, want a host drain usage error", args, err)
 		}
 	}

@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -269,8 +271,8 @@ func TestListFollowsPages(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
-	if n := strings.Count(out, "\n"); n != 5 {
-		t.Errorf("%d lines, want 5:\n%s", n, out)
+	if got := jsonDoc(t, out, func() *flotillav1.Instance { return new(flotillav1.Instance) }); len(got) != 5 {
+		t.Errorf("%d instances, want 5:\n%s", len(got), out)
 	}
 	if len(f.listReqs) != 3 {
 		t.Fatalf("%d ListInstances calls, want 3", len(f.listReqs))
@@ -288,7 +290,7 @@ func TestListFollowsPages(t *testing.T) {
 func TestGRPCErrorExit(t *testing.T) {
 	addr := serve(t, &fake{})
 	code, out, errOut := runCLI(context.Background(), addr, "get", "i-404")
-	if code != 1 || out != "" || errOut != "flotctl: NotFound: instance \"i-404\" not found\n" {
+	if code != 3 || out != "" || errOut != "flotctl: NotFound: instance \"i-404\" not found (check the id: flotctl list)\n" {
 		t.Errorf("exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 	code, _, errOut = runCLI(context.Background(), addr, "op", "cancel", "op-1")
@@ -318,6 +320,7 @@ func TestStopWaitSucceeded(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
 	want := "" +
+		"operation op-1: STOP of instance i-1 (Ctrl-C stops waiting, not the operation)\n" +
 		"ID    INSTANCE  KIND  STATE      STEP      CREATED  REQUESTED_BY  ERROR\n" +
 		"op-1  i-1       STOP  SUCCEEDED  shutdown  -        -             -\n" +
 		"\n" +
@@ -362,12 +365,20 @@ func TestStopWaitFailed(t *testing.T) {
 	if code != 1 {
 		t.Fatalf("exit %d, want 1", code)
 	}
-	if errOut != "flotctl: operation op-1 FAILED: DEADLINE_EXCEEDED: guest did not power off\n" {
-		t.Errorf("stderr %q", errOut)
+	// The operation's id at once and its progress as plain lines on
+	// stderr (not a terminal), so that stdout stays one document.
+	wantErr := "operation op-1: STOP of instance i-1 (Ctrl-C stops waiting, not the operation)\n" +
+		"op-1 STOP PENDING step dispatch\n" +
+		"op-1 STOP RUNNING step shutdown\n" +
+		"op-1 STOP FAILED: DEADLINE_EXCEEDED: guest did not power off\n" +
+		"flotctl: operation op-1 FAILED: DEADLINE_EXCEEDED: guest did not power off\n"
+	if errOut != wantErr {
+		t.Errorf("stderr %q, want %q", errOut, wantErr)
 	}
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if len(lines) != 2 || !strings.Contains(lines[0], "OPERATION_STATE_FAILED") || !strings.Contains(lines[1], "STATUS_ERROR") {
-		t.Errorf("stdout %q: want the operation then the instance", out)
+	var doc struct{ Operation, Instance json.RawMessage }
+	if err := json.Unmarshal([]byte(out), &doc); err != nil || !strings.Contains(string(doc.Operation), "OPERATION_STATE_FAILED") ||
+		!strings.Contains(string(doc.Instance), "STATUS_ERROR") {
+		t.Errorf("stdout %q (%v): want one document with the operation and the instance", out, err)
 	}
 }
 
@@ -387,7 +398,7 @@ func TestOpWaitTimeout(t *testing.T) {
 	f := &fake{waitOps: []*flotillav1.Operation{{Id: "op-1", State: flotillav1.OperationState_OPERATION_STATE_RUNNING}}}
 	addr := serve(t, f)
 	code, out, errOut := runCLI(context.Background(), addr, "op", "wait", "op-1", "--timeout", "300ms")
-	if code != 1 || !strings.Contains(errOut, "timed out waiting for operation op-1 (state RUNNING)") {
+	if code != 5 || !strings.Contains(errOut, "timed out waiting for operation op-1 (state RUNNING); it goes on: flotctl op wait op-1") {
 		t.Errorf("exit %d, stderr %q", code, errOut)
 	}
 	if !strings.Contains(out, "op-1") {
@@ -404,7 +415,7 @@ func TestOpWaitCanceled(t *testing.T) {
 	f := &fake{waitOps: []*flotillav1.Operation{{Id: "op-1", State: flotillav1.OperationState_OPERATION_STATE_CANCELED, Done: true}}}
 	addr := serve(t, f)
 	code, _, errOut := runCLI(context.Background(), addr, "op", "wait", "op-1")
-	if code != 1 || errOut != "flotctl: operation op-1 CANCELED\n" {
+	if code != 1 || errOut != "op-1 UNSPECIFIED CANCELED\nflotctl: operation op-1 CANCELED\n" {
 		t.Errorf("exit %d, stderr %q", code, errOut)
 	}
 }
@@ -418,7 +429,7 @@ func TestWatch(t *testing.T) {
 
 	// The stream breaks: the error names the revision to resume from.
 	code, out, errOut := runCLI(context.Background(), addr, "watch", "--from-revision", "10", "--id", "i-1")
-	if code != 1 || errOut != "flotctl: Unavailable: leader changed (resume with --from-revision 12)\n" {
+	if code != 6 || errOut != "flotctl: Unavailable: leader changed (resume with --from-revision 12)\n" {
 		t.Errorf("exit %d, stderr %q", code, errOut)
 	}
 	if n := strings.Count(out, "\n"); n != 3 || !strings.Contains(out, "STOPPED") {
@@ -497,7 +508,7 @@ func TestHostCordonUncordon(t *testing.T) {
 	}
 	// No ID: a usage error before any RPC.
 	code, _, errOut = runCLI(context.Background(), addr, "host", "uncordon")
-	if code != 2 || errOut != "flotctl: missing ID\nusage: flotctl host uncordon ID\n" {
+	if code != 2 || errOut != "flotctl: missing ID (see: flotctl host uncordon --help)\n" {
 		t.Errorf("exit %d, stderr %q", code, errOut)
 	}
 	if len(f.uncordonReqs) != 1 {
@@ -531,7 +542,7 @@ func TestHostDrain(t *testing.T) {
 	}
 	// The server's refusal is an RPC failure: exit 1.
 	code, _, errOut := runCLI(context.Background(), addr, "host", "drain", "h9", "--policy", "move")
-	if code != 1 || errOut != "flotctl: NotFound: host \"h9\" not found\n" {
+	if code != 3 || errOut != "flotctl: NotFound: host \"h9\" not found (check the id: flotctl host list)\n" {
 		t.Errorf("exit %d, stderr %q", code, errOut)
 	}
 }
@@ -543,11 +554,10 @@ func TestHostDrainBadInput(t *testing.T) {
 		args   []string
 		stderr string
 	}{
-		{[]string{"h1", "--policy", "migrate"}, "flotctl: --policy must be stop or move, not \"migrate\"\n" +
-			"usage: flotctl host drain ID [--policy stop|move] [--graceful 10m]\n"},
+		{[]string{"h1", "--policy", "migrate"}, "flotctl: --policy must be stop or move, not \"migrate\" (see: flotctl host drain --help)\n"},
 		{[]string{"h1", "--policy", ""}, "--policy must be stop or move"},
 		{[]string{"h1", "--graceful", "0s"}, "--graceful must be positive"},
-		{[]string{"h1", "--graceful", "soon"}, "invalid value"},
+		{[]string{"h1", "--graceful", "soon"}, `invalid argument "soon" for "--graceful"`},
 		{[]string{"--policy", "move"}, "missing ID"},
 		{[]string{"h1", "h2"}, `unexpected argument "h2"`},
 	}
@@ -617,13 +627,13 @@ func TestOpGetSteps(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
-	got := jsonLines(t, out, func() *flotillav1.Operation { return new(flotillav1.Operation) })
+	got := jsonDoc(t, out, func() *flotillav1.Operation { return new(flotillav1.Operation) })
 	if len(got) != 1 || !proto.Equal(got[0], moveOp()) {
 		t.Errorf("json = %s", out)
 	}
 
 	code, _, errOut = runCLI(context.Background(), addr, "op", "get", "op-404")
-	if code != 1 || errOut != "flotctl: NotFound: operation \"op-404\" not found\n" {
+	if code != 3 || errOut != "flotctl: NotFound: operation \"op-404\" not found (check the id: flotctl op list)\n" {
 		t.Errorf("exit %d, stderr %q", code, errOut)
 	}
 	if len(f.opGetReqs) != 3 || f.opGetReqs[0].GetId() != "op-7" {
@@ -681,7 +691,8 @@ func TestOpCancelPending(t *testing.T) {
 	f.cancelOp = op
 	f.mu.Unlock()
 	code, out, errOut = runCLI(context.Background(), addr, "-o", "json", "op", "cancel", "op-7")
-	if code != 0 || strings.Count(out, "\n") != 1 || !strings.Contains(errOut, "rolls back once its step copy-disk-to-target ends") {
+	if code != 0 || len(jsonDoc(t, out, func() *flotillav1.Operation { return new(flotillav1.Operation) })) != 1 ||
+		!strings.Contains(errOut, "rolls back once its step copy-disk-to-target ends") {
 		t.Errorf("exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 }
@@ -710,8 +721,8 @@ func TestOpCancelRefused(t *testing.T) {
 		`operation "op-7" cannot be canceled now: step switch-host cannot be undone`)}
 	addr := serve(t, f)
 	code, out, errOut := runCLI(context.Background(), addr, "op", "cancel", "op-7")
-	if code != 1 || out != "" ||
-		errOut != "flotctl: FailedPrecondition: operation \"op-7\" cannot be canceled now: step switch-host cannot be undone\n" {
+	if code != 4 || out != "" ||
+		errOut != "flotctl: FailedPrecondition: operation \"op-7\" cannot be canceled now: step switch-host cannot be undone (see its state: flotctl op get op-7)\n" {
 		t.Errorf("exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 	// No ID: a usage error, nothing sent.
@@ -757,7 +768,7 @@ func TestUsage(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
-	got := jsonLines(t, out, func() *flotillav1.InstanceUsage { return new(flotillav1.InstanceUsage) })
+	got := jsonDoc(t, out, func() *flotillav1.InstanceUsage { return new(flotillav1.InstanceUsage) })
 	if len(got) != 1 || got[0].GetVocabulary() != flotillav1.Vocabulary_VOCABULARY_AZURE || len(got[0].GetClasses()) != 3 {
 		t.Errorf("json = %s", out)
 	}
@@ -767,7 +778,7 @@ func TestUsage(t *testing.T) {
 	}
 
 	code, _, errOut = runCLI(context.Background(), addr, "usage", "i-404")
-	if code != 1 || errOut != "flotctl: NotFound: instance \"i-404\" not found\n" {
+	if code != 3 || errOut != "flotctl: NotFound: instance \"i-404\" not found (check the id: flotctl list)\n" {
 		t.Errorf("exit %d, stderr %q", code, errOut)
 	}
 }
@@ -823,5 +834,38 @@ func TestSetPasswordCommand(t *testing.T) {
 	}
 	if code, _, errOut = runCLI(context.Background(), addr, "set-password", "i-1"); code != 2 || !strings.Contains(errOut, "--password-file is required") {
 		t.Fatalf("without a password file: exit %d: %s", code, errOut)
+	}
+}
+
+// On a terminal the progress is one line rewritten in place, with the
+// disk copy's bytes and rate; it is left in place when the wait ends.
+func TestWaitProgressOnTerminal(t *testing.T) {
+	running := &flotillav1.Operation{Id: "op-1", InstanceId: "i-1", Kind: flotillav1.OperationKind_OPERATION_KIND_STOP,
+		State: flotillav1.OperationState_OPERATION_STATE_RUNNING, Step: "copy\x1b[2J",
+		Copy: &flotillav1.CopyProgress{BytesDone: 412 << 20, BytesTotal: 2 << 30, BytesPerSecond: 180 << 20}}
+	done := &flotillav1.Operation{Id: "op-1", InstanceId: "i-1", Kind: flotillav1.OperationKind_OPERATION_KIND_STOP,
+		State: flotillav1.OperationState_OPERATION_STATE_SUCCEEDED, Done: true}
+	f := &fake{
+		instances: []*flotillav1.Instance{{Id: "i-1", Name: "web", Status: flotillav1.Status_STATUS_STOPPED}},
+		waitOps:   []*flotillav1.Operation{running, done},
+	}
+	addr := serve(t, f)
+	terminalCheck = func(io.Writer) bool { return true }
+	defer func() { terminalCheck = isTerminal }()
+	code, out, errOut := runCLI(context.Background(), addr, "stop", "i-1", "--wait")
+	if code != 0 || !strings.HasPrefix(out, "operation op-1: STOP of instance i-1") {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	for _, want := range []string{
+		"\r\x1b[Kop-1 STOP PENDING step dispatch (0s)",
+		"\r\x1b[Kop-1 STOP RUNNING step copy\\x1b[2J: 412 MiB / 2.0 GiB at 180 MiB/s (",
+		"\r\x1b[Kop-1 STOP SUCCEEDED (",
+	} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("stderr %q lacks %q", errOut, want)
+		}
+	}
+	if !strings.HasSuffix(errOut, ")\n") || strings.Count(errOut, "\n") != 1 {
+		t.Errorf("stderr %q: want one live line, ended by a newline", errOut)
 	}
 }

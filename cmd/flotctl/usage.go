@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/pflag"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -18,20 +19,24 @@ var usageVocabularies = []flotillav1.Vocabulary{flotillav1.Vocabulary_VOCABULARY
 // parseUsage builds the GetInstanceUsage requests of a usage command line:
 // one per vocabulary asked for (both when none is).
 func parseUsage(name string, args []string) ([]*flotillav1.GetInstanceUsageRequest, error) {
-	fs := newFlagSet(name)
+	return parseWith(name, args, 1, defineUsage)
+}
+
+func defineUsage(fs *pflag.FlagSet, usage string) func([]string) ([]*flotillav1.GetInstanceUsageRequest, error) {
 	voc := fs.String("vocabulary", "", "rightscale or azure (default: both)")
 	from := fs.String("from", "", "start of the range, RFC 3339 or YYYY-MM-DD (UTC) (default: when metering began)")
 	to := fs.String("to", "", "end of the range, RFC 3339 or YYYY-MM-DD (UTC) (default: now)")
-	pos, err := parseArgs(fs, name, args, 1)
-	if err != nil {
-		return nil, err
+	return func(pos []string) ([]*flotillav1.GetInstanceUsageRequest, error) {
+		return buildUsage(usage, pos, *voc, *from, *to)
 	}
-	usage := usageOf(name)
+}
+
+func buildUsage(usage string, pos []string, voc, from, to string) ([]*flotillav1.GetInstanceUsageRequest, error) {
 	base := &flotillav1.GetInstanceUsageRequest{InstanceId: pos[0]}
 	for _, f := range []struct {
 		flag, value string
 		dst         **timestamppb.Timestamp
-	}{{"--from", *from, &base.StartTime}, {"--to", *to, &base.EndTime}} {
+	}{{"--from", from, &base.StartTime}, {"--to", to, &base.EndTime}} {
 		if f.value == "" {
 			continue
 		}
@@ -46,14 +51,14 @@ func parseUsage(name string, args []string) ([]*flotillav1.GetInstanceUsageReque
 	}
 	var out []*flotillav1.GetInstanceUsageRequest
 	for _, u := range usageVocabularies {
-		if *voc == "" || strings.EqualFold(*voc, flagWord(u)) {
+		if voc == "" || strings.EqualFold(voc, flagWord(u)) {
 			r := proto.CloneOf(base)
 			r.Vocabulary = u
 			out = append(out, r)
 		}
 	}
 	if len(out) == 0 {
-		return nil, &usageError{usage, fmt.Sprintf("--vocabulary must be rightscale or azure, not %q", *voc)}
+		return nil, &usageError{usage, fmt.Sprintf("--vocabulary must be rightscale or azure, not %q", voc)}
 	}
 	return out, nil
 }
@@ -69,11 +74,7 @@ func parseTime(s string) (time.Time, error) {
 	return time.Time{}, fmt.Errorf("want RFC 3339 (2026-12-01T15:04:05Z) or a date (2026-12-01), got %q", s)
 }
 
-func runUsage(ctx context.Context, c *cli, name string, args []string) error {
-	reqs, err := parseUsage(name, args)
-	if err != nil {
-		return err
-	}
+func runUsage(ctx context.Context, c *cli, reqs []*flotillav1.GetInstanceUsageRequest) error {
 	closeConn, err := c.connect()
 	if err != nil {
 		return err
@@ -92,5 +93,5 @@ func runUsage(ctx context.Context, c *cli, name string, args []string) error {
 		}
 		all = append(all, u)
 	}
-	return printUsage(c.stdout, c.output, all)
+	return printUsage(c.stdout, c.out.asList(), all)
 }
