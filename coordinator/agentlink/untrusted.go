@@ -20,9 +20,12 @@ const (
 	maxPeerAddress  = 255
 	maxReason       = 256
 	maxInventory    = 100000
-	maxVCPUs        = 16384
-	maxMemoryMiB    = 64 << 20 // 64 TiB
-	maxDiskGiB      = 1 << 20  // 1 PiB
+	// Capacity: far above any real host (simulated ones in tests and
+	// benches are huge), low enough that sums over 100,000 hosts cannot
+	// overflow what the scheduler adds up.
+	maxVCPUs     = 1 << 20
+	maxMemoryMiB = 1 << 30 // 1 EiB
+	maxDiskGiB   = 1 << 30
 )
 
 // maxSkew is how far ahead of the coordinator's clock an agent's
