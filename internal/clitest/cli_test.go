@@ -353,7 +353,7 @@ func testClusterCommands(c *cluster, _ string) {
 	if ss := items(t, js.stdout, func() *flotillav1.Server { return &flotillav1.Server{} }); len(ss) != 1 || ss[0].GetSuffrage() != "voter" {
 		t.Errorf("servers list -o json: %v", ss)
 	}
-	sameYAML(t, c.ok("cluster", "servers", "list", "-o", "yaml").stdout, js.stdout)
+	sameYAML(t, c.ok("cluster", "servers", "list", "-o", "yaml").stdout, js.stdout, "lastContact", "lastIndex")
 	c.fails(2, "--raft-address and --api-address are required", "cluster", "servers", "add", "c9")
 	status := parseTable(t, "NAME  VALUE\n"+c.ok("cluster", "status").stdout)
 	if status.row(t, "NAME", "RAFT_STATE")["VALUE"] != "Leader" || status.row(t, "NAME", "NODE")["VALUE"] != "c1" {
