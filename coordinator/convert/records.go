@@ -81,6 +81,7 @@ func InstanceToPB(i *state.Instance, vocabs ...vocabulary.Vocabulary) *pb.Instan
 		PowerStateTime:     ts(i.PowerTime),
 		ProvisioningResult: ResultToPB(i.Result),
 		HostId:             i.HostID,
+		Project:            state.ProjectOf(i),
 		CurrentOperationId: i.CurrentOp,
 		LastOperationId:    i.LastOp,
 		Fault:              FaultToPB(i.Fault),

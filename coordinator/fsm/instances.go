@@ -38,6 +38,9 @@ func applyCreateInstance(tx *state.Tx, c *CreateInstance) (any, error) {
 	inst := c.Instance
 	inst.NICs = slices.Clone(inst.NICs) // the body is reused (see def)
 	inst.Placement.Bridges = nil
+	if err := checkProject(tx, &inst); err != nil {
+		return nil, err
+	}
 	if err := allocateNICs(tx, &inst); err != nil {
 		return nil, err
 	}
