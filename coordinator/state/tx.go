@@ -20,10 +20,10 @@ type Tx struct {
 	servers    map[string]*Server  // nil value: delete
 	networks   map[string]*Network // nil value: delete
 	projects   map[string]*Project
-	order      []string            // instance ids in the order they were put, for the history
-	removed    []string            // instance ids to forget (RemoveInstance)
-	meter      bool                // StartMetering was called
-	logVersion uint32              // SetLogVersion's, 0 if not called
+	order      []string // instance ids in the order they were put, for the history
+	removed    []string // instance ids to forget (RemoveInstance)
+	meter      bool     // StartMetering was called
+	logVersion uint32   // SetLogVersion's, 0 if not called
 }
 
 // Update runs fn against a transaction and commits its changes atomically

@@ -64,19 +64,19 @@ type novaRow struct {
 // UNKNOWN, UNEXPECTED_SHUTOFF, CRASHED, STOPPING, HARD_REBOOTING) are
 // refined in nova below.
 var novaRows = map[lifecycle.Status]novaRow{
-	lifecycle.StatusPending:           {"BUILDING", "building", "scheduling"},
-	lifecycle.StatusCreating:          {"BUILDING", "building", "spawning"},
-	lifecycle.StatusStarting:          {"STOPPED", "stopped", "powering-on"},
-	lifecycle.StatusRunning:           {"ACTIVE", "active", ""},
-	lifecycle.StatusStopping:          {"ACTIVE", "active", "powering-off"},
-	lifecycle.StatusStopped:           {"STOPPED", "stopped", ""},
-	lifecycle.StatusRebooting:         {"REBOOT", "active", "rebooting"},
-	lifecycle.StatusHardRebooting:     {"HARD_REBOOT", "active", "rebooting_hard"},
-	lifecycle.StatusPausing:           {"ACTIVE", "active", "pausing"},
-	lifecycle.StatusPaused:            {"PAUSED", "paused", ""},
+	lifecycle.StatusPending:       {"BUILDING", "building", "scheduling"},
+	lifecycle.StatusCreating:      {"BUILDING", "building", "spawning"},
+	lifecycle.StatusStarting:      {"STOPPED", "stopped", "powering-on"},
+	lifecycle.StatusRunning:       {"ACTIVE", "active", ""},
+	lifecycle.StatusStopping:      {"ACTIVE", "active", "powering-off"},
+	lifecycle.StatusStopped:       {"STOPPED", "stopped", ""},
+	lifecycle.StatusRebooting:     {"REBOOT", "active", "rebooting"},
+	lifecycle.StatusHardRebooting: {"HARD_REBOOT", "active", "rebooting_hard"},
+	lifecycle.StatusPausing:       {"ACTIVE", "active", "pausing"},
+	lifecycle.StatusPaused:        {"PAUSED", "paused", ""},
 	// A frozen server is paused under the lock (Nova's own lock does not
 	// change the status).
-	lifecycle.StatusFrozen: {"PAUSED", "paused", ""},
+	lifecycle.StatusFrozen:            {"PAUSED", "paused", ""},
 	lifecycle.StatusUnpausing:         {"PAUSED", "paused", "unpausing"},
 	lifecycle.StatusSuspending:        {"ACTIVE", "active", "suspending"},
 	lifecycle.StatusSuspended:         {"SUSPENDED", "suspended", ""},
