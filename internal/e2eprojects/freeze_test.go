@@ -153,3 +153,44 @@ func TestBalanceFreezesFake(t *testing.T) {
 	e := newEnv(t, "fake", "fake-1")
 	freezeAndThaw(t, e, &pb.InstanceSpec{Vcpus: 1, MemoryMib: 64, Image: "flotilla-test"}, func(string, bool) {})
 }
+
+// TestBalanceFreezesLibvirt runs it on the real libvirtd: the frozen
+// instance's domain is paused (virsh domstate says so) and runs again
+// after the top-up.
+func TestBalanceFreezesLibvirt(t *testing.T) {
+	// Lock first: a test of another package may be restarting libvirtd.
+	testenv.LockLibvirt(t, false)
+	testenv.RequireLibvirt(t)
+	e := newEnv(t, "libvirt", "e2eprojects-freeze")
+	freezeAndThaw(t, e, &pb.InstanceSpec{Vcpus: 1, MemoryMib: 192, Image: "flotilla-test"}, func(id string, paused bool) {
+		t.Cleanup(func() {
+			_, _ = virsh(t, "destroy", "flotilla-"+id)
+			_, _ = virsh(t, "undefine", "--managed-save", "flotilla-"+id)
+		})
+		want := "running"
+		if paused {
+			want = "paused"
+		}
+		if got := domstate(t, id); got != want {
+			t.Fatalf("virsh domstate flotilla-%s: %q, want %q", id, got, want)
+		}
+	})
+}
+
+// virsh runs virsh against the system libvirtd.
+func virsh(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	return testenv.Run(ctx, "virsh", append([]string{"-q", "-c", "qemu:///system"}, args...)...)
+}
+
+// domstate is libvirt's own word for the domain's state.
+func domstate(t *testing.T, id string) string {
+	t.Helper()
+	out, err := virsh(t, "domstate", "flotilla-"+id)
+	if err != nil {
+		return "missing"
+	}
+	return strings.TrimSpace(out)
+}
