@@ -110,7 +110,7 @@ type Project struct {
 	// Balance in thousandths of a unit.
 	BalanceMilli int64 `protobuf:"varint,5,opt,name=balance_milli,json=balanceMilli,proto3" json:"balance_milli,omitempty"`
 	// Price of one vCPU-hour in each billing class (the class names of
-	// docs/usage.md, e.g. "instance usage", "hardware and software"), in
+	// docs/usage.md, e.g. "instance-usage", "hardware-and-software"), in
 	// thousandths of a unit; a class not listed is free.
 	PricesMilli map[string]int64 `protobuf:"bytes,6,rep,name=prices_milli,json=pricesMilli,proto3" json:"prices_milli,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	// Frozen: its instances are paused and user actions refused.
