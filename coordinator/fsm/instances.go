@@ -96,6 +96,11 @@ func applyInstanceAction(tx *state.Tx, c *InstanceAction) (any, error) {
 			return nil, err
 		}
 	}
+	if (plan.Op == lifecycle.OpResize || plan.Op == lifecycle.OpExtend) && op.Resize != nil {
+		if err := checkReshape(tx, inst, op.Resize.To); err != nil {
+			return nil, err
+		}
+	}
 	if status == lifecycle.StatusRunning && (plan.Op == lifecycle.OpStop || plan.Op == lifecycle.OpDelete) {
 		// Only a running guest can run its decommission work.
 		sh.Decommission = op.Decommission

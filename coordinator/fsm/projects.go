@@ -258,6 +258,19 @@ func startThawOrFreeze(tx *state.Tx, inst *state.Instance, req state.Operation) 
 	return o
 }
 
+// checkReshape admits a resize or an extend into its project's quotas.
+func checkReshape(tx *state.Tx, inst *state.Instance, to state.Spec) error {
+	name := state.ProjectOf(inst)
+	p, ok := tx.Project(name)
+	if !ok {
+		return nil
+	}
+	if what := p.Quota.Exceeded(tx.ProjectUse(name).Reshape(inst.Spec, to)); what != "" {
+		return fmt.Errorf("project %q: quota %s: %w", name, what, ErrQuotaExceeded)
+	}
+	return nil
+}
+
 // checkProject admits a new instance into its project at commit time: the
 // project exists (the default one need not), is not frozen, and has room
 // under its quotas for it. Creates apply one at a time, each against what

@@ -192,3 +192,21 @@ func TestProjectAdminFreeze(t *testing.T) {
 		}
 	}
 }
+
+// A resize or an extend is held to the project's quotas too.
+func TestProjectQuotaHoldsResizes(t *testing.T) {
+	h := newResizeHarness(t)
+	h.mustApply(TypeSetLogVersion, SetLogVersion{Version: LogVersion7})
+	h.mustApply(TypePutProject, PutProject{Create: true, Project: state.Project{Name: state.DefaultProject, Quota: state.Quota{VCPUs: 1, DiskGiB: 1}}})
+	if r := h.resize("op-rs", "", large, 0); !errors.Is(r.Err, ErrQuotaExceeded) {
+		t.Fatalf("a resize past the vcpus quota: %v", r.Err)
+	}
+	if r := h.apply(TypeInstanceAction, InstanceAction{Action: lifecycle.ActionExtend, Operation: state.Operation{ID: "op-ex", InstanceID: "i",
+		Deadline: h.now.Add(time.Hour), Resize: &state.Resize{To: state.Spec{VCPUs: 1, MemoryMiB: 512, DiskGiB: 5, Image: "img"}}}}); !errors.Is(r.Err, ErrQuotaExceeded) {
+		t.Fatalf("an extend past the disk quota: %v", r.Err)
+	}
+	h.mustApply(TypePutProject, PutProject{Project: state.Project{Name: state.DefaultProject}})
+	if r := h.resize("op-rs2", "", large, 0); r.Err != nil {
+		t.Fatalf("a resize within the quota: %v", r.Err)
+	}
+}

@@ -65,6 +65,14 @@ func (u Use) Add(s Spec) Use {
 	return Use{Instances: u.Instances + 1, VCPUs: u.VCPUs + s.VCPUs, MemoryMiB: u.MemoryMiB + s.MemoryMiB, DiskGiB: u.DiskGiB + s.DiskGiB}
 }
 
+// Reshape returns the use with one instance's shape from changed to to.
+func (u Use) Reshape(from, to Spec) Use {
+	u.VCPUs = u.VCPUs - from.VCPUs + to.VCPUs
+	u.MemoryMiB = u.MemoryMiB - from.MemoryMiB + to.MemoryMiB
+	u.DiskGiB = u.DiskGiB - from.DiskGiB + to.DiskGiB
+	return u
+}
+
 // Exceeded names the first bound of q that u passes ("" if none).
 func (q Quota) Exceeded(u Use) string {
 	switch {

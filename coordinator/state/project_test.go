@@ -30,3 +30,11 @@ func TestQuotaExceeded(t *testing.T) {
 		t.Error("ProjectOf")
 	}
 }
+
+func TestUseReshape(t *testing.T) {
+	u := Use{Instances: 2, VCPUs: 3, MemoryMiB: 512, DiskGiB: 10}
+	got := u.Reshape(Spec{VCPUs: 1, MemoryMiB: 256, DiskGiB: 5}, Spec{VCPUs: 4, MemoryMiB: 1024, DiskGiB: 20})
+	if want := (Use{Instances: 2, VCPUs: 6, MemoryMiB: 1280, DiskGiB: 25}); got != want {
+		t.Fatalf("%+v, want %+v", got, want)
+	}
+}
