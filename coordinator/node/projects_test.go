@@ -2,10 +2,14 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/flotilla-vm/flotilla/coordinator/fsm"
@@ -153,4 +157,64 @@ func TestProjectScope(t *testing.T) {
 	if got, err := projA.ListProjects(ctx, &pb.ListProjectsRequest{}); err != nil || len(got.Projects) != 1 || got.Projects[0].Name != "a" {
 		t.Fatalf("alice lists projects %v, %v", got.GetProjects(), err)
 	}
+}
+
+// Several clients create at once in a project with room for five: through
+// the replicated log, exactly five are accepted and every other create is
+// RESOURCE_EXHAUSTED naming the quota.
+func TestProjectQuotaUnderConcurrentCreates(t *testing.T) {
+	n := start(t, Config{NodeID: "c1", DataDir: t.TempDir(), RaftAddr: testenv.FreeAddr(t), APIAddr: testenv.FreeAddr(t), Bootstrap: true})
+	testenv.Eventually(t, bound, "c1 to lead at log version 7", func() bool { return n.IsLeader() && n.Store.LogVersion() >= fsm.LogVersion7 })
+	ctx, cancel := context.WithTimeout(context.Background(), bound)
+	defer cancel()
+	conn := dialPlain(t, n.Addr())
+	if _, err := pb.NewProjectServiceClient(conn).CreateProject(ctx, &pb.CreateProjectRequest{Project: &pb.Project{Name: "q",
+		Quota: &pb.ProjectQuota{Instances: 5}}}); err != nil {
+		t.Fatal(err)
+	}
+	const clients, each = 6, 3
+	var (
+		mu             sync.Mutex
+		accepted, full int
+		unexpected     []error
+		wg             sync.WaitGroup
+	)
+	for c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cl := pb.NewInstanceServiceClient(dialPlain(t, n.Addr()))
+			for k := range each {
+				_, err := cl.CreateInstance(ctx, &pb.CreateInstanceRequest{Name: fmt.Sprintf("c%d-%d", c, k), Project: "q",
+					Spec: &pb.InstanceSpec{Vcpus: 1, MemoryMib: 64, Image: "img"}})
+				mu.Lock()
+				switch {
+				case err == nil:
+					accepted++
+				case status.Code(err) == codes.ResourceExhausted && strings.Contains(status.Convert(err).Message(), "quota instances"):
+					full++
+				default:
+					unexpected = append(unexpected, err)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(unexpected) > 0 || accepted != 5 || full != clients*each-5 {
+		t.Fatalf("accepted %d, refused for the quota %d, other errors %v", accepted, full, unexpected)
+	}
+	if u := n.Store.ProjectUse("q"); u.Instances != 5 {
+		t.Fatalf("project q takes %+v", u)
+	}
+}
+
+func dialPlain(t *testing.T, addr string) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }
