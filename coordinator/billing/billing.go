@@ -127,6 +127,9 @@ func Charges(store *state.Store, now time.Time) []fsm.ProjectCharge {
 // paused by a freeze that was lifted.
 func OutOfLine(store *state.Store) []string {
 	projects, _ := store.Projects()
+	if len(projects) == 0 {
+		return nil
+	}
 	frozen := map[string]bool{}
 	for _, p := range projects {
 		frozen[p.Name] = p.Frozen
