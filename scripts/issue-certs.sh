@@ -4,7 +4,9 @@
 #   scripts/issue-certs.sh DIR NAME:ROLE[:SAN,SAN...] ...
 #
 # ROLE is admin, operator, viewer, agent or coordinator (docs/security.md,
-# "Roles"); join several with '+' (e.g. ops:operator+viewer). An agent's
+# "Roles"); join several with '+' (e.g. ops:operator+viewer). @PROJECT
+# among them scopes the certificate to a project (OU=project:PROJECT;
+# e.g. bob:operator+@team-a+@team-b). An agent's
 # NAME is its host id; a coordinator's, its node id. Every certificate is
 # valid for 127.0.0.1 and localhost plus the SANs given (IPs or DNS names).
 # DIR/ca.pem and DIR/ca-key.pem are made once and reused; each NAME gets
@@ -34,6 +36,8 @@ for spec in "$@"; do
   IFS=+ read -ra rs <<<"$roles"
   for r in "${rs[@]}"; do
     case $r in admin|operator|viewer|agent|coordinator) subj="$subj/OU=$r" ;;
+      @*) [[ ${r#@} =~ ^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$ ]] || { echo "$0: bad project $r" >&2; exit 2; }
+          subj="$subj/OU=project:${r#@}" ;;
       *) if [ "${ANY_OU:-}" = 1 ] && [[ $r =~ ^[a-z0-9-]+$ ]]; then subj="$subj/OU=$r"; continue; fi
          echo "$0: unknown role $r (admin, operator, viewer, agent, coordinator)" >&2; exit 2 ;;
     esac

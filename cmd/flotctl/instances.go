@@ -159,10 +159,11 @@ func defineList(fs *pflag.FlagSet, _ string) func([]string) (*flotillav1.ListIns
 	var filter statusFilter
 	fs.Var(&filter, "status", "only these statuses, comma-separated (e.g. RUNNING,STOPPED)")
 	all := fs.Bool("all", false, "include deleted instances")
+	project := fs.String("project", "", "only this project's instances")
 	var vocabs vocabularyFlag
 	fs.Var(&vocabs, "vocabulary", vocabularyHelp)
 	return func([]string) (*flotillav1.ListInstancesRequest, error) {
-		return &flotillav1.ListInstancesRequest{StatusFilter: filter, ShowDeleted: *all, Vocabularies: vocabs}, nil
+		return &flotillav1.ListInstancesRequest{StatusFilter: filter, ShowDeleted: *all, Vocabularies: vocabs, Project: *project}, nil
 	}
 }
 
@@ -310,6 +311,7 @@ func mutationFlags(fs *pflag.FlagSet, kind, name string) func([]string) (*mutati
 		target           *string
 		confirmAfter     *time.Duration
 		placement        placementFlags
+		project          *string
 	)
 	switch kind {
 	case "create":
@@ -326,6 +328,7 @@ func mutationFlags(fs *pflag.FlagSet, kind, name string) func([]string) (*mutati
 		recovery = fs.String("recovery", "", "what to do after an unexpected power-off: leave, restart or mark-failed (default: leave)")
 		maxRestarts = fs.Int("max-restarts", 0, "for --recovery restart: how many automatic restarts at most (0: 3)")
 		decommission = fs.Duration("decommission-timeout", 0, "how long a stop or delete that gives none lets the guest run its decommission work (0: none)")
+		project = fs.String("project", "", "the project it belongs to (default: default)")
 		placement.define(fs)
 	case "update":
 		instName = fs.String("name", "", "the new name")
@@ -386,6 +389,7 @@ func mutationFlags(fs *pflag.FlagSet, kind, name string) func([]string) (*mutati
 				Labels:            labels,
 				Interfaces:        nics,
 				SshAuthorizedKeys: sshKeys,
+				Project:           *project,
 			}
 			if set["readiness-timeout"] {
 				m.req.(*flotillav1.CreateInstanceRequest).ReadinessTimeout = durationpb.New(*readyTimeout)

@@ -44,6 +44,7 @@ type cli struct {
 	hosts      flotillav1.HostServiceClient
 	usage      flotillav1.UsageServiceClient
 	networks   flotillav1.NetworkServiceClient
+	projects   flotillav1.ProjectServiceClient
 	cluster    flotillav1.ClusterServiceClient
 }
 

@@ -89,7 +89,7 @@ func printInstances(w io.Writer, f outFmt, insts []*flotillav1.Instance, vocabs 
 		if f.wide() {
 			sp := in.GetSpec()
 			row = append(row, sp.GetImage(), fmt.Sprint(sp.GetVcpus()), fmt.Sprint(sp.GetMemoryMib()), fmt.Sprint(sp.GetDiskGib()),
-				labelText(in.GetLabels()), placementText(in.GetPlacement()), timeText(in.GetCreateTime()))
+				labelText(in.GetLabels()), placementText(in.GetPlacement()), timeText(in.GetCreateTime()), escape(in.GetProject()))
 		}
 		rows = append(rows, append(row, viewColumns(in, vocabs)...))
 	}
@@ -101,7 +101,7 @@ func printInstances(w io.Writer, f outFmt, insts []*flotillav1.Instance, vocabs 
 		head = append(head, "ADDRESSES")
 	}
 	if f.wide() {
-		head = append(head, "IMAGE", "VCPUS", "MEMORY_MIB", "DISK_GIB", "LABELS", "PLACEMENT", "CREATED")
+		head = append(head, "IMAGE", "VCPUS", "MEMORY_MIB", "DISK_GIB", "LABELS", "PLACEMENT", "CREATED", "PROJECT")
 	}
 	return writeTable(w, append(head, viewHeaders(vocabs)...), rows)
 }

@@ -411,3 +411,28 @@ func TestParseNetworkCreate(t *testing.T) {
 		}
 	}
 }
+
+func TestParseProjectCommands(t *testing.T) {
+	got, err := parseWith("project create", []string{"team-a", "--max-instances", "3", "--max-vcpus=8", "--billed", "--balance-milli", "5000",
+		"--price", "hardware-and-software=1000"}, 1, defineProjectCreate)
+	want := &flotillav1.CreateProjectRequest{Project: &flotillav1.Project{Name: "team-a", Quota: &flotillav1.ProjectQuota{Instances: 3, Vcpus: 8},
+		Billed: true, BalanceMilli: 5000, PricesMilli: map[string]int64{"hardware-and-software": 1000}}}
+	if err != nil || !proto.Equal(got, want) {
+		t.Fatalf("create: %v, %v", got, err)
+	}
+	if _, err := parseWith("project create", []string{"a", "--price", "x=cheap"}, 1, defineProjectCreate); err == nil {
+		t.Fatal("a price that is not a number was accepted")
+	}
+	up, err := parseWith("project top-up", []string{"team-a", "--amount-milli", "250"}, 1, defineTopUp)
+	if err != nil || up.Name != "team-a" || up.AmountMilli != 250 {
+		t.Fatalf("top-up: %v, %v", up, err)
+	}
+	var ue *usageError
+	if _, err := parseWith("project top-up", []string{"team-a"}, 1, defineTopUp); !errors.As(err, &ue) {
+		t.Fatalf("top-up without an amount: %v", err)
+	}
+	inst, err := parseWith("create", []string{"--name", "web", "--image", "img", "--project", "team-a"}, 0, defineMutation("create"))
+	if err != nil || inst.req.(*flotillav1.CreateInstanceRequest).GetProject() != "team-a" {
+		t.Fatalf("create --project: %v, %v", inst, err)
+	}
+}

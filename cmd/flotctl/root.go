@@ -77,6 +77,7 @@ func newRoot(c *cli) *cobra.Command {
 			completingIDs(c, operationIDs, operationCommands(c)...)...),
 		group("host", "Hypervisor hosts", []string{"hosts"}, completingIDs(c, hostIDs, hostCommands(c)...)...),
 		group("network", "Virtual networks", []string{"networks", "net"}, completingIDs(c, networkNames, networkCommands(c)...)...),
+		group("project", "Projects (tenants): quotas, balances, freezing", []string{"projects"}, projectCommands(c)...),
 		group("cluster", "The coordinators' Raft cluster", nil,
 			group("servers", "The cluster's members", []string{"server"}, serverCommands(c)...),
 			leaf(c, "status", "This coordinator's Raft and state machine status (GetNodeStatus)", 0, defineNodeStatus, runNodeStatus),

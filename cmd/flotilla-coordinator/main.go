@@ -28,36 +28,37 @@ import (
 
 func main() {
 	var (
-		nodeID    = flag.String("node-id", "coordinator-1", "stable id of this coordinator")
-		dataDir   = flag.String("data-dir", "/var/lib/flotilla/coordinator", "directory for the Raft log and snapshots")
-		listen    = flag.String("listen", "127.0.0.1:7443", "address of the gRPC API and agent link")
-		raftAddr  = flag.String("raft-addr", "127.0.0.1:7000", "address of the Raft transport")
-		bootstrap = flag.Bool("bootstrap", true, "form a new single-server cluster if the data dir is empty (ignored with --join)")
-		join      = flag.String("join", "", "API address of any member of an existing cluster to join")
-		snapEvery = flag.Uint64("snapshot-threshold", 0, "log entries between snapshots (0: default 8192)")
-		trailing  = flag.Uint64("trailing-logs", 0, "log entries kept after a snapshot (0: default 10240)")
-		fastRaft  = flag.Bool("raft-fast", false, "short Raft timeouts (for clusters on one machine, e.g. tests)")
-		heartbeat = flag.Duration("agent-heartbeat-interval", 2*time.Second, "how often agents send heartbeats")
-		resync    = flag.Duration("agent-resync-interval", 30*time.Second, "how often agents send their full inventory")
-		placement = flag.String("placement", "spread", "spread (most free memory first) or pack (fill hosts first)")
-		cpuOver   = flag.Float64("cpu-overcommit", 1, "vCPUs placed per physical CPU")
-		memOver   = flag.Float64("memory-overcommit", 1, "memory placed per MiB of physical memory")
-		diskOver  = flag.Float64("disk-overcommit", 1, "disk placed per GiB of physical disk (copy-on-write disks are sparse)")
-		deadlines = deadlineFlag{}
-		readiness = flag.Duration("readiness-timeout", 10*time.Minute, "how long a guest that reports its boot may take to be ready before it is stranded, unless its create says; 0: never stranded")
-		retention = flag.Duration("history-retention", 720*time.Hour, "how long a deleted instance's records (operations, usage) are kept after its deletion; 0 keeps them for ever")
-		tlsCert   = flag.String("tls-cert", "", "certificate (PEM) for mutual TLS; with --tls-key and --tls-ca")
-		tlsKey    = flag.String("tls-key", "", "private key (PEM) of --tls-cert")
-		tlsCA     = flag.String("tls-ca", "", "CA bundle (PEM) that signs agents, coordinators and clients")
-		recoverSN = flag.Bool("recover-single-node", false, "disaster recovery, with the server stopped: rewrite the Raft configuration in --data-dir so this server (--node-id at --raft-addr) is the only voter, keeping all its data, then exit (docs/cluster.md)")
-		insecure  = flag.Bool("insecure-dev", false, "plaintext development mode, loopback only: no authentication, every caller holds every role (without TLS and without this flag, loopback still works with a warning)")
-		limRate   = flag.Float64("limit-rate", limits.Defaults.Rate, "calls per second one caller (certificate name, or IP address in plaintext) may make, sustained; 0: no limit")
-		limBurst  = flag.Int("limit-burst", limits.Defaults.Burst, "calls one caller may make at once above --limit-rate")
-		limFlight = flag.Int("limit-in-flight", limits.Defaults.InFlight, "unary calls one caller may have running at once; 0: no limit")
-		limStream = flag.Int("limit-streams", limits.Defaults.Streams, "streams (watches, agent sessions) one caller may have open at once; 0: no limit")
-		staleRead = flag.Duration("stale-read-bound", node.DefaultStaleReadBound, "how long this coordinator may know no Raft leader before it refuses reads with UNAVAILABLE (health says NOT_SERVING after one election timeout); negative: never")
-		logJSON   = flag.Bool("log-json", false, "deprecated: use --log-format=json (--log-json=false: --log-format=text)")
-		common    daemon.Flags
+		nodeID       = flag.String("node-id", "coordinator-1", "stable id of this coordinator")
+		dataDir      = flag.String("data-dir", "/var/lib/flotilla/coordinator", "directory for the Raft log and snapshots")
+		listen       = flag.String("listen", "127.0.0.1:7443", "address of the gRPC API and agent link")
+		raftAddr     = flag.String("raft-addr", "127.0.0.1:7000", "address of the Raft transport")
+		bootstrap    = flag.Bool("bootstrap", true, "form a new single-server cluster if the data dir is empty (ignored with --join)")
+		join         = flag.String("join", "", "API address of any member of an existing cluster to join")
+		snapEvery    = flag.Uint64("snapshot-threshold", 0, "log entries between snapshots (0: default 8192)")
+		trailing     = flag.Uint64("trailing-logs", 0, "log entries kept after a snapshot (0: default 10240)")
+		fastRaft     = flag.Bool("raft-fast", false, "short Raft timeouts (for clusters on one machine, e.g. tests)")
+		heartbeat    = flag.Duration("agent-heartbeat-interval", 2*time.Second, "how often agents send heartbeats")
+		resync       = flag.Duration("agent-resync-interval", 30*time.Second, "how often agents send their full inventory")
+		placement    = flag.String("placement", "spread", "spread (most free memory first) or pack (fill hosts first)")
+		cpuOver      = flag.Float64("cpu-overcommit", 1, "vCPUs placed per physical CPU")
+		memOver      = flag.Float64("memory-overcommit", 1, "memory placed per MiB of physical memory")
+		diskOver     = flag.Float64("disk-overcommit", 1, "disk placed per GiB of physical disk (copy-on-write disks are sparse)")
+		deadlines    = deadlineFlag{}
+		readiness    = flag.Duration("readiness-timeout", 10*time.Minute, "how long a guest that reports its boot may take to be ready before it is stranded, unless its create says; 0: never stranded")
+		billingEvery = flag.Duration("billing-interval", node.DefaultBillingInterval, "how often billed projects are charged for their usage (and frozen when their balance runs out)")
+		retention    = flag.Duration("history-retention", 720*time.Hour, "how long a deleted instance's records (operations, usage) are kept after its deletion; 0 keeps them for ever")
+		tlsCert      = flag.String("tls-cert", "", "certificate (PEM) for mutual TLS; with --tls-key and --tls-ca")
+		tlsKey       = flag.String("tls-key", "", "private key (PEM) of --tls-cert")
+		tlsCA        = flag.String("tls-ca", "", "CA bundle (PEM) that signs agents, coordinators and clients")
+		recoverSN    = flag.Bool("recover-single-node", false, "disaster recovery, with the server stopped: rewrite the Raft configuration in --data-dir so this server (--node-id at --raft-addr) is the only voter, keeping all its data, then exit (docs/cluster.md)")
+		insecure     = flag.Bool("insecure-dev", false, "plaintext development mode, loopback only: no authentication, every caller holds every role (without TLS and without this flag, loopback still works with a warning)")
+		limRate      = flag.Float64("limit-rate", limits.Defaults.Rate, "calls per second one caller (certificate name, or IP address in plaintext) may make, sustained; 0: no limit")
+		limBurst     = flag.Int("limit-burst", limits.Defaults.Burst, "calls one caller may make at once above --limit-rate")
+		limFlight    = flag.Int("limit-in-flight", limits.Defaults.InFlight, "unary calls one caller may have running at once; 0: no limit")
+		limStream    = flag.Int("limit-streams", limits.Defaults.Streams, "streams (watches, agent sessions) one caller may have open at once; 0: no limit")
+		staleRead    = flag.Duration("stale-read-bound", node.DefaultStaleReadBound, "how long this coordinator may know no Raft leader before it refuses reads with UNAVAILABLE (health says NOT_SERVING after one election timeout); negative: never")
+		logJSON      = flag.Bool("log-json", false, "deprecated: use --log-format=json (--log-json=false: --log-format=text)")
+		common       daemon.Flags
 	)
 	common.Register(flag.CommandLine)
 	flag.Var(deadlines, "operation-deadline", "deadline of one kind of operation, kind=duration (e.g. create=10m; repeatable)")
@@ -137,7 +138,7 @@ func main() {
 		NodeID: *nodeID, DataDir: *dataDir, RaftAddr: *raftAddr, APIAddr: *listen, Bootstrap: *bootstrap,
 		Join: *join, SnapshotThreshold: *snapEvery, TrailingLogs: *trailing, FastRaft: *fastRaft,
 		HeartbeatInterval: *heartbeat, ResyncInterval: *resync, Logger: log,
-		Deadlines: deadlines, HistoryRetention: *retention, ReadinessTimeout: *readiness,
+		Deadlines: deadlines, HistoryRetention: *retention, BillingInterval: *billingEvery, ReadinessTimeout: *readiness,
 		TLS:       mtls.Files{Cert: *tlsCert, Key: *tlsKey, CA: *tlsCA},
 		Placement: scheduler.Policy{Pack: *placement == "pack", CPUOvercommit: *cpuOver, MemoryOvercommit: *memOver, DiskOvercommit: *diskOver},
 		Metrics:   m, InsecureDev: *insecure, StaleReadBound: *staleRead,

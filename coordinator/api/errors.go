@@ -62,6 +62,12 @@ func toStatus(err error) error {
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, fsm.ErrAlreadyExists):
 		return status.Error(codes.AlreadyExists, err.Error())
+	case errors.Is(err, fsm.ErrQuotaExceeded):
+		st := status.New(codes.ResourceExhausted, err.Error())
+		st, _ = st.WithDetails(&errdetails.ErrorInfo{Reason: "QUOTA_EXCEEDED", Domain: errorDomain})
+		return st.Err()
+	case errors.Is(err, fsm.ErrFrozen):
+		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, fsm.ErrNoCapacity), errors.Is(err, fsm.ErrNoAddress):
 		return status.Error(codes.ResourceExhausted, err.Error())
 	case errors.Is(err, fsm.ErrConflict), errors.Is(err, fsm.ErrInUse), errors.Is(err, service.ErrNotServed), errors.Is(err, fsm.ErrNotStranded),

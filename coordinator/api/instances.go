@@ -2,8 +2,12 @@ package api
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/flotilla-vm/flotilla/coordinator/convert"
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
@@ -22,6 +26,13 @@ func (s *instances) CreateInstance(ctx context.Context, r *pb.CreateInstanceRequ
 	if v := validateCreate(r); len(v) > 0 {
 		return nil, invalid(v)
 	}
+	project := r.GetProject()
+	if project == "" {
+		project = state.DefaultProject
+	}
+	if !sees(ctx, project) {
+		return nil, status.Errorf(codes.PermissionDenied, "project %q: the caller's certificate does not name it", project)
+	}
 	pl := r.GetPlacement()
 	op, err := s.svc.Create(ctx, service.Create{
 		RequestID: r.RequestId,
@@ -37,6 +48,7 @@ func (s *instances) CreateInstance(ctx context.Context, r *pb.CreateInstanceRequ
 		ReadyTimeout: readyTimeout(r),
 		// Validated above.
 		DecommissionTimeout: r.GetDecommissionTimeout().AsDuration(),
+		Project:             project,
 	})
 	if err != nil {
 		return nil, toStatus(err)
@@ -69,6 +81,9 @@ func (s *instances) act(ctx context.Context, a service.Action, v violations) (*p
 	validateRequestID(&v, a.RequestID)
 	if len(v) > 0 {
 		return nil, invalid(v)
+	}
+	if err := s.checkInstance(ctx, a.InstanceID); err != nil {
+		return nil, toStatus(err)
 	}
 	op, err := s.svc.Act(ctx, a)
 	if err != nil {
@@ -129,6 +144,9 @@ func (s *instances) GetInstance(ctx context.Context, r *pb.GetInstanceRequest) (
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	if !seesInstance(ctx, &inst) {
+		return nil, toStatus(fmt.Errorf("instance %q: %w", r.Id, state.ErrNotFound))
+	}
 	return s.instanceToPB(&inst, vocabs), nil
 }
 
@@ -172,6 +190,9 @@ func (s *instances) ListInstances(ctx context.Context, r *pb.ListInstancesReques
 	for _, inst := range all {
 		if inst.ID <= r.PageToken {
 			continue // ids are ordered; the token is the last id of the previous page
+		}
+		if !seesInstance(ctx, &inst) || r.Project != "" && state.ProjectOf(&inst) != r.Project {
+			continue
 		}
 		st := inst.Status()
 		if len(want) > 0 && !slices.Contains(want, st) {
@@ -244,7 +265,7 @@ func (s *instances) WatchInstances(r *pb.WatchInstancesRequest, stream pb.Instan
 				msg = &pb.WatchInstancesResponse{Revision: e.Revision}
 			}
 			rev = e.Revision
-			if r.InstanceId == "" || e.Instance.ID == r.InstanceId {
+			if (r.InstanceId == "" || e.Instance.ID == r.InstanceId) && seesInstance(ctx, e.Instance) {
 				msg.Instances = append(msg.Instances, s.instanceToPB(e.Instance, vocabs))
 			}
 		}

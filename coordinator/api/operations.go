@@ -2,10 +2,12 @@ package api
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"time"
 
 	"github.com/flotilla-vm/flotilla/coordinator/convert"
+	"github.com/flotilla-vm/flotilla/coordinator/state"
 	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
 
@@ -21,6 +23,9 @@ func (s *operations) GetOperation(ctx context.Context, r *pb.GetOperationRequest
 		return nil, invalid(v)
 	}
 	if err := s.waitRevision(ctx, r.MinRevision); err != nil {
+		return nil, toStatus(err)
+	}
+	if err := s.checkOperation(ctx, r.Id); err != nil {
 		return nil, toStatus(err)
 	}
 	op, err := s.operation(r.Id)
@@ -50,6 +55,9 @@ func (s *operations) ListOperations(ctx context.Context, r *pb.ListOperationsReq
 	for i := range ops {
 		if after > 0 && ops[i].Seq >= after {
 			continue // newest first: skip what earlier pages returned
+		}
+		if !s.seesOperation(ctx, &ops[i]) {
+			continue
 		}
 		if len(out.Operations) == size {
 			out.NextPageToken = strconv.FormatInt(ops[i-1].Seq, 10)
@@ -84,6 +92,9 @@ func (s *operations) WaitOperation(ctx context.Context, r *pb.WaitOperationReque
 		if err != nil {
 			return nil, toStatus(err)
 		}
+		if !s.seesOperation(ctx, &op) {
+			return nil, toStatus(fmt.Errorf("operation %q: %w", r.Id, state.ErrNotFound))
+		}
 		if op.State.Done() {
 			return convert.OperationToPB(&op), nil
 		}
@@ -102,6 +113,9 @@ func (s *operations) CancelOperation(ctx context.Context, r *pb.CancelOperationR
 	validateID(&v, "id", r.Id)
 	if len(v) > 0 {
 		return nil, invalid(v)
+	}
+	if err := s.checkOperation(ctx, r.Id); err != nil {
+		return nil, toStatus(err)
 	}
 	op, err := s.svc.Cancel(ctx, r.Id)
 	if err != nil {

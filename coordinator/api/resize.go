@@ -68,6 +68,9 @@ func (s *instances) ResizeInstance(ctx context.Context, r *pb.ResizeInstanceRequ
 	if len(v) > 0 {
 		return nil, invalid(v)
 	}
+	if err := s.checkInstance(ctx, r.Id); err != nil {
+		return nil, toStatus(err)
+	}
 	// Validated above: every size is in range and non-negative.
 	op, err := s.svc.Resize(ctx, service.Resize{InstanceID: r.Id, RequestID: r.RequestId, VCPUs: uint32(r.Vcpus),
 		MemoryMiB: uint64(r.MemoryMib), DiskGiB: uint64(r.DiskGib), Target: r.TargetHostId, Window: window, Graceful: graceful})
@@ -97,6 +100,9 @@ func (s *instances) ExtendInstance(ctx context.Context, r *pb.ExtendInstanceRequ
 	if len(v) > 0 {
 		return nil, invalid(v)
 	}
+	if err := s.checkInstance(ctx, r.Id); err != nil {
+		return nil, toStatus(err)
+	}
 	op, err := s.svc.Extend(ctx, r.Id, r.RequestId, uint64(r.DiskGib))
 	if err != nil {
 		return nil, toStatus(err)
@@ -115,6 +121,9 @@ func (s *instances) MoveInstance(ctx context.Context, r *pb.MoveInstanceRequest)
 	if len(v) > 0 {
 		return nil, invalid(v)
 	}
+	if err := s.checkInstance(ctx, r.Id); err != nil {
+		return nil, toStatus(err)
+	}
 	op, err := s.svc.Move(ctx, r.Id, r.RequestId, r.TargetHostId, graceful)
 	if err != nil {
 		return nil, toStatus(err)
@@ -127,6 +136,9 @@ func (s *instances) MarkOperational(ctx context.Context, r *pb.MarkOperationalRe
 	validateID(&v, "id", r.Id)
 	if len(v) > 0 {
 		return nil, invalid(v)
+	}
+	if err := s.checkInstance(ctx, r.Id); err != nil {
+		return nil, toStatus(err)
 	}
 	inst, err := s.svc.MarkOperational(ctx, r.Id)
 	if err != nil {
@@ -152,6 +164,9 @@ func (s *instances) SetPassword(ctx context.Context, r *pb.SetPasswordRequest) (
 	}
 	if len(v) > 0 {
 		return nil, invalid(v)
+	}
+	if err := s.checkInstance(ctx, r.Id); err != nil {
+		return nil, toStatus(err)
 	}
 	op, err := s.svc.SetPassword(ctx, r.Id, r.RequestId, secrets.NewPassword(user, r.Password))
 	if err != nil {

@@ -72,6 +72,11 @@ var WriteMethods = []string{
 	pb.InstanceService_SetPassword_FullMethodName,
 	pb.NetworkService_CreateNetwork_FullMethodName,
 	pb.NetworkService_DeleteNetwork_FullMethodName,
+	pb.ProjectService_CreateProject_FullMethodName,
+	pb.ProjectService_UpdateProject_FullMethodName,
+	pb.ProjectService_TopUpProject_FullMethodName,
+	pb.ProjectService_FreezeProject_FullMethodName,
+	pb.ProjectService_UnfreezeProject_FullMethodName,
 }
 
 // core is what the services share: reads go to the store, writes to the
@@ -105,6 +110,7 @@ func Register(s grpc.ServiceRegistrar, cfg Config) {
 	pb.RegisterClusterServiceServer(s, &cluster{core: c, node: cfg.Cluster, upgrade: cfg.Upgrade})
 	pb.RegisterUsageServiceServer(s, &usageService{core: c})
 	pb.RegisterNetworkServiceServer(s, &networks{core: c})
+	pb.RegisterProjectServiceServer(s, &projects{core: c})
 }
 
 // apply encodes and commits a command.

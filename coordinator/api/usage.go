@@ -30,6 +30,9 @@ func (s *usageService) GetInstanceUsage(ctx context.Context, r *pb.GetInstanceUs
 	if err := s.waitRevision(ctx, r.MinRevision); err != nil {
 		return nil, toStatus(err)
 	}
+	if err := s.checkInstance(ctx, r.InstanceId); err != nil {
+		return nil, toStatus(err)
+	}
 	h, rev, err := s.store.Usage(r.InstanceId)
 	if err != nil {
 		return nil, toStatus(err)

@@ -169,6 +169,9 @@ func validateGuest(v *violations, r *pb.CreateInstanceRequest) {
 func validateCreate(r *pb.CreateInstanceRequest) violations {
 	var v violations
 	validateName(&v, r.GetName())
+	if p := r.GetProject(); p != "" && !namePat.MatchString(p) {
+		v.add("project", "must be 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit")
+	}
 	validateLabels(&v, r.GetLabels())
 	validateGuest(&v, r)
 	decommissionTimeout(&v, r.GetDecommissionTimeout())

@@ -159,5 +159,5 @@ func Principal(ctx context.Context) authz.Principal {
 		return authz.Plaintext()
 	}
 	c := Of(ctx)
-	return authz.Principal{Name: c.Name, Roles: authz.RolesOf(c.Roles), Verified: c.Authenticated}
+	return authz.Principal{Name: c.Name, Roles: authz.RolesOf(c.Roles), Projects: authz.ProjectsOf(c.Roles), Verified: c.Authenticated}
 }

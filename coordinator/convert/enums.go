@@ -40,6 +40,7 @@ var statuses = newEnum(map[lifecycle.Status]pb.Status{
 	lifecycle.StatusSettingPassword:         pb.Status_STATUS_SETTING_PASSWORD,
 	lifecycle.StatusDecommissioning:         pb.Status_STATUS_DECOMMISSIONING,
 	lifecycle.StatusStrandedDecommissioning: pb.Status_STATUS_STRANDED_DECOMMISSIONING,
+	lifecycle.StatusFrozen:                  pb.Status_STATUS_FROZEN,
 })
 
 // StatusToPB maps an instance status to the public enum.

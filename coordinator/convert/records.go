@@ -81,6 +81,7 @@ func InstanceToPB(i *state.Instance, vocabs ...vocabulary.Vocabulary) *pb.Instan
 		PowerStateTime:     ts(i.PowerTime),
 		ProvisioningResult: ResultToPB(i.Result),
 		HostId:             i.HostID,
+		Project:            state.ProjectOf(i),
 		CurrentOperationId: i.CurrentOp,
 		LastOperationId:    i.LastOp,
 		Fault:              FaultToPB(i.Fault),
@@ -268,4 +269,13 @@ func CopyToPB(c *state.CopyProgress) *pb.CopyProgress {
 		StepId: c.StepID, BytesDone: c.BytesDone, BytesTotal: c.BytesTotal,
 		BytesPerSecond: c.BytesPerSecond, BytesSent: c.BytesSent, ReportTime: ts(c.ReportTime),
 	}
+}
+
+// ProjectToPB converts a project's record and what its instances take.
+func ProjectToPB(p *state.Project, u state.Use) *pb.Project {
+	return &pb.Project{Name: p.Name,
+		Quota:  &pb.ProjectQuota{Instances: p.Quota.Instances, Vcpus: p.Quota.VCPUs, MemoryMib: p.Quota.MemoryMiB, DiskGib: p.Quota.DiskGiB},
+		Usage:  &pb.ProjectQuota{Instances: u.Instances, Vcpus: u.VCPUs, MemoryMib: u.MemoryMiB, DiskGib: u.DiskGiB},
+		Billed: p.Billed, BalanceMilli: p.BalanceMilli, PricesMilli: p.PricesMilli, Frozen: p.Frozen, FrozenByAdmin: p.FrozenByAdmin,
+		ChargedThrough: ts(p.ChargedThrough), CreateTime: ts(p.CreateTime)}
 }

@@ -38,6 +38,9 @@ func applyCreateInstance(tx *state.Tx, c *CreateInstance) (any, error) {
 	inst := c.Instance
 	inst.NICs = slices.Clone(inst.NICs) // the body is reused (see def)
 	inst.Placement.Bridges = nil
+	if err := checkProject(tx, &inst); err != nil {
+		return nil, err
+	}
 	if err := allocateNICs(tx, &inst); err != nil {
 		return nil, err
 	}
@@ -90,6 +93,11 @@ func applyInstanceAction(tx *state.Tx, c *InstanceAction) (any, error) {
 	if reshaping(plan.Op) {
 		var err error
 		if sh, err = prepareReshaping(tx, inst, op, &c.Operation, status, c.Policy); err != nil {
+			return nil, err
+		}
+	}
+	if (plan.Op == lifecycle.OpResize || plan.Op == lifecycle.OpExtend) && op.Resize != nil {
+		if err := checkReshape(tx, inst, op.Resize.To); err != nil {
 			return nil, err
 		}
 	}

@@ -33,8 +33,11 @@ const (
 	// and binds them to the request's content (Operation.request_key and
 	// request_hash), and adds host removal (host.remove).
 	LogVersion6 uint32 = 6
+	// LogVersion7 adds projects: instances' projects, quotas checked at
+	// commit time, balances charged from usage, and freezing (project.*).
+	LogVersion7 uint32 = 7
 	// SupportedLogVersion is the newest version this server reads and writes.
-	SupportedLogVersion = LogVersion6
+	SupportedLogVersion = LogVersion7
 )
 
 // entryMarker starts every entry of format 2; never '{' nor 0xF1, which

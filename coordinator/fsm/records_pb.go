@@ -119,7 +119,7 @@ func instanceToPB(i *state.Instance) *raftv1.Instance {
 		Recovery: recoveryToPB(i.Recovery), Restarts: i.Restarts, MoveTarget: i.MoveTarget, Labels: i.Labels,
 		Resize: resizeToPB(i.Resize), RollingBack: i.RollingBack, UserData: i.UserData, SshKeys: i.SSHKeys,
 		ReadyTimeoutNanos: int64(i.ReadyTimeout), DecommissionTimeoutNanos: int64(i.DecommissionTimeout),
-		Decommission: string(i.Decommission),
+		Decommission: string(i.Decommission), Project: i.Project, Frozen: i.Frozen, ThawRun: i.ThawRun,
 	}
 	if g := i.Guest; g != (state.GuestFacts{}) {
 		m.Guest = &raftv1.GuestFacts{State: string(g.State), Stage: g.Stage, Reason: g.Reason, Version: g.Version,
@@ -151,6 +151,7 @@ func instanceFromPB(m *raftv1.Instance) state.Instance {
 		MoveTarget: m.MoveTarget, Labels: labels(m.Labels), Resize: resizeFromPB(m.Resize), RollingBack: m.RollingBack,
 		UserData: m.UserData, SSHKeys: nonEmpty(m.SshKeys), ReadyTimeout: time.Duration(m.ReadyTimeoutNanos),
 		DecommissionTimeout: time.Duration(m.DecommissionTimeoutNanos), Decommission: lifecycle.Decommission(m.Decommission),
+		Project: m.Project, Frozen: m.Frozen, ThawRun: m.ThawRun,
 	}
 	if g := m.Guest; g != nil {
 		i.Guest = state.GuestFacts{State: lifecycle.Guest(g.State), Stage: g.Stage, Reason: g.Reason, Version: g.Version,

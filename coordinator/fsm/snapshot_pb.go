@@ -73,6 +73,10 @@ func writeSnapshot(w io.Writer, v *state.View) error {
 		sw.put(&raftv1.SnapshotRecord{Record: &raftv1.SnapshotRecord_Network{Network: networkToPB(nw)}})
 		n++
 	}
+	for _, p := range snap.Projects {
+		sw.put(&raftv1.SnapshotRecord{Record: &raftv1.SnapshotRecord_Project{Project: projectToPB(p)}})
+		n++
+	}
 	sw.put(&raftv1.SnapshotRecord{Record: &raftv1.SnapshotRecord_Trailer{Trailer: &raftv1.SnapshotTrailer{Records: n}}})
 	return sw.err
 }
@@ -170,6 +174,9 @@ func readSnapshot(r *bufio.Reader) (*state.Snapshot, error) {
 		case *raftv1.SnapshotRecord_Network:
 			nw := networkFromPB(x.Network)
 			snap.Networks = append(snap.Networks, &nw)
+		case *raftv1.SnapshotRecord_Project:
+			p := projectFromPB(x.Project)
+			snap.Projects = append(snap.Projects, &p)
 		default:
 			// A record of a newer server: refused rather than dropped, as
 			// the state it describes would be lost.

@@ -122,4 +122,7 @@ type Facts struct {
 	Unconfirmed  bool
 	RollingBack  bool
 	Decommission Decommission
+	// Frozen: the instance's project is frozen (its balance ran out, or
+	// an admin froze it).
+	Frozen bool
 }

@@ -41,6 +41,10 @@ const (
 	// StatusStrandedDecommissioning: that work failed or ran out of time;
 	// the stop or delete goes on and forces the domain off.
 	StatusStrandedDecommissioning Status = "STRANDED_DECOMMISSIONING"
+	// StatusFrozen: its project is frozen (seed 004's FROZEN, "due to
+	// insufficient account balance", or an admin's lock): the guest is
+	// paused (or stays off) and user actions are refused until unfrozen.
+	StatusFrozen Status = "FROZEN"
 )
 
 // AllStatuses lists every status.
@@ -53,6 +57,7 @@ var AllStatuses = []Status{
 	StatusResizing, StatusVerifyResize, StatusConfirmingResize, StatusRevertingResize, StatusExtending,
 	StatusSettingPassword,
 	StatusDecommissioning, StatusStrandedDecommissioning,
+	StatusFrozen,
 }
 
 // inFlight is the status shown while an operation of each kind runs.
@@ -112,6 +117,10 @@ func Derive(f Facts) Status {
 			return s
 		}
 		return StatusError
+	}
+	if f.Frozen && f.Desired != DesiredDeleted {
+		// The lock hides what lies under it: paused by the freeze, or off.
+		return StatusFrozen
 	}
 	if f.Desired == DesiredDeleted {
 		// Once the domain is gone, the record is a tombstone whatever came before.

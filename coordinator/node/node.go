@@ -4,6 +4,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/flotilla-vm/flotilla/coordinator/agentlink"
 	"github.com/flotilla-vm/flotilla/coordinator/api"
+	"github.com/flotilla-vm/flotilla/coordinator/billing"
 	"github.com/flotilla-vm/flotilla/coordinator/caller"
 	"github.com/flotilla-vm/flotilla/coordinator/forward"
 	"github.com/flotilla-vm/flotilla/coordinator/fsm"
@@ -39,6 +41,7 @@ import (
 	"github.com/flotilla-vm/flotilla/coordinator/retention"
 	"github.com/flotilla-vm/flotilla/coordinator/scheduler"
 	"github.com/flotilla-vm/flotilla/coordinator/secrets"
+	"github.com/flotilla-vm/flotilla/coordinator/service"
 	"github.com/flotilla-vm/flotilla/coordinator/staleness"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
 	"github.com/flotilla-vm/flotilla/coordinator/upgrade"
@@ -68,6 +71,9 @@ type Config struct {
 	// HistoryRetention is how long a deleted instance's records (its
 	// operations, its usage) are kept after its deletion; 0 keeps them.
 	HistoryRetention time.Duration
+	// BillingInterval is how often billed projects are charged for their
+	// usage (and frozen when their balance runs out); 0: DefaultBillingInterval.
+	BillingInterval time.Duration
 	// ReadinessTimeout is how long a booting guest may take to be ready when
 	// its create says nothing (0: never stranded).
 	ReadinessTimeout time.Duration
@@ -313,6 +319,7 @@ func (n *Node) lead(ctx context.Context, links *agentlink.Server) {
 				go links.Watch(lctx)
 				go recovery.Run(lctx, n.Store, n.Raft, n.log)
 				go retention.Run(lctx, n.Store, n.Raft, n.cfg.HistoryRetention, n.log)
+				go billing.Run(lctx, n.Store, n.Raft, n.syncProject, cmp.Or(n.cfg.BillingInterval, DefaultBillingInterval), n.log)
 				go readiness.Run(lctx, n.Store, n.Raft, n.log)
 				go n.startUsage(lctx)
 				go n.gate.Run(lctx, 2*time.Second)
@@ -382,6 +389,16 @@ func (n *Node) startUsage(ctx context.Context) {
 		case <-time.After(wait):
 		}
 	}
+}
+
+// DefaultBillingInterval is how often projects are charged by default.
+const DefaultBillingInterval = 10 * time.Second
+
+// syncProject brings a project's instances in line with its frozen state.
+func (n *Node) syncProject(ctx context.Context, name string) error {
+	svc := service.New(service.Config{Store: n.Store, Applier: n.Raft, Policy: n.cfg.Placement, Deadlines: n.cfg.Deadlines})
+	_, err := svc.SyncProject(ctx, name)
+	return err
 }
 
 // promoterCluster is the Raft configuration as the non-voter promoter sees it.

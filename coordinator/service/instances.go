@@ -37,6 +37,8 @@ type Create struct {
 	// DecommissionTimeout is the time a stop or delete that gives none
 	// gives its guest's decommission work (0: none).
 	DecommissionTimeout time.Duration
+	// Project is the project it belongs to ("" or "default": the default).
+	Project string
 
 	requestKey, requestHash string // the request id's scope and the content's fingerprint (requests.go)
 }
@@ -71,6 +73,13 @@ func (s *Service) Create(ctx context.Context, c Create) (state.Operation, error)
 	}
 	if err := s.checkNICs(c.NICs, &c.Placement); err != nil {
 		return state.Operation{}, err
+	}
+	if c.Project == state.DefaultProject {
+		c.Project = "" // recorded as older servers record every instance
+	}
+	if c.Project != "" && s.store.LogVersion() < fsm.LogVersion7 {
+		return state.Operation{}, fmt.Errorf("projects: %w (needs log version %d, the cluster is at %d)",
+			fsm.ErrUnsupported, fsm.LogVersion7, s.store.LogVersion())
 	}
 	if c.ReadyTimeout != nil && s.store.LogVersion() < fsm.LogVersion4 {
 		return state.Operation{}, fmt.Errorf("readiness timeout: %w (needs log version %d, the cluster is at %d)",
@@ -111,7 +120,7 @@ func (s *Service) create(ctx context.Context, c Create, hostID string) (state.Op
 		Instance: state.Instance{ID: ids.New("i-"), Name: c.Name, Spec: c.Spec, HostID: hostID,
 			Recovery: withDefaults(c.Recovery), Placement: c.Placement, Labels: c.Labels,
 			NICs: c.NICs, UserData: c.UserData, SSHKeys: c.SSHKeys, ReadyTimeout: s.readyTimeout(c.ReadyTimeout),
-			DecommissionTimeout: c.DecommissionTimeout},
+			DecommissionTimeout: c.DecommissionTimeout, Project: c.Project},
 		Operation: state.Operation{ID: ids.New("op-"), RequestID: c.RequestID, RequestKey: c.requestKey, RequestHash: c.requestHash, Deadline: now.Add(s.deadline(lifecycle.OpCreate)),
 			RequestedBy: caller.Of(ctx)},
 	}

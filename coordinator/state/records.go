@@ -78,6 +78,13 @@ type Instance struct {
 	// Decommission is where the current stop or delete is with its
 	// guest's decommission work (the fsm sets it; cleared when it ends).
 	Decommission lifecycle.Decommission `json:"decommission,omitempty"`
+	// Project is the tenant it belongs to ("": the default project).
+	Project string `json:"project,omitempty"`
+	// Frozen: its project is frozen; user actions are refused until it
+	// is unfrozen (log version 7).
+	Frozen bool `json:"frozen,omitempty"`
+	// ThawRun: the freeze paused it, so the unfreeze unpauses it.
+	ThawRun bool `json:"thaw_run,omitempty"`
 }
 
 // GuestFacts is what a guest said on its guest channel since it last booted.
@@ -185,7 +192,7 @@ func (i *Instance) Facts() lifecycle.Facts {
 	return lifecycle.Facts{Desired: i.Desired, Op: i.CurrentOpK, Power: i.Power, Result: i.Result,
 		Unplaced: i.HostID == "", Preemptible: i.Placement.Preemptible,
 		Unconfirmed: i.Resize != nil && i.CurrentOpK != lifecycle.OpResize, RollingBack: i.RollingBack,
-		Decommission: i.Decommission}
+		Decommission: i.Decommission, Frozen: i.Frozen}
 }
 
 // Status derives the instance's status.

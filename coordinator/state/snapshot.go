@@ -40,6 +40,8 @@ type Snapshot struct {
 	LogVersion uint32 `json:"log_version,omitempty"`
 	// Networks are absent before log version 3.
 	Networks []*Network `json:"networks,omitempty"`
+	// Projects are absent before log version 7.
+	Projects []*Project `json:"projects,omitempty"`
 }
 
 // HistoryEntry is one committed instance change of the watch history.
@@ -82,6 +84,9 @@ func (s *Store) View() *View {
 	for _, n := range s.networks {
 		snap.Networks = append(snap.Networks, n)
 	}
+	for _, p := range s.projects {
+		snap.Projects = append(snap.Projects, p)
+	}
 	return &View{snap: snap}
 }
 
@@ -107,6 +112,7 @@ func (v *View) sort() {
 	sort.Slice(snap.Servers, func(a, b int) bool { return snap.Servers[a].ID < snap.Servers[b].ID })
 	sort.Slice(snap.Usage, func(a, b int) bool { return snap.Usage[a].InstanceID < snap.Usage[b].InstanceID })
 	sort.Slice(snap.Networks, func(a, b int) bool { return snap.Networks[a].Name < snap.Networks[b].Name })
+	sort.Slice(snap.Projects, func(a, b int) bool { return snap.Projects[a].Name < snap.Projects[b].Name })
 }
 
 // Write encodes the view to w, in the snapshot format of log version 1,
@@ -149,6 +155,10 @@ func (v *View) Write(w io.Writer) error {
 	if len(snap.Networks) > 0 {
 		j.raw(`,"networks":`)
 		writeArray(j, snap.Networks)
+	}
+	if len(snap.Projects) > 0 {
+		j.raw(`,"projects":`)
+		writeArray(j, snap.Projects)
 	}
 	j.raw("}\n")
 	return j.err
@@ -277,6 +287,9 @@ func (s *Store) Load(snap *Snapshot) {
 	for _, n := range snap.Networks {
 		s.networks[n.Name] = n
 	}
+	for _, p := range snap.Projects {
+		s.projects[p.Name] = p
+	}
 	s.history = snap.History
 	s.notify()
 }
@@ -310,6 +323,8 @@ func readSnapshot(r io.Reader) (*Snapshot, error) {
 			err = readArray(dec, &snap.Usage)
 		case "networks":
 			err = readArray(dec, &snap.Networks)
+		case "projects":
+			err = readArray(dec, &snap.Projects)
 		case "metering":
 			err = dec.Decode(&snap.Metering)
 		case "log_version":

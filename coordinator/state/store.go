@@ -34,6 +34,7 @@ type Store struct {
 	hosts     map[string]*Host
 	servers   map[string]Server
 	networks  map[string]*Network
+	projects  map[string]*Project
 	usage     map[string]*usage.History // instance id -> its billing-class history
 	metering  bool                      // usage is recorded (since a usage.start entry)
 	// The indexes (see declareIndexes).
@@ -45,6 +46,7 @@ type Store struct {
 	booting instanceSet // instances whose guest is booting (readiness deadlines)
 	placed  placement
 	addrs   addressBook // who holds which address, MAC and host name
+	projUse projectUse  // what each project's instances take
 	indexes []index
 	// logVersion is the cluster's log version (fsm.SetLogVersion); 0 is
 	// the first, of every state older than the command. Atomic: every
@@ -118,6 +120,7 @@ func (s *Store) reset(rev int64) {
 	s.hosts = map[string]*Host{}
 	s.servers = map[string]Server{}
 	s.networks = map[string]*Network{}
+	s.projects = map[string]*Project{}
 	s.usage = map[string]*usage.History{}
 	s.metering = false
 	s.logVersion.Store(0)

@@ -19,10 +19,11 @@ type Tx struct {
 	requests   map[string]string
 	servers    map[string]*Server  // nil value: delete
 	networks   map[string]*Network // nil value: delete
-	order      []string            // instance ids in the order they were put, for the history
-	removed    []string            // instance ids to forget (RemoveInstance)
-	meter      bool                // StartMetering was called
-	logVersion uint32              // SetLogVersion's, 0 if not called
+	projects   map[string]*Project
+	order      []string // instance ids in the order they were put, for the history
+	removed    []string // instance ids to forget (RemoveInstance)
+	meter      bool     // StartMetering was called
+	logVersion uint32   // SetLogVersion's, 0 if not called
 }
 
 // Update runs fn against a transaction and commits its changes atomically
@@ -36,14 +37,14 @@ func (s *Store) Update(now time.Time, fn func(tx *Tx) error) error {
 	// an entry allocated.
 	tx := &s.tx
 	if tx.s == nil {
-		*tx = Tx{s: s, instances: map[string]*Instance{}, ops: map[string]*Operation{}, hosts: map[string]*Host{}, requests: map[string]string{}, servers: map[string]*Server{}, networks: map[string]*Network{}}
+		*tx = Tx{s: s, instances: map[string]*Instance{}, ops: map[string]*Operation{}, hosts: map[string]*Host{}, requests: map[string]string{}, servers: map[string]*Server{}, networks: map[string]*Network{}, projects: map[string]*Project{}}
 	}
 	tx.now = now
 	defer tx.reset()
 	if err := fn(tx); err != nil {
 		return err
 	}
-	if len(tx.instances)+len(tx.ops)+len(tx.hosts)+len(tx.requests)+len(tx.servers)+len(tx.networks)+len(tx.removed) == 0 && !tx.meter && tx.logVersion == 0 {
+	if len(tx.instances)+len(tx.ops)+len(tx.hosts)+len(tx.requests)+len(tx.servers)+len(tx.networks)+len(tx.projects)+len(tx.removed) == 0 && !tx.meter && tx.logVersion == 0 {
 		return nil
 	}
 	s.rev++
@@ -100,6 +101,12 @@ func (s *Store) Update(now time.Time, fn func(tx *Tx) error) error {
 		}
 		s.networks[name] = n
 	}
+	for name, p := range tx.projects {
+		if p.CreateRev == 0 {
+			p.CreateRev, p.CreateTime = rev, now
+		}
+		s.projects[name] = p
+	}
 	// Apply functions may put instances in map order; commit them sorted so
 	// every replica records the same history in the same order.
 	sort.Strings(tx.order)
@@ -146,6 +153,7 @@ func (tx *Tx) reset() {
 	clear(tx.requests)
 	clear(tx.servers)
 	clear(tx.networks)
+	clear(tx.projects)
 	clear(tx.order)
 	tx.order = tx.order[:0]
 	clear(tx.removed)

@@ -126,10 +126,12 @@ func everyCombination(desired []lifecycle.Desired, ops []lifecycle.OpKind, power
 						for _, last := range lifecycle.AllOpKinds {
 							for _, rd := range readinessOf(p) {
 								for _, dc := range decommissionsOf(o) {
-									f(Input{Facts: lifecycle.Facts{Desired: d, Op: o, Power: p, Result: r,
-										Unplaced: q&1 != 0, Preemptible: q&2 != 0, Unconfirmed: q&4 != 0, RollingBack: q&8 != 0,
-										Decommission: dc}, LastOp: last, Readiness: rd})
-									n++
+									for _, fr := range frozenOf(o) {
+										f(Input{Facts: lifecycle.Facts{Desired: d, Op: o, Power: p, Result: r,
+											Unplaced: q&1 != 0, Preemptible: q&2 != 0, Unconfirmed: q&4 != 0, RollingBack: q&8 != 0,
+											Decommission: dc, Frozen: fr}, LastOp: last, Readiness: rd})
+										n++
+									}
 								}
 							}
 						}
@@ -139,4 +141,14 @@ func everyCombination(desired []lifecycle.Desired, ops []lifecycle.OpKind, power
 		}
 	}
 	return n
+}
+
+// frozenOf is the frozen facts worth combining with an operation kind: a
+// frozen project's instance shows as frozen only between operations (the
+// freeze's own pause, and its unfreeze's unpause, show as themselves).
+func frozenOf(o lifecycle.OpKind) []bool {
+	if o == lifecycle.OpNone {
+		return []bool{false, true}
+	}
+	return []bool{false}
 }

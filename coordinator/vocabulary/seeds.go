@@ -39,7 +39,6 @@ const (
 	awaitSoftDel   = "soft delete and restore (issue 16)"
 	awaitDealloc   = "DeallocateInstance (issue 16)"
 	awaitUpgrade   = "UpgradeInstance with automatic rollback (issue 16)"
-	awaitFreeze    = "project balances and FreezeInstance (issue 17)"
 	provisioningOf = "ProvisioningState/"
 )
 
@@ -123,7 +122,7 @@ var Seeds = []SeedState{
 	status(ManagedInstance, "EXTENDEDFAILED", ""),
 	status(ManagedInstance, "DELETING", ""),
 	status(ManagedInstance, "DELETED", ""),
-	status(ManagedInstance, "FROZEN", awaitFreeze),
+	status(ManagedInstance, "FROZEN", ""),
 	status(ManagedInstance, "UPGRADING", awaitUpgrade),
 	status(ManagedInstance, "ROLLBACK", awaitUpgrade),
 }

@@ -49,6 +49,7 @@ var manageInstanceWords = map[lifecycle.Status]word{
 	lifecycle.StatusRevertingResize:  {Status: "resizing"},
 	// The seed's password reset happens to a running instance.
 	lifecycle.StatusSettingPassword: {Status: "running"},
+	lifecycle.StatusFrozen:          unmapped, // the system has no tenants' lock
 }
 
 func manageInstance(_ Input, s lifecycle.Status) View { return fromTable(manageInstanceWords, s) }
@@ -63,16 +64,19 @@ type novaRow struct {
 // UNKNOWN, UNEXPECTED_SHUTOFF, CRASHED, STOPPING, HARD_REBOOTING) are
 // refined in nova below.
 var novaRows = map[lifecycle.Status]novaRow{
-	lifecycle.StatusPending:           {"BUILDING", "building", "scheduling"},
-	lifecycle.StatusCreating:          {"BUILDING", "building", "spawning"},
-	lifecycle.StatusStarting:          {"STOPPED", "stopped", "powering-on"},
-	lifecycle.StatusRunning:           {"ACTIVE", "active", ""},
-	lifecycle.StatusStopping:          {"ACTIVE", "active", "powering-off"},
-	lifecycle.StatusStopped:           {"STOPPED", "stopped", ""},
-	lifecycle.StatusRebooting:         {"REBOOT", "active", "rebooting"},
-	lifecycle.StatusHardRebooting:     {"HARD_REBOOT", "active", "rebooting_hard"},
-	lifecycle.StatusPausing:           {"ACTIVE", "active", "pausing"},
-	lifecycle.StatusPaused:            {"PAUSED", "paused", ""},
+	lifecycle.StatusPending:       {"BUILDING", "building", "scheduling"},
+	lifecycle.StatusCreating:      {"BUILDING", "building", "spawning"},
+	lifecycle.StatusStarting:      {"STOPPED", "stopped", "powering-on"},
+	lifecycle.StatusRunning:       {"ACTIVE", "active", ""},
+	lifecycle.StatusStopping:      {"ACTIVE", "active", "powering-off"},
+	lifecycle.StatusStopped:       {"STOPPED", "stopped", ""},
+	lifecycle.StatusRebooting:     {"REBOOT", "active", "rebooting"},
+	lifecycle.StatusHardRebooting: {"HARD_REBOOT", "active", "rebooting_hard"},
+	lifecycle.StatusPausing:       {"ACTIVE", "active", "pausing"},
+	lifecycle.StatusPaused:        {"PAUSED", "paused", ""},
+	// A frozen server is paused under the lock (Nova's own lock does not
+	// change the status).
+	lifecycle.StatusFrozen:            {"PAUSED", "paused", ""},
 	lifecycle.StatusUnpausing:         {"PAUSED", "paused", "unpausing"},
 	lifecycle.StatusSuspending:        {"ACTIVE", "active", "suspending"},
 	lifecycle.StatusSuspended:         {"SUSPENDED", "suspended", ""},
@@ -231,6 +235,7 @@ var rightScaleWords = map[lifecycle.Status]word{
 	// still be terminated" (or stopped: "force a terminate or stop").
 	lifecycle.StatusDecommissioning:         {Status: "decommissioning", Billing: BillingInstanceUsage},
 	lifecycle.StatusStrandedDecommissioning: {Status: "stranded in decommissioning", Billing: BillingInstanceUsage},
+	lifecycle.StatusFrozen:                  unmapped,
 }
 
 // rightScale refines a running server by what its guest said about its
@@ -288,6 +293,7 @@ var azurePowerWords = map[lifecycle.Status]word{
 	// Azure resets a password through a VM extension: an update
 	// (ProvisioningState/updating) of a running VM.
 	lifecycle.StatusSettingPassword: {Status: "running", Billing: BillingHardwareAndSoftware},
+	lifecycle.StatusFrozen:          unmapped,
 }
 
 // azureObserved is the power state for what the hypervisor reports, used
@@ -396,6 +402,8 @@ var managedInstanceWords = map[lifecycle.Status]word{
 	lifecycle.StatusRevertingResize:  {Status: "EXTENDING"},
 	// Nothing of the instance's specification changes.
 	lifecycle.StatusSettingPassword: {Status: "RUNNING"},
+	// "The instance has been frozen due to insufficient account balance."
+	lifecycle.StatusFrozen: {Status: "FROZEN"},
 }
 
 func managedInstance(in Input, s lifecycle.Status) View {

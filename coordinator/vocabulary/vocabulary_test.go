@@ -81,8 +81,9 @@ func TestRenderIsTotal(t *testing.T) {
 			}
 		})
 		// 10 power states (one bogus), the 3 up ones with 4 readinesses each.
-		// A stop and a delete each with 3 decommissioning facts.
-		if n != 6*(len(lifecycle.AllOpKinds)+1+2*2)*(7+3*4)*6*16*len(lifecycle.AllOpKinds) {
+		// A stop and a delete each with 3 decommissioning facts; no
+		// operation, frozen or not.
+		if n != 6*(len(lifecycle.AllOpKinds)+1+2*2+1)*(7+3*4)*6*16*len(lifecycle.AllOpKinds) {
 			t.Fatalf("walked %d inputs", n)
 		}
 	}

@@ -43,6 +43,8 @@ var Roles = []Role{Admin, Operator, Viewer, Agent, Coordinator}
 type Principal struct {
 	Name  string // certificate CN ("" in plaintext)
 	Roles []Role
+	// Projects are the projects the certificate's OUs name ("project:NAME").
+	Projects []string
 	// Verified is false in plaintext, where Roles is every role.
 	Verified bool
 }
@@ -59,6 +61,36 @@ func RolesOf(ous []string) []Role {
 		}
 	}
 	return out
+}
+
+// ProjectOU is the prefix of an OU that names a project its holder works in.
+const ProjectOU = "project:"
+
+// DefaultProject is the project of a certificate that names none.
+const DefaultProject = "default"
+
+// ProjectsOf keeps the project names of the OUs that name one.
+func ProjectsOf(ous []string) []string {
+	var out []string
+	for _, ou := range ous {
+		if name, ok := strings.CutPrefix(ou, ProjectOU); ok && name != "" && !slices.Contains(out, name) {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// Sees reports whether p may see and act on what belongs to project: an
+// admin (and, in plaintext, anyone) every project; others the projects
+// their certificate names, or the default project if it names none.
+func (p Principal) Sees(project string) bool {
+	if !p.Verified || p.Has(Admin) {
+		return true
+	}
+	if len(p.Projects) == 0 {
+		return project == DefaultProject
+	}
+	return slices.Contains(p.Projects, project)
 }
 
 // Plaintext is the principal of every caller when the server has no TLS.
@@ -84,7 +116,7 @@ func PeerPrincipal(ctx context.Context) Principal {
 	if !ok {
 		return Plaintext()
 	}
-	return Principal{Name: id.Name, Roles: RolesOf(id.Roles), Verified: true}
+	return Principal{Name: id.Name, Roles: RolesOf(id.Roles), Projects: ProjectsOf(id.Roles), Verified: true}
 }
 
 type principalKey struct{}

@@ -23,8 +23,9 @@ var (
 // it. A method not in it is refused to everyone; a test walks every method
 // the servers register against it, and docs/security.md is generated from it.
 var Table = map[string][]Role{
-	// Instances and operations: operators (a project scope will narrow
-	// this; see Scope). Reads: viewers too.
+	// Instances and operations: operators, each within the projects its
+	// certificate names (Principal.Sees, checked by the API on every
+	// instance and operation). Reads: viewers too.
 	pb.InstanceService_CreateInstance_FullMethodName:   operators,
 	pb.InstanceService_GetInstance_FullMethodName:      readers,
 	pb.InstanceService_ListInstances_FullMethodName:    readers,
@@ -62,6 +63,15 @@ var Table = map[string][]Role{
 	pb.NetworkService_GetNetwork_FullMethodName:    readers,
 	pb.NetworkService_ListNetworks_FullMethodName:  readers,
 	pb.NetworkService_DeleteNetwork_FullMethodName: admins,
+
+	// Projects: admins write; readers see the projects they belong to.
+	pb.ProjectService_CreateProject_FullMethodName:   admins,
+	pb.ProjectService_GetProject_FullMethodName:      readers,
+	pb.ProjectService_ListProjects_FullMethodName:    readers,
+	pb.ProjectService_UpdateProject_FullMethodName:   admins,
+	pb.ProjectService_TopUpProject_FullMethodName:    admins,
+	pb.ProjectService_FreezeProject_FullMethodName:   admins,
+	pb.ProjectService_UnfreezeProject_FullMethodName: admins,
 
 	// Membership and snapshots: admins. A coordinator joins through
 	// AddServer with its own certificate, and asks others their status

@@ -164,6 +164,9 @@ var reachedBy = map[string]struct{ inst, when string }{
 	"managed-instance/RESTARTING":   {"life", "STATUS_REBOOTING"},
 	"managed-instance/DELETING":     {"life", "STATUS_DELETING"},
 	"managed-instance/DELETED":      {"life", "STATUS_DELETED"},
+	// Its project was frozen by an admin (the balance's freeze shows the
+	// same; internal/e2eprojects runs that one).
+	"managed-instance/FROZEN": {"frozen", "STATUS_FROZEN"},
 }
 
 // variantReachedBy is reachedBy for the other words a seed uses for one of
@@ -224,6 +227,22 @@ func TestSeedConformance(t *testing.T) {
 	ids["spot"] = testenv.Str(op, "instanceId")
 	h.waitSeen(t, ids["spot"], "STATUS_BIDDING")
 	e.mustSucceed(e.do("DeleteInstance", map[string]any{"id": ids["spot"]}))
+
+	// A project frozen by an admin: its guest is paused and the instance
+	// FROZEN (seed 004); unfrozen, it runs again.
+	e.g.MustCall("flotilla.v1.ProjectService/CreateProject", map[string]any{"project": map[string]any{"name": "conf"}})
+	op = e.do("CreateInstance", map[string]any{"name": "conf-frozen", "project": "conf", "spec": map[string]any{"vcpus": 1, "memoryMib": 128, "image": "flotilla-test"}})
+	e.mustSucceed(op)
+	ids["frozen"] = testenv.Str(op, "instanceId")
+	t.Cleanup(func() {
+		_, _ = virsh(t, "destroy", "flotilla-"+ids["frozen"])
+		_, _ = virsh(t, "undefine", "--managed-save", "flotilla-"+ids["frozen"])
+	})
+	e.g.MustCall("flotilla.v1.ProjectService/FreezeProject", map[string]any{"name": "conf"})
+	h.waitSeen(t, ids["frozen"], "STATUS_FROZEN")
+	e.g.MustCall("flotilla.v1.ProjectService/UnfreezeProject", map[string]any{"name": "conf"})
+	e.waitStatus(ids["frozen"], "STATUS_RUNNING", 30*time.Second)
+	e.mustSucceed(e.do("DeleteInstance", map[string]any{"id": ids["frozen"]}))
 
 	// Reboots: soft (the guest's ACPI button), then hard.
 	e.mustSucceed(e.do("RestartInstance", map[string]any{"id": life}))

@@ -45,13 +45,19 @@ func NewCA(dir string) (*CA, error) {
 // localhost and the given hosts (IP addresses or DNS names), and returns its
 // files (the CA bundle included).
 func (ca *CA) Issue(name, role string, hosts ...string) (Files, error) {
+	return ca.IssueOUs(name, []string{role}, hosts...)
+}
+
+// IssueOUs is Issue for a certificate with several OUs (roles, and
+// projects as "project:NAME").
+func (ca *CA) IssueOUs(name string, ous []string, hosts ...string) (Files, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return Files{}, err
 	}
 	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
 	tmpl := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: name, OrganizationalUnit: []string{role}},
+		SerialNumber: serial, Subject: pkix.Name{CommonName: name, OrganizationalUnit: ous},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
 		KeyUsage:    x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},

@@ -102,6 +102,10 @@ const (
 	// delete goes on, forcing the domain off (RightScale's stranded in
 	// decommissioning).
 	Status_STATUS_STRANDED_DECOMMISSIONING Status = 31
+	// Its project is frozen (its balance ran out, or an admin froze it): the
+	// guest is paused (or stays off) and user actions are refused until the
+	// project is topped up or unfrozen (seed 004's FROZEN).
+	Status_STATUS_FROZEN Status = 32
 )
 
 // Enum value maps for Status.
@@ -139,6 +143,7 @@ var (
 		29: "STATUS_SETTING_PASSWORD",
 		30: "STATUS_DECOMMISSIONING",
 		31: "STATUS_STRANDED_DECOMMISSIONING",
+		32: "STATUS_FROZEN",
 	}
 	Status_value = map[string]int32{
 		"STATUS_UNSPECIFIED":              0,
@@ -173,6 +178,7 @@ var (
 		"STATUS_SETTING_PASSWORD":         29,
 		"STATUS_DECOMMISSIONING":          30,
 		"STATUS_STRANDED_DECOMMISSIONING": 31,
+		"STATUS_FROZEN":                   32,
 	}
 )
 
@@ -1120,7 +1126,9 @@ type Instance struct {
 	DecommissionTimeout *durationpb.Duration `protobuf:"bytes,33,opt,name=decommission_timeout,json=decommissionTimeout,proto3" json:"decommission_timeout,omitempty"`
 	// While a disk copy step of the current operation runs, how far it has
 	// got (as that Operation's copy), so that watchers see it move.
-	Copy          *CopyProgress `protobuf:"bytes,40,opt,name=copy,proto3" json:"copy,omitempty"`
+	Copy *CopyProgress `protobuf:"bytes,40,opt,name=copy,proto3" json:"copy,omitempty"`
+	// The project (tenant) it belongs to.
+	Project       string `protobuf:"bytes,100,opt,name=project,proto3" json:"project,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1379,6 +1387,13 @@ func (x *Instance) GetCopy() *CopyProgress {
 	return nil
 }
 
+func (x *Instance) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
 // PendingResize is a resize in flight or waiting for its confirm.
 type PendingResize struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1485,8 +1500,11 @@ type CreateInstanceRequest struct {
 	// gives none (see StopInstanceRequest.decommission_timeout): 0s..1h,
 	// absent or 0s for no decommissioning.
 	DecommissionTimeout *durationpb.Duration `protobuf:"bytes,12,opt,name=decommission_timeout,json=decommissionTimeout,proto3" json:"decommission_timeout,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// The project it belongs to (default "default"). The caller's
+	// certificate must name it, unless the caller is an admin.
+	Project       string `protobuf:"bytes,100,opt,name=project,proto3" json:"project,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateInstanceRequest) Reset() {
@@ -1594,6 +1612,13 @@ func (x *CreateInstanceRequest) GetDecommissionTimeout() *durationpb.Duration {
 		return x.DecommissionTimeout
 	}
 	return nil
+}
+
+func (x *CreateInstanceRequest) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
 }
 
 // GuestStatus is what a guest said about its boot since it last booted.
@@ -1797,7 +1822,9 @@ type ListInstancesRequest struct {
 	// deletion).
 	ShowDeleted bool `protobuf:"varint,5,opt,name=show_deleted,json=showDeleted,proto3" json:"show_deleted,omitempty"`
 	// Also show each instance in these vocabularies (Instance.views).
-	Vocabularies  []Vocabulary `protobuf:"varint,6,rep,packed,name=vocabularies,proto3,enum=flotilla.v1.Vocabulary" json:"vocabularies,omitempty"`
+	Vocabularies []Vocabulary `protobuf:"varint,6,rep,packed,name=vocabularies,proto3,enum=flotilla.v1.Vocabulary" json:"vocabularies,omitempty"`
+	// Only this project's instances (empty: every project the caller sees).
+	Project       string `protobuf:"bytes,100,opt,name=project,proto3" json:"project,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1872,6 +1899,13 @@ func (x *ListInstancesRequest) GetVocabularies() []Vocabulary {
 		return x.Vocabularies
 	}
 	return nil
+}
+
+func (x *ListInstancesRequest) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
 }
 
 // ListInstancesResponse is one page of instances.
@@ -3058,7 +3092,7 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\vpreemptible\x18\x04 \x01(\bR\vpreemptible\x1a=\n" +
 	"\x0fHostLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9e\r\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb8\r\n" +
 	"\bInstance\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12-\n" +
@@ -3097,7 +3131,8 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x05guest\x18\x1d \x01(\v2\x18.flotilla.v1.GuestStatusR\x05guest\x12F\n" +
 	"\x11readiness_timeout\x18\x1e \x01(\v2\x19.google.protobuf.DurationR\x10readinessTimeout\x12L\n" +
 	"\x14decommission_timeout\x18! \x01(\v2\x19.google.protobuf.DurationR\x13decommissionTimeout\x12-\n" +
-	"\x04copy\x18( \x01(\v2\x19.flotilla.v1.CopyProgressR\x04copy\x1a9\n" +
+	"\x04copy\x18( \x01(\v2\x19.flotilla.v1.CopyProgressR\x04copy\x12\x18\n" +
+	"\aproject\x18d \x01(\tR\aproject\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xce\x01\n" +
@@ -3105,7 +3140,7 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x04from\x18\x01 \x01(\v2\x19.flotilla.v1.InstanceSpecR\x04from\x12)\n" +
 	"\x02to\x18\x02 \x01(\v2\x19.flotilla.v1.InstanceSpecR\x02to\x12$\n" +
 	"\x0esource_host_id\x18\x03 \x01(\tR\fsourceHostId\x12=\n" +
-	"\fconfirm_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vconfirmTime\"\x8e\x05\n" +
+	"\fconfirm_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vconfirmTime\"\xa8\x05\n" +
 	"\x15CreateInstanceRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12-\n" +
 	"\x04spec\x18\x02 \x01(\v2\x19.flotilla.v1.InstanceSpecR\x04spec\x12\x1d\n" +
@@ -3121,7 +3156,8 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x13ssh_authorized_keys\x18\t \x03(\tR\x11sshAuthorizedKeys\x12F\n" +
 	"\x11readiness_timeout\x18\n" +
 	" \x01(\v2\x19.google.protobuf.DurationR\x10readinessTimeout\x12L\n" +
-	"\x14decommission_timeout\x18\f \x01(\v2\x19.google.protobuf.DurationR\x13decommissionTimeout\x1a9\n" +
+	"\x14decommission_timeout\x18\f \x01(\v2\x19.google.protobuf.DurationR\x13decommissionTimeout\x12\x18\n" +
+	"\aproject\x18d \x01(\tR\aproject\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x99\x02\n" +
@@ -3139,7 +3175,7 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x12GetInstanceRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fmin_revision\x18\x02 \x01(\x03R\vminRevision\x12;\n" +
-	"\fvocabularies\x18\x03 \x03(\x0e2\x17.flotilla.v1.VocabularyR\fvocabularies\"\x8f\x02\n" +
+	"\fvocabularies\x18\x03 \x03(\x0e2\x17.flotilla.v1.VocabularyR\fvocabularies\"\xa9\x02\n" +
 	"\x14ListInstancesRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
@@ -3147,7 +3183,8 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\rstatus_filter\x18\x03 \x03(\x0e2\x13.flotilla.v1.StatusR\fstatusFilter\x12!\n" +
 	"\fmin_revision\x18\x04 \x01(\x03R\vminRevision\x12!\n" +
 	"\fshow_deleted\x18\x05 \x01(\bR\vshowDeleted\x12;\n" +
-	"\fvocabularies\x18\x06 \x03(\x0e2\x17.flotilla.v1.VocabularyR\fvocabularies\"\x90\x01\n" +
+	"\fvocabularies\x18\x06 \x03(\x0e2\x17.flotilla.v1.VocabularyR\fvocabularies\x12\x18\n" +
+	"\aproject\x18d \x01(\tR\aproject\"\x90\x01\n" +
 	"\x15ListInstancesResponse\x123\n" +
 	"\tinstances\x18\x01 \x03(\v2\x15.flotilla.v1.InstanceR\tinstances\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x1a\n" +
@@ -3239,7 +3276,7 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x02 \x01(\tR\trequestId\x12$\n" +
 	"\x0etarget_host_id\x18\x03 \x01(\tR\ftargetHostId\x12D\n" +
-	"\x10graceful_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x0fgracefulTimeout*\xe7\x05\n" +
+	"\x10graceful_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x0fgracefulTimeout*\xfa\x05\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fSTATUS_CREATING\x10\x01\x12\x13\n" +
@@ -3273,7 +3310,8 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x10STATUS_EXTENDING\x10\x1c\x12\x1b\n" +
 	"\x17STATUS_SETTING_PASSWORD\x10\x1d\x12\x1a\n" +
 	"\x16STATUS_DECOMMISSIONING\x10\x1e\x12#\n" +
-	"\x1fSTATUS_STRANDED_DECOMMISSIONING\x10\x1f*\xb5\x01\n" +
+	"\x1fSTATUS_STRANDED_DECOMMISSIONING\x10\x1f\x12\x11\n" +
+	"\rSTATUS_FROZEN\x10 *\xb5\x01\n" +
 	"\fDesiredState\x12\x1d\n" +
 	"\x19DESIRED_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15DESIRED_STATE_RUNNING\x10\x01\x12\x19\n" +

@@ -1772,6 +1772,311 @@ func (x *Strand) GetBy() string {
 	return ""
 }
 
+// PutProject creates a project or replaces its quotas and prices (log
+// version 7). Its balance and frozen state are kept.
+type PutProject struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The project.
+	Project *Project `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
+	// Create only: refused if it exists.
+	Create        bool `protobuf:"varint,2,opt,name=create,proto3" json:"create,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutProject) Reset() {
+	*x = PutProject{}
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutProject) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutProject) ProtoMessage() {}
+
+func (x *PutProject) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutProject.ProtoReflect.Descriptor instead.
+func (*PutProject) Descriptor() ([]byte, []int) {
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *PutProject) GetProject() *Project {
+	if x != nil {
+		return x.Project
+	}
+	return nil
+}
+
+func (x *PutProject) GetCreate() bool {
+	if x != nil {
+		return x.Create
+	}
+	return false
+}
+
+// TopUpProject adds to a project's balance (log version 7).
+type TopUpProject struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The project.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Amount in milli-units.
+	AmountMilli int64 `protobuf:"varint,2,opt,name=amount_milli,json=amountMilli,proto3" json:"amount_milli,omitempty"`
+	// Resume operations for its instances that ran when frozen, in case the
+	// top-up unfreezes it (prepared by the leader).
+	Resumes       []*Operation `protobuf:"bytes,3,rep,name=resumes,proto3" json:"resumes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TopUpProject) Reset() {
+	*x = TopUpProject{}
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopUpProject) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopUpProject) ProtoMessage() {}
+
+func (x *TopUpProject) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopUpProject.ProtoReflect.Descriptor instead.
+func (*TopUpProject) Descriptor() ([]byte, []int) {
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *TopUpProject) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *TopUpProject) GetAmountMilli() int64 {
+	if x != nil {
+		return x.AmountMilli
+	}
+	return 0
+}
+
+func (x *TopUpProject) GetResumes() []*Operation {
+	if x != nil {
+		return x.Resumes
+	}
+	return nil
+}
+
+// FreezeProject freezes or unfreezes a project (log version 7).
+type FreezeProject struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The project.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Freeze (else unfreeze).
+	Freeze bool `protobuf:"varint,2,opt,name=freeze,proto3" json:"freeze,omitempty"`
+	// By an admin (else: the balance ran out).
+	Admin bool `protobuf:"varint,3,opt,name=admin,proto3" json:"admin,omitempty"`
+	// Pause operations (freeze) or unpause operations (unfreeze) prepared
+	// by the leader for the project's instances.
+	Ops           []*Operation `protobuf:"bytes,4,rep,name=ops,proto3" json:"ops,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FreezeProject) Reset() {
+	*x = FreezeProject{}
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FreezeProject) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FreezeProject) ProtoMessage() {}
+
+func (x *FreezeProject) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FreezeProject.ProtoReflect.Descriptor instead.
+func (*FreezeProject) Descriptor() ([]byte, []int) {
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *FreezeProject) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *FreezeProject) GetFreeze() bool {
+	if x != nil {
+		return x.Freeze
+	}
+	return false
+}
+
+func (x *FreezeProject) GetAdmin() bool {
+	if x != nil {
+		return x.Admin
+	}
+	return false
+}
+
+func (x *FreezeProject) GetOps() []*Operation {
+	if x != nil {
+		return x.Ops
+	}
+	return nil
+}
+
+// ChargeProjects takes usage charges off projects' balances (log version 7).
+type ChargeProjects struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Per project.
+	Charges       []*ProjectCharge `protobuf:"bytes,1,rep,name=charges,proto3" json:"charges,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChargeProjects) Reset() {
+	*x = ChargeProjects{}
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChargeProjects) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChargeProjects) ProtoMessage() {}
+
+func (x *ChargeProjects) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChargeProjects.ProtoReflect.Descriptor instead.
+func (*ChargeProjects) Descriptor() ([]byte, []int) {
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *ChargeProjects) GetCharges() []*ProjectCharge {
+	if x != nil {
+		return x.Charges
+	}
+	return nil
+}
+
+// ProjectCharge is one project's charge for usage up to a time.
+type ProjectCharge struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The project.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Amount in milli-units.
+	AmountMilli int64 `protobuf:"varint,2,opt,name=amount_milli,json=amountMilli,proto3" json:"amount_milli,omitempty"`
+	// Usage charged up to: Unix nanoseconds.
+	ThroughUnixNano int64 `protobuf:"fixed64,3,opt,name=through_unix_nano,json=throughUnixNano,proto3" json:"through_unix_nano,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ProjectCharge) Reset() {
+	*x = ProjectCharge{}
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProjectCharge) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProjectCharge) ProtoMessage() {}
+
+func (x *ProjectCharge) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProjectCharge.ProtoReflect.Descriptor instead.
+func (*ProjectCharge) Descriptor() ([]byte, []int) {
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *ProjectCharge) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ProjectCharge) GetAmountMilli() int64 {
+	if x != nil {
+		return x.AmountMilli
+	}
+	return 0
+}
+
+func (x *ProjectCharge) GetThroughUnixNano() int64 {
+	if x != nil {
+		return x.ThroughUnixNano
+	}
+	return 0
+}
+
 var File_flotilla_raft_v1_log_proto protoreflect.FileDescriptor
 
 const file_flotilla_raft_v1_log_proto_rawDesc = "" +
@@ -1899,7 +2204,26 @@ const file_flotilla_raft_v1_log_proto_rawDesc = "" +
 	"instanceId\x12&\n" +
 	"\x0fsince_unix_nano\x18\x02 \x01(\x10R\rsinceUnixNano\x12 \n" +
 	"\voperational\x18\x03 \x01(\bR\voperational\x12\x0e\n" +
-	"\x02by\x18\x04 \x01(\tR\x02byB?Z=github.com/flotilla-vm/flotilla/proto/flotilla/raft/v1;raftv1b\x06proto3"
+	"\x02by\x18\x04 \x01(\tR\x02by\"Y\n" +
+	"\n" +
+	"PutProject\x123\n" +
+	"\aproject\x18\x01 \x01(\v2\x19.flotilla.raft.v1.ProjectR\aproject\x12\x16\n" +
+	"\x06create\x18\x02 \x01(\bR\x06create\"|\n" +
+	"\fTopUpProject\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
+	"\famount_milli\x18\x02 \x01(\x03R\vamountMilli\x125\n" +
+	"\aresumes\x18\x03 \x03(\v2\x1b.flotilla.raft.v1.OperationR\aresumes\"\x80\x01\n" +
+	"\rFreezeProject\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06freeze\x18\x02 \x01(\bR\x06freeze\x12\x14\n" +
+	"\x05admin\x18\x03 \x01(\bR\x05admin\x12-\n" +
+	"\x03ops\x18\x04 \x03(\v2\x1b.flotilla.raft.v1.OperationR\x03ops\"K\n" +
+	"\x0eChargeProjects\x129\n" +
+	"\acharges\x18\x01 \x03(\v2\x1f.flotilla.raft.v1.ProjectChargeR\acharges\"r\n" +
+	"\rProjectCharge\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
+	"\famount_milli\x18\x02 \x01(\x03R\vamountMilli\x12*\n" +
+	"\x11through_unix_nano\x18\x03 \x01(\x10R\x0fthroughUnixNanoB?Z=github.com/flotilla-vm/flotilla/proto/flotilla/raft/v1;raftv1b\x06proto3"
 
 var (
 	file_flotilla_raft_v1_log_proto_rawDescOnce sync.Once
@@ -1913,7 +2237,7 @@ func file_flotilla_raft_v1_log_proto_rawDescGZIP() []byte {
 	return file_flotilla_raft_v1_log_proto_rawDescData
 }
 
-var file_flotilla_raft_v1_log_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_flotilla_raft_v1_log_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_flotilla_raft_v1_log_proto_goTypes = []any{
 	(*Entry)(nil),          // 0: flotilla.raft.v1.Entry
 	(*Batch)(nil),          // 1: flotilla.raft.v1.Batch
@@ -1942,40 +2266,50 @@ var file_flotilla_raft_v1_log_proto_goTypes = []any{
 	(*DeleteNetwork)(nil),  // 24: flotilla.raft.v1.DeleteNetwork
 	(*GuestReport)(nil),    // 25: flotilla.raft.v1.GuestReport
 	(*Strand)(nil),         // 26: flotilla.raft.v1.Strand
-	(*Instance)(nil),       // 27: flotilla.raft.v1.Instance
-	(*Operation)(nil),      // 28: flotilla.raft.v1.Operation
-	(*Policy)(nil),         // 29: flotilla.raft.v1.Policy
-	(*Fault)(nil),          // 30: flotilla.raft.v1.Fault
-	(*Observation)(nil),    // 31: flotilla.raft.v1.Observation
-	(*Host)(nil),           // 32: flotilla.raft.v1.Host
-	(*Server)(nil),         // 33: flotilla.raft.v1.Server
-	(*Network)(nil),        // 34: flotilla.raft.v1.Network
+	(*PutProject)(nil),     // 27: flotilla.raft.v1.PutProject
+	(*TopUpProject)(nil),   // 28: flotilla.raft.v1.TopUpProject
+	(*FreezeProject)(nil),  // 29: flotilla.raft.v1.FreezeProject
+	(*ChargeProjects)(nil), // 30: flotilla.raft.v1.ChargeProjects
+	(*ProjectCharge)(nil),  // 31: flotilla.raft.v1.ProjectCharge
+	(*Instance)(nil),       // 32: flotilla.raft.v1.Instance
+	(*Operation)(nil),      // 33: flotilla.raft.v1.Operation
+	(*Policy)(nil),         // 34: flotilla.raft.v1.Policy
+	(*Fault)(nil),          // 35: flotilla.raft.v1.Fault
+	(*Observation)(nil),    // 36: flotilla.raft.v1.Observation
+	(*Host)(nil),           // 37: flotilla.raft.v1.Host
+	(*Server)(nil),         // 38: flotilla.raft.v1.Server
+	(*Network)(nil),        // 39: flotilla.raft.v1.Network
+	(*Project)(nil),        // 40: flotilla.raft.v1.Project
 }
 var file_flotilla_raft_v1_log_proto_depIdxs = []int32{
-	27, // 0: flotilla.raft.v1.CreateInstance.instance:type_name -> flotilla.raft.v1.Instance
-	28, // 1: flotilla.raft.v1.CreateInstance.operation:type_name -> flotilla.raft.v1.Operation
-	29, // 2: flotilla.raft.v1.CreateInstance.policy:type_name -> flotilla.raft.v1.Policy
-	28, // 3: flotilla.raft.v1.InstanceAction.operation:type_name -> flotilla.raft.v1.Operation
-	29, // 4: flotilla.raft.v1.InstanceAction.policy:type_name -> flotilla.raft.v1.Policy
+	32, // 0: flotilla.raft.v1.CreateInstance.instance:type_name -> flotilla.raft.v1.Instance
+	33, // 1: flotilla.raft.v1.CreateInstance.operation:type_name -> flotilla.raft.v1.Operation
+	34, // 2: flotilla.raft.v1.CreateInstance.policy:type_name -> flotilla.raft.v1.Policy
+	33, // 3: flotilla.raft.v1.InstanceAction.operation:type_name -> flotilla.raft.v1.Operation
+	34, // 4: flotilla.raft.v1.InstanceAction.policy:type_name -> flotilla.raft.v1.Policy
 	5,  // 5: flotilla.raft.v1.Dispatch.steps:type_name -> flotilla.raft.v1.DispatchStep
-	30, // 6: flotilla.raft.v1.Finish.fault:type_name -> flotilla.raft.v1.Fault
-	31, // 7: flotilla.raft.v1.Finish.observed:type_name -> flotilla.raft.v1.Observation
-	32, // 8: flotilla.raft.v1.RegisterHost.host:type_name -> flotilla.raft.v1.Host
-	31, // 9: flotilla.raft.v1.RegisterHost.inventory:type_name -> flotilla.raft.v1.Observation
-	28, // 10: flotilla.raft.v1.DrainHost.stops:type_name -> flotilla.raft.v1.Operation
-	28, // 11: flotilla.raft.v1.DrainHost.moves:type_name -> flotilla.raft.v1.Operation
-	29, // 12: flotilla.raft.v1.DrainHost.policy:type_name -> flotilla.raft.v1.Policy
-	28, // 13: flotilla.raft.v1.Recover.restart:type_name -> flotilla.raft.v1.Operation
-	31, // 14: flotilla.raft.v1.Observe.observations:type_name -> flotilla.raft.v1.Observation
-	33, // 15: flotilla.raft.v1.RegisterServer.server:type_name -> flotilla.raft.v1.Server
-	29, // 16: flotilla.raft.v1.Place.policy:type_name -> flotilla.raft.v1.Policy
-	28, // 17: flotilla.raft.v1.Preempt.victims:type_name -> flotilla.raft.v1.Operation
-	34, // 18: flotilla.raft.v1.CreateNetwork.network:type_name -> flotilla.raft.v1.Network
-	19, // [19:19] is the sub-list for method output_type
-	19, // [19:19] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	35, // 6: flotilla.raft.v1.Finish.fault:type_name -> flotilla.raft.v1.Fault
+	36, // 7: flotilla.raft.v1.Finish.observed:type_name -> flotilla.raft.v1.Observation
+	37, // 8: flotilla.raft.v1.RegisterHost.host:type_name -> flotilla.raft.v1.Host
+	36, // 9: flotilla.raft.v1.RegisterHost.inventory:type_name -> flotilla.raft.v1.Observation
+	33, // 10: flotilla.raft.v1.DrainHost.stops:type_name -> flotilla.raft.v1.Operation
+	33, // 11: flotilla.raft.v1.DrainHost.moves:type_name -> flotilla.raft.v1.Operation
+	34, // 12: flotilla.raft.v1.DrainHost.policy:type_name -> flotilla.raft.v1.Policy
+	33, // 13: flotilla.raft.v1.Recover.restart:type_name -> flotilla.raft.v1.Operation
+	36, // 14: flotilla.raft.v1.Observe.observations:type_name -> flotilla.raft.v1.Observation
+	38, // 15: flotilla.raft.v1.RegisterServer.server:type_name -> flotilla.raft.v1.Server
+	34, // 16: flotilla.raft.v1.Place.policy:type_name -> flotilla.raft.v1.Policy
+	33, // 17: flotilla.raft.v1.Preempt.victims:type_name -> flotilla.raft.v1.Operation
+	39, // 18: flotilla.raft.v1.CreateNetwork.network:type_name -> flotilla.raft.v1.Network
+	40, // 19: flotilla.raft.v1.PutProject.project:type_name -> flotilla.raft.v1.Project
+	33, // 20: flotilla.raft.v1.TopUpProject.resumes:type_name -> flotilla.raft.v1.Operation
+	33, // 21: flotilla.raft.v1.FreezeProject.ops:type_name -> flotilla.raft.v1.Operation
+	31, // 22: flotilla.raft.v1.ChargeProjects.charges:type_name -> flotilla.raft.v1.ProjectCharge
+	23, // [23:23] is the sub-list for method output_type
+	23, // [23:23] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_raft_v1_log_proto_init() }
@@ -1990,7 +2324,7 @@ func file_flotilla_raft_v1_log_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_raft_v1_log_proto_rawDesc), len(file_flotilla_raft_v1_log_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   27,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -627,7 +627,13 @@ type Instance struct {
 	// A stop's or delete's default decommission time: nanoseconds.
 	DecommissionTimeoutNanos int64 `protobuf:"varint,40,opt,name=decommission_timeout_nanos,json=decommissionTimeoutNanos,proto3" json:"decommission_timeout_nanos,omitempty"`
 	// The current operation's decommissioning: "", "running" or "failed".
-	Decommission  string `protobuf:"bytes,41,opt,name=decommission,proto3" json:"decommission,omitempty"`
+	Decommission string `protobuf:"bytes,41,opt,name=decommission,proto3" json:"decommission,omitempty"`
+	// Log version 7: its project ("" reads as "default").
+	Project string `protobuf:"bytes,100,opt,name=project,proto3" json:"project,omitempty"`
+	// Frozen with its project: user actions are refused.
+	Frozen bool `protobuf:"varint,101,opt,name=frozen,proto3" json:"frozen,omitempty"`
+	// Paused by its project's freeze: the unfreeze unpauses it.
+	ThawRun       bool `protobuf:"varint,102,opt,name=thaw_run,json=thawRun,proto3" json:"thaw_run,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -891,6 +897,27 @@ func (x *Instance) GetDecommission() string {
 		return x.Decommission
 	}
 	return ""
+}
+
+func (x *Instance) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+func (x *Instance) GetFrozen() bool {
+	if x != nil {
+		return x.Frozen
+	}
+	return false
+}
+
+func (x *Instance) GetThawRun() bool {
+	if x != nil {
+		return x.ThawRun
+	}
+	return false
 }
 
 // GuestFacts is what a guest said on its guest channel since it last booted.
@@ -2284,6 +2311,206 @@ func (x *Observation) GetTimeUnixNano() int64 {
 	return 0
 }
 
+// Project is one project's record (log version 7).
+type Project struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Quotas: 0 is unlimited.
+	Quota *ProjectQuota `protobuf:"bytes,2,opt,name=quota,proto3" json:"quota,omitempty"`
+	// Balance in milli-units; charges take it down.
+	BalanceMilli int64 `protobuf:"varint,3,opt,name=balance_milli,json=balanceMilli,proto3" json:"balance_milli,omitempty"`
+	// Price per vCPU-hour of each billing class, in milli-units.
+	PricesMilli map[string]int64 `protobuf:"bytes,4,rep,name=prices_milli,json=pricesMilli,proto3" json:"prices_milli,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// Frozen: its instances are paused and user actions refused.
+	Frozen bool `protobuf:"varint,5,opt,name=frozen,proto3" json:"frozen,omitempty"`
+	// Frozen by an admin (a top-up does not unfreeze it).
+	FrozenByAdmin bool `protobuf:"varint,6,opt,name=frozen_by_admin,json=frozenByAdmin,proto3" json:"frozen_by_admin,omitempty"`
+	// Usage is charged up to this time: Unix nanoseconds.
+	ChargedThroughUnixNano int64 `protobuf:"fixed64,7,opt,name=charged_through_unix_nano,json=chargedThroughUnixNano,proto3" json:"charged_through_unix_nano,omitempty"`
+	// Created: Unix nanoseconds.
+	CreateTimeUnixNano int64 `protobuf:"fixed64,8,opt,name=create_time_unix_nano,json=createTimeUnixNano,proto3" json:"create_time_unix_nano,omitempty"`
+	// Revision of creation.
+	CreateRev int64 `protobuf:"varint,9,opt,name=create_rev,json=createRev,proto3" json:"create_rev,omitempty"`
+	// Billing is on (a balance is kept and charged).
+	Billed        bool `protobuf:"varint,10,opt,name=billed,proto3" json:"billed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Project) Reset() {
+	*x = Project{}
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Project) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Project) ProtoMessage() {}
+
+func (x *Project) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Project.ProtoReflect.Descriptor instead.
+func (*Project) Descriptor() ([]byte, []int) {
+	return file_flotilla_raft_v1_records_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *Project) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Project) GetQuota() *ProjectQuota {
+	if x != nil {
+		return x.Quota
+	}
+	return nil
+}
+
+func (x *Project) GetBalanceMilli() int64 {
+	if x != nil {
+		return x.BalanceMilli
+	}
+	return 0
+}
+
+func (x *Project) GetPricesMilli() map[string]int64 {
+	if x != nil {
+		return x.PricesMilli
+	}
+	return nil
+}
+
+func (x *Project) GetFrozen() bool {
+	if x != nil {
+		return x.Frozen
+	}
+	return false
+}
+
+func (x *Project) GetFrozenByAdmin() bool {
+	if x != nil {
+		return x.FrozenByAdmin
+	}
+	return false
+}
+
+func (x *Project) GetChargedThroughUnixNano() int64 {
+	if x != nil {
+		return x.ChargedThroughUnixNano
+	}
+	return 0
+}
+
+func (x *Project) GetCreateTimeUnixNano() int64 {
+	if x != nil {
+		return x.CreateTimeUnixNano
+	}
+	return 0
+}
+
+func (x *Project) GetCreateRev() int64 {
+	if x != nil {
+		return x.CreateRev
+	}
+	return 0
+}
+
+func (x *Project) GetBilled() bool {
+	if x != nil {
+		return x.Billed
+	}
+	return false
+}
+
+// ProjectQuota bounds what a project's instances may take (0: no bound).
+type ProjectQuota struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Instances not deleted.
+	Instances uint32 `protobuf:"varint,1,opt,name=instances,proto3" json:"instances,omitempty"`
+	// Their vCPUs.
+	Vcpus uint32 `protobuf:"varint,2,opt,name=vcpus,proto3" json:"vcpus,omitempty"`
+	// Their memory in MiB.
+	MemoryMib uint64 `protobuf:"varint,3,opt,name=memory_mib,json=memoryMib,proto3" json:"memory_mib,omitempty"`
+	// Their disk in GiB.
+	DiskGib       uint64 `protobuf:"varint,4,opt,name=disk_gib,json=diskGib,proto3" json:"disk_gib,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProjectQuota) Reset() {
+	*x = ProjectQuota{}
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProjectQuota) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProjectQuota) ProtoMessage() {}
+
+func (x *ProjectQuota) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProjectQuota.ProtoReflect.Descriptor instead.
+func (*ProjectQuota) Descriptor() ([]byte, []int) {
+	return file_flotilla_raft_v1_records_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ProjectQuota) GetInstances() uint32 {
+	if x != nil {
+		return x.Instances
+	}
+	return 0
+}
+
+func (x *ProjectQuota) GetVcpus() uint32 {
+	if x != nil {
+		return x.Vcpus
+	}
+	return 0
+}
+
+func (x *ProjectQuota) GetMemoryMib() uint64 {
+	if x != nil {
+		return x.MemoryMib
+	}
+	return 0
+}
+
+func (x *ProjectQuota) GetDiskGib() uint64 {
+	if x != nil {
+		return x.DiskGib
+	}
+	return 0
+}
+
 var File_flotilla_raft_v1_records_proto protoreflect.FileDescriptor
 
 const file_flotilla_raft_v1_records_proto_rawDesc = "" +
@@ -2335,8 +2562,7 @@ const file_flotilla_raft_v1_records_proto_rawDesc = "" +
 	"\x10bytes_per_second\x18\x04 \x01(\x04R\x0ebytesPerSecond\x12\x1d\n" +
 	"\n" +
 	"bytes_sent\x18\x05 \x01(\x04R\tbytesSent\x121\n" +
-	"\x15report_time_unix_nano\x18\x06 \x01(\x10R\x12reportTimeUnixNano\"\xbd\n" +
-	"\n" +
+	"\x15report_time_unix_nano\x18\x06 \x01(\x10R\x12reportTimeUnixNano\"\x8a\v\n" +
 	"\bInstance\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12*\n" +
@@ -2376,7 +2602,10 @@ const file_flotilla_raft_v1_records_proto_rawDesc = "" +
 	"\x05guest\x18\x1e \x01(\v2\x1c.flotilla.raft.v1.GuestFactsR\x05guest\x12.\n" +
 	"\x13ready_timeout_nanos\x18\x1f \x01(\x03R\x11readyTimeoutNanos\x12<\n" +
 	"\x1adecommission_timeout_nanos\x18( \x01(\x03R\x18decommissionTimeoutNanos\x12\"\n" +
-	"\fdecommission\x18) \x01(\tR\fdecommission\x1a9\n" +
+	"\fdecommission\x18) \x01(\tR\fdecommission\x12\x18\n" +
+	"\aproject\x18d \x01(\tR\aproject\x12\x16\n" +
+	"\x06frozen\x18e \x01(\bR\x06frozen\x12\x19\n" +
+	"\bthaw_run\x18f \x01(\bR\athawRun\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd8\x02\n" +
@@ -2521,7 +2750,29 @@ const file_flotilla_raft_v1_records_proto_rawDesc = "" +
 	"instanceId\x12\x14\n" +
 	"\x05power\x18\x02 \x01(\tR\x05power\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12$\n" +
-	"\x0etime_unix_nano\x18\x04 \x01(\x10R\ftimeUnixNanoB?Z=github.com/flotilla-vm/flotilla/proto/flotilla/raft/v1;raftv1b\x06proto3"
+	"\x0etime_unix_nano\x18\x04 \x01(\x10R\ftimeUnixNano\"\xec\x03\n" +
+	"\aProject\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x124\n" +
+	"\x05quota\x18\x02 \x01(\v2\x1e.flotilla.raft.v1.ProjectQuotaR\x05quota\x12#\n" +
+	"\rbalance_milli\x18\x03 \x01(\x03R\fbalanceMilli\x12M\n" +
+	"\fprices_milli\x18\x04 \x03(\v2*.flotilla.raft.v1.Project.PricesMilliEntryR\vpricesMilli\x12\x16\n" +
+	"\x06frozen\x18\x05 \x01(\bR\x06frozen\x12&\n" +
+	"\x0ffrozen_by_admin\x18\x06 \x01(\bR\rfrozenByAdmin\x129\n" +
+	"\x19charged_through_unix_nano\x18\a \x01(\x10R\x16chargedThroughUnixNano\x121\n" +
+	"\x15create_time_unix_nano\x18\b \x01(\x10R\x12createTimeUnixNano\x12\x1d\n" +
+	"\n" +
+	"create_rev\x18\t \x01(\x03R\tcreateRev\x12\x16\n" +
+	"\x06billed\x18\n" +
+	" \x01(\bR\x06billed\x1a>\n" +
+	"\x10PricesMilliEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"|\n" +
+	"\fProjectQuota\x12\x1c\n" +
+	"\tinstances\x18\x01 \x01(\rR\tinstances\x12\x14\n" +
+	"\x05vcpus\x18\x02 \x01(\rR\x05vcpus\x12\x1d\n" +
+	"\n" +
+	"memory_mib\x18\x03 \x01(\x04R\tmemoryMib\x12\x19\n" +
+	"\bdisk_gib\x18\x04 \x01(\x04R\adiskGibB?Z=github.com/flotilla-vm/flotilla/proto/flotilla/raft/v1;raftv1b\x06proto3"
 
 var (
 	file_flotilla_raft_v1_records_proto_rawDescOnce sync.Once
@@ -2535,34 +2786,37 @@ func file_flotilla_raft_v1_records_proto_rawDescGZIP() []byte {
 	return file_flotilla_raft_v1_records_proto_rawDescData
 }
 
-var file_flotilla_raft_v1_records_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_flotilla_raft_v1_records_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_flotilla_raft_v1_records_proto_goTypes = []any{
-	(*Spec)(nil),        // 0: flotilla.raft.v1.Spec
-	(*Resources)(nil),   // 1: flotilla.raft.v1.Resources
-	(*Fault)(nil),       // 2: flotilla.raft.v1.Fault
-	(*Recovery)(nil),    // 3: flotilla.raft.v1.Recovery
-	(*Placement)(nil),   // 4: flotilla.raft.v1.Placement
-	(*Resize)(nil),      // 5: flotilla.raft.v1.Resize
-	(*StepCopy)(nil),    // 6: flotilla.raft.v1.StepCopy
-	(*Instance)(nil),    // 7: flotilla.raft.v1.Instance
-	(*GuestFacts)(nil),  // 8: flotilla.raft.v1.GuestFacts
-	(*Nic)(nil),         // 9: flotilla.raft.v1.Nic
-	(*Network)(nil),     // 10: flotilla.raft.v1.Network
-	(*ModelUpdate)(nil), // 11: flotilla.raft.v1.ModelUpdate
-	(*Caller)(nil),      // 12: flotilla.raft.v1.Caller
-	(*Step)(nil),        // 13: flotilla.raft.v1.Step
-	(*Operation)(nil),   // 14: flotilla.raft.v1.Operation
-	(*Host)(nil),        // 15: flotilla.raft.v1.Host
-	(*Server)(nil),      // 16: flotilla.raft.v1.Server
-	(*Policy)(nil),      // 17: flotilla.raft.v1.Policy
-	(*Observation)(nil), // 18: flotilla.raft.v1.Observation
-	nil,                 // 19: flotilla.raft.v1.Placement.LabelsEntry
-	nil,                 // 20: flotilla.raft.v1.Instance.LabelsEntry
-	nil,                 // 21: flotilla.raft.v1.ModelUpdate.LabelsEntry
-	nil,                 // 22: flotilla.raft.v1.Host.LabelsEntry
+	(*Spec)(nil),         // 0: flotilla.raft.v1.Spec
+	(*Resources)(nil),    // 1: flotilla.raft.v1.Resources
+	(*Fault)(nil),        // 2: flotilla.raft.v1.Fault
+	(*Recovery)(nil),     // 3: flotilla.raft.v1.Recovery
+	(*Placement)(nil),    // 4: flotilla.raft.v1.Placement
+	(*Resize)(nil),       // 5: flotilla.raft.v1.Resize
+	(*StepCopy)(nil),     // 6: flotilla.raft.v1.StepCopy
+	(*Instance)(nil),     // 7: flotilla.raft.v1.Instance
+	(*GuestFacts)(nil),   // 8: flotilla.raft.v1.GuestFacts
+	(*Nic)(nil),          // 9: flotilla.raft.v1.Nic
+	(*Network)(nil),      // 10: flotilla.raft.v1.Network
+	(*ModelUpdate)(nil),  // 11: flotilla.raft.v1.ModelUpdate
+	(*Caller)(nil),       // 12: flotilla.raft.v1.Caller
+	(*Step)(nil),         // 13: flotilla.raft.v1.Step
+	(*Operation)(nil),    // 14: flotilla.raft.v1.Operation
+	(*Host)(nil),         // 15: flotilla.raft.v1.Host
+	(*Server)(nil),       // 16: flotilla.raft.v1.Server
+	(*Policy)(nil),       // 17: flotilla.raft.v1.Policy
+	(*Observation)(nil),  // 18: flotilla.raft.v1.Observation
+	(*Project)(nil),      // 19: flotilla.raft.v1.Project
+	(*ProjectQuota)(nil), // 20: flotilla.raft.v1.ProjectQuota
+	nil,                  // 21: flotilla.raft.v1.Placement.LabelsEntry
+	nil,                  // 22: flotilla.raft.v1.Instance.LabelsEntry
+	nil,                  // 23: flotilla.raft.v1.ModelUpdate.LabelsEntry
+	nil,                  // 24: flotilla.raft.v1.Host.LabelsEntry
+	nil,                  // 25: flotilla.raft.v1.Project.PricesMilliEntry
 }
 var file_flotilla_raft_v1_records_proto_depIdxs = []int32{
-	19, // 0: flotilla.raft.v1.Placement.labels:type_name -> flotilla.raft.v1.Placement.LabelsEntry
+	21, // 0: flotilla.raft.v1.Placement.labels:type_name -> flotilla.raft.v1.Placement.LabelsEntry
 	0,  // 1: flotilla.raft.v1.Resize.from:type_name -> flotilla.raft.v1.Spec
 	0,  // 2: flotilla.raft.v1.Resize.to:type_name -> flotilla.raft.v1.Spec
 	0,  // 3: flotilla.raft.v1.Instance.spec:type_name -> flotilla.raft.v1.Spec
@@ -2570,11 +2824,11 @@ var file_flotilla_raft_v1_records_proto_depIdxs = []int32{
 	2,  // 5: flotilla.raft.v1.Instance.fault:type_name -> flotilla.raft.v1.Fault
 	3,  // 6: flotilla.raft.v1.Instance.recovery:type_name -> flotilla.raft.v1.Recovery
 	4,  // 7: flotilla.raft.v1.Instance.placement:type_name -> flotilla.raft.v1.Placement
-	20, // 8: flotilla.raft.v1.Instance.labels:type_name -> flotilla.raft.v1.Instance.LabelsEntry
+	22, // 8: flotilla.raft.v1.Instance.labels:type_name -> flotilla.raft.v1.Instance.LabelsEntry
 	5,  // 9: flotilla.raft.v1.Instance.resize:type_name -> flotilla.raft.v1.Resize
 	9,  // 10: flotilla.raft.v1.Instance.nics:type_name -> flotilla.raft.v1.Nic
 	8,  // 11: flotilla.raft.v1.Instance.guest:type_name -> flotilla.raft.v1.GuestFacts
-	21, // 12: flotilla.raft.v1.ModelUpdate.labels:type_name -> flotilla.raft.v1.ModelUpdate.LabelsEntry
+	23, // 12: flotilla.raft.v1.ModelUpdate.labels:type_name -> flotilla.raft.v1.ModelUpdate.LabelsEntry
 	3,  // 13: flotilla.raft.v1.ModelUpdate.recovery:type_name -> flotilla.raft.v1.Recovery
 	2,  // 14: flotilla.raft.v1.Step.fault:type_name -> flotilla.raft.v1.Fault
 	13, // 15: flotilla.raft.v1.Step.undo:type_name -> flotilla.raft.v1.Step
@@ -2585,12 +2839,14 @@ var file_flotilla_raft_v1_records_proto_depIdxs = []int32{
 	12, // 20: flotilla.raft.v1.Operation.requested_by:type_name -> flotilla.raft.v1.Caller
 	6,  // 21: flotilla.raft.v1.Operation.copy:type_name -> flotilla.raft.v1.StepCopy
 	1,  // 22: flotilla.raft.v1.Host.capacity:type_name -> flotilla.raft.v1.Resources
-	22, // 23: flotilla.raft.v1.Host.labels:type_name -> flotilla.raft.v1.Host.LabelsEntry
-	24, // [24:24] is the sub-list for method output_type
-	24, // [24:24] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	24, // 23: flotilla.raft.v1.Host.labels:type_name -> flotilla.raft.v1.Host.LabelsEntry
+	20, // 24: flotilla.raft.v1.Project.quota:type_name -> flotilla.raft.v1.ProjectQuota
+	25, // 25: flotilla.raft.v1.Project.prices_milli:type_name -> flotilla.raft.v1.Project.PricesMilliEntry
+	26, // [26:26] is the sub-list for method output_type
+	26, // [26:26] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_raft_v1_records_proto_init() }
@@ -2605,7 +2861,7 @@ func file_flotilla_raft_v1_records_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_raft_v1_records_proto_rawDesc), len(file_flotilla_raft_v1_records_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   23,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -38,6 +38,7 @@ type SnapshotRecord struct {
 	//	*SnapshotRecord_Usage
 	//	*SnapshotRecord_Trailer
 	//	*SnapshotRecord_Network
+	//	*SnapshotRecord_Project
 	Record        isSnapshotRecord_Record `protobuf_oneof:"record"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -170,6 +171,15 @@ func (x *SnapshotRecord) GetNetwork() *Network {
 	return nil
 }
 
+func (x *SnapshotRecord) GetProject() *Project {
+	if x != nil {
+		if x, ok := x.Record.(*SnapshotRecord_Project); ok {
+			return x.Project
+		}
+	}
+	return nil
+}
+
 type isSnapshotRecord_Record interface {
 	isSnapshotRecord_Record()
 }
@@ -224,6 +234,11 @@ type SnapshotRecord_Network struct {
 	Network *Network `protobuf:"bytes,10,opt,name=network,proto3,oneof"`
 }
 
+type SnapshotRecord_Project struct {
+	// A project (log version 7).
+	Project *Project `protobuf:"bytes,100,opt,name=project,proto3,oneof"`
+}
+
 func (*SnapshotRecord_Header) isSnapshotRecord_Record() {}
 
 func (*SnapshotRecord_Instance) isSnapshotRecord_Record() {}
@@ -243,6 +258,8 @@ func (*SnapshotRecord_Usage) isSnapshotRecord_Record() {}
 func (*SnapshotRecord_Trailer) isSnapshotRecord_Record() {}
 
 func (*SnapshotRecord_Network) isSnapshotRecord_Record() {}
+
+func (*SnapshotRecord_Project) isSnapshotRecord_Record() {}
 
 // SnapshotHeader opens a snapshot.
 type SnapshotHeader struct {
@@ -788,7 +805,7 @@ var File_flotilla_raft_v1_snapshot_proto protoreflect.FileDescriptor
 
 const file_flotilla_raft_v1_snapshot_proto_rawDesc = "" +
 	"\n" +
-	"\x1fflotilla/raft/v1/snapshot.proto\x12\x10flotilla.raft.v1\x1a\x1eflotilla/raft/v1/records.proto\"\xd6\x04\n" +
+	"\x1fflotilla/raft/v1/snapshot.proto\x12\x10flotilla.raft.v1\x1a\x1eflotilla/raft/v1/records.proto\"\x8d\x05\n" +
 	"\x0eSnapshotRecord\x12:\n" +
 	"\x06header\x18\x01 \x01(\v2 .flotilla.raft.v1.SnapshotHeaderH\x00R\x06header\x128\n" +
 	"\binstance\x18\x02 \x01(\v2\x1a.flotilla.raft.v1.InstanceH\x00R\binstance\x12;\n" +
@@ -800,7 +817,8 @@ const file_flotilla_raft_v1_snapshot_proto_rawDesc = "" +
 	"\x05usage\x18\b \x01(\v2\x1e.flotilla.raft.v1.UsageHistoryH\x00R\x05usage\x12=\n" +
 	"\atrailer\x18\t \x01(\v2!.flotilla.raft.v1.SnapshotTrailerH\x00R\atrailer\x125\n" +
 	"\anetwork\x18\n" +
-	" \x01(\v2\x19.flotilla.raft.v1.NetworkH\x00R\anetworkB\b\n" +
+	" \x01(\v2\x19.flotilla.raft.v1.NetworkH\x00R\anetwork\x125\n" +
+	"\aproject\x18d \x01(\v2\x19.flotilla.raft.v1.ProjectH\x00R\aprojectB\b\n" +
 	"\x06record\"\xab\x01\n" +
 	"\x0eSnapshotHeader\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1a\n" +
@@ -871,6 +889,7 @@ var file_flotilla_raft_v1_snapshot_proto_goTypes = []any{
 	(*Host)(nil),            // 12: flotilla.raft.v1.Host
 	(*Server)(nil),          // 13: flotilla.raft.v1.Server
 	(*Network)(nil),         // 14: flotilla.raft.v1.Network
+	(*Project)(nil),         // 15: flotilla.raft.v1.Project
 }
 var file_flotilla_raft_v1_snapshot_proto_depIdxs = []int32{
 	1,  // 0: flotilla.raft.v1.SnapshotRecord.header:type_name -> flotilla.raft.v1.SnapshotHeader
@@ -883,16 +902,17 @@ var file_flotilla_raft_v1_snapshot_proto_depIdxs = []int32{
 	5,  // 7: flotilla.raft.v1.SnapshotRecord.usage:type_name -> flotilla.raft.v1.UsageHistory
 	2,  // 8: flotilla.raft.v1.SnapshotRecord.trailer:type_name -> flotilla.raft.v1.SnapshotTrailer
 	14, // 9: flotilla.raft.v1.SnapshotRecord.network:type_name -> flotilla.raft.v1.Network
-	10, // 10: flotilla.raft.v1.HistoryEvent.instance:type_name -> flotilla.raft.v1.Instance
-	6,  // 11: flotilla.raft.v1.UsageHistory.meters:type_name -> flotilla.raft.v1.Meter
-	7,  // 12: flotilla.raft.v1.Meter.changes:type_name -> flotilla.raft.v1.UsageChange
-	8,  // 13: flotilla.raft.v1.Meter.folded:type_name -> flotilla.raft.v1.Folded
-	9,  // 14: flotilla.raft.v1.Folded.totals:type_name -> flotilla.raft.v1.UsageTotal
-	15, // [15:15] is the sub-list for method output_type
-	15, // [15:15] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	15, // 10: flotilla.raft.v1.SnapshotRecord.project:type_name -> flotilla.raft.v1.Project
+	10, // 11: flotilla.raft.v1.HistoryEvent.instance:type_name -> flotilla.raft.v1.Instance
+	6,  // 12: flotilla.raft.v1.UsageHistory.meters:type_name -> flotilla.raft.v1.Meter
+	7,  // 13: flotilla.raft.v1.Meter.changes:type_name -> flotilla.raft.v1.UsageChange
+	8,  // 14: flotilla.raft.v1.Meter.folded:type_name -> flotilla.raft.v1.Folded
+	9,  // 15: flotilla.raft.v1.Folded.totals:type_name -> flotilla.raft.v1.UsageTotal
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_raft_v1_snapshot_proto_init() }
@@ -912,6 +932,7 @@ func file_flotilla_raft_v1_snapshot_proto_init() {
 		(*SnapshotRecord_Usage)(nil),
 		(*SnapshotRecord_Trailer)(nil),
 		(*SnapshotRecord_Network)(nil),
+		(*SnapshotRecord_Project)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
