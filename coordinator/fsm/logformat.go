@@ -33,8 +33,11 @@ const (
 	// and binds them to the request's content (Operation.request_key and
 	// request_hash), and adds host removal (host.remove).
 	LogVersion6 uint32 = 6
+	// LogVersion8 adds rebuild, rescue, unrescue and bundle (an operation's
+	// image, an instance's rescue image).
+	LogVersion8 uint32 = 8
 	// SupportedLogVersion is the newest version this server reads and writes.
-	SupportedLogVersion = LogVersion6
+	SupportedLogVersion = LogVersion8
 )
 
 // entryMarker starts every entry of format 2; never '{' nor 0xF1, which

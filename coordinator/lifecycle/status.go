@@ -41,6 +41,13 @@ const (
 	// StatusStrandedDecommissioning: that work failed or ran out of time;
 	// the stop or delete goes on and forces the domain off.
 	StatusStrandedDecommissioning Status = "STRANDED_DECOMMISSIONING"
+	StatusRebuilding              Status = "REBUILDING" // a fresh disk from an image replaces the disk (Nova's REBUILD)
+	StatusRescuing                Status = "RESCUING"   // the rescue system is being booted
+	// StatusRescued: the rescue system runs with the instance's own disk
+	// attached as its second disk (Nova's RESCUED).
+	StatusRescued    Status = "RESCUED"
+	StatusUnrescuing Status = "UNRESCUING" // back to booting from its own disk
+	StatusBundling   Status = "BUNDLING"   // the stopped instance's disk becomes an image (seed 000's bundling)
 )
 
 // AllStatuses lists every status.
@@ -53,6 +60,7 @@ var AllStatuses = []Status{
 	StatusResizing, StatusVerifyResize, StatusConfirmingResize, StatusRevertingResize, StatusExtending,
 	StatusSettingPassword,
 	StatusDecommissioning, StatusStrandedDecommissioning,
+	StatusRebuilding, StatusRescuing, StatusRescued, StatusUnrescuing, StatusBundling,
 }
 
 // inFlight is the status shown while an operation of each kind runs.
@@ -75,6 +83,10 @@ var inFlight = map[OpKind]Status{
 	OpRevertResize:  StatusRevertingResize,
 	OpExtend:        StatusExtending,
 	OpSetPassword:   StatusSettingPassword,
+	OpRebuild:       StatusRebuilding,
+	OpRescue:        StatusRescuing,
+	OpUnrescue:      StatusUnrescuing,
+	OpBundle:        StatusBundling,
 }
 
 // Transitional reports whether s only lasts while an operation runs.
@@ -128,6 +140,11 @@ func Derive(f Facts) Status {
 		// confirm or a revert. Anything else (crashed, unexpectedly off,
 		// unknown) shows as itself.
 		return StatusVerifyResize
+	}
+	if f.Rescued && (f.Power == PowerRunning || f.Power == PowerShutOff) {
+		// The rescue system runs (or was shut down from inside): still
+		// rescued until an unrescue boots the instance's own disk again.
+		return StatusRescued
 	}
 	switch f.Power {
 	case PowerNone:

@@ -78,6 +78,9 @@ type Instance struct {
 	// Decommission is where the current stop or delete is with its
 	// guest's decommission work (the fsm sets it; cleared when it ends).
 	Decommission lifecycle.Decommission `json:"decommission,omitempty"`
+	// RescueImage is the image its rescue system boots while it is
+	// rescued (a rescue succeeded, no unrescue since); "" otherwise.
+	RescueImage string `json:"rescue_image,omitempty"`
 }
 
 // GuestFacts is what a guest said on its guest channel since it last booted.
@@ -185,7 +188,7 @@ func (i *Instance) Facts() lifecycle.Facts {
 	return lifecycle.Facts{Desired: i.Desired, Op: i.CurrentOpK, Power: i.Power, Result: i.Result,
 		Unplaced: i.HostID == "", Preemptible: i.Placement.Preemptible,
 		Unconfirmed: i.Resize != nil && i.CurrentOpK != lifecycle.OpResize, RollingBack: i.RollingBack,
-		Decommission: i.Decommission}
+		Decommission: i.Decommission, Rescued: i.RescueImage != ""}
 }
 
 // Status derives the instance's status.
@@ -264,6 +267,9 @@ type Operation struct {
 	// Decommission is, for a stop or delete, how long its guest gets to
 	// run its decommission work first (zero: none).
 	Decommission time.Duration `json:"decommission,omitempty"`
+	// Image is a rescue's rescue image (an unrescue's, for its undo) or a
+	// bundle's new image.
+	Image string `json:"image,omitempty"`
 }
 
 // Caller is who made an API call.

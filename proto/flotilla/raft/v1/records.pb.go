@@ -627,7 +627,9 @@ type Instance struct {
 	// A stop's or delete's default decommission time: nanoseconds.
 	DecommissionTimeoutNanos int64 `protobuf:"varint,40,opt,name=decommission_timeout_nanos,json=decommissionTimeoutNanos,proto3" json:"decommission_timeout_nanos,omitempty"`
 	// The current operation's decommissioning: "", "running" or "failed".
-	Decommission  string `protobuf:"bytes,41,opt,name=decommission,proto3" json:"decommission,omitempty"`
+	Decommission string `protobuf:"bytes,41,opt,name=decommission,proto3" json:"decommission,omitempty"`
+	// The rescue image while the instance is rescued; "" otherwise (log version 8).
+	RescueImage   string `protobuf:"bytes,120,opt,name=rescue_image,json=rescueImage,proto3" json:"rescue_image,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -889,6 +891,13 @@ func (x *Instance) GetDecommissionTimeoutNanos() int64 {
 func (x *Instance) GetDecommission() string {
 	if x != nil {
 		return x.Decommission
+	}
+	return ""
+}
+
+func (x *Instance) GetRescueImage() string {
+	if x != nil {
+		return x.RescueImage
 	}
 	return ""
 }
@@ -1643,7 +1652,9 @@ type Operation struct {
 	RequestKey string `protobuf:"bytes,41,opt,name=request_key,json=requestKey,proto3" json:"request_key,omitempty"`
 	// Fingerprint of the request's content: a reuse of the request id with
 	// other content is refused (log version 6).
-	RequestHash   string `protobuf:"bytes,42,opt,name=request_hash,json=requestHash,proto3" json:"request_hash,omitempty"`
+	RequestHash string `protobuf:"bytes,42,opt,name=request_hash,json=requestHash,proto3" json:"request_hash,omitempty"`
+	// A rescue's rescue image, a bundle's new image (log version 8).
+	Image         string `protobuf:"bytes,121,opt,name=image,proto3" json:"image,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1898,6 +1909,13 @@ func (x *Operation) GetRequestKey() string {
 func (x *Operation) GetRequestHash() string {
 	if x != nil {
 		return x.RequestHash
+	}
+	return ""
+}
+
+func (x *Operation) GetImage() string {
+	if x != nil {
+		return x.Image
 	}
 	return ""
 }
@@ -2335,7 +2353,7 @@ const file_flotilla_raft_v1_records_proto_rawDesc = "" +
 	"\x10bytes_per_second\x18\x04 \x01(\x04R\x0ebytesPerSecond\x12\x1d\n" +
 	"\n" +
 	"bytes_sent\x18\x05 \x01(\x04R\tbytesSent\x121\n" +
-	"\x15report_time_unix_nano\x18\x06 \x01(\x10R\x12reportTimeUnixNano\"\xbd\n" +
+	"\x15report_time_unix_nano\x18\x06 \x01(\x10R\x12reportTimeUnixNano\"\xe0\n" +
 	"\n" +
 	"\bInstance\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
@@ -2376,7 +2394,8 @@ const file_flotilla_raft_v1_records_proto_rawDesc = "" +
 	"\x05guest\x18\x1e \x01(\v2\x1c.flotilla.raft.v1.GuestFactsR\x05guest\x12.\n" +
 	"\x13ready_timeout_nanos\x18\x1f \x01(\x03R\x11readyTimeoutNanos\x12<\n" +
 	"\x1adecommission_timeout_nanos\x18( \x01(\x03R\x18decommissionTimeoutNanos\x12\"\n" +
-	"\fdecommission\x18) \x01(\tR\fdecommission\x1a9\n" +
+	"\fdecommission\x18) \x01(\tR\fdecommission\x12!\n" +
+	"\frescue_image\x18x \x01(\tR\vrescueImage\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd8\x02\n" +
@@ -2447,7 +2466,7 @@ const file_flotilla_raft_v1_records_proto_rawDesc = "" +
 	"\x05layer\x18\x11 \x01(\tR\x05layer\x12\x16\n" +
 	"\x06undoes\x18\x12 \x01(\x03R\x06undoes\x12\x17\n" +
 	"\ais_undo\x18\x13 \x01(\bR\x06isUndo\x12\x12\n" +
-	"\x04note\x18\x14 \x01(\tR\x04note\"\xfc\b\n" +
+	"\x04note\x18\x14 \x01(\tR\x04note\"\x92\t\n" +
 	"\tOperation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vinstance_id\x18\x02 \x01(\tR\n" +
@@ -2485,7 +2504,8 @@ const file_flotilla_raft_v1_records_proto_rawDesc = "" +
 	"\x12decommission_nanos\x18( \x01(\x03R\x11decommissionNanos\x12\x1f\n" +
 	"\vrequest_key\x18) \x01(\tR\n" +
 	"requestKey\x12!\n" +
-	"\frequest_hash\x18* \x01(\tR\vrequestHash\"\xb7\x04\n" +
+	"\frequest_hash\x18* \x01(\tR\vrequestHash\x12\x14\n" +
+	"\x05image\x18y \x01(\tR\x05image\"\xb7\x04\n" +
 	"\x04Host\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x12\x12\n" +
