@@ -70,6 +70,10 @@ var WriteMethods = []string{
 	pb.InstanceService_MoveInstance_FullMethodName,
 	pb.InstanceService_MarkOperational_FullMethodName,
 	pb.InstanceService_SetPassword_FullMethodName,
+	pb.InstanceService_RebuildInstance_FullMethodName,
+	pb.InstanceService_RescueInstance_FullMethodName,
+	pb.InstanceService_UnrescueInstance_FullMethodName,
+	pb.InstanceService_BundleInstance_FullMethodName,
 	pb.NetworkService_CreateNetwork_FullMethodName,
 	pb.NetworkService_DeleteNetwork_FullMethodName,
 }
