@@ -261,12 +261,12 @@ func (d *Driver) BundleDisk(ctx context.Context, id, name string) error {
 		return fmt.Errorf("libvirt: bundle %s: disk is %s (frozen?), not its overlay: %w", id, def.disk, hypervisor.ErrInvalidState)
 	}
 	// What an earlier attempt left (an agent killed mid-copy) goes first.
-	stale, _ := filepath.Glob(filepath.Join(d.cfg.ImageDir, ".bundle-"+name+"-*"))
+	stale, _ := filepath.Glob(filepath.Join(d.cfg.ImageDir, bundlePrefix(id)+"*"))
 	for _, dir := range stale {
 		_ = os.RemoveAll(dir)
 	}
 	started := time.Now()
-	tmp, err := os.MkdirTemp(d.cfg.ImageDir, ".bundle-"+name+"-")
+	tmp, err := os.MkdirTemp(d.cfg.ImageDir, bundlePrefix(id)+name+"-")
 	if err != nil {
 		return fmt.Errorf("libvirt: bundle %s: %w", id, err)
 	}
@@ -306,6 +306,29 @@ func (d *Driver) BundleDisk(ctx context.Context, id, name string) error {
 	}
 	log.Info("disk bundled into an image", "image", name, "took", time.Since(started).Round(time.Millisecond))
 	return nil
+}
+
+// bundlePrefix starts the names of the hidden directories a bundle of
+// instance id writes its image in before renaming it into place.
+func bundlePrefix(id string) string { return ".bundle-" + id + "." }
+
+// removeStaleBundles removes, when the agent starts (no bundle runs), what
+// bundles of this agent's instances (a disk in its disk directory) left
+// half-written: an agent killed mid-copy leaves no image behind.
+func (d *Driver) removeStaleBundles() {
+	dirs, _ := filepath.Glob(filepath.Join(d.cfg.ImageDir, ".bundle-*"))
+	for _, dir := range dirs {
+		rest := strings.TrimPrefix(filepath.Base(dir), ".bundle-")
+		id, _, ok := strings.Cut(rest, ".")
+		if !ok || !exists(pathsFor(d.cfg.DiskDir, d.cfg.RunDir, id).Disk) {
+			continue // another agent's (image directories may be shared)
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			d.log.Warn("removing a half-written bundle failed", "dir", dir, "err", err)
+			continue
+		}
+		d.log.Info("half-written bundle removed", "dir", dir, "instance", id)
+	}
 }
 
 func copyFile(from, to string) error {
