@@ -114,7 +114,7 @@ func (e *env) create(name, image, userData string) string {
 
 func (e *env) console(id string) string {
 	b, _ := os.ReadFile(filepath.Join(e.agent.RunDir, id+".console.log"))
-	return string(b)
+	return strings.ReplaceAll(string(b), "\r", "") // a serial console ends its lines with CRLF
 }
 
 // waitLine waits until the guest's console holds line at least n times
