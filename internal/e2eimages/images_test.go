@@ -71,7 +71,7 @@ func TestRescueUnrescueRebuild(t *testing.T) {
 	e.waitStatus(id, "STATUS_RESCUED", 10*time.Second)
 	e.waitLine(id, "FLOTILLA-GUEST-RESCUE", 1)
 	e.waitLine(id, "FLOTILLA-GUEST-DISK dev=vdb marker=rescue-1", 1)
-	nova := e.g.MustCall("flotilla.v1.InstanceService/GetInstance", map[string]any{"id": id, "vocabulary": "nova"})
+	nova := e.g.MustCall("flotilla.v1.InstanceService/GetInstance", map[string]any{"id": id, "vocabularies": []string{"VOCABULARY_NOVA"}})
 	if !strings.Contains(fmt.Sprint(nova), "RESCUED") {
 		t.Errorf("Nova's word for a rescued instance: %v", nova)
 	}
