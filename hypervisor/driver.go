@@ -248,8 +248,9 @@ type Driver interface {
 	UnrescueDomain(ctx context.Context, spec DomainSpec) error
 	// BundleDisk writes the shut-off domain's disk, flattened and
 	// compressed, as the new image named image on this host, whole or not
-	// at all. An image of that name that exists is ErrAlreadyExists.
-	BundleDisk(ctx context.Context, id, image string) error
+	// at all. An image of that name that exists is ErrAlreadyExists, but
+	// for one this bundle (token: its operation) made already: success.
+	BundleDisk(ctx context.Context, id, image, token string) error
 
 	// Status reports one domain; a missing domain is PowerNoDomain, not an error.
 	Status(ctx context.Context, id string) (DomainStatus, error)

@@ -615,7 +615,7 @@ func (e *Executor) call(ctx context.Context, action agentv1.StepAction, deadline
 		}
 		return d.UnrescueDomain(ctx, spec)
 	case agentv1.StepAction_STEP_ACTION_BUNDLE_DISK:
-		return d.BundleDisk(ctx, id, step.GetImage())
+		return d.BundleDisk(ctx, id, step.GetImage(), step.GetOperationId())
 	case agentv1.StepAction_STEP_ACTION_SET_PASSWORD:
 		return e.setPassword(ctx, id, step.GetPassword())
 	case agentv1.StepAction_STEP_ACTION_DECOMMISSION:

@@ -71,7 +71,7 @@ func (d *Driver) UnrescueDomain(ctx context.Context, spec hypervisor.DomainSpec)
 }
 
 // BundleDisk makes image a known image (when the driver has a list).
-func (d *Driver) BundleDisk(ctx context.Context, id, image string) (err error) {
+func (d *Driver) BundleDisk(ctx context.Context, id, image, _ string) (err error) {
 	defer func() { err = d.leave("BundleDisk", err) }()
 	if err := hypervisor.ValidateImageName(image); err != nil {
 		return fmt.Errorf("fake: bundle: %w", err)

@@ -220,12 +220,13 @@ func (d *Driver) UnrescueDomain(ctx context.Context, spec hypervisor.DomainSpec)
 	return nil
 }
 
-// bundleSource names, in a bundled image's directory, the instance it was
-// made from: a BundleDisk retried after it renamed the image in succeeds.
+// bundleSource names, in a bundled image's directory, the instance and the
+// bundle (its token) it was made by: a BundleDisk retried after it renamed
+// the image in succeeds; another bundle into that name does not.
 const bundleSource = ".bundled-from"
 
 // BundleDisk: see hypervisor.Driver.
-func (d *Driver) BundleDisk(ctx context.Context, id, name string) error {
+func (d *Driver) BundleDisk(ctx context.Context, id, name, token string) error {
 	if err := hypervisor.ValidateID(id); err != nil {
 		return fmt.Errorf("libvirt: bundle: %w", err)
 	}
@@ -239,7 +240,8 @@ func (d *Driver) BundleDisk(ctx context.Context, id, name string) error {
 	defer unlock()
 	log := d.instanceLog(id)
 	dest := filepath.Join(d.cfg.ImageDir, name)
-	if src, err := os.ReadFile(filepath.Join(dest, bundleSource)); err == nil && string(src) == id {
+	source := id + " " + token
+	if src, err := os.ReadFile(filepath.Join(dest, bundleSource)); err == nil && string(src) == source {
 		return nil // bundled already
 	}
 	if _, err := os.Lstat(dest); err == nil {
@@ -293,7 +295,7 @@ func (d *Driver) BundleDisk(ctx context.Context, id, name string) error {
 			return fmt.Errorf("libvirt: bundle %s: %w", id, err)
 		}
 	}
-	for f, content := range map[string]string{bundleSource: id, ".complete": ""} {
+	for f, content := range map[string]string{bundleSource: source, ".complete": ""} {
 		if err := os.WriteFile(filepath.Join(tmp, f), []byte(content), 0o644); err != nil {
 			return fmt.Errorf("libvirt: bundle %s: %w", id, err)
 		}
