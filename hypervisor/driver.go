@@ -233,6 +233,25 @@ type Driver interface {
 	// are ErrInvalidState. The next boot sees the new size too.
 	GrowDisk(ctx context.Context, id string, diskGiB uint64) error
 
+	// RebuildDisk gives the shut-off domain a fresh disk from spec.Image
+	// (a rebuild): the disk as it is becomes the original, kept apart as
+	// Reshape keeps it (Unshape puts it back, DropOriginal removes it), and
+	// the domain is redefined at spec over the fresh one. Done already (an
+	// original kept, the domain over spec's image): success, in any state.
+	RebuildDisk(ctx context.Context, spec DomainSpec) error
+	// RescueDomain redefines the shut-off domain to boot image (the rescue
+	// system, over a fresh disk of its own) with the instance's disk
+	// attached as its second disk. Already rescued with image: success.
+	RescueDomain(ctx context.Context, spec DomainSpec, image string) error
+	// UnrescueDomain redefines the shut-off domain at spec over its own
+	// disk again and removes the rescue system's disk. Not rescued: success.
+	UnrescueDomain(ctx context.Context, spec DomainSpec) error
+	// BundleDisk writes the shut-off domain's disk, flattened and
+	// compressed, as the new image named image on this host, whole or not
+	// at all. An image of that name that exists is ErrAlreadyExists, but
+	// for one this bundle (token: its operation) made already: success.
+	BundleDisk(ctx context.Context, id, image, token string) error
+
 	// Status reports one domain; a missing domain is PowerNoDomain, not an error.
 	Status(ctx context.Context, id string) (DomainStatus, error)
 	// List reports every domain Flotilla manages on this host.

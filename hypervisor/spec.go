@@ -35,13 +35,22 @@ func ValidateID(id string) error {
 	return nil
 }
 
+// ValidateImageName checks an image's name: it names a directory of the
+// host's image directory, so nothing but a plain name is allowed.
+func ValidateImageName(name string) error {
+	if !imagePattern.MatchString(name) || strings.Contains(name, "..") {
+		return fmt.Errorf("image name %q is not a plain image name: %w", name, ErrInvalidSpec)
+	}
+	return nil
+}
+
 // ValidateSpec checks a DomainSpec; errors wrap ErrInvalidSpec.
 func ValidateSpec(spec DomainSpec) error {
 	if err := ValidateID(spec.ID); err != nil {
 		return err
 	}
-	if !imagePattern.MatchString(spec.Image) || strings.Contains(spec.Image, "..") {
-		return fmt.Errorf("image name %q is not a plain image name: %w", spec.Image, ErrInvalidSpec)
+	if err := ValidateImageName(spec.Image); err != nil {
+		return err
 	}
 	if spec.VCPUs < MinVCPUs || spec.VCPUs > MaxVCPUs {
 		return fmt.Errorf("vcpus %d not in %d..%d: %w", spec.VCPUs, MinVCPUs, MaxVCPUs, ErrInvalidSpec)

@@ -57,6 +57,12 @@
 #   flotilla-test: decommission=fail     FAIL n decommission-script
 #   flotilla-test: decommission=hang     never answers a decommission
 #   flotilla-test: decommission=slow=N   answers DONE N seconds late
+#   flotilla-test: disk-marker=V         writes "FLOTMARK:V" at 1 MiB of /dev/vda before READY
+# Disk (recipe 8): at boot the guest prints FLOTILLA-GUEST-DISK dev=vda marker=<V|none>
+# rescued=<yes|no> (the marker at 1 MiB; "yes" once a rescue system marked the disk). With
+# flotilla.rescue=1 on the kernel command line (RescueInstance adds it) it is a rescue system:
+# it prints FLOTILLA-GUEST-RESCUE and FLOTILLA-GUEST-DISK dev=vdb marker=<V|none> for the
+# instance's disk attached second, and writes "FLOTRESC:yes" at 2 MiB of it.
 # The console lines (FLOTILLA-GUEST-READY, -NET, -SHAPE, -POWEROFF) do not depend on them.
 #
 # IMAGE_DIR is ${FLOTILLA_IMAGE_DIR:-/var/lib/flotilla/images}. Idempotent: exits at once when
@@ -68,7 +74,7 @@ log() { echo "build-test-guest: $*" >&2; }
 die() { echo "build-test-guest: ERROR: $*" >&2; exit 1; }
 
 # Bump when the image contents change, so existing images get rebuilt.
-RECIPE=7 # bump when the image's contents change: built images are replaced
+RECIPE=8 # bump when the image's contents change: built images are replaced
 NAME=flotilla-test
 IMAGE_DIR=${FLOTILLA_IMAGE_DIR:-/var/lib/flotilla/images}
 DEST=$IMAGE_DIR/$NAME
@@ -245,7 +251,7 @@ for b in /sys/block/vd* /sys/block/xvd*; do
 done
 
 # Test switches: "flotilla-test: <switch>" lines of the seed's user-data.
-t_fail="" t_slow=0 t_silent="" t_flood="" t_v1="" t_unresp="" t_decom=""
+t_fail="" t_slow=0 t_silent="" t_flood="" t_v1="" t_unresp="" t_decom="" t_marker=""
 cr=$(printf '\r')
 if [ -r /run/seed/user-data ]; then
   while IFS= read -r line || [ -n "$line" ]; do
@@ -256,6 +262,7 @@ if [ -r /run/seed/user-data ]; then
       "flotilla-test: flood") t_flood=1 ;;
       "flotilla-test: v1") t_v1=1 ;;
       "flotilla-test: decommission="*) t_decom=${line#*decommission=} ;;
+      "flotilla-test: disk-marker="*) t_marker=${line#*disk-marker=} ;;
       "flotilla-test: unresponsive="*)
         n=${line#*unresponsive=}
         case $n in '' | *[!0-9]*) ;; *) t_unresp=$n ;; esac
@@ -266,6 +273,33 @@ if [ -r /run/seed/user-data ]; then
         ;;
     esac
   done </run/seed/user-data
+fi
+
+# Disk marker: a line "FLOTMARK:<value>" at 1 MiB of the disk (the guest mounts nothing, so
+# this is how a test leaves and finds a pattern on it), and "FLOTRESC:yes" at 2 MiB once a
+# rescue system wrote it. Booted with flotilla.rescue=1 (a rescue), the guest is the rescue
+# system: the instance's own disk is its second disk (vdb), which it reads and marks.
+disk_line() { # $1 = device, $2 = sector: the marker line there, without its tag
+  dd if="$1" bs=512 skip="$2" count=1 2>/dev/null | tr -d '\000' | head -n1 | sed -n "s/^$3//p"
+}
+rescue=""
+for arg in $(cat /proc/cmdline); do [ "$arg" = flotilla.rescue=1 ] && rescue=1; done
+if [ -n "$rescue" ]; then
+  echo "FLOTILLA-GUEST-RESCUE"
+  if [ -b /dev/vdb ]; then
+    m=$(disk_line /dev/vdb 2048 FLOTMARK:)
+    echo "FLOTILLA-GUEST-DISK dev=vdb marker=${m:-none}"
+    printf 'FLOTRESC:yes\n' | dd of=/dev/vdb bs=512 seek=4096 conv=notrunc,sync 2>/dev/null
+    sync
+  fi
+elif [ -b /dev/vda ]; then
+  if [ -n "$t_marker" ]; then
+    printf 'FLOTMARK:%s\n' "$t_marker" | dd of=/dev/vda bs=512 seek=2048 conv=notrunc,sync 2>/dev/null
+    sync
+  fi
+  m=$(disk_line /dev/vda 2048 FLOTMARK:)
+  r=$(disk_line /dev/vda 4096 FLOTRESC:)
+  echo "FLOTILLA-GUEST-DISK dev=vda marker=${m:-none} rescued=${r:-no}"
 fi
 
 # flood: what a hostile guest might write; the host must drop it all and carry on.

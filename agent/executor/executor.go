@@ -596,6 +596,26 @@ func (e *Executor) call(ctx context.Context, action agentv1.StepAction, deadline
 			return err
 		}
 		return d.GrowDisk(ctx, id, spec.DiskGiB)
+	case agentv1.StepAction_STEP_ACTION_REBUILD_DISK:
+		spec, err := validSpec(step)
+		if err != nil {
+			return err
+		}
+		return d.RebuildDisk(ctx, spec)
+	case agentv1.StepAction_STEP_ACTION_RESCUE_DOMAIN:
+		spec, err := validSpec(step)
+		if err != nil {
+			return err
+		}
+		return d.RescueDomain(ctx, spec, step.GetImage())
+	case agentv1.StepAction_STEP_ACTION_UNRESCUE_DOMAIN:
+		spec, err := validSpec(step)
+		if err != nil {
+			return err
+		}
+		return d.UnrescueDomain(ctx, spec)
+	case agentv1.StepAction_STEP_ACTION_BUNDLE_DISK:
+		return d.BundleDisk(ctx, id, step.GetImage(), step.GetOperationId())
 	case agentv1.StepAction_STEP_ACTION_SET_PASSWORD:
 		return e.setPassword(ctx, id, step.GetPassword())
 	case agentv1.StepAction_STEP_ACTION_DECOMMISSION:

@@ -71,6 +71,11 @@ func TestActions(t *testing.T) {
 		{"STEP_ACTION_RESHAPE", "Reshape", flotillav1.PowerState_POWER_STATE_SHUT_OFF},
 		{"STEP_ACTION_UNSHAPE", "Unshape", flotillav1.PowerState_POWER_STATE_SHUT_OFF},
 		{"STEP_ACTION_DROP_ORIGINAL", "DropOriginal", flotillav1.PowerState_POWER_STATE_SHUT_OFF},
+		{"STEP_ACTION_REBUILD_DISK", "RebuildDisk", flotillav1.PowerState_POWER_STATE_SHUT_OFF},
+		{"STEP_ACTION_DROP_ORIGINAL", "DropOriginal", flotillav1.PowerState_POWER_STATE_SHUT_OFF},
+		{"STEP_ACTION_BUNDLE_DISK", "BundleDisk", flotillav1.PowerState_POWER_STATE_SHUT_OFF},
+		{"STEP_ACTION_RESCUE_DOMAIN", "RescueDomain", flotillav1.PowerState_POWER_STATE_SHUT_OFF},
+		{"STEP_ACTION_UNRESCUE_DOMAIN", "UnrescueDomain", flotillav1.PowerState_POWER_STATE_SHUT_OFF},
 		{"STEP_ACTION_START", "Start", flotillav1.PowerState_POWER_STATE_RUNNING},
 		{"STEP_ACTION_DELETE", "Delete", flotillav1.PowerState_POWER_STATE_NO_DOMAIN},
 	}
@@ -81,8 +86,11 @@ func TestActions(t *testing.T) {
 		id := fmt.Sprintf("op-%d/step/1", i)
 		s := actionStep(fmt.Sprintf("op-%d", i), id, "vm-1", agentv1.StepAction(A[c.action]))
 		switch c.action {
-		case "STEP_ACTION_CREATE", "STEP_ACTION_PREFLIGHT", "STEP_ACTION_UNSHAPE":
+		case "STEP_ACTION_CREATE", "STEP_ACTION_PREFLIGHT", "STEP_ACTION_UNSHAPE", "STEP_ACTION_REBUILD_DISK",
+			"STEP_ACTION_UNRESCUE_DOMAIN":
 			withSpec(s)
+		case "STEP_ACTION_RESCUE_DOMAIN", "STEP_ACTION_BUNDLE_DISK":
+			withSpec(s).Image = "flotilla-test-2"
 		case "STEP_ACTION_GROW_DISK":
 			withSpec(s).Spec.DiskGib = 4
 		case "STEP_ACTION_RESHAPE":

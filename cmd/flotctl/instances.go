@@ -358,6 +358,12 @@ func mutationFlags(fs *pflag.FlagSet, kind, name string) func([]string) (*mutati
 	case "move":
 		target = fs.String("to", "", "the host to go to (empty: the scheduler picks)")
 		graceful = fs.Duration("graceful", 10*time.Minute, "how long the guest gets to power off")
+	case "rebuild":
+		image = fs.String("image", "", "the image of the fresh disk (default: the instance's own)")
+	case "rescue":
+		image = fs.String("image", "", "the rescue image (default: the instance's own, booted in rescue mode)")
+	case "bundle":
+		image = fs.String("image", "", "the new image's name (required)")
 	}
 	usage := name
 	return func(pos []string) (*mutation, error) {
@@ -497,6 +503,17 @@ func mutationFlags(fs *pflag.FlagSet, kind, name string) func([]string) (*mutati
 				return nil, &usageError{usage, "--graceful must be positive"}
 			}
 			m.req = &flotillav1.MoveInstanceRequest{Id: id, RequestId: *requestID, TargetHostId: *target, GracefulTimeout: durationpb.New(*graceful)}
+		case "rebuild":
+			m.req = &flotillav1.RebuildInstanceRequest{Id: id, RequestId: *requestID, Image: *image}
+		case "rescue":
+			m.req = &flotillav1.RescueInstanceRequest{Id: id, RequestId: *requestID, RescueImage: *image}
+		case "unrescue":
+			m.req = &flotillav1.UnrescueInstanceRequest{Id: id, RequestId: *requestID}
+		case "bundle":
+			if *image == "" {
+				return nil, &usageError{usage, "--image is required"}
+			}
+			m.req = &flotillav1.BundleInstanceRequest{Id: id, RequestId: *requestID, Image: *image}
 		default:
 			return nil, fmt.Errorf("internal: %q is not a mutation", kind)
 		}
@@ -578,6 +595,14 @@ func send(ctx context.Context, cl flotillav1.InstanceServiceClient, req proto.Me
 		return cl.MoveInstance(ctx, r)
 	case *flotillav1.SetPasswordRequest:
 		return cl.SetPassword(ctx, r)
+	case *flotillav1.RebuildInstanceRequest:
+		return cl.RebuildInstance(ctx, r)
+	case *flotillav1.RescueInstanceRequest:
+		return cl.RescueInstance(ctx, r)
+	case *flotillav1.UnrescueInstanceRequest:
+		return cl.UnrescueInstance(ctx, r)
+	case *flotillav1.BundleInstanceRequest:
+		return cl.BundleInstance(ctx, r)
 	}
 	return nil, fmt.Errorf("internal: unexpected request %T", req)
 }
@@ -687,6 +712,10 @@ func instanceCommands(c *cli) []*cobra.Command {
 		action("revert-resize", "Go back to the instance as it was before a resize"),
 		action("extend", "Grow an instance's disk while it runs"),
 		action("move", "Move an instance to another host"),
+		action("rebuild", "Give an instance a fresh disk from an image, keeping its id, shape and host"),
+		action("rescue", "Boot a rescue system with the instance's disk attached second"),
+		action("unrescue", "Boot a rescued instance from its own disk again"),
+		action("bundle", "Make a stopped instance's disk a new image on its host"),
 		leaf(c, "mark-operational", "Declare a stranded instance's guest ready", 1, defineNone, runMarkOperational),
 		leaf(c, "set-password", "Set a user's password inside the guest", 1, defineSetPassword, runSetPassword),
 		leaf(c, "usage", "Show how long an instance spent in each billing class", 1, defineUsage, runUsage),

@@ -89,7 +89,7 @@ func applyInstanceAction(tx *state.Tx, c *InstanceAction) (any, error) {
 	// Planned again knowing whether the domain runs: a hard restart resets
 	// a running one and boots one that is off.
 	sh := lifecycle.Shape{WasRunning: plan.WasRunning, StartAfter: plan.WasRunning}
-	op.TargetHostID, op.Token, op.Resize = "", "", nil // only what prepareReshaping checked
+	op.TargetHostID, op.Token, op.Resize, op.Image = "", "", nil, "" // only what prepareReshaping checked
 	if reshaping(plan.Op) {
 		var err error
 		if sh, err = prepareReshaping(tx, inst, op, &c.Operation, status, c.Policy); err != nil {
@@ -307,7 +307,8 @@ func applyStartUsage(tx *state.Tx, _ *StartUsage) (any, error) {
 // reshaping reports the kinds prepareReshaping prepares.
 func reshaping(k lifecycle.OpKind) bool {
 	switch k {
-	case lifecycle.OpMove, lifecycle.OpResize, lifecycle.OpExtend, lifecycle.OpConfirmResize, lifecycle.OpRevertResize:
+	case lifecycle.OpMove, lifecycle.OpResize, lifecycle.OpExtend, lifecycle.OpConfirmResize, lifecycle.OpRevertResize,
+		lifecycle.OpRebuild, lifecycle.OpRescue, lifecycle.OpUnrescue, lifecycle.OpBundle:
 		return true
 	}
 	return false

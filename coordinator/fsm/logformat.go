@@ -36,8 +36,11 @@ const (
 	// LogVersion7 adds projects: instances' projects, quotas checked at
 	// commit time, balances charged from usage, and freezing (project.*).
 	LogVersion7 uint32 = 7
+	// LogVersion8 adds rebuild, rescue, unrescue and bundle (an operation's
+	// image, an instance's rescue image).
+	LogVersion8 uint32 = 8
 	// SupportedLogVersion is the newest version this server reads and writes.
-	SupportedLogVersion = LogVersion7
+	SupportedLogVersion = LogVersion8
 )
 
 // entryMarker starts every entry of format 2; never '{' nor 0xF1, which

@@ -120,6 +120,7 @@ func instanceToPB(i *state.Instance) *raftv1.Instance {
 		Resize: resizeToPB(i.Resize), RollingBack: i.RollingBack, UserData: i.UserData, SshKeys: i.SSHKeys,
 		ReadyTimeoutNanos: int64(i.ReadyTimeout), DecommissionTimeoutNanos: int64(i.DecommissionTimeout),
 		Decommission: string(i.Decommission), Project: i.Project, Frozen: i.Frozen, ThawRun: i.ThawRun,
+		RescueImage: i.RescueImage,
 	}
 	if g := i.Guest; g != (state.GuestFacts{}) {
 		m.Guest = &raftv1.GuestFacts{State: string(g.State), Stage: g.Stage, Reason: g.Reason, Version: g.Version,
@@ -151,7 +152,7 @@ func instanceFromPB(m *raftv1.Instance) state.Instance {
 		MoveTarget: m.MoveTarget, Labels: labels(m.Labels), Resize: resizeFromPB(m.Resize), RollingBack: m.RollingBack,
 		UserData: m.UserData, SSHKeys: nonEmpty(m.SshKeys), ReadyTimeout: time.Duration(m.ReadyTimeoutNanos),
 		DecommissionTimeout: time.Duration(m.DecommissionTimeoutNanos), Decommission: lifecycle.Decommission(m.Decommission),
-		Project: m.Project, Frozen: m.Frozen, ThawRun: m.ThawRun,
+		Project: m.Project, Frozen: m.Frozen, ThawRun: m.ThawRun, RescueImage: m.RescueImage,
 	}
 	if g := m.Guest; g != nil {
 		i.Guest = state.GuestFacts{State: lifecycle.Guest(g.State), Stage: g.Stage, Reason: g.Reason, Version: g.Version,
@@ -267,7 +268,7 @@ func operationToPB(o *state.Operation) *raftv1.Operation {
 		Revision: o.Revision, GracefulNanos: int64(o.Graceful), Force: o.Force, PrevDesired: string(o.PrevDesired),
 		Seq: o.Seq, Cur: int64(o.Cur), RollingBack: o.RollingBack, CancelRequested: o.CancelRequested,
 		TargetHostId: o.TargetHostID, Token: o.Token, Update: updateToPB(o.Update), Resize: resizeToPB(o.Resize),
-		RequestedBy: callerToPB(o.RequestedBy), Copy: copyToPB(o.Copy), DecommissionNanos: int64(o.Decommission),
+		RequestedBy: callerToPB(o.RequestedBy), Copy: copyToPB(o.Copy), DecommissionNanos: int64(o.Decommission), Image: o.Image,
 		RequestKey: o.RequestKey, RequestHash: o.RequestHash,
 	}
 	if len(o.Steps) > 0 {
@@ -289,7 +290,7 @@ func operationFromPB(m *raftv1.Operation) state.Operation {
 		PrevDesired: lifecycle.Desired(m.PrevDesired), Seq: m.Seq, Cur: int(m.Cur), RollingBack: m.RollingBack,
 		CancelRequested: m.CancelRequested, TargetHostID: m.TargetHostId, Token: m.Token,
 		Update: updateFromPB(m.Update), Resize: resizeFromPB(m.Resize), RequestedBy: callerFromPB(m.RequestedBy),
-		Copy: copyFromPB(m.Copy), Decommission: time.Duration(m.DecommissionNanos),
+		Copy: copyFromPB(m.Copy), Decommission: time.Duration(m.DecommissionNanos), Image: m.Image,
 		RequestKey: m.RequestKey, RequestHash: m.RequestHash,
 	}
 	if len(m.Steps) > 0 {

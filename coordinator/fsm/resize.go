@@ -70,6 +70,8 @@ func prepareReshaping(tx *state.Tx, inst *state.Instance, op *state.Operation, r
 			return sh, err
 		}
 		op.Resize = &state.Resize{From: inst.Spec, To: r.To, Source: inst.HostID, WasRunning: running}
+	case lifecycle.OpRebuild, lifecycle.OpRescue, lifecycle.OpUnrescue, lifecycle.OpBundle:
+		return prepareImaging(inst, op, req, status)
 	case lifecycle.OpConfirmResize, lifecycle.OpRevertResize:
 		r := inst.Resize
 		if r == nil {
@@ -133,6 +135,12 @@ func fitsInPlace(tx *state.Tx, inst *state.Instance, to state.Spec, policy sched
 
 // reshaped records what a succeeded step changed of the instance's shape.
 func reshaped(inst *state.Instance, op *state.Operation, a lifecycle.StepAction) {
+	switch a {
+	case lifecycle.ActRescueDomain:
+		inst.RescueImage = op.Image
+	case lifecycle.ActUnrescueDomain:
+		inst.RescueImage = ""
+	}
 	r := op.Resize
 	if r == nil {
 		return
@@ -144,6 +152,8 @@ func reshaped(inst *state.Instance, op *state.Operation, a lifecycle.StepAction)
 		inst.Spec = r.From
 	case lifecycle.ActGrowDisk:
 		inst.Spec.DiskGiB = r.To.DiskGiB
+	case lifecycle.ActRebuildDisk:
+		inst.Spec = r.To
 	}
 }
 

@@ -348,7 +348,7 @@ func startRollback(tx *state.Tx, op *state.Operation, inst *state.Instance, faul
 func failedResult(op *state.Operation, inst *state.Instance) lifecycle.Result {
 	switch op.Kind {
 	case lifecycle.OpMove, lifecycle.OpUpdate, lifecycle.OpResize, lifecycle.OpConfirmResize, lifecycle.OpRevertResize, lifecycle.OpExtend,
-		lifecycle.OpSetPassword:
+		lifecycle.OpSetPassword, lifecycle.OpBundle:
 	default:
 		return lifecycle.ResultFailed
 	}

@@ -32,11 +32,19 @@ const (
 	// ActionSetPassword sets a user's password inside the running guest
 	// (Nova's PASSWORD).
 	ActionSetPassword Action = "set-password"
+	// ActionRebuild gives the instance a fresh disk from an image (Nova's rebuild).
+	ActionRebuild Action = "rebuild"
+	// ActionRescue boots a rescue system over the instance's disk; ActionUnrescue ends it.
+	ActionRescue   Action = "rescue"
+	ActionUnrescue Action = "unrescue"
+	// ActionBundle makes the stopped instance's disk an image (seed 000's bundle).
+	ActionBundle Action = "bundle"
 )
 
 // AllActions lists every action.
 var AllActions = []Action{ActionStart, ActionStop, ActionRestart, ActionPause, ActionUnpause, ActionSuspend, ActionResume, ActionDelete, ActionUpdate,
-	ActionResize, ActionConfirmResize, ActionRevertResize, ActionExtend, ActionMove, ActionSetPassword}
+	ActionResize, ActionConfirmResize, ActionRevertResize, ActionExtend, ActionMove, ActionSetPassword,
+	ActionRebuild, ActionRescue, ActionUnrescue, ActionBundle}
 
 // allowed is the whole transition table: the actions each status accepts.
 // A status that is not listed accepts nothing (transitional statuses: one
@@ -45,9 +53,12 @@ var AllActions = []Action{ActionStart, ActionStop, ActionRestart, ActionPause, A
 // hard-reboots a SHUTOFF server): see PlanFor.
 var allowed = map[Status][]Action{
 	StatusRunning: {ActionStop, ActionRestart, ActionPause, ActionSuspend, ActionDelete, ActionUpdate,
-		ActionResize, ActionExtend, ActionMove, ActionSetPassword},
-	// Resize from offline is seed 000's resize.
-	StatusStopped: {ActionStart, ActionRestart, ActionDelete, ActionUpdate, ActionResize, ActionExtend, ActionMove},
+		ActionResize, ActionExtend, ActionMove, ActionSetPassword, ActionRebuild, ActionRescue},
+	// Resize and bundle from offline are seed 000's.
+	StatusStopped: {ActionStart, ActionRestart, ActionDelete, ActionUpdate, ActionResize, ActionExtend, ActionMove,
+		ActionRebuild, ActionRescue, ActionBundle},
+	// Rescued: only leaving the rescue system, or deleting, makes sense.
+	StatusRescued: {ActionUnrescue, ActionDelete},
 	// The original is kept: confirm, revert, or delete both.
 	StatusVerifyResize:      {ActionConfirmResize, ActionRevertResize, ActionDelete, ActionUpdate},
 	StatusPaused:            {ActionUnpause, ActionStop, ActionSuspend, ActionDelete, ActionUpdate},
@@ -55,7 +66,8 @@ var allowed = map[Status][]Action{
 	StatusUnexpectedShutoff: {ActionStart, ActionStop, ActionRestart, ActionDelete, ActionUpdate},
 	StatusCrashed:           {ActionStart, ActionStop, ActionRestart, ActionDelete, ActionUpdate},
 	// ERROR is recoverable: try to bring it up, down, or away (or fix its model).
-	StatusError: {ActionStart, ActionStop, ActionRestart, ActionDelete, ActionUpdate},
+	// A rebuild from ERROR is Nova's way out of a broken disk.
+	StatusError: {ActionStart, ActionStop, ActionRestart, ActionDelete, ActionUpdate, ActionRebuild},
 	// The host cannot be reached: only a delete may be queued; it runs (or
 	// fails at its deadline) when the host answers.
 	StatusUnknown: {ActionDelete},
@@ -166,6 +178,16 @@ func planFor(s Status, a Action, hard bool) Plan {
 		return Plan{Op: OpMove}
 	case ActionSetPassword:
 		return Plan{Op: OpSetPassword}
+	case ActionRebuild:
+		// The new disk boots before the old one goes (that is how a bad
+		// image is found out), so the instance ends running.
+		return Plan{Op: OpRebuild, Desired: DesiredRunning}
+	case ActionRescue:
+		return Plan{Op: OpRescue, Desired: DesiredRunning}
+	case ActionUnrescue:
+		return Plan{Op: OpUnrescue, Desired: DesiredRunning}
+	case ActionBundle:
+		return Plan{Op: OpBundle}
 	}
 	return Plan{}
 }
@@ -173,7 +195,7 @@ func planFor(s Status, a Action, hard bool) Plan {
 // Expected is the power state a successful operation of kind k leaves behind.
 func Expected(k OpKind) Power {
 	switch k {
-	case OpCreate, OpStart, OpRestart, OpHardRestart, OpUnpause, OpResume:
+	case OpCreate, OpStart, OpRestart, OpHardRestart, OpUnpause, OpResume, OpRebuild, OpRescue, OpUnrescue:
 		return PowerRunning
 	case OpStop:
 		return PowerShutOff

@@ -27,6 +27,12 @@ var DefaultDeadlines = map[OpKind]time.Duration{
 	OpExtend:        3 * time.Minute,
 	// A command on the guest channel (its step has its own, shorter bound).
 	OpSetPassword: 2 * time.Minute,
+	// A rebuild and a rescue stop, redefine and boot on one host.
+	OpRebuild:  10 * time.Minute,
+	OpRescue:   5 * time.Minute,
+	OpUnrescue: 5 * time.Minute,
+	// A bundle reads the whole disk and writes it compressed.
+	OpBundle: 30 * time.Minute,
 }
 
 // DefaultGraceful is how long a guest gets to power off before it is

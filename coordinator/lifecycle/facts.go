@@ -49,11 +49,20 @@ const (
 	OpExtend OpKind = "extend"
 	// OpSetPassword sets a user's password inside the running guest.
 	OpSetPassword OpKind = "set-password"
+	// OpRebuild replaces the disk with a fresh one from an image, keeping
+	// id, name, shape and host; the old disk is kept until the new one boots.
+	OpRebuild OpKind = "rebuild"
+	// OpRescue boots a rescue image with the instance's disk as its second disk.
+	OpRescue OpKind = "rescue"
+	// OpUnrescue boots the instance from its own disk again.
+	OpUnrescue OpKind = "unrescue"
+	// OpBundle makes the stopped instance's disk a new image.
+	OpBundle OpKind = "bundle"
 )
 
 // AllOpKinds lists every operation kind, OpNone included.
 var AllOpKinds = []OpKind{OpNone, OpCreate, OpStart, OpStop, OpRestart, OpHardRestart, OpPause, OpUnpause, OpSuspend, OpResume, OpDelete, OpPreempt, OpMove, OpUpdate,
-	OpResize, OpConfirmResize, OpRevertResize, OpExtend, OpSetPassword}
+	OpResize, OpConfirmResize, OpRevertResize, OpExtend, OpSetPassword, OpRebuild, OpRescue, OpUnrescue, OpBundle}
 
 // Power is the observed power state, as the agent reports it from the hypervisor.
 type Power string
@@ -125,4 +134,7 @@ type Facts struct {
 	// Frozen: the instance's project is frozen (its balance ran out, or
 	// an admin froze it).
 	Frozen bool
+	// Rescued: the instance's domain boots the rescue system, its own disk
+	// attached second (a rescue succeeded; no unrescue yet).
+	Rescued bool
 }

@@ -114,14 +114,19 @@ func TestDerive(t *testing.T) {
 // the verdict for every (status, action) pair.
 func TestTransitionTable(t *testing.T) {
 	want := map[Status][]Action{
-		StatusRunning:           {ActionStop, ActionRestart, ActionPause, ActionSuspend, ActionDelete, ActionUpdate, ActionResize, ActionExtend, ActionMove, ActionSetPassword},
-		StatusStopped:           {ActionStart, ActionRestart, ActionDelete, ActionUpdate, ActionResize, ActionExtend, ActionMove},
+		StatusRunning: {ActionStop, ActionRestart, ActionPause, ActionSuspend, ActionDelete, ActionUpdate, ActionResize, ActionExtend, ActionMove, ActionSetPassword,
+			ActionRebuild, ActionRescue},
+		StatusStopped: {ActionStart, ActionRestart, ActionDelete, ActionUpdate, ActionResize, ActionExtend, ActionMove,
+			ActionRebuild, ActionRescue, ActionBundle},
+		// Rescue of anything but a running or stopped instance, or a rescue
+		// of a rescued one, makes no sense.
+		StatusRescued:           {ActionUnrescue, ActionDelete},
 		StatusVerifyResize:      {ActionConfirmResize, ActionRevertResize, ActionDelete, ActionUpdate},
 		StatusPaused:            {ActionUnpause, ActionStop, ActionSuspend, ActionDelete, ActionUpdate},
 		StatusSuspended:         {ActionResume, ActionDelete, ActionUpdate},
 		StatusUnexpectedShutoff: {ActionStart, ActionStop, ActionRestart, ActionDelete, ActionUpdate},
 		StatusCrashed:           {ActionStart, ActionStop, ActionRestart, ActionDelete, ActionUpdate},
-		StatusError:             {ActionStart, ActionStop, ActionRestart, ActionDelete, ActionUpdate},
+		StatusError:             {ActionStart, ActionStop, ActionRestart, ActionDelete, ActionUpdate, ActionRebuild},
 		StatusUnknown:           {ActionDelete},
 		StatusPending:           {ActionDelete},
 		StatusBidding:           {ActionDelete},
@@ -164,7 +169,7 @@ func TestTransitionTable(t *testing.T) {
 // keepsDesired lists the actions that change the shape, place, model or
 // guest of an instance, never what the user wants of its power.
 var keepsDesired = map[Action]bool{ActionUpdate: true, ActionResize: true, ActionConfirmResize: true,
-	ActionRevertResize: true, ActionExtend: true, ActionMove: true, ActionSetPassword: true}
+	ActionRevertResize: true, ActionExtend: true, ActionMove: true, ActionSetPassword: true, ActionBundle: true}
 
 // TestResizeStatuses: a resize shows RESIZING while it runs, then
 // VERIFY_RESIZE while the original is kept, if the guest is as the user
@@ -185,6 +190,16 @@ func TestResizeStatuses(t *testing.T) {
 		{Facts{Desired: DesiredRunning, Op: OpRevertResize, Power: PowerRunning, Unconfirmed: true}, StatusRevertingResize},
 		{Facts{Desired: DesiredRunning, Op: OpExtend, Power: PowerRunning}, StatusExtending},
 		{Facts{Desired: DesiredRunning, Power: PowerRunning, Result: ResultRolledBack}, StatusRunning},
+		{Facts{Desired: DesiredRunning, Op: OpRebuild, Power: PowerShutOff}, StatusRebuilding},
+		{Facts{Desired: DesiredRunning, Op: OpRescue, Power: PowerShutOff}, StatusRescuing},
+		{Facts{Desired: DesiredRunning, Op: OpUnrescue, Power: PowerRunning, Rescued: true}, StatusUnrescuing},
+		{Facts{Op: OpBundle, Desired: DesiredStopped, Power: PowerShutOff}, StatusBundling},
+		{Facts{Desired: DesiredRunning, Power: PowerRunning, Result: ResultSucceeded, Rescued: true}, StatusRescued},
+		// Shut down from inside the rescue system: still rescued (unrescue boots its own disk).
+		{Facts{Desired: DesiredRunning, Power: PowerShutOff, Rescued: true}, StatusRescued},
+		{Facts{Desired: DesiredRunning, Power: PowerCrashed, Rescued: true}, StatusCrashed},
+		{Facts{Desired: DesiredDeleted, Power: PowerNoDomain, Rescued: true}, StatusDeleted},
+		{Facts{Desired: DesiredRunning, Power: PowerRunning, Result: ResultFailed, Rescued: true}, StatusError},
 	}
 	for _, c := range cases {
 		if got := Derive(c.f); got != c.want {
@@ -207,6 +222,7 @@ func TestPlanExpectedRoundTrip(t *testing.T) {
 		ActionStart: StatusRunning, ActionStop: StatusStopped, ActionRestart: StatusRunning,
 		ActionPause: StatusPaused, ActionUnpause: StatusRunning, ActionSuspend: StatusSuspended,
 		ActionResume: StatusRunning, ActionDelete: StatusDeleted,
+		ActionRebuild: StatusRunning, ActionRescue: StatusRescued, ActionUnrescue: StatusRunning,
 	}
 	for _, s := range AllStatuses {
 		for _, a := range Allowed(s) {
@@ -220,7 +236,7 @@ func TestPlanExpectedRoundTrip(t *testing.T) {
 			}
 			for _, hard := range []bool{false, true} {
 				p := PlanFor(s, a, hard)
-				got := Derive(Facts{Desired: p.Desired, Power: Expected(p.Op), Result: ResultSucceeded})
+				got := Derive(Facts{Desired: p.Desired, Power: Expected(p.Op), Result: ResultSucceeded, Rescued: a == ActionRescue})
 				if got != want[a] {
 					t.Errorf("%s from %s (hard=%v): ends %s, want %s", a, s, hard, got, want[a])
 				}
@@ -275,7 +291,7 @@ func TestRestartPlans(t *testing.T) {
 
 func TestNotAllowedMessageListsActions(t *testing.T) {
 	err := Check(StatusStopped, ActionPause)
-	if err == nil || err.Error() != "pause is not allowed while the instance is STOPPED (allowed: start, restart, delete, update, resize, extend, move)" {
+	if err == nil || err.Error() != "pause is not allowed while the instance is STOPPED (allowed: start, restart, delete, update, resize, extend, move, rebuild, rescue, bundle)" {
 		t.Fatalf("got %v", err)
 	}
 	if err := Check(StatusDeleting, ActionStop); err == nil || err.Error() != "stop is not allowed while the instance is DELETING (allowed: none)" {

@@ -44,7 +44,14 @@ const (
 	// StatusFrozen: its project is frozen (seed 004's FROZEN, "due to
 	// insufficient account balance", or an admin's lock): the guest is
 	// paused (or stays off) and user actions are refused until unfrozen.
-	StatusFrozen Status = "FROZEN"
+	StatusFrozen     Status = "FROZEN"
+	StatusRebuilding Status = "REBUILDING" // a fresh disk from an image replaces the disk (Nova's REBUILD)
+	StatusRescuing   Status = "RESCUING"   // the rescue system is being booted
+	// StatusRescued: the rescue system runs with the instance's own disk
+	// attached as its second disk (Nova's RESCUED).
+	StatusRescued    Status = "RESCUED"
+	StatusUnrescuing Status = "UNRESCUING" // back to booting from its own disk
+	StatusBundling   Status = "BUNDLING"   // the stopped instance's disk becomes an image (seed 000's bundling)
 )
 
 // AllStatuses lists every status.
@@ -58,6 +65,7 @@ var AllStatuses = []Status{
 	StatusSettingPassword,
 	StatusDecommissioning, StatusStrandedDecommissioning,
 	StatusFrozen,
+	StatusRebuilding, StatusRescuing, StatusRescued, StatusUnrescuing, StatusBundling,
 }
 
 // inFlight is the status shown while an operation of each kind runs.
@@ -80,6 +88,10 @@ var inFlight = map[OpKind]Status{
 	OpRevertResize:  StatusRevertingResize,
 	OpExtend:        StatusExtending,
 	OpSetPassword:   StatusSettingPassword,
+	OpRebuild:       StatusRebuilding,
+	OpRescue:        StatusRescuing,
+	OpUnrescue:      StatusUnrescuing,
+	OpBundle:        StatusBundling,
 }
 
 // Transitional reports whether s only lasts while an operation runs.
@@ -137,6 +149,11 @@ func Derive(f Facts) Status {
 		// confirm or a revert. Anything else (crashed, unexpectedly off,
 		// unknown) shows as itself.
 		return StatusVerifyResize
+	}
+	if f.Rescued && (f.Power == PowerRunning || f.Power == PowerShutOff) {
+		// The rescue system runs (or was shut down from inside): still
+		// rescued until an unrescue boots the instance's own disk again.
+		return StatusRescued
 	}
 	switch f.Power {
 	case PowerNone:

@@ -39,12 +39,25 @@ const (
 	// ActDecommission asks the guest to run its decommission work (its
 	// shutdown scripts) within the step's timeout. Best effort: see BestEffort.
 	ActDecommission StepAction = "decommission"
+	// ActRebuildDisk keeps the shut-off domain's disk aside as its original
+	// and defines it over a fresh disk from the image; undone by ActUnshape,
+	// ended by ActDropOrig.
+	ActRebuildDisk StepAction = "rebuild-disk"
+	// ActRescueDomain defines the shut-off domain to boot the rescue image,
+	// its own disk attached second; ActUnrescueDomain defines it over its
+	// own disk again and removes the rescue system's disk.
+	ActRescueDomain   StepAction = "rescue-domain"
+	ActUnrescueDomain StepAction = "unrescue-domain"
+	// ActBundleDisk writes the shut-off domain's disk, flattened and
+	// compressed, as a new image in the host's image directory.
+	ActBundleDisk StepAction = "bundle-disk"
 )
 
 // AllStepActions lists every step action, ActSwitchHost included.
 var AllStepActions = []StepAction{ActCreate, ActStart, ActStop, ActRestart, ActHardRestart, ActPause, ActUnpause, ActSuspend,
 	ActResume, ActDelete, ActPreflight, ActOfferDisk, ActImportDisk, ActSwitchHost, ActUpdate, ActFreezeDisk, ActRefreeze,
-	ActThawDisk, ActReceiveDisk, ActAdoptDisk, ActReshape, ActUnshape, ActDropOrig, ActGrowDisk, ActSetPassword, ActDecommission}
+	ActThawDisk, ActReceiveDisk, ActAdoptDisk, ActReshape, ActUnshape, ActDropOrig, ActGrowDisk, ActSetPassword, ActDecommission,
+	ActRebuildDisk, ActRescueDomain, ActUnrescueDomain, ActBundleDisk}
 
 // Layer is the part of a disk an offer or a receive step copies.
 type Layer string
@@ -223,6 +236,14 @@ func StepsForShape(k OpKind, sh Shape) []StepDef {
 	case OpExtend:
 		// One block resize (or qemu-img resize): it happened or it did not.
 		return []StepDef{{Name: "grow-disk", Action: ActGrowDisk, NothingToUndo: true, Timeout: quickStep}}
+	case OpRebuild:
+		return rebuildSteps(sh)
+	case OpRescue, OpUnrescue:
+		return rescueSteps(k, sh)
+	case OpBundle:
+		// Only from offline. The image appears whole or not at all (the agent
+		// writes it aside and renames it in), so there is nothing to undo.
+		return []StepDef{{Name: "bundle-disk", Action: ActBundleDisk, NothingToUndo: true, Timeout: bundleTimeout}}
 	case OpSetPassword:
 		// The guest sets it or it does not; an old password cannot be
 		// restored (nobody knows it), so there is nothing to undo.
@@ -330,6 +351,47 @@ func revertSteps(sh Shape) []StepDef {
 		StepDef{Name: "remove-resized", Action: ActDelete, Timeout: quickStep})
 }
 
+// rebuildSteps plans a rebuild: the old disk is kept aside (as a resize
+// in place keeps its original) until the new one has booted, and put back
+// by the rollback if anything before that fails.
+func rebuildSteps(sh Shape) []StepDef {
+	s := []StepDef{preflight}
+	if sh.WasRunning {
+		s = append(s, StepDef{Name: "stop-domain", Action: ActStop, Force: true, Timeout: quickStep,
+			Undo: undo("start-domain", ActStart, OnSource)})
+	}
+	return append(s,
+		StepDef{Name: "rebuild-disk", Action: ActRebuildDisk, Timeout: quickStep,
+			Undo: undo("restore-old-disk", ActUnshape, OnSource)},
+		StepDef{Name: "start-domain", Action: ActStart, Timeout: quickStep,
+			Undo: &StepDef{Name: "stop-domain", Action: ActStop, Force: true}},
+		// The point of no return: the new disk booted.
+		StepDef{Name: "drop-old-disk", Action: ActDropOrig, Timeout: quickStep})
+}
+
+// rescueSteps plans a rescue (boot the rescue system, the instance's disk
+// second) or an unrescue (boot its own disk again); each undoes the other.
+func rescueSteps(k OpKind, sh Shape) []StepDef {
+	define := StepDef{Name: "rescue-domain", Action: ActRescueDomain, Timeout: quickStep,
+		Undo: undo("unrescue-domain", ActUnrescueDomain, OnSource)}
+	if k == OpUnrescue {
+		define = StepDef{Name: "unrescue-domain", Action: ActUnrescueDomain, Timeout: quickStep,
+			Undo: undo("rescue-domain", ActRescueDomain, OnSource)}
+	}
+	var s []StepDef
+	if sh.WasRunning {
+		s = append(s, StepDef{Name: "stop-domain", Action: ActStop, Force: true, Timeout: quickStep,
+			Undo: undo("start-domain", ActStart, OnSource)})
+	}
+	return append(s, define,
+		StepDef{Name: "start-domain", Action: ActStart, Timeout: quickStep,
+			Undo: &StepDef{Name: "stop-domain", Action: ActStop, Force: true}})
+}
+
+// bundleTimeout bounds writing a disk out as an image (a full read and a
+// compressed write of the disk).
+const bundleTimeout = 30 * time.Minute
+
 // quickStep bounds a move's steps that only start, stop, offer or remove.
 const quickStep = 3 * time.Minute
 
@@ -339,7 +401,7 @@ func (a StepAction) Expect() Power {
 	switch a {
 	case ActCreate, ActStart, ActRestart, ActHardRestart, ActUnpause, ActResume:
 		return PowerRunning
-	case ActStop, ActImportDisk, ActAdoptDisk, ActReshape, ActUnshape:
+	case ActStop, ActImportDisk, ActAdoptDisk, ActReshape, ActUnshape, ActRebuildDisk, ActRescueDomain, ActUnrescueDomain:
 		return PowerShutOff
 	case ActPause:
 		return PowerPaused

@@ -29,6 +29,8 @@ func TestStepsFor(t *testing.T) {
 			if !sh.SameHost {
 				return []string{"switch-host"}
 			}
+		case OpRebuild:
+			return []string{"drop-old-disk"} // the new disk booted
 		case OpConfirmResize:
 			if sh.SameHost {
 				return []string{"drop-original"}
@@ -117,6 +119,12 @@ func TestResizePlans(t *testing.T) {
 		{OpRevertResize, Shape{SameHost: true}, []string{"unshape-domain"}},
 		{OpConfirmResize, Shape{}, []string{"delete-original"}},
 		{OpExtend, Shape{WasRunning: true}, []string{"grow-disk"}},
+		{OpRebuild, Shape{WasRunning: true}, []string{"preflight", "stop-domain", "rebuild-disk", "start-domain", "drop-old-disk"}},
+		{OpRebuild, Shape{}, []string{"preflight", "rebuild-disk", "start-domain", "drop-old-disk"}},
+		{OpRescue, Shape{WasRunning: true}, []string{"stop-domain", "rescue-domain", "start-domain"}},
+		{OpRescue, Shape{}, []string{"rescue-domain", "start-domain"}},
+		{OpUnrescue, Shape{WasRunning: true}, []string{"stop-domain", "unrescue-domain", "start-domain"}},
+		{OpBundle, Shape{}, []string{"bundle-disk"}},
 	}
 	for _, c := range cases {
 		if got := names(c.k, c.sh); !slices.Equal(got, c.want) {
@@ -140,6 +148,7 @@ func TestPreflightFirst(t *testing.T) {
 		OpStart:       {false: true, true: true},
 		OpHardRestart: {false: true}, // booting one that is off; a reset of a running one is not a boot
 		OpResize:      {false: true, true: true},
+		OpRebuild:     {false: true, true: true}, // the new image is checked before the old disk is touched
 	}
 	for _, k := range AllOpKinds[1:] {
 		for _, running := range []bool{false, true} {

@@ -193,10 +193,11 @@ func stepSpec(inst *state.Instance, op *state.Operation, a lifecycle.StepAction)
 	switch a {
 	case lifecycle.ActUnshape:
 		return r.From
-	case lifecycle.ActReshape, lifecycle.ActAdoptDisk, lifecycle.ActReceiveDisk, lifecycle.ActGrowDisk:
+	case lifecycle.ActReshape, lifecycle.ActAdoptDisk, lifecycle.ActReceiveDisk, lifecycle.ActGrowDisk, lifecycle.ActRebuildDisk:
 		return r.To
 	case lifecycle.ActPreflight:
-		if op.Kind == lifecycle.OpResize {
+		// A rebuild's preflight checks the new image is there.
+		if op.Kind == lifecycle.OpResize || op.Kind == lifecycle.OpRebuild {
 			return r.To
 		}
 	}
@@ -229,6 +230,8 @@ func (o *Orchestrator) send(op state.Operation, st *state.Step, stepID string) e
 		}
 	}
 	switch st.Action {
+	case lifecycle.ActRescueDomain, lifecycle.ActBundleDisk:
+		step.Image = op.Image
 	case lifecycle.ActSetPassword:
 		pw, ok := o.secret(op.ID)
 		if !ok {
@@ -316,7 +319,8 @@ func (o *Orchestrator) expire(ctx context.Context, op state.Operation, stepID, m
 func definesDomain(a lifecycle.StepAction) bool {
 	switch a {
 	case lifecycle.ActCreate, lifecycle.ActPreflight, lifecycle.ActImportDisk, lifecycle.ActReceiveDisk,
-		lifecycle.ActAdoptDisk, lifecycle.ActReshape, lifecycle.ActUnshape:
+		lifecycle.ActAdoptDisk, lifecycle.ActReshape, lifecycle.ActUnshape,
+		lifecycle.ActRebuildDisk, lifecycle.ActRescueDomain, lifecycle.ActUnrescueDomain:
 		return true
 	}
 	return false

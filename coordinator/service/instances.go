@@ -186,6 +186,9 @@ type Action struct {
 	// to run its decommission work first: nil for the instance's own
 	// default, 0 for none.
 	Decommission *time.Duration
+	// Image is a rebuild's new image, a rescue's rescue image or a
+	// bundle's new image ("" for a rebuild or rescue: the instance's own).
+	Image string
 }
 
 // Act checks an action against the instance's status and commits it; a
@@ -228,7 +231,7 @@ func (s *Service) Act(ctx context.Context, r Action) (state.Operation, error) {
 		// The guest's decommission time comes on top: its stop or delete
 		// follows it.
 		Deadline: now.Add(s.deadline(kind) + r.Graceful + decom), Graceful: r.Graceful, Force: r.Force, Update: r.Update,
-		RequestedBy: caller.Of(ctx), TargetHostID: r.Target, Resize: r.Resize, Decommission: decom,
+		RequestedBy: caller.Of(ctx), TargetHostID: r.Target, Resize: r.Resize, Decommission: decom, Image: r.Image,
 	}}
 	if r.Target != "" && r.Target != inst.HostID {
 		cmd.Operation.Token = newToken()

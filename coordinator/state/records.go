@@ -85,6 +85,9 @@ type Instance struct {
 	Frozen bool `json:"frozen,omitempty"`
 	// ThawRun: the freeze paused it, so the unfreeze unpauses it.
 	ThawRun bool `json:"thaw_run,omitempty"`
+	// RescueImage is the image its rescue system boots while it is
+	// rescued (a rescue succeeded, no unrescue since); "" otherwise.
+	RescueImage string `json:"rescue_image,omitempty"`
 }
 
 // GuestFacts is what a guest said on its guest channel since it last booted.
@@ -192,7 +195,7 @@ func (i *Instance) Facts() lifecycle.Facts {
 	return lifecycle.Facts{Desired: i.Desired, Op: i.CurrentOpK, Power: i.Power, Result: i.Result,
 		Unplaced: i.HostID == "", Preemptible: i.Placement.Preemptible,
 		Unconfirmed: i.Resize != nil && i.CurrentOpK != lifecycle.OpResize, RollingBack: i.RollingBack,
-		Decommission: i.Decommission, Frozen: i.Frozen}
+		Decommission: i.Decommission, Frozen: i.Frozen, Rescued: i.RescueImage != ""}
 }
 
 // Status derives the instance's status.
@@ -271,6 +274,9 @@ type Operation struct {
 	// Decommission is, for a stop or delete, how long its guest gets to
 	// run its decommission work first (zero: none).
 	Decommission time.Duration `json:"decommission,omitempty"`
+	// Image is a rescue's rescue image (an unrescue's, for its undo) or a
+	// bundle's new image.
+	Image string `json:"image,omitempty"`
 }
 
 // Caller is who made an API call.

@@ -32,10 +32,7 @@ func (s SeedState) Shown(v View) bool {
 
 const (
 	awaitResize    = "ResizeInstance (issue 13)"
-	awaitBundle    = "BundleInstance into an image (issue 16)"
 	awaitGuest     = "the guest channel (issue 15)"
-	awaitRebuild   = "RebuildInstance (issue 16)"
-	awaitRescue    = "RescueInstance (issue 16)"
 	awaitSoftDel   = "soft delete and restore (issue 16)"
 	awaitDealloc   = "DeallocateInstance (issue 16)"
 	awaitUpgrade   = "UpgradeInstance with automatic rollback (issue 16)"
@@ -60,7 +57,7 @@ var Seeds = []SeedState{
 	status(ManageInstance, "offline", ""),
 	status(ManageInstance, "terminating", ""),
 	status(ManageInstance, "resizing", ""),
-	status(ManageInstance, "bundling", awaitBundle),
+	status(ManageInstance, "bundling", ""),
 	status(ManageInstance, "failed", ""),
 
 	status(Nova, "BUILDING", ""),
@@ -74,8 +71,8 @@ var Seeds = []SeedState{
 	status(Nova, "RESIZED", ""),
 	status(Nova, "VERIFY_RESIZE", ""),
 	status(Nova, "REVERT_RESIZE", ""),
-	status(Nova, "REBUILD", awaitRebuild),
-	status(Nova, "RESCUED", awaitRescue),
+	status(Nova, "REBUILD", ""),
+	status(Nova, "RESCUED", ""),
 	status(Nova, "SOFT_DELETED", awaitSoftDel),
 	status(Nova, "DELETED", ""),
 	status(Nova, "ERROR", ""),

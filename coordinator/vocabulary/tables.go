@@ -50,6 +50,12 @@ var manageInstanceWords = map[lifecycle.Status]word{
 	// The seed's password reset happens to a running instance.
 	lifecycle.StatusSettingPassword: {Status: "running"},
 	lifecycle.StatusFrozen:          unmapped, // the system has no tenants' lock
+	// "Bundling: the instance is being bundled into an image", from offline.
+	lifecycle.StatusBundling:   {Status: "bundling"},
+	lifecycle.StatusRebuilding: unmapped,
+	lifecycle.StatusRescuing:   unmapped,
+	lifecycle.StatusRescued:    unmapped,
+	lifecycle.StatusUnrescuing: unmapped,
 }
 
 func manageInstance(_ Input, s lifecycle.Status) View { return fromTable(manageInstanceWords, s) }
@@ -103,6 +109,15 @@ var novaRows = map[lifecycle.Status]novaRow{
 	// "The password is being reset on the server": Nova's ACTIVE server
 	// with task_state updating_password.
 	lifecycle.StatusSettingPassword: {"PASSWORD", "active", "updating_password"},
+	// Nova's rebuild: vm_state active, task_state rebuilding, status REBUILD.
+	lifecycle.StatusRebuilding: {"REBUILD", "active", "rebuilding"},
+	// Nova's rescue: the server is ACTIVE with task rescuing, then RESCUED
+	// (vm_state rescued) until unrescued.
+	lifecycle.StatusRescuing:   {"ACTIVE", "active", "rescuing"},
+	lifecycle.StatusRescued:    {"RESCUED", "rescued", ""},
+	lifecycle.StatusUnrescuing: {"RESCUED", "rescued", "unrescuing"},
+	// A stopped server's snapshot into an image (Nova's image_snapshot task).
+	lifecycle.StatusBundling: {"STOPPED", "stopped", "image_snapshot"},
 }
 
 // novaPower is Nova's power_state for the observed power state, as its
@@ -236,6 +251,13 @@ var rightScaleWords = map[lifecycle.Status]word{
 	lifecycle.StatusDecommissioning:         {Status: "decommissioning", Billing: BillingInstanceUsage},
 	lifecycle.StatusStrandedDecommissioning: {Status: "stranded in decommissioning", Billing: BillingInstanceUsage},
 	lifecycle.StatusFrozen:                  unmapped,
+	// A rebuild boots the server again from a fresh disk.
+	lifecycle.StatusRebuilding: {Status: "booting", Billing: BillingInstanceUsage},
+	lifecycle.StatusRescuing:   unmapped,
+	lifecycle.StatusRescued:    unmapped,
+	lifecycle.StatusUnrescuing: unmapped,
+	// Imaging a stopped server leaves it stopped: its volumes are what is billed.
+	lifecycle.StatusBundling: {Status: "stopped", Billing: BillingStorageOnly},
 }
 
 // rightScale refines a running server by what its guest said about its
@@ -294,6 +316,14 @@ var azurePowerWords = map[lifecycle.Status]word{
 	// (ProvisioningState/updating) of a running VM.
 	lifecycle.StatusSettingPassword: {Status: "running", Billing: BillingHardwareAndSoftware},
 	lifecycle.StatusFrozen:          unmapped,
+	// Reimaging, rescuing and capturing an image are updates of the VM
+	// (ProvisioningState/updating); the power state is what the hypervisor
+	// reports meanwhile.
+	lifecycle.StatusRebuilding: unmapped, // refined by azureObserved
+	lifecycle.StatusRescuing:   unmapped, // refined by azureObserved
+	lifecycle.StatusRescued:    {Status: "running", Billing: BillingHardwareAndSoftware},
+	lifecycle.StatusUnrescuing: unmapped, // refined by azureObserved
+	lifecycle.StatusBundling:   {Status: "stopped", Billing: BillingHardwareOnly},
 }
 
 // azureObserved is the power state for what the hypervisor reports, used
@@ -334,7 +364,8 @@ func azureProvisioning(in Input) string {
 func azureWord(in Input, s lifecycle.Status) word {
 	switch s {
 	case lifecycle.StatusDeleting, lifecycle.StatusError, lifecycle.StatusResizing, lifecycle.StatusExtending,
-		lifecycle.StatusConfirmingResize, lifecycle.StatusRevertingResize:
+		lifecycle.StatusConfirmingResize, lifecycle.StatusRevertingResize,
+		lifecycle.StatusRebuilding, lifecycle.StatusRescuing, lifecycle.StatusUnrescuing:
 		if w, ok := azureObserved[in.Power]; ok {
 			return w
 		}
@@ -404,6 +435,12 @@ var managedInstanceWords = map[lifecycle.Status]word{
 	lifecycle.StatusSettingPassword: {Status: "RUNNING"},
 	// "The instance has been frozen due to insufficient account balance."
 	lifecycle.StatusFrozen: {Status: "FROZEN"},
+	// Seed 004 has no rebuild, rescue or image capture.
+	lifecycle.StatusRebuilding: unmapped,
+	lifecycle.StatusRescuing:   unmapped,
+	lifecycle.StatusRescued:    unmapped,
+	lifecycle.StatusUnrescuing: unmapped,
+	lifecycle.StatusBundling:   unmapped,
 }
 
 func managedInstance(in Input, s lifecycle.Status) View {

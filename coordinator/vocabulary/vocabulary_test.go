@@ -35,8 +35,8 @@ func words(v Vocabulary) map[string][]string {
 func TestRenderIsTotal(t *testing.T) {
 	novaTasks := []string{"", "scheduling", "spawning", "powering-on", "powering-off", "rebooting", "rebooting_hard",
 		"pausing", "unpausing", "suspending", "resuming", "deleting", "resize_migrating", "resize_reverting", "resize_confirming",
-		"updating_password"}
-	novaVM := []string{"building", "active", "stopped", "paused", "suspended", "deleted", "error", "resized", ""}
+		"updating_password", "rebuilding", "rescuing", "unrescuing", "image_snapshot"} // nova/compute/task_states.py
+	novaVM := []string{"building", "active", "stopped", "paused", "suspended", "deleted", "error", "resized", "rescued", ""}
 	novaPowers := []string{"0", "1", "3", "4", "6", "7"}
 	azurePowers := []string{"", "PowerState/starting", "PowerState/running", "PowerState/stopping", "PowerState/stopped"}
 	for _, v := range All {

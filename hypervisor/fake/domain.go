@@ -32,6 +32,8 @@ type domain struct {
 	mid []byte
 	// original is what Reshape kept, nil when nothing is kept.
 	original *original
+	// rescue is the image its rescue system boots; "" when not rescued.
+	rescue string
 }
 
 // original is a disk and shape kept by Reshape for Unshape.

@@ -74,6 +74,8 @@ const DefaultDiskSize = 640<<10 + 123
 type Driver struct {
 	opts   Options
 	images map[string]bool
+	// bundled are the images BundleDisk made (guarded by mu).
+	bundled map[string]bool
 
 	mu          sync.Mutex
 	domains     map[string]*domain
@@ -111,6 +113,7 @@ func New(opts Options) *Driver {
 	d := &Driver{
 		opts:        opts,
 		images:      make(map[string]bool),
+		bundled:     make(map[string]bool),
 		domains:     make(map[string]*domain),
 		guests:      make(map[string]*guest),
 		subs:        make(map[*subscriber]struct{}),

@@ -71,7 +71,7 @@ func (d *Driver) deleteDomain(ctx context.Context, id string) error {
 func removeAllFiles(diskDir, runDir, id string) error {
 	p := pathsFor(diskDir, runDir, id)
 	errs := []error{removeFiles(p)}
-	for _, f := range []string{p.Top2, p.Top, p.Original, p.IncomingBase, p.IncomingMid, p.IncomingTop} {
+	for _, f := range []string{p.Top2, p.Top, p.Original, p.IncomingBase, p.IncomingMid, p.IncomingTop, p.Rescue} {
 		errs = append(errs, removeIfExists(f))
 	}
 	for _, pat := range tempPatterns(diskDir, id) {

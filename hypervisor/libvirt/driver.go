@@ -73,6 +73,7 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 		return nil, err
 	}
 	log.Info("connected to libvirtd", "socket", cfg.Socket, "uri", uri, "domain_type", cfg.DomainType)
+	d.removeStaleBundles()
 	return d, nil
 }
 

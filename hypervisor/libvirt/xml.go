@@ -129,6 +129,7 @@ const guestChannelName = "org.flotilla.guest.0"
 //	.<id>.incoming-top.qcow2   a staged top, over the staged base (ReceiveDisk)
 //	.<id>.import-*.qcow2       a layer being received (receiveDisk)
 //	.<id>.reshape-*.qcow2      Reshape's copy being made
+//	<id>.rescue.qcow2          the rescue system's disk, over the rescue image (RescueDomain)
 //	<id>.seed.iso              the cloud-init seed, read-only to the guest
 //	.<id>.seed-*.iso           a seed being written
 type instancePaths struct {
@@ -140,6 +141,7 @@ type instancePaths struct {
 	IncomingMid  string // a received mid being merged into the staged base
 	IncomingTop  string // a staged top
 	Seed         string // cloud-init NoCloud seed image (seed.go)
+	Rescue       string // the rescue system's disk (RescueDomain)
 	ConsoleLog   string // serial console output
 	GuestSock    string // host end of the guest channel
 }
@@ -154,6 +156,7 @@ func pathsFor(diskDir, runDir, id string) instancePaths {
 		IncomingMid:  filepath.Join(diskDir, "."+id+".incoming-mid.qcow2"),
 		IncomingTop:  filepath.Join(diskDir, "."+id+".incoming-top.qcow2"),
 		Seed:         filepath.Join(diskDir, id+".seed.iso"),
+		Rescue:       filepath.Join(diskDir, id+".rescue.qcow2"),
 		ConsoleLog:   filepath.Join(runDir, id+".console.log"),
 		GuestSock:    filepath.Join(runDir, id+".guest.sock"),
 	}
@@ -241,6 +244,9 @@ type domainParams struct {
 	// Seed is the path of the cloud-init seed image, attached read-only;
 	// empty when the instance has none.
 	Seed string
+	// Rescue: the domain boots the rescue system from Paths.Rescue, the
+	// instance's disk attached second (in the seed's place).
+	Rescue bool
 }
 
 func buildDomain(p domainParams) domainXML {
@@ -286,7 +292,12 @@ func buildDomain(p domainParams) domainXML {
 	if lay.PAE {
 		d.Features.PAE = &struct{}{}
 	}
-	if p.Seed != "" {
+	if p.Rescue {
+		own := d.Devices.Disks[0]
+		own.Target.Dev = lay.SeedDev
+		d.Devices.Disks[0].Source.File = p.Paths.Rescue
+		d.Devices.Disks = append(d.Devices.Disks, own)
+	} else if p.Seed != "" {
 		d.Devices.Disks = append(d.Devices.Disks, diskXML{
 			Type:     "file",
 			Device:   "disk",

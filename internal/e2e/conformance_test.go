@@ -3,6 +3,8 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -117,6 +119,7 @@ var reachedBy = map[string]struct{ inst, when string }{
 	"manage-instance/offline":       {"life", "STATUS_STOPPED"},
 	"manage-instance/terminating":   {"life", "STATUS_DELETING"},
 	"manage-instance/failed":        {"broken", "STATUS_ERROR"},
+	"manage-instance/bundling":      {"life", "STATUS_BUNDLING"},
 
 	"nova/BUILDING":    {"life", "STATUS_CREATING"},
 	"nova/ACTIVE":      {"life", "STATUS_RUNNING"},
@@ -129,6 +132,8 @@ var reachedBy = map[string]struct{ inst, when string }{
 	"nova/ERROR":       {"broken", "STATUS_ERROR"},
 	"nova/UNKNOWN":     {"life", "STATUS_UNKNOWN"},
 	"nova/PASSWORD":    {"life", "STATUS_SETTING_PASSWORD"},
+	"nova/REBUILD":     {"life", "STATUS_REBUILDING"},
+	"nova/RESCUED":     {"life", "STATUS_RESCUED"},
 
 	"rightscale/bidding":       {"spot", "STATUS_BIDDING"},
 	"rightscale/pending":       {"life", "STATUS_CREATING"},
@@ -260,6 +265,18 @@ func TestSeedConformance(t *testing.T) {
 		return testenv.Str(e.instance(life), "guest", "protocol") == "2"
 	})
 	e.mustSucceed(e.do("SetPassword", map[string]any{"id": life, "password": "conformance"}))
+	// A rebuild (Nova's REBUILD) from its own image; a rescue (RESCUED)
+	// and back.
+	e.mustSucceed(e.do("RebuildInstance", map[string]any{"id": life}))
+	ready++
+	e.waitGuestReady(life, ready)
+	e.mustSucceed(e.do("RescueInstance", map[string]any{"id": life}))
+	h.waitSeen(t, life, "STATUS_RESCUED")
+	ready++
+	e.waitGuestReady(life, ready)
+	e.mustSucceed(e.do("UnrescueInstance", map[string]any{"id": life}))
+	ready++
+	e.waitGuestReady(life, ready)
 
 	// Powered off behind Flotilla's back, then started again.
 	if out, err := virsh(t, "destroy", "flotilla-"+life); err != nil {
@@ -280,6 +297,10 @@ func TestSeedConformance(t *testing.T) {
 	// A graceful stop the guest honours, a restart from offline (seed 000),
 	// and the delete.
 	e.mustSucceed(e.do("StopInstance", map[string]any{"id": life, "gracefulTimeout": "60s"}))
+	// Bundled from offline (seed 000's bundling) into an image of its own.
+	bundle := fmt.Sprintf("conf-bundle-%d", time.Now().UnixNano())
+	t.Cleanup(func() { _ = os.RemoveAll(filepath.Join(testenv.ImageDir(), bundle)) })
+	e.mustSucceed(e.do("BundleInstance", map[string]any{"id": life, "image": bundle}))
 	e.mustSucceed(e.do("RestartInstance", map[string]any{"id": life}))
 	// A stop canceled at once (the guest has not booted far enough to
 	// honour the button yet): whatever it did is undone, the guest runs.

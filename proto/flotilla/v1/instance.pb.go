@@ -106,6 +106,18 @@ const (
 	// guest is paused (or stays off) and user actions are refused until the
 	// project is topped up or unfrozen (seed 004's FROZEN).
 	Status_STATUS_FROZEN Status = 32
+	// A rebuild gives the instance a fresh disk from an image (Nova's REBUILD).
+	Status_STATUS_REBUILDING Status = 35
+	// A rescue boots the rescue system.
+	Status_STATUS_RESCUING Status = 36
+	// The rescue system runs with the instance's disk attached second
+	// (Nova's RESCUED).
+	Status_STATUS_RESCUED Status = 37
+	// An unrescue boots the instance from its own disk again.
+	Status_STATUS_UNRESCUING Status = 38
+	// The stopped instance's disk is being written out as an image (seed
+	// 000's bundling).
+	Status_STATUS_BUNDLING Status = 39
 )
 
 // Enum value maps for Status.
@@ -144,6 +156,11 @@ var (
 		30: "STATUS_DECOMMISSIONING",
 		31: "STATUS_STRANDED_DECOMMISSIONING",
 		32: "STATUS_FROZEN",
+		35: "STATUS_REBUILDING",
+		36: "STATUS_RESCUING",
+		37: "STATUS_RESCUED",
+		38: "STATUS_UNRESCUING",
+		39: "STATUS_BUNDLING",
 	}
 	Status_value = map[string]int32{
 		"STATUS_UNSPECIFIED":              0,
@@ -179,6 +196,11 @@ var (
 		"STATUS_DECOMMISSIONING":          30,
 		"STATUS_STRANDED_DECOMMISSIONING": 31,
 		"STATUS_FROZEN":                   32,
+		"STATUS_REBUILDING":               35,
+		"STATUS_RESCUING":                 36,
+		"STATUS_RESCUED":                  37,
+		"STATUS_UNRESCUING":               38,
+		"STATUS_BUNDLING":                 39,
 	}
 )
 
@@ -372,6 +394,14 @@ const (
 	Action_ACTION_MOVE Action = 14
 	// SetPassword.
 	Action_ACTION_SET_PASSWORD Action = 15
+	// RebuildInstance.
+	Action_ACTION_REBUILD Action = 18
+	// RescueInstance.
+	Action_ACTION_RESCUE Action = 19
+	// UnrescueInstance.
+	Action_ACTION_UNRESCUE Action = 20
+	// BundleInstance.
+	Action_ACTION_BUNDLE Action = 21
 )
 
 // Enum value maps for Action.
@@ -393,6 +423,10 @@ var (
 		13: "ACTION_EXTEND",
 		14: "ACTION_MOVE",
 		15: "ACTION_SET_PASSWORD",
+		18: "ACTION_REBUILD",
+		19: "ACTION_RESCUE",
+		20: "ACTION_UNRESCUE",
+		21: "ACTION_BUNDLE",
 	}
 	Action_value = map[string]int32{
 		"ACTION_UNSPECIFIED":    0,
@@ -411,6 +445,10 @@ var (
 		"ACTION_EXTEND":         13,
 		"ACTION_MOVE":           14,
 		"ACTION_SET_PASSWORD":   15,
+		"ACTION_REBUILD":        18,
+		"ACTION_RESCUE":         19,
+		"ACTION_UNRESCUE":       20,
+		"ACTION_BUNDLE":         21,
 	}
 )
 
@@ -633,6 +671,256 @@ func (Readiness) EnumDescriptor() ([]byte, []int) {
 	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{6}
 }
 
+// RebuildInstanceRequest names the instance and the image to rebuild from.
+type RebuildInstanceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The instance id.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Optional idempotency key; see CreateInstanceRequest.request_id.
+	RequestId string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The image of the new disk; empty: the instance's own image.
+	Image         string `protobuf:"bytes,3,opt,name=image,proto3" json:"image,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RebuildInstanceRequest) Reset() {
+	*x = RebuildInstanceRequest{}
+	mi := &file_flotilla_v1_instance_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RebuildInstanceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RebuildInstanceRequest) ProtoMessage() {}
+
+func (x *RebuildInstanceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_instance_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RebuildInstanceRequest.ProtoReflect.Descriptor instead.
+func (*RebuildInstanceRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *RebuildInstanceRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RebuildInstanceRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *RebuildInstanceRequest) GetImage() string {
+	if x != nil {
+		return x.Image
+	}
+	return ""
+}
+
+// RescueInstanceRequest names the instance and the rescue image.
+type RescueInstanceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The instance id.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Optional idempotency key; see CreateInstanceRequest.request_id.
+	RequestId string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The image the rescue system boots; empty: the instance's own image
+	// (booted with the kernel argument flotilla.rescue=1).
+	RescueImage   string `protobuf:"bytes,3,opt,name=rescue_image,json=rescueImage,proto3" json:"rescue_image,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RescueInstanceRequest) Reset() {
+	*x = RescueInstanceRequest{}
+	mi := &file_flotilla_v1_instance_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RescueInstanceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RescueInstanceRequest) ProtoMessage() {}
+
+func (x *RescueInstanceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_instance_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RescueInstanceRequest.ProtoReflect.Descriptor instead.
+func (*RescueInstanceRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RescueInstanceRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RescueInstanceRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *RescueInstanceRequest) GetRescueImage() string {
+	if x != nil {
+		return x.RescueImage
+	}
+	return ""
+}
+
+// UnrescueInstanceRequest names the instance.
+type UnrescueInstanceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The instance id.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Optional idempotency key; see CreateInstanceRequest.request_id.
+	RequestId     string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnrescueInstanceRequest) Reset() {
+	*x = UnrescueInstanceRequest{}
+	mi := &file_flotilla_v1_instance_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnrescueInstanceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnrescueInstanceRequest) ProtoMessage() {}
+
+func (x *UnrescueInstanceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_instance_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnrescueInstanceRequest.ProtoReflect.Descriptor instead.
+func (*UnrescueInstanceRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *UnrescueInstanceRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *UnrescueInstanceRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+// BundleInstanceRequest names the instance and the new image.
+type BundleInstanceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The instance id.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Optional idempotency key; see CreateInstanceRequest.request_id.
+	RequestId string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The new image's name: letters, digits, '.', '_' and '-', at most 128
+	// bytes; one that exists on the host is refused (the operation fails with
+	// ALREADY_EXISTS).
+	Image         string `protobuf:"bytes,3,opt,name=image,proto3" json:"image,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BundleInstanceRequest) Reset() {
+	*x = BundleInstanceRequest{}
+	mi := &file_flotilla_v1_instance_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BundleInstanceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BundleInstanceRequest) ProtoMessage() {}
+
+func (x *BundleInstanceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_instance_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BundleInstanceRequest.ProtoReflect.Descriptor instead.
+func (*BundleInstanceRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *BundleInstanceRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *BundleInstanceRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *BundleInstanceRequest) GetImage() string {
+	if x != nil {
+		return x.Image
+	}
+	return ""
+}
+
 // SetPasswordRequest names the instance, the user and the password.
 type SetPasswordRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -650,7 +938,7 @@ type SetPasswordRequest struct {
 
 func (x *SetPasswordRequest) Reset() {
 	*x = SetPasswordRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[0]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -662,7 +950,7 @@ func (x *SetPasswordRequest) String() string {
 func (*SetPasswordRequest) ProtoMessage() {}
 
 func (x *SetPasswordRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[0]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -675,7 +963,7 @@ func (x *SetPasswordRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPasswordRequest.ProtoReflect.Descriptor instead.
 func (*SetPasswordRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{0}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *SetPasswordRequest) GetId() string {
@@ -717,7 +1005,7 @@ type MarkOperationalRequest struct {
 
 func (x *MarkOperationalRequest) Reset() {
 	*x = MarkOperationalRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[1]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -729,7 +1017,7 @@ func (x *MarkOperationalRequest) String() string {
 func (*MarkOperationalRequest) ProtoMessage() {}
 
 func (x *MarkOperationalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[1]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -742,7 +1030,7 @@ func (x *MarkOperationalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkOperationalRequest.ProtoReflect.Descriptor instead.
 func (*MarkOperationalRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{1}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *MarkOperationalRequest) GetId() string {
@@ -766,7 +1054,7 @@ type Recovery struct {
 
 func (x *Recovery) Reset() {
 	*x = Recovery{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[2]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -778,7 +1066,7 @@ func (x *Recovery) String() string {
 func (*Recovery) ProtoMessage() {}
 
 func (x *Recovery) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[2]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -791,7 +1079,7 @@ func (x *Recovery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Recovery.ProtoReflect.Descriptor instead.
 func (*Recovery) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{2}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Recovery) GetPolicy() RecoveryPolicy {
@@ -838,7 +1126,7 @@ type VocabularyView struct {
 
 func (x *VocabularyView) Reset() {
 	*x = VocabularyView{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[3]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -850,7 +1138,7 @@ func (x *VocabularyView) String() string {
 func (*VocabularyView) ProtoMessage() {}
 
 func (x *VocabularyView) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[3]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -863,7 +1151,7 @@ func (x *VocabularyView) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VocabularyView.ProtoReflect.Descriptor instead.
 func (*VocabularyView) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{3}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *VocabularyView) GetVocabulary() Vocabulary {
@@ -927,7 +1215,7 @@ type InstanceSpec struct {
 
 func (x *InstanceSpec) Reset() {
 	*x = InstanceSpec{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[4]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -939,7 +1227,7 @@ func (x *InstanceSpec) String() string {
 func (*InstanceSpec) ProtoMessage() {}
 
 func (x *InstanceSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[4]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -952,7 +1240,7 @@ func (x *InstanceSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceSpec.ProtoReflect.Descriptor instead.
 func (*InstanceSpec) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{4}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *InstanceSpec) GetVcpus() int32 {
@@ -1001,7 +1289,7 @@ type Placement struct {
 
 func (x *Placement) Reset() {
 	*x = Placement{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[5]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1013,7 +1301,7 @@ func (x *Placement) String() string {
 func (*Placement) ProtoMessage() {}
 
 func (x *Placement) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[5]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1026,7 +1314,7 @@ func (x *Placement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Placement.ProtoReflect.Descriptor instead.
 func (*Placement) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{5}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Placement) GetHypervisorKind() string {
@@ -1135,7 +1423,7 @@ type Instance struct {
 
 func (x *Instance) Reset() {
 	*x = Instance{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[6]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1147,7 +1435,7 @@ func (x *Instance) String() string {
 func (*Instance) ProtoMessage() {}
 
 func (x *Instance) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[6]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1160,7 +1448,7 @@ func (x *Instance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Instance.ProtoReflect.Descriptor instead.
 func (*Instance) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{6}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Instance) GetId() string {
@@ -1411,7 +1699,7 @@ type PendingResize struct {
 
 func (x *PendingResize) Reset() {
 	*x = PendingResize{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[7]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1423,7 +1711,7 @@ func (x *PendingResize) String() string {
 func (*PendingResize) ProtoMessage() {}
 
 func (x *PendingResize) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[7]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1436,7 +1724,7 @@ func (x *PendingResize) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PendingResize.ProtoReflect.Descriptor instead.
 func (*PendingResize) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{7}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PendingResize) GetFrom() *InstanceSpec {
@@ -1509,7 +1797,7 @@ type CreateInstanceRequest struct {
 
 func (x *CreateInstanceRequest) Reset() {
 	*x = CreateInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[8]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1521,7 +1809,7 @@ func (x *CreateInstanceRequest) String() string {
 func (*CreateInstanceRequest) ProtoMessage() {}
 
 func (x *CreateInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[8]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1534,7 +1822,7 @@ func (x *CreateInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateInstanceRequest.ProtoReflect.Descriptor instead.
 func (*CreateInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{8}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CreateInstanceRequest) GetName() string {
@@ -1651,7 +1939,7 @@ type GuestStatus struct {
 
 func (x *GuestStatus) Reset() {
 	*x = GuestStatus{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[9]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1663,7 +1951,7 @@ func (x *GuestStatus) String() string {
 func (*GuestStatus) ProtoMessage() {}
 
 func (x *GuestStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[9]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1676,7 +1964,7 @@ func (x *GuestStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GuestStatus.ProtoReflect.Descriptor instead.
 func (*GuestStatus) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{9}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GuestStatus) GetStage() string {
@@ -1757,7 +2045,7 @@ type GetInstanceRequest struct {
 
 func (x *GetInstanceRequest) Reset() {
 	*x = GetInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[10]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1769,7 +2057,7 @@ func (x *GetInstanceRequest) String() string {
 func (*GetInstanceRequest) ProtoMessage() {}
 
 func (x *GetInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[10]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1782,7 +2070,7 @@ func (x *GetInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInstanceRequest.ProtoReflect.Descriptor instead.
 func (*GetInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{10}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetInstanceRequest) GetId() string {
@@ -1831,7 +2119,7 @@ type ListInstancesRequest struct {
 
 func (x *ListInstancesRequest) Reset() {
 	*x = ListInstancesRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[11]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1843,7 +2131,7 @@ func (x *ListInstancesRequest) String() string {
 func (*ListInstancesRequest) ProtoMessage() {}
 
 func (x *ListInstancesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[11]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1856,7 +2144,7 @@ func (x *ListInstancesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInstancesRequest.ProtoReflect.Descriptor instead.
 func (*ListInstancesRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{11}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListInstancesRequest) GetPageSize() int32 {
@@ -1924,7 +2212,7 @@ type ListInstancesResponse struct {
 
 func (x *ListInstancesResponse) Reset() {
 	*x = ListInstancesResponse{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[12]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1936,7 +2224,7 @@ func (x *ListInstancesResponse) String() string {
 func (*ListInstancesResponse) ProtoMessage() {}
 
 func (x *ListInstancesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[12]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1949,7 +2237,7 @@ func (x *ListInstancesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInstancesResponse.ProtoReflect.Descriptor instead.
 func (*ListInstancesResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{12}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListInstancesResponse) GetInstances() []*Instance {
@@ -1989,7 +2277,7 @@ type WatchInstancesRequest struct {
 
 func (x *WatchInstancesRequest) Reset() {
 	*x = WatchInstancesRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[13]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2001,7 +2289,7 @@ func (x *WatchInstancesRequest) String() string {
 func (*WatchInstancesRequest) ProtoMessage() {}
 
 func (x *WatchInstancesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[13]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2014,7 +2302,7 @@ func (x *WatchInstancesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchInstancesRequest.ProtoReflect.Descriptor instead.
 func (*WatchInstancesRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{13}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *WatchInstancesRequest) GetStartRevision() int64 {
@@ -2054,7 +2342,7 @@ type WatchInstancesResponse struct {
 
 func (x *WatchInstancesResponse) Reset() {
 	*x = WatchInstancesResponse{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[14]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2066,7 +2354,7 @@ func (x *WatchInstancesResponse) String() string {
 func (*WatchInstancesResponse) ProtoMessage() {}
 
 func (x *WatchInstancesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[14]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2079,7 +2367,7 @@ func (x *WatchInstancesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchInstancesResponse.ProtoReflect.Descriptor instead.
 func (*WatchInstancesResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{14}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *WatchInstancesResponse) GetRevision() int64 {
@@ -2109,7 +2397,7 @@ type StartInstanceRequest struct {
 
 func (x *StartInstanceRequest) Reset() {
 	*x = StartInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[15]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2121,7 +2409,7 @@ func (x *StartInstanceRequest) String() string {
 func (*StartInstanceRequest) ProtoMessage() {}
 
 func (x *StartInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[15]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2134,7 +2422,7 @@ func (x *StartInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartInstanceRequest.ProtoReflect.Descriptor instead.
 func (*StartInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{15}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *StartInstanceRequest) GetId() string {
@@ -2177,7 +2465,7 @@ type StopInstanceRequest struct {
 
 func (x *StopInstanceRequest) Reset() {
 	*x = StopInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[16]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2189,7 +2477,7 @@ func (x *StopInstanceRequest) String() string {
 func (*StopInstanceRequest) ProtoMessage() {}
 
 func (x *StopInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[16]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2202,7 +2490,7 @@ func (x *StopInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopInstanceRequest.ProtoReflect.Descriptor instead.
 func (*StopInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{16}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *StopInstanceRequest) GetId() string {
@@ -2255,7 +2543,7 @@ type RestartInstanceRequest struct {
 
 func (x *RestartInstanceRequest) Reset() {
 	*x = RestartInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[17]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2267,7 +2555,7 @@ func (x *RestartInstanceRequest) String() string {
 func (*RestartInstanceRequest) ProtoMessage() {}
 
 func (x *RestartInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[17]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2280,7 +2568,7 @@ func (x *RestartInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartInstanceRequest.ProtoReflect.Descriptor instead.
 func (*RestartInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{17}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RestartInstanceRequest) GetId() string {
@@ -2317,7 +2605,7 @@ type PauseInstanceRequest struct {
 
 func (x *PauseInstanceRequest) Reset() {
 	*x = PauseInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[18]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2329,7 +2617,7 @@ func (x *PauseInstanceRequest) String() string {
 func (*PauseInstanceRequest) ProtoMessage() {}
 
 func (x *PauseInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[18]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2342,7 +2630,7 @@ func (x *PauseInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseInstanceRequest.ProtoReflect.Descriptor instead.
 func (*PauseInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{18}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PauseInstanceRequest) GetId() string {
@@ -2372,7 +2660,7 @@ type UnpauseInstanceRequest struct {
 
 func (x *UnpauseInstanceRequest) Reset() {
 	*x = UnpauseInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[19]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2384,7 +2672,7 @@ func (x *UnpauseInstanceRequest) String() string {
 func (*UnpauseInstanceRequest) ProtoMessage() {}
 
 func (x *UnpauseInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[19]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2397,7 +2685,7 @@ func (x *UnpauseInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnpauseInstanceRequest.ProtoReflect.Descriptor instead.
 func (*UnpauseInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{19}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *UnpauseInstanceRequest) GetId() string {
@@ -2427,7 +2715,7 @@ type SuspendInstanceRequest struct {
 
 func (x *SuspendInstanceRequest) Reset() {
 	*x = SuspendInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[20]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2439,7 +2727,7 @@ func (x *SuspendInstanceRequest) String() string {
 func (*SuspendInstanceRequest) ProtoMessage() {}
 
 func (x *SuspendInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[20]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2452,7 +2740,7 @@ func (x *SuspendInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SuspendInstanceRequest.ProtoReflect.Descriptor instead.
 func (*SuspendInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{20}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SuspendInstanceRequest) GetId() string {
@@ -2482,7 +2770,7 @@ type ResumeInstanceRequest struct {
 
 func (x *ResumeInstanceRequest) Reset() {
 	*x = ResumeInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[21]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2494,7 +2782,7 @@ func (x *ResumeInstanceRequest) String() string {
 func (*ResumeInstanceRequest) ProtoMessage() {}
 
 func (x *ResumeInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[21]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2507,7 +2795,7 @@ func (x *ResumeInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeInstanceRequest.ProtoReflect.Descriptor instead.
 func (*ResumeInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{21}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ResumeInstanceRequest) GetId() string {
@@ -2540,7 +2828,7 @@ type DeleteInstanceRequest struct {
 
 func (x *DeleteInstanceRequest) Reset() {
 	*x = DeleteInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[22]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2552,7 +2840,7 @@ func (x *DeleteInstanceRequest) String() string {
 func (*DeleteInstanceRequest) ProtoMessage() {}
 
 func (x *DeleteInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[22]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2565,7 +2853,7 @@ func (x *DeleteInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteInstanceRequest.ProtoReflect.Descriptor instead.
 func (*DeleteInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{22}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DeleteInstanceRequest) GetId() string {
@@ -2612,7 +2900,7 @@ type UpdateInstanceRequest struct {
 
 func (x *UpdateInstanceRequest) Reset() {
 	*x = UpdateInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[23]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2624,7 +2912,7 @@ func (x *UpdateInstanceRequest) String() string {
 func (*UpdateInstanceRequest) ProtoMessage() {}
 
 func (x *UpdateInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[23]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2637,7 +2925,7 @@ func (x *UpdateInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateInstanceRequest.ProtoReflect.Descriptor instead.
 func (*UpdateInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{23}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *UpdateInstanceRequest) GetId() string {
@@ -2709,7 +2997,7 @@ type ResizeInstanceRequest struct {
 
 func (x *ResizeInstanceRequest) Reset() {
 	*x = ResizeInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[24]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2721,7 +3009,7 @@ func (x *ResizeInstanceRequest) String() string {
 func (*ResizeInstanceRequest) ProtoMessage() {}
 
 func (x *ResizeInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[24]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2734,7 +3022,7 @@ func (x *ResizeInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResizeInstanceRequest.ProtoReflect.Descriptor instead.
 func (*ResizeInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{24}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ResizeInstanceRequest) GetId() string {
@@ -2806,7 +3094,7 @@ type ConfirmResizeRequest struct {
 
 func (x *ConfirmResizeRequest) Reset() {
 	*x = ConfirmResizeRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[25]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2818,7 +3106,7 @@ func (x *ConfirmResizeRequest) String() string {
 func (*ConfirmResizeRequest) ProtoMessage() {}
 
 func (x *ConfirmResizeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[25]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2831,7 +3119,7 @@ func (x *ConfirmResizeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmResizeRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmResizeRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{25}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ConfirmResizeRequest) GetId() string {
@@ -2864,7 +3152,7 @@ type RevertResizeRequest struct {
 
 func (x *RevertResizeRequest) Reset() {
 	*x = RevertResizeRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[26]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2876,7 +3164,7 @@ func (x *RevertResizeRequest) String() string {
 func (*RevertResizeRequest) ProtoMessage() {}
 
 func (x *RevertResizeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[26]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2889,7 +3177,7 @@ func (x *RevertResizeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevertResizeRequest.ProtoReflect.Descriptor instead.
 func (*RevertResizeRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{26}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RevertResizeRequest) GetId() string {
@@ -2928,7 +3216,7 @@ type ExtendInstanceRequest struct {
 
 func (x *ExtendInstanceRequest) Reset() {
 	*x = ExtendInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[27]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2940,7 +3228,7 @@ func (x *ExtendInstanceRequest) String() string {
 func (*ExtendInstanceRequest) ProtoMessage() {}
 
 func (x *ExtendInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[27]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2953,7 +3241,7 @@ func (x *ExtendInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExtendInstanceRequest.ProtoReflect.Descriptor instead.
 func (*ExtendInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{27}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ExtendInstanceRequest) GetId() string {
@@ -2994,7 +3282,7 @@ type MoveInstanceRequest struct {
 
 func (x *MoveInstanceRequest) Reset() {
 	*x = MoveInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[28]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3006,7 +3294,7 @@ func (x *MoveInstanceRequest) String() string {
 func (*MoveInstanceRequest) ProtoMessage() {}
 
 func (x *MoveInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[28]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3019,7 +3307,7 @@ func (x *MoveInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveInstanceRequest.ProtoReflect.Descriptor instead.
 func (*MoveInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{28}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *MoveInstanceRequest) GetId() string {
@@ -3054,7 +3342,26 @@ var File_flotilla_v1_instance_proto protoreflect.FileDescriptor
 
 const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\n" +
-	"\x1aflotilla/v1/instance.proto\x12\vflotilla.v1\x1a\x18flotilla/v1/common.proto\x1a\x19flotilla/v1/network.proto\x1a\x1bflotilla/v1/operation.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"s\n" +
+	"\x1aflotilla/v1/instance.proto\x12\vflotilla.v1\x1a\x18flotilla/v1/common.proto\x1a\x19flotilla/v1/network.proto\x1a\x1bflotilla/v1/operation.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"]\n" +
+	"\x16RebuildInstanceRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\x12\x14\n" +
+	"\x05image\x18\x03 \x01(\tR\x05image\"i\n" +
+	"\x15RescueInstanceRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\x12!\n" +
+	"\frescue_image\x18\x03 \x01(\tR\vrescueImage\"H\n" +
+	"\x17UnrescueInstanceRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"\\\n" +
+	"\x15BundleInstanceRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\x12\x14\n" +
+	"\x05image\x18\x03 \x01(\tR\x05image\"s\n" +
 	"\x12SetPasswordRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
@@ -3276,7 +3583,7 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x02 \x01(\tR\trequestId\x12$\n" +
 	"\x0etarget_host_id\x18\x03 \x01(\tR\ftargetHostId\x12D\n" +
-	"\x10graceful_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x0fgracefulTimeout*\xfa\x05\n" +
+	"\x10graceful_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x0fgracefulTimeout*\xe6\x06\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fSTATUS_CREATING\x10\x01\x12\x13\n" +
@@ -3311,7 +3618,12 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x17STATUS_SETTING_PASSWORD\x10\x1d\x12\x1a\n" +
 	"\x16STATUS_DECOMMISSIONING\x10\x1e\x12#\n" +
 	"\x1fSTATUS_STRANDED_DECOMMISSIONING\x10\x1f\x12\x11\n" +
-	"\rSTATUS_FROZEN\x10 *\xb5\x01\n" +
+	"\rSTATUS_FROZEN\x10 \x12\x15\n" +
+	"\x11STATUS_REBUILDING\x10#\x12\x13\n" +
+	"\x0fSTATUS_RESCUING\x10$\x12\x12\n" +
+	"\x0eSTATUS_RESCUED\x10%\x12\x15\n" +
+	"\x11STATUS_UNRESCUING\x10&\x12\x13\n" +
+	"\x0fSTATUS_BUNDLING\x10'*\xb5\x01\n" +
 	"\fDesiredState\x12\x1d\n" +
 	"\x19DESIRED_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15DESIRED_STATE_RUNNING\x10\x01\x12\x19\n" +
@@ -3324,7 +3636,7 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x1dPROVISIONING_RESULT_SUCCEEDED\x10\x01\x12\x1e\n" +
 	"\x1aPROVISIONING_RESULT_FAILED\x10\x02\x12 \n" +
 	"\x1cPROVISIONING_RESULT_CANCELED\x10\x03\x12#\n" +
-	"\x1fPROVISIONING_RESULT_ROLLED_BACK\x10\x04*\xcf\x02\n" +
+	"\x1fPROVISIONING_RESULT_ROLLED_BACK\x10\x04*\x9e\x03\n" +
 	"\x06Action\x12\x16\n" +
 	"\x12ACTION_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fACTION_START\x10\x01\x12\x0f\n" +
@@ -3342,7 +3654,11 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x14ACTION_REVERT_RESIZE\x10\f\x12\x11\n" +
 	"\rACTION_EXTEND\x10\r\x12\x0f\n" +
 	"\vACTION_MOVE\x10\x0e\x12\x17\n" +
-	"\x13ACTION_SET_PASSWORD\x10\x0f*\x8a\x01\n" +
+	"\x13ACTION_SET_PASSWORD\x10\x0f\x12\x12\n" +
+	"\x0eACTION_REBUILD\x10\x12\x12\x11\n" +
+	"\rACTION_RESCUE\x10\x13\x12\x13\n" +
+	"\x0fACTION_UNRESCUE\x10\x14\x12\x11\n" +
+	"\rACTION_BUNDLE\x10\x15*\x8a\x01\n" +
 	"\x0eRecoveryPolicy\x12\x1f\n" +
 	"\x1bRECOVERY_POLICY_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15RECOVERY_POLICY_LEAVE\x10\x01\x12\x1b\n" +
@@ -3361,7 +3677,7 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x11READINESS_UNKNOWN\x10\x01\x12\x15\n" +
 	"\x11READINESS_BOOTING\x10\x02\x12\x19\n" +
 	"\x15READINESS_OPERATIONAL\x10\x03\x12\x16\n" +
-	"\x12READINESS_STRANDED\x10\x042\xaa\f\n" +
+	"\x12READINESS_STRANDED\x10\x042\xe8\x0e\n" +
 	"\x0fInstanceService\x12L\n" +
 	"\x0eCreateInstance\x12\".flotilla.v1.CreateInstanceRequest\x1a\x16.flotilla.v1.Operation\x12E\n" +
 	"\vGetInstance\x12\x1f.flotilla.v1.GetInstanceRequest\x1a\x15.flotilla.v1.Instance\x12V\n" +
@@ -3382,7 +3698,11 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x0eExtendInstance\x12\".flotilla.v1.ExtendInstanceRequest\x1a\x16.flotilla.v1.Operation\x12H\n" +
 	"\fMoveInstance\x12 .flotilla.v1.MoveInstanceRequest\x1a\x16.flotilla.v1.Operation\x12M\n" +
 	"\x0fMarkOperational\x12#.flotilla.v1.MarkOperationalRequest\x1a\x15.flotilla.v1.Instance\x12F\n" +
-	"\vSetPassword\x12\x1f.flotilla.v1.SetPasswordRequest\x1a\x16.flotilla.v1.OperationB>Z<github.com/flotilla-vm/flotilla/proto/flotilla/v1;flotillav1b\x06proto3"
+	"\vSetPassword\x12\x1f.flotilla.v1.SetPasswordRequest\x1a\x16.flotilla.v1.Operation\x12N\n" +
+	"\x0fRebuildInstance\x12#.flotilla.v1.RebuildInstanceRequest\x1a\x16.flotilla.v1.Operation\x12L\n" +
+	"\x0eRescueInstance\x12\".flotilla.v1.RescueInstanceRequest\x1a\x16.flotilla.v1.Operation\x12P\n" +
+	"\x10UnrescueInstance\x12$.flotilla.v1.UnrescueInstanceRequest\x1a\x16.flotilla.v1.Operation\x12L\n" +
+	"\x0eBundleInstance\x12\".flotilla.v1.BundleInstanceRequest\x1a\x16.flotilla.v1.OperationB>Z<github.com/flotilla-vm/flotilla/proto/flotilla/v1;flotillav1b\x06proto3"
 
 var (
 	file_flotilla_v1_instance_proto_rawDescOnce sync.Once
@@ -3397,7 +3717,7 @@ func file_flotilla_v1_instance_proto_rawDescGZIP() []byte {
 }
 
 var file_flotilla_v1_instance_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_flotilla_v1_instance_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_flotilla_v1_instance_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_flotilla_v1_instance_proto_goTypes = []any{
 	(Status)(0),                     // 0: flotilla.v1.Status
 	(DesiredState)(0),               // 1: flotilla.v1.DesiredState
@@ -3406,146 +3726,158 @@ var file_flotilla_v1_instance_proto_goTypes = []any{
 	(RecoveryPolicy)(0),             // 4: flotilla.v1.RecoveryPolicy
 	(Vocabulary)(0),                 // 5: flotilla.v1.Vocabulary
 	(Readiness)(0),                  // 6: flotilla.v1.Readiness
-	(*SetPasswordRequest)(nil),      // 7: flotilla.v1.SetPasswordRequest
-	(*MarkOperationalRequest)(nil),  // 8: flotilla.v1.MarkOperationalRequest
-	(*Recovery)(nil),                // 9: flotilla.v1.Recovery
-	(*VocabularyView)(nil),          // 10: flotilla.v1.VocabularyView
-	(*InstanceSpec)(nil),            // 11: flotilla.v1.InstanceSpec
-	(*Placement)(nil),               // 12: flotilla.v1.Placement
-	(*Instance)(nil),                // 13: flotilla.v1.Instance
-	(*PendingResize)(nil),           // 14: flotilla.v1.PendingResize
-	(*CreateInstanceRequest)(nil),   // 15: flotilla.v1.CreateInstanceRequest
-	(*GuestStatus)(nil),             // 16: flotilla.v1.GuestStatus
-	(*GetInstanceRequest)(nil),      // 17: flotilla.v1.GetInstanceRequest
-	(*ListInstancesRequest)(nil),    // 18: flotilla.v1.ListInstancesRequest
-	(*ListInstancesResponse)(nil),   // 19: flotilla.v1.ListInstancesResponse
-	(*WatchInstancesRequest)(nil),   // 20: flotilla.v1.WatchInstancesRequest
-	(*WatchInstancesResponse)(nil),  // 21: flotilla.v1.WatchInstancesResponse
-	(*StartInstanceRequest)(nil),    // 22: flotilla.v1.StartInstanceRequest
-	(*StopInstanceRequest)(nil),     // 23: flotilla.v1.StopInstanceRequest
-	(*RestartInstanceRequest)(nil),  // 24: flotilla.v1.RestartInstanceRequest
-	(*PauseInstanceRequest)(nil),    // 25: flotilla.v1.PauseInstanceRequest
-	(*UnpauseInstanceRequest)(nil),  // 26: flotilla.v1.UnpauseInstanceRequest
-	(*SuspendInstanceRequest)(nil),  // 27: flotilla.v1.SuspendInstanceRequest
-	(*ResumeInstanceRequest)(nil),   // 28: flotilla.v1.ResumeInstanceRequest
-	(*DeleteInstanceRequest)(nil),   // 29: flotilla.v1.DeleteInstanceRequest
-	(*UpdateInstanceRequest)(nil),   // 30: flotilla.v1.UpdateInstanceRequest
-	(*ResizeInstanceRequest)(nil),   // 31: flotilla.v1.ResizeInstanceRequest
-	(*ConfirmResizeRequest)(nil),    // 32: flotilla.v1.ConfirmResizeRequest
-	(*RevertResizeRequest)(nil),     // 33: flotilla.v1.RevertResizeRequest
-	(*ExtendInstanceRequest)(nil),   // 34: flotilla.v1.ExtendInstanceRequest
-	(*MoveInstanceRequest)(nil),     // 35: flotilla.v1.MoveInstanceRequest
-	nil,                             // 36: flotilla.v1.VocabularyView.FieldsEntry
-	nil,                             // 37: flotilla.v1.Placement.HostLabelsEntry
-	nil,                             // 38: flotilla.v1.Instance.LabelsEntry
-	nil,                             // 39: flotilla.v1.CreateInstanceRequest.LabelsEntry
-	nil,                             // 40: flotilla.v1.UpdateInstanceRequest.LabelsEntry
-	(PowerState)(0),                 // 41: flotilla.v1.PowerState
-	(*timestamppb.Timestamp)(nil),   // 42: google.protobuf.Timestamp
-	(*Fault)(nil),                   // 43: flotilla.v1.Fault
-	(*NetworkInterface)(nil),        // 44: flotilla.v1.NetworkInterface
-	(*durationpb.Duration)(nil),     // 45: google.protobuf.Duration
-	(*CopyProgress)(nil),            // 46: flotilla.v1.CopyProgress
-	(*NetworkInterfaceRequest)(nil), // 47: flotilla.v1.NetworkInterfaceRequest
-	(*fieldmaskpb.FieldMask)(nil),   // 48: google.protobuf.FieldMask
-	(*Operation)(nil),               // 49: flotilla.v1.Operation
+	(*RebuildInstanceRequest)(nil),  // 7: flotilla.v1.RebuildInstanceRequest
+	(*RescueInstanceRequest)(nil),   // 8: flotilla.v1.RescueInstanceRequest
+	(*UnrescueInstanceRequest)(nil), // 9: flotilla.v1.UnrescueInstanceRequest
+	(*BundleInstanceRequest)(nil),   // 10: flotilla.v1.BundleInstanceRequest
+	(*SetPasswordRequest)(nil),      // 11: flotilla.v1.SetPasswordRequest
+	(*MarkOperationalRequest)(nil),  // 12: flotilla.v1.MarkOperationalRequest
+	(*Recovery)(nil),                // 13: flotilla.v1.Recovery
+	(*VocabularyView)(nil),          // 14: flotilla.v1.VocabularyView
+	(*InstanceSpec)(nil),            // 15: flotilla.v1.InstanceSpec
+	(*Placement)(nil),               // 16: flotilla.v1.Placement
+	(*Instance)(nil),                // 17: flotilla.v1.Instance
+	(*PendingResize)(nil),           // 18: flotilla.v1.PendingResize
+	(*CreateInstanceRequest)(nil),   // 19: flotilla.v1.CreateInstanceRequest
+	(*GuestStatus)(nil),             // 20: flotilla.v1.GuestStatus
+	(*GetInstanceRequest)(nil),      // 21: flotilla.v1.GetInstanceRequest
+	(*ListInstancesRequest)(nil),    // 22: flotilla.v1.ListInstancesRequest
+	(*ListInstancesResponse)(nil),   // 23: flotilla.v1.ListInstancesResponse
+	(*WatchInstancesRequest)(nil),   // 24: flotilla.v1.WatchInstancesRequest
+	(*WatchInstancesResponse)(nil),  // 25: flotilla.v1.WatchInstancesResponse
+	(*StartInstanceRequest)(nil),    // 26: flotilla.v1.StartInstanceRequest
+	(*StopInstanceRequest)(nil),     // 27: flotilla.v1.StopInstanceRequest
+	(*RestartInstanceRequest)(nil),  // 28: flotilla.v1.RestartInstanceRequest
+	(*PauseInstanceRequest)(nil),    // 29: flotilla.v1.PauseInstanceRequest
+	(*UnpauseInstanceRequest)(nil),  // 30: flotilla.v1.UnpauseInstanceRequest
+	(*SuspendInstanceRequest)(nil),  // 31: flotilla.v1.SuspendInstanceRequest
+	(*ResumeInstanceRequest)(nil),   // 32: flotilla.v1.ResumeInstanceRequest
+	(*DeleteInstanceRequest)(nil),   // 33: flotilla.v1.DeleteInstanceRequest
+	(*UpdateInstanceRequest)(nil),   // 34: flotilla.v1.UpdateInstanceRequest
+	(*ResizeInstanceRequest)(nil),   // 35: flotilla.v1.ResizeInstanceRequest
+	(*ConfirmResizeRequest)(nil),    // 36: flotilla.v1.ConfirmResizeRequest
+	(*RevertResizeRequest)(nil),     // 37: flotilla.v1.RevertResizeRequest
+	(*ExtendInstanceRequest)(nil),   // 38: flotilla.v1.ExtendInstanceRequest
+	(*MoveInstanceRequest)(nil),     // 39: flotilla.v1.MoveInstanceRequest
+	nil,                             // 40: flotilla.v1.VocabularyView.FieldsEntry
+	nil,                             // 41: flotilla.v1.Placement.HostLabelsEntry
+	nil,                             // 42: flotilla.v1.Instance.LabelsEntry
+	nil,                             // 43: flotilla.v1.CreateInstanceRequest.LabelsEntry
+	nil,                             // 44: flotilla.v1.UpdateInstanceRequest.LabelsEntry
+	(PowerState)(0),                 // 45: flotilla.v1.PowerState
+	(*timestamppb.Timestamp)(nil),   // 46: google.protobuf.Timestamp
+	(*Fault)(nil),                   // 47: flotilla.v1.Fault
+	(*NetworkInterface)(nil),        // 48: flotilla.v1.NetworkInterface
+	(*durationpb.Duration)(nil),     // 49: google.protobuf.Duration
+	(*CopyProgress)(nil),            // 50: flotilla.v1.CopyProgress
+	(*NetworkInterfaceRequest)(nil), // 51: flotilla.v1.NetworkInterfaceRequest
+	(*fieldmaskpb.FieldMask)(nil),   // 52: google.protobuf.FieldMask
+	(*Operation)(nil),               // 53: flotilla.v1.Operation
 }
 var file_flotilla_v1_instance_proto_depIdxs = []int32{
 	4,  // 0: flotilla.v1.Recovery.policy:type_name -> flotilla.v1.RecoveryPolicy
 	5,  // 1: flotilla.v1.VocabularyView.vocabulary:type_name -> flotilla.v1.Vocabulary
 	0,  // 2: flotilla.v1.VocabularyView.canonical_status:type_name -> flotilla.v1.Status
-	36, // 3: flotilla.v1.VocabularyView.fields:type_name -> flotilla.v1.VocabularyView.FieldsEntry
-	37, // 4: flotilla.v1.Placement.host_labels:type_name -> flotilla.v1.Placement.HostLabelsEntry
-	11, // 5: flotilla.v1.Instance.spec:type_name -> flotilla.v1.InstanceSpec
+	40, // 3: flotilla.v1.VocabularyView.fields:type_name -> flotilla.v1.VocabularyView.FieldsEntry
+	41, // 4: flotilla.v1.Placement.host_labels:type_name -> flotilla.v1.Placement.HostLabelsEntry
+	15, // 5: flotilla.v1.Instance.spec:type_name -> flotilla.v1.InstanceSpec
 	0,  // 6: flotilla.v1.Instance.status:type_name -> flotilla.v1.Status
 	1,  // 7: flotilla.v1.Instance.desired_state:type_name -> flotilla.v1.DesiredState
-	41, // 8: flotilla.v1.Instance.power_state:type_name -> flotilla.v1.PowerState
-	42, // 9: flotilla.v1.Instance.power_state_time:type_name -> google.protobuf.Timestamp
+	45, // 8: flotilla.v1.Instance.power_state:type_name -> flotilla.v1.PowerState
+	46, // 9: flotilla.v1.Instance.power_state_time:type_name -> google.protobuf.Timestamp
 	2,  // 10: flotilla.v1.Instance.provisioning_result:type_name -> flotilla.v1.ProvisioningResult
-	43, // 11: flotilla.v1.Instance.fault:type_name -> flotilla.v1.Fault
+	47, // 11: flotilla.v1.Instance.fault:type_name -> flotilla.v1.Fault
 	3,  // 12: flotilla.v1.Instance.allowed_actions:type_name -> flotilla.v1.Action
-	42, // 13: flotilla.v1.Instance.create_time:type_name -> google.protobuf.Timestamp
-	42, // 14: flotilla.v1.Instance.update_time:type_name -> google.protobuf.Timestamp
-	9,  // 15: flotilla.v1.Instance.recovery:type_name -> flotilla.v1.Recovery
-	12, // 16: flotilla.v1.Instance.placement:type_name -> flotilla.v1.Placement
-	10, // 17: flotilla.v1.Instance.views:type_name -> flotilla.v1.VocabularyView
-	38, // 18: flotilla.v1.Instance.labels:type_name -> flotilla.v1.Instance.LabelsEntry
-	14, // 19: flotilla.v1.Instance.resize:type_name -> flotilla.v1.PendingResize
-	44, // 20: flotilla.v1.Instance.interfaces:type_name -> flotilla.v1.NetworkInterface
+	46, // 13: flotilla.v1.Instance.create_time:type_name -> google.protobuf.Timestamp
+	46, // 14: flotilla.v1.Instance.update_time:type_name -> google.protobuf.Timestamp
+	13, // 15: flotilla.v1.Instance.recovery:type_name -> flotilla.v1.Recovery
+	16, // 16: flotilla.v1.Instance.placement:type_name -> flotilla.v1.Placement
+	14, // 17: flotilla.v1.Instance.views:type_name -> flotilla.v1.VocabularyView
+	42, // 18: flotilla.v1.Instance.labels:type_name -> flotilla.v1.Instance.LabelsEntry
+	18, // 19: flotilla.v1.Instance.resize:type_name -> flotilla.v1.PendingResize
+	48, // 20: flotilla.v1.Instance.interfaces:type_name -> flotilla.v1.NetworkInterface
 	6,  // 21: flotilla.v1.Instance.readiness:type_name -> flotilla.v1.Readiness
-	16, // 22: flotilla.v1.Instance.guest:type_name -> flotilla.v1.GuestStatus
-	45, // 23: flotilla.v1.Instance.readiness_timeout:type_name -> google.protobuf.Duration
-	45, // 24: flotilla.v1.Instance.decommission_timeout:type_name -> google.protobuf.Duration
-	46, // 25: flotilla.v1.Instance.copy:type_name -> flotilla.v1.CopyProgress
-	11, // 26: flotilla.v1.PendingResize.from:type_name -> flotilla.v1.InstanceSpec
-	11, // 27: flotilla.v1.PendingResize.to:type_name -> flotilla.v1.InstanceSpec
-	42, // 28: flotilla.v1.PendingResize.confirm_time:type_name -> google.protobuf.Timestamp
-	11, // 29: flotilla.v1.CreateInstanceRequest.spec:type_name -> flotilla.v1.InstanceSpec
-	9,  // 30: flotilla.v1.CreateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
-	12, // 31: flotilla.v1.CreateInstanceRequest.placement:type_name -> flotilla.v1.Placement
-	39, // 32: flotilla.v1.CreateInstanceRequest.labels:type_name -> flotilla.v1.CreateInstanceRequest.LabelsEntry
-	47, // 33: flotilla.v1.CreateInstanceRequest.interfaces:type_name -> flotilla.v1.NetworkInterfaceRequest
-	45, // 34: flotilla.v1.CreateInstanceRequest.readiness_timeout:type_name -> google.protobuf.Duration
-	45, // 35: flotilla.v1.CreateInstanceRequest.decommission_timeout:type_name -> google.protobuf.Duration
-	42, // 36: flotilla.v1.GuestStatus.since:type_name -> google.protobuf.Timestamp
+	20, // 22: flotilla.v1.Instance.guest:type_name -> flotilla.v1.GuestStatus
+	49, // 23: flotilla.v1.Instance.readiness_timeout:type_name -> google.protobuf.Duration
+	49, // 24: flotilla.v1.Instance.decommission_timeout:type_name -> google.protobuf.Duration
+	50, // 25: flotilla.v1.Instance.copy:type_name -> flotilla.v1.CopyProgress
+	15, // 26: flotilla.v1.PendingResize.from:type_name -> flotilla.v1.InstanceSpec
+	15, // 27: flotilla.v1.PendingResize.to:type_name -> flotilla.v1.InstanceSpec
+	46, // 28: flotilla.v1.PendingResize.confirm_time:type_name -> google.protobuf.Timestamp
+	15, // 29: flotilla.v1.CreateInstanceRequest.spec:type_name -> flotilla.v1.InstanceSpec
+	13, // 30: flotilla.v1.CreateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
+	16, // 31: flotilla.v1.CreateInstanceRequest.placement:type_name -> flotilla.v1.Placement
+	43, // 32: flotilla.v1.CreateInstanceRequest.labels:type_name -> flotilla.v1.CreateInstanceRequest.LabelsEntry
+	51, // 33: flotilla.v1.CreateInstanceRequest.interfaces:type_name -> flotilla.v1.NetworkInterfaceRequest
+	49, // 34: flotilla.v1.CreateInstanceRequest.readiness_timeout:type_name -> google.protobuf.Duration
+	49, // 35: flotilla.v1.CreateInstanceRequest.decommission_timeout:type_name -> google.protobuf.Duration
+	46, // 36: flotilla.v1.GuestStatus.since:type_name -> google.protobuf.Timestamp
 	5,  // 37: flotilla.v1.GetInstanceRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
 	0,  // 38: flotilla.v1.ListInstancesRequest.status_filter:type_name -> flotilla.v1.Status
 	5,  // 39: flotilla.v1.ListInstancesRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
-	13, // 40: flotilla.v1.ListInstancesResponse.instances:type_name -> flotilla.v1.Instance
+	17, // 40: flotilla.v1.ListInstancesResponse.instances:type_name -> flotilla.v1.Instance
 	5,  // 41: flotilla.v1.WatchInstancesRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
-	13, // 42: flotilla.v1.WatchInstancesResponse.instances:type_name -> flotilla.v1.Instance
-	45, // 43: flotilla.v1.StopInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
-	45, // 44: flotilla.v1.StopInstanceRequest.decommission_timeout:type_name -> google.protobuf.Duration
-	45, // 45: flotilla.v1.DeleteInstanceRequest.decommission_timeout:type_name -> google.protobuf.Duration
-	48, // 46: flotilla.v1.UpdateInstanceRequest.update_mask:type_name -> google.protobuf.FieldMask
-	40, // 47: flotilla.v1.UpdateInstanceRequest.labels:type_name -> flotilla.v1.UpdateInstanceRequest.LabelsEntry
-	9,  // 48: flotilla.v1.UpdateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
-	45, // 49: flotilla.v1.ResizeInstanceRequest.confirm_window:type_name -> google.protobuf.Duration
-	45, // 50: flotilla.v1.ResizeInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
-	45, // 51: flotilla.v1.RevertResizeRequest.graceful_timeout:type_name -> google.protobuf.Duration
-	45, // 52: flotilla.v1.MoveInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
-	15, // 53: flotilla.v1.InstanceService.CreateInstance:input_type -> flotilla.v1.CreateInstanceRequest
-	17, // 54: flotilla.v1.InstanceService.GetInstance:input_type -> flotilla.v1.GetInstanceRequest
-	18, // 55: flotilla.v1.InstanceService.ListInstances:input_type -> flotilla.v1.ListInstancesRequest
-	20, // 56: flotilla.v1.InstanceService.WatchInstances:input_type -> flotilla.v1.WatchInstancesRequest
-	22, // 57: flotilla.v1.InstanceService.StartInstance:input_type -> flotilla.v1.StartInstanceRequest
-	23, // 58: flotilla.v1.InstanceService.StopInstance:input_type -> flotilla.v1.StopInstanceRequest
-	24, // 59: flotilla.v1.InstanceService.RestartInstance:input_type -> flotilla.v1.RestartInstanceRequest
-	25, // 60: flotilla.v1.InstanceService.PauseInstance:input_type -> flotilla.v1.PauseInstanceRequest
-	26, // 61: flotilla.v1.InstanceService.UnpauseInstance:input_type -> flotilla.v1.UnpauseInstanceRequest
-	27, // 62: flotilla.v1.InstanceService.SuspendInstance:input_type -> flotilla.v1.SuspendInstanceRequest
-	28, // 63: flotilla.v1.InstanceService.ResumeInstance:input_type -> flotilla.v1.ResumeInstanceRequest
-	29, // 64: flotilla.v1.InstanceService.DeleteInstance:input_type -> flotilla.v1.DeleteInstanceRequest
-	30, // 65: flotilla.v1.InstanceService.UpdateInstance:input_type -> flotilla.v1.UpdateInstanceRequest
-	31, // 66: flotilla.v1.InstanceService.ResizeInstance:input_type -> flotilla.v1.ResizeInstanceRequest
-	32, // 67: flotilla.v1.InstanceService.ConfirmResize:input_type -> flotilla.v1.ConfirmResizeRequest
-	33, // 68: flotilla.v1.InstanceService.RevertResize:input_type -> flotilla.v1.RevertResizeRequest
-	34, // 69: flotilla.v1.InstanceService.ExtendInstance:input_type -> flotilla.v1.ExtendInstanceRequest
-	35, // 70: flotilla.v1.InstanceService.MoveInstance:input_type -> flotilla.v1.MoveInstanceRequest
-	8,  // 71: flotilla.v1.InstanceService.MarkOperational:input_type -> flotilla.v1.MarkOperationalRequest
-	7,  // 72: flotilla.v1.InstanceService.SetPassword:input_type -> flotilla.v1.SetPasswordRequest
-	49, // 73: flotilla.v1.InstanceService.CreateInstance:output_type -> flotilla.v1.Operation
-	13, // 74: flotilla.v1.InstanceService.GetInstance:output_type -> flotilla.v1.Instance
-	19, // 75: flotilla.v1.InstanceService.ListInstances:output_type -> flotilla.v1.ListInstancesResponse
-	21, // 76: flotilla.v1.InstanceService.WatchInstances:output_type -> flotilla.v1.WatchInstancesResponse
-	49, // 77: flotilla.v1.InstanceService.StartInstance:output_type -> flotilla.v1.Operation
-	49, // 78: flotilla.v1.InstanceService.StopInstance:output_type -> flotilla.v1.Operation
-	49, // 79: flotilla.v1.InstanceService.RestartInstance:output_type -> flotilla.v1.Operation
-	49, // 80: flotilla.v1.InstanceService.PauseInstance:output_type -> flotilla.v1.Operation
-	49, // 81: flotilla.v1.InstanceService.UnpauseInstance:output_type -> flotilla.v1.Operation
-	49, // 82: flotilla.v1.InstanceService.SuspendInstance:output_type -> flotilla.v1.Operation
-	49, // 83: flotilla.v1.InstanceService.ResumeInstance:output_type -> flotilla.v1.Operation
-	49, // 84: flotilla.v1.InstanceService.DeleteInstance:output_type -> flotilla.v1.Operation
-	49, // 85: flotilla.v1.InstanceService.UpdateInstance:output_type -> flotilla.v1.Operation
-	49, // 86: flotilla.v1.InstanceService.ResizeInstance:output_type -> flotilla.v1.Operation
-	49, // 87: flotilla.v1.InstanceService.ConfirmResize:output_type -> flotilla.v1.Operation
-	49, // 88: flotilla.v1.InstanceService.RevertResize:output_type -> flotilla.v1.Operation
-	49, // 89: flotilla.v1.InstanceService.ExtendInstance:output_type -> flotilla.v1.Operation
-	49, // 90: flotilla.v1.InstanceService.MoveInstance:output_type -> flotilla.v1.Operation
-	13, // 91: flotilla.v1.InstanceService.MarkOperational:output_type -> flotilla.v1.Instance
-	49, // 92: flotilla.v1.InstanceService.SetPassword:output_type -> flotilla.v1.Operation
-	73, // [73:93] is the sub-list for method output_type
-	53, // [53:73] is the sub-list for method input_type
+	17, // 42: flotilla.v1.WatchInstancesResponse.instances:type_name -> flotilla.v1.Instance
+	49, // 43: flotilla.v1.StopInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	49, // 44: flotilla.v1.StopInstanceRequest.decommission_timeout:type_name -> google.protobuf.Duration
+	49, // 45: flotilla.v1.DeleteInstanceRequest.decommission_timeout:type_name -> google.protobuf.Duration
+	52, // 46: flotilla.v1.UpdateInstanceRequest.update_mask:type_name -> google.protobuf.FieldMask
+	44, // 47: flotilla.v1.UpdateInstanceRequest.labels:type_name -> flotilla.v1.UpdateInstanceRequest.LabelsEntry
+	13, // 48: flotilla.v1.UpdateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
+	49, // 49: flotilla.v1.ResizeInstanceRequest.confirm_window:type_name -> google.protobuf.Duration
+	49, // 50: flotilla.v1.ResizeInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	49, // 51: flotilla.v1.RevertResizeRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	49, // 52: flotilla.v1.MoveInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	19, // 53: flotilla.v1.InstanceService.CreateInstance:input_type -> flotilla.v1.CreateInstanceRequest
+	21, // 54: flotilla.v1.InstanceService.GetInstance:input_type -> flotilla.v1.GetInstanceRequest
+	22, // 55: flotilla.v1.InstanceService.ListInstances:input_type -> flotilla.v1.ListInstancesRequest
+	24, // 56: flotilla.v1.InstanceService.WatchInstances:input_type -> flotilla.v1.WatchInstancesRequest
+	26, // 57: flotilla.v1.InstanceService.StartInstance:input_type -> flotilla.v1.StartInstanceRequest
+	27, // 58: flotilla.v1.InstanceService.StopInstance:input_type -> flotilla.v1.StopInstanceRequest
+	28, // 59: flotilla.v1.InstanceService.RestartInstance:input_type -> flotilla.v1.RestartInstanceRequest
+	29, // 60: flotilla.v1.InstanceService.PauseInstance:input_type -> flotilla.v1.PauseInstanceRequest
+	30, // 61: flotilla.v1.InstanceService.UnpauseInstance:input_type -> flotilla.v1.UnpauseInstanceRequest
+	31, // 62: flotilla.v1.InstanceService.SuspendInstance:input_type -> flotilla.v1.SuspendInstanceRequest
+	32, // 63: flotilla.v1.InstanceService.ResumeInstance:input_type -> flotilla.v1.ResumeInstanceRequest
+	33, // 64: flotilla.v1.InstanceService.DeleteInstance:input_type -> flotilla.v1.DeleteInstanceRequest
+	34, // 65: flotilla.v1.InstanceService.UpdateInstance:input_type -> flotilla.v1.UpdateInstanceRequest
+	35, // 66: flotilla.v1.InstanceService.ResizeInstance:input_type -> flotilla.v1.ResizeInstanceRequest
+	36, // 67: flotilla.v1.InstanceService.ConfirmResize:input_type -> flotilla.v1.ConfirmResizeRequest
+	37, // 68: flotilla.v1.InstanceService.RevertResize:input_type -> flotilla.v1.RevertResizeRequest
+	38, // 69: flotilla.v1.InstanceService.ExtendInstance:input_type -> flotilla.v1.ExtendInstanceRequest
+	39, // 70: flotilla.v1.InstanceService.MoveInstance:input_type -> flotilla.v1.MoveInstanceRequest
+	12, // 71: flotilla.v1.InstanceService.MarkOperational:input_type -> flotilla.v1.MarkOperationalRequest
+	11, // 72: flotilla.v1.InstanceService.SetPassword:input_type -> flotilla.v1.SetPasswordRequest
+	7,  // 73: flotilla.v1.InstanceService.RebuildInstance:input_type -> flotilla.v1.RebuildInstanceRequest
+	8,  // 74: flotilla.v1.InstanceService.RescueInstance:input_type -> flotilla.v1.RescueInstanceRequest
+	9,  // 75: flotilla.v1.InstanceService.UnrescueInstance:input_type -> flotilla.v1.UnrescueInstanceRequest
+	10, // 76: flotilla.v1.InstanceService.BundleInstance:input_type -> flotilla.v1.BundleInstanceRequest
+	53, // 77: flotilla.v1.InstanceService.CreateInstance:output_type -> flotilla.v1.Operation
+	17, // 78: flotilla.v1.InstanceService.GetInstance:output_type -> flotilla.v1.Instance
+	23, // 79: flotilla.v1.InstanceService.ListInstances:output_type -> flotilla.v1.ListInstancesResponse
+	25, // 80: flotilla.v1.InstanceService.WatchInstances:output_type -> flotilla.v1.WatchInstancesResponse
+	53, // 81: flotilla.v1.InstanceService.StartInstance:output_type -> flotilla.v1.Operation
+	53, // 82: flotilla.v1.InstanceService.StopInstance:output_type -> flotilla.v1.Operation
+	53, // 83: flotilla.v1.InstanceService.RestartInstance:output_type -> flotilla.v1.Operation
+	53, // 84: flotilla.v1.InstanceService.PauseInstance:output_type -> flotilla.v1.Operation
+	53, // 85: flotilla.v1.InstanceService.UnpauseInstance:output_type -> flotilla.v1.Operation
+	53, // 86: flotilla.v1.InstanceService.SuspendInstance:output_type -> flotilla.v1.Operation
+	53, // 87: flotilla.v1.InstanceService.ResumeInstance:output_type -> flotilla.v1.Operation
+	53, // 88: flotilla.v1.InstanceService.DeleteInstance:output_type -> flotilla.v1.Operation
+	53, // 89: flotilla.v1.InstanceService.UpdateInstance:output_type -> flotilla.v1.Operation
+	53, // 90: flotilla.v1.InstanceService.ResizeInstance:output_type -> flotilla.v1.Operation
+	53, // 91: flotilla.v1.InstanceService.ConfirmResize:output_type -> flotilla.v1.Operation
+	53, // 92: flotilla.v1.InstanceService.RevertResize:output_type -> flotilla.v1.Operation
+	53, // 93: flotilla.v1.InstanceService.ExtendInstance:output_type -> flotilla.v1.Operation
+	53, // 94: flotilla.v1.InstanceService.MoveInstance:output_type -> flotilla.v1.Operation
+	17, // 95: flotilla.v1.InstanceService.MarkOperational:output_type -> flotilla.v1.Instance
+	53, // 96: flotilla.v1.InstanceService.SetPassword:output_type -> flotilla.v1.Operation
+	53, // 97: flotilla.v1.InstanceService.RebuildInstance:output_type -> flotilla.v1.Operation
+	53, // 98: flotilla.v1.InstanceService.RescueInstance:output_type -> flotilla.v1.Operation
+	53, // 99: flotilla.v1.InstanceService.UnrescueInstance:output_type -> flotilla.v1.Operation
+	53, // 100: flotilla.v1.InstanceService.BundleInstance:output_type -> flotilla.v1.Operation
+	77, // [77:101] is the sub-list for method output_type
+	53, // [53:77] is the sub-list for method input_type
 	53, // [53:53] is the sub-list for extension type_name
 	53, // [53:53] is the sub-list for extension extendee
 	0,  // [0:53] is the sub-list for field type_name
@@ -3565,7 +3897,7 @@ func file_flotilla_v1_instance_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_instance_proto_rawDesc), len(file_flotilla_v1_instance_proto_rawDesc)),
 			NumEnums:      7,
-			NumMessages:   34,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,26 +19,30 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	InstanceService_CreateInstance_FullMethodName  = "/flotilla.v1.InstanceService/CreateInstance"
-	InstanceService_GetInstance_FullMethodName     = "/flotilla.v1.InstanceService/GetInstance"
-	InstanceService_ListInstances_FullMethodName   = "/flotilla.v1.InstanceService/ListInstances"
-	InstanceService_WatchInstances_FullMethodName  = "/flotilla.v1.InstanceService/WatchInstances"
-	InstanceService_StartInstance_FullMethodName   = "/flotilla.v1.InstanceService/StartInstance"
-	InstanceService_StopInstance_FullMethodName    = "/flotilla.v1.InstanceService/StopInstance"
-	InstanceService_RestartInstance_FullMethodName = "/flotilla.v1.InstanceService/RestartInstance"
-	InstanceService_PauseInstance_FullMethodName   = "/flotilla.v1.InstanceService/PauseInstance"
-	InstanceService_UnpauseInstance_FullMethodName = "/flotilla.v1.InstanceService/UnpauseInstance"
-	InstanceService_SuspendInstance_FullMethodName = "/flotilla.v1.InstanceService/SuspendInstance"
-	InstanceService_ResumeInstance_FullMethodName  = "/flotilla.v1.InstanceService/ResumeInstance"
-	InstanceService_DeleteInstance_FullMethodName  = "/flotilla.v1.InstanceService/DeleteInstance"
-	InstanceService_UpdateInstance_FullMethodName  = "/flotilla.v1.InstanceService/UpdateInstance"
-	InstanceService_ResizeInstance_FullMethodName  = "/flotilla.v1.InstanceService/ResizeInstance"
-	InstanceService_ConfirmResize_FullMethodName   = "/flotilla.v1.InstanceService/ConfirmResize"
-	InstanceService_RevertResize_FullMethodName    = "/flotilla.v1.InstanceService/RevertResize"
-	InstanceService_ExtendInstance_FullMethodName  = "/flotilla.v1.InstanceService/ExtendInstance"
-	InstanceService_MoveInstance_FullMethodName    = "/flotilla.v1.InstanceService/MoveInstance"
-	InstanceService_MarkOperational_FullMethodName = "/flotilla.v1.InstanceService/MarkOperational"
-	InstanceService_SetPassword_FullMethodName     = "/flotilla.v1.InstanceService/SetPassword"
+	InstanceService_CreateInstance_FullMethodName   = "/flotilla.v1.InstanceService/CreateInstance"
+	InstanceService_GetInstance_FullMethodName      = "/flotilla.v1.InstanceService/GetInstance"
+	InstanceService_ListInstances_FullMethodName    = "/flotilla.v1.InstanceService/ListInstances"
+	InstanceService_WatchInstances_FullMethodName   = "/flotilla.v1.InstanceService/WatchInstances"
+	InstanceService_StartInstance_FullMethodName    = "/flotilla.v1.InstanceService/StartInstance"
+	InstanceService_StopInstance_FullMethodName     = "/flotilla.v1.InstanceService/StopInstance"
+	InstanceService_RestartInstance_FullMethodName  = "/flotilla.v1.InstanceService/RestartInstance"
+	InstanceService_PauseInstance_FullMethodName    = "/flotilla.v1.InstanceService/PauseInstance"
+	InstanceService_UnpauseInstance_FullMethodName  = "/flotilla.v1.InstanceService/UnpauseInstance"
+	InstanceService_SuspendInstance_FullMethodName  = "/flotilla.v1.InstanceService/SuspendInstance"
+	InstanceService_ResumeInstance_FullMethodName   = "/flotilla.v1.InstanceService/ResumeInstance"
+	InstanceService_DeleteInstance_FullMethodName   = "/flotilla.v1.InstanceService/DeleteInstance"
+	InstanceService_UpdateInstance_FullMethodName   = "/flotilla.v1.InstanceService/UpdateInstance"
+	InstanceService_ResizeInstance_FullMethodName   = "/flotilla.v1.InstanceService/ResizeInstance"
+	InstanceService_ConfirmResize_FullMethodName    = "/flotilla.v1.InstanceService/ConfirmResize"
+	InstanceService_RevertResize_FullMethodName     = "/flotilla.v1.InstanceService/RevertResize"
+	InstanceService_ExtendInstance_FullMethodName   = "/flotilla.v1.InstanceService/ExtendInstance"
+	InstanceService_MoveInstance_FullMethodName     = "/flotilla.v1.InstanceService/MoveInstance"
+	InstanceService_MarkOperational_FullMethodName  = "/flotilla.v1.InstanceService/MarkOperational"
+	InstanceService_SetPassword_FullMethodName      = "/flotilla.v1.InstanceService/SetPassword"
+	InstanceService_RebuildInstance_FullMethodName  = "/flotilla.v1.InstanceService/RebuildInstance"
+	InstanceService_RescueInstance_FullMethodName   = "/flotilla.v1.InstanceService/RescueInstance"
+	InstanceService_UnrescueInstance_FullMethodName = "/flotilla.v1.InstanceService/UnrescueInstance"
+	InstanceService_BundleInstance_FullMethodName   = "/flotilla.v1.InstanceService/BundleInstance"
 )
 
 // InstanceServiceClient is the client API for InstanceService service.
@@ -114,6 +118,21 @@ type InstanceServiceClient interface {
 	// operation fails with GUEST_UNSUPPORTED, PASSWORD_LOST or GUEST_FAILED
 	// when it cannot be done after all.
 	SetPassword(ctx context.Context, in *SetPasswordRequest, opts ...grpc.CallOption) (*Operation, error)
+	// Gives the instance a fresh disk from an image (Nova's rebuild), keeping
+	// its id, name, shape and host. The old disk is kept until the new one
+	// has booted and put back (rolled back) if it does not. From RUNNING,
+	// STOPPED or ERROR; it ends RUNNING.
+	RebuildInstance(ctx context.Context, in *RebuildInstanceRequest, opts ...grpc.CallOption) (*Operation, error)
+	// Boots a rescue image with the instance's own disk attached as its
+	// second disk (Nova's RESCUED). From RUNNING or STOPPED.
+	RescueInstance(ctx context.Context, in *RescueInstanceRequest, opts ...grpc.CallOption) (*Operation, error)
+	// Boots the instance from its own disk again, with what the rescue
+	// system changed on it. From RESCUED.
+	UnrescueInstance(ctx context.Context, in *UnrescueInstanceRequest, opts ...grpc.CallOption) (*Operation, error)
+	// Makes the stopped instance's disk a new image (flattened, compressed
+	// qcow2) on its host, usable at once by creates and rebuilds there (seed
+	// 000's bundling). From STOPPED.
+	BundleInstance(ctx context.Context, in *BundleInstanceRequest, opts ...grpc.CallOption) (*Operation, error)
 }
 
 type instanceServiceClient struct {
@@ -333,6 +352,46 @@ func (c *instanceServiceClient) SetPassword(ctx context.Context, in *SetPassword
 	return out, nil
 }
 
+func (c *instanceServiceClient) RebuildInstance(ctx context.Context, in *RebuildInstanceRequest, opts ...grpc.CallOption) (*Operation, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Operation)
+	err := c.cc.Invoke(ctx, InstanceService_RebuildInstance_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *instanceServiceClient) RescueInstance(ctx context.Context, in *RescueInstanceRequest, opts ...grpc.CallOption) (*Operation, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Operation)
+	err := c.cc.Invoke(ctx, InstanceService_RescueInstance_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *instanceServiceClient) UnrescueInstance(ctx context.Context, in *UnrescueInstanceRequest, opts ...grpc.CallOption) (*Operation, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Operation)
+	err := c.cc.Invoke(ctx, InstanceService_UnrescueInstance_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *instanceServiceClient) BundleInstance(ctx context.Context, in *BundleInstanceRequest, opts ...grpc.CallOption) (*Operation, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Operation)
+	err := c.cc.Invoke(ctx, InstanceService_BundleInstance_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // InstanceServiceServer is the server API for InstanceService service.
 // All implementations must embed UnimplementedInstanceServiceServer
 // for forward compatibility.
@@ -406,6 +465,21 @@ type InstanceServiceServer interface {
 	// operation fails with GUEST_UNSUPPORTED, PASSWORD_LOST or GUEST_FAILED
 	// when it cannot be done after all.
 	SetPassword(context.Context, *SetPasswordRequest) (*Operation, error)
+	// Gives the instance a fresh disk from an image (Nova's rebuild), keeping
+	// its id, name, shape and host. The old disk is kept until the new one
+	// has booted and put back (rolled back) if it does not. From RUNNING,
+	// STOPPED or ERROR; it ends RUNNING.
+	RebuildInstance(context.Context, *RebuildInstanceRequest) (*Operation, error)
+	// Boots a rescue image with the instance's own disk attached as its
+	// second disk (Nova's RESCUED). From RUNNING or STOPPED.
+	RescueInstance(context.Context, *RescueInstanceRequest) (*Operation, error)
+	// Boots the instance from its own disk again, with what the rescue
+	// system changed on it. From RESCUED.
+	UnrescueInstance(context.Context, *UnrescueInstanceRequest) (*Operation, error)
+	// Makes the stopped instance's disk a new image (flattened, compressed
+	// qcow2) on its host, usable at once by creates and rebuilds there (seed
+	// 000's bundling). From STOPPED.
+	BundleInstance(context.Context, *BundleInstanceRequest) (*Operation, error)
 	mustEmbedUnimplementedInstanceServiceServer()
 }
 
@@ -475,6 +549,18 @@ func (UnimplementedInstanceServiceServer) MarkOperational(context.Context, *Mark
 }
 func (UnimplementedInstanceServiceServer) SetPassword(context.Context, *SetPasswordRequest) (*Operation, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetPassword not implemented")
+}
+func (UnimplementedInstanceServiceServer) RebuildInstance(context.Context, *RebuildInstanceRequest) (*Operation, error) {
+	return nil, status.Error(codes.Unimplemented, "method RebuildInstance not implemented")
+}
+func (UnimplementedInstanceServiceServer) RescueInstance(context.Context, *RescueInstanceRequest) (*Operation, error) {
+	return nil, status.Error(codes.Unimplemented, "method RescueInstance not implemented")
+}
+func (UnimplementedInstanceServiceServer) UnrescueInstance(context.Context, *UnrescueInstanceRequest) (*Operation, error) {
+	return nil, status.Error(codes.Unimplemented, "method UnrescueInstance not implemented")
+}
+func (UnimplementedInstanceServiceServer) BundleInstance(context.Context, *BundleInstanceRequest) (*Operation, error) {
+	return nil, status.Error(codes.Unimplemented, "method BundleInstance not implemented")
 }
 func (UnimplementedInstanceServiceServer) mustEmbedUnimplementedInstanceServiceServer() {}
 func (UnimplementedInstanceServiceServer) testEmbeddedByValue()                         {}
@@ -850,6 +936,78 @@ func _InstanceService_SetPassword_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _InstanceService_RebuildInstance_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RebuildInstanceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InstanceServiceServer).RebuildInstance(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: InstanceService_RebuildInstance_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InstanceServiceServer).RebuildInstance(ctx, req.(*RebuildInstanceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _InstanceService_RescueInstance_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RescueInstanceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InstanceServiceServer).RescueInstance(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: InstanceService_RescueInstance_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InstanceServiceServer).RescueInstance(ctx, req.(*RescueInstanceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _InstanceService_UnrescueInstance_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UnrescueInstanceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InstanceServiceServer).UnrescueInstance(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: InstanceService_UnrescueInstance_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InstanceServiceServer).UnrescueInstance(ctx, req.(*UnrescueInstanceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _InstanceService_BundleInstance_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BundleInstanceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InstanceServiceServer).BundleInstance(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: InstanceService_BundleInstance_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InstanceServiceServer).BundleInstance(ctx, req.(*BundleInstanceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // InstanceService_ServiceDesc is the grpc.ServiceDesc for InstanceService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -932,6 +1090,22 @@ var InstanceService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SetPassword",
 			Handler:    _InstanceService_SetPassword_Handler,
+		},
+		{
+			MethodName: "RebuildInstance",
+			Handler:    _InstanceService_RebuildInstance_Handler,
+		},
+		{
+			MethodName: "RescueInstance",
+			Handler:    _InstanceService_RescueInstance_Handler,
+		},
+		{
+			MethodName: "UnrescueInstance",
+			Handler:    _InstanceService_UnrescueInstance_Handler,
+		},
+		{
+			MethodName: "BundleInstance",
+			Handler:    _InstanceService_BundleInstance_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

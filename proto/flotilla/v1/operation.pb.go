@@ -67,6 +67,14 @@ const (
 	OperationKind_OPERATION_KIND_EXTEND OperationKind = 17
 	// Set a user's password inside the guest.
 	OperationKind_OPERATION_KIND_SET_PASSWORD OperationKind = 18
+	// Give the instance a fresh disk from an image.
+	OperationKind_OPERATION_KIND_REBUILD OperationKind = 21
+	// Boot the rescue system over the instance's disk.
+	OperationKind_OPERATION_KIND_RESCUE OperationKind = 22
+	// Boot the instance from its own disk again.
+	OperationKind_OPERATION_KIND_UNRESCUE OperationKind = 23
+	// Write the stopped instance's disk out as an image.
+	OperationKind_OPERATION_KIND_BUNDLE OperationKind = 24
 )
 
 // Enum value maps for OperationKind.
@@ -91,6 +99,10 @@ var (
 		16: "OPERATION_KIND_REVERT_RESIZE",
 		17: "OPERATION_KIND_EXTEND",
 		18: "OPERATION_KIND_SET_PASSWORD",
+		21: "OPERATION_KIND_REBUILD",
+		22: "OPERATION_KIND_RESCUE",
+		23: "OPERATION_KIND_UNRESCUE",
+		24: "OPERATION_KIND_BUNDLE",
 	}
 	OperationKind_value = map[string]int32{
 		"OPERATION_KIND_UNSPECIFIED":    0,
@@ -112,6 +124,10 @@ var (
 		"OPERATION_KIND_REVERT_RESIZE":  16,
 		"OPERATION_KIND_EXTEND":         17,
 		"OPERATION_KIND_SET_PASSWORD":   18,
+		"OPERATION_KIND_REBUILD":        21,
+		"OPERATION_KIND_RESCUE":         22,
+		"OPERATION_KIND_UNRESCUE":       23,
+		"OPERATION_KIND_BUNDLE":         24,
 	}
 )
 
@@ -1240,7 +1256,7 @@ const file_flotilla_v1_operation_proto_rawDesc = "" +
 	"\n" +
 	"bytes_sent\x18\x05 \x01(\x04R\tbytesSent\x12;\n" +
 	"\vreport_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"reportTime*\xae\x04\n" +
+	"reportTime*\x9d\x05\n" +
 	"\rOperationKind\x12\x1e\n" +
 	"\x1aOPERATION_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15OPERATION_KIND_CREATE\x10\x01\x12\x18\n" +
@@ -1261,7 +1277,11 @@ const file_flotilla_v1_operation_proto_rawDesc = "" +
 	"\x1dOPERATION_KIND_CONFIRM_RESIZE\x10\x0f\x12 \n" +
 	"\x1cOPERATION_KIND_REVERT_RESIZE\x10\x10\x12\x19\n" +
 	"\x15OPERATION_KIND_EXTEND\x10\x11\x12\x1f\n" +
-	"\x1bOPERATION_KIND_SET_PASSWORD\x10\x12*\xe6\x01\n" +
+	"\x1bOPERATION_KIND_SET_PASSWORD\x10\x12\x12\x1a\n" +
+	"\x16OPERATION_KIND_REBUILD\x10\x15\x12\x19\n" +
+	"\x15OPERATION_KIND_RESCUE\x10\x16\x12\x1b\n" +
+	"\x17OPERATION_KIND_UNRESCUE\x10\x17\x12\x19\n" +
+	"\x15OPERATION_KIND_BUNDLE\x10\x18*\xe6\x01\n" +
 	"\x0eOperationState\x12\x1f\n" +
 	"\x1bOPERATION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17OPERATION_STATE_PENDING\x10\x01\x12\x1b\n" +

@@ -254,6 +254,19 @@ const (
 	// (its shutdown scripts) by the step's deadline. A guest without a guest
 	// side skips it: the step succeeds with a note saying so.
 	StepAction_STEP_ACTION_DECOMMISSION StepAction = 25
+	// Keep the shut-off domain's disk aside as its original and define the
+	// domain over a fresh disk from spec.image (a rebuild; undone by UNSHAPE,
+	// ended by DROP_ORIGINAL).
+	StepAction_STEP_ACTION_REBUILD_DISK StepAction = 26
+	// Define the shut-off domain to boot RunStep.image (the rescue system),
+	// its own disk attached as the second disk.
+	StepAction_STEP_ACTION_RESCUE_DOMAIN StepAction = 27
+	// Define the shut-off domain over its own disk again and remove the
+	// rescue system's disk.
+	StepAction_STEP_ACTION_UNRESCUE_DOMAIN StepAction = 28
+	// Write the shut-off domain's disk, flattened and compressed, as the new
+	// image RunStep.image in the host's image directory.
+	StepAction_STEP_ACTION_BUNDLE_DISK StepAction = 29
 )
 
 // Enum value maps for StepAction.
@@ -285,34 +298,42 @@ var (
 		23: "STEP_ACTION_REFREEZE_DISK",
 		24: "STEP_ACTION_SET_PASSWORD",
 		25: "STEP_ACTION_DECOMMISSION",
+		26: "STEP_ACTION_REBUILD_DISK",
+		27: "STEP_ACTION_RESCUE_DOMAIN",
+		28: "STEP_ACTION_UNRESCUE_DOMAIN",
+		29: "STEP_ACTION_BUNDLE_DISK",
 	}
 	StepAction_value = map[string]int32{
-		"STEP_ACTION_UNSPECIFIED":   0,
-		"STEP_ACTION_CREATE":        1,
-		"STEP_ACTION_START":         2,
-		"STEP_ACTION_STOP":          3,
-		"STEP_ACTION_RESTART":       4,
-		"STEP_ACTION_HARD_RESTART":  5,
-		"STEP_ACTION_PAUSE":         6,
-		"STEP_ACTION_UNPAUSE":       7,
-		"STEP_ACTION_SUSPEND":       8,
-		"STEP_ACTION_RESUME":        9,
-		"STEP_ACTION_DELETE":        10,
-		"STEP_ACTION_OFFER_DISK":    11,
-		"STEP_ACTION_IMPORT_DISK":   12,
-		"STEP_ACTION_PREFLIGHT":     13,
-		"STEP_ACTION_UPDATE":        14,
-		"STEP_ACTION_FREEZE_DISK":   15,
-		"STEP_ACTION_THAW_DISK":     16,
-		"STEP_ACTION_RECEIVE_DISK":  17,
-		"STEP_ACTION_ADOPT_DISK":    18,
-		"STEP_ACTION_RESHAPE":       19,
-		"STEP_ACTION_UNSHAPE":       20,
-		"STEP_ACTION_DROP_ORIGINAL": 21,
-		"STEP_ACTION_GROW_DISK":     22,
-		"STEP_ACTION_REFREEZE_DISK": 23,
-		"STEP_ACTION_SET_PASSWORD":  24,
-		"STEP_ACTION_DECOMMISSION":  25,
+		"STEP_ACTION_UNSPECIFIED":     0,
+		"STEP_ACTION_CREATE":          1,
+		"STEP_ACTION_START":           2,
+		"STEP_ACTION_STOP":            3,
+		"STEP_ACTION_RESTART":         4,
+		"STEP_ACTION_HARD_RESTART":    5,
+		"STEP_ACTION_PAUSE":           6,
+		"STEP_ACTION_UNPAUSE":         7,
+		"STEP_ACTION_SUSPEND":         8,
+		"STEP_ACTION_RESUME":          9,
+		"STEP_ACTION_DELETE":          10,
+		"STEP_ACTION_OFFER_DISK":      11,
+		"STEP_ACTION_IMPORT_DISK":     12,
+		"STEP_ACTION_PREFLIGHT":       13,
+		"STEP_ACTION_UPDATE":          14,
+		"STEP_ACTION_FREEZE_DISK":     15,
+		"STEP_ACTION_THAW_DISK":       16,
+		"STEP_ACTION_RECEIVE_DISK":    17,
+		"STEP_ACTION_ADOPT_DISK":      18,
+		"STEP_ACTION_RESHAPE":         19,
+		"STEP_ACTION_UNSHAPE":         20,
+		"STEP_ACTION_DROP_ORIGINAL":   21,
+		"STEP_ACTION_GROW_DISK":       22,
+		"STEP_ACTION_REFREEZE_DISK":   23,
+		"STEP_ACTION_SET_PASSWORD":    24,
+		"STEP_ACTION_DECOMMISSION":    25,
+		"STEP_ACTION_REBUILD_DISK":    26,
+		"STEP_ACTION_RESCUE_DOMAIN":   27,
+		"STEP_ACTION_UNRESCUE_DOMAIN": 28,
+		"STEP_ACTION_BUNDLE_DISK":     29,
 	}
 )
 
@@ -1581,7 +1602,9 @@ type RunStep struct {
 	Guest *GuestConfig `protobuf:"bytes,17,opt,name=guest,proto3" json:"guest,omitempty"`
 	// For SET_PASSWORD: the user and the password. The only place a password
 	// travels after the API: it is never journaled, logged or put in a fault.
-	Password      *GuestPassword `protobuf:"bytes,18,opt,name=password,proto3" json:"password,omitempty"`
+	Password *GuestPassword `protobuf:"bytes,18,opt,name=password,proto3" json:"password,omitempty"`
+	// For RESCUE_DOMAIN: the rescue image; for BUNDLE_DISK: the new image.
+	Image         string `protobuf:"bytes,120,opt,name=image,proto3" json:"image,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1740,6 +1763,13 @@ func (x *RunStep) GetPassword() *GuestPassword {
 		return x.Password
 	}
 	return nil
+}
+
+func (x *RunStep) GetImage() string {
+	if x != nil {
+		return x.Image
+	}
+	return ""
 }
 
 // GuestPassword is the password SET_PASSWORD sets.
@@ -2309,7 +2339,7 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\adomains\x18\x01 \x03(\v2\x1e.flotilla.agent.v1.DomainStateR\adomains\x12;\n" +
 	"\vobserved_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"observedAt\"\v\n" +
-	"\tHeartbeat\"\x86\x06\n" +
+	"\tHeartbeat\"\x9c\x06\n" +
 	"\aRunStep\x12!\n" +
 	"\foperation_id\x18\x01 \x01(\tR\voperationId\x12\x1f\n" +
 	"\vinstance_id\x18\x02 \x01(\tR\n" +
@@ -2334,7 +2364,8 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"disk_layer\x18\x0f \x01(\x0e2\x1c.flotilla.agent.v1.DiskLayerR\tdiskLayer\x12*\n" +
 	"\x04nics\x18\x10 \x03(\v2\x16.flotilla.agent.v1.NicR\x04nics\x124\n" +
 	"\x05guest\x18\x11 \x01(\v2\x1e.flotilla.agent.v1.GuestConfigR\x05guest\x12<\n" +
-	"\bpassword\x18\x12 \x01(\v2 .flotilla.agent.v1.GuestPasswordR\bpassword\"?\n" +
+	"\bpassword\x18\x12 \x01(\v2 .flotilla.agent.v1.GuestPasswordR\bpassword\x12\x14\n" +
+	"\x05image\x18x \x01(\tR\x05image\"?\n" +
 	"\rGuestPassword\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\tR\x04user\x12\x1a\n" +
 	"\bpassword\x18\x02 \x01(\tR\bpassword\"\xf3\x01\n" +
@@ -2384,7 +2415,7 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\x16DISK_LAYER_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fDISK_LAYER_BASE\x10\x01\x12\x12\n" +
 	"\x0eDISK_LAYER_TOP\x10\x02\x12\x12\n" +
-	"\x0eDISK_LAYER_MID\x10\x03*\xc3\x05\n" +
+	"\x0eDISK_LAYER_MID\x10\x03*\xbe\x06\n" +
 	"\n" +
 	"StepAction\x12\x1b\n" +
 	"\x17STEP_ACTION_UNSPECIFIED\x10\x00\x12\x16\n" +
@@ -2413,7 +2444,11 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\x15STEP_ACTION_GROW_DISK\x10\x16\x12\x1d\n" +
 	"\x19STEP_ACTION_REFREEZE_DISK\x10\x17\x12\x1c\n" +
 	"\x18STEP_ACTION_SET_PASSWORD\x10\x18\x12\x1c\n" +
-	"\x18STEP_ACTION_DECOMMISSION\x10\x19*\x92\x01\n" +
+	"\x18STEP_ACTION_DECOMMISSION\x10\x19\x12\x1c\n" +
+	"\x18STEP_ACTION_REBUILD_DISK\x10\x1a\x12\x1d\n" +
+	"\x19STEP_ACTION_RESCUE_DOMAIN\x10\x1b\x12\x1f\n" +
+	"\x1bSTEP_ACTION_UNRESCUE_DOMAIN\x10\x1c\x12\x1b\n" +
+	"\x17STEP_ACTION_BUNDLE_DISK\x10\x1d*\x92\x01\n" +
 	"\x0fStepReportState\x12!\n" +
 	"\x1dSTEP_REPORT_STATE_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19STEP_REPORT_STATE_UNKNOWN\x10\x01\x12\x1d\n" +

@@ -633,7 +633,9 @@ type Instance struct {
 	// Frozen with its project: user actions are refused.
 	Frozen bool `protobuf:"varint,101,opt,name=frozen,proto3" json:"frozen,omitempty"`
 	// Paused by its project's freeze: the unfreeze unpauses it.
-	ThawRun       bool `protobuf:"varint,102,opt,name=thaw_run,json=thawRun,proto3" json:"thaw_run,omitempty"`
+	ThawRun bool `protobuf:"varint,102,opt,name=thaw_run,json=thawRun,proto3" json:"thaw_run,omitempty"`
+	// The rescue image while the instance is rescued; "" otherwise (log version 8).
+	RescueImage   string `protobuf:"bytes,120,opt,name=rescue_image,json=rescueImage,proto3" json:"rescue_image,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -918,6 +920,13 @@ func (x *Instance) GetThawRun() bool {
 		return x.ThawRun
 	}
 	return false
+}
+
+func (x *Instance) GetRescueImage() string {
+	if x != nil {
+		return x.RescueImage
+	}
+	return ""
 }
 
 // GuestFacts is what a guest said on its guest channel since it last booted.
@@ -1670,7 +1679,9 @@ type Operation struct {
 	RequestKey string `protobuf:"bytes,41,opt,name=request_key,json=requestKey,proto3" json:"request_key,omitempty"`
 	// Fingerprint of the request's content: a reuse of the request id with
 	// other content is refused (log version 6).
-	RequestHash   string `protobuf:"bytes,42,opt,name=request_hash,json=requestHash,proto3" json:"request_hash,omitempty"`
+	RequestHash string `protobuf:"bytes,42,opt,name=request_hash,json=requestHash,proto3" json:"request_hash,omitempty"`
+	// A rescue's rescue image, a bundle's new image (log version 8).
+	Image         string `protobuf:"bytes,121,opt,name=image,proto3" json:"image,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1925,6 +1936,13 @@ func (x *Operation) GetRequestKey() string {
 func (x *Operation) GetRequestHash() string {
 	if x != nil {
 		return x.RequestHash
+	}
+	return ""
+}
+
+func (x *Operation) GetImage() string {
+	if x != nil {
+		return x.Image
 	}
 	return ""
 }
@@ -2562,7 +2580,7 @@ const file_flotilla_raft_v1_records_proto_rawDesc = "" +
 	"\x10bytes_per_second\x18\x04 \x01(\x04R\x0ebytesPerSecond\x12\x1d\n" +
 	"\n" +
 	"bytes_sent\x18\x05 \x01(\x04R\tbytesSent\x121\n" +
-	"\x15report_time_unix_nano\x18\x06 \x01(\x10R\x12reportTimeUnixNano\"\x8a\v\n" +
+	"\x15report_time_unix_nano\x18\x06 \x01(\x10R\x12reportTimeUnixNano\"\xad\v\n" +
 	"\bInstance\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12*\n" +
@@ -2605,7 +2623,8 @@ const file_flotilla_raft_v1_records_proto_rawDesc = "" +
 	"\fdecommission\x18) \x01(\tR\fdecommission\x12\x18\n" +
 	"\aproject\x18d \x01(\tR\aproject\x12\x16\n" +
 	"\x06frozen\x18e \x01(\bR\x06frozen\x12\x19\n" +
-	"\bthaw_run\x18f \x01(\bR\athawRun\x1a9\n" +
+	"\bthaw_run\x18f \x01(\bR\athawRun\x12!\n" +
+	"\frescue_image\x18x \x01(\tR\vrescueImage\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd8\x02\n" +
@@ -2676,7 +2695,7 @@ const file_flotilla_raft_v1_records_proto_rawDesc = "" +
 	"\x05layer\x18\x11 \x01(\tR\x05layer\x12\x16\n" +
 	"\x06undoes\x18\x12 \x01(\x03R\x06undoes\x12\x17\n" +
 	"\ais_undo\x18\x13 \x01(\bR\x06isUndo\x12\x12\n" +
-	"\x04note\x18\x14 \x01(\tR\x04note\"\xfc\b\n" +
+	"\x04note\x18\x14 \x01(\tR\x04note\"\x92\t\n" +
 	"\tOperation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vinstance_id\x18\x02 \x01(\tR\n" +
@@ -2714,7 +2733,8 @@ const file_flotilla_raft_v1_records_proto_rawDesc = "" +
 	"\x12decommission_nanos\x18( \x01(\x03R\x11decommissionNanos\x12\x1f\n" +
 	"\vrequest_key\x18) \x01(\tR\n" +
 	"requestKey\x12!\n" +
-	"\frequest_hash\x18* \x01(\tR\vrequestHash\"\xb7\x04\n" +
+	"\frequest_hash\x18* \x01(\tR\vrequestHash\x12\x14\n" +
+	"\x05image\x18y \x01(\tR\x05image\"\xb7\x04\n" +
 	"\x04Host\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x12\x12\n" +
