@@ -33,8 +33,12 @@ const (
 	// and binds them to the request's content (Operation.request_key and
 	// request_hash), and adds host removal (host.remove).
 	LogVersion6 uint32 = 6
+	// LogVersion10 ends an operation that failed with AGENT_RESTARTED (a
+	// step whose outcome nobody can know) with the instance showing what
+	// its host observes, not ERROR (see failedResult).
+	LogVersion10 uint32 = 10
 	// SupportedLogVersion is the newest version this server reads and writes.
-	SupportedLogVersion = LogVersion6
+	SupportedLogVersion = LogVersion10
 )
 
 // entryMarker starts every entry of format 2; never '{' nor 0xF1, which
