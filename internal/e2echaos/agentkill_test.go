@@ -90,8 +90,13 @@ func impliedStatus(dom string, wantStopped bool) []string {
 	return []string{"STATUS_DELETED", "STATUS_ERROR"}
 }
 
+// cleanup deletes the instance when the subtest ends (the host has room
+// for two guests) and, whatever happened, its domain.
 func (e *env) cleanup(id string) {
 	e.t.Cleanup(func() {
+		if op, err := e.g.Call("flotilla.v1.InstanceService/DeleteInstance", map[string]any{"id": id}); err == nil {
+			e.waitOp(testenv.Str(op, "id"))
+		}
 		_, _ = virsh("destroy", "flotilla-"+id)
 		_, _ = virsh("undefine", "--managed-save", "flotilla-"+id)
 	})
