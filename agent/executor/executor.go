@@ -416,6 +416,10 @@ func (e *Executor) undo(ctx context.Context, u stepcheck.Undo, id string) error 
 		if err := e.cfg.Driver.Delete(ctx, id); err != nil {
 			return fmt.Errorf("removing what the interrupted step left of %s: %w", id, err)
 		}
+	case stepcheck.UndoResume:
+		if err := e.cfg.Driver.Resume(ctx, id); err != nil {
+			return fmt.Errorf("finishing the boot the interrupted step began of %s: %w", id, err)
+		}
 	}
 	return nil
 }

@@ -109,3 +109,23 @@ func mustCreateDomain(t *testing.T, d hypervisor.Driver) {
 		t.Fatal(err)
 	}
 }
+
+// A start cut off after QEMU began the domain paused and before libvirt
+// resumed it is finished by resuming the vCPUs; the start then finds the
+// domain running.
+func TestInterruptedStartLeftPaused(t *testing.T) {
+	drv := newFake()
+	mustCreateDomain(t, drv)
+	if err := drv.Pause(context.Background(), "vm-1"); err != nil {
+		t.Fatal(err)
+	}
+	db := filepath.Join(t.TempDir(), "agent.db")
+	s := step("op-1", "vm-1", flotillav1.OperationKind_OPERATION_KIND_START)
+	begun(t, db, s)
+	e, _ := newExecutor(t, drv, db)
+	r := e.Execute(s, epoch)
+	mustSucceed(t, r)
+	if r.GetState().GetState() != flotillav1.PowerState_POWER_STATE_RUNNING || drv.Calls("Resume") != 1 {
+		t.Errorf("result %v; Resume called %d times", r, drv.Calls("Resume"))
+	}
+}

@@ -47,12 +47,17 @@ func (v Verdict) String() string {
 	return "unknowable"
 }
 
-// Undo is how a partial effect is removed before the step runs again.
+// Undo is how a partial effect is settled before the step runs again.
 type Undo int
 
 const (
 	UndoNone   Undo = iota
 	UndoDelete      // hypervisor.Driver.Delete: domain, disks and staged layers
+	// UndoResume finishes a boot cut off before its vCPUs ran: QEMU starts
+	// a domain paused and libvirt resumes it as its last act, so a killed
+	// start can leave it paused. Resuming (not destroying) keeps the
+	// memory a restore from a managed save already loaded.
+	UndoResume
 )
 
 // Leftovers says whether the host holds files of an instance that has no
@@ -109,8 +114,9 @@ type row map[hypervisor.PowerState]Verdict
 var table = map[agentv1.StepAction]row{
 	// Start restores from a managed save image, so a saved domain is a
 	// start not yet done.
-	agentv1.StepAction_STEP_ACTION_START:  {run: Done, down: Done, off: NotDone, crash: NotDone, saved: NotDone},
-	agentv1.StepAction_STEP_ACTION_RESUME: {run: Done, down: Done, off: NotDone, crash: NotDone, saved: NotDone},
+	// Paused: the boot was cut off before libvirt resumed the vCPUs (see UndoResume).
+	agentv1.StepAction_STEP_ACTION_START:  {run: Done, down: Done, off: NotDone, crash: NotDone, saved: NotDone, pause: Partly},
+	agentv1.StepAction_STEP_ACTION_RESUME: {run: Done, down: Done, off: NotDone, crash: NotDone, saved: NotDone, pause: Partly},
 	// A stop that was interrupted asks again: the guest gets its grace anew.
 	agentv1.StepAction_STEP_ACTION_STOP:    {off: Done, run: NotDone, down: NotDone, pause: NotDone},
 	agentv1.StepAction_STEP_ACTION_PAUSE:   {pause: Done, run: NotDone},
@@ -152,7 +158,9 @@ func Decide(action agentv1.StepAction, f Facts) Decision {
 		switch f.Power {
 		case run, down:
 			return Decision{Verdict: Done, Why: "the domain is defined and booted"}
-		case off, crash:
+		case off, crash, pause:
+			// Paused: the boot was cut off before the vCPUs ran; the guest
+			// never ran, so it is removed and created anew.
 			return Decision{Verdict: Partly, Undo: UndoDelete, Why: fmt.Sprintf("the domain is defined but %s", f.Power)}
 		case none:
 			if f.Leftovers == LeftoversNone {
@@ -185,7 +193,11 @@ func Decide(action agentv1.StepAction, f Facts) Decision {
 	if !ok {
 		return Decision{Verdict: Unknowable, Why: fmt.Sprintf("%s leaves no trace the hypervisor shows (domain %s)", action, f.Power)}
 	}
-	return Decision{Verdict: v, Why: fmt.Sprintf("%s with the domain %s", action, f.Power)}
+	d := Decision{Verdict: v, Why: fmt.Sprintf("%s with the domain %s", action, f.Power)}
+	if v == Partly {
+		d.Undo = UndoResume // the only partial effect the table names: a boot cut off
+	}
+	return d
 }
 
 // LeftoverProber is a driver that can tell whether an instance without a

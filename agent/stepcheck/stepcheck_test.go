@@ -14,15 +14,15 @@ import (
 // names must have a row, so a new action forces a decision here.
 var want = map[agentv1.StepAction]string{
 	agentv1.StepAction_STEP_ACTION_UNSPECIFIED:   "UUUUUUUU",
-	agentv1.StepAction_STEP_ACTION_CREATE:        "DUDPPUPU",
-	agentv1.StepAction_STEP_ACTION_START:         "DUDNNNUU",
+	agentv1.StepAction_STEP_ACTION_CREATE:        "DPDPPUPU",
+	agentv1.StepAction_STEP_ACTION_START:         "DPDNNNUU",
 	agentv1.StepAction_STEP_ACTION_STOP:          "NNNDUUUU",
 	agentv1.StepAction_STEP_ACTION_RESTART:       "UUUUUUUU", // a rebooted guest looks like one that was not
 	agentv1.StepAction_STEP_ACTION_HARD_RESTART:  "UUUUUUUU",
 	agentv1.StepAction_STEP_ACTION_PAUSE:         "NDUUUUUU",
 	agentv1.StepAction_STEP_ACTION_UNPAUSE:       "DNUUUUUU",
 	agentv1.StepAction_STEP_ACTION_SUSPEND:       "NNUUUDUU",
-	agentv1.StepAction_STEP_ACTION_RESUME:        "DUDNNNUU",
+	agentv1.StepAction_STEP_ACTION_RESUME:        "DPDNNNUU",
 	agentv1.StepAction_STEP_ACTION_DELETE:        "NNNNNNNU",
 	agentv1.StepAction_STEP_ACTION_OFFER_DISK:    "NNNNNNUU",
 	agentv1.StepAction_STEP_ACTION_IMPORT_DISK:   "UUUDUUPU",

@@ -58,6 +58,18 @@ func (e *env) status(id string) string {
 	return testenv.Str(e.g.MustCall("flotilla.v1.InstanceService/GetInstance", map[string]any{"id": id}), "status")
 }
 
+// settledStatus is the instance's status once the restarted agent has
+// reported (until then its power state is unknown).
+func (e *env) settledStatus(id string) string {
+	e.t.Helper()
+	var st string
+	testenv.Eventually(e.t, 30*time.Second, id+" to leave UNKNOWN", func() bool {
+		st = e.status(id)
+		return st != "STATUS_UNKNOWN"
+	})
+	return st
+}
+
 func virsh(args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -131,7 +143,8 @@ func TestAgentKilledAcrossCreate(t *testing.T) {
 			e.cleanup(id)
 			e.killAfter(at)
 			done := e.waitOp(testenv.Str(op, "id"))
-			dom, st := domstate(id), e.status(id)
+			st := e.settledStatus(id)
+			dom := domstate(id)
 			t.Logf("killed %s after acceptance: operation %s %s; libvirt %q; status %s",
 				at, testenv.Str(done, "state"), testenv.Str(done, "error", "code"), dom, st)
 			switch testenv.Str(done, "state") {
@@ -178,7 +191,8 @@ func TestAgentKilledAcrossStartAndStop(t *testing.T) {
 				acc := e.g.MustCall("flotilla.v1.InstanceService/"+action, req)
 				e.killAfter(at)
 				done := e.waitOp(testenv.Str(acc, "id"))
-				dom, st := domstate(id), e.status(id)
+				st := e.settledStatus(id)
+				dom := domstate(id)
 				t.Logf("%s, killed %s after acceptance: operation %s %s; libvirt %q; status %s",
 					action, at, testenv.Str(done, "state"), testenv.Str(done, "error", "code"), dom, st)
 				if dom == "running" && st == "STATUS_ERROR" {
