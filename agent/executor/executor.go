@@ -345,6 +345,28 @@ func (e *Executor) interrupted(log *slog.Logger, key string, rec stepstore.Recor
 	return e.record(log, key, res)
 }
 
+// bootSettle is how long a domain found paused by an interrupted start
+// is watched for libvirtd finishing that start itself.
+const bootSettle = 3 * time.Second
+
+// waitRunning reports whether the domain is (or, within d, becomes) running.
+func (e *Executor) waitRunning(ctx context.Context, id string, d time.Duration) bool {
+	until := time.Now().Add(d)
+	for {
+		if st, err := e.cfg.Driver.Status(ctx, id); err == nil && st.State == hypervisor.PowerRunning {
+			return true
+		}
+		if !time.Now().Before(until) {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(50 * time.Millisecond): // polling the hypervisor's state
+		}
+	}
+}
+
 // interruption is a step found begun by a previous agent process.
 type interruption struct {
 	rec          stepstore.Record
@@ -417,7 +439,13 @@ func (e *Executor) undo(ctx context.Context, u stepcheck.Undo, id string) error 
 			return fmt.Errorf("removing what the interrupted step left of %s: %w", id, err)
 		}
 	case stepcheck.UndoResume:
-		if err := e.cfg.Driver.Resume(ctx, id); err != nil {
+		// libvirtd may still be finishing the start the dead agent asked
+		// for (it resumes the vCPUs as its last act): give it a moment,
+		// so that the two resumes do not race.
+		if e.waitRunning(ctx, id, bootSettle) {
+			return nil
+		}
+		if err := e.cfg.Driver.Resume(ctx, id); err != nil && !e.waitRunning(ctx, id, 0) {
 			return fmt.Errorf("finishing the boot the interrupted step began of %s: %w", id, err)
 		}
 	}
