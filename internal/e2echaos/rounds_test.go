@@ -8,9 +8,12 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/flotilla-vm/flotilla/coordinator/inproc"
+	"github.com/flotilla-vm/flotilla/hypervisor/fake"
 	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
 
@@ -56,12 +59,28 @@ func TestChaosRounds(t *testing.T) {
 	fmt.Printf("chaos: seed %d, %d rounds, faults %v\n", seed, rounds, in.Kinds())
 
 	c := inproc.Start(t, inproc.Options{Hosts: 2, HeartbeatInterval: heartbeat})
+	w := &workload{t: t, in: in, acked: map[string]bool{}, grace: heartbeat,
+		instances: c.Instances, operations: c.Operations,
+		digests: func() map[string]string {
+			// One replica in process: its digest stands for all (the
+			// process cluster's rounds compare three).
+			d, _ := c.Coordinator.Store.Digest()
+			return map[string]string{"inproc": d}
+		}}
 	for _, h := range c.Hosts {
+		w.hosts = append(w.hosts, chaosHost{id: h.ID, driver: h.Driver, restart: func() { c.RestartHost(h.ID) }})
+	}
+	w.run(rounds, seed)
+}
+
+// run runs the rounds and prints the table.
+func (w *workload) run(rounds int, seed uint64) {
+	t, in := w.t, w.in
+	for _, h := range w.hosts {
 		for _, m := range []string{"Create", "Start", "Shutdown", "Pause", "Resume", "Delete"} {
-			h.Driver.SetDelay(m, stepDelay)
+			h.driver.SetDelay(m, stepDelay)
 		}
 	}
-	w := &workload{t: t, c: c, in: in, acked: map[string]bool{}}
 	stats := NewStats()
 	for r := range rounds {
 		fault, delay := in.Next(maxFaultDelay)
@@ -82,11 +101,25 @@ func TestChaosRounds(t *testing.T) {
 
 // workload drives the instances of one cluster.
 type workload struct {
-	t     *testing.T
-	c     *inproc.Cluster
-	in    *Injector
-	acked map[string]bool // operation ids acknowledged
-	seq   int
+	t          *testing.T
+	in         *Injector
+	instances  pb.InstanceServiceClient
+	operations pb.OperationServiceClient
+	hosts      []chaosHost
+	digests    func() map[string]string // every replica's, at one revision
+	// killLeader and killFollower SIGKILL a coordinator and start it again;
+	// nil where the cluster has one coordinator in process.
+	killLeader, killFollower func()
+	grace                    time.Duration   // a heartbeat
+	acked                    map[string]bool // operation ids acknowledged
+	seq                      int
+}
+
+// chaosHost is one agent and its fake hypervisor, which outlives the agent.
+type chaosHost struct {
+	id      string
+	driver  *fake.Driver
+	restart func() // the agent killed and started again
 }
 
 const maxInstances = 4
@@ -95,7 +128,15 @@ const maxInstances = 4
 // instance (or a create) and returns it as acknowledged.
 func (w *workload) next() *pb.Operation {
 	ctx := context.Background()
-	list, err := w.c.Instances.ListInstances(ctx, &pb.ListInstancesRequest{})
+	var list *pb.ListInstancesResponse
+	var err error
+	for try := 0; ; try++ {
+		list, err = w.instances.ListInstances(ctx, &pb.ListInstancesRequest{})
+		if status.Code(err) != codes.Unavailable || try == 300 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond) // a coordinator restarting
+	}
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -105,33 +146,55 @@ func (w *workload) next() *pb.Operation {
 			live = append(live, i)
 		}
 	}
-	var op *pb.Operation
+	w.seq++
+	req := fmt.Sprintf("chaos-%d-%d", w.in.Seed, w.seq) // a retry after a lost answer is the same request
+	var do func() (*pb.Operation, error)
 	if len(live) < maxInstances && (len(live) == 0 || w.in.IntN(3) == 0) {
-		w.seq++
-		op, err = w.c.Instances.CreateInstance(ctx, &pb.CreateInstanceRequest{Name: fmt.Sprintf("chaos-%d", w.seq),
-			Spec: &pb.InstanceSpec{Vcpus: 1, MemoryMib: 256, Image: "flotilla-test"}})
+		do = func() (*pb.Operation, error) {
+			return w.instances.CreateInstance(ctx, &pb.CreateInstanceRequest{Name: fmt.Sprintf("chaos-%d", w.seq), RequestId: req,
+				Spec: &pb.InstanceSpec{Vcpus: 1, MemoryMib: 256, Image: "flotilla-test"}})
+		}
 	} else {
 		i := live[w.in.IntN(len(live))]
 		id := i.GetId()
 		switch i.GetStatus() {
 		case pb.Status_STATUS_RUNNING:
-			switch w.in.IntN(3) {
-			case 0:
-				op, err = w.c.Instances.PauseInstance(ctx, &pb.PauseInstanceRequest{Id: id})
-			default:
-				op, err = w.c.Instances.StopInstance(ctx, &pb.StopInstanceRequest{Id: id, Force: true, GracefulTimeout: durationpb.New(time.Second)})
+			if w.in.IntN(3) == 0 {
+				do = func() (*pb.Operation, error) {
+					return w.instances.PauseInstance(ctx, &pb.PauseInstanceRequest{Id: id, RequestId: req})
+				}
+			} else {
+				do = func() (*pb.Operation, error) {
+					return w.instances.StopInstance(ctx, &pb.StopInstanceRequest{Id: id, RequestId: req, Force: true, GracefulTimeout: durationpb.New(time.Second)})
+				}
 			}
 		case pb.Status_STATUS_PAUSED:
-			op, err = w.c.Instances.UnpauseInstance(ctx, &pb.UnpauseInstanceRequest{Id: id})
+			do = func() (*pb.Operation, error) {
+				return w.instances.UnpauseInstance(ctx, &pb.UnpauseInstanceRequest{Id: id, RequestId: req})
+			}
 		case pb.Status_STATUS_STOPPED, pb.Status_STATUS_UNEXPECTED_SHUTOFF:
 			if w.in.IntN(3) == 0 {
-				op, err = w.c.Instances.DeleteInstance(ctx, &pb.DeleteInstanceRequest{Id: id})
+				do = func() (*pb.Operation, error) {
+					return w.instances.DeleteInstance(ctx, &pb.DeleteInstanceRequest{Id: id, RequestId: req})
+				}
 			} else {
-				op, err = w.c.Instances.StartInstance(ctx, &pb.StartInstanceRequest{Id: id})
+				do = func() (*pb.Operation, error) {
+					return w.instances.StartInstance(ctx, &pb.StartInstanceRequest{Id: id, RequestId: req})
+				}
 			}
 		default: // ERROR, CRASHED, ...: deleting is always allowed
-			op, err = w.c.Instances.DeleteInstance(ctx, &pb.DeleteInstanceRequest{Id: id})
+			do = func() (*pb.Operation, error) {
+				return w.instances.DeleteInstance(ctx, &pb.DeleteInstanceRequest{Id: id, RequestId: req})
+			}
 		}
+	}
+	var op *pb.Operation
+	for try := 0; ; try++ {
+		op, err = do()
+		if status.Code(err) != codes.Unavailable || try == 300 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond) // a coordinator restarting
 	}
 	if err != nil {
 		w.t.Fatalf("workload: %v", err)
@@ -146,15 +209,18 @@ func (w *workload) inject(f Fault, delay time.Duration) time.Time {
 	time.Sleep(delay) // the fault's timing, not a wait for a condition
 	at := time.Now()
 	switch f {
+	case FaultLeaderKill:
+		w.killLeader()
+	case FaultFollowerKill:
+		w.killFollower()
 	case FaultAgentKill:
-		h := w.c.Hosts[w.in.IntN(len(w.c.Hosts))]
-		w.c.RestartHost(h.ID)
+		w.hosts[w.in.IntN(len(w.hosts))].restart()
 	case FaultGuestPowerOff:
-		for _, h := range w.c.Hosts {
-			doms, _ := h.Driver.List(context.Background())
+		for _, h := range w.hosts {
+			doms, _ := h.driver.List(context.Background())
 			for _, d := range doms {
 				if d.State == "running" {
-					_ = h.Driver.PowerOff(d.ID)
+					_ = h.driver.PowerOff(d.ID)
 					return at
 				}
 			}
@@ -162,10 +228,10 @@ func (w *workload) inject(f Fault, delay time.Duration) time.Time {
 	case FaultLibvirtdRestart:
 		// The fake hypervisor's restart: unreachable a moment, every
 		// subscription dropped, domains kept.
-		h := w.c.Hosts[w.in.IntN(len(w.c.Hosts))]
-		h.Driver.SetUnavailable(true)
+		h := w.hosts[w.in.IntN(len(w.hosts))]
+		h.driver.SetUnavailable(true)
 		time.Sleep(50 * time.Millisecond) // how long the daemon is down
-		h.Driver.SetUnavailable(false)
+		h.driver.SetUnavailable(false)
 	}
 	return at
 }
@@ -176,7 +242,11 @@ func (w *workload) inject(f Fault, delay time.Duration) time.Time {
 func (w *workload) settle(op *pb.Operation, since time.Time) (time.Duration, []Violation) {
 	deadline := time.Now().Add(settleBound)
 	for {
-		o := w.observe()
+		o, ok := w.observe()
+		if !ok && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond) // the cluster is restarting a member
+			continue
+		}
 		vs := Check(o)
 		done := o.Ops[op.GetId()].Done
 		if (done && len(vs) == 0) || time.Now().After(deadline) {
@@ -199,47 +269,48 @@ var expectPower = map[pb.Status]string{
 	pb.Status_STATUS_DELETED:            "no-domain",
 }
 
-func (w *workload) observe() Observed {
+// observe reads the cluster and the hosts; false when the cluster did not
+// answer (a coordinator restarting): the caller reads again.
+func (w *workload) observe() (Observed, bool) {
 	ctx := context.Background()
-	o := Observed{Now: time.Now(), Grace: heartbeat, Ops: map[string]OpView{}, Instances: map[string]InstanceView{},
+	o := Observed{Now: time.Now(), Grace: w.grace, Ops: map[string]OpView{}, Instances: map[string]InstanceView{},
 		Domains: map[string]map[string]string{}, Digests: map[string]string{}}
 	for id := range w.acked {
-		op, err := w.c.Operations.GetOperation(ctx, &pb.GetOperationRequest{Id: id})
-		if err != nil {
+		op, err := w.operations.GetOperation(ctx, &pb.GetOperationRequest{Id: id})
+		if status.Code(err) == codes.NotFound {
 			o.Ops[id] = OpView{}
 			continue
+		} else if err != nil {
+			return o, false
 		}
 		// The journal runs each step id once; the effect count is the
 		// operation's own end, recorded once.
 		o.Ops[id] = OpView{Found: true, Done: op.GetDone(), Deadline: op.GetDeadline().AsTime(), Runs: 1}
 	}
-	list, err := w.c.Instances.ListInstances(ctx, &pb.ListInstancesRequest{})
+	list, err := w.instances.ListInstances(ctx, &pb.ListInstancesRequest{})
 	if err != nil {
-		w.t.Fatal(err)
+		return o, false
 	}
 	for _, i := range list.GetInstances() {
 		v := InstanceView{Status: i.GetStatus().String(), HostID: i.GetHostId(), Deleted: i.GetStatus() == pb.Status_STATUS_DELETED,
 			Transitional: i.GetCurrentOperationId() != "", Expect: expectPower[i.GetStatus()]}
 		if v.Transitional {
-			if op, err := w.c.Operations.GetOperation(ctx, &pb.GetOperationRequest{Id: i.GetCurrentOperationId()}); err == nil {
+			if op, err := w.operations.GetOperation(ctx, &pb.GetOperationRequest{Id: i.GetCurrentOperationId()}); err == nil {
 				v.Deadline = op.GetDeadline().AsTime()
 			}
 		}
 		o.Instances[i.GetId()] = v
 	}
-	for _, h := range w.c.Hosts {
-		doms, err := h.Driver.List(ctx)
+	for _, h := range w.hosts {
+		doms, err := h.driver.List(ctx)
 		if err != nil {
 			continue // unreachable this instant: the next poll reads it
 		}
-		o.Domains[h.ID] = map[string]string{}
+		o.Domains[h.id] = map[string]string{}
 		for _, d := range doms {
-			o.Domains[h.ID][d.ID] = string(d.State)
+			o.Domains[h.id][d.ID] = string(d.State)
 		}
 	}
-	// One replica in process: its digest stands for all (the process
-	// cluster's rounds compare several).
-	d, _ := w.c.Coordinator.Store.Digest()
-	o.Digests["inproc"] = d
-	return o
+	o.Digests = w.digests()
+	return o, true
 }
