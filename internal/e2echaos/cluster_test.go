@@ -65,7 +65,7 @@ func TestChaosRoundsCluster(t *testing.T) {
 	}
 	leader := func() int {
 		for {
-			for i, c := range cs {
+			for i := range cs {
 				st, err := clients[fmt.Sprintf("c%d", i+1)].GetNodeStatus(context.Background(), &pb.GetNodeStatusRequest{})
 				if err == nil && st.GetLeaderId() != "" {
 					for j := range cs {
@@ -74,7 +74,6 @@ func TestChaosRoundsCluster(t *testing.T) {
 						}
 					}
 				}
-				_ = c
 			}
 			time.Sleep(50 * time.Millisecond) // polling for an elected leader
 		}
