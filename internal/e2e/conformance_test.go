@@ -188,7 +188,7 @@ var variantReachedBy = map[string]struct{ inst, when string }{
 // operation it awaits where it is not.
 func TestSeedConformance(t *testing.T) {
 	// A 300 ms heartbeat lets a silent agent's host go down in seconds (UNKNOWN).
-	e := newEnv(t, []string{"--agent-heartbeat-interval=300ms"}, []string{"--vcpus=2"})
+	e := newEnv(t, []string{"--agent-heartbeat-interval=300ms"}, []string{"--vcpus=4"})
 	list := e.g.MustCall("flotilla.v1.InstanceService/ListInstances", nil)
 	all := []string{"VOCABULARY_MANAGE_INSTANCE", "VOCABULARY_NOVA", "VOCABULARY_RIGHTSCALE", "VOCABULARY_AZURE", "VOCABULARY_MANAGED_INSTANCE"}
 	var h history
@@ -220,15 +220,16 @@ func TestSeedConformance(t *testing.T) {
 	})
 	e.mustSucceed(e.do("DeleteInstance", map[string]any{"id": ids["strand"], "decommissionTimeout": "30s"}))
 
-	// The guest that lives through every state: 1 of the host's 2 vCPUs.
+	// The guest that lives through every state: 1 of the host's 4 vCPUs
+	// (the failed create holds another until it is deleted).
 	life := e.create("conf-life")
 	ids["life"] = life
 	ready := 1
 	e.waitGuestReady(life, ready)
 
-	// A preemptible create bids for room that is not free (2 vCPUs: only 1
-	// is), and is withdrawn.
-	op = e.g.MustCall("flotilla.v1.InstanceService/CreateInstance", map[string]any{"name": "conf-spot", "spec": map[string]any{"vcpus": 2, "memoryMib": 128, "image": "flotilla-test"}, "placement": map[string]any{"preemptible": true}})
+	// A preemptible create bids for room that is not free (4 vCPUs: at most 3 are
+	// free), and is withdrawn.
+	op = e.g.MustCall("flotilla.v1.InstanceService/CreateInstance", map[string]any{"name": "conf-spot", "spec": map[string]any{"vcpus": 4, "memoryMib": 128, "image": "flotilla-test"}, "placement": map[string]any{"preemptible": true}})
 	ids["spot"] = testenv.Str(op, "instanceId")
 	h.waitSeen(t, ids["spot"], "STATUS_BIDDING")
 	e.mustSucceed(e.do("DeleteInstance", map[string]any{"id": ids["spot"]}))
