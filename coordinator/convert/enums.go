@@ -40,6 +40,12 @@ var statuses = newEnum(map[lifecycle.Status]pb.Status{
 	lifecycle.StatusSettingPassword:         pb.Status_STATUS_SETTING_PASSWORD,
 	lifecycle.StatusDecommissioning:         pb.Status_STATUS_DECOMMISSIONING,
 	lifecycle.StatusStrandedDecommissioning: pb.Status_STATUS_STRANDED_DECOMMISSIONING,
+	lifecycle.StatusDeallocating:            pb.Status_STATUS_DEALLOCATING,
+	lifecycle.StatusDeallocated:             pb.Status_STATUS_DEALLOCATED,
+	lifecycle.StatusSoftDeleted:             pb.Status_STATUS_SOFT_DELETED,
+	lifecycle.StatusRestoring:               pb.Status_STATUS_RESTORING,
+	lifecycle.StatusUpgrading:               pb.Status_STATUS_UPGRADING,
+	lifecycle.StatusRollback:                pb.Status_STATUS_ROLLBACK,
 })
 
 // StatusToPB maps an instance status to the public enum.
@@ -50,11 +56,13 @@ func StatusToPB(s lifecycle.Status) pb.Status { return statuses.pb(s) }
 func StatusFromPB(s pb.Status) (lifecycle.Status, bool) { return statuses.domain(s) }
 
 var desired = newEnum(map[lifecycle.Desired]pb.DesiredState{
-	lifecycle.DesiredRunning:   pb.DesiredState_DESIRED_STATE_RUNNING,
-	lifecycle.DesiredStopped:   pb.DesiredState_DESIRED_STATE_STOPPED,
-	lifecycle.DesiredPaused:    pb.DesiredState_DESIRED_STATE_PAUSED,
-	lifecycle.DesiredSuspended: pb.DesiredState_DESIRED_STATE_SUSPENDED,
-	lifecycle.DesiredDeleted:   pb.DesiredState_DESIRED_STATE_DELETED,
+	lifecycle.DesiredRunning:     pb.DesiredState_DESIRED_STATE_RUNNING,
+	lifecycle.DesiredStopped:     pb.DesiredState_DESIRED_STATE_STOPPED,
+	lifecycle.DesiredPaused:      pb.DesiredState_DESIRED_STATE_PAUSED,
+	lifecycle.DesiredSuspended:   pb.DesiredState_DESIRED_STATE_SUSPENDED,
+	lifecycle.DesiredDeleted:     pb.DesiredState_DESIRED_STATE_DELETED,
+	lifecycle.DesiredDeallocated: pb.DesiredState_DESIRED_STATE_DEALLOCATED,
+	lifecycle.DesiredSoftDeleted: pb.DesiredState_DESIRED_STATE_SOFT_DELETED,
 })
 
 // DesiredToPB maps a desired state to the public enum.
@@ -113,6 +121,9 @@ var actions = newEnum(map[lifecycle.Action]pb.Action{
 	lifecycle.ActionExtend:        pb.Action_ACTION_EXTEND,
 	lifecycle.ActionSetPassword:   pb.Action_ACTION_SET_PASSWORD,
 	lifecycle.ActionMove:          pb.Action_ACTION_MOVE,
+	lifecycle.ActionDeallocate:    pb.Action_ACTION_DEALLOCATE,
+	lifecycle.ActionRestore:       pb.Action_ACTION_RESTORE,
+	lifecycle.ActionUpgrade:       pb.Action_ACTION_UPGRADE,
 })
 
 // ActionToPB maps a user action to the public enum.
@@ -139,6 +150,10 @@ var opKinds = newEnum(map[lifecycle.OpKind]pb.OperationKind{
 	lifecycle.OpRevertResize:  pb.OperationKind_OPERATION_KIND_REVERT_RESIZE,
 	lifecycle.OpExtend:        pb.OperationKind_OPERATION_KIND_EXTEND,
 	lifecycle.OpSetPassword:   pb.OperationKind_OPERATION_KIND_SET_PASSWORD,
+	lifecycle.OpDeallocate:    pb.OperationKind_OPERATION_KIND_DEALLOCATE,
+	lifecycle.OpSoftDelete:    pb.OperationKind_OPERATION_KIND_SOFT_DELETE,
+	lifecycle.OpRestore:       pb.OperationKind_OPERATION_KIND_RESTORE,
+	lifecycle.OpUpgrade:       pb.OperationKind_OPERATION_KIND_UPGRADE,
 })
 
 // OpKindToPB maps an operation kind to the wire enum.
@@ -221,6 +236,12 @@ var stepActions = newEnum(map[lifecycle.StepAction]agentv1.StepAction{
 	lifecycle.ActGrowDisk:     agentv1.StepAction_STEP_ACTION_GROW_DISK,
 	lifecycle.ActSetPassword:  agentv1.StepAction_STEP_ACTION_SET_PASSWORD,
 	lifecycle.ActDecommission: agentv1.StepAction_STEP_ACTION_DECOMMISSION,
+	lifecycle.ActRelease:      agentv1.StepAction_STEP_ACTION_RELEASE_DOMAIN,
+	lifecycle.ActDefine:       agentv1.StepAction_STEP_ACTION_DEFINE_DOMAIN,
+	lifecycle.ActUpgradeDisk:  agentv1.StepAction_STEP_ACTION_UPGRADE_DISK,
+	lifecycle.ActRollbackDisk: agentv1.StepAction_STEP_ACTION_ROLLBACK_DISK,
+	lifecycle.ActAwaitHealthy: agentv1.StepAction_STEP_ACTION_AWAIT_HEALTHY,
+	lifecycle.ActDropSnapshot: agentv1.StepAction_STEP_ACTION_DROP_SNAPSHOT,
 })
 
 // StepActionToPB maps a step's action to the agent link's enum.

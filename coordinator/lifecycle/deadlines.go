@@ -27,6 +27,12 @@ var DefaultDeadlines = map[OpKind]time.Duration{
 	OpExtend:        3 * time.Minute,
 	// A command on the guest channel (its step has its own, shorter bound).
 	OpSetPassword: 2 * time.Minute,
+	OpDeallocate:  3 * time.Minute,
+	// A soft delete is a stop (its graceful timeout on top).
+	OpSoftDelete: 2 * time.Minute,
+	OpRestore:    3 * time.Minute,
+	// Stop, apply, boot, the health wait (its own timeout on top), drop.
+	OpUpgrade: 10 * time.Minute,
 }
 
 // DefaultGraceful is how long a guest gets to power off before it is

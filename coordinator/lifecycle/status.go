@@ -41,6 +41,18 @@ const (
 	// StatusStrandedDecommissioning: that work failed or ran out of time;
 	// the stop or delete goes on and forces the domain off.
 	StatusStrandedDecommissioning Status = "STRANDED_DECOMMISSIONING"
+	StatusDeallocating            Status = "DEALLOCATING" // the domain is being undefined, its disk kept
+	// StatusDeallocated: no domain, no capacity held on any host; the disk
+	// is kept on the host that last ran it.
+	StatusDeallocated Status = "DEALLOCATED"
+	// StatusSoftDeleted: deleted, restorable until the retention window
+	// ends (the domain is kept, off, and holds its host's capacity).
+	StatusSoftDeleted Status = "SOFT_DELETED"
+	StatusRestoring   Status = "RESTORING" // a soft-deleted instance is being brought back
+	StatusUpgrading   Status = "UPGRADING" // a new image version or model is applied and checked
+	// StatusRollback: an upgrade failed (or its guest never became
+	// healthy) and the previous disk and model are being put back.
+	StatusRollback Status = "ROLLBACK"
 )
 
 // AllStatuses lists every status.
@@ -53,6 +65,7 @@ var AllStatuses = []Status{
 	StatusResizing, StatusVerifyResize, StatusConfirmingResize, StatusRevertingResize, StatusExtending,
 	StatusSettingPassword,
 	StatusDecommissioning, StatusStrandedDecommissioning,
+	StatusDeallocating, StatusDeallocated, StatusSoftDeleted, StatusRestoring, StatusUpgrading, StatusRollback,
 }
 
 // inFlight is the status shown while an operation of each kind runs.
@@ -75,11 +88,15 @@ var inFlight = map[OpKind]Status{
 	OpRevertResize:  StatusRevertingResize,
 	OpExtend:        StatusExtending,
 	OpSetPassword:   StatusSettingPassword,
+	OpDeallocate:    StatusDeallocating,
+	OpSoftDelete:    StatusDeleting, // Nova: task_state soft-deleting under DELETING's words
+	OpRestore:       StatusRestoring,
+	OpUpgrade:       StatusUpgrading,
 }
 
 // Transitional reports whether s only lasts while an operation runs.
 func Transitional(s Status) bool {
-	if s == StatusPending || s == StatusDecommissioning || s == StatusStrandedDecommissioning {
+	if s == StatusPending || s == StatusDecommissioning || s == StatusStrandedDecommissioning || s == StatusRollback {
 		return true
 	}
 	for _, t := range inFlight {
@@ -100,7 +117,10 @@ func Derive(f Facts) Status {
 			}
 			return StatusPending
 		}
-		if f.Op == OpStop || f.Op == OpDelete {
+		if f.Op == OpUpgrade && f.RollingBack {
+			return StatusRollback
+		}
+		if f.Op == OpStop || f.Op == OpDelete || f.Op == OpSoftDelete {
 			switch f.Decommission {
 			case DecomRunning:
 				return StatusDecommissioning
@@ -122,6 +142,22 @@ func Derive(f Facts) Status {
 	}
 	if f.Result == ResultFailed {
 		return StatusError
+	}
+	switch f.Desired {
+	case DesiredDeallocated:
+		// No domain anywhere; a host that cannot be reached changes nothing.
+		if f.Power == PowerNoDomain || f.Power == PowerUnknown || f.Power == PowerNone {
+			return StatusDeallocated
+		}
+		return StatusError // a domain came back that nobody defined
+	case DesiredSoftDeleted:
+		switch f.Power {
+		case PowerShutOff:
+			return StatusSoftDeleted
+		case PowerUnknown:
+			return StatusUnknown
+		}
+		return StatusError // running, or gone, while it should be kept off
 	}
 	if f.Unconfirmed && (f.Power == PowerRunning || f.Power == PowerShutOff && f.Desired == DesiredStopped) {
 		// Resized and up (or off as asked): the original waits for a

@@ -36,9 +36,6 @@ const (
 	awaitGuest     = "the guest channel (issue 15)"
 	awaitRebuild   = "RebuildInstance (issue 16)"
 	awaitRescue    = "RescueInstance (issue 16)"
-	awaitSoftDel   = "soft delete and restore (issue 16)"
-	awaitDealloc   = "DeallocateInstance (issue 16)"
-	awaitUpgrade   = "UpgradeInstance with automatic rollback (issue 16)"
 	awaitFreeze    = "project balances and FreezeInstance (issue 17)"
 	provisioningOf = "ProvisioningState/"
 )
@@ -77,7 +74,7 @@ var Seeds = []SeedState{
 	status(Nova, "REVERT_RESIZE", ""),
 	status(Nova, "REBUILD", awaitRebuild),
 	status(Nova, "RESCUED", awaitRescue),
-	status(Nova, "SOFT_DELETED", awaitSoftDel),
+	status(Nova, "SOFT_DELETED", ""),
 	status(Nova, "DELETED", ""),
 	status(Nova, "ERROR", ""),
 	status(Nova, "UNKNOWN", ""),
@@ -101,8 +98,8 @@ var Seeds = []SeedState{
 	status(Azure, "running", ""),
 	status(Azure, "stopping", ""),
 	status(Azure, "stopped", ""),
-	status(Azure, "deallocating", awaitDealloc),
-	status(Azure, "deallocated", awaitDealloc),
+	status(Azure, "deallocating", ""),
+	status(Azure, "deallocated", ""),
 	azureProvisioningState("creating", ""),
 	azureProvisioningState("updating", ""),
 	azureProvisioningState("deleting", ""),
@@ -124,8 +121,8 @@ var Seeds = []SeedState{
 	status(ManagedInstance, "DELETING", ""),
 	status(ManagedInstance, "DELETED", ""),
 	status(ManagedInstance, "FROZEN", awaitFreeze),
-	status(ManagedInstance, "UPGRADING", awaitUpgrade),
-	status(ManagedInstance, "ROLLBACK", awaitUpgrade),
+	status(ManagedInstance, "UPGRADING", ""),
+	status(ManagedInstance, "ROLLBACK", ""),
 }
 
 // Reachable counts the seed states Flotilla can reach today.

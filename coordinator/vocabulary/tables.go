@@ -49,6 +49,13 @@ var manageInstanceWords = map[lifecycle.Status]word{
 	lifecycle.StatusRevertingResize:  {Status: "resizing"},
 	// The seed's password reset happens to a running instance.
 	lifecycle.StatusSettingPassword: {Status: "running"},
+	// The seed has no released host: a deallocated instance is offline.
+	lifecycle.StatusDeallocating: {Status: "offline"},
+	lifecycle.StatusDeallocated:  {Status: "offline"},
+	lifecycle.StatusSoftDeleted:  unmapped, // no restorable deletion in the seed
+	lifecycle.StatusRestoring:    unmapped,
+	lifecycle.StatusUpgrading:    unmapped,
+	lifecycle.StatusRollback:     unmapped,
 }
 
 func manageInstance(_ Input, s lifecycle.Status) View { return fromTable(manageInstanceWords, s) }
@@ -99,6 +106,16 @@ var novaRows = map[lifecycle.Status]novaRow{
 	// "The password is being reset on the server": Nova's ACTIVE server
 	// with task_state updating_password.
 	lifecycle.StatusSettingPassword: {"PASSWORD", "active", "updating_password"},
+	// Nova's nearest is SHELVED_OFFLOADED, not a word of the seed's.
+	lifecycle.StatusDeallocating: {},
+	lifecycle.StatusDeallocated:  {},
+	// "The server is marked as deleted but the disk images are still
+	// available to restore"; Nova's restore runs under task restoring.
+	lifecycle.StatusSoftDeleted: {"SOFT_DELETED", "soft-delete", ""},
+	lifecycle.StatusRestoring:   {"SOFT_DELETED", "soft-delete", "restoring"},
+	// An image or model change is Nova's REBUILD or RESIZE, neither this.
+	lifecycle.StatusUpgrading: {},
+	lifecycle.StatusRollback:  {},
 }
 
 // novaPower is Nova's power_state for the observed power state, as its
@@ -157,6 +174,9 @@ func nova(in Input, s lifecycle.Status) View {
 			by = novaRow{"ERROR", "error", ""}
 		}
 		r.Status, r.VMState = by.Status, by.VMState
+		if in.Op == lifecycle.OpSoftDelete {
+			r.TaskState = "soft-deleting"
+		}
 	case lifecycle.StatusUnknown:
 		r.VMState = novaByDesired[in.Desired].VMState
 	case lifecycle.StatusUnexpectedShutoff, lifecycle.StatusCrashed:
@@ -231,6 +251,14 @@ var rightScaleWords = map[lifecycle.Status]word{
 	// still be terminated" (or stopped: "force a terminate or stop").
 	lifecycle.StatusDecommissioning:         {Status: "decommissioning", Billing: BillingInstanceUsage},
 	lifecycle.StatusStrandedDecommissioning: {Status: "stranded in decommissioning", Billing: BillingInstanceUsage},
+	// An EBS-backed server that is stopped gives up its host on EC2
+	// anyway: stopping, then stopped, with its volumes charged.
+	lifecycle.StatusDeallocating: {Status: "stopping", Billing: BillingStorageOnly},
+	lifecycle.StatusDeallocated:  {Status: "stopped", Billing: BillingStorageOnly},
+	lifecycle.StatusSoftDeleted:  unmapped,
+	lifecycle.StatusRestoring:    unmapped,
+	lifecycle.StatusUpgrading:    unmapped,
+	lifecycle.StatusRollback:     unmapped,
 }
 
 // rightScale refines a running server by what its guest said about its
@@ -288,6 +316,16 @@ var azurePowerWords = map[lifecycle.Status]word{
 	// Azure resets a password through a VM extension: an update
 	// (ProvisioningState/updating) of a running VM.
 	lifecycle.StatusSettingPassword: {Status: "running", Billing: BillingHardwareAndSoftware},
+	// "when the user stops the VM using client APIs VM transitions to
+	// deallocating"; "VM is stopped and removed/deallocated from the host".
+	lifecycle.StatusDeallocating: {Status: "deallocating", Billing: BillingHardwareOnly},
+	lifecycle.StatusDeallocated:  {Status: "deallocated", Billing: BillingNotBilled},
+	lifecycle.StatusSoftDeleted:  unmapped, // a deleted VM no longer exists to have a state
+	lifecycle.StatusRestoring:    unmapped,
+	// A model change (ProvisioningState/updating); the power state is what
+	// the guest does meanwhile.
+	lifecycle.StatusUpgrading: unmapped, // refined by azureObserved
+	lifecycle.StatusRollback:  unmapped, // refined by azureObserved
 }
 
 // azureObserved is the power state for what the hypervisor reports, used
@@ -328,7 +366,7 @@ func azureProvisioning(in Input) string {
 func azureWord(in Input, s lifecycle.Status) word {
 	switch s {
 	case lifecycle.StatusDeleting, lifecycle.StatusError, lifecycle.StatusResizing, lifecycle.StatusExtending,
-		lifecycle.StatusConfirmingResize, lifecycle.StatusRevertingResize:
+		lifecycle.StatusConfirmingResize, lifecycle.StatusRevertingResize, lifecycle.StatusUpgrading, lifecycle.StatusRollback:
 		if w, ok := azureObserved[in.Power]; ok {
 			return w
 		}
@@ -396,6 +434,13 @@ var managedInstanceWords = map[lifecycle.Status]word{
 	lifecycle.StatusRevertingResize:  {Status: "EXTENDING"},
 	// Nothing of the instance's specification changes.
 	lifecycle.StatusSettingPassword: {Status: "RUNNING"},
+	lifecycle.StatusDeallocating:    unmapped,
+	lifecycle.StatusDeallocated:     unmapped,
+	lifecycle.StatusSoftDeleted:     unmapped,
+	lifecycle.StatusRestoring:       unmapped,
+	// "The instance is being upgraded"; "The instance is being rolled back."
+	lifecycle.StatusUpgrading: {Status: "UPGRADING"},
+	lifecycle.StatusRollback:  {Status: "ROLLBACK"},
 }
 
 func managedInstance(in Input, s lifecycle.Status) View {

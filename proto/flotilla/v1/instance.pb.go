@@ -102,6 +102,24 @@ const (
 	// delete goes on, forcing the domain off (RightScale's stranded in
 	// decommissioning).
 	Status_STATUS_STRANDED_DECOMMISSIONING Status = 31
+	// The stopped instance's domain is being undefined, its disk kept
+	// (DEALLOCATE; Azure's deallocating).
+	Status_STATUS_DEALLOCATING Status = 40
+	// No domain and no capacity held on any host; the disk is kept on the
+	// host that last ran it. A start schedules it again (Azure's deallocated).
+	Status_STATUS_DEALLOCATED Status = 41
+	// Deleted, restorable with RestoreInstance until the cluster's retention
+	// window ends; its domain (off) and disk are kept and hold their host's
+	// capacity (Nova's SOFT_DELETED).
+	Status_STATUS_SOFT_DELETED Status = 42
+	// A soft-deleted instance is being brought back (RESTORE).
+	Status_STATUS_RESTORING Status = 43
+	// A new image version and/or model is applied and the guest checked for
+	// health (UPGRADE; seed 004's UPGRADING).
+	Status_STATUS_UPGRADING Status = 44
+	// An upgrade failed or its guest did not become healthy in time: the
+	// previous disk and model are being put back (seed 004's ROLLBACK).
+	Status_STATUS_ROLLBACK Status = 45
 )
 
 // Enum value maps for Status.
@@ -139,6 +157,12 @@ var (
 		29: "STATUS_SETTING_PASSWORD",
 		30: "STATUS_DECOMMISSIONING",
 		31: "STATUS_STRANDED_DECOMMISSIONING",
+		40: "STATUS_DEALLOCATING",
+		41: "STATUS_DEALLOCATED",
+		42: "STATUS_SOFT_DELETED",
+		43: "STATUS_RESTORING",
+		44: "STATUS_UPGRADING",
+		45: "STATUS_ROLLBACK",
 	}
 	Status_value = map[string]int32{
 		"STATUS_UNSPECIFIED":              0,
@@ -173,6 +197,12 @@ var (
 		"STATUS_SETTING_PASSWORD":         29,
 		"STATUS_DECOMMISSIONING":          30,
 		"STATUS_STRANDED_DECOMMISSIONING": 31,
+		"STATUS_DEALLOCATING":             40,
+		"STATUS_DEALLOCATED":              41,
+		"STATUS_SOFT_DELETED":             42,
+		"STATUS_RESTORING":                43,
+		"STATUS_UPGRADING":                44,
+		"STATUS_ROLLBACK":                 45,
 	}
 )
 
@@ -219,25 +249,33 @@ const (
 	DesiredState_DESIRED_STATE_SUSPENDED DesiredState = 4
 	// The instance should not exist.
 	DesiredState_DESIRED_STATE_DELETED DesiredState = 5
+	// The domain should be undefined and the host released, the disk kept.
+	DesiredState_DESIRED_STATE_DEALLOCATED DesiredState = 40
+	// Deleted, but kept (off) for the retention window, restorable.
+	DesiredState_DESIRED_STATE_SOFT_DELETED DesiredState = 41
 )
 
 // Enum value maps for DesiredState.
 var (
 	DesiredState_name = map[int32]string{
-		0: "DESIRED_STATE_UNSPECIFIED",
-		1: "DESIRED_STATE_RUNNING",
-		2: "DESIRED_STATE_STOPPED",
-		3: "DESIRED_STATE_PAUSED",
-		4: "DESIRED_STATE_SUSPENDED",
-		5: "DESIRED_STATE_DELETED",
+		0:  "DESIRED_STATE_UNSPECIFIED",
+		1:  "DESIRED_STATE_RUNNING",
+		2:  "DESIRED_STATE_STOPPED",
+		3:  "DESIRED_STATE_PAUSED",
+		4:  "DESIRED_STATE_SUSPENDED",
+		5:  "DESIRED_STATE_DELETED",
+		40: "DESIRED_STATE_DEALLOCATED",
+		41: "DESIRED_STATE_SOFT_DELETED",
 	}
 	DesiredState_value = map[string]int32{
-		"DESIRED_STATE_UNSPECIFIED": 0,
-		"DESIRED_STATE_RUNNING":     1,
-		"DESIRED_STATE_STOPPED":     2,
-		"DESIRED_STATE_PAUSED":      3,
-		"DESIRED_STATE_SUSPENDED":   4,
-		"DESIRED_STATE_DELETED":     5,
+		"DESIRED_STATE_UNSPECIFIED":  0,
+		"DESIRED_STATE_RUNNING":      1,
+		"DESIRED_STATE_STOPPED":      2,
+		"DESIRED_STATE_PAUSED":       3,
+		"DESIRED_STATE_SUSPENDED":    4,
+		"DESIRED_STATE_DELETED":      5,
+		"DESIRED_STATE_DEALLOCATED":  40,
+		"DESIRED_STATE_SOFT_DELETED": 41,
 	}
 )
 
@@ -366,6 +404,12 @@ const (
 	Action_ACTION_MOVE Action = 14
 	// SetPassword.
 	Action_ACTION_SET_PASSWORD Action = 15
+	// DeallocateInstance.
+	Action_ACTION_DEALLOCATE Action = 22
+	// RestoreInstance.
+	Action_ACTION_RESTORE Action = 23
+	// UpgradeInstance.
+	Action_ACTION_UPGRADE Action = 24
 )
 
 // Enum value maps for Action.
@@ -387,6 +431,9 @@ var (
 		13: "ACTION_EXTEND",
 		14: "ACTION_MOVE",
 		15: "ACTION_SET_PASSWORD",
+		22: "ACTION_DEALLOCATE",
+		23: "ACTION_RESTORE",
+		24: "ACTION_UPGRADE",
 	}
 	Action_value = map[string]int32{
 		"ACTION_UNSPECIFIED":    0,
@@ -405,6 +452,9 @@ var (
 		"ACTION_EXTEND":         13,
 		"ACTION_MOVE":           14,
 		"ACTION_SET_PASSWORD":   15,
+		"ACTION_DEALLOCATE":     22,
+		"ACTION_RESTORE":        23,
+		"ACTION_UPGRADE":        24,
 	}
 )
 
@@ -3239,7 +3289,7 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x02 \x01(\tR\trequestId\x12$\n" +
 	"\x0etarget_host_id\x18\x03 \x01(\tR\ftargetHostId\x12D\n" +
-	"\x10graceful_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x0fgracefulTimeout*\xe7\x05\n" +
+	"\x10graceful_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x0fgracefulTimeout*\xf2\x06\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fSTATUS_CREATING\x10\x01\x12\x13\n" +
@@ -3273,20 +3323,28 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x10STATUS_EXTENDING\x10\x1c\x12\x1b\n" +
 	"\x17STATUS_SETTING_PASSWORD\x10\x1d\x12\x1a\n" +
 	"\x16STATUS_DECOMMISSIONING\x10\x1e\x12#\n" +
-	"\x1fSTATUS_STRANDED_DECOMMISSIONING\x10\x1f*\xb5\x01\n" +
+	"\x1fSTATUS_STRANDED_DECOMMISSIONING\x10\x1f\x12\x17\n" +
+	"\x13STATUS_DEALLOCATING\x10(\x12\x16\n" +
+	"\x12STATUS_DEALLOCATED\x10)\x12\x17\n" +
+	"\x13STATUS_SOFT_DELETED\x10*\x12\x14\n" +
+	"\x10STATUS_RESTORING\x10+\x12\x14\n" +
+	"\x10STATUS_UPGRADING\x10,\x12\x13\n" +
+	"\x0fSTATUS_ROLLBACK\x10-*\xf4\x01\n" +
 	"\fDesiredState\x12\x1d\n" +
 	"\x19DESIRED_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15DESIRED_STATE_RUNNING\x10\x01\x12\x19\n" +
 	"\x15DESIRED_STATE_STOPPED\x10\x02\x12\x18\n" +
 	"\x14DESIRED_STATE_PAUSED\x10\x03\x12\x1b\n" +
 	"\x17DESIRED_STATE_SUSPENDED\x10\x04\x12\x19\n" +
-	"\x15DESIRED_STATE_DELETED\x10\x05*\xc3\x01\n" +
+	"\x15DESIRED_STATE_DELETED\x10\x05\x12\x1d\n" +
+	"\x19DESIRED_STATE_DEALLOCATED\x10(\x12\x1e\n" +
+	"\x1aDESIRED_STATE_SOFT_DELETED\x10)*\xc3\x01\n" +
 	"\x12ProvisioningResult\x12#\n" +
 	"\x1fPROVISIONING_RESULT_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dPROVISIONING_RESULT_SUCCEEDED\x10\x01\x12\x1e\n" +
 	"\x1aPROVISIONING_RESULT_FAILED\x10\x02\x12 \n" +
 	"\x1cPROVISIONING_RESULT_CANCELED\x10\x03\x12#\n" +
-	"\x1fPROVISIONING_RESULT_ROLLED_BACK\x10\x04*\xcf\x02\n" +
+	"\x1fPROVISIONING_RESULT_ROLLED_BACK\x10\x04*\x8e\x03\n" +
 	"\x06Action\x12\x16\n" +
 	"\x12ACTION_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fACTION_START\x10\x01\x12\x0f\n" +
@@ -3304,7 +3362,10 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x14ACTION_REVERT_RESIZE\x10\f\x12\x11\n" +
 	"\rACTION_EXTEND\x10\r\x12\x0f\n" +
 	"\vACTION_MOVE\x10\x0e\x12\x17\n" +
-	"\x13ACTION_SET_PASSWORD\x10\x0f*\x8a\x01\n" +
+	"\x13ACTION_SET_PASSWORD\x10\x0f\x12\x15\n" +
+	"\x11ACTION_DEALLOCATE\x10\x16\x12\x12\n" +
+	"\x0eACTION_RESTORE\x10\x17\x12\x12\n" +
+	"\x0eACTION_UPGRADE\x10\x18*\x8a\x01\n" +
 	"\x0eRecoveryPolicy\x12\x1f\n" +
 	"\x1bRECOVERY_POLICY_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15RECOVERY_POLICY_LEAVE\x10\x01\x12\x1b\n" +

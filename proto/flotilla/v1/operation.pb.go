@@ -67,6 +67,15 @@ const (
 	OperationKind_OPERATION_KIND_EXTEND OperationKind = 17
 	// Set a user's password inside the guest.
 	OperationKind_OPERATION_KIND_SET_PASSWORD OperationKind = 18
+	// Undefine a stopped instance's domain and release its host, keeping the disk.
+	OperationKind_OPERATION_KIND_DEALLOCATE OperationKind = 26
+	// Stop the instance and keep it, restorable, for the retention window.
+	OperationKind_OPERATION_KIND_SOFT_DELETE OperationKind = 27
+	// Bring a soft-deleted instance back as it was.
+	OperationKind_OPERATION_KIND_RESTORE OperationKind = 28
+	// Change the image version and/or machine model; rolls back by itself
+	// when the guest does not become healthy.
+	OperationKind_OPERATION_KIND_UPGRADE OperationKind = 29
 )
 
 // Enum value maps for OperationKind.
@@ -91,6 +100,10 @@ var (
 		16: "OPERATION_KIND_REVERT_RESIZE",
 		17: "OPERATION_KIND_EXTEND",
 		18: "OPERATION_KIND_SET_PASSWORD",
+		26: "OPERATION_KIND_DEALLOCATE",
+		27: "OPERATION_KIND_SOFT_DELETE",
+		28: "OPERATION_KIND_RESTORE",
+		29: "OPERATION_KIND_UPGRADE",
 	}
 	OperationKind_value = map[string]int32{
 		"OPERATION_KIND_UNSPECIFIED":    0,
@@ -112,6 +125,10 @@ var (
 		"OPERATION_KIND_REVERT_RESIZE":  16,
 		"OPERATION_KIND_EXTEND":         17,
 		"OPERATION_KIND_SET_PASSWORD":   18,
+		"OPERATION_KIND_DEALLOCATE":     26,
+		"OPERATION_KIND_SOFT_DELETE":    27,
+		"OPERATION_KIND_RESTORE":        28,
+		"OPERATION_KIND_UPGRADE":        29,
 	}
 )
 
@@ -1240,7 +1257,7 @@ const file_flotilla_v1_operation_proto_rawDesc = "" +
 	"\n" +
 	"bytes_sent\x18\x05 \x01(\x04R\tbytesSent\x12;\n" +
 	"\vreport_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"reportTime*\xae\x04\n" +
+	"reportTime*\xa5\x05\n" +
 	"\rOperationKind\x12\x1e\n" +
 	"\x1aOPERATION_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15OPERATION_KIND_CREATE\x10\x01\x12\x18\n" +
@@ -1261,7 +1278,11 @@ const file_flotilla_v1_operation_proto_rawDesc = "" +
 	"\x1dOPERATION_KIND_CONFIRM_RESIZE\x10\x0f\x12 \n" +
 	"\x1cOPERATION_KIND_REVERT_RESIZE\x10\x10\x12\x19\n" +
 	"\x15OPERATION_KIND_EXTEND\x10\x11\x12\x1f\n" +
-	"\x1bOPERATION_KIND_SET_PASSWORD\x10\x12*\xe6\x01\n" +
+	"\x1bOPERATION_KIND_SET_PASSWORD\x10\x12\x12\x1d\n" +
+	"\x19OPERATION_KIND_DEALLOCATE\x10\x1a\x12\x1e\n" +
+	"\x1aOPERATION_KIND_SOFT_DELETE\x10\x1b\x12\x1a\n" +
+	"\x16OPERATION_KIND_RESTORE\x10\x1c\x12\x1a\n" +
+	"\x16OPERATION_KIND_UPGRADE\x10\x1d*\xe6\x01\n" +
 	"\x0eOperationState\x12\x1f\n" +
 	"\x1bOPERATION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17OPERATION_STATE_PENDING\x10\x01\x12\x1b\n" +

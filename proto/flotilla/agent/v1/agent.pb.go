@@ -254,6 +254,22 @@ const (
 	// (its shutdown scripts) by the step's deadline. A guest without a guest
 	// side skips it: the step succeeds with a note saying so.
 	StepAction_STEP_ACTION_DECOMMISSION StepAction = 25
+	// Undefine the shut-off domain, keeping its disk (a deallocate).
+	StepAction_STEP_ACTION_RELEASE_DOMAIN StepAction = 32
+	// Define the domain, shut off, at spec over the disk a RELEASE_DOMAIN kept.
+	StepAction_STEP_ACTION_DEFINE_DOMAIN StepAction = 33
+	// Keep the shut-off domain's disk and definition apart (the snapshot an
+	// upgrade rolls back to) and redefine it at spec (the new image version
+	// and model) over a new disk.
+	StepAction_STEP_ACTION_UPGRADE_DISK StepAction = 34
+	// Put the kept disk and definition back; the upgraded disk is removed.
+	StepAction_STEP_ACTION_ROLLBACK_DISK StepAction = 35
+	// Wait, within the step's timeout, for the guest to say it is ready on
+	// its guest channel or, with no guest side, for the domain to keep
+	// running for a settle time.
+	StepAction_STEP_ACTION_AWAIT_HEALTHY StepAction = 36
+	// Remove the snapshot an UPGRADE_DISK kept: the upgrade is final.
+	StepAction_STEP_ACTION_DROP_SNAPSHOT StepAction = 37
 )
 
 // Enum value maps for StepAction.
@@ -285,34 +301,46 @@ var (
 		23: "STEP_ACTION_REFREEZE_DISK",
 		24: "STEP_ACTION_SET_PASSWORD",
 		25: "STEP_ACTION_DECOMMISSION",
+		32: "STEP_ACTION_RELEASE_DOMAIN",
+		33: "STEP_ACTION_DEFINE_DOMAIN",
+		34: "STEP_ACTION_UPGRADE_DISK",
+		35: "STEP_ACTION_ROLLBACK_DISK",
+		36: "STEP_ACTION_AWAIT_HEALTHY",
+		37: "STEP_ACTION_DROP_SNAPSHOT",
 	}
 	StepAction_value = map[string]int32{
-		"STEP_ACTION_UNSPECIFIED":   0,
-		"STEP_ACTION_CREATE":        1,
-		"STEP_ACTION_START":         2,
-		"STEP_ACTION_STOP":          3,
-		"STEP_ACTION_RESTART":       4,
-		"STEP_ACTION_HARD_RESTART":  5,
-		"STEP_ACTION_PAUSE":         6,
-		"STEP_ACTION_UNPAUSE":       7,
-		"STEP_ACTION_SUSPEND":       8,
-		"STEP_ACTION_RESUME":        9,
-		"STEP_ACTION_DELETE":        10,
-		"STEP_ACTION_OFFER_DISK":    11,
-		"STEP_ACTION_IMPORT_DISK":   12,
-		"STEP_ACTION_PREFLIGHT":     13,
-		"STEP_ACTION_UPDATE":        14,
-		"STEP_ACTION_FREEZE_DISK":   15,
-		"STEP_ACTION_THAW_DISK":     16,
-		"STEP_ACTION_RECEIVE_DISK":  17,
-		"STEP_ACTION_ADOPT_DISK":    18,
-		"STEP_ACTION_RESHAPE":       19,
-		"STEP_ACTION_UNSHAPE":       20,
-		"STEP_ACTION_DROP_ORIGINAL": 21,
-		"STEP_ACTION_GROW_DISK":     22,
-		"STEP_ACTION_REFREEZE_DISK": 23,
-		"STEP_ACTION_SET_PASSWORD":  24,
-		"STEP_ACTION_DECOMMISSION":  25,
+		"STEP_ACTION_UNSPECIFIED":    0,
+		"STEP_ACTION_CREATE":         1,
+		"STEP_ACTION_START":          2,
+		"STEP_ACTION_STOP":           3,
+		"STEP_ACTION_RESTART":        4,
+		"STEP_ACTION_HARD_RESTART":   5,
+		"STEP_ACTION_PAUSE":          6,
+		"STEP_ACTION_UNPAUSE":        7,
+		"STEP_ACTION_SUSPEND":        8,
+		"STEP_ACTION_RESUME":         9,
+		"STEP_ACTION_DELETE":         10,
+		"STEP_ACTION_OFFER_DISK":     11,
+		"STEP_ACTION_IMPORT_DISK":    12,
+		"STEP_ACTION_PREFLIGHT":      13,
+		"STEP_ACTION_UPDATE":         14,
+		"STEP_ACTION_FREEZE_DISK":    15,
+		"STEP_ACTION_THAW_DISK":      16,
+		"STEP_ACTION_RECEIVE_DISK":   17,
+		"STEP_ACTION_ADOPT_DISK":     18,
+		"STEP_ACTION_RESHAPE":        19,
+		"STEP_ACTION_UNSHAPE":        20,
+		"STEP_ACTION_DROP_ORIGINAL":  21,
+		"STEP_ACTION_GROW_DISK":      22,
+		"STEP_ACTION_REFREEZE_DISK":  23,
+		"STEP_ACTION_SET_PASSWORD":   24,
+		"STEP_ACTION_DECOMMISSION":   25,
+		"STEP_ACTION_RELEASE_DOMAIN": 32,
+		"STEP_ACTION_DEFINE_DOMAIN":  33,
+		"STEP_ACTION_UPGRADE_DISK":   34,
+		"STEP_ACTION_ROLLBACK_DISK":  35,
+		"STEP_ACTION_AWAIT_HEALTHY":  36,
+		"STEP_ACTION_DROP_SNAPSHOT":  37,
 	}
 )
 
@@ -2384,7 +2412,7 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\x16DISK_LAYER_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fDISK_LAYER_BASE\x10\x01\x12\x12\n" +
 	"\x0eDISK_LAYER_TOP\x10\x02\x12\x12\n" +
-	"\x0eDISK_LAYER_MID\x10\x03*\xc3\x05\n" +
+	"\x0eDISK_LAYER_MID\x10\x03*\xfd\x06\n" +
 	"\n" +
 	"StepAction\x12\x1b\n" +
 	"\x17STEP_ACTION_UNSPECIFIED\x10\x00\x12\x16\n" +
@@ -2413,7 +2441,13 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\x15STEP_ACTION_GROW_DISK\x10\x16\x12\x1d\n" +
 	"\x19STEP_ACTION_REFREEZE_DISK\x10\x17\x12\x1c\n" +
 	"\x18STEP_ACTION_SET_PASSWORD\x10\x18\x12\x1c\n" +
-	"\x18STEP_ACTION_DECOMMISSION\x10\x19*\x92\x01\n" +
+	"\x18STEP_ACTION_DECOMMISSION\x10\x19\x12\x1e\n" +
+	"\x1aSTEP_ACTION_RELEASE_DOMAIN\x10 \x12\x1d\n" +
+	"\x19STEP_ACTION_DEFINE_DOMAIN\x10!\x12\x1c\n" +
+	"\x18STEP_ACTION_UPGRADE_DISK\x10\"\x12\x1d\n" +
+	"\x19STEP_ACTION_ROLLBACK_DISK\x10#\x12\x1d\n" +
+	"\x19STEP_ACTION_AWAIT_HEALTHY\x10$\x12\x1d\n" +
+	"\x19STEP_ACTION_DROP_SNAPSHOT\x10%*\x92\x01\n" +
 	"\x0fStepReportState\x12!\n" +
 	"\x1dSTEP_REPORT_STATE_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19STEP_REPORT_STATE_UNKNOWN\x10\x01\x12\x1d\n" +
