@@ -233,6 +233,15 @@ type Driver interface {
 	// are ErrInvalidState. The next boot sees the new size too.
 	GrowDisk(ctx context.Context, id string, diskGiB uint64) error
 
+	// Release undefines a shut-off domain and keeps its disk (a
+	// deallocate): the host holds nothing of it but the disk. No domain:
+	// success. Any state but shut off is ErrInvalidState.
+	Release(ctx context.Context, id string) error
+	// Define defines the domain, shut off, at spec over the disk a Release
+	// kept. Done already (defined, shut off): success; no kept disk is
+	// ErrNotFound; a domain in any other state is ErrAlreadyExists.
+	Define(ctx context.Context, spec DomainSpec) error
+
 	// Status reports one domain; a missing domain is PowerNoDomain, not an error.
 	Status(ctx context.Context, id string) (DomainStatus, error)
 	// List reports every domain Flotilla manages on this host.

@@ -590,6 +590,14 @@ func (e *Executor) call(ctx context.Context, action agentv1.StepAction, deadline
 		return d.Unshape(ctx, spec)
 	case agentv1.StepAction_STEP_ACTION_DROP_ORIGINAL:
 		return d.DropOriginal(ctx, id)
+	case agentv1.StepAction_STEP_ACTION_RELEASE_DOMAIN:
+		return d.Release(ctx, id)
+	case agentv1.StepAction_STEP_ACTION_DEFINE_DOMAIN:
+		spec, err := validSpec(step)
+		if err != nil {
+			return err
+		}
+		return d.Define(ctx, spec)
 	case agentv1.StepAction_STEP_ACTION_GROW_DISK:
 		spec, err := domainSpec(step)
 		if err != nil {

@@ -339,6 +339,7 @@ func mutationFlags(fs *pflag.FlagSet, kind, name string) func([]string) (*mutati
 		decommission = fs.Duration("decommission-timeout", 0, "how long the guest may run its decommission work first (0: none; not given: the instance's)")
 	case "delete":
 		decommission = fs.Duration("decommission-timeout", 0, "how long the guest may run its decommission work first (0: none; not given: the instance's)")
+		force = fs.Bool("force", false, "reclaim at once, even with a retention window (a SOFT_DELETED instance is reclaimed by any delete)")
 	case "restart":
 		hard = fs.Bool("hard", false, "reset the machine instead of asking the guest")
 	case "resize":
@@ -445,6 +446,10 @@ func mutationFlags(fs *pflag.FlagSet, kind, name string) func([]string) (*mutati
 				req.DecommissionTimeout = durationpb.New(*decommission)
 			}
 			m.req = req
+		case "deallocate":
+			m.req = &flotillav1.DeallocateInstanceRequest{Id: id, RequestId: *requestID}
+		case "restore":
+			m.req = &flotillav1.RestoreInstanceRequest{Id: id, RequestId: *requestID}
 		case "restart":
 			m.req = &flotillav1.RestartInstanceRequest{Id: id, RequestId: *requestID, Hard: *hard}
 		case "pause":
@@ -456,7 +461,7 @@ func mutationFlags(fs *pflag.FlagSet, kind, name string) func([]string) (*mutati
 		case "resume":
 			m.req = &flotillav1.ResumeInstanceRequest{Id: id, RequestId: *requestID}
 		case "delete":
-			req := &flotillav1.DeleteInstanceRequest{Id: id, RequestId: *requestID}
+			req := &flotillav1.DeleteInstanceRequest{Id: id, RequestId: *requestID, Force: *force}
 			if set["decommission-timeout"] {
 				req.DecommissionTimeout = durationpb.New(*decommission)
 			}
@@ -562,6 +567,10 @@ func send(ctx context.Context, cl flotillav1.InstanceServiceClient, req proto.Me
 		return cl.ResumeInstance(ctx, r)
 	case *flotillav1.DeleteInstanceRequest:
 		return cl.DeleteInstance(ctx, r)
+	case *flotillav1.DeallocateInstanceRequest:
+		return cl.DeallocateInstance(ctx, r)
+	case *flotillav1.RestoreInstanceRequest:
+		return cl.RestoreInstance(ctx, r)
 	case *flotillav1.ResizeInstanceRequest:
 		return cl.ResizeInstance(ctx, r)
 	case *flotillav1.ConfirmResizeRequest:
@@ -676,7 +685,9 @@ func instanceCommands(c *cli) []*cobra.Command {
 		action("unpause", "Continue a paused instance"),
 		action("suspend", "Write an instance's memory to disk and stop it"),
 		action("resume", "Restore a suspended instance"),
-		action("delete", "Delete an instance and its disk"),
+		action("delete", "Delete an instance and its disk (with a retention window: soft-delete it; --force: at once)"),
+		action("deallocate", "Release a stopped instance's host, keeping its disk (start places it again)"),
+		action("restore", "Bring a soft-deleted instance back as it was"),
 		action("update", "Change an instance's name, labels or recovery policy"),
 		action("resize", "Change an instance's vCPUs, memory or disk, in place or on another host"),
 		action("confirm-resize", "Keep a resize and drop the old copy"),

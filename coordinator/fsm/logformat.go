@@ -33,8 +33,11 @@ const (
 	// and binds them to the request's content (Operation.request_key and
 	// request_hash), and adds host removal (host.remove).
 	LogVersion6 uint32 = 6
+	// LogVersion9 adds deallocate, soft delete (InstanceAction.retain and
+	// reclaim_before), restore and upgrade.
+	LogVersion9 uint32 = 9
 	// SupportedLogVersion is the newest version this server reads and writes.
-	SupportedLogVersion = LogVersion6
+	SupportedLogVersion = LogVersion9
 )
 
 // entryMarker starts every entry of format 2; never '{' nor 0xF1, which

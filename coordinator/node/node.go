@@ -68,6 +68,10 @@ type Config struct {
 	// HistoryRetention is how long a deleted instance's records (its
 	// operations, its usage) are kept after its deletion; 0 keeps them.
 	HistoryRetention time.Duration
+	// SoftDeleteRetention is the retention window of soft-deleted
+	// instances: a delete keeps them restorable that long, then the leader
+	// reclaims them (0: a delete deletes at once).
+	SoftDeleteRetention time.Duration
 	// ReadinessTimeout is how long a booting guest may take to be ready when
 	// its create says nothing (0: never stranded).
 	ReadinessTimeout time.Duration
@@ -240,7 +244,7 @@ func Start(cfg Config) (*Node, error) {
 	)...)
 	// Through the forwarder, so writes relayed by followers run on the same handlers.
 	api.Register(fwd.Registrar(gs), api.Config{Store: store, Applier: rs, Cluster: rs, Upgrade: n.gate, Policy: cfg.Placement, Deadlines: cfg.Deadlines, ReadinessTimeout: cfg.ReadinessTimeout, Logger: cfg.Logger,
-		Secrets: n.secrets})
+		Secrets: n.secrets, SoftDeleteRetention: cfg.SoftDeleteRetention})
 	fwd.RegisterRelay(gs)
 	agentv1.RegisterAgentServiceServer(gs, links)
 	if cfg.Metrics != nil {
@@ -313,6 +317,7 @@ func (n *Node) lead(ctx context.Context, links *agentlink.Server) {
 				go links.Watch(lctx)
 				go recovery.Run(lctx, n.Store, n.Raft, n.log)
 				go retention.Run(lctx, n.Store, n.Raft, n.cfg.HistoryRetention, n.log)
+				go retention.Reclaim(lctx, n.Store, n.Raft, n.cfg.SoftDeleteRetention, n.log)
 				go readiness.Run(lctx, n.Store, n.Raft, n.log)
 				go n.startUsage(lctx)
 				go n.gate.Run(lctx, 2*time.Second)

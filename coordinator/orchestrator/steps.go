@@ -316,7 +316,7 @@ func (o *Orchestrator) expire(ctx context.Context, op state.Operation, stepID, m
 func definesDomain(a lifecycle.StepAction) bool {
 	switch a {
 	case lifecycle.ActCreate, lifecycle.ActPreflight, lifecycle.ActImportDisk, lifecycle.ActReceiveDisk,
-		lifecycle.ActAdoptDisk, lifecycle.ActReshape, lifecycle.ActUnshape:
+		lifecycle.ActAdoptDisk, lifecycle.ActReshape, lifecycle.ActUnshape, lifecycle.ActDefine:
 		return true
 	}
 	return false

@@ -2550,8 +2550,13 @@ type DeleteInstanceRequest struct {
 	// How long a running guest gets to run its decommission work before the
 	// domain is destroyed; see StopInstanceRequest.decommission_timeout.
 	DecommissionTimeout *durationpb.Duration `protobuf:"bytes,3,opt,name=decommission_timeout,json=decommissionTimeout,proto3" json:"decommission_timeout,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// With a cluster retention window (coordinator flag
+	// --soft-delete-retention), a delete keeps the instance SOFT_DELETED and
+	// restorable until the window ends; force reclaims it at once (as a
+	// delete of a SOFT_DELETED instance does).
+	Force         bool `protobuf:"varint,140,opt,name=force,proto3" json:"force,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeleteInstanceRequest) Reset() {
@@ -2605,6 +2610,123 @@ func (x *DeleteInstanceRequest) GetDecommissionTimeout() *durationpb.Duration {
 	return nil
 }
 
+func (x *DeleteInstanceRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+// DeallocateInstanceRequest releases a stopped instance's host.
+type DeallocateInstanceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The instance id.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Optional idempotency key; see CreateInstanceRequest.request_id.
+	RequestId     string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeallocateInstanceRequest) Reset() {
+	*x = DeallocateInstanceRequest{}
+	mi := &file_flotilla_v1_instance_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeallocateInstanceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeallocateInstanceRequest) ProtoMessage() {}
+
+func (x *DeallocateInstanceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_instance_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeallocateInstanceRequest.ProtoReflect.Descriptor instead.
+func (*DeallocateInstanceRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *DeallocateInstanceRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *DeallocateInstanceRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+// RestoreInstanceRequest brings a soft-deleted instance back.
+type RestoreInstanceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The instance id.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Optional idempotency key; see CreateInstanceRequest.request_id.
+	RequestId     string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreInstanceRequest) Reset() {
+	*x = RestoreInstanceRequest{}
+	mi := &file_flotilla_v1_instance_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreInstanceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreInstanceRequest) ProtoMessage() {}
+
+func (x *RestoreInstanceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_instance_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreInstanceRequest.ProtoReflect.Descriptor instead.
+func (*RestoreInstanceRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *RestoreInstanceRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RestoreInstanceRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
 // UpdateInstanceRequest changes an instance's model.
 type UpdateInstanceRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2628,7 +2750,7 @@ type UpdateInstanceRequest struct {
 
 func (x *UpdateInstanceRequest) Reset() {
 	*x = UpdateInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[23]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2640,7 +2762,7 @@ func (x *UpdateInstanceRequest) String() string {
 func (*UpdateInstanceRequest) ProtoMessage() {}
 
 func (x *UpdateInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[23]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2653,7 +2775,7 @@ func (x *UpdateInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateInstanceRequest.ProtoReflect.Descriptor instead.
 func (*UpdateInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{23}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *UpdateInstanceRequest) GetId() string {
@@ -2725,7 +2847,7 @@ type ResizeInstanceRequest struct {
 
 func (x *ResizeInstanceRequest) Reset() {
 	*x = ResizeInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[24]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2737,7 +2859,7 @@ func (x *ResizeInstanceRequest) String() string {
 func (*ResizeInstanceRequest) ProtoMessage() {}
 
 func (x *ResizeInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[24]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2750,7 +2872,7 @@ func (x *ResizeInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResizeInstanceRequest.ProtoReflect.Descriptor instead.
 func (*ResizeInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{24}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ResizeInstanceRequest) GetId() string {
@@ -2822,7 +2944,7 @@ type ConfirmResizeRequest struct {
 
 func (x *ConfirmResizeRequest) Reset() {
 	*x = ConfirmResizeRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[25]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2834,7 +2956,7 @@ func (x *ConfirmResizeRequest) String() string {
 func (*ConfirmResizeRequest) ProtoMessage() {}
 
 func (x *ConfirmResizeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[25]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2847,7 +2969,7 @@ func (x *ConfirmResizeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmResizeRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmResizeRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{25}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ConfirmResizeRequest) GetId() string {
@@ -2880,7 +3002,7 @@ type RevertResizeRequest struct {
 
 func (x *RevertResizeRequest) Reset() {
 	*x = RevertResizeRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[26]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2892,7 +3014,7 @@ func (x *RevertResizeRequest) String() string {
 func (*RevertResizeRequest) ProtoMessage() {}
 
 func (x *RevertResizeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[26]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2905,7 +3027,7 @@ func (x *RevertResizeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevertResizeRequest.ProtoReflect.Descriptor instead.
 func (*RevertResizeRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{26}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RevertResizeRequest) GetId() string {
@@ -2944,7 +3066,7 @@ type ExtendInstanceRequest struct {
 
 func (x *ExtendInstanceRequest) Reset() {
 	*x = ExtendInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[27]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2956,7 +3078,7 @@ func (x *ExtendInstanceRequest) String() string {
 func (*ExtendInstanceRequest) ProtoMessage() {}
 
 func (x *ExtendInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[27]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2969,7 +3091,7 @@ func (x *ExtendInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExtendInstanceRequest.ProtoReflect.Descriptor instead.
 func (*ExtendInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{27}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ExtendInstanceRequest) GetId() string {
@@ -3010,7 +3132,7 @@ type MoveInstanceRequest struct {
 
 func (x *MoveInstanceRequest) Reset() {
 	*x = MoveInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[28]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3022,7 +3144,7 @@ func (x *MoveInstanceRequest) String() string {
 func (*MoveInstanceRequest) ProtoMessage() {}
 
 func (x *MoveInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[28]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3035,7 +3157,7 @@ func (x *MoveInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveInstanceRequest.ProtoReflect.Descriptor instead.
 func (*MoveInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{28}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *MoveInstanceRequest) GetId() string {
@@ -3241,12 +3363,21 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x15ResumeInstanceRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x02 \x01(\tR\trequestId\"\x94\x01\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"\xab\x01\n" +
 	"\x15DeleteInstanceRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x02 \x01(\tR\trequestId\x12L\n" +
-	"\x14decommission_timeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x13decommissionTimeout\"\xcd\x02\n" +
+	"\x14decommission_timeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x13decommissionTimeout\x12\x15\n" +
+	"\x05force\x18\x8c\x01 \x01(\bR\x05force\"J\n" +
+	"\x19DeallocateInstanceRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"G\n" +
+	"\x16RestoreInstanceRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"\xcd\x02\n" +
 	"\x15UpdateInstanceRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
@@ -3384,7 +3515,7 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x11READINESS_UNKNOWN\x10\x01\x12\x15\n" +
 	"\x11READINESS_BOOTING\x10\x02\x12\x19\n" +
 	"\x15READINESS_OPERATIONAL\x10\x03\x12\x16\n" +
-	"\x12READINESS_STRANDED\x10\x042\xaa\f\n" +
+	"\x12READINESS_STRANDED\x10\x042\xd0\r\n" +
 	"\x0fInstanceService\x12L\n" +
 	"\x0eCreateInstance\x12\".flotilla.v1.CreateInstanceRequest\x1a\x16.flotilla.v1.Operation\x12E\n" +
 	"\vGetInstance\x12\x1f.flotilla.v1.GetInstanceRequest\x1a\x15.flotilla.v1.Instance\x12V\n" +
@@ -3397,7 +3528,9 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x0fUnpauseInstance\x12#.flotilla.v1.UnpauseInstanceRequest\x1a\x16.flotilla.v1.Operation\x12N\n" +
 	"\x0fSuspendInstance\x12#.flotilla.v1.SuspendInstanceRequest\x1a\x16.flotilla.v1.Operation\x12L\n" +
 	"\x0eResumeInstance\x12\".flotilla.v1.ResumeInstanceRequest\x1a\x16.flotilla.v1.Operation\x12L\n" +
-	"\x0eDeleteInstance\x12\".flotilla.v1.DeleteInstanceRequest\x1a\x16.flotilla.v1.Operation\x12L\n" +
+	"\x0eDeleteInstance\x12\".flotilla.v1.DeleteInstanceRequest\x1a\x16.flotilla.v1.Operation\x12T\n" +
+	"\x12DeallocateInstance\x12&.flotilla.v1.DeallocateInstanceRequest\x1a\x16.flotilla.v1.Operation\x12N\n" +
+	"\x0fRestoreInstance\x12#.flotilla.v1.RestoreInstanceRequest\x1a\x16.flotilla.v1.Operation\x12L\n" +
 	"\x0eUpdateInstance\x12\".flotilla.v1.UpdateInstanceRequest\x1a\x16.flotilla.v1.Operation\x12L\n" +
 	"\x0eResizeInstance\x12\".flotilla.v1.ResizeInstanceRequest\x1a\x16.flotilla.v1.Operation\x12J\n" +
 	"\rConfirmResize\x12!.flotilla.v1.ConfirmResizeRequest\x1a\x16.flotilla.v1.Operation\x12H\n" +
@@ -3420,113 +3553,115 @@ func file_flotilla_v1_instance_proto_rawDescGZIP() []byte {
 }
 
 var file_flotilla_v1_instance_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_flotilla_v1_instance_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_flotilla_v1_instance_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_flotilla_v1_instance_proto_goTypes = []any{
-	(Status)(0),                     // 0: flotilla.v1.Status
-	(DesiredState)(0),               // 1: flotilla.v1.DesiredState
-	(ProvisioningResult)(0),         // 2: flotilla.v1.ProvisioningResult
-	(Action)(0),                     // 3: flotilla.v1.Action
-	(RecoveryPolicy)(0),             // 4: flotilla.v1.RecoveryPolicy
-	(Vocabulary)(0),                 // 5: flotilla.v1.Vocabulary
-	(Readiness)(0),                  // 6: flotilla.v1.Readiness
-	(*SetPasswordRequest)(nil),      // 7: flotilla.v1.SetPasswordRequest
-	(*MarkOperationalRequest)(nil),  // 8: flotilla.v1.MarkOperationalRequest
-	(*Recovery)(nil),                // 9: flotilla.v1.Recovery
-	(*VocabularyView)(nil),          // 10: flotilla.v1.VocabularyView
-	(*InstanceSpec)(nil),            // 11: flotilla.v1.InstanceSpec
-	(*Placement)(nil),               // 12: flotilla.v1.Placement
-	(*Instance)(nil),                // 13: flotilla.v1.Instance
-	(*PendingResize)(nil),           // 14: flotilla.v1.PendingResize
-	(*CreateInstanceRequest)(nil),   // 15: flotilla.v1.CreateInstanceRequest
-	(*GuestStatus)(nil),             // 16: flotilla.v1.GuestStatus
-	(*GetInstanceRequest)(nil),      // 17: flotilla.v1.GetInstanceRequest
-	(*ListInstancesRequest)(nil),    // 18: flotilla.v1.ListInstancesRequest
-	(*ListInstancesResponse)(nil),   // 19: flotilla.v1.ListInstancesResponse
-	(*WatchInstancesRequest)(nil),   // 20: flotilla.v1.WatchInstancesRequest
-	(*WatchInstancesResponse)(nil),  // 21: flotilla.v1.WatchInstancesResponse
-	(*StartInstanceRequest)(nil),    // 22: flotilla.v1.StartInstanceRequest
-	(*StopInstanceRequest)(nil),     // 23: flotilla.v1.StopInstanceRequest
-	(*RestartInstanceRequest)(nil),  // 24: flotilla.v1.RestartInstanceRequest
-	(*PauseInstanceRequest)(nil),    // 25: flotilla.v1.PauseInstanceRequest
-	(*UnpauseInstanceRequest)(nil),  // 26: flotilla.v1.UnpauseInstanceRequest
-	(*SuspendInstanceRequest)(nil),  // 27: flotilla.v1.SuspendInstanceRequest
-	(*ResumeInstanceRequest)(nil),   // 28: flotilla.v1.ResumeInstanceRequest
-	(*DeleteInstanceRequest)(nil),   // 29: flotilla.v1.DeleteInstanceRequest
-	(*UpdateInstanceRequest)(nil),   // 30: flotilla.v1.UpdateInstanceRequest
-	(*ResizeInstanceRequest)(nil),   // 31: flotilla.v1.ResizeInstanceRequest
-	(*ConfirmResizeRequest)(nil),    // 32: flotilla.v1.ConfirmResizeRequest
-	(*RevertResizeRequest)(nil),     // 33: flotilla.v1.RevertResizeRequest
-	(*ExtendInstanceRequest)(nil),   // 34: flotilla.v1.ExtendInstanceRequest
-	(*MoveInstanceRequest)(nil),     // 35: flotilla.v1.MoveInstanceRequest
-	nil,                             // 36: flotilla.v1.VocabularyView.FieldsEntry
-	nil,                             // 37: flotilla.v1.Placement.HostLabelsEntry
-	nil,                             // 38: flotilla.v1.Instance.LabelsEntry
-	nil,                             // 39: flotilla.v1.CreateInstanceRequest.LabelsEntry
-	nil,                             // 40: flotilla.v1.UpdateInstanceRequest.LabelsEntry
-	(PowerState)(0),                 // 41: flotilla.v1.PowerState
-	(*timestamppb.Timestamp)(nil),   // 42: google.protobuf.Timestamp
-	(*Fault)(nil),                   // 43: flotilla.v1.Fault
-	(*NetworkInterface)(nil),        // 44: flotilla.v1.NetworkInterface
-	(*durationpb.Duration)(nil),     // 45: google.protobuf.Duration
-	(*CopyProgress)(nil),            // 46: flotilla.v1.CopyProgress
-	(*NetworkInterfaceRequest)(nil), // 47: flotilla.v1.NetworkInterfaceRequest
-	(*fieldmaskpb.FieldMask)(nil),   // 48: google.protobuf.FieldMask
-	(*Operation)(nil),               // 49: flotilla.v1.Operation
+	(Status)(0),                       // 0: flotilla.v1.Status
+	(DesiredState)(0),                 // 1: flotilla.v1.DesiredState
+	(ProvisioningResult)(0),           // 2: flotilla.v1.ProvisioningResult
+	(Action)(0),                       // 3: flotilla.v1.Action
+	(RecoveryPolicy)(0),               // 4: flotilla.v1.RecoveryPolicy
+	(Vocabulary)(0),                   // 5: flotilla.v1.Vocabulary
+	(Readiness)(0),                    // 6: flotilla.v1.Readiness
+	(*SetPasswordRequest)(nil),        // 7: flotilla.v1.SetPasswordRequest
+	(*MarkOperationalRequest)(nil),    // 8: flotilla.v1.MarkOperationalRequest
+	(*Recovery)(nil),                  // 9: flotilla.v1.Recovery
+	(*VocabularyView)(nil),            // 10: flotilla.v1.VocabularyView
+	(*InstanceSpec)(nil),              // 11: flotilla.v1.InstanceSpec
+	(*Placement)(nil),                 // 12: flotilla.v1.Placement
+	(*Instance)(nil),                  // 13: flotilla.v1.Instance
+	(*PendingResize)(nil),             // 14: flotilla.v1.PendingResize
+	(*CreateInstanceRequest)(nil),     // 15: flotilla.v1.CreateInstanceRequest
+	(*GuestStatus)(nil),               // 16: flotilla.v1.GuestStatus
+	(*GetInstanceRequest)(nil),        // 17: flotilla.v1.GetInstanceRequest
+	(*ListInstancesRequest)(nil),      // 18: flotilla.v1.ListInstancesRequest
+	(*ListInstancesResponse)(nil),     // 19: flotilla.v1.ListInstancesResponse
+	(*WatchInstancesRequest)(nil),     // 20: flotilla.v1.WatchInstancesRequest
+	(*WatchInstancesResponse)(nil),    // 21: flotilla.v1.WatchInstancesResponse
+	(*StartInstanceRequest)(nil),      // 22: flotilla.v1.StartInstanceRequest
+	(*StopInstanceRequest)(nil),       // 23: flotilla.v1.StopInstanceRequest
+	(*RestartInstanceRequest)(nil),    // 24: flotilla.v1.RestartInstanceRequest
+	(*PauseInstanceRequest)(nil),      // 25: flotilla.v1.PauseInstanceRequest
+	(*UnpauseInstanceRequest)(nil),    // 26: flotilla.v1.UnpauseInstanceRequest
+	(*SuspendInstanceRequest)(nil),    // 27: flotilla.v1.SuspendInstanceRequest
+	(*ResumeInstanceRequest)(nil),     // 28: flotilla.v1.ResumeInstanceRequest
+	(*DeleteInstanceRequest)(nil),     // 29: flotilla.v1.DeleteInstanceRequest
+	(*DeallocateInstanceRequest)(nil), // 30: flotilla.v1.DeallocateInstanceRequest
+	(*RestoreInstanceRequest)(nil),    // 31: flotilla.v1.RestoreInstanceRequest
+	(*UpdateInstanceRequest)(nil),     // 32: flotilla.v1.UpdateInstanceRequest
+	(*ResizeInstanceRequest)(nil),     // 33: flotilla.v1.ResizeInstanceRequest
+	(*ConfirmResizeRequest)(nil),      // 34: flotilla.v1.ConfirmResizeRequest
+	(*RevertResizeRequest)(nil),       // 35: flotilla.v1.RevertResizeRequest
+	(*ExtendInstanceRequest)(nil),     // 36: flotilla.v1.ExtendInstanceRequest
+	(*MoveInstanceRequest)(nil),       // 37: flotilla.v1.MoveInstanceRequest
+	nil,                               // 38: flotilla.v1.VocabularyView.FieldsEntry
+	nil,                               // 39: flotilla.v1.Placement.HostLabelsEntry
+	nil,                               // 40: flotilla.v1.Instance.LabelsEntry
+	nil,                               // 41: flotilla.v1.CreateInstanceRequest.LabelsEntry
+	nil,                               // 42: flotilla.v1.UpdateInstanceRequest.LabelsEntry
+	(PowerState)(0),                   // 43: flotilla.v1.PowerState
+	(*timestamppb.Timestamp)(nil),     // 44: google.protobuf.Timestamp
+	(*Fault)(nil),                     // 45: flotilla.v1.Fault
+	(*NetworkInterface)(nil),          // 46: flotilla.v1.NetworkInterface
+	(*durationpb.Duration)(nil),       // 47: google.protobuf.Duration
+	(*CopyProgress)(nil),              // 48: flotilla.v1.CopyProgress
+	(*NetworkInterfaceRequest)(nil),   // 49: flotilla.v1.NetworkInterfaceRequest
+	(*fieldmaskpb.FieldMask)(nil),     // 50: google.protobuf.FieldMask
+	(*Operation)(nil),                 // 51: flotilla.v1.Operation
 }
 var file_flotilla_v1_instance_proto_depIdxs = []int32{
 	4,  // 0: flotilla.v1.Recovery.policy:type_name -> flotilla.v1.RecoveryPolicy
 	5,  // 1: flotilla.v1.VocabularyView.vocabulary:type_name -> flotilla.v1.Vocabulary
 	0,  // 2: flotilla.v1.VocabularyView.canonical_status:type_name -> flotilla.v1.Status
-	36, // 3: flotilla.v1.VocabularyView.fields:type_name -> flotilla.v1.VocabularyView.FieldsEntry
-	37, // 4: flotilla.v1.Placement.host_labels:type_name -> flotilla.v1.Placement.HostLabelsEntry
+	38, // 3: flotilla.v1.VocabularyView.fields:type_name -> flotilla.v1.VocabularyView.FieldsEntry
+	39, // 4: flotilla.v1.Placement.host_labels:type_name -> flotilla.v1.Placement.HostLabelsEntry
 	11, // 5: flotilla.v1.Instance.spec:type_name -> flotilla.v1.InstanceSpec
 	0,  // 6: flotilla.v1.Instance.status:type_name -> flotilla.v1.Status
 	1,  // 7: flotilla.v1.Instance.desired_state:type_name -> flotilla.v1.DesiredState
-	41, // 8: flotilla.v1.Instance.power_state:type_name -> flotilla.v1.PowerState
-	42, // 9: flotilla.v1.Instance.power_state_time:type_name -> google.protobuf.Timestamp
+	43, // 8: flotilla.v1.Instance.power_state:type_name -> flotilla.v1.PowerState
+	44, // 9: flotilla.v1.Instance.power_state_time:type_name -> google.protobuf.Timestamp
 	2,  // 10: flotilla.v1.Instance.provisioning_result:type_name -> flotilla.v1.ProvisioningResult
-	43, // 11: flotilla.v1.Instance.fault:type_name -> flotilla.v1.Fault
+	45, // 11: flotilla.v1.Instance.fault:type_name -> flotilla.v1.Fault
 	3,  // 12: flotilla.v1.Instance.allowed_actions:type_name -> flotilla.v1.Action
-	42, // 13: flotilla.v1.Instance.create_time:type_name -> google.protobuf.Timestamp
-	42, // 14: flotilla.v1.Instance.update_time:type_name -> google.protobuf.Timestamp
+	44, // 13: flotilla.v1.Instance.create_time:type_name -> google.protobuf.Timestamp
+	44, // 14: flotilla.v1.Instance.update_time:type_name -> google.protobuf.Timestamp
 	9,  // 15: flotilla.v1.Instance.recovery:type_name -> flotilla.v1.Recovery
 	12, // 16: flotilla.v1.Instance.placement:type_name -> flotilla.v1.Placement
 	10, // 17: flotilla.v1.Instance.views:type_name -> flotilla.v1.VocabularyView
-	38, // 18: flotilla.v1.Instance.labels:type_name -> flotilla.v1.Instance.LabelsEntry
+	40, // 18: flotilla.v1.Instance.labels:type_name -> flotilla.v1.Instance.LabelsEntry
 	14, // 19: flotilla.v1.Instance.resize:type_name -> flotilla.v1.PendingResize
-	44, // 20: flotilla.v1.Instance.interfaces:type_name -> flotilla.v1.NetworkInterface
+	46, // 20: flotilla.v1.Instance.interfaces:type_name -> flotilla.v1.NetworkInterface
 	6,  // 21: flotilla.v1.Instance.readiness:type_name -> flotilla.v1.Readiness
 	16, // 22: flotilla.v1.Instance.guest:type_name -> flotilla.v1.GuestStatus
-	45, // 23: flotilla.v1.Instance.readiness_timeout:type_name -> google.protobuf.Duration
-	45, // 24: flotilla.v1.Instance.decommission_timeout:type_name -> google.protobuf.Duration
-	46, // 25: flotilla.v1.Instance.copy:type_name -> flotilla.v1.CopyProgress
+	47, // 23: flotilla.v1.Instance.readiness_timeout:type_name -> google.protobuf.Duration
+	47, // 24: flotilla.v1.Instance.decommission_timeout:type_name -> google.protobuf.Duration
+	48, // 25: flotilla.v1.Instance.copy:type_name -> flotilla.v1.CopyProgress
 	11, // 26: flotilla.v1.PendingResize.from:type_name -> flotilla.v1.InstanceSpec
 	11, // 27: flotilla.v1.PendingResize.to:type_name -> flotilla.v1.InstanceSpec
-	42, // 28: flotilla.v1.PendingResize.confirm_time:type_name -> google.protobuf.Timestamp
+	44, // 28: flotilla.v1.PendingResize.confirm_time:type_name -> google.protobuf.Timestamp
 	11, // 29: flotilla.v1.CreateInstanceRequest.spec:type_name -> flotilla.v1.InstanceSpec
 	9,  // 30: flotilla.v1.CreateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
 	12, // 31: flotilla.v1.CreateInstanceRequest.placement:type_name -> flotilla.v1.Placement
-	39, // 32: flotilla.v1.CreateInstanceRequest.labels:type_name -> flotilla.v1.CreateInstanceRequest.LabelsEntry
-	47, // 33: flotilla.v1.CreateInstanceRequest.interfaces:type_name -> flotilla.v1.NetworkInterfaceRequest
-	45, // 34: flotilla.v1.CreateInstanceRequest.readiness_timeout:type_name -> google.protobuf.Duration
-	45, // 35: flotilla.v1.CreateInstanceRequest.decommission_timeout:type_name -> google.protobuf.Duration
-	42, // 36: flotilla.v1.GuestStatus.since:type_name -> google.protobuf.Timestamp
+	41, // 32: flotilla.v1.CreateInstanceRequest.labels:type_name -> flotilla.v1.CreateInstanceRequest.LabelsEntry
+	49, // 33: flotilla.v1.CreateInstanceRequest.interfaces:type_name -> flotilla.v1.NetworkInterfaceRequest
+	47, // 34: flotilla.v1.CreateInstanceRequest.readiness_timeout:type_name -> google.protobuf.Duration
+	47, // 35: flotilla.v1.CreateInstanceRequest.decommission_timeout:type_name -> google.protobuf.Duration
+	44, // 36: flotilla.v1.GuestStatus.since:type_name -> google.protobuf.Timestamp
 	5,  // 37: flotilla.v1.GetInstanceRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
 	0,  // 38: flotilla.v1.ListInstancesRequest.status_filter:type_name -> flotilla.v1.Status
 	5,  // 39: flotilla.v1.ListInstancesRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
 	13, // 40: flotilla.v1.ListInstancesResponse.instances:type_name -> flotilla.v1.Instance
 	5,  // 41: flotilla.v1.WatchInstancesRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
 	13, // 42: flotilla.v1.WatchInstancesResponse.instances:type_name -> flotilla.v1.Instance
-	45, // 43: flotilla.v1.StopInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
-	45, // 44: flotilla.v1.StopInstanceRequest.decommission_timeout:type_name -> google.protobuf.Duration
-	45, // 45: flotilla.v1.DeleteInstanceRequest.decommission_timeout:type_name -> google.protobuf.Duration
-	48, // 46: flotilla.v1.UpdateInstanceRequest.update_mask:type_name -> google.protobuf.FieldMask
-	40, // 47: flotilla.v1.UpdateInstanceRequest.labels:type_name -> flotilla.v1.UpdateInstanceRequest.LabelsEntry
+	47, // 43: flotilla.v1.StopInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	47, // 44: flotilla.v1.StopInstanceRequest.decommission_timeout:type_name -> google.protobuf.Duration
+	47, // 45: flotilla.v1.DeleteInstanceRequest.decommission_timeout:type_name -> google.protobuf.Duration
+	50, // 46: flotilla.v1.UpdateInstanceRequest.update_mask:type_name -> google.protobuf.FieldMask
+	42, // 47: flotilla.v1.UpdateInstanceRequest.labels:type_name -> flotilla.v1.UpdateInstanceRequest.LabelsEntry
 	9,  // 48: flotilla.v1.UpdateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
-	45, // 49: flotilla.v1.ResizeInstanceRequest.confirm_window:type_name -> google.protobuf.Duration
-	45, // 50: flotilla.v1.ResizeInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
-	45, // 51: flotilla.v1.RevertResizeRequest.graceful_timeout:type_name -> google.protobuf.Duration
-	45, // 52: flotilla.v1.MoveInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	47, // 49: flotilla.v1.ResizeInstanceRequest.confirm_window:type_name -> google.protobuf.Duration
+	47, // 50: flotilla.v1.ResizeInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	47, // 51: flotilla.v1.RevertResizeRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	47, // 52: flotilla.v1.MoveInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
 	15, // 53: flotilla.v1.InstanceService.CreateInstance:input_type -> flotilla.v1.CreateInstanceRequest
 	17, // 54: flotilla.v1.InstanceService.GetInstance:input_type -> flotilla.v1.GetInstanceRequest
 	18, // 55: flotilla.v1.InstanceService.ListInstances:input_type -> flotilla.v1.ListInstancesRequest
@@ -3539,36 +3674,40 @@ var file_flotilla_v1_instance_proto_depIdxs = []int32{
 	27, // 62: flotilla.v1.InstanceService.SuspendInstance:input_type -> flotilla.v1.SuspendInstanceRequest
 	28, // 63: flotilla.v1.InstanceService.ResumeInstance:input_type -> flotilla.v1.ResumeInstanceRequest
 	29, // 64: flotilla.v1.InstanceService.DeleteInstance:input_type -> flotilla.v1.DeleteInstanceRequest
-	30, // 65: flotilla.v1.InstanceService.UpdateInstance:input_type -> flotilla.v1.UpdateInstanceRequest
-	31, // 66: flotilla.v1.InstanceService.ResizeInstance:input_type -> flotilla.v1.ResizeInstanceRequest
-	32, // 67: flotilla.v1.InstanceService.ConfirmResize:input_type -> flotilla.v1.ConfirmResizeRequest
-	33, // 68: flotilla.v1.InstanceService.RevertResize:input_type -> flotilla.v1.RevertResizeRequest
-	34, // 69: flotilla.v1.InstanceService.ExtendInstance:input_type -> flotilla.v1.ExtendInstanceRequest
-	35, // 70: flotilla.v1.InstanceService.MoveInstance:input_type -> flotilla.v1.MoveInstanceRequest
-	8,  // 71: flotilla.v1.InstanceService.MarkOperational:input_type -> flotilla.v1.MarkOperationalRequest
-	7,  // 72: flotilla.v1.InstanceService.SetPassword:input_type -> flotilla.v1.SetPasswordRequest
-	49, // 73: flotilla.v1.InstanceService.CreateInstance:output_type -> flotilla.v1.Operation
-	13, // 74: flotilla.v1.InstanceService.GetInstance:output_type -> flotilla.v1.Instance
-	19, // 75: flotilla.v1.InstanceService.ListInstances:output_type -> flotilla.v1.ListInstancesResponse
-	21, // 76: flotilla.v1.InstanceService.WatchInstances:output_type -> flotilla.v1.WatchInstancesResponse
-	49, // 77: flotilla.v1.InstanceService.StartInstance:output_type -> flotilla.v1.Operation
-	49, // 78: flotilla.v1.InstanceService.StopInstance:output_type -> flotilla.v1.Operation
-	49, // 79: flotilla.v1.InstanceService.RestartInstance:output_type -> flotilla.v1.Operation
-	49, // 80: flotilla.v1.InstanceService.PauseInstance:output_type -> flotilla.v1.Operation
-	49, // 81: flotilla.v1.InstanceService.UnpauseInstance:output_type -> flotilla.v1.Operation
-	49, // 82: flotilla.v1.InstanceService.SuspendInstance:output_type -> flotilla.v1.Operation
-	49, // 83: flotilla.v1.InstanceService.ResumeInstance:output_type -> flotilla.v1.Operation
-	49, // 84: flotilla.v1.InstanceService.DeleteInstance:output_type -> flotilla.v1.Operation
-	49, // 85: flotilla.v1.InstanceService.UpdateInstance:output_type -> flotilla.v1.Operation
-	49, // 86: flotilla.v1.InstanceService.ResizeInstance:output_type -> flotilla.v1.Operation
-	49, // 87: flotilla.v1.InstanceService.ConfirmResize:output_type -> flotilla.v1.Operation
-	49, // 88: flotilla.v1.InstanceService.RevertResize:output_type -> flotilla.v1.Operation
-	49, // 89: flotilla.v1.InstanceService.ExtendInstance:output_type -> flotilla.v1.Operation
-	49, // 90: flotilla.v1.InstanceService.MoveInstance:output_type -> flotilla.v1.Operation
-	13, // 91: flotilla.v1.InstanceService.MarkOperational:output_type -> flotilla.v1.Instance
-	49, // 92: flotilla.v1.InstanceService.SetPassword:output_type -> flotilla.v1.Operation
-	73, // [73:93] is the sub-list for method output_type
-	53, // [53:73] is the sub-list for method input_type
+	30, // 65: flotilla.v1.InstanceService.DeallocateInstance:input_type -> flotilla.v1.DeallocateInstanceRequest
+	31, // 66: flotilla.v1.InstanceService.RestoreInstance:input_type -> flotilla.v1.RestoreInstanceRequest
+	32, // 67: flotilla.v1.InstanceService.UpdateInstance:input_type -> flotilla.v1.UpdateInstanceRequest
+	33, // 68: flotilla.v1.InstanceService.ResizeInstance:input_type -> flotilla.v1.ResizeInstanceRequest
+	34, // 69: flotilla.v1.InstanceService.ConfirmResize:input_type -> flotilla.v1.ConfirmResizeRequest
+	35, // 70: flotilla.v1.InstanceService.RevertResize:input_type -> flotilla.v1.RevertResizeRequest
+	36, // 71: flotilla.v1.InstanceService.ExtendInstance:input_type -> flotilla.v1.ExtendInstanceRequest
+	37, // 72: flotilla.v1.InstanceService.MoveInstance:input_type -> flotilla.v1.MoveInstanceRequest
+	8,  // 73: flotilla.v1.InstanceService.MarkOperational:input_type -> flotilla.v1.MarkOperationalRequest
+	7,  // 74: flotilla.v1.InstanceService.SetPassword:input_type -> flotilla.v1.SetPasswordRequest
+	51, // 75: flotilla.v1.InstanceService.CreateInstance:output_type -> flotilla.v1.Operation
+	13, // 76: flotilla.v1.InstanceService.GetInstance:output_type -> flotilla.v1.Instance
+	19, // 77: flotilla.v1.InstanceService.ListInstances:output_type -> flotilla.v1.ListInstancesResponse
+	21, // 78: flotilla.v1.InstanceService.WatchInstances:output_type -> flotilla.v1.WatchInstancesResponse
+	51, // 79: flotilla.v1.InstanceService.StartInstance:output_type -> flotilla.v1.Operation
+	51, // 80: flotilla.v1.InstanceService.StopInstance:output_type -> flotilla.v1.Operation
+	51, // 81: flotilla.v1.InstanceService.RestartInstance:output_type -> flotilla.v1.Operation
+	51, // 82: flotilla.v1.InstanceService.PauseInstance:output_type -> flotilla.v1.Operation
+	51, // 83: flotilla.v1.InstanceService.UnpauseInstance:output_type -> flotilla.v1.Operation
+	51, // 84: flotilla.v1.InstanceService.SuspendInstance:output_type -> flotilla.v1.Operation
+	51, // 85: flotilla.v1.InstanceService.ResumeInstance:output_type -> flotilla.v1.Operation
+	51, // 86: flotilla.v1.InstanceService.DeleteInstance:output_type -> flotilla.v1.Operation
+	51, // 87: flotilla.v1.InstanceService.DeallocateInstance:output_type -> flotilla.v1.Operation
+	51, // 88: flotilla.v1.InstanceService.RestoreInstance:output_type -> flotilla.v1.Operation
+	51, // 89: flotilla.v1.InstanceService.UpdateInstance:output_type -> flotilla.v1.Operation
+	51, // 90: flotilla.v1.InstanceService.ResizeInstance:output_type -> flotilla.v1.Operation
+	51, // 91: flotilla.v1.InstanceService.ConfirmResize:output_type -> flotilla.v1.Operation
+	51, // 92: flotilla.v1.InstanceService.RevertResize:output_type -> flotilla.v1.Operation
+	51, // 93: flotilla.v1.InstanceService.ExtendInstance:output_type -> flotilla.v1.Operation
+	51, // 94: flotilla.v1.InstanceService.MoveInstance:output_type -> flotilla.v1.Operation
+	13, // 95: flotilla.v1.InstanceService.MarkOperational:output_type -> flotilla.v1.Instance
+	51, // 96: flotilla.v1.InstanceService.SetPassword:output_type -> flotilla.v1.Operation
+	75, // [75:97] is the sub-list for method output_type
+	53, // [53:75] is the sub-list for method input_type
 	53, // [53:53] is the sub-list for extension type_name
 	53, // [53:53] is the sub-list for extension extendee
 	0,  // [0:53] is the sub-list for field type_name
@@ -3588,7 +3727,7 @@ func file_flotilla_v1_instance_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_instance_proto_rawDesc), len(file_flotilla_v1_instance_proto_rawDesc)),
 			NumEnums:      7,
-			NumMessages:   34,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
