@@ -223,6 +223,12 @@ type Driver interface {
 	// already at spec's shape, else ErrInvalidState. With an original kept,
 	// any state but shut off is ErrInvalidState.
 	Unshape(ctx context.Context, spec DomainSpec) error
+	// UpgradeDisk is Reshape for an upgrade (a new image version and/or
+	// model): the disk is kept apart as the original, for Unshape (the
+	// rollback) or DropOriginal (the upgrade is final), and the domain is
+	// redefined at spec; with another image than the domain's, over a
+	// fresh disk of that image instead of a copy of the old one.
+	UpgradeDisk(ctx context.Context, spec DomainSpec) error
 	// DropOriginal removes the original Reshape kept (a confirmed resize).
 	// Nothing kept (or no domain): success. The domain may be in any state.
 	DropOriginal(ctx context.Context, id string) error

@@ -309,6 +309,7 @@ func mutationFlags(fs *pflag.FlagSet, kind, name string) func([]string) (*mutati
 		maxRestarts      *int
 		target           *string
 		confirmAfter     *time.Duration
+		health           *time.Duration
 		placement        placementFlags
 	)
 	switch kind {
@@ -342,6 +343,12 @@ func mutationFlags(fs *pflag.FlagSet, kind, name string) func([]string) (*mutati
 		force = fs.Bool("force", false, "reclaim at once, even with a retention window (a SOFT_DELETED instance is reclaimed by any delete)")
 	case "restart":
 		hard = fs.Bool("hard", false, "reset the machine instead of asking the guest")
+	case "upgrade":
+		image = fs.String("image", "", "the new image (version); empty: keep")
+		vcpus = fs.Int64("vcpus", 0, "the new vCPU count (0: keep)")
+		memoryMiB = fs.Int64("memory-mib", 0, "the new memory in MiB (0: keep)")
+		health = fs.Duration("health-timeout", 0, "how long the upgraded guest has to become healthy before the upgrade rolls back (0: 3 minutes)")
+		graceful = fs.Duration("graceful", 10*time.Minute, "how long the guest gets to power off")
 	case "resize":
 		vcpus = fs.Int64("vcpus", 0, "the new vCPU count (0: keep)")
 		memoryMiB = fs.Int64("memory-mib", 0, "the new memory in MiB (0: keep)")
@@ -444,6 +451,21 @@ func mutationFlags(fs *pflag.FlagSet, kind, name string) func([]string) (*mutati
 				GracefulTimeout: durationpb.New(*graceful), Force: *force}
 			if set["decommission-timeout"] {
 				req.DecommissionTimeout = durationpb.New(*decommission)
+			}
+			m.req = req
+		case "upgrade":
+			switch {
+			case *vcpus < 0 || *vcpus > math.MaxInt32:
+				return nil, &usageError{usage, "--vcpus is out of range"}
+			case *image == "" && *vcpus == 0 && *memoryMiB == 0:
+				return nil, &usageError{usage, "give at least one of --image, --vcpus, --memory-mib"}
+			case *graceful <= 0 || *health < 0:
+				return nil, &usageError{usage, "--graceful must be positive and --health-timeout not negative"}
+			}
+			req := &flotillav1.UpgradeInstanceRequest{Id: id, RequestId: *requestID, Image: *image, Vcpus: int32(*vcpus),
+				MemoryMib: *memoryMiB, GracefulTimeout: durationpb.New(*graceful)}
+			if *health > 0 {
+				req.HealthTimeout = durationpb.New(*health)
 			}
 			m.req = req
 		case "deallocate":
@@ -571,6 +593,8 @@ func send(ctx context.Context, cl flotillav1.InstanceServiceClient, req proto.Me
 		return cl.DeallocateInstance(ctx, r)
 	case *flotillav1.RestoreInstanceRequest:
 		return cl.RestoreInstance(ctx, r)
+	case *flotillav1.UpgradeInstanceRequest:
+		return cl.UpgradeInstance(ctx, r)
 	case *flotillav1.ResizeInstanceRequest:
 		return cl.ResizeInstance(ctx, r)
 	case *flotillav1.ConfirmResizeRequest:
@@ -688,6 +712,7 @@ func instanceCommands(c *cli) []*cobra.Command {
 		action("delete", "Delete an instance and its disk (with a retention window: soft-delete it; --force: at once)"),
 		action("deallocate", "Release a stopped instance's host, keeping its disk (start places it again)"),
 		action("restore", "Bring a soft-deleted instance back as it was"),
+		action("upgrade", "Change an instance's image version or model; rolls back by itself if the guest is not healthy"),
 		action("update", "Change an instance's name, labels or recovery policy"),
 		action("resize", "Change an instance's vCPUs, memory or disk, in place or on another host"),
 		action("confirm-resize", "Keep a resize and drop the old copy"),

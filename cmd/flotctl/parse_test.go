@@ -134,6 +134,8 @@ func TestParseMutation(t *testing.T) {
 		{"suspend", []string{"--request-id", "k", "i-1"}, &flotillav1.SuspendInstanceRequest{Id: "i-1", RequestId: "k"}, false},
 		{"resume", []string{"i-1"}, &flotillav1.ResumeInstanceRequest{Id: "i-1"}, false},
 		{"deallocate", []string{"i-1"}, &flotillav1.DeallocateInstanceRequest{Id: "i-1"}, false},
+		{"upgrade", []string{"i-1", "--image", "v2", "--health-timeout", "1m"}, &flotillav1.UpgradeInstanceRequest{Id: "i-1", Image: "v2",
+			HealthTimeout: durationpb.New(time.Minute), GracefulTimeout: durationpb.New(10 * time.Minute)}, false},
 		{"restore", []string{"i-1", "--wait"}, &flotillav1.RestoreInstanceRequest{Id: "i-1"}, true},
 		{"delete", []string{"i-1", "--force"}, &flotillav1.DeleteInstanceRequest{Id: "i-1", Force: true}, false},
 		{"delete", []string{"i-1", "--wait"}, &flotillav1.DeleteInstanceRequest{Id: "i-1"}, true},

@@ -59,6 +59,7 @@ var WriteMethods = []string{
 	pb.InstanceService_DeleteInstance_FullMethodName,
 	pb.InstanceService_DeallocateInstance_FullMethodName,
 	pb.InstanceService_RestoreInstance_FullMethodName,
+	pb.InstanceService_UpgradeInstance_FullMethodName,
 	pb.OperationService_CancelOperation_FullMethodName,
 	pb.ClusterService_AddServer_FullMethodName,
 	pb.ClusterService_RemoveServer_FullMethodName,

@@ -319,7 +319,7 @@ func applyStartUsage(tx *state.Tx, _ *StartUsage) (any, error) {
 // reshaping reports the kinds prepareReshaping prepares.
 func reshaping(k lifecycle.OpKind) bool {
 	switch k {
-	case lifecycle.OpMove, lifecycle.OpResize, lifecycle.OpExtend, lifecycle.OpConfirmResize, lifecycle.OpRevertResize:
+	case lifecycle.OpMove, lifecycle.OpResize, lifecycle.OpExtend, lifecycle.OpConfirmResize, lifecycle.OpRevertResize, lifecycle.OpUpgrade:
 		return true
 	}
 	return false

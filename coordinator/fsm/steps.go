@@ -347,7 +347,7 @@ func startRollback(tx *state.Tx, op *state.Operation, inst *state.Instance, faul
 // does a password a guest did not set: nothing but the guest was asked.
 func failedResult(op *state.Operation, inst *state.Instance) lifecycle.Result {
 	switch op.Kind {
-	case lifecycle.OpMove, lifecycle.OpUpdate, lifecycle.OpResize, lifecycle.OpConfirmResize, lifecycle.OpRevertResize, lifecycle.OpExtend,
+	case lifecycle.OpMove, lifecycle.OpUpdate, lifecycle.OpResize, lifecycle.OpConfirmResize, lifecycle.OpRevertResize, lifecycle.OpExtend, lifecycle.OpUpgrade,
 		lifecycle.OpSetPassword:
 	default:
 		return lifecycle.ResultFailed

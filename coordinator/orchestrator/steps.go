@@ -191,12 +191,12 @@ func stepSpec(inst *state.Instance, op *state.Operation, a lifecycle.StepAction)
 		return inst.Spec
 	}
 	switch a {
-	case lifecycle.ActUnshape:
+	case lifecycle.ActUnshape, lifecycle.ActRollbackDisk:
 		return r.From
-	case lifecycle.ActReshape, lifecycle.ActAdoptDisk, lifecycle.ActReceiveDisk, lifecycle.ActGrowDisk:
+	case lifecycle.ActReshape, lifecycle.ActAdoptDisk, lifecycle.ActReceiveDisk, lifecycle.ActGrowDisk, lifecycle.ActUpgradeDisk:
 		return r.To
 	case lifecycle.ActPreflight:
-		if op.Kind == lifecycle.OpResize {
+		if op.Kind == lifecycle.OpResize || op.Kind == lifecycle.OpUpgrade {
 			return r.To
 		}
 	}
@@ -316,7 +316,8 @@ func (o *Orchestrator) expire(ctx context.Context, op state.Operation, stepID, m
 func definesDomain(a lifecycle.StepAction) bool {
 	switch a {
 	case lifecycle.ActCreate, lifecycle.ActPreflight, lifecycle.ActImportDisk, lifecycle.ActReceiveDisk,
-		lifecycle.ActAdoptDisk, lifecycle.ActReshape, lifecycle.ActUnshape, lifecycle.ActDefine:
+		lifecycle.ActAdoptDisk, lifecycle.ActReshape, lifecycle.ActUnshape, lifecycle.ActDefine,
+		lifecycle.ActUpgradeDisk, lifecycle.ActRollbackDisk:
 		return true
 	}
 	return false

@@ -223,6 +223,9 @@ func (s *Service) Act(ctx context.Context, r Action) (state.Operation, error) {
 		return state.Operation{}, err
 	}
 	now := s.now()
+	if kind == lifecycle.OpUpgrade && r.Resize != nil {
+		decom += r.Resize.Window // not a decommission: the guest's time to become healthy, on top likewise
+	}
 	cmd := fsm.InstanceAction{Action: r.Action, Hard: r.Hard, Policy: s.policy, Retain: retain, Operation: state.Operation{
 		ID: cmp.Or(r.OperationID, ids.New("op-")), InstanceID: r.InstanceID, RequestID: r.RequestID, RequestKey: key, RequestHash: hash,
 		// The guest's decommission time comes on top: its stop or delete
@@ -264,6 +267,47 @@ func (s *Service) Start(ctx context.Context, id, requestID string) (state.Operat
 	}
 	a.Target = target
 	return s.Act(ctx, a)
+}
+
+// Upgrade is a validated upgrade request: an empty image and zero sizes
+// keep the current ones.
+type Upgrade struct {
+	InstanceID, RequestID string
+	Image                 string
+	VCPUs                 uint32
+	MemoryMiB             uint64
+	// Health is how long the upgraded guest has to become healthy (0:
+	// lifecycle.DefaultHealthTimeout).
+	Health   time.Duration
+	Graceful time.Duration
+}
+
+// Upgrade changes an instance's image version and/or model; the plan rolls
+// back by itself when the guest does not become healthy in time.
+func (s *Service) Upgrade(ctx context.Context, u Upgrade) (state.Operation, error) {
+	inst, err := s.store.Instance(u.InstanceID)
+	if err != nil {
+		return state.Operation{}, err
+	}
+	to := inst.Spec
+	if u.Image != "" {
+		to.Image = u.Image
+	}
+	if u.VCPUs > 0 {
+		to.VCPUs = u.VCPUs
+	}
+	if u.MemoryMiB > 0 {
+		to.MemoryMiB = u.MemoryMiB
+	}
+	if to == inst.Spec {
+		return state.Operation{}, &FieldError{"image", "the instance has that image and model already"}
+	}
+	health := u.Health
+	if health <= 0 {
+		health = lifecycle.DefaultHealthTimeout
+	}
+	return s.Act(ctx, Action{InstanceID: u.InstanceID, RequestID: u.RequestID, Action: lifecycle.ActionUpgrade, Graceful: u.Graceful,
+		Force: true, Resize: &state.Resize{To: to, Window: health}})
 }
 
 // Resize is a validated resize request: a zero size keeps the current one.

@@ -44,6 +44,7 @@ var Table = map[string][]Role{
 	pb.InstanceService_ExtendInstance_FullMethodName:     operators,
 	pb.InstanceService_DeallocateInstance_FullMethodName: operators,
 	pb.InstanceService_RestoreInstance_FullMethodName:    operators,
+	pb.InstanceService_UpgradeInstance_FullMethodName:    operators,
 	pb.InstanceService_MoveInstance_FullMethodName:       operators,
 	pb.InstanceService_MarkOperational_FullMethodName:    operators,
 	pb.InstanceService_SetPassword_FullMethodName:        operators,

@@ -2672,6 +2672,109 @@ func (x *DeallocateInstanceRequest) GetRequestId() string {
 	return ""
 }
 
+// UpgradeInstanceRequest asks for a new image version and/or model; at
+// least one must differ from the instance's.
+type UpgradeInstanceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The instance id.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Optional idempotency key; see CreateInstanceRequest.request_id.
+	RequestId string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The new image (version); empty keeps the current one. A new image
+	// gives the instance a fresh disk of it.
+	Image string `protobuf:"bytes,3,opt,name=image,proto3" json:"image,omitempty"`
+	// The new vCPU count; 0 keeps the current one.
+	Vcpus int32 `protobuf:"varint,4,opt,name=vcpus,proto3" json:"vcpus,omitempty"`
+	// The new memory in MiB; 0 keeps the current one.
+	MemoryMib int64 `protobuf:"varint,5,opt,name=memory_mib,json=memoryMib,proto3" json:"memory_mib,omitempty"`
+	// How long the upgraded guest has to become healthy; unset: 3 minutes.
+	HealthTimeout *durationpb.Duration `protobuf:"bytes,6,opt,name=health_timeout,json=healthTimeout,proto3" json:"health_timeout,omitempty"`
+	// How long a running guest gets to power off before it is destroyed;
+	// unset: 10 minutes.
+	GracefulTimeout *durationpb.Duration `protobuf:"bytes,7,opt,name=graceful_timeout,json=gracefulTimeout,proto3" json:"graceful_timeout,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *UpgradeInstanceRequest) Reset() {
+	*x = UpgradeInstanceRequest{}
+	mi := &file_flotilla_v1_instance_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpgradeInstanceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpgradeInstanceRequest) ProtoMessage() {}
+
+func (x *UpgradeInstanceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_instance_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpgradeInstanceRequest.ProtoReflect.Descriptor instead.
+func (*UpgradeInstanceRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *UpgradeInstanceRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *UpgradeInstanceRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *UpgradeInstanceRequest) GetImage() string {
+	if x != nil {
+		return x.Image
+	}
+	return ""
+}
+
+func (x *UpgradeInstanceRequest) GetVcpus() int32 {
+	if x != nil {
+		return x.Vcpus
+	}
+	return 0
+}
+
+func (x *UpgradeInstanceRequest) GetMemoryMib() int64 {
+	if x != nil {
+		return x.MemoryMib
+	}
+	return 0
+}
+
+func (x *UpgradeInstanceRequest) GetHealthTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.HealthTimeout
+	}
+	return nil
+}
+
+func (x *UpgradeInstanceRequest) GetGracefulTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.GracefulTimeout
+	}
+	return nil
+}
+
 // RestoreInstanceRequest brings a soft-deleted instance back.
 type RestoreInstanceRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2685,7 +2788,7 @@ type RestoreInstanceRequest struct {
 
 func (x *RestoreInstanceRequest) Reset() {
 	*x = RestoreInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[24]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2697,7 +2800,7 @@ func (x *RestoreInstanceRequest) String() string {
 func (*RestoreInstanceRequest) ProtoMessage() {}
 
 func (x *RestoreInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[24]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2710,7 +2813,7 @@ func (x *RestoreInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreInstanceRequest.ProtoReflect.Descriptor instead.
 func (*RestoreInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{24}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RestoreInstanceRequest) GetId() string {
@@ -2750,7 +2853,7 @@ type UpdateInstanceRequest struct {
 
 func (x *UpdateInstanceRequest) Reset() {
 	*x = UpdateInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[25]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2762,7 +2865,7 @@ func (x *UpdateInstanceRequest) String() string {
 func (*UpdateInstanceRequest) ProtoMessage() {}
 
 func (x *UpdateInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[25]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2775,7 +2878,7 @@ func (x *UpdateInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateInstanceRequest.ProtoReflect.Descriptor instead.
 func (*UpdateInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{25}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *UpdateInstanceRequest) GetId() string {
@@ -2847,7 +2950,7 @@ type ResizeInstanceRequest struct {
 
 func (x *ResizeInstanceRequest) Reset() {
 	*x = ResizeInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[26]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2859,7 +2962,7 @@ func (x *ResizeInstanceRequest) String() string {
 func (*ResizeInstanceRequest) ProtoMessage() {}
 
 func (x *ResizeInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[26]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2872,7 +2975,7 @@ func (x *ResizeInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResizeInstanceRequest.ProtoReflect.Descriptor instead.
 func (*ResizeInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{26}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ResizeInstanceRequest) GetId() string {
@@ -2944,7 +3047,7 @@ type ConfirmResizeRequest struct {
 
 func (x *ConfirmResizeRequest) Reset() {
 	*x = ConfirmResizeRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[27]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2956,7 +3059,7 @@ func (x *ConfirmResizeRequest) String() string {
 func (*ConfirmResizeRequest) ProtoMessage() {}
 
 func (x *ConfirmResizeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[27]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2969,7 +3072,7 @@ func (x *ConfirmResizeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmResizeRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmResizeRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{27}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ConfirmResizeRequest) GetId() string {
@@ -3002,7 +3105,7 @@ type RevertResizeRequest struct {
 
 func (x *RevertResizeRequest) Reset() {
 	*x = RevertResizeRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[28]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3014,7 +3117,7 @@ func (x *RevertResizeRequest) String() string {
 func (*RevertResizeRequest) ProtoMessage() {}
 
 func (x *RevertResizeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[28]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3027,7 +3130,7 @@ func (x *RevertResizeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevertResizeRequest.ProtoReflect.Descriptor instead.
 func (*RevertResizeRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{28}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RevertResizeRequest) GetId() string {
@@ -3066,7 +3169,7 @@ type ExtendInstanceRequest struct {
 
 func (x *ExtendInstanceRequest) Reset() {
 	*x = ExtendInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[29]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3078,7 +3181,7 @@ func (x *ExtendInstanceRequest) String() string {
 func (*ExtendInstanceRequest) ProtoMessage() {}
 
 func (x *ExtendInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[29]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3091,7 +3194,7 @@ func (x *ExtendInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExtendInstanceRequest.ProtoReflect.Descriptor instead.
 func (*ExtendInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{29}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ExtendInstanceRequest) GetId() string {
@@ -3132,7 +3235,7 @@ type MoveInstanceRequest struct {
 
 func (x *MoveInstanceRequest) Reset() {
 	*x = MoveInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[30]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3144,7 +3247,7 @@ func (x *MoveInstanceRequest) String() string {
 func (*MoveInstanceRequest) ProtoMessage() {}
 
 func (x *MoveInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[30]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3157,7 +3260,7 @@ func (x *MoveInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveInstanceRequest.ProtoReflect.Descriptor instead.
 func (*MoveInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{30}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *MoveInstanceRequest) GetId() string {
@@ -3373,7 +3476,17 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x19DeallocateInstanceRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x02 \x01(\tR\trequestId\"G\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"\x9a\x02\n" +
+	"\x16UpgradeInstanceRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\x12\x14\n" +
+	"\x05image\x18\x03 \x01(\tR\x05image\x12\x14\n" +
+	"\x05vcpus\x18\x04 \x01(\x05R\x05vcpus\x12\x1d\n" +
+	"\n" +
+	"memory_mib\x18\x05 \x01(\x03R\tmemoryMib\x12@\n" +
+	"\x0ehealth_timeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\rhealthTimeout\x12D\n" +
+	"\x10graceful_timeout\x18\a \x01(\v2\x19.google.protobuf.DurationR\x0fgracefulTimeout\"G\n" +
 	"\x16RestoreInstanceRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
@@ -3515,7 +3628,7 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x11READINESS_UNKNOWN\x10\x01\x12\x15\n" +
 	"\x11READINESS_BOOTING\x10\x02\x12\x19\n" +
 	"\x15READINESS_OPERATIONAL\x10\x03\x12\x16\n" +
-	"\x12READINESS_STRANDED\x10\x042\xd0\r\n" +
+	"\x12READINESS_STRANDED\x10\x042\xa0\x0e\n" +
 	"\x0fInstanceService\x12L\n" +
 	"\x0eCreateInstance\x12\".flotilla.v1.CreateInstanceRequest\x1a\x16.flotilla.v1.Operation\x12E\n" +
 	"\vGetInstance\x12\x1f.flotilla.v1.GetInstanceRequest\x1a\x15.flotilla.v1.Instance\x12V\n" +
@@ -3530,7 +3643,8 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x0eResumeInstance\x12\".flotilla.v1.ResumeInstanceRequest\x1a\x16.flotilla.v1.Operation\x12L\n" +
 	"\x0eDeleteInstance\x12\".flotilla.v1.DeleteInstanceRequest\x1a\x16.flotilla.v1.Operation\x12T\n" +
 	"\x12DeallocateInstance\x12&.flotilla.v1.DeallocateInstanceRequest\x1a\x16.flotilla.v1.Operation\x12N\n" +
-	"\x0fRestoreInstance\x12#.flotilla.v1.RestoreInstanceRequest\x1a\x16.flotilla.v1.Operation\x12L\n" +
+	"\x0fRestoreInstance\x12#.flotilla.v1.RestoreInstanceRequest\x1a\x16.flotilla.v1.Operation\x12N\n" +
+	"\x0fUpgradeInstance\x12#.flotilla.v1.UpgradeInstanceRequest\x1a\x16.flotilla.v1.Operation\x12L\n" +
 	"\x0eUpdateInstance\x12\".flotilla.v1.UpdateInstanceRequest\x1a\x16.flotilla.v1.Operation\x12L\n" +
 	"\x0eResizeInstance\x12\".flotilla.v1.ResizeInstanceRequest\x1a\x16.flotilla.v1.Operation\x12J\n" +
 	"\rConfirmResize\x12!.flotilla.v1.ConfirmResizeRequest\x1a\x16.flotilla.v1.Operation\x12H\n" +
@@ -3553,7 +3667,7 @@ func file_flotilla_v1_instance_proto_rawDescGZIP() []byte {
 }
 
 var file_flotilla_v1_instance_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_flotilla_v1_instance_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_flotilla_v1_instance_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_flotilla_v1_instance_proto_goTypes = []any{
 	(Status)(0),                       // 0: flotilla.v1.Status
 	(DesiredState)(0),                 // 1: flotilla.v1.DesiredState
@@ -3586,131 +3700,136 @@ var file_flotilla_v1_instance_proto_goTypes = []any{
 	(*ResumeInstanceRequest)(nil),     // 28: flotilla.v1.ResumeInstanceRequest
 	(*DeleteInstanceRequest)(nil),     // 29: flotilla.v1.DeleteInstanceRequest
 	(*DeallocateInstanceRequest)(nil), // 30: flotilla.v1.DeallocateInstanceRequest
-	(*RestoreInstanceRequest)(nil),    // 31: flotilla.v1.RestoreInstanceRequest
-	(*UpdateInstanceRequest)(nil),     // 32: flotilla.v1.UpdateInstanceRequest
-	(*ResizeInstanceRequest)(nil),     // 33: flotilla.v1.ResizeInstanceRequest
-	(*ConfirmResizeRequest)(nil),      // 34: flotilla.v1.ConfirmResizeRequest
-	(*RevertResizeRequest)(nil),       // 35: flotilla.v1.RevertResizeRequest
-	(*ExtendInstanceRequest)(nil),     // 36: flotilla.v1.ExtendInstanceRequest
-	(*MoveInstanceRequest)(nil),       // 37: flotilla.v1.MoveInstanceRequest
-	nil,                               // 38: flotilla.v1.VocabularyView.FieldsEntry
-	nil,                               // 39: flotilla.v1.Placement.HostLabelsEntry
-	nil,                               // 40: flotilla.v1.Instance.LabelsEntry
-	nil,                               // 41: flotilla.v1.CreateInstanceRequest.LabelsEntry
-	nil,                               // 42: flotilla.v1.UpdateInstanceRequest.LabelsEntry
-	(PowerState)(0),                   // 43: flotilla.v1.PowerState
-	(*timestamppb.Timestamp)(nil),     // 44: google.protobuf.Timestamp
-	(*Fault)(nil),                     // 45: flotilla.v1.Fault
-	(*NetworkInterface)(nil),          // 46: flotilla.v1.NetworkInterface
-	(*durationpb.Duration)(nil),       // 47: google.protobuf.Duration
-	(*CopyProgress)(nil),              // 48: flotilla.v1.CopyProgress
-	(*NetworkInterfaceRequest)(nil),   // 49: flotilla.v1.NetworkInterfaceRequest
-	(*fieldmaskpb.FieldMask)(nil),     // 50: google.protobuf.FieldMask
-	(*Operation)(nil),                 // 51: flotilla.v1.Operation
+	(*UpgradeInstanceRequest)(nil),    // 31: flotilla.v1.UpgradeInstanceRequest
+	(*RestoreInstanceRequest)(nil),    // 32: flotilla.v1.RestoreInstanceRequest
+	(*UpdateInstanceRequest)(nil),     // 33: flotilla.v1.UpdateInstanceRequest
+	(*ResizeInstanceRequest)(nil),     // 34: flotilla.v1.ResizeInstanceRequest
+	(*ConfirmResizeRequest)(nil),      // 35: flotilla.v1.ConfirmResizeRequest
+	(*RevertResizeRequest)(nil),       // 36: flotilla.v1.RevertResizeRequest
+	(*ExtendInstanceRequest)(nil),     // 37: flotilla.v1.ExtendInstanceRequest
+	(*MoveInstanceRequest)(nil),       // 38: flotilla.v1.MoveInstanceRequest
+	nil,                               // 39: flotilla.v1.VocabularyView.FieldsEntry
+	nil,                               // 40: flotilla.v1.Placement.HostLabelsEntry
+	nil,                               // 41: flotilla.v1.Instance.LabelsEntry
+	nil,                               // 42: flotilla.v1.CreateInstanceRequest.LabelsEntry
+	nil,                               // 43: flotilla.v1.UpdateInstanceRequest.LabelsEntry
+	(PowerState)(0),                   // 44: flotilla.v1.PowerState
+	(*timestamppb.Timestamp)(nil),     // 45: google.protobuf.Timestamp
+	(*Fault)(nil),                     // 46: flotilla.v1.Fault
+	(*NetworkInterface)(nil),          // 47: flotilla.v1.NetworkInterface
+	(*durationpb.Duration)(nil),       // 48: google.protobuf.Duration
+	(*CopyProgress)(nil),              // 49: flotilla.v1.CopyProgress
+	(*NetworkInterfaceRequest)(nil),   // 50: flotilla.v1.NetworkInterfaceRequest
+	(*fieldmaskpb.FieldMask)(nil),     // 51: google.protobuf.FieldMask
+	(*Operation)(nil),                 // 52: flotilla.v1.Operation
 }
 var file_flotilla_v1_instance_proto_depIdxs = []int32{
 	4,  // 0: flotilla.v1.Recovery.policy:type_name -> flotilla.v1.RecoveryPolicy
 	5,  // 1: flotilla.v1.VocabularyView.vocabulary:type_name -> flotilla.v1.Vocabulary
 	0,  // 2: flotilla.v1.VocabularyView.canonical_status:type_name -> flotilla.v1.Status
-	38, // 3: flotilla.v1.VocabularyView.fields:type_name -> flotilla.v1.VocabularyView.FieldsEntry
-	39, // 4: flotilla.v1.Placement.host_labels:type_name -> flotilla.v1.Placement.HostLabelsEntry
+	39, // 3: flotilla.v1.VocabularyView.fields:type_name -> flotilla.v1.VocabularyView.FieldsEntry
+	40, // 4: flotilla.v1.Placement.host_labels:type_name -> flotilla.v1.Placement.HostLabelsEntry
 	11, // 5: flotilla.v1.Instance.spec:type_name -> flotilla.v1.InstanceSpec
 	0,  // 6: flotilla.v1.Instance.status:type_name -> flotilla.v1.Status
 	1,  // 7: flotilla.v1.Instance.desired_state:type_name -> flotilla.v1.DesiredState
-	43, // 8: flotilla.v1.Instance.power_state:type_name -> flotilla.v1.PowerState
-	44, // 9: flotilla.v1.Instance.power_state_time:type_name -> google.protobuf.Timestamp
+	44, // 8: flotilla.v1.Instance.power_state:type_name -> flotilla.v1.PowerState
+	45, // 9: flotilla.v1.Instance.power_state_time:type_name -> google.protobuf.Timestamp
 	2,  // 10: flotilla.v1.Instance.provisioning_result:type_name -> flotilla.v1.ProvisioningResult
-	45, // 11: flotilla.v1.Instance.fault:type_name -> flotilla.v1.Fault
+	46, // 11: flotilla.v1.Instance.fault:type_name -> flotilla.v1.Fault
 	3,  // 12: flotilla.v1.Instance.allowed_actions:type_name -> flotilla.v1.Action
-	44, // 13: flotilla.v1.Instance.create_time:type_name -> google.protobuf.Timestamp
-	44, // 14: flotilla.v1.Instance.update_time:type_name -> google.protobuf.Timestamp
+	45, // 13: flotilla.v1.Instance.create_time:type_name -> google.protobuf.Timestamp
+	45, // 14: flotilla.v1.Instance.update_time:type_name -> google.protobuf.Timestamp
 	9,  // 15: flotilla.v1.Instance.recovery:type_name -> flotilla.v1.Recovery
 	12, // 16: flotilla.v1.Instance.placement:type_name -> flotilla.v1.Placement
 	10, // 17: flotilla.v1.Instance.views:type_name -> flotilla.v1.VocabularyView
-	40, // 18: flotilla.v1.Instance.labels:type_name -> flotilla.v1.Instance.LabelsEntry
+	41, // 18: flotilla.v1.Instance.labels:type_name -> flotilla.v1.Instance.LabelsEntry
 	14, // 19: flotilla.v1.Instance.resize:type_name -> flotilla.v1.PendingResize
-	46, // 20: flotilla.v1.Instance.interfaces:type_name -> flotilla.v1.NetworkInterface
+	47, // 20: flotilla.v1.Instance.interfaces:type_name -> flotilla.v1.NetworkInterface
 	6,  // 21: flotilla.v1.Instance.readiness:type_name -> flotilla.v1.Readiness
 	16, // 22: flotilla.v1.Instance.guest:type_name -> flotilla.v1.GuestStatus
-	47, // 23: flotilla.v1.Instance.readiness_timeout:type_name -> google.protobuf.Duration
-	47, // 24: flotilla.v1.Instance.decommission_timeout:type_name -> google.protobuf.Duration
-	48, // 25: flotilla.v1.Instance.copy:type_name -> flotilla.v1.CopyProgress
+	48, // 23: flotilla.v1.Instance.readiness_timeout:type_name -> google.protobuf.Duration
+	48, // 24: flotilla.v1.Instance.decommission_timeout:type_name -> google.protobuf.Duration
+	49, // 25: flotilla.v1.Instance.copy:type_name -> flotilla.v1.CopyProgress
 	11, // 26: flotilla.v1.PendingResize.from:type_name -> flotilla.v1.InstanceSpec
 	11, // 27: flotilla.v1.PendingResize.to:type_name -> flotilla.v1.InstanceSpec
-	44, // 28: flotilla.v1.PendingResize.confirm_time:type_name -> google.protobuf.Timestamp
+	45, // 28: flotilla.v1.PendingResize.confirm_time:type_name -> google.protobuf.Timestamp
 	11, // 29: flotilla.v1.CreateInstanceRequest.spec:type_name -> flotilla.v1.InstanceSpec
 	9,  // 30: flotilla.v1.CreateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
 	12, // 31: flotilla.v1.CreateInstanceRequest.placement:type_name -> flotilla.v1.Placement
-	41, // 32: flotilla.v1.CreateInstanceRequest.labels:type_name -> flotilla.v1.CreateInstanceRequest.LabelsEntry
-	49, // 33: flotilla.v1.CreateInstanceRequest.interfaces:type_name -> flotilla.v1.NetworkInterfaceRequest
-	47, // 34: flotilla.v1.CreateInstanceRequest.readiness_timeout:type_name -> google.protobuf.Duration
-	47, // 35: flotilla.v1.CreateInstanceRequest.decommission_timeout:type_name -> google.protobuf.Duration
-	44, // 36: flotilla.v1.GuestStatus.since:type_name -> google.protobuf.Timestamp
+	42, // 32: flotilla.v1.CreateInstanceRequest.labels:type_name -> flotilla.v1.CreateInstanceRequest.LabelsEntry
+	50, // 33: flotilla.v1.CreateInstanceRequest.interfaces:type_name -> flotilla.v1.NetworkInterfaceRequest
+	48, // 34: flotilla.v1.CreateInstanceRequest.readiness_timeout:type_name -> google.protobuf.Duration
+	48, // 35: flotilla.v1.CreateInstanceRequest.decommission_timeout:type_name -> google.protobuf.Duration
+	45, // 36: flotilla.v1.GuestStatus.since:type_name -> google.protobuf.Timestamp
 	5,  // 37: flotilla.v1.GetInstanceRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
 	0,  // 38: flotilla.v1.ListInstancesRequest.status_filter:type_name -> flotilla.v1.Status
 	5,  // 39: flotilla.v1.ListInstancesRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
 	13, // 40: flotilla.v1.ListInstancesResponse.instances:type_name -> flotilla.v1.Instance
 	5,  // 41: flotilla.v1.WatchInstancesRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
 	13, // 42: flotilla.v1.WatchInstancesResponse.instances:type_name -> flotilla.v1.Instance
-	47, // 43: flotilla.v1.StopInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
-	47, // 44: flotilla.v1.StopInstanceRequest.decommission_timeout:type_name -> google.protobuf.Duration
-	47, // 45: flotilla.v1.DeleteInstanceRequest.decommission_timeout:type_name -> google.protobuf.Duration
-	50, // 46: flotilla.v1.UpdateInstanceRequest.update_mask:type_name -> google.protobuf.FieldMask
-	42, // 47: flotilla.v1.UpdateInstanceRequest.labels:type_name -> flotilla.v1.UpdateInstanceRequest.LabelsEntry
-	9,  // 48: flotilla.v1.UpdateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
-	47, // 49: flotilla.v1.ResizeInstanceRequest.confirm_window:type_name -> google.protobuf.Duration
-	47, // 50: flotilla.v1.ResizeInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
-	47, // 51: flotilla.v1.RevertResizeRequest.graceful_timeout:type_name -> google.protobuf.Duration
-	47, // 52: flotilla.v1.MoveInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
-	15, // 53: flotilla.v1.InstanceService.CreateInstance:input_type -> flotilla.v1.CreateInstanceRequest
-	17, // 54: flotilla.v1.InstanceService.GetInstance:input_type -> flotilla.v1.GetInstanceRequest
-	18, // 55: flotilla.v1.InstanceService.ListInstances:input_type -> flotilla.v1.ListInstancesRequest
-	20, // 56: flotilla.v1.InstanceService.WatchInstances:input_type -> flotilla.v1.WatchInstancesRequest
-	22, // 57: flotilla.v1.InstanceService.StartInstance:input_type -> flotilla.v1.StartInstanceRequest
-	23, // 58: flotilla.v1.InstanceService.StopInstance:input_type -> flotilla.v1.StopInstanceRequest
-	24, // 59: flotilla.v1.InstanceService.RestartInstance:input_type -> flotilla.v1.RestartInstanceRequest
-	25, // 60: flotilla.v1.InstanceService.PauseInstance:input_type -> flotilla.v1.PauseInstanceRequest
-	26, // 61: flotilla.v1.InstanceService.UnpauseInstance:input_type -> flotilla.v1.UnpauseInstanceRequest
-	27, // 62: flotilla.v1.InstanceService.SuspendInstance:input_type -> flotilla.v1.SuspendInstanceRequest
-	28, // 63: flotilla.v1.InstanceService.ResumeInstance:input_type -> flotilla.v1.ResumeInstanceRequest
-	29, // 64: flotilla.v1.InstanceService.DeleteInstance:input_type -> flotilla.v1.DeleteInstanceRequest
-	30, // 65: flotilla.v1.InstanceService.DeallocateInstance:input_type -> flotilla.v1.DeallocateInstanceRequest
-	31, // 66: flotilla.v1.InstanceService.RestoreInstance:input_type -> flotilla.v1.RestoreInstanceRequest
-	32, // 67: flotilla.v1.InstanceService.UpdateInstance:input_type -> flotilla.v1.UpdateInstanceRequest
-	33, // 68: flotilla.v1.InstanceService.ResizeInstance:input_type -> flotilla.v1.ResizeInstanceRequest
-	34, // 69: flotilla.v1.InstanceService.ConfirmResize:input_type -> flotilla.v1.ConfirmResizeRequest
-	35, // 70: flotilla.v1.InstanceService.RevertResize:input_type -> flotilla.v1.RevertResizeRequest
-	36, // 71: flotilla.v1.InstanceService.ExtendInstance:input_type -> flotilla.v1.ExtendInstanceRequest
-	37, // 72: flotilla.v1.InstanceService.MoveInstance:input_type -> flotilla.v1.MoveInstanceRequest
-	8,  // 73: flotilla.v1.InstanceService.MarkOperational:input_type -> flotilla.v1.MarkOperationalRequest
-	7,  // 74: flotilla.v1.InstanceService.SetPassword:input_type -> flotilla.v1.SetPasswordRequest
-	51, // 75: flotilla.v1.InstanceService.CreateInstance:output_type -> flotilla.v1.Operation
-	13, // 76: flotilla.v1.InstanceService.GetInstance:output_type -> flotilla.v1.Instance
-	19, // 77: flotilla.v1.InstanceService.ListInstances:output_type -> flotilla.v1.ListInstancesResponse
-	21, // 78: flotilla.v1.InstanceService.WatchInstances:output_type -> flotilla.v1.WatchInstancesResponse
-	51, // 79: flotilla.v1.InstanceService.StartInstance:output_type -> flotilla.v1.Operation
-	51, // 80: flotilla.v1.InstanceService.StopInstance:output_type -> flotilla.v1.Operation
-	51, // 81: flotilla.v1.InstanceService.RestartInstance:output_type -> flotilla.v1.Operation
-	51, // 82: flotilla.v1.InstanceService.PauseInstance:output_type -> flotilla.v1.Operation
-	51, // 83: flotilla.v1.InstanceService.UnpauseInstance:output_type -> flotilla.v1.Operation
-	51, // 84: flotilla.v1.InstanceService.SuspendInstance:output_type -> flotilla.v1.Operation
-	51, // 85: flotilla.v1.InstanceService.ResumeInstance:output_type -> flotilla.v1.Operation
-	51, // 86: flotilla.v1.InstanceService.DeleteInstance:output_type -> flotilla.v1.Operation
-	51, // 87: flotilla.v1.InstanceService.DeallocateInstance:output_type -> flotilla.v1.Operation
-	51, // 88: flotilla.v1.InstanceService.RestoreInstance:output_type -> flotilla.v1.Operation
-	51, // 89: flotilla.v1.InstanceService.UpdateInstance:output_type -> flotilla.v1.Operation
-	51, // 90: flotilla.v1.InstanceService.ResizeInstance:output_type -> flotilla.v1.Operation
-	51, // 91: flotilla.v1.InstanceService.ConfirmResize:output_type -> flotilla.v1.Operation
-	51, // 92: flotilla.v1.InstanceService.RevertResize:output_type -> flotilla.v1.Operation
-	51, // 93: flotilla.v1.InstanceService.ExtendInstance:output_type -> flotilla.v1.Operation
-	51, // 94: flotilla.v1.InstanceService.MoveInstance:output_type -> flotilla.v1.Operation
-	13, // 95: flotilla.v1.InstanceService.MarkOperational:output_type -> flotilla.v1.Instance
-	51, // 96: flotilla.v1.InstanceService.SetPassword:output_type -> flotilla.v1.Operation
-	75, // [75:97] is the sub-list for method output_type
-	53, // [53:75] is the sub-list for method input_type
-	53, // [53:53] is the sub-list for extension type_name
-	53, // [53:53] is the sub-list for extension extendee
-	0,  // [0:53] is the sub-list for field type_name
+	48, // 43: flotilla.v1.StopInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	48, // 44: flotilla.v1.StopInstanceRequest.decommission_timeout:type_name -> google.protobuf.Duration
+	48, // 45: flotilla.v1.DeleteInstanceRequest.decommission_timeout:type_name -> google.protobuf.Duration
+	48, // 46: flotilla.v1.UpgradeInstanceRequest.health_timeout:type_name -> google.protobuf.Duration
+	48, // 47: flotilla.v1.UpgradeInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	51, // 48: flotilla.v1.UpdateInstanceRequest.update_mask:type_name -> google.protobuf.FieldMask
+	43, // 49: flotilla.v1.UpdateInstanceRequest.labels:type_name -> flotilla.v1.UpdateInstanceRequest.LabelsEntry
+	9,  // 50: flotilla.v1.UpdateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
+	48, // 51: flotilla.v1.ResizeInstanceRequest.confirm_window:type_name -> google.protobuf.Duration
+	48, // 52: flotilla.v1.ResizeInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	48, // 53: flotilla.v1.RevertResizeRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	48, // 54: flotilla.v1.MoveInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	15, // 55: flotilla.v1.InstanceService.CreateInstance:input_type -> flotilla.v1.CreateInstanceRequest
+	17, // 56: flotilla.v1.InstanceService.GetInstance:input_type -> flotilla.v1.GetInstanceRequest
+	18, // 57: flotilla.v1.InstanceService.ListInstances:input_type -> flotilla.v1.ListInstancesRequest
+	20, // 58: flotilla.v1.InstanceService.WatchInstances:input_type -> flotilla.v1.WatchInstancesRequest
+	22, // 59: flotilla.v1.InstanceService.StartInstance:input_type -> flotilla.v1.StartInstanceRequest
+	23, // 60: flotilla.v1.InstanceService.StopInstance:input_type -> flotilla.v1.StopInstanceRequest
+	24, // 61: flotilla.v1.InstanceService.RestartInstance:input_type -> flotilla.v1.RestartInstanceRequest
+	25, // 62: flotilla.v1.InstanceService.PauseInstance:input_type -> flotilla.v1.PauseInstanceRequest
+	26, // 63: flotilla.v1.InstanceService.UnpauseInstance:input_type -> flotilla.v1.UnpauseInstanceRequest
+	27, // 64: flotilla.v1.InstanceService.SuspendInstance:input_type -> flotilla.v1.SuspendInstanceRequest
+	28, // 65: flotilla.v1.InstanceService.ResumeInstance:input_type -> flotilla.v1.ResumeInstanceRequest
+	29, // 66: flotilla.v1.InstanceService.DeleteInstance:input_type -> flotilla.v1.DeleteInstanceRequest
+	30, // 67: flotilla.v1.InstanceService.DeallocateInstance:input_type -> flotilla.v1.DeallocateInstanceRequest
+	32, // 68: flotilla.v1.InstanceService.RestoreInstance:input_type -> flotilla.v1.RestoreInstanceRequest
+	31, // 69: flotilla.v1.InstanceService.UpgradeInstance:input_type -> flotilla.v1.UpgradeInstanceRequest
+	33, // 70: flotilla.v1.InstanceService.UpdateInstance:input_type -> flotilla.v1.UpdateInstanceRequest
+	34, // 71: flotilla.v1.InstanceService.ResizeInstance:input_type -> flotilla.v1.ResizeInstanceRequest
+	35, // 72: flotilla.v1.InstanceService.ConfirmResize:input_type -> flotilla.v1.ConfirmResizeRequest
+	36, // 73: flotilla.v1.InstanceService.RevertResize:input_type -> flotilla.v1.RevertResizeRequest
+	37, // 74: flotilla.v1.InstanceService.ExtendInstance:input_type -> flotilla.v1.ExtendInstanceRequest
+	38, // 75: flotilla.v1.InstanceService.MoveInstance:input_type -> flotilla.v1.MoveInstanceRequest
+	8,  // 76: flotilla.v1.InstanceService.MarkOperational:input_type -> flotilla.v1.MarkOperationalRequest
+	7,  // 77: flotilla.v1.InstanceService.SetPassword:input_type -> flotilla.v1.SetPasswordRequest
+	52, // 78: flotilla.v1.InstanceService.CreateInstance:output_type -> flotilla.v1.Operation
+	13, // 79: flotilla.v1.InstanceService.GetInstance:output_type -> flotilla.v1.Instance
+	19, // 80: flotilla.v1.InstanceService.ListInstances:output_type -> flotilla.v1.ListInstancesResponse
+	21, // 81: flotilla.v1.InstanceService.WatchInstances:output_type -> flotilla.v1.WatchInstancesResponse
+	52, // 82: flotilla.v1.InstanceService.StartInstance:output_type -> flotilla.v1.Operation
+	52, // 83: flotilla.v1.InstanceService.StopInstance:output_type -> flotilla.v1.Operation
+	52, // 84: flotilla.v1.InstanceService.RestartInstance:output_type -> flotilla.v1.Operation
+	52, // 85: flotilla.v1.InstanceService.PauseInstance:output_type -> flotilla.v1.Operation
+	52, // 86: flotilla.v1.InstanceService.UnpauseInstance:output_type -> flotilla.v1.Operation
+	52, // 87: flotilla.v1.InstanceService.SuspendInstance:output_type -> flotilla.v1.Operation
+	52, // 88: flotilla.v1.InstanceService.ResumeInstance:output_type -> flotilla.v1.Operation
+	52, // 89: flotilla.v1.InstanceService.DeleteInstance:output_type -> flotilla.v1.Operation
+	52, // 90: flotilla.v1.InstanceService.DeallocateInstance:output_type -> flotilla.v1.Operation
+	52, // 91: flotilla.v1.InstanceService.RestoreInstance:output_type -> flotilla.v1.Operation
+	52, // 92: flotilla.v1.InstanceService.UpgradeInstance:output_type -> flotilla.v1.Operation
+	52, // 93: flotilla.v1.InstanceService.UpdateInstance:output_type -> flotilla.v1.Operation
+	52, // 94: flotilla.v1.InstanceService.ResizeInstance:output_type -> flotilla.v1.Operation
+	52, // 95: flotilla.v1.InstanceService.ConfirmResize:output_type -> flotilla.v1.Operation
+	52, // 96: flotilla.v1.InstanceService.RevertResize:output_type -> flotilla.v1.Operation
+	52, // 97: flotilla.v1.InstanceService.ExtendInstance:output_type -> flotilla.v1.Operation
+	52, // 98: flotilla.v1.InstanceService.MoveInstance:output_type -> flotilla.v1.Operation
+	13, // 99: flotilla.v1.InstanceService.MarkOperational:output_type -> flotilla.v1.Instance
+	52, // 100: flotilla.v1.InstanceService.SetPassword:output_type -> flotilla.v1.Operation
+	78, // [78:101] is the sub-list for method output_type
+	55, // [55:78] is the sub-list for method input_type
+	55, // [55:55] is the sub-list for extension type_name
+	55, // [55:55] is the sub-list for extension extendee
+	0,  // [0:55] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_instance_proto_init() }
@@ -3727,7 +3846,7 @@ func file_flotilla_v1_instance_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_instance_proto_rawDesc), len(file_flotilla_v1_instance_proto_rawDesc)),
 			NumEnums:      7,
-			NumMessages:   36,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

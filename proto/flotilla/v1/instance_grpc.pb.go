@@ -33,6 +33,7 @@ const (
 	InstanceService_DeleteInstance_FullMethodName     = "/flotilla.v1.InstanceService/DeleteInstance"
 	InstanceService_DeallocateInstance_FullMethodName = "/flotilla.v1.InstanceService/DeallocateInstance"
 	InstanceService_RestoreInstance_FullMethodName    = "/flotilla.v1.InstanceService/RestoreInstance"
+	InstanceService_UpgradeInstance_FullMethodName    = "/flotilla.v1.InstanceService/UpgradeInstance"
 	InstanceService_UpdateInstance_FullMethodName     = "/flotilla.v1.InstanceService/UpdateInstance"
 	InstanceService_ResizeInstance_FullMethodName     = "/flotilla.v1.InstanceService/ResizeInstance"
 	InstanceService_ConfirmResize_FullMethodName      = "/flotilla.v1.InstanceService/ConfirmResize"
@@ -87,6 +88,16 @@ type InstanceServiceClient interface {
 	// After the window (or a forced delete) it is reclaimed and can no longer
 	// be restored.
 	RestoreInstance(ctx context.Context, in *RestoreInstanceRequest, opts ...grpc.CallOption) (*Operation, error)
+	// UpgradeInstance changes a running or stopped instance's image version
+	// and/or machine model through a recorded plan (seed 004's UPGRADING):
+	// the disk and model are kept apart (the snapshot), the domain is
+	// redefined at the new ones and booted, and the guest must become
+	// healthy (its guest channel's READY; a guest without one, running for a
+	// settle time) within health_timeout. When a step fails or health does
+	// not come, the plan rolls back by itself (ROLLBACK) to the previous disk
+	// and model and the instance shows its earlier status, the fault saying
+	// why.
+	UpgradeInstance(ctx context.Context, in *UpgradeInstanceRequest, opts ...grpc.CallOption) (*Operation, error)
 	// UpdateInstance changes what can change without a reboot: the name, the
 	// labels and the recovery policy (Azure's model update). The instance
 	// shows UPDATING while it runs; the new model takes effect when it
@@ -287,6 +298,16 @@ func (c *instanceServiceClient) RestoreInstance(ctx context.Context, in *Restore
 	return out, nil
 }
 
+func (c *instanceServiceClient) UpgradeInstance(ctx context.Context, in *UpgradeInstanceRequest, opts ...grpc.CallOption) (*Operation, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Operation)
+	err := c.cc.Invoke(ctx, InstanceService_UpgradeInstance_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *instanceServiceClient) UpdateInstance(ctx context.Context, in *UpdateInstanceRequest, opts ...grpc.CallOption) (*Operation, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Operation)
@@ -411,6 +432,16 @@ type InstanceServiceServer interface {
 	// After the window (or a forced delete) it is reclaimed and can no longer
 	// be restored.
 	RestoreInstance(context.Context, *RestoreInstanceRequest) (*Operation, error)
+	// UpgradeInstance changes a running or stopped instance's image version
+	// and/or machine model through a recorded plan (seed 004's UPGRADING):
+	// the disk and model are kept apart (the snapshot), the domain is
+	// redefined at the new ones and booted, and the guest must become
+	// healthy (its guest channel's READY; a guest without one, running for a
+	// settle time) within health_timeout. When a step fails or health does
+	// not come, the plan rolls back by itself (ROLLBACK) to the previous disk
+	// and model and the instance shows its earlier status, the fault saying
+	// why.
+	UpgradeInstance(context.Context, *UpgradeInstanceRequest) (*Operation, error)
 	// UpdateInstance changes what can change without a reboot: the name, the
 	// labels and the recovery policy (Azure's model update). The instance
 	// shows UPDATING while it runs; the new model takes effect when it
@@ -503,6 +534,9 @@ func (UnimplementedInstanceServiceServer) DeallocateInstance(context.Context, *D
 }
 func (UnimplementedInstanceServiceServer) RestoreInstance(context.Context, *RestoreInstanceRequest) (*Operation, error) {
 	return nil, status.Error(codes.Unimplemented, "method RestoreInstance not implemented")
+}
+func (UnimplementedInstanceServiceServer) UpgradeInstance(context.Context, *UpgradeInstanceRequest) (*Operation, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpgradeInstance not implemented")
 }
 func (UnimplementedInstanceServiceServer) UpdateInstance(context.Context, *UpdateInstanceRequest) (*Operation, error) {
 	return nil, status.Error(codes.Unimplemented, "method UpdateInstance not implemented")
@@ -794,6 +828,24 @@ func _InstanceService_RestoreInstance_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _InstanceService_UpgradeInstance_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpgradeInstanceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InstanceServiceServer).UpgradeInstance(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: InstanceService_UpgradeInstance_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InstanceServiceServer).UpgradeInstance(ctx, req.(*UpgradeInstanceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _InstanceService_UpdateInstance_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(UpdateInstanceRequest)
 	if err := dec(in); err != nil {
@@ -996,6 +1048,10 @@ var InstanceService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RestoreInstance",
 			Handler:    _InstanceService_RestoreInstance_Handler,
+		},
+		{
+			MethodName: "UpgradeInstance",
+			Handler:    _InstanceService_UpgradeInstance_Handler,
 		},
 		{
 			MethodName: "UpdateInstance",
