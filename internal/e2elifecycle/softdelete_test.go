@@ -32,6 +32,11 @@ func TestSoftDeleteOnRealLibvirt(t *testing.T) {
 	if got := e.word(a, "VOCABULARY_NOVA"); got != "SOFT_DELETED" {
 		t.Fatalf("nova says %q", got)
 	}
+	// The host shows the room the soft-deleted instance holds.
+	host := e.g.MustCall("flotilla.v1.HostService/GetHost", map[string]any{"id": e.host})
+	if got := testenv.Str(host, "softDeleted", "vcpus"); got != "1" {
+		t.Fatalf("host's soft-deleted room: %v", host["softDeleted"])
+	}
 	e.mustSucceed(e.do("RestoreInstance", map[string]any{"id": a}))
 	e.waitStatus(a, "STATUS_RUNNING", 30*time.Second)
 	e.waitGuestReady(a, 2)
