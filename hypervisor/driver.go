@@ -223,6 +223,12 @@ type Driver interface {
 	// already at spec's shape, else ErrInvalidState. With an original kept,
 	// any state but shut off is ErrInvalidState.
 	Unshape(ctx context.Context, spec DomainSpec) error
+	// UpgradeDisk is Reshape for an upgrade (a new image version and/or
+	// model): the disk is kept apart as the original, for Unshape (the
+	// rollback) or DropOriginal (the upgrade is final), and the domain is
+	// redefined at spec; with another image than the domain's, over a
+	// fresh disk of that image instead of a copy of the old one.
+	UpgradeDisk(ctx context.Context, spec DomainSpec) error
 	// DropOriginal removes the original Reshape kept (a confirmed resize).
 	// Nothing kept (or no domain): success. The domain may be in any state.
 	DropOriginal(ctx context.Context, id string) error
@@ -251,6 +257,14 @@ type Driver interface {
 	// at all. An image of that name that exists is ErrAlreadyExists, but
 	// for one this bundle (token: its operation) made already: success.
 	BundleDisk(ctx context.Context, id, image, token string) error
+	// Release undefines a shut-off domain and keeps its disk (a
+	// deallocate): the host holds nothing of it but the disk. No domain:
+	// success. Any state but shut off is ErrInvalidState.
+	Release(ctx context.Context, id string) error
+	// Define defines the domain, shut off, at spec over the disk a Release
+	// kept. Done already (defined, shut off): success; no kept disk is
+	// ErrNotFound; a domain in any other state is ErrAlreadyExists.
+	Define(ctx context.Context, spec DomainSpec) error
 
 	// Status reports one domain; a missing domain is PowerNoDomain, not an error.
 	Status(ctx context.Context, id string) (DomainStatus, error)

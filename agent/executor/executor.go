@@ -719,6 +719,30 @@ func (e *Executor) call(ctx context.Context, action agentv1.StepAction, deadline
 		return d.Unshape(ctx, spec)
 	case agentv1.StepAction_STEP_ACTION_DROP_ORIGINAL:
 		return d.DropOriginal(ctx, id)
+	case agentv1.StepAction_STEP_ACTION_UPGRADE_DISK:
+		spec, err := validSpec(step)
+		if err != nil {
+			return err
+		}
+		return d.UpgradeDisk(ctx, spec)
+	case agentv1.StepAction_STEP_ACTION_ROLLBACK_DISK:
+		spec, err := validSpec(step)
+		if err != nil {
+			return err
+		}
+		return d.Unshape(ctx, spec)
+	case agentv1.StepAction_STEP_ACTION_DROP_SNAPSHOT:
+		return d.DropOriginal(ctx, id)
+	case agentv1.StepAction_STEP_ACTION_AWAIT_HEALTHY:
+		return e.awaitHealthy(ctx, id, time.Now())
+	case agentv1.StepAction_STEP_ACTION_RELEASE_DOMAIN:
+		return d.Release(ctx, id)
+	case agentv1.StepAction_STEP_ACTION_DEFINE_DOMAIN:
+		spec, err := validSpec(step)
+		if err != nil {
+			return err
+		}
+		return d.Define(ctx, spec)
 	case agentv1.StepAction_STEP_ACTION_GROW_DISK:
 		spec, err := domainSpec(step)
 		if err != nil {
@@ -891,6 +915,8 @@ func faultCode(err error) string {
 		return FaultHypervisorUnavailable
 	case errors.Is(err, guestchan.ErrNoGuestSide):
 		return FaultGuestUnsupported
+	case errors.As(err, new(errUnhealthy)):
+		return FaultGuestFailed
 	case errors.As(err, new(*guestchan.CommandError)), errors.Is(err, guestchan.ErrBadCommand):
 		return FaultGuestFailed
 	case errors.Is(err, guestchan.ErrChannelClosed):

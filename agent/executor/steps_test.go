@@ -68,6 +68,8 @@ func TestActions(t *testing.T) {
 		{"STEP_ACTION_THAW_DISK", "ThawDisk", flotillav1.PowerState_POWER_STATE_RUNNING},
 		{"STEP_ACTION_GROW_DISK", "GrowDisk", flotillav1.PowerState_POWER_STATE_RUNNING},
 		{"STEP_ACTION_STOP", "Shutdown", flotillav1.PowerState_POWER_STATE_SHUT_OFF},
+		{"STEP_ACTION_RELEASE_DOMAIN", "Release", flotillav1.PowerState_POWER_STATE_NO_DOMAIN},
+		{"STEP_ACTION_DEFINE_DOMAIN", "Define", flotillav1.PowerState_POWER_STATE_SHUT_OFF},
 		{"STEP_ACTION_RESHAPE", "Reshape", flotillav1.PowerState_POWER_STATE_SHUT_OFF},
 		{"STEP_ACTION_UNSHAPE", "Unshape", flotillav1.PowerState_POWER_STATE_SHUT_OFF},
 		{"STEP_ACTION_DROP_ORIGINAL", "DropOriginal", flotillav1.PowerState_POWER_STATE_SHUT_OFF},
@@ -76,6 +78,10 @@ func TestActions(t *testing.T) {
 		{"STEP_ACTION_BUNDLE_DISK", "BundleDisk", flotillav1.PowerState_POWER_STATE_SHUT_OFF},
 		{"STEP_ACTION_RESCUE_DOMAIN", "RescueDomain", flotillav1.PowerState_POWER_STATE_SHUT_OFF},
 		{"STEP_ACTION_UNRESCUE_DOMAIN", "UnrescueDomain", flotillav1.PowerState_POWER_STATE_SHUT_OFF},
+		{"STEP_ACTION_UPGRADE_DISK", "UpgradeDisk", flotillav1.PowerState_POWER_STATE_SHUT_OFF},
+		{"STEP_ACTION_ROLLBACK_DISK", "Unshape", flotillav1.PowerState_POWER_STATE_SHUT_OFF},
+		{"STEP_ACTION_UPGRADE_DISK", "UpgradeDisk", flotillav1.PowerState_POWER_STATE_SHUT_OFF},
+		{"STEP_ACTION_DROP_SNAPSHOT", "DropOriginal", flotillav1.PowerState_POWER_STATE_SHUT_OFF},
 		{"STEP_ACTION_START", "Start", flotillav1.PowerState_POWER_STATE_RUNNING},
 		{"STEP_ACTION_DELETE", "Delete", flotillav1.PowerState_POWER_STATE_NO_DOMAIN},
 	}
@@ -87,13 +93,13 @@ func TestActions(t *testing.T) {
 		s := actionStep(fmt.Sprintf("op-%d", i), id, "vm-1", agentv1.StepAction(A[c.action]))
 		switch c.action {
 		case "STEP_ACTION_CREATE", "STEP_ACTION_PREFLIGHT", "STEP_ACTION_UNSHAPE", "STEP_ACTION_REBUILD_DISK",
-			"STEP_ACTION_UNRESCUE_DOMAIN":
+			"STEP_ACTION_UNRESCUE_DOMAIN", "STEP_ACTION_DEFINE_DOMAIN", "STEP_ACTION_ROLLBACK_DISK":
 			withSpec(s)
 		case "STEP_ACTION_RESCUE_DOMAIN", "STEP_ACTION_BUNDLE_DISK":
 			withSpec(s).Image = "flotilla-test-2"
 		case "STEP_ACTION_GROW_DISK":
 			withSpec(s).Spec.DiskGib = 4
-		case "STEP_ACTION_RESHAPE":
+		case "STEP_ACTION_RESHAPE", "STEP_ACTION_UPGRADE_DISK":
 			withSpec(s).Spec.Vcpus = 2
 		}
 		if c.action == "STEP_ACTION_UPDATE" {
@@ -118,13 +124,14 @@ func TestActions(t *testing.T) {
 		}
 	}
 	// The disk copy's actions are TestMover's, SET_PASSWORD TestSetPassword's,
-	// DECOMMISSION TestDecommission's; every other action is covered here.
+	// DECOMMISSION TestDecommission's, AWAIT_HEALTHY TestAwaitHealthy's;
+	// every other action is covered here.
 	for name, v := range A {
 		a := agentv1.StepAction(v)
 		if a != agentv1.StepAction_STEP_ACTION_UNSPECIFIED && a != agentv1.StepAction_STEP_ACTION_OFFER_DISK &&
 			a != agentv1.StepAction_STEP_ACTION_IMPORT_DISK && a != agentv1.StepAction_STEP_ACTION_RECEIVE_DISK &&
 			a != agentv1.StepAction_STEP_ACTION_ADOPT_DISK && a != agentv1.StepAction_STEP_ACTION_SET_PASSWORD &&
-			a != agentv1.StepAction_STEP_ACTION_DECOMMISSION && !seen[name] {
+			a != agentv1.StepAction_STEP_ACTION_DECOMMISSION && a != agentv1.StepAction_STEP_ACTION_AWAIT_HEALTHY && !seen[name] {
 			t.Errorf("action %s not tested", name)
 		}
 	}

@@ -212,6 +212,14 @@ func (w *Watcher) Reports() []Report {
 	return out
 }
 
+// Report is the current report of one guest, if it was heard from.
+func (w *Watcher) Report(id string) (Report, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	r, ok := w.reports[id]
+	return r, ok
+}
+
 // Sync is the full list of domains: those running or paused are watched,
 // the others no longer.
 func (w *Watcher) Sync(domains []hypervisor.DomainStatus) {

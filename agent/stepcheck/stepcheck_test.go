@@ -48,6 +48,14 @@ var want = map[agentv1.StepAction]string{
 	agentv1.StepAction_STEP_ACTION_RESCUE_DOMAIN:   "UUUUUUUU",
 	agentv1.StepAction_STEP_ACTION_UNRESCUE_DOMAIN: "UUUUUUUU",
 	agentv1.StepAction_STEP_ACTION_BUNDLE_DISK:     "UUUUUUUU",
+	// Deallocate and upgrade: which disk and model a domain has, or whether
+	// a release kept its disk, is not in its power state either.
+	agentv1.StepAction_STEP_ACTION_RELEASE_DOMAIN: "UUUUUUUU",
+	agentv1.StepAction_STEP_ACTION_DEFINE_DOMAIN:  "UUUUUUUU",
+	agentv1.StepAction_STEP_ACTION_UPGRADE_DISK:   "UUUUUUUU",
+	agentv1.StepAction_STEP_ACTION_ROLLBACK_DISK:  "UUUUUUUU",
+	agentv1.StepAction_STEP_ACTION_AWAIT_HEALTHY:  "UUUUUUUU",
+	agentv1.StepAction_STEP_ACTION_DROP_SNAPSHOT:  "UUUUUUUU",
 }
 
 // wantNoDomain is the no-domain column for the actions that look at

@@ -310,6 +310,7 @@ func mutationFlags(fs *pflag.FlagSet, kind, name string) func([]string) (*mutati
 		maxRestarts      *int
 		target           *string
 		confirmAfter     *time.Duration
+		health           *time.Duration
 		placement        placementFlags
 		project          *string
 	)
@@ -342,8 +343,15 @@ func mutationFlags(fs *pflag.FlagSet, kind, name string) func([]string) (*mutati
 		decommission = fs.Duration("decommission-timeout", 0, "how long the guest may run its decommission work first (0: none; not given: the instance's)")
 	case "delete":
 		decommission = fs.Duration("decommission-timeout", 0, "how long the guest may run its decommission work first (0: none; not given: the instance's)")
+		force = fs.Bool("force", false, "reclaim at once, even with a retention window (a SOFT_DELETED instance is reclaimed by any delete)")
 	case "restart":
 		hard = fs.Bool("hard", false, "reset the machine instead of asking the guest")
+	case "upgrade":
+		image = fs.String("image", "", "the new image (version); empty: keep")
+		vcpus = fs.Int64("vcpus", 0, "the new vCPU count (0: keep)")
+		memoryMiB = fs.Int64("memory-mib", 0, "the new memory in MiB (0: keep)")
+		health = fs.Duration("health-timeout", 0, "how long the upgraded guest has to become healthy before the upgrade rolls back (0: 3 minutes)")
+		graceful = fs.Duration("graceful", 10*time.Minute, "how long the guest gets to power off")
 	case "resize":
 		vcpus = fs.Int64("vcpus", 0, "the new vCPU count (0: keep)")
 		memoryMiB = fs.Int64("memory-mib", 0, "the new memory in MiB (0: keep)")
@@ -455,6 +463,25 @@ func mutationFlags(fs *pflag.FlagSet, kind, name string) func([]string) (*mutati
 				req.DecommissionTimeout = durationpb.New(*decommission)
 			}
 			m.req = req
+		case "upgrade":
+			switch {
+			case *vcpus < 0 || *vcpus > math.MaxInt32:
+				return nil, &usageError{usage, "--vcpus is out of range"}
+			case *image == "" && *vcpus == 0 && *memoryMiB == 0:
+				return nil, &usageError{usage, "give at least one of --image, --vcpus, --memory-mib"}
+			case *graceful <= 0 || *health < 0:
+				return nil, &usageError{usage, "--graceful must be positive and --health-timeout not negative"}
+			}
+			req := &flotillav1.UpgradeInstanceRequest{Id: id, RequestId: *requestID, Image: *image, Vcpus: int32(*vcpus),
+				MemoryMib: *memoryMiB, GracefulTimeout: durationpb.New(*graceful)}
+			if *health > 0 {
+				req.HealthTimeout = durationpb.New(*health)
+			}
+			m.req = req
+		case "deallocate":
+			m.req = &flotillav1.DeallocateInstanceRequest{Id: id, RequestId: *requestID}
+		case "restore":
+			m.req = &flotillav1.RestoreInstanceRequest{Id: id, RequestId: *requestID}
 		case "restart":
 			m.req = &flotillav1.RestartInstanceRequest{Id: id, RequestId: *requestID, Hard: *hard}
 		case "pause":
@@ -466,7 +493,7 @@ func mutationFlags(fs *pflag.FlagSet, kind, name string) func([]string) (*mutati
 		case "resume":
 			m.req = &flotillav1.ResumeInstanceRequest{Id: id, RequestId: *requestID}
 		case "delete":
-			req := &flotillav1.DeleteInstanceRequest{Id: id, RequestId: *requestID}
+			req := &flotillav1.DeleteInstanceRequest{Id: id, RequestId: *requestID, Force: *force}
 			if set["decommission-timeout"] {
 				req.DecommissionTimeout = durationpb.New(*decommission)
 			}
@@ -583,6 +610,12 @@ func send(ctx context.Context, cl flotillav1.InstanceServiceClient, req proto.Me
 		return cl.ResumeInstance(ctx, r)
 	case *flotillav1.DeleteInstanceRequest:
 		return cl.DeleteInstance(ctx, r)
+	case *flotillav1.DeallocateInstanceRequest:
+		return cl.DeallocateInstance(ctx, r)
+	case *flotillav1.RestoreInstanceRequest:
+		return cl.RestoreInstance(ctx, r)
+	case *flotillav1.UpgradeInstanceRequest:
+		return cl.UpgradeInstance(ctx, r)
 	case *flotillav1.ResizeInstanceRequest:
 		return cl.ResizeInstance(ctx, r)
 	case *flotillav1.ConfirmResizeRequest:
@@ -705,7 +738,10 @@ func instanceCommands(c *cli) []*cobra.Command {
 		action("unpause", "Continue a paused instance"),
 		action("suspend", "Write an instance's memory to disk and stop it"),
 		action("resume", "Restore a suspended instance"),
-		action("delete", "Delete an instance and its disk"),
+		action("delete", "Delete an instance and its disk (with a retention window: soft-delete it; --force: at once)"),
+		action("deallocate", "Release a stopped instance's host, keeping its disk (start places it again)"),
+		action("restore", "Bring a soft-deleted instance back as it was"),
+		action("upgrade", "Change an instance's image version or model; rolls back by itself if the guest is not healthy"),
 		action("update", "Change an instance's name, labels or recovery policy"),
 		action("resize", "Change an instance's vCPUs, memory or disk, in place or on another host"),
 		action("confirm-resize", "Keep a resize and drop the old copy"),

@@ -45,6 +45,7 @@ func main() {
 		diskOver     = flag.Float64("disk-overcommit", 1, "disk placed per GiB of physical disk (copy-on-write disks are sparse)")
 		deadlines    = deadlineFlag{}
 		readiness    = flag.Duration("readiness-timeout", 10*time.Minute, "how long a guest that reports its boot may take to be ready before it is stranded, unless its create says; 0: never stranded")
+		softDel      = flag.Duration("soft-delete-retention", 0, "the retention window of deleted instances: a delete keeps the instance SOFT_DELETED (disk and record, restorable) this long, then reclaims it; 0 deletes at once")
 		billingEvery = flag.Duration("billing-interval", node.DefaultBillingInterval, "how often billed projects are charged for their usage (and frozen when their balance runs out)")
 		retention    = flag.Duration("history-retention", 720*time.Hour, "how long a deleted instance's records (operations, usage) are kept after its deletion; 0 keeps them for ever")
 		tlsCert      = flag.String("tls-cert", "", "certificate (PEM) for mutual TLS; with --tls-key and --tls-ca")
@@ -111,6 +112,10 @@ func main() {
 		fmt.Fprintln(os.Stderr, "flotilla-coordinator: --readiness-timeout must not be negative")
 		os.Exit(2)
 	}
+	if *softDel < 0 {
+		fmt.Fprintln(os.Stderr, "flotilla-coordinator: --soft-delete-retention must not be negative")
+		os.Exit(2)
+	}
 	if *retention < 0 {
 		fmt.Fprintln(os.Stderr, "flotilla-coordinator: --history-retention must not be negative")
 		os.Exit(2)
@@ -138,7 +143,7 @@ func main() {
 		NodeID: *nodeID, DataDir: *dataDir, RaftAddr: *raftAddr, APIAddr: *listen, Bootstrap: *bootstrap,
 		Join: *join, SnapshotThreshold: *snapEvery, TrailingLogs: *trailing, FastRaft: *fastRaft,
 		HeartbeatInterval: *heartbeat, ResyncInterval: *resync, Logger: log,
-		Deadlines: deadlines, HistoryRetention: *retention, BillingInterval: *billingEvery, ReadinessTimeout: *readiness,
+		Deadlines: deadlines, HistoryRetention: *retention, BillingInterval: *billingEvery, SoftDeleteRetention: *softDel, ReadinessTimeout: *readiness,
 		TLS:       mtls.Files{Cert: *tlsCert, Key: *tlsKey, CA: *tlsCA},
 		Placement: scheduler.Policy{Pack: *placement == "pack", CPUOvercommit: *cpuOver, MemoryOvercommit: *memOver, DiskOvercommit: *diskOver},
 		Metrics:   m, InsecureDev: *insecure, StaleReadBound: *staleRead,

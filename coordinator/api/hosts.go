@@ -14,14 +14,21 @@ type hosts struct {
 	pb.UnimplementedHostServiceServer
 }
 
-// counts returns, per host, the instances placed there and those of them
-// whose domain is up (what a drain waits for).
-func (s *hosts) counts() (placed, up map[string]int32) {
+// counts returns, per host, the instances placed there, those of them
+// whose domain is up (what a drain waits for), and the room soft-deleted
+// ones hold. A deallocated instance keeps only its disk there: not placed.
+func (s *hosts) counts() (placed, up map[string]int32, soft map[string]state.Resources) {
 	all, _ := s.store.Instances()
-	placed, up = map[string]int32{}, map[string]int32{}
+	placed, up, soft = map[string]int32{}, map[string]int32{}, map[string]state.Resources{}
 	for _, i := range all {
-		if i.HostID == "" || i.Status() == lifecycle.StatusDeleted {
+		st := i.Status()
+		if i.HostID == "" || st == lifecycle.StatusDeleted || st == lifecycle.StatusDeallocated {
 			continue
+		}
+		if st == lifecycle.StatusSoftDeleted {
+			r := soft[i.HostID]
+			r.VCPUs, r.MemoryMiB, r.DiskGiB = r.VCPUs+i.Spec.VCPUs, r.MemoryMiB+i.Spec.MemoryMiB, r.DiskGiB+i.Spec.DiskGiB
+			soft[i.HostID] = r
 		}
 		placed[i.HostID]++
 		switch i.Power {
@@ -29,22 +36,22 @@ func (s *hosts) counts() (placed, up map[string]int32) {
 			up[i.HostID]++
 		}
 	}
-	return placed, up
+	return placed, up, soft
 }
 
 func (s *hosts) view(h *state.Host) *pb.Host {
-	placed, up := s.counts()
-	return convert.HostToPB(h, s.store.Allocated()[h.ID], placed[h.ID], up[h.ID])
+	placed, up, soft := s.counts()
+	return convert.HostToPB(h, s.store.Allocated()[h.ID], soft[h.ID], placed[h.ID], up[h.ID])
 }
 
 func (s *hosts) ListHosts(ctx context.Context, r *pb.ListHostsRequest) (*pb.ListHostsResponse, error) {
 	all, rev := s.store.Hosts()
 	used := s.store.Allocated()
-	placed, up := s.counts()
+	placed, up, soft := s.counts()
 	out := &pb.ListHostsResponse{Revision: rev}
 	for i := range all {
 		id := all[i].ID
-		out.Hosts = append(out.Hosts, convert.HostToPB(&all[i], used[id], placed[id], up[id]))
+		out.Hosts = append(out.Hosts, convert.HostToPB(&all[i], used[id], soft[id], placed[id], up[id]))
 	}
 	return out, nil
 }

@@ -93,7 +93,25 @@ func (s *instances) act(ctx context.Context, a service.Action, v violations) (*p
 }
 
 func (s *instances) StartInstance(ctx context.Context, r *pb.StartInstanceRequest) (*pb.Operation, error) {
-	return s.act(ctx, service.Action{InstanceID: r.Id, RequestID: r.RequestId, Action: lifecycle.ActionStart}, nil)
+	var v violations
+	validateID(&v, "id", r.Id)
+	validateRequestID(&v, r.RequestId)
+	if len(v) > 0 {
+		return nil, invalid(v)
+	}
+	op, err := s.svc.Start(ctx, r.Id, r.RequestId)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return convert.OperationToPB(&op), nil
+}
+
+func (s *instances) DeallocateInstance(ctx context.Context, r *pb.DeallocateInstanceRequest) (*pb.Operation, error) {
+	return s.act(ctx, service.Action{InstanceID: r.Id, RequestID: r.RequestId, Action: lifecycle.ActionDeallocate}, nil)
+}
+
+func (s *instances) RestoreInstance(ctx context.Context, r *pb.RestoreInstanceRequest) (*pb.Operation, error) {
+	return s.act(ctx, service.Action{InstanceID: r.Id, RequestID: r.RequestId, Action: lifecycle.ActionRestore}, nil)
 }
 
 func (s *instances) StopInstance(ctx context.Context, r *pb.StopInstanceRequest) (*pb.Operation, error) {
@@ -127,7 +145,8 @@ func (s *instances) ResumeInstance(ctx context.Context, r *pb.ResumeInstanceRequ
 func (s *instances) DeleteInstance(ctx context.Context, r *pb.DeleteInstanceRequest) (*pb.Operation, error) {
 	var v violations
 	decom := decommissionTimeout(&v, r.GetDecommissionTimeout())
-	return s.act(ctx, service.Action{InstanceID: r.Id, RequestID: r.RequestId, Action: lifecycle.ActionDelete, Decommission: decom}, v)
+	return s.act(ctx, service.Action{InstanceID: r.Id, RequestID: r.RequestId, Action: lifecycle.ActionDelete, Decommission: decom,
+		Force: r.Force}, v)
 }
 
 func (s *instances) GetInstance(ctx context.Context, r *pb.GetInstanceRequest) (*pb.Instance, error) {

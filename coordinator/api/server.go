@@ -39,8 +39,10 @@ type Config struct {
 	// Secrets holds SetPassword's passwords for the orchestrator (nil:
 	// SetPassword is refused).
 	Secrets *secrets.Store
-	Logger  *slog.Logger
-	Now     func() time.Time // defaults to time.Now
+	// SoftDeleteRetention: see service.Config.
+	SoftDeleteRetention time.Duration
+	Logger              *slog.Logger
+	Now                 func() time.Time // defaults to time.Now
 }
 
 // WriteMethods are the methods that change state: on a follower they are
@@ -55,6 +57,9 @@ var WriteMethods = []string{
 	pb.InstanceService_SuspendInstance_FullMethodName,
 	pb.InstanceService_ResumeInstance_FullMethodName,
 	pb.InstanceService_DeleteInstance_FullMethodName,
+	pb.InstanceService_DeallocateInstance_FullMethodName,
+	pb.InstanceService_RestoreInstance_FullMethodName,
+	pb.InstanceService_UpgradeInstance_FullMethodName,
 	pb.OperationService_CancelOperation_FullMethodName,
 	pb.ClusterService_AddServer_FullMethodName,
 	pb.ClusterService_RemoveServer_FullMethodName,
@@ -101,7 +106,7 @@ func newCore(cfg Config) *core {
 		cfg.Logger = slog.Default()
 	}
 	svc := service.New(service.Config{Store: cfg.Store, Applier: cfg.Applier, Policy: cfg.Policy, Deadlines: cfg.Deadlines, ReadinessTimeout: cfg.ReadinessTimeout, Now: cfg.Now,
-		Secrets: cfg.Secrets})
+		Secrets: cfg.Secrets, SoftDeleteRetention: cfg.SoftDeleteRetention})
 	return &core{svc: svc, store: cfg.Store, raft: cfg.Applier, log: cfg.Logger, now: cfg.Now}
 }
 

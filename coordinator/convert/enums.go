@@ -46,6 +46,12 @@ var statuses = newEnum(map[lifecycle.Status]pb.Status{
 	lifecycle.StatusRescued:                 pb.Status_STATUS_RESCUED,
 	lifecycle.StatusUnrescuing:              pb.Status_STATUS_UNRESCUING,
 	lifecycle.StatusBundling:                pb.Status_STATUS_BUNDLING,
+	lifecycle.StatusDeallocating:            pb.Status_STATUS_DEALLOCATING,
+	lifecycle.StatusDeallocated:             pb.Status_STATUS_DEALLOCATED,
+	lifecycle.StatusSoftDeleted:             pb.Status_STATUS_SOFT_DELETED,
+	lifecycle.StatusRestoring:               pb.Status_STATUS_RESTORING,
+	lifecycle.StatusUpgrading:               pb.Status_STATUS_UPGRADING,
+	lifecycle.StatusRollback:                pb.Status_STATUS_ROLLBACK,
 })
 
 // StatusToPB maps an instance status to the public enum.
@@ -56,11 +62,13 @@ func StatusToPB(s lifecycle.Status) pb.Status { return statuses.pb(s) }
 func StatusFromPB(s pb.Status) (lifecycle.Status, bool) { return statuses.domain(s) }
 
 var desired = newEnum(map[lifecycle.Desired]pb.DesiredState{
-	lifecycle.DesiredRunning:   pb.DesiredState_DESIRED_STATE_RUNNING,
-	lifecycle.DesiredStopped:   pb.DesiredState_DESIRED_STATE_STOPPED,
-	lifecycle.DesiredPaused:    pb.DesiredState_DESIRED_STATE_PAUSED,
-	lifecycle.DesiredSuspended: pb.DesiredState_DESIRED_STATE_SUSPENDED,
-	lifecycle.DesiredDeleted:   pb.DesiredState_DESIRED_STATE_DELETED,
+	lifecycle.DesiredRunning:     pb.DesiredState_DESIRED_STATE_RUNNING,
+	lifecycle.DesiredStopped:     pb.DesiredState_DESIRED_STATE_STOPPED,
+	lifecycle.DesiredPaused:      pb.DesiredState_DESIRED_STATE_PAUSED,
+	lifecycle.DesiredSuspended:   pb.DesiredState_DESIRED_STATE_SUSPENDED,
+	lifecycle.DesiredDeleted:     pb.DesiredState_DESIRED_STATE_DELETED,
+	lifecycle.DesiredDeallocated: pb.DesiredState_DESIRED_STATE_DEALLOCATED,
+	lifecycle.DesiredSoftDeleted: pb.DesiredState_DESIRED_STATE_SOFT_DELETED,
 })
 
 // DesiredToPB maps a desired state to the public enum.
@@ -123,6 +131,9 @@ var actions = newEnum(map[lifecycle.Action]pb.Action{
 	lifecycle.ActionUnrescue:      pb.Action_ACTION_UNRESCUE,
 	lifecycle.ActionBundle:        pb.Action_ACTION_BUNDLE,
 	lifecycle.ActionMove:          pb.Action_ACTION_MOVE,
+	lifecycle.ActionDeallocate:    pb.Action_ACTION_DEALLOCATE,
+	lifecycle.ActionRestore:       pb.Action_ACTION_RESTORE,
+	lifecycle.ActionUpgrade:       pb.Action_ACTION_UPGRADE,
 })
 
 // ActionToPB maps a user action to the public enum.
@@ -153,6 +164,10 @@ var opKinds = newEnum(map[lifecycle.OpKind]pb.OperationKind{
 	lifecycle.OpRescue:        pb.OperationKind_OPERATION_KIND_RESCUE,
 	lifecycle.OpUnrescue:      pb.OperationKind_OPERATION_KIND_UNRESCUE,
 	lifecycle.OpBundle:        pb.OperationKind_OPERATION_KIND_BUNDLE,
+	lifecycle.OpDeallocate:    pb.OperationKind_OPERATION_KIND_DEALLOCATE,
+	lifecycle.OpSoftDelete:    pb.OperationKind_OPERATION_KIND_SOFT_DELETE,
+	lifecycle.OpRestore:       pb.OperationKind_OPERATION_KIND_RESTORE,
+	lifecycle.OpUpgrade:       pb.OperationKind_OPERATION_KIND_UPGRADE,
 })
 
 // OpKindToPB maps an operation kind to the wire enum.
@@ -239,6 +254,12 @@ var stepActions = newEnum(map[lifecycle.StepAction]agentv1.StepAction{
 	lifecycle.ActRescueDomain:   agentv1.StepAction_STEP_ACTION_RESCUE_DOMAIN,
 	lifecycle.ActUnrescueDomain: agentv1.StepAction_STEP_ACTION_UNRESCUE_DOMAIN,
 	lifecycle.ActBundleDisk:     agentv1.StepAction_STEP_ACTION_BUNDLE_DISK,
+	lifecycle.ActRelease:        agentv1.StepAction_STEP_ACTION_RELEASE_DOMAIN,
+	lifecycle.ActDefine:         agentv1.StepAction_STEP_ACTION_DEFINE_DOMAIN,
+	lifecycle.ActUpgradeDisk:    agentv1.StepAction_STEP_ACTION_UPGRADE_DISK,
+	lifecycle.ActRollbackDisk:   agentv1.StepAction_STEP_ACTION_ROLLBACK_DISK,
+	lifecycle.ActAwaitHealthy:   agentv1.StepAction_STEP_ACTION_AWAIT_HEALTHY,
+	lifecycle.ActDropSnapshot:   agentv1.StepAction_STEP_ACTION_DROP_SNAPSHOT,
 })
 
 // StepActionToPB maps a step's action to the agent link's enum.

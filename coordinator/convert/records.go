@@ -190,8 +190,10 @@ func OperationToPB(o *state.Operation) *pb.Operation {
 
 // HostToPB converts a host; used is what its instances take, count how many
 // are placed there and running how many of their domains are up.
-func HostToPB(h *state.Host, used state.Resources, count, running int32) *pb.Host {
+// soft is the part of used that soft-deleted instances hold.
+func HostToPB(h *state.Host, used, soft state.Resources, count, running int32) *pb.Host {
 	return &pb.Host{
+		SoftDeleted:     &pb.Resources{Vcpus: soft.VCPUs, MemoryMib: soft.MemoryMiB, DiskGib: soft.DiskGiB},
 		Id:              h.ID,
 		Status:          hostStatus(h, running),
 		Labels:          h.Labels,

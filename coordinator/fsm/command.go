@@ -103,6 +103,14 @@ type InstanceAction struct {
 	Operation state.Operation `json:"operation"`
 	// Policy is the placement policy the target is checked against.
 	Policy scheduler.Policy `json:"policy,omitempty"`
+	// Retain: a delete keeps the instance soft-deleted for the cluster's
+	// retention window (unless Operation.Force).
+	Retain bool `json:"retain,omitempty"`
+	// ReclaimBefore, set, makes the delete the reclaim of a soft-deleted
+	// instance whose soft delete ended at or before it (the leader's clock
+	// minus the window); anything else is refused, so a late or repeated
+	// reclaim changes nothing.
+	ReclaimBefore time.Time `json:"reclaim_before,omitempty"`
 }
 
 // Dispatch records that operations' steps are being sent to their hosts:

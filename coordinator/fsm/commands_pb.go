@@ -1,6 +1,8 @@
 package fsm
 
 import (
+	"time"
+
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
 	raftv1 "github.com/flotilla-vm/flotilla/proto/flotilla/raft/v1"
@@ -24,11 +26,19 @@ func (c *CreateInstance) fromPB(m *raftv1.CreateInstance) {
 }
 
 func (c *InstanceAction) toPB() *raftv1.InstanceAction {
-	return &raftv1.InstanceAction{Action: string(c.Action), Hard: c.Hard, Operation: operationToPB(&c.Operation), Policy: policyToPB(c.Policy)}
+	m := &raftv1.InstanceAction{Action: string(c.Action), Hard: c.Hard, Operation: operationToPB(&c.Operation), Policy: policyToPB(c.Policy),
+		Retain: c.Retain}
+	if !c.ReclaimBefore.IsZero() {
+		m.ReclaimBeforeNanos = c.ReclaimBefore.UnixNano()
+	}
+	return m
 }
 
 func (c *InstanceAction) fromPB(m *raftv1.InstanceAction) {
-	c.Action, c.Hard, c.Policy = lifecycle.Action(m.Action), m.Hard, policyFromPB(m.Policy)
+	c.Action, c.Hard, c.Policy, c.Retain = lifecycle.Action(m.Action), m.Hard, policyFromPB(m.Policy), m.Retain
+	if m.ReclaimBeforeNanos != 0 {
+		c.ReclaimBefore = time.Unix(0, m.ReclaimBeforeNanos).UTC()
+	}
 	if m.Operation != nil {
 		c.Operation = operationFromPB(m.Operation)
 	}

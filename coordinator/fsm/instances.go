@@ -82,6 +82,17 @@ func applyInstanceAction(tx *state.Tx, c *InstanceAction) (any, error) {
 		return withdraw(tx, inst, c.Operation)
 	}
 	plan := lifecycle.PlanFor(status, c.Action, c.Hard)
+	if c.Action == lifecycle.ActionDelete {
+		plan = lifecycle.PlanDelete(status, c.Retain, c.Operation.Force)
+	}
+	if !c.ReclaimBefore.IsZero() {
+		if err := checkReclaim(tx, inst, status, c.ReclaimBefore); err != nil {
+			return nil, err
+		}
+	}
+	if plan.Op == lifecycle.OpRestore {
+		plan.Desired = restoredDesired(tx, inst)
+	}
 	if (plan.Op == lifecycle.OpUpdate) != (c.Operation.Update != nil) {
 		return nil, fmt.Errorf("a model to change goes with an update, and only with one: %w", ErrInvalid)
 	}
@@ -89,6 +100,9 @@ func applyInstanceAction(tx *state.Tx, c *InstanceAction) (any, error) {
 	// Planned again knowing whether the domain runs: a hard restart resets
 	// a running one and boots one that is off.
 	sh := lifecycle.Shape{WasRunning: plan.WasRunning, StartAfter: plan.WasRunning}
+	if plan.Op == lifecycle.OpRestore {
+		sh.StartAfter = plan.Desired == lifecycle.DesiredRunning
+	}
 	op.TargetHostID, op.Token, op.Resize, op.Image = "", "", nil, "" // only what prepareReshaping checked
 	if reshaping(plan.Op) {
 		var err error
@@ -101,7 +115,13 @@ func applyInstanceAction(tx *state.Tx, c *InstanceAction) (any, error) {
 			return nil, err
 		}
 	}
-	if status == lifecycle.StatusRunning && (plan.Op == lifecycle.OpStop || plan.Op == lifecycle.OpDelete) {
+	if status == lifecycle.StatusDeallocated && plan.Op == lifecycle.OpStart {
+		var err error
+		if sh, err = prepareReallocation(tx, inst, op, &c.Operation, c.Policy); err != nil {
+			return nil, err
+		}
+	}
+	if status == lifecycle.StatusRunning && (plan.Op == lifecycle.OpStop || plan.Op == lifecycle.OpDelete || plan.Op == lifecycle.OpSoftDelete) {
 		// Only a running guest can run its decommission work.
 		sh.Decommission = op.Decommission
 	}
@@ -308,7 +328,7 @@ func applyStartUsage(tx *state.Tx, _ *StartUsage) (any, error) {
 func reshaping(k lifecycle.OpKind) bool {
 	switch k {
 	case lifecycle.OpMove, lifecycle.OpResize, lifecycle.OpExtend, lifecycle.OpConfirmResize, lifecycle.OpRevertResize,
-		lifecycle.OpRebuild, lifecycle.OpRescue, lifecycle.OpUnrescue, lifecycle.OpBundle:
+		lifecycle.OpRebuild, lifecycle.OpRescue, lifecycle.OpUnrescue, lifecycle.OpBundle, lifecycle.OpUpgrade:
 		return true
 	}
 	return false

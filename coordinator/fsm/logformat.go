@@ -39,6 +39,9 @@ const (
 	// LogVersion8 adds rebuild, rescue, unrescue and bundle (an operation's
 	// image, an instance's rescue image).
 	LogVersion8 uint32 = 8
+	// LogVersion9 adds deallocate, soft delete (InstanceAction.retain and
+	// reclaim_before), restore and upgrade.
+	LogVersion9 uint32 = 9
 	// LogVersion10 ends an operation that failed with AGENT_RESTARTED (a
 	// step whose outcome nobody can know) with the instance showing what
 	// its host observes, not ERROR (see failedResult).

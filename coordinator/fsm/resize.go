@@ -72,6 +72,20 @@ func prepareReshaping(tx *state.Tx, inst *state.Instance, op *state.Operation, r
 		op.Resize = &state.Resize{From: inst.Spec, To: r.To, Source: inst.HostID, WasRunning: running}
 	case lifecycle.OpRebuild, lifecycle.OpRescue, lifecycle.OpUnrescue, lifecycle.OpBundle:
 		return prepareImaging(inst, op, req, status)
+	case lifecycle.OpUpgrade:
+		r := req.Resize
+		if r == nil {
+			return sh, fmt.Errorf("an upgrade needs its new image version or model: %w", ErrInvalid)
+		}
+		if err := checkUpgrade(inst.Spec, r.To); err != nil {
+			return sh, err
+		}
+		if err := fitsInPlace(tx, inst, r.To, policy); err != nil {
+			return sh, err
+		}
+		// Window is, for an upgrade, how long its guest has to become healthy.
+		op.Resize = &state.Resize{From: inst.Spec, To: r.To, Source: inst.HostID, WasRunning: running, Window: r.Window}
+		sh.Health = r.Window
 	case lifecycle.OpConfirmResize, lifecycle.OpRevertResize:
 		r := inst.Resize
 		if r == nil {
@@ -100,6 +114,19 @@ func checkNewShape(from, to state.Spec, extend bool) error {
 		return fmt.Errorf("the instance has that shape already: %w", ErrInvalid)
 	case extend && (to.VCPUs != from.VCPUs || to.MemoryMiB != from.MemoryMiB):
 		return fmt.Errorf("an extend grows the disk only; vCPUs and memory change by a resize: %w", ErrInvalid)
+	}
+	return nil
+}
+
+// checkUpgrade refuses an upgrade that changes nothing or shrinks the disk.
+func checkUpgrade(from, to state.Spec) error {
+	switch {
+	case to.Image == "":
+		return fmt.Errorf("an upgrade needs an image: %w", ErrInvalid)
+	case to.DiskGiB < from.DiskGiB:
+		return fmt.Errorf("the disk can only grow (%d GiB now): %w", from.DiskGiB, ErrInvalid)
+	case to == from:
+		return fmt.Errorf("the instance has that image and model already: %w", ErrInvalid)
 	}
 	return nil
 }
@@ -146,9 +173,9 @@ func reshaped(inst *state.Instance, op *state.Operation, a lifecycle.StepAction)
 		return
 	}
 	switch a {
-	case lifecycle.ActReshape:
+	case lifecycle.ActReshape, lifecycle.ActUpgradeDisk:
 		inst.Spec = r.To
-	case lifecycle.ActUnshape:
+	case lifecycle.ActUnshape, lifecycle.ActRollbackDisk:
 		inst.Spec = r.From
 	case lifecycle.ActGrowDisk:
 		inst.Spec.DiskGiB = r.To.DiskGiB

@@ -357,7 +357,7 @@ func failedResult(tx *state.Tx, op *state.Operation, inst *state.Instance) lifec
 	}
 	switch op.Kind {
 	case lifecycle.OpMove, lifecycle.OpUpdate, lifecycle.OpResize, lifecycle.OpConfirmResize, lifecycle.OpRevertResize, lifecycle.OpExtend,
-		lifecycle.OpSetPassword, lifecycle.OpBundle:
+		lifecycle.OpSetPassword, lifecycle.OpBundle, lifecycle.OpUpgrade:
 	default:
 		return lifecycle.ResultFailed
 	}
@@ -460,7 +460,7 @@ func progress(op *state.Operation) int32 {
 func finish(tx *state.Tx, op *state.Operation, inst *state.Instance, end state.OpState, fault *state.Fault, result lifecycle.Result) {
 	op.State, op.EndTime, op.Fault = end, tx.Now(), fault
 	op.Token = "" // the disk hand-over is over: the secret is not kept
-	if op.Kind == lifecycle.OpMove || op.Kind == lifecycle.OpResize {
+	if op.Kind == lifecycle.OpMove || op.Kind == lifecycle.OpResize || op.Kind == lifecycle.OpStart {
 		inst.MoveTarget = "" // the room held on the target is released
 	}
 	inst.RollingBack = false

@@ -39,12 +39,20 @@ const (
 	ActionUnrescue Action = "unrescue"
 	// ActionBundle makes the stopped instance's disk an image (seed 000's bundle).
 	ActionBundle Action = "bundle"
+	// ActionDeallocate releases a stopped instance's host (Azure's
+	// deallocate); a running one must be stopped first.
+	ActionDeallocate Action = "deallocate"
+	// ActionRestore brings a soft-deleted instance back as it was.
+	ActionRestore Action = "restore"
+	// ActionUpgrade changes the image version and/or machine model, rolling
+	// back by itself when the guest does not become healthy.
+	ActionUpgrade Action = "upgrade"
 )
 
 // AllActions lists every action.
 var AllActions = []Action{ActionStart, ActionStop, ActionRestart, ActionPause, ActionUnpause, ActionSuspend, ActionResume, ActionDelete, ActionUpdate,
 	ActionResize, ActionConfirmResize, ActionRevertResize, ActionExtend, ActionMove, ActionSetPassword,
-	ActionRebuild, ActionRescue, ActionUnrescue, ActionBundle}
+	ActionRebuild, ActionRescue, ActionUnrescue, ActionBundle, ActionDeallocate, ActionRestore, ActionUpgrade}
 
 // allowed is the whole transition table: the actions each status accepts.
 // A status that is not listed accepts nothing (transitional statuses: one
@@ -53,12 +61,17 @@ var AllActions = []Action{ActionStart, ActionStop, ActionRestart, ActionPause, A
 // hard-reboots a SHUTOFF server): see PlanFor.
 var allowed = map[Status][]Action{
 	StatusRunning: {ActionStop, ActionRestart, ActionPause, ActionSuspend, ActionDelete, ActionUpdate,
-		ActionResize, ActionExtend, ActionMove, ActionSetPassword, ActionRebuild, ActionRescue},
-	// Resize and bundle from offline are seed 000's.
+		ActionResize, ActionExtend, ActionMove, ActionSetPassword, ActionRebuild, ActionRescue, ActionUpgrade},
+	// Resize and bundle from offline are seed 000's. Only a stopped
+	// instance can be deallocated: a running one is refused, and told to stop.
 	StatusStopped: {ActionStart, ActionRestart, ActionDelete, ActionUpdate, ActionResize, ActionExtend, ActionMove,
-		ActionRebuild, ActionRescue, ActionBundle},
+		ActionRebuild, ActionRescue, ActionBundle, ActionDeallocate, ActionUpgrade},
 	// Rescued: only leaving the rescue system, or deleting, makes sense.
 	StatusRescued: {ActionUnrescue, ActionDelete},
+	// Started again, it is scheduled again (see StartShape).
+	StatusDeallocated: {ActionStart, ActionDelete},
+	// A delete of a soft-deleted instance reclaims it at once (forced).
+	StatusSoftDeleted: {ActionRestore, ActionDelete},
 	// The original is kept: confirm, revert, or delete both.
 	StatusVerifyResize:      {ActionConfirmResize, ActionRevertResize, ActionDelete, ActionUpdate},
 	StatusPaused:            {ActionUnpause, ActionStop, ActionSuspend, ActionDelete, ActionUpdate},
@@ -129,7 +142,7 @@ type Plan struct {
 // off reports the statuses whose domain is shut off (or crashed), with no
 // operation in flight: nothing runs that a reset or a guest could restart.
 func off(s Status) bool {
-	return s == StatusStopped || s == StatusUnexpectedShutoff || s == StatusCrashed || s == StatusSuspended
+	return s == StatusStopped || s == StatusDeallocated || s == StatusSoftDeleted || s == StatusUnexpectedShutoff || s == StatusCrashed || s == StatusSuspended
 }
 
 // PlanFor returns what accepting action a in status s means. It assumes
@@ -188,8 +201,42 @@ func planFor(s Status, a Action, hard bool) Plan {
 		return Plan{Op: OpUnrescue, Desired: DesiredRunning}
 	case ActionBundle:
 		return Plan{Op: OpBundle}
+	case ActionDeallocate:
+		return Plan{Op: OpDeallocate, Desired: DesiredDeallocated}
+	case ActionRestore:
+		// The desired state it had before the soft delete is the record's
+		// (see RestoredDesired); the caller fills it in.
+		return Plan{Op: OpRestore}
+	case ActionUpgrade:
+		return Plan{Op: OpUpgrade}
 	}
 	return Plan{}
+}
+
+// PlanDelete is a delete's plan: with a retention window (retain) a
+// delete of a live instance is a soft delete, restorable within the
+// window; a forced delete, or a delete of a soft-deleted instance,
+// reclaims at once.
+func PlanDelete(s Status, retain, force bool) Plan {
+	p := PlanFor(s, ActionDelete, false)
+	if retain && !force && s != StatusSoftDeleted && s != StatusPending && s != StatusBidding {
+		p.Op, p.Desired = OpSoftDelete, DesiredSoftDeleted
+	}
+	return p
+}
+
+// RestoredDesired is the desired state a restore brings back: the one the
+// instance had when it was soft-deleted (kept on its record), running when
+// none was kept.
+func RestoredDesired(before Desired) Desired {
+	switch before {
+	case DesiredRunning, DesiredStopped:
+		return before
+	case DesiredPaused, DesiredSuspended:
+		// The soft delete stopped the guest: it comes back up.
+		return DesiredRunning
+	}
+	return DesiredRunning
 }
 
 // Expected is the power state a successful operation of kind k leaves behind.
@@ -203,8 +250,10 @@ func Expected(k OpKind) Power {
 		return PowerPaused
 	case OpSuspend:
 		return PowerSavedToDisk
-	case OpDelete:
+	case OpDelete, OpDeallocate:
 		return PowerNoDomain
+	case OpSoftDelete:
+		return PowerShutOff
 	}
 	return PowerNone
 }

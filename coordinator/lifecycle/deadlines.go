@@ -32,7 +32,13 @@ var DefaultDeadlines = map[OpKind]time.Duration{
 	OpRescue:   5 * time.Minute,
 	OpUnrescue: 5 * time.Minute,
 	// A bundle reads the whole disk and writes it compressed.
-	OpBundle: 30 * time.Minute,
+	OpBundle:     30 * time.Minute,
+	OpDeallocate: 3 * time.Minute,
+	// A soft delete is a stop (its graceful timeout on top).
+	OpSoftDelete: 2 * time.Minute,
+	OpRestore:    3 * time.Minute,
+	// Stop, apply, boot, the health wait (its own timeout on top), drop.
+	OpUpgrade: 10 * time.Minute,
 }
 
 // DefaultGraceful is how long a guest gets to power off before it is

@@ -9,10 +9,17 @@ const (
 	DesiredPaused    Desired = "paused"
 	DesiredSuspended Desired = "suspended"
 	DesiredDeleted   Desired = "deleted"
+	// DesiredDeallocated: off, with the domain undefined and the host's
+	// capacity released; the disk is kept (Azure's deallocated).
+	DesiredDeallocated Desired = "deallocated"
+	// DesiredSoftDeleted: deleted, but the domain (off) and its disk are
+	// kept for the cluster's retention window (Nova's SOFT_DELETED).
+	DesiredSoftDeleted Desired = "soft-deleted"
 )
 
 // AllDesired lists every desired state, for exhaustive tests.
-var AllDesired = []Desired{DesiredRunning, DesiredStopped, DesiredPaused, DesiredSuspended, DesiredDeleted}
+var AllDesired = []Desired{DesiredRunning, DesiredStopped, DesiredPaused, DesiredSuspended, DesiredDeleted,
+	DesiredDeallocated, DesiredSoftDeleted}
 
 // OpKind names what an operation does.
 type OpKind string
@@ -58,11 +65,23 @@ const (
 	OpUnrescue OpKind = "unrescue"
 	// OpBundle makes the stopped instance's disk a new image.
 	OpBundle OpKind = "bundle"
+	// OpDeallocate undefines a stopped instance's domain and releases its
+	// host's capacity, keeping the disk.
+	OpDeallocate OpKind = "deallocate"
+	// OpSoftDelete stops the instance and keeps its domain and disk for the
+	// retention window.
+	OpSoftDelete OpKind = "soft-delete"
+	// OpRestore brings a soft-deleted instance back as it was.
+	OpRestore OpKind = "restore"
+	// OpUpgrade changes the instance's image version and/or machine model
+	// through a plan that rolls back by itself when the guest does not
+	// become healthy.
+	OpUpgrade OpKind = "upgrade"
 )
 
 // AllOpKinds lists every operation kind, OpNone included.
 var AllOpKinds = []OpKind{OpNone, OpCreate, OpStart, OpStop, OpRestart, OpHardRestart, OpPause, OpUnpause, OpSuspend, OpResume, OpDelete, OpPreempt, OpMove, OpUpdate,
-	OpResize, OpConfirmResize, OpRevertResize, OpExtend, OpSetPassword, OpRebuild, OpRescue, OpUnrescue, OpBundle}
+	OpResize, OpConfirmResize, OpRevertResize, OpExtend, OpSetPassword, OpRebuild, OpRescue, OpUnrescue, OpBundle, OpDeallocate, OpSoftDelete, OpRestore, OpUpgrade}
 
 // Power is the observed power state, as the agent reports it from the hypervisor.
 type Power string

@@ -33,7 +33,7 @@ func TestDeriveIsTotal(t *testing.T) {
 							}
 							// Decommissioning is a stop's or a delete's, and only while it decommissions.
 							decom := s == StatusDecommissioning || s == StatusStrandedDecommissioning
-							if decom != ((o == OpStop || o == OpDelete) && (dc == DecomRunning || dc == DecomFailed)) {
+							if decom != ((o == OpStop || o == OpDelete || o == OpSoftDelete) && (dc == DecomRunning || dc == DecomFailed)) {
 								t.Errorf("%v/%v/%v/%v decommission %q: %s", d, o, p, r, dc, s)
 							}
 							n++
@@ -43,7 +43,7 @@ func TestDeriveIsTotal(t *testing.T) {
 			}
 		}
 	}
-	if n != 6*(len(AllOpKinds)+1)*10*6*4*4 {
+	if n != (len(AllDesired)+1)*(len(AllOpKinds)+1)*10*6*4*4 {
 		t.Fatalf("walked %d combinations", n)
 	}
 }
@@ -115,12 +115,14 @@ func TestDerive(t *testing.T) {
 func TestTransitionTable(t *testing.T) {
 	want := map[Status][]Action{
 		StatusRunning: {ActionStop, ActionRestart, ActionPause, ActionSuspend, ActionDelete, ActionUpdate, ActionResize, ActionExtend, ActionMove, ActionSetPassword,
-			ActionRebuild, ActionRescue},
+			ActionRebuild, ActionRescue, ActionUpgrade},
 		StatusStopped: {ActionStart, ActionRestart, ActionDelete, ActionUpdate, ActionResize, ActionExtend, ActionMove,
-			ActionRebuild, ActionRescue, ActionBundle},
+			ActionRebuild, ActionRescue, ActionBundle, ActionDeallocate, ActionUpgrade},
 		// Rescue of anything but a running or stopped instance, or a rescue
 		// of a rescued one, makes no sense.
 		StatusRescued:           {ActionUnrescue, ActionDelete},
+		StatusDeallocated:       {ActionStart, ActionDelete},
+		StatusSoftDeleted:       {ActionRestore, ActionDelete},
 		StatusVerifyResize:      {ActionConfirmResize, ActionRevertResize, ActionDelete, ActionUpdate},
 		StatusPaused:            {ActionUnpause, ActionStop, ActionSuspend, ActionDelete, ActionUpdate},
 		StatusSuspended:         {ActionResume, ActionDelete, ActionUpdate},
@@ -169,7 +171,8 @@ func TestTransitionTable(t *testing.T) {
 // keepsDesired lists the actions that change the shape, place, model or
 // guest of an instance, never what the user wants of its power.
 var keepsDesired = map[Action]bool{ActionUpdate: true, ActionResize: true, ActionConfirmResize: true,
-	ActionRevertResize: true, ActionExtend: true, ActionMove: true, ActionSetPassword: true, ActionBundle: true}
+	ActionRevertResize: true, ActionExtend: true, ActionMove: true, ActionSetPassword: true, ActionBundle: true, ActionUpgrade: true,
+	ActionRestore: true} // a restore's desired state is the record's (RestoredDesired)
 
 // TestResizeStatuses: a resize shows RESIZING while it runs, then
 // VERIFY_RESIZE while the original is kept, if the guest is as the user
@@ -221,7 +224,7 @@ func TestPlanExpectedRoundTrip(t *testing.T) {
 	want := map[Action]Status{
 		ActionStart: StatusRunning, ActionStop: StatusStopped, ActionRestart: StatusRunning,
 		ActionPause: StatusPaused, ActionUnpause: StatusRunning, ActionSuspend: StatusSuspended,
-		ActionResume: StatusRunning, ActionDelete: StatusDeleted,
+		ActionResume: StatusRunning, ActionDelete: StatusDeleted, ActionDeallocate: StatusDeallocated,
 		ActionRebuild: StatusRunning, ActionRescue: StatusRescued, ActionUnrescue: StatusRunning,
 	}
 	for _, s := range AllStatuses {
@@ -291,10 +294,94 @@ func TestRestartPlans(t *testing.T) {
 
 func TestNotAllowedMessageListsActions(t *testing.T) {
 	err := Check(StatusStopped, ActionPause)
-	if err == nil || err.Error() != "pause is not allowed while the instance is STOPPED (allowed: start, restart, delete, update, resize, extend, move, rebuild, rescue, bundle)" {
+	if err == nil || err.Error() != "pause is not allowed while the instance is STOPPED (allowed: start, restart, delete, update, resize, extend, move, rebuild, rescue, bundle, deallocate, upgrade)" {
 		t.Fatalf("got %v", err)
 	}
 	if err := Check(StatusDeleting, ActionStop); err == nil || err.Error() != "stop is not allowed while the instance is DELETING (allowed: none)" {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// TestLifecycle2Statuses: deallocate, soft delete, restore and upgrade
+// show their own words while they run and once they are done, and refuse
+// what makes no sense with the actions that would.
+func TestLifecycle2Statuses(t *testing.T) {
+	cases := []struct {
+		f    Facts
+		want Status
+	}{
+		{Facts{Desired: DesiredDeallocated, Op: OpDeallocate, Power: PowerShutOff}, StatusDeallocating},
+		{Facts{Desired: DesiredDeallocated, Power: PowerNoDomain, Result: ResultSucceeded}, StatusDeallocated},
+		{Facts{Desired: DesiredDeallocated, Power: PowerUnknown, Result: ResultSucceeded}, StatusDeallocated},
+		{Facts{Desired: DesiredDeallocated, Power: PowerRunning, Result: ResultSucceeded}, StatusError},
+		{Facts{Desired: DesiredDeallocated, Power: PowerNoDomain, Result: ResultFailed}, StatusError},
+		{Facts{Desired: DesiredRunning, Op: OpStart, Power: PowerNoDomain}, StatusStarting},
+		{Facts{Desired: DesiredSoftDeleted, Op: OpSoftDelete, Power: PowerRunning}, StatusDeleting},
+		{Facts{Desired: DesiredSoftDeleted, Op: OpSoftDelete, Power: PowerRunning, Decommission: DecomRunning}, StatusDecommissioning},
+		{Facts{Desired: DesiredSoftDeleted, Power: PowerShutOff, Result: ResultSucceeded}, StatusSoftDeleted},
+		{Facts{Desired: DesiredSoftDeleted, Power: PowerUnknown, Result: ResultSucceeded}, StatusUnknown},
+		{Facts{Desired: DesiredSoftDeleted, Power: PowerRunning, Result: ResultSucceeded}, StatusError},
+		{Facts{Desired: DesiredRunning, Op: OpRestore, Power: PowerShutOff}, StatusRestoring},
+		{Facts{Desired: DesiredRunning, Op: OpUpgrade, Power: PowerRunning}, StatusUpgrading},
+		{Facts{Desired: DesiredRunning, Op: OpUpgrade, Power: PowerRunning, RollingBack: true}, StatusRollback},
+		// A rolled-back upgrade shows the earlier status, its fault recorded.
+		{Facts{Desired: DesiredRunning, Power: PowerRunning, Result: ResultRolledBack}, StatusRunning},
+		{Facts{Desired: DesiredStopped, Power: PowerShutOff, Result: ResultRolledBack}, StatusStopped},
+		// A reclaim is a delete: the tombstone follows.
+		{Facts{Desired: DesiredDeleted, Op: OpDelete, Power: PowerShutOff}, StatusDeleting},
+		{Facts{Desired: DesiredDeleted, Power: PowerNoDomain, Result: ResultSucceeded}, StatusDeleted},
+	}
+	for _, c := range cases {
+		if got := Derive(c.f); got != c.want {
+			t.Errorf("%+v: %s, want %s", c.f, got, c.want)
+		}
+	}
+	refusals := []struct {
+		s       Status
+		a       Action
+		allowed []Action
+	}{
+		// Deallocate of a running instance without stop: stop is offered.
+		{StatusRunning, ActionDeallocate, Allowed(StatusRunning)},
+		// Restore after reclaim: a tombstone accepts nothing.
+		{StatusDeleted, ActionRestore, nil},
+		{StatusRunning, ActionRestore, Allowed(StatusRunning)},
+		{StatusDeallocated, ActionUpgrade, []Action{ActionStart, ActionDelete}},
+		{StatusSoftDeleted, ActionStart, []Action{ActionRestore, ActionDelete}},
+		{StatusUpgrading, ActionStop, nil},
+		{StatusRollback, ActionDelete, nil},
+	}
+	for _, c := range refusals {
+		var nae *NotAllowedError
+		if err := Check(c.s, c.a); !errors.As(err, &nae) || !slices.Equal(nae.Allowed, c.allowed) {
+			t.Errorf("%s in %s: %v, want refused with %v", c.a, c.s, err, c.allowed)
+		}
+	}
+	if !slices.Contains(Allowed(StatusRunning), ActionStop) {
+		t.Error("a running instance must be told it can stop")
+	}
+	deletes := []struct {
+		s             Status
+		retain, force bool
+		op            OpKind
+		desired       Desired
+	}{
+		{StatusRunning, false, false, OpDelete, DesiredDeleted},
+		{StatusRunning, true, false, OpSoftDelete, DesiredSoftDeleted},
+		{StatusStopped, true, false, OpSoftDelete, DesiredSoftDeleted},
+		{StatusRunning, true, true, OpDelete, DesiredDeleted},
+		{StatusSoftDeleted, true, false, OpDelete, DesiredDeleted}, // reclaim now
+		{StatusPending, true, false, OpDelete, DesiredDeleted},     // nothing on a host to keep
+	}
+	for _, c := range deletes {
+		if p := PlanDelete(c.s, c.retain, c.force); p.Op != c.op || p.Desired != c.desired {
+			t.Errorf("delete of %s (retain %v, force %v): %+v, want %s/%s", c.s, c.retain, c.force, p, c.op, c.desired)
+		}
+	}
+	for before, want := range map[Desired]Desired{DesiredRunning: DesiredRunning, DesiredStopped: DesiredStopped,
+		DesiredPaused: DesiredRunning, DesiredSuspended: DesiredRunning, "": DesiredRunning} {
+		if got := RestoredDesired(before); got != want {
+			t.Errorf("restore of one %q before: %q, want %q", before, got, want)
+		}
 	}
 }

@@ -49,9 +49,21 @@ const (
 	StatusRescuing   Status = "RESCUING"   // the rescue system is being booted
 	// StatusRescued: the rescue system runs with the instance's own disk
 	// attached as its second disk (Nova's RESCUED).
-	StatusRescued    Status = "RESCUED"
-	StatusUnrescuing Status = "UNRESCUING" // back to booting from its own disk
-	StatusBundling   Status = "BUNDLING"   // the stopped instance's disk becomes an image (seed 000's bundling)
+	StatusRescued      Status = "RESCUED"
+	StatusUnrescuing   Status = "UNRESCUING"   // back to booting from its own disk
+	StatusBundling     Status = "BUNDLING"     // the stopped instance's disk becomes an image (seed 000's bundling)
+	StatusDeallocating Status = "DEALLOCATING" // the domain is being undefined, its disk kept
+	// StatusDeallocated: no domain, no capacity held on any host; the disk
+	// is kept on the host that last ran it.
+	StatusDeallocated Status = "DEALLOCATED"
+	// StatusSoftDeleted: deleted, restorable until the retention window
+	// ends (the domain is kept, off, and holds its host's capacity).
+	StatusSoftDeleted Status = "SOFT_DELETED"
+	StatusRestoring   Status = "RESTORING" // a soft-deleted instance is being brought back
+	StatusUpgrading   Status = "UPGRADING" // a new image version or model is applied and checked
+	// StatusRollback: an upgrade failed (or its guest never became
+	// healthy) and the previous disk and model are being put back.
+	StatusRollback Status = "ROLLBACK"
 )
 
 // AllStatuses lists every status.
@@ -66,6 +78,7 @@ var AllStatuses = []Status{
 	StatusDecommissioning, StatusStrandedDecommissioning,
 	StatusFrozen,
 	StatusRebuilding, StatusRescuing, StatusRescued, StatusUnrescuing, StatusBundling,
+	StatusDeallocating, StatusDeallocated, StatusSoftDeleted, StatusRestoring, StatusUpgrading, StatusRollback,
 }
 
 // inFlight is the status shown while an operation of each kind runs.
@@ -92,11 +105,15 @@ var inFlight = map[OpKind]Status{
 	OpRescue:        StatusRescuing,
 	OpUnrescue:      StatusUnrescuing,
 	OpBundle:        StatusBundling,
+	OpDeallocate:    StatusDeallocating,
+	OpSoftDelete:    StatusDeleting, // Nova: task_state soft-deleting under DELETING's words
+	OpRestore:       StatusRestoring,
+	OpUpgrade:       StatusUpgrading,
 }
 
 // Transitional reports whether s only lasts while an operation runs.
 func Transitional(s Status) bool {
-	if s == StatusPending || s == StatusDecommissioning || s == StatusStrandedDecommissioning {
+	if s == StatusPending || s == StatusDecommissioning || s == StatusStrandedDecommissioning || s == StatusRollback {
 		return true
 	}
 	for _, t := range inFlight {
@@ -117,7 +134,10 @@ func Derive(f Facts) Status {
 			}
 			return StatusPending
 		}
-		if f.Op == OpStop || f.Op == OpDelete {
+		if f.Op == OpUpgrade && f.RollingBack {
+			return StatusRollback
+		}
+		if f.Op == OpStop || f.Op == OpDelete || f.Op == OpSoftDelete {
 			switch f.Decommission {
 			case DecomRunning:
 				return StatusDecommissioning
@@ -143,6 +163,22 @@ func Derive(f Facts) Status {
 	}
 	if f.Result == ResultFailed {
 		return StatusError
+	}
+	switch f.Desired {
+	case DesiredDeallocated:
+		// No domain anywhere; a host that cannot be reached changes nothing.
+		if f.Power == PowerNoDomain || f.Power == PowerUnknown || f.Power == PowerNone {
+			return StatusDeallocated
+		}
+		return StatusError // a domain came back that nobody defined
+	case DesiredSoftDeleted:
+		switch f.Power {
+		case PowerShutOff:
+			return StatusSoftDeleted
+		case PowerUnknown:
+			return StatusUnknown
+		}
+		return StatusError // running, or gone, while it should be kept off
 	}
 	if f.Unconfirmed && (f.Power == PowerRunning || f.Power == PowerShutOff && f.Desired == DesiredStopped) {
 		// Resized and up (or off as asked): the original waits for a

@@ -51,13 +51,30 @@ const (
 	// ActBundleDisk writes the shut-off domain's disk, flattened and
 	// compressed, as a new image in the host's image directory.
 	ActBundleDisk StepAction = "bundle-disk"
+	// ActRelease undefines a shut-off domain and keeps its disk (a deallocate).
+	ActRelease StepAction = "release-domain"
+	// ActDefine defines a shut-off domain over the disk a release kept.
+	ActDefine StepAction = "define-domain"
+	// ActUpgradeDisk keeps the shut-off domain's disk and model apart (the
+	// snapshot a rollback returns to) and redefines it at the upgrade's
+	// image version and model.
+	ActUpgradeDisk StepAction = "upgrade-disk"
+	// ActRollbackDisk puts the kept disk and model back and removes the
+	// upgraded disk.
+	ActRollbackDisk StepAction = "rollback-disk"
+	// ActAwaitHealthy waits, within the step's timeout, for the guest to say
+	// it is ready on its guest channel or, for a guest that has no channel,
+	// for the domain to keep running for a settle time.
+	ActAwaitHealthy StepAction = "await-healthy"
+	// ActDropSnapshot removes the kept disk: the upgrade is final.
+	ActDropSnapshot StepAction = "drop-snapshot"
 )
 
 // AllStepActions lists every step action, ActSwitchHost included.
 var AllStepActions = []StepAction{ActCreate, ActStart, ActStop, ActRestart, ActHardRestart, ActPause, ActUnpause, ActSuspend,
 	ActResume, ActDelete, ActPreflight, ActOfferDisk, ActImportDisk, ActSwitchHost, ActUpdate, ActFreezeDisk, ActRefreeze,
 	ActThawDisk, ActReceiveDisk, ActAdoptDisk, ActReshape, ActUnshape, ActDropOrig, ActGrowDisk, ActSetPassword, ActDecommission,
-	ActRebuildDisk, ActRescueDomain, ActUnrescueDomain, ActBundleDisk}
+	ActRebuildDisk, ActRescueDomain, ActUnrescueDomain, ActBundleDisk, ActRelease, ActDefine, ActUpgradeDisk, ActRollbackDisk, ActAwaitHealthy, ActDropSnapshot}
 
 // Layer is the part of a disk an offer or a receive step copies.
 type Layer string
@@ -152,7 +169,17 @@ type Shape struct {
 	// Decommission: a stop or delete of a running guest first gives it
 	// this long to run its decommission work (zero: none).
 	Decommission time.Duration
+	// Deallocated: a start of a deallocated instance, whose domain must be
+	// defined again (on its disk's host when SameHost, else the disk
+	// moves to the operation's target first).
+	Deallocated bool
+	// Health: how long an upgrade waits for its guest to become healthy
+	// (zero: DefaultHealthTimeout).
+	Health time.Duration
 }
+
+// DefaultHealthTimeout bounds an upgrade's wait for a healthy guest.
+const DefaultHealthTimeout = 3 * time.Minute
 
 // StepsFor returns the plan of an operation of kind k. wasRunning says
 // whether the instance's domain is (or may be) running: for a move, whether
@@ -174,6 +201,9 @@ func StepsForShape(k OpKind, sh Shape) []StepDef {
 	case OpCreate:
 		return []StepDef{preflight, {Name: "create-domain", Action: ActCreate, Undo: undo("delete-domain", ActDelete, OnSource)}}
 	case OpStart:
+		if sh.Deallocated {
+			return startDeallocatedSteps(sh)
+		}
 		return []StepDef{preflight, {Name: "start-domain", Action: ActStart, Undo: stopForced}}
 	case OpStop:
 		return decommissionFirst(sh, one("stop-domain", ActStop, undo("start-domain", ActStart, OnSource)))
@@ -244,12 +274,85 @@ func StepsForShape(k OpKind, sh Shape) []StepDef {
 		// Only from offline. The image appears whole or not at all (the agent
 		// writes it aside and renames it in), so there is nothing to undo.
 		return []StepDef{{Name: "bundle-disk", Action: ActBundleDisk, NothingToUndo: true, Timeout: bundleTimeout}}
+	case OpDeallocate:
+		// Only a stopped instance is deallocated (see allowed): the release
+		// undefines a shut-off domain, and a define undoes it.
+		return []StepDef{{Name: "release-domain", Action: ActRelease, Timeout: quickStep,
+			Undo: undo("define-domain", ActDefine, OnSource)}}
+	case OpSoftDelete:
+		// As a stop, forced after its grace: the domain and disk stay.
+		return decommissionFirst(sh, []StepDef{{Name: "stop-domain", Action: ActStop, Force: true,
+			Undo: undo("start-domain", ActStart, OnSource)}})
+	case OpRestore:
+		if !sh.StartAfter {
+			// Back to stopped: the domain is as the soft delete left it;
+			// the host only checks that it could boot it.
+			return []StepDef{preflight}
+		}
+		return []StepDef{preflight, {Name: "start-domain", Action: ActStart, Undo: stopForced}}
+	case OpUpgrade:
+		return upgradeSteps(sh)
 	case OpSetPassword:
 		// The guest sets it or it does not; an old password cannot be
 		// restored (nobody knows it), so there is nothing to undo.
 		return []StepDef{{Name: "set-password", Action: ActSetPassword, NothingToUndo: true, Timeout: passwordTimeout}}
 	}
 	return nil
+}
+
+// startDeallocatedSteps plans the start of a deallocated instance: on the
+// host that kept its disk, the domain is defined again; elsewhere the disk
+// is copied to the target first (as a cold move does, the domain defined
+// there shut off), the instance switches host, and the source's copy goes.
+func startDeallocatedSteps(sh Shape) []StepDef {
+	stopForced := func(w Where) *StepDef {
+		return &StepDef{Name: "stop-domain", Action: ActStop, Where: w, Force: true}
+	}
+	if sh.SameHost {
+		return []StepDef{preflight,
+			{Name: "define-domain", Action: ActDefine, Timeout: quickStep, Undo: undo("release-domain", ActRelease, OnSource)},
+			{Name: "start-domain", Action: ActStart, Timeout: quickStep, Undo: stopForced(OnSource)}}
+	}
+	targetPreflight := preflight
+	targetPreflight.Where = OnTarget
+	return []StepDef{targetPreflight,
+		{Name: "offer-disk", Action: ActOfferDisk, NothingToUndo: true, Timeout: quickStep},
+		{Name: "copy-disk-to-target", Action: ActImportDisk, Where: OnTarget, Undo: undo("remove-from-target", ActDelete, OnTarget)},
+		{Name: "start-on-target", Action: ActStart, Where: OnTarget, Timeout: quickStep, Undo: stopForced(OnTarget)},
+		{Name: "switch-host", Action: ActSwitchHost, Where: OnCoordinator},
+		{Name: "remove-from-source", Action: ActDelete, Timeout: quickStep}}
+}
+
+// upgradeSteps plans an upgrade: the domain goes down, its disk and model
+// are kept apart (the snapshot) while it is redefined at the new image
+// version and model, it boots, and the guest must become healthy within
+// the health timeout; only then is the snapshot dropped. Any failure
+// before the drop rolls back: the snapshot's disk and model return and
+// the domain is brought back to the power state it had.
+func upgradeSteps(sh Shape) []StepDef {
+	health := sh.Health
+	if health <= 0 {
+		health = DefaultHealthTimeout
+	}
+	s := []StepDef{preflight}
+	if sh.WasRunning {
+		s = append(s, StepDef{Name: "stop-domain", Action: ActStop, Force: true, Timeout: quickStep,
+			Undo: undo("start-domain", ActStart, OnSource)})
+	}
+	s = append(s,
+		StepDef{Name: "upgrade-disk", Action: ActUpgradeDisk, Timeout: quickStep,
+			Undo: undo("rollback-disk", ActRollbackDisk, OnSource)},
+		StepDef{Name: "boot-upgraded", Action: ActStart, Timeout: quickStep,
+			Undo: &StepDef{Name: "stop-upgraded", Action: ActStop, Force: true}},
+		// Waiting changes nothing: the boot's undo stops the guest.
+		StepDef{Name: "await-healthy", Action: ActAwaitHealthy, NothingToUndo: true, Timeout: health})
+	if !sh.StartAfter {
+		// It was off: checked, it goes back to off.
+		s = append(s, StepDef{Name: "stop-upgraded", Action: ActStop, Force: true, Timeout: quickStep,
+			Undo: undo("start-upgraded", ActStart, OnSource)})
+	}
+	// The point of no return: the previous disk is gone.
+	return append(s, StepDef{Name: "drop-snapshot", Action: ActDropSnapshot, Timeout: quickStep})
 }
 
 // decommissionFirst puts a decommission before a stop's or a delete's
@@ -401,8 +504,10 @@ func (a StepAction) Expect() Power {
 	switch a {
 	case ActCreate, ActStart, ActRestart, ActHardRestart, ActUnpause, ActResume:
 		return PowerRunning
-	case ActStop, ActImportDisk, ActAdoptDisk, ActReshape, ActUnshape, ActRebuildDisk, ActRescueDomain, ActUnrescueDomain:
+	case ActStop, ActImportDisk, ActAdoptDisk, ActReshape, ActUnshape, ActRebuildDisk, ActRescueDomain, ActUnrescueDomain, ActDefine, ActUpgradeDisk, ActRollbackDisk:
 		return PowerShutOff
+	case ActRelease:
+		return PowerNoDomain
 	case ActPause:
 		return PowerPaused
 	case ActSuspend:

@@ -41,6 +41,12 @@ func TestStepsFor(t *testing.T) {
 				return []string{"unshape-domain"}
 			}
 			return []string{"switch-host", "remove-resized"}
+		case OpUpgrade:
+			return []string{"drop-snapshot"}
+		case OpStart:
+			if sh.Deallocated && !sh.SameHost {
+				return []string{"switch-host", "remove-from-source"}
+			}
 		}
 		return nil
 	}
@@ -88,7 +94,8 @@ func allShapes() []Shape {
 		for _, same := range []bool{false, true} {
 			for _, after := range []bool{false, true} {
 				for _, decom := range []time.Duration{0, 3 * time.Minute} {
-					out = append(out, Shape{WasRunning: r, SameHost: same, StartAfter: after, Decommission: decom})
+					out = append(out, Shape{WasRunning: r, SameHost: same, StartAfter: after, Decommission: decom},
+						Shape{WasRunning: r, SameHost: same, StartAfter: after, Decommission: decom, Deallocated: true})
 				}
 			}
 		}
@@ -149,6 +156,8 @@ func TestPreflightFirst(t *testing.T) {
 		OpHardRestart: {false: true}, // booting one that is off; a reset of a running one is not a boot
 		OpResize:      {false: true, true: true},
 		OpRebuild:     {false: true, true: true}, // the new image is checked before the old disk is touched
+		OpRestore:     {false: true, true: true},
+		OpUpgrade:     {false: true, true: true},
 	}
 	for _, k := range AllOpKinds[1:] {
 		for _, running := range []bool{false, true} {
@@ -248,5 +257,53 @@ func TestRetryPolicy(t *testing.T) {
 	}
 	if MaxAttempts < 2 {
 		t.Errorf("MaxAttempts %d leaves no retry", MaxAttempts)
+	}
+}
+
+// TestLifecycle2Plans: the plans of deallocate, a start after it, soft
+// delete, restore and upgrade, step by step.
+func TestLifecycle2Plans(t *testing.T) {
+	cases := []struct {
+		k     OpKind
+		sh    Shape
+		steps []string
+	}{
+		{OpDeallocate, Shape{}, []string{"release-domain"}},
+		{OpStart, Shape{Deallocated: true, SameHost: true}, []string{"preflight", "define-domain", "start-domain"}},
+		{OpStart, Shape{Deallocated: true}, []string{"preflight", "offer-disk", "copy-disk-to-target", "start-on-target", "switch-host", "remove-from-source"}},
+		{OpSoftDelete, Shape{WasRunning: true}, []string{"stop-domain"}},
+		{OpSoftDelete, Shape{WasRunning: true, Decommission: time.Minute}, []string{"decommission", "stop-domain"}},
+		{OpRestore, Shape{StartAfter: true}, []string{"preflight", "start-domain"}},
+		{OpRestore, Shape{}, []string{"preflight"}},
+		{OpUpgrade, Shape{WasRunning: true, StartAfter: true}, []string{"preflight", "stop-domain", "upgrade-disk", "boot-upgraded", "await-healthy", "drop-snapshot"}},
+		{OpUpgrade, Shape{}, []string{"preflight", "upgrade-disk", "boot-upgraded", "await-healthy", "stop-upgraded", "drop-snapshot"}},
+	}
+	for _, c := range cases {
+		var names []string
+		for _, s := range StepsForShape(c.k, c.sh) {
+			names = append(names, s.Name)
+		}
+		if !slices.Equal(names, c.steps) {
+			t.Errorf("%s %+v: %v, want %v", c.k, c.sh, names, c.steps)
+		}
+	}
+	// The health wait is the shape's, else the default.
+	for _, h := range []time.Duration{0, 40 * time.Second} {
+		want := h
+		if h == 0 {
+			want = DefaultHealthTimeout
+		}
+		for _, s := range StepsForShape(OpUpgrade, Shape{Health: h}) {
+			if s.Action == ActAwaitHealthy && s.Timeout != want {
+				t.Errorf("health %v: await timeout %v", h, s.Timeout)
+			}
+		}
+	}
+	// Every upgrade step before the drop can be undone: a failure anywhere
+	// there rolls back to the previous disk and model.
+	for _, s := range StepsForShape(OpUpgrade, Shape{WasRunning: true, StartAfter: true}) {
+		if s.Action == ActUpgradeDisk && (s.Undo == nil || s.Undo.Action != ActRollbackDisk) {
+			t.Errorf("upgrade-disk undo %+v", s.Undo)
+		}
 	}
 }

@@ -74,6 +74,10 @@ type Config struct {
 	// BillingInterval is how often billed projects are charged for their
 	// usage (and frozen when their balance runs out); 0: DefaultBillingInterval.
 	BillingInterval time.Duration
+	// SoftDeleteRetention is the retention window of soft-deleted
+	// instances: a delete keeps them restorable that long, then the leader
+	// reclaims them (0: a delete deletes at once).
+	SoftDeleteRetention time.Duration
 	// ReadinessTimeout is how long a booting guest may take to be ready when
 	// its create says nothing (0: never stranded).
 	ReadinessTimeout time.Duration
@@ -246,7 +250,7 @@ func Start(cfg Config) (*Node, error) {
 	)...)
 	// Through the forwarder, so writes relayed by followers run on the same handlers.
 	api.Register(fwd.Registrar(gs), api.Config{Store: store, Applier: rs, Cluster: rs, Upgrade: n.gate, Policy: cfg.Placement, Deadlines: cfg.Deadlines, ReadinessTimeout: cfg.ReadinessTimeout, Logger: cfg.Logger,
-		Secrets: n.secrets})
+		Secrets: n.secrets, SoftDeleteRetention: cfg.SoftDeleteRetention})
 	fwd.RegisterRelay(gs)
 	agentv1.RegisterAgentServiceServer(gs, links)
 	if cfg.Metrics != nil {
@@ -320,6 +324,7 @@ func (n *Node) lead(ctx context.Context, links *agentlink.Server) {
 				go recovery.Run(lctx, n.Store, n.Raft, n.log)
 				go retention.Run(lctx, n.Store, n.Raft, n.cfg.HistoryRetention, n.log)
 				go billing.Run(lctx, n.Store, n.Raft, n.syncProject, cmp.Or(n.cfg.BillingInterval, DefaultBillingInterval), n.log)
+				go retention.Reclaim(lctx, n.Store, n.Raft, n.cfg.SoftDeleteRetention, n.log)
 				go readiness.Run(lctx, n.Store, n.Raft, n.log)
 				go n.startUsage(lctx)
 				go n.gate.Run(lctx, 2*time.Second)

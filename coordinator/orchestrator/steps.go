@@ -194,13 +194,14 @@ func stepSpec(inst *state.Instance, op *state.Operation, a lifecycle.StepAction)
 		return inst.Spec
 	}
 	switch a {
-	case lifecycle.ActUnshape:
+	case lifecycle.ActUnshape, lifecycle.ActRollbackDisk:
 		return r.From
-	case lifecycle.ActReshape, lifecycle.ActAdoptDisk, lifecycle.ActReceiveDisk, lifecycle.ActGrowDisk, lifecycle.ActRebuildDisk:
+	case lifecycle.ActReshape, lifecycle.ActAdoptDisk, lifecycle.ActReceiveDisk, lifecycle.ActGrowDisk, lifecycle.ActRebuildDisk,
+		lifecycle.ActUpgradeDisk:
 		return r.To
 	case lifecycle.ActPreflight:
 		// A rebuild's preflight checks the new image is there.
-		if op.Kind == lifecycle.OpResize || op.Kind == lifecycle.OpRebuild {
+		if op.Kind == lifecycle.OpResize || op.Kind == lifecycle.OpRebuild || op.Kind == lifecycle.OpUpgrade {
 			return r.To
 		}
 	}
@@ -323,7 +324,8 @@ func definesDomain(a lifecycle.StepAction) bool {
 	switch a {
 	case lifecycle.ActCreate, lifecycle.ActPreflight, lifecycle.ActImportDisk, lifecycle.ActReceiveDisk,
 		lifecycle.ActAdoptDisk, lifecycle.ActReshape, lifecycle.ActUnshape,
-		lifecycle.ActRebuildDisk, lifecycle.ActRescueDomain, lifecycle.ActUnrescueDomain:
+		lifecycle.ActRebuildDisk, lifecycle.ActRescueDomain, lifecycle.ActUnrescueDomain, lifecycle.ActDefine,
+		lifecycle.ActUpgradeDisk, lifecycle.ActRollbackDisk:
 		return true
 	}
 	return false

@@ -65,3 +65,39 @@ func TestInterval(t *testing.T) {
 		}
 	}
 }
+
+// TestReclaimOnceAfterTheWindow: the loop proposes the reclaim of a
+// soft-deleted instance only once its window has passed (a fake clock),
+// and the reclaim deletes it.
+func TestReclaimOnceAfterTheWindow(t *testing.T) {
+	store := state.New(0)
+	a := applier{fsm.New(store, slog.Default())}
+	softAt := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	if err := store.Update(softAt, func(tx *state.Tx) error {
+		tx.PutInstance(&state.Instance{ID: "sd", HostID: "h1", Desired: lifecycle.DesiredSoftDeleted, Power: lifecycle.PowerShutOff,
+			Result: lifecycle.ResultSucceeded, LastOp: "op-sd", LastOpK: lifecycle.OpSoftDelete})
+		tx.PutOperation(&state.Operation{ID: "op-sd", InstanceID: "sd", Kind: lifecycle.OpSoftDelete, State: state.OpSucceeded, EndTime: softAt})
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, window := context.Background(), time.Hour
+	if got := ReclaimOnce(ctx, store, a, window, softAt.Add(window/2), slog.Default()); len(got) != 0 {
+		t.Fatalf("reclaimed within the window: %v", got)
+	}
+	got := ReclaimOnce(ctx, store, a, window, softAt.Add(window+time.Second), slog.Default())
+	if len(got) != 1 {
+		t.Fatalf("after the window: %v", got)
+	}
+	op, err := store.Operation(got[0])
+	if err != nil || op.Kind != lifecycle.OpDelete {
+		t.Fatalf("reclaim operation %+v: %v", op, err)
+	}
+	if inst, _ := store.Instance("sd"); inst.Status() != lifecycle.StatusDeleting {
+		t.Fatalf("reclaiming: %s", inst.Status())
+	}
+	// Already deleting: a second pass proposes nothing.
+	if again := ReclaimOnce(ctx, store, a, window, softAt.Add(2*window), slog.Default()); len(again) != 0 {
+		t.Fatalf("second pass: %v", again)
+	}
+}

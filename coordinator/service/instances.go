@@ -214,19 +214,31 @@ func (s *Service) Act(ctx context.Context, r Action) (state.Operation, error) {
 		withRC.Recovery = &rc
 		r.Update = &withRC
 	}
+	retain := r.Action == lifecycle.ActionDelete && s.softDel > 0
+	if lifecycle2(r.Action) || retain {
+		if v := s.store.LogVersion(); v < fsm.LogVersion9 {
+			return state.Operation{}, fmt.Errorf("%s: %w (needs log version %d, the cluster is at %d)", r.Action, fsm.ErrUnsupported, fsm.LogVersion9, v)
+		}
+	}
 	kind := lifecycle.PlanFor(inst.Status(), r.Action, r.Hard).Op
+	if r.Action == lifecycle.ActionDelete {
+		kind = lifecycle.PlanDelete(inst.Status(), retain, r.Force).Op
+	}
 	decom := inst.DecommissionTimeout
 	if r.Decommission != nil {
 		decom = *r.Decommission
 	}
-	if kind != lifecycle.OpStop && kind != lifecycle.OpDelete {
+	if kind != lifecycle.OpStop && kind != lifecycle.OpDelete && kind != lifecycle.OpSoftDelete {
 		decom = 0
 	}
 	if err := s.checkDecommission(decom); err != nil {
 		return state.Operation{}, err
 	}
 	now := s.now()
-	cmd := fsm.InstanceAction{Action: r.Action, Hard: r.Hard, Policy: s.policy, Operation: state.Operation{
+	if kind == lifecycle.OpUpgrade && r.Resize != nil {
+		decom += r.Resize.Window // not a decommission: the guest's time to become healthy, on top likewise
+	}
+	cmd := fsm.InstanceAction{Action: r.Action, Hard: r.Hard, Policy: s.policy, Retain: retain, Operation: state.Operation{
 		ID: cmp.Or(r.OperationID, ids.New("op-")), InstanceID: r.InstanceID, RequestID: r.RequestID, RequestKey: key, RequestHash: hash,
 		// The guest's decommission time comes on top: its stop or delete
 		// follows it.
@@ -241,6 +253,73 @@ func (s *Service) Act(ctx context.Context, r Action) (state.Operation, error) {
 		return state.Operation{}, err
 	}
 	return s.store.Operation(res.(string))
+}
+
+// lifecycle2 reports the actions of log version 9.
+func lifecycle2(a lifecycle.Action) bool {
+	return a == lifecycle.ActionDeallocate || a == lifecycle.ActionRestore || a == lifecycle.ActionUpgrade
+}
+
+// Start starts an instance. A deallocated one is placed again: on the host
+// that kept its disk when it fits there, else where the scheduler finds
+// room, its disk copied there first.
+func (s *Service) Start(ctx context.Context, id, requestID string) (state.Operation, error) {
+	a := Action{InstanceID: id, RequestID: requestID, Action: lifecycle.ActionStart}
+	op, err := s.Act(ctx, a)
+	if !errors.Is(err, fsm.ErrNoCapacity) {
+		return op, err
+	}
+	inst, ierr := s.store.Instance(id)
+	if ierr != nil || inst.Status() != lifecycle.StatusDeallocated {
+		return op, err
+	}
+	target, terr := s.elsewhere(&inst, inst.Spec)
+	if terr != nil {
+		return state.Operation{}, terr
+	}
+	a.Target = target
+	return s.Act(ctx, a)
+}
+
+// Upgrade is a validated upgrade request: an empty image and zero sizes
+// keep the current ones.
+type Upgrade struct {
+	InstanceID, RequestID string
+	Image                 string
+	VCPUs                 uint32
+	MemoryMiB             uint64
+	// Health is how long the upgraded guest has to become healthy (0:
+	// lifecycle.DefaultHealthTimeout).
+	Health   time.Duration
+	Graceful time.Duration
+}
+
+// Upgrade changes an instance's image version and/or model; the plan rolls
+// back by itself when the guest does not become healthy in time.
+func (s *Service) Upgrade(ctx context.Context, u Upgrade) (state.Operation, error) {
+	inst, err := s.store.Instance(u.InstanceID)
+	if err != nil {
+		return state.Operation{}, err
+	}
+	to := inst.Spec
+	if u.Image != "" {
+		to.Image = u.Image
+	}
+	if u.VCPUs > 0 {
+		to.VCPUs = u.VCPUs
+	}
+	if u.MemoryMiB > 0 {
+		to.MemoryMiB = u.MemoryMiB
+	}
+	if to == inst.Spec {
+		return state.Operation{}, &FieldError{"image", "the instance has that image and model already"}
+	}
+	health := u.Health
+	if health <= 0 {
+		health = lifecycle.DefaultHealthTimeout
+	}
+	return s.Act(ctx, Action{InstanceID: u.InstanceID, RequestID: u.RequestID, Action: lifecycle.ActionUpgrade, Graceful: u.Graceful,
+		Force: true, Resize: &state.Resize{To: to, Window: health}})
 }
 
 // Resize is a validated resize request: a zero size keeps the current one.

@@ -34,7 +34,11 @@ type Config struct {
 	// Secrets holds SetPassword's passwords for the orchestrator, in
 	// memory only; nil refuses SetPassword.
 	Secrets *secrets.Store
-	Now     func() time.Time // defaults to time.Now
+	// SoftDeleteRetention is the cluster's retention window: with one, a
+	// delete keeps the instance SOFT_DELETED and restorable for that long
+	// (0: a delete deletes).
+	SoftDeleteRetention time.Duration
+	Now                 func() time.Time // defaults to time.Now
 }
 
 // Service carries out the writes users ask for.
@@ -46,6 +50,7 @@ type Service struct {
 	now       func() time.Time
 	readiness time.Duration
 	secrets   *secrets.Store
+	softDel   time.Duration
 }
 
 // New returns a service over cfg's store and log.
@@ -54,7 +59,7 @@ func New(cfg Config) *Service {
 		cfg.Now = time.Now
 	}
 	return &Service{policy: cfg.Policy, deadlines: cfg.Deadlines, store: cfg.Store, raft: cfg.Applier, now: cfg.Now, readiness: cfg.ReadinessTimeout,
-		secrets: cfg.Secrets}
+		secrets: cfg.Secrets, softDel: cfg.SoftDeleteRetention}
 }
 
 // FieldError is a request field the current state refuses, such as a

@@ -544,7 +544,12 @@ func (i *Instance) RoomOn(h string) (Spec, bool) {
 
 // counts reports whether an instance takes room on its host.
 func counts(i *Instance) bool {
-	return i != nil && i.HostID != "" && i.Status() != lifecycle.StatusDeleted
+	if i == nil || i.HostID == "" {
+		return false
+	}
+	// A deallocated instance keeps its disk's host (HostID) and no room.
+	s := i.Status()
+	return s != lifecycle.StatusDeleted && s != lifecycle.StatusDeallocated
 }
 
 // EachHostLoad calls fn for every host with its load, under the read lock;

@@ -110,7 +110,7 @@ func readinessOf(p lifecycle.Power) []lifecycle.Readiness {
 // decommissionsOf is the decommissioning facts an operation of kind o can
 // have: only a stop or a delete decommissions.
 func decommissionsOf(o lifecycle.OpKind) []lifecycle.Decommission {
-	if o == lifecycle.OpStop || o == lifecycle.OpDelete {
+	if o == lifecycle.OpStop || o == lifecycle.OpDelete || o == lifecycle.OpSoftDelete {
 		return lifecycle.AllDecommissions
 	}
 	return []lifecycle.Decommission{lifecycle.DecomNone}

@@ -30,14 +30,7 @@ func (s SeedState) Shown(v View) bool {
 	return v.Field(s.Field) == s.Value
 }
 
-const (
-	awaitResize    = "ResizeInstance (issue 13)"
-	awaitGuest     = "the guest channel (issue 15)"
-	awaitSoftDel   = "soft delete and restore (issue 16)"
-	awaitDealloc   = "DeallocateInstance (issue 16)"
-	awaitUpgrade   = "UpgradeInstance with automatic rollback (issue 16)"
-	provisioningOf = "ProvisioningState/"
-)
+const provisioningOf = "ProvisioningState/"
 
 func status(v Vocabulary, w, awaits string) SeedState {
 	return SeedState{Vocabulary: v, Word: w, Value: w, Awaits: awaits}
@@ -73,7 +66,7 @@ var Seeds = []SeedState{
 	status(Nova, "REVERT_RESIZE", ""),
 	status(Nova, "REBUILD", ""),
 	status(Nova, "RESCUED", ""),
-	status(Nova, "SOFT_DELETED", awaitSoftDel),
+	status(Nova, "SOFT_DELETED", ""),
 	status(Nova, "DELETED", ""),
 	status(Nova, "ERROR", ""),
 	status(Nova, "UNKNOWN", ""),
@@ -97,8 +90,8 @@ var Seeds = []SeedState{
 	status(Azure, "running", ""),
 	status(Azure, "stopping", ""),
 	status(Azure, "stopped", ""),
-	status(Azure, "deallocating", awaitDealloc),
-	status(Azure, "deallocated", awaitDealloc),
+	status(Azure, "deallocating", ""),
+	status(Azure, "deallocated", ""),
 	azureProvisioningState("creating", ""),
 	azureProvisioningState("updating", ""),
 	azureProvisioningState("deleting", ""),
@@ -120,8 +113,8 @@ var Seeds = []SeedState{
 	status(ManagedInstance, "DELETING", ""),
 	status(ManagedInstance, "DELETED", ""),
 	status(ManagedInstance, "FROZEN", ""),
-	status(ManagedInstance, "UPGRADING", awaitUpgrade),
-	status(ManagedInstance, "ROLLBACK", awaitUpgrade),
+	status(ManagedInstance, "UPGRADING", ""),
+	status(ManagedInstance, "ROLLBACK", ""),
 }
 
 // Reachable counts the seed states Flotilla can reach today.

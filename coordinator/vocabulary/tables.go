@@ -56,6 +56,13 @@ var manageInstanceWords = map[lifecycle.Status]word{
 	lifecycle.StatusRescuing:   unmapped,
 	lifecycle.StatusRescued:    unmapped,
 	lifecycle.StatusUnrescuing: unmapped,
+	// The seed has no released host: a deallocated instance is offline.
+	lifecycle.StatusDeallocating: {Status: "offline"},
+	lifecycle.StatusDeallocated:  {Status: "offline"},
+	lifecycle.StatusSoftDeleted:  unmapped, // no restorable deletion in the seed
+	lifecycle.StatusRestoring:    unmapped,
+	lifecycle.StatusUpgrading:    unmapped,
+	lifecycle.StatusRollback:     unmapped,
 }
 
 func manageInstance(_ Input, s lifecycle.Status) View { return fromTable(manageInstanceWords, s) }
@@ -118,6 +125,16 @@ var novaRows = map[lifecycle.Status]novaRow{
 	lifecycle.StatusUnrescuing: {"RESCUED", "rescued", "unrescuing"},
 	// A stopped server's snapshot into an image (Nova's image_snapshot task).
 	lifecycle.StatusBundling: {"STOPPED", "stopped", "image_snapshot"},
+	// Nova's nearest is SHELVED_OFFLOADED, not a word of the seed's.
+	lifecycle.StatusDeallocating: {},
+	lifecycle.StatusDeallocated:  {},
+	// "The server is marked as deleted but the disk images are still
+	// available to restore"; Nova's restore runs under task restoring.
+	lifecycle.StatusSoftDeleted: {"SOFT_DELETED", "soft-delete", ""},
+	lifecycle.StatusRestoring:   {"SOFT_DELETED", "soft-delete", "restoring"},
+	// An image or model change is Nova's REBUILD or RESIZE, neither this.
+	lifecycle.StatusUpgrading: {},
+	lifecycle.StatusRollback:  {},
 }
 
 // novaPower is Nova's power_state for the observed power state, as its
@@ -176,6 +193,9 @@ func nova(in Input, s lifecycle.Status) View {
 			by = novaRow{"ERROR", "error", ""}
 		}
 		r.Status, r.VMState = by.Status, by.VMState
+		if in.Op == lifecycle.OpSoftDelete {
+			r.TaskState = "soft-deleting"
+		}
 	case lifecycle.StatusUnknown:
 		r.VMState = novaByDesired[in.Desired].VMState
 	case lifecycle.StatusUnexpectedShutoff, lifecycle.StatusCrashed:
@@ -258,6 +278,14 @@ var rightScaleWords = map[lifecycle.Status]word{
 	lifecycle.StatusUnrescuing: unmapped,
 	// Imaging a stopped server leaves it stopped: its volumes are what is billed.
 	lifecycle.StatusBundling: {Status: "stopped", Billing: BillingStorageOnly},
+	// An EBS-backed server that is stopped gives up its host on EC2
+	// anyway: stopping, then stopped, with its volumes charged.
+	lifecycle.StatusDeallocating: {Status: "stopping", Billing: BillingStorageOnly},
+	lifecycle.StatusDeallocated:  {Status: "stopped", Billing: BillingStorageOnly},
+	lifecycle.StatusSoftDeleted:  unmapped,
+	lifecycle.StatusRestoring:    unmapped,
+	lifecycle.StatusUpgrading:    unmapped,
+	lifecycle.StatusRollback:     unmapped,
 }
 
 // rightScale refines a running server by what its guest said about its
@@ -324,6 +352,16 @@ var azurePowerWords = map[lifecycle.Status]word{
 	lifecycle.StatusRescued:    {Status: "running", Billing: BillingHardwareAndSoftware},
 	lifecycle.StatusUnrescuing: unmapped, // refined by azureObserved
 	lifecycle.StatusBundling:   {Status: "stopped", Billing: BillingHardwareOnly},
+	// "when the user stops the VM using client APIs VM transitions to
+	// deallocating"; "VM is stopped and removed/deallocated from the host".
+	lifecycle.StatusDeallocating: {Status: "deallocating", Billing: BillingHardwareOnly},
+	lifecycle.StatusDeallocated:  {Status: "deallocated", Billing: BillingNotBilled},
+	lifecycle.StatusSoftDeleted:  unmapped, // a deleted VM no longer exists to have a state
+	lifecycle.StatusRestoring:    unmapped,
+	// A model change (ProvisioningState/updating); the power state is what
+	// the guest does meanwhile.
+	lifecycle.StatusUpgrading: unmapped, // refined by azureObserved
+	lifecycle.StatusRollback:  unmapped, // refined by azureObserved
 }
 
 // azureObserved is the power state for what the hypervisor reports, used
@@ -365,7 +403,8 @@ func azureWord(in Input, s lifecycle.Status) word {
 	switch s {
 	case lifecycle.StatusDeleting, lifecycle.StatusError, lifecycle.StatusResizing, lifecycle.StatusExtending,
 		lifecycle.StatusConfirmingResize, lifecycle.StatusRevertingResize,
-		lifecycle.StatusRebuilding, lifecycle.StatusRescuing, lifecycle.StatusUnrescuing:
+		lifecycle.StatusRebuilding, lifecycle.StatusRescuing, lifecycle.StatusUnrescuing,
+		lifecycle.StatusUpgrading, lifecycle.StatusRollback:
 		if w, ok := azureObserved[in.Power]; ok {
 			return w
 		}
@@ -436,11 +475,18 @@ var managedInstanceWords = map[lifecycle.Status]word{
 	// "The instance has been frozen due to insufficient account balance."
 	lifecycle.StatusFrozen: {Status: "FROZEN"},
 	// Seed 004 has no rebuild, rescue or image capture.
-	lifecycle.StatusRebuilding: unmapped,
-	lifecycle.StatusRescuing:   unmapped,
-	lifecycle.StatusRescued:    unmapped,
-	lifecycle.StatusUnrescuing: unmapped,
-	lifecycle.StatusBundling:   unmapped,
+	lifecycle.StatusRebuilding:   unmapped,
+	lifecycle.StatusRescuing:     unmapped,
+	lifecycle.StatusRescued:      unmapped,
+	lifecycle.StatusUnrescuing:   unmapped,
+	lifecycle.StatusBundling:     unmapped,
+	lifecycle.StatusDeallocating: unmapped,
+	lifecycle.StatusDeallocated:  unmapped,
+	lifecycle.StatusSoftDeleted:  unmapped,
+	lifecycle.StatusRestoring:    unmapped,
+	// "The instance is being upgraded"; "The instance is being rolled back."
+	lifecycle.StatusUpgrading: {Status: "UPGRADING"},
+	lifecycle.StatusRollback:  {Status: "ROLLBACK"},
 }
 
 func managedInstance(in Input, s lifecycle.Status) View {

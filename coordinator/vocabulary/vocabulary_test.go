@@ -35,10 +35,11 @@ func words(v Vocabulary) map[string][]string {
 func TestRenderIsTotal(t *testing.T) {
 	novaTasks := []string{"", "scheduling", "spawning", "powering-on", "powering-off", "rebooting", "rebooting_hard",
 		"pausing", "unpausing", "suspending", "resuming", "deleting", "resize_migrating", "resize_reverting", "resize_confirming",
-		"updating_password", "rebuilding", "rescuing", "unrescuing", "image_snapshot"} // nova/compute/task_states.py
-	novaVM := []string{"building", "active", "stopped", "paused", "suspended", "deleted", "error", "resized", "rescued", ""}
+		"updating_password", "rebuilding", "rescuing", "unrescuing", "image_snapshot", "soft-deleting", "restoring"} // nova/compute/task_states.py
+	novaVM := []string{"building", "active", "stopped", "paused", "suspended", "deleted", "error", "resized", "rescued", "soft-delete", ""}
 	novaPowers := []string{"0", "1", "3", "4", "6", "7"}
-	azurePowers := []string{"", "PowerState/starting", "PowerState/running", "PowerState/stopping", "PowerState/stopped"}
+	azurePowers := []string{"", "PowerState/starting", "PowerState/running", "PowerState/stopping", "PowerState/stopped",
+		"PowerState/deallocating", "PowerState/deallocated"}
 	for _, v := range All {
 		allowed := words(v)
 		n := everyInput(func(in Input) {
@@ -81,9 +82,9 @@ func TestRenderIsTotal(t *testing.T) {
 			}
 		})
 		// 10 power states (one bogus), the 3 up ones with 4 readinesses each.
-		// A stop and a delete each with 3 decommissioning facts; no
-		// operation, frozen or not.
-		if n != 6*(len(lifecycle.AllOpKinds)+1+2*2+1)*(7+3*4)*6*16*len(lifecycle.AllOpKinds) {
+		// A stop, a delete and a soft delete each with 3 decommissioning
+		// facts; no operation, frozen or not.
+		if n != (len(lifecycle.AllDesired)+1)*(len(lifecycle.AllOpKinds)+1+3*2+1)*(7+3*4)*6*16*len(lifecycle.AllOpKinds) {
 			t.Fatalf("walked %d inputs", n)
 		}
 	}

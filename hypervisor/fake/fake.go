@@ -84,6 +84,7 @@ type Driver struct {
 	faults      map[string]*fault
 	faultsAfter map[string]*fault   // InjectFaultAfter
 	staged      map[string]*staged  // ReceiveDisk, per instance id
+	released    map[string]*domain  // Release: disks kept without a domain
 	networks    map[string]*network // managed networks by name
 	delays      map[string]time.Duration
 	holds       map[string]chan struct{} // closed on release
@@ -120,6 +121,7 @@ func New(opts Options) *Driver {
 		faults:      make(map[string]*fault),
 		faultsAfter: make(map[string]*fault),
 		staged:      make(map[string]*staged),
+		released:    make(map[string]*domain),
 		networks:    make(map[string]*network),
 		delays:      make(map[string]time.Duration),
 		holds:       make(map[string]chan struct{}),

@@ -195,6 +195,7 @@ func (d *Driver) Delete(ctx context.Context, id string) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	delete(d.staged, id)
+	delete(d.released, id)
 	d.releaseNetworksLocked(id, nil)
 	dom := d.domains[id]
 	if dom == nil {

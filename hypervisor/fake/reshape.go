@@ -93,3 +93,32 @@ func (d *Driver) DropOriginal(ctx context.Context, id string) (err error) {
 	}
 	return nil
 }
+
+// UpgradeDisk is Reshape for an upgrade: with another image, the new disk
+// is that image's content (the one Create gives), not a copy of the old.
+func (d *Driver) UpgradeDisk(ctx context.Context, spec hypervisor.DomainSpec) (err error) {
+	defer func() { err = d.leave("UpgradeDisk", err) }()
+	if err := hypervisor.ValidateSpec(spec); err != nil {
+		return fmt.Errorf("fake: upgrade disk: %w", err)
+	}
+	return d.transition(ctx, "UpgradeDisk", spec.ID, func(dom *domain) error {
+		if dom.original != nil {
+			if sameShape(dom.spec, spec) {
+				return nil
+			}
+			return fmt.Errorf("fake: upgrade disk %s: an original of another change is kept: %w", spec.ID, hypervisor.ErrInvalidState)
+		}
+		if dom.state != hypervisor.PowerShutOff || dom.base != nil {
+			return errState("upgrade disk", dom)
+		}
+		if err := d.redefineNetworksLocked(spec); err != nil {
+			return fmt.Errorf("fake: upgrade disk %s: %w", spec.ID, err)
+		}
+		dom.original = &original{disk: d.diskLocked(dom), size: dom.size, spec: dom.spec}
+		if spec.Image != dom.spec.Image {
+			dom.disk, dom.size = nil, 0 // the new image's own content
+		}
+		dom.spec = spec
+		return nil
+	})
+}

@@ -2,6 +2,7 @@ package libvirt
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -22,6 +23,17 @@ import (
 
 // Reshape: see hypervisor.Driver.
 func (d *Driver) Reshape(ctx context.Context, spec hypervisor.DomainSpec) error {
+	return d.reshape(ctx, spec, false)
+}
+
+// UpgradeDisk: see hypervisor.Driver. An upgrade is a reshape whose new
+// disk, when the image changes, is a fresh overlay of the new image rather
+// than a copy of the old disk; Unshape and DropOriginal end it either way.
+func (d *Driver) UpgradeDisk(ctx context.Context, spec hypervisor.DomainSpec) error {
+	return d.reshape(ctx, spec, true)
+}
+
+func (d *Driver) reshape(ctx context.Context, spec hypervisor.DomainSpec, upgrade bool) error {
 	if err := hypervisor.ValidateSpec(spec); err != nil {
 		return fmt.Errorf("libvirt: reshape: %w", err)
 	}
@@ -49,9 +61,12 @@ func (d *Driver) Reshape(ctx context.Context, spec hypervisor.DomainSpec) error 
 	if err != nil {
 		return err
 	}
+	// The image a definition boots is known by its kernel (the images that
+	// boot from their own disk are told apart by their backing file below).
+	fresh := upgrade && (def.params.Image.Kernel != img.Kernel || !backedBy(ctx, paths.Disk, img.Disk))
 	if exists(paths.Original) {
 		if !sameFile(paths.Original, paths.Disk) {
-			if atShape(def, p, paths.Disk) {
+			if atShape(def, p, paths.Disk) && !fresh {
 				log.Debug("reshape: already reshaped")
 				return nil
 			}
@@ -74,7 +89,7 @@ func (d *Driver) Reshape(ctx context.Context, spec hypervisor.DomainSpec) error 
 	}
 	if have, err := virtualSize(ctx, paths.Disk); err != nil {
 		return fmt.Errorf("libvirt: reshape %s: %w", id, err)
-	} else if want < have {
+	} else if want < have && !fresh {
 		return fmt.Errorf("libvirt: reshape %s: disk of %d bytes below its size of %d: %w", id, want, have, hypervisor.ErrInvalidSpec)
 	}
 
@@ -92,13 +107,19 @@ func (d *Driver) Reshape(ctx context.Context, spec hypervisor.DomainSpec) error 
 	tmp := f.Name()
 	f.Close()
 	defer func() { _ = removeIfExists(tmp) }()
-	if err := sparseCopy(ctx, paths.Disk, tmp); err != nil {
+	if fresh {
+		// A new image version: a fresh disk of it; the old one is kept.
+		_ = os.Remove(tmp)
+		if err := createOverlay(ctx, img.Disk, tmp, spec.DiskGiB); err != nil {
+			return fmt.Errorf("libvirt: upgrade %s: %w", id, err)
+		}
+	} else if err := sparseCopy(ctx, paths.Disk, tmp); err != nil {
 		return fmt.Errorf("libvirt: reshape %s: %w", id, err)
 	}
 	if err := os.Chmod(tmp, 0o644); err != nil {
 		return fmt.Errorf("libvirt: reshape %s: %w", id, err)
 	}
-	if err := growFile(ctx, tmp, want); err != nil {
+	if err := growFile(ctx, tmp, want); err != nil && !fresh {
 		return fmt.Errorf("libvirt: reshape %s: %w", id, err)
 	}
 	if err := d.redefineGuest(ctx, spec, p); err != nil {
@@ -198,4 +219,22 @@ func (d *Driver) DropOriginal(ctx context.Context, id string) error {
 	}
 	d.instanceLog(id).Info("original disk dropped")
 	return nil
+}
+
+// backedBy reports whether overlay's backing file is backing (false when
+// it cannot tell).
+func backedBy(ctx context.Context, overlay, backing string) bool {
+	out, err := runQemuImg(ctx, "info", "--output=json", "-U", overlay)
+	if err != nil {
+		return false
+	}
+	var info struct {
+		Full string `json:"full-backing-filename"`
+	}
+	if json.Unmarshal([]byte(out), &info) != nil {
+		return false
+	}
+	a, errA := filepath.EvalSymlinks(info.Full)
+	b, errB := filepath.EvalSymlinks(backing)
+	return errA == nil && errB == nil && a == b
 }

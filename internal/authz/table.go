@@ -55,6 +55,11 @@ var Table = map[string][]Role{
 	pb.OperationService_WaitOperation_FullMethodName:   readers,
 	pb.OperationService_CancelOperation_FullMethodName: operators,
 	pb.UsageService_GetInstanceUsage_FullMethodName:    readers,
+	// Instances and operations: operators (a project scope will narrow
+	// this; see Scope). Reads: viewers too.
+	pb.InstanceService_DeallocateInstance_FullMethodName: operators,
+	pb.InstanceService_RestoreInstance_FullMethodName:    operators,
+	pb.InstanceService_UpgradeInstance_FullMethodName:    operators,
 
 	// Hosts and networks are the fleet's: admins change them.
 	pb.HostService_ListHosts_FullMethodName:        readers,

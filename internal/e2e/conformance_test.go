@@ -134,6 +134,8 @@ var reachedBy = map[string]struct{ inst, when string }{
 	"nova/PASSWORD":    {"life", "STATUS_SETTING_PASSWORD"},
 	"nova/REBUILD":     {"life", "STATUS_REBUILDING"},
 	"nova/RESCUED":     {"life", "STATUS_RESCUED"},
+	// Deleted with the cluster's retention window, then deleted again.
+	"nova/SOFT_DELETED": {"life", "STATUS_SOFT_DELETED"},
 
 	"rightscale/bidding":       {"spot", "STATUS_BIDDING"},
 	"rightscale/pending":       {"life", "STATUS_CREATING"},
@@ -161,6 +163,9 @@ var reachedBy = map[string]struct{ inst, when string }{
 	// Its guest side said it was booting, then ready.
 	"azure/OSProvisioningInprogress": {"life", "STATUS_RUNNING"},
 	"azure/OSProvisioningComplete":   {"life", "STATUS_RUNNING"},
+	// Stopped, deallocated, started again.
+	"azure/deallocating": {"life", "STATUS_DEALLOCATING"},
+	"azure/deallocated":  {"life", "STATUS_DEALLOCATED"},
 
 	"managed-instance/CREATING":     {"life", "STATUS_CREATING"},
 	"managed-instance/CREATEFAILED": {"broken", "STATUS_ERROR"},
@@ -172,6 +177,9 @@ var reachedBy = map[string]struct{ inst, when string }{
 	// Its project was frozen by an admin (the balance's freeze shows the
 	// same; internal/e2eprojects runs that one).
 	"managed-instance/FROZEN": {"frozen", "STATUS_FROZEN"},
+	// A model upgrade its guest passes; one the failing guest does not.
+	"managed-instance/UPGRADING": {"life", "STATUS_UPGRADING"},
+	"managed-instance/ROLLBACK":  {"stuck", "STATUS_ROLLBACK"},
 }
 
 // variantReachedBy is reachedBy for the other words a seed uses for one of
@@ -188,7 +196,9 @@ var variantReachedBy = map[string]struct{ inst, when string }{
 // operation it awaits where it is not.
 func TestSeedConformance(t *testing.T) {
 	// A 300 ms heartbeat lets a silent agent's host go down in seconds (UNKNOWN).
-	e := newEnv(t, []string{"--agent-heartbeat-interval=300ms"}, []string{"--vcpus=4"})
+	// A retention window: deletes soft-delete (those that must free their
+	// room at once are forced).
+	e := newEnv(t, []string{"--agent-heartbeat-interval=300ms", "--soft-delete-retention=1h"}, []string{"--vcpus=4"})
 	list := e.g.MustCall("flotilla.v1.InstanceService/ListInstances", nil)
 	all := []string{"VOCABULARY_MANAGE_INSTANCE", "VOCABULARY_NOVA", "VOCABULARY_RIGHTSCALE", "VOCABULARY_AZURE", "VOCABULARY_MANAGED_INSTANCE"}
 	var h history
@@ -208,7 +218,13 @@ func TestSeedConformance(t *testing.T) {
 	testenv.Eventually(t, 90*time.Second, "the failing guest to be stranded", func() bool {
 		return testenv.Str(e.instance(ids["stuck"]), "readiness") == "READINESS_STRANDED"
 	})
-	e.mustSucceed(e.do("DeleteInstance", map[string]any{"id": ids["stuck"]}))
+	// Its upgrade never becomes healthy: it rolls back by itself.
+	op = e.do("UpgradeInstance", map[string]any{"id": ids["stuck"], "memoryMib": 160, "healthTimeout": "60s", "gracefulTimeout": "5s"})
+	if got := testenv.Str(op, "state"); got != "OPERATION_STATE_FAILED" {
+		t.Fatalf("upgrade of the failing guest ended %s", got)
+	}
+	h.waitSeen(t, ids["stuck"], "STATUS_ROLLBACK")
+	e.mustSucceed(e.do("DeleteInstance", map[string]any{"id": ids["stuck"], "force": true}))
 
 	// A guest whose decommission scripts fail, deleted: stranded in
 	// decommissioning, then terminated all the same.
@@ -218,7 +234,7 @@ func TestSeedConformance(t *testing.T) {
 	testenv.Eventually(t, 90*time.Second, "the guest to be operational", func() bool {
 		return testenv.Str(e.instance(ids["strand"]), "readiness") == "READINESS_OPERATIONAL"
 	})
-	e.mustSucceed(e.do("DeleteInstance", map[string]any{"id": ids["strand"], "decommissionTimeout": "30s"}))
+	e.mustSucceed(e.do("DeleteInstance", map[string]any{"id": ids["strand"], "decommissionTimeout": "30s", "force": true}))
 
 	// The guest that lives through every state: 1 of the host's 4 vCPUs
 	// (the failed create holds another until it is deleted).
@@ -311,11 +327,22 @@ func TestSeedConformance(t *testing.T) {
 		t.Fatalf("canceled stop ended %s", got)
 	}
 	e.waitStatus(life, "STATUS_RUNNING", 30*time.Second)
+	// Deallocated (Azure): stopped, the host released, started again there.
+	e.mustSucceed(e.do("StopInstance", map[string]any{"id": life, "gracefulTimeout": "60s", "force": true}))
+	e.mustSucceed(e.do("DeallocateInstance", map[string]any{"id": life}))
+	h.waitSeen(t, life, "STATUS_DEALLOCATED")
+	e.mustSucceed(e.do("StartInstance", map[string]any{"id": life}))
+	// A model upgrade (seed 004): the guest comes back healthy.
+	e.mustSucceed(e.do("UpgradeInstance", map[string]any{"id": life, "memoryMib": 160, "healthTimeout": "90s", "gracefulTimeout": "60s"}))
+	e.waitStatus(life, "STATUS_RUNNING", 30*time.Second)
 	// The delete gives the guest time for its decommission scripts.
 	testenv.Eventually(t, 90*time.Second, "the guest to be operational", func() bool {
 		return testenv.Str(e.instance(life), "readiness") == "READINESS_OPERATIONAL"
 	})
 	e.mustSucceed(e.do("DeleteInstance", map[string]any{"id": life, "decommissionTimeout": "60s"}))
+	h.waitSeen(t, life, "STATUS_SOFT_DELETED")
+	// Deleted again within the window: reclaimed at once.
+	e.mustSucceed(e.do("DeleteInstance", map[string]any{"id": life}))
 	h.waitSeen(t, life, "STATUS_DELETED")
 	w.Close()
 

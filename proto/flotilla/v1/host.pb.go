@@ -220,6 +220,9 @@ type Host struct {
 	Capacity *Resources `protobuf:"bytes,4,opt,name=capacity,proto3" json:"capacity,omitempty"`
 	// What the instances placed on the host take.
 	Allocated *Resources `protobuf:"bytes,5,opt,name=allocated,proto3" json:"allocated,omitempty"`
+	// The part of allocated that SOFT_DELETED instances hold (restorable
+	// until the cluster's retention window ends, then reclaimed).
+	SoftDeleted *Resources `protobuf:"bytes,140,opt,name=soft_deleted,json=softDeleted,proto3" json:"soft_deleted,omitempty"`
 	// Incremented each time the agent registers; steps carry it.
 	Epoch uint64 `protobuf:"varint,6,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	// Instances placed on the host.
@@ -303,6 +306,13 @@ func (x *Host) GetCapacity() *Resources {
 func (x *Host) GetAllocated() *Resources {
 	if x != nil {
 		return x.Allocated
+	}
+	return nil
+}
+
+func (x *Host) GetSoftDeleted() *Resources {
+	if x != nil {
+		return x.SoftDeleted
 	}
 	return nil
 }
@@ -758,13 +768,14 @@ const file_flotilla_v1_host_proto_rawDesc = "" +
 	"\x05vcpus\x18\x01 \x01(\rR\x05vcpus\x12\x1d\n" +
 	"\n" +
 	"memory_mib\x18\x02 \x01(\x04R\tmemoryMib\x12\x19\n" +
-	"\bdisk_gib\x18\x03 \x01(\x04R\adiskGib\"\xf7\x04\n" +
+	"\bdisk_gib\x18\x03 \x01(\x04R\adiskGib\"\xb3\x05\n" +
 	"\x04Host\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12/\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x17.flotilla.v1.HostStatusR\x06status\x12'\n" +
 	"\x0fhypervisor_kind\x18\x03 \x01(\tR\x0ehypervisorKind\x122\n" +
 	"\bcapacity\x18\x04 \x01(\v2\x16.flotilla.v1.ResourcesR\bcapacity\x124\n" +
-	"\tallocated\x18\x05 \x01(\v2\x16.flotilla.v1.ResourcesR\tallocated\x12\x14\n" +
+	"\tallocated\x18\x05 \x01(\v2\x16.flotilla.v1.ResourcesR\tallocated\x12:\n" +
+	"\fsoft_deleted\x18\x8c\x01 \x01(\v2\x16.flotilla.v1.ResourcesR\vsoftDeleted\x12\x14\n" +
 	"\x05epoch\x18\x06 \x01(\x04R\x05epoch\x12%\n" +
 	"\x0einstance_count\x18\a \x01(\x05R\rinstanceCount\x12%\n" +
 	"\x0eorphan_domains\x18\b \x03(\tR\rorphanDomains\x12?\n" +
@@ -852,28 +863,29 @@ var file_flotilla_v1_host_proto_depIdxs = []int32{
 	0,  // 0: flotilla.v1.Host.status:type_name -> flotilla.v1.HostStatus
 	2,  // 1: flotilla.v1.Host.capacity:type_name -> flotilla.v1.Resources
 	2,  // 2: flotilla.v1.Host.allocated:type_name -> flotilla.v1.Resources
-	13, // 3: flotilla.v1.Host.register_time:type_name -> google.protobuf.Timestamp
-	12, // 4: flotilla.v1.Host.labels:type_name -> flotilla.v1.Host.LabelsEntry
-	3,  // 5: flotilla.v1.ListHostsResponse.hosts:type_name -> flotilla.v1.Host
-	14, // 6: flotilla.v1.DrainHostRequest.graceful_timeout:type_name -> google.protobuf.Duration
-	1,  // 7: flotilla.v1.DrainHostRequest.policy:type_name -> flotilla.v1.DrainPolicy
-	4,  // 8: flotilla.v1.HostService.ListHosts:input_type -> flotilla.v1.ListHostsRequest
-	6,  // 9: flotilla.v1.HostService.GetHost:input_type -> flotilla.v1.GetHostRequest
-	7,  // 10: flotilla.v1.HostService.CordonHost:input_type -> flotilla.v1.CordonHostRequest
-	10, // 11: flotilla.v1.HostService.UncordonHost:input_type -> flotilla.v1.UncordonHostRequest
-	11, // 12: flotilla.v1.HostService.DrainHost:input_type -> flotilla.v1.DrainHostRequest
-	8,  // 13: flotilla.v1.HostService.RemoveHost:input_type -> flotilla.v1.RemoveHostRequest
-	5,  // 14: flotilla.v1.HostService.ListHosts:output_type -> flotilla.v1.ListHostsResponse
-	3,  // 15: flotilla.v1.HostService.GetHost:output_type -> flotilla.v1.Host
-	3,  // 16: flotilla.v1.HostService.CordonHost:output_type -> flotilla.v1.Host
-	3,  // 17: flotilla.v1.HostService.UncordonHost:output_type -> flotilla.v1.Host
-	3,  // 18: flotilla.v1.HostService.DrainHost:output_type -> flotilla.v1.Host
-	9,  // 19: flotilla.v1.HostService.RemoveHost:output_type -> flotilla.v1.RemoveHostResponse
-	14, // [14:20] is the sub-list for method output_type
-	8,  // [8:14] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	2,  // 3: flotilla.v1.Host.soft_deleted:type_name -> flotilla.v1.Resources
+	13, // 4: flotilla.v1.Host.register_time:type_name -> google.protobuf.Timestamp
+	12, // 5: flotilla.v1.Host.labels:type_name -> flotilla.v1.Host.LabelsEntry
+	3,  // 6: flotilla.v1.ListHostsResponse.hosts:type_name -> flotilla.v1.Host
+	14, // 7: flotilla.v1.DrainHostRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	1,  // 8: flotilla.v1.DrainHostRequest.policy:type_name -> flotilla.v1.DrainPolicy
+	4,  // 9: flotilla.v1.HostService.ListHosts:input_type -> flotilla.v1.ListHostsRequest
+	6,  // 10: flotilla.v1.HostService.GetHost:input_type -> flotilla.v1.GetHostRequest
+	7,  // 11: flotilla.v1.HostService.CordonHost:input_type -> flotilla.v1.CordonHostRequest
+	10, // 12: flotilla.v1.HostService.UncordonHost:input_type -> flotilla.v1.UncordonHostRequest
+	11, // 13: flotilla.v1.HostService.DrainHost:input_type -> flotilla.v1.DrainHostRequest
+	8,  // 14: flotilla.v1.HostService.RemoveHost:input_type -> flotilla.v1.RemoveHostRequest
+	5,  // 15: flotilla.v1.HostService.ListHosts:output_type -> flotilla.v1.ListHostsResponse
+	3,  // 16: flotilla.v1.HostService.GetHost:output_type -> flotilla.v1.Host
+	3,  // 17: flotilla.v1.HostService.CordonHost:output_type -> flotilla.v1.Host
+	3,  // 18: flotilla.v1.HostService.UncordonHost:output_type -> flotilla.v1.Host
+	3,  // 19: flotilla.v1.HostService.DrainHost:output_type -> flotilla.v1.Host
+	9,  // 20: flotilla.v1.HostService.RemoveHost:output_type -> flotilla.v1.RemoveHostResponse
+	15, // [15:21] is the sub-list for method output_type
+	9,  // [9:15] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_host_proto_init() }

@@ -118,6 +118,24 @@ const (
 	// The stopped instance's disk is being written out as an image (seed
 	// 000's bundling).
 	Status_STATUS_BUNDLING Status = 39
+	// The stopped instance's domain is being undefined, its disk kept
+	// (DEALLOCATE; Azure's deallocating).
+	Status_STATUS_DEALLOCATING Status = 40
+	// No domain and no capacity held on any host; the disk is kept on the
+	// host that last ran it. A start schedules it again (Azure's deallocated).
+	Status_STATUS_DEALLOCATED Status = 41
+	// Deleted, restorable with RestoreInstance until the cluster's retention
+	// window ends; its domain (off) and disk are kept and hold their host's
+	// capacity (Nova's SOFT_DELETED).
+	Status_STATUS_SOFT_DELETED Status = 42
+	// A soft-deleted instance is being brought back (RESTORE).
+	Status_STATUS_RESTORING Status = 43
+	// A new image version and/or model is applied and the guest checked for
+	// health (UPGRADE; seed 004's UPGRADING).
+	Status_STATUS_UPGRADING Status = 44
+	// An upgrade failed or its guest did not become healthy in time: the
+	// previous disk and model are being put back (seed 004's ROLLBACK).
+	Status_STATUS_ROLLBACK Status = 45
 )
 
 // Enum value maps for Status.
@@ -161,6 +179,12 @@ var (
 		37: "STATUS_RESCUED",
 		38: "STATUS_UNRESCUING",
 		39: "STATUS_BUNDLING",
+		40: "STATUS_DEALLOCATING",
+		41: "STATUS_DEALLOCATED",
+		42: "STATUS_SOFT_DELETED",
+		43: "STATUS_RESTORING",
+		44: "STATUS_UPGRADING",
+		45: "STATUS_ROLLBACK",
 	}
 	Status_value = map[string]int32{
 		"STATUS_UNSPECIFIED":              0,
@@ -201,6 +225,12 @@ var (
 		"STATUS_RESCUED":                  37,
 		"STATUS_UNRESCUING":               38,
 		"STATUS_BUNDLING":                 39,
+		"STATUS_DEALLOCATING":             40,
+		"STATUS_DEALLOCATED":              41,
+		"STATUS_SOFT_DELETED":             42,
+		"STATUS_RESTORING":                43,
+		"STATUS_UPGRADING":                44,
+		"STATUS_ROLLBACK":                 45,
 	}
 )
 
@@ -247,25 +277,33 @@ const (
 	DesiredState_DESIRED_STATE_SUSPENDED DesiredState = 4
 	// The instance should not exist.
 	DesiredState_DESIRED_STATE_DELETED DesiredState = 5
+	// The domain should be undefined and the host released, the disk kept.
+	DesiredState_DESIRED_STATE_DEALLOCATED DesiredState = 40
+	// Deleted, but kept (off) for the retention window, restorable.
+	DesiredState_DESIRED_STATE_SOFT_DELETED DesiredState = 41
 )
 
 // Enum value maps for DesiredState.
 var (
 	DesiredState_name = map[int32]string{
-		0: "DESIRED_STATE_UNSPECIFIED",
-		1: "DESIRED_STATE_RUNNING",
-		2: "DESIRED_STATE_STOPPED",
-		3: "DESIRED_STATE_PAUSED",
-		4: "DESIRED_STATE_SUSPENDED",
-		5: "DESIRED_STATE_DELETED",
+		0:  "DESIRED_STATE_UNSPECIFIED",
+		1:  "DESIRED_STATE_RUNNING",
+		2:  "DESIRED_STATE_STOPPED",
+		3:  "DESIRED_STATE_PAUSED",
+		4:  "DESIRED_STATE_SUSPENDED",
+		5:  "DESIRED_STATE_DELETED",
+		40: "DESIRED_STATE_DEALLOCATED",
+		41: "DESIRED_STATE_SOFT_DELETED",
 	}
 	DesiredState_value = map[string]int32{
-		"DESIRED_STATE_UNSPECIFIED": 0,
-		"DESIRED_STATE_RUNNING":     1,
-		"DESIRED_STATE_STOPPED":     2,
-		"DESIRED_STATE_PAUSED":      3,
-		"DESIRED_STATE_SUSPENDED":   4,
-		"DESIRED_STATE_DELETED":     5,
+		"DESIRED_STATE_UNSPECIFIED":  0,
+		"DESIRED_STATE_RUNNING":      1,
+		"DESIRED_STATE_STOPPED":      2,
+		"DESIRED_STATE_PAUSED":       3,
+		"DESIRED_STATE_SUSPENDED":    4,
+		"DESIRED_STATE_DELETED":      5,
+		"DESIRED_STATE_DEALLOCATED":  40,
+		"DESIRED_STATE_SOFT_DELETED": 41,
 	}
 )
 
@@ -402,6 +440,12 @@ const (
 	Action_ACTION_UNRESCUE Action = 20
 	// BundleInstance.
 	Action_ACTION_BUNDLE Action = 21
+	// DeallocateInstance.
+	Action_ACTION_DEALLOCATE Action = 22
+	// RestoreInstance.
+	Action_ACTION_RESTORE Action = 23
+	// UpgradeInstance.
+	Action_ACTION_UPGRADE Action = 24
 )
 
 // Enum value maps for Action.
@@ -427,6 +471,9 @@ var (
 		19: "ACTION_RESCUE",
 		20: "ACTION_UNRESCUE",
 		21: "ACTION_BUNDLE",
+		22: "ACTION_DEALLOCATE",
+		23: "ACTION_RESTORE",
+		24: "ACTION_UPGRADE",
 	}
 	Action_value = map[string]int32{
 		"ACTION_UNSPECIFIED":    0,
@@ -449,6 +496,9 @@ var (
 		"ACTION_RESCUE":         19,
 		"ACTION_UNRESCUE":       20,
 		"ACTION_BUNDLE":         21,
+		"ACTION_DEALLOCATE":     22,
+		"ACTION_RESTORE":        23,
+		"ACTION_UPGRADE":        24,
 	}
 )
 
@@ -2822,8 +2872,13 @@ type DeleteInstanceRequest struct {
 	// How long a running guest gets to run its decommission work before the
 	// domain is destroyed; see StopInstanceRequest.decommission_timeout.
 	DecommissionTimeout *durationpb.Duration `protobuf:"bytes,3,opt,name=decommission_timeout,json=decommissionTimeout,proto3" json:"decommission_timeout,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// With a cluster retention window (coordinator flag
+	// --soft-delete-retention), a delete keeps the instance SOFT_DELETED and
+	// restorable until the window ends; force reclaims it at once (as a
+	// delete of a SOFT_DELETED instance does).
+	Force         bool `protobuf:"varint,140,opt,name=force,proto3" json:"force,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeleteInstanceRequest) Reset() {
@@ -2877,6 +2932,226 @@ func (x *DeleteInstanceRequest) GetDecommissionTimeout() *durationpb.Duration {
 	return nil
 }
 
+func (x *DeleteInstanceRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+// DeallocateInstanceRequest releases a stopped instance's host.
+type DeallocateInstanceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The instance id.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Optional idempotency key; see CreateInstanceRequest.request_id.
+	RequestId     string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeallocateInstanceRequest) Reset() {
+	*x = DeallocateInstanceRequest{}
+	mi := &file_flotilla_v1_instance_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeallocateInstanceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeallocateInstanceRequest) ProtoMessage() {}
+
+func (x *DeallocateInstanceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_instance_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeallocateInstanceRequest.ProtoReflect.Descriptor instead.
+func (*DeallocateInstanceRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *DeallocateInstanceRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *DeallocateInstanceRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+// UpgradeInstanceRequest asks for a new image version and/or model; at
+// least one must differ from the instance's.
+type UpgradeInstanceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The instance id.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Optional idempotency key; see CreateInstanceRequest.request_id.
+	RequestId string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The new image (version); empty keeps the current one. A new image
+	// gives the instance a fresh disk of it.
+	Image string `protobuf:"bytes,3,opt,name=image,proto3" json:"image,omitempty"`
+	// The new vCPU count; 0 keeps the current one.
+	Vcpus int32 `protobuf:"varint,4,opt,name=vcpus,proto3" json:"vcpus,omitempty"`
+	// The new memory in MiB; 0 keeps the current one.
+	MemoryMib int64 `protobuf:"varint,5,opt,name=memory_mib,json=memoryMib,proto3" json:"memory_mib,omitempty"`
+	// How long the upgraded guest has to become healthy; unset: 3 minutes.
+	HealthTimeout *durationpb.Duration `protobuf:"bytes,6,opt,name=health_timeout,json=healthTimeout,proto3" json:"health_timeout,omitempty"`
+	// How long a running guest gets to power off before it is destroyed;
+	// unset: 10 minutes.
+	GracefulTimeout *durationpb.Duration `protobuf:"bytes,7,opt,name=graceful_timeout,json=gracefulTimeout,proto3" json:"graceful_timeout,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *UpgradeInstanceRequest) Reset() {
+	*x = UpgradeInstanceRequest{}
+	mi := &file_flotilla_v1_instance_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpgradeInstanceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpgradeInstanceRequest) ProtoMessage() {}
+
+func (x *UpgradeInstanceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_instance_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpgradeInstanceRequest.ProtoReflect.Descriptor instead.
+func (*UpgradeInstanceRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *UpgradeInstanceRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *UpgradeInstanceRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *UpgradeInstanceRequest) GetImage() string {
+	if x != nil {
+		return x.Image
+	}
+	return ""
+}
+
+func (x *UpgradeInstanceRequest) GetVcpus() int32 {
+	if x != nil {
+		return x.Vcpus
+	}
+	return 0
+}
+
+func (x *UpgradeInstanceRequest) GetMemoryMib() int64 {
+	if x != nil {
+		return x.MemoryMib
+	}
+	return 0
+}
+
+func (x *UpgradeInstanceRequest) GetHealthTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.HealthTimeout
+	}
+	return nil
+}
+
+func (x *UpgradeInstanceRequest) GetGracefulTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.GracefulTimeout
+	}
+	return nil
+}
+
+// RestoreInstanceRequest brings a soft-deleted instance back.
+type RestoreInstanceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The instance id.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Optional idempotency key; see CreateInstanceRequest.request_id.
+	RequestId     string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreInstanceRequest) Reset() {
+	*x = RestoreInstanceRequest{}
+	mi := &file_flotilla_v1_instance_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreInstanceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreInstanceRequest) ProtoMessage() {}
+
+func (x *RestoreInstanceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_v1_instance_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreInstanceRequest.ProtoReflect.Descriptor instead.
+func (*RestoreInstanceRequest) Descriptor() ([]byte, []int) {
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *RestoreInstanceRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RestoreInstanceRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
 // UpdateInstanceRequest changes an instance's model.
 type UpdateInstanceRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2900,7 +3175,7 @@ type UpdateInstanceRequest struct {
 
 func (x *UpdateInstanceRequest) Reset() {
 	*x = UpdateInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[27]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2912,7 +3187,7 @@ func (x *UpdateInstanceRequest) String() string {
 func (*UpdateInstanceRequest) ProtoMessage() {}
 
 func (x *UpdateInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[27]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2925,7 +3200,7 @@ func (x *UpdateInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateInstanceRequest.ProtoReflect.Descriptor instead.
 func (*UpdateInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{27}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *UpdateInstanceRequest) GetId() string {
@@ -2997,7 +3272,7 @@ type ResizeInstanceRequest struct {
 
 func (x *ResizeInstanceRequest) Reset() {
 	*x = ResizeInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[28]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3009,7 +3284,7 @@ func (x *ResizeInstanceRequest) String() string {
 func (*ResizeInstanceRequest) ProtoMessage() {}
 
 func (x *ResizeInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[28]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3022,7 +3297,7 @@ func (x *ResizeInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResizeInstanceRequest.ProtoReflect.Descriptor instead.
 func (*ResizeInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{28}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ResizeInstanceRequest) GetId() string {
@@ -3094,7 +3369,7 @@ type ConfirmResizeRequest struct {
 
 func (x *ConfirmResizeRequest) Reset() {
 	*x = ConfirmResizeRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[29]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3106,7 +3381,7 @@ func (x *ConfirmResizeRequest) String() string {
 func (*ConfirmResizeRequest) ProtoMessage() {}
 
 func (x *ConfirmResizeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[29]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3119,7 +3394,7 @@ func (x *ConfirmResizeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmResizeRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmResizeRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{29}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ConfirmResizeRequest) GetId() string {
@@ -3152,7 +3427,7 @@ type RevertResizeRequest struct {
 
 func (x *RevertResizeRequest) Reset() {
 	*x = RevertResizeRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[30]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3164,7 +3439,7 @@ func (x *RevertResizeRequest) String() string {
 func (*RevertResizeRequest) ProtoMessage() {}
 
 func (x *RevertResizeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[30]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3177,7 +3452,7 @@ func (x *RevertResizeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevertResizeRequest.ProtoReflect.Descriptor instead.
 func (*RevertResizeRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{30}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RevertResizeRequest) GetId() string {
@@ -3216,7 +3491,7 @@ type ExtendInstanceRequest struct {
 
 func (x *ExtendInstanceRequest) Reset() {
 	*x = ExtendInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[31]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3228,7 +3503,7 @@ func (x *ExtendInstanceRequest) String() string {
 func (*ExtendInstanceRequest) ProtoMessage() {}
 
 func (x *ExtendInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[31]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3241,7 +3516,7 @@ func (x *ExtendInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExtendInstanceRequest.ProtoReflect.Descriptor instead.
 func (*ExtendInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{31}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ExtendInstanceRequest) GetId() string {
@@ -3282,7 +3557,7 @@ type MoveInstanceRequest struct {
 
 func (x *MoveInstanceRequest) Reset() {
 	*x = MoveInstanceRequest{}
-	mi := &file_flotilla_v1_instance_proto_msgTypes[32]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3294,7 +3569,7 @@ func (x *MoveInstanceRequest) String() string {
 func (*MoveInstanceRequest) ProtoMessage() {}
 
 func (x *MoveInstanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_v1_instance_proto_msgTypes[32]
+	mi := &file_flotilla_v1_instance_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3307,7 +3582,7 @@ func (x *MoveInstanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveInstanceRequest.ProtoReflect.Descriptor instead.
 func (*MoveInstanceRequest) Descriptor() ([]byte, []int) {
-	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{32}
+	return file_flotilla_v1_instance_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *MoveInstanceRequest) GetId() string {
@@ -3535,12 +3810,31 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x15ResumeInstanceRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x02 \x01(\tR\trequestId\"\x94\x01\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"\xab\x01\n" +
 	"\x15DeleteInstanceRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x02 \x01(\tR\trequestId\x12L\n" +
-	"\x14decommission_timeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x13decommissionTimeout\"\xcd\x02\n" +
+	"\x14decommission_timeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x13decommissionTimeout\x12\x15\n" +
+	"\x05force\x18\x8c\x01 \x01(\bR\x05force\"J\n" +
+	"\x19DeallocateInstanceRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"\x9a\x02\n" +
+	"\x16UpgradeInstanceRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\x12\x14\n" +
+	"\x05image\x18\x03 \x01(\tR\x05image\x12\x14\n" +
+	"\x05vcpus\x18\x04 \x01(\x05R\x05vcpus\x12\x1d\n" +
+	"\n" +
+	"memory_mib\x18\x05 \x01(\x03R\tmemoryMib\x12@\n" +
+	"\x0ehealth_timeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\rhealthTimeout\x12D\n" +
+	"\x10graceful_timeout\x18\a \x01(\v2\x19.google.protobuf.DurationR\x0fgracefulTimeout\"G\n" +
+	"\x16RestoreInstanceRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"\xcd\x02\n" +
 	"\x15UpdateInstanceRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
@@ -3583,7 +3877,7 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x02 \x01(\tR\trequestId\x12$\n" +
 	"\x0etarget_host_id\x18\x03 \x01(\tR\ftargetHostId\x12D\n" +
-	"\x10graceful_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x0fgracefulTimeout*\xe6\x06\n" +
+	"\x10graceful_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x0fgracefulTimeout*\xf1\a\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fSTATUS_CREATING\x10\x01\x12\x13\n" +
@@ -3623,20 +3917,28 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x0fSTATUS_RESCUING\x10$\x12\x12\n" +
 	"\x0eSTATUS_RESCUED\x10%\x12\x15\n" +
 	"\x11STATUS_UNRESCUING\x10&\x12\x13\n" +
-	"\x0fSTATUS_BUNDLING\x10'*\xb5\x01\n" +
+	"\x0fSTATUS_BUNDLING\x10'\x12\x17\n" +
+	"\x13STATUS_DEALLOCATING\x10(\x12\x16\n" +
+	"\x12STATUS_DEALLOCATED\x10)\x12\x17\n" +
+	"\x13STATUS_SOFT_DELETED\x10*\x12\x14\n" +
+	"\x10STATUS_RESTORING\x10+\x12\x14\n" +
+	"\x10STATUS_UPGRADING\x10,\x12\x13\n" +
+	"\x0fSTATUS_ROLLBACK\x10-*\xf4\x01\n" +
 	"\fDesiredState\x12\x1d\n" +
 	"\x19DESIRED_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15DESIRED_STATE_RUNNING\x10\x01\x12\x19\n" +
 	"\x15DESIRED_STATE_STOPPED\x10\x02\x12\x18\n" +
 	"\x14DESIRED_STATE_PAUSED\x10\x03\x12\x1b\n" +
 	"\x17DESIRED_STATE_SUSPENDED\x10\x04\x12\x19\n" +
-	"\x15DESIRED_STATE_DELETED\x10\x05*\xc3\x01\n" +
+	"\x15DESIRED_STATE_DELETED\x10\x05\x12\x1d\n" +
+	"\x19DESIRED_STATE_DEALLOCATED\x10(\x12\x1e\n" +
+	"\x1aDESIRED_STATE_SOFT_DELETED\x10)*\xc3\x01\n" +
 	"\x12ProvisioningResult\x12#\n" +
 	"\x1fPROVISIONING_RESULT_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dPROVISIONING_RESULT_SUCCEEDED\x10\x01\x12\x1e\n" +
 	"\x1aPROVISIONING_RESULT_FAILED\x10\x02\x12 \n" +
 	"\x1cPROVISIONING_RESULT_CANCELED\x10\x03\x12#\n" +
-	"\x1fPROVISIONING_RESULT_ROLLED_BACK\x10\x04*\x9e\x03\n" +
+	"\x1fPROVISIONING_RESULT_ROLLED_BACK\x10\x04*\xdd\x03\n" +
 	"\x06Action\x12\x16\n" +
 	"\x12ACTION_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fACTION_START\x10\x01\x12\x0f\n" +
@@ -3658,7 +3960,10 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x0eACTION_REBUILD\x10\x12\x12\x11\n" +
 	"\rACTION_RESCUE\x10\x13\x12\x13\n" +
 	"\x0fACTION_UNRESCUE\x10\x14\x12\x11\n" +
-	"\rACTION_BUNDLE\x10\x15*\x8a\x01\n" +
+	"\rACTION_BUNDLE\x10\x15\x12\x15\n" +
+	"\x11ACTION_DEALLOCATE\x10\x16\x12\x12\n" +
+	"\x0eACTION_RESTORE\x10\x17\x12\x12\n" +
+	"\x0eACTION_UPGRADE\x10\x18*\x8a\x01\n" +
 	"\x0eRecoveryPolicy\x12\x1f\n" +
 	"\x1bRECOVERY_POLICY_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15RECOVERY_POLICY_LEAVE\x10\x01\x12\x1b\n" +
@@ -3677,7 +3982,7 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x11READINESS_UNKNOWN\x10\x01\x12\x15\n" +
 	"\x11READINESS_BOOTING\x10\x02\x12\x19\n" +
 	"\x15READINESS_OPERATIONAL\x10\x03\x12\x16\n" +
-	"\x12READINESS_STRANDED\x10\x042\xe8\x0e\n" +
+	"\x12READINESS_STRANDED\x10\x042\xde\x10\n" +
 	"\x0fInstanceService\x12L\n" +
 	"\x0eCreateInstance\x12\".flotilla.v1.CreateInstanceRequest\x1a\x16.flotilla.v1.Operation\x12E\n" +
 	"\vGetInstance\x12\x1f.flotilla.v1.GetInstanceRequest\x1a\x15.flotilla.v1.Instance\x12V\n" +
@@ -3690,7 +3995,10 @@ const file_flotilla_v1_instance_proto_rawDesc = "" +
 	"\x0fUnpauseInstance\x12#.flotilla.v1.UnpauseInstanceRequest\x1a\x16.flotilla.v1.Operation\x12N\n" +
 	"\x0fSuspendInstance\x12#.flotilla.v1.SuspendInstanceRequest\x1a\x16.flotilla.v1.Operation\x12L\n" +
 	"\x0eResumeInstance\x12\".flotilla.v1.ResumeInstanceRequest\x1a\x16.flotilla.v1.Operation\x12L\n" +
-	"\x0eDeleteInstance\x12\".flotilla.v1.DeleteInstanceRequest\x1a\x16.flotilla.v1.Operation\x12L\n" +
+	"\x0eDeleteInstance\x12\".flotilla.v1.DeleteInstanceRequest\x1a\x16.flotilla.v1.Operation\x12T\n" +
+	"\x12DeallocateInstance\x12&.flotilla.v1.DeallocateInstanceRequest\x1a\x16.flotilla.v1.Operation\x12N\n" +
+	"\x0fRestoreInstance\x12#.flotilla.v1.RestoreInstanceRequest\x1a\x16.flotilla.v1.Operation\x12N\n" +
+	"\x0fUpgradeInstance\x12#.flotilla.v1.UpgradeInstanceRequest\x1a\x16.flotilla.v1.Operation\x12L\n" +
 	"\x0eUpdateInstance\x12\".flotilla.v1.UpdateInstanceRequest\x1a\x16.flotilla.v1.Operation\x12L\n" +
 	"\x0eResizeInstance\x12\".flotilla.v1.ResizeInstanceRequest\x1a\x16.flotilla.v1.Operation\x12J\n" +
 	"\rConfirmResize\x12!.flotilla.v1.ConfirmResizeRequest\x1a\x16.flotilla.v1.Operation\x12H\n" +
@@ -3717,170 +4025,181 @@ func file_flotilla_v1_instance_proto_rawDescGZIP() []byte {
 }
 
 var file_flotilla_v1_instance_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_flotilla_v1_instance_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_flotilla_v1_instance_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_flotilla_v1_instance_proto_goTypes = []any{
-	(Status)(0),                     // 0: flotilla.v1.Status
-	(DesiredState)(0),               // 1: flotilla.v1.DesiredState
-	(ProvisioningResult)(0),         // 2: flotilla.v1.ProvisioningResult
-	(Action)(0),                     // 3: flotilla.v1.Action
-	(RecoveryPolicy)(0),             // 4: flotilla.v1.RecoveryPolicy
-	(Vocabulary)(0),                 // 5: flotilla.v1.Vocabulary
-	(Readiness)(0),                  // 6: flotilla.v1.Readiness
-	(*RebuildInstanceRequest)(nil),  // 7: flotilla.v1.RebuildInstanceRequest
-	(*RescueInstanceRequest)(nil),   // 8: flotilla.v1.RescueInstanceRequest
-	(*UnrescueInstanceRequest)(nil), // 9: flotilla.v1.UnrescueInstanceRequest
-	(*BundleInstanceRequest)(nil),   // 10: flotilla.v1.BundleInstanceRequest
-	(*SetPasswordRequest)(nil),      // 11: flotilla.v1.SetPasswordRequest
-	(*MarkOperationalRequest)(nil),  // 12: flotilla.v1.MarkOperationalRequest
-	(*Recovery)(nil),                // 13: flotilla.v1.Recovery
-	(*VocabularyView)(nil),          // 14: flotilla.v1.VocabularyView
-	(*InstanceSpec)(nil),            // 15: flotilla.v1.InstanceSpec
-	(*Placement)(nil),               // 16: flotilla.v1.Placement
-	(*Instance)(nil),                // 17: flotilla.v1.Instance
-	(*PendingResize)(nil),           // 18: flotilla.v1.PendingResize
-	(*CreateInstanceRequest)(nil),   // 19: flotilla.v1.CreateInstanceRequest
-	(*GuestStatus)(nil),             // 20: flotilla.v1.GuestStatus
-	(*GetInstanceRequest)(nil),      // 21: flotilla.v1.GetInstanceRequest
-	(*ListInstancesRequest)(nil),    // 22: flotilla.v1.ListInstancesRequest
-	(*ListInstancesResponse)(nil),   // 23: flotilla.v1.ListInstancesResponse
-	(*WatchInstancesRequest)(nil),   // 24: flotilla.v1.WatchInstancesRequest
-	(*WatchInstancesResponse)(nil),  // 25: flotilla.v1.WatchInstancesResponse
-	(*StartInstanceRequest)(nil),    // 26: flotilla.v1.StartInstanceRequest
-	(*StopInstanceRequest)(nil),     // 27: flotilla.v1.StopInstanceRequest
-	(*RestartInstanceRequest)(nil),  // 28: flotilla.v1.RestartInstanceRequest
-	(*PauseInstanceRequest)(nil),    // 29: flotilla.v1.PauseInstanceRequest
-	(*UnpauseInstanceRequest)(nil),  // 30: flotilla.v1.UnpauseInstanceRequest
-	(*SuspendInstanceRequest)(nil),  // 31: flotilla.v1.SuspendInstanceRequest
-	(*ResumeInstanceRequest)(nil),   // 32: flotilla.v1.ResumeInstanceRequest
-	(*DeleteInstanceRequest)(nil),   // 33: flotilla.v1.DeleteInstanceRequest
-	(*UpdateInstanceRequest)(nil),   // 34: flotilla.v1.UpdateInstanceRequest
-	(*ResizeInstanceRequest)(nil),   // 35: flotilla.v1.ResizeInstanceRequest
-	(*ConfirmResizeRequest)(nil),    // 36: flotilla.v1.ConfirmResizeRequest
-	(*RevertResizeRequest)(nil),     // 37: flotilla.v1.RevertResizeRequest
-	(*ExtendInstanceRequest)(nil),   // 38: flotilla.v1.ExtendInstanceRequest
-	(*MoveInstanceRequest)(nil),     // 39: flotilla.v1.MoveInstanceRequest
-	nil,                             // 40: flotilla.v1.VocabularyView.FieldsEntry
-	nil,                             // 41: flotilla.v1.Placement.HostLabelsEntry
-	nil,                             // 42: flotilla.v1.Instance.LabelsEntry
-	nil,                             // 43: flotilla.v1.CreateInstanceRequest.LabelsEntry
-	nil,                             // 44: flotilla.v1.UpdateInstanceRequest.LabelsEntry
-	(PowerState)(0),                 // 45: flotilla.v1.PowerState
-	(*timestamppb.Timestamp)(nil),   // 46: google.protobuf.Timestamp
-	(*Fault)(nil),                   // 47: flotilla.v1.Fault
-	(*NetworkInterface)(nil),        // 48: flotilla.v1.NetworkInterface
-	(*durationpb.Duration)(nil),     // 49: google.protobuf.Duration
-	(*CopyProgress)(nil),            // 50: flotilla.v1.CopyProgress
-	(*NetworkInterfaceRequest)(nil), // 51: flotilla.v1.NetworkInterfaceRequest
-	(*fieldmaskpb.FieldMask)(nil),   // 52: google.protobuf.FieldMask
-	(*Operation)(nil),               // 53: flotilla.v1.Operation
+	(Status)(0),                       // 0: flotilla.v1.Status
+	(DesiredState)(0),                 // 1: flotilla.v1.DesiredState
+	(ProvisioningResult)(0),           // 2: flotilla.v1.ProvisioningResult
+	(Action)(0),                       // 3: flotilla.v1.Action
+	(RecoveryPolicy)(0),               // 4: flotilla.v1.RecoveryPolicy
+	(Vocabulary)(0),                   // 5: flotilla.v1.Vocabulary
+	(Readiness)(0),                    // 6: flotilla.v1.Readiness
+	(*RebuildInstanceRequest)(nil),    // 7: flotilla.v1.RebuildInstanceRequest
+	(*RescueInstanceRequest)(nil),     // 8: flotilla.v1.RescueInstanceRequest
+	(*UnrescueInstanceRequest)(nil),   // 9: flotilla.v1.UnrescueInstanceRequest
+	(*BundleInstanceRequest)(nil),     // 10: flotilla.v1.BundleInstanceRequest
+	(*SetPasswordRequest)(nil),        // 11: flotilla.v1.SetPasswordRequest
+	(*MarkOperationalRequest)(nil),    // 12: flotilla.v1.MarkOperationalRequest
+	(*Recovery)(nil),                  // 13: flotilla.v1.Recovery
+	(*VocabularyView)(nil),            // 14: flotilla.v1.VocabularyView
+	(*InstanceSpec)(nil),              // 15: flotilla.v1.InstanceSpec
+	(*Placement)(nil),                 // 16: flotilla.v1.Placement
+	(*Instance)(nil),                  // 17: flotilla.v1.Instance
+	(*PendingResize)(nil),             // 18: flotilla.v1.PendingResize
+	(*CreateInstanceRequest)(nil),     // 19: flotilla.v1.CreateInstanceRequest
+	(*GuestStatus)(nil),               // 20: flotilla.v1.GuestStatus
+	(*GetInstanceRequest)(nil),        // 21: flotilla.v1.GetInstanceRequest
+	(*ListInstancesRequest)(nil),      // 22: flotilla.v1.ListInstancesRequest
+	(*ListInstancesResponse)(nil),     // 23: flotilla.v1.ListInstancesResponse
+	(*WatchInstancesRequest)(nil),     // 24: flotilla.v1.WatchInstancesRequest
+	(*WatchInstancesResponse)(nil),    // 25: flotilla.v1.WatchInstancesResponse
+	(*StartInstanceRequest)(nil),      // 26: flotilla.v1.StartInstanceRequest
+	(*StopInstanceRequest)(nil),       // 27: flotilla.v1.StopInstanceRequest
+	(*RestartInstanceRequest)(nil),    // 28: flotilla.v1.RestartInstanceRequest
+	(*PauseInstanceRequest)(nil),      // 29: flotilla.v1.PauseInstanceRequest
+	(*UnpauseInstanceRequest)(nil),    // 30: flotilla.v1.UnpauseInstanceRequest
+	(*SuspendInstanceRequest)(nil),    // 31: flotilla.v1.SuspendInstanceRequest
+	(*ResumeInstanceRequest)(nil),     // 32: flotilla.v1.ResumeInstanceRequest
+	(*DeleteInstanceRequest)(nil),     // 33: flotilla.v1.DeleteInstanceRequest
+	(*DeallocateInstanceRequest)(nil), // 34: flotilla.v1.DeallocateInstanceRequest
+	(*UpgradeInstanceRequest)(nil),    // 35: flotilla.v1.UpgradeInstanceRequest
+	(*RestoreInstanceRequest)(nil),    // 36: flotilla.v1.RestoreInstanceRequest
+	(*UpdateInstanceRequest)(nil),     // 37: flotilla.v1.UpdateInstanceRequest
+	(*ResizeInstanceRequest)(nil),     // 38: flotilla.v1.ResizeInstanceRequest
+	(*ConfirmResizeRequest)(nil),      // 39: flotilla.v1.ConfirmResizeRequest
+	(*RevertResizeRequest)(nil),       // 40: flotilla.v1.RevertResizeRequest
+	(*ExtendInstanceRequest)(nil),     // 41: flotilla.v1.ExtendInstanceRequest
+	(*MoveInstanceRequest)(nil),       // 42: flotilla.v1.MoveInstanceRequest
+	nil,                               // 43: flotilla.v1.VocabularyView.FieldsEntry
+	nil,                               // 44: flotilla.v1.Placement.HostLabelsEntry
+	nil,                               // 45: flotilla.v1.Instance.LabelsEntry
+	nil,                               // 46: flotilla.v1.CreateInstanceRequest.LabelsEntry
+	nil,                               // 47: flotilla.v1.UpdateInstanceRequest.LabelsEntry
+	(PowerState)(0),                   // 48: flotilla.v1.PowerState
+	(*timestamppb.Timestamp)(nil),     // 49: google.protobuf.Timestamp
+	(*Fault)(nil),                     // 50: flotilla.v1.Fault
+	(*NetworkInterface)(nil),          // 51: flotilla.v1.NetworkInterface
+	(*durationpb.Duration)(nil),       // 52: google.protobuf.Duration
+	(*CopyProgress)(nil),              // 53: flotilla.v1.CopyProgress
+	(*NetworkInterfaceRequest)(nil),   // 54: flotilla.v1.NetworkInterfaceRequest
+	(*fieldmaskpb.FieldMask)(nil),     // 55: google.protobuf.FieldMask
+	(*Operation)(nil),                 // 56: flotilla.v1.Operation
 }
 var file_flotilla_v1_instance_proto_depIdxs = []int32{
 	4,  // 0: flotilla.v1.Recovery.policy:type_name -> flotilla.v1.RecoveryPolicy
 	5,  // 1: flotilla.v1.VocabularyView.vocabulary:type_name -> flotilla.v1.Vocabulary
 	0,  // 2: flotilla.v1.VocabularyView.canonical_status:type_name -> flotilla.v1.Status
-	40, // 3: flotilla.v1.VocabularyView.fields:type_name -> flotilla.v1.VocabularyView.FieldsEntry
-	41, // 4: flotilla.v1.Placement.host_labels:type_name -> flotilla.v1.Placement.HostLabelsEntry
+	43, // 3: flotilla.v1.VocabularyView.fields:type_name -> flotilla.v1.VocabularyView.FieldsEntry
+	44, // 4: flotilla.v1.Placement.host_labels:type_name -> flotilla.v1.Placement.HostLabelsEntry
 	15, // 5: flotilla.v1.Instance.spec:type_name -> flotilla.v1.InstanceSpec
 	0,  // 6: flotilla.v1.Instance.status:type_name -> flotilla.v1.Status
 	1,  // 7: flotilla.v1.Instance.desired_state:type_name -> flotilla.v1.DesiredState
-	45, // 8: flotilla.v1.Instance.power_state:type_name -> flotilla.v1.PowerState
-	46, // 9: flotilla.v1.Instance.power_state_time:type_name -> google.protobuf.Timestamp
+	48, // 8: flotilla.v1.Instance.power_state:type_name -> flotilla.v1.PowerState
+	49, // 9: flotilla.v1.Instance.power_state_time:type_name -> google.protobuf.Timestamp
 	2,  // 10: flotilla.v1.Instance.provisioning_result:type_name -> flotilla.v1.ProvisioningResult
-	47, // 11: flotilla.v1.Instance.fault:type_name -> flotilla.v1.Fault
+	50, // 11: flotilla.v1.Instance.fault:type_name -> flotilla.v1.Fault
 	3,  // 12: flotilla.v1.Instance.allowed_actions:type_name -> flotilla.v1.Action
-	46, // 13: flotilla.v1.Instance.create_time:type_name -> google.protobuf.Timestamp
-	46, // 14: flotilla.v1.Instance.update_time:type_name -> google.protobuf.Timestamp
+	49, // 13: flotilla.v1.Instance.create_time:type_name -> google.protobuf.Timestamp
+	49, // 14: flotilla.v1.Instance.update_time:type_name -> google.protobuf.Timestamp
 	13, // 15: flotilla.v1.Instance.recovery:type_name -> flotilla.v1.Recovery
 	16, // 16: flotilla.v1.Instance.placement:type_name -> flotilla.v1.Placement
 	14, // 17: flotilla.v1.Instance.views:type_name -> flotilla.v1.VocabularyView
-	42, // 18: flotilla.v1.Instance.labels:type_name -> flotilla.v1.Instance.LabelsEntry
+	45, // 18: flotilla.v1.Instance.labels:type_name -> flotilla.v1.Instance.LabelsEntry
 	18, // 19: flotilla.v1.Instance.resize:type_name -> flotilla.v1.PendingResize
-	48, // 20: flotilla.v1.Instance.interfaces:type_name -> flotilla.v1.NetworkInterface
+	51, // 20: flotilla.v1.Instance.interfaces:type_name -> flotilla.v1.NetworkInterface
 	6,  // 21: flotilla.v1.Instance.readiness:type_name -> flotilla.v1.Readiness
 	20, // 22: flotilla.v1.Instance.guest:type_name -> flotilla.v1.GuestStatus
-	49, // 23: flotilla.v1.Instance.readiness_timeout:type_name -> google.protobuf.Duration
-	49, // 24: flotilla.v1.Instance.decommission_timeout:type_name -> google.protobuf.Duration
-	50, // 25: flotilla.v1.Instance.copy:type_name -> flotilla.v1.CopyProgress
+	52, // 23: flotilla.v1.Instance.readiness_timeout:type_name -> google.protobuf.Duration
+	52, // 24: flotilla.v1.Instance.decommission_timeout:type_name -> google.protobuf.Duration
+	53, // 25: flotilla.v1.Instance.copy:type_name -> flotilla.v1.CopyProgress
 	15, // 26: flotilla.v1.PendingResize.from:type_name -> flotilla.v1.InstanceSpec
 	15, // 27: flotilla.v1.PendingResize.to:type_name -> flotilla.v1.InstanceSpec
-	46, // 28: flotilla.v1.PendingResize.confirm_time:type_name -> google.protobuf.Timestamp
+	49, // 28: flotilla.v1.PendingResize.confirm_time:type_name -> google.protobuf.Timestamp
 	15, // 29: flotilla.v1.CreateInstanceRequest.spec:type_name -> flotilla.v1.InstanceSpec
 	13, // 30: flotilla.v1.CreateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
 	16, // 31: flotilla.v1.CreateInstanceRequest.placement:type_name -> flotilla.v1.Placement
-	43, // 32: flotilla.v1.CreateInstanceRequest.labels:type_name -> flotilla.v1.CreateInstanceRequest.LabelsEntry
-	51, // 33: flotilla.v1.CreateInstanceRequest.interfaces:type_name -> flotilla.v1.NetworkInterfaceRequest
-	49, // 34: flotilla.v1.CreateInstanceRequest.readiness_timeout:type_name -> google.protobuf.Duration
-	49, // 35: flotilla.v1.CreateInstanceRequest.decommission_timeout:type_name -> google.protobuf.Duration
-	46, // 36: flotilla.v1.GuestStatus.since:type_name -> google.protobuf.Timestamp
+	46, // 32: flotilla.v1.CreateInstanceRequest.labels:type_name -> flotilla.v1.CreateInstanceRequest.LabelsEntry
+	54, // 33: flotilla.v1.CreateInstanceRequest.interfaces:type_name -> flotilla.v1.NetworkInterfaceRequest
+	52, // 34: flotilla.v1.CreateInstanceRequest.readiness_timeout:type_name -> google.protobuf.Duration
+	52, // 35: flotilla.v1.CreateInstanceRequest.decommission_timeout:type_name -> google.protobuf.Duration
+	49, // 36: flotilla.v1.GuestStatus.since:type_name -> google.protobuf.Timestamp
 	5,  // 37: flotilla.v1.GetInstanceRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
 	0,  // 38: flotilla.v1.ListInstancesRequest.status_filter:type_name -> flotilla.v1.Status
 	5,  // 39: flotilla.v1.ListInstancesRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
 	17, // 40: flotilla.v1.ListInstancesResponse.instances:type_name -> flotilla.v1.Instance
 	5,  // 41: flotilla.v1.WatchInstancesRequest.vocabularies:type_name -> flotilla.v1.Vocabulary
 	17, // 42: flotilla.v1.WatchInstancesResponse.instances:type_name -> flotilla.v1.Instance
-	49, // 43: flotilla.v1.StopInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
-	49, // 44: flotilla.v1.StopInstanceRequest.decommission_timeout:type_name -> google.protobuf.Duration
-	49, // 45: flotilla.v1.DeleteInstanceRequest.decommission_timeout:type_name -> google.protobuf.Duration
-	52, // 46: flotilla.v1.UpdateInstanceRequest.update_mask:type_name -> google.protobuf.FieldMask
-	44, // 47: flotilla.v1.UpdateInstanceRequest.labels:type_name -> flotilla.v1.UpdateInstanceRequest.LabelsEntry
-	13, // 48: flotilla.v1.UpdateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
-	49, // 49: flotilla.v1.ResizeInstanceRequest.confirm_window:type_name -> google.protobuf.Duration
-	49, // 50: flotilla.v1.ResizeInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
-	49, // 51: flotilla.v1.RevertResizeRequest.graceful_timeout:type_name -> google.protobuf.Duration
-	49, // 52: flotilla.v1.MoveInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
-	19, // 53: flotilla.v1.InstanceService.CreateInstance:input_type -> flotilla.v1.CreateInstanceRequest
-	21, // 54: flotilla.v1.InstanceService.GetInstance:input_type -> flotilla.v1.GetInstanceRequest
-	22, // 55: flotilla.v1.InstanceService.ListInstances:input_type -> flotilla.v1.ListInstancesRequest
-	24, // 56: flotilla.v1.InstanceService.WatchInstances:input_type -> flotilla.v1.WatchInstancesRequest
-	26, // 57: flotilla.v1.InstanceService.StartInstance:input_type -> flotilla.v1.StartInstanceRequest
-	27, // 58: flotilla.v1.InstanceService.StopInstance:input_type -> flotilla.v1.StopInstanceRequest
-	28, // 59: flotilla.v1.InstanceService.RestartInstance:input_type -> flotilla.v1.RestartInstanceRequest
-	29, // 60: flotilla.v1.InstanceService.PauseInstance:input_type -> flotilla.v1.PauseInstanceRequest
-	30, // 61: flotilla.v1.InstanceService.UnpauseInstance:input_type -> flotilla.v1.UnpauseInstanceRequest
-	31, // 62: flotilla.v1.InstanceService.SuspendInstance:input_type -> flotilla.v1.SuspendInstanceRequest
-	32, // 63: flotilla.v1.InstanceService.ResumeInstance:input_type -> flotilla.v1.ResumeInstanceRequest
-	33, // 64: flotilla.v1.InstanceService.DeleteInstance:input_type -> flotilla.v1.DeleteInstanceRequest
-	34, // 65: flotilla.v1.InstanceService.UpdateInstance:input_type -> flotilla.v1.UpdateInstanceRequest
-	35, // 66: flotilla.v1.InstanceService.ResizeInstance:input_type -> flotilla.v1.ResizeInstanceRequest
-	36, // 67: flotilla.v1.InstanceService.ConfirmResize:input_type -> flotilla.v1.ConfirmResizeRequest
-	37, // 68: flotilla.v1.InstanceService.RevertResize:input_type -> flotilla.v1.RevertResizeRequest
-	38, // 69: flotilla.v1.InstanceService.ExtendInstance:input_type -> flotilla.v1.ExtendInstanceRequest
-	39, // 70: flotilla.v1.InstanceService.MoveInstance:input_type -> flotilla.v1.MoveInstanceRequest
-	12, // 71: flotilla.v1.InstanceService.MarkOperational:input_type -> flotilla.v1.MarkOperationalRequest
-	11, // 72: flotilla.v1.InstanceService.SetPassword:input_type -> flotilla.v1.SetPasswordRequest
-	7,  // 73: flotilla.v1.InstanceService.RebuildInstance:input_type -> flotilla.v1.RebuildInstanceRequest
-	8,  // 74: flotilla.v1.InstanceService.RescueInstance:input_type -> flotilla.v1.RescueInstanceRequest
-	9,  // 75: flotilla.v1.InstanceService.UnrescueInstance:input_type -> flotilla.v1.UnrescueInstanceRequest
-	10, // 76: flotilla.v1.InstanceService.BundleInstance:input_type -> flotilla.v1.BundleInstanceRequest
-	53, // 77: flotilla.v1.InstanceService.CreateInstance:output_type -> flotilla.v1.Operation
-	17, // 78: flotilla.v1.InstanceService.GetInstance:output_type -> flotilla.v1.Instance
-	23, // 79: flotilla.v1.InstanceService.ListInstances:output_type -> flotilla.v1.ListInstancesResponse
-	25, // 80: flotilla.v1.InstanceService.WatchInstances:output_type -> flotilla.v1.WatchInstancesResponse
-	53, // 81: flotilla.v1.InstanceService.StartInstance:output_type -> flotilla.v1.Operation
-	53, // 82: flotilla.v1.InstanceService.StopInstance:output_type -> flotilla.v1.Operation
-	53, // 83: flotilla.v1.InstanceService.RestartInstance:output_type -> flotilla.v1.Operation
-	53, // 84: flotilla.v1.InstanceService.PauseInstance:output_type -> flotilla.v1.Operation
-	53, // 85: flotilla.v1.InstanceService.UnpauseInstance:output_type -> flotilla.v1.Operation
-	53, // 86: flotilla.v1.InstanceService.SuspendInstance:output_type -> flotilla.v1.Operation
-	53, // 87: flotilla.v1.InstanceService.ResumeInstance:output_type -> flotilla.v1.Operation
-	53, // 88: flotilla.v1.InstanceService.DeleteInstance:output_type -> flotilla.v1.Operation
-	53, // 89: flotilla.v1.InstanceService.UpdateInstance:output_type -> flotilla.v1.Operation
-	53, // 90: flotilla.v1.InstanceService.ResizeInstance:output_type -> flotilla.v1.Operation
-	53, // 91: flotilla.v1.InstanceService.ConfirmResize:output_type -> flotilla.v1.Operation
-	53, // 92: flotilla.v1.InstanceService.RevertResize:output_type -> flotilla.v1.Operation
-	53, // 93: flotilla.v1.InstanceService.ExtendInstance:output_type -> flotilla.v1.Operation
-	53, // 94: flotilla.v1.InstanceService.MoveInstance:output_type -> flotilla.v1.Operation
-	17, // 95: flotilla.v1.InstanceService.MarkOperational:output_type -> flotilla.v1.Instance
-	53, // 96: flotilla.v1.InstanceService.SetPassword:output_type -> flotilla.v1.Operation
-	53, // 97: flotilla.v1.InstanceService.RebuildInstance:output_type -> flotilla.v1.Operation
-	53, // 98: flotilla.v1.InstanceService.RescueInstance:output_type -> flotilla.v1.Operation
-	53, // 99: flotilla.v1.InstanceService.UnrescueInstance:output_type -> flotilla.v1.Operation
-	53, // 100: flotilla.v1.InstanceService.BundleInstance:output_type -> flotilla.v1.Operation
-	77, // [77:101] is the sub-list for method output_type
-	53, // [53:77] is the sub-list for method input_type
-	53, // [53:53] is the sub-list for extension type_name
-	53, // [53:53] is the sub-list for extension extendee
-	0,  // [0:53] is the sub-list for field type_name
+	52, // 43: flotilla.v1.StopInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	52, // 44: flotilla.v1.StopInstanceRequest.decommission_timeout:type_name -> google.protobuf.Duration
+	52, // 45: flotilla.v1.DeleteInstanceRequest.decommission_timeout:type_name -> google.protobuf.Duration
+	52, // 46: flotilla.v1.UpgradeInstanceRequest.health_timeout:type_name -> google.protobuf.Duration
+	52, // 47: flotilla.v1.UpgradeInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	55, // 48: flotilla.v1.UpdateInstanceRequest.update_mask:type_name -> google.protobuf.FieldMask
+	47, // 49: flotilla.v1.UpdateInstanceRequest.labels:type_name -> flotilla.v1.UpdateInstanceRequest.LabelsEntry
+	13, // 50: flotilla.v1.UpdateInstanceRequest.recovery:type_name -> flotilla.v1.Recovery
+	52, // 51: flotilla.v1.ResizeInstanceRequest.confirm_window:type_name -> google.protobuf.Duration
+	52, // 52: flotilla.v1.ResizeInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	52, // 53: flotilla.v1.RevertResizeRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	52, // 54: flotilla.v1.MoveInstanceRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	19, // 55: flotilla.v1.InstanceService.CreateInstance:input_type -> flotilla.v1.CreateInstanceRequest
+	21, // 56: flotilla.v1.InstanceService.GetInstance:input_type -> flotilla.v1.GetInstanceRequest
+	22, // 57: flotilla.v1.InstanceService.ListInstances:input_type -> flotilla.v1.ListInstancesRequest
+	24, // 58: flotilla.v1.InstanceService.WatchInstances:input_type -> flotilla.v1.WatchInstancesRequest
+	26, // 59: flotilla.v1.InstanceService.StartInstance:input_type -> flotilla.v1.StartInstanceRequest
+	27, // 60: flotilla.v1.InstanceService.StopInstance:input_type -> flotilla.v1.StopInstanceRequest
+	28, // 61: flotilla.v1.InstanceService.RestartInstance:input_type -> flotilla.v1.RestartInstanceRequest
+	29, // 62: flotilla.v1.InstanceService.PauseInstance:input_type -> flotilla.v1.PauseInstanceRequest
+	30, // 63: flotilla.v1.InstanceService.UnpauseInstance:input_type -> flotilla.v1.UnpauseInstanceRequest
+	31, // 64: flotilla.v1.InstanceService.SuspendInstance:input_type -> flotilla.v1.SuspendInstanceRequest
+	32, // 65: flotilla.v1.InstanceService.ResumeInstance:input_type -> flotilla.v1.ResumeInstanceRequest
+	33, // 66: flotilla.v1.InstanceService.DeleteInstance:input_type -> flotilla.v1.DeleteInstanceRequest
+	34, // 67: flotilla.v1.InstanceService.DeallocateInstance:input_type -> flotilla.v1.DeallocateInstanceRequest
+	36, // 68: flotilla.v1.InstanceService.RestoreInstance:input_type -> flotilla.v1.RestoreInstanceRequest
+	35, // 69: flotilla.v1.InstanceService.UpgradeInstance:input_type -> flotilla.v1.UpgradeInstanceRequest
+	37, // 70: flotilla.v1.InstanceService.UpdateInstance:input_type -> flotilla.v1.UpdateInstanceRequest
+	38, // 71: flotilla.v1.InstanceService.ResizeInstance:input_type -> flotilla.v1.ResizeInstanceRequest
+	39, // 72: flotilla.v1.InstanceService.ConfirmResize:input_type -> flotilla.v1.ConfirmResizeRequest
+	40, // 73: flotilla.v1.InstanceService.RevertResize:input_type -> flotilla.v1.RevertResizeRequest
+	41, // 74: flotilla.v1.InstanceService.ExtendInstance:input_type -> flotilla.v1.ExtendInstanceRequest
+	42, // 75: flotilla.v1.InstanceService.MoveInstance:input_type -> flotilla.v1.MoveInstanceRequest
+	12, // 76: flotilla.v1.InstanceService.MarkOperational:input_type -> flotilla.v1.MarkOperationalRequest
+	11, // 77: flotilla.v1.InstanceService.SetPassword:input_type -> flotilla.v1.SetPasswordRequest
+	7,  // 78: flotilla.v1.InstanceService.RebuildInstance:input_type -> flotilla.v1.RebuildInstanceRequest
+	8,  // 79: flotilla.v1.InstanceService.RescueInstance:input_type -> flotilla.v1.RescueInstanceRequest
+	9,  // 80: flotilla.v1.InstanceService.UnrescueInstance:input_type -> flotilla.v1.UnrescueInstanceRequest
+	10, // 81: flotilla.v1.InstanceService.BundleInstance:input_type -> flotilla.v1.BundleInstanceRequest
+	56, // 82: flotilla.v1.InstanceService.CreateInstance:output_type -> flotilla.v1.Operation
+	17, // 83: flotilla.v1.InstanceService.GetInstance:output_type -> flotilla.v1.Instance
+	23, // 84: flotilla.v1.InstanceService.ListInstances:output_type -> flotilla.v1.ListInstancesResponse
+	25, // 85: flotilla.v1.InstanceService.WatchInstances:output_type -> flotilla.v1.WatchInstancesResponse
+	56, // 86: flotilla.v1.InstanceService.StartInstance:output_type -> flotilla.v1.Operation
+	56, // 87: flotilla.v1.InstanceService.StopInstance:output_type -> flotilla.v1.Operation
+	56, // 88: flotilla.v1.InstanceService.RestartInstance:output_type -> flotilla.v1.Operation
+	56, // 89: flotilla.v1.InstanceService.PauseInstance:output_type -> flotilla.v1.Operation
+	56, // 90: flotilla.v1.InstanceService.UnpauseInstance:output_type -> flotilla.v1.Operation
+	56, // 91: flotilla.v1.InstanceService.SuspendInstance:output_type -> flotilla.v1.Operation
+	56, // 92: flotilla.v1.InstanceService.ResumeInstance:output_type -> flotilla.v1.Operation
+	56, // 93: flotilla.v1.InstanceService.DeleteInstance:output_type -> flotilla.v1.Operation
+	56, // 94: flotilla.v1.InstanceService.DeallocateInstance:output_type -> flotilla.v1.Operation
+	56, // 95: flotilla.v1.InstanceService.RestoreInstance:output_type -> flotilla.v1.Operation
+	56, // 96: flotilla.v1.InstanceService.UpgradeInstance:output_type -> flotilla.v1.Operation
+	56, // 97: flotilla.v1.InstanceService.UpdateInstance:output_type -> flotilla.v1.Operation
+	56, // 98: flotilla.v1.InstanceService.ResizeInstance:output_type -> flotilla.v1.Operation
+	56, // 99: flotilla.v1.InstanceService.ConfirmResize:output_type -> flotilla.v1.Operation
+	56, // 100: flotilla.v1.InstanceService.RevertResize:output_type -> flotilla.v1.Operation
+	56, // 101: flotilla.v1.InstanceService.ExtendInstance:output_type -> flotilla.v1.Operation
+	56, // 102: flotilla.v1.InstanceService.MoveInstance:output_type -> flotilla.v1.Operation
+	17, // 103: flotilla.v1.InstanceService.MarkOperational:output_type -> flotilla.v1.Instance
+	56, // 104: flotilla.v1.InstanceService.SetPassword:output_type -> flotilla.v1.Operation
+	56, // 105: flotilla.v1.InstanceService.RebuildInstance:output_type -> flotilla.v1.Operation
+	56, // 106: flotilla.v1.InstanceService.RescueInstance:output_type -> flotilla.v1.Operation
+	56, // 107: flotilla.v1.InstanceService.UnrescueInstance:output_type -> flotilla.v1.Operation
+	56, // 108: flotilla.v1.InstanceService.BundleInstance:output_type -> flotilla.v1.Operation
+	82, // [82:109] is the sub-list for method output_type
+	55, // [55:82] is the sub-list for method input_type
+	55, // [55:55] is the sub-list for extension type_name
+	55, // [55:55] is the sub-list for extension extendee
+	0,  // [0:55] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_instance_proto_init() }
@@ -3897,7 +4216,7 @@ func file_flotilla_v1_instance_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_v1_instance_proto_rawDesc), len(file_flotilla_v1_instance_proto_rawDesc)),
 			NumEnums:      7,
-			NumMessages:   38,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,30 +19,33 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	InstanceService_CreateInstance_FullMethodName   = "/flotilla.v1.InstanceService/CreateInstance"
-	InstanceService_GetInstance_FullMethodName      = "/flotilla.v1.InstanceService/GetInstance"
-	InstanceService_ListInstances_FullMethodName    = "/flotilla.v1.InstanceService/ListInstances"
-	InstanceService_WatchInstances_FullMethodName   = "/flotilla.v1.InstanceService/WatchInstances"
-	InstanceService_StartInstance_FullMethodName    = "/flotilla.v1.InstanceService/StartInstance"
-	InstanceService_StopInstance_FullMethodName     = "/flotilla.v1.InstanceService/StopInstance"
-	InstanceService_RestartInstance_FullMethodName  = "/flotilla.v1.InstanceService/RestartInstance"
-	InstanceService_PauseInstance_FullMethodName    = "/flotilla.v1.InstanceService/PauseInstance"
-	InstanceService_UnpauseInstance_FullMethodName  = "/flotilla.v1.InstanceService/UnpauseInstance"
-	InstanceService_SuspendInstance_FullMethodName  = "/flotilla.v1.InstanceService/SuspendInstance"
-	InstanceService_ResumeInstance_FullMethodName   = "/flotilla.v1.InstanceService/ResumeInstance"
-	InstanceService_DeleteInstance_FullMethodName   = "/flotilla.v1.InstanceService/DeleteInstance"
-	InstanceService_UpdateInstance_FullMethodName   = "/flotilla.v1.InstanceService/UpdateInstance"
-	InstanceService_ResizeInstance_FullMethodName   = "/flotilla.v1.InstanceService/ResizeInstance"
-	InstanceService_ConfirmResize_FullMethodName    = "/flotilla.v1.InstanceService/ConfirmResize"
-	InstanceService_RevertResize_FullMethodName     = "/flotilla.v1.InstanceService/RevertResize"
-	InstanceService_ExtendInstance_FullMethodName   = "/flotilla.v1.InstanceService/ExtendInstance"
-	InstanceService_MoveInstance_FullMethodName     = "/flotilla.v1.InstanceService/MoveInstance"
-	InstanceService_MarkOperational_FullMethodName  = "/flotilla.v1.InstanceService/MarkOperational"
-	InstanceService_SetPassword_FullMethodName      = "/flotilla.v1.InstanceService/SetPassword"
-	InstanceService_RebuildInstance_FullMethodName  = "/flotilla.v1.InstanceService/RebuildInstance"
-	InstanceService_RescueInstance_FullMethodName   = "/flotilla.v1.InstanceService/RescueInstance"
-	InstanceService_UnrescueInstance_FullMethodName = "/flotilla.v1.InstanceService/UnrescueInstance"
-	InstanceService_BundleInstance_FullMethodName   = "/flotilla.v1.InstanceService/BundleInstance"
+	InstanceService_CreateInstance_FullMethodName     = "/flotilla.v1.InstanceService/CreateInstance"
+	InstanceService_GetInstance_FullMethodName        = "/flotilla.v1.InstanceService/GetInstance"
+	InstanceService_ListInstances_FullMethodName      = "/flotilla.v1.InstanceService/ListInstances"
+	InstanceService_WatchInstances_FullMethodName     = "/flotilla.v1.InstanceService/WatchInstances"
+	InstanceService_StartInstance_FullMethodName      = "/flotilla.v1.InstanceService/StartInstance"
+	InstanceService_StopInstance_FullMethodName       = "/flotilla.v1.InstanceService/StopInstance"
+	InstanceService_RestartInstance_FullMethodName    = "/flotilla.v1.InstanceService/RestartInstance"
+	InstanceService_PauseInstance_FullMethodName      = "/flotilla.v1.InstanceService/PauseInstance"
+	InstanceService_UnpauseInstance_FullMethodName    = "/flotilla.v1.InstanceService/UnpauseInstance"
+	InstanceService_SuspendInstance_FullMethodName    = "/flotilla.v1.InstanceService/SuspendInstance"
+	InstanceService_ResumeInstance_FullMethodName     = "/flotilla.v1.InstanceService/ResumeInstance"
+	InstanceService_DeleteInstance_FullMethodName     = "/flotilla.v1.InstanceService/DeleteInstance"
+	InstanceService_DeallocateInstance_FullMethodName = "/flotilla.v1.InstanceService/DeallocateInstance"
+	InstanceService_RestoreInstance_FullMethodName    = "/flotilla.v1.InstanceService/RestoreInstance"
+	InstanceService_UpgradeInstance_FullMethodName    = "/flotilla.v1.InstanceService/UpgradeInstance"
+	InstanceService_UpdateInstance_FullMethodName     = "/flotilla.v1.InstanceService/UpdateInstance"
+	InstanceService_ResizeInstance_FullMethodName     = "/flotilla.v1.InstanceService/ResizeInstance"
+	InstanceService_ConfirmResize_FullMethodName      = "/flotilla.v1.InstanceService/ConfirmResize"
+	InstanceService_RevertResize_FullMethodName       = "/flotilla.v1.InstanceService/RevertResize"
+	InstanceService_ExtendInstance_FullMethodName     = "/flotilla.v1.InstanceService/ExtendInstance"
+	InstanceService_MoveInstance_FullMethodName       = "/flotilla.v1.InstanceService/MoveInstance"
+	InstanceService_MarkOperational_FullMethodName    = "/flotilla.v1.InstanceService/MarkOperational"
+	InstanceService_SetPassword_FullMethodName        = "/flotilla.v1.InstanceService/SetPassword"
+	InstanceService_RebuildInstance_FullMethodName    = "/flotilla.v1.InstanceService/RebuildInstance"
+	InstanceService_RescueInstance_FullMethodName     = "/flotilla.v1.InstanceService/RescueInstance"
+	InstanceService_UnrescueInstance_FullMethodName   = "/flotilla.v1.InstanceService/UnrescueInstance"
+	InstanceService_BundleInstance_FullMethodName     = "/flotilla.v1.InstanceService/BundleInstance"
 )
 
 // InstanceServiceClient is the client API for InstanceService service.
@@ -77,6 +80,28 @@ type InstanceServiceClient interface {
 	ResumeInstance(ctx context.Context, in *ResumeInstanceRequest, opts ...grpc.CallOption) (*Operation, error)
 	// DeleteInstance destroys the domain and removes its disks.
 	DeleteInstance(ctx context.Context, in *DeleteInstanceRequest, opts ...grpc.CallOption) (*Operation, error)
+	// DeallocateInstance undefines a stopped instance's domain and releases
+	// its host's capacity, keeping the disk (Azure's deallocate: DEALLOCATING,
+	// then DEALLOCATED, not billed). A running instance is refused
+	// (FAILED_PRECONDITION): stop it first. The next StartInstance places it
+	// again: on the disk's host when it fits, else elsewhere with the disk
+	// copied there first.
+	DeallocateInstance(ctx context.Context, in *DeallocateInstanceRequest, opts ...grpc.CallOption) (*Operation, error)
+	// RestoreInstance brings a SOFT_DELETED instance back as it was before
+	// its delete (running or stopped), within the cluster's retention window.
+	// After the window (or a forced delete) it is reclaimed and can no longer
+	// be restored.
+	RestoreInstance(ctx context.Context, in *RestoreInstanceRequest, opts ...grpc.CallOption) (*Operation, error)
+	// UpgradeInstance changes a running or stopped instance's image version
+	// and/or machine model through a recorded plan (seed 004's UPGRADING):
+	// the disk and model are kept apart (the snapshot), the domain is
+	// redefined at the new ones and booted, and the guest must become
+	// healthy (its guest channel's READY; a guest without one, running for a
+	// settle time) within health_timeout. When a step fails or health does
+	// not come, the plan rolls back by itself (ROLLBACK) to the previous disk
+	// and model and the instance shows its earlier status, the fault saying
+	// why.
+	UpgradeInstance(ctx context.Context, in *UpgradeInstanceRequest, opts ...grpc.CallOption) (*Operation, error)
 	// UpdateInstance changes what can change without a reboot: the name, the
 	// labels and the recovery policy (Azure's model update). The instance
 	// shows UPDATING while it runs; the new model takes effect when it
@@ -272,6 +297,36 @@ func (c *instanceServiceClient) DeleteInstance(ctx context.Context, in *DeleteIn
 	return out, nil
 }
 
+func (c *instanceServiceClient) DeallocateInstance(ctx context.Context, in *DeallocateInstanceRequest, opts ...grpc.CallOption) (*Operation, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Operation)
+	err := c.cc.Invoke(ctx, InstanceService_DeallocateInstance_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *instanceServiceClient) RestoreInstance(ctx context.Context, in *RestoreInstanceRequest, opts ...grpc.CallOption) (*Operation, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Operation)
+	err := c.cc.Invoke(ctx, InstanceService_RestoreInstance_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *instanceServiceClient) UpgradeInstance(ctx context.Context, in *UpgradeInstanceRequest, opts ...grpc.CallOption) (*Operation, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Operation)
+	err := c.cc.Invoke(ctx, InstanceService_UpgradeInstance_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *instanceServiceClient) UpdateInstance(ctx context.Context, in *UpdateInstanceRequest, opts ...grpc.CallOption) (*Operation, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Operation)
@@ -424,6 +479,28 @@ type InstanceServiceServer interface {
 	ResumeInstance(context.Context, *ResumeInstanceRequest) (*Operation, error)
 	// DeleteInstance destroys the domain and removes its disks.
 	DeleteInstance(context.Context, *DeleteInstanceRequest) (*Operation, error)
+	// DeallocateInstance undefines a stopped instance's domain and releases
+	// its host's capacity, keeping the disk (Azure's deallocate: DEALLOCATING,
+	// then DEALLOCATED, not billed). A running instance is refused
+	// (FAILED_PRECONDITION): stop it first. The next StartInstance places it
+	// again: on the disk's host when it fits, else elsewhere with the disk
+	// copied there first.
+	DeallocateInstance(context.Context, *DeallocateInstanceRequest) (*Operation, error)
+	// RestoreInstance brings a SOFT_DELETED instance back as it was before
+	// its delete (running or stopped), within the cluster's retention window.
+	// After the window (or a forced delete) it is reclaimed and can no longer
+	// be restored.
+	RestoreInstance(context.Context, *RestoreInstanceRequest) (*Operation, error)
+	// UpgradeInstance changes a running or stopped instance's image version
+	// and/or machine model through a recorded plan (seed 004's UPGRADING):
+	// the disk and model are kept apart (the snapshot), the domain is
+	// redefined at the new ones and booted, and the guest must become
+	// healthy (its guest channel's READY; a guest without one, running for a
+	// settle time) within health_timeout. When a step fails or health does
+	// not come, the plan rolls back by itself (ROLLBACK) to the previous disk
+	// and model and the instance shows its earlier status, the fault saying
+	// why.
+	UpgradeInstance(context.Context, *UpgradeInstanceRequest) (*Operation, error)
 	// UpdateInstance changes what can change without a reboot: the name, the
 	// labels and the recovery policy (Azure's model update). The instance
 	// shows UPDATING while it runs; the new model takes effect when it
@@ -525,6 +602,15 @@ func (UnimplementedInstanceServiceServer) ResumeInstance(context.Context, *Resum
 }
 func (UnimplementedInstanceServiceServer) DeleteInstance(context.Context, *DeleteInstanceRequest) (*Operation, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteInstance not implemented")
+}
+func (UnimplementedInstanceServiceServer) DeallocateInstance(context.Context, *DeallocateInstanceRequest) (*Operation, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeallocateInstance not implemented")
+}
+func (UnimplementedInstanceServiceServer) RestoreInstance(context.Context, *RestoreInstanceRequest) (*Operation, error) {
+	return nil, status.Error(codes.Unimplemented, "method RestoreInstance not implemented")
+}
+func (UnimplementedInstanceServiceServer) UpgradeInstance(context.Context, *UpgradeInstanceRequest) (*Operation, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpgradeInstance not implemented")
 }
 func (UnimplementedInstanceServiceServer) UpdateInstance(context.Context, *UpdateInstanceRequest) (*Operation, error) {
 	return nil, status.Error(codes.Unimplemented, "method UpdateInstance not implemented")
@@ -788,6 +874,60 @@ func _InstanceService_DeleteInstance_Handler(srv interface{}, ctx context.Contex
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(InstanceServiceServer).DeleteInstance(ctx, req.(*DeleteInstanceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _InstanceService_DeallocateInstance_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeallocateInstanceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InstanceServiceServer).DeallocateInstance(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: InstanceService_DeallocateInstance_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InstanceServiceServer).DeallocateInstance(ctx, req.(*DeallocateInstanceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _InstanceService_RestoreInstance_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RestoreInstanceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InstanceServiceServer).RestoreInstance(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: InstanceService_RestoreInstance_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InstanceServiceServer).RestoreInstance(ctx, req.(*RestoreInstanceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _InstanceService_UpgradeInstance_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpgradeInstanceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InstanceServiceServer).UpgradeInstance(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: InstanceService_UpgradeInstance_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InstanceServiceServer).UpgradeInstance(ctx, req.(*UpgradeInstanceRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -1058,6 +1198,18 @@ var InstanceService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteInstance",
 			Handler:    _InstanceService_DeleteInstance_Handler,
+		},
+		{
+			MethodName: "DeallocateInstance",
+			Handler:    _InstanceService_DeallocateInstance_Handler,
+		},
+		{
+			MethodName: "RestoreInstance",
+			Handler:    _InstanceService_RestoreInstance_Handler,
+		},
+		{
+			MethodName: "UpgradeInstance",
+			Handler:    _InstanceService_UpgradeInstance_Handler,
 		},
 		{
 			MethodName: "UpdateInstance",

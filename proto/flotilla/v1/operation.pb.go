@@ -75,6 +75,15 @@ const (
 	OperationKind_OPERATION_KIND_UNRESCUE OperationKind = 23
 	// Write the stopped instance's disk out as an image.
 	OperationKind_OPERATION_KIND_BUNDLE OperationKind = 24
+	// Undefine a stopped instance's domain and release its host, keeping the disk.
+	OperationKind_OPERATION_KIND_DEALLOCATE OperationKind = 26
+	// Stop the instance and keep it, restorable, for the retention window.
+	OperationKind_OPERATION_KIND_SOFT_DELETE OperationKind = 27
+	// Bring a soft-deleted instance back as it was.
+	OperationKind_OPERATION_KIND_RESTORE OperationKind = 28
+	// Change the image version and/or machine model; rolls back by itself
+	// when the guest does not become healthy.
+	OperationKind_OPERATION_KIND_UPGRADE OperationKind = 29
 )
 
 // Enum value maps for OperationKind.
@@ -103,6 +112,10 @@ var (
 		22: "OPERATION_KIND_RESCUE",
 		23: "OPERATION_KIND_UNRESCUE",
 		24: "OPERATION_KIND_BUNDLE",
+		26: "OPERATION_KIND_DEALLOCATE",
+		27: "OPERATION_KIND_SOFT_DELETE",
+		28: "OPERATION_KIND_RESTORE",
+		29: "OPERATION_KIND_UPGRADE",
 	}
 	OperationKind_value = map[string]int32{
 		"OPERATION_KIND_UNSPECIFIED":    0,
@@ -128,6 +141,10 @@ var (
 		"OPERATION_KIND_RESCUE":         22,
 		"OPERATION_KIND_UNRESCUE":       23,
 		"OPERATION_KIND_BUNDLE":         24,
+		"OPERATION_KIND_DEALLOCATE":     26,
+		"OPERATION_KIND_SOFT_DELETE":    27,
+		"OPERATION_KIND_RESTORE":        28,
+		"OPERATION_KIND_UPGRADE":        29,
 	}
 )
 
@@ -1256,7 +1273,7 @@ const file_flotilla_v1_operation_proto_rawDesc = "" +
 	"\n" +
 	"bytes_sent\x18\x05 \x01(\x04R\tbytesSent\x12;\n" +
 	"\vreport_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"reportTime*\x9d\x05\n" +
+	"reportTime*\x94\x06\n" +
 	"\rOperationKind\x12\x1e\n" +
 	"\x1aOPERATION_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15OPERATION_KIND_CREATE\x10\x01\x12\x18\n" +
@@ -1281,7 +1298,11 @@ const file_flotilla_v1_operation_proto_rawDesc = "" +
 	"\x16OPERATION_KIND_REBUILD\x10\x15\x12\x19\n" +
 	"\x15OPERATION_KIND_RESCUE\x10\x16\x12\x1b\n" +
 	"\x17OPERATION_KIND_UNRESCUE\x10\x17\x12\x19\n" +
-	"\x15OPERATION_KIND_BUNDLE\x10\x18*\xe6\x01\n" +
+	"\x15OPERATION_KIND_BUNDLE\x10\x18\x12\x1d\n" +
+	"\x19OPERATION_KIND_DEALLOCATE\x10\x1a\x12\x1e\n" +
+	"\x1aOPERATION_KIND_SOFT_DELETE\x10\x1b\x12\x1a\n" +
+	"\x16OPERATION_KIND_RESTORE\x10\x1c\x12\x1a\n" +
+	"\x16OPERATION_KIND_UPGRADE\x10\x1d*\xe6\x01\n" +
 	"\x0eOperationState\x12\x1f\n" +
 	"\x1bOPERATION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17OPERATION_STATE_PENDING\x10\x01\x12\x1b\n" +

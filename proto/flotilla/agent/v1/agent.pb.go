@@ -267,6 +267,22 @@ const (
 	// Write the shut-off domain's disk, flattened and compressed, as the new
 	// image RunStep.image in the host's image directory.
 	StepAction_STEP_ACTION_BUNDLE_DISK StepAction = 29
+	// Undefine the shut-off domain, keeping its disk (a deallocate).
+	StepAction_STEP_ACTION_RELEASE_DOMAIN StepAction = 32
+	// Define the domain, shut off, at spec over the disk a RELEASE_DOMAIN kept.
+	StepAction_STEP_ACTION_DEFINE_DOMAIN StepAction = 33
+	// Keep the shut-off domain's disk and definition apart (the snapshot an
+	// upgrade rolls back to) and redefine it at spec (the new image version
+	// and model) over a new disk.
+	StepAction_STEP_ACTION_UPGRADE_DISK StepAction = 34
+	// Put the kept disk and definition back; the upgraded disk is removed.
+	StepAction_STEP_ACTION_ROLLBACK_DISK StepAction = 35
+	// Wait, within the step's timeout, for the guest to say it is ready on
+	// its guest channel or, with no guest side, for the domain to keep
+	// running for a settle time.
+	StepAction_STEP_ACTION_AWAIT_HEALTHY StepAction = 36
+	// Remove the snapshot an UPGRADE_DISK kept: the upgrade is final.
+	StepAction_STEP_ACTION_DROP_SNAPSHOT StepAction = 37
 )
 
 // Enum value maps for StepAction.
@@ -302,6 +318,12 @@ var (
 		27: "STEP_ACTION_RESCUE_DOMAIN",
 		28: "STEP_ACTION_UNRESCUE_DOMAIN",
 		29: "STEP_ACTION_BUNDLE_DISK",
+		32: "STEP_ACTION_RELEASE_DOMAIN",
+		33: "STEP_ACTION_DEFINE_DOMAIN",
+		34: "STEP_ACTION_UPGRADE_DISK",
+		35: "STEP_ACTION_ROLLBACK_DISK",
+		36: "STEP_ACTION_AWAIT_HEALTHY",
+		37: "STEP_ACTION_DROP_SNAPSHOT",
 	}
 	StepAction_value = map[string]int32{
 		"STEP_ACTION_UNSPECIFIED":     0,
@@ -334,6 +356,12 @@ var (
 		"STEP_ACTION_RESCUE_DOMAIN":   27,
 		"STEP_ACTION_UNRESCUE_DOMAIN": 28,
 		"STEP_ACTION_BUNDLE_DISK":     29,
+		"STEP_ACTION_RELEASE_DOMAIN":  32,
+		"STEP_ACTION_DEFINE_DOMAIN":   33,
+		"STEP_ACTION_UPGRADE_DISK":    34,
+		"STEP_ACTION_ROLLBACK_DISK":   35,
+		"STEP_ACTION_AWAIT_HEALTHY":   36,
+		"STEP_ACTION_DROP_SNAPSHOT":   37,
 	}
 )
 
@@ -2424,7 +2452,7 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\x16DISK_LAYER_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fDISK_LAYER_BASE\x10\x01\x12\x12\n" +
 	"\x0eDISK_LAYER_TOP\x10\x02\x12\x12\n" +
-	"\x0eDISK_LAYER_MID\x10\x03*\xbe\x06\n" +
+	"\x0eDISK_LAYER_MID\x10\x03*\xf8\a\n" +
 	"\n" +
 	"StepAction\x12\x1b\n" +
 	"\x17STEP_ACTION_UNSPECIFIED\x10\x00\x12\x16\n" +
@@ -2457,7 +2485,13 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\x18STEP_ACTION_REBUILD_DISK\x10\x1a\x12\x1d\n" +
 	"\x19STEP_ACTION_RESCUE_DOMAIN\x10\x1b\x12\x1f\n" +
 	"\x1bSTEP_ACTION_UNRESCUE_DOMAIN\x10\x1c\x12\x1b\n" +
-	"\x17STEP_ACTION_BUNDLE_DISK\x10\x1d*\xb3\x01\n" +
+	"\x17STEP_ACTION_BUNDLE_DISK\x10\x1d\x12\x1e\n" +
+	"\x1aSTEP_ACTION_RELEASE_DOMAIN\x10 \x12\x1d\n" +
+	"\x19STEP_ACTION_DEFINE_DOMAIN\x10!\x12\x1c\n" +
+	"\x18STEP_ACTION_UPGRADE_DISK\x10\"\x12\x1d\n" +
+	"\x19STEP_ACTION_ROLLBACK_DISK\x10#\x12\x1d\n" +
+	"\x19STEP_ACTION_AWAIT_HEALTHY\x10$\x12\x1d\n" +
+	"\x19STEP_ACTION_DROP_SNAPSHOT\x10%*\xb3\x01\n" +
 	"\x0fStepReportState\x12!\n" +
 	"\x1dSTEP_REPORT_STATE_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19STEP_REPORT_STATE_UNKNOWN\x10\x01\x12\x1d\n" +

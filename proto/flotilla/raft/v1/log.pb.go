@@ -225,9 +225,15 @@ type InstanceAction struct {
 	// The prepared operation.
 	Operation *Operation `protobuf:"bytes,3,opt,name=operation,proto3" json:"operation,omitempty"`
 	// The placement policy a target is checked against.
-	Policy        *Policy `protobuf:"bytes,4,opt,name=policy,proto3" json:"policy,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Policy *Policy `protobuf:"bytes,4,opt,name=policy,proto3" json:"policy,omitempty"`
+	// A delete keeps the instance SOFT_DELETED (the cluster has a retention
+	// window) unless the operation forces it. Log version 9.
+	Retain bool `protobuf:"varint,140,opt,name=retain,proto3" json:"retain,omitempty"`
+	// Set: the retention loop's reclaim of a soft-deleted instance, accepted
+	// only if its soft delete ended at or before this time (unix nanos).
+	ReclaimBeforeNanos int64 `protobuf:"varint,141,opt,name=reclaim_before_nanos,json=reclaimBeforeNanos,proto3" json:"reclaim_before_nanos,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *InstanceAction) Reset() {
@@ -286,6 +292,20 @@ func (x *InstanceAction) GetPolicy() *Policy {
 		return x.Policy
 	}
 	return nil
+}
+
+func (x *InstanceAction) GetRetain() bool {
+	if x != nil {
+		return x.Retain
+	}
+	return false
+}
+
+func (x *InstanceAction) GetReclaimBeforeNanos() int64 {
+	if x != nil {
+		return x.ReclaimBeforeNanos
+	}
+	return 0
 }
 
 // Dispatch records steps sent to their hosts.
@@ -2093,12 +2113,14 @@ const file_flotilla_raft_v1_log_proto_rawDesc = "" +
 	"\x0eCreateInstance\x126\n" +
 	"\binstance\x18\x01 \x01(\v2\x1a.flotilla.raft.v1.InstanceR\binstance\x129\n" +
 	"\toperation\x18\x02 \x01(\v2\x1b.flotilla.raft.v1.OperationR\toperation\x120\n" +
-	"\x06policy\x18\x03 \x01(\v2\x18.flotilla.raft.v1.PolicyR\x06policy\"\xa9\x01\n" +
+	"\x06policy\x18\x03 \x01(\v2\x18.flotilla.raft.v1.PolicyR\x06policy\"\xf5\x01\n" +
 	"\x0eInstanceAction\x12\x16\n" +
 	"\x06action\x18\x01 \x01(\tR\x06action\x12\x12\n" +
 	"\x04hard\x18\x02 \x01(\bR\x04hard\x129\n" +
 	"\toperation\x18\x03 \x01(\v2\x1b.flotilla.raft.v1.OperationR\toperation\x120\n" +
-	"\x06policy\x18\x04 \x01(\v2\x18.flotilla.raft.v1.PolicyR\x06policy\"@\n" +
+	"\x06policy\x18\x04 \x01(\v2\x18.flotilla.raft.v1.PolicyR\x06policy\x12\x17\n" +
+	"\x06retain\x18\x8c\x01 \x01(\bR\x06retain\x121\n" +
+	"\x14reclaim_before_nanos\x18\x8d\x01 \x01(\x03R\x12reclaimBeforeNanos\"@\n" +
 	"\bDispatch\x124\n" +
 	"\x05steps\x18\x01 \x03(\v2\x1e.flotilla.raft.v1.DispatchStepR\x05steps\"i\n" +
 	"\fDispatchStep\x12!\n" +
