@@ -23,9 +23,9 @@ const (
 	// Capacity: far above any real host (simulated ones in tests and
 	// benches are huge), low enough that sums over 100,000 hosts cannot
 	// overflow what the scheduler adds up.
-	maxVCPUs     = 1 << 20
-	maxMemoryMiB = 1 << 30 // 1 EiB
-	maxDiskGiB   = 1 << 30
+	maxVCPUs     = 1 << 28
+	maxMemoryMiB = 1 << 40
+	maxDiskGiB   = 1 << 40
 )
 
 // maxSkew is how far ahead of the coordinator's clock an agent's

@@ -9,7 +9,7 @@ import (
 	"github.com/flotilla-vm/flotilla/hypervisor"
 )
 
-// The real test guest (scripts/build-test-guest.sh, recipe 5 or later)
+// The real test guest (scripts/build-test-guest.sh, recipe 6 or later: protocol v2)
 // speaks on the real channel: the agent's watcher hears it boot and be
 // ready, tells a restarted agent again, and boots anew after a reboot.
 func TestGuestChannelBootAndReady(t *testing.T) {
@@ -22,8 +22,8 @@ func TestGuestChannelBootAndReady(t *testing.T) {
 	}
 	w.Observe(hypervisor.DomainStatus{ID: id, State: hypervisor.PowerRunning})
 	r := nextGuest(t, w, id, "booting", func(r guestchan.Report) bool { return r.State == guestchan.Booting })
-	if r.Version != "test-5" {
-		t.Errorf("booting report %+v, want version test-5", r)
+	if r.Version != "test-6" || r.Protocol != 2 || r.Boot == "" {
+		t.Errorf("booting report %+v, want version test-6, protocol 2 and a boot id", r)
 	}
 	r = nextGuest(t, w, id, "ready", func(r guestchan.Report) bool { return r.State == guestchan.Ready })
 	if r.Dropped != 0 || r.Stage != "network" { // no NIC: no httpd stage
@@ -31,17 +31,21 @@ func TestGuestChannelBootAndReady(t *testing.T) {
 	}
 
 	// The agent restarts (a new watcher, knowing nothing): the guest says
-	// where it is again, without a new HELLO.
+	// its HELLO (the same boot id) and where it is again.
 	w.Close()
 	w = watchGuests(t, d)
 	w.Observe(hypervisor.DomainStatus{ID: id, State: hypervisor.PowerRunning})
-	nextGuest(t, w, id, "ready to a restarted agent", func(r guestchan.Report) bool { return r.State == guestchan.Ready })
+	boot := r.Boot
+	r = nextGuest(t, w, id, "ready to a restarted agent", func(r guestchan.Report) bool { return r.State == guestchan.Ready })
+	if r.Boot != boot {
+		t.Errorf("a restarted agent heard boot %q, the guest booted as %q", r.Boot, boot)
+	}
 
 	// A reboot is a new boot: HELLO again, then READY.
 	if err := d.Reboot(ctxT(t, 30*time.Second), id, true); err != nil {
 		t.Fatalf("Reboot: %v", err)
 	}
-	nextGuest(t, w, id, "booting after the reboot", func(r guestchan.Report) bool { return r.State == guestchan.Booting })
+	nextGuest(t, w, id, "booting after the reboot", func(r guestchan.Report) bool { return r.State == guestchan.Booting && r.Boot != boot })
 	nextGuest(t, w, id, "ready after the reboot", func(r guestchan.Report) bool { return r.State == guestchan.Ready })
 }
 
