@@ -39,12 +39,8 @@ const (
 	// LogVersion8 adds rebuild, rescue, unrescue and bundle (an operation's
 	// image, an instance's rescue image).
 	LogVersion8 uint32 = 8
-	// LogVersion10 ends an operation that failed with AGENT_RESTARTED (a
-	// step whose outcome nobody can know) with the instance showing what
-	// its host observes, not ERROR (see failedResult).
-	LogVersion10 uint32 = 10
 	// SupportedLogVersion is the newest version this server reads and writes.
-	SupportedLogVersion = LogVersion10
+	SupportedLogVersion = LogVersion8
 )
 
 // entryMarker starts every entry of format 2; never '{' nor 0xF1, which
