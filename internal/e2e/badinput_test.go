@@ -46,7 +46,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"unknown operation", "OperationService/GetOperation", map[string]any{"id": "op-00000000000000000000"}, codes.NotFound, ""},
 		{"unknown host", "HostService/GetHost", map[string]any{"id": "no-such-host"}, codes.NotFound, ""},
 		{"graceful too short", "InstanceService/StopInstance", map[string]any{"id": id, "gracefulTimeout": "0.5s"}, codes.InvalidArgument, "graceful_timeout"},
-		{"unpause a running instance", "InstanceService/UnpauseInstance", map[string]any{"id": id}, codes.FailedPrecondition, "allowed: stop, restart, pause, suspend, delete, update, resize, extend, move, set-password)"},
+		{"unpause a running instance", "InstanceService/UnpauseInstance", map[string]any{"id": id}, codes.FailedPrecondition, "allowed: stop, restart, pause, suspend, delete, update, resize, extend, move, set-password, rebuild, rescue)"},
 		{"resize to the same shape", "InstanceService/ResizeInstance", map[string]any{"id": id, "vcpus": 1}, codes.InvalidArgument, "that shape already"},
 		{"resize to a negative disk", "InstanceService/ResizeInstance", map[string]any{"id": id, "diskGib": -1}, codes.InvalidArgument, "disk_gib"},
 		{"resize beyond any host", "InstanceService/ResizeInstance", map[string]any{"id": id, "vcpus": 64}, codes.ResourceExhausted, ""},
@@ -83,7 +83,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 	ce := err.(*testenv.CallError)
 	found := false
 	for _, d := range ce.Details {
-		if md, ok := d["metadata"].(map[string]any); ok && md["allowed_actions"] == "stop,restart,pause,suspend,delete,update,resize,extend,move,set-password" && md["status"] == "RUNNING" {
+		if md, ok := d["metadata"].(map[string]any); ok && md["allowed_actions"] == "stop,restart,pause,suspend,delete,update,resize,extend,move,set-password,rebuild,rescue" && md["status"] == "RUNNING" {
 			found = true
 		}
 	}
