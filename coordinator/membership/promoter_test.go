@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/flotilla-vm/flotilla/internal/testenv"
 )
 
 // fakeCluster is a configuration whose servers answer (or not) as the
@@ -66,12 +68,7 @@ func TestPromoteOnlyServersThatAnswer(t *testing.T) {
 	done := make(chan struct{})
 	go func() { defer close(done); Promote(ctx, f, p, 10*time.Millisecond, slog.Default()) }()
 	began := time.Now()
-	for !f.voter("good") {
-		if time.Since(began) > 10*time.Second {
-			t.Fatal("a caught-up learner was never promoted")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testenv.Eventually(t, 10*time.Second, "the caught-up learner to be promoted", func() bool { return f.voter("good") })
 	if time.Since(began) < p.StableFor {
 		t.Errorf("promoted after %v, before its stable period of %v", time.Since(began), p.StableFor)
 	}

@@ -9,17 +9,8 @@ import (
 	"github.com/flotilla-vm/flotilla/coordinator/fsm"
 	"github.com/flotilla-vm/flotilla/coordinator/membership"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
+	"github.com/flotilla-vm/flotilla/internal/testenv"
 )
-
-// eventually polls cond every 10 ms for up to 20 s.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for end := time.Now().Add(20 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(end) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
-}
 
 func member(t *testing.T, s *Store, id string) (Member, bool) {
 	t.Helper()
@@ -48,7 +39,7 @@ func TestContactAndRecoverSingleNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "n1 to lead", s1.IsLeader)
+	testenv.Eventually(t, 20*time.Second, "n1 to lead", s1.IsLeader)
 	s2, err := Open(Config{NodeID: "n2", DataDir: t.TempDir(), BindAddr: freeAddr(t), FastTimeouts: true}, fsm.New(state.New(0), nil))
 	if err != nil {
 		t.Fatal(err)
@@ -70,7 +61,7 @@ func TestContactAndRecoverSingleNode(t *testing.T) {
 		}
 	}
 	last, _, _ := s1.Indexes()
-	eventually(t, "n2 to be heard at the leader's last index", func() bool {
+	testenv.Eventually(t, 20*time.Second, "n2 to be heard at the leader's last index", func() bool {
 		m, _ := member(t, s1, "n2")
 		return !m.Voter && !m.LastContact.IsZero() && m.LastIndex >= last
 	})
@@ -97,7 +88,7 @@ func TestContactAndRecoverSingleNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	eventually(t, "the recovered n1 to lead", s.IsLeader)
+	testenv.Eventually(t, 20*time.Second, "the recovered n1 to lead", s.IsLeader)
 	ms, err := s.Members()
 	if err != nil || len(ms) != 1 || ms[0].ID != "n1" || !ms[0].Voter || ms[0].Address != cfg1.BindAddr {
 		t.Fatalf("members after recovery: %+v %v", ms, err)
