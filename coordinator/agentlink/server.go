@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/flotilla-vm/flotilla/coordinator/convert"
 	"github.com/flotilla-vm/flotilla/coordinator/fsm"
@@ -194,6 +195,7 @@ func (s *Server) Connect(stream agentv1.AgentService_ConnectServer) error {
 	if err != nil {
 		return err
 	}
+	received := s.cfg.Now()
 	reg := first.GetRegister()
 	if reg == nil {
 		return status.Error(codes.InvalidArgument, "the first message must be register")
@@ -251,6 +253,11 @@ func (s *Server) Connect(stream agentv1.AgentService_ConnectServer) error {
 	sendErr := make(chan error, 1)
 	go func() { sendErr <- s.sendLoop(ctx, stream, ss) }()
 	queue := make(chan []byte, 4*maxBatch)
+	if c, ok := s.hostClock(ss, reg.GetSentAt(), received); ok {
+		if cmd, err := fsm.Encode(fsm.TypeHostClock, s.cfg.Now(), c); err == nil {
+			queue <- cmd // the first of an empty queue
+		}
+	}
 	recvDone := make(chan error, 1)
 	go func() {
 		err := s.recvLoop(ctx, stream, ss, queue)
@@ -435,13 +442,31 @@ func (s *Server) command(ss *session, m *agentv1.ConnectRequest) (typ string, bo
 		}
 		typ, body = fsm.TypeGuestReport, r
 	case *agentv1.ConnectRequest_Heartbeat:
-		return "", nil, nil
+		c, ok := s.hostClock(ss, msg.Heartbeat.GetSentAt(), s.cfg.Now())
+		if !ok {
+			return "", nil, nil
+		}
+		typ, body = fsm.TypeHostClock, c
 	case *agentv1.ConnectRequest_Register:
 		return "", nil, status.Error(codes.InvalidArgument, "register is only valid as the first message")
 	default:
 		return "", nil, nil
 	}
 	return typ, body, nil
+}
+
+// hostClock measures a host's clock skew from a message the agent sent at
+// sent (nil from an agent that does not say) and we received at now, and returns the command that
+// records it when it is to be recorded and every server keeps it.
+func (s *Server) hostClock(ss *session, sent *timestamppb.Timestamp, now time.Time) (fsm.HostClock, bool) {
+	if sent == nil || sent.CheckValid() != nil {
+		return fsm.HostClock{}, false
+	}
+	skew, record := ss.clock.measure(sent.AsTime(), now)
+	if !record || s.cfg.Store != nil && s.cfg.Store.LogVersion() < fsm.LogVersion13 {
+		return fsm.HostClock{}, false
+	}
+	return fsm.HostClock{HostID: ss.hostID, Epoch: ss.epoch, Skew: skew}, true
 }
 
 // maxBatch bounds how many queued reports share one log entry.

@@ -250,7 +250,7 @@ func Start(cfg Config) (*Node, error) {
 	)...)
 	// Through the forwarder, so writes relayed by followers run on the same handlers.
 	api.Register(fwd.Registrar(gs), api.Config{Store: store, Applier: rs, Cluster: rs, Upgrade: n.gate, Policy: cfg.Placement, Deadlines: cfg.Deadlines, ReadinessTimeout: cfg.ReadinessTimeout, Logger: cfg.Logger,
-		Secrets: n.secrets, SoftDeleteRetention: cfg.SoftDeleteRetention})
+		Secrets: n.secrets, SoftDeleteRetention: cfg.SoftDeleteRetention, Encoded: fwd.Encoded})
 	fwd.RegisterRelay(gs)
 	agentv1.RegisterAgentServiceServer(gs, links)
 	if cfg.Metrics != nil {
