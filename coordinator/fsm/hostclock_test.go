@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"errors"
+	"io"
 	"testing"
 	"time"
 
@@ -44,7 +45,7 @@ func TestHostClock(t *testing.T) {
 		t.Fatal(err)
 	}
 	back := newHarness(t)
-	if err := back.store.Restore(&sink.buf); err != nil {
+	if err := back.fsm.Restore(io.NopCloser(&sink.buf)); err != nil {
 		t.Fatal(err)
 	}
 	if b, _ := back.store.Host("h1"); b.ClockSkew != got.ClockSkew || !b.ClockMeasured.Equal(got.ClockMeasured) {
