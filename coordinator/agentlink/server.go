@@ -56,6 +56,11 @@ type Config struct {
 	OnStepReport func(hostID string, epoch uint64, r *agentv1.StepReport)
 	// SendQueue bounds the messages waiting for one agent's stream; default 1024.
 	SendQueue int
+	// EventVisible, when set, is told for each agent event (a power
+	// event, a full resync, a guest report) how long it took from the
+	// agent's timestamp (clamped to our clock) until it was applied here,
+	// and its kind ("power", "resync", "guest").
+	EventVisible func(kind string, d time.Duration)
 }
 
 // Server implements agentv1.AgentServiceServer and tracks live sessions.
@@ -252,10 +257,10 @@ func (s *Server) Connect(stream agentv1.AgentService_ConnectServer) error {
 
 	sendErr := make(chan error, 1)
 	go func() { sendErr <- s.sendLoop(ctx, stream, ss) }()
-	queue := make(chan []byte, 4*maxBatch)
+	queue := make(chan queued, 4*maxBatch)
 	if c, ok := s.hostClock(ss, reg.GetSentAt(), received); ok {
 		if cmd, err := fsm.Encode(fsm.TypeHostClock, s.cfg.Now(), c); err == nil {
-			queue <- cmd // the first of an empty queue
+			queue <- queued{cmd: cmd} // the first of an empty queue
 		}
 	}
 	recvDone := make(chan error, 1)
@@ -344,7 +349,7 @@ func (s *Server) sendLoop(ctx context.Context, stream agentv1.AgentService_Conne
 
 // recvLoop reads the agent's messages and queues its reports, in order, for
 // the committer; heartbeats only refresh the session's liveness.
-func (s *Server) recvLoop(ctx context.Context, stream agentv1.AgentService_ConnectServer, ss *session, queue chan<- []byte) error {
+func (s *Server) recvLoop(ctx context.Context, stream agentv1.AgentService_ConnectServer, ss *session, queue chan<- queued) error {
 	for {
 		m, err := stream.Recv()
 		if err != nil {
@@ -369,8 +374,10 @@ func (s *Server) recvLoop(ctx context.Context, stream agentv1.AgentService_Conne
 		if err != nil {
 			return status.Errorf(codes.Internal, "encode report: %v", err)
 		}
+		q := queued{cmd: cmd}
+		q.kind, q.at = eventOf(body)
 		select {
-		case queue <- cmd:
+		case queue <- q:
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-ss.done:
@@ -469,15 +476,44 @@ func (s *Server) hostClock(ss *session, sent *timestamppb.Timestamp, now time.Ti
 	return fsm.HostClock{HostID: ss.hostID, Epoch: ss.epoch, Skew: skew}, true
 }
 
+// queued is one report waiting to be committed: its command and, for an
+// agent event, its kind and the agent's (clamped) time of it.
+type queued struct {
+	cmd  []byte
+	kind string
+	at   time.Time
+}
+
+// eventOf returns the kind and time of the agent event a command records,
+// or a zero time for a command that records none.
+func eventOf(body any) (string, time.Time) {
+	switch b := body.(type) {
+	case fsm.Observe:
+		if b.Full {
+			return "resync", b.Taken
+		}
+		var at time.Time
+		for _, o := range b.Observations {
+			if at.IsZero() || o.Time.Before(at) {
+				at = o.Time
+			}
+		}
+		return "power", at
+	case fsm.GuestReport:
+		return "guest", b.Time
+	}
+	return "", time.Time{}
+}
+
 // maxBatch bounds how many queued reports share one log entry.
 const maxBatch = 256
 
 // commitLoop commits an agent's reports in the order they came: whatever
 // queued up while the previous entry was being committed goes into the
 // next one, so a busy host costs one fsync per batch, not per report.
-func (s *Server) commitLoop(ctx context.Context, ss *session, queue <-chan []byte) error {
+func (s *Server) commitLoop(ctx context.Context, ss *session, queue <-chan queued) error {
 	for {
-		var cmds [][]byte
+		var cmds []queued
 		select {
 		case c, ok := <-queue:
 			if !ok {
@@ -502,10 +538,22 @@ func (s *Server) commitLoop(ctx context.Context, ss *session, queue <-chan []byt
 		s.mu.Lock()
 		ss.busy = true
 		s.mu.Unlock()
-		errs, err := s.commit(ctx, cmds)
+		encoded := make([][]byte, len(cmds))
+		for i, c := range cmds {
+			encoded[i] = c.cmd
+		}
+		errs, err := s.commit(ctx, encoded)
+		now := s.cfg.Now()
 		s.mu.Lock()
-		ss.lastSeen, ss.busy = s.cfg.Now(), false
+		ss.lastSeen, ss.busy = now, false
 		s.mu.Unlock()
+		if err == nil && s.cfg.EventVisible != nil {
+			for _, c := range cmds {
+				if !c.at.IsZero() {
+					s.cfg.EventVisible(c.kind, max(now.Sub(c.at), 0))
+				}
+			}
+		}
 		if err != nil {
 			// The log could not take the reports (e.g. leadership lost): end
 			// the session so the agent reconnects and resends from scratch.
