@@ -95,7 +95,7 @@ type Node struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	client atomic.Pointer[session.Client] // while Run runs
+	client atomic.Pointer[session.Client]    // while Run runs
 	guests atomic.Pointer[guestchan.Watcher] // while Run runs (metrics read it)
 }
 
