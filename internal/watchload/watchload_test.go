@@ -1,12 +1,13 @@
 package watchload
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
-	"slices"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,8 +19,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protowire"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/flotilla-vm/flotilla/internal/testenv"
 	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
@@ -29,8 +28,7 @@ import (
 // watchers replaying it from the start at once.
 const (
 	revisions = 15000 // instance changes in the follower's history
-	watchers  = 200
-	probes    = 400 // unrelated calls timed without, and as many with, the watchers
+	nWatchers = 200
 )
 
 // The follower's resident memory under the attack stays within
@@ -45,7 +43,7 @@ const (
 
 // latencyFactor bounds the p99 of unrelated calls under the attack
 // against their p99 without it. slack is added to the bound: a p99 of a
-// few hundred microseconds on loopback moves by about that much on a
+// few hundred microseconds on loopback moves by milliseconds on a
 // shared machine from one run to the next, attack or not.
 const (
 	latencyFactor = 2
@@ -57,7 +55,8 @@ func TestWatchersReplayingHistory(t *testing.T) {
 	// No per-caller limits: the attack is the worst case of the fan-out
 	// itself (one IP address on loopback would otherwise be one caller
 	// held to --limit-streams).
-	cs := testenv.StartClusterFrom(t, coordinatorBinary(t), dir, 3, "--raft-fast=false", "--limit-rate=0", "--limit-streams=0", "--limit-in-flight=0", "--log-level=warn")
+	bin := buildBinaries(t)
+	cs := testenv.StartClusterFrom(t, bin, dir, 3, "--raft-fast=false", "--limit-rate=0", "--limit-streams=0", "--limit-in-flight=0", "--log-level=warn")
 	leader, follower := roles(t, cs)
 	t.Logf("leader %s, follower %s", cs[leader].Name, cs[follower].Name)
 
@@ -79,45 +78,17 @@ func TestWatchersReplayingHistory(t *testing.T) {
 	probeID := firstInstance(t, inst)
 
 	before := rss(t, cs[follower].Pid())
-	idle := p99(probe(t, inst, probeID, probes, nil))
-	t.Logf("follower: %d revisions, RSS %d MiB, idle p99 %v", last, before>>20, idle)
+	t.Logf("follower: %d revisions, RSS %d MiB", last, before>>20)
 
-	// The attack: watchers from revision 1, reading as fast as they can,
-	// from a process of their own (this test's binary again, see
-	// TestMain), so that the calls timed here do not wait behind them in
-	// this process.
-	attacker := exec.Command(os.Args[0], "-test.run=^$")
-	attacker.Env = append(os.Environ(), attackEnv+"="+cs[follower].Addr+" "+strconv.FormatInt(last, 10))
-	attacker.Stderr = os.Stderr
-	out, err := attacker.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdin, err := attacker.StdinPipe() // closed: the attacker stops
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := attacker.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { stdin.Close(); attacker.Wait() })
-	done := make(chan string, 1)
-	go func() {
-		b, _ := io.ReadAll(out)
-		done <- string(b)
-	}()
-	var report string
-	caughtUp := func() bool {
-		select {
-		case report = <-done:
-			return true
-		default:
-			return report != ""
-		}
-	}
+	// The calls timed, and the attack (watchers from revision 1, reading
+	// as fast as they can), each from a process of its own (./attacker).
+	prober := start(t, bin, "probe", cs[follower].Addr, probeID)
+	idle, _ := prober.p99(t)
+	watchers := start(t, bin, "watch", cs[follower].Addr, strconv.FormatInt(last, 10), strconv.Itoa(nWatchers))
+	prober.send(t, "reset")
 
-	// Memory is sampled and unrelated calls are timed while the watchers
-	// replay, and until they have all caught up.
+	// Memory is sampled while the watchers replay, until they have all
+	// caught up (the attacker times the calls meanwhile).
 	peak := before
 	var sampling sync.WaitGroup
 	stop := make(chan struct{})
@@ -138,23 +109,15 @@ func TestWatchersReplayingHistory(t *testing.T) {
 		}
 	}()
 	began := time.Now()
-	var busy []time.Duration
-	for !caughtUp() || len(busy) < probes {
-		if time.Since(began) > 90*time.Second {
-			t.Fatalf("watchers still replaying after %v", time.Since(began))
-		}
-		busy = append(busy, probe(t, inst, probeID, 20, nil)...)
+	if line := watchers.line(t, 90*time.Second); line != "caught up" {
+		t.Fatalf("watchers: %s", line)
 	}
 	replayed := time.Since(began)
+	loaded, calls := prober.p99(t)
 	close(stop)
 	sampling.Wait()
-	if !strings.HasPrefix(report, "caught up") {
-		t.Fatalf("attacker: %q", report)
-	}
-
-	loaded := p99(busy)
-	t.Logf("%d watchers replayed %d revisions in %v; RSS peak %d MiB (before %d MiB); p99 %v under the attack (%d calls), %v idle",
-		watchers, last, replayed.Round(time.Millisecond), peak>>20, before>>20, loaded, len(busy), idle)
+	t.Logf("%d watchers replayed %d revisions in %v; RSS peak %d MiB (before %d MiB); GetInstance p99 %v under the attack (%d calls), %v idle",
+		nWatchers, last, replayed.Round(time.Millisecond), peak>>20, before>>20, loaded, calls, idle)
 	if peak > rssFactor*before+rssSlack {
 		t.Errorf("follower RSS peaked at %d MiB, over %d× its %d MiB before the watchers (+%d MiB)", peak>>20, rssFactor, before>>20, rssSlack>>20)
 	}
@@ -163,65 +126,89 @@ func TestWatchersReplayingHistory(t *testing.T) {
 	}
 }
 
-// coordinatorBinary builds flotilla-coordinator as it ships (no race
-// detector, whose shadow memory and slowness would be measured instead)
-// and returns the directory holding it.
-func coordinatorBinary(t *testing.T) string {
+// helper is a running ./attacker: its standard input, and its output
+// line by line.
+type helper struct {
+	in    io.WriteCloser
+	lines chan string
+}
+
+// start runs ./attacker with args; it stops when the test ends.
+func start(t *testing.T, bin string, args ...string) *helper {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(bin, "attacker"), args...)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	h := &helper{in: in, lines: make(chan string, 16)}
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			h.lines <- sc.Text()
+		}
+		close(h.lines)
+	}()
+	t.Cleanup(func() { in.Close(); cmd.Wait() })
+	return h
+}
+
+func (h *helper) send(t *testing.T, line string) {
+	t.Helper()
+	if _, err := io.WriteString(h.in, line+"\n"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// line waits for the helper's next line.
+func (h *helper) line(t *testing.T, within time.Duration) string {
+	t.Helper()
+	select {
+	case l, ok := <-h.lines:
+		if !ok {
+			t.Fatal("the attacker ended")
+		}
+		return l
+	case <-time.After(within):
+		t.Fatalf("no word from the attacker in %v", within)
+	}
+	return ""
+}
+
+// p99 asks the prober for the p99 of the calls it timed since the last
+// mark or reset.
+func (h *helper) p99(t *testing.T) (time.Duration, int) {
+	t.Helper()
+	h.send(t, "mark")
+	line := h.line(t, time.Minute)
+	var p99 time.Duration
+	var calls int
+	if _, err := fmt.Sscanf(line, "p99=%d calls=%d", &p99, &calls); err != nil {
+		t.Fatalf("prober: %q: %v", line, err)
+	}
+	return p99, calls
+}
+
+// buildBinaries builds flotilla-coordinator as it ships and the attacker,
+// both without the race detector (whose shadow memory and slowness would
+// be measured instead), and returns the directory holding them.
+func buildBinaries(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/flotilla-coordinator")
+	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/flotilla-coordinator", "./internal/watchload/attacker")
 	cmd.Dir = testenv.RepoRoot(t)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	return dir
-}
-
-// attackEnv, set to "ADDR REVISION", makes the test binary the attacker:
-// it opens the watchers against ADDR from revision 1, prints "caught up"
-// and exits once each has reached REVISION, or prints why not.
-const attackEnv = "WATCHLOAD_ATTACK"
-
-// attack is the attacker process's main.
-func attack(spec string) int {
-	addr, revText, _ := strings.Cut(spec, " ")
-	last, err := strconv.ParseInt(revText, 10, 64)
-	if err != nil {
-		fmt.Println(err)
-		return 1
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() { io.Copy(io.Discard, os.Stdin); cancel() }() // the test ended
-	var conns []*grpc.ClientConn
-	for range 4 {
-		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			fmt.Println(err)
-			return 1
-		}
-		defer cc.Close()
-		conns = append(conns, cc)
-	}
-	errs := make(chan error, watchers)
-	var wg sync.WaitGroup
-	for i := range watchers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs <- replay(ctx, conns[i%len(conns)], last)
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			fmt.Println(err)
-			return 1
-		}
-	}
-	fmt.Println("caught up")
-	return 0
 }
 
 // roles waits for a leader and returns its index and a follower's.
@@ -325,89 +312,6 @@ func firstInstance(t *testing.T, c pb.InstanceServiceClient) string {
 		t.Fatalf("list: %v", err)
 	}
 	return l.Instances[0].Id
-}
-
-// probe times n GetInstance calls, one after the other.
-func probe(t *testing.T, c pb.InstanceServiceClient, id string, n int, out []time.Duration) []time.Duration {
-	t.Helper()
-	for range n {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		began := time.Now()
-		_, err := c.GetInstance(ctx, &pb.GetInstanceRequest{Id: id})
-		out = append(out, time.Since(began))
-		cancel()
-		if err != nil {
-			t.Fatalf("get %s: %v", id, err)
-		}
-	}
-	return out
-}
-
-func p99(d []time.Duration) time.Duration {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	return s[(len(s)*99)/100]
-}
-
-// replay watches from revision 1 until it has seen revision last,
-// reading of each message only its revision.
-func replay(ctx context.Context, cc *grpc.ClientConn, last int64) error {
-	desc := &grpc.StreamDesc{StreamName: "WatchInstances", ServerStreams: true}
-	s, err := cc.NewStream(ctx, desc, pb.InstanceService_WatchInstances_FullMethodName, grpc.ForceCodec(rawCodec{}))
-	if err != nil {
-		return err
-	}
-	if err := s.SendMsg(&pb.WatchInstancesRequest{StartRevision: 1}); err != nil {
-		return err
-	}
-	if err := s.CloseSend(); err != nil {
-		return err
-	}
-	for {
-		var m raw
-		if err := s.RecvMsg(&m); err != nil {
-			return err
-		}
-		if m.revision >= last {
-			return nil
-		}
-	}
-}
-
-// raw is a received message of which only the revision is read.
-type raw struct{ revision int64 }
-
-// rawCodec encodes requests as protobuf and reads from each response
-// only WatchInstancesResponse.revision (field 1).
-type rawCodec struct{}
-
-func (rawCodec) Name() string { return "proto" }
-
-func (rawCodec) Marshal(v any) ([]byte, error) { return proto.Marshal(v.(proto.Message)) }
-
-func (rawCodec) Unmarshal(b []byte, v any) error {
-	m := v.(*raw)
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return protowire.ParseError(n)
-		}
-		b = b[n:]
-		if num == 1 && typ == protowire.VarintType {
-			r, n := protowire.ConsumeVarint(b)
-			if n < 0 {
-				return protowire.ParseError(n)
-			}
-			m.revision = int64(r)
-			return nil
-		}
-		n = protowire.ConsumeFieldValue(num, typ, b)
-		if n < 0 {
-			return protowire.ParseError(n)
-		}
-		b = b[n:]
-	}
-	return nil
 }
 
 // rss is a process's resident memory in bytes.
