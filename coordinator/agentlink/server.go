@@ -466,11 +466,13 @@ func (s *Server) command(ss *session, m *agentv1.ConnectRequest) (typ string, bo
 // sent (nil from an agent that does not say) and we received at now, and returns the command that
 // records it when it is to be recorded and every server keeps it.
 func (s *Server) hostClock(ss *session, sent *timestamppb.Timestamp, now time.Time) (fsm.HostClock, bool) {
-	if sent == nil || sent.CheckValid() != nil {
+	// Below log version 13 not even measured: the first measurement once
+	// the cluster is upgraded is then recorded.
+	if sent == nil || sent.CheckValid() != nil || s.cfg.Store != nil && s.cfg.Store.LogVersion() < fsm.LogVersion13 {
 		return fsm.HostClock{}, false
 	}
 	skew, record := ss.clock.measure(sent.AsTime(), now)
-	if !record || s.cfg.Store != nil && s.cfg.Store.LogVersion() < fsm.LogVersion13 {
+	if !record {
 		return fsm.HostClock{}, false
 	}
 	return fsm.HostClock{HostID: ss.hostID, Epoch: ss.epoch, Skew: skew}, true

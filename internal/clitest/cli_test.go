@@ -351,6 +351,14 @@ func testHosts(c *cluster, id string) {
 	c.ok("host", "drain", "fake-1", "--wait")
 	c.ok("host", "uncordon", "fake-1")
 	c.ok("start", id, "--wait")
+	// On a terminal: one progress line rewritten in place.
+	code, screen := c.onTerminal("host", "drain", "fake-1", "--wait")
+	if code != 0 || !strings.Contains(screen, "host fake-1: draining") || !strings.Contains(screen, "\r\x1b[K") ||
+		!strings.Contains(screen, "host fake-1 DRAINING: ") || !strings.Contains(screen, "CORDONED") {
+		t.Errorf("drain --wait on a terminal: exit %d, terminal showed %q", code, screen)
+	}
+	c.ok("host", "uncordon", "fake-1")
+	c.ok("start", id, "--wait")
 
 	// The agent's clock skew, measured from its registration and heartbeats.
 	testenv.Eventually(t, 30*time.Second, "the host's clock skew", func() bool {
