@@ -591,3 +591,24 @@ func (g *guest) apply(m message) {
 	g.publishLocked()
 	g.mu.Unlock()
 }
+
+// Connections counts the guest channels connected now, by the protocol
+// their guest side's HELLO named (0: none yet on this connection's
+// guest), for the agent's metrics.
+func (w *Watcher) Connections() map[int]int {
+	w.mu.Lock()
+	guests := make([]*guest, 0, len(w.guests))
+	for _, g := range w.guests {
+		guests = append(guests, g)
+	}
+	w.mu.Unlock()
+	out := map[int]int{}
+	for _, g := range guests {
+		g.mu.Lock()
+		if g.cmd.conn != nil {
+			out[g.rep.Protocol]++
+		}
+		g.mu.Unlock()
+	}
+	return out
+}

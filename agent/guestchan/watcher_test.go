@@ -414,3 +414,27 @@ func TestGuestCannotTouchAnother(t *testing.T) {
 		}
 	}
 }
+
+// Connections counts connected channels by their guest side's protocol.
+func TestConnections(t *testing.T) {
+	e := newEnv(t, Config{})
+	c1 := e.guest(t, "vm-1").accept()
+	c2 := e.guest(t, "vm-2").accept()
+	count := func(want map[int]int) func() bool {
+		return func() bool {
+			got := e.w.Connections()
+			for k, v := range want {
+				if got[k] != v {
+					return false
+				}
+			}
+			return len(got) == len(want)
+		}
+	}
+	testenv.Eventually(t, 10*time.Second, "two channels, no HELLO yet", count(map[int]int{0: 2}))
+	c1.say("HELLO flotilla-guest/1 v1")
+	c2.say("HELLO flotilla-guest/2 v1 " + bootID)
+	testenv.Eventually(t, 10*time.Second, "one v1 and one v2 channel", count(map[int]int{1: 1, 2: 1}))
+	c2.c.Close()
+	testenv.Eventually(t, 10*time.Second, "the v2 channel gone", func() bool { return e.w.Connections()[1] == 1 && e.w.Connections()[2] == 0 })
+}

@@ -5,6 +5,7 @@
 package metrics
 
 import (
+	"fmt"
 	"strings"
 	"time"
 
@@ -20,6 +21,9 @@ type Agent struct {
 	Registry *prometheus.Registry
 	steps    *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	// Disk copies this agent pulled (moves, resizes across hosts).
+	copyBytes *prometheus.CounterVec
+	copyRate  prometheus.Histogram
 }
 
 // Buckets of a step's duration: from a pause to a disk copied between hosts.
@@ -39,6 +43,15 @@ func New() *Agent {
 			Help:    "Time this agent took to answer a step, by action and result.",
 			Buckets: stepBuckets,
 		}, []string{"action", "result"}),
+		copyBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flotilla_agent_disk_copy_bytes_total",
+			Help: "Bytes of the disk copies this agent pulled and verified: kind=disk the image's bytes (holes included), kind=wire what came over the network (compressed, holes free).",
+		}, []string{"kind"}),
+		copyRate: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "flotilla_agent_disk_copy_rate_bytes_per_second",
+			Help:    "Rate of each disk copy this agent pulled: the image's bytes over the time the copy took.",
+			Buckets: prometheus.ExponentialBuckets(1<<20, 2, 12), // 1 MiB/s .. 2 GiB/s
+		}),
 	}
 	info := version.Get()
 	build := prometheus.NewGauge(prometheus.GaugeOpts{
@@ -48,7 +61,7 @@ func New() *Agent {
 	})
 	build.Set(1)
 	m.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.steps, m.duration, build)
+		m.steps, m.duration, m.copyBytes, m.copyRate, build)
 	return m
 }
 
@@ -110,4 +123,44 @@ func actionName(a agentv1.StepAction) string {
 		return name
 	}
 	return "unknown"
+}
+
+// DiskCopied counts one finished disk copy (transfer.Config.Copied):
+// disk and wire bytes, and its rate.
+func (m *Agent) DiskCopied(disk, wire int64, took time.Duration) {
+	m.copyBytes.WithLabelValues("disk").Add(float64(max(disk, 0)))
+	m.copyBytes.WithLabelValues("wire").Add(float64(max(wire, 0)))
+	if took > 0 {
+		m.copyRate.Observe(float64(disk) / took.Seconds())
+	}
+}
+
+// GuestChannels registers the gauge of the guest channels connected now,
+// by protocol (guestchan.Watcher.Connections), read when scraped.
+func (m *Agent) GuestChannels(connections func() map[int]int) {
+	m.Registry.MustRegister(guestChannels{connections})
+}
+
+var guestChannelsDesc = prometheus.NewDesc("flotilla_agent_guest_channels",
+	"Guest channels connected now, by the protocol the guest side's HELLO named (v1, v2; none: connected, no HELLO yet).",
+	[]string{"protocol"}, nil)
+
+type guestChannels struct{ connections func() map[int]int }
+
+func (c guestChannels) Describe(ch chan<- *prometheus.Desc) { ch <- guestChannelsDesc }
+
+func (c guestChannels) Collect(ch chan<- prometheus.Metric) {
+	n := c.connections()
+	// v1 and v2 always, so that a dashboard shows 0 rather than nothing.
+	for _, p := range []int{1, 2} {
+		ch <- prometheus.MustNewConstMetric(guestChannelsDesc, prometheus.GaugeValue, float64(n[p]), fmt.Sprintf("v%d", p))
+	}
+	if n[0] > 0 {
+		ch <- prometheus.MustNewConstMetric(guestChannelsDesc, prometheus.GaugeValue, float64(n[0]), "none")
+	}
+	for p, v := range n {
+		if p > 2 {
+			ch <- prometheus.MustNewConstMetric(guestChannelsDesc, prometheus.GaugeValue, float64(v), fmt.Sprintf("v%d", p))
+		}
+	}
 }

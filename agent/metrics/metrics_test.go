@@ -4,6 +4,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -68,5 +69,35 @@ func TestRegistered(t *testing.T) {
 		if err := testutil.GatherAndCompare(m.Registry, strings.NewReader(exp), "flotilla_agent_registered"); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// A finished disk copy is counted, and its rate observed; the guest
+// channels are counted by protocol when scraped.
+func TestDiskCopiesAndGuestChannels(t *testing.T) {
+	m := New()
+	m.DiskCopied(64<<20, 10<<20, 2*time.Second)
+	want := `
+# HELP flotilla_agent_disk_copy_bytes_total Bytes of the disk copies this agent pulled and verified: kind=disk the image's bytes (holes included), kind=wire what came over the network (compressed, holes free).
+# TYPE flotilla_agent_disk_copy_bytes_total counter
+flotilla_agent_disk_copy_bytes_total{kind="disk"} 6.7108864e+07
+flotilla_agent_disk_copy_bytes_total{kind="wire"} 1.048576e+07
+`
+	if err := testutil.GatherAndCompare(m.Registry, strings.NewReader(want), "flotilla_agent_disk_copy_bytes_total"); err != nil {
+		t.Fatal(err)
+	}
+	if n := testutil.CollectAndCount(m.copyRate); n != 1 {
+		t.Fatalf("%d rate series", n)
+	}
+	m.GuestChannels(func() map[int]int { return map[int]int{0: 1, 2: 3} })
+	want = `
+# HELP flotilla_agent_guest_channels Guest channels connected now, by the protocol the guest side's HELLO named (v1, v2; none: connected, no HELLO yet).
+# TYPE flotilla_agent_guest_channels gauge
+flotilla_agent_guest_channels{protocol="none"} 1
+flotilla_agent_guest_channels{protocol="v1"} 0
+flotilla_agent_guest_channels{protocol="v2"} 3
+`
+	if err := testutil.GatherAndCompare(m.Registry, strings.NewReader(want), "flotilla_agent_guest_channels"); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -95,7 +95,8 @@ type Node struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	client atomic.Pointer[session.Client] // while Run runs
+	client atomic.Pointer[session.Client]    // while Run runs
+	guests atomic.Pointer[guestchan.Watcher] // while Run runs (metrics read it)
 }
 
 // New checks cfg and opens the step journal; Run does the rest. A Node
@@ -128,8 +129,21 @@ func New(cfg Config) (*Node, error) {
 	n.store = store
 	if cfg.Metrics != nil {
 		cfg.Metrics.Registered(func() bool { return n.Ready() == nil })
+		cfg.Metrics.GuestChannels(func() map[int]int {
+			if w := n.guests.Load(); w != nil {
+				return w.Connections()
+			}
+			return nil
+		})
 	}
 	return n, nil
+}
+
+// copied counts a finished disk copy in the metrics, if any.
+func (n *Node) copied(c transfer.Copied) {
+	if n.cfg.Metrics != nil {
+		n.cfg.Metrics.DiskCopied(c.Disk, c.Wire, c.Took)
+	}
 }
 
 // Ready returns nil while the agent is connected and registered with a
@@ -185,6 +199,8 @@ func (n *Node) Run(ctx context.Context) error {
 	// Closed after the executor (defers run in reverse), before the driver.
 	guests := guestchan.New(guestchan.Config{Sockets: drv, Logger: n.hlog, PingInterval: n.cfg.GuestPing})
 	defer guests.Close()
+	n.guests.Store(guests)
+	defer n.guests.Store(nil)
 
 	exec, err := executor.New(executor.Config{HostID: n.cfg.HostID, Driver: drv, Store: n.store, Logger: n.log, Mover: mover,
 		DiskReserve: n.cfg.DiskReserve, Guests: guests})
@@ -258,6 +274,7 @@ func (n *Node) startPeer(drv hypervisor.Driver, progress func(context.Context, t
 		HostID: cfg.HostID, Driver: drv, Logger: n.log,
 		ClientTLS: clientTLS, RequireClientIdentity: cfg.TLS.Enabled(),
 		Compression: cfg.CopyCompression, RateLimit: cfg.CopyRateLimit, Progress: progress,
+		Copied: n.copied,
 	})
 	// The one authorization table covers this server too (agents only;
 	// PullDisk then checks the certificate names the host of the offer).

@@ -492,6 +492,7 @@ func (s *sess) sender(ctx context.Context, reg *agentv1.Register) {
 		}
 		s.cancel(fmt.Errorf("send: %w", err))
 	}
+	reg.SentAt = timestamppb.Now() // as it goes, as heartbeats are
 	if err := s.stream.Send(&agentv1.ConnectRequest{Msg: &agentv1.ConnectRequest_Register{Register: reg}}); err != nil {
 		fail(err)
 		return
@@ -514,7 +515,8 @@ func (s *sess) sender(ctx context.Context, reg *agentv1.Register) {
 		case m := <-s.send:
 			err = s.stream.Send(m)
 		case <-hb.C:
-			err = s.stream.Send(&agentv1.ConnectRequest{Msg: &agentv1.ConnectRequest_Heartbeat{Heartbeat: &agentv1.Heartbeat{}}})
+			// Stamped as it goes: the coordinator measures our clock's skew from it.
+			err = s.stream.Send(&agentv1.ConnectRequest{Msg: &agentv1.ConnectRequest_Heartbeat{Heartbeat: &agentv1.Heartbeat{SentAt: timestamppb.Now()}}})
 		case <-s.c.out.ready:
 			err = s.sendQueued()
 		}

@@ -119,8 +119,12 @@ func (t *Transfer) pull(ctx context.Context, spec hypervisor.DomainSpec, layer h
 		}
 		return err
 	}
+	took := time.Since(started)
 	log.Info("disk imported", "disk_bytes", r.received, "wire_bytes", r.m.sent.Load(), "resumed", r.resumes,
-		"stream_version", max(r.version, 1), "took", time.Since(started).Round(time.Millisecond))
+		"stream_version", max(r.version, 1), "took", took.Round(time.Millisecond))
+	if t.cfg.Copied != nil {
+		t.cfg.Copied(Copied{Disk: int64(r.received), Wire: r.m.sent.Load(), Took: took})
+	}
 	return nil
 }
 

@@ -68,9 +68,19 @@ type Config struct {
 	// step is in it, see executor.StepFromContext).
 	Progress      func(context.Context, Progress)
 	ProgressEvery time.Duration // default DefaultProgressEvery
+	// Copied, when set, is told of each pull that ended with the disk
+	// verified (the agent's metrics count them).
+	Copied func(Copied)
 	// ResumeAttempts is how many times in a row a cut pull is resumed
 	// without getting further before the pull fails (default 5).
 	ResumeAttempts int
+}
+
+// Copied is one finished pull: the image's bytes verified (holes
+// included), the bytes that came over the network, and the time it took.
+type Copied struct {
+	Disk, Wire int64
+	Took       time.Duration
 }
 
 // Transfer offers local disks to peers and imports peers' disks. It is safe

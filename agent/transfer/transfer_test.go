@@ -159,7 +159,9 @@ func wantNoDomain(t *testing.T, n *node, id string) {
 }
 
 func TestMove(t *testing.T) {
-	src, dst := newNode(t, "host-s", nodeOpts{}), newNode(t, "host-t", nodeOpts{})
+	var copied []Copied
+	src := newNode(t, "host-s", nodeOpts{})
+	dst := newNode(t, "host-t", nodeOpts{cfg: func(c *Config) { c.Copied = func(c Copied) { copied = append(copied, c) } }})
 	want := stopped(t, src, "vm")
 	ctx := ctxT(t)
 	if err := src.tr.Offer(ctx, "vm", hypervisor.DiskWhole, token, "host-t", time.Now().Add(time.Minute)); err != nil {
@@ -178,6 +180,9 @@ func TestMove(t *testing.T) {
 	}
 	if st, _ := dst.drv.Status(ctx, "vm"); st.State != hypervisor.PowerShutOff {
 		t.Fatalf("imported domain is %s, want shut-off", st.State)
+	}
+	if len(copied) != 1 || copied[0].Disk != int64(len(want)) || copied[0].Wire <= 0 || copied[0].Took <= 0 {
+		t.Fatalf("copies told: %+v, want one of %d bytes", copied, len(want))
 	}
 	if err := dst.drv.Start(ctx, "vm"); err != nil {
 		t.Fatalf("Start after import: %v", err)

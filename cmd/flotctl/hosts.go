@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	flotillav1 "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
@@ -68,30 +69,163 @@ func hostCall(call func(c *cli, ctx context.Context, id string) (*flotillav1.Hos
 	}
 }
 
-// parseDrain builds a DrainHost request.
-func parseDrain(name string, args []string) (*flotillav1.DrainHostRequest, error) {
-	return parseWith(name, args, 1, defineDrain)
+// drainCmd is a parsed host drain: the request and --wait.
+type drainCmd struct {
+	req  *flotillav1.DrainHostRequest
+	wait waitFlags
 }
 
-func defineDrain(fs *pflag.FlagSet, name string) func([]string) (*flotillav1.DrainHostRequest, error) {
+// parseDrain builds a DrainHost request.
+func parseDrain(name string, args []string) (*flotillav1.DrainHostRequest, error) {
+	d, err := parseWith(name, args, 1, defineDrain)
+	return d.req, err
+}
+
+func defineDrain(fs *pflag.FlagSet, name string) func([]string) (drainCmd, error) {
 	policy := fs.String("policy", "stop", "stop: stop every instance where it is; move: move each to another host (stopped if none has room)")
 	graceful := fs.Duration("graceful", 10*time.Minute, "how long each guest gets to power off before it is destroyed")
-	return func(pos []string) (*flotillav1.DrainHostRequest, error) {
+	var w waitFlags
+	fs.BoolVar(&w.on, "wait", false, "wait until the drain is done (no instance left running or being acted on there), showing its progress, then show the host")
+	fs.DurationVar(&w.timeout, "wait-timeout", 0, "with --wait: give up waiting after this long, exit 5 (0: wait until the drain is done)")
+	return func(pos []string) (drainCmd, error) {
 		p, ok := parseFlagWord[flotillav1.DrainPolicy](strings.ToLower(*policy))
 		if !ok {
-			return nil, &usageError{name, fmt.Sprintf("--policy must be stop or move, not %q", *policy)}
+			return drainCmd{}, &usageError{name, fmt.Sprintf("--policy must be stop or move, not %q", *policy)}
 		}
 		if *graceful <= 0 {
-			return nil, &usageError{name, "--graceful must be positive"}
+			return drainCmd{}, &usageError{name, "--graceful must be positive"}
 		}
-		return &flotillav1.DrainHostRequest{Id: pos[0], Policy: p, GracefulTimeout: durationpb.New(*graceful)}, nil
+		if w.timeout < 0 {
+			return drainCmd{}, &usageError{name, "--wait-timeout must not be negative"}
+		}
+		return drainCmd{req: &flotillav1.DrainHostRequest{Id: pos[0], Policy: p, GracefulTimeout: durationpb.New(*graceful)}, wait: w}, nil
 	}
 }
 
-func runHostDrain(ctx context.Context, c *cli, req *flotillav1.DrainHostRequest) error {
-	return hostCall(func(c *cli, ctx context.Context, _ string) (*flotillav1.Host, error) {
-		return c.hosts.DrainHost(ctx, req)
-	})(ctx, c, []string{req.GetId()})
+func runHostDrain(ctx context.Context, c *cli, d drainCmd) error {
+	if !d.wait.on {
+		return hostCall(func(c *cli, ctx context.Context, _ string) (*flotillav1.Host, error) {
+			return c.hosts.DrainHost(ctx, d.req)
+		})(ctx, c, []string{d.req.GetId()})
+	}
+	closeConn, err := c.connect()
+	if err != nil {
+		return err
+	}
+	defer closeConn()
+	id := d.req.GetId()
+	cctx, cancel := c.call(ctx)
+	h, err := c.hosts.DrainHost(cctx, d.req)
+	cancel()
+	if err != nil {
+		return err
+	}
+	// Said at once, as for an operation's --wait: an interrupted wait
+	// leaves something to go on with.
+	note := c.stdout
+	if c.out.document() {
+		note = c.stderr
+	}
+	fmt.Fprintf(note, "host %s: draining, policy %s (Ctrl-C stops waiting, not the drain)\n",
+		escape(id), strings.ToLower(enumName(d.req.GetPolicy(), "DRAIN_POLICY_")))
+	var deadline time.Time
+	if d.wait.timeout > 0 {
+		deadline = time.Now().Add(d.wait.timeout)
+	}
+	p := c.newProgress()
+	h, err = c.waitDrain(ctx, h, deadline, p.showLine)
+	p.end()
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return &exitError{msg: fmt.Sprintf("stopped waiting; the drain of host %s goes on (see: flotctl host get %s)", id, id)}
+	case err != nil:
+		return err
+	}
+	return printHosts(c.stdout, c.out, []*flotillav1.Host{h})
+}
+
+// drainState is how far a drain has got: the instances still placed on
+// the host, and those of them an operation (the drain's stop or move, or
+// any other) still acts on.
+type drainState struct {
+	left, busy int
+	next       string // an instance still busy, to name in the progress line
+}
+
+func (s drainState) String() string {
+	out := fmt.Sprintf("%d instance(s) on the host, %d being stopped or moved", s.left, s.busy)
+	if s.next != "" {
+		out += " (e.g. " + escape(s.next) + ")"
+	}
+	return out
+}
+
+// waitDrain polls the host and its instances until the drain is done:
+// the host no longer DRAINING (nothing runs there) and no operation acting
+// on an instance still placed there. A host that goes DOWN or DISCONNECTED
+// ends the wait with an error: nothing moves until its agent is back.
+func (c *cli) waitDrain(ctx context.Context, h *flotillav1.Host, deadline time.Time, show func(string)) (*flotillav1.Host, error) {
+	id := h.GetId()
+	for {
+		st, err := c.drainState(ctx, id)
+		if err != nil {
+			return h, err
+		}
+		show(fmt.Sprintf("host %s %s: %s", escape(id), enumName(h.GetStatus(), "HOST_STATUS_"), st))
+		switch h.GetStatus() {
+		case flotillav1.HostStatus_HOST_STATUS_DOWN, flotillav1.HostStatus_HOST_STATUS_DISCONNECTED:
+			return h, &exitError{msg: fmt.Sprintf("host %s is %s: its drain waits for its agent to come back (see: flotctl host get %s)",
+				id, enumName(h.GetStatus(), "HOST_STATUS_"), id), code: exitUnavailable}
+		}
+		if h.GetStatus() != flotillav1.HostStatus_HOST_STATUS_DRAINING && st.busy == 0 {
+			return h, nil
+		}
+		if !deadline.IsZero() && time.Now().After(deadline) {
+			return h, &exitError{msg: fmt.Sprintf("timed out waiting for the drain of host %s (%s); it goes on: flotctl host get %s", id, st, id), code: exitTimedOut}
+		}
+		select {
+		case <-ctx.Done():
+			return h, ctx.Err()
+		case <-time.After(progressEvery):
+		}
+		cctx, cancel := c.call(ctx)
+		h, err = c.hosts.GetHost(cctx, &flotillav1.GetHostRequest{Id: id})
+		cancel()
+		if err != nil {
+			return h, err
+		}
+	}
+}
+
+// drainState lists the instances (every page) and counts those on host id.
+func (c *cli) drainState(ctx context.Context, id string) (drainState, error) {
+	var st drainState
+	req := &flotillav1.ListInstancesRequest{PageSize: 1000}
+	for {
+		cctx, cancel := c.call(ctx)
+		page, err := c.instances.ListInstances(cctx, req)
+		cancel()
+		if err != nil {
+			return st, err
+		}
+		for _, in := range page.GetInstances() {
+			if in.GetHostId() != id {
+				continue
+			}
+			st.left++
+			if in.GetCurrentOperationId() != "" {
+				st.busy++
+				if st.next == "" {
+					st.next = in.GetId()
+				}
+			}
+		}
+		if page.GetNextPageToken() == "" {
+			return st, nil
+		}
+		req = proto.CloneOf(req)
+		req.PageToken = page.GetNextPageToken()
+	}
 }
 
 // runHostRemove forgets a host whose agent is gone and that has nothing on it.

@@ -287,14 +287,40 @@ func printHosts(w io.Writer, f outFmt, hosts []*flotillav1.Host) error {
 			h.GetAgentVersion(),
 		})
 		if f.wide() {
-			rows[len(rows)-1] = append(rows[len(rows)-1], labelText(h.GetLabels()), strings.Join(h.GetBridges(), ","), timeText(h.GetRegisterTime()))
+			rows[len(rows)-1] = append(rows[len(rows)-1], labelText(h.GetLabels()), strings.Join(h.GetBridges(), ","), timeText(h.GetRegisterTime()),
+				skewText(h.GetClockSkew()), fmt.Sprint(len(h.GetWarnings())))
 		}
 	}
 	head := []string{"ID", "STATUS", "HYPERVISOR", "VCPUS", "MEMORY_MIB", "DISK_GIB", "INSTANCES", "ORPHANS", "EPOCH", "AGENT"}
 	if f.wide() {
-		head = append(head, "LABELS", "BRIDGES", "REGISTERED")
+		head = append(head, "LABELS", "BRIDGES", "REGISTERED", "CLOCK_SKEW", "WARNINGS")
 	}
-	return writeTable(w, head, rows)
+	if err := writeTable(w, head, rows); err != nil {
+		return err
+	}
+	// Warnings under the table, one line each, in every table format:
+	// they are what an operator must not miss.
+	for _, h := range hosts {
+		for _, warn := range h.GetWarnings() {
+			if _, err := fmt.Fprintf(w, "warning: host %s: %s\n", escape(h.GetId()), escape(warn)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// skewText is a clock skew with its sign ("+1.25s", "-300ms"), or empty
+// when it was not measured.
+func skewText(d *durationpb.Duration) string {
+	if d == nil {
+		return ""
+	}
+	v := d.AsDuration().Round(time.Millisecond)
+	if v >= 0 {
+		return "+" + v.String()
+	}
+	return v.String()
 }
 
 // printUsage writes each vocabulary's classes with the time spent in

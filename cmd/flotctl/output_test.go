@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	flotillav1 "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
@@ -172,6 +173,36 @@ func TestHostTable(t *testing.T) {
 		"host-a  READY   kvm         2/16   512/65536   10/1000   1          1        3      v0.1.0\n"
 	if b.String() != want {
 		t.Errorf("got\n%s\nwant\n%s", b.String(), want)
+	}
+}
+
+// A host's clock skew shows in the wide table; its warnings under every
+// table.
+func TestHostClockSkew(t *testing.T) {
+	hosts := []*flotillav1.Host{
+		{Id: "ok", ClockSkew: durationpb.New(-120 * time.Millisecond)},
+		{Id: "late", ClockSkew: durationpb.New(12 * time.Second), Warnings: []string{"clock skew 12s exceeds 2s: check NTP"}},
+		{Id: "new"},
+	}
+	for _, tc := range []struct {
+		out  outFmt
+		want []string
+	}{
+		{tableOut, []string{"warning: host late: clock skew 12s exceeds 2s: check NTP"}},
+		{outFmt{name: "wide"}, []string{"-120ms", "+12s", "warning: host late: clock skew 12s exceeds 2s: check NTP"}},
+	} {
+		var b bytes.Buffer
+		if err := printHosts(&b, tc.out, hosts); err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(b.String(), w) {
+				t.Errorf("%v output lacks %q:\n%s", tc.out, w, b.String())
+			}
+		}
+		if n := strings.Count(b.String(), "warning:"); n != 1 {
+			t.Errorf("%d warnings:\n%s", n, b.String())
+		}
 	}
 }
 

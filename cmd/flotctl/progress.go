@@ -121,8 +121,11 @@ func (c *cli) newProgress() *progress {
 	return p
 }
 
-func (p *progress) show(op *flotillav1.Operation) {
-	line := progressLine(op)
+func (p *progress) show(op *flotillav1.Operation) { p.showLine(progressLine(op)) }
+
+// showLine shows one line of progress: rewritten in place on a terminal,
+// else printed when it changed.
+func (p *progress) showLine(line string) {
 	if !p.live {
 		if line != p.last {
 			fmt.Fprintln(p.w, line)

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/flotilla-vm/flotilla/coordinator/convert"
 	"github.com/flotilla-vm/flotilla/coordinator/fsm"
@@ -55,6 +56,11 @@ type Config struct {
 	OnStepReport func(hostID string, epoch uint64, r *agentv1.StepReport)
 	// SendQueue bounds the messages waiting for one agent's stream; default 1024.
 	SendQueue int
+	// EventVisible, when set, is told for each agent event (a power
+	// event, a full resync, a guest report) how long it took from the
+	// agent's timestamp (clamped to our clock) until it was applied here,
+	// and its kind ("power", "resync", "guest").
+	EventVisible func(kind string, d time.Duration)
 }
 
 // Server implements agentv1.AgentServiceServer and tracks live sessions.
@@ -194,6 +200,7 @@ func (s *Server) Connect(stream agentv1.AgentService_ConnectServer) error {
 	if err != nil {
 		return err
 	}
+	received := s.cfg.Now()
 	reg := first.GetRegister()
 	if reg == nil {
 		return status.Error(codes.InvalidArgument, "the first message must be register")
@@ -250,7 +257,12 @@ func (s *Server) Connect(stream agentv1.AgentService_ConnectServer) error {
 
 	sendErr := make(chan error, 1)
 	go func() { sendErr <- s.sendLoop(ctx, stream, ss) }()
-	queue := make(chan []byte, 4*maxBatch)
+	queue := make(chan queued, 4*maxBatch)
+	if c, ok := s.hostClock(ss, reg.GetSentAt(), received); ok {
+		if cmd, err := fsm.Encode(fsm.TypeHostClock, s.cfg.Now(), c); err == nil {
+			queue <- queued{cmd: cmd} // the first of an empty queue
+		}
+	}
 	recvDone := make(chan error, 1)
 	go func() {
 		err := s.recvLoop(ctx, stream, ss, queue)
@@ -337,7 +349,7 @@ func (s *Server) sendLoop(ctx context.Context, stream agentv1.AgentService_Conne
 
 // recvLoop reads the agent's messages and queues its reports, in order, for
 // the committer; heartbeats only refresh the session's liveness.
-func (s *Server) recvLoop(ctx context.Context, stream agentv1.AgentService_ConnectServer, ss *session, queue chan<- []byte) error {
+func (s *Server) recvLoop(ctx context.Context, stream agentv1.AgentService_ConnectServer, ss *session, queue chan<- queued) error {
 	for {
 		m, err := stream.Recv()
 		if err != nil {
@@ -362,8 +374,10 @@ func (s *Server) recvLoop(ctx context.Context, stream agentv1.AgentService_Conne
 		if err != nil {
 			return status.Errorf(codes.Internal, "encode report: %v", err)
 		}
+		q := queued{cmd: cmd}
+		q.kind, q.at = eventOf(body)
 		select {
-		case queue <- cmd:
+		case queue <- q:
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-ss.done:
@@ -435,7 +449,11 @@ func (s *Server) command(ss *session, m *agentv1.ConnectRequest) (typ string, bo
 		}
 		typ, body = fsm.TypeGuestReport, r
 	case *agentv1.ConnectRequest_Heartbeat:
-		return "", nil, nil
+		c, ok := s.hostClock(ss, msg.Heartbeat.GetSentAt(), s.cfg.Now())
+		if !ok {
+			return "", nil, nil
+		}
+		typ, body = fsm.TypeHostClock, c
 	case *agentv1.ConnectRequest_Register:
 		return "", nil, status.Error(codes.InvalidArgument, "register is only valid as the first message")
 	default:
@@ -444,15 +462,60 @@ func (s *Server) command(ss *session, m *agentv1.ConnectRequest) (typ string, bo
 	return typ, body, nil
 }
 
+// hostClock measures a host's clock skew from a message the agent sent at
+// sent (nil from an agent that does not say) and we received at now, and returns the command that
+// records it when it is to be recorded and every server keeps it.
+func (s *Server) hostClock(ss *session, sent *timestamppb.Timestamp, now time.Time) (fsm.HostClock, bool) {
+	// Below log version 13 not even measured: the first measurement once
+	// the cluster is upgraded is then recorded.
+	if sent == nil || sent.CheckValid() != nil || s.cfg.Store != nil && s.cfg.Store.LogVersion() < fsm.LogVersion13 {
+		return fsm.HostClock{}, false
+	}
+	skew, record := ss.clock.measure(sent.AsTime(), now)
+	if !record {
+		return fsm.HostClock{}, false
+	}
+	return fsm.HostClock{HostID: ss.hostID, Epoch: ss.epoch, Skew: skew}, true
+}
+
+// queued is one report waiting to be committed: its command and, for an
+// agent event, its kind and the agent's (clamped) time of it.
+type queued struct {
+	cmd  []byte
+	kind string
+	at   time.Time
+}
+
+// eventOf returns the kind and time of the agent event a command records,
+// or a zero time for a command that records none.
+func eventOf(body any) (string, time.Time) {
+	switch b := body.(type) {
+	case fsm.Observe:
+		if b.Full {
+			return "resync", b.Taken
+		}
+		var at time.Time
+		for _, o := range b.Observations {
+			if at.IsZero() || o.Time.Before(at) {
+				at = o.Time
+			}
+		}
+		return "power", at
+	case fsm.GuestReport:
+		return "guest", b.Time
+	}
+	return "", time.Time{}
+}
+
 // maxBatch bounds how many queued reports share one log entry.
 const maxBatch = 256
 
 // commitLoop commits an agent's reports in the order they came: whatever
 // queued up while the previous entry was being committed goes into the
 // next one, so a busy host costs one fsync per batch, not per report.
-func (s *Server) commitLoop(ctx context.Context, ss *session, queue <-chan []byte) error {
+func (s *Server) commitLoop(ctx context.Context, ss *session, queue <-chan queued) error {
 	for {
-		var cmds [][]byte
+		var cmds []queued
 		select {
 		case c, ok := <-queue:
 			if !ok {
@@ -477,10 +540,22 @@ func (s *Server) commitLoop(ctx context.Context, ss *session, queue <-chan []byt
 		s.mu.Lock()
 		ss.busy = true
 		s.mu.Unlock()
-		errs, err := s.commit(ctx, cmds)
+		encoded := make([][]byte, len(cmds))
+		for i, c := range cmds {
+			encoded[i] = c.cmd
+		}
+		errs, err := s.commit(ctx, encoded)
+		now := s.cfg.Now()
 		s.mu.Lock()
-		ss.lastSeen, ss.busy = s.cfg.Now(), false
+		ss.lastSeen, ss.busy = now, false
 		s.mu.Unlock()
+		if err == nil && s.cfg.EventVisible != nil {
+			for _, c := range cmds {
+				if !c.at.IsZero() {
+					s.cfg.EventVisible(c.kind, max(now.Sub(c.at), 0))
+				}
+			}
+		}
 		if err != nil {
 			// The log could not take the reports (e.g. leadership lost): end
 			// the session so the agent reconnects and resends from scratch.

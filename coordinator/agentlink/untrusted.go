@@ -72,6 +72,35 @@ type clock struct {
 	s      *Server
 	host   string
 	warned bool
+	// recorded is the skew last recorded in the log for this session (ok:
+	// one was).
+	recorded   time.Duration
+	ok         bool
+	skewWarned bool
+}
+
+// skewStep is how far a host's measured skew must move from the one
+// recorded before it is recorded again: a heartbeat's time in flight
+// varies, and each record is a write to the log.
+const skewStep = 250 * time.Millisecond
+
+// measure takes the agent's clock at sending a message (sent) against the
+// coordinator's at receiving it (now), and returns the skew and whether it is to
+// be recorded: the first of the session, and then when it has moved by
+// more than skewStep. The message's time in flight counts as skew (the
+// agent behind); on a LAN that is far below what matters.
+func (c *clock) measure(sent, now time.Time) (time.Duration, bool) {
+	skew := sent.Sub(now)
+	if c.ok && (skew-c.recorded).Abs() <= skewStep {
+		return skew, false
+	}
+	c.recorded, c.ok = skew, true
+	if skew.Abs() > convert.ClockSkewWarning && !c.skewWarned {
+		c.skewWarned = true
+		c.s.log.Warn("agent clock skew: the host's clock is off the coordinator's; check its time synchronisation",
+			"host", c.host, "skew", skew.Round(time.Millisecond).String())
+	}
+	return skew, true
 }
 
 // clamp returns t, or now if t is more than maxSkew ahead of now.

@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/flotilla-vm/flotilla/coordinator/convert"
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
@@ -256,43 +257,35 @@ func (s *instances) WatchInstances(r *pb.WatchInstancesRequest, stream pb.Instan
 	if rev == 0 {
 		rev = s.store.Revision()
 	}
+	// A watcher that sees every instance as it is gets each revision's
+	// message encoded once for all such watchers (watchfeed); others
+	// convert and encode their own.
+	shared := s.encoded != nil && r.InstanceId == "" && len(vocabs) == 0 && seesAll(ctx)
 	// One message per revision, with every matching change in it. The
 	// history is read a page at a time, its records shared (not copied),
-	// so a watcher replaying a long history holds one page at a time.
-	var msg *pb.WatchInstancesResponse
-	flush := func() error {
-		if msg == nil || len(msg.Instances) == 0 {
-			msg = nil
-			return nil
-		}
-		err := stream.Send(msg)
-		msg = nil
-		return err
-	}
+	// so a watcher replaying a long history holds one page at a time; a
+	// page ends at a revision's end.
 	for {
 		changes, changed, more, err := s.store.Changes(rev, watchPage)
 		if err != nil {
 			return toStatus(err)
 		}
-		for _, e := range changes {
-			if msg != nil && msg.Revision != e.Revision {
-				if err := flush(); err != nil {
-					return err
-				}
+		leave := func() {}
+		if len(changes) > watchPaced {
+			if leave, err = s.gate.Enter(ctx); err != nil {
+				return nil // the watcher went
 			}
-			if msg == nil {
-				msg = &pb.WatchInstancesResponse{Revision: e.Revision}
-			}
-			rev = e.Revision
-			if (r.InstanceId == "" || e.Instance.ID == r.InstanceId) && seesInstance(ctx, e.Instance) {
-				msg.Instances = append(msg.Instances, s.instanceToPB(e.Instance, vocabs))
-			}
+		}
+		if err := s.sendChanges(ctx, stream, r.InstanceId, vocabs, shared, changes); err != nil {
+			leave()
+			return err
+		}
+		leave()
+		if len(changes) > 0 {
+			rev = changes[len(changes)-1].Revision
 		}
 		if more {
-			continue // a page ends at a revision's end: msg is complete or empty
-		}
-		if err := flush(); err != nil {
-			return err
+			continue
 		}
 		select {
 		case <-changed:
@@ -302,8 +295,53 @@ func (s *instances) WatchInstances(r *pb.WatchInstancesRequest, stream pb.Instan
 	}
 }
 
+// sendChanges sends a page of changes, one message per revision.
+func (s *instances) sendChanges(ctx context.Context, stream pb.InstanceService_WatchInstancesServer, id string, vocabs []vocabulary.Vocabulary, shared bool, changes []state.Change) error {
+	for len(changes) > 0 {
+		n := 1
+		for n < len(changes) && changes[n].Revision == changes[0].Revision {
+			n++
+		}
+		one := changes[:n]
+		changes = changes[n:]
+		if shared {
+			b, err := s.feed.Get(one[0].Revision, func() ([]byte, error) { return proto.Marshal(s.watchMessage(ctx, one, "", nil)) })
+			if err != nil {
+				return status.Errorf(codes.Internal, "encode revision %d: %v", one[0].Revision, err)
+			}
+			if err := stream.SendMsg(s.encoded(b)); err != nil {
+				return err
+			}
+			continue
+		}
+		if msg := s.watchMessage(ctx, one, id, vocabs); len(msg.Instances) > 0 {
+			if err := stream.Send(msg); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// watchMessage is one revision's message: its changes that the caller
+// sees (of one instance, if id is set).
+func (s *instances) watchMessage(ctx context.Context, changes []state.Change, id string, vocabs []vocabulary.Vocabulary) *pb.WatchInstancesResponse {
+	msg := &pb.WatchInstancesResponse{Revision: changes[0].Revision}
+	for _, e := range changes {
+		if (id == "" || e.Instance.ID == id) && seesInstance(ctx, e.Instance) {
+			msg.Instances = append(msg.Instances, s.instanceToPB(e.Instance, vocabs))
+		}
+	}
+	return msg
+}
+
 // watchPage is how many history changes a watcher reads at once.
 const watchPage = 512
+
+// watchPaced: a page of more changes than this is a replay of history,
+// sent through the gate (watchfeed.Gate); a watcher keeping up gets a
+// few changes a page and is not held back.
+const watchPaced = 16
 
 // readyTimeout is a create's readiness timeout: nil when it gives none.
 func readyTimeout(r *pb.CreateInstanceRequest) *time.Duration {

@@ -21,6 +21,12 @@ func sees(ctx context.Context, project string) bool {
 	return !ok || p.Sees(project)
 }
 
+// seesAll reports whether the caller sees every project's instances.
+func seesAll(ctx context.Context) bool {
+	p, ok := authz.FromContext(ctx)
+	return !ok || !p.Verified || p.Has(authz.Admin)
+}
+
 // seesInstance reports whether the caller may see an instance record.
 func seesInstance(ctx context.Context, i *state.Instance) bool { return sees(ctx, state.ProjectOf(i)) }
 

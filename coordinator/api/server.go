@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"log/slog"
+	"runtime"
 	"time"
 
 	"google.golang.org/grpc"
@@ -14,6 +15,7 @@ import (
 	"github.com/flotilla-vm/flotilla/coordinator/secrets"
 	"github.com/flotilla-vm/flotilla/coordinator/service"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
+	"github.com/flotilla-vm/flotilla/coordinator/watchfeed"
 	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
 
@@ -43,6 +45,11 @@ type Config struct {
 	SoftDeleteRetention time.Duration
 	Logger              *slog.Logger
 	Now                 func() time.Time // defaults to time.Now
+	// Encoded wraps an encoded message so that the server writes it as
+	// is (forward.Forwarder.Encoded, with its ServerCodec installed):
+	// watchers then share each revision's encoding. nil: each watcher
+	// encodes its own.
+	Encoded func([]byte) any
 }
 
 // WriteMethods are the methods that change state: on a follower they are
@@ -96,6 +103,10 @@ type core struct {
 	raft  Applier
 	log   *slog.Logger
 	now   func() time.Time
+	// feed and encoded share watch messages among watchers (Config.Encoded).
+	feed    *watchfeed.Cache
+	encoded func([]byte) any
+	gate    *watchfeed.Gate // paces watchers replaying history
 }
 
 func newCore(cfg Config) *core {
@@ -107,8 +118,19 @@ func newCore(cfg Config) *core {
 	}
 	svc := service.New(service.Config{Store: cfg.Store, Applier: cfg.Applier, Policy: cfg.Policy, Deadlines: cfg.Deadlines, ReadinessTimeout: cfg.ReadinessTimeout, Now: cfg.Now,
 		Secrets: cfg.Secrets, SoftDeleteRetention: cfg.SoftDeleteRetention})
-	return &core{svc: svc, store: cfg.Store, raft: cfg.Applier, log: cfg.Logger, now: cfg.Now}
+	return &core{svc: svc, store: cfg.Store, raft: cfg.Applier, log: cfg.Logger, now: cfg.Now,
+		feed: watchfeed.New(watchFeedRevisions), encoded: cfg.Encoded,
+		gate: watchfeed.NewGate(runtime.GOMAXPROCS(0)/2, watchHold)}
 }
+
+// watchFeedRevisions is how many revisions' encoded watch messages are
+// kept for watchers to share: watchers replaying together stay within a
+// few pages of each other; at about 1 KiB a message, a few MiB.
+const watchFeedRevisions = 4 * watchPage
+
+// watchHold is the longest a replaying watcher keeps its place in the
+// gate: sending a page takes a few milliseconds to a client that reads.
+const watchHold = 50 * time.Millisecond
 
 // Register adds the public services (instances, operations, hosts, cluster, usage, networks) to s.
 func Register(s grpc.ServiceRegistrar, cfg Config) {

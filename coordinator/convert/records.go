@@ -1,6 +1,7 @@
 package convert
 
 import (
+	"fmt"
 	"net/netip"
 	"time"
 
@@ -193,22 +194,47 @@ func OperationToPB(o *state.Operation) *pb.Operation {
 // soft is the part of used that soft-deleted instances hold.
 func HostToPB(h *state.Host, used, soft state.Resources, count, running int32) *pb.Host {
 	return &pb.Host{
-		SoftDeleted:     &pb.Resources{Vcpus: soft.VCPUs, MemoryMib: soft.MemoryMiB, DiskGib: soft.DiskGiB},
-		Id:              h.ID,
-		Status:          hostStatus(h, running),
-		Labels:          h.Labels,
-		Cordoned:        h.Cordoned,
-		HypervisorKind:  h.Kind,
-		Capacity:        &pb.Resources{Vcpus: h.Capacity.VCPUs, MemoryMib: h.Capacity.MemoryMiB, DiskGib: h.Capacity.DiskGiB},
-		Allocated:       &pb.Resources{Vcpus: used.VCPUs, MemoryMib: used.MemoryMiB, DiskGib: used.DiskGiB},
-		Epoch:           h.Epoch,
-		InstanceCount:   count,
-		OrphanDomains:   h.Orphans,
-		RegisterTime:    ts(h.RegisterTime),
-		AgentVersion:    h.AgentVersion,
-		ManagedNetworks: h.ManagedNetworks,
-		Bridges:         h.Bridges,
+		SoftDeleted:       &pb.Resources{Vcpus: soft.VCPUs, MemoryMib: soft.MemoryMiB, DiskGib: soft.DiskGiB},
+		Id:                h.ID,
+		Status:            hostStatus(h, running),
+		Labels:            h.Labels,
+		Cordoned:          h.Cordoned,
+		HypervisorKind:    h.Kind,
+		Capacity:          &pb.Resources{Vcpus: h.Capacity.VCPUs, MemoryMib: h.Capacity.MemoryMiB, DiskGib: h.Capacity.DiskGiB},
+		Allocated:         &pb.Resources{Vcpus: used.VCPUs, MemoryMib: used.MemoryMiB, DiskGib: used.DiskGiB},
+		Epoch:             h.Epoch,
+		InstanceCount:     count,
+		OrphanDomains:     h.Orphans,
+		RegisterTime:      ts(h.RegisterTime),
+		AgentVersion:      h.AgentVersion,
+		ManagedNetworks:   h.ManagedNetworks,
+		Bridges:           h.Bridges,
+		Warnings:          HostWarnings(h),
+		ClockSkew:         clockSkew(h),
+		ClockMeasuredTime: ts(h.ClockMeasured),
 	}
+}
+
+// ClockSkewWarning is the clock skew (either way) past which a host gets
+// a warning: its power events and guest reports are ordered on its clock,
+// and 5 s ahead its timestamps are no longer believed (agentlink).
+const ClockSkewWarning = 2 * time.Second
+
+// HostWarnings are the conditions of a host an operator should look at.
+func HostWarnings(h *state.Host) []string {
+	var out []string
+	if !h.ClockMeasured.IsZero() && (h.ClockSkew > ClockSkewWarning || h.ClockSkew < -ClockSkewWarning) {
+		out = append(out, fmt.Sprintf("clock skew %s exceeds %s: check the host's time synchronisation (NTP)",
+			h.ClockSkew.Round(time.Millisecond), ClockSkewWarning))
+	}
+	return out
+}
+
+func clockSkew(h *state.Host) *durationpb.Duration {
+	if h.ClockMeasured.IsZero() {
+		return nil
+	}
+	return durationpb.New(h.ClockSkew)
 }
 
 // NetworkToPB converts a network; inUse is how many addresses instances

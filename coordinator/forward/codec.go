@@ -32,3 +32,8 @@ func (f *Forwarder) ServerCodec() grpc.ServerOption {
 	f.passReplies.Store(true)
 	return grpc.ForceServerCodecV2(passthrough{encoding.GetCodecV2(encproto.Name)})
 }
+
+// Encoded wraps a message already encoded (e.g. one watch message shared
+// by many watchers) so that the server, with ServerCodec installed,
+// writes it as is. The bytes are not copied: never change them.
+func (f *Forwarder) Encoded(b []byte) any { return rawReply(b) }

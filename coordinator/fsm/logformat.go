@@ -42,8 +42,10 @@ const (
 	// LogVersion9 adds deallocate, soft delete (InstanceAction.retain and
 	// reclaim_before), restore and upgrade.
 	LogVersion9 uint32 = 9
+	// LogVersion13 adds hosts' clock skew (host.clock).
+	LogVersion13 uint32 = 13
 	// SupportedLogVersion is the newest version this server reads and writes.
-	SupportedLogVersion = LogVersion9
+	SupportedLogVersion = LogVersion13
 )
 
 // entryMarker starts every entry of format 2; never '{' nor 0xF1, which

@@ -310,6 +310,7 @@ func hostToPB(h *state.Host) *raftv1.Host {
 		Epoch:    h.Epoch, RegisterTimeUnixNano: unixNano(h.RegisterTime), AgentVersion: h.AgentVersion,
 		Orphans: h.Orphans, Labels: h.Labels, Cordoned: h.Cordoned, Draining: h.Draining, ModifyRev: h.ModifyRev,
 		PeerAddr: h.PeerAddr, ManagedNetworks: h.ManagedNetworks, Bridges: h.Bridges,
+		ClockSkewNanos: int64(h.ClockSkew), ClockMeasuredUnixNano: unixNano(h.ClockMeasured),
 	}
 }
 
@@ -319,6 +320,7 @@ func hostFromPB(m *raftv1.Host) state.Host {
 		RegisterTime: fromUnixNano(m.RegisterTimeUnixNano), AgentVersion: m.AgentVersion, Orphans: m.Orphans,
 		Labels: labels(m.Labels), Cordoned: m.Cordoned, Draining: m.Draining, ModifyRev: m.ModifyRev, PeerAddr: m.PeerAddr,
 		ManagedNetworks: m.ManagedNetworks, Bridges: nonEmpty(m.Bridges),
+		ClockSkew: time.Duration(m.ClockSkewNanos), ClockMeasured: fromUnixNano(m.ClockMeasuredUnixNano),
 	}
 	if c := m.Capacity; c != nil {
 		h.Capacity = state.Resources{VCPUs: c.Vcpus, MemoryMiB: c.MemoryMib, DiskGiB: c.DiskGib}

@@ -44,6 +44,7 @@ type Coordinator struct {
 	opsFinished  *prometheus.CounterVec
 	opDuration   *prometheus.HistogramVec
 	watches      prometheus.Gauge
+	eventVisible *prometheus.HistogramVec
 	// ends holds the children of opsFinished and opDuration for the
 	// known kinds and ends, made once: the store tells of an ending
 	// operation under its write lock, where a vector's own lookup (a lock
@@ -98,6 +99,11 @@ func New() *Coordinator {
 			Name: "flotilla_watch_streams",
 			Help: "Watch streams (WatchInstances and the like) open on this member.",
 		}),
+		eventVisible: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "flotilla_event_visible_seconds",
+			Help:    "Time from an agent's event (its timestamp, clamped to this member's clock) until this member, the leader, applied it, by kind (power, resync, guest).",
+			Buckets: []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10},
+		}, []string{"kind"}),
 		ends: map[opEnd]endMetrics{},
 	}
 	for kind := range lifecycle.DefaultDeadlines {
@@ -114,7 +120,7 @@ func New() *Coordinator {
 	build.Set(1)
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.grpc, m.applyLatency, m.batchSize, m.opsFinished, m.opDuration, m.watches, build,
+		m.grpc, m.applyLatency, m.batchSize, m.opsFinished, m.opDuration, m.watches, m.eventVisible, build,
 	)
 	return m
 }
@@ -141,6 +147,12 @@ func (m *Coordinator) OperationEnded(kind lifecycle.OpKind, end state.OpState, t
 	}
 	e.finished.Inc()
 	e.duration.Observe(max(took, 0).Seconds())
+}
+
+// EventVisible is agentlink.Config.EventVisible: an agent's event of
+// kind was applied d after the agent stamped it.
+func (m *Coordinator) EventVisible(kind string, d time.Duration) {
+	m.eventVisible.WithLabelValues(kind).Observe(d.Seconds())
 }
 
 // UnaryInterceptor counts and times unary API calls by method and code.

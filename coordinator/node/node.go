@@ -214,12 +214,16 @@ func Start(cfg Config) (*Node, error) {
 		supported = min(supported, cfg.LogVersionMax)
 	}
 	n.gate = upgrade.New(gateCluster{n}, n.probeLogVersion, supported, cfg.Logger)
+	var visible func(string, time.Duration)
+	if cfg.Metrics != nil {
+		visible = cfg.Metrics.EventVisible
+	}
 	links := agentlink.New(agentlink.Config{Applier: rs, Logger: cfg.Logger, HeartbeatInterval: cfg.HeartbeatInterval, ResyncInterval: cfg.ResyncInterval, LeaderAPIAddr: n.LeaderAPIAddr, Store: store,
 		OnStepReport: func(hostID string, epoch uint64, r *agentv1.StepReport) {
 			if o := n.orch.Load(); o != nil {
 				o.StepReport(hostID, epoch, r)
 			}
-		}})
+		}, EventVisible: visible})
 	// Followers ping the leader on idle connections too, so a relay stream
 	// to a leader that vanished (no FIN, no RST) fails within seconds
 	// rather than when TCP gives up.
@@ -250,7 +254,7 @@ func Start(cfg Config) (*Node, error) {
 	)...)
 	// Through the forwarder, so writes relayed by followers run on the same handlers.
 	api.Register(fwd.Registrar(gs), api.Config{Store: store, Applier: rs, Cluster: rs, Upgrade: n.gate, Policy: cfg.Placement, Deadlines: cfg.Deadlines, ReadinessTimeout: cfg.ReadinessTimeout, Logger: cfg.Logger,
-		Secrets: n.secrets, SoftDeleteRetention: cfg.SoftDeleteRetention})
+		Secrets: n.secrets, SoftDeleteRetention: cfg.SoftDeleteRetention, Encoded: fwd.Encoded})
 	fwd.RegisterRelay(gs)
 	agentv1.RegisterAgentServiceServer(gs, links)
 	if cfg.Metrics != nil {

@@ -406,6 +406,10 @@ type Host struct {
 	// Bridges are the host bridges it has (bridge networks).
 	ManagedNetworks bool     `json:"managed_networks,omitempty"`
 	Bridges         []string `json:"bridges,omitempty"`
+	// ClockSkew is the agent's clock minus the coordinator's, as last
+	// measured (at ClockMeasured; zero time: never).
+	ClockSkew     time.Duration `json:"clock_skew,omitempty"`
+	ClockMeasured time.Time     `json:"clock_measured,omitzero"`
 }
 
 // Resources is an amount of vCPU, memory and disk.

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/flotilla-vm/flotilla/internal/testenv"
 	flotillav1 "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
@@ -318,6 +319,55 @@ func testHosts(c *cluster, id string) {
 	}
 	c.ok("host", "uncordon", "fake-1")
 	c.ok("start", id, "--wait")
+
+	// --wait: the host first, progress on stderr (a pipe: plain lines),
+	// then the host once nothing runs or is acted on there.
+	r := c.ok("host", "drain", "fake-1", "--policy", "stop", "--wait")
+	first, table, _ := strings.Cut(r.stdout, "\n")
+	if first != "host fake-1: draining, policy stop (Ctrl-C stops waiting, not the drain)" {
+		t.Errorf("drain --wait first line: %s", r)
+	}
+	if row := parseTable(t, table).row(t, "ID", "fake-1"); row["STATUS"] != "CORDONED" {
+		t.Errorf("drain --wait: %v\n%s", row, r)
+	}
+	if !strings.Contains(r.stderr, "host fake-1 DRAINING: 1 instance(s) on the host") {
+		t.Errorf("drain --wait progress: %s", r)
+	}
+	if in := fromJSON(t, c.ok("get", id, "-o", "json").stdout, &flotillav1.Instance{}); in.GetStatus() != flotillav1.Status_STATUS_STOPPED || in.GetCurrentOperationId() != "" {
+		t.Errorf("after drain --wait: %v", in)
+	}
+	// Nothing left to drain: done at once; a document on stdout, the note on stderr.
+	r = c.ok("host", "drain", "fake-1", "--wait", "-o", "json")
+	if h := fromJSON(t, r.stdout, &flotillav1.Host{}); h.GetStatus() != flotillav1.HostStatus_HOST_STATUS_CORDONED || !strings.HasPrefix(r.stderr, "host fake-1: draining") {
+		t.Errorf("drain --wait -o json: %s", r)
+	}
+	c.ok("host", "uncordon", "fake-1")
+	c.ok("start", id, "--wait")
+	// --wait-timeout passed while the stop runs: exit 5, the drain goes on.
+	r = c.run("host", "drain", "fake-1", "--wait", "--wait-timeout", "1ms", "-o", "json")
+	if r.code != 5 || !strings.Contains(r.stderr, "flotctl: timed out waiting for the drain of host fake-1") || r.stdout != "" {
+		t.Errorf("drain --wait-timeout 1ms: %s", r)
+	}
+	c.ok("host", "drain", "fake-1", "--wait")
+	c.ok("host", "uncordon", "fake-1")
+	c.ok("start", id, "--wait")
+	// On a terminal: one progress line rewritten in place.
+	code, screen := c.onTerminal("host", "drain", "fake-1", "--wait")
+	if code != 0 || !strings.Contains(screen, "host fake-1: draining") || !strings.Contains(screen, "\r\x1b[K") ||
+		!strings.Contains(screen, "host fake-1 DRAINING: ") || !strings.Contains(screen, "CORDONED") {
+		t.Errorf("drain --wait on a terminal: exit %d, terminal showed %q", code, screen)
+	}
+	c.ok("host", "uncordon", "fake-1")
+	c.ok("start", id, "--wait")
+
+	// The agent's clock skew, measured from its registration and heartbeats.
+	testenv.Eventually(t, 30*time.Second, "the host's clock skew", func() bool {
+		h := fromJSON(t, c.ok("host", "get", "fake-1", "-o", "json").stdout, &flotillav1.Host{})
+		return h.GetClockSkew() != nil && h.GetClockSkew().AsDuration().Abs() < 2*time.Second && len(h.GetWarnings()) == 0
+	})
+	if row := parseTable(t, c.ok("host", "list", "-o", "wide").stdout).row(t, "ID", "fake-1"); row["CLOCK_SKEW"] == "-" || row["WARNINGS"] != "0" {
+		t.Errorf("host list -o wide: %v", row)
+	}
 	c.fails(3, "NotFound: host \"nope\": not found (check the id: flotctl host list)", "host", "get", "nope")
 }
 

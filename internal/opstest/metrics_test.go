@@ -78,6 +78,11 @@ func TestMetricsAfterOperations(t *testing.T) {
 	if commit, _ := m.value("flotilla_raft_commit_index"); commit < 4 {
 		t.Errorf("flotilla_raft_commit_index %v", commit)
 	}
+	// The stop's power event (and the creates') reached the leader.
+	testenv.Eventually(t, 30*time.Second, "flotilla_event_visible_seconds{kind=power} to count the power events", func() bool {
+		n, _ := scrape(t, coordHTTP).value("flotilla_event_visible_seconds_count", "kind=power")
+		return n >= 1
+	})
 
 	waitMetrics(t, agentHTTP, []expect{
 		{"flotilla_agent_registered", nil, 1},
@@ -88,6 +93,9 @@ func TestMetricsAfterOperations(t *testing.T) {
 		{"flotilla_agent_steps_total", nil, 6}, // and so none failed
 		{"flotilla_agent_step_duration_seconds_count", []string{"action=create"}, 2},
 		{"flotilla_build_info", nil, 1},
+		// The fake hypervisor's guests have no channel: none connected.
+		{"flotilla_agent_guest_channels", []string{"protocol=v1"}, 0},
+		{"flotilla_agent_guest_channels", []string{"protocol=v2"}, 0},
 	})
 
 	// Every metric either daemon exposes is in docs/observability.md.

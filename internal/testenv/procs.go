@@ -270,3 +270,14 @@ func (p *Proc) LogCount(s string) int {
 	}
 	return strings.Count(string(b), s)
 }
+
+// Pid is the process id of the running process (0 if it is not running),
+// e.g. to read its memory from /proc.
+func (p *Proc) Pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil || p.cmd.Process == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}

@@ -240,7 +240,16 @@ type Host struct {
 	// The host can create libvirt networks (serves every NAT and ISOLATED network).
 	ManagedNetworks bool `protobuf:"varint,13,opt,name=managed_networks,json=managedNetworks,proto3" json:"managed_networks,omitempty"`
 	// The host bridges present on the host (it serves the BRIDGE networks on them).
-	Bridges       []string `protobuf:"bytes,14,rep,name=bridges,proto3" json:"bridges,omitempty"`
+	Bridges []string `protobuf:"bytes,14,rep,name=bridges,proto3" json:"bridges,omitempty"`
+	// The agent's clock minus the coordinator's, as last measured from its
+	// heartbeats (unset until measured). Timestamps from an agent more than
+	// 5 s ahead are taken as the coordinator's now.
+	ClockSkew *durationpb.Duration `protobuf:"bytes,220,opt,name=clock_skew,json=clockSkew,proto3" json:"clock_skew,omitempty"`
+	// When clock_skew was measured.
+	ClockMeasuredTime *timestamppb.Timestamp `protobuf:"bytes,221,opt,name=clock_measured_time,json=clockMeasuredTime,proto3" json:"clock_measured_time,omitempty"`
+	// Conditions an operator should look at, one line each, e.g.
+	// "clock skew 12s exceeds 2s: check the host's NTP".
+	Warnings      []string `protobuf:"bytes,222,rep,name=warnings,proto3" json:"warnings,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -376,6 +385,27 @@ func (x *Host) GetManagedNetworks() bool {
 func (x *Host) GetBridges() []string {
 	if x != nil {
 		return x.Bridges
+	}
+	return nil
+}
+
+func (x *Host) GetClockSkew() *durationpb.Duration {
+	if x != nil {
+		return x.ClockSkew
+	}
+	return nil
+}
+
+func (x *Host) GetClockMeasuredTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ClockMeasuredTime
+	}
+	return nil
+}
+
+func (x *Host) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
 	}
 	return nil
 }
@@ -768,7 +798,7 @@ const file_flotilla_v1_host_proto_rawDesc = "" +
 	"\x05vcpus\x18\x01 \x01(\rR\x05vcpus\x12\x1d\n" +
 	"\n" +
 	"memory_mib\x18\x02 \x01(\x04R\tmemoryMib\x12\x19\n" +
-	"\bdisk_gib\x18\x03 \x01(\x04R\adiskGib\"\xb3\x05\n" +
+	"\bdisk_gib\x18\x03 \x01(\x04R\adiskGib\"\xd8\x06\n" +
 	"\x04Host\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12/\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x17.flotilla.v1.HostStatusR\x06status\x12'\n" +
@@ -785,7 +815,11 @@ const file_flotilla_v1_host_proto_rawDesc = "" +
 	"\x06labels\x18\v \x03(\v2\x1d.flotilla.v1.Host.LabelsEntryR\x06labels\x12\x1a\n" +
 	"\bcordoned\x18\f \x01(\bR\bcordoned\x12)\n" +
 	"\x10managed_networks\x18\r \x01(\bR\x0fmanagedNetworks\x12\x18\n" +
-	"\abridges\x18\x0e \x03(\tR\abridges\x1a9\n" +
+	"\abridges\x18\x0e \x03(\tR\abridges\x129\n" +
+	"\n" +
+	"clock_skew\x18\xdc\x01 \x01(\v2\x19.google.protobuf.DurationR\tclockSkew\x12K\n" +
+	"\x13clock_measured_time\x18\xdd\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x11clockMeasuredTime\x12\x1b\n" +
+	"\bwarnings\x18\xde\x01 \x03(\tR\bwarnings\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x12\n" +
@@ -866,26 +900,28 @@ var file_flotilla_v1_host_proto_depIdxs = []int32{
 	2,  // 3: flotilla.v1.Host.soft_deleted:type_name -> flotilla.v1.Resources
 	13, // 4: flotilla.v1.Host.register_time:type_name -> google.protobuf.Timestamp
 	12, // 5: flotilla.v1.Host.labels:type_name -> flotilla.v1.Host.LabelsEntry
-	3,  // 6: flotilla.v1.ListHostsResponse.hosts:type_name -> flotilla.v1.Host
-	14, // 7: flotilla.v1.DrainHostRequest.graceful_timeout:type_name -> google.protobuf.Duration
-	1,  // 8: flotilla.v1.DrainHostRequest.policy:type_name -> flotilla.v1.DrainPolicy
-	4,  // 9: flotilla.v1.HostService.ListHosts:input_type -> flotilla.v1.ListHostsRequest
-	6,  // 10: flotilla.v1.HostService.GetHost:input_type -> flotilla.v1.GetHostRequest
-	7,  // 11: flotilla.v1.HostService.CordonHost:input_type -> flotilla.v1.CordonHostRequest
-	10, // 12: flotilla.v1.HostService.UncordonHost:input_type -> flotilla.v1.UncordonHostRequest
-	11, // 13: flotilla.v1.HostService.DrainHost:input_type -> flotilla.v1.DrainHostRequest
-	8,  // 14: flotilla.v1.HostService.RemoveHost:input_type -> flotilla.v1.RemoveHostRequest
-	5,  // 15: flotilla.v1.HostService.ListHosts:output_type -> flotilla.v1.ListHostsResponse
-	3,  // 16: flotilla.v1.HostService.GetHost:output_type -> flotilla.v1.Host
-	3,  // 17: flotilla.v1.HostService.CordonHost:output_type -> flotilla.v1.Host
-	3,  // 18: flotilla.v1.HostService.UncordonHost:output_type -> flotilla.v1.Host
-	3,  // 19: flotilla.v1.HostService.DrainHost:output_type -> flotilla.v1.Host
-	9,  // 20: flotilla.v1.HostService.RemoveHost:output_type -> flotilla.v1.RemoveHostResponse
-	15, // [15:21] is the sub-list for method output_type
-	9,  // [9:15] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	14, // 6: flotilla.v1.Host.clock_skew:type_name -> google.protobuf.Duration
+	13, // 7: flotilla.v1.Host.clock_measured_time:type_name -> google.protobuf.Timestamp
+	3,  // 8: flotilla.v1.ListHostsResponse.hosts:type_name -> flotilla.v1.Host
+	14, // 9: flotilla.v1.DrainHostRequest.graceful_timeout:type_name -> google.protobuf.Duration
+	1,  // 10: flotilla.v1.DrainHostRequest.policy:type_name -> flotilla.v1.DrainPolicy
+	4,  // 11: flotilla.v1.HostService.ListHosts:input_type -> flotilla.v1.ListHostsRequest
+	6,  // 12: flotilla.v1.HostService.GetHost:input_type -> flotilla.v1.GetHostRequest
+	7,  // 13: flotilla.v1.HostService.CordonHost:input_type -> flotilla.v1.CordonHostRequest
+	10, // 14: flotilla.v1.HostService.UncordonHost:input_type -> flotilla.v1.UncordonHostRequest
+	11, // 15: flotilla.v1.HostService.DrainHost:input_type -> flotilla.v1.DrainHostRequest
+	8,  // 16: flotilla.v1.HostService.RemoveHost:input_type -> flotilla.v1.RemoveHostRequest
+	5,  // 17: flotilla.v1.HostService.ListHosts:output_type -> flotilla.v1.ListHostsResponse
+	3,  // 18: flotilla.v1.HostService.GetHost:output_type -> flotilla.v1.Host
+	3,  // 19: flotilla.v1.HostService.CordonHost:output_type -> flotilla.v1.Host
+	3,  // 20: flotilla.v1.HostService.UncordonHost:output_type -> flotilla.v1.Host
+	3,  // 21: flotilla.v1.HostService.DrainHost:output_type -> flotilla.v1.Host
+	9,  // 22: flotilla.v1.HostService.RemoveHost:output_type -> flotilla.v1.RemoveHostResponse
+	17, // [17:23] is the sub-list for method output_type
+	11, // [11:17] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_v1_host_proto_init() }

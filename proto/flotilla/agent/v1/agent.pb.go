@@ -1261,7 +1261,9 @@ type Register struct {
 	// The host can create libvirt networks (NAT and ISOLATED).
 	ManagedNetworks bool `protobuf:"varint,8,opt,name=managed_networks,json=managedNetworks,proto3" json:"managed_networks,omitempty"`
 	// The host bridges present on the host, for BRIDGE networks.
-	Bridges       []string `protobuf:"bytes,9,rep,name=bridges,proto3" json:"bridges,omitempty"`
+	Bridges []string `protobuf:"bytes,9,rep,name=bridges,proto3" json:"bridges,omitempty"`
+	// The agent's clock when it sent this message (see Heartbeat.sent_at).
+	SentAt        *timestamppb.Timestamp `protobuf:"bytes,220,opt,name=sent_at,json=sentAt,proto3" json:"sent_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1355,6 +1357,13 @@ func (x *Register) GetManagedNetworks() bool {
 func (x *Register) GetBridges() []string {
 	if x != nil {
 		return x.Bridges
+	}
+	return nil
+}
+
+func (x *Register) GetSentAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SentAt
 	}
 	return nil
 }
@@ -1554,7 +1563,10 @@ func (x *Inventory) GetObservedAt() *timestamppb.Timestamp {
 
 // Heartbeat says the agent is alive.
 type Heartbeat struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The agent's clock when it sent this heartbeat: the coordinator takes
+	// the difference from its own clock as the host's clock skew (ops2).
+	SentAt        *timestamppb.Timestamp `protobuf:"bytes,220,opt,name=sent_at,json=sentAt,proto3" json:"sent_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1587,6 +1599,13 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
 	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Heartbeat) GetSentAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SentAt
+	}
+	return nil
 }
 
 // RunStep asks the agent to run one step of an operation.
@@ -2337,7 +2356,7 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\brun_step\x18\x02 \x01(\v2\x1a.flotilla.agent.v1.RunStepH\x00R\arunStep\x12=\n" +
 	"\n" +
 	"query_step\x18\x03 \x01(\v2\x1c.flotilla.agent.v1.QueryStepH\x00R\tqueryStepB\x05\n" +
-	"\x03msg\"\xc7\x03\n" +
+	"\x03msg\"\xfd\x03\n" +
 	"\bRegister\x12\x17\n" +
 	"\ahost_id\x18\x01 \x01(\tR\x06hostId\x12'\n" +
 	"\x0fhypervisor_kind\x18\x02 \x01(\tR\x0ehypervisorKind\x122\n" +
@@ -2347,7 +2366,8 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\x06labels\x18\x06 \x03(\v2'.flotilla.agent.v1.Register.LabelsEntryR\x06labels\x12!\n" +
 	"\fpeer_address\x18\a \x01(\tR\vpeerAddress\x12)\n" +
 	"\x10managed_networks\x18\b \x01(\bR\x0fmanagedNetworks\x12\x18\n" +
-	"\abridges\x18\t \x03(\tR\abridges\x1a9\n" +
+	"\abridges\x18\t \x03(\tR\abridges\x124\n" +
+	"\asent_at\x18\xdc\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb0\x01\n" +
@@ -2366,8 +2386,9 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\tInventory\x128\n" +
 	"\adomains\x18\x01 \x03(\v2\x1e.flotilla.agent.v1.DomainStateR\adomains\x12;\n" +
 	"\vobserved_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"observedAt\"\v\n" +
-	"\tHeartbeat\"\x9c\x06\n" +
+	"observedAt\"A\n" +
+	"\tHeartbeat\x124\n" +
+	"\asent_at\x18\xdc\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\"\x9c\x06\n" +
 	"\aRunStep\x12!\n" +
 	"\foperation_id\x18\x01 \x01(\tR\voperationId\x12\x1f\n" +
 	"\vinstance_id\x18\x02 \x01(\tR\n" +
@@ -2560,35 +2581,37 @@ var file_flotilla_agent_v1_agent_proto_depIdxs = []int32{
 	25, // 15: flotilla.agent.v1.Register.capacity:type_name -> flotilla.v1.Resources
 	13, // 16: flotilla.agent.v1.Register.inventory:type_name -> flotilla.agent.v1.DomainState
 	23, // 17: flotilla.agent.v1.Register.labels:type_name -> flotilla.agent.v1.Register.LabelsEntry
-	26, // 18: flotilla.agent.v1.Registered.heartbeat_interval:type_name -> google.protobuf.Duration
-	26, // 19: flotilla.agent.v1.Registered.resync_interval:type_name -> google.protobuf.Duration
-	27, // 20: flotilla.agent.v1.DomainState.state:type_name -> flotilla.v1.PowerState
-	24, // 21: flotilla.agent.v1.DomainState.observed_at:type_name -> google.protobuf.Timestamp
-	13, // 22: flotilla.agent.v1.Inventory.domains:type_name -> flotilla.agent.v1.DomainState
-	24, // 23: flotilla.agent.v1.Inventory.observed_at:type_name -> google.protobuf.Timestamp
-	28, // 24: flotilla.agent.v1.RunStep.kind:type_name -> flotilla.v1.OperationKind
-	29, // 25: flotilla.agent.v1.RunStep.spec:type_name -> flotilla.v1.InstanceSpec
-	26, // 26: flotilla.agent.v1.RunStep.graceful_timeout:type_name -> google.protobuf.Duration
-	24, // 27: flotilla.agent.v1.RunStep.deadline:type_name -> google.protobuf.Timestamp
-	3,  // 28: flotilla.agent.v1.RunStep.action:type_name -> flotilla.agent.v1.StepAction
-	2,  // 29: flotilla.agent.v1.RunStep.disk_layer:type_name -> flotilla.agent.v1.DiskLayer
-	18, // 30: flotilla.agent.v1.RunStep.nics:type_name -> flotilla.agent.v1.Nic
-	19, // 31: flotilla.agent.v1.RunStep.guest:type_name -> flotilla.agent.v1.GuestConfig
-	17, // 32: flotilla.agent.v1.RunStep.password:type_name -> flotilla.agent.v1.GuestPassword
-	30, // 33: flotilla.agent.v1.Nic.mode:type_name -> flotilla.v1.NetworkMode
-	4,  // 34: flotilla.agent.v1.StepReport.state:type_name -> flotilla.agent.v1.StepReportState
-	22, // 35: flotilla.agent.v1.StepReport.result:type_name -> flotilla.agent.v1.StepResult
-	31, // 36: flotilla.agent.v1.StepResult.fault:type_name -> flotilla.v1.Fault
-	13, // 37: flotilla.agent.v1.StepResult.state:type_name -> flotilla.agent.v1.DomainState
-	8,  // 38: flotilla.agent.v1.AgentService.Connect:input_type -> flotilla.agent.v1.ConnectRequest
-	5,  // 39: flotilla.agent.v1.AgentPeerService.PullDisk:input_type -> flotilla.agent.v1.PullDiskRequest
-	10, // 40: flotilla.agent.v1.AgentService.Connect:output_type -> flotilla.agent.v1.ConnectResponse
-	6,  // 41: flotilla.agent.v1.AgentPeerService.PullDisk:output_type -> flotilla.agent.v1.DiskChunk
-	40, // [40:42] is the sub-list for method output_type
-	38, // [38:40] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	24, // 18: flotilla.agent.v1.Register.sent_at:type_name -> google.protobuf.Timestamp
+	26, // 19: flotilla.agent.v1.Registered.heartbeat_interval:type_name -> google.protobuf.Duration
+	26, // 20: flotilla.agent.v1.Registered.resync_interval:type_name -> google.protobuf.Duration
+	27, // 21: flotilla.agent.v1.DomainState.state:type_name -> flotilla.v1.PowerState
+	24, // 22: flotilla.agent.v1.DomainState.observed_at:type_name -> google.protobuf.Timestamp
+	13, // 23: flotilla.agent.v1.Inventory.domains:type_name -> flotilla.agent.v1.DomainState
+	24, // 24: flotilla.agent.v1.Inventory.observed_at:type_name -> google.protobuf.Timestamp
+	24, // 25: flotilla.agent.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
+	28, // 26: flotilla.agent.v1.RunStep.kind:type_name -> flotilla.v1.OperationKind
+	29, // 27: flotilla.agent.v1.RunStep.spec:type_name -> flotilla.v1.InstanceSpec
+	26, // 28: flotilla.agent.v1.RunStep.graceful_timeout:type_name -> google.protobuf.Duration
+	24, // 29: flotilla.agent.v1.RunStep.deadline:type_name -> google.protobuf.Timestamp
+	3,  // 30: flotilla.agent.v1.RunStep.action:type_name -> flotilla.agent.v1.StepAction
+	2,  // 31: flotilla.agent.v1.RunStep.disk_layer:type_name -> flotilla.agent.v1.DiskLayer
+	18, // 32: flotilla.agent.v1.RunStep.nics:type_name -> flotilla.agent.v1.Nic
+	19, // 33: flotilla.agent.v1.RunStep.guest:type_name -> flotilla.agent.v1.GuestConfig
+	17, // 34: flotilla.agent.v1.RunStep.password:type_name -> flotilla.agent.v1.GuestPassword
+	30, // 35: flotilla.agent.v1.Nic.mode:type_name -> flotilla.v1.NetworkMode
+	4,  // 36: flotilla.agent.v1.StepReport.state:type_name -> flotilla.agent.v1.StepReportState
+	22, // 37: flotilla.agent.v1.StepReport.result:type_name -> flotilla.agent.v1.StepResult
+	31, // 38: flotilla.agent.v1.StepResult.fault:type_name -> flotilla.v1.Fault
+	13, // 39: flotilla.agent.v1.StepResult.state:type_name -> flotilla.agent.v1.DomainState
+	8,  // 40: flotilla.agent.v1.AgentService.Connect:input_type -> flotilla.agent.v1.ConnectRequest
+	5,  // 41: flotilla.agent.v1.AgentPeerService.PullDisk:input_type -> flotilla.agent.v1.PullDiskRequest
+	10, // 42: flotilla.agent.v1.AgentService.Connect:output_type -> flotilla.agent.v1.ConnectResponse
+	6,  // 43: flotilla.agent.v1.AgentPeerService.PullDisk:output_type -> flotilla.agent.v1.DiskChunk
+	42, // [42:44] is the sub-list for method output_type
+	40, // [40:42] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_agent_v1_agent_proto_init() }

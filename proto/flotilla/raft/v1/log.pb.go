@@ -692,6 +692,71 @@ func (x *DisconnectHost) GetDown() bool {
 	return false
 }
 
+// HostClock records a host's clock skew as the leader measured it from
+// its agent's heartbeats (log version 13).
+type HostClock struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The host.
+	HostId string `protobuf:"bytes,1,opt,name=host_id,json=hostId,proto3" json:"host_id,omitempty"`
+	// The session's epoch.
+	Epoch uint64 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// The agent's clock minus the coordinator's, in nanoseconds.
+	SkewNanos     int64 `protobuf:"zigzag64,3,opt,name=skew_nanos,json=skewNanos,proto3" json:"skew_nanos,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HostClock) Reset() {
+	*x = HostClock{}
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HostClock) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HostClock) ProtoMessage() {}
+
+func (x *HostClock) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HostClock.ProtoReflect.Descriptor instead.
+func (*HostClock) Descriptor() ([]byte, []int) {
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *HostClock) GetHostId() string {
+	if x != nil {
+		return x.HostId
+	}
+	return ""
+}
+
+func (x *HostClock) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *HostClock) GetSkewNanos() int64 {
+	if x != nil {
+		return x.SkewNanos
+	}
+	return 0
+}
+
 // RemoveHost forgets a host with nothing on it whose agent is not
 // connected (log version 6).
 type RemoveHost struct {
@@ -704,7 +769,7 @@ type RemoveHost struct {
 
 func (x *RemoveHost) Reset() {
 	*x = RemoveHost{}
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[10]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -716,7 +781,7 @@ func (x *RemoveHost) String() string {
 func (*RemoveHost) ProtoMessage() {}
 
 func (x *RemoveHost) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[10]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -729,7 +794,7 @@ func (x *RemoveHost) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveHost.ProtoReflect.Descriptor instead.
 func (*RemoveHost) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{10}
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RemoveHost) GetHostId() string {
@@ -752,7 +817,7 @@ type CordonHost struct {
 
 func (x *CordonHost) Reset() {
 	*x = CordonHost{}
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[11]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -764,7 +829,7 @@ func (x *CordonHost) String() string {
 func (*CordonHost) ProtoMessage() {}
 
 func (x *CordonHost) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[11]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -777,7 +842,7 @@ func (x *CordonHost) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CordonHost.ProtoReflect.Descriptor instead.
 func (*CordonHost) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{11}
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CordonHost) GetHostId() string {
@@ -811,7 +876,7 @@ type DrainHost struct {
 
 func (x *DrainHost) Reset() {
 	*x = DrainHost{}
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[12]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -823,7 +888,7 @@ func (x *DrainHost) String() string {
 func (*DrainHost) ProtoMessage() {}
 
 func (x *DrainHost) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[12]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -836,7 +901,7 @@ func (x *DrainHost) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainHost.ProtoReflect.Descriptor instead.
 func (*DrainHost) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{12}
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DrainHost) GetHostId() string {
@@ -880,7 +945,7 @@ type Recover struct {
 
 func (x *Recover) Reset() {
 	*x = Recover{}
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[13]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -892,7 +957,7 @@ func (x *Recover) String() string {
 func (*Recover) ProtoMessage() {}
 
 func (x *Recover) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[13]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -905,7 +970,7 @@ func (x *Recover) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Recover.ProtoReflect.Descriptor instead.
 func (*Recover) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{13}
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Recover) GetInstanceId() string {
@@ -941,7 +1006,7 @@ type Observe struct {
 
 func (x *Observe) Reset() {
 	*x = Observe{}
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[14]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -953,7 +1018,7 @@ func (x *Observe) String() string {
 func (*Observe) ProtoMessage() {}
 
 func (x *Observe) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[14]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -966,7 +1031,7 @@ func (x *Observe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Observe.ProtoReflect.Descriptor instead.
 func (*Observe) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{14}
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Observe) GetHostId() string {
@@ -1015,7 +1080,7 @@ type RegisterServer struct {
 
 func (x *RegisterServer) Reset() {
 	*x = RegisterServer{}
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[15]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1027,7 +1092,7 @@ func (x *RegisterServer) String() string {
 func (*RegisterServer) ProtoMessage() {}
 
 func (x *RegisterServer) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[15]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1040,7 +1105,7 @@ func (x *RegisterServer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterServer.ProtoReflect.Descriptor instead.
 func (*RegisterServer) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{15}
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RegisterServer) GetServer() *Server {
@@ -1061,7 +1126,7 @@ type RemoveServer struct {
 
 func (x *RemoveServer) Reset() {
 	*x = RemoveServer{}
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[16]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1073,7 +1138,7 @@ func (x *RemoveServer) String() string {
 func (*RemoveServer) ProtoMessage() {}
 
 func (x *RemoveServer) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[16]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1086,7 +1151,7 @@ func (x *RemoveServer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServer.ProtoReflect.Descriptor instead.
 func (*RemoveServer) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{16}
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RemoveServer) GetId() string {
@@ -1113,7 +1178,7 @@ type Place struct {
 
 func (x *Place) Reset() {
 	*x = Place{}
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[17]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1125,7 +1190,7 @@ func (x *Place) String() string {
 func (*Place) ProtoMessage() {}
 
 func (x *Place) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[17]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1138,7 +1203,7 @@ func (x *Place) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Place.ProtoReflect.Descriptor instead.
 func (*Place) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{17}
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Place) GetInstanceId() string {
@@ -1182,7 +1247,7 @@ type Preempt struct {
 
 func (x *Preempt) Reset() {
 	*x = Preempt{}
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[18]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1194,7 +1259,7 @@ func (x *Preempt) String() string {
 func (*Preempt) ProtoMessage() {}
 
 func (x *Preempt) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[18]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1207,7 +1272,7 @@ func (x *Preempt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Preempt.ProtoReflect.Descriptor instead.
 func (*Preempt) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{18}
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Preempt) GetForInstanceId() string {
@@ -1233,7 +1298,7 @@ type StartUsage struct {
 
 func (x *StartUsage) Reset() {
 	*x = StartUsage{}
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[19]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1245,7 +1310,7 @@ func (x *StartUsage) String() string {
 func (*StartUsage) ProtoMessage() {}
 
 func (x *StartUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[19]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1258,7 +1323,7 @@ func (x *StartUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartUsage.ProtoReflect.Descriptor instead.
 func (*StartUsage) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{19}
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{20}
 }
 
 // Prune removes deleted instances whose retention has passed.
@@ -1274,7 +1339,7 @@ type Prune struct {
 
 func (x *Prune) Reset() {
 	*x = Prune{}
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[20]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1286,7 +1351,7 @@ func (x *Prune) String() string {
 func (*Prune) ProtoMessage() {}
 
 func (x *Prune) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[20]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1299,7 +1364,7 @@ func (x *Prune) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Prune.ProtoReflect.Descriptor instead.
 func (*Prune) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{20}
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Prune) GetBeforeUnixNano() int64 {
@@ -1339,7 +1404,7 @@ type CopyProgress struct {
 
 func (x *CopyProgress) Reset() {
 	*x = CopyProgress{}
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[21]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1351,7 +1416,7 @@ func (x *CopyProgress) String() string {
 func (*CopyProgress) ProtoMessage() {}
 
 func (x *CopyProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[21]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1364,7 +1429,7 @@ func (x *CopyProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CopyProgress.ProtoReflect.Descriptor instead.
 func (*CopyProgress) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{21}
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CopyProgress) GetOperationId() string {
@@ -1428,7 +1493,7 @@ type SetLogVersion struct {
 
 func (x *SetLogVersion) Reset() {
 	*x = SetLogVersion{}
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[22]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1440,7 +1505,7 @@ func (x *SetLogVersion) String() string {
 func (*SetLogVersion) ProtoMessage() {}
 
 func (x *SetLogVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[22]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1453,7 +1518,7 @@ func (x *SetLogVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetLogVersion.ProtoReflect.Descriptor instead.
 func (*SetLogVersion) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{22}
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SetLogVersion) GetVersion() uint32 {
@@ -1474,7 +1539,7 @@ type CreateNetwork struct {
 
 func (x *CreateNetwork) Reset() {
 	*x = CreateNetwork{}
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[23]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1486,7 +1551,7 @@ func (x *CreateNetwork) String() string {
 func (*CreateNetwork) ProtoMessage() {}
 
 func (x *CreateNetwork) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[23]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1499,7 +1564,7 @@ func (x *CreateNetwork) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateNetwork.ProtoReflect.Descriptor instead.
 func (*CreateNetwork) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{23}
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CreateNetwork) GetNetwork() *Network {
@@ -1520,7 +1585,7 @@ type DeleteNetwork struct {
 
 func (x *DeleteNetwork) Reset() {
 	*x = DeleteNetwork{}
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[24]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1532,7 +1597,7 @@ func (x *DeleteNetwork) String() string {
 func (*DeleteNetwork) ProtoMessage() {}
 
 func (x *DeleteNetwork) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[24]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1545,7 +1610,7 @@ func (x *DeleteNetwork) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteNetwork.ProtoReflect.Descriptor instead.
 func (*DeleteNetwork) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{24}
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DeleteNetwork) GetName() string {
@@ -1592,7 +1657,7 @@ type GuestReport struct {
 
 func (x *GuestReport) Reset() {
 	*x = GuestReport{}
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[25]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1604,7 +1669,7 @@ func (x *GuestReport) String() string {
 func (*GuestReport) ProtoMessage() {}
 
 func (x *GuestReport) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[25]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1617,7 +1682,7 @@ func (x *GuestReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GuestReport.ProtoReflect.Descriptor instead.
 func (*GuestReport) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{25}
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GuestReport) GetHostId() string {
@@ -1736,7 +1801,7 @@ type Strand struct {
 
 func (x *Strand) Reset() {
 	*x = Strand{}
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[26]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1748,7 +1813,7 @@ func (x *Strand) String() string {
 func (*Strand) ProtoMessage() {}
 
 func (x *Strand) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[26]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1761,7 +1826,7 @@ func (x *Strand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Strand.ProtoReflect.Descriptor instead.
 func (*Strand) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{26}
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Strand) GetInstanceId() string {
@@ -1806,7 +1871,7 @@ type PutProject struct {
 
 func (x *PutProject) Reset() {
 	*x = PutProject{}
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[27]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1818,7 +1883,7 @@ func (x *PutProject) String() string {
 func (*PutProject) ProtoMessage() {}
 
 func (x *PutProject) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[27]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1831,7 +1896,7 @@ func (x *PutProject) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutProject.ProtoReflect.Descriptor instead.
 func (*PutProject) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{27}
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *PutProject) GetProject() *Project {
@@ -1864,7 +1929,7 @@ type TopUpProject struct {
 
 func (x *TopUpProject) Reset() {
 	*x = TopUpProject{}
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[28]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1876,7 +1941,7 @@ func (x *TopUpProject) String() string {
 func (*TopUpProject) ProtoMessage() {}
 
 func (x *TopUpProject) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[28]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1889,7 +1954,7 @@ func (x *TopUpProject) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopUpProject.ProtoReflect.Descriptor instead.
 func (*TopUpProject) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{28}
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *TopUpProject) GetName() string {
@@ -1931,7 +1996,7 @@ type FreezeProject struct {
 
 func (x *FreezeProject) Reset() {
 	*x = FreezeProject{}
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[29]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1943,7 +2008,7 @@ func (x *FreezeProject) String() string {
 func (*FreezeProject) ProtoMessage() {}
 
 func (x *FreezeProject) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[29]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1956,7 +2021,7 @@ func (x *FreezeProject) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreezeProject.ProtoReflect.Descriptor instead.
 func (*FreezeProject) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{29}
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *FreezeProject) GetName() string {
@@ -1998,7 +2063,7 @@ type ChargeProjects struct {
 
 func (x *ChargeProjects) Reset() {
 	*x = ChargeProjects{}
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[30]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2010,7 +2075,7 @@ func (x *ChargeProjects) String() string {
 func (*ChargeProjects) ProtoMessage() {}
 
 func (x *ChargeProjects) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[30]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2023,7 +2088,7 @@ func (x *ChargeProjects) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChargeProjects.ProtoReflect.Descriptor instead.
 func (*ChargeProjects) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{30}
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ChargeProjects) GetCharges() []*ProjectCharge {
@@ -2048,7 +2113,7 @@ type ProjectCharge struct {
 
 func (x *ProjectCharge) Reset() {
 	*x = ProjectCharge{}
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[31]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2060,7 +2125,7 @@ func (x *ProjectCharge) String() string {
 func (*ProjectCharge) ProtoMessage() {}
 
 func (x *ProjectCharge) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_raft_v1_log_proto_msgTypes[31]
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2073,7 +2138,7 @@ func (x *ProjectCharge) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectCharge.ProtoReflect.Descriptor instead.
 func (*ProjectCharge) Descriptor() ([]byte, []int) {
-	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{31}
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ProjectCharge) GetName() string {
@@ -2145,7 +2210,12 @@ const file_flotilla_raft_v1_log_proto_rawDesc = "" +
 	"\x0eDisconnectHost\x12\x17\n" +
 	"\ahost_id\x18\x01 \x01(\tR\x06hostId\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x12\n" +
-	"\x04down\x18\x03 \x01(\bR\x04down\"%\n" +
+	"\x04down\x18\x03 \x01(\bR\x04down\"Y\n" +
+	"\tHostClock\x12\x17\n" +
+	"\ahost_id\x18\x01 \x01(\tR\x06hostId\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x1d\n" +
+	"\n" +
+	"skew_nanos\x18\x03 \x01(\x12R\tskewNanos\"%\n" +
 	"\n" +
 	"RemoveHost\x12\x17\n" +
 	"\ahost_id\x18\x01 \x01(\tR\x06hostId\"=\n" +
@@ -2259,7 +2329,7 @@ func file_flotilla_raft_v1_log_proto_rawDescGZIP() []byte {
 	return file_flotilla_raft_v1_log_proto_rawDescData
 }
 
-var file_flotilla_raft_v1_log_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_flotilla_raft_v1_log_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_flotilla_raft_v1_log_proto_goTypes = []any{
 	(*Entry)(nil),          // 0: flotilla.raft.v1.Entry
 	(*Batch)(nil),          // 1: flotilla.raft.v1.Batch
@@ -2271,62 +2341,63 @@ var file_flotilla_raft_v1_log_proto_goTypes = []any{
 	(*Cancel)(nil),         // 7: flotilla.raft.v1.Cancel
 	(*RegisterHost)(nil),   // 8: flotilla.raft.v1.RegisterHost
 	(*DisconnectHost)(nil), // 9: flotilla.raft.v1.DisconnectHost
-	(*RemoveHost)(nil),     // 10: flotilla.raft.v1.RemoveHost
-	(*CordonHost)(nil),     // 11: flotilla.raft.v1.CordonHost
-	(*DrainHost)(nil),      // 12: flotilla.raft.v1.DrainHost
-	(*Recover)(nil),        // 13: flotilla.raft.v1.Recover
-	(*Observe)(nil),        // 14: flotilla.raft.v1.Observe
-	(*RegisterServer)(nil), // 15: flotilla.raft.v1.RegisterServer
-	(*RemoveServer)(nil),   // 16: flotilla.raft.v1.RemoveServer
-	(*Place)(nil),          // 17: flotilla.raft.v1.Place
-	(*Preempt)(nil),        // 18: flotilla.raft.v1.Preempt
-	(*StartUsage)(nil),     // 19: flotilla.raft.v1.StartUsage
-	(*Prune)(nil),          // 20: flotilla.raft.v1.Prune
-	(*CopyProgress)(nil),   // 21: flotilla.raft.v1.CopyProgress
-	(*SetLogVersion)(nil),  // 22: flotilla.raft.v1.SetLogVersion
-	(*CreateNetwork)(nil),  // 23: flotilla.raft.v1.CreateNetwork
-	(*DeleteNetwork)(nil),  // 24: flotilla.raft.v1.DeleteNetwork
-	(*GuestReport)(nil),    // 25: flotilla.raft.v1.GuestReport
-	(*Strand)(nil),         // 26: flotilla.raft.v1.Strand
-	(*PutProject)(nil),     // 27: flotilla.raft.v1.PutProject
-	(*TopUpProject)(nil),   // 28: flotilla.raft.v1.TopUpProject
-	(*FreezeProject)(nil),  // 29: flotilla.raft.v1.FreezeProject
-	(*ChargeProjects)(nil), // 30: flotilla.raft.v1.ChargeProjects
-	(*ProjectCharge)(nil),  // 31: flotilla.raft.v1.ProjectCharge
-	(*Instance)(nil),       // 32: flotilla.raft.v1.Instance
-	(*Operation)(nil),      // 33: flotilla.raft.v1.Operation
-	(*Policy)(nil),         // 34: flotilla.raft.v1.Policy
-	(*Fault)(nil),          // 35: flotilla.raft.v1.Fault
-	(*Observation)(nil),    // 36: flotilla.raft.v1.Observation
-	(*Host)(nil),           // 37: flotilla.raft.v1.Host
-	(*Server)(nil),         // 38: flotilla.raft.v1.Server
-	(*Network)(nil),        // 39: flotilla.raft.v1.Network
-	(*Project)(nil),        // 40: flotilla.raft.v1.Project
+	(*HostClock)(nil),      // 10: flotilla.raft.v1.HostClock
+	(*RemoveHost)(nil),     // 11: flotilla.raft.v1.RemoveHost
+	(*CordonHost)(nil),     // 12: flotilla.raft.v1.CordonHost
+	(*DrainHost)(nil),      // 13: flotilla.raft.v1.DrainHost
+	(*Recover)(nil),        // 14: flotilla.raft.v1.Recover
+	(*Observe)(nil),        // 15: flotilla.raft.v1.Observe
+	(*RegisterServer)(nil), // 16: flotilla.raft.v1.RegisterServer
+	(*RemoveServer)(nil),   // 17: flotilla.raft.v1.RemoveServer
+	(*Place)(nil),          // 18: flotilla.raft.v1.Place
+	(*Preempt)(nil),        // 19: flotilla.raft.v1.Preempt
+	(*StartUsage)(nil),     // 20: flotilla.raft.v1.StartUsage
+	(*Prune)(nil),          // 21: flotilla.raft.v1.Prune
+	(*CopyProgress)(nil),   // 22: flotilla.raft.v1.CopyProgress
+	(*SetLogVersion)(nil),  // 23: flotilla.raft.v1.SetLogVersion
+	(*CreateNetwork)(nil),  // 24: flotilla.raft.v1.CreateNetwork
+	(*DeleteNetwork)(nil),  // 25: flotilla.raft.v1.DeleteNetwork
+	(*GuestReport)(nil),    // 26: flotilla.raft.v1.GuestReport
+	(*Strand)(nil),         // 27: flotilla.raft.v1.Strand
+	(*PutProject)(nil),     // 28: flotilla.raft.v1.PutProject
+	(*TopUpProject)(nil),   // 29: flotilla.raft.v1.TopUpProject
+	(*FreezeProject)(nil),  // 30: flotilla.raft.v1.FreezeProject
+	(*ChargeProjects)(nil), // 31: flotilla.raft.v1.ChargeProjects
+	(*ProjectCharge)(nil),  // 32: flotilla.raft.v1.ProjectCharge
+	(*Instance)(nil),       // 33: flotilla.raft.v1.Instance
+	(*Operation)(nil),      // 34: flotilla.raft.v1.Operation
+	(*Policy)(nil),         // 35: flotilla.raft.v1.Policy
+	(*Fault)(nil),          // 36: flotilla.raft.v1.Fault
+	(*Observation)(nil),    // 37: flotilla.raft.v1.Observation
+	(*Host)(nil),           // 38: flotilla.raft.v1.Host
+	(*Server)(nil),         // 39: flotilla.raft.v1.Server
+	(*Network)(nil),        // 40: flotilla.raft.v1.Network
+	(*Project)(nil),        // 41: flotilla.raft.v1.Project
 }
 var file_flotilla_raft_v1_log_proto_depIdxs = []int32{
-	32, // 0: flotilla.raft.v1.CreateInstance.instance:type_name -> flotilla.raft.v1.Instance
-	33, // 1: flotilla.raft.v1.CreateInstance.operation:type_name -> flotilla.raft.v1.Operation
-	34, // 2: flotilla.raft.v1.CreateInstance.policy:type_name -> flotilla.raft.v1.Policy
-	33, // 3: flotilla.raft.v1.InstanceAction.operation:type_name -> flotilla.raft.v1.Operation
-	34, // 4: flotilla.raft.v1.InstanceAction.policy:type_name -> flotilla.raft.v1.Policy
+	33, // 0: flotilla.raft.v1.CreateInstance.instance:type_name -> flotilla.raft.v1.Instance
+	34, // 1: flotilla.raft.v1.CreateInstance.operation:type_name -> flotilla.raft.v1.Operation
+	35, // 2: flotilla.raft.v1.CreateInstance.policy:type_name -> flotilla.raft.v1.Policy
+	34, // 3: flotilla.raft.v1.InstanceAction.operation:type_name -> flotilla.raft.v1.Operation
+	35, // 4: flotilla.raft.v1.InstanceAction.policy:type_name -> flotilla.raft.v1.Policy
 	5,  // 5: flotilla.raft.v1.Dispatch.steps:type_name -> flotilla.raft.v1.DispatchStep
-	35, // 6: flotilla.raft.v1.Finish.fault:type_name -> flotilla.raft.v1.Fault
-	36, // 7: flotilla.raft.v1.Finish.observed:type_name -> flotilla.raft.v1.Observation
-	37, // 8: flotilla.raft.v1.RegisterHost.host:type_name -> flotilla.raft.v1.Host
-	36, // 9: flotilla.raft.v1.RegisterHost.inventory:type_name -> flotilla.raft.v1.Observation
-	33, // 10: flotilla.raft.v1.DrainHost.stops:type_name -> flotilla.raft.v1.Operation
-	33, // 11: flotilla.raft.v1.DrainHost.moves:type_name -> flotilla.raft.v1.Operation
-	34, // 12: flotilla.raft.v1.DrainHost.policy:type_name -> flotilla.raft.v1.Policy
-	33, // 13: flotilla.raft.v1.Recover.restart:type_name -> flotilla.raft.v1.Operation
-	36, // 14: flotilla.raft.v1.Observe.observations:type_name -> flotilla.raft.v1.Observation
-	38, // 15: flotilla.raft.v1.RegisterServer.server:type_name -> flotilla.raft.v1.Server
-	34, // 16: flotilla.raft.v1.Place.policy:type_name -> flotilla.raft.v1.Policy
-	33, // 17: flotilla.raft.v1.Preempt.victims:type_name -> flotilla.raft.v1.Operation
-	39, // 18: flotilla.raft.v1.CreateNetwork.network:type_name -> flotilla.raft.v1.Network
-	40, // 19: flotilla.raft.v1.PutProject.project:type_name -> flotilla.raft.v1.Project
-	33, // 20: flotilla.raft.v1.TopUpProject.resumes:type_name -> flotilla.raft.v1.Operation
-	33, // 21: flotilla.raft.v1.FreezeProject.ops:type_name -> flotilla.raft.v1.Operation
-	31, // 22: flotilla.raft.v1.ChargeProjects.charges:type_name -> flotilla.raft.v1.ProjectCharge
+	36, // 6: flotilla.raft.v1.Finish.fault:type_name -> flotilla.raft.v1.Fault
+	37, // 7: flotilla.raft.v1.Finish.observed:type_name -> flotilla.raft.v1.Observation
+	38, // 8: flotilla.raft.v1.RegisterHost.host:type_name -> flotilla.raft.v1.Host
+	37, // 9: flotilla.raft.v1.RegisterHost.inventory:type_name -> flotilla.raft.v1.Observation
+	34, // 10: flotilla.raft.v1.DrainHost.stops:type_name -> flotilla.raft.v1.Operation
+	34, // 11: flotilla.raft.v1.DrainHost.moves:type_name -> flotilla.raft.v1.Operation
+	35, // 12: flotilla.raft.v1.DrainHost.policy:type_name -> flotilla.raft.v1.Policy
+	34, // 13: flotilla.raft.v1.Recover.restart:type_name -> flotilla.raft.v1.Operation
+	37, // 14: flotilla.raft.v1.Observe.observations:type_name -> flotilla.raft.v1.Observation
+	39, // 15: flotilla.raft.v1.RegisterServer.server:type_name -> flotilla.raft.v1.Server
+	35, // 16: flotilla.raft.v1.Place.policy:type_name -> flotilla.raft.v1.Policy
+	34, // 17: flotilla.raft.v1.Preempt.victims:type_name -> flotilla.raft.v1.Operation
+	40, // 18: flotilla.raft.v1.CreateNetwork.network:type_name -> flotilla.raft.v1.Network
+	41, // 19: flotilla.raft.v1.PutProject.project:type_name -> flotilla.raft.v1.Project
+	34, // 20: flotilla.raft.v1.TopUpProject.resumes:type_name -> flotilla.raft.v1.Operation
+	34, // 21: flotilla.raft.v1.FreezeProject.ops:type_name -> flotilla.raft.v1.Operation
+	32, // 22: flotilla.raft.v1.ChargeProjects.charges:type_name -> flotilla.raft.v1.ProjectCharge
 	23, // [23:23] is the sub-list for method output_type
 	23, // [23:23] is the sub-list for method input_type
 	23, // [23:23] is the sub-list for extension type_name
@@ -2346,7 +2417,7 @@ func file_flotilla_raft_v1_log_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_raft_v1_log_proto_rawDesc), len(file_flotilla_raft_v1_log_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   32,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1979,9 +1979,14 @@ type Host struct {
 	// Can create libvirt networks.
 	ManagedNetworks bool `protobuf:"varint,14,opt,name=managed_networks,json=managedNetworks,proto3" json:"managed_networks,omitempty"`
 	// Host bridges present.
-	Bridges       []string `protobuf:"bytes,15,rep,name=bridges,proto3" json:"bridges,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Bridges []string `protobuf:"bytes,15,rep,name=bridges,proto3" json:"bridges,omitempty"`
+	// The agent's clock minus the coordinator's, as last measured, in
+	// nanoseconds (log version 13).
+	ClockSkewNanos int64 `protobuf:"zigzag64,220,opt,name=clock_skew_nanos,json=clockSkewNanos,proto3" json:"clock_skew_nanos,omitempty"`
+	// When it was measured: Unix nanoseconds (0: never).
+	ClockMeasuredUnixNano int64 `protobuf:"fixed64,221,opt,name=clock_measured_unix_nano,json=clockMeasuredUnixNano,proto3" json:"clock_measured_unix_nano,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *Host) Reset() {
@@ -2117,6 +2122,20 @@ func (x *Host) GetBridges() []string {
 		return x.Bridges
 	}
 	return nil
+}
+
+func (x *Host) GetClockSkewNanos() int64 {
+	if x != nil {
+		return x.ClockSkewNanos
+	}
+	return 0
+}
+
+func (x *Host) GetClockMeasuredUnixNano() int64 {
+	if x != nil {
+		return x.ClockMeasuredUnixNano
+	}
+	return 0
 }
 
 // Server is a coordinator.
@@ -2734,7 +2753,7 @@ const file_flotilla_raft_v1_records_proto_rawDesc = "" +
 	"\vrequest_key\x18) \x01(\tR\n" +
 	"requestKey\x12!\n" +
 	"\frequest_hash\x18* \x01(\tR\vrequestHash\x12\x14\n" +
-	"\x05image\x18y \x01(\tR\x05image\"\xb7\x04\n" +
+	"\x05image\x18y \x01(\tR\x05image\"\x9c\x05\n" +
 	"\x04Host\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x12\x12\n" +
@@ -2752,7 +2771,9 @@ const file_flotilla_raft_v1_records_proto_rawDesc = "" +
 	"modify_rev\x18\f \x01(\x03R\tmodifyRev\x12\x1b\n" +
 	"\tpeer_addr\x18\r \x01(\tR\bpeerAddr\x12)\n" +
 	"\x10managed_networks\x18\x0e \x01(\bR\x0fmanagedNetworks\x12\x18\n" +
-	"\abridges\x18\x0f \x03(\tR\abridges\x1a9\n" +
+	"\abridges\x18\x0f \x03(\tR\abridges\x12)\n" +
+	"\x10clock_skew_nanos\x18\xdc\x01 \x01(\x12R\x0eclockSkewNanos\x128\n" +
+	"\x18clock_measured_unix_nano\x18\xdd\x01 \x01(\x10R\x15clockMeasuredUnixNano\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"P\n" +
