@@ -54,12 +54,20 @@ func applyCreateInstance(tx *state.Tx, c *CreateInstance) (any, error) {
 	inst.Power, inst.Result, inst.Fault = lifecycle.PowerNone, lifecycle.ResultNone, nil
 	// A value, not newOperation's pointer: PutOperation keeps a copy, and
 	// this one then stays on the stack (every replica applies every create).
-	op := planOperation(tx, c.Operation, lifecycle.OpCreate, inst.HostID)
+	op := pendingOperation(tx, c.Operation, lifecycle.OpCreate, inst.HostID)
 	if inst.HostID == "" {
 		waitForCapacity(&op)
 	}
 	tx.PutInstance(&inst)
-	tx.PutOperation(&op)
+	if op.Graceful == 0 {
+		// The plan as it is, shared: the store would keep it instead of a
+		// copy made here anyway (internSteps), and never copying it is
+		// most of what planning cost every replica per create.
+		tx.PutOperationPlanned(&op, sharedPlan(lifecycle.OpCreate, lifecycle.Shape{}))
+	} else {
+		planSteps(&op, false)
+		tx.PutOperation(&op)
+	}
 	if k := state.RequestKeyOf(&op); k != "" {
 		tx.PutRequest(k, op.ID)
 	}
@@ -158,6 +166,13 @@ func newOperation(tx *state.Tx, req state.Operation, kind lifecycle.OpKind, host
 
 // planOperation is newOperation's operation, as a value.
 func planOperation(tx *state.Tx, req state.Operation, kind lifecycle.OpKind, hostID string) state.Operation {
+	op := pendingOperation(tx, req, kind, hostID)
+	planSteps(&op, false)
+	return op
+}
+
+// pendingOperation is planOperation without the steps (nil).
+func pendingOperation(tx *state.Tx, req state.Operation, kind lifecycle.OpKind, hostID string) state.Operation {
 	op := req
 	op.Kind = kind
 	op.State = state.OpPending
@@ -168,7 +183,7 @@ func planOperation(tx *state.Tx, req state.Operation, kind lifecycle.OpKind, hos
 	if kind != lifecycle.OpMove {
 		op.TargetHostID, op.Token = "", "" // only a move hands a disk over (a resize's are checked apart)
 	}
-	planSteps(&op, false)
+	op.Steps, op.Cur = nil, 0
 	return op
 }
 

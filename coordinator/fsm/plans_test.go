@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"testing"
 
+	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
 )
 
@@ -42,5 +43,20 @@ func TestCommittedPlansAreShared(t *testing.T) {
 	h.running("op-a") // a begun operation has its own steps; the other keeps the plan
 	if b := h.op("op-b"); b.Steps[0].State != state.StepPending {
 		t.Fatalf("op-a's dispatch reached op-b: %+v", b.Steps)
+	}
+}
+
+// A create is committed with its kind's plan as planning it afresh gives,
+// though the store takes the shared plan without a copy made first.
+func TestCreateHoldsItsPlan(t *testing.T) {
+	h := newHarness(t)
+	h.create("a", "", 1, 512, "") // waits for capacity
+	h.register("h1", 4, 4096)
+	h.create("b", "h1", 1, 512, "")
+	want := newSteps(lifecycle.StepsForShape(lifecycle.OpCreate, lifecycle.Shape{}))
+	for _, id := range []string{"op-a", "op-b"} {
+		if got := h.op(id).Steps; !state.EqualSteps(got, want) {
+			t.Errorf("%s steps %+v, want the plan %+v", id, got, want)
+		}
 	}
 }

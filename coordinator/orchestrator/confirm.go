@@ -21,7 +21,7 @@ const confirmEvery = time.Second
 // wins, and a repeated proposal changes nothing.
 func (o *Orchestrator) confirmDue(ctx context.Context, now time.Time) {
 	var due []string
-	o.cfg.Store.EachInstance(func(i *state.Instance) {
+	o.cfg.Store.EachConfirmable(func(i *state.Instance) {
 		if r := i.Resize; r != nil && !r.ConfirmBy.IsZero() && now.After(r.ConfirmBy) && i.Status() == lifecycle.StatusVerifyResize {
 			due = append(due, i.ID)
 		}

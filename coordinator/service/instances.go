@@ -41,6 +41,7 @@ type Create struct {
 	Project string
 
 	requestKey, requestHash string // the request id's scope and the content's fingerprint (requests.go)
+	by                      *state.Caller
 }
 
 // defaultMaxRestarts is how many restarts RESTART without a limit allows.
@@ -63,7 +64,8 @@ var createCmds = sync.Pool{New: func() any { return new(fsm.CreateInstance) }}
 func (s *Service) Create(ctx context.Context, c Create) (state.Operation, error) {
 	content := c
 	content.RequestID = ""
-	c.requestKey, c.requestHash = s.requestScope(ctx, c.RequestID, "create", content)
+	c.by = caller.Of(ctx)
+	c.requestKey, c.requestHash = s.requestScope(c.by, c.RequestID, "create", content)
 	if op, ok, err := s.priorRequest(c.RequestID, c.requestKey, c.requestHash); err != nil || ok {
 		return op, err
 	}
@@ -122,7 +124,7 @@ func (s *Service) create(ctx context.Context, c Create, hostID string) (state.Op
 			NICs: c.NICs, UserData: c.UserData, SSHKeys: c.SSHKeys, ReadyTimeout: s.readyTimeout(c.ReadyTimeout),
 			DecommissionTimeout: c.DecommissionTimeout, Project: c.Project},
 		Operation: state.Operation{ID: ids.New("op-"), RequestID: c.RequestID, RequestKey: c.requestKey, RequestHash: c.requestHash, Deadline: now.Add(s.deadline(lifecycle.OpCreate)),
-			RequestedBy: caller.Of(ctx)},
+			RequestedBy: c.by},
 	}
 	cmd.Operation.InstanceID = cmd.Instance.ID
 	v, err := s.apply(ctx, fsm.TypeCreateInstance, cmd) // encoded before it returns: cmd is free again
@@ -196,7 +198,8 @@ type Action struct {
 func (s *Service) Act(ctx context.Context, r Action) (state.Operation, error) {
 	content := r
 	content.RequestID, content.OperationID = "", ""
-	key, hash := s.requestScope(ctx, r.RequestID, string(r.Action), content)
+	by := caller.Of(ctx)
+	key, hash := s.requestScope(by, r.RequestID, string(r.Action), content)
 	if op, ok, err := s.priorRequest(r.RequestID, key, hash); err != nil || ok {
 		return op, err
 	}
@@ -243,7 +246,7 @@ func (s *Service) Act(ctx context.Context, r Action) (state.Operation, error) {
 		// The guest's decommission time comes on top: its stop or delete
 		// follows it.
 		Deadline: now.Add(s.deadline(kind) + r.Graceful + decom), Graceful: r.Graceful, Force: r.Force, Update: r.Update,
-		RequestedBy: caller.Of(ctx), TargetHostID: r.Target, Resize: r.Resize, Decommission: decom, Image: r.Image,
+		RequestedBy: by, TargetHostID: r.Target, Resize: r.Resize, Decommission: decom, Image: r.Image,
 	}}
 	if r.Target != "" && r.Target != inst.HostID {
 		cmd.Operation.Token = newToken()

@@ -1,14 +1,12 @@
 package service
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"strconv"
 
-	"github.com/flotilla-vm/flotilla/coordinator/caller"
 	"github.com/flotilla-vm/flotilla/coordinator/fsm"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
 )
@@ -22,14 +20,15 @@ import (
 // another kind of request's use of the same id is another request. From
 // log version 6 (before, the id alone is the key, as it was).
 
-// requestScope returns the key and fingerprint of a request (content is
-// the request without its request id), or empty strings when the cluster
-// cannot record them yet or the request has no id.
-func (s *Service) requestScope(ctx context.Context, requestID, kind string, content any) (key, hash string) {
+// requestScope returns the key and fingerprint of a request by c
+// (content is the request without its request id), or empty strings when
+// the cluster cannot record them yet or the request has no id. The caller
+// is the one the operation records: read once per request (caller.Of
+// decodes a relayed write's header and formats the peer's address).
+func (s *Service) requestScope(c *state.Caller, requestID, kind string, content any) (key, hash string) {
 	if requestID == "" || s.store.LogVersion() < fsm.LogVersion6 {
 		return "", ""
 	}
-	c := caller.Of(ctx)
 	name := ""
 	if c.Authenticated {
 		name = c.Name

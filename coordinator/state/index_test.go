@@ -37,6 +37,12 @@ func TestIndexesAgreeWithARestore(t *testing.T) {
 					i.Desired = lifecycle.Desired(pick(string(lifecycle.DesiredRunning), string(lifecycle.DesiredStopped), string(lifecycle.DesiredDeleted)))
 					i.Power = lifecycle.Power(pick(string(lifecycle.PowerRunning), string(lifecycle.PowerShutOff), string(lifecycle.PowerNoDomain)))
 					i.Placement.Preemptible, i.Placement.Group = r.IntN(3) == 0, pick("", "g")
+					switch r.IntN(4) {
+					case 0:
+						i.Resize = &Resize{ConfirmBy: time.Unix(int64(n+60), 0).UTC()}
+					case 1:
+						i.Resize = nil
+					}
 					i.CurrentOp, i.CurrentOpK = "", lifecycle.OpNone
 					if r.IntN(2) == 0 {
 						op := &Operation{ID: fmt.Sprint("op", n), InstanceID: id, Kind: lifecycle.OpCreate, HostID: i.HostID,
@@ -85,6 +91,36 @@ func indexesOf(s *Store) map[string]any {
 	}
 	return map[string]any{
 		"byInst": s.byInst.ids, "hosted": s.hosted.ids, "waiting": slices.Sorted(maps.Keys(s.waiting.ops)),
-		"stopped": s.stopped.ids, "deleted": s.deleted.ids, "onHost": onHost, "load": load,
+		"stopped": s.stopped.ids, "deleted": s.deleted.ids, "confirmable": s.confirmable.ids, "onHost": onHost, "load": load,
+	}
+}
+
+// EachConfirmable yields exactly the instances with a confirm window, as
+// they change: the leader's confirm check reads it instead of every
+// instance.
+func TestEachConfirmable(t *testing.T) {
+	s := New(0)
+	put := func(i *Instance) {
+		t.Helper()
+		if err := s.Update(time.Unix(1, 0), func(tx *Tx) error { tx.PutInstance(i); return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := func() []string {
+		var ids []string
+		s.EachConfirmable(func(i *Instance) { ids = append(ids, i.ID) })
+		slices.Sort(ids)
+		return ids
+	}
+	put(&Instance{ID: "a"})
+	put(&Instance{ID: "b", Resize: &Resize{}})
+	put(&Instance{ID: "c", Resize: &Resize{ConfirmBy: time.Unix(100, 0)}})
+	put(&Instance{ID: "d", Resize: &Resize{ConfirmBy: time.Unix(100, 0)}})
+	if want := []string{"c", "d"}; !slices.Equal(got(), want) {
+		t.Fatalf("confirmable: %v, want %v", got(), want)
+	}
+	put(&Instance{ID: "c"}) // confirmed or reverted: the resize is gone
+	if want := []string{"d"}; !slices.Equal(got(), want) {
+		t.Fatalf("after c's resize ended: %v, want %v", got(), want)
 	}
 }

@@ -44,10 +44,13 @@ type Store struct {
 	stopped instanceSet // instances recovery may have to act on
 	deleted instanceSet // DELETED instances (retention removes them)
 	booting instanceSet // instances whose guest is booting (readiness deadlines)
-	placed  placement
-	addrs   addressBook // who holds which address, MAC and host name
-	projUse projectUse  // what each project's instances take
-	indexes []index
+	// confirmable: instances with a resize that has a confirm window
+	// (the leader confirms those past it)
+	confirmable instanceSet
+	placed      placement
+	addrs       addressBook // who holds which address, MAC and host name
+	projUse     projectUse  // what each project's instances take
+	indexes     []index
 	// logVersion is the cluster's log version (fsm.SetLogVersion); 0 is
 	// the first, of every state older than the command. Atomic: every
 	// proposal reads it, and must not wait for the apply holding mu.

@@ -234,8 +234,10 @@ func (tx *Tx) Operation(id string) (*Operation, bool) {
 
 // PutOperation stages a copy of an operation (o stays the caller's); a
 // new one gets the next sequence number.
-func (tx *Tx) PutOperation(o *Operation) {
-	c := tx.s.internedClone(o)
+func (tx *Tx) PutOperation(o *Operation) { tx.putOperation(o, tx.s.internedClone(o)) }
+
+// putOperation stages c, the store's own copy of o.
+func (tx *Tx) putOperation(o, c *Operation) {
 	if _, staged := tx.ops[o.ID]; !staged {
 		if _, existed := tx.s.ops[o.ID]; !existed {
 			tx.s.seq++
@@ -243,6 +245,19 @@ func (tx *Tx) PutOperation(o *Operation) {
 		}
 	}
 	tx.ops[o.ID] = c
+}
+
+// PutOperationPlanned stages a copy of an operation that has not begun,
+// with plan for its steps: a shared array that is never written (the
+// fsm's plan of the operation's kind), kept as interned steps are (see
+// InternSteps). o.Steps must be nil: the caller never held the steps, so
+// it cannot write into them, and no copy of them is made only to be
+// dropped for the shared plan.
+func (tx *Tx) PutOperationPlanned(o *Operation, plan []Step) {
+	if o.Steps != nil {
+		panic("state: PutOperationPlanned with steps of its own")
+	}
+	tx.putOperation(o, o.cloneWith(plan))
 }
 
 // RequestOperation returns the operation id a request_id already produced.

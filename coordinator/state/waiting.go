@@ -172,3 +172,15 @@ func (s *Store) EachBooting(fn func(*Instance)) {
 		fn(s.instances[id])
 	}
 }
+
+// EachConfirmable calls fn with every instance whose resize has a confirm
+// window (Resize.ConfirmBy set), whatever its status: the leader's check
+// for resizes past their window reads these rather than every instance. fn
+// must not keep the record or change it.
+func (s *Store) EachConfirmable(fn func(*Instance)) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for id := range s.confirmable.ids {
+		fn(s.instances[id])
+	}
+}

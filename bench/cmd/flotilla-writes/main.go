@@ -33,6 +33,9 @@ import (
 )
 
 // flotillaLogLevel is the coordinators' and the agent's log level.
+// perfMembers makes --perf-dir record every member, not only the leader.
+var perfMembers = flag.Bool("perf-members", false, "with --perf-dir, record every Flotilla member (one file; perf report --sort pid,symbol), not only the leader")
+
 var flotillaLogLevel = flag.String("flotilla-log-level", "warn", "log level of Flotilla's coordinators and agent (etcd runs at error); info adds a log line per placed create on the leader")
 
 func main() {
@@ -149,7 +152,7 @@ func runSystem(ctx context.Context, sys system, dir string, clients []int, cfg w
 			leaderPid = lp.LeaderPid(ctx)
 		}
 		fmt.Fprintf(os.Stderr, "%s: %d clients, %v warmup + %v ...", sys.name, n, cfg.Warmup, cfg.Duration)
-		stopPerf := startPerf(perfDir, leaderPid, sys.name, n, cfg)
+		stopPerf := startPerf(perfDir, perfPids(t, leaderPid, *perfMembers), sys.name, n, cfg)
 		idx0 := commitIndex(ctx, t)
 		c0, cok := sampleCPU()
 		p0, t0 := childTicks(), time.Now()

@@ -23,12 +23,44 @@ type leaderPider interface {
 	LeaderPid(ctx context.Context) int
 }
 
-// startPerf records the leader with `perf record -g` during the measured
-// window of a row (after the warmup), if dir is set and the leader's pid is
-// known. The returned function waits for perf and returns the data file.
-func startPerf(dir string, pid int, system string, clients int, cfg writes.Config) func() string {
-	if dir == "" || pid <= 0 {
+// memberPider is a Target that can tell its members' processes (FlotillaTarget).
+type memberPider interface {
+	Pids() []int
+}
+
+// perfPids are the processes --perf-dir records for a row: the leader, or
+// with --perf-members every member (a write's CPU is spread over all
+// three: followers relay it and apply it too).
+func perfPids(t writes.Target, leaderPid int, members bool) []int {
+	if mp, ok := t.(memberPider); ok && members {
+		var out []int
+		for _, p := range mp.Pids() {
+			if p > 0 {
+				out = append(out, p)
+			}
+		}
+		return out
+	}
+	if leaderPid > 0 {
+		return []int{leaderPid}
+	}
+	return nil
+}
+
+// startPerf records pids with `perf record -g` during the measured window
+// of a row (after the warmup), if dir is set and any pid is known. The
+// returned function waits for perf and returns the data file.
+func startPerf(dir string, pids []int, system string, clients int, cfg writes.Config) func() string {
+	if dir == "" || len(pids) == 0 {
 		return func() string { return "" }
+	}
+	list := make([]string, len(pids))
+	for i, p := range pids {
+		list[i] = strconv.Itoa(p)
+	}
+	report := " --no-children --stdio"
+	if len(pids) > 1 {
+		report = " --no-children --stdio --sort pid,symbol"
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		fmt.Fprintf(os.Stderr, " (perf: %v)", err)
@@ -45,13 +77,13 @@ func startPerf(dir string, pid int, system string, clients int, cfg writes.Confi
 	done := make(chan string, 1)
 	go func() {
 		time.Sleep(cfg.Warmup)
-		cmd := exec.Command("perf", "record", "-F", "499", "-g", "-p", strconv.Itoa(pid), "-o", out,
+		cmd := exec.Command("perf", "record", "-F", "499", "-g", "-p", strings.Join(list, ","), "-o", out,
 			"--", "sleep", strconv.FormatFloat(cfg.Duration.Seconds(), 'f', 3, 64))
 		if b, err := cmd.CombinedOutput(); err != nil {
 			done <- fmt.Sprintf("perf failed: %v: %s", err, strings.TrimSpace(string(b)))
 			return
 		}
-		done <- out + " (perf report -i " + out + " --no-children --stdio)"
+		done <- out + " (perf report -i " + out + report + ")"
 	}()
 	return func() string {
 		select {
