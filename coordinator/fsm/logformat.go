@@ -42,8 +42,12 @@ const (
 	// LogVersion9 adds deallocate, soft delete (InstanceAction.retain and
 	// reclaim_before), restore and upgrade.
 	LogVersion9 uint32 = 9
+	// LogVersion10 ends an operation that failed with AGENT_RESTARTED (a
+	// step whose outcome nobody can know) with the instance showing what
+	// its host observes, not ERROR (see failedResult).
+	LogVersion10 uint32 = 10
 	// SupportedLogVersion is the newest version this server reads and writes.
-	SupportedLogVersion = LogVersion9
+	SupportedLogVersion = LogVersion10
 )
 
 // entryMarker starts every entry of format 2; never '{' nor 0xF1, which

@@ -119,19 +119,41 @@ func Start(t testing.TB, o Options) *Cluster {
 // cleanup stops it (before the coordinator closes: cleanups run in reverse).
 func (c *Cluster) startHost(id string) *Host {
 	c.t.Helper()
-	h := &Host{ID: id, Driver: fake.New(fake.Options{Capacity: agentnode.FakeCapacity, Images: []string{"flotilla-test"}}), done: make(chan error, 1)}
+	h := &Host{ID: id, Driver: fake.New(fake.Options{Capacity: agentnode.FakeCapacity, Images: []string{"flotilla-test"}})}
+	c.runAgent(h)
+	c.t.Cleanup(func() { h.Stop(c.t); h.Driver.Close() })
+	return h
+}
+
+// runAgent starts an agent node for h on its hypervisor and state directory.
+func (c *Cluster) runAgent(h *Host) {
+	c.t.Helper()
 	n, err := agentnode.New(agentnode.Config{
-		Coordinator: c.Coordinator.Addr(), HostID: id, Driver: h.Driver, StateDir: filepath.Join(c.dir, "agents", id),
+		Coordinator: c.Coordinator.Addr(), HostID: h.ID, Driver: keepOpen{h.Driver}, StateDir: filepath.Join(c.dir, "agents", h.ID),
 		AgentVersion: "inproc", Logger: c.log,
 	})
 	if err != nil {
-		c.t.Fatalf("agent %s: %v", id, err)
+		c.t.Fatalf("agent %s: %v", h.ID, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	h.stop = cancel
+	h.stop, h.done = cancel, make(chan error, 1)
 	go func() { h.done <- n.Run(ctx) }()
-	c.t.Cleanup(func() { h.Stop(c.t) })
-	return h
+}
+
+// keepOpen keeps the hypervisor across agent processes: an agent's end
+// does not end the host's domains.
+type keepOpen struct{ *fake.Driver }
+
+func (keepOpen) Close() error { return nil }
+
+// RestartHost ends the host's agent as a crash does (its running steps are
+// abandoned, their journal records left "started") and starts a new agent
+// on the same hypervisor and state directory.
+func (c *Cluster) RestartHost(id string) {
+	c.t.Helper()
+	h := c.Host(id)
+	h.Stop(c.t)
+	c.runAgent(h)
 }
 
 // Stop ends the host's agent (its session, executor and hypervisor) and
