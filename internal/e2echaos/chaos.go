@@ -18,10 +18,13 @@ const (
 	FaultAgentKill       Fault = "kill-agent"
 	FaultLibvirtdRestart Fault = "restart-libvirtd" // only with AllowLibvirtd: libvirtd may be shared
 	FaultGuestPowerOff   Fault = "guest-poweroff"
+	// FaultPartition cuts an agent off the coordinators (its traffic held,
+	// as dropped packets hold it) for a while, then heals.
+	FaultPartition Fault = "partition-agent"
 )
 
 // AllFaults are every fault kind, in the order tables print them.
-var AllFaults = []Fault{FaultLeaderKill, FaultFollowerKill, FaultAgentKill, FaultLibvirtdRestart, FaultGuestPowerOff}
+var AllFaults = []Fault{FaultLeaderKill, FaultFollowerKill, FaultAgentKill, FaultLibvirtdRestart, FaultGuestPowerOff, FaultPartition}
 
 // Injector picks faults (and their timing) from a seeded source, so a
 // failing round is replayed by its seed.
@@ -78,9 +81,10 @@ type OpView struct {
 	Found    bool
 	Done     bool
 	Deadline time.Time
-	// Runs is how often its effect was applied on a host (see the
-	// workload's count); more than one is a double run.
-	Runs int
+	// Made is how many domains its steps made on the hosts (created,
+	// imported, adopted), by that kind, counted by the hypervisor across
+	// agent restarts; more than one of a kind is the operation run twice.
+	Made map[string]int
 }
 
 // InstanceView is an instance record.
@@ -112,8 +116,8 @@ func Check(o Observed) []Violation {
 		switch {
 		case !op.Found:
 			add("op-lost", "acknowledged operation %s is not recorded", id)
-		case op.Runs > 1:
-			add("op-twice", "operation %s took effect %d times", id, op.Runs)
+		case twice(op.Made) != "":
+			add("op-twice", "operation %s took effect twice: %s", id, twice(op.Made))
 		case !op.Done && !op.Deadline.IsZero() && o.Now.After(op.Deadline.Add(o.Grace)):
 			add("op-past-deadline", "operation %s not done %s after its deadline", id, o.Now.Sub(op.Deadline))
 		}
@@ -172,6 +176,17 @@ func Check(o Observed) []Violation {
 		}
 	}
 	return out
+}
+
+// twice names the kinds of domain an operation made more than once.
+func twice(made map[string]int) string {
+	var out []string
+	for _, how := range sortedKeys(made) {
+		if made[how] > 1 {
+			out = append(out, fmt.Sprintf("%s %d times", how, made[how]))
+		}
+	}
+	return strings.Join(out, ", ")
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -12,7 +12,7 @@ func TestCheckInvariants(t *testing.T) {
 	ok := Observed{
 		Now:       now,
 		Grace:     time.Second,
-		Ops:       map[string]OpView{"op-1": {Found: true, Done: true, Runs: 1}},
+		Ops:       map[string]OpView{"op-1": {Found: true, Done: true, Made: map[string]int{"create": 1}}},
 		Instances: map[string]InstanceView{"i-1": {Status: "STATUS_RUNNING", HostID: "h-1", Expect: "running"}},
 		Domains:   map[string]map[string]string{"h-1": {"i-1": "running"}},
 		Digests:   map[string]string{"a": "x", "b": "x"},
@@ -24,7 +24,13 @@ func TestCheckInvariants(t *testing.T) {
 	}{
 		{"all well", func(*Observed) {}, nil},
 		{"op lost", func(o *Observed) { o.Ops["op-2"] = OpView{} }, []string{"op-lost"}},
-		{"op twice", func(o *Observed) { o.Ops["op-1"] = OpView{Found: true, Done: true, Runs: 2} }, []string{"op-twice"}},
+		{"op twice", func(o *Observed) { o.Ops["op-1"] = OpView{Found: true, Done: true, Made: map[string]int{"create": 2}} }, []string{"op-twice"}},
+		{"a move's import and adoption once each", func(o *Observed) {
+			o.Ops["op-1"] = OpView{Found: true, Done: true, Made: map[string]int{"import": 1, "adopt": 1}}
+		}, nil},
+		{"imported twice", func(o *Observed) {
+			o.Ops["op-1"] = OpView{Found: true, Done: true, Made: map[string]int{"import": 2, "create": 1}}
+		}, []string{"op-twice"}},
 		{"op past deadline", func(o *Observed) { o.Ops["op-1"] = OpView{Found: true, Deadline: past} }, []string{"op-past-deadline"}},
 		{"op not done, deadline ahead", func(o *Observed) { o.Ops["op-1"] = OpView{Found: true, Deadline: now} }, nil},
 		{"guest on two hosts", func(o *Observed) { o.Domains["h-2"] = map[string]string{"i-1": "running"} }, []string{"guest-on-two-hosts", "orphan"}},

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 
 	"github.com/flotilla-vm/flotilla/coordinator/inproc"
 	"github.com/flotilla-vm/flotilla/hypervisor/fake"
+	"github.com/flotilla-vm/flotilla/internal/netfault"
 	pb "github.com/flotilla-vm/flotilla/proto/flotilla/v1"
 )
 
@@ -42,24 +44,29 @@ func envInt(name string, def int) int {
 
 // faultsInProcess are the faults the in-process cluster (one coordinator,
 // agents on fake hypervisors) can inject: leader and follower kills need
-// a cluster of coordinator processes (see the report: not built yet).
-var faultsInProcess = []Fault{FaultAgentKill, FaultGuestPowerOff, FaultLibvirtdRestart}
+// a cluster of coordinator processes (TestChaosRoundsCluster).
+var faultsInProcess = []Fault{FaultAgentKill, FaultGuestPowerOff, FaultLibvirtdRestart, FaultPartition}
+
+// partitionHold is how long a partition lasts: past the coordinator's
+// patience with a silent agent (a few heartbeats), so that the host is
+// taken as lost and comes back.
+const partitionHold = 6 * heartbeat
 
 // TestChaosRounds runs rounds of a random workload (creates, stops,
-// starts, pauses, unpauses, deletes) under random faults on an in-process
-// cluster of two hosts with fake hypervisors, checking every invariant
-// after each round.
+// starts, pauses, unpauses, moves, deletes) under random faults on an
+// in-process cluster of two hosts with fake hypervisors, checking every
+// invariant after each round.
 func TestChaosRounds(t *testing.T) {
 	rounds := envInt("FLOTILLA_CHAOS_ROUNDS", defaultRounds)
 	seed := uint64(envInt("FLOTILLA_CHAOS_SEED", defaultSeed))
 	// The fake's "libvirtd restart" (the hypervisor unreachable, every
-	// subscription dropped) is harmless to others; the real one is gated.
-	in := NewInjector(seed, faultsInProcess, os.Getenv("FLOTILLA_CHAOS_LIBVIRTD") == "1")
+	// subscription dropped) is harmless to others: always allowed here.
+	in := NewInjector(seed, faultsInProcess, true)
 	t.Logf("chaos: seed %d, %d rounds, faults %v", seed, rounds, in.Kinds())
 	fmt.Printf("chaos: seed %d, %d rounds, faults %v\n", seed, rounds, in.Kinds())
 
-	c := inproc.Start(t, inproc.Options{Hosts: 2, HeartbeatInterval: heartbeat})
-	w := &workload{t: t, in: in, acked: map[string]bool{}, grace: heartbeat,
+	c := inproc.Start(t, inproc.Options{Hosts: 2, HeartbeatInterval: heartbeat, Partitionable: true, Moves: true})
+	w := &workload{t: t, in: in, acked: map[string]bool{}, grace: heartbeat, moves: true,
 		instances: c.Instances, operations: c.Operations,
 		digests: func() map[string]string {
 			// One replica in process: its digest stands for all (the
@@ -68,7 +75,8 @@ func TestChaosRounds(t *testing.T) {
 			return map[string]string{"inproc": d}
 		}}
 	for _, h := range c.Hosts {
-		w.hosts = append(w.hosts, chaosHost{id: h.ID, driver: h.Driver, restart: func() { c.RestartHost(h.ID) }})
+		w.hosts = append(w.hosts, chaosHost{id: h.ID, driver: h.Driver, restart: func() { c.RestartHost(h.ID) },
+			made: h.Made, link: h.Link})
 	}
 	w.run(rounds, seed)
 }
@@ -94,9 +102,28 @@ func (w *workload) run(rounds int, seed uint64) {
 	}
 	t.Logf("\n%s", stats.Table())
 	fmt.Print(stats.Table())
+	fmt.Println(w.outcomes())
 	if stats.Rounds() != rounds {
 		t.Fatalf("%d rounds recorded, want %d", stats.Rounds(), rounds)
 	}
+}
+
+// outcomes counts the workload's operations by kind and end.
+func (w *workload) outcomes() string {
+	n := map[string]int{}
+	for id := range w.acked {
+		op, err := w.operations.GetOperation(context.Background(), &pb.GetOperationRequest{Id: id})
+		if err != nil {
+			n["unreadable"]++
+			continue
+		}
+		n[strings.TrimPrefix(op.GetKind().String(), "OPERATION_KIND_")+" "+strings.TrimPrefix(op.GetState().String(), "OPERATION_STATE_")]++
+	}
+	var out []string
+	for _, k := range sortedKeys(n) {
+		out = append(out, fmt.Sprintf("%s: %d", k, n[k]))
+	}
+	return "operations: " + strings.Join(out, ", ")
 }
 
 // workload drives the instances of one cluster.
@@ -113,6 +140,7 @@ type workload struct {
 	grace                    time.Duration   // a heartbeat
 	acked                    map[string]bool // operation ids acknowledged
 	seq                      int
+	moves                    bool // the agents move disks to each other
 }
 
 // chaosHost is one agent and its fake hypervisor, which outlives the agent.
@@ -120,6 +148,10 @@ type chaosHost struct {
 	id      string
 	driver  *fake.Driver
 	restart func() // the agent killed and started again
+	// made counts the domains an operation made on the host; nil where
+	// the hypervisor does not count them.
+	made func(opID string) map[string]int
+	link *netfault.Relay // between the agent and the coordinators; nil: not partitionable
 }
 
 const maxInstances = 4
@@ -158,7 +190,17 @@ func (w *workload) next() *pb.Operation {
 		i := live[w.in.IntN(len(live))]
 		id := i.GetId()
 		switch i.GetStatus() {
-		case pb.Status_STATUS_RUNNING:
+		case pb.Status_STATUS_RUNNING, pb.Status_STATUS_STOPPED:
+			if to := w.otherHost(i.GetHostId()); to != "" && w.in.IntN(4) == 0 {
+				do = func() (*pb.Operation, error) {
+					return w.instances.MoveInstance(ctx, &pb.MoveInstanceRequest{Id: id, RequestId: req, TargetHostId: to, GracefulTimeout: durationpb.New(time.Second)})
+				}
+				break
+			}
+			if i.GetStatus() == pb.Status_STATUS_STOPPED {
+				do = w.stoppedAction(ctx, id, req)
+				break
+			}
 			if w.in.IntN(3) == 0 {
 				do = func() (*pb.Operation, error) {
 					return w.instances.PauseInstance(ctx, &pb.PauseInstanceRequest{Id: id, RequestId: req})
@@ -172,16 +214,8 @@ func (w *workload) next() *pb.Operation {
 			do = func() (*pb.Operation, error) {
 				return w.instances.UnpauseInstance(ctx, &pb.UnpauseInstanceRequest{Id: id, RequestId: req})
 			}
-		case pb.Status_STATUS_STOPPED, pb.Status_STATUS_UNEXPECTED_SHUTOFF:
-			if w.in.IntN(3) == 0 {
-				do = func() (*pb.Operation, error) {
-					return w.instances.DeleteInstance(ctx, &pb.DeleteInstanceRequest{Id: id, RequestId: req})
-				}
-			} else {
-				do = func() (*pb.Operation, error) {
-					return w.instances.StartInstance(ctx, &pb.StartInstanceRequest{Id: id, RequestId: req})
-				}
-			}
+		case pb.Status_STATUS_UNEXPECTED_SHUTOFF:
+			do = w.stoppedAction(ctx, id, req)
 		default: // ERROR, CRASHED, ...: deleting is always allowed
 			do = func() (*pb.Operation, error) {
 				return w.instances.DeleteInstance(ctx, &pb.DeleteInstanceRequest{Id: id, RequestId: req})
@@ -201,6 +235,32 @@ func (w *workload) next() *pb.Operation {
 	}
 	w.acked[op.GetId()] = true
 	return op
+}
+
+// stoppedAction deletes or starts a shut-off instance.
+func (w *workload) stoppedAction(ctx context.Context, id, req string) func() (*pb.Operation, error) {
+	if w.in.IntN(3) == 0 {
+		return func() (*pb.Operation, error) {
+			return w.instances.DeleteInstance(ctx, &pb.DeleteInstanceRequest{Id: id, RequestId: req})
+		}
+	}
+	return func() (*pb.Operation, error) {
+		return w.instances.StartInstance(ctx, &pb.StartInstanceRequest{Id: id, RequestId: req})
+	}
+}
+
+// otherHost is a host to move an instance on from to, or "" when the
+// workload does not move.
+func (w *workload) otherHost(from string) string {
+	if !w.moves {
+		return ""
+	}
+	for _, h := range w.hosts {
+		if h.id != from {
+			return h.id
+		}
+	}
+	return ""
 }
 
 // inject waits delay after the acceptance (the fault's timing) and
@@ -225,6 +285,17 @@ func (w *workload) inject(f Fault, delay time.Duration) time.Time {
 				}
 			}
 		}
+	case FaultPartition:
+		var links []*netfault.Relay
+		for _, h := range w.hosts {
+			if h.link != nil {
+				links = append(links, h.link)
+			}
+		}
+		l := links[w.in.IntN(len(links))]
+		l.Cut()
+		time.Sleep(partitionHold) // how long the partition lasts
+		l.Heal()
 	case FaultLibvirtdRestart:
 		// The fake hypervisor's restart: unreachable a moment, every
 		// subscription dropped, domains kept.
@@ -283,9 +354,15 @@ func (w *workload) observe() (Observed, bool) {
 		} else if err != nil {
 			return o, false
 		}
-		// The journal runs each step id once; the effect count is the
-		// operation's own end, recorded once.
-		o.Ops[id] = OpView{Found: true, Done: op.GetDone(), Deadline: op.GetDeadline().AsTime(), Runs: 1}
+		made := map[string]int{}
+		for _, h := range w.hosts {
+			if h.made != nil {
+				for how, n := range h.made(id) {
+					made[how] += n
+				}
+			}
+		}
+		o.Ops[id] = OpView{Found: true, Done: op.GetDone(), Deadline: op.GetDeadline().AsTime(), Made: made}
 	}
 	list, err := w.instances.ListInstances(ctx, &pb.ListInstancesRequest{})
 	if err != nil {
