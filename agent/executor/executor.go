@@ -530,6 +530,11 @@ func (e *Executor) run(log *slog.Logger, key string, action agentv1.StepAction, 
 	if errors.As(err, &skip) {
 		err = nil // done, but without its work: the note says why
 	}
+	if err != nil && errors.Is(err, hypervisor.ErrUnavailable) {
+		if res := e.afterLostHypervisor(ctx, log, key, action, step, err); res != nil {
+			return res
+		}
+	}
 	if err != nil {
 		code := faultCode(err)
 		log.Warn("step failed", "fault", code, "err", err, "took", time.Now().Sub(start))
@@ -544,6 +549,57 @@ func (e *Executor) run(log *slog.Logger, key string, action agentv1.StepAction, 
 		State:       e.status(id),
 		Note:        skip.note,
 	})
+}
+
+// hypervisorReturn bounds how long a step whose hypervisor went away (a
+// libvirtd restart) waits for it to answer again, so that what the step
+// did can be read; a restart takes seconds.
+const hypervisorReturn = time.Minute
+
+// afterLostHypervisor settles a step whose driver call failed because the
+// hypervisor went away: the call may have taken effect with its answer
+// lost (libvirtd restarted under a create: the guest runs, the answer
+// never came). Once the hypervisor answers again, within the step's
+// deadline and hypervisorReturn, its state is decided as an interrupted
+// step's is: done is the step's success; a partial effect is undone, so
+// that the attempt the coordinator sends next (the fault is transient)
+// starts clean. It returns nil when the caller reports the fault.
+func (e *Executor) afterLostHypervisor(ctx context.Context, log *slog.Logger, key string, action agentv1.StepAction, step *agentv1.RunStep, cause error) *agentv1.StepResult {
+	id := step.GetInstanceId()
+	wctx, cancel := context.WithTimeout(ctx, hypervisorReturn)
+	defer cancel()
+	for {
+		if _, err := e.cfg.Driver.Status(wctx, id); !errors.Is(err, hypervisor.ErrUnavailable) {
+			break
+		}
+		select {
+		case <-wctx.Done():
+			log.Warn("hypervisor did not come back within the step's time", "err", cause)
+			return nil
+		case <-time.After(200 * time.Millisecond): // polling the hypervisor's connection
+		}
+	}
+	octx, ocancel := context.WithTimeout(ctx, statusTimeout)
+	d := stepcheck.Decide(action, stepcheck.Observe(octx, e.cfg.Driver, id))
+	ocancel()
+	switch d.Verdict {
+	case stepcheck.Done:
+		log.Info("the hypervisor went away under the step, which had taken effect", "why", d.Why, "err", cause)
+		return e.record(log, key, &agentv1.StepResult{
+			OperationId: step.GetOperationId(),
+			StepId:      step.GetStepId(),
+			HostEpoch:   step.GetHostEpoch(),
+			Succeeded:   true,
+			State:       e.status(id),
+			Note:        "done, though the hypervisor's answer was lost: " + d.Why,
+		})
+	case stepcheck.Partly:
+		log.Info("the hypervisor went away under the step; undoing its partial effect", "why", d.Why, "err", cause)
+		if err := e.undo(ctx, d.Undo, id); err != nil {
+			log.Warn("undoing the partial effect failed", "err", err)
+		}
+	}
+	return nil
 }
 
 // resolveAction is the step's action; a coordinator too old to send one

@@ -13,10 +13,12 @@ import (
 type Fault string
 
 const (
-	FaultLeaderKill      Fault = "kill-leader"
-	FaultFollowerKill    Fault = "kill-follower"
-	FaultAgentKill       Fault = "kill-agent"
-	FaultLibvirtdRestart Fault = "restart-libvirtd" // only with AllowLibvirtd: libvirtd may be shared
+	FaultLeaderKill   Fault = "kill-leader"
+	FaultFollowerKill Fault = "kill-follower"
+	FaultAgentKill    Fault = "kill-agent"
+	// FaultLibvirtdRestart restarts a host's hypervisor daemon: the fake's,
+	// or a test bed host's own libvirtd (never the machine's, which others use).
+	FaultLibvirtdRestart Fault = "restart-libvirtd"
 	FaultGuestPowerOff   Fault = "guest-poweroff"
 	// FaultPartition cuts an agent off the coordinators (its traffic held,
 	// as dropped packets hold it) for a while, then heals.

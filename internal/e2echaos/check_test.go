@@ -116,10 +116,3 @@ func TestPercentile(t *testing.T) {
 		}
 	}
 }
-
-func TestLibvirtdRestartIsGated(t *testing.T) {
-	t.Setenv(LibvirtdEnv, "")
-	if err := RestartLibvirtd(t.Context(), "/nonexistent", "/nonexistent"); err != ErrLibvirtdGated {
-		t.Fatalf("ungated restart: %v", err)
-	}
-}
