@@ -4,6 +4,7 @@
 #   scripts/testbed.sh up N     start hosts 1..N (1 <= N <= 50)
 #   scripts/testbed.sh down     remove every trace of the test bed
 #   scripts/testbed.sh status   one line per host (key=value); exits 1 unless fully up
+#   scripts/testbed.sh restart-libvirtd I   stop host i's own libvirtd and start it again
 #
 # Host i has:
 #   - a network namespace flotilla-tb-i whose eth0 is 198.18.77.(10+i)/24, joined by a veth
@@ -59,7 +60,7 @@ MOUNTS=(
 )
 
 usage() {
-  echo "usage: $0 up N | down | status" >&2
+  echo "usage: $0 up N | down | status | restart-libvirtd I" >&2
   exit 2
 }
 
@@ -350,6 +351,28 @@ up() {
   log "up: $n hosts on $BRIDGE ($NET.0/24)"
 }
 
+# ---------------------------------------------------------------- restart-libvirtd
+
+# restart_libvirtd I: host i's own libvirtd (never the machine's) stopped by its pid
+# file and started again in the host's namespaces, which its virtlogd keeps; its QEMUs
+# run on, as they do across a real daemon restart.
+restart_libvirtd() {
+  local i=$1 d pid logpid deadline
+  [[ $i =~ ^[0-9]+$ ]] || die "I must be a host number, got '$i'"
+  d=$(host_dir "$i")
+  pid=$(libvirtd_pid "$i")
+  logpid=$(virtlogd_pid "$i")
+  [[ -n $pid && -n $logpid ]] || die "host $i is not up"
+  stop_pids "host $i's libvirtd" "$pid"
+  nsenter --target "$logpid" --mount --net -- "$d/bin/$(daemon_name "$i" libvirtd)" \
+    -d -p /run/libvirt/libvirtd.pid -f /etc/libvirt/libvirtd.conf \
+    </dev/null >>"$d/var-log-libvirt/libvirtd.out" 2>&1 9>&- ||
+    die "host $i: starting its libvirtd again failed (see $d/var-log-libvirt)"
+  deadline=$((SECONDS + WAIT_SECS))
+  wait_hosts "$deadline" "$i"
+  log "host $i: libvirtd restarted (pid $(libvirtd_pid "$i"))"
+}
+
 # ---------------------------------------------------------------- status
 
 status() {
@@ -400,6 +423,10 @@ case $1 in
   status)
     [[ $# -eq 1 ]] || usage
     status
+    ;;
+  restart-libvirtd)
+    [[ $# -eq 2 ]] || usage
+    restart_libvirtd "$2"
     ;;
   *) usage ;;
 esac

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/flotilla-vm/flotilla/agent/guestchan"
+	"github.com/flotilla-vm/flotilla/agent/stepcheck"
 	"github.com/flotilla-vm/flotilla/agent/stepstore"
 	"github.com/flotilla-vm/flotilla/hypervisor"
 	agentv1 "github.com/flotilla-vm/flotilla/proto/flotilla/agent/v1"
@@ -233,17 +234,9 @@ func (e *Executor) Execute(step *agentv1.RunStep, sessionEpoch uint64) *agentv1.
 		e.mu.Unlock()
 		log.Debug("step already finished; sending its result again")
 		return withStepID(rec.Result, step.GetStepId())
-	case stepstore.Started:
-		// Recorded as started, not running here: this process was not the
-		// one that started it. The driver may or may not have acted, so the
-		// step is not re-run; the coordinator decides from the state.
-		e.running[key] = true
-		e.wg.Add(1)
-		e.mu.Unlock()
-		defer e.done(key)
-		return e.interrupted(log, key, rec, step)
 	}
-	if step.GetHostEpoch() != sessionEpoch {
+	stale := step.GetHostEpoch() != sessionEpoch
+	if stale && rec.State != stepstore.Started {
 		e.mu.Unlock()
 		// Not recorded: nothing ran, and the step may come again under the
 		// right epoch.
@@ -255,13 +248,22 @@ func (e *Executor) Execute(step *agentv1.RunStep, sessionEpoch uint64) *agentv1.
 	e.wg.Add(1)
 	e.mu.Unlock()
 	defer e.done(key)
-	return e.run(log, key, action, step)
+	if rec.State == stepstore.Started {
+		// Recorded as started, not running here: a previous agent process
+		// began it and died. The hypervisor is asked what it did; a stale
+		// epoch only stops it from running again.
+		return e.run(log, key, action, step, &interruption{rec: rec, stale: stale, sessionEpoch: sessionEpoch})
+	}
+	return e.run(log, key, action, step, nil)
 }
 
 // Report says what this agent knows of a step, for a coordinator that lost
 // track of it (a new leader). It never waits for a running step. A step
 // recorded as started but not running in this process was interrupted by a
-// restart: its AGENT_RESTARTED result is recorded and reported as finished,
+// restart, and the hypervisor says what came of it (package stepcheck):
+// done is recorded and reported FINISHED with its success; not done (or
+// partly) is NOT_DONE, recording nothing, so that the step sent again runs
+// again; unknowable is recorded AGENT_RESTARTED and reported FINISHED,
 // exactly as if the step had been sent again. Report returns nil when it
 // cannot say (the agent is shutting down, or the journal cannot be read);
 // the coordinator asks again, of this process or the next.
@@ -303,11 +305,24 @@ func (e *Executor) Report(stepID, operationID string) *agentv1.StepReport {
 		defer e.done(key)
 		log = log.With("instance", rec.InstanceID)
 		// Dated with the epoch it ran under: no session epoch comes with a query.
-		res := e.interrupted(log, key, rec, &agentv1.RunStep{
+		step := &agentv1.RunStep{
 			OperationId: cmp.Or(operationID, rec.OperationID), StepId: stepID,
 			InstanceId: rec.InstanceID, HostEpoch: rec.HostEpoch, Kind: rec.Kind, Action: rec.Action,
-		})
-		rep.State, rep.Result = agentv1.StepReportState_STEP_REPORT_STATE_FINISHED, res
+		}
+		ctx, cancel := context.WithTimeout(e.life, statusTimeout)
+		d := stepcheck.Decide(resolveAction(step), stepcheck.Observe(ctx, e.cfg.Driver, rec.InstanceID))
+		cancel()
+		switch {
+		case d.Verdict == stepcheck.Done:
+			rep.State, rep.Result = agentv1.StepReportState_STEP_REPORT_STATE_FINISHED, e.doneBefore(log, key, step, d)
+		case (d.Verdict == stepcheck.NotDone || d.Verdict == stepcheck.Partly) && rec.Reruns < maxReruns:
+			// Nothing is recorded: the step, sent again, undoes what it
+			// left and runs (Execute decides again, under the instance's lock).
+			log.Info("interrupted step not done; asking for it again", "verdict", d.Verdict.String(), "why", d.Why)
+			rep.State = agentv1.StepReportState_STEP_REPORT_STATE_NOT_DONE
+		default:
+			rep.State, rep.Result = agentv1.StepReportState_STEP_REPORT_STATE_FINISHED, e.interrupted(log, key, rec, step, d)
+		}
 	}
 	log.Debug("step queried", "state", rep.GetState().String())
 	return rep
@@ -316,17 +331,125 @@ func (e *Executor) Report(stepID, operationID string) *agentv1.StepReport {
 // interrupted records and returns the result of a step a previous agent
 // process started and never finished. The caller holds the step's place in
 // the running set.
-func (e *Executor) interrupted(log *slog.Logger, key string, rec stepstore.Record, step *agentv1.RunStep) *agentv1.StepResult {
+func (e *Executor) interrupted(log *slog.Logger, key string, rec stepstore.Record, step *agentv1.RunStep, d stepcheck.Decision) *agentv1.StepResult {
 	what := rec.Kind.String()
 	if rec.Action != agentv1.StepAction_STEP_ACTION_UNSPECIFIED {
 		what = rec.Action.String()
 	}
-	log.Warn("step was interrupted by an agent restart; not re-running it", "started", rec.StartTime)
+	log.Warn("step was interrupted by an agent restart and its outcome cannot be known; not re-running it",
+		"started", rec.StartTime, "verdict", d.Verdict.String(), "why", d.Why, "reruns", rec.Reruns)
 	res := e.fail(step, FaultAgentRestarted,
-		fmt.Sprintf("the step was interrupted: the agent restarted while running %s (started %s); the domain's state is attached",
-			what, rec.StartTime.Format(time.RFC3339)),
+		fmt.Sprintf("the step was interrupted: the agent restarted while running %s (started %s), and its outcome cannot be known (%s); the domain's state is attached",
+			what, rec.StartTime.Format(time.RFC3339), d.Why),
 		e.status(step.GetInstanceId()))
 	return e.record(log, key, res)
+}
+
+// bootSettle is how long a domain found paused by an interrupted start
+// is watched for libvirtd finishing that start itself.
+const bootSettle = 3 * time.Second
+
+// waitRunning reports whether the domain is (or, within d, becomes) running.
+func (e *Executor) waitRunning(ctx context.Context, id string, d time.Duration) bool {
+	until := time.Now().Add(d)
+	for {
+		if st, err := e.cfg.Driver.Status(ctx, id); err == nil && st.State == hypervisor.PowerRunning {
+			return true
+		}
+		if !time.Now().Before(until) {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(50 * time.Millisecond): // polling the hypervisor's state
+		}
+	}
+}
+
+// interruption is a step found begun by a previous agent process.
+type interruption struct {
+	rec          stepstore.Record
+	stale        bool // sent under another epoch than the session's
+	sessionEpoch uint64
+}
+
+// maxReruns is how often an interrupted step is run again: once. A rerun
+// that is itself interrupted is decided again, but not run a third time.
+const maxReruns = 1
+
+// doneBefore records the success of an interrupted step whose effect the
+// hypervisor shows: its real result, the domain's state now.
+func (e *Executor) doneBefore(log *slog.Logger, key string, step *agentv1.RunStep, d stepcheck.Decision) *agentv1.StepResult {
+	log.Info("interrupted step had taken effect; reporting it done", "why", d.Why)
+	return e.record(log, key, &agentv1.StepResult{
+		OperationId: step.GetOperationId(),
+		StepId:      step.GetStepId(),
+		HostEpoch:   step.GetHostEpoch(),
+		Succeeded:   true,
+		State:       e.status(step.GetInstanceId()),
+		Note:        "done before the agent restarted: " + d.Why,
+	})
+}
+
+// settle decides, under the instance's lock, what becomes of a step a
+// previous agent process began (rec): its result when it is done or cannot
+// be known, or nil when it is to run (again), its partial effect undone.
+func (e *Executor) settle(ctx context.Context, log *slog.Logger, key string, action agentv1.StepAction, step *agentv1.RunStep, in *interruption) *agentv1.StepResult {
+	rec := in.rec
+	octx, cancel := context.WithTimeout(ctx, statusTimeout)
+	d := stepcheck.Decide(action, stepcheck.Observe(octx, e.cfg.Driver, step.GetInstanceId()))
+	cancel()
+	switch d.Verdict {
+	case stepcheck.Done:
+		return e.doneBefore(log, key, step, d)
+	case stepcheck.Unknowable:
+		return e.interrupted(log, key, rec, step, d)
+	}
+	if in.stale {
+		// Not recorded: it may come again under the right epoch and run then.
+		return e.fail(step, FaultStaleEpoch,
+			fmt.Sprintf("step issued under host epoch %d, the session's epoch is %d", step.GetHostEpoch(), in.sessionEpoch), e.status(step.GetInstanceId()))
+	}
+	if err := e.cfg.Store.Rerun(key, maxReruns); err != nil {
+		log.Warn("interrupted step not run again", "err", err)
+		if errors.Is(err, stepstore.ErrRerunLimit) {
+			d.Why += "; it was run again once already"
+		}
+		return e.interrupted(log, key, rec, step, d)
+	}
+	if d.Verdict == stepcheck.Partly {
+		log.Info("interrupted step partly done; undoing it before running it again", "why", d.Why)
+		if err := e.undo(ctx, d.Undo, step.GetInstanceId()); err != nil {
+			log.Warn("undoing the partial effect failed", "err", err)
+			return e.record(log, key, e.fail(step, faultCode(err),
+				fmt.Sprintf("the step was interrupted by an agent restart (%s) and undoing its partial effect failed: %v", d.Why, err),
+				e.status(step.GetInstanceId())))
+		}
+	}
+	log.Info("running an interrupted step again", "verdict", d.Verdict.String(), "why", d.Why)
+	return nil
+}
+
+// undo removes a partial effect.
+func (e *Executor) undo(ctx context.Context, u stepcheck.Undo, id string) error {
+	switch u {
+	case stepcheck.UndoDelete:
+		if err := e.cfg.Driver.Delete(ctx, id); err != nil {
+			return fmt.Errorf("removing what the interrupted step left of %s: %w", id, err)
+		}
+	case stepcheck.UndoResume:
+		// libvirtd may still be finishing the start the dead agent asked
+		// for (it resumes the vCPUs as its last act): give it a moment,
+		// so that the two resumes do not race.
+		if e.waitRunning(ctx, id, bootSettle) {
+			return nil
+		}
+		if err := e.cfg.Driver.Resume(ctx, id); err != nil && !e.waitRunning(ctx, id, 0) {
+			return fmt.Errorf("finishing the boot the interrupted step began of %s: %w", id, err)
+		}
+	}
+	return nil
 }
 
 // withStepID fills in the step id of a result recorded without one (by an
@@ -346,7 +469,9 @@ func (e *Executor) done(key string) {
 }
 
 // run runs a new step under its deadline and the instance's lock.
-func (e *Executor) run(log *slog.Logger, key string, action agentv1.StepAction, step *agentv1.RunStep) *agentv1.StepResult {
+// interrupted, when set, is a step a previous agent process began: the
+// hypervisor is asked what came of it (see settle).
+func (e *Executor) run(log *slog.Logger, key string, action agentv1.StepAction, step *agentv1.RunStep, interrupted *interruption) *agentv1.StepResult {
 	deadline := time.Now().Add(DefaultStepTimeout)
 	if step.GetDeadline() != nil {
 		deadline = step.GetDeadline().AsTime()
@@ -374,7 +499,11 @@ func (e *Executor) run(log *slog.Logger, key string, action agentv1.StepAction, 
 			fmt.Sprintf("step deadline %s passed before it could start", deadline.Format(time.RFC3339)), e.status(id)))
 	}
 
-	if _, fresh, err := e.cfg.Store.Begin(key, stepstore.Step{
+	if interrupted != nil {
+		if res := e.settle(ctx, log, key, action, step, interrupted); res != nil {
+			return res
+		}
+	} else if _, fresh, err := e.cfg.Store.Begin(key, stepstore.Step{
 		OperationID: step.GetOperationId(), Kind: step.GetKind(), Action: action,
 		InstanceID: id, HostEpoch: step.GetHostEpoch(),
 	}); err != nil {
@@ -401,6 +530,11 @@ func (e *Executor) run(log *slog.Logger, key string, action agentv1.StepAction, 
 	if errors.As(err, &skip) {
 		err = nil // done, but without its work: the note says why
 	}
+	if err != nil && errors.Is(err, hypervisor.ErrUnavailable) {
+		if res := e.afterLostHypervisor(ctx, log, key, action, step, err); res != nil {
+			return res
+		}
+	}
 	if err != nil {
 		code := faultCode(err)
 		log.Warn("step failed", "fault", code, "err", err, "took", time.Now().Sub(start))
@@ -415,6 +549,57 @@ func (e *Executor) run(log *slog.Logger, key string, action agentv1.StepAction, 
 		State:       e.status(id),
 		Note:        skip.note,
 	})
+}
+
+// hypervisorReturn bounds how long a step whose hypervisor went away (a
+// libvirtd restart) waits for it to answer again, so that what the step
+// did can be read; a restart takes seconds.
+const hypervisorReturn = time.Minute
+
+// afterLostHypervisor settles a step whose driver call failed because the
+// hypervisor went away: the call may have taken effect with its answer
+// lost (libvirtd restarted under a create: the guest runs, the answer
+// never came). Once the hypervisor answers again, within the step's
+// deadline and hypervisorReturn, its state is decided as an interrupted
+// step's is: done is the step's success; a partial effect is undone, so
+// that the attempt the coordinator sends next (the fault is transient)
+// starts clean. It returns nil when the caller reports the fault.
+func (e *Executor) afterLostHypervisor(ctx context.Context, log *slog.Logger, key string, action agentv1.StepAction, step *agentv1.RunStep, cause error) *agentv1.StepResult {
+	id := step.GetInstanceId()
+	wctx, cancel := context.WithTimeout(ctx, hypervisorReturn)
+	defer cancel()
+	for {
+		if _, err := e.cfg.Driver.Status(wctx, id); !errors.Is(err, hypervisor.ErrUnavailable) {
+			break
+		}
+		select {
+		case <-wctx.Done():
+			log.Warn("hypervisor did not come back within the step's time", "err", cause)
+			return nil
+		case <-time.After(200 * time.Millisecond): // polling the hypervisor's connection
+		}
+	}
+	octx, ocancel := context.WithTimeout(ctx, statusTimeout)
+	d := stepcheck.Decide(action, stepcheck.Observe(octx, e.cfg.Driver, id))
+	ocancel()
+	switch d.Verdict {
+	case stepcheck.Done:
+		log.Info("the hypervisor went away under the step, which had taken effect", "why", d.Why, "err", cause)
+		return e.record(log, key, &agentv1.StepResult{
+			OperationId: step.GetOperationId(),
+			StepId:      step.GetStepId(),
+			HostEpoch:   step.GetHostEpoch(),
+			Succeeded:   true,
+			State:       e.status(id),
+			Note:        "done, though the hypervisor's answer was lost: " + d.Why,
+		})
+	case stepcheck.Partly:
+		log.Info("the hypervisor went away under the step; undoing its partial effect", "why", d.Why, "err", cause)
+		if err := e.undo(ctx, d.Undo, id); err != nil {
+			log.Warn("undoing the partial effect failed", "err", err)
+		}
+	}
+	return nil
 }
 
 // resolveAction is the step's action; a coordinator too old to send one

@@ -285,8 +285,8 @@ func TestForcedStopWithinDeadline(t *testing.T) {
 	}
 }
 
-// A step cut short by the agent's shutdown is reported as interrupted by
-// the next agent process, never re-run.
+// A step cut short by the agent's shutdown, whose effect the hypervisor
+// shows absent, is run again (once) by the next agent process.
 func TestShutdownMidStepThenRestart(t *testing.T) {
 	drv := newFake()
 	db := filepath.Join(t.TempDir(), "agent.db")
@@ -307,13 +307,20 @@ func TestShutdownMidStepThenRestart(t *testing.T) {
 
 	drv.SetDelay("Pause", 0)
 	e2, _ := newExecutor(t, drv, db)
-	r := e2.Execute(step("op-1", "vm-1", flotillav1.OperationKind_OPERATION_KIND_PAUSE), epoch+1)
-	if r.GetFault().GetCode() != executor.FaultAgentRestarted ||
-		r.GetState().GetState() != flotillav1.PowerState_POWER_STATE_RUNNING {
+	again := step("op-1", "vm-1", flotillav1.OperationKind_OPERATION_KIND_PAUSE)
+	// Under the old epoch it is refused: it would run, and only the
+	// current session may run a step.
+	if r := e2.Execute(again, epoch+1); r.GetFault().GetCode() != executor.FaultStaleEpoch {
+		t.Errorf("stale re-send: %v", r)
+	}
+	again.HostEpoch = epoch + 1
+	r := e2.Execute(again, epoch+1)
+	mustSucceed(t, r)
+	if r.GetState().GetState() != flotillav1.PowerState_POWER_STATE_PAUSED {
 		t.Errorf("result %v", r)
 	}
-	if drv.Calls("Pause") != 1 {
-		t.Errorf("Pause called %d times", drv.Calls("Pause"))
+	if drv.Calls("Pause") != 2 {
+		t.Errorf("Pause called %d times, want 2 (the interrupted call and its rerun)", drv.Calls("Pause"))
 	}
 }
 

@@ -251,12 +251,13 @@ func TestRestartMidStepPerStepID(t *testing.T) {
 	if drv.Calls("Pause") != 2 {
 		t.Fatalf("Pause called %d times, want 2", drv.Calls("Pause"))
 	}
-	// Attempt 1 is reported interrupted, with the domain's state, and not re-run.
+	// Attempt 1 finds the domain paused: done, with the domain's state,
+	// and not re-run.
 	a1.HostEpoch = epoch + 1
 	r := e2.Execute(a1, epoch+1)
-	wantFault(t, r, executor.FaultAgentRestarted)
+	mustSucceed(t, r)
 	if r.GetStepId() != "op-1/pause/1" || r.GetState().GetState() != flotillav1.PowerState_POWER_STATE_PAUSED ||
-		!strings.Contains(r.GetFault().GetMessage(), "STEP_ACTION_PAUSE") {
+		!strings.Contains(r.GetNote(), "done before the agent restarted") {
 		t.Errorf("interrupted result %v", r)
 	}
 	if drv.Calls("Pause") != 2 {
@@ -306,27 +307,48 @@ func TestReport(t *testing.T) {
 	}
 	store.Close()
 	e2, store2 := newExecutor(t, drv, db)
+	// The domain is running: the pause is not done. Nothing is recorded;
+	// sent again, it runs again, once.
 	r := e2.Report("op-1/pause/1", "op-1")
+	if st(r) != agentv1.StepReportState_STEP_REPORT_STATE_NOT_DONE || r.GetResult() != nil {
+		t.Fatalf("interrupted, not done: %v", r)
+	}
+	if rec, _ := store2.Get("op-1/pause/1"); rec.State != stepstore.Started {
+		t.Errorf("record %v, want started", rec.State)
+	}
+	drv.SetDelay("Pause", 0)
+	s.HostEpoch = epoch + 1
+	done := e2.Execute(s, epoch+1)
+	mustSucceed(t, done)
+	if drv.Calls("Pause") != 2 {
+		t.Errorf("Pause called %d times, want 2", drv.Calls("Pause"))
+	}
+	if again := e2.Report("op-1/pause/1", "op-1"); st(again) != agentv1.StepReportState_STEP_REPORT_STATE_FINISHED ||
+		!proto.Equal(again.GetResult(), done) {
+		t.Errorf("queried after the rerun: %v, want %v", again, done)
+	}
+	// A restart under a reboot: nobody can tell; AGENT_RESTARTED, recorded.
+	rb := actionStep("op-3", "op-3/reboot/1", "vm-2", agentv1.StepAction_STEP_ACTION_RESTART)
+	if _, _, err := store2.Begin("op-3/reboot/1", stepstore.Step{OperationID: "op-3", Action: agentv1.StepAction_STEP_ACTION_RESTART, InstanceID: "vm-2", HostEpoch: epoch}); err != nil {
+		t.Fatal(err)
+	}
+	r = e2.Report("op-3/reboot/1", "op-3")
 	if st(r) != agentv1.StepReportState_STEP_REPORT_STATE_FINISHED {
-		t.Fatalf("interrupted: %v", r)
+		t.Fatalf("interrupted reboot: %v", r)
 	}
 	wantFault(t, r.GetResult(), executor.FaultAgentRestarted)
-	if res := r.GetResult(); res.GetStepId() != "op-1/pause/1" || res.GetOperationId() != "op-1" ||
-		res.GetHostEpoch() != epoch || res.GetState().GetInstanceId() != "vm-1" {
+	if res := r.GetResult(); res.GetStepId() != "op-3/reboot/1" || res.GetOperationId() != "op-3" ||
+		res.GetHostEpoch() != epoch || res.GetState().GetInstanceId() != "vm-2" {
 		t.Errorf("interrupted result %v", res)
 	}
-	// Recorded: the same answer to a re-send and to the next query, and no re-run.
-	if rec, _ := store2.Get("op-1/pause/1"); rec.State != stepstore.Finished {
-		t.Errorf("record %v, want finished", rec.State)
-	}
-	if again := e2.Execute(s, epoch+1); !proto.Equal(again, r.GetResult()) {
+	if again := e2.Execute(rb, epoch+1); !proto.Equal(again, r.GetResult()) {
 		t.Errorf("re-sent: %v, want %v", again, r.GetResult())
 	}
-	if again := e2.Report("op-1/pause/1", "op-1"); !proto.Equal(again, r) {
+	if again := e2.Report("op-3/reboot/1", "op-3"); !proto.Equal(again, r) {
 		t.Errorf("queried again: %v, want %v", again, r)
 	}
-	if drv.Calls("Pause") != 1 {
-		t.Errorf("Pause called %d times", drv.Calls("Pause"))
+	if drv.Calls("Reboot") != 1 {
+		t.Errorf("Reboot called %d times, want 1", drv.Calls("Reboot"))
 	}
 	// An older coordinator's step, known by its operation id.
 	if r := e2.Report("", "op-0"); st(r) != agentv1.StepReportState_STEP_REPORT_STATE_FINISHED || !r.GetResult().GetSucceeded() {

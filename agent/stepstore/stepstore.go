@@ -69,6 +69,9 @@ type Record struct {
 	StartTime  time.Time
 	FinishTime time.Time
 	Result     *agentv1.StepResult // set when State is Finished
+	// Reruns counts how often a later agent process ran the step again
+	// after finding it interrupted (see Rerun).
+	Reruns int
 }
 
 // record is the stored form. The result is kept proto-marshalled so that it
@@ -84,6 +87,7 @@ type record struct {
 	Done        bool      `json:"done,omitempty"`
 	FinishTime  time.Time `json:"finish_time,omitzero"`
 	Result      []byte    `json:"result,omitempty"`
+	Reruns      int       `json:"reruns,omitempty"`
 }
 
 // Store is the agent's step journal, one bbolt file.
@@ -154,6 +158,43 @@ func (s *Store) Begin(stepID string, step Step) (Record, bool, error) {
 		return Record{}, false, fmt.Errorf("stepstore: begin %s: %w", stepID, err)
 	}
 	return out, fresh, nil
+}
+
+// ErrRerunLimit is returned by Rerun for a step already run again max times.
+var ErrRerunLimit = errors.New("step already run again after an interruption")
+
+// Rerun records, before an interrupted step (recorded started, never
+// finished) is run again, that it is: at most max times, so that a step
+// whose reruns keep being interrupted is not run without end. It fails with
+// ErrRerunLimit past max, and with ErrFinished for a finished step.
+func (s *Store) Rerun(stepID string, max int) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketSteps)
+		v := b.Get([]byte(stepID))
+		if v == nil {
+			return errors.New("not begun")
+		}
+		var r record
+		if err := json.Unmarshal(v, &r); err != nil {
+			return fmt.Errorf("decode: %w", err)
+		}
+		switch {
+		case r.Done:
+			return ErrFinished
+		case r.Reruns >= max:
+			return ErrRerunLimit
+		}
+		r.Reruns++
+		out, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte(stepID), out)
+	})
+	if err != nil {
+		return fmt.Errorf("stepstore: rerun %s: %w", stepID, err)
+	}
+	return nil
 }
 
 // ErrFinished is returned by Finish for a step that already has a result.
@@ -275,6 +316,7 @@ func decode(key string, v []byte) (Record, error) {
 		},
 		StartTime:  r.StartTime,
 		FinishTime: r.FinishTime,
+		Reruns:     r.Reruns,
 	}
 	if r.Done {
 		res := &agentv1.StepResult{}

@@ -142,3 +142,32 @@ func TestSecondOpenFails(t *testing.T) {
 		t.Fatal("a second Open of a store in use succeeded")
 	}
 }
+
+func TestRerunAtMostMaxTimes(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "steps.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Rerun("never", 1); err == nil {
+		t.Fatal("rerun of a step never begun: want an error")
+	}
+	if _, _, err := s.Begin("op/1/1", Step{OperationID: "op", InstanceID: "i"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Rerun("op/1/1", 1); err != nil {
+		t.Fatalf("first rerun: %v", err)
+	}
+	if r, _ := s.Get("op/1/1"); r.Reruns != 1 || r.State != Started {
+		t.Fatalf("after a rerun: %+v, want started with 1 rerun", r)
+	}
+	if err := s.Rerun("op/1/1", 1); !errors.Is(err, ErrRerunLimit) {
+		t.Fatalf("second rerun: %v, want ErrRerunLimit", err)
+	}
+	if err := s.Finish("op/1/1", &agentv1.StepResult{Succeeded: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Rerun("op/1/1", 5); !errors.Is(err, ErrFinished) {
+		t.Fatalf("rerun of a finished step: %v, want ErrFinished", err)
+	}
+}

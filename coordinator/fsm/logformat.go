@@ -42,6 +42,10 @@ const (
 	// LogVersion9 adds deallocate, soft delete (InstanceAction.retain and
 	// reclaim_before), restore and upgrade.
 	LogVersion9 uint32 = 9
+	// LogVersion10 ends an operation that failed with AGENT_RESTARTED (a
+	// step whose outcome nobody can know) with the instance showing what
+	// its host observes, not ERROR (see failedResult).
+	LogVersion10 uint32 = 10
 	// LogVersion13 adds hosts' clock skew (host.clock).
 	LogVersion13 uint32 = 13
 	// SupportedLogVersion is the newest version this server reads and writes.

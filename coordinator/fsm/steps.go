@@ -322,7 +322,7 @@ func startRollback(tx *state.Tx, op *state.Operation, inst *state.Instance, faul
 	op.Steps = append(op.Steps, undos...)
 	if len(undos) == 0 && fault != nil {
 		// Nothing to undo: the failure stands as it is.
-		finish(tx, op, inst, state.OpFailed, fault, failedResult(op, inst))
+		finish(tx, op, inst, state.OpFailed, fault, failedResult(tx, op, inst))
 		return
 	}
 	if len(undos) > 0 {
@@ -345,7 +345,16 @@ func startRollback(tx *state.Tx, op *state.Operation, inst *state.Instance, faul
 // orphan there). An update never touches the power state, and its model is
 // applied only on success: a failed one leaves the instance as it was. So
 // does a password a guest did not set: nothing but the guest was asked.
-func failedResult(op *state.Operation, inst *state.Instance) lifecycle.Result {
+//
+// A failure whose outcome nobody can know (AGENT_RESTARTED: the agent died
+// under a step, and the hypervisor cannot tell whether it acted) is not
+// shown as ERROR when the host observes the domain: the instance shows that
+// truth (a running guest is RUNNING), and the fault stays on the operation.
+func failedResult(tx *state.Tx, op *state.Operation, inst *state.Instance) lifecycle.Result {
+	if tx.LogVersion() >= LogVersion10 && op.Fault != nil && op.Fault.Code == "AGENT_RESTARTED" && observedDomain(inst.Power) &&
+		inst.Desired != lifecycle.DesiredDeleted {
+		return lifecycle.ResultSucceeded
+	}
 	switch op.Kind {
 	case lifecycle.OpMove, lifecycle.OpUpdate, lifecycle.OpResize, lifecycle.OpConfirmResize, lifecycle.OpRevertResize, lifecycle.OpExtend,
 		lifecycle.OpSetPassword, lifecycle.OpBundle, lifecycle.OpUpgrade:
@@ -362,6 +371,16 @@ func failedResult(op *state.Operation, inst *state.Instance) lifecycle.Result {
 		}
 	}
 	return lifecycle.ResultRolledBack
+}
+
+// observedDomain says the host sees the instance's domain in a definite state.
+func observedDomain(p lifecycle.Power) bool {
+	switch p {
+	case lifecycle.PowerRunning, lifecycle.PowerPaused, lifecycle.PowerShuttingDown, lifecycle.PowerShutOff,
+		lifecycle.PowerCrashed, lifecycle.PowerSavedToDisk:
+		return true
+	}
+	return false
 }
 
 // skipFrom marks the steps from index i on that have not run (pending, or

@@ -36,7 +36,10 @@ func (o *Orchestrator) StepReport(hostID string, epoch uint64, r *agentv1.StepRe
 	rs := o.reports
 	rs.mu.Lock()
 	switch r.GetState() {
-	case agentv1.StepReportState_STEP_REPORT_STATE_UNKNOWN:
+	case agentv1.StepReportState_STEP_REPORT_STATE_UNKNOWN,
+		// Interrupted with its effect absent: the agent runs it again
+		// (once) when it is sent again, undoing a partial effect first.
+		agentv1.StepReportState_STEP_REPORT_STATE_NOT_DONE:
 		rs.unknown[r.GetStepId()] = epoch
 	case agentv1.StepReportState_STEP_REPORT_STATE_RUNNING:
 		rs.running[r.GetStepId()] = epoch

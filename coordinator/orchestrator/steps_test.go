@@ -137,6 +137,18 @@ func TestNewLeaderAsksBeforeResending(t *testing.T) {
 	if op := h.op(); op.HostEpoch != 3 || op.Steps[0].Attempt != 1 {
 		t.Fatalf("recorded: %+v", op)
 	}
+	// The agent restarted under it (session 4) and the hypervisor shows the
+	// step's effect absent: NOT_DONE; it is sent again, same step id, and
+	// the agent runs it once more.
+	h.agents.epochs["h1"] = 4
+	if _, queries := h.drive(); len(queries) != 1 {
+		t.Fatalf("after a restart: asked %v", queries)
+	}
+	h.o.StepReport("h1", 4, &agentv1.StepReport{StepId: "op-i/0/1", State: agentv1.StepReportState_STEP_REPORT_STATE_NOT_DONE})
+	steps, _ = h.drive()
+	if len(steps) != 1 || steps[0].StepId != "op-i/0/1" || steps[0].HostEpoch != 4 {
+		t.Fatalf("after NOT_DONE: sent %v", steps)
+	}
 }
 
 func TestRetryWaitsForItsBackoff(t *testing.T) {

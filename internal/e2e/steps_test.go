@@ -242,10 +242,12 @@ func startMove(e *opsEnv, coords string, via *testenv.Coordinator, importDelay t
 	return m
 }
 
-// TestAgentKilledMidMove kills the target's agent while it pulls the disk:
-// the restarted agent reports the import as interrupted (it is not run
-// again), and the move rolls back: what the import may have left on the
-// target is removed, and the instance runs on its source again.
+// TestAgentKilledMidMove kills the target's agent while it pulls the disk,
+// twice. The first time, the restarted agent finds the import not done (no
+// domain on the target; issue 19) and runs it again, once. Killed in that
+// rerun too, the agent runs it no more: the import is reported interrupted
+// (AGENT_RESTARTED), and the move rolls back: what the import may have left
+// on the target is removed, and the instance runs on its source again.
 func TestAgentKilledMidMove(t *testing.T) {
 	if testing.Short() {
 		t.Skip("process test: not run with -short")
@@ -254,16 +256,44 @@ func TestAgentKilledMidMove(t *testing.T) {
 	m := startMove(e, coord.Addr, coord, time.Hour)
 	m.dst.Kill()
 	m.dst.Restart()
+	testenv.Eventually(t, 30*time.Second, "the import to run again on the target", func() bool { return stepRuns(t, m.dst, m.move.Id) >= 2 })
+	m.dst.Kill()
+	m.dst.Restart()
 	done := e.wait(m.move, time.Minute)
 	if done.State != pb.OperationState_OPERATION_STATE_FAILED || done.Error.GetCode() != "AGENT_RESTARTED" {
-		t.Fatalf("move after the target's agent died mid-import: %s %v %v", done.State, done.Error, stepNames(done))
+		t.Fatalf("move after the target's agent died mid-import twice: %s %v %v", done.State, done.Error, stepNames(done))
 	}
 	inst := e.instance(m.inst.InstanceId)
 	if inst.HostId != "h-src" || inst.Status != pb.Status_STATUS_RUNNING {
 		t.Fatalf("after the rolled-back move: on %s, %s", inst.HostId, inst.Status)
 	}
-	if n := stepRuns(t, m.dst, m.move.Id); n != 2 {
-		t.Fatalf("%d steps ran on the target, want the interrupted import and the removal of what it left", n)
+	if n := stepRuns(t, m.dst, m.move.Id); n != 3 {
+		t.Fatalf("%d steps ran on the target, want the interrupted import, its interrupted rerun and the removal of what they left", n)
+	}
+}
+
+// TestAgentRestartedMidMove kills the target's agent while it pulls the
+// disk and restarts it (without the fault that held the import): the
+// import, not done, runs again once and the move completes.
+func TestAgentRestartedMidMove(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process test: not run with -short")
+	}
+	e, coord := newOpsEnv(t)
+	m := startMove(e, coord.Addr, coord, time.Hour)
+	m.dst.Kill()
+	m.dst.Env = nil // the rerun is not held
+	m.dst.Restart()
+	done := e.wait(m.move, time.Minute)
+	if done.State != pb.OperationState_OPERATION_STATE_SUCCEEDED {
+		t.Fatalf("move after the target's agent died mid-import: %s %v %v", done.State, done.Error, stepNames(done))
+	}
+	inst := e.instance(m.inst.InstanceId)
+	if inst.HostId != "h-dst" || inst.Status != pb.Status_STATUS_RUNNING {
+		t.Fatalf("after the move: on %s, %s", inst.HostId, inst.Status)
+	}
+	if n := stepRuns(t, m.dst, m.move.Id); n != 3 { // import, its rerun, start
+		t.Fatalf("%d steps ran on the target, want the interrupted import, its rerun and the start", n)
 	}
 }
 

@@ -235,3 +235,27 @@ func StartTestbedAgent(t testing.TB, dir, coordAddr string, h TestbedHost, extra
 	a.Proc = startWrapped(t, "flotilla-agent", "agent-"+h.Name, dir, append([]string{"nsenter"}, h.nsenter()...), nil, args...)
 	return a
 }
+
+// RestartLibvirtd stops the libvirtd of tb.Hosts[i] (the host's own,
+// never the machine's) and starts it again; its guests run on. It returns
+// the host as it is now (its daemon's new pid) and records it in tb.
+func (tb *Testbed) RestartLibvirtd(t testing.TB, i int) TestbedHost {
+	t.Helper()
+	if out, err := tb.run("restart-libvirtd", strconv.Itoa(tb.Hosts[i].Index)); err != nil {
+		t.Fatalf("testbed.sh restart-libvirtd %d: %v\n%s", tb.Hosts[i].Index, err, out)
+	}
+	out, err := tb.run("status")
+	if err != nil {
+		t.Fatalf("testbed.sh status: %v\n%s", err, out)
+	}
+	now, err := parseTestbedStatus(out)
+	if err != nil {
+		t.Fatalf("testbed.sh status: %v\n%s", err, out)
+	}
+	for _, h := range now.Hosts {
+		if h.Index == tb.Hosts[i].Index {
+			tb.Hosts[i] = h
+		}
+	}
+	return tb.Hosts[i]
+}

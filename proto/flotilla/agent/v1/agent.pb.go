@@ -403,22 +403,31 @@ const (
 	// Running now; the result follows as a StepResult.
 	StepReportState_STEP_REPORT_STATE_RUNNING StepReportState = 2
 	// Done (or interrupted by an agent restart: then the result says so).
+	// A step a previous agent process began and the hypervisor shows done is
+	// FINISHED with its success; one whose outcome nobody can know is
+	// FINISHED with the fault AGENT_RESTARTED.
 	StepReportState_STEP_REPORT_STATE_FINISHED StepReportState = 3
+	// Begun by a previous agent process, which died under it, and the
+	// hypervisor shows its effect absent (or partly present, which the agent
+	// undoes first): send it again and it runs again, once.
+	StepReportState_STEP_REPORT_STATE_NOT_DONE StepReportState = 160
 )
 
 // Enum value maps for StepReportState.
 var (
 	StepReportState_name = map[int32]string{
-		0: "STEP_REPORT_STATE_UNSPECIFIED",
-		1: "STEP_REPORT_STATE_UNKNOWN",
-		2: "STEP_REPORT_STATE_RUNNING",
-		3: "STEP_REPORT_STATE_FINISHED",
+		0:   "STEP_REPORT_STATE_UNSPECIFIED",
+		1:   "STEP_REPORT_STATE_UNKNOWN",
+		2:   "STEP_REPORT_STATE_RUNNING",
+		3:   "STEP_REPORT_STATE_FINISHED",
+		160: "STEP_REPORT_STATE_NOT_DONE",
 	}
 	StepReportState_value = map[string]int32{
 		"STEP_REPORT_STATE_UNSPECIFIED": 0,
 		"STEP_REPORT_STATE_UNKNOWN":     1,
 		"STEP_REPORT_STATE_RUNNING":     2,
 		"STEP_REPORT_STATE_FINISHED":    3,
+		"STEP_REPORT_STATE_NOT_DONE":    160,
 	}
 )
 
@@ -2503,12 +2512,13 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\x18STEP_ACTION_UPGRADE_DISK\x10\"\x12\x1d\n" +
 	"\x19STEP_ACTION_ROLLBACK_DISK\x10#\x12\x1d\n" +
 	"\x19STEP_ACTION_AWAIT_HEALTHY\x10$\x12\x1d\n" +
-	"\x19STEP_ACTION_DROP_SNAPSHOT\x10%*\x92\x01\n" +
+	"\x19STEP_ACTION_DROP_SNAPSHOT\x10%*\xb3\x01\n" +
 	"\x0fStepReportState\x12!\n" +
 	"\x1dSTEP_REPORT_STATE_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19STEP_REPORT_STATE_UNKNOWN\x10\x01\x12\x1d\n" +
 	"\x19STEP_REPORT_STATE_RUNNING\x10\x02\x12\x1e\n" +
-	"\x1aSTEP_REPORT_STATE_FINISHED\x10\x032d\n" +
+	"\x1aSTEP_REPORT_STATE_FINISHED\x10\x03\x12\x1f\n" +
+	"\x1aSTEP_REPORT_STATE_NOT_DONE\x10\xa0\x012d\n" +
 	"\fAgentService\x12T\n" +
 	"\aConnect\x12!.flotilla.agent.v1.ConnectRequest\x1a\".flotilla.agent.v1.ConnectResponse(\x010\x012b\n" +
 	"\x10AgentPeerService\x12N\n" +
