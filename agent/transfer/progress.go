@@ -50,6 +50,12 @@ func (m *meter) report(ctx context.Context, every time.Duration, base Progress, 
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			// A tick that waited in the channel while this goroutine was
+			// held up comes right after the one before: a rate over that
+			// sliver of time says nothing, so it is dropped.
+			if time.Since(lastAt) < every/2 {
+				continue
+			}
 			emit()
 		}
 	}
