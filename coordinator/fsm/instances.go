@@ -58,6 +58,7 @@ func applyCreateInstance(tx *state.Tx, c *CreateInstance) (any, error) {
 	if inst.HostID == "" {
 		waitForCapacity(&op)
 	}
+	planImageFetch(tx, &inst, &op)
 	tx.PutInstance(&inst)
 	tx.PutOperation(&op)
 	if k := state.RequestKeyOf(&op); k != "" {
@@ -273,6 +274,7 @@ func applyPlace(tx *state.Tx, c *Place) (any, error) {
 	}
 	inst.HostID = c.HostID
 	op.HostID, op.Deadline, op.Step = c.HostID, c.Deadline, "waiting-for-host"
+	planImageFetch(tx, inst, op)
 	tx.PutInstance(inst)
 	tx.PutOperation(op)
 	return nil, nil

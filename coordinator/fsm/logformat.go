@@ -42,8 +42,11 @@ const (
 	// LogVersion9 adds deallocate, soft delete (InstanceAction.retain and
 	// reclaim_before), restore and upgrade.
 	LogVersion9 uint32 = 9
+	// LogVersion11 adds the image catalogue (image.*, snapshot images) and
+	// a create's image fetch (Operation.image_source).
+	LogVersion11 uint32 = 11
 	// SupportedLogVersion is the newest version this server reads and writes.
-	SupportedLogVersion = LogVersion9
+	SupportedLogVersion = LogVersion11
 )
 
 // entryMarker starts every entry of format 2; never '{' nor 0xF1, which
