@@ -102,6 +102,9 @@ func (d *Driver) WriteImage(ctx context.Context, name, sum string, r io.Reader) 
 		}
 		return nil
 	}
+	if got := imageSum(b); sum != "" && got != sum {
+		return fmt.Errorf("fake: write image %q: the copy's checksum is %s, not %s: %w", name, got, sum, hypervisor.ErrInvalidSpec)
+	}
 	d.written[name] = b
 	if len(d.images) > 0 {
 		d.images[name] = true

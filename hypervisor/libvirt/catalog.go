@@ -2,6 +2,9 @@ package libvirt
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -87,7 +90,7 @@ func (d *Driver) Images(ctx context.Context) ([]hypervisor.ImageInfo, error) {
 }
 
 func (d *Driver) imageInfo(_ context.Context, name, dir string) (hypervisor.ImageInfo, error) {
-	h, err := parseQcow2Header(filepath.Join(dir, "disk.qcow2"))
+	h, err := readImageHeader(filepath.Join(dir, "disk.qcow2"))
 	if err != nil {
 		return hypervisor.ImageInfo{}, err
 	}
@@ -120,19 +123,24 @@ func (d *Driver) OpenImage(_ context.Context, name string) (io.ReadCloser, int64
 func workPrefix(name string) string { return ".image-" + name + "-" }
 
 // WriteImage: see hypervisor.Driver.
-func (d *Driver) WriteImage(ctx context.Context, name, sha256 string, r io.Reader) error {
+func (d *Driver) WriteImage(ctx context.Context, name, sha256sum string, r io.Reader) error {
 	if err := hypervisor.ValidateImageName(name); err != nil {
 		return fmt.Errorf("libvirt: write image: %w", err)
 	}
-	if err := d.sameImage(ctx, name, sha256); err == nil || !errors.Is(err, hypervisor.ErrImageNotFound) {
+	if err := d.sameImage(ctx, name, sha256sum); err == nil || !errors.Is(err, hypervisor.ErrImageNotFound) {
 		if err == nil {
 			_, err = io.Copy(io.Discard, r) // held already: the stream is still read to its end
 		}
 		return err
 	}
+	h := sha256.New()
 	return d.placeImage(name, func(tmp string) error {
-		if err := imagefile.Extract(r, tmp); err != nil {
+		if err := imagefile.Extract(io.TeeReader(r, h), tmp); err != nil {
 			return fmt.Errorf("%w: %w", hypervisor.ErrInvalidSpec, err)
+		}
+		// The stream is the image's travelling form: its digest is the image's checksum.
+		if got := hex.EncodeToString(h.Sum(nil)); sha256sum != "" && got != sha256sum {
+			return fmt.Errorf("the copy's checksum is %s, the catalogue's %s: %w", got, sha256sum, hypervisor.ErrInvalidSpec)
 		}
 		return d.checkStandalone(ctx, filepath.Join(tmp, "disk.qcow2"))
 	})
@@ -164,14 +172,42 @@ func (d *Driver) sameImage(ctx context.Context, name, sum string) error {
 // checkStandalone refuses a disk that is not a qcow2 of its own: a
 // backing file would let the image read another file of the host.
 func (d *Driver) checkStandalone(_ context.Context, disk string) error {
-	h, err := parseQcow2Header(disk)
+	h, err := readImageHeader(disk)
 	if err != nil {
 		return err
 	}
-	if h.backing != "" {
-		return fmt.Errorf("image disk has a backing file %q: %w", h.backing, hypervisor.ErrInvalidSpec)
+	if h.backing {
+		return fmt.Errorf("image disk has a backing file: %w", hypervisor.ErrInvalidSpec)
 	}
 	return nil
+}
+
+// imageHeader is what the catalogue reads of an image's qcow2 header.
+type imageHeader struct {
+	virtualSize uint64
+	backing     bool
+}
+
+// readImageHeader reads the start of a qcow2 header (an image's disk has
+// no backing file, which parseQcow2Header, for overlays, requires).
+func readImageHeader(path string) (imageHeader, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return imageHeader{}, err
+	}
+	defer f.Close()
+	var b [32]byte
+	if _, err := io.ReadFull(f, b[:]); err != nil {
+		return imageHeader{}, fmt.Errorf("qcow2 header of %s: %w: %w", path, hypervisor.ErrInvalidSpec, err)
+	}
+	be := binary.BigEndian
+	if be.Uint32(b[0:]) != qcow2Magic {
+		return imageHeader{}, fmt.Errorf("%s is not a qcow2 file: %w", path, hypervisor.ErrInvalidSpec)
+	}
+	if v := be.Uint32(b[4:]); v != 2 && v != 3 {
+		return imageHeader{}, fmt.Errorf("%s: qcow2 version %d: %w", path, v, hypervisor.ErrInvalidSpec)
+	}
+	return imageHeader{virtualSize: be.Uint64(b[24:]), backing: be.Uint64(b[8:]) != 0}, nil
 }
 
 // placeImage fills a hidden directory with fill, marks it complete and
@@ -260,9 +296,9 @@ func adoptDir(ctx context.Context, root, src, tmp string) error {
 // would read another file of the host).
 func adoptDisk(ctx context.Context, src, dst string) error {
 	format := "raw"
-	if h, err := parseQcow2Header(src); err == nil {
+	if h, err := readImageHeader(src); err == nil {
 		format = "qcow2"
-		if h.backing == "" {
+		if !h.backing {
 			return copyFile(src, dst)
 		}
 		return fmt.Errorf("%s has a backing file: %w", src, hypervisor.ErrInvalidSpec)
