@@ -72,6 +72,9 @@ type Config struct {
 	// and events) and gives what their guests say on the guest channel,
 	// sent as GuestReports.
 	Guests Guests
+	// Images pulls images for the coordinator's image tasks; nil: such
+	// tasks fail.
+	Images ImageFetcher
 	Logger *slog.Logger
 
 	// Reconnect and resubscribe back-off: MinBackoff doubling to MaxBackoff.
@@ -128,6 +131,8 @@ type Client struct {
 	epoch uint64 // of the live session, 0 between sessions
 
 	live atomic.Pointer[sess] // the registered session, nil between sessions (see ReportCopyProgress)
+
+	images imageTasks
 }
 
 // New prepares a client; it does not connect until Run.
@@ -422,7 +427,10 @@ func (c *Client) register(ctx context.Context) (*agentv1.Register, error) {
 		// no networked instance here, but only until the next session.
 		return nil, fmt.Errorf("hypervisor networks: %w", err)
 	}
+	images, listed := c.listImages(hctx)
 	return &agentv1.Register{
+		Images:         images,
+		ImagesListed:   listed,
 		HostId:         c.cfg.HostID,
 		HypervisorKind: c.cfg.Driver.Kind(),
 		Capacity: &flotillav1.Resources{
@@ -574,6 +582,8 @@ func (s *sess) receiver(ctx context.Context) {
 			s.runStep(msg.RunStep)
 		case *agentv1.ConnectResponse_QueryStep:
 			s.queryStep(msg.QueryStep)
+		case *agentv1.ConnectResponse_ImageTask:
+			s.imageTask(msg.ImageTask)
 		case *agentv1.ConnectResponse_Registered:
 			s.c.log.Warn("ignoring a second Registered in one session", "epoch", msg.Registered.GetEpoch())
 		default:
@@ -595,6 +605,7 @@ func (s *sess) runStep(step *agentv1.RunStep) {
 			c.order.Lock()
 			c.out.push(outItem{msg: &agentv1.ConnectRequest{Msg: &agentv1.ConnectRequest_StepResult{StepResult: res}}})
 			c.order.Unlock()
+			c.imageStep(step, res)
 		}
 	}()
 }

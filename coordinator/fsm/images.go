@@ -164,9 +164,9 @@ func applyImportImage(tx *state.Tx, c *ImportImage) (any, error) {
 	im, found := tx.Image(c.Name)
 	switch {
 	case found && im.Deleting:
-		return nil, fmt.Errorf("image %q is being deleted: %w", c.Name, ErrNotAllowed)
+		return nil, fmt.Errorf("image %q is being deleted: %w", c.Name, ErrConflict)
 	case x.FromHost != "" && (!found || !im.HeldBy(x.FromHost)):
-		return nil, fmt.Errorf("host %q holds no image %q: %w", x.FromHost, c.Name, ErrNotAllowed)
+		return nil, fmt.Errorf("host %q holds no image %q: %w", x.FromHost, c.Name, ErrConflict)
 	case x.FromHost == x.HostID:
 		return nil, fmt.Errorf("an image is copied from another host: %w", ErrInvalid)
 	case found && im.HeldBy(x.HostID) && x.Path != "":

@@ -1609,8 +1609,11 @@ type Register struct {
 	Labels map[string]string `protobuf:"bytes,6,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Where this agent serves AgentPeerService (host:port), empty if it does not.
 	PeerAddress string `protobuf:"bytes,7,opt,name=peer_address,json=peerAddress,proto3" json:"peer_address,omitempty"`
-	// Every image in the host's image directory.
+	// Every image in the host's image directory (when images_listed).
 	Images []*ImageInfo `protobuf:"bytes,180,rep,name=images,proto3" json:"images,omitempty"`
+	// The image directory could be listed: images is the whole list (an
+	// older agent, or one that could not list it, says nothing of images).
+	ImagesListed bool `protobuf:"varint,181,opt,name=images_listed,json=imagesListed,proto3" json:"images_listed,omitempty"`
 	// The host can create libvirt networks (NAT and ISOLATED).
 	ManagedNetworks bool `protobuf:"varint,8,opt,name=managed_networks,json=managedNetworks,proto3" json:"managed_networks,omitempty"`
 	// The host bridges present on the host, for BRIDGE networks.
@@ -1703,6 +1706,13 @@ func (x *Register) GetImages() []*ImageInfo {
 		return x.Images
 	}
 	return nil
+}
+
+func (x *Register) GetImagesListed() bool {
+	if x != nil {
+		return x.ImagesListed
+	}
+	return false
 }
 
 func (x *Register) GetManagedNetworks() bool {
@@ -2733,7 +2743,7 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"query_step\x18\x03 \x01(\v2\x1c.flotilla.agent.v1.QueryStepH\x00R\tqueryStep\x12>\n" +
 	"\n" +
 	"image_task\x18\xb4\x01 \x01(\v2\x1c.flotilla.agent.v1.ImageTaskH\x00R\timageTaskB\x05\n" +
-	"\x03msg\"\xfe\x03\n" +
+	"\x03msg\"\xa4\x04\n" +
 	"\bRegister\x12\x17\n" +
 	"\ahost_id\x18\x01 \x01(\tR\x06hostId\x12'\n" +
 	"\x0fhypervisor_kind\x18\x02 \x01(\tR\x0ehypervisorKind\x122\n" +
@@ -2742,7 +2752,8 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\ragent_version\x18\x05 \x01(\tR\fagentVersion\x12?\n" +
 	"\x06labels\x18\x06 \x03(\v2'.flotilla.agent.v1.Register.LabelsEntryR\x06labels\x12!\n" +
 	"\fpeer_address\x18\a \x01(\tR\vpeerAddress\x125\n" +
-	"\x06images\x18\xb4\x01 \x03(\v2\x1c.flotilla.agent.v1.ImageInfoR\x06images\x12)\n" +
+	"\x06images\x18\xb4\x01 \x03(\v2\x1c.flotilla.agent.v1.ImageInfoR\x06images\x12$\n" +
+	"\rimages_listed\x18\xb5\x01 \x01(\bR\fimagesListed\x12)\n" +
 	"\x10managed_networks\x18\b \x01(\bR\x0fmanagedNetworks\x12\x18\n" +
 	"\abridges\x18\t \x03(\tR\abridges\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
