@@ -456,7 +456,7 @@ func (e *Executor) call(ctx context.Context, action agentv1.StepAction, deadline
 		// A frozen base does not change, whatever the domain does: a pull
 		// of it may go on (FREEZE_DISK of a frozen disk is a no-op).
 		agentv1.StepAction_STEP_ACTION_FREEZE_DISK, agentv1.StepAction_STEP_ACTION_REFREEZE_DISK,
-		agentv1.StepAction_STEP_ACTION_PREFLIGHT, // a preflight changes nothing
+		agentv1.StepAction_STEP_ACTION_PREFLIGHT,   // a preflight changes nothing
 		agentv1.StepAction_STEP_ACTION_FETCH_IMAGE: // nor does a fetch, to the domain
 	default:
 		if e.cfg.Mover != nil {

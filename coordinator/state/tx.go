@@ -21,10 +21,10 @@ type Tx struct {
 	networks   map[string]*Network // nil value: delete
 	projects   map[string]*Project
 	images     map[string]*Image // nil value: remove
-	order      []string // instance ids in the order they were put, for the history
-	removed    []string // instance ids to forget (RemoveInstance)
-	meter      bool     // StartMetering was called
-	logVersion uint32   // SetLogVersion's, 0 if not called
+	order      []string          // instance ids in the order they were put, for the history
+	removed    []string          // instance ids to forget (RemoveInstance)
+	meter      bool              // StartMetering was called
+	logVersion uint32            // SetLogVersion's, 0 if not called
 }
 
 // Update runs fn against a transaction and commits its changes atomically
