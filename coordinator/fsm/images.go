@@ -304,6 +304,9 @@ func planImageFetch(tx *state.Tx, inst *state.Instance, op *state.Operation) {
 	if src := imageSource(tx, &im, inst.HostID); src != "" {
 		op.ImageSource = src
 		planShaped(op, lifecycle.Shape{FetchImage: true})
+		if !op.Deadline.IsZero() {
+			op.Deadline = op.Deadline.Add(lifecycle.FetchImageBudget) // the copy's time comes on top
+		}
 	}
 }
 

@@ -159,7 +159,11 @@ const passwordTimeout = time.Minute
 
 // fetchImageTimeout bounds one attempt at pulling an image from another
 // host (a few GiB over the hosts' network; a cut pull resumes).
-const fetchImageTimeout = 30 * time.Minute
+const fetchImageTimeout = 10 * time.Minute
+
+// FetchImageBudget is what a create that fetches its image gets on top of
+// its deadline: the copy's time.
+const FetchImageBudget = fetchImageTimeout
 
 // preflightTimeout bounds the checks (a statfs and reading the image's header).
 const preflightTimeout = time.Minute
@@ -346,10 +350,7 @@ func startDeallocatedSteps(sh Shape) []StepDef {
 // before the drop rolls back: the snapshot's disk and model return and
 // the domain is brought back to the power state it had.
 func upgradeSteps(sh Shape) []StepDef {
-	health := sh.Health
-	if health <= 0 {
-		health = DefaultHealthTimeout
-	}
+	health := healthTimeout(sh)
 	s := []StepDef{preflight}
 	if sh.WasRunning {
 		s = append(s, StepDef{Name: "stop-domain", Action: ActStop, Force: true, Timeout: quickStep,
@@ -484,8 +485,21 @@ func rebuildSteps(sh Shape) []StepDef {
 			Undo: undo("restore-old-disk", ActUnshape, OnSource)},
 		StepDef{Name: "start-domain", Action: ActStart, Timeout: quickStep,
 			Undo: &StepDef{Name: "stop-domain", Action: ActStop, Force: true}},
+		// The new disk must boot a guest that says it is ready (on its
+		// guest channel; a guest without one: it keeps running for a settle
+		// time), not merely a domain that runs. Waiting changes nothing:
+		// the boot's undo stops the guest, and the old disk comes back.
+		StepDef{Name: "await-healthy", Action: ActAwaitHealthy, NothingToUndo: true, Timeout: healthTimeout(sh)},
 		// The point of no return: the new disk booted.
 		StepDef{Name: "drop-old-disk", Action: ActDropOrig, Timeout: quickStep})
+}
+
+// healthTimeout is how long a plan waits for its guest to become healthy.
+func healthTimeout(sh Shape) time.Duration {
+	if sh.Health > 0 {
+		return sh.Health
+	}
+	return DefaultHealthTimeout
 }
 
 // rescueSteps plans a rescue (boot the rescue system, the instance's disk
