@@ -129,7 +129,9 @@ func (s *sess) imageTask(t *agentv1.ImageTask) {
 		log.Debug("image task already running")
 		return
 	}
+	c.imageBusy.Add(1)
 	go func() {
+		defer c.imageBusy.Add(-1)
 		defer c.images.end(name)
 		ctx, cancel := context.WithTimeout(context.Background(), imageTaskTimeout)
 		defer cancel()
@@ -160,12 +162,33 @@ func (c *Client) runImageTask(ctx context.Context, log *slog.Logger, t *agentv1.
 	return fmt.Errorf("image task with nothing to do: %w", hypervisor.ErrInvalidSpec)
 }
 
+// imageAction reports whether a step makes an image.
+func imageAction(a agentv1.StepAction) bool {
+	return a == agentv1.StepAction_STEP_ACTION_BUNDLE_DISK || a == agentv1.StepAction_STEP_ACTION_FETCH_IMAGE
+}
+
+// resyncImages sends the whole list of images with the inventory: the
+// coordinator records it only when it differs from what the catalogue
+// says of this host (a catalogue that began after this session did, a
+// report lost with a leader).
+func (s *sess) resyncImages(ctx context.Context) {
+	c := s.c
+	if c.imageBusy.Load() > 0 {
+		return // the next round
+	}
+	hctx, cancel := context.WithTimeout(ctx, c.cfg.HypervisorTimeout)
+	defer cancel()
+	images, ok := c.listImages(hctx)
+	if !ok || c.imageBusy.Load() > 0 {
+		return
+	}
+	s.enqueue(ctx, &agentv1.ConnectRequest{Msg: &agentv1.ConnectRequest_ImageReport{ImageReport: &agentv1.ImageReport{Images: images, Full: true}}})
+}
+
 // imageStep reports the image a successful step made: a bundle's new
 // image, a fetched one.
 func (c *Client) imageStep(step *agentv1.RunStep, res *agentv1.StepResult) {
-	switch step.GetAction() {
-	case agentv1.StepAction_STEP_ACTION_BUNDLE_DISK, agentv1.StepAction_STEP_ACTION_FETCH_IMAGE:
-	default:
+	if !imageAction(step.GetAction()) {
 		return
 	}
 	if !res.GetSucceeded() {

@@ -133,6 +133,10 @@ type Client struct {
 	live atomic.Pointer[sess] // the registered session, nil between sessions (see ReportCopyProgress)
 
 	images imageTasks
+	// imageBusy counts the image tasks and image steps (bundle, fetch)
+	// running: a full image report is not taken meanwhile, so it cannot
+	// arrive after, and undo, what one of them reports.
+	imageBusy atomic.Int32
 }
 
 // New prepares a client; it does not connect until Run.
@@ -600,12 +604,18 @@ func (s *sess) runStep(step *agentv1.RunStep) {
 		"instance", step.GetInstanceId(), "kind", step.GetKind().String(), "action", step.GetAction().String(),
 		"step_epoch", step.GetHostEpoch())
 	c, epoch := s.c, s.epoch
+	if imageAction(step.GetAction()) {
+		c.imageBusy.Add(1)
+	}
 	go func() {
 		if res := c.cfg.Executor.Execute(step, epoch); res != nil {
 			c.order.Lock()
 			c.out.push(outItem{msg: &agentv1.ConnectRequest{Msg: &agentv1.ConnectRequest_StepResult{StepResult: res}}})
 			c.order.Unlock()
 			c.imageStep(step, res)
+		}
+		if imageAction(step.GetAction()) {
+			c.imageBusy.Add(-1)
 		}
 	}()
 }
@@ -708,6 +718,7 @@ func (s *sess) resync(ctx context.Context) {
 		return
 	}
 	s.enqueue(ctx, &agentv1.ConnectRequest{Msg: &agentv1.ConnectRequest_Resync{Resync: &agentv1.Inventory{Domains: inv, ObservedAt: taken}}})
+	s.resyncImages(ctx)
 }
 
 // outbox holds step results and reports until a session sends them.

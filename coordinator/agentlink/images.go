@@ -34,6 +34,36 @@ func (s *Server) registeredImages(ctx context.Context, reg *agentv1.Register) {
 	}
 }
 
+// news reports whether an image report would change the catalogue: a
+// full one that says what the catalogue already says of the host (the
+// resync's, every ResyncInterval) records nothing.
+func (s *Server) news(host string, r *agentv1.ImageReport) bool {
+	if !r.GetFull() || len(r.GetRemoved()) > 0 || len(r.GetFailures()) > 0 {
+		return true
+	}
+	images, _ := s.cfg.Store.Images()
+	reported := map[string]string{}
+	for _, im := range r.GetImages() {
+		if hypervisor.ValidateImageName(im.GetName()) == nil {
+			reported[im.GetName()] = im.GetSha256()
+		}
+	}
+	for i := range images {
+		im := &images[i]
+		sum, held := reported[im.Name]
+		switch {
+		case im.HeldBy(host) != held:
+			return true
+		case held && (im.SHA256 == "" || len(im.Hosts) == 1 && im.SHA256 != sum):
+			return true // the catalogue lacks what only this host can say
+		case held && len(im.Imports) > 0:
+			return true
+		}
+		delete(reported, im.Name)
+	}
+	return len(reported) > 0
+}
+
 // maxReportedImages bounds one report's images: an image directory holds
 // a few dozen, and one entry must stay small.
 const maxReportedImages = 4096

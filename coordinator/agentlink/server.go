@@ -436,7 +436,7 @@ func (s *Server) command(ss *session, m *agentv1.ConnectRequest) (typ string, bo
 		}
 		typ, body = fsm.TypeGuestReport, r
 	case *agentv1.ConnectRequest_ImageReport:
-		if !s.catalogue() {
+		if !s.catalogue() || !s.news(ss.hostID, msg.ImageReport) {
 			return "", nil, nil
 		}
 		typ, body = fsm.TypeImagesHeld, imagesHeld(ss.hostID, msg.ImageReport)
