@@ -15,6 +15,7 @@ var methods = map[string]bool{
 	"FreezeDisk": true, "RefreezeDisk": true, "ThawDisk": true, "ReceiveDisk": true, "AdoptDisk": true,
 	"Reshape": true, "Unshape": true, "DropOriginal": true, "GrowDisk": true,
 	"Images": true, "OpenImage": true, "WriteImage": true, "AdoptImage": true, "RemoveImage": true,
+	"RebuildDisk": true, "RescueDomain": true, "UnrescueDomain": true, "BundleDisk": true,
 }
 
 // afterMethods are the methods InjectFaultAfter can target: those whose

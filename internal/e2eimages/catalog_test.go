@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 
+	"github.com/flotilla-vm/flotilla/internal/mtls"
 	"github.com/flotilla-vm/flotilla/internal/testenv"
 )
 
@@ -73,13 +74,30 @@ func copyImageFiles(t *testing.T, dir string) {
 func TestImageImportedOnOneHostFetchedByAnother(t *testing.T) {
 	tb := testenv.StartTestbed(t, 2)
 	dir := t.TempDir()
-	coord := testenv.StartCoordinatorAt(t, dir, tb.FreeAddr(t), "--agent-heartbeat-interval=500ms")
-	g := testenv.NewGrpcurl(t, coord.Addr)
+	// Mutual TLS, as a fleet has it: the coordinator is on the bridge, and
+	// the image pulls identify their agents.
+	ca, err := mtls.NewCA(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	issue := func(name, role string, hosts ...string) []string {
+		f, err := ca.Issue(name, role, hosts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return []string{"--tls-cert=" + f.Cert, "--tls-key=" + f.Key, "--tls-ca=" + f.CA}
+	}
+	coord := testenv.StartCoordinatorAt(t, dir, tb.FreeAddr(t), append(issue("c1", mtls.RoleCoordinator, tb.BridgeAddr), "--agent-heartbeat-interval=500ms")...)
+	admin, err := ca.Issue("alice", "admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := testenv.NewGrpcurlTLS(t, coord.Addr, admin)
 	coord.WaitReady(t, g)
 	a, b := tb.Hosts[0], tb.Hosts[1]
 	var agents []*testenv.Agent
 	for _, h := range tb.Hosts {
-		agents = append(agents, testenv.StartTestbedAgent(t, dir, coord.Addr, h, "--peer-insecure"))
+		agents = append(agents, testenv.StartTestbedAgent(t, dir, coord.Addr, h, issue(h.Name, mtls.RoleAgent, h.Addr)...))
 		testenv.WaitHost(t, g, h.Name, 0)
 	}
 	// Both hosts came with the test guest image: their registrations said so.
@@ -144,7 +162,7 @@ func TestImageImportedOnOneHostFetchedByAnother(t *testing.T) {
 	})
 
 	// In use: not deleted, and the refusal says by whom.
-	_, err := g.Call("flotilla.v1.ImageService/DeleteImage", map[string]any{"name": name})
+	_, err = g.Call("flotilla.v1.ImageService/DeleteImage", map[string]any{"name": name})
 	if !isCode(err, codes.FailedPrecondition) || !strings.Contains(err.Error(), id) {
 		t.Fatalf("delete of an image in use: %v (want FAILED_PRECONDITION naming %s)", err, id)
 	}
