@@ -263,6 +263,26 @@ func applyImagesHeld(tx *state.Tx, c *ImagesHeld) (any, error) {
 	return nil, nil
 }
 
+// forgetImagesOf drops a removed host from the catalogue: its copies and
+// the imports asked of it (an image being deleted goes with its last copy).
+func forgetImagesOf(tx *state.Tx, host string) {
+	for _, name := range tx.ImageNames() {
+		im, _ := tx.Image(name)
+		held := im.HeldBy(host)
+		importing := slices.ContainsFunc(im.Imports, func(x state.ImageImport) bool { return x.HostID == host || x.FromHost == host })
+		if !held && !importing {
+			continue
+		}
+		im.RemoveHost(host)
+		im.Imports = slices.DeleteFunc(im.Imports, func(x state.ImageImport) bool { return x.HostID == host || x.FromHost == host })
+		if im.Deleting && len(im.Hosts) == 0 {
+			tx.RemoveImage(name)
+			continue
+		}
+		tx.PutImage(im)
+	}
+}
+
 // imageHeld records, at a step's success, what the step did to the
 // catalogue: a fetch put the image on the host, a bundle made a new image
 // there (its size and checksum come with the agent's next report).

@@ -282,3 +282,20 @@ func TestCatalogueSnapshot(t *testing.T) {
 		t.Fatalf("JSON snapshot: images\n%+v\nwant\n%+v", got, want)
 	}
 }
+
+// A removed host's copies leave the catalogue with it.
+func TestRemovedHostLeavesTheCatalogue(t *testing.T) {
+	h := newCatalogueHarness(t)
+	h.held("h2", false, "img")
+	h.mustApply(TypeDeleteImage, DeleteImage{Name: "img"})
+	h.mustApply(TypeDisconnectHost, DisconnectHost{HostID: "h1", Epoch: 1})
+	h.mustApply(TypeRemoveHost, RemoveHost{HostID: "h1"})
+	if im, _ := h.catalogued("img"); !slices.Equal(im.Hosts, []string{"h2"}) || im.Status() != state.ImageDeleting {
+		t.Fatalf("after h1's removal: %+v", im)
+	}
+	h.mustApply(TypeDisconnectHost, DisconnectHost{HostID: "h2", Epoch: 1})
+	h.mustApply(TypeRemoveHost, RemoveHost{HostID: "h2"})
+	if _, ok := h.catalogued("img"); ok {
+		t.Fatal("an image being deleted outlived its last host")
+	}
+}
