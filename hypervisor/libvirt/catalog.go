@@ -23,7 +23,9 @@ import (
 // with checksums, and the images' travelling form (hypervisor/imagefile).
 
 // sumCache keeps images' checksums, keyed by what their files look like
-// (sizes and times), so listing the directory does not read every image.
+// (sizes and times), so listing the directory does not read every image:
+// in memory, and in the image's sumFile, so that an agent's first
+// registration after a restart does not read gigabytes either.
 type sumCache struct {
 	mu   sync.Mutex
 	sums map[string][2]string // image name -> {key, sum}
@@ -37,9 +39,13 @@ func (c *sumCache) get(dir, name string) (string, error) {
 	if ok && v[0] == key {
 		return v[1], nil
 	}
-	sum, err := imagefile.Checksum(dir)
+	sum, err := readSumFile(dir, key)
 	if err != nil {
-		return "", err
+		if sum, err = imagefile.Checksum(dir); err != nil {
+			return "", err
+		}
+		// Best effort: without it the next agent reads the image again.
+		_ = os.WriteFile(filepath.Join(dir, sumFile), []byte(key+"\n"+sum+"\n"), 0o644)
 	}
 	c.mu.Lock()
 	if c.sums == nil {
@@ -47,6 +53,22 @@ func (c *sumCache) get(dir, name string) (string, error) {
 	}
 	c.sums[name] = [2]string{key, sum}
 	c.mu.Unlock()
+	return sum, nil
+}
+
+// sumFile holds, in an image's directory, its checksum and the filesKey
+// it was computed for.
+const sumFile = ".sha256"
+
+func readSumFile(dir, key string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(dir, sumFile))
+	if err != nil {
+		return "", err
+	}
+	k, sum, ok := strings.Cut(strings.TrimSpace(string(b)), "\n")
+	if !ok || k != key || len(sum) != 64 {
+		return "", fmt.Errorf("%s is stale", sumFile)
+	}
 	return sum, nil
 }
 

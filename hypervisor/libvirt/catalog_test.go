@@ -109,3 +109,27 @@ func qcow2Blank() []byte {
 	b[24+5] = 0x10 // size: 1 MiB (bytes 24..31, big endian)
 	return b
 }
+
+// A checksum is read once: then from the image's sum file, until a file
+// of the image changes.
+func TestImageChecksumIsKept(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "disk.qcow2"), qcow2Blank(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var c sumCache
+	s1, err := c.get(dir, "img")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fresh sumCache // another agent process
+	if s2, err := fresh.get(dir, "img"); err != nil || s2 != s1 {
+		t.Fatalf("from the sum file: %q %v, want %q", s2, err, s1)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "cmdline"), []byte("console=ttyS0"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if s3, err := fresh.get(dir, "img"); err != nil || s3 == s1 {
+		t.Fatalf("after a change: %q %v, the old sum", s3, err)
+	}
+}
