@@ -132,6 +132,27 @@ func TestImageImportedOnOneHostFetchedByAnother(t *testing.T) {
 	}
 	g.MustCall("flotilla.v1.ImageService/DeleteImage", map[string]any{"name": escape})
 
+	// An import from the host that holds an image: tb-2 pulls it from tb-1.
+	copied := "copied-" + name
+	g.MustCall("flotilla.v1.ImageService/ImportImage", map[string]any{"name": copied, "hostId": a.Name, "path": "uploads/" + name})
+	waitImage(t, g, copied, "held by tb-1", func(im catalogueImage) bool { return slices.Equal(im.hosts, []string{a.Name}) })
+	g.MustCall("flotilla.v1.ImageService/ImportImage", map[string]any{"name": copied, "hostId": b.Name, "fromHostId": a.Name})
+	if c := waitImage(t, g, copied, "held by both hosts", func(im catalogueImage) bool {
+		return slices.Equal(im.hosts, []string{a.Name, b.Name})
+	}); c.sha256 != im.sha256 {
+		t.Fatalf("tb-2's copy has checksum %s, tb-1's %s", c.sha256, im.sha256)
+	}
+	g.MustCall("flotilla.v1.ImageService/DeleteImage", map[string]any{"name": copied})
+	testenv.Eventually(t, time.Minute, "the copied image to leave both hosts", func() bool {
+		_, err := getImage(t, g, copied)
+		return isCode(err, codes.NotFound)
+	})
+	for _, h := range tb.Hosts {
+		if _, err := os.Stat(h.Path(filepath.Join(testenv.TestbedFlotillaDir, "images", copied))); !os.IsNotExist(err) {
+			t.Errorf("%s still holds the deleted image %s: %v", h.Name, copied, err)
+		}
+	}
+
 	// tb-1 takes no new instances: the create goes to tb-2, which lacks the image.
 	g.MustCall("flotilla.v1.HostService/CordonHost", map[string]any{"id": a.Name})
 	op := g.MustCall("flotilla.v1.InstanceService/CreateInstance", map[string]any{"name": "fetched", "requestId": "create-fetched",
