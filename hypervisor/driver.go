@@ -82,6 +82,15 @@ const (
 	DiskTop DiskLayer = "top"
 )
 
+// ImageInfo is one complete image of a host's image directory.
+type ImageInfo struct {
+	Name          string
+	Format        string // of its disk: "qcow2"
+	VirtualSize   uint64 // the size its disk shows the guest, bytes
+	AllocatedSize uint64 // what its files take, bytes
+	SHA256        string // hex, of the image's travelling form (see hypervisor/imagefile)
+}
+
 // Capacity is what a host offers to guests.
 type Capacity struct {
 	VCPUs     uint32
@@ -265,6 +274,27 @@ type Driver interface {
 	// kept. Done already (defined, shut off): success; no kept disk is
 	// ErrNotFound; a domain in any other state is ErrAlreadyExists.
 	Define(ctx context.Context, spec DomainSpec) error
+
+	// Images lists the complete images of the image directory.
+	Images(ctx context.Context) ([]ImageInfo, error)
+	// OpenImage opens image name in its travelling form, one stream (see
+	// hypervisor/imagefile), and returns its length. A missing or
+	// incomplete image is ErrImageNotFound.
+	OpenImage(ctx context.Context, name string) (io.ReadCloser, int64, error)
+	// WriteImage writes image name from what another host's OpenImage
+	// gave, whole or not at all: it reads r to its end (or error) before
+	// the image appears, so a caller that verifies the stream can fail it
+	// first. An image of that name already there is success when its
+	// checksum is sha256 (or sha256 is ""), else ErrAlreadyExists.
+	WriteImage(ctx context.Context, name, sha256 string, r io.Reader) error
+	// AdoptImage makes path, a disk file (qcow2 without backing file, or
+	// raw) or an image directory inside the image directory, the image
+	// name (a copy; path stays). path is relative to the image directory;
+	// one that leads out of it (.., a symbolic link) is ErrInvalidSpec.
+	// An image of that name already there is ErrAlreadyExists.
+	AdoptImage(ctx context.Context, path, name string) error
+	// RemoveImage removes image name; none: success.
+	RemoveImage(ctx context.Context, name string) error
 
 	// Status reports one domain; a missing domain is PowerNoDomain, not an error.
 	Status(ctx context.Context, id string) (DomainStatus, error)

@@ -87,6 +87,10 @@ type Mover interface {
 	// Revoke withdraws the instance's offers and ends pulls of its disk,
 	// waiting for them, before anything else is done to the domain.
 	Revoke(instanceID string)
+	// FetchImage pulls image name from the peer agent into the image
+	// directory, verified (and, sum set, with that checksum): held already
+	// is success.
+	FetchImage(ctx context.Context, name, sum, fromHostID, fromAddr string) error
 }
 
 // Defaults for zero Config fields.
@@ -637,7 +641,8 @@ func (e *Executor) call(ctx context.Context, action agentv1.StepAction, deadline
 		// A frozen base does not change, whatever the domain does: a pull
 		// of it may go on (FREEZE_DISK of a frozen disk is a no-op).
 		agentv1.StepAction_STEP_ACTION_FREEZE_DISK, agentv1.StepAction_STEP_ACTION_REFREEZE_DISK,
-		agentv1.StepAction_STEP_ACTION_PREFLIGHT: // a preflight changes nothing
+		agentv1.StepAction_STEP_ACTION_PREFLIGHT,   // a preflight changes nothing
+		agentv1.StepAction_STEP_ACTION_FETCH_IMAGE: // nor does a fetch, to the domain
 	default:
 		if e.cfg.Mover != nil {
 			// No peer may go on reading a disk the domain is about to use or lose.
@@ -825,6 +830,21 @@ func (e *Executor) call(ctx context.Context, action agentv1.StepAction, deadline
 		return d.UnrescueDomain(ctx, spec)
 	case agentv1.StepAction_STEP_ACTION_BUNDLE_DISK:
 		return d.BundleDisk(ctx, id, step.GetImage(), step.GetOperationId())
+	case agentv1.StepAction_STEP_ACTION_FETCH_IMAGE:
+		if e.cfg.Mover == nil {
+			return errNoMover
+		}
+		if err := e.checkPeer(step, true); err != nil {
+			return err
+		}
+		if err := hypervisor.ValidateImageName(step.GetImage()); err != nil {
+			return err
+		}
+		err := e.cfg.Mover.FetchImage(ctx, step.GetImage(), step.GetImageSha256(), step.GetPeerHostId(), step.GetPeerAddress())
+		if errors.Is(err, hypervisor.ErrInvalidSpec) {
+			return invalidDisk{err}
+		}
+		return err
 	case agentv1.StepAction_STEP_ACTION_SET_PASSWORD:
 		return e.setPassword(ctx, id, step.GetPassword())
 	case agentv1.StepAction_STEP_ACTION_DECOMMISSION:
@@ -895,8 +915,10 @@ const maxTokenBytes = 1024
 // on them; withAddr for IMPORT_DISK, which dials the peer.
 func (e *Executor) checkPeer(step *agentv1.RunStep, withAddr bool) error {
 	tok, peer := step.GetOfferToken(), step.GetPeerHostId()
+	// An image needs no offer: any agent may pull the fleet's images.
+	image := step.GetAction() == agentv1.StepAction_STEP_ACTION_FETCH_IMAGE
 	switch {
-	case tok == "":
+	case tok == "" && !image:
 		return fmt.Errorf("%s without an offer token: %w", step.GetAction(), errInvalidStep)
 	case len(tok) > maxTokenBytes:
 		return fmt.Errorf("%s offer token longer than %d bytes: %w", step.GetAction(), maxTokenBytes, errInvalidStep)

@@ -10,7 +10,7 @@ import (
 )
 
 // GuestReports gives what each guest last said on its guest channel
-// (agent/guestchan.Watcher); an upgrade's health wait reads it.
+// (agent/guestchan.Watcher); the health wait of an upgrade or a rebuild reads it.
 type GuestReports interface {
 	Report(instanceID string) (guestchan.Report, bool)
 }
@@ -47,7 +47,7 @@ func (e *Executor) awaitHealthy(ctx context.Context, id string, since time.Time)
 			return err
 		}
 		if err == nil && st.State != hypervisor.PowerRunning {
-			return errUnhealthy{fmt.Sprintf("the upgraded guest is %s, not running", st.State)}
+			return errUnhealthy{fmt.Sprintf("the booted guest is %s, not running", st.State)}
 		}
 		heard := false
 		if reports != nil {
@@ -59,7 +59,7 @@ func (e *Executor) awaitHealthy(ctx context.Context, id string, since time.Time)
 				case guestchan.Ready:
 					return nil
 				case guestchan.Failed:
-					return errUnhealthy{fmt.Sprintf("the upgraded guest's boot failed: %s", r.Reason)}
+					return errUnhealthy{fmt.Sprintf("the booted guest's boot failed: %s", r.Reason)}
 				}
 			}
 		}
@@ -68,7 +68,7 @@ func (e *Executor) awaitHealthy(ctx context.Context, id string, since time.Time)
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("the upgraded guest did not become healthy in time: %w", context.DeadlineExceeded)
+			return fmt.Errorf("the booted guest did not become healthy in time: %w", context.DeadlineExceeded)
 		case <-tick.C:
 		}
 	}

@@ -123,7 +123,7 @@ func TestActions(t *testing.T) {
 			t.Errorf("%s: result %v", c.action, r)
 		}
 	}
-	// The disk copy's actions are TestMover's, SET_PASSWORD TestSetPassword's,
+	// The disk copy's actions are TestMover's (FETCH_IMAGE TestFetchImageStep's), SET_PASSWORD TestSetPassword's,
 	// DECOMMISSION TestDecommission's, AWAIT_HEALTHY TestAwaitHealthy's;
 	// every other action is covered here.
 	for name, v := range A {
@@ -131,7 +131,8 @@ func TestActions(t *testing.T) {
 		if a != agentv1.StepAction_STEP_ACTION_UNSPECIFIED && a != agentv1.StepAction_STEP_ACTION_OFFER_DISK &&
 			a != agentv1.StepAction_STEP_ACTION_IMPORT_DISK && a != agentv1.StepAction_STEP_ACTION_RECEIVE_DISK &&
 			a != agentv1.StepAction_STEP_ACTION_ADOPT_DISK && a != agentv1.StepAction_STEP_ACTION_SET_PASSWORD &&
-			a != agentv1.StepAction_STEP_ACTION_DECOMMISSION && a != agentv1.StepAction_STEP_ACTION_AWAIT_HEALTHY && !seen[name] {
+			a != agentv1.StepAction_STEP_ACTION_DECOMMISSION && a != agentv1.StepAction_STEP_ACTION_AWAIT_HEALTHY &&
+			a != agentv1.StepAction_STEP_ACTION_FETCH_IMAGE && !seen[name] {
 			t.Errorf("action %s not tested", name)
 		}
 	}
@@ -391,6 +392,13 @@ func (m *fakeMover) Receive(ctx context.Context, spec hypervisor.DomainSpec, lay
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.calls = append(m.calls, moverCall{method: "Receive", instance: spec.ID, token: token, peer: fromHostID, addr: fromAddr, spec: spec, layer: layer})
+	return m.err
+}
+
+func (m *fakeMover) FetchImage(ctx context.Context, name, sum, fromHostID, fromAddr string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.calls = append(m.calls, moverCall{method: "FetchImage", instance: name, token: sum, peer: fromHostID, addr: fromAddr})
 	return m.err
 }
 

@@ -226,6 +226,7 @@ func (n *Node) Run(ctx context.Context) error {
 		Guests:       guests,
 		Labels:       n.cfg.Labels,
 		PeerAddress:  peerAddr,
+		Images:       imageFetcher(mover),
 		Logger:       n.log,
 		DialOptions:  n.dialOpts,
 	})
@@ -351,6 +352,15 @@ func (n *Node) openDriver(ctx context.Context) (hypervisor.Driver, error) {
 		}
 		wait = min(2*wait, 5*time.Second)
 	}
+}
+
+// imageFetcher is the Mover as the session's image fetcher; nil (no peer
+// service) for none.
+func imageFetcher(m executor.Mover) session.ImageFetcher {
+	if m == nil {
+		return nil
+	}
+	return m
 }
 
 func closeLogged(log *slog.Logger, what string, closeFn func() error) {

@@ -45,6 +45,7 @@ type testSession struct {
 	reports    chan *agentv1.StepReport
 	events     chan *agentv1.DomainState
 	resyncs    chan *agentv1.Inventory
+	images     chan *agentv1.ImageReport
 	heartbeats chan struct{}
 	guests     chan *agentv1.GuestReport
 	out        chan *agentv1.ConnectResponse
@@ -125,6 +126,7 @@ func (c *testCoordinator) Connect(stream grpc.BidiStreamingServer[agentv1.Connec
 		reports:    make(chan *agentv1.StepReport, 1000),
 		events:     make(chan *agentv1.DomainState, 1000),
 		resyncs:    make(chan *agentv1.Inventory, 1000),
+		images:     make(chan *agentv1.ImageReport, 1000),
 		heartbeats: make(chan struct{}, 1000),
 		guests:     make(chan *agentv1.GuestReport, 1000),
 		out:        make(chan *agentv1.ConnectResponse, 100),
@@ -173,6 +175,11 @@ func (c *testCoordinator) Connect(stream grpc.BidiStreamingServer[agentv1.Connec
 			s.heartbeats <- struct{}{}
 		case *agentv1.ConnectRequest_GuestReport:
 			s.guests <- msg.GuestReport
+		case *agentv1.ConnectRequest_ImageReport:
+			select {
+			case s.images <- msg.ImageReport:
+			default: // a test that does not read them
+			}
 		default:
 			return fmt.Errorf("unexpected message %T", msg)
 		}

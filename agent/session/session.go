@@ -72,6 +72,9 @@ type Config struct {
 	// and events) and gives what their guests say on the guest channel,
 	// sent as GuestReports.
 	Guests Guests
+	// Images pulls images for the coordinator's image tasks; nil: such
+	// tasks fail.
+	Images ImageFetcher
 	Logger *slog.Logger
 
 	// Reconnect and resubscribe back-off: MinBackoff doubling to MaxBackoff.
@@ -128,6 +131,12 @@ type Client struct {
 	epoch uint64 // of the live session, 0 between sessions
 
 	live atomic.Pointer[sess] // the registered session, nil between sessions (see ReportCopyProgress)
+
+	images imageTasks
+	// imageBusy counts the image tasks and image steps (bundle, fetch)
+	// running: a full image report is not taken meanwhile, so it cannot
+	// arrive after, and undo, what one of them reports.
+	imageBusy atomic.Int32
 }
 
 // New prepares a client; it does not connect until Run.
@@ -422,7 +431,10 @@ func (c *Client) register(ctx context.Context) (*agentv1.Register, error) {
 		// no networked instance here, but only until the next session.
 		return nil, fmt.Errorf("hypervisor networks: %w", err)
 	}
+	images, listed := c.listImages(hctx)
 	return &agentv1.Register{
+		Images:         images,
+		ImagesListed:   listed,
 		HostId:         c.cfg.HostID,
 		HypervisorKind: c.cfg.Driver.Kind(),
 		Capacity: &flotillav1.Resources{
@@ -576,6 +588,8 @@ func (s *sess) receiver(ctx context.Context) {
 			s.runStep(msg.RunStep)
 		case *agentv1.ConnectResponse_QueryStep:
 			s.queryStep(msg.QueryStep)
+		case *agentv1.ConnectResponse_ImageTask:
+			s.imageTask(msg.ImageTask)
 		case *agentv1.ConnectResponse_Registered:
 			s.c.log.Warn("ignoring a second Registered in one session", "epoch", msg.Registered.GetEpoch())
 		default:
@@ -592,11 +606,18 @@ func (s *sess) runStep(step *agentv1.RunStep) {
 		"instance", step.GetInstanceId(), "kind", step.GetKind().String(), "action", step.GetAction().String(),
 		"step_epoch", step.GetHostEpoch())
 	c, epoch := s.c, s.epoch
+	if imageAction(step.GetAction()) {
+		c.imageBusy.Add(1)
+	}
 	go func() {
 		if res := c.cfg.Executor.Execute(step, epoch); res != nil {
 			c.order.Lock()
 			c.out.push(outItem{msg: &agentv1.ConnectRequest{Msg: &agentv1.ConnectRequest_StepResult{StepResult: res}}})
 			c.order.Unlock()
+			c.imageStep(step, res)
+		}
+		if imageAction(step.GetAction()) {
+			c.imageBusy.Add(-1)
 		}
 	}()
 }
@@ -699,6 +720,7 @@ func (s *sess) resync(ctx context.Context) {
 		return
 	}
 	s.enqueue(ctx, &agentv1.ConnectRequest{Msg: &agentv1.ConnectRequest_Resync{Resync: &agentv1.Inventory{Domains: inv, ObservedAt: taken}}})
+	s.resyncImages(ctx)
 }
 
 // outbox holds step results and reports until a session sends them.

@@ -154,6 +154,9 @@ var table = map[agentv1.StepAction]row{
 	// kept); a define defines it shut off as its last act.
 	agentv1.StepAction_STEP_ACTION_RELEASE_DOMAIN: {off: NotDone, none: Done},
 	agentv1.StepAction_STEP_ACTION_DEFINE_DOMAIN:  {off: Done, none: NotDone},
+	// A fetch writes the image whole or not at all and skips one held
+	// already with its checksum: running it again finishes or confirms it.
+	agentv1.StepAction_STEP_ACTION_FETCH_IMAGE: {run: NotDone, pause: NotDone, down: NotDone, off: NotDone, crash: NotDone, saved: NotDone, none: NotDone},
 	// Waiting for health changes nothing: it waits again.
 	agentv1.StepAction_STEP_ACTION_AWAIT_HEALTHY: {run: NotDone, pause: NotDone, down: NotDone, off: NotDone, crash: NotDone, saved: NotDone, none: NotDone},
 }

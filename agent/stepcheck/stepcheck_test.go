@@ -55,6 +55,8 @@ var want = map[agentv1.StepAction]string{
 	agentv1.StepAction_STEP_ACTION_ROLLBACK_DISK:  "UUUNUUUU",
 	agentv1.StepAction_STEP_ACTION_AWAIT_HEALTHY:  "NNNNNNNU",
 	agentv1.StepAction_STEP_ACTION_DROP_SNAPSHOT:  "NNNNNNDU",
+	// A fetch is whole or absent, and skipped when held already.
+	agentv1.StepAction_STEP_ACTION_FETCH_IMAGE: "NNNNNNNU",
 }
 
 // wantNoDomain is the no-domain column for the actions that look at

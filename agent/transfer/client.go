@@ -35,25 +35,48 @@ import (
 // ErrRefused when the peer refuses, hypervisor.ErrInvalidSpec when the
 // driver refuses the disk itself, and ctx's error when ctx ends.
 func (t *Transfer) Import(ctx context.Context, spec hypervisor.DomainSpec, fromHostID, fromAddr, token string) error {
-	return t.pull(ctx, spec, hypervisor.DiskWhole, fromHostID, fromAddr, token, t.cfg.Driver.ImportDomain)
+	return t.pull(ctx, spec, hypervisor.DiskWhole, fromHostID, fromAddr, token, "", t.cfg.Driver.ImportDomain)
+}
+
+// FetchImage pulls image name from the agent at fromAddr into the image
+// directory (the driver's WriteImage), verified as Import's disk is; sum,
+// when set, is the checksum the image must have. An image held already
+// with that checksum is not pulled again.
+func (t *Transfer) FetchImage(ctx context.Context, name, sum, fromHostID, fromAddr string) error {
+	if have, err := t.cfg.Driver.Images(ctx); err == nil {
+		for _, im := range have {
+			if im.Name == name && (sum == "" || im.SHA256 == sum) {
+				return nil
+			}
+		}
+	}
+	return t.pull(ctx, hypervisor.DomainSpec{}, hypervisor.DiskWhole, fromHostID, fromAddr, "", name,
+		func(ctx context.Context, _ hypervisor.DomainSpec, r io.Reader) error {
+			return t.cfg.Driver.WriteImage(ctx, name, sum, r)
+		})
 }
 
 // Receive pulls one layer of the instance's disk from the agent at fromAddr
 // with token, verified as Import's is, and has the driver stage it
 // (ReceiveDisk): the target side of a resize's copies.
 func (t *Transfer) Receive(ctx context.Context, spec hypervisor.DomainSpec, layer hypervisor.DiskLayer, fromHostID, fromAddr, token string) error {
-	return t.pull(ctx, spec, layer, fromHostID, fromAddr, token,
+	return t.pull(ctx, spec, layer, fromHostID, fromAddr, token, "",
 		func(ctx context.Context, spec hypervisor.DomainSpec, disk io.Reader) error {
 			return t.cfg.Driver.ReceiveDisk(ctx, spec, layer, disk)
 		})
 }
 
-// pull streams the layer from the peer into write (the driver), verified.
-func (t *Transfer) pull(ctx context.Context, spec hypervisor.DomainSpec, layer hypervisor.DiskLayer, fromHostID, fromAddr, token string,
+// pull streams the layer (or, with image set, that image) from the peer
+// into write (the driver), verified.
+func (t *Transfer) pull(ctx context.Context, spec hypervisor.DomainSpec, layer hypervisor.DiskLayer, fromHostID, fromAddr, token, image string,
 	write func(context.Context, hypervisor.DomainSpec, io.Reader) error) error {
 	log := t.log.With("instance", spec.ID, "layer", layerName(layer), "peer_host", fromHostID, "peer_addr", fromAddr)
-	if fromAddr == "" || token == "" {
-		return fmt.Errorf("transfer: import %s: peer address and token are required", spec.ID)
+	what := spec.ID
+	if image != "" {
+		log, what = t.log.With("image", image, "peer_host", fromHostID, "peer_addr", fromAddr), "image "+image
+	}
+	if fromAddr == "" || token == "" && image == "" {
+		return fmt.Errorf("transfer: import %s: peer address and token are required", what)
 	}
 	creds := insecure.NewCredentials()
 	if t.cfg.ClientTLS != nil {
@@ -68,7 +91,7 @@ func (t *Transfer) pull(ctx context.Context, spec hypervisor.DomainSpec, layer h
 		grpc.WithInitialWindowSize(pullWindow), grpc.WithInitialConnWindowSize(pullWindow),
 		grpc.WithReadBufferSize(2*ChunkSize))
 	if err != nil {
-		return fmt.Errorf("transfer: import %s: peer %s at %q: %w: %w", spec.ID, fromHostID, fromAddr, executor.ErrPeerUnavailable, err)
+		return fmt.Errorf("transfer: import %s: peer %s at %q: %w: %w", what, fromHostID, fromAddr, executor.ErrPeerUnavailable, err)
 	}
 	defer conn.Close()
 	// Cancelling ends the stream if the driver stops reading early.
@@ -81,21 +104,21 @@ func (t *Transfer) pull(ctx context.Context, spec hypervisor.DomainSpec, layer h
 		open: func(resume uint64) (grpc.ServerStreamingClient[agentv1.DiskChunk], error) {
 			return pc.PullDisk(ctx, &agentv1.PullDiskRequest{
 				InstanceId: spec.ID, Token: token, HostId: t.cfg.HostID, Layer: layerToPB(layer),
-				Version: streamVersion, ResumeOffset: resume, AcceptZstd: t.cfg.Compression != CompressOff,
+				Version: streamVersion, ResumeOffset: resume, AcceptZstd: t.cfg.Compression != CompressOff, Image: image,
 			})
 		}}
 	stream, err := r.open(0)
 	if err != nil {
-		return fmt.Errorf("transfer: import %s from %s: %w", spec.ID, fromHostID, streamErr(ctx, err))
+		return fmt.Errorf("transfer: import %s from %s: %w", what, fromHostID, streamErr(ctx, err))
 	}
 	r.stream = stream
 	// The first message comes before the driver is involved, so that a
 	// refusal or an unreachable peer is reported as such.
 	if err := r.receive(); err != nil {
 		log.Warn("import: pull failed", "err", err)
-		return fmt.Errorf("transfer: import %s from %s: %w", spec.ID, fromHostID, err)
+		return fmt.Errorf("transfer: import %s from %s: %w", what, fromHostID, err)
 	}
-	if t.cfg.Progress != nil {
+	if t.cfg.Progress != nil && image == "" {
 		stop := make(chan struct{})
 		defer close(stop)
 		go r.m.report(ctx, t.cfg.ProgressEvery, Progress{InstanceID: spec.ID, Layer: layer}, t.cfg.Progress, stop)
@@ -107,12 +130,19 @@ func (t *Transfer) pull(ctx context.Context, spec hypervisor.DomainSpec, layer h
 	stopAhead()
 	if err != nil {
 		log.Warn("import failed", "received_bytes", r.received, "err", err)
-		return fmt.Errorf("transfer: import %s from %s: %w", spec.ID, fromHostID, err)
+		return fmt.Errorf("transfer: import %s from %s: %w", what, fromHostID, err)
 	}
 	if !r.verified {
 		// The driver must read to the end; one that did not has defined a
 		// domain (or staged a layer) from unverified bytes, which must not stay.
-		err := fmt.Errorf("transfer: import %s: driver stopped reading after %d of %d bytes", spec.ID, r.received, r.total)
+		err := fmt.Errorf("transfer: import %s: driver stopped reading after %d of %d bytes", what, r.received, r.total)
+		if image != "" {
+			log.Error("import: unverified image; removing it", "err", err)
+			if derr := t.cfg.Driver.RemoveImage(context.WithoutCancel(ctx), image); derr != nil {
+				log.Error("import: removing unverified image failed", "err", derr)
+			}
+			return err
+		}
 		log.Error("import: unverified disk; deleting the domain", "err", err)
 		if derr := t.cfg.Driver.Delete(context.WithoutCancel(ctx), spec.ID); derr != nil {
 			log.Error("import: deleting unverified domain failed", "err", derr)

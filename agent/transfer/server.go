@@ -35,6 +35,9 @@ var errNoOffer = status.Error(codes.PermissionDenied, "no offer of this disk to 
 func (s *peerServer) PullDisk(req *agentv1.PullDiskRequest, stream grpc.ServerStreamingServer[agentv1.DiskChunk]) error {
 	t := s.t
 	ctx := stream.Context()
+	if req.GetImage() != "" {
+		return t.serveImage(ctx, req, stream)
+	}
 	id := req.GetInstanceId()
 	log := t.log.With("instance", id, "peer_host", req.GetHostId())
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
@@ -124,10 +127,44 @@ func (s *peerServer) PullDisk(req *agentv1.PullDiskRequest, stream grpc.ServerSt
 	return nil
 }
 
+// serveImage streams an image of the catalogue in its travelling form.
+// Images are the fleet's, not an instance's: any agent may pull one, no
+// offer needed (with mutual TLS, only an agent's certificate will do).
+func (t *Transfer) serveImage(ctx context.Context, req *agentv1.PullDiskRequest, stream grpc.ServerStreamingServer[agentv1.DiskChunk]) error {
+	name := req.GetImage()
+	log := t.log.With("image", name, "peer_host", req.GetHostId())
+	if err := hypervisor.ValidateImageName(name); err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	if t.cfg.RequireClientIdentity {
+		who, ok := mtls.PeerIdentity(ctx)
+		if !ok || !who.Has(mtls.RoleAgent) || who.Name != req.GetHostId() {
+			log.Warn("image pull refused: client certificate does not name the pulling host", "mtls", ok, "cert_name", who.Name)
+			return status.Error(codes.PermissionDenied, "only an agent pulls images")
+		}
+	}
+	if req.GetVersion() < streamVersion {
+		return status.Error(codes.FailedPrecondition, "images travel in the extent stream (version 2) only")
+	}
+	img, size, err := t.cfg.Driver.OpenImage(ctx, name)
+	if err != nil {
+		log.Warn("image pull: cannot open image", "err", err)
+		if errors.Is(err, hypervisor.ErrImageNotFound) {
+			return status.Error(codes.NotFound, err.Error())
+		}
+		return driverStatus(ctx, err)
+	}
+	defer img.Close()
+	return t.serveExtents(ctx, log, req, "", hypervisor.DiskWhole, img, size, stream)
+}
+
 // checkStillOff: the domain must still be off once every byte is read: a
 // disk written to while it was read is torn even if its size held. (A
 // frozen base or mid is not written to, whatever the domain does.)
 func (t *Transfer) checkStillOff(ctx context.Context, log *slog.Logger, id string, layer hypervisor.DiskLayer) error {
+	if id == "" {
+		return nil // an image: no domain writes to it
+	}
 	if st, err := t.cfg.Driver.Status(ctx, id); layer != hypervisor.DiskBase && layer != hypervisor.DiskMid && (err != nil || st.State != hypervisor.PowerShutOff) {
 		log.Error("pull: domain no longer shut off after the read", "state", st.State, "err", err)
 		return status.Error(codes.Aborted, "the domain did not stay shut off while its disk was read")

@@ -52,6 +52,7 @@ func (c *cli) connect() (func(), error) {
 	c.hosts = flotillav1.NewHostServiceClient(conn)
 	c.networks = flotillav1.NewNetworkServiceClient(conn)
 	c.projects = flotillav1.NewProjectServiceClient(conn)
+	c.images = flotillav1.NewImageServiceClient(conn)
 	c.usage = flotillav1.NewUsageServiceClient(conn)
 	c.cluster = flotillav1.NewClusterServiceClient(conn)
 	return func() { conn.Close() }, nil

@@ -45,6 +45,7 @@ type cli struct {
 	usage      flotillav1.UsageServiceClient
 	networks   flotillav1.NetworkServiceClient
 	projects   flotillav1.ProjectServiceClient
+	images     flotillav1.ImageServiceClient
 	cluster    flotillav1.ClusterServiceClient
 }
 

@@ -441,3 +441,29 @@ func TestParseProjectCommands(t *testing.T) {
 		t.Fatalf("create --project: %v, %v", inst, err)
 	}
 }
+
+func TestParseImageImport(t *testing.T) {
+	for _, c := range []struct {
+		args string
+		want *flotillav1.ImportImageRequest
+		err  string
+	}{
+		{"debian --host h1 --path uploads/debian.qcow2", &flotillav1.ImportImageRequest{Name: "debian", HostId: "h1", Path: "uploads/debian.qcow2"}, ""},
+		{"debian --host=h2 --from-host=h1", &flotillav1.ImportImageRequest{Name: "debian", HostId: "h2", FromHostId: "h1"}, ""},
+		{"debian --path x", nil, "--host is required"},
+		{"debian --host h1", nil, "exactly one of --path and --from-host"},
+		{"debian --host h2 --path x --from-host h1", nil, "exactly one of --path and --from-host"},
+	} {
+		got, err := parseImageImport("image import", strings.Fields(c.args))
+		if c.err != "" {
+			var ue *usageError
+			if !errors.As(err, &ue) || !strings.Contains(ue.msg, c.err) {
+				t.Errorf("%s: %v, want %q", c.args, err, c.err)
+			}
+			continue
+		}
+		if err != nil || !proto.Equal(got, c.want) {
+			t.Errorf("%s: %v, %v", c.args, got, err)
+		}
+	}
+}

@@ -78,6 +78,7 @@ func newRoot(c *cli) *cobra.Command {
 		group("host", "Hypervisor hosts", []string{"hosts"}, completingIDs(c, hostIDs, hostCommands(c)...)...),
 		group("network", "Virtual networks", []string{"networks", "net"}, completingIDs(c, networkNames, networkCommands(c)...)...),
 		group("project", "Projects (tenants): quotas, balances, freezing", []string{"projects"}, projectCommands(c)...),
+		group("image", "The image catalogue: images and the hosts that hold them", []string{"images"}, imageCommands(c)...),
 		group("cluster", "The coordinators' Raft cluster", nil,
 			group("servers", "The cluster's members", []string{"server"}, serverCommands(c)...),
 			leaf(c, "status", "This coordinator's Raft and state machine status (GetNodeStatus)", 0, defineNodeStatus, runNodeStatus),

@@ -237,7 +237,8 @@ func (s *Server) Connect(stream agentv1.AgentService_ConnectServer) error {
 	}
 	ss := &session{hostID: reg.HostId, epoch: v.(uint64), clock: clk, out: make(chan *agentv1.ConnectResponse, s.cfg.SendQueue), done: make(chan struct{}), lastSeen: s.cfg.Now()}
 	log := s.log.With("host", ss.hostID, "epoch", ss.epoch)
-	log.Info("agent registered", "inventory", len(reg.Inventory), "kind", reg.HypervisorKind)
+	log.Info("agent registered", "inventory", len(reg.Inventory), "kind", reg.HypervisorKind, "images", len(reg.GetImages()))
+	s.registeredImages(ctx, reg)
 
 	err = stream.Send(&agentv1.ConnectResponse{Msg: &agentv1.ConnectResponse_Registered{Registered: &agentv1.Registered{
 		Epoch: ss.epoch, HeartbeatInterval: durationpb.New(s.cfg.HeartbeatInterval), ResyncInterval: durationpb.New(s.cfg.ResyncInterval),
@@ -448,6 +449,11 @@ func (s *Server) command(ss *session, m *agentv1.ConnectRequest) (typ string, bo
 			return "", nil, nil
 		}
 		typ, body = fsm.TypeGuestReport, r
+	case *agentv1.ConnectRequest_ImageReport:
+		if !s.catalogue() || !s.news(ss.hostID, msg.ImageReport) {
+			return "", nil, nil
+		}
+		typ, body = fsm.TypeImagesHeld, imagesHeld(ss.hostID, msg.ImageReport)
 	case *agentv1.ConnectRequest_Heartbeat:
 		c, ok := s.hostClock(ss, msg.Heartbeat.GetSentAt(), s.cfg.Now())
 		if !ok {

@@ -93,6 +93,8 @@ var WriteMethods = []string{
 	pb.ProjectService_TopUpProject_FullMethodName,
 	pb.ProjectService_FreezeProject_FullMethodName,
 	pb.ProjectService_UnfreezeProject_FullMethodName,
+	pb.ImageService_ImportImage_FullMethodName,
+	pb.ImageService_DeleteImage_FullMethodName,
 }
 
 // core is what the services share: reads go to the store, writes to the
@@ -142,6 +144,7 @@ func Register(s grpc.ServiceRegistrar, cfg Config) {
 	pb.RegisterUsageServiceServer(s, &usageService{core: c})
 	pb.RegisterNetworkServiceServer(s, &networks{core: c})
 	pb.RegisterProjectServiceServer(s, &projects{core: c})
+	pb.RegisterImageServiceServer(s, &images{core: c})
 }
 
 // apply encodes and commits a command.

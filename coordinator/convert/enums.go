@@ -260,6 +260,7 @@ var stepActions = newEnum(map[lifecycle.StepAction]agentv1.StepAction{
 	lifecycle.ActRollbackDisk:   agentv1.StepAction_STEP_ACTION_ROLLBACK_DISK,
 	lifecycle.ActAwaitHealthy:   agentv1.StepAction_STEP_ACTION_AWAIT_HEALTHY,
 	lifecycle.ActDropSnapshot:   agentv1.StepAction_STEP_ACTION_DROP_SNAPSHOT,
+	lifecycle.ActFetchImage:     agentv1.StepAction_STEP_ACTION_FETCH_IMAGE,
 })
 
 // StepActionToPB maps a step's action to the agent link's enum.

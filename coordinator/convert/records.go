@@ -3,6 +3,7 @@ package convert
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -306,4 +307,24 @@ func ProjectToPB(p *state.Project, u state.Use) *pb.Project {
 		Usage:  &pb.ProjectQuota{Instances: u.Instances, Vcpus: u.VCPUs, MemoryMib: u.MemoryMiB, DiskGib: u.DiskGiB},
 		Billed: p.Billed, BalanceMilli: p.BalanceMilli, PricesMilli: p.PricesMilli, Frozen: p.Frozen, FrozenByAdmin: p.FrozenByAdmin,
 		ChargedThrough: ts(p.ChargedThrough), CreateTime: ts(p.CreateTime)}
+}
+
+// ImageToPB converts an image of the catalogue.
+func ImageToPB(im *state.Image) *pb.Image {
+	out := &pb.Image{Name: im.Name, Format: im.Format, VirtualSize: im.VirtualSize, AllocatedSize: im.AllocatedSize,
+		Sha256: im.SHA256, Hosts: slices.Clone(im.Hosts), CreateTime: ts(im.CreateTime), Fault: FaultToPB(im.Fault)}
+	switch im.Status() {
+	case state.ImageAvailable:
+		out.Status = pb.ImageStatus_IMAGE_STATUS_AVAILABLE
+	case state.ImageImporting:
+		out.Status = pb.ImageStatus_IMAGE_STATUS_IMPORTING
+	case state.ImageDeleting:
+		out.Status = pb.ImageStatus_IMAGE_STATUS_DELETING
+	default:
+		out.Status = pb.ImageStatus_IMAGE_STATUS_FAILED
+	}
+	for _, x := range im.Imports {
+		out.Imports = append(out.Imports, &pb.ImageImport{HostId: x.HostID, Path: x.Path, FromHostId: x.FromHost, RequestTime: ts(x.RequestTime)})
+	}
+	return out
 }

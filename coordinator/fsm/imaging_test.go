@@ -30,7 +30,7 @@ func TestRebuildKeepsPlaceAndTakesTheNewImage(t *testing.T) {
 	if op.Resize == nil || op.Resize.From.Image != "img" || op.Resize.To.Image != "other" {
 		t.Fatalf("rebuild's images: %+v", op.Resize)
 	}
-	h.stepHosts("op-rb", []string{"h1", "h1", "h1", "h1", "h1"}, nil)
+	h.stepHosts("op-rb", []string{"h1", "h1", "h1", "h1", "h1", "h1"}, nil)
 	i := h.inst()
 	if i.Status() != lifecycle.StatusRunning || i.HostID != "h1" || i.Spec.Image != "other" || i.Spec.VCPUs != small.VCPUs || i.Name != "i" {
 		t.Fatalf("after the rebuild: %s %+v", i.Status(), i)
@@ -134,5 +134,30 @@ func TestBundleFromOfflineOnly(t *testing.T) {
 	h.finishAll("op-b2")
 	if i := h.inst(); i.Status() != lifecycle.StatusStopped || i.Spec.Image != "img" {
 		t.Fatalf("after the bundle: %s %+v", i.Status(), i)
+	}
+}
+
+// A rebuilt disk whose guest boots but never becomes healthy is no
+// success: the old disk comes back and boots.
+func TestRebuildThatIsNotHealthyRestoresTheOldDisk(t *testing.T) {
+	h := newResizeHarness(t)
+	h.image("op-rb", lifecycle.ActionRebuild, "hangs")
+	for range 4 { // preflight, stop-domain, rebuild-disk, start-domain
+		h.running("op-rb")
+	}
+	if op := h.op("op-rb"); op.Current().Action != lifecycle.ActAwaitHealthy {
+		t.Fatalf("after the boot: %s, want the health wait", op.Current().Name)
+	}
+	h.mustReport(Finish{OperationID: "op-rb", Fault: fault("DEADLINE_EXCEEDED")})
+	var names []string
+	for op := h.op("op-rb"); !op.State.Done(); op = h.op("op-rb") {
+		names = append(names, op.Current().Name)
+		h.running("op-rb")
+	}
+	if want := []string{"stop-domain", "restore-old-disk", "start-domain"}; !slices.Equal(names, want) {
+		t.Fatalf("rollback steps %v, want %v", names, want)
+	}
+	if i := h.inst(); i.Spec.Image != "img" || i.Result != lifecycle.ResultRolledBack {
+		t.Fatalf("after the rollback: %+v", i)
 	}
 }

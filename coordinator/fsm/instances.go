@@ -58,6 +58,7 @@ func applyCreateInstance(tx *state.Tx, c *CreateInstance) (any, error) {
 	if inst.HostID == "" {
 		waitForCapacity(&op)
 	}
+	planImageFetch(tx, &inst, &op)
 	tx.PutInstance(&inst)
 	if op.Graceful == 0 {
 		// The plan as it is, shared: the store would keep it instead of a
@@ -288,6 +289,7 @@ func applyPlace(tx *state.Tx, c *Place) (any, error) {
 	}
 	inst.HostID = c.HostID
 	op.HostID, op.Deadline, op.Step = c.HostID, c.Deadline, "waiting-for-host"
+	planImageFetch(tx, inst, op)
 	tx.PutInstance(inst)
 	tx.PutOperation(op)
 	return nil, nil

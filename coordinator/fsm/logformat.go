@@ -46,6 +46,9 @@ const (
 	// step whose outcome nobody can know) with the instance showing what
 	// its host observes, not ERROR (see failedResult).
 	LogVersion10 uint32 = 10
+	// LogVersion11 adds the image catalogue (image.*, snapshot images) and
+	// a create's image fetch (Operation.image_source).
+	LogVersion11 uint32 = 11
 	// LogVersion13 adds hosts' clock skew (host.clock).
 	LogVersion13 uint32 = 13
 	// SupportedLogVersion is the newest version this server reads and writes.

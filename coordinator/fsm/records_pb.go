@@ -268,7 +268,7 @@ func operationToPB(o *state.Operation) *raftv1.Operation {
 		Revision: o.Revision, GracefulNanos: int64(o.Graceful), Force: o.Force, PrevDesired: string(o.PrevDesired),
 		Seq: o.Seq, Cur: int64(o.Cur), RollingBack: o.RollingBack, CancelRequested: o.CancelRequested,
 		TargetHostId: o.TargetHostID, Token: o.Token, Update: updateToPB(o.Update), Resize: resizeToPB(o.Resize),
-		RequestedBy: callerToPB(o.RequestedBy), Copy: copyToPB(o.Copy), DecommissionNanos: int64(o.Decommission), Image: o.Image,
+		RequestedBy: callerToPB(o.RequestedBy), Copy: copyToPB(o.Copy), DecommissionNanos: int64(o.Decommission), Image: o.Image, ImageSource: o.ImageSource,
 		RequestKey: o.RequestKey, RequestHash: o.RequestHash,
 	}
 	if len(o.Steps) > 0 {
@@ -290,7 +290,7 @@ func operationFromPB(m *raftv1.Operation) state.Operation {
 		PrevDesired: lifecycle.Desired(m.PrevDesired), Seq: m.Seq, Cur: int(m.Cur), RollingBack: m.RollingBack,
 		CancelRequested: m.CancelRequested, TargetHostID: m.TargetHostId, Token: m.Token,
 		Update: updateFromPB(m.Update), Resize: resizeFromPB(m.Resize), RequestedBy: callerFromPB(m.RequestedBy),
-		Copy: copyFromPB(m.Copy), Decommission: time.Duration(m.DecommissionNanos), Image: m.Image,
+		Copy: copyFromPB(m.Copy), Decommission: time.Duration(m.DecommissionNanos), Image: m.Image, ImageSource: m.ImageSource,
 		RequestKey: m.RequestKey, RequestHash: m.RequestHash,
 	}
 	if len(m.Steps) > 0 {

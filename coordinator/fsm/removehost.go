@@ -42,5 +42,6 @@ func applyRemoveHost(tx *state.Tx, c *RemoveHost) (any, error) {
 		}
 	}
 	tx.RemoveHost(c.HostID)
+	forgetImagesOf(tx, c.HostID)
 	return nil, nil
 }

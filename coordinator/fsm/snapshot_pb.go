@@ -77,6 +77,10 @@ func writeSnapshot(w io.Writer, v *state.View) error {
 		sw.put(&raftv1.SnapshotRecord{Record: &raftv1.SnapshotRecord_Project{Project: projectToPB(p)}})
 		n++
 	}
+	for _, im := range snap.Images {
+		sw.put(&raftv1.SnapshotRecord{Record: &raftv1.SnapshotRecord_Image{Image: imageToPB(im)}})
+		n++
+	}
 	sw.put(&raftv1.SnapshotRecord{Record: &raftv1.SnapshotRecord_Trailer{Trailer: &raftv1.SnapshotTrailer{Records: n}}})
 	return sw.err
 }
@@ -177,6 +181,9 @@ func readSnapshot(r *bufio.Reader) (*state.Snapshot, error) {
 		case *raftv1.SnapshotRecord_Project:
 			p := projectFromPB(x.Project)
 			snap.Projects = append(snap.Projects, &p)
+		case *raftv1.SnapshotRecord_Image:
+			im := imageFromPB(x.Image)
+			snap.Images = append(snap.Images, &im)
 		default:
 			// A record of a newer server: refused rather than dropped, as
 			// the state it describes would be lost.

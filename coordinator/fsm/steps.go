@@ -189,6 +189,7 @@ func stepSucceeded(tx *state.Tx, op *state.Operation, inst *state.Instance, obse
 	if op.StepHost(st) == inst.HostID {
 		reshaped(inst, op, st.Action)
 	}
+	imageHeld(tx, op, inst, st.Action, op.StepHost(st))
 	if st.Action == lifecycle.ActDecommission {
 		inst.Decommission = lifecycle.DecomNone // decommissioned: the stop or delete proper
 	}

@@ -68,13 +68,17 @@ const (
 	ActAwaitHealthy StepAction = "await-healthy"
 	// ActDropSnapshot removes the kept disk: the upgrade is final.
 	ActDropSnapshot StepAction = "drop-snapshot"
+	// ActFetchImage pulls the instance's image from a host that holds it
+	// (the operation's image source) into this host's image directory: a
+	// create placed on a host without its image.
+	ActFetchImage StepAction = "fetch-image"
 )
 
 // AllStepActions lists every step action, ActSwitchHost included.
 var AllStepActions = []StepAction{ActCreate, ActStart, ActStop, ActRestart, ActHardRestart, ActPause, ActUnpause, ActSuspend,
 	ActResume, ActDelete, ActPreflight, ActOfferDisk, ActImportDisk, ActSwitchHost, ActUpdate, ActFreezeDisk, ActRefreeze,
 	ActThawDisk, ActReceiveDisk, ActAdoptDisk, ActReshape, ActUnshape, ActDropOrig, ActGrowDisk, ActSetPassword, ActDecommission,
-	ActRebuildDisk, ActRescueDomain, ActUnrescueDomain, ActBundleDisk, ActRelease, ActDefine, ActUpgradeDisk, ActRollbackDisk, ActAwaitHealthy, ActDropSnapshot}
+	ActRebuildDisk, ActRescueDomain, ActUnrescueDomain, ActBundleDisk, ActRelease, ActDefine, ActUpgradeDisk, ActRollbackDisk, ActAwaitHealthy, ActDropSnapshot, ActFetchImage}
 
 // Layer is the part of a disk an offer or a receive step copies.
 type Layer string
@@ -153,6 +157,14 @@ var preflight = StepDef{Name: "preflight", Action: ActPreflight, NothingToUndo: 
 // on its guest channel, which a live guest side answers in a second.
 const passwordTimeout = time.Minute
 
+// fetchImageTimeout bounds one attempt at pulling an image from another
+// host (a few GiB over the hosts' network; a cut pull resumes).
+const fetchImageTimeout = 10 * time.Minute
+
+// FetchImageBudget is what a create that fetches its image gets on top of
+// its deadline: the copy's time.
+const FetchImageBudget = fetchImageTimeout
+
 // preflightTimeout bounds the checks (a statfs and reading the image's header).
 const preflightTimeout = time.Minute
 
@@ -176,6 +188,8 @@ type Shape struct {
 	// Health: how long an upgrade waits for its guest to become healthy
 	// (zero: DefaultHealthTimeout).
 	Health time.Duration
+	// FetchImage: a create's host lacks the image; it is fetched first.
+	FetchImage bool
 }
 
 // DefaultHealthTimeout bounds an upgrade's wait for a healthy guest.
@@ -199,7 +213,13 @@ func StepsForShape(k OpKind, sh Shape) []StepDef {
 	stopForced := &StepDef{Name: "stop-domain", Action: ActStop, Force: true}
 	switch k {
 	case OpCreate:
-		return []StepDef{preflight, {Name: "create-domain", Action: ActCreate, Undo: undo("delete-domain", ActDelete, OnSource)}}
+		create := []StepDef{preflight, {Name: "create-domain", Action: ActCreate, Undo: undo("delete-domain", ActDelete, OnSource)}}
+		if sh.FetchImage {
+			// A fetched image is a copy the catalogue then lists on this
+			// host, useful to the next create: a rollback keeps it.
+			return append([]StepDef{{Name: "fetch-image", Action: ActFetchImage, NothingToUndo: true, Timeout: fetchImageTimeout}}, create...)
+		}
+		return create
 	case OpStart:
 		if sh.Deallocated {
 			return startDeallocatedSteps(sh)
@@ -330,10 +350,7 @@ func startDeallocatedSteps(sh Shape) []StepDef {
 // before the drop rolls back: the snapshot's disk and model return and
 // the domain is brought back to the power state it had.
 func upgradeSteps(sh Shape) []StepDef {
-	health := sh.Health
-	if health <= 0 {
-		health = DefaultHealthTimeout
-	}
+	health := healthTimeout(sh)
 	s := []StepDef{preflight}
 	if sh.WasRunning {
 		s = append(s, StepDef{Name: "stop-domain", Action: ActStop, Force: true, Timeout: quickStep,
@@ -468,8 +485,21 @@ func rebuildSteps(sh Shape) []StepDef {
 			Undo: undo("restore-old-disk", ActUnshape, OnSource)},
 		StepDef{Name: "start-domain", Action: ActStart, Timeout: quickStep,
 			Undo: &StepDef{Name: "stop-domain", Action: ActStop, Force: true}},
+		// The new disk must boot a guest that says it is ready (on its
+		// guest channel; a guest without one: it keeps running for a settle
+		// time), not merely a domain that runs. Waiting changes nothing:
+		// the boot's undo stops the guest, and the old disk comes back.
+		StepDef{Name: "await-healthy", Action: ActAwaitHealthy, NothingToUndo: true, Timeout: healthTimeout(sh)},
 		// The point of no return: the new disk booted.
 		StepDef{Name: "drop-old-disk", Action: ActDropOrig, Timeout: quickStep})
+}
+
+// healthTimeout is how long a plan waits for its guest to become healthy.
+func healthTimeout(sh Shape) time.Duration {
+	if sh.Health > 0 {
+		return sh.Health
+	}
+	return DefaultHealthTimeout
 }
 
 // rescueSteps plans a rescue (boot the rescue system, the instance's disk

@@ -320,7 +320,7 @@ func (n *Node) lead(ctx context.Context, links *agentlink.Server) {
 				lctx, cancel := context.WithCancel(ctx)
 				stop = cancel
 				done = make(chan struct{})
-				o := orchestrator.New(orchestrator.Config{Store: n.Store, Applier: n.Raft, Sessions: links, Logger: n.log, Policy: n.cfg.Placement,
+				o := orchestrator.New(orchestrator.Config{Store: n.Store, Applier: n.Raft, Sessions: links, Images: links, Logger: n.log, Policy: n.cfg.Placement,
 					Secrets: n.secrets})
 				n.orch.Store(o)
 				go func() { defer close(done); defer n.orch.CompareAndSwap(o, nil); o.Run(lctx) }()

@@ -49,6 +49,8 @@ type Config struct {
 	// Secrets holds SetPassword's passwords (nil: none; such a step then
 	// fails PASSWORD_LOST).
 	Secrets *secrets.Store
+	// Images sends the image catalogue's tasks to agents (nil: none are sent).
+	Images ImageTasks
 }
 
 // Orchestrator is the leader's operation driver.
@@ -69,6 +71,8 @@ type Orchestrator struct {
 	retryWaiting bool
 	// confirmScan is when unconfirmed resizes were last looked at.
 	confirmScan time.Time
+	// imagesSent maps an image task (image and host) to when it was sent.
+	imagesSent map[string]imageSent
 }
 
 // New returns an orchestrator.
@@ -93,6 +97,7 @@ func (o *Orchestrator) Run(ctx context.Context) {
 	o.sent = map[string]uint64{}
 	o.asked = map[string]query{}
 	o.evicting = map[string][]string{}
+	o.imagesSent = map[string]imageSent{}
 	o.waitSeen, o.retryWaiting = 0, true
 	t := time.NewTicker(o.cfg.Tick)
 	defer t.Stop()
@@ -125,6 +130,7 @@ func (o *Orchestrator) pass(ctx context.Context) {
 	open := o.cfg.Store.HostedOperations()
 	o.place(ctx, now)
 	o.drive(ctx, open, now)
+	o.imageTasks(now)
 	if now.Sub(o.confirmScan) >= confirmEvery {
 		o.confirmScan = now
 		o.confirmDue(ctx, now)

@@ -257,6 +257,15 @@ func (o *Orchestrator) send(op state.Operation, st *state.Step, stepID string) e
 			return err
 		}
 		step.OfferToken, step.PeerHostId, step.PeerAddress = op.Token, op.HostID, src.PeerAddr
+	case lifecycle.ActFetchImage:
+		src, err := o.cfg.Store.Host(op.ImageSource)
+		if err != nil {
+			return err
+		}
+		step.Image, step.PeerHostId, step.PeerAddress = inst.Spec.Image, op.ImageSource, src.PeerAddr
+		if im, err := o.cfg.Store.Image(inst.Spec.Image); err == nil {
+			step.ImageSha256 = im.SHA256
+		}
 	}
 	return o.cfg.Sessions.Send(op.StepHost(st), step)
 }

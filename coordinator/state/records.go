@@ -277,6 +277,9 @@ type Operation struct {
 	// Image is a rescue's rescue image (an unrescue's, for its undo) or a
 	// bundle's new image.
 	Image string `json:"image,omitempty"`
+	// ImageSource is, for a create whose host lacks the instance's image,
+	// the host its fetch-image step pulls the image from.
+	ImageSource string `json:"image_source,omitempty"`
 }
 
 // Caller is who made an API call.

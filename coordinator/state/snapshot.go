@@ -42,6 +42,8 @@ type Snapshot struct {
 	Networks []*Network `json:"networks,omitempty"`
 	// Projects are absent before log version 7.
 	Projects []*Project `json:"projects,omitempty"`
+	// Images are absent before log version 11.
+	Images []*Image `json:"images,omitempty"`
 }
 
 // HistoryEntry is one committed instance change of the watch history.
@@ -87,6 +89,9 @@ func (s *Store) View() *View {
 	for _, p := range s.projects {
 		snap.Projects = append(snap.Projects, p)
 	}
+	for _, im := range s.images {
+		snap.Images = append(snap.Images, im)
+	}
 	return &View{snap: snap}
 }
 
@@ -113,6 +118,7 @@ func (v *View) sort() {
 	sort.Slice(snap.Usage, func(a, b int) bool { return snap.Usage[a].InstanceID < snap.Usage[b].InstanceID })
 	sort.Slice(snap.Networks, func(a, b int) bool { return snap.Networks[a].Name < snap.Networks[b].Name })
 	sort.Slice(snap.Projects, func(a, b int) bool { return snap.Projects[a].Name < snap.Projects[b].Name })
+	sort.Slice(snap.Images, func(a, b int) bool { return snap.Images[a].Name < snap.Images[b].Name })
 }
 
 // Write encodes the view to w, in the snapshot format of log version 1,
@@ -159,6 +165,10 @@ func (v *View) Write(w io.Writer) error {
 	if len(snap.Projects) > 0 {
 		j.raw(`,"projects":`)
 		writeArray(j, snap.Projects)
+	}
+	if len(snap.Images) > 0 {
+		j.raw(`,"images":`)
+		writeArray(j, snap.Images)
 	}
 	j.raw("}\n")
 	return j.err
@@ -290,6 +300,9 @@ func (s *Store) Load(snap *Snapshot) {
 	for _, p := range snap.Projects {
 		s.projects[p.Name] = p
 	}
+	for _, im := range snap.Images {
+		s.images[im.Name] = im
+	}
 	s.history = snap.History
 	s.notify()
 }
@@ -325,6 +338,8 @@ func readSnapshot(r io.Reader) (*Snapshot, error) {
 			err = readArray(dec, &snap.Networks)
 		case "projects":
 			err = readArray(dec, &snap.Projects)
+		case "images":
+			err = readArray(dec, &snap.Images)
 		case "metering":
 			err = dec.Decode(&snap.Metering)
 		case "log_version":

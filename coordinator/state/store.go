@@ -35,6 +35,7 @@ type Store struct {
 	servers   map[string]Server
 	networks  map[string]*Network
 	projects  map[string]*Project
+	images    map[string]*Image
 	usage     map[string]*usage.History // instance id -> its billing-class history
 	metering  bool                      // usage is recorded (since a usage.start entry)
 	// The indexes (see declareIndexes).
@@ -124,6 +125,7 @@ func (s *Store) reset(rev int64) {
 	s.servers = map[string]Server{}
 	s.networks = map[string]*Network{}
 	s.projects = map[string]*Project{}
+	s.images = map[string]*Image{}
 	s.usage = map[string]*usage.History{}
 	s.metering = false
 	s.logVersion.Store(0)

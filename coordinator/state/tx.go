@@ -20,10 +20,11 @@ type Tx struct {
 	servers    map[string]*Server  // nil value: delete
 	networks   map[string]*Network // nil value: delete
 	projects   map[string]*Project
-	order      []string // instance ids in the order they were put, for the history
-	removed    []string // instance ids to forget (RemoveInstance)
-	meter      bool     // StartMetering was called
-	logVersion uint32   // SetLogVersion's, 0 if not called
+	images     map[string]*Image // nil value: remove
+	order      []string          // instance ids in the order they were put, for the history
+	removed    []string          // instance ids to forget (RemoveInstance)
+	meter      bool              // StartMetering was called
+	logVersion uint32            // SetLogVersion's, 0 if not called
 }
 
 // Update runs fn against a transaction and commits its changes atomically
@@ -37,14 +38,14 @@ func (s *Store) Update(now time.Time, fn func(tx *Tx) error) error {
 	// an entry allocated.
 	tx := &s.tx
 	if tx.s == nil {
-		*tx = Tx{s: s, instances: map[string]*Instance{}, ops: map[string]*Operation{}, hosts: map[string]*Host{}, requests: map[string]string{}, servers: map[string]*Server{}, networks: map[string]*Network{}, projects: map[string]*Project{}}
+		*tx = Tx{s: s, instances: map[string]*Instance{}, ops: map[string]*Operation{}, hosts: map[string]*Host{}, requests: map[string]string{}, servers: map[string]*Server{}, networks: map[string]*Network{}, projects: map[string]*Project{}, images: map[string]*Image{}}
 	}
 	tx.now = now
 	defer tx.reset()
 	if err := fn(tx); err != nil {
 		return err
 	}
-	if len(tx.instances)+len(tx.ops)+len(tx.hosts)+len(tx.requests)+len(tx.servers)+len(tx.networks)+len(tx.projects)+len(tx.removed) == 0 && !tx.meter && tx.logVersion == 0 {
+	if len(tx.instances)+len(tx.ops)+len(tx.hosts)+len(tx.requests)+len(tx.servers)+len(tx.networks)+len(tx.projects)+len(tx.images)+len(tx.removed) == 0 && !tx.meter && tx.logVersion == 0 {
 		return nil
 	}
 	s.rev++
@@ -107,6 +108,16 @@ func (s *Store) Update(now time.Time, fn func(tx *Tx) error) error {
 		}
 		s.projects[name] = p
 	}
+	for name, im := range tx.images {
+		if im == nil {
+			delete(s.images, name)
+			continue
+		}
+		if im.CreateRev == 0 {
+			im.CreateRev, im.CreateTime = rev, now
+		}
+		s.images[name] = im
+	}
 	// Apply functions may put instances in map order; commit them sorted so
 	// every replica records the same history in the same order.
 	sort.Strings(tx.order)
@@ -154,6 +165,7 @@ func (tx *Tx) reset() {
 	clear(tx.servers)
 	clear(tx.networks)
 	clear(tx.projects)
+	clear(tx.images)
 	clear(tx.order)
 	tx.order = tx.order[:0]
 	clear(tx.removed)

@@ -76,6 +76,9 @@ type Driver struct {
 	images map[string]bool
 	// bundled are the images BundleDisk made (guarded by mu).
 	bundled map[string]bool
+	// written are the images WriteImage or AdoptImage made, with their
+	// content (guarded by mu).
+	written map[string][]byte
 
 	mu          sync.Mutex
 	domains     map[string]*domain
@@ -115,6 +118,7 @@ func New(opts Options) *Driver {
 		opts:        opts,
 		images:      make(map[string]bool),
 		bundled:     make(map[string]bool),
+		written:     make(map[string][]byte),
 		domains:     make(map[string]*domain),
 		guests:      make(map[string]*guest),
 		subs:        make(map[*subscriber]struct{}),

@@ -14,13 +14,15 @@ var methods = map[string]bool{
 	"Preflight": true, "SetTitle": true, "Networks": true, "Resync": true,
 	"FreezeDisk": true, "RefreezeDisk": true, "ThawDisk": true, "ReceiveDisk": true, "AdoptDisk": true,
 	"Reshape": true, "Unshape": true, "DropOriginal": true, "GrowDisk": true,
+	"Images": true, "OpenImage": true, "WriteImage": true, "AdoptImage": true, "RemoveImage": true,
+	"RebuildDisk": true, "RescueDomain": true, "UnrescueDomain": true, "BundleDisk": true,
 }
 
 // afterMethods are the methods InjectFaultAfter can target: those whose
 // retry after a lost reply the resize plans depend on.
 var afterMethods = map[string]bool{
 	"FreezeDisk": true, "RefreezeDisk": true, "ThawDisk": true, "ReceiveDisk": true, "AdoptDisk": true,
-	"Reshape": true, "Unshape": true, "DropOriginal": true, "GrowDisk": true,
+	"Reshape": true, "Unshape": true, "DropOriginal": true, "GrowDisk": true, "WriteImage": true,
 }
 
 func mustMethod(method string) {

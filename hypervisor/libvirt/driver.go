@@ -45,6 +45,7 @@ type Driver struct {
 	conn  *connector
 	locks keyedLock
 	nets  netState
+	sums  sumCache // images' checksums
 
 	// life ends when the driver closes; event subscriptions hang off it.
 	life    context.Context

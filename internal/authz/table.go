@@ -72,6 +72,10 @@ var Table = map[string][]Role{
 	pb.NetworkService_GetNetwork_FullMethodName:    readers,
 	pb.NetworkService_ListNetworks_FullMethodName:  readers,
 	pb.NetworkService_DeleteNetwork_FullMethodName: admins,
+	pb.ImageService_ListImages_FullMethodName:      readers,
+	pb.ImageService_GetImage_FullMethodName:        readers,
+	pb.ImageService_ImportImage_FullMethodName:     admins,
+	pb.ImageService_DeleteImage_FullMethodName:     admins,
 
 	// Projects: admins write; readers see the projects they belong to.
 	pb.ProjectService_CreateProject_FullMethodName:   admins,

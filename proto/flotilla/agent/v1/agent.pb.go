@@ -283,6 +283,9 @@ const (
 	StepAction_STEP_ACTION_AWAIT_HEALTHY StepAction = 36
 	// Remove the snapshot an UPGRADE_DISK kept: the upgrade is final.
 	StepAction_STEP_ACTION_DROP_SNAPSHOT StepAction = 37
+	// Pull RunStep.image from peer_host_id (at peer_address) into the image
+	// directory, verified, whole or not at all; held already: success.
+	StepAction_STEP_ACTION_FETCH_IMAGE StepAction = 40
 )
 
 // Enum value maps for StepAction.
@@ -324,6 +327,7 @@ var (
 		35: "STEP_ACTION_ROLLBACK_DISK",
 		36: "STEP_ACTION_AWAIT_HEALTHY",
 		37: "STEP_ACTION_DROP_SNAPSHOT",
+		40: "STEP_ACTION_FETCH_IMAGE",
 	}
 	StepAction_value = map[string]int32{
 		"STEP_ACTION_UNSPECIFIED":     0,
@@ -362,6 +366,7 @@ var (
 		"STEP_ACTION_ROLLBACK_DISK":   35,
 		"STEP_ACTION_AWAIT_HEALTHY":   36,
 		"STEP_ACTION_DROP_SNAPSHOT":   37,
+		"STEP_ACTION_FETCH_IMAGE":     40,
 	}
 )
 
@@ -479,7 +484,11 @@ type PullDiskRequest struct {
 	// message at exactly this offset, or refuses.
 	ResumeOffset uint64 `protobuf:"varint,41,opt,name=resume_offset,json=resumeOffset,proto3" json:"resume_offset,omitempty"`
 	// Version 2: the puller can read zstd-compressed chunks.
-	AcceptZstd    bool `protobuf:"varint,42,opt,name=accept_zstd,json=acceptZstd,proto3" json:"accept_zstd,omitempty"`
+	AcceptZstd bool `protobuf:"varint,42,opt,name=accept_zstd,json=acceptZstd,proto3" json:"accept_zstd,omitempty"`
+	// Pull this image of the source's image directory instead of an
+	// instance's disk (instance_id, token and layer unused): any agent of
+	// the fleet may read the catalogue's images.
+	Image         string `protobuf:"bytes,180,opt,name=image,proto3" json:"image,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -561,6 +570,13 @@ func (x *PullDiskRequest) GetAcceptZstd() bool {
 		return x.AcceptZstd
 	}
 	return false
+}
+
+func (x *PullDiskRequest) GetImage() string {
+	if x != nil {
+		return x.Image
+	}
+	return ""
 }
 
 // DiskChunk is one piece of a disk; the last message carries the digest.
@@ -812,6 +828,7 @@ type ConnectRequest struct {
 	//	*ConnectRequest_StepReport
 	//	*ConnectRequest_CopyProgress
 	//	*ConnectRequest_GuestReport
+	//	*ConnectRequest_ImageReport
 	Msg           isConnectRequest_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -926,6 +943,15 @@ func (x *ConnectRequest) GetGuestReport() *GuestReport {
 	return nil
 }
 
+func (x *ConnectRequest) GetImageReport() *ImageReport {
+	if x != nil {
+		if x, ok := x.Msg.(*ConnectRequest_ImageReport); ok {
+			return x.ImageReport
+		}
+	}
+	return nil
+}
+
 type isConnectRequest_Msg interface {
 	isConnectRequest_Msg()
 }
@@ -970,6 +996,11 @@ type ConnectRequest_GuestReport struct {
 	GuestReport *GuestReport `protobuf:"bytes,41,opt,name=guest_report,json=guestReport,proto3,oneof"`
 }
 
+type ConnectRequest_ImageReport struct {
+	// The images the host holds (after a bundle, a fetch, an image task).
+	ImageReport *ImageReport `protobuf:"bytes,180,opt,name=image_report,json=imageReport,proto3,oneof"`
+}
+
 func (*ConnectRequest_Register) isConnectRequest_Msg() {}
 
 func (*ConnectRequest_PowerEvent) isConnectRequest_Msg() {}
@@ -985,6 +1016,309 @@ func (*ConnectRequest_StepReport) isConnectRequest_Msg() {}
 func (*ConnectRequest_CopyProgress) isConnectRequest_Msg() {}
 
 func (*ConnectRequest_GuestReport) isConnectRequest_Msg() {}
+
+func (*ConnectRequest_ImageReport) isConnectRequest_Msg() {}
+
+// ImageInfo is one image file in a host's image directory.
+type ImageInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Its name (the file's name).
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// "qcow2" or "raw".
+	Format string `protobuf:"bytes,2,opt,name=format,proto3" json:"format,omitempty"`
+	// The size the guest sees, in bytes.
+	VirtualSize uint64 `protobuf:"varint,3,opt,name=virtual_size,json=virtualSize,proto3" json:"virtual_size,omitempty"`
+	// The file's size, in bytes.
+	AllocatedSize uint64 `protobuf:"varint,4,opt,name=allocated_size,json=allocatedSize,proto3" json:"allocated_size,omitempty"`
+	// SHA-256 of the file, hex.
+	Sha256        string `protobuf:"bytes,5,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImageInfo) Reset() {
+	*x = ImageInfo{}
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImageInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImageInfo) ProtoMessage() {}
+
+func (x *ImageInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImageInfo.ProtoReflect.Descriptor instead.
+func (*ImageInfo) Descriptor() ([]byte, []int) {
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ImageInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ImageInfo) GetFormat() string {
+	if x != nil {
+		return x.Format
+	}
+	return ""
+}
+
+func (x *ImageInfo) GetVirtualSize() uint64 {
+	if x != nil {
+		return x.VirtualSize
+	}
+	return 0
+}
+
+func (x *ImageInfo) GetAllocatedSize() uint64 {
+	if x != nil {
+		return x.AllocatedSize
+	}
+	return 0
+}
+
+func (x *ImageInfo) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+// ImageReport says which images a host holds, and how image tasks ended.
+type ImageReport struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Images held. With full, every image the host holds (one missing is
+	// gone); else only those that changed.
+	Images []*ImageInfo `protobuf:"bytes,1,rep,name=images,proto3" json:"images,omitempty"`
+	Full   bool         `protobuf:"varint,2,opt,name=full,proto3" json:"full,omitempty"`
+	// Images the host no longer holds.
+	Removed []string `protobuf:"bytes,3,rep,name=removed,proto3" json:"removed,omitempty"`
+	// Image tasks that failed.
+	Failures      []*ImageTaskFailure `protobuf:"bytes,4,rep,name=failures,proto3" json:"failures,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImageReport) Reset() {
+	*x = ImageReport{}
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImageReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImageReport) ProtoMessage() {}
+
+func (x *ImageReport) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImageReport.ProtoReflect.Descriptor instead.
+func (*ImageReport) Descriptor() ([]byte, []int) {
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ImageReport) GetImages() []*ImageInfo {
+	if x != nil {
+		return x.Images
+	}
+	return nil
+}
+
+func (x *ImageReport) GetFull() bool {
+	if x != nil {
+		return x.Full
+	}
+	return false
+}
+
+func (x *ImageReport) GetRemoved() []string {
+	if x != nil {
+		return x.Removed
+	}
+	return nil
+}
+
+func (x *ImageReport) GetFailures() []*ImageTaskFailure {
+	if x != nil {
+		return x.Failures
+	}
+	return nil
+}
+
+// ImageTaskFailure is an ImageTask that could not be done.
+type ImageTaskFailure struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The task's image.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Why.
+	Fault         *v1.Fault `protobuf:"bytes,2,opt,name=fault,proto3" json:"fault,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImageTaskFailure) Reset() {
+	*x = ImageTaskFailure{}
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImageTaskFailure) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImageTaskFailure) ProtoMessage() {}
+
+func (x *ImageTaskFailure) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImageTaskFailure.ProtoReflect.Descriptor instead.
+func (*ImageTaskFailure) Descriptor() ([]byte, []int) {
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ImageTaskFailure) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ImageTaskFailure) GetFault() *v1.Fault {
+	if x != nil {
+		return x.Fault
+	}
+	return nil
+}
+
+// ImageTask asks the agent to make its image directory hold (or not hold)
+// an image. Idempotent: the agent reports the outcome in an ImageReport.
+type ImageTask struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The image.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Adopt this file, relative to the image directory, as the image.
+	Path string `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	// Or pull it from this host, at peer_address.
+	PeerHostId  string `protobuf:"bytes,3,opt,name=peer_host_id,json=peerHostId,proto3" json:"peer_host_id,omitempty"`
+	PeerAddress string `protobuf:"bytes,4,opt,name=peer_address,json=peerAddress,proto3" json:"peer_address,omitempty"`
+	// When known, the SHA-256 (hex) the copy must have.
+	Sha256 string `protobuf:"bytes,5,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// Remove the image instead.
+	Remove        bool `protobuf:"varint,6,opt,name=remove,proto3" json:"remove,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImageTask) Reset() {
+	*x = ImageTask{}
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImageTask) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImageTask) ProtoMessage() {}
+
+func (x *ImageTask) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImageTask.ProtoReflect.Descriptor instead.
+func (*ImageTask) Descriptor() ([]byte, []int) {
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ImageTask) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ImageTask) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *ImageTask) GetPeerHostId() string {
+	if x != nil {
+		return x.PeerHostId
+	}
+	return ""
+}
+
+func (x *ImageTask) GetPeerAddress() string {
+	if x != nil {
+		return x.PeerAddress
+	}
+	return ""
+}
+
+func (x *ImageTask) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *ImageTask) GetRemove() bool {
+	if x != nil {
+		return x.Remove
+	}
+	return false
+}
 
 // GuestReport is what an instance's guest last said on its guest channel
 // (org.flotilla.guest.0), validated by the agent. Sent when it changes, and
@@ -1027,7 +1361,7 @@ type GuestReport struct {
 
 func (x *GuestReport) Reset() {
 	*x = GuestReport{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[4]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1039,7 +1373,7 @@ func (x *GuestReport) String() string {
 func (*GuestReport) ProtoMessage() {}
 
 func (x *GuestReport) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[4]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1052,7 +1386,7 @@ func (x *GuestReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GuestReport.ProtoReflect.Descriptor instead.
 func (*GuestReport) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{4}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GuestReport) GetInstanceId() string {
@@ -1156,6 +1490,7 @@ type ConnectResponse struct {
 	//	*ConnectResponse_Registered
 	//	*ConnectResponse_RunStep
 	//	*ConnectResponse_QueryStep
+	//	*ConnectResponse_ImageTask
 	Msg           isConnectResponse_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1163,7 +1498,7 @@ type ConnectResponse struct {
 
 func (x *ConnectResponse) Reset() {
 	*x = ConnectResponse{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[5]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1175,7 +1510,7 @@ func (x *ConnectResponse) String() string {
 func (*ConnectResponse) ProtoMessage() {}
 
 func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[5]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1188,7 +1523,7 @@ func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectResponse.ProtoReflect.Descriptor instead.
 func (*ConnectResponse) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{5}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ConnectResponse) GetMsg() isConnectResponse_Msg {
@@ -1225,6 +1560,15 @@ func (x *ConnectResponse) GetQueryStep() *QueryStep {
 	return nil
 }
 
+func (x *ConnectResponse) GetImageTask() *ImageTask {
+	if x != nil {
+		if x, ok := x.Msg.(*ConnectResponse_ImageTask); ok {
+			return x.ImageTask
+		}
+	}
+	return nil
+}
+
 type isConnectResponse_Msg interface {
 	isConnectResponse_Msg()
 }
@@ -1244,11 +1588,18 @@ type ConnectResponse_QueryStep struct {
 	QueryStep *QueryStep `protobuf:"bytes,3,opt,name=query_step,json=queryStep,proto3,oneof"`
 }
 
+type ConnectResponse_ImageTask struct {
+	// Make the image directory hold (or not) an image.
+	ImageTask *ImageTask `protobuf:"bytes,180,opt,name=image_task,json=imageTask,proto3,oneof"`
+}
+
 func (*ConnectResponse_Registered) isConnectResponse_Msg() {}
 
 func (*ConnectResponse_RunStep) isConnectResponse_Msg() {}
 
 func (*ConnectResponse_QueryStep) isConnectResponse_Msg() {}
+
+func (*ConnectResponse_ImageTask) isConnectResponse_Msg() {}
 
 // Register opens a session.
 type Register struct {
@@ -1267,6 +1618,11 @@ type Register struct {
 	Labels map[string]string `protobuf:"bytes,6,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Where this agent serves AgentPeerService (host:port), empty if it does not.
 	PeerAddress string `protobuf:"bytes,7,opt,name=peer_address,json=peerAddress,proto3" json:"peer_address,omitempty"`
+	// Every image in the host's image directory (when images_listed).
+	Images []*ImageInfo `protobuf:"bytes,180,rep,name=images,proto3" json:"images,omitempty"`
+	// The image directory could be listed: images is the whole list (an
+	// older agent, or one that could not list it, says nothing of images).
+	ImagesListed bool `protobuf:"varint,181,opt,name=images_listed,json=imagesListed,proto3" json:"images_listed,omitempty"`
 	// The host can create libvirt networks (NAT and ISOLATED).
 	ManagedNetworks bool `protobuf:"varint,8,opt,name=managed_networks,json=managedNetworks,proto3" json:"managed_networks,omitempty"`
 	// The host bridges present on the host, for BRIDGE networks.
@@ -1279,7 +1635,7 @@ type Register struct {
 
 func (x *Register) Reset() {
 	*x = Register{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[6]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1291,7 +1647,7 @@ func (x *Register) String() string {
 func (*Register) ProtoMessage() {}
 
 func (x *Register) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[6]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1304,7 +1660,7 @@ func (x *Register) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Register.ProtoReflect.Descriptor instead.
 func (*Register) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{6}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Register) GetHostId() string {
@@ -1356,6 +1712,20 @@ func (x *Register) GetPeerAddress() string {
 	return ""
 }
 
+func (x *Register) GetImages() []*ImageInfo {
+	if x != nil {
+		return x.Images
+	}
+	return nil
+}
+
+func (x *Register) GetImagesListed() bool {
+	if x != nil {
+		return x.ImagesListed
+	}
+	return false
+}
+
 func (x *Register) GetManagedNetworks() bool {
 	if x != nil {
 		return x.ManagedNetworks
@@ -1392,7 +1762,7 @@ type Registered struct {
 
 func (x *Registered) Reset() {
 	*x = Registered{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[7]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1404,7 +1774,7 @@ func (x *Registered) String() string {
 func (*Registered) ProtoMessage() {}
 
 func (x *Registered) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[7]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1417,7 +1787,7 @@ func (x *Registered) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Registered.ProtoReflect.Descriptor instead.
 func (*Registered) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{7}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Registered) GetEpoch() uint64 {
@@ -1458,7 +1828,7 @@ type DomainState struct {
 
 func (x *DomainState) Reset() {
 	*x = DomainState{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[8]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1470,7 +1840,7 @@ func (x *DomainState) String() string {
 func (*DomainState) ProtoMessage() {}
 
 func (x *DomainState) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[8]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1483,7 +1853,7 @@ func (x *DomainState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DomainState.ProtoReflect.Descriptor instead.
 func (*DomainState) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{8}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DomainState) GetInstanceId() string {
@@ -1528,7 +1898,7 @@ type Inventory struct {
 
 func (x *Inventory) Reset() {
 	*x = Inventory{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1540,7 +1910,7 @@ func (x *Inventory) String() string {
 func (*Inventory) ProtoMessage() {}
 
 func (x *Inventory) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1553,7 +1923,7 @@ func (x *Inventory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Inventory.ProtoReflect.Descriptor instead.
 func (*Inventory) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Inventory) GetDomains() []*DomainState {
@@ -1582,7 +1952,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1594,7 +1964,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1607,7 +1977,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Heartbeat) GetSentAt() *timestamppb.Timestamp {
@@ -1659,15 +2029,18 @@ type RunStep struct {
 	// For SET_PASSWORD: the user and the password. The only place a password
 	// travels after the API: it is never journaled, logged or put in a fault.
 	Password *GuestPassword `protobuf:"bytes,18,opt,name=password,proto3" json:"password,omitempty"`
-	// For RESCUE_DOMAIN: the rescue image; for BUNDLE_DISK: the new image.
-	Image         string `protobuf:"bytes,120,opt,name=image,proto3" json:"image,omitempty"`
+	// For RESCUE_DOMAIN: the rescue image; for BUNDLE_DISK: the new image;
+	// for FETCH_IMAGE: the image to pull from peer_host_id at peer_address.
+	Image string `protobuf:"bytes,120,opt,name=image,proto3" json:"image,omitempty"`
+	// For FETCH_IMAGE: the SHA-256 (hex) the copy must have, when known.
+	ImageSha256   string `protobuf:"bytes,180,opt,name=image_sha256,json=imageSha256,proto3" json:"image_sha256,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RunStep) Reset() {
 	*x = RunStep{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1679,7 +2052,7 @@ func (x *RunStep) String() string {
 func (*RunStep) ProtoMessage() {}
 
 func (x *RunStep) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1692,7 +2065,7 @@ func (x *RunStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunStep.ProtoReflect.Descriptor instead.
 func (*RunStep) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RunStep) GetOperationId() string {
@@ -1828,6 +2201,13 @@ func (x *RunStep) GetImage() string {
 	return ""
 }
 
+func (x *RunStep) GetImageSha256() string {
+	if x != nil {
+		return x.ImageSha256
+	}
+	return ""
+}
+
 // GuestPassword is the password SET_PASSWORD sets.
 type GuestPassword struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1841,7 +2221,7 @@ type GuestPassword struct {
 
 func (x *GuestPassword) Reset() {
 	*x = GuestPassword{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1853,7 +2233,7 @@ func (x *GuestPassword) String() string {
 func (*GuestPassword) ProtoMessage() {}
 
 func (x *GuestPassword) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1866,7 +2246,7 @@ func (x *GuestPassword) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GuestPassword.ProtoReflect.Descriptor instead.
 func (*GuestPassword) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GuestPassword) GetUser() string {
@@ -1909,7 +2289,7 @@ type Nic struct {
 
 func (x *Nic) Reset() {
 	*x = Nic{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1921,7 +2301,7 @@ func (x *Nic) String() string {
 func (*Nic) ProtoMessage() {}
 
 func (x *Nic) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1934,7 +2314,7 @@ func (x *Nic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Nic.ProtoReflect.Descriptor instead.
 func (*Nic) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{13}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Nic) GetNetwork() string {
@@ -2008,7 +2388,7 @@ type GuestConfig struct {
 
 func (x *GuestConfig) Reset() {
 	*x = GuestConfig{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2020,7 +2400,7 @@ func (x *GuestConfig) String() string {
 func (*GuestConfig) ProtoMessage() {}
 
 func (x *GuestConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2033,7 +2413,7 @@ func (x *GuestConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GuestConfig.ProtoReflect.Descriptor instead.
 func (*GuestConfig) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{14}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GuestConfig) GetHostname() string {
@@ -2071,7 +2451,7 @@ type QueryStep struct {
 
 func (x *QueryStep) Reset() {
 	*x = QueryStep{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2083,7 +2463,7 @@ func (x *QueryStep) String() string {
 func (*QueryStep) ProtoMessage() {}
 
 func (x *QueryStep) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2096,7 +2476,7 @@ func (x *QueryStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryStep.ProtoReflect.Descriptor instead.
 func (*QueryStep) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{15}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *QueryStep) GetStepId() string {
@@ -2130,7 +2510,7 @@ type StepReport struct {
 
 func (x *StepReport) Reset() {
 	*x = StepReport{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[16]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2142,7 +2522,7 @@ func (x *StepReport) String() string {
 func (*StepReport) ProtoMessage() {}
 
 func (x *StepReport) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[16]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2155,7 +2535,7 @@ func (x *StepReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepReport.ProtoReflect.Descriptor instead.
 func (*StepReport) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{16}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *StepReport) GetStepId() string {
@@ -2210,7 +2590,7 @@ type StepResult struct {
 
 func (x *StepResult) Reset() {
 	*x = StepResult{}
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[17]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2222,7 +2602,7 @@ func (x *StepResult) String() string {
 func (*StepResult) ProtoMessage() {}
 
 func (x *StepResult) ProtoReflect() protoreflect.Message {
-	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[17]
+	mi := &file_flotilla_agent_v1_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2235,7 +2615,7 @@ func (x *StepResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepResult.ProtoReflect.Descriptor instead.
 func (*StepResult) Descriptor() ([]byte, []int) {
-	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{17}
+	return file_flotilla_agent_v1_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *StepResult) GetOperationId() string {
@@ -2291,7 +2671,7 @@ var File_flotilla_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x1dflotilla/agent/v1/agent.proto\x12\x11flotilla.agent.v1\x1a\x18flotilla/v1/common.proto\x1a\x16flotilla/v1/host.proto\x1a\x1aflotilla/v1/instance.proto\x1a\x19flotilla/v1/network.proto\x1a\x1bflotilla/v1/operation.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf5\x01\n" +
+	"\x1dflotilla/agent/v1/agent.proto\x12\x11flotilla.agent.v1\x1a\x18flotilla/v1/common.proto\x1a\x16flotilla/v1/host.proto\x1a\x1aflotilla/v1/instance.proto\x1a\x19flotilla/v1/network.proto\x1a\x1bflotilla/v1/operation.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8c\x02\n" +
 	"\x0fPullDiskRequest\x12\x1f\n" +
 	"\vinstance_id\x18\x01 \x01(\tR\n" +
 	"instanceId\x12\x14\n" +
@@ -2301,7 +2681,8 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\aversion\x18( \x01(\rR\aversion\x12#\n" +
 	"\rresume_offset\x18) \x01(\x04R\fresumeOffset\x12\x1f\n" +
 	"\vaccept_zstd\x18* \x01(\bR\n" +
-	"acceptZstd\"\xc1\x02\n" +
+	"acceptZstd\x12\x15\n" +
+	"\x05image\x18\xb4\x01 \x01(\tR\x05image\"\xc1\x02\n" +
 	"\tDiskChunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x1d\n" +
 	"\n" +
@@ -2326,7 +2707,7 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"bytesTotal\x12(\n" +
 	"\x10bytes_per_second\x18\x06 \x01(\x04R\x0ebytesPerSecond\x12\x1d\n" +
 	"\n" +
-	"bytes_sent\x18\a \x01(\x04R\tbytesSent\"\x9c\x04\n" +
+	"bytes_sent\x18\a \x01(\x04R\tbytesSent\"\xe2\x04\n" +
 	"\x0eConnectRequest\x129\n" +
 	"\bregister\x18\x01 \x01(\v2\x1b.flotilla.agent.v1.RegisterH\x00R\bregister\x12A\n" +
 	"\vpower_event\x18\x02 \x01(\v2\x1e.flotilla.agent.v1.DomainStateH\x00R\n" +
@@ -2338,8 +2719,31 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\vstep_report\x18\x06 \x01(\v2\x1d.flotilla.agent.v1.StepReportH\x00R\n" +
 	"stepReport\x12F\n" +
 	"\rcopy_progress\x18( \x01(\v2\x1f.flotilla.agent.v1.CopyProgressH\x00R\fcopyProgress\x12C\n" +
-	"\fguest_report\x18) \x01(\v2\x1e.flotilla.agent.v1.GuestReportH\x00R\vguestReportB\x05\n" +
-	"\x03msg\"\xb8\x03\n" +
+	"\fguest_report\x18) \x01(\v2\x1e.flotilla.agent.v1.GuestReportH\x00R\vguestReport\x12D\n" +
+	"\fimage_report\x18\xb4\x01 \x01(\v2\x1e.flotilla.agent.v1.ImageReportH\x00R\vimageReportB\x05\n" +
+	"\x03msg\"\x99\x01\n" +
+	"\tImageInfo\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06format\x18\x02 \x01(\tR\x06format\x12!\n" +
+	"\fvirtual_size\x18\x03 \x01(\x04R\vvirtualSize\x12%\n" +
+	"\x0eallocated_size\x18\x04 \x01(\x04R\rallocatedSize\x12\x16\n" +
+	"\x06sha256\x18\x05 \x01(\tR\x06sha256\"\xb2\x01\n" +
+	"\vImageReport\x124\n" +
+	"\x06images\x18\x01 \x03(\v2\x1c.flotilla.agent.v1.ImageInfoR\x06images\x12\x12\n" +
+	"\x04full\x18\x02 \x01(\bR\x04full\x12\x18\n" +
+	"\aremoved\x18\x03 \x03(\tR\aremoved\x12?\n" +
+	"\bfailures\x18\x04 \x03(\v2#.flotilla.agent.v1.ImageTaskFailureR\bfailures\"P\n" +
+	"\x10ImageTaskFailure\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12(\n" +
+	"\x05fault\x18\x02 \x01(\v2\x12.flotilla.v1.FaultR\x05fault\"\xa8\x01\n" +
+	"\tImageTask\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12 \n" +
+	"\fpeer_host_id\x18\x03 \x01(\tR\n" +
+	"peerHostId\x12!\n" +
+	"\fpeer_address\x18\x04 \x01(\tR\vpeerAddress\x12\x16\n" +
+	"\x06sha256\x18\x05 \x01(\tR\x06sha256\x12\x16\n" +
+	"\x06remove\x18\x06 \x01(\bR\x06remove\"\xb8\x03\n" +
 	"\vGuestReport\x12\x1f\n" +
 	"\vinstance_id\x18\x01 \x01(\tR\n" +
 	"instanceId\x123\n" +
@@ -2357,15 +2761,17 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"os_version\x18\v \x01(\tR\tosVersion\x12\x16\n" +
 	"\x06kernel\x18\f \x01(\tR\x06kernel\x12\"\n" +
-	"\funresponsive\x18\r \x01(\bR\funresponsive\"\xd1\x01\n" +
+	"\funresponsive\x18\r \x01(\bR\funresponsive\"\x91\x02\n" +
 	"\x0fConnectResponse\x12?\n" +
 	"\n" +
 	"registered\x18\x01 \x01(\v2\x1d.flotilla.agent.v1.RegisteredH\x00R\n" +
 	"registered\x127\n" +
 	"\brun_step\x18\x02 \x01(\v2\x1a.flotilla.agent.v1.RunStepH\x00R\arunStep\x12=\n" +
 	"\n" +
-	"query_step\x18\x03 \x01(\v2\x1c.flotilla.agent.v1.QueryStepH\x00R\tqueryStepB\x05\n" +
-	"\x03msg\"\xfd\x03\n" +
+	"query_step\x18\x03 \x01(\v2\x1c.flotilla.agent.v1.QueryStepH\x00R\tqueryStep\x12>\n" +
+	"\n" +
+	"image_task\x18\xb4\x01 \x01(\v2\x1c.flotilla.agent.v1.ImageTaskH\x00R\timageTaskB\x05\n" +
+	"\x03msg\"\xda\x04\n" +
 	"\bRegister\x12\x17\n" +
 	"\ahost_id\x18\x01 \x01(\tR\x06hostId\x12'\n" +
 	"\x0fhypervisor_kind\x18\x02 \x01(\tR\x0ehypervisorKind\x122\n" +
@@ -2373,7 +2779,9 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\tinventory\x18\x04 \x03(\v2\x1e.flotilla.agent.v1.DomainStateR\tinventory\x12#\n" +
 	"\ragent_version\x18\x05 \x01(\tR\fagentVersion\x12?\n" +
 	"\x06labels\x18\x06 \x03(\v2'.flotilla.agent.v1.Register.LabelsEntryR\x06labels\x12!\n" +
-	"\fpeer_address\x18\a \x01(\tR\vpeerAddress\x12)\n" +
+	"\fpeer_address\x18\a \x01(\tR\vpeerAddress\x125\n" +
+	"\x06images\x18\xb4\x01 \x03(\v2\x1c.flotilla.agent.v1.ImageInfoR\x06images\x12$\n" +
+	"\rimages_listed\x18\xb5\x01 \x01(\bR\fimagesListed\x12)\n" +
 	"\x10managed_networks\x18\b \x01(\bR\x0fmanagedNetworks\x12\x18\n" +
 	"\abridges\x18\t \x03(\tR\abridges\x124\n" +
 	"\asent_at\x18\xdc\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\x1a9\n" +
@@ -2397,7 +2805,7 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\vobserved_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"observedAt\"A\n" +
 	"\tHeartbeat\x124\n" +
-	"\asent_at\x18\xdc\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\"\x9c\x06\n" +
+	"\asent_at\x18\xdc\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\"\xc0\x06\n" +
 	"\aRunStep\x12!\n" +
 	"\foperation_id\x18\x01 \x01(\tR\voperationId\x12\x1f\n" +
 	"\vinstance_id\x18\x02 \x01(\tR\n" +
@@ -2423,7 +2831,8 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\x04nics\x18\x10 \x03(\v2\x16.flotilla.agent.v1.NicR\x04nics\x124\n" +
 	"\x05guest\x18\x11 \x01(\v2\x1e.flotilla.agent.v1.GuestConfigR\x05guest\x12<\n" +
 	"\bpassword\x18\x12 \x01(\v2 .flotilla.agent.v1.GuestPasswordR\bpassword\x12\x14\n" +
-	"\x05image\x18x \x01(\tR\x05image\"?\n" +
+	"\x05image\x18x \x01(\tR\x05image\x12\"\n" +
+	"\fimage_sha256\x18\xb4\x01 \x01(\tR\vimageSha256\"?\n" +
 	"\rGuestPassword\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\tR\x04user\x12\x1a\n" +
 	"\bpassword\x18\x02 \x01(\tR\bpassword\"\xf3\x01\n" +
@@ -2473,7 +2882,7 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\x16DISK_LAYER_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fDISK_LAYER_BASE\x10\x01\x12\x12\n" +
 	"\x0eDISK_LAYER_TOP\x10\x02\x12\x12\n" +
-	"\x0eDISK_LAYER_MID\x10\x03*\xf8\a\n" +
+	"\x0eDISK_LAYER_MID\x10\x03*\x95\b\n" +
 	"\n" +
 	"StepAction\x12\x1b\n" +
 	"\x17STEP_ACTION_UNSPECIFIED\x10\x00\x12\x16\n" +
@@ -2512,7 +2921,8 @@ const file_flotilla_agent_v1_agent_proto_rawDesc = "" +
 	"\x18STEP_ACTION_UPGRADE_DISK\x10\"\x12\x1d\n" +
 	"\x19STEP_ACTION_ROLLBACK_DISK\x10#\x12\x1d\n" +
 	"\x19STEP_ACTION_AWAIT_HEALTHY\x10$\x12\x1d\n" +
-	"\x19STEP_ACTION_DROP_SNAPSHOT\x10%*\xb3\x01\n" +
+	"\x19STEP_ACTION_DROP_SNAPSHOT\x10%\x12\x1b\n" +
+	"\x17STEP_ACTION_FETCH_IMAGE\x10(*\xb3\x01\n" +
 	"\x0fStepReportState\x12!\n" +
 	"\x1dSTEP_REPORT_STATE_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19STEP_REPORT_STATE_UNKNOWN\x10\x01\x12\x1d\n" +
@@ -2537,7 +2947,7 @@ func file_flotilla_agent_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_flotilla_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_flotilla_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_flotilla_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_flotilla_agent_v1_agent_proto_goTypes = []any{
 	(ChunkEncoding)(0),            // 0: flotilla.agent.v1.ChunkEncoding
 	(GuestState)(0),               // 1: flotilla.agent.v1.GuestState
@@ -2548,80 +2958,90 @@ var file_flotilla_agent_v1_agent_proto_goTypes = []any{
 	(*DiskChunk)(nil),             // 6: flotilla.agent.v1.DiskChunk
 	(*CopyProgress)(nil),          // 7: flotilla.agent.v1.CopyProgress
 	(*ConnectRequest)(nil),        // 8: flotilla.agent.v1.ConnectRequest
-	(*GuestReport)(nil),           // 9: flotilla.agent.v1.GuestReport
-	(*ConnectResponse)(nil),       // 10: flotilla.agent.v1.ConnectResponse
-	(*Register)(nil),              // 11: flotilla.agent.v1.Register
-	(*Registered)(nil),            // 12: flotilla.agent.v1.Registered
-	(*DomainState)(nil),           // 13: flotilla.agent.v1.DomainState
-	(*Inventory)(nil),             // 14: flotilla.agent.v1.Inventory
-	(*Heartbeat)(nil),             // 15: flotilla.agent.v1.Heartbeat
-	(*RunStep)(nil),               // 16: flotilla.agent.v1.RunStep
-	(*GuestPassword)(nil),         // 17: flotilla.agent.v1.GuestPassword
-	(*Nic)(nil),                   // 18: flotilla.agent.v1.Nic
-	(*GuestConfig)(nil),           // 19: flotilla.agent.v1.GuestConfig
-	(*QueryStep)(nil),             // 20: flotilla.agent.v1.QueryStep
-	(*StepReport)(nil),            // 21: flotilla.agent.v1.StepReport
-	(*StepResult)(nil),            // 22: flotilla.agent.v1.StepResult
-	nil,                           // 23: flotilla.agent.v1.Register.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
-	(*v1.Resources)(nil),          // 25: flotilla.v1.Resources
-	(*durationpb.Duration)(nil),   // 26: google.protobuf.Duration
-	(v1.PowerState)(0),            // 27: flotilla.v1.PowerState
-	(v1.OperationKind)(0),         // 28: flotilla.v1.OperationKind
-	(*v1.InstanceSpec)(nil),       // 29: flotilla.v1.InstanceSpec
-	(v1.NetworkMode)(0),           // 30: flotilla.v1.NetworkMode
-	(*v1.Fault)(nil),              // 31: flotilla.v1.Fault
+	(*ImageInfo)(nil),             // 9: flotilla.agent.v1.ImageInfo
+	(*ImageReport)(nil),           // 10: flotilla.agent.v1.ImageReport
+	(*ImageTaskFailure)(nil),      // 11: flotilla.agent.v1.ImageTaskFailure
+	(*ImageTask)(nil),             // 12: flotilla.agent.v1.ImageTask
+	(*GuestReport)(nil),           // 13: flotilla.agent.v1.GuestReport
+	(*ConnectResponse)(nil),       // 14: flotilla.agent.v1.ConnectResponse
+	(*Register)(nil),              // 15: flotilla.agent.v1.Register
+	(*Registered)(nil),            // 16: flotilla.agent.v1.Registered
+	(*DomainState)(nil),           // 17: flotilla.agent.v1.DomainState
+	(*Inventory)(nil),             // 18: flotilla.agent.v1.Inventory
+	(*Heartbeat)(nil),             // 19: flotilla.agent.v1.Heartbeat
+	(*RunStep)(nil),               // 20: flotilla.agent.v1.RunStep
+	(*GuestPassword)(nil),         // 21: flotilla.agent.v1.GuestPassword
+	(*Nic)(nil),                   // 22: flotilla.agent.v1.Nic
+	(*GuestConfig)(nil),           // 23: flotilla.agent.v1.GuestConfig
+	(*QueryStep)(nil),             // 24: flotilla.agent.v1.QueryStep
+	(*StepReport)(nil),            // 25: flotilla.agent.v1.StepReport
+	(*StepResult)(nil),            // 26: flotilla.agent.v1.StepResult
+	nil,                           // 27: flotilla.agent.v1.Register.LabelsEntry
+	(*v1.Fault)(nil),              // 28: flotilla.v1.Fault
+	(*timestamppb.Timestamp)(nil), // 29: google.protobuf.Timestamp
+	(*v1.Resources)(nil),          // 30: flotilla.v1.Resources
+	(*durationpb.Duration)(nil),   // 31: google.protobuf.Duration
+	(v1.PowerState)(0),            // 32: flotilla.v1.PowerState
+	(v1.OperationKind)(0),         // 33: flotilla.v1.OperationKind
+	(*v1.InstanceSpec)(nil),       // 34: flotilla.v1.InstanceSpec
+	(v1.NetworkMode)(0),           // 35: flotilla.v1.NetworkMode
 }
 var file_flotilla_agent_v1_agent_proto_depIdxs = []int32{
 	2,  // 0: flotilla.agent.v1.PullDiskRequest.layer:type_name -> flotilla.agent.v1.DiskLayer
 	0,  // 1: flotilla.agent.v1.DiskChunk.encoding:type_name -> flotilla.agent.v1.ChunkEncoding
-	11, // 2: flotilla.agent.v1.ConnectRequest.register:type_name -> flotilla.agent.v1.Register
-	13, // 3: flotilla.agent.v1.ConnectRequest.power_event:type_name -> flotilla.agent.v1.DomainState
-	14, // 4: flotilla.agent.v1.ConnectRequest.resync:type_name -> flotilla.agent.v1.Inventory
-	22, // 5: flotilla.agent.v1.ConnectRequest.step_result:type_name -> flotilla.agent.v1.StepResult
-	15, // 6: flotilla.agent.v1.ConnectRequest.heartbeat:type_name -> flotilla.agent.v1.Heartbeat
-	21, // 7: flotilla.agent.v1.ConnectRequest.step_report:type_name -> flotilla.agent.v1.StepReport
+	15, // 2: flotilla.agent.v1.ConnectRequest.register:type_name -> flotilla.agent.v1.Register
+	17, // 3: flotilla.agent.v1.ConnectRequest.power_event:type_name -> flotilla.agent.v1.DomainState
+	18, // 4: flotilla.agent.v1.ConnectRequest.resync:type_name -> flotilla.agent.v1.Inventory
+	26, // 5: flotilla.agent.v1.ConnectRequest.step_result:type_name -> flotilla.agent.v1.StepResult
+	19, // 6: flotilla.agent.v1.ConnectRequest.heartbeat:type_name -> flotilla.agent.v1.Heartbeat
+	25, // 7: flotilla.agent.v1.ConnectRequest.step_report:type_name -> flotilla.agent.v1.StepReport
 	7,  // 8: flotilla.agent.v1.ConnectRequest.copy_progress:type_name -> flotilla.agent.v1.CopyProgress
-	9,  // 9: flotilla.agent.v1.ConnectRequest.guest_report:type_name -> flotilla.agent.v1.GuestReport
-	1,  // 10: flotilla.agent.v1.GuestReport.state:type_name -> flotilla.agent.v1.GuestState
-	24, // 11: flotilla.agent.v1.GuestReport.observed_at:type_name -> google.protobuf.Timestamp
-	12, // 12: flotilla.agent.v1.ConnectResponse.registered:type_name -> flotilla.agent.v1.Registered
-	16, // 13: flotilla.agent.v1.ConnectResponse.run_step:type_name -> flotilla.agent.v1.RunStep
-	20, // 14: flotilla.agent.v1.ConnectResponse.query_step:type_name -> flotilla.agent.v1.QueryStep
-	25, // 15: flotilla.agent.v1.Register.capacity:type_name -> flotilla.v1.Resources
-	13, // 16: flotilla.agent.v1.Register.inventory:type_name -> flotilla.agent.v1.DomainState
-	23, // 17: flotilla.agent.v1.Register.labels:type_name -> flotilla.agent.v1.Register.LabelsEntry
-	24, // 18: flotilla.agent.v1.Register.sent_at:type_name -> google.protobuf.Timestamp
-	26, // 19: flotilla.agent.v1.Registered.heartbeat_interval:type_name -> google.protobuf.Duration
-	26, // 20: flotilla.agent.v1.Registered.resync_interval:type_name -> google.protobuf.Duration
-	27, // 21: flotilla.agent.v1.DomainState.state:type_name -> flotilla.v1.PowerState
-	24, // 22: flotilla.agent.v1.DomainState.observed_at:type_name -> google.protobuf.Timestamp
-	13, // 23: flotilla.agent.v1.Inventory.domains:type_name -> flotilla.agent.v1.DomainState
-	24, // 24: flotilla.agent.v1.Inventory.observed_at:type_name -> google.protobuf.Timestamp
-	24, // 25: flotilla.agent.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
-	28, // 26: flotilla.agent.v1.RunStep.kind:type_name -> flotilla.v1.OperationKind
-	29, // 27: flotilla.agent.v1.RunStep.spec:type_name -> flotilla.v1.InstanceSpec
-	26, // 28: flotilla.agent.v1.RunStep.graceful_timeout:type_name -> google.protobuf.Duration
-	24, // 29: flotilla.agent.v1.RunStep.deadline:type_name -> google.protobuf.Timestamp
-	3,  // 30: flotilla.agent.v1.RunStep.action:type_name -> flotilla.agent.v1.StepAction
-	2,  // 31: flotilla.agent.v1.RunStep.disk_layer:type_name -> flotilla.agent.v1.DiskLayer
-	18, // 32: flotilla.agent.v1.RunStep.nics:type_name -> flotilla.agent.v1.Nic
-	19, // 33: flotilla.agent.v1.RunStep.guest:type_name -> flotilla.agent.v1.GuestConfig
-	17, // 34: flotilla.agent.v1.RunStep.password:type_name -> flotilla.agent.v1.GuestPassword
-	30, // 35: flotilla.agent.v1.Nic.mode:type_name -> flotilla.v1.NetworkMode
-	4,  // 36: flotilla.agent.v1.StepReport.state:type_name -> flotilla.agent.v1.StepReportState
-	22, // 37: flotilla.agent.v1.StepReport.result:type_name -> flotilla.agent.v1.StepResult
-	31, // 38: flotilla.agent.v1.StepResult.fault:type_name -> flotilla.v1.Fault
-	13, // 39: flotilla.agent.v1.StepResult.state:type_name -> flotilla.agent.v1.DomainState
-	8,  // 40: flotilla.agent.v1.AgentService.Connect:input_type -> flotilla.agent.v1.ConnectRequest
-	5,  // 41: flotilla.agent.v1.AgentPeerService.PullDisk:input_type -> flotilla.agent.v1.PullDiskRequest
-	10, // 42: flotilla.agent.v1.AgentService.Connect:output_type -> flotilla.agent.v1.ConnectResponse
-	6,  // 43: flotilla.agent.v1.AgentPeerService.PullDisk:output_type -> flotilla.agent.v1.DiskChunk
-	42, // [42:44] is the sub-list for method output_type
-	40, // [40:42] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	13, // 9: flotilla.agent.v1.ConnectRequest.guest_report:type_name -> flotilla.agent.v1.GuestReport
+	10, // 10: flotilla.agent.v1.ConnectRequest.image_report:type_name -> flotilla.agent.v1.ImageReport
+	9,  // 11: flotilla.agent.v1.ImageReport.images:type_name -> flotilla.agent.v1.ImageInfo
+	11, // 12: flotilla.agent.v1.ImageReport.failures:type_name -> flotilla.agent.v1.ImageTaskFailure
+	28, // 13: flotilla.agent.v1.ImageTaskFailure.fault:type_name -> flotilla.v1.Fault
+	1,  // 14: flotilla.agent.v1.GuestReport.state:type_name -> flotilla.agent.v1.GuestState
+	29, // 15: flotilla.agent.v1.GuestReport.observed_at:type_name -> google.protobuf.Timestamp
+	16, // 16: flotilla.agent.v1.ConnectResponse.registered:type_name -> flotilla.agent.v1.Registered
+	20, // 17: flotilla.agent.v1.ConnectResponse.run_step:type_name -> flotilla.agent.v1.RunStep
+	24, // 18: flotilla.agent.v1.ConnectResponse.query_step:type_name -> flotilla.agent.v1.QueryStep
+	12, // 19: flotilla.agent.v1.ConnectResponse.image_task:type_name -> flotilla.agent.v1.ImageTask
+	30, // 20: flotilla.agent.v1.Register.capacity:type_name -> flotilla.v1.Resources
+	17, // 21: flotilla.agent.v1.Register.inventory:type_name -> flotilla.agent.v1.DomainState
+	27, // 22: flotilla.agent.v1.Register.labels:type_name -> flotilla.agent.v1.Register.LabelsEntry
+	9,  // 23: flotilla.agent.v1.Register.images:type_name -> flotilla.agent.v1.ImageInfo
+	29, // 24: flotilla.agent.v1.Register.sent_at:type_name -> google.protobuf.Timestamp
+	31, // 25: flotilla.agent.v1.Registered.heartbeat_interval:type_name -> google.protobuf.Duration
+	31, // 26: flotilla.agent.v1.Registered.resync_interval:type_name -> google.protobuf.Duration
+	32, // 27: flotilla.agent.v1.DomainState.state:type_name -> flotilla.v1.PowerState
+	29, // 28: flotilla.agent.v1.DomainState.observed_at:type_name -> google.protobuf.Timestamp
+	17, // 29: flotilla.agent.v1.Inventory.domains:type_name -> flotilla.agent.v1.DomainState
+	29, // 30: flotilla.agent.v1.Inventory.observed_at:type_name -> google.protobuf.Timestamp
+	29, // 31: flotilla.agent.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
+	33, // 32: flotilla.agent.v1.RunStep.kind:type_name -> flotilla.v1.OperationKind
+	34, // 33: flotilla.agent.v1.RunStep.spec:type_name -> flotilla.v1.InstanceSpec
+	31, // 34: flotilla.agent.v1.RunStep.graceful_timeout:type_name -> google.protobuf.Duration
+	29, // 35: flotilla.agent.v1.RunStep.deadline:type_name -> google.protobuf.Timestamp
+	3,  // 36: flotilla.agent.v1.RunStep.action:type_name -> flotilla.agent.v1.StepAction
+	2,  // 37: flotilla.agent.v1.RunStep.disk_layer:type_name -> flotilla.agent.v1.DiskLayer
+	22, // 38: flotilla.agent.v1.RunStep.nics:type_name -> flotilla.agent.v1.Nic
+	23, // 39: flotilla.agent.v1.RunStep.guest:type_name -> flotilla.agent.v1.GuestConfig
+	21, // 40: flotilla.agent.v1.RunStep.password:type_name -> flotilla.agent.v1.GuestPassword
+	35, // 41: flotilla.agent.v1.Nic.mode:type_name -> flotilla.v1.NetworkMode
+	4,  // 42: flotilla.agent.v1.StepReport.state:type_name -> flotilla.agent.v1.StepReportState
+	26, // 43: flotilla.agent.v1.StepReport.result:type_name -> flotilla.agent.v1.StepResult
+	28, // 44: flotilla.agent.v1.StepResult.fault:type_name -> flotilla.v1.Fault
+	17, // 45: flotilla.agent.v1.StepResult.state:type_name -> flotilla.agent.v1.DomainState
+	8,  // 46: flotilla.agent.v1.AgentService.Connect:input_type -> flotilla.agent.v1.ConnectRequest
+	5,  // 47: flotilla.agent.v1.AgentPeerService.PullDisk:input_type -> flotilla.agent.v1.PullDiskRequest
+	14, // 48: flotilla.agent.v1.AgentService.Connect:output_type -> flotilla.agent.v1.ConnectResponse
+	6,  // 49: flotilla.agent.v1.AgentPeerService.PullDisk:output_type -> flotilla.agent.v1.DiskChunk
+	48, // [48:50] is the sub-list for method output_type
+	46, // [46:48] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_agent_v1_agent_proto_init() }
@@ -2638,11 +3058,13 @@ func file_flotilla_agent_v1_agent_proto_init() {
 		(*ConnectRequest_StepReport)(nil),
 		(*ConnectRequest_CopyProgress)(nil),
 		(*ConnectRequest_GuestReport)(nil),
+		(*ConnectRequest_ImageReport)(nil),
 	}
-	file_flotilla_agent_v1_agent_proto_msgTypes[5].OneofWrappers = []any{
+	file_flotilla_agent_v1_agent_proto_msgTypes[9].OneofWrappers = []any{
 		(*ConnectResponse_Registered)(nil),
 		(*ConnectResponse_RunStep)(nil),
 		(*ConnectResponse_QueryStep)(nil),
+		(*ConnectResponse_ImageTask)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2650,7 +3072,7 @@ func file_flotilla_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_agent_v1_agent_proto_rawDesc), len(file_flotilla_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   19,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -2162,6 +2162,244 @@ func (x *ProjectCharge) GetThroughUnixNano() int64 {
 	return 0
 }
 
+// ImportImage asks for a copy of an image on a host (log version 11).
+type ImportImage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The image's name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The copy asked for.
+	Import        *ImageImport `protobuf:"bytes,2,opt,name=import,proto3" json:"import,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportImage) Reset() {
+	*x = ImportImage{}
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportImage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportImage) ProtoMessage() {}
+
+func (x *ImportImage) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportImage.ProtoReflect.Descriptor instead.
+func (*ImportImage) Descriptor() ([]byte, []int) {
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *ImportImage) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ImportImage) GetImport() *ImageImport {
+	if x != nil {
+		return x.Import
+	}
+	return nil
+}
+
+// DeleteImage marks an image for removal from its hosts (log version 11).
+type DeleteImage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The image's name.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteImage) Reset() {
+	*x = DeleteImage{}
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteImage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteImage) ProtoMessage() {}
+
+func (x *DeleteImage) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteImage.ProtoReflect.Descriptor instead.
+func (*DeleteImage) Descriptor() ([]byte, []int) {
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *DeleteImage) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// ImagesHeld records what a host said of its image directory (log version 11).
+type ImagesHeld struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The host.
+	HostId string `protobuf:"bytes,1,opt,name=host_id,json=hostId,proto3" json:"host_id,omitempty"`
+	// Images it holds.
+	Images []*ImageFile `protobuf:"bytes,2,rep,name=images,proto3" json:"images,omitempty"`
+	// Images is every one it holds.
+	Full bool `protobuf:"varint,3,opt,name=full,proto3" json:"full,omitempty"`
+	// Images it no longer holds.
+	Removed []string `protobuf:"bytes,4,rep,name=removed,proto3" json:"removed,omitempty"`
+	// Image tasks that failed: the image's name and why.
+	Failures      []*ImageFailure `protobuf:"bytes,5,rep,name=failures,proto3" json:"failures,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImagesHeld) Reset() {
+	*x = ImagesHeld{}
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImagesHeld) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImagesHeld) ProtoMessage() {}
+
+func (x *ImagesHeld) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImagesHeld.ProtoReflect.Descriptor instead.
+func (*ImagesHeld) Descriptor() ([]byte, []int) {
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *ImagesHeld) GetHostId() string {
+	if x != nil {
+		return x.HostId
+	}
+	return ""
+}
+
+func (x *ImagesHeld) GetImages() []*ImageFile {
+	if x != nil {
+		return x.Images
+	}
+	return nil
+}
+
+func (x *ImagesHeld) GetFull() bool {
+	if x != nil {
+		return x.Full
+	}
+	return false
+}
+
+func (x *ImagesHeld) GetRemoved() []string {
+	if x != nil {
+		return x.Removed
+	}
+	return nil
+}
+
+func (x *ImagesHeld) GetFailures() []*ImageFailure {
+	if x != nil {
+		return x.Failures
+	}
+	return nil
+}
+
+// ImageFailure is a failed image task.
+type ImageFailure struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The image.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Why.
+	Fault         *Fault `protobuf:"bytes,2,opt,name=fault,proto3" json:"fault,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImageFailure) Reset() {
+	*x = ImageFailure{}
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImageFailure) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImageFailure) ProtoMessage() {}
+
+func (x *ImageFailure) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_raft_v1_log_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImageFailure.ProtoReflect.Descriptor instead.
+func (*ImageFailure) Descriptor() ([]byte, []int) {
+	return file_flotilla_raft_v1_log_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *ImageFailure) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ImageFailure) GetFault() *Fault {
+	if x != nil {
+		return x.Fault
+	}
+	return nil
+}
+
 var File_flotilla_raft_v1_log_proto protoreflect.FileDescriptor
 
 const file_flotilla_raft_v1_log_proto_rawDesc = "" +
@@ -2315,7 +2553,22 @@ const file_flotilla_raft_v1_log_proto_rawDesc = "" +
 	"\rProjectCharge\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
 	"\famount_milli\x18\x02 \x01(\x03R\vamountMilli\x12*\n" +
-	"\x11through_unix_nano\x18\x03 \x01(\x10R\x0fthroughUnixNanoB?Z=github.com/flotilla-vm/flotilla/proto/flotilla/raft/v1;raftv1b\x06proto3"
+	"\x11through_unix_nano\x18\x03 \x01(\x10R\x0fthroughUnixNano\"X\n" +
+	"\vImportImage\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x125\n" +
+	"\x06import\x18\x02 \x01(\v2\x1d.flotilla.raft.v1.ImageImportR\x06import\"!\n" +
+	"\vDeleteImage\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\xc4\x01\n" +
+	"\n" +
+	"ImagesHeld\x12\x17\n" +
+	"\ahost_id\x18\x01 \x01(\tR\x06hostId\x123\n" +
+	"\x06images\x18\x02 \x03(\v2\x1b.flotilla.raft.v1.ImageFileR\x06images\x12\x12\n" +
+	"\x04full\x18\x03 \x01(\bR\x04full\x12\x18\n" +
+	"\aremoved\x18\x04 \x03(\tR\aremoved\x12:\n" +
+	"\bfailures\x18\x05 \x03(\v2\x1e.flotilla.raft.v1.ImageFailureR\bfailures\"Q\n" +
+	"\fImageFailure\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12-\n" +
+	"\x05fault\x18\x02 \x01(\v2\x17.flotilla.raft.v1.FaultR\x05faultB?Z=github.com/flotilla-vm/flotilla/proto/flotilla/raft/v1;raftv1b\x06proto3"
 
 var (
 	file_flotilla_raft_v1_log_proto_rawDescOnce sync.Once
@@ -2329,7 +2582,7 @@ func file_flotilla_raft_v1_log_proto_rawDescGZIP() []byte {
 	return file_flotilla_raft_v1_log_proto_rawDescData
 }
 
-var file_flotilla_raft_v1_log_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_flotilla_raft_v1_log_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_flotilla_raft_v1_log_proto_goTypes = []any{
 	(*Entry)(nil),          // 0: flotilla.raft.v1.Entry
 	(*Batch)(nil),          // 1: flotilla.raft.v1.Batch
@@ -2364,45 +2617,55 @@ var file_flotilla_raft_v1_log_proto_goTypes = []any{
 	(*FreezeProject)(nil),  // 30: flotilla.raft.v1.FreezeProject
 	(*ChargeProjects)(nil), // 31: flotilla.raft.v1.ChargeProjects
 	(*ProjectCharge)(nil),  // 32: flotilla.raft.v1.ProjectCharge
-	(*Instance)(nil),       // 33: flotilla.raft.v1.Instance
-	(*Operation)(nil),      // 34: flotilla.raft.v1.Operation
-	(*Policy)(nil),         // 35: flotilla.raft.v1.Policy
-	(*Fault)(nil),          // 36: flotilla.raft.v1.Fault
-	(*Observation)(nil),    // 37: flotilla.raft.v1.Observation
-	(*Host)(nil),           // 38: flotilla.raft.v1.Host
-	(*Server)(nil),         // 39: flotilla.raft.v1.Server
-	(*Network)(nil),        // 40: flotilla.raft.v1.Network
-	(*Project)(nil),        // 41: flotilla.raft.v1.Project
+	(*ImportImage)(nil),    // 33: flotilla.raft.v1.ImportImage
+	(*DeleteImage)(nil),    // 34: flotilla.raft.v1.DeleteImage
+	(*ImagesHeld)(nil),     // 35: flotilla.raft.v1.ImagesHeld
+	(*ImageFailure)(nil),   // 36: flotilla.raft.v1.ImageFailure
+	(*Instance)(nil),       // 37: flotilla.raft.v1.Instance
+	(*Operation)(nil),      // 38: flotilla.raft.v1.Operation
+	(*Policy)(nil),         // 39: flotilla.raft.v1.Policy
+	(*Fault)(nil),          // 40: flotilla.raft.v1.Fault
+	(*Observation)(nil),    // 41: flotilla.raft.v1.Observation
+	(*Host)(nil),           // 42: flotilla.raft.v1.Host
+	(*Server)(nil),         // 43: flotilla.raft.v1.Server
+	(*Network)(nil),        // 44: flotilla.raft.v1.Network
+	(*Project)(nil),        // 45: flotilla.raft.v1.Project
+	(*ImageImport)(nil),    // 46: flotilla.raft.v1.ImageImport
+	(*ImageFile)(nil),      // 47: flotilla.raft.v1.ImageFile
 }
 var file_flotilla_raft_v1_log_proto_depIdxs = []int32{
-	33, // 0: flotilla.raft.v1.CreateInstance.instance:type_name -> flotilla.raft.v1.Instance
-	34, // 1: flotilla.raft.v1.CreateInstance.operation:type_name -> flotilla.raft.v1.Operation
-	35, // 2: flotilla.raft.v1.CreateInstance.policy:type_name -> flotilla.raft.v1.Policy
-	34, // 3: flotilla.raft.v1.InstanceAction.operation:type_name -> flotilla.raft.v1.Operation
-	35, // 4: flotilla.raft.v1.InstanceAction.policy:type_name -> flotilla.raft.v1.Policy
+	37, // 0: flotilla.raft.v1.CreateInstance.instance:type_name -> flotilla.raft.v1.Instance
+	38, // 1: flotilla.raft.v1.CreateInstance.operation:type_name -> flotilla.raft.v1.Operation
+	39, // 2: flotilla.raft.v1.CreateInstance.policy:type_name -> flotilla.raft.v1.Policy
+	38, // 3: flotilla.raft.v1.InstanceAction.operation:type_name -> flotilla.raft.v1.Operation
+	39, // 4: flotilla.raft.v1.InstanceAction.policy:type_name -> flotilla.raft.v1.Policy
 	5,  // 5: flotilla.raft.v1.Dispatch.steps:type_name -> flotilla.raft.v1.DispatchStep
-	36, // 6: flotilla.raft.v1.Finish.fault:type_name -> flotilla.raft.v1.Fault
-	37, // 7: flotilla.raft.v1.Finish.observed:type_name -> flotilla.raft.v1.Observation
-	38, // 8: flotilla.raft.v1.RegisterHost.host:type_name -> flotilla.raft.v1.Host
-	37, // 9: flotilla.raft.v1.RegisterHost.inventory:type_name -> flotilla.raft.v1.Observation
-	34, // 10: flotilla.raft.v1.DrainHost.stops:type_name -> flotilla.raft.v1.Operation
-	34, // 11: flotilla.raft.v1.DrainHost.moves:type_name -> flotilla.raft.v1.Operation
-	35, // 12: flotilla.raft.v1.DrainHost.policy:type_name -> flotilla.raft.v1.Policy
-	34, // 13: flotilla.raft.v1.Recover.restart:type_name -> flotilla.raft.v1.Operation
-	37, // 14: flotilla.raft.v1.Observe.observations:type_name -> flotilla.raft.v1.Observation
-	39, // 15: flotilla.raft.v1.RegisterServer.server:type_name -> flotilla.raft.v1.Server
-	35, // 16: flotilla.raft.v1.Place.policy:type_name -> flotilla.raft.v1.Policy
-	34, // 17: flotilla.raft.v1.Preempt.victims:type_name -> flotilla.raft.v1.Operation
-	40, // 18: flotilla.raft.v1.CreateNetwork.network:type_name -> flotilla.raft.v1.Network
-	41, // 19: flotilla.raft.v1.PutProject.project:type_name -> flotilla.raft.v1.Project
-	34, // 20: flotilla.raft.v1.TopUpProject.resumes:type_name -> flotilla.raft.v1.Operation
-	34, // 21: flotilla.raft.v1.FreezeProject.ops:type_name -> flotilla.raft.v1.Operation
+	40, // 6: flotilla.raft.v1.Finish.fault:type_name -> flotilla.raft.v1.Fault
+	41, // 7: flotilla.raft.v1.Finish.observed:type_name -> flotilla.raft.v1.Observation
+	42, // 8: flotilla.raft.v1.RegisterHost.host:type_name -> flotilla.raft.v1.Host
+	41, // 9: flotilla.raft.v1.RegisterHost.inventory:type_name -> flotilla.raft.v1.Observation
+	38, // 10: flotilla.raft.v1.DrainHost.stops:type_name -> flotilla.raft.v1.Operation
+	38, // 11: flotilla.raft.v1.DrainHost.moves:type_name -> flotilla.raft.v1.Operation
+	39, // 12: flotilla.raft.v1.DrainHost.policy:type_name -> flotilla.raft.v1.Policy
+	38, // 13: flotilla.raft.v1.Recover.restart:type_name -> flotilla.raft.v1.Operation
+	41, // 14: flotilla.raft.v1.Observe.observations:type_name -> flotilla.raft.v1.Observation
+	43, // 15: flotilla.raft.v1.RegisterServer.server:type_name -> flotilla.raft.v1.Server
+	39, // 16: flotilla.raft.v1.Place.policy:type_name -> flotilla.raft.v1.Policy
+	38, // 17: flotilla.raft.v1.Preempt.victims:type_name -> flotilla.raft.v1.Operation
+	44, // 18: flotilla.raft.v1.CreateNetwork.network:type_name -> flotilla.raft.v1.Network
+	45, // 19: flotilla.raft.v1.PutProject.project:type_name -> flotilla.raft.v1.Project
+	38, // 20: flotilla.raft.v1.TopUpProject.resumes:type_name -> flotilla.raft.v1.Operation
+	38, // 21: flotilla.raft.v1.FreezeProject.ops:type_name -> flotilla.raft.v1.Operation
 	32, // 22: flotilla.raft.v1.ChargeProjects.charges:type_name -> flotilla.raft.v1.ProjectCharge
-	23, // [23:23] is the sub-list for method output_type
-	23, // [23:23] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	46, // 23: flotilla.raft.v1.ImportImage.import:type_name -> flotilla.raft.v1.ImageImport
+	47, // 24: flotilla.raft.v1.ImagesHeld.images:type_name -> flotilla.raft.v1.ImageFile
+	36, // 25: flotilla.raft.v1.ImagesHeld.failures:type_name -> flotilla.raft.v1.ImageFailure
+	40, // 26: flotilla.raft.v1.ImageFailure.fault:type_name -> flotilla.raft.v1.Fault
+	27, // [27:27] is the sub-list for method output_type
+	27, // [27:27] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_raft_v1_log_proto_init() }
@@ -2417,7 +2680,7 @@ func file_flotilla_raft_v1_log_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_raft_v1_log_proto_rawDesc), len(file_flotilla_raft_v1_log_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   33,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

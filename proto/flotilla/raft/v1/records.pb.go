@@ -1681,7 +1681,9 @@ type Operation struct {
 	// other content is refused (log version 6).
 	RequestHash string `protobuf:"bytes,42,opt,name=request_hash,json=requestHash,proto3" json:"request_hash,omitempty"`
 	// A rescue's rescue image, a bundle's new image (log version 8).
-	Image         string `protobuf:"bytes,121,opt,name=image,proto3" json:"image,omitempty"`
+	Image string `protobuf:"bytes,121,opt,name=image,proto3" json:"image,omitempty"`
+	// For a create: the host its image is fetched from (log version 11).
+	ImageSource   string `protobuf:"bytes,180,opt,name=image_source,json=imageSource,proto3" json:"image_source,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1943,6 +1945,13 @@ func (x *Operation) GetRequestHash() string {
 func (x *Operation) GetImage() string {
 	if x != nil {
 		return x.Image
+	}
+	return ""
+}
+
+func (x *Operation) GetImageSource() string {
+	if x != nil {
+		return x.ImageSource
 	}
 	return ""
 }
@@ -2548,6 +2557,297 @@ func (x *ProjectQuota) GetDiskGib() uint64 {
 	return 0
 }
 
+// Image is one image of the catalogue (log version 11).
+type Image struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// "qcow2" or "raw" ("" until a host reported it).
+	Format string `protobuf:"bytes,2,opt,name=format,proto3" json:"format,omitempty"`
+	// Size the guest sees, bytes.
+	VirtualSize uint64 `protobuf:"varint,3,opt,name=virtual_size,json=virtualSize,proto3" json:"virtual_size,omitempty"`
+	// File size, bytes.
+	AllocatedSize uint64 `protobuf:"varint,4,opt,name=allocated_size,json=allocatedSize,proto3" json:"allocated_size,omitempty"`
+	// SHA-256, hex.
+	Sha256 string `protobuf:"bytes,5,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// Hosts that hold a copy, sorted.
+	Hosts []string `protobuf:"bytes,6,rep,name=hosts,proto3" json:"hosts,omitempty"`
+	// Created: Unix nanoseconds.
+	CreateTimeUnixNano int64 `protobuf:"fixed64,7,opt,name=create_time_unix_nano,json=createTimeUnixNano,proto3" json:"create_time_unix_nano,omitempty"`
+	// Revision of creation.
+	CreateRev int64 `protobuf:"varint,8,opt,name=create_rev,json=createRev,proto3" json:"create_rev,omitempty"`
+	// Copies asked for and not made yet.
+	Imports []*ImageImport `protobuf:"bytes,9,rep,name=imports,proto3" json:"imports,omitempty"`
+	// Why the last import failed.
+	Fault *Fault `protobuf:"bytes,10,opt,name=fault,proto3" json:"fault,omitempty"`
+	// Being removed from its hosts.
+	Deleting      bool `protobuf:"varint,11,opt,name=deleting,proto3" json:"deleting,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Image) Reset() {
+	*x = Image{}
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Image) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Image) ProtoMessage() {}
+
+func (x *Image) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Image.ProtoReflect.Descriptor instead.
+func (*Image) Descriptor() ([]byte, []int) {
+	return file_flotilla_raft_v1_records_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *Image) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Image) GetFormat() string {
+	if x != nil {
+		return x.Format
+	}
+	return ""
+}
+
+func (x *Image) GetVirtualSize() uint64 {
+	if x != nil {
+		return x.VirtualSize
+	}
+	return 0
+}
+
+func (x *Image) GetAllocatedSize() uint64 {
+	if x != nil {
+		return x.AllocatedSize
+	}
+	return 0
+}
+
+func (x *Image) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *Image) GetHosts() []string {
+	if x != nil {
+		return x.Hosts
+	}
+	return nil
+}
+
+func (x *Image) GetCreateTimeUnixNano() int64 {
+	if x != nil {
+		return x.CreateTimeUnixNano
+	}
+	return 0
+}
+
+func (x *Image) GetCreateRev() int64 {
+	if x != nil {
+		return x.CreateRev
+	}
+	return 0
+}
+
+func (x *Image) GetImports() []*ImageImport {
+	if x != nil {
+		return x.Imports
+	}
+	return nil
+}
+
+func (x *Image) GetFault() *Fault {
+	if x != nil {
+		return x.Fault
+	}
+	return nil
+}
+
+func (x *Image) GetDeleting() bool {
+	if x != nil {
+		return x.Deleting
+	}
+	return false
+}
+
+// ImageImport is a copy of an image asked for on a host.
+type ImageImport struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The host to hold it.
+	HostId string `protobuf:"bytes,1,opt,name=host_id,json=hostId,proto3" json:"host_id,omitempty"`
+	// A file in its image directory, or
+	Path string `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	// the host it is copied from.
+	FromHostId string `protobuf:"bytes,3,opt,name=from_host_id,json=fromHostId,proto3" json:"from_host_id,omitempty"`
+	// Asked for: Unix nanoseconds.
+	RequestTimeUnixNano int64 `protobuf:"fixed64,4,opt,name=request_time_unix_nano,json=requestTimeUnixNano,proto3" json:"request_time_unix_nano,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *ImageImport) Reset() {
+	*x = ImageImport{}
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImageImport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImageImport) ProtoMessage() {}
+
+func (x *ImageImport) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImageImport.ProtoReflect.Descriptor instead.
+func (*ImageImport) Descriptor() ([]byte, []int) {
+	return file_flotilla_raft_v1_records_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ImageImport) GetHostId() string {
+	if x != nil {
+		return x.HostId
+	}
+	return ""
+}
+
+func (x *ImageImport) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *ImageImport) GetFromHostId() string {
+	if x != nil {
+		return x.FromHostId
+	}
+	return ""
+}
+
+func (x *ImageImport) GetRequestTimeUnixNano() int64 {
+	if x != nil {
+		return x.RequestTimeUnixNano
+	}
+	return 0
+}
+
+// ImageFile is what a host reported of one image file.
+type ImageFile struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// "qcow2" or "raw".
+	Format string `protobuf:"bytes,2,opt,name=format,proto3" json:"format,omitempty"`
+	// Size the guest sees, bytes.
+	VirtualSize uint64 `protobuf:"varint,3,opt,name=virtual_size,json=virtualSize,proto3" json:"virtual_size,omitempty"`
+	// File size, bytes.
+	AllocatedSize uint64 `protobuf:"varint,4,opt,name=allocated_size,json=allocatedSize,proto3" json:"allocated_size,omitempty"`
+	// SHA-256, hex.
+	Sha256        string `protobuf:"bytes,5,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImageFile) Reset() {
+	*x = ImageFile{}
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImageFile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImageFile) ProtoMessage() {}
+
+func (x *ImageFile) ProtoReflect() protoreflect.Message {
+	mi := &file_flotilla_raft_v1_records_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImageFile.ProtoReflect.Descriptor instead.
+func (*ImageFile) Descriptor() ([]byte, []int) {
+	return file_flotilla_raft_v1_records_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ImageFile) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ImageFile) GetFormat() string {
+	if x != nil {
+		return x.Format
+	}
+	return ""
+}
+
+func (x *ImageFile) GetVirtualSize() uint64 {
+	if x != nil {
+		return x.VirtualSize
+	}
+	return 0
+}
+
+func (x *ImageFile) GetAllocatedSize() uint64 {
+	if x != nil {
+		return x.AllocatedSize
+	}
+	return 0
+}
+
+func (x *ImageFile) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
 var File_flotilla_raft_v1_records_proto protoreflect.FileDescriptor
 
 const file_flotilla_raft_v1_records_proto_rawDesc = "" +
@@ -2714,7 +3014,7 @@ const file_flotilla_raft_v1_records_proto_rawDesc = "" +
 	"\x05layer\x18\x11 \x01(\tR\x05layer\x12\x16\n" +
 	"\x06undoes\x18\x12 \x01(\x03R\x06undoes\x12\x17\n" +
 	"\ais_undo\x18\x13 \x01(\bR\x06isUndo\x12\x12\n" +
-	"\x04note\x18\x14 \x01(\tR\x04note\"\x92\t\n" +
+	"\x04note\x18\x14 \x01(\tR\x04note\"\xb6\t\n" +
 	"\tOperation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vinstance_id\x18\x02 \x01(\tR\n" +
@@ -2753,7 +3053,8 @@ const file_flotilla_raft_v1_records_proto_rawDesc = "" +
 	"\vrequest_key\x18) \x01(\tR\n" +
 	"requestKey\x12!\n" +
 	"\frequest_hash\x18* \x01(\tR\vrequestHash\x12\x14\n" +
-	"\x05image\x18y \x01(\tR\x05image\"\x9c\x05\n" +
+	"\x05image\x18y \x01(\tR\x05image\x12\"\n" +
+	"\fimage_source\x18\xb4\x01 \x01(\tR\vimageSource\"\x9c\x05\n" +
 	"\x04Host\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x12\x12\n" +
@@ -2813,7 +3114,33 @@ const file_flotilla_raft_v1_records_proto_rawDesc = "" +
 	"\x05vcpus\x18\x02 \x01(\rR\x05vcpus\x12\x1d\n" +
 	"\n" +
 	"memory_mib\x18\x03 \x01(\x04R\tmemoryMib\x12\x19\n" +
-	"\bdisk_gib\x18\x04 \x01(\x04R\adiskGibB?Z=github.com/flotilla-vm/flotilla/proto/flotilla/raft/v1;raftv1b\x06proto3"
+	"\bdisk_gib\x18\x04 \x01(\x04R\adiskGib\"\x81\x03\n" +
+	"\x05Image\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06format\x18\x02 \x01(\tR\x06format\x12!\n" +
+	"\fvirtual_size\x18\x03 \x01(\x04R\vvirtualSize\x12%\n" +
+	"\x0eallocated_size\x18\x04 \x01(\x04R\rallocatedSize\x12\x16\n" +
+	"\x06sha256\x18\x05 \x01(\tR\x06sha256\x12\x14\n" +
+	"\x05hosts\x18\x06 \x03(\tR\x05hosts\x121\n" +
+	"\x15create_time_unix_nano\x18\a \x01(\x10R\x12createTimeUnixNano\x12\x1d\n" +
+	"\n" +
+	"create_rev\x18\b \x01(\x03R\tcreateRev\x127\n" +
+	"\aimports\x18\t \x03(\v2\x1d.flotilla.raft.v1.ImageImportR\aimports\x12-\n" +
+	"\x05fault\x18\n" +
+	" \x01(\v2\x17.flotilla.raft.v1.FaultR\x05fault\x12\x1a\n" +
+	"\bdeleting\x18\v \x01(\bR\bdeleting\"\x91\x01\n" +
+	"\vImageImport\x12\x17\n" +
+	"\ahost_id\x18\x01 \x01(\tR\x06hostId\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12 \n" +
+	"\ffrom_host_id\x18\x03 \x01(\tR\n" +
+	"fromHostId\x123\n" +
+	"\x16request_time_unix_nano\x18\x04 \x01(\x10R\x13requestTimeUnixNano\"\x99\x01\n" +
+	"\tImageFile\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06format\x18\x02 \x01(\tR\x06format\x12!\n" +
+	"\fvirtual_size\x18\x03 \x01(\x04R\vvirtualSize\x12%\n" +
+	"\x0eallocated_size\x18\x04 \x01(\x04R\rallocatedSize\x12\x16\n" +
+	"\x06sha256\x18\x05 \x01(\tR\x06sha256B?Z=github.com/flotilla-vm/flotilla/proto/flotilla/raft/v1;raftv1b\x06proto3"
 
 var (
 	file_flotilla_raft_v1_records_proto_rawDescOnce sync.Once
@@ -2827,7 +3154,7 @@ func file_flotilla_raft_v1_records_proto_rawDescGZIP() []byte {
 	return file_flotilla_raft_v1_records_proto_rawDescData
 }
 
-var file_flotilla_raft_v1_records_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_flotilla_raft_v1_records_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_flotilla_raft_v1_records_proto_goTypes = []any{
 	(*Spec)(nil),         // 0: flotilla.raft.v1.Spec
 	(*Resources)(nil),    // 1: flotilla.raft.v1.Resources
@@ -2850,14 +3177,17 @@ var file_flotilla_raft_v1_records_proto_goTypes = []any{
 	(*Observation)(nil),  // 18: flotilla.raft.v1.Observation
 	(*Project)(nil),      // 19: flotilla.raft.v1.Project
 	(*ProjectQuota)(nil), // 20: flotilla.raft.v1.ProjectQuota
-	nil,                  // 21: flotilla.raft.v1.Placement.LabelsEntry
-	nil,                  // 22: flotilla.raft.v1.Instance.LabelsEntry
-	nil,                  // 23: flotilla.raft.v1.ModelUpdate.LabelsEntry
-	nil,                  // 24: flotilla.raft.v1.Host.LabelsEntry
-	nil,                  // 25: flotilla.raft.v1.Project.PricesMilliEntry
+	(*Image)(nil),        // 21: flotilla.raft.v1.Image
+	(*ImageImport)(nil),  // 22: flotilla.raft.v1.ImageImport
+	(*ImageFile)(nil),    // 23: flotilla.raft.v1.ImageFile
+	nil,                  // 24: flotilla.raft.v1.Placement.LabelsEntry
+	nil,                  // 25: flotilla.raft.v1.Instance.LabelsEntry
+	nil,                  // 26: flotilla.raft.v1.ModelUpdate.LabelsEntry
+	nil,                  // 27: flotilla.raft.v1.Host.LabelsEntry
+	nil,                  // 28: flotilla.raft.v1.Project.PricesMilliEntry
 }
 var file_flotilla_raft_v1_records_proto_depIdxs = []int32{
-	21, // 0: flotilla.raft.v1.Placement.labels:type_name -> flotilla.raft.v1.Placement.LabelsEntry
+	24, // 0: flotilla.raft.v1.Placement.labels:type_name -> flotilla.raft.v1.Placement.LabelsEntry
 	0,  // 1: flotilla.raft.v1.Resize.from:type_name -> flotilla.raft.v1.Spec
 	0,  // 2: flotilla.raft.v1.Resize.to:type_name -> flotilla.raft.v1.Spec
 	0,  // 3: flotilla.raft.v1.Instance.spec:type_name -> flotilla.raft.v1.Spec
@@ -2865,11 +3195,11 @@ var file_flotilla_raft_v1_records_proto_depIdxs = []int32{
 	2,  // 5: flotilla.raft.v1.Instance.fault:type_name -> flotilla.raft.v1.Fault
 	3,  // 6: flotilla.raft.v1.Instance.recovery:type_name -> flotilla.raft.v1.Recovery
 	4,  // 7: flotilla.raft.v1.Instance.placement:type_name -> flotilla.raft.v1.Placement
-	22, // 8: flotilla.raft.v1.Instance.labels:type_name -> flotilla.raft.v1.Instance.LabelsEntry
+	25, // 8: flotilla.raft.v1.Instance.labels:type_name -> flotilla.raft.v1.Instance.LabelsEntry
 	5,  // 9: flotilla.raft.v1.Instance.resize:type_name -> flotilla.raft.v1.Resize
 	9,  // 10: flotilla.raft.v1.Instance.nics:type_name -> flotilla.raft.v1.Nic
 	8,  // 11: flotilla.raft.v1.Instance.guest:type_name -> flotilla.raft.v1.GuestFacts
-	23, // 12: flotilla.raft.v1.ModelUpdate.labels:type_name -> flotilla.raft.v1.ModelUpdate.LabelsEntry
+	26, // 12: flotilla.raft.v1.ModelUpdate.labels:type_name -> flotilla.raft.v1.ModelUpdate.LabelsEntry
 	3,  // 13: flotilla.raft.v1.ModelUpdate.recovery:type_name -> flotilla.raft.v1.Recovery
 	2,  // 14: flotilla.raft.v1.Step.fault:type_name -> flotilla.raft.v1.Fault
 	13, // 15: flotilla.raft.v1.Step.undo:type_name -> flotilla.raft.v1.Step
@@ -2880,14 +3210,16 @@ var file_flotilla_raft_v1_records_proto_depIdxs = []int32{
 	12, // 20: flotilla.raft.v1.Operation.requested_by:type_name -> flotilla.raft.v1.Caller
 	6,  // 21: flotilla.raft.v1.Operation.copy:type_name -> flotilla.raft.v1.StepCopy
 	1,  // 22: flotilla.raft.v1.Host.capacity:type_name -> flotilla.raft.v1.Resources
-	24, // 23: flotilla.raft.v1.Host.labels:type_name -> flotilla.raft.v1.Host.LabelsEntry
+	27, // 23: flotilla.raft.v1.Host.labels:type_name -> flotilla.raft.v1.Host.LabelsEntry
 	20, // 24: flotilla.raft.v1.Project.quota:type_name -> flotilla.raft.v1.ProjectQuota
-	25, // 25: flotilla.raft.v1.Project.prices_milli:type_name -> flotilla.raft.v1.Project.PricesMilliEntry
-	26, // [26:26] is the sub-list for method output_type
-	26, // [26:26] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	28, // 25: flotilla.raft.v1.Project.prices_milli:type_name -> flotilla.raft.v1.Project.PricesMilliEntry
+	22, // 26: flotilla.raft.v1.Image.imports:type_name -> flotilla.raft.v1.ImageImport
+	2,  // 27: flotilla.raft.v1.Image.fault:type_name -> flotilla.raft.v1.Fault
+	28, // [28:28] is the sub-list for method output_type
+	28, // [28:28] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_raft_v1_records_proto_init() }
@@ -2902,7 +3234,7 @@ func file_flotilla_raft_v1_records_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flotilla_raft_v1_records_proto_rawDesc), len(file_flotilla_raft_v1_records_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -39,6 +39,7 @@ type SnapshotRecord struct {
 	//	*SnapshotRecord_Trailer
 	//	*SnapshotRecord_Network
 	//	*SnapshotRecord_Project
+	//	*SnapshotRecord_Image
 	Record        isSnapshotRecord_Record `protobuf_oneof:"record"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -180,6 +181,15 @@ func (x *SnapshotRecord) GetProject() *Project {
 	return nil
 }
 
+func (x *SnapshotRecord) GetImage() *Image {
+	if x != nil {
+		if x, ok := x.Record.(*SnapshotRecord_Image); ok {
+			return x.Image
+		}
+	}
+	return nil
+}
+
 type isSnapshotRecord_Record interface {
 	isSnapshotRecord_Record()
 }
@@ -239,6 +249,11 @@ type SnapshotRecord_Project struct {
 	Project *Project `protobuf:"bytes,100,opt,name=project,proto3,oneof"`
 }
 
+type SnapshotRecord_Image struct {
+	// An image of the catalogue (log version 11).
+	Image *Image `protobuf:"bytes,180,opt,name=image,proto3,oneof"`
+}
+
 func (*SnapshotRecord_Header) isSnapshotRecord_Record() {}
 
 func (*SnapshotRecord_Instance) isSnapshotRecord_Record() {}
@@ -260,6 +275,8 @@ func (*SnapshotRecord_Trailer) isSnapshotRecord_Record() {}
 func (*SnapshotRecord_Network) isSnapshotRecord_Record() {}
 
 func (*SnapshotRecord_Project) isSnapshotRecord_Record() {}
+
+func (*SnapshotRecord_Image) isSnapshotRecord_Record() {}
 
 // SnapshotHeader opens a snapshot.
 type SnapshotHeader struct {
@@ -805,7 +822,7 @@ var File_flotilla_raft_v1_snapshot_proto protoreflect.FileDescriptor
 
 const file_flotilla_raft_v1_snapshot_proto_rawDesc = "" +
 	"\n" +
-	"\x1fflotilla/raft/v1/snapshot.proto\x12\x10flotilla.raft.v1\x1a\x1eflotilla/raft/v1/records.proto\"\x8d\x05\n" +
+	"\x1fflotilla/raft/v1/snapshot.proto\x12\x10flotilla.raft.v1\x1a\x1eflotilla/raft/v1/records.proto\"\xbf\x05\n" +
 	"\x0eSnapshotRecord\x12:\n" +
 	"\x06header\x18\x01 \x01(\v2 .flotilla.raft.v1.SnapshotHeaderH\x00R\x06header\x128\n" +
 	"\binstance\x18\x02 \x01(\v2\x1a.flotilla.raft.v1.InstanceH\x00R\binstance\x12;\n" +
@@ -818,7 +835,8 @@ const file_flotilla_raft_v1_snapshot_proto_rawDesc = "" +
 	"\atrailer\x18\t \x01(\v2!.flotilla.raft.v1.SnapshotTrailerH\x00R\atrailer\x125\n" +
 	"\anetwork\x18\n" +
 	" \x01(\v2\x19.flotilla.raft.v1.NetworkH\x00R\anetwork\x125\n" +
-	"\aproject\x18d \x01(\v2\x19.flotilla.raft.v1.ProjectH\x00R\aprojectB\b\n" +
+	"\aproject\x18d \x01(\v2\x19.flotilla.raft.v1.ProjectH\x00R\aproject\x120\n" +
+	"\x05image\x18\xb4\x01 \x01(\v2\x17.flotilla.raft.v1.ImageH\x00R\x05imageB\b\n" +
 	"\x06record\"\xab\x01\n" +
 	"\x0eSnapshotHeader\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1a\n" +
@@ -890,6 +908,7 @@ var file_flotilla_raft_v1_snapshot_proto_goTypes = []any{
 	(*Server)(nil),          // 13: flotilla.raft.v1.Server
 	(*Network)(nil),         // 14: flotilla.raft.v1.Network
 	(*Project)(nil),         // 15: flotilla.raft.v1.Project
+	(*Image)(nil),           // 16: flotilla.raft.v1.Image
 }
 var file_flotilla_raft_v1_snapshot_proto_depIdxs = []int32{
 	1,  // 0: flotilla.raft.v1.SnapshotRecord.header:type_name -> flotilla.raft.v1.SnapshotHeader
@@ -903,16 +922,17 @@ var file_flotilla_raft_v1_snapshot_proto_depIdxs = []int32{
 	2,  // 8: flotilla.raft.v1.SnapshotRecord.trailer:type_name -> flotilla.raft.v1.SnapshotTrailer
 	14, // 9: flotilla.raft.v1.SnapshotRecord.network:type_name -> flotilla.raft.v1.Network
 	15, // 10: flotilla.raft.v1.SnapshotRecord.project:type_name -> flotilla.raft.v1.Project
-	10, // 11: flotilla.raft.v1.HistoryEvent.instance:type_name -> flotilla.raft.v1.Instance
-	6,  // 12: flotilla.raft.v1.UsageHistory.meters:type_name -> flotilla.raft.v1.Meter
-	7,  // 13: flotilla.raft.v1.Meter.changes:type_name -> flotilla.raft.v1.UsageChange
-	8,  // 14: flotilla.raft.v1.Meter.folded:type_name -> flotilla.raft.v1.Folded
-	9,  // 15: flotilla.raft.v1.Folded.totals:type_name -> flotilla.raft.v1.UsageTotal
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	16, // 11: flotilla.raft.v1.SnapshotRecord.image:type_name -> flotilla.raft.v1.Image
+	10, // 12: flotilla.raft.v1.HistoryEvent.instance:type_name -> flotilla.raft.v1.Instance
+	6,  // 13: flotilla.raft.v1.UsageHistory.meters:type_name -> flotilla.raft.v1.Meter
+	7,  // 14: flotilla.raft.v1.Meter.changes:type_name -> flotilla.raft.v1.UsageChange
+	8,  // 15: flotilla.raft.v1.Meter.folded:type_name -> flotilla.raft.v1.Folded
+	9,  // 16: flotilla.raft.v1.Folded.totals:type_name -> flotilla.raft.v1.UsageTotal
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_flotilla_raft_v1_snapshot_proto_init() }
@@ -933,6 +953,7 @@ func file_flotilla_raft_v1_snapshot_proto_init() {
 		(*SnapshotRecord_Trailer)(nil),
 		(*SnapshotRecord_Network)(nil),
 		(*SnapshotRecord_Project)(nil),
+		(*SnapshotRecord_Image)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
