@@ -60,12 +60,15 @@ func applyCreateInstance(tx *state.Tx, c *CreateInstance) (any, error) {
 	}
 	planImageFetch(tx, &inst, &op)
 	tx.PutInstance(&inst)
-	if op.Graceful == 0 {
+	switch {
+	case op.Steps != nil: // planned with an image fetch first
+		tx.PutOperation(&op)
+	case op.Graceful == 0:
 		// The plan as it is, shared: the store would keep it instead of a
 		// copy made here anyway (internSteps), and never copying it is
 		// most of what planning cost every replica per create.
 		tx.PutOperationPlanned(&op, sharedPlan(lifecycle.OpCreate, lifecycle.Shape{}))
-	} else {
+	default:
 		planSteps(&op, false)
 		tx.PutOperation(&op)
 	}
