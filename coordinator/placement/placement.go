@@ -36,13 +36,18 @@ func host(h state.Host) scheduler.Host {
 // FromStore is the scheduler's view of every host, from the loads the
 // store keeps per host: it costs O(hosts), whatever the number of instances
 // (the placement path runs on every create).
-func FromStore(s *state.Store) []scheduler.Host {
+func FromStore(s Loads) []scheduler.Host {
 	var out []scheduler.Host
 	s.EachHostLoad(func(h *state.Host, l *state.HostLoad) {
 		out = append(out, WithLoad(*h, l))
 	})
 	sort.Slice(out, func(a, b int) bool { return out[a].ID < out[b].ID })
 	return out
+}
+
+// Loads is what FromStore reads: a *state.Store.
+type Loads interface {
+	EachHostLoad(fn func(*state.Host, *state.HostLoad))
 }
 
 // WithLoad is the scheduler's view of h carrying load l.

@@ -23,7 +23,7 @@ func (s *Store) declareIndexes() {
 	s.stopped = instanceSet{holds: stoppedUnexpectedly}
 	s.deleted = instanceSet{holds: func(i *Instance) bool { return i.Status() == lifecycle.StatusDeleted }}
 	s.booting = instanceSet{holds: func(i *Instance) bool { return i.Guest.State == lifecycle.GuestBooting }}
-	s.indexes = []index{&s.byInst, &s.hosted, &s.waiting, &s.stopped, &s.deleted, &s.booting, &s.placed, &s.addrs, &s.projUse}
+	s.indexes = []index{&s.byInst, &s.hosted, &s.waiting, &s.stopped, &s.deleted, &s.booting, &s.placed, &s.order, &s.addrs, &s.projUse}
 }
 
 func (s *Store) indexInstance(old, now *Instance, rev int64) {

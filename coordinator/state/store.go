@@ -45,6 +45,7 @@ type Store struct {
 	deleted instanceSet // DELETED instances (retention removes them)
 	booting instanceSet // instances whose guest is booting (readiness deadlines)
 	placed  placement
+	order   hostOrder   // host ids by position, for sampling
 	addrs   addressBook // who holds which address, MAC and host name
 	projUse projectUse  // what each project's instances take
 	indexes []index
@@ -564,6 +565,84 @@ func (s *Store) EachHostLoad(fn func(*Host, *HostLoad)) {
 		} else {
 			fn(h, empty)
 		}
+	}
+}
+
+// SampleHostLoads calls fn for k hosts drawn with pick (which returns an
+// integer in [0, n)), each with its load, under the read lock; for k at
+// least the number of hosts, for every host. A host drawn twice is passed
+// once. It costs O(k) whatever the fleet's size: what the placement of one
+// create reads. fn must neither keep nor change what it is given.
+func (s *Store) SampleHostLoads(k int, pick func(n int) int, fn func(*Host, *HostLoad)) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	empty := &HostLoad{}
+	visit := func(id string) {
+		if l, ok := s.placed.load[id]; ok {
+			fn(s.hosts[id], l)
+		} else {
+			fn(s.hosts[id], empty)
+		}
+	}
+	ids := s.order.ids
+	if k >= len(ids) {
+		for _, id := range ids {
+			visit(id)
+		}
+		return
+	}
+	seen := make(map[int]bool, k)
+	for range k {
+		i := pick(len(ids))
+		if !seen[i] {
+			seen[i] = true
+			visit(ids[i])
+		}
+	}
+}
+
+// HostLoadsOf calls fn for each of the hosts ids that exists, with its load.
+func (s *Store) HostLoadsOf(ids []string, fn func(*Host, *HostLoad)) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	empty := &HostLoad{}
+	for _, id := range ids {
+		h, ok := s.hosts[id]
+		if !ok {
+			continue
+		}
+		if l, ok := s.placed.load[id]; ok {
+			fn(h, l)
+		} else {
+			fn(h, empty)
+		}
+	}
+}
+
+// hostOrder keeps the host ids in a slice, for drawing one at random.
+type hostOrder struct {
+	ignores
+	ids []string
+	pos map[string]int
+}
+
+func (o *hostOrder) reset(int64) { o.ids, o.pos = nil, map[string]int{} }
+
+func (o *hostOrder) host(old, now *Host, _ int64) {
+	switch {
+	case old == nil && now != nil:
+		o.pos[now.ID] = len(o.ids)
+		o.ids = append(o.ids, now.ID)
+	case old != nil && now == nil:
+		i, ok := o.pos[old.ID]
+		if !ok {
+			return
+		}
+		last := len(o.ids) - 1
+		o.ids[i] = o.ids[last]
+		o.pos[o.ids[i]] = i
+		o.ids = o.ids[:last]
+		delete(o.pos, old.ID)
 	}
 }
 
