@@ -35,18 +35,20 @@ func (o *Orchestrator) place(ctx context.Context, now time.Time) {
 	// pass saw it only in part (say, an eviction already ended but its room
 	// not yet free in the view).
 	rev := o.cfg.Store.Revision()
-	view := placement.FromStore(o.cfg.Store)
 	since := o.waitSeen
 	if o.retryWaiting {
 		since = 0
 	}
 	o.waitSeen, o.retryWaiting = rev, false
-	if !anyOpen(view) {
-		return // nothing can be placed anywhere, so nothing is read
-	}
+	// The waiting first: with none due (most passes), the view of every
+	// host is not built at all.
 	waiting, _, _ := o.cfg.Store.Waiting(since)
 	if len(waiting) == 0 {
 		return
+	}
+	view := placement.FromStore(o.cfg.Store)
+	if !anyOpen(view) {
+		return // nothing can be placed anywhere
 	}
 	at := make(map[string]int, len(view))
 	for i := range view {
