@@ -204,27 +204,22 @@ func (s *instances) ListInstances(ctx context.Context, r *pb.ListInstancesReques
 	if err := s.waitRevision(ctx, r.MinRevision); err != nil {
 		return nil, toStatus(err)
 	}
-	all, rev := s.store.Instances()
-	out := &pb.ListInstancesResponse{Revision: rev}
-	for _, inst := range all {
-		if inst.ID <= r.PageToken {
-			continue // ids are ordered; the token is the last id of the previous page
-		}
-		if !seesInstance(ctx, &inst) || r.Project != "" && state.ProjectOf(&inst) != r.Project {
-			continue
+	page, more, rev := s.store.InstancesPage(r.PageToken, size, func(inst *state.Instance) bool {
+		if !seesInstance(ctx, inst) || r.Project != "" && state.ProjectOf(inst) != r.Project {
+			return false
 		}
 		st := inst.Status()
 		if len(want) > 0 && !slices.Contains(want, st) {
-			continue
+			return false
 		}
-		if st == lifecycle.StatusDeleted && !r.ShowDeleted && !slices.Contains(want, st) {
-			continue
-		}
-		if len(out.Instances) == size {
-			out.NextPageToken = out.Instances[size-1].Id
-			break
-		}
-		out.Instances = append(out.Instances, s.instanceToPB(&inst, vocabs))
+		return st != lifecycle.StatusDeleted || r.ShowDeleted || slices.Contains(want, st)
+	})
+	out := &pb.ListInstancesResponse{Revision: rev, Instances: make([]*pb.Instance, 0, len(page))}
+	for k := range page {
+		out.Instances = append(out.Instances, s.instanceToPB(&page[k], vocabs))
+	}
+	if more {
+		out.NextPageToken = page[len(page)-1].ID // ids are ordered; the token is the last id of the page
 	}
 	return out, nil
 }
@@ -285,7 +280,7 @@ func (s *instances) WatchInstances(r *pb.WatchInstancesRequest, stream pb.Instan
 			}
 			rev = e.Revision
 			if (r.InstanceId == "" || e.Instance.ID == r.InstanceId) && seesInstance(ctx, e.Instance) {
-				msg.Instances = append(msg.Instances, s.instanceToPB(e.Instance, vocabs))
+				msg.Instances = append(msg.Instances, s.watchPB(e.Instance, vocabs))
 			}
 		}
 		if more {
@@ -300,6 +295,16 @@ func (s *instances) WatchInstances(r *pb.WatchInstancesRequest, stream pb.Instan
 			return nil
 		}
 	}
+}
+
+// watchPB is a watched record's wire form: shared by every watcher when
+// it asks for no vocabulary words and has no interfaces (whose network
+// details are read at conversion time, and may change under the record).
+func (s *instances) watchPB(i *state.Instance, vocabs []vocabulary.Vocabulary) *pb.Instance {
+	if len(vocabs) > 0 || len(i.NICs) > 0 || s.watched == nil {
+		return s.instanceToPB(i, vocabs)
+	}
+	return s.watched.get(i, func(i *state.Instance) *pb.Instance { return s.instanceToPB(i, nil) })
 }
 
 // watchPage is how many history changes a watcher reads at once.

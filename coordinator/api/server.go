@@ -96,6 +96,9 @@ type core struct {
 	raft  Applier
 	log   *slog.Logger
 	now   func() time.Time
+	// watched holds the wire form of the instance records watchers are
+	// sent, shared by all of them.
+	watched *sharedPB
 }
 
 func newCore(cfg Config) *core {
@@ -107,7 +110,7 @@ func newCore(cfg Config) *core {
 	}
 	svc := service.New(service.Config{Store: cfg.Store, Applier: cfg.Applier, Policy: cfg.Policy, Deadlines: cfg.Deadlines, ReadinessTimeout: cfg.ReadinessTimeout, Now: cfg.Now,
 		Secrets: cfg.Secrets, SoftDeleteRetention: cfg.SoftDeleteRetention})
-	return &core{svc: svc, store: cfg.Store, raft: cfg.Applier, log: cfg.Logger, now: cfg.Now}
+	return &core{svc: svc, store: cfg.Store, raft: cfg.Applier, log: cfg.Logger, now: cfg.Now, watched: newSharedPB()}
 }
 
 // Register adds the public services (instances, operations, hosts, cluster, usage, networks) to s.

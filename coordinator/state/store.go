@@ -1,6 +1,7 @@
 package state
 
 import (
+	"container/heap"
 	"context"
 	"errors"
 	"fmt"
@@ -286,6 +287,55 @@ func (s *Store) Instances() ([]Instance, int64) {
 	}
 	sort.Slice(out, func(a, b int) bool { return out[a].ID < out[b].ID })
 	return out, s.rev
+}
+
+// InstancesPage returns copies of the first limit instances, by id, after
+// the id after for which keep holds, whether more follow, and the revision
+// they reflect. keep runs under the read lock on the stored record, which
+// it must neither keep nor change. Only the page is copied and sorted, so
+// paging through 100,000 instances costs one pass over ids per page rather
+// than a copy of every record per page.
+func (s *Store) InstancesPage(after string, limit int, keep func(*Instance) bool) (page []Instance, more bool, rev int64) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	// The limit+1 smallest ids, as a max-heap on id: its root is the
+	// largest kept, the one a smaller id replaces.
+	h := make(idHeap, 0, limit+1)
+	for id, i := range s.instances {
+		if id <= after || (len(h) == limit+1 && id >= h[0].ID) || !keep(i) {
+			continue
+		}
+		if len(h) < limit+1 {
+			heap.Push(&h, i)
+		} else {
+			h[0] = i
+			heap.Fix(&h, 0)
+		}
+	}
+	sort.Slice(h, func(a, b int) bool { return h[a].ID < h[b].ID })
+	more = len(h) > limit
+	if more {
+		h = h[:limit]
+	}
+	page = make([]Instance, len(h))
+	for k, i := range h {
+		page[k] = *i.clone()
+	}
+	return page, more, s.rev
+}
+
+// idHeap is a max-heap of instances by id.
+type idHeap []*Instance
+
+func (h idHeap) Len() int           { return len(h) }
+func (h idHeap) Less(a, b int) bool { return h[a].ID > h[b].ID }
+func (h idHeap) Swap(a, b int)      { h[a], h[b] = h[b], h[a] }
+func (h *idHeap) Push(x any)        { *h = append(*h, x.(*Instance)) }
+func (h *idHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
 }
 
 // Operation returns a copy of one operation.
