@@ -40,16 +40,16 @@ func (o *Orchestrator) place(ctx context.Context, now time.Time) {
 		since = 0
 	}
 	o.waitSeen, o.retryWaiting = rev, false
-	// The waiting first: with none due (most passes), the view of every
+	if !o.cfg.Store.AnyHostOpen() {
+		return // nothing can be placed anywhere, so nothing is read
+	}
+	// The waiting next: with none due (most passes), the view of every
 	// host is not built at all.
 	waiting, _, _ := o.cfg.Store.Waiting(since)
 	if len(waiting) == 0 {
 		return
 	}
 	view := placement.FromStore(o.cfg.Store)
-	if !anyOpen(view) {
-		return // nothing can be placed anywhere
-	}
 	at := make(map[string]int, len(view))
 	for i := range view {
 		at[view[i].ID] = i
@@ -155,14 +155,4 @@ func (o *Orchestrator) stillEvicting(id string) bool {
 
 func (o *Orchestrator) applyValue(ctx context.Context, typ string, body any) (any, error) {
 	return fsm.Propose(ctx, o.cfg.Applier, typ, o.cfg.Now(), body)
-}
-
-// anyOpen reports whether some host takes instances at all.
-func anyOpen(view []scheduler.Host) bool {
-	for _, h := range view {
-		if h.Ready && !h.Cordoned {
-			return true
-		}
-	}
-	return false
 }

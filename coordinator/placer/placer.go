@@ -16,6 +16,7 @@
 package placer
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"sync"
 
@@ -26,8 +27,7 @@ import (
 
 // Store is the part of the state the placer reads.
 type Store interface {
-	SampleHostLoads(k int, pick func(n int) int, fn func(*state.Host, *state.HostLoad))
-	HostLoadsOf(ids []string, fn func(*state.Host, *state.HostLoad))
+	SampleHostLoads(k int, pick func(n int) int, also []string, fn func(*state.Host, *state.HostLoad))
 	EachHostLoad(fn func(*state.Host, *state.HostLoad))
 }
 
@@ -45,8 +45,7 @@ type Placer struct {
 	store  Store
 	policy scheduler.Policy
 
-	mu       sync.Mutex
-	rng      *rand.Rand
+	mu       sync.Mutex               // guards what follows; never held while reading the store
 	reserved map[string][]reservation // host id -> decisions not yet committed
 	next     uint64
 	last     []string // the hosts chosen last, newest first
@@ -57,9 +56,12 @@ type reservation struct {
 	req scheduler.Request
 }
 
-// New returns a placer over store with policy; seed seeds its choices.
-func New(store Store, policy scheduler.Policy, seed uint64) *Placer {
-	return &Placer{store: store, policy: policy, rng: rand.New(rand.NewPCG(seed, 0x91ace)), reserved: map[string][]reservation{}}
+// ErrNoHosts means the cluster has no host at all.
+var ErrNoHosts = fmt.Errorf("no hosts: %w", scheduler.ErrNoHost)
+
+// New returns a placer over store with policy.
+func New(store Store, policy scheduler.Policy) *Placer {
+	return &Placer{store: store, policy: policy, reserved: map[string][]reservation{}}
 }
 
 // Decision is a host chosen for a request, reserved until Release.
@@ -95,15 +97,20 @@ func (d Decision) Release() {
 // it ranks every host with scheduler.Place: its decision may preempt (then
 // nothing is reserved), and its error wraps scheduler.ErrNoHost when no host
 // can take r now.
+//
+// The sample is read under the placer's lock: read before it, it could
+// miss a create that committed (and dropped its reservation) meanwhile.
 func (p *Placer) Place(r scheduler.Request) (Decision, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	sample := p.sample()
-	if id, ok := scheduler.Choose(r, sample, p.policy, p.rng.IntN); ok {
+	if len(sample) == 0 {
+		return Decision{}, ErrNoHosts
+	}
+	if id, ok := scheduler.Choose(r, p.withReservations(sample), p.policy, rand.IntN); ok {
 		return p.reserve(id, r), nil
 	}
-	all := p.withReservations(placement.FromStore(p.store))
-	d, err := scheduler.Place(r, all, p.policy)
+	d, err := scheduler.Place(r, p.withReservations(placement.FromStore(p.store)), p.policy)
 	if err != nil {
 		return Decision{}, err
 	}
@@ -130,22 +137,18 @@ func (p *Placer) reserve(id string, r scheduler.Request) Decision {
 	return Decision{Decision: scheduler.Decision{HostID: id}, p: p, key: p.next}
 }
 
-// sample is Sample random hosts and the last chosen, with reservations.
+// sample is Sample random hosts and the last chosen, as the store has
+// them; p.mu is held.
 func (p *Placer) sample() []scheduler.Host {
 	out := make([]scheduler.Host, 0, Sample+recent)
-	seen := make(map[string]bool, Sample+recent)
-	add := func(h *state.Host, l *state.HostLoad) {
-		if !seen[h.ID] {
-			seen[h.ID] = true
-			out = append(out, placement.WithLoad(*h, l))
-		}
-	}
-	p.store.SampleHostLoads(Sample, p.rng.IntN, add)
-	p.store.HostLoadsOf(p.last, add)
-	return p.withReservations(out)
+	p.store.SampleHostLoads(Sample, rand.IntN, p.last, func(h *state.Host, l *state.HostLoad) {
+		out = append(out, placement.WithLoad(*h, l))
+	})
+	return out
 }
 
-// withReservations adds the room reserved on each host to its view.
+// withReservations adds the room reserved on each host to its view; p.mu
+// is held.
 func (p *Placer) withReservations(hosts []scheduler.Host) []scheduler.Host {
 	if len(p.reserved) == 0 {
 		return hosts

@@ -135,7 +135,7 @@ func TestSpreadSpreadsUnderConcurrency(t *testing.T) {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, 2))
 			fl := newFleet(t, rng, 50+rng.IntN(150), false)
-			p := New(fl.st, policy, seed)
+			p := New(fl.st, policy)
 			hosts := placement.FromStore(fl.st)
 			// Fill to about half the fleet's memory (mean instance: 5.25 GiB).
 			var mem uint64
@@ -165,7 +165,7 @@ func TestPackPacksUnderConcurrency(t *testing.T) {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, 3))
 			fl := newFleet(t, rng, 100, true)
-			p := New(fl.st, policy, seed)
+			p := New(fl.st, policy)
 			n := 500 + rng.IntN(1500) // at most about 40% of the fleet's memory
 			fl.run(t, p, policy, rng, 64, n)
 			var mem uint64

@@ -147,6 +147,9 @@ func (s *Service) place(spec state.Spec, pl state.Placement) (placer.Decision, e
 	if err == nil && len(d.Preempt) == 0 {
 		return d, nil
 	}
+	if errors.Is(err, placer.ErrNoHosts) {
+		return placer.Decision{}, nil // no host at all: it waits (nothing to refuse it against)
+	}
 	if err != nil && !errors.Is(err, scheduler.ErrNoHost) {
 		return placer.Decision{}, err
 	}

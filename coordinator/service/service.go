@@ -60,7 +60,7 @@ func New(cfg Config) *Service {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Service{policy: cfg.Policy, placer: placer.New(cfg.Store, cfg.Policy, uint64(cfg.Now().UnixNano())), deadlines: cfg.Deadlines, store: cfg.Store, raft: cfg.Applier, now: cfg.Now, readiness: cfg.ReadinessTimeout,
+	return &Service{policy: cfg.Policy, placer: placer.New(cfg.Store, cfg.Policy), deadlines: cfg.Deadlines, store: cfg.Store, raft: cfg.Applier, now: cfg.Now, readiness: cfg.ReadinessTimeout,
 		secrets: cfg.Secrets, softDel: cfg.SoftDeleteRetention}
 }
 

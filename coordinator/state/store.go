@@ -619,19 +619,26 @@ func (s *Store) EachHostLoad(fn func(*Host, *HostLoad)) {
 }
 
 // SampleHostLoads calls fn for k hosts drawn with pick (which returns an
-// integer in [0, n)), each with its load, under the read lock; for k at
-// least the number of hosts, for every host. A host drawn twice is passed
-// once. It costs O(k) whatever the fleet's size: what the placement of one
-// create reads. fn must neither keep nor change what it is given.
-func (s *Store) SampleHostLoads(k int, pick func(n int) int, fn func(*Host, *HostLoad)) {
+// integer in [0, n)) and for the hosts also that exist, each with its
+// load, under one read lock; for k at least the number of hosts, for every
+// host. A host drawn or named twice is passed once. It costs O(k) whatever
+// the fleet's size: what the placement of one create reads. fn must
+// neither keep nor change what it is given.
+func (s *Store) SampleHostLoads(k int, pick func(n int) int, also []string, fn func(*Host, *HostLoad)) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	empty := &HostLoad{}
+	seen := make(map[string]bool, k+len(also))
 	visit := func(id string) {
+		h, ok := s.hosts[id]
+		if !ok || seen[id] {
+			return
+		}
+		seen[id] = true
 		if l, ok := s.placed.load[id]; ok {
-			fn(s.hosts[id], l)
+			fn(h, l)
 		} else {
-			fn(s.hosts[id], empty)
+			fn(h, empty)
 		}
 	}
 	ids := s.order.ids
@@ -641,32 +648,25 @@ func (s *Store) SampleHostLoads(k int, pick func(n int) int, fn func(*Host, *Hos
 		}
 		return
 	}
-	seen := make(map[int]bool, k)
 	for range k {
-		i := pick(len(ids))
-		if !seen[i] {
-			seen[i] = true
-			visit(ids[i])
-		}
+		visit(ids[pick(len(ids))])
+	}
+	for _, id := range also {
+		visit(id)
 	}
 }
 
-// HostLoadsOf calls fn for each of the hosts ids that exists, with its load.
-func (s *Store) HostLoadsOf(ids []string, fn func(*Host, *HostLoad)) {
+// AnyHostOpen reports whether some host is READY and not cordoned: the
+// first such host ends the search.
+func (s *Store) AnyHostOpen() bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	empty := &HostLoad{}
-	for _, id := range ids {
-		h, ok := s.hosts[id]
-		if !ok {
-			continue
-		}
-		if l, ok := s.placed.load[id]; ok {
-			fn(h, l)
-		} else {
-			fn(h, empty)
+	for _, h := range s.hosts {
+		if h.Status == HostReady && !h.Cordoned {
+			return true
 		}
 	}
+	return false
 }
 
 // hostOrder keeps the host ids in a slice, for drawing one at random.
