@@ -15,7 +15,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	agentnode "github.com/flotilla-vm/flotilla/agent/node"
 	"github.com/flotilla-vm/flotilla/coordinator/node"
@@ -132,7 +134,10 @@ func startCluster(ctx context.Context, o options, log *slog.Logger) (*cluster, e
 		}
 		cfg := node.Config{
 			NodeID: fmt.Sprintf("sim-coordinator-%d", i), DataDir: filepath.Join(dir, fmt.Sprintf("coordinator-%d", i)), RaftAddr: raftAddr,
-			APIAddr: "127.0.0.1:0", Bootstrap: i == 0, FastRaft: true, Placement: c.policy, Logger: log,
+			// Short Raft timeouts only alone: a cluster on a loaded machine
+			// then flaps between leaders; with the defaults a failover
+			// takes what it would in production.
+			APIAddr: "127.0.0.1:0", Bootstrap: i == 0, FastRaft: o.coordinators == 1, Placement: c.policy, Logger: log,
 		}
 		if i > 0 {
 			cfg.Join = c.nodes[0].Addr()
@@ -254,6 +259,10 @@ func (c *cluster) waitReady(ctx context.Context, n int) error {
 	lastLog := time.Now()
 	for {
 		resp, err := api.ListHosts(ctx, &pb.ListHostsRequest{})
+		if status.Code(err) == codes.Unavailable && time.Now().Before(deadline) {
+			_ = sleep(ctx, 200*time.Millisecond) // a member between leaders: asked again
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("ListHosts: %w", err)
 		}

@@ -64,6 +64,13 @@ func main() {
 		fmt.Fprintln(os.Stderr, "usage: flotilla-sim [-hosts 1..10000] [-instances n>=1] [-clients n>=1] [-coordinators 1..5] [-failover-after n (with -coordinators >= 3)] [-agent-dir dir] [-cpuprofile file]")
 		os.Exit(2)
 	}
+	// Each host takes three descriptors in this process (its journal, its
+	// session's socket and the coordinator's end of it).
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil && uint64(3*o.hosts+2000) > lim.Cur {
+		fmt.Fprintf(os.Stderr, "flotilla-sim: %d hosts need about %d open files; the limit is %d (ulimit -n): run fewer hosts or raise it\n", o.hosts, 3*o.hosts+2000, lim.Cur)
+		os.Exit(2)
+	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(o.logLevel)); err != nil {
 		fmt.Fprintln(os.Stderr, "flotilla-sim: -log-level:", err)
