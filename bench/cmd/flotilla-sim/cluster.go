@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -98,6 +99,7 @@ type cluster struct {
 	nodes    []*node.Node // nodes[0] bootstrapped the cluster
 	closed   []bool       // closed by the failover
 	ackedN   atomic.Int64 // creates acknowledged so far
+	connNode []int        // the node each of conns dials
 	policy   scheduler.Policy
 	hosts    []hostSpec
 	agents   []*agent
@@ -193,6 +195,7 @@ func startCluster(ctx context.Context, o options, log *slog.Logger) (*cluster, e
 			return c, err
 		}
 		c.conns = append(c.conns, conn)
+		c.connNode = append(c.connNode, slices.Index(c.nodes, order[k%len(order)]))
 	}
 
 	// Open the journals in parallel: each Open writes (and fsyncs) twice.
@@ -342,6 +345,16 @@ func (c *cluster) addrs() string {
 	return strings.Join(a, ",")
 }
 
+// live is a connection to a coordinator the failover did not close.
+func (c *cluster) live() *grpc.ClientConn {
+	for k, conn := range c.conns {
+		if !c.closed[c.connNode[k]] {
+			return conn
+		}
+	}
+	return c.conns[0]
+}
+
 // leader is the coordinator leading now, or nil.
 func (c *cluster) leader() (int, *node.Node) {
 	for i, n := range c.nodes {
@@ -395,13 +408,12 @@ type hostsDown struct {
 func (c *cluster) monitorHosts(ctx context.Context) *hostMonitor {
 	ctx, cancel := context.WithCancel(ctx)
 	m := &hostMonitor{cancel: cancel, done: make(chan struct{})}
-	api := pb.NewHostServiceClient(c.conns[0])
 	go func() {
 		defer close(m.done)
 		seen := map[string]bool{}
 		for sleep(ctx, 5*time.Second) == nil {
 			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			resp, err := api.ListHosts(cctx, &pb.ListHostsRequest{})
+			resp, err := pb.NewHostServiceClient(c.live()).ListHosts(cctx, &pb.ListHostsRequest{})
 			cancel()
 			m.res.polls++
 			if err != nil {

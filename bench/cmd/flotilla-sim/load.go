@@ -228,8 +228,25 @@ func (c *cluster) watch(ctx context.Context) (*watcher, error) {
 	}
 	go func() {
 		defer close(w.done)
+		// A broken watch resumes on another coordinator from the last
+		// revision seen (the failover closes one); a minute of failures
+		// ends it.
+		rev, k := list.Revision, 0
+		var failing time.Time
 		for {
 			msg, err := stream.Recv()
+			if err != nil && wctx.Err() == nil && (failing.IsZero() || time.Since(failing) < time.Minute) {
+				if failing.IsZero() {
+					failing = time.Now()
+				}
+				k++
+				_ = sleep(wctx, 100*time.Millisecond)
+				api := pb.NewInstanceServiceClient(c.conns[k%len(c.conns)])
+				if s, err := api.WatchInstances(wctx, &pb.WatchInstancesRequest{StartRevision: rev}); err == nil {
+					stream = s
+				}
+				continue
+			}
 			if err != nil {
 				w.mu.Lock()
 				if wctx.Err() == nil {
@@ -240,6 +257,7 @@ func (c *cluster) watch(ctx context.Context) (*watcher, error) {
 				w.mu.Unlock()
 				return
 			}
+			failing, rev = time.Time{}, msg.Revision
 			now := time.Now()
 			w.mu.Lock()
 			for _, inst := range msg.Instances {

@@ -36,12 +36,12 @@ type qualityResult struct {
 
 func (c *cluster) quality(ctx context.Context, o options) (qualityResult, error) {
 	var q qualityResult
-	hapi := pb.NewHostServiceClient(c.conns[0])
+	hapi := pb.NewHostServiceClient(c.live())
 	hosts, err := hapi.ListHosts(ctx, &pb.ListHostsRequest{})
 	if err != nil {
 		return q, fmt.Errorf("ListHosts: %w", err)
 	}
-	iapi := pb.NewInstanceServiceClient(c.conns[0])
+	iapi := pb.NewInstanceServiceClient(c.live())
 	var all []*pb.Instance
 	for token := ""; ; {
 		resp, err := iapi.ListInstances(ctx, &pb.ListInstancesRequest{PageSize: 1000, PageToken: token})
