@@ -28,8 +28,8 @@ func Request(spec state.Spec, p state.Placement) scheduler.Request {
 func host(h state.Host) scheduler.Host {
 	return scheduler.Host{
 		ID: h.ID, Kind: h.Kind, Ready: h.Status == state.HostReady, Cordoned: h.Cordoned, Labels: h.Labels,
-		Capacity: scheduler.Resources{VCPUs: h.Capacity.VCPUs, MemoryMiB: h.Capacity.MemoryMiB, DiskGiB: h.Capacity.DiskGiB},
-		Groups:   map[string]int{}, ManagedNetworks: h.ManagedNetworks, Bridges: h.Bridges,
+		Capacity:        scheduler.Resources{VCPUs: h.Capacity.VCPUs, MemoryMiB: h.Capacity.MemoryMiB, DiskGiB: h.Capacity.DiskGiB},
+		ManagedNetworks: h.ManagedNetworks, Bridges: h.Bridges,
 	}
 }
 
@@ -54,8 +54,11 @@ type Loads interface {
 func WithLoad(h state.Host, l *state.HostLoad) scheduler.Host {
 	v := host(h)
 	v.Allocated = scheduler.Resources{VCPUs: l.Allocated.VCPUs, MemoryMiB: l.Allocated.MemoryMiB, DiskGiB: l.Allocated.DiskGiB}
-	for g, n := range l.Groups {
-		v.Groups[g] = n
+	if len(l.Groups) > 0 { // most hosts run no group: no map (a decision reads dozens of hosts)
+		v.Groups = make(map[string]int, len(l.Groups))
+		for g, n := range l.Groups {
+			v.Groups[g] = n
+		}
 	}
 	for _, i := range l.Preemptible {
 		v.Preemptible = append(v.Preemptible, scheduler.Placed{ID: i.ID, Group: i.Placement.Group,
