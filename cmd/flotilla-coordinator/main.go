@@ -39,8 +39,8 @@ func main() {
 		fastRaft     = flag.Bool("raft-fast", false, "short Raft timeouts (for clusters on one machine, e.g. tests)")
 		heartbeat    = flag.Duration("agent-heartbeat-interval", 2*time.Second, "how often agents send heartbeats")
 		resync       = flag.Duration("agent-resync-interval", 30*time.Second, "how often agents send their full inventory")
-		placement    = flag.String("placement", "spread", "spread (most free memory first) or pack (fill hosts first)")
-		cpuOver      = flag.Float64("cpu-overcommit", 1, "vCPUs placed per physical CPU")
+		placement    = flag.String("placement", "spread", "spread (least used memory share first) or pack (fill hosts first)")
+		cpuOver      = flag.Float64("cpu-overcommit", 4, "vCPUs placed per physical CPU (Nova's default allocation ratio)")
 		memOver      = flag.Float64("memory-overcommit", 1, "memory placed per MiB of physical memory")
 		diskOver     = flag.Float64("disk-overcommit", 1, "disk placed per GiB of physical disk (copy-on-write disks are sparse)")
 		deadlines    = deadlineFlag{}

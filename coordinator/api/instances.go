@@ -205,27 +205,22 @@ func (s *instances) ListInstances(ctx context.Context, r *pb.ListInstancesReques
 	if err := s.waitRevision(ctx, r.MinRevision); err != nil {
 		return nil, toStatus(err)
 	}
-	all, rev := s.store.Instances()
-	out := &pb.ListInstancesResponse{Revision: rev}
-	for _, inst := range all {
-		if inst.ID <= r.PageToken {
-			continue // ids are ordered; the token is the last id of the previous page
-		}
-		if !seesInstance(ctx, &inst) || r.Project != "" && state.ProjectOf(&inst) != r.Project {
-			continue
+	page, more, rev := s.store.InstancesPage(r.PageToken, size, func(inst *state.Instance) bool {
+		if !seesInstance(ctx, inst) || r.Project != "" && state.ProjectOf(inst) != r.Project {
+			return false
 		}
 		st := inst.Status()
 		if len(want) > 0 && !slices.Contains(want, st) {
-			continue
+			return false
 		}
-		if st == lifecycle.StatusDeleted && !r.ShowDeleted && !slices.Contains(want, st) {
-			continue
-		}
-		if len(out.Instances) == size {
-			out.NextPageToken = out.Instances[size-1].Id
-			break
-		}
-		out.Instances = append(out.Instances, s.instanceToPB(&inst, vocabs))
+		return st != lifecycle.StatusDeleted || r.ShowDeleted || slices.Contains(want, st)
+	})
+	out := &pb.ListInstancesResponse{Revision: rev, Instances: make([]*pb.Instance, 0, len(page))}
+	for k := range page {
+		out.Instances = append(out.Instances, s.instanceToPB(&page[k], vocabs))
+	}
+	if more {
+		out.NextPageToken = page[len(page)-1].ID // ids are ordered; the token is the last id of the page
 	}
 	return out, nil
 }

@@ -11,6 +11,7 @@ package orchestrator
 import (
 	"context"
 	"log/slog"
+	"math/rand/v2"
 	"time"
 
 	"github.com/flotilla-vm/flotilla/coordinator/scheduler"
@@ -73,6 +74,8 @@ type Orchestrator struct {
 	confirmScan time.Time
 	// imagesSent maps an image task (image and host) to when it was sent.
 	imagesSent map[string]imageSent
+	// rng draws the hosts a placement ranks (see choose).
+	rng *rand.Rand
 }
 
 // New returns an orchestrator.
@@ -89,7 +92,7 @@ func New(cfg Config) *Orchestrator {
 	if cfg.Tick == 0 {
 		cfg.Tick = 250 * time.Millisecond
 	}
-	return &Orchestrator{cfg: cfg, log: cfg.Logger, reports: newReports()}
+	return &Orchestrator{cfg: cfg, log: cfg.Logger, reports: newReports(), rng: rand.New(rand.NewPCG(uint64(cfg.Now().UnixNano()), 0x0c4e))}
 }
 
 // Run drives operations until ctx ends. Call it only while leader.

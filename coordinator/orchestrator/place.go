@@ -3,11 +3,13 @@ package orchestrator
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/flotilla-vm/flotilla/coordinator/fsm"
 	"github.com/flotilla-vm/flotilla/coordinator/ids"
 	"github.com/flotilla-vm/flotilla/coordinator/placement"
+	"github.com/flotilla-vm/flotilla/coordinator/placer"
 	"github.com/flotilla-vm/flotilla/coordinator/scheduler"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
 )
@@ -33,28 +35,38 @@ func (o *Orchestrator) place(ctx context.Context, now time.Time) {
 	// pass saw it only in part (say, an eviction already ended but its room
 	// not yet free in the view).
 	rev := o.cfg.Store.Revision()
-	view := placement.FromStore(o.cfg.Store)
 	since := o.waitSeen
 	if o.retryWaiting {
 		since = 0
 	}
 	o.waitSeen, o.retryWaiting = rev, false
-	if !anyOpen(view) {
+	if !o.cfg.Store.AnyHostOpen() {
 		return // nothing can be placed anywhere, so nothing is read
 	}
+	// The waiting next: with none due (most passes), the view of every
+	// host is not built at all.
 	waiting, _, _ := o.cfg.Store.Waiting(since)
 	if len(waiting) == 0 {
 		return
 	}
+	view := placement.FromStore(o.cfg.Store)
+	at := make(map[string]int, len(view))
+	for i := range view {
+		at[view[i].ID] = i
+	}
+	var batch []fsm.Place
 	for _, inst := range waiting {
 		if ctx.Err() != nil {
-			return
+			break
 		}
 		if o.stillEvicting(inst.ID) {
 			continue // tried again when the evictions end: they release room
 		}
 		req := placement.Request(inst.Spec, inst.Placement)
-		d, err := scheduler.Place(req, view, o.cfg.Policy)
+		// One view for the whole pass, kept current as it places (the
+		// placements commit together at the end); a sample of it first, so
+		// that a backlog costs O(waiting), not O(waiting x hosts).
+		d, err := o.choose(req, view)
 		if errors.Is(err, scheduler.ErrNoHost) {
 			continue // waits for capacity
 		}
@@ -80,21 +92,54 @@ func (o *Orchestrator) place(ctx context.Context, now time.Time) {
 			log.Info("evicting preemptible instances to make room", "victims", d.Preempt)
 			continue
 		}
-		err = o.apply(ctx, fsm.TypePlace, fsm.Place{InstanceID: inst.ID, HostID: d.HostID, Deadline: now.Add(CreateDeadline), Policy: o.cfg.Policy})
+		// Keep this pass's view current for the next waiting instance.
+		if i, ok := at[d.HostID]; ok {
+			view[i] = scheduler.Assign(view[i], inst.ID, req)
+		}
+		batch = append(batch, fsm.Place{InstanceID: inst.ID, HostID: d.HostID, Deadline: now.Add(CreateDeadline), Policy: o.cfg.Policy})
+	}
+	o.commitPlacements(ctx, batch)
+}
+
+// commitPlacements commits a pass's placements together: proposed at once,
+// they go into the log as one batch entry (group commit), each still
+// checked on its own at commit time.
+func (o *Orchestrator) commitPlacements(ctx context.Context, batch []fsm.Place) {
+	errs := make([]error, len(batch))
+	var wg sync.WaitGroup
+	for i := range batch {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = o.apply(ctx, fsm.TypePlace, batch[i])
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		log := o.log.With("instance", batch[i].InstanceID, "host", batch[i].HostID)
 		if err != nil {
 			log.Info("placement not committed; will retry", "err", err)
 			o.retryWaiting = true
 			continue
 		}
-		delete(o.evicting, inst.ID)
+		delete(o.evicting, batch[i].InstanceID)
 		log.Info("waiting instance placed")
-		// Keep this pass's view current for the next waiting instance.
-		for i := range view {
-			if view[i].ID == d.HostID {
-				view[i] = scheduler.Assign(view[i], inst.ID, req)
-			}
+	}
+}
+
+// choose ranks a random sample of view (scheduler.Choose) and, when no
+// sampled host fits, all of it (scheduler.Place: it may preempt).
+func (o *Orchestrator) choose(req scheduler.Request, view []scheduler.Host) (scheduler.Decision, error) {
+	if len(view) > placer.Sample {
+		sample := make([]scheduler.Host, placer.Sample)
+		for i := range sample {
+			sample[i] = view[o.rng.IntN(len(view))]
+		}
+		if id, ok := scheduler.Choose(req, sample, o.cfg.Policy, o.rng.IntN); ok {
+			return scheduler.Decision{HostID: id}, nil
 		}
 	}
+	return scheduler.Place(req, view, o.cfg.Policy)
 }
 
 // stillEvicting reports whether evictions started for a waiting instance are still running.
@@ -110,14 +155,4 @@ func (o *Orchestrator) stillEvicting(id string) bool {
 
 func (o *Orchestrator) applyValue(ctx context.Context, typ string, body any) (any, error) {
 	return fsm.Propose(ctx, o.cfg.Applier, typ, o.cfg.Now(), body)
-}
-
-// anyOpen reports whether some host takes instances at all.
-func anyOpen(view []scheduler.Host) bool {
-	for _, h := range view {
-		if h.Ready && !h.Cordoned {
-			return true
-		}
-	}
-	return false
 }

@@ -28,15 +28,15 @@ func Request(spec state.Spec, p state.Placement) scheduler.Request {
 func host(h state.Host) scheduler.Host {
 	return scheduler.Host{
 		ID: h.ID, Kind: h.Kind, Ready: h.Status == state.HostReady, Cordoned: h.Cordoned, Labels: h.Labels,
-		Capacity: scheduler.Resources{VCPUs: h.Capacity.VCPUs, MemoryMiB: h.Capacity.MemoryMiB, DiskGiB: h.Capacity.DiskGiB},
-		Groups:   map[string]int{}, ManagedNetworks: h.ManagedNetworks, Bridges: h.Bridges,
+		Capacity:        scheduler.Resources{VCPUs: h.Capacity.VCPUs, MemoryMiB: h.Capacity.MemoryMiB, DiskGiB: h.Capacity.DiskGiB},
+		ManagedNetworks: h.ManagedNetworks, Bridges: h.Bridges,
 	}
 }
 
 // FromStore is the scheduler's view of every host, from the loads the
 // store keeps per host: it costs O(hosts), whatever the number of instances
 // (the placement path runs on every create).
-func FromStore(s *state.Store) []scheduler.Host {
+func FromStore(s Loads) []scheduler.Host {
 	var out []scheduler.Host
 	s.EachHostLoad(func(h *state.Host, l *state.HostLoad) {
 		out = append(out, WithLoad(*h, l))
@@ -45,12 +45,20 @@ func FromStore(s *state.Store) []scheduler.Host {
 	return out
 }
 
+// Loads is what FromStore reads: a *state.Store.
+type Loads interface {
+	EachHostLoad(fn func(*state.Host, *state.HostLoad))
+}
+
 // WithLoad is the scheduler's view of h carrying load l.
 func WithLoad(h state.Host, l *state.HostLoad) scheduler.Host {
 	v := host(h)
 	v.Allocated = scheduler.Resources{VCPUs: l.Allocated.VCPUs, MemoryMiB: l.Allocated.MemoryMiB, DiskGiB: l.Allocated.DiskGiB}
-	for g, n := range l.Groups {
-		v.Groups[g] = n
+	if len(l.Groups) > 0 { // most hosts run no group: no map (a decision reads dozens of hosts)
+		v.Groups = make(map[string]int, len(l.Groups))
+		for g, n := range l.Groups {
+			v.Groups[g] = n
+		}
 	}
 	for _, i := range l.Preemptible {
 		v.Preemptible = append(v.Preemptible, scheduler.Placed{ID: i.ID, Group: i.Placement.Group,

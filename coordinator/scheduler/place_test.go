@@ -25,9 +25,11 @@ func TestPlace(t *testing.T) {
 		{"spread: most free memory", req(1, 1024, 1), []Host{alloc(a, 1, 8192, 0), alloc(b, 1, 4096, 0), alloc(c, 1, 16384, 0)}, Policy{}, "b"},
 		{"pack: least free memory", req(1, 1024, 1), []Host{alloc(a, 1, 8192, 0), alloc(b, 1, 4096, 0), alloc(c, 1, 16384, 0)}, pack, "c"},
 		{"pack skips hosts that do not fit", req(1, 20000, 1), []Host{alloc(a, 1, 8192, 0), alloc(b, 1, 4096, 0), alloc(c, 1, 16384, 0)}, pack, "a"},
-		// Free after: 1.0 gives big 16384-1024 < small 20480-1024; 2.0 gives 49152-1024 > 45056-1024.
-		{"spread counts memory overcommit", req(1, 1024, 1), []Host{alloc(host("big", 16, 32768, 0), 0, 16384, 0), alloc(host("small", 16, 24576, 0), 0, 4096, 0)},
-			Policy{MemoryOvercommit: 2}, "big"},
+		// Shares after: big 17408/65536 = 27%, small 2048/16384 = 12.5%; free MiB would pick big.
+		{"spread compares memory shares, not free MiB", req(1, 1024, 1), []Host{alloc(host("big", 16, 65536, 0), 0, 16384, 0), alloc(host("small", 16, 16384, 0), 0, 1024, 0)},
+			Policy{}, "small"},
+		{"spread: the same shares under memory overcommit", req(1, 1024, 1), []Host{alloc(host("big", 16, 65536, 0), 0, 16384, 0), alloc(host("small", 16, 16384, 0), 0, 1024, 0)},
+			Policy{MemoryOvercommit: 2}, "small"},
 		{"spread without overcommit", req(1, 1024, 1), []Host{alloc(host("big", 16, 32768, 0), 0, 16384, 0), alloc(host("small", 16, 24576, 0), 0, 4096, 0)},
 			Policy{}, "small"},
 		{"spread tie: lower vcpu ratio", req(2, 1024, 1), []Host{alloc(a, 8, 4096, 0), alloc(b, 4, 4096, 0)}, Policy{}, "b"},

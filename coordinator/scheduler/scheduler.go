@@ -97,8 +97,11 @@ type Decision struct {
 }
 
 // Place chooses a host for r. Among the hosts r Fits, spread picks the one
-// with the most free memory after placement (ties: lower vCPU allocation
-// ratio, then lower id) and pack the one with the least (ties: lower id).
+// whose memory would be least used after placement, as a share of what it
+// may allocate (ties: lower vCPU allocation ratio, then lower id), and pack
+// the one with the least free memory after placement (ties: lower id).
+// Spread compares shares, not free MiB, so hosts of different sizes fill to
+// the same level rather than the largest ones first.
 // If none fits and r is not preemptible, Place evicts preemptible instances
 // on the host where that takes the fewest (see preempt). Otherwise it returns
 // ErrNoHost wrapped with Explain's reason.
@@ -130,6 +133,7 @@ func Place(r Request, hosts []Host, p Policy) (Decision, error) {
 // score is what Place ranks fitting hosts by.
 type score struct {
 	freeMem        uint64 // allocatable memory left after placement
+	memNum, memDen uint64 // memory allocation share after placement
 	cpuNum, cpuDen uint64 // vCPU allocation ratio after placement
 	id             string
 }
@@ -137,25 +141,51 @@ type score struct {
 func scoreOf(h *Host, req amounts, p *Policy) score {
 	lim := allocatable(h.Capacity, p)
 	used := widen(h.Allocated).plus(req) // fits, so used <= lim
-	s := score{freeMem: lim.mem - used.mem, cpuNum: used.vcpus, cpuDen: lim.vcpus, id: h.ID}
+	s := score{freeMem: lim.mem - used.mem, memNum: used.mem, memDen: lim.mem, cpuNum: used.vcpus, cpuDen: lim.vcpus, id: h.ID}
 	if s.cpuDen == 0 { // nothing allocatable (and nothing asked): count as full
 		s.cpuNum, s.cpuDen = 1, 1
+	}
+	if s.memDen == 0 {
+		s.memNum, s.memDen = 1, 1
 	}
 	return s
 }
 
+// cmpRatio compares a/b with c/d exactly, in 128 bits: -1, 0 or +1.
+func cmpRatio(a, b, c, d uint64) int {
+	lh, ll := bits.Mul64(a, d)
+	rh, rl := bits.Mul64(c, b)
+	switch {
+	case lh < rh || (lh == rh && ll < rl):
+		return -1
+	case lh == rh && ll == rl:
+		return 0
+	}
+	return 1
+}
+
+// rank compares s with o on everything but the id: -1 when s ranks
+// before o, 0 when they are equal.
+func (s *score) rank(o *score, pack bool) int {
+	if pack {
+		switch {
+		case s.freeMem < o.freeMem:
+			return -1
+		case s.freeMem > o.freeMem:
+			return 1
+		}
+		return 0
+	}
+	if c := cmpRatio(s.memNum, s.memDen, o.memNum, o.memDen); c != 0 {
+		return c
+	}
+	return cmpRatio(s.cpuNum, s.cpuDen, o.cpuNum, o.cpuDen)
+}
+
 // better reports whether s ranks strictly before o.
 func (s *score) better(o *score, pack bool) bool {
-	if s.freeMem != o.freeMem {
-		return (s.freeMem < o.freeMem) == pack
-	}
-	if !pack {
-		// s.cpuNum/s.cpuDen vs o.cpuNum/o.cpuDen, exactly, in 128 bits.
-		lh, ll := bits.Mul64(s.cpuNum, o.cpuDen)
-		rh, rl := bits.Mul64(o.cpuNum, s.cpuDen)
-		if lh != rh || ll != rl {
-			return lh < rh || (lh == rh && ll < rl)
-		}
+	if c := s.rank(o, pack); c != 0 {
+		return c < 0
 	}
 	return s.id < o.id
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/flotilla-vm/flotilla/coordinator/ids"
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
 	"github.com/flotilla-vm/flotilla/coordinator/placement"
+	"github.com/flotilla-vm/flotilla/coordinator/placer"
 	"github.com/flotilla-vm/flotilla/coordinator/scheduler"
 	"github.com/flotilla-vm/flotilla/coordinator/secrets"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
@@ -98,14 +99,16 @@ func (s *Service) Create(ctx context.Context, c Create) (state.Operation, error)
 	// race.
 	const tries = 3
 	for try := 1; ; try++ {
-		hostID, err := s.place(c.Spec, c.Placement)
+		d, err := s.place(c.Spec, c.Placement)
 		if err != nil {
 			return state.Operation{}, err
 		}
+		hostID := d.HostID
 		if try == tries {
 			hostID = ""
 		}
 		op, err := s.create(ctx, c, hostID)
+		d.Release() // applied (the state shows its room) or failed
 		if hostID != "" && (errors.Is(err, fsm.ErrHostUnavailable) || errors.Is(err, fsm.ErrNoCapacity)) {
 			continue
 		}
@@ -136,27 +139,26 @@ func (s *Service) create(ctx context.Context, c Create, hostID string) (state.Op
 	return s.store.Operation(v.(string))
 }
 
-// place chooses a host for a new instance, or "" to let it wait for
-// capacity (PENDING, or BIDDING if preemptible): hosts are full, down, or a
-// preemption must make room first. Only a request that no host could hold
-// even empty is refused.
-func (s *Service) place(spec state.Spec, pl state.Placement) (string, error) {
-	cands := placement.FromStore(s.store)
-	if len(cands) == 0 {
-		return "", nil // no host at all: it waits (nothing to refuse it against)
-	}
+// place chooses a host for a new instance, reserved until the decision's
+// Release, or no host (HostID "") to let it wait for capacity (PENDING, or
+// BIDDING if preemptible): hosts are full, down, or a preemption must make
+// room first. Only a request that no host could hold even empty is refused.
+func (s *Service) place(spec state.Spec, pl state.Placement) (placer.Decision, error) {
 	req := placement.Request(spec, pl)
-	d, err := scheduler.Place(req, cands, s.policy)
+	d, err := s.placer.Place(req)
 	if err == nil && len(d.Preempt) == 0 {
-		return d.HostID, nil
+		return d, nil
+	}
+	if errors.Is(err, placer.ErrNoHosts) {
+		return placer.Decision{}, nil // no host at all: it waits (nothing to refuse it against)
 	}
 	if err != nil && !errors.Is(err, scheduler.ErrNoHost) {
-		return "", err
+		return placer.Decision{}, err
 	}
-	if len(cands) > 0 && !couldEverFit(req, cands, s.policy) {
-		return "", fmt.Errorf("no host could ever hold it, even empty: %w", fsm.ErrNoCapacity)
+	if all := s.placer.All(); len(all) > 0 && !couldEverFit(req, all, s.policy) {
+		return placer.Decision{}, fmt.Errorf("no host could ever hold it, even empty: %w", fsm.ErrNoCapacity)
 	}
-	return "", nil
+	return placer.Decision{}, nil // no host at all, or none with room now: it waits
 }
 
 // couldEverFit reports whether some host, emptied, up and open, would take r.

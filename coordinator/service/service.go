@@ -11,6 +11,7 @@ import (
 
 	"github.com/flotilla-vm/flotilla/coordinator/fsm"
 	"github.com/flotilla-vm/flotilla/coordinator/lifecycle"
+	"github.com/flotilla-vm/flotilla/coordinator/placer"
 	"github.com/flotilla-vm/flotilla/coordinator/scheduler"
 	"github.com/flotilla-vm/flotilla/coordinator/secrets"
 	"github.com/flotilla-vm/flotilla/coordinator/state"
@@ -44,6 +45,7 @@ type Config struct {
 // Service carries out the writes users ask for.
 type Service struct {
 	policy    scheduler.Policy
+	placer    *placer.Placer // new instances' hosts
 	deadlines map[lifecycle.OpKind]time.Duration
 	store     *state.Store
 	raft      Applier
@@ -58,7 +60,7 @@ func New(cfg Config) *Service {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Service{policy: cfg.Policy, deadlines: cfg.Deadlines, store: cfg.Store, raft: cfg.Applier, now: cfg.Now, readiness: cfg.ReadinessTimeout,
+	return &Service{policy: cfg.Policy, placer: placer.New(cfg.Store, cfg.Policy), deadlines: cfg.Deadlines, store: cfg.Store, raft: cfg.Applier, now: cfg.Now, readiness: cfg.ReadinessTimeout,
 		secrets: cfg.Secrets, softDel: cfg.SoftDeleteRetention}
 }
 

@@ -20,7 +20,8 @@ func (l *local) Apply(_ context.Context, cmd []byte) (any, error) {
 }
 
 // newService has hosts h1 and h2, which serve disk copies, and one idle
-// instance i-1 of 2 vCPUs and 10 GiB on h1.
+// instance i-1 of 2 vCPUs, 2 GiB (3% of h1: spread then prefers h2 beyond
+// its randomised choice among near-equal hosts) and 10 GiB on h1.
 func newService(t *testing.T) *Service {
 	t.Helper()
 	st := state.New(0)
@@ -33,7 +34,7 @@ func newService(t *testing.T) *Service {
 		}
 	}
 	if err := st.Update(now, func(tx *state.Tx) error {
-		tx.PutInstance(&state.Instance{ID: "i-1", Name: "web", HostID: "h1", Spec: state.Spec{VCPUs: 2, MemoryMiB: 512, DiskGiB: 10, Image: "img"},
+		tx.PutInstance(&state.Instance{ID: "i-1", Name: "web", HostID: "h1", Spec: state.Spec{VCPUs: 2, MemoryMiB: 2048, DiskGiB: 10, Image: "img"},
 			Desired: lifecycle.DesiredRunning, Power: lifecycle.PowerRunning, Result: lifecycle.ResultSucceeded})
 		return nil
 	}); err != nil {

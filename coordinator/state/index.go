@@ -25,7 +25,7 @@ func (s *Store) declareIndexes() {
 	s.booting = instanceSet{holds: func(i *Instance) bool { return i.Guest.State == lifecycle.GuestBooting }}
 	// A nil check, not a status: every replica runs it on every change.
 	s.confirmable = instanceSet{holds: func(i *Instance) bool { return i.Resize != nil && !i.Resize.ConfirmBy.IsZero() }}
-	s.indexes = []index{&s.byInst, &s.hosted, &s.waiting, &s.stopped, &s.deleted, &s.booting, &s.confirmable, &s.placed, &s.addrs, &s.projUse}
+	s.indexes = []index{&s.byInst, &s.hosted, &s.waiting, &s.stopped, &s.deleted, &s.booting, &s.confirmable, &s.placed, &s.order, &s.addrs, &s.projUse}
 }
 
 func (s *Store) indexInstance(old, now *Instance, rev int64) {

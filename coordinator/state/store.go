@@ -1,6 +1,7 @@
 package state
 
 import (
+	"container/heap"
 	"context"
 	"errors"
 	"fmt"
@@ -49,6 +50,7 @@ type Store struct {
 	// (the leader confirms those past it)
 	confirmable instanceSet
 	placed      placement
+	order       hostOrder   // host ids by position, for sampling
 	addrs       addressBook // who holds which address, MAC and host name
 	projUse     projectUse  // what each project's instances take
 	indexes     []index
@@ -290,6 +292,55 @@ func (s *Store) Instances() ([]Instance, int64) {
 	}
 	sort.Slice(out, func(a, b int) bool { return out[a].ID < out[b].ID })
 	return out, s.rev
+}
+
+// InstancesPage returns copies of the first limit instances, by id, after
+// the id after for which keep holds, whether more follow, and the revision
+// they reflect. keep runs under the read lock on the stored record, which
+// it must neither keep nor change. Only the page is copied and sorted, so
+// paging through 100,000 instances costs one pass over ids per page rather
+// than a copy of every record per page.
+func (s *Store) InstancesPage(after string, limit int, keep func(*Instance) bool) (page []Instance, more bool, rev int64) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	// The limit+1 smallest ids, as a max-heap on id: its root is the
+	// largest kept, the one a smaller id replaces.
+	h := make(idHeap, 0, limit+1)
+	for id, i := range s.instances {
+		if id <= after || (len(h) == limit+1 && id >= h[0].ID) || !keep(i) {
+			continue
+		}
+		if len(h) < limit+1 {
+			heap.Push(&h, i)
+		} else {
+			h[0] = i
+			heap.Fix(&h, 0)
+		}
+	}
+	sort.Slice(h, func(a, b int) bool { return h[a].ID < h[b].ID })
+	more = len(h) > limit
+	if more {
+		h = h[:limit]
+	}
+	page = make([]Instance, len(h))
+	for k, i := range h {
+		page[k] = *i.clone()
+	}
+	return page, more, s.rev
+}
+
+// idHeap is a max-heap of instances by id.
+type idHeap []*Instance
+
+func (h idHeap) Len() int           { return len(h) }
+func (h idHeap) Less(a, b int) bool { return h[a].ID > h[b].ID }
+func (h idHeap) Swap(a, b int)      { h[a], h[b] = h[b], h[a] }
+func (h *idHeap) Push(x any)        { *h = append(*h, x.(*Instance)) }
+func (h *idHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
 }
 
 // Operation returns a copy of one operation.
@@ -569,6 +620,84 @@ func (s *Store) EachHostLoad(fn func(*Host, *HostLoad)) {
 		} else {
 			fn(h, empty)
 		}
+	}
+}
+
+// SampleHostLoads calls fn for k hosts drawn with pick (which returns an
+// integer in [0, n)) and for the hosts also that exist, each with its
+// load, under one read lock; for k at least the number of hosts, for every
+// host. A host drawn or named twice is passed once. It costs O(k) whatever
+// the fleet's size: what the placement of one create reads. fn must
+// neither keep nor change what it is given.
+func (s *Store) SampleHostLoads(k int, pick func(n int) int, also []string, fn func(*Host, *HostLoad)) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	empty := &HostLoad{}
+	seen := make(map[string]bool, k+len(also))
+	visit := func(id string) {
+		h, ok := s.hosts[id]
+		if !ok || seen[id] {
+			return
+		}
+		seen[id] = true
+		if l, ok := s.placed.load[id]; ok {
+			fn(h, l)
+		} else {
+			fn(h, empty)
+		}
+	}
+	ids := s.order.ids
+	if k >= len(ids) {
+		for _, id := range ids {
+			visit(id)
+		}
+		return
+	}
+	for range k {
+		visit(ids[pick(len(ids))])
+	}
+	for _, id := range also {
+		visit(id)
+	}
+}
+
+// AnyHostOpen reports whether some host is READY and not cordoned: the
+// first such host ends the search.
+func (s *Store) AnyHostOpen() bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, h := range s.hosts {
+		if h.Status == HostReady && !h.Cordoned {
+			return true
+		}
+	}
+	return false
+}
+
+// hostOrder keeps the host ids in a slice, for drawing one at random.
+type hostOrder struct {
+	ignores
+	ids []string
+	pos map[string]int
+}
+
+func (o *hostOrder) reset(int64) { o.ids, o.pos = nil, map[string]int{} }
+
+func (o *hostOrder) host(old, now *Host, _ int64) {
+	switch {
+	case old == nil && now != nil:
+		o.pos[now.ID] = len(o.ids)
+		o.ids = append(o.ids, now.ID)
+	case old != nil && now == nil:
+		i, ok := o.pos[old.ID]
+		if !ok {
+			return
+		}
+		last := len(o.ids) - 1
+		o.ids[i] = o.ids[last]
+		o.pos[o.ids[i]] = i
+		o.ids = o.ids[:last]
+		delete(o.pos, old.ID)
 	}
 }
 

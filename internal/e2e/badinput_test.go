@@ -49,7 +49,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"unpause a running instance", "InstanceService/UnpauseInstance", map[string]any{"id": id}, codes.FailedPrecondition, "allowed: stop, restart, pause, suspend, delete, update, resize, extend, move, set-password, rebuild, rescue, upgrade)"},
 		{"resize to the same shape", "InstanceService/ResizeInstance", map[string]any{"id": id, "vcpus": 1}, codes.InvalidArgument, "that shape already"},
 		{"resize to a negative disk", "InstanceService/ResizeInstance", map[string]any{"id": id, "diskGib": -1}, codes.InvalidArgument, "disk_gib"},
-		{"resize beyond any host", "InstanceService/ResizeInstance", map[string]any{"id": id, "vcpus": 64}, codes.ResourceExhausted, ""},
+		{"resize beyond any host", "InstanceService/ResizeInstance", map[string]any{"id": id, "vcpus": 64, "memoryMib": 262144}, codes.ResourceExhausted, ""},
 		{"resize to an unknown host", "InstanceService/ResizeInstance", map[string]any{"id": id, "vcpus": 2, "targetHostId": "no-such-host"}, codes.NotFound, ""},
 		{"confirm with nothing to confirm", "InstanceService/ConfirmResize", map[string]any{"id": id}, codes.FailedPrecondition, "allowed"},
 		{"revert with nothing to revert", "InstanceService/RevertResize", map[string]any{"id": id}, codes.FailedPrecondition, "allowed"},

@@ -243,9 +243,9 @@ func TestSeedConformance(t *testing.T) {
 	ready := 1
 	e.waitGuestReady(life, ready)
 
-	// A preemptible create bids for room that is not free (4 vCPUs: at most 3 are
-	// free), and is withdrawn.
-	op = e.g.MustCall("flotilla.v1.InstanceService/CreateInstance", map[string]any{"name": "conf-spot", "spec": map[string]any{"vcpus": 4, "memoryMib": 128, "image": "flotilla-test"}, "placement": map[string]any{"preemptible": true}})
+	// A preemptible create bids for room that is not free (4 vCPUs at the
+	// default overcommit of 4.0 place 16: at most 15 are free), and is withdrawn.
+	op = e.g.MustCall("flotilla.v1.InstanceService/CreateInstance", map[string]any{"name": "conf-spot", "spec": map[string]any{"vcpus": 16, "memoryMib": 128, "image": "flotilla-test"}, "placement": map[string]any{"preemptible": true}})
 	ids["spot"] = testenv.Str(op, "instanceId")
 	h.waitSeen(t, ids["spot"], "STATUS_BIDDING")
 	e.mustSucceed(e.do("DeleteInstance", map[string]any{"id": ids["spot"]}))

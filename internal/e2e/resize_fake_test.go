@@ -50,7 +50,8 @@ func TestResizeWithFakeAgents(t *testing.T) {
 		return err
 	})
 	refuse("a shape no host holds", codes.ResourceExhausted, func() error {
-		_, err := c.ResizeInstance(ctx, &pb.ResizeInstanceRequest{Id: id, Vcpus: 8})
+		// 4 vCPUs at the default overcommit of 4.0 hold 16.
+		_, err := c.ResizeInstance(ctx, &pb.ResizeInstanceRequest{Id: id, Vcpus: 17})
 		return err
 	})
 	refuse("an unknown target", codes.NotFound, func() error {

@@ -15,7 +15,8 @@ import (
 // instance then takes; its start is refused while the host is full and,
 // once there is room again, brings the guest back on the same host.
 func TestDeallocateOnRealLibvirt(t *testing.T) {
-	e := newEnv(t, nil, []string{"--vcpus", "1"})
+	// Room for exactly one 1-vCPU guest: no vCPU overcommit (the default places 4 per CPU).
+	e := newEnv(t, []string{"--cpu-overcommit=1"}, []string{"--vcpus", "1"})
 	a := e.create("lc2-dealloc-a", "")
 	e.waitGuestReady(a, 1)
 

@@ -9,11 +9,16 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	agentnode "github.com/flotilla-vm/flotilla/agent/node"
 	"github.com/flotilla-vm/flotilla/coordinator/node"
@@ -87,15 +92,19 @@ type agent struct {
 	done    chan struct{} // closed when Run returns
 }
 
-// cluster is the coordinator, the agents and the API connections.
+// cluster is the coordinators, the agents and the API connections.
 type cluster struct {
-	dir    string
-	node   *node.Node
-	policy scheduler.Policy
-	hosts  []hostSpec
-	agents []*agent
-	conns  []*grpc.ClientConn // API connections for the clients, round robin
-	log    *slog.Logger
+	dir      string
+	agentDir string       // parent of the agents' journals
+	nodes    []*node.Node // nodes[0] bootstrapped the cluster
+	closed   []bool       // closed by the failover
+	ackedN   atomic.Int64 // creates acknowledged so far
+	connNode []int        // the node each of conns dials
+	policy   scheduler.Policy
+	hosts    []hostSpec
+	agents   []*agent
+	conns    []*grpc.ClientConn // API connections for the clients, round robin
+	log      *slog.Logger
 
 	agentCtx                     context.Context
 	stopAgents                   context.CancelFunc
@@ -114,36 +123,79 @@ func startCluster(ctx context.Context, o options, log *slog.Logger) (*cluster, e
 		policy: scheduler.Policy{Pack: o.pack, CPUOvercommit: o.cpuOvercommit, MemoryOvercommit: 1, DiskOvercommit: 1}}
 	c.agentCtx, c.stopAgents = context.WithCancel(context.Background())
 
-	raftAddr, err := freeAddr()
-	if err != nil {
-		return c, err
-	}
-	c.node, err = node.Start(node.Config{
-		NodeID: "sim-coordinator", DataDir: filepath.Join(dir, "coordinator"), RaftAddr: raftAddr,
-		APIAddr: "127.0.0.1:0", Bootstrap: true, FastRaft: true, Placement: c.policy, Logger: log,
-	})
-	if err != nil {
-		return c, fmt.Errorf("start coordinator: %w", err)
-	}
-	for !c.node.IsLeader() {
-		if time.Since(t0) > 15*time.Second {
-			return c, errors.New("the coordinator did not become leader in 15s")
+	c.agentDir = filepath.Join(dir, "agents")
+	if o.agentDir != "" {
+		if c.agentDir, err = os.MkdirTemp(o.agentDir, "flotilla-sim-agents-"); err != nil {
+			return c, err
 		}
-		if err := sleep(ctx, 10*time.Millisecond); err != nil {
+	}
+	for i := range o.coordinators {
+		raftAddr, err := freeAddr()
+		if err != nil {
+			return c, err
+		}
+		cfg := node.Config{
+			NodeID: fmt.Sprintf("sim-coordinator-%d", i), DataDir: filepath.Join(dir, fmt.Sprintf("coordinator-%d", i)), RaftAddr: raftAddr,
+			// Short Raft timeouts only alone: a cluster on a loaded machine
+			// then flaps between leaders; with the defaults a failover
+			// takes what it would in production.
+			APIAddr: "127.0.0.1:0", Bootstrap: i == 0, FastRaft: o.coordinators == 1, Placement: c.policy, Logger: log,
+		}
+		if i > 0 {
+			cfg.Join = c.nodes[0].Addr()
+		}
+		n, err := node.Start(cfg)
+		if err != nil {
+			return c, fmt.Errorf("start coordinator %d: %w", i, err)
+		}
+		c.nodes = append(c.nodes, n)
+		c.closed = append(c.closed, false)
+		for i == 0 && !n.IsLeader() {
+			if time.Since(t0) > 15*time.Second {
+				return c, errors.New("the coordinator did not become leader in 15s")
+			}
+			if err := sleep(ctx, 10*time.Millisecond); err != nil {
+				return c, err
+			}
+		}
+	}
+	// Every member a voter before the load starts (a joiner is promoted
+	// once it has caught up).
+	for o.coordinators > 1 {
+		ms, err := c.nodes[0].Raft.Members()
+		voters := 0
+		for _, m := range ms {
+			if m.Voter {
+				voters++
+			}
+		}
+		if err == nil && voters == o.coordinators {
+			break
+		}
+		if time.Since(t0) > 60*time.Second {
+			return c, fmt.Errorf("only %d of %d coordinators voting after 60s (%v)", voters, o.coordinators, err)
+		}
+		if err := sleep(ctx, 50*time.Millisecond); err != nil {
 			return c, err
 		}
 	}
 	c.coordinatorUp = time.Since(t0)
-	logf("coordinator leading at %s (raft %s, data %s) after %s", c.node.Addr(), raftAddr, dir, c.coordinatorUp.Round(time.Millisecond))
+	logf("%d coordinator(s) up, %s leading (data %s) after %s", len(c.nodes), c.nodes[0].Addr(), dir, c.coordinatorUp.Round(time.Millisecond))
 
-	nconns := min(o.clients, 8)
-	for range nconns {
-		conn, err := grpc.NewClient(c.node.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+	// Connections to every coordinator, the bootstrapping one (which the
+	// failover closes) last: conns[0] serves the watch and the final reads.
+	var order []*node.Node
+	order = append(order, c.nodes[1:]...)
+	order = append(order, c.nodes[0])
+	nconns := max(min(o.clients, 8), len(order))
+	for k := range nconns {
+		conn, err := grpc.NewClient(order[k%len(order)].Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()),
 			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
 		if err != nil {
 			return c, err
 		}
 		c.conns = append(c.conns, conn)
+		c.connNode = append(c.connNode, slices.Index(c.nodes, order[k%len(order)]))
 	}
 
 	// Open the journals in parallel: each Open writes (and fsyncs) twice.
@@ -193,7 +245,7 @@ func startCluster(ctx context.Context, o options, log *slog.Logger) (*cluster, e
 // hypervisor of the host's size, serving no peer transfers.
 func (c *cluster) newAgent(h hostSpec) (*agent, error) {
 	n, err := agentnode.New(agentnode.Config{
-		Coordinator: c.node.Addr(), HostID: h.id, StateDir: filepath.Join(c.dir, "agents", h.id),
+		Coordinator: c.addrs(), HostID: h.id, StateDir: filepath.Join(c.agentDir, h.id),
 		Driver:       fake.New(fake.Options{Kind: "fake", Capacity: h.capacity}),
 		AgentVersion: "flotilla-sim", Labels: h.labels, Logger: c.log,
 	})
@@ -210,6 +262,10 @@ func (c *cluster) waitReady(ctx context.Context, n int) error {
 	lastLog := time.Now()
 	for {
 		resp, err := api.ListHosts(ctx, &pb.ListHostsRequest{})
+		if status.Code(err) == codes.Unavailable && time.Now().Before(deadline) {
+			_ = sleep(ctx, 200*time.Millisecond) // a member between leaders: asked again
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("ListHosts: %w", err)
 		}
@@ -257,12 +313,15 @@ func (c *cluster) close() error {
 	for _, conn := range c.conns {
 		errs = append(errs, conn.Close())
 	}
-	if c.node != nil {
+	for i, n := range c.nodes {
+		if c.closed[i] {
+			continue
+		}
 		// Bounded: node.Close waits for the orchestrator's pass, which does
 		// not stop for cancellation and ends every expired operation with
 		// its own Raft apply first; after an overloaded run that is minutes.
 		closed := make(chan error, 1)
-		go func() { closed <- c.node.Close() }()
+		go func() { closed <- n.Close() }()
 		select {
 		case err := <-closed:
 			errs = append(errs, err)
@@ -270,8 +329,40 @@ func (c *cluster) close() error {
 			logf("coordinator did not close in 30s (its orchestrator is still ending expired operations one Raft apply at a time); abandoned")
 		}
 	}
+	if c.agentDir != filepath.Join(c.dir, "agents") {
+		errs = append(errs, os.RemoveAll(c.agentDir))
+	}
 	errs = append(errs, os.RemoveAll(c.dir))
 	return errors.Join(errs...)
+}
+
+// addrs is every coordinator's API address, comma-separated (what an agent dials).
+func (c *cluster) addrs() string {
+	var a []string
+	for _, n := range c.nodes {
+		a = append(a, n.Addr())
+	}
+	return strings.Join(a, ",")
+}
+
+// live is a connection to a coordinator the failover did not close.
+func (c *cluster) live() *grpc.ClientConn {
+	for k, conn := range c.conns {
+		if !c.closed[c.connNode[k]] {
+			return conn
+		}
+	}
+	return c.conns[0]
+}
+
+// leader is the coordinator leading now, or nil.
+func (c *cluster) leader() (int, *node.Node) {
+	for i, n := range c.nodes {
+		if !c.closed[i] && n.IsLeader() {
+			return i, n
+		}
+	}
+	return -1, nil
 }
 
 // freeAddr picks a free loopback port for the Raft transport (it needs a
@@ -317,13 +408,12 @@ type hostsDown struct {
 func (c *cluster) monitorHosts(ctx context.Context) *hostMonitor {
 	ctx, cancel := context.WithCancel(ctx)
 	m := &hostMonitor{cancel: cancel, done: make(chan struct{})}
-	api := pb.NewHostServiceClient(c.conns[0])
 	go func() {
 		defer close(m.done)
 		seen := map[string]bool{}
 		for sleep(ctx, 5*time.Second) == nil {
 			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			resp, err := api.ListHosts(cctx, &pb.ListHostsRequest{})
+			resp, err := pb.NewHostServiceClient(c.live()).ListHosts(cctx, &pb.ListHostsRequest{})
 			cancel()
 			m.res.polls++
 			if err != nil {

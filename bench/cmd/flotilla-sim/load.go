@@ -38,7 +38,7 @@ const (
 	groups        = 50
 	groupPercent  = 10 // instances in one of the anti-affinity groups
 	zoneAPercent  = 5  // instances asking for host_labels zone=a
-	maxRetries    = 10 // commit-time conflicts retried per instance
+	maxRetries    = 20 // conflicts and unavailable coordinators retried per instance
 	createTimeout = 30 * time.Second
 )
 
@@ -118,7 +118,6 @@ func (c *cluster) create(ctx context.Context, o options, w *watcher) createResul
 	defer cancel()
 	var issued atomic.Int64
 	for k := range o.clients {
-		api := pb.NewInstanceServiceClient(c.conns[k%len(c.conns)])
 		wg.Go(func() {
 			var (
 				lats []time.Duration
@@ -137,13 +136,19 @@ func (c *cluster) create(ctx context.Context, o options, w *watcher) createResul
 					err error
 				)
 				for try := 0; ; try++ {
+					// Another coordinator on each try: one may have been closed.
+					api := pb.NewInstanceServiceClient(c.conns[(k+try)%len(c.conns)])
 					cctx, cancel := context.WithTimeout(ctx, createTimeout)
 					op, err = api.CreateInstance(cctx, req)
 					cancel()
 					if err == nil || try >= maxRetries || !retryable(err) {
 						break
 					}
-					conflicts.Add(1)
+					if status.Code(err) == codes.Unavailable {
+						_ = sleep(ctx, time.Duration(min(try+1, 10))*50*time.Millisecond) // an election takes a moment
+					} else {
+						conflicts.Add(1)
+					}
 				}
 				d := time.Since(start)
 				progress.Add(1)
@@ -158,6 +163,7 @@ func (c *cluster) create(ctx context.Context, o options, w *watcher) createResul
 					continue
 				}
 				w.acked(op.InstanceId, start.Add(d))
+				c.ackedN.Add(1)
 				lats = append(lats, d)
 				acks = append(acks, start.Add(d))
 			}
@@ -222,8 +228,25 @@ func (c *cluster) watch(ctx context.Context) (*watcher, error) {
 	}
 	go func() {
 		defer close(w.done)
+		// A broken watch resumes on another coordinator from the last
+		// revision seen (the failover closes one); a minute of failures
+		// ends it.
+		rev, k := list.Revision, 0
+		var failing time.Time
 		for {
 			msg, err := stream.Recv()
+			if err != nil && wctx.Err() == nil && (failing.IsZero() || time.Since(failing) < time.Minute) {
+				if failing.IsZero() {
+					failing = time.Now()
+				}
+				k++
+				_ = sleep(wctx, 100*time.Millisecond)
+				api := pb.NewInstanceServiceClient(c.conns[k%len(c.conns)])
+				if s, err := api.WatchInstances(wctx, &pb.WatchInstancesRequest{StartRevision: rev}); err == nil {
+					stream = s
+				}
+				continue
+			}
 			if err != nil {
 				w.mu.Lock()
 				if wctx.Err() == nil {
@@ -234,6 +257,7 @@ func (c *cluster) watch(ctx context.Context) (*watcher, error) {
 				w.mu.Unlock()
 				return
 			}
+			failing, rev = time.Time{}, msg.Revision
 			now := time.Now()
 			w.mu.Lock()
 			for _, inst := range msg.Instances {

@@ -31,6 +31,9 @@ var logLevel slog.LevelVar
 
 type options struct {
 	hosts, instances, clients int
+	coordinators              int    // 1 or 3 (in-process, one Raft cluster)
+	agentDir                  string // parent of the fake agents' journals ("": the run's temp dir)
+	failoverAfter             int    // close the leader once this many creates are acknowledged (0: never)
 	cpuOvercommit             float64
 	pack                      bool
 	seed                      uint64
@@ -45,6 +48,9 @@ func main() {
 	flag.IntVar(&o.hosts, "hosts", 1000, "in-process agents (fake hypervisors), host ids sim-0000...")
 	flag.IntVar(&o.instances, "instances", 20000, "instances to create")
 	flag.IntVar(&o.clients, "clients", 64, "concurrent CreateInstance callers")
+	flag.IntVar(&o.coordinators, "coordinators", 1, "coordinators in the Raft cluster, in this process (1..5); clients and agents use all of them")
+	flag.StringVar(&o.agentDir, "agent-dir", "", "parent directory of the fake agents' step journals (default: the run's temp dir; /dev/shm keeps 1,000s of agents' fsyncs off the disk the coordinators' Raft log is on)")
+	flag.IntVar(&o.failoverAfter, "failover-after", 0, "close the leading coordinator once this many creates are acknowledged, and report how long until placements resume (needs -coordinators >= 3)")
 	flag.Float64Var(&o.cpuOvercommit, "cpu-overcommit", 4, "coordinator placement policy: vCPUs per physical CPU (memory and disk: 1)")
 	flag.BoolVar(&o.pack, "pack", false, "pack placement policy instead of spread")
 	flag.Uint64Var(&o.seed, "seed", 1, "seed of the host shapes and instance mix")
@@ -53,8 +59,16 @@ func main() {
 	flag.DurationVar(&o.runningTimeout, "running-timeout", 90*time.Second, "give up waiting for RUNNING after this long past the create phase")
 	flag.StringVar(&o.logLevel, "log-level", "warn", "log level of the coordinator and agents (debug, info, warn, error)")
 	flag.Parse()
-	if flag.NArg() > 0 || o.hosts < 1 || o.hosts > 10000 || o.instances < 1 || o.clients < 1 {
-		fmt.Fprintln(os.Stderr, "usage: flotilla-sim [-hosts 1..10000] [-instances n>=1] [-clients n>=1] [-cpuprofile file]")
+	if flag.NArg() > 0 || o.hosts < 1 || o.hosts > 10000 || o.instances < 1 || o.clients < 1 || o.coordinators < 1 || o.coordinators > 5 ||
+		(o.failoverAfter > 0 && o.coordinators < 3) {
+		fmt.Fprintln(os.Stderr, "usage: flotilla-sim [-hosts 1..10000] [-instances n>=1] [-clients n>=1] [-coordinators 1..5] [-failover-after n (with -coordinators >= 3)] [-agent-dir dir] [-cpuprofile file]")
+		os.Exit(2)
+	}
+	// Each host takes three descriptors in this process (its journal, its
+	// session's socket and the coordinator's end of it).
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil && uint64(3*o.hosts+2000) > lim.Cur {
+		fmt.Fprintf(os.Stderr, "flotilla-sim: %d hosts need about %d open files; the limit is %d (ulimit -n): run fewer hosts or raise it\n", o.hosts, 3*o.hosts+2000, lim.Cur)
 		os.Exit(2)
 	}
 	var lvl slog.Level
@@ -130,7 +144,9 @@ func run(ctx context.Context, o options, log *slog.Logger) (res *results, err er
 	}
 	createStart := time.Now()
 	w.setStart(createStart)
+	fo := c.failover(ctx, o, w)
 	cr := c.create(ctx, o, w)
+	res.failover = fo.result(cr)
 	res.create = cr
 	res.createPhase = time.Since(createStart)
 	if prof != nil {
@@ -156,6 +172,7 @@ func run(ctx context.Context, o options, log *slog.Logger) (res *results, err er
 		return res, err
 	}
 	res.quality = q
+	res.snapshot = c.snapshot()
 	res.hostsDown = hm.stop()
 	res.mem = readMem()
 	res.loadEnd = loadAvg()

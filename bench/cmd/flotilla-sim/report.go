@@ -36,12 +36,12 @@ type qualityResult struct {
 
 func (c *cluster) quality(ctx context.Context, o options) (qualityResult, error) {
 	var q qualityResult
-	hapi := pb.NewHostServiceClient(c.conns[0])
+	hapi := pb.NewHostServiceClient(c.live())
 	hosts, err := hapi.ListHosts(ctx, &pb.ListHostsRequest{})
 	if err != nil {
 		return q, fmt.Errorf("ListHosts: %w", err)
 	}
-	iapi := pb.NewInstanceServiceClient(c.conns[0])
+	iapi := pb.NewInstanceServiceClient(c.live())
 	var all []*pb.Instance
 	for token := ""; ; {
 		resp, err := iapi.ListInstances(ctx, &pb.ListInstancesRequest{PageSize: 1000, PageToken: token})
@@ -174,6 +174,8 @@ type results struct {
 	quality                                  qualityResult
 	hostsDown                                hostsDown
 	mem                                      memResult
+	failover                                 failoverResult
+	snapshot                                 snapshotResult
 	total                                    time.Duration
 	loadStart, loadEnd                       string // /proc/loadavg: other work on the machine skews every figure
 }
@@ -201,8 +203,12 @@ func (r *results) print(out io.Writer, o options) {
 	}
 	fmt.Fprintln(w, "metric\tvalue")
 	fmt.Fprintln(w, "------\t-----")
-	row("setup", "%d hosts, %d instances, %d clients, %s, cpu overcommit %g, GOMAXPROCS %d",
-		o.hosts, o.instances, o.clients, policy, o.cpuOvercommit, runtime.GOMAXPROCS(0))
+	agentDir := "in the run's temp dir"
+	if o.agentDir != "" {
+		agentDir = "under " + o.agentDir
+	}
+	row("setup", "%d hosts, %d instances, %d clients, %d coordinator(s), %s, cpu overcommit %g, GOMAXPROCS %d; agent journals %s",
+		o.hosts, o.instances, o.clients, o.coordinators, policy, o.cpuOvercommit, runtime.GOMAXPROCS(0), agentDir)
 	row("coordinator leading / agents started / all hosts READY", "%s / %s / %s", sec(r.coordinatorUp), sec(r.agentsStarted), sec(r.hostsReady))
 	cr := r.create
 	if r.createPhase > 0 {
@@ -216,6 +222,10 @@ func (r *results) print(out io.Writer, o options) {
 		row("placements/s (whole phase)", "%.0f", float64(cr.acked)/r.createPhase.Seconds())
 		row("placements/s first 10 s / last 10 s", "%s", windows(cr.ackTimes))
 		row("CreateInstance latency p50 / p99 / max", "%s / %s / %s", ms(s.P50), ms(s.P99), ms(s.Max))
+	}
+	if f := r.failover; f.ran {
+		row("failover: leader closed", "%s after %d acknowledged creates", f.killed, f.acksBefore)
+		row("failover: new leader / first ack / first ack of a create issued after", "%s / %s / %s", ms(f.elected), ms(f.firstAck), ms(f.firstStartedAck))
 	}
 	if rr := r.running; rr.waited {
 		if rr.count >= cr.acked {
@@ -232,7 +242,7 @@ func (r *results) print(out io.Writer, o options) {
 	}
 	if q := r.quality; q.hosts > 0 {
 		row("instances listed / placed", "%d / %d on %d of %d hosts", q.instances, q.placed, q.usedHosts, q.hosts)
-		row("host memory utilisation max / mean (sd)", "%.1f%% / %.1f%% (%.1f%%)", 100*q.memMax, 100*q.memMean, 100*q.memStd)
+		row("host memory utilisation max / mean (sd)", "%.1f%% / %.1f%% (%.1f%%); max - mean %.1f points", 100*q.memMax, 100*q.memMean, 100*q.memStd, 100*(q.memMax-q.memMean))
 		row("cluster memory utilisation", "%.1f%%", 100*q.clusterMem)
 		row("host vCPU utilisation max (of allocatable)", "%.1f%%", 100*q.cpuMax)
 		row("anti-affinity violations", "%d", q.antiAffinity)
@@ -248,6 +258,12 @@ func (r *results) print(out io.Writer, o options) {
 	if r.mem.goroutines > 0 {
 		row("RSS at end (peak)", "%s (%s), heap in use %.0f MiB", r.mem.rss, r.mem.hwm, float64(r.mem.heap)/(1<<20))
 		row("goroutines at end", "%d", r.mem.goroutines)
+		if n := r.quality.instances; n > 0 {
+			row("heap in use per instance (whole process: coordinators and agents)", "%.1f KiB", float64(r.mem.heap)/1024/float64(n))
+		}
+	}
+	if sn := r.snapshot; sn.bytes > 0 || sn.err != nil {
+		row("leader state snapshot: size / written in / Raft snapshot in", "%.1f MiB / %s / %s (err %v)", float64(sn.bytes)/(1<<20), ms(sn.encodeTook), ms(sn.raftTook), sn.err)
 	}
 	if r.total > 0 {
 		row("total (before teardown)", "%s", sec(r.total))
