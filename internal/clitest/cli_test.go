@@ -31,6 +31,7 @@ func TestCLI(t *testing.T) {
 		{"networks", testNetworks},
 		{"cluster", testClusterCommands},
 		{"settings", testSettings},
+		{"more lifecycle", testMoreLifecycle},
 		{"errors", testErrors},
 		{"delete", testDelete},
 	}
@@ -502,7 +503,7 @@ func testErrors(c *cluster, id string) {
 // DELETED) in one document.
 func testDelete(c *cluster, id string) {
 	t := c.t
-	r := c.ok("delete", id, "--wait", "-o", "yaml")
+	r := c.ok("delete", id, "--force", "--wait", "-o", "yaml")
 	var doc struct {
 		Operation struct{ Kind, State string }
 		Instance  struct{ Status string }

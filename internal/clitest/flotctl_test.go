@@ -38,7 +38,8 @@ type cluster struct {
 // takes a while, so that a waited-for start shows a RUNNING operation.
 func startCluster(t *testing.T) *cluster {
 	dir := t.TempDir()
-	coord := testenv.StartCoordinator(t, dir)
+	// A retention window, so that delete and restore can be tried.
+	coord := testenv.StartCoordinator(t, dir, "--soft-delete-retention", "1h")
 	home := filepath.Join(dir, "home")
 	if err := os.MkdirAll(home, 0o755); err != nil {
 		t.Fatal(err)
