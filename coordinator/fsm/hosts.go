@@ -24,6 +24,7 @@ func applyRegisterHost(tx *state.Tx, c *RegisterHost) (any, error) {
 	h.Labels = c.Host.Labels
 	h.PeerAddr = c.Host.PeerAddr
 	h.ManagedNetworks, h.Bridges = c.Host.ManagedNetworks, c.Host.Bridges
+	h.ImagesListed = false // until this agent lists its images (an older one never does)
 	h.RegisterTime = tx.Now()
 	h.Orphans = applyInventory(tx, h.ID, c.Inventory, true, tx.Now())
 	tx.PutHost(h)

@@ -203,8 +203,13 @@ func applyDeleteImage(tx *state.Tx, c *DeleteImage) (any, error) {
 }
 
 func applyImagesHeld(tx *state.Tx, c *ImagesHeld) (any, error) {
-	if _, ok := tx.Host(c.HostID); !ok {
+	h, ok := tx.Host(c.HostID)
+	if !ok {
 		return nil, fmt.Errorf("host %q: %w", c.HostID, ErrNotFound)
+	}
+	if c.Full && !h.ImagesListed {
+		h.ImagesListed = true // an agent of the catalogue: it may be sent fetches
+		tx.PutHost(h)
 	}
 	held := map[string]bool{}
 	for _, f := range c.Images {
@@ -319,6 +324,11 @@ func planImageFetch(tx *state.Tx, inst *state.Instance, op *state.Operation) {
 	}
 	im, ok := tx.Image(inst.Spec.Image)
 	if !ok || im.Deleting || im.HeldBy(inst.HostID) {
+		return
+	}
+	// An agent older than the catalogue knows no fetch step (agents run
+	// one version behind the coordinators during an upgrade).
+	if h, ok := tx.Host(inst.HostID); !ok || !h.ImagesListed {
 		return
 	}
 	if src := imageSource(tx, &im, inst.HostID); src != "" {

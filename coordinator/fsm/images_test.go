@@ -25,11 +25,12 @@ func init() {
 func newCatalogueHarness(t *testing.T) *harness {
 	h := newHarness(t)
 	h.mustApply(TypeSetLogVersion, SetLogVersion{Version: LogVersion11})
-	for _, id := range []string{"h1", "h2"} {
+	for _, id := range []string{"h1", "h2", "h3"} {
 		h.mustApply(TypeRegisterHost, RegisterHost{Host: state.Host{ID: id, Kind: "fake", PeerAddr: id + ":7450",
 			Capacity: state.Resources{VCPUs: 4, MemoryMiB: 4096, DiskGiB: 100}}})
 	}
 	h.held("h1", true, "img")
+	h.held("h2", true) // an agent of the catalogue that holds none; h3's is older and never lists
 	return h
 }
 
@@ -187,6 +188,9 @@ func TestCreateFetchesAMissingImage(t *testing.T) {
 		{"host lacks it", "h2", "img", true},
 		{"host holds it", "h1", "img", false},
 		{"image not catalogued", "h2", "unknown", false},
+		// An older agent knows no fetch step: its preflight says whether
+		// it has the image, as before the catalogue.
+		{"agent older than the catalogue", "h3", "img", false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			h := newCatalogueHarness(t)

@@ -311,6 +311,7 @@ func hostToPB(h *state.Host) *raftv1.Host {
 		Orphans: h.Orphans, Labels: h.Labels, Cordoned: h.Cordoned, Draining: h.Draining, ModifyRev: h.ModifyRev,
 		PeerAddr: h.PeerAddr, ManagedNetworks: h.ManagedNetworks, Bridges: h.Bridges,
 		ClockSkewNanos: int64(h.ClockSkew), ClockMeasuredUnixNano: unixNano(h.ClockMeasured),
+		ImagesListed: h.ImagesListed,
 	}
 }
 
@@ -321,6 +322,7 @@ func hostFromPB(m *raftv1.Host) state.Host {
 		Labels: labels(m.Labels), Cordoned: m.Cordoned, Draining: m.Draining, ModifyRev: m.ModifyRev, PeerAddr: m.PeerAddr,
 		ManagedNetworks: m.ManagedNetworks, Bridges: nonEmpty(m.Bridges),
 		ClockSkew: time.Duration(m.ClockSkewNanos), ClockMeasured: fromUnixNano(m.ClockMeasuredUnixNano),
+		ImagesListed: m.ImagesListed,
 	}
 	if c := m.Capacity; c != nil {
 		h.Capacity = state.Resources{VCPUs: c.Vcpus, MemoryMiB: c.MemoryMib, DiskGiB: c.DiskGib}

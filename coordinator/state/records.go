@@ -413,6 +413,10 @@ type Host struct {
 	// measured (at ClockMeasured; zero time: never).
 	ClockSkew     time.Duration `json:"clock_skew,omitempty"`
 	ClockMeasured time.Time     `json:"clock_measured,omitzero"`
+	// ImagesListed: the host's agent lists its images (it is of the image
+	// catalogue, and can fetch an image it lacks); an older agent never
+	// says, and no fetch is planned for it.
+	ImagesListed bool `json:"images_listed,omitempty"`
 }
 
 // Resources is an amount of vCPU, memory and disk.

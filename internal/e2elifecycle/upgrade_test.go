@@ -105,8 +105,8 @@ func contains(l []string, s string) bool {
 // ROLLBACK, then RUNNING again on its previous disk (the very file) and
 // image, the fault saying why; no snapshot is left behind. Then an agent
 // killed (SIGKILL) while an upgraded guest's health is awaited: the
-// restarted agent reports the step interrupted, the upgrade rolls back,
-// and no disk is orphaned.
+// restarted agent waits for its health again, the upgrade finishes, and
+// no disk (nor the snapshot) is orphaned.
 func TestUpgradeRollsBackOnRealLibvirt(t *testing.T) {
 	e := newEnv(t, nil, []string{"--image-dir=" + imageDir(t)})
 	list := e.g.MustCall("flotilla.v1.InstanceService/ListInstances", map[string]any{})
@@ -159,16 +159,18 @@ func TestUpgradeRollsBackOnRealLibvirt(t *testing.T) {
 	})
 	e.agent.Kill()
 	e.agent.Restart()
+	// Waiting for health changes nothing on the host, so the restarted
+	// agent waits again (agent/stepcheck) and the slow guest makes it.
 	op = e.waitOp(opID)
-	if got := testenv.Str(op, "state"); got != "OPERATION_STATE_FAILED" || testenv.Str(op, "error", "code") != "AGENT_RESTARTED" {
+	if got := testenv.Str(op, "state"); got != "OPERATION_STATE_SUCCEEDED" {
 		t.Fatalf("upgrade after the agent died: %s (%s)", got, testenv.Str(op, "error"))
 	}
 	e.waitStatus(b, "STATUS_RUNNING", 60*time.Second)
-	if got := testenv.Str(e.instance(b), "spec", "image"); got != "flotilla-test" {
-		t.Fatalf("image after the interrupted upgrade: %q", got)
+	if got := testenv.Str(e.instance(b), "spec", "image"); got != "flotilla-test-v2" {
+		t.Fatalf("image after the resumed upgrade: %q", got)
 	}
-	if got := inode(t, e.disk(b)); got != before {
-		t.Fatal("the instance does not run on its previous disk")
+	if s := domstate(t, b); s != "running" {
+		t.Fatalf("domain after the resumed upgrade: %s", s)
 	}
 	left, _ := filepath.Glob(filepath.Join(e.agent.DiskDir, b+"*"))
 	for _, f := range left {

@@ -1994,8 +1994,10 @@ type Host struct {
 	ClockSkewNanos int64 `protobuf:"zigzag64,220,opt,name=clock_skew_nanos,json=clockSkewNanos,proto3" json:"clock_skew_nanos,omitempty"`
 	// When it was measured: Unix nanoseconds (0: never).
 	ClockMeasuredUnixNano int64 `protobuf:"fixed64,221,opt,name=clock_measured_unix_nano,json=clockMeasuredUnixNano,proto3" json:"clock_measured_unix_nano,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// The agent lists its images, and fetches one it lacks (log version 11).
+	ImagesListed  bool `protobuf:"varint,182,opt,name=images_listed,json=imagesListed,proto3" json:"images_listed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Host) Reset() {
@@ -2145,6 +2147,13 @@ func (x *Host) GetClockMeasuredUnixNano() int64 {
 		return x.ClockMeasuredUnixNano
 	}
 	return 0
+}
+
+func (x *Host) GetImagesListed() bool {
+	if x != nil {
+		return x.ImagesListed
+	}
+	return false
 }
 
 // Server is a coordinator.
@@ -3054,7 +3063,7 @@ const file_flotilla_raft_v1_records_proto_rawDesc = "" +
 	"requestKey\x12!\n" +
 	"\frequest_hash\x18* \x01(\tR\vrequestHash\x12\x14\n" +
 	"\x05image\x18y \x01(\tR\x05image\x12\"\n" +
-	"\fimage_source\x18\xb4\x01 \x01(\tR\vimageSource\"\x9c\x05\n" +
+	"\fimage_source\x18\xb4\x01 \x01(\tR\vimageSource\"\xc2\x05\n" +
 	"\x04Host\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x12\x12\n" +
@@ -3074,7 +3083,8 @@ const file_flotilla_raft_v1_records_proto_rawDesc = "" +
 	"\x10managed_networks\x18\x0e \x01(\bR\x0fmanagedNetworks\x12\x18\n" +
 	"\abridges\x18\x0f \x03(\tR\abridges\x12)\n" +
 	"\x10clock_skew_nanos\x18\xdc\x01 \x01(\x12R\x0eclockSkewNanos\x128\n" +
-	"\x18clock_measured_unix_nano\x18\xdd\x01 \x01(\x10R\x15clockMeasuredUnixNano\x1a9\n" +
+	"\x18clock_measured_unix_nano\x18\xdd\x01 \x01(\x10R\x15clockMeasuredUnixNano\x12$\n" +
+	"\rimages_listed\x18\xb6\x01 \x01(\bR\fimagesListed\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"P\n" +
